@@ -1,0 +1,20 @@
+//! `protocol`: everything two SmartPipe processes must agree on.
+//!
+//! - [`spec`]: the app JSON format (the user-facing contract), its parsing with
+//!   located errors and its validation ([`validate`]), the function registry
+//!   ([`functions`]) and the JSON Schema generated from it ([`schema`]).
+//! - [`messages`] and [`codec`]: the wire protocol between the supervisor and its
+//!   children (bootstrap, control, data envelopes), encoded with bincode.
+//! - [`shm`]: memfd-backed slot pools that carry frame and tensor payloads.
+//! - [`clock`]: the monotonic clock every process stamps envelopes with.
+
+pub mod clock;
+pub mod codec;
+pub mod functions;
+pub mod messages;
+pub mod schema;
+pub mod shm;
+pub mod spec;
+pub mod validate;
+
+pub use messages::PROTOCOL_VERSION;

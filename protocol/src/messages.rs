@@ -1,0 +1,287 @@
+//! Every message between SmartPipe processes.
+//!
+//! Two layers: ipc-channel carries the *wire* structs ([`UpWire`], [`SetupWire`]) whose
+//! handles (channel ends, shared memory) only ipc-channel can move; everything else is
+//! our own bincode bytes ([`crate::codec`]) inside them or sent as `Vec<u8>`.
+
+use crate::shm::ShmRef;
+use crate::spec::ServiceType;
+use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
+use serde::{Deserialize, Serialize};
+
+/// Bumped whenever a message changes shape; a child of another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Environment variables the supervisor hands to every child.
+pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
+pub const ENV_NONCE: &str = "SMARTPIPE_NONCE";
+/// Whether test-only fault functions may run (set by the test suite only).
+pub const ENV_TEST_FAULTS: &str = "SMARTPIPE_TEST_FAULTS";
+
+/// The sender half every child writes its up-messages into.
+pub type UpSender = IpcSender<UpWire>;
+/// A data or command channel (bincode [`Inbox`] bytes).
+pub type InboxSender = IpcSender<Vec<u8>>;
+pub type InboxReceiver = IpcReceiver<Vec<u8>>;
+
+/// Child → supervisor, on the connection opened with the bootstrap server name.
+#[derive(Serialize, Deserialize)]
+pub struct UpWire {
+    /// bincode of [`Up`].
+    pub bytes: Vec<u8>,
+    /// Only with the first message (`Hello`): where the supervisor sends `Setup`.
+    pub reply: Option<IpcSender<SetupWire>>,
+}
+
+/// Supervisor → child, once, after a good `Hello`.
+#[derive(Serialize, Deserialize)]
+pub struct SetupWire {
+    /// bincode of [`Setup`], or of a refusal message when `refused` is set.
+    pub setup: Vec<u8>,
+    pub refused: Option<String>,
+    /// This replica's inbox: data from upstream and commands from the supervisor.
+    pub inbox: Option<InboxReceiver>,
+    /// Inbox senders of every replica of every consumer task, in [`Setup::outputs`] order.
+    pub outputs: Vec<InboxSender>,
+    /// Shared-memory pools this process may read or write, in [`Setup::pools`] order.
+    pub pools: Vec<IpcSharedMemory>,
+}
+
+/// First message of every child.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub nonce: u64,
+    pub version: u32,
+    /// `task#replica`.
+    pub stage: String,
+    pub pid: u32,
+}
+
+/// One consumer task of this stage: its replicas' senders are
+/// `SetupWire::outputs[first..first + replicas]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutputRoute {
+    pub task: String,
+    pub first: u32,
+    pub replicas: u32,
+}
+
+/// A pool this process has mapped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    pub id: u32,
+    /// `task#replica` that writes it.
+    pub owner: String,
+}
+
+/// What a child needs to run its stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Setup {
+    pub app: String,
+    pub service_type: ServiceType,
+    /// Index of this task in the app.
+    pub task_index: u16,
+    /// The task spec as JSON (params are free-form JSON, which bincode cannot carry).
+    pub task_json: String,
+    pub replica: u32,
+    pub replicas: u32,
+    pub outputs: Vec<OutputRoute>,
+    /// How many end-of-stream markers to wait for (one per upstream replica).
+    pub expected_eos: u32,
+    pub pools: Vec<PoolInfo>,
+    /// The pool this stage writes its outputs to, if it produces payloads.
+    pub own_pool: Option<u32>,
+    pub run_dir: String,
+    pub heartbeat_ms: u32,
+    /// Batch size and max wait chosen by the user or the planner.
+    pub batch_size: u32,
+    pub batch_max_wait_ms: f64,
+    /// Intra-op threads for compute-heavy functions.
+    pub threads: u32,
+}
+
+/// Child → supervisor messages (bincode inside [`UpWire`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Up {
+    Hello(Hello),
+    /// Every `heartbeat_ms`, and whenever the stage has news.
+    Heartbeat(StageMetrics),
+    /// The stage ran to the end of its input; sent just before exiting with status 0.
+    Finished(StageReport),
+    /// The stage cannot go on; it exits non-zero after sending this.
+    Failed { error: String },
+}
+
+/// Why an item was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum LossReason {
+    /// Dropped under overload (best-effort backpressure).
+    Shed,
+    /// In flight in a process that died.
+    Crash,
+    /// Too late to be useful.
+    Deadline,
+    /// The input could not be decoded or processed.
+    BadInput,
+}
+
+impl LossReason {
+    pub const ALL: [LossReason; 4] = [
+        LossReason::Shed,
+        LossReason::Crash,
+        LossReason::Deadline,
+        LossReason::BadInput,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LossReason::Shed => "shed",
+            LossReason::Crash => "crash",
+            LossReason::Deadline => "deadline",
+            LossReason::BadInput => "bad_input",
+        }
+    }
+}
+
+/// Counters of one stage replica since it started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageMetrics {
+    pub items_in: u64,
+    pub items_out: u64,
+    /// Indexed like [`LossReason::ALL`].
+    pub lost: [u64; 4],
+    /// Time spent working (not waiting), in nanoseconds.
+    pub busy_ns: u64,
+    /// Items received but not yet handled.
+    pub queue_depth: u32,
+    /// Items waiting for a free output slot (backpressure).
+    pub waiting_for_slot_ns: u64,
+}
+
+impl StageMetrics {
+    pub fn lose(&mut self, reason: LossReason, n: u64) {
+        self.lost[reason as usize] += n;
+    }
+}
+
+/// Per-source item count, as announced in end-of-stream markers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceTotal {
+    pub source: String,
+    /// Items the source emitted (sequence numbers `0..total`), dropped ones included.
+    pub total: u64,
+}
+
+/// Final report of a stage replica.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    pub metrics: StageMetrics,
+    /// Tails: end-to-end latency of every item received, in ms.
+    pub latencies_ms: Vec<f32>,
+    /// Tails: transport latency per hop (`hop_us[k]` = hop k → k+1), in µs.
+    pub hop_us: Vec<Vec<f32>>,
+    /// Tails: items received per source.
+    pub received: Vec<SourceTotal>,
+    /// What the sources announced they emitted.
+    pub announced: Vec<SourceTotal>,
+}
+
+/// Pixel layout of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PixelFormat {
+    /// 8-bit RGB, interleaved, rows packed (stride = 3 × width).
+    Rgb8,
+}
+
+/// Element type of a tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DType {
+    U8,
+    F32,
+    I64,
+}
+
+/// What an envelope carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    Frame {
+        shm: ShmRef,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+    },
+    Tensor {
+        shm: ShmRef,
+        dtype: DType,
+        shape: Vec<u32>,
+    },
+    /// An Arrow IPC stream holding one record batch.
+    Table(Vec<u8>),
+    /// Several payloads of one item (e.g. a frame and its detections).
+    Batch(Vec<Payload>),
+}
+
+impl Payload {
+    /// Every shared-memory reference inside, in order.
+    pub fn shm_refs(&self) -> Vec<ShmRef> {
+        let mut out = Vec::new();
+        self.collect_refs(&mut out);
+        out
+    }
+    fn collect_refs(&self, out: &mut Vec<ShmRef>) {
+        match self {
+            Payload::Frame { shm, .. } | Payload::Tensor { shm, .. } => out.push(*shm),
+            Payload::Table(_) => {}
+            Payload::Batch(items) => items.iter().for_each(|p| p.collect_refs(out)),
+        }
+    }
+}
+
+/// One hop of an item through the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hop {
+    /// Task index of the stage.
+    pub stage: u16,
+    /// When the stage got the item (for heads: when it was created).
+    pub recv_ns: u64,
+    /// When the stage sent it on.
+    pub sent_ns: u64,
+}
+
+/// One item on its way from a head to the tails.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub app: String,
+    pub source: String,
+    pub seq: u64,
+    pub created_ns: u64,
+    pub hops: Vec<Hop>,
+    pub payload: Payload,
+}
+
+/// End of stream from one upstream replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Eos {
+    pub stage: u16,
+    pub replica: u32,
+    /// What the sources upstream of it emitted.
+    pub totals: Vec<SourceTotal>,
+}
+
+/// Supervisor → child commands, delivered through the child's inbox so they are
+/// ordered with its data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Heads: stop producing, send end-of-stream, finish. Others: ignored (they drain
+    /// when their inputs end).
+    Drain,
+    /// Exit now.
+    Stop,
+}
+
+/// Everything that arrives in a child's inbox (bincode bytes on an [`InboxSender`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Inbox {
+    Data(Envelope),
+    Eos(Eos),
+    Command(Command),
+}

@@ -1,0 +1,537 @@
+//! Shared-memory slot pools: the data plane.
+//!
+//! A pool is one memfd-backed region (ipc-channel's `IpcSharedMemory`, so no name in
+//! `/dev/shm` and nothing to leak when a process is killed) created by the supervisor
+//! for one producing stage and mapped by the producer and every stage downstream.
+//!
+//! Layout: a 64-byte header, then one 64-byte record per slot (refcount, generation,
+//! owner pid, length), then the slots themselves. A producer takes a slot whose
+//! refcount is zero, sets it to the number of consumers, bumps the generation, writes
+//! the payload once and sends a [`ShmRef`]. Every consumer releases it when done; a
+//! pass-through stage forwards the reference (adding holders for fan-out) and copies
+//! nothing. Free slots are the producer's credits: when there are none it waits on a
+//! futex in the header that releases wake.
+
+use ipc_channel::ipc::IpcSharedMemory;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+const MAGIC: u32 = 0x5350_4f4c; // "SPOL"
+const LAYOUT_VERSION: u32 = 1;
+const HEADER: usize = 64;
+const RECORD: usize = 64;
+const DATA_ALIGN: usize = 4096;
+const SLOT_ALIGN: usize = 64;
+
+/// Where a payload lives: pool, slot, and the generation the slot had when written
+/// (a stale reference to a reused slot is detected, never read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ShmRef {
+    pub pool: u32,
+    pub slot: u32,
+    pub generation: u32,
+    pub offset: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ShmError {
+    #[error("pool {pool}: region of {len} bytes is too small for its header")]
+    TooSmall { pool: u32, len: usize },
+    #[error("pool {pool}: not a SmartPipe slot pool (bad magic or layout version)")]
+    BadHeader { pool: u32 },
+    #[error("pool {pool}: {slots} slots of {slot_size} bytes do not fit in {len} bytes")]
+    BadGeometry {
+        pool: u32,
+        slots: u32,
+        slot_size: u64,
+        len: usize,
+    },
+    #[error("pool {pool}: no slot {slot} (the pool has {slots})")]
+    NoSuchSlot { pool: u32, slot: u32, slots: u32 },
+    #[error("pool {pool} slot {slot}: reference to generation {want}, slot is at {have} (stale reference)")]
+    Stale {
+        pool: u32,
+        slot: u32,
+        want: u32,
+        have: u32,
+    },
+    #[error("pool {pool} slot {slot}: {offset}+{len} is outside the {slot_size}-byte slot")]
+    OutOfBounds {
+        pool: u32,
+        slot: u32,
+        offset: u64,
+        len: u64,
+        slot_size: u64,
+    },
+    #[error("pool {pool} slot {slot}: released more often than it was held")]
+    OverRelease { pool: u32, slot: u32 },
+    #[error("pool {pool}: payload of {len} bytes does not fit a {slot_size}-byte slot")]
+    PayloadTooLarge { pool: u32, len: u64, slot_size: u64 },
+}
+
+/// Bytes needed for a pool of `slots` slots of `slot_size` bytes.
+pub fn region_size(slots: u32, slot_size: u64) -> usize {
+    data_offset(slots) + slots as usize * round_slot(slot_size)
+}
+
+fn data_offset(slots: u32) -> usize {
+    (HEADER + slots as usize * RECORD).div_ceil(DATA_ALIGN) * DATA_ALIGN
+}
+
+fn round_slot(slot_size: u64) -> usize {
+    (slot_size as usize).max(1).div_ceil(SLOT_ALIGN) * SLOT_ALIGN
+}
+
+/// A mapped slot pool.
+pub struct SlotPool {
+    id: u32,
+    shm: IpcSharedMemory,
+    base: *mut u8,
+    slots: u32,
+    slot_size: u64,
+    stride: usize,
+    data: usize,
+    cursor: AtomicU32,
+}
+
+// SAFETY: all shared state in the region is accessed through atomics; payload bytes
+// are written only by the holder of a freshly acquired slot and read only while a
+// reference is held, which the refcount protocol makes exclusive of writers.
+unsafe impl Send for SlotPool {}
+unsafe impl Sync for SlotPool {}
+
+impl std::fmt::Debug for SlotPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlotPool")
+            .field("id", &self.id)
+            .field("slots", &self.slots)
+            .field("slot_size", &self.slot_size)
+            .finish()
+    }
+}
+
+impl SlotPool {
+    /// Create a new pool (supervisor side).
+    pub fn create(id: u32, slots: u32, slot_size: u64) -> Result<SlotPool, ShmError> {
+        let len = region_size(slots, slot_size);
+        let mut shm = IpcSharedMemory::from_byte(0, len);
+        // SAFETY: the region was just created and nobody else has it yet.
+        let bytes = unsafe { shm.deref_mut() };
+        let base = bytes.as_mut_ptr();
+        let pool = SlotPool {
+            id,
+            shm,
+            base,
+            slots,
+            slot_size,
+            stride: round_slot(slot_size),
+            data: data_offset(slots),
+            cursor: AtomicU32::new(0),
+        };
+        pool.header_u32(0).store(MAGIC, Ordering::Relaxed);
+        pool.header_u32(4).store(LAYOUT_VERSION, Ordering::Relaxed);
+        pool.header_u32(8).store(slots, Ordering::Relaxed);
+        pool.header_u64(16).store(slot_size, Ordering::Release);
+        Ok(pool)
+    }
+
+    /// Map a pool received from the supervisor.
+    pub fn attach(id: u32, mut shm: IpcSharedMemory) -> Result<SlotPool, ShmError> {
+        let len = shm.len();
+        if len < HEADER {
+            return Err(ShmError::TooSmall { pool: id, len });
+        }
+        // SAFETY: we only ever touch the region through atomics and held slots.
+        let base = unsafe { shm.deref_mut() }.as_mut_ptr();
+        let mut pool = SlotPool {
+            id,
+            shm,
+            base,
+            slots: 0,
+            slot_size: 0,
+            stride: 0,
+            data: 0,
+            cursor: AtomicU32::new(0),
+        };
+        if pool.header_u32(0).load(Ordering::Acquire) != MAGIC
+            || pool.header_u32(4).load(Ordering::Acquire) != LAYOUT_VERSION
+        {
+            return Err(ShmError::BadHeader { pool: id });
+        }
+        let slots = pool.header_u32(8).load(Ordering::Acquire);
+        let slot_size = pool.header_u64(16).load(Ordering::Acquire);
+        if region_size(slots, slot_size) > len {
+            return Err(ShmError::BadGeometry {
+                pool: id,
+                slots,
+                slot_size,
+                len,
+            });
+        }
+        pool.slots = slots;
+        pool.slot_size = slot_size;
+        pool.stride = round_slot(slot_size);
+        pool.data = data_offset(slots);
+        Ok(pool)
+    }
+
+    /// A handle to send to another process (it maps the same memory).
+    pub fn handle(&self) -> IpcSharedMemory {
+        self.shm.clone()
+    }
+
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+    pub fn slot_count(&self) -> u32 {
+        self.slots
+    }
+    pub fn slot_size(&self) -> u64 {
+        self.slot_size
+    }
+
+    fn header_u32(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: offset < HEADER, 4-aligned, inside the mapping for the pool's lifetime.
+        unsafe { &*(self.base.add(offset) as *const AtomicU32) }
+    }
+    fn header_u64(&self, offset: usize) -> &AtomicU64 {
+        // SAFETY: as above, 8-aligned.
+        unsafe { &*(self.base.add(offset) as *const AtomicU64) }
+    }
+    /// The futex word bumped whenever a slot becomes free.
+    fn free_epoch(&self) -> &AtomicU32 {
+        self.header_u32(32)
+    }
+    fn waiters(&self) -> &AtomicU32 {
+        self.header_u32(36)
+    }
+    fn record_u32(&self, slot: u32, offset: usize) -> &AtomicU32 {
+        // SAFETY: slot < slots is checked by callers; records lie inside the mapping.
+        unsafe { &*(self.base.add(HEADER + slot as usize * RECORD + offset) as *const AtomicU32) }
+    }
+    fn refcount(&self, slot: u32) -> &AtomicU32 {
+        self.record_u32(slot, 0)
+    }
+    fn generation(&self, slot: u32) -> &AtomicU32 {
+        self.record_u32(slot, 4)
+    }
+    fn owner(&self, slot: u32) -> &AtomicU32 {
+        self.record_u32(slot, 8)
+    }
+
+    /// Number of slots nobody holds.
+    pub fn free_slots(&self) -> u32 {
+        (0..self.slots)
+            .filter(|&s| self.refcount(s).load(Ordering::Acquire) == 0)
+            .count() as u32
+    }
+
+    /// Take a free slot for `holders` consumers, if there is one.
+    pub fn try_acquire(&self, holders: u32) -> Option<SlotWriter<'_>> {
+        let holders = holders.max(1);
+        let start = self.cursor.load(Ordering::Relaxed);
+        for k in 0..self.slots {
+            let slot = (start + k) % self.slots;
+            if self
+                .refcount(slot)
+                .compare_exchange(0, holders, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                self.cursor.store((slot + 1) % self.slots, Ordering::Relaxed);
+                let generation = self.generation(slot).fetch_add(1, Ordering::AcqRel).wrapping_add(1);
+                self.owner(slot).store(std::process::id(), Ordering::Relaxed);
+                return Some(SlotWriter {
+                    pool: self,
+                    slot,
+                    generation,
+                    done: false,
+                });
+            }
+        }
+        None
+    }
+
+    /// Take a free slot, waiting up to `timeout` for one to be released.
+    pub fn acquire(&self, holders: u32, timeout: Duration) -> Option<SlotWriter<'_>> {
+        if let Some(w) = self.try_acquire(holders) {
+            return Some(w);
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        self.waiters().fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            let epoch = self.free_epoch().load(Ordering::SeqCst);
+            if let Some(w) = self.try_acquire(holders) {
+                break Some(w);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                break None;
+            }
+            futex_wait(self.free_epoch(), epoch, deadline - now);
+        };
+        self.waiters().fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn check(&self, r: &ShmRef) -> Result<(), ShmError> {
+        if r.slot >= self.slots {
+            return Err(ShmError::NoSuchSlot {
+                pool: self.id,
+                slot: r.slot,
+                slots: self.slots,
+            });
+        }
+        let have = self.generation(r.slot).load(Ordering::Acquire);
+        if have != r.generation {
+            return Err(ShmError::Stale {
+                pool: self.id,
+                slot: r.slot,
+                want: r.generation,
+                have,
+            });
+        }
+        if r.offset.checked_add(r.len).is_none_or(|end| end > self.slot_size) {
+            return Err(ShmError::OutOfBounds {
+                pool: self.id,
+                slot: r.slot,
+                offset: r.offset,
+                len: r.len,
+                slot_size: self.slot_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// The payload bytes of a reference the caller holds.
+    pub fn read(&self, r: &ShmRef) -> Result<&[u8], ShmError> {
+        self.check(r)?;
+        let start = self.data + r.slot as usize * self.stride + r.offset as usize;
+        // SAFETY: bounds checked above; the caller holds the slot, so no writer touches it.
+        Ok(unsafe { std::slice::from_raw_parts(self.base.add(start), r.len as usize) })
+    }
+
+    /// Add `n` holders to a reference (a pass-through stage fanning out).
+    pub fn add_holders(&self, r: &ShmRef, n: u32) -> Result<(), ShmError> {
+        self.check(r)?;
+        if n > 0 {
+            self.refcount(r.slot).fetch_add(n, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Drop one hold on a reference; the last release frees the slot.
+    pub fn release(&self, r: &ShmRef) -> Result<(), ShmError> {
+        self.check(r)?;
+        let rc = self.refcount(r.slot);
+        let mut cur = rc.load(Ordering::Acquire);
+        loop {
+            if cur == 0 {
+                return Err(ShmError::OverRelease {
+                    pool: self.id,
+                    slot: r.slot,
+                });
+            }
+            match rc.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if cur == 1 {
+            self.free_epoch().fetch_add(1, Ordering::SeqCst);
+            if self.waiters().load(Ordering::SeqCst) > 0 {
+                futex_wake(self.free_epoch());
+            }
+        }
+        Ok(())
+    }
+
+    /// Free every slot whose writer was `pid` and is not fully written/handed over, or
+    /// all slots when `all` (after a restart of the pool's consumers). Returns how many.
+    pub fn reclaim(&self, mut held_by_dead: impl FnMut(u32, u32) -> bool) -> u32 {
+        let mut freed = 0;
+        for slot in 0..self.slots {
+            let owner = self.owner(slot).load(Ordering::Acquire);
+            if self.refcount(slot).load(Ordering::Acquire) > 0 && held_by_dead(slot, owner) {
+                self.generation(slot).fetch_add(1, Ordering::AcqRel);
+                self.refcount(slot).store(0, Ordering::Release);
+                freed += 1;
+            }
+        }
+        if freed > 0 {
+            self.free_epoch().fetch_add(1, Ordering::SeqCst);
+            futex_wake(self.free_epoch());
+        }
+        freed
+    }
+}
+
+/// A slot being written. Dropping it without [`SlotWriter::commit`] frees the slot.
+pub struct SlotWriter<'a> {
+    pool: &'a SlotPool,
+    slot: u32,
+    generation: u32,
+    done: bool,
+}
+
+impl SlotWriter<'_> {
+    /// The whole slot, to write the payload into.
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        let start = self.pool.data + self.slot as usize * self.pool.stride;
+        // SAFETY: we hold this freshly acquired slot exclusively until commit.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.pool.base.add(start), self.pool.slot_size as usize)
+        }
+    }
+
+    /// Hand the first `len` bytes over to the consumers.
+    pub fn commit(mut self, len: u64) -> Result<ShmRef, ShmError> {
+        if len > self.pool.slot_size {
+            return Err(ShmError::PayloadTooLarge {
+                pool: self.pool.id,
+                len,
+                slot_size: self.pool.slot_size,
+            });
+        }
+        self.done = true;
+        Ok(ShmRef {
+            pool: self.pool.id,
+            slot: self.slot,
+            generation: self.generation,
+            offset: 0,
+            len,
+        })
+    }
+}
+
+impl Drop for SlotWriter<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.pool.refcount(self.slot).store(0, Ordering::Release);
+            self.pool.free_epoch().fetch_add(1, Ordering::SeqCst);
+            futex_wake(self.pool.free_epoch());
+        }
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: a shared (non-private) futex on a 4-byte aligned word of a MAP_SHARED
+    // mapping; the kernel keys it by the page, so it works across processes. Spurious
+    // wake-ups and EAGAIN are fine: the caller re-checks.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32) {
+    // SAFETY: see futex_wait.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            i32::MAX,
+            std::ptr::null::<libc::timespec>(),
+            std::ptr::null::<u32>(),
+            0u32,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_read_release_reuses_with_new_generation() {
+        let pool = SlotPool::create(1, 2, 100).expect("create");
+        let mut w = pool.try_acquire(1).expect("free slot");
+        w.bytes_mut()[..3].copy_from_slice(b"abc");
+        let r = w.commit(3).expect("fits");
+        assert_eq!(pool.read(&r).expect("read"), b"abc");
+        assert_eq!(pool.free_slots(), 1);
+        pool.release(&r).expect("release");
+        assert_eq!(pool.free_slots(), 2);
+        assert!(matches!(pool.read(&r), Ok(_)), "generation only moves on reuse");
+        let a = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
+        let b = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
+        assert!(pool.try_acquire(1).is_none(), "no credit left");
+        let reused = if a.slot == r.slot { a } else { b };
+        assert_ne!(reused.generation, r.generation);
+        assert!(matches!(pool.read(&r), Err(ShmError::Stale { .. })));
+        assert!(matches!(pool.release(&r), Err(ShmError::Stale { .. })));
+    }
+
+    #[test]
+    fn fan_out_frees_after_the_last_holder() {
+        let pool = SlotPool::create(1, 1, 8).expect("create");
+        let r = pool.try_acquire(2).expect("slot").commit(8).expect("fits");
+        pool.add_holders(&r, 1).expect("add");
+        for _ in 0..2 {
+            pool.release(&r).expect("release");
+            assert_eq!(pool.free_slots(), 0);
+        }
+        pool.release(&r).expect("release");
+        assert_eq!(pool.free_slots(), 1);
+        assert!(matches!(pool.release(&r), Err(ShmError::OverRelease { .. })));
+    }
+
+    #[test]
+    fn attached_view_shares_memory_and_checks_bounds() {
+        let pool = SlotPool::create(7, 3, 16).expect("create");
+        let other = SlotPool::attach(7, pool.handle()).expect("attach");
+        assert_eq!(other.slot_count(), 3);
+        let mut w = pool.try_acquire(1).expect("slot");
+        w.bytes_mut()[..4].copy_from_slice(&[1, 2, 3, 4]);
+        let r = w.commit(4).expect("fits");
+        assert_eq!(other.read(&r).expect("read"), &[1, 2, 3, 4]);
+        other.release(&r).expect("release");
+        assert_eq!(pool.free_slots(), 3);
+        let bad = ShmRef { len: 17, ..r };
+        assert!(matches!(pool.read(&bad), Err(ShmError::OutOfBounds { .. })));
+        let bad = ShmRef { slot: 3, ..r };
+        assert!(matches!(pool.read(&bad), Err(ShmError::NoSuchSlot { .. })));
+        assert!(pool.try_acquire(1).expect("slot").commit(17).is_err());
+    }
+
+    #[test]
+    fn attach_rejects_foreign_memory() {
+        let junk = IpcSharedMemory::from_byte(7, 8192);
+        assert_eq!(SlotPool::attach(2, junk).unwrap_err(), ShmError::BadHeader { pool: 2 });
+        let tiny = IpcSharedMemory::from_byte(0, 8);
+        assert!(matches!(SlotPool::attach(2, tiny), Err(ShmError::TooSmall { .. })));
+    }
+
+    #[test]
+    fn a_waiting_producer_is_woken_by_a_release_in_another_thread() {
+        let pool = std::sync::Arc::new(SlotPool::create(1, 1, 8).expect("create"));
+        let r = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
+        let releaser = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.release(&r))
+        };
+        let w = pool.acquire(1, Duration::from_secs(10));
+        assert!(w.is_some(), "woken by the release");
+        releaser.join().expect("thread").expect("release");
+    }
+
+    #[test]
+    fn dropping_an_uncommitted_writer_frees_the_slot() {
+        let pool = SlotPool::create(1, 1, 8).expect("create");
+        drop(pool.try_acquire(1).expect("slot"));
+        assert_eq!(pool.free_slots(), 1);
+    }
+}

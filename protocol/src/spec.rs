@@ -1,0 +1,224 @@
+//! The app format: one JSON file describing a DAG of tasks plus the quality of service
+//! asked for. This is a user-facing contract (see DESIGN.md): fields may be added,
+//! never renamed or removed. Unknown fields are errors.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Whether the app is admitted only when its quota can be met (and loses nothing),
+/// or admitted anyway and served as well as possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceType {
+    RequestGuarantee,
+    #[default]
+    BestEffort,
+}
+
+/// How hard the planner works for the quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    Lazy,
+    #[default]
+    Balance,
+    Strong,
+}
+
+/// What the app must achieve. Every field is optional: an absent field is no constraint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_per_min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jitter_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_loss_pct: Option<f64>,
+}
+
+/// One GPU the app may use.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GpuConstraint {
+    #[serde(rename = "type")]
+    pub gpu_type: String,
+    pub memory_mb: u64,
+}
+
+/// The resources granted to the app. Absent = the whole machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u64>,
+    #[serde(default)]
+    pub gpus: Vec<GpuConstraint>,
+}
+
+/// The role of a task in the DAG.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskKind {
+    /// Output only (PipeHead): sources.
+    Head,
+    /// Input and output on the CPU (CPUBody).
+    Cpu,
+    /// Input and output through a GPU agent (GPUBody).
+    Gpu,
+    /// Input only (PipeTail): sinks.
+    Tail,
+}
+
+impl fmt::Display for TaskKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TaskKind::Head => "head",
+            TaskKind::Cpu => "cpu",
+            TaskKind::Gpu => "gpu",
+            TaskKind::Tail => "tail",
+        })
+    }
+}
+
+/// Dynamic batching of a task's input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSpec {
+    pub size: u32,
+    #[serde(default)]
+    pub max_wait_ms: f64,
+}
+
+/// What the supervisor does when a task's process ends (OTP-style).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RestartPolicy {
+    /// Always restart.
+    #[default]
+    Permanent,
+    /// Restart only after an abnormal exit.
+    Transient,
+    /// Never restart.
+    Temporary,
+}
+
+/// One node of the DAG.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSpec {
+    pub name: String,
+    pub kind: TaskKind,
+    pub function: String,
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartPolicy>,
+}
+
+/// A whole app file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    pub name: String,
+    #[serde(default)]
+    pub service_type: ServiceType,
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Requests (items) per second the sources are expected to offer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_frequency: Option<f64>,
+    #[serde(default)]
+    pub quota: Quota,
+    #[serde(default)]
+    pub constraints: Constraints,
+    pub tasks: Vec<TaskSpec>,
+}
+
+impl AppSpec {
+    /// Index of the task with this name.
+    pub fn task_index(&self, name: &str) -> Option<usize> {
+        self.tasks.iter().position(|t| t.name == name)
+    }
+}
+
+/// A problem in an app file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecError {
+    /// A JSON path such as `tasks[2].params.width`, or `tasks` for whole-DAG problems.
+    pub path: String,
+    /// Line and column (1-based) in the file, where known.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, col)) => write!(f, "{}:{}: {}: {}", line, col, self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+/// All problems found in one app file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SpecErrors(pub Vec<SpecError>);
+
+impl fmt::Display for SpecErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(f, "{} problem{} in the app:", n, if n == 1 { "" } else { "s" })?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Parse an app from JSON text. Syntax errors carry line:column; shape errors carry the
+/// field path. Semantic checks are done by [`crate::validate::validate`].
+pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let result: Result<AppSpec, _> = serde_path_to_error::deserialize(&mut de);
+    match result {
+        Ok(app) => match de.end() {
+            Ok(()) => Ok(app),
+            Err(e) => Err(SpecErrors(vec![json_error("(top level)".into(), &e)])),
+        },
+        Err(err) => {
+            let path = err.path().to_string();
+            let path = if path == "." { "(top level)".into() } else { path };
+            Err(SpecErrors(vec![json_error(path, err.inner())]))
+        }
+    }
+}
+
+fn json_error(path: String, inner: &serde_json::Error) -> SpecError {
+    let position = (inner.line() > 0).then(|| (inner.line(), inner.column()));
+    let kind = if inner.is_syntax() || inner.is_eof() {
+        "invalid JSON"
+    } else {
+        "invalid app"
+    };
+    // serde_json appends " at line L column C"; the position is printed in front instead.
+    let mut message = inner.to_string();
+    if let Some(cut) = message.rfind(" at line ") {
+        message.truncate(cut);
+    }
+    SpecError {
+        path,
+        position,
+        message: format!("{kind}: {message}"),
+    }
+}

@@ -1,0 +1,155 @@
+//! One test per class of app error: each asserts the message names the place.
+
+use super::*;
+
+fn app_with(tasks: &str) -> String {
+    format!(r#"{{"name": "t", "tasks": [{tasks}]}}"#)
+}
+
+const HEAD: &str = r#"{"name": "src", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4}}"#;
+const TAIL: &str = r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["src"]}"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match load_app(text) {
+        Ok(_) => panic!("expected errors for {text}"),
+        Err(SpecErrors(errs)) => errs.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn assert_one_contains(errs: &[String], needles: &[&str]) {
+    assert!(
+        errs.iter().any(|e| needles.iter().all(|n| e.contains(n))),
+        "no error contains all of {needles:?}: {errs:#?}"
+    );
+}
+
+#[test]
+fn a_minimal_app_is_valid_and_gets_defaults() {
+    let app = load_app(&app_with(&format!("{HEAD}, {TAIL}"))).expect("valid");
+    assert_eq!(app.service_type, crate::spec::ServiceType::BestEffort);
+    assert_eq!(app.strategy, crate::spec::Strategy::Balance);
+    assert_eq!(app.tasks.len(), 2);
+}
+
+#[test]
+fn json_syntax_error_has_line_and_column() {
+    let text = "{\n  \"name\": \"t\",\n  \"tasks\": [\n    {\"name\": \"a\",, }\n  ]\n}";
+    let errs = errors(text);
+    assert_one_contains(&errs, &["4:", "invalid JSON"]);
+}
+
+#[test]
+fn wrong_field_type_names_the_field_path() {
+    let text = app_with(r#"{"name": "src", "kind": "body", "function": "image.gen"}"#);
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["tasks[0].kind", "unknown variant `body`"]);
+}
+
+#[test]
+fn unknown_top_level_field_is_rejected() {
+    let text = r#"{"name": "t", "tasks": [], "qouta": {}}"#;
+    let errs = errors(text);
+    assert_one_contains(&errs, &["qouta"]);
+}
+
+#[test]
+fn unknown_function_is_named_with_a_hint() {
+    let text = app_with(&format!(
+        r#"{HEAD}, {{"name": "r", "kind": "cpu", "function": "image.resise", "inputs": ["src"]}}, {TAIL}"#
+    ));
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["tasks[1] (r).function", "image.resise", "did you mean 'image.resize'"]);
+}
+
+#[test]
+fn dangling_input_is_named() {
+    let text = app_with(&format!(
+        r#"{HEAD}, {{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["srcc"]}}"#
+    ));
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["tasks[1] (out).inputs[0]", "unknown task 'srcc'"]);
+}
+
+#[test]
+fn cycle_names_its_tasks() {
+    let text = app_with(&format!(
+        r#"{HEAD},
+        {{"name": "a", "kind": "cpu", "function": "core.forward", "inputs": ["c"]}},
+        {{"name": "b", "kind": "cpu", "function": "core.forward", "inputs": ["a"]}},
+        {{"name": "c", "kind": "cpu", "function": "core.forward", "inputs": ["b"]}},
+        {TAIL}"#
+    ));
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["cycle", "a → b → c → a"]);
+}
+
+#[test]
+fn head_with_inputs_is_named() {
+    let text = app_with(&format!(
+        r#"{{"name": "src", "kind": "head", "function": "image.gen", "inputs": ["out"], "params": {{"width": 4, "height": 4}}}}, {TAIL}"#
+    ));
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["tasks[0] (src).inputs", "takes no inputs"]);
+}
+
+#[test]
+fn tail_feeding_others_is_named() {
+    let text = app_with(&format!(
+        r#"{HEAD}, {TAIL}, {{"name": "more", "kind": "tail", "function": "table.print", "inputs": ["out"]}}"#
+    ));
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["tasks[2] (more).inputs[0]", "'out' is a tail"]);
+}
+
+#[test]
+fn param_of_wrong_type_is_named() {
+    let text = app_with(&format!(
+        r#"{HEAD}, {{"name": "r", "kind": "cpu", "function": "image.resize", "inputs": ["src"], "params": {{"width": "640", "height": 0}}}}, {TAIL}"#
+    ));
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["tasks[1] (r).params.width", "integer", "\"640\""]);
+    assert_one_contains(&errs, &["tasks[1] (r).params.height", "≥ 1"]);
+}
+
+#[test]
+fn missing_and_unknown_params_are_named() {
+    let text = app_with(&format!(
+        r#"{HEAD}, {{"name": "r", "kind": "cpu", "function": "image.resize", "inputs": ["src"], "params": {{"width": 3, "hieght": 2}}}}, {TAIL}"#
+    ));
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["tasks[1] (r).params.height", "missing required"]);
+    assert_one_contains(&errs, &["tasks[1] (r).params.hieght", "unknown parameter"]);
+}
+
+#[test]
+fn function_in_the_wrong_kind_is_named() {
+    let text = app_with(&format!(
+        r#"{HEAD}, {{"name": "out", "kind": "cpu", "function": "table.print", "inputs": ["src"]}}"#
+    ));
+    let errs = errors(&text);
+    assert_one_contains(&errs, &["tasks[1] (out).kind", "runs as tail"]);
+}
+
+#[test]
+fn duplicate_names_and_bad_numbers_are_all_reported_together() {
+    let text = r#"{"name": "t", "quota": {"max_loss_pct": 120}, "tasks": [
+        {"name": "src", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4}},
+        {"name": "src", "kind": "tail", "function": "table.print", "inputs": ["src"], "replicas": 0}
+    ]}"#;
+    let errs = errors(text);
+    assert_one_contains(&errs, &["quota.max_loss_pct", "percentage"]);
+    assert_one_contains(&errs, &["tasks[1] (src).name", "duplicate"]);
+    assert_one_contains(&errs, &["tasks[1] (src).replicas", "at least 1"]);
+}
+
+#[test]
+fn topological_order_puts_inputs_first() {
+    let app = load_app(&app_with(&format!(
+        r#"{TAIL}, {{"name": "mid", "kind": "cpu", "function": "core.forward", "inputs": ["src"]}}, {HEAD}"#
+    )))
+    .expect("valid");
+    let order = topological_order(&app);
+    let pos = |name: &str| order.iter().position(|&i| app.tasks[i].name == name).expect("present");
+    assert!(pos("src") < pos("mid"));
+    assert!(pos("src") < pos("out"));
+}
