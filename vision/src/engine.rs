@@ -1,0 +1,378 @@
+//! A thin wrapper over `ort`: one process-wide ONNX Runtime environment ([`Runtime`]) and sessions
+//! ([`Model`]) that take and return [`TensorF32`]s, with input shapes checked before ORT sees them.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use crate::error::{Result, VisionError};
+use crate::tensor::TensorF32;
+
+/// Which execution provider sessions run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// ORT's CPU provider (`cpu:0`).
+    Cpu,
+    /// CUDA device N (needs the `cuda` cargo feature and an onnxruntime-gpu library).
+    Cuda { device_id: i32 },
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provider::Cpu => write!(f, "cpu:0"),
+            Provider::Cuda { device_id } => write!(f, "cuda:{device_id}"),
+        }
+    }
+}
+
+/// Name of the environment variable that points at the ONNX Runtime shared library.
+pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+
+// ORT allows one environment per process, and `ort` loads the library once: keep it here.
+static RUNTIME: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
+
+/// The process's ONNX Runtime (library + environment) and the provider new sessions use.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    env: Environment,
+    lib: PathBuf,
+    provider: Provider,
+}
+
+impl Runtime {
+    /// Loads ONNX Runtime from `lib` and creates the process-wide environment, or returns the existing one
+    /// (an error if it was loaded from another file).
+    pub fn init(lib: &Path, provider: Provider) -> Result<Runtime> {
+        check_provider(provider)?;
+        let mut guard = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((loaded, env)) = guard.as_ref() {
+            if loaded != lib {
+                return Err(VisionError::RuntimeInit {
+                    path: lib.to_path_buf(),
+                    msg: format!(
+                        "ONNX Runtime is already loaded from {} in this process",
+                        loaded.display()
+                    ),
+                });
+            }
+            return Ok(Runtime {
+                env: env.clone(),
+                lib: loaded.clone(),
+                provider,
+            });
+        }
+        if !lib.is_file() {
+            return Err(VisionError::RuntimeMissing {
+                path: lib.to_path_buf(),
+            });
+        }
+        let init_err = |msg: String| VisionError::RuntimeInit {
+            path: lib.to_path_buf(),
+            msg,
+        };
+        let builder = ort::init_from(lib).map_err(|e| init_err(e.to_string()))?;
+        let env = builder
+            .with_name("smartpipe")
+            .build()
+            .map_err(|e| init_err(e.to_string()))?;
+        *guard = Some((lib.to_path_buf(), env.clone()));
+        Ok(Runtime {
+            env,
+            lib: lib.to_path_buf(),
+            provider,
+        })
+    }
+
+    /// [`Runtime::init`] with the library named by `ORT_DYLIB_PATH`.
+    pub fn from_env(provider: Provider) -> Result<Runtime> {
+        match std::env::var_os(ORT_DYLIB_ENV) {
+            Some(p) if !p.is_empty() => Self::init(Path::new(&p), provider),
+            _ => Err(VisionError::RuntimeMissing {
+                path: PathBuf::from(format!("${ORT_DYLIB_ENV} (unset)")),
+            }),
+        }
+    }
+
+    /// The same runtime, creating sessions on another provider.
+    pub fn with_provider(&self, provider: Provider) -> Result<Runtime> {
+        check_provider(provider)?;
+        Ok(Runtime {
+            provider,
+            ..self.clone()
+        })
+    }
+
+    /// The provider new sessions use.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The shared library in use.
+    pub fn library(&self) -> &Path {
+        &self.lib
+    }
+
+    /// The ORT environment, for callers that build sessions themselves.
+    pub fn environment(&self) -> &Environment {
+        &self.env
+    }
+}
+
+fn check_provider(provider: Provider) -> Result<()> {
+    match provider {
+        Provider::Cpu => Ok(()),
+        Provider::Cuda { .. } if cfg!(feature = "cuda") => Ok(()),
+        Provider::Cuda { .. } => Err(VisionError::Provider {
+            provider: provider.to_string(),
+            msg: "vision was built without the `cuda` feature".into(),
+        }),
+    }
+}
+
+/// Session settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionOptions {
+    /// Intra-op threads (0 = ORT's default).
+    pub intra_threads: usize,
+    /// Run the model once on zeros after loading.
+    pub warm_up: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            intra_threads: 1,
+            warm_up: false,
+        }
+    }
+}
+
+/// Name and shape (-1 = dynamic) of a model input or output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IoInfo {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub is_f32: bool,
+}
+
+/// A loaded model: an ORT session plus what it expects.
+pub struct Model {
+    name: String,
+    path: PathBuf,
+    provider: Provider,
+    session: Session,
+    inputs: Vec<IoInfo>,
+    outputs: Vec<IoInfo>,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("provider", &self.provider)
+            .field("inputs", &self.inputs)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+fn io_info(outlets: &[ort::value::Outlet]) -> Vec<IoInfo> {
+    outlets
+        .iter()
+        .map(|o| match o.dtype() {
+            ValueType::Tensor { ty, shape, .. } => IoInfo {
+                name: o.name().to_string(),
+                shape: shape.to_vec(),
+                is_f32: *ty == TensorElementType::Float32,
+            },
+            _ => IoInfo {
+                name: o.name().to_string(),
+                shape: vec![],
+                is_f32: false,
+            },
+        })
+        .collect()
+}
+
+impl Model {
+    /// Creates a session for the `.onnx` file at `path`; `name` is used in every error message.
+    pub fn load(rt: &Runtime, name: &str, path: &Path, opts: &SessionOptions) -> Result<Model> {
+        if !path.is_file() {
+            return Err(VisionError::ModelMissing {
+                model: name.to_string(),
+                path: path.to_path_buf(),
+            });
+        }
+        let load_err = |msg: String| VisionError::ModelLoad {
+            model: name.to_string(),
+            path: path.to_path_buf(),
+            msg,
+        };
+        let mut b = Session::builder(&rt.env).map_err(|e| load_err(e.to_string()))?;
+        if opts.intra_threads > 0 {
+            b = b
+                .with_intra_threads(opts.intra_threads)
+                .map_err(|e| load_err(e.to_string()))?;
+        }
+        #[cfg(feature = "cuda")]
+        if let Provider::Cuda { device_id } = rt.provider {
+            b = b
+                .with_execution_providers([ort::ep::CUDA::default()
+                    .with_device_id(device_id)
+                    .build()
+                    .error_on_failure()])
+                .map_err(|e| VisionError::Provider {
+                    provider: rt.provider.to_string(),
+                    msg: e.to_string(),
+                })?;
+        }
+        let session = b
+            .commit_from_file(path)
+            .map_err(|e| load_err(e.to_string()))?;
+        let inputs = io_info(session.inputs());
+        let outputs = io_info(session.outputs());
+        for io in inputs.iter().chain(&outputs) {
+            if !io.is_f32 {
+                return Err(load_err(format!(
+                    "`{}` is not a float32 tensor; only float32 is supported",
+                    io.name
+                )));
+            }
+        }
+        let mut model = Model {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            provider: rt.provider,
+            session,
+            inputs,
+            outputs,
+        };
+        if opts.warm_up {
+            model.warm_up()?;
+        }
+        Ok(model)
+    }
+
+    /// The model's name (as given to [`Model::load`]).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `.onnx` file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The execution provider the session runs on.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Inputs as declared by the model.
+    pub fn inputs(&self) -> &[IoInfo] {
+        &self.inputs
+    }
+
+    /// Outputs as declared by the model.
+    pub fn outputs(&self) -> &[IoInfo] {
+        &self.outputs
+    }
+
+    /// A custom metadata value of the model (e.g. the recogniser's `character` dictionary).
+    pub fn metadata(&self, key: &str) -> Result<Option<String>> {
+        let meta = self.session.metadata().map_err(|e| VisionError::Metadata {
+            model: self.name.clone(),
+            msg: e.to_string(),
+        })?;
+        Ok(meta.custom(key))
+    }
+
+    /// Runs the model once on zeros: dynamic dimensions become 1 for the batch axis and 32 elsewhere.
+    pub fn warm_up(&mut self) -> Result<()> {
+        let inputs: Vec<TensorF32> = self
+            .inputs
+            .iter()
+            .map(|io| {
+                let shape = io
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| match (i, d) {
+                        (_, d) if d > 0 => d as usize,
+                        (0, _) => 1,
+                        _ => 32,
+                    })
+                    .collect();
+                TensorF32::zeros(shape)
+            })
+            .collect();
+        self.run(&inputs).map(drop)
+    }
+
+    /// Checks `inputs` (positional, one per model input) against the declared shapes.
+    pub fn check_inputs(&self, inputs: &[TensorF32]) -> Result<()> {
+        if inputs.len() != self.inputs.len() {
+            return Err(VisionError::InputCount {
+                model: self.name.clone(),
+                expected: self.inputs.len(),
+                got: inputs.len(),
+            });
+        }
+        for (t, io) in inputs.iter().zip(&self.inputs) {
+            let ok = t.shape.len() == io.shape.len()
+                && t.shape
+                    .iter()
+                    .zip(&io.shape)
+                    .all(|(&g, &e)| g > 0 && (e < 0 || g as i64 == e))
+                && t.data.len() == t.shape.iter().product::<usize>();
+            if !ok {
+                return Err(VisionError::InputShape {
+                    model: self.name.clone(),
+                    input: io.name.clone(),
+                    expected: io.shape.clone(),
+                    got: t.shape.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the model: one tensor per input, in the model's input order; returns the outputs in order.
+    pub fn run(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
+        self.check_inputs(inputs)?;
+        let run_err = |msg: String| VisionError::Run {
+            model: self.name.clone(),
+            msg,
+        };
+        let mut values = Vec::with_capacity(inputs.len());
+        for (t, io) in inputs.iter().zip(&self.inputs) {
+            let v = TensorRef::from_array_view((t.shape.clone(), t.data.as_slice()))
+                .map_err(|e| run_err(format!("input `{}`: {e}", io.name)))?;
+            values.push((io.name.clone(), v));
+        }
+        let outputs = self
+            .session
+            .run(values)
+            .map_err(|e| run_err(e.to_string()))?;
+        let mut result = Vec::with_capacity(self.outputs.len());
+        for (name, value) in outputs.iter() {
+            let (shape, data) =
+                value
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| VisionError::Output {
+                        model: self.name.clone(),
+                        output: name.to_string(),
+                        msg: e.to_string(),
+                    })?;
+            let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
+            result.push(TensorF32::new(shape, data.to_vec())?);
+        }
+        Ok(result)
+    }
+}

@@ -1,0 +1,23 @@
+//! `vision`: the model side of SmartPipe, independent of the pipeline crates.
+//!
+//! - [`manifest`]: the model manifest (`apps/models.json`) and its per-family default parameters;
+//! - [`engine`]: ONNX Runtime (via `ort`, loaded dynamically) sessions that take and return [`TensorF32`];
+//! - pre/post-processing as pure functions per model family: [`mtcnn`] (faces + landmarks),
+//!   [`ppocr`] (PP-OCRv4 text detection, angle classification, recognition) and [`yolo`] (YOLOX, YOLOv5,
+//!   YOLOv8 layouts), with shared helpers in [`geometry`] and [`imgproc`];
+//! - [`pipelines`]: in-process end-to-end loops over those steps (the reference the pipeline is checked
+//!   and benchmarked against).
+
+pub mod engine;
+pub mod error;
+pub mod geometry;
+pub mod imgproc;
+pub mod manifest;
+pub mod mtcnn;
+pub mod pipelines;
+pub mod tensor;
+
+pub use engine::{Model, Provider, Runtime, SessionOptions};
+pub use error::{Result, VisionError};
+pub use geometry::{BBox, Detection};
+pub use tensor::{RgbImage, RgbView, TensorF32};

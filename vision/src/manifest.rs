@@ -1,0 +1,517 @@
+//! The model manifest (`apps/models.json`): which models exist, where their `.onnx` comes from, what their
+//! inputs and outputs look like, and the default pre/post-processing parameters of each family.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, VisionError};
+
+/// The whole manifest file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub version: u32,
+    pub runtime: Runtime,
+    pub models: Vec<ModelEntry>,
+}
+
+/// Where the ONNX Runtime shared library comes from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Runtime {
+    pub name: String,
+    pub package: Package,
+    pub member: String,
+    /// File name under `.smartpipe/lib/`.
+    pub file: String,
+    pub sha256: String,
+}
+
+/// A PyPI archive pinned by file name and sha256.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    /// `wheel` or `sdist`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    pub file: String,
+    pub sha256: String,
+}
+
+fn default_kind() -> String {
+    "wheel".into()
+}
+
+/// Model family: selects the pre/post-processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    Mtcnn,
+    PpocrDet,
+    PpocrCls,
+    PpocrRec,
+    Yolox,
+    Yolov5,
+    Yolov8,
+}
+
+/// One input or output of a model as declared in the manifest (-1 = dynamic dimension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<i64>,
+}
+
+/// One model of the manifest: either from a pinned `package` (+ `member`) or a local `path`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelEntry {
+    pub name: String,
+    pub family: Family,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<Package>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    /// A local `.onnx` file (relative paths resolve against the manifest's folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub inputs: Vec<TensorSpec>,
+    #[serde(default)]
+    pub outputs: Vec<TensorSpec>,
+    /// Family-specific defaults; see [`MtcnnParams`], [`DetParams`], [`ClsParams`], [`RecParams`],
+    /// [`YoloParams`].
+    #[serde(default)]
+    pub params: serde_json::Value,
+}
+
+/// Parameters of an MTCNN stage (`stage` = pnet, rnet or onet).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MtcnnParams {
+    pub stage: String,
+    /// `NWHC`: the MTCNN nets were converted from a Keras model that sees images transposed.
+    pub layout: String,
+    pub color: String,
+    pub mean: f32,
+    pub scale: f32,
+    pub min_face_size: f32,
+    pub scale_factor: f32,
+    pub threshold: f32,
+    pub nms_per_scale: f32,
+    pub nms: f32,
+}
+
+impl Default for MtcnnParams {
+    fn default() -> Self {
+        Self {
+            stage: String::new(),
+            layout: "NWHC".into(),
+            color: "rgb".into(),
+            mean: 127.5,
+            scale: 0.0078125,
+            min_face_size: 20.0,
+            scale_factor: 0.709,
+            threshold: 0.6,
+            nms_per_scale: 0.5,
+            nms: 0.7,
+        }
+    }
+}
+
+/// PP-OCR text detection (DB) parameters; defaults are rapidocr_onnxruntime 1.4.4's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetParams {
+    pub color: String,
+    pub limit_side_len: u32,
+    /// `min` (scale the short side up to the limit) or `max` (scale the long side down to it).
+    pub limit_type: String,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    pub thresh: f32,
+    pub box_thresh: f32,
+    pub max_candidates: usize,
+    pub unclip_ratio: f32,
+    pub use_dilation: bool,
+    pub min_size: f32,
+}
+
+impl Default for DetParams {
+    fn default() -> Self {
+        Self {
+            color: "bgr".into(),
+            limit_side_len: 736,
+            limit_type: "min".into(),
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            thresh: 0.3,
+            box_thresh: 0.5,
+            max_candidates: 1000,
+            unclip_ratio: 1.6,
+            use_dilation: true,
+            min_size: 3.0,
+        }
+    }
+}
+
+/// PP-OCR angle classifier parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClsParams {
+    pub color: String,
+    pub image_shape: [usize; 3],
+    pub batch: usize,
+    pub thresh: f32,
+    pub labels: Vec<String>,
+}
+
+impl Default for ClsParams {
+    fn default() -> Self {
+        Self {
+            color: "bgr".into(),
+            image_shape: [3, 48, 192],
+            batch: 6,
+            thresh: 0.9,
+            labels: vec!["0".into(), "180".into()],
+        }
+    }
+}
+
+/// PP-OCR recogniser parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecParams {
+    pub color: String,
+    pub image_shape: [usize; 3],
+    pub batch: usize,
+    pub text_score: f32,
+    pub dictionary_metadata_key: String,
+}
+
+impl Default for RecParams {
+    fn default() -> Self {
+        Self {
+            color: "bgr".into(),
+            image_shape: [3, 48, 320],
+            batch: 6,
+            text_score: 0.5,
+            dictionary_metadata_key: "character".into(),
+        }
+    }
+}
+
+/// YOLO-family parameters (YOLOX, YOLOv5, YOLOv8 layouts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct YoloParams {
+    pub color: String,
+    /// Network input `[height, width]`.
+    pub input_size: [usize; 2],
+    pub strides: Vec<usize>,
+    pub pad_value: f32,
+    pub score_thresh: f32,
+    pub nms_thresh: f32,
+    pub classes: Vec<String>,
+}
+
+impl Default for YoloParams {
+    fn default() -> Self {
+        Self {
+            color: "bgr".into(),
+            input_size: [416, 416],
+            strides: vec![8, 16, 32],
+            pad_value: 114.0,
+            score_thresh: 0.1,
+            nms_thresh: 0.45,
+            classes: vec!["object".into()],
+        }
+    }
+}
+
+impl Manifest {
+    /// Reads and validates a manifest file.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let text = std::fs::read_to_string(path).map_err(|source| VisionError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates manifest text; `path` is only used in messages and to resolve local paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let mut m: Manifest =
+            serde_path_to_error::deserialize(de).map_err(|e| VisionError::ManifestSyntax {
+                path: path.to_path_buf(),
+                field: e.path().to_string(),
+                msg: e.inner().to_string(),
+            })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut seen = HashSet::new();
+        for e in &mut m.models {
+            let err = |field: &str, msg: String| VisionError::ManifestEntry {
+                path: path.to_path_buf(),
+                entry: e.name.clone(),
+                field: field.to_string(),
+                msg,
+            };
+            if e.name.is_empty()
+                || !e
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(err("name", "must be non-empty [A-Za-z0-9-_.]".into()));
+            }
+            if !seen.insert(e.name.clone()) {
+                return Err(err("name", "duplicate model name".into()));
+            }
+            match (&e.package, &e.path) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        "path",
+                        "give either `package` or `path`, not both".into(),
+                    ))
+                }
+                (None, None) => {
+                    return Err(err(
+                        "package",
+                        "one of `package` or `path` is required".into(),
+                    ))
+                }
+                (Some(_), None) if e.member.is_none() => {
+                    return Err(err("member", "required with `package`".into()))
+                }
+                _ => {}
+            }
+            if let Some(s) = &e.sha256 {
+                if s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(err("sha256", "must be 64 hex digits".into()));
+                }
+            }
+            for (field, specs) in [("inputs", &e.inputs), ("outputs", &e.outputs)] {
+                for s in specs {
+                    if s.dtype != "float32" {
+                        return Err(err(
+                            field,
+                            format!("`{}`: only float32 is supported, got {}", s.name, s.dtype),
+                        ));
+                    }
+                    if s.shape.iter().any(|&d| d == 0 || d < -1) {
+                        return Err(err(
+                            field,
+                            format!("`{}`: dimensions must be > 0 or -1", s.name),
+                        ));
+                    }
+                }
+            }
+            if let Some(p) = &e.path {
+                if p.is_relative() {
+                    e.path = Some(base.join(p));
+                }
+            }
+            // Check the params against the family's schema now, so errors surface at load time.
+            let name = e.name.clone();
+            let check = |r: std::result::Result<(), (String, String)>| {
+                r.map_err(|(f, msg)| VisionError::ManifestEntry {
+                    path: path.to_path_buf(),
+                    entry: name.clone(),
+                    field: f,
+                    msg,
+                })
+            };
+            match e.family {
+                Family::Mtcnn => check(parse_params::<MtcnnParams>(&e.params).map(drop))?,
+                Family::PpocrDet => check(parse_params::<DetParams>(&e.params).map(drop))?,
+                Family::PpocrCls => check(parse_params::<ClsParams>(&e.params).map(drop))?,
+                Family::PpocrRec => check(parse_params::<RecParams>(&e.params).map(drop))?,
+                Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
+                    check(parse_params::<YoloParams>(&e.params).map(drop))?
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// The entry called `name`.
+    pub fn model(&self, name: &str) -> Result<&ModelEntry> {
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| VisionError::UnknownModel(name.to_string()))
+    }
+
+    /// The `.onnx` file of `name`: its local `path`, or `<models_dir>/<name>.onnx` for packaged models.
+    pub fn model_path(&self, name: &str, models_dir: &Path) -> Result<PathBuf> {
+        let e = self.model(name)?;
+        Ok(match &e.path {
+            Some(p) => p.clone(),
+            None => models_dir.join(format!("{}.onnx", e.name)),
+        })
+    }
+}
+
+fn parse_params<T: for<'de> Deserialize<'de> + Default>(
+    v: &serde_json::Value,
+) -> std::result::Result<T, (String, String)> {
+    if v.is_null() {
+        return Ok(T::default());
+    }
+    serde_path_to_error::deserialize(v)
+        .map_err(|e| (format!("params.{}", e.path()), e.inner().to_string()))
+}
+
+impl ModelEntry {
+    fn typed<T: for<'de> Deserialize<'de> + Default>(&self) -> Result<T> {
+        parse_params(&self.params).map_err(|(field, msg)| VisionError::ManifestEntry {
+            path: PathBuf::from("<manifest>"),
+            entry: self.name.clone(),
+            field,
+            msg,
+        })
+    }
+    /// The entry's params as MTCNN parameters.
+    pub fn mtcnn_params(&self) -> Result<MtcnnParams> {
+        self.typed()
+    }
+    /// The entry's params as PP-OCR detection parameters.
+    pub fn det_params(&self) -> Result<DetParams> {
+        self.typed()
+    }
+    /// The entry's params as PP-OCR classifier parameters.
+    pub fn cls_params(&self) -> Result<ClsParams> {
+        self.typed()
+    }
+    /// The entry's params as PP-OCR recogniser parameters.
+    pub fn rec_params(&self) -> Result<RecParams> {
+        self.typed()
+    }
+    /// The entry's params as YOLO parameters.
+    pub fn yolo_params(&self) -> Result<YoloParams> {
+        self.typed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PKG: &str = r#"{"name":"p","version":"1","file":"p.whl","sha256":"00"}"#;
+
+    fn doc(models: &str) -> String {
+        format!(
+            r#"{{"version":1,"runtime":{{"name":"onnxruntime","package":{PKG},"member":"m","file":"f","sha256":"00"}},"models":[{models}]}}"#
+        )
+    }
+
+    #[test]
+    fn repo_manifest_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/models.json");
+        let m = Manifest::load(&path).unwrap();
+        for name in [
+            "mtcnn-pnet",
+            "mtcnn-rnet",
+            "mtcnn-onet",
+            "ppocr-det",
+            "ppocr-cls",
+            "ppocr-rec",
+            "yolox-ddddocr",
+        ] {
+            let e = m.model(name).unwrap();
+            assert!(!e.inputs.is_empty() && !e.outputs.is_empty(), "{name}");
+        }
+        assert_eq!(
+            m.model("ppocr-det").unwrap().det_params().unwrap(),
+            DetParams::default()
+        );
+        assert_eq!(
+            m.model("ppocr-rec").unwrap().rec_params().unwrap(),
+            RecParams::default()
+        );
+        assert_eq!(
+            m.model("ppocr-cls").unwrap().cls_params().unwrap(),
+            ClsParams::default()
+        );
+        assert_eq!(
+            m.model("mtcnn-onet")
+                .unwrap()
+                .mtcnn_params()
+                .unwrap()
+                .threshold,
+            0.7
+        );
+        assert_eq!(
+            m.model_path("ppocr-det", Path::new("/x")).unwrap(),
+            PathBuf::from("/x/ppocr-det.onnx")
+        );
+        assert!(matches!(m.model("nope"), Err(VisionError::UnknownModel(_))));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let text = doc(r#"{"name":"a","family":"yolox","path":"a.onnx","colour":"x"}"#);
+        let e = Manifest::parse(&text, Path::new("/m/models.json")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("models[0]") && s.contains("colour"), "{s}");
+    }
+
+    #[test]
+    fn bad_param_is_named() {
+        let text =
+            doc(r#"{"name":"a","family":"yolox","path":"a.onnx","params":{"nms_thresh":"high"}}"#);
+        let s = Manifest::parse(&text, Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("entry `a`") && s.contains("params.nms_thresh"),
+            "{s}"
+        );
+        let text =
+            doc(r#"{"name":"a","family":"mtcnn","path":"a.onnx","params":{"treshold":0.5}}"#);
+        let s = Manifest::parse(&text, Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(s.contains("treshold"), "{s}");
+    }
+
+    #[test]
+    fn local_path_and_source_rules() {
+        let text = doc(r#"{"name":"mine","family":"yolov8","path":"models/mine.onnx"}"#);
+        let m = Manifest::parse(&text, Path::new("/apps/models.json")).unwrap();
+        assert_eq!(
+            m.model_path("mine", Path::new("/unused")).unwrap(),
+            PathBuf::from("/apps/models/mine.onnx")
+        );
+        let both = doc(&format!(
+            r#"{{"name":"a","family":"yolox","path":"a","package":{PKG},"member":"x"}}"#
+        ));
+        assert!(Manifest::parse(&both, Path::new("m"))
+            .unwrap_err()
+            .to_string()
+            .contains("not both"));
+        let none = doc(r#"{"name":"a","family":"yolox"}"#);
+        assert!(Manifest::parse(&none, Path::new("m")).is_err());
+        let dup = doc(
+            r#"{"name":"a","family":"yolox","path":"a"},{"name":"a","family":"yolox","path":"b"}"#,
+        );
+        assert!(Manifest::parse(&dup, Path::new("m"))
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate"));
+        let fam = doc(r#"{"name":"a","family":"resnet","path":"a"}"#);
+        assert!(Manifest::parse(&fam, Path::new("m"))
+            .unwrap_err()
+            .to_string()
+            .contains("family"));
+    }
+}

