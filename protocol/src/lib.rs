@@ -12,6 +12,7 @@ pub mod clock;
 pub mod codec;
 pub mod functions;
 pub mod messages;
+pub mod node;
 pub mod schema;
 pub mod shm;
 pub mod spec;

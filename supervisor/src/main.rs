@@ -1,0 +1,186 @@
+//! `supervisor`: the SmartPipe command line. It validates app files, plans them, and
+//! runs them as one OS process per stage replica (plus one GPU agent per device),
+//! wired with ipc-channel and shared memory, supervised until they finish.
+
+mod app;
+mod bench;
+mod launch;
+mod plan;
+mod run;
+mod runtime;
+mod summary;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "supervisor",
+    version,
+    about = "Run vision-inference apps as supervised multi-process pipelines",
+    long_about = "SmartPipe runs an app — a JSON file describing a DAG of tasks (sources, image ops, \
+model steps, table ops, sinks) and the quality of service it needs — as one OS process per \
+stage replica, passing frames and tensors through shared memory.\n\n\
+Start with `supervisor validate APP.json`, then `supervisor start APP.json`. \
+`supervisor schema` prints the JSON Schema of the app format for editors."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run an app in the foreground until its sources end (Ctrl-C drains it).
+    Start {
+        /// The app file.
+        app: PathBuf,
+        /// Where logs, outputs, plan.json and summary.json go [default: runs/<app>-<time>/].
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Seconds a stage may take to start and connect back.
+        #[arg(long, default_value_t = 20)]
+        startup_timeout: u64,
+    },
+    /// Check an app file and list every problem with where it is.
+    Validate {
+        /// The app file.
+        app: PathBuf,
+    },
+    /// Print the JSON Schema of the app format.
+    Schema,
+    /// Show the plan (replicas, batching, shared-memory pools) for an app.
+    Plan {
+        /// The app file.
+        app: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Benchmarks of SmartPipe itself.
+    Bench {
+        #[command(subcommand)]
+        which: bench::BenchCmd,
+    },
+}
+
+fn main() -> ExitCode {
+    // Nothing this process creates is for other users.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o077) };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn default_run_dir(app: &str) -> PathBuf {
+    PathBuf::from("runs").join(format!("{app}-{}", utc_stamp()))
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Validate { app } => {
+            let loaded = app::load(&app)?;
+            println!(
+                "{}: app '{}' is valid ({} tasks)",
+                app.display(),
+                loaded.spec.name,
+                loaded.spec.tasks.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Schema => {
+            println!("{}", serde_json::to_string_pretty(&protocol::schema::app_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plan { app, json } => {
+            let loaded = app::load(&app)?;
+            let the_plan = plan::plan(&loaded.spec)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&the_plan)?);
+            } else {
+                println!("{:<16} {:<5} {:<18} {:>8} {:>6} {:>7} {:>14}", "task", "kind", "function", "replicas", "batch", "slots", "slot bytes");
+                for s in &the_plan.stages {
+                    let (slots, size) = s
+                        .pool
+                        .as_ref()
+                        .map(|p| (p.slots.to_string(), p.slot_size.to_string()))
+                        .unwrap_or(("-".into(), "-".into()));
+                    println!(
+                        "{:<16} {:<5} {:<18} {:>8} {:>6} {:>7} {:>14}",
+                        s.task, s.kind.to_string(), s.function, s.replicas, s.batch_size, slots, size
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Start {
+            app,
+            run_dir,
+            startup_timeout,
+        } => {
+            let loaded = app::load(&app)?;
+            let runtime_dir = runtime::prepare()?;
+            let interrupted = Arc::new(AtomicBool::new(false));
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                signal_hook::flag::register(sig, interrupted.clone()).context("cannot install signal handlers")?;
+            }
+            let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
+            let opts = run::RunOptions {
+                run_dir,
+                startup_timeout: Duration::from_secs(startup_timeout),
+                heartbeat_ms: 100,
+                stop_grace: Duration::from_secs(5),
+            };
+            let outcome = run::run_app(&loaded, &opts, interrupted);
+            runtime::cleanup(&runtime_dir);
+            let outcome = outcome?;
+            eprint!("{}", outcome.summary.render());
+            match outcome.error {
+                None => Ok(ExitCode::SUCCESS),
+                Some(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        Cmd::Bench { which } => bench::run(which),
+    }
+}

@@ -1,0 +1,122 @@
+//! The static plan of a run: replicas, batching and the shared-memory pool of every
+//! stage. Slot sizes come from the largest payload each producing stage can emit,
+//! found by following frame sizes down the DAG.
+
+use protocol::spec::{AppSpec, TaskKind};
+use protocol::validate::topological_order;
+use serde::Serialize;
+use worker_cpu::media::{image_size, list_images, probe_video};
+
+/// Slots per pool when nothing else says: enough for a few items in flight per hop.
+pub const DEFAULT_SLOTS: u32 = 8;
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PoolPlan {
+    pub slots: u32,
+    pub slot_size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StagePlan {
+    pub task: String,
+    pub kind: TaskKind,
+    pub function: String,
+    pub replicas: u32,
+    pub batch_size: u32,
+    pub batch_max_wait_ms: f64,
+    pub threads: u32,
+    /// The pool each replica writes to (one per replica), if the stage makes payloads.
+    pub pool: Option<PoolPlan>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Plan {
+    /// Indexed like the app's tasks.
+    pub stages: Vec<StagePlan>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("task '{task}': {detail}")]
+    Source { task: String, detail: String },
+}
+
+fn num(task: &protocol::spec::TaskSpec, name: &str) -> u64 {
+    task.params.get(name).and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+/// The largest payload (bytes) a task emits, given its inputs' largest frames.
+fn output_bound(app: &AppSpec, i: usize, frame_bounds: &[Option<(u64, u64)>]) -> Result<Option<(u64, u64)>, PlanError> {
+    let task = &app.tasks[i];
+    let input_max = task
+        .inputs
+        .iter()
+        .filter_map(|n| app.task_index(n).and_then(|j| frame_bounds[j]))
+        .max_by_key(|(w, h)| w * h);
+    let source_err = |detail: String| PlanError::Source {
+        task: task.name.clone(),
+        detail,
+    };
+    Ok(match task.function.as_str() {
+        "image.gen" | "image.resize" | "image.crop" => Some((num(task, "width"), num(task, "height"))),
+        "bench.blob" => Some((num(task, "bytes"), 1)),
+        "source.images" => {
+            let path = task.params.get("path").and_then(|v| v.as_str()).unwrap_or("");
+            let files = list_images(path).map_err(|e| source_err(e.to_string()))?;
+            let largest = files
+                .iter()
+                .filter_map(|f| image_size(f))
+                .map(|(w, h)| (u64::from(w), u64::from(h)))
+                .max_by_key(|(w, h)| w * h);
+            Some(largest.unwrap_or((1, 1)))
+        }
+        "source.video" => {
+            let path = task.params.get("path").and_then(|v| v.as_str()).unwrap_or("");
+            let (w, h, _) = probe_video(path).map_err(|e| source_err(e.to_string()))?;
+            Some((u64::from(w), u64::from(h)))
+        }
+        _ => input_max,
+    })
+}
+
+/// Whether a function writes payloads of its own (and so needs a pool).
+pub fn makes_payloads(function: &str) -> bool {
+    matches!(
+        function,
+        "image.gen" | "source.images" | "source.video" | "bench.blob" | "image.resize" | "image.crop"
+    )
+}
+
+/// Plan an app with the user's fixed settings and defaults elsewhere.
+pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
+    let mut bounds: Vec<Option<(u64, u64)>> = vec![None; app.tasks.len()];
+    for i in topological_order(app) {
+        bounds[i] = output_bound(app, i, &bounds)?;
+    }
+    let stages = app
+        .tasks
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let batch_size = t.batch.as_ref().map(|b| b.size).unwrap_or(1);
+            let pool = match (makes_payloads(&t.function), bounds[i]) {
+                (true, Some((w, h))) => Some(PoolPlan {
+                    slots: DEFAULT_SLOTS.max(2 * batch_size + 2),
+                    slot_size: if t.function == "bench.blob" { w } else { w * h * 3 },
+                }),
+                _ => None,
+            };
+            StagePlan {
+                task: t.name.clone(),
+                kind: t.kind,
+                function: t.function.clone(),
+                replicas: t.replicas.unwrap_or(1),
+                batch_size,
+                batch_max_wait_ms: t.batch.as_ref().map(|b| b.max_wait_ms).unwrap_or(0.0),
+                threads: 1,
+                pool,
+            }
+        })
+        .collect();
+    Ok(Plan { stages })
+}

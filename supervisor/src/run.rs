@@ -1,0 +1,405 @@
+//! Running one app in the foreground: create the pools and channels of the plan,
+//! start and bootstrap one process per stage replica, watch them (heartbeats, reports,
+//! exits, signals), drain on SIGINT/SIGTERM, and summarise.
+
+use crate::app::LoadedApp;
+use crate::launch::{find_worker, start_child, Connected, Spawner};
+use crate::plan::{plan, Plan};
+use crate::summary::{Summary, TailReports};
+use anyhow::{anyhow, Context};
+use ipc_channel::ipc::{self, IpcSharedMemory};
+use protocol::codec;
+use protocol::messages::*;
+use protocol::shm::SlotPool;
+use protocol::spec::TaskKind;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Command as Process, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// At most this many fds travel in one ipc-channel message.
+const MAX_FDS: usize = 64;
+
+pub struct RunOptions {
+    pub run_dir: PathBuf,
+    pub startup_timeout: Duration,
+    pub heartbeat_ms: u32,
+    /// Grace between SIGTERM and SIGKILL when stopping.
+    pub stop_grace: Duration,
+}
+
+pub struct RunOutcome {
+    pub summary: Summary,
+    pub error: Option<String>,
+}
+
+/// One running stage replica.
+struct Replica {
+    task: usize,
+    label: String,
+    pid: i32,
+    kind: TaskKind,
+    metrics: StageMetrics,
+    report: Option<StageReport>,
+    failed: Option<String>,
+    exited: Option<ExitStatus>,
+}
+
+enum Event {
+    Up(usize, Up),
+    Exited(usize, std::io::Result<ExitStatus>),
+}
+
+/// Tasks that (transitively) feed `task`.
+fn ancestors(app: &protocol::spec::AppSpec, task: usize) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![task];
+    while let Some(t) = todo.pop() {
+        for input in &app.tasks[t].inputs {
+            if let Some(j) = app.task_index(input) {
+                if seen.insert(j) {
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    seen
+}
+
+fn worker_for(kind: TaskKind) -> &'static str {
+    match kind {
+        TaskKind::Gpu => "worker-gpu",
+        _ => "worker-cpu",
+    }
+}
+
+/// Run an app to completion (or until stopped). Returns the summary; `error` is set
+/// when the app failed.
+pub fn run_app(loaded: &LoadedApp, opts: &RunOptions, interrupted: Arc<AtomicBool>) -> anyhow::Result<RunOutcome> {
+    let app = &loaded.spec;
+    let the_plan: Plan = plan(app).context("cannot plan the app")?;
+    let logs = opts.run_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    std::fs::write(
+        opts.run_dir.join("plan.json"),
+        serde_json::to_vec_pretty(&the_plan).unwrap_or_default(),
+    )
+    .with_context(|| format!("cannot write the plan into {}", opts.run_dir.display()))?;
+
+    // Pools: one per replica of every producing stage.
+    let mut pools: BTreeMap<(usize, u32), SlotPool> = BTreeMap::new();
+    let mut next_pool = 1u32;
+    for (t, stage) in the_plan.stages.iter().enumerate() {
+        if let Some(p) = &stage.pool {
+            for r in 0..stage.replicas {
+                let pool = SlotPool::create(next_pool, p.slots, p.slot_size)
+                    .with_context(|| format!("cannot create the pool of {}#{r}", stage.task))?;
+                pools.insert((t, r), pool);
+                next_pool += 1;
+            }
+        }
+    }
+    // Inboxes: one per replica of every stage.
+    let mut inbox_tx: Vec<Vec<InboxSender>> = Vec::new();
+    let mut inbox_rx: Vec<Vec<Option<InboxReceiver>>> = Vec::new();
+    for stage in &the_plan.stages {
+        let mut txs = Vec::new();
+        let mut rxs = Vec::new();
+        for _ in 0..stage.replicas {
+            let (tx, rx) = ipc::channel::<Vec<u8>>().context("cannot create a channel")?;
+            txs.push(tx);
+            rxs.push(Some(rx));
+        }
+        inbox_tx.push(txs);
+        inbox_rx.push(rxs);
+    }
+
+    // Start every process first, then accept them (start-up overlaps).
+    let spawner = Spawner::start();
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for (t, stage) in the_plan.stages.iter().enumerate() {
+        let program = find_worker(worker_for(stage.kind))?;
+        for r in 0..stage.replicas {
+            let label = format!("{}#{r}", stage.task);
+            let log_path = logs.join(format!("{label}.log"));
+            let log = std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+            let mut cmd = Process::new(&program);
+            cmd.arg("--stage")
+                .arg(format!("{}/{label}", app.name))
+                .stdin(Stdio::null())
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::from(log));
+            pending.push((t, r, start_child(&spawner, &label, cmd, &program, log_path)?));
+        }
+    }
+    let mut connected: Vec<(usize, u32, Connected)> = Vec::new();
+    let mut startup_error = None;
+    for (t, r, p) in pending {
+        if startup_error.is_some() {
+            let mut child = p.child;
+            let _ = child.kill();
+            let _ = child.wait();
+            continue;
+        }
+        match p.accept(opts.startup_timeout) {
+            Ok(c) => connected.push((t, r, c)),
+            Err(e) => startup_error = Some(e),
+        }
+    }
+    if let Some(e) = startup_error {
+        for (_, _, mut c) in connected {
+            let _ = c.child.kill();
+            let _ = c.child.wait();
+        }
+        return Err(anyhow!(e).context(format!("cannot start app '{}'", app.name)));
+    }
+
+    // Send every stage its setup.
+    for (t, r, c) in &connected {
+        let (t, r) = (*t, *r);
+        let task = &app.tasks[t];
+        let mut outputs = Vec::new();
+        let mut routes = Vec::new();
+        for (c_idx, consumer) in app.tasks.iter().enumerate() {
+            if consumer.inputs.contains(&task.name) {
+                routes.push(OutputRoute {
+                    task: consumer.name.clone(),
+                    first: outputs.len() as u32,
+                    replicas: the_plan.stages[c_idx].replicas,
+                });
+                outputs.extend(inbox_tx[c_idx].iter().cloned());
+            }
+        }
+        let expected_eos: u32 = task
+            .inputs
+            .iter()
+            .filter_map(|i| app.task_index(i))
+            .map(|j| the_plan.stages[j].replicas)
+            .sum();
+        let mut mapped: Vec<(PoolInfo, IpcSharedMemory)> = Vec::new();
+        let mut readable = ancestors(app, t);
+        readable.insert(t);
+        for ((pt, pr), pool) in &pools {
+            if readable.contains(pt) && (*pt != t || *pr == r) {
+                mapped.push((
+                    PoolInfo {
+                        id: pool.id(),
+                        owner: format!("{}#{pr}", app.tasks[*pt].name),
+                    },
+                    pool.handle(),
+                ));
+            }
+        }
+        let fds = 1 + outputs.len() + mapped.len();
+        if fds > MAX_FDS {
+            return Err(anyhow!(
+                "stage {}#{r} needs {fds} channel and memory handles, more than the {MAX_FDS} one message can carry; use fewer replicas downstream",
+                task.name
+            ));
+        }
+        let stage = &the_plan.stages[t];
+        let setup = Setup {
+            app: app.name.clone(),
+            service_type: app.service_type,
+            task_index: t as u16,
+            task_json: serde_json::to_string(task)?,
+            replica: r,
+            replicas: stage.replicas,
+            outputs: routes,
+            expected_eos,
+            pools: mapped.iter().map(|(i, _)| i.clone()).collect(),
+            own_pool: pools.get(&(t, r)).map(|p| p.id()),
+            run_dir: opts.run_dir.display().to_string(),
+            heartbeat_ms: opts.heartbeat_ms,
+            batch_size: stage.batch_size,
+            batch_max_wait_ms: stage.batch_max_wait_ms,
+            threads: stage.threads,
+        };
+        let wire = SetupWire {
+            setup: codec::encode("setup", &setup)?,
+            refused: None,
+            inbox: inbox_rx[t][r as usize].take(),
+            outputs,
+            pools: mapped.into_iter().map(|(_, shm)| shm).collect(),
+        };
+        c.reply
+            .send(wire)
+            .map_err(|e| anyhow!("cannot send the setup to {}: {e:?}", c.stage))?;
+    }
+
+    // Watch: one reader thread per child's up-channel and one waiter per child.
+    let (events_tx, events) = mpsc::channel::<Event>();
+    let mut replicas = Vec::new();
+    for (idx, (t, _r, c)) in connected.into_iter().enumerate() {
+        replicas.push(Replica {
+            task: t,
+            label: c.stage.clone(),
+            pid: c.child.id() as i32,
+            kind: app.tasks[t].kind,
+            metrics: StageMetrics::default(),
+            report: None,
+            failed: None,
+            exited: None,
+        });
+        let tx = events_tx.clone();
+        let up = c.up;
+        std::thread::spawn(move || {
+            while let Ok(wire) = up.recv() {
+                match codec::decode::<Up>("up", &wire.bytes) {
+                    Ok(msg) => {
+                        if tx.send(Event::Up(idx, msg)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!("bad message from a child: {e}"),
+                }
+            }
+        });
+        let tx = events_tx.clone();
+        let mut child = c.child;
+        std::thread::spawn(move || {
+            let _ = tx.send(Event::Exited(idx, child.wait()));
+        });
+    }
+    drop(events_tx);
+
+    let mut failure: Option<String> = None;
+    let mut stop_sent: Option<Instant> = None;
+    let mut term_sent: Option<Instant> = None;
+    let mut drained_at: Option<Instant> = None;
+    let send_all = |cmd: Command, heads_only: bool| {
+        let bytes = codec::encode("command", &Inbox::Command(cmd)).unwrap_or_default();
+        for (t, txs) in inbox_tx.iter().enumerate() {
+            if heads_only && app.tasks[t].kind != TaskKind::Head {
+                continue;
+            }
+            for tx in txs {
+                let _ = tx.send(bytes.clone());
+            }
+        }
+    };
+    loop {
+        match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(Event::Up(i, Up::Heartbeat(m))) => {
+                if replicas[i].report.is_none() {
+                    replicas[i].metrics = m;
+                }
+            }
+            Ok(Event::Up(i, Up::Finished(report))) => {
+                replicas[i].metrics = report.metrics.clone();
+                replicas[i].report = Some(report);
+            }
+            Ok(Event::Up(i, Up::Failed { error })) => {
+                tracing::error!("{} failed: {error}", replicas[i].label);
+                replicas[i].failed = Some(error.clone());
+                if failure.is_none() {
+                    failure = Some(format!("stage {} failed: {error}", replicas[i].label));
+                }
+            }
+            Ok(Event::Up(_, Up::Hello(_))) => {}
+            Ok(Event::Exited(i, status)) => {
+                let status = status.ok();
+                let r = &mut replicas[i];
+                r.exited = Some(status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(1)));
+                let clean = status.is_some_and(|s| s.success());
+                if !clean && failure.is_none() && stop_sent.is_none() {
+                    let how = status.map(describe_status).unwrap_or_else(|| "vanished".into());
+                    let log = opts.run_dir.join("logs").join(format!("{}.log", r.label));
+                    failure = Some(format!(
+                        "stage {} {how}{}; see {}",
+                        r.label,
+                        r.failed.as_ref().map(|e| format!(": {e}")).unwrap_or_default(),
+                        log.display()
+                    ));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        if replicas.iter().all(|r| r.exited.is_some()) {
+            break;
+        }
+        if interrupted.swap(false, Ordering::SeqCst) {
+            if drained_at.is_none() {
+                eprintln!("draining app '{}' (signal again to stop at once)", app.name);
+                drained_at = Some(Instant::now());
+                send_all(Command::Drain, true);
+            } else if stop_sent.is_none() {
+                failure.get_or_insert_with(|| "stopped by a second signal".into());
+                stop_sent = Some(Instant::now());
+                send_all(Command::Stop, false);
+            }
+        }
+        if failure.is_some() && stop_sent.is_none() {
+            stop_sent = Some(Instant::now());
+            send_all(Command::Stop, false);
+        }
+        if let Some(at) = stop_sent {
+            if term_sent.is_none() && at.elapsed() > Duration::from_secs(1) {
+                term_sent = Some(Instant::now());
+                signal_all(&replicas, libc::SIGTERM);
+            }
+        }
+        if let Some(at) = term_sent {
+            if at.elapsed() > opts.stop_grace {
+                signal_all(&replicas, libc::SIGKILL);
+            }
+        }
+    }
+    let wall_s = started.elapsed().as_secs_f64();
+
+    let mut announced: BTreeMap<String, u64> = BTreeMap::new();
+    let mut stage_metrics: BTreeMap<String, StageMetrics> = BTreeMap::new();
+    for r in &replicas {
+        stage_metrics.insert(r.label.clone(), r.metrics.clone());
+        if r.kind == TaskKind::Head {
+            if let Some(rep) = &r.report {
+                for t in &rep.announced {
+                    announced.insert(t.source.clone(), t.total);
+                }
+            }
+        }
+    }
+    let tails: Vec<TailReports<'_>> = app
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == TaskKind::Tail)
+        .map(|(i, t)| TailReports {
+            task: t.name.clone(),
+            reports: replicas.iter().filter(|r| r.task == i).filter_map(|r| r.report.as_ref()).collect(),
+        })
+        .collect();
+    let mut summary = Summary::build(&app.name, wall_s, &announced, &tails, stage_metrics);
+    summary.run_dir = opts.run_dir.display().to_string();
+    summary.outcome = match (&failure, drained_at) {
+        (Some(_), _) => "failed".into(),
+        (None, Some(_)) => "drained after a signal".into(),
+        (None, None) => "finished".into(),
+    };
+    let _ = std::fs::write(
+        opts.run_dir.join("summary.json"),
+        serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+    );
+    Ok(RunOutcome { summary, error: failure })
+}
+
+fn signal_all(replicas: &[Replica], sig: i32) {
+    for r in replicas.iter().filter(|r| r.exited.is_none()) {
+        // SAFETY: the child is in its own process group whose id is its pid; it has
+        // not been reaped (exited is None), so the pid is still ours.
+        unsafe { libc::kill(-r.pid, sig) };
+    }
+}
+
+fn describe_status(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => "ended".into(),
+    }
+}

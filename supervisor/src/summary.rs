@@ -1,0 +1,204 @@
+//! The end-of-run summary: items in and out, losses by reason, throughput, latency
+//! percentiles and jitter, printed for people and written as JSON for scripts.
+
+use protocol::messages::{LossReason, StageMetrics, StageReport};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Latency statistics in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LatencyStats {
+    pub count: usize,
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+    /// Standard deviation.
+    pub jitter: f64,
+}
+
+impl LatencyStats {
+    pub fn from_samples(samples: &[f32]) -> LatencyStats {
+        if samples.is_empty() {
+            return LatencyStats::default();
+        }
+        let mut v: Vec<f64> = samples.iter().map(|&x| f64::from(x)).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        LatencyStats {
+            count: n,
+            mean,
+            p50: percentile(&v, 50.0),
+            p95: percentile(&v, 95.0),
+            p99: percentile(&v, 99.0),
+            max: v[n - 1],
+            jitter: var.sqrt(),
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// What one tail task received (all its replicas).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TailSummary {
+    pub task: String,
+    pub items: u64,
+    /// Items missing at this tail compared with what the sources announced.
+    pub missing: u64,
+    pub latency_ms: LatencyStats,
+    /// Per hop k → k+1 transport latency in µs (p50, p99).
+    pub hop_us: Vec<(f64, f64)>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub app: String,
+    pub outcome: String,
+    pub run_dir: String,
+    pub wall_s: f64,
+    pub items_in: u64,
+    pub items_out: u64,
+    pub lost: BTreeMap<String, u64>,
+    pub lost_total: u64,
+    pub throughput_per_min: f64,
+    pub latency_ms: LatencyStats,
+    pub tails: Vec<TailSummary>,
+    pub stages: BTreeMap<String, StageMetrics>,
+}
+
+/// Per tail task: its name and the reports of its replicas.
+pub struct TailReports<'a> {
+    pub task: String,
+    pub reports: Vec<&'a StageReport>,
+}
+
+impl Summary {
+    pub fn build(
+        app: &str,
+        wall_s: f64,
+        heads_announced: &BTreeMap<String, u64>,
+        tails: &[TailReports<'_>],
+        stages: BTreeMap<String, StageMetrics>,
+    ) -> Summary {
+        let mut lost = BTreeMap::new();
+        for reason in LossReason::ALL {
+            let n: u64 = stages.values().map(|m| m.lost[reason as usize]).sum();
+            lost.insert(reason.as_str().to_string(), n);
+        }
+        let items_in: u64 = heads_announced.values().sum();
+        let mut all_latencies = Vec::new();
+        let tail_summaries: Vec<TailSummary> = tails
+            .iter()
+            .map(|t| {
+                let mut latencies = Vec::new();
+                let mut hops: Vec<Vec<f32>> = Vec::new();
+                let mut items = 0;
+                for r in &t.reports {
+                    latencies.extend_from_slice(&r.latencies_ms);
+                    items += r.received.iter().map(|s| s.total).sum::<u64>();
+                    for (k, h) in r.hop_us.iter().enumerate() {
+                        if hops.len() <= k {
+                            hops.push(Vec::new());
+                        }
+                        hops[k].extend_from_slice(h);
+                    }
+                }
+                all_latencies.extend_from_slice(&latencies);
+                let hop_us = hops
+                    .iter()
+                    .map(|h| {
+                        let s = LatencyStats::from_samples(h);
+                        (s.p50, s.p99)
+                    })
+                    .collect();
+                TailSummary {
+                    task: t.task.clone(),
+                    items,
+                    missing: items_in.saturating_sub(items),
+                    latency_ms: LatencyStats::from_samples(&latencies),
+                    hop_us,
+                }
+            })
+            .collect();
+        let items_out = tail_summaries.iter().map(|t| t.items).min().unwrap_or(0);
+        Summary {
+            app: app.to_string(),
+            outcome: String::new(),
+            run_dir: String::new(),
+            wall_s,
+            items_in,
+            items_out,
+            lost_total: lost.values().sum(),
+            lost,
+            throughput_per_min: if wall_s > 0.0 { items_out as f64 * 60.0 / wall_s } else { 0.0 },
+            latency_ms: LatencyStats::from_samples(&all_latencies),
+            tails: tail_summaries,
+            stages,
+        }
+    }
+
+    /// The text people read at the end of a run.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "app '{}' {} in {:.2} s (run dir: {})\n",
+            self.app, self.outcome, self.wall_s, self.run_dir
+        );
+        s += &format!("  items:      {} in, {} out\n", self.items_in, self.items_out);
+        let reasons: Vec<String> = self
+            .lost
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        s += &format!(
+            "  lost:       {}{}\n",
+            self.lost_total,
+            if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) }
+        );
+        s += &format!("  throughput: {:.1} items/min\n", self.throughput_per_min);
+        let l = &self.latency_ms;
+        s += &format!(
+            "  latency:    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, jitter (std dev) {:.2} ms\n",
+            l.p50, l.p99, l.max, l.jitter
+        );
+        if self.tails.len() > 1 {
+            for t in &self.tails {
+                s += &format!("  tail '{}': {} items, {} missing\n", t.task, t.items, t.missing);
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_and_jitter_of_known_samples() {
+        let samples: Vec<f32> = (1..=100).map(|x| x as f32).collect();
+        let s = LatencyStats::from_samples(&samples);
+        assert_eq!(s.p50, 50.0);
+        assert_eq!(s.p99, 99.0);
+        assert_eq!(s.max, 100.0);
+        assert!((s.mean - 50.5).abs() < 1e-9);
+        assert!((s.jitter - 28.866).abs() < 1e-3, "{}", s.jitter);
+    }
+
+    #[test]
+    fn empty_samples_give_zeroes() {
+        assert_eq!(LatencyStats::from_samples(&[]), LatencyStats::default());
+    }
+}

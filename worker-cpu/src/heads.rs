@@ -1,0 +1,360 @@
+//! Heads (PipeHead): sources that write each item once into their output pool and
+//! send its reference downstream. When the pool is full a guaranteed app waits (the
+//! source slows down); a best-effort app sheds the item and counts it.
+
+use crate::media::{decode_rgb, ffmpeg_program, list_images, probe_video};
+use crate::{param, required, StageError};
+use protocol::clock::now_ns;
+use protocol::messages::{Command, DType, Envelope, LossReason, Payload, PixelFormat};
+use protocol::node::{Node, NodeError};
+use protocol::shm::{ShmRef, SlotPool};
+use std::io::Read;
+use std::process::{Command as Process, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What the loop should do after an item.
+#[derive(PartialEq)]
+enum Flow {
+    Go,
+    Drain,
+}
+
+/// Writes items of one source into the output pool.
+struct Emitter {
+    pool: Arc<SlotPool>,
+    source: String,
+    app: String,
+    scratch: Vec<u8>,
+}
+
+impl Emitter {
+    fn new(node: &Node) -> Result<Emitter, StageError> {
+        Ok(Emitter {
+            pool: node.output_pool()?,
+            source: node.task.name.clone(),
+            app: node.setup.app.clone(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Emit item `seq` of `len` bytes filled by `fill`. When shed, `fill` still runs on
+    /// a scratch buffer so stream sources stay in step.
+    fn emit(
+        &mut self,
+        node: &mut Node,
+        seq: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), StageError>,
+        payload: impl FnOnce(ShmRef) -> Payload,
+    ) -> Result<Flow, StageError> {
+        let created = now_ns();
+        node.note_emitted(&self.source, seq);
+        let pool = self.pool.clone();
+        match node.output_slot(&pool)? {
+            Some(mut writer) => {
+                let bytes = writer.bytes_mut();
+                if bytes.len() < len {
+                    return Err(StageError::Input(format!(
+                        "item {seq} of {len} bytes does not fit the {}-byte slots planned for '{}'",
+                        bytes.len(),
+                        self.source
+                    )));
+                }
+                fill(&mut bytes[..len])?;
+                let shm = writer.commit(len as u64).map_err(NodeError::from)?;
+                let env = Envelope {
+                    app: self.app.clone(),
+                    source: self.source.clone(),
+                    seq,
+                    created_ns: created,
+                    hops: Vec::with_capacity(8),
+                    payload: payload(shm),
+                };
+                node.send(env, created)?;
+            }
+            None => {
+                self.scratch.resize(len, 0);
+                fill(&mut self.scratch)?;
+                node.metrics(|m| m.lose(LossReason::Shed, 1));
+            }
+        }
+        check_commands(node)
+    }
+}
+
+fn check_commands(node: &mut Node) -> Result<Flow, StageError> {
+    match node.poll_command()? {
+        Some(Command::Drain) => Ok(Flow::Drain),
+        Some(Command::Stop) => Err(NodeError::Stopped.into()),
+        None => Ok(Flow::Go),
+    }
+}
+
+/// Run the node's head function until its source ends or it is drained.
+pub fn run(node: &mut Node) -> Result<(), StageError> {
+    match node.task.function.as_str() {
+        "image.gen" => generate(node),
+        "source.images" => images(node),
+        "source.video" => video(node),
+        "bench.blob" => blobs(node),
+        other => Err(StageError::Unsupported(format!("'{other}' is not a head function"))),
+    }
+}
+
+fn frame(width: u32, height: u32) -> impl FnOnce(ShmRef) -> Payload {
+    move |shm| Payload::Frame {
+        shm,
+        width,
+        height,
+        format: PixelFormat::Rgb8,
+    }
+}
+
+/// Draw one synthetic frame; `seq` moves the picture so consecutive frames differ.
+pub fn draw_pattern(pattern: &str, width: u32, height: u32, seq: u64, out: &mut [u8]) {
+    let (w, s) = (width as usize, seq as usize);
+    match pattern {
+        "checker" => {
+            for (i, px) in out.chunks_exact_mut(3).enumerate() {
+                let (x, y) = (i % w, i / w);
+                let on = ((x + s) / 16 + y / 16) % 2 == 0;
+                px.fill(if on { 230 } else { 25 });
+            }
+        }
+        "noise" => {
+            let mut state = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            for b in out.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = state as u8;
+            }
+        }
+        "solid" => {
+            let c = [(s * 40) as u8, (s * 90) as u8, (s * 150) as u8];
+            for px in out.chunks_exact_mut(3) {
+                px.copy_from_slice(&c);
+            }
+        }
+        _ => {
+            let h = height.max(1) as usize;
+            for (i, px) in out.chunks_exact_mut(3).enumerate() {
+                let (x, y) = (i % w, i / w);
+                px[0] = ((x + s) * 255 / w.max(1)) as u8;
+                px[1] = (y * 255 / h) as u8;
+                px[2] = (s * 7) as u8;
+            }
+        }
+    }
+}
+
+fn generate(node: &mut Node) -> Result<(), StageError> {
+    let width: u32 = required(node, "width")?;
+    let height: u32 = required(node, "height")?;
+    let count: u64 = param(node, "count")?.unwrap_or(100);
+    let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
+    let pattern: String = param(node, "pattern")?.unwrap_or_else(|| "gradient".into());
+    let len = width as usize * height as usize * 3;
+    let mut emitter = Emitter::new(node)?;
+    let start = Instant::now();
+    for seq in 0..count {
+        if fps > 0.0 {
+            pace(node, start + Duration::from_secs_f64(seq as f64 / fps))?;
+        }
+        let flow = emitter.emit(
+            node,
+            seq,
+            len,
+            |buf| {
+                draw_pattern(&pattern, width, height, seq, buf);
+                Ok(())
+            },
+            frame(width, height),
+        )?;
+        if flow == Flow::Drain {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Wait until `due` (a source's frame rate), still answering commands.
+fn pace(node: &mut Node, due: Instant) -> Result<(), StageError> {
+    loop {
+        let now = Instant::now();
+        if now >= due {
+            return Ok(());
+        }
+        std::thread::sleep((due - now).min(Duration::from_millis(20)));
+        if let Some(Command::Stop) = node.poll_command()? {
+            return Err(NodeError::Stopped.into());
+        }
+    }
+}
+
+fn blobs(node: &mut Node) -> Result<(), StageError> {
+    let bytes: usize = required(node, "bytes")?;
+    let count: u64 = required(node, "count")?;
+    let pattern: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
+    let mut emitter = Emitter::new(node)?;
+    for seq in 0..count {
+        let flow = emitter.emit(
+            node,
+            seq,
+            bytes,
+            |buf| {
+                buf.copy_from_slice(&pattern);
+                buf[..8.min(bytes)].copy_from_slice(&seq.to_le_bytes()[..8.min(bytes)]);
+                Ok(())
+            },
+            |shm| Payload::Tensor {
+                shm,
+                dtype: DType::U8,
+                shape: vec![bytes as u32],
+            },
+        )?;
+        if flow == Flow::Drain {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn images(node: &mut Node) -> Result<(), StageError> {
+    let path: String = required(node, "path")?;
+    let files = list_images(&path)?;
+    let mut emitter = Emitter::new(node)?;
+    for (seq, file) in files.iter().enumerate() {
+        let seq = seq as u64;
+        let (w, h, rgb) = match decode_rgb(file) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // A corrupt file is skipped and counted; the app goes on.
+                tracing::warn!(file = %file.display(), seq, "skipping image: {e}");
+                node.note_emitted(&emitter.source, seq);
+                node.metrics(|m| m.lose(LossReason::BadInput, 1));
+                if check_commands(node)? == Flow::Drain {
+                    break;
+                }
+                continue;
+            }
+        };
+        let flow = emitter.emit(
+            node,
+            seq,
+            rgb.len(),
+            |buf| {
+                buf.copy_from_slice(&rgb);
+                Ok(())
+            },
+            frame(w, h),
+        )?;
+        if flow == Flow::Drain {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn video(node: &mut Node) -> Result<(), StageError> {
+    let path: String = required(node, "path")?;
+    let limit: Option<u64> = param(node, "limit")?;
+    let (width, height, _) = probe_video(&path)?;
+    let mut cmd = Process::new(ffmpeg_program());
+    cmd.args(["-nostdin", "-v", "error", "-i", &path]);
+    if let Some(n) = limit {
+        cmd.args(["-frames:v", &n.to_string()]);
+    }
+    cmd.args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| StageError::Ffmpeg("no stdout pipe".into()))?;
+    let stderr = child.stderr.take();
+    // Collect ffmpeg's complaints on a thread so a full pipe never blocks it.
+    let complaints = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    });
+    let len = width as usize * height as usize * 3;
+    let mut emitter = Emitter::new(node)?;
+    let mut seq = 0u64;
+    let mut partial = false;
+    loop {
+        if limit.is_some_and(|n| seq >= n) {
+            break;
+        }
+        let mut got = 0usize;
+        let flow = {
+            let mut fill_result = Ok(());
+            let mut ended = false;
+            let flow = emitter.emit(
+                node,
+                seq,
+                len,
+                |buf| {
+                    while got < buf.len() {
+                        match stdout.read(&mut buf[got..]) {
+                            Ok(0) => {
+                                ended = true;
+                                break;
+                            }
+                            Ok(n) => got += n,
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                fill_result = Err(StageError::Ffmpeg(format!("reading frames of {path}: {e}")));
+                                break;
+                            }
+                        }
+                    }
+                    if ended {
+                        // Tell the emitter not to send a half-read frame.
+                        return Err(StageError::Input(String::new()));
+                    }
+                    Ok(())
+                },
+                frame(width, height),
+            );
+            fill_result?;
+            if ended {
+                partial = got > 0;
+                None
+            } else {
+                Some(flow?)
+            }
+        };
+        match flow {
+            None => break,
+            Some(Flow::Drain) => break,
+            Some(Flow::Go) => seq += 1,
+        }
+    }
+    drop(stdout);
+    let _ = child.kill();
+    let status = child.wait().map_err(|e| StageError::Ffmpeg(e.to_string()))?;
+    let complaints = complaints.join().unwrap_or_default();
+    node.note_emitted_total(&emitter.source, seq);
+    if partial {
+        node.metrics(|m| m.lose(LossReason::BadInput, 1));
+        tracing::warn!("{path}: the last frame was cut short (truncated video?)");
+    }
+    if (!status.success() && seq == 0) || !complaints.trim().is_empty() {
+        let detail = complaints.trim();
+        if seq == 0 {
+            return Err(StageError::Input(format!("{path}: ffmpeg decoded no frame: {detail}")));
+        }
+        tracing::warn!("{path}: ffmpeg reported problems after {seq} frames: {detail}");
+    }
+    tracing::info!(frames = seq, "{path}: video ended");
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Tails (PipeTail) that write frames out: `image.show` as one PNG per frame or as a
+//! video through an ffmpeg child process. Also the loop every tail shares.
+
+use crate::media::ffmpeg_program;
+use crate::{param, StageError};
+use protocol::messages::{Command, Envelope, Payload, PixelFormat};
+use protocol::node::{Event, Node, NodeError};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command as Process, Stdio};
+use std::time::Duration;
+
+/// A frame as a tail sees it.
+pub struct FrameView<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: &'a [u8],
+}
+
+/// Receive items until every upstream replica has ended; hand each to `on_item` with
+/// its frame (if it carries one), record its delivery, then release it.
+pub fn run_tail(
+    node: &mut Node,
+    mut on_item: impl FnMut(&Node, &Envelope, Option<FrameView<'_>>) -> Result<(), StageError>,
+) -> Result<(), StageError> {
+    loop {
+        match node.next(Duration::from_millis(200))? {
+            Event::Item(env) => {
+                let started = std::time::Instant::now();
+                node.record_delivery(&env);
+                {
+                    let frame = match &env.payload {
+                        Payload::Frame {
+                            shm,
+                            width,
+                            height,
+                            format: PixelFormat::Rgb8,
+                        } => Some(FrameView {
+                            width: *width,
+                            height: *height,
+                            rgb: node.pool(shm.pool)?.read(shm).map_err(NodeError::from)?,
+                        }),
+                        _ => None,
+                    };
+                    on_item(node, &env, frame)?;
+                }
+                node.release(&env.payload)?;
+                let busy = started.elapsed().as_nanos() as u64;
+                node.metrics(|m| m.busy_ns += busy);
+            }
+            Event::End => return Ok(()),
+            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
+            Event::Command(Command::Drain) | Event::Idle => {}
+        }
+    }
+}
+
+/// `image.show`: PNG files in `dir`, or a video at `path`.
+pub fn run_show(node: &mut Node) -> Result<(), StageError> {
+    let dir: Option<String> = param(node, "dir")?;
+    let path: Option<String> = param(node, "path")?;
+    let fps: f64 = param(node, "fps")?.unwrap_or(25.0);
+    if let Some(dir) = dir {
+        let dir = PathBuf::from(dir);
+        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(dir.display(), e))?;
+        run_tail(node, |_, env, frame| {
+            let Some(f) = frame else { return Ok(()) };
+            let file = dir.join(format!("{}-{}.png", env.source, env.seq));
+            image::save_buffer(&file, f.rgb, f.width, f.height, image::ExtendedColorType::Rgb8)
+                .map_err(|e| StageError::io(file.display(), e))
+        })
+    } else if let Some(path) = path {
+        let mut video: Option<VideoWriter> = None;
+        let result = run_tail(node, |_, _, frame| {
+            let Some(f) = frame else { return Ok(()) };
+            let writer = match &mut video {
+                Some(v) => v,
+                None => video.insert(VideoWriter::start(&path, f.width, f.height, fps)?),
+            };
+            writer.write(&f)
+        });
+        match video {
+            Some(v) => {
+                let finished = v.finish();
+                result.and(finished)
+            }
+            None => result,
+        }
+    } else {
+        Err(StageError::Unsupported("image.show needs `dir` or `path`".into()))
+    }
+}
+
+/// An ffmpeg child encoding raw RGB frames from its stdin.
+struct VideoWriter {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    path: String,
+    width: u32,
+    height: u32,
+}
+
+impl VideoWriter {
+    fn start(path: &str, width: u32, height: u32, fps: f64) -> Result<VideoWriter, StageError> {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent.display(), e))?;
+        }
+        let size = format!("{width}x{height}");
+        let rate = format!("{fps}");
+        let mut child = Process::new(ffmpeg_program())
+            .args(["-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"])
+            .args(["-s", &size, "-r", &rate, "-i", "-"])
+            .args(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p", path])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
+        let stdin = child.stdin.take();
+        Ok(VideoWriter {
+            child,
+            stdin,
+            path: path.to_string(),
+            width,
+            height,
+        })
+    }
+
+    fn write(&mut self, f: &FrameView<'_>) -> Result<(), StageError> {
+        if (f.width, f.height) != (self.width, self.height) {
+            return Err(StageError::Input(format!(
+                "{}: frame size changed from {}x{} to {}x{}; a video needs one size",
+                self.path, self.width, self.height, f.width, f.height
+            )));
+        }
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| StageError::Ffmpeg("encoder input closed".into()))?;
+        stdin
+            .write_all(f.rgb)
+            .map_err(|e| StageError::Ffmpeg(format!("writing {}: {e}", self.path)))
+    }
+
+    fn finish(mut self) -> Result<(), StageError> {
+        drop(self.stdin.take());
+        let mut complaints = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut complaints);
+        }
+        let status = self.child.wait().map_err(|e| StageError::Ffmpeg(e.to_string()))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(StageError::Ffmpeg(format!("encoding {} failed: {}", self.path, complaints.trim())))
+        }
+    }
+}
