@@ -15,6 +15,7 @@ pub mod imgproc;
 pub mod manifest;
 pub mod mtcnn;
 pub mod pipelines;
+pub mod ppocr;
 pub mod tensor;
 
 pub use engine::{Model, Provider, Runtime, SessionOptions};
