@@ -49,9 +49,15 @@ impl Runtime {
     /// (an error if it was loaded from another file).
     pub fn init(lib: &Path, provider: Provider) -> Result<Runtime> {
         check_provider(provider)?;
+        if !lib.is_file() {
+            return Err(VisionError::RuntimeMissing {
+                path: lib.to_path_buf(),
+            });
+        }
         let mut guard = RUNTIME.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((loaded, env)) = guard.as_ref() {
-            if loaded != lib {
+            let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            if canon(loaded) != canon(lib) {
                 return Err(VisionError::RuntimeInit {
                     path: lib.to_path_buf(),
                     msg: format!(
@@ -64,11 +70,6 @@ impl Runtime {
                 env: env.clone(),
                 lib: loaded.clone(),
                 provider,
-            });
-        }
-        if !lib.is_file() {
-            return Err(VisionError::RuntimeMissing {
-                path: lib.to_path_buf(),
             });
         }
         let init_err = |msg: String| VisionError::RuntimeInit {

@@ -211,18 +211,19 @@ pub fn perspective_transform(from: &[[f64; 2]; 4], to: &[[f64; 2]; 4]) -> Result
             });
         }
         a.swap(col, piv);
-        for r in 0..8 {
+        let pivot_row = a[col];
+        for (r, row) in a.iter_mut().enumerate() {
             if r != col {
-                let f = a[r][col] / a[col][col];
-                for k in col..9 {
-                    a[r][k] -= f * a[col][k];
+                let f = row[col] / pivot_row[col];
+                for (v, p) in row.iter_mut().zip(pivot_row.iter()).skip(col) {
+                    *v -= f * p;
                 }
             }
         }
     }
     let mut h = [0.0; 9];
-    for i in 0..8 {
-        h[i] = a[i][8] / a[i][i];
+    for (i, v) in h.iter_mut().take(8).enumerate() {
+        *v = a[i][8] / a[i][i];
     }
     h[8] = 1.0;
     Ok(h)

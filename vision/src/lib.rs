@@ -17,6 +17,7 @@ pub mod mtcnn;
 pub mod pipelines;
 pub mod ppocr;
 pub mod tensor;
+pub mod yolo;
 
 pub use engine::{Model, Provider, Runtime, SessionOptions};
 pub use error::{Result, VisionError};

@@ -279,7 +279,7 @@ fn crops(img: RgbView<'_>, boxes: &[FaceBox], size: usize, cfg: &MtcnnConfig) ->
         match crop_resize(&full, b, size)? {
             Some(c) => nwhc(&c, cfg, &mut data),
             None => data.extend(std::iter::repeat_n(
-                ((0.0 - cfg.mean) * cfg.scale) as f32,
+                (0.0 - cfg.mean) * cfg.scale,
                 size * size * 3,
             )),
         }
@@ -380,7 +380,6 @@ pub fn onet_postprocess(
         check_rows(t, boxes.len(), w)?;
     }
     let mut pass = Vec::new();
-    let mut regs = Vec::new();
     let mut marks = Vec::new();
     for (i, b) in boxes.iter().enumerate() {
         let s = prob.data[i * 2 + 1];
@@ -401,7 +400,6 @@ pub fn onet_postprocess(
         let mut rb = b;
         bbreg(&mut rb, [0, 1, 2, 3].map(|k| reg.data[i * 4 + k] as f64));
         pass.push(rb);
-        regs.push(());
         marks.push(lm);
     }
     let (w, h) = (width as f32, height as f32);

@@ -7,10 +7,11 @@ use std::path::Path;
 use crate::engine::{Model, Runtime, SessionOptions};
 use crate::error::{Result, VisionError};
 use crate::geometry::Detection;
-use crate::manifest::{ClsParams, DetParams, Manifest, RecParams};
+use crate::manifest::{ClsParams, DetParams, Family, Manifest, RecParams};
 use crate::mtcnn::{self, MtcnnConfig};
 use crate::ppocr::{self, det, rec, OcrGlobal, TextLine};
 use crate::tensor::{RgbImage, RgbView, TensorF32};
+use crate::yolo::{self, YoloConfig, YoloLayout};
 
 fn load(
     rt: &Runtime,
@@ -173,4 +174,53 @@ pub fn read_text(m: &mut OcrModels, img: RgbView<'_>) -> Result<Vec<TextLine>> {
             }
         })
         .collect())
+}
+
+/// A YOLO model with its settings.
+#[derive(Debug)]
+pub struct YoloModel {
+    pub model: Model,
+    pub config: YoloConfig,
+}
+
+impl YoloModel {
+    /// Loads a `yolox`, `yolov5` or `yolov8` family model from the manifest.
+    pub fn load(
+        rt: &Runtime,
+        manifest: &Manifest,
+        models_dir: &Path,
+        name: &str,
+        opts: &SessionOptions,
+    ) -> Result<Self> {
+        let e = manifest.model(name)?;
+        let layout = match e.family {
+            Family::Yolox => YoloLayout::Yolox,
+            Family::Yolov5 => YoloLayout::Yolov5,
+            Family::Yolov8 => YoloLayout::Yolov8,
+            other => {
+                return Err(VisionError::Param {
+                    name: "family".into(),
+                    msg: format!("model `{name}` is {other:?}, not a YOLO model"),
+                })
+            }
+        };
+        let config = YoloConfig::from_params(layout, &e.yolo_params()?);
+        Ok(Self {
+            model: load(rt, manifest, models_dir, name, opts)?,
+            config,
+        })
+    }
+}
+
+/// Objects detected by a YOLO-family model (named for the YOLOX check against ddddocr).
+pub fn detect_yolox(m: &mut YoloModel, img: RgbView<'_>) -> Result<Vec<Detection>> {
+    let (input, lb) = yolo::yolo_preprocess(img, &m.config)?;
+    let out = m.model.run(&[input])?;
+    yolo::yolo_postprocess(
+        &first(out, &m.model)?,
+        &lb,
+        img.width,
+        img.height,
+        &m.config,
+    )
 }
