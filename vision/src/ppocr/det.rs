@@ -1,6 +1,11 @@
 //! PP-OCR text detection (DB): resize to a multiple of 32, normalise, and turn the probability map into
 //! quadrilaterals (threshold → 2x2 dilation → connected components → min-area rectangle → box score →
 //! unclip → min-area rectangle → scale back), as rapidocr_onnxruntime 1.4.4's `DBPostProcess` does.
+//!
+//! Known differences from the OpenCV-based original: only outer borders are used (`cv2.findContours`
+//! with RETR_LIST also returns hole borders, which rarely survive the size and score filters), and the
+//! pyclipper round offset is approximated by sampling arcs at the same tolerance before the min-area
+//! rectangle is taken.
 
 use crate::error::{Result, VisionError};
 use crate::geometry::{
