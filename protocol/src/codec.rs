@@ -25,7 +25,8 @@ fn config() -> bincode::config::Configuration {
 
 /// Encode a message; `what` names it in errors.
 pub fn encode<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>, CodecError> {
-    bincode::serde::encode_to_vec(value, config()).map_err(|source| CodecError::Encode { what, source })
+    bincode::serde::encode_to_vec(value, config())
+        .map_err(|source| CodecError::Encode { what, source })
 }
 
 /// Decode a message; trailing bytes are an error (a truncated or mixed-up stream).
@@ -63,9 +64,19 @@ mod tests {
             source: "street.mp4".into(),
             seq: 42,
             created_ns: 7,
-            hops: vec![Hop { stage: 1, recv_ns: 8, sent_ns: 9 }],
+            hops: vec![Hop {
+                stage: 1,
+                recv_ns: 8,
+                sent_ns: 9,
+            }],
             payload: Payload::Frame {
-                shm: ShmRef { pool: 3, slot: 1, generation: 5, offset: 0, len: 12 },
+                shm: ShmRef {
+                    pool: 3,
+                    slot: 1,
+                    generation: 5,
+                    offset: 0,
+                    len: 12,
+                },
                 width: 2,
                 height: 2,
                 format: PixelFormat::Rgb8,
@@ -78,7 +89,15 @@ mod tests {
 
     #[test]
     fn truncated_bytes_are_a_clear_error() {
-        let bytes = encode("inbox", &Inbox::Eos(Eos { stage: 1, replica: 0, totals: vec![] })).expect("encode");
+        let bytes = encode(
+            "inbox",
+            &Inbox::Eos(Eos {
+                stage: 1,
+                replica: 0,
+                totals: vec![],
+            }),
+        )
+        .expect("encode");
         let err = decode::<Inbox>("inbox", &bytes[..bytes.len() - 1]).expect_err("must fail");
         assert!(err.to_string().contains("cannot decode inbox"), "{err}");
         let mut longer = bytes.clone();

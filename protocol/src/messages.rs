@@ -109,7 +109,9 @@ pub enum Up {
     /// The stage ran to the end of its input; sent just before exiting with status 0.
     Finished(StageReport),
     /// The stage cannot go on; it exits non-zero after sending this.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 /// Why an item was lost.

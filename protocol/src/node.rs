@@ -76,7 +76,8 @@ pub struct Node {
 impl Node {
     /// Connect to the supervisor named in the environment and receive the stage setup.
     pub fn bootstrap(program: &str) -> Result<Node, NodeError> {
-        let server = std::env::var(ENV_BOOTSTRAP).map_err(|_| NodeError::NotSupervised(ENV_BOOTSTRAP))?;
+        let server =
+            std::env::var(ENV_BOOTSTRAP).map_err(|_| NodeError::NotSupervised(ENV_BOOTSTRAP))?;
         let nonce: u64 = std::env::var(ENV_NONCE)
             .map_err(|_| NodeError::NotSupervised(ENV_NONCE))?
             .parse()
@@ -121,7 +122,12 @@ impl Node {
         }
         let metrics = Arc::new(Mutex::new(StageMetrics::default()));
         let alive = Arc::new(AtomicBool::new(true));
-        spawn_heartbeat(up.clone(), metrics.clone(), alive.clone(), setup.heartbeat_ms);
+        spawn_heartbeat(
+            up.clone(),
+            metrics.clone(),
+            alive.clone(),
+            setup.heartbeat_ms,
+        );
         Ok(Node {
             round_robin: vec![setup.replica; setup.outputs.len()],
             outputs: wire.outputs,
@@ -153,13 +159,19 @@ impl Node {
     }
 
     pub fn pool(&self, id: u32) -> Result<&SlotPool, NodeError> {
-        self.pools.get(&id).map(|p| p.as_ref()).ok_or(NodeError::UnknownPool(id))
+        self.pools
+            .get(&id)
+            .map(|p| p.as_ref())
+            .ok_or(NodeError::UnknownPool(id))
     }
 
     /// This stage's output pool (shared handle, so a writer can outlive `&self` borrows).
     pub fn output_pool(&self) -> Result<Arc<SlotPool>, NodeError> {
         let id = self.setup.own_pool.ok_or(NodeError::NoOutputPool)?;
-        self.pools.get(&id).cloned().ok_or(NodeError::UnknownPool(id))
+        self.pools
+            .get(&id)
+            .cloned()
+            .ok_or(NodeError::UnknownPool(id))
     }
 
     /// Update the counters the heartbeat reports.
@@ -172,7 +184,10 @@ impl Node {
     /// Take an output slot for one item. Guaranteed apps wait (the source slows
     /// down) while watching the inbox for `Stop`; best-effort apps get `None` at once
     /// when no slot is free, and the caller sheds the item.
-    pub fn output_slot<'p>(&mut self, pool: &'p SlotPool) -> Result<Option<SlotWriter<'p>>, NodeError> {
+    pub fn output_slot<'p>(
+        &mut self,
+        pool: &'p SlotPool,
+    ) -> Result<Option<SlotWriter<'p>>, NodeError> {
         let holders = self.consumer_count();
         if !self.guaranteed() {
             return Ok(pool.try_acquire(holders));
@@ -263,7 +278,9 @@ impl Node {
                 ))),
             },
             Err(ipc_channel::TryRecvError::Empty) => Ok(None),
-            Err(ipc_channel::TryRecvError::IpcError(e)) => Err(NodeError::SupervisorGone(format!("{e:?}"))),
+            Err(ipc_channel::TryRecvError::IpcError(e)) => {
+                Err(NodeError::SupervisorGone(format!("{e:?}")))
+            }
         }
     }
 
@@ -304,8 +321,14 @@ impl Node {
     pub fn record_delivery(&mut self, env: &Envelope) {
         let now = now_ns();
         let d = &mut self.deliveries;
-        d.latencies_ms.push(now.saturating_sub(env.created_ns) as f32 / 1e6);
-        let arrivals = env.hops.iter().skip(1).map(|h| h.recv_ns).chain(std::iter::once(now));
+        d.latencies_ms
+            .push(now.saturating_sub(env.created_ns) as f32 / 1e6);
+        let arrivals = env
+            .hops
+            .iter()
+            .skip(1)
+            .map(|h| h.recv_ns)
+            .chain(std::iter::once(now));
         for (k, (hop, arrived)) in env.hops.iter().zip(arrivals).enumerate() {
             if d.hop_us.len() <= k {
                 d.hop_us.push(Vec::new());
@@ -373,7 +396,12 @@ impl Node {
     }
 }
 
-fn spawn_heartbeat(up: IpcSender<UpWire>, metrics: Arc<Mutex<StageMetrics>>, alive: Arc<AtomicBool>, every_ms: u32) {
+fn spawn_heartbeat(
+    up: IpcSender<UpWire>,
+    metrics: Arc<Mutex<StageMetrics>>,
+    alive: Arc<AtomicBool>,
+    every_ms: u32,
+) {
     let every = Duration::from_millis(u64::from(every_ms.max(10)));
     std::thread::Builder::new()
         .name("heartbeat".into())
@@ -386,7 +414,8 @@ fn spawn_heartbeat(up: IpcSender<UpWire>, metrics: Arc<Mutex<StageMetrics>>, ali
                 let Ok(bytes) = codec::encode("heartbeat", &Up::Heartbeat(snapshot)) else {
                     return;
                 };
-                if !alive.load(Ordering::SeqCst) || up.send(UpWire { bytes, reply: None }).is_err() {
+                if !alive.load(Ordering::SeqCst) || up.send(UpWire { bytes, reply: None }).is_err()
+                {
                     return;
                 }
                 std::thread::sleep(every);

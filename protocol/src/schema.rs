@@ -31,7 +31,12 @@ pub fn app_schema() -> Value {
             for p in f.params {
                 props.insert(p.name.to_string(), param_schema(p.ty, p.doc));
             }
-            let required: Vec<&str> = f.params.iter().filter(|p| p.required).map(|p| p.name).collect();
+            let required: Vec<&str> = f
+                .params
+                .iter()
+                .filter(|p| p.required)
+                .map(|p| p.name)
+                .collect();
             let kinds: Vec<String> = f.kinds.iter().map(|k| k.to_string()).collect();
             json!({
                 "if": {"properties": {"function": {"const": f.name}}, "required": ["function"]},
@@ -112,13 +117,18 @@ mod tests {
     #[test]
     fn schema_lists_every_function_with_its_required_params() {
         let schema = app_schema();
-        let rules = schema["properties"]["tasks"]["items"]["allOf"].as_array().expect("allOf");
+        let rules = schema["properties"]["tasks"]["items"]["allOf"]
+            .as_array()
+            .expect("allOf");
         assert_eq!(rules.len(), FUNCTIONS.len());
         let resize = rules
             .iter()
             .find(|r| r["if"]["properties"]["function"]["const"] == "image.resize")
             .expect("image.resize rule");
-        assert_eq!(resize["then"]["properties"]["params"]["required"], json!(["width", "height"]));
+        assert_eq!(
+            resize["then"]["properties"]["params"]["required"],
+            json!(["width", "height"])
+        );
         assert_eq!(resize["then"]["properties"]["kind"]["enum"], json!(["cpu"]));
     }
 }

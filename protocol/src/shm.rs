@@ -239,9 +239,14 @@ impl SlotPool {
                 .compare_exchange(0, holders, Ordering::AcqRel, Ordering::Relaxed)
                 .is_ok()
             {
-                self.cursor.store((slot + 1) % self.slots, Ordering::Relaxed);
-                let generation = self.generation(slot).fetch_add(1, Ordering::AcqRel).wrapping_add(1);
-                self.owner(slot).store(std::process::id(), Ordering::Relaxed);
+                self.cursor
+                    .store((slot + 1) % self.slots, Ordering::Relaxed);
+                let generation = self
+                    .generation(slot)
+                    .fetch_add(1, Ordering::AcqRel)
+                    .wrapping_add(1);
+                self.owner(slot)
+                    .store(std::process::id(), Ordering::Relaxed);
                 return Some(SlotWriter {
                     pool: self,
                     slot,
@@ -292,7 +297,10 @@ impl SlotPool {
                 have,
             });
         }
-        if r.offset.checked_add(r.len).is_none_or(|end| end > self.slot_size) {
+        if r.offset
+            .checked_add(r.len)
+            .is_none_or(|end| end > self.slot_size)
+        {
             return Err(ShmError::OutOfBounds {
                 pool: self.id,
                 slot: r.slot,
@@ -465,7 +473,10 @@ mod tests {
         assert_eq!(pool.free_slots(), 1);
         pool.release(&r).expect("release");
         assert_eq!(pool.free_slots(), 2);
-        assert!(matches!(pool.read(&r), Ok(_)), "generation only moves on reuse");
+        assert!(
+            matches!(pool.read(&r), Ok(_)),
+            "generation only moves on reuse"
+        );
         let a = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
         let b = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
         assert!(pool.try_acquire(1).is_none(), "no credit left");
@@ -486,7 +497,10 @@ mod tests {
         }
         pool.release(&r).expect("release");
         assert_eq!(pool.free_slots(), 1);
-        assert!(matches!(pool.release(&r), Err(ShmError::OverRelease { .. })));
+        assert!(matches!(
+            pool.release(&r),
+            Err(ShmError::OverRelease { .. })
+        ));
     }
 
     #[test]
@@ -510,9 +524,15 @@ mod tests {
     #[test]
     fn attach_rejects_foreign_memory() {
         let junk = IpcSharedMemory::from_byte(7, 8192);
-        assert_eq!(SlotPool::attach(2, junk).unwrap_err(), ShmError::BadHeader { pool: 2 });
+        assert_eq!(
+            SlotPool::attach(2, junk).unwrap_err(),
+            ShmError::BadHeader { pool: 2 }
+        );
         let tiny = IpcSharedMemory::from_byte(0, 8);
-        assert!(matches!(SlotPool::attach(2, tiny), Err(ShmError::TooSmall { .. })));
+        assert!(matches!(
+            SlotPool::attach(2, tiny),
+            Err(ShmError::TooSmall { .. })
+        ));
     }
 
     #[test]

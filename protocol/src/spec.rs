@@ -178,7 +178,12 @@ pub struct SpecErrors(pub Vec<SpecError>);
 impl fmt::Display for SpecErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{} problem{} in the app:", n, if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{} problem{} in the app:",
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  - {e}")?;
         }
@@ -198,7 +203,11 @@ pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
         },
         Err(err) => {
             let path = err.path().to_string();
-            let path = if path == "." { "(top level)".into() } else { path };
+            let path = if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            };
             Err(SpecErrors(vec![json_error(path, err.inner())]))
         }
     }

@@ -30,11 +30,17 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
     } else if !valid_name(&app.name) {
         err(
             "name".into(),
-            format!("'{}' may only use letters, digits, '-', '_' and '.'", app.name),
+            format!(
+                "'{}' may only use letters, digits, '-', '_' and '.'",
+                app.name
+            ),
         );
     }
     if app.tasks.is_empty() {
-        err("tasks".into(), "an app needs at least one head and one tail".into());
+        err(
+            "tasks".into(),
+            "an app needs at least one head and one tail".into(),
+        );
     }
     check_numbers(app, &mut err);
 
@@ -44,13 +50,19 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
         if !valid_name(&task.name) {
             err(
                 format!("{at}.name"),
-                format!("'{}' may only use letters, digits, '-', '_' and '.'", task.name),
+                format!(
+                    "'{}' may only use letters, digits, '-', '_' and '.'",
+                    task.name
+                ),
             );
         }
         if let Some(first) = index.insert(task.name.as_str(), i) {
             err(
                 format!("{at}.name"),
-                format!("duplicate task name '{}' (first used by tasks[{first}])", task.name),
+                format!(
+                    "duplicate task name '{}' (first used by tasks[{first}])",
+                    task.name
+                ),
             );
         }
     }
@@ -79,7 +91,10 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
                 err(format!("{at}.batch.size"), "must be at least 1".into());
             }
             if !(batch.max_wait_ms.is_finite() && batch.max_wait_ms >= 0.0) {
-                err(format!("{at}.batch.max_wait_ms"), "must be a number ≥ 0".into());
+                err(
+                    format!("{at}.batch.max_wait_ms"),
+                    "must be a number ≥ 0".into(),
+                );
             }
         }
         if let Some(r) = task.replicas {
@@ -192,7 +207,12 @@ fn check_inputs(
     }
 }
 
-fn check_function(task: &TaskSpec, def: &FunctionDef, at: &str, err: &mut impl FnMut(String, String)) {
+fn check_function(
+    task: &TaskSpec,
+    def: &FunctionDef,
+    at: &str,
+    err: &mut impl FnMut(String, String),
+) {
     if !def.kinds.contains(&task.kind) {
         let kinds: Vec<String> = def.kinds.iter().map(|k| k.to_string()).collect();
         err(
@@ -242,7 +262,11 @@ fn check_function(task: &TaskSpec, def: &FunctionDef, at: &str, err: &mut impl F
                     format!(
                         "unknown parameter for '{}'; it takes: {}",
                         def.name,
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 );
             }
@@ -259,7 +283,10 @@ fn check_function(task: &TaskSpec, def: &FunctionDef, at: &str, err: &mut impl F
 fn describe(value: &Value) -> String {
     let s = value.to_string();
     if s.len() > 40 {
-        format!("{}…", &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(40).map(|(i, _)| i).unwrap_or(s.len())]
+        )
     } else {
         s
     }
@@ -315,7 +342,12 @@ fn find_cycle(app: &AppSpec, index: &HashMap<&str, usize>) -> Option<Vec<String>
     let deps: Vec<Vec<usize>> = app
         .tasks
         .iter()
-        .map(|t| t.inputs.iter().filter_map(|i| index.get(i.as_str()).copied()).collect())
+        .map(|t| {
+            t.inputs
+                .iter()
+                .filter_map(|i| index.get(i.as_str()).copied())
+                .collect()
+        })
         .collect();
     let mut mark = vec![Mark::New; n];
     for start in 0..n {
@@ -336,7 +368,8 @@ fn find_cycle(app: &AppSpec, index: &HashMap<&str, usize>) -> Option<Vec<String>
                     Mark::Active => {
                         let from = stack.iter().position(|(t, _)| *t == dep).unwrap_or(0);
                         // Walk in data-flow order: producer first.
-                        let mut members: Vec<usize> = stack[from..].iter().map(|(t, _)| *t).collect();
+                        let mut members: Vec<usize> =
+                            stack[from..].iter().map(|(t, _)| *t).collect();
                         members.reverse();
                         // Start at the task that comes first in the file, for a stable message.
                         let first = members

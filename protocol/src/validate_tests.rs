@@ -7,7 +7,8 @@ fn app_with(tasks: &str) -> String {
 }
 
 const HEAD: &str = r#"{"name": "src", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4}}"#;
-const TAIL: &str = r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["src"]}"#;
+const TAIL: &str =
+    r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["src"]}"#;
 
 fn errors(text: &str) -> Vec<String> {
     match load_app(text) {
@@ -58,7 +59,14 @@ fn unknown_function_is_named_with_a_hint() {
         r#"{HEAD}, {{"name": "r", "kind": "cpu", "function": "image.resise", "inputs": ["src"]}}, {TAIL}"#
     ));
     let errs = errors(&text);
-    assert_one_contains(&errs, &["tasks[1] (r).function", "image.resise", "did you mean 'image.resize'"]);
+    assert_one_contains(
+        &errs,
+        &[
+            "tasks[1] (r).function",
+            "image.resise",
+            "did you mean 'image.resize'",
+        ],
+    );
 }
 
 #[test]
@@ -149,7 +157,12 @@ fn topological_order_puts_inputs_first() {
     )))
     .expect("valid");
     let order = topological_order(&app);
-    let pos = |name: &str| order.iter().position(|&i| app.tasks[i].name == name).expect("present");
+    let pos = |name: &str| {
+        order
+            .iter()
+            .position(|&i| app.tasks[i].name == name)
+            .expect("present")
+    };
     assert!(pos("src") < pos("mid"));
     assert!(pos("src") < pos("out"));
 }

@@ -17,7 +17,8 @@ pub struct LoadedApp {
 /// Read and validate an app; every problem is listed with `FILE:LINE:COL` or the
 /// field path.
 pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read app file {}", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read app file {}", file.display()))?;
     let mut spec = load_app(&text).map_err(|errs| {
         let lines: Vec<String> = errs
             .0
@@ -50,9 +51,12 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
 /// Make every path-like parameter absolute, relative to `dir`.
 pub fn resolve_paths(spec: &mut AppSpec, dir: &Path) {
     for task in &mut spec.tasks {
-        let Some(def) = functions::find(&task.function) else { continue };
+        let Some(def) = functions::find(&task.function) else {
+            continue;
+        };
         for p in def.params {
-            let is_path = p.ty == ParamType::Path || (task.function == "source.video" && p.name == "path");
+            let is_path =
+                p.ty == ParamType::Path || (task.function == "source.video" && p.name == "path");
             if !is_path {
                 continue;
             }

@@ -6,9 +6,11 @@
 //! sends `Hello`; `accept` never times out, so it runs on its own thread, raced against
 //! the child's exit and a deadline, and is unblocked by a dummy connection on failure.
 
-use protocol::codec;
-use protocol::messages::{Hello, SetupWire, Up, UpWire, ENV_BOOTSTRAP, ENV_NONCE, PROTOCOL_VERSION};
 use ipc_channel::ipc::{IpcOneShotServer, IpcReceiver, IpcSender};
+use protocol::codec;
+use protocol::messages::{
+    Hello, SetupWire, Up, UpWire, ENV_BOOTSTRAP, ENV_NONCE, PROTOCOL_VERSION,
+};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -47,7 +49,10 @@ pub fn find_worker(name: &str) -> Result<PathBuf, LaunchError> {
     if let Ok(dir) = std::env::var("SMARTPIPE_WORKER_DIR") {
         candidates.push(PathBuf::from(dir).join(name));
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         candidates.push(dir.join(name));
     }
     if let Some(path) = std::env::var_os("PATH") {
@@ -57,7 +62,11 @@ pub fn find_worker(name: &str) -> Result<PathBuf, LaunchError> {
         if c.is_file() {
             return Ok(c);
         }
-        looked.push(c.parent().map(|p| p.display().to_string()).unwrap_or_default());
+        looked.push(
+            c.parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        );
     }
     Err(LaunchError::MissingWorker {
         name: name.to_string(),
@@ -84,7 +93,13 @@ impl Spawner {
                     // SAFETY: the closure only calls async-signal-safe functions.
                     unsafe {
                         cmd.pre_exec(move || {
-                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+                            libc::prctl(
+                                libc::PR_SET_PDEATHSIG,
+                                libc::SIGKILL as libc::c_ulong,
+                                0,
+                                0,
+                                0,
+                            );
                             // The supervisor may have died before prctl took effect.
                             if libc::getppid() != parent {
                                 libc::_exit(70);
@@ -154,7 +169,8 @@ pub fn start_child(
     };
     let (server, server_name) = IpcOneShotServer::<UpWire>::new().map_err(ipc)?;
     let nonce = random_nonce();
-    cmd.env(ENV_BOOTSTRAP, &server_name).env(ENV_NONCE, nonce.to_string());
+    cmd.env(ENV_BOOTSTRAP, &server_name)
+        .env(ENV_NONCE, nonce.to_string());
     let child = spawner.spawn(cmd).map_err(|e| LaunchError::Spawn {
         stage: stage.to_string(),
         program: program.display().to_string(),
@@ -185,7 +201,11 @@ fn log_tail(path: &Path) -> String {
     } else {
         let mut lines = lines;
         lines.reverse();
-        format!("; its log ({}) ends with:\n    {}", path.display(), lines.join("\n    "))
+        format!(
+            "; its log ({}) ends with:\n    {}",
+            path.display(),
+            lines.join("\n    ")
+        )
     }
 }
 
@@ -196,7 +216,9 @@ impl Pending {
         let outcome = loop {
             match self.accepted.recv_timeout(Duration::from_millis(20)) {
                 Ok(result) => break Ok(result),
-                Err(mpsc::RecvTimeoutError::Disconnected) => break Ok(Err("accept thread ended".into())),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    break Ok(Err("accept thread ended".into()))
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -218,7 +240,10 @@ impl Pending {
             Err(e) => {
                 // Unblock the accept thread with a dummy connection, then give up.
                 if let Ok(s) = IpcSender::<UpWire>::connect(self.server_name.clone()) {
-                    let _ = s.send(UpWire { bytes: vec![], reply: None });
+                    let _ = s.send(UpWire {
+                        bytes: vec![],
+                        reply: None,
+                    });
                 }
                 let _ = self.child.kill();
                 let _ = self.child.wait();

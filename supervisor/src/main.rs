@@ -111,7 +111,12 @@ fn utc_stamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -127,7 +132,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Schema => {
-            println!("{}", serde_json::to_string_pretty(&protocol::schema::app_schema())?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&protocol::schema::app_schema())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Plan { app, json } => {
@@ -136,7 +144,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&the_plan)?);
             } else {
-                println!("{:<16} {:<5} {:<18} {:>8} {:>6} {:>7} {:>14}", "task", "kind", "function", "replicas", "batch", "slots", "slot bytes");
+                println!(
+                    "{:<16} {:<5} {:<18} {:>8} {:>6} {:>7} {:>14}",
+                    "task", "kind", "function", "replicas", "batch", "slots", "slot bytes"
+                );
                 for s in &the_plan.stages {
                     let (slots, size) = s
                         .pool
@@ -145,7 +156,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .unwrap_or(("-".into(), "-".into()));
                     println!(
                         "{:<16} {:<5} {:<18} {:>8} {:>6} {:>7} {:>14}",
-                        s.task, s.kind.to_string(), s.function, s.replicas, s.batch_size, slots, size
+                        s.task,
+                        s.kind.to_string(),
+                        s.function,
+                        s.replicas,
+                        s.batch_size,
+                        slots,
+                        size
                     );
                 }
             }
@@ -160,7 +177,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime_dir = runtime::prepare()?;
             let interrupted = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, interrupted.clone()).context("cannot install signal handlers")?;
+                signal_hook::flag::register(sig, interrupted.clone())
+                    .context("cannot install signal handlers")?;
             }
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             let opts = run::RunOptions {

@@ -46,7 +46,11 @@ fn num(task: &protocol::spec::TaskSpec, name: &str) -> u64 {
 }
 
 /// The largest payload (bytes) a task emits, given its inputs' largest frames.
-fn output_bound(app: &AppSpec, i: usize, frame_bounds: &[Option<(u64, u64)>]) -> Result<Option<(u64, u64)>, PlanError> {
+fn output_bound(
+    app: &AppSpec,
+    i: usize,
+    frame_bounds: &[Option<(u64, u64)>],
+) -> Result<Option<(u64, u64)>, PlanError> {
     let task = &app.tasks[i];
     let input_max = task
         .inputs
@@ -58,10 +62,16 @@ fn output_bound(app: &AppSpec, i: usize, frame_bounds: &[Option<(u64, u64)>]) ->
         detail,
     };
     Ok(match task.function.as_str() {
-        "image.gen" | "image.resize" | "image.crop" => Some((num(task, "width"), num(task, "height"))),
+        "image.gen" | "image.resize" | "image.crop" => {
+            Some((num(task, "width"), num(task, "height")))
+        }
         "bench.blob" => Some((num(task, "bytes"), 1)),
         "source.images" => {
-            let path = task.params.get("path").and_then(|v| v.as_str()).unwrap_or("");
+            let path = task
+                .params
+                .get("path")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             let files = list_images(path).map_err(|e| source_err(e.to_string()))?;
             let largest = files
                 .iter()
@@ -71,7 +81,11 @@ fn output_bound(app: &AppSpec, i: usize, frame_bounds: &[Option<(u64, u64)>]) ->
             Some(largest.unwrap_or((1, 1)))
         }
         "source.video" => {
-            let path = task.params.get("path").and_then(|v| v.as_str()).unwrap_or("");
+            let path = task
+                .params
+                .get("path")
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             let (w, h, _) = probe_video(path).map_err(|e| source_err(e.to_string()))?;
             Some((u64::from(w), u64::from(h)))
         }
@@ -83,7 +97,12 @@ fn output_bound(app: &AppSpec, i: usize, frame_bounds: &[Option<(u64, u64)>]) ->
 pub fn makes_payloads(function: &str) -> bool {
     matches!(
         function,
-        "image.gen" | "source.images" | "source.video" | "bench.blob" | "image.resize" | "image.crop"
+        "image.gen"
+            | "source.images"
+            | "source.video"
+            | "bench.blob"
+            | "image.resize"
+            | "image.crop"
     )
 }
 
@@ -102,7 +121,11 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
             let pool = match (makes_payloads(&t.function), bounds[i]) {
                 (true, Some((w, h))) => Some(PoolPlan {
                     slots: DEFAULT_SLOTS.max(2 * batch_size + 2),
-                    slot_size: if t.function == "bench.blob" { w } else { w * h * 3 },
+                    slot_size: if t.function == "bench.blob" {
+                        w
+                    } else {
+                        w * h * 3
+                    },
                 }),
                 _ => None,
             };

@@ -77,7 +77,11 @@ fn worker_for(kind: TaskKind) -> &'static str {
 
 /// Run an app to completion (or until stopped). Returns the summary; `error` is set
 /// when the app failed.
-pub fn run_app(loaded: &LoadedApp, opts: &RunOptions, interrupted: Arc<AtomicBool>) -> anyhow::Result<RunOutcome> {
+pub fn run_app(
+    loaded: &LoadedApp,
+    opts: &RunOptions,
+    interrupted: Arc<AtomicBool>,
+) -> anyhow::Result<RunOutcome> {
     let app = &loaded.spec;
     let the_plan: Plan = plan(app).context("cannot plan the app")?;
     let logs = opts.run_dir.join("logs");
@@ -125,14 +129,19 @@ pub fn run_app(loaded: &LoadedApp, opts: &RunOptions, interrupted: Arc<AtomicBoo
         for r in 0..stage.replicas {
             let label = format!("{}#{r}", stage.task);
             let log_path = logs.join(format!("{label}.log"));
-            let log = std::fs::File::create(&log_path).with_context(|| format!("cannot create {}", log_path.display()))?;
+            let log = std::fs::File::create(&log_path)
+                .with_context(|| format!("cannot create {}", log_path.display()))?;
             let mut cmd = Process::new(&program);
             cmd.arg("--stage")
                 .arg(format!("{}/{label}", app.name))
                 .stdin(Stdio::null())
                 .stdout(Stdio::inherit())
                 .stderr(Stdio::from(log));
-            pending.push((t, r, start_child(&spawner, &label, cmd, &program, log_path)?));
+            pending.push((
+                t,
+                r,
+                start_child(&spawner, &label, cmd, &program, log_path)?,
+            ));
         }
     }
     let mut connected: Vec<(usize, u32, Connected)> = Vec::new();
@@ -303,15 +312,22 @@ pub fn run_app(loaded: &LoadedApp, opts: &RunOptions, interrupted: Arc<AtomicBoo
             Ok(Event::Exited(i, status)) => {
                 let status = status.ok();
                 let r = &mut replicas[i];
-                r.exited = Some(status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(1)));
+                r.exited = Some(
+                    status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(1)),
+                );
                 let clean = status.is_some_and(|s| s.success());
                 if !clean && failure.is_none() && stop_sent.is_none() {
-                    let how = status.map(describe_status).unwrap_or_else(|| "vanished".into());
+                    let how = status
+                        .map(describe_status)
+                        .unwrap_or_else(|| "vanished".into());
                     let log = opts.run_dir.join("logs").join(format!("{}.log", r.label));
                     failure = Some(format!(
                         "stage {} {how}{}; see {}",
                         r.label,
-                        r.failed.as_ref().map(|e| format!(": {e}")).unwrap_or_default(),
+                        r.failed
+                            .as_ref()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default(),
                         log.display()
                     ));
                 }
@@ -370,7 +386,11 @@ pub fn run_app(loaded: &LoadedApp, opts: &RunOptions, interrupted: Arc<AtomicBoo
         .filter(|(_, t)| t.kind == TaskKind::Tail)
         .map(|(i, t)| TailReports {
             task: t.name.clone(),
-            reports: replicas.iter().filter(|r| r.task == i).filter_map(|r| r.report.as_ref()).collect(),
+            reports: replicas
+                .iter()
+                .filter(|r| r.task == i)
+                .filter_map(|r| r.report.as_ref())
+                .collect(),
         })
         .collect();
     let mut summary = Summary::build(&app.name, wall_s, &announced, &tails, stage_metrics);
@@ -384,7 +404,10 @@ pub fn run_app(loaded: &LoadedApp, opts: &RunOptions, interrupted: Arc<AtomicBoo
         opts.run_dir.join("summary.json"),
         serde_json::to_vec_pretty(&summary).unwrap_or_default(),
     );
-    Ok(RunOutcome { summary, error: failure })
+    Ok(RunOutcome {
+        summary,
+        error: failure,
+    })
 }
 
 fn signal_all(replicas: &[Replica], sig: i32) {

@@ -16,16 +16,22 @@ pub fn user_dir() -> PathBuf {
 
 fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks for existence.
-    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
 }
 
 /// Remove runtime dirs left by dead supervisors; returns what was removed.
 pub fn remove_stale() -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(user_dir()) else { return removed };
+    let Ok(entries) = std::fs::read_dir(user_dir()) else {
+        return removed;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
         if !pid_alive(pid) && std::fs::remove_dir_all(entry.path()).is_ok() {
             removed.push(entry.path());
         }
@@ -37,7 +43,10 @@ pub fn remove_stale() -> Vec<PathBuf> {
 /// thread starts (it changes the environment).
 pub fn prepare() -> anyhow::Result<PathBuf> {
     for stale in remove_stale() {
-        eprintln!("removed stale runtime files of a dead supervisor: {}", stale.display());
+        eprintln!(
+            "removed stale runtime files of a dead supervisor: {}",
+            stale.display()
+        );
     }
     let base = user_dir();
     std::fs::DirBuilder::new()

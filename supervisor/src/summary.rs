@@ -142,7 +142,11 @@ impl Summary {
             items_out,
             lost_total: lost.values().sum(),
             lost,
-            throughput_per_min: if wall_s > 0.0 { items_out as f64 * 60.0 / wall_s } else { 0.0 },
+            throughput_per_min: if wall_s > 0.0 {
+                items_out as f64 * 60.0 / wall_s
+            } else {
+                0.0
+            },
             latency_ms: LatencyStats::from_samples(&all_latencies),
             tails: tail_summaries,
             stages,
@@ -155,7 +159,10 @@ impl Summary {
             "app '{}' {} in {:.2} s (run dir: {})\n",
             self.app, self.outcome, self.wall_s, self.run_dir
         );
-        s += &format!("  items:      {} in, {} out\n", self.items_in, self.items_out);
+        s += &format!(
+            "  items:      {} in, {} out\n",
+            self.items_in, self.items_out
+        );
         let reasons: Vec<String> = self
             .lost
             .iter()
@@ -165,7 +172,11 @@ impl Summary {
         s += &format!(
             "  lost:       {}{}\n",
             self.lost_total,
-            if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) }
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join(", "))
+            }
         );
         s += &format!("  throughput: {:.1} items/min\n", self.throughput_per_min);
         let l = &self.latency_ms;
@@ -175,7 +186,10 @@ impl Summary {
         );
         if self.tails.len() > 1 {
             for t in &self.tails {
-                s += &format!("  tail '{}': {} items, {} missing\n", t.task, t.items, t.missing);
+                s += &format!(
+                    "  tail '{}': {} items, {} missing\n",
+                    t.task, t.items, t.missing
+                );
             }
         }
         s

@@ -1,2 +1,168 @@
 //! Helpers for SmartPipe's end-to-end tests: locating the built binaries, making
-//! temporary app folders and test media, and inspecting processes.
+//! temporary app folders and test media, running the supervisor and inspecting the
+//! processes and memory it leaves behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The folder holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    for name in ["supervisor", "worker-cpu"] {
+        assert!(
+            dir.join(name).is_file(),
+            "{} is missing: run `cargo build --workspace --bins` before the tests (make test does)",
+            dir.join(name).display()
+        );
+    }
+    dir
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// A fresh, empty folder under the target dir for one test.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = bin_dir()
+        .join("test-scratch")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// A `supervisor` command.
+pub fn supervisor() -> Command {
+    let mut cmd = Command::new(bin_dir().join("supervisor"));
+    cmd.env("SMARTPIPE_WORKER_DIR", bin_dir());
+    cmd
+}
+
+/// Write an app file into `dir` and return its path.
+pub fn write_app(dir: &Path, json: &serde_json::Value) -> PathBuf {
+    let path = dir.join("app.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(json).expect("json")).expect("write app");
+    path
+}
+
+/// Run `supervisor start` to completion; panics with its output if it fails.
+pub fn run_ok(app: &Path, run_dir: &Path) -> (Output, serde_json::Value) {
+    let out = supervisor()
+        .arg("start")
+        .arg(app)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .output()
+        .expect("run supervisor");
+    assert!(
+        out.status.success(),
+        "supervisor failed: {}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, read_summary(run_dir))
+}
+
+pub fn read_summary(run_dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run_dir.join("summary.json")).expect("summary.json written");
+    serde_json::from_str(&text).expect("summary is JSON")
+}
+
+/// Whether ffmpeg and ffprobe are installed (`make test` provisions them).
+pub fn require_ffmpeg() {
+    for tool in ["ffmpeg", "ffprobe"] {
+        let ok = Command::new(tool)
+            .arg("-version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(ok, "{tool} is not installed: run `make test` (it installs ffmpeg) or `apt-get install ffmpeg`");
+    }
+}
+
+/// Write `count` PNG frames `f-000.png`… into `dir`; frame k is filled with a colour
+/// that encodes k, plus a gradient so resizing has something to do.
+pub fn write_frames(dir: &Path, count: u32, width: u32, height: u32) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).expect("frames dir");
+    (0..count)
+        .map(|k| {
+            let img = image::RgbImage::from_fn(width, height, |x, y| {
+                image::Rgb([
+                    (k * 20 % 256) as u8,
+                    (x * 255 / width) as u8,
+                    (y * 255 / height) as u8,
+                ])
+            });
+            let path = dir.join(format!("f-{k:03}.png"));
+            img.save(&path).expect("save frame");
+            path
+        })
+        .collect()
+}
+
+/// Pids of live processes whose command line contains `needle`.
+pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() as i32 {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        // Skip zombies: they hold no resources and vanish when reaped.
+        let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = state
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        if cmdline.contains(needle) && !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Open memfd mappings or descriptors created by process `creator` (ipc-channel names
+/// its memfds after the creating pid), held by any process.
+pub fn memfds_of(creator: u32) -> Vec<String> {
+    let tag = format!(".{creator}.");
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let Ok(fds) = std::fs::read_dir(e.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                let t = target.display().to_string();
+                if t.contains("memfd:")
+                    && t.contains("ipc-channel-shared-memory")
+                    && t.contains(&tag)
+                {
+                    found.push(format!("{} -> {t}", fd.path().display()));
+                }
+            }
+        }
+    }
+    found
+}

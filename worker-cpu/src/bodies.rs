@@ -59,7 +59,11 @@ impl Op {
                 width: required(node, "width")?,
                 height: required(node, "height")?,
             },
-            other => return Err(StageError::Unsupported(format!("'{other}' is not a CPU body"))),
+            other => {
+                return Err(StageError::Unsupported(format!(
+                    "'{other}' is not a CPU body"
+                )))
+            }
         })
     }
 
@@ -79,11 +83,19 @@ impl Op {
         };
         let (out_w, out_h, crop) = match *self {
             Op::Resize { width, height, .. } => (width, height, None),
-            Op::Crop { x, y, width, height } => {
+            Op::Crop {
+                x,
+                y,
+                width,
+                height,
+            } => {
                 let w = width.min(src_w.saturating_sub(x));
                 let h = height.min(src_h.saturating_sub(y));
                 if w == 0 || h == 0 {
-                    tracing::warn!(seq = env.seq, "crop {x},{y} lies outside the {src_w}x{src_h} frame; item dropped");
+                    tracing::warn!(
+                        seq = env.seq,
+                        "crop {x},{y} lies outside the {src_w}x{src_h} frame; item dropped"
+                    );
                     return Ok(node.lose(&env, LossReason::BadInput)?);
                 }
                 (w, h, Some((x, y)))
@@ -106,7 +118,9 @@ impl Op {
             }
             let dst = &mut dst[..out_len];
             match (self, crop) {
-                (Op::Resize { resizer, .. }, _) => resize_rgb(resizer, src, src_w, src_h, dst, out_w, out_h)?,
+                (Op::Resize { resizer, .. }, _) => {
+                    resize_rgb(resizer, src, src_w, src_h, dst, out_w, out_h)?
+                }
                 (_, Some((x, y))) => crop_rgb(src, src_w, x, y, dst, out_w, out_h),
                 _ => unreachable!("crop always has an origin"),
             }
@@ -136,12 +150,22 @@ pub fn resize_rgb(
     dst_w: u32,
     dst_h: u32,
 ) -> Result<(), StageError> {
-    let bad = |e: &dyn std::fmt::Display| StageError::Input(format!("resize {src_w}x{src_h} → {dst_w}x{dst_h}: {e}"));
-    let src_img = ImageRef::new(src_w, src_h, &src[..src_w as usize * src_h as usize * 3], PixelType::U8x3)
-        .map_err(|e| bad(&e))?;
-    let mut dst_img = Image::from_slice_u8(dst_w, dst_h, dst, PixelType::U8x3).map_err(|e| bad(&e))?;
+    let bad = |e: &dyn std::fmt::Display| {
+        StageError::Input(format!("resize {src_w}x{src_h} → {dst_w}x{dst_h}: {e}"))
+    };
+    let src_img = ImageRef::new(
+        src_w,
+        src_h,
+        &src[..src_w as usize * src_h as usize * 3],
+        PixelType::U8x3,
+    )
+    .map_err(|e| bad(&e))?;
+    let mut dst_img =
+        Image::from_slice_u8(dst_w, dst_h, dst, PixelType::U8x3).map_err(|e| bad(&e))?;
     let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
-    resizer.resize(&src_img, &mut dst_img, &options).map_err(|e| bad(&e))
+    resizer
+        .resize(&src_img, &mut dst_img, &options)
+        .map_err(|e| bad(&e))
 }
 
 /// Copy a `w`×`h` rectangle at (`x`, `y`) out of a packed RGB8 frame `src_w` wide.

@@ -98,7 +98,9 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         "source.images" => images(node),
         "source.video" => video(node),
         "bench.blob" => blobs(node),
-        other => Err(StageError::Unsupported(format!("'{other}' is not a head function"))),
+        other => Err(StageError::Unsupported(format!(
+            "'{other}' is not a head function"
+        ))),
     }
 }
 
@@ -159,8 +161,10 @@ fn generate(node: &mut Node) -> Result<(), StageError> {
     let mut emitter = Emitter::new(node)?;
     let start = Instant::now();
     for seq in 0..count {
-        if fps > 0.0 {
-            pace(node, start + Duration::from_secs_f64(seq as f64 / fps))?;
+        if fps > 0.0
+            && pace(node, start + Duration::from_secs_f64(seq as f64 / fps))? == Flow::Drain
+        {
+            break;
         }
         let flow = emitter.emit(
             node,
@@ -180,15 +184,15 @@ fn generate(node: &mut Node) -> Result<(), StageError> {
 }
 
 /// Wait until `due` (a source's frame rate), still answering commands.
-fn pace(node: &mut Node, due: Instant) -> Result<(), StageError> {
+fn pace(node: &mut Node, due: Instant) -> Result<Flow, StageError> {
     loop {
         let now = Instant::now();
         if now >= due {
-            return Ok(());
+            return Ok(Flow::Go);
         }
         std::thread::sleep((due - now).min(Duration::from_millis(20)));
-        if let Some(Command::Stop) = node.poll_command()? {
-            return Err(NodeError::Stopped.into());
+        if check_commands(node)? == Flow::Drain {
+            return Ok(Flow::Drain);
         }
     }
 }
@@ -312,7 +316,9 @@ fn video(node: &mut Node) -> Result<(), StageError> {
                             Ok(n) => got += n,
                             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                             Err(e) => {
-                                fill_result = Err(StageError::Ffmpeg(format!("reading frames of {path}: {e}")));
+                                fill_result = Err(StageError::Ffmpeg(format!(
+                                    "reading frames of {path}: {e}"
+                                )));
                                 break;
                             }
                         }
@@ -341,7 +347,9 @@ fn video(node: &mut Node) -> Result<(), StageError> {
     }
     drop(stdout);
     let _ = child.kill();
-    let status = child.wait().map_err(|e| StageError::Ffmpeg(e.to_string()))?;
+    let status = child
+        .wait()
+        .map_err(|e| StageError::Ffmpeg(e.to_string()))?;
     let complaints = complaints.join().unwrap_or_default();
     node.note_emitted_total(&emitter.source, seq);
     if partial {
@@ -351,7 +359,9 @@ fn video(node: &mut Node) -> Result<(), StageError> {
     if (!status.success() && seq == 0) || !complaints.trim().is_empty() {
         let detail = complaints.trim();
         if seq == 0 {
-            return Err(StageError::Input(format!("{path}: ffmpeg decoded no frame: {detail}")));
+            return Err(StageError::Input(format!(
+                "{path}: ffmpeg decoded no frame: {detail}"
+            )));
         }
         tracing::warn!("{path}: ffmpeg reported problems after {seq} frames: {detail}");
     }

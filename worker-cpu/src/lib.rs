@@ -46,11 +46,13 @@ impl StageError {
 pub fn param<T: DeserializeOwned>(node: &Node, name: &str) -> Result<Option<T>, StageError> {
     match node.task.params.get(name) {
         None => Ok(None),
-        Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| StageError::Param {
-            task: node.task.name.clone(),
-            param: name.to_string(),
-            detail: e.to_string(),
-        }),
+        Some(v) => serde_json::from_value(v.clone())
+            .map(Some)
+            .map_err(|e| StageError::Param {
+                task: node.task.name.clone(),
+                param: name.to_string(),
+                detail: e.to_string(),
+            }),
     }
 }
 

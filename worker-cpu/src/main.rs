@@ -8,7 +8,9 @@ use std::process::ExitCode;
 use worker_cpu::{run_stage, StageError};
 
 fn main() -> ExitCode {
-    let label = std::env::args().nth(2).unwrap_or_else(|| "worker-cpu".into());
+    let label = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "worker-cpu".into());
     if std::env::args().any(|a| a == "--help" || a == "-h") {
         println!(
             "worker-cpu: runs one CPU stage of a SmartPipe app.\n\n\

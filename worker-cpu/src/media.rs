@@ -48,7 +48,8 @@ pub fn image_size(path: &Path) -> Option<(u32, u32)> {
 
 /// Decode an image file to packed RGB8.
 pub fn decode_rgb(path: &Path) -> Result<(u32, u32, Vec<u8>), StageError> {
-    let img = image::open(path).map_err(|e| StageError::io(path.display(), format!("cannot decode image: {e}")))?;
+    let img = image::open(path)
+        .map_err(|e| StageError::io(path.display(), format!("cannot decode image: {e}")))?;
     let rgb = img.into_rgb8();
     Ok((rgb.width(), rgb.height(), rgb.into_raw()))
 }
@@ -77,15 +78,21 @@ pub fn probe_video(path: &str) -> Result<(u32, u32, Option<u64>), StageError> {
             path,
         ])
         .output()
-        .map_err(|e| StageError::Ffmpeg(format!("cannot run ffprobe (is ffmpeg installed?): {e}")))?;
+        .map_err(|e| {
+            StageError::Ffmpeg(format!("cannot run ffprobe (is ffmpeg installed?): {e}"))
+        })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or("").trim().to_string();
     let fields: Vec<&str> = first.split(',').collect();
     let parsed = match fields.as_slice() {
-        [w, h, rest @ ..] => w.parse::<u32>().ok().zip(h.parse::<u32>().ok()).map(|(w, h)| {
-            let frames = rest.first().and_then(|n| n.parse::<u64>().ok());
-            (w, h, frames)
-        }),
+        [w, h, rest @ ..] => w
+            .parse::<u32>()
+            .ok()
+            .zip(h.parse::<u32>().ok())
+            .map(|(w, h)| {
+                let frames = rest.first().and_then(|n| n.parse::<u64>().ok());
+                (w, h, frames)
+            }),
         _ => None,
     };
     match parsed {

@@ -66,8 +66,14 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
         run_tail(node, |_, env, frame| {
             let Some(f) = frame else { return Ok(()) };
             let file = dir.join(format!("{}-{}.png", env.source, env.seq));
-            image::save_buffer(&file, f.rgb, f.width, f.height, image::ExtendedColorType::Rgb8)
-                .map_err(|e| StageError::io(file.display(), e))
+            image::save_buffer(
+                &file,
+                f.rgb,
+                f.width,
+                f.height,
+                image::ExtendedColorType::Rgb8,
+            )
+            .map_err(|e| StageError::io(file.display(), e))
         })
     } else if let Some(path) = path {
         let mut video: Option<VideoWriter> = None;
@@ -87,7 +93,9 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
             None => result,
         }
     } else {
-        Err(StageError::Unsupported("image.show needs `dir` or `path`".into()))
+        Err(StageError::Unsupported(
+            "image.show needs `dir` or `path`".into(),
+        ))
     }
 }
 
@@ -108,9 +116,17 @@ impl VideoWriter {
         let size = format!("{width}x{height}");
         let rate = format!("{fps}");
         let mut child = Process::new(ffmpeg_program())
-            .args(["-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24"])
+            .args([
+                "-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            ])
             .args(["-s", &size, "-r", &rate, "-i", "-"])
-            .args(["-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", "-pix_fmt", "yuv420p", path])
+            .args([
+                "-vf",
+                "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                "-pix_fmt",
+                "yuv420p",
+                path,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -148,11 +164,18 @@ impl VideoWriter {
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut complaints);
         }
-        let status = self.child.wait().map_err(|e| StageError::Ffmpeg(e.to_string()))?;
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| StageError::Ffmpeg(e.to_string()))?;
         if status.success() {
             Ok(())
         } else {
-            Err(StageError::Ffmpeg(format!("encoding {} failed: {}", self.path, complaints.trim())))
+            Err(StageError::Ffmpeg(format!(
+                "encoding {} failed: {}",
+                self.path,
+                complaints.trim()
+            )))
         }
     }
 }

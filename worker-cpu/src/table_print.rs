@@ -47,7 +47,9 @@ impl<W: Write> RowWriter for CsvWriter<W> {
                 }
             })
             .collect();
-        writeln!(self.out, "{}", fields.join(","))
+        writeln!(self.out, "{}", fields.join(","))?;
+        // Rows are visible as they come (tail -f), not when a buffer fills.
+        self.out.flush()
     }
     fn finish(&mut self) -> std::io::Result<()> {
         self.out.flush()
@@ -69,9 +71,14 @@ impl<W: Write> JsonLinesWriter<W> {
 }
 impl<W: Write> RowWriter for JsonLinesWriter<W> {
     fn row(&mut self, values: &[Value]) -> std::io::Result<()> {
-        let obj: serde_json::Map<String, Value> =
-            self.columns.iter().cloned().zip(values.iter().cloned()).collect();
-        writeln!(self.out, "{}", Value::Object(obj))
+        let obj: serde_json::Map<String, Value> = self
+            .columns
+            .iter()
+            .cloned()
+            .zip(values.iter().cloned())
+            .collect();
+        writeln!(self.out, "{}", Value::Object(obj))?;
+        self.out.flush()
     }
     fn finish(&mut self) -> std::io::Result<()> {
         self.out.flush()
@@ -127,7 +134,11 @@ impl<W: Write> RowWriter for PrettyWriter<W> {
 }
 
 /// Make the writer for a format, to a file or stdout.
-pub fn open_writer(format: &str, path: Option<&str>, columns: &[&str]) -> Result<Box<dyn RowWriter>, StageError> {
+pub fn open_writer(
+    format: &str,
+    path: Option<&str>,
+    columns: &[&str],
+) -> Result<Box<dyn RowWriter>, StageError> {
     let out: Box<dyn Write> = match path {
         Some(p) => {
             if let Some(parent) = std::path::Path::new(p).parent() {

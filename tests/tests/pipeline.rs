@@ -1,0 +1,270 @@
+//! End-to-end runs through `supervisor start`: images, video, fan-out, process count,
+//! and a clean stop on SIGTERM.
+
+use fast_image_resize::images::{Image, ImageRef};
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use serde_json::json;
+use smartpipe_tests::*;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn reference_resize(src: &image::RgbImage, w: u32, h: u32) -> Vec<u8> {
+    let src_ref =
+        ImageRef::new(src.width(), src.height(), src.as_raw(), PixelType::U8x3).expect("src");
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    let mut dst = Image::from_slice_u8(w, h, &mut buf, PixelType::U8x3).expect("dst");
+    let opts = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new()
+        .resize(&src_ref, &mut dst, &opts)
+        .expect("resize");
+    buf
+}
+
+#[test]
+fn images_resize_show_matches_a_direct_resize() {
+    let dir = scratch("images");
+    let frames = write_frames(&dir.join("in"), 6, 97, 61);
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "images", "service_type": "request-guarantee",
+            "tasks": [
+                {"name": "pics", "kind": "head", "function": "source.images", "params": {"path": "in"}},
+                {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["pics"], "params": {"width": 40, "height": 30}},
+                {"name": "show", "kind": "tail", "function": "image.show", "inputs": ["small"], "params": {"dir": "out"}}
+            ]
+        }),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert_eq!(summary["items_in"], 6);
+    assert_eq!(summary["items_out"], 6);
+    for (seq, frame) in frames.iter().enumerate() {
+        let out = dir.join("out").join(format!("pics-{seq}.png"));
+        let got = image::open(&out)
+            .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+            .into_rgb8();
+        assert_eq!((got.width(), got.height()), (40, 30), "{}", out.display());
+        let src = image::open(frame).expect("input").into_rgb8();
+        assert_eq!(
+            got.as_raw(),
+            &reference_resize(&src, 40, 30),
+            "pixels of {}",
+            out.display()
+        );
+    }
+}
+
+#[test]
+fn video_frames_arrive_all_and_in_order() {
+    require_ffmpeg();
+    let dir = scratch("video");
+    write_frames(&dir.join("in"), 12, 64, 48);
+    let video = dir.join("clip.mkv");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-framerate", "10", "-i"])
+        .arg(dir.join("in/f-%03d.png"))
+        .args(["-c:v", "ffv1", "-pix_fmt", "bgr0"])
+        .arg(&video)
+        .status()
+        .expect("run ffmpeg");
+    assert!(made.success(), "ffmpeg could not make the test video");
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "video", "service_type": "request-guarantee",
+            "tasks": [
+                {"name": "cam", "kind": "head", "function": "source.video", "params": {"path": "clip.mkv"}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["cam"], "params": {"format": "jsonl", "path": "rows.jsonl"}},
+                {"name": "show", "kind": "tail", "function": "image.show", "inputs": ["cam"], "params": {"dir": "out"}}
+            ]
+        }),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert_eq!(summary["items_out"], 12);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("rows.jsonl"))
+        .expect("rows")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let seqs: Vec<u64> = rows
+        .iter()
+        .map(|r| r["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (0..12).collect::<Vec<_>>(), "frames in order");
+    for r in &rows {
+        assert_eq!(
+            (r["width"].as_u64(), r["height"].as_u64()),
+            (Some(64), Some(48))
+        );
+        assert_eq!(r["source"], "cam");
+        assert!(r["latency_ms"].as_f64().is_some_and(|l| l >= 0.0));
+    }
+    // Frame k carries red = 20k: the decoded frames are the encoded ones, in order.
+    for k in 0..12u32 {
+        let img = image::open(dir.join(format!("out/cam-{k}.png")))
+            .expect("frame")
+            .into_rgb8();
+        let red = img.get_pixel(10, 10)[0];
+        assert_eq!(red, (k * 20 % 256) as u8, "frame {k}");
+    }
+}
+
+#[test]
+fn fan_out_delivers_everything_to_both_tails() {
+    let dir = scratch("fanout");
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "fanout", "service_type": "request-guarantee",
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 32, "height": 16, "count": 300}},
+                {"name": "a", "kind": "tail", "function": "table.print", "inputs": ["gen"], "params": {"format": "csv", "path": "a.csv"}},
+                {"name": "b", "kind": "tail", "function": "table.print", "inputs": ["gen"], "params": {"format": "jsonl", "path": "b.jsonl"}}
+            ]
+        }),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    let a = std::fs::read_to_string(dir.join("a.csv")).expect("a");
+    let b = std::fs::read_to_string(dir.join("b.jsonl")).expect("b");
+    assert_eq!(a.lines().count(), 301, "header + 300 rows");
+    assert_eq!(b.lines().count(), 300);
+    for tail in summary["tails"].as_array().expect("tails") {
+        assert_eq!(tail["items"], 300, "{tail}");
+        assert_eq!(tail["missing"], 0, "{tail}");
+    }
+    assert_eq!(summary["lost_total"], 0);
+}
+
+fn start_background(app: &std::path::Path, run_dir: &std::path::Path) -> std::process::Child {
+    supervisor()
+        .arg("start")
+        .arg(app)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start supervisor")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn endless_app(name: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": 100000, "fps": 50}},
+            {"name": "fwd", "kind": "cpu", "function": "core.forward", "inputs": ["gen"], "replicas": 3},
+            {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["fwd"], "replicas": 2, "params": {"width": 8, "height": 8}},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["small"], "params": {"format": "csv", "path": "rows.csv"}}
+        ]
+    })
+}
+
+#[test]
+fn one_process_per_stage_replica_and_sigterm_leaves_nothing() {
+    let dir = scratch("procs");
+    let name = format!("procs{}", std::process::id());
+    let app = write_app(&dir, &endless_app(&name));
+    let mut sup = start_background(&app, &dir.join("run"));
+    let sup_pid = sup.id();
+    let needle = format!("--stage {name}/");
+    // 1 head + 3 forward + 2 resize + 1 tail replicas.
+    wait_until("7 stage processes", Duration::from_secs(20), || {
+        pids_with_cmdline(&needle).len() == 7
+    });
+    for (task, n) in [("gen#", 1), ("fwd#", 3), ("small#", 2), ("rows#", 1)] {
+        let count = pids_with_cmdline(&format!("{needle}{task}")).len();
+        assert_eq!(count, n, "processes of {task}");
+    }
+    // Let items flow, then stop it like a service manager would.
+    wait_until("rows flowing", Duration::from_secs(20), || {
+        std::fs::read_to_string(dir.join("rows.csv"))
+            .map(|t| t.lines().count() > 5)
+            .unwrap_or(false)
+    });
+    assert!(
+        !memfds_of(sup_pid).is_empty(),
+        "pools are memfds of the supervisor while it runs"
+    );
+    // SAFETY: sending SIGTERM to a child we started.
+    unsafe { libc::kill(sup_pid as i32, libc::SIGTERM) };
+    let status = sup.wait().expect("wait supervisor");
+    let mut stderr = String::new();
+    use std::io::Read;
+    sup.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert!(status.success(), "drained cleanly: {status}\n{stderr}");
+    assert!(stderr.contains("drained"), "{stderr}");
+    assert!(
+        pids_with_cmdline(&needle).is_empty(),
+        "no stage process left"
+    );
+    assert!(
+        memfds_of(sup_pid).is_empty(),
+        "no memfd left: {:?}",
+        memfds_of(sup_pid)
+    );
+    let runtime = std::path::PathBuf::from(format!("/tmp/smartpipe-{}/{sup_pid}", unsafe {
+        libc::getuid()
+    }));
+    assert!(
+        !runtime.exists(),
+        "runtime dir {} removed",
+        runtime.display()
+    );
+    let summary = read_summary(&dir.join("run"));
+    let rows = std::fs::read_to_string(dir.join("rows.csv"))
+        .expect("rows")
+        .lines()
+        .count() as u64
+        - 1;
+    assert_eq!(
+        summary["items_out"].as_u64(),
+        Some(rows),
+        "summary counts what the tail wrote"
+    );
+}
+
+#[test]
+fn validate_names_file_line_and_column() {
+    let dir = scratch("validate");
+    let path = dir.join("bad.json");
+    std::fs::write(&path, "{\n  \"name\": \"x\",\n  \"tasks\": [ oops ]\n}\n").expect("write");
+    let out = supervisor()
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
+    assert!(err.contains("invalid JSON"), "{err}");
+}
+
+#[test]
+fn schema_is_json_with_every_function() {
+    let out = supervisor().arg("schema").output().expect("run");
+    assert!(out.status.success());
+    let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("schema is JSON");
+    let names = schema["properties"]["tasks"]["items"]["properties"]["function"]["enum"]
+        .as_array()
+        .expect("function enum");
+    for f in [
+        "source.video",
+        "image.resize",
+        "table.print",
+        "model.inference",
+    ] {
+        assert!(names.iter().any(|n| n == f), "{f} in schema");
+    }
+}
