@@ -316,10 +316,25 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         params: &[
             p("bytes", PositiveInt, true, "payload size"),
             p("count", Count, true, "number of items"),
+            p(
+                "fps",
+                NonNegative,
+                false,
+                "items per second; 0 = as fast as possible (default)",
+            ),
         ],
         open_params: false,
         one_of: &[],
         summary: "emits opaque byte payloads of a given size (for transport benchmarks)",
+    },
+    FunctionDef {
+        name: "bench.sink",
+        kinds: &[Tail],
+        inputs: ONE,
+        params: &[],
+        open_params: false,
+        one_of: &[],
+        summary: "receives `bench.blob` payloads and checks every byte (for transport benchmarks)",
     },
 ];
 

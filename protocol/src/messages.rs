@@ -183,6 +183,10 @@ pub struct StageReport {
     pub hop_us: Vec<Vec<f32>>,
     /// Tails: items received per source.
     pub received: Vec<SourceTotal>,
+    /// Tails: earliest creation time and latest arrival of the items received
+    /// (monotonic ns), for steady-state throughput without start-up time.
+    pub first_created_ns: u64,
+    pub last_arrival_ns: u64,
     /// What the sources announced they emitted.
     pub announced: Vec<SourceTotal>,
 }

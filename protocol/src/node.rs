@@ -52,6 +52,8 @@ pub enum Event {
 /// Per-tail delivery statistics.
 #[derive(Default)]
 struct Deliveries {
+    first_created_ns: u64,
+    last_arrival_ns: u64,
     latencies_ms: Vec<f32>,
     hop_us: Vec<Vec<f32>>,
     received: BTreeMap<String, u64>,
@@ -321,6 +323,10 @@ impl Node {
     pub fn record_delivery(&mut self, env: &Envelope) {
         let now = now_ns();
         let d = &mut self.deliveries;
+        if d.first_created_ns == 0 || env.created_ns < d.first_created_ns {
+            d.first_created_ns = env.created_ns;
+        }
+        d.last_arrival_ns = now;
         d.latencies_ms
             .push(now.saturating_sub(env.created_ns) as f32 / 1e6);
         let arrivals = env
@@ -376,6 +382,8 @@ impl Node {
                 .map(|(source, total)| SourceTotal { source, total })
                 .collect(),
             announced: totals,
+            first_created_ns: d.first_created_ns,
+            last_arrival_ns: d.last_arrival_ns,
         };
         self.send_up(&Up::Finished(report))
     }

@@ -154,7 +154,10 @@ pub fn run_app(
             continue;
         }
         match p.accept(opts.startup_timeout) {
-            Ok(c) => connected.push((t, r, c)),
+            Ok(c) => {
+                tracing::debug!(stage = %c.stage, pid = c.hello.pid, "connected");
+                connected.push((t, r, c))
+            }
             Err(e) => startup_error = Some(e),
         }
     }
@@ -395,6 +398,7 @@ pub fn run_app(
         .collect();
     let mut summary = Summary::build(&app.name, wall_s, &announced, &tails, stage_metrics);
     summary.run_dir = opts.run_dir.display().to_string();
+    summary.app_file = loaded.file.display().to_string();
     summary.outcome = match (&failure, drained_at) {
         (Some(_), _) => "failed".into(),
         (None, Some(_)) => "drained after a signal".into(),

@@ -59,12 +59,16 @@ pub struct TailSummary {
     pub latency_ms: LatencyStats,
     /// Per hop k → k+1 transport latency in µs (p50, p99).
     pub hop_us: Vec<(f64, f64)>,
+    /// Items per second from the first item's creation to the last arrival
+    /// (start-up of the processes excluded).
+    pub steady_items_per_s: f64,
 }
 
 /// The whole run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub app: String,
+    pub app_file: String,
     pub outcome: String,
     pub run_dir: String,
     pub wall_s: f64,
@@ -105,6 +109,19 @@ impl Summary {
                 let mut latencies = Vec::new();
                 let mut hops: Vec<Vec<f32>> = Vec::new();
                 let mut items = 0;
+                let first = t
+                    .reports
+                    .iter()
+                    .map(|r| r.first_created_ns)
+                    .filter(|&n| n > 0)
+                    .min()
+                    .unwrap_or(0);
+                let last = t
+                    .reports
+                    .iter()
+                    .map(|r| r.last_arrival_ns)
+                    .max()
+                    .unwrap_or(0);
                 for r in &t.reports {
                     latencies.extend_from_slice(&r.latencies_ms);
                     items += r.received.iter().map(|s| s.total).sum::<u64>();
@@ -129,12 +146,18 @@ impl Summary {
                     missing: items_in.saturating_sub(items),
                     latency_ms: LatencyStats::from_samples(&latencies),
                     hop_us,
+                    steady_items_per_s: if last > first {
+                        items as f64 / ((last - first) as f64 / 1e9)
+                    } else {
+                        0.0
+                    },
                 }
             })
             .collect();
         let items_out = tail_summaries.iter().map(|t| t.items).min().unwrap_or(0);
         Summary {
             app: app.to_string(),
+            app_file: String::new(),
             outcome: String::new(),
             run_dir: String::new(),
             wall_s,

@@ -200,16 +200,25 @@ fn pace(node: &mut Node, due: Instant) -> Result<Flow, StageError> {
 fn blobs(node: &mut Node) -> Result<(), StageError> {
     let bytes: usize = required(node, "bytes")?;
     let count: u64 = required(node, "count")?;
-    let pattern: Vec<u8> = (0..bytes).map(|i| (i * 31 % 251) as u8).collect();
+    let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
+    let pattern: Vec<u8> = (0..bytes).map(|i| crate::sinks::blob_byte(i, 0)).collect();
     let mut emitter = Emitter::new(node)?;
+    let start = Instant::now();
     for seq in 0..count {
+        if fps > 0.0
+            && pace(node, start + Duration::from_secs_f64(seq as f64 / fps))? == Flow::Drain
+        {
+            break;
+        }
         let flow = emitter.emit(
             node,
             seq,
             bytes,
             |buf| {
                 buf.copy_from_slice(&pattern);
-                buf[..8.min(bytes)].copy_from_slice(&seq.to_le_bytes()[..8.min(bytes)]);
+                for (i, b) in buf.iter_mut().enumerate().take(8) {
+                    *b = crate::sinks::blob_byte(i, seq);
+                }
                 Ok(())
             },
             |shm| Payload::Tensor {

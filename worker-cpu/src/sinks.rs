@@ -179,3 +179,49 @@ impl VideoWriter {
         }
     }
 }
+
+/// The expected content of `bench.blob` item `seq` of `len` bytes.
+pub fn blob_byte(i: usize, seq: u64) -> u8 {
+    if i < 8 {
+        seq.to_le_bytes()[i]
+    } else {
+        (i * 31 % 251) as u8
+    }
+}
+
+/// `bench.sink`: check every byte of every blob; a mismatch counts as bad input.
+pub fn run_bench_sink(node: &mut Node) -> Result<(), StageError> {
+    // Expected bytes per payload size, built once; compared with memcmp.
+    let mut expected: Vec<u8> = Vec::new();
+    loop {
+        match node.next(Duration::from_millis(200))? {
+            Event::Item(env) => {
+                node.record_delivery(&env);
+                let intact = match &env.payload {
+                    Payload::Tensor { shm, .. } => {
+                        let bytes = node.pool(shm.pool)?.read(shm).map_err(NodeError::from)?;
+                        if expected.len() != bytes.len() {
+                            expected = (0..bytes.len()).map(|i| blob_byte(i, 0)).collect();
+                        }
+                        let k = bytes.len().min(8);
+                        bytes[k..] == expected[k..]
+                            && bytes[..k]
+                                .iter()
+                                .enumerate()
+                                .all(|(i, b)| *b == blob_byte(i, env.seq))
+                    }
+                    _ => false,
+                };
+                if intact {
+                    node.release(&env.payload)?;
+                } else {
+                    tracing::error!(seq = env.seq, "payload corrupted in transit");
+                    node.lose(&env, protocol::messages::LossReason::BadInput)?;
+                }
+            }
+            Event::End => return Ok(()),
+            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
+            Event::Command(Command::Drain) | Event::Idle => {}
+        }
+    }
+}
