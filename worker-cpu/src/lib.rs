@@ -8,6 +8,7 @@ pub mod heads;
 pub mod media;
 pub mod sinks;
 pub mod table_print;
+pub mod tables;
 
 use protocol::node::{Node, NodeError};
 use serde::de::DeserializeOwned;
@@ -72,6 +73,7 @@ pub fn run_stage(node: &mut Node) -> Result<(), StageError> {
         "image.resize" | "image.crop" | "core.forward" => bodies::run(node),
         "image.show" => sinks::run_show(node),
         "table.print" => table_print::run(node),
+        "table.filter" | "table.select" | "table.merge" => tables::run(node),
         other => Err(StageError::Unsupported(format!(
             "function '{other}' is not available in worker-cpu yet"
         ))),

@@ -1,0 +1,412 @@
+//! The output of `table.print`: tables in, rows out, as a pretty table (written at
+//! the end), CSV, JSON lines or Parquet.
+//!
+//! CSV and pretty output have the columns of the first table; a later table's
+//! columns are matched by name (missing ones are empty, extra ones are left out).
+//! JSON lines take each table's own columns. Parquet keeps the schema of the first
+//! table: a later table is matched by name, missing nullable columns are null, and
+//! a column of another type makes that table an error (its item is lost).
+
+use super::{values, TableError};
+use crate::StageError;
+use arrow_array::{
+    new_null_array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use serde_json::Value;
+use std::io::Write;
+use std::sync::Arc;
+
+/// Columns of a row written for a frame.
+pub const FRAME_COLUMNS: &[&str] = &["source", "seq", "width", "height", "latency_ms"];
+
+/// Writes rows of JSON values in one of the text formats.
+pub trait RowWriter {
+    /// Once, before any row, with the columns of the output.
+    fn start(&mut self, columns: &[String]) -> std::io::Result<()>;
+    /// One row: `values[k]` is the value of `columns[k]`.
+    fn row(&mut self, columns: &[String], values: &[Value]) -> std::io::Result<()>;
+    fn finish(&mut self) -> std::io::Result<()>;
+}
+
+fn cell(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// CSV with a header line; fields quoted when needed (lists as JSON arrays).
+pub struct CsvWriter<W: Write> {
+    out: W,
+}
+impl<W: Write> CsvWriter<W> {
+    pub fn new(out: W) -> Self {
+        CsvWriter { out }
+    }
+}
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+impl<W: Write> RowWriter for CsvWriter<W> {
+    fn start(&mut self, columns: &[String]) -> std::io::Result<()> {
+        let names: Vec<String> = columns.iter().map(|c| csv_field(c)).collect();
+        writeln!(self.out, "{}", names.join(","))
+    }
+    fn row(&mut self, _: &[String], values: &[Value]) -> std::io::Result<()> {
+        let fields: Vec<String> = values.iter().map(|v| csv_field(&cell(v))).collect();
+        writeln!(self.out, "{}", fields.join(","))?;
+        // Rows are visible as they come (tail -f), not when a buffer fills.
+        self.out.flush()
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// One JSON object per line.
+pub struct JsonLinesWriter<W: Write> {
+    out: W,
+}
+impl<W: Write> JsonLinesWriter<W> {
+    pub fn new(out: W) -> Self {
+        JsonLinesWriter { out }
+    }
+}
+impl<W: Write> RowWriter for JsonLinesWriter<W> {
+    fn start(&mut self, _: &[String]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn row(&mut self, columns: &[String], values: &[Value]) -> std::io::Result<()> {
+        let obj: serde_json::Map<String, Value> = columns
+            .iter()
+            .cloned()
+            .zip(values.iter().cloned())
+            .collect();
+        writeln!(self.out, "{}", Value::Object(obj))?;
+        self.out.flush()
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// An aligned table, written when the stream ends (column widths need every row).
+pub struct PrettyWriter<W: Write> {
+    out: W,
+    columns: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+impl<W: Write> PrettyWriter<W> {
+    pub fn new(out: W) -> Self {
+        PrettyWriter {
+            out,
+            columns: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+}
+impl<W: Write> RowWriter for PrettyWriter<W> {
+    fn start(&mut self, columns: &[String]) -> std::io::Result<()> {
+        self.columns = columns.to_vec();
+        Ok(())
+    }
+    fn row(&mut self, _: &[String], values: &[Value]) -> std::io::Result<()> {
+        self.rows.push(values.iter().map(cell).collect());
+        Ok(())
+    }
+    fn finish(&mut self) -> std::io::Result<()> {
+        let mut widths: Vec<usize> = self.columns.iter().map(|c| c.chars().count()).collect();
+        for row in &self.rows {
+            for (w, c) in widths.iter_mut().zip(row) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w + 2)).collect();
+        let rule = format!("+{}+", rule.join("+"));
+        let line = |cells: &[String]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!(" {c:<w$} ", w = *w))
+                .collect();
+            format!("|{}|", padded.join("|"))
+        };
+        writeln!(self.out, "{rule}")?;
+        writeln!(self.out, "{}", line(&self.columns))?;
+        writeln!(self.out, "{rule}")?;
+        for row in &self.rows {
+            writeln!(self.out, "{}", line(row))?;
+        }
+        writeln!(self.out, "{rule}")?;
+        self.out.flush()
+    }
+}
+
+/// The schema of the rows written for frames.
+pub fn frame_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("source", DataType::Utf8, false),
+        Field::new("seq", DataType::UInt64, false),
+        Field::new("width", DataType::UInt32, false),
+        Field::new("height", DataType::UInt32, false),
+        Field::new("latency_ms", DataType::Float64, false),
+    ]))
+}
+
+/// The one-row table written for a frame.
+pub fn frame_row(
+    source: &str,
+    seq: u64,
+    width: u32,
+    height: u32,
+    latency_ms: f64,
+) -> Result<RecordBatch, TableError> {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(vec![source])),
+        Arc::new(UInt64Array::from(vec![seq])),
+        Arc::new(UInt32Array::from(vec![width])),
+        Arc::new(UInt32Array::from(vec![height])),
+        Arc::new(Float64Array::from(vec![latency_ms])),
+    ];
+    Ok(RecordBatch::try_new(frame_schema(), columns)?)
+}
+
+/// A table with `source` and `seq` columns first, taken from the item where the
+/// table has none.
+pub fn with_item_keys(
+    batch: &RecordBatch,
+    source: &str,
+    seq: u64,
+) -> Result<RecordBatch, TableError> {
+    let schema = batch.schema();
+    let (mut fields, mut columns): (Vec<Field>, Vec<ArrayRef>) = (Vec::new(), Vec::new());
+    let n = batch.num_rows();
+    if schema.index_of("source").is_err() {
+        fields.push(Field::new("source", DataType::Utf8, false));
+        columns.push(Arc::new(StringArray::from(vec![source; n])));
+    }
+    if schema.index_of("seq").is_err() {
+        fields.push(Field::new("seq", DataType::UInt64, false));
+        columns.push(Arc::new(UInt64Array::from(vec![seq; n])));
+    }
+    if fields.is_empty() {
+        return Ok(batch.clone());
+    }
+    fields.extend(schema.fields().iter().map(|f| f.as_ref().clone()));
+    columns.extend(batch.columns().iter().cloned());
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// A table conformed to `schema`: columns by name, missing nullable ones as nulls.
+fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, TableError> {
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        match batch.schema_ref().index_of(f.name()) {
+            Ok(i) if batch.column(i).data_type() == f.data_type() => {
+                columns.push(batch.column(i).clone())
+            }
+            Ok(i) => {
+                return Err(TableError::Column {
+                    column: f.name().clone(),
+                    detail: format!(
+                        "is {} here but {} in the first table",
+                        batch.column(i).data_type(),
+                        f.data_type()
+                    ),
+                })
+            }
+            Err(_) if f.is_nullable() => {
+                columns.push(new_null_array(f.data_type(), batch.num_rows()))
+            }
+            Err(_) => {
+                return Err(TableError::Column {
+                    column: f.name().clone(),
+                    detail: "is missing here but was in the first table".into(),
+                })
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+enum Output {
+    Text {
+        writer: Box<dyn RowWriter>,
+        /// Fixed by the first table (csv, pretty); `None` for jsonl or before it.
+        columns: Option<Vec<String>>,
+        per_table: bool,
+    },
+    Parquet {
+        file: Option<std::fs::File>,
+        writer: Option<Box<(ArrowWriter<std::fs::File>, SchemaRef)>>,
+    },
+}
+
+/// The output of a `table.print`: takes tables, writes rows.
+pub struct TableSink {
+    target: String,
+    out: Output,
+    started: bool,
+}
+
+/// Why a table was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The output cannot be written: the stage stops.
+    #[error("{target}: {detail}")]
+    Output { target: String, detail: String },
+    /// This table does not fit the output: the item is lost, the stage goes on.
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+impl TableSink {
+    /// Open the output: `path`, or stdout. Parquet needs a path.
+    pub fn open(format: &str, path: Option<&str>) -> Result<TableSink, StageError> {
+        let file = match path {
+            Some(p) => {
+                if let Some(parent) = std::path::Path::new(p).parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| StageError::io(parent.display(), e))?;
+                }
+                Some(std::fs::File::create(p).map_err(|e| StageError::io(p, e))?)
+            }
+            None => None,
+        };
+        let text = |file: Option<std::fs::File>| -> Box<dyn Write> {
+            match file {
+                Some(f) => Box::new(std::io::BufWriter::new(f)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            }
+        };
+        let out = match format {
+            "csv" => Output::Text {
+                writer: Box::new(CsvWriter::new(text(file))),
+                columns: None,
+                per_table: false,
+            },
+            "pretty" => Output::Text {
+                writer: Box::new(PrettyWriter::new(text(file))),
+                columns: None,
+                per_table: false,
+            },
+            "jsonl" => Output::Text {
+                writer: Box::new(JsonLinesWriter::new(text(file))),
+                columns: None,
+                per_table: true,
+            },
+            "parquet" => Output::Parquet {
+                file: Some(file.ok_or_else(|| {
+                    StageError::Unsupported("table.print: format parquet needs a `path`".into())
+                })?),
+                writer: None,
+            },
+            other => {
+                return Err(StageError::Unsupported(format!(
+                    "table.print format '{other}' is not one of pretty, csv, jsonl, parquet"
+                )))
+            }
+        };
+        Ok(TableSink {
+            target: path.unwrap_or("stdout").to_string(),
+            out,
+            started: false,
+        })
+    }
+
+    /// Write every row of a table.
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), SinkError> {
+        self.started = true;
+        let target = self.target.clone();
+        let fail = |e: &dyn std::fmt::Display| SinkError::Output {
+            target: target.clone(),
+            detail: e.to_string(),
+        };
+        match &mut self.out {
+            Output::Text {
+                writer,
+                columns,
+                per_table,
+            } => {
+                let names: Vec<String> = batch
+                    .schema_ref()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().clone())
+                    .collect();
+                if columns.is_none() {
+                    writer.start(&names).map_err(|e| fail(&e))?;
+                    *columns = Some(names.clone());
+                }
+                let rows = values::rows(batch)?;
+                let fixed = match (&*columns, *per_table) {
+                    (Some(c), false) => c.clone(),
+                    _ => names.clone(),
+                };
+                for row in rows {
+                    let aligned: Vec<Value> = if fixed == names {
+                        row
+                    } else {
+                        fixed
+                            .iter()
+                            .map(|c| {
+                                names
+                                    .iter()
+                                    .position(|n| n == c)
+                                    .map(|i| row[i].clone())
+                                    .unwrap_or(Value::Null)
+                            })
+                            .collect()
+                    };
+                    writer.row(&fixed, &aligned).map_err(|e| fail(&e))?;
+                }
+                Ok(())
+            }
+            Output::Parquet { file, writer } => {
+                let slot = match writer {
+                    Some(w) => w,
+                    None => {
+                        let f = file.take().ok_or_else(|| fail(&"the file is gone"))?;
+                        let w =
+                            ArrowWriter::try_new(f, batch.schema(), None).map_err(|e| fail(&e))?;
+                        writer.insert(Box::new((w, batch.schema())))
+                    }
+                };
+                let (w, schema) = &mut **slot;
+                let conformed = conform(batch, schema)?;
+                w.write(&conformed).map_err(|e| fail(&e))
+            }
+        }
+    }
+
+    /// Flush and close; an output that got nothing has the frame columns.
+    pub fn finish(mut self) -> Result<(), SinkError> {
+        if !self.started {
+            let empty = RecordBatch::new_empty(frame_schema());
+            self.write(&empty)?;
+        }
+        match self.out {
+            Output::Text { mut writer, .. } => writer.finish().map_err(|e| SinkError::Output {
+                target: self.target.clone(),
+                detail: e.to_string(),
+            }),
+            Output::Parquet { writer, .. } => match writer {
+                Some(boxed) => boxed.0.close().map(|_| ()).map_err(|e| SinkError::Output {
+                    target: self.target.clone(),
+                    detail: e.to_string(),
+                }),
+                None => Ok(()),
+            },
+        }
+    }
+}

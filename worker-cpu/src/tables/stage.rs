@@ -1,0 +1,401 @@
+//! The stage runners of `table.filter`, `table.select` and `table.merge`.
+//!
+//! An item carries a table alone (`Payload::Table`) or beside other parts
+//! (`Payload::Batch`, e.g. its frame). The table is transformed; every other part
+//! goes on untouched, and each shared-memory reference this stage holds is either
+//! forwarded (with one holder per consumer, as `Node::forward` counts them) or
+//! released, exactly once. A table that does not decode makes the item lost as bad
+//! input; a predicate or column that does not fit the tables stops the stage with an
+//! error naming the parameter, since every later item would fail the same way.
+
+use super::{decode_ipc, encode_ipc, filter, merge, select, MergeHow, Predicate, TableError};
+use crate::{param, required, StageError};
+use arrow_array::RecordBatch;
+use protocol::clock::now_ns;
+use protocol::messages::{Command, Envelope, LossReason, Payload};
+use protocol::node::{Event, Node, NodeError};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+/// Items of different (source, seq) that `table.merge` keeps waiting for their other
+/// inputs; past this the oldest is sent on with what it has.
+pub const MERGE_MAX_PENDING: usize = 1024;
+
+/// Run `table.filter`, `table.select` or `table.merge` to the end of the input.
+pub fn run(node: &mut Node) -> Result<(), StageError> {
+    match node.task.function.as_str() {
+        "table.filter" => {
+            let text: String = required(node, "where")?;
+            let pred = Predicate::parse(&text).map_err(|e| param_error(node, "where", e))?;
+            run_single(node, "where", |b| filter(b, &pred))
+        }
+        "table.select" => {
+            let columns: Vec<String> = required(node, "columns")?;
+            if columns.is_empty() {
+                return Err(param_error(node, "columns", "lists no column"));
+            }
+            run_single(node, "columns", |b| select(b, &columns))
+        }
+        "table.merge" => run_merge(node),
+        other => Err(StageError::Unsupported(format!(
+            "'{other}' is not a table operation"
+        ))),
+    }
+}
+
+fn param_error(node: &Node, param: &str, e: impl std::fmt::Display) -> StageError {
+    StageError::Param {
+        task: node.task.name.clone(),
+        param: param.to_string(),
+        detail: e.to_string(),
+    }
+}
+
+/// Receive items until every upstream replica has ended.
+fn each_item(
+    node: &mut Node,
+    mut on_item: impl FnMut(&mut Node, Envelope, u64) -> Result<(), StageError>,
+) -> Result<(), StageError> {
+    loop {
+        match node.next(Duration::from_millis(200))? {
+            Event::Item(env) => {
+                let recv = now_ns();
+                let started = std::time::Instant::now();
+                on_item(node, env, recv)?;
+                let busy = started.elapsed().as_nanos() as u64;
+                node.metrics(|m| m.busy_ns += busy);
+            }
+            Event::End => return Ok(()),
+            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
+            Event::Command(Command::Drain) | Event::Idle => {}
+        }
+    }
+}
+
+/// Why a payload's tables could not be transformed.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// A table is not valid Arrow IPC.
+    Decode(TableError),
+    /// The operation does not fit the table.
+    Op(TableError),
+}
+
+/// The payload with every table replaced by `op` of it (other parts cloned as they
+/// are: they are descriptors, the pixels stay in shared memory), and how many
+/// tables it held.
+pub(crate) fn map_tables(
+    payload: &Payload,
+    op: &mut impl FnMut(&RecordBatch) -> Result<RecordBatch, TableError>,
+) -> Result<(Payload, usize), Failure> {
+    Ok(match payload {
+        Payload::Table(bytes) => {
+            let batch = decode_ipc(bytes).map_err(Failure::Decode)?;
+            let out = op(&batch).map_err(Failure::Op)?;
+            (Payload::Table(encode_ipc(&out).map_err(Failure::Op)?), 1)
+        }
+        Payload::Batch(parts) => {
+            let mut out = Vec::with_capacity(parts.len());
+            let mut n = 0;
+            for p in parts {
+                let (q, k) = map_tables(p, op)?;
+                out.push(q);
+                n += k;
+            }
+            (Payload::Batch(out), n)
+        }
+        other => (other.clone(), 0),
+    })
+}
+
+fn run_single(
+    node: &mut Node,
+    param_name: &str,
+    mut op: impl FnMut(&RecordBatch) -> Result<RecordBatch, TableError>,
+) -> Result<(), StageError> {
+    let mut warned_tableless = false;
+    each_item(node, |node, env, recv| {
+        match map_tables(&env.payload, &mut op) {
+            Ok((payload, tables)) => {
+                if tables == 0 && !warned_tableless {
+                    warned_tableless = true;
+                    tracing::warn!(source = %env.source, seq = env.seq,
+                    "'{}' got an item without a table; such items pass unchanged", node.task.function);
+                }
+                Ok(node.forward(Envelope { payload, ..env }, recv)?)
+            }
+            Err(Failure::Decode(e)) => {
+                tracing::warn!(source = %env.source, seq = env.seq, "table does not decode ({e}); item lost");
+                Ok(node.lose(&env, LossReason::BadInput)?)
+            }
+            Err(Failure::Op(e)) => {
+                node.lose(&env, LossReason::BadInput)?;
+                Err(param_error(
+                    node,
+                    param_name,
+                    format!("item {}/{}: {e}", env.source, env.seq),
+                ))
+            }
+        }
+    })
+}
+
+/// One input's item waiting in `table.merge`.
+pub(crate) struct Part {
+    /// Task index of the upstream stage (its last hop).
+    pub stage: u16,
+    pub env: Envelope,
+    pub recv: u64,
+    pub tables: Vec<RecordBatch>,
+    /// Frames, tensors: everything but tables, in order.
+    pub others: Vec<Payload>,
+}
+
+/// Split a payload into its tables (decoded) and its other parts (flattened).
+pub(crate) fn split(
+    payload: &Payload,
+    tables: &mut Vec<RecordBatch>,
+    others: &mut Vec<Payload>,
+) -> Result<(), TableError> {
+    match payload {
+        Payload::Table(bytes) => tables.push(decode_ipc(bytes)?),
+        Payload::Batch(parts) => {
+            for p in parts {
+                split(p, tables, others)?;
+            }
+        }
+        other => others.push(other.clone()),
+    }
+    Ok(())
+}
+
+/// What merging one key's parts gives.
+pub(crate) struct Combined {
+    pub env: Envelope,
+    pub recv: u64,
+    /// Parts that duplicate a kept one (the same frame through two inputs): release.
+    pub duplicates: Vec<Payload>,
+}
+
+/// Merge the parts of one (source, seq). `empty_join` makes a join come out empty
+/// (an input that sends tables never sent this key: an inner join has no row).
+pub(crate) fn combine(
+    mut parts: Vec<Part>,
+    how: &MergeHow,
+    empty_join: bool,
+) -> Result<Combined, TableError> {
+    parts.sort_by_key(|p| p.stage);
+    let mut tables = Vec::new();
+    for p in &parts {
+        match p.tables.len() {
+            0 => {}
+            1 => tables.push(p.tables[0].clone()),
+            _ => tables.push(super::ops::concat(&p.tables)?),
+        }
+    }
+    let mut merged = match tables.len() {
+        0 => None,
+        _ => Some(merge(&tables, how)?),
+    };
+    if empty_join && matches!(how, MergeHow::Join(_)) {
+        merged = merged.map(|t| t.slice(0, 0));
+    }
+    let (mut kept, mut duplicates) = (Vec::<Payload>::new(), Vec::new());
+    for p in &parts {
+        for o in &p.others {
+            if kept.contains(o) {
+                duplicates.push(o.clone());
+            } else {
+                kept.push(o.clone());
+            }
+        }
+    }
+    if let Some(t) = merged {
+        kept.push(Payload::Table(encode_ipc(&t)?));
+    }
+    let last = parts
+        .into_iter()
+        .max_by_key(|p| p.recv)
+        .ok_or_else(|| TableError::Merge("no part to merge".into()))?;
+    let payload = if kept.len() == 1 {
+        kept.pop().unwrap_or(Payload::Batch(Vec::new()))
+    } else {
+        Payload::Batch(kept)
+    };
+    Ok(Combined {
+        env: Envelope {
+            payload,
+            ..last.env
+        },
+        recv: last.recv,
+        duplicates,
+    })
+}
+
+type Key = (String, u64);
+
+struct Pending {
+    arrival: u64,
+    parts: Vec<Part>,
+    /// A part's table did not decode: the whole item is lost once complete.
+    bad: bool,
+}
+
+struct MergeState {
+    inputs: usize,
+    how: MergeHow,
+    param: &'static str,
+    pending: HashMap<Key, Pending>,
+    arrivals: u64,
+    /// Upstream stages seen, and those that sent a table.
+    seen: HashSet<u16>,
+    table_senders: HashSet<u16>,
+}
+
+fn run_merge(node: &mut Node) -> Result<(), StageError> {
+    let on: Option<serde_json::Value> = param(node, "on")?;
+    let how_name: Option<String> = param(node, "how")?;
+    let (how, param_name) = match (how_name.as_deref(), on) {
+        (Some("concat"), _) => (MergeHow::Concat, "how"),
+        (Some("join") | None, on) => {
+            let keys = match on {
+                None => Vec::new(),
+                Some(serde_json::Value::String(s)) => vec![s],
+                Some(v) => serde_json::from_value(v)
+                    .map_err(|e| param_error(node, "on", format!("a column or a list: {e}")))?,
+            };
+            (MergeHow::Join(keys), "on")
+        }
+        (Some(other), _) => {
+            return Err(param_error(
+                node,
+                "how",
+                format!("'{other}' is not join or concat"),
+            ))
+        }
+    };
+    let mut state = MergeState {
+        inputs: node.task.inputs.len().max(1),
+        how,
+        param: param_name,
+        pending: HashMap::new(),
+        arrivals: 0,
+        seen: HashSet::new(),
+        table_senders: HashSet::new(),
+    };
+    each_item(node, |node, env, recv| state.push(node, env, recv))?;
+    let mut rest: Vec<(Key, u64)> = state
+        .pending
+        .iter()
+        .map(|(k, p)| (k.clone(), p.arrival))
+        .collect();
+    rest.sort_by_key(|(_, arrival)| *arrival);
+    if !rest.is_empty() {
+        tracing::info!(
+            "{} item(s) did not come from every input; sent on with what arrived",
+            rest.len()
+        );
+    }
+    for (key, _) in rest {
+        state.flush(node, &key)?;
+    }
+    Ok(())
+}
+
+impl MergeState {
+    fn push(&mut self, node: &mut Node, env: Envelope, recv: u64) -> Result<(), StageError> {
+        let stage = env.hops.last().map(|h| h.stage).unwrap_or(u16::MAX);
+        self.seen.insert(stage);
+        let key = (env.source.clone(), env.seq);
+        let (mut tables, mut others) = (Vec::new(), Vec::new());
+        let decoded = split(&env.payload, &mut tables, &mut others);
+        if !tables.is_empty() {
+            self.table_senders.insert(stage);
+        }
+        let entry = self.pending.entry(key.clone()).or_insert_with(|| {
+            self.arrivals += 1;
+            Pending {
+                arrival: self.arrivals,
+                parts: Vec::new(),
+                bad: false,
+            }
+        });
+        if entry.parts.iter().any(|p| p.stage == stage) {
+            tracing::debug!(source = %env.source, seq = env.seq, "duplicate from stage {stage}; dropped");
+            return Ok(node.release(&env.payload)?);
+        }
+        if let Err(e) = decoded {
+            tracing::warn!(source = %env.source, seq = env.seq, "table does not decode ({e}); item lost");
+            entry.bad = true;
+            node.release(&env.payload)?;
+            others.clear();
+        }
+        entry.parts.push(Part {
+            stage,
+            env,
+            recv,
+            tables,
+            others,
+        });
+        if entry.parts.len() >= self.inputs {
+            return self.flush(node, &key);
+        }
+        if self.pending.len() > MERGE_MAX_PENDING {
+            if let Some(oldest) = self
+                .pending
+                .iter()
+                .min_by_key(|(_, p)| p.arrival)
+                .map(|(k, _)| k.clone())
+            {
+                tracing::warn!(source = %oldest.0, seq = oldest.1,
+                    "more than {MERGE_MAX_PENDING} items wait for other inputs; the oldest goes on with what arrived");
+                self.flush(node, &oldest)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send one key on with the parts it has, or count it lost if one was bad.
+    fn flush(&mut self, node: &mut Node, key: &Key) -> Result<(), StageError> {
+        let Some(pending) = self.pending.remove(key) else {
+            return Ok(());
+        };
+        if pending.bad {
+            node.metrics(|m| m.lose(LossReason::BadInput, 1));
+            for p in &pending.parts {
+                for o in &p.others {
+                    node.release(o)?;
+                }
+            }
+            return Ok(());
+        }
+        let present: HashSet<u16> = pending.parts.iter().map(|p| p.stage).collect();
+        let missing_tables = present.len() < self.inputs
+            && (self.seen.len() < self.inputs
+                || self.table_senders.iter().any(|s| !present.contains(s)));
+        let held: Vec<Payload> = pending
+            .parts
+            .iter()
+            .flat_map(|p| p.others.iter().cloned())
+            .collect();
+        match combine(pending.parts, &self.how, missing_tables) {
+            Ok(c) => {
+                for d in &c.duplicates {
+                    node.release(d)?;
+                }
+                Ok(node.forward(c.env, c.recv)?)
+            }
+            Err(e) => {
+                node.metrics(|m| m.lose(LossReason::BadInput, 1));
+                for o in &held {
+                    node.release(o)?;
+                }
+                Err(param_error(
+                    node,
+                    self.param,
+                    format!("item {}/{}: {e}", key.0, key.1),
+                ))
+            }
+        }
+    }
+}
