@@ -30,15 +30,15 @@ impl From<SinkError> for StageError {
     }
 }
 
-/// Every table of a payload (decoded) and the size of its frame, if any.
-fn contents(payload: &Payload, tables: &mut Vec<Vec<u8>>, size: &mut Option<(u32, u32)>) {
+/// Every table of a payload (Arrow IPC bytes) and the size of its first frame.
+fn contents<'a>(payload: &'a Payload, tables: &mut Vec<&'a [u8]>, size: &mut Option<(u32, u32)>) {
     match payload {
-        Payload::Table(bytes) => tables.push(bytes.clone()),
+        Payload::Table(bytes) => tables.push(bytes),
         Payload::Frame { width, height, .. } => {
             size.get_or_insert((*width, *height));
         }
         Payload::Batch(parts) => parts.iter().for_each(|p| contents(p, tables, size)),
-        Payload::Tensor { .. } => {}
+        _ => {}
     }
 }
 

@@ -67,7 +67,8 @@ fn each_item(
             }
             Event::End => return Ok(()),
             Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            Event::Command(Command::Drain) | Event::Idle => {}
+            // Drain (bodies end when their inputs end), idle, and events of other kinds.
+            _ => {}
         }
     }
 }
