@@ -98,6 +98,13 @@ pub struct Setup {
     pub batch_max_wait_ms: f64,
     /// Intra-op threads for compute-heavy functions.
     pub threads: u32,
+    /// GPU stages: index in `SetupWire::outputs` of the device agent's inbox.
+    pub agent_output: Option<u32>,
+    /// GPU stages: index of this replica's inbox among the agent's outputs.
+    pub agent_reply_to: Option<u32>,
+    /// The model manifest (`apps/models.json`) and the folder holding the model files.
+    pub models_manifest: Option<String>,
+    pub models_dir: Option<String>,
 }
 
 /// Child → supervisor messages (bincode inside [`UpWire`]).
@@ -224,6 +231,9 @@ pub enum Payload {
     Table(Vec<u8>),
     /// Several payloads of one item (e.g. a frame and its detections).
     Batch(Vec<Payload>),
+    /// Model-family state between the steps of a cascade (JSON), e.g. MTCNN's
+    /// candidate boxes between P-Net and R-Net.
+    State(Vec<u8>),
 }
 
 impl Payload {
@@ -236,7 +246,7 @@ impl Payload {
     fn collect_refs(&self, out: &mut Vec<ShmRef>) {
         match self {
             Payload::Frame { shm, .. } | Payload::Tensor { shm, .. } => out.push(*shm),
-            Payload::Table(_) => {}
+            Payload::Table(_) | Payload::State(_) => {}
             Payload::Batch(items) => items.iter().for_each(|p| p.collect_refs(out)),
         }
     }
@@ -284,10 +294,42 @@ pub enum Command {
     Stop,
 }
 
+/// A tensor in shared memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorRef {
+    pub shm: ShmRef,
+    pub shape: Vec<u32>,
+}
+
+/// GPU stage → agent: run `model` once on the inputs concatenated along dim 0 and
+/// write every output (f32, in model order) into `output`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentRequest {
+    pub id: u64,
+    /// `task#replica` of the asking stage, for logs.
+    pub stage: String,
+    /// Index of the stage's inbox among the agent's outputs.
+    pub reply_to: u32,
+    pub model: String,
+    pub inputs: Vec<TensorRef>,
+    /// A whole free slot of the stage's pool, for the outputs.
+    pub output: ShmRef,
+}
+
+/// Agent → GPU stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentReply {
+    pub id: u64,
+    /// The outputs as sub-ranges of the request's output slot, or why the run failed.
+    pub result: Result<Vec<TensorRef>, String>,
+}
+
 /// Everything that arrives in a child's inbox (bincode bytes on an [`InboxSender`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Inbox {
     Data(Envelope),
     Eos(Eos),
     Command(Command),
+    AgentRequest(AgentRequest),
+    AgentReply(AgentReply),
 }

@@ -47,6 +47,10 @@ pub enum Event {
     Command(Command),
     /// Nothing arrived within the timeout.
     Idle,
+    /// GPU agent: a stage asks for a model run.
+    Request(AgentRequest),
+    /// GPU stage: the agent answers.
+    Reply(AgentReply),
 }
 
 /// Per-tail delivery statistics.
@@ -191,6 +195,15 @@ impl Node {
         pool: &'p SlotPool,
     ) -> Result<Option<SlotWriter<'p>>, NodeError> {
         let holders = self.consumer_count();
+        self.output_slot_for(pool, holders)
+    }
+
+    /// Like [`Node::output_slot`], for a slot that will be referenced `holders` times.
+    pub fn output_slot_for<'p>(
+        &mut self,
+        pool: &'p SlotPool,
+        holders: u32,
+    ) -> Result<Option<SlotWriter<'p>>, NodeError> {
         if !self.guaranteed() {
             return Ok(pool.try_acquire(holders));
         }
@@ -201,8 +214,12 @@ impl Node {
                 self.metrics(|m| m.waiting_for_slot_ns += waited);
                 return Ok(Some(w));
             }
-            if let Some(Command::Stop) = self.poll_command()? {
-                return Err(NodeError::Stopped);
+            // Heads' inboxes carry only commands; other stages get `Stop` behind their data
+            // (and the supervisor's SIGTERM follows), so only heads look here.
+            if self.setup.expected_eos == 0 {
+                if let Some(Command::Stop) = self.poll_command()? {
+                    return Err(NodeError::Stopped);
+                }
             }
         }
     }
@@ -276,7 +293,12 @@ impl Node {
             Ok(bytes) => match codec::decode::<Inbox>("inbox", &bytes)? {
                 Inbox::Command(c) => Ok(Some(c)),
                 other => Err(NodeError::Bootstrap(format!(
-                    "a head received data: {other:?}"
+                    "a head's inbox carries only commands, got {}",
+                    match other {
+                        Inbox::Data(_) => "data",
+                        Inbox::Eos(_) => "an end of stream",
+                        _ => "an agent message",
+                    }
                 ))),
             },
             Err(ipc_channel::TryRecvError::Empty) => Ok(None),
@@ -316,7 +338,22 @@ impl Node {
                 }
             }
             Inbox::Command(c) => Ok(Event::Command(c)),
+            Inbox::AgentRequest(r) => Ok(Event::Request(r)),
+            Inbox::AgentReply(r) => Ok(Event::Reply(r)),
         }
+    }
+
+    /// Send a message to one output by index (agent replies, requests to the agent).
+    pub fn send_to(&self, output: u32, msg: &Inbox) -> Result<(), NodeError> {
+        let bytes = codec::encode("message", msg)?;
+        self.outputs
+            .get(output as usize)
+            .ok_or_else(|| NodeError::Bootstrap(format!("no output {output}")))?
+            .send(bytes)
+            .map_err(|e| NodeError::ConsumerGone {
+                task: format!("output {output}"),
+                detail: format!("{e:?}"),
+            })
     }
 
     /// A tail records that an item reached the end of the pipeline.

@@ -134,6 +134,19 @@ impl SlotPool {
         pool.header_u32(4).store(LAYOUT_VERSION, Ordering::Relaxed);
         pool.header_u32(8).store(slots, Ordering::Relaxed);
         pool.header_u64(16).store(slot_size, Ordering::Release);
+        // The region was filled once on creation; hand the data pages back to the kernel
+        // so a pool only holds the memory its payloads actually use.
+        let data_len = len - pool.data;
+        if data_len > 0 {
+            // SAFETY: page-aligned range inside our own mapping; no one else has it yet.
+            unsafe {
+                libc::madvise(
+                    pool.base.add(pool.data) as *mut libc::c_void,
+                    data_len,
+                    libc::MADV_REMOVE,
+                )
+            };
+        }
         Ok(pool)
     }
 
@@ -318,6 +331,21 @@ impl SlotPool {
         let start = self.data + r.slot as usize * self.stride + r.offset as usize;
         // SAFETY: bounds checked above; the caller holds the slot, so no writer touches it.
         Ok(unsafe { std::slice::from_raw_parts(self.base.add(start), r.len as usize) })
+    }
+
+    /// Write `data` at `offset` inside a slot the caller was handed for writing (the GPU
+    /// agent filling a stage's output slot), bounds-checked against the slot.
+    pub fn write_at(&self, r: &ShmRef, offset: u64, data: &[u8]) -> Result<(), ShmError> {
+        let target = ShmRef {
+            offset,
+            len: data.len() as u64,
+            ..*r
+        };
+        self.check(&target)?;
+        let start = self.data + r.slot as usize * self.stride + offset as usize;
+        // SAFETY: bounds checked; the slot's holder lent it to us for this write.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), self.base.add(start), data.len()) };
+        Ok(())
     }
 
     /// Add `n` holders to a reference (a pass-through stage fanning out).

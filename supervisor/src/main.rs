@@ -5,6 +5,7 @@
 mod app;
 mod bench;
 mod launch;
+mod models;
 mod plan;
 mod run;
 mod runtime;

@@ -103,7 +103,32 @@ pub fn makes_payloads(function: &str) -> bool {
             | "bench.blob"
             | "image.resize"
             | "image.crop"
+            | "model.preprocess"
+            | "model.inference"
     )
+}
+
+/// Bytes for one item's payload at a stage whose frames are at most `w`×`h`.
+fn slot_bytes(function: &str, w: u64, h: u64) -> u64 {
+    const MIB: u64 = 1 << 20;
+    match function {
+        "bench.blob" => w,
+        // f32 tensors of the frame or its pyramid (≤ 2× the frame), never below 16 MiB.
+        "model.preprocess" => (24 * w * h).max(16 * MIB),
+        // Model outputs can outgrow their input (a recogniser's per-step class scores).
+        "model.inference" => 64 * MIB,
+        _ => w * h * 3,
+    }
+}
+
+/// Slots per pool: model stages hold fewer, larger slots.
+fn slot_count(function: &str, batch: u32) -> u32 {
+    let base = if function.starts_with("model.") {
+        4
+    } else {
+        DEFAULT_SLOTS
+    };
+    base.max(2 * batch + 2)
 }
 
 /// Plan an app with the user's fixed settings and defaults elsewhere.
@@ -120,12 +145,8 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
             let batch_size = t.batch.as_ref().map(|b| b.size).unwrap_or(1);
             let pool = match (makes_payloads(&t.function), bounds[i]) {
                 (true, Some((w, h))) => Some(PoolPlan {
-                    slots: DEFAULT_SLOTS.max(2 * batch_size + 2),
-                    slot_size: if t.function == "bench.blob" {
-                        w
-                    } else {
-                        w * h * 3
-                    },
+                    slots: slot_count(&t.function, batch_size),
+                    slot_size: slot_bytes(&t.function, w, h),
                 }),
                 _ => None,
             };
@@ -136,10 +157,21 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
                 replicas: t.replicas.unwrap_or(1),
                 batch_size,
                 batch_max_wait_ms: t.batch.as_ref().map(|b| b.max_wait_ms).unwrap_or(0.0),
-                threads: 1,
+                threads: if t.kind == TaskKind::Gpu {
+                    available_cores()
+                } else {
+                    1
+                },
                 pool,
             }
         })
         .collect();
     Ok(Plan { stages })
+}
+
+/// Cores of this machine.
+pub fn available_cores() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }

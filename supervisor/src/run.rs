@@ -84,6 +84,15 @@ pub fn run_app(
 ) -> anyhow::Result<RunOutcome> {
     let app = &loaded.spec;
     let the_plan: Plan = plan(app).context("cannot plan the app")?;
+    let store = crate::models::locate(app, &loaded.file)?;
+    // One GPU agent (device cpu:0 unless CUDA is available) when any task is a GPU task.
+    let agent = if app.tasks.iter().any(|t| t.kind == TaskKind::Gpu) {
+        let store = store.as_ref().context("GPU tasks need a model manifest")?;
+        Some(agent_task(app, store)?)
+    } else {
+        None
+    };
+    let agent_index = app.tasks.len();
     let logs = opts.run_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     std::fs::write(
@@ -119,6 +128,19 @@ pub fn run_app(
         inbox_tx.push(txs);
         inbox_rx.push(rxs);
     }
+    if agent.is_some() {
+        let (tx, rx) = ipc::channel::<Vec<u8>>().context("cannot create a channel")?;
+        inbox_tx.push(vec![tx]);
+        inbox_rx.push(vec![Some(rx)]);
+    }
+    // Where each GPU stage replica's inbox sits among the agent's outputs.
+    let gpu_replicas: Vec<(usize, u32)> = the_plan
+        .stages
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.kind == TaskKind::Gpu)
+        .flat_map(|(t, s)| (0..s.replicas).map(move |r| (t, r)))
+        .collect();
 
     // Start every process first, then accept them (start-up overlaps).
     let spawner = Spawner::start();
@@ -143,6 +165,24 @@ pub fn run_app(
                 start_child(&spawner, &label, cmd, &program, log_path)?,
             ));
         }
+    }
+    if let Some(agent_spec) = &agent {
+        let program = find_worker("worker-gpu")?;
+        let label = format!("{}#0", agent_spec.name);
+        let log_path = logs.join(format!("{label}.log"));
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let mut cmd = Process::new(&program);
+        cmd.arg("--agent")
+            .arg(format!("{}/{label}", app.name))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        pending.push((
+            agent_index,
+            0,
+            start_child(&spawner, &label, cmd, &program, log_path)?,
+        ));
     }
     let mut connected: Vec<(usize, u32, Connected)> = Vec::new();
     let mut startup_error = None;
@@ -172,6 +212,57 @@ pub fn run_app(
     // Send every stage its setup.
     for (t, r, c) in &connected {
         let (t, r) = (*t, *r);
+        if t == agent_index {
+            let Some(agent_spec) = &agent else { continue };
+            let mut all_pools = Vec::new();
+            let mut infos = Vec::new();
+            for ((pt, pr), pool) in &pools {
+                infos.push(PoolInfo {
+                    id: pool.id(),
+                    owner: format!("{}#{pr}", app.tasks[*pt].name),
+                });
+                all_pools.push(pool.handle());
+            }
+            let outputs: Vec<InboxSender> = gpu_replicas
+                .iter()
+                .map(|(gt, gr)| inbox_tx[*gt][*gr as usize].clone())
+                .collect();
+            if 1 + outputs.len() + all_pools.len() > MAX_FDS {
+                return Err(anyhow!("the GPU agent would need more than {MAX_FDS} handles; the app has too many stages"));
+            }
+            let setup = Setup {
+                app: app.name.clone(),
+                service_type: app.service_type,
+                task_index: agent_index as u16,
+                task_json: serde_json::to_string(agent_spec)?,
+                replica: 0,
+                replicas: 1,
+                outputs: vec![],
+                expected_eos: 0,
+                pools: infos,
+                own_pool: None,
+                run_dir: opts.run_dir.display().to_string(),
+                heartbeat_ms: opts.heartbeat_ms,
+                batch_size: 1,
+                batch_max_wait_ms: 0.0,
+                threads: crate::plan::available_cores(),
+                agent_output: None,
+                agent_reply_to: None,
+                models_manifest: None,
+                models_dir: None,
+            };
+            let wire = SetupWire {
+                setup: codec::encode("setup", &setup)?,
+                refused: None,
+                inbox: inbox_rx[t][0].take(),
+                outputs,
+                pools: all_pools,
+            };
+            c.reply
+                .send(wire)
+                .map_err(|e| anyhow!("cannot send the setup to {}: {e:?}", c.stage))?;
+            continue;
+        }
         let task = &app.tasks[t];
         let mut outputs = Vec::new();
         let mut routes = Vec::new();
@@ -213,6 +304,16 @@ pub fn run_app(
             ));
         }
         let stage = &the_plan.stages[t];
+        let mut agent_output = None;
+        let mut agent_reply_to = None;
+        if task.kind == TaskKind::Gpu {
+            agent_output = Some(outputs.len() as u32);
+            outputs.push(inbox_tx[agent_index][0].clone());
+            agent_reply_to = gpu_replicas
+                .iter()
+                .position(|x| *x == (t, r))
+                .map(|p| p as u32);
+        }
         let setup = Setup {
             app: app.name.clone(),
             service_type: app.service_type,
@@ -229,6 +330,12 @@ pub fn run_app(
             batch_size: stage.batch_size,
             batch_max_wait_ms: stage.batch_max_wait_ms,
             threads: stage.threads,
+            agent_output,
+            agent_reply_to,
+            models_manifest: store
+                .as_ref()
+                .map(|s| s.manifest_path.display().to_string()),
+            models_dir: store.as_ref().map(|s| s.models_dir.display().to_string()),
         };
         let wire = SetupWire {
             setup: codec::encode("setup", &setup)?,
@@ -250,7 +357,7 @@ pub fn run_app(
             task: t,
             label: c.stage.clone(),
             pid: c.child.id() as i32,
-            kind: app.tasks[t].kind,
+            kind: app.tasks.get(t).map(|x| x.kind).unwrap_or(TaskKind::Gpu),
             metrics: StageMetrics::default(),
             report: None,
             failed: None,
@@ -282,10 +389,11 @@ pub fn run_app(
     let mut stop_sent: Option<Instant> = None;
     let mut term_sent: Option<Instant> = None;
     let mut drained_at: Option<Instant> = None;
+    let mut agent_stopped = false;
     let send_all = |cmd: Command, heads_only: bool| {
         let bytes = codec::encode("command", &Inbox::Command(cmd)).unwrap_or_default();
         for (t, txs) in inbox_tx.iter().enumerate() {
-            if heads_only && app.tasks[t].kind != TaskKind::Head {
+            if heads_only && app.tasks.get(t).map(|x| x.kind) != Some(TaskKind::Head) {
                 continue;
             }
             for tx in txs {
@@ -340,6 +448,23 @@ pub fn run_app(
         }
         if replicas.iter().all(|r| r.exited.is_some()) {
             break;
+        }
+        // The agent serves the stages; once they are all gone it has nothing left to do.
+        if !agent_stopped
+            && replicas
+                .iter()
+                .all(|r| r.exited.is_some() || r.task == agent_index)
+        {
+            agent_stopped = true;
+            if let Some(tx) = inbox_tx
+                .get(agent_index)
+                .filter(|_| agent.is_some())
+                .and_then(|v| v.first())
+            {
+                let _ = tx.send(
+                    codec::encode("command", &Inbox::Command(Command::Stop)).unwrap_or_default(),
+                );
+            }
         }
         if interrupted.swap(false, Ordering::SeqCst) {
             if drained_at.is_none() {
@@ -429,4 +554,33 @@ fn describe_status(status: ExitStatus) -> String {
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "ended".into(),
     }
+}
+
+/// The synthetic task of the GPU agent: the device, the models it hosts, its budget.
+fn agent_task(
+    app: &protocol::spec::AppSpec,
+    store: &crate::models::ModelStore,
+) -> anyhow::Result<protocol::spec::TaskSpec> {
+    let device = std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| "cpu:0".into());
+    let models = crate::models::hosted(app, store)?;
+    let mut params = serde_json::Map::new();
+    params.insert("device".into(), serde_json::json!(device));
+    params.insert("models".into(), serde_json::to_value(&models)?);
+    if let Some(budget) = app.constraints.gpus.first().map(|g| g.memory_mb) {
+        params.insert("budget_mb".into(), serde_json::json!(budget));
+    }
+    params.insert(
+        "threads".into(),
+        serde_json::json!(crate::plan::available_cores()),
+    );
+    Ok(protocol::spec::TaskSpec {
+        name: format!("gpu-agent-{}", device.replace(':', "")),
+        kind: TaskKind::Gpu,
+        function: "gpu.agent".into(),
+        params,
+        inputs: vec![],
+        batch: None,
+        replicas: None,
+        restart: None,
+    })
 }

@@ -56,7 +56,7 @@ impl MtcnnConfig {
 }
 
 /// A face box between stages (float64 like the numpy code).
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct FaceBox {
     pub x1: f64,
     pub y1: f64,

@@ -24,7 +24,7 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
             }
             Event::End => return Ok(()),
             Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            Event::Command(Command::Drain) | Event::Idle => {}
+            _ => {}
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod bodies;
 pub mod heads;
 pub mod media;
+pub mod models;
 pub mod sinks;
 pub mod table_print;
 pub mod tables;
@@ -18,6 +19,8 @@ use serde::de::DeserializeOwned;
 pub enum StageError {
     #[error(transparent)]
     Node(#[from] NodeError),
+    #[error(transparent)]
+    Shm(#[from] protocol::shm::ShmError),
     #[error("{path}: {detail}")]
     Io { path: String, detail: String },
     #[error("task '{task}', params.{param}: {detail}")]
@@ -74,6 +77,8 @@ pub fn run_stage(node: &mut Node) -> Result<(), StageError> {
         "image.show" => sinks::run_show(node),
         "table.print" => table_print::run(node),
         "table.filter" | "table.select" | "table.merge" => tables::run(node),
+        "bench.sink" => sinks::run_bench_sink(node),
+        "model.preprocess" | "model.postprocess" => models::run(node),
         other => Err(StageError::Unsupported(format!(
             "function '{other}' is not available in worker-cpu yet"
         ))),

@@ -29,18 +29,13 @@ pub fn run_tail(
                 let started = std::time::Instant::now();
                 node.record_delivery(&env);
                 {
-                    let frame = match &env.payload {
-                        Payload::Frame {
-                            shm,
+                    let frame = match frame_part(&env.payload) {
+                        Some((shm, width, height)) => Some(FrameView {
                             width,
                             height,
-                            format: PixelFormat::Rgb8,
-                        } => Some(FrameView {
-                            width: *width,
-                            height: *height,
-                            rgb: node.pool(shm.pool)?.read(shm).map_err(NodeError::from)?,
+                            rgb: node.pool(shm.pool)?.read(&shm).map_err(NodeError::from)?,
                         }),
-                        _ => None,
+                        None => None,
                     };
                     on_item(node, &env, frame)?;
                 }
@@ -50,12 +45,54 @@ pub fn run_tail(
             }
             Event::End => return Ok(()),
             Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            Event::Command(Command::Drain) | Event::Idle => {}
+            _ => {}
         }
     }
 }
 
-/// `image.show`: PNG files in `dir`, or a video at `path`.
+/// The frame of an item: the payload itself or the frame part of a batch.
+pub fn frame_part(payload: &Payload) -> Option<(protocol::shm::ShmRef, u32, u32)> {
+    match payload {
+        Payload::Frame {
+            shm,
+            width,
+            height,
+            format: PixelFormat::Rgb8,
+        } => Some((*shm, *width, *height)),
+        Payload::Batch(parts) => parts.iter().find_map(frame_part),
+        _ => None,
+    }
+}
+
+/// The detection rows of an item's table part, if it has one.
+fn detections_of(payload: &Payload) -> Vec<crate::tables::detections::DetectionRow> {
+    let table = match payload {
+        Payload::Table(bytes) => Some(bytes),
+        Payload::Batch(parts) => parts.iter().find_map(|p| match p {
+            Payload::Table(bytes) => Some(bytes),
+            _ => None,
+        }),
+        _ => None,
+    };
+    table
+        .and_then(|bytes| crate::tables::detections::decode_ipc(bytes).ok())
+        .and_then(|batch| crate::tables::detections::rows_of(&batch).ok())
+        .unwrap_or_default()
+}
+
+/// The frame to write: as it is, or a copy with the item's detections drawn on it.
+fn annotated<'a>(env: &Envelope, f: &FrameView<'a>) -> std::borrow::Cow<'a, [u8]> {
+    let rows = detections_of(&env.payload);
+    if rows.is_empty() {
+        return std::borrow::Cow::Borrowed(f.rgb);
+    }
+    let mut copy = f.rgb.to_vec();
+    crate::tables::draw::draw_detections(&mut copy, f.width, f.height, &rows);
+    std::borrow::Cow::Owned(copy)
+}
+
+/// `image.show`: PNG files in `dir`, or a video at `path`; detections in the item
+/// (a table beside the frame) are drawn on a copy of the frame.
 pub fn run_show(node: &mut Node) -> Result<(), StageError> {
     let dir: Option<String> = param(node, "dir")?;
     let path: Option<String> = param(node, "path")?;
@@ -68,7 +105,7 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
             let file = dir.join(format!("{}-{}.png", env.source, env.seq));
             image::save_buffer(
                 &file,
-                f.rgb,
+                &annotated(env, &f),
                 f.width,
                 f.height,
                 image::ExtendedColorType::Rgb8,
@@ -77,13 +114,18 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
         })
     } else if let Some(path) = path {
         let mut video: Option<VideoWriter> = None;
-        let result = run_tail(node, |_, _, frame| {
+        let result = run_tail(node, |_, env, frame| {
             let Some(f) = frame else { return Ok(()) };
             let writer = match &mut video {
                 Some(v) => v,
                 None => video.insert(VideoWriter::start(&path, f.width, f.height, fps)?),
             };
-            writer.write(&f)
+            let pixels = annotated(env, &f);
+            writer.write(&FrameView {
+                width: f.width,
+                height: f.height,
+                rgb: &pixels,
+            })
         });
         match video {
             Some(v) => {
@@ -221,7 +263,7 @@ pub fn run_bench_sink(node: &mut Node) -> Result<(), StageError> {
             }
             Event::End => return Ok(()),
             Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            Event::Command(Command::Drain) | Event::Idle => {}
+            _ => {}
         }
     }
 }

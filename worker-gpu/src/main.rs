@@ -1,1 +1,64 @@
-fn main() {}
+//! `worker-gpu`: SmartPipe's device processes. Started by the supervisor in one of two
+//! modes: `--agent` (one per device: owns the device, hosts the ONNX Runtime sessions
+//! of every model on it, runs requests) or `--stage` (one per `model.inference` task
+//! replica: batches its input and asks its device's agent to run the model).
+//! Without CUDA (or without the `cuda` feature) the device is `cpu:0`, through the same
+//! code and ONNX Runtime's CPU provider.
+
+mod agent;
+mod stage;
+mod tensors;
+
+use protocol::node::{Node, NodeError};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "worker-gpu: a SmartPipe GPU agent (--agent) or GPU stage (--stage).\n\n\
+             It is started by `supervisor start APP.json`, which passes the bootstrap channel\n\
+             in SMARTPIPE_BOOTSTRAP and SMARTPIPE_NONCE. ORT_DYLIB_PATH names the ONNX Runtime library."
+        );
+        return ExitCode::SUCCESS;
+    }
+    let label = args.get(2).cloned().unwrap_or_else(|| "worker-gpu".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let mut node = match Node::bootstrap(&label) {
+        Ok(node) => node,
+        Err(e) => {
+            eprintln!("worker-gpu {label}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(stage = %node.label(), function = %node.task.function, "started");
+    let result = match node.task.function.as_str() {
+        "gpu.agent" => agent::run(&mut node),
+        "model.inference" => stage::run(&mut node),
+        other => Err(NodeError::Bootstrap(format!(
+            "worker-gpu cannot run '{other}'"
+        ))),
+    };
+    match result {
+        Ok(()) => match node.finish() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("cannot report the end of the stream: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(NodeError::Stopped) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            node.fail(&e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -45,7 +45,7 @@ impl Default for OcrGlobal {
 }
 
 /// How the prepared image relates to the original one.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct OcrTransform {
     pub ratio_w: f32,
     pub ratio_h: f32,

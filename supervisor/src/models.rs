@@ -1,0 +1,121 @@
+//! Finding the model manifest and files for an app's model tasks, and checking them
+//! before anything starts: an unknown model or a missing file is an error that names
+//! the task.
+
+use anyhow::{anyhow, Context};
+use protocol::spec::{AppSpec, TaskKind};
+use std::path::{Path, PathBuf};
+
+/// Where the manifest and the model files are.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    pub manifest_path: PathBuf,
+    pub models_dir: PathBuf,
+    pub manifest: vision::manifest::Manifest,
+}
+
+/// A model the GPU agent hosts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostedModel {
+    pub name: String,
+    pub path: String,
+    pub bytes: u64,
+}
+
+fn uses_models(app: &AppSpec) -> bool {
+    app.tasks.iter().any(|t| t.function.starts_with("model."))
+}
+
+/// Locate the manifest: `$SMARTPIPE_MANIFEST`, else `models.json` beside the app file,
+/// else `apps/models.json` under the current folder. Models: `$SMARTPIPE_MODELS_DIR`,
+/// else `.smartpipe/models` beside the manifest's folder.
+pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStore>> {
+    if !uses_models(app) {
+        return Ok(None);
+    }
+    let app_dir = app_file
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let candidates: Vec<PathBuf> = std::env::var_os("SMARTPIPE_MANIFEST")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            app_dir.join("models.json"),
+            PathBuf::from("apps/models.json"),
+        ])
+        .collect();
+    let manifest_path = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow!(
+                "the app uses models but no model manifest was found (looked at {}); set SMARTPIPE_MANIFEST",
+                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            )
+        })?;
+    let manifest = vision::manifest::Manifest::load(&manifest_path)
+        .with_context(|| format!("model manifest {}", manifest_path.display()))?;
+    let models_dir = std::env::var_os("SMARTPIPE_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            manifest_path
+                .canonicalize()
+                .unwrap_or_else(|_| manifest_path.clone())
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."))
+                .join(".smartpipe/models")
+        });
+    let store = ModelStore {
+        manifest_path,
+        models_dir,
+        manifest,
+    };
+    for (i, t) in app.tasks.iter().enumerate() {
+        if !t.function.starts_with("model.") {
+            continue;
+        }
+        let name = t.params.get("model").and_then(|v| v.as_str()).unwrap_or("");
+        let path = store
+            .manifest
+            .model_path(name, &store.models_dir)
+            .map_err(|e| anyhow!("tasks[{i}] ({}).params.model: {e}", t.name))?;
+        if !path.is_file() {
+            return Err(anyhow!(
+                "tasks[{i}] ({}).params.model: the file of model '{name}' is missing ({}); run scripts/provision.sh",
+                t.name,
+                path.display()
+            ));
+        }
+    }
+    Ok(Some(store))
+}
+
+/// The distinct models of the app's GPU tasks, with their files and sizes.
+pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedModel>> {
+    let mut out: Vec<HostedModel> = Vec::new();
+    for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Gpu) {
+        let name = t
+            .params
+            .get("model")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        if out.iter().any(|m| m.name == name) {
+            continue;
+        }
+        let path = store.manifest.model_path(&name, &store.models_dir)?;
+        let bytes = std::fs::metadata(&path)
+            .map(|m| m.len())
+            .with_context(|| format!("{}", path.display()))?;
+        out.push(HostedModel {
+            name,
+            path: path.display().to_string(),
+            bytes,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,296 @@
+//! `model.preprocess` and `model.postprocess`: the CPU steps around a model run, per
+//! model family. An item travels the cascade as a `Payload::Batch` of its original
+//! frame (a shared-memory reference, never copied), the family's state between steps
+//! (`Payload::State`, JSON) and the tensors for or from the model. The last
+//! post-processing step replaces state and tensors with a detection table.
+
+mod mtcnn;
+mod ppocr;
+
+use crate::tables::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
+use crate::StageError;
+use protocol::clock::now_ns;
+use protocol::messages::{Command, DType, Envelope, LossReason, Payload, PixelFormat};
+use protocol::node::{Event, Node, NodeError};
+use protocol::shm::ShmRef;
+use std::path::PathBuf;
+use std::time::Duration;
+use vision::manifest::{Family, Manifest};
+use vision::{RgbView, TensorF32};
+
+/// The parts of an item in a model cascade.
+pub struct Parts {
+    /// The original frame: (payload, width, height).
+    pub frame: Option<(Payload, u32, u32)>,
+    pub state: Option<Vec<u8>>,
+    /// Tensors in order (inputs before inference, outputs after).
+    pub tensors: Vec<(ShmRef, Vec<u32>)>,
+}
+
+impl Parts {
+    pub fn of(payload: &Payload) -> Parts {
+        let mut parts = Parts {
+            frame: None,
+            state: None,
+            tensors: Vec::new(),
+        };
+        let list = match payload {
+            Payload::Batch(items) => items.clone(),
+            other => vec![other.clone()],
+        };
+        for p in list {
+            match p {
+                Payload::Frame { width, height, .. } => {
+                    parts.frame = Some((p.clone(), width, height))
+                }
+                Payload::State(s) => parts.state = Some(s),
+                Payload::Tensor { shm, shape, .. } => parts.tensors.push((shm, shape)),
+                Payload::Table(_) | Payload::Batch(_) => {}
+            }
+        }
+        parts
+    }
+}
+
+/// What one step produced for an item.
+pub enum Output {
+    /// New state and tensors to hand to the model stage.
+    Tensors {
+        state: Option<Vec<u8>>,
+        tensors: Vec<TensorF32>,
+    },
+    /// New state only (between cascade steps).
+    State(Vec<u8>),
+    /// The final detection table.
+    Detections(Vec<DetectionRow>, Extras),
+}
+
+/// A family step that turns an item into its next form.
+pub trait Step {
+    fn run(
+        &mut self,
+        frame: RgbView<'_>,
+        parts: &Parts,
+        outputs: Vec<TensorF32>,
+        env: &Envelope,
+    ) -> Result<Output, StageError>;
+}
+
+fn vision_err(e: vision::VisionError) -> StageError {
+    StageError::Input(e.to_string())
+}
+
+/// Find the manifest and model folder the supervisor named.
+pub fn manifest_of(node: &Node) -> Result<(Manifest, PathBuf), StageError> {
+    let path = node.setup.models_manifest.clone().ok_or_else(|| {
+        StageError::Unsupported("no model manifest was given to this stage".into())
+    })?;
+    let dir = node.setup.models_dir.clone().unwrap_or_default();
+    let manifest = Manifest::load(std::path::Path::new(&path)).map_err(vision_err)?;
+    Ok((manifest, PathBuf::from(dir)))
+}
+
+/// Build the step for this task's model and function.
+fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
+    let model: String = crate::required(node, "model")?;
+    let (manifest, dir) = manifest_of(node)?;
+    let entry = manifest.model(&model).map_err(vision_err)?;
+    let pre = node.task.function == "model.preprocess";
+    match entry.family {
+        Family::Mtcnn => mtcnn::step(&manifest, &model, pre),
+        Family::PpocrDet | Family::PpocrCls | Family::PpocrRec => {
+            ppocr::step(&manifest, &dir, &model, entry.family, pre)
+        }
+        other => Err(StageError::Unsupported(format!(
+            "model '{model}' ({other:?}) has no pipeline steps yet; use it through the vision crate"
+        ))),
+    }
+}
+
+fn read_f32(node: &Node, shm: &ShmRef, shape: &[u32]) -> Result<TensorF32, StageError> {
+    let bytes = node.pool(shm.pool)?.read(shm).map_err(NodeError::from)?;
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    TensorF32::new(shape.iter().map(|&d| d as usize).collect(), data).map_err(vision_err)
+}
+
+/// Run a `model.preprocess` or `model.postprocess` stage.
+pub fn run(node: &mut Node) -> Result<(), StageError> {
+    let mut step = make_step(node)?;
+    loop {
+        match node.next(Duration::from_millis(200))? {
+            Event::Item(env) => {
+                let recv = now_ns();
+                let started = std::time::Instant::now();
+                handle(node, step.as_mut(), env, recv)?;
+                let busy = started.elapsed().as_nanos() as u64;
+                node.metrics(|m| m.busy_ns += busy);
+            }
+            Event::End => return Ok(()),
+            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
+            _ => {}
+        }
+    }
+}
+
+fn handle(
+    node: &mut Node,
+    step: &mut dyn Step,
+    env: Envelope,
+    recv: u64,
+) -> Result<(), StageError> {
+    let parts = Parts::of(&env.payload);
+    let Some((frame_payload, w, h)) = parts.frame.clone() else {
+        tracing::warn!(
+            seq = env.seq,
+            "model step got an item without its frame; dropped"
+        );
+        return Ok(node.lose(&env, LossReason::BadInput)?);
+    };
+    let Payload::Frame {
+        shm: frame_ref,
+        format: PixelFormat::Rgb8,
+        ..
+    } = frame_payload
+    else {
+        return Ok(node.lose(&env, LossReason::BadInput)?);
+    };
+    let mut inputs = Vec::new();
+    for (shm, shape) in &parts.tensors {
+        inputs.push(read_f32(node, shm, shape)?);
+    }
+    let result = {
+        let bytes = node
+            .pool(frame_ref.pool)?
+            .read(&frame_ref)
+            .map_err(NodeError::from)?;
+        let view = RgbView::new(bytes, w as usize, h as usize).map_err(vision_err)?;
+        step.run(view, &parts, inputs, &env)
+    };
+    let output = match result {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(source = %env.source, seq = env.seq, "{}: {e}", node.task.name);
+            return Ok(node.lose(&env, LossReason::BadInput)?);
+        }
+    };
+    // The tensors we read are used up.
+    for (shm, _) in &parts.tensors {
+        node.pool(shm.pool)?.release(shm)?;
+    }
+    let consumers = node.consumer_count().max(1);
+    if consumers > 1 {
+        node.pool(frame_ref.pool)?
+            .add_holders(&frame_ref, consumers - 1)?;
+    }
+    let mut next = vec![Payload::Frame {
+        shm: frame_ref,
+        width: w,
+        height: h,
+        format: PixelFormat::Rgb8,
+    }];
+    match output {
+        Output::State(s) => next.push(Payload::State(s)),
+        Output::Detections(rows, extras) => {
+            let table =
+                detections_batch(&rows, extras).map_err(|e| StageError::Input(e.to_string()))?;
+            next.push(Payload::Table(
+                encode_ipc(&table).map_err(|e| StageError::Input(e.to_string()))?,
+            ));
+        }
+        Output::Tensors { state, tensors } => {
+            if let Some(s) = state {
+                next.push(Payload::State(s));
+            }
+            if !tensors.is_empty() {
+                next.extend(write_tensors(node, &tensors, consumers)?);
+            }
+        }
+    }
+    let out = Envelope {
+        payload: Payload::Batch(next),
+        ..env
+    };
+    Ok(node.send(out, recv)?)
+}
+
+/// Pack tensors into one slot of this stage's pool (64-byte aligned).
+fn write_tensors(
+    node: &mut Node,
+    tensors: &[TensorF32],
+    consumers: u32,
+) -> Result<Vec<Payload>, StageError> {
+    let pool = node.output_pool()?;
+    let Some(mut writer) = node.output_slot_for(&pool, tensors.len() as u32 * consumers)? else {
+        return Err(StageError::Input(
+            "no free slot for the tensors (best-effort overload)".into(),
+        ));
+    };
+    let slot = writer.bytes_mut();
+    let mut offset = 0usize;
+    let mut placed = Vec::new();
+    for t in tensors {
+        let len = t.data.len() * 4;
+        if offset + len > slot.len() {
+            return Err(StageError::Input(format!(
+                "tensors of {} bytes do not fit the {}-byte slots planned for this stage",
+                offset + len,
+                slot.len()
+            )));
+        }
+        for (k, v) in t.data.iter().enumerate() {
+            slot[offset + 4 * k..offset + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        placed.push((
+            offset as u64,
+            len as u64,
+            t.shape.iter().map(|&d| d as u32).collect::<Vec<_>>(),
+        ));
+        offset += len.div_ceil(64) * 64;
+    }
+    let whole = writer.commit(offset as u64).map_err(NodeError::from)?;
+    Ok(placed
+        .into_iter()
+        .map(|(offset, len, shape)| Payload::Tensor {
+            shm: ShmRef {
+                offset,
+                len,
+                ..whole
+            },
+            dtype: DType::F32,
+            shape,
+        })
+        .collect())
+}
+
+/// A detection row for an item.
+pub fn row(env: &Envelope, class: &str, score: f32, b: &vision::BBox) -> DetectionRow {
+    DetectionRow {
+        source: env.source.clone(),
+        seq: env.seq,
+        class: class.to_string(),
+        score,
+        x1: b.x1,
+        y1: b.y1,
+        x2: b.x2,
+        y2: b.y2,
+        landmarks: None,
+        text: None,
+        text_score: None,
+        polygon: None,
+    }
+}
+
+pub fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StageError> {
+    serde_json::to_vec(v).map_err(|e| StageError::Input(e.to_string()))
+}
+
+pub fn from_json<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, StageError> {
+    let bytes = parts.state.as_ref().ok_or_else(|| {
+        StageError::Input("the item carries no state from the previous step".into())
+    })?;
+    serde_json::from_slice(bytes)
+        .map_err(|e| StageError::Input(format!("bad state from the previous step: {e}")))
+}

@@ -1,0 +1,249 @@
+//! A GPU stage (GPUBody): one process per `model.inference` task replica. It batches
+//! its input (batch size and max wait from the app or the plan), groups the tensors of
+//! the batch by shape (dim 0 is the batch dimension; items never get dropped for
+//! having another shape, they go in another group), sends each group to its device's
+//! agent as shared-memory descriptors, and forwards the results: every non-tensor part
+//! of an item (frame, state) passes through untouched, its input tensors are replaced
+//! by the model's outputs for them.
+
+use protocol::clock::now_ns;
+use protocol::messages::{AgentRequest, Command, Envelope, Inbox, Payload, TensorRef};
+use protocol::node::{Event, Node, NodeError};
+use protocol::shm::ShmRef;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// How long a stage waits for its agent before giving up on it.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Batcher {
+    pending: VecDeque<(Envelope, u64)>,
+    ended: bool,
+    next_id: u64,
+}
+
+fn parts(p: &Payload) -> Vec<Payload> {
+    match p {
+        Payload::Batch(items) => items.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+impl Batcher {
+    /// Take the next event from the inbox into `pending`; true when something happened.
+    fn pump(&mut self, node: &mut Node, wait: Duration) -> Result<(), NodeError> {
+        match node.next(wait)? {
+            Event::Item(env) => self.pending.push_back((env, now_ns())),
+            Event::End => self.ended = true,
+            Event::Command(Command::Stop) => return Err(NodeError::Stopped),
+            Event::Reply(r) => tracing::warn!(id = r.id, "stale agent reply ignored"),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Up to `size` items: wait for the first, then at most `max_wait` for the rest.
+    fn collect(
+        &mut self,
+        node: &mut Node,
+        size: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<(Envelope, u64)>, NodeError> {
+        while self.pending.is_empty() && !self.ended {
+            self.pump(node, Duration::from_millis(200))?;
+        }
+        let deadline = Instant::now() + max_wait;
+        while self.pending.len() < size && !self.ended {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.pump(node, deadline - now)?;
+        }
+        let n = self.pending.len().min(size);
+        Ok(self.pending.drain(..n).collect())
+    }
+
+    /// Send one request and wait for its reply, buffering data that arrives meanwhile.
+    fn call(
+        &mut self,
+        node: &mut Node,
+        agent: u32,
+        mut req: AgentRequest,
+    ) -> Result<Vec<TensorRef>, String> {
+        self.next_id += 1;
+        req.id = self.next_id;
+        let id = req.id;
+        node.send_to(agent, &Inbox::AgentRequest(req))
+            .map_err(|e| format!("agent unreachable: {e}"))?;
+        let deadline = Instant::now() + AGENT_TIMEOUT;
+        loop {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the GPU agent did not answer within {} s",
+                    AGENT_TIMEOUT.as_secs()
+                ));
+            }
+            match node
+                .next(Duration::from_millis(200))
+                .map_err(|e| e.to_string())?
+            {
+                Event::Reply(r) if r.id == id => return r.result,
+                Event::Reply(r) => tracing::warn!(id = r.id, "stale agent reply ignored"),
+                Event::Item(env) => self.pending.push_back((env, now_ns())),
+                Event::End => self.ended = true,
+                Event::Command(Command::Stop) => return Err("stopped".into()),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Run a GPU stage until its inputs end.
+pub fn run(node: &mut Node) -> Result<(), NodeError> {
+    let agent = node
+        .setup
+        .agent_output
+        .ok_or_else(|| NodeError::Bootstrap("GPU stage without an agent".into()))?;
+    let model: String = node
+        .task
+        .params
+        .get("model")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| NodeError::Bootstrap("model.inference needs params.model".into()))?
+        .to_string();
+    let size = node.setup.batch_size.max(1) as usize;
+    let max_wait = Duration::from_secs_f64(node.setup.batch_max_wait_ms.max(0.0) / 1000.0);
+    let label = node.label();
+    let reply_to = node
+        .setup
+        .agent_reply_to
+        .ok_or_else(|| NodeError::Bootstrap("GPU stage without a reply route".into()))?;
+    let mut b = Batcher {
+        pending: VecDeque::new(),
+        ended: false,
+        next_id: 0,
+    };
+    loop {
+        let batch = b.collect(node, size, max_wait)?;
+        if batch.is_empty() {
+            if b.ended {
+                return Ok(());
+            }
+            continue;
+        }
+        let started = Instant::now();
+        // (item, part index, tensor) for every input tensor of the batch.
+        let item_parts: Vec<Vec<Payload>> = batch.iter().map(|(e, _)| parts(&e.payload)).collect();
+        let mut groups: Vec<(Vec<u32>, Vec<(usize, usize, TensorRef)>)> = Vec::new();
+        for (i, ps) in item_parts.iter().enumerate() {
+            for (j, p) in ps.iter().enumerate() {
+                if let Payload::Tensor { shm, shape, .. } = p {
+                    let key = shape.get(1..).unwrap_or(&[]).to_vec();
+                    let t = TensorRef {
+                        shm: *shm,
+                        shape: shape.clone(),
+                    };
+                    match groups.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, members)) => members.push((i, j, t)),
+                        None => groups.push((key, vec![(i, j, t)])),
+                    }
+                }
+            }
+        }
+        let consumers = node.consumer_count().max(1);
+        // outputs[i][j] = the model outputs for tensor part j of item i.
+        let mut outputs: Vec<Vec<Option<Vec<TensorRef>>>> =
+            item_parts.iter().map(|ps| vec![None; ps.len()]).collect();
+        let pool = node.output_pool()?;
+        for (_, members) in groups {
+            let Some(writer) = node.output_slot_for(&pool, 1)? else {
+                return Err(NodeError::Bootstrap("no free output slot".into()));
+            };
+            let slot = writer.commit(pool.slot_size()).map_err(NodeError::from)?;
+            let req = AgentRequest {
+                id: 0,
+                stage: label.clone(),
+                reply_to: reply_to,
+                model: model.clone(),
+                inputs: members.iter().map(|(_, _, t)| t.clone()).collect(),
+                output: slot,
+            };
+            let outs = b
+                .call(node, agent, req)
+                .map_err(|e| NodeError::Bootstrap(format!("model {model}: {e}")))?;
+            // Split every output along dim 0 back to the members.
+            let total: u32 = members
+                .iter()
+                .map(|(_, _, t)| t.shape.first().copied().unwrap_or(1))
+                .sum();
+            let mut refs_made = 0u32;
+            let mut row0 = 0u32;
+            for (i, j, t) in &members {
+                let rows = t.shape.first().copied().unwrap_or(1);
+                let mine: Vec<TensorRef> = outs
+                    .iter()
+                    .map(|o| {
+                        let per_row = if total == 0 {
+                            0
+                        } else {
+                            o.shm.len / u64::from(total)
+                        };
+                        let mut shape = o.shape.clone();
+                        if let Some(d0) = shape.first_mut() {
+                            *d0 = rows;
+                        }
+                        TensorRef {
+                            shm: ShmRef {
+                                offset: o.shm.offset + per_row * u64::from(row0),
+                                len: per_row * u64::from(rows),
+                                ..o.shm
+                            },
+                            shape,
+                        }
+                    })
+                    .collect();
+                refs_made += mine.len() as u32;
+                outputs[*i][*j] = Some(mine);
+                row0 += rows;
+                // The input tensor has been used.
+                node.pool(t.shm.pool)?.release(&t.shm)?;
+            }
+            let holders = refs_made * consumers;
+            if holders == 0 {
+                pool.release(&slot)?;
+            } else if holders > 1 {
+                pool.add_holders(&slot, holders - 1)?;
+            }
+        }
+        let busy = started.elapsed().as_nanos() as u64;
+        node.metrics(|m| m.busy_ns += busy);
+        for ((env, recv), (ps, outs)) in batch.into_iter().zip(item_parts.into_iter().zip(outputs))
+        {
+            let mut next_parts = Vec::new();
+            for (p, out) in ps.into_iter().zip(outs) {
+                match (p, out) {
+                    (Payload::Tensor { .. }, Some(out)) => {
+                        next_parts.extend(out.into_iter().map(|t| Payload::Tensor {
+                            shm: t.shm,
+                            dtype: protocol::messages::DType::F32,
+                            shape: t.shape,
+                        }))
+                    }
+                    (other, _) => {
+                        // Passes through: one more holder per extra consumer.
+                        for r in other.shm_refs() {
+                            node.pool(r.pool)?.add_holders(&r, consumers - 1)?;
+                        }
+                        next_parts.push(other);
+                    }
+                }
+            }
+            let out = Envelope {
+                payload: Payload::Batch(next_parts),
+                ..env
+            };
+            node.send(out, recv)?;
+        }
+    }
+}
