@@ -310,9 +310,8 @@ impl Node {
 
     /// Wait up to `timeout` for the next inbox event.
     pub fn next(&mut self, timeout: Duration) -> Result<Event, NodeError> {
-        if self.eos_seen >= self.setup.expected_eos && self.setup.expected_eos > 0 {
-            return Ok(Event::End);
-        }
+        // `End` is reported once, when the last end-of-stream marker arrives; the inbox
+        // is still read afterwards (a GPU stage waits for its agent's replies).
         let bytes = match self.inbox.try_recv_timeout(timeout) {
             Ok(bytes) => bytes,
             Err(ipc_channel::TryRecvError::Empty) => return Ok(Event::Idle),
@@ -400,11 +399,16 @@ impl Node {
                 totals: totals.clone(),
             }),
         )?;
-        for (k, out) in self.outputs.iter().enumerate() {
-            out.send(eos.clone()).map_err(|e| NodeError::ConsumerGone {
-                task: format!("output {k}"),
-                detail: format!("{e:?}"),
-            })?;
+        // Only data consumers get it (not the agent, nor an agent's reply channels).
+        for route in &self.setup.outputs {
+            for k in route.first..route.first + route.replicas {
+                if let Some(out) = self.outputs.get(k as usize) {
+                    out.send(eos.clone()).map_err(|e| NodeError::ConsumerGone {
+                        task: route.task.clone(),
+                        detail: format!("{e:?}"),
+                    })?;
+                }
+            }
         }
         self.alive.store(false, Ordering::SeqCst);
         let metrics = self.metrics.lock().map(|m| m.clone()).unwrap_or_default();

@@ -187,6 +187,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 startup_timeout: Duration::from_secs(startup_timeout),
                 heartbeat_ms: 100,
                 stop_grace: Duration::from_secs(5),
+                drain_timeout: Duration::from_secs(10),
             };
             let outcome = run::run_app(&loaded, &opts, interrupted);
             runtime::cleanup(&runtime_dir);

@@ -28,6 +28,8 @@ pub struct RunOptions {
     pub heartbeat_ms: u32,
     /// Grace between SIGTERM and SIGKILL when stopping.
     pub stop_grace: Duration,
+    /// How long a drain (after SIGINT/SIGTERM) may take before the app is stopped.
+    pub drain_timeout: Duration,
 }
 
 pub struct RunOutcome {
@@ -480,6 +482,19 @@ pub fn run_app(
         if failure.is_some() && stop_sent.is_none() {
             stop_sent = Some(Instant::now());
             send_all(Command::Stop, false);
+        }
+        // A drain that does not finish in time becomes a stop.
+        if let Some(at) = drained_at {
+            if stop_sent.is_none() && at.elapsed() > opts.drain_timeout {
+                failure.get_or_insert_with(|| {
+                    format!(
+                        "the drain did not finish within {} s",
+                        opts.drain_timeout.as_secs()
+                    )
+                });
+                stop_sent = Some(Instant::now());
+                send_all(Command::Stop, false);
+            }
         }
         if let Some(at) = stop_sent {
             if term_sent.is_none() && at.elapsed() > Duration::from_secs(1) {

@@ -194,11 +194,11 @@ fn execute(agent: &mut Agent, node: &Node, req: &AgentRequest) -> Result<Vec<Ten
             ));
         }
         out_pool
-            .write_at(&req.output, offset, &bytes)
+            .write_at(&req.output, req.output.offset + offset, &bytes)
             .map_err(|e| e.to_string())?;
         refs.push(TensorRef {
             shm: ShmRef {
-                offset,
+                offset: req.output.offset + offset,
                 len: bytes.len() as u64,
                 ..req.output
             },

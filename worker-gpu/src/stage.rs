@@ -156,28 +156,39 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let mut outputs: Vec<Vec<Option<Vec<TensorRef>>>> =
             item_parts.iter().map(|ps| vec![None; ps.len()]).collect();
         let pool = node.output_pool()?;
+        // One output slot per batch; each group's outputs follow the previous group's.
+        let Some(writer) = node.output_slot_for(&pool, 1)? else {
+            return Err(NodeError::Bootstrap("no free output slot".into()));
+        };
+        let slot = writer.commit(pool.slot_size()).map_err(NodeError::from)?;
+        let mut used = 0u64;
+        let mut refs_made = 0u32;
         for (_, members) in groups {
-            let Some(writer) = node.output_slot_for(&pool, 1)? else {
-                return Err(NodeError::Bootstrap("no free output slot".into()));
-            };
-            let slot = writer.commit(pool.slot_size()).map_err(NodeError::from)?;
             let req = AgentRequest {
                 id: 0,
                 stage: label.clone(),
-                reply_to: reply_to,
+                reply_to,
                 model: model.clone(),
                 inputs: members.iter().map(|(_, _, t)| t.clone()).collect(),
-                output: slot,
+                output: ShmRef {
+                    offset: used,
+                    len: slot.len.saturating_sub(used),
+                    ..slot
+                },
             };
             let outs = b
                 .call(node, agent, req)
                 .map_err(|e| NodeError::Bootstrap(format!("model {model}: {e}")))?;
+            used = outs
+                .iter()
+                .map(|o| (o.shm.offset + o.shm.len).div_ceil(64) * 64)
+                .max()
+                .unwrap_or(used);
             // Split every output along dim 0 back to the members.
             let total: u32 = members
                 .iter()
                 .map(|(_, _, t)| t.shape.first().copied().unwrap_or(1))
                 .sum();
-            let mut refs_made = 0u32;
             let mut row0 = 0u32;
             for (i, j, t) in &members {
                 let rows = t.shape.first().copied().unwrap_or(1);
@@ -209,12 +220,12 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
                 // The input tensor has been used.
                 node.pool(t.shm.pool)?.release(&t.shm)?;
             }
-            let holders = refs_made * consumers;
-            if holders == 0 {
-                pool.release(&slot)?;
-            } else if holders > 1 {
-                pool.add_holders(&slot, holders - 1)?;
-            }
+        }
+        let holders = refs_made * consumers;
+        if holders == 0 {
+            pool.release(&slot)?;
+        } else if holders > 1 {
+            pool.add_holders(&slot, holders - 1)?;
         }
         let busy = started.elapsed().as_nanos() as u64;
         node.metrics(|m| m.busy_ns += busy);

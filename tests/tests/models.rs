@@ -1,0 +1,217 @@
+//! The model apps end to end through `supervisor start` (one GPU agent on cpu:0 with
+//! ONNX Runtime's CPU provider): their output tables are checked against the stored
+//! outputs of the reference Python packages (tests/fixtures/reference).
+
+use serde_json::{json, Value};
+use smartpipe_tests::*;
+use std::path::PathBuf;
+
+fn provisioned() -> PathBuf {
+    let root = repo_root();
+    let lib = root.join(".smartpipe/lib/libonnxruntime.so.1.32.0");
+    assert!(
+        lib.is_file(),
+        "{} is missing: run scripts/provision.sh (make test does)",
+        lib.display()
+    );
+    root
+}
+
+fn model_cmd_env(cmd: &mut std::process::Command) {
+    let root = repo_root();
+    cmd.env(
+        "ORT_DYLIB_PATH",
+        root.join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+    )
+    .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
+    .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"));
+}
+
+fn run_app(dir: &std::path::Path, app: &Value) -> Value {
+    let path = write_app(dir, app);
+    let run = dir.join("run");
+    let mut cmd = supervisor();
+    model_cmd_env(&mut cmd);
+    let out = cmd
+        .arg("start")
+        .arg(&path)
+        .arg("--run-dir")
+        .arg(&run)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "supervisor failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    read_summary(&run)
+}
+
+fn cascade(nets: &[(&str, &str)], source: &str, batch: u32) -> (Vec<Value>, String) {
+    let mut tasks = Vec::new();
+    let mut prev = source.to_string();
+    for (short, model) in nets {
+        tasks.push(json!({"name": format!("{short}-pre"), "kind": "cpu", "function": "model.preprocess", "inputs": [prev], "params": {"model": model}}));
+        tasks.push(json!({"name": short, "kind": "gpu", "function": "model.inference", "inputs": [format!("{short}-pre")], "params": {"model": model}, "batch": {"size": batch, "max_wait_ms": 2}}));
+        tasks.push(json!({"name": format!("{short}-post"), "kind": "cpu", "function": "model.postprocess", "inputs": [short], "params": {"model": model}}));
+        prev = format!("{short}-post");
+    }
+    (tasks, prev)
+}
+
+fn jsonl(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+fn iou(a: [f64; 4], b: [f64; 4]) -> f64 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().expect("number")
+}
+
+#[test]
+fn faces_app_matches_the_mtcnn_reference_on_astronaut() {
+    let root = provisioned();
+    let dir = scratch("faces-app");
+    let (mut tasks, last) = cascade(
+        &[
+            ("pnet", "mtcnn-pnet"),
+            ("rnet", "mtcnn-rnet"),
+            ("onet", "mtcnn-onet"),
+        ],
+        "img",
+        2,
+    );
+    tasks.insert(0, json!({"name": "img", "kind": "head", "function": "source.images", "params": {"path": root.join(".smartpipe/media/astronaut.png")}}));
+    tasks.push(json!({"name": "faces", "kind": "cpu", "function": "table.filter", "inputs": [last], "params": {"where": "class == 'face' and score > 0.5"}}));
+    tasks.push(json!({"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["faces"], "params": {"format": "jsonl", "path": "faces.jsonl"}}));
+    tasks.push(json!({"name": "show", "kind": "tail", "function": "image.show", "inputs": ["faces"], "params": {"dir": "annotated"}}));
+    let summary = run_app(
+        &dir,
+        &json!({"name": "faces-test", "service_type": "request-guarantee", "tasks": tasks}),
+    );
+    assert_eq!(summary["items_out"], 1);
+    let got = jsonl(&dir.join("faces.jsonl"));
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/reference/astronaut_mtcnn.json"))
+            .expect("fixture"),
+    )
+    .expect("json");
+    let want = reference["faces"].as_array().expect("faces");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "same number of faces as the reference: {got:?}"
+    );
+    for (g, w) in got.iter().zip(want) {
+        let wb: Vec<f64> = w["box"].as_array().expect("box").iter().map(f).collect();
+        let gb = [f(&g["x1"]), f(&g["y1"]), f(&g["x2"]), f(&g["y2"])];
+        let overlap = iou(gb, [wb[0], wb[1], wb[2], wb[3]]);
+        assert!(overlap >= 0.9, "box IoU {overlap} < 0.9: {g} vs {w}");
+        let gl: Vec<f64> = g["landmarks"]
+            .as_array()
+            .expect("landmarks")
+            .iter()
+            .map(f)
+            .collect();
+        let wl: Vec<f64> = w["landmarks"]
+            .as_array()
+            .expect("landmarks")
+            .iter()
+            .map(f)
+            .collect();
+        for (a, b) in gl.iter().zip(&wl) {
+            assert!(
+                (a - b).abs() <= 3.0,
+                "landmark off by more than 3 px: {gl:?} vs {wl:?}"
+            );
+        }
+    }
+    // The annotated frame has the box drawn: it differs from the input image.
+    let shown = image::open(dir.join("annotated/img-0.png"))
+        .expect("annotated frame")
+        .into_rgb8();
+    let input = image::open(root.join(".smartpipe/media/astronaut.png"))
+        .expect("input")
+        .into_rgb8();
+    assert_eq!(shown.dimensions(), input.dimensions());
+    assert_ne!(shown.as_raw(), input.as_raw(), "boxes were drawn");
+}
+
+#[test]
+fn ocr_app_reads_page_like_rapidocr() {
+    let root = provisioned();
+    let dir = scratch("ocr-app");
+    let (mut tasks, last) = cascade(
+        &[
+            ("det", "ppocr-det"),
+            ("cls", "ppocr-cls"),
+            ("rec", "ppocr-rec"),
+        ],
+        "page",
+        1,
+    );
+    tasks.insert(0, json!({"name": "page", "kind": "head", "function": "source.images", "params": {"path": root.join(".smartpipe/media/page.png")}}));
+    tasks.push(json!({"name": "lines", "kind": "tail", "function": "table.print", "inputs": [last], "params": {"format": "jsonl", "path": "lines.jsonl"}}));
+    let summary = run_app(
+        &dir,
+        &json!({"name": "ocr-test", "service_type": "request-guarantee", "tasks": tasks}),
+    );
+    assert_eq!(summary["items_out"], 1);
+    let got = jsonl(&dir.join("lines.jsonl"));
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/reference/page_ocr.json"))
+            .expect("fixture"),
+    )
+    .expect("json");
+    let want = reference["lines"].as_array().expect("lines");
+    let mut identical = 0;
+    for w in want {
+        let wp: Vec<f64> = w["polygon"]
+            .as_array()
+            .expect("polygon")
+            .iter()
+            .map(f)
+            .collect();
+        let wbox = [
+            wp[0].min(wp[6]),
+            wp[1].min(wp[3]),
+            wp[2].max(wp[4]),
+            wp[5].max(wp[7]),
+        ];
+        let best = got
+            .iter()
+            .map(|g| {
+                (
+                    iou([f(&g["x1"]), f(&g["y1"]), f(&g["x2"]), f(&g["y2"])], wbox),
+                    g,
+                )
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((overlap, g)) = best {
+            if g["text"] == w["text"] {
+                assert!(
+                    overlap >= 0.8,
+                    "matched line box IoU {overlap} < 0.8: {g} vs {w}"
+                );
+                identical += 1;
+            }
+        }
+    }
+    let share = identical as f64 / want.len() as f64;
+    assert!(
+        share >= 0.9,
+        "only {identical} of {} reference lines read identically: {got:?}",
+        want.len()
+    );
+}
