@@ -1,5 +1,5 @@
 # SmartPipe — the two commands of the README, and the pieces they are made of.
-#   make demo   provision (ONNX Runtime, models, test media, ffmpeg), build, run apps/demo.json
+#   make demo   provision (ONNX Runtime, models, test media, ffmpeg), build, run the faces and OCR apps
 #   make test   provision, build, run every test (fmt, clippy, unit, end-to-end)
 SHELL := /bin/bash
 CARGO ?= cargo
@@ -16,9 +16,18 @@ build:
 build-release:
 	$(CARGO) build --release --workspace --bins
 
-demo: provision build-release
-	@source $(ENVFILE) && target/release/supervisor validate apps/demo.json && \
-	  target/release/supervisor start apps/demo.json --run-dir runs/demo
+# A 720p test video with a face in every frame (the astronaut panning across).
+.smartpipe/media/faces.mp4: provision
+	ffmpeg -nostdin -v error -y -loop 1 -framerate 10 -i .smartpipe/media/astronaut.png \
+	  -f lavfi -i color=c=0x303030:s=1280x720:r=10 \
+	  -filter_complex "[0:v]scale=720:720[f];[1:v][f]overlay=x='(1280-720)*n/40':y=0" \
+	  -frames:v 40 -pix_fmt yuv420p $@
+
+demo: provision build-release .smartpipe/media/faces.mp4
+	@source $(ENVFILE) && target/release/supervisor validate apps/faces.json && \
+	  target/release/supervisor start apps/faces.json --run-dir runs/faces/run && \
+	  target/release/supervisor start apps/ocr.json --run-dir runs/ocr/run && \
+	  echo "faces: runs/faces/annotated.mp4 and runs/faces/faces.csv; text: runs/ocr/lines.jsonl"
 
 lint:
 	$(CARGO) fmt --all -- --check

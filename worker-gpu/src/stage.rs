@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 /// How long a stage waits for its agent before giving up on it.
 const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Tensors of a batch that share `shape[1..]`: (item, part index, tensor) each.
+type ShapeGroup = (Vec<u32>, Vec<(usize, usize, TensorRef)>);
+
 struct Batcher {
     pending: VecDeque<(Envelope, u64)>,
     ended: bool,
@@ -135,7 +138,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let started = Instant::now();
         // (item, part index, tensor) for every input tensor of the batch.
         let item_parts: Vec<Vec<Payload>> = batch.iter().map(|(e, _)| parts(&e.payload)).collect();
-        let mut groups: Vec<(Vec<u32>, Vec<(usize, usize, TensorRef)>)> = Vec::new();
+        let mut groups: Vec<ShapeGroup> = Vec::new();
         for (i, ps) in item_parts.iter().enumerate() {
             for (j, p) in ps.iter().enumerate() {
                 if let Payload::Tensor { shm, shape, .. } = p {
