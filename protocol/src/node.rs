@@ -35,6 +35,8 @@ pub enum NodeError {
     NoOutputPool,
     #[error("stopped by the supervisor")]
     Stopped,
+    #[error("{0}")]
+    Stage(String),
 }
 
 /// What the inbox produced.

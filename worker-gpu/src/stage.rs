@@ -161,7 +161,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let pool = node.output_pool()?;
         // One output slot per batch; each group's outputs follow the previous group's.
         let Some(writer) = node.output_slot_for(&pool, 1)? else {
-            return Err(NodeError::Bootstrap("no free output slot".into()));
+            return Err(NodeError::Stage("no free output slot".into()));
         };
         let slot = writer.commit(pool.slot_size()).map_err(NodeError::from)?;
         let mut used = 0u64;
@@ -181,7 +181,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             };
             let outs = b
                 .call(node, agent, req)
-                .map_err(|e| NodeError::Bootstrap(format!("model {model}: {e}")))?;
+                .map_err(|e| NodeError::Stage(format!("model {model}: {e}")))?;
             used = outs
                 .iter()
                 .map(|o| (o.shm.offset + o.shm.len).div_ceil(64) * 64)
