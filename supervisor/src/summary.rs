@@ -82,6 +82,25 @@ pub struct Summary {
     pub stages: BTreeMap<String, StageMetrics>,
 }
 
+/// Items a tail should have received (what its upstream sources announced) but did not.
+fn missing_at(reports: &[&StageReport]) -> u64 {
+    let mut announced: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut received: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in reports {
+        for a in &r.announced {
+            let e = announced.entry(a.source.as_str()).or_insert(0);
+            *e = (*e).max(a.total);
+        }
+        for s in &r.received {
+            *received.entry(s.source.as_str()).or_insert(0) += s.total;
+        }
+    }
+    announced
+        .iter()
+        .map(|(s, n)| n.saturating_sub(received.get(s).copied().unwrap_or(0)))
+        .sum()
+}
+
 /// Per tail task: its name and the reports of its replicas.
 pub struct TailReports<'a> {
     pub task: String,
@@ -143,7 +162,7 @@ impl Summary {
                 TailSummary {
                     task: t.task.clone(),
                     items,
-                    missing: items_in.saturating_sub(items),
+                    missing: missing_at(&t.reports),
                     latency_ms: LatencyStats::from_samples(&latencies),
                     hop_us,
                     steady_items_per_s: if last > first {
@@ -154,7 +173,21 @@ impl Summary {
                 }
             })
             .collect();
-        let items_out = tail_summaries.iter().map(|t| t.items).min().unwrap_or(0);
+        // An item is out once it reached a tail; per source, the tail that got most.
+        let mut per_source: BTreeMap<&str, u64> = BTreeMap::new();
+        for t in tails {
+            let mut got: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in &t.reports {
+                for s in &r.received {
+                    *got.entry(s.source.as_str()).or_insert(0) += s.total;
+                }
+            }
+            for (source, n) in got {
+                let best = per_source.entry(source).or_insert(0);
+                *best = (*best).max(n);
+            }
+        }
+        let items_out: u64 = per_source.values().sum();
         Summary {
             app: app.to_string(),
             app_file: String::new(),

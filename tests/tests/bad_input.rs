@@ -5,16 +5,28 @@ use serde_json::json;
 use smartpipe_tests::*;
 use std::process::{Command, Output};
 
-fn start(app: &std::path::Path, run: &std::path::Path, env: &[(&str, std::path::PathBuf)]) -> Output {
+fn start(
+    app: &std::path::Path,
+    run: &std::path::Path,
+    env: &[(&str, std::path::PathBuf)],
+) -> Output {
     let mut cmd = supervisor();
     let root = repo_root();
-    cmd.env("ORT_DYLIB_PATH", root.join(".smartpipe/lib/libonnxruntime.so.1.32.0"))
-        .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
-        .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"));
+    cmd.env(
+        "ORT_DYLIB_PATH",
+        root.join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+    )
+    .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
+    .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"));
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.arg("start").arg(app).arg("--run-dir").arg(run).output().expect("run supervisor")
+    cmd.arg("start")
+        .arg(app)
+        .arg("--run-dir")
+        .arg(run)
+        .output()
+        .expect("run supervisor")
 }
 
 fn stderr(out: &Output) -> String {
@@ -30,7 +42,12 @@ fn assert_clean_failure(out: &Output, needles: &[&str]) {
     }
 }
 
-fn tail_app(name: &str, head: serde_json::Value, mid: Vec<serde_json::Value>, last: &str) -> serde_json::Value {
+fn tail_app(
+    name: &str,
+    head: serde_json::Value,
+    mid: Vec<serde_json::Value>,
+    last: &str,
+) -> serde_json::Value {
     let mut tasks = vec![head];
     tasks.extend(mid);
     tasks.push(json!({"name": "rows", "kind": "tail", "function": "table.print", "inputs": [last], "params": {"format": "jsonl", "path": "rows.jsonl"}}));
@@ -41,7 +58,10 @@ fn tail_app(name: &str, head: serde_json::Value, mid: Vec<serde_json::Value>, la
 fn malformed_json_unknown_function_and_cycle_are_refused_before_start() {
     let dir = scratch("bad-spec");
     let cases = [
-        ("{\"name\": \"x\", \"tasks\": [}", vec!["app.json:1:", "invalid JSON"]),
+        (
+            "{\"name\": \"x\", \"tasks\": [}",
+            vec!["app.json:1:", "invalid JSON"],
+        ),
         (
             r#"{"name": "x", "tasks": [{"name": "a", "kind": "head", "function": "image.blur"}]}"#,
             vec!["tasks[0] (a).function", "unknown function 'image.blur'"],
@@ -60,7 +80,10 @@ fn malformed_json_unknown_function_and_cycle_are_refused_before_start() {
         std::fs::write(&app, text).expect("write");
         let out = start(&app, &dir.join("run"), &[]);
         assert_clean_failure(&out, &needles);
-        assert!(!dir.join("run").exists(), "nothing started for an invalid app");
+        assert!(
+            !dir.join("run").exists(),
+            "nothing started for an invalid app"
+        );
     }
 }
 
@@ -74,12 +97,17 @@ fn missing_model_file_is_named_with_the_task_and_the_fix() {
         &tail_app(
             "missing",
             json!({"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": 1}}),
-            vec![json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["g"], "params": {"model": "mtcnn-pnet"}})],
+            vec![
+                json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["g"], "params": {"model": "mtcnn-pnet"}}),
+            ],
             "pre",
         ),
     );
     let out = start(&app, &dir.join("run"), &[("SMARTPIPE_MODELS_DIR", empty)]);
-    assert_clean_failure(&out, &["tasks[1] (pre).params.model", "mtcnn-pnet", "provision"]);
+    assert_clean_failure(
+        &out,
+        &["tasks[1] (pre).params.model", "mtcnn-pnet", "provision"],
+    );
 }
 
 #[test]
@@ -88,7 +116,11 @@ fn corrupt_onnx_file_fails_the_app_with_the_model_named() {
     let models = dir.join("models");
     std::fs::create_dir_all(&models).expect("dir");
     for name in ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"] {
-        std::fs::write(models.join(format!("{name}.onnx")), b"this is not an ONNX model").expect("write");
+        std::fs::write(
+            models.join(format!("{name}.onnx")),
+            b"this is not an ONNX model",
+        )
+        .expect("write");
     }
     let app = write_app(
         &dir,
@@ -145,7 +177,10 @@ fn corrupt_image_is_skipped_and_counted_and_the_app_goes_on() {
     assert_eq!(summary["items_out"], 2);
     assert_eq!(summary["lost"]["bad_input"], 1, "{summary}");
     let log = std::fs::read_to_string(dir.join("run/logs/pics#0.log")).expect("log");
-    assert!(log.contains("f-001.png") && log.contains("skipping image"), "{log}");
+    assert!(
+        log.contains("f-001.png") && log.contains("skipping image"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -176,8 +211,14 @@ fn truncated_video_delivers_what_decodes_and_says_so() {
     let (_, summary) = run_ok(&app, &dir.join("run"));
     let out = summary["items_out"].as_u64().expect("items_out");
     assert!(out > 0 && out < 30, "part of the video arrives: {out}");
-    assert_eq!(summary["items_in"], summary["items_out"], "nothing decoded is lost");
-    let rows = std::fs::read_to_string(dir.join("rows.jsonl")).expect("rows").lines().count() as u64;
+    assert_eq!(
+        summary["items_in"], summary["items_out"],
+        "nothing decoded is lost"
+    );
+    let rows = std::fs::read_to_string(dir.join("rows.jsonl"))
+        .expect("rows")
+        .lines()
+        .count() as u64;
     assert_eq!(rows, out);
 }
 
@@ -186,7 +227,8 @@ fn missing_worker_binary_is_named() {
     let dir = scratch("no-worker");
     let lonely = dir.join("bin");
     std::fs::create_dir_all(&lonely).expect("dir");
-    std::fs::copy(bin_dir().join("supervisor"), lonely.join("supervisor")).expect("copy supervisor");
+    std::fs::copy(bin_dir().join("supervisor"), lonely.join("supervisor"))
+        .expect("copy supervisor");
     let app = write_app(
         &dir,
         &tail_app(
@@ -205,5 +247,11 @@ fn missing_worker_binary_is_named() {
         .arg(dir.join("run"))
         .output()
         .expect("run");
-    assert_clean_failure(&out, &["worker program 'worker-cpu' not found", "SMARTPIPE_WORKER_DIR"]);
+    assert_clean_failure(
+        &out,
+        &[
+            "worker program 'worker-cpu' not found",
+            "SMARTPIPE_WORKER_DIR",
+        ],
+    );
 }

@@ -215,3 +215,106 @@ fn ocr_app_reads_page_like_rapidocr() {
         want.len()
     );
 }
+
+#[test]
+fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models() {
+    require_ffmpeg();
+    let root = provisioned();
+    let dir = scratch("multi-app");
+    let video = dir.join("faces.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-nostdin",
+            "-v",
+            "error",
+            "-y",
+            "-loop",
+            "1",
+            "-framerate",
+            "10",
+            "-i",
+        ])
+        .arg(root.join(".smartpipe/media/astronaut.png"))
+        .args([
+            "-frames:v",
+            "6",
+            "-vf",
+            "scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:0",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&video)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success(), "test video");
+    // The shipped app, with its inputs and outputs moved into the scratch folder and a
+    // device budget of 12 MB: less than its six models need together (≈ 18 MB).
+    let mut app: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("apps/multi.json")).expect("multi.json"),
+    )
+    .expect("json");
+    for task in app["tasks"].as_array_mut().expect("tasks") {
+        let name = task["name"].as_str().unwrap_or("").to_string();
+        let params = &mut task["params"];
+        match name.as_str() {
+            "f-frames" => params["path"] = json!(video),
+            "o-pages" => params["path"] = json!(root.join(".smartpipe/media/page.png")),
+            "f-annotated" => params["path"] = json!(dir.join("annotated.mp4")),
+            "f-faces-csv" => params["path"] = json!(dir.join("faces.csv")),
+            "o-text-out" => params["path"] = json!(dir.join("lines.jsonl")),
+            _ => {}
+        }
+    }
+    app["constraints"] = json!({"gpus": [{"type": "cpu", "memory_mb": 12}]});
+    let summary = run_app(&dir, &app);
+    assert_eq!(summary["items_in"], 7, "6 frames + 1 page: {summary}");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    for tail in summary["tails"].as_array().expect("tails") {
+        assert_eq!(tail["missing"], 0, "every reply kept: {tail}");
+    }
+    let faces = std::fs::read_to_string(dir.join("faces.csv")).expect("faces.csv");
+    let face_frames: std::collections::BTreeSet<&str> = faces
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(1))
+        .collect();
+    assert_eq!(face_frames.len(), 6, "a face in every frame:\n{faces}");
+    let lines = jsonl(&dir.join("lines.jsonl"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["text"] == "Region-basedsegmentation"),
+        "{lines:?}"
+    );
+    let probe = std::process::Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(dir.join("annotated.mp4"))
+        .output()
+        .expect("ffprobe");
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout).trim(),
+        "6",
+        "annotated video has every frame"
+    );
+    let log =
+        std::fs::read_to_string(dir.join("run/logs/gpu-agent-cpu0#0.log")).expect("agent log");
+    assert!(
+        log.contains("evicted"),
+        "the budget forced evictions:\n{log}"
+    );
+    let loads = log.matches(" loaded ").count();
+    assert!(
+        loads > 6,
+        "models were reloaded after eviction ({loads} loads):\n{log}"
+    );
+}
