@@ -47,6 +47,10 @@ enum Cmd {
         /// Seconds a stage may take to start and connect back.
         #[arg(long, default_value_t = 20)]
         startup_timeout: u64,
+        /// A stage silent this long (3 missed heartbeats of 100 ms by default) is taken
+        /// for hung and killed; raise it on an overloaded machine.
+        #[arg(long, env = "SMARTPIPE_HANG_AFTER_MS", default_value_t = 300)]
+        hang_after_ms: u64,
     },
     /// Check an app file and list every problem with where it is.
     Validate {
@@ -173,6 +177,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             app,
             run_dir,
             startup_timeout,
+            hang_after_ms,
         } => {
             let loaded = app::load(&app)?;
             let runtime_dir = runtime::prepare()?;
@@ -188,6 +193,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 heartbeat_ms: 100,
                 stop_grace: Duration::from_secs(5),
                 drain_timeout: Duration::from_secs(10),
+                hang_after: Duration::from_millis(hang_after_ms),
             };
             let outcome = run::run_app(&loaded, &opts, interrupted);
             runtime::cleanup(&runtime_dir);

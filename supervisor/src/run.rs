@@ -30,6 +30,8 @@ pub struct RunOptions {
     pub stop_grace: Duration,
     /// How long a drain (after SIGINT/SIGTERM) may take before the app is stopped.
     pub drain_timeout: Duration,
+    /// A process silent this long (missed heartbeats) is taken for hung and killed.
+    pub hang_after: Duration,
 }
 
 pub struct RunOutcome {
@@ -47,6 +49,8 @@ struct Replica {
     report: Option<StageReport>,
     failed: Option<String>,
     exited: Option<ExitStatus>,
+    /// When the last message (heartbeat or other) came from it.
+    last_seen: Instant,
 }
 
 enum Event {
@@ -364,6 +368,7 @@ pub fn run_app(
             report: None,
             failed: None,
             exited: None,
+            last_seen: Instant::now(),
         });
         let tx = events_tx.clone();
         let up = c.up;
@@ -404,7 +409,12 @@ pub fn run_app(
         }
     };
     loop {
-        match events.recv_timeout(Duration::from_millis(100)) {
+        let waited = Instant::now();
+        let event = events.recv_timeout(Duration::from_millis(100));
+        if let Ok(Event::Up(i, _)) = &event {
+            replicas[*i].last_seen = Instant::now();
+        }
+        match event {
             Ok(Event::Up(i, Up::Heartbeat(m))) => {
                 if replicas[i].report.is_none() {
                     replicas[i].metrics = m;
@@ -450,6 +460,27 @@ pub fn run_app(
         }
         if replicas.iter().all(|r| r.exited.is_some()) {
             break;
+        }
+        // Hang: a live process that missed its heartbeats is killed. (When this loop
+        // itself was late, the machine is overloaded: judge nobody this round.)
+        let loop_late = waited.elapsed() > Duration::from_millis(u64::from(opts.heartbeat_ms) * 2);
+        if !loop_late && stop_sent.is_none() {
+            for r in replicas.iter_mut() {
+                let silent = r.last_seen.elapsed();
+                if r.exited.is_none() && r.report.is_none() && silent > opts.hang_after {
+                    // SAFETY: our child's own process group; it has not been reaped.
+                    unsafe { libc::kill(-r.pid, libc::SIGKILL) };
+                    let why = format!(
+                        "stage {} stopped answering (no heartbeat for {} ms) and was killed",
+                        r.label,
+                        silent.as_millis()
+                    );
+                    tracing::error!("{why}");
+                    r.failed.get_or_insert(why.clone());
+                    failure.get_or_insert(why);
+                    r.last_seen = Instant::now();
+                }
+            }
         }
         // The agent serves the stages; once they are all gone it has nothing left to do.
         if !agent_stopped
@@ -537,6 +568,7 @@ pub fn run_app(
         })
         .collect();
     let mut summary = Summary::build(&app.name, wall_s, &announced, &tails, stage_metrics);
+    summary.check_quota(&app.quota);
     summary.run_dir = opts.run_dir.display().to_string();
     summary.app_file = loaded.file.display().to_string();
     summary.outcome = match (&failure, drained_at) {

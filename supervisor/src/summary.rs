@@ -80,6 +80,61 @@ pub struct Summary {
     pub latency_ms: LatencyStats,
     pub tails: Vec<TailSummary>,
     pub stages: BTreeMap<String, StageMetrics>,
+    /// Items that never produced a reply, in % of the items in.
+    pub loss_pct: f64,
+    /// Every quota of the app beside what was achieved.
+    pub qos: Vec<QosCheck>,
+}
+
+/// One quota and what the run achieved.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QosCheck {
+    pub metric: String,
+    pub achieved: f64,
+    pub quota: f64,
+    /// "≥" for throughput, "≤" for the rest.
+    pub bound: String,
+    pub met: bool,
+}
+
+impl Summary {
+    /// Compare the run with the app's quota.
+    pub fn check_quota(&mut self, quota: &protocol::spec::Quota) {
+        let mut check = |metric: &str, achieved: f64, limit: Option<f64>, at_least: bool| {
+            if let Some(q) = limit {
+                self.qos.push(QosCheck {
+                    metric: metric.to_string(),
+                    achieved,
+                    quota: q,
+                    bound: if at_least { "≥" } else { "≤" }.to_string(),
+                    met: if at_least {
+                        achieved >= q
+                    } else {
+                        achieved <= q
+                    },
+                });
+            }
+        };
+        check(
+            "throughput_per_min",
+            self.throughput_per_min,
+            quota.throughput_per_min,
+            true,
+        );
+        check(
+            "latency_p99_ms",
+            self.latency_ms.p99,
+            quota.max_latency_ms,
+            false,
+        );
+        check(
+            "jitter_ms",
+            self.latency_ms.jitter,
+            quota.max_jitter_ms,
+            false,
+        );
+        check("loss_pct", self.loss_pct, quota.max_loss_pct, false);
+    }
 }
 
 /// Items a tail should have received (what its upstream sources announced) but did not.
@@ -206,6 +261,12 @@ impl Summary {
             latency_ms: LatencyStats::from_samples(&all_latencies),
             tails: tail_summaries,
             stages,
+            loss_pct: if items_in > 0 {
+                items_in.saturating_sub(items_out) as f64 * 100.0 / items_in as f64
+            } else {
+                0.0
+            },
+            qos: Vec::new(),
         }
     }
 
@@ -248,6 +309,16 @@ impl Summary {
                 );
             }
         }
+        for q in &self.qos {
+            s += &format!(
+                "  quota:      {} {:.2} ({} {}: {})\n",
+                q.metric,
+                q.achieved,
+                q.bound,
+                q.quota,
+                if q.met { "met" } else { "MISSED" }
+            );
+        }
         s
     }
 }
@@ -265,6 +336,40 @@ mod tests {
         assert_eq!(s.max, 100.0);
         assert!((s.mean - 50.5).abs() < 1e-9);
         assert!((s.jitter - 28.866).abs() < 1e-3, "{}", s.jitter);
+    }
+
+    #[test]
+    fn quota_checks_mark_met_and_missed() {
+        let mut s = Summary {
+            throughput_per_min: 600.0,
+            loss_pct: 2.0,
+            latency_ms: LatencyStats {
+                p99: 80.0,
+                jitter: 5.0,
+                ..LatencyStats::default()
+            },
+            ..Summary::default()
+        };
+        s.check_quota(&protocol::spec::Quota {
+            throughput_per_min: Some(500.0),
+            max_latency_ms: Some(50.0),
+            max_jitter_ms: None,
+            max_loss_pct: Some(1.0),
+        });
+        let met: Vec<(&str, bool)> = s.qos.iter().map(|q| (q.metric.as_str(), q.met)).collect();
+        assert_eq!(
+            met,
+            vec![
+                ("throughput_per_min", true),
+                ("latency_p99_ms", false),
+                ("loss_pct", false)
+            ]
+        );
+        assert!(
+            s.render().contains("latency_p99_ms 80.00 (≤ 50: MISSED)"),
+            "{}",
+            s.render()
+        );
     }
 
     #[test]

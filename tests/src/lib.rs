@@ -46,6 +46,9 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn supervisor() -> Command {
     let mut cmd = Command::new(bin_dir().join("supervisor"));
     cmd.env("SMARTPIPE_WORKER_DIR", bin_dir());
+    // Tests run many apps at once on few cores: a heartbeat can be late without a hang.
+    // The hang tests set their own, tighter value.
+    cmd.env("SMARTPIPE_HANG_AFTER_MS", "5000");
     cmd
 }
 

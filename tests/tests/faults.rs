@@ -1,0 +1,145 @@
+//! Process-level faults: a hung stage, a killed stage, a killed supervisor.
+
+use serde_json::json;
+use smartpipe_tests::*;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// These tests start supervisors, which clean other supervisors' stale files: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn endless(name: &str) -> serde_json::Value {
+    json!({
+        "name": name,
+        "service_type": "request-guarantee",
+        "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 32, "height": 32, "count": 1000000, "fps": 100}},
+            {"name": "fwd", "kind": "cpu", "function": "core.forward", "inputs": ["gen"]},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["fwd"], "params": {"format": "csv", "path": "rows.csv"}}
+        ]
+    })
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+#[test]
+fn a_hung_stage_is_detected_and_killed_within_a_second() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("hang");
+    let name = format!("hang{}", std::process::id());
+    let app = write_app(&dir, &endless(&name));
+    let mut sup = supervisor()
+        .env("SMARTPIPE_HANG_AFTER_MS", "300")
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let needle = format!("--stage {name}/fwd#0");
+    wait_for("the stage to run", Duration::from_secs(20), || {
+        pids_with_cmdline(&needle).len() == 1
+    });
+    let pid = pids_with_cmdline(&needle)[0];
+    // SAFETY: stopping a process of this test's app.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let took = wait_for(
+        "the hung stage to be killed",
+        Duration::from_secs(5),
+        || pids_with_cmdline(&needle).is_empty(),
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "detected and killed in {took:?}"
+    );
+    let status = sup.wait().expect("wait");
+    let mut err = String::new();
+    use std::io::Read;
+    sup.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(!status.success());
+    assert!(err.contains("fwd#0 stopped answering"), "{err}");
+    assert!(
+        pids_with_cmdline(&format!("--stage {name}/")).is_empty(),
+        "nothing left"
+    );
+}
+
+#[test]
+fn killing_the_supervisor_ends_every_child_and_the_next_start_is_clean() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("sup-kill");
+    let name = format!("supkill{}", std::process::id());
+    let app = write_app(&dir, &endless(&name));
+    let mut sup = supervisor()
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    let needle = format!("--stage {name}/");
+    wait_for("3 stages", Duration::from_secs(20), || {
+        pids_with_cmdline(&needle).len() == 3
+    });
+    let sup_pid = sup.id();
+    sup.kill().expect("kill -9 the supervisor");
+    sup.wait().expect("reap");
+    let took = wait_for("children to die", Duration::from_secs(5), || {
+        pids_with_cmdline(&needle).is_empty()
+    });
+    assert!(
+        took < Duration::from_secs(1),
+        "children ended {took:?} after the supervisor"
+    );
+    let stale = std::path::PathBuf::from(format!("/tmp/smartpipe-{}/{sup_pid}", unsafe {
+        libc::getuid()
+    }));
+    assert!(stale.exists(), "a killed supervisor leaves its runtime dir");
+    // The next start removes it and runs normally.
+    let out = supervisor()
+        .arg("validate")
+        .arg(&app)
+        .output()
+        .expect("validate");
+    assert!(out.status.success());
+    let small = write_app(
+        &dir,
+        &json!({"name": "after", "tasks": [
+            {"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4, "count": 3}},
+            {"name": "t", "kind": "tail", "function": "table.print", "inputs": ["g"], "params": {"format": "csv", "path": "after.csv"}}
+        ]}),
+    );
+    let out = supervisor()
+        .arg("start")
+        .arg(&small)
+        .arg("--run-dir")
+        .arg(dir.join("run2"))
+        .output()
+        .expect("start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stale.exists(),
+        "the next start removed the stale runtime dir"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("removed stale runtime files"));
+}
