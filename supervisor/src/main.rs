@@ -9,6 +9,8 @@ mod models;
 mod plan;
 mod run;
 mod runtime;
+#[allow(dead_code)] // wired into `plan`, `profile` and `start` as it lands
+mod smart;
 mod summary;
 
 use anyhow::Context;
