@@ -318,3 +318,33 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
         "models were reloaded after eviction ({loads} loads):\n{log}"
     );
 }
+
+#[test]
+fn yolox_pipeline_finds_the_boxes_ddddocr_finds() {
+    let root = provisioned();
+    let dir = scratch("yolox-app");
+    let (mut tasks, last) = cascade(&[("det", "yolox-ddddocr")], "img", 1);
+    tasks.insert(0, json!({"name": "img", "kind": "head", "function": "source.images", "params": {"path": root.join(".smartpipe/media/text.png")}}));
+    tasks.push(json!({"name": "rows", "kind": "tail", "function": "table.print", "inputs": [last], "params": {"format": "jsonl", "path": "boxes.jsonl"}}));
+    let summary = run_app(
+        &dir,
+        &json!({"name": "yolox-test", "service_type": "request-guarantee", "tasks": tasks}),
+    );
+    assert_eq!(summary["items_out"], 1);
+    let got = jsonl(&dir.join("boxes.jsonl"));
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/reference/text_yolox.json"))
+            .expect("fixture"),
+    )
+    .expect("json");
+    let want = reference["boxes"].as_array().expect("boxes");
+    assert_eq!(got.len(), want.len(), "{got:?}");
+    for w in want {
+        let wb: Vec<f64> = w.as_array().expect("box").iter().map(f).collect();
+        let close = got.iter().any(|g| {
+            let gb = [f(&g["x1"]), f(&g["y1"]), f(&g["x2"]), f(&g["y2"])];
+            gb.iter().zip(&wb).all(|(a, b)| (a - b).abs() <= 2.0)
+        });
+        assert!(close, "no box within 2 px of {wb:?}: {got:?}");
+    }
+}

@@ -6,6 +6,7 @@
 
 mod mtcnn;
 mod ppocr;
+mod yolo;
 
 use crate::tables::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
 use crate::StageError;
@@ -101,9 +102,9 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         Family::PpocrDet | Family::PpocrCls | Family::PpocrRec => {
             ppocr::step(&manifest, &dir, &model, entry.family, pre)
         }
-        other => Err(StageError::Unsupported(format!(
-            "model '{model}' ({other:?}) has no pipeline steps yet; use it through the vision crate"
-        ))),
+        Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
+            yolo::step(&manifest, &model, entry.family, pre)
+        }
     }
 }
 
