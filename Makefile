@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENVFILE := .smartpipe/env
 
-.PHONY: demo test provision build build-release bench bench-transport lint clean-runs
+.PHONY: demo test provision build build-release bench bench-transport lint clean-runs report-screenshot
 
 provision:
 	@scripts/provision.sh
@@ -43,3 +43,11 @@ bench-transport: build-release
 
 clean-runs:
 	rm -rf runs
+
+# The faces run's report rendered by headless Chromium (Debian's `chromium`) into docs/.
+report-screenshot:
+	@test -f runs/faces/run/report.html || { echo "run 'make demo' first"; exit 1; }
+	chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	  --disable-background-networking --disable-component-update --disable-sync \
+	  --user-data-dir=$$(mktemp -d) --hide-scrollbars --window-size=860,2700 \
+	  --screenshot=$(CURDIR)/docs/faces-report.png file://$(CURDIR)/runs/faces/run/report.html

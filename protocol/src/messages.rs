@@ -194,6 +194,8 @@ pub struct StageReport {
     /// (monotonic ns), for steady-state throughput without start-up time.
     pub first_created_ns: u64,
     pub last_arrival_ns: u64,
+    /// Tails: arrival time of every item (monotonic ns), in the order of `latencies_ms`.
+    pub arrivals_ns: Vec<u64>,
     /// What the sources announced they emitted.
     pub announced: Vec<SourceTotal>,
 }

@@ -58,6 +58,7 @@ pub enum Event {
 /// Per-tail delivery statistics.
 #[derive(Default)]
 struct Deliveries {
+    arrivals_ns: Vec<u64>,
     first_created_ns: u64,
     last_arrival_ns: u64,
     latencies_ms: Vec<f32>,
@@ -365,6 +366,10 @@ impl Node {
             d.first_created_ns = env.created_ns;
         }
         d.last_arrival_ns = now;
+        d.arrivals_ns.push(now);
+        if let Ok(mut m) = self.metrics.lock() {
+            m.items_out += 1;
+        }
         d.latencies_ms
             .push(now.saturating_sub(env.created_ns) as f32 / 1e6);
         let arrivals = env
@@ -427,6 +432,7 @@ impl Node {
             announced: totals,
             first_created_ns: d.first_created_ns,
             last_arrival_ns: d.last_arrival_ns,
+            arrivals_ns: d.arrivals_ns,
         };
         self.send_up(&Up::Finished(report))
     }

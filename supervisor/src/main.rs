@@ -7,11 +7,13 @@ mod bench;
 mod launch;
 mod models;
 mod plan;
+mod report;
 mod run;
 mod runtime;
 #[allow(dead_code)] // wired into `plan`, `profile` and `start` as it lands
 mod smart;
 mod summary;
+mod timeline;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -6,6 +6,7 @@ use crate::app::LoadedApp;
 use crate::launch::{find_worker, start_child, Connected, Spawner};
 use crate::plan::{plan, Plan};
 use crate::summary::{Summary, TailReports};
+use crate::timeline::Timeline;
 use anyhow::{anyhow, Context};
 use ipc_channel::ipc::{self, IpcSharedMemory};
 use protocol::codec;
@@ -151,6 +152,7 @@ pub fn run_app(
     // Start every process first, then accept them (start-up overlaps).
     let spawner = Spawner::start();
     let started = Instant::now();
+    let started_ns = protocol::clock::now_ns();
     let mut pending = Vec::new();
     for (t, stage) in the_plan.stages.iter().enumerate() {
         let program = find_worker(worker_for(stage.kind))?;
@@ -391,6 +393,7 @@ pub fn run_app(
         });
     }
     drop(events_tx);
+    let mut timeline = Timeline::new(replicas.iter().map(|r| r.label.clone()).collect(), 0.25);
 
     let mut failure: Option<String> = None;
     let mut stop_sent: Option<Instant> = None;
@@ -426,6 +429,7 @@ pub fn run_app(
             }
             Ok(Event::Up(i, Up::Failed { error })) => {
                 tracing::error!("{} failed: {error}", replicas[i].label);
+                timeline.event(format!("{} failed: {error}", replicas[i].label));
                 replicas[i].failed = Some(error.clone());
                 if failure.is_none() {
                     failure = Some(format!("stage {} failed: {error}", replicas[i].label));
@@ -458,6 +462,7 @@ pub fn run_app(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
+        timeline.sample(replicas.iter().map(|r| &r.metrics), false);
         if replicas.iter().all(|r| r.exited.is_some()) {
             break;
         }
@@ -476,6 +481,7 @@ pub fn run_app(
                         silent.as_millis()
                     );
                     tracing::error!("{why}");
+                    timeline.event(why.clone());
                     r.failed.get_or_insert(why.clone());
                     failure.get_or_insert(why);
                     r.last_seen = Instant::now();
@@ -502,6 +508,7 @@ pub fn run_app(
         if interrupted.swap(false, Ordering::SeqCst) {
             if drained_at.is_none() {
                 eprintln!("draining app '{}' (signal again to stop at once)", app.name);
+                timeline.event("signal: draining from the sources");
                 drained_at = Some(Instant::now());
                 send_all(Command::Drain, true);
             } else if stop_sent.is_none() {
@@ -540,6 +547,7 @@ pub fn run_app(
         }
     }
     let wall_s = started.elapsed().as_secs_f64();
+    timeline.sample(replicas.iter().map(|r| &r.metrics), true);
 
     let mut announced: BTreeMap<String, u64> = BTreeMap::new();
     let mut stage_metrics: BTreeMap<String, StageMetrics> = BTreeMap::new();
@@ -580,6 +588,29 @@ pub fn run_app(
         opts.run_dir.join("summary.json"),
         serde_json::to_vec_pretty(&summary).unwrap_or_default(),
     );
+    let mut latencies = Vec::new();
+    let mut arrivals = Vec::new();
+    for t in &tails {
+        for r in &t.reports {
+            latencies.extend_from_slice(&r.latencies_ms);
+            arrivals.extend(
+                r.arrivals_ns
+                    .iter()
+                    .map(|&a| a.saturating_sub(started_ns) as f64 / 1e9),
+            );
+        }
+    }
+    let page = crate::report::render(&crate::report::ReportData {
+        app,
+        plan: &the_plan,
+        summary: &summary,
+        timeline: &timeline,
+        latencies_ms: &latencies,
+        arrivals_s: &arrivals,
+    });
+    if let Err(e) = std::fs::write(opts.run_dir.join("report.html"), page) {
+        tracing::warn!("cannot write report.html: {e}");
+    }
     Ok(RunOutcome {
         summary,
         error: failure,

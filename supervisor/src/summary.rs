@@ -276,6 +276,7 @@ impl Summary {
             "app '{}' {} in {:.2} s (run dir: {})\n",
             self.app, self.outcome, self.wall_s, self.run_dir
         );
+        s += &format!("  report:     {}/report.html\n", self.run_dir);
         s += &format!(
             "  items:      {} in, {} out\n",
             self.items_in, self.items_out

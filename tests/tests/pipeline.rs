@@ -268,3 +268,44 @@ fn schema_is_json_with_every_function() {
         assert!(names.iter().any(|n| n == f), "{f} in schema");
     }
 }
+
+#[test]
+fn every_run_writes_a_report_with_qos_plots_and_plan() {
+    let dir = scratch("report");
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "reported",
+            "quota": {"max_latency_ms": 1000, "throughput_per_min": 60},
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 32, "height": 32, "count": 40, "fps": 40}},
+                {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["gen"], "params": {"width": 8, "height": 8}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["small"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let (out, summary) = run_ok(&app, &dir.join("run"));
+    let page = std::fs::read_to_string(dir.join("run/report.html")).expect("report.html written");
+    for needle in [
+        "SmartPipe run: reported",
+        "Quality of service",
+        "latency_p99_ms",
+        "Replies per second",
+        "End-to-end latency distribution",
+        "max_latency_ms quota (1000)",
+        "Utilisation per stage",
+        "small#0",
+        "image.resize",
+    ] {
+        assert!(page.contains(needle), "report lacks {needle:?}");
+    }
+    assert!(page.matches("<svg").count() >= 5, "five charts");
+    assert!(!page.contains("could not be drawn"), "every chart drawn");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("report.html"));
+    let qos = summary["qos"].as_array().expect("qos");
+    assert!(
+        qos.iter()
+            .any(|q| q["metric"] == "latency_p99_ms" && q["met"] == true),
+        "{qos:?}"
+    );
+}

@@ -1,3 +1,15 @@
 //! Smart: profiles (t = f(batch, input size)), the planner that picks batch sizes,
 //! replicas and threads for a quota within the granted resources, the queueing model
 //! and discrete-event simulation that predict its QoS, and admission control.
+//!
+//! Everything here is pure (no I/O, no clock): the caller loads the app and the
+//! profiles (`profiles/<machine>.json`), and prints or applies what comes back.
+
+pub mod dag;
+pub mod model;
+pub mod profile;
+pub mod qos;
+
+pub use model::{Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload};
+pub use profile::{Fit, ProfileError, Profiles, TaskProfile};
+pub use qos::{required_rate, Qos, Shortfall};

@@ -1,0 +1,334 @@
+//! Profiles: measured service times t(batch, input size) per task on one machine, and the
+//! least-squares fit t = α + β·b per input-size bucket that the model and planner use.
+//!
+//! Stored by the caller as `profiles/<machine>.json` (see [`Profiles::to_json`]).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Coefficient of variation of service times assumed when a profile does not say.
+pub const DEFAULT_CV: f64 = 0.05;
+
+/// One measurement: a batch of `batch` items whose inputs fall in the size bucket
+/// `input_bytes` took `seconds` (mean over repetitions).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilePoint {
+    pub batch: u32,
+    pub input_bytes: u64,
+    pub seconds: f64,
+}
+
+/// Everything measured about one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskProfile {
+    pub task: String,
+    pub points: Vec<ProfilePoint>,
+    /// Largest batch the task accepts (None: the largest profiled batch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_batch: Option<u32>,
+    /// Amdahl parallel fraction p of the work when run with more intra-op threads:
+    /// t(k threads) = t(1)·((1 − p) + p/k). 0 = threads do not help (the default).
+    #[serde(default)]
+    pub parallel_fraction: f64,
+    /// Coefficient of variation (std dev / mean) of one batch's service time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cv: Option<f64>,
+    /// The model the task keeps resident on the device, and its size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub model_bytes: u64,
+}
+
+/// t = α + β·b, with the fit's coefficient of determination.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Fit {
+    pub alpha: f64,
+    pub beta: f64,
+    pub r2: f64,
+}
+
+impl Fit {
+    /// Seconds for a batch of `b` items (never below a microsecond).
+    pub fn at(&self, b: f64) -> f64 {
+        (self.alpha + self.beta * b).max(1e-6)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ProfileError {
+    #[error("no profile for task '{0}'")]
+    MissingTask(String),
+    #[error("task '{0}': profile has no usable points")]
+    NoPoints(String),
+    #[error("task '{task}': bad point (batch {batch}, {seconds} s)")]
+    BadPoint {
+        task: String,
+        batch: u32,
+        seconds: f64,
+    },
+    #[error("profiles: {0}")]
+    Json(String),
+}
+
+/// Least-squares fit of t = α + β·b over (b, t) pairs. With a single distinct batch size
+/// the slope is unknown; we then assume the time is proportional to the batch (α = 0),
+/// the conservative choice (batching brings no gain until measured).
+pub fn fit(samples: &[(f64, f64)]) -> Option<Fit> {
+    let n = samples.len() as f64;
+    if samples.is_empty() {
+        return None;
+    }
+    let mb = samples.iter().map(|s| s.0).sum::<f64>() / n;
+    let mt = samples.iter().map(|s| s.1).sum::<f64>() / n;
+    let sbb: f64 = samples.iter().map(|s| (s.0 - mb).powi(2)).sum();
+    let sbt: f64 = samples.iter().map(|s| (s.0 - mb) * (s.1 - mt)).sum();
+    let stt: f64 = samples.iter().map(|s| (s.1 - mt).powi(2)).sum();
+    if sbb <= 1e-12 {
+        let beta = if mb > 0.0 { mt / mb } else { mt };
+        return Some(Fit {
+            alpha: 0.0,
+            beta,
+            r2: 1.0,
+        });
+    }
+    let beta = sbt / sbb;
+    let alpha = mt - beta * mb;
+    let r2 = if stt <= 1e-24 {
+        1.0
+    } else {
+        (sbt * sbt / (sbb * stt)).clamp(0.0, 1.0)
+    };
+    Some(Fit { alpha, beta, r2 })
+}
+
+impl TaskProfile {
+    /// A profile from (batch, bucket, seconds) triples.
+    pub fn new(task: &str, points: &[(u32, u64, f64)]) -> Self {
+        TaskProfile {
+            task: task.to_string(),
+            points: points
+                .iter()
+                .map(|&(batch, input_bytes, seconds)| ProfilePoint {
+                    batch,
+                    input_bytes,
+                    seconds,
+                })
+                .collect(),
+            max_batch: None,
+            parallel_fraction: 0.0,
+            cv: None,
+            model: None,
+            model_bytes: 0,
+        }
+    }
+
+    /// A linear profile t = α + β·b in one bucket (0), measured at b = 1, 2, 4, 8, 16.
+    pub fn linear(task: &str, alpha: f64, beta: f64) -> Self {
+        let pts: Vec<(u32, u64, f64)> = [1u32, 2, 4, 8, 16]
+            .iter()
+            .map(|&b| (b, 0, alpha + beta * f64::from(b)))
+            .collect();
+        Self::new(task, &pts)
+    }
+
+    fn check(&self) -> Result<(), ProfileError> {
+        for p in &self.points {
+            if p.batch == 0 || !p.seconds.is_finite() || p.seconds < 0.0 {
+                return Err(ProfileError::BadPoint {
+                    task: self.task.clone(),
+                    batch: p.batch,
+                    seconds: p.seconds,
+                });
+            }
+        }
+        if self.points.is_empty() {
+            return Err(ProfileError::NoPoints(self.task.clone()));
+        }
+        Ok(())
+    }
+
+    /// The fit per input-size bucket.
+    pub fn fits(&self) -> Result<BTreeMap<u64, Fit>, ProfileError> {
+        self.check()?;
+        let mut by_bucket: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+        for p in &self.points {
+            by_bucket
+                .entry(p.input_bytes)
+                .or_default()
+                .push((f64::from(p.batch), p.seconds));
+        }
+        let mut out = BTreeMap::new();
+        for (bucket, samples) in by_bucket {
+            if let Some(f) = fit(&samples) {
+                out.insert(bucket, f);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The fit for inputs of `bucket` bytes: the smallest profiled bucket at least as
+    /// large (conservative), else the largest; `None` asks for the largest bucket.
+    pub fn fit_for(&self, bucket: Option<u64>) -> Result<Fit, ProfileError> {
+        let fits = self.fits()?;
+        let chosen = match bucket {
+            Some(b) => fits.range(b..).next().or_else(|| fits.iter().next_back()),
+            None => fits.iter().next_back(),
+        };
+        chosen
+            .map(|(_, f)| *f)
+            .ok_or_else(|| ProfileError::NoPoints(self.task.clone()))
+    }
+
+    /// The largest batch the planner may pick.
+    pub fn batch_limit(&self) -> u32 {
+        self.max_batch
+            .or_else(|| self.points.iter().map(|p| p.batch).max())
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    pub fn cv(&self) -> f64 {
+        self.cv.unwrap_or(DEFAULT_CV).clamp(0.0, 10.0)
+    }
+
+    /// Service-time factor with `threads` intra-op threads (Amdahl).
+    pub fn thread_factor(&self, threads: u32) -> f64 {
+        let p = self.parallel_fraction.clamp(0.0, 1.0);
+        (1.0 - p) + p / f64::from(threads.max(1))
+    }
+}
+
+/// The profiles of one machine, by task name.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profiles {
+    #[serde(default)]
+    pub machine: String,
+    pub tasks: BTreeMap<String, TaskProfile>,
+}
+
+impl Profiles {
+    pub fn new(machine: &str) -> Self {
+        Profiles {
+            machine: machine.to_string(),
+            tasks: BTreeMap::new(),
+        }
+    }
+
+    /// Adds (or replaces) a task's profile.
+    pub fn insert(&mut self, p: TaskProfile) {
+        self.tasks.insert(p.task.clone(), p);
+    }
+
+    pub fn with(mut self, p: TaskProfile) -> Self {
+        self.insert(p);
+        self
+    }
+
+    pub fn get(&self, task: &str) -> Option<&TaskProfile> {
+        self.tasks.get(task)
+    }
+
+    /// Seconds for one batch of `batch` items of task `task` whose inputs are in `bucket`.
+    pub fn service_time(
+        &self,
+        task: &str,
+        batch: u32,
+        bucket: Option<u64>,
+    ) -> Result<f64, ProfileError> {
+        let p = self
+            .get(task)
+            .ok_or_else(|| ProfileError::MissingTask(task.to_string()))?;
+        Ok(p.fit_for(bucket)?.at(f64::from(batch.max(1))))
+    }
+
+    pub fn from_json(text: &str) -> Result<Self, ProfileError> {
+        let p: Profiles =
+            serde_json::from_str(text).map_err(|e| ProfileError::Json(e.to_string()))?;
+        for t in p.tasks.values() {
+            t.check()?;
+        }
+        Ok(p)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|_| "{}".to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_recovers_a_line() {
+        let p = TaskProfile::linear("x", 0.010, 0.002);
+        let f = p.fit_for(None).unwrap();
+        assert!((f.alpha - 0.010).abs() < 1e-12);
+        assert!((f.beta - 0.002).abs() < 1e-12);
+        assert!((f.r2 - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn fit_of_noisy_points_has_r2_below_one() {
+        let f = fit(&[(1.0, 1.0), (2.0, 2.5), (4.0, 3.9), (8.0, 8.4)]).unwrap();
+        assert!(f.r2 > 0.9 && f.r2 < 1.0, "{f:?}");
+        assert!(f.beta > 0.9 && f.beta < 1.1);
+    }
+
+    #[test]
+    fn one_batch_size_means_proportional() {
+        let f = fit(&[(1.0, 0.02), (1.0, 0.04)]).unwrap();
+        assert_eq!(f.alpha, 0.0);
+        assert!((f.at(4.0) - 0.12).abs() < 1e-12);
+    }
+
+    #[test]
+    fn buckets_pick_the_next_larger_then_the_largest() {
+        let p = TaskProfile::new(
+            "x",
+            &[
+                (1, 100, 0.01),
+                (2, 100, 0.012),
+                (1, 1000, 0.1),
+                (2, 1000, 0.12),
+            ],
+        );
+        let prof = Profiles::new("m").with(p);
+        assert!((prof.service_time("x", 1, Some(50)).unwrap() - 0.01).abs() < 1e-9);
+        assert!((prof.service_time("x", 1, Some(500)).unwrap() - 0.1).abs() < 1e-9);
+        assert!((prof.service_time("x", 3, Some(5000)).unwrap() - 0.14).abs() < 1e-9);
+        assert!((prof.service_time("x", 1, None).unwrap() - 0.1).abs() < 1e-9);
+        assert!(matches!(
+            prof.service_time("y", 1, None),
+            Err(ProfileError::MissingTask(_))
+        ));
+    }
+
+    #[test]
+    fn json_round_trip_and_bad_input() {
+        let prof = Profiles::new("box").with(TaskProfile::linear("a", 0.01, 0.001));
+        let back = Profiles::from_json(&prof.to_json()).unwrap();
+        assert_eq!(back, prof);
+        assert!(matches!(
+            Profiles::from_json("{\"tasks\": 3}"),
+            Err(ProfileError::Json(_))
+        ));
+        let bad = r#"{"tasks": {"a": {"task": "a", "points": [{"batch": 0, "input_bytes": 0, "seconds": 1}]}}}"#;
+        assert!(matches!(
+            Profiles::from_json(bad),
+            Err(ProfileError::BadPoint { .. })
+        ));
+    }
+
+    #[test]
+    fn threads_follow_amdahl() {
+        let mut p = TaskProfile::linear("a", 0.0, 0.01);
+        assert_eq!(p.thread_factor(4), 1.0);
+        p.parallel_fraction = 0.8;
+        assert!((p.thread_factor(4) - 0.4).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,115 @@
+//! Predicted quality of service and how it falls short of a quota.
+
+use protocol::spec::Quota;
+use serde::Serialize;
+use std::fmt;
+
+/// Throughput is met when within this relative tolerance of the requirement.
+const RATE_TOLERANCE: f64 = 1e-6;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct Qos {
+    /// Replies per second.
+    pub throughput_per_s: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Standard deviation of the end-to-end latency.
+    pub jitter_ms: f64,
+    pub loss_pct: f64,
+}
+
+/// One way a plan misses its quota.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "quota", rename_all = "snake_case")]
+pub enum Shortfall {
+    Throughput {
+        predicted_per_min: f64,
+        required_per_min: f64,
+    },
+    Latency {
+        p99_ms: f64,
+        max_ms: f64,
+    },
+    Jitter {
+        jitter_ms: f64,
+        max_ms: f64,
+    },
+    Loss {
+        loss_pct: f64,
+        max_pct: f64,
+    },
+}
+
+impl fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Shortfall::Throughput {
+                predicted_per_min,
+                required_per_min,
+            } => write!(
+                f,
+                "throughput {predicted_per_min:.0}/min < {required_per_min:.0}/min required"
+            ),
+            Shortfall::Latency { p99_ms, max_ms } => {
+                write!(f, "p99 latency {p99_ms:.0} ms > {max_ms:.0} ms quota")
+            }
+            Shortfall::Jitter { jitter_ms, max_ms } => {
+                write!(f, "jitter {jitter_ms:.1} ms > {max_ms:.1} ms quota")
+            }
+            Shortfall::Loss { loss_pct, max_pct } => {
+                write!(f, "loss {loss_pct:.2}% > {max_pct:.2}% quota")
+            }
+        }
+    }
+}
+
+/// Items per second the app must carry: max(quota throughput / 60, request frequency);
+/// `None` when neither is given (as fast as the resources allow).
+pub fn required_rate(quota: &Quota, request_frequency: Option<f64>) -> Option<f64> {
+    let q = quota.throughput_per_min.map(|t| t / 60.0);
+    match (q, request_frequency) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+    .filter(|r| r.is_finite() && *r > 0.0)
+}
+
+impl Qos {
+    /// Every way this QoS misses `quota`, given the rate the app must carry.
+    pub fn shortfalls(&self, quota: &Quota, required: Option<f64>) -> Vec<Shortfall> {
+        let mut out = Vec::new();
+        if let Some(r) = required {
+            if self.throughput_per_s < r * (1.0 - RATE_TOLERANCE) {
+                out.push(Shortfall::Throughput {
+                    predicted_per_min: self.throughput_per_s * 60.0,
+                    required_per_min: r * 60.0,
+                });
+            }
+        }
+        if let Some(m) = quota.max_latency_ms {
+            if !(self.p99_ms <= m) {
+                out.push(Shortfall::Latency {
+                    p99_ms: self.p99_ms,
+                    max_ms: m,
+                });
+            }
+        }
+        if let Some(m) = quota.max_jitter_ms {
+            if !(self.jitter_ms <= m) {
+                out.push(Shortfall::Jitter {
+                    jitter_ms: self.jitter_ms,
+                    max_ms: m,
+                });
+            }
+        }
+        if let Some(m) = quota.max_loss_pct {
+            if !(self.loss_pct <= m + 1e-9) {
+                out.push(Shortfall::Loss {
+                    loss_pct: self.loss_pct,
+                    max_pct: m,
+                });
+            }
+        }
+        out
+    }
+}

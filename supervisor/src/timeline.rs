@@ -1,0 +1,90 @@
+//! What happened during a run, sampled from the children's heartbeats: per stage
+//! counters over time, and notable events (failures, hang kills, drains).
+
+use protocol::messages::StageMetrics;
+use serde::Serialize;
+use std::time::Instant;
+
+/// One stage's counters at a sample time.
+#[derive(Debug, Clone, Serialize)]
+pub struct StagePoint {
+    pub items_in: u64,
+    pub items_out: u64,
+    pub lost: u64,
+    pub busy_ns: u64,
+}
+
+/// All stages at one moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Seconds since the run started.
+    pub t: f64,
+    pub stages: Vec<StagePoint>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEvent {
+    pub t: f64,
+    pub what: String,
+}
+
+/// Samples taken every `every` seconds, plus events.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    pub stage_labels: Vec<String>,
+    pub samples: Vec<Sample>,
+    pub events: Vec<RunEvent>,
+    #[serde(skip)]
+    started: Option<Instant>,
+    #[serde(skip)]
+    last: Option<Instant>,
+    every_s: f64,
+}
+
+impl Timeline {
+    pub fn new(stage_labels: Vec<String>, every_s: f64) -> Timeline {
+        Timeline {
+            stage_labels,
+            samples: Vec::new(),
+            events: Vec::new(),
+            started: Some(Instant::now()),
+            last: None,
+            every_s,
+        }
+    }
+
+    fn now(&self) -> f64 {
+        self.started
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0)
+    }
+
+    /// Record the counters if a sample is due (or `force`).
+    pub fn sample<'a>(&mut self, metrics: impl Iterator<Item = &'a StageMetrics>, force: bool) {
+        let due = self
+            .last
+            .is_none_or(|l| l.elapsed().as_secs_f64() >= self.every_s);
+        if !(due || force) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let t = self.now();
+        let stages = metrics
+            .map(|m| StagePoint {
+                items_in: m.items_in,
+                items_out: m.items_out,
+                lost: m.lost.iter().sum(),
+                busy_ns: m.busy_ns,
+            })
+            .collect();
+        self.samples.push(Sample { t, stages });
+    }
+
+    pub fn event(&mut self, what: impl Into<String>) {
+        let t = self.now();
+        self.events.push(RunEvent {
+            t,
+            what: what.into(),
+        });
+    }
+}
