@@ -10,7 +10,7 @@ mod plan;
 mod report;
 mod run;
 mod runtime;
-#[allow(dead_code)] // wired into `plan`, `profile` and `start` as it lands
+#[allow(dead_code, unused_imports)] // wired into `plan`, `profile` and `start` as it lands
 mod smart;
 mod summary;
 mod timeline;
