@@ -108,13 +108,31 @@ pub fn makes_payloads(function: &str) -> bool {
     )
 }
 
+/// The smallest side a text detector scales its input up to (PP-OCR det's
+/// `limit_type: min`), if the task pre-processes for one.
+fn upscale_to(task: &protocol::spec::TaskSpec) -> Option<u64> {
+    let model = task.params.get("model").and_then(|v| v.as_str())?;
+    model.starts_with("ppocr-det").then_some(736)
+}
+
 /// Bytes for one item's payload at a stage whose frames are at most `w`×`h`.
-fn slot_bytes(function: &str, w: u64, h: u64) -> u64 {
+fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u64 {
     const MIB: u64 = 1 << 20;
-    match function {
+    match task.function.as_str() {
         "bench.blob" => w,
-        // f32 tensors of the frame or its pyramid (≤ 2× the frame), never below 16 MiB.
-        "model.preprocess" => (24 * w * h).max(16 * MIB),
+        // f32 tensors of the frame or its pyramid (≤ 2× the frame), never below 16 MiB;
+        // a text detector scales small images up first (short side to 736 px).
+        "model.preprocess" => {
+            let (mut tw, mut th) = (w, h);
+            if let Some(min_side) = upscale_to(task) {
+                let short = w.min(h).max(1);
+                if short < min_side {
+                    tw = (w * min_side).div_ceil(short);
+                    th = (h * min_side).div_ceil(short);
+                }
+            }
+            (24 * (tw + 64) * (th + 64)).max(16 * MIB)
+        }
         // Model outputs can outgrow their input (a recogniser's per-step class scores).
         "model.inference" => 64 * MIB,
         _ => w * h * 3,
@@ -146,7 +164,7 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
             let pool = match (makes_payloads(&t.function), bounds[i]) {
                 (true, Some((w, h))) => Some(PoolPlan {
                     slots: slot_count(&t.function, batch_size),
-                    slot_size: slot_bytes(&t.function, w, h),
+                    slot_size: slot_bytes(t, w, h),
                 }),
                 _ => None,
             };

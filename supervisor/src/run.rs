@@ -647,10 +647,14 @@ fn agent_task(
     if let Some(budget) = app.constraints.gpus.first().map(|g| g.memory_mb) {
         params.insert("budget_mb".into(), serde_json::json!(budget));
     }
-    params.insert(
-        "threads".into(),
-        serde_json::json!(crate::plan::available_cores()),
-    );
+    // On cpu:0 the agent shares the cores with the CPU stages: one intra-op thread
+    // measured fastest (BENCHMARKS.md); a real device gets the cores to feed it.
+    let threads = if device.starts_with("cpu") {
+        1
+    } else {
+        crate::plan::available_cores()
+    };
+    params.insert("threads".into(), serde_json::json!(threads));
     Ok(protocol::spec::TaskSpec {
         name: format!("gpu-agent-{}", device.replace(':', "")),
         kind: TaskKind::Gpu,

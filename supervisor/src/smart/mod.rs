@@ -9,7 +9,13 @@ pub mod dag;
 pub mod model;
 pub mod profile;
 pub mod qos;
+pub mod sim;
+#[cfg(test)]
+mod testkit;
 
+#[allow(unused_imports)] // the supervisor's commands use these as they land
 pub use model::{Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload};
+#[allow(unused_imports)]
 pub use profile::{Fit, ProfileError, Profiles, TaskProfile};
+#[allow(unused_imports)]
 pub use qos::{required_rate, Qos, Shortfall};

@@ -1,0 +1,138 @@
+use super::*;
+use crate::smart::model::StageConfig;
+use crate::smart::testkit::{chain, linear, model};
+
+fn cfg(n: usize, at: &[(usize, StageConfig)]) -> Vec<StageConfig> {
+    let mut v = vec![StageConfig::default(); n];
+    for (i, c) in at {
+        v[*i] = *c;
+    }
+    v
+}
+
+fn sc(b: u32, w: f64, r: u32) -> StageConfig {
+    StageConfig {
+        batch: b,
+        max_wait_ms: w,
+        replicas: r,
+        threads: 1,
+    }
+}
+
+fn close(what: &str, model: f64, sim: f64, tol: f64) {
+    let err = (model - sim).abs() / sim.max(1e-9);
+    assert!(
+        err <= tol,
+        "{what}: model {model:.2} vs sim {sim:.2} ({:.0}% off)",
+        err * 100.0
+    );
+}
+
+/// Compares model and simulation on one configuration; returns (model, sim) p99.
+fn agree(
+    stages: &[(&str, &str)],
+    prof: &[(&str, f64, f64)],
+    rate: f64,
+    c: &[(usize, StageConfig)],
+) -> (f64, f64) {
+    let app = chain(stages, serde_json::json!({}));
+    let m = model(&app, &linear(prof), rate, false);
+    let c = cfg(app.tasks.len(), c);
+    let p = m.predict(&c).unwrap();
+    let s = simulate(
+        &m,
+        &c,
+        SimConfig {
+            seed: 7,
+            duration_s: 400.0,
+            warmup_s: 20.0,
+        },
+    )
+    .unwrap();
+    eprintln!("model {:?}\nsim   {:?}", p.qos, s);
+    close(
+        "throughput",
+        p.qos.throughput_per_s,
+        s.throughput_per_s,
+        0.05,
+    );
+    close("mean latency", p.paths[0].mean_ms, s.mean_ms, 0.15);
+    close("p99 latency", p.qos.p99_ms, s.p99_ms, 0.15);
+    (p.qos.p99_ms, s.p99_ms)
+}
+
+#[test]
+fn rng_is_deterministic_and_lognormal_has_mean_one() {
+    let mut a = Rng::new(3);
+    let mut b = Rng::new(3);
+    assert_eq!(a.next_u64(), b.next_u64());
+    let n = 200_000;
+    let m: f64 = (0..n).map(|_| a.lognormal1(0.3)).sum::<f64>() / n as f64;
+    assert!((m - 1.0).abs() < 0.01, "{m}");
+}
+
+#[test]
+fn single_stage_mm1_like() {
+    // ρ = 0.5 at batch 1.
+    agree(&[("a", "cpu")], &[("a", 0.010, 0.0)], 50.0, &[]);
+}
+
+#[test]
+fn two_stage_chain_moderate_load() {
+    agree(
+        &[("a", "cpu"), ("b", "cpu")],
+        &[("a", 0.008, 0.0), ("b", 0.012, 0.0)],
+        40.0,
+        &[],
+    );
+}
+
+#[test]
+fn replicas_split_the_load() {
+    // One replica would be at ρ = 1.6; two at 0.8 each.
+    agree(
+        &[("a", "cpu")],
+        &[("a", 0.020, 0.0)],
+        80.0,
+        &[(1, sc(1, 0.0, 2))],
+    );
+}
+
+#[test]
+fn batching_with_a_wait_fills_batches() {
+    // t(4) = 30 ms per 4 items; λ = 100/s fills a batch of 4 in 30 ms.
+    agree(
+        &[("a", "cpu")],
+        &[("a", 0.018, 0.003)],
+        100.0,
+        &[(1, sc(4, 50.0, 1))],
+    );
+}
+
+#[test]
+fn greedy_batching_absorbs_overload_of_batch_one() {
+    // Batch 1 would need 21 ms per item at 60/s (ρ = 1.26); batch up to 8, no wait.
+    agree(
+        &[("a", "cpu")],
+        &[("a", 0.020, 0.001)],
+        60.0,
+        &[(1, sc(8, 0.0, 1))],
+    );
+}
+
+#[test]
+fn overloaded_best_effort_sheds_the_excess() {
+    let app = chain(&[("a", "cpu")], serde_json::json!({}));
+    let m = model(&app, &linear(&[("a", 0.020, 0.0)]), 100.0, true);
+    let c = cfg(3, &[]);
+    let p = m.predict(&c).unwrap();
+    let s = simulate(&m, &c, SimConfig::default()).unwrap();
+    close(
+        "throughput",
+        p.qos.throughput_per_s,
+        s.throughput_per_s,
+        0.05,
+    );
+    assert!((p.qos.loss_pct - 50.0).abs() < 1.0, "{:?}", p.qos);
+    assert!((s.loss_pct - 50.0).abs() < 3.0, "{s:?}");
+}
