@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn json_round_trip_and_bad_input() {
-        let prof = Profiles::new("box").with(TaskProfile::linear("a", 0.01, 0.001));
+        let prof = Profiles::new("box").with(TaskProfile::linear("a", 0.5, 0.25));
         let back = Profiles::from_json(&prof.to_json()).unwrap();
         assert_eq!(back, prof);
         assert!(matches!(
