@@ -161,14 +161,23 @@ fn ocr_app_reads_page_like_rapidocr() {
         "page",
         1,
     );
-    tasks.insert(0, json!({"name": "page", "kind": "head", "function": "source.images", "params": {"path": root.join(".smartpipe/media/page.png")}}));
+    // page.png, and text.png: small and wide, which the detector scales up to a 736 px
+    // short side (its tensors are larger than the image).
+    let pages = dir.join("pages");
+    std::fs::create_dir_all(&pages).expect("pages dir");
+    for name in ["page.png", "text.png"] {
+        std::fs::copy(root.join(".smartpipe/media").join(name), pages.join(name)).expect("copy");
+    }
+    tasks.insert(0, json!({"name": "page", "kind": "head", "function": "source.images", "params": {"path": pages}}));
+
     tasks.push(json!({"name": "lines", "kind": "tail", "function": "table.print", "inputs": [last], "params": {"format": "jsonl", "path": "lines.jsonl"}}));
     let summary = run_app(
         &dir,
         &json!({"name": "ocr-test", "service_type": "request-guarantee", "tasks": tasks}),
     );
-    assert_eq!(summary["items_out"], 1);
-    let got = jsonl(&dir.join("lines.jsonl"));
+    assert_eq!(summary["items_out"], 2);
+    let all = jsonl(&dir.join("lines.jsonl"));
+    let got: Vec<Value> = all.iter().filter(|l| l["seq"] == 0).cloned().collect();
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("tests/fixtures/reference/page_ocr.json"))
             .expect("fixture"),
