@@ -128,6 +128,26 @@ pub fn pnet_preprocess(img: RgbView<'_>, scale: f64, cfg: &MtcnnConfig) -> Resul
     TensorF32::new(vec![1, w, h, 3], data)
 }
 
+/// P-Net inputs for every scale of the pyramid, the same tensors as
+/// [`pnet_preprocess`] per scale, with the frame converted to floats once.
+pub fn pnet_preprocess_pyramid(
+    img: RgbView<'_>,
+    scales: &[f64],
+    cfg: &MtcnnConfig,
+) -> Result<Vec<TensorF32>> {
+    let full = ImageF64::from_rgb(img);
+    scales
+        .iter()
+        .map(|&scale| {
+            let (w, h) = scaled_size(img.width, img.height, scale);
+            let resized = resize_area(&full, w, h)?.to_rgb8();
+            let mut data = Vec::with_capacity(w * h * 3);
+            nwhc(&ImageF64::from_rgb(resized.view()), cfg, &mut data);
+            TensorF32::new(vec![1, w, h, 3], data)
+        })
+        .collect()
+}
+
 /// Finds an output by its last dimension (the nets' outputs differ by it).
 fn by_last_dim<'a>(
     outputs: &'a [TensorF32],
@@ -420,6 +440,18 @@ pub fn onet_postprocess(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pyramid_matches_per_scale_preprocessing() {
+        let data: Vec<u8> = (0..97 * 61 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let img = RgbView::new(&data, 97, 61).expect("view");
+        let cfg = MtcnnConfig::default();
+        let scales = pyramid_scales(97, 61, &cfg);
+        let all = pnet_preprocess_pyramid(img, &scales, &cfg).expect("pyramid");
+        for (t, &s) in all.iter().zip(&scales) {
+            assert_eq!(t, &pnet_preprocess(img, s, &cfg).expect("one scale"));
+        }
+    }
 
     #[test]
     fn scales_for_512() {

@@ -56,8 +56,11 @@ impl FaceModels {
 pub fn detect_faces(m: &mut FaceModels, img: RgbView<'_>) -> Result<Vec<Detection>> {
     let cfg = m.config.clone();
     let mut cands = Vec::new();
-    for scale in mtcnn::pyramid_scales(img.width, img.height, &cfg) {
-        let input = mtcnn::pnet_preprocess(img, scale, &cfg)?;
+    let scales = mtcnn::pyramid_scales(img.width, img.height, &cfg);
+    for (input, scale) in mtcnn::pnet_preprocess_pyramid(img, &scales, &cfg)?
+        .into_iter()
+        .zip(scales)
+    {
         let out = m.pnet.run(&[input])?;
         cands.extend(mtcnn::pnet_postprocess(&out, scale, &cfg)?);
     }

@@ -176,7 +176,7 @@ fn execute(agent: &mut Agent, node: &Node, req: &AgentRequest) -> Result<Vec<Ten
         let pool = node.pool(t.shm.pool).map_err(|e| e.to_string())?;
         inputs.push(read_tensor(pool, t)?);
     }
-    let input = concat_dim0(&inputs)?;
+    let input = concat_dim0(inputs)?;
     let model = agent
         .resident
         .get_mut(&req.model)
@@ -209,11 +209,15 @@ fn execute(agent: &mut Agent, node: &Node, req: &AgentRequest) -> Result<Vec<Ten
     Ok(refs)
 }
 
-fn concat_dim0(parts: &[TensorF32]) -> Result<TensorF32, String> {
-    match parts {
+fn concat_dim0(mut parts: Vec<TensorF32>) -> Result<TensorF32, String> {
+    if parts.len() == 1 {
+        return parts
+            .pop()
+            .ok_or_else(|| "a request without inputs".to_string());
+    }
+    match parts.as_slice() {
         [] => Err("a request without inputs".into()),
-        [one] => Ok(one.clone()),
-        _ => {
+        parts => {
             let rest = &parts[0].shape[1..];
             let mut n = 0;
             let mut data = Vec::new();

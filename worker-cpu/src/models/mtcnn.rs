@@ -64,11 +64,8 @@ impl Step for MtcnnStep {
         let cfg = &self.cfg;
         match (self.net, self.pre) {
             (Net::P, true) => {
-                let tensors = m::pyramid_scales(img.width, img.height, cfg)
-                    .into_iter()
-                    .map(|s| m::pnet_preprocess(img, s, cfg))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(vision_err)?;
+                let scales = m::pyramid_scales(img.width, img.height, cfg);
+                let tensors = m::pnet_preprocess_pyramid(img, &scales, cfg).map_err(vision_err)?;
                 Ok(Output::Tensors {
                     state: None,
                     tensors,
