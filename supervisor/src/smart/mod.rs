@@ -7,6 +7,7 @@
 
 pub mod dag;
 pub mod model;
+pub mod planner;
 pub mod profile;
 pub mod qos;
 pub mod sim;

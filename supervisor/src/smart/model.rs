@@ -329,6 +329,22 @@ impl Model {
         (cores, models.iter().map(|m| m.1).sum())
     }
 
+    /// Stage `i` alone under its full offered rate (Poisson input, own server): for the
+    /// planner's per-stage pruning. `None` for unprofiled stages.
+    pub(crate) fn stage_alone(&self, i: usize, c: &StageConfig) -> Option<StageEval> {
+        let p = self.profiles.get(i)?.as_ref()?;
+        let bound = f64::from(self.workload.queue_bound.max(1));
+        Some(eval_stage(
+            p,
+            c,
+            self.stage_rate(i),
+            1.0,
+            None,
+            false,
+            bound,
+        ))
+    }
+
     /// Predicts the QoS and resources of `cfg` (one config per stage, in task order).
     pub fn predict(&self, cfg: &[StageConfig]) -> Result<Prediction, ModelError> {
         let n = self.dag.stages.len();
@@ -361,9 +377,9 @@ impl Model {
             }
         }
         let mut app_cap = f64::INFINITY;
-        for i in 0..n {
-            if capacity[i].is_finite() && !self.is_device(i) {
-                app_cap = app_cap.min(capacity[i] * total / self.stage_rate(i));
+        for (i, cap) in capacity.iter().enumerate() {
+            if cap.is_finite() && !self.is_device(i) {
+                app_cap = app_cap.min(cap * total / self.stage_rate(i));
             }
         }
         if dev_load_full > 0.0 {
@@ -406,11 +422,41 @@ impl Model {
             0.0
         };
 
+        // Saturated device: it cycles through the GPU stages, each taking what arrived in
+        // one cycle C = Σ t_g(λ_g·C) (fixed point, batches clamped to their limits).
+        let mut cycle = 0.0;
+        let dev: Vec<usize> = (0..n)
+            .filter(|&i| self.is_device(i) && self.profiles[i].is_some())
+            .collect();
+        for g in &dev {
+            if let Some(p) = &self.profiles[*g] {
+                cycle += p.t(light[*g].0, cfg[*g].threads);
+            }
+        }
+        for _ in 0..200 {
+            let next: f64 = dev
+                .iter()
+                .filter_map(|&g| {
+                    let p = self.profiles[g].as_ref()?;
+                    let c = &cfg[g];
+                    let lam_r = self.stage_rate(g) * scale / f64::from(c.replicas.max(1));
+                    let x = (lam_r * cycle).clamp(light[g].0, f64::from(c.batch.max(1)));
+                    Some(p.t(x, c.threads))
+                })
+                .sum();
+            let done = (next - cycle).abs() <= 1e-12;
+            cycle = next;
+            if done {
+                break;
+            }
+        }
+
         let bound = f64::from(self.workload.queue_bound.max(1));
         let mut ca_out = vec![ca_head; n];
         let mut soj = vec![Sojourn::default(); n];
         let mut preds = Vec::with_capacity(n);
         let mut util = vec![0.0; n];
+        let mut dev_busy = 0.0; // device utilisation at the effective batches
         let mut keep = 1.0; // best-effort: fraction not lost to full queues
         for &i in &self.dag.order {
             let s = &self.dag.stages[i];
@@ -438,88 +484,23 @@ impl Model {
                 continue;
             };
             let c = &cfg[i];
-            let reps = f64::from(c.replicas.max(1));
-            let lam_r = offered / reps;
-            let b = f64::from(c.batch.max(1));
-            let (bl, rho_own) = light[i];
-            let t = p.t(bl, c.threads);
-            let cs2 = p.cv * p.cv;
-            let ca_r = ca_in / reps;
-            let fill = if bl > 1.0 { (bl - 1.0) / lam_r } else { 0.0 };
-            // Queueing: own server, or the shared device.
-            let (rho, t_scale) = if self.is_device(i) {
-                (dev_rho, dev_t_mean.max(t))
-            } else {
-                (rho_own, t)
-            };
-            let full_rho = lam_r * p.t(b, c.threads) / b;
+            let shared = self.is_device(i).then_some((dev_rho, dev_t_mean, cycle));
+            let full_rho = offered / f64::from(c.replicas.max(1))
+                * p.t(f64::from(c.batch.max(1)), c.threads)
+                / f64::from(c.batch.max(1));
             let at_bottleneck = overloaded
                 && (full_rho >= 0.999 || (self.is_device(i) && dev_load_full * app_cap >= 0.999));
-            let mut normal = Sojourn {
-                mean: f64::INFINITY,
-                ..Sojourn::default()
-            };
-            if rho < 1.0 {
-                let wq = rho / (1.0 - rho) * (ca_r / bl + cs2) / 2.0 * t_scale;
-                let m = if rho > 0.0 { wq / rho } else { 0.0 };
-                normal = Sojourn {
-                    mean: fill / 2.0 + wq + t,
-                    var: fill * fill / 12.0 + rho * m * m * (2.0 - rho) + (p.cv * t).powi(2),
-                    shift: t * (1.0 - 3.0 * p.cv).max(0.0),
-                    p_wait: rho,
-                    m_wait: m,
-                };
+            let ev = eval_stage(p, c, offered, ca_in, shared, at_bottleneck, bound);
+            let mut sj = ev.sojourn;
+            let (eff_b, bl, fill) = (ev.batch, ev.light_batch, ev.fill);
+            if self.workload.shed {
+                keep *= 1.0 - ev.block;
             }
-            let mut eff_b = bl;
-            let mut sj = normal;
-            if b > bl && full_rho < 1.0 && !at_bottleneck {
-                // Fixed point x = λ_r·t(x): the batch that arrives while one is served.
-                let tf = p.thread_factor(c.threads);
-                let denom = 1.0 - lam_r * p.fit.beta * tf;
-                let x = if denom > 0.0 {
-                    (lam_r * p.fit.alpha * tf / denom).clamp(bl, b)
-                } else {
-                    b
-                };
-                let ts = p.t(x, c.threads);
-                let sat = Sojourn {
-                    mean: 1.5 * ts,
-                    var: ts * ts / 12.0 + (p.cv * ts).powi(2),
-                    shift: ts * (1.0 - 3.0 * p.cv).max(0.0),
-                    p_wait: 0.0,
-                    m_wait: 0.0,
-                };
-                if sat.mean < sj.mean {
-                    sj = sat;
-                    eff_b = x;
-                }
+            util[i] = ev.utilisation;
+            ca_out[i] = ev.ca_out;
+            if self.is_device(i) {
+                dev_busy += offered * p.t(eff_b, c.threads) / eff_b;
             }
-            if at_bottleneck {
-                // Full queue: `bound` items ahead, served at full batches.
-                let tb = p.t(b, c.threads);
-                let wait = bound * tb / b;
-                sj = Sojourn {
-                    mean: wait + tb,
-                    var: (p.cv * tb).powi(2) + (tb * tb) / 12.0,
-                    shift: wait + tb * (1.0 - 3.0 * p.cv).max(0.0),
-                    p_wait: 0.0,
-                    m_wait: 0.0,
-                };
-                eff_b = b;
-            } else if self.workload.shed && rho < 1.0 && rho > 0.0 {
-                let k = bound;
-                let pb = (1.0 - rho) * rho.powf(k) / (1.0 - rho.powf(k + 1.0));
-                keep *= 1.0 - pb.clamp(0.0, 1.0);
-            }
-            util[i] = if at_bottleneck { 1.0 } else { rho_own.min(1.0) };
-            // Departures: batches leave in bursts of eff_b items.
-            let cd_batch =
-                rho.min(1.0).powi(2) * cs2 + (1.0 - rho.min(1.0).powi(2)) * (ca_r / eff_b);
-            ca_out[i] = if eff_b > 1.0 {
-                eff_b * (cd_batch + 1.0) - 1.0
-            } else {
-                cd_batch
-            };
             if s.kind == TaskKind::Head {
                 // Items are stamped as the head emits them.
                 ca_out[i] = ca_in;
@@ -566,8 +547,148 @@ impl Model {
             capacity: app_cap,
             cores,
             memory_bytes,
-            device_utilisation: (dev_load_full > 0.0).then_some(dev_rho.min(1.0)),
+            device_utilisation: (dev_load_full > 0.0).then_some(dev_busy.min(1.0)),
         })
+    }
+}
+
+/// One stage's behaviour under an offered rate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StageEval {
+    sojourn: Sojourn,
+    /// Mean batch served, and the batch at light load, and the first item's fill wait (s).
+    batch: f64,
+    light_batch: f64,
+    fill: f64,
+    utilisation: f64,
+    /// Variability (SCV) of the stage's departures, item by item.
+    ca_out: f64,
+    /// Best-effort: probability an arriving item finds the inbox full.
+    block: f64,
+}
+
+impl StageEval {
+    pub(crate) fn mean_s(&self) -> f64 {
+        self.sojourn.mean
+    }
+    pub(crate) fn var_s(&self) -> f64 {
+        self.sojourn.var
+    }
+}
+
+/// The sojourn of an item in a stage (see the module doc). `shared` is the device's
+/// (utilisation, mean batch time, saturated cycle) for GPU stages; `at_bottleneck` marks the stage that
+/// throttles an overloaded app.
+fn eval_stage(
+    p: &StageProfile,
+    c: &StageConfig,
+    offered: f64,
+    ca_in: f64,
+    shared: Option<(f64, f64, f64)>,
+    at_bottleneck: bool,
+    bound: f64,
+) -> StageEval {
+    let reps = f64::from(c.replicas.max(1));
+    let lam_r = offered / reps;
+    let b = f64::from(c.batch.max(1));
+    let w = c.max_wait_ms.max(0.0) / 1000.0;
+    let bl = b.min(1.0 + lam_r * w).max(1.0);
+    let t = p.t(bl, c.threads);
+    let rho_own = lam_r * t / bl;
+    let cs2 = p.cv * p.cv;
+    let ca_r = ca_in / reps;
+    let fill = if bl > 1.0 { (bl - 1.0) / lam_r } else { 0.0 };
+    // Queueing: own server, or the shared device.
+    let (rho, t_scale) = match shared {
+        Some((r, tm, _)) => (r, tm.max(t)),
+        None => (rho_own, t),
+    };
+    let full_rho = lam_r * p.t(b, c.threads) / b;
+    let mut normal = Sojourn {
+        mean: f64::INFINITY,
+        ..Sojourn::default()
+    };
+    if rho < 1.0 {
+        let wq = rho / (1.0 - rho) * (ca_r / bl + cs2) / 2.0 * t_scale;
+        let m = if rho > 0.0 { wq / rho } else { 0.0 };
+        normal = Sojourn {
+            mean: fill / 2.0 + wq + t,
+            var: fill * fill / 12.0 + rho * m * m * (2.0 - rho) + (p.cv * t).powi(2),
+            shift: t * (1.0 - 3.0 * p.cv).max(0.0),
+            p_wait: rho,
+            m_wait: m,
+        };
+    }
+    let mut eff_b = bl;
+    let mut sj = normal;
+    if b > bl && !at_bottleneck {
+        // Saturated: the batch is what arrives during one cycle of the server (its own
+        // batch time, or the device's round of every GPU stage).
+        let tf = p.thread_factor(c.threads);
+        let (x, cyc) = match shared {
+            Some((_, _, cyc)) => {
+                let x = (lam_r * cyc).clamp(bl, b);
+                (x, cyc)
+            }
+            None => {
+                // Fixed point x = λ_r·t(x).
+                let denom = 1.0 - lam_r * p.fit.beta * tf;
+                let x = if denom > 0.0 {
+                    (lam_r * p.fit.alpha * tf / denom).clamp(bl, b)
+                } else {
+                    b
+                };
+                (x, p.t(x, c.threads))
+            }
+        };
+        let ts = p.t(x, c.threads);
+        let feasible = shared.is_some() || full_rho < 1.0;
+        let sat = Sojourn {
+            mean: cyc / 2.0 + ts,
+            var: cyc * cyc / 12.0 + (p.cv * ts).powi(2),
+            shift: ts * (1.0 - 3.0 * p.cv).max(0.0),
+            p_wait: 0.0,
+            m_wait: 0.0,
+        };
+        if feasible && sat.mean < sj.mean {
+            sj = sat;
+            eff_b = x;
+        }
+    }
+    if at_bottleneck {
+        // Full queue: `bound` items ahead, served at full batches.
+        let tb = p.t(b, c.threads);
+        let wait = bound * tb / b;
+        sj = Sojourn {
+            mean: wait + tb,
+            var: (p.cv * tb).powi(2) + (tb * tb) / 12.0,
+            shift: wait + tb * (1.0 - 3.0 * p.cv).max(0.0),
+            p_wait: 0.0,
+            m_wait: 0.0,
+        };
+        eff_b = b;
+    }
+    let block = if !at_bottleneck && rho < 1.0 && rho > 0.0 {
+        ((1.0 - rho) * rho.powf(bound) / (1.0 - rho.powf(bound + 1.0))).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let utilisation = if at_bottleneck { 1.0 } else { rho_own.min(1.0) };
+    // Departures: batches leave in bursts of eff_b items.
+    let cd_batch = rho.min(1.0).powi(2) * cs2 + (1.0 - rho.min(1.0).powi(2)) * (ca_r / eff_b);
+    let ca_out = if eff_b > 1.0 {
+        eff_b * (cd_batch + 1.0) - 1.0
+    } else {
+        cd_batch
+    };
+    StageEval {
+        sojourn: sj,
+        batch: eff_b,
+        light_batch: bl,
+        fill,
+        utilisation,
+        ca_out,
+        block,
     }
 }
 

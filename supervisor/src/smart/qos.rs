@@ -87,7 +87,7 @@ impl Qos {
             }
         }
         if let Some(m) = quota.max_latency_ms {
-            if !(self.p99_ms <= m) {
+            if self.p99_ms.is_nan() || self.p99_ms > m {
                 out.push(Shortfall::Latency {
                     p99_ms: self.p99_ms,
                     max_ms: m,
@@ -95,7 +95,7 @@ impl Qos {
             }
         }
         if let Some(m) = quota.max_jitter_ms {
-            if !(self.jitter_ms <= m) {
+            if self.jitter_ms.is_nan() || self.jitter_ms > m {
                 out.push(Shortfall::Jitter {
                     jitter_ms: self.jitter_ms,
                     max_ms: m,
@@ -103,7 +103,7 @@ impl Qos {
             }
         }
         if let Some(m) = quota.max_loss_pct {
-            if !(self.loss_pct <= m + 1e-9) {
+            if self.loss_pct.is_nan() || self.loss_pct > m + 1e-9 {
                 out.push(Shortfall::Loss {
                     loss_pct: self.loss_pct,
                     max_pct: m,
