@@ -1,22 +1,34 @@
 //! Smart: profiles (t = f(batch, input size)), the planner that picks batch sizes,
 //! replicas and threads for a quota within the granted resources, the queueing model
-//! and discrete-event simulation that predict its QoS, and admission control.
+//! and discrete-event simulation that predict its QoS, admission control, and the
+//! online controller of `balance`.
 //!
 //! Everything here is pure (no I/O, no clock): the caller loads the app and the
 //! profiles (`profiles/<machine>.json`), and prints or applies what comes back.
+//! Entry points: [`admit`] (start), [`plans`] (plan: all three strategies),
+//! [`Profiles`] (profile), [`simulate`] (check a plan), [`online::Controller`].
 
+pub mod admission;
 pub mod dag;
 pub mod model;
+pub mod online;
 pub mod planner;
 pub mod profile;
 pub mod qos;
+mod queueing;
 pub mod sim;
 #[cfg(test)]
 mod testkit;
 
 #[allow(unused_imports)] // the supervisor's commands use these as they land
+pub use admission::{admit, refusal, Refusal};
+#[allow(unused_imports)]
 pub use model::{Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload};
+#[allow(unused_imports)]
+pub use planner::{plans, Plan, PlanOptions, Plans};
 #[allow(unused_imports)]
 pub use profile::{Fit, ProfileError, Profiles, TaskProfile};
 #[allow(unused_imports)]
 pub use qos::{required_rate, Qos, Shortfall};
+#[allow(unused_imports)]
+pub use sim::{simulate, SimConfig, SimResult};

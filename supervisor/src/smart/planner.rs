@@ -21,6 +21,7 @@
 //! The model is evaluated at the required rate max(quota throughput / 60, request
 //! frequency); with neither given, at 1 item/s (lazy = cheapest, strong = most capacity).
 
+use super::admission::Refusal;
 use super::model::{Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload};
 use super::profile::Profiles;
 use super::qos::{required_rate, Qos, Shortfall};
@@ -69,19 +70,6 @@ pub struct Plan {
     pub prediction: Prediction,
 }
 
-/// Why a request-guarantee app is refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum Refusal {
-    #[error("needs {needed:.1} cores, {granted:.1} granted")]
-    Cores { needed: f64, granted: f64 },
-    #[error("models need {needed_mb:.1} MB of device memory, {budget_mb:.1} MB granted")]
-    Memory { needed_mb: f64, budget_mb: f64 },
-    #[error("{0} even in the best configuration")]
-    Quota(Shortfall),
-    #[error(transparent)]
-    Model(#[from] ModelError),
-}
-
 /// The plans of the three strategies for one app (`None`: nothing meets the quota).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plans {
@@ -128,16 +116,16 @@ impl fmt::Display for Plan {
 
 /// One evaluated whole configuration.
 #[derive(Debug, Clone)]
-struct Scored {
-    cfg: Vec<StageConfig>,
-    pred: Prediction,
-    misses: Vec<Shortfall>,
+pub(crate) struct Scored {
+    pub(crate) cfg: Vec<StageConfig>,
+    pub(crate) pred: Prediction,
+    pub(crate) misses: Vec<Shortfall>,
 }
 
-struct Search<'a> {
-    app: &'a AppSpec,
-    model: Model,
-    required: Option<f64>,
+pub(crate) struct Search<'a> {
+    pub(crate) app: &'a AppSpec,
+    pub(crate) model: Model,
+    pub(crate) required: Option<f64>,
 }
 
 fn pow2_upto(n: u32) -> Vec<u32> {
@@ -150,7 +138,7 @@ fn pow2_upto(n: u32) -> Vec<u32> {
 }
 
 impl<'a> Search<'a> {
-    fn new(
+    pub(crate) fn new(
         app: &'a AppSpec,
         profiles: &Profiles,
         resources: Resources,
@@ -283,7 +271,11 @@ impl<'a> Search<'a> {
     }
 
     /// Every whole configuration (exact or truncated), scored, within `cores`.
-    fn enumerate(&self, cores: f64, opts: &PlanOptions) -> Result<Vec<Scored>, ModelError> {
+    pub(crate) fn enumerate(
+        &self,
+        cores: f64,
+        opts: &PlanOptions,
+    ) -> Result<Vec<Scored>, ModelError> {
         let m = &self.model;
         let has_gpu = m.dag.stages.iter().any(|s| s.kind == TaskKind::Gpu);
         let gpu_threads_help = m.dag.stages.iter().zip(&m.profiles).any(|(s, p)| {
@@ -385,11 +377,11 @@ impl<'a> Search<'a> {
     }
 }
 
-fn lazy_key(s: &Scored) -> (f64, f64) {
+pub(crate) fn lazy_key(s: &Scored) -> (f64, f64) {
     (s.pred.cores, s.pred.qos.p99_ms)
 }
 
-fn pick(all: &[Scored], better: impl Fn(&Scored, &Scored) -> bool) -> Option<&Scored> {
+pub(crate) fn pick(all: &[Scored], better: impl Fn(&Scored, &Scored) -> bool) -> Option<&Scored> {
     let mut best: Option<&Scored> = None;
     for s in all {
         if best.is_none_or(|b| better(s, b)) {
@@ -399,7 +391,7 @@ fn pick(all: &[Scored], better: impl Fn(&Scored, &Scored) -> bool) -> Option<&Sc
     best
 }
 
-fn lt(a: (f64, f64), b: (f64, f64)) -> bool {
+pub(crate) fn lt(a: (f64, f64), b: (f64, f64)) -> bool {
     a.0 < b.0 - 1e-9 || ((a.0 - b.0).abs() <= 1e-9 && a.1 < b.1)
 }
 
@@ -455,98 +447,6 @@ pub fn plans(
             .map(|s| search.plan_of(s, Strategy::Balance)),
         strong: strong.map(|s| search.plan_of(s, Strategy::Strong)),
         best: best.map(|s| search.plan_of(s, app.strategy)),
-    })
-}
-
-/// Admission: the plan of the app's strategy, or why a request-guarantee app is refused.
-/// A best-effort app with no plan meeting its quota gets the best plan within the grant,
-/// with its predicted shortfall.
-pub fn admit(
-    app: &AppSpec,
-    profiles: &Profiles,
-    resources: Resources,
-    opts: &PlanOptions,
-) -> Result<Plan, Refusal> {
-    let ps = plans(app, profiles, resources, opts)?;
-    if let Some(p) = ps.get(app.strategy) {
-        return Ok(p.clone());
-    }
-    if app.service_type == ServiceType::BestEffort {
-        if let Some(p) = ps.best {
-            return Ok(p);
-        }
-    }
-    Err(refusal(app, profiles, resources, opts)?)
-}
-
-/// The binding quota or resource of an app with no feasible plan, and the gap.
-pub fn refusal(
-    app: &AppSpec,
-    profiles: &Profiles,
-    resources: Resources,
-    opts: &PlanOptions,
-) -> Result<Refusal, ModelError> {
-    let search = Search::new(app, profiles, resources, opts)?;
-    let probe = resources.cpu_cores.max(CORES_PROBE);
-    let all = search.enumerate(probe, opts)?;
-    if let (Some(budget), Some(s)) = (resources.device_memory_bytes, all.first()) {
-        if s.pred.memory_bytes > budget {
-            return Ok(Refusal::Memory {
-                needed_mb: s.pred.memory_bytes as f64 / 1048576.0,
-                budget_mb: budget as f64 / 1048576.0,
-            });
-        }
-    }
-    if let Some(s) = pick(
-        &all.iter()
-            .filter(|s| s.misses.is_empty())
-            .cloned()
-            .collect::<Vec<_>>(),
-        |a, b| lt(lazy_key(a), lazy_key(b)),
-    ) {
-        return Ok(Refusal::Cores {
-            needed: s.pred.cores,
-            granted: resources.cpu_cores,
-        });
-    }
-    // Nothing meets the quota at any core count: report the first quota (throughput,
-    // latency, jitter, loss) that no plan meets, at the best value any plan reaches.
-    let order = |m: &Shortfall| match m {
-        Shortfall::Throughput { .. } => 0,
-        Shortfall::Latency { .. } => 1,
-        Shortfall::Jitter { .. } => 2,
-        Shortfall::Loss { .. } => 3,
-    };
-    let value = |m: &Shortfall| match m {
-        Shortfall::Throughput {
-            predicted_per_min, ..
-        } => -predicted_per_min,
-        Shortfall::Latency { p99_ms, .. } => *p99_ms,
-        Shortfall::Jitter { jitter_ms, .. } => *jitter_ms,
-        Shortfall::Loss { loss_pct, .. } => *loss_pct,
-    };
-    for q in 0..4 {
-        let meeting_before: Vec<&Scored> = all
-            .iter()
-            .filter(|s| s.misses.iter().all(|m| order(m) >= q))
-            .collect();
-        let best = meeting_before
-            .iter()
-            .filter_map(|s| s.misses.iter().find(|m| order(m) == q))
-            .min_by(|a, b| value(a).total_cmp(&value(b)));
-        let everyone_misses = !meeting_before.is_empty()
-            && meeting_before
-                .iter()
-                .all(|s| s.misses.iter().any(|m| order(m) == q));
-        if everyone_misses {
-            if let Some(m) = best {
-                return Ok(Refusal::Quota(m.clone()));
-            }
-        }
-    }
-    Ok(Refusal::Cores {
-        needed: f64::INFINITY,
-        granted: resources.cpu_cores,
     })
 }
 

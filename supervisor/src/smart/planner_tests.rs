@@ -1,4 +1,5 @@
 use super::*;
+use crate::smart::admission::admit;
 use crate::smart::model::Resources;
 use crate::smart::profile::TaskProfile;
 use crate::smart::testkit::{chain, cpu, linear};

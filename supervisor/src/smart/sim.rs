@@ -50,6 +50,8 @@ pub struct SimResult {
     pub loss_pct: f64,
     /// Mean batch size per stage (1 for unprofiled stages).
     pub mean_batch: Vec<f64>,
+    /// Busy fraction per stage (service time / (replicas × duration)).
+    pub utilisation: Vec<f64>,
 }
 
 /// A small deterministic generator (splitmix64).
@@ -153,6 +155,7 @@ struct Sim<'a> {
     emitted: u64,
     completed_in_window: u64,
     batches: Vec<(u64, u64)>,
+    busy: Vec<f64>,
     next_seq: Vec<u64>,
 }
 
@@ -231,6 +234,7 @@ impl Sim<'_> {
         self.batches[i].1 += n as u64;
         let Some(p) = &self.m.profiles[i] else { return };
         let d = p.t(n as f64, self.cfg[i].threads) * self.rng.lognormal1(p.cv);
+        self.busy[i] += d;
         if self.m.dag.stages[i].kind == TaskKind::Gpu {
             self.device_q.push_back((i, r, d));
             self.start_device();
@@ -368,6 +372,7 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
         emitted: 0,
         completed_in_window: 0,
         batches: vec![(0, 0); n],
+        busy: vec![0.0; n],
         next_seq: vec![0; n],
     };
     for h in m.dag.heads() {
@@ -420,6 +425,12 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
             .batches
             .iter()
             .map(|&(nb, ni)| if nb > 0 { ni as f64 / nb as f64 } else { 1.0 })
+            .collect(),
+        utilisation: s
+            .busy
+            .iter()
+            .zip(cfg)
+            .map(|(b, c)| b / (f64::from(c.replicas.max(1)) * sc.duration_s.max(1e-9)))
             .collect(),
     })
 }
