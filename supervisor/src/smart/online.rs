@@ -3,7 +3,7 @@
 //!
 //! Per planned stage whose batch or replicas the user did not fix, every window:
 //! - overloaded (busy fraction ≥ `high`, or a queue deeper than `queue_high` items per
-//!   replica, or the window's p99 over the latency quota while the stage is the busiest):
+//!   replica; the window's p99 is not used yet):
 //!   additive increase — one more replica while cores allow, else double the batch
 //!   (up to the profile's limit), with a max wait of 0 (the greedy batcher fills batches
 //!   from the queue);
