@@ -164,6 +164,34 @@ pub struct StageMetrics {
     pub queue_depth: u32,
     /// Items waiting for a free output slot (backpressure).
     pub waiting_for_slot_ns: u64,
+    /// Service time per item, counts per [`HISTOGRAM_BOUNDS_S`] bucket (+ one for +Inf).
+    pub service_buckets: Vec<u64>,
+    /// Tails: end-to-end latency, counts per [`HISTOGRAM_BOUNDS_S`] bucket (+ one for +Inf).
+    pub latency_buckets: Vec<u64>,
+    /// Sum of the end-to-end latencies, in nanoseconds (tails).
+    pub latency_sum_ns: u64,
+    /// GPU agents: model loads and evictions, time spent loading, resident model bytes.
+    pub model_loads: u64,
+    pub model_evictions: u64,
+    pub model_load_ns: u64,
+    pub resident_model_bytes: u64,
+}
+
+/// Upper bounds (seconds) of the histogram buckets the stages report.
+pub const HISTOGRAM_BOUNDS_S: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+];
+
+/// Count one observation (seconds) into a bucket vector of [`HISTOGRAM_BOUNDS_S`].
+pub fn observe(buckets: &mut Vec<u64>, seconds: f64) {
+    if buckets.len() != HISTOGRAM_BOUNDS_S.len() + 1 {
+        *buckets = vec![0; HISTOGRAM_BOUNDS_S.len() + 1];
+    }
+    let k = HISTOGRAM_BOUNDS_S
+        .iter()
+        .position(|&b| seconds <= b)
+        .unwrap_or(HISTOGRAM_BOUNDS_S.len());
+    buckets[k] += 1;
 }
 
 impl StageMetrics {

@@ -190,6 +190,14 @@ impl Node {
         }
     }
 
+    /// Count `ns` of work on one item (busy time and the service-time histogram).
+    pub fn note_busy(&self, ns: u64) {
+        self.metrics(|m| {
+            m.busy_ns += ns;
+            observe(&mut m.service_buckets, ns as f64 / 1e9);
+        });
+    }
+
     /// Take an output slot for one item. Guaranteed apps wait (the source slows
     /// down) while watching the inbox for `Stop`; best-effort apps get `None` at once
     /// when no slot is free, and the caller sheds the item.
@@ -369,6 +377,9 @@ impl Node {
         d.arrivals_ns.push(now);
         if let Ok(mut m) = self.metrics.lock() {
             m.items_out += 1;
+            let latency = now.saturating_sub(env.created_ns);
+            m.latency_sum_ns += latency;
+            observe(&mut m.latency_buckets, latency as f64 / 1e9);
         }
         d.latencies_ms
             .push(now.saturating_sub(env.created_ns) as f32 / 1e6);

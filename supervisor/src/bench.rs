@@ -169,7 +169,7 @@ fn chain(bytes: usize, items: u64, fps: f64, dir: &std::path::Path) -> anyhow::R
         drain_timeout: Duration::from_secs(10),
         hang_after: Duration::from_millis(3000),
     };
-    let outcome = run_app(&loaded, &opts, Arc::new(AtomicBool::new(false)))?;
+    let outcome = run_app(&loaded, &opts, Arc::new(AtomicBool::new(false)), None)?;
     if let Some(e) = outcome.error {
         bail!("transport chain failed: {e}");
     }

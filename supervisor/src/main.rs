@@ -4,6 +4,7 @@
 
 mod app;
 mod bench;
+mod control;
 mod launch;
 mod models;
 mod plan;
@@ -55,6 +56,27 @@ enum Cmd {
         /// for hung and killed; raise it on an overloaded machine.
         #[arg(long, env = "SMARTPIPE_HANG_AFTER_MS", default_value_t = 300)]
         hang_after_ms: u64,
+        /// Also serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9464).
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
+    },
+    /// Show the running apps: a table per app and stage (pid, state, items, rates).
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain and stop running apps (all, or the one named).
+    Stop {
+        /// Only the app with this name.
+        app: Option<String>,
+    },
+    /// Print a stage's log (`APP/TASK#N` or `TASK#N`; `#0` when omitted).
+    Logs {
+        stage: String,
+        /// Keep printing what is appended.
+        #[arg(short, long)]
+        follow: bool,
     },
     /// Check an app file and list every problem with where it is.
     Validate {
@@ -182,6 +204,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             run_dir,
             startup_timeout,
             hang_after_ms,
+            metrics_addr,
         } => {
             let loaded = app::load(&app)?;
             let runtime_dir = runtime::prepare()?;
@@ -199,7 +222,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 drain_timeout: Duration::from_secs(10),
                 hang_after: Duration::from_millis(hang_after_ms),
             };
-            let outcome = run::run_app(&loaded, &opts, interrupted);
+            let live = Arc::new(std::sync::Mutex::new(control::LiveApp {
+                name: loaded.spec.name.clone(),
+                state: "starting".into(),
+                run_dir: opts.run_dir.display().to_string(),
+                supervisor_pid: std::process::id(),
+                ..control::LiveApp::default()
+            }));
+            control::serve(
+                &runtime_dir,
+                live.clone(),
+                interrupted.clone(),
+                metrics_addr,
+            )
+            .context("cannot start the control API")?;
+            let outcome = run::run_app(&loaded, &opts, interrupted, Some(live));
             runtime::cleanup(&runtime_dir);
             let outcome = outcome?;
             eprint!("{}", outcome.summary.render());
@@ -212,5 +249,126 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Bench { which } => bench::run(which),
+        Cmd::Status { json } => status(json),
+        Cmd::Stop { app } => stop(app.as_deref()),
+        Cmd::Logs { stage, follow } => logs(&stage, follow),
+    }
+}
+
+/// Every live supervisor's app (its control API's `/status`).
+fn live_apps() -> anyhow::Result<Vec<(std::path::PathBuf, control::LiveApp)>> {
+    let mut apps = Vec::new();
+    for (_, sock) in control::find_supervisors() {
+        if let Ok((200, body)) = control::request(&sock, "GET", "/status") {
+            if let Ok(app) = serde_json::from_str::<control::LiveApp>(&body) {
+                apps.push((sock, app));
+            }
+        }
+    }
+    Ok(apps)
+}
+
+fn status(json: bool) -> anyhow::Result<ExitCode> {
+    let apps = live_apps()?;
+    if json {
+        let list: Vec<&control::LiveApp> = apps.iter().map(|(_, a)| a).collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if apps.is_empty() {
+        println!("no SmartPipe supervisor is running (start one with `supervisor start APP.json`)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (_, app) in &apps {
+        println!(
+            "app {} ({}, {:.0} s, supervisor pid {}, run dir {})",
+            app.name, app.state, app.uptime_s, app.supervisor_pid, app.run_dir
+        );
+        println!(
+            "  {:<22} {:>7} {:<10} {:>8} {:>8} {:>6} {:>5} {:>5} {:>8} {:>8}",
+            "stage", "pid", "state", "in", "out", "lost", "queue", "batch", "items/s", "restarts"
+        );
+        for s in &app.stages {
+            let lost: u64 = s.metrics.lost.iter().sum();
+            let queue = s
+                .metrics
+                .items_in
+                .saturating_sub(s.metrics.items_out + lost);
+            println!(
+                "  {:<22} {:>7} {:<10} {:>8} {:>8} {:>6} {:>5} {:>5} {:>8.1} {:>8}",
+                s.label,
+                s.pid,
+                s.state,
+                s.metrics.items_in,
+                s.metrics.items_out,
+                lost,
+                queue,
+                s.batch,
+                s.items_per_s,
+                s.restarts
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn stop(name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let apps = live_apps()?;
+    let mut stopped = 0;
+    for (sock, app) in &apps {
+        if name.is_some_and(|n| n != app.name) {
+            continue;
+        }
+        let (code, _) = control::request(sock, "POST", "/stop")?;
+        if code == 202 {
+            println!(
+                "draining app '{}' (supervisor pid {})",
+                app.name, app.supervisor_pid
+            );
+            stopped += 1;
+        }
+    }
+    if stopped == 0 {
+        anyhow::bail!(
+            "no running app{} to stop",
+            name.map(|n| format!(" named '{n}'")).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(stage: &str, follow: bool) -> anyhow::Result<ExitCode> {
+    let (app_name, label) = match stage.split_once('/') {
+        Some((a, l)) => (Some(a), l),
+        None => (None, stage),
+    };
+    let label = if label.contains('#') {
+        label.to_string()
+    } else {
+        format!("{label}#0")
+    };
+    let apps = live_apps()?;
+    let app = apps
+        .iter()
+        .map(|(_, a)| a)
+        .find(|a| app_name.is_none_or(|n| n == a.name) && a.stages.iter().any(|s| s.label == label))
+        .ok_or_else(|| {
+            anyhow::anyhow!("no running app has a stage '{label}' (see `supervisor status`)")
+        })?;
+    let path = std::path::Path::new(&app.run_dir)
+        .join("logs")
+        .join(format!("{label}.log"));
+    let mut file =
+        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut out = std::io::stdout();
+    loop {
+        std::io::copy(&mut file, &mut out)?;
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        use std::io::Write;
+        out.flush()?;
+        // Following a file that grows: poll for new bytes.
+        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -3,6 +3,7 @@
 //! exits, signals), drain on SIGINT/SIGTERM, and summarise.
 
 use crate::app::LoadedApp;
+use crate::control::{LiveApp, LiveStage};
 use crate::launch::{find_worker, start_child, Connected, Spawner};
 use crate::plan::{plan, Plan};
 use crate::summary::{Summary, TailReports};
@@ -88,6 +89,7 @@ pub fn run_app(
     loaded: &LoadedApp,
     opts: &RunOptions,
     interrupted: Arc<AtomicBool>,
+    live: Option<Arc<std::sync::Mutex<LiveApp>>>,
 ) -> anyhow::Result<RunOutcome> {
     let app = &loaded.spec;
     let the_plan: Plan = plan(app).context("cannot plan the app")?;
@@ -393,6 +395,7 @@ pub fn run_app(
         });
     }
     drop(events_tx);
+    let mut rates: Vec<(Instant, u64, f64)> = vec![(Instant::now(), 0, 0.0); replicas.len()];
     let mut timeline = Timeline::new(replicas.iter().map(|r| r.label.clone()).collect(), 0.25);
 
     let mut failure: Option<String> = None;
@@ -463,6 +466,9 @@ pub fn run_app(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         timeline.sample(replicas.iter().map(|r| &r.metrics), false);
+        if let Some(live) = &live {
+            publish(live, app, &the_plan, opts, &replicas, &mut rates, started);
+        }
         if replicas.iter().all(|r| r.exited.is_some()) {
             break;
         }
@@ -665,4 +671,66 @@ fn agent_task(
         replicas: None,
         restart: None,
     })
+}
+
+/// Copy the replicas' state into what the control API serves. `rates` keeps, per
+/// replica, (when, items_out then, items/s) to report a recent rate.
+fn publish(
+    live: &std::sync::Mutex<LiveApp>,
+    app: &protocol::spec::AppSpec,
+    the_plan: &Plan,
+    opts: &RunOptions,
+    replicas: &[Replica],
+    rates: &mut [(Instant, u64, f64)],
+    started: Instant,
+) {
+    let stages = replicas
+        .iter()
+        .zip(rates.iter_mut())
+        .map(|(r, rate)| {
+            let dt = rate.0.elapsed().as_secs_f64();
+            if dt >= 1.0 {
+                rate.2 = r.metrics.items_out.saturating_sub(rate.1) as f64 / dt;
+                *rate = (Instant::now(), r.metrics.items_out, rate.2);
+            }
+            let state = match (&r.exited, &r.failed, &r.report) {
+                (_, Some(_), _) => "failed".to_string(),
+                (Some(s), _, _) if s.success() => "finished".to_string(),
+                (Some(s), _, _) => describe_status(*s),
+                (None, _, Some(_)) => "finishing".to_string(),
+                (None, _, None) => "running".to_string(),
+            };
+            let stage_plan = the_plan.stages.get(r.task);
+            LiveStage {
+                label: r.label.clone(),
+                task: app
+                    .tasks
+                    .get(r.task)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_else(|| r.label.split('#').next().unwrap_or("").to_string()),
+                pid: r.pid,
+                state,
+                restarts: 0,
+                batch: stage_plan.map(|p| p.batch_size).unwrap_or(1),
+                replicas: stage_plan.map(|p| p.replicas).unwrap_or(1),
+                items_per_s: rate.2,
+                metrics: r.metrics.clone(),
+            }
+        })
+        .collect();
+    if let Ok(mut l) = live.lock() {
+        *l = LiveApp {
+            name: app.name.clone(),
+            state: if replicas.iter().all(|r| r.exited.is_some()) {
+                "ended"
+            } else {
+                "running"
+            }
+            .into(),
+            run_dir: opts.run_dir.display().to_string(),
+            supervisor_pid: std::process::id(),
+            uptime_s: started.elapsed().as_secs_f64(),
+            stages,
+        };
+    }
 }

@@ -20,7 +20,7 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
                 let started = std::time::Instant::now();
                 op.handle(node, env, recv)?;
                 let busy = started.elapsed().as_nanos() as u64;
-                node.metrics(|m| m.busy_ns += busy);
+                node.note_busy(busy);
             }
             Event::End => return Ok(()),
             Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),

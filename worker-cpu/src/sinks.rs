@@ -41,7 +41,7 @@ pub fn run_tail(
                 }
                 node.release(&env.payload)?;
                 let busy = started.elapsed().as_nanos() as u64;
-                node.metrics(|m| m.busy_ns += busy);
+                node.note_busy(busy);
             }
             Event::End => return Ok(()),
             Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),

@@ -80,6 +80,7 @@ struct Agent {
     loader: Loader,
     loads: u64,
     evictions: u64,
+    load_ns: u64,
 }
 
 impl Agent {
@@ -122,6 +123,7 @@ impl Agent {
         self.resident.insert(name.clone(), model);
         self.touch(&name);
         self.loads += 1;
+        self.load_ns += took.as_nanos() as u64;
         tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), "loaded");
         Ok(())
     }
@@ -271,6 +273,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         loader: Loader::start(rt, opts),
         loads: 0,
         evictions: 0,
+        load_ns: 0,
     };
     let mut queue: VecDeque<AgentRequest> = VecDeque::new();
     loop {
@@ -309,11 +312,16 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             tracing::error!(stage = %req.stage, model = %req.model, "run failed: {e}");
         }
         let busy = started.elapsed().as_nanos() as u64;
+        let resident = agent.used();
         node.metrics(|m| {
             m.items_in += 1;
             m.items_out += u64::from(result.is_ok());
-            m.busy_ns += busy;
+            m.model_loads = agent.loads;
+            m.model_evictions = agent.evictions;
+            m.model_load_ns = agent.load_ns;
+            m.resident_model_bytes = resident;
         });
+        node.note_busy(busy);
         node.send_to(
             req.reply_to,
             &Inbox::AgentReply(AgentReply { id: req.id, result }),

@@ -231,7 +231,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             pool.add_holders(&slot, holders - 1)?;
         }
         let busy = started.elapsed().as_nanos() as u64;
-        node.metrics(|m| m.busy_ns += busy);
+        node.note_busy(busy);
         for ((env, recv), (ps, outs)) in batch.into_iter().zip(item_parts.into_iter().zip(outputs))
         {
             let mut next_parts = Vec::new();

@@ -63,7 +63,7 @@ fn each_item(
                 let started = std::time::Instant::now();
                 on_item(node, env, recv)?;
                 let busy = started.elapsed().as_nanos() as u64;
-                node.metrics(|m| m.busy_ns += busy);
+                node.note_busy(busy);
             }
             Event::End => return Ok(()),
             Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),

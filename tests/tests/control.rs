@@ -1,0 +1,163 @@
+//! The control API of a running supervisor: status, metrics, logs and stop through the
+//! CLI and the Unix socket; the socket is private to its user.
+
+use serde_json::json;
+use smartpipe_tests::*;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn get(sock: &std::path::Path, target: &str) -> String {
+    let mut conn = UnixStream::connect(sock).expect("connect");
+    write!(conn, "GET {target} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read");
+    text
+}
+
+#[test]
+fn status_metrics_logs_and_stop_of_a_running_app() {
+    let dir = scratch("control");
+    let name = format!("ctl{}", std::process::id());
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": name,
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 32, "height": 32, "count": 1000000, "fps": 100}},
+                {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["gen"], "params": {"width": 8, "height": 8}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["small"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let mut sup = supervisor()
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let uid = unsafe { libc::getuid() };
+    let runtime = std::path::PathBuf::from(format!("/tmp/smartpipe-{uid}/{}", sup.id()));
+    let sock = runtime.join("control.sock");
+    let start = Instant::now();
+    // Wait until items flow through every stage.
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the app never ran"
+        );
+        if sock.exists() {
+            let out = supervisor()
+                .args(["status", "--json"])
+                .output()
+                .expect("status");
+            let apps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+            let mine = apps
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == name.as_str()).cloned());
+            if let Some(a) = mine {
+                let tail = a["stages"]
+                    .as_array()
+                    .and_then(|s| s.iter().find(|x| x["label"] == "rows#0").cloned());
+                if tail.is_some_and(|t| t["metrics"]["items_out"].as_u64().unwrap_or(0) > 20) {
+                    assert_eq!(a["stages"].as_array().map(|s| s.len()), Some(3));
+                    assert!(a["stages"]
+                        .as_array()
+                        .expect("stages")
+                        .iter()
+                        .all(|s| s["state"] == "running" && s["pid"].as_i64() > Some(0)));
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Private to the user: dir 0700, socket 0600; another uid cannot even connect.
+    let mode =
+        |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode(&runtime), 0o700);
+    assert_eq!(mode(&sock), 0o600);
+    let other = std::process::Command::new("curl")
+        .uid(65534)
+        .gid(65534)
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(&sock)
+        .arg("http://x/status")
+        .output();
+    if let Ok(other) = other {
+        assert!(!other.status.success(), "another user must be refused");
+        assert_ne!(String::from_utf8_lossy(&other.stdout), "200");
+    }
+    // The table for people.
+    let table = supervisor().arg("status").output().expect("status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!("app {name}")) && table.contains("small#0"),
+        "{table}"
+    );
+    // Prometheus text: every sample line parses, the expected families are there.
+    let response = get(&sock, "/metrics");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    let body = response.split_once("\r\n\r\n").expect("body").1;
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let value = line.rsplit(' ').next().expect("value");
+        assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        assert!(line.starts_with("smartpipe_"), "{line}");
+    }
+    for family in [
+        "smartpipe_stage_items_in_total",
+        "smartpipe_stage_items_out_total",
+        "smartpipe_stage_lost_total",
+        "smartpipe_stage_queue_depth",
+        "smartpipe_stage_batch_size",
+        "smartpipe_stage_restarts_total",
+        "smartpipe_stage_service_seconds_bucket",
+        "smartpipe_e2e_latency_seconds_bucket",
+        "smartpipe_e2e_latency_seconds_count",
+    ] {
+        assert!(body.contains(family), "metrics lack {family}");
+    }
+    assert!(body.contains(&format!(
+        "smartpipe_stage_items_out_total{{app=\"{name}\",task=\"small\",stage=\"small#0\"}}"
+    )));
+    assert!(get(&sock, "/nowhere").starts_with("HTTP/1.1 404"));
+    // Logs by stage name.
+    let logs = supervisor()
+        .args(["logs", &format!("{name}/small")])
+        .output()
+        .expect("logs");
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("function=image.resize"));
+    // Stop through the API: the app drains and the supervisor exits cleanly.
+    let stop = supervisor().args(["stop", &name]).output().expect("stop");
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let status = sup.wait().expect("wait");
+    let mut err = String::new();
+    sup.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("drained"), "{err}");
+    assert!(!runtime.exists(), "runtime dir removed");
+}
