@@ -56,7 +56,7 @@ struct Replica {
 }
 
 enum Event {
-    Up(usize, Up),
+    Up(usize, Box<Up>),
     Exited(usize, std::io::Result<ExitStatus>),
 }
 
@@ -380,7 +380,7 @@ pub fn run_app(
             while let Ok(wire) = up.recv() {
                 match codec::decode::<Up>("up", &wire.bytes) {
                     Ok(msg) => {
-                        if tx.send(Event::Up(idx, msg)).is_err() {
+                        if tx.send(Event::Up(idx, Box::new(msg))).is_err() {
                             return;
                         }
                     }
@@ -421,24 +421,26 @@ pub fn run_app(
             replicas[*i].last_seen = Instant::now();
         }
         match event {
-            Ok(Event::Up(i, Up::Heartbeat(m))) => {
-                if replicas[i].report.is_none() {
-                    replicas[i].metrics = m;
+            Ok(Event::Up(i, msg)) => match *msg {
+                Up::Heartbeat(m) => {
+                    if replicas[i].report.is_none() {
+                        replicas[i].metrics = m;
+                    }
                 }
-            }
-            Ok(Event::Up(i, Up::Finished(report))) => {
-                replicas[i].metrics = report.metrics.clone();
-                replicas[i].report = Some(report);
-            }
-            Ok(Event::Up(i, Up::Failed { error })) => {
-                tracing::error!("{} failed: {error}", replicas[i].label);
-                timeline.event(format!("{} failed: {error}", replicas[i].label));
-                replicas[i].failed = Some(error.clone());
-                if failure.is_none() {
-                    failure = Some(format!("stage {} failed: {error}", replicas[i].label));
+                Up::Finished(report) => {
+                    replicas[i].metrics = report.metrics.clone();
+                    replicas[i].report = Some(report);
                 }
-            }
-            Ok(Event::Up(_, Up::Hello(_))) => {}
+                Up::Failed { error } => {
+                    tracing::error!("{} failed: {error}", replicas[i].label);
+                    timeline.event(format!("{} failed: {error}", replicas[i].label));
+                    replicas[i].failed = Some(error.clone());
+                    if failure.is_none() {
+                        failure = Some(format!("stage {} failed: {error}", replicas[i].label));
+                    }
+                }
+                Up::Hello(_) => {}
+            },
             Ok(Event::Exited(i, status)) => {
                 let status = status.ok();
                 let r = &mut replicas[i];
