@@ -8,6 +8,7 @@ mod control;
 mod launch;
 mod models;
 mod plan;
+mod profiling;
 mod report;
 mod run;
 mod runtime;
@@ -93,6 +94,18 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Measure every task's service time for each batch size on this machine and store
+    /// the profiles (profiles/<machine>-<app>.json beside the app); prints t = α + β·b.
+    Profile {
+        /// The app file.
+        app: PathBuf,
+        /// Batch sizes to measure the GPU tasks at.
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4, 8])]
+        batches: Vec<u32>,
+        /// Items per measuring run (sources are capped to it).
+        #[arg(long, default_value_t = 40)]
+        items: u64,
+    },
     /// Benchmarks of SmartPipe itself.
     Bench {
         #[command(subcommand)]
@@ -172,6 +185,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Plan { app, json } => {
             let loaded = app::load(&app)?;
             let the_plan = plan::plan(&loaded.spec)?;
+            let profiles = profiling::load_profiles(&loaded)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&the_plan)?);
             } else {
@@ -197,6 +211,36 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+            match &profiles {
+                None => println!(
+                    "\nno profile of '{}' on this machine ({}): run `supervisor profile {}` to let the planner choose batch sizes and replicas",
+                    loaded.spec.name,
+                    profiling::machine(),
+                    app.display()
+                ),
+                Some(p) => {
+                    let all = profiling::all_plans(&loaded.spec, p)?;
+                    for (name, plan) in [("lazy", &all.lazy), ("balance", &all.balance), ("strong", &all.strong)] {
+                        match plan {
+                            Some(plan) => println!("\nstrategy {name}:\n{plan}"),
+                            None => println!("\nstrategy {name}: no configuration meets the quota"),
+                        }
+                    }
+                    match profiling::admit(&loaded.spec, p) {
+                        Ok(plan) => println!(
+                            "\nadmitted ({:?}, {:?}){}",
+                            loaded.spec.service_type,
+                            loaded.spec.strategy,
+                            if plan.shortfall.is_empty() {
+                                String::new()
+                            } else {
+                                format!(" with a predicted shortfall: {:?}", plan.shortfall)
+                            }
+                        ),
+                        Err(refusal) => println!("\nrefused: {refusal}"),
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Start {
@@ -206,7 +250,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             hang_after_ms,
             metrics_addr,
         } => {
-            let loaded = app::load(&app)?;
+            let mut loaded = app::load(&app)?;
+            // Admission: with a profile of this machine, the planner sizes the app or
+            // refuses a guaranteed app it cannot serve, before anything starts.
+            if let Some(profiles) = profiling::load_profiles(&loaded)? {
+                match profiling::admit(&loaded.spec, &profiles) {
+                    Ok(plan) => {
+                        eprintln!("plan ({:?}):\n{plan}", loaded.spec.strategy);
+                        profiling::apply(&mut loaded.spec, &plan);
+                    }
+                    Err(refusal) => anyhow::bail!(
+                        "app '{}' refused ({:?}): {refusal}",
+                        loaded.spec.name,
+                        loaded.spec.service_type
+                    ),
+                }
+            }
             let runtime_dir = runtime::prepare()?;
             let interrupted = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -249,6 +308,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Cmd::Bench { which } => bench::run(which),
+        Cmd::Profile {
+            app,
+            batches,
+            items,
+        } => {
+            let loaded = app::load(&app)?;
+            let runtime_dir = runtime::prepare()?;
+            let result = profiling::profile(&loaded, &batches, items);
+            runtime::cleanup(&runtime_dir);
+            profiling::print_fits(&loaded.spec, &result?);
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Status { json } => status(json),
         Cmd::Stop { app } => stop(app.as_deref()),
         Cmd::Logs { stage, follow } => logs(&stage, follow),

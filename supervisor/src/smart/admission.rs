@@ -11,7 +11,7 @@ use protocol::spec::{AppSpec, ServiceType};
 /// Why a request-guarantee app is refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
-    #[error("needs {needed:.1} cores, {granted:.1} granted")]
+    #[error("needs {needed:.2} cores, {granted:.2} granted")]
     Cores { needed: f64, granted: f64 },
     #[error("models need {needed_mb:.1} MB of device memory, {budget_mb:.1} MB granted")]
     Memory { needed_mb: f64, budget_mb: f64 },

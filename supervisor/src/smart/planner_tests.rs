@@ -63,7 +63,7 @@ fn infeasible_on_cores_is_refused_with_the_gap() {
             granted: 1.0
         }
     );
-    assert_eq!(r.to_string(), "needs 2.0 cores, 1.0 granted");
+    assert_eq!(r.to_string(), "needs 2.00 cores, 1.00 granted");
 }
 
 #[test]
