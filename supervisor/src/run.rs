@@ -53,11 +53,15 @@ struct Replica {
     exited: Option<ExitStatus>,
     /// When the last message (heartbeat or other) came from it.
     last_seen: Instant,
+    /// Its up-channel closed (so its final report, if any, has arrived).
+    up_closed: bool,
 }
 
 enum Event {
     Up(usize, Box<Up>),
     Exited(usize, std::io::Result<ExitStatus>),
+    /// The child's up-channel closed: every message it sent has been delivered.
+    UpClosed(usize),
 }
 
 /// Tasks that (transitively) feed `task`.
@@ -373,6 +377,7 @@ pub fn run_app(
             failed: None,
             exited: None,
             last_seen: Instant::now(),
+            up_closed: false,
         });
         let tx = events_tx.clone();
         let up = c.up;
@@ -387,6 +392,7 @@ pub fn run_app(
                     Err(e) => tracing::warn!("bad message from a child: {e}"),
                 }
             }
+            let _ = tx.send(Event::UpClosed(idx));
         });
         let tx = events_tx.clone();
         let mut child = c.child;
@@ -403,6 +409,7 @@ pub fn run_app(
     let mut term_sent: Option<Instant> = None;
     let mut drained_at: Option<Instant> = None;
     let mut agent_stopped = false;
+    let mut all_exited_at: Option<Instant> = None;
     let send_all = |cmd: Command, heads_only: bool| {
         let bytes = codec::encode("command", &Inbox::Command(cmd)).unwrap_or_default();
         for (t, txs) in inbox_tx.iter().enumerate() {
@@ -441,6 +448,7 @@ pub fn run_app(
                 }
                 Up::Hello(_) => {}
             },
+            Ok(Event::UpClosed(i)) => replicas[i].up_closed = true,
             Ok(Event::Exited(i, status)) => {
                 let status = status.ok();
                 let r = &mut replicas[i];
@@ -471,8 +479,14 @@ pub fn run_app(
         if let Some(live) = &live {
             publish(live, app, &the_plan, opts, &replicas, &mut rates, started);
         }
+        // Done once every process exited and every report it sent has been read (an
+        // exit can overtake the last message; the wait for it is bounded).
         if replicas.iter().all(|r| r.exited.is_some()) {
-            break;
+            let all_read = replicas.iter().all(|r| r.up_closed);
+            let since = *all_exited_at.get_or_insert_with(Instant::now);
+            if all_read || since.elapsed() > Duration::from_secs(2) {
+                break;
+            }
         }
         // Hang: a live process that missed its heartbeats is killed. (When this loop
         // itself was late, the machine is overloaded: judge nobody this round.)
