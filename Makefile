@@ -34,7 +34,9 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 test: provision build lint
-	@source $(ENVFILE) && $(CARGO) test --workspace 2>&1 | tee target/test.log; exit $${PIPESTATUS[0]}
+	@source $(ENVFILE) && $(CARGO) test --workspace 2>&1 | tee target/test.log; status=$${PIPESTATUS[0]}; \
+	  awk '/^test result:/ { p += $$4; f += $$6; i += $$8 } END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' target/test.log; \
+	  exit $$status
 
 bench: bench-transport
 

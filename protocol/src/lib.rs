@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod codec;
 pub mod functions;
+pub mod logcap;
 pub mod messages;
 pub mod node;
 pub mod schema;

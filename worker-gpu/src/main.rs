@@ -23,14 +23,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let label = args.get(2).cloned().unwrap_or_else(|| "worker-gpu".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+    protocol::logcap::init_stage_logging();
     let mut node = match Node::bootstrap(&label) {
         Ok(node) => node,
         Err(e) => {
