@@ -168,6 +168,7 @@ fn chain(bytes: usize, items: u64, fps: f64, dir: &std::path::Path) -> anyhow::R
         stop_grace: Duration::from_secs(5),
         drain_timeout: Duration::from_secs(10),
         hang_after: Duration::from_millis(3000),
+        show_progress: false,
     };
     let outcome = run_app(&loaded, &opts, Arc::new(AtomicBool::new(false)), None)?;
     if let Some(e) = outcome.error {

@@ -9,6 +9,7 @@ mod launch;
 mod models;
 mod plan;
 mod profiling;
+mod progress;
 mod report;
 mod run;
 mod runtime;
@@ -280,6 +281,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 stop_grace: Duration::from_secs(5),
                 drain_timeout: Duration::from_secs(10),
                 hang_after: Duration::from_millis(hang_after_ms),
+                show_progress: true,
             };
             let live = Arc::new(std::sync::Mutex::new(control::LiveApp {
                 name: loaded.spec.name.clone(),

@@ -105,6 +105,7 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
             stop_grace: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
             hang_after: Duration::from_secs(10),
+            show_progress: true,
         };
         let outcome = run_app(&variant, &opts, Arc::new(AtomicBool::new(false)), None)?;
         if let Some(e) = outcome.error {

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// A process silent this long (missed heartbeats) is taken for hung and killed.
     pub hang_after: Duration,
+    /// Show a progress bar (terminal) or progress lines (otherwise) on stderr.
+    pub show_progress: bool,
 }
 
 pub struct RunOutcome {
@@ -401,6 +403,7 @@ pub fn run_app(
         });
     }
     drop(events_tx);
+    let mut progress = crate::progress::Progress::new(crate::progress::expected_items(app));
     let mut rates: Vec<(Instant, u64, f64)> = vec![(Instant::now(), 0, 0.0); replicas.len()];
     let mut timeline = Timeline::new(replicas.iter().map(|r| r.label.clone()).collect(), 0.25);
 
@@ -476,6 +479,15 @@ pub fn run_app(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         timeline.sample(replicas.iter().map(|r| &r.metrics), false);
+        if opts.show_progress {
+            let delivered = replicas
+                .iter()
+                .filter(|r| r.kind == TaskKind::Tail)
+                .map(|r| r.metrics.items_out)
+                .max()
+                .unwrap_or(0);
+            progress.update(delivered);
+        }
         if let Some(live) = &live {
             publish(live, app, &the_plan, opts, &replicas, &mut rates, started);
         }
@@ -569,6 +581,7 @@ pub fn run_app(
         }
     }
     let wall_s = started.elapsed().as_secs_f64();
+    progress.finish();
     timeline.sample(replicas.iter().map(|r| &r.metrics), true);
 
     let mut announced: BTreeMap<String, u64> = BTreeMap::new();
