@@ -86,12 +86,20 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         name: "source.images",
         kinds: &[Head],
         inputs: NONE,
-        params: &[p(
-            "path",
-            Path,
-            true,
-            "a folder of PNG/JPEG files, or a glob such as `media/*.png`",
-        )],
+        params: &[
+            p(
+                "path",
+                Path,
+                true,
+                "a folder of PNG/JPEG files, or a glob such as `media/*.png`",
+            ),
+            p(
+                "fps",
+                NonNegative,
+                false,
+                "items per second; 0 = as fast as possible (default)",
+            ),
+        ],
         open_params: false,
         one_of: &[],
         summary: "reads still images, one item per file, in file-name order",
@@ -103,6 +111,12 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         params: &[
             p("path", Text, true, "a file or URL ffmpeg can open"),
             p("limit", Count, false, "stop after this many frames"),
+            p(
+                "fps",
+                NonNegative,
+                false,
+                "frames per second to emit; 0 = as fast as decoded (default)",
+            ),
         ],
         open_params: false,
         one_of: &[],

@@ -236,10 +236,17 @@ fn blobs(node: &mut Node) -> Result<(), StageError> {
 
 fn images(node: &mut Node) -> Result<(), StageError> {
     let path: String = required(node, "path")?;
+    let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let files = list_images(&path)?;
     let mut emitter = Emitter::new(node)?;
+    let start = Instant::now();
     for (seq, file) in files.iter().enumerate() {
         let seq = seq as u64;
+        if fps > 0.0
+            && pace(node, start + Duration::from_secs_f64(seq as f64 / fps))? == Flow::Drain
+        {
+            break;
+        }
         let (w, h, rgb) = match decode_rgb(file) {
             Ok(decoded) => decoded,
             Err(e) => {
@@ -273,6 +280,7 @@ fn images(node: &mut Node) -> Result<(), StageError> {
 fn video(node: &mut Node) -> Result<(), StageError> {
     let path: String = required(node, "path")?;
     let limit: Option<u64> = param(node, "limit")?;
+    let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let (width, height, _) = probe_video(&path)?;
     let mut cmd = Process::new(ffmpeg_program());
     cmd.args(["-nostdin", "-v", "error", "-i", &path]);
@@ -303,8 +311,14 @@ fn video(node: &mut Node) -> Result<(), StageError> {
     let mut emitter = Emitter::new(node)?;
     let mut seq = 0u64;
     let mut partial = false;
+    let start = Instant::now();
     loop {
         if limit.is_some_and(|n| seq >= n) {
+            break;
+        }
+        if fps > 0.0
+            && pace(node, start + Duration::from_secs_f64(seq as f64 / fps))? == Flow::Drain
+        {
             break;
         }
         let mut got = 0usize;
