@@ -20,6 +20,7 @@ mod timeline;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use protocol::spec::ServiceType;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -260,6 +261,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         eprintln!("plan ({:?}):\n{plan}", loaded.spec.strategy);
                         profiling::apply(&mut loaded.spec, &plan);
                     }
+                    // Best effort is always admitted: it runs with the static plan
+                    // and its predicted shortfall.
+                    Err(refusal) if loaded.spec.service_type == ServiceType::BestEffort => eprintln!(
+                        "admitted best-effort with a predicted shortfall: {refusal}"
+                    ),
                     Err(refusal) => anyhow::bail!(
                         "app '{}' refused ({:?}): {refusal}",
                         loaded.spec.name,
