@@ -91,4 +91,18 @@ fn profile_then_plan_then_admission() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("refused") && err.contains("cores"), "{err}");
     assert!(!dir.join("refused").exists(), "nothing started");
+
+    // The same demand as best effort: admitted with its shortfall, and it runs.
+    spec["service_type"] = json!("best-effort");
+    std::fs::write(&greedy, serde_json::to_vec(&spec).expect("json")).expect("write");
+    let out = supervisor()
+        .arg("start")
+        .arg(&greedy)
+        .arg("--run-dir")
+        .arg(dir.join("best-effort"))
+        .output()
+        .expect("start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("shortfall"), "{err}");
 }
