@@ -263,9 +263,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     // Best effort is always admitted: it runs with the static plan
                     // and its predicted shortfall.
-                    Err(refusal) if loaded.spec.service_type == ServiceType::BestEffort => eprintln!(
-                        "admitted best-effort with a predicted shortfall: {refusal}"
-                    ),
+                    Err(refusal) if loaded.spec.service_type == ServiceType::BestEffort => {
+                        eprintln!("admitted best-effort with a predicted shortfall: {refusal}")
+                    }
                     Err(refusal) => anyhow::bail!(
                         "app '{}' refused ({:?}): {refusal}",
                         loaded.spec.name,
