@@ -159,11 +159,9 @@ fn generate(node: &mut Node) -> Result<(), StageError> {
     let pattern: String = param(node, "pattern")?.unwrap_or_else(|| "gradient".into());
     let len = width as usize * height as usize * 3;
     let mut emitter = Emitter::new(node)?;
-    let start = Instant::now();
+    let pacer = Pacer::new(fps);
     for seq in 0..count {
-        if fps > 0.0
-            && pace(node, start + Duration::from_secs_f64(seq as f64 / fps))? == Flow::Drain
-        {
+        if pacer.wait(node, seq)? == Flow::Drain {
             break;
         }
         let flow = emitter.emit(
@@ -183,7 +181,33 @@ fn generate(node: &mut Node) -> Result<(), StageError> {
     Ok(())
 }
 
-/// Wait until `due` (a source's frame rate), still answering commands.
+/// Paces a source at `fps` items per second (0 = as fast as it goes).
+struct Pacer {
+    fps: f64,
+    start: Instant,
+}
+
+impl Pacer {
+    fn new(fps: f64) -> Pacer {
+        Pacer {
+            fps,
+            start: Instant::now(),
+        }
+    }
+
+    /// Wait until item `seq` is due, still answering commands.
+    fn wait(&self, node: &mut Node, seq: u64) -> Result<Flow, StageError> {
+        if self.fps <= 0.0 {
+            return Ok(Flow::Go);
+        }
+        pace(
+            node,
+            self.start + Duration::from_secs_f64(seq as f64 / self.fps),
+        )
+    }
+}
+
+/// Wait until `due`, still answering commands.
 fn pace(node: &mut Node, due: Instant) -> Result<Flow, StageError> {
     loop {
         let now = Instant::now();
@@ -203,11 +227,9 @@ fn blobs(node: &mut Node) -> Result<(), StageError> {
     let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let pattern: Vec<u8> = (0..bytes).map(|i| crate::sinks::blob_byte(i, 0)).collect();
     let mut emitter = Emitter::new(node)?;
-    let start = Instant::now();
+    let pacer = Pacer::new(fps);
     for seq in 0..count {
-        if fps > 0.0
-            && pace(node, start + Duration::from_secs_f64(seq as f64 / fps))? == Flow::Drain
-        {
+        if pacer.wait(node, seq)? == Flow::Drain {
             break;
         }
         let flow = emitter.emit(
@@ -239,12 +261,10 @@ fn images(node: &mut Node) -> Result<(), StageError> {
     let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let files = list_images(&path)?;
     let mut emitter = Emitter::new(node)?;
-    let start = Instant::now();
+    let pacer = Pacer::new(fps);
     for (seq, file) in files.iter().enumerate() {
         let seq = seq as u64;
-        if fps > 0.0
-            && pace(node, start + Duration::from_secs_f64(seq as f64 / fps))? == Flow::Drain
-        {
+        if pacer.wait(node, seq)? == Flow::Drain {
             break;
         }
         let (w, h, rgb) = match decode_rgb(file) {
@@ -311,14 +331,12 @@ fn video(node: &mut Node) -> Result<(), StageError> {
     let mut emitter = Emitter::new(node)?;
     let mut seq = 0u64;
     let mut partial = false;
-    let start = Instant::now();
+    let pacer = Pacer::new(fps);
     loop {
         if limit.is_some_and(|n| seq >= n) {
             break;
         }
-        if fps > 0.0
-            && pace(node, start + Duration::from_secs_f64(seq as f64 / fps))? == Flow::Drain
-        {
+        if pacer.wait(node, seq)? == Flow::Drain {
             break;
         }
         let mut got = 0usize;
