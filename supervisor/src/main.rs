@@ -10,6 +10,7 @@ mod models;
 mod plan;
 mod profiling;
 mod progress;
+mod replica;
 mod report;
 mod run;
 mod runtime;

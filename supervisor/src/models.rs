@@ -119,3 +119,36 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
     }
     Ok(out)
 }
+
+/// The synthetic task of the GPU agent: the device, the models it hosts, its budget.
+pub fn agent_task(
+    app: &protocol::spec::AppSpec,
+    store: &crate::models::ModelStore,
+) -> anyhow::Result<protocol::spec::TaskSpec> {
+    let device = std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| "cpu:0".into());
+    let models = hosted(app, store)?;
+    let mut params = serde_json::Map::new();
+    params.insert("device".into(), serde_json::json!(device));
+    params.insert("models".into(), serde_json::to_value(&models)?);
+    if let Some(budget) = app.constraints.gpus.first().map(|g| g.memory_mb) {
+        params.insert("budget_mb".into(), serde_json::json!(budget));
+    }
+    // On cpu:0 the agent shares the cores with the CPU stages: one intra-op thread
+    // measured fastest (BENCHMARKS.md); a real device gets the cores to feed it.
+    let threads = if device.starts_with("cpu") {
+        1
+    } else {
+        crate::plan::available_cores()
+    };
+    params.insert("threads".into(), serde_json::json!(threads));
+    Ok(protocol::spec::TaskSpec {
+        name: format!("gpu-agent-{}", device.replace(':', "")),
+        kind: TaskKind::Gpu,
+        function: "gpu.agent".into(),
+        params,
+        inputs: vec![],
+        batch: None,
+        replicas: None,
+        restart: None,
+    })
+}

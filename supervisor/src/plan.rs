@@ -193,3 +193,19 @@ pub fn available_cores() -> u32 {
         .map(|n| n.get() as u32)
         .unwrap_or(1)
 }
+
+/// Tasks that (transitively) feed `task`.
+pub fn ancestors(app: &protocol::spec::AppSpec, task: usize) -> std::collections::BTreeSet<usize> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![task];
+    while let Some(t) = todo.pop() {
+        for input in &app.tasks[t].inputs {
+            if let Some(j) = app.task_index(input) {
+                if seen.insert(j) {
+                    todo.push(j);
+                }
+            }
+        }
+    }
+    seen
+}

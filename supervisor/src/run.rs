@@ -3,9 +3,12 @@
 //! exits, signals), drain on SIGINT/SIGTERM, and summarise.
 
 use crate::app::LoadedApp;
-use crate::control::{LiveApp, LiveStage};
+use crate::control::LiveApp;
 use crate::launch::{find_worker, start_child, Connected, Spawner};
+use crate::models::agent_task;
+use crate::plan::ancestors;
 use crate::plan::{plan, Plan};
+use crate::replica::{describe_status, publish, signal_all, Replica};
 use crate::summary::{Summary, TailReports};
 use crate::timeline::Timeline;
 use anyhow::{anyhow, Context};
@@ -14,7 +17,7 @@ use protocol::codec;
 use protocol::messages::*;
 use protocol::shm::SlotPool;
 use protocol::spec::TaskKind;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command as Process, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,43 +46,11 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
-/// One running stage replica.
-struct Replica {
-    task: usize,
-    label: String,
-    pid: i32,
-    kind: TaskKind,
-    metrics: StageMetrics,
-    report: Option<StageReport>,
-    failed: Option<String>,
-    exited: Option<ExitStatus>,
-    /// When the last message (heartbeat or other) came from it.
-    last_seen: Instant,
-    /// Its up-channel closed (so its final report, if any, has arrived).
-    up_closed: bool,
-}
-
 enum Event {
     Up(usize, Box<Up>),
     Exited(usize, std::io::Result<ExitStatus>),
     /// The child's up-channel closed: every message it sent has been delivered.
     UpClosed(usize),
-}
-
-/// Tasks that (transitively) feed `task`.
-fn ancestors(app: &protocol::spec::AppSpec, task: usize) -> BTreeSet<usize> {
-    let mut seen = BTreeSet::new();
-    let mut todo = vec![task];
-    while let Some(t) = todo.pop() {
-        for input in &app.tasks[t].inputs {
-            if let Some(j) = app.task_index(input) {
-                if seen.insert(j) {
-                    todo.push(j);
-                }
-            }
-        }
-    }
-    seen
 }
 
 fn worker_for(kind: TaskKind) -> &'static str {
@@ -650,116 +621,4 @@ pub fn run_app(
         summary,
         error: failure,
     })
-}
-
-fn signal_all(replicas: &[Replica], sig: i32) {
-    for r in replicas.iter().filter(|r| r.exited.is_none()) {
-        // SAFETY: the child is in its own process group whose id is its pid; it has
-        // not been reaped (exited is None), so the pid is still ours.
-        unsafe { libc::kill(-r.pid, sig) };
-    }
-}
-
-fn describe_status(status: ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        _ => "ended".into(),
-    }
-}
-
-/// The synthetic task of the GPU agent: the device, the models it hosts, its budget.
-fn agent_task(
-    app: &protocol::spec::AppSpec,
-    store: &crate::models::ModelStore,
-) -> anyhow::Result<protocol::spec::TaskSpec> {
-    let device = std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| "cpu:0".into());
-    let models = crate::models::hosted(app, store)?;
-    let mut params = serde_json::Map::new();
-    params.insert("device".into(), serde_json::json!(device));
-    params.insert("models".into(), serde_json::to_value(&models)?);
-    if let Some(budget) = app.constraints.gpus.first().map(|g| g.memory_mb) {
-        params.insert("budget_mb".into(), serde_json::json!(budget));
-    }
-    // On cpu:0 the agent shares the cores with the CPU stages: one intra-op thread
-    // measured fastest (BENCHMARKS.md); a real device gets the cores to feed it.
-    let threads = if device.starts_with("cpu") {
-        1
-    } else {
-        crate::plan::available_cores()
-    };
-    params.insert("threads".into(), serde_json::json!(threads));
-    Ok(protocol::spec::TaskSpec {
-        name: format!("gpu-agent-{}", device.replace(':', "")),
-        kind: TaskKind::Gpu,
-        function: "gpu.agent".into(),
-        params,
-        inputs: vec![],
-        batch: None,
-        replicas: None,
-        restart: None,
-    })
-}
-
-/// Copy the replicas' state into what the control API serves. `rates` keeps, per
-/// replica, (when, items_out then, items/s) to report a recent rate.
-fn publish(
-    live: &std::sync::Mutex<LiveApp>,
-    app: &protocol::spec::AppSpec,
-    the_plan: &Plan,
-    opts: &RunOptions,
-    replicas: &[Replica],
-    rates: &mut [(Instant, u64, f64)],
-    started: Instant,
-) {
-    let stages = replicas
-        .iter()
-        .zip(rates.iter_mut())
-        .map(|(r, rate)| {
-            let dt = rate.0.elapsed().as_secs_f64();
-            if dt >= 1.0 {
-                rate.2 = r.metrics.items_out.saturating_sub(rate.1) as f64 / dt;
-                *rate = (Instant::now(), r.metrics.items_out, rate.2);
-            }
-            let state = match (&r.exited, &r.failed, &r.report) {
-                (_, Some(_), _) => "failed".to_string(),
-                (Some(s), _, _) if s.success() => "finished".to_string(),
-                (Some(s), _, _) => describe_status(*s),
-                (None, _, Some(_)) => "finishing".to_string(),
-                (None, _, None) => "running".to_string(),
-            };
-            let stage_plan = the_plan.stages.get(r.task);
-            LiveStage {
-                label: r.label.clone(),
-                task: app
-                    .tasks
-                    .get(r.task)
-                    .map(|t| t.name.clone())
-                    .unwrap_or_else(|| r.label.split('#').next().unwrap_or("").to_string()),
-                pid: r.pid,
-                state,
-                restarts: 0,
-                batch: stage_plan.map(|p| p.batch_size).unwrap_or(1),
-                replicas: stage_plan.map(|p| p.replicas).unwrap_or(1),
-                items_per_s: rate.2,
-                metrics: r.metrics.clone(),
-            }
-        })
-        .collect();
-    if let Ok(mut l) = live.lock() {
-        *l = LiveApp {
-            name: app.name.clone(),
-            state: if replicas.iter().all(|r| r.exited.is_some()) {
-                "ended"
-            } else {
-                "running"
-            }
-            .into(),
-            run_dir: opts.run_dir.display().to_string(),
-            supervisor_pid: std::process::id(),
-            uptime_s: started.elapsed().as_secs_f64(),
-            stages,
-        };
-    }
 }
