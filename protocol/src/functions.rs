@@ -350,7 +350,22 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         one_of: &[],
         summary: "receives `bench.blob` payloads and checks every byte (for transport benchmarks)",
     },
+    FunctionDef {
+        name: "test.fault",
+        kinds: &[Cpu],
+        inputs: ONE,
+        params: &[
+            p("mode", OneOf(FAULT_MODES), true, "crash (abort), crash-on-start, hang (SIGSTOP itself) or ignore-stop (ignore SIGTERM and the inbox)"),
+            p("after", Count, false, "items forwarded before the fault (default 0)"),
+        ],
+        open_params: false,
+        one_of: &[],
+        summary: "TEST ONLY (needs SMARTPIPE_TEST_FAULTS=1): forwards items, then misbehaves",
+    },
 ];
+
+/// Misbehaviours `test.fault` can inject.
+pub const FAULT_MODES: &[&str] = &["crash", "crash-on-start", "hang", "ignore-stop"];
 
 /// Look a function up by name.
 pub fn find(name: &str) -> Option<&'static FunctionDef> {

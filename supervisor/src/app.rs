@@ -36,6 +36,23 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
             lines.join("\n")
         )
     })?;
+    let faults_allowed = std::env::var(protocol::messages::ENV_TEST_FAULTS).is_ok_and(|v| v == "1");
+    if let Some((i, t)) = spec
+        .tasks
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.function.starts_with("test."))
+    {
+        if !faults_allowed {
+            anyhow::bail!(
+                "{}: tasks[{i}] ({}).function: '{}' injects faults for SmartPipe's own tests and is refused unless {}=1",
+                file.display(),
+                t.name,
+                t.function,
+                protocol::messages::ENV_TEST_FAULTS
+            );
+        }
+    }
     let dir = file
         .canonicalize()
         .ok()

@@ -143,3 +143,107 @@ fn killing_the_supervisor_ends_every_child_and_the_next_start_is_clean() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("removed stale runtime files"));
 }
+
+fn faulty(name: &str, mode: &str, after: u64) -> serde_json::Value {
+    json!({
+        "name": name,
+        "service_type": "request-guarantee",
+        "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 16, "height": 16, "count": 1000000, "fps": 200}},
+            {"name": "fault", "kind": "cpu", "function": "test.fault", "inputs": ["gen"], "params": {"mode": mode, "after": after}},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["fault"], "params": {"format": "csv", "path": "rows.csv"}}
+        ]
+    })
+}
+
+#[test]
+fn fault_functions_are_refused_outside_the_test_suite() {
+    let dir = scratch("fault-refused");
+    let app = write_app(&dir, &faulty("refused", "crash", 1));
+    let out = supervisor()
+        .env_remove("SMARTPIPE_TEST_FAULTS")
+        .arg("validate")
+        .arg(&app)
+        .output()
+        .expect("validate");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tasks[1] (fault).function") && err.contains("SMARTPIPE_TEST_FAULTS=1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_crashing_stage_fails_the_app_with_its_name_and_leaves_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("fault-crash");
+    let name = format!("crash{}", std::process::id());
+    let app = write_app(&dir, &faulty(&name, "crash", 5));
+    let out = supervisor()
+        .env("SMARTPIPE_TEST_FAULTS", "1")
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("start");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("stage fault#0 was killed by signal 6"),
+        "{err}"
+    );
+    assert!(err.contains("fault#0.log"), "points at the log: {err}");
+    assert!(
+        pids_with_cmdline(&format!("--stage {name}/")).is_empty(),
+        "nothing left"
+    );
+    let rows = std::fs::read_to_string(dir.join("rows.csv")).unwrap_or_default();
+    assert!(rows.lines().count() >= 1, "the tail wrote what reached it");
+}
+
+#[test]
+fn a_stage_ignoring_stop_and_sigterm_is_killed_after_the_grace() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("fault-stubborn");
+    let name = format!("stubborn{}", std::process::id());
+    let app = write_app(&dir, &faulty(&name, "ignore-stop", 0));
+    let mut sup = supervisor()
+        .env("SMARTPIPE_TEST_FAULTS", "1")
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let needle = format!("--stage {name}/");
+    wait_for("3 stages", Duration::from_secs(20), || {
+        pids_with_cmdline(&needle).len() == 3
+    });
+    let started = Instant::now();
+    // SAFETY: signalling the supervisor this test started; twice = stop at once.
+    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    let status = sup.wait().expect("wait");
+    let took = started.elapsed();
+    let mut err = String::new();
+    use std::io::Read;
+    sup.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
+    assert!(!status.success(), "a forced stop is a failure: {err}");
+    assert!(
+        took < Duration::from_secs(12),
+        "SIGKILL after the 5 s grace, not a hang: {took:?}"
+    );
+    assert!(
+        pids_with_cmdline(&needle).is_empty(),
+        "the stubborn stage is gone"
+    );
+}

@@ -4,6 +4,7 @@
 //! to plan (listing images, probing videos).
 
 pub mod bodies;
+pub mod faults;
 pub mod heads;
 pub mod media;
 pub mod models;
@@ -79,6 +80,7 @@ pub fn run_stage(node: &mut Node) -> Result<(), StageError> {
         "table.filter" | "table.select" | "table.merge" => tables::run(node),
         "bench.sink" => sinks::run_bench_sink(node),
         "model.preprocess" | "model.postprocess" => models::run(node),
+        "test.fault" => faults::run(node),
         other => Err(StageError::Unsupported(format!(
             "function '{other}' is not available in worker-cpu yet"
         ))),

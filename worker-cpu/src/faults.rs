@@ -1,0 +1,56 @@
+//! `test.fault`: a stage that forwards items and then misbehaves, for SmartPipe's own
+//! fault-injection tests. The supervisor refuses apps that use it unless
+//! `SMARTPIPE_TEST_FAULTS=1` is set, so production apps cannot.
+
+use crate::{param, required, StageError};
+use protocol::clock::now_ns;
+use protocol::messages::Command;
+use protocol::node::{Event, Node, NodeError};
+use std::time::Duration;
+
+pub fn run(node: &mut Node) -> Result<(), StageError> {
+    if std::env::var(protocol::messages::ENV_TEST_FAULTS).map_or(true, |v| v != "1") {
+        return Err(StageError::Unsupported(
+            "test.fault runs only under SMARTPIPE_TEST_FAULTS=1".into(),
+        ));
+    }
+    let mode: String = required(node, "mode")?;
+    let after: u64 = param(node, "after")?.unwrap_or(0);
+    let mut forwarded = 0u64;
+    let misbehave = |mode: &str| -> Result<(), StageError> {
+        tracing::warn!(mode, "test.fault: misbehaving now");
+        match mode {
+            "crash" | "crash-on-start" => std::process::abort(),
+            // SAFETY: stopping ourselves; the supervisor's hang detection must notice.
+            "hang" => unsafe {
+                libc::raise(libc::SIGSTOP);
+            },
+            "ignore-stop" => {
+                // SAFETY: ignoring a signal for this process only.
+                unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    if mode == "crash-on-start" || after == 0 {
+        misbehave(&mode)?;
+    }
+    loop {
+        match node.next(Duration::from_millis(200))? {
+            Event::Item(env) => {
+                node.forward(env, now_ns())?;
+                forwarded += 1;
+                if forwarded == after {
+                    misbehave(&mode)?;
+                }
+            }
+            Event::End => return Ok(()),
+            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
+            _ => {}
+        }
+    }
+}
