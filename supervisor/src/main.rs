@@ -63,6 +63,10 @@ enum Cmd {
         /// Also serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9464).
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
+        /// Run in the background (its own session; output in RUN_DIR/supervisor.log) and
+        /// return at once; `status`, `logs` and `stop` reach it.
+        #[arg(long)]
+        detach: bool,
     },
     /// Show the running apps: a table per app and stage (pid, state, items, rates).
     Status {
@@ -252,8 +256,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             startup_timeout,
             hang_after_ms,
             metrics_addr,
+            detach,
         } => {
             let mut loaded = app::load(&app)?;
+            if detach {
+                let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
+                return detach_start(&app, &run_dir, &loaded.spec.name);
+            }
             // Admission: with a profile of this machine, the planner sizes the app or
             // refuses a guaranteed app it cannot serve, before anything starts.
             if let Some(profiles) = profiling::load_profiles(&loaded)? {
@@ -451,4 +460,50 @@ fn logs(stage: &str, follow: bool) -> anyhow::Result<ExitCode> {
         // Following a file that grows: poll for new bytes.
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Start this same command without `--detach` in a new session, output to the run dir.
+fn detach_start(
+    app: &std::path::Path,
+    run_dir: &std::path::Path,
+    name: &str,
+) -> anyhow::Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("cannot create {}", run_dir.display()))?;
+    let log_path = run_dir.join("supervisor.log");
+    let log = std::fs::File::create(&log_path)
+        .with_context(|| format!("cannot create {}", log_path.display()))?;
+    let err = log.try_clone()?;
+    let args: Vec<std::ffi::OsString> = std::env::args_os()
+        .skip(1)
+        .filter(|a| a != "--detach")
+        .collect();
+    let has_run_dir = args.iter().any(|a| a == "--run-dir");
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(&args);
+    if !has_run_dir {
+        cmd.arg("--run-dir").arg(run_dir);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe; the child leaves our session and terminal.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .context("cannot start the background supervisor")?;
+    println!(
+        "app '{name}' ({}) runs in the background: supervisor pid {}, run dir {}\n\
+         see `supervisor status`, `supervisor logs {name}/TASK`, stop it with `supervisor stop {name}`",
+        app.display(),
+        child.id(),
+        run_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -161,3 +161,77 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
     assert!(err.contains("drained"), "{err}");
     assert!(!runtime.exists(), "runtime dir removed");
 }
+
+#[test]
+fn a_detached_app_runs_in_the_background_until_stopped() {
+    let dir = scratch("detach");
+    let name = format!("bg{}", std::process::id());
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": name,
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 16, "height": 16, "count": 1000000, "fps": 50}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["gen"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let run_dir = dir.join("run");
+    let out = supervisor()
+        .arg("start")
+        .arg(&app)
+        .arg("--detach")
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .output()
+        .expect("start");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("runs in the background"), "{said}");
+    let pid: i32 = said
+        .split("supervisor pid ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|p| p.trim().parse().ok())
+        .expect("pid in the message");
+    let start = Instant::now();
+    loop {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the detached app never showed up"
+        );
+        let out = supervisor()
+            .args(["status", "--json"])
+            .output()
+            .expect("status");
+        let apps: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or(json!([]));
+        if apps.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["name"] == name.as_str() && x["state"] == "running")
+        }) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let stop = supervisor().args(["stop", &name]).output().expect("stop");
+    assert!(
+        stop.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    let start = Instant::now();
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the background supervisor did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(run_dir.join("supervisor.log")).expect("supervisor.log");
+    assert!(log.contains("drained"), "{log}");
+    assert!(run_dir.join("summary.json").is_file());
+}
