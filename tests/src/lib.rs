@@ -169,3 +169,41 @@ pub fn memfds_of(creator: u32) -> Vec<String> {
     }
     found
 }
+
+/// `cmd start APP --run-dir RUN` in the background (stdout dropped, stderr captured).
+/// `cmd` is a [`supervisor`] command, with any environment the test needs.
+pub fn start_in_background(cmd: &mut Command, app: &Path, run_dir: &Path) -> std::process::Child {
+    cmd.arg("start")
+        .arg(app)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the supervisor")
+}
+
+/// Wait for a background supervisor: its exit status and what it wrote on stderr.
+pub fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        pipe.read_to_string(&mut err).expect("read stderr");
+    }
+    (child.wait().expect("wait for the supervisor"), err)
+}
+
+/// Poll `cond` every 10 ms until it holds; panics naming `what` after `timeout`.
+/// Returns how long it took.
+pub fn wait_for(
+    what: &str,
+    timeout: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    start.elapsed()
+}

@@ -7,7 +7,6 @@ use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 fn get(sock: &std::path::Path, target: &str) -> String {
@@ -33,15 +32,7 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
             ]
         }),
     );
-    let mut sup = supervisor()
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
     let uid = unsafe { libc::getuid() };
     let runtime = std::path::PathBuf::from(format!("/tmp/smartpipe-{uid}/{}", sup.id()));
     let sock = runtime.join("control.sock");
@@ -150,13 +141,7 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
         "{}",
         String::from_utf8_lossy(&stop.stderr)
     );
-    let status = sup.wait().expect("wait");
-    let mut err = String::new();
-    sup.stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read");
+    let (status, err) = finish(sup);
     assert!(status.success(), "{err}");
     assert!(err.contains("drained"), "{err}");
     assert!(!runtime.exists(), "runtime dir removed");

@@ -21,31 +21,17 @@ fn endless(name: &str) -> serde_json::Value {
     })
 }
 
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
-}
-
 #[test]
 fn a_hung_stage_is_detected_and_killed_within_a_second() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("hang");
     let name = format!("hang{}", std::process::id());
     let app = write_app(&dir, &endless(&name));
-    let mut sup = supervisor()
-        .env("SMARTPIPE_HANG_AFTER_MS", "300")
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
+    let sup = start_in_background(
+        supervisor().env("SMARTPIPE_HANG_AFTER_MS", "300"),
+        &app,
+        &dir.join("run"),
+    );
     let needle = format!("--stage {name}/fwd#0");
     wait_for("the stage to run", Duration::from_secs(20), || {
         pids_with_cmdline(&needle).len() == 1
@@ -62,14 +48,7 @@ fn a_hung_stage_is_detected_and_killed_within_a_second() {
         took < Duration::from_secs(1),
         "detected and killed in {took:?}"
     );
-    let status = sup.wait().expect("wait");
-    let mut err = String::new();
-    use std::io::Read;
-    sup.stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read");
+    let (status, err) = finish(sup);
     assert!(!status.success());
     assert!(err.contains("fwd#0 stopped answering"), "{err}");
     assert!(
@@ -209,16 +188,11 @@ fn a_stage_ignoring_stop_and_sigterm_is_killed_after_the_grace() {
     let dir = scratch("fault-stubborn");
     let name = format!("stubborn{}", std::process::id());
     let app = write_app(&dir, &faulty(&name, "ignore-stop", 0));
-    let mut sup = supervisor()
-        .env("SMARTPIPE_TEST_FAULTS", "1")
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
+    let sup = start_in_background(
+        supervisor().env("SMARTPIPE_TEST_FAULTS", "1"),
+        &app,
+        &dir.join("run"),
+    );
     let needle = format!("--stage {name}/");
     wait_for("3 stages", Duration::from_secs(20), || {
         pids_with_cmdline(&needle).len() == 3
@@ -228,15 +202,8 @@ fn a_stage_ignoring_stop_and_sigterm_is_killed_after_the_grace() {
     unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(300));
     unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
-    let status = sup.wait().expect("wait");
+    let (status, err) = finish(sup);
     let took = started.elapsed();
-    let mut err = String::new();
-    use std::io::Read;
-    sup.stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("read");
     assert!(!status.success(), "a forced stop is a failure: {err}");
     assert!(
         took < Duration::from_secs(12),

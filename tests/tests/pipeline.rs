@@ -5,8 +5,8 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use serde_json::json;
 use smartpipe_tests::*;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 fn reference_resize(src: &image::RgbImage, w: u32, h: u32) -> Vec<u8> {
     let src_ref =
@@ -135,26 +135,6 @@ fn fan_out_delivers_everything_to_both_tails() {
     assert_eq!(summary["lost_total"], 0);
 }
 
-fn start_background(app: &std::path::Path, run_dir: &std::path::Path) -> std::process::Child {
-    supervisor()
-        .arg("start")
-        .arg(app)
-        .arg("--run-dir")
-        .arg(run_dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start supervisor")
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn endless_app(name: &str) -> serde_json::Value {
     json!({
         "name": name,
@@ -172,11 +152,11 @@ fn one_process_per_stage_replica_and_sigterm_leaves_nothing() {
     let dir = scratch("procs");
     let name = format!("procs{}", std::process::id());
     let app = write_app(&dir, &endless_app(&name));
-    let mut sup = start_background(&app, &dir.join("run"));
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
     let sup_pid = sup.id();
     let needle = format!("--stage {name}/");
     // 1 head + 3 forward + 2 resize + 1 tail replicas.
-    wait_until("7 stage processes", Duration::from_secs(20), || {
+    wait_for("7 stage processes", Duration::from_secs(20), || {
         pids_with_cmdline(&needle).len() == 7
     });
     for (task, n) in [("gen#", 1), ("fwd#", 3), ("small#", 2), ("rows#", 1)] {
@@ -184,7 +164,7 @@ fn one_process_per_stage_replica_and_sigterm_leaves_nothing() {
         assert_eq!(count, n, "processes of {task}");
     }
     // Let items flow, then stop it like a service manager would.
-    wait_until("rows flowing", Duration::from_secs(20), || {
+    wait_for("rows flowing", Duration::from_secs(20), || {
         std::fs::read_to_string(dir.join("rows.csv"))
             .map(|t| t.lines().count() > 5)
             .unwrap_or(false)
@@ -195,16 +175,9 @@ fn one_process_per_stage_replica_and_sigterm_leaves_nothing() {
     );
     // SAFETY: sending SIGTERM to a child we started.
     unsafe { libc::kill(sup_pid as i32, libc::SIGTERM) };
-    let status = sup.wait().expect("wait supervisor");
-    let mut stderr = String::new();
-    use std::io::Read;
-    sup.stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut stderr)
-        .expect("read");
-    assert!(status.success(), "drained cleanly: {status}\n{stderr}");
-    assert!(stderr.contains("drained"), "{stderr}");
+    let (status, err) = finish(sup);
+    assert!(status.success(), "drained cleanly: {status}\n{err}");
+    assert!(err.contains("drained"), "{err}");
     assert!(
         pids_with_cmdline(&needle).is_empty(),
         "no stage process left"
