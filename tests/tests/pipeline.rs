@@ -282,3 +282,40 @@ fn every_run_writes_a_report_with_qos_plots_and_plan() {
         "{qos:?}"
     );
 }
+
+#[test]
+fn transport_bench_chain_delivers_every_byte_intact() {
+    // The chain of the transport benchmark, small: bench.sink checks every byte and the
+    // bench fails on any corrupted or missing item.
+    let dir = scratch("bench");
+    let json_out = dir.join("bench.json");
+    let out = supervisor()
+        .args([
+            "bench",
+            "transport",
+            "--sizes",
+            "4096",
+            "--items",
+            "20",
+            "--json",
+        ])
+        .arg(&json_out)
+        .output()
+        .expect("bench");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_out).expect("json")).expect("json");
+    let row = &rows[0];
+    assert_eq!(row["bytes"], 4096);
+    assert_eq!(row["chain_corrupt_or_lost"], 0);
+    assert_eq!(
+        row["chain_hop_p50_us"].as_array().map(|h| h.len()),
+        Some(4),
+        "four hops"
+    );
+    assert!(row["chain_items_per_s"].as_f64().is_some_and(|r| r > 0.0));
+}

@@ -158,6 +158,25 @@ fn generate(node: &mut Node) -> Result<(), StageError> {
     let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let pattern: String = param(node, "pattern")?.unwrap_or_else(|| "gradient".into());
     let len = width as usize * height as usize * 3;
+    synthetic(
+        node,
+        count,
+        fps,
+        len,
+        |seq, buf| draw_pattern(&pattern, width, height, seq, buf),
+        |shm| frame(width, height)(shm),
+    )
+}
+
+/// A source that makes its items itself: `count` items of `len` bytes at `fps`.
+fn synthetic(
+    node: &mut Node,
+    count: u64,
+    fps: f64,
+    len: usize,
+    fill: impl Fn(u64, &mut [u8]),
+    payload: impl Fn(ShmRef) -> Payload,
+) -> Result<(), StageError> {
     let mut emitter = Emitter::new(node)?;
     let pacer = Pacer::new(fps);
     for seq in 0..count {
@@ -169,10 +188,10 @@ fn generate(node: &mut Node) -> Result<(), StageError> {
             seq,
             len,
             |buf| {
-                draw_pattern(&pattern, width, height, seq, buf);
+                fill(seq, buf);
                 Ok(())
             },
-            frame(width, height),
+            &payload,
         )?;
         if flow == Flow::Drain {
             break;
@@ -226,34 +245,23 @@ fn blobs(node: &mut Node) -> Result<(), StageError> {
     let count: u64 = required(node, "count")?;
     let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let pattern: Vec<u8> = (0..bytes).map(|i| crate::sinks::blob_byte(i, 0)).collect();
-    let mut emitter = Emitter::new(node)?;
-    let pacer = Pacer::new(fps);
-    for seq in 0..count {
-        if pacer.wait(node, seq)? == Flow::Drain {
-            break;
-        }
-        let flow = emitter.emit(
-            node,
-            seq,
-            bytes,
-            |buf| {
-                buf.copy_from_slice(&pattern);
-                for (i, b) in buf.iter_mut().enumerate().take(8) {
-                    *b = crate::sinks::blob_byte(i, seq);
-                }
-                Ok(())
-            },
-            |shm| Payload::Tensor {
-                shm,
-                dtype: DType::U8,
-                shape: vec![bytes as u32],
-            },
-        )?;
-        if flow == Flow::Drain {
-            break;
-        }
-    }
-    Ok(())
+    synthetic(
+        node,
+        count,
+        fps,
+        bytes,
+        |seq, buf| {
+            buf.copy_from_slice(&pattern);
+            for (i, b) in buf.iter_mut().enumerate().take(8) {
+                *b = crate::sinks::blob_byte(i, seq);
+            }
+        },
+        |shm| Payload::Tensor {
+            shm,
+            dtype: DType::U8,
+            shape: vec![bytes as u32],
+        },
+    )
 }
 
 fn images(node: &mut Node) -> Result<(), StageError> {
