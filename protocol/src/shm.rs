@@ -383,8 +383,9 @@ impl SlotPool {
         Ok(())
     }
 
-    /// Free every slot whose writer was `pid` and is not fully written/handed over, or
-    /// all slots when `all` (after a restart of the pool's consumers). Returns how many.
+    /// Free every held slot for which `held_by_dead(slot, writer_pid)` says its holder
+    /// died (bumping its generation, so stale references are refused). Returns how
+    /// many. Not used yet: stage restarts (issue 4) will call it.
     pub fn reclaim(&self, mut held_by_dead: impl FnMut(u32, u32) -> bool) -> u32 {
         let mut freed = 0;
         for slot in 0..self.slots {

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use worker_cpu::sinks::blob_byte;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {
@@ -202,7 +203,7 @@ fn ipc_reference(bytes: usize, items: u64, rate: f64) -> anyhow::Result<(f64, f6
                 || !msg[16..]
                     .iter()
                     .enumerate()
-                    .all(|(i, b)| *b == crate_blob_byte(i + 16, seq))
+                    .all(|(i, b)| *b == blob_byte(i + 16, seq))
             {
                 bail!("ipc reference: item {seq} corrupted");
             }
@@ -210,7 +211,7 @@ fn ipc_reference(bytes: usize, items: u64, rate: f64) -> anyhow::Result<(f64, f6
         }
         Ok(lat)
     });
-    let mut payload: Vec<u8> = (0..bytes.max(16)).map(|i| crate_blob_byte(i, 0)).collect();
+    let mut payload: Vec<u8> = (0..bytes.max(16)).map(|i| blob_byte(i, 0)).collect();
     let start = Instant::now();
     for seq in 0..items {
         if rate > 0.0 {
@@ -232,13 +233,9 @@ fn ipc_reference(bytes: usize, items: u64, rate: f64) -> anyhow::Result<(f64, f6
     ))
 }
 
-fn crate_blob_byte(i: usize, seq: u64) -> u8 {
-    worker_cpu::sinks::blob_byte(i, seq)
-}
-
 /// memcpy of the payload, the floor of any design that copies once per hop.
 fn memcpy_reference(bytes: usize, items: u64) -> (f64, f64) {
-    let src: Vec<u8> = (0..bytes).map(|i| crate_blob_byte(i, 0)).collect();
+    let src: Vec<u8> = (0..bytes).map(|i| blob_byte(i, 0)).collect();
     let mut dst = vec![0u8; bytes];
     let mut lat = Vec::with_capacity(items as usize);
     let start = Instant::now();

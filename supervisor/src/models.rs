@@ -125,7 +125,7 @@ pub fn agent_task(
     app: &protocol::spec::AppSpec,
     store: &crate::models::ModelStore,
 ) -> anyhow::Result<protocol::spec::TaskSpec> {
-    let device = std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| "cpu:0".into());
+    let device = crate::plan::device();
     let models = hosted(app, store)?;
     let mut params = serde_json::Map::new();
     params.insert("device".into(), serde_json::json!(device));
@@ -133,14 +133,10 @@ pub fn agent_task(
     if let Some(budget) = app.constraints.gpus.first().map(|g| g.memory_mb) {
         params.insert("budget_mb".into(), serde_json::json!(budget));
     }
-    // On cpu:0 the agent shares the cores with the CPU stages: one intra-op thread
-    // measured fastest (BENCHMARKS.md); a real device gets the cores to feed it.
-    let threads = if device.starts_with("cpu") {
-        1
-    } else {
-        crate::plan::available_cores()
-    };
-    params.insert("threads".into(), serde_json::json!(threads));
+    params.insert(
+        "threads".into(),
+        serde_json::json!(crate::plan::agent_threads(&device)),
+    );
     Ok(protocol::spec::TaskSpec {
         name: format!("gpu-agent-{}", device.replace(':', "")),
         kind: TaskKind::Gpu,

@@ -176,7 +176,7 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
                 batch_size,
                 batch_max_wait_ms: t.batch.as_ref().map(|b| b.max_wait_ms).unwrap_or(0.0),
                 threads: if t.kind == TaskKind::Gpu {
-                    available_cores()
+                    agent_threads(&device())
                 } else {
                     1
                 },
@@ -185,6 +185,22 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
         })
         .collect();
     Ok(Plan { stages })
+}
+
+/// The device the GPU agent runs on: `$SMARTPIPE_DEVICE`, default `cpu:0`.
+pub fn device() -> String {
+    std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| "cpu:0".into())
+}
+
+/// Intra-op threads of the agent on `device`. On `cpu:0` it shares the cores with the
+/// CPU stages: one thread measured fastest (BENCHMARKS.md); a real device gets the
+/// cores to feed it.
+pub fn agent_threads(device: &str) -> u32 {
+    if device.starts_with("cpu") {
+        1
+    } else {
+        available_cores()
+    }
 }
 
 /// Cores of this machine.

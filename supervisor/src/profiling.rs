@@ -199,15 +199,21 @@ pub fn print_fits(app: &AppSpec, profiles: &Profiles) {
     }
 }
 
+/// What the app is granted on this machine (its constraints, else the machine).
+fn resources(app: &AppSpec) -> Resources {
+    let cuda = crate::plan::device().starts_with("cuda");
+    Resources::from_app(app, crate::plan::available_cores(), cuda)
+}
+
 /// The planner's answer for an app on this machine.
 pub fn admit(app: &AppSpec, profiles: &Profiles) -> Result<smart::Plan, smart::Refusal> {
-    let resources = Resources::from_app(app, crate::plan::available_cores(), false);
+    let resources = resources(app);
     smart::admit(app, profiles, resources, &PlanOptions::default())
 }
 
 /// The plans of all three strategies, for `supervisor plan`.
 pub fn all_plans(app: &AppSpec, profiles: &Profiles) -> anyhow::Result<smart::Plans> {
-    let resources = Resources::from_app(app, crate::plan::available_cores(), false);
+    let resources = resources(app);
     Ok(smart::plans(
         app,
         profiles,

@@ -232,7 +232,7 @@ pub fn run_app(
                 heartbeat_ms: opts.heartbeat_ms,
                 batch_size: 1,
                 batch_max_wait_ms: 0.0,
-                threads: crate::plan::available_cores(),
+                threads: crate::plan::agent_threads(&crate::plan::device()),
                 agent_output: None,
                 agent_reply_to: None,
                 models_manifest: None,
