@@ -10,7 +10,7 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Environment variables the supervisor hands to every child.
 pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
@@ -45,6 +45,10 @@ pub struct SetupWire {
     pub outputs: Vec<InboxSender>,
     /// Shared-memory pools this process may read or write, in [`Setup::pools`] order.
     pub pools: Vec<IpcSharedMemory>,
+    /// Where the supervisor sends the new inbox sender of a restarted consumer, just
+    /// before the matching [`Command::Rewire`] (ipc-channel handles cannot travel in
+    /// our bincode bytes).
+    pub rewire: Option<IpcReceiver<InboxSender>>,
 }
 
 /// First message of every child.
@@ -64,6 +68,8 @@ pub struct OutputRoute {
     pub task: String,
     pub first: u32,
     pub replicas: u32,
+    /// The shared-memory holder id of each replica (holds move to it before a send).
+    pub holders: Vec<u16>,
 }
 
 /// A pool this process has mapped.
@@ -105,6 +111,16 @@ pub struct Setup {
     /// The model manifest (`apps/models.json`) and the folder holding the model files.
     pub models_manifest: Option<String>,
     pub models_dir: Option<String>,
+    /// This replica's shared-memory holder id (see [`crate::shm`]).
+    pub holder: u16,
+    /// How many times this replica was restarted before (0 for the first start).
+    pub incarnation: u32,
+    /// Heads: the first sequence number to emit per source (a restarted head resumes
+    /// after what the tails acknowledged). Tails: what was already delivered per source.
+    pub resume: Vec<SourceTotal>,
+    /// Tails writing a file: its length at the last acknowledgement; a restarted tail
+    /// cuts the file back to it (what came after is replayed).
+    pub resume_output_len: Option<u64>,
 }
 
 /// Child → supervisor messages (bincode inside [`UpWire`]).
@@ -118,6 +134,14 @@ pub enum Up {
     /// The stage cannot go on; it exits non-zero after sending this.
     Failed {
         error: String,
+    },
+    /// Tails: everything below `total` was delivered (or is known lost) per source, and
+    /// the output file (if any) had `output_len` bytes then.
+    Delivered {
+        frontier: Vec<SourceTotal>,
+        output_len: Option<u64>,
+        /// Items this process delivered so far, per source (its report's `received`).
+        received: Vec<SourceTotal>,
     },
 }
 
@@ -322,6 +346,16 @@ pub enum Command {
     Drain,
     /// Exit now.
     Stop,
+    /// Output `output` has a new inbox sender (a restarted consumer or agent): it is
+    /// waiting in the rewire channel.
+    Rewire { output: u32 },
+    /// Heads: the tails have everything below these totals; drop what is kept for replay.
+    Ack(Vec<SourceTotal>),
+    /// Heads: send again every item not yet acknowledged (a stage was restarted).
+    Replay,
+    /// Request-guarantee apps: the tails have every item; end now (stages stay up
+    /// after their end of stream until then, to pass replays on).
+    Finish,
 }
 
 /// A tensor in shared memory.
@@ -358,6 +392,13 @@ pub struct AgentReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Inbox {
     Data(Envelope),
+    /// Item `seq` of `source` will never arrive (lost with `reason` in a
+    /// request-guarantee app): tails move past it instead of waiting.
+    Skip {
+        source: String,
+        seq: u64,
+        reason: LossReason,
+    },
     Eos(Eos),
     Command(Command),
     AgentRequest(AgentRequest),

@@ -7,8 +7,8 @@ use crate::codec::{self, CodecError};
 use crate::messages::*;
 use crate::shm::{ShmError, SlotPool, SlotWriter};
 use crate::spec::{ServiceType, TaskSpec};
-use ipc_channel::ipc::{self, IpcSender};
-use std::collections::{BTreeMap, HashMap};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -53,6 +53,38 @@ pub enum Event {
     Request(AgentRequest),
     /// GPU stage: the agent answers.
     Reply(AgentReply),
+    /// Output `k` was rewired to a restarted process (a GPU stage re-sends its request
+    /// when its agent was restarted).
+    Rewired(u32),
+}
+
+/// A tail's view of one source: everything below `frontier` was delivered or is known
+/// lost; `ahead` are the sequence numbers seen above it (arrived out of order).
+#[derive(Default, Debug)]
+pub struct SourceProgress {
+    pub frontier: u64,
+    pub ahead: BTreeSet<u64>,
+}
+
+impl SourceProgress {
+    /// Mark `seq` as seen; false when it was seen before (a duplicate from a replay).
+    pub fn mark(&mut self, seq: u64) -> bool {
+        if seq < self.frontier || !self.ahead.insert(seq) {
+            return false;
+        }
+        while self.ahead.remove(&self.frontier) {
+            self.frontier += 1;
+        }
+        true
+    }
+    /// Where a restarted head should go on from: the frontier when every item must
+    /// arrive, past the highest one seen when losses are accepted.
+    pub fn resume_point(&self, guaranteed: bool) -> u64 {
+        match (guaranteed, self.ahead.last()) {
+            (false, Some(&last)) => last + 1,
+            _ => self.frontier,
+        }
+    }
 }
 
 /// Per-tail delivery statistics.
@@ -77,9 +109,30 @@ pub struct Node {
     round_robin: Vec<u32>,
     metrics: Arc<Mutex<StageMetrics>>,
     alive: Arc<AtomicBool>,
-    eos_seen: u32,
+    /// Upstream replicas (task index, replica) whose end of stream arrived.
+    eos_from: BTreeSet<(u16, u32)>,
+    ended: bool,
+    /// The supervisor said the app has everything (request-guarantee stages end then).
+    finish_ordered: bool,
     totals: BTreeMap<String, u64>,
     deliveries: Deliveries,
+    rewire: Option<IpcReceiver<InboxSender>>,
+    /// Holder id of the process behind each output.
+    out_holders: Vec<u16>,
+    /// Outputs whose consumer was found dead (logged once until rewired).
+    dead_outputs: BTreeSet<usize>,
+    /// Our end-of-stream marker once sent (sent again to a rewired consumer).
+    eos_sent: Option<Vec<u8>>,
+    /// Heads of request-guarantee apps: items kept (one hold each) until the tails
+    /// acknowledge them, for replay after a restart.
+    retained: BTreeMap<(String, u64), Envelope>,
+    /// Tails: per-source progress, and what was last acknowledged to the supervisor.
+    progress: BTreeMap<String, SourceProgress>,
+    acked: BTreeMap<String, u64>,
+    last_ack: Instant,
+    output_len: Option<u64>,
+    /// The output rewired by the last `Rewire` command, reported by `next`.
+    last_rewired: Option<u32>,
 }
 
 impl Node {
@@ -127,7 +180,33 @@ impl Node {
         }
         let mut pools = HashMap::new();
         for (info, shm) in setup.pools.iter().zip(wire.pools) {
-            pools.insert(info.id, Arc::new(SlotPool::attach(info.id, shm)?));
+            pools.insert(
+                info.id,
+                Arc::new(SlotPool::attach_as(info.id, shm, setup.holder)?),
+            );
+        }
+        let mut out_holders = vec![u16::MAX; wire.outputs.len()];
+        for route in &setup.outputs {
+            for (k, h) in route.holders.iter().enumerate() {
+                if let Some(slot) = out_holders.get_mut(route.first as usize + k) {
+                    *slot = *h;
+                }
+            }
+        }
+        // A restarted tail knows what was delivered before it.
+        let mut progress = BTreeMap::new();
+        let mut acked = BTreeMap::new();
+        if setup.expected_eos > 0 {
+            for r in &setup.resume {
+                progress.insert(
+                    r.source.clone(),
+                    SourceProgress {
+                        frontier: r.total,
+                        ahead: BTreeSet::new(),
+                    },
+                );
+                acked.insert(r.source.clone(), r.total);
+            }
         }
         let metrics = Arc::new(Mutex::new(StageMetrics::default()));
         let alive = Arc::new(AtomicBool::new(true));
@@ -137,6 +216,7 @@ impl Node {
             alive.clone(),
             setup.heartbeat_ms,
         );
+        let output_len = setup.resume_output_len;
         Ok(Node {
             round_robin: vec![setup.replica; setup.outputs.len()],
             outputs: wire.outputs,
@@ -147,9 +227,21 @@ impl Node {
             pools,
             metrics,
             alive,
-            eos_seen: 0,
+            eos_from: BTreeSet::new(),
+            ended: false,
+            finish_ordered: false,
             totals: BTreeMap::new(),
             deliveries: Deliveries::default(),
+            rewire: wire.rewire,
+            out_holders,
+            dead_outputs: BTreeSet::new(),
+            eos_sent: None,
+            retained: BTreeMap::new(),
+            progress,
+            acked,
+            last_ack: Instant::now(),
+            output_len,
+            last_rewired: None,
         })
     }
 
@@ -171,6 +263,14 @@ impl Node {
         self.pools
             .get(&id)
             .map(|p| p.as_ref())
+            .ok_or(NodeError::UnknownPool(id))
+    }
+
+    /// A shared handle on pool `id`, for reads that outlive a `&self` borrow.
+    pub fn shared_pool(&self, id: u32) -> Result<Arc<SlotPool>, NodeError> {
+        self.pools
+            .get(&id)
+            .cloned()
             .ok_or(NodeError::UnknownPool(id))
     }
 
@@ -235,26 +335,71 @@ impl Node {
         }
     }
 
+    /// Whether this stage is a head (its inbox carries only commands).
+    pub fn is_head(&self) -> bool {
+        self.setup.expected_eos == 0
+    }
+
+    /// Heads: the first sequence number to emit for `source` (after a restart, what
+    /// the tails already have is not produced again).
+    pub fn resume_from(&self, source: &str) -> u64 {
+        self.setup
+            .resume
+            .iter()
+            .find(|r| r.source == source)
+            .map_or(0, |r| r.total)
+    }
+
     /// Send an item to every consumer task (one replica each, round robin). Its
     /// shared-memory references must already count one holder per consumer task.
+    /// Heads of request-guarantee apps keep one more hold until the tails acknowledge
+    /// the item, so they can send it again after a restart.
     pub fn send(&mut self, mut env: Envelope, recv_ns: u64) -> Result<(), NodeError> {
+        if self.guaranteed() && self.is_head() {
+            for r in env.payload.shm_refs() {
+                self.pool(r.pool)?.add_holders(&r, 1)?;
+            }
+            self.retained
+                .insert((env.source.clone(), env.seq), env.clone());
+        }
         env.hops.push(Hop {
             stage: self.setup.task_index,
             recv_ns,
             sent_ns: now_ns(),
         });
+        let refs = env.payload.shm_refs();
         let bytes = codec::encode("item", &Inbox::Data(env))?;
-        for (k, route) in self.setup.outputs.iter().enumerate() {
-            let pick = route.first + self.round_robin[k] % route.replicas.max(1);
-            self.round_robin[k] = self.round_robin[k].wrapping_add(1);
-            self.outputs[pick as usize]
-                .send(bytes.clone())
-                .map_err(|e| NodeError::ConsumerGone {
-                    task: route.task.clone(),
-                    detail: format!("{e:?}"),
-                })?;
-        }
+        self.route(&bytes, &refs)?;
         self.metrics(|m| m.items_out += 1);
+        Ok(())
+    }
+
+    /// Send encoded bytes to one replica of every consumer task, moving one hold of
+    /// each reference to it first. A consumer found dead keeps nothing: the hold is
+    /// dropped again, and the item is replayed (request-guarantee) or counted lost.
+    fn route(&mut self, bytes: &[u8], refs: &[crate::shm::ShmRef]) -> Result<(), NodeError> {
+        for k in 0..self.setup.outputs.len() {
+            let route = &self.setup.outputs[k];
+            let pick = (route.first + self.round_robin[k] % route.replicas.max(1)) as usize;
+            self.round_robin[k] = self.round_robin[k].wrapping_add(1);
+            let holder = self.out_holders.get(pick).copied().unwrap_or(u16::MAX);
+            for r in refs {
+                self.pool(r.pool)?.transfer(r, holder)?;
+            }
+            let sent = self.outputs.get(pick).map(|out| out.send(bytes.to_vec()));
+            if !matches!(sent, Some(Ok(()))) {
+                for r in refs {
+                    self.pool(r.pool)?.release_for(r, holder)?;
+                }
+                if self.dead_outputs.insert(pick) {
+                    tracing::warn!(
+                        consumer = %self.setup.outputs[k].task,
+                        output = pick,
+                        "a consumer is gone; waiting for the supervisor to restart it"
+                    );
+                }
+            }
+        }
         Ok(())
     }
 
@@ -281,10 +426,37 @@ impl Node {
         Ok(())
     }
 
-    /// Count an item as lost and free what it holds.
-    pub fn lose(&self, env: &Envelope, reason: LossReason) -> Result<(), NodeError> {
+    /// Count an item as lost and free what it holds. In a request-guarantee app the
+    /// tails are told it will not come, so they do not wait for it.
+    pub fn lose(&mut self, env: &Envelope, reason: LossReason) -> Result<(), NodeError> {
+        self.release(&env.payload)?;
+        self.skip(&env.source, env.seq, reason)
+    }
+
+    /// Count item `seq` of `source` as lost (a head that could not read it, a stage
+    /// that could not process it); request-guarantee apps tell the tails.
+    pub fn skip(&mut self, source: &str, seq: u64, reason: LossReason) -> Result<(), NodeError> {
         self.metrics(|m| m.lose(reason, 1));
-        self.release(&env.payload)
+        if self.guaranteed() {
+            self.send_skip(source, seq, reason)?;
+        }
+        Ok(())
+    }
+
+    fn send_skip(&mut self, source: &str, seq: u64, reason: LossReason) -> Result<(), NodeError> {
+        if self.setup.outputs.is_empty() {
+            self.tail_mark(source, seq);
+            return Ok(());
+        }
+        let bytes = codec::encode(
+            "skip",
+            &Inbox::Skip {
+                source: source.to_string(),
+                seq,
+                reason,
+            },
+        )?;
+        self.route(&bytes, &[])
     }
 
     /// Note an item that a head emitted (for the end-of-stream totals).
@@ -299,71 +471,310 @@ impl Node {
     }
 
     /// Non-blocking look at the inbox for a command (heads call this between items).
+    /// Acknowledgements, replays and rewiring are handled here and not returned.
     pub fn poll_command(&mut self) -> Result<Option<Command>, NodeError> {
-        match self.inbox.try_recv() {
-            Ok(bytes) => match codec::decode::<Inbox>("inbox", &bytes)? {
-                Inbox::Command(c) => Ok(Some(c)),
-                other => Err(NodeError::Bootstrap(format!(
-                    "a head's inbox carries only commands, got {}",
-                    match other {
-                        Inbox::Data(_) => "data",
-                        Inbox::Eos(_) => "an end of stream",
-                        _ => "an agent message",
+        loop {
+            let bytes = match self.inbox.try_recv() {
+                Ok(bytes) => bytes,
+                Err(ipc_channel::TryRecvError::Empty) => return Ok(None),
+                Err(ipc_channel::TryRecvError::IpcError(e)) => {
+                    return Err(NodeError::SupervisorGone(format!("{e:?}")))
+                }
+            };
+            match codec::decode::<Inbox>("inbox", &bytes)? {
+                Inbox::Command(c) => {
+                    if let Some(c) = self.command(c)? {
+                        return Ok(Some(c));
                     }
-                ))),
-            },
-            Err(ipc_channel::TryRecvError::Empty) => Ok(None),
-            Err(ipc_channel::TryRecvError::IpcError(e)) => {
-                Err(NodeError::SupervisorGone(format!("{e:?}")))
+                }
+                Inbox::Data(_) => {
+                    return Err(NodeError::Bootstrap(
+                        "a head's inbox carries only commands, got data".into(),
+                    ))
+                }
+                Inbox::Skip { .. } | Inbox::Eos(_) => {
+                    return Err(NodeError::Bootstrap(
+                        "a head's inbox carries only commands, got an end of stream".into(),
+                    ))
+                }
+                Inbox::AgentRequest(_) | Inbox::AgentReply(_) => {
+                    return Err(NodeError::Bootstrap(
+                        "a head's inbox carries only commands, got an agent message".into(),
+                    ))
+                }
             }
         }
+    }
+
+    /// Handle the commands the node itself answers; return the others to the stage.
+    fn command(&mut self, c: Command) -> Result<Option<Command>, NodeError> {
+        match c {
+            Command::Rewire { output } => {
+                self.rewire_output(output)?;
+                Ok(None)
+            }
+            Command::Ack(totals) => {
+                for t in totals {
+                    let done: Vec<(String, u64)> = self
+                        .retained
+                        .range((t.source.clone(), 0)..(t.source.clone(), t.total))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for key in done {
+                        if let Some(env) = self.retained.remove(&key) {
+                            self.release(&env.payload)?;
+                        }
+                    }
+                }
+                Ok(None)
+            }
+            Command::Replay => {
+                let items: Vec<Envelope> = self.retained.values().cloned().collect();
+                if !items.is_empty() {
+                    tracing::info!(
+                        items = items.len(),
+                        "replaying what the tails have not acknowledged"
+                    );
+                }
+                let holders = self.consumer_count();
+                for mut env in items {
+                    let refs = env.payload.shm_refs();
+                    for r in &refs {
+                        self.pool(r.pool)?.add_holders(r, holders)?;
+                    }
+                    env.hops.push(Hop {
+                        stage: self.setup.task_index,
+                        recv_ns: env.created_ns,
+                        sent_ns: now_ns(),
+                    });
+                    let bytes = codec::encode("item", &Inbox::Data(env))?;
+                    self.route(&bytes, &refs)?;
+                }
+                Ok(None)
+            }
+            Command::Finish => {
+                self.finish_ordered = true;
+                Ok(Some(Command::Finish))
+            }
+            other => Ok(Some(other)),
+        }
+    }
+
+    /// Take output `output`'s new sender from the rewire channel; a consumer that
+    /// missed our end of stream gets it again.
+    fn rewire_output(&mut self, output: u32) -> Result<(), NodeError> {
+        let rx = self
+            .rewire
+            .as_ref()
+            .ok_or_else(|| NodeError::Bootstrap("rewire without a rewire channel".into()))?;
+        let sender = rx
+            .try_recv_timeout(Duration::from_secs(10))
+            .map_err(|e| NodeError::SupervisorGone(format!("rewire channel: {e:?}")))?;
+        let k = output as usize;
+        let slot = self.outputs.get_mut(k).ok_or_else(|| {
+            NodeError::Bootstrap(format!("rewire of output {output}, which does not exist"))
+        })?;
+        *slot = sender;
+        self.dead_outputs.remove(&k);
+        self.last_rewired = Some(output);
+        let is_data = self
+            .setup
+            .outputs
+            .iter()
+            .any(|r| (r.first..r.first + r.replicas).contains(&output));
+        if let (Some(eos), true) = (&self.eos_sent, is_data) {
+            let _ = self.outputs[k].send(eos.clone());
+        }
+        tracing::info!(output, "output rewired to a restarted process");
+        Ok(())
     }
 
     /// Wait up to `timeout` for the next inbox event.
     pub fn next(&mut self, timeout: Duration) -> Result<Event, NodeError> {
-        // `End` is reported once, when the last end-of-stream marker arrives; the inbox
-        // is still read afterwards (a GPU stage waits for its agent's replies).
-        let bytes = match self.inbox.try_recv_timeout(timeout) {
-            Ok(bytes) => bytes,
-            Err(ipc_channel::TryRecvError::Empty) => return Ok(Event::Idle),
-            Err(ipc_channel::TryRecvError::IpcError(e)) => {
-                return Err(NodeError::SupervisorGone(format!("inbox: {e:?}")))
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.maybe_ack(false);
+            if let Some(end) = self.end_reached() {
+                return Ok(end);
             }
-        };
-        match codec::decode::<Inbox>("inbox", &bytes)? {
-            Inbox::Data(env) => {
-                self.metrics(|m| m.items_in += 1);
-                Ok(Event::Item(env))
-            }
-            Inbox::Eos(eos) => {
-                self.eos_seen += 1;
-                for t in eos.totals {
-                    let total = self.totals.entry(t.source).or_insert(0);
-                    *total = (*total).max(t.total);
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let bytes = match self.inbox.try_recv_timeout(wait) {
+                Ok(bytes) => bytes,
+                Err(ipc_channel::TryRecvError::Empty) => {
+                    self.maybe_ack(true);
+                    return Ok(Event::Idle);
                 }
-                if self.eos_seen >= self.setup.expected_eos {
-                    Ok(Event::End)
-                } else {
-                    Ok(Event::Idle)
+                Err(ipc_channel::TryRecvError::IpcError(e)) => {
+                    return Err(NodeError::SupervisorGone(format!("inbox: {e:?}")))
                 }
+            };
+            match codec::decode::<Inbox>("inbox", &bytes)? {
+                Inbox::Data(env) => {
+                    self.metrics(|m| m.items_in += 1);
+                    if self.setup.outputs.is_empty()
+                        && self.setup.expected_eos > 0
+                        && !self.tail_mark(&env.source, env.seq)
+                    {
+                        // A replayed item this tail already has.
+                        self.release(&env.payload)?;
+                        continue;
+                    }
+                    return Ok(Event::Item(env));
+                }
+                Inbox::Skip {
+                    source,
+                    seq,
+                    reason,
+                } => {
+                    if self.setup.outputs.is_empty() {
+                        self.tail_mark(&source, seq);
+                        // Let the tail write what this unblocks before acknowledging.
+                        return Ok(Event::Idle);
+                    } else {
+                        self.send_skip(&source, seq, reason)?;
+                    }
+                }
+                Inbox::Eos(eos) => {
+                    self.eos_from.insert((eos.stage, eos.replica));
+                    for t in eos.totals {
+                        let total = self.totals.entry(t.source).or_insert(0);
+                        *total = (*total).max(t.total);
+                    }
+                }
+                Inbox::Command(c) => {
+                    if let Some(c) = self.command(c)? {
+                        if c != Command::Finish {
+                            return Ok(Event::Command(c));
+                        }
+                    } else if let Some(k) = self.last_rewired.take() {
+                        return Ok(Event::Rewired(k));
+                    }
+                }
+                Inbox::AgentRequest(r) => return Ok(Event::Request(r)),
+                Inbox::AgentReply(r) => return Ok(Event::Reply(r)),
             }
-            Inbox::Command(c) => Ok(Event::Command(c)),
-            Inbox::AgentRequest(r) => Ok(Event::Request(r)),
-            Inbox::AgentReply(r) => Ok(Event::Reply(r)),
         }
     }
 
-    /// Send a message to one output by index (agent replies, requests to the agent).
-    pub fn send_to(&self, output: u32, msg: &Inbox) -> Result<(), NodeError> {
-        let bytes = codec::encode("message", msg)?;
-        self.outputs
-            .get(output as usize)
-            .ok_or_else(|| NodeError::Bootstrap(format!("no output {output}")))?
-            .send(bytes)
-            .map_err(|e| NodeError::ConsumerGone {
-                task: format!("output {output}"),
-                detail: format!("{e:?}"),
+    /// `End`, once, when this stage's input is complete: every upstream replica ended
+    /// its stream, and in a request-guarantee app (where stages stay up for replays)
+    /// the supervisor said so, or for a tail every item up to the sources' totals is
+    /// in. Non-tail stages of such apps pass the end of stream on at once.
+    fn end_reached(&mut self) -> Option<Event> {
+        if self.ended || self.is_head() {
+            return None;
+        }
+        let upstream_done = self.eos_from.len() as u32 >= self.setup.expected_eos;
+        if !upstream_done {
+            return None;
+        }
+        let done = if !self.guaranteed() || self.finish_ordered {
+            true
+        } else if self.setup.outputs.is_empty() {
+            self.totals.iter().all(|(source, total)| {
+                self.progress
+                    .get(source)
+                    .map_or(*total == 0, |p| p.frontier >= *total)
             })
+        } else {
+            if self.eos_sent.is_none() {
+                if let Err(e) = self.send_eos() {
+                    tracing::warn!("cannot pass the end of stream on: {e}");
+                }
+            }
+            false
+        };
+        if done {
+            self.ended = true;
+            self.maybe_ack(true);
+            Some(Event::End)
+        } else {
+            None
+        }
+    }
+
+    /// Tails: mark `seq` of `source` as delivered or known lost. False when
+    /// it was there already.
+    fn tail_mark(&mut self, source: &str, seq: u64) -> bool {
+        self.progress
+            .entry(source.to_string())
+            .or_default()
+            .mark(seq)
+    }
+
+    /// Tails: everything of `source` below this has arrived or is known lost.
+    pub fn frontier(&self, source: &str) -> u64 {
+        self.progress.get(source).map_or(0, |p| p.frontier)
+    }
+
+    /// Tails: the output file's length after the last item written (sent with the
+    /// acknowledgements, so a restarted tail can cut a half-written file back).
+    pub fn set_output_len(&mut self, len: u64) {
+        self.output_len = Some(len);
+    }
+
+    /// Tails: tell the supervisor what has been delivered, when it moved on and at most
+    /// every 2 ms (or at once when `now`).
+    fn maybe_ack(&mut self, now: bool) {
+        if !self.setup.outputs.is_empty() || self.is_head() {
+            return;
+        }
+        if !now && self.last_ack.elapsed() < Duration::from_millis(2) {
+            return;
+        }
+        let guaranteed = self.guaranteed();
+        let frontier: Vec<SourceTotal> = self
+            .progress
+            .iter()
+            .map(|(source, p)| SourceTotal {
+                source: source.clone(),
+                total: p.resume_point(guaranteed),
+            })
+            .filter(|t| self.acked.get(&t.source) != Some(&t.total))
+            .collect();
+        if frontier.is_empty() {
+            return;
+        }
+        self.last_ack = Instant::now();
+        for t in &frontier {
+            self.acked.insert(t.source.clone(), t.total);
+        }
+        let received = self
+            .deliveries
+            .received
+            .iter()
+            .map(|(source, total)| SourceTotal {
+                source: source.clone(),
+                total: *total,
+            })
+            .collect();
+        let _ = self.send_up(&Up::Delivered {
+            frontier,
+            output_len: self.output_len,
+            received,
+        });
+    }
+
+    /// Send a message to one output by index (agent replies, requests to the agent).
+    /// A peer found dead is not an error: the supervisor restarts it and rewires the
+    /// output (`Event::Rewired`), and the caller sends again or the item is replayed.
+    pub fn send_to(&mut self, output: u32, msg: &Inbox) -> Result<bool, NodeError> {
+        let bytes = codec::encode("message", msg)?;
+        let k = output as usize;
+        let out = self
+            .outputs
+            .get(k)
+            .ok_or_else(|| NodeError::Bootstrap(format!("no output {output}")))?;
+        if out.send(bytes).is_ok() {
+            return Ok(true);
+        }
+        if self.dead_outputs.insert(k) {
+            tracing::warn!(
+                output,
+                "a peer is gone; waiting for the supervisor to restart it"
+            );
+        }
+        Ok(false)
     }
 
     /// A tail records that an item reached the end of the pipeline.
@@ -398,9 +809,9 @@ impl Node {
         *d.received.entry(env.source.clone()).or_insert(0) += 1;
     }
 
-    /// End the stream: tell every consumer replica, report to the supervisor, and
-    /// stop the heartbeat. The process should exit 0 afterwards.
-    pub fn finish(mut self) -> Result<(), NodeError> {
+    /// Send our end-of-stream marker (with the sources' totals) to every data consumer
+    /// replica; it is sent again to a consumer rewired later.
+    fn send_eos(&mut self) -> Result<(), NodeError> {
         let totals: Vec<SourceTotal> = self
             .totals
             .iter()
@@ -414,20 +825,61 @@ impl Node {
             &Inbox::Eos(Eos {
                 stage: self.setup.task_index,
                 replica: self.setup.replica,
-                totals: totals.clone(),
+                totals,
             }),
         )?;
         // Only data consumers get it (not the agent, nor an agent's reply channels).
         for route in &self.setup.outputs {
             for k in route.first..route.first + route.replicas {
                 if let Some(out) = self.outputs.get(k as usize) {
-                    out.send(eos.clone()).map_err(|e| NodeError::ConsumerGone {
-                        task: route.task.clone(),
-                        detail: format!("{e:?}"),
-                    })?;
+                    if out.send(eos.clone()).is_err() {
+                        self.dead_outputs.insert(k as usize);
+                    }
                 }
             }
         }
+        self.eos_sent = Some(eos);
+        Ok(())
+    }
+
+    /// Heads of request-guarantee apps: after the end of the stream, stay until the
+    /// tails have acknowledged every item (replaying on request), or until told to stop.
+    fn wait_for_acks(&mut self) -> Result<(), NodeError> {
+        while !self.retained.is_empty() && !self.finish_ordered {
+            let bytes = match self.inbox.try_recv_timeout(Duration::from_millis(200)) {
+                Ok(bytes) => bytes,
+                Err(ipc_channel::TryRecvError::Empty) => continue,
+                Err(ipc_channel::TryRecvError::IpcError(e)) => {
+                    return Err(NodeError::SupervisorGone(format!("inbox: {e:?}")))
+                }
+            };
+            if let Inbox::Command(c) = codec::decode::<Inbox>("inbox", &bytes)? {
+                if let Some(Command::Stop) = self.command(c)? {
+                    return Err(NodeError::Stopped);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End the stream: tell every consumer replica, report to the supervisor, and
+    /// stop the heartbeat. The process should exit 0 afterwards.
+    pub fn finish(mut self) -> Result<(), NodeError> {
+        if self.eos_sent.is_none() {
+            self.send_eos()?;
+        }
+        if self.guaranteed() && self.is_head() {
+            self.wait_for_acks()?;
+        }
+        self.maybe_ack(true);
+        let totals: Vec<SourceTotal> = self
+            .totals
+            .iter()
+            .map(|(source, total)| SourceTotal {
+                source: source.clone(),
+                total: *total,
+            })
+            .collect();
         self.alive.store(false, Ordering::SeqCst);
         let metrics = self.metrics.lock().map(|m| m.clone()).unwrap_or_default();
         let d = std::mem::take(&mut self.deliveries);

@@ -11,16 +11,27 @@
 //! pass-through stage forwards the reference (adding holders for fan-out) and copies
 //! nothing. Free slots are the producer's credits: when there are none it waits on a
 //! futex in the header that releases wake.
+//!
+//! Every hold is also attributed to a *holder* (one id per stage replica, set when a
+//! process maps the pool): the record keeps a counter per holder beside the refcount,
+//! and a sender moves the hold to its consumer's id before it sends. So when a process
+//! dies, the supervisor frees exactly the holds that process had (including items
+//! still in its inbox) with [`SlotPool::reclaim_holder`]: no slot leaks after a crash.
 
 use ipc_channel::ipc::IpcSharedMemory;
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 const MAGIC: u32 = 0x5350_4f4c; // "SPOL"
-const LAYOUT_VERSION: u32 = 1;
+const LAYOUT_VERSION: u32 = 2;
 const HEADER: usize = 64;
-const RECORD: usize = 64;
+/// Holder ids a pool can attribute holds to (stage replicas of one app, plus 0 for
+/// the supervisor and tests).
+pub const MAX_HOLDERS: usize = 64;
+/// Per slot: refcount, generation, owner pid (64 bytes with padding), then one i32
+/// hold counter per holder id.
+const RECORD: usize = 64 + 4 * MAX_HOLDERS;
 const DATA_ALIGN: usize = 4096;
 const SLOT_ALIGN: usize = 64;
 
@@ -67,6 +78,8 @@ pub enum ShmError {
     },
     #[error("pool {pool} slot {slot}: released more often than it was held")]
     OverRelease { pool: u32, slot: u32 },
+    #[error("pool {pool}: holder id {holder} is out of range")]
+    BadHolder { pool: u32, holder: u16 },
     #[error("pool {pool}: payload of {len} bytes does not fit a {slot_size}-byte slot")]
     PayloadTooLarge { pool: u32, len: u64, slot_size: u64 },
 }
@@ -94,6 +107,8 @@ pub struct SlotPool {
     stride: usize,
     data: usize,
     cursor: AtomicU32,
+    /// The holder id this process's holds are attributed to.
+    holder: u16,
 }
 
 // SAFETY: all shared state in the region is accessed through atomics; payload bytes
@@ -129,6 +144,7 @@ impl SlotPool {
             stride: round_slot(slot_size),
             data: data_offset(slots),
             cursor: AtomicU32::new(0),
+            holder: 0,
         };
         pool.header_u32(0).store(MAGIC, Ordering::Relaxed);
         pool.header_u32(4).store(LAYOUT_VERSION, Ordering::Relaxed);
@@ -167,6 +183,7 @@ impl SlotPool {
             stride: 0,
             data: 0,
             cursor: AtomicU32::new(0),
+            holder: 0,
         };
         if pool.header_u32(0).load(Ordering::Acquire) != MAGIC
             || pool.header_u32(4).load(Ordering::Acquire) != LAYOUT_VERSION
@@ -187,6 +204,17 @@ impl SlotPool {
         pool.slot_size = slot_size;
         pool.stride = round_slot(slot_size);
         pool.data = data_offset(slots);
+        Ok(pool)
+    }
+
+    /// Map a pool received from the supervisor, attributing this process's holds to
+    /// `holder` (its stage replica's id).
+    pub fn attach_as(id: u32, shm: IpcSharedMemory, holder: u16) -> Result<SlotPool, ShmError> {
+        if holder as usize >= MAX_HOLDERS {
+            return Err(ShmError::BadHolder { pool: id, holder });
+        }
+        let mut pool = SlotPool::attach(id, shm)?;
+        pool.holder = holder;
         Ok(pool)
     }
 
@@ -233,6 +261,12 @@ impl SlotPool {
     fn owner(&self, slot: u32) -> &AtomicU32 {
         self.record_u32(slot, 8)
     }
+    fn holds(&self, slot: u32, holder: u16) -> &AtomicI32 {
+        let offset = HEADER + slot as usize * RECORD + 64 + 4 * holder as usize;
+        // SAFETY: holder < MAX_HOLDERS (checked where ids enter), slot < slots; the
+        // counter lies inside this slot's record, 4-aligned.
+        unsafe { &*(self.base.add(offset) as *const AtomicI32) }
+    }
 
     /// Number of slots nobody holds.
     pub fn free_slots(&self) -> u32 {
@@ -260,10 +294,13 @@ impl SlotPool {
                     .wrapping_add(1);
                 self.owner(slot)
                     .store(std::process::id(), Ordering::Relaxed);
+                self.holds(slot, self.holder)
+                    .fetch_add(holders as i32, Ordering::AcqRel);
                 return Some(SlotWriter {
                     pool: self,
                     slot,
                     generation,
+                    holders,
                     done: false,
                 });
             }
@@ -352,55 +389,119 @@ impl SlotPool {
     pub fn add_holders(&self, r: &ShmRef, n: u32) -> Result<(), ShmError> {
         self.check(r)?;
         if n > 0 {
+            self.holds(r.slot, self.holder)
+                .fetch_add(n as i32, Ordering::AcqRel);
             self.refcount(r.slot).fetch_add(n, Ordering::AcqRel);
         }
         Ok(())
     }
 
-    /// Drop one hold on a reference; the last release frees the slot.
-    pub fn release(&self, r: &ShmRef) -> Result<(), ShmError> {
+    /// Move one of this process's holds on `r` to `to` (the consumer it is about to
+    /// send `r` to). Done *before* the send, so the consumer can never release a
+    /// hold that is not attributed to it yet.
+    pub fn transfer(&self, r: &ShmRef, to: u16) -> Result<(), ShmError> {
         self.check(r)?;
-        let rc = self.refcount(r.slot);
-        let mut cur = rc.load(Ordering::Acquire);
+        if to as usize >= MAX_HOLDERS {
+            return Err(ShmError::BadHolder {
+                pool: self.id,
+                holder: to,
+            });
+        }
+        if to != self.holder {
+            self.holds(r.slot, to).fetch_add(1, Ordering::AcqRel);
+            self.holds(r.slot, self.holder)
+                .fetch_sub(1, Ordering::AcqRel);
+        }
+        Ok(())
+    }
+
+    /// Drop one hold attributed to `holder` (a consumer the item could not be sent
+    /// to), unless the supervisor already reclaimed it. True when a hold was dropped.
+    pub fn release_for(&self, r: &ShmRef, holder: u16) -> Result<bool, ShmError> {
+        self.check(r)?;
+        if holder as usize >= MAX_HOLDERS {
+            return Err(ShmError::BadHolder {
+                pool: self.id,
+                holder,
+            });
+        }
+        let held = self.holds(r.slot, holder);
+        let mut cur = held.load(Ordering::Acquire);
         loop {
-            if cur == 0 {
-                return Err(ShmError::OverRelease {
-                    pool: self.id,
-                    slot: r.slot,
-                });
+            if cur <= 0 {
+                return Ok(false);
             }
-            match rc.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
+            match held.compare_exchange_weak(cur, cur - 1, Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => break,
                 Err(actual) => cur = actual,
             }
         }
-        if cur == 1 {
+        self.drop_refs(r.slot, 1);
+        Ok(true)
+    }
+
+    /// Drop one hold on a reference; the last release frees the slot.
+    pub fn release(&self, r: &ShmRef) -> Result<(), ShmError> {
+        self.check(r)?;
+        if self.refcount(r.slot).load(Ordering::Acquire) == 0 {
+            return Err(ShmError::OverRelease {
+                pool: self.id,
+                slot: r.slot,
+            });
+        }
+        self.holds(r.slot, self.holder)
+            .fetch_sub(1, Ordering::AcqRel);
+        self.drop_refs(r.slot, 1);
+        Ok(())
+    }
+
+    /// Take `n` off a slot's refcount (never below zero); wake waiting producers when
+    /// it becomes free.
+    fn drop_refs(&self, slot: u32, n: u32) {
+        let rc = self.refcount(slot);
+        let mut cur = rc.load(Ordering::Acquire);
+        loop {
+            let next = cur.saturating_sub(n);
+            match rc.compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => break,
+                Err(actual) => cur = actual,
+            }
+        }
+        if cur > 0 && cur <= n {
             self.free_epoch().fetch_add(1, Ordering::SeqCst);
             if self.waiters().load(Ordering::SeqCst) > 0 {
                 futex_wake(self.free_epoch());
             }
         }
-        Ok(())
     }
 
-    /// Free every held slot for which `held_by_dead(slot, writer_pid)` says its holder
-    /// died (bumping its generation, so stale references are refused). Returns how
-    /// many. Not used yet: stage restarts (issue 4) will call it.
-    pub fn reclaim(&self, mut held_by_dead: impl FnMut(u32, u32) -> bool) -> u32 {
+    /// Free every hold attributed to `holder` (a process that died: the slots it was
+    /// writing, reading, or that sat in its inbox). Returns how many holds.
+    pub fn reclaim_holder(&self, holder: u16) -> u32 {
+        if holder as usize >= MAX_HOLDERS {
+            return 0;
+        }
         let mut freed = 0;
         for slot in 0..self.slots {
-            let owner = self.owner(slot).load(Ordering::Acquire);
-            if self.refcount(slot).load(Ordering::Acquire) > 0 && held_by_dead(slot, owner) {
-                self.generation(slot).fetch_add(1, Ordering::AcqRel);
-                self.refcount(slot).store(0, Ordering::Release);
-                freed += 1;
+            let n = self.holds(slot, holder).swap(0, Ordering::AcqRel);
+            if n > 0 {
+                self.drop_refs(slot, n as u32);
+                freed += n as u32;
+            } else if n < 0 {
+                self.holds(slot, holder).fetch_add(n, Ordering::AcqRel);
             }
         }
-        if freed > 0 {
-            self.free_epoch().fetch_add(1, Ordering::SeqCst);
-            futex_wake(self.free_epoch());
-        }
         freed
+    }
+
+    /// Holds currently attributed to `holder`, over all slots.
+    pub fn holds_of(&self, holder: u16) -> i64 {
+        if holder as usize >= MAX_HOLDERS {
+            return 0;
+        }
+        (0..self.slots)
+            .map(|s| i64::from(self.holds(s, holder).load(Ordering::Acquire)))
+            .sum()
     }
 }
 
@@ -409,6 +510,7 @@ pub struct SlotWriter<'a> {
     pool: &'a SlotPool,
     slot: u32,
     generation: u32,
+    holders: u32,
     done: bool,
 }
 
@@ -445,6 +547,9 @@ impl SlotWriter<'_> {
 impl Drop for SlotWriter<'_> {
     fn drop(&mut self) {
         if !self.done {
+            self.pool
+                .holds(self.slot, self.pool.holder)
+                .fetch_sub(self.holders as i32, Ordering::AcqRel);
             self.pool.refcount(self.slot).store(0, Ordering::Release);
             self.pool.free_epoch().fetch_add(1, Ordering::SeqCst);
             futex_wake(self.pool.free_epoch());
@@ -572,6 +677,73 @@ mod tests {
         let w = pool.acquire(1, Duration::from_secs(10));
         assert!(w.is_some(), "woken by the release");
         releaser.join().expect("thread").expect("release");
+    }
+
+    #[test]
+    fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
+        let pool = SlotPool::create(1, 4, 8).expect("create");
+        let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
+        let alive = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
+        // One item to each consumer (3 dies), one fanned out to both.
+        let a = producer
+            .try_acquire(1)
+            .expect("slot")
+            .commit(8)
+            .expect("fits");
+        producer.transfer(&a, 2).expect("transfer");
+        let b = producer
+            .try_acquire(1)
+            .expect("slot")
+            .commit(8)
+            .expect("fits");
+        producer.transfer(&b, 3).expect("transfer");
+        let c = producer
+            .try_acquire(2)
+            .expect("slot")
+            .commit(8)
+            .expect("fits");
+        producer.transfer(&c, 2).expect("transfer");
+        producer.transfer(&c, 3).expect("transfer");
+        // The producer is still writing a fourth.
+        let writing = producer.try_acquire(1).expect("slot");
+        assert_eq!(pool.free_slots(), 0);
+        assert_eq!(pool.reclaim_holder(3), 2, "b and its share of c");
+        assert_eq!(pool.free_slots(), 1, "b is free, c is still held by 2");
+        alive.release(&c).expect("release");
+        alive.release(&a).expect("release");
+        assert_eq!(pool.free_slots(), 3);
+        // A send to the dead consumer that failed after the reclaim drops nothing twice.
+        assert_eq!(producer.release_for(&b, 3), Ok(false));
+        drop(writing);
+        assert_eq!(pool.free_slots(), 4);
+        for h in 0..4 {
+            assert_eq!(pool.holds_of(h), 0, "holder {h}");
+        }
+    }
+
+    #[test]
+    fn a_failed_send_releases_the_consumers_hold_once() {
+        let pool = SlotPool::create(1, 1, 8).expect("create");
+        let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
+        let r = producer
+            .try_acquire(1)
+            .expect("slot")
+            .commit(8)
+            .expect("fits");
+        producer.transfer(&r, 5).expect("transfer");
+        // The supervisor reclaimed 5 first: the producer's undo finds nothing to drop.
+        assert_eq!(pool.reclaim_holder(5), 1);
+        assert_eq!(producer.release_for(&r, 5), Ok(false));
+        assert_eq!(pool.free_slots(), 1);
+        let r = producer
+            .try_acquire(1)
+            .expect("slot")
+            .commit(8)
+            .expect("fits");
+        producer.transfer(&r, 5).expect("transfer");
+        assert_eq!(producer.release_for(&r, 5), Ok(true));
+        assert_eq!(pool.reclaim_holder(5), 0);
+        assert_eq!(pool.free_slots(), 1);
     }
 
     #[test]

@@ -36,6 +36,26 @@ pub struct LiveApp {
     pub supervisor_pid: u32,
     pub uptime_s: f64,
     pub stages: Vec<LiveStage>,
+    /// Where the app's run loop takes restart requests.
+    #[serde(skip)]
+    pub restarts: Option<std::sync::mpsc::Sender<RestartRequest>>,
+}
+
+/// A request to restart a task's replicas (all, or one), answered on `reply` with a
+/// message for the user or the reason it could not be done.
+pub struct RestartRequest {
+    pub task: String,
+    pub replica: Option<u32>,
+    pub reply: std::sync::mpsc::Sender<Result<String, String>>,
+}
+
+impl std::fmt::Debug for RestartRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestartRequest")
+            .field("task", &self.task)
+            .field("replica", &self.replica)
+            .finish()
+    }
 }
 
 /// The socket of a supervisor's runtime dir.

@@ -275,6 +275,7 @@ impl Pending {
                 inbox: None,
                 outputs: vec![],
                 pools: vec![],
+                rewire: None,
             });
             return Err(bad(reason));
         }

@@ -3,6 +3,7 @@
 //! wired with ipc-channel and shared memory, supervised until they finish.
 
 mod app;
+mod apprun;
 mod bench;
 mod control;
 mod launch;
@@ -17,7 +18,9 @@ mod runtime;
 #[allow(dead_code, unused_imports)] // wired into `plan`, `profile` and `start` as it lands
 mod smart;
 mod summary;
+mod supervise;
 mod timeline;
+mod wiring;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};

@@ -5,14 +5,18 @@
 use crate::control::{LiveApp, LiveStage};
 use crate::plan::Plan;
 use crate::run::RunOptions;
-use protocol::messages::{StageMetrics, StageReport};
+use protocol::messages::{SourceTotal, StageMetrics, StageReport};
 use protocol::spec::TaskKind;
+use std::collections::BTreeMap;
 use std::process::ExitStatus;
 use std::time::Instant;
 
-/// One running stage replica.
+/// One stage replica (its current process, and what it did before restarts).
 pub struct Replica {
     pub task: usize,
+    pub replica: u32,
+    /// How many processes this replica had before the current one.
+    pub incarnation: u32,
     pub label: String,
     pub pid: i32,
     pub kind: TaskKind,
@@ -24,6 +28,98 @@ pub struct Replica {
     pub last_seen: Instant,
     /// Its up-channel closed (so its final report, if any, has arrived).
     pub up_closed: bool,
+    /// Killed for missing its heartbeats.
+    pub hung: bool,
+    /// Killed on purpose to be restarted (a `restart` request).
+    pub manual_restart: bool,
+    /// When its restart is due (after the backoff).
+    pub restart_due: Option<Instant>,
+    /// Its process ended at this time and has not been judged yet.
+    pub judge_pending: Option<Instant>,
+    /// Counters of its earlier processes, summed.
+    pub earlier: StageMetrics,
+    /// Tails: what was acknowledged per source, the output file length then, and the
+    /// items delivered per source by this process and (summed) by earlier ones.
+    pub frontier: BTreeMap<String, u64>,
+    pub output_len: Option<u64>,
+    pub received: Vec<SourceTotal>,
+    pub received_before: BTreeMap<String, u64>,
+    /// When the current process was set up after a restart, until its first output.
+    pub restarted_at: Option<Instant>,
+}
+
+impl Replica {
+    pub fn new(task: usize, replica: u32, label: String, kind: TaskKind) -> Replica {
+        Replica {
+            task,
+            replica,
+            incarnation: 0,
+            label,
+            pid: 0,
+            kind,
+            metrics: StageMetrics::default(),
+            report: None,
+            failed: None,
+            exited: None,
+            last_seen: Instant::now(),
+            up_closed: false,
+            hung: false,
+            manual_restart: false,
+            restart_due: None,
+            judge_pending: None,
+            earlier: StageMetrics::default(),
+            frontier: BTreeMap::new(),
+            output_len: None,
+            received: Vec::new(),
+            received_before: BTreeMap::new(),
+            restarted_at: None,
+        }
+    }
+
+    /// Counters over every process of this replica.
+    pub fn total_metrics(&self) -> StageMetrics {
+        let mut m = self.metrics.clone();
+        let e = &self.earlier;
+        m.items_in += e.items_in;
+        m.items_out += e.items_out;
+        for (a, b) in m.lost.iter_mut().zip(e.lost) {
+            *a += b;
+        }
+        m.busy_ns += e.busy_ns;
+        m.waiting_for_slot_ns += e.waiting_for_slot_ns;
+        for (a, b) in [
+            (&mut m.service_buckets, &e.service_buckets),
+            (&mut m.latency_buckets, &e.latency_buckets),
+        ] {
+            if a.len() < b.len() {
+                a.resize(b.len(), 0);
+            }
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += y;
+            }
+        }
+        m.latency_sum_ns += e.latency_sum_ns;
+        m.model_loads += e.model_loads;
+        m.model_evictions += e.model_evictions;
+        m.model_load_ns += e.model_load_ns;
+        m
+    }
+
+    /// Fold the current process's counters into `earlier` (it died; a new one starts).
+    pub fn retire_process(&mut self) {
+        self.earlier = self.total_metrics();
+        self.metrics = StageMetrics::default();
+        for s in std::mem::take(&mut self.received) {
+            *self.received_before.entry(s.source).or_insert(0) += s.total;
+        }
+        self.report = None;
+        self.failed = None;
+        self.exited = None;
+        self.up_closed = false;
+        self.hung = false;
+        self.manual_restart = false;
+        self.incarnation += 1;
+    }
 }
 
 pub fn signal_all(replicas: &[Replica], sig: i32) {
@@ -65,6 +161,7 @@ pub fn publish(
             }
             let state = match (&r.exited, &r.failed, &r.report) {
                 (_, Some(_), _) => "failed".to_string(),
+                _ if r.restart_due.is_some() => "restarting".to_string(),
                 (Some(s), _, _) if s.success() => "finished".to_string(),
                 (Some(s), _, _) => describe_status(*s),
                 (None, _, Some(_)) => "finishing".to_string(),
@@ -80,15 +177,16 @@ pub fn publish(
                     .unwrap_or_else(|| r.label.split('#').next().unwrap_or("").to_string()),
                 pid: r.pid,
                 state,
-                restarts: 0,
+                restarts: r.incarnation,
                 batch: stage_plan.map(|p| p.batch_size).unwrap_or(1),
                 replicas: stage_plan.map(|p| p.replicas).unwrap_or(1),
                 items_per_s: rate.2,
-                metrics: r.metrics.clone(),
+                metrics: r.total_metrics(),
             }
         })
         .collect();
     if let Ok(mut l) = live.lock() {
+        let restarts = l.restarts.take();
         *l = LiveApp {
             name: app.name.clone(),
             state: if replicas.iter().all(|r| r.exited.is_some()) {
@@ -101,6 +199,7 @@ pub fn publish(
             supervisor_pid: std::process::id(),
             uptime_s: started.elapsed().as_secs_f64(),
             stages,
+            restarts,
         };
     }
 }

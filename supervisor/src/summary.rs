@@ -84,6 +84,14 @@ pub struct Summary {
     pub loss_pct: f64,
     /// Every quota of the app beside what was achieved.
     pub qos: Vec<QosCheck>,
+    /// Restarts per stage replica (only those restarted).
+    pub restarts: BTreeMap<String, u32>,
+    /// Per restart: from the new process's set-up to its first output, in ms.
+    pub restart_to_first_output_ms: Vec<f64>,
+    /// Shared-memory holds freed from processes that died.
+    pub reclaimed_holds: u64,
+    /// Slots still held once every process ended (0 unless something leaked).
+    pub slots_held_at_end: u32,
 }
 
 /// One quota and what the run achieved.
@@ -243,6 +251,15 @@ impl Summary {
             }
         }
         let items_out: u64 = per_source.values().sum();
+        // What is missing at a tail beyond the losses the stages counted was inside a
+        // process that died (best-effort apps are not replayed).
+        let counted: u64 = lost.values().sum();
+        let missing = tail_summaries.iter().map(|t| t.missing).max().unwrap_or(0);
+        if missing > counted {
+            *lost
+                .entry(LossReason::Crash.as_str().to_string())
+                .or_insert(0) += missing - counted;
+        }
         Summary {
             app: app.to_string(),
             app_file: String::new(),
@@ -267,6 +284,10 @@ impl Summary {
                 0.0
             },
             qos: Vec::new(),
+            restarts: BTreeMap::new(),
+            restart_to_first_output_ms: Vec::new(),
+            reclaimed_holds: 0,
+            slots_held_at_end: 0,
         }
     }
 

@@ -26,6 +26,8 @@ struct Emitter {
     source: String,
     app: String,
     scratch: Vec<u8>,
+    /// Items below this were delivered before a restart: read, not sent again.
+    resume_from: u64,
 }
 
 impl Emitter {
@@ -35,6 +37,7 @@ impl Emitter {
             source: node.task.name.clone(),
             app: node.setup.app.clone(),
             scratch: Vec::new(),
+            resume_from: node.resume_from(&node.task.name),
         })
     }
 
@@ -50,6 +53,13 @@ impl Emitter {
     ) -> Result<Flow, StageError> {
         let created = now_ns();
         node.note_emitted(&self.source, seq);
+        if seq < self.resume_from {
+            // A restarted head: the tails have this one already (still read, so a
+            // stream source stays in step).
+            self.scratch.resize(len, 0);
+            fill(&mut self.scratch)?;
+            return check_commands(node);
+        }
         let pool = self.pool.clone();
         match node.output_slot(&pool)? {
             Some(mut writer) => {
@@ -87,7 +97,9 @@ fn check_commands(node: &mut Node) -> Result<Flow, StageError> {
     match node.poll_command()? {
         Some(Command::Drain) => Ok(Flow::Drain),
         Some(Command::Stop) => Err(NodeError::Stopped.into()),
-        None => Ok(Flow::Go),
+        // The app has every item already: nothing more to produce.
+        Some(Command::Finish) => Ok(Flow::Drain),
+        _ => Ok(Flow::Go),
     }
 }
 
@@ -281,7 +293,7 @@ fn images(node: &mut Node) -> Result<(), StageError> {
                 // A corrupt file is skipped and counted; the app goes on.
                 tracing::warn!(file = %file.display(), seq, "skipping image: {e}");
                 node.note_emitted(&emitter.source, seq);
-                node.metrics(|m| m.lose(LossReason::BadInput, 1));
+                node.skip(&emitter.source, seq, LossReason::BadInput)?;
                 if check_commands(node)? == Flow::Drain {
                     break;
                 }

@@ -5,6 +5,7 @@ use crate::media::ffmpeg_program;
 use crate::{param, StageError};
 use protocol::messages::{Command, Envelope, Payload, PixelFormat};
 use protocol::node::{Event, Node, NodeError};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
@@ -17,35 +18,92 @@ pub struct FrameView<'a> {
     pub rgb: &'a [u8],
 }
 
+/// An item that arrived ahead of a gap (request-guarantee apps write in order): its
+/// frame copied out so the slot goes back to the producer at once.
+struct Stashed {
+    env: Envelope,
+    frame: Option<(u32, u32, Vec<u8>)>,
+}
+
 /// Receive items until every upstream replica has ended; hand each to `on_item` with
 /// its frame (if it carries one), record its delivery, then release it.
+///
+/// Request-guarantee apps get every item exactly once and in order per source: the node
+/// drops replayed duplicates, and an item that overtook a missing one waits here (as
+/// a copy, not holding its slot) until everything before it arrived or is known lost.
 pub fn run_tail(
     node: &mut Node,
-    mut on_item: impl FnMut(&Node, &Envelope, Option<FrameView<'_>>) -> Result<(), StageError>,
+    mut on_item: impl FnMut(&mut Node, &Envelope, Option<FrameView<'_>>) -> Result<(), StageError>,
 ) -> Result<(), StageError> {
+    let in_order = node.guaranteed();
+    let mut stash: BTreeMap<(String, u64), Stashed> = BTreeMap::new();
     loop {
-        match node.next(Duration::from_millis(200))? {
+        let event = node.next(Duration::from_millis(200))?;
+        let ended = matches!(event, Event::End);
+        match event {
             Event::Item(env) => {
                 let started = std::time::Instant::now();
-                node.record_delivery(&env);
-                {
+                if in_order && env.seq >= node.frontier(&env.source) {
                     let frame = match frame_part(&env.payload) {
-                        Some((shm, width, height)) => Some(FrameView {
-                            width,
-                            height,
-                            rgb: node.pool(shm.pool)?.read(&shm).map_err(NodeError::from)?,
-                        }),
+                        Some((shm, width, height)) => {
+                            let rgb = node.pool(shm.pool)?.read(&shm).map_err(NodeError::from)?;
+                            Some((width, height, rgb.to_vec()))
+                        }
                         None => None,
                     };
-                    on_item(node, &env, frame)?;
+                    node.release(&env.payload)?;
+                    stash.insert((env.source.clone(), env.seq), Stashed { env, frame });
+                } else {
+                    node.record_delivery(&env);
+                    match frame_part(&env.payload) {
+                        Some((shm, width, height)) => {
+                            let pool = node.shared_pool(shm.pool)?;
+                            let rgb = pool.read(&shm).map_err(NodeError::from)?;
+                            on_item(node, &env, Some(FrameView { width, height, rgb }))?;
+                        }
+                        None => on_item(node, &env, None)?,
+                    }
+                    node.release(&env.payload)?;
                 }
-                node.release(&env.payload)?;
-                let busy = started.elapsed().as_nanos() as u64;
-                node.note_busy(busy);
+                node.note_busy(started.elapsed().as_nanos() as u64);
             }
-            Event::End => return Ok(()),
+            Event::End => {}
             Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
             _ => {}
+        }
+        // Write what no longer waits for anything before it.
+        while let Some(key) = stash
+            .keys()
+            .find(|(source, seq)| *seq < node.frontier(source))
+            .cloned()
+        {
+            if let Some(item) = stash.remove(&key) {
+                node.record_delivery(&item.env);
+                let view = item.frame.as_ref().map(|(width, height, rgb)| FrameView {
+                    width: *width,
+                    height: *height,
+                    rgb,
+                });
+                on_item(node, &item.env, view)?;
+            }
+        }
+        if ended {
+            if !stash.is_empty() {
+                tracing::warn!(
+                    items = stash.len(),
+                    "the stream ended with items still waiting for earlier ones; writing them"
+                );
+                for (_, item) in std::mem::take(&mut stash) {
+                    node.record_delivery(&item.env);
+                    let view = item.frame.as_ref().map(|(width, height, rgb)| FrameView {
+                        width: *width,
+                        height: *height,
+                        rgb,
+                    });
+                    on_item(node, &item.env, view)?;
+                }
+            }
+            return Ok(());
         }
     }
 }

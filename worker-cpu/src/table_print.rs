@@ -53,7 +53,7 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
             detail: "format parquet writes a file: give its path".into(),
         });
     }
-    let mut sink = TableSink::open(&format, path.as_deref())?;
+    let mut sink = TableSink::open_resumed(&format, path.as_deref(), node.setup.resume_output_len)?;
     run_tail(node, |node, env, _| {
         let (mut tables, mut size) = (Vec::new(), None);
         contents(&env.payload, &mut tables, &mut size);
@@ -71,6 +71,9 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
         let written = batches
             .map_err(SinkError::from)
             .and_then(|bs| bs.iter().try_for_each(|b| sink.write(b)));
+        if let Some(len) = sink.written() {
+            node.set_output_len(len);
+        }
         match written {
             Ok(()) => Ok(()),
             Err(SinkError::Table(e)) => {

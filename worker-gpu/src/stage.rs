@@ -77,9 +77,10 @@ impl Batcher {
         self.next_id += 1;
         req.id = self.next_id;
         let id = req.id;
-        node.send_to(agent, &Inbox::AgentRequest(req))
+        let request = Inbox::AgentRequest(req);
+        node.send_to(agent, &request)
             .map_err(|e| format!("agent unreachable: {e}"))?;
-        let deadline = Instant::now() + AGENT_TIMEOUT;
+        let mut deadline = Instant::now() + AGENT_TIMEOUT;
         loop {
             if Instant::now() > deadline {
                 return Err(format!(
@@ -96,6 +97,13 @@ impl Batcher {
                 Event::Item(env) => self.pending.push_back((env, now_ns())),
                 Event::End => self.ended = true,
                 Event::Command(Command::Stop) => return Err("stopped".into()),
+                // The agent was restarted: it lost the request, so ask again.
+                Event::Rewired(k) if k == agent => {
+                    tracing::info!(id, "the GPU agent was restarted; sending the request again");
+                    node.send_to(agent, &request)
+                        .map_err(|e| format!("agent unreachable: {e}"))?;
+                    deadline = Instant::now() + AGENT_TIMEOUT;
+                }
                 _ => {}
             }
         }

@@ -245,6 +245,8 @@ enum Output {
         /// Fixed by the first table (csv, pretty); `None` for jsonl or before it.
         columns: Option<Vec<String>>,
         per_table: bool,
+        /// Continuing a file a previous run of this tail started (its header is there).
+        resumed: bool,
     },
     Parquet {
         file: Option<std::fs::File>,
@@ -257,6 +259,24 @@ pub struct TableSink {
     target: String,
     out: Output,
     started: bool,
+    /// Bytes in the output file so far (csv and jsonl files, which write row by row).
+    written: Option<std::rc::Rc<std::cell::Cell<u64>>>,
+}
+
+/// A file that counts what reaches it.
+struct CountingFile {
+    file: std::fs::File,
+    written: std::rc::Rc<std::cell::Cell<u64>>,
+}
+impl Write for CountingFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written.set(self.written.get() + n as u64);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// Why a table was not written.
@@ -273,20 +293,54 @@ pub enum SinkError {
 impl TableSink {
     /// Open the output: `path`, or stdout. Parquet needs a path.
     pub fn open(format: &str, path: Option<&str>) -> Result<TableSink, StageError> {
+        TableSink::open_resumed(format, path, None)
+    }
+
+    /// Like [`TableSink::open`]; with `resume_len`, a csv or jsonl file written by a
+    /// previous run of this tail is cut back to that length and continued (what came
+    /// after it was not acknowledged and is replayed).
+    pub fn open_resumed(
+        format: &str,
+        path: Option<&str>,
+        resume_len: Option<u64>,
+    ) -> Result<TableSink, StageError> {
+        let resumable = matches!(format, "csv" | "jsonl");
+        let resume_len = resume_len.filter(|_| resumable);
         let file = match path {
             Some(p) => {
                 if let Some(parent) = std::path::Path::new(p).parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| StageError::io(parent.display(), e))?;
                 }
-                Some(std::fs::File::create(p).map_err(|e| StageError::io(p, e))?)
+                Some(match resume_len {
+                    Some(len) => {
+                        let mut f = std::fs::OpenOptions::new()
+                            .write(true)
+                            .create(true)
+                            .truncate(false)
+                            .open(p)
+                            .map_err(|e| StageError::io(p, e))?;
+                        f.set_len(len).map_err(|e| StageError::io(p, e))?;
+                        std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
+                            .map_err(|e| StageError::io(p, e))?;
+                        f
+                    }
+                    None => std::fs::File::create(p).map_err(|e| StageError::io(p, e))?,
+                })
             }
             None => None,
         };
+        let counter = (resumable && file.is_some())
+            .then(|| std::rc::Rc::new(std::cell::Cell::new(resume_len.unwrap_or(0))));
+        let resumed = resume_len.is_some_and(|len| len > 0);
         let text = |file: Option<std::fs::File>| -> Box<dyn Write> {
-            match file {
-                Some(f) => Box::new(std::io::BufWriter::new(f)),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+            match (file, &counter) {
+                (Some(file), Some(written)) => Box::new(std::io::BufWriter::new(CountingFile {
+                    file,
+                    written: written.clone(),
+                })),
+                (Some(f), None) => Box::new(std::io::BufWriter::new(f)),
+                (None, _) => Box::new(std::io::BufWriter::new(std::io::stdout())),
             }
         };
         let out = match format {
@@ -294,16 +348,19 @@ impl TableSink {
                 writer: Box::new(CsvWriter::new(text(file))),
                 columns: None,
                 per_table: false,
+                resumed,
             },
             "pretty" => Output::Text {
                 writer: Box::new(PrettyWriter::new(text(file))),
                 columns: None,
                 per_table: false,
+                resumed,
             },
             "jsonl" => Output::Text {
                 writer: Box::new(JsonLinesWriter::new(text(file))),
                 columns: None,
                 per_table: true,
+                resumed,
             },
             "parquet" => Output::Parquet {
                 file: Some(file.ok_or_else(|| {
@@ -320,8 +377,14 @@ impl TableSink {
         Ok(TableSink {
             target: path.unwrap_or("stdout").to_string(),
             out,
-            started: false,
+            started: resumed,
+            written: counter,
         })
+    }
+
+    /// Bytes in the output file after the rows written so far (csv and jsonl files).
+    pub fn written(&self) -> Option<u64> {
+        self.written.as_ref().map(|w| w.get())
     }
 
     /// Write every row of a table.
@@ -337,6 +400,7 @@ impl TableSink {
                 writer,
                 columns,
                 per_table,
+                resumed,
             } => {
                 let names: Vec<String> = batch
                     .schema_ref()
@@ -345,7 +409,9 @@ impl TableSink {
                     .map(|f| f.name().clone())
                     .collect();
                 if columns.is_none() {
-                    writer.start(&names).map_err(|e| fail(&e))?;
+                    if !*resumed {
+                        writer.start(&names).map_err(|e| fail(&e))?;
+                    }
                     *columns = Some(names.clone());
                 }
                 let rows = values::rows(batch)?;

@@ -1,0 +1,461 @@
+//! The wiring of a running app: shared-memory pools, every replica's inbox and rewire
+//! channels, shared-memory holder ids, and the `Setup` each process gets. Kept for the
+//! whole run so a restarted replica gets fresh channel ends and its producers a
+//! `Rewire` (DESIGN: "after a restart it hands fresh ends to the new process").
+
+use crate::launch::{find_worker, start_child, Pending, Spawner};
+use crate::models::ModelStore;
+use crate::plan::{ancestors, Plan};
+use anyhow::{anyhow, Context};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
+use protocol::codec;
+use protocol::messages::*;
+use protocol::shm::{SlotPool, MAX_HOLDERS};
+use protocol::spec::{AppSpec, TaskKind, TaskSpec};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Process, Stdio};
+
+/// At most this many fds travel in one ipc-channel message.
+const MAX_FDS: usize = 64;
+
+/// A replica: (task index, replica index); the agent is task `agent_index`, replica 0.
+pub type ReplicaId = (usize, u32);
+
+pub struct Wiring<'a> {
+    pub app: &'a AppSpec,
+    pub plan: &'a Plan,
+    /// The GPU agent's task, when the app has GPU tasks.
+    pub agent: Option<TaskSpec>,
+    pub agent_index: usize,
+    pub pools: BTreeMap<ReplicaId, SlotPool>,
+    /// Current inbox sender of every replica (the agent's at `agent_index`).
+    pub inbox_tx: Vec<Vec<Option<InboxSender>>>,
+    /// Sender side of every replica's rewire channel.
+    rewire_tx: Vec<Vec<Option<IpcSender<InboxSender>>>>,
+    gpu_replicas: Vec<ReplicaId>,
+    store: Option<ModelStore>,
+    run_dir: PathBuf,
+    heartbeat_ms: u32,
+}
+
+impl<'a> Wiring<'a> {
+    pub fn new(
+        app: &'a AppSpec,
+        plan: &'a Plan,
+        agent: Option<TaskSpec>,
+        store: Option<ModelStore>,
+        run_dir: &Path,
+        heartbeat_ms: u32,
+    ) -> anyhow::Result<Wiring<'a>> {
+        let mut pools = BTreeMap::new();
+        let mut next_pool = 1u32;
+        for (t, stage) in plan.stages.iter().enumerate() {
+            if let Some(p) = &stage.pool {
+                for r in 0..stage.replicas {
+                    let pool = SlotPool::create(next_pool, p.slots, p.slot_size)
+                        .with_context(|| format!("cannot create the pool of {}#{r}", stage.task))?;
+                    pools.insert((t, r), pool);
+                    next_pool += 1;
+                }
+            }
+        }
+        let mut counts: Vec<u32> = plan.stages.iter().map(|s| s.replicas).collect();
+        if agent.is_some() {
+            counts.push(1);
+        }
+        let total: u32 = counts.iter().sum();
+        if total as usize >= MAX_HOLDERS {
+            return Err(anyhow!(
+                "the app has {total} processes; at most {} are supported",
+                MAX_HOLDERS - 1
+            ));
+        }
+        let gpu_replicas = plan
+            .stages
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.kind == TaskKind::Gpu)
+            .flat_map(|(t, s)| (0..s.replicas).map(move |r| (t, r)))
+            .collect();
+        Ok(Wiring {
+            app,
+            plan,
+            agent,
+            agent_index: app.tasks.len(),
+            pools,
+            inbox_tx: counts.iter().map(|&n| vec![None; n as usize]).collect(),
+            rewire_tx: counts.iter().map(|&n| vec![None; n as usize]).collect(),
+            gpu_replicas,
+            store,
+            run_dir: run_dir.to_path_buf(),
+            heartbeat_ms,
+        })
+    }
+
+    /// Every replica, stages first, the agent last.
+    pub fn all_replicas(&self) -> Vec<ReplicaId> {
+        self.inbox_tx
+            .iter()
+            .enumerate()
+            .flat_map(|(t, v)| (0..v.len() as u32).map(move |r| (t, r)))
+            .collect()
+    }
+
+    pub fn replicas_of(&self, t: usize) -> u32 {
+        self.inbox_tx.get(t).map_or(0, |v| v.len() as u32)
+    }
+
+    /// The shared-memory holder id of a replica (0 is the supervisor's).
+    pub fn holder(&self, (t, r): ReplicaId) -> u16 {
+        let before: usize = self.inbox_tx[..t].iter().map(Vec::len).sum();
+        (1 + before + r as usize) as u16
+    }
+
+    pub fn task_name(&self, t: usize) -> String {
+        match self.app.tasks.get(t) {
+            Some(task) => task.name.clone(),
+            None => self
+                .agent
+                .as_ref()
+                .map_or("agent".into(), |a| a.name.clone()),
+        }
+    }
+
+    pub fn label(&self, (t, r): ReplicaId) -> String {
+        format!("{}#{r}", self.task_name(t))
+    }
+
+    pub fn kind(&self, t: usize) -> TaskKind {
+        self.app.tasks.get(t).map_or(TaskKind::Gpu, |x| x.kind)
+    }
+
+    /// Start the process of a replica (its log file appended to after a restart).
+    pub fn start(
+        &self,
+        spawner: &Spawner,
+        id: ReplicaId,
+        logs: &Path,
+        restart: bool,
+    ) -> anyhow::Result<Pending> {
+        let label = self.label(id);
+        let is_agent = id.0 == self.agent_index;
+        let program = find_worker(if is_agent || self.kind(id.0) == TaskKind::Gpu {
+            "worker-gpu"
+        } else {
+            "worker-cpu"
+        })?;
+        let log_path = logs.join(format!("{label}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(restart)
+            .write(true)
+            .truncate(!restart)
+            .open(&log_path)
+            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let mut cmd = Process::new(&program);
+        cmd.arg(if is_agent { "--agent" } else { "--stage" })
+            .arg(format!("{}/{label}", self.app.name))
+            .stdin(Stdio::null())
+            .stdout(if is_agent {
+                Stdio::null()
+            } else {
+                Stdio::inherit()
+            })
+            .stderr(Stdio::from(log));
+        Ok(start_child(spawner, &label, cmd, &program, log_path)?)
+    }
+
+    /// Fresh inbox and rewire channels for (a new incarnation of) a replica; the
+    /// senders are kept, the receivers go into its setup.
+    pub fn fresh_channels(
+        &mut self,
+        (t, r): ReplicaId,
+    ) -> anyhow::Result<(InboxReceiver, IpcReceiver<InboxSender>)> {
+        let (tx, rx) = ipc::channel::<Vec<u8>>().context("cannot create a channel")?;
+        let (rewire_tx, rewire_rx) =
+            ipc::channel::<InboxSender>().context("cannot create a channel")?;
+        self.inbox_tx[t][r as usize] = Some(tx);
+        self.rewire_tx[t][r as usize] = Some(rewire_tx);
+        Ok((rx, rewire_rx))
+    }
+
+    fn sender(&self, (t, r): ReplicaId) -> anyhow::Result<InboxSender> {
+        self.inbox_tx
+            .get(t)
+            .and_then(|v| v.get(r as usize))
+            .cloned()
+            .flatten()
+            .ok_or_else(|| anyhow!("{} has no inbox yet", self.label((t, r))))
+    }
+
+    /// Send a command to a replica's inbox (ignored when it is gone).
+    pub fn command(&self, id: ReplicaId, cmd: &Command) {
+        if let (Ok(tx), Ok(bytes)) = (
+            self.sender(id),
+            codec::encode("command", &Inbox::Command(cmd.clone())),
+        ) {
+            let _ = tx.send(bytes);
+        }
+    }
+
+    /// Send raw inbox bytes (e.g. an end of stream on behalf of a finished replica).
+    pub fn inbox_send(&self, id: ReplicaId, msg: &Inbox) {
+        if let (Ok(tx), Ok(bytes)) = (self.sender(id), codec::encode("inbox", msg)) {
+            let _ = tx.send(bytes);
+        }
+    }
+
+    /// Tell producer `producer` that its output `output` now goes to `consumer`'s
+    /// current inbox.
+    pub fn rewire(
+        &self,
+        producer: ReplicaId,
+        output: u32,
+        consumer: ReplicaId,
+    ) -> anyhow::Result<()> {
+        let new_sender = self.sender(consumer)?;
+        let via = self
+            .rewire_tx
+            .get(producer.0)
+            .and_then(|v| v.get(producer.1 as usize))
+            .cloned()
+            .flatten()
+            .ok_or_else(|| anyhow!("{} has no rewire channel", self.label(producer)))?;
+        via.send(new_sender)
+            .map_err(|e| anyhow!("cannot rewire {}: {e:?}", self.label(producer)))?;
+        self.command(producer, &Command::Rewire { output });
+        Ok(())
+    }
+
+    /// The data consumers of task `t`, in output order: (task index, first output).
+    fn routes(&self, t: usize) -> Vec<(usize, u32)> {
+        let Some(task) = self.app.tasks.get(t) else {
+            return Vec::new();
+        };
+        let mut first = 0;
+        let mut out = Vec::new();
+        for (c, consumer) in self.app.tasks.iter().enumerate() {
+            if consumer.inputs.contains(&task.name) {
+                out.push((c, first));
+                first += self.replicas_of(c);
+            }
+        }
+        out
+    }
+
+    fn data_outputs(&self, t: usize) -> u32 {
+        self.routes(t)
+            .iter()
+            .map(|(c, _)| self.replicas_of(*c))
+            .sum()
+    }
+
+    /// Every replica that sends to `id`, with the index of `id` among its outputs.
+    pub fn producers_of(&self, id: ReplicaId) -> Vec<(ReplicaId, u32)> {
+        let (t, r) = id;
+        let mut out = Vec::new();
+        if t == self.agent_index {
+            for &g in &self.gpu_replicas {
+                out.push((g, self.data_outputs(g.0)));
+            }
+            return out;
+        }
+        for input in &self.app.tasks[t].inputs {
+            let Some(p) = self.app.task_index(input) else {
+                continue;
+            };
+            if let Some((_, first)) = self.routes(p).into_iter().find(|(c, _)| *c == t) {
+                for pr in 0..self.replicas_of(p) {
+                    out.push(((p, pr), first + r));
+                }
+            }
+        }
+        if let Some(k) = self.gpu_replicas.iter().position(|g| *g == id) {
+            out.push(((self.agent_index, 0), k as u32));
+        }
+        out
+    }
+
+    /// The setup of a replica's (new) process.
+    pub fn setup_wire(
+        &self,
+        id: ReplicaId,
+        incarnation: u32,
+        inbox: InboxReceiver,
+        rewire: IpcReceiver<InboxSender>,
+        resume: Vec<SourceTotal>,
+        resume_output_len: Option<u64>,
+    ) -> anyhow::Result<SetupWire> {
+        let (t, r) = id;
+        let app = self.app;
+        let common = |task_index: usize, task_json: String| Setup {
+            app: app.name.clone(),
+            service_type: app.service_type,
+            task_index: task_index as u16,
+            task_json,
+            replica: r,
+            replicas: self.replicas_of(t),
+            outputs: vec![],
+            expected_eos: 0,
+            pools: vec![],
+            own_pool: None,
+            run_dir: self.run_dir.display().to_string(),
+            heartbeat_ms: self.heartbeat_ms,
+            batch_size: 1,
+            batch_max_wait_ms: 0.0,
+            threads: 1,
+            agent_output: None,
+            agent_reply_to: None,
+            models_manifest: None,
+            models_dir: None,
+            holder: self.holder(id),
+            incarnation,
+            resume: resume.clone(),
+            resume_output_len,
+        };
+        if t == self.agent_index {
+            let agent = self.agent.as_ref().context("no agent in this app")?;
+            let mut infos = Vec::new();
+            let mut handles = Vec::new();
+            for ((pt, pr), pool) in &self.pools {
+                infos.push(PoolInfo {
+                    id: pool.id(),
+                    owner: self.label((*pt, *pr)),
+                });
+                handles.push(pool.handle());
+            }
+            let outputs = self
+                .gpu_replicas
+                .iter()
+                .map(|g| self.sender(*g))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if 2 + outputs.len() + handles.len() > MAX_FDS {
+                return Err(anyhow!("the GPU agent would need more than {MAX_FDS} handles; the app has too many stages"));
+            }
+            let setup = Setup {
+                pools: infos,
+                threads: crate::plan::agent_threads(&crate::plan::device()),
+                ..common(t, serde_json::to_string(agent)?)
+            };
+            return Ok(SetupWire {
+                setup: codec::encode("setup", &setup)?,
+                refused: None,
+                inbox: Some(inbox),
+                outputs,
+                pools: handles,
+                rewire: Some(rewire),
+            });
+        }
+        let task = &app.tasks[t];
+        let mut outputs = Vec::new();
+        let mut routes = Vec::new();
+        for (c, first) in self.routes(t) {
+            let n = self.replicas_of(c);
+            routes.push(OutputRoute {
+                task: app.tasks[c].name.clone(),
+                first,
+                replicas: n,
+                holders: (0..n).map(|cr| self.holder((c, cr))).collect(),
+            });
+            for cr in 0..n {
+                outputs.push(self.sender((c, cr))?);
+            }
+        }
+        let expected_eos: u32 = task
+            .inputs
+            .iter()
+            .filter_map(|i| app.task_index(i))
+            .map(|j| self.replicas_of(j))
+            .sum();
+        let mut mapped: Vec<(PoolInfo, IpcSharedMemory)> = Vec::new();
+        let mut readable = ancestors(app, t);
+        readable.insert(t);
+        for ((pt, pr), pool) in &self.pools {
+            if readable.contains(pt) && (*pt != t || *pr == r) {
+                mapped.push((
+                    PoolInfo {
+                        id: pool.id(),
+                        owner: self.label((*pt, *pr)),
+                    },
+                    pool.handle(),
+                ));
+            }
+        }
+        let fds = 2 + outputs.len() + mapped.len();
+        if fds > MAX_FDS {
+            return Err(anyhow!(
+                "stage {}#{r} needs {fds} channel and memory handles, more than the {MAX_FDS} one message can carry; use fewer replicas downstream",
+                task.name
+            ));
+        }
+        let stage = &self.plan.stages[t];
+        let mut agent_output = None;
+        let mut agent_reply_to = None;
+        if task.kind == TaskKind::Gpu {
+            agent_output = Some(outputs.len() as u32);
+            outputs.push(self.sender((self.agent_index, 0))?);
+            agent_reply_to = self
+                .gpu_replicas
+                .iter()
+                .position(|x| *x == id)
+                .map(|p| p as u32);
+        }
+        let setup = Setup {
+            outputs: routes,
+            expected_eos,
+            pools: mapped.iter().map(|(i, _)| i.clone()).collect(),
+            own_pool: self.pools.get(&id).map(|p| p.id()),
+            batch_size: stage.batch_size,
+            batch_max_wait_ms: stage.batch_max_wait_ms,
+            threads: stage.threads,
+            agent_output,
+            agent_reply_to,
+            models_manifest: self
+                .store
+                .as_ref()
+                .map(|s| s.manifest_path.display().to_string()),
+            models_dir: self
+                .store
+                .as_ref()
+                .map(|s| s.models_dir.display().to_string()),
+            ..common(t, serde_json::to_string(task)?)
+        };
+        Ok(SetupWire {
+            setup: codec::encode("setup", &setup)?,
+            refused: None,
+            inbox: Some(inbox),
+            outputs,
+            pools: mapped.into_iter().map(|(_, shm)| shm).collect(),
+            rewire: Some(rewire),
+        })
+    }
+
+    /// Free every shared-memory hold of a replica that died.
+    pub fn reclaim(&self, id: ReplicaId) -> u32 {
+        let holder = self.holder(id);
+        self.pools.values().map(|p| p.reclaim_holder(holder)).sum()
+    }
+
+    /// Free slots over all pools (the no-leak check after a run).
+    pub fn free_slots(&self) -> (u32, u32) {
+        self.pools
+            .values()
+            .fold((0, 0), |(f, n), p| (f + p.free_slots(), n + p.slot_count()))
+    }
+
+    /// Head replicas whose items reach `t` (or every head for the agent).
+    pub fn heads_feeding(&self, t: usize) -> Vec<ReplicaId> {
+        let mut up = if t == self.agent_index {
+            (0..self.app.tasks.len()).collect()
+        } else {
+            let mut a = ancestors(self.app, t);
+            a.insert(t);
+            a
+        };
+        up.retain(|&x| self.kind(x) == TaskKind::Head);
+        up.into_iter()
+            .flat_map(|h| (0..self.replicas_of(h)).map(move |r| (h, r)))
+            .collect()
+    }
+}
