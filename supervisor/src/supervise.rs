@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 /// Restarts allowed per task within [`INTENSITY_WINDOW`] before the app is failed.
 pub const MAX_RESTARTS: usize = 5;
+/// Environment variable that overrides [`MAX_RESTARTS`] (e.g. for a soak test).
+pub const ENV_MAX_RESTARTS: &str = "SMARTPIPE_MAX_RESTARTS";
 pub const INTENSITY_WINDOW: Duration = Duration::from_secs(10);
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -36,10 +38,25 @@ pub fn restarts(policy: RestartPolicy, end: EndKind) -> bool {
 }
 
 /// The restart history of one task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RestartBook {
     recent: VecDeque<Instant>,
     pub total: u32,
+    max_restarts: usize,
+}
+
+impl Default for RestartBook {
+    fn default() -> Self {
+        let max_restarts = std::env::var(ENV_MAX_RESTARTS)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(MAX_RESTARTS);
+        RestartBook {
+            recent: VecDeque::new(),
+            total: 0,
+            max_restarts,
+        }
+    }
 }
 
 /// What to do about one more end of a task.
@@ -61,7 +78,7 @@ impl RestartBook {
         {
             self.recent.pop_front();
         }
-        if self.recent.len() >= MAX_RESTARTS {
+        if self.recent.len() >= self.max_restarts {
             return Verdict::Escalate {
                 restarts: self.recent.len(),
                 within: INTENSITY_WINDOW,

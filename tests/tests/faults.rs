@@ -22,7 +22,7 @@ fn endless(name: &str) -> serde_json::Value {
 }
 
 #[test]
-fn a_hung_stage_is_detected_and_killed_within_a_second() {
+fn a_hung_stage_is_detected_and_replaced_within_a_second() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("hang");
     let name = format!("hang{}", std::process::id());
@@ -40,17 +40,32 @@ fn a_hung_stage_is_detected_and_killed_within_a_second() {
     // SAFETY: stopping a process of this test's app.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let took = wait_for(
-        "the hung stage to be killed",
+        "the hung stage to be replaced",
         Duration::from_secs(5),
-        || pids_with_cmdline(&needle).is_empty(),
+        || {
+            pids_with_cmdline(&needle).iter().any(|&p| p != pid)
+                && !pids_with_cmdline(&needle).contains(&pid)
+        },
     );
     assert!(
         took < Duration::from_secs(1),
-        "detected and killed in {took:?}"
+        "detected, killed and replaced in {took:?}"
     );
+    // The app goes on: rows keep coming after the replacement, then it drains cleanly.
+    let rows = || std::fs::read_to_string(dir.join("rows.csv")).map_or(0, |t| t.lines().count());
+    let before = rows();
+    wait_for("rows after the restart", Duration::from_secs(20), || {
+        rows() > before + 10
+    });
+    // SAFETY: asking our own child to drain.
+    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
     let (status, err) = finish(sup);
-    assert!(!status.success());
+    assert!(status.success(), "{err}");
     assert!(err.contains("fwd#0 stopped answering"), "{err}");
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["restarts"]["fwd#0"], 1, "{summary}");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    assert_eq!(summary["tails"][0]["missing"], 0, "{summary}");
     assert!(
         pids_with_cmdline(&format!("--stage {name}/")).is_empty(),
         "nothing left"
@@ -154,7 +169,7 @@ fn fault_functions_are_refused_outside_the_test_suite() {
 }
 
 #[test]
-fn a_crashing_stage_fails_the_app_with_its_name_and_leaves_nothing() {
+fn a_crash_loop_is_restarted_then_escalated_and_a_later_start_works() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("fault-crash");
     let name = format!("crash{}", std::process::id());
@@ -173,6 +188,10 @@ fn a_crashing_stage_fails_the_app_with_its_name_and_leaves_nothing() {
         err.contains("stage fault#0 was killed by signal 6"),
         "{err}"
     );
+    assert!(
+        err.contains("restarted 5 times within 10 s (the restart intensity)"),
+        "escalation after the intensity limit: {err}"
+    );
     assert!(err.contains("fault#0.log"), "points at the log: {err}");
     assert!(
         pids_with_cmdline(&format!("--stage {name}/")).is_empty(),
@@ -180,6 +199,29 @@ fn a_crashing_stage_fails_the_app_with_its_name_and_leaves_nothing() {
     );
     let rows = std::fs::read_to_string(dir.join("rows.csv")).unwrap_or_default();
     assert!(rows.lines().count() >= 1, "the tail wrote what reached it");
+    // The app can be started again at once (nothing stale in the way).
+    let mut fixed = faulty(&name, "none", 0);
+    fixed["tasks"][0]["params"]["count"] = json!(50);
+    let app = write_app(&dir, &fixed);
+    let out = supervisor()
+        .env("SMARTPIPE_TEST_FAULTS", "1")
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run2"))
+        .output()
+        .expect("start again");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = std::fs::read_to_string(dir.join("rows.csv")).expect("rows");
+    assert_eq!(
+        rows.lines().count(),
+        51,
+        "header + every row of the new run"
+    );
 }
 
 #[test]
