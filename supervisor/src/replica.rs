@@ -89,6 +89,7 @@ pub fn publish(
         })
         .collect();
     if let Ok(mut l) = live.lock() {
+        let restarts = l.restarts.take();
         *l = LiveApp {
             name: app.name.clone(),
             state: if replicas.iter().all(|r| r.exited.is_some()) {
@@ -101,6 +102,7 @@ pub fn publish(
             supervisor_pid: std::process::id(),
             uptime_s: started.elapsed().as_secs_f64(),
             stages,
+            restarts,
         };
     }
 }
