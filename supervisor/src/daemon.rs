@@ -211,7 +211,9 @@ impl control::Launcher for DaemonLauncher {
                     Ok(t) | Err(t) => t,
                 };
                 let _ = log.write_all(text.as_bytes());
-                eprint!("[app {thread_name}] {text}");
+                for line in text.lines() {
+                    eprintln!("[app {thread_name}] {line}");
+                }
                 let _ = done_tx.send(result);
                 registry.remove(&thread_name);
             });

@@ -6,7 +6,9 @@ use crate::app::LoadedApp;
 use crate::control::{self, StartRequest, SupervisorStatus};
 use crate::runtime;
 use anyhow::Context;
+use std::io::{Read, Write};
 use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -22,10 +24,10 @@ pub struct Found {
 
 /// Every live supervisor of this user that answers.
 pub fn supervisors() -> Vec<Found> {
-    control::find_supervisors()
+    find_supervisors()
         .into_iter()
         .filter_map(|(_, sock)| {
-            let (code, body) = control::request(&sock, "GET", "/status", None, STATUS_WAIT).ok()?;
+            let (code, body) = request(&sock, "GET", "/status", None, STATUS_WAIT).ok()?;
             let status = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
             Some(Found { sock, status })
         })
@@ -133,7 +135,7 @@ pub fn start_detached(
             f.status.pid
         );
     }
-    let request = StartRequest {
+    let start = StartRequest {
         file: std::path::absolute(&loaded.file)
             .with_context(|| format!("cannot resolve {}", loaded.file.display()))?,
         run_dir: std::path::absolute(run_dir)
@@ -141,7 +143,7 @@ pub fn start_detached(
         startup_timeout_s,
         hang_after_ms,
     };
-    let body = serde_json::to_string(&request)?;
+    let body = serde_json::to_string(&start)?;
     let wait = Duration::from_secs(startup_timeout_s + 30);
     // A daemon may be exiting (its last app just ended) as we ask: then ask a new one.
     for attempt in 0..2 {
@@ -152,7 +154,7 @@ pub fn start_detached(
                 daemon.status.pid
             );
         }
-        let answer = control::request(&daemon.sock, "POST", "/apps", Some(&body), wait);
+        let answer = request(&daemon.sock, "POST", "/apps", Some(&body), wait);
         match answer {
             Ok((200, message)) => {
                 println!(
@@ -246,7 +248,7 @@ pub fn stop(name: Option<&str>) -> anyhow::Result<ExitCode> {
         Some(name) => {
             for (sock, app) in live_apps().iter().filter(|(_, a)| a.name == name) {
                 let target = format!("/apps/{name}/stop");
-                let (code, _) = control::request(sock, "POST", &target, None, STATUS_WAIT)?;
+                let (code, _) = request(sock, "POST", &target, None, STATUS_WAIT)?;
                 if code == 202 {
                     println!(
                         "draining app '{name}' (supervisor pid {})",
@@ -258,7 +260,7 @@ pub fn stop(name: Option<&str>) -> anyhow::Result<ExitCode> {
         }
         None => {
             for f in supervisors() {
-                let (code, body) = control::request(&f.sock, "POST", "/stop", None, STATUS_WAIT)?;
+                let (code, body) = request(&f.sock, "POST", "/stop", None, STATUS_WAIT)?;
                 let drained: Vec<String> = serde_json::from_str::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| serde_json::from_value(v["draining"].clone()).ok())
@@ -343,7 +345,7 @@ pub fn restart(stage: &str) -> anyhow::Result<ExitCode> {
         }
     };
     let body = serde_json::json!({ "task": task, "replica": replica }).to_string();
-    let (code, message) = control::request(
+    let (code, message) = request(
         &sock,
         "POST",
         &format!("/apps/{name}/restart"),
@@ -370,7 +372,7 @@ pub fn shutdown(wait: Duration) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for d in &daemons {
-        let (code, body) = control::request(&d.sock, "POST", "/shutdown", None, STATUS_WAIT)?;
+        let (code, body) = request(&d.sock, "POST", "/shutdown", None, STATUS_WAIT)?;
         if code != 202 {
             anyhow::bail!(
                 "the daemon (pid {}) refused to shut down: {}",
@@ -444,6 +446,56 @@ pub fn logs(stage: &str, follow: bool) -> anyhow::Result<ExitCode> {
         // Following a file that grows: poll for new bytes.
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Live supervisors of this user: (pid, socket).
+pub fn find_supervisors() -> Vec<(u32, PathBuf)> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(crate::runtime::user_dir()) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let sock = control::socket_path(&e.path());
+        if sock.exists() {
+            found.push((pid, sock));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// One request to a supervisor's socket, waiting at most `timeout` for the answer;
+/// returns (status code, body).
+pub fn request(
+    sock: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> anyhow::Result<(u16, String)> {
+    let mut conn = UnixStream::connect(sock)?;
+    conn.set_read_timeout(Some(timeout))?;
+    let body = body.unwrap_or("");
+    write!(
+        conn,
+        "{method} {target} HTTP/1.1\r\nHost: smartpipe\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
 }
 
 #[cfg(test)]

@@ -387,7 +387,7 @@ fn the_daemon_refuses_bad_apps_duplicates_and_unknown_tasks_with_reasons() {
         .iter()
         .map(|a| a["name"].as_str().unwrap_or("").to_string())
         .collect();
-    assert_eq!(names, [good.clone()]);
+    assert_eq!(names, std::slice::from_ref(&good));
     assert!(alive(pid));
 }
 

@@ -48,13 +48,13 @@ fn hosting(restarts: Option<mpsc::Sender<RestartRequest>>) -> (Registry, Arc<Ato
     (registry, stop)
 }
 
+/// What a fake run loop was asked: (task, replica) per request.
+type Asked = std::thread::JoinHandle<Vec<(String, Option<u32>)>>;
+
 /// A fake run loop: answers every restart request with `answer(task, replica)`.
 fn fake_run_loop(
     answer: fn(&str, Option<u32>) -> Result<String, String>,
-) -> (
-    mpsc::Sender<RestartRequest>,
-    std::thread::JoinHandle<Vec<(String, Option<u32>)>>,
-) {
+) -> (mpsc::Sender<RestartRequest>, Asked) {
     let (tx, rx) = mpsc::channel::<RestartRequest>();
     let handle = std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -177,7 +177,7 @@ fn restart_over_the_socket_carries_the_body_and_the_answer() {
         fake_run_loop(|task, replica| Ok(format!("{task}#{} replaced", replica.unwrap_or(0))));
     let (registry, _) = hosting(Some(tx));
     let sock = serve(&dir, Arc::new(registry), None, None).expect("serve");
-    let (code, body) = request(
+    let (code, body) = crate::ops::request(
         &sock,
         "POST",
         "/apps/cam/restart",
