@@ -587,55 +587,5 @@ fn restart(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiEr
     }
 }
 
-/// Live supervisors of this user: (pid, socket).
-pub fn find_supervisors() -> Vec<(u32, PathBuf)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(crate::runtime::user_dir()) else {
-        return found;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let sock = socket_path(&e.path());
-        if sock.exists() {
-            found.push((pid, sock));
-        }
-    }
-    found.sort();
-    found
-}
-
-/// One request to a supervisor's socket, waiting at most `timeout` for the answer;
-/// returns (status code, body).
-pub fn request(
-    sock: &Path,
-    method: &str,
-    target: &str,
-    body: Option<&str>,
-    timeout: Duration,
-) -> anyhow::Result<(u16, String)> {
-    let mut conn = UnixStream::connect(sock)?;
-    conn.set_read_timeout(Some(timeout))?;
-    let body = body.unwrap_or("");
-    write!(
-        conn,
-        "{method} {target} HTTP/1.1\r\nHost: smartpipe\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
-}
-
 #[cfg(test)]
 mod tests;

@@ -48,7 +48,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run an app in the foreground until its sources end (Ctrl-C drains it).
+    /// Run an app: in the foreground until its sources end (Ctrl-C drains it), or in the
+    /// background daemon with --detach.
     Start {
         /// The app file.
         app: PathBuf,
@@ -73,16 +74,6 @@ enum Cmd {
         #[arg(long)]
         detach: bool,
     },
-    /// Restart a stage (`APP/TASK#N`; every replica of the task without `#N`): the
-    /// replacement starts and is rewired, then the old one is drained.
-    Restart { stage: String },
-    /// Stop the daemon: drain every app it runs, take no new one, and wait until it
-    /// has exited (a second shutdown stops the apps at once).
-    Shutdown {
-        /// Seconds to wait for the daemon to exit.
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
-    },
     /// The daemon that `start --detach` starts (not for direct use).
     #[command(hide = true)]
     Daemon {
@@ -101,6 +92,16 @@ enum Cmd {
     Stop {
         /// Only the app with this name.
         app: Option<String>,
+    },
+    /// Restart a stage (`APP/TASK#N`; every replica of the task without `#N`): the
+    /// replacement starts and is rewired, then the old one is drained.
+    Restart { stage: String },
+    /// Stop the daemon: drain every app it runs, take no new one, and wait until it
+    /// has exited (a second shutdown stops the apps at once).
+    Shutdown {
+        /// Seconds to wait for the daemon to exit.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
     /// Print a stage's log (`APP/TASK#N` or `TASK#N`; `#0` when omitted).
     Logs {
