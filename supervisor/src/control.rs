@@ -1,17 +1,32 @@
 //! The control API of a running supervisor: HTTP/1.1 + JSON on a Unix socket in its
 //! runtime dir (dir 0700, socket 0600, peer uid checked with SO_PEERCRED), and the
-//! Prometheus metrics also on a loopback TCP port when asked. Routes: `GET /status`,
-//! `GET /metrics`, `POST /stop` (drain, like SIGTERM).
+//! Prometheus metrics also on a loopback TCP port when asked.
+//!
+//! A supervisor hosts apps in a [`Registry`]: a foreground `start` hosts one, the daemon
+//! (`start --detach`) hosts every app sent to it. Routes:
+//! `GET /status` ([`SupervisorStatus`]), `GET /metrics`, `POST /stop` (drain every app),
+//! `POST /shutdown` (drain every app and take no new one; the supervisor then exits),
+//! `POST /apps` (daemon only: start an app, body [`StartRequest`]),
+//! `POST /apps/NAME/stop`, `POST /apps/NAME/restart` (body `{"task": T, "replica": N}`).
 
-use protocol::messages::{LossReason, StageMetrics, HISTOGRAM_BOUNDS_S};
+use crate::prometheus::render_metrics;
+use protocol::messages::StageMetrics;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// How long the API waits for an app's run loop to answer a restart.
+pub const RESTART_WAIT: Duration = Duration::from_secs(30);
+/// Largest request body the API reads.
+const MAX_BODY: usize = 1 << 20;
 
 /// One stage replica as `status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -27,6 +42,15 @@ pub struct LiveStage {
     pub metrics: StageMetrics,
 }
 
+/// A request to restart a task's replica (every replica when `replica` is None), sent
+/// by the API to the app's run loop, which answers on `reply` with a message for people.
+#[derive(Debug)]
+pub struct RestartRequest {
+    pub task: String,
+    pub replica: Option<u32>,
+    pub reply: mpsc::Sender<Result<String, String>>,
+}
+
 /// A running app.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct LiveApp {
@@ -36,25 +60,210 @@ pub struct LiveApp {
     pub supervisor_pid: u32,
     pub uptime_s: f64,
     pub stages: Vec<LiveStage>,
-    /// Where the app's run loop takes restart requests.
+    /// Where the API sends restarts; None while the run loop takes none.
     #[serde(skip)]
-    pub restarts: Option<std::sync::mpsc::Sender<RestartRequest>>,
+    pub restarts: Option<mpsc::Sender<RestartRequest>>,
 }
 
-/// A request to restart a task's replicas (all, or one), answered on `reply` with a
-/// message for the user or the reason it could not be done.
-pub struct RestartRequest {
-    pub task: String,
-    pub replica: Option<u32>,
-    pub reply: std::sync::mpsc::Sender<Result<String, String>>,
+/// What `GET /status` answers: the supervisor and every app it hosts.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SupervisorStatus {
+    pub pid: u32,
+    /// The daemon of `start --detach` (takes apps through `POST /apps`).
+    pub daemon: bool,
+    /// Shutting down: it takes no new app and exits once its apps have ended.
+    pub closing: bool,
+    /// The executable it runs (a daemon only takes apps from the same binary).
+    pub exe: String,
+    pub apps: Vec<LiveApp>,
 }
 
-impl std::fmt::Debug for RestartRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RestartRequest")
-            .field("task", &self.task)
-            .field("replica", &self.replica)
-            .finish()
+/// The body of `POST /apps`: an app file for the daemon to validate, admit and run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// Absolute path of the app file.
+    pub file: PathBuf,
+    /// Absolute run dir (logs, outputs, plan, summary, report, supervisor.log).
+    pub run_dir: PathBuf,
+    pub startup_timeout_s: u64,
+    pub hang_after_ms: u64,
+}
+
+/// An API error: the HTTP status and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Starts apps sent through `POST /apps` (the daemon's); answers a message for people.
+pub trait Launcher: Send + Sync {
+    fn launch(&self, request: StartRequest) -> Result<String, ApiError>;
+}
+
+/// One app a supervisor hosts: what the API shows, the flag that drains it (a second
+/// set stops it at once, like a second signal) and its task names.
+pub struct Hosted {
+    pub live: Arc<Mutex<LiveApp>>,
+    pub stop: Arc<AtomicBool>,
+    pub tasks: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("an app named '{0}' already runs in this supervisor (stop it first)")]
+    NameTaken(String),
+    #[error("the supervisor is shutting down and takes no new app")]
+    Closing,
+}
+
+#[derive(Default)]
+struct Hosting {
+    apps: BTreeMap<String, Hosted>,
+    closing: bool,
+    ever_hosted: bool,
+    /// `POST /apps` requests being answered: the supervisor does not exit under them.
+    busy: usize,
+}
+
+/// A request in progress (see [`Registry::busy`]).
+pub struct Busy<'a>(&'a Registry);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.lock().busy -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+/// The apps a supervisor hosts; waiters are woken whenever an app comes or goes.
+pub struct Registry {
+    daemon: bool,
+    state: Mutex<Hosting>,
+    changed: Condvar,
+}
+
+impl Registry {
+    pub fn new(daemon: bool) -> Self {
+        Registry {
+            daemon,
+            state: Mutex::new(Hosting::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hosting> {
+        // A panic while holding the lock leaves consistent data (every update is one
+        // insert or remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take an app in, unless one of that name runs or the supervisor is closing.
+    pub fn host(&self, name: &str, app: Hosted) -> Result<(), HostError> {
+        let mut s = self.lock();
+        if s.closing {
+            return Err(HostError::Closing);
+        }
+        if s.apps.contains_key(name) {
+            return Err(HostError::NameTaken(name.to_string()));
+        }
+        s.apps.insert(name.to_string(), app);
+        s.ever_hosted = true;
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// The app ended: forget it.
+    pub fn remove(&self, name: &str) {
+        self.lock().apps.remove(name);
+        self.changed.notify_all();
+    }
+
+    /// Drain one app; false when none has that name.
+    pub fn stop_app(&self, name: &str) -> bool {
+        let s = self.lock();
+        match s.apps.get(name) {
+            Some(app) => {
+                app.stop.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drain every app; returns their names.
+    pub fn stop_all(&self) -> Vec<String> {
+        let s = self.lock();
+        for app in s.apps.values() {
+            app.stop.store(true, Ordering::SeqCst);
+        }
+        s.apps.keys().cloned().collect()
+    }
+
+    /// Take no new app and drain every app.
+    pub fn close(&self) -> Vec<String> {
+        self.lock().closing = true;
+        self.changed.notify_all();
+        self.stop_all()
+    }
+
+    /// Mark a request in progress until the guard drops: [`Registry::close_if_idle`]
+    /// waits for it (a start request must get its answer).
+    pub fn busy(&self) -> Busy<'_> {
+        self.lock().busy += 1;
+        Busy(self)
+    }
+
+    /// Close when no app runs, no request is in progress, and either an app has run,
+    /// the supervisor is closing, or `idle_too_long`; true when closed (atomic with
+    /// [`Registry::host`]).
+    pub fn close_if_idle(&self, idle_too_long: bool) -> bool {
+        let mut s = self.lock();
+        if s.apps.is_empty() && s.busy == 0 && (s.ever_hosted || s.closing || idle_too_long) {
+            s.closing = true;
+            return true;
+        }
+        false
+    }
+
+    /// Wait until an app comes or goes, or `timeout`.
+    pub fn wait_changed(&self, timeout: Duration) {
+        let s = self.lock();
+        let _ = self.changed.wait_timeout(s, timeout);
+    }
+
+    pub fn status(&self) -> SupervisorStatus {
+        let s = self.lock();
+        SupervisorStatus {
+            pid: std::process::id(),
+            daemon: self.daemon,
+            closing: s.closing,
+            exe: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            apps: s.apps.values().map(|a| snapshot(&a.live)).collect(),
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Option<(Arc<Mutex<LiveApp>>, Vec<String>)> {
+        self.lock()
+            .apps
+            .get(name)
+            .map(|a| (a.live.clone(), a.tasks.clone()))
+    }
+
+    fn metrics(&self) -> String {
+        render_metrics(&self.status().apps)
     }
 }
 
@@ -63,11 +272,11 @@ pub fn socket_path(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join("control.sock")
 }
 
-/// Serve the API until the process ends. `stop` is the same flag SIGTERM sets.
+/// Serve the API until the process ends. `launcher` takes `POST /apps` (the daemon's).
 pub fn serve(
     runtime_dir: &Path,
-    state: Arc<Mutex<LiveApp>>,
-    stop: Arc<AtomicBool>,
+    registry: Arc<Registry>,
+    launcher: Option<Arc<dyn Launcher>>,
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<PathBuf> {
     let path = socket_path(runtime_dir);
@@ -77,14 +286,16 @@ pub fn serve(
     // SAFETY: getuid never fails.
     let uid = unsafe { libc::getuid() };
     {
-        let state = state.clone();
+        let registry = registry.clone();
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 for conn in listener.incoming().flatten() {
                     let allowed = peer_uid(&conn) == Some(uid);
-                    let (state, stop) = (state.clone(), stop.clone());
-                    std::thread::spawn(move || handle(conn, allowed, &state, &stop));
+                    let (registry, launcher) = (registry.clone(), launcher.clone());
+                    std::thread::spawn(move || {
+                        handle(conn, allowed, &registry, launcher.as_deref())
+                    });
                 }
             })?;
     }
@@ -98,20 +309,16 @@ pub fn serve(
             .name("metrics".into())
             .spawn(move || {
                 for conn in tcp.incoming().flatten() {
-                    let state = state.clone();
+                    let registry = registry.clone();
                     std::thread::spawn(move || {
                         let mut conn = conn;
-                        let (method, target) = read_request(&mut conn);
-                        let (code, ctype, body) = if method == "GET" && target == "/metrics" {
-                            (
-                                200,
-                                "text/plain; version=0.0.4",
-                                render_metrics(&snapshot(&state)),
-                            )
+                        let req = read_request(&mut conn);
+                        if req.method == "GET" && req.target == "/metrics" {
+                            let body = registry.metrics();
+                            respond(&mut conn, 200, "text/plain; version=0.0.4", &body);
                         } else {
-                            (404, "text/plain", "only GET /metrics here\n".to_string())
-                        };
-                        respond(&mut conn, code, ctype, &body);
+                            respond(&mut conn, 404, "text/plain", "only GET /metrics here\n");
+                        }
                     });
                 }
             })?;
@@ -144,31 +351,59 @@ fn peer_uid(conn: &UnixStream) -> Option<u32> {
     (rc == 0).then_some(cred.uid)
 }
 
-fn read_request(conn: &mut impl Read) -> (String, String) {
+struct Request {
+    method: String,
+    target: String,
+    body: Vec<u8>,
+}
+
+fn read_request(conn: &mut impl Read) -> Request {
     let mut reader = BufReader::new(conn);
     let mut line = String::new();
     let _ = reader.read_line(&mut line);
     let mut parts = line.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("").to_string();
-    // Skip the headers; no route takes a body.
+    let mut length = 0usize;
     loop {
         let mut h = String::new();
         match reader.read_line(&mut h) {
             Ok(0) | Err(_) => break,
             Ok(_) if h == "\r\n" || h == "\n" => break,
-            Ok(_) => {}
+            Ok(_) => {
+                if let Some((name, value)) = h.split_once(':') {
+                    if name.trim().eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
         }
     }
-    (method, target)
+    let mut body = Vec::new();
+    let _ = reader
+        .take(length.min(MAX_BODY) as u64)
+        .read_to_end(&mut body);
+    Request {
+        method,
+        target,
+        body,
+    }
 }
 
 fn respond(conn: &mut impl Write, code: u16, ctype: &str, body: &str) {
     let reason = match code {
         200 => "OK",
         202 => "Accepted",
+        400 => "Bad Request",
         403 => "Forbidden",
-        _ => "Not Found",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        422 => "Unprocessable Content",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Unknown",
     };
     let _ = write!(
         conn,
@@ -177,8 +412,20 @@ fn respond(conn: &mut impl Write, code: u16, ctype: &str, body: &str) {
     );
 }
 
-fn handle(mut conn: UnixStream, allowed: bool, state: &Mutex<LiveApp>, stop: &AtomicBool) {
-    let (method, target) = read_request(&mut conn);
+const ROUTES: &str = "routes: GET /status, GET /metrics, POST /stop, POST /shutdown, POST /apps, \
+POST /apps/NAME/stop, POST /apps/NAME/restart\n";
+
+fn handle(
+    mut conn: UnixStream,
+    allowed: bool,
+    registry: &Registry,
+    launcher: Option<&dyn Launcher>,
+) {
+    // A client that stops sending must not hold a thread for ever.
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let req = read_request(&mut conn);
+    // The answer to a start must reach its client before the supervisor may exit.
+    let _busy = (req.target == "/apps").then(|| registry.busy());
     if !allowed {
         respond(
             &mut conn,
@@ -188,294 +435,155 @@ fn handle(mut conn: UnixStream, allowed: bool, state: &Mutex<LiveApp>, stop: &At
         );
         return;
     }
-    let (code, ctype, body) = match (method.as_str(), target.as_str()) {
-        ("GET", "/status") => (
-            200,
-            "application/json",
-            serde_json::to_string(&snapshot(state)).unwrap_or_default(),
-        ),
-        ("GET", "/metrics") => (
-            200,
-            "text/plain; version=0.0.4",
-            render_metrics(&snapshot(state)),
-        ),
-        ("POST", "/stop") => {
-            stop.store(true, Ordering::SeqCst);
-            (202, "application/json", "{\"draining\": true}".to_string())
-        }
-        _ => (
-            404,
-            "text/plain",
-            "routes: GET /status, GET /metrics, POST /stop\n".to_string(),
-        ),
-    };
+    let (code, ctype, body) = route(&req, registry, launcher);
     respond(&mut conn, code, ctype, &body);
 }
 
-fn histogram(out: &mut String, name: &str, labels: &str, buckets: &[u64], sum_s: f64) {
-    if buckets.len() != HISTOGRAM_BOUNDS_S.len() + 1 {
-        return;
+fn text(code: u16, message: impl Into<String>) -> (u16, &'static str, String) {
+    let mut message = message.into();
+    if !message.ends_with('\n') {
+        message.push('\n');
     }
-    let mut cumulative = 0;
-    for (bound, n) in HISTOGRAM_BOUNDS_S.iter().zip(buckets) {
-        cumulative += n;
-        out.push_str(&format!(
-            "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}\n"
-        ));
-    }
-    cumulative += buckets[HISTOGRAM_BOUNDS_S.len()];
-    out.push_str(&format!(
-        "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}\n"
-    ));
-    out.push_str(&format!(
-        "{name}_sum{{{labels}}} {sum_s}\n{name}_count{{{labels}}} {cumulative}\n"
-    ));
+    (code, "text/plain", message)
 }
 
-/// Prometheus text exposition of an app's metrics.
-pub fn render_metrics(app: &LiveApp) -> String {
-    let mut out = String::new();
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-    };
-    let labels = |s: &LiveStage| {
-        format!(
-            "app=\"{}\",task=\"{}\",stage=\"{}\"",
-            app.name, s.task, s.label
-        )
-    };
-    type Getter = fn(&LiveStage) -> f64;
-    let simple: [(&str, &str, &str, Getter); 9] = [
-        (
-            "smartpipe_stage_items_in_total",
-            "counter",
-            "Items a stage replica received.",
-            |s| s.metrics.items_in as f64,
+fn route(
+    req: &Request,
+    registry: &Registry,
+    launcher: Option<&dyn Launcher>,
+) -> (u16, &'static str, String) {
+    let app_route = req
+        .target
+        .strip_prefix("/apps/")
+        .and_then(|rest| rest.split_once('/'));
+    match (req.method.as_str(), req.target.as_str(), app_route) {
+        ("GET", "/status", _) => (
+            200,
+            "application/json",
+            serde_json::to_string(&registry.status()).unwrap_or_default(),
         ),
-        (
-            "smartpipe_stage_items_out_total",
-            "counter",
-            "Items a stage replica sent on (tails: delivered).",
-            |s| s.metrics.items_out as f64,
+        ("GET", "/metrics", _) => (200, "text/plain; version=0.0.4", registry.metrics()),
+        ("POST", "/stop", _) => (
+            202,
+            "application/json",
+            serde_json::json!({ "draining": registry.stop_all() }).to_string(),
         ),
-        (
-            "smartpipe_stage_busy_seconds_total",
-            "counter",
-            "Time a stage replica spent working.",
-            |s| s.metrics.busy_ns as f64 / 1e9,
+        ("POST", "/shutdown", _) => (
+            202,
+            "application/json",
+            serde_json::json!({ "draining": registry.close(), "closing": true }).to_string(),
         ),
-        (
-            "smartpipe_stage_backpressure_seconds_total",
-            "counter",
-            "Time spent waiting for a free output slot.",
-            |s| s.metrics.waiting_for_slot_ns as f64 / 1e9,
-        ),
-        (
-            "smartpipe_stage_queue_depth",
-            "gauge",
-            "Items inside a stage replica (received, not yet sent or lost).",
-            |s| {
-                s.metrics
-                    .items_in
-                    .saturating_sub(s.metrics.items_out + s.metrics.lost.iter().sum::<u64>())
-                    as f64
+        ("POST", "/apps", _) => match launcher {
+            None => text(
+                405,
+                "this supervisor runs one app in the foreground; `supervisor start APP.json --detach` starts apps into the daemon",
+            ),
+            Some(launcher) => match serde_json::from_slice::<StartRequest>(&req.body) {
+                Err(e) => text(400, format!("bad start request: {e}")),
+                Ok(start) => match launcher.launch(start) {
+                    Ok(message) => text(200, message),
+                    Err(e) => text(e.code, e.message),
+                },
             },
-        ),
-        (
-            "smartpipe_stage_batch_size",
-            "gauge",
-            "Batch size of the stage.",
-            |s| f64::from(s.batch),
-        ),
-        (
-            "smartpipe_stage_replicas",
-            "gauge",
-            "Replicas of the stage's task.",
-            |s| f64::from(s.replicas),
-        ),
-        (
-            "smartpipe_stage_restarts_total",
-            "counter",
-            "Restarts of a stage replica.",
-            |s| f64::from(s.restarts),
-        ),
-        (
-            "smartpipe_stage_items_per_second",
-            "gauge",
-            "Items a stage replica sent per second, recently.",
-            |s| s.items_per_s,
-        ),
-    ];
-    for (name, kind, help, get) in simple {
-        family(&mut out, name, kind, help);
-        for s in &app.stages {
-            out.push_str(&format!("{name}{{{}}} {}\n", labels(s), get(s)));
+        },
+        ("POST", _, Some((name, "stop"))) => {
+            if registry.stop_app(name) {
+                text(202, format!("draining app '{name}'"))
+            } else {
+                text(404, format!("no app '{name}' runs in this supervisor"))
+            }
         }
+        ("POST", _, Some((name, "restart"))) => match restart(registry, name, &req.body) {
+            Ok(message) => text(200, message),
+            Err(e) => text(e.code, e.message),
+        },
+        _ => text(404, ROUTES),
     }
-    family(
-        &mut out,
-        "smartpipe_stage_lost_total",
-        "counter",
-        "Items lost at a stage replica, by reason.",
-    );
-    for s in &app.stages {
-        for reason in LossReason::ALL {
-            out.push_str(&format!(
-                "smartpipe_stage_lost_total{{{},reason=\"{}\"}} {}\n",
-                labels(s),
-                reason.as_str(),
-                s.metrics.lost[reason as usize]
+}
+
+#[derive(Deserialize)]
+struct RestartBody {
+    task: String,
+    #[serde(default)]
+    replica: Option<u32>,
+}
+
+/// `POST /apps/NAME/restart`: check the task (and replica), hand the request to the
+/// app's run loop and wait for its answer.
+fn restart(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiError> {
+    let wanted: RestartBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            400,
+            format!("bad restart request ({e}); the body is {{\"task\": NAME, \"replica\": N}} (replica optional)"),
+        )
+    })?;
+    let (live, tasks) = registry
+        .lookup(name)
+        .ok_or_else(|| ApiError::new(404, format!("no app '{name}' runs in this supervisor")))?;
+    if !tasks.contains(&wanted.task) {
+        return Err(ApiError::new(
+            404,
+            format!(
+                "app '{name}' has no task '{}'; its tasks: {}",
+                wanted.task,
+                tasks.join(", ")
+            ),
+        ));
+    }
+    let (sender, replicas) = {
+        let l = live.lock().unwrap_or_else(|p| p.into_inner());
+        let replicas = l
+            .stages
+            .iter()
+            .filter(|s| s.task == wanted.task)
+            .map(|s| s.replicas)
+            .max();
+        (l.restarts.clone(), replicas)
+    };
+    if let (Some(r), Some(n)) = (wanted.replica, replicas) {
+        if r >= n {
+            return Err(ApiError::new(
+                404,
+                format!(
+                    "task '{}' of app '{name}' has {n} replica{} (#0 to #{})",
+                    wanted.task,
+                    if n == 1 { "" } else { "s" },
+                    n.saturating_sub(1)
+                ),
             ));
         }
     }
-    family(
-        &mut out,
-        "smartpipe_stage_service_seconds",
-        "histogram",
-        "Service time per item.",
-    );
-    for s in &app.stages {
-        histogram(
-            &mut out,
-            "smartpipe_stage_service_seconds",
-            &labels(s),
-            &s.metrics.service_buckets,
-            s.metrics.busy_ns as f64 / 1e9,
-        );
+    let sender = sender.ok_or_else(|| {
+        ApiError::new(
+            503,
+            format!("app '{name}' cannot restart stages (its run loop takes no restart requests)"),
+        )
+    })?;
+    let (reply, answer) = mpsc::channel();
+    sender
+        .send(RestartRequest {
+            task: wanted.task.clone(),
+            replica: wanted.replica,
+            reply,
+        })
+        .map_err(|_| ApiError::new(409, format!("app '{name}' is ending and restarts nothing")))?;
+    match answer.recv_timeout(RESTART_WAIT) {
+        Ok(Ok(message)) => Ok(message),
+        Ok(Err(message)) => Err(ApiError::new(409, message)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(ApiError::new(
+            504,
+            format!(
+                "app '{name}' did not answer the restart of '{}' within {} s",
+                wanted.task,
+                RESTART_WAIT.as_secs()
+            ),
+        )),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ApiError::new(
+            409,
+            format!("app '{name}' ended before restarting '{}'", wanted.task),
+        )),
     }
-    family(
-        &mut out,
-        "smartpipe_e2e_latency_seconds",
-        "histogram",
-        "End-to-end latency of the items a tail received.",
-    );
-    for s in app
-        .stages
-        .iter()
-        .filter(|s| !s.metrics.latency_buckets.is_empty())
-    {
-        histogram(
-            &mut out,
-            "smartpipe_e2e_latency_seconds",
-            &labels(s),
-            &s.metrics.latency_buckets,
-            s.metrics.latency_sum_ns as f64 / 1e9,
-        );
-    }
-    type AgentGetter = fn(&StageMetrics) -> f64;
-    let agent: [(&str, &str, &str, AgentGetter); 4] = [
-        (
-            "smartpipe_agent_model_loads_total",
-            "counter",
-            "Model loads by a GPU agent.",
-            |m| m.model_loads as f64,
-        ),
-        (
-            "smartpipe_agent_model_evictions_total",
-            "counter",
-            "Model evictions by a GPU agent.",
-            |m| m.model_evictions as f64,
-        ),
-        (
-            "smartpipe_agent_model_load_seconds_total",
-            "counter",
-            "Time a GPU agent spent loading models.",
-            |m| m.model_load_ns as f64 / 1e9,
-        ),
-        (
-            "smartpipe_agent_resident_model_bytes",
-            "gauge",
-            "Bytes of the models resident on the device.",
-            |m| m.resident_model_bytes as f64,
-        ),
-    ];
-    for (name, kind, help, get) in agent {
-        family(&mut out, name, kind, help);
-        for s in app
-            .stages
-            .iter()
-            .filter(|s| s.task.starts_with("gpu-agent"))
-        {
-            out.push_str(&format!("{name}{{{}}} {}\n", labels(s), get(&s.metrics)));
-        }
-    }
-    out
-}
-
-/// Live supervisors of this user: (pid, socket).
-pub fn find_supervisors() -> Vec<(u32, PathBuf)> {
-    let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(crate::runtime::user_dir()) else {
-        return found;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        let sock = socket_path(&e.path());
-        if sock.exists() {
-            found.push((pid, sock));
-        }
-    }
-    found.sort();
-    found
-}
-
-/// One request to a supervisor's socket; returns (status code, body).
-pub fn request(sock: &Path, method: &str, target: &str) -> anyhow::Result<(u16, String)> {
-    let mut conn = UnixStream::connect(sock)?;
-    write!(
-        conn,
-        "{method} {target} HTTP/1.1\r\nHost: smartpipe\r\nContent-Length: 0\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    conn.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_text_has_families_labels_and_cumulative_buckets() {
-        let mut m = StageMetrics {
-            items_in: 5,
-            items_out: 4,
-            ..StageMetrics::default()
-        };
-        m.lose(LossReason::Shed, 1);
-        protocol::messages::observe(&mut m.latency_buckets, 0.003);
-        protocol::messages::observe(&mut m.latency_buckets, 0.3);
-        let app = LiveApp {
-            name: "a".into(),
-            stages: vec![LiveStage {
-                label: "t#0".into(),
-                task: "t".into(),
-                metrics: m,
-                ..LiveStage::default()
-            }],
-            ..LiveApp::default()
-        };
-        let text = render_metrics(&app);
-        assert!(text.contains("# TYPE smartpipe_stage_items_in_total counter"));
-        assert!(
-            text.contains("smartpipe_stage_items_in_total{app=\"a\",task=\"t\",stage=\"t#0\"} 5")
-        );
-        assert!(text.contains(
-            "smartpipe_stage_lost_total{app=\"a\",task=\"t\",stage=\"t#0\",reason=\"shed\"} 1"
-        ));
-        assert!(text.contains("smartpipe_e2e_latency_seconds_bucket{app=\"a\",task=\"t\",stage=\"t#0\",le=\"0.005\"} 1"));
-        assert!(text.contains("smartpipe_e2e_latency_seconds_bucket{app=\"a\",task=\"t\",stage=\"t#0\",le=\"+Inf\"} 2"));
-        assert!(text.contains("smartpipe_stage_queue_depth{app=\"a\",task=\"t\",stage=\"t#0\"} 0"));
-    }
-}
+mod tests;

@@ -6,11 +6,14 @@ mod app;
 mod apprun;
 mod bench;
 mod control;
+mod daemon;
 mod launch;
 mod models;
+mod ops;
 mod plan;
 mod profiling;
 mod progress;
+mod prometheus;
 mod replica;
 mod report;
 mod run;
@@ -24,7 +27,6 @@ mod wiring;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use protocol::spec::ServiceType;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -49,7 +51,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run an app in the foreground until its sources end (Ctrl-C drains it).
+    /// Run an app: in the foreground until its sources end (Ctrl-C drains it), or in the
+    /// background daemon with --detach.
     Start {
         /// The app file.
         app: PathBuf,
@@ -66,10 +69,20 @@ enum Cmd {
         /// Also serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9464).
         #[arg(long)]
         metrics_addr: Option<std::net::SocketAddr>,
-        /// Run in the background (its own session; output in RUN_DIR/supervisor.log) and
-        /// return at once; `status`, `logs` and `stop` reach it.
+        /// Run the app in the background daemon and return once it runs. The first
+        /// `--detach` starts the daemon (its own session; log in the runtime folder's
+        /// daemon.log); later ones start their apps into it. Each app keeps its own run
+        /// dir (summary in RUN_DIR/supervisor.log). The daemon exits when its last app
+        /// has ended; `status`, `logs`, `restart`, `stop` and `shutdown` reach it.
         #[arg(long)]
         detach: bool,
+    },
+    /// The daemon that `start --detach` starts (not for direct use).
+    #[command(hide = true)]
+    Daemon {
+        /// Also serve the Prometheus metrics of every app on this loopback address.
+        #[arg(long)]
+        metrics_addr: Option<std::net::SocketAddr>,
     },
     /// Show the running apps: a table per app and stage (pid, state, items, rates).
     Status {
@@ -77,10 +90,21 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Drain and stop running apps (all, or the one named).
+    /// Drain and stop running apps (all, or the one named); the others run on. A daemon
+    /// left without apps exits.
     Stop {
         /// Only the app with this name.
         app: Option<String>,
+    },
+    /// Restart a stage (`APP/TASK#N`; every replica of the task without `#N`): the
+    /// replacement starts and is rewired, then the old one is drained.
+    Restart { stage: String },
+    /// Stop the daemon: drain every app it runs, take no new one, and wait until it
+    /// has exited (a second shutdown stops the apps at once).
+    Shutdown {
+        /// Seconds to wait for the daemon to exit.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
     },
     /// Print a stage's log (`APP/TASK#N` or `TASK#N`; `#0` when omitted).
     Logs {
@@ -261,30 +285,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics_addr,
             detach,
         } => {
+            // Checked here first, so that problems are listed before any daemon starts.
             let mut loaded = app::load(&app)?;
+            let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             if detach {
-                let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
-                return detach_start(&app, &run_dir, &loaded.spec.name);
+                return ops::start_detached(
+                    &loaded,
+                    &run_dir,
+                    startup_timeout,
+                    hang_after_ms,
+                    metrics_addr,
+                );
             }
-            // Admission: with a profile of this machine, the planner sizes the app or
-            // refuses a guaranteed app it cannot serve, before anything starts.
-            if let Some(profiles) = profiling::load_profiles(&loaded)? {
-                match profiling::admit(&loaded.spec, &profiles) {
-                    Ok(plan) => {
-                        eprintln!("plan ({:?}):\n{plan}", loaded.spec.strategy);
-                        profiling::apply(&mut loaded.spec, &plan);
-                    }
-                    // Best effort is always admitted: it runs with the static plan
-                    // and its predicted shortfall.
-                    Err(refusal) if loaded.spec.service_type == ServiceType::BestEffort => {
-                        eprintln!("admitted best-effort with a predicted shortfall: {refusal}")
-                    }
-                    Err(refusal) => anyhow::bail!(
-                        "app '{}' refused ({:?}): {refusal}",
-                        loaded.spec.name,
-                        loaded.spec.service_type
-                    ),
-                }
+            if let Some(note) = daemon::admit(&mut loaded)? {
+                eprintln!("{note}");
             }
             let runtime_dir = runtime::prepare()?;
             let interrupted = Arc::new(AtomicBool::new(false));
@@ -292,16 +306,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 signal_hook::flag::register(sig, interrupted.clone())
                     .context("cannot install signal handlers")?;
             }
-            let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
-            let opts = run::RunOptions {
-                run_dir,
-                startup_timeout: Duration::from_secs(startup_timeout),
-                heartbeat_ms: 100,
-                stop_grace: Duration::from_secs(5),
-                drain_timeout: Duration::from_secs(10),
-                hang_after: Duration::from_millis(hang_after_ms),
-                show_progress: true,
-            };
+            let opts = daemon::run_options(run_dir, startup_timeout, hang_after_ms, true);
             let live = Arc::new(std::sync::Mutex::new(control::LiveApp {
                 name: loaded.spec.name.clone(),
                 state: "starting".into(),
@@ -309,13 +314,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 supervisor_pid: std::process::id(),
                 ..control::LiveApp::default()
             }));
-            control::serve(
-                &runtime_dir,
-                live.clone(),
-                interrupted.clone(),
-                metrics_addr,
-            )
-            .context("cannot start the control API")?;
+            // A foreground supervisor hosts this one app; its stop flag is the signals'.
+            let registry = Arc::new(control::Registry::new(false));
+            registry.host(
+                &loaded.spec.name,
+                control::Hosted {
+                    live: live.clone(),
+                    stop: interrupted.clone(),
+                    tasks: loaded.spec.tasks.iter().map(|t| t.name.clone()).collect(),
+                },
+            )?;
+            if let Err(e) = control::serve(&runtime_dir, registry, None, metrics_addr) {
+                runtime::cleanup(&runtime_dir);
+                return Err(e.context("cannot start the control API"));
+            }
             let outcome = run::run_app(&loaded, &opts, interrupted, Some(live));
             runtime::cleanup(&runtime_dir);
             let outcome = outcome?;
@@ -341,172 +353,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             profiling::print_fits(&loaded.spec, &result?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Status { json } => status(json),
-        Cmd::Stop { app } => stop(app.as_deref()),
-        Cmd::Logs { stage, follow } => logs(&stage, follow),
+        Cmd::Status { json } => ops::status(json),
+        Cmd::Stop { app } => ops::stop(app.as_deref()),
+        Cmd::Logs { stage, follow } => ops::logs(&stage, follow),
+        Cmd::Restart { stage } => ops::restart(&stage),
+        Cmd::Shutdown { timeout } => ops::shutdown(Duration::from_secs(timeout)),
+        Cmd::Daemon { metrics_addr } => daemon::run_daemon(metrics_addr),
     }
-}
-
-/// Every live supervisor's app (its control API's `/status`).
-fn live_apps() -> anyhow::Result<Vec<(std::path::PathBuf, control::LiveApp)>> {
-    let mut apps = Vec::new();
-    for (_, sock) in control::find_supervisors() {
-        if let Ok((200, body)) = control::request(&sock, "GET", "/status") {
-            if let Ok(app) = serde_json::from_str::<control::LiveApp>(&body) {
-                apps.push((sock, app));
-            }
-        }
-    }
-    Ok(apps)
-}
-
-fn status(json: bool) -> anyhow::Result<ExitCode> {
-    let apps = live_apps()?;
-    if json {
-        let list: Vec<&control::LiveApp> = apps.iter().map(|(_, a)| a).collect();
-        println!("{}", serde_json::to_string_pretty(&list)?);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if apps.is_empty() {
-        println!("no SmartPipe supervisor is running (start one with `supervisor start APP.json`)");
-        return Ok(ExitCode::SUCCESS);
-    }
-    for (_, app) in &apps {
-        println!(
-            "app {} ({}, {:.0} s, supervisor pid {}, run dir {})",
-            app.name, app.state, app.uptime_s, app.supervisor_pid, app.run_dir
-        );
-        println!(
-            "  {:<22} {:>7} {:<10} {:>8} {:>8} {:>6} {:>5} {:>5} {:>8} {:>8}",
-            "stage", "pid", "state", "in", "out", "lost", "queue", "batch", "items/s", "restarts"
-        );
-        for s in &app.stages {
-            let lost: u64 = s.metrics.lost.iter().sum();
-            let queue = s
-                .metrics
-                .items_in
-                .saturating_sub(s.metrics.items_out + lost);
-            println!(
-                "  {:<22} {:>7} {:<10} {:>8} {:>8} {:>6} {:>5} {:>5} {:>8.1} {:>8}",
-                s.label,
-                s.pid,
-                s.state,
-                s.metrics.items_in,
-                s.metrics.items_out,
-                lost,
-                queue,
-                s.batch,
-                s.items_per_s,
-                s.restarts
-            );
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn stop(name: Option<&str>) -> anyhow::Result<ExitCode> {
-    let apps = live_apps()?;
-    let mut stopped = 0;
-    for (sock, app) in &apps {
-        if name.is_some_and(|n| n != app.name) {
-            continue;
-        }
-        let (code, _) = control::request(sock, "POST", "/stop")?;
-        if code == 202 {
-            println!(
-                "draining app '{}' (supervisor pid {})",
-                app.name, app.supervisor_pid
-            );
-            stopped += 1;
-        }
-    }
-    if stopped == 0 {
-        anyhow::bail!(
-            "no running app{} to stop",
-            name.map(|n| format!(" named '{n}'")).unwrap_or_default()
-        );
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn logs(stage: &str, follow: bool) -> anyhow::Result<ExitCode> {
-    let (app_name, label) = match stage.split_once('/') {
-        Some((a, l)) => (Some(a), l),
-        None => (None, stage),
-    };
-    let label = if label.contains('#') {
-        label.to_string()
-    } else {
-        format!("{label}#0")
-    };
-    let apps = live_apps()?;
-    let app = apps
-        .iter()
-        .map(|(_, a)| a)
-        .find(|a| app_name.is_none_or(|n| n == a.name) && a.stages.iter().any(|s| s.label == label))
-        .ok_or_else(|| {
-            anyhow::anyhow!("no running app has a stage '{label}' (see `supervisor status`)")
-        })?;
-    let path = std::path::Path::new(&app.run_dir)
-        .join("logs")
-        .join(format!("{label}.log"));
-    let mut file =
-        std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut out = std::io::stdout();
-    loop {
-        std::io::copy(&mut file, &mut out)?;
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        use std::io::Write;
-        out.flush()?;
-        // Following a file that grows: poll for new bytes.
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// Start this same command without `--detach` in a new session, output to the run dir.
-fn detach_start(
-    app: &std::path::Path,
-    run_dir: &std::path::Path,
-    name: &str,
-) -> anyhow::Result<ExitCode> {
-    use std::os::unix::process::CommandExt;
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("cannot create {}", run_dir.display()))?;
-    let log_path = run_dir.join("supervisor.log");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("cannot create {}", log_path.display()))?;
-    let err = log.try_clone()?;
-    let args: Vec<std::ffi::OsString> = std::env::args_os()
-        .skip(1)
-        .filter(|a| a != "--detach")
-        .collect();
-    let has_run_dir = args.iter().any(|a| a == "--run-dir");
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    cmd.args(&args);
-    if !has_run_dir {
-        cmd.arg("--run-dir").arg(run_dir);
-    }
-    cmd.stdin(std::process::Stdio::null())
-        .stdout(log)
-        .stderr(err);
-    // SAFETY: setsid is async-signal-safe; the child leaves our session and terminal.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .context("cannot start the background supervisor")?;
-    println!(
-        "app '{name}' ({}) runs in the background: supervisor pid {}, run dir {}\n\
-         see `supervisor status`, `supervisor logs {name}/TASK`, stop it with `supervisor stop {name}`",
-        app.display(),
-        child.id(),
-        run_dir.display()
-    );
-    Ok(ExitCode::SUCCESS)
 }

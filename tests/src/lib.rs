@@ -207,3 +207,74 @@ pub fn wait_for(
     }
     start.elapsed()
 }
+
+/// A private runtime folder (`SMARTPIPE_RUNTIME_DIR`) for one test's supervisors and
+/// daemon: commands made by [`PrivateRuntime::supervisor`] see only those, so tests
+/// running at once do not share a daemon. Dropping it shuts the daemon down, kills
+/// whatever supervisor of it is still alive, and removes the folder.
+pub struct PrivateRuntime {
+    pub dir: PathBuf,
+}
+
+impl PrivateRuntime {
+    pub fn new(name: &str) -> Self {
+        let dir = PathBuf::from(format!("/tmp/smartpipe-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        PrivateRuntime { dir }
+    }
+
+    /// A [`supervisor`] command using this runtime folder.
+    pub fn supervisor(&self) -> Command {
+        let mut cmd = supervisor();
+        cmd.env("SMARTPIPE_RUNTIME_DIR", &self.dir);
+        cmd
+    }
+
+    /// Pids of the supervisors with a runtime dir here (alive or not).
+    pub fn supervisor_pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        pids.sort();
+        pids
+    }
+
+    /// What `status --json` lists.
+    pub fn apps(&self) -> Vec<serde_json::Value> {
+        let out = self
+            .supervisor()
+            .args(["status", "--json"])
+            .output()
+            .expect("run status");
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for PrivateRuntime {
+    fn drop(&mut self) {
+        if self.supervisor_pids().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return;
+        }
+        let _ = self
+            .supervisor()
+            .args(["shutdown", "--timeout", "30"])
+            .output();
+        for pid in self.supervisor_pids() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("supervisor") {
+                // SAFETY: a supervisor this test started (its runtime dir is ours).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

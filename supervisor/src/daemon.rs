@@ -1,0 +1,259 @@
+//! The daemon of `supervisor start --detach` (hidden command `supervisor daemon`): one
+//! background supervisor per user and binary that hosts every app sent to it through
+//! `POST /apps`. Each app is validated, admitted and run on its own thread by
+//! [`run::run_app`] with its own run dir, logs, summary, report and stop flag (its own
+//! stages and GPU agent too). The daemon exits once its last app has ended, on
+//! `POST /shutdown` (`supervisor shutdown`) or SIGTERM/SIGINT after draining its apps,
+//! and when no app came within [`FIRST_APP_WAIT`] of its start.
+
+use crate::app::{self, LoadedApp};
+use crate::control::{self, ApiError, HostError, Hosted, LiveApp, Registry, StartRequest};
+use crate::{profiling, run, runtime};
+use anyhow::Context;
+use protocol::spec::ServiceType;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A daemon that no app reached this long after its start exits.
+pub const FIRST_APP_WAIT: Duration = Duration::from_secs(30);
+/// How often the poll for "started" looks at a starting app's state.
+const START_POLL: Duration = Duration::from_millis(20);
+
+/// The run options of an app started by `start` (in the foreground or the daemon).
+pub fn run_options(
+    run_dir: PathBuf,
+    startup_timeout_s: u64,
+    hang_after_ms: u64,
+    show_progress: bool,
+) -> run::RunOptions {
+    run::RunOptions {
+        run_dir,
+        startup_timeout: Duration::from_secs(startup_timeout_s),
+        heartbeat_ms: 100,
+        stop_grace: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(10),
+        hang_after: Duration::from_millis(hang_after_ms),
+        show_progress,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error("cannot read the profiles of app '{app}': {detail}")]
+    Profiles { app: String, detail: String },
+    #[error("app '{app}' refused ({service:?}): {refusal}")]
+    Refused {
+        app: String,
+        service: ServiceType,
+        refusal: String,
+    },
+}
+
+/// Admission: with a profile of this machine, the planner sizes the app (applied to
+/// `loaded`) or refuses a guaranteed app it cannot serve, before anything starts. A
+/// best-effort app is always admitted. Returns what to tell people, if anything.
+///
+/// Each app is admitted against the whole machine: the daemon does not yet subtract
+/// what the apps it already runs use.
+pub fn admit(loaded: &mut LoadedApp) -> Result<Option<String>, AdmitError> {
+    let app = loaded.spec.name.clone();
+    let profiles = profiling::load_profiles(loaded).map_err(|e| AdmitError::Profiles {
+        app: app.clone(),
+        detail: format!("{e:#}"),
+    })?;
+    let Some(profiles) = profiles else {
+        return Ok(None);
+    };
+    match profiling::admit(&loaded.spec, &profiles) {
+        Ok(plan) => {
+            let note = format!("plan ({:?}):\n{plan}", loaded.spec.strategy);
+            profiling::apply(&mut loaded.spec, &plan);
+            Ok(Some(note))
+        }
+        // Best effort runs with the static plan and its predicted shortfall.
+        Err(refusal) if loaded.spec.service_type == ServiceType::BestEffort => Ok(Some(format!(
+            "admitted best-effort with a predicted shortfall: {refusal}"
+        ))),
+        Err(refusal) => Err(AdmitError::Refused {
+            app,
+            service: loaded.spec.service_type,
+            refusal: refusal.to_string(),
+        }),
+    }
+}
+
+/// Run the daemon until its apps have ended (see the module doc).
+pub fn run_daemon(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    let runtime_dir = runtime::prepare()?;
+    let signalled = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, signalled.clone())
+            .context("cannot install signal handlers")?;
+    }
+    let registry = Arc::new(Registry::new(true));
+    let launcher = Arc::new(DaemonLauncher {
+        registry: registry.clone(),
+    });
+    let sock = match control::serve(&runtime_dir, registry.clone(), Some(launcher), metrics_addr) {
+        Ok(sock) => sock,
+        Err(e) => {
+            runtime::cleanup(&runtime_dir);
+            return Err(e.context("cannot start the control API"));
+        }
+    };
+    let pid = std::process::id();
+    eprintln!("[daemon {pid}] started, control socket {}", sock.display());
+    let started = Instant::now();
+    loop {
+        registry.wait_changed(Duration::from_millis(200));
+        if signalled.swap(false, Ordering::SeqCst) {
+            let apps = registry.close();
+            eprintln!("[daemon {pid}] signal: draining {apps:?} (signal again to stop at once)");
+        }
+        if registry.close_if_idle(started.elapsed() > FIRST_APP_WAIT) {
+            break;
+        }
+    }
+    runtime::cleanup(&runtime_dir);
+    eprintln!("[daemon {pid}] no app left: exiting");
+    Ok(ExitCode::SUCCESS)
+}
+
+struct DaemonLauncher {
+    registry: Arc<Registry>,
+}
+
+impl control::Launcher for DaemonLauncher {
+    fn launch(&self, request: StartRequest) -> Result<String, ApiError> {
+        if !request.file.is_absolute() || !request.run_dir.is_absolute() {
+            return Err(ApiError::new(
+                400,
+                "the app file and the run dir must be absolute paths",
+            ));
+        }
+        let mut loaded =
+            app::load(&request.file).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
+        let note = admit(&mut loaded).map_err(|e| match e {
+            AdmitError::Profiles { .. } => ApiError::new(400, e.to_string()),
+            AdmitError::Refused { .. } => ApiError::new(422, e.to_string()),
+        })?;
+        let name = loaded.spec.name.clone();
+        let run_dir = request.run_dir.clone();
+        let live = Arc::new(Mutex::new(LiveApp {
+            name: name.clone(),
+            state: "starting".into(),
+            run_dir: run_dir.display().to_string(),
+            supervisor_pid: std::process::id(),
+            ..LiveApp::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        self.registry
+            .host(
+                &name,
+                Hosted {
+                    live: live.clone(),
+                    stop: stop.clone(),
+                    tasks: loaded.spec.tasks.iter().map(|t| t.name.clone()).collect(),
+                },
+            )
+            .map_err(|e| match e {
+                HostError::NameTaken(_) => ApiError::new(409, e.to_string()),
+                HostError::Closing => ApiError::new(503, e.to_string()),
+            })?;
+        // From here the name is taken: every failure must give it back.
+        let log = std::fs::create_dir_all(&run_dir)
+            .and_then(|()| std::fs::File::create(run_dir.join("supervisor.log")));
+        let mut log = match log {
+            Ok(log) => log,
+            Err(e) => {
+                self.registry.remove(&name);
+                return Err(ApiError::new(
+                    500,
+                    format!("cannot create {}/supervisor.log: {e}", run_dir.display()),
+                ));
+            }
+        };
+        if let Some(note) = &note {
+            let _ = writeln!(log, "{note}");
+        }
+        let opts = run_options(
+            run_dir.clone(),
+            request.startup_timeout_s,
+            request.hang_after_ms,
+            false,
+        );
+        let (done_tx, done) = mpsc::channel::<Result<String, String>>();
+        let registry = self.registry.clone();
+        let thread_live = live.clone();
+        let thread_name = name.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("app-{name}"))
+            .spawn(move || {
+                let outcome = run::run_app(&loaded, &opts, stop, Some(thread_live));
+                let result = match outcome {
+                    Ok(o) => {
+                        let mut text = o.summary.render();
+                        match o.error {
+                            None => Ok(text),
+                            Some(e) => {
+                                text += &format!("error: {e}\n");
+                                Err(text)
+                            }
+                        }
+                    }
+                    Err(e) => Err(format!("error: {e:#}\n")),
+                };
+                let text = match &result {
+                    Ok(t) | Err(t) => t,
+                };
+                let _ = log.write_all(text.as_bytes());
+                for line in text.lines() {
+                    eprintln!("[app {thread_name}] {line}");
+                }
+                let _ = done_tx.send(result);
+                registry.remove(&thread_name);
+            });
+        if let Err(e) = spawned {
+            self.registry.remove(&name);
+            return Err(ApiError::new(500, format!("cannot start a thread: {e}")));
+        }
+        // Answer once the app runs (every stage connected and set up), or how it ended.
+        let deadline = Instant::now() + Duration::from_secs(request.startup_timeout_s + 10);
+        let pid = std::process::id();
+        loop {
+            match done.recv_timeout(START_POLL) {
+                Ok(Ok(summary)) => return Ok(summary),
+                Ok(Err(failure)) => {
+                    return Err(ApiError::new(
+                        500,
+                        format!("app '{name}' failed:\n{failure}"),
+                    ))
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(ApiError::new(
+                        500,
+                        format!("app '{name}' ended without a summary (see the daemon's log)"),
+                    ))
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            let state = live.lock().map(|l| l.state.clone()).unwrap_or_default();
+            if state != "starting" {
+                return Ok(format!(
+                    "app '{name}' runs in the daemon (pid {pid}), run dir {}",
+                    run_dir.display()
+                ));
+            }
+            if Instant::now() > deadline {
+                return Ok(format!(
+                    "app '{name}' is still starting in the daemon (pid {pid}), run dir {}",
+                    run_dir.display()
+                ));
+            }
+        }
+    }
+}
