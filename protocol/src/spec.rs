@@ -98,10 +98,10 @@ pub struct BatchSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum RestartPolicy {
-    /// Always restart.
-    #[default]
+    /// Restart after any early end, including an error the stage reported itself.
     Permanent,
-    /// Restart only after an abnormal exit.
+    /// Restart after a crash or a hang (the default).
+    #[default]
     Transient,
     /// Never restart.
     Temporary,

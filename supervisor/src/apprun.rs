@@ -142,6 +142,7 @@ impl<'a> AppRun<'a> {
         let r = &mut self.replicas[idx];
         r.pid = c.child.id() as i32;
         r.last_seen = Instant::now();
+        r.started_at = Instant::now();
         let tx = self.events_tx.clone();
         let up = c.up;
         std::thread::spawn(move || {
@@ -332,7 +333,8 @@ impl<'a> AppRun<'a> {
         if !restarts(policy, end) {
             return Some(what);
         }
-        match self.books.entry(r.task).or_default().on_end(Instant::now()) {
+        let ran_for = r.started_at.elapsed();
+        match self.books.entry(r.task).or_default().on_end(Instant::now(), ran_for) {
             Verdict::RestartAfter(delay) => {
                 let note = format!("{what}; restarting in {} ms", delay.as_millis());
                 tracing::warn!("{note}");

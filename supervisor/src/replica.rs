@@ -26,6 +26,8 @@ pub struct Replica {
     pub exited: Option<ExitStatus>,
     /// When the last message (heartbeat or other) came from it.
     pub last_seen: Instant,
+    /// When its current process was set up.
+    pub started_at: Instant,
     /// Its up-channel closed (so its final report, if any, has arrived).
     pub up_closed: bool,
     /// Killed for missing its heartbeats.
@@ -62,6 +64,7 @@ impl Replica {
             failed: None,
             exited: None,
             last_seen: Instant::now(),
+            started_at: Instant::now(),
             up_closed: false,
             hung: false,
             manual_restart: false,

@@ -1,6 +1,7 @@
 //! Restart decisions, like an OTP supervisor: which ends of a stage are restarted
-//! (its `restart` policy), how long to wait first (backoff from 100 ms doubling to 5 s),
-//! and when to give up (more than 5 restarts of a task within 10 s: the app fails).
+//! (its `restart` policy), how long to wait first (backoff from 100 ms doubling to 5 s
+//! while processes die young; back to 100 ms once one ran for [`STABLE_AFTER`]), and
+//! when to give up (more than 5 restarts of a task within 10 s: the app fails).
 
 use protocol::spec::RestartPolicy;
 use std::collections::VecDeque;
@@ -13,6 +14,8 @@ pub const ENV_MAX_RESTARTS: &str = "SMARTPIPE_MAX_RESTARTS";
 pub const INTENSITY_WINDOW: Duration = Duration::from_secs(10);
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A process that ran this long before it died was healthy: the backoff starts over.
+pub const STABLE_AFTER: Duration = Duration::from_secs(1);
 
 /// How a stage process ended before its stream did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub struct RestartBook {
     recent: VecDeque<Instant>,
     pub total: u32,
     max_restarts: usize,
+    /// Processes in a row that died before [`STABLE_AFTER`].
+    young_deaths: u32,
 }
 
 impl Default for RestartBook {
@@ -55,6 +60,7 @@ impl Default for RestartBook {
             recent: VecDeque::new(),
             total: 0,
             max_restarts,
+            young_deaths: 0,
         }
     }
 }
@@ -69,8 +75,11 @@ pub enum Verdict {
 }
 
 impl RestartBook {
-    /// Count an unplanned end at `now` and decide.
-    pub fn on_end(&mut self, now: Instant) -> Verdict {
+    /// Count an unplanned end at `now` of a process that ran for `ran_for`, and decide.
+    pub fn on_end(&mut self, now: Instant, ran_for: Duration) -> Verdict {
+        if ran_for >= STABLE_AFTER {
+            self.young_deaths = 0;
+        }
         while self
             .recent
             .front()
@@ -85,8 +94,9 @@ impl RestartBook {
             };
         }
         let delay = BACKOFF_FIRST
-            .saturating_mul(1u32 << self.recent.len().min(16))
+            .saturating_mul(1u32 << self.young_deaths.min(16))
             .min(BACKOFF_MAX);
+        self.young_deaths += 1;
         self.recent.push_back(now);
         self.total += 1;
         Verdict::RestartAfter(delay)
@@ -107,7 +117,7 @@ mod tests {
         let mut book = RestartBook::default();
         let t0 = Instant::now();
         let delays: Vec<Verdict> = (0..6)
-            .map(|k| book.on_end(t0 + Duration::from_millis(k * 10)))
+            .map(|k| book.on_end(t0 + Duration::from_millis(k * 10), Duration::ZERO))
             .collect();
         let ms = |v: &Verdict| match v {
             Verdict::RestartAfter(d) => d.as_millis(),
@@ -128,14 +138,36 @@ mod tests {
     }
 
     #[test]
-    fn old_restarts_leave_the_window_and_the_backoff_resets() {
+    fn old_restarts_leave_the_window_and_a_healthy_run_resets_the_backoff() {
         let mut book = RestartBook::default();
         let t0 = Instant::now();
         for k in 0..4 {
-            book.on_end(t0 + Duration::from_millis(k));
+            book.on_end(t0 + Duration::from_millis(k), Duration::ZERO);
         }
         let later = t0 + INTENSITY_WINDOW + Duration::from_secs(1);
-        assert_eq!(book.on_end(later), Verdict::RestartAfter(BACKOFF_FIRST));
+        // Still dying young: the backoff goes on doubling, but the window has room again.
+        assert_eq!(
+            book.on_end(later, Duration::ZERO),
+            Verdict::RestartAfter(Duration::from_millis(1600))
+        );
+        // A process that ran for a while was healthy: the backoff starts over.
+        assert_eq!(
+            book.on_end(later, STABLE_AFTER),
+            Verdict::RestartAfter(BACKOFF_FIRST)
+        );
+    }
+
+    #[test]
+    fn backoff_is_capped_at_five_seconds() {
+        let mut book = RestartBook {
+            max_restarts: 100,
+            ..RestartBook::default()
+        };
+        let t0 = Instant::now();
+        let last = (0..10)
+            .map(|k| book.on_end(t0 + Duration::from_millis(k), Duration::ZERO))
+            .last();
+        assert_eq!(last, Some(Verdict::RestartAfter(BACKOFF_MAX)));
     }
 
     #[test]

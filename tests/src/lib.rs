@@ -170,27 +170,51 @@ pub fn memfds_of(creator: u32) -> Vec<String> {
     found
 }
 
+/// A supervisor running in the background; its stderr is read as it comes (a full
+/// pipe would block it).
+pub struct Background {
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Background {
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 /// `cmd start APP --run-dir RUN` in the background (stdout dropped, stderr captured).
 /// `cmd` is a [`supervisor`] command, with any environment the test needs.
-pub fn start_in_background(cmd: &mut Command, app: &Path, run_dir: &Path) -> std::process::Child {
-    cmd.arg("start")
+pub fn start_in_background(cmd: &mut Command, app: &Path, run_dir: &Path) -> Background {
+    let mut child = cmd
+        .arg("start")
         .arg(app)
         .arg("--run-dir")
         .arg(run_dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("start the supervisor")
+        .expect("start the supervisor");
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut err = String::new();
+            let _ = pipe.read_to_string(&mut err);
+            err
+        })
+    });
+    Background { child, stderr }
 }
 
 /// Wait for a background supervisor: its exit status and what it wrote on stderr.
-pub fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
-    use std::io::Read;
-    let mut err = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        pipe.read_to_string(&mut err).expect("read stderr");
-    }
-    (child.wait().expect("wait for the supervisor"), err)
+pub fn finish(mut sup: Background) -> (std::process::ExitStatus, String) {
+    let status = sup.child.wait().expect("wait for the supervisor");
+    let err = sup
+        .stderr
+        .take()
+        .map(|h| h.join().unwrap_or_default())
+        .unwrap_or_default();
+    (status, err)
 }
 
 /// Poll `cond` every 10 ms until it holds; panics naming `what` after `timeout`.

@@ -122,7 +122,14 @@ fn kill_9_of_gpu_stage_and_agent_loses_nothing() {
             ]
         }),
     );
-    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let root = repo_root();
+    let sup = start_in_background(
+        supervisor()
+            .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
+            .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models")),
+        &app,
+        &dir.join("run"),
+    );
     let frames = dir.join("frames");
     let written = || std::fs::read_dir(&frames).map_or(0, |d| d.count());
     wait_for("frames", Duration::from_secs(60), || written() >= 20);
@@ -258,5 +265,49 @@ fn soak_random_kills_every_half_second_still_exactly_once() {
         pct(99.0),
         first.len()
     );
+    assert_nothing_left(&name, &summary, pid);
+}
+
+#[test]
+fn restart_through_the_api_replaces_a_stage_without_losing_an_item() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = PrivateRuntime::new("restart-api");
+    let dir = scratch("restart-api");
+    let name = format!("restartapi{}", std::process::id());
+    let count = 600;
+    let app = write_app(&dir, &cpu_chain(&name, "request-guarantee", count, 200));
+    let sup = start_in_background(&mut runtime.supervisor(), &app, &dir.join("run"));
+    let csv = dir.join("rows.csv");
+    wait_for_rows(&csv, 100);
+    let old = pid_of(&name, "small#0").expect("small runs");
+    let out = runtime
+        .supervisor()
+        .args(["restart", &format!("{name}/small")])
+        .output()
+        .expect("restart");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("small#0"), "{said}");
+    wait_for("the new small#0", Duration::from_secs(20), || {
+        pid_of(&name, "small#0").is_some_and(|p| p != old)
+    });
+    let wrong = runtime
+        .supervisor()
+        .args(["restart", &format!("{name}/nope")])
+        .output()
+        .expect("restart");
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("small"),
+        "lists the tasks: {}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let pid = sup.id();
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    assert_eq!(seqs(&csv), (0..count).collect::<Vec<_>>());
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["restarts"]["small#0"], 1, "{summary}");
     assert_nothing_left(&name, &summary, pid);
 }

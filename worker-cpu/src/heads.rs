@@ -190,7 +190,7 @@ fn synthetic(
     payload: impl Fn(ShmRef) -> Payload,
 ) -> Result<(), StageError> {
     let mut emitter = Emitter::new(node)?;
-    let pacer = Pacer::new(fps);
+    let pacer = Pacer::new(node, fps);
     for seq in 0..count {
         if pacer.wait(node, seq)? == Flow::Drain {
             break;
@@ -216,24 +216,27 @@ fn synthetic(
 struct Pacer {
     fps: f64,
     start: Instant,
+    /// The first item this process sends (a restarted head resumes there, at once).
+    first: u64,
 }
 
 impl Pacer {
-    fn new(fps: f64) -> Pacer {
+    fn new(node: &Node, fps: f64) -> Pacer {
         Pacer {
             fps,
             start: Instant::now(),
+            first: node.resume_from(&node.task.name),
         }
     }
 
     /// Wait until item `seq` is due, still answering commands.
     fn wait(&self, node: &mut Node, seq: u64) -> Result<Flow, StageError> {
-        if self.fps <= 0.0 {
+        if self.fps <= 0.0 || seq < self.first {
             return Ok(Flow::Go);
         }
         pace(
             node,
-            self.start + Duration::from_secs_f64(seq as f64 / self.fps),
+            self.start + Duration::from_secs_f64((seq - self.first) as f64 / self.fps),
         )
     }
 }
@@ -281,7 +284,7 @@ fn images(node: &mut Node) -> Result<(), StageError> {
     let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let files = list_images(&path)?;
     let mut emitter = Emitter::new(node)?;
-    let pacer = Pacer::new(fps);
+    let pacer = Pacer::new(node, fps);
     for (seq, file) in files.iter().enumerate() {
         let seq = seq as u64;
         if pacer.wait(node, seq)? == Flow::Drain {
@@ -351,7 +354,7 @@ fn video(node: &mut Node) -> Result<(), StageError> {
     let mut emitter = Emitter::new(node)?;
     let mut seq = 0u64;
     let mut partial = false;
-    let pacer = Pacer::new(fps);
+    let pacer = Pacer::new(node, fps);
     loop {
         if limit.is_some_and(|n| seq >= n) {
             break;
