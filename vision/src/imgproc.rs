@@ -52,7 +52,7 @@ pub fn sat_u8(v: f64) -> u8 {
     r.clamp(0.0, 255.0) as u8
 }
 
-fn check_size(dw: usize, dh: usize, sw: usize, sh: usize) -> Result<()> {
+pub(crate) fn check_size(dw: usize, dh: usize, sw: usize, sh: usize) -> Result<()> {
     if dw == 0 || dh == 0 || sw == 0 || sh == 0 {
         return Err(VisionError::Image(format!(
             "cannot resize {sw}x{sh} to {dw}x{dh}"
@@ -62,10 +62,10 @@ fn check_size(dw: usize, dh: usize, sw: usize, sh: usize) -> Result<()> {
 }
 
 /// One (source index, weight) list per destination index along one axis.
-type AxisTab = Vec<Vec<(usize, f64)>>;
+pub(crate) type AxisTab = Vec<Vec<(usize, f64)>>;
 
 /// `computeResizeAreaTab`: exact area weights for shrinking `ssize` to `dsize` (scale = ssize/dsize >= 1).
-fn area_tab(ssize: usize, dsize: usize) -> AxisTab {
+pub(crate) fn area_tab(ssize: usize, dsize: usize) -> AxisTab {
     let scale = ssize as f64 / dsize as f64;
     (0..dsize)
         .map(|dx| {
@@ -90,7 +90,7 @@ fn area_tab(ssize: usize, dsize: usize) -> AxisTab {
 }
 
 /// Linear weights as `cv::resize` computes them; `area_mode` is INTER_AREA's upscaling variant.
-fn linear_tab(ssize: usize, dsize: usize, area_mode: bool) -> AxisTab {
+pub(crate) fn linear_tab(ssize: usize, dsize: usize, area_mode: bool) -> AxisTab {
     let inv_scale = dsize as f64 / ssize as f64;
     let scale = 1.0 / inv_scale;
     (0..dsize)
@@ -181,14 +181,14 @@ pub fn resize_linear(src: &ImageF64, dw: usize, dh: usize) -> Result<ImageF64> {
     ))
 }
 
-/// RGB8 INTER_AREA resize with `saturate_cast` rounding.
+/// RGB8 INTER_AREA resize with `saturate_cast` rounding (the f32 fast path of [`crate::resize`]).
 pub fn resize_area_rgb(src: RgbView<'_>, dw: usize, dh: usize) -> Result<RgbImage> {
-    Ok(resize_area(&ImageF64::from_rgb(src), dw, dh)?.to_rgb8())
+    crate::resize::resize_rgb(src, dw, dh, crate::resize::Interp::Area)
 }
 
-/// RGB8 INTER_LINEAR resize with rounding.
+/// RGB8 INTER_LINEAR resize with rounding (the f32 fast path of [`crate::resize`]).
 pub fn resize_linear_rgb(src: RgbView<'_>, dw: usize, dh: usize) -> Result<RgbImage> {
-    Ok(resize_linear(&ImageF64::from_rgb(src), dw, dh)?.to_rgb8())
+    crate::resize::resize_rgb(src, dw, dh, crate::resize::Interp::Linear)
 }
 
 /// Solves the 3x3 homography H (row-major, h33 = 1) with H * from[i] ~ to[i] for four point pairs.
