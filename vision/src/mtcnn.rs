@@ -8,7 +8,7 @@
 
 use crate::error::{Result, VisionError};
 use crate::geometry::{nms, BBox, Detection, Overlap};
-use crate::imgproc::{resize_area, ImageF64};
+use crate::imgproc::{resize_area_window, ImageF64};
 use crate::manifest::MtcnnParams;
 use crate::resize::{resize_u8_rows, Interp};
 use crate::tensor::{RgbView, TensorF32};
@@ -265,25 +265,16 @@ fn crop_resize(img: RgbView<'_>, b: &FaceBox, size: usize) -> Result<Option<Imag
     if tmpw <= 0 || tmph <= 0 {
         return Ok(None);
     }
-    let mut tmp = ImageF64::zeros(tmpw as usize, tmph as usize, 3);
     // tmp[ty, tx] = img[y1 - 1 + ty, x1 - 1 + tx] where inside the image
-    let (w, h) = (img.width as i64, img.height as i64);
-    let (tx0, tx1) = ((1 - x1).max(0), (w - x1 + 1).min(tmpw));
-    if tx0 < tx1 {
-        let n = ((tx1 - tx0) * 3) as usize;
-        for ty in 0..tmph {
-            let sy = y1 - 1 + ty;
-            if sy < 0 || sy >= h {
-                continue;
-            }
-            let s = ((sy * w + x1 - 1 + tx0) * 3) as usize;
-            let d = ((ty * tmpw + tx0) * 3) as usize;
-            for (o, &v) in tmp.data[d..d + n].iter_mut().zip(&img.data[s..s + n]) {
-                *o = f64::from(v);
-            }
-        }
-    }
-    Ok(Some(resize_area(&tmp, size, size)?))
+    Ok(Some(resize_area_window(
+        img,
+        x1 - 1,
+        y1 - 1,
+        tmpw as usize,
+        tmph as usize,
+        size,
+        size,
+    )?))
 }
 
 fn nwhc(img: &ImageF64, cfg: &MtcnnConfig, out: &mut Vec<f32>) {

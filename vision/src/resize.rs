@@ -211,7 +211,11 @@ pub fn resize_u8_rows(
 /// Round half to even and clamp to 0..=255 (`saturate_cast<uchar>(float)`).
 #[inline]
 pub fn sat_u8(v: f32) -> u8 {
-    v.round_ties_even().clamp(0.0, 255.0) as u8
+    // Adding and removing 2^23 rounds a float in [0, 2^23) to the nearest integer, ties to
+    // even (the default rounding mode): the same as `round_ties_even`, which without SSE4.1
+    // is a libm call per value.
+    const MAGIC: f32 = 8_388_608.0;
+    ((v.clamp(0.0, 255.0) + MAGIC) - MAGIC) as u8
 }
 
 /// `cv2.resize(src, (dw, dh), interpolation)` of an RGB8 image.
@@ -389,6 +393,24 @@ mod tests {
             assert_eq!((s, ws), (sum, weighted), "{dw}x{dh}");
             assert_eq!(&r.data[dw * 3..2 * dw * 3], row1, "{dw}x{dh}");
         }
+    }
+
+    #[test]
+    fn sat_u8_rounds_half_to_even_and_saturates() {
+        for i in -4000..=300_000 {
+            let v = i as f32 / 1024.0 - 1.0;
+            assert_eq!(
+                sat_u8(v),
+                v.round_ties_even().clamp(0.0, 255.0) as u8,
+                "{v}"
+            );
+        }
+        assert_eq!((sat_u8(0.5), sat_u8(1.5), sat_u8(2.5)), (0, 2, 2));
+        assert_eq!((sat_u8(-3.0), sat_u8(1e9), sat_u8(f32::NAN)), (0, 255, 0));
+        let below_half = 0.5f32 - f32::EPSILON / 4.0;
+        assert_eq!(sat_u8(below_half), 0);
+        assert_eq!(sat_u8(254.5), 254);
+        assert_eq!(sat_u8(254.500_02), 255);
     }
 
     #[test]
