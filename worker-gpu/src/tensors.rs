@@ -107,7 +107,9 @@ mod tests {
             shm: refs[1],
             shape: vec![1, 3],
         };
-        assert!(read_batch(&[(&pool, &d)]).unwrap_err().contains("needs 12 bytes"));
+        assert!(read_batch(&[(&pool, &d)])
+            .unwrap_err()
+            .contains("needs 12 bytes"));
         assert!(read_batch(&[]).is_err());
     }
 
