@@ -6,7 +6,7 @@
 //! of their first request.
 
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use vision::{Model, Runtime, SessionOptions};
@@ -62,6 +62,8 @@ pub struct Residency {
     loader: mpsc::Sender<AgentModel>,
     /// The model being loaded, if any (one at a time).
     loading: Option<String>,
+    /// Models whose last load failed: loaded again only for a request, never ahead.
+    failed: HashSet<String>,
     pub loads: u64,
     pub evictions: u64,
     pub load_ns: u64,
@@ -81,6 +83,7 @@ impl Residency {
             budget,
             loader,
             loading: None,
+            failed: HashSet::new(),
             loads: 0,
             evictions: 0,
             load_ns: 0,
@@ -146,7 +149,10 @@ impl Residency {
     /// Takes a finished load in; the error is the load's.
     pub fn accept_loaded(&mut self, (name, result, took): Loaded) -> Result<(), String> {
         self.loading = None;
-        let model = result?;
+        let model = result.inspect_err(|_| {
+            self.failed.insert(name.clone());
+        })?;
+        self.failed.remove(&name);
         self.make_room(self.bytes(&name), &name);
         self.idle.insert(name.clone(), model);
         self.touch(&name);
@@ -173,13 +179,17 @@ impl Residency {
     }
 
     /// When nothing is loading: starts loading the first hosted model (in the order the
-    /// agent was given them) that is not resident and fits the budget without evicting
-    /// anything, so that models are ready before their first request.
+    /// agent was given them) that is not resident, did not fail to load, and fits the
+    /// budget without evicting anything, so that models are ready before their first
+    /// request.
     pub fn prefetch_idle(&mut self, order: &[String]) {
         if self.loading.is_some() {
             return;
         }
-        if let Some(name) = order.iter().find(|n| !self.is_resident(n) && self.fits(n)) {
+        if let Some(name) = order
+            .iter()
+            .find(|n| !self.is_resident(n) && !self.failed.contains(*n) && self.fits(n))
+        {
             let name = name.clone();
             self.prefetch(&name);
         }
@@ -202,5 +212,100 @@ impl Residency {
             self.busy = None;
         }
         self.idle.insert(name.to_string(), model);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use vision::Provider;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    /// The runtime, or `None` when ONNX Runtime is not provisioned and
+    /// SMARTPIPE_SKIP_MODEL_TESTS=1 (as vision's model tests do).
+    fn runtime() -> Option<Runtime> {
+        let lib = match std::env::var_os("ORT_DYLIB_PATH") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+        };
+        if !lib.is_file() && std::env::var("SMARTPIPE_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            return None;
+        }
+        Some(Runtime::init(&lib, Provider::Cpu).expect("ONNX Runtime (run scripts/provision.sh)"))
+    }
+
+    fn model(name: &str, file: &str) -> AgentModel {
+        let path = root().join(".smartpipe/models").join(file);
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(1000);
+        AgentModel {
+            name: name.into(),
+            path: path.display().to_string(),
+            bytes,
+        }
+    }
+
+    /// Waits for the load in flight and takes it in.
+    fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), String> {
+        let loaded = done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a load finishes");
+        res.accept_loaded(loaded)
+    }
+
+    #[test]
+    fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures() {
+        let Some(rt) = runtime() else { return };
+        let (pnet, rnet) = (
+            model("pnet", "mtcnn-pnet.onnx"),
+            model("rnet", "mtcnn-rnet.onnx"),
+        );
+        let broken = AgentModel {
+            name: "broken".into(),
+            path: "/nonexistent/broken.onnx".into(),
+            bytes: 1,
+        };
+        // room for rnet, or pnet and the broken one, not for rnet and pnet together
+        let budget = rnet.bytes + 1;
+        let order: Vec<String> = ["broken", "pnet", "rnet"].map(String::from).to_vec();
+        let (tx, done) = mpsc::channel();
+        let loader = start_loader(rt, SessionOptions::default(), tx, |l| l).expect("loader");
+        let mut res = Residency::new(
+            vec![broken, pnet.clone(), rnet.clone()],
+            Some(budget),
+            loader,
+        );
+
+        // ahead of requests: the broken model fails once and is not tried again ahead
+        res.prefetch_idle(&order);
+        assert_eq!(res.loading(), Some("broken"));
+        assert!(settle(&mut res, &done).is_err());
+        res.prefetch_idle(&order);
+        assert_eq!(res.loading(), Some("pnet"));
+        settle(&mut res, &done).expect("pnet loads");
+        // rnet does not fit beside pnet: nothing more is loaded ahead
+        res.prefetch_idle(&order);
+        assert_eq!(res.loading(), None);
+        assert_eq!(res.used(), pnet.bytes);
+
+        // a request for rnet loads it and evicts pnet, the least recently used idle model
+        assert!(res.prefetch("rnet"));
+        assert!(!res.prefetch("pnet"), "one load at a time");
+        settle(&mut res, &done).expect("rnet loads");
+        assert!(res.is_resident("rnet") && !res.is_resident("pnet"));
+        assert_eq!((res.loads, res.evictions), (2, 1));
+
+        // a busy model is never evicted, even past the budget
+        let session = res.checkout("rnet").expect("rnet is idle");
+        assert!(res.checkout("rnet").is_none());
+        assert!(res.prefetch("pnet"));
+        settle(&mut res, &done).expect("pnet loads");
+        assert!(res.is_resident("rnet") && res.is_resident("pnet"));
+        assert_eq!(res.used(), pnet.bytes + rnet.bytes);
+        res.checkin("rnet", session);
+        assert!(res.checkout("rnet").is_some());
     }
 }
