@@ -192,15 +192,12 @@ pub fn device() -> String {
     std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| "cpu:0".into())
 }
 
-/// Intra-op threads of the agent on `device`. On `cpu:0` it shares the cores with the
-/// CPU stages: one thread measured fastest (BENCHMARKS.md); a real device gets the
-/// cores to feed it.
-pub fn agent_threads(device: &str) -> u32 {
-    if device.starts_with("cpu") {
-        1
-    } else {
-        available_cores()
-    }
+/// Intra-op threads of the agent's sessions on `device`: the machine's cores. On `cpu:0`
+/// the agent shares them with the CPU stages, and its ORT threads sleep rather than spin
+/// when idle (worker-gpu's agent), so the stages get a core whenever a run does not use
+/// it; measured faster than one thread (BENCHMARKS.md, Models, run 3).
+pub fn agent_threads(_device: &str) -> u32 {
+    available_cores()
 }
 
 /// Cores of this machine.

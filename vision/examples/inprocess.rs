@@ -114,6 +114,77 @@ fn profile_faces(m: &mut FaceModels, frames: &[RgbImage]) -> Value {
            "onet_pre": r(t[6]), "onet_ort": r(t[7]), "onet_post": r(t[8])})
 }
 
+/// A second pass over the images with the steps of `read_text` timed one by one: milliseconds per
+/// image spent in pre-processing, ORT and post-processing, per model (crops count as cls pre).
+fn profile_ocr(m: &mut OcrModels, images: &[(String, RgbImage)]) -> Value {
+    use vision::ppocr::{self, det, rec};
+    let mut t = [0f64; 9]; // det pre, ort, post; cls pre, ort, post; rec pre, ort, post
+    let mut clock = Instant::now();
+    let mut lap = |slot: usize, t: &mut [f64; 9]| {
+        t[slot] += clock.elapsed().as_secs_f64() * 1e3;
+        clock = Instant::now();
+    };
+    macro_rules! ok {
+        ($e:expr) => {
+            $e.unwrap_or_else(|e| die(e.to_string()))
+        };
+    }
+    let first = |v: Vec<vision::TensorF32>| {
+        v.into_iter()
+            .next()
+            .unwrap_or_else(|| die("a model returned no output".into()))
+    };
+    for (_, img) in images {
+        lap(8, &mut t);
+        let (prep, _) = ok!(ppocr::prepare(img.view(), &m.global));
+        let input = ok!(det::det_preprocess(prep.view(), &m.det_params));
+        lap(0, &mut t);
+        let out = first(ok!(m.det.run(&[input])));
+        lap(1, &mut t);
+        let quads = ok!(det::det_postprocess(
+            &out,
+            prep.width,
+            prep.height,
+            &m.det_params
+        ));
+        lap(2, &mut t);
+        let mut crops: Vec<RgbImage> = quads
+            .iter()
+            .map(|q| ok!(ppocr::crop_quad(prep.view(), q)))
+            .collect();
+        let order = ppocr::order_by_aspect(&crops);
+        for batch in order.chunks(m.cls_params.batch.max(1)) {
+            lap(5, &mut t);
+            let imgs: Vec<&RgbImage> = batch.iter().map(|&i| &crops[i]).collect();
+            let input = ok!(rec::cls_preprocess(&imgs, &m.cls_params));
+            lap(3, &mut t);
+            let out = first(ok!(m.cls.run(&[input])));
+            lap(4, &mut t);
+            let res = ok!(rec::cls_postprocess(&out, batch.len(), &m.cls_params));
+            for (&i, r) in batch.iter().zip(res) {
+                if rec::cls_is_rotated(r, &m.cls_params) {
+                    crops[i] = crops[i].rotate180();
+                }
+            }
+        }
+        for batch in ppocr::order_by_aspect(&crops).chunks(m.rec_params.batch.max(1)) {
+            lap(8, &mut t);
+            let imgs: Vec<&RgbImage> = batch.iter().map(|&i| &crops[i]).collect();
+            let input = ok!(rec::rec_preprocess(&imgs, &m.rec_params));
+            lap(6, &mut t);
+            let out = first(ok!(m.rec.run(&[input])));
+            lap(7, &mut t);
+            ok!(rec::rec_postprocess(&out, &m.dictionary));
+        }
+        lap(8, &mut t);
+    }
+    let n = images.len().max(1) as f64;
+    let r = |v: f64| (v / n * 100.0).round() / 100.0;
+    json!({"det_pre": r(t[0]), "det_ort": r(t[1]), "det_post": r(t[2]),
+           "cls_pre": r(t[3]), "cls_ort": r(t[4]), "cls_post": r(t[5]),
+           "rec_pre": r(t[6]), "rec_ort": r(t[7]), "rec_post": r(t[8])})
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().cloned().unwrap_or_default();
@@ -124,6 +195,7 @@ fn main() {
     let opts = |threads: usize| SessionOptions {
         intra_threads: threads,
         warm_up: true,
+        ..SessionOptions::default()
     };
     let out = match mode.as_str() {
         "faces" => {
@@ -193,9 +265,11 @@ fn main() {
                                   "texts": lines.iter().map(|l| l.text.clone()).collect::<Vec<_>>()}));
             }
             let loop_s = t1.elapsed().as_secs_f64();
+            let memory = memory();
+            let profile = profile_ocr(&mut models, &images);
             json!({"mode": "ocr", "images": images.len(), "threads": threads, "load_s": load_s,
                    "loop_s": loop_s, "per_s": images.len() as f64 / loop_s, "results": texts,
-                   "memory": memory()})
+                   "memory": memory, "profile_ms_per_image": profile})
         }
         "load" => {
             let name: String = arg(&args, 1, "model name");

@@ -142,6 +142,9 @@ pub struct SessionOptions {
     pub intra_threads: usize,
     /// Run the model once on zeros after loading.
     pub warm_up: bool,
+    /// Let idle intra-op threads spin before they sleep (ORT's default). Off where the session
+    /// shares its cores with other busy processes: a spinning thread takes a core they need.
+    pub intra_spinning: bool,
 }
 
 impl Default for SessionOptions {
@@ -149,6 +152,7 @@ impl Default for SessionOptions {
         Self {
             intra_threads: 1,
             warm_up: false,
+            intra_spinning: true,
         }
     }
 }
@@ -219,6 +223,11 @@ impl Model {
         if opts.intra_threads > 0 {
             b = b
                 .with_intra_threads(opts.intra_threads)
+                .map_err(|e| load_err(e.to_string()))?;
+        }
+        if !opts.intra_spinning {
+            b = b
+                .with_intra_op_spinning(false)
                 .map_err(|e| load_err(e.to_string()))?;
         }
         #[cfg(feature = "cuda")]

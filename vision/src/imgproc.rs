@@ -52,7 +52,7 @@ pub fn sat_u8(v: f64) -> u8 {
     r.clamp(0.0, 255.0) as u8
 }
 
-fn check_size(dw: usize, dh: usize, sw: usize, sh: usize) -> Result<()> {
+pub(crate) fn check_size(dw: usize, dh: usize, sw: usize, sh: usize) -> Result<()> {
     if dw == 0 || dh == 0 || sw == 0 || sh == 0 {
         return Err(VisionError::Image(format!(
             "cannot resize {sw}x{sh} to {dw}x{dh}"
@@ -62,10 +62,10 @@ fn check_size(dw: usize, dh: usize, sw: usize, sh: usize) -> Result<()> {
 }
 
 /// One (source index, weight) list per destination index along one axis.
-type AxisTab = Vec<Vec<(usize, f64)>>;
+pub(crate) type AxisTab = Vec<Vec<(usize, f64)>>;
 
 /// `computeResizeAreaTab`: exact area weights for shrinking `ssize` to `dsize` (scale = ssize/dsize >= 1).
-fn area_tab(ssize: usize, dsize: usize) -> AxisTab {
+pub(crate) fn area_tab(ssize: usize, dsize: usize) -> AxisTab {
     let scale = ssize as f64 / dsize as f64;
     (0..dsize)
         .map(|dx| {
@@ -90,7 +90,7 @@ fn area_tab(ssize: usize, dsize: usize) -> AxisTab {
 }
 
 /// Linear weights as `cv::resize` computes them; `area_mode` is INTER_AREA's upscaling variant.
-fn linear_tab(ssize: usize, dsize: usize, area_mode: bool) -> AxisTab {
+pub(crate) fn linear_tab(ssize: usize, dsize: usize, area_mode: bool) -> AxisTab {
     let inv_scale = dsize as f64 / ssize as f64;
     let scale = 1.0 / inv_scale;
     (0..dsize)
@@ -167,6 +167,60 @@ pub fn resize_area(src: &ImageF64, dw: usize, dh: usize) -> Result<ImageF64> {
     }
 }
 
+/// `cv2.resize(window, (dw, dh), interpolation=cv2.INTER_AREA)` where `window` is the `tw` × `th`
+/// float image whose pixel (tx, ty) is `img` at (x0 + tx, y0 + ty), or 0 outside `img`: the same
+/// sums, in the same order, as cropping into an [`ImageF64`] first and [`resize_area`], without the
+/// crop's copy.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_area_window(
+    img: RgbView<'_>,
+    x0: i64,
+    y0: i64,
+    tw: usize,
+    th: usize,
+    dw: usize,
+    dh: usize,
+) -> Result<ImageF64> {
+    check_size(dw, dh, tw, th)?;
+    let (xt, yt) = if tw >= dw && th >= dh {
+        (area_tab(tw, dw), area_tab(th, dh))
+    } else {
+        (linear_tab(tw, dw, true), linear_tab(th, dh, true))
+    };
+    let (w, h) = (img.width as i64, img.height as i64);
+    // horizontal pass for every window row inside the image (rows outside stay zero)
+    let mut rows = vec![0.0f64; th * dw * 3];
+    for (ty, drow) in rows.chunks_exact_mut(dw * 3).enumerate() {
+        let sy = y0 + ty as i64;
+        if sy < 0 || sy >= h {
+            continue;
+        }
+        let srow = &img.data[(sy * w) as usize * 3..((sy + 1) * w) as usize * 3];
+        for (px, taps) in drow.chunks_exact_mut(3).zip(&xt) {
+            for &(tx, wt) in taps {
+                let sx = x0 + tx as i64;
+                if sx < 0 || sx >= w {
+                    continue;
+                }
+                let p = &srow[sx as usize * 3..sx as usize * 3 + 3];
+                for k in 0..3 {
+                    px[k] += wt * f64::from(p[k]);
+                }
+            }
+        }
+    }
+    let mut out = ImageF64::zeros(dw, dh, 3);
+    for (drow, taps) in out.data.chunks_exact_mut(dw * 3).zip(&yt) {
+        for &(ty, wt) in taps {
+            let srow = &rows[ty * dw * 3..(ty + 1) * dw * 3];
+            for (d, s) in drow.iter_mut().zip(srow) {
+                *d += wt * s;
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `cv2.resize(src, (dw, dh), interpolation=cv2.INTER_LINEAR)` on a float image.
 pub fn resize_linear(src: &ImageF64, dw: usize, dh: usize) -> Result<ImageF64> {
     check_size(dw, dh, src.width, src.height)?;
@@ -181,14 +235,14 @@ pub fn resize_linear(src: &ImageF64, dw: usize, dh: usize) -> Result<ImageF64> {
     ))
 }
 
-/// RGB8 INTER_AREA resize with `saturate_cast` rounding.
+/// RGB8 INTER_AREA resize with `saturate_cast` rounding (the f32 fast path of [`crate::resize`]).
 pub fn resize_area_rgb(src: RgbView<'_>, dw: usize, dh: usize) -> Result<RgbImage> {
-    Ok(resize_area(&ImageF64::from_rgb(src), dw, dh)?.to_rgb8())
+    crate::resize::resize_rgb(src, dw, dh, crate::resize::Interp::Area)
 }
 
-/// RGB8 INTER_LINEAR resize with rounding.
+/// RGB8 INTER_LINEAR resize with rounding (the f32 fast path of [`crate::resize`]).
 pub fn resize_linear_rgb(src: RgbView<'_>, dw: usize, dh: usize) -> Result<RgbImage> {
-    Ok(resize_linear(&ImageF64::from_rgb(src), dw, dh)?.to_rgb8())
+    crate::resize::resize_rgb(src, dw, dh, crate::resize::Interp::Linear)
 }
 
 /// Solves the 3x3 homography H (row-major, h33 = 1) with H * from[i] ~ to[i] for four point pairs.
@@ -385,6 +439,37 @@ mod tests {
         for (x, y) in r.data[44..55].iter().zip(want) {
             assert!((x.round() - y).abs() <= 1.0, "{x} vs {y}");
         }
+    }
+
+    #[test]
+    fn window_resize_equals_crop_then_resize() {
+        let data: Vec<u8> = (0..23 * 17 * 3).map(|i| (i * 37 % 253) as u8).collect();
+        let img = RgbView::new(&data, 23, 17).unwrap();
+        // inside, over every border, larger than the image, and smaller than the output
+        for (x0, y0, tw, th, size) in [
+            (3, 2, 12, 12, 5),
+            (-4, -3, 10, 9, 4),
+            (15, 10, 14, 11, 6),
+            (-2, -2, 30, 25, 24),
+            (5, 5, 3, 4, 8),
+        ] {
+            let mut crop = ImageF64::zeros(tw, th, 3);
+            for ty in 0..th {
+                for tx in 0..tw {
+                    let (sx, sy) = (x0 + tx as i64, y0 + ty as i64);
+                    if sx >= 0 && sy >= 0 && sx < 23 && sy < 17 {
+                        for c in 0..3 {
+                            crop.data[(ty * tw + tx) * 3 + c] =
+                                f64::from(img.at(sx as usize, sy as usize, c));
+                        }
+                    }
+                }
+            }
+            let want = resize_area(&crop, size, size).unwrap();
+            let got = resize_area_window(img, x0, y0, tw, th, size, size).unwrap();
+            assert_eq!(got, want, "window ({x0}, {y0}) {tw}x{th} -> {size}");
+        }
+        assert!(resize_area_window(img, 0, 0, 0, 3, 2, 2).is_err());
     }
 
     #[test]

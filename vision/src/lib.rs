@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod mtcnn;
 pub mod pipelines;
 pub mod ppocr;
+pub mod resize;
 pub mod tensor;
 pub mod yolo;
 

@@ -8,8 +8,9 @@
 
 use crate::error::{Result, VisionError};
 use crate::geometry::{nms, BBox, Detection, Overlap};
-use crate::imgproc::{resize_area, resize_area_rgb, ImageF64};
+use crate::imgproc::{resize_area_window, ImageF64};
 use crate::manifest::MtcnnParams;
+use crate::resize::{resize_u8_rows, Interp};
 use crate::tensor::{RgbView, TensorF32};
 
 /// MTCNN parameters (defaults: the package's).
@@ -108,43 +109,36 @@ pub fn scaled_size(width: usize, height: usize, scale: f64) -> (usize, usize) {
     )
 }
 
-fn nwhc(img: &ImageF64, cfg: &MtcnnConfig, out: &mut Vec<f32>) {
-    for x in 0..img.width {
-        for y in 0..img.height {
-            for c in 0..3 {
-                let v = img.data[(y * img.width + x) * 3 + c];
-                out.push(((v - cfg.mean as f64) * cfg.scale as f64) as f32);
-            }
-        }
-    }
-}
-
-/// P-Net input for one pyramid scale: `[1, ceil(w*s), ceil(h*s), 3]`.
+/// P-Net input for one pyramid scale: `[1, ceil(w*s), ceil(h*s), 3]`. The INTER_AREA resize is
+/// rounded to u8 like `cv2.resize` of an 8-bit image, then normalised and transposed to NWHC in the
+/// same pass.
 pub fn pnet_preprocess(img: RgbView<'_>, scale: f64, cfg: &MtcnnConfig) -> Result<TensorF32> {
     let (w, h) = scaled_size(img.width, img.height, scale);
-    let resized = resize_area_rgb(img, w, h)?;
-    let mut data = Vec::with_capacity(w * h * 3);
-    nwhc(&ImageF64::from_rgb(resized.view()), cfg, &mut data);
+    let mut data = vec![0f32; w * h * 3];
+    let mut lut = [0f32; 256];
+    for (v, o) in lut.iter_mut().enumerate() {
+        *o = (v as f32 - cfg.mean) * cfg.scale;
+    }
+    resize_u8_rows(img, w, h, Interp::Area, |dy, row| {
+        for (dx, px) in row.chunks_exact(3).enumerate() {
+            let o = (dx * h + dy) * 3;
+            for (d, &v) in data[o..o + 3].iter_mut().zip(px) {
+                *d = lut[usize::from(v)];
+            }
+        }
+    })?;
     TensorF32::new(vec![1, w, h, 3], data)
 }
 
-/// P-Net inputs for every scale of the pyramid, the same tensors as
-/// [`pnet_preprocess`] per scale, with the frame converted to floats once.
+/// P-Net inputs for every scale of the pyramid (each resized from the frame, like the original).
 pub fn pnet_preprocess_pyramid(
     img: RgbView<'_>,
     scales: &[f64],
     cfg: &MtcnnConfig,
 ) -> Result<Vec<TensorF32>> {
-    let full = ImageF64::from_rgb(img);
     scales
         .iter()
-        .map(|&scale| {
-            let (w, h) = scaled_size(img.width, img.height, scale);
-            let resized = resize_area(&full, w, h)?.to_rgb8();
-            let mut data = Vec::with_capacity(w * h * 3);
-            nwhc(&ImageF64::from_rgb(resized.view()), cfg, &mut data);
-            TensorF32::new(vec![1, w, h, 3], data)
-        })
+        .map(|&scale| pnet_preprocess(img, scale, cfg))
         .collect()
 }
 
@@ -265,38 +259,39 @@ pub fn pnet_finalize(cands: &[Candidate], cfg: &MtcnnConfig) -> Vec<FaceBox> {
 
 /// Crops `b` (1-based, inclusive, zero-padded outside the image like the original `__pad`) and resizes
 /// it to `size` x `size` with INTER_AREA in float. `None` when the box is empty.
-fn crop_resize(img: &ImageF64, b: &FaceBox, size: usize) -> Result<Option<ImageF64>> {
+fn crop_resize(img: RgbView<'_>, b: &FaceBox, size: usize) -> Result<Option<ImageF64>> {
     let (x1, y1, x2, y2) = (b.x1 as i64, b.y1 as i64, b.x2 as i64, b.y2 as i64);
     let (tmpw, tmph) = (x2 - x1 + 1, y2 - y1 + 1);
     if tmpw <= 0 || tmph <= 0 {
         return Ok(None);
     }
-    let mut tmp = ImageF64::zeros(tmpw as usize, tmph as usize, 3);
     // tmp[ty, tx] = img[y1 - 1 + ty, x1 - 1 + tx] where inside the image
-    let (w, h) = (img.width as i64, img.height as i64);
-    for ty in 0..tmph {
-        let sy = y1 - 1 + ty;
-        if sy < 0 || sy >= h {
-            continue;
-        }
-        for tx in 0..tmpw {
-            let sx = x1 - 1 + tx;
-            if sx < 0 || sx >= w {
-                continue;
+    Ok(Some(resize_area_window(
+        img,
+        x1 - 1,
+        y1 - 1,
+        tmpw as usize,
+        tmph as usize,
+        size,
+        size,
+    )?))
+}
+
+fn nwhc(img: &ImageF64, cfg: &MtcnnConfig, out: &mut Vec<f32>) {
+    for x in 0..img.width {
+        for y in 0..img.height {
+            for c in 0..3 {
+                let v = img.data[(y * img.width + x) * 3 + c];
+                out.push(((v - cfg.mean as f64) * cfg.scale as f64) as f32);
             }
-            let s = ((sy * w + sx) * 3) as usize;
-            let d = ((ty * tmpw + tx) * 3) as usize;
-            tmp.data[d..d + 3].copy_from_slice(&img.data[s..s + 3]);
         }
     }
-    Ok(Some(resize_area(&tmp, size, size)?))
 }
 
 fn crops(img: RgbView<'_>, boxes: &[FaceBox], size: usize, cfg: &MtcnnConfig) -> Result<TensorF32> {
-    let full = ImageF64::from_rgb(img);
     let mut data = Vec::with_capacity(boxes.len() * size * size * 3);
     for b in boxes {
-        match crop_resize(&full, b, size)? {
+        match crop_resize(img, b, size)? {
             Some(c) => nwhc(&c, cfg, &mut data),
             None => data.extend(std::iter::repeat_n(
                 (0.0 - cfg.mean) * cfg.scale,
@@ -442,15 +437,54 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pyramid_matches_per_scale_preprocessing() {
+    fn pnet_input_is_the_rounded_area_resize_transposed() {
         let data: Vec<u8> = (0..97 * 61 * 3).map(|i| (i * 7 % 251) as u8).collect();
         let img = RgbView::new(&data, 97, 61).expect("view");
         let cfg = MtcnnConfig::default();
         let scales = pyramid_scales(97, 61, &cfg);
         let all = pnet_preprocess_pyramid(img, &scales, &cfg).expect("pyramid");
+        assert_eq!(all.len(), scales.len());
         for (t, &s) in all.iter().zip(&scales) {
-            assert_eq!(t, &pnet_preprocess(img, s, &cfg).expect("one scale"));
+            let (w, h) = scaled_size(97, 61, s);
+            assert_eq!(t.shape, vec![1, w, h, 3]);
+            let r = crate::resize::resize_rgb(img, w, h, Interp::Area).expect("resize");
+            for y in 0..h {
+                for x in 0..w {
+                    for c in 0..3 {
+                        let want = (f32::from(r.data[(y * w + x) * 3 + c]) - 127.5) * 0.0078125;
+                        assert_eq!(
+                            t.data[(x * h + y) * 3 + c],
+                            want,
+                            "scale {s} ({x}, {y}, {c})"
+                        );
+                    }
+                }
+            }
         }
+    }
+
+    #[test]
+    fn crops_copy_the_box_pixels() {
+        // a 6x5 image whose pixel (x, y) is 10 * y + x in every channel; the box (2, 2)..(4, 4)
+        // (1-based, inclusive) is pixels 1..=3 of rows 1..=3, shrunk 3x3 -> 24x24 is INTER_AREA's
+        // upscaling variant, whose corners keep the corner pixels
+        let data: Vec<u8> = (0..30)
+            .flat_map(|i| [(10 * (i / 6) + i % 6) as u8; 3])
+            .collect();
+        let img = RgbView::new(&data, 6, 5).expect("view");
+        let b = FaceBox {
+            x1: 2.0,
+            y1: 2.0,
+            x2: 4.0,
+            y2: 4.0,
+            score: 1.0,
+        };
+        let t = rnet_preprocess(img, &[b], &MtcnnConfig::default()).expect("crop");
+        let at = |x: usize, y: usize| t.data[(x * 24 + y) * 3] / 0.0078125 + 127.5;
+        assert!((at(0, 0) - 11.0).abs() < 1e-3, "{}", at(0, 0));
+        assert!((at(23, 0) - 13.0).abs() < 1e-3, "{}", at(23, 0));
+        assert!((at(0, 23) - 31.0).abs() < 1e-3, "{}", at(0, 23));
+        assert!((at(23, 23) - 33.0).abs() < 1e-3, "{}", at(23, 23));
     }
 
     #[test]

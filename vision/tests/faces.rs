@@ -16,6 +16,7 @@ fn astronaut_matches_reference() {
     let opts = SessionOptions {
         intra_threads: 1,
         warm_up: true,
+        ..SessionOptions::default()
     };
     let mut models =
         FaceModels::load(&rt, &common::manifest(), &common::models_dir(), &opts).unwrap();

@@ -24,6 +24,7 @@ fn page_matches_reference() {
     let opts = SessionOptions {
         intra_threads: 2,
         warm_up: false,
+        ..SessionOptions::default()
     };
     let mut models =
         OcrModels::load(&rt, &common::manifest(), &common::models_dir(), &opts).unwrap();

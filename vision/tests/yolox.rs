@@ -13,6 +13,7 @@ fn text_matches_ddddocr() {
     let opts = SessionOptions {
         intra_threads: 2,
         warm_up: true,
+        ..SessionOptions::default()
     };
     let mut m = YoloModel::load(
         &rt,

@@ -1,27 +1,27 @@
 //! The GPU agent: one process per device that owns the device and runs every model of
 //! every GPU stage on it. One ONNX Runtime environment; sessions kept resident under
-//! the device's memory budget (least recently used evicted first); the model the queue
-//! needs next is loaded on a loader thread while the executor runs the current one,
-//! so weight upload overlaps execution.
+//! the device's memory budget ([`crate::residency`]); the model the queue needs next is
+//! loaded on a loader thread while the executor runs, so weight upload overlaps
+//! execution.
+//!
+//! Runs happen on the executor thread ([`crate::executor`]); this thread reads requests,
+//! copies the next request's inputs out of shared memory while a run is on, starts the
+//! next run as soon as one finishes and only then writes the finished run's outputs
+//! back and replies. Sessions use `threads` intra-op threads (the cores granted). On
+//! `cpu:0` the agent shares those cores with the pipeline's CPU stages, so its idle ORT
+//! threads sleep instead of spinning.
 
-use crate::tensors::{read_tensor, tensor_bytes};
+use crate::executor::{Done, Executor, Job};
+use crate::residency::{start_loader, AgentModel, Loaded, Residency};
+use crate::tensors::{read_batch, write_f32};
 use protocol::messages::{AgentReply, AgentRequest, Command, Inbox, TensorRef};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
 use serde::Deserialize;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
-use vision::{Model, Provider, Runtime, SessionOptions, TensorF32};
-
-/// A model the agent may be asked to run (from the agent task's params).
-#[derive(Debug, Clone, Deserialize)]
-pub struct AgentModel {
-    pub name: String,
-    pub path: String,
-    /// Bytes it costs on the device while resident (the file size for CPU).
-    pub bytes: u64,
-}
+use std::time::Duration;
+use vision::{Provider, Runtime, SessionOptions, TensorF32};
 
 #[derive(Debug, Deserialize)]
 struct AgentParams {
@@ -37,207 +37,23 @@ fn one() -> usize {
     1
 }
 
-type Loaded = (String, Result<Model, String>, Duration);
-
-/// Loads models off the executor's thread.
-struct Loader {
-    requests: mpsc::Sender<AgentModel>,
-    done: mpsc::Receiver<Loaded>,
-    in_flight: Option<String>,
+/// What wakes the agent besides its inbox.
+pub enum Wake {
+    Ran(Done),
+    Loaded(Loaded),
 }
 
-impl Loader {
-    fn start(rt: Runtime, opts: SessionOptions) -> Loader {
-        let (requests, rx) = mpsc::channel::<AgentModel>();
-        let (tx, done) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("model-loader".into())
-            .spawn(move || {
-                for m in rx {
-                    let started = Instant::now();
-                    let result = Model::load(&rt, &m.name, std::path::Path::new(&m.path), &opts)
-                        .map_err(|e| e.to_string());
-                    if tx.send((m.name, result, started.elapsed())).is_err() {
-                        return;
-                    }
-                }
-            })
-            .ok();
-        Loader {
-            requests,
-            done,
-            in_flight: None,
-        }
-    }
-}
+/// How long the agent waits for a run or a load to finish before it looks at its inbox
+/// again (the inbox and the executors' channel cannot be waited on together).
+const POLL: Duration = Duration::from_millis(1);
 
-struct Agent {
-    models: HashMap<String, AgentModel>,
-    resident: HashMap<String, Model>,
-    /// Most recently used last.
-    lru: Vec<String>,
-    budget: Option<u64>,
-    loader: Loader,
-    loads: u64,
-    evictions: u64,
-    load_ns: u64,
-}
-
-impl Agent {
-    fn used(&self) -> u64 {
-        self.resident
-            .keys()
-            .filter_map(|n| self.models.get(n))
-            .map(|m| m.bytes)
-            .sum()
-    }
-
-    /// Free memory for `bytes` more, evicting least recently used models (never `keep`).
-    fn make_room(&mut self, bytes: u64, keep: &str) {
-        let Some(budget) = self.budget else { return };
-        while self.used() + bytes > budget {
-            let Some(pos) = self
-                .lru
-                .iter()
-                .position(|n| n != keep && self.resident.contains_key(n))
-            else {
-                return;
-            };
-            let victim = self.lru.remove(pos);
-            self.resident.remove(&victim);
-            self.evictions += 1;
-            tracing::info!(model = %victim, used_bytes = self.used(), "evicted");
-        }
-    }
-
-    fn touch(&mut self, name: &str) {
-        self.lru.retain(|n| n != name);
-        self.lru.push(name.to_string());
-    }
-
-    fn accept_loaded(&mut self, (name, result, took): Loaded) -> Result<(), String> {
-        self.loader.in_flight = None;
-        let model = result?;
-        let bytes = self.models.get(&name).map(|m| m.bytes).unwrap_or(0);
-        self.make_room(bytes, &name);
-        self.resident.insert(name.clone(), model);
-        self.touch(&name);
-        self.loads += 1;
-        self.load_ns += took.as_nanos() as u64;
-        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), "loaded");
-        Ok(())
-    }
-
-    /// Start loading `name` in the background if it is not resident or loading.
-    fn prefetch(&mut self, name: &str) {
-        if self.resident.contains_key(name) || self.loader.in_flight.is_some() {
-            return;
-        }
-        if let Some(m) = self.models.get(name) {
-            self.loader.in_flight = Some(name.to_string());
-            let _ = self.loader.requests.send(m.clone());
-        }
-    }
-
-    /// Make `name` resident, waiting for the loader.
-    fn ensure(&mut self, name: &str) -> Result<(), String> {
-        if self.resident.contains_key(name) {
-            self.touch(name);
-            return Ok(());
-        }
-        if !self.models.contains_key(name) {
-            return Err(format!("model '{name}' is not hosted by this agent"));
-        }
-        loop {
-            match self.loader.in_flight.clone() {
-                None => self.prefetch(name),
-                Some(loading) => {
-                    let loaded = self
-                        .loader
-                        .done
-                        .recv()
-                        .map_err(|_| "the model loader thread died".to_string())?;
-                    let ok = self.accept_loaded(loaded);
-                    if loading == name {
-                        return ok;
-                    }
-                    if let Err(e) = ok {
-                        tracing::error!("prefetch of {loading} failed: {e}");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Run one request: concatenate inputs along dim 0, run, write outputs into the slot.
-fn execute(agent: &mut Agent, node: &Node, req: &AgentRequest) -> Result<Vec<TensorRef>, String> {
-    agent.ensure(&req.model)?;
-    let mut inputs = Vec::with_capacity(req.inputs.len());
-    for t in &req.inputs {
-        let pool = node.pool(t.shm.pool).map_err(|e| e.to_string())?;
-        inputs.push(read_tensor(pool, t)?);
-    }
-    let input = concat_dim0(inputs)?;
-    let model = agent
-        .resident
-        .get_mut(&req.model)
-        .ok_or_else(|| format!("model '{}' vanished", req.model))?;
-    let outputs = model.run(&[input]).map_err(|e| e.to_string())?;
-    let out_pool = node.pool(req.output.pool).map_err(|e| e.to_string())?;
-    let mut offset = 0u64;
-    let mut refs = Vec::new();
-    for out in &outputs {
-        let bytes = tensor_bytes(out);
-        if offset + bytes.len() as u64 > req.output.len {
-            return Err(format!(
-                "outputs of {} do not fit the {}-byte output slot of {}",
-                req.model, req.output.len, req.stage
-            ));
-        }
-        out_pool
-            .write_at(&req.output, req.output.offset + offset, &bytes)
-            .map_err(|e| e.to_string())?;
-        refs.push(TensorRef {
-            shm: ShmRef {
-                offset: req.output.offset + offset,
-                len: bytes.len() as u64,
-                ..req.output
-            },
-            shape: out.shape.iter().map(|&d| d as u32).collect(),
-        });
-        offset += (bytes.len() as u64).div_ceil(64) * 64;
-    }
-    Ok(refs)
-}
-
-fn concat_dim0(mut parts: Vec<TensorF32>) -> Result<TensorF32, String> {
-    if parts.len() == 1 {
-        return parts
-            .pop()
-            .ok_or_else(|| "a request without inputs".to_string());
-    }
-    match parts.as_slice() {
-        [] => Err("a request without inputs".into()),
-        parts => {
-            let rest = &parts[0].shape[1..];
-            let mut n = 0;
-            let mut data = Vec::new();
-            for p in parts {
-                if &p.shape[1..] != rest {
-                    return Err(format!(
-                        "cannot batch shapes {:?} and {:?}",
-                        parts[0].shape, p.shape
-                    ));
-                }
-                n += p.shape[0];
-                data.extend_from_slice(&p.data);
-            }
-            let mut shape = vec![n];
-            shape.extend_from_slice(rest);
-            TensorF32::new(shape, data).map_err(|e| e.to_string())
-        }
-    }
+/// What the agent holds between its loop's turns.
+struct State {
+    res: Residency,
+    exec: Executor,
+    queue: VecDeque<AgentRequest>,
+    /// The next request to run, its inputs already copied out of shared memory.
+    ready: Option<(AgentRequest, TensorF32)>,
 }
 
 /// Run the agent until the supervisor stops it.
@@ -259,78 +75,221 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     let opts = SessionOptions {
         intra_threads: params.threads.max(1),
         warm_up: true,
+        intra_spinning: !params.device.starts_with("cpu"),
     };
-    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, "agent ready");
-    let mut agent = Agent {
-        models: params
-            .models
-            .into_iter()
-            .map(|m| (m.name.clone(), m))
-            .collect(),
-        resident: HashMap::new(),
-        lru: Vec::new(),
-        budget: params.budget_mb.map(|mb| mb * 1024 * 1024),
-        loader: Loader::start(rt, opts),
-        loads: 0,
-        evictions: 0,
-        load_ns: 0,
+    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, "agent ready");
+    let (wake_tx, wake) = mpsc::channel();
+    let loader = start_loader(rt, opts, wake_tx.clone(), Wake::Loaded).map_err(NodeError::Stage)?;
+    let order: Vec<String> = params.models.iter().map(|m| m.name.clone()).collect();
+    let mut st = State {
+        res: Residency::new(
+            params.models,
+            params.budget_mb.map(|mb| mb * 1024 * 1024),
+            loader,
+        ),
+        exec: Executor::start(wake_tx, Wake::Ran).map_err(NodeError::Stage)?,
+        queue: VecDeque::new(),
+        ready: None,
     };
-    let mut queue: VecDeque<AgentRequest> = VecDeque::new();
     loop {
-        let wait = if queue.is_empty() {
+        // Everything the inbox holds now (waiting only when there is nothing else to do).
+        let idle = st.queue.is_empty()
+            && st.ready.is_none()
+            && !st.exec.busy()
+            && st.res.loading().is_none();
+        let mut wait = if idle {
             Duration::from_millis(200)
         } else {
             Duration::ZERO
         };
-        match node.next(wait)? {
-            Event::Request(r) => {
-                queue.push_back(r);
-                continue;
+        let mut stop = false;
+        loop {
+            match node.next(wait)? {
+                Event::Request(r) => st.queue.push_back(r),
+                Event::Command(Command::Stop) => stop = true,
+                Event::Idle => break,
+                _ => {}
             }
-            Event::Command(Command::Stop) => break,
-            _ => {}
+            wait = Duration::ZERO;
         }
-        if let Ok(loaded) = agent.loader.done.try_recv() {
-            if let Err(e) = agent.accept_loaded(loaded) {
-                tracing::error!("background load failed: {e}");
+        if stop {
+            break;
+        }
+        while let Ok(w) = wake.try_recv() {
+            handle(node, &mut st, w)?;
+        }
+        dispatch(node, &mut st)?;
+        st.res.prefetch_idle(&order);
+        if st.exec.busy() || st.res.loading().is_some() {
+            if let Ok(w) = wake.recv_timeout(POLL) {
+                handle(node, &mut st, w)?;
+                dispatch(node, &mut st)?;
             }
         }
-        let Some(req) = queue.pop_front() else {
-            continue;
-        };
-        // Overlap: start loading the next different model while this one runs.
-        if let Some(next) = queue
-            .iter()
-            .find(|r| r.model != req.model && !agent.resident.contains_key(&r.model))
-        {
-            let name = next.model.clone();
-            agent.prefetch(&name);
-        }
-        let started = Instant::now();
-        let result = execute(&mut agent, node, &req);
-        if let Err(e) = &result {
-            tracing::error!(stage = %req.stage, model = %req.model, "run failed: {e}");
-        }
-        let busy = started.elapsed().as_nanos() as u64;
-        let resident = agent.used();
-        node.metrics(|m| {
-            m.items_in += 1;
-            m.items_out += u64::from(result.is_ok());
-            m.model_loads = agent.loads;
-            m.model_evictions = agent.evictions;
-            m.model_load_ns = agent.load_ns;
-            m.resident_model_bytes = resident;
-        });
-        node.note_busy(busy);
-        node.send_to(
-            req.reply_to,
-            &Inbox::AgentReply(AgentReply { id: req.id, result }),
-        )?;
     }
     tracing::info!(
-        loads = agent.loads,
-        evictions = agent.evictions,
+        loads = st.res.loads,
+        evictions = st.res.evictions,
         "agent stopped"
     );
     Ok(())
+}
+
+/// A finished load (the queued requests for a model that failed to load fail) or run
+/// (the next run starts before this one's outputs are copied out and answered).
+fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
+    match wake {
+        Wake::Loaded(loaded) => {
+            let name = loaded.0.clone();
+            if let Err(e) = st.res.accept_loaded(loaded) {
+                tracing::error!(model = %name, "load failed: {e}");
+                let (failed, kept): (Vec<_>, Vec<_>) =
+                    st.queue.drain(..).partition(|r| r.model == name);
+                st.queue.extend(kept);
+                for req in failed {
+                    reply(node, &st.res, &req, Err(format!("cannot load {name}: {e}")))?;
+                }
+            }
+        }
+        Wake::Ran(done) => {
+            st.exec.finished();
+            st.res.checkin(&done.job.req.model, done.job.model);
+            node.note_busy(done.took.as_nanos() as u64);
+            tracing::debug!(model = %done.job.req.model, ms = done.took.as_secs_f64() * 1e3, shape = ?done.job.input.shape, "ran");
+            start_ready(node, st)?;
+            let req = done.job.req;
+            let result = done
+                .result
+                .and_then(|outputs| write_outputs(node, &req, &outputs));
+            if let Err(e) = &result {
+                tracing::error!(stage = %req.stage, model = %req.model, "run failed: {e}");
+            }
+            reply(node, &st.res, &req, result)?;
+        }
+    }
+    Ok(())
+}
+
+/// Picks the next request to run (the oldest whose model is resident) and copies its
+/// inputs; starts loading the model the oldest waiting request needs; starts the run
+/// when the executor is free.
+fn dispatch(node: &Node, st: &mut State) -> Result<(), NodeError> {
+    let mut i = 0;
+    while st.ready.is_none() && i < st.queue.len() {
+        let name = st.queue[i].model.clone();
+        let fail = if !st.res.hosts(&name) {
+            Some(format!("model '{name}' is not hosted by this agent"))
+        } else if st.res.is_resident(&name) {
+            None
+        } else if st.res.loading().is_none() && !st.res.prefetch(&name) {
+            Some("the model loader thread died".to_string())
+        } else {
+            i += 1;
+            continue;
+        };
+        let Some(req) = st.queue.remove(i) else { break };
+        if let Some(e) = fail {
+            reply(node, &st.res, &req, Err(e))?;
+            continue;
+        }
+        match read_inputs(node, &req) {
+            Ok(input) => st.ready = Some((req, input)),
+            Err(e) => reply(node, &st.res, &req, Err(e))?,
+        }
+    }
+    if !st.exec.busy() {
+        start_ready(node, st)?;
+    }
+    Ok(())
+}
+
+/// Hands the ready request to the executor if its session is free.
+fn start_ready(node: &Node, st: &mut State) -> Result<(), NodeError> {
+    if st.exec.busy() {
+        return Ok(());
+    }
+    let Some((req, input)) = st.ready.take() else {
+        return Ok(());
+    };
+    let Some(model) = st.res.checkout(&req.model) else {
+        if st.res.is_resident(&req.model) {
+            st.ready = Some((req, input));
+        } else {
+            // evicted since its inputs were read: wait for it again
+            st.queue.push_front(req);
+        }
+        return Ok(());
+    };
+    if let Err(job) = st.exec.submit(Job { model, input, req }) {
+        st.res.checkin(&job.req.model, job.model);
+        reply(
+            node,
+            &st.res,
+            &job.req,
+            Err("the executor thread died".into()),
+        )?;
+    }
+    Ok(())
+}
+
+fn reply(
+    node: &Node,
+    res: &Residency,
+    req: &AgentRequest,
+    result: Result<Vec<TensorRef>, String>,
+) -> Result<(), NodeError> {
+    let resident = res.used();
+    node.metrics(|m| {
+        m.items_in += 1;
+        m.items_out += u64::from(result.is_ok());
+        m.model_loads = res.loads;
+        m.model_evictions = res.evictions;
+        m.model_load_ns = res.load_ns;
+        m.resident_model_bytes = resident;
+    });
+    node.send_to(
+        req.reply_to,
+        &Inbox::AgentReply(AgentReply { id: req.id, result }),
+    )
+}
+
+/// The request's inputs, concatenated along dim 0.
+fn read_inputs(node: &Node, req: &AgentRequest) -> Result<TensorF32, String> {
+    let mut parts = Vec::with_capacity(req.inputs.len());
+    for t in &req.inputs {
+        let pool = node.pool(t.shm.pool).map_err(|e| e.to_string())?;
+        parts.push((pool, t));
+    }
+    read_batch(&parts)
+}
+
+/// Writes every output into the request's output slot, 64-byte aligned, in order.
+fn write_outputs(
+    node: &Node,
+    req: &AgentRequest,
+    outputs: &[TensorF32],
+) -> Result<Vec<TensorRef>, String> {
+    let out_pool = node.pool(req.output.pool).map_err(|e| e.to_string())?;
+    let mut offset = 0u64;
+    let mut refs = Vec::with_capacity(outputs.len());
+    for out in outputs {
+        let len = out.data.len() as u64 * 4;
+        if offset + len > req.output.len {
+            return Err(format!(
+                "outputs of {} do not fit the {}-byte output slot of {}",
+                req.model, req.output.len, req.stage
+            ));
+        }
+        write_f32(out_pool, &req.output, req.output.offset + offset, &out.data)?;
+        refs.push(TensorRef {
+            shm: ShmRef {
+                offset: req.output.offset + offset,
+                len,
+                ..req.output
+            },
+            shape: out.shape.iter().map(|&d| d as u32).collect(),
+        });
+        offset += len.div_ceil(64) * 64;
+    }
+    Ok(refs)
 }

@@ -6,6 +6,8 @@
 //! code and ONNX Runtime's CPU provider.
 
 mod agent;
+mod executor;
+mod residency;
 mod stage;
 mod tensors;
 

@@ -1,34 +1,138 @@
-//! f32 tensors in shared memory: reading them into `vision` tensors and writing
-//! results back, little-endian, packed.
+//! f32 tensors in shared memory: reading a request's inputs into one batched `vision`
+//! tensor and writing results back, little-endian, packed.
 
 use protocol::messages::TensorRef;
-use protocol::shm::{ShmError, SlotPool};
+use protocol::shm::{ShmRef, SlotPool};
 use vision::TensorF32;
 
-/// Read a tensor from its pool.
-pub fn read_tensor(pool: &SlotPool, t: &TensorRef) -> Result<TensorF32, String> {
-    let bytes = pool.read(&t.shm).map_err(|e: ShmError| e.to_string())?;
-    let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-    let n: usize = shape.iter().product();
-    if bytes.len() != n * 4 {
-        return Err(format!(
-            "tensor of shape {shape:?} needs {} bytes, its slot range has {}",
-            n * 4,
-            bytes.len()
-        ));
+/// The tensors concatenated along dim 0 (their other dimensions must agree), read
+/// straight from their pools into one buffer.
+pub fn read_batch(parts: &[(&SlotPool, &TensorRef)]) -> Result<TensorF32, String> {
+    let Some((_, first)) = parts.first() else {
+        return Err("a request without inputs".into());
+    };
+    let rest = first.shape.get(1..).unwrap_or(&[]);
+    let mut rows = 0usize;
+    let mut total = 0usize;
+    for (_, t) in parts {
+        if t.shape.get(1..).unwrap_or(&[]) != rest || t.shape.is_empty() {
+            return Err(format!(
+                "cannot batch shapes {:?} and {:?}",
+                first.shape, t.shape
+            ));
+        }
+        rows += t.shape[0] as usize;
+        total += t.shape.iter().map(|&d| d as usize).product::<usize>();
     }
-    let data: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let mut data = Vec::with_capacity(total);
+    for (pool, t) in parts {
+        let bytes = pool.read(&t.shm).map_err(|e| e.to_string())?;
+        let n: usize = t.shape.iter().map(|&d| d as usize).product();
+        if bytes.len() != n * 4 {
+            return Err(format!(
+                "tensor of shape {:?} needs {} bytes, its slot range has {}",
+                t.shape,
+                n * 4,
+                bytes.len()
+            ));
+        }
+        data.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+        );
+    }
+    let mut shape = vec![rows];
+    shape.extend(rest.iter().map(|&d| d as usize));
     TensorF32::new(shape, data).map_err(|e| e.to_string())
 }
 
-/// Little-endian bytes of a tensor's data.
-pub fn tensor_bytes(t: &TensorF32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(t.data.len() * 4);
-    for v in &t.data {
-        out.extend_from_slice(&v.to_le_bytes());
+/// Writes `data` little-endian at `offset` of the slot `r` (in chunks, through a small
+/// buffer, so that a large output is not first copied whole).
+pub fn write_f32(pool: &SlotPool, r: &ShmRef, offset: u64, data: &[f32]) -> Result<(), String> {
+    const CHUNK: usize = 16 * 1024;
+    let mut buf = vec![0u8; CHUNK * 4];
+    let mut at = offset;
+    for part in data.chunks(CHUNK) {
+        let bytes = &mut buf[..part.len() * 4];
+        for (d, v) in bytes.chunks_exact_mut(4).zip(part) {
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+        pool.write_at(r, at, bytes).map_err(|e| e.to_string())?;
+        at += bytes.len() as u64;
     }
-    out
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool_with(values: &[&[f32]]) -> (SlotPool, Vec<ShmRef>) {
+        let pool = SlotPool::create(7, 4, 4096).expect("pool");
+        let mut refs = Vec::new();
+        for v in values {
+            let mut w = pool.try_acquire(1).expect("slot");
+            for (d, x) in w.bytes_mut().chunks_exact_mut(4).zip(v.iter()) {
+                d.copy_from_slice(&x.to_le_bytes());
+            }
+            refs.push(w.commit(v.len() as u64 * 4).expect("commit"));
+        }
+        (pool, refs)
+    }
+
+    #[test]
+    fn inputs_concatenate_along_the_batch_axis() {
+        let (pool, refs) = pool_with(&[&[1.0, 2.0, 3.0, 4.0], &[5.0, 6.0]]);
+        let a = TensorRef {
+            shm: refs[0],
+            shape: vec![2, 2],
+        };
+        let b = TensorRef {
+            shm: refs[1],
+            shape: vec![1, 2],
+        };
+        let t = read_batch(&[(&pool, &a), (&pool, &b)]).expect("batch");
+        assert_eq!(t.shape, vec![3, 2]);
+        assert_eq!(t.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        // other trailing dimensions, a wrong byte count, nothing at all: errors
+        let c = TensorRef {
+            shm: refs[1],
+            shape: vec![2, 1],
+        };
+        assert!(read_batch(&[(&pool, &a), (&pool, &c)])
+            .unwrap_err()
+            .contains("cannot batch"));
+        let d = TensorRef {
+            shm: refs[1],
+            shape: vec![1, 3],
+        };
+        assert!(read_batch(&[(&pool, &d)])
+            .unwrap_err()
+            .contains("needs 12 bytes"));
+        assert!(read_batch(&[]).is_err());
+    }
+
+    #[test]
+    fn outputs_are_written_little_endian_at_the_offset() {
+        let (pool, refs) = pool_with(&[&[0.0; 8]]);
+        let data: Vec<f32> = (0..40_000).map(|i| i as f32 * 0.5).collect();
+        let big = SlotPool::create(8, 1, 40_000 * 4 + 64).expect("pool");
+        let slot = big.try_acquire(1).expect("slot").commit(0).expect("commit");
+        write_f32(&big, &slot, 64, &data).expect("write");
+        let bytes = big
+            .read(&ShmRef {
+                offset: 64,
+                len: 40_000 * 4,
+                ..slot
+            })
+            .expect("read");
+        let back: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(back, data);
+        // past the slot's end: an error, nothing written out of bounds
+        assert!(write_f32(&pool, &refs[0], 4090, &[1.0, 2.0]).is_err());
+    }
 }

@@ -11,8 +11,8 @@ use crate::error::{Result, VisionError};
 use crate::geometry::{
     fill_convex_polygon, min_area_rect, polygon_area, polygon_perimeter, RotatedRect,
 };
-use crate::imgproc::{resize_linear_rgb, to_chw};
 use crate::manifest::DetParams;
+use crate::resize::{resize_to_chw, Interp, Normalize};
 use crate::tensor::{RgbView, TensorF32};
 
 /// Four corners: top-left, top-right, bottom-right, bottom-left.
@@ -54,16 +54,14 @@ pub fn det_input_size(w: usize, h: usize, p: &DetParams) -> Result<(usize, usize
 /// Detector input `[1, 3, H, W]` (BGR, `(v/255 - mean) / std`).
 pub fn det_preprocess(img: RgbView<'_>, p: &DetParams) -> Result<TensorF32> {
     let (w, h) = det_input_size(img.width, img.height, p)?;
-    let resized = resize_linear_rgb(img, w, h)?;
-    let data = to_chw(
-        resized.view(),
-        p.color != "rgb",
-        1.0 / 255.0,
-        p.mean,
-        p.std,
-        w,
-        h,
-    );
+    let norm = Normalize {
+        bgr: p.color != "rgb",
+        scale: 1.0 / 255.0,
+        mean: p.mean,
+        std: p.std,
+    };
+    let mut data = vec![0f32; 3 * w * h];
+    resize_to_chw(img, w, h, Interp::Linear, &norm, &mut data, w, h)?;
     TensorF32::new(vec![1, 3, h, w], data)
 }
 

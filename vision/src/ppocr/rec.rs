@@ -3,34 +3,40 @@
 //! score > 0.9; rec decodes CTC greedily with the dictionary stored in the model's metadata.
 
 use crate::error::{Result, VisionError};
-use crate::imgproc::{resize_linear_rgb, to_chw};
 use crate::manifest::{ClsParams, RecParams};
+use crate::resize::{resize_to_chw, Interp, Normalize};
 use crate::tensor::{RgbImage, TensorF32};
 
-fn resize_norm(img: &RgbImage, h: usize, max_w: usize, bgr: bool) -> Result<Vec<f32>> {
+/// Writes `img` resized to height `h` (width from its aspect ratio, at most `max_w`), normalised to
+/// `(v / 255 - 0.5) / 0.5`, into `out` (`[3, h, max_w]`, zero padded on the right).
+fn resize_norm(img: &RgbImage, h: usize, max_w: usize, bgr: bool, out: &mut [f32]) -> Result<()> {
     let ratio = img.width as f64 / img.height as f64;
     let want = (h as f64 * ratio).ceil() as usize;
     let rw = want.clamp(1, max_w);
-    let resized = resize_linear_rgb(img.view(), rw, h)?;
-    Ok(to_chw(
-        resized.view(),
+    let norm = Normalize {
         bgr,
-        1.0 / 255.0,
-        [0.5; 3],
-        [0.5; 3],
-        max_w,
-        h,
-    ))
+        scale: 1.0 / 255.0,
+        mean: [0.5; 3],
+        std: [0.5; 3],
+    };
+    resize_to_chw(img.view(), rw, h, Interp::Linear, &norm, out, max_w, h)
+}
+
+/// `[N, 3, h, w]` from the crops, each resized by [`resize_norm`].
+fn batch(crops: &[&RgbImage], h: usize, w: usize, bgr: bool) -> Result<TensorF32> {
+    let mut data = vec![0f32; crops.len() * 3 * h * w];
+    if !data.is_empty() {
+        for (c, out) in crops.iter().zip(data.chunks_exact_mut(3 * h * w)) {
+            resize_norm(c, h, w, bgr, out)?;
+        }
+    }
+    TensorF32::new(vec![crops.len(), 3, h, w], data)
 }
 
 /// Classifier input `[N, 3, 48, 192]`.
 pub fn cls_preprocess(crops: &[&RgbImage], p: &ClsParams) -> Result<TensorF32> {
     let [_, h, w] = p.image_shape;
-    let mut data = Vec::with_capacity(crops.len() * 3 * h * w);
-    for c in crops {
-        data.extend(resize_norm(c, h, w, p.color != "rgb")?);
-    }
-    TensorF32::new(vec![crops.len(), 3, h, w], data)
+    batch(crops, h, w, p.color != "rgb")
 }
 
 /// Per crop: `(label index, score)` from the classifier output `[N, labels]`.
@@ -65,11 +71,7 @@ pub fn rec_preprocess(crops: &[&RgbImage], p: &RecParams) -> Result<TensorF32> {
         max_ratio = max_ratio.max(c.width as f64 / c.height as f64);
     }
     let w = (h as f64 * max_ratio) as usize;
-    let mut data = Vec::with_capacity(crops.len() * 3 * h * w);
-    for c in crops {
-        data.extend(resize_norm(c, h, w, p.color != "rgb")?);
-    }
-    TensorF32::new(vec![crops.len(), 3, h, w], data)
+    batch(crops, h, w, p.color != "rgb")
 }
 
 /// Splits like Python's `str.splitlines()`.

@@ -241,8 +241,8 @@ fn write_tensors(
                 slot.len()
             )));
         }
-        for (k, v) in t.data.iter().enumerate() {
-            slot[offset + 4 * k..offset + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
+        for (d, v) in slot[offset..offset + len].chunks_exact_mut(4).zip(&t.data) {
+            d.copy_from_slice(&v.to_le_bytes());
         }
         placed.push((
             offset as u64,

@@ -1,0 +1,311 @@
+//! Which models the agent holds: sessions resident under the device's memory budget
+//! (least recently used evicted first), loaded one at a time on a loader thread so that
+//! loading overlaps the executors' runs. A resident session is either idle (here) or
+//! checked out to the executor; only idle ones can be evicted. While nothing else is
+//! loading, the models that fit the budget without evicting anything are loaded ahead
+//! of their first request.
+
+use serde::Deserialize;
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use vision::{Model, Runtime, SessionOptions};
+
+/// A model the agent may be asked to run (from the agent task's params).
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentModel {
+    pub name: String,
+    pub path: String,
+    /// Bytes it costs on the device while resident (the file size for CPU).
+    pub bytes: u64,
+}
+
+/// A finished load: the model's name, the session or why it failed, how long it took.
+pub type Loaded = (String, Result<Model, String>, Duration);
+
+/// Starts the loader thread: it loads the models it is sent and hands each result to
+/// `done` wrapped by `wrap` (so that the agent waits on one channel for everything).
+pub fn start_loader<W: Send + 'static>(
+    rt: Runtime,
+    opts: SessionOptions,
+    done: mpsc::Sender<W>,
+    wrap: fn(Loaded) -> W,
+) -> Result<mpsc::Sender<AgentModel>, String> {
+    let (requests, rx) = mpsc::channel::<AgentModel>();
+    std::thread::Builder::new()
+        .name("model-loader".into())
+        .spawn(move || {
+            for m in rx {
+                let started = Instant::now();
+                let result = Model::load(&rt, &m.name, std::path::Path::new(&m.path), &opts)
+                    .map_err(|e| e.to_string());
+                if done
+                    .send(wrap((m.name, result, started.elapsed())))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the model loader thread: {e}"))?;
+    Ok(requests)
+}
+
+pub struct Residency {
+    models: HashMap<String, AgentModel>,
+    idle: HashMap<String, Model>,
+    /// The resident model whose session the executor holds now.
+    busy: Option<String>,
+    /// Most recently used last.
+    lru: Vec<String>,
+    budget: Option<u64>,
+    loader: mpsc::Sender<AgentModel>,
+    /// The model being loaded, if any (one at a time).
+    loading: Option<String>,
+    /// Models whose last load failed: loaded again only for a request, never ahead.
+    failed: HashSet<String>,
+    pub loads: u64,
+    pub evictions: u64,
+    pub load_ns: u64,
+}
+
+impl Residency {
+    pub fn new(
+        models: Vec<AgentModel>,
+        budget: Option<u64>,
+        loader: mpsc::Sender<AgentModel>,
+    ) -> Self {
+        Residency {
+            models: models.into_iter().map(|m| (m.name.clone(), m)).collect(),
+            idle: HashMap::new(),
+            busy: None,
+            lru: Vec::new(),
+            budget,
+            loader,
+            loading: None,
+            failed: HashSet::new(),
+            loads: 0,
+            evictions: 0,
+            load_ns: 0,
+        }
+    }
+
+    fn bytes(&self, name: &str) -> u64 {
+        self.models.get(name).map_or(0, |m| m.bytes)
+    }
+
+    /// Bytes of every resident model, idle or busy.
+    pub fn used(&self) -> u64 {
+        self.idle
+            .keys()
+            .chain(self.busy.iter())
+            .map(|n| self.bytes(n))
+            .sum()
+    }
+
+    pub fn hosts(&self, name: &str) -> bool {
+        self.models.contains_key(name)
+    }
+
+    pub fn is_resident(&self, name: &str) -> bool {
+        self.idle.contains_key(name) || self.busy.as_deref() == Some(name)
+    }
+
+    /// True when `name` fits the budget as it is, without evicting anything.
+    fn fits(&self, name: &str) -> bool {
+        self.budget
+            .is_none_or(|b| self.used() + self.bytes(name) <= b)
+    }
+
+    pub fn loading(&self) -> Option<&str> {
+        self.loading.as_deref()
+    }
+
+    /// Free memory for `bytes` more by evicting idle models, least recently used first
+    /// (never `keep`). The busy model cannot be evicted: the budget may be exceeded while
+    /// it runs.
+    fn make_room(&mut self, bytes: u64, keep: &str) {
+        let Some(budget) = self.budget else { return };
+        while self.used() + bytes > budget {
+            let Some(pos) = self
+                .lru
+                .iter()
+                .position(|n| n != keep && self.idle.contains_key(n))
+            else {
+                return;
+            };
+            let victim = self.lru.remove(pos);
+            self.idle.remove(&victim);
+            self.evictions += 1;
+            tracing::info!(model = %victim, used_bytes = self.used(), "evicted");
+        }
+    }
+
+    fn touch(&mut self, name: &str) {
+        self.lru.retain(|n| n != name);
+        self.lru.push(name.to_string());
+    }
+
+    /// Takes a finished load in; the error is the load's.
+    pub fn accept_loaded(&mut self, (name, result, took): Loaded) -> Result<(), String> {
+        self.loading = None;
+        let model = result.inspect_err(|_| {
+            self.failed.insert(name.clone());
+        })?;
+        self.failed.remove(&name);
+        self.make_room(self.bytes(&name), &name);
+        self.idle.insert(name.clone(), model);
+        self.touch(&name);
+        self.loads += 1;
+        self.load_ns += took.as_nanos() as u64;
+        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), "loaded");
+        Ok(())
+    }
+
+    /// Starts loading `name` unless it is resident or a load is in flight; true when a
+    /// load started.
+    pub fn prefetch(&mut self, name: &str) -> bool {
+        if self.is_resident(name) || self.loading.is_some() {
+            return false;
+        }
+        let Some(m) = self.models.get(name) else {
+            return false;
+        };
+        if self.loader.send(m.clone()).is_err() {
+            return false;
+        }
+        self.loading = Some(name.to_string());
+        true
+    }
+
+    /// When nothing is loading: starts loading the first hosted model (in the order the
+    /// agent was given them) that is not resident, did not fail to load, and fits the
+    /// budget without evicting anything, so that models are ready before their first
+    /// request.
+    pub fn prefetch_idle(&mut self, order: &[String]) {
+        if self.loading.is_some() {
+            return;
+        }
+        if let Some(name) = order
+            .iter()
+            .find(|n| !self.is_resident(n) && !self.failed.contains(*n) && self.fits(n))
+        {
+            let name = name.clone();
+            self.prefetch(&name);
+        }
+    }
+
+    /// The idle session of `name`, now busy.
+    pub fn checkout(&mut self, name: &str) -> Option<Model> {
+        if self.busy.is_some() {
+            return None;
+        }
+        let model = self.idle.remove(name)?;
+        self.busy = Some(name.to_string());
+        self.touch(name);
+        Some(model)
+    }
+
+    /// The session back from the executor, idle again.
+    pub fn checkin(&mut self, name: &str, model: Model) {
+        if self.busy.as_deref() == Some(name) {
+            self.busy = None;
+        }
+        self.idle.insert(name.to_string(), model);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use vision::Provider;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
+
+    /// The runtime, or `None` when ONNX Runtime is not provisioned and
+    /// SMARTPIPE_SKIP_MODEL_TESTS=1 (as vision's model tests do).
+    fn runtime() -> Option<Runtime> {
+        let lib = match std::env::var_os("ORT_DYLIB_PATH") {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+        };
+        if !lib.is_file() && std::env::var("SMARTPIPE_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+            return None;
+        }
+        Some(Runtime::init(&lib, Provider::Cpu).expect("ONNX Runtime (run scripts/provision.sh)"))
+    }
+
+    fn model(name: &str, file: &str) -> AgentModel {
+        let path = root().join(".smartpipe/models").join(file);
+        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(1000);
+        AgentModel {
+            name: name.into(),
+            path: path.display().to_string(),
+            bytes,
+        }
+    }
+
+    /// Waits for the load in flight and takes it in.
+    fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), String> {
+        let loaded = done
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a load finishes");
+        res.accept_loaded(loaded)
+    }
+
+    #[test]
+    fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures() {
+        let Some(rt) = runtime() else { return };
+        let (pnet, rnet) = (
+            model("pnet", "mtcnn-pnet.onnx"),
+            model("rnet", "mtcnn-rnet.onnx"),
+        );
+        let broken = AgentModel {
+            name: "broken".into(),
+            path: "/nonexistent/broken.onnx".into(),
+            bytes: 1,
+        };
+        // room for rnet, or pnet and the broken one, not for rnet and pnet together
+        let budget = rnet.bytes + 1;
+        let order: Vec<String> = ["broken", "pnet", "rnet"].map(String::from).to_vec();
+        let (tx, done) = mpsc::channel();
+        let loader = start_loader(rt, SessionOptions::default(), tx, |l| l).expect("loader");
+        let mut res = Residency::new(
+            vec![broken, pnet.clone(), rnet.clone()],
+            Some(budget),
+            loader,
+        );
+
+        // ahead of requests: the broken model fails once and is not tried again ahead
+        res.prefetch_idle(&order);
+        assert_eq!(res.loading(), Some("broken"));
+        assert!(settle(&mut res, &done).is_err());
+        res.prefetch_idle(&order);
+        assert_eq!(res.loading(), Some("pnet"));
+        settle(&mut res, &done).expect("pnet loads");
+        // rnet does not fit beside pnet: nothing more is loaded ahead
+        res.prefetch_idle(&order);
+        assert_eq!(res.loading(), None);
+        assert_eq!(res.used(), pnet.bytes);
+
+        // a request for rnet loads it and evicts pnet, the least recently used idle model
+        assert!(res.prefetch("rnet"));
+        assert!(!res.prefetch("pnet"), "one load at a time");
+        settle(&mut res, &done).expect("rnet loads");
+        assert!(res.is_resident("rnet") && !res.is_resident("pnet"));
+        assert_eq!((res.loads, res.evictions), (2, 1));
+
+        // a busy model is never evicted, even past the budget
+        let session = res.checkout("rnet").expect("rnet is idle");
+        assert!(res.checkout("rnet").is_none());
+        assert!(res.prefetch("pnet"));
+        settle(&mut res, &done).expect("pnet loads");
+        assert!(res.is_resident("rnet") && res.is_resident("pnet"));
+        assert_eq!(res.used(), pnet.bytes + rnet.bytes);
+        res.checkin("rnet", session);
+        assert!(res.checkout("rnet").is_some());
+    }
+}
