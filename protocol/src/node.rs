@@ -758,22 +758,19 @@ impl Node {
     /// Send a message to one output by index (agent replies, requests to the agent).
     /// A peer found dead is not an error: the supervisor restarts it and rewires the
     /// output (`Event::Rewired`), and the caller sends again or the item is replayed.
-    pub fn send_to(&mut self, output: u32, msg: &Inbox) -> Result<bool, NodeError> {
+    pub fn send_to(&self, output: u32, msg: &Inbox) -> Result<bool, NodeError> {
         let bytes = codec::encode("message", msg)?;
-        let k = output as usize;
         let out = self
             .outputs
-            .get(k)
+            .get(output as usize)
             .ok_or_else(|| NodeError::Bootstrap(format!("no output {output}")))?;
         if out.send(bytes).is_ok() {
             return Ok(true);
         }
-        if self.dead_outputs.insert(k) {
-            tracing::warn!(
-                output,
-                "a peer is gone; waiting for the supervisor to restart it"
-            );
-        }
+        tracing::warn!(
+            output,
+            "a peer is gone; waiting for the supervisor to restart it"
+        );
         Ok(false)
     }
 

@@ -247,10 +247,12 @@ fn reply(
         m.model_load_ns = res.load_ns;
         m.resident_model_bytes = resident;
     });
+    // A stage that died meanwhile gets nothing: its items are replayed to its replacement.
     node.send_to(
         req.reply_to,
         &Inbox::AgentReply(AgentReply { id: req.id, result }),
-    )
+    )?;
+    Ok(())
 }
 
 /// The request's inputs, concatenated along dim 0.
