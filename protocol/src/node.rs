@@ -133,6 +133,8 @@ pub struct Node {
     output_len: Option<u64>,
     /// The output rewired by the last `Rewire` command, reported by `next`.
     last_rewired: Option<u32>,
+    /// A command a head received while it waited for a slot, for its next poll.
+    held_command: Option<Command>,
 }
 
 impl Node {
@@ -242,6 +244,7 @@ impl Node {
             last_ack: Instant::now(),
             output_len,
             last_rewired: None,
+            held_command: None,
         })
     }
 
@@ -328,8 +331,11 @@ impl Node {
             // Heads' inboxes carry only commands; other stages get `Stop` behind their data
             // (and the supervisor's SIGTERM follows), so only heads look here.
             if self.setup.expected_eos == 0 {
-                if let Some(Command::Stop) = self.poll_command()? {
-                    return Err(NodeError::Stopped);
+                match self.poll_command()? {
+                    Some(Command::Stop) => return Err(NodeError::Stopped),
+                    // Kept for the head's loop (a drain must not be lost while waiting).
+                    Some(other) => self.held_command = Some(other),
+                    None => {}
                 }
             }
         }
@@ -473,6 +479,9 @@ impl Node {
     /// Non-blocking look at the inbox for a command (heads call this between items).
     /// Acknowledgements, replays and rewiring are handled here and not returned.
     pub fn poll_command(&mut self) -> Result<Option<Command>, NodeError> {
+        if let Some(c) = self.held_command.take() {
+            return Ok(Some(c));
+        }
         loop {
             let bytes = match self.inbox.try_recv() {
                 Ok(bytes) => bytes,

@@ -200,7 +200,7 @@ fn a_crash_loop_is_restarted_then_escalated_and_a_later_start_works() {
     let rows = std::fs::read_to_string(dir.join("rows.csv")).unwrap_or_default();
     assert!(rows.lines().count() >= 1, "the tail wrote what reached it");
     // The app can be started again at once (nothing stale in the way).
-    let mut fixed = faulty(&name, "none", 0);
+    let mut fixed = endless(&name);
     fixed["tasks"][0]["params"]["count"] = json!(50);
     let app = write_app(&dir, &fixed);
     let out = supervisor()
