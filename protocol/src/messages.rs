@@ -102,6 +102,8 @@ pub struct Setup {
     /// Batch size and max wait chosen by the user or the planner.
     pub batch_size: u32,
     pub batch_max_wait_ms: f64,
+    /// The largest batch live tuning may move this stage to (≥ `batch_size`).
+    pub batch_capacity: u32,
     /// Intra-op threads for compute-heavy functions.
     pub threads: u32,
     /// GPU stages: index in `SetupWire::outputs` of the device agent's inbox.
@@ -199,6 +201,8 @@ pub struct StageMetrics {
     pub model_evictions: u64,
     pub model_load_ns: u64,
     pub resident_model_bytes: u64,
+    /// The batch size the stage uses now (it changes with live tuning).
+    pub batch_size: u32,
 }
 
 /// Upper bounds (seconds) of the histogram buckets the stages report.
@@ -356,6 +360,11 @@ pub enum Command {
     /// Request-guarantee apps: the tails have every item; end now (stages stay up
     /// after their end of stream until then, to pass replays on).
     Finish,
+    /// New batching for this stage from now on (live tuning; no restart).
+    Retune {
+        batch_size: u32,
+        batch_max_wait_ms: f64,
+    },
 }
 
 /// A tensor in shared memory.

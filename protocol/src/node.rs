@@ -210,7 +210,10 @@ impl Node {
                 acked.insert(r.source.clone(), r.total);
             }
         }
-        let metrics = Arc::new(Mutex::new(StageMetrics::default()));
+        let metrics = Arc::new(Mutex::new(StageMetrics {
+            batch_size: setup.batch_size,
+            ..StageMetrics::default()
+        }));
         let alive = Arc::new(AtomicBool::new(true));
         spawn_heartbeat(
             up.clone(),
@@ -564,6 +567,22 @@ impl Node {
             Command::Finish => {
                 self.finish_ordered = true;
                 Ok(Some(Command::Finish))
+            }
+            Command::Retune {
+                batch_size,
+                batch_max_wait_ms,
+            } => {
+                tracing::info!(
+                    from = self.setup.batch_size,
+                    to = batch_size,
+                    max_wait_ms = batch_max_wait_ms,
+                    "batching retuned"
+                );
+                self.setup.batch_size = batch_size.max(1);
+                self.setup.batch_max_wait_ms = batch_max_wait_ms.max(0.0);
+                let b = self.setup.batch_size;
+                self.metrics(|m| m.batch_size = b);
+                Ok(None)
             }
             other => Ok(Some(other)),
         }

@@ -23,6 +23,7 @@ mod smart;
 mod summary;
 mod supervise;
 mod timeline;
+mod tuning;
 mod wiring;
 
 use anyhow::Context;

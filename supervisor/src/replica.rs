@@ -181,7 +181,10 @@ pub fn publish(
                 pid: r.pid,
                 state,
                 restarts: r.incarnation,
-                batch: stage_plan.map(|p| p.batch_size).unwrap_or(1),
+                batch: match r.metrics.batch_size {
+                    0 => stage_plan.map(|p| p.batch_size).unwrap_or(1),
+                    live => live,
+                },
                 replicas: stage_plan.map(|p| p.replicas).unwrap_or(1),
                 items_per_s: rate.2,
                 metrics: r.total_metrics(),

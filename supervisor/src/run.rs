@@ -110,6 +110,8 @@ pub fn run_app(
     let mut agent_stopped = false;
     let mut all_exited_at: Option<Instant> = None;
     let agent_index = run.wiring.agent_index;
+    let mut tuner = crate::tuning::BatchTuner::new(app, |t| run.wiring.batch_now(t));
+    let mut retunes: Vec<(f64, String, u32, u32)> = Vec::new();
     let has_agent = run.wiring.agent.is_some();
     loop {
         let waited = Instant::now();
@@ -146,6 +148,24 @@ pub fn run_app(
         if failure.is_none() && stop_sent.is_none() {
             if let Some(f) = run.restart_due(&mut timeline) {
                 failure.get_or_insert(f);
+            }
+        }
+        if !tuner.is_empty() && failure.is_none() && drained_at.is_none() {
+            let changes = tuner.step(Instant::now(), |t| {
+                run.replicas
+                    .iter()
+                    .filter(|r| r.task == t && r.exited.is_none())
+                    .map(|r| &r.metrics)
+                    .collect()
+            });
+            for (t, from, to) in changes {
+                let wait = run.wiring.batch_wait_now(t).max(2.0);
+                run.wiring.retune(t, to, wait);
+                let task = run.wiring.task_name(t);
+                let note = format!("balance: {task} batch {from} → {to}");
+                tracing::info!("{note}");
+                timeline.event(note);
+                retunes.push((started.elapsed().as_secs_f64(), task, from, to));
             }
         }
         let totals: Vec<StageMetrics> = run.replicas.iter().map(|r| r.total_metrics()).collect();
@@ -304,6 +324,7 @@ pub fn run_app(
         .collect();
     summary.restart_to_first_output_ms = run.first_output_ms.clone();
     summary.reclaimed_holds = run.reclaimed;
+    summary.retunes = retunes;
     let (free, slots) = run.wiring.free_slots();
     summary.slots_held_at_end = slots - free;
     summary.run_dir = opts.run_dir.display().to_string();

@@ -92,6 +92,8 @@ pub struct Summary {
     pub reclaimed_holds: u64,
     /// Slots still held once every process ended (0 unless something leaked).
     pub slots_held_at_end: u32,
+    /// Live batching changes (`balance`): when (s after the start), task, from, to.
+    pub retunes: Vec<(f64, String, u32, u32)>,
 }
 
 /// One quota and what the run achieved.
@@ -288,6 +290,7 @@ impl Summary {
             restart_to_first_output_ms: Vec::new(),
             reclaimed_holds: 0,
             slots_held_at_end: 0,
+            retunes: Vec::new(),
         }
     }
 

@@ -37,6 +37,8 @@ pub struct Wiring<'a> {
     store: Option<ModelStore>,
     run_dir: PathBuf,
     heartbeat_ms: u32,
+    /// Live batching changes per task: (batch size, max wait ms).
+    retuned: BTreeMap<usize, (u32, f64)>,
 }
 
 impl<'a> Wiring<'a> {
@@ -90,6 +92,7 @@ impl<'a> Wiring<'a> {
             store,
             run_dir: run_dir.to_path_buf(),
             heartbeat_ms,
+            retuned: BTreeMap::new(),
         })
     }
 
@@ -304,6 +307,7 @@ impl<'a> Wiring<'a> {
             heartbeat_ms: self.heartbeat_ms,
             batch_size: 1,
             batch_max_wait_ms: 0.0,
+            batch_capacity: 1,
             threads: 1,
             agent_output: None,
             agent_reply_to: None,
@@ -406,8 +410,9 @@ impl<'a> Wiring<'a> {
             expected_eos,
             pools: mapped.iter().map(|(i, _)| i.clone()).collect(),
             own_pool: self.pools.get(&id).map(|p| p.id()),
-            batch_size: stage.batch_size,
-            batch_max_wait_ms: stage.batch_max_wait_ms,
+            batch_size: self.batch_now(t),
+            batch_max_wait_ms: self.batch_wait_now(t),
+            batch_capacity: crate::tuning::capacity(app, t, stage.batch_size),
             threads: stage.threads,
             agent_output,
             agent_reply_to,
@@ -429,6 +434,33 @@ impl<'a> Wiring<'a> {
             pools: mapped.into_iter().map(|(_, shm)| shm).collect(),
             rewire: Some(rewire),
         })
+    }
+
+    /// The batch size task `t` runs with now (the plan's, or the last retune's).
+    pub fn batch_now(&self, t: usize) -> u32 {
+        self.retuned
+            .get(&t)
+            .map_or(self.plan.stages[t].batch_size, |r| r.0)
+    }
+
+    pub fn batch_wait_now(&self, t: usize) -> f64 {
+        self.retuned
+            .get(&t)
+            .map_or(self.plan.stages[t].batch_max_wait_ms, |r| r.1)
+    }
+
+    /// Retune every replica of task `t` (a restarted one starts with it too).
+    pub fn retune(&mut self, t: usize, batch_size: u32, batch_max_wait_ms: f64) {
+        self.retuned.insert(t, (batch_size, batch_max_wait_ms));
+        for r in 0..self.replicas_of(t) {
+            self.command(
+                (t, r),
+                &Command::Retune {
+                    batch_size,
+                    batch_max_wait_ms,
+                },
+            );
+        }
     }
 
     /// Free every shared-memory hold of a replica that died.

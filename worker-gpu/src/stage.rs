@@ -123,8 +123,9 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         .and_then(|v| v.as_str())
         .ok_or_else(|| NodeError::Bootstrap("model.inference needs params.model".into()))?
         .to_string();
-    let size = node.setup.batch_size.max(1) as usize;
-    let max_wait = Duration::from_secs_f64(node.setup.batch_max_wait_ms.max(0.0) / 1000.0);
+    // Live tuning (`Retune`) moves the batch between 1 and the capacity the
+    // supervisor allows (a batch shares one output slot, sized for any batch).
+    let capacity = node.setup.batch_capacity.max(node.setup.batch_size).max(1) as usize;
     let label = node.label();
     let reply_to = node
         .setup
@@ -136,6 +137,8 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         next_id: 0,
     };
     loop {
+        let size = (node.setup.batch_size.max(1) as usize).min(capacity);
+        let max_wait = Duration::from_secs_f64(node.setup.batch_max_wait_ms.max(0.0) / 1000.0);
         let batch = b.collect(node, size, max_wait)?;
         if batch.is_empty() {
             if b.ended {

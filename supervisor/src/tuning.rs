@@ -1,0 +1,184 @@
+//! Live batch tuning for `balance` apps: every window, each GPU stage whose batch the
+//! user did not fix is looked at from its live metrics. Overloaded (its queue holds two
+//! batches per replica, or it is busy ≥ 90% of the time): the batch doubles, up to its
+//! capacity, so each model call carries more items. Underloaded (busy ≤ 30%, nothing
+//! queued): the batch halves, so items do not wait for company. After a change the
+//! stage is held for a while against flapping. Stages get the change as a `Retune`
+//! command, without a restart.
+
+use protocol::messages::StageMetrics;
+use protocol::spec::{AppSpec, Strategy, TaskKind};
+use std::time::{Duration, Instant};
+
+/// The largest batch live tuning gives a GPU stage the planner started at a smaller one.
+pub const MAX_LIVE_BATCH: u32 = 8;
+pub const WINDOW: Duration = Duration::from_secs(1);
+pub const HOLD_DOWN: Duration = Duration::from_secs(3);
+
+/// How far live tuning may raise task `t`'s batch (its planned batch when it is not
+/// tuned live).
+pub fn capacity(app: &AppSpec, t: usize, planned: u32) -> u32 {
+    match app.tasks.get(t) {
+        Some(task) if tunable(app, t) && task.batch.is_none() => planned.max(MAX_LIVE_BATCH),
+        _ => planned,
+    }
+}
+
+fn tunable(app: &AppSpec, t: usize) -> bool {
+    app.strategy == Strategy::Balance
+        && app
+            .tasks
+            .get(t)
+            .is_some_and(|task| task.kind == TaskKind::Gpu && task.batch.is_none())
+}
+
+/// What to do with a stage's batch given one window: its busy fraction, the items
+/// waiting per replica, its batch and capacity.
+pub fn decide(busy: f64, queued_per_replica: f64, batch: u32, capacity: u32) -> Option<u32> {
+    let overloaded = busy >= 0.9 || queued_per_replica >= 2.0 * f64::from(batch);
+    if overloaded && batch < capacity {
+        return Some((batch * 2).min(capacity));
+    }
+    if busy <= 0.3 && queued_per_replica < 1.0 && batch > 1 {
+        return Some(batch / 2);
+    }
+    None
+}
+
+struct Tuned {
+    task: usize,
+    batch: u32,
+    capacity: u32,
+    held_until: Instant,
+    /// (when, busy ns summed over replicas) at the start of the window.
+    since: Option<(Instant, u64)>,
+}
+
+/// The live tuner of one run.
+pub struct BatchTuner {
+    stages: Vec<Tuned>,
+}
+
+/// One change: task index, batch before, batch after.
+pub type Retune = (usize, u32, u32);
+
+impl BatchTuner {
+    pub fn new(app: &AppSpec, planned_batch: impl Fn(usize) -> u32) -> BatchTuner {
+        let now = Instant::now();
+        let stages = (0..app.tasks.len())
+            .filter(|&t| tunable(app, t))
+            .map(|t| {
+                let batch = planned_batch(t).max(1);
+                Tuned {
+                    task: t,
+                    batch,
+                    capacity: capacity(app, t, batch),
+                    held_until: now + HOLD_DOWN,
+                    since: None,
+                }
+            })
+            .filter(|s| s.capacity > 1)
+            .collect();
+        BatchTuner { stages }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+
+    /// Look at every tuned stage whose window is over; `replicas(t)` gives the current
+    /// counters of task `t`'s running replicas.
+    pub fn step<'m>(
+        &mut self,
+        now: Instant,
+        replicas: impl Fn(usize) -> Vec<&'m StageMetrics>,
+    ) -> Vec<Retune> {
+        let mut changes = Vec::new();
+        for s in &mut self.stages {
+            let ms = replicas(s.task);
+            if ms.is_empty() {
+                continue;
+            }
+            let busy_ns: u64 = ms.iter().map(|m| m.busy_ns).sum();
+            let queued: u32 = ms.iter().map(|m| m.queue_depth).sum();
+            let Some((start, busy_then)) = s.since else {
+                s.since = Some((now, busy_ns));
+                continue;
+            };
+            let elapsed = now.duration_since(start);
+            if elapsed < WINDOW {
+                continue;
+            }
+            s.since = Some((now, busy_ns));
+            if now < s.held_until {
+                continue;
+            }
+            let n = ms.len() as f64;
+            let busy = busy_ns.saturating_sub(busy_then) as f64 / 1e9 / elapsed.as_secs_f64() / n;
+            if let Some(to) = decide(busy, f64::from(queued) / n, s.batch, s.capacity) {
+                changes.push((s.task, s.batch, to));
+                s.batch = to;
+                s.held_until = now + HOLD_DOWN;
+            }
+        }
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_when_overloaded_up_to_capacity_and_shrinks_when_idle() {
+        assert_eq!(decide(0.95, 0.0, 1, 8), Some(2));
+        assert_eq!(decide(0.5, 4.0, 2, 8), Some(4), "two batches queued");
+        assert_eq!(decide(0.95, 20.0, 8, 8), None, "at capacity");
+        assert_eq!(decide(0.95, 20.0, 6, 8), Some(8));
+        assert_eq!(decide(0.2, 0.0, 4, 8), Some(2));
+        assert_eq!(decide(0.2, 0.0, 1, 8), None);
+        assert_eq!(decide(0.6, 1.0, 2, 8), None, "in between: keep");
+    }
+
+    fn app(strategy: &str, batch: Option<u32>) -> AppSpec {
+        let mut net = serde_json::json!({"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["g"], "params": {"model": "m"}});
+        if let Some(b) = batch {
+            net["batch"] = serde_json::json!({"size": b, "max_wait_ms": 1});
+        }
+        serde_json::from_value(serde_json::json!({
+            "name": "a", "strategy": strategy,
+            "tasks": [
+                {"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 8, "height": 8, "count": 1}},
+                net,
+                {"name": "t", "kind": "tail", "function": "table.print", "inputs": ["net"]}
+            ]
+        }))
+        .expect("app")
+    }
+
+    #[test]
+    fn only_balance_apps_and_batches_the_user_left_open_are_tuned() {
+        assert_eq!(capacity(&app("balance", None), 1, 1), MAX_LIVE_BATCH);
+        assert_eq!(capacity(&app("balance", Some(2)), 1, 2), 2);
+        assert_eq!(capacity(&app("lazy", None), 1, 1), 1);
+        assert_eq!(capacity(&app("balance", None), 0, 1), 1, "not a GPU stage");
+        assert!(BatchTuner::new(&app("lazy", None), |_| 1).is_empty());
+    }
+
+    #[test]
+    fn a_busy_stage_gets_a_bigger_batch_after_a_window_then_is_held() {
+        let mut tuner = BatchTuner::new(&app("balance", None), |_| 1);
+        let t0 = Instant::now() + HOLD_DOWN;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let m = |busy_ms: u64| StageMetrics {
+            busy_ns: busy_ms * 1_000_000,
+            ..StageMetrics::default()
+        };
+        let (a, b, c, d) = (m(0), m(950), m(1900), m(3850));
+        assert!(tuner.step(at(0), |_| vec![&a]).is_empty(), "first sample");
+        assert_eq!(tuner.step(at(1000), |_| vec![&b]), vec![(1, 1, 2)]);
+        assert!(tuner.step(at(2000), |_| vec![&c]).is_empty(), "held down");
+        let later = at(1000) + HOLD_DOWN + Duration::from_millis(1);
+        assert_eq!(tuner.step(later, |_| vec![&d]), vec![(1, 2, 4)]);
+    }
+}
