@@ -767,15 +767,7 @@ impl Node {
         for t in &frontier {
             self.acked.insert(t.source.clone(), t.total);
         }
-        let received = self
-            .deliveries
-            .received
-            .iter()
-            .map(|(source, total)| SourceTotal {
-                source: source.clone(),
-                total: *total,
-            })
-            .collect();
+        let received = source_totals(&self.deliveries.received);
         let _ = self.send_up(&Up::Delivered {
             frontier,
             output_len: self.output_len,
@@ -837,14 +829,7 @@ impl Node {
     /// Send our end-of-stream marker (with the sources' totals) to every data consumer
     /// replica; it is sent again to a consumer rewired later.
     fn send_eos(&mut self) -> Result<(), NodeError> {
-        let totals: Vec<SourceTotal> = self
-            .totals
-            .iter()
-            .map(|(source, total)| SourceTotal {
-                source: source.clone(),
-                total: *total,
-            })
-            .collect();
+        let totals: Vec<SourceTotal> = source_totals(&self.totals);
         let eos = codec::encode(
             "eos",
             &Inbox::Eos(Eos {
@@ -897,14 +882,7 @@ impl Node {
             self.wait_for_acks()?;
         }
         self.maybe_ack(true);
-        let totals: Vec<SourceTotal> = self
-            .totals
-            .iter()
-            .map(|(source, total)| SourceTotal {
-                source: source.clone(),
-                total: *total,
-            })
-            .collect();
+        let totals: Vec<SourceTotal> = source_totals(&self.totals);
         self.alive.store(false, Ordering::SeqCst);
         let metrics = self.metrics.lock().map(|m| m.clone()).unwrap_or_default();
         let d = std::mem::take(&mut self.deliveries);
@@ -967,4 +945,14 @@ fn spawn_heartbeat(
             }
         })
         .ok();
+}
+
+/// A per-source count map as the wire's list.
+fn source_totals(map: &BTreeMap<String, u64>) -> Vec<SourceTotal> {
+    map.iter()
+        .map(|(source, total)| SourceTotal {
+            source: source.clone(),
+            total: *total,
+        })
+        .collect()
 }

@@ -25,6 +25,23 @@ struct Stashed {
     frame: Option<(u32, u32, Vec<u8>)>,
 }
 
+impl Stashed {
+    /// Hand the item to the tail's function now that its turn has come.
+    fn write(
+        &self,
+        node: &mut Node,
+        on_item: &mut impl FnMut(&mut Node, &Envelope, Option<FrameView<'_>>) -> Result<(), StageError>,
+    ) -> Result<(), StageError> {
+        node.record_delivery(&self.env);
+        let view = self.frame.as_ref().map(|(width, height, rgb)| FrameView {
+            width: *width,
+            height: *height,
+            rgb,
+        });
+        on_item(node, &self.env, view)
+    }
+}
+
 /// Receive items until every upstream replica has ended; hand each to `on_item` with
 /// its frame (if it carries one), record its delivery, then release it.
 ///
@@ -78,13 +95,7 @@ pub fn run_tail(
             .cloned()
         {
             if let Some(item) = stash.remove(&key) {
-                node.record_delivery(&item.env);
-                let view = item.frame.as_ref().map(|(width, height, rgb)| FrameView {
-                    width: *width,
-                    height: *height,
-                    rgb,
-                });
-                on_item(node, &item.env, view)?;
+                item.write(node, &mut on_item)?;
             }
         }
         if ended {
@@ -94,13 +105,7 @@ pub fn run_tail(
                     "the stream ended with items still waiting for earlier ones; writing them"
                 );
                 for (_, item) in std::mem::take(&mut stash) {
-                    node.record_delivery(&item.env);
-                    let view = item.frame.as_ref().map(|(width, height, rgb)| FrameView {
-                        width: *width,
-                        height: *height,
-                        rgb,
-                    });
-                    on_item(node, &item.env, view)?;
+                    item.write(node, &mut on_item)?;
                 }
             }
             return Ok(());
