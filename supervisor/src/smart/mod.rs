@@ -9,7 +9,9 @@
 //! [`Profiles`] (profile), [`simulate`] (check a plan), [`online::Controller`].
 
 pub mod admission;
+mod contention;
 pub mod dag;
+mod evaluate;
 pub mod model;
 pub mod online;
 pub mod planner;
