@@ -9,6 +9,7 @@
 //! [`Profiles`] (profile), [`simulate`] (check a plan), [`online::Controller`].
 
 pub mod admission;
+pub mod brute;
 mod contention;
 pub mod dag;
 mod evaluate;

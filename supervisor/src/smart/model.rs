@@ -138,6 +138,10 @@ pub enum ModelError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageProfile {
     pub fit: Fit,
+    /// Measured (batch, seconds) points, by batch: with two or more, service times are
+    /// interpolated between them (and extended along the end segments) rather than
+    /// read off the straight-line fit, which misses curved profiles.
+    pub curve: Vec<(f64, f64)>,
     pub cv: f64,
     pub parallel_fraction: f64,
     pub batch_limit: u32,
@@ -150,12 +154,53 @@ impl StageProfile {
         let mut p = self.clone();
         p.fit.alpha *= f;
         p.fit.beta *= f;
+        for pt in &mut p.curve {
+            pt.1 *= f;
+        }
         p
+    }
+
+    /// Seconds for a batch of `b` items with one thread.
+    fn base(&self, b: f64) -> f64 {
+        let c = &self.curve;
+        if c.len() < 2 {
+            return self.fit.at(b);
+        }
+        let k = c
+            .windows(2)
+            .position(|w| b <= w[1].0)
+            .unwrap_or(c.len() - 2);
+        let ((b0, t0), (b1, t1)) = (c[k], c[k + 1]);
+        let slope = if b1 > b0 { (t1 - t0) / (b1 - b0) } else { 0.0 };
+        (t0 + slope * (b - b0)).max(1e-6)
+    }
+
+    /// The batch a greedy batcher settles at when it serves whatever arrived during the
+    /// previous batch: the smallest x in [lo, hi] with x = λ·t(x) (hi when the server
+    /// cannot keep up even with full batches).
+    pub fn saturated_batch(&self, lam: f64, threads: u32, lo: f64, hi: f64) -> f64 {
+        let g = |x: f64| x - lam * self.t(x, threads);
+        if g(lo) >= 0.0 {
+            return lo;
+        }
+        if g(hi) < 0.0 {
+            return hi;
+        }
+        let (mut a, mut b) = (lo, hi);
+        for _ in 0..40 {
+            let m = 0.5 * (a + b);
+            if g(m) >= 0.0 {
+                b = m;
+            } else {
+                a = m;
+            }
+        }
+        b
     }
 
     /// Seconds for a batch of `b` items with `threads` intra-op threads.
     pub fn t(&self, b: f64, threads: u32) -> f64 {
-        self.fit.at(b) * self.thread_factor(threads)
+        self.base(b) * self.thread_factor(threads)
     }
 
     /// Amdahl factor of `threads` intra-op threads.
@@ -247,6 +292,7 @@ impl Model {
             let bucket = workload.buckets.get(&s.name).copied();
             profs.push(Some(StageProfile {
                 fit: p.fit_for(bucket)?,
+                curve: p.curve_for(bucket)?,
                 cv: p.cv(),
                 parallel_fraction: p.parallel_fraction,
                 batch_limit: p.batch_limit(),

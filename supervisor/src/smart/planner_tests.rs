@@ -242,46 +242,10 @@ fn missing_profile_is_a_typed_error() {
     assert_eq!(e.to_string(), "no profile for task 'a'");
 }
 
-/// The cheapest static configuration meeting the quota, by brute force over batch ∈
-/// {1, 2, 4, 8, 16} × replicas ∈ {1, 2} for every body stage (max wait 0 or the fill time).
 fn brute_force_cores(app: &AppSpec, prof: &Profiles, cores: f64) -> Option<f64> {
-    let search = Search::new(app, prof, cpu(cores), &PlanOptions::default()).unwrap();
-    let m = &search.model;
-    let bodies: Vec<usize> = (0..m.dag.stages.len())
-        .filter(|&i| m.dag.stages[i].planned())
-        .collect();
-    let mut per_stage: Vec<Vec<StageConfig>> = Vec::new();
-    for &i in &bodies {
-        let mut v = Vec::new();
-        for b in BATCHES {
-            for r in [1u32, 2] {
-                let fill = f64::from(b - 1) / (m.stage_rate(i) / f64::from(r)) * 1000.0;
-                for w in [0.0, fill] {
-                    v.push(StageConfig {
-                        batch: b,
-                        max_wait_ms: w,
-                        replicas: r,
-                        threads: 1,
-                    });
-                }
-            }
-        }
-        per_stage.push(v);
-    }
-    let mut best: Option<f64> = None;
-    let total: usize = per_stage.iter().map(|v| v.len()).product();
-    for mut k in 0..total {
-        let mut cfg = m.default_configs();
-        for (s, &i) in bodies.iter().enumerate() {
-            cfg[i] = per_stage[s][k % per_stage[s].len()];
-            k /= per_stage[s].len();
-        }
-        let p = m.predict(&cfg).unwrap();
-        if p.cores <= cores && p.qos.shortfalls(&app.quota, search.required).is_empty() {
-            best = Some(best.map_or(p.cores, |b: f64| b.min(p.cores)));
-        }
-    }
-    best
+    crate::smart::brute::cheapest_static(app, prof, cpu(cores), &PlanOptions::default())
+        .expect("brute force")
+        .map(|c| c.cores)
 }
 
 #[test]
