@@ -133,6 +133,8 @@ fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<
 
 /// Busy seconds and items of every task in one run (summed over replicas).
 type Measured = BTreeMap<String, (f64, u64)>;
+/// Profile points (batch, input-size bucket, seconds per batch) by task.
+type Points = BTreeMap<String, Vec<(u32, u64, f64)>>;
 
 fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Measured> {
     let app = &loaded.spec;
@@ -228,7 +230,7 @@ fn measure(
     batches: &[u32],
     items: u64,
     base: &Path,
-) -> anyhow::Result<BTreeMap<String, Vec<(u32, u64, f64)>>> {
+) -> anyhow::Result<Points> {
     let app = &loaded.spec;
     let free = run_variant(
         loaded,
@@ -249,7 +251,7 @@ fn measure(
     } else {
         0.0
     };
-    let mut points: BTreeMap<String, Vec<(u32, u64, f64)>> = BTreeMap::new();
+    let mut points = Points::new();
     for &b in batches {
         // Whole batches, at least three of them.
         let n = items.max(3 * u64::from(b)).div_ceil(u64::from(b)) * u64::from(b);
