@@ -106,17 +106,28 @@ impl Plans {
 
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (t, c) in &self.stages {
-            writeln!(
+        for (k, (t, c)) in self.stages.iter().enumerate() {
+            write!(
                 f,
                 "{t}: batch {} (wait {:.1} ms), replicas {}, threads {}",
                 c.batch, c.max_wait_ms, c.replicas, c.threads
             )?;
+            match self.prediction.stages.get(k) {
+                Some(s) if s.service_ms > 0.0 => writeln!(
+                    f,
+                    "; service {:.1} ms (×{:.2} contention), busy {:.0}%, queue {:.1} ms",
+                    s.service_ms,
+                    s.slowdown,
+                    s.utilisation * 100.0,
+                    s.queue_ms
+                )?,
+                _ => writeln!(f)?,
+            }
         }
         let q = &self.predicted;
         write!(
             f,
-            "predicted: {:.0}/min, p50 {:.1} ms, p99 {:.1} ms, jitter {:.1} ms, loss {:.2}%; {:.1} cores, {:.1} MB device memory",
+            "predicted: {:.0}/min, p50 {:.1} ms, p99 {:.1} ms, jitter {:.1} ms, loss {:.2}%; {:.2} cores, {:.1} MB device memory",
             q.throughput_per_s * 60.0,
             q.p50_ms,
             q.p99_ms,
