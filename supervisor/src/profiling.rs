@@ -225,12 +225,7 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
 }
 
 /// The profile points (batch, bucket, seconds per batch) of every task.
-fn measure(
-    loaded: &LoadedApp,
-    batches: &[u32],
-    items: u64,
-    base: &Path,
-) -> anyhow::Result<Points> {
+fn measure(loaded: &LoadedApp, batches: &[u32], items: u64, base: &Path) -> anyhow::Result<Points> {
     let app = &loaded.spec;
     let free = run_variant(
         loaded,

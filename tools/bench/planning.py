@@ -249,7 +249,7 @@ def scenario(which, base, sc):
     p, wall, mine, other = measured_run([SUP, "start", path, "--run-dir", run_dir])
     row["admitted"] = "refused" not in p.stderr
     row["admitted_plan"] = parse_plan(block(p.stderr, "plan (", ("\n\n", "\nadmitted")))
-    shortfall = re.search(r"admitted best-effort with a predicted shortfall: (.*)", p.stderr)
+    shortfall = re.search(r"(?:predicted shortfall|admitted best-effort with a predicted shortfall): (.*)", p.stderr)
     row["shortfall"] = shortfall.group(1) if shortfall else None
     row["run_wall_s"] = round(wall, 1)
     row["our_cores"] = round(mine / max(wall, 1e-9), 2)

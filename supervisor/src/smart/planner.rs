@@ -135,7 +135,12 @@ impl fmt::Display for Plan {
             q.loss_pct,
             self.cores,
             self.memory_bytes as f64 / 1048576.0
-        )
+        )?;
+        if !self.shortfall.is_empty() {
+            let misses: Vec<String> = self.shortfall.iter().map(|m| m.to_string()).collect();
+            write!(f, "\npredicted shortfall: {}", misses.join(", "))?;
+        }
+        Ok(())
     }
 }
 
