@@ -3,9 +3,10 @@
 //! best plan within its grant and that plan's predicted shortfall.
 
 use super::model::{ModelError, Resources, CPU_HEADROOM};
-use super::planner::{pick, plans, Plan, PlanOptions, Scored, Search, CORES_PROBE};
+use super::planner::{pick, Plan, PlanOptions, Scored, Search, CORES_PROBE};
 use super::profile::Profiles;
 use super::qos::Shortfall;
+use super::strategies::plans;
 use protocol::spec::{AppSpec, ServiceType};
 
 /// Precision of the cores a refused app is told it needs.
@@ -76,10 +77,12 @@ pub fn refusal(
         .collect();
     if let Some(cheapest) = pick(&meeting, |a, b| search.lazier(a, b)) {
         let needed = fewest_cores(app, profiles, resources, opts, cheapest.pred.cores)?;
-        return Ok(Refusal::Cores {
-            needed,
-            granted: resources.cpu_cores,
-        });
+        if needed.is_finite() {
+            return Ok(Refusal::Cores {
+                needed,
+                granted: resources.cpu_cores,
+            });
+        }
     }
     // Nothing meets the quota at any core count: report the first quota (throughput,
     // latency, jitter, loss) that no plan meets, at the best value any plan reaches.

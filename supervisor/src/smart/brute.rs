@@ -1,12 +1,18 @@
 //! The yardstick of the planner: the cheapest static configuration meeting the quota,
 //! by brute force over batch ∈ {1, 2, 4, 8, 16} (up to each profile's limit) × max wait
 //! ∈ {0, the batch's fill time} × replicas ∈ {1, 2} for every planned stage (one thread;
-//! user-fixed settings kept), each predicted by the same model as the planner's plans.
+//! user-fixed settings kept), each predicted by the same analytic model as the planner's
+//! candidates; those meeting the quota are then simulated in order of cores, like the
+//! planner's picks, and the first whose simulation meets it is the answer.
 
 use super::model::{ModelError, Resources, StageConfig};
 use super::planner::{PlanOptions, Search, BATCHES};
 use super::profile::Profiles;
+use super::strategies::simulated;
 use protocol::spec::AppSpec;
+
+/// Most analytic candidates simulated before giving up.
+pub const MAX_CHECKED: usize = 400;
 
 /// The cheapest configuration found and its cores.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +64,7 @@ pub fn cheapest_static(
         .collect();
     let per_stage: Vec<Vec<StageConfig>> = bodies.iter().map(|&i| options(&search, i)).collect();
     let total: usize = per_stage.iter().map(|v| v.len().max(1)).product();
-    let mut best: Option<Cheapest> = None;
+    let mut meeting: Vec<(f64, Vec<StageConfig>)> = Vec::new();
     for k0 in 0..total {
         let mut k = k0;
         let mut cfg = m.default_configs();
@@ -70,10 +76,16 @@ pub fn cheapest_static(
             k /= n;
         }
         let p = m.predict(&cfg)?;
-        let meets = m.fits(&p) && p.qos.shortfalls(&app.quota, search.required).is_empty();
-        if meets && best.as_ref().is_none_or(|b| p.cores < b.cores - 1e-12) {
-            best = Some(Cheapest {
-                cores: p.cores,
+        if m.fits(&p) && p.qos.shortfalls(&app.quota, search.required).is_empty() {
+            meeting.push((p.cores, cfg));
+        }
+    }
+    meeting.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for (cores, cfg) in meeting.into_iter().take(MAX_CHECKED) {
+        let q = simulated(&search, &cfg)?;
+        if q.shortfalls(&app.quota, search.required).is_empty() {
+            return Ok(Some(Cheapest {
+                cores,
                 stages: m
                     .dag
                     .stages
@@ -81,9 +93,9 @@ pub fn cheapest_static(
                     .zip(&cfg)
                     .map(|(st, c)| (st.name.clone(), *c))
                     .collect(),
-                tried: 0,
-            });
+                tried: total,
+            }));
         }
     }
-    Ok(best.map(|b| Cheapest { tried: total, ..b }))
+    Ok(None)
 }

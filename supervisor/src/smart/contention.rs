@@ -37,25 +37,43 @@ fn times(poly: &[f64], q: f64, n: usize, m: usize) -> Vec<f64> {
     out
 }
 
-/// The slowdown factor of every load when they share `cores` cores (see the module doc).
-/// Loads with no work (or no threads) get 1 and slow nobody down.
-pub(crate) fn slowdowns(loads: &[CpuLoad], cores: f64) -> Vec<f64> {
+/// How contention stretches one load's service times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Slowdown {
+    /// Mean factor f = E[F].
+    pub(crate) mean: f64,
+    /// Squared coefficient of variation of the factor, E[F²]/E[F]² − 1, of the
+    /// instantaneous sharing: the service-time variability contention adds (an upper
+    /// bound, as a job longer than the others' busy spells averages it out).
+    pub(crate) scv: f64,
+}
+
+impl Slowdown {
+    pub(crate) const NONE: Slowdown = Slowdown {
+        mean: 1.0,
+        scv: 0.0,
+    };
+}
+
+/// The slowdown of every load when they share `cores` cores (see the module doc).
+/// Loads with no work (or no threads) get none and slow nobody down.
+pub(crate) fn slowdowns(loads: &[CpuLoad], cores: f64) -> Vec<Slowdown> {
     let n = loads.len();
-    let mut f = vec![1.0; n];
+    let mut out = vec![Slowdown::NONE; n];
     let active = |l: &CpuLoad| l.busy > 0.0 && l.threads > 0;
     let threads: u32 = loads.iter().filter(|l| active(l)).map(|l| l.threads).sum();
     if cores.is_nan() || cores <= 0.0 || f64::from(threads) <= cores + 1e-12 {
-        return f; // never more runnable threads than cores
+        return out; // never more runnable threads than cores
     }
     // P(K = k) is needed for k < C − n_p ≤ C only.
     let m = cores.ceil().max(1.0) as usize;
     for _ in 0..MAX_ITERATIONS {
         let q: Vec<f64> = loads
             .iter()
-            .zip(&f)
-            .map(|(l, fp)| {
+            .zip(&out)
+            .map(|(l, s)| {
                 if active(l) {
-                    (l.busy * fp).min(1.0)
+                    (l.busy * s.mean).min(1.0)
                 } else {
                     0.0
                 }
@@ -72,36 +90,44 @@ pub(crate) fn slowdowns(loads: &[CpuLoad], cores: f64) -> Vec<f64> {
         for j in (0..n).rev() {
             suffix[j] = times(&suffix[j + 1], q[j], loads[j].threads as usize, m);
         }
-        let mean_all: f64 = loads
-            .iter()
-            .zip(&q)
-            .map(|(l, qj)| f64::from(l.threads) * qj)
-            .sum();
+        let (mean_all, var_all) = loads.iter().zip(&q).fold((0.0, 0.0), |(m1, v1), (l, qj)| {
+            let t = f64::from(l.threads);
+            (m1 + t * qj, v1 + t * t * qj * (1.0 - qj))
+        });
         let mut change: f64 = 0.0;
         for p in 0..n {
             if !active(&loads[p]) {
                 continue;
             }
+            // F = max(1, (n_p + K)/C): its first two moments, the unbounded part
+            // (n_p + K)/C corrected where n_p + K < C.
             let np = f64::from(loads[p].threads);
+            let t = np / cores;
             let mean_k = mean_all - np * q[p];
-            let mut fp = (np + mean_k) / cores;
+            let var_k = var_all - np * np * q[p] * (1.0 - q[p]);
+            let mut f1 = (np + mean_k) / cores;
+            let mut f2 = ((np + mean_k).powi(2) + var_k.max(0.0)) / (cores * cores);
             for (a, pa) in prefix[p].iter().enumerate() {
                 for (b, sb) in suffix[p + 1].iter().enumerate().take(m + 1 - a) {
-                    let gap = 1.0 - (np + (a + b) as f64) / cores;
-                    if gap > 0.0 {
-                        fp += gap * pa * sb;
+                    let x = t + (a + b) as f64 / cores;
+                    if x < 1.0 {
+                        f1 += (1.0 - x) * pa * sb;
+                        f2 += (1.0 - x * x) * pa * sb;
                     }
                 }
             }
-            let fp = fp.max(1.0);
-            change = change.max((fp - f[p]).abs());
-            f[p] = fp;
+            let f1 = f1.max(1.0);
+            change = change.max((f1 - out[p].mean).abs());
+            out[p] = Slowdown {
+                mean: f1,
+                scv: (f2 / (f1 * f1) - 1.0).max(0.0),
+            };
         }
         if change <= TOLERANCE {
             break;
         }
     }
-    f
+    out
 }
 
 #[cfg(test)]
@@ -115,18 +141,23 @@ mod tests {
     #[test]
     fn no_slowdown_while_threads_fit_the_cores() {
         let f = slowdowns(&[load(1, 0.9), load(1, 0.9)], 2.0);
-        assert_eq!(f, vec![1.0, 1.0]);
+        assert_eq!(f, vec![Slowdown::NONE; 2]);
         let f = slowdowns(&[load(1, 0.5), load(0, 0.9), load(1, 0.0)], 1.0);
-        assert_eq!(f, vec![1.0, 1.0, 1.0]);
+        assert_eq!(f, vec![Slowdown::NONE; 3]);
     }
 
     #[test]
     fn two_processes_on_one_core_match_the_closed_form() {
         // f = 1 + q_other = 1 + u·f (symmetric) ⇒ f = 1/(1 − u).
+        // F is 1 or 2: E[F²] = 1 + 3q, so scv = (1 + 3q)/f² − 1.
         for u in [0.1, 0.25, 0.4] {
             let f = slowdowns(&[load(1, u), load(1, u)], 1.0);
             for x in f {
-                assert!((x - 1.0 / (1.0 - u)).abs() < 1e-6, "u {u}: {x}");
+                let want = 1.0 / (1.0 - u);
+                assert!((x.mean - want).abs() < 1e-6, "u {u}: {x:?}");
+                let q = u * want;
+                let scv = (1.0 + 3.0 * q) / (want * want) - 1.0;
+                assert!((x.scv - scv).abs() < 1e-6, "u {u}: {x:?}");
             }
         }
     }
@@ -139,7 +170,7 @@ mod tests {
         let want = (2.0 - (4.0 - 8.0 * u * u).sqrt()) / (2.0 * u * u);
         let f = slowdowns(&[load(1, u), load(1, u), load(1, u)], 2.0);
         for x in f {
-            assert!((x - want).abs() < 1e-6, "{x} vs {want}");
+            assert!((x.mean - want).abs() < 1e-6, "{x:?} vs {want}");
         }
     }
 
@@ -148,7 +179,7 @@ mod tests {
         // Busier than the core can carry: everyone runnable all the time, f = 3/1.
         let f = slowdowns(&[load(1, 0.9), load(1, 0.9), load(1, 0.9)], 1.0);
         for x in f {
-            assert!((x - 3.0).abs() < 1e-6, "{x}");
+            assert!((x.mean - 3.0).abs() < 1e-6 && x.scv < 1e-9, "{x:?}");
         }
     }
 
@@ -156,7 +187,10 @@ mod tests {
     fn a_process_with_more_threads_waits_more() {
         // On 2 cores the 2-thread process is slowed whenever anyone else is runnable
         // (f = 1 + q), a 1-thread one only when 2 more threads are.
-        let f = slowdowns(&[load(2, 0.3), load(1, 0.3), load(1, 0.3)], 2.0);
+        let f: Vec<f64> = slowdowns(&[load(2, 0.3), load(1, 0.3), load(1, 0.3)], 2.0)
+            .iter()
+            .map(|s| s.mean)
+            .collect();
         assert!(f[1] > 1.0 && (f[1] - f[2]).abs() < 1e-12);
         assert!(f[0] > f[1], "{f:?}");
         let q = 0.3 * f[1];

@@ -3,7 +3,7 @@
 //! configuration uses, and the slowdowns contention causes (see `model.rs` for the
 //! choices and `contention.rs` for the sharing model).
 
-use super::contention::{slowdowns, CpuLoad};
+use super::contention::{slowdowns, CpuLoad, Slowdown};
 use super::model::{
     Arrivals, Model, PathPrediction, Prediction, StageConfig, StagePrediction, StageProfile,
 };
@@ -19,7 +19,7 @@ impl Model {
         &self,
         cfg: &[StageConfig],
         profs: &[Option<StageProfile>],
-        slow: &[f64],
+        slow: &[Slowdown],
     ) -> Prediction {
         let n = self.dag.stages.len();
         let total = self.workload.rate;
@@ -142,7 +142,7 @@ impl Model {
             let offered = self.stage_rate(i) * scale;
             let mut pred = StagePrediction {
                 task: s.name.clone(),
-                slowdown: slow.get(i).copied().unwrap_or(1.0),
+                slowdown: slow.get(i).map_or(1.0, |s| s.mean),
                 capacity: capacity[i],
                 offered,
                 utilisation: 0.0,
@@ -195,11 +195,24 @@ impl Model {
         preds.sort_by_key(|(i, _)| *i);
         let stages: Vec<StagePrediction> = preds.into_iter().map(|(_, p)| p).collect();
 
+        let shared = self.shared_cores_wait(cfg, &stages, profs, ca_head);
         let paths: Vec<PathPrediction> = self
             .dag
             .paths
             .iter()
-            .map(|path| path_prediction(&self.dag, path, &soj))
+            .map(|path| {
+                let mut p = path_prediction(&self.dag, path, &soj);
+                // Never below the tail of the wait for the shared cores (exponential
+                // tail past the probability of waiting, as for single queues).
+                if let Some((p_wait, wq)) = shared {
+                    if p_wait > 0.01 && wq > 0.0 {
+                        let m = wq / p_wait;
+                        let tail = p.mean_ms - wq * 1000.0 + m * 1000.0 * (p_wait / 0.01).ln();
+                        p.p99_ms = p.p99_ms.max(tail);
+                    }
+                }
+                p
+            })
             .collect();
         let worst = |f: fn(&PathPrediction) -> f64| paths.iter().map(f).fold(0.0, f64::max);
         let delivered = total * scale * if self.workload.shed { keep } else { 1.0 };
@@ -284,34 +297,83 @@ impl Model {
         out
     }
 
-    /// The slowdown of every stage's service times on the granted cores (1 for GPU
+    /// The slowdown of every stage's service times on the granted cores (none for GPU
     /// stages on a CUDA device, whose batches do not run on the cores).
-    pub(crate) fn slowdowns(&self, cfg: &[StageConfig], stages: &[StagePrediction]) -> Vec<f64> {
+    pub(crate) fn slowdowns(
+        &self,
+        cfg: &[StageConfig],
+        stages: &[StagePrediction],
+    ) -> Vec<Slowdown> {
         let loads = self.cpu_loads(cfg, stages);
         let plain: Vec<CpuLoad> = loads.iter().map(|(_, l)| *l).collect();
         let f = slowdowns(&plain, self.resources.cpu_cores);
-        let agent = loads
-            .iter()
-            .zip(&f)
-            .find(|((s, _), _)| s.is_none())
-            .map_or(1.0, |(_, f)| *f);
+        let of = |stage: Option<usize>| {
+            loads
+                .iter()
+                .zip(&f)
+                .find(|((s, _), _)| *s == stage)
+                .map_or(Slowdown::NONE, |(_, f)| *f)
+        };
         (0..self.dag.stages.len())
-            .map(|i| {
-                if self.dag.stages[i].kind == TaskKind::Gpu {
-                    if self.resources.gpu {
-                        1.0
-                    } else {
-                        agent
-                    }
-                } else {
-                    loads
-                        .iter()
-                        .zip(&f)
-                        .find(|((s, _), _)| *s == Some(i))
-                        .map_or(1.0, |(_, f)| *f)
-                }
+            .map(|i| match self.dag.stages[i].kind {
+                TaskKind::Gpu if self.resources.gpu => Slowdown::NONE,
+                TaskKind::Gpu => of(None),
+                _ => of(Some(i)),
             })
             .collect()
+    }
+
+    /// The app's processes contending for the cores seen as one multi-server queue (the
+    /// granted cores serving every item's CPU work, the stages' own queues aside): the
+    /// probability an item waits for a core and the mean wait (s), by the
+    /// Sakasegawa/Kingman approximation of GI/G/c; `None` without contention or when
+    /// the cores are overloaded (the stages' queues then say so).
+    fn shared_cores_wait(
+        &self,
+        cfg: &[StageConfig],
+        stages: &[StagePrediction],
+        profs: &[Option<StageProfile>],
+        ca2: f64,
+    ) -> Option<(f64, f64)> {
+        let loads = self.cpu_loads(cfg, stages);
+        let threads: u32 = loads
+            .iter()
+            .filter(|(_, l)| l.busy > 0.0)
+            .map(|(_, l)| l.threads)
+            .sum();
+        let c = self.resources.cpu_cores;
+        let lam: f64 = stages
+            .iter()
+            .zip(&self.dag.stages)
+            .filter(|(_, s)| s.inputs.is_empty())
+            .map(|(p, _)| p.offered)
+            .sum();
+        if f64::from(threads) <= c || c <= 0.0 || lam <= 0.0 {
+            return None;
+        }
+        let work: f64 = loads
+            .iter()
+            .map(|(_, l)| f64::from(l.threads) * l.busy)
+            .sum();
+        let rho = work / c;
+        if rho >= 1.0 || work <= 0.0 {
+            return None;
+        }
+        // Service variability: the work-weighted SCV of the stages' (stretched) times.
+        let cs2 = loads
+            .iter()
+            .map(|(i, l)| {
+                let cv = i
+                    .and_then(|i| profs.get(i).and_then(|p| p.as_ref()))
+                    .map_or(0.0, |p| p.cv);
+                f64::from(l.threads) * l.busy * cv * cv
+            })
+            .sum::<f64>()
+            / work;
+        let per_item = work / lam;
+        let p_wait = rho.powf((2.0 * (c + 1.0)).sqrt() - 1.0).min(1.0);
+        let wq = (ca2 + cs2) / 2.0 * p_wait / (c * (1.0 - rho)) * per_item;
+        Some((p_wait, wq))
     }
 
     /// CPU seconds (thread-seconds) the processes spend per offered item at full batches,

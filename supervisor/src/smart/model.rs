@@ -39,6 +39,7 @@
 //!   batches, so the model is evaluated again with them until they settle.
 //!   Memory: the distinct models of the GPU stages (resident in the agent).
 
+use super::contention::Slowdown;
 use super::dag::Dag;
 use super::profile::{Fit, ProfileError, Profiles};
 use super::qos::Qos;
@@ -149,9 +150,14 @@ pub struct StageProfile {
 }
 
 impl StageProfile {
-    /// The same profile with service times stretched by `f` (CPU contention).
-    pub fn slowed(&self, f: f64) -> StageProfile {
+    /// The same profile with service times stretched by contention: by `s.mean` on
+    /// average, and more variable by the factor's own variability.
+    pub(crate) fn slowed(&self, s: &Slowdown) -> StageProfile {
+        let f = s.mean;
         let mut p = self.clone();
+        p.cv = ((1.0 + self.cv * self.cv) * (1.0 + s.scv) - 1.0)
+            .max(0.0)
+            .sqrt();
         p.fit.alpha *= f;
         p.fit.beta *= f;
         for pt in &mut p.curve {
@@ -370,11 +376,15 @@ impl Model {
                 got: cfg.len(),
             });
         }
-        let mut slow = vec![1.0; n];
+        let mut slow = vec![Slowdown::NONE; n];
         let mut pred = self.evaluate(cfg, &self.profiles, &slow);
         for _ in 0..CONTENTION_PASSES {
             let next = self.slowdowns(cfg, &pred.stages);
-            if next.iter().zip(&slow).all(|(a, b)| (a - b).abs() <= 1e-6) {
+            if next
+                .iter()
+                .zip(&slow)
+                .all(|(a, b)| (a.mean - b.mean).abs() <= 1e-6)
+            {
                 break;
             }
             slow = next;
@@ -382,7 +392,7 @@ impl Model {
                 .profiles
                 .iter()
                 .zip(&slow)
-                .map(|(p, f)| p.as_ref().map(|p| p.slowed(*f)))
+                .map(|(p, f)| p.as_ref().map(|p| p.slowed(f)))
                 .collect();
             pred = self.evaluate(cfg, &profs, &slow);
         }

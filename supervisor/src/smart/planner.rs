@@ -75,11 +75,14 @@ pub struct Plan {
     pub strategy: Strategy,
     /// One entry per task, in the app's order.
     pub stages: Vec<(String, StageConfig)>,
+    /// The QoS the discrete-event simulation predicts (the analytic model's when none
+    /// ran).
     pub predicted: Qos,
     pub cores: f64,
     pub memory_bytes: u64,
     /// How the prediction misses the quota (empty when met; best-effort only).
     pub shortfall: Vec<Shortfall>,
+    /// The analytic model's prediction (per stage, per path, its own QoS).
     #[serde(skip)]
     pub prediction: Prediction,
 }
@@ -136,6 +139,17 @@ impl fmt::Display for Plan {
             self.cores,
             self.memory_bytes as f64 / 1048576.0
         )?;
+        let m = &self.prediction.qos;
+        if (m.p99_ms - q.p99_ms).abs() > 0.05
+            || (m.throughput_per_s - q.throughput_per_s).abs() > 1e-9
+        {
+            write!(
+                f,
+                " (simulated; analytic model: {:.0}/min, p99 {:.1} ms)",
+                m.throughput_per_s * 60.0,
+                m.p99_ms
+            )?;
+        }
         if !self.shortfall.is_empty() {
             let misses: Vec<String> = self.shortfall.iter().map(|m| m.to_string()).collect();
             write!(f, "\npredicted shortfall: {}", misses.join(", "))?;
@@ -150,6 +164,8 @@ pub(crate) struct Scored {
     pub(crate) cfg: Vec<StageConfig>,
     pub(crate) pred: Prediction,
     pub(crate) misses: Vec<Shortfall>,
+    /// The simulation's QoS, once it checked this configuration.
+    pub(crate) simulated: Option<Qos>,
 }
 
 pub(crate) struct Search<'a> {
@@ -483,6 +499,7 @@ impl<'a> Search<'a> {
                     cfg: cur.clone(),
                     pred,
                     misses,
+                    simulated: None,
                 });
             }
             return Ok(());
@@ -499,7 +516,7 @@ impl<'a> Search<'a> {
         Ok(())
     }
 
-    fn plan_of(&self, s: &Scored, strategy: Strategy) -> Plan {
+    pub(crate) fn plan_of(&self, s: &Scored, strategy: Strategy) -> Plan {
         Plan {
             strategy,
             stages: self
@@ -510,7 +527,7 @@ impl<'a> Search<'a> {
                 .zip(&s.cfg)
                 .map(|(st, c)| (st.name.clone(), *c))
                 .collect(),
-            predicted: s.pred.qos,
+            predicted: s.simulated.unwrap_or(s.pred.qos),
             cores: s.pred.cores,
             memory_bytes: s.pred.memory_bytes,
             shortfall: s.misses.clone(),
@@ -556,74 +573,6 @@ pub(crate) fn pick(all: &[Scored], better: impl Fn(&Scored, &Scored) -> bool) ->
 
 pub(crate) fn lt(a: (f64, f64), b: (f64, f64)) -> bool {
     a.0 < b.0 - 1e-9 || ((a.0 - b.0).abs() <= 1e-9 && a.1 < b.1)
-}
-
-/// The plans of every strategy for `app` under `resources`.
-pub fn plans(
-    app: &AppSpec,
-    profiles: &Profiles,
-    resources: Resources,
-    opts: &PlanOptions,
-) -> Result<Plans, ModelError> {
-    let search = Search::new(app, profiles, resources, opts)?;
-    let all = search.enumerate(opts, true)?;
-    let ok: Vec<Scored> = all
-        .into_iter()
-        .filter(|s| s.misses.is_empty() && search.model.fits(&s.pred))
-        .collect();
-    let lazy = pick(&ok, |a, b| search.lazier(a, b)).cloned();
-    let balance = lazy.as_ref().and_then(|l| {
-        let usable = resources.cpu_cores * CPU_HEADROOM;
-        let budget = l.pred.cores + BALANCE_SHARE * (usable - l.pred.cores).max(0.0);
-        let within: Vec<Scored> = ok
-            .iter()
-            .filter(|s| s.pred.cores <= budget + 1e-9)
-            .cloned()
-            .collect();
-        pick(&within, |a, b| {
-            lt(
-                (a.pred.qos.p99_ms, a.pred.cores),
-                (b.pred.qos.p99_ms, b.pred.cores),
-            )
-        })
-        .cloned()
-    });
-    let strong = pick(&ok, |a, b| {
-        let (ca, cb) = (a.pred.capacity, b.pred.capacity);
-        ca > cb * (1.0 + 1e-9)
-            || ((ca - cb).abs() <= cb * 1e-9
-                && lt(
-                    (a.pred.qos.p99_ms, a.pred.cores),
-                    (b.pred.qos.p99_ms, b.pred.cores),
-                ))
-    });
-    // Nothing meets the quota: the most throughput, then the lowest p99, of every
-    // configuration (a best-effort app is throttled to what its cores carry).
-    let best = if ok.is_empty() {
-        let budget = resources.device_memory_bytes.unwrap_or(u64::MAX);
-        let everything: Vec<Scored> = search
-            .enumerate(opts, false)?
-            .into_iter()
-            .filter(|s| s.pred.memory_bytes <= budget)
-            .collect();
-        pick(&everything, |a, b| {
-            lt(
-                (-a.pred.qos.throughput_per_s, a.pred.qos.p99_ms),
-                (-b.pred.qos.throughput_per_s, b.pred.qos.p99_ms),
-            )
-        })
-        .map(|s| search.plan_of(s, app.strategy))
-    } else {
-        None
-    };
-    Ok(Plans {
-        lazy: lazy.as_ref().map(|s| search.plan_of(s, Strategy::Lazy)),
-        balance: balance
-            .as_ref()
-            .map(|s| search.plan_of(s, Strategy::Balance)),
-        strong: strong.map(|s| search.plan_of(s, Strategy::Strong)),
-        best,
-    })
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@ use super::*;
 use crate::smart::admission::admit;
 use crate::smart::model::Resources;
 use crate::smart::profile::TaskProfile;
+use crate::smart::strategies::plans;
 use crate::smart::testkit::{chain, cpu, linear};
 use serde_json::json;
 
