@@ -7,7 +7,9 @@ sizes it by the lazy plan) and compare the admitted plan's prediction with the r
 
 Every run is preceded by a wait for a quiet machine (other users' CPU below QUIET_CORES for
 a few seconds, at most QUIET_WAIT_S), and the CPU other processes used during the run is
-recorded beside it: on a shared 2-core machine that is what makes a run (in)valid.
+recorded beside it: on a shared 2-core machine that is what makes a run (in)valid. A run
+during which others used more than NOISY_CORES is repeated (ATTEMPTS in all); the quietest
+attempt stands in the table, every attempt is in the JSON.
 
 Run through tools/bench/planning.sh, which builds the binaries and makes the media.
 Options: --apps faces,ocr   --scenarios F1,O2 (default all)   --reprofile
@@ -19,6 +21,9 @@ W = os.path.join(ROOT, "target", "bench-planning")
 SUP = os.path.join(ROOT, "target", "release", "supervisor")
 QUIET_CORES = float(os.environ.get("QUIET_CORES", "0.3"))
 QUIET_WAIT_S = float(os.environ.get("QUIET_WAIT_S", "900"))
+# A run during which other processes used more than this is repeated (ATTEMPTS in all).
+NOISY_CORES = float(os.environ.get("NOISY_CORES", "0.15"))
+ATTEMPTS = int(os.environ.get("ATTEMPTS", "3"))
 
 # (id, service type, request rate /s, p99 latency quota ms, items, what it shows)
 SCENARIOS = {
@@ -46,6 +51,9 @@ def env():
     e = dict(os.environ)
     e["SMARTPIPE_MANIFEST"] = os.path.join(ROOT, "apps", "models.json")
     e["SMARTPIPE_MODELS_DIR"] = os.path.join(ROOT, ".smartpipe", "models")
+    # A stage starved of CPU by other users for 300 ms is not hung (the default would
+    # kill it on this shared machine).
+    e.setdefault("SMARTPIPE_HANG_AFTER_MS", "5000")
     return e
 
 
@@ -241,39 +249,44 @@ def scenario(which, base, sc):
         row["refusal"] = m.group(1).strip() if m else p.stderr.strip().splitlines()[-1:]
         row["started_anything"] = os.path.exists(run_dir)
         return row
-    run_dir = os.path.join(W, f"run-{which}-{sid}")
-    subprocess.run(["rm", "-rf", run_dir])
-    waited, before = wait_quiet()
-    row["quiet_wait_s"] = round(waited, 1)
-    print(f"== {which} {sid}: {what}", file=sys.stderr)
-    p, wall, mine, other = measured_run([SUP, "start", path, "--run-dir", run_dir])
-    row["admitted"] = "refused" not in p.stderr
-    row["admitted_plan"] = parse_plan(block(p.stderr, "plan (", ("\n\n", "\nadmitted")))
-    shortfall = re.search(r"(?:predicted shortfall|admitted best-effort with a predicted shortfall): (.*)", p.stderr)
-    row["shortfall"] = shortfall.group(1) if shortfall else None
-    row["run_wall_s"] = round(wall, 1)
-    row["our_cores"] = round(mine / max(wall, 1e-9), 2)
-    row["other_cores"] = round(other / max(wall, 1e-9), 2)
-    summary = os.path.join(run_dir, "summary.json")
-    err = [l for l in p.stderr.splitlines() if l.startswith("error:")]
-    if err:
-        row["run_error"] = err[-1]
-    if not os.path.exists(summary):
-        row["run_error"] = p.stderr.strip()[-800:]
+    attempts = []
+    for attempt in range(ATTEMPTS):
+        run_dir = os.path.join(W, f"run-{which}-{sid}-{attempt}")
+        subprocess.run(["rm", "-rf", run_dir])
+        waited, _ = wait_quiet()
+        print(f"== {which} {sid} (attempt {attempt + 1}): {what}", file=sys.stderr)
+        p, wall, mine, other = measured_run([SUP, "start", path, "--run-dir", run_dir])
+        a = {"run_dir": run_dir, "quiet_wait_s": round(waited, 1), "run_wall_s": round(wall, 1),
+             "our_cores": round(mine / max(wall, 1e-9), 2), "other_cores": round(other / max(wall, 1e-9), 2),
+             "admitted": "refused" not in p.stderr,
+             "admitted_plan": parse_plan(block(p.stderr, "plan (", ("\n\n", "\nadmitted")))}
+        shortfall = re.search(r"(?:predicted shortfall|admitted best-effort with a predicted shortfall): (.*)", p.stderr)
+        a["shortfall"] = shortfall.group(1) if shortfall else None
+        err = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+        if err:
+            a["run_error"] = err[-1]
+        summary = os.path.join(run_dir, "summary.json")
+        if os.path.exists(summary):
+            s = json.load(open(summary))
+            steady = min((t["steady_items_per_s"] for t in s["tails"]), default=0.0)
+            a["measured"] = {"throughput_per_min": steady * 60, "p50_ms": s["latency_ms"]["p50"],
+                             "p99_ms": s["latency_ms"]["p99"], "items_out": s["items_out"],
+                             "lost": s["lost_total"], "samples": s["latency_ms"]["count"]}
+            a["quota_met"] = all(q["met"] for q in s["qos"])
+            a["latency_quota_met"] = all(q["met"] for q in s["qos"] if q["metric"] == "latency_p99_ms")
+            a["busy_ms_per_item"] = {label: round(m["busy_ns"] / 1e6 / max(m["items_in"], m["items_out"]), 2)
+                                     for label, m in s["stages"].items() if max(m["items_in"], m["items_out"])}
+        elif "run_error" not in a:
+            a["run_error"] = p.stderr.strip()[-800:]
+        attempts.append(a)
+        if a["other_cores"] <= NOISY_CORES:
+            break
+    # The quietest attempt stands for the scenario; all are kept in the JSON.
+    best = min(attempts, key=lambda a: a["other_cores"])
+    row.update({k: v for k, v in best.items() if k != "run_dir"})
+    row["attempts"] = [{k: a.get(k) for k in ("other_cores", "measured", "run_error")} for a in attempts]
+    if "measured" not in row:
         return row
-    s = json.load(open(summary))
-    steady = min((t["steady_items_per_s"] for t in s["tails"]), default=0.0)
-    row["measured"] = {"throughput_per_min": steady * 60, "p50_ms": s["latency_ms"]["p50"],
-                       "p99_ms": s["latency_ms"]["p99"], "items_out": s["items_out"],
-                       "lost": s["lost_total"], "samples": s["latency_ms"]["count"]}
-    row["quota_met"] = all(q["met"] for q in s["qos"])
-    row["latency_quota_met"] = all(q["met"] for q in s["qos"] if q["metric"] == "latency_p99_ms")
-    busy = {}
-    for label, m in s["stages"].items():
-        n = max(m["items_in"], m["items_out"])
-        if n:
-            busy[label] = round(m["busy_ns"] / 1e6 / n, 2)
-    row["busy_ms_per_item"] = busy
     pred = row["admitted_plan"]
     if pred:
         mt, mp = row["measured"]["throughput_per_min"], row["measured"]["p99_ms"]
@@ -313,6 +326,10 @@ def table(rows, profiles):
             err = f"{r['throughput_error_pct']:+.0f}% / {r['p99_error_pct']:+.0f}%" if "p99_error_pct" in r else "—"
             met = ("yes" if r.get("latency_quota_met") else "no") if meas else "—"
             other = f"{r['other_cores']:.2f}" if "other_cores" in r else "—"
+            if len(r.get("attempts", [])) > 1:
+                other += f" ({len(r['attempts'])} runs)"
+            if r.get("run_error"):
+                mcol = "run failed: " + r["run_error"].replace("|", "/")
             out.append(f"| {r['id']} {r['service_type']}, {r['rate']}/s, p99 ≤ {r['latency_quota_ms']} ms | {adm} | {cfg or 'all batch 1, 1 replica'} | {cores} | {pcol} | {mcol} | {err} | {met} | {other} |")
     return "\n".join(out)
 
