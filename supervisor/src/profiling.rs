@@ -4,14 +4,15 @@
 //! and let `plan` and `start` ask the planner.
 
 use crate::app::LoadedApp;
+use crate::control::LiveApp;
 use crate::run::{run_app, RunOptions};
 use crate::smart::{self, Arrivals, PlanOptions, Profiles, Resources, TaskProfile};
 use anyhow::Context;
 use protocol::spec::{AppSpec, BatchSpec, ServiceType, TaskKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// This machine's name in profile files: host name and core count.
@@ -52,6 +53,10 @@ pub fn load_profiles(loaded: &LoadedApp) -> anyhow::Result<Option<Profiles>> {
 /// its stages seldom run at the same time, so that busy time is service time, not time
 /// spent waiting for a core.
 pub const PROFILE_LOAD: f64 = 0.5;
+
+/// Items of a CPU task (heads, tails) left out of its profile as warm-up; GPU tasks
+/// leave out their first batch.
+pub const WARMUP_ITEMS: u64 = 2;
 
 /// How a profiling run drives the app.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -162,7 +167,52 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Meas
         hang_after: Duration::from_secs(10),
         show_progress: true,
     };
-    let outcome = run_app(&variant, &opts, Arc::new(AtomicBool::new(false)), None)?;
+    // Watch the live metrics: each stage's counters once it has served its warm-up items
+    // (one batch of GPU tasks, WARMUP_ITEMS of the others) and is idle, so that the
+    // first runs (model first-run costs, cold caches) stay out of the profile.
+    let live = Arc::new(Mutex::new(LiveApp::default()));
+    let finished = Arc::new(AtomicBool::new(false));
+    let warmup: BTreeMap<String, u64> = app
+        .tasks
+        .iter()
+        .map(|t| {
+            let w = if t.kind == TaskKind::Gpu {
+                u64::from(d.batch)
+            } else {
+                WARMUP_ITEMS
+            };
+            (t.name.clone(), w)
+        })
+        .collect();
+    let watcher = {
+        let (live, finished, warmup) = (live.clone(), finished.clone(), warmup.clone());
+        std::thread::spawn(move || {
+            let mut snaps: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            while !finished.load(Ordering::Relaxed) {
+                if let Ok(app) = live.lock() {
+                    for st in &app.stages {
+                        let m = &st.metrics;
+                        let idle = m.queue_depth == 0 && m.items_in == m.items_out;
+                        let warm = warmup.get(&st.task).copied().unwrap_or(WARMUP_ITEMS);
+                        if idle && m.items_out >= warm && !snaps.contains_key(&st.label) {
+                            snaps.insert(st.label.clone(), (m.busy_ns, m.items_out));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            snaps
+        })
+    };
+    let outcome = run_app(
+        &variant,
+        &opts,
+        Arc::new(AtomicBool::new(false)),
+        Some(live),
+    );
+    finished.store(true, Ordering::Relaxed);
+    let snaps = watcher.join().unwrap_or_default();
+    let outcome = outcome?;
     if let Some(e) = outcome.error {
         anyhow::bail!("profiling run ({label}) failed: {e}");
     }
@@ -174,8 +224,13 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Meas
             .stages
             .iter()
             .filter(|(l, _)| l.starts_with(&prefix))
-            .fold((0u64, 0u64), |(b0, i0), (_, m)| {
-                (b0 + m.busy_ns, i0 + m.items_in.max(m.items_out))
+            .fold((0u64, 0u64), |(b0, i0), (l, m)| {
+                let n = m.items_in.max(m.items_out);
+                // After the warm-up when it left items to measure, else everything.
+                match snaps.get(l) {
+                    Some(&(b, i)) if n > i && m.busy_ns >= b => (b0 + m.busy_ns - b, i0 + n - i),
+                    _ => (b0 + m.busy_ns, i0 + n),
+                }
             });
         out.insert(t.name.clone(), (busy as f64 / 1e9, items));
     }
@@ -248,8 +303,8 @@ fn measure(loaded: &LoadedApp, batches: &[u32], items: u64, base: &Path) -> anyh
     };
     let mut points = Points::new();
     for &b in batches {
-        // Whole batches, at least three of them.
-        let n = items.max(3 * u64::from(b)).div_ceil(u64::from(b)) * u64::from(b);
+        // Whole batches, at least three of them besides the warm-up batch.
+        let n = items.max(4 * u64::from(b)).div_ceil(u64::from(b)) * u64::from(b);
         let measured = run_variant(
             loaded,
             Drive {

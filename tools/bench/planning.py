@@ -28,20 +28,20 @@ ATTEMPTS = int(os.environ.get("ATTEMPTS", "3"))
 # (id, service type, request rate /s, p99 latency quota ms, items, what it shows)
 SCENARIOS = {
     "faces": [
-        ("F1", "request-guarantee", 2, 500, 200, "light load"),
-        ("F2", "request-guarantee", 5, 500, 250, "medium load"),
+        ("F1", "request-guarantee", 2, 500, 300, "light load"),
+        ("F2", "request-guarantee", 5, 500, 300, "medium load"),
         ("F3", "request-guarantee", 8, 1000, 320, "heavy load: contention on the 2 cores"),
         ("F4", "request-guarantee", 13, 3000, 0, "beyond the cores (the agent alone could carry it): refused"),
         ("F5", "request-guarantee", 4, 100, 0, "latency below the cascade's service time: refused"),
-        ("F6", "best-effort", 16, 3000, 320, "beyond the cores, best effort: admitted with a shortfall"),
+        ("F6", "best-effort", 16, 3000, 240, "beyond the cores, best effort: admitted with a shortfall"),
     ],
     "ocr": [
-        ("O1", "request-guarantee", 0.4, 2000, 60, "light load"),
-        ("O2", "request-guarantee", 0.8, 2000, 80, "medium load"),
-        ("O3", "request-guarantee", 1.2, 4000, 96, "heavy load: the agent near saturation"),
+        ("O1", "request-guarantee", 0.6, 2000, 200, "light load"),
+        ("O2", "request-guarantee", 1.0, 2000, 200, "medium load"),
+        ("O3", "request-guarantee", 1.5, 4000, 240, "heavy load: the agent near saturation"),
         ("O4", "request-guarantee", 3, 10000, 0, "beyond the agent: refused"),
         ("O5", "request-guarantee", 0.5, 400, 0, "latency below the cascade's service time: refused"),
-        ("O6", "best-effort", 3, 10000, 80, "beyond the agent, best effort: admitted with a shortfall"),
+        ("O6", "best-effort", 3, 10000, 90, "beyond the agent, best effort: admitted with a shortfall"),
     ],
 }
 PROFILE = {"faces": ["--items", "24", "--batches", "1,2,4,8"], "ocr": ["--items", "12", "--batches", "1,2,4,8"]}
