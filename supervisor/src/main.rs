@@ -128,6 +128,10 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also find the cheapest static configuration meeting the quota by brute force
+        /// (batch 1-16 × replicas 1-2 per task), the planner's yardstick.
+        #[arg(long)]
+        brute_force: bool,
     },
     /// Measure every task's service time for each batch size on this machine and store
     /// the profiles (profiles/<machine>-<app>.json beside the app); prints t = α + β·b.
@@ -217,7 +221,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Plan { app, json } => {
+        Cmd::Plan {
+            app,
+            json,
+            brute_force,
+        } => {
             let loaded = app::load(&app)?;
             let the_plan = plan::plan(&loaded.spec)?;
             let profiles = profiling::load_profiles(&loaded)?;
@@ -273,6 +281,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             }
                         ),
                         Err(refusal) => println!("\nrefused: {refusal}"),
+                    }
+                    if brute_force {
+                        profiling::print_brute_force(&loaded.spec, p)?;
                     }
                 }
             }

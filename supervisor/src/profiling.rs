@@ -1,16 +1,18 @@
 //! `supervisor profile` and the use of its results: run the app on this machine with
-//! each batch size for its GPU tasks, turn the measured busy time per batch into
-//! profiles (t = α + β·b), store them, and let `plan` and `start` ask the planner.
+//! each batch size for its GPU tasks, paced so that its stages seldom compete for a
+//! core, turn the measured busy time per batch into profiles (t = α + β·b), store them,
+//! and let `plan` and `start` ask the planner.
 
 use crate::app::LoadedApp;
+use crate::control::LiveApp;
 use crate::run::{run_app, RunOptions};
-use crate::smart::{self, PlanOptions, Profiles, Resources, TaskProfile};
+use crate::smart::{self, Arrivals, PlanOptions, Profiles, Resources, TaskProfile};
 use anyhow::Context;
 use protocol::spec::{AppSpec, BatchSpec, ServiceType, TaskKind};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// This machine's name in profile files: host name and core count.
@@ -47,17 +49,44 @@ pub fn load_profiles(loaded: &LoadedApp) -> anyhow::Result<Option<Profiles>> {
     })?))
 }
 
-/// A copy of the app for one profiling run: GPU tasks batch `b`, sources capped to
-/// `items`, guaranteed delivery (nothing shed while measuring).
-fn profiling_variant(app: &AppSpec, b: u32, items: u64) -> AppSpec {
+/// Share of one core the paced profiling runs aim to keep the app busy: low enough that
+/// its stages seldom run at the same time, so that busy time is service time, not time
+/// spent waiting for a core.
+pub const PROFILE_LOAD: f64 = 0.5;
+
+/// Items of a CPU task (heads, tails) left out of its profile as warm-up; GPU tasks
+/// leave out their first batch.
+pub const WARMUP_ITEMS: u64 = 2;
+
+/// How a profiling run drives the app.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Drive {
+    /// GPU tasks' batch size.
+    batch: u32,
+    /// Items the sources emit.
+    items: u64,
+    /// Items per second (0: as fast as the app goes).
+    fps: f64,
+}
+
+/// A copy of the app for one profiling run: GPU tasks batch `d.batch` with a wait that
+/// lets the batch fill at the paced rate, sources capped to `d.items` and paced at
+/// `d.fps`, guaranteed delivery (nothing shed while measuring). `source.images` gets a
+/// scratch folder linking the first images of its folder.
+fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<AppSpec> {
     let mut v = app.clone();
-    v.name = format!("{}-profile-b{b}", app.name);
+    v.name = format!("{}-profile-b{}", app.name, d.batch);
     v.service_type = ServiceType::RequestGuarantee;
+    let fill_ms = if d.fps > 0.0 {
+        f64::from(d.batch) / d.fps * 1000.0 + 500.0
+    } else {
+        50.0
+    };
     for t in &mut v.tasks {
         if t.kind == TaskKind::Gpu {
             t.batch = Some(BatchSpec {
-                size: b,
-                max_wait_ms: 50.0,
+                size: d.batch,
+                max_wait_ms: fill_ms,
             });
         }
         match t.function.as_str() {
@@ -68,79 +97,166 @@ fn profiling_variant(app: &AppSpec, b: u32, items: u64) -> AppSpec {
                     .and_then(|c| c.as_u64())
                     .unwrap_or(100);
                 t.params
-                    .insert("count".into(), serde_json::json!(count.min(items)));
-                t.params.insert("fps".into(), serde_json::json!(0));
+                    .insert("count".into(), serde_json::json!(count.min(d.items)));
             }
             "source.video" => {
-                t.params.insert("limit".into(), serde_json::json!(items));
+                t.params.insert("limit".into(), serde_json::json!(d.items));
+            }
+            "source.images" => {
+                let path = t
+                    .params
+                    .get("path")
+                    .and_then(|p| p.as_str())
+                    .unwrap_or("")
+                    .to_string();
+                let files = worker_cpu::media::list_images(&path)
+                    .map_err(|e| anyhow::anyhow!("task '{}': {e}", t.name))?;
+                let dir = scratch.join(format!("images-{}", t.name));
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+                // Cycle through the folder's images until `items` are linked.
+                for k in 0..d.items as usize {
+                    let f = &files[k % files.len()];
+                    let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("png");
+                    let link = dir.join(format!("{k:06}.{ext}"));
+                    let target = f.canonicalize().unwrap_or_else(|_| f.clone());
+                    std::os::unix::fs::symlink(&target, &link)
+                        .with_context(|| format!("cannot link {}", link.display()))?;
+                }
+                t.params
+                    .insert("path".into(), serde_json::json!(dir.display().to_string()));
             }
             _ => {}
         }
+        if t.kind == TaskKind::Head {
+            t.params.insert("fps".into(), serde_json::json!(d.fps));
+        }
     }
-    v
+    Ok(v)
+}
+
+/// Busy seconds and items of every task in one run (summed over replicas).
+type Measured = BTreeMap<String, (f64, u64)>;
+/// Profile points (batch, input-size bucket, seconds per batch) by task.
+type Points = BTreeMap<String, Vec<(u32, u64, f64)>>;
+
+fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Measured> {
+    let app = &loaded.spec;
+    let label = if d.fps > 0.0 {
+        format!("batch {} at {:.2} items/s", d.batch, d.fps)
+    } else {
+        format!("batch {}, free-running", d.batch)
+    };
+    eprintln!("profiling '{}': {} items, {label}", app.name, d.items);
+    let dir = base.join(format!(
+        "b{}-{}",
+        d.batch,
+        if d.fps > 0.0 { "paced" } else { "free" }
+    ));
+    let variant = LoadedApp {
+        spec: profiling_variant(app, d, base)?,
+        file: loaded.file.clone(),
+    };
+    let opts = RunOptions {
+        run_dir: dir,
+        startup_timeout: Duration::from_secs(30),
+        heartbeat_ms: 100,
+        stop_grace: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(10),
+        hang_after: Duration::from_secs(10),
+        show_progress: true,
+    };
+    // Watch the live metrics: each stage's counters once it has served its warm-up items
+    // (one batch of GPU tasks, WARMUP_ITEMS of the others) and is idle, so that the
+    // first runs (model first-run costs, cold caches) stay out of the profile.
+    let live = Arc::new(Mutex::new(LiveApp::default()));
+    let finished = Arc::new(AtomicBool::new(false));
+    let warmup: BTreeMap<String, u64> = app
+        .tasks
+        .iter()
+        .map(|t| {
+            let w = if t.kind == TaskKind::Gpu {
+                u64::from(d.batch)
+            } else {
+                WARMUP_ITEMS
+            };
+            (t.name.clone(), w)
+        })
+        .collect();
+    let watcher = {
+        let (live, finished, warmup) = (live.clone(), finished.clone(), warmup.clone());
+        std::thread::spawn(move || {
+            let mut snaps: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            while !finished.load(Ordering::Relaxed) {
+                if let Ok(app) = live.lock() {
+                    for st in &app.stages {
+                        let m = &st.metrics;
+                        let idle = m.queue_depth == 0 && m.items_in == m.items_out;
+                        let warm = warmup.get(&st.task).copied().unwrap_or(WARMUP_ITEMS);
+                        if idle && m.items_out >= warm && !snaps.contains_key(&st.label) {
+                            snaps.insert(st.label.clone(), (m.busy_ns, m.items_out));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            snaps
+        })
+    };
+    let outcome = run_app(
+        &variant,
+        &opts,
+        Arc::new(AtomicBool::new(false)),
+        Some(live),
+    );
+    finished.store(true, Ordering::Relaxed);
+    let snaps = watcher.join().unwrap_or_default();
+    let outcome = outcome?;
+    if let Some(e) = outcome.error {
+        anyhow::bail!("profiling run ({label}) failed: {e}");
+    }
+    let mut out = Measured::new();
+    for t in &app.tasks {
+        let prefix = format!("{}#", t.name);
+        let (busy, items) = outcome
+            .summary
+            .stages
+            .iter()
+            .filter(|(l, _)| l.starts_with(&prefix))
+            .fold((0u64, 0u64), |(b0, i0), (l, m)| {
+                let n = m.items_in.max(m.items_out);
+                // After the warm-up when it left items to measure, else everything.
+                match snaps.get(l) {
+                    Some(&(b, i)) if n > i && m.busy_ns >= b => (b0 + m.busy_ns - b, i0 + n - i),
+                    _ => (b0 + m.busy_ns, i0 + n),
+                }
+            });
+        out.insert(t.name.clone(), (busy as f64 / 1e9, items));
+    }
+    Ok(out)
 }
 
 /// Measure every task at each batch size and store the profiles.
+///
+/// A first free-running run (batch 1) gives the app's busy seconds per item S; every
+/// measuring run then paces the sources at [`PROFILE_LOAD`] ÷ S items/s, so that the busy
+/// time of a stage is its own service time and not time spent waiting for a core (the
+/// planner models that contention itself). GPU tasks are measured at each batch size
+/// (busy time per batch: the agent's time for it); CPU tasks, heads and tails in the
+/// batch-1 run.
 pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Result<Profiles> {
     let app = &loaded.spec;
     let has_gpu = app.tasks.iter().any(|t| t.kind == TaskKind::Gpu);
-    let batches: Vec<u32> = if has_gpu { batches.to_vec() } else { vec![1] };
-    let mut points: BTreeMap<String, Vec<(u32, u64, f64)>> = BTreeMap::new();
-    let base = std::env::temp_dir().join(format!("profile-{}", app.name));
-    for (k, &b) in batches.iter().enumerate() {
-        eprintln!(
-            "profiling '{}' with GPU batch {b} ({}/{})",
-            app.name,
-            k + 1,
-            batches.len()
-        );
-        let variant = LoadedApp {
-            spec: profiling_variant(app, b, items),
-            file: loaded.file.clone(),
-        };
-        let opts = RunOptions {
-            run_dir: base.join(format!("b{b}")),
-            startup_timeout: Duration::from_secs(30),
-            heartbeat_ms: 100,
-            stop_grace: Duration::from_secs(5),
-            drain_timeout: Duration::from_secs(10),
-            hang_after: Duration::from_secs(10),
-            show_progress: true,
-        };
-        let outcome = run_app(&variant, &opts, Arc::new(AtomicBool::new(false)), None)?;
-        if let Some(e) = outcome.error {
-            anyhow::bail!("profiling run with batch {b} failed: {e}");
-        }
-        for t in &app.tasks {
-            let prefix = format!("{}#", t.name);
-            let (busy, items_in) = outcome
-                .summary
-                .stages
-                .iter()
-                .filter(|(label, _)| label.starts_with(&prefix))
-                .fold((0u64, 0u64), |(b0, i0), (_, m)| {
-                    (b0 + m.busy_ns, i0 + m.items_in.max(m.items_out))
-                });
-            if items_in == 0 {
-                continue;
-            }
-            let (batch, per_batch) = if t.kind == TaskKind::Gpu {
-                (
-                    b,
-                    busy as f64 / 1e9 / (items_in as f64 / f64::from(b)).max(1.0),
-                )
-            } else if k == 0 {
-                (1, busy as f64 / 1e9 / items_in as f64)
-            } else {
-                continue;
-            };
-            points
-                .entry(t.name.clone())
-                .or_default()
-                .push((batch, 0, per_batch));
-        }
+    let mut batches: Vec<u32> = if has_gpu { batches.to_vec() } else { vec![1] };
+    if !batches.contains(&1) {
+        batches.insert(0, 1);
     }
+    let items = items.max(1);
+    let base = std::env::temp_dir().join(format!("profile-{}-{}", app.name, std::process::id()));
+    let result = measure(loaded, &batches, items, &base);
     let _ = std::fs::remove_dir_all(&base);
+    let points = result?;
     let mut profiles = Profiles::new(&machine());
     for (task, pts) in points {
         let mut p = TaskProfile::new(&task, &pts);
@@ -161,6 +277,64 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
         .with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("profiles written to {}", path.display());
     Ok(profiles)
+}
+
+/// The profile points (batch, bucket, seconds per batch) of every task.
+fn measure(loaded: &LoadedApp, batches: &[u32], items: u64, base: &Path) -> anyhow::Result<Points> {
+    let app = &loaded.spec;
+    let free = run_variant(
+        loaded,
+        Drive {
+            batch: 1,
+            items,
+            fps: 0.0,
+        },
+        base,
+    )?;
+    let per_item: f64 = free
+        .values()
+        .filter(|(_, n)| *n > 0)
+        .map(|(busy, n)| busy / *n as f64)
+        .sum();
+    let fps = if per_item > 0.0 {
+        PROFILE_LOAD / per_item
+    } else {
+        0.0
+    };
+    let mut points = Points::new();
+    for &b in batches {
+        // Whole batches, at least three of them besides the warm-up batch.
+        let n = items.max(4 * u64::from(b)).div_ceil(u64::from(b)) * u64::from(b);
+        let measured = run_variant(
+            loaded,
+            Drive {
+                batch: b,
+                items: n,
+                fps,
+            },
+            base,
+        )?;
+        for t in &app.tasks {
+            let Some(&(busy, n_items)) = measured.get(&t.name) else {
+                continue;
+            };
+            if n_items == 0 {
+                continue;
+            }
+            let point = if t.kind == TaskKind::Gpu {
+                (b, busy / (n_items as f64 / f64::from(b)).max(1.0))
+            } else if b == 1 {
+                (1, busy / n_items as f64)
+            } else {
+                continue;
+            };
+            points
+                .entry(t.name.clone())
+                .or_default()
+                .push((point.0, 0, point.1));
+        }
+    }
+    Ok(points)
 }
 
 /// Print the fitted t = α + β·b of every task.
@@ -205,21 +379,65 @@ fn resources(app: &AppSpec) -> Resources {
     Resources::from_app(app, crate::plan::available_cores(), cuda)
 }
 
+/// How the planner sees the app's load: periodic arrivals when every head is paced (an
+/// `fps`), Poisson otherwise.
+pub fn plan_options(app: &AppSpec) -> PlanOptions {
+    let heads: Vec<_> = app
+        .tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Head)
+        .collect();
+    let paced = !heads.is_empty()
+        && heads.iter().all(|t| {
+            t.params
+                .get("fps")
+                .and_then(|f| f.as_f64())
+                .is_some_and(|f| f > 0.0)
+        });
+    PlanOptions {
+        arrivals: if paced {
+            Arrivals::Periodic
+        } else {
+            Arrivals::Poisson
+        },
+        ..PlanOptions::default()
+    }
+}
+
 /// The planner's answer for an app on this machine.
 pub fn admit(app: &AppSpec, profiles: &Profiles) -> Result<smart::Plan, smart::Refusal> {
     let resources = resources(app);
-    smart::admit(app, profiles, resources, &PlanOptions::default())
+    smart::admit(app, profiles, resources, &plan_options(app))
 }
 
 /// The plans of all three strategies, for `supervisor plan`.
 pub fn all_plans(app: &AppSpec, profiles: &Profiles) -> anyhow::Result<smart::Plans> {
     let resources = resources(app);
-    Ok(smart::plans(
-        app,
-        profiles,
-        resources,
-        &PlanOptions::default(),
-    )?)
+    Ok(smart::plans(app, profiles, resources, &plan_options(app))?)
+}
+
+/// `plan --brute-force`: the cheapest static configuration meeting the quota.
+pub fn print_brute_force(app: &AppSpec, profiles: &Profiles) -> anyhow::Result<()> {
+    match smart::brute::cheapest_static(app, profiles, resources(app), &plan_options(app))? {
+        Some(c) => {
+            println!(
+                "\nbrute force ({} configurations): cheapest meeting the quota uses {:.2} cores",
+                c.tried, c.cores
+            );
+            for (t, s) in c.stages.iter().filter(|(t, _)| {
+                app.tasks
+                    .iter()
+                    .any(|x| &x.name == t && matches!(x.kind, TaskKind::Cpu | TaskKind::Gpu))
+            }) {
+                println!(
+                    "{t}: batch {} (wait {:.1} ms), replicas {}",
+                    s.batch, s.max_wait_ms, s.replicas
+                );
+            }
+        }
+        None => println!("\nbrute force: no static configuration meets the quota"),
+    }
+    Ok(())
 }
 
 /// Apply an admitted plan to the app: batch and replicas of every task it planned.

@@ -74,12 +74,30 @@ fn profile_then_plan_then_admission() {
         .iter()
         .any(|q| q["metric"] == "latency_p99_ms" && q["met"] == true));
 
-    // Far beyond it: refused before anything starts, with the binding resource.
+    // Beyond its grant: a demand derived from the measured profile (every process at
+    // most half busy, so no single stage binds), granted half the cores its busy
+    // fractions need with the planner's 10% headroom: refused before anything starts,
+    // with the cores it would need.
+    let profile_file = profiles[0].path();
+    let prof: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&profile_file).expect("profile")).expect("json");
+    let per_item = |task: &str| {
+        prof["tasks"][task]["points"][0]["seconds"]
+            .as_f64()
+            .expect("measured")
+            .max(1e-5)
+    };
+    let (t_small, t_rows) = (per_item("small"), per_item("rows"));
+    let rate = 0.5 / t_small.max(t_rows);
+    let busy = rate * (t_small + t_rows);
+    let granted = (busy / 0.9 / 2.0 * 100.0).floor() / 100.0;
     let greedy = dir.join("greedy.json");
-    let mut spec = app(6_000_000.0);
-    spec["request_frequency"] = json!(100000);
+    let mut spec = app(rate * 60.0);
+    spec["name"] = json!("sized"); // reuses the profile (per app name and machine)
+    spec["request_frequency"] = json!(rate);
+    spec["tasks"][0]["params"]["fps"] = json!(rate);
+    spec["constraints"] = json!({"cpu_cores": granted});
     std::fs::write(&greedy, serde_json::to_vec(&spec).expect("json")).expect("write");
-    // The profile is per app name and machine, so the greedy app reuses it.
     let out = supervisor()
         .arg("start")
         .arg(&greedy)
@@ -89,7 +107,20 @@ fn profile_then_plan_then_admission() {
         .expect("start");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("refused") && err.contains("cores"), "{err}");
+    let needed: f64 = err
+        .split("needs ")
+        .nth(1)
+        .and_then(|r| r.split(" cores").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no 'needs N cores' in: {err}"));
+    assert!(
+        err.contains(&format!("{granted:.2} granted")),
+        "{err} (granted {granted})"
+    );
+    assert!(
+        needed >= busy / 0.9 - 0.01 && needed > granted,
+        "needs {needed}, busy {busy}: {err}"
+    );
     assert!(!dir.join("refused").exists(), "nothing started");
 
     // The same demand as best effort: admitted with its shortfall, and it runs.

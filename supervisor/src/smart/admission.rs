@@ -2,11 +2,15 @@
 //! with the binding quota or resource and the gap; a best-effort app is admitted with the
 //! best plan within its grant and that plan's predicted shortfall.
 
-use super::model::{ModelError, Resources};
-use super::planner::{lazy_key, lt, pick, plans, Plan, PlanOptions, Scored, Search, CORES_PROBE};
+use super::model::{ModelError, Resources, CPU_HEADROOM};
+use super::planner::{pick, Plan, PlanOptions, Scored, Search, CORES_PROBE};
 use super::profile::Profiles;
 use super::qos::Shortfall;
+use super::strategies::plans;
 use protocol::spec::{AppSpec, ServiceType};
+
+/// Precision of the cores a refused app is told it needs.
+pub const CORES_STEP: f64 = 0.01;
 
 /// Why a request-guarantee app is refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -42,16 +46,22 @@ pub fn admit(
     Err(refusal(app, profiles, resources, opts)?)
 }
 
-/// The binding quota or resource of an app with no feasible plan, and the gap.
+/// The binding quota or resource of an app with no feasible plan, and the gap: the
+/// device memory its models need; else, if some plan would meet the quota on more cores,
+/// the fewest granted cores with which the planner finds one (to 0.01 core); else the
+/// first quota no configuration meets, at the best value any reaches.
 pub fn refusal(
     app: &AppSpec,
     profiles: &Profiles,
     resources: Resources,
     opts: &PlanOptions,
 ) -> Result<Refusal, ModelError> {
-    let search = Search::new(app, profiles, resources, opts)?;
-    let probe = resources.cpu_cores.max(CORES_PROBE);
-    let all = search.enumerate(probe, opts)?;
+    let probe = Resources {
+        cpu_cores: resources.cpu_cores.max(CORES_PROBE),
+        ..resources
+    };
+    let search = Search::new(app, profiles, probe, opts)?;
+    let all = search.enumerate(opts, false)?;
     if let (Some(budget), Some(s)) = (resources.device_memory_bytes, all.first()) {
         if s.pred.memory_bytes > budget {
             return Ok(Refusal::Memory {
@@ -60,17 +70,19 @@ pub fn refusal(
             });
         }
     }
-    if let Some(s) = pick(
-        &all.iter()
-            .filter(|s| s.misses.is_empty())
-            .cloned()
-            .collect::<Vec<_>>(),
-        |a, b| lt(lazy_key(a), lazy_key(b)),
-    ) {
-        return Ok(Refusal::Cores {
-            needed: s.pred.cores,
-            granted: resources.cpu_cores,
-        });
+    let meeting: Vec<Scored> = all
+        .iter()
+        .filter(|s| s.misses.is_empty() && search.model.fits(&s.pred))
+        .cloned()
+        .collect();
+    if let Some(cheapest) = pick(&meeting, |a, b| search.lazier(a, b)) {
+        let needed = fewest_cores(app, profiles, resources, opts, cheapest.pred.cores)?;
+        if needed.is_finite() {
+            return Ok(Refusal::Cores {
+                needed,
+                granted: resources.cpu_cores,
+            });
+        }
     }
     // Nothing meets the quota at any core count: report the first quota (throughput,
     // latency, jitter, loss) that no plan meets, at the best value any plan reaches.
@@ -111,4 +123,53 @@ pub fn refusal(
         needed: f64::INFINITY,
         granted: resources.cpu_cores,
     })
+}
+
+/// The fewest granted cores (to [`CORES_STEP`]) with which `plans` finds a plan, given
+/// that the cheapest plan on many cores is busy `busy` cores: from `busy` ÷ the headroom
+/// (no fewer can fit) up by 10% steps until one is found, then bisected (contention on
+/// fewer cores may still break the latency quota).
+fn fewest_cores(
+    app: &AppSpec,
+    profiles: &Profiles,
+    resources: Resources,
+    opts: &PlanOptions,
+    busy: f64,
+) -> Result<f64, ModelError> {
+    let feasible = |cores: f64| -> Result<bool, ModelError> {
+        let r = Resources {
+            cpu_cores: cores,
+            ..resources
+        };
+        Ok(plans(app, profiles, r, opts)?.get(app.strategy).is_some())
+    };
+    let round_up = |c: f64| (c / CORES_STEP - 1e-6).ceil() * CORES_STEP;
+    let top = resources.cpu_cores.max(CORES_PROBE);
+    let mut hi = round_up((busy / CPU_HEADROOM).max(resources.cpu_cores + CORES_STEP));
+    if feasible(hi)? {
+        return Ok(hi);
+    }
+    let mut lo;
+    loop {
+        lo = hi;
+        if hi >= top {
+            return Ok(f64::INFINITY);
+        }
+        hi = round_up((hi * 1.1).min(top));
+        if feasible(hi)? {
+            break;
+        }
+    }
+    while hi - lo > CORES_STEP * 1.5 {
+        let mid = round_up((lo + hi) / 2.0);
+        if mid >= hi {
+            break;
+        }
+        if feasible(mid)? {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi)
 }

@@ -9,7 +9,10 @@
 //! [`Profiles`] (profile), [`simulate`] (check a plan), [`online::Controller`].
 
 pub mod admission;
+pub mod brute;
+mod contention;
 pub mod dag;
+mod evaluate;
 pub mod model;
 pub mod online;
 pub mod planner;
@@ -17,6 +20,8 @@ pub mod profile;
 pub mod qos;
 mod queueing;
 pub mod sim;
+mod sim_cpu;
+pub mod strategies;
 #[cfg(test)]
 mod testkit;
 
@@ -25,10 +30,12 @@ pub use admission::{admit, refusal, Refusal};
 #[allow(unused_imports)]
 pub use model::{Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload};
 #[allow(unused_imports)]
-pub use planner::{plans, Plan, PlanOptions, Plans};
+pub use planner::{Plan, PlanOptions, Plans};
 #[allow(unused_imports)]
 pub use profile::{Fit, ProfileError, Profiles, TaskProfile};
 #[allow(unused_imports)]
 pub use qos::{required_rate, Qos, Shortfall};
 #[allow(unused_imports)]
 pub use sim::{simulate, SimConfig, SimResult};
+#[allow(unused_imports)]
+pub use strategies::plans;

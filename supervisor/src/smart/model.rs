@@ -26,18 +26,27 @@
 //!   its mean and variance (quantiles by Wilson–Hilferty), but never below the tail of its
 //!   single worst queue. Jitter is the path's standard deviation. Head service is before
 //!   the head's timestamp and not counted; tails are.
-//! - Cores: a CPU stage reserves replicas × threads cores. GPU stages cost no core of their
-//!   own; the agent costs its intra-op threads on `cpu:0` (no CUDA: the device time is CPU
-//!   time) and one core with CUDA. Heads and tails (not planned) cost their busy fraction.
+//! - Cores: every process costs its busy fraction (offered rate × service time per item at
+//!   its effective batch), times its threads, at most one per thread: a CPU stage per
+//!   replica, heads and tails likewise; GPU stages' processes only wait, their batches are
+//!   the agent's work (on `cpu:0` the device time is CPU time on the agent's intra-op
+//!   threads; with CUDA its one host thread waits on the device). A plan fits when the sum
+//!   is within [`CPU_HEADROOM`] of the granted cores.
+//! - Contention: the processes share the granted cores, so each one's service times are
+//!   stretched by the slowdown `contention.rs` derives from everyone's busy fractions;
+//!   the queueing above runs on the stretched times, and the app's capacity is also
+//!   bounded by cores ÷ CPU seconds per item. The slowdowns depend on the effective
+//!   batches, so the model is evaluated again with them until they settle.
 //!   Memory: the distinct models of the GPU stages (resident in the agent).
 
+use super::contention::Slowdown;
 use super::dag::Dag;
 use super::profile::{Fit, ProfileError, Profiles};
 use super::qos::Qos;
-use super::queueing::{eval_stage, path_prediction, Sojourn, StageEval};
+use super::queueing::{eval_stage, StageEval};
 use protocol::spec::{AppSpec, TaskKind};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// How one stage runs.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -130,6 +139,10 @@ pub enum ModelError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct StageProfile {
     pub fit: Fit,
+    /// Measured (batch, seconds) points, by batch: with two or more, service times are
+    /// interpolated between them (and extended along the end segments) rather than
+    /// read off the straight-line fit, which misses curved profiles.
+    pub curve: Vec<(f64, f64)>,
     pub cv: f64,
     pub parallel_fraction: f64,
     pub batch_limit: u32,
@@ -137,9 +150,63 @@ pub struct StageProfile {
 }
 
 impl StageProfile {
+    /// The same profile with service times stretched by contention: by `s.mean` on
+    /// average, and more variable by the factor's own variability.
+    pub(crate) fn slowed(&self, s: &Slowdown) -> StageProfile {
+        let f = s.mean;
+        let mut p = self.clone();
+        p.cv = ((1.0 + self.cv * self.cv) * (1.0 + s.scv) - 1.0)
+            .max(0.0)
+            .sqrt();
+        p.fit.alpha *= f;
+        p.fit.beta *= f;
+        for pt in &mut p.curve {
+            pt.1 *= f;
+        }
+        p
+    }
+
+    /// Seconds for a batch of `b` items with one thread.
+    fn base(&self, b: f64) -> f64 {
+        let c = &self.curve;
+        if c.len() < 2 {
+            return self.fit.at(b);
+        }
+        let k = c
+            .windows(2)
+            .position(|w| b <= w[1].0)
+            .unwrap_or(c.len() - 2);
+        let ((b0, t0), (b1, t1)) = (c[k], c[k + 1]);
+        let slope = if b1 > b0 { (t1 - t0) / (b1 - b0) } else { 0.0 };
+        (t0 + slope * (b - b0)).max(1e-6)
+    }
+
+    /// The batch a greedy batcher settles at when it serves whatever arrived during the
+    /// previous batch: the smallest x in [lo, hi] with x = λ·t(x) (hi when the server
+    /// cannot keep up even with full batches).
+    pub fn saturated_batch(&self, lam: f64, threads: u32, lo: f64, hi: f64) -> f64 {
+        let g = |x: f64| x - lam * self.t(x, threads);
+        if g(lo) >= 0.0 {
+            return lo;
+        }
+        if g(hi) < 0.0 {
+            return hi;
+        }
+        let (mut a, mut b) = (lo, hi);
+        for _ in 0..40 {
+            let m = 0.5 * (a + b);
+            if g(m) >= 0.0 {
+                b = m;
+            } else {
+                a = m;
+            }
+        }
+        b
+    }
+
     /// Seconds for a batch of `b` items with `threads` intra-op threads.
     pub fn t(&self, b: f64, threads: u32) -> f64 {
-        self.fit.at(b) * self.thread_factor(threads)
+        self.base(b) * self.thread_factor(threads)
     }
 
     /// Amdahl factor of `threads` intra-op threads.
@@ -163,6 +230,8 @@ pub struct StagePrediction {
     pub service_ms: f64,
     pub mean_ms: f64,
     pub std_ms: f64,
+    /// Factor by which CPU contention stretches its service times (1: none).
+    pub slowdown: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -181,10 +250,18 @@ pub struct Prediction {
     pub qos: Qos,
     /// Most items/s the app carries in this configuration.
     pub capacity: f64,
+    /// Cores used: the processes' busy fractions (each at most one per thread) summed.
     pub cores: f64,
     pub memory_bytes: u64,
     pub device_utilisation: Option<f64>,
 }
+
+/// Share of the granted cores a plan may fill with its processes' busy fractions: the
+/// rest is for what the model does not see (the supervisor, video decoding in ffmpeg,
+/// the kernel) and for its own error.
+pub const CPU_HEADROOM: f64 = 0.9;
+/// Most re-evaluations with the slowdowns of the previous one.
+const CONTENTION_PASSES: usize = 4;
 
 /// The model of one app on one machine under one workload.
 #[derive(Debug, Clone)]
@@ -221,6 +298,7 @@ impl Model {
             let bucket = workload.buckets.get(&s.name).copied();
             profs.push(Some(StageProfile {
                 fit: p.fit_for(bucket)?,
+                curve: p.curve_for(bucket)?,
                 cv: p.cv(),
                 parallel_fraction: p.parallel_fraction,
                 batch_limit: p.batch_limit(),
@@ -266,40 +344,8 @@ impl Model {
         self.per_head_rate() * self.dag.heads_of[i].len() as f64
     }
 
-    fn is_device(&self, i: usize) -> bool {
+    pub(crate) fn is_device(&self, i: usize) -> bool {
         self.dag.stages[i].kind == TaskKind::Gpu
-    }
-
-    /// Cores and device memory of a configuration (independent of the load, except the
-    /// busy fraction of heads and tails).
-    fn resources_used(&self, cfg: &[StageConfig], util: &[f64]) -> (f64, u64) {
-        let mut cores = 0.0;
-        let mut agent_threads = 0u32;
-        let mut models: BTreeSet<(String, u64)> = BTreeSet::new();
-        for (i, s) in self.dag.stages.iter().enumerate() {
-            match s.kind {
-                TaskKind::Cpu => cores += f64::from(cfg[i].replicas * cfg[i].threads.max(1)),
-                TaskKind::Gpu => {
-                    agent_threads = agent_threads.max(cfg[i].threads.max(1));
-                    if let Some(Some(p)) = self.profiles.get(i) {
-                        if let Some(m) = &p.model {
-                            models.insert(m.clone());
-                        }
-                    }
-                }
-                TaskKind::Head | TaskKind::Tail => {
-                    cores += util[i].min(1.0) * f64::from(cfg[i].replicas.max(1))
-                }
-            }
-        }
-        if agent_threads > 0 {
-            cores += if self.resources.gpu {
-                1.0
-            } else {
-                f64::from(agent_threads)
-            };
-        }
-        (cores, models.iter().map(|m| m.1).sum())
     }
 
     /// Stage `i` alone under its full offered rate (Poisson input, own server): for the
@@ -318,7 +364,10 @@ impl Model {
         ))
     }
 
-    /// Predicts the QoS and resources of `cfg` (one config per stage, in task order).
+    /// Predicts the QoS and resources of `cfg` (one config per stage, in task order):
+    /// the queueing model, with every process's service times stretched by the CPU
+    /// contention its busy fraction and the others' cause on the granted cores
+    /// (`contention.rs`), evaluated again until the slowdowns settle.
     pub fn predict(&self, cfg: &[StageConfig]) -> Result<Prediction, ModelError> {
         let n = self.dag.stages.len();
         if cfg.len() != n {
@@ -327,200 +376,36 @@ impl Model {
                 got: cfg.len(),
             });
         }
-        let total = self.workload.rate;
-        // Capacity of each stage, as the largest total offered rate it carries.
-        let mut capacity = vec![f64::INFINITY; n];
-        let mut dev_load_full = 0.0; // device seconds per offered item, full batches
-        for i in 0..n {
-            let Some(p) = &self.profiles[i] else { continue };
-            let c = &cfg[i];
-            let b = f64::from(c.batch.max(1));
-            let share = self.stage_rate(i) / total;
-            let per_item = p.t(b, c.threads) / b;
-            if self.is_device(i) {
-                dev_load_full += share * per_item;
-                capacity[i] = b / p.t(b, c.threads);
-            } else {
-                let reps = if self.dag.stages[i].kind == TaskKind::Head {
-                    1.0
-                } else {
-                    f64::from(c.replicas.max(1))
-                };
-                capacity[i] = reps * b / p.t(b, c.threads);
-            }
-        }
-        let mut app_cap = f64::INFINITY;
-        for (i, cap) in capacity.iter().enumerate() {
-            if cap.is_finite() && !self.is_device(i) {
-                app_cap = app_cap.min(cap * total / self.stage_rate(i));
-            }
-        }
-        if dev_load_full > 0.0 {
-            app_cap = app_cap.min(1.0 / dev_load_full);
-        }
-        let scale = if app_cap < total {
-            app_cap / total
-        } else {
-            1.0
-        };
-        let overloaded = scale < 1.0;
-
-        // Light-load batch and utilisation per stage, then the device's totals.
-        let ca_head = match self.workload.arrivals {
-            Arrivals::Poisson => 1.0,
-            Arrivals::Periodic => 0.0,
-        };
-        let mut light = vec![(1.0f64, 0.0f64); n]; // (b', ρ per replica)
-        let mut dev_rho = 0.0;
-        let mut dev_t_weighted = 0.0;
-        for i in 0..n {
-            let Some(p) = &self.profiles[i] else { continue };
-            let c = &cfg[i];
-            let lam_r = self.stage_rate(i) * scale / f64::from(c.replicas.max(1));
-            let b = f64::from(c.batch.max(1));
-            let w = c.max_wait_ms.max(0.0) / 1000.0;
-            let bl = b.min(1.0 + lam_r * w).max(1.0);
-            let t = p.t(bl, c.threads);
-            let rho = lam_r * t / bl;
-            light[i] = (bl, rho);
-            if self.is_device(i) {
-                let lam_b = lam_r * f64::from(c.replicas.max(1)) / bl;
-                dev_rho += lam_b * t;
-                dev_t_weighted += lam_b * t * t;
-            }
-        }
-        let dev_t_mean = if dev_rho > 0.0 {
-            dev_t_weighted / dev_rho
-        } else {
-            0.0
-        };
-
-        // Saturated device: it cycles through the GPU stages, each taking what arrived in
-        // one cycle C = Σ t_g(λ_g·C) (fixed point, batches clamped to their limits).
-        let mut cycle = 0.0;
-        let dev: Vec<usize> = (0..n)
-            .filter(|&i| self.is_device(i) && self.profiles[i].is_some())
-            .collect();
-        for g in &dev {
-            if let Some(p) = &self.profiles[*g] {
-                cycle += p.t(light[*g].0, cfg[*g].threads);
-            }
-        }
-        for _ in 0..200 {
-            let next: f64 = dev
+        let mut slow = vec![Slowdown::NONE; n];
+        let mut pred = self.evaluate(cfg, &self.profiles, &slow);
+        for _ in 0..CONTENTION_PASSES {
+            let next = self.slowdowns(cfg, &pred.stages);
+            if next
                 .iter()
-                .filter_map(|&g| {
-                    let p = self.profiles[g].as_ref()?;
-                    let c = &cfg[g];
-                    let lam_r = self.stage_rate(g) * scale / f64::from(c.replicas.max(1));
-                    let x = (lam_r * cycle).clamp(light[g].0, f64::from(c.batch.max(1)));
-                    Some(p.t(x, c.threads))
-                })
-                .sum();
-            let done = (next - cycle).abs() <= 1e-12;
-            cycle = next;
-            if done {
+                .zip(&slow)
+                .all(|(a, b)| (a.mean - b.mean).abs() <= 1e-6)
+            {
                 break;
             }
+            slow = next;
+            let profs: Vec<Option<StageProfile>> = self
+                .profiles
+                .iter()
+                .zip(&slow)
+                .map(|(p, f)| p.as_ref().map(|p| p.slowed(f)))
+                .collect();
+            pred = self.evaluate(cfg, &profs, &slow);
         }
+        Ok(pred)
+    }
 
-        let bound = f64::from(self.workload.queue_bound.max(1));
-        let mut ca_out = vec![ca_head; n];
-        let mut soj = vec![Sojourn::default(); n];
-        let mut preds = Vec::with_capacity(n);
-        let mut util = vec![0.0; n];
-        let mut dev_busy = 0.0; // device utilisation at the effective batches
-        let mut keep = 1.0; // best-effort: fraction not lost to full queues
-        for &i in &self.dag.order {
-            let s = &self.dag.stages[i];
-            let ca_in = if s.inputs.is_empty() {
-                ca_head
-            } else {
-                s.inputs.iter().map(|&j| ca_out[j]).sum::<f64>() / s.inputs.len() as f64
-            };
-            let offered = self.stage_rate(i) * scale;
-            let mut pred = StagePrediction {
-                task: s.name.clone(),
-                capacity: capacity[i],
-                offered,
-                utilisation: 0.0,
-                batch_effective: 1.0,
-                fill_ms: 0.0,
-                queue_ms: 0.0,
-                service_ms: 0.0,
-                mean_ms: 0.0,
-                std_ms: 0.0,
-            };
-            let Some(p) = &self.profiles[i] else {
-                ca_out[i] = ca_in;
-                preds.push((i, pred));
-                continue;
-            };
-            let c = &cfg[i];
-            let shared = self.is_device(i).then_some((dev_rho, dev_t_mean, cycle));
-            let full_rho = offered / f64::from(c.replicas.max(1))
-                * p.t(f64::from(c.batch.max(1)), c.threads)
-                / f64::from(c.batch.max(1));
-            let at_bottleneck = overloaded
-                && (full_rho >= 0.999 || (self.is_device(i) && dev_load_full * app_cap >= 0.999));
-            let ev = eval_stage(p, c, offered, ca_in, shared, at_bottleneck, bound);
-            let mut sj = ev.sojourn;
-            let (eff_b, bl, fill) = (ev.batch, ev.light_batch, ev.fill);
-            if self.workload.shed {
-                keep *= 1.0 - ev.block;
-            }
-            util[i] = ev.utilisation;
-            ca_out[i] = ev.ca_out;
-            if self.is_device(i) {
-                dev_busy += offered * p.t(eff_b, c.threads) / eff_b;
-            }
-            if s.kind == TaskKind::Head {
-                // Items are stamped as the head emits them.
-                ca_out[i] = ca_in;
-                sj = Sojourn::default();
-            }
-            soj[i] = sj;
-            pred.utilisation = util[i];
-            pred.batch_effective = eff_b;
-            pred.service_ms = p.t(eff_b, c.threads) * 1000.0;
-            pred.fill_ms = if eff_b > bl { 0.0 } else { fill * 1000.0 };
-            pred.mean_ms = sj.mean * 1000.0;
-            pred.queue_ms =
-                (sj.mean - pred.fill_ms / 2000.0 - p.t(eff_b, c.threads)).max(0.0) * 1000.0;
-            pred.std_ms = sj.var.max(0.0).sqrt() * 1000.0;
-            preds.push((i, pred));
-        }
-        preds.sort_by_key(|(i, _)| *i);
-        let stages: Vec<StagePrediction> = preds.into_iter().map(|(_, p)| p).collect();
-
-        let paths: Vec<PathPrediction> = self
-            .dag
-            .paths
-            .iter()
-            .map(|path| path_prediction(&self.dag, path, &soj))
-            .collect();
-        let worst = |f: fn(&PathPrediction) -> f64| paths.iter().map(f).fold(0.0, f64::max);
-        let (cores, memory_bytes) = self.resources_used(cfg, &util);
-        let delivered = total * scale * if self.workload.shed { keep } else { 1.0 };
-        let loss_pct = if self.workload.shed {
-            (1.0 - delivered / total).max(0.0) * 100.0
-        } else {
-            0.0
-        };
-        Ok(Prediction {
-            stages,
-            qos: Qos {
-                throughput_per_s: delivered,
-                p50_ms: worst(|p| p.p50_ms),
-                p99_ms: worst(|p| p.p99_ms),
-                jitter_ms: worst(|p| p.jitter_ms),
-                loss_pct,
-            },
-            paths,
-            capacity: app_cap,
-            cores,
-            memory_bytes,
-            device_utilisation: (dev_load_full > 0.0).then_some(dev_busy.min(1.0)),
-        })
+    /// Whether a prediction's busy fractions fit the grant (with [`CPU_HEADROOM`]) and its
+    /// models the device memory.
+    pub fn fits(&self, pred: &Prediction) -> bool {
+        pred.cores <= self.resources.cpu_cores * CPU_HEADROOM + 1e-9
+            && self
+                .resources
+                .device_memory_bytes
+                .is_none_or(|m| pred.memory_bytes <= m)
     }
 }

@@ -182,6 +182,33 @@ impl TaskProfile {
             .ok_or_else(|| ProfileError::NoPoints(self.task.clone()))
     }
 
+    /// The measured mean seconds per batch size in the bucket [`TaskProfile::fit_for`]
+    /// picks, by batch size: what the model interpolates between.
+    pub fn curve_for(&self, bucket: Option<u64>) -> Result<Vec<(f64, f64)>, ProfileError> {
+        self.check()?;
+        let buckets: std::collections::BTreeSet<u64> =
+            self.points.iter().map(|p| p.input_bytes).collect();
+        let chosen = match bucket {
+            Some(b) => buckets
+                .range(b..)
+                .next()
+                .or_else(|| buckets.iter().next_back()),
+            None => buckets.iter().next_back(),
+        }
+        .copied()
+        .ok_or_else(|| ProfileError::NoPoints(self.task.clone()))?;
+        let mut by_batch: BTreeMap<u32, (f64, u32)> = BTreeMap::new();
+        for p in self.points.iter().filter(|p| p.input_bytes == chosen) {
+            let e = by_batch.entry(p.batch).or_insert((0.0, 0));
+            e.0 += p.seconds;
+            e.1 += 1;
+        }
+        Ok(by_batch
+            .into_iter()
+            .map(|(b, (sum, n))| (f64::from(b), sum / f64::from(n.max(1))))
+            .collect())
+    }
+
     /// The largest batch the planner may pick.
     pub fn batch_limit(&self) -> u32 {
         self.max_batch
@@ -322,6 +349,16 @@ mod tests {
             Profiles::from_json(bad),
             Err(ProfileError::BadPoint { .. })
         ));
+    }
+
+    #[test]
+    fn curve_averages_repeated_batches_in_the_chosen_bucket() {
+        let p = TaskProfile::new(
+            "x",
+            &[(1, 100, 0.01), (1, 100, 0.03), (4, 100, 0.1), (1, 9, 5.0)],
+        );
+        assert_eq!(p.curve_for(None).unwrap(), vec![(1.0, 0.02), (4.0, 0.1)]);
+        assert_eq!(p.curve_for(Some(5)).unwrap(), vec![(1.0, 5.0)]);
     }
 
     #[test]

@@ -104,7 +104,6 @@ pub(crate) fn eval_stage(
     if b > bl && !at_bottleneck {
         // Saturated: the batch is what arrives during one cycle of the server (its own
         // batch time, or the device's round of every GPU stage).
-        let tf = p.thread_factor(c.threads);
         let (x, cyc) = match shared {
             Some((_, _, cyc)) => {
                 let x = (lam_r * cyc).clamp(bl, b);
@@ -112,12 +111,7 @@ pub(crate) fn eval_stage(
             }
             None => {
                 // Fixed point x = λ_r·t(x).
-                let denom = 1.0 - lam_r * p.fit.beta * tf;
-                let x = if denom > 0.0 {
-                    (lam_r * p.fit.alpha * tf / denom).clamp(bl, b)
-                } else {
-                    b
-                };
+                let x = p.saturated_batch(lam_r, c.threads, bl, b);
                 (x, p.t(x, c.threads))
             }
         };

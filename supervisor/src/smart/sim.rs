@@ -7,12 +7,15 @@
 //! `max_wait` for up to `batch` items (the stages' greedy batcher), and serves the batch
 //! in t(b) times a lognormal noise of mean 1 and the profile's coefficient of variation.
 //! GPU stages hand their batches to one shared device, which serves them FIFO while the
-//! replica waits. A stage with several inputs joins items by (source, seq). Best-effort
+//! replica waits. The work of CPU stages, tails and (on `cpu:0`) the device shares the
+//! granted cores by processor sharing (`sim_cpu.rs`): the contention the analytic model
+//! approximates. A stage with several inputs joins items by (source, seq). Best-effort
 //! (`Workload::shed`) drops an item arriving at a full inbox (`queue_bound`) and counts it
 //! lost; request-guarantee queues are unbounded (backpressure on the sources is not
 //! simulated, so keep guarantee runs stable). Unprofiled stages take no time.
 
 use super::model::{Arrivals, Model, ModelError, StageConfig};
+use super::sim_cpu::{Cores, Holder};
 use protocol::spec::TaskKind;
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -101,7 +104,9 @@ struct Item {
 enum Ev {
     Arrival(usize),
     Deadline(usize, usize, u64),
-    Done(usize, usize),
+    /// A job on the cores came due (ignored unless `version` is still current).
+    CpuDone(Holder, u64),
+    /// A batch on a CUDA device finished.
     DeviceDone,
 }
 
@@ -150,6 +155,7 @@ struct Sim<'a> {
     done_tails: HashMap<(usize, u64), usize>,
     device_q: VecDeque<(usize, usize, f64)>,
     device_busy: Option<(usize, usize)>,
+    cores: Cores,
     lost: HashSet<(usize, u64)>,
     latencies: Vec<f64>,
     emitted: u64,
@@ -235,11 +241,29 @@ impl Sim<'_> {
         let Some(p) = &self.m.profiles[i] else { return };
         let d = p.t(n as f64, self.cfg[i].threads) * self.rng.lognormal1(p.cv);
         self.busy[i] += d;
-        if self.m.dag.stages[i].kind == TaskKind::Gpu {
-            self.device_q.push_back((i, r, d));
-            self.start_device();
-        } else {
-            self.at(self.now + d, Ev::Done(i, r));
+        match self.m.dag.stages[i].kind {
+            TaskKind::Gpu => {
+                self.device_q.push_back((i, r, d));
+                self.start_device();
+            }
+            kind => {
+                let threads = if kind == TaskKind::Cpu {
+                    self.cfg[i].threads
+                } else {
+                    1
+                };
+                self.cores
+                    .start(self.now, Holder::Replica(i, r), d, threads);
+                self.reschedule();
+            }
+        }
+    }
+
+    /// Completion events for every job on the cores at their current speed.
+    fn reschedule(&mut self) {
+        let v = self.cores.version;
+        for (t, h) in self.cores.due() {
+            self.at(t, Ev::CpuDone(h, v));
         }
     }
 
@@ -249,8 +273,22 @@ impl Sim<'_> {
         }
         if let Some((i, r, d)) = self.device_q.pop_front() {
             self.device_busy = Some((i, r));
-            self.at(self.now + d, Ev::DeviceDone);
+            if self.m.resources.gpu {
+                self.at(self.now + d, Ev::DeviceDone);
+            } else {
+                // On `cpu:0` a batch is CPU work of the agent's intra-op threads.
+                self.cores
+                    .start(self.now, Holder::Device, d, self.cfg[i].threads);
+                self.reschedule();
+            }
         }
+    }
+
+    fn device_done(&mut self) {
+        if let Some((i, r)) = self.device_busy.take() {
+            self.done(i, r);
+        }
+        self.start_device();
     }
 
     fn done(&mut self, i: usize, r: usize) {
@@ -367,6 +405,7 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
         done_tails: HashMap::new(),
         device_q: VecDeque::new(),
         device_busy: None,
+        cores: Cores::new(m.resources.cpu_cores),
         lost: HashSet::new(),
         latencies: Vec::new(),
         emitted: 0,
@@ -391,13 +430,18 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
                     s.start_service(i, r);
                 }
             }
-            Ev::Done(i, r) => s.done(i, r),
-            Ev::DeviceDone => {
-                if let Some((i, r)) = s.device_busy.take() {
-                    s.done(i, r);
+            Ev::CpuDone(h, v) => {
+                if v != s.cores.version {
+                    continue;
                 }
-                s.start_device();
+                s.cores.finish(s.now, h);
+                s.reschedule();
+                match h {
+                    Holder::Replica(i, r) => s.done(i, r),
+                    Holder::Device => s.device_done(),
+                }
             }
+            Ev::DeviceDone => s.device_done(),
         }
     }
     let mut lat = std::mem::take(&mut s.latencies);
