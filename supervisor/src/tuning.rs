@@ -73,7 +73,8 @@ impl BatchTuner {
                     task: t,
                     batch,
                     capacity: capacity(app, t, batch),
-                    held_until: now + HOLD_DOWN,
+                    // Skip the first window (start-up: model loads, first items).
+                    held_until: now + WINDOW,
                     since: None,
                 }
             })
