@@ -172,7 +172,11 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let pool = node.output_pool()?;
         // One output slot per batch; each group's outputs follow the previous group's.
         let Some(writer) = node.output_slot_for(&pool, 1)? else {
-            return Err(NodeError::Stage("no free output slot".into()));
+            // Best-effort overload: shed the batch (counted), keep going.
+            for (env, _) in &batch {
+                node.lose(env, protocol::messages::LossReason::Shed)?;
+            }
+            continue;
         };
         let slot = writer.commit(pool.slot_size()).map_err(NodeError::from)?;
         let mut used = 0u64;

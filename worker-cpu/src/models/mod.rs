@@ -206,7 +206,20 @@ fn handle(
                 next.push(Payload::State(s));
             }
             if !tensors.is_empty() {
-                next.extend(write_tensors(node, &tensors, consumers)?);
+                match write_tensors(node, &tensors, consumers)? {
+                    Some(written) => next.extend(written),
+                    None => {
+                        // Best-effort overload: shed this item; its frame holds go back.
+                        for _ in 1..consumers {
+                            node.pool(frame_ref.pool)?.release(&frame_ref)?;
+                        }
+                        let shed = Envelope {
+                            payload: Payload::Batch(next),
+                            ..env
+                        };
+                        return Ok(node.lose(&shed, LossReason::Shed)?);
+                    }
+                }
             }
         }
     }
@@ -217,17 +230,16 @@ fn handle(
     Ok(node.send(out, recv)?)
 }
 
-/// Pack tensors into one slot of this stage's pool (64-byte aligned).
+/// Pack tensors into one slot of this stage's pool (64-byte aligned); `None` when a
+/// best-effort app has no free slot (the caller sheds the item).
 fn write_tensors(
     node: &mut Node,
     tensors: &[TensorF32],
     consumers: u32,
-) -> Result<Vec<Payload>, StageError> {
+) -> Result<Option<Vec<Payload>>, StageError> {
     let pool = node.output_pool()?;
     let Some(mut writer) = node.output_slot_for(&pool, tensors.len() as u32 * consumers)? else {
-        return Err(StageError::Input(
-            "no free slot for the tensors (best-effort overload)".into(),
-        ));
+        return Ok(None);
     };
     let slot = writer.bytes_mut();
     let mut offset = 0usize;
@@ -252,18 +264,20 @@ fn write_tensors(
         offset += len.div_ceil(64) * 64;
     }
     let whole = writer.commit(offset as u64).map_err(NodeError::from)?;
-    Ok(placed
-        .into_iter()
-        .map(|(offset, len, shape)| Payload::Tensor {
-            shm: ShmRef {
-                offset,
-                len,
-                ..whole
-            },
-            dtype: DType::F32,
-            shape,
-        })
-        .collect())
+    Ok(Some(
+        placed
+            .into_iter()
+            .map(|(offset, len, shape)| Payload::Tensor {
+                shm: ShmRef {
+                    offset,
+                    len,
+                    ..whole
+                },
+                dtype: DType::F32,
+                shape,
+            })
+            .collect(),
+    ))
 }
 
 /// A detection row for an item.
