@@ -139,14 +139,17 @@ fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u64 {
     }
 }
 
-/// Slots per pool: model stages hold fewer, larger slots.
-fn slot_count(function: &str, batch: u32) -> u32 {
+/// Slots per pool: model stages hold fewer, larger slots; a stage batching `batch` items
+/// needs room for two batches; a consumer collecting batches of `consumer_batch` items
+/// holds that many of this pool's slots while it waits, and the producer needs two more
+/// to keep going (fewer would stall both until the consumer's max wait runs out).
+fn slot_count(function: &str, batch: u32, consumer_batch: u32) -> u32 {
     let base = if function.starts_with("model.") {
         4
     } else {
         DEFAULT_SLOTS
     };
-    base.max(2 * batch + 2)
+    base.max(2 * batch + 2).max(consumer_batch + 2)
 }
 
 /// Plan an app with the user's fixed settings and defaults elsewhere.
@@ -161,9 +164,17 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
         .enumerate()
         .map(|(i, t)| {
             let batch_size = t.batch.as_ref().map(|b| b.size).unwrap_or(1);
+            // The largest batch any consumer collects from this stage.
+            let consumer_batch = app
+                .tasks
+                .iter()
+                .filter(|c| c.inputs.iter().any(|n| n == &t.name))
+                .filter_map(|c| c.batch.as_ref().map(|b| b.size))
+                .max()
+                .unwrap_or(1);
             let pool = match (makes_payloads(&t.function), bounds[i]) {
                 (true, Some((w, h))) => Some(PoolPlan {
-                    slots: slot_count(&t.function, batch_size),
+                    slots: slot_count(&t.function, batch_size, consumer_batch),
                     slot_size: slot_bytes(t, w, h),
                 }),
                 _ => None,
@@ -221,4 +232,20 @@ pub fn ancestors(app: &protocol::spec::AppSpec, task: usize) -> std::collections
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_producer_has_room_for_its_consumers_batch() {
+        // A model stage alone: 4 slots; batching 3 itself: 2·3 + 2; feeding a consumer
+        // that batches 8: 8 + 2.
+        assert_eq!(slot_count("model.preprocess", 1, 1), 4);
+        assert_eq!(slot_count("model.inference", 3, 1), 8);
+        assert_eq!(slot_count("model.preprocess", 1, 8), 10);
+        assert_eq!(slot_count("image.resize", 1, 1), DEFAULT_SLOTS);
+        assert_eq!(slot_count("image.resize", 1, 16), 18);
+    }
 }

@@ -28,12 +28,13 @@ ATTEMPTS = int(os.environ.get("ATTEMPTS", "3"))
 # (id, service type, request rate /s, p99 latency quota ms, items, what it shows)
 SCENARIOS = {
     "faces": [
-        ("F1", "request-guarantee", 2, 500, 300, "light load"),
-        ("F2", "request-guarantee", 5, 500, 300, "medium load"),
-        ("F3", "request-guarantee", 8, 1000, 320, "heavy load: contention on the 2 cores"),
-        ("F4", "request-guarantee", 13, 3000, 0, "beyond the cores (the agent alone could carry it): refused"),
+        ("F1", "request-guarantee", 2, 500, 240, "light load"),
+        ("F2", "request-guarantee", 5, 500, 240, "medium load"),
+        ("F3", "request-guarantee", 8, 1000, 240, "heavy load: contention on the 2 cores"),
+        ("F7", "request-guarantee", 13, 2000, 240, "near the cores: the processes contend for them"),
+        ("F4", "request-guarantee", 17, 3000, 0, "beyond the cores (the agent alone could carry it): refused"),
         ("F5", "request-guarantee", 4, 100, 0, "latency below the cascade's service time: refused"),
-        ("F6", "best-effort", 16, 3000, 240, "beyond the cores, best effort: admitted with a shortfall"),
+        ("F6", "best-effort", 24, 3000, 240, "beyond the cores and the agent, best effort: admitted with a shortfall"),
     ],
     "ocr": [
         ("O1", "request-guarantee", 0.6, 2000, 200, "light load"),
@@ -321,15 +322,17 @@ def table(rows, profiles):
             bf = r.get("brute_force_cores")
             cores = f"{lazy['cores']:.2f} / {bf:.2f}" if lazy and bf is not None else (
                 f"— / {bf:.2f}" if bf is not None else "— / none")
+            if r.get("run_error"):
+                meas = None
             pcol = f"{pred['throughput_per_min']:.0f}, {pred['p99_ms']:.0f}" if pred else "—"
             mcol = f"{meas['throughput_per_min']:.0f}, {meas['p99_ms']:.0f} ({meas['samples']})" if meas else "—"
-            err = f"{r['throughput_error_pct']:+.0f}% / {r['p99_error_pct']:+.0f}%" if "p99_error_pct" in r else "—"
+            err = f"{r['throughput_error_pct']:+.0f}% / {r['p99_error_pct']:+.0f}%" if meas and "p99_error_pct" in r else "—"
             met = ("yes" if r.get("latency_quota_met") else "no") if meas else "—"
             other = f"{r['other_cores']:.2f}" if "other_cores" in r else "—"
             if len(r.get("attempts", [])) > 1:
                 other += f" ({len(r['attempts'])} runs)"
             if r.get("run_error"):
-                mcol = "run failed: " + r["run_error"].replace("|", "/")
+                mcol = "run failed: " + r["run_error"].replace("|", "/").removeprefix("error: ")
             out.append(f"| {r['id']} {r['service_type']}, {r['rate']}/s, p99 ≤ {r['latency_quota_ms']} ms | {adm} | {cfg or 'all batch 1, 1 replica'} | {cores} | {pcol} | {mcol} | {err} | {met} | {other} |")
     return "\n".join(out)
 
@@ -339,7 +342,13 @@ def main():
     ap.add_argument("--apps", default="faces,ocr")
     ap.add_argument("--scenarios", default="")
     ap.add_argument("--reprofile", action="store_true")
+    ap.add_argument("--merge", action="store_true", help="update the rows of target/bench-planning.json")
+    ap.add_argument("--table", action="store_true", help="only print the tables of target/bench-planning.json")
     a = ap.parse_args()
+    if a.table:
+        d = json.load(open(os.path.join(ROOT, "target", "bench-planning.json")))
+        print(table(d["rows"], d["profiles"]))
+        return
     os.makedirs(W, exist_ok=True)
     wanted = set(filter(None, a.scenarios.split(",")))
     rows, profiles = [], {}
@@ -359,7 +368,17 @@ def main():
             r = scenario(which, base, sc)
             print(json.dumps(r), file=sys.stderr)
             rows.append(r)
-    with open(os.path.join(ROOT, "target", "bench-planning.json"), "w") as f:
+    out = os.path.join(ROOT, "target", "bench-planning.json")
+    if a.merge and os.path.exists(out):
+        old = json.load(open(out))
+        new_ids = {(r["app"], r["id"]) for r in rows}
+        kept = [r for r in old["rows"] if (r["app"], r["id"]) not in new_ids]
+        order = {sc[0]: k for k, sc in enumerate(SCENARIOS["faces"] + SCENARIOS["ocr"])}
+        rows = sorted(kept + rows, key=lambda r: (r["app"] != "faces", order.get(r["id"], 99)))
+        for k, v in old["profiles"].items():
+            if k not in profiles or "reused" in profiles[k]["fits"]:
+                profiles[k] = v
+    with open(out, "w") as f:
         json.dump({"profiles": profiles, "rows": rows}, f, indent=1)
     print(table(rows, profiles))
 

@@ -24,7 +24,8 @@
 //!   Best-effort also loses items when a stable queue overflows (M/M/1/K blocking).
 //! - Path latency: stage sojourns are independent; the sum is a shifted gamma matched to
 //!   its mean and variance (quantiles by Wilson–Hilferty), but never below the tail of its
-//!   single worst queue. Jitter is the path's standard deviation. Head service is before
+//!   single worst queue, nor of the wait for the shared cores (all the app's CPU work as
+//!   one GI/G/c queue on the granted cores, when processes outnumber them). Jitter is the path's standard deviation. Head service is before
 //!   the head's timestamp and not counted; tails are.
 //! - Cores: every process costs its busy fraction (offered rate × service time per item at
 //!   its effective batch), times its threads, at most one per thread: a CPU stage per

@@ -26,7 +26,9 @@
 //! - `balance`: the lowest p99 among plans using at most [`BALANCE_SHARE`] of the cores
 //!   `lazy` leaves free (the headroom a live controller then works in);
 //! - `strong`: the highest capacity (items/s it could carry on the granted cores), ties by
-//!   lower p99, then fewer cores.
+//!   lower p99, then fewer cores;
+//!
+//! each pick checked by the discrete-event simulation (`strategies.rs`).
 //!
 //! The model is evaluated at the required rate max(quota throughput / 60, request
 //! frequency); with neither given, at 1 item/s (lazy = cheapest, strong = most capacity).
