@@ -113,6 +113,13 @@ pub fn write_frames(dir: &Path, count: u32, width: u32, height: u32) -> Vec<Path
         .collect()
 }
 
+/// `cmd` with the repository's model manifest and provisioned model folder.
+pub fn with_models(cmd: &mut Command) -> &mut Command {
+    let root = repo_root();
+    cmd.env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
+        .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"))
+}
+
 /// Pids of live processes whose command line contains `needle`.
 pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();

@@ -122,14 +122,7 @@ fn kill_9_of_gpu_stage_and_agent_loses_nothing() {
             ]
         }),
     );
-    let root = repo_root();
-    let sup = start_in_background(
-        supervisor()
-            .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
-            .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models")),
-        &app,
-        &dir.join("run"),
-    );
+    let sup = start_in_background(with_models(&mut supervisor()), &app, &dir.join("run"));
     let frames = dir.join("frames");
     let written = || std::fs::read_dir(&frames).map_or(0, |d| d.count());
     wait_for("frames", Duration::from_secs(60), || written() >= 20);

@@ -4,29 +4,26 @@
 use serde_json::json;
 use smartpipe_tests::*;
 
-#[test]
-fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
-    let dir = scratch("tuning");
-    let count = 600;
-    let app = write_app(
-        &dir,
-        &json!({
-            "name": "tuning", "service_type": "request-guarantee", "strategy": "balance",
-            "tasks": [
-                // Inference is the bottleneck on a CPU-only machine: as fast as it goes.
-                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 320, "height": 240, "count": count, "fps": 0}},
-                {"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["gen"], "params": {"model": "mtcnn-pnet"}},
-                {"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-pnet"}},
-                {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["net"], "params": {"model": "mtcnn-pnet"}},
-                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["post"], "params": {"format": "csv", "path": "rows.csv"}}
-            ]
-        }),
-    );
-    let root = repo_root();
+/// gen (320×240, as fast as it goes) → P-Net pre → P-Net → post → csv rows: on a
+/// CPU-only machine inference is the bottleneck.
+fn pnet_app(name: &str, service: &str, strategy: &str, count: u64) -> serde_json::Value {
+    json!({
+        "name": name, "service_type": service, "strategy": strategy,
+        "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 320, "height": 240, "count": count, "fps": 0}},
+            {"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["gen"], "params": {"model": "mtcnn-pnet"}},
+            {"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-pnet"}},
+            {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["net"], "params": {"model": "mtcnn-pnet"}},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["post"], "params": {"format": "csv", "path": "rows.csv"}}
+        ]
+    })
+}
+
+/// Run `app` to its end with the models; its summary.
+fn run_to_end(dir: &std::path::Path, app: &serde_json::Value) -> serde_json::Value {
+    let app = write_app(dir, app);
     let run = dir.join("run");
-    let out = supervisor()
-        .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
-        .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"))
+    let out = with_models(&mut supervisor())
         .arg("start")
         .arg(&app)
         .arg("--run-dir")
@@ -38,7 +35,17 @@ fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let summary = read_summary(&run);
+    read_summary(&run)
+}
+
+#[test]
+fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
+    let dir = scratch("tuning");
+    let count = 600;
+    let summary = run_to_end(
+        &dir,
+        &pnet_app("tuning", "request-guarantee", "balance", count),
+    );
     let retunes = summary["retunes"].as_array().expect("retunes");
     let first = retunes
         .first()
@@ -54,7 +61,7 @@ fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
             .is_some_and(|r| r.is_empty()),
         "no restart: {summary}"
     );
-    let log = std::fs::read_to_string(run.join("logs/net#0.log")).expect("log");
+    let log = std::fs::read_to_string(dir.join("run/logs/net#0.log")).expect("log");
     assert!(log.contains("batching retuned"), "the stage took it live");
 }
 
@@ -62,36 +69,7 @@ fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
 fn an_overloaded_best_effort_model_app_sheds_and_counts_instead_of_failing() {
     let dir = scratch("overload");
     let count = 300;
-    let app = write_app(
-        &dir,
-        &json!({
-            "name": "overload", "service_type": "best-effort", "strategy": "lazy",
-            "tasks": [
-                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 320, "height": 240, "count": count, "fps": 0}},
-                {"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["gen"], "params": {"model": "mtcnn-pnet"}},
-                {"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-pnet"}},
-                {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["net"], "params": {"model": "mtcnn-pnet"}},
-                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["post"], "params": {"format": "csv", "path": "rows.csv"}}
-            ]
-        }),
-    );
-    let root = repo_root();
-    let run = dir.join("run");
-    let out = supervisor()
-        .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
-        .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"))
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(&run)
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = read_summary(&run);
+    let summary = run_to_end(&dir, &pnet_app("overload", "best-effort", "lazy", count));
     let shed = summary["lost"]["shed"].as_u64().expect("shed");
     assert!(shed > 0, "the source outruns the model: {summary}");
     assert_eq!(
