@@ -8,7 +8,7 @@ use crate::messages::*;
 use crate::shm::{ShmError, SlotPool, SlotWriter};
 use crate::spec::{ServiceType, TaskSpec};
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -133,8 +133,9 @@ pub struct Node {
     output_len: Option<u64>,
     /// The output rewired by the last `Rewire` command, reported by `next`.
     last_rewired: Option<u32>,
-    /// A command a head received while it waited for a slot, for its next poll.
-    held_command: Option<Command>,
+    /// Commands a head received while it waited for a slot, for its next polls. The
+    /// inbox is still read meanwhile: the acknowledgements behind a drain free the slot.
+    held_commands: VecDeque<Command>,
 }
 
 impl Node {
@@ -247,7 +248,7 @@ impl Node {
             last_ack: Instant::now(),
             output_len,
             last_rewired: None,
-            held_command: None,
+            held_commands: VecDeque::new(),
         })
     }
 
@@ -332,13 +333,15 @@ impl Node {
                 return Ok(Some(w));
             }
             // Heads' inboxes carry only commands; other stages get `Stop` behind their data
-            // (and the supervisor's SIGTERM follows), so only heads look here.
+            // (and the supervisor's SIGTERM follows), so only heads look here. A drain is
+            // kept for the head's loop, and reading goes on: only the acknowledgements
+            // that follow it can free the slot this item waits for.
             if self.setup.expected_eos == 0 {
-                match self.poll_command()? {
-                    Some(Command::Stop) => return Err(NodeError::Stopped),
-                    // Kept for the head's loop (a drain must not be lost while waiting).
-                    Some(other) => self.held_command = Some(other),
-                    None => {}
+                while let Some(c) = self.read_command()? {
+                    if c == Command::Stop {
+                        return Err(NodeError::Stopped);
+                    }
+                    self.held_commands.push_back(c);
                 }
             }
         }
@@ -482,9 +485,14 @@ impl Node {
     /// Non-blocking look at the inbox for a command (heads call this between items).
     /// Acknowledgements, replays and rewiring are handled here and not returned.
     pub fn poll_command(&mut self) -> Result<Option<Command>, NodeError> {
-        if let Some(c) = self.held_command.take() {
+        if let Some(c) = self.held_commands.pop_front() {
             return Ok(Some(c));
         }
+        self.read_command()
+    }
+
+    /// Read the inbox until it is empty or holds a command for the stage itself.
+    fn read_command(&mut self) -> Result<Option<Command>, NodeError> {
         loop {
             let bytes = match self.inbox.try_recv() {
                 Ok(bytes) => bytes,

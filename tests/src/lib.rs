@@ -5,23 +5,83 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// The folder holding the workspace's built binaries (`target/debug`).
+/// The workspace's binaries the tests run, and the crates each is built from.
+const BINARIES: [(&str, &[&str]); 3] = [
+    (
+        "supervisor",
+        &["supervisor", "worker-cpu", "protocol", "vision"],
+    ),
+    ("worker-cpu", &["worker-cpu", "protocol", "vision"]),
+    ("worker-gpu", &["worker-gpu", "protocol", "vision"]),
+];
+
+/// The folder holding the workspace's built binaries (`target/debug`). Panics when one
+/// is missing or older than a source it is built from: `cargo test` alone does not
+/// rebuild them, and a test run against stale binaries tests old code.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/debug/deps/<test> → target/debug
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary lives in target/<profile>/deps")
-        .to_path_buf();
-    for name in ["supervisor", "worker-cpu"] {
-        assert!(
-            dir.join(name).is_file(),
-            "{} is missing: run `cargo build --workspace --bins` before the tests (make test does)",
-            dir.join(name).display()
-        );
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/debug/deps/<test> → target/debug
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .expect("test binary lives in target/<profile>/deps")
+                .to_path_buf();
+            let rebuild = "run `cargo build --workspace --bins` before the tests (make test does)";
+            for (name, crates) in BINARIES {
+                let binary = dir.join(name);
+                let built = std::fs::metadata(&binary).and_then(|m| m.modified());
+                let Ok(built) = built else {
+                    panic!("{} is missing: {rebuild}", binary.display());
+                };
+                // A crate's main.rs belongs to its own binary only.
+                let skip =
+                    |p: &Path| p.ends_with("src/main.rs") && !p.starts_with(repo_root().join(name));
+                if let Some((source, changed)) = newest_source(crates, &skip) {
+                    assert!(
+                        built >= changed,
+                        "{} is older than {}: {rebuild}",
+                        binary.display(),
+                        source.display()
+                    );
+                }
+            }
+            dir
+        })
+        .clone()
+}
+
+/// The most recently modified source (`src/**.rs`) or manifest of `crates`.
+fn newest_source(
+    crates: &[&str],
+    skip: &dyn Fn(&Path) -> bool,
+) -> Option<(PathBuf, std::time::SystemTime)> {
+    let root = repo_root();
+    let mut newest: Option<(PathBuf, std::time::SystemTime)> = None;
+    let mut stack: Vec<PathBuf> = crates
+        .iter()
+        .flat_map(|c| [root.join(c).join("src"), root.join(c).join("Cargo.toml")])
+        .collect();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+            continue;
+        }
+        let relevant = path.extension().is_some_and(|e| e == "rs" || e == "toml");
+        if let (true, false, Ok(changed)) = (relevant, skip(&path), meta.modified()) {
+            if newest.as_ref().is_none_or(|(_, t)| changed > *t) {
+                newest = Some((path, changed));
+            }
+        }
     }
-    dir
+    newest
 }
 
 /// The repository root.
@@ -181,12 +241,21 @@ pub fn memfds_of(creator: u32) -> Vec<String> {
 /// pipe would block it).
 pub struct Background {
     child: std::process::Child,
-    stderr: Option<std::thread::JoinHandle<String>>,
+    stderr: Option<std::thread::JoinHandle<()>>,
+    stderr_text: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Background {
     pub fn id(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the supervisor has written on stderr so far.
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr_text
+            .lock()
+            .map(|t| t.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -202,26 +271,34 @@ pub fn start_in_background(cmd: &mut Command, app: &Path, run_dir: &Path) -> Bac
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the supervisor");
-    let stderr = child.stderr.take().map(|mut pipe| {
+    let stderr_text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = stderr_text.clone();
+    let stderr = child.stderr.take().map(|pipe| {
         std::thread::spawn(move || {
-            use std::io::Read;
-            let mut err = String::new();
-            let _ = pipe.read_to_string(&mut err);
-            err
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut text) = sink.lock() {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            }
         })
     });
-    Background { child, stderr }
+    Background {
+        child,
+        stderr,
+        stderr_text,
+    }
 }
 
 /// Wait for a background supervisor: its exit status and what it wrote on stderr.
 pub fn finish(mut sup: Background) -> (std::process::ExitStatus, String) {
     let status = sup.child.wait().expect("wait for the supervisor");
-    let err = sup
-        .stderr
-        .take()
-        .map(|h| h.join().unwrap_or_default())
-        .unwrap_or_default();
-    (status, err)
+    if let Some(reader) = sup.stderr.take() {
+        let _ = reader.join();
+    }
+    (status, sup.stderr_so_far())
 }
 
 /// Poll `cond` every 10 ms until it holds; panics naming `what` after `timeout`.
@@ -308,4 +385,15 @@ impl Drop for PrivateRuntime {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The `seq` column of the tail's CSV, in file order.
+pub fn csv_seqs(csv: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(csv).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let col = header.iter().position(|c| *c == "seq").expect("seq column");
+    lines
+        .map(|l| l.split(',').nth(col).expect("seq").parse().expect("number"))
+        .collect()
 }

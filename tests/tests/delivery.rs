@@ -26,17 +26,6 @@ fn cpu_chain(name: &str, service: &str, count: u64, fps: u64) -> Value {
     })
 }
 
-/// The `seq` column of the tail's CSV, in file order.
-fn seqs(csv: &Path) -> Vec<u64> {
-    let text = std::fs::read_to_string(csv).unwrap_or_else(|e| panic!("{}: {e}", csv.display()));
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
-    let col = header.iter().position(|c| *c == "seq").expect("seq column");
-    lines
-        .map(|l| l.split(',').nth(col).expect("seq").parse().expect("number"))
-        .collect()
-}
-
 /// The pid of the one process running `label` (`task#replica`) of app `name`.
 fn pid_of(name: &str, label: &str) -> Option<i32> {
     let pids = pids_with_cmdline(&format!(" {name}/{label}"));
@@ -87,7 +76,7 @@ fn kill_9_of_head_body_and_tail_loses_and_duplicates_nothing() {
     let pid = sup.id();
     let (status, err) = finish(sup);
     assert!(status.success(), "{err}");
-    let got = seqs(&csv);
+    let got = csv_seqs(&csv);
     assert_eq!(
         got,
         (0..count).collect::<Vec<_>>(),
@@ -167,7 +156,7 @@ fn best_effort_reports_exactly_the_loss_it_suffered() {
     let pid = sup.id();
     let (status, err) = finish(sup);
     assert!(status.success(), "{err}");
-    let got = seqs(&csv);
+    let got = csv_seqs(&csv);
     let mut unique = got.clone();
     unique.sort_unstable();
     unique.dedup();
@@ -233,7 +222,7 @@ fn soak_random_kills_every_half_second_still_exactly_once() {
     let pid = sup.id();
     let (status, err) = finish(sup);
     assert!(status.success(), "seed {seed}: {err}");
-    let got = seqs(&csv);
+    let got = csv_seqs(&csv);
     assert_eq!(got.len() as u64, count, "seed {seed}: every item once");
     assert!(
         got.iter().enumerate().all(|(k, &s)| s == k as u64),
@@ -299,7 +288,7 @@ fn restart_through_the_api_replaces_a_stage_without_losing_an_item() {
     let pid = sup.id();
     let (status, err) = finish(sup);
     assert!(status.success(), "{err}");
-    assert_eq!(seqs(&csv), (0..count).collect::<Vec<_>>());
+    assert_eq!(csv_seqs(&csv), (0..count).collect::<Vec<_>>());
     let summary = read_summary(&dir.join("run"));
     assert_eq!(summary["restarts"]["small#0"], 1, "{summary}");
     assert_nothing_left(&name, &summary, pid);

@@ -72,6 +72,50 @@ fn a_hung_stage_is_detected_and_replaced_within_a_second() {
     );
 }
 
+/// The kernel function a process's main thread sleeps in ("" while it runs).
+fn wchan(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default()
+}
+
+#[test]
+fn a_drain_that_reaches_a_head_waiting_for_a_slot_still_finishes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("drain-full");
+    let name = format!("drainfull{}", std::process::id());
+    let app = write_app(&dir, &endless(&name));
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let tail = format!("--stage {name}/rows#0");
+    let head = format!("--stage {name}/gen#0");
+    wait_for("the stages to run", Duration::from_secs(20), || {
+        pids_with_cmdline(&tail).len() == 1 && pids_with_cmdline(&head).len() == 1
+    });
+    let (tail_pid, head_pid) = (pids_with_cmdline(&tail)[0], pids_with_cmdline(&head)[0]);
+    // With the tail stopped nothing is acknowledged: the head fills its slots and waits.
+    // SAFETY: stopping a process of this test's app.
+    unsafe { libc::kill(tail_pid, libc::SIGSTOP) };
+    wait_for(
+        "the head to wait for a free slot",
+        Duration::from_secs(10),
+        || wchan(head_pid).starts_with("futex"),
+    );
+    // The drain reaches the waiting head before any acknowledgement that frees a slot.
+    // SAFETY: asking our own child to drain.
+    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    wait_for("the drain to start", Duration::from_secs(10), || {
+        sup.stderr_so_far().contains("draining app")
+    });
+    // SAFETY: resuming the process stopped above.
+    unsafe { libc::kill(tail_pid, libc::SIGCONT) };
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    assert_eq!(summary["tails"][0]["missing"], 0, "{summary}");
+    let seqs = csv_seqs(&dir.join("rows.csv"));
+    assert!(!seqs.is_empty(), "rows were written");
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+}
+
 #[test]
 fn killing_the_supervisor_ends_every_child_and_the_next_start_is_clean() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
