@@ -10,7 +10,7 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Environment variables the supervisor hands to every child.
 pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
@@ -365,6 +365,9 @@ pub enum Command {
         batch_size: u32,
         batch_max_wait_ms: f64,
     },
+    /// Heads: offer items at this rate from the next item on (0 = as fast as the
+    /// pipeline takes them); the request frequency changed while the app runs.
+    SetRate { items_per_s: f64 },
 }
 
 /// A tensor in shared memory.

@@ -136,6 +136,8 @@ pub struct Node {
     /// Commands a head received while it waited for a slot, for its next polls. The
     /// inbox is still read meanwhile: the acknowledgements behind a drain free the slot.
     held_commands: VecDeque<Command>,
+    /// Heads: a new rate from `SetRate`, for the source's pacer to take.
+    new_rate: Option<f64>,
 }
 
 impl Node {
@@ -249,6 +251,7 @@ impl Node {
             output_len,
             last_rewired: None,
             held_commands: VecDeque::new(),
+            new_rate: None,
         })
     }
 
@@ -471,6 +474,16 @@ impl Node {
         self.route(&bytes, &[])
     }
 
+    /// Heads: the rate the supervisor set since the last call, if it set one.
+    pub fn take_rate_change(&mut self) -> Option<f64> {
+        self.new_rate.take()
+    }
+
+    /// Whether a new rate waits for [`Node::take_rate_change`].
+    pub fn rate_changed(&self) -> bool {
+        self.new_rate.is_some()
+    }
+
     /// Note an item that a head emitted (for the end-of-stream totals).
     pub fn note_emitted(&mut self, source: &str, seq: u64) {
         let total = self.totals.entry(source.to_string()).or_insert(0);
@@ -570,6 +583,11 @@ impl Node {
                     let bytes = codec::encode("item", &Inbox::Data(env))?;
                     self.route(&bytes, &refs)?;
                 }
+                Ok(None)
+            }
+            Command::SetRate { items_per_s } => {
+                tracing::info!(items_per_s, "request rate changed");
+                self.new_rate = Some(items_per_s.max(0.0));
                 Ok(None)
             }
             Command::Finish => {

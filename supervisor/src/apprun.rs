@@ -217,6 +217,26 @@ impl<'a> AppRun<'a> {
         None
     }
 
+    /// Pace every head at `items_per_s` from its next item on; a message for people.
+    pub fn set_rate(&mut self, items_per_s: f64) -> String {
+        let cmd = Command::SetRate { items_per_s };
+        let mut heads = Vec::new();
+        for t in 0..self.wiring.app.tasks.len() {
+            if self.wiring.kind(t) == TaskKind::Head {
+                for r in 0..self.wiring.replicas_of(t) {
+                    self.wiring.command((t, r), &cmd);
+                }
+                heads.push(self.wiring.task_name(t));
+            }
+        }
+        let rate = if items_per_s > 0.0 {
+            format!("{items_per_s} items/s")
+        } else {
+            "as fast as the pipeline takes them".into()
+        };
+        format!("request rate set to {rate} (sources: {})", heads.join(", "))
+    }
+
     /// Tell each head what every tail it feeds has acknowledged.
     fn pass_acks_on(&mut self) {
         let heads: Vec<usize> = (0..self.wiring.app.tasks.len())

@@ -51,6 +51,14 @@ pub struct RestartRequest {
     pub reply: mpsc::Sender<Result<String, String>>,
 }
 
+/// A new request frequency for an app's sources, sent by the API to the app's run
+/// loop, which answers on `reply` with a message for people.
+#[derive(Debug)]
+pub struct RateRequest {
+    pub items_per_s: f64,
+    pub reply: mpsc::Sender<Result<String, String>>,
+}
+
 /// A running app.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct LiveApp {
@@ -63,6 +71,9 @@ pub struct LiveApp {
     /// Where the API sends restarts; None while the run loop takes none.
     #[serde(skip)]
     pub restarts: Option<mpsc::Sender<RestartRequest>>,
+    /// Where the API sends new request rates; None while the run loop takes none.
+    #[serde(skip)]
+    pub rates: Option<mpsc::Sender<RateRequest>>,
 }
 
 /// What `GET /status` answers: the supervisor and every app it hosts.
@@ -413,7 +424,7 @@ fn respond(conn: &mut impl Write, code: u16, ctype: &str, body: &str) {
 }
 
 const ROUTES: &str = "routes: GET /status, GET /metrics, POST /stop, POST /shutdown, POST /apps, \
-POST /apps/NAME/stop, POST /apps/NAME/restart\n";
+POST /apps/NAME/stop, POST /apps/NAME/restart, POST /apps/NAME/rate\n";
 
 fn handle(
     mut conn: UnixStream,
@@ -493,6 +504,10 @@ fn route(
                 text(404, format!("no app '{name}' runs in this supervisor"))
             }
         }
+        ("POST", _, Some((name, "rate"))) => match set_rate(registry, name, &req.body) {
+            Ok(message) => text(200, message),
+            Err(e) => text(e.code, e.message),
+        },
         ("POST", _, Some((name, "restart"))) => match restart(registry, name, &req.body) {
             Ok(message) => text(200, message),
             Err(e) => text(e.code, e.message),
@@ -581,6 +596,60 @@ fn restart(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiEr
         Err(mpsc::RecvTimeoutError::Disconnected) => Err(ApiError::new(
             409,
             format!("app '{name}' ended before restarting '{}'", wanted.task),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+struct RateBody {
+    items_per_s: f64,
+}
+
+/// `POST /apps/NAME/rate`: hand the app's run loop a new request frequency (items per
+/// second per source; 0 = as fast as the pipeline takes them) and wait for its answer.
+fn set_rate(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiError> {
+    let wanted: RateBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            400,
+            format!("bad rate request ({e}); the body is {{\"items_per_s\": X}}"),
+        )
+    })?;
+    if !wanted.items_per_s.is_finite() || wanted.items_per_s < 0.0 {
+        return Err(ApiError::new(
+            400,
+            format!(
+                "items_per_s must be a number ≥ 0 (0 = unpaced), not {}",
+                wanted.items_per_s
+            ),
+        ));
+    }
+    let (live, _) = registry
+        .lookup(name)
+        .ok_or_else(|| ApiError::new(404, format!("no app '{name}' runs in this supervisor")))?;
+    let sender = live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .rates
+        .clone()
+        .ok_or_else(|| {
+            ApiError::new(
+                503,
+                format!("app '{name}' cannot change its rate (its run loop takes no requests)"),
+            )
+        })?;
+    let (reply, answer) = mpsc::channel();
+    sender
+        .send(RateRequest {
+            items_per_s: wanted.items_per_s,
+            reply,
+        })
+        .map_err(|_| ApiError::new(409, format!("app '{name}' is ending")))?;
+    match answer.recv_timeout(RESTART_WAIT) {
+        Ok(Ok(message)) => Ok(message),
+        Ok(Err(message)) => Err(ApiError::new(409, message)),
+        Err(_) => Err(ApiError::new(
+            504,
+            format!("app '{name}' did not answer the rate change"),
         )),
     }
 }

@@ -100,6 +100,14 @@ enum Cmd {
     /// Restart a stage (`APP/TASK#N`; every replica of the task without `#N`): the
     /// replacement starts and is rewired, then the old one is drained.
     Restart { stage: String },
+    /// Change the request frequency of a running app: its sources offer ITEMS_PER_S
+    /// items per second each from their next item on (0 = as fast as the pipeline takes
+    /// them). A `balance` app then retunes itself to the new load.
+    Rate {
+        app: String,
+        #[arg(value_name = "ITEMS_PER_S", allow_negative_numbers = true)]
+        items_per_s: f64,
+    },
     /// Stop the daemon: drain every app it runs, take no new one, and wait until it
     /// has exited (a second shutdown stops the apps at once).
     Shutdown {
@@ -369,6 +377,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Stop { app } => ops::stop(app.as_deref()),
         Cmd::Logs { stage, follow } => ops::logs(&stage, follow),
         Cmd::Restart { stage } => ops::restart(&stage),
+        Cmd::Rate { app, items_per_s } => ops::set_rate(&app, items_per_s),
         Cmd::Shutdown { timeout } => ops::shutdown(Duration::from_secs(timeout)),
         Cmd::Daemon { metrics_addr } => daemon::run_daemon(metrics_addr),
     }

@@ -360,6 +360,40 @@ pub fn restart(stage: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `supervisor rate APP ITEMS_PER_S`: set the request frequency of a running app.
+pub fn set_rate(app: &str, items_per_s: f64) -> anyhow::Result<ExitCode> {
+    let apps = live_apps();
+    let sock = apps
+        .iter()
+        .find(|(_, a)| a.name == app)
+        .map(|(s, _)| s.clone())
+        .ok_or_else(|| {
+            let names: Vec<&str> = apps.iter().map(|(_, a)| a.name.as_str()).collect();
+            if names.is_empty() {
+                anyhow::anyhow!("no SmartPipe supervisor is running an app named '{app}'")
+            } else {
+                anyhow::anyhow!(
+                    "no running app named '{app}' (running: {})",
+                    names.join(", ")
+                )
+            }
+        })?;
+    let body = serde_json::json!({ "items_per_s": items_per_s }).to_string();
+    let (code, message) = request(
+        &sock,
+        "POST",
+        &format!("/apps/{app}/rate"),
+        Some(&body),
+        control::RESTART_WAIT + Duration::from_secs(5),
+    )
+    .context("the supervisor did not answer")?;
+    if code != 200 {
+        anyhow::bail!("{}", message.trim_end());
+    }
+    println!("{}", message.trim_end());
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `supervisor shutdown`: drain every app of every daemon of this user, then wait
 /// (at most `wait`) until the daemons have exited.
 pub fn shutdown(wait: Duration) -> anyhow::Result<ExitCode> {

@@ -193,6 +193,7 @@ pub fn publish(
         .collect();
     if let Ok(mut l) = live.lock() {
         let restarts = l.restarts.take();
+        let rates = l.rates.take();
         *l = LiveApp {
             name: app.name.clone(),
             state: if replicas.iter().all(|r| r.exited.is_some()) {
@@ -206,6 +207,7 @@ pub fn publish(
             uptime_s: started.elapsed().as_secs_f64(),
             stages,
             restarts,
+            rates,
         };
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::app::LoadedApp;
 use crate::apprun::{AppRun, Event};
-use crate::control::{LiveApp, RestartRequest};
+use crate::control::{LiveApp, RateRequest, RestartRequest};
 use crate::models::agent_task;
 use crate::plan::{plan, Plan};
 use crate::replica::{publish, signal_all};
@@ -92,9 +92,11 @@ pub fn run_app(
     run.start_all()
         .with_context(|| format!("cannot start app '{}'", app.name))?;
     let (restart_tx, restart_requests) = mpsc::channel::<RestartRequest>();
+    let (rate_tx, rate_requests) = mpsc::channel::<RateRequest>();
     if let Some(live) = &live {
         if let Ok(mut l) = live.lock() {
             l.restarts = Some(restart_tx);
+            l.rates = Some(rate_tx);
         }
     }
 
@@ -142,6 +144,17 @@ pub fn run_app(
             };
             if let Ok(msg) = &answer {
                 timeline.event(format!("restart requested: {msg}"));
+            }
+            let _ = req.reply.send(answer);
+        }
+        while let Ok(req) = rate_requests.try_recv() {
+            let answer = if failure.is_some() || stop_sent.is_some() || drained_at.is_some() {
+                Err(format!("app '{}' is stopping", app.name))
+            } else {
+                Ok(run.set_rate(req.items_per_s))
+            };
+            if let Ok(msg) = &answer {
+                timeline.event(msg.clone());
             }
             let _ = req.reply.send(answer);
         }

@@ -1,5 +1,6 @@
-//! Live tuning of a `balance` app: a GPU stage that is the bottleneck gets a bigger
-//! batch while the app runs (a `Retune` command, no restart), and nothing is lost.
+//! Live tuning: a `balance` app's bottleneck GPU stage gets a bigger batch while the app
+//! runs (a `Retune` command, no restart), the request rate changes while it runs, and
+//! nothing is lost.
 
 use serde_json::json;
 use smartpipe_tests::*;
@@ -76,5 +77,65 @@ fn an_overloaded_best_effort_model_app_sheds_and_counts_instead_of_failing() {
         summary["items_out"].as_u64().expect("out") + summary["lost_total"].as_u64().expect("lost"),
         count,
         "every item is delivered or counted lost: {summary}"
+    );
+}
+
+#[test]
+fn the_request_rate_changes_while_the_app_runs() {
+    let runtime = PrivateRuntime::new("rate");
+    let dir = scratch("rate");
+    let name = format!("rate{}", std::process::id());
+    // 300 items at 1 per second would take five minutes.
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": name, "service_type": "request-guarantee",
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 16, "height": 16, "count": 300, "fps": 1}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["gen"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let sup = start_in_background(&mut runtime.supervisor(), &app, &dir.join("run"));
+    let csv = dir.join("rows.csv");
+    let rows = || std::fs::read_to_string(&csv).map_or(0, |t| t.lines().count());
+    wait_for("the first row", std::time::Duration::from_secs(20), || {
+        rows() >= 2
+    });
+    let said = |out: std::process::Output| {
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let bad = runtime
+        .supervisor()
+        .args(["rate", &name, "-5"])
+        .output()
+        .expect("rate");
+    assert!(!bad.status.success());
+    assert!(said(bad).contains("≥ 0"), "a negative rate is refused");
+    let unknown = runtime
+        .supervisor()
+        .args(["rate", "nope", "10"])
+        .output()
+        .expect("rate");
+    assert!(!unknown.status.success());
+    assert!(said(unknown).contains(&name), "names the running apps");
+    let out = runtime
+        .supervisor()
+        .args(["rate", &name, "1000"])
+        .output()
+        .expect("rate");
+    assert!(out.status.success());
+    assert!(said(out).contains("1000 items/s"));
+    // At the new rate the rest takes well under a second; at the old one, minutes.
+    wait_for("every row", std::time::Duration::from_secs(60), || {
+        rows() == 301
+    });
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    assert_eq!(csv_seqs(&csv), (0..300).collect::<Vec<_>>());
+    let timeline = std::fs::read_to_string(dir.join("run").join("report.html")).unwrap_or_default();
+    assert!(
+        timeline.contains("request rate set to 1000 items/s"),
+        "the report shows the change"
     );
 }

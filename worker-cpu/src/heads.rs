@@ -190,7 +190,7 @@ fn synthetic(
     payload: impl Fn(ShmRef) -> Payload,
 ) -> Result<(), StageError> {
     let mut emitter = Emitter::new(node)?;
-    let pacer = Pacer::new(node, fps);
+    let mut pacer = Pacer::new(node, fps);
     for seq in 0..count {
         if pacer.wait(node, seq)? == Flow::Drain {
             break;
@@ -216,8 +216,18 @@ fn synthetic(
 struct Pacer {
     fps: f64,
     start: Instant,
-    /// The first item this process sends (a restarted head resumes there, at once).
+    /// The item paced from: the first this process sends (a restarted head resumes
+    /// there, at once), or the first after the rate last changed.
     first: u64,
+}
+
+/// Why [`pace`] returned.
+#[derive(PartialEq)]
+enum Paced {
+    Due,
+    Drain,
+    /// The supervisor set a new rate: the due time is stale.
+    RateChanged,
 }
 
 impl Pacer {
@@ -229,28 +239,41 @@ impl Pacer {
         }
     }
 
-    /// Wait until item `seq` is due, still answering commands.
-    fn wait(&self, node: &mut Node, seq: u64) -> Result<Flow, StageError> {
-        if self.fps <= 0.0 || seq < self.first {
-            return Ok(Flow::Go);
+    /// Wait until item `seq` is due, still answering commands. A new rate
+    /// (`SetRate`) applies from `seq` on.
+    fn wait(&mut self, node: &mut Node, seq: u64) -> Result<Flow, StageError> {
+        loop {
+            if let Some(fps) = node.take_rate_change() {
+                self.fps = fps;
+                self.start = Instant::now();
+                self.first = self.first.max(seq);
+            }
+            if self.fps <= 0.0 || seq < self.first {
+                return Ok(Flow::Go);
+            }
+            let due = self.start + Duration::from_secs_f64((seq - self.first) as f64 / self.fps);
+            match pace(node, due)? {
+                Paced::Due => return Ok(Flow::Go),
+                Paced::Drain => return Ok(Flow::Drain),
+                Paced::RateChanged => {}
+            }
         }
-        pace(
-            node,
-            self.start + Duration::from_secs_f64((seq - self.first) as f64 / self.fps),
-        )
     }
 }
 
 /// Wait until `due`, still answering commands.
-fn pace(node: &mut Node, due: Instant) -> Result<Flow, StageError> {
+fn pace(node: &mut Node, due: Instant) -> Result<Paced, StageError> {
     loop {
         let now = Instant::now();
         if now >= due {
-            return Ok(Flow::Go);
+            return Ok(Paced::Due);
         }
         std::thread::sleep((due - now).min(Duration::from_millis(20)));
         if check_commands(node)? == Flow::Drain {
-            return Ok(Flow::Drain);
+            return Ok(Paced::Drain);
+        }
+        if node.rate_changed() {
+            return Ok(Paced::RateChanged);
         }
     }
 }
@@ -284,7 +307,7 @@ fn images(node: &mut Node) -> Result<(), StageError> {
     let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let files = list_images(&path)?;
     let mut emitter = Emitter::new(node)?;
-    let pacer = Pacer::new(node, fps);
+    let mut pacer = Pacer::new(node, fps);
     for (seq, file) in files.iter().enumerate() {
         let seq = seq as u64;
         if pacer.wait(node, seq)? == Flow::Drain {
@@ -354,7 +377,7 @@ fn video(node: &mut Node) -> Result<(), StageError> {
     let mut emitter = Emitter::new(node)?;
     let mut seq = 0u64;
     let mut partial = false;
-    let pacer = Pacer::new(node, fps);
+    let mut pacer = Pacer::new(node, fps);
     loop {
         if limit.is_some_and(|n| seq >= n) {
             break;
