@@ -10,7 +10,7 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Environment variables the supervisor hands to every child.
 pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
@@ -68,6 +68,9 @@ pub struct OutputRoute {
     pub task: String,
     pub first: u32,
     pub replicas: u32,
+    /// How many of the replicas items go to (the first `active`; live scaling moves
+    /// it between 1 and `replicas`, the others stay up, idle).
+    pub active: u32,
     /// The shared-memory holder id of each replica (holds move to it before a send).
     pub holders: Vec<u16>,
 }
@@ -368,6 +371,8 @@ pub enum Command {
     /// Heads: offer items at this rate from the next item on (0 = as fast as the
     /// pipeline takes them); the request frequency changed while the app runs.
     SetRate { items_per_s: f64 },
+    /// Producers: send task `task`'s items to its first `active` replicas from now on.
+    Scale { task: String, active: u32 },
 }
 
 /// A tensor in shared memory.

@@ -395,7 +395,8 @@ impl Node {
     fn route(&mut self, bytes: &[u8], refs: &[crate::shm::ShmRef]) -> Result<(), NodeError> {
         for k in 0..self.setup.outputs.len() {
             let route = &self.setup.outputs[k];
-            let pick = (route.first + self.round_robin[k] % route.replicas.max(1)) as usize;
+            let active = route.active.clamp(1, route.replicas.max(1));
+            let pick = (route.first + self.round_robin[k] % active) as usize;
             self.round_robin[k] = self.round_robin[k].wrapping_add(1);
             let holder = self.out_holders.get(pick).copied().unwrap_or(u16::MAX);
             for r in refs {
@@ -582,6 +583,13 @@ impl Node {
                     });
                     let bytes = codec::encode("item", &Inbox::Data(env))?;
                     self.route(&bytes, &refs)?;
+                }
+                Ok(None)
+            }
+            Command::Scale { task, active } => {
+                for route in self.setup.outputs.iter_mut().filter(|r| r.task == task) {
+                    tracing::info!(consumer = %task, from = route.active, to = active, "replicas scaled");
+                    route.active = active.clamp(1, route.replicas.max(1));
                 }
                 Ok(None)
             }

@@ -124,6 +124,10 @@ pub struct TaskSpec {
     pub replicas: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart: Option<RestartPolicy>,
+    /// Set when the planner, not the user, chose `batch` and `replicas`: live tuning
+    /// may change them. Never read from or written to app files.
+    #[serde(skip)]
+    pub planned: bool,
 }
 
 /// A whole app file.

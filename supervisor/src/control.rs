@@ -38,6 +38,9 @@ pub struct LiveStage {
     pub restarts: u32,
     pub batch: u32,
     pub replicas: u32,
+    /// Replicas of the task that get items now (live scaling; the others idle).
+    #[serde(default)]
+    pub active: u32,
     pub items_per_s: f64,
     pub metrics: StageMetrics,
 }

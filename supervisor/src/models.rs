@@ -138,6 +138,7 @@ pub fn agent_task(
         serde_json::json!(crate::plan::agent_threads(&device)),
     );
     Ok(protocol::spec::TaskSpec {
+        planned: false,
         name: format!("gpu-agent-{}", device.replace(':', "")),
         kind: TaskKind::Gpu,
         function: "gpu.agent".into(),

@@ -21,7 +21,10 @@ pub struct StagePlan {
     pub task: String,
     pub kind: TaskKind,
     pub function: String,
+    /// Replica processes started (live scaling keeps spares up, idle).
     pub replicas: u32,
+    /// Replicas that get items at the start (≤ `replicas`).
+    pub active: u32,
     pub batch_size: u32,
     pub batch_max_wait_ms: f64,
     pub threads: u32,
@@ -183,7 +186,12 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
                 task: t.name.clone(),
                 kind: t.kind,
                 function: t.function.clone(),
-                replicas: t.replicas.unwrap_or(1),
+                replicas: if crate::tuning::scalable(app, i) {
+                    crate::tuning::live_replicas(t.replicas.unwrap_or(1))
+                } else {
+                    t.replicas.unwrap_or(1)
+                },
+                active: t.replicas.unwrap_or(1),
                 batch_size,
                 batch_max_wait_ms: t.batch.as_ref().map(|b| b.max_wait_ms).unwrap_or(0.0),
                 threads: if t.kind == TaskKind::Gpu {

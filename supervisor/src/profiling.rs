@@ -447,15 +447,16 @@ pub fn apply(app: &mut AppSpec, plan: &smart::Plan) {
             if t.kind == TaskKind::Head {
                 continue;
             }
-            if t.batch.is_none() && t.kind == TaskKind::Gpu {
+            if t.kind == TaskKind::Gpu && (t.batch.is_none() || t.planned) {
                 t.batch = Some(BatchSpec {
                     size: cfg.batch,
                     max_wait_ms: cfg.max_wait_ms,
                 });
             }
-            if t.replicas.is_none() {
+            if t.replicas.is_none() || t.planned {
                 t.replicas = Some(cfg.replicas);
             }
+            t.planned = true;
         }
     }
 }

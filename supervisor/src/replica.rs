@@ -3,7 +3,6 @@
 //! control API.
 
 use crate::control::{LiveApp, LiveStage};
-use crate::plan::Plan;
 use crate::run::RunOptions;
 use protocol::messages::{SourceTotal, StageMetrics, StageReport};
 use protocol::spec::TaskKind;
@@ -146,13 +145,13 @@ pub fn describe_status(status: ExitStatus) -> String {
 /// replica, (when, items_out then, items/s) to report a recent rate.
 pub fn publish(
     live: &std::sync::Mutex<LiveApp>,
-    app: &protocol::spec::AppSpec,
-    the_plan: &Plan,
+    wiring: &crate::wiring::Wiring,
     opts: &RunOptions,
     replicas: &[Replica],
     rates: &mut [(Instant, u64, f64)],
     started: Instant,
 ) {
+    let (app, the_plan) = (wiring.app, wiring.plan);
     let stages = replicas
         .iter()
         .zip(rates.iter_mut())
@@ -186,6 +185,7 @@ pub fn publish(
                     live => live,
                 },
                 replicas: stage_plan.map(|p| p.replicas).unwrap_or(1),
+                active: wiring.active_now(r.task),
                 items_per_s: rate.2,
                 metrics: r.total_metrics(),
             }

@@ -114,6 +114,12 @@ pub fn run_app(
     let agent_index = run.wiring.agent_index;
     let mut tuner = crate::tuning::BatchTuner::new(app, |t| run.wiring.batch_now(t));
     let mut retunes: Vec<(f64, String, u32, u32)> = Vec::new();
+    let mut scaler = crate::tuning::ReplicaScaler::new(
+        app,
+        |t| run.wiring.active_now(t),
+        |t| run.wiring.replicas_of(t),
+    );
+    let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
     let has_agent = run.wiring.agent.is_some();
     loop {
         let waited = Instant::now();
@@ -181,6 +187,23 @@ pub fn run_app(
                 retunes.push((started.elapsed().as_secs_f64(), task, from, to));
             }
         }
+        if !scaler.is_empty() && failure.is_none() && drained_at.is_none() {
+            let changes = scaler.step(Instant::now(), |t| {
+                run.replicas
+                    .iter()
+                    .filter(|r| r.task == t && r.exited.is_none())
+                    .map(|r| &r.metrics)
+                    .collect()
+            });
+            for (t, from, to) in changes {
+                run.wiring.scale(t, to);
+                let task = run.wiring.task_name(t);
+                let note = format!("balance: {task} replicas getting items {from} → {to}");
+                tracing::info!("{note}");
+                timeline.event(note);
+                rescales.push((started.elapsed().as_secs_f64(), task, from, to));
+            }
+        }
         let totals: Vec<StageMetrics> = run.replicas.iter().map(|r| r.total_metrics()).collect();
         timeline.sample(totals.iter(), false);
         if opts.show_progress {
@@ -194,15 +217,7 @@ pub fn run_app(
             progress.update(delivered);
         }
         if let Some(live) = &live {
-            publish(
-                live,
-                app,
-                &the_plan,
-                opts,
-                &run.replicas,
-                &mut rates,
-                started,
-            );
+            publish(live, &run.wiring, opts, &run.replicas, &mut rates, started);
         }
         // Done once every process exited and every report it sent has been read (an
         // exit can overtake the last message; the wait for it is bounded).
@@ -338,6 +353,7 @@ pub fn run_app(
     summary.restart_to_first_output_ms = run.first_output_ms.clone();
     summary.reclaimed_holds = run.reclaimed;
     summary.retunes = retunes;
+    summary.rescales = rescales;
     let (free, slots) = run.wiring.free_slots();
     summary.slots_held_at_end = slots - free;
     summary.run_dir = opts.run_dir.display().to_string();

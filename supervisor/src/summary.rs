@@ -94,6 +94,9 @@ pub struct Summary {
     pub slots_held_at_end: u32,
     /// Live batching changes (`balance`): when (s after the start), task, from, to.
     pub retunes: Vec<(f64, String, u32, u32)>,
+    /// Live scaling (`balance`): when (s after the start), task, replicas getting items
+    /// before and after.
+    pub rescales: Vec<(f64, String, u32, u32)>,
 }
 
 /// One quota and what the run achieved.
@@ -291,6 +294,7 @@ impl Summary {
             reclaimed_holds: 0,
             slots_held_at_end: 0,
             retunes: Vec::new(),
+            rescales: Vec::new(),
         }
     }
 

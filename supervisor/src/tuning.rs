@@ -1,10 +1,20 @@
-//! Live batch tuning for `balance` apps: every window, each GPU stage whose batch the
-//! user did not fix is looked at from its live metrics. Overloaded (its queue holds two
+//! Live tuning for `balance` apps.
+//!
+//! Batches: every window, each GPU stage whose batch the user did not fix is looked at
+//! from its live metrics. Overloaded (its queue holds two
 //! batches per replica, or it is busy ≥ 90% of the time): the batch doubles, up to its
 //! capacity, so each model call carries more items. Underloaded (busy ≤ 30%, nothing
 //! queued): the batch halves, so items do not wait for company. After a change the
 //! stage is held for a while against flapping. Stages get the change as a `Retune`
 //! command, without a restart.
+//!
+//! Replicas: each CPU body whose replicas the user did not fix starts one spare
+//! replica process ([`live_replicas`]); the planned number get items. Every
+//! window: busy ≥ 85% per active replica (time spent waiting for an output slot does
+//! not count: more replicas would not help) → one more gets items; the work would fit
+//! in one replica fewer at ≤ 50% busy → one fewer gets items. Producers are told with a
+//! `Scale` command; a replica taken out of the rotation finishes what it holds, so
+//! nothing is lost, and stays up, idle, for the next scale-up.
 
 use protocol::messages::StageMetrics;
 use protocol::spec::{AppSpec, Strategy, TaskKind};
@@ -26,10 +36,117 @@ pub fn capacity(app: &AppSpec, t: usize, planned: u32) -> u32 {
 
 fn tunable(app: &AppSpec, t: usize) -> bool {
     app.strategy == Strategy::Balance
-        && app
-            .tasks
-            .get(t)
-            .is_some_and(|task| task.kind == TaskKind::Gpu && task.batch.is_none())
+        && app.tasks.get(t).is_some_and(|task| {
+            task.kind == TaskKind::Gpu && (task.batch.is_none() || task.planned)
+        })
+}
+
+/// Whether task `t`'s replicas are scaled live: a CPU body of a `balance` app whose
+/// replicas the user did not fix, on a machine with more than one core.
+pub fn scalable(app: &AppSpec, t: usize) -> bool {
+    app.strategy == Strategy::Balance
+        && crate::plan::available_cores() > 1
+        && app.tasks.get(t).is_some_and(|task| {
+            task.kind == TaskKind::Cpu && (task.replicas.is_none() || task.planned)
+        })
+}
+
+/// Replica processes a scalable task planned at `planned` replicas starts: one spare,
+/// while the machine has a core for it.
+pub fn live_replicas(planned: u32) -> u32 {
+    let planned = planned.max(1);
+    (planned + 1).min(crate::plan::available_cores().max(planned))
+}
+
+/// What to do with a task's active replicas given one window: the busy fraction per
+/// active replica, how many are active and how many run.
+pub fn decide_replicas(busy: f64, active: u32, max: u32) -> Option<u32> {
+    if busy >= 0.85 && active < max {
+        return Some(active + 1);
+    }
+    if active > 1 && busy * f64::from(active) / f64::from(active - 1) <= 0.5 {
+        return Some(active - 1);
+    }
+    None
+}
+
+struct Scaled {
+    task: usize,
+    active: u32,
+    max: u32,
+    held_until: Instant,
+    /// (when, busy ns less slot waits, summed over replicas) at the window's start.
+    since: Option<(Instant, u64)>,
+}
+
+/// The live replica scaler of one run.
+pub struct ReplicaScaler {
+    tasks: Vec<Scaled>,
+}
+
+impl ReplicaScaler {
+    /// `active(t)` and `running(t)`: task `t`'s replicas that get items, and that run.
+    pub fn new(
+        app: &AppSpec,
+        active: impl Fn(usize) -> u32,
+        running: impl Fn(usize) -> u32,
+    ) -> ReplicaScaler {
+        let now = Instant::now();
+        let tasks = (0..app.tasks.len())
+            .filter(|&t| scalable(app, t) && running(t) > 1)
+            .map(|t| Scaled {
+                task: t,
+                active: active(t).clamp(1, running(t)),
+                max: running(t),
+                held_until: now + WINDOW,
+                since: None,
+            })
+            .collect();
+        ReplicaScaler { tasks }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Look at every scaled task whose window is over; `replicas(t)` gives the counters
+    /// of task `t`'s replicas. Returns (task, active before, active after) per change.
+    pub fn step<'m>(
+        &mut self,
+        now: Instant,
+        replicas: impl Fn(usize) -> Vec<&'m StageMetrics>,
+    ) -> Vec<Retune> {
+        let mut changes = Vec::new();
+        for s in &mut self.tasks {
+            let ms = replicas(s.task);
+            let work: u64 = ms
+                .iter()
+                .map(|m| m.busy_ns.saturating_sub(m.waiting_for_slot_ns))
+                .sum();
+            let Some((start, work_then)) = s.since else {
+                s.since = Some((now, work));
+                continue;
+            };
+            let elapsed = now.duration_since(start);
+            if elapsed < WINDOW {
+                continue;
+            }
+            s.since = Some((now, work));
+            if now < s.held_until {
+                continue;
+            }
+            let busy = work.saturating_sub(work_then) as f64
+                / 1e9
+                / elapsed.as_secs_f64()
+                / f64::from(s.active);
+            if let Some(to) = decide_replicas(busy, s.active, s.max) {
+                changes.push((s.task, s.active, to));
+                s.active = to;
+                s.held_until = now + HOLD_DOWN;
+            }
+        }
+        changes
+    }
 }
 
 /// What to do with a stage's batch given one window: its busy fraction, the items
@@ -155,6 +272,51 @@ mod tests {
             ]
         }))
         .expect("app")
+    }
+
+    #[test]
+    fn replicas_grow_when_busy_and_shrink_when_the_work_fits_in_fewer() {
+        assert_eq!(decide_replicas(0.9, 1, 2), Some(2));
+        assert_eq!(
+            decide_replicas(0.95, 2, 2),
+            None,
+            "all running replicas active"
+        );
+        assert_eq!(decide_replicas(0.2, 2, 2), Some(1), "0.4 of one replica");
+        assert_eq!(
+            decide_replicas(0.3, 2, 2),
+            None,
+            "0.6 of one replica: keep two"
+        );
+        assert_eq!(decide_replicas(0.3, 3, 4), Some(2), "0.45 of each of two");
+        assert_eq!(decide_replicas(0.1, 1, 2), None, "never below one");
+    }
+
+    #[test]
+    fn a_busy_cpu_stage_gets_another_replica_then_is_held() {
+        let mut app = app("balance", None);
+        app.tasks[0].kind = TaskKind::Head;
+        let scaler = ReplicaScaler::new(&app, |_| 1, |t| if t == 1 { 2 } else { 1 });
+        assert!(
+            scaler.is_empty(),
+            "GPU stages batch up, they are not scaled"
+        );
+        app.tasks[1].kind = TaskKind::Cpu;
+        let mut scaler = ReplicaScaler::new(&app, |_| 1, |t| if t == 1 { 2 } else { 1 });
+        let t0 = Instant::now() + HOLD_DOWN;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let m = |busy_ms: u64, waiting_ms: u64| StageMetrics {
+            busy_ns: busy_ms * 1_000_000,
+            waiting_for_slot_ns: waiting_ms * 1_000_000,
+            ..StageMetrics::default()
+        };
+        let (a, b, c) = (m(0, 0), m(950, 600), m(1950, 600));
+        assert!(scaler.step(at(0), |_| vec![&a]).is_empty(), "first sample");
+        assert!(
+            scaler.step(at(1000), |_| vec![&b]).is_empty(),
+            "busy waiting for slots is not work"
+        );
+        assert_eq!(scaler.step(at(2000), |_| vec![&c]), vec![(1, 1, 2)]);
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub struct Wiring<'a> {
     heartbeat_ms: u32,
     /// Live batching changes per task: (batch size, max wait ms).
     retuned: BTreeMap<usize, (u32, f64)>,
+    /// Live scaling per task: active replicas.
+    scaled: BTreeMap<usize, u32>,
 }
 
 impl<'a> Wiring<'a> {
@@ -93,6 +95,7 @@ impl<'a> Wiring<'a> {
             run_dir: run_dir.to_path_buf(),
             heartbeat_ms,
             retuned: BTreeMap::new(),
+            scaled: BTreeMap::new(),
         })
     }
 
@@ -360,6 +363,7 @@ impl<'a> Wiring<'a> {
                 task: app.tasks[c].name.clone(),
                 first,
                 replicas: n,
+                active: self.active_now(c),
                 holders: (0..n).map(|cr| self.holder((c, cr))).collect(),
             });
             for cr in 0..n {
@@ -434,6 +438,31 @@ impl<'a> Wiring<'a> {
             pools: mapped.into_iter().map(|(_, shm)| shm).collect(),
             rewire: Some(rewire),
         })
+    }
+
+    /// How many of task `t`'s replicas get items now (the plan's, or the last scaling's).
+    pub fn active_now(&self, t: usize) -> u32 {
+        self.scaled
+            .get(&t)
+            .copied()
+            .unwrap_or_else(|| self.plan.stages.get(t).map_or(1, |s| s.active))
+    }
+
+    /// Send task `t`'s items to its first `active` replicas: every producer replica
+    /// is told (a restarted one starts with it).
+    pub fn scale(&mut self, t: usize, active: u32) {
+        self.scaled.insert(t, active);
+        let cmd = Command::Scale {
+            task: self.task_name(t),
+            active,
+        };
+        for input in &self.app.tasks[t].inputs {
+            if let Some(p) = self.app.task_index(input) {
+                for r in 0..self.replicas_of(p) {
+                    self.command((p, r), &cmd);
+                }
+            }
+        }
     }
 
     /// The batch size task `t` runs with now (the plan's, or the last retune's).

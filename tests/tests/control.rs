@@ -57,7 +57,17 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
                     .as_array()
                     .and_then(|s| s.iter().find(|x| x["label"] == "rows#0").cloned());
                 if tail.is_some_and(|t| t["metrics"]["items_out"].as_u64().unwrap_or(0) > 20) {
-                    assert_eq!(a["stages"].as_array().map(|s| s.len()), Some(3));
+                    // `balance` (the default) keeps a spare replica of the CPU body,
+                    // idle: one of its two gets items.
+                    assert_eq!(a["stages"].as_array().map(|s| s.len()), Some(4));
+                    let small: Vec<&serde_json::Value> = a["stages"]
+                        .as_array()
+                        .expect("stages")
+                        .iter()
+                        .filter(|s| s["task"] == "small")
+                        .collect();
+                    assert_eq!(small.len(), 2);
+                    assert!(small.iter().all(|s| s["active"] == 1), "{a}");
                     assert!(a["stages"]
                         .as_array()
                         .expect("stages")

@@ -139,3 +139,81 @@ fn the_request_rate_changes_while_the_app_runs() {
         "the report shows the change"
     );
 }
+
+/// What `status --json` says task `task` of app `name` has active now (0 if not shown).
+fn active_replicas(runtime: &PrivateRuntime, name: &str, task: &str) -> u64 {
+    runtime
+        .apps()
+        .iter()
+        .filter(|a| a["name"] == name)
+        .flat_map(|a| a["stages"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["task"] == task)
+        .filter_map(|s| s["active"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn balance_adds_a_replica_to_a_busy_cpu_stage_and_removes_it_when_idle_losing_nothing() {
+    let runtime = PrivateRuntime::new("scale");
+    let dir = scratch("scale");
+    let name = format!("scale{}", std::process::id());
+    // Upscaling to 720p is this app's bottleneck, with the source as fast as it goes.
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": name, "service_type": "request-guarantee", "strategy": "balance",
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 320, "height": 180, "count": 100000, "fps": 0, "pattern": "solid"}},
+                {"name": "big", "kind": "cpu", "function": "image.resize", "inputs": ["gen"], "params": {"width": 1280, "height": 720}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["big"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        println!("skipped: live scaling needs 2 cores");
+        return;
+    }
+    let sup = start_in_background(&mut runtime.supervisor(), &app, &dir.join("run"));
+    let minute = std::time::Duration::from_secs(60);
+    wait_for("a second replica of 'big' to get items", minute, || {
+        active_replicas(&runtime, &name, "big") == 2
+    });
+    // A trickle: the work fits in one replica again.
+    let out = runtime
+        .supervisor()
+        .args(["rate", &name, "2"])
+        .output()
+        .expect("rate");
+    assert!(out.status.success());
+    wait_for("'big' back to one replica", minute, || {
+        active_replicas(&runtime, &name, "big") == 1
+    });
+    // SAFETY: asking our own child to drain.
+    unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    let summary = read_summary(&dir.join("run"));
+    let changes: Vec<(String, u64, u64)> = summary["rescales"]
+        .as_array()
+        .expect("rescales")
+        .iter()
+        .map(|c| {
+            (
+                c[1].as_str().unwrap_or("").to_string(),
+                c[2].as_u64().unwrap_or(0),
+                c[3].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![("big".to_string(), 1, 2), ("big".to_string(), 2, 1)],
+        "{summary}"
+    );
+    let added = summary["stages"]["big#1"]["items_in"].as_u64().unwrap_or(0);
+    assert!(added > 0, "the added replica worked: {summary}");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    let seqs = csv_seqs(&dir.join("rows.csv"));
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+}
