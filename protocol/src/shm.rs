@@ -308,23 +308,29 @@ impl SlotPool {
         None
     }
 
-    /// Take a free slot, waiting up to `timeout` for one to be released.
+    /// Take a free slot, waiting up to `timeout` for one to be released; `None` at the
+    /// deadline, or when woken without a slot to take (another process took it, or a
+    /// [`SlotPool::wake_waiters`] nudge).
     pub fn acquire(&self, holders: u32, timeout: Duration) -> Option<SlotWriter<'_>> {
         if let Some(w) = self.try_acquire(holders) {
             return Some(w);
         }
         let deadline = std::time::Instant::now() + timeout;
         self.waiters().fetch_add(1, Ordering::SeqCst);
+        // Woken by a release or a nudge (`wake_waiters`): one more try, then return,
+        // so that the caller can look at its inbox.
+        let mut woken = false;
         let result = loop {
             let epoch = self.free_epoch().load(Ordering::SeqCst);
             if let Some(w) = self.try_acquire(holders) {
                 break Some(w);
             }
             let now = std::time::Instant::now();
-            if now >= deadline {
+            if woken || now >= deadline {
                 break None;
             }
             futex_wait(self.free_epoch(), epoch, deadline - now);
+            woken = self.free_epoch().load(Ordering::SeqCst) != epoch;
         };
         self.waiters().fetch_sub(1, Ordering::SeqCst);
         result
@@ -472,6 +478,17 @@ impl SlotPool {
             if self.waiters().load(Ordering::SeqCst) > 0 {
                 futex_wake(self.free_epoch());
             }
+        }
+    }
+
+    /// Wake whoever waits in [`SlotPool::acquire`] on this pool, so that it returns
+    /// (with a slot if one is free, else `None`) and looks at its inbox: the supervisor
+    /// calls this after acknowledging a head's items, which frees slots only once the
+    /// head has read the acknowledgement.
+    pub fn wake_waiters(&self) {
+        self.free_epoch().fetch_add(1, Ordering::SeqCst);
+        if self.waiters().load(Ordering::SeqCst) > 0 {
+            futex_wake(self.free_epoch());
         }
     }
 

@@ -264,6 +264,11 @@ impl<'a> AppRun<'a> {
             let ack = Command::Ack(vec![SourceTotal { source, total: min }]);
             for r in 0..self.wiring.replicas_of(h) {
                 self.wiring.command((h, r), &ack);
+                // A head waiting for a free slot reads the acknowledgement (which frees
+                // its slots) only once it wakes up.
+                if let Some(pool) = self.wiring.pools.get(&(h, r)) {
+                    pool.wake_waiters();
+                }
             }
         }
     }

@@ -6,7 +6,8 @@ The app: image.gen (320x180) -> image.resize to 1920x1080 (the CPU-bound stage) 
 request-guarantee. First a free-running lazy run measures what one replica of the resize stage
 carries (`capacity`, items/s); then each strategy runs at r = 0.6 x capacity for WARM s, the rate
 is doubled with `supervisor rate APP 2r` (1.2 x capacity: one replica cannot carry it) and the run
-goes on for AFTER s, then drains. The tail's csv is read every 50 ms while it grows, so every
+goes on for AFTER s, then drains. `capacity` = 1 / the resize stage's service time (its busy
+time, less waits for an output slot, per item). The tail's csv is read every 50 ms while it grows, so every
 row gets the time it arrived; its latency_ms column is the end-to-end latency.
 
 Quota after the change: throughput >= 0.95 x 2r per 1 s window and p99 latency <= QUOTA_MS in
@@ -154,12 +155,14 @@ def main():
     work = tempfile.mkdtemp(prefix="smartpipe-convergence-")
     env["SMARTPIPE_RUNTIME_DIR"] = os.path.join(work, "runtime")
     cap_run = run("lazy", 0, 0, 0, env, work)
-    s = cap_run["summary"]
-    capacity = s["throughput_per_min"] / 60.0
+    big = cap_run["summary"]["stages"]["big#0"]
+    service_s = (big["busy_ns"] - big["waiting_for_slot_ns"]) / 1e9 / big["items_in"]
+    capacity = 1.0 / service_s
     fps = round(0.6 * capacity, 1)
     target = 2 * fps
-    print(f"one replica of 'big' carries {capacity:.1f} items/s (free-running lazy run, "
-          f"{len(cap_run['rows'])} rows); r = {fps}/s, doubled to {target}/s")
+    print(f"one replica of 'big' carries {capacity:.1f} items/s ({service_s * 1e3:.2f} ms per item, "
+          f"busy time of a free-running lazy run of {big['items_in']} items); "
+          f"r = {fps}/s, doubled to {target}/s")
     results = {"capacity_items_per_s": capacity, "rate_before": fps, "rate_after": target,
                "quota_p99_ms": a.quota_ms, "runs": {}}
     print("| strategy | converged after the doubling | last 5 s: items/s, worst 1 s p99 | live changes | rows exactly once, in order |")
