@@ -395,9 +395,12 @@ impl SlotPool {
     pub fn add_holders(&self, r: &ShmRef, n: u32) -> Result<(), ShmError> {
         self.check(r)?;
         if n > 0 {
+            // Count first, attribute second: a process killed in between leaves a count
+            // no holder accounts for (repaired by the supervisor, see `unattributed`),
+            // never an attribution without a count (which would free the slot early).
+            self.refcount(r.slot).fetch_add(n, Ordering::AcqRel);
             self.holds(r.slot, self.holder)
                 .fetch_add(n as i32, Ordering::AcqRel);
-            self.refcount(r.slot).fetch_add(n, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -414,9 +417,11 @@ impl SlotPool {
             });
         }
         if to != self.holder {
-            self.holds(r.slot, to).fetch_add(1, Ordering::AcqRel);
+            // Ours off first (see `add_holders`: a kill in between leaves the hold
+            // unattributed, not attributed twice).
             self.holds(r.slot, self.holder)
                 .fetch_sub(1, Ordering::AcqRel);
+            self.holds(r.slot, to).fetch_add(1, Ordering::AcqRel);
         }
         Ok(())
     }
@@ -509,6 +514,35 @@ impl SlotPool {
             }
         }
         freed
+    }
+
+    /// Counts on `slot` that no holder accounts for, with the slot's generation: the
+    /// refcount less the holds of every holder. Non-zero for an instant while a process
+    /// is between the two updates of an acquire, release or transfer; lasting, it is
+    /// what a process killed there left behind (every update is ordered so that such a
+    /// kill leaves a count too many, never one too few).
+    pub fn unattributed(&self, slot: u32) -> (u32, i64) {
+        let generation = self.generation(slot).load(Ordering::Acquire);
+        let held: i64 = (0..MAX_HOLDERS as u16)
+            .map(|h| i64::from(self.holds(slot, h).load(Ordering::Acquire)))
+            .sum();
+        let count = i64::from(self.refcount(slot).load(Ordering::Acquire));
+        (generation, count - held)
+    }
+
+    /// Drop `n` counts no holder accounts for from `slot`, if it is still at
+    /// `generation` and still has that many (the supervisor's repair, once the excess
+    /// has lasted long enough not to be another process's update in progress).
+    pub fn drop_unattributed(&self, slot: u32, generation: u32, n: u32) -> bool {
+        if slot >= self.slots || n == 0 {
+            return false;
+        }
+        let (now, excess) = self.unattributed(slot);
+        if now != generation || excess < i64::from(n) {
+            return false;
+        }
+        self.drop_refs(slot, n);
+        true
     }
 
     /// Holds currently attributed to `holder`, over all slots.
@@ -694,6 +728,41 @@ mod tests {
         let w = pool.acquire(1, Duration::from_secs(10));
         assert!(w.is_some(), "woken by the release");
         releaser.join().expect("thread").expect("release");
+    }
+
+    #[test]
+    fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
+        let pool = SlotPool::create(1, 2, 8).expect("create");
+        let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
+        let consumer = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
+        let r = producer
+            .try_acquire(1)
+            .expect("slot")
+            .commit(8)
+            .expect("fits");
+        producer.transfer(&r, 2).expect("transfer");
+        assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
+        // The consumer is killed between the two steps of its release: its hold is
+        // gone, the slot's count is not.
+        consumer.holds(r.slot, 2).fetch_sub(1, Ordering::AcqRel);
+        assert_eq!(
+            pool.reclaim_holder(2),
+            0,
+            "nothing attributed to it any more"
+        );
+        assert_eq!(pool.free_slots(), 1, "held by nobody");
+        assert_eq!(pool.unattributed(r.slot), (r.generation, 1));
+        assert!(
+            !pool.drop_unattributed(r.slot, r.generation + 1, 1),
+            "other generation"
+        );
+        assert!(
+            !pool.drop_unattributed(r.slot, r.generation, 2),
+            "more than is there"
+        );
+        assert!(pool.drop_unattributed(r.slot, r.generation, 1));
+        assert_eq!(pool.free_slots(), 2);
+        assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
     }
 
     #[test]

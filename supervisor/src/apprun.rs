@@ -43,6 +43,8 @@ pub struct AppRun<'a> {
     pub first_output_ms: Vec<f64>,
     /// Holds freed from processes that died.
     pub reclaimed: u64,
+    /// Counts a process killed mid-update left on a slot, found and freed.
+    pub leaks: crate::leaks::LeakRepair,
 }
 
 impl<'a> AppRun<'a> {
@@ -76,6 +78,7 @@ impl<'a> AppRun<'a> {
             acked: BTreeMap::new(),
             first_output_ms: Vec::new(),
             reclaimed: 0,
+            leaks: Default::default(),
         }
     }
 
@@ -279,6 +282,10 @@ impl<'a> AppRun<'a> {
         let id = self.id_of(idx);
         let freed = self.wiring.reclaim(id);
         self.reclaimed += u64::from(freed);
+        // Only a process that did not end by itself can have stopped mid-update.
+        if !status.is_some_and(|s| s.success()) {
+            self.leaks.note_exit(&self.wiring);
+        }
         let r = &mut self.replicas[idx];
         r.exited =
             Some(status.unwrap_or_else(|| std::os::unix::process::ExitStatusExt::from_raw(1)));

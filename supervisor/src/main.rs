@@ -8,6 +8,7 @@ mod bench;
 mod control;
 mod daemon;
 mod launch;
+mod leaks;
 mod models;
 mod ops;
 mod plan;

@@ -344,12 +344,23 @@ pub fn restart(stage: &str) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    let body = serde_json::json!({ "task": task, "replica": replica }).to_string();
+    let body = serde_json::json!({ "task": task, "replica": replica });
+    post_to_app(&sock, &name, "restart", &body)
+}
+
+/// `POST /apps/APP/ACTION` with a JSON body to an app's supervisor, which answers once
+/// the app's run loop did it: print its answer, or fail with it.
+fn post_to_app(
+    sock: &Path,
+    app: &str,
+    action: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<ExitCode> {
     let (code, message) = request(
-        &sock,
+        sock,
         "POST",
-        &format!("/apps/{name}/restart"),
-        Some(&body),
+        &format!("/apps/{app}/{action}"),
+        Some(&body.to_string()),
         control::RESTART_WAIT + Duration::from_secs(5),
     )
     .context("the supervisor did not answer")?;
@@ -378,20 +389,12 @@ pub fn set_rate(app: &str, items_per_s: f64) -> anyhow::Result<ExitCode> {
                 )
             }
         })?;
-    let body = serde_json::json!({ "items_per_s": items_per_s }).to_string();
-    let (code, message) = request(
+    post_to_app(
         &sock,
-        "POST",
-        &format!("/apps/{app}/rate"),
-        Some(&body),
-        control::RESTART_WAIT + Duration::from_secs(5),
+        app,
+        "rate",
+        &serde_json::json!({ "items_per_s": items_per_s }),
     )
-    .context("the supervisor did not answer")?;
-    if code != 200 {
-        anyhow::bail!("{}", message.trim_end());
-    }
-    println!("{}", message.trim_end());
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `supervisor shutdown`: drain every app of every daemon of this user, then wait

@@ -169,14 +169,9 @@ pub fn run_app(
                 failure.get_or_insert(f);
             }
         }
+        run.leaks.step(&run.wiring, false);
         if !tuner.is_empty() && failure.is_none() && drained_at.is_none() {
-            let changes = tuner.step(Instant::now(), |t| {
-                run.replicas
-                    .iter()
-                    .filter(|r| r.task == t && r.exited.is_none())
-                    .map(|r| &r.metrics)
-                    .collect()
-            });
+            let changes = tuner.step(Instant::now(), |t| live_metrics(&run.replicas, t));
             for (t, from, to) in changes {
                 let wait = run.wiring.batch_wait_now(t).max(2.0);
                 run.wiring.retune(t, to, wait);
@@ -188,13 +183,7 @@ pub fn run_app(
             }
         }
         if !scaler.is_empty() && failure.is_none() && drained_at.is_none() {
-            let changes = scaler.step(Instant::now(), |t| {
-                run.replicas
-                    .iter()
-                    .filter(|r| r.task == t && r.exited.is_none())
-                    .map(|r| &r.metrics)
-                    .collect()
-            });
+            let changes = scaler.step(Instant::now(), |t| live_metrics(&run.replicas, t));
             for (t, from, to) in changes {
                 run.wiring.scale(t, to);
                 let task = run.wiring.task_name(t);
@@ -354,8 +343,15 @@ pub fn run_app(
     summary.reclaimed_holds = run.reclaimed;
     summary.retunes = retunes;
     summary.rescales = rescales;
+    // No process runs any more: what no holder accounts for is a killed process's.
+    run.leaks.step(&run.wiring, true);
+    summary.repaired_holds = run.leaks.repaired;
     let (free, slots) = run.wiring.free_slots();
     summary.slots_held_at_end = slots - free;
+    summary.slots_held_report = run.wiring.held_report();
+    for line in &summary.slots_held_report {
+        tracing::warn!("held after every process ended: {line}");
+    }
     summary.run_dir = opts.run_dir.display().to_string();
     summary.app_file = loaded.file.display().to_string();
     summary.outcome = match (&failure, drained_at) {
@@ -394,4 +390,13 @@ pub fn run_app(
         summary,
         error: failure,
     })
+}
+
+/// The current counters of task `t`'s running replicas (for the live tuners).
+fn live_metrics(replicas: &[crate::replica::Replica], t: usize) -> Vec<&StageMetrics> {
+    replicas
+        .iter()
+        .filter(|r| r.task == t && r.exited.is_none())
+        .map(|r| &r.metrics)
+        .collect()
 }

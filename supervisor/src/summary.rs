@@ -90,8 +90,14 @@ pub struct Summary {
     pub restart_to_first_output_ms: Vec<f64>,
     /// Shared-memory holds freed from processes that died.
     pub reclaimed_holds: u64,
+    /// Counts a process killed between two updates of a slot's counters left behind,
+    /// found and freed by the supervisor (`leaks.rs`).
+    pub repaired_holds: u64,
     /// Slots still held once every process ended (0 unless something leaked).
     pub slots_held_at_end: u32,
+    /// Per pool with slots still held at the end: its writer and the holders.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slots_held_report: Vec<String>,
     /// Live batching changes (`balance`): when (s after the start), task, from, to.
     pub retunes: Vec<(f64, String, u32, u32)>,
     /// Live scaling (`balance`): when (s after the start), task, replicas getting items
@@ -292,7 +298,9 @@ impl Summary {
             restarts: BTreeMap::new(),
             restart_to_first_output_ms: Vec::new(),
             reclaimed_holds: 0,
+            repaired_holds: 0,
             slots_held_at_end: 0,
+            slots_held_report: Vec::new(),
             retunes: Vec::new(),
             rescales: Vec::new(),
         }

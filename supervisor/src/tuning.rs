@@ -70,13 +70,52 @@ pub fn decide_replicas(busy: f64, active: u32, max: u32) -> Option<u32> {
     None
 }
 
+/// One task's measuring window: busy time between samples at least [`WINDOW`] apart,
+/// none while the task is held after a change.
+struct Window {
+    held_until: Instant,
+    /// (when, busy ns summed over replicas) at the window's start.
+    since: Option<(Instant, u64)>,
+}
+
+impl Window {
+    /// The first window is skipped (start-up: model loads, first items).
+    fn new(now: Instant) -> Window {
+        Window {
+            held_until: now + WINDOW,
+            since: None,
+        }
+    }
+
+    /// The busy fraction per server over the window that ends `now`, given the busy
+    /// time so far; `None` while the window is open or the task is held.
+    fn busy(&mut self, now: Instant, busy_ns: u64, servers: f64) -> Option<f64> {
+        let Some((start, busy_then)) = self.since else {
+            self.since = Some((now, busy_ns));
+            return None;
+        };
+        let elapsed = now.duration_since(start);
+        if elapsed < WINDOW {
+            return None;
+        }
+        self.since = Some((now, busy_ns));
+        if now < self.held_until {
+            return None;
+        }
+        Some(busy_ns.saturating_sub(busy_then) as f64 / 1e9 / elapsed.as_secs_f64() / servers)
+    }
+
+    /// A change was made: leave the task alone for [`HOLD_DOWN`].
+    fn hold(&mut self, now: Instant) {
+        self.held_until = now + HOLD_DOWN;
+    }
+}
+
 struct Scaled {
     task: usize,
     active: u32,
     max: u32,
-    held_until: Instant,
-    /// (when, busy ns less slot waits, summed over replicas) at the window's start.
-    since: Option<(Instant, u64)>,
+    window: Window,
 }
 
 /// The live replica scaler of one run.
@@ -98,8 +137,7 @@ impl ReplicaScaler {
                 task: t,
                 active: active(t).clamp(1, running(t)),
                 max: running(t),
-                held_until: now + WINDOW,
-                since: None,
+                window: Window::new(now),
             })
             .collect();
         ReplicaScaler { tasks }
@@ -118,31 +156,18 @@ impl ReplicaScaler {
     ) -> Vec<Retune> {
         let mut changes = Vec::new();
         for s in &mut self.tasks {
-            let ms = replicas(s.task);
-            let work: u64 = ms
+            // Time spent waiting for an output slot is not work more replicas would share.
+            let work: u64 = replicas(s.task)
                 .iter()
                 .map(|m| m.busy_ns.saturating_sub(m.waiting_for_slot_ns))
                 .sum();
-            let Some((start, work_then)) = s.since else {
-                s.since = Some((now, work));
+            let Some(busy) = s.window.busy(now, work, f64::from(s.active)) else {
                 continue;
             };
-            let elapsed = now.duration_since(start);
-            if elapsed < WINDOW {
-                continue;
-            }
-            s.since = Some((now, work));
-            if now < s.held_until {
-                continue;
-            }
-            let busy = work.saturating_sub(work_then) as f64
-                / 1e9
-                / elapsed.as_secs_f64()
-                / f64::from(s.active);
             if let Some(to) = decide_replicas(busy, s.active, s.max) {
                 changes.push((s.task, s.active, to));
                 s.active = to;
-                s.held_until = now + HOLD_DOWN;
+                s.window.hold(now);
             }
         }
         changes
@@ -166,9 +191,7 @@ struct Tuned {
     task: usize,
     batch: u32,
     capacity: u32,
-    held_until: Instant,
-    /// (when, busy ns summed over replicas) at the start of the window.
-    since: Option<(Instant, u64)>,
+    window: Window,
 }
 
 /// The live tuner of one run.
@@ -190,9 +213,7 @@ impl BatchTuner {
                     task: t,
                     batch,
                     capacity: capacity(app, t, batch),
-                    // Skip the first window (start-up: model loads, first items).
-                    held_until: now + WINDOW,
-                    since: None,
+                    window: Window::new(now),
                 }
             })
             .filter(|s| s.capacity > 1)
@@ -219,24 +240,14 @@ impl BatchTuner {
             }
             let busy_ns: u64 = ms.iter().map(|m| m.busy_ns).sum();
             let queued: u32 = ms.iter().map(|m| m.queue_depth).sum();
-            let Some((start, busy_then)) = s.since else {
-                s.since = Some((now, busy_ns));
+            let n = ms.len() as f64;
+            let Some(busy) = s.window.busy(now, busy_ns, n) else {
                 continue;
             };
-            let elapsed = now.duration_since(start);
-            if elapsed < WINDOW {
-                continue;
-            }
-            s.since = Some((now, busy_ns));
-            if now < s.held_until {
-                continue;
-            }
-            let n = ms.len() as f64;
-            let busy = busy_ns.saturating_sub(busy_then) as f64 / 1e9 / elapsed.as_secs_f64() / n;
             if let Some(to) = decide(busy, f64::from(queued) / n, s.batch, s.capacity) {
                 changes.push((s.task, s.batch, to));
                 s.batch = to;
-                s.held_until = now + HOLD_DOWN;
+                s.window.hold(now);
             }
         }
         changes

@@ -505,6 +505,39 @@ impl<'a> Wiring<'a> {
             .fold((0, 0), |(f, n), p| (f + p.free_slots(), n + p.slot_count()))
     }
 
+    /// For each pool with slots still held: its writer, and who holds how many (a leak
+    /// report once every process has ended).
+    pub fn held_report(&self) -> Vec<String> {
+        let holders: Vec<(u16, String)> = self
+            .all_replicas()
+            .into_iter()
+            .map(|id| (self.holder(id), self.label(id)))
+            .chain([(0, "supervisor".to_string())])
+            .collect();
+        self.pools
+            .iter()
+            .filter(|(_, p)| p.free_slots() < p.slot_count())
+            .map(|(&owner, p)| {
+                let who: Vec<String> = holders
+                    .iter()
+                    .filter(|(h, _)| p.holds_of(*h) != 0)
+                    .map(|(h, label)| format!("{label}: {}", p.holds_of(*h)))
+                    .collect();
+                format!(
+                    "pool of {}: {} of {} slots held ({})",
+                    self.label(owner),
+                    p.slot_count() - p.free_slots(),
+                    p.slot_count(),
+                    if who.is_empty() {
+                        "no holder recorded".to_string()
+                    } else {
+                        who.join(", ")
+                    }
+                )
+            })
+            .collect()
+    }
+
     /// Head replicas whose items reach `t` (or every head for the agent).
     pub fn heads_feeding(&self, t: usize) -> Vec<ReplicaId> {
         let mut up = if t == self.agent_index {

@@ -245,6 +245,17 @@ pub struct Background {
     stderr_text: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
+/// A test that fails before [`finish`] leaves no supervisor behind: it is killed, and
+/// its stages follow it (they end when their supervisor dies).
+impl Drop for Background {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Background {
     pub fn id(&self) -> u32 {
         self.child.id()

@@ -57,7 +57,10 @@ fn assert_nothing_left(name: &str, summary: &Value, supervisor_pid: u32) {
         "no process of the app is left"
     );
     assert!(memfds_of(supervisor_pid).is_empty(), "no memfd is left");
-    assert_eq!(summary["slots_held_at_end"], 0, "no slot is held");
+    assert_eq!(
+        summary["slots_held_at_end"], 0,
+        "no slot is held: {summary}"
+    );
 }
 
 #[test]
