@@ -105,7 +105,9 @@ enum Cmd {
     /// items per second each from their next item on (0 = as fast as the pipeline takes
     /// them). A `balance` app then retunes itself to the new load.
     Rate {
+        /// The running app's name (see `supervisor status`).
         app: String,
+        /// Items per second each source offers from now on; 0 = unpaced.
         #[arg(value_name = "ITEMS_PER_S", allow_negative_numbers = true)]
         items_per_s: f64,
     },
