@@ -289,12 +289,20 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         name: "model.inference",
         kinds: &[Gpu],
         inputs: ONE,
-        params: &[p(
-            "model",
-            Text,
-            true,
-            "a model name from the manifest (apps/models.json)",
-        )],
+        params: &[
+            p(
+                "model",
+                Text,
+                true,
+                "a model name from the manifest (apps/models.json)",
+            ),
+            p(
+                "output_slot_mb",
+                PositiveInt,
+                false,
+                "shared memory for one batch's outputs, MiB (default 64; a batch whose outputs need more is split)",
+            ),
+        ],
         open_params: true,
         one_of: &[],
         summary: "runs the model on its device's GPU agent",

@@ -375,6 +375,10 @@ pub enum Command {
     Scale { task: String, active: u32 },
 }
 
+/// How an agent's error starts when a run's outputs are larger than the request's
+/// output slot (the GPU stage then splits its batch).
+pub const OUTPUT_SLOT_TOO_SMALL: &str = "output slot too small";
+
 /// A tensor in shared memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TensorRef {

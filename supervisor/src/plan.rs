@@ -137,7 +137,14 @@ fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u64 {
             (24 * (tw + 64) * (th + 64)).max(16 * MIB)
         }
         // Model outputs can outgrow their input (a recogniser's per-step class scores).
-        "model.inference" => 64 * MIB,
+        "model.inference" => {
+            task.params
+                .get("output_slot_mb")
+                .and_then(|v| v.as_u64())
+                .unwrap_or(64)
+                .max(1)
+                * MIB
+        }
         _ => w * h * 3,
     }
 }

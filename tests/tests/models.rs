@@ -357,3 +357,41 @@ fn yolox_pipeline_finds_the_boxes_ddddocr_finds() {
         assert!(close, "no box within 2 px of {wb:?}: {got:?}");
     }
 }
+
+/// gen (w×h) → P-Net pre → P-Net (batches of 8, a 1 MiB output slot) → post → csv.
+fn small_output_slot(name: &str, w: u32, h: u32, count: u32) -> Value {
+    json!({
+        "name": name, "service_type": "request-guarantee", "strategy": "lazy",
+        "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": w, "height": h, "count": count, "fps": 0}},
+            {"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["gen"], "params": {"model": "mtcnn-pnet"}},
+            {"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"],
+             "params": {"model": "mtcnn-pnet", "output_slot_mb": 1}, "batch": {"size": 8, "max_wait_ms": 2000}},
+            {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["net"], "params": {"model": "mtcnn-pnet"}},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["post"], "params": {"format": "csv", "path": "rows.csv"}}
+        ]
+    })
+}
+
+#[test]
+fn a_batch_too_big_for_its_output_slot_is_split_and_an_item_too_big_alone_is_skipped() {
+    provisioned();
+    // 8 frames of 320×240 need ≈ 1.1 MiB of P-Net outputs: the batch is halved until
+    // it fits, and every frame gets through.
+    let dir = scratch("slot-split");
+    let summary = run_app(&dir, &small_output_slot("slotsplit", 320, 240, 16));
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    assert_eq!(summary["tails"][0]["items"], 16, "{summary}");
+    let log = std::fs::read_to_string(dir.join("run/logs/net#0.log")).expect("net log");
+    assert!(
+        log.contains("batches capped") && log.contains("output slot too small"),
+        "{log}"
+    );
+    // One 1280×960 frame alone needs ≈ 2.5 MiB: skipped and counted, the app goes on.
+    let dir = scratch("slot-skip");
+    let summary = run_app(&dir, &small_output_slot("slotskip", 1280, 960, 2));
+    assert_eq!(summary["lost"]["bad_input"], 2, "{summary}");
+    assert_eq!(summary["tails"][0]["missing"], 2, "{summary}");
+    let log = std::fs::read_to_string(dir.join("run/logs/net#0.log")).expect("net log");
+    assert!(log.contains("item skipped"), "{log}");
+}

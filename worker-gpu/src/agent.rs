@@ -277,9 +277,16 @@ fn write_outputs(
     for out in outputs {
         let len = out.data.len() as u64 * 4;
         if offset + len > req.output.len {
+            let need: u64 = outputs
+                .iter()
+                .map(|o| (o.data.len() as u64 * 4).div_ceil(64) * 64)
+                .sum();
             return Err(format!(
-                "outputs of {} do not fit the {}-byte output slot of {}",
-                req.model, req.output.len, req.stage
+                "{}: the outputs of {} need {need} bytes, the output slot of {} has {}",
+                protocol::messages::OUTPUT_SLOT_TOO_SMALL,
+                req.model,
+                req.stage,
+                req.output.len
             ));
         }
         write_f32(out_pool, &req.output, req.output.offset + offset, &out.data)?;

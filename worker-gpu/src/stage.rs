@@ -4,10 +4,14 @@
 //! having another shape, they go in another group), sends each group to its device's
 //! agent as shared-memory descriptors, and forwards the results: every non-tensor part
 //! of an item (frame, state) passes through untouched, its input tensors are replaced
-//! by the model's outputs for them.
+//! by the model's outputs for them. A batch whose outputs do not fit its output slot
+//! (`output_slot_mb`) goes back to the queue and batches are capped at half its size;
+//! an item that does not fit alone is skipped and counted as bad input.
 
 use protocol::clock::now_ns;
-use protocol::messages::{AgentRequest, Command, Envelope, Inbox, Payload, TensorRef};
+use protocol::messages::{
+    AgentRequest, Command, Envelope, Inbox, Payload, TensorRef, OUTPUT_SLOT_TOO_SMALL,
+};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
 use std::collections::VecDeque;
@@ -136,8 +140,12 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         ended: false,
         next_id: 0,
     };
+    // Lowered when a batch's outputs did not fit the output slot.
+    let mut fit_cap = usize::MAX;
     loop {
-        let size = (node.setup.batch_size.max(1) as usize).min(capacity);
+        let size = (node.setup.batch_size.max(1) as usize)
+            .min(capacity)
+            .min(fit_cap);
         let max_wait = Duration::from_secs_f64(node.setup.batch_max_wait_ms.max(0.0) / 1000.0);
         let batch = b.collect(node, size, max_wait)?;
         if batch.is_empty() {
@@ -181,6 +189,10 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let slot = writer.commit(pool.slot_size()).map_err(NodeError::from)?;
         let mut used = 0u64;
         let mut refs_made = 0u32;
+        // Inputs are released once every group ran: a batch too big for the output slot
+        // goes back to the queue whole.
+        let mut used_inputs: Vec<ShmRef> = Vec::new();
+        let mut too_big: Option<String> = None;
         for (_, members) in groups {
             let req = AgentRequest {
                 id: 0,
@@ -194,9 +206,14 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
                     ..slot
                 },
             };
-            let outs = b
-                .call(node, agent, req)
-                .map_err(|e| NodeError::Stage(format!("model {model}: {e}")))?;
+            let outs = match b.call(node, agent, req) {
+                Ok(outs) => outs,
+                Err(e) if e.starts_with(OUTPUT_SLOT_TOO_SMALL) => {
+                    too_big = Some(e);
+                    break;
+                }
+                Err(e) => return Err(NodeError::Stage(format!("model {model}: {e}"))),
+            };
             used = outs
                 .iter()
                 .map(|o| (o.shm.offset + o.shm.len).div_ceil(64) * 64)
@@ -235,9 +252,29 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
                 refs_made += mine.len() as u32;
                 outputs[*i][*j] = Some(mine);
                 row0 += rows;
-                // The input tensor has been used.
-                node.pool(t.shm.pool)?.release(&t.shm)?;
+                used_inputs.push(t.shm);
             }
+        }
+        if let Some(e) = too_big {
+            pool.release(&slot)?;
+            if batch.len() > 1 {
+                fit_cap = batch.len() / 2;
+                tracing::warn!(batch = batch.len(), now = fit_cap, "batches capped: {e}");
+                for item in batch.into_iter().rev() {
+                    b.pending.push_front(item);
+                }
+            } else {
+                // Alone it does not fit either: it cannot be run; counted, the app goes on.
+                tracing::error!("model {model}: item skipped: {e}");
+                for (env, _) in &batch {
+                    node.lose(env, protocol::messages::LossReason::BadInput)?;
+                }
+            }
+            continue;
+        }
+        for r in &used_inputs {
+            // The input tensor has been used.
+            node.pool(r.pool)?.release(r)?;
         }
         let holders = refs_made * consumers;
         if holders == 0 {
