@@ -585,22 +585,9 @@ fn restart(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiEr
             reply,
         })
         .map_err(|_| ApiError::new(409, format!("app '{name}' is ending and restarts nothing")))?;
-    match answer.recv_timeout(RESTART_WAIT) {
-        Ok(Ok(message)) => Ok(message),
-        Ok(Err(message)) => Err(ApiError::new(409, message)),
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(ApiError::new(
-            504,
-            format!(
-                "app '{name}' did not answer the restart of '{}' within {} s",
-                wanted.task,
-                RESTART_WAIT.as_secs()
-            ),
-        )),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ApiError::new(
-            409,
-            format!("app '{name}' ended before restarting '{}'", wanted.task),
-        )),
-    }
+    let what = format!("the restart of '{}'", wanted.task);
+    let doing = format!("restarting '{}'", wanted.task);
+    await_run_loop(&answer, name, &what, &doing)
 }
 
 #[derive(Deserialize)]
@@ -647,12 +634,31 @@ fn set_rate(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiE
             reply,
         })
         .map_err(|_| ApiError::new(409, format!("app '{name}' is ending")))?;
+    await_run_loop(&answer, name, "the rate change", "changing its rate")
+}
+
+/// The run loop's answer to a request of the API: its message (200), its refusal (409),
+/// no answer within [`RESTART_WAIT`] (504: "did not answer `what`"), or the app ended
+/// first (409: "ended before `doing`").
+fn await_run_loop(
+    answer: &mpsc::Receiver<Result<String, String>>,
+    name: &str,
+    what: &str,
+    doing: &str,
+) -> Result<String, ApiError> {
     match answer.recv_timeout(RESTART_WAIT) {
         Ok(Ok(message)) => Ok(message),
         Ok(Err(message)) => Err(ApiError::new(409, message)),
-        Err(_) => Err(ApiError::new(
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(ApiError::new(
             504,
-            format!("app '{name}' did not answer the rate change"),
+            format!(
+                "app '{name}' did not answer {what} within {} s",
+                RESTART_WAIT.as_secs()
+            ),
+        )),
+        Err(mpsc::RecvTimeoutError::Disconnected) => Err(ApiError::new(
+            409,
+            format!("app '{name}' ended before {doing}"),
         )),
     }
 }

@@ -520,8 +520,10 @@ impl<'a> Wiring<'a> {
             .map(|(&owner, p)| {
                 let who: Vec<String> = holders
                     .iter()
-                    .filter(|(h, _)| p.holds_of(*h) != 0)
-                    .map(|(h, label)| format!("{label}: {}", p.holds_of(*h)))
+                    .filter_map(|(h, label)| match p.holds_of(*h) {
+                        0 => None,
+                        n => Some(format!("{label}: {n}")),
+                    })
                     .collect();
                 format!(
                     "pool of {}: {} of {} slots held ({})",

@@ -121,7 +121,12 @@ pub fn write_app(dir: &Path, json: &serde_json::Value) -> PathBuf {
 
 /// Run `supervisor start` to completion; panics with its output if it fails.
 pub fn run_ok(app: &Path, run_dir: &Path) -> (Output, serde_json::Value) {
-    let out = supervisor()
+    run_ok_with(&mut supervisor(), app, run_dir)
+}
+
+/// [`run_ok`] with `cmd`, a [`supervisor`] command with any environment the test needs.
+pub fn run_ok_with(cmd: &mut Command, app: &Path, run_dir: &Path) -> (Output, serde_json::Value) {
+    let out = cmd
         .arg("start")
         .arg(app)
         .arg("--run-dir")

@@ -164,18 +164,7 @@ fn killing_the_supervisor_ends_every_child_and_the_next_start_is_clean() {
             {"name": "t", "kind": "tail", "function": "table.print", "inputs": ["g"], "params": {"format": "csv", "path": "after.csv"}}
         ]}),
     );
-    let out = supervisor()
-        .arg("start")
-        .arg(&small)
-        .arg("--run-dir")
-        .arg(dir.join("run2"))
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (out, _) = run_ok(&small, &dir.join("run2"));
     assert!(
         !stale.exists(),
         "the next start removed the stale runtime dir"

@@ -17,35 +17,14 @@ fn provisioned() -> PathBuf {
     root
 }
 
-fn model_cmd_env(cmd: &mut std::process::Command) {
-    let root = repo_root();
-    cmd.env(
-        "ORT_DYLIB_PATH",
-        root.join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
-    )
-    .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
-    .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"));
-}
-
 fn run_app(dir: &std::path::Path, app: &Value) -> Value {
     let path = write_app(dir, app);
-    let run = dir.join("run");
     let mut cmd = supervisor();
-    model_cmd_env(&mut cmd);
-    let out = cmd
-        .arg("start")
-        .arg(&path)
-        .arg("--run-dir")
-        .arg(&run)
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "supervisor failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    with_models(&mut cmd).env(
+        "ORT_DYLIB_PATH",
+        repo_root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
     );
-    read_summary(&run)
+    run_ok_with(&mut cmd, &path, &dir.join("run")).1
 }
 
 fn cascade(nets: &[(&str, &str)], source: &str, batch: u32) -> (Vec<Value>, String) {

@@ -23,20 +23,7 @@ fn pnet_app(name: &str, service: &str, strategy: &str, count: u64) -> serde_json
 /// Run `app` to its end with the models; its summary.
 fn run_to_end(dir: &std::path::Path, app: &serde_json::Value) -> serde_json::Value {
     let app = write_app(dir, app);
-    let run = dir.join("run");
-    let out = with_models(&mut supervisor())
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(&run)
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    read_summary(&run)
+    run_ok_with(with_models(&mut supervisor()), &app, &dir.join("run")).1
 }
 
 #[test]

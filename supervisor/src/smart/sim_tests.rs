@@ -28,6 +28,18 @@ fn close(what: &str, model: f64, sim: f64, tol: f64) {
     );
 }
 
+/// Throughput within 5 %, mean and p99 latency of the first path within 15 %.
+fn model_matches_sim(p: &crate::smart::model::Prediction, s: &SimResult) {
+    close(
+        "throughput",
+        p.qos.throughput_per_s,
+        s.throughput_per_s,
+        0.05,
+    );
+    close("mean latency", p.paths[0].mean_ms, s.mean_ms, 0.15);
+    close("p99 latency", p.qos.p99_ms, s.p99_ms, 0.15);
+}
+
 /// Compares model and simulation on one configuration; returns (model, sim) p99.
 fn agree(
     stages: &[(&str, &str)],
@@ -50,14 +62,7 @@ fn agree(
     )
     .unwrap();
     eprintln!("model {:?}\nsim   {:?}", p.qos, s);
-    close(
-        "throughput",
-        p.qos.throughput_per_s,
-        s.throughput_per_s,
-        0.05,
-    );
-    close("mean latency", p.paths[0].mean_ms, s.mean_ms, 0.15);
-    close("p99 latency", p.qos.p99_ms, s.p99_ms, 0.15);
+    model_matches_sim(&p, &s);
     (p.qos.p99_ms, s.p99_ms)
 }
 
@@ -163,14 +168,7 @@ fn contended(stages: &[(&str, &str)], prof: &[(&str, f64, f64)], rate: f64, core
         "cores {cores}, busy {:.2}: slowdowns {slow:.3?}\nmodel {:?}\nsim   mean {:.1} p99 {:.1} tput {:.2}",
         p.cores, p.qos, s.mean_ms, s.p99_ms, s.throughput_per_s
     );
-    close(
-        "throughput",
-        p.qos.throughput_per_s,
-        s.throughput_per_s,
-        0.05,
-    );
-    close("mean latency", p.paths[0].mean_ms, s.mean_ms, 0.15);
-    close("p99 latency", p.qos.p99_ms, s.p99_ms, 0.15);
+    model_matches_sim(&p, &s);
 }
 
 #[test]
