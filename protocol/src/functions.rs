@@ -363,8 +363,9 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         kinds: &[Cpu],
         inputs: ONE,
         params: &[
-            p("mode", OneOf(FAULT_MODES), true, "crash (abort), crash-on-start, hang (SIGSTOP itself) or ignore-stop (ignore SIGTERM and the inbox)"),
+            p("mode", OneOf(FAULT_MODES), true, "crash (abort), crash-on-start, hang (SIGSTOP itself), ignore-stop (ignore SIGTERM and the inbox) or stall (sleep `stall_ms` once, heartbeats going on)"),
             p("after", Count, false, "items forwarded before the fault (default 0)"),
+            p("stall_ms", Count, false, "stall: how long (default 1000)"),
         ],
         open_params: false,
         one_of: &[],
@@ -373,7 +374,7 @@ pub const FUNCTIONS: &[FunctionDef] = &[
 ];
 
 /// Misbehaviours `test.fault` can inject.
-pub const FAULT_MODES: &[&str] = &["crash", "crash-on-start", "hang", "ignore-stop"];
+pub const FAULT_MODES: &[&str] = &["crash", "crash-on-start", "hang", "ignore-stop", "stall"];
 
 /// Look a function up by name.
 pub fn find(name: &str) -> Option<&'static FunctionDef> {

@@ -10,7 +10,7 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// Environment variables the supervisor hands to every child.
 pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
@@ -109,6 +109,9 @@ pub struct Setup {
     pub batch_capacity: u32,
     /// Intra-op threads for compute-heavy functions.
     pub threads: u32,
+    /// Best-effort stages other than heads: how long to wait for a free output slot
+    /// before shedding the item (heads shed at once: their pool is sized for the rate).
+    pub slot_wait_ms: u32,
     /// GPU stages: index in `SetupWire::outputs` of the device agent's inbox.
     pub agent_output: Option<u32>,
     /// GPU stages: index of this replica's inbox among the agent's outputs.

@@ -325,10 +325,25 @@ impl Node {
         pool: &'p SlotPool,
         holders: u32,
     ) -> Result<Option<SlotWriter<'p>>, NodeError> {
-        if !self.guaranteed() {
-            return Ok(pool.try_acquire(holders));
-        }
         let started = Instant::now();
+        if !self.guaranteed() {
+            // Best effort: heads shed at once; other stages wait up to `slot_wait_ms`.
+            let limit = Duration::from_millis(u64::from(self.setup.slot_wait_ms));
+            if self.is_head() || limit.is_zero() {
+                return Ok(pool.try_acquire(holders));
+            }
+            loop {
+                let left = limit.saturating_sub(started.elapsed());
+                if left.is_zero() {
+                    return Ok(pool.try_acquire(holders));
+                }
+                if let Some(w) = pool.acquire(holders, left.min(Duration::from_millis(50))) {
+                    let waited = started.elapsed().as_nanos() as u64;
+                    self.metrics(|m| m.waiting_for_slot_ns += waited);
+                    return Ok(Some(w));
+                }
+            }
+        }
         loop {
             if let Some(w) = pool.acquire(holders, Duration::from_millis(50)) {
                 let waited = started.elapsed().as_nanos() as u64;

@@ -162,6 +162,35 @@ fn slot_count(function: &str, batch: u32, consumer_batch: u32) -> u32 {
     base.max(2 * batch + 2).max(consumer_batch + 2)
 }
 
+/// The most slots a source's pool gets from [`source_in_flight`], and the most memory.
+const MAX_SOURCE_SLOTS: u32 = 64;
+const MAX_SOURCE_POOL_BYTES: u64 = 1 << 30;
+
+/// Slots a source needs to keep every item of its rate in flight for as long as the app's
+/// latency quota allows (Little's law: a frame stays held until every stage reading it is
+/// done), plus the batches its consumers collect: with fewer, a paced source falls behind
+/// (request-guarantee) or sheds items that would have met the quota (best-effort).
+/// `None` when the app gives no rate (the head's `fps`, else `request_frequency`) or no
+/// latency quota. Capped at [`MAX_SOURCE_SLOTS`] and [`MAX_SOURCE_POOL_BYTES`].
+fn source_in_flight(
+    app: &AppSpec,
+    t: &protocol::spec::TaskSpec,
+    consumer_batch: u32,
+    slot_size: u64,
+) -> Option<u32> {
+    let fps = t
+        .params
+        .get("fps")
+        .and_then(|v| v.as_f64())
+        .filter(|f| *f > 0.0)
+        .or(app.request_frequency.filter(|f| *f > 0.0))?;
+    let latency_s = app.quota.max_latency_ms? / 1000.0;
+    let want =
+        (fps * latency_s).ceil().min(f64::from(MAX_SOURCE_SLOTS)) as u32 + consumer_batch + 2;
+    let by_memory = (MAX_SOURCE_POOL_BYTES / slot_size.max(1)).max(1) as u32;
+    Some(want.min(MAX_SOURCE_SLOTS).min(by_memory))
+}
+
 /// Plan an app with the user's fixed settings and defaults elsewhere.
 pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
     let mut bounds: Vec<Option<(u64, u64)>> = vec![None; app.tasks.len()];
@@ -183,10 +212,15 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
                 .max()
                 .unwrap_or(1);
             let pool = match (makes_payloads(&t.function), bounds[i]) {
-                (true, Some((w, h))) => Some(PoolPlan {
-                    slots: slot_count(&t.function, batch_size, consumer_batch),
-                    slot_size: slot_bytes(t, w, h),
-                }),
+                (true, Some((w, h))) => {
+                    let slot_size = slot_bytes(t, w, h);
+                    let mut slots = slot_count(&t.function, batch_size, consumer_batch);
+                    if t.kind == TaskKind::Head {
+                        let in_flight = source_in_flight(app, t, consumer_batch, slot_size);
+                        slots = slots.max(in_flight.unwrap_or(0));
+                    }
+                    Some(PoolPlan { slots, slot_size })
+                }
                 _ => None,
             };
             StagePlan {
@@ -262,5 +296,44 @@ mod tests {
         assert_eq!(slot_count("model.preprocess", 1, 8), 10);
         assert_eq!(slot_count("image.resize", 1, 1), DEFAULT_SLOTS);
         assert_eq!(slot_count("image.resize", 1, 16), 18);
+    }
+
+    fn paced_source(fps: f64, latency_ms: Option<f64>, width: u32) -> AppSpec {
+        let mut app: AppSpec = serde_json::from_value(serde_json::json!({
+            "name": "a",
+            "tasks": [
+                {"name": "src", "kind": "head", "function": "image.gen",
+                 "params": {"width": width, "height": 720, "count": 10, "fps": fps}},
+                {"name": "out", "kind": "tail", "function": "bench.sink", "inputs": ["src"]}
+            ]
+        }))
+        .expect("app");
+        app.quota.max_latency_ms = latency_ms;
+        app
+    }
+
+    #[test]
+    fn a_source_has_slots_for_its_rate_over_the_latency_quota() {
+        // 13 frames/s held up to 2 s: 26 in flight, + 2.
+        let p = plan(&paced_source(13.0, Some(2000.0), 1280)).expect("plan");
+        assert_eq!(p.stages[0].pool.as_ref().map(|x| x.slots), Some(29));
+        // No latency quota: the default.
+        let p = plan(&paced_source(13.0, None, 1280)).expect("plan");
+        assert_eq!(
+            p.stages[0].pool.as_ref().map(|x| x.slots),
+            Some(DEFAULT_SLOTS)
+        );
+        // Never fewer than the default, never more than 64 slots or 1 GiB.
+        let p = plan(&paced_source(1.0, Some(100.0), 1280)).expect("plan");
+        assert_eq!(
+            p.stages[0].pool.as_ref().map(|x| x.slots),
+            Some(DEFAULT_SLOTS)
+        );
+        let p = plan(&paced_source(500.0, Some(3000.0), 1280)).expect("plan");
+        assert_eq!(p.stages[0].pool.as_ref().map(|x| x.slots), Some(64));
+        let p = plan(&paced_source(500.0, Some(3000.0), 15360)).expect("plan");
+        let pool = p.stages[0].pool.clone().expect("pool");
+        assert_eq!(pool.slot_size, 15360 * 720 * 3);
+        assert_eq!(pool.slots, 32, "{pool:?}");
     }
 }

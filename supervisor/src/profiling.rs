@@ -418,7 +418,9 @@ pub fn all_plans(app: &AppSpec, profiles: &Profiles) -> anyhow::Result<smart::Pl
 
 /// `plan --brute-force`: the cheapest static configuration meeting the quota.
 pub fn print_brute_force(app: &AppSpec, profiles: &Profiles) -> anyhow::Result<()> {
-    match smart::brute::cheapest_static(app, profiles, resources(app), &plan_options(app))? {
+    use smart::brute::{cheapest_static, Space};
+    let (resources, opts) = (resources(app), plan_options(app));
+    match cheapest_static(app, profiles, resources, &opts, Space::FULL)? {
         Some(c) => {
             println!(
                 "\nbrute force ({} configurations): cheapest meeting the quota uses {:.2} cores",
@@ -433,6 +435,19 @@ pub fn print_brute_force(app: &AppSpec, profiles: &Profiles) -> anyhow::Result<(
                     "{t}: batch {} (wait {:.1} ms), replicas {}",
                     s.batch, s.max_wait_ms, s.replicas
                 );
+            }
+            // Does meeting the quota take batching, or replicas?
+            for (space, without) in [
+                (Space::NO_BATCHING, "batching"),
+                (Space::NO_REPLICAS, "replicas"),
+            ] {
+                match cheapest_static(app, profiles, resources, &opts, space)? {
+                    Some(c) => println!(
+                        "without {without}: cheapest meeting the quota uses {:.2} cores",
+                        c.cores
+                    ),
+                    None => println!("without {without}: no static configuration meets the quota"),
+                }
             }
         }
         None => println!("\nbrute force: no static configuration meets the quota"),

@@ -49,6 +49,20 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// Seconds after the first item's creation before items count in the steady latency.
+pub const WARMUP_S: f64 = 2.0;
+
+/// The latencies of a tail replica's items created at or after `from_ns`.
+fn latencies_created_after(r: &StageReport, from_ns: u64) -> impl Iterator<Item = f32> + '_ {
+    r.latencies_ms
+        .iter()
+        .zip(&r.arrivals_ns)
+        .filter(move |(&lat, &arrival)| {
+            arrival.saturating_sub((f64::from(lat) * 1e6) as u64) >= from_ns
+        })
+        .map(|(&lat, _)| lat)
+}
+
 /// What one tail task received (all its replicas).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TailSummary {
@@ -78,6 +92,10 @@ pub struct Summary {
     pub lost_total: u64,
     pub throughput_per_min: f64,
     pub latency_ms: LatencyStats,
+    /// Latency of the items created [`WARMUP_S`] or more after the first one: the
+    /// steady state, without the first runs of the models on each new input shape
+    /// (the quota checks use every item).
+    pub steady_latency_ms: LatencyStats,
     pub tails: Vec<TailSummary>,
     pub stages: BTreeMap<String, StageMetrics>,
     /// Items that never produced a reply, in % of the items in.
@@ -196,6 +214,7 @@ impl Summary {
         }
         let items_in: u64 = heads_announced.values().sum();
         let mut all_latencies = Vec::new();
+        let mut steady_latencies = Vec::new();
         let tail_summaries: Vec<TailSummary> = tails
             .iter()
             .map(|t| {
@@ -215,8 +234,10 @@ impl Summary {
                     .map(|r| r.last_arrival_ns)
                     .max()
                     .unwrap_or(0);
+                let steady_from = first + (WARMUP_S * 1e9) as u64;
                 for r in &t.reports {
                     latencies.extend_from_slice(&r.latencies_ms);
+                    steady_latencies.extend(latencies_created_after(r, steady_from));
                     items += r.received.iter().map(|s| s.total).sum::<u64>();
                     for (k, h) in r.hop_us.iter().enumerate() {
                         if hops.len() <= k {
@@ -287,6 +308,7 @@ impl Summary {
                 0.0
             },
             latency_ms: LatencyStats::from_samples(&all_latencies),
+            steady_latency_ms: LatencyStats::from_samples(&steady_latencies),
             tails: tail_summaries,
             stages,
             loss_pct: if items_in > 0 {
@@ -338,6 +360,13 @@ impl Summary {
             "  latency:    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, jitter (std dev) {:.2} ms\n",
             l.p50, l.p99, l.max, l.jitter
         );
+        let st = &self.steady_latency_ms;
+        if st.count > 0 && st.count < l.count {
+            s += &format!(
+                "  steady:     p50 {:.2} ms, p99 {:.2} ms over the {} items created {WARMUP_S} s or more after the first\n",
+                st.p50, st.p99, st.count
+            );
+        }
         if self.tails.len() > 1 {
             for t in &self.tails {
                 s += &format!(
@@ -407,6 +436,38 @@ mod tests {
             "{}",
             s.render()
         );
+    }
+
+    #[test]
+    fn steady_latency_leaves_out_the_first_seconds() {
+        const S: u64 = 1_000_000_000;
+        // Items created at 0, 1, 2, 3 s (arrival = creation + latency): the two slow
+        // first ones are out of the steady latency, not out of the latency.
+        let created = [10 * S, 11 * S, 12 * S, 13 * S];
+        let lat = [500.0f32, 400.0, 20.0, 30.0];
+        let report = StageReport {
+            latencies_ms: lat.to_vec(),
+            arrivals_ns: created
+                .iter()
+                .zip(lat)
+                .map(|(c, l)| c + (f64::from(l) * 1e6) as u64)
+                .collect(),
+            first_created_ns: created[0],
+            last_arrival_ns: created[3] + 30_000_000,
+            ..StageReport::default()
+        };
+        let tails = [TailReports {
+            task: "out".into(),
+            reports: vec![&report],
+        }];
+        let s = Summary::build("a", 4.0, &BTreeMap::new(), &tails, BTreeMap::new());
+        assert_eq!(s.latency_ms.count, 4);
+        assert_eq!(s.latency_ms.max, 500.0);
+        assert_eq!(s.steady_latency_ms.count, 2);
+        assert_eq!(s.steady_latency_ms.max, 30.0);
+        assert!(s
+            .render()
+            .contains("steady:     p50 20.00 ms, p99 30.00 ms over the 2 items"));
     }
 
     #[test]

@@ -312,6 +312,7 @@ impl<'a> Wiring<'a> {
             batch_max_wait_ms: 0.0,
             batch_capacity: 1,
             threads: 1,
+            slot_wait_ms: slot_wait_ms(&app.quota),
             agent_output: None,
             agent_reply_to: None,
             models_manifest: None,
@@ -555,3 +556,16 @@ impl<'a> Wiring<'a> {
             .collect()
     }
 }
+
+/// Best-effort: how long a stage waits for a free output slot before it sheds the item.
+/// An item still without a slot after the app's latency quota would miss it anyway
+/// (without a quota: [`SLOT_WAIT_DEFAULT_MS`]); shedding at once instead would drop
+/// items whenever a downstream batch holds the slots for a moment.
+pub fn slot_wait_ms(quota: &protocol::spec::Quota) -> u32 {
+    quota
+        .max_latency_ms
+        .map_or(SLOT_WAIT_DEFAULT_MS, |ms| ms.clamp(0.0, 60_000.0) as u32)
+}
+
+/// [`slot_wait_ms`] for an app without a latency quota.
+pub const SLOT_WAIT_DEFAULT_MS: u32 = 1000;

@@ -238,10 +238,16 @@ def scenario(which, base, sc):
     bf = re.search(r"brute force \((\d+) configurations\): cheapest meeting the quota uses ([\d.]+) cores", text)
     row["brute_force_cores"] = float(bf.group(2)) if bf else None
     row["brute_force_tried"] = int(bf.group(1)) if bf else None
+    # Whether meeting the quota takes batching / replicas: the brute force without them.
+    for what in ("batching", "replicas"):
+        m = re.search(rf"without {what}: (?:cheapest meeting the quota uses ([\d.]+) cores|no static)", text)
+        if m:
+            row[f"cores_without_{what}"] = float(m.group(1)) if m.group(1) else None
+            row[f"needs_{what}"] = m.group(1) is None
     verdict = re.search(r"\n(admitted .*|refused: .*)", text)
     row["plan_verdict"] = verdict.group(1) if verdict else None
-    if items <= 0:
-        # Expected refusal: only admission runs (start refuses before anything starts).
+    if (row["plan_verdict"] or "").startswith("refused"):
+        # A refusal: only admission runs (start refuses before anything starts).
         run_dir = os.path.join(W, f"run-{which}-{sid}")
         subprocess.run(["rm", "-rf", run_dir])
         p = subprocess.run([SUP, "start", path, "--run-dir", run_dir], capture_output=True, text=True, env=env())
@@ -272,7 +278,12 @@ def scenario(which, base, sc):
             steady = min((t["steady_items_per_s"] for t in s["tails"]), default=0.0)
             a["measured"] = {"throughput_per_min": steady * 60, "p50_ms": s["latency_ms"]["p50"],
                              "p99_ms": s["latency_ms"]["p99"], "items_out": s["items_out"],
-                             "lost": s["lost_total"], "samples": s["latency_ms"]["count"]}
+                             "lost": s["lost_total"], "samples": s["latency_ms"]["count"],
+                             # The steady state (items created 2 s or more after the first),
+                             # which is what the simulation predicts.
+                             "p99_steady_ms": s["steady_latency_ms"]["p99"],
+                             "steady_samples": s["steady_latency_ms"]["count"],
+                             "shed": s["lost"].get("shed", 0)}
             a["quota_met"] = all(q["met"] for q in s["qos"])
             a["latency_quota_met"] = all(q["met"] for q in s["qos"] if q["metric"] == "latency_p99_ms")
             a["busy_ms_per_item"] = {label: round(m["busy_ns"] / 1e6 / max(m["items_in"], m["items_out"]), 2)
@@ -290,7 +301,7 @@ def scenario(which, base, sc):
         return row
     pred = row["admitted_plan"]
     if pred:
-        mt, mp = row["measured"]["throughput_per_min"], row["measured"]["p99_ms"]
+        mt, mp = row["measured"]["throughput_per_min"], row["measured"]["p99_steady_ms"]
         row["throughput_error_pct"] = 100 * (mt - pred["throughput_per_min"]) / max(pred["throughput_per_min"], 1e-9)
         row["p99_error_pct"] = 100 * (mp - pred["p99_ms"]) / max(pred["p99_ms"], 1e-9)
     return row
@@ -303,8 +314,8 @@ def table(rows, profiles):
         pts = profiles[which].get("points", {})
         out.append("Profile (ms per batch, by batch size): " + "; ".join(
             f"{t} " + ", ".join(f"{b}: {ms}" for b, ms in v.items()) for t, v in pts.items() if any(ms >= 0.5 for ms in v.values())) + "\n")
-        out.append("| scenario | admission | lazy plan (GPU batches, replicas > 1) | cores: planner / brute force | predicted /min, p99 ms | measured /min, p99 ms (samples) | error thr / p99 | latency quota met | other load (cores) |")
-        out.append("|---|---|---|---|---|---|---|---|---|")
+        out.append("| scenario | admission | lazy plan (GPU batches, replicas > 1) | cores: planner / brute force | needs batching / replicas | predicted /min, p99 ms | measured /min, p99 ms steady (all; samples) | error thr / p99 | latency quota met | other load (cores) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             if r["app"] != which:
                 continue
@@ -325,7 +336,11 @@ def table(rows, profiles):
             if r.get("run_error"):
                 meas = None
             pcol = f"{pred['throughput_per_min']:.0f}, {pred['p99_ms']:.0f}" if pred else "—"
-            mcol = f"{meas['throughput_per_min']:.0f}, {meas['p99_ms']:.0f} ({meas['samples']})" if meas else "—"
+            mcol = (f"{meas['throughput_per_min']:.0f}, {meas['p99_steady_ms']:.0f} ({meas['p99_ms']:.0f}; {meas['samples']})"
+                    + (f", {meas['shed']} shed" if meas.get("shed") else "")) if meas else "—"
+            def yn(k):
+                return "—" if k not in r else ("yes" if r[k] else "no")
+            needs = f"{yn('needs_batching')} / {yn('needs_replicas')}"
             err = f"{r['throughput_error_pct']:+.0f}% / {r['p99_error_pct']:+.0f}%" if meas and "p99_error_pct" in r else "—"
             met = ("yes" if r.get("latency_quota_met") else "no") if meas else "—"
             other = f"{r['other_cores']:.2f}" if "other_cores" in r else "—"
@@ -333,7 +348,7 @@ def table(rows, profiles):
                 other += f" ({len(r['attempts'])} runs)"
             if r.get("run_error"):
                 mcol = "run failed: " + r["run_error"].replace("|", "/").removeprefix("error: ")
-            out.append(f"| {r['id']} {r['service_type']}, {r['rate']}/s, p99 ≤ {r['latency_quota_ms']} ms | {adm} | {cfg or 'all batch 1, 1 replica'} | {cores} | {pcol} | {mcol} | {err} | {met} | {other} |")
+            out.append(f"| {r['id']} {r['service_type']}, {r['rate']}/s, p99 ≤ {r['latency_quota_ms']} ms | {adm} | {cfg or 'all batch 1, 1 replica'} | {cores} | {needs} | {pcol} | {mcol} | {err} | {met} | {other} |")
     return "\n".join(out)
 
 

@@ -16,6 +16,7 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
     }
     let mode: String = required(node, "mode")?;
     let after: u64 = param(node, "after")?.unwrap_or(0);
+    let stall_ms: u64 = param(node, "stall_ms")?.unwrap_or(1000);
     let mut forwarded = 0u64;
     let misbehave = |mode: &str| -> Result<(), StageError> {
         tracing::warn!(mode, "test.fault: misbehaving now");
@@ -25,6 +26,8 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
             "hang" => unsafe {
                 libc::raise(libc::SIGSTOP);
             },
+            // Busy with one item for a while (heartbeats go on): a slow stage, not a hung one.
+            "stall" => std::thread::sleep(Duration::from_millis(stall_ms)),
             "ignore-stop" => {
                 // SAFETY: ignoring a signal for this process only.
                 unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };

@@ -42,16 +42,22 @@ impl Emitter {
     }
 
     /// Emit item `seq` of `len` bytes filled by `fill`. When shed, `fill` still runs on
-    /// a scratch buffer so stream sources stay in step.
+    /// a scratch buffer so stream sources stay in step. The item is stamped with its
+    /// arrival: when it was due at the paced rate (`due`), or now for an unpaced source,
+    /// so time it spent waiting for the pipeline counts in its latency.
     fn emit(
         &mut self,
         node: &mut Node,
         seq: u64,
+        due: Option<Instant>,
         len: usize,
         fill: impl FnOnce(&mut [u8]) -> Result<(), StageError>,
         payload: impl FnOnce(ShmRef) -> Payload,
     ) -> Result<Flow, StageError> {
-        let created = now_ns();
+        let late = due.map_or(Duration::ZERO, |d| {
+            Instant::now().saturating_duration_since(d)
+        });
+        let created = now_ns().saturating_sub(late.as_nanos() as u64);
         node.note_emitted(&self.source, seq);
         if seq < self.resume_from {
             // A restarted head: the tails have this one already (still read, so a
@@ -198,6 +204,7 @@ fn synthetic(
         let flow = emitter.emit(
             node,
             seq,
+            pacer.due(),
             len,
             |buf| {
                 fill(seq, buf);
@@ -219,6 +226,8 @@ struct Pacer {
     /// The item paced from: the first this process sends (a restarted head resumes
     /// there, at once), or the first after the rate last changed.
     first: u64,
+    /// When the item [`Pacer::wait`] last waited for was due (None: not paced).
+    due: Option<Instant>,
 }
 
 /// Why [`pace`] returned.
@@ -236,7 +245,13 @@ impl Pacer {
             fps,
             start: Instant::now(),
             first: node.resume_from(&node.task.name),
+            due: None,
         }
+    }
+
+    /// When the last item waited for was due: its arrival time (None when unpaced).
+    fn due(&self) -> Option<Instant> {
+        self.due
     }
 
     /// Wait until item `seq` is due, still answering commands. A new rate
@@ -248,10 +263,12 @@ impl Pacer {
                 self.start = Instant::now();
                 self.first = self.first.max(seq);
             }
+            self.due = None;
             if self.fps <= 0.0 || seq < self.first {
                 return Ok(Flow::Go);
             }
             let due = self.start + Duration::from_secs_f64((seq - self.first) as f64 / self.fps);
+            self.due = Some(due);
             match pace(node, due)? {
                 Paced::Due => return Ok(Flow::Go),
                 Paced::Drain => return Ok(Flow::Drain),
@@ -329,6 +346,7 @@ fn images(node: &mut Node) -> Result<(), StageError> {
         let flow = emitter.emit(
             node,
             seq,
+            pacer.due(),
             rgb.len(),
             |buf| {
                 buf.copy_from_slice(&rgb);
@@ -392,6 +410,7 @@ fn video(node: &mut Node) -> Result<(), StageError> {
             let flow = emitter.emit(
                 node,
                 seq,
+                pacer.due(),
                 len,
                 |buf| {
                     while got < buf.len() {

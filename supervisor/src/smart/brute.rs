@@ -24,14 +24,40 @@ pub struct Cheapest {
     pub tried: usize,
 }
 
+/// What the brute force may choose from: [`Space::FULL`], or a smaller space to tell
+/// whether a quota needs batching (`max_batch: 1` finds nothing) or replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub max_batch: u32,
+    pub max_replicas: u32,
+}
+
+impl Space {
+    pub const FULL: Space = Space {
+        max_batch: 16,
+        max_replicas: 2,
+    };
+    pub const NO_BATCHING: Space = Space {
+        max_batch: 1,
+        max_replicas: 2,
+    };
+    pub const NO_REPLICAS: Space = Space {
+        max_batch: 16,
+        max_replicas: 1,
+    };
+}
+
 /// Stage configurations of the brute force for stage `i`.
-fn options(search: &Search, i: usize) -> Vec<StageConfig> {
+fn options(search: &Search, i: usize, space: Space) -> Vec<StageConfig> {
     let m = &search.model;
     let st = &m.dag.stages[i];
-    let limit = m.profiles[i].as_ref().map_or(1, |p| p.batch_limit);
+    let limit = m.profiles[i]
+        .as_ref()
+        .map_or(1, |p| p.batch_limit)
+        .min(space.max_batch);
     let mut v = Vec::new();
     for b in BATCHES.into_iter().filter(|&b| b <= limit) {
-        for r in [1u32, 2] {
+        for r in (1..=space.max_replicas.max(1)).filter(|r| *r <= 2) {
             let fill = f64::from(b - 1) / (m.stage_rate(i) / f64::from(r)) * 1000.0;
             let waits = if b == 1 { vec![0.0] } else { vec![0.0, fill] };
             for w in waits {
@@ -49,20 +75,23 @@ fn options(search: &Search, i: usize) -> Vec<StageConfig> {
     v
 }
 
-/// The cheapest static configuration that meets `app`'s quota within `resources`
-/// (`None`: none does), by exhaustive prediction.
+/// The cheapest static configuration in `space` that meets `app`'s quota within
+/// `resources` (`None`: none does), by exhaustive prediction. (User-fixed settings stay
+/// as the user set them, even outside `space`.)
 pub fn cheapest_static(
     app: &AppSpec,
     profiles: &Profiles,
     resources: Resources,
     opts: &PlanOptions,
+    space: Space,
 ) -> Result<Option<Cheapest>, ModelError> {
     let search = Search::new(app, profiles, resources, opts)?;
     let m = &search.model;
     let bodies: Vec<usize> = (0..m.dag.stages.len())
         .filter(|&i| m.dag.stages[i].planned() && m.profiles[i].is_some())
         .collect();
-    let per_stage: Vec<Vec<StageConfig>> = bodies.iter().map(|&i| options(&search, i)).collect();
+    let per_stage: Vec<Vec<StageConfig>> =
+        bodies.iter().map(|&i| options(&search, i, space)).collect();
     let total: usize = per_stage.iter().map(|v| v.len().max(1)).product();
     let mut meeting: Vec<(f64, Vec<StageConfig>)> = Vec::new();
     for k0 in 0..total {

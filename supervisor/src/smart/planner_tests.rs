@@ -244,9 +244,15 @@ fn missing_profile_is_a_typed_error() {
 }
 
 fn brute_force_cores(app: &AppSpec, prof: &Profiles, cores: f64) -> Option<f64> {
-    crate::smart::brute::cheapest_static(app, prof, cpu(cores), &PlanOptions::default())
-        .expect("brute force")
-        .map(|c| c.cores)
+    crate::smart::brute::cheapest_static(
+        app,
+        prof,
+        cpu(cores),
+        &PlanOptions::default(),
+        crate::smart::brute::Space::FULL,
+    )
+    .expect("brute force")
+    .map(|c| c.cores)
 }
 
 #[test]
