@@ -192,6 +192,10 @@ pub struct StageMetrics {
     pub lost: [u64; 4],
     /// Time spent working (not waiting), in nanoseconds.
     pub busy_ns: u64,
+    /// Services (items, or batches for a batching stage) that busy time counts, and the
+    /// sum of their squared durations in ms², for the spread of service times.
+    pub services: u64,
+    pub busy_sq_ms2: f64,
     /// Items received but not yet handled.
     pub queue_depth: u32,
     /// Items waiting for a free output slot (backpressure).

@@ -304,6 +304,8 @@ impl Node {
     pub fn note_busy(&self, ns: u64) {
         self.metrics(|m| {
             m.busy_ns += ns;
+            m.services += 1;
+            m.busy_sq_ms2 += (ns as f64 / 1e6).powi(2);
             observe(&mut m.service_buckets, ns as f64 / 1e9);
         });
     }

@@ -153,14 +153,24 @@ fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u64 {
 /// needs room for two batches; a consumer collecting batches of `consumer_batch` items
 /// holds that many of this pool's slots while it waits, and the producer needs two more
 /// to keep going (fewer would stall both until the consumer's max wait runs out).
-fn slot_count(function: &str, batch: u32, consumer_batch: u32) -> u32 {
+fn slot_count(function: &str, batch: u32, consumer_batch: u32, slot_size: u64) -> u32 {
     let base = if function.starts_with("model.") {
         4
     } else {
         DEFAULT_SLOTS
     };
-    base.max(2 * batch + 2).max(consumer_batch + 2)
+    // A consumer serving one batch while the next fills holds two batches' slots; give
+    // it that where the memory allows (the planning benchmark's P-Net pre-processing
+    // waited for slots 60 % of a run with one batch's room), one batch at least.
+    let both_batches =
+        (2 * consumer_batch + 2).min((MAX_CONSUMER_POOL_BYTES / slot_size.max(1)) as u32);
+    base.max(2 * batch + 2)
+        .max(consumer_batch + 2)
+        .max(both_batches)
 }
+
+/// Memory up to which a producer's pool gets room for two of its consumer's batches.
+const MAX_CONSUMER_POOL_BYTES: u64 = 256 << 20;
 
 /// The most slots a source's pool gets from [`source_in_flight`], and the most memory.
 const MAX_SOURCE_SLOTS: u32 = 64;
@@ -214,7 +224,7 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
             let pool = match (makes_payloads(&t.function), bounds[i]) {
                 (true, Some((w, h))) => {
                     let slot_size = slot_bytes(t, w, h);
-                    let mut slots = slot_count(&t.function, batch_size, consumer_batch);
+                    let mut slots = slot_count(&t.function, batch_size, consumer_batch, slot_size);
                     if t.kind == TaskKind::Head {
                         let in_flight = source_in_flight(app, t, consumer_batch, slot_size);
                         slots = slots.max(in_flight.unwrap_or(0));
@@ -291,11 +301,17 @@ mod tests {
     fn a_producer_has_room_for_its_consumers_batch() {
         // A model stage alone: 4 slots; batching 3 itself: 2·3 + 2; feeding a consumer
         // that batches 8: 8 + 2.
-        assert_eq!(slot_count("model.preprocess", 1, 1), 4);
-        assert_eq!(slot_count("model.inference", 3, 1), 8);
-        assert_eq!(slot_count("model.preprocess", 1, 8), 10);
-        assert_eq!(slot_count("image.resize", 1, 1), DEFAULT_SLOTS);
-        assert_eq!(slot_count("image.resize", 1, 16), 18);
+        const MIB: u64 = 1 << 20;
+        assert_eq!(slot_count("model.preprocess", 1, 1, 16 * MIB), 4);
+        assert_eq!(slot_count("model.inference", 3, 1, 64 * MIB), 8);
+        // Two batches of 2 (one served, one filling) and two more: 6.
+        assert_eq!(slot_count("model.preprocess", 1, 2, 24 * MIB), 6);
+        // Two batches of 8 would take 18 × 24 MiB: as many as 256 MiB hold, 10.
+        assert_eq!(slot_count("model.preprocess", 1, 8, 24 * MIB), 10);
+        assert_eq!(slot_count("image.resize", 1, 1, MIB), DEFAULT_SLOTS);
+        assert_eq!(slot_count("image.resize", 1, 16, MIB), 34);
+        // Never fewer than one batch and two, whatever the memory.
+        assert_eq!(slot_count("image.resize", 1, 16, 512 * MIB), 18);
     }
 
     fn paced_source(fps: f64, latency_ms: Option<f64>, width: u32) -> AppSpec {

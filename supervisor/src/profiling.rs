@@ -8,6 +8,7 @@ use crate::control::LiveApp;
 use crate::run::{run_app, RunOptions};
 use crate::smart::{self, Arrivals, PlanOptions, Profiles, Resources, TaskProfile};
 use anyhow::Context;
+use protocol::messages::StageMetrics;
 use protocol::spec::{AppSpec, BatchSpec, ServiceType, TaskKind};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -137,7 +138,60 @@ fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<
 }
 
 /// Busy seconds and items of every task in one run (summed over replicas).
-type Measured = BTreeMap<String, (f64, u64)>;
+type Measured = BTreeMap<String, TaskTimes>;
+
+/// What one measuring run saw of a task (its replicas summed, warm-up left out).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct TaskTimes {
+    busy_s: f64,
+    items: u64,
+    /// Services (items, or batches) and the sum of their squared durations (ms²).
+    services: u64,
+    busy_sq_ms2: f64,
+}
+
+/// Fewest services a coefficient of variation is estimated from.
+const CV_MIN_SERVICES: u64 = 8;
+
+impl TaskTimes {
+    fn of(m: &StageMetrics) -> TaskTimes {
+        TaskTimes {
+            busy_s: m.busy_ns as f64 / 1e9,
+            items: m.items_in.max(m.items_out),
+            services: m.services,
+            busy_sq_ms2: m.busy_sq_ms2,
+        }
+    }
+
+    fn minus(self, o: TaskTimes) -> TaskTimes {
+        TaskTimes {
+            busy_s: self.busy_s - o.busy_s,
+            items: self.items.saturating_sub(o.items),
+            services: self.services.saturating_sub(o.services),
+            busy_sq_ms2: (self.busy_sq_ms2 - o.busy_sq_ms2).max(0.0),
+        }
+    }
+
+    fn plus(self, o: TaskTimes) -> TaskTimes {
+        TaskTimes {
+            busy_s: self.busy_s + o.busy_s,
+            items: self.items + o.items,
+            services: self.services + o.services,
+            busy_sq_ms2: self.busy_sq_ms2 + o.busy_sq_ms2,
+        }
+    }
+
+    /// Standard deviation / mean of one service's duration (None: too few services).
+    fn cv(&self) -> Option<f64> {
+        if self.services < CV_MIN_SERVICES || self.busy_s <= 0.0 {
+            return None;
+        }
+        let n = self.services as f64;
+        let mean = self.busy_s * 1e3 / n;
+        let var = (self.busy_sq_ms2 / n - mean * mean).max(0.0);
+        Some(var.sqrt() / mean)
+    }
+}
 /// Profile points (batch, input-size bucket, seconds per batch) by task.
 type Points = BTreeMap<String, Vec<(u32, u64, f64)>>;
 
@@ -187,7 +241,7 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Meas
     let watcher = {
         let (live, finished, warmup) = (live.clone(), finished.clone(), warmup.clone());
         std::thread::spawn(move || {
-            let mut snaps: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+            let mut snaps: BTreeMap<String, TaskTimes> = BTreeMap::new();
             while !finished.load(Ordering::Relaxed) {
                 if let Ok(app) = live.lock() {
                     for st in &app.stages {
@@ -195,7 +249,7 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Meas
                         let idle = m.queue_depth == 0 && m.items_in == m.items_out;
                         let warm = warmup.get(&st.task).copied().unwrap_or(WARMUP_ITEMS);
                         if idle && m.items_out >= warm && !snaps.contains_key(&st.label) {
-                            snaps.insert(st.label.clone(), (m.busy_ns, m.items_out));
+                            snaps.insert(st.label.clone(), TaskTimes::of(m));
                         }
                     }
                 }
@@ -219,20 +273,22 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Meas
     let mut out = Measured::new();
     for t in &app.tasks {
         let prefix = format!("{}#", t.name);
-        let (busy, items) = outcome
+        let times = outcome
             .summary
             .stages
             .iter()
             .filter(|(l, _)| l.starts_with(&prefix))
-            .fold((0u64, 0u64), |(b0, i0), (l, m)| {
-                let n = m.items_in.max(m.items_out);
+            .fold(TaskTimes::default(), |sum, (l, m)| {
+                let all = TaskTimes::of(m);
                 // After the warm-up when it left items to measure, else everything.
                 match snaps.get(l) {
-                    Some(&(b, i)) if n > i && m.busy_ns >= b => (b0 + m.busy_ns - b, i0 + n - i),
-                    _ => (b0 + m.busy_ns, i0 + n),
+                    Some(&w) if all.items > w.items && all.busy_s >= w.busy_s => {
+                        sum.plus(all.minus(w))
+                    }
+                    _ => sum.plus(all),
                 }
             });
-        out.insert(t.name.clone(), (busy as f64 / 1e9, items));
+        out.insert(t.name.clone(), times);
     }
     Ok(out)
 }
@@ -256,10 +312,11 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
     let base = std::env::temp_dir().join(format!("profile-{}-{}", app.name, std::process::id()));
     let result = measure(loaded, &batches, items, &base);
     let _ = std::fs::remove_dir_all(&base);
-    let points = result?;
+    let (points, cvs) = result?;
     let mut profiles = Profiles::new(&machine());
     for (task, pts) in points {
         let mut p = TaskProfile::new(&task, &pts);
+        p.cv = cvs.get(&task).copied();
         let gpu = app
             .tasks
             .iter()
@@ -279,8 +336,14 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
     Ok(profiles)
 }
 
-/// The profile points (batch, bucket, seconds per batch) of every task.
-fn measure(loaded: &LoadedApp, batches: &[u32], items: u64, base: &Path) -> anyhow::Result<Points> {
+/// The profile points (batch, bucket, seconds per batch) of every task, and the
+/// coefficient of variation of its service time where enough services were seen.
+fn measure(
+    loaded: &LoadedApp,
+    batches: &[u32],
+    items: u64,
+    base: &Path,
+) -> anyhow::Result<(Points, BTreeMap<String, f64>)> {
     let app = &loaded.spec;
     let free = run_variant(
         loaded,
@@ -293,8 +356,8 @@ fn measure(loaded: &LoadedApp, batches: &[u32], items: u64, base: &Path) -> anyh
     )?;
     let per_item: f64 = free
         .values()
-        .filter(|(_, n)| *n > 0)
-        .map(|(busy, n)| busy / *n as f64)
+        .filter(|t| t.items > 0)
+        .map(|t| t.busy_s / t.items as f64)
         .sum();
     let fps = if per_item > 0.0 {
         PROFILE_LOAD / per_item
@@ -302,6 +365,7 @@ fn measure(loaded: &LoadedApp, batches: &[u32], items: u64, base: &Path) -> anyh
         0.0
     };
     let mut points = Points::new();
+    let mut cvs = BTreeMap::new();
     for &b in batches {
         // Whole batches, at least three of them besides the warm-up batch.
         let n = items.max(4 * u64::from(b)).div_ceil(u64::from(b)) * u64::from(b);
@@ -315,11 +379,19 @@ fn measure(loaded: &LoadedApp, batches: &[u32], items: u64, base: &Path) -> anyh
             base,
         )?;
         for t in &app.tasks {
-            let Some(&(busy, n_items)) = measured.get(&t.name) else {
+            let Some(&times) = measured.get(&t.name) else {
                 continue;
             };
+            let (busy, n_items) = (times.busy_s, times.items);
             if n_items == 0 {
                 continue;
+            }
+            // The spread of service times, from the batch-1 run (paced, so mostly the
+            // task's own: frames that differ, such as the number of face candidates).
+            if b == 1 {
+                if let Some(cv) = times.cv() {
+                    cvs.insert(t.name.clone(), cv);
+                }
             }
             let point = if t.kind == TaskKind::Gpu {
                 (b, busy / (n_items as f64 / f64::from(b)).max(1.0))
@@ -334,14 +406,14 @@ fn measure(loaded: &LoadedApp, batches: &[u32], items: u64, base: &Path) -> anyh
                 .push((point.0, 0, point.1));
         }
     }
-    Ok(points)
+    Ok((points, cvs))
 }
 
 /// Print the fitted t = α + β·b of every task.
 pub fn print_fits(app: &AppSpec, profiles: &Profiles) {
     println!(
-        "{:<16} {:>10} {:>10} {:>6}  points (batch: s/batch)",
-        "task", "α (ms)", "β (ms)", "r²"
+        "{:<16} {:>10} {:>10} {:>6} {:>5}  points (batch: s/batch)",
+        "task", "α (ms)", "β (ms)", "r²", "cv"
     );
     for t in &app.tasks {
         let Some(p) = profiles.get(&t.name) else {
@@ -352,21 +424,24 @@ pub fn print_fits(app: &AppSpec, profiles: &Profiles) {
             .iter()
             .map(|q| format!("{}: {:.4}", q.batch, q.seconds))
             .collect();
+        let cv = p.cv.map_or("-".to_string(), |c| format!("{c:.2}"));
         match p.fits().ok().and_then(|f| f.into_values().next()) {
             Some(f) => println!(
-                "{:<16} {:>10.3} {:>10.3} {:>6.3}  {}",
+                "{:<16} {:>10.3} {:>10.3} {:>6.3} {:>5}  {}",
                 t.name,
                 f.alpha * 1e3,
                 f.beta * 1e3,
                 f.r2,
+                cv,
                 pts.join(", ")
             ),
             None => println!(
-                "{:<16} {:>10} {:>10} {:>6}  {}",
+                "{:<16} {:>10} {:>10} {:>6} {:>5}  {}",
                 t.name,
                 "-",
                 "-",
                 "-",
+                cv,
                 pts.join(", ")
             ),
         }
@@ -400,8 +475,24 @@ pub fn plan_options(app: &AppSpec) -> PlanOptions {
         } else {
             Arrivals::Poisson
         },
+        queue_bound: in_flight_bound(app),
         ..PlanOptions::default()
     }
+}
+
+/// How many items the app can have in flight before a best-effort source sheds: its
+/// sources' pools (`plan::source_in_flight`), else the default pool.
+fn in_flight_bound(app: &AppSpec) -> u32 {
+    crate::plan::plan(app)
+        .ok()
+        .and_then(|p| {
+            p.stages
+                .iter()
+                .filter(|s| s.kind == TaskKind::Head)
+                .filter_map(|s| s.pool.as_ref().map(|pool| pool.slots))
+                .max()
+        })
+        .unwrap_or(crate::plan::DEFAULT_SLOTS)
 }
 
 /// The planner's answer for an app on this machine.
@@ -473,5 +564,34 @@ pub fn apply(app: &mut AppSpec, plan: &smart::Plan) {
             }
             t.planned = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(durations_ms: &[f64]) -> TaskTimes {
+        TaskTimes {
+            busy_s: durations_ms.iter().sum::<f64>() / 1e3,
+            items: durations_ms.len() as u64,
+            services: durations_ms.len() as u64,
+            busy_sq_ms2: durations_ms.iter().map(|d| d * d).sum(),
+        }
+    }
+
+    #[test]
+    fn the_spread_of_service_times_is_their_std_dev_over_their_mean() {
+        // 10 and 30 ms alternately: mean 20, std dev 10.
+        let t = times(&[10.0, 30.0, 10.0, 30.0, 10.0, 30.0, 10.0, 30.0]);
+        assert!((t.cv().expect("cv") - 0.5).abs() < 1e-9);
+        // All alike: no spread.
+        assert!(times(&[7.0; 12]).cv().expect("cv") < 1e-6);
+        // Too few services to tell.
+        assert_eq!(times(&[10.0, 30.0]).cv(), None);
+        // The warm-up's services are left out.
+        let all = times(&[500.0, 10.0, 30.0, 10.0, 30.0, 10.0, 30.0, 10.0, 30.0]);
+        let warm = times(&[500.0]);
+        assert!((all.minus(warm).cv().expect("cv") - 0.5).abs() < 1e-9);
     }
 }

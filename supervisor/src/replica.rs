@@ -88,6 +88,8 @@ impl Replica {
             *a += b;
         }
         m.busy_ns += e.busy_ns;
+        m.services += e.services;
+        m.busy_sq_ms2 += e.busy_sq_ms2;
         m.waiting_for_slot_ns += e.waiting_for_slot_ns;
         for (a, b) in [
             (&mut m.service_buckets, &e.service_buckets),

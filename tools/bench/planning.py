@@ -12,7 +12,7 @@ during which others used more than NOISY_CORES is repeated (ATTEMPTS in all); th
 attempt stands in the table, every attempt is in the JSON.
 
 Run through tools/bench/planning.sh, which builds the binaries and makes the media.
-Options: --apps faces,ocr   --scenarios F1,O2 (default all)   --reprofile
+Options: --apps faces,ocr,resize   --scenarios F1,O2 (default all)   --reprofile
 Writes target/bench-planning.json and prints markdown tables."""
 import argparse, json, os, re, resource, subprocess, sys, time
 
@@ -32,20 +32,33 @@ SCENARIOS = {
         ("F2", "request-guarantee", 5, 500, 240, "medium load"),
         ("F3", "request-guarantee", 8, 1000, 240, "heavy load: contention on the 2 cores"),
         ("F7", "request-guarantee", 13, 2000, 240, "near the cores: the processes contend for them"),
-        ("F4", "request-guarantee", 17, 3000, 0, "beyond the cores (the agent alone could carry it): refused"),
-        ("F5", "request-guarantee", 4, 100, 0, "latency below the cascade's service time: refused"),
-        ("F6", "best-effort", 24, 3000, 240, "beyond the cores and the agent, best effort: admitted with a shortfall"),
+        ("F8", "request-guarantee", 22, 3000, 240, "only with batching: P-Net and R-Net batches carry it, batch 1 cannot"),
+        ("F4", "request-guarantee", 30, 3000, 240, "beyond the agent and the cores: refused"),
+        ("F5", "request-guarantee", 4, 50, 240, "latency below the cascade's service time: refused"),
+        ("F6", "best-effort", 30, 3000, 240, "beyond the agent, best effort: admitted with a shortfall, sheds"),
     ],
     "ocr": [
-        ("O1", "request-guarantee", 0.6, 2000, 200, "light load"),
-        ("O2", "request-guarantee", 1.0, 2000, 200, "medium load"),
-        ("O3", "request-guarantee", 1.5, 4000, 240, "heavy load: the agent near saturation"),
-        ("O4", "request-guarantee", 3, 10000, 0, "beyond the agent: refused"),
-        ("O5", "request-guarantee", 0.5, 400, 0, "latency below the cascade's service time: refused"),
-        ("O6", "best-effort", 3, 10000, 90, "beyond the agent, best effort: admitted with a shortfall"),
+        ("O1", "request-guarantee", 0.6, 2000, 120, "light load"),
+        ("O2", "request-guarantee", 1.0, 2000, 120, "medium load"),
+        ("O3", "request-guarantee", 1.5, 4000, 120, "heavy load"),
+        ("O7", "request-guarantee", 3.5, 5000, 180, "the agent near saturation"),
+        ("O4", "request-guarantee", 5, 10000, 120, "beyond the agent: refused"),
+        ("O5", "request-guarantee", 0.5, 200, 120, "latency below the cascade's service time: refused"),
+        ("O6", "best-effort", 5, 10000, 120, "beyond the agent, best effort: admitted with a shortfall, sheds"),
+    ],
+    # A CPU-bound app (no model): what needs replicas on this machine (faces and OCR are
+    # bound by the agent, which shares the same 2 cores, before any CPU stage is).
+    "resize": [
+        ("R1", "request-guarantee", 200, 100, 1600, "light load"),
+        ("R2", "request-guarantee", 400, 100, 3200, "one replica near its limit"),
+        ("R3", "request-guarantee", 600, 100, 4800, "only with replicas: one resize replica carries 476/s"),
+        ("R4", "request-guarantee", 900, 300, 4800, "beyond the cores: refused"),
+        ("R5", "request-guarantee", 300, 1, 2400, "latency below one resize: refused"),
+        ("R6", "best-effort", 1200, 500, 9600, "beyond the cores, best effort: admitted with a shortfall, sheds"),
     ],
 }
-PROFILE = {"faces": ["--items", "24", "--batches", "1,2,4,8"], "ocr": ["--items", "12", "--batches", "1,2,4,8"]}
+PROFILE = {"faces": ["--items", "24", "--batches", "1,2,4,8"], "ocr": ["--items", "12", "--batches", "1,2,4,8"],
+           "resize": ["--items", "400", "--batches", "1"]}
 
 
 def env():
@@ -72,6 +85,15 @@ def base_app(which):
                 t["params"]["path"] = os.path.join(W, "faces.csv")
             tasks.append(t)
         app["tasks"] = tasks
+    elif which == "resize":
+        # A CPU-bound app (no model): 1920x1080 upscales, the stage replicas can share.
+        app = {"name": "resize-plan", "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen",
+             "params": {"width": 320, "height": 180, "count": 240, "pattern": "solid"}},
+            {"name": "big", "kind": "cpu", "function": "image.resize", "inputs": ["gen"],
+             "params": {"width": 1920, "height": 1080}},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["big"],
+             "params": {"format": "csv", "path": os.path.join(W, "resize.csv")}}]}
     else:
         app = json.load(open(os.path.join(ROOT, "apps", "ocr.json")))
         app["name"] = "ocr-plan"
@@ -212,6 +234,8 @@ def scenario(which, base, sc):
             t["params"]["fps"] = rate
             if t["function"] == "source.video":
                 t["params"]["limit"] = max(items, 1)
+            if t["function"] == "image.gen":
+                t["params"]["count"] = max(items, 1)
     if which == "ocr":
         # The images source has no limit: a folder with exactly `items` pages.
         d = os.path.join(W, f"pages-{sid}")
@@ -239,11 +263,11 @@ def scenario(which, base, sc):
     row["brute_force_cores"] = float(bf.group(2)) if bf else None
     row["brute_force_tried"] = int(bf.group(1)) if bf else None
     # Whether meeting the quota takes batching / replicas: the brute force without them.
-    for what in ("batching", "replicas"):
-        m = re.search(rf"without {what}: (?:cheapest meeting the quota uses ([\d.]+) cores|no static)", text)
+    for knob in ("batching", "replicas"):
+        m = re.search(rf"without {knob}: (?:cheapest meeting the quota uses ([\d.]+) cores|no static)", text)
         if m:
-            row[f"cores_without_{what}"] = float(m.group(1)) if m.group(1) else None
-            row[f"needs_{what}"] = m.group(1) is None
+            row[f"cores_without_{knob}"] = float(m.group(1)) if m.group(1) else None
+            row[f"needs_{knob}"] = m.group(1) is None
     verdict = re.search(r"\n(admitted .*|refused: .*)", text)
     row["plan_verdict"] = verdict.group(1) if verdict else None
     if (row["plan_verdict"] or "").startswith("refused"):
@@ -354,7 +378,7 @@ def table(rows, profiles):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--apps", default="faces,ocr")
+    ap.add_argument("--apps", default="faces,ocr,resize")
     ap.add_argument("--scenarios", default="")
     ap.add_argument("--reprofile", action="store_true")
     ap.add_argument("--merge", action="store_true", help="update the rows of target/bench-planning.json")
@@ -388,8 +412,9 @@ def main():
         old = json.load(open(out))
         new_ids = {(r["app"], r["id"]) for r in rows}
         kept = [r for r in old["rows"] if (r["app"], r["id"]) not in new_ids]
-        order = {sc[0]: k for k, sc in enumerate(SCENARIOS["faces"] + SCENARIOS["ocr"])}
-        rows = sorted(kept + rows, key=lambda r: (r["app"] != "faces", order.get(r["id"], 99)))
+        order = {sc[0]: k for k, sc in enumerate(sum(SCENARIOS.values(), []))}
+        apps = list(SCENARIOS)
+        rows = sorted(kept + rows, key=lambda r: (apps.index(r["app"]), order.get(r["id"], 99)))
         for k, v in old["profiles"].items():
             if k not in profiles or "reused" in profiles[k]["fits"]:
                 profiles[k] = v

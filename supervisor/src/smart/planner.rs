@@ -538,7 +538,7 @@ impl<'a> Search<'a> {
     }
 
     /// Threads of the planned stages (replicas × threads): fewer processes first.
-    fn threads(&self, s: &Scored) -> u32 {
+    pub(crate) fn threads(&self, s: &Scored) -> u32 {
         self.model
             .dag
             .stages

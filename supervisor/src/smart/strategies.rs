@@ -6,7 +6,7 @@
 //! way to the next in the strategy's order (at most [`MAX_SIMULATED`] per strategy).
 
 use super::model::{ModelError, Resources, StageConfig, CPU_HEADROOM};
-use super::planner::{lt, PlanOptions, Plans, Scored, Search, BALANCE_SHARE};
+use super::planner::{PlanOptions, Plans, Scored, Search, BALANCE_SHARE};
 use super::profile::Profiles;
 use super::qos::Qos;
 use super::sim::{simulate, SimConfig};
@@ -83,23 +83,32 @@ impl Checker<'_, '_> {
     }
 }
 
-/// Indices of `all` sorted by `before`.
-fn sorted(
-    all: &[Scored],
-    keep: impl Fn(&Scored) -> bool,
-    before: impl Fn(&Scored, &Scored) -> bool,
+/// Indices of `all` that `keep` keeps, sorted by `key` (lexicographically, by
+/// `f64::total_cmp`). Keys, not a "before" predicate with tolerances: a sort needs a
+/// total order, and comparisons within an epsilon are not transitive (a planning run
+/// panicked on one). Round a key with [`grid`] for ties within a tolerance.
+fn sorted<T, const N: usize>(
+    all: &[T],
+    keep: impl Fn(&T) -> bool,
+    key: impl Fn(&T) -> [f64; N],
 ) -> Vec<usize> {
-    let mut v: Vec<usize> = (0..all.len()).filter(|&k| keep(&all[k])).collect();
-    v.sort_by(|&a, &b| {
-        if before(&all[a], &all[b]) {
-            Ordering::Less
-        } else if before(&all[b], &all[a]) {
-            Ordering::Greater
-        } else {
-            Ordering::Equal
-        }
+    let mut v: Vec<(usize, [f64; N])> = (0..all.len())
+        .filter(|&k| keep(&all[k]))
+        .map(|k| (k, key(&all[k])))
+        .collect();
+    v.sort_by(|(_, a), (_, b)| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.total_cmp(y))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal)
     });
-    v
+    v.into_iter().map(|(k, _)| k).collect()
+}
+
+/// `x` rounded to a multiple of `step`: values that close sort as equal.
+fn grid(x: f64, step: f64) -> f64 {
+    (x / step).round() * step
 }
 
 /// The plans of every strategy for `app` under `resources`.
@@ -127,7 +136,18 @@ pub fn plans(
         search: &search,
         done: vec![None; ok.len()],
     };
-    let lazy_order = sorted(&ok, |_| true, |a, b| search.lazier(a, b));
+    // As `Search::lazier`: fewest cores, then fewest threads, then lowest p99.
+    let lazy_order = sorted(
+        &ok,
+        |_| true,
+        |s| {
+            [
+                grid(s.pred.cores, 1e-6),
+                f64::from(search.threads(s)),
+                s.pred.qos.p99_ms,
+            ]
+        },
+    );
     let lazy = check.first_met(&ok, &lazy_order)?;
     let balance = match &lazy {
         Some(l) => {
@@ -136,12 +156,7 @@ pub fn plans(
             let order = sorted(
                 &ok,
                 |s| s.pred.cores <= budget + 1e-9,
-                |a, b| {
-                    lt(
-                        (a.pred.qos.p99_ms, a.pred.cores),
-                        (b.pred.qos.p99_ms, b.pred.cores),
-                    )
-                },
+                |s| [grid(s.pred.qos.p99_ms, 1e-9), s.pred.cores],
             );
             check.first_met(&ok, &order)?
         }
@@ -149,17 +164,17 @@ pub fn plans(
     };
     let strong = match &lazy {
         Some(_) => {
+            // The most capacity (equal within a millionth of an item per second), then
+            // the lowest p99, then the fewest cores.
             let order = sorted(
                 &ok,
                 |_| true,
-                |a, b| {
-                    let (ca, cb) = (a.pred.capacity, b.pred.capacity);
-                    ca > cb * (1.0 + 1e-9)
-                        || ((ca - cb).abs() <= cb * 1e-9
-                            && lt(
-                                (a.pred.qos.p99_ms, a.pred.cores),
-                                (b.pred.qos.p99_ms, b.pred.cores),
-                            ))
+                |s| {
+                    [
+                        -grid(s.pred.capacity, 1e-6),
+                        grid(s.pred.qos.p99_ms, 1e-9),
+                        s.pred.cores,
+                    ]
                 },
             );
             check.first_met(&ok, &order)?
@@ -178,12 +193,7 @@ pub fn plans(
         let order = sorted(
             &everything,
             |_| true,
-            |a, b| {
-                lt(
-                    (-a.pred.qos.throughput_per_s, a.pred.qos.p99_ms),
-                    (-b.pred.qos.throughput_per_s, b.pred.qos.p99_ms),
-                )
-            },
+            |s| [-grid(s.pred.qos.throughput_per_s, 1e-9), s.pred.qos.p99_ms],
         );
         match order.first() {
             Some(&k) => {
@@ -210,4 +220,37 @@ pub fn plans(
         strong: strong.as_ref().map(|s| search.plan_of(s, Strategy::Strong)),
         best,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorting_candidates_that_tie_within_a_tolerance_is_a_total_order() {
+        // Cores 1e-7 apart in a chain (each "equal" to the next within 1e-6, the ends
+        // not) with p99s in the other direction: a before-predicate with a tolerance is
+        // not transitive here, and the standard sort may panic on it. Keys on a grid sort.
+        let cands: Vec<(f64, f64)> = (0..64)
+            .map(|k| (0.5 + f64::from(k % 32) * 1e-7, 100.0 - f64::from(k)))
+            .chain([(f64::NAN, 1.0), (0.2, f64::INFINITY)])
+            .collect();
+        let order = sorted(&cands, |_| true, |c| [grid(c.0, 1e-6), c.1]);
+        assert_eq!(order.len(), cands.len());
+        assert_eq!(order[0], 65, "fewest cores first");
+        let keys: Vec<[f64; 2]> = order
+            .iter()
+            .map(|&k| [grid(cands[k].0, 1e-6), cands[k].1])
+            .collect();
+        for w in keys.windows(2) {
+            let o = w[0][0]
+                .total_cmp(&w[1][0])
+                .then(w[0][1].total_cmp(&w[1][1]));
+            assert!(o.is_le(), "{w:?}");
+        }
+        assert!(
+            cands[*order.last().expect("last")].0.is_nan(),
+            "NaN sorts last"
+        );
+    }
 }
