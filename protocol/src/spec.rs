@@ -147,6 +147,11 @@ pub struct AppSpec {
     #[serde(default)]
     pub constraints: Constraints,
     pub tasks: Vec<TaskSpec>,
+    /// Items per second the admitted plan carries when that is below the offered rate
+    /// (a best-effort app admitted with a shortfall): set at admission, never in files;
+    /// the sources' pools are sized by it.
+    #[serde(skip)]
+    pub planned_capacity: Option<f64>,
 }
 
 impl AppSpec {

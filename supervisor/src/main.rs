@@ -288,7 +288,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             if plan.shortfall.is_empty() {
                                 String::new()
                             } else {
-                                format!(" with a predicted shortfall: {:?}", plan.shortfall)
+                                let misses: Vec<String> =
+                                    plan.shortfall.iter().map(|s| s.to_string()).collect();
+                                format!(" with a predicted shortfall: {}", misses.join("; "))
                             }
                         ),
                         Err(refusal) => println!("\nrefused: {refusal}"),

@@ -179,7 +179,9 @@ const MAX_SOURCE_POOL_BYTES: u64 = 1 << 30;
 /// Slots a source needs to keep every item of its rate in flight for as long as the app's
 /// latency quota allows (Little's law: a frame stays held until every stage reading it is
 /// done), plus the batches its consumers collect: with fewer, a paced source falls behind
-/// (request-guarantee) or sheds items that would have met the quota (best-effort).
+/// (request-guarantee) or sheds items that would have met the quota (best-effort). An
+/// overloaded best-effort app drains items at the rate its plan carries, not the offered
+/// one (`AppSpec::planned_capacity`): more in flight would wait beyond the quota.
 /// `None` when the app gives no rate (the head's `fps`, else `request_frequency`) or no
 /// latency quota. Capped at [`MAX_SOURCE_SLOTS`] and [`MAX_SOURCE_POOL_BYTES`].
 fn source_in_flight(
@@ -195,8 +197,15 @@ fn source_in_flight(
         .filter(|f| *f > 0.0)
         .or(app.request_frequency.filter(|f| *f > 0.0))?;
     let latency_s = app.quota.max_latency_ms? / 1000.0;
-    let want =
-        (fps * latency_s).ceil().min(f64::from(MAX_SOURCE_SLOTS)) as u32 + consumer_batch + 2;
+    let max = f64::from(MAX_SOURCE_SLOTS);
+    let want = match app.planned_capacity.filter(|c| *c < fps) {
+        // Overloaded: every slot holds an item that waits its turn at the bottleneck,
+        // so no more than 90 % of the quota's worth (the rest for the path itself).
+        Some(carried) => {
+            ((0.9 * carried * latency_s).floor().min(max) as u32).max(consumer_batch + 2)
+        }
+        None => (fps * latency_s).ceil().min(max) as u32 + consumer_batch + 2,
+    };
     let by_memory = (MAX_SOURCE_POOL_BYTES / slot_size.max(1)).max(1) as u32;
     Some(want.min(MAX_SOURCE_SLOTS).min(by_memory))
 }
@@ -333,6 +342,11 @@ mod tests {
         // 13 frames/s held up to 2 s: 26 in flight, + 2.
         let p = plan(&paced_source(13.0, Some(2000.0), 1280)).expect("plan");
         assert_eq!(p.stages[0].pool.as_ref().map(|x| x.slots), Some(29));
+        // Admitted carrying 10 of its 13 frames/s: 90 % of 10 × 2.
+        let mut app = paced_source(13.0, Some(2000.0), 1280);
+        app.planned_capacity = Some(10.0);
+        let p = plan(&app).expect("plan");
+        assert_eq!(p.stages[0].pool.as_ref().map(|x| x.slots), Some(18));
         // No latency quota: the default.
         let p = plan(&paced_source(13.0, None, 1280)).expect("plan");
         assert_eq!(

@@ -498,7 +498,22 @@ fn in_flight_bound(app: &AppSpec) -> u32 {
 /// The planner's answer for an app on this machine.
 pub fn admit(app: &AppSpec, profiles: &Profiles) -> Result<smart::Plan, smart::Refusal> {
     let resources = resources(app);
-    smart::admit(app, profiles, resources, &plan_options(app))
+    let plan = smart::admit(app, profiles, resources, &plan_options(app))?;
+    // An overloaded best-effort app drains items at the rate its plan carries, and its
+    // sources' pools (what may wait in flight) are sized by that rate (`apply`): predict
+    // it with that bound on what is in flight.
+    if throughput_short(&plan) {
+        let mut capped = app.clone();
+        capped.planned_capacity = Some(plan.predicted.throughput_per_s);
+        return smart::admit(&capped, profiles, resources, &plan_options(&capped));
+    }
+    Ok(plan)
+}
+
+fn throughput_short(plan: &smart::Plan) -> bool {
+    plan.shortfall
+        .iter()
+        .any(|s| matches!(s, smart::Shortfall::Throughput { .. }))
 }
 
 /// The plans of all three strategies, for `supervisor plan`.
@@ -548,6 +563,9 @@ pub fn print_brute_force(app: &AppSpec, profiles: &Profiles) -> anyhow::Result<(
 
 /// Apply an admitted plan to the app: batch and replicas of every task it planned.
 pub fn apply(app: &mut AppSpec, plan: &smart::Plan) {
+    app.planned_capacity = throughput_short(plan)
+        .then_some(plan.predicted.throughput_per_s)
+        .filter(|c| *c > 0.0);
     for (task, cfg) in &plan.stages {
         if let Some(t) = app.tasks.iter_mut().find(|t| &t.name == task) {
             if t.kind == TaskKind::Head {

@@ -185,6 +185,8 @@ mod tests {
         let base = |rate: f64| {
             let mut w = Workload::new(rate);
             w.shed = true;
+            // The source's pool holds its rate over the quota (80/s × 150 ms) and a few.
+            w.queue_bound = 16;
             Model::new(&app, &prof, cpu(4.0), w).unwrap()
         };
         let m0 = base(40.0);

@@ -10,9 +10,11 @@
 //! replica waits. The work of CPU stages, tails and (on `cpu:0`) the device shares the
 //! granted cores by processor sharing (`sim_cpu.rs`): the contention the analytic model
 //! approximates. A stage with several inputs joins items by (source, seq). Best-effort
-//! (`Workload::shed`) drops an item arriving at a full inbox (`queue_bound`) and counts it
-//! lost; request-guarantee queues are unbounded (backpressure on the sources is not
-//! simulated, so keep guarantee runs stable). Unprofiled stages take no time.
+//! (`Workload::shed`) drops an item at its head when `queue_bound` of that head's items
+//! are in flight (as a source whose pool is full does) and counts it lost; queues between
+//! stages are unbounded (the stages wait for a slot rather than shed), and so are
+//! request-guarantee ones (backpressure on the sources is not simulated, so keep
+//! guarantee runs stable). Unprofiled stages take no time.
 
 use super::model::{Arrivals, Model, ModelError, StageConfig};
 use super::sim_cpu::{Cores, Holder};
@@ -163,6 +165,8 @@ struct Sim<'a> {
     batches: Vec<(u64, u64)>,
     busy: Vec<f64>,
     next_seq: Vec<u64>,
+    /// Per head: items emitted and not yet at every tail.
+    in_flight: Vec<u64>,
 }
 
 impl Sim<'_> {
@@ -193,13 +197,6 @@ impl Sim<'_> {
         let c = self.reps[i].len();
         let r = self.rr[i] % c;
         self.rr[i] += 1;
-        let bound = self.m.workload.queue_bound.max(1) as usize;
-        if self.m.workload.shed && self.reps[i][r].inbox.len() >= bound {
-            if self.measured(&it) {
-                self.lost.insert((it.head, it.seq));
-            }
-            return;
-        }
         self.reps[i][r].inbox.push_back(it);
         self.try_start(i, r);
     }
@@ -308,6 +305,7 @@ impl Sim<'_> {
             *e += 1;
             if *e >= need {
                 self.done_tails.remove(&(it.head, it.seq));
+                self.in_flight[it.head] = self.in_flight[it.head].saturating_sub(1);
                 if self.now >= self.sc.warmup_s && self.now <= self.sc.duration_s {
                     self.completed_in_window += 1;
                 }
@@ -333,7 +331,15 @@ impl Sim<'_> {
         if self.measured(&it) {
             self.emitted += 1;
         }
-        self.forward(it, h);
+        let bound = u64::from(self.m.workload.queue_bound.max(1));
+        if self.m.workload.shed && self.in_flight[h] >= bound {
+            if self.measured(&it) {
+                self.lost.insert((it.head, it.seq));
+            }
+        } else {
+            self.in_flight[h] += 1;
+            self.forward(it, h);
+        }
         let lam = self.m.stage_rate(h);
         let gap = match self.m.workload.arrivals {
             Arrivals::Poisson => self.rng.exp(1.0 / lam),
@@ -413,6 +419,7 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
         batches: vec![(0, 0); n],
         busy: vec![0.0; n],
         next_seq: vec![0; n],
+        in_flight: vec![0; n],
     };
     for h in m.dag.heads() {
         let first = match m.workload.arrivals {
