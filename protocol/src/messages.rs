@@ -380,6 +380,9 @@ pub enum Command {
     SetRate { items_per_s: f64 },
     /// Producers: send task `task`'s items to its first `active` replicas from now on.
     Scale { task: String, active: u32 },
+    /// GPU agents: run every model with this many intra-op threads from now on (the
+    /// sessions are created again, one at a time, while requests keep being served).
+    SetThreads { threads: u32 },
 }
 
 /// How an agent's error starts when a run's outputs are larger than the request's

@@ -240,6 +240,26 @@ impl<'a> AppRun<'a> {
         format!("request rate set to {rate} (sources: {})", heads.join(", "))
     }
 
+    /// Run the GPU agent's models with `threads` intra-op threads from now on (a
+    /// restarted agent starts with them too); a message for people, or why not.
+    pub fn set_threads(&mut self, threads: u32) -> Result<String, String> {
+        let Some(agent) = self.wiring.agent.as_mut() else {
+            return Err(format!(
+                "app '{}' has no GPU agent (no gpu task): nothing runs with intra-op threads",
+                self.wiring.app.name
+            ));
+        };
+        agent
+            .params
+            .insert("threads".into(), serde_json::json!(threads));
+        let name = agent.name.clone();
+        let id = (self.wiring.agent_index, 0);
+        self.wiring.command(id, &Command::SetThreads { threads });
+        Ok(format!(
+            "intra-op threads of '{name}' set to {threads} (its sessions are created again)"
+        ))
+    }
+
     /// Tell each head what every tail it feeds has acknowledged.
     fn pass_acks_on(&mut self) {
         let heads: Vec<usize> = (0..self.wiring.app.tasks.len())

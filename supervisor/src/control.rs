@@ -54,11 +54,20 @@ pub struct RestartRequest {
     pub reply: mpsc::Sender<Result<String, String>>,
 }
 
-/// A new request frequency for an app's sources, sent by the API to the app's run
-/// loop, which answers on `reply` with a message for people.
+/// A change to a running app.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LiveChange {
+    /// A new request frequency for its sources (items per second; 0 = unpaced).
+    Rate(f64),
+    /// New intra-op threads for its GPU agent's sessions.
+    Threads(u32),
+}
+
+/// A [`LiveChange`] sent by the API to the app's run loop, which answers on `reply`
+/// with a message for people.
 #[derive(Debug)]
-pub struct RateRequest {
-    pub items_per_s: f64,
+pub struct ChangeRequest {
+    pub change: LiveChange,
     pub reply: mpsc::Sender<Result<String, String>>,
 }
 
@@ -74,9 +83,9 @@ pub struct LiveApp {
     /// Where the API sends restarts; None while the run loop takes none.
     #[serde(skip)]
     pub restarts: Option<mpsc::Sender<RestartRequest>>,
-    /// Where the API sends new request rates; None while the run loop takes none.
+    /// Where the API sends live changes; None while the run loop takes none.
     #[serde(skip)]
-    pub rates: Option<mpsc::Sender<RateRequest>>,
+    pub changes: Option<mpsc::Sender<ChangeRequest>>,
 }
 
 /// What `GET /status` answers: the supervisor and every app it hosts.
@@ -427,7 +436,7 @@ fn respond(conn: &mut impl Write, code: u16, ctype: &str, body: &str) {
 }
 
 const ROUTES: &str = "routes: GET /status, GET /metrics, POST /stop, POST /shutdown, POST /apps, \
-POST /apps/NAME/stop, POST /apps/NAME/restart, POST /apps/NAME/rate\n";
+POST /apps/NAME/stop, POST /apps/NAME/restart, POST /apps/NAME/rate, POST /apps/NAME/threads\n";
 
 fn handle(
     mut conn: UnixStream,
@@ -508,6 +517,10 @@ fn route(
             }
         }
         ("POST", _, Some((name, "rate"))) => match set_rate(registry, name, &req.body) {
+            Ok(message) => text(200, message),
+            Err(e) => text(e.code, e.message),
+        },
+        ("POST", _, Some((name, "threads"))) => match set_threads(registry, name, &req.body) {
             Ok(message) => text(200, message),
             Err(e) => text(e.code, e.message),
         },
@@ -613,28 +626,72 @@ fn set_rate(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiE
             ),
         ));
     }
+    send_change(
+        registry,
+        name,
+        LiveChange::Rate(wanted.items_per_s),
+        ("the rate change", "changing its rate"),
+    )
+}
+
+#[derive(Deserialize)]
+struct ThreadsBody {
+    threads: u32,
+}
+
+/// Most intra-op threads `POST /apps/NAME/threads` accepts.
+const MAX_THREADS: u32 = 256;
+
+/// `POST /apps/NAME/threads`: hand the app's run loop new intra-op threads for its GPU
+/// agent's sessions and wait for its answer.
+fn set_threads(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiError> {
+    let wanted: ThreadsBody = serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            400,
+            format!("bad threads request ({e}); the body is {{\"threads\": N}}"),
+        )
+    })?;
+    if !(1..=MAX_THREADS).contains(&wanted.threads) {
+        return Err(ApiError::new(
+            400,
+            format!("threads must be 1 to {MAX_THREADS}, not {}", wanted.threads),
+        ));
+    }
+    send_change(
+        registry,
+        name,
+        LiveChange::Threads(wanted.threads),
+        ("the thread change", "changing its threads"),
+    )
+}
+
+/// Hand `change` to app `name`'s run loop and wait for its answer (`what`, `doing`: how
+/// [`await_run_loop`] names it).
+fn send_change(
+    registry: &Registry,
+    name: &str,
+    change: LiveChange,
+    (what, doing): (&str, &str),
+) -> Result<String, ApiError> {
     let (live, _) = registry
         .lookup(name)
         .ok_or_else(|| ApiError::new(404, format!("no app '{name}' runs in this supervisor")))?;
     let sender = live
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .rates
+        .changes
         .clone()
         .ok_or_else(|| {
             ApiError::new(
                 503,
-                format!("app '{name}' cannot change its rate (its run loop takes no requests)"),
+                format!("app '{name}' takes no changes now (its run loop takes no requests)"),
             )
         })?;
     let (reply, answer) = mpsc::channel();
     sender
-        .send(RateRequest {
-            items_per_s: wanted.items_per_s,
-            reply,
-        })
+        .send(ChangeRequest { change, reply })
         .map_err(|_| ApiError::new(409, format!("app '{name}' is ending")))?;
-    await_run_loop(&answer, name, "the rate change", "changing its rate")
+    await_run_loop(&answer, name, what, doing)
 }
 
 /// The run loop's answer to a request of the API: its message (200), its refusal (409),

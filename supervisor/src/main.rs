@@ -111,6 +111,17 @@ enum Cmd {
         #[arg(value_name = "ITEMS_PER_S", allow_negative_numbers = true)]
         items_per_s: f64,
     },
+    /// Change the intra-op threads of a running app's GPU agent: every model's session
+    /// is created again with N threads, one at a time, while requests keep being served
+    /// (no restart, nothing lost). On `cpu:0` the agent shares the cores with the CPU
+    /// stages: fewer threads leave them more.
+    Threads {
+        /// The running app's name (see `supervisor status`).
+        app: String,
+        /// Intra-op threads per session from now on (1 to 256).
+        #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        threads: u32,
+    },
     /// Stop the daemon: drain every app it runs, take no new one, and wait until it
     /// has exited (a second shutdown stops the apps at once).
     Shutdown {
@@ -383,6 +394,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Logs { stage, follow } => ops::logs(&stage, follow),
         Cmd::Restart { stage } => ops::restart(&stage),
         Cmd::Rate { app, items_per_s } => ops::set_rate(&app, items_per_s),
+        Cmd::Threads { app, threads } => ops::set_threads(&app, threads),
         Cmd::Shutdown { timeout } => ops::shutdown(Duration::from_secs(timeout)),
         Cmd::Daemon { metrics_addr } => daemon::run_daemon(metrics_addr),
     }

@@ -373,9 +373,28 @@ fn post_to_app(
 
 /// `supervisor rate APP ITEMS_PER_S`: set the request frequency of a running app.
 pub fn set_rate(app: &str, items_per_s: f64) -> anyhow::Result<ExitCode> {
+    post_to_app(
+        &socket_of(app)?,
+        app,
+        "rate",
+        &serde_json::json!({ "items_per_s": items_per_s }),
+    )
+}
+
+/// `supervisor threads APP N`: set the intra-op threads of a running app's GPU agent.
+pub fn set_threads(app: &str, threads: u32) -> anyhow::Result<ExitCode> {
+    post_to_app(
+        &socket_of(app)?,
+        app,
+        "threads",
+        &serde_json::json!({ "threads": threads }),
+    )
+}
+
+/// The control socket of the supervisor running `app`, or which apps run.
+fn socket_of(app: &str) -> anyhow::Result<PathBuf> {
     let apps = live_apps();
-    let sock = apps
-        .iter()
+    apps.iter()
         .find(|(_, a)| a.name == app)
         .map(|(s, _)| s.clone())
         .ok_or_else(|| {
@@ -388,13 +407,7 @@ pub fn set_rate(app: &str, items_per_s: f64) -> anyhow::Result<ExitCode> {
                     names.join(", ")
                 )
             }
-        })?;
-    post_to_app(
-        &sock,
-        app,
-        "rate",
-        &serde_json::json!({ "items_per_s": items_per_s }),
-    )
+        })
 }
 
 /// `supervisor shutdown`: drain every app of every daemon of this user, then wait

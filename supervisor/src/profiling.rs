@@ -450,8 +450,13 @@ pub fn print_fits(app: &AppSpec, profiles: &Profiles) {
 
 /// What the app is granted on this machine (its constraints, else the machine).
 fn resources(app: &AppSpec) -> Resources {
-    let cuda = crate::plan::device().starts_with("cuda");
-    Resources::from_app(app, crate::plan::available_cores(), cuda)
+    let device = crate::plan::device();
+    Resources::from_app(
+        app,
+        crate::plan::available_cores(),
+        device.starts_with("cuda"),
+        crate::plan::agent_threads(&device),
+    )
 }
 
 /// How the planner sees the app's load: periodic arrivals when every head is paced (an

@@ -195,7 +195,7 @@ pub fn publish(
         .collect();
     if let Ok(mut l) = live.lock() {
         let restarts = l.restarts.take();
-        let rates = l.rates.take();
+        let changes = l.changes.take();
         *l = LiveApp {
             name: app.name.clone(),
             state: if replicas.iter().all(|r| r.exited.is_some()) {
@@ -209,7 +209,7 @@ pub fn publish(
             uptime_s: started.elapsed().as_secs_f64(),
             stages,
             restarts,
-            rates,
+            changes,
         };
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::app::LoadedApp;
 use crate::apprun::{AppRun, Event};
-use crate::control::{LiveApp, RateRequest, RestartRequest};
+use crate::control::{ChangeRequest, LiveApp, LiveChange, RestartRequest};
 use crate::models::agent_task;
 use crate::plan::{plan, Plan};
 use crate::replica::{publish, signal_all};
@@ -92,11 +92,11 @@ pub fn run_app(
     run.start_all()
         .with_context(|| format!("cannot start app '{}'", app.name))?;
     let (restart_tx, restart_requests) = mpsc::channel::<RestartRequest>();
-    let (rate_tx, rate_requests) = mpsc::channel::<RateRequest>();
+    let (change_tx, change_requests) = mpsc::channel::<ChangeRequest>();
     if let Some(live) = &live {
         if let Ok(mut l) = live.lock() {
             l.restarts = Some(restart_tx);
-            l.rates = Some(rate_tx);
+            l.changes = Some(change_tx);
         }
     }
 
@@ -153,11 +153,14 @@ pub fn run_app(
             }
             let _ = req.reply.send(answer);
         }
-        while let Ok(req) = rate_requests.try_recv() {
+        while let Ok(req) = change_requests.try_recv() {
             let answer = if failure.is_some() || stop_sent.is_some() || drained_at.is_some() {
                 Err(format!("app '{}' is stopping", app.name))
             } else {
-                Ok(run.set_rate(req.items_per_s))
+                match req.change {
+                    LiveChange::Rate(items_per_s) => Ok(run.set_rate(items_per_s)),
+                    LiveChange::Threads(threads) => run.set_threads(threads),
+                }
             };
             if let Ok(msg) = &answer {
                 timeline.event(msg.clone());

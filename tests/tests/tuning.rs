@@ -127,6 +127,73 @@ fn the_request_rate_changes_while_the_app_runs() {
     );
 }
 
+#[test]
+fn the_agents_intra_op_threads_change_while_the_app_runs_losing_nothing() {
+    let runtime = PrivateRuntime::new("threads");
+    let dir = scratch("threads");
+    let name = format!("threads{}", std::process::id());
+    let count = 200;
+    let mut spec = pnet_app(&name, "request-guarantee", "lazy", count);
+    spec["tasks"][0]["params"]["fps"] = json!(20);
+    let app = write_app(&dir, &spec);
+    let sup = start_in_background(
+        with_models(&mut runtime.supervisor()),
+        &app,
+        &dir.join("run"),
+    );
+    // Items through the tail so far (P-Net rows of generated frames may be none).
+    let rows = || {
+        runtime
+            .apps()
+            .iter()
+            .filter(|a| a["name"] == name)
+            .flat_map(|a| a["stages"].as_array().cloned().unwrap_or_default())
+            .filter(|s| s["task"] == "rows")
+            .filter_map(|s| s["metrics"]["items_out"].as_u64())
+            .sum::<u64>()
+    };
+    let minute = std::time::Duration::from_secs(60);
+    wait_for("the first items", minute, || rows() >= 3);
+    let zero = runtime
+        .supervisor()
+        .args(["threads", &name, "0"])
+        .output()
+        .expect("threads");
+    assert!(!zero.status.success(), "0 threads is refused");
+    let out = runtime
+        .supervisor()
+        .args(["threads", &name, "1"])
+        .output()
+        .expect("threads");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("set to 1"), "{said}");
+    // The agent makes its session again (generation 1) while items keep flowing.
+    let log = dir.join("run/logs/gpu-agent-cpu0#0.log");
+    let renewed = || {
+        std::fs::read_to_string(&log).is_ok_and(|t| {
+            t.contains("intra-op threads changed")
+                && t.contains("model=mtcnn-pnet")
+                && t.contains("generation=1")
+        })
+    };
+    wait_for("the agent's new session", minute, renewed);
+    let at_change = rows();
+    wait_for("rows after the change", minute, || rows() > at_change + 5);
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["items_out"], count, "{summary}");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    assert!(
+        summary["restarts"]
+            .as_object()
+            .is_some_and(|r| r.is_empty()),
+        "no restart: {summary}"
+    );
+}
+
 /// What `status --json` says task `task` of app `name` has active now (0 if not shown).
 fn active_replicas(runtime: &PrivateRuntime, name: &str, task: &str) -> u64 {
     runtime

@@ -7,7 +7,8 @@
 //! Runs happen on the executor thread ([`crate::executor`]); this thread reads requests,
 //! copies the next request's inputs out of shared memory while a run is on, starts the
 //! next run as soon as one finishes and only then writes the finished run's outputs
-//! back and replies. Sessions use `threads` intra-op threads (the cores granted). On
+//! back and replies. Sessions use `threads` intra-op threads (the cores granted;
+//! `SetThreads` changes them live: every session is created again). On
 //! `cpu:0` the agent shares those cores with the pipeline's CPU stages, so its idle ORT
 //! threads sleep instead of spinning.
 
@@ -19,7 +20,8 @@ use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
 use serde::Deserialize;
 use std::collections::VecDeque;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 use vision::{Provider, Runtime, SessionOptions, TensorF32};
 
@@ -79,7 +81,9 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     };
     tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, "agent ready");
     let (wake_tx, wake) = mpsc::channel();
-    let loader = start_loader(rt, opts, wake_tx.clone(), Wake::Loaded).map_err(NodeError::Stage)?;
+    let threads = Arc::new(AtomicUsize::new(opts.intra_threads));
+    let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)
+        .map_err(NodeError::Stage)?;
     let order: Vec<String> = params.models.iter().map(|m| m.name.clone()).collect();
     let mut st = State {
         res: Residency::new(
@@ -107,6 +111,13 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             match node.next(wait)? {
                 Event::Request(r) => st.queue.push_back(r),
                 Event::Command(Command::Stop) => stop = true,
+                Event::Command(Command::SetThreads { threads: n }) => {
+                    let n = (n as usize).max(1);
+                    if threads.swap(n, Ordering::Relaxed) != n {
+                        tracing::info!(threads = n, "intra-op threads changed: sessions renewed");
+                        st.res.renew_sessions();
+                    }
+                }
                 Event::Idle => break,
                 _ => {}
             }

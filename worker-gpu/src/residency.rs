@@ -7,7 +7,8 @@
 
 use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use vision::{Model, Runtime, SessionOptions};
 
@@ -23,11 +24,13 @@ pub struct AgentModel {
 /// A finished load: the model's name, the session or why it failed, how long it took.
 pub type Loaded = (String, Result<Model, String>, Duration);
 
-/// Starts the loader thread: it loads the models it is sent and hands each result to
-/// `done` wrapped by `wrap` (so that the agent waits on one channel for everything).
+/// Starts the loader thread: it loads the models it is sent, with `opts` and the intra-op
+/// threads `threads` holds when the load starts, and hands each result to `done`
+/// wrapped by `wrap` (so that the agent waits on one channel for everything).
 pub fn start_loader<W: Send + 'static>(
     rt: Runtime,
     opts: SessionOptions,
+    threads: Arc<AtomicUsize>,
     done: mpsc::Sender<W>,
     wrap: fn(Loaded) -> W,
 ) -> Result<mpsc::Sender<AgentModel>, String> {
@@ -37,6 +40,10 @@ pub fn start_loader<W: Send + 'static>(
         .spawn(move || {
             for m in rx {
                 let started = Instant::now();
+                let opts = SessionOptions {
+                    intra_threads: threads.load(Ordering::Relaxed).max(1),
+                    ..opts.clone()
+                };
                 let result = Model::load(&rt, &m.name, std::path::Path::new(&m.path), &opts)
                     .map_err(|e| e.to_string());
                 if done
@@ -64,6 +71,11 @@ pub struct Residency {
     loading: Option<String>,
     /// Models whose last load failed: loaded again only for a request, never ahead.
     failed: HashSet<String>,
+    /// Bumped when the intra-op threads change: sessions of an older generation (the
+    /// busy one, a load in flight) are dropped when they come back.
+    generation: u64,
+    loading_generation: u64,
+    busy_generation: u64,
     pub loads: u64,
     pub evictions: u64,
     pub load_ns: u64,
@@ -84,6 +96,9 @@ impl Residency {
             loader,
             loading: None,
             failed: HashSet::new(),
+            generation: 0,
+            loading_generation: 0,
+            busy_generation: 0,
             loads: 0,
             evictions: 0,
             load_ns: 0,
@@ -149,6 +164,11 @@ impl Residency {
     /// Takes a finished load in; the error is the load's.
     pub fn accept_loaded(&mut self, (name, result, took): Loaded) -> Result<(), String> {
         self.loading = None;
+        if self.loading_generation != self.generation && result.is_ok() {
+            // Requested before the threads changed: load it again when it is needed.
+            tracing::info!(model = %name, "dropped a session made with the old threads");
+            return Ok(());
+        }
         let model = result.inspect_err(|_| {
             self.failed.insert(name.clone());
         })?;
@@ -158,7 +178,7 @@ impl Residency {
         self.touch(&name);
         self.loads += 1;
         self.load_ns += took.as_nanos() as u64;
-        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), "loaded");
+        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), generation = self.generation, "loaded");
         Ok(())
     }
 
@@ -175,6 +195,7 @@ impl Residency {
             return false;
         }
         self.loading = Some(name.to_string());
+        self.loading_generation = self.generation;
         true
     }
 
@@ -202,16 +223,29 @@ impl Residency {
         }
         let model = self.idle.remove(name)?;
         self.busy = Some(name.to_string());
+        self.busy_generation = self.generation;
         self.touch(name);
         Some(model)
     }
 
-    /// The session back from the executor, idle again.
+    /// The session back from the executor, idle again (dropped if it was made with
+    /// threads that changed since).
     pub fn checkin(&mut self, name: &str, model: Model) {
         if self.busy.as_deref() == Some(name) {
             self.busy = None;
         }
-        self.idle.insert(name.to_string(), model);
+        if self.busy_generation == self.generation {
+            self.idle.insert(name.to_string(), model);
+        }
+    }
+
+    /// The intra-op threads changed (the loader uses the new count from its next load):
+    /// drop every idle session now and the busy one when it comes back, so each model is
+    /// created again — ahead of its requests where it fits the budget, else on demand.
+    pub fn renew_sessions(&mut self) {
+        self.generation += 1;
+        self.idle.clear();
+        self.failed.clear();
     }
 }
 
@@ -272,7 +306,9 @@ mod tests {
         let budget = rnet.bytes + 1;
         let order: Vec<String> = ["broken", "pnet", "rnet"].map(String::from).to_vec();
         let (tx, done) = mpsc::channel();
-        let loader = start_loader(rt, SessionOptions::default(), tx, |l| l).expect("loader");
+        let threads = Arc::new(AtomicUsize::new(1));
+        let loader =
+            start_loader(rt, SessionOptions::default(), threads, tx, |l| l).expect("loader");
         let mut res = Residency::new(
             vec![broken, pnet.clone(), rnet.clone()],
             Some(budget),
@@ -307,5 +343,48 @@ mod tests {
         assert_eq!(res.used(), pnet.bytes + rnet.bytes);
         res.checkin("rnet", session);
         assert!(res.checkout("rnet").is_some());
+    }
+
+    #[test]
+    fn new_threads_renew_every_session_including_the_busy_one_and_a_load_in_flight() {
+        let Some(rt) = runtime() else { return };
+        let (pnet, rnet, onet) = (
+            model("pnet", "mtcnn-pnet.onnx"),
+            model("rnet", "mtcnn-rnet.onnx"),
+            model("onet", "mtcnn-onet.onnx"),
+        );
+        let (tx, done) = mpsc::channel();
+        let threads = Arc::new(AtomicUsize::new(2));
+        let loader = start_loader(rt, SessionOptions::default(), threads.clone(), tx, |l| l)
+            .expect("loader");
+        let mut res = Residency::new(vec![pnet, rnet, onet], None, loader);
+        for name in ["pnet", "rnet"] {
+            assert!(res.prefetch(name));
+            settle(&mut res, &done).expect("loads");
+        }
+        let busy = res.checkout("rnet").expect("rnet is idle");
+        assert!(res.prefetch("onet"));
+        // The threads change while rnet runs and onet loads.
+        threads.store(1, Ordering::Relaxed);
+        res.renew_sessions();
+        assert!(
+            !res.is_resident("pnet"),
+            "idle sessions are dropped at once"
+        );
+        settle(&mut res, &done).expect("the old load ends");
+        assert!(
+            !res.is_resident("onet"),
+            "a load requested before is not kept"
+        );
+        res.checkin("rnet", busy);
+        assert!(
+            !res.is_resident("rnet"),
+            "the busy session is dropped when it returns"
+        );
+        assert_eq!(res.used(), 0);
+        // Each is made again (with the new threads) when asked for.
+        assert!(res.prefetch("rnet"));
+        settle(&mut res, &done).expect("rnet loads again");
+        assert!(res.is_resident("rnet"));
     }
 }

@@ -285,7 +285,7 @@ impl Model {
             }
         }
         if agent_threads > 0 {
-            let threads = if self.resources.gpu { 1 } else { agent_threads };
+            let threads = self.resources.device_threads(agent_threads);
             out.push((
                 None,
                 CpuLoad {

@@ -76,11 +76,15 @@ pub struct Resources {
     /// A CUDA device runs the GPU stages (else the agent is `cpu:0`).
     pub gpu: bool,
     pub device_memory_bytes: Option<u64>,
+    /// Intra-op threads of the agent's sessions on `cpu:0`, runnable at once while it
+    /// runs a batch, so that much competition for the cores (0: the GPU stages' own
+    /// `threads`).
+    pub agent_threads: u32,
 }
 
 impl Resources {
     /// From the app's constraints; absent cores = the machine's.
-    pub fn from_app(app: &AppSpec, machine_cores: u32, cuda: bool) -> Self {
+    pub fn from_app(app: &AppSpec, machine_cores: u32, cuda: bool, agent_threads: u32) -> Self {
         Resources {
             cpu_cores: app
                 .constraints
@@ -88,6 +92,19 @@ impl Resources {
                 .unwrap_or(f64::from(machine_cores.max(1))),
             gpu: cuda,
             device_memory_bytes: app.constraints.gpus.first().map(|g| g.memory_mb << 20),
+            agent_threads,
+        }
+    }
+
+    /// Threads the agent's work keeps runnable for a batch of a GPU stage set to
+    /// `stage_threads` (one host thread on a CUDA device).
+    pub(crate) fn device_threads(&self, stage_threads: u32) -> u32 {
+        if self.gpu {
+            1
+        } else if self.agent_threads > 0 {
+            self.agent_threads
+        } else {
+            stage_threads.max(1)
         }
     }
 }

@@ -189,6 +189,7 @@ fn device_memory_binds() {
         cpu_cores: 4.0,
         gpu: true,
         device_memory_bytes: Some(64 << 20),
+        agent_threads: 0,
     };
     let r = admit(&app, &prof, res, &PlanOptions::default()).unwrap_err();
     assert_eq!(
@@ -209,6 +210,7 @@ fn gpu_stage_batches_to_share_the_device() {
         cpu_cores: 2.0,
         gpu: true,
         device_memory_bytes: None,
+        agent_threads: 0,
     };
     let lazy = plans(&app, &prof, res, &PlanOptions::default())
         .unwrap()

@@ -274,8 +274,8 @@ impl Sim<'_> {
                 self.at(self.now + d, Ev::DeviceDone);
             } else {
                 // On `cpu:0` a batch is CPU work of the agent's intra-op threads.
-                self.cores
-                    .start(self.now, Holder::Device, d, self.cfg[i].threads);
+                let threads = self.m.resources.device_threads(self.cfg[i].threads);
+                self.cores.start(self.now, Holder::Device, d, threads);
                 self.reschedule();
             }
         }

@@ -37,6 +37,7 @@ pub fn cpu(cores: f64) -> Resources {
         cpu_cores: cores,
         gpu: false,
         device_memory_bytes: None,
+        agent_threads: 0,
     }
 }
 
