@@ -41,6 +41,7 @@ SCENARIOS = {
         ("O1", "request-guarantee", 0.6, 2000, 120, "light load"),
         ("O2", "request-guarantee", 1.0, 2000, 120, "medium load"),
         ("O3", "request-guarantee", 1.5, 4000, 120, "heavy load"),
+        ("O8", "request-guarantee", 3, 5000, 180, "heavier load: the agent 75 % busy"),
         ("O7", "request-guarantee", 3.5, 5000, 180, "the agent near saturation"),
         ("O4", "request-guarantee", 5, 10000, 120, "beyond the agent: refused"),
         ("O5", "request-guarantee", 0.5, 200, 120, "latency below the cascade's service time: refused"),
@@ -333,7 +334,7 @@ def scenario(which, base, sc):
 
 def table(rows, profiles):
     out = []
-    for which in profiles:
+    for which in [a for a in SCENARIOS if a in profiles]:
         out.append(f"\n### {which}\n")
         pts = profiles[which].get("points", {})
         out.append("Profile (ms per batch, by batch size): " + "; ".join(
