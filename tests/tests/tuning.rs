@@ -20,6 +20,19 @@ fn pnet_app(name: &str, service: &str, strategy: &str, count: u64) -> serde_json
     })
 }
 
+/// Every one of `count` items out, nothing lost, no process restarted: a live change
+/// took effect in the running processes.
+fn assert_all_delivered_without_restart(summary: &serde_json::Value, count: u64) {
+    assert_eq!(summary["items_out"], count, "{summary}");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    assert!(
+        summary["restarts"]
+            .as_object()
+            .is_some_and(|r| r.is_empty()),
+        "no restart: {summary}"
+    );
+}
+
 /// Run `app` to its end with the models; its summary.
 fn run_to_end(dir: &std::path::Path, app: &serde_json::Value) -> serde_json::Value {
     let app = write_app(dir, app);
@@ -41,14 +54,7 @@ fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
     assert_eq!(first[1], "net", "{summary}");
     assert_eq!(first[2], 1, "{summary}");
     assert_eq!(first[3], 2, "{summary}");
-    assert_eq!(summary["items_out"], count, "{summary}");
-    assert_eq!(summary["lost_total"], 0, "{summary}");
-    assert!(
-        summary["restarts"]
-            .as_object()
-            .is_some_and(|r| r.is_empty()),
-        "no restart: {summary}"
-    );
+    assert_all_delivered_without_restart(&summary, count);
     let log = std::fs::read_to_string(dir.join("run/logs/net#0.log")).expect("log");
     assert!(log.contains("batching retuned"), "the stage took it live");
 }
@@ -184,14 +190,7 @@ fn the_agents_intra_op_threads_change_while_the_app_runs_losing_nothing() {
     let (status, err) = finish(sup);
     assert!(status.success(), "{err}");
     let summary = read_summary(&dir.join("run"));
-    assert_eq!(summary["items_out"], count, "{summary}");
-    assert_eq!(summary["lost_total"], 0, "{summary}");
-    assert!(
-        summary["restarts"]
-            .as_object()
-            .is_some_and(|r| r.is_empty()),
-        "no restart: {summary}"
-    );
+    assert_all_delivered_without_restart(&summary, count);
 }
 
 /// What `status --json` says task `task` of app `name` has active now (0 if not shown).

@@ -28,7 +28,7 @@ ATTEMPTS = int(os.environ.get("ATTEMPTS", "3"))
 # (id, service type, request rate /s, p99 latency quota ms, items, what it shows)
 SCENARIOS = {
     "faces": [
-        ("F1", "request-guarantee", 2, 500, 240, "light load"),
+        ("F1", "request-guarantee", 2, 500, 480, "light load"),
         ("F2", "request-guarantee", 5, 500, 240, "medium load"),
         ("F3", "request-guarantee", 8, 1000, 240, "heavy load: contention on the 2 cores"),
         ("F7", "request-guarantee", 13, 2000, 240, "near the cores: the processes contend for them"),
@@ -45,7 +45,7 @@ SCENARIOS = {
         ("O7", "request-guarantee", 3.5, 5000, 180, "the agent near saturation"),
         ("O4", "request-guarantee", 5, 10000, 120, "beyond the agent: refused"),
         ("O5", "request-guarantee", 0.5, 200, 120, "latency below the cascade's service time: refused"),
-        ("O6", "best-effort", 5, 10000, 120, "beyond the agent, best effort: admitted with a shortfall, sheds"),
+        ("O6", "best-effort", 5, 10000, 300, "beyond the agent, best effort: admitted with a shortfall, sheds"),
     ],
     # A CPU-bound app (no model): what needs replicas on this machine (faces and OCR are
     # bound by the agent, which shares the same 2 cores, before any CPU stage is).
