@@ -28,7 +28,7 @@ ATTEMPTS = int(os.environ.get("ATTEMPTS", "3"))
 # (id, service type, request rate /s, p99 latency quota ms, items, what it shows)
 SCENARIOS = {
     "faces": [
-        ("F1", "request-guarantee", 2, 500, 480, "light load"),
+        ("F1", "request-guarantee", 2, 500, 240, "light load"),
         ("F2", "request-guarantee", 5, 500, 240, "medium load"),
         ("F3", "request-guarantee", 8, 1000, 240, "heavy load: contention on the 2 cores"),
         ("F7", "request-guarantee", 13, 2000, 240, "near the cores: the processes contend for them"),
