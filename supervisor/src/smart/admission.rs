@@ -3,7 +3,7 @@
 //! best plan within its grant and that plan's predicted shortfall.
 
 use super::model::{ModelError, Resources, CPU_HEADROOM};
-use super::planner::{pick, Plan, PlanOptions, Scored, Search, CORES_PROBE};
+use super::planner::{by_key, Plan, PlanOptions, Scored, Search, CORES_PROBE};
 use super::profile::Profiles;
 use super::qos::Shortfall;
 use super::strategies::plans;
@@ -75,7 +75,10 @@ pub fn refusal(
         .filter(|s| s.misses.is_empty() && search.model.fits(&s.pred))
         .cloned()
         .collect();
-    if let Some(cheapest) = pick(&meeting, |a, b| search.lazier(a, b)) {
+    let cheapest = meeting
+        .iter()
+        .min_by(|a, b| by_key(&search.lazy_key(a), &search.lazy_key(b)));
+    if let Some(cheapest) = cheapest {
         let needed = fewest_cores(app, profiles, resources, opts, cheapest.pred.cores)?;
         if needed.is_finite() {
             return Ok(Refusal::Cores {

@@ -538,7 +538,7 @@ impl<'a> Search<'a> {
     }
 
     /// Threads of the planned stages (replicas × threads): fewer processes first.
-    pub(crate) fn threads(&self, s: &Scored) -> u32 {
+    fn threads(&self, s: &Scored) -> u32 {
         self.model
             .dag
             .stages
@@ -549,32 +549,32 @@ impl<'a> Search<'a> {
             .sum()
     }
 
-    /// The lazy order: fewest cores, then fewest threads, then lowest p99.
-    pub(crate) fn lazier(&self, a: &Scored, b: &Scored) -> bool {
-        let (ca, cb) = (a.pred.cores, b.pred.cores);
-        if (ca - cb).abs() > 1e-6 {
-            return ca < cb;
-        }
-        let (ta, tb) = (self.threads(a), self.threads(b));
-        if ta != tb {
-            return ta < tb;
-        }
-        a.pred.qos.p99_ms < b.pred.qos.p99_ms
+    /// The lazy order's key (see [`by_key`]): fewest cores (equal within a millionth),
+    /// then fewest threads, then lowest p99.
+    pub(crate) fn lazy_key(&self, s: &Scored) -> [f64; 3] {
+        [
+            grid(s.pred.cores, 1e-6),
+            f64::from(self.threads(s)),
+            s.pred.qos.p99_ms,
+        ]
     }
 }
 
-pub(crate) fn pick(all: &[Scored], better: impl Fn(&Scored, &Scored) -> bool) -> Option<&Scored> {
-    let mut best: Option<&Scored> = None;
-    for s in all {
-        if best.is_none_or(|b| better(s, b)) {
-            best = Some(s);
-        }
-    }
-    best
+/// Orders keys lexicographically by `f64::total_cmp`. Orders are keys, not "before"
+/// predicates with tolerances: a sort needs a total order, and comparisons within an
+/// epsilon are not transitive (a planning run panicked on one). Round a key with
+/// [`grid`] for ties within a tolerance.
+pub(crate) fn by_key<const N: usize>(a: &[f64; N], b: &[f64; N]) -> std::cmp::Ordering {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.total_cmp(y))
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
 }
 
-pub(crate) fn lt(a: (f64, f64), b: (f64, f64)) -> bool {
-    a.0 < b.0 - 1e-9 || ((a.0 - b.0).abs() <= 1e-9 && a.1 < b.1)
+/// `x` rounded to a multiple of `step`: values that close sort as equal.
+pub(crate) fn grid(x: f64, step: f64) -> f64 {
+    (x / step).round() * step
 }
 
 #[cfg(test)]

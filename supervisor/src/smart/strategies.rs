@@ -6,12 +6,11 @@
 //! way to the next in the strategy's order (at most [`MAX_SIMULATED`] per strategy).
 
 use super::model::{ModelError, Resources, StageConfig, CPU_HEADROOM};
-use super::planner::{PlanOptions, Plans, Scored, Search, BALANCE_SHARE};
+use super::planner::{by_key, grid, PlanOptions, Plans, Scored, Search, BALANCE_SHARE};
 use super::profile::Profiles;
 use super::qos::Qos;
 use super::sim::{simulate, SimConfig};
 use protocol::spec::{AppSpec, Strategy};
-use std::cmp::Ordering;
 
 /// Most configurations simulated per strategy before it gives up.
 pub const MAX_SIMULATED: usize = 40;
@@ -83,10 +82,7 @@ impl Checker<'_, '_> {
     }
 }
 
-/// Indices of `all` that `keep` keeps, sorted by `key` (lexicographically, by
-/// `f64::total_cmp`). Keys, not a "before" predicate with tolerances: a sort needs a
-/// total order, and comparisons within an epsilon are not transitive (a planning run
-/// panicked on one). Round a key with [`grid`] for ties within a tolerance.
+/// Indices of `all` that `keep` keeps, sorted by `key` (see [`by_key`]).
 fn sorted<T, const N: usize>(
     all: &[T],
     keep: impl Fn(&T) -> bool,
@@ -96,19 +92,8 @@ fn sorted<T, const N: usize>(
         .filter(|&k| keep(&all[k]))
         .map(|k| (k, key(&all[k])))
         .collect();
-    v.sort_by(|(_, a), (_, b)| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| x.total_cmp(y))
-            .find(|o| o.is_ne())
-            .unwrap_or(Ordering::Equal)
-    });
+    v.sort_by(|(_, a), (_, b)| by_key(a, b));
     v.into_iter().map(|(k, _)| k).collect()
-}
-
-/// `x` rounded to a multiple of `step`: values that close sort as equal.
-fn grid(x: f64, step: f64) -> f64 {
-    (x / step).round() * step
 }
 
 /// The plans of every strategy for `app` under `resources`.
@@ -136,18 +121,7 @@ pub fn plans(
         search: &search,
         done: vec![None; ok.len()],
     };
-    // As `Search::lazier`: fewest cores, then fewest threads, then lowest p99.
-    let lazy_order = sorted(
-        &ok,
-        |_| true,
-        |s| {
-            [
-                grid(s.pred.cores, 1e-6),
-                f64::from(search.threads(s)),
-                s.pred.qos.p99_ms,
-            ]
-        },
-    );
+    let lazy_order = sorted(&ok, |_| true, |s| search.lazy_key(s));
     let lazy = check.first_met(&ok, &lazy_order)?;
     let balance = match &lazy {
         Some(l) => {
