@@ -327,36 +327,37 @@ impl Node {
         pool: &'p SlotPool,
         holders: u32,
     ) -> Result<Option<SlotWriter<'p>>, NodeError> {
+        const POLL: Duration = Duration::from_millis(50);
         let started = Instant::now();
-        if !self.guaranteed() {
-            // Best effort: heads shed at once; other stages wait up to `slot_wait_ms`.
+        // Guaranteed: wait as long as it takes. Best effort: heads shed at once (their
+        // pool is sized for the rate), other stages wait up to `slot_wait_ms`.
+        let deadline = if self.guaranteed() {
+            None
+        } else {
             let limit = Duration::from_millis(u64::from(self.setup.slot_wait_ms));
             if self.is_head() || limit.is_zero() {
                 return Ok(pool.try_acquire(holders));
             }
-            loop {
-                let left = limit.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    return Ok(pool.try_acquire(holders));
-                }
-                if let Some(w) = pool.acquire(holders, left.min(Duration::from_millis(50))) {
-                    let waited = started.elapsed().as_nanos() as u64;
-                    self.metrics(|m| m.waiting_for_slot_ns += waited);
-                    return Ok(Some(w));
-                }
-            }
-        }
+            Some(started + limit)
+        };
         loop {
-            if let Some(w) = pool.acquire(holders, Duration::from_millis(50)) {
+            let wait = match deadline {
+                None => POLL,
+                Some(d) => match d.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left.min(POLL),
+                    _ => return Ok(pool.try_acquire(holders)),
+                },
+            };
+            if let Some(w) = pool.acquire(holders, wait) {
                 let waited = started.elapsed().as_nanos() as u64;
                 self.metrics(|m| m.waiting_for_slot_ns += waited);
                 return Ok(Some(w));
             }
             // Heads' inboxes carry only commands; other stages get `Stop` behind their data
-            // (and the supervisor's SIGTERM follows), so only heads look here. A drain is
-            // kept for the head's loop, and reading goes on: only the acknowledgements
-            // that follow it can free the slot this item waits for.
-            if self.setup.expected_eos == 0 {
+            // (and the supervisor's SIGTERM follows), so only (guaranteed) heads look here.
+            // A drain is kept for the head's loop, and reading goes on: only the
+            // acknowledgements that follow it can free the slot this item waits for.
+            if self.is_head() {
                 while let Some(c) = self.read_command()? {
                     if c == Command::Stop {
                         return Err(NodeError::Stopped);
