@@ -176,6 +176,14 @@ const MAX_CONSUMER_POOL_BYTES: u64 = 256 << 20;
 const MAX_SOURCE_SLOTS: u32 = 64;
 const MAX_SOURCE_POOL_BYTES: u64 = 1 << 30;
 
+/// The rate a source is paced at (its `fps` param), if it is paced.
+pub fn source_fps(task: &protocol::spec::TaskSpec) -> Option<f64> {
+    task.params
+        .get("fps")
+        .and_then(|v| v.as_f64())
+        .filter(|f| *f > 0.0)
+}
+
 /// Slots a source needs to keep every item of its rate in flight for as long as the app's
 /// latency quota allows (Little's law: a frame stays held until every stage reading it is
 /// done), plus the batches its consumers collect: with fewer, a paced source falls behind
@@ -190,12 +198,7 @@ fn source_in_flight(
     consumer_batch: u32,
     slot_size: u64,
 ) -> Option<u32> {
-    let fps = t
-        .params
-        .get("fps")
-        .and_then(|v| v.as_f64())
-        .filter(|f| *f > 0.0)
-        .or(app.request_frequency.filter(|f| *f > 0.0))?;
+    let fps = source_fps(t).or(app.request_frequency.filter(|f| *f > 0.0))?;
     let latency_s = app.quota.max_latency_ms? / 1000.0;
     let max = f64::from(MAX_SOURCE_SLOTS);
     let want = match app.planned_capacity.filter(|c| *c < fps) {

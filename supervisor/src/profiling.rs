@@ -137,7 +137,7 @@ fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<
     Ok(v)
 }
 
-/// Busy seconds and items of every task in one run (summed over replicas).
+/// What one measuring run saw of every task (see [`TaskTimes`]).
 type Measured = BTreeMap<String, TaskTimes>;
 
 /// What one measuring run saw of a task (its replicas summed, warm-up left out).
@@ -467,13 +467,7 @@ pub fn plan_options(app: &AppSpec) -> PlanOptions {
         .iter()
         .filter(|t| t.kind == TaskKind::Head)
         .collect();
-    let paced = !heads.is_empty()
-        && heads.iter().all(|t| {
-            t.params
-                .get("fps")
-                .and_then(|f| f.as_f64())
-                .is_some_and(|f| f > 0.0)
-        });
+    let paced = !heads.is_empty() && heads.iter().all(|t| crate::plan::source_fps(t).is_some());
     PlanOptions {
         arrivals: if paced {
             Arrivals::Periodic
