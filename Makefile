@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 ENVFILE := .smartpipe/env
 
-.PHONY: demo test provision build build-release bench bench-transport lint clean-runs report-screenshot
+.PHONY: demo test provision build build-release build-cuda bench bench-transport lint clean-runs report-screenshot
 
 provision:
 	@scripts/provision.sh
@@ -15,6 +15,10 @@ build:
 
 build-release:
 	$(CARGO) build --release --workspace --bins
+
+# With the CUDA provider and device detection (needs onnxruntime-gpu at run time: README, "GPU").
+build-cuda:
+	$(CARGO) build --release --workspace --bins --features supervisor/cuda,worker-gpu/cuda
 
 # A 720p test video with a face in every frame (the astronaut panning across).
 .smartpipe/media/faces.mp4: provision
@@ -32,6 +36,7 @@ demo: provision build-release .smartpipe/media/faces.mp4
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --features supervisor/cuda,worker-gpu/cuda,vision/cuda -- -D warnings
 
 test: provision build lint
 	@source $(ENVFILE) && $(CARGO) test --workspace 2>&1 | tee target/test.log; status=$${PIPESTATUS[0]}; \

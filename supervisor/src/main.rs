@@ -254,6 +254,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&the_plan)?);
             } else {
+                let device = plan::device();
+                let detected = plan::detected_device();
+                if device == detected.device {
+                    println!("device: {}", detected.description);
+                } else {
+                    println!("device: {device} (SMARTPIPE_DEVICE)");
+                }
                 println!(
                     "{:<16} {:<5} {:<18} {:>8} {:>6} {:>7} {:>14}",
                     "task", "kind", "function", "replicas", "batch", "slots", "slot bytes"

@@ -130,7 +130,19 @@ pub fn agent_task(
     let mut params = serde_json::Map::new();
     params.insert("device".into(), serde_json::json!(device));
     params.insert("models".into(), serde_json::to_value(&models)?);
-    if let Some(budget) = app.constraints.gpus.first().map(|g| g.memory_mb) {
+    let device_memory = if device == crate::plan::detected_device().device {
+        crate::plan::detected_device().memory_mb
+    } else {
+        None
+    };
+    // The app's budget, else (on CUDA) the card's memory; `cpu:0` without one: unlimited.
+    if let Some(budget) = app
+        .constraints
+        .gpus
+        .first()
+        .map(|g| g.memory_mb)
+        .or(device_memory)
+    {
         params.insert("budget_mb".into(), serde_json::json!(budget));
     }
     params.insert(

@@ -269,17 +269,30 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
     Ok(Plan { stages })
 }
 
-/// The device the GPU agent runs on: `$SMARTPIPE_DEVICE`, default `cpu:0`.
+/// The device the GPU agent runs on: `$SMARTPIPE_DEVICE` when set, else the first CUDA
+/// device when built with `--features cuda` and the driver reports one, else `cpu:0`.
 pub fn device() -> String {
-    std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| "cpu:0".into())
+    std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| detected_device().device.clone())
 }
 
-/// Intra-op threads of the agent's sessions on `device`: the machine's cores. On `cpu:0`
+/// What [`vision::device::detect`] found, asked once per process.
+pub fn detected_device() -> &'static vision::device::Detected {
+    static DETECTED: std::sync::OnceLock<vision::device::Detected> = std::sync::OnceLock::new();
+    DETECTED.get_or_init(vision::device::detect)
+}
+
+/// Intra-op threads of the agent's sessions on `device`. On `cpu:0`: the machine's cores;
 /// the agent shares them with the CPU stages, and its ORT threads sleep rather than spin
 /// when idle (worker-gpu's agent), so the stages get a core whenever a run does not use
-/// it; measured faster than one thread (BENCHMARKS.md, Models, run 3).
-pub fn agent_threads(_device: &str) -> u32 {
-    available_cores()
+/// it; measured faster than one thread (BENCHMARKS.md, Models, run 3). On CUDA the
+/// kernels run on the device and the threads only serve operators the CUDA provider
+/// leaves on the CPU: one, so the CPU stages keep the cores.
+pub fn agent_threads(device: &str) -> u32 {
+    if device.starts_with("cuda") {
+        1
+    } else {
+        available_cores()
+    }
 }
 
 /// Cores of this machine.

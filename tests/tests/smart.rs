@@ -52,6 +52,7 @@ fn profile_then_plan_then_admission() {
     let plan = supervisor().arg("plan").arg(&path).output().expect("plan");
     let text = String::from_utf8_lossy(&plan.stdout);
     for needle in [
+        "device: cpu:0",
         "strategy lazy:",
         "strategy balance:",
         "strategy strong:",

