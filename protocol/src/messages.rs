@@ -10,7 +10,7 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// Environment variables the supervisor hands to every child.
 pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
@@ -264,6 +264,58 @@ pub struct StageReport {
     pub arrivals_ns: Vec<u64>,
     /// What the sources announced they emitted.
     pub announced: Vec<SourceTotal>,
+    /// Tails: per stage, how an item's stay there went with the rest of its path.
+    pub stays: Vec<StayStats>,
+}
+
+/// Sums over the items a tail received of an item's stay at one stage (S: from receiving
+/// it to sending it on, ms) and of its stays at the other stages of its path (R, ms): how
+/// much of the per-item variability a stage shares with the rest of the path (items that
+/// are slow everywhere, such as frames with many face candidates).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StayStats {
+    /// Task index of the stage.
+    pub stage: u16,
+    pub n: u64,
+    pub s: f64,
+    pub s2: f64,
+    pub r: f64,
+    pub r2: f64,
+    pub sr: f64,
+}
+
+impl StayStats {
+    /// Counts one item: `stay` here, `rest` on the rest of its path (ms).
+    pub fn observe(&mut self, stay: f64, rest: f64) {
+        self.n += 1;
+        self.s += stay;
+        self.s2 += stay * stay;
+        self.r += rest;
+        self.r2 += rest * rest;
+        self.sr += stay * rest;
+    }
+
+    /// Adds another tail's (or replica's) sums for the same stage.
+    pub fn merge(&mut self, o: &StayStats) {
+        self.n += o.n;
+        self.s += o.s;
+        self.s2 += o.s2;
+        self.r += o.r;
+        self.r2 += o.r2;
+        self.sr += o.sr;
+    }
+
+    /// Pearson correlation of S and R; `None` with fewer than 8 items or no spread.
+    pub fn correlation(&self) -> Option<f64> {
+        if self.n < 8 {
+            return None;
+        }
+        let n = self.n as f64;
+        let cov = self.sr / n - (self.s / n) * (self.r / n);
+        let vs = self.s2 / n - (self.s / n).powi(2);
+        let vr = self.r2 / n - (self.r / n).powi(2);
+        (vs > 1e-12 && vr > 1e-12).then(|| (cov / (vs * vr).sqrt()).clamp(-1.0, 1.0))
+    }
 }
 
 /// Pixel layout of a frame.
@@ -434,4 +486,31 @@ pub enum Inbox {
     Command(Command),
     AgentRequest(AgentRequest),
     AgentReply(AgentReply),
+}
+
+#[cfg(test)]
+mod stay_tests {
+    use super::StayStats;
+
+    #[test]
+    fn stay_correlation_needs_items_and_spread_and_merges_across_tails() {
+        let mut a = StayStats::default();
+        for k in 0..4 {
+            a.observe(f64::from(k), 10.0 - f64::from(k));
+        }
+        assert_eq!(a.correlation(), None, "fewer than 8 items");
+        let mut b = StayStats::default();
+        for k in 4..10 {
+            b.observe(f64::from(k), 10.0 - f64::from(k));
+        }
+        a.merge(&b);
+        assert_eq!(a.n, 10);
+        let c = a.correlation().unwrap();
+        assert!((c + 1.0).abs() < 1e-9, "stay and rest move oppositely: {c}");
+        let mut flat = StayStats::default();
+        for k in 0..10 {
+            flat.observe(5.0, f64::from(k));
+        }
+        assert_eq!(flat.correlation(), None, "no spread in the stays");
+    }
 }

@@ -11,6 +11,9 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// Items a tail receives before it records their stays ([`StayStats`]).
+pub const STAY_WARMUP_ITEMS: usize = 4;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,7 @@ struct Deliveries {
     last_arrival_ns: u64,
     latencies_ms: Vec<f32>,
     hop_us: Vec<Vec<f32>>,
+    stays: BTreeMap<u16, StayStats>,
     received: BTreeMap<String, u64>,
 }
 
@@ -847,6 +851,7 @@ impl Node {
     }
 
     /// A tail records that an item reached the end of the pipeline.
+    /// (The first [`STAY_WARMUP_ITEMS`] items count everywhere but in the stay statistics.)
     pub fn record_delivery(&mut self, env: &Envelope) {
         let now = now_ns();
         let d = &mut self.deliveries;
@@ -874,6 +879,21 @@ impl Node {
                 d.hop_us.push(Vec::new());
             }
             d.hop_us[k].push(arrived.saturating_sub(hop.sent_ns) as f32 / 1e3);
+        }
+        // The first items' stays (cold caches, first model runs: slow everywhere) would read
+        // as variability the stages share; they are left out.
+        let warm = d.latencies_ms.len() > STAY_WARMUP_ITEMS;
+        let stay = |h: &Hop| h.sent_ns.saturating_sub(h.recv_ns) as f64 / 1e6;
+        let path: f64 = env.hops.iter().map(stay).sum();
+        for h in env.hops.iter().filter(|_| warm) {
+            let s = stay(h);
+            d.stays
+                .entry(h.stage)
+                .or_insert_with(|| StayStats {
+                    stage: h.stage,
+                    ..StayStats::default()
+                })
+                .observe(s, path - s);
         }
         *d.received.entry(env.source.clone()).or_insert(0) += 1;
     }
@@ -942,6 +962,7 @@ impl Node {
             metrics,
             latencies_ms: d.latencies_ms,
             hop_us: d.hop_us,
+            stays: d.stays.into_values().collect(),
             received: d
                 .received
                 .into_iter()

@@ -140,6 +140,13 @@ fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<
 /// What one measuring run saw of every task (see [`TaskTimes`]).
 type Measured = BTreeMap<String, TaskTimes>;
 
+/// What one profiling run measured: every task's times, and per task its stays against
+/// the rest of the items' paths (all tails together).
+struct RunMeasures {
+    times: Measured,
+    stays: BTreeMap<String, protocol::messages::StayStats>,
+}
+
 /// What one measuring run saw of a task (its replicas summed, warm-up left out).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 struct TaskTimes {
@@ -195,7 +202,7 @@ impl TaskTimes {
 /// Profile points (batch, input-size bucket, seconds per batch) by task.
 type Points = BTreeMap<String, Vec<(u32, u64, f64)>>;
 
-fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Measured> {
+fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<RunMeasures> {
     let app = &loaded.spec;
     let label = if d.fps > 0.0 {
         format!("batch {} at {:.2} items/s", d.batch, d.fps)
@@ -290,7 +297,37 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<Meas
             });
         out.insert(t.name.clone(), times);
     }
-    Ok(out)
+    let mut stays: BTreeMap<String, protocol::messages::StayStats> = BTreeMap::new();
+    for st in outcome.summary.tails.iter().flat_map(|t| &t.stays) {
+        if let Some(task) = app.tasks.get(usize::from(st.stage)) {
+            stays.entry(task.name.clone()).or_default().merge(st);
+        }
+    }
+    Ok(RunMeasures { times: out, stays })
+}
+
+/// Path loadings (`smart::path_loadings`) of the tasks whose stays were measured.
+fn loadings(stays: &BTreeMap<String, protocol::messages::StayStats>) -> BTreeMap<String, f64> {
+    let mut names = Vec::new();
+    let mut moments = Vec::new();
+    for (task, st) in stays {
+        let Some(corr_rest) = st.correlation() else {
+            continue;
+        };
+        let n = st.n as f64;
+        let sd = |sum: f64, sq: f64| (sq / n - (sum / n).powi(2)).max(0.0).sqrt();
+        names.push(task.clone());
+        moments.push(smart::StayMoments {
+            mean: st.s / n,
+            sd: sd(st.s, st.s2),
+            corr_rest,
+            rest_sd: sd(st.r, st.r2),
+        });
+    }
+    names
+        .into_iter()
+        .zip(smart::path_loadings(&moments))
+        .collect()
 }
 
 /// Measure every task at each batch size and store the profiles.
@@ -312,11 +349,16 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
     let base = std::env::temp_dir().join(format!("profile-{}-{}", app.name, std::process::id()));
     let result = measure(loaded, &batches, items, &base);
     let _ = std::fs::remove_dir_all(&base);
-    let (points, cvs) = result?;
+    let Measures {
+        points,
+        cvs,
+        loadings,
+    } = result?;
     let mut profiles = Profiles::new(&machine());
     for (task, pts) in points {
         let mut p = TaskProfile::new(&task, &pts);
         p.cv = cvs.get(&task).copied();
+        p.path_loading = loadings.get(&task).copied();
         let gpu = app
             .tasks
             .iter()
@@ -336,14 +378,15 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
     Ok(profiles)
 }
 
-/// The profile points (batch, bucket, seconds per batch) of every task, and the
-/// coefficient of variation of its service time where enough services were seen.
+/// The profile points (batch, bucket, seconds per batch) of every task, the coefficient
+/// of variation of its service time where enough services were seen, and how much of
+/// that it shares with the rest of the items' paths (from the batch-1 run's tails).
 fn measure(
     loaded: &LoadedApp,
     batches: &[u32],
     items: u64,
     base: &Path,
-) -> anyhow::Result<(Points, BTreeMap<String, f64>)> {
+) -> anyhow::Result<Measures> {
     let app = &loaded.spec;
     let free = run_variant(
         loaded,
@@ -355,6 +398,7 @@ fn measure(
         base,
     )?;
     let per_item: f64 = free
+        .times
         .values()
         .filter(|t| t.items > 0)
         .map(|t| t.busy_s / t.items as f64)
@@ -366,6 +410,7 @@ fn measure(
     };
     let mut points = Points::new();
     let mut cvs = BTreeMap::new();
+    let mut loads = BTreeMap::new();
     for &b in batches {
         // Whole batches, at least three of them besides the warm-up batch.
         let n = items.max(4 * u64::from(b)).div_ceil(u64::from(b)) * u64::from(b);
@@ -378,8 +423,11 @@ fn measure(
             },
             base,
         )?;
+        if b == 1 {
+            loads = loadings(&measured.stays);
+        }
         for t in &app.tasks {
-            let Some(&times) = measured.get(&t.name) else {
+            let Some(&times) = measured.times.get(&t.name) else {
                 continue;
             };
             let (busy, n_items) = (times.busy_s, times.items);
@@ -406,14 +454,25 @@ fn measure(
                 .push((point.0, 0, point.1));
         }
     }
-    Ok((points, cvs))
+    Ok(Measures {
+        points,
+        cvs,
+        loadings: loads,
+    })
+}
+
+/// What `measure` found: profile points, and per task its cv and path loading.
+struct Measures {
+    points: Points,
+    cvs: BTreeMap<String, f64>,
+    loadings: BTreeMap<String, f64>,
 }
 
 /// Print the fitted t = α + β·b of every task.
 pub fn print_fits(app: &AppSpec, profiles: &Profiles) {
     println!(
-        "{:<16} {:>10} {:>10} {:>6} {:>5}  points (batch: s/batch)",
-        "task", "α (ms)", "β (ms)", "r²", "cv"
+        "{:<16} {:>10} {:>10} {:>6} {:>5} {:>6}  points (batch: s/batch)",
+        "task", "α (ms)", "β (ms)", "r²", "cv", "shared"
     );
     for t in &app.tasks {
         let Some(p) = profiles.get(&t.name) else {
@@ -425,23 +484,28 @@ pub fn print_fits(app: &AppSpec, profiles: &Profiles) {
             .map(|q| format!("{}: {:.4}", q.batch, q.seconds))
             .collect();
         let cv = p.cv.map_or("-".to_string(), |c| format!("{c:.2}"));
+        let shared = p
+            .path_loading
+            .map_or("-".to_string(), |l| format!("{l:.2}"));
         match p.fits().ok().and_then(|f| f.into_values().next()) {
             Some(f) => println!(
-                "{:<16} {:>10.3} {:>10.3} {:>6.3} {:>5}  {}",
+                "{:<16} {:>10.3} {:>10.3} {:>6.3} {:>5} {:>6}  {}",
                 t.name,
                 f.alpha * 1e3,
                 f.beta * 1e3,
                 f.r2,
                 cv,
+                shared,
                 pts.join(", ")
             ),
             None => println!(
-                "{:<16} {:>10} {:>10} {:>6} {:>5}  {}",
+                "{:<16} {:>10} {:>10} {:>6} {:>5} {:>6}  {}",
                 t.name,
                 "-",
                 "-",
                 "-",
                 cv,
+                shared,
                 pts.join(", ")
             ),
         }

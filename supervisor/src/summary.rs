@@ -76,6 +76,8 @@ pub struct TailSummary {
     /// Items per second from the first item's creation to the last arrival
     /// (start-up of the processes excluded).
     pub steady_items_per_s: f64,
+    /// Per stage on the way here: its stays against the rest of the items' paths.
+    pub stays: Vec<protocol::messages::StayStats>,
 }
 
 /// The whole run.
@@ -220,6 +222,7 @@ impl Summary {
             .map(|t| {
                 let mut latencies = Vec::new();
                 let mut hops: Vec<Vec<f32>> = Vec::new();
+                let mut stays: BTreeMap<u16, protocol::messages::StayStats> = BTreeMap::new();
                 let mut items = 0;
                 let first = t
                     .reports
@@ -245,6 +248,15 @@ impl Summary {
                         }
                         hops[k].extend_from_slice(h);
                     }
+                    for st in &r.stays {
+                        stays
+                            .entry(st.stage)
+                            .or_insert_with(|| protocol::messages::StayStats {
+                                stage: st.stage,
+                                ..Default::default()
+                            })
+                            .merge(st);
+                    }
                 }
                 all_latencies.extend_from_slice(&latencies);
                 let hop_us = hops
@@ -265,6 +277,7 @@ impl Summary {
                     } else {
                         0.0
                     },
+                    stays: stays.into_values().collect(),
                 }
             })
             .collect();

@@ -131,6 +131,13 @@ fn fan_out_delivers_everything_to_both_tails() {
     for tail in summary["tails"].as_array().expect("tails") {
         assert_eq!(tail["items"], 300, "{tail}");
         assert_eq!(tail["missing"], 0, "{tail}");
+        // The head's stay of every item after the first four (warm-up), for the planner's
+        // per-item variability; one stage on the path, so nothing else to share it with.
+        let stays = tail["stays"].as_array().expect("stays");
+        assert_eq!(stays.len(), 1, "{tail}");
+        assert_eq!(stays[0]["stage"], 0);
+        assert_eq!(stays[0]["n"], 296);
+        assert_eq!(stays[0]["r"], 0.0);
     }
     assert_eq!(summary["lost_total"], 0);
 }

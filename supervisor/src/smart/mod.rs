@@ -32,7 +32,7 @@ pub use model::{Arrivals, Model, ModelError, Prediction, Resources, StageConfig,
 #[allow(unused_imports)]
 pub use planner::{Plan, PlanOptions, Plans};
 #[allow(unused_imports)]
-pub use profile::{Fit, ProfileError, Profiles, TaskProfile};
+pub use profile::{path_loadings, Fit, ProfileError, Profiles, StayMoments, TaskProfile};
 #[allow(unused_imports)]
 pub use qos::{required_rate, Qos, Shortfall};
 #[allow(unused_imports)]

@@ -162,6 +162,10 @@ pub struct StageProfile {
     /// read off the straight-line fit, which misses curved profiles.
     pub curve: Vec<(f64, f64)>,
     pub cv: f64,
+    /// Log-scale standard deviation of the part of the service time's variability that an
+    /// item shares with its other stages (path loading × the profile's log-scale spread);
+    /// contention (`slowed`) adds independent variability only.
+    pub shared_sigma: f64,
     pub parallel_fraction: f64,
     pub batch_limit: u32,
     pub model: Option<(String, u64)>,
@@ -318,6 +322,8 @@ impl Model {
                 fit: p.fit_for(bucket)?,
                 curve: p.curve_for(bucket)?,
                 cv: p.cv(),
+                shared_sigma: p.path_loading.unwrap_or(0.0).clamp(0.0, 1.0)
+                    * (1.0 + p.cv() * p.cv()).ln().sqrt(),
                 parallel_fraction: p.parallel_fraction,
                 batch_limit: p.batch_limit(),
                 model: (p.model_bytes > 0 || p.model.is_some()).then(|| {

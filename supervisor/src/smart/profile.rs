@@ -35,6 +35,12 @@ pub struct TaskProfile {
     /// Coefficient of variation (std dev / mean) of one batch's service time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cv: Option<f64>,
+    /// How much of that variability an item shares with its other stages (0 = none, 1 =
+    /// all): the loading of the task's time on a per-item factor common to the path
+    /// (e.g. a frame's face candidates slow P-Net's post-processing, R-Net and O-Net at
+    /// once). Estimated by [`path_loadings`] from the profile run's per-item stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_loading: Option<f64>,
     /// The model the task keeps resident on the device, and its size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -120,6 +126,7 @@ impl TaskProfile {
             max_batch: None,
             parallel_fraction: 0.0,
             cv: None,
+            path_loading: None,
             model: None,
             model_bytes: 0,
         }
@@ -367,5 +374,122 @@ mod tests {
         assert_eq!(p.thread_factor(4), 1.0);
         p.parallel_fraction = 0.8;
         assert!((p.thread_factor(4) - 0.4).abs() < 1e-12);
+    }
+}
+
+/// Per stage: its stay's mean (ms), standard deviation (ms), and the correlation of its
+/// stay with the rest of the item's path, as a tail measured them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StayMoments {
+    pub mean: f64,
+    pub sd: f64,
+    /// corr(S_i, R_i), R_i = the item's stays at its other stages.
+    pub corr_rest: f64,
+    /// Standard deviation of R_i (ms).
+    pub rest_sd: f64,
+}
+
+/// Loadings λ_i of a one-factor model of per-item stays, S_i = m_i + σ_i(λ_i F + √(1−λ_i²) E_i)
+/// with F and the E_i independent and standard: then corr(S_i, R_i) = λ_i · Σ_{j≠i} λ_j σ_j / sd(R_i),
+/// solved for the λ_i by a damped fixed-point iteration, each kept in [0, 1] (a negative
+/// correlation is read as none).
+pub fn path_loadings(stays: &[StayMoments]) -> Vec<f64> {
+    let mut l: Vec<f64> = stays.iter().map(|s| s.corr_rest.clamp(0.0, 1.0)).collect();
+    for _ in 0..50 {
+        let total: f64 = l.iter().zip(stays).map(|(l, s)| l * s.sd).sum();
+        let next: Vec<f64> = stays
+            .iter()
+            .zip(&l)
+            .map(|(s, &li)| {
+                let others = total - li * s.sd;
+                if s.sd <= 0.0 || s.rest_sd <= 0.0 || others <= 1e-12 {
+                    return s.corr_rest.clamp(0.0, 1.0);
+                }
+                // The plain update flips an error of scale c into 1/c; the geometric mean
+                // of the two settles it.
+                (s.corr_rest * s.rest_sd / others * li)
+                    .max(0.0)
+                    .sqrt()
+                    .min(1.0)
+            })
+            .collect();
+        let moved = next
+            .iter()
+            .zip(&l)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        l = next;
+        if moved < 1e-9 {
+            break;
+        }
+    }
+    l
+}
+
+#[cfg(test)]
+mod loading_tests {
+    use super::*;
+    use crate::smart::sim::Rng;
+
+    /// Stays drawn from a one-factor model with known loadings; the estimate recovers them.
+    #[test]
+    fn path_loadings_recover_a_one_factor_model() {
+        let sd = [1.0, 2.0, 0.5, 1.5];
+        let want = [0.9, 0.7, 0.0, 0.5];
+        let mut rng = Rng::new(11);
+        let n = 40_000;
+        let mut sums = vec![[0.0f64; 5]; 4]; // s, s², r, r², s·r
+        for _ in 0..n {
+            let f = rng.normal();
+            let s: Vec<f64> = (0..4)
+                .map(|i| {
+                    let e = rng.normal();
+                    10.0 + sd[i] * (want[i] * f + (1.0 - want[i] * want[i]).sqrt() * e)
+                })
+                .collect();
+            let total: f64 = s.iter().sum();
+            for i in 0..4 {
+                let r = total - s[i];
+                let a = &mut sums[i];
+                a[0] += s[i];
+                a[1] += s[i] * s[i];
+                a[2] += r;
+                a[3] += r * r;
+                a[4] += s[i] * r;
+            }
+        }
+        let n = n as f64;
+        let moments: Vec<StayMoments> = sums
+            .iter()
+            .map(|a| {
+                let (ms, mr) = (a[0] / n, a[2] / n);
+                let vs = a[1] / n - ms * ms;
+                let vr = a[3] / n - mr * mr;
+                StayMoments {
+                    mean: ms,
+                    sd: vs.sqrt(),
+                    corr_rest: (a[4] / n - ms * mr) / (vs * vr).sqrt(),
+                    rest_sd: vr.sqrt(),
+                }
+            })
+            .collect();
+        let got = path_loadings(&moments);
+        for i in 0..4 {
+            assert!(
+                (got[i] - want[i]).abs() < 0.05,
+                "stage {i}: loading {:.3}, want {} (all: {got:?})",
+                got[i],
+                want[i]
+            );
+        }
+        // Independent stages: no loading.
+        let flat: Vec<StayMoments> = moments
+            .iter()
+            .map(|m| StayMoments {
+                corr_rest: 0.0,
+                ..*m
+            })
+            .collect();
+        assert!(path_loadings(&flat).iter().all(|&l| l == 0.0));
     }
 }

@@ -14,6 +14,17 @@ pub(crate) struct Sojourn {
     /// Waiting: probability of waiting and conditional mean (exponential tail).
     p_wait: f64,
     m_wait: f64,
+    /// Standard deviation of the service time's part shared with the item's other stages
+    /// (its path loading): such parts add up along a path rather than in quadrature.
+    shared_sd: f64,
+}
+
+/// Linear-scale standard deviation of the shared part of a batch's service time `t`
+/// (the batch's `b` items' factors average out).
+fn shared_sd(p: &StageProfile, t: f64, b: f64) -> f64 {
+    t * ((p.shared_sigma * p.shared_sigma / b.max(1.0)).exp() - 1.0)
+        .max(0.0)
+        .sqrt()
 }
 
 const Z99: f64 = 2.326_347_874;
@@ -97,6 +108,7 @@ pub(crate) fn eval_stage(
             shift: t * (1.0 - 3.0 * p.cv).max(0.0),
             p_wait: rho,
             m_wait: m,
+            shared_sd: shared_sd(p, t, bl),
         };
     }
     let mut eff_b = bl;
@@ -123,6 +135,7 @@ pub(crate) fn eval_stage(
             shift: ts * (1.0 - 3.0 * p.cv).max(0.0),
             p_wait: 0.0,
             m_wait: 0.0,
+            shared_sd: shared_sd(p, ts, x),
         };
         if feasible && sat.mean < sj.mean {
             sj = sat;
@@ -139,6 +152,7 @@ pub(crate) fn eval_stage(
             shift: wait + tb * (1.0 - 3.0 * p.cv).max(0.0),
             p_wait: 0.0,
             m_wait: 0.0,
+            shared_sd: shared_sd(p, tb, b),
         };
         eff_b = b;
     }
@@ -168,7 +182,11 @@ pub(crate) fn eval_stage(
 
 pub(crate) fn path_prediction(dag: &Dag, path: &[usize], soj: &[Sojourn]) -> PathPrediction {
     let mean: f64 = path.iter().map(|&i| soj[i].mean).sum();
-    let var: f64 = path.iter().map(|&i| soj[i].var).sum();
+    // Independent parts add in quadrature; the shared parts are perfectly correlated along
+    // the path, which adds (Σ sd)² − Σ sd² of covariance.
+    let shared: f64 = path.iter().map(|&i| soj[i].shared_sd).sum();
+    let shared_sq: f64 = path.iter().map(|&i| soj[i].shared_sd.powi(2)).sum();
+    let var: f64 = path.iter().map(|&i| soj[i].var).sum::<f64>() + shared * shared - shared_sq;
     let shift: f64 = path.iter().map(|&i| soj[i].shift).sum::<f64>().min(mean);
     let rand_mean = mean - shift;
     let mut p99 = shift + gamma_quantile(rand_mean, var, Z99);

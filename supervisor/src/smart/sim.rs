@@ -5,7 +5,9 @@
 //! other stage has `replicas` servers, each with its own inbox fed round robin (one
 //! counter per consuming stage); a replica takes the first item, then waits at most
 //! `max_wait` for up to `batch` items (the stages' greedy batcher), and serves the batch
-//! in t(b) times a lognormal noise of mean 1 and the profile's coefficient of variation.
+//! in t(b) times a lognormal noise of mean 1 and the profile's coefficient of variation,
+//! part of which (the profile's path loading) follows a factor drawn once per item, so
+//! that an item slow at one stage is slow at the others too.
 //! GPU stages hand their batches to one shared device, which serves them FIFO while the
 //! replica waits. The work of CPU stages, tails and (on `cpu:0`) the device shares the
 //! granted cores by processor sharing (`sim_cpu.rs`): the contention the analytic model
@@ -100,6 +102,25 @@ struct Item {
     head: usize,
     seq: u64,
     t0: f64,
+    /// The item's own factor (standard normal), shared by its stages' service times as far
+    /// as their profiles' path loadings say.
+    u: f64,
+}
+
+/// Service-time factor of a batch: lognormal with mean 1 and the profile's cv. Its shared
+/// part (log-scale sd `shared_sigma`) follows the mean of the batch items' factors, the
+/// rest is drawn afresh.
+fn service_noise(rng: &mut Rng, cv: f64, shared_sigma: f64, items: &[Item]) -> f64 {
+    if shared_sigma <= 0.0 || items.is_empty() || cv <= 0.0 {
+        return rng.lognormal1(cv);
+    }
+    let s2 = (1.0 + cv * cv).ln();
+    let shared = shared_sigma.min(s2.sqrt());
+    let own2 = (s2 - shared * shared).max(0.0);
+    let n = items.len() as f64;
+    let mean_u = items.iter().map(|i| i.u).sum::<f64>() / n;
+    let var = shared * shared / n + own2;
+    (-var / 2.0 + shared * mean_u + own2.sqrt() * rng.normal()).exp()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +167,9 @@ struct Sim<'a> {
     cfg: &'a [StageConfig],
     sc: SimConfig,
     rng: Rng,
+    /// Draws the items' own factors (a stream of its own, so that the service noise is
+    /// drawn as before when no stage shares variability).
+    item_rng: Rng,
     now: f64,
     seq: u64,
     events: BinaryHeap<Timed>,
@@ -235,8 +259,10 @@ impl Sim<'_> {
         let n = rep.batch.len().max(1);
         self.batches[i].0 += 1;
         self.batches[i].1 += n as u64;
-        let Some(p) = &self.m.profiles[i] else { return };
-        let d = p.t(n as f64, self.cfg[i].threads) * self.rng.lognormal1(p.cv);
+        let m = self.m;
+        let Some(p) = &m.profiles[i] else { return };
+        let noise = service_noise(&mut self.rng, p.cv, p.shared_sigma, &self.reps[i][r].batch);
+        let d = p.t(n as f64, self.cfg[i].threads) * noise;
         self.busy[i] += d;
         match self.m.dag.stages[i].kind {
             TaskKind::Gpu => {
@@ -327,6 +353,7 @@ impl Sim<'_> {
             head: h,
             seq,
             t0: self.now,
+            u: self.item_rng.normal(),
         };
         if self.measured(&it) {
             self.emitted += 1;
@@ -394,6 +421,7 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
         cfg,
         sc,
         rng: Rng::new(sc.seed),
+        item_rng: Rng::new(sc.seed ^ 0x5EED_17E5),
         now: 0.0,
         seq: 0,
         events: BinaryHeap::new(),
