@@ -438,7 +438,7 @@ mod loading_tests {
         let want = [0.9, 0.7, 0.0, 0.5];
         let mut rng = Rng::new(11);
         let n = 40_000;
-        let mut sums = vec![[0.0f64; 5]; 4]; // s, s², r, r², s·r
+        let mut sums = [[0.0f64; 5]; 4]; // s, s², r, r², s·r
         for _ in 0..n {
             let f = rng.normal();
             let s: Vec<f64> = (0..4)
