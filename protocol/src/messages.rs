@@ -112,6 +112,10 @@ pub struct Setup {
     /// Best-effort stages other than heads: how long to wait for a free output slot
     /// before shedding the item (heads shed at once: their pool is sized for the rate).
     pub slot_wait_ms: u32,
+    /// Best-effort apps with a latency quota: an item older than this (from its arrival)
+    /// when a stage or tail receives it is dropped and counted as lost (`Deadline`) rather
+    /// than served late; the oldest items go first. 0 = never.
+    pub deadline_ms: u32,
     /// GPU stages: index in `SetupWire::outputs` of the device agent's inbox.
     pub agent_output: Option<u32>,
     /// GPU stages: index of this replica's inbox among the agent's outputs.

@@ -695,6 +695,10 @@ impl Node {
             match codec::decode::<Inbox>("inbox", &bytes)? {
                 Inbox::Data(env) => {
                     self.metrics(|m| m.items_in += 1);
+                    if self.past_deadline(&env) {
+                        self.lose(&env, LossReason::Deadline)?;
+                        continue;
+                    }
                     if self.setup.outputs.is_empty()
                         && self.setup.expected_eos > 0
                         && !self.tail_mark(&env.source, env.seq)
@@ -738,6 +742,15 @@ impl Node {
                 Inbox::AgentReply(r) => return Ok(Event::Reply(r)),
             }
         }
+    }
+
+    /// Best effort: the item is older than the app's latency quota (`Setup::deadline_ms`),
+    /// so serving it would only deliver it late.
+    fn past_deadline(&self, env: &Envelope) -> bool {
+        self.setup.deadline_ms > 0
+            && !self.guaranteed()
+            && now_ns().saturating_sub(env.created_ns)
+                > u64::from(self.setup.deadline_ms) * 1_000_000
     }
 
     /// `End`, once, when this stage's input is complete: every upstream replica ended

@@ -313,6 +313,7 @@ impl<'a> Wiring<'a> {
             batch_capacity: 1,
             threads: 1,
             slot_wait_ms: slot_wait_ms(&app.quota),
+            deadline_ms: deadline_ms(app),
             agent_output: None,
             agent_reply_to: None,
             models_manifest: None,
@@ -565,6 +566,15 @@ pub fn slot_wait_ms(quota: &protocol::spec::Quota) -> u32 {
     quota
         .max_latency_ms
         .map_or(SLOT_WAIT_DEFAULT_MS, |ms| ms.clamp(0.0, 60_000.0) as u32)
+}
+
+/// Best-effort apps with a latency quota: items older than the quota are dropped where
+/// they are received (0 = never; guaranteed apps never drop).
+pub fn deadline_ms(app: &protocol::spec::AppSpec) -> u32 {
+    match (app.service_type, app.quota.max_latency_ms) {
+        (protocol::spec::ServiceType::BestEffort, Some(ms)) => ms.clamp(1.0, 3_600_000.0) as u32,
+        _ => 0,
+    }
 }
 
 /// [`slot_wait_ms`] for an app without a latency quota.

@@ -80,3 +80,37 @@ fn items_held_back_at_a_paced_source_count_the_wait_in_their_latency() {
         "the first item behind the stall waited ~2 s: {summary}"
     );
 }
+
+#[test]
+fn a_best_effort_app_drops_items_past_its_latency_quota_instead_of_delivering_them_late() {
+    let dir = scratch("deadline");
+    // 40 items/s, quota 300 ms, a 1.5 s stall after item 5: the items that waited through
+    // the stall are older than the quota when 'slow' (or the tail) gets them. They are
+    // dropped and counted as past their deadline; every reply delivered is within the quota,
+    // and every item is either delivered or counted.
+    let count = 120;
+    let mut app = stalling_chain("deadline", "best-effort", count, 40.0, 1500);
+    app["quota"] = json!({"max_latency_ms": 300});
+    let app = write_app(&dir, &app);
+    let (_, summary) = run_ok_with(
+        supervisor().env("SMARTPIPE_TEST_FAULTS", "1"),
+        &app,
+        &dir.join("run"),
+    );
+    let deadline = summary["lost"]["deadline"].as_u64().unwrap_or(0);
+    assert!(deadline > 0, "items past the quota dropped: {summary}");
+    let out = summary["items_out"].as_u64().expect("items_out");
+    let lost = summary["lost_total"].as_u64().expect("lost_total");
+    assert_eq!(
+        out + lost,
+        count,
+        "every item delivered or counted: {summary}"
+    );
+    assert!(out > 40, "the stream goes on after the stall: {summary}");
+    let max = summary["latency_ms"]["max"].as_f64().expect("max");
+    assert!(
+        max <= 300.0 + 50.0,
+        "late replies delivered: max {max} ms: {summary}"
+    );
+    assert_eq!(csv_seqs(&dir.join("rows.csv")).len() as u64, out);
+}

@@ -43,6 +43,7 @@ SCENARIOS = {
         ("O3", "request-guarantee", 1.5, 4000, 120, "heavy load"),
         ("O8", "request-guarantee", 3, 5000, 180, "heavier load: the agent 75 % busy"),
         ("O7", "request-guarantee", 3.5, 5000, 180, "the agent near saturation"),
+        ("O9", "request-guarantee", 3.3, 5000, 180, "the agent near saturation (O7 is refused with some profiles)"),
         ("O4", "request-guarantee", 5, 10000, 120, "beyond the agent: refused"),
         ("O5", "request-guarantee", 0.5, 200, 120, "latency below the cascade's service time: refused"),
         ("O6", "best-effort", 5, 10000, 300, "beyond the agent, best effort: admitted with a shortfall, sheds"),
@@ -308,7 +309,9 @@ def scenario(which, base, sc):
                              # which is what the simulation predicts.
                              "p99_steady_ms": s["steady_latency_ms"]["p99"],
                              "steady_samples": s["steady_latency_ms"]["count"],
-                             "shed": s["lost"].get("shed", 0)}
+                             "shed": s["lost"].get("shed", 0),
+                             # best effort: items dropped because they were older than the quota
+                             "deadline": s["lost"].get("deadline", 0)}
             a["quota_met"] = all(q["met"] for q in s["qos"])
             a["latency_quota_met"] = all(q["met"] for q in s["qos"] if q["metric"] == "latency_p99_ms")
             a["busy_ms_per_item"] = {label: round(m["busy_ns"] / 1e6 / max(m["items_in"], m["items_out"]), 2)
@@ -362,7 +365,8 @@ def table(rows, profiles):
                 meas = None
             pcol = f"{pred['throughput_per_min']:.0f}, {pred['p99_ms']:.0f}" if pred else "—"
             mcol = (f"{meas['throughput_per_min']:.0f}, {meas['p99_steady_ms']:.0f} ({meas['p99_ms']:.0f}; {meas['samples']})"
-                    + (f", {meas['shed']} shed" if meas.get("shed") else "")) if meas else "—"
+                    + (f", {meas['shed']} shed" if meas.get("shed") else "")
+                    + (f", {meas['deadline']} past the quota" if meas.get("deadline") else "")) if meas else "—"
             def yn(k):
                 return "—" if k not in r else ("yes" if r[k] else "no")
             needs = f"{yn('needs_batching')} / {yn('needs_replicas')}"

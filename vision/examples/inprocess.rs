@@ -191,12 +191,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mode = args.first().cloned().unwrap_or_default();
     // The agent's device choice: `$SMARTPIPE_DEVICE` (`cuda:N` needs `--features cuda`).
-    let provider = match std::env::var("SMARTPIPE_DEVICE") {
-        Ok(d) if d.starts_with("cuda") => Provider::Cuda {
-            device_id: d.trim_start_matches("cuda:").parse().unwrap_or(0),
-        },
-        _ => Provider::Cpu,
-    };
+    let provider: Provider = std::env::var("SMARTPIPE_DEVICE")
+        .unwrap_or_else(|_| "cpu:0".into())
+        .parse()
+        .unwrap_or_else(|e: vision::VisionError| die(e.to_string()));
     let rt = Runtime::from_env(provider).unwrap_or_else(|e| die(e.to_string()));
     let env_opts = SessionOptions::default()
         .with_env()

@@ -21,6 +21,28 @@ pub enum Provider {
     Cuda { device_id: i32 },
 }
 
+impl std::str::FromStr for Provider {
+    type Err = VisionError;
+    /// A device as the agent names it: `cpu:0` (or `cpu`), `cuda:N` (or `cuda` = `cuda:0`).
+    fn from_str(s: &str) -> Result<Provider> {
+        let bad = || VisionError::Setting {
+            name: "device",
+            value: s.into(),
+            msg: "expected cpu:0 or cuda:N",
+        };
+        match s.split_once(':').unwrap_or((s, "0")) {
+            ("cpu", "0") => Ok(Provider::Cpu),
+            ("cuda", n) => n
+                .parse()
+                .ok()
+                .filter(|&id: &i32| id >= 0)
+                .map(|device_id| Provider::Cuda { device_id })
+                .ok_or_else(bad),
+            _ => Err(bad()),
+        }
+    }
+}
+
 impl fmt::Display for Provider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -132,3 +132,21 @@ fn unknown_conv_search_names_the_variable_and_the_choices() {
         vision::ConvSearch::Exhaustive
     );
 }
+
+#[test]
+fn devices_parse_and_bad_ones_say_what_is_expected() {
+    assert_eq!("cpu:0".parse::<Provider>().unwrap(), Provider::Cpu);
+    assert_eq!("cpu".parse::<Provider>().unwrap(), Provider::Cpu);
+    assert_eq!(
+        "cuda:1".parse::<Provider>().unwrap(),
+        Provider::Cuda { device_id: 1 }
+    );
+    assert_eq!(
+        "cuda".parse::<Provider>().unwrap(),
+        Provider::Cuda { device_id: 0 }
+    );
+    for bad in ["cuda:x", "cuda:-1", "gpu:0", "cpu:1", ""] {
+        let e = bad.parse::<Provider>().unwrap_err().to_string();
+        assert!(e.contains("expected cpu:0 or cuda:N"), "{bad}: {e}");
+    }
+}

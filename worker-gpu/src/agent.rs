@@ -63,16 +63,10 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     let params: AgentParams =
         serde_json::from_value(serde_json::Value::Object(node.task.params.clone()))
             .map_err(|e| NodeError::Bootstrap(format!("agent params: {e}")))?;
-    let provider = if params.device.starts_with("cuda") {
-        let id = params
-            .device
-            .trim_start_matches("cuda:")
-            .parse()
-            .unwrap_or(0);
-        Provider::Cuda { device_id: id }
-    } else {
-        Provider::Cpu
-    };
+    let provider: Provider = params
+        .device
+        .parse()
+        .map_err(|e: vision::VisionError| NodeError::Bootstrap(e.to_string()))?;
     let rt = Runtime::from_env(provider).map_err(|e| NodeError::Bootstrap(e.to_string()))?;
     let opts = SessionOptions {
         intra_threads: params.threads.max(1),
