@@ -210,10 +210,10 @@ fn source_in_flight(
         // path's latency's worth) and leaves the other half for the plan's capacity being
         // off (measured −11 % on OCR: at 90 % the backlog alone reached the quota, and the
         // stages dropped what was past it; BENCHMARKS.md, Planning, session 5).
-        Some(carried) => {
-            ((OVERLOAD_QUOTA_SHARE * carried * latency_s).floor().min(max) as u32)
-                .max(consumer_batch + 2)
-        }
+        Some(carried) => ((OVERLOAD_QUOTA_SHARE * carried * latency_s)
+            .floor()
+            .min(max) as u32)
+            .max(consumer_batch + 2),
         None => (fps * latency_s).ceil().min(max) as u32 + consumer_batch + 2,
     };
     let by_memory = (MAX_SOURCE_POOL_BYTES / slot_size.max(1)).max(1) as u32;
