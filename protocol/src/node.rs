@@ -11,10 +11,10 @@ use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Items a tail receives before it records their stays ([`StayStats`]).
 pub const STAY_WARMUP_ITEMS: usize = 4;
-use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
