@@ -8,7 +8,7 @@
 
 use crate::app::{self, LoadedApp};
 use crate::control::{self, ApiError, HostError, Hosted, LiveApp, Registry, StartRequest};
-use crate::{profiling, run, runtime};
+use crate::{profiled_plan, profiling, run, runtime};
 use anyhow::Context;
 use protocol::spec::ServiceType;
 use std::io::Write;
@@ -68,10 +68,10 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Option<String>, AdmitError> {
     let Some(profiles) = profiles else {
         return Ok(None);
     };
-    match profiling::admit(&loaded.spec, &profiles) {
+    match profiled_plan::admit(&loaded.spec, &profiles) {
         Ok(plan) => {
             let note = format!("plan ({:?}):\n{plan}", loaded.spec.strategy);
-            profiling::apply(&mut loaded.spec, &plan);
+            profiled_plan::apply(&mut loaded.spec, &plan);
             Ok(Some(note))
         }
         // Best effort runs with the static plan and its predicted shortfall.

@@ -12,6 +12,7 @@ mod leaks;
 mod models;
 mod ops;
 mod plan;
+mod profiled_plan;
 mod profiling;
 mod progress;
 mod prometheus;
@@ -291,14 +292,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     app.display()
                 ),
                 Some(p) => {
-                    let all = profiling::all_plans(&loaded.spec, p)?;
+                    let all = profiled_plan::all_plans(&loaded.spec, p)?;
                     for (name, plan) in [("lazy", &all.lazy), ("balance", &all.balance), ("strong", &all.strong)] {
                         match plan {
                             Some(plan) => println!("\nstrategy {name}:\n{plan}"),
                             None => println!("\nstrategy {name}: no configuration meets the quota"),
                         }
                     }
-                    match profiling::admit(&loaded.spec, p) {
+                    match profiled_plan::admit(&loaded.spec, p) {
                         Ok(plan) => println!(
                             "\nadmitted ({:?}, {:?}){}",
                             loaded.spec.service_type,
@@ -314,7 +315,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         Err(refusal) => println!("\nrefused: {refusal}"),
                     }
                     if brute_force {
-                        profiling::print_brute_force(&loaded.spec, p)?;
+                        profiled_plan::print_brute_force(&loaded.spec, p)?;
                     }
                 }
             }

@@ -4,13 +4,15 @@
 
 mod common;
 
+use std::io::Write;
+
 use vision::device::detect;
 use vision::engine::Model;
 use vision::pipelines::{detect_faces, FaceModels};
 use vision::{Detection, Provider, Runtime, SessionOptions, TensorF32};
 
 /// The CPU and CUDA runtimes; `None` (the reason printed) where there is no CUDA here.
-fn runtimes(models: &[&str], media: &[&str]) -> Option<(Runtime, Runtime)> {
+fn runtimes(test: &str, models: &[&str], media: &[&str]) -> Option<(Runtime, Runtime)> {
     let cpu = common::runtime(models, media)?;
     let cuda = if !cfg!(feature = "cuda") {
         Err("built without `--features cuda`".to_string())
@@ -27,7 +29,9 @@ fn runtimes(models: &[&str], media: &[&str]) -> Option<(Runtime, Runtime)> {
     match cuda {
         Ok(cuda) => Some((cpu, cuda)),
         Err(reason) => {
-            eprintln!("skipping the CUDA test: {reason}");
+            // Straight to stderr, past the test harness's capture, so that `make test`
+            // shows (and counts) the skip and its reason.
+            let _ = writeln!(std::io::stderr(), "test skipped: {test}: {reason}");
             None
         }
     }
@@ -48,6 +52,7 @@ fn faces(rt: &Runtime) -> Vec<Detection> {
 #[test]
 fn cuda_provider_finds_the_same_faces_as_the_cpu_provider() {
     let Some((cpu, cuda)) = runtimes(
+        "cuda_provider_finds_the_same_faces_as_the_cpu_provider",
         &["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"],
         &["astronaut.png"],
     ) else {
@@ -81,7 +86,11 @@ fn cuda_provider_finds_the_same_faces_as_the_cpu_provider() {
 
 #[test]
 fn cuda_provider_computes_the_same_onet_outputs() {
-    let Some((cpu, cuda)) = runtimes(&["mtcnn-onet"], &[]) else {
+    let Some((cpu, cuda)) = runtimes(
+        "cuda_provider_computes_the_same_onet_outputs",
+        &["mtcnn-onet"],
+        &[],
+    ) else {
         return;
     };
     let path = common::models_dir().join("mtcnn-onet.onnx");
