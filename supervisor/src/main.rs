@@ -45,7 +45,12 @@ use std::time::Duration;
 model steps, table ops, sinks) and the quality of service it needs — as one OS process per \
 stage replica, passing frames and tensors through shared memory.\n\n\
 Start with `supervisor validate APP.json`, then `supervisor start APP.json`. \
-`supervisor schema` prints the JSON Schema of the app format for editors."
+`supervisor schema` prints the JSON Schema of the app format for editors.\n\n\
+Environment: ORT_DYLIB_PATH (ONNX Runtime's shared library; `source .smartpipe/env`), \
+SMARTPIPE_DEVICE (cpu:0 or cuda:N; default: the first CUDA device in a `--features cuda` \
+build, else cpu:0), SMARTPIPE_MANIFEST and SMARTPIPE_MODELS_DIR (models), \
+SMARTPIPE_CUDNN_CONV_SEARCH, SMARTPIPE_CUDA_OPTIONS, SMARTPIPE_ORT_PROFILE (GPU agent settings: \
+README, \"On a GPU\")."
 )]
 struct Cli {
     #[command(subcommand)]
