@@ -1,0 +1,136 @@
+//! The end of a stage's stream: end-of-stream markers, a guaranteed head's wait for the
+//! last acknowledgements, and the final report to the supervisor.
+
+use super::*;
+
+impl Node {
+    /// `End`, once, when this stage's input is complete: every upstream replica ended
+    /// its stream, and in a request-guarantee app (where stages stay up for replays)
+    /// the supervisor said so, or for a tail every item up to the sources' totals is
+    /// in. Non-tail stages of such apps pass the end of stream on at once.
+    pub(super) fn end_reached(&mut self) -> Option<Event> {
+        if self.ended || self.is_head() {
+            return None;
+        }
+        let upstream_done = self.eos_from.len() as u32 >= self.setup.expected_eos;
+        if !upstream_done {
+            return None;
+        }
+        let done = if !self.guaranteed() || self.finish_ordered {
+            true
+        } else if self.setup.outputs.is_empty() {
+            self.totals.iter().all(|(source, total)| {
+                self.progress
+                    .get(source)
+                    .map_or(*total == 0, |p| p.frontier >= *total)
+            })
+        } else {
+            if self.eos_sent.is_none() {
+                if let Err(e) = self.send_eos() {
+                    tracing::warn!("cannot pass the end of stream on: {e}");
+                }
+            }
+            false
+        };
+        if done {
+            self.ended = true;
+            self.maybe_ack(true);
+            Some(Event::End)
+        } else {
+            None
+        }
+    }
+
+    /// Send our end-of-stream marker (with the sources' totals) to every data consumer
+    /// replica; it is sent again to a consumer rewired later.
+    pub(super) fn send_eos(&mut self) -> Result<(), NodeError> {
+        let totals: Vec<SourceTotal> = source_totals(&self.totals);
+        let eos = codec::encode(
+            "eos",
+            &Inbox::Eos(Eos {
+                stage: self.setup.task_index,
+                replica: self.setup.replica,
+                totals,
+            }),
+        )?;
+        // Only data consumers get it (not the agent, nor an agent's reply channels).
+        for route in &self.setup.outputs {
+            for k in route.first..route.first + route.replicas {
+                if let Some(out) = self.outputs.get(k as usize) {
+                    if out.send(eos.clone()).is_err() {
+                        self.dead_outputs.insert(k as usize);
+                    }
+                }
+            }
+        }
+        self.eos_sent = Some(eos);
+        Ok(())
+    }
+
+    /// Heads of request-guarantee apps: after the end of the stream, stay until the
+    /// tails have acknowledged every item (replaying on request), or until told to stop.
+    pub(super) fn wait_for_acks(&mut self) -> Result<(), NodeError> {
+        while !self.retained.is_empty() && !self.finish_ordered {
+            let bytes = match self.inbox.try_recv_timeout(Duration::from_millis(200)) {
+                Ok(bytes) => bytes,
+                Err(ipc_channel::TryRecvError::Empty) => continue,
+                Err(ipc_channel::TryRecvError::IpcError(e)) => {
+                    return Err(NodeError::SupervisorGone(format!("inbox: {e:?}")))
+                }
+            };
+            if let Inbox::Command(c) = codec::decode::<Inbox>("inbox", &bytes)? {
+                if let Some(Command::Stop) = self.command(c)? {
+                    return Err(NodeError::Stopped);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// End the stream: tell every consumer replica, report to the supervisor, and
+    /// stop the heartbeat. The process should exit 0 afterwards.
+    pub fn finish(mut self) -> Result<(), NodeError> {
+        if self.eos_sent.is_none() {
+            self.send_eos()?;
+        }
+        if self.guaranteed() && self.is_head() {
+            self.wait_for_acks()?;
+        }
+        self.maybe_ack(true);
+        let totals: Vec<SourceTotal> = source_totals(&self.totals);
+        self.alive.store(false, Ordering::SeqCst);
+        let metrics = self.metrics.lock().map(|m| m.clone()).unwrap_or_default();
+        let d = std::mem::take(&mut self.deliveries);
+        let report = StageReport {
+            metrics,
+            latencies_ms: d.latencies_ms,
+            hop_us: d.hop_us,
+            stays: d.stays.into_values().collect(),
+            received: d
+                .received
+                .into_iter()
+                .map(|(source, total)| SourceTotal { source, total })
+                .collect(),
+            announced: totals,
+            first_created_ns: d.first_created_ns,
+            last_arrival_ns: d.last_arrival_ns,
+            arrivals_ns: d.arrivals_ns,
+        };
+        self.send_up(&Up::Finished(report))
+    }
+
+    /// Tell the supervisor why this stage cannot go on.
+    pub fn fail(&self, error: &str) {
+        self.alive.store(false, Ordering::SeqCst);
+        let _ = self.send_up(&Up::Failed {
+            error: error.to_string(),
+        });
+    }
+
+    pub(super) fn send_up(&self, msg: &Up) -> Result<(), NodeError> {
+        let bytes = codec::encode("up", msg)?;
+        self.up
+            .send(UpWire { bytes, reply: None })
+            .map_err(|e| NodeError::SupervisorGone(format!("{e:?}")))
+    }
+}
