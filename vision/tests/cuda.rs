@@ -30,8 +30,9 @@ fn runtimes(test: &str, models: &[&str], media: &[&str]) -> Option<(Runtime, Run
         Ok(cuda) => Some((cpu, cuda)),
         Err(reason) => {
             // Straight to stderr, past the test harness's capture, so that `make test`
-            // shows (and counts) the skip and its reason.
-            let _ = writeln!(std::io::stderr(), "test skipped: {test}: {reason}");
+            // shows (and counts) the skip and its reason; on a line of its own, since the
+            // harness may have begun its "test NAME ... " line.
+            let _ = writeln!(std::io::stderr(), "\ntest skipped: {test}: {reason}");
             None
         }
     }
