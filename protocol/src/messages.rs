@@ -289,6 +289,14 @@ pub struct StayStats {
 }
 
 impl StayStats {
+    /// No items yet, for stage `stage`.
+    pub fn new(stage: u16) -> Self {
+        StayStats {
+            stage,
+            ..StayStats::default()
+        }
+    }
+
     /// Counts one item: `stay` here, `rest` on the rest of its path (ms).
     pub fn observe(&mut self, stay: f64, rest: f64) {
         self.n += 1;
@@ -309,6 +317,21 @@ impl StayStats {
         self.sr += o.sr;
     }
 
+    /// Variance of the stay and of the rest of the path (ms²).
+    fn variances(&self) -> (f64, f64) {
+        let n = self.n.max(1) as f64;
+        (
+            (self.s2 / n - (self.s / n).powi(2)).max(0.0),
+            (self.r2 / n - (self.r / n).powi(2)).max(0.0),
+        )
+    }
+
+    /// Standard deviation of the stay and of the rest of the path (ms).
+    pub fn std_devs(&self) -> (f64, f64) {
+        let (vs, vr) = self.variances();
+        (vs.sqrt(), vr.sqrt())
+    }
+
     /// Pearson correlation of S and R; `None` with fewer than 8 items or no spread.
     pub fn correlation(&self) -> Option<f64> {
         if self.n < 8 {
@@ -316,8 +339,7 @@ impl StayStats {
         }
         let n = self.n as f64;
         let cov = self.sr / n - (self.s / n) * (self.r / n);
-        let vs = self.s2 / n - (self.s / n).powi(2);
-        let vr = self.r2 / n - (self.r / n).powi(2);
+        let (vs, vr) = self.variances();
         (vs > 1e-12 && vr > 1e-12).then(|| (cov / (vs * vr).sqrt()).clamp(-1.0, 1.0))
     }
 }

@@ -184,6 +184,9 @@ pub fn source_fps(task: &protocol::spec::TaskSpec) -> Option<f64> {
         .filter(|f| *f > 0.0)
 }
 
+/// Share of the latency quota an overloaded best-effort source's backlog may fill.
+pub const OVERLOAD_QUOTA_SHARE: f64 = 0.5;
+
 /// Slots a source needs to keep every item of its rate in flight for as long as the app's
 /// latency quota allows (Little's law: a frame stays held until every stage reading it is
 /// done), plus the batches its consumers collect: with fewer, a paced source falls behind
@@ -192,9 +195,6 @@ pub fn source_fps(task: &protocol::spec::TaskSpec) -> Option<f64> {
 /// one (`AppSpec::planned_capacity`), half the quota's worth: more in flight would only wait.
 /// `None` when the app gives no rate (the head's `fps`, else `request_frequency`) or no
 /// latency quota. Capped at [`MAX_SOURCE_SLOTS`] and [`MAX_SOURCE_POOL_BYTES`].
-/// Share of the latency quota an overloaded best-effort source's backlog may fill.
-pub const OVERLOAD_QUOTA_SHARE: f64 = 0.5;
-
 fn source_in_flight(
     app: &AppSpec,
     t: &protocol::spec::TaskSpec,

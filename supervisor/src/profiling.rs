@@ -300,7 +300,10 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<RunM
     let mut stays: BTreeMap<String, protocol::messages::StayStats> = BTreeMap::new();
     for st in outcome.summary.tails.iter().flat_map(|t| &t.stays) {
         if let Some(task) = app.tasks.get(usize::from(st.stage)) {
-            stays.entry(task.name.clone()).or_default().merge(st);
+            stays
+                .entry(task.name.clone())
+                .or_insert_with(|| protocol::messages::StayStats::new(st.stage))
+                .merge(st);
         }
     }
     Ok(RunMeasures { times: out, stays })
@@ -314,14 +317,12 @@ fn loadings(stays: &BTreeMap<String, protocol::messages::StayStats>) -> BTreeMap
         let Some(corr_rest) = st.correlation() else {
             continue;
         };
-        let n = st.n as f64;
-        let sd = |sum: f64, sq: f64| (sq / n - (sum / n).powi(2)).max(0.0).sqrt();
+        let (sd, rest_sd) = st.std_devs();
         names.push(task.clone());
         moments.push(smart::StayMoments {
-            mean: st.s / n,
-            sd: sd(st.s, st.s2),
+            sd,
             corr_rest,
-            rest_sd: sd(st.r, st.r2),
+            rest_sd,
         });
     }
     names

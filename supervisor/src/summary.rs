@@ -251,10 +251,7 @@ impl Summary {
                     for st in &r.stays {
                         stays
                             .entry(st.stage)
-                            .or_insert_with(|| protocol::messages::StayStats {
-                                stage: st.stage,
-                                ..Default::default()
-                            })
+                            .or_insert_with(|| protocol::messages::StayStats::new(st.stage))
                             .merge(st);
                     }
                 }

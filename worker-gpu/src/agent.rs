@@ -71,7 +71,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     let opts = SessionOptions {
         intra_threads: params.threads.max(1),
         warm_up: true,
-        intra_spinning: !params.device.starts_with("cpu"),
+        intra_spinning: provider != Provider::Cpu,
         ..SessionOptions::default()
     }
     .with_env()

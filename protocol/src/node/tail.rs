@@ -138,10 +138,7 @@ impl Node {
             let s = stay(h);
             d.stays
                 .entry(h.stage)
-                .or_insert_with(|| StayStats {
-                    stage: h.stage,
-                    ..StayStats::default()
-                })
+                .or_insert_with(|| StayStats::new(h.stage))
                 .observe(s, path - s);
         }
         *d.received.entry(env.source.clone()).or_insert(0) += 1;

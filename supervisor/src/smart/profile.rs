@@ -377,11 +377,10 @@ mod tests {
     }
 }
 
-/// Per stage: its stay's mean (ms), standard deviation (ms), and the correlation of its
-/// stay with the rest of the item's path, as a tail measured them.
+/// Per stage: its stay's standard deviation (ms) and the correlation of its stay with the
+/// rest of the item's path, as a tail measured them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StayMoments {
-    pub mean: f64,
     pub sd: f64,
     /// corr(S_i, R_i), R_i = the item's stays at its other stages.
     pub corr_rest: f64,
@@ -430,6 +429,7 @@ pub fn path_loadings(stays: &[StayMoments]) -> Vec<f64> {
 mod loading_tests {
     use super::*;
     use crate::smart::sim::Rng;
+    use protocol::messages::StayStats;
 
     /// Stays drawn from a one-factor model with known loadings; the estimate recovers them.
     #[test]
@@ -438,7 +438,7 @@ mod loading_tests {
         let want = [0.9, 0.7, 0.0, 0.5];
         let mut rng = Rng::new(11);
         let n = 40_000;
-        let mut sums = [[0.0f64; 5]; 4]; // s, s², r, r², s·r
+        let mut stays: Vec<StayStats> = (0..4).map(StayStats::new).collect();
         for _ in 0..n {
             let f = rng.normal();
             let s: Vec<f64> = (0..4)
@@ -448,28 +448,18 @@ mod loading_tests {
                 })
                 .collect();
             let total: f64 = s.iter().sum();
-            for i in 0..4 {
-                let r = total - s[i];
-                let a = &mut sums[i];
-                a[0] += s[i];
-                a[1] += s[i] * s[i];
-                a[2] += r;
-                a[3] += r * r;
-                a[4] += s[i] * r;
+            for (i, st) in stays.iter_mut().enumerate() {
+                st.observe(s[i], total - s[i]);
             }
         }
-        let n = n as f64;
-        let moments: Vec<StayMoments> = sums
+        let moments: Vec<StayMoments> = stays
             .iter()
-            .map(|a| {
-                let (ms, mr) = (a[0] / n, a[2] / n);
-                let vs = a[1] / n - ms * ms;
-                let vr = a[3] / n - mr * mr;
+            .map(|st| {
+                let (sd, rest_sd) = st.std_devs();
                 StayMoments {
-                    mean: ms,
-                    sd: vs.sqrt(),
-                    corr_rest: (a[4] / n - ms * mr) / (vs * vr).sqrt(),
-                    rest_sd: vr.sqrt(),
+                    sd,
+                    corr_rest: st.correlation().expect("spread"),
+                    rest_sd,
                 }
             })
             .collect();
