@@ -532,6 +532,20 @@ fn route(
     }
 }
 
+/// A request's JSON body, or a 400 naming the request and the body it takes.
+fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    request: &str,
+    shape: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::new(
+            400,
+            format!("bad {request} request ({e}); the body is {shape}"),
+        )
+    })
+}
+
 #[derive(Deserialize)]
 struct RestartBody {
     task: String,
@@ -542,12 +556,11 @@ struct RestartBody {
 /// `POST /apps/NAME/restart`: check the task (and replica), hand the request to the
 /// app's run loop and wait for its answer.
 fn restart(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiError> {
-    let wanted: RestartBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            400,
-            format!("bad restart request ({e}); the body is {{\"task\": NAME, \"replica\": N}} (replica optional)"),
-        )
-    })?;
+    let wanted: RestartBody = json_body(
+        body,
+        "restart",
+        r#"{"task": NAME, "replica": N} (replica optional)"#,
+    )?;
     let (live, tasks) = registry
         .lookup(name)
         .ok_or_else(|| ApiError::new(404, format!("no app '{name}' runs in this supervisor")))?;
@@ -611,12 +624,7 @@ struct RateBody {
 /// `POST /apps/NAME/rate`: hand the app's run loop a new request frequency (items per
 /// second per source; 0 = as fast as the pipeline takes them) and wait for its answer.
 fn set_rate(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiError> {
-    let wanted: RateBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            400,
-            format!("bad rate request ({e}); the body is {{\"items_per_s\": X}}"),
-        )
-    })?;
+    let wanted: RateBody = json_body(body, "rate", r#"{"items_per_s": X}"#)?;
     if !wanted.items_per_s.is_finite() || wanted.items_per_s < 0.0 {
         return Err(ApiError::new(
             400,
@@ -639,18 +647,13 @@ struct ThreadsBody {
     threads: u32,
 }
 
-/// Most intra-op threads `POST /apps/NAME/threads` accepts.
-const MAX_THREADS: u32 = 256;
+/// Most intra-op threads `POST /apps/NAME/threads` (and `supervisor threads`) accepts.
+pub const MAX_THREADS: u32 = 256;
 
 /// `POST /apps/NAME/threads`: hand the app's run loop new intra-op threads for its GPU
 /// agent's sessions and wait for its answer.
 fn set_threads(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiError> {
-    let wanted: ThreadsBody = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            400,
-            format!("bad threads request ({e}); the body is {{\"threads\": N}}"),
-        )
-    })?;
+    let wanted: ThreadsBody = json_body(body, "threads", r#"{"threads": N}"#)?;
     if !(1..=MAX_THREADS).contains(&wanted.threads) {
         return Err(ApiError::new(
             400,

@@ -125,7 +125,7 @@ enum Cmd {
         /// The running app's name (see `supervisor status`).
         app: String,
         /// Intra-op threads per session from now on (1 to 256).
-        #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=256))]
+        #[arg(value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(control::MAX_THREADS)))]
         threads: u32,
     },
     /// Stop the daemon: drain every app it runs, take no new one, and wait until it

@@ -102,6 +102,11 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// What a command printed, stdout then stderr, for checking its messages.
+pub fn printed(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// A `supervisor` command.
 pub fn supervisor() -> Command {
     let mut cmd = Command::new(bin_dir().join("supervisor"));

@@ -270,8 +270,7 @@ fn restart_through_the_api_replaces_a_stage_without_losing_an_item() {
         .args(["restart", &format!("{name}/small")])
         .output()
         .expect("restart");
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let said = printed(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("small#0"), "{said}");
     wait_for("the new small#0", Duration::from_secs(20), || {

@@ -95,30 +95,27 @@ fn the_request_rate_changes_while_the_app_runs() {
     wait_for("the first row", std::time::Duration::from_secs(20), || {
         rows() >= 2
     });
-    let said = |out: std::process::Output| {
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
-    };
     let bad = runtime
         .supervisor()
         .args(["rate", &name, "-5"])
         .output()
         .expect("rate");
     assert!(!bad.status.success());
-    assert!(said(bad).contains("≥ 0"), "a negative rate is refused");
+    assert!(printed(&bad).contains("≥ 0"), "a negative rate is refused");
     let unknown = runtime
         .supervisor()
         .args(["rate", "nope", "10"])
         .output()
         .expect("rate");
     assert!(!unknown.status.success());
-    assert!(said(unknown).contains(&name), "names the running apps");
+    assert!(printed(&unknown).contains(&name), "names the running apps");
     let out = runtime
         .supervisor()
         .args(["rate", &name, "1000"])
         .output()
         .expect("rate");
     assert!(out.status.success());
-    assert!(said(out).contains("1000 items/s"));
+    assert!(printed(&out).contains("1000 items/s"));
     // At the new rate the rest takes well under a second; at the old one, minutes.
     wait_for("every row", std::time::Duration::from_secs(60), || {
         rows() == 301
@@ -171,8 +168,7 @@ fn the_agents_intra_op_threads_change_while_the_app_runs_losing_nothing() {
         .args(["threads", &name, "1"])
         .output()
         .expect("threads");
-    let said =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let said = printed(&out);
     assert!(out.status.success(), "{said}");
     assert!(said.contains("set to 1"), "{said}");
     // The agent makes its session again (generation 1) while items keep flowing.
