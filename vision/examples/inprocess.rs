@@ -11,9 +11,9 @@
 //!
 //! Environment: ORT_DYLIB_PATH (required), SMARTPIPE_MANIFEST (default apps/models.json),
 //! SMARTPIPE_MODELS_DIR (default .smartpipe/models), SMARTPIPE_DEVICE (`cuda:N` runs on the CUDA
-//! provider; build with `--features cuda`), SMARTPIPE_CUDNN_CONV_SEARCH, SMARTPIPE_ORT_MEM_PATTERN, SMARTPIPE_ORT_PROFILE
-//! (vision::SessionOptions::with_env). Models are loaded like the GPU agent loads
-//! them: `intra_threads` = THREADS (default 2, the agent uses the machine's cores), warm-up on.
+//! provider; build with `--features cuda`), SMARTPIPE_CUDNN_CONV_SEARCH, SMARTPIPE_ORT_MEM_PATTERN,
+//! SMARTPIPE_ORT_PROFILE, SMARTPIPE_GRAPH_REWRITES (vision::SessionOptions::with_env). Models are
+//! loaded like the GPU agent loads them: `intra_threads` = THREADS (default 2, the agent uses the machine's cores), warm-up on.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -10,6 +10,7 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::error::{Result, VisionError};
+use crate::onnx_graph::{self, RewriteReport};
 use crate::tensor::TensorF32;
 
 /// Which execution provider sessions run on.
@@ -175,6 +176,8 @@ pub struct SessionOptions {
     pub profile_prefix: Option<PathBuf>,
     /// Further CUDA provider options by ORT's names (`cudnn_conv_use_max_workspace`, …).
     pub cuda_options: Vec<(String, String)>,
+    /// Apply [`crate::onnx_graph::rewrite`] to the model before ORT loads it.
+    pub graph_rewrites: bool,
 }
 
 impl Default for SessionOptions {
@@ -187,6 +190,7 @@ impl Default for SessionOptions {
             memory_pattern: true,
             profile_prefix: None,
             cuda_options: Vec::new(),
+            graph_rewrites: true,
         }
     }
 }
@@ -194,21 +198,13 @@ impl Default for SessionOptions {
 impl SessionOptions {
     /// The tuning and diagnostic settings from the environment: `SMARTPIPE_CUDNN_CONV_SEARCH`
     /// ([`ConvSearch`]), `SMARTPIPE_ORT_MEM_PATTERN=0` (memory pattern off),
-    /// `SMARTPIPE_ORT_PROFILE=PREFIX` (per-node profile files) and
-    /// `SMARTPIPE_CUDA_OPTIONS=key=value,…` (CUDA provider options by ORT's names).
+    /// `SMARTPIPE_ORT_PROFILE=PREFIX` (per-node profile files),
+    /// `SMARTPIPE_CUDA_OPTIONS=key=value,…` (CUDA provider options by ORT's names) and
+    /// `SMARTPIPE_GRAPH_REWRITES=0` (load models as their files are, without the rewrites).
     pub fn with_env(mut self) -> Result<SessionOptions> {
         self.conv_search = ConvSearch::from_env()?;
-        match std::env::var("SMARTPIPE_ORT_MEM_PATTERN").as_deref() {
-            Err(_) | Ok("1") => {}
-            Ok("0") => self.memory_pattern = false,
-            Ok(v) => {
-                return Err(VisionError::Setting {
-                    name: "SMARTPIPE_ORT_MEM_PATTERN",
-                    value: v.into(),
-                    msg: "expected 0 or 1",
-                })
-            }
-        }
+        self.memory_pattern = env_switch("SMARTPIPE_ORT_MEM_PATTERN", self.memory_pattern)?;
+        self.graph_rewrites = env_switch("SMARTPIPE_GRAPH_REWRITES", self.graph_rewrites)?;
         if let Some(p) = std::env::var_os("SMARTPIPE_ORT_PROFILE").filter(|p| !p.is_empty()) {
             self.profile_prefix = Some(PathBuf::from(p));
         }
@@ -216,6 +212,20 @@ impl SessionOptions {
             self.cuda_options = parse_options(&list)?;
         }
         Ok(self)
+    }
+}
+
+/// An on/off setting from the environment (`0` or `1`), else `default`.
+fn env_switch(name: &'static str, default: bool) -> Result<bool> {
+    match std::env::var(name).as_deref() {
+        Err(_) => Ok(default),
+        Ok("1") => Ok(true),
+        Ok("0") => Ok(false),
+        Ok(v) => Err(VisionError::Setting {
+            name,
+            value: v.into(),
+            msg: "expected 0 or 1",
+        }),
     }
 }
 
@@ -294,6 +304,7 @@ pub struct Model {
     session: Session,
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
+    rewrites: RewriteReport,
 }
 
 impl fmt::Debug for Model {
@@ -383,9 +394,18 @@ impl Model {
                     msg: e.to_string(),
                 })?;
         }
-        let session = b
-            .commit_from_file(path)
-            .map_err(|e| load_err(e.to_string()))?;
+        let rewritten = if opts.graph_rewrites {
+            let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
+            // Bytes that are not ONNX are left to ORT, whose error says what is wrong.
+            onnx_graph::rewrite(&bytes).ok().flatten()
+        } else {
+            None
+        };
+        let (session, rewrites) = match rewritten {
+            Some((bytes, report)) => (b.commit_from_memory(&bytes), report),
+            None => (b.commit_from_file(path), RewriteReport::default()),
+        };
+        let session = session.map_err(|e| load_err(e.to_string()))?;
         let inputs = io_info(session.inputs());
         let outputs = io_info(session.outputs());
         for io in inputs.iter().chain(&outputs) {
@@ -403,6 +423,7 @@ impl Model {
             session,
             inputs,
             outputs,
+            rewrites,
         };
         if opts.warm_up {
             model.warm_up()?;
@@ -418,6 +439,12 @@ impl Model {
     /// The `.onnx` file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the graph rewrites changed before the session was made (all zero when off or
+    /// when nothing matched).
+    pub fn rewrites(&self) -> RewriteReport {
+        self.rewrites
     }
 
     /// The execution provider the session runs on.

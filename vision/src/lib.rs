@@ -2,7 +2,8 @@
 //!
 //! - [`manifest`]: the model manifest (`apps/models.json`) and its per-family default parameters;
 //! - [`device`]: the CUDA device to run on (feature `cuda`), else `cpu:0` with the reason;
-//! - [`engine`]: ONNX Runtime (via `ort`, loaded dynamically) sessions that take and return [`TensorF32`];
+//! - [`engine`]: ONNX Runtime (via `ort`, loaded dynamically) sessions that take and return [`TensorF32`],
+//!   with the graph rewrites of [`onnx_graph`] applied as a model loads;
 //! - pre/post-processing as pure functions per model family: [`mtcnn`] (faces + landmarks),
 //!   [`ppocr`] (PP-OCRv4 text detection, angle classification, recognition) and [`yolo`] (YOLOX, YOLOv5,
 //!   YOLOv8 layouts), with shared helpers in [`geometry`] and [`imgproc`];
@@ -16,6 +17,7 @@ pub mod geometry;
 pub mod imgproc;
 pub mod manifest;
 pub mod mtcnn;
+pub mod onnx_graph;
 pub mod pipelines;
 pub mod ppocr;
 pub mod resize;

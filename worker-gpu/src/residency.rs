@@ -174,11 +174,12 @@ impl Residency {
         })?;
         self.failed.remove(&name);
         self.make_room(self.bytes(&name), &name);
+        let rewrites = model.rewrites();
         self.idle.insert(name.clone(), model);
         self.touch(&name);
         self.loads += 1;
         self.load_ns += took.as_nanos() as u64;
-        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), generation = self.generation, "loaded");
+        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), generation = self.generation, %rewrites, "loaded");
         Ok(())
     }
 

@@ -1,0 +1,472 @@
+//! ONNX's `ModelProto` as the rewriter sees it: the top-level graph's nodes and initializers
+//! are read into [`Node`]s and [`Tensor`]s; every other field (opsets, metadata such as the
+//! recogniser's dictionary, value infos, doc strings) is kept as the file had it.
+//! Field numbers are those of `onnx/onnx.proto`.
+
+use std::borrow::Cow;
+
+use super::wire::{self, Field, WireError};
+
+const MODEL_GRAPH: u32 = 7;
+const GRAPH_NODE: u32 = 1;
+const GRAPH_INITIALIZER: u32 = 5;
+const GRAPH_INPUT: u32 = 11;
+const GRAPH_OUTPUT: u32 = 12;
+const GRAPH_VALUE_INFO: u32 = 13;
+const VALUE_INFO_NAME: u32 = 1;
+const NODE_INPUT: u32 = 1;
+const NODE_OUTPUT: u32 = 2;
+const NODE_OP_TYPE: u32 = 4;
+const NODE_ATTRIBUTE: u32 = 5;
+const NODE_DOMAIN: u32 = 7;
+const ATTR_NAME: u32 = 1;
+const ATTR_F: u32 = 2;
+const ATTR_S: u32 = 4;
+const ATTR_T: u32 = 5;
+const ATTR_G: u32 = 6;
+const ATTR_INTS: u32 = 8;
+const ATTR_GRAPHS: u32 = 11;
+const ATTR_TYPE: u32 = 20;
+const ATTR_TYPE_FLOAT: u64 = 1;
+const ATTR_TYPE_INTS: u64 = 7;
+const ATTR_TYPE_TENSOR: u64 = 4;
+const ATTR_TYPE_GRAPH: u64 = 5;
+const TENSOR_DIMS: u32 = 1;
+const TENSOR_DATA_TYPE: u32 = 2;
+const TENSOR_FLOAT_DATA: u32 = 4;
+const TENSOR_NAME: u32 = 8;
+const TENSOR_RAW_DATA: u32 = 9;
+const TENSOR_EXTERNAL_DATA: u32 = 13;
+const TENSOR_DATA_LOCATION: u32 = 14;
+/// `TensorProto.DataType.FLOAT`.
+pub const FLOAT: i64 = 1;
+
+/// Why a file cannot be rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GraphError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("the model has no graph")]
+    NoGraph,
+    #[error("{0} is not UTF-8 text")]
+    NotText(&'static str),
+}
+
+fn text(f: &Field<'_>, what: &'static str) -> Result<String, GraphError> {
+    f.as_str()
+        .map(str::to_owned)
+        .ok_or(GraphError::NotText(what))
+}
+
+/// A whole `.onnx` file.
+#[derive(Debug, Clone)]
+pub struct OnnxModel<'a> {
+    /// The model's fields with the graph's taken out (it is written back at `graph_at`).
+    fields: Vec<Field<'a>>,
+    graph_at: usize,
+    pub graph: Graph<'a>,
+}
+
+impl<'a> OnnxModel<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<OnnxModel<'a>, GraphError> {
+        let mut fields = wire::parse(bytes)?;
+        let graph_at = fields
+            .iter()
+            .position(|f| f.number == MODEL_GRAPH)
+            .ok_or(GraphError::NoGraph)?;
+        let graph_field = fields.remove(graph_at);
+        let graph = match graph_field.value {
+            wire::Value::Bytes(Cow::Borrowed(b)) => Graph::parse(b)?,
+            _ => return Err(GraphError::NoGraph),
+        };
+        Ok(OnnxModel {
+            fields,
+            graph_at,
+            graph,
+        })
+    }
+
+    /// A model of one graph (opset `opset` of the default domain) with float32 `inputs` of the
+    /// given shapes (-1: dynamic) and float32 `outputs`: for tests and tools that make models.
+    pub fn build(
+        opset: u64,
+        inputs: &[(&str, &[i64])],
+        outputs: &[&str],
+        nodes: Vec<Node<'a>>,
+        initializers: Vec<Tensor<'a>>,
+    ) -> OnnxModel<'a> {
+        let value_info = |number, name: &str, dims: Option<&[i64]>| {
+            let mut tensor_type = vec![Field::varint(1, FLOAT as u64)];
+            if let Some(dims) = dims {
+                let dim = |&d: &i64| {
+                    let v = if d >= 0 {
+                        Field::varint(1, d as u64)
+                    } else {
+                        Field::string(2, "n")
+                    };
+                    Field::bytes(1, wire::encode(&[v]))
+                };
+                let shape: Vec<Field<'_>> = dims.iter().map(dim).collect();
+                tensor_type.push(Field::bytes(2, wire::encode(&shape)));
+            }
+            let type_proto = wire::encode(&[Field::bytes(1, wire::encode(&tensor_type))]);
+            let info = [
+                Field::string(VALUE_INFO_NAME, name),
+                Field::bytes(2, type_proto),
+            ];
+            Field::bytes(number, wire::encode(&info))
+        };
+        let mut other = vec![Field::string(2, "graph")];
+        other.extend(
+            inputs
+                .iter()
+                .map(|(n, d)| value_info(GRAPH_INPUT, n, Some(d))),
+        );
+        other.extend(outputs.iter().map(|n| value_info(GRAPH_OUTPUT, n, None)));
+        let opset_import = wire::encode(&[Field::string(1, ""), Field::varint(2, opset)]);
+        OnnxModel {
+            fields: vec![Field::varint(1, 8), Field::bytes(8, opset_import)],
+            graph_at: 1,
+            graph: Graph {
+                nodes,
+                initializers,
+                inputs: inputs.iter().map(|(n, _)| n.to_string()).collect(),
+                outputs: outputs.iter().map(|n| n.to_string()).collect(),
+                other,
+            },
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut fields = self.fields.clone();
+        fields.insert(
+            self.graph_at,
+            Field::bytes(MODEL_GRAPH, self.graph.encode()),
+        );
+        wire::encode(&fields)
+    }
+}
+
+/// The top-level graph.
+#[derive(Debug, Clone)]
+pub struct Graph<'a> {
+    pub nodes: Vec<Node<'a>>,
+    pub initializers: Vec<Tensor<'a>>,
+    /// Names of the graph's inputs (an initializer listed here can be fed at run time).
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    /// The graph's other fields: name, inputs, outputs, value infos, …
+    other: Vec<Field<'a>>,
+}
+
+fn value_info_name(f: &Field<'_>) -> Result<String, GraphError> {
+    let b = f.as_bytes().ok_or(GraphError::NotText("value info"))?;
+    wire::parse(b)?
+        .iter()
+        .find(|g| g.number == VALUE_INFO_NAME)
+        .map(|g| text(g, "value info name"))
+        .unwrap_or(Ok(String::new()))
+}
+
+impl<'a> Graph<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Graph<'a>, GraphError> {
+        let mut g = Graph {
+            nodes: Vec::new(),
+            initializers: Vec::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            other: Vec::new(),
+        };
+        for f in wire::parse(bytes)? {
+            match (f.number, &f.value) {
+                (GRAPH_NODE, wire::Value::Bytes(Cow::Borrowed(b))) => g.nodes.push(Node::parse(b)?),
+                (GRAPH_INITIALIZER, wire::Value::Bytes(Cow::Borrowed(b))) => {
+                    g.initializers.push(Tensor::parse(b)?)
+                }
+                (GRAPH_INPUT, _) => {
+                    g.inputs.push(value_info_name(&f)?);
+                    g.other.push(f);
+                }
+                (GRAPH_OUTPUT, _) => {
+                    g.outputs.push(value_info_name(&f)?);
+                    g.other.push(f);
+                }
+                _ => g.other.push(f),
+            }
+        }
+        Ok(g)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = wire::encode(&self.other);
+        for n in &self.nodes {
+            wire::write(&[Field::bytes(GRAPH_NODE, n.encode())], &mut out);
+        }
+        for t in &self.initializers {
+            wire::write(&[Field::bytes(GRAPH_INITIALIZER, t.encode())], &mut out);
+        }
+        out
+    }
+
+    /// Drops the value infos (shape annotations) of tensors that `keep` says no longer exist.
+    pub fn retain_value_infos(&mut self, keep: impl Fn(&str) -> bool) {
+        self.other.retain(|f| {
+            f.number != GRAPH_VALUE_INFO || value_info_name(f).map(|n| keep(&n)).unwrap_or(true)
+        });
+    }
+}
+
+/// One node.
+#[derive(Debug, Clone)]
+pub struct Node<'a> {
+    pub op_type: String,
+    pub domain: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub attributes: Vec<Attribute<'a>>,
+    /// Name, doc string, …
+    other: Vec<Field<'a>>,
+}
+
+impl<'a> Node<'a> {
+    pub fn new(op_type: &str, inputs: Vec<String>, outputs: Vec<String>) -> Node<'static> {
+        Node {
+            op_type: op_type.into(),
+            domain: String::new(),
+            inputs,
+            outputs,
+            attributes: Vec::new(),
+            other: Vec::new(),
+        }
+    }
+
+    fn parse(bytes: &'a [u8]) -> Result<Node<'a>, GraphError> {
+        let mut n = Node::new("", Vec::new(), Vec::new());
+        let mut other = Vec::new();
+        for f in wire::parse(bytes)? {
+            match f.number {
+                NODE_INPUT => n.inputs.push(text(&f, "node input")?),
+                NODE_OUTPUT => n.outputs.push(text(&f, "node output")?),
+                NODE_OP_TYPE => n.op_type = text(&f, "op type")?,
+                NODE_DOMAIN => n.domain = text(&f, "node domain")?,
+                NODE_ATTRIBUTE => match f.value {
+                    wire::Value::Bytes(Cow::Borrowed(b)) => n.attributes.push(Attribute::parse(b)?),
+                    _ => return Err(GraphError::NotText("attribute")),
+                },
+                _ => other.push(f),
+            }
+        }
+        Ok(Node { other, ..n })
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut fields: Vec<Field<'_>> = Vec::new();
+        fields.extend(self.inputs.iter().map(|s| Field::string(NODE_INPUT, s)));
+        fields.extend(self.outputs.iter().map(|s| Field::string(NODE_OUTPUT, s)));
+        fields.push(Field::string(NODE_OP_TYPE, &self.op_type));
+        if !self.domain.is_empty() {
+            fields.push(Field::string(NODE_DOMAIN, &self.domain));
+        }
+        fields.extend(
+            self.attributes
+                .iter()
+                .map(|a| Field::bytes(NODE_ATTRIBUTE, wire::encode(&a.fields))),
+        );
+        fields.extend(self.other.iter().cloned());
+        wire::encode(&fields)
+    }
+
+    /// An operator of the default (`ai.onnx`) domain.
+    pub fn is(&self, op_type: &str) -> bool {
+        self.op_type == op_type && (self.domain.is_empty() || self.domain == "ai.onnx")
+    }
+
+    pub fn attr(&self, name: &str) -> Option<&Attribute<'a>> {
+        self.attributes.iter().find(|a| a.name == name)
+    }
+}
+
+/// One attribute of a node.
+#[derive(Debug, Clone)]
+pub struct Attribute<'a> {
+    pub name: String,
+    fields: Vec<Field<'a>>,
+}
+
+impl<'a> Attribute<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Attribute<'a>, GraphError> {
+        let fields = wire::parse(bytes)?;
+        let name = match fields.iter().find(|f| f.number == ATTR_NAME) {
+            Some(f) => text(f, "attribute name")?,
+            None => String::new(),
+        };
+        Ok(Attribute { name, fields })
+    }
+
+    /// A `FLOAT` attribute.
+    pub fn new_float(name: &str, v: f32) -> Attribute<'static> {
+        Attribute {
+            name: name.into(),
+            fields: vec![
+                Field::string(ATTR_NAME, name),
+                Field::fixed32(ATTR_F, v.to_bits()),
+                Field::varint(ATTR_TYPE, ATTR_TYPE_FLOAT),
+            ],
+        }
+    }
+
+    /// A `TENSOR` attribute (a `Constant`'s `value`).
+    pub fn new_tensor(name: &str, t: &Tensor<'_>) -> Attribute<'static> {
+        Attribute {
+            name: name.into(),
+            fields: vec![
+                Field::string(ATTR_NAME, name),
+                Field::bytes(ATTR_T, t.encode()),
+                Field::varint(ATTR_TYPE, ATTR_TYPE_TENSOR),
+            ],
+        }
+    }
+
+    /// A `GRAPH` attribute holding a graph of these fields (for tests of code that must leave
+    /// subgraphs alone).
+    pub fn new_graph(name: &str, graph: &[Field<'_>]) -> Attribute<'static> {
+        Attribute {
+            name: name.into(),
+            fields: vec![
+                Field::string(ATTR_NAME, name),
+                Field::bytes(ATTR_G, wire::encode(graph)),
+                Field::varint(ATTR_TYPE, ATTR_TYPE_GRAPH),
+            ],
+        }
+    }
+
+    /// An `INTS` attribute.
+    pub fn new_ints(name: &str, v: &[i64]) -> Attribute<'static> {
+        Attribute {
+            name: name.into(),
+            fields: vec![
+                Field::string(ATTR_NAME, name),
+                wire::packed_ints(ATTR_INTS, v),
+                Field::varint(ATTR_TYPE, ATTR_TYPE_INTS),
+            ],
+        }
+    }
+
+    fn field(&self, number: u32) -> Option<&Field<'a>> {
+        self.fields.iter().find(|f| f.number == number)
+    }
+
+    pub fn float(&self) -> Option<f32> {
+        self.field(ATTR_F)?.as_fixed32().map(f32::from_bits)
+    }
+
+    pub fn ints(&self) -> Option<Vec<i64>> {
+        wire::repeated_ints(&self.fields, ATTR_INTS).ok()
+    }
+
+    pub fn string(&self) -> Option<&str> {
+        self.field(ATTR_S)?.as_str()
+    }
+
+    pub fn tensor(&self) -> Option<Tensor<'_>> {
+        Tensor::parse(self.field(ATTR_T)?.as_bytes()?).ok()
+    }
+
+    /// Holds a subgraph (the body of an `If`, `Loop` or `Scan`).
+    pub fn has_subgraph(&self) -> bool {
+        self.fields
+            .iter()
+            .any(|f| f.number == ATTR_G || f.number == ATTR_GRAPHS)
+    }
+}
+
+/// A tensor: an initializer or a `Constant`'s value.
+#[derive(Debug, Clone)]
+pub struct Tensor<'a> {
+    pub name: String,
+    pub dims: Vec<i64>,
+    pub data_type: i64,
+    /// The data and everything else.
+    fields: Vec<Field<'a>>,
+}
+
+impl<'a> Tensor<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<Tensor<'a>, GraphError> {
+        let all = wire::parse(bytes)?;
+        let dims = wire::repeated_ints(&all, TENSOR_DIMS)?;
+        let mut t = Tensor {
+            name: String::new(),
+            dims,
+            data_type: 0,
+            fields: Vec::new(),
+        };
+        for f in all {
+            match f.number {
+                TENSOR_DIMS => {}
+                TENSOR_NAME => t.name = text(&f, "tensor name")?,
+                TENSOR_DATA_TYPE => t.data_type = f.as_varint().unwrap_or(0) as i64,
+                _ => t.fields.push(f),
+            }
+        }
+        Ok(t)
+    }
+
+    /// A float tensor stored as raw little-endian data.
+    pub fn new_f32(name: String, dims: Vec<i64>, values: &[f32]) -> Tensor<'static> {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor {
+            name,
+            dims,
+            data_type: FLOAT,
+            fields: vec![Field::bytes(TENSOR_RAW_DATA, raw)],
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut fields = vec![
+            wire::packed_ints(TENSOR_DIMS, &self.dims),
+            Field::varint(TENSOR_DATA_TYPE, self.data_type as u64),
+            Field::string(TENSOR_NAME, &self.name),
+        ];
+        if self.dims.is_empty() {
+            fields.remove(0);
+        }
+        fields.extend(self.fields.iter().cloned());
+        wire::encode(&fields)
+    }
+
+    /// Its data lives in another file.
+    pub fn is_external(&self) -> bool {
+        self.fields.iter().any(|f| {
+            f.number == TENSOR_EXTERNAL_DATA
+                || (f.number == TENSOR_DATA_LOCATION && f.as_varint() == Some(1))
+        })
+    }
+
+    /// The element count its dims say.
+    fn element_count(&self) -> Option<usize> {
+        self.dims.iter().try_fold(1usize, |n, &d| {
+            usize::try_from(d).ok().and_then(|d| n.checked_mul(d))
+        })
+    }
+
+    /// The values of a float tensor whose data is in the file and matches its dims.
+    pub fn f32_values(&self) -> Option<Vec<f32>> {
+        if self.data_type != FLOAT || self.is_external() {
+            return None;
+        }
+        let values = match self.fields.iter().find(|f| f.number == TENSOR_RAW_DATA) {
+            Some(f) => {
+                let b = f.as_bytes()?;
+                if b.len() % 4 != 0 {
+                    return None;
+                }
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            }
+            None => wire::repeated_floats(&self.fields, TENSOR_FLOAT_DATA).ok()?,
+        };
+        (Some(values.len()) == self.element_count()).then_some(values)
+    }
+}

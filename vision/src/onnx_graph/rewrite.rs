@@ -1,0 +1,584 @@
+//! Graph rewrites made before ONNX Runtime sees a model. ORT fuses many patterns itself, but not
+//! the ones PaddlePaddle's exporter writes for PP-OCR's backbones (PP-LCNetV3 and its kin), where
+//! every convolution is followed by up to eight element-wise passes over its output:
+//!
+//! 1. **affine into conv**: `Conv → Mul(c) → Add(c)` with constant scalar or per-channel `c`
+//!    (the "learnable affine blocks") is folded into the convolution's weights and bias;
+//! 2. **hard swish**: `x · clip(x + 3, 0, 6) / 6`, written as Add, Clip, Mul and Div, becomes
+//!    `x · HardSigmoid(x)` with α = 1/6, β = ½ (which ORT then runs in its blocked layout);
+//! 3. **affine into pointwise conv**: `a · s + t` with constant scalars, read only by 1×1
+//!    convolutions without padding, is folded into those convolutions (`W·s`, `b + t·ΣW`).
+//!
+//! Each is exact in real arithmetic; in f32 the outputs move by rounding only (for PP-OCRv4's
+//! detector and recogniser < 1e-4, tests/rewrite.rs). Graphs with subgraphs (`If`, `Loop`,
+//! `Scan`) or external data are left alone. BENCHMARKS.md, "OCR graph rewrites", has what it saves.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use super::model::{Attribute, Graph, GraphError, Node, OnnxModel, Tensor};
+
+/// What the rewriter changed in one model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RewriteReport {
+    /// `Mul`/`Add` by constants folded into the convolution they follow.
+    pub affine_into_conv: usize,
+    /// Add-Clip-Mul-Div hard swishes rewritten as HardSigmoid and Mul.
+    pub hard_swish: usize,
+    /// `a · s + t` pairs folded into the 1×1 convolutions that read them.
+    pub affine_into_pointwise: usize,
+}
+
+impl RewriteReport {
+    pub fn total(&self) -> usize {
+        self.affine_into_conv + self.hard_swish + self.affine_into_pointwise
+    }
+}
+
+impl fmt::Display for RewriteReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "affine_into_conv={} hard_swish={} affine_into_pointwise={}",
+            self.affine_into_conv, self.hard_swish, self.affine_into_pointwise
+        )
+    }
+}
+
+/// Rewrites an `.onnx` file's bytes: `None` when nothing matched or the graph is one the
+/// rewriter leaves alone (subgraphs, external data); an error when the bytes are not ONNX.
+pub fn rewrite(bytes: &[u8]) -> Result<Option<(Vec<u8>, RewriteReport)>, GraphError> {
+    let mut model = OnnxModel::parse(bytes)?;
+    let g = &mut model.graph;
+    let has_subgraph = g
+        .nodes
+        .iter()
+        .any(|n| n.attributes.iter().any(Attribute::has_subgraph));
+    if has_subgraph || g.initializers.iter().any(Tensor::is_external) {
+        return Ok(None);
+    }
+    let mut report = RewriteReport::default();
+    let mut names = Names::of(g);
+    while fold_affine_into_conv(g, &mut names) {
+        report.affine_into_conv += 1;
+    }
+    while hard_swish(g) {
+        report.hard_swish += 1;
+    }
+    while fold_affine_into_pointwise(g, &mut names) {
+        report.affine_into_pointwise += 1;
+    }
+    if report.total() == 0 {
+        return Ok(None);
+    }
+    drop_dead_constants(g);
+    Ok(Some((model.encode(), report)))
+}
+
+/// Who reads each tensor, and which tensors the graph exposes.
+struct Index {
+    consumers: HashMap<String, Vec<usize>>,
+    graph_outputs: HashSet<String>,
+    /// Where each constant tensor is defined.
+    constants: HashMap<String, ConstAt>,
+}
+
+#[derive(Clone, Copy)]
+enum ConstAt {
+    Initializer(usize),
+    Node(usize),
+}
+
+impl Index {
+    fn of(g: &Graph<'_>) -> Index {
+        let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, n) in g.nodes.iter().enumerate() {
+            for input in n.inputs.iter().filter(|s| !s.is_empty()) {
+                let c = consumers.entry(input.clone()).or_default();
+                if c.last() != Some(&i) {
+                    c.push(i);
+                }
+            }
+        }
+        let mut constants = HashMap::new();
+        for (i, n) in g.nodes.iter().enumerate() {
+            if let (true, Some(out)) = (n.is("Constant"), n.outputs.first()) {
+                constants.insert(out.clone(), ConstAt::Node(i));
+            }
+        }
+        for (i, t) in g.initializers.iter().enumerate() {
+            constants.insert(t.name.clone(), ConstAt::Initializer(i));
+        }
+        // A graph input can be fed at run time, whatever its initializer says.
+        for input in &g.inputs {
+            constants.remove(input);
+        }
+        Index {
+            consumers,
+            graph_outputs: g.outputs.iter().cloned().collect(),
+            constants,
+        }
+    }
+
+    /// The one node that reads `name`, when no other node and no graph output does.
+    fn sole_consumer(&self, name: &str) -> Option<usize> {
+        match self.consumers.get(name).map(Vec::as_slice) {
+            Some(&[i]) if !self.graph_outputs.contains(name) => Some(i),
+            _ => None,
+        }
+    }
+
+    fn consumers(&self, name: &str) -> &[usize] {
+        self.consumers.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Every tensor name in the graph, to make new ones that collide with none.
+struct Names(HashSet<String>);
+
+impl Names {
+    fn of(g: &Graph<'_>) -> Names {
+        let mut set: HashSet<String> = g.initializers.iter().map(|t| t.name.clone()).collect();
+        set.extend(g.inputs.iter().cloned());
+        for n in &g.nodes {
+            set.extend(n.inputs.iter().chain(&n.outputs).cloned());
+        }
+        Names(set)
+    }
+
+    fn fresh(&mut self, base: &str, what: &str) -> String {
+        let mut k = 0;
+        loop {
+            let name = format!("{base}/smartpipe_{what}{k}");
+            if self.0.insert(name.clone()) {
+                return name;
+            }
+            k += 1;
+        }
+    }
+}
+
+/// A constant float tensor: an initializer the caller cannot override, or a `Constant`'s value.
+struct Const {
+    dims: Vec<i64>,
+    values: Vec<f32>,
+}
+
+fn constant(g: &Graph<'_>, idx: &Index, name: &str) -> Option<Const> {
+    let values = |t: &Tensor<'_>| {
+        t.f32_values().map(|values| Const {
+            dims: t.dims.clone(),
+            values,
+        })
+    };
+    match *idx.constants.get(name)? {
+        ConstAt::Initializer(i) => values(g.initializers.get(i)?),
+        ConstAt::Node(i) => values(&g.nodes.get(i)?.attr("value")?.tensor()?),
+    }
+}
+
+fn scalar(g: &Graph<'_>, idx: &Index, name: &str) -> Option<f32> {
+    constant(g, idx, name).and_then(|c| (c.values.len() == 1).then(|| c.values[0]))
+}
+
+/// Of a binary node's two inputs, the one that is not `x`.
+fn other_input<'n>(n: &'n Node<'_>, x: &str) -> Option<&'n str> {
+    match n.inputs.as_slice() {
+        [a, b] if a == x && b != x => Some(b),
+        [a, b] if b == x && a != x => Some(a),
+        _ => None,
+    }
+}
+
+/// `c` as one value per output channel of a convolution whose output has `rank` axes and
+/// `channels` channels, when multiplying or adding it changes nothing but per-channel values
+/// (a scalar, or shaped `[C, 1, …]` up to the output's rank).
+fn per_channel(c: &Const, rank: usize, channels: usize) -> Option<Vec<f32>> {
+    if c.dims.len() > rank {
+        return None;
+    }
+    let pad = rank - c.dims.len();
+    let fits = (0..rank).all(|axis| {
+        let d = if axis < pad { 1 } else { c.dims[axis - pad] };
+        d == 1 || (axis == 1 && d == channels as i64)
+    });
+    match c.values.len() {
+        1 if fits => Some(vec![c.values[0]; channels]),
+        n if fits && n == channels => Some(c.values.clone()),
+        _ => None,
+    }
+}
+
+/// A convolution's constant weights and bias (zeros when it has none), as owned values.
+struct ConvParams {
+    dims: Vec<i64>,
+    weights: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl ConvParams {
+    fn of(g: &Graph<'_>, idx: &Index, conv: &Node<'_>) -> Option<ConvParams> {
+        let w = constant(g, idx, conv.inputs.get(1)?)?;
+        let channels = usize::try_from(*w.dims.first()?).ok()?;
+        if w.dims.len() < 3 || channels == 0 || w.values.len() % channels != 0 {
+            return None;
+        }
+        let bias = match conv.inputs.get(2).filter(|b| !b.is_empty()) {
+            Some(b) => constant(g, idx, b)?.values,
+            None => vec![0.0; channels],
+        };
+        (bias.len() == channels).then_some(ConvParams {
+            dims: w.dims,
+            weights: w.values,
+            bias,
+        })
+    }
+
+    fn channels(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// Weights per output channel.
+    fn block(&self) -> usize {
+        self.weights.len() / self.channels()
+    }
+
+    /// Adds the weights and bias as new initializers and points the convolution at them.
+    fn install(self, g: &mut Graph<'_>, conv: usize, names: &mut Names) {
+        let base = g.nodes[conv].outputs.first().cloned().unwrap_or_default();
+        let (w, b) = (names.fresh(&base, "w"), names.fresh(&base, "b"));
+        let channels = self.channels() as i64;
+        g.initializers
+            .push(Tensor::new_f32(w.clone(), self.dims, &self.weights));
+        g.initializers
+            .push(Tensor::new_f32(b.clone(), vec![channels], &self.bias));
+        let inputs = &mut g.nodes[conv].inputs;
+        inputs.truncate(1);
+        inputs.extend([w, b]);
+    }
+}
+
+/// Removes the nodes at `indices` (any order).
+fn remove_nodes(g: &mut Graph<'_>, mut indices: Vec<usize>) {
+    indices.sort_unstable();
+    for i in indices.into_iter().rev() {
+        g.nodes.remove(i);
+    }
+}
+
+/// Rewrite 1: one `Conv → Mul/Add(constant)` pair; false when none is left.
+fn fold_affine_into_conv(g: &mut Graph<'_>, names: &mut Names) -> bool {
+    let idx = Index::of(g);
+    for ci in 0..g.nodes.len() {
+        let conv = &g.nodes[ci];
+        if !conv.is("Conv") || conv.inputs.len() < 2 {
+            continue;
+        }
+        let Some(y) = conv.outputs.first() else {
+            continue;
+        };
+        let Some(ui) = idx.sole_consumer(y) else {
+            continue;
+        };
+        let op = &g.nodes[ui];
+        let is_mul = op.is("Mul");
+        if !(is_mul || op.is("Add")) {
+            continue;
+        }
+        let Some(c) = other_input(op, y).and_then(|c| constant(g, &idx, c)) else {
+            continue;
+        };
+        let Some(mut p) = ConvParams::of(g, &idx, conv) else {
+            continue;
+        };
+        let Some(c) = per_channel(&c, p.dims.len(), p.channels()) else {
+            continue;
+        };
+        let block = p.block();
+        for (o, &v) in c.iter().enumerate() {
+            if is_mul {
+                p.weights[o * block..(o + 1) * block]
+                    .iter_mut()
+                    .for_each(|w| *w *= v);
+                p.bias[o] *= v;
+            } else {
+                p.bias[o] += v;
+            }
+        }
+        let out = g.nodes[ui].outputs.clone();
+        p.install(g, ci, names);
+        g.nodes[ci].outputs = out;
+        g.nodes.remove(ui);
+        return true;
+    }
+    false
+}
+
+/// `Clip`'s bounds: its `min`/`max` inputs (opset ≥ 11) or attributes (older opsets).
+fn clip_bounds(g: &Graph<'_>, idx: &Index, clip: &Node<'_>) -> (Option<f32>, Option<f32>) {
+    let bound = |i: usize, attr: &str| match clip.inputs.get(i).filter(|s| !s.is_empty()) {
+        Some(name) => scalar(g, idx, name),
+        None => clip.attr(attr).and_then(Attribute::float),
+    };
+    (bound(1, "min"), bound(2, "max"))
+}
+
+/// Rewrite 2: one Add-Clip-Mul-Div hard swish; false when none is left.
+fn hard_swish(g: &mut Graph<'_>) -> bool {
+    let idx = Index::of(g);
+    for ai in 0..g.nodes.len() {
+        let add = &g.nodes[ai];
+        if !add.is("Add") || add.inputs.len() != 2 || add.outputs.len() != 1 {
+            continue;
+        }
+        let x = match (
+            scalar(g, &idx, &add.inputs[0]),
+            scalar(g, &idx, &add.inputs[1]),
+        ) {
+            (_, Some(3.0)) => add.inputs[0].clone(),
+            (Some(3.0), _) => add.inputs[1].clone(),
+            _ => continue,
+        };
+        let a_out = add.outputs[0].clone();
+        let Some(ci) = idx.sole_consumer(&a_out) else {
+            continue;
+        };
+        let clip = &g.nodes[ci];
+        if !clip.is("Clip") || clip.inputs.first() != Some(&a_out) {
+            continue;
+        }
+        if clip_bounds(g, &idx, clip) != (Some(0.0), Some(6.0)) {
+            continue;
+        }
+        let Some(mi) = clip.outputs.first().and_then(|c| idx.sole_consumer(c)) else {
+            continue;
+        };
+        let mul = &g.nodes[mi];
+        if !mul.is("Mul") || other_input(mul, &clip.outputs[0]) != Some(x.as_str()) {
+            continue;
+        }
+        let Some(di) = mul.outputs.first().and_then(|m| idx.sole_consumer(m)) else {
+            continue;
+        };
+        let div = &g.nodes[di];
+        let m_out = &mul.outputs[0];
+        let sixth = match (div.is("Div"), div.is("Mul"), other_input(div, m_out)) {
+            (true, _, Some(k)) if div.inputs[0] == *m_out => scalar(g, &idx, k) == Some(6.0),
+            (_, true, Some(k)) => {
+                scalar(g, &idx, k).is_some_and(|v| (v - 1.0 / 6.0).abs() <= f32::EPSILON)
+            }
+            _ => false,
+        };
+        if !sixth || div.outputs.len() != 1 {
+            continue;
+        }
+        let out = div.outputs[0].clone();
+        let mut sigmoid = Node::new("HardSigmoid", vec![x.clone()], vec![a_out.clone()]);
+        sigmoid.attributes = vec![
+            Attribute::new_float("alpha", 1.0 / 6.0),
+            Attribute::new_float("beta", 0.5),
+        ];
+        g.nodes[ai] = sigmoid;
+        g.nodes[mi] = Node::new("Mul", vec![x, a_out], vec![out]);
+        remove_nodes(g, vec![ci, di]);
+        return true;
+    }
+    false
+}
+
+/// Reads `y` as its input and is a 1×1 convolution without padding, with constant weights.
+fn is_pointwise_reader(g: &Graph<'_>, idx: &Index, n: &Node<'_>, y: &str) -> bool {
+    let spatial_ones =
+        ConvParams::of(g, idx, n).is_some_and(|p| p.dims[2..].iter().all(|&d| d == 1));
+    let no_pads = n
+        .attr("pads")
+        .is_none_or(|a| a.ints().is_some_and(|p| p.iter().all(|&v| v == 0)));
+    let auto_pad = n.attr("auto_pad").and_then(Attribute::string);
+    n.is("Conv")
+        && n.inputs.first().map(String::as_str) == Some(y)
+        && !n.inputs[1..].iter().any(|i| i == y)
+        && spatial_ones
+        && no_pads
+        && matches!(auto_pad, None | Some("NOTSET") | Some("VALID"))
+}
+
+/// Rewrite 3: one `a · s + t` read only by 1×1 convolutions; false when none is left.
+fn fold_affine_into_pointwise(g: &mut Graph<'_>, names: &mut Names) -> bool {
+    let idx = Index::of(g);
+    for mi in 0..g.nodes.len() {
+        let mul = &g.nodes[mi];
+        if !mul.is("Mul") || mul.inputs.len() != 2 || mul.outputs.len() != 1 {
+            continue;
+        }
+        let (a, s) = match (
+            scalar(g, &idx, &mul.inputs[0]),
+            scalar(g, &idx, &mul.inputs[1]),
+        ) {
+            (None, Some(s)) => (mul.inputs[0].clone(), s),
+            (Some(s), None) => (mul.inputs[1].clone(), s),
+            _ => continue,
+        };
+        let Some(ai) = idx.sole_consumer(&mul.outputs[0]) else {
+            continue;
+        };
+        let add = &g.nodes[ai];
+        let Some(t) = add
+            .is("Add")
+            .then(|| other_input(add, &mul.outputs[0]))
+            .flatten()
+        else {
+            continue;
+        };
+        let Some(t) = scalar(g, &idx, t) else {
+            continue;
+        };
+        let Some(y) = add.outputs.first().filter(|_| add.outputs.len() == 1) else {
+            continue;
+        };
+        let readers = idx.consumers(y);
+        if readers.is_empty()
+            || idx.graph_outputs.contains(y)
+            || !readers
+                .iter()
+                .all(|&k| is_pointwise_reader(g, &idx, &g.nodes[k], y))
+        {
+            continue;
+        }
+        for &k in readers {
+            let Some(mut p) = ConvParams::of(g, &idx, &g.nodes[k]) else {
+                return false;
+            };
+            let block = p.block();
+            for o in 0..p.channels() {
+                let ws = &mut p.weights[o * block..(o + 1) * block];
+                p.bias[o] += t * ws.iter().sum::<f32>();
+                ws.iter_mut().for_each(|w| *w *= s);
+            }
+            p.install(g, k, names);
+            g.nodes[k].inputs[0] = a.clone();
+        }
+        remove_nodes(g, vec![mi, ai]);
+        return true;
+    }
+    false
+}
+
+/// Drops what the rewrites left unread: `Constant` nodes, initializers (not graph inputs) and
+/// the value infos of tensors that are gone.
+fn drop_dead_constants(g: &mut Graph<'_>) {
+    let idx = Index::of(g);
+    let read = |name: &String| !idx.consumers(name).is_empty() || idx.graph_outputs.contains(name);
+    g.nodes
+        .retain(|n| !n.is("Constant") || n.outputs.iter().any(read));
+    let inputs: HashSet<String> = g.inputs.iter().cloned().collect();
+    g.initializers
+        .retain(|t| read(&t.name) || inputs.contains(&t.name));
+    let mut live: HashSet<String> = inputs;
+    live.extend(g.initializers.iter().map(|t| t.name.clone()));
+    live.extend(g.nodes.iter().flat_map(|n| n.outputs.iter().cloned()));
+    g.retain_value_infos(|name| live.contains(name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx_graph::wire;
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> Node<'static> {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
+        Node::new(op, s(inputs), s(outputs))
+    }
+
+    fn init(name: &str, dims: Vec<i64>) -> Tensor<'static> {
+        let n = dims.iter().product::<i64>() as usize;
+        Tensor::new_f32(name.into(), dims, &vec![0.5; n])
+    }
+
+    fn run(
+        inputs: &[(&str, &[i64])],
+        outputs: &[&str],
+        nodes: Vec<Node<'static>>,
+        inits: Vec<Tensor<'static>>,
+    ) -> Option<RewriteReport> {
+        let bytes = OnnxModel::build(13, inputs, outputs, nodes, inits).encode();
+        rewrite(&bytes).unwrap().map(|(_, r)| r)
+    }
+
+    const X: (&str, &[i64]) = ("x", &[1, 2, 4, 4]);
+
+    #[test]
+    fn a_conv_output_the_graph_also_returns_is_not_folded() {
+        let nodes = vec![
+            node("Conv", &["x", "w"], &["c"]),
+            node("Mul", &["c", "s"], &["y"]),
+        ];
+        let inits = || vec![init("w", vec![2, 2, 1, 1]), init("s", vec![1])];
+        assert_eq!(run(&[X], &["y", "c"], nodes.clone(), inits()), None);
+        let folded = run(&[X], &["y"], nodes, inits()).unwrap();
+        assert_eq!(folded.affine_into_conv, 1);
+    }
+
+    #[test]
+    fn an_initializer_fed_as_a_graph_input_is_not_a_constant() {
+        let nodes = vec![
+            node("Conv", &["x", "w"], &["c"]),
+            node("Mul", &["c", "s"], &["y"]),
+        ];
+        let inits = vec![init("w", vec![2, 2, 1, 1]), init("s", vec![1])];
+        assert_eq!(run(&[X, ("s", &[1])], &["y"], nodes, inits), None);
+    }
+
+    #[test]
+    fn an_affine_read_by_a_padded_conv_stays() {
+        let mut padded = node("Conv", &["a", "w"], &["y"]);
+        padded.attributes = vec![Attribute::new_ints("pads", &[1, 1, 1, 1])];
+        let nodes = vec![
+            node("Mul", &["x", "s"], &["m"]),
+            node("Add", &["m", "t"], &["a"]),
+            padded,
+        ];
+        let inits = vec![
+            init("w", vec![2, 2, 1, 1]),
+            init("s", vec![1]),
+            init("t", vec![1]),
+        ];
+        assert_eq!(run(&[X], &["y"], nodes, inits), None);
+    }
+
+    #[test]
+    fn a_clip_to_other_bounds_is_no_hard_swish() {
+        let nodes = vec![
+            node("Add", &["x", "three"], &["h1"]),
+            node("Clip", &["h1", "zero", "five"], &["h2"]),
+            node("Mul", &["x", "h2"], &["h3"]),
+            node("Div", &["h3", "six"], &["y"]),
+        ];
+        let c = |name: &str, v: f32| Tensor::new_f32(name.into(), vec![], &[v]);
+        let inits = |five: f32| {
+            vec![
+                c("three", 3.0),
+                c("zero", 0.0),
+                c("five", five),
+                c("six", 6.0),
+            ]
+        };
+        assert_eq!(run(&[X], &["y"], nodes.clone(), inits(5.0)), None);
+        assert_eq!(run(&[X], &["y"], nodes, inits(6.0)).unwrap().hard_swish, 1);
+    }
+
+    #[test]
+    fn graphs_with_subgraphs_are_left_alone_and_garbage_is_an_error() {
+        let mut with_body = node("If", &["cond"], &["y"]);
+        let body = [wire::Field::string(2, "then")];
+        with_body.attributes = vec![Attribute::new_graph("then_branch", &body)];
+        let nodes = vec![
+            node("Conv", &["x", "w"], &["c"]),
+            node("Mul", &["c", "s"], &["m"]),
+            with_body,
+        ];
+        let inits = vec![init("w", vec![2, 2, 1, 1]), init("s", vec![1])];
+        assert_eq!(run(&[X, ("cond", &[1])], &["y", "m"], nodes, inits), None);
+        assert!(rewrite(b"not an onnx file at all").is_err());
+        assert!(matches!(rewrite(&[]), Err(GraphError::NoGraph)));
+    }
+}

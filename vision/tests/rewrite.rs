@@ -1,0 +1,199 @@
+//! The graph rewrites (vision::onnx_graph) change no result: a constructed graph with every
+//! pattern gives ORT's original outputs, and PP-OCRv4 reads page.png the same with and without.
+
+mod common;
+
+use vision::engine::Model;
+use vision::onnx_graph::{rewrite, Attribute, Node, OnnxModel, RewriteReport, Tensor};
+use vision::pipelines::{read_text, OcrModels};
+use vision::{SessionOptions, TensorF32};
+
+fn names(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> Node<'static> {
+    Node::new(op, names(inputs), names(outputs))
+}
+
+/// A `Constant` node, as PaddlePaddle's exporter writes every constant.
+fn constant(out: &str, dims: Vec<i64>, values: &[f32]) -> Vec<Node<'static>> {
+    let value = Tensor::new_f32(format!("{out}_value"), dims, values);
+    let mut n = node("Constant", &[], &[out]);
+    n.attributes = vec![Attribute::new_tensor("value", &value)];
+    vec![n]
+}
+
+/// Deterministic values in about [-1, 1].
+fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
+/// x → Conv 3×3 (pad 1) → ·s → +t[c] → hard swish → ·s2 → +t2 → Conv 1×1 → y, and a second
+/// branch Conv 1×1 → ·k[w] (broadcast along the width: not per channel, must stay).
+fn every_pattern() -> Vec<u8> {
+    let mut nodes = vec![];
+    nodes.extend(constant("s", vec![1], &[0.7]));
+    nodes.extend(constant("t", vec![4, 1, 1], &[0.1, -0.2, 0.3, 0.05]));
+    nodes.extend(constant("three", vec![], &[3.0]));
+    nodes.extend(constant("zero", vec![], &[0.0]));
+    nodes.extend(constant("six", vec![], &[6.0]));
+    nodes.extend(constant("six2", vec![], &[6.0]));
+    nodes.extend(constant("s2", vec![1], &[1.3]));
+    nodes.extend(constant("t2", vec![1], &[-0.4]));
+    nodes.extend(constant("k", vec![6], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    let mut conv1 = node("Conv", &["x", "w1", "b1"], &["c1"]);
+    conv1.attributes = vec![
+        Attribute::new_ints("pads", &[1, 1, 1, 1]),
+        Attribute::new_ints("kernel_shape", &[3, 3]),
+    ];
+    nodes.extend([
+        conv1,
+        node("Mul", &["s", "c1"], &["m1"]),
+        node("Add", &["m1", "t"], &["a1"]),
+        node("Add", &["a1", "three"], &["h1"]),
+        node("Clip", &["h1", "zero", "six"], &["h2"]),
+        node("Mul", &["a1", "h2"], &["h3"]),
+        node("Div", &["h3", "six2"], &["h4"]),
+        node("Mul", &["h4", "s2"], &["m2"]),
+        node("Add", &["t2", "m2"], &["a2"]),
+        node("Conv", &["a2", "w2", "b2"], &["y"]),
+        node("Conv", &["x", "w3"], &["c3"]),
+        node("Mul", &["c3", "k"], &["z"]),
+    ]);
+    let inits = vec![
+        Tensor::new_f32("w1".into(), vec![4, 3, 3, 3], &values(108, 1)),
+        Tensor::new_f32("b1".into(), vec![4], &values(4, 2)),
+        Tensor::new_f32("w2".into(), vec![5, 4, 1, 1], &values(20, 3)),
+        Tensor::new_f32("b2".into(), vec![5], &values(5, 4)),
+        Tensor::new_f32("w3".into(), vec![2, 3, 1, 1], &values(6, 5)),
+    ];
+    OnnxModel::build(13, &[("x", &[1, 3, 6, 6])], &["y", "z"], nodes, inits).encode()
+}
+
+#[test]
+fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
+    let original = every_pattern();
+    let (rewritten, report) = rewrite(&original).unwrap().expect("patterns to rewrite");
+    assert_eq!(
+        report,
+        RewriteReport {
+            affine_into_conv: 2,
+            hard_swish: 1,
+            affine_into_pointwise: 1
+        }
+    );
+    let model = OnnxModel::parse(&rewritten).unwrap();
+    let ops: Vec<&str> = model
+        .graph
+        .nodes
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "Constant",
+            "Conv",
+            "HardSigmoid",
+            "Mul",
+            "Conv",
+            "Conv",
+            "Mul"
+        ],
+        "only the broadcast-along-width constant `k` stays a Constant"
+    );
+
+    let Some(rt) = common::runtime(&[], &[]) else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("vision-rewrite-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("every-pattern.onnx");
+    std::fs::write(&path, &original).unwrap();
+    let x = TensorF32::new(
+        vec![1, 3, 6, 6],
+        values(108, 9).iter().map(|v| v * 4.0).collect(),
+    )
+    .unwrap();
+    let run = |graph_rewrites: bool| {
+        let opts = SessionOptions {
+            graph_rewrites,
+            ..SessionOptions::default()
+        };
+        let mut m = Model::load(&rt, "every-pattern", &path, &opts).unwrap();
+        (m.run(std::slice::from_ref(&x)).unwrap(), m.rewrites())
+    };
+    let (want, off) = run(false);
+    let (got, on) = run(true);
+    assert_eq!((off.total(), on), (0, report));
+    for (w, g) in want.iter().zip(&got) {
+        assert_eq!(w.shape, g.shape);
+        let worst = w
+            .data
+            .iter()
+            .zip(&g.data)
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "outputs differ by {worst}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn ppocr_reads_page_png_the_same_rewritten() {
+    let Some(rt) = common::runtime(&["ppocr-det", "ppocr-cls", "ppocr-rec"], &["page.png"]) else {
+        return;
+    };
+    let img = common::load_media("page.png");
+    let read = |graph_rewrites: bool| {
+        let opts = SessionOptions {
+            intra_threads: 2,
+            graph_rewrites,
+            ..SessionOptions::default()
+        };
+        let mut m =
+            OcrModels::load(&rt, &common::manifest(), &common::models_dir(), &opts).unwrap();
+        let reports = [m.det.rewrites(), m.cls.rewrites(), m.rec.rewrites()];
+        (read_text(&mut m, img.view()).unwrap(), reports)
+    };
+    let (want, off) = read(false);
+    let (got, [det, cls, rec]) = read(true);
+    assert!(off.iter().all(|r| r.total() == 0));
+    eprintln!("rewrites: det {det}; cls {cls}; rec {rec}");
+    // PP-OCRv4's detector and recogniser (PP-LCNetV3): a learnable affine block after every
+    // convolution and after every hard swish; the v2 classifier has hard swishes only.
+    assert!(det.affine_into_conv > 0 && det.hard_swish > 0 && det.affine_into_pointwise > 0);
+    assert!(rec.affine_into_conv > 0 && rec.hard_swish > 0 && rec.affine_into_pointwise > 0);
+    assert!(cls.hard_swish > 0, "cls: {cls}");
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.text, w.text);
+        assert!((g.text_score - w.text_score).abs() < 1e-3, "{g:?} vs {w:?}");
+        for (a, b) in g.polygon.iter().zip(&w.polygon) {
+            assert!((a - b).abs() <= 1.0, "{g:?} vs {w:?}");
+        }
+    }
+}
+
+#[test]
+fn mtcnn_has_nothing_to_rewrite() {
+    let Some(rt) = common::runtime(&["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"], &[]) else {
+        return;
+    };
+    for name in ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"] {
+        let path = common::models_dir().join(format!("{name}.onnx"));
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(rewrite(&bytes).unwrap().is_none(), "{name}");
+        let m = Model::load(&rt, name, &path, &SessionOptions::default()).unwrap();
+        assert_eq!(m.rewrites().total(), 0);
+    }
+}
