@@ -6,7 +6,8 @@
 #   3. faces app vs the in-process Rust loop (vision/examples/inprocess.rs, vision::pipelines::detect_faces);
 #      the same for ocr (read_text), as context with no target
 #   4. faces + ocr in one app sharing one agent, with a memory budget below the models' sizes vs none
-#   5. RSS of the one agent hosting all six models vs one process per model
+#   5. RSS of one process hosting all six models vs one process per model (load + warm-up each),
+#      and the agent's own RSS while it runs faces + ocr
 # Prints a markdown table and writes target/bench-models.json. See BENCHMARKS.md, "Models (issue 3)".
 # Environment: FRAMES (default 60), BUDGET_MB (default 12), OCR_REPEAT (default 2), REPEAT (default 3:
 # rounds of every run; the report compares each side's best round).
@@ -137,5 +138,7 @@ say "one process per model: load (with warm-up) each model alone"
 for m in mtcnn-pnet mtcnn-rnet mtcnn-onet ppocr-det ppocr-cls ppocr-rec; do
     "$INPROC" load "$m" 2 > "$RES/mem-load-$m.json"
 done
+say "one process for all six models: load (with warm-up) them together, as the agent does"
+"$INPROC" load mtcnn-pnet,mtcnn-rnet,mtcnn-onet,ppocr-det,ppocr-cls,ppocr-rec 2 > "$RES/mem-load-all.json"
 
 python3 tools/bench/report.py "$RES" "$ROOT/target/bench-models.json" "$FRAMES" "$BUDGET_MB" "$REPEAT" "${OCR_IMAGES[@]}"

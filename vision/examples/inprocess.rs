@@ -5,7 +5,7 @@
 //! ```text
 //! inprocess faces RAW_RGB WIDTH HEIGHT FRAMES [THREADS]  # detect_faces over frames decoded up front
 //! inprocess ocr THREADS IMAGE...                          # read_text over images decoded up front
-//! inprocess load MODEL [THREADS]                          # load one model (with warm-up) and exit
+//! inprocess load MODEL[,MODEL…] [THREADS]                 # load the models (with warm-up) in one process, exit
 //! inprocess none                                          # ONNX Runtime initialised, no model
 //! ```
 //!
@@ -282,18 +282,23 @@ fn main() {
                    "memory": memory, "profile_ms_per_image": profile})
         }
         "load" => {
-            let name: String = arg(&args, 1, "model name");
+            let names: String = arg(&args, 1, "model name(s), comma-separated");
             let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
-            let path = manifest
-                .model_path(&name, &models_dir)
-                .unwrap_or_else(|e| die(e.to_string()));
             let t0 = Instant::now();
-            let model = Model::load(&rt, &name, &path, &opts(threads))
-                .unwrap_or_else(|e| die(e.to_string()));
+            let models: Vec<Model> = names
+                .split(',')
+                .map(|name| {
+                    let path = manifest
+                        .model_path(name, &models_dir)
+                        .unwrap_or_else(|e| die(e.to_string()));
+                    Model::load(&rt, name, &path, &opts(threads))
+                        .unwrap_or_else(|e| die(e.to_string()))
+                })
+                .collect();
             let load_s = t0.elapsed().as_secs_f64();
             let mem = memory();
-            drop(model);
-            json!({"mode": "load", "model": name, "threads": threads, "load_s": load_s, "memory": mem})
+            drop(models);
+            json!({"mode": "load", "model": names, "threads": threads, "load_s": load_s, "memory": mem})
         }
         "none" => json!({"mode": "none", "memory": memory()}),
         other => die(format!(
