@@ -22,6 +22,7 @@ mod run;
 mod runtime;
 #[allow(dead_code, unused_imports)] // wired into `plan`, `profile` and `start` as it lands
 mod smart;
+mod source_probe;
 mod summary;
 mod supervise;
 mod timeline;

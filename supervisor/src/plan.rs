@@ -5,7 +5,6 @@
 use protocol::spec::{AppSpec, TaskKind};
 use protocol::validate::topological_order;
 use serde::Serialize;
-use worker_cpu::media::{image_size, list_images, probe_video};
 
 /// Slots per pool when nothing else says: enough for a few items in flight per hop.
 pub const DEFAULT_SLOTS: u32 = 8;
@@ -69,28 +68,13 @@ fn output_bound(
             Some((num(task, "width"), num(task, "height")))
         }
         "bench.blob" => Some((num(task, "bytes"), 1)),
-        "source.images" => {
+        "source.images" | "source.video" => {
             let path = task
                 .params
                 .get("path")
                 .and_then(|v| v.as_str())
                 .unwrap_or("");
-            let files = list_images(path).map_err(|e| source_err(e.to_string()))?;
-            let largest = files
-                .iter()
-                .filter_map(|f| image_size(f))
-                .map(|(w, h)| (u64::from(w), u64::from(h)))
-                .max_by_key(|(w, h)| w * h);
-            Some(largest.unwrap_or((1, 1)))
-        }
-        "source.video" => {
-            let path = task
-                .params
-                .get("path")
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            let (w, h, _) = probe_video(path).map_err(|e| source_err(e.to_string()))?;
-            Some((u64::from(w), u64::from(h)))
+            Some(crate::source_probe::largest_frame(&task.function, path).map_err(source_err)?)
         }
         _ => input_max,
     })

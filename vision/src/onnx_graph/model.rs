@@ -303,53 +303,41 @@ impl<'a> Attribute<'a> {
         Ok(Attribute { name, fields })
     }
 
-    /// A `FLOAT` attribute.
-    pub fn new_float(name: &str, v: f32) -> Attribute<'static> {
+    /// An attribute holding `value` (a field numbered for its type) of type `kind`.
+    fn with_value(name: &str, value: Field<'static>, kind: u64) -> Attribute<'static> {
         Attribute {
             name: name.into(),
             fields: vec![
                 Field::string(ATTR_NAME, name),
-                Field::fixed32(ATTR_F, v.to_bits()),
-                Field::varint(ATTR_TYPE, ATTR_TYPE_FLOAT),
+                value,
+                Field::varint(ATTR_TYPE, kind),
             ],
         }
     }
 
+    /// A `FLOAT` attribute.
+    pub fn new_float(name: &str, v: f32) -> Attribute<'static> {
+        Attribute::with_value(name, Field::fixed32(ATTR_F, v.to_bits()), ATTR_TYPE_FLOAT)
+    }
+
     /// A `TENSOR` attribute (a `Constant`'s `value`).
     pub fn new_tensor(name: &str, t: &Tensor<'_>) -> Attribute<'static> {
-        Attribute {
-            name: name.into(),
-            fields: vec![
-                Field::string(ATTR_NAME, name),
-                Field::bytes(ATTR_T, t.encode()),
-                Field::varint(ATTR_TYPE, ATTR_TYPE_TENSOR),
-            ],
-        }
+        Attribute::with_value(name, Field::bytes(ATTR_T, t.encode()), ATTR_TYPE_TENSOR)
     }
 
     /// A `GRAPH` attribute holding a graph of these fields (for tests of code that must leave
     /// subgraphs alone).
     pub fn new_graph(name: &str, graph: &[Field<'_>]) -> Attribute<'static> {
-        Attribute {
-            name: name.into(),
-            fields: vec![
-                Field::string(ATTR_NAME, name),
-                Field::bytes(ATTR_G, wire::encode(graph)),
-                Field::varint(ATTR_TYPE, ATTR_TYPE_GRAPH),
-            ],
-        }
+        Attribute::with_value(
+            name,
+            Field::bytes(ATTR_G, wire::encode(graph)),
+            ATTR_TYPE_GRAPH,
+        )
     }
 
     /// An `INTS` attribute.
     pub fn new_ints(name: &str, v: &[i64]) -> Attribute<'static> {
-        Attribute {
-            name: name.into(),
-            fields: vec![
-                Field::string(ATTR_NAME, name),
-                wire::packed_ints(ATTR_INTS, v),
-                Field::varint(ATTR_TYPE, ATTR_TYPE_INTS),
-            ],
-        }
+        Attribute::with_value(name, wire::packed_ints(ATTR_INTS, v), ATTR_TYPE_INTS)
     }
 
     fn field(&self, number: u32) -> Option<&Field<'a>> {

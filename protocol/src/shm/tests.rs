@@ -1,0 +1,194 @@
+//! Tests of the slot pools: credits, holds, reclaim after a crash, stale references.
+
+use super::*;
+
+#[test]
+fn write_read_release_reuses_with_new_generation() {
+    let pool = SlotPool::create(1, 2, 100).expect("create");
+    let mut w = pool.try_acquire(1).expect("free slot");
+    w.bytes_mut()[..3].copy_from_slice(b"abc");
+    let r = w.commit(3).expect("fits");
+    assert_eq!(pool.read(&r).expect("read"), b"abc");
+    assert_eq!(pool.free_slots(), 1);
+    pool.release(&r).expect("release");
+    assert_eq!(pool.free_slots(), 2);
+    assert!(pool.read(&r).is_ok(), "generation only moves on reuse");
+    let a = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
+    let b = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
+    assert!(pool.try_acquire(1).is_none(), "no credit left");
+    let reused = if a.slot == r.slot { a } else { b };
+    assert_ne!(reused.generation, r.generation);
+    assert!(matches!(pool.read(&r), Err(ShmError::Stale { .. })));
+    assert!(matches!(pool.release(&r), Err(ShmError::Stale { .. })));
+}
+
+#[test]
+fn fan_out_frees_after_the_last_holder() {
+    let pool = SlotPool::create(1, 1, 8).expect("create");
+    let r = pool.try_acquire(2).expect("slot").commit(8).expect("fits");
+    pool.add_holders(&r, 1).expect("add");
+    for _ in 0..2 {
+        pool.release(&r).expect("release");
+        assert_eq!(pool.free_slots(), 0);
+    }
+    pool.release(&r).expect("release");
+    assert_eq!(pool.free_slots(), 1);
+    assert!(matches!(
+        pool.release(&r),
+        Err(ShmError::OverRelease { .. })
+    ));
+}
+
+#[test]
+fn attached_view_shares_memory_and_checks_bounds() {
+    let pool = SlotPool::create(7, 3, 16).expect("create");
+    let other = SlotPool::attach(7, pool.handle()).expect("attach");
+    assert_eq!(other.slot_count(), 3);
+    let mut w = pool.try_acquire(1).expect("slot");
+    w.bytes_mut()[..4].copy_from_slice(&[1, 2, 3, 4]);
+    let r = w.commit(4).expect("fits");
+    assert_eq!(other.read(&r).expect("read"), &[1, 2, 3, 4]);
+    other.release(&r).expect("release");
+    assert_eq!(pool.free_slots(), 3);
+    let bad = ShmRef { len: 17, ..r };
+    assert!(matches!(pool.read(&bad), Err(ShmError::OutOfBounds { .. })));
+    let bad = ShmRef { slot: 3, ..r };
+    assert!(matches!(pool.read(&bad), Err(ShmError::NoSuchSlot { .. })));
+    assert!(pool.try_acquire(1).expect("slot").commit(17).is_err());
+}
+
+#[test]
+fn attach_rejects_foreign_memory() {
+    let junk = IpcSharedMemory::from_byte(7, 8192);
+    assert_eq!(
+        SlotPool::attach(2, junk).unwrap_err(),
+        ShmError::BadHeader { pool: 2 }
+    );
+    let tiny = IpcSharedMemory::from_byte(0, 8);
+    assert!(matches!(
+        SlotPool::attach(2, tiny),
+        Err(ShmError::TooSmall { .. })
+    ));
+}
+
+#[test]
+fn a_waiting_producer_is_woken_by_a_release_in_another_thread() {
+    let pool = std::sync::Arc::new(SlotPool::create(1, 1, 8).expect("create"));
+    let r = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
+    let releaser = {
+        let pool = pool.clone();
+        std::thread::spawn(move || pool.release(&r))
+    };
+    let w = pool.acquire(1, Duration::from_secs(10));
+    assert!(w.is_some(), "woken by the release");
+    releaser.join().expect("thread").expect("release");
+}
+
+#[test]
+fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
+    let pool = SlotPool::create(1, 2, 8).expect("create");
+    let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
+    let consumer = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
+    let r = producer
+        .try_acquire(1)
+        .expect("slot")
+        .commit(8)
+        .expect("fits");
+    producer.transfer(&r, 2).expect("transfer");
+    assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
+    // The consumer is killed between the two steps of its release: its hold is
+    // gone, the slot's count is not.
+    consumer.holds(r.slot, 2).fetch_sub(1, Ordering::AcqRel);
+    assert_eq!(
+        pool.reclaim_holder(2),
+        0,
+        "nothing attributed to it any more"
+    );
+    assert_eq!(pool.free_slots(), 1, "held by nobody");
+    assert_eq!(pool.unattributed(r.slot), (r.generation, 1));
+    assert!(
+        !pool.drop_unattributed(r.slot, r.generation + 1, 1),
+        "other generation"
+    );
+    assert!(
+        !pool.drop_unattributed(r.slot, r.generation, 2),
+        "more than is there"
+    );
+    assert!(pool.drop_unattributed(r.slot, r.generation, 1));
+    assert_eq!(pool.free_slots(), 2);
+    assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
+}
+
+#[test]
+fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
+    let pool = SlotPool::create(1, 4, 8).expect("create");
+    let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
+    let alive = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
+    // One item to each consumer (3 dies), one fanned out to both.
+    let a = producer
+        .try_acquire(1)
+        .expect("slot")
+        .commit(8)
+        .expect("fits");
+    producer.transfer(&a, 2).expect("transfer");
+    let b = producer
+        .try_acquire(1)
+        .expect("slot")
+        .commit(8)
+        .expect("fits");
+    producer.transfer(&b, 3).expect("transfer");
+    let c = producer
+        .try_acquire(2)
+        .expect("slot")
+        .commit(8)
+        .expect("fits");
+    producer.transfer(&c, 2).expect("transfer");
+    producer.transfer(&c, 3).expect("transfer");
+    // The producer is still writing a fourth.
+    let writing = producer.try_acquire(1).expect("slot");
+    assert_eq!(pool.free_slots(), 0);
+    assert_eq!(pool.reclaim_holder(3), 2, "b and its share of c");
+    assert_eq!(pool.free_slots(), 1, "b is free, c is still held by 2");
+    alive.release(&c).expect("release");
+    alive.release(&a).expect("release");
+    assert_eq!(pool.free_slots(), 3);
+    // A send to the dead consumer that failed after the reclaim drops nothing twice.
+    assert_eq!(producer.release_for(&b, 3), Ok(false));
+    drop(writing);
+    assert_eq!(pool.free_slots(), 4);
+    for h in 0..4 {
+        assert_eq!(pool.holds_of(h), 0, "holder {h}");
+    }
+}
+
+#[test]
+fn a_failed_send_releases_the_consumers_hold_once() {
+    let pool = SlotPool::create(1, 1, 8).expect("create");
+    let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
+    let r = producer
+        .try_acquire(1)
+        .expect("slot")
+        .commit(8)
+        .expect("fits");
+    producer.transfer(&r, 5).expect("transfer");
+    // The supervisor reclaimed 5 first: the producer's undo finds nothing to drop.
+    assert_eq!(pool.reclaim_holder(5), 1);
+    assert_eq!(producer.release_for(&r, 5), Ok(false));
+    assert_eq!(pool.free_slots(), 1);
+    let r = producer
+        .try_acquire(1)
+        .expect("slot")
+        .commit(8)
+        .expect("fits");
+    producer.transfer(&r, 5).expect("transfer");
+    assert_eq!(producer.release_for(&r, 5), Ok(true));
+    assert_eq!(pool.reclaim_holder(5), 0);
+    assert_eq!(pool.free_slots(), 1);
+}
+
+#[test]
+fn dropping_an_uncommitted_writer_frees_the_slot() {
+    let pool = SlotPool::create(1, 1, 8).expect("create");
+    drop(pool.try_acquire(1).expect("slot"));
+    assert_eq!(pool.free_slots(), 1);
+}
