@@ -60,14 +60,28 @@ pub fn rewrite(bytes: &[u8]) -> Result<Option<(Vec<u8>, RewriteReport)>, GraphEr
     }
     let mut report = RewriteReport::default();
     let mut names = Names::of(g);
-    while fold_affine_into_conv(g, &mut names) {
-        report.affine_into_conv += 1;
+    // Each pass applies every match of one scan; a second scan finds none on the models
+    // seen so far, but costs little and keeps a pass's result independent of node order.
+    loop {
+        let n = fold_affine_into_conv(g, &mut names);
+        report.affine_into_conv += n;
+        if n == 0 {
+            break;
+        }
     }
-    while hard_swish(g) {
-        report.hard_swish += 1;
+    loop {
+        let n = hard_swish(g);
+        report.hard_swish += n;
+        if n == 0 {
+            break;
+        }
     }
-    while fold_affine_into_pointwise(g, &mut names) {
-        report.affine_into_pointwise += 1;
+    loop {
+        let n = fold_affine_into_pointwise(g, &mut names);
+        report.affine_into_pointwise += n;
+        if n == 0 {
+            break;
+        }
     }
     if report.total() == 0 {
         return Ok(None);
@@ -267,52 +281,54 @@ fn remove_nodes(g: &mut Graph<'_>, mut indices: Vec<usize>) {
     }
 }
 
-/// Rewrite 1: one `Conv → Mul/Add(constant)` pair; false when none is left.
-fn fold_affine_into_conv(g: &mut Graph<'_>, names: &mut Names) -> bool {
+/// Rewrite 1: every `Conv → Mul/Add(constant) → …` chain, folded; how many Mul/Add went.
+fn fold_affine_into_conv(g: &mut Graph<'_>, names: &mut Names) -> usize {
     let idx = Index::of(g);
+    let mut removed = Vec::new();
     for ci in 0..g.nodes.len() {
         let conv = &g.nodes[ci];
-        if !conv.is("Conv") || conv.inputs.len() < 2 {
+        let Some(first) = conv.outputs.first().and_then(|y| idx.sole_consumer(y)) else {
+            continue;
+        };
+        let affine = |n: &Node<'_>| n.is("Mul") || n.is("Add");
+        if !conv.is("Conv") || conv.inputs.len() < 2 || !affine(&g.nodes[first]) {
             continue;
         }
-        let Some(y) = conv.outputs.first() else {
-            continue;
-        };
-        let Some(ui) = idx.sole_consumer(y) else {
-            continue;
-        };
-        let op = &g.nodes[ui];
-        let is_mul = op.is("Mul");
-        if !(is_mul || op.is("Add")) {
-            continue;
-        }
-        let Some(c) = other_input(op, y).and_then(|c| constant(g, &idx, c)) else {
-            continue;
-        };
         let Some(mut p) = ConvParams::of(g, &idx, conv) else {
             continue;
         };
-        let Some(c) = per_channel(&c, p.dims.len(), p.channels()) else {
-            continue;
-        };
-        let block = p.block();
-        for (o, &v) in c.iter().enumerate() {
-            if is_mul {
-                p.weights[o * block..(o + 1) * block]
-                    .iter_mut()
-                    .for_each(|w| *w *= v);
-                p.bias[o] *= v;
-            } else {
-                p.bias[o] += v;
+        let mut y = conv.outputs[0].clone();
+        let mut chain = Vec::new();
+        while let Some(ui) = idx.sole_consumer(&y) {
+            let op = &g.nodes[ui];
+            let c = other_input(op, &y).and_then(|c| constant(g, &idx, c));
+            let c = c.and_then(|c| per_channel(&c, p.dims.len(), p.channels()));
+            let (Some(c), true, [out]) = (c, affine(op), op.outputs.as_slice()) else {
+                break;
+            };
+            let block = p.block();
+            for (o, &v) in c.iter().enumerate() {
+                if op.is("Mul") {
+                    p.weights[o * block..(o + 1) * block]
+                        .iter_mut()
+                        .for_each(|w| *w *= v);
+                    p.bias[o] *= v;
+                } else {
+                    p.bias[o] += v;
+                }
             }
+            y = out.clone();
+            chain.push(ui);
         }
-        let out = g.nodes[ui].outputs.clone();
-        p.install(g, ci, names);
-        g.nodes[ci].outputs = out;
-        g.nodes.remove(ui);
-        return true;
+        if !chain.is_empty() {
+            p.install(g, ci, names);
+            g.nodes[ci].outputs[0] = y;
+            removed.extend(chain);
+        }
     }
-    false
+    let n = removed.len();
+    remove_nodes(g, removed);
+    n
 }
 
 /// `Clip`'s bounds: its `min`/`max` inputs (opset ≥ 11) or attributes (older opsets).
@@ -324,9 +340,10 @@ fn clip_bounds(g: &Graph<'_>, idx: &Index, clip: &Node<'_>) -> (Option<f32>, Opt
     (bound(1, "min"), bound(2, "max"))
 }
 
-/// Rewrite 2: one Add-Clip-Mul-Div hard swish; false when none is left.
-fn hard_swish(g: &mut Graph<'_>) -> bool {
+/// Rewrite 2: every Add-Clip-Mul-Div hard swish; how many.
+fn hard_swish(g: &mut Graph<'_>) -> usize {
     let idx = Index::of(g);
+    let mut removed = Vec::new();
     for ai in 0..g.nodes.len() {
         let add = &g.nodes[ai];
         if !add.is("Add") || add.inputs.len() != 2 || add.outputs.len() != 1 {
@@ -381,10 +398,11 @@ fn hard_swish(g: &mut Graph<'_>) -> bool {
         ];
         g.nodes[ai] = sigmoid;
         g.nodes[mi] = Node::new("Mul", vec![x, a_out], vec![out]);
-        remove_nodes(g, vec![ci, di]);
-        return true;
+        removed.extend([ci, di]);
     }
-    false
+    let n = removed.len() / 2;
+    remove_nodes(g, removed);
+    n
 }
 
 /// Reads `y` as its input and is a 1×1 convolution without padding, with constant weights.
@@ -403,9 +421,10 @@ fn is_pointwise_reader(g: &Graph<'_>, idx: &Index, n: &Node<'_>, y: &str) -> boo
         && matches!(auto_pad, None | Some("NOTSET") | Some("VALID"))
 }
 
-/// Rewrite 3: one `a · s + t` read only by 1×1 convolutions; false when none is left.
-fn fold_affine_into_pointwise(g: &mut Graph<'_>, names: &mut Names) -> bool {
+/// Rewrite 3: every `a · s + t` read only by 1×1 convolutions, folded into them; how many.
+fn fold_affine_into_pointwise(g: &mut Graph<'_>, names: &mut Names) -> usize {
     let idx = Index::of(g);
+    let mut removed = Vec::new();
     for mi in 0..g.nodes.len() {
         let mul = &g.nodes[mi];
         if !mul.is("Mul") || mul.inputs.len() != 2 || mul.outputs.len() != 1 {
@@ -445,10 +464,14 @@ fn fold_affine_into_pointwise(g: &mut Graph<'_>, names: &mut Names) -> bool {
         {
             continue;
         }
-        for &k in readers {
-            let Some(mut p) = ConvParams::of(g, &idx, &g.nodes[k]) else {
-                return false;
-            };
+        let params: Option<Vec<ConvParams>> = readers
+            .iter()
+            .map(|&k| ConvParams::of(g, &idx, &g.nodes[k]))
+            .collect();
+        let Some(params) = params else {
+            continue;
+        };
+        for (&k, mut p) in readers.iter().zip(params) {
             let block = p.block();
             for o in 0..p.channels() {
                 let ws = &mut p.weights[o * block..(o + 1) * block];
@@ -458,10 +481,11 @@ fn fold_affine_into_pointwise(g: &mut Graph<'_>, names: &mut Names) -> bool {
             p.install(g, k, names);
             g.nodes[k].inputs[0] = a.clone();
         }
-        remove_nodes(g, vec![mi, ai]);
-        return true;
+        removed.extend([mi, ai]);
     }
-    false
+    let n = removed.len() / 2;
+    remove_nodes(g, removed);
+    n
 }
 
 /// Drops what the rewrites left unread: `Constant` nodes, initializers (not graph inputs) and
