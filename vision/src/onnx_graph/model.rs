@@ -7,7 +7,9 @@ use std::borrow::Cow;
 
 use super::wire::{self, Field, WireError};
 
+const MODEL_IR_VERSION: u32 = 1;
 const MODEL_GRAPH: u32 = 7;
+const MODEL_OPSET_IMPORT: u32 = 8;
 const GRAPH_NODE: u32 = 1;
 const GRAPH_INITIALIZER: u32 = 5;
 const GRAPH_INPUT: u32 = 11;
@@ -125,7 +127,10 @@ impl<'a> OnnxModel<'a> {
         other.extend(outputs.iter().map(|n| value_info(GRAPH_OUTPUT, n, None)));
         let opset_import = wire::encode(&[Field::string(1, ""), Field::varint(2, opset)]);
         OnnxModel {
-            fields: vec![Field::varint(1, 8), Field::bytes(8, opset_import)],
+            fields: vec![
+                Field::varint(MODEL_IR_VERSION, 8),
+                Field::bytes(MODEL_OPSET_IMPORT, opset_import),
+            ],
             graph_at: 1,
             graph: Graph {
                 nodes,
@@ -411,14 +416,12 @@ impl<'a> Tensor<'a> {
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut fields = vec![
-            wire::packed_ints(TENSOR_DIMS, &self.dims),
-            Field::varint(TENSOR_DATA_TYPE, self.data_type as u64),
-            Field::string(TENSOR_NAME, &self.name),
-        ];
-        if self.dims.is_empty() {
-            fields.remove(0);
+        let mut fields = Vec::with_capacity(self.fields.len() + 3);
+        if !self.dims.is_empty() {
+            fields.push(wire::packed_ints(TENSOR_DIMS, &self.dims));
         }
+        fields.push(Field::varint(TENSOR_DATA_TYPE, self.data_type as u64));
+        fields.push(Field::string(TENSOR_NAME, &self.name));
         fields.extend(self.fields.iter().cloned());
         wire::encode(&fields)
     }

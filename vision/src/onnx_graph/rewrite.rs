@@ -60,34 +60,28 @@ pub fn rewrite(bytes: &[u8]) -> Result<Option<(Vec<u8>, RewriteReport)>, GraphEr
     }
     let mut report = RewriteReport::default();
     let mut names = Names::of(g);
-    // Each pass applies every match of one scan; a second scan finds none on the models
-    // seen so far, but costs little and keeps a pass's result independent of node order.
-    loop {
-        let n = fold_affine_into_conv(g, &mut names);
-        report.affine_into_conv += n;
-        if n == 0 {
-            break;
-        }
-    }
-    loop {
-        let n = hard_swish(g);
-        report.hard_swish += n;
-        if n == 0 {
-            break;
-        }
-    }
-    loop {
-        let n = fold_affine_into_pointwise(g, &mut names);
-        report.affine_into_pointwise += n;
-        if n == 0 {
-            break;
-        }
-    }
+    report.affine_into_conv = until_none(|| fold_affine_into_conv(g, &mut names));
+    report.hard_swish = until_none(|| hard_swish(g));
+    report.affine_into_pointwise = until_none(|| fold_affine_into_pointwise(g, &mut names));
     if report.total() == 0 {
         return Ok(None);
     }
     drop_dead_constants(g);
     Ok(Some((model.encode(), report)))
+}
+
+/// Runs a pass until it finds nothing more; what it did in all. Each scan applies every match
+/// it finds, and a match can make another (`a·s+t` twice before a 1×1 convolution: the second
+/// pair is folded first, which leaves the first read by the convolution), so one scan is not
+/// always enough.
+fn until_none(mut pass: impl FnMut() -> usize) -> usize {
+    let mut total = 0;
+    loop {
+        match pass() {
+            0 => return total,
+            n => total += n,
+        }
+    }
 }
 
 /// Who reads each tensor, and which tensors the graph exposes.
@@ -405,20 +399,23 @@ fn hard_swish(g: &mut Graph<'_>) -> usize {
     n
 }
 
-/// Reads `y` as its input and is a 1×1 convolution without padding, with constant weights.
-fn is_pointwise_reader(g: &Graph<'_>, idx: &Index, n: &Node<'_>, y: &str) -> bool {
-    let spatial_ones =
-        ConvParams::of(g, idx, n).is_some_and(|p| p.dims[2..].iter().all(|&d| d == 1));
+/// The weights and bias of `n` when it reads `y` as its input and is a 1×1 convolution
+/// without padding, with constant weights.
+fn pointwise_reader(g: &Graph<'_>, idx: &Index, n: &Node<'_>, y: &str) -> Option<ConvParams> {
     let no_pads = n
         .attr("pads")
         .is_none_or(|a| a.ints().is_some_and(|p| p.iter().all(|&v| v == 0)));
     let auto_pad = n.attr("auto_pad").and_then(Attribute::string);
-    n.is("Conv")
-        && n.inputs.first().map(String::as_str) == Some(y)
-        && !n.inputs[1..].iter().any(|i| i == y)
-        && spatial_ones
+    let reads_y =
+        n.inputs.first().map(String::as_str) == Some(y) && !n.inputs[1..].iter().any(|i| i == y);
+    if !(n.is("Conv")
+        && reads_y
         && no_pads
-        && matches!(auto_pad, None | Some("NOTSET") | Some("VALID"))
+        && matches!(auto_pad, None | Some("NOTSET") | Some("VALID")))
+    {
+        return None;
+    }
+    ConvParams::of(g, idx, n).filter(|p| p.dims[2..].iter().all(|&d| d == 1))
 }
 
 /// Rewrite 3: every `a · s + t` read only by 1×1 convolutions, folded into them; how many.
@@ -456,17 +453,12 @@ fn fold_affine_into_pointwise(g: &mut Graph<'_>, names: &mut Names) -> usize {
             continue;
         };
         let readers = idx.consumers(y);
-        if readers.is_empty()
-            || idx.graph_outputs.contains(y)
-            || !readers
-                .iter()
-                .all(|&k| is_pointwise_reader(g, &idx, &g.nodes[k], y))
-        {
+        if readers.is_empty() || idx.graph_outputs.contains(y) {
             continue;
         }
         let params: Option<Vec<ConvParams>> = readers
             .iter()
-            .map(|&k| ConvParams::of(g, &idx, &g.nodes[k]))
+            .map(|&k| pointwise_reader(g, &idx, &g.nodes[k], y))
             .collect();
         let Some(params) = params else {
             continue;
@@ -568,6 +560,27 @@ mod tests {
             init("t", vec![1]),
         ];
         assert_eq!(run(&[X], &["y"], nodes, inits), None);
+    }
+
+    #[test]
+    fn two_affines_before_a_pointwise_conv_both_fold() {
+        let nodes = vec![
+            node("Mul", &["x", "s"], &["m1"]),
+            node("Add", &["m1", "t"], &["a1"]),
+            node("Mul", &["a1", "s"], &["m2"]),
+            node("Add", &["m2", "t"], &["a2"]),
+            node("Conv", &["a2", "w"], &["y"]),
+        ];
+        let inits = vec![
+            init("w", vec![2, 2, 1, 1]),
+            init("s", vec![1]),
+            init("t", vec![1]),
+        ];
+        let report = run(&[X], &["y"], nodes, inits).unwrap();
+        assert_eq!(
+            report.affine_into_pointwise, 2,
+            "the second needs a second scan"
+        );
     }
 
     #[test]
