@@ -2,6 +2,14 @@
 
 use super::*;
 
+/// An 8-byte item written to a fresh slot of `pool` for `holders` consumers.
+fn written(pool: &SlotPool, holders: u32) -> ShmRef {
+    pool.try_acquire(holders)
+        .expect("slot")
+        .commit(8)
+        .expect("fits")
+}
+
 #[test]
 fn write_read_release_reuses_with_new_generation() {
     let pool = SlotPool::create(1, 2, 100).expect("create");
@@ -25,7 +33,7 @@ fn write_read_release_reuses_with_new_generation() {
 #[test]
 fn fan_out_frees_after_the_last_holder() {
     let pool = SlotPool::create(1, 1, 8).expect("create");
-    let r = pool.try_acquire(2).expect("slot").commit(8).expect("fits");
+    let r = written(&pool, 2);
     pool.add_holders(&r, 1).expect("add");
     for _ in 0..2 {
         pool.release(&r).expect("release");
@@ -89,11 +97,7 @@ fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
     let pool = SlotPool::create(1, 2, 8).expect("create");
     let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
     let consumer = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
-    let r = producer
-        .try_acquire(1)
-        .expect("slot")
-        .commit(8)
-        .expect("fits");
+    let r = written(&producer, 1);
     producer.transfer(&r, 2).expect("transfer");
     assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
     // The consumer is killed between the two steps of its release: its hold is
@@ -125,23 +129,11 @@ fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
     let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
     let alive = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
     // One item to each consumer (3 dies), one fanned out to both.
-    let a = producer
-        .try_acquire(1)
-        .expect("slot")
-        .commit(8)
-        .expect("fits");
+    let a = written(&producer, 1);
     producer.transfer(&a, 2).expect("transfer");
-    let b = producer
-        .try_acquire(1)
-        .expect("slot")
-        .commit(8)
-        .expect("fits");
+    let b = written(&producer, 1);
     producer.transfer(&b, 3).expect("transfer");
-    let c = producer
-        .try_acquire(2)
-        .expect("slot")
-        .commit(8)
-        .expect("fits");
+    let c = written(&producer, 2);
     producer.transfer(&c, 2).expect("transfer");
     producer.transfer(&c, 3).expect("transfer");
     // The producer is still writing a fourth.
@@ -165,21 +157,13 @@ fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
 fn a_failed_send_releases_the_consumers_hold_once() {
     let pool = SlotPool::create(1, 1, 8).expect("create");
     let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
-    let r = producer
-        .try_acquire(1)
-        .expect("slot")
-        .commit(8)
-        .expect("fits");
+    let r = written(&producer, 1);
     producer.transfer(&r, 5).expect("transfer");
     // The supervisor reclaimed 5 first: the producer's undo finds nothing to drop.
     assert_eq!(pool.reclaim_holder(5), 1);
     assert_eq!(producer.release_for(&r, 5), Ok(false));
     assert_eq!(pool.free_slots(), 1);
-    let r = producer
-        .try_acquire(1)
-        .expect("slot")
-        .commit(8)
-        .expect("fits");
+    let r = written(&producer, 1);
     producer.transfer(&r, 5).expect("transfer");
     assert_eq!(producer.release_for(&r, 5), Ok(true));
     assert_eq!(pool.reclaim_holder(5), 0);
