@@ -10,7 +10,7 @@ use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Environment variables the supervisor hands to every child.
 pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
@@ -217,6 +217,10 @@ pub struct StageMetrics {
     pub resident_model_bytes: u64,
     /// The batch size the stage uses now (it changes with live tuning).
     pub batch_size: u32,
+    /// Tails: receives that timed out while delivered items were not yet acknowledged
+    /// and the wait was longer than the acknowledgement window. Each one held the
+    /// request-guarantee sources back for a whole receive timeout; it stays 0.
+    pub ack_stalls: u64,
 }
 
 /// Upper bounds (seconds) of the histogram buckets the stages report.

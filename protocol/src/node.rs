@@ -20,6 +20,10 @@ mod tail;
 use tail::Deliveries;
 pub use tail::SourceProgress;
 
+/// A tail acknowledges what it delivered at most this often (and at once when it has
+/// nothing else to do).
+pub const ACK_WINDOW: Duration = Duration::from_millis(2);
+
 /// Items a tail receives before it records their stays ([`StayStats`]).
 pub const STAY_WARMUP_ITEMS: usize = 4;
 
@@ -492,11 +496,22 @@ impl Node {
             if let Some(end) = self.end_reached() {
                 return Ok(end);
             }
-            let wait = deadline.saturating_duration_since(Instant::now());
+            // A tail holding progress it has not acknowledged (the 2 ms window was not
+            // over) waits only until the window closes: the heads of a request-guarantee
+            // app may be waiting for exactly that acknowledgement to free their slots.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ack_due = self.ack_due_in();
+            let wait = ack_due.map_or(left, |due| due.min(left));
             let bytes = match self.inbox.try_recv_timeout(wait) {
                 Ok(bytes) => bytes,
                 Err(ipc_channel::TryRecvError::Empty) => {
+                    if ack_due.is_none() && self.ack_pending() && wait > ACK_WINDOW {
+                        self.metrics(|m| m.ack_stalls += 1);
+                    }
                     self.maybe_ack(true);
+                    if Instant::now() < deadline {
+                        continue;
+                    }
                     return Ok(Event::Idle);
                 }
                 Err(ipc_channel::TryRecvError::IpcError(e)) => {

@@ -91,6 +91,7 @@ impl Replica {
         m.services += e.services;
         m.busy_sq_ms2 += e.busy_sq_ms2;
         m.waiting_for_slot_ns += e.waiting_for_slot_ns;
+        m.ack_stalls += e.ack_stalls;
         for (a, b) in [
             (&mut m.service_buckets, &e.service_buckets),
             (&mut m.latency_buckets, &e.latency_buckets),

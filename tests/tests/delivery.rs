@@ -295,3 +295,38 @@ fn restart_through_the_api_replaces_a_stage_without_losing_an_item() {
     assert_eq!(summary["restarts"]["small#0"], 1, "{summary}");
     assert_nothing_left(&name, &summary, pid);
 }
+
+/// Issue 14: a request-guarantee head whose every slot waits for the tails'
+/// acknowledgements must get them as soon as the tail delivered, not when some
+/// loop's receive times out (it ran at 40 items/s, 8 slots per 200 ms). The tail
+/// counts every receive that timed out while it held an unsent acknowledgement.
+#[test]
+fn a_guaranteed_chain_never_waits_for_an_acknowledgement_timeout() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("ack-stalls");
+    let count = 2000u64;
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": format!("acks{}", std::process::id()),
+            "service_type": "request-guarantee",
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": count, "fps": 0}},
+                {"name": "f1", "kind": "cpu", "function": "core.forward", "inputs": ["gen"]},
+                {"name": "f2", "kind": "cpu", "function": "core.forward", "inputs": ["f1"]},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["f2"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert_eq!(
+        csv_seqs(&dir.join("rows.csv")),
+        (0..count).collect::<Vec<_>>(),
+        "every item once, in order"
+    );
+    assert_eq!(
+        summary["stages"]["rows#0"]["ack_stalls"], 0,
+        "the tail slept on acknowledgements the head was waiting for: {}",
+        summary["stages"]["rows#0"]
+    );
+}

@@ -65,25 +65,44 @@ impl Node {
         self.output_len = Some(len);
     }
 
-    /// Tails: tell the supervisor what has been delivered, when it moved on and at most
-    /// every 2 ms (or at once when `now`).
-    pub(super) fn maybe_ack(&mut self, now: bool) {
-        if !self.setup.outputs.is_empty() || self.is_head() {
-            return;
-        }
-        if !now && self.last_ack.elapsed() < Duration::from_millis(2) {
-            return;
-        }
+    fn is_tail(&self) -> bool {
+        self.setup.outputs.is_empty() && !self.is_head()
+    }
+
+    /// Tails: per source, where delivery stands now, for those not yet acknowledged.
+    fn unacknowledged(&self) -> impl Iterator<Item = SourceTotal> + '_ {
         let guaranteed = self.guaranteed();
-        let frontier: Vec<SourceTotal> = self
-            .progress
+        self.progress
             .iter()
-            .map(|(source, p)| SourceTotal {
+            .map(move |(source, p)| SourceTotal {
                 source: source.clone(),
                 total: p.resume_point(guaranteed),
             })
             .filter(|t| self.acked.get(&t.source) != Some(&t.total))
-            .collect();
+    }
+
+    /// Tails: whether something delivered has not been acknowledged yet.
+    pub(super) fn ack_pending(&self) -> bool {
+        self.is_tail() && self.unacknowledged().next().is_some()
+    }
+
+    /// Tails with something to acknowledge that the [`ACK_WINDOW`] holds back: how long
+    /// until it may go. `None` when nothing waits (or it may go now).
+    pub(super) fn ack_due_in(&self) -> Option<Duration> {
+        let left = ACK_WINDOW.checked_sub(self.last_ack.elapsed())?;
+        (!left.is_zero() && self.ack_pending()).then_some(left)
+    }
+
+    /// Tails: tell the supervisor what has been delivered, when it moved on and at most
+    /// every [`ACK_WINDOW`] (or at once when `now`).
+    pub(super) fn maybe_ack(&mut self, now: bool) {
+        if !self.is_tail() {
+            return;
+        }
+        if !now && self.last_ack.elapsed() < ACK_WINDOW {
+            return;
+        }
+        let frontier: Vec<SourceTotal> = self.unacknowledged().collect();
         if frontier.is_empty() {
             return;
         }
