@@ -8,7 +8,7 @@
 
 use crate::app::{self, LoadedApp};
 use crate::control::{self, ApiError, HostError, Hosted, LiveApp, Registry, StartRequest};
-use crate::{profiled_plan, profiling, run, runtime};
+use crate::{ledger, profiled_plan, profiling, run, runtime};
 use anyhow::Context;
 use protocol::spec::ServiceType;
 use std::io::Write;
@@ -51,40 +51,112 @@ pub enum AdmitError {
         service: ServiceType,
         refusal: String,
     },
+    #[error(transparent)]
+    Ledger(#[from] ledger::LedgerError),
 }
 
-/// Admission: with a profile of this machine, the planner sizes the app (applied to
-/// `loaded`) or refuses a guaranteed app it cannot serve, before anything starts. A
-/// best-effort app is always admitted. Returns what to tell people, if anything.
-///
-/// Each app is admitted against the whole machine: the daemon does not yet subtract
-/// what the apps it already runs use.
-pub fn admit(loaded: &mut LoadedApp) -> Result<Option<String>, AdmitError> {
+/// An admitted app: what to tell people, and its reservation in the node's ledger
+/// (given back when this value is dropped, i.e. when the app has ended).
+pub struct Admitted {
+    pub note: Option<String>,
+    pub held: ledger::Held,
+}
+
+/// Admission against the node as it is now: the planner sizes the app (applied to
+/// `loaded`) within what the request-guarantee apps already admitted on this node leave
+/// (the node's ledger), or refuses a guaranteed app it cannot serve there, before
+/// anything starts, naming the binding resource and who holds the rest. A best-effort
+/// app is always admitted, planned on the leftovers. An app without a profile has no
+/// plan and reserves nothing.
+pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
     let app = loaded.spec.name.clone();
+    let service = loaded.spec.service_type;
+    let guaranteed = service == ServiceType::RequestGuarantee;
+    let ledger = ledger::Ledger::lock()?;
+    let node = ledger::Node::this_machine();
+    let left = ledger.left(node);
+    let refused = |refusal: String| AdmitError::Refused {
+        app: app.clone(),
+        service,
+        refusal,
+    };
+    let own_cores = loaded.spec.constraints.cpu_cores.unwrap_or(node.cores);
+    if guaranteed {
+        if let (Some(want), Some(have)) = (loaded.spec.constraints.memory_mb, left.memory_mb) {
+            if want > have {
+                return Err(refused(format!(
+                    "needs {want} MiB of memory, {have} MiB left{}",
+                    left.after()
+                )));
+            }
+        }
+    }
     let profiles = profiling::load_profiles(loaded).map_err(|e| AdmitError::Profiles {
         app: app.clone(),
         detail: format!("{e:#}"),
     })?;
-    let Some(profiles) = profiles else {
-        return Ok(None);
-    };
-    match profiled_plan::admit(&loaded.spec, &profiles) {
-        Ok(plan) => {
-            let note = format!("plan ({:?}):\n{plan}", loaded.spec.strategy);
-            profiled_plan::apply(&mut loaded.spec, &plan);
-            Ok(Some(note))
+    let mut reservation = ledger::Reservation {
+        id: ledger::new_id(),
+        app: app.clone(),
+        supervisor_pid: std::process::id(),
+        service_type: if guaranteed {
+            "request-guarantee"
+        } else {
+            "best-effort"
         }
-        // Best effort runs with the static plan and its predicted shortfall.
-        Err(refusal) if loaded.spec.service_type == ServiceType::BestEffort => Ok(Some(format!(
-            "admitted best-effort with a predicted shortfall: {refusal}"
-        ))),
-        Err(refusal) => Err(AdmitError::Refused {
-            app,
-            service: loaded.spec.service_type,
-            refusal: refusal.to_string(),
-        }),
+        .into(),
+        cores: 0.0,
+        memory_mb: loaded.spec.constraints.memory_mb.filter(|_| guaranteed),
+        model_mb: 0.0,
+        basis: "plan".into(),
+    };
+    // Best effort plans on the leftovers, but never on nothing.
+    let cap = if guaranteed {
+        left.cores
+    } else {
+        left.cores.max(MIN_BEST_EFFORT_CORES)
+    };
+    let mut note = None;
+    match profiles {
+        // Without a profile there is no plan to reserve for (and, with a timing quota,
+        // nothing is promised: see `supervisor profile`).
+        None => {
+            reservation.basis = if guaranteed {
+                "no profile: nothing reserved".into()
+            } else {
+                "best effort: the leftovers".into()
+            };
+        }
+        Some(profiles) => match profiled_plan::admit_within(&loaded.spec, &profiles, cap) {
+            Ok(plan) => {
+                if guaranteed {
+                    reservation.cores = plan.cores / crate::smart::CPU_HEADROOM;
+                }
+                reservation.model_mb = plan.memory_bytes as f64 / 1048576.0;
+                note = Some(format!("plan ({:?}):\n{plan}", loaded.spec.strategy));
+                profiled_plan::apply(&mut loaded.spec, &plan);
+            }
+            // Best effort runs with the static plan and its predicted shortfall.
+            Err(refusal) if !guaranteed => {
+                note = Some(format!(
+                    "admitted best-effort with a predicted shortfall: {refusal}"
+                ));
+            }
+            Err(crate::smart::Refusal::Cores { needed, .. }) if cap < own_cores => {
+                return Err(refused(format!(
+                    "needs {needed:.2} cores, {cap:.2} left{}",
+                    left.after()
+                )));
+            }
+            Err(refusal) => return Err(refused(refusal.to_string())),
+        },
     }
+    let held = ledger.reserve(reservation)?;
+    Ok(Admitted { note, held })
 }
+
+/// The fewest cores a best-effort app is planned on when guaranteed apps hold the rest.
+const MIN_BEST_EFFORT_CORES: f64 = 0.1;
 
 /// Run the daemon until its apps have ended (see the module doc).
 pub fn run_daemon(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
@@ -137,9 +209,10 @@ impl control::Launcher for DaemonLauncher {
         }
         let mut loaded =
             app::load(&request.file).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
-        let note = admit(&mut loaded).map_err(|e| match e {
+        let Admitted { note, held } = admit(&mut loaded).map_err(|e| match e {
             AdmitError::Profiles { .. } => ApiError::new(400, e.to_string()),
             AdmitError::Refused { .. } => ApiError::new(422, e.to_string()),
+            AdmitError::Ledger(_) => ApiError::new(500, e.to_string()),
         })?;
         let name = loaded.spec.name.clone();
         let run_dir = request.run_dir.clone();
@@ -194,6 +267,7 @@ impl control::Launcher for DaemonLauncher {
             .name(format!("app-{name}"))
             .spawn(move || {
                 let outcome = run::run_app(&loaded, &opts, stop, Some(thread_live));
+                drop(held);
                 let result = match outcome {
                     Ok(o) => {
                         let mut text = o.summary.render();

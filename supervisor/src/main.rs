@@ -9,6 +9,7 @@ mod control;
 mod daemon;
 mod launch;
 mod leaks;
+mod ledger;
 mod models;
 mod ops;
 mod plan;
@@ -320,6 +321,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         ),
                         Err(refusal) => println!("\nrefused: {refusal}"),
                     }
+                    print_verdict_on_this_node(&loaded.spec, p);
                     if brute_force {
                         profiled_plan::print_brute_force(&loaded.spec, p)?;
                     }
@@ -347,7 +349,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     metrics_addr,
                 );
             }
-            if let Some(note) = daemon::admit(&mut loaded)? {
+            let admitted = daemon::admit(&mut loaded)?;
+            if let Some(note) = &admitted.note {
                 eprintln!("{note}");
             }
             let runtime_dir = runtime::prepare()?;
@@ -379,6 +382,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Err(e.context("cannot start the control API"));
             }
             let outcome = run::run_app(&loaded, &opts, interrupted, Some(live));
+            drop(admitted.held);
             runtime::cleanup(&runtime_dir);
             let outcome = outcome?;
             eprint!("{}", outcome.summary.render());
@@ -412,4 +416,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Shutdown { timeout } => ops::shutdown(Duration::from_secs(timeout)),
         Cmd::Daemon { metrics_addr } => daemon::run_daemon(metrics_addr),
     }
+}
+
+/// `plan`: the verdict against the node as it is now (what the guaranteed apps already
+/// admitted leave), when they hold any of it.
+fn print_verdict_on_this_node(app: &protocol::spec::AppSpec, profiles: &smart::Profiles) {
+    let reservations = ledger::Ledger::snapshot();
+    let left = ledger::left_of(&reservations, ledger::Node::this_machine());
+    if left.holders.is_empty() {
+        return;
+    }
+    let verdict = match profiled_plan::admit_within(app, profiles, left.cores) {
+        Ok(plan) if plan.shortfall.is_empty() => format!("admitted on {:.2} cores", plan.cores),
+        Ok(_) => "admitted best-effort with a predicted shortfall".to_string(),
+        Err(smart::Refusal::Cores { needed, .. }) => {
+            format!(
+                "refused: needs {needed:.2} cores, {:.2} left{}",
+                left.cores,
+                left.after()
+            )
+        }
+        Err(refusal) => format!("refused: {refusal}"),
+    };
+    println!(
+        "\non this node now ({:.2} cores left{}): {verdict}",
+        left.cores,
+        left.after()
+    );
 }

@@ -184,8 +184,18 @@ fn live_apps() -> Vec<(PathBuf, control::LiveApp)> {
 
 pub fn status(json: bool) -> anyhow::Result<ExitCode> {
     let found = supervisors();
+    let reservations = crate::ledger::Ledger::snapshot();
     if json {
-        let list: Vec<&control::LiveApp> = found.iter().flat_map(|f| &f.status.apps).collect();
+        // Each app with its reservation in the node's ledger (null: none).
+        let mut list = Vec::new();
+        for app in found.iter().flat_map(|f| &f.status.apps) {
+            let mut value = serde_json::to_value(app)?;
+            let reservation = reservations
+                .iter()
+                .find(|r| r.app == app.name && r.supervisor_pid == app.supervisor_pid);
+            value["reservation"] = serde_json::to_value(reservation)?;
+            list.push(value);
+        }
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -208,6 +218,10 @@ pub fn status(json: bool) -> anyhow::Result<ExitCode> {
             print_app(app);
         }
     }
+    print!(
+        "{}",
+        crate::ledger::render(&reservations, crate::ledger::Node::this_machine())
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -53,7 +53,18 @@ fn in_flight_bound(app: &AppSpec) -> u32 {
 
 /// The planner's answer for an app on this machine.
 pub fn admit(app: &AppSpec, profiles: &Profiles) -> Result<smart::Plan, smart::Refusal> {
-    let resources = resources(app);
+    admit_within(app, profiles, f64::INFINITY)
+}
+
+/// The planner's answer for an app on this machine when at most `cores_left` cores are
+/// left of it (the rest reserved by apps already admitted).
+pub fn admit_within(
+    app: &AppSpec,
+    profiles: &Profiles,
+    cores_left: f64,
+) -> Result<smart::Plan, smart::Refusal> {
+    let mut resources = resources(app);
+    resources.cpu_cores = resources.cpu_cores.min(cores_left);
     let plan = smart::admit(app, profiles, resources, &plan_options(app))?;
     // An overloaded best-effort app drains items at the rate its plan carries, and its
     // sources' pools (what may wait in flight) are sized by that rate (`apply`): predict

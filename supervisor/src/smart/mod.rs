@@ -26,9 +26,11 @@ pub mod strategies;
 mod testkit;
 
 #[allow(unused_imports)] // the supervisor's commands use these as they land
-pub use admission::{admit, refusal, Refusal};
+pub use admission::{admit, refusal, Refusal, CORES_STEP};
 #[allow(unused_imports)]
-pub use model::{Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload};
+pub use model::{
+    Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload, CPU_HEADROOM,
+};
 #[allow(unused_imports)]
 pub use planner::{Plan, PlanOptions, Plans};
 #[allow(unused_imports)]

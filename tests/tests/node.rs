@@ -1,0 +1,137 @@
+//! One node, many apps: every supervisor of the node admits through one ledger of
+//! reservations, so a request-guarantee app is admitted only into what the guaranteed
+//! apps already running leave, and is refused naming the binding resource and who
+//! holds it; the app already admitted keeps its quota.
+
+use serde_json::{json, Value};
+use smartpipe_tests::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn app(name: &str, rate: f64, count: u64) -> Value {
+    json!({
+        "name": name,
+        "service_type": "request-guarantee",
+        "request_frequency": rate,
+        "quota": {"throughput_per_min": rate * 60.0 * 0.75, "max_latency_ms": 3000},
+        "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 640, "height": 360, "count": count, "fps": rate}},
+            {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["gen"], "params": {"width": 32, "height": 18}},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["small"], "params": {"format": "csv", "path": format!("{name}.csv")}}
+        ]
+    })
+}
+
+fn profile(rt: &PrivateRuntime, path: &Path) -> Value {
+    let out = rt
+        .supervisor()
+        .arg("profile")
+        .arg(path)
+        .args(["--items", "30"])
+        .output()
+        .expect("profile");
+    assert!(out.status.success(), "{}", printed(&out));
+    let dir = path.parent().expect("app folder").join("profiles");
+    let name = path.file_stem().and_then(|s| s.to_str()).expect("name");
+    let file = std::fs::read_dir(&dir)
+        .expect("profiles")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().contains(name))
+        .expect("a profile of the app");
+    serde_json::from_slice(&std::fs::read(file.path()).expect("read")).expect("json")
+}
+
+fn write(dir: &Path, name: &str, spec: &Value) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_vec_pretty(spec).expect("json")).expect("write");
+    path
+}
+
+#[test]
+fn a_second_guaranteed_app_that_does_not_fit_beside_the_first_is_refused_and_the_first_keeps_its_quota(
+) {
+    let rt = PrivateRuntime::new("node-ledger");
+    let dir = scratch("node-ledger");
+    // What one item costs here, from a profile of the same tasks.
+    let calib = profile(&rt, &write(&dir, "calib", &app("calib", 10.0, 40)));
+    let seconds = |task: &str| {
+        calib["tasks"][task]["points"][0]["seconds"]
+            .as_f64()
+            .expect("measured")
+            .max(1e-5)
+    };
+    let per_item = seconds("small") + seconds("rows");
+    // 'a' keeps about 0.6 of a core busy; 'b' 1.3 cores (it fits the 2-core node alone,
+    // with the planner's headroom, but not beside 'a').
+    let (rate_a, rate_b) = (0.6 / per_item, 1.3 / per_item);
+    let count_a = (rate_a * 8.0) as u64;
+    let a = write(&dir, "a", &app("a", rate_a, count_a));
+    let b = write(&dir, "b", &app("b", rate_b, 40));
+    profile(&rt, &a);
+    profile(&rt, &b);
+    let alone = rt.supervisor().arg("plan").arg(&b).output().expect("plan");
+    assert!(
+        printed(&alone).contains("\nadmitted"),
+        "'b' alone fits the node:\n{}",
+        printed(&alone)
+    );
+
+    let sup_a = start_in_background(&mut rt.supervisor(), &a, &dir.join("run-a"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !rt
+        .apps()
+        .iter()
+        .any(|x| x["name"] == "a" && x["state"] == "running")
+    {
+        assert!(Instant::now() < deadline, "'a' never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let apps = rt.apps();
+    let reserved = apps[0]["reservation"]["cores"]
+        .as_f64()
+        .expect("a's reservation");
+    assert!(reserved > 0.5 && reserved < 1.2, "{apps:?}");
+
+    let verdict = rt.supervisor().arg("plan").arg(&b).output().expect("plan");
+    assert!(
+        printed(&verdict).contains("on this node now") && printed(&verdict).contains("refused"),
+        "{}",
+        printed(&verdict)
+    );
+    let refused = rt
+        .supervisor()
+        .arg("start")
+        .arg(&b)
+        .arg("--run-dir")
+        .arg(dir.join("run-b"))
+        .output()
+        .expect("start b");
+    let text = printed(&refused);
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    let expected = format!("left after 'a' ({reserved:.2} reserved)");
+    assert!(
+        text.contains("app 'b' refused") && text.contains("needs ") && text.contains(&expected),
+        "refusal names the binding resource and who holds it ({expected}):\n{text}"
+    );
+    assert!(!dir.join("run-b").exists(), "nothing of 'b' started");
+    let status = rt.supervisor().arg("status").output().expect("status");
+    assert!(
+        printed(&status).contains("node: ") && printed(&status).contains("a (request-guarantee"),
+        "{}",
+        printed(&status)
+    );
+
+    let (exit, err) = finish(sup_a);
+    assert!(exit.success(), "{err}");
+    let summary = read_summary(&dir.join("run-a"));
+    assert_eq!(summary["items_out"], count_a, "{summary}");
+    for q in summary["qos"].as_array().expect("qos") {
+        assert_eq!(q["met"], true, "'a' keeps its quota: {q}");
+    }
+    let after = rt.supervisor().arg("status").output().expect("status");
+    assert!(
+        !printed(&after).contains("a (request-guarantee"),
+        "the reservation is given back when the app ends:\n{}",
+        printed(&after)
+    );
+}
