@@ -138,3 +138,43 @@ fn profile_then_plan_then_admission() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("shortfall"), "{err}");
 }
+
+/// Issue 13: a head's work (drawing, decoding, writing its slot) is measured like any
+/// stage's, so the planner sees a head that cannot keep up: a frame with 36× the
+/// pixels costs the head several times more.
+#[test]
+fn the_profile_measures_what_a_head_costs() {
+    let dir = scratch("head-cost");
+    let head_seconds = |name: &str, width: u32, height: u32| {
+        let spec = json!({
+            "name": name,
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": width, "height": height, "count": 40, "fps": 0}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["gen"], "params": {"format": "csv", "path": format!("{name}.csv")}}
+            ]
+        });
+        let path = dir.join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec(&spec).expect("json")).expect("write");
+        let out = supervisor()
+            .arg("profile")
+            .arg(&path)
+            .args(["--items", "20"])
+            .output()
+            .expect("profile");
+        assert!(out.status.success(), "{}", printed(&out));
+        let file = std::fs::read_dir(dir.join("profiles"))
+            .expect("profiles")
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().contains(name))
+            .expect("profile file");
+        let prof: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file.path()).expect("read")).expect("json");
+        prof["tasks"]["gen"]["points"][0]["seconds"]
+            .as_f64()
+            .expect("the head's time is measured")
+    };
+    let small = head_seconds("tiny", 160, 90);
+    let large = head_seconds("large", 960, 540);
+    assert!(small > 0.0, "a head's work is not free: {small}");
+    assert!(large > 4.0 * small, "960×540 {large} s vs 160×90 {small} s");
+}

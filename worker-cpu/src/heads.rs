@@ -2,6 +2,7 @@
 //! send its reference downstream. When the pool is full a guaranteed app waits (the
 //! source slows down); a best-effort app sheds the item and counts it.
 
+use crate::head_cost::CpuMeter;
 use crate::media::{decode_rgb, ffmpeg_program, list_images, probe_video};
 use crate::{param, required, StageError};
 use protocol::clock::now_ns;
@@ -28,6 +29,8 @@ struct Emitter {
     scratch: Vec<u8>,
     /// Items below this were delivered before a restart: read, not sent again.
     resume_from: u64,
+    /// CPU time per item (with a decoder child's), noted as the head's busy time.
+    cost: CpuMeter,
 }
 
 impl Emitter {
@@ -38,6 +41,7 @@ impl Emitter {
             app: node.setup.app.clone(),
             scratch: Vec::new(),
             resume_from: node.resume_from(&node.task.name),
+            cost: CpuMeter::new(),
         })
     }
 
@@ -66,6 +70,22 @@ impl Emitter {
             fill(&mut self.scratch)?;
             return check_commands(node);
         }
+        let flow = self.write_and_send(node, seq, created, len, fill, payload);
+        // What this item cost (read, decode, write, send), whether sent or shed.
+        node.note_busy(self.cost.take().as_nanos() as u64);
+        flow?;
+        check_commands(node)
+    }
+
+    fn write_and_send(
+        &mut self,
+        node: &mut Node,
+        seq: u64,
+        created: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), StageError>,
+        payload: impl FnOnce(ShmRef) -> Payload,
+    ) -> Result<(), StageError> {
         let pool = self.pool.clone();
         match node.output_slot(&pool)? {
             Some(mut writer) => {
@@ -95,7 +115,7 @@ impl Emitter {
                 node.metrics(|m| m.lose(LossReason::Shed, 1));
             }
         }
-        check_commands(node)
+        Ok(())
     }
 }
 
@@ -393,6 +413,7 @@ fn video(node: &mut Node) -> Result<(), StageError> {
     });
     let len = width as usize * height as usize * 3;
     let mut emitter = Emitter::new(node)?;
+    emitter.cost.watch_child(child.id());
     let mut seq = 0u64;
     let mut partial = false;
     let mut pacer = Pacer::new(node, fps);

@@ -5,6 +5,7 @@
 
 pub mod bodies;
 pub mod faults;
+pub mod head_cost;
 pub mod heads;
 pub mod media;
 pub mod models;
