@@ -14,9 +14,11 @@ pub mod functions;
 pub mod logcap;
 pub mod messages;
 pub mod node;
+pub mod ranges;
 pub mod schema;
 pub mod shm;
 pub mod spec;
+pub mod text;
 pub mod validate;
 
 pub use messages::PROTOCOL_VERSION;

@@ -4,6 +4,7 @@
 
 use crate::functions::{self, FunctionDef, ParamType};
 use crate::spec::{parse_app, AppSpec, SpecError, SpecErrors, TaskKind, TaskSpec};
+use crate::text::shown;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -32,7 +33,7 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
             "name".into(),
             format!(
                 "'{}' may only use letters, digits, '-', '_' and '.'",
-                app.name
+                shown(&app.name)
             ),
         );
     }
@@ -43,6 +44,7 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
         );
     }
     check_numbers(app, &mut err);
+    crate::ranges::check_ranges(app, &mut err);
 
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, task) in app.tasks.iter().enumerate() {
@@ -52,7 +54,7 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
                 format!("{at}.name"),
                 format!(
                     "'{}' may only use letters, digits, '-', '_' and '.'",
-                    task.name
+                    shown(&task.name)
                 ),
             );
         }
@@ -61,7 +63,7 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
                 format!("{at}.name"),
                 format!(
                     "duplicate task name '{}' (first used by tasks[{first}])",
-                    task.name
+                    shown(&task.name)
                 ),
             );
         }
@@ -79,7 +81,7 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
                     format!("{at}.function"),
                     format!(
                         "unknown function '{}'{hint}; known functions: {}",
-                        task.function,
+                        shown(&task.function),
                         functions::names().join(", ")
                     ),
                 );
@@ -124,7 +126,7 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
 }
 
 fn task_path(i: usize, task: &TaskSpec) -> String {
-    format!("tasks[{i}] ({})", task.name)
+    format!("tasks[{i}] ({})", shown(&task.name))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -180,8 +182,9 @@ fn check_inputs(
             format!("a {} task needs at least one input", task.kind),
         );
     }
-    for (k, input) in task.inputs.iter().enumerate() {
-        match index.get(input.as_str()) {
+    for (k, name) in task.inputs.iter().enumerate() {
+        let input = shown(name);
+        match index.get(name.as_str()) {
             None => err(
                 format!("{at}.inputs[{k}]"),
                 format!("unknown task '{input}': no task has that name"),
@@ -198,7 +201,7 @@ fn check_inputs(
             ),
             Some(_) => {}
         }
-        if task.inputs[..k].contains(input) {
+        if task.inputs[..k].contains(name) {
             err(
                 format!("{at}.inputs[{k}]"),
                 format!("'{input}' is listed twice"),

@@ -13,7 +13,6 @@ use crate::prometheus::render_metrics;
 use protocol::messages::StageMetrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -23,14 +22,14 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+mod http;
 mod live_changes;
+pub use http::Request;
 pub use live_changes::MAX_THREADS;
 use live_changes::{restart, set_rate, set_threads};
 
 /// How long the API waits for an app's run loop to answer a restart.
 pub const RESTART_WAIT: Duration = Duration::from_secs(30);
-/// Largest request body the API reads.
-const MAX_BODY: usize = 1 << 20;
 
 /// One stage replica as `status` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -299,7 +298,14 @@ pub fn socket_path(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join("control.sock")
 }
 
+/// Worker threads answering the control socket (a restart or a start may take each for
+/// up to 30 s; every other request is answered at once).
+const CONTROL_WORKERS: usize = 4;
+/// Worker threads answering `GET /metrics` on the TCP port.
+const METRICS_WORKERS: usize = 2;
+
 /// Serve the API until the process ends. `launcher` takes `POST /apps` (the daemon's).
+/// Both listeners run under the limits of [`http`] (sizes, deadlines, connection caps).
 pub fn serve(
     runtime_dir: &Path,
     registry: Arc<Registry>,
@@ -314,17 +320,21 @@ pub fn serve(
     let uid = unsafe { libc::getuid() };
     {
         let registry = registry.clone();
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                for conn in listener.incoming().flatten() {
-                    let allowed = peer_uid(&conn) == Some(uid);
-                    let (registry, launcher) = (registry.clone(), launcher.clone());
-                    std::thread::spawn(move || {
-                        handle(conn, allowed, &registry, launcher.as_deref())
-                    });
-                }
-            })?;
+        // The peer's uid is checked as the connection is accepted, before it is read.
+        let admit: http::Admit<UnixStream> = Box::new(move |conn| peer_uid(conn) == Some(uid));
+        let handler: http::Handler<UnixStream> = Arc::new(move |_, req| {
+            // The answer to a start must reach its client before the supervisor may exit.
+            let _busy = (req.target == "/apps").then(|| registry.busy());
+            route(req, &registry, launcher.as_deref())
+        });
+        http::serve(
+            "control",
+            listener,
+            CONTROL_WORKERS,
+            admit,
+            "this supervisor belongs to another user\n",
+            handler,
+        )?;
     }
     if let Some(addr) = metrics_addr {
         if !addr.ip().is_loopback() {
@@ -332,23 +342,21 @@ pub fn serve(
         }
         let tcp = std::net::TcpListener::bind(addr)?;
         eprintln!("metrics on http://{}/metrics", tcp.local_addr()?);
-        std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for conn in tcp.incoming().flatten() {
-                    let registry = registry.clone();
-                    std::thread::spawn(move || {
-                        let mut conn = conn;
-                        let req = read_request(&mut conn);
-                        if req.method == "GET" && req.target == "/metrics" {
-                            let body = registry.metrics();
-                            respond(&mut conn, 200, "text/plain; version=0.0.4", &body);
-                        } else {
-                            respond(&mut conn, 404, "text/plain", "only GET /metrics here\n");
-                        }
-                    });
-                }
-            })?;
+        let handler: http::Handler<std::net::TcpStream> = Arc::new(move |_, req| {
+            if req.method == "GET" && req.target == "/metrics" {
+                (200, "text/plain; version=0.0.4", registry.metrics())
+            } else {
+                text(404, "only GET /metrics here\n")
+            }
+        });
+        http::serve(
+            "metrics",
+            tcp,
+            METRICS_WORKERS,
+            Box::new(|_| true),
+            "",
+            handler,
+        )?;
     }
     Ok(path)
 }
@@ -358,7 +366,7 @@ fn snapshot(state: &Mutex<LiveApp>) -> LiveApp {
 }
 
 /// The uid of the process at the other end of a Unix socket.
-fn peer_uid(conn: &UnixStream) -> Option<u32> {
+pub fn peer_uid(conn: &UnixStream) -> Option<u32> {
     let mut cred = libc::ucred {
         pid: 0,
         uid: 0,
@@ -378,93 +386,8 @@ fn peer_uid(conn: &UnixStream) -> Option<u32> {
     (rc == 0).then_some(cred.uid)
 }
 
-struct Request {
-    method: String,
-    target: String,
-    body: Vec<u8>,
-}
-
-fn read_request(conn: &mut impl Read) -> Request {
-    let mut reader = BufReader::new(conn);
-    let mut line = String::new();
-    let _ = reader.read_line(&mut line);
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("").to_string();
-    let target = parts.next().unwrap_or("").to_string();
-    let mut length = 0usize;
-    loop {
-        let mut h = String::new();
-        match reader.read_line(&mut h) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if h == "\r\n" || h == "\n" => break,
-            Ok(_) => {
-                if let Some((name, value)) = h.split_once(':') {
-                    if name.trim().eq_ignore_ascii_case("content-length") {
-                        length = value.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-        }
-    }
-    let mut body = Vec::new();
-    let _ = reader
-        .take(length.min(MAX_BODY) as u64)
-        .read_to_end(&mut body);
-    Request {
-        method,
-        target,
-        body,
-    }
-}
-
-fn respond(conn: &mut impl Write, code: u16, ctype: &str, body: &str) {
-    let reason = match code {
-        200 => "OK",
-        202 => "Accepted",
-        400 => "Bad Request",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        409 => "Conflict",
-        422 => "Unprocessable Content",
-        500 => "Internal Server Error",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Unknown",
-    };
-    let _ = write!(
-        conn,
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-}
-
 const ROUTES: &str = "routes: GET /status, GET /metrics, POST /stop, POST /shutdown, POST /apps, \
 POST /apps/NAME/stop, POST /apps/NAME/restart, POST /apps/NAME/rate, POST /apps/NAME/threads\n";
-
-fn handle(
-    mut conn: UnixStream,
-    allowed: bool,
-    registry: &Registry,
-    launcher: Option<&dyn Launcher>,
-) {
-    // A client that stops sending must not hold a thread for ever.
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let req = read_request(&mut conn);
-    // The answer to a start must reach its client before the supervisor may exit.
-    let _busy = (req.target == "/apps").then(|| registry.busy());
-    if !allowed {
-        respond(
-            &mut conn,
-            403,
-            "text/plain",
-            "this supervisor belongs to another user\n",
-        );
-        return;
-    }
-    let (code, ctype, body) = route(&req, registry, launcher);
-    respond(&mut conn, code, ctype, &body);
-}
 
 fn text(code: u16, message: impl Into<String>) -> (u16, &'static str, String) {
     let mut message = message.into();

@@ -194,13 +194,40 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if prints_only(&cli.command) {
+        default_sigpipe();
+    }
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote names, paths and answers from outside: no raw control characters.
+            eprintln!(
+                "error: {}",
+                protocol::text::escape_controls(&format!("{e:#}"))
+            );
             ExitCode::from(1)
         }
     }
+}
+
+/// Commands that only print what they find (no server, no children): a reader that
+/// goes away (`| head -1`) ends them quietly, as it does `cat`.
+fn prints_only(cmd: &Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Validate { .. }
+            | Cmd::Schema
+            | Cmd::Plan { .. }
+            | Cmd::Status { .. }
+            | Cmd::Logs { .. }
+    )
+}
+
+/// Let SIGPIPE end the process (Rust ignores it, so a closed stdout made `println!`
+/// panic with exit status 101).
+fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to its default has no preconditions.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
 fn default_run_dir(app: &str) -> PathBuf {
@@ -238,7 +265,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let loaded = app::load(&app)?;
             println!(
                 "{}: app '{}' is valid ({} tasks)",
-                app.display(),
+                protocol::text::shown_up_to(&app.display().to_string(), 4096),
                 loaded.spec.name,
                 loaded.spec.tasks.len()
             );
@@ -404,6 +431,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime_dir = runtime::prepare()?;
             let result = profiling::profile(&loaded, &batches, items);
             runtime::cleanup(&runtime_dir);
+            // Its stages are gone: from here on it only prints.
+            default_sigpipe();
             profiling::print_fits(&loaded.spec, &result?);
             Ok(ExitCode::SUCCESS)
         }

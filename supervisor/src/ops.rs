@@ -515,13 +515,27 @@ pub fn logs(stage: &str, follow: bool) -> anyhow::Result<ExitCode> {
 /// Live supervisors of this user: (pid, socket).
 pub fn find_supervisors() -> Vec<(u32, PathBuf)> {
     let mut found = Vec::new();
-    let Ok(entries) = std::fs::read_dir(crate::runtime::user_dir()) else {
+    let base = crate::runtime::user_dir();
+    // A folder another user controls could hold forged sockets: none of it is believed.
+    if let Some(why) = crate::runtime::untrusted_dir(&base) {
+        if base.exists() {
+            eprintln!(
+                "warning: ignoring the runtime folder {}: {why}",
+                protocol::text::shown(&base.display().to_string())
+            );
+        }
+        return found;
+    }
+    let Ok(entries) = std::fs::read_dir(&base) else {
         return found;
     };
     for e in entries.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
+        if !crate::runtime::is_ours(&e.path()) {
+            continue;
+        }
         let sock = control::socket_path(&e.path());
         if sock.exists() {
             found.push((pid, sock));
@@ -541,6 +555,17 @@ pub fn request(
     timeout: Duration,
 ) -> anyhow::Result<(u16, String)> {
     let mut conn = UnixStream::connect(sock)?;
+    // The answer is believed only from a process of this user (SO_PEERCRED).
+    // SAFETY: getuid never fails.
+    let me = unsafe { libc::getuid() };
+    match control::peer_uid(&conn) {
+        Some(uid) if uid == me => {}
+        other => anyhow::bail!(
+            "{} is served by uid {}, not by you (uid {me}): not asked",
+            sock.display(),
+            other.map_or("unknown".to_string(), |u| u.to_string())
+        ),
+    }
     conn.set_read_timeout(Some(timeout))?;
     let body = body.unwrap_or("");
     write!(

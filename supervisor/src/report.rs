@@ -32,6 +32,22 @@ fn esc(s: &str) -> String {
 
 type Series = (String, Vec<(f64, f64)>);
 
+/// Largest axis value a chart is drawn with: plotters' key-point search does not end
+/// on ranges near `f64::MAX` (issue 17, item 5); such a chart is skipped instead.
+const MAX_AXIS: f64 = 1e12;
+
+/// The note that replaces a chart whose axis would reach `value`, logged as a warning.
+fn skipped(title: &str, value: f64) -> Option<String> {
+    if value.is_finite() && value <= MAX_AXIS {
+        return None;
+    }
+    tracing::warn!("report.html: chart '{title}' skipped: an axis would reach {value:e}");
+    Some(format!(
+        "<p>(chart '{}' skipped: an axis would reach {value:e}, more than the {MAX_AXIS:e} a chart can show)</p>",
+        esc(title)
+    ))
+}
+
 /// A line chart of several series; `hline` draws a dashed horizontal quota line.
 fn line_chart(title: &str, y_desc: &str, series: &[Series], hline: Option<f64>) -> String {
     let mut svg = String::new();
@@ -47,6 +63,9 @@ fn line_chart(title: &str, y_desc: &str, series: &[Series], hline: Option<f64>) 
         .fold(0.0f64, f64::max)
         .max(1e-3)
         * 1.1;
+    if let Some(note) = skipped(title, x_max).or_else(|| skipped(title, y_max)) {
+        return note;
+    }
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         let drawn = (|| -> Result<(), Box<dyn std::error::Error + '_>> {
@@ -115,6 +134,9 @@ fn latency_histogram(latencies: &[f32], quota: Option<f64>) -> String {
     }
     let max = latencies.iter().copied().fold(0.0f32, f32::max) as f64;
     let x_max = quota.map_or(max, |q| q.max(max)).max(1e-3) * 1.05;
+    if let Some(note) = skipped("End-to-end latency distribution", x_max) {
+        return note;
+    }
     let bins = 40usize;
     let width = x_max / bins as f64;
     let mut counts = vec![0u32; bins];
@@ -380,5 +402,36 @@ mod tests {
         let hist = latency_histogram(&[1.0, 2.0, 3.0], Some(2.5));
         assert!(hist.contains("<rect") && hist.contains("max_latency_ms quota (2.5)"));
         assert!(latency_histogram(&[], None).contains("No reply"));
+    }
+
+    /// Runs `draw` on its own thread; fails if it has not returned within 20 s (the
+    /// renderer used to spin for ever on these values).
+    fn returns(draw: impl FnOnce() -> String + Send + 'static) -> String {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(draw());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the chart was not drawn or skipped within 20 s")
+    }
+
+    #[test]
+    fn charts_with_extreme_values_are_skipped_with_a_note_not_drawn_for_ever() {
+        let hist = returns(|| latency_histogram(&[1.0, 2.0], Some(f64::MAX)));
+        assert!(hist.contains("skipped") && !hist.contains("<svg"), "{hist}");
+        let line = returns(|| {
+            line_chart(
+                "Replies per second",
+                "r/s",
+                &[("x".into(), vec![(0.0, 1.0)])],
+                Some(f64::MAX / 60.0),
+            )
+        });
+        assert!(line.contains("'Replies per second' skipped"), "{line}");
+        let huge_points =
+            returns(|| line_chart("t", "y", &[("x".into(), vec![(f64::MAX, 1e300)])], None));
+        assert!(huge_points.contains("skipped"), "{huge_points}");
+        // An ordinary chart is still drawn.
+        assert!(returns(|| latency_histogram(&[1.0], Some(500.0))).starts_with("<svg"));
     }
 }
