@@ -9,9 +9,11 @@ mod control;
 mod daemon;
 mod launch;
 mod leaks;
+mod memory_check;
 mod models;
 mod ops;
 mod plan;
+mod preflight;
 mod profiled_plan;
 mod profiling;
 mod progress;
@@ -235,6 +237,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Validate { app } => {
             let loaded = app::load(&app)?;
+            preflight::check(&loaded)?;
             println!(
                 "{}: app '{}' is valid ({} tasks)",
                 app.display(),
@@ -337,6 +340,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             // Checked here first, so that problems are listed before any daemon starts.
             let mut loaded = app::load(&app)?;
+            preflight::check(&loaded)?;
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             if detach {
                 return ops::start_detached(
