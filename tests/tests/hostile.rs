@@ -130,11 +130,14 @@ fn gen_app(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
     write_app(dir, &app)
 }
 
+/// A change to an app's JSON.
+type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+
 #[test]
 fn validate_refuses_extreme_numbers_that_start_would_refuse_or_crash_on() {
     let dir = scratch("hostile-numbers");
     let long = "n".repeat(300);
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>, &str)> = vec![
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "fps",
             Box::new(|a| a["tasks"][0]["params"]["fps"] = json!(1e-320)),
