@@ -7,6 +7,8 @@ mod apprun;
 mod bench;
 mod control;
 mod daemon;
+#[cfg(test)]
+mod fuzz_app_tests;
 mod launch;
 mod leaks;
 mod memory_check;
