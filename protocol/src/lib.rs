@@ -6,11 +6,13 @@
 //! - [`messages`] and [`codec`]: the wire protocol between the supervisor and its
 //!   children (bootstrap, control, data envelopes), encoded with bincode.
 //! - [`shm`]: memfd-backed slot pools that carry frame and tensor payloads.
+//! - [`limits`]: the pixel, byte and rate limits on what input can make us allocate.
 //! - [`clock`]: the monotonic clock every process stamps envelopes with.
 
 pub mod clock;
 pub mod codec;
 pub mod functions;
+pub mod limits;
 pub mod logcap;
 pub mod messages;
 pub mod node;
@@ -20,5 +22,6 @@ pub mod shm;
 pub mod spec;
 pub mod text;
 pub mod validate;
+mod validate_limits;
 
 pub use messages::PROTOCOL_VERSION;

@@ -3,8 +3,10 @@
 //! Every problem is reported, each with the JSON path where it is.
 
 use crate::functions::{self, FunctionDef, ParamType};
+use crate::limits::{LimitError, Limits};
 use crate::spec::{parse_app, AppSpec, SpecError, SpecErrors, TaskKind, TaskSpec};
 use crate::text::shown;
+use crate::validate_limits::check_limits;
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -15,8 +17,14 @@ pub fn load_app(text: &str) -> Result<AppSpec, SpecErrors> {
     Ok(app)
 }
 
-/// Check an app; all problems are returned together.
+/// Check an app against the limits of the environment ([`Limits::from_env`]); all
+/// problems are returned together.
 pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
+    validate_with(app, Limits::from_env())
+}
+
+/// Check an app against the given limits (an unusable setting is one more problem).
+pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Result<(), SpecErrors> {
     let mut errs = Vec::new();
     let mut err = |path: String, message: String| {
         errs.push(SpecError {
@@ -45,6 +53,10 @@ pub fn validate(app: &AppSpec) -> Result<(), SpecErrors> {
     }
     check_numbers(app, &mut err);
     crate::ranges::check_ranges(app, &mut err);
+    match limits {
+        Ok(limits) => check_limits(app, &limits, &mut err),
+        Err(e) => err("environment".into(), e.to_string()),
+    }
 
     let mut index: HashMap<&str, usize> = HashMap::new();
     for (i, task) in app.tasks.iter().enumerate() {

@@ -7,12 +7,16 @@ mod apprun;
 mod bench;
 mod control;
 mod daemon;
+#[cfg(test)]
+mod fuzz_app_tests;
 mod launch;
 mod leaks;
 mod ledger;
+mod memory_check;
 mod models;
 mod ops;
 mod plan;
+mod preflight;
 mod profiled_plan;
 mod profiling;
 mod progress;
@@ -263,6 +267,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Validate { app } => {
             let loaded = app::load(&app)?;
+            preflight::check(&loaded)?;
             println!(
                 "{}: app '{}' is valid ({} tasks)",
                 protocol::text::shown_up_to(&app.display().to_string(), 4096),
@@ -366,6 +371,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             // Checked here first, so that problems are listed before any daemon starts.
             let mut loaded = app::load(&app)?;
+            preflight::check(&loaded)?;
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             if detach {
                 return ops::start_detached(

@@ -2,6 +2,7 @@
 //! stage. Slot sizes come from the largest payload each producing stage can emit,
 //! found by following frame sizes down the DAG.
 
+use protocol::limits::{LimitError, Limits};
 use protocol::spec::{AppSpec, TaskKind};
 use protocol::validate::topological_order;
 use serde::Serialize;
@@ -41,6 +42,16 @@ pub struct Plan {
 pub enum PlanError {
     #[error("task '{task}': {detail}")]
     Source { task: String, detail: String },
+    #[error("task '{task}': {source}")]
+    Limit {
+        task: String,
+        #[source]
+        source: LimitError,
+    },
+    #[error(transparent)]
+    Setting(#[from] LimitError),
+    #[error("the app needs {processes} processes (one per replica, plus the GPU agent); at most {max} are supported")]
+    Processes { processes: u64, max: u64 },
 }
 
 fn num(task: &protocol::spec::TaskSpec, name: &str) -> u64 {
@@ -52,18 +63,19 @@ fn output_bound(
     app: &AppSpec,
     i: usize,
     frame_bounds: &[Option<(u64, u64)>],
+    limits: &Limits,
 ) -> Result<Option<(u64, u64)>, PlanError> {
     let task = &app.tasks[i];
     let input_max = task
         .inputs
         .iter()
         .filter_map(|n| app.task_index(n).and_then(|j| frame_bounds[j]))
-        .max_by_key(|(w, h)| w * h);
+        .max_by_key(|(w, h)| u128::from(*w) * u128::from(*h));
     let source_err = |detail: String| PlanError::Source {
         task: task.name.clone(),
         detail,
     };
-    Ok(match task.function.as_str() {
+    let bound = match task.function.as_str() {
         "image.gen" | "image.resize" | "image.crop" => {
             Some((num(task, "width"), num(task, "height")))
         }
@@ -74,10 +86,22 @@ fn output_bound(
                 .get("path")
                 .and_then(|v| v.as_str())
                 .unwrap_or("");
-            Some(crate::source_probe::largest_frame(&task.function, path).map_err(source_err)?)
+            Some(
+                crate::source_probe::largest_frame(&task.function, path, limits)
+                    .map_err(source_err)?,
+            )
         }
         _ => input_max,
-    })
+    };
+    if let (Some((w, h)), true) = (bound, task.function != "bench.blob") {
+        limits
+            .check_frame("its frames", w, h)
+            .map_err(|source| PlanError::Limit {
+                task: task.name.clone(),
+                source,
+            })?;
+    }
+    Ok(bound)
 }
 
 /// Whether a function writes payloads of its own (and so needs a pool).
@@ -102,16 +126,18 @@ fn upscale_to(task: &protocol::spec::TaskSpec) -> Option<u64> {
     model.starts_with("ppocr-det").then_some(736)
 }
 
-/// Bytes for one item's payload at a stage whose frames are at most `w`×`h`.
-fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u64 {
-    const MIB: u64 = 1 << 20;
+/// Bytes for one item's payload at a stage whose frames are at most `w`×`h` (without
+/// overflow: the caller checks the result against the slot limit).
+fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u128 {
+    const MIB: u128 = 1 << 20;
+    let (w, h) = (u128::from(w), u128::from(h));
     match task.function.as_str() {
         "bench.blob" => w,
         // f32 tensors of the frame or its pyramid (≤ 2× the frame), never below 16 MiB;
         // a text detector scales small images up first (short side to 736 px).
         "model.preprocess" => {
             let (mut tw, mut th) = (w, h);
-            if let Some(min_side) = upscale_to(task) {
+            if let Some(min_side) = upscale_to(task).map(u128::from) {
                 let short = w.min(h).max(1);
                 if short < min_side {
                     tw = (w * min_side).div_ceil(short);
@@ -125,7 +151,7 @@ fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u64 {
             task.params
                 .get("output_slot_mb")
                 .and_then(|v| v.as_u64())
-                .unwrap_or(64)
+                .map_or(64, u128::from)
                 .max(1)
                 * MIB
         }
@@ -143,13 +169,14 @@ fn slot_count(function: &str, batch: u32, consumer_batch: u32, slot_size: u64) -
     } else {
         DEFAULT_SLOTS
     };
+    let room = |b: u32, n: u32| b.saturating_mul(n).saturating_add(2);
     // A consumer serving one batch while the next fills holds two batches' slots; give
     // it that where the memory allows (the planning benchmark's P-Net pre-processing
     // waited for slots 60 % of a run with one batch's room), one batch at least.
-    let both_batches =
-        (2 * consumer_batch + 2).min((MAX_CONSUMER_POOL_BYTES / slot_size.max(1)) as u32);
-    base.max(2 * batch + 2)
-        .max(consumer_batch + 2)
+    let by_memory = u32::try_from(MAX_CONSUMER_POOL_BYTES / slot_size.max(1)).unwrap_or(u32::MAX);
+    let both_batches = room(consumer_batch, 2).min(by_memory);
+    base.max(room(batch, 2))
+        .max(room(consumer_batch, 1))
         .max(both_batches)
 }
 
@@ -197,18 +224,57 @@ fn source_in_flight(
         Some(carried) => ((OVERLOAD_QUOTA_SHARE * carried * latency_s)
             .floor()
             .min(max) as u32)
-            .max(consumer_batch + 2),
-        None => (fps * latency_s).ceil().min(max) as u32 + consumer_batch + 2,
+            .max(consumer_batch.saturating_add(2)),
+        None => ((fps * latency_s).ceil().min(max) as u32)
+            .saturating_add(consumer_batch.saturating_add(2)),
     };
     let by_memory = (MAX_SOURCE_POOL_BYTES / slot_size.max(1)).max(1) as u32;
     Some(want.min(MAX_SOURCE_SLOTS).min(by_memory))
 }
 
-/// Plan an app with the user's fixed settings and defaults elsewhere.
+/// Plan an app with the user's fixed settings and defaults elsewhere, within the limits
+/// of the environment.
 pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
+    plan_with(app, &Limits::from_env()?)
+}
+
+/// The pool of a stage that makes payloads of at most `w`×`h`, within `limits`.
+fn pool_plan(
+    app: &AppSpec,
+    t: &protocol::spec::TaskSpec,
+    (w, h): (u64, u64),
+    batch_size: u32,
+    consumer_batch: u32,
+    limits: &Limits,
+) -> Result<PoolPlan, PlanError> {
+    let limit = |source| PlanError::Limit {
+        task: t.name.clone(),
+        source,
+    };
+    let wanted = slot_bytes(t, w, h);
+    limits.check_slot("one slot", wanted).map_err(limit)?;
+    let slot_size = u64::try_from(wanted).unwrap_or(u64::MAX);
+    let mut slots = slot_count(&t.function, batch_size, consumer_batch, slot_size);
+    if t.kind == TaskKind::Head {
+        let in_flight = source_in_flight(app, t, consumer_batch, slot_size);
+        slots = slots.max(in_flight.unwrap_or(0));
+    }
+    let what = format!(
+        "its pool ({slots} slots of {})",
+        protocol::limits::bytes(wanted)
+    );
+    limits
+        .check_pool(&what, protocol::shm::region_bytes(slots, slot_size))
+        .map_err(limit)?;
+    Ok(PoolPlan { slots, slot_size })
+}
+
+/// Plan an app with the user's fixed settings and defaults elsewhere, within `limits`:
+/// every frame, slot and pool is checked before anything is sized from it.
+pub fn plan_with(app: &AppSpec, limits: &Limits) -> Result<Plan, PlanError> {
     let mut bounds: Vec<Option<(u64, u64)>> = vec![None; app.tasks.len()];
     for i in topological_order(app) {
-        bounds[i] = output_bound(app, i, &bounds)?;
+        bounds[i] = output_bound(app, i, &bounds, limits)?;
     }
     let stages = app
         .tasks
@@ -225,18 +291,17 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
                 .max()
                 .unwrap_or(1);
             let pool = match (makes_payloads(&t.function), bounds[i]) {
-                (true, Some((w, h))) => {
-                    let slot_size = slot_bytes(t, w, h);
-                    let mut slots = slot_count(&t.function, batch_size, consumer_batch, slot_size);
-                    if t.kind == TaskKind::Head {
-                        let in_flight = source_in_flight(app, t, consumer_batch, slot_size);
-                        slots = slots.max(in_flight.unwrap_or(0));
-                    }
-                    Some(PoolPlan { slots, slot_size })
-                }
+                (true, Some(frame)) => Some(pool_plan(
+                    app,
+                    t,
+                    frame,
+                    batch_size,
+                    consumer_batch,
+                    limits,
+                )?),
                 _ => None,
             };
-            StagePlan {
+            Ok(StagePlan {
                 task: t.name.clone(),
                 kind: t.kind,
                 function: t.function.clone(),
@@ -254,9 +319,15 @@ pub fn plan(app: &AppSpec) -> Result<Plan, PlanError> {
                     1
                 },
                 pool,
-            }
+            })
         })
-        .collect();
+        .collect::<Result<Vec<_>, PlanError>>()?;
+    let agent = u64::from(app.tasks.iter().any(|t| t.kind == TaskKind::Gpu));
+    let processes = stages.iter().map(|s| u64::from(s.replicas)).sum::<u64>() + agent;
+    let max = protocol::shm::MAX_HOLDERS as u64 - 1;
+    if processes > max {
+        return Err(PlanError::Processes { processes, max });
+    }
     Ok(Plan { stages })
 }
 

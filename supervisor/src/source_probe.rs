@@ -10,26 +10,38 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+use protocol::limits::Limits;
+
 use worker_cpu::media::{image_size, list_images, probe_video};
 
 /// Width × height of the largest frame `function` (`source.images` or `source.video`) reads
-/// from `path`; an error says why the source cannot be read.
-pub fn largest_frame(function: &str, path: &str) -> Result<(u64, u64), String> {
+/// from `path`; an error says why the source cannot be read. Images over the pixel limit
+/// are left out (the head refuses them as bad input, naming their sizes): one bomb in a
+/// folder must not size the pool of every other image.
+pub fn largest_frame(function: &str, path: &str, limits: &Limits) -> Result<(u64, u64), String> {
     let files = match function {
         "source.images" => list_images(path).map_err(|e| e.to_string())?,
         _ => vec![PathBuf::from(path)],
     };
     let key = (function.to_string(), path.to_string());
-    memo().get_or_probe(key, fingerprint(&files), || probe(function, path, &files))
+    // A different pixel limit leaves out different images: probe again.
+    let print = fingerprint(&files) ^ limits.max_pixels.rotate_left(17);
+    memo().get_or_probe(key, print, || probe(function, path, &files, limits))
 }
 
-fn probe(function: &str, path: &str, files: &[PathBuf]) -> Result<(u64, u64), String> {
+fn probe(
+    function: &str,
+    path: &str,
+    files: &[PathBuf],
+    limits: &Limits,
+) -> Result<(u64, u64), String> {
     if function == "source.images" {
         let largest = files
             .iter()
             .filter_map(|f| image_size(f))
             .map(|(w, h)| (u64::from(w), u64::from(h)))
-            .max_by_key(|(w, h)| w * h);
+            .filter(|(w, h)| limits.check_frame("", *w, *h).is_ok())
+            .max_by_key(|(w, h)| u128::from(*w) * u128::from(*h));
         return Ok(largest.unwrap_or((1, 1)));
     }
     let (w, h, _) = probe_video(path).map_err(|e| e.to_string())?;

@@ -52,6 +52,19 @@ impl<'a> Wiring<'a> {
         run_dir: &Path,
         heartbeat_ms: u32,
     ) -> anyhow::Result<Wiring<'a>> {
+        // Counted before any pool is made: one pool per replica.
+        let mut counts: Vec<u32> = plan.stages.iter().map(|s| s.replicas).collect();
+        if agent.is_some() {
+            counts.push(1);
+        }
+        let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+        if total >= MAX_HOLDERS as u64 {
+            return Err(anyhow!(
+                "the app has {total} processes; at most {} are supported",
+                MAX_HOLDERS - 1
+            ));
+        }
+        crate::memory_check::pools_fit(plan)?;
         let mut pools = BTreeMap::new();
         let mut next_pool = 1u32;
         for (t, stage) in plan.stages.iter().enumerate() {
@@ -63,17 +76,6 @@ impl<'a> Wiring<'a> {
                     next_pool += 1;
                 }
             }
-        }
-        let mut counts: Vec<u32> = plan.stages.iter().map(|s| s.replicas).collect();
-        if agent.is_some() {
-            counts.push(1);
-        }
-        let total: u32 = counts.iter().sum();
-        if total as usize >= MAX_HOLDERS {
-            return Err(anyhow!(
-                "the app has {total} processes; at most {} are supported",
-                MAX_HOLDERS - 1
-            ));
         }
         let gpu_replicas = plan
             .stages

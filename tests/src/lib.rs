@@ -2,6 +2,8 @@
 //! temporary app folders and test media, running the supervisor and inspecting the
 //! processes and memory it leaves behind.
 
+pub mod mutate;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

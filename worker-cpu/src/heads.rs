@@ -6,6 +6,7 @@ use crate::head_cost::CpuMeter;
 use crate::media::{decode_rgb, ffmpeg_program, list_images, probe_video};
 use crate::{param, required, StageError};
 use protocol::clock::now_ns;
+use protocol::limits::{Limits, MAX_RATE, MIN_RATE};
 use protocol::messages::{Command, DType, Envelope, LossReason, Payload, PixelFormat};
 use protocol::node::{Node, NodeError};
 use protocol::shm::{ShmRef, SlotPool};
@@ -262,7 +263,7 @@ enum Paced {
 impl Pacer {
     fn new(node: &Node, fps: f64) -> Pacer {
         Pacer {
-            fps,
+            fps: pacable(fps),
             start: Instant::now(),
             first: node.resume_from(&node.task.name),
             due: None,
@@ -279,7 +280,7 @@ impl Pacer {
     fn wait(&mut self, node: &mut Node, seq: u64) -> Result<Flow, StageError> {
         loop {
             if let Some(fps) = node.take_rate_change() {
-                self.fps = fps;
+                self.fps = pacable(fps);
                 self.start = Instant::now();
                 self.first = self.first.max(seq);
             }
@@ -287,7 +288,12 @@ impl Pacer {
             if self.fps <= 0.0 || seq < self.first {
                 return Ok(Flow::Go);
             }
-            let due = self.start + Duration::from_secs_f64((seq - self.first) as f64 / self.fps);
+            // At most ~31 years ahead: a rate the clock cannot express waits, never panics.
+            let wait = ((seq - self.first) as f64 / self.fps).min(1e9);
+            let due = self
+                .start
+                .checked_add(Duration::from_secs_f64(wait))
+                .unwrap_or(self.start);
             self.due = Some(due);
             match pace(node, due)? {
                 Paced::Due => return Ok(Flow::Go),
@@ -295,6 +301,17 @@ impl Pacer {
                 Paced::RateChanged => {}
             }
         }
+    }
+}
+
+/// A rate the pacer can keep: 0 (unpaced) for anything not a positive number, else
+/// within [`MIN_RATE`]..=[`MAX_RATE`] (validation and the control API refuse the rest;
+/// this keeps a head alive whatever reaches it).
+fn pacable(fps: f64) -> f64 {
+    if fps > 0.0 {
+        fps.clamp(MIN_RATE, MAX_RATE)
+    } else {
+        0.0
     }
 }
 
@@ -343,6 +360,7 @@ fn images(node: &mut Node) -> Result<(), StageError> {
     let path: String = required(node, "path")?;
     let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
     let files = list_images(&path)?;
+    let limits = Limits::from_env().map_err(|e| StageError::Input(e.to_string()))?;
     let mut emitter = Emitter::new(node)?;
     let mut pacer = Pacer::new(node, fps);
     for (seq, file) in files.iter().enumerate() {
@@ -350,7 +368,7 @@ fn images(node: &mut Node) -> Result<(), StageError> {
         if pacer.wait(node, seq)? == Flow::Drain {
             break;
         }
-        let (w, h, rgb) = match decode_rgb(file) {
+        let (w, h, rgb) = match decode_rgb(file, &limits) {
             Ok(decoded) => decoded,
             Err(e) => {
                 // A corrupt file is skipped and counted; the app goes on.

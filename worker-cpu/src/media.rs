@@ -2,6 +2,8 @@
 //! files, decoding them, probing videos and finding ffmpeg.
 
 use crate::StageError;
+use protocol::limits::Limits;
+use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -46,11 +48,57 @@ pub fn image_size(path: &Path) -> Option<(u32, u32)> {
     image::image_dimensions(path).ok()
 }
 
-/// Decode an image file to packed RGB8.
-pub fn decode_rgb(path: &Path) -> Result<(u32, u32, Vec<u8>), StageError> {
-    let img = image::open(path)
-        .map_err(|e| StageError::io(path.display(), format!("cannot decode image: {e}")))?;
-    let rgb = img.into_rgb8();
+/// Decode an image file to packed RGB8, refusing (before decoding anything) one whose
+/// header claims more pixels than `limits` allow.
+pub fn decode_rgb(path: &Path, limits: &Limits) -> Result<(u32, u32, Vec<u8>), StageError> {
+    let file = std::fs::File::open(path).map_err(|e| StageError::io(path.display(), e))?;
+    let format = image::ImageFormat::from_path(path).ok();
+    decode_image(
+        &path.display().to_string(),
+        std::io::BufReader::new(file),
+        format,
+        limits,
+    )
+}
+
+/// An image reader over `input`: the format its bytes show, else `format`.
+fn reader<R: BufRead + Seek>(
+    input: R,
+    format: Option<image::ImageFormat>,
+) -> std::io::Result<image::ImageReader<R>> {
+    let mut r = image::ImageReader::new(input);
+    if let Some(f) = format {
+        r.set_format(f);
+    }
+    r.with_guessed_format()
+}
+
+/// Decode PNG or JPEG bytes from `input` (`name` says where they come from in errors) to
+/// packed RGB8. The header's size is checked against the pixel limit first, and the
+/// decoder's own allocations are capped at 8 bytes per allowed pixel (16-bit RGBA), so
+/// no header can make it allocate beyond the limit.
+pub fn decode_image<R: BufRead + Seek>(
+    name: &str,
+    mut input: R,
+    format: Option<image::ImageFormat>,
+    limits: &Limits,
+) -> Result<(u32, u32, Vec<u8>), StageError> {
+    let bad = |e: &dyn std::fmt::Display| StageError::io(name, format!("cannot decode image: {e}"));
+    let (w, h) = reader(&mut input, format)
+        .map_err(|e| bad(&e))?
+        .into_dimensions()
+        .map_err(|e| bad(&e))?;
+    limits
+        .check_frame(name, u64::from(w), u64::from(h))
+        .map_err(|e| StageError::Input(e.to_string()))?;
+    input.seek(SeekFrom::Start(0)).map_err(|e| bad(&e))?;
+    let mut decoder = reader(&mut input, format).map_err(|e| bad(&e))?;
+    let mut caps = image::Limits::default();
+    caps.max_image_width = Some(w);
+    caps.max_image_height = Some(h);
+    caps.max_alloc = Some(limits.max_pixels.saturating_mul(8));
+    decoder.limits(caps);
+    let rgb = decoder.decode().map_err(|e| bad(&e))?.into_rgb8();
     Ok((rgb.width(), rgb.height(), rgb.into_raw()))
 }
 

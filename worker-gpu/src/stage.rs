@@ -146,7 +146,14 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let size = (node.setup.batch_size.max(1) as usize)
             .min(capacity)
             .min(fit_cap);
-        let max_wait = Duration::from_secs_f64(node.setup.batch_max_wait_ms.max(0.0) / 1000.0);
+        // Validated to 0..=an hour; capped here too, and a negative wait is none: never a panic.
+        let max_wait = Duration::try_from_secs_f64(
+            node.setup
+                .batch_max_wait_ms
+                .min(protocol::limits::MAX_WAIT_MS)
+                / 1000.0,
+        )
+        .unwrap_or(Duration::ZERO);
         let batch = b.collect(node, size, max_wait)?;
         if batch.is_empty() {
             if b.ended {

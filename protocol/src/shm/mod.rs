@@ -80,13 +80,24 @@ pub enum ShmError {
     OverRelease { pool: u32, slot: u32 },
     #[error("pool {pool}: holder id {holder} is out of range")]
     BadHolder { pool: u32, holder: u16 },
+    #[error("pool {pool}: {slots} slots of {slot_size} bytes: {detail}")]
+    TooLarge {
+        pool: u32,
+        slots: u32,
+        slot_size: u64,
+        detail: String,
+    },
     #[error("pool {pool}: payload of {len} bytes does not fit a {slot_size}-byte slot")]
     PayloadTooLarge { pool: u32, len: u64, slot_size: u64 },
 }
 
-/// Bytes needed for a pool of `slots` slots of `slot_size` bytes.
-pub fn region_size(slots: u32, slot_size: u64) -> usize {
-    data_offset(slots) + slots as usize * round_slot(slot_size)
+/// Bytes needed for a pool of `slots` slots of `slot_size` bytes, computed without
+/// overflow.
+pub fn region_bytes(slots: u32, slot_size: u64) -> u128 {
+    let record_bytes = HEADER as u128 + u128::from(slots) * RECORD as u128;
+    let data = record_bytes.div_ceil(DATA_ALIGN as u128) * DATA_ALIGN as u128;
+    let slot = u128::from(slot_size.max(1)).div_ceil(SLOT_ALIGN as u128) * SLOT_ALIGN as u128;
+    data + u128::from(slots) * slot
 }
 
 fn data_offset(slots: u32) -> usize {
@@ -129,8 +140,28 @@ impl std::fmt::Debug for SlotPool {
 
 impl SlotPool {
     /// Create a new pool (supervisor side).
+    /// The pool must fit the pool limit of the environment ([`crate::limits`]): the
+    /// region is written once on creation, so an unchecked size is memory taken at once.
     pub fn create(id: u32, slots: u32, slot_size: u64) -> Result<SlotPool, ShmError> {
-        let len = region_size(slots, slot_size);
+        let too_large = |detail: String| ShmError::TooLarge {
+            pool: id,
+            slots,
+            slot_size,
+            detail,
+        };
+        let bytes = region_bytes(slots, slot_size);
+        let limits = crate::limits::Limits::from_env().unwrap_or_default();
+        limits
+            .check_pool("the region", bytes)
+            .map_err(|e| too_large(e.to_string()))?;
+        let len = usize::try_from(bytes)
+            .ok()
+            .filter(|l| isize::try_from(*l).is_ok())
+            .ok_or_else(|| {
+                too_large(format!(
+                    "{bytes} bytes do not fit this machine's address space"
+                ))
+            })?;
         let mut shm = IpcSharedMemory::from_byte(0, len);
         // SAFETY: the region was just created and nobody else has it yet.
         let bytes = unsafe { shm.deref_mut() };
@@ -192,7 +223,7 @@ impl SlotPool {
         }
         let slots = pool.header_u32(8).load(Ordering::Acquire);
         let slot_size = pool.header_u64(16).load(Ordering::Acquire);
-        if region_size(slots, slot_size) > len {
+        if region_bytes(slots, slot_size) > len as u128 {
             return Err(ShmError::BadGeometry {
                 pool: id,
                 slots,

@@ -102,14 +102,8 @@ struct RateBody {
 /// second per source; 0 = as fast as the pipeline takes them) and wait for its answer.
 pub(super) fn set_rate(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiError> {
     let wanted: RateBody = json_body(body, "rate", r#"{"items_per_s": X}"#)?;
-    if !wanted.items_per_s.is_finite() || wanted.items_per_s < 0.0 {
-        return Err(ApiError::new(
-            400,
-            format!(
-                "items_per_s must be a number ≥ 0 (0 = unpaced), not {}",
-                wanted.items_per_s
-            ),
-        ));
+    if let Some(problem) = protocol::limits::rate_problem(wanted.items_per_s) {
+        return Err(ApiError::new(400, format!("items_per_s {problem}")));
     }
     send_change(
         registry,
