@@ -223,6 +223,8 @@ impl<'a> AppRun<'a> {
     /// Pace every head at `items_per_s` from its next item on; a message for people.
     pub fn set_rate(&mut self, items_per_s: f64) -> String {
         let cmd = Command::SetRate { items_per_s };
+        // Kept for heads started later (a restart brings back this rate, not the file's).
+        self.wiring.rate = Some(items_per_s.max(0.0));
         let mut heads = Vec::new();
         for t in 0..self.wiring.app.tasks.len() {
             if self.wiring.kind(t) == TaskKind::Head {
@@ -543,28 +545,6 @@ impl<'a> AppRun<'a> {
             done.push(rep.label.clone());
         }
         Ok(format!("restarting {}", done.join(", ")))
-    }
-
-    /// Hang detection: a live process that missed its heartbeats is killed (and then
-    /// restarted like a crash).
-    pub fn kill_hung(&mut self, hang_after: Duration, timeline: &mut Timeline) {
-        for r in self.replicas.iter_mut() {
-            let silent = r.last_seen.elapsed();
-            if r.exited.is_none() && r.report.is_none() && !r.hung && silent > hang_after {
-                // SAFETY: our child's own process group; it has not been reaped.
-                unsafe { libc::kill(-r.pid, libc::SIGKILL) };
-                let why = format!(
-                    "stage {} stopped answering (no heartbeat for {} ms) and was killed",
-                    r.label,
-                    silent.as_millis()
-                );
-                tracing::error!("{why}");
-                timeline.event(why.clone());
-                r.hung = true;
-                r.failed = None;
-                r.last_seen = Instant::now();
-            }
-        }
     }
 
     /// No process runs and none is waiting to be restarted.

@@ -7,6 +7,7 @@ mod apprun;
 mod bench;
 mod control;
 mod daemon;
+mod hang;
 mod launch;
 mod leaks;
 mod models;

@@ -39,6 +39,22 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
+/// One event from a replica's threads (messages of an earlier process are dropped).
+fn handle(run: &mut AppRun<'_>, event: Event, timeline: &mut Timeline) {
+    match event {
+        Event::Up(i, inc, msg) if inc == run.replicas[i].incarnation => {
+            run.on_up(i, *msg, timeline);
+        }
+        Event::UpClosed(i, inc) if inc == run.replicas[i].incarnation => {
+            run.replicas[i].up_closed = true
+        }
+        Event::Exited(i, inc, status) if inc == run.replicas[i].incarnation => {
+            run.on_exit(i, status.ok());
+        }
+        _ => {}
+    }
+}
+
 /// Run an app to completion (or until stopped). Returns the summary; `error` is set
 /// when the app failed.
 pub fn run_app(
@@ -108,6 +124,8 @@ pub fn run_app(
     let mut stop_sent: Option<Instant> = None;
     let mut term_sent: Option<Instant> = None;
     let mut drained_at: Option<Instant> = None;
+    // A second signal: stop at once (SIGTERM now, SIGKILL after a second).
+    let mut hurry = false;
     let mut finish_sent = false;
     let mut agent_stopped = false;
     let mut all_exited_at: Option<Instant> = None;
@@ -121,22 +139,21 @@ pub fn run_app(
     );
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
     let has_agent = run.wiring.agent.is_some();
+    let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
     loop {
-        let waited = Instant::now();
         let event = events.recv_timeout(Duration::from_millis(100));
+        let stalled = watch.turn();
         match event {
-            Ok(Event::Up(i, inc, msg)) if inc == run.replicas[i].incarnation => {
-                run.on_up(i, *msg, &mut timeline);
-            }
-            Ok(Event::UpClosed(i, inc)) if inc == run.replicas[i].incarnation => {
-                run.replicas[i].up_closed = true
-            }
-            Ok(Event::Exited(i, inc, status)) if inc == run.replicas[i].incarnation => {
-                run.on_exit(i, status.ok());
-            }
-            Ok(_) => {}
+            Ok(ev) => handle(&mut run, ev, &mut timeline),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Everything the stages sent so far is read before anyone is judged hung.
+        while let Ok(ev) = events.try_recv() {
+            handle(&mut run, ev, &mut timeline);
+        }
+        if let Some(gap) = stalled {
+            run.forgive_stall(gap, &mut timeline);
         }
         let stopping = stop_sent.is_some() || failure.is_some();
         if let Some(f) = run.judge_ended(stopping, &mut timeline) {
@@ -220,10 +237,9 @@ pub fn run_app(
                 break;
             }
         }
-        // Hang: a live process that missed its heartbeats is killed. (When this loop
-        // itself was late, the machine is overloaded: judge nobody this round.)
-        let loop_late = waited.elapsed() > Duration::from_millis(u64::from(opts.heartbeat_ms) * 2);
-        if !loop_late && stop_sent.is_none() {
+        // Hang: a live process that missed its heartbeats is killed (the supervisor's
+        // own stalls are forgiven above, see `hang`).
+        if stop_sent.is_none() {
             run.kill_hung(opts.hang_after, &mut timeline);
         }
         // Request-guarantee stages stay up after their end of stream (replays may still
@@ -249,8 +265,10 @@ pub fn run_app(
                 timeline.event("signal: draining from the sources");
                 drained_at = Some(Instant::now());
                 run.send_all(&Command::Drain, true);
-            } else if stop_sent.is_none() {
+            } else {
+                // At once: SIGTERM now, SIGKILL a second later for whatever ignores it.
                 failure.get_or_insert_with(|| "stopped by a second signal".into());
+                hurry = true;
             }
         }
         if failure.is_some() && stop_sent.is_none() {
@@ -272,13 +290,18 @@ pub fn run_app(
             }
         }
         if let Some(at) = stop_sent {
-            if term_sent.is_none() && at.elapsed() > Duration::from_secs(1) {
+            if term_sent.is_none() && (hurry || at.elapsed() > Duration::from_secs(1)) {
                 term_sent = Some(Instant::now());
                 signal_all(&run.replicas, libc::SIGTERM);
             }
         }
         if let Some(at) = term_sent {
-            if at.elapsed() > opts.stop_grace {
+            let grace = if hurry {
+                opts.stop_grace.min(Duration::from_secs(1))
+            } else {
+                opts.stop_grace
+            };
+            if at.elapsed() > grace {
                 signal_all(&run.replicas, libc::SIGKILL);
             }
         }

@@ -41,6 +41,9 @@ pub struct Wiring<'a> {
     retuned: BTreeMap<usize, (u32, f64)>,
     /// Live scaling per task: active replicas.
     scaled: BTreeMap<usize, u32>,
+    /// The request rate set live (`supervisor rate`): a head (re)started later is
+    /// paced at it instead of its file's `fps`.
+    pub rate: Option<f64>,
 }
 
 impl<'a> Wiring<'a> {
@@ -96,6 +99,7 @@ impl<'a> Wiring<'a> {
             heartbeat_ms,
             retuned: BTreeMap::new(),
             scaled: BTreeMap::new(),
+            rate: None,
         })
     }
 
@@ -284,6 +288,19 @@ impl<'a> Wiring<'a> {
     }
 
     /// The setup of a replica's (new) process.
+    /// The task as its process gets it: a head's `fps` is the live rate once one is set.
+    fn task_json(&self, t: usize) -> anyhow::Result<String> {
+        let task = &self.app.tasks[t];
+        match self.rate {
+            Some(rate) if task.kind == TaskKind::Head => {
+                let mut task = task.clone();
+                task.params.insert("fps".into(), serde_json::json!(rate));
+                Ok(serde_json::to_string(&task)?)
+            }
+            _ => Ok(serde_json::to_string(task)?),
+        }
+    }
+
     pub fn setup_wire(
         &self,
         id: ReplicaId,
@@ -430,7 +447,7 @@ impl<'a> Wiring<'a> {
                 .store
                 .as_ref()
                 .map(|s| s.models_dir.display().to_string()),
-            ..common(t, serde_json::to_string(task)?)
+            ..common(t, self.task_json(t)?)
         };
         Ok(SetupWire {
             setup: codec::encode("setup", &setup)?,
