@@ -55,6 +55,43 @@ fn handle(run: &mut AppRun<'_>, event: Event, timeline: &mut Timeline) {
     }
 }
 
+/// What a tail that ended without its report (it failed, or was stopped at once)
+/// delivered: its counters as its last heartbeat (sent also on a failure) had them,
+/// per source where its acknowledgements named one.
+fn unreported_tail(r: &crate::replica::Replica) -> StageReport {
+    let out = r.metrics.items_out;
+    let mut received = r.received.clone();
+    match received.as_mut_slice() {
+        [] if out > 0 => received.push(SourceTotal {
+            source: "(unreported)".into(),
+            total: out,
+        }),
+        [only] => only.total = only.total.max(out),
+        _ => {}
+    }
+    StageReport {
+        metrics: r.total_metrics(),
+        received,
+        ..StageReport::default()
+    }
+}
+
+/// A request-guarantee app whose every item was bad input delivered nothing it
+/// promised: that is a failure, not a finish.
+fn nothing_delivered(app: &protocol::spec::AppSpec, summary: &Summary) -> Option<String> {
+    let bad = summary.lost.get("bad_input").copied().unwrap_or(0);
+    (app.service_type == ServiceType::RequestGuarantee
+        && summary.items_in > 0
+        && summary.items_out == 0
+        && bad > 0)
+        .then(|| {
+            format!(
+                "nothing was delivered: all {} items were bad input (see the heads' logs); a request-guarantee app that delivers nothing has failed",
+                summary.items_in
+            )
+        })
+}
+
 /// Run an app to completion (or until stopped). Returns the summary; `error` is set
 /// when the app failed.
 pub fn run_app(
@@ -316,9 +353,18 @@ pub fn run_app(
     for r in &run.replicas {
         stage_metrics.insert(r.label.clone(), r.total_metrics());
         if r.kind == TaskKind::Head {
-            if let Some(rep) = &r.report {
-                for t in &rep.announced {
-                    announced.insert(t.source.clone(), t.total);
+            match &r.report {
+                Some(rep) => {
+                    for t in &rep.announced {
+                        announced.insert(t.source.clone(), t.total);
+                    }
+                }
+                // Stopped or failed before its report: what its heartbeats counted.
+                None => {
+                    let m = r.total_metrics();
+                    let seen = m.items_out + m.lost.iter().sum::<u64>();
+                    let source = run.wiring.task_name(r.task);
+                    *announced.entry(source).or_insert(0) += seen;
                 }
             }
         }
@@ -329,8 +375,8 @@ pub fn run_app(
         .replicas
         .iter()
         .filter(|r| r.kind == TaskKind::Tail)
-        .filter_map(|r| {
-            let mut rep = r.report.clone()?;
+        .map(|r| {
+            let mut rep = r.report.clone().unwrap_or_else(|| unreported_tail(r));
             for (source, n) in &r.received_before {
                 match rep.received.iter_mut().find(|s| &s.source == source) {
                     Some(s) => s.total += n,
@@ -340,7 +386,7 @@ pub fn run_app(
                     }),
                 }
             }
-            Some((r.task, rep))
+            (r.task, rep)
         })
         .collect();
     let tails: Vec<TailReports<'_>> = app
@@ -380,6 +426,10 @@ pub fn run_app(
     }
     summary.run_dir = opts.run_dir.display().to_string();
     summary.app_file = loaded.file.display().to_string();
+    if let Some(why) = nothing_delivered(app, &summary) {
+        tracing::error!("{why}");
+        failure.get_or_insert(why);
+    }
     summary.outcome = match (&failure, drained_at) {
         (Some(_), _) => "failed".into(),
         (None, Some(_)) => "drained after a signal".into(),

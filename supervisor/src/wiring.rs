@@ -576,13 +576,14 @@ impl<'a> Wiring<'a> {
 }
 
 /// Best-effort: how long a stage waits for a free output slot before it sheds the item.
-/// An item still without a slot after the app's latency quota would miss it anyway
-/// (without a quota: [`SLOT_WAIT_DEFAULT_MS`]); shedding at once instead would drop
-/// items whenever a downstream batch holds the slots for a moment.
+/// An item still without a slot after the app's latency quota would miss it anyway;
+/// shedding at once instead would drop items whenever a downstream batch holds the
+/// slots for a moment. Without a latency quota there is no latency to protect: every
+/// producer waits as long as it takes ([`SLOT_WAIT_FOREVER`]) and nothing is shed.
 pub fn slot_wait_ms(quota: &protocol::spec::Quota) -> u32 {
     quota
         .max_latency_ms
-        .map_or(SLOT_WAIT_DEFAULT_MS, |ms| ms.clamp(0.0, 60_000.0) as u32)
+        .map_or(SLOT_WAIT_FOREVER, |ms| ms.clamp(0.0, 60_000.0) as u32)
 }
 
 /// Best-effort apps with a latency quota: items older than the quota are dropped where
@@ -593,6 +594,3 @@ pub fn deadline_ms(app: &protocol::spec::AppSpec) -> u32 {
         _ => 0,
     }
 }
-
-/// [`slot_wait_ms`] for an app without a latency quota.
-pub const SLOT_WAIT_DEFAULT_MS: u32 = 1000;

@@ -48,6 +48,12 @@ pub fn image_size(path: &Path) -> Option<(u32, u32)> {
 
 /// Decode an image file to packed RGB8.
 pub fn decode_rgb(path: &Path) -> Result<(u32, u32, Vec<u8>), StageError> {
+    // A cut-off JPEG decodes (grey below the cut): refuse it as bad input instead.
+    if let Some(why) =
+        crate::jpeg_end::truncated(path).map_err(|e| StageError::io(path.display(), e))?
+    {
+        return Err(StageError::io(path.display(), why));
+    }
     let img = image::open(path)
         .map_err(|e| StageError::io(path.display(), format!("cannot decode image: {e}")))?;
     let rgb = img.into_rgb8();
