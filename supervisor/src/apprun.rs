@@ -25,6 +25,8 @@ pub enum Event {
     Exited(usize, u32, std::io::Result<ExitStatus>),
     /// The process's up-channel closed: every message it sent has been delivered.
     UpClosed(usize, u32),
+    /// A message from it that does not decode: that stage is broken, not the supervisor.
+    BadUp(usize, u32, String),
 }
 
 pub struct AppRun<'a> {
@@ -156,7 +158,11 @@ impl<'a> AppRun<'a> {
                             return;
                         }
                     }
-                    Err(e) => tracing::warn!("bad message from a child: {e}"),
+                    Err(e) => {
+                        if tx.send(Event::BadUp(idx, inc, e.to_string())).is_err() {
+                            return;
+                        }
+                    }
                 }
             }
             let _ = tx.send(Event::UpClosed(idx, inc));
@@ -545,6 +551,23 @@ impl<'a> AppRun<'a> {
             done.push(rep.label.clone());
         }
         Ok(format!("restarting {}", done.join(", ")))
+    }
+
+    /// A replica's process sent a message that does not decode: it is killed and
+    /// judged like a crash (restarted per its policy); the supervisor goes on.
+    pub fn on_bad_up(&mut self, idx: usize, error: &str, timeline: &mut Timeline) {
+        let r = &mut self.replicas[idx];
+        r.bad_messages += 1;
+        let why = format!(
+            "stage {} sent a message that does not decode ({error}); it is killed and restarted like a crash",
+            r.label
+        );
+        tracing::error!("{why}");
+        timeline.event(why);
+        if r.exited.is_none() && !r.hung {
+            // SAFETY: our child's own process group; it has not been reaped.
+            unsafe { libc::kill(-r.pid, libc::SIGKILL) };
+        }
     }
 
     /// No process runs and none is waiting to be restarted.

@@ -51,6 +51,9 @@ fn handle(run: &mut AppRun<'_>, event: Event, timeline: &mut Timeline) {
         Event::Exited(i, inc, status) if inc == run.replicas[i].incarnation => {
             run.on_exit(i, status.ok());
         }
+        Event::BadUp(i, inc, error) if inc == run.replicas[i].incarnation => {
+            run.on_bad_up(i, &error, timeline);
+        }
         _ => {}
     }
 }
