@@ -19,8 +19,15 @@ pub enum CodecError {
     },
 }
 
-fn config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// The most a decoded message may claim (its strings and lists together). A length
+/// in a corrupt or hostile message is checked against it before anything is
+/// allocated: without it, a mutated length panicked with "capacity overflow" (found by
+/// `protocol/tests/fuzz_up.rs`, kept in `tests/corpus/up/`) or could abort on a huge
+/// allocation. The largest real messages (a long run's final report) are far below.
+pub const DECODE_LIMIT_BYTES: usize = 256 * 1024 * 1024;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_LIMIT_BYTES>()
 }
 
 /// Encode a message; `what` names it in errors.

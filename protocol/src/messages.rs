@@ -16,6 +16,9 @@ pub const PROTOCOL_VERSION: u32 = 7;
 pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
 pub const ENV_NONCE: &str = "SMARTPIPE_NONCE";
 /// Whether test-only fault functions may run (set by the test suite only).
+/// `Setup::slot_wait_ms` of a best-effort app with no latency quota: wait for a free
+/// output slot as long as it takes (the producers slow down), shed nothing.
+pub const SLOT_WAIT_FOREVER: u32 = u32::MAX;
 pub const ENV_TEST_FAULTS: &str = "SMARTPIPE_TEST_FAULTS";
 
 /// The sender half every child writes its up-messages into.
@@ -111,6 +114,8 @@ pub struct Setup {
     pub threads: u32,
     /// Best-effort stages other than heads: how long to wait for a free output slot
     /// before shedding the item (heads shed at once: their pool is sized for the rate).
+    /// [`SLOT_WAIT_FOREVER`] (an app with no latency quota: no latency to protect):
+    /// every stage, heads included, waits as long as it takes and sheds nothing.
     pub slot_wait_ms: u32,
     /// Best-effort apps with a latency quota: an item older than this (from its arrival)
     /// when a stage or tail receives it is dropped and counted as lost (`Deadline`) rather

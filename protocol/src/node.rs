@@ -303,17 +303,19 @@ impl Node {
     ) -> Result<Option<SlotWriter<'p>>, NodeError> {
         const POLL: Duration = Duration::from_millis(50);
         let started = Instant::now();
-        // Guaranteed: wait as long as it takes. Best effort: heads shed at once (their
-        // pool is sized for the rate), other stages wait up to `slot_wait_ms`.
-        let deadline = if self.guaranteed() {
-            None
-        } else {
-            let limit = Duration::from_millis(u64::from(self.setup.slot_wait_ms));
-            if self.is_head() || limit.is_zero() {
-                return Ok(pool.try_acquire(holders));
-            }
-            Some(started + limit)
-        };
+        // Guaranteed, or best effort with no latency quota: wait as long as it takes.
+        // Best effort: heads shed at once (their pool is sized for the rate), other
+        // stages wait up to `slot_wait_ms`.
+        let deadline =
+            if self.guaranteed() || self.setup.slot_wait_ms == crate::messages::SLOT_WAIT_FOREVER {
+                None
+            } else {
+                let limit = Duration::from_millis(u64::from(self.setup.slot_wait_ms));
+                if self.is_head() || limit.is_zero() {
+                    return Ok(pool.try_acquire(holders));
+                }
+                Some(started + limit)
+            };
         loop {
             let wait = match deadline {
                 None => POLL,

@@ -25,6 +25,8 @@ pub enum Event {
     Exited(usize, u32, std::io::Result<ExitStatus>),
     /// The process's up-channel closed: every message it sent has been delivered.
     UpClosed(usize, u32),
+    /// A message from it that does not decode: that stage is broken, not the supervisor.
+    BadUp(usize, u32, String),
 }
 
 pub struct AppRun<'a> {
@@ -156,7 +158,11 @@ impl<'a> AppRun<'a> {
                             return;
                         }
                     }
-                    Err(e) => tracing::warn!("bad message from a child: {e}"),
+                    Err(e) => {
+                        if tx.send(Event::BadUp(idx, inc, e.to_string())).is_err() {
+                            return;
+                        }
+                    }
                 }
             }
             let _ = tx.send(Event::UpClosed(idx, inc));
@@ -223,6 +229,8 @@ impl<'a> AppRun<'a> {
     /// Pace every head at `items_per_s` from its next item on; a message for people.
     pub fn set_rate(&mut self, items_per_s: f64) -> String {
         let cmd = Command::SetRate { items_per_s };
+        // Kept for heads started later (a restart brings back this rate, not the file's).
+        self.wiring.rate = Some(items_per_s.max(0.0));
         let mut heads = Vec::new();
         for t in 0..self.wiring.app.tasks.len() {
             if self.wiring.kind(t) == TaskKind::Head {
@@ -545,25 +553,20 @@ impl<'a> AppRun<'a> {
         Ok(format!("restarting {}", done.join(", ")))
     }
 
-    /// Hang detection: a live process that missed its heartbeats is killed (and then
-    /// restarted like a crash).
-    pub fn kill_hung(&mut self, hang_after: Duration, timeline: &mut Timeline) {
-        for r in self.replicas.iter_mut() {
-            let silent = r.last_seen.elapsed();
-            if r.exited.is_none() && r.report.is_none() && !r.hung && silent > hang_after {
-                // SAFETY: our child's own process group; it has not been reaped.
-                unsafe { libc::kill(-r.pid, libc::SIGKILL) };
-                let why = format!(
-                    "stage {} stopped answering (no heartbeat for {} ms) and was killed",
-                    r.label,
-                    silent.as_millis()
-                );
-                tracing::error!("{why}");
-                timeline.event(why.clone());
-                r.hung = true;
-                r.failed = None;
-                r.last_seen = Instant::now();
-            }
+    /// A replica's process sent a message that does not decode: it is killed and
+    /// judged like a crash (restarted per its policy); the supervisor goes on.
+    pub fn on_bad_up(&mut self, idx: usize, error: &str, timeline: &mut Timeline) {
+        let r = &mut self.replicas[idx];
+        r.bad_messages += 1;
+        let why = format!(
+            "stage {} sent a message that does not decode ({error}); it is killed and restarted like a crash",
+            r.label
+        );
+        tracing::error!("{why}");
+        timeline.event(why);
+        if r.exited.is_none() && !r.hung {
+            // SAFETY: our child's own process group; it has not been reaped.
+            unsafe { libc::kill(-r.pid, libc::SIGKILL) };
         }
     }
 

@@ -9,6 +9,7 @@ mod control;
 mod daemon;
 #[cfg(test)]
 mod fuzz_app_tests;
+mod hang;
 mod launch;
 mod leaks;
 mod ledger;

@@ -31,6 +31,8 @@ pub struct Replica {
     pub up_closed: bool,
     /// Killed for missing its heartbeats.
     pub hung: bool,
+    /// Messages from its processes that did not decode (each one killed it).
+    pub bad_messages: u64,
     /// Killed on purpose to be restarted (a `restart` request).
     pub manual_restart: bool,
     /// When its restart is due (after the backoff).
@@ -66,6 +68,7 @@ impl Replica {
             started_at: Instant::now(),
             up_closed: false,
             hung: false,
+            bad_messages: 0,
             manual_restart: false,
             restart_due: None,
             judge_pending: None,

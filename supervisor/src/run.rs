@@ -39,6 +39,62 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
+/// One event from a replica's threads (messages of an earlier process are dropped).
+fn handle(run: &mut AppRun<'_>, event: Event, timeline: &mut Timeline) {
+    match event {
+        Event::Up(i, inc, msg) if inc == run.replicas[i].incarnation => {
+            run.on_up(i, *msg, timeline);
+        }
+        Event::UpClosed(i, inc) if inc == run.replicas[i].incarnation => {
+            run.replicas[i].up_closed = true
+        }
+        Event::Exited(i, inc, status) if inc == run.replicas[i].incarnation => {
+            run.on_exit(i, status.ok());
+        }
+        Event::BadUp(i, inc, error) if inc == run.replicas[i].incarnation => {
+            run.on_bad_up(i, &error, timeline);
+        }
+        _ => {}
+    }
+}
+
+/// What a tail that ended without its report (it failed, or was stopped at once)
+/// delivered: its counters as its last heartbeat (sent also on a failure) had them,
+/// per source where its acknowledgements named one.
+fn unreported_tail(r: &crate::replica::Replica) -> StageReport {
+    let out = r.metrics.items_out;
+    let mut received = r.received.clone();
+    match received.as_mut_slice() {
+        [] if out > 0 => received.push(SourceTotal {
+            source: "(unreported)".into(),
+            total: out,
+        }),
+        [only] => only.total = only.total.max(out),
+        _ => {}
+    }
+    StageReport {
+        metrics: r.total_metrics(),
+        received,
+        ..StageReport::default()
+    }
+}
+
+/// A request-guarantee app whose every item was bad input delivered nothing it
+/// promised: that is a failure, not a finish.
+fn nothing_delivered(app: &protocol::spec::AppSpec, summary: &Summary) -> Option<String> {
+    let bad = summary.lost.get("bad_input").copied().unwrap_or(0);
+    (app.service_type == ServiceType::RequestGuarantee
+        && summary.items_in > 0
+        && summary.items_out == 0
+        && bad > 0)
+        .then(|| {
+            format!(
+                "nothing was delivered: all {} items were bad input (see the heads' logs); a request-guarantee app that delivers nothing has failed",
+                summary.items_in
+            )
+        })
+}
+
 /// Run an app to completion (or until stopped). Returns the summary; `error` is set
 /// when the app failed.
 pub fn run_app(
@@ -108,6 +164,8 @@ pub fn run_app(
     let mut stop_sent: Option<Instant> = None;
     let mut term_sent: Option<Instant> = None;
     let mut drained_at: Option<Instant> = None;
+    // A second signal: stop at once (SIGTERM now, SIGKILL after a second).
+    let mut hurry = false;
     let mut finish_sent = false;
     let mut agent_stopped = false;
     let mut all_exited_at: Option<Instant> = None;
@@ -121,22 +179,21 @@ pub fn run_app(
     );
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
     let has_agent = run.wiring.agent.is_some();
+    let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
     loop {
-        let waited = Instant::now();
         let event = events.recv_timeout(Duration::from_millis(100));
+        let stalled = watch.turn();
         match event {
-            Ok(Event::Up(i, inc, msg)) if inc == run.replicas[i].incarnation => {
-                run.on_up(i, *msg, &mut timeline);
-            }
-            Ok(Event::UpClosed(i, inc)) if inc == run.replicas[i].incarnation => {
-                run.replicas[i].up_closed = true
-            }
-            Ok(Event::Exited(i, inc, status)) if inc == run.replicas[i].incarnation => {
-                run.on_exit(i, status.ok());
-            }
-            Ok(_) => {}
+            Ok(ev) => handle(&mut run, ev, &mut timeline),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        // Everything the stages sent so far is read before anyone is judged hung.
+        while let Ok(ev) = events.try_recv() {
+            handle(&mut run, ev, &mut timeline);
+        }
+        if let Some(gap) = stalled {
+            run.forgive_stall(gap, &mut timeline);
         }
         let stopping = stop_sent.is_some() || failure.is_some();
         if let Some(f) = run.judge_ended(stopping, &mut timeline) {
@@ -220,10 +277,9 @@ pub fn run_app(
                 break;
             }
         }
-        // Hang: a live process that missed its heartbeats is killed. (When this loop
-        // itself was late, the machine is overloaded: judge nobody this round.)
-        let loop_late = waited.elapsed() > Duration::from_millis(u64::from(opts.heartbeat_ms) * 2);
-        if !loop_late && stop_sent.is_none() {
+        // Hang: a live process that missed its heartbeats is killed (the supervisor's
+        // own stalls are forgiven above, see `hang`).
+        if stop_sent.is_none() {
             run.kill_hung(opts.hang_after, &mut timeline);
         }
         // Request-guarantee stages stay up after their end of stream (replays may still
@@ -249,8 +305,10 @@ pub fn run_app(
                 timeline.event("signal: draining from the sources");
                 drained_at = Some(Instant::now());
                 run.send_all(&Command::Drain, true);
-            } else if stop_sent.is_none() {
+            } else {
+                // At once: SIGTERM now, SIGKILL a second later for whatever ignores it.
                 failure.get_or_insert_with(|| "stopped by a second signal".into());
+                hurry = true;
             }
         }
         if failure.is_some() && stop_sent.is_none() {
@@ -272,13 +330,18 @@ pub fn run_app(
             }
         }
         if let Some(at) = stop_sent {
-            if term_sent.is_none() && at.elapsed() > Duration::from_secs(1) {
+            if term_sent.is_none() && (hurry || at.elapsed() > Duration::from_secs(1)) {
                 term_sent = Some(Instant::now());
                 signal_all(&run.replicas, libc::SIGTERM);
             }
         }
         if let Some(at) = term_sent {
-            if at.elapsed() > opts.stop_grace {
+            let grace = if hurry {
+                opts.stop_grace.min(Duration::from_secs(1))
+            } else {
+                opts.stop_grace
+            };
+            if at.elapsed() > grace {
                 signal_all(&run.replicas, libc::SIGKILL);
             }
         }
@@ -293,9 +356,18 @@ pub fn run_app(
     for r in &run.replicas {
         stage_metrics.insert(r.label.clone(), r.total_metrics());
         if r.kind == TaskKind::Head {
-            if let Some(rep) = &r.report {
-                for t in &rep.announced {
-                    announced.insert(t.source.clone(), t.total);
+            match &r.report {
+                Some(rep) => {
+                    for t in &rep.announced {
+                        announced.insert(t.source.clone(), t.total);
+                    }
+                }
+                // Stopped or failed before its report: what its heartbeats counted.
+                None => {
+                    let m = r.total_metrics();
+                    let seen = m.items_out + m.lost.iter().sum::<u64>();
+                    let source = run.wiring.task_name(r.task);
+                    *announced.entry(source).or_insert(0) += seen;
                 }
             }
         }
@@ -306,8 +378,8 @@ pub fn run_app(
         .replicas
         .iter()
         .filter(|r| r.kind == TaskKind::Tail)
-        .filter_map(|r| {
-            let mut rep = r.report.clone()?;
+        .map(|r| {
+            let mut rep = r.report.clone().unwrap_or_else(|| unreported_tail(r));
             for (source, n) in &r.received_before {
                 match rep.received.iter_mut().find(|s| &s.source == source) {
                     Some(s) => s.total += n,
@@ -317,7 +389,7 @@ pub fn run_app(
                     }),
                 }
             }
-            Some((r.task, rep))
+            (r.task, rep)
         })
         .collect();
     let tails: Vec<TailReports<'_>> = app
@@ -357,6 +429,10 @@ pub fn run_app(
     }
     summary.run_dir = opts.run_dir.display().to_string();
     summary.app_file = loaded.file.display().to_string();
+    if let Some(why) = nothing_delivered(app, &summary) {
+        tracing::error!("{why}");
+        failure.get_or_insert(why);
+    }
     summary.outcome = match (&failure, drained_at) {
         (Some(_), _) => "failed".into(),
         (None, Some(_)) => "drained after a signal".into(),

@@ -41,6 +41,9 @@ pub struct Wiring<'a> {
     retuned: BTreeMap<usize, (u32, f64)>,
     /// Live scaling per task: active replicas.
     scaled: BTreeMap<usize, u32>,
+    /// The request rate set live (`supervisor rate`): a head (re)started later is
+    /// paced at it instead of its file's `fps`.
+    pub rate: Option<f64>,
 }
 
 impl<'a> Wiring<'a> {
@@ -98,6 +101,7 @@ impl<'a> Wiring<'a> {
             heartbeat_ms,
             retuned: BTreeMap::new(),
             scaled: BTreeMap::new(),
+            rate: None,
         })
     }
 
@@ -286,6 +290,19 @@ impl<'a> Wiring<'a> {
     }
 
     /// The setup of a replica's (new) process.
+    /// The task as its process gets it: a head's `fps` is the live rate once one is set.
+    fn task_json(&self, t: usize) -> anyhow::Result<String> {
+        let task = &self.app.tasks[t];
+        match self.rate {
+            Some(rate) if task.kind == TaskKind::Head => {
+                let mut task = task.clone();
+                task.params.insert("fps".into(), serde_json::json!(rate));
+                Ok(serde_json::to_string(&task)?)
+            }
+            _ => Ok(serde_json::to_string(task)?),
+        }
+    }
+
     pub fn setup_wire(
         &self,
         id: ReplicaId,
@@ -432,7 +449,7 @@ impl<'a> Wiring<'a> {
                 .store
                 .as_ref()
                 .map(|s| s.models_dir.display().to_string()),
-            ..common(t, serde_json::to_string(task)?)
+            ..common(t, self.task_json(t)?)
         };
         Ok(SetupWire {
             setup: codec::encode("setup", &setup)?,
@@ -561,13 +578,14 @@ impl<'a> Wiring<'a> {
 }
 
 /// Best-effort: how long a stage waits for a free output slot before it sheds the item.
-/// An item still without a slot after the app's latency quota would miss it anyway
-/// (without a quota: [`SLOT_WAIT_DEFAULT_MS`]); shedding at once instead would drop
-/// items whenever a downstream batch holds the slots for a moment.
+/// An item still without a slot after the app's latency quota would miss it anyway;
+/// shedding at once instead would drop items whenever a downstream batch holds the
+/// slots for a moment. Without a latency quota there is no latency to protect: every
+/// producer waits as long as it takes ([`SLOT_WAIT_FOREVER`]) and nothing is shed.
 pub fn slot_wait_ms(quota: &protocol::spec::Quota) -> u32 {
     quota
         .max_latency_ms
-        .map_or(SLOT_WAIT_DEFAULT_MS, |ms| ms.clamp(0.0, 60_000.0) as u32)
+        .map_or(SLOT_WAIT_FOREVER, |ms| ms.clamp(0.0, 60_000.0) as u32)
 }
 
 /// Best-effort apps with a latency quota: items older than the quota are dropped where
@@ -578,6 +596,3 @@ pub fn deadline_ms(app: &protocol::spec::AppSpec) -> u32 {
         _ => 0,
     }
 }
-
-/// [`slot_wait_ms`] for an app without a latency quota.
-pub const SLOT_WAIT_DEFAULT_MS: u32 = 1000;

@@ -7,6 +7,7 @@ pub mod bodies;
 pub mod faults;
 pub mod head_cost;
 pub mod heads;
+pub mod jpeg_end;
 pub mod media;
 pub mod models;
 pub mod sinks;

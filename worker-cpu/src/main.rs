@@ -38,6 +38,7 @@ fn main() -> ExitCode {
         },
         Err(StageError::Node(NodeError::Stopped)) => {
             tracing::info!("stopped by the supervisor");
+            node.stopped();
             ExitCode::SUCCESS
         }
         Err(e) => {

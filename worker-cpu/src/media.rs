@@ -51,6 +51,12 @@ pub fn image_size(path: &Path) -> Option<(u32, u32)> {
 /// Decode an image file to packed RGB8, refusing (before decoding anything) one whose
 /// header claims more pixels than `limits` allow.
 pub fn decode_rgb(path: &Path, limits: &Limits) -> Result<(u32, u32, Vec<u8>), StageError> {
+    // A cut-off JPEG decodes (grey below the cut): refuse it as bad input instead.
+    if let Some(why) =
+        crate::jpeg_end::truncated(path).map_err(|e| StageError::io(path.display(), e))?
+    {
+        return Err(StageError::io(path.display(), why));
+    }
     let file = std::fs::File::open(path).map_err(|e| StageError::io(path.display(), e))?;
     let format = image::ImageFormat::from_path(path).ok();
     decode_image(

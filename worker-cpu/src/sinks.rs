@@ -38,7 +38,7 @@ impl Stashed {
             height: *height,
             rgb,
         });
-        on_item(node, &self.env, view)
+        on_item(node, &self.env, view).inspect_err(|_| node.unrecord_delivery(&self.env))
     }
 }
 
@@ -72,14 +72,15 @@ pub fn run_tail(
                     stash.insert((env.source.clone(), env.seq), Stashed { env, frame });
                 } else {
                     node.record_delivery(&env);
-                    match frame_part(&env.payload) {
+                    let written = match frame_part(&env.payload) {
                         Some((shm, width, height)) => {
                             let pool = node.shared_pool(shm.pool)?;
                             let rgb = pool.read(&shm).map_err(NodeError::from)?;
-                            on_item(node, &env, Some(FrameView { width, height, rgb }))?;
+                            on_item(node, &env, Some(FrameView { width, height, rgb }))
                         }
-                        None => on_item(node, &env, None)?,
-                    }
+                        None => on_item(node, &env, None),
+                    };
+                    written.inspect_err(|_| node.unrecord_delivery(&env))?;
                     node.release(&env.payload)?;
                 }
                 node.note_busy(started.elapsed().as_nanos() as u64);

@@ -49,7 +49,10 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Err(NodeError::Stopped) => ExitCode::SUCCESS,
+        Err(NodeError::Stopped) => {
+            node.stopped();
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             tracing::error!("{e}");
             node.fail(&e.to_string());

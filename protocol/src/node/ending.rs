@@ -119,9 +119,19 @@ impl Node {
         self.send_up(&Up::Finished(report))
     }
 
-    /// Tell the supervisor why this stage cannot go on.
-    pub fn fail(&self, error: &str) {
+    /// Stopped by the supervisor: send the counters as they are now (the heartbeat
+    /// stops), so that the summary of a stopped run counts what this stage did.
+    pub fn stopped(&self) {
         self.alive.store(false, Ordering::SeqCst);
+        if let Ok(m) = self.metrics.lock() {
+            let _ = self.send_up(&Up::Heartbeat(m.clone()));
+        }
+    }
+
+    /// Tell the supervisor why this stage cannot go on (after its counters as they
+    /// are now: the summary of a failed run stays true).
+    pub fn fail(&self, error: &str) {
+        self.stopped();
         let _ = self.send_up(&Up::Failed {
             error: error.to_string(),
         });

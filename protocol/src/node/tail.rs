@@ -118,6 +118,17 @@ impl Node {
         });
     }
 
+    /// A tail could not write an item it recorded as delivered (its output failed):
+    /// take it back out of the counts, so that a failed run's summary stays true.
+    pub fn unrecord_delivery(&mut self, env: &Envelope) {
+        if let Ok(mut m) = self.metrics.lock() {
+            m.items_out = m.items_out.saturating_sub(1);
+        }
+        if let Some(n) = self.deliveries.received.get_mut(&env.source) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
     /// A tail records that an item reached the end of the pipeline.
     /// (The first [`STAY_WARMUP_ITEMS`] items count everywhere but in the stay statistics.)
     pub fn record_delivery(&mut self, env: &Envelope) {
