@@ -87,12 +87,23 @@ fn the_pixel_limit_is_set_by_the_environment() {
     let input = dir.join("in");
     write_frames(&input, 3, 64, 48);
     let app = images_app(&dir, "limited", &input);
-    // 64×48 = 3,072 px: a 3,000-pixel limit refuses every image, by name and size.
-    let (_, summary) = run_ok_with(
-        supervisor().env("SMARTPIPE_MAX_PIXELS", "3000"),
-        &app,
-        &dir.join("run"),
+    // 64×48 = 3,072 px: a 3,000-pixel limit refuses every image, by name and size (and a
+    // request-guarantee app that delivered nothing has failed).
+    let out = supervisor()
+        .env("SMARTPIPE_MAX_PIXELS", "3000")
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("start");
+    assert_eq!(out.status.code(), Some(1), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("all 3 items were bad input"),
+        "{}",
+        printed(&out)
     );
+    let summary = read_summary(&dir.join("run"));
     assert_eq!(summary["lost"]["bad_input"], 3, "{summary}");
     let log = std::fs::read_to_string(dir.join("run/logs/pics#0.log")).expect("head log");
     assert!(
