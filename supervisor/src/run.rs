@@ -20,6 +20,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+/// Events handled in one round of the run loop before its periodic work runs.
+const MAX_EVENTS_PER_ROUND: usize = 4096;
+/// The run loop's periodic work (judging, restarts, tuning, sampling: each a pass over
+/// every replica) runs at most this often, and at once after a process exits.
+const ROUND_EVERY: Duration = Duration::from_millis(100);
+/// Up to this many processes an app's stages report every `heartbeat_ms`; a larger
+/// app's report proportionally less often (at most [`MAX_HEARTBEAT_MS`] apart), so
+/// that the supervisor's load stays that of this many processes.
+const FULL_RATE_PROCESSES: u64 = 32;
+const MAX_HEARTBEAT_MS: u64 = 2000;
+
+/// The heartbeat period of an app of `processes` processes, given the base period.
+pub fn heartbeat_for(base_ms: u32, processes: u64) -> u32 {
+    let base = u64::from(base_ms);
+    if processes <= FULL_RATE_PROCESSES {
+        return base_ms;
+    }
+    let scaled = (base * processes / FULL_RATE_PROCESSES).min(MAX_HEARTBEAT_MS.max(base));
+    u32::try_from(scaled).unwrap_or(base_ms)
+}
+
 pub struct RunOptions {
     pub run_dir: PathBuf,
     pub startup_timeout: Duration,
@@ -77,14 +98,24 @@ pub fn run_app(
     )
     .with_context(|| format!("cannot write the plan into {}", opts.run_dir.display()))?;
 
-    let wiring = Wiring::new(
-        app,
-        &the_plan,
-        agent,
-        store,
-        &opts.run_dir,
-        opts.heartbeat_ms,
-    )?;
+    let processes = the_plan
+        .stages
+        .iter()
+        .map(|s| u64::from(s.replicas))
+        .sum::<u64>()
+        + u64::from(agent.is_some());
+    let heartbeat_ms = heartbeat_for(opts.heartbeat_ms, processes);
+    // A stage is judged hung after three missed heartbeats at the least.
+    let hang_after = opts
+        .hang_after
+        .max(Duration::from_millis(3 * u64::from(heartbeat_ms)));
+    if heartbeat_ms != opts.heartbeat_ms {
+        tracing::info!(
+            "{processes} processes: heartbeats every {heartbeat_ms} ms, a stage silent for {} ms is taken for hung",
+            hang_after.as_millis()
+        );
+    }
+    let wiring = Wiring::new(app, &the_plan, agent, store, &opts.run_dir, heartbeat_ms)?;
     let (events_tx, events) = mpsc::channel::<Event>();
     let mut run = AppRun::new(wiring, events_tx, logs, opts.startup_timeout);
     let started = Instant::now();
@@ -121,23 +152,42 @@ pub fn run_app(
     );
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
     let has_agent = run.wiring.agent.is_some();
+    let mut last_round: Option<Instant> = None;
     loop {
         let waited = Instant::now();
-        let event = events.recv_timeout(Duration::from_millis(100));
-        match event {
-            Ok(Event::Up(i, inc, msg)) if inc == run.replicas[i].incarnation => {
-                run.on_up(i, *msg, &mut timeline);
-            }
-            Ok(Event::UpClosed(i, inc)) if inc == run.replicas[i].incarnation => {
-                run.replicas[i].up_closed = true
-            }
-            Ok(Event::Exited(i, inc, status)) if inc == run.replicas[i].incarnation => {
-                run.on_exit(i, status.ok());
-            }
-            Ok(_) => {}
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        let mut next = match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => Some(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        // Everything already queued is handled before the round's work below, which
+        // costs time per replica: with hundreds of processes reporting ten times a
+        // second, one event per round falls behind and live processes look hung.
+        let mut handled = 0;
+        let mut exited = false;
+        while let Some(event) = next.take() {
+            match event {
+                Event::Up(i, inc, msg) if inc == run.replicas[i].incarnation => {
+                    run.on_up(i, *msg, &mut timeline);
+                }
+                Event::UpClosed(i, inc) if inc == run.replicas[i].incarnation => {
+                    run.replicas[i].up_closed = true
+                }
+                Event::Exited(i, inc, status) if inc == run.replicas[i].incarnation => {
+                    run.on_exit(i, status.ok());
+                    exited = true;
+                }
+                _ => {}
+            }
+            handled += 1;
+            if handled < MAX_EVENTS_PER_ROUND {
+                next = events.try_recv().ok();
+            }
         }
+        if !exited && last_round.is_some_and(|at| at.elapsed() < ROUND_EVERY) {
+            continue;
+        }
+        last_round = Some(Instant::now());
         let stopping = stop_sent.is_some() || failure.is_some();
         if let Some(f) = run.judge_ended(stopping, &mut timeline) {
             failure.get_or_insert(f);
@@ -222,9 +272,9 @@ pub fn run_app(
         }
         // Hang: a live process that missed its heartbeats is killed. (When this loop
         // itself was late, the machine is overloaded: judge nobody this round.)
-        let loop_late = waited.elapsed() > Duration::from_millis(u64::from(opts.heartbeat_ms) * 2);
+        let loop_late = waited.elapsed() > Duration::from_millis(u64::from(heartbeat_ms) * 2);
         if !loop_late && stop_sent.is_none() {
-            run.kill_hung(opts.hang_after, &mut timeline);
+            run.kill_hung(hang_after, &mut timeline);
         }
         // Request-guarantee stages stay up after their end of stream (replays may still
         // pass); once every tail has everything they are told to end.

@@ -10,7 +10,7 @@ use anyhow::{anyhow, Context};
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
 use protocol::codec;
 use protocol::messages::*;
-use protocol::shm::{SlotPool, MAX_HOLDERS};
+use protocol::shm::{SlotPool, MAX_HOLDER_ID};
 use protocol::spec::{AppSpec, TaskKind, TaskSpec};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,28 +52,30 @@ impl<'a> Wiring<'a> {
         run_dir: &Path,
         heartbeat_ms: u32,
     ) -> anyhow::Result<Wiring<'a>> {
+        let mut counts: Vec<u32> = plan.stages.iter().map(|s| s.replicas).collect();
+        if agent.is_some() {
+            counts.push(1);
+        }
+        let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+        if total > u64::from(MAX_HOLDER_ID) {
+            return Err(anyhow!(
+                "the app has {total} processes; at most {MAX_HOLDER_ID} are supported"
+            ));
+        }
+        let readers = pool_readers(app, &counts, agent.is_some());
         let mut pools = BTreeMap::new();
         let mut next_pool = 1u32;
         for (t, stage) in plan.stages.iter().enumerate() {
             if let Some(p) = &stage.pool {
                 for r in 0..stage.replicas {
-                    let pool = SlotPool::create(next_pool, p.slots, p.slot_size)
+                    let mut holders = readers[t].clone();
+                    holders.push(holder_id(&counts, (t, r)));
+                    let pool = SlotPool::create(next_pool, p.slots, p.slot_size, &holders)
                         .with_context(|| format!("cannot create the pool of {}#{r}", stage.task))?;
                     pools.insert((t, r), pool);
                     next_pool += 1;
                 }
             }
-        }
-        let mut counts: Vec<u32> = plan.stages.iter().map(|s| s.replicas).collect();
-        if agent.is_some() {
-            counts.push(1);
-        }
-        let total: u32 = counts.iter().sum();
-        if total as usize >= MAX_HOLDERS {
-            return Err(anyhow!(
-                "the app has {total} processes; at most {} are supported",
-                MAX_HOLDERS - 1
-            ));
         }
         let gpu_replicas = plan
             .stages
@@ -115,6 +117,7 @@ impl<'a> Wiring<'a> {
     /// The shared-memory holder id of a replica (0 is the supervisor's).
     pub fn holder(&self, (t, r): ReplicaId) -> u16 {
         let before: usize = self.inbox_tx[..t].iter().map(Vec::len).sum();
+        // At most MAX_HOLDER_ID replicas (checked in `new`), so this fits.
         (1 + before + r as usize) as u16
     }
 
@@ -579,3 +582,33 @@ pub fn deadline_ms(app: &protocol::spec::AppSpec) -> u32 {
 
 /// [`slot_wait_ms`] for an app without a latency quota.
 pub const SLOT_WAIT_DEFAULT_MS: u32 = 1000;
+
+/// The shared-memory holder id of replica `(t, r)` given every task's replica count
+/// (the agent last): 1 + the replicas before it (0 is the supervisor's). The same
+/// numbering as [`Wiring::holder`]; callers have checked the total fits.
+fn holder_id(counts: &[u32], (t, r): ReplicaId) -> u16 {
+    let before: u64 = counts[..t].iter().map(|&n| u64::from(n)).sum();
+    (1 + before + u64::from(r)) as u16
+}
+
+/// Per task: the holder ids of the processes that map the pools of its replicas (the
+/// replicas of every task downstream of it, which may read or forward its items, and
+/// the GPU agent, which maps every pool). A replica's own id is added per pool.
+fn pool_readers(app: &AppSpec, counts: &[u32], agent: bool) -> Vec<Vec<u16>> {
+    let mut readers: Vec<Vec<u16>> = vec![Vec::new(); app.tasks.len()];
+    for c in 0..app.tasks.len() {
+        let ids: Vec<u16> = (0..counts[c])
+            .map(|cr| holder_id(counts, (c, cr)))
+            .collect();
+        for p in ancestors(app, c) {
+            readers[p].extend_from_slice(&ids);
+        }
+    }
+    if agent {
+        let id = holder_id(counts, (app.tasks.len(), 0));
+        for list in &mut readers {
+            list.push(id);
+        }
+    }
+    readers
+}
