@@ -8,7 +8,7 @@
 
 use crate::app::{self, LoadedApp};
 use crate::control::{self, ApiError, HostError, Hosted, LiveApp, Registry, StartRequest};
-use crate::{profiled_plan, profiling, run, runtime};
+use crate::{profiled_plan, run, runtime};
 use anyhow::Context;
 use protocol::spec::ServiceType;
 use std::io::Write;
@@ -54,17 +54,16 @@ pub enum AdmitError {
 }
 
 /// Admission: with a profile of this machine, the planner sizes the app (applied to
-/// `loaded`) or refuses a guaranteed app it cannot serve, before anything starts. A
-/// best-effort app is always admitted. Returns what to tell people, if anything.
+/// `loaded`) or refuses a guaranteed app it cannot serve, before anything starts; a
+/// guaranteed app with a quota and no current profile, or a quota impossible on its
+/// face, is refused ([`crate::autoprofile`]). A best-effort app is always admitted.
+/// Returns what to tell people, if anything.
 ///
 /// Each app is admitted against the whole machine: the daemon does not yet subtract
 /// what the apps it already runs use.
 pub fn admit(loaded: &mut LoadedApp) -> Result<Option<String>, AdmitError> {
     let app = loaded.spec.name.clone();
-    let profiles = profiling::load_profiles(loaded).map_err(|e| AdmitError::Profiles {
-        app: app.clone(),
-        detail: format!("{e:#}"),
-    })?;
+    let profiles = crate::autoprofile::admission_checks(loaded)?;
     let Some(profiles) = profiles else {
         return Ok(None);
     };
