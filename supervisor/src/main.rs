@@ -6,6 +6,7 @@ mod app;
 mod apprun;
 mod autoprofile;
 mod bench;
+mod cgroup;
 mod control;
 mod daemon;
 mod launch;

@@ -115,7 +115,24 @@ pub fn run_app(
             hang_after.as_millis()
         );
     }
-    let wiring = Wiring::new(app, &the_plan, agent, store, &opts.run_dir, heartbeat_ms)?;
+    let mut wiring = Wiring::new(app, &the_plan, agent, store, &opts.run_dir, heartbeat_ms)?;
+    // The app's own cgroup, limited to its constraints; the app runs without one when
+    // cgroups cannot be written, and says so.
+    let mut cgroup = crate::cgroup::for_app(app);
+    let constraints = match &cgroup {
+        Ok(group) => {
+            wiring.cgroup_procs = group.procs_files();
+            group.describe()
+        }
+        Err(why) => why.clone(),
+    };
+    tracing::info!("{constraints}");
+    if let Some(live) = &live {
+        if let Ok(mut l) = live.lock() {
+            l.constraints = constraints.clone();
+        }
+    }
+    let mut out_of_memory: Vec<String> = Vec::new();
     let (events_tx, events) = mpsc::channel::<Event>();
     let mut run = AppRun::new(wiring, events_tx, logs, opts.startup_timeout);
     let started = Instant::now();
@@ -174,6 +191,12 @@ pub fn run_app(
                     run.replicas[i].up_closed = true
                 }
                 Event::Exited(i, inc, status) if inc == run.replicas[i].incarnation => {
+                    if let Some(note) = oom_note(&mut cgroup, &status) {
+                        let line = format!("{}: {note}", run.replicas[i].label);
+                        tracing::error!("{line}");
+                        timeline.event(line.clone());
+                        out_of_memory.push(line);
+                    }
                     run.on_exit(i, status.ok());
                     exited = true;
                 }
@@ -406,6 +429,10 @@ pub fn run_app(
         tracing::warn!("held after every process ended: {line}");
     }
     summary.run_dir = opts.run_dir.display().to_string();
+    summary.constraints = constraints;
+    summary.out_of_memory = out_of_memory;
+    // Every process has been reaped: the cgroup can go.
+    drop(cgroup);
     summary.app_file = loaded.file.display().to_string();
     summary.outcome = match (&failure, drained_at) {
         (Some(_), _) => "failed".into(),
@@ -443,6 +470,22 @@ pub fn run_app(
         summary,
         error: failure,
     })
+}
+
+/// The note for a process killed by its cgroup's memory limit: killed by SIGKILL while
+/// the cgroup counted a new OOM kill.
+fn oom_note(
+    cgroup: &mut Result<crate::cgroup::AppCgroup, String>,
+    status: &std::io::Result<std::process::ExitStatus>,
+) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let killed = status
+        .as_ref()
+        .is_ok_and(|s| s.signal() == Some(libc::SIGKILL));
+    match cgroup {
+        Ok(group) if killed => group.new_oom_kill(),
+        _ => None,
+    }
 }
 
 /// The current counters of task `t`'s running replicas (for the live tuners).

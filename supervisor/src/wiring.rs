@@ -13,6 +13,7 @@ use protocol::messages::*;
 use protocol::shm::{SlotPool, MAX_HOLDER_ID};
 use protocol::spec::{AppSpec, TaskKind, TaskSpec};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -41,6 +42,9 @@ pub struct Wiring<'a> {
     retuned: BTreeMap<usize, (u32, f64)>,
     /// Live scaling per task: active replicas.
     scaled: BTreeMap<usize, u32>,
+    /// The `cgroup.procs` files of the app's cgroup, which every child joins before it
+    /// execs (empty: no cgroup).
+    pub cgroup_procs: Vec<std::ffi::CString>,
 }
 
 impl<'a> Wiring<'a> {
@@ -98,6 +102,7 @@ impl<'a> Wiring<'a> {
             heartbeat_ms,
             retuned: BTreeMap::new(),
             scaled: BTreeMap::new(),
+            cgroup_procs: Vec::new(),
         })
     }
 
@@ -172,6 +177,28 @@ impl<'a> Wiring<'a> {
                 Stdio::inherit()
             })
             .stderr(Stdio::from(log));
+        if !self.cgroup_procs.is_empty() {
+            let files = self.cgroup_procs.clone();
+            // SAFETY: between fork and exec the closure only calls open, write and close
+            // (async-signal-safe) on paths made beforehand; "0" is the writing process.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for file in &files {
+                        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        if fd < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        let n = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+                        let err = std::io::Error::last_os_error();
+                        libc::close(fd);
+                        if n != 1 {
+                            return Err(err);
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         Ok(start_child(spawner, &label, cmd, &program, log_path)?)
     }
 
