@@ -4,7 +4,7 @@
 //! is something `start` would otherwise refuse late (or crash on).
 
 use crate::limits::{self, Limits, MAX_BATCH, MAX_NAME_LEN, MAX_WAIT_MS};
-use crate::shm::MAX_HOLDERS;
+use crate::shm::MAX_HOLDER_ID;
 use crate::spec::{AppSpec, TaskKind, TaskSpec};
 
 const MIB: u64 = 1 << 20;
@@ -48,7 +48,7 @@ pub fn check_limits(app: &AppSpec, limits: &Limits, err: &mut impl FnMut(String,
     if app.tasks.iter().any(|t| t.kind == TaskKind::Gpu) {
         processes += 1; // the GPU agent
     }
-    let max = MAX_HOLDERS as u64 - 1;
+    let max = u64::from(MAX_HOLDER_ID);
     if processes > max {
         err(
             "tasks".into(),

@@ -82,6 +82,9 @@ pub struct LiveApp {
     pub run_dir: String,
     pub supervisor_pid: u32,
     pub uptime_s: f64,
+    /// "constraints enforced: …" or "constraints not enforced: <why>" (the app's cgroup).
+    #[serde(default)]
+    pub constraints: String,
     pub stages: Vec<LiveStage>,
     /// Where the API sends restarts; None while the run loop takes none.
     #[serde(skip)]

@@ -8,7 +8,7 @@
 
 use crate::app::{self, LoadedApp};
 use crate::control::{self, ApiError, HostError, Hosted, LiveApp, Registry, StartRequest};
-use crate::{ledger, profiled_plan, profiling, run, runtime};
+use crate::{ledger, profiled_plan, run, runtime};
 use anyhow::Context;
 use protocol::spec::ServiceType;
 use std::io::Write;
@@ -66,8 +66,8 @@ pub struct Admitted {
 /// `loaded`) within what the request-guarantee apps already admitted on this node leave
 /// (the node's ledger), or refuses a guaranteed app it cannot serve there, before
 /// anything starts, naming the binding resource and who holds the rest. A best-effort
-/// app is always admitted, planned on the leftovers. An app without a profile has no
-/// plan and reserves nothing.
+/// app is always admitted, planned on the leftovers. An app without a profile (one with
+/// no quota: [`crate::autoprofile`] refuses the others) has no plan and reserves nothing.
 pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
     let app = loaded.spec.name.clone();
     let service = loaded.spec.service_type;
@@ -91,10 +91,9 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
             }
         }
     }
-    let profiles = profiling::load_profiles(loaded).map_err(|e| AdmitError::Profiles {
-        app: app.clone(),
-        detail: format!("{e:#}"),
-    })?;
+    // A quota impossible on its face, or a guaranteed app with a quota and no current
+    // profile, is refused here ([`crate::autoprofile`]).
+    let profiles = crate::autoprofile::admission_checks(loaded)?;
     let mut reservation = ledger::Reservation {
         id: ledger::new_id(),
         app: app.clone(),

@@ -8,7 +8,7 @@
 use crate::plan::plan_with;
 use crate::preflight::task_problems;
 use protocol::limits::Limits;
-use protocol::shm::{region_bytes, MAX_HOLDERS};
+use protocol::shm::{region_bytes, MAX_HOLDER_ID};
 use protocol::spec::parse_app;
 use protocol::validate::validate_with;
 use serde_json::Value;
@@ -74,12 +74,12 @@ fn check(text: &str, limits: &Limits) -> Verdict {
         .sum::<u64>()
         + agent;
     assert!(
-        processes < MAX_HOLDERS as u64,
+        processes <= u64::from(MAX_HOLDER_ID),
         "validated, but wiring refuses {processes} processes:\n{text}"
     );
     for s in &plan.stages {
         if let Some(p) = &s.pool {
-            let bytes = region_bytes(p.slots, p.slot_size);
+            let bytes = region_bytes(p.slots, p.slot_size, 1);
             assert!(
                 limits.check_pool("", bytes).is_ok()
                     && limits.check_slot("", p.slot_size.into()).is_ok(),

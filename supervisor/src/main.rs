@@ -4,7 +4,9 @@
 
 mod app;
 mod apprun;
+mod autoprofile;
 mod bench;
+mod cgroup;
 mod control;
 mod daemon;
 #[cfg(test)]
@@ -91,6 +93,10 @@ enum Cmd {
         /// has ended; `status`, `logs`, `restart`, `stop` and `shutdown` reach it.
         #[arg(long)]
         detach: bool,
+        /// Refuse a request-guarantee app with a quota that has no profile of its tasks on
+        /// this machine, instead of profiling it first.
+        #[arg(long)]
+        no_profile: bool,
     },
     /// The daemon that `start --detach` starts (not for direct use).
     #[command(hide = true)]
@@ -369,10 +375,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             hang_after_ms,
             metrics_addr,
             detach,
+            no_profile,
         } => {
             // Checked here first, so that problems are listed before any daemon starts.
             let mut loaded = app::load(&app)?;
             preflight::check(&loaded)?;
+            autoprofile::before_start(&loaded, no_profile)?;
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             if detach {
                 return ops::start_detached(

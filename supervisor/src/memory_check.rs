@@ -33,7 +33,7 @@ fn check(plan: &Plan, available: u128, total: u128) -> anyhow::Result<()> {
     let mut largest: Option<(u128, &str)> = None;
     for stage in &plan.stages {
         let Some(pool) = &stage.pool else { continue };
-        let one = region_bytes(pool.slots, pool.slot_size);
+        let one = region_bytes(pool.slots, pool.slot_size, 1);
         sum += one * u128::from(stage.replicas);
         if largest.is_none_or(|(size, _)| one > size) {
             largest = Some((one, &stage.task));

@@ -230,6 +230,9 @@ fn print_app(app: &control::LiveApp) {
         "app {} ({}, {:.0} s, supervisor pid {}, run dir {})",
         app.name, app.state, app.uptime_s, app.supervisor_pid, app.run_dir
     );
+    if !app.constraints.is_empty() {
+        println!("  {}", app.constraints);
+    }
     println!(
         "  {:<22} {:>7} {:<10} {:>8} {:>8} {:>6} {:>5} {:>5} {:>8} {:>8}",
         "stage", "pid", "state", "in", "out", "lost", "queue", "batch", "items/s", "restarts"

@@ -264,7 +264,7 @@ fn pool_plan(
         protocol::limits::bytes(wanted)
     );
     limits
-        .check_pool(&what, protocol::shm::region_bytes(slots, slot_size))
+        .check_pool(&what, protocol::shm::region_bytes(slots, slot_size, 1))
         .map_err(limit)?;
     Ok(PoolPlan { slots, slot_size })
 }
@@ -324,7 +324,7 @@ pub fn plan_with(app: &AppSpec, limits: &Limits) -> Result<Plan, PlanError> {
         .collect::<Result<Vec<_>, PlanError>>()?;
     let agent = u64::from(app.tasks.iter().any(|t| t.kind == TaskKind::Gpu));
     let processes = stages.iter().map(|s| u64::from(s.replicas)).sum::<u64>() + agent;
-    let max = protocol::shm::MAX_HOLDERS as u64 - 1;
+    let max = u64::from(protocol::shm::MAX_HOLDER_ID);
     if processes > max {
         return Err(PlanError::Processes { processes, max });
     }

@@ -200,6 +200,7 @@ pub fn publish(
     if let Ok(mut l) = live.lock() {
         let restarts = l.restarts.take();
         let changes = l.changes.take();
+        let constraints = std::mem::take(&mut l.constraints);
         *l = LiveApp {
             name: app.name.clone(),
             state: if replicas.iter().all(|r| r.exited.is_some()) {
@@ -211,6 +212,7 @@ pub fn publish(
             run_dir: opts.run_dir.display().to_string(),
             supervisor_pid: std::process::id(),
             uptime_s: started.elapsed().as_secs_f64(),
+            constraints,
             stages,
             restarts,
             changes,

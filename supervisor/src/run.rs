@@ -20,6 +20,27 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
+/// Events handled in one round of the run loop before its periodic work runs.
+const MAX_EVENTS_PER_ROUND: usize = 4096;
+/// The run loop's periodic work (judging, restarts, tuning, sampling: each a pass over
+/// every replica) runs at most this often, and at once after a process exits.
+const ROUND_EVERY: Duration = Duration::from_millis(100);
+/// Up to this many processes an app's stages report every `heartbeat_ms`; a larger
+/// app's report proportionally less often (at most [`MAX_HEARTBEAT_MS`] apart), so
+/// that the supervisor's load stays that of this many processes.
+const FULL_RATE_PROCESSES: u64 = 32;
+const MAX_HEARTBEAT_MS: u64 = 2000;
+
+/// The heartbeat period of an app of `processes` processes, given the base period.
+pub fn heartbeat_for(base_ms: u32, processes: u64) -> u32 {
+    let base = u64::from(base_ms);
+    if processes <= FULL_RATE_PROCESSES {
+        return base_ms;
+    }
+    let scaled = (base * processes / FULL_RATE_PROCESSES).min(MAX_HEARTBEAT_MS.max(base));
+    u32::try_from(scaled).unwrap_or(base_ms)
+}
+
 pub struct RunOptions {
     pub run_dir: PathBuf,
     pub startup_timeout: Duration,
@@ -133,14 +154,41 @@ pub fn run_app(
     )
     .with_context(|| format!("cannot write the plan into {}", opts.run_dir.display()))?;
 
-    let wiring = Wiring::new(
-        app,
-        &the_plan,
-        agent,
-        store,
-        &opts.run_dir,
-        opts.heartbeat_ms,
-    )?;
+    let processes = the_plan
+        .stages
+        .iter()
+        .map(|s| u64::from(s.replicas))
+        .sum::<u64>()
+        + u64::from(agent.is_some());
+    let heartbeat_ms = heartbeat_for(opts.heartbeat_ms, processes);
+    // A stage is judged hung after three missed heartbeats at the least.
+    let hang_after = opts
+        .hang_after
+        .max(Duration::from_millis(3 * u64::from(heartbeat_ms)));
+    if heartbeat_ms != opts.heartbeat_ms {
+        tracing::info!(
+            "{processes} processes: heartbeats every {heartbeat_ms} ms, a stage silent for {} ms is taken for hung",
+            hang_after.as_millis()
+        );
+    }
+    let mut wiring = Wiring::new(app, &the_plan, agent, store, &opts.run_dir, heartbeat_ms)?;
+    // The app's own cgroup, limited to its constraints; the app runs without one when
+    // cgroups cannot be written, and says so.
+    let mut cgroup = crate::cgroup::for_app(app);
+    let constraints = match &cgroup {
+        Ok(group) => {
+            wiring.cgroup_procs = group.procs_files();
+            group.describe()
+        }
+        Err(why) => why.clone(),
+    };
+    tracing::info!("{constraints}");
+    if let Some(live) = &live {
+        if let Ok(mut l) = live.lock() {
+            l.constraints = constraints.clone();
+        }
+    }
+    let mut out_of_memory: Vec<String> = Vec::new();
     let (events_tx, events) = mpsc::channel::<Event>();
     let mut run = AppRun::new(wiring, events_tx, logs, opts.startup_timeout);
     let started = Instant::now();
@@ -180,21 +228,45 @@ pub fn run_app(
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
     let has_agent = run.wiring.agent.is_some();
     let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
+    let mut last_round: Option<Instant> = None;
     loop {
-        let event = events.recv_timeout(Duration::from_millis(100));
-        let stalled = watch.turn();
-        match event {
-            Ok(ev) => handle(&mut run, ev, &mut timeline),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        let mut next = match events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => Some(event),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        // Everything the stages sent so far is read before anyone is judged hung.
-        while let Ok(ev) = events.try_recv() {
-            handle(&mut run, ev, &mut timeline);
+        };
+        let stalled = watch.turn();
+        // Everything already queued is handled before the round's work below, which
+        // costs time per replica: with hundreds of processes reporting ten times a
+        // second, one event per round falls behind and live processes look hung. And
+        // everything the stages sent so far is read before anyone is judged hung.
+        let mut handled = 0;
+        let mut exited = false;
+        while let Some(event) = next.take() {
+            if let Event::Exited(i, inc, status) = &event {
+                if *inc == run.replicas[*i].incarnation {
+                    if let Some(note) = oom_note(&mut cgroup, status) {
+                        let line = format!("{}: {note}", run.replicas[*i].label);
+                        tracing::error!("{line}");
+                        timeline.event(line.clone());
+                        out_of_memory.push(line);
+                    }
+                    exited = true;
+                }
+            }
+            handle(&mut run, event, &mut timeline);
+            handled += 1;
+            if handled < MAX_EVENTS_PER_ROUND {
+                next = events.try_recv().ok();
+            }
         }
         if let Some(gap) = stalled {
             run.forgive_stall(gap, &mut timeline);
         }
+        if !exited && last_round.is_some_and(|at| at.elapsed() < ROUND_EVERY) {
+            continue;
+        }
+        last_round = Some(Instant::now());
         let stopping = stop_sent.is_some() || failure.is_some();
         if let Some(f) = run.judge_ended(stopping, &mut timeline) {
             failure.get_or_insert(f);
@@ -280,7 +352,7 @@ pub fn run_app(
         // Hang: a live process that missed its heartbeats is killed (the supervisor's
         // own stalls are forgiven above, see `hang`).
         if stop_sent.is_none() {
-            run.kill_hung(opts.hang_after, &mut timeline);
+            run.kill_hung(hang_after, &mut timeline);
         }
         // Request-guarantee stages stay up after their end of stream (replays may still
         // pass); once every tail has everything they are told to end.
@@ -428,6 +500,10 @@ pub fn run_app(
         tracing::warn!("held after every process ended: {line}");
     }
     summary.run_dir = opts.run_dir.display().to_string();
+    summary.constraints = constraints;
+    summary.out_of_memory = out_of_memory;
+    // Every process has been reaped: the cgroup can go.
+    drop(cgroup);
     summary.app_file = loaded.file.display().to_string();
     if let Some(why) = nothing_delivered(app, &summary) {
         tracing::error!("{why}");
@@ -469,6 +545,22 @@ pub fn run_app(
         summary,
         error: failure,
     })
+}
+
+/// The note for a process killed by its cgroup's memory limit: killed by SIGKILL while
+/// the cgroup counted a new OOM kill.
+fn oom_note(
+    cgroup: &mut Result<crate::cgroup::AppCgroup, String>,
+    status: &std::io::Result<std::process::ExitStatus>,
+) -> Option<String> {
+    use std::os::unix::process::ExitStatusExt;
+    let killed = status
+        .as_ref()
+        .is_ok_and(|s| s.signal() == Some(libc::SIGKILL));
+    match cgroup {
+        Ok(group) if killed => group.new_oom_kill(),
+        _ => None,
+    }
 }
 
 /// The current counters of task `t`'s running replicas (for the live tuners).

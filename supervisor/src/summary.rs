@@ -87,6 +87,13 @@ pub struct Summary {
     pub app_file: String,
     pub outcome: String,
     pub run_dir: String,
+    /// Whether the app's cgroup enforced its constraints ("constraints enforced: …" or
+    /// "constraints not enforced: <why>").
+    #[serde(default)]
+    pub constraints: String,
+    /// Processes killed by the cgroup's memory limit ("rows#0: out of memory: …").
+    #[serde(default)]
+    pub out_of_memory: Vec<String>,
     pub wall_s: f64,
     pub items_in: u64,
     pub items_out: u64,
@@ -307,6 +314,8 @@ impl Summary {
             app_file: String::new(),
             outcome: String::new(),
             run_dir: String::new(),
+            constraints: String::new(),
+            out_of_memory: Vec::new(),
             wall_s,
             items_in,
             items_out,
@@ -345,6 +354,12 @@ impl Summary {
             self.app, self.outcome, self.wall_s, self.run_dir
         );
         s += &format!("  report:     {}/report.html\n", self.run_dir);
+        if !self.constraints.is_empty() {
+            s += &format!("  {}\n", self.constraints);
+        }
+        for line in &self.out_of_memory {
+            s += &format!("  killed:     {line}\n");
+        }
         s += &format!(
             "  items:      {} in, {} out\n",
             self.items_in, self.items_out

@@ -10,9 +10,10 @@ use anyhow::{anyhow, Context};
 use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
 use protocol::codec;
 use protocol::messages::*;
-use protocol::shm::{SlotPool, MAX_HOLDERS};
+use protocol::shm::{SlotPool, MAX_HOLDER_ID};
 use protocol::spec::{AppSpec, TaskKind, TaskSpec};
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
 
@@ -44,6 +45,9 @@ pub struct Wiring<'a> {
     /// The request rate set live (`supervisor rate`): a head (re)started later is
     /// paced at it instead of its file's `fps`.
     pub rate: Option<f64>,
+    /// The `cgroup.procs` files of the app's cgroup, which every child joins before it
+    /// execs (empty: no cgroup).
+    pub cgroup_procs: Vec<std::ffi::CString>,
 }
 
 impl<'a> Wiring<'a> {
@@ -61,19 +65,21 @@ impl<'a> Wiring<'a> {
             counts.push(1);
         }
         let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
-        if total >= MAX_HOLDERS as u64 {
+        if total > u64::from(MAX_HOLDER_ID) {
             return Err(anyhow!(
-                "the app has {total} processes; at most {} are supported",
-                MAX_HOLDERS - 1
+                "the app has {total} processes; at most {MAX_HOLDER_ID} are supported"
             ));
         }
         crate::memory_check::pools_fit(plan)?;
+        let readers = pool_readers(app, &counts, agent.is_some());
         let mut pools = BTreeMap::new();
         let mut next_pool = 1u32;
         for (t, stage) in plan.stages.iter().enumerate() {
             if let Some(p) = &stage.pool {
                 for r in 0..stage.replicas {
-                    let pool = SlotPool::create(next_pool, p.slots, p.slot_size)
+                    let mut holders = readers[t].clone();
+                    holders.push(holder_id(&counts, (t, r)));
+                    let pool = SlotPool::create(next_pool, p.slots, p.slot_size, &holders)
                         .with_context(|| format!("cannot create the pool of {}#{r}", stage.task))?;
                     pools.insert((t, r), pool);
                     next_pool += 1;
@@ -102,6 +108,7 @@ impl<'a> Wiring<'a> {
             retuned: BTreeMap::new(),
             scaled: BTreeMap::new(),
             rate: None,
+            cgroup_procs: Vec::new(),
         })
     }
 
@@ -121,6 +128,7 @@ impl<'a> Wiring<'a> {
     /// The shared-memory holder id of a replica (0 is the supervisor's).
     pub fn holder(&self, (t, r): ReplicaId) -> u16 {
         let before: usize = self.inbox_tx[..t].iter().map(Vec::len).sum();
+        // At most MAX_HOLDER_ID replicas (checked in `new`), so this fits.
         (1 + before + r as usize) as u16
     }
 
@@ -175,6 +183,28 @@ impl<'a> Wiring<'a> {
                 Stdio::inherit()
             })
             .stderr(Stdio::from(log));
+        if !self.cgroup_procs.is_empty() {
+            let files = self.cgroup_procs.clone();
+            // SAFETY: between fork and exec the closure only calls open, write and close
+            // (async-signal-safe) on paths made beforehand; "0" is the writing process.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for file in &files {
+                        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                        if fd < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        let n = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
+                        let err = std::io::Error::last_os_error();
+                        libc::close(fd);
+                        if n != 1 {
+                            return Err(err);
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         Ok(start_child(spawner, &label, cmd, &program, log_path)?)
     }
 
@@ -595,4 +625,34 @@ pub fn deadline_ms(app: &protocol::spec::AppSpec) -> u32 {
         (protocol::spec::ServiceType::BestEffort, Some(ms)) => ms.clamp(1.0, 3_600_000.0) as u32,
         _ => 0,
     }
+}
+
+/// The shared-memory holder id of replica `(t, r)` given every task's replica count
+/// (the agent last): 1 + the replicas before it (0 is the supervisor's). The same
+/// numbering as [`Wiring::holder`]; callers have checked the total fits.
+fn holder_id(counts: &[u32], (t, r): ReplicaId) -> u16 {
+    let before: u64 = counts[..t].iter().map(|&n| u64::from(n)).sum();
+    (1 + before + u64::from(r)) as u16
+}
+
+/// Per task: the holder ids of the processes that map the pools of its replicas (the
+/// replicas of every task downstream of it, which may read or forward its items, and
+/// the GPU agent, which maps every pool). A replica's own id is added per pool.
+fn pool_readers(app: &AppSpec, counts: &[u32], agent: bool) -> Vec<Vec<u16>> {
+    let mut readers: Vec<Vec<u16>> = vec![Vec::new(); app.tasks.len()];
+    for c in 0..app.tasks.len() {
+        let ids: Vec<u16> = (0..counts[c])
+            .map(|cr| holder_id(counts, (c, cr)))
+            .collect();
+        for p in ancestors(app, c) {
+            readers[p].extend_from_slice(&ids);
+        }
+    }
+    if agent {
+        let id = holder_id(counts, (app.tasks.len(), 0));
+        for list in &mut readers {
+            list.push(id);
+        }
+    }
+    readers
 }

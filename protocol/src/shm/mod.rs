@@ -4,8 +4,9 @@
 //! `/dev/shm` and nothing to leak when a process is killed) created by the supervisor
 //! for one producing stage and mapped by the producer and every stage downstream.
 //!
-//! Layout: a 64-byte header, then one 64-byte record per slot (refcount, generation,
-//! owner pid, length), then the slots themselves. A producer takes a slot whose
+//! Layout: a 64-byte header, the list of holder ids, then one record per slot
+//! (refcount, generation, owner pid, one hold counter per listed holder), then the
+//! slots themselves. A producer takes a slot whose
 //! refcount is zero, sets it to the number of consumers, bumps the generation, writes
 //! the payload once and sends a [`ShmRef`]. Every consumer releases it when done; a
 //! pass-through stage forwards the reference (adding holders for fan-out) and copies
@@ -17,6 +18,12 @@
 //! and a sender moves the hold to its consumer's id before it sends. So when a process
 //! dies, the supervisor frees exactly the holds that process had (including items
 //! still in its inbox) with [`SlotPool::reclaim_holder`]: no slot leaks after a crash.
+//!
+//! A pool has counters only for the holders that can touch it (the supervisor lists
+//! them when it creates the pool: its producer, the replicas downstream that map it,
+//! the GPU agent, and 0 for the supervisor itself). The list is stored, sorted, after
+//! the header, and a record has one counter per listed holder: an app of hundreds of
+//! processes costs each pool only its own readers' counters.
 
 use ipc_channel::ipc::IpcSharedMemory;
 use serde::{Deserialize, Serialize};
@@ -24,14 +31,14 @@ use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 const MAGIC: u32 = 0x5350_4f4c; // "SPOL"
-const LAYOUT_VERSION: u32 = 2;
+const LAYOUT_VERSION: u32 = 3;
 const HEADER: usize = 64;
-/// Holder ids a pool can attribute holds to (stage replicas of one app, plus 0 for
-/// the supervisor and tests).
-pub const MAX_HOLDERS: usize = 64;
+/// The largest holder id (`u16::MAX` itself means "no holder").
+pub const MAX_HOLDER_ID: u16 = u16::MAX - 1;
 /// Per slot: refcount, generation, owner pid (64 bytes with padding), then one i32
-/// hold counter per holder id.
-const RECORD: usize = 64 + 4 * MAX_HOLDERS;
+/// hold counter per listed holder, padded to a cache line.
+const RECORD_FIXED: usize = 64;
+const RECORD_ALIGN: usize = 64;
 const DATA_ALIGN: usize = 4096;
 const SLOT_ALIGN: usize = 64;
 
@@ -91,17 +98,29 @@ pub enum ShmError {
     PayloadTooLarge { pool: u32, len: u64, slot_size: u64 },
 }
 
-/// Bytes needed for a pool of `slots` slots of `slot_size` bytes, computed without
-/// overflow.
-pub fn region_bytes(slots: u32, slot_size: u64) -> u128 {
-    let record_bytes = HEADER as u128 + u128::from(slots) * RECORD as u128;
-    let data = record_bytes.div_ceil(DATA_ALIGN as u128) * DATA_ALIGN as u128;
-    let slot = u128::from(slot_size.max(1)).div_ceil(SLOT_ALIGN as u128) * SLOT_ALIGN as u128;
-    data + u128::from(slots) * slot
+/// Bytes needed for a pool of `slots` slots of `slot_size` bytes whose holds are
+/// attributed to `holders` holder ids, computed without overflow (plans that do not know
+/// their holders yet pass 1: each holder adds 6 bytes per slot at most).
+pub fn region_bytes(slots: u32, slot_size: u64, holders: usize) -> u128 {
+    let (h, n) = (holders as u128, u128::from(slots));
+    let align = |x: u128, to: usize| x.div_ceil(to as u128) * to as u128;
+    let records = HEADER as u128 + align(2 * h, RECORD_ALIGN);
+    let record = RECORD_FIXED as u128 + align(4 * h, RECORD_ALIGN);
+    align(records + n * record, DATA_ALIGN) + n * align(u128::from(slot_size.max(1)), SLOT_ALIGN)
 }
 
-fn data_offset(slots: u32) -> usize {
-    (HEADER + slots as usize * RECORD).div_ceil(DATA_ALIGN) * DATA_ALIGN
+/// Where the slot records start: after the header and the holder list.
+fn records_offset(holders: usize) -> usize {
+    HEADER + (2 * holders).div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+fn record_size(holders: usize) -> usize {
+    RECORD_FIXED + (4 * holders).div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+fn data_offset(slots: u32, holders: usize) -> usize {
+    (records_offset(holders) + slots as usize * record_size(holders)).div_ceil(DATA_ALIGN)
+        * DATA_ALIGN
 }
 
 fn round_slot(slot_size: u64) -> usize {
@@ -118,8 +137,12 @@ pub struct SlotPool {
     stride: usize,
     data: usize,
     cursor: AtomicU32,
-    /// The holder id this process's holds are attributed to.
-    holder: u16,
+    /// The holder ids this pool has counters for, sorted (column k is `holder_ids[k]`).
+    holder_ids: Vec<u16>,
+    /// Bytes per slot record.
+    record: usize,
+    /// The column this process's holds are attributed to.
+    holder: usize,
 }
 
 // SAFETY: all shared state in the region is accessed through atomics; payload bytes
@@ -139,17 +162,35 @@ impl std::fmt::Debug for SlotPool {
 }
 
 impl SlotPool {
-    /// Create a new pool (supervisor side).
-    /// The pool must fit the pool limit of the environment ([`crate::limits`]): the
-    /// region is written once on creation, so an unchecked size is memory taken at once.
-    pub fn create(id: u32, slots: u32, slot_size: u64) -> Result<SlotPool, ShmError> {
+    /// Create a new pool (supervisor side) whose holds can be attributed to `holders`
+    /// (the holder ids of every process that will map it; 0, the supervisor's, is
+    /// always added). The pool must fit the pool limit of the environment
+    /// ([`crate::limits`]): the region is written once on creation, so an unchecked size
+    /// is memory taken at once.
+    pub fn create(
+        id: u32,
+        slots: u32,
+        slot_size: u64,
+        holders: &[u16],
+    ) -> Result<SlotPool, ShmError> {
+        let mut holder_ids: Vec<u16> = holders.to_vec();
+        holder_ids.push(0);
+        holder_ids.sort_unstable();
+        holder_ids.dedup();
+        if let Some(&bad) = holder_ids.iter().find(|&&h| h > MAX_HOLDER_ID) {
+            return Err(ShmError::BadHolder {
+                pool: id,
+                holder: bad,
+            });
+        }
+        let n = holder_ids.len();
         let too_large = |detail: String| ShmError::TooLarge {
             pool: id,
             slots,
             slot_size,
             detail,
         };
-        let bytes = region_bytes(slots, slot_size);
+        let bytes = region_bytes(slots, slot_size, n);
         let limits = crate::limits::Limits::from_env().unwrap_or_default();
         limits
             .check_pool("the region", bytes)
@@ -165,6 +206,9 @@ impl SlotPool {
         let mut shm = IpcSharedMemory::from_byte(0, len);
         // SAFETY: the region was just created and nobody else has it yet.
         let bytes = unsafe { shm.deref_mut() };
+        for (k, h) in holder_ids.iter().enumerate() {
+            bytes[HEADER + 2 * k..HEADER + 2 * k + 2].copy_from_slice(&h.to_le_bytes());
+        }
         let base = bytes.as_mut_ptr();
         let pool = SlotPool {
             id,
@@ -173,13 +217,16 @@ impl SlotPool {
             slots,
             slot_size,
             stride: round_slot(slot_size),
-            data: data_offset(slots),
+            data: data_offset(slots, n),
             cursor: AtomicU32::new(0),
+            record: record_size(n),
+            holder_ids,
             holder: 0,
         };
         pool.header_u32(0).store(MAGIC, Ordering::Relaxed);
         pool.header_u32(4).store(LAYOUT_VERSION, Ordering::Relaxed);
         pool.header_u32(8).store(slots, Ordering::Relaxed);
+        pool.header_u32(12).store(n as u32, Ordering::Relaxed);
         pool.header_u64(16).store(slot_size, Ordering::Release);
         // The region was filled once on creation; hand the data pages back to the kernel
         // so a pool only holds the memory its payloads actually use.
@@ -214,6 +261,8 @@ impl SlotPool {
             stride: 0,
             data: 0,
             cursor: AtomicU32::new(0),
+            holder_ids: Vec::new(),
+            record: 0,
             holder: 0,
         };
         if pool.header_u32(0).load(Ordering::Acquire) != MAGIC
@@ -222,31 +271,61 @@ impl SlotPool {
             return Err(ShmError::BadHeader { pool: id });
         }
         let slots = pool.header_u32(8).load(Ordering::Acquire);
+        let n = pool.header_u32(12).load(Ordering::Acquire) as usize;
         let slot_size = pool.header_u64(16).load(Ordering::Acquire);
-        if region_bytes(slots, slot_size) > len as u128 {
-            return Err(ShmError::BadGeometry {
-                pool: id,
-                slots,
-                slot_size,
-                len,
-            });
+        let geometry = ShmError::BadGeometry {
+            pool: id,
+            slots,
+            slot_size,
+            len,
+        };
+        if n == 0 || n > usize::from(u16::MAX) || records_offset(n) > len {
+            return Err(geometry);
+        }
+        if region_bytes(slots, slot_size, n) > len as u128 {
+            return Err(geometry);
+        }
+        // SAFETY: the holder list lies inside the mapping (checked above) and is
+        // written once by the supervisor before the pool is handed out.
+        let list = unsafe { std::slice::from_raw_parts(pool.base.add(HEADER), 2 * n) };
+        let holder_ids: Vec<u16> = list
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        if holder_ids.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ShmError::BadHeader { pool: id });
         }
         pool.slots = slots;
         pool.slot_size = slot_size;
         pool.stride = round_slot(slot_size);
-        pool.data = data_offset(slots);
+        pool.data = data_offset(slots, n);
+        pool.record = record_size(n);
+        pool.holder = holder_ids.binary_search(&0).unwrap_or(0);
+        pool.holder_ids = holder_ids;
         Ok(pool)
     }
 
     /// Map a pool received from the supervisor, attributing this process's holds to
-    /// `holder` (its stage replica's id).
+    /// `holder` (its stage replica's id), which must be one of the pool's holders.
     pub fn attach_as(id: u32, shm: IpcSharedMemory, holder: u16) -> Result<SlotPool, ShmError> {
-        if holder as usize >= MAX_HOLDERS {
-            return Err(ShmError::BadHolder { pool: id, holder });
-        }
         let mut pool = SlotPool::attach(id, shm)?;
-        pool.holder = holder;
+        pool.holder = pool.column(holder)?;
         Ok(pool)
+    }
+
+    /// The counter column of holder id `holder`.
+    fn column(&self, holder: u16) -> Result<usize, ShmError> {
+        self.holder_ids
+            .binary_search(&holder)
+            .map_err(|_| ShmError::BadHolder {
+                pool: self.id,
+                holder,
+            })
+    }
+
+    /// The holder ids this pool keeps counters for, sorted.
+    pub fn holder_ids(&self) -> &[u16] {
+        &self.holder_ids
     }
 
     /// A handle to send to another process (it maps the same memory).
@@ -281,7 +360,7 @@ impl SlotPool {
     }
     fn record_u32(&self, slot: u32, offset: usize) -> &AtomicU32 {
         // SAFETY: slot < slots is checked by callers; records lie inside the mapping.
-        unsafe { &*(self.base.add(HEADER + slot as usize * RECORD + offset) as *const AtomicU32) }
+        unsafe { &*(self.base.add(self.record_start(slot) + offset) as *const AtomicU32) }
     }
     fn refcount(&self, slot: u32) -> &AtomicU32 {
         self.record_u32(slot, 0)
@@ -292,9 +371,13 @@ impl SlotPool {
     fn owner(&self, slot: u32) -> &AtomicU32 {
         self.record_u32(slot, 8)
     }
-    fn holds(&self, slot: u32, holder: u16) -> &AtomicI32 {
-        let offset = HEADER + slot as usize * RECORD + 64 + 4 * holder as usize;
-        // SAFETY: holder < MAX_HOLDERS (checked where ids enter), slot < slots; the
+    fn record_start(&self, slot: u32) -> usize {
+        records_offset(self.holder_ids.len()) + slot as usize * self.record
+    }
+    /// The hold counter of column `column` (an index into `holder_ids`).
+    fn holds(&self, slot: u32, column: usize) -> &AtomicI32 {
+        let offset = self.record_start(slot) + RECORD_FIXED + 4 * column;
+        // SAFETY: column < holder_ids.len() (columns come from `column`), slot < slots; the
         // counter lies inside this slot's record, 4-aligned.
         unsafe { &*(self.base.add(offset) as *const AtomicI32) }
     }
@@ -441,12 +524,7 @@ impl SlotPool {
     /// hold that is not attributed to it yet.
     pub fn transfer(&self, r: &ShmRef, to: u16) -> Result<(), ShmError> {
         self.check(r)?;
-        if to as usize >= MAX_HOLDERS {
-            return Err(ShmError::BadHolder {
-                pool: self.id,
-                holder: to,
-            });
-        }
+        let to = self.column(to)?;
         if to != self.holder {
             // Ours off first (see `add_holders`: a kill in between leaves the hold
             // unattributed, not attributed twice).
@@ -461,13 +539,7 @@ impl SlotPool {
     /// to), unless the supervisor already reclaimed it. True when a hold was dropped.
     pub fn release_for(&self, r: &ShmRef, holder: u16) -> Result<bool, ShmError> {
         self.check(r)?;
-        if holder as usize >= MAX_HOLDERS {
-            return Err(ShmError::BadHolder {
-                pool: self.id,
-                holder,
-            });
-        }
-        let held = self.holds(r.slot, holder);
+        let held = self.holds(r.slot, self.column(holder)?);
         let mut cur = held.load(Ordering::Acquire);
         loop {
             if cur <= 0 {
@@ -531,17 +603,17 @@ impl SlotPool {
     /// Free every hold attributed to `holder` (a process that died: the slots it was
     /// writing, reading, or that sat in its inbox). Returns how many holds.
     pub fn reclaim_holder(&self, holder: u16) -> u32 {
-        if holder as usize >= MAX_HOLDERS {
+        let Ok(column) = self.column(holder) else {
             return 0;
-        }
+        };
         let mut freed = 0;
         for slot in 0..self.slots {
-            let n = self.holds(slot, holder).swap(0, Ordering::AcqRel);
+            let n = self.holds(slot, column).swap(0, Ordering::AcqRel);
             if n > 0 {
                 self.drop_refs(slot, n as u32);
                 freed += n as u32;
             } else if n < 0 {
-                self.holds(slot, holder).fetch_add(n, Ordering::AcqRel);
+                self.holds(slot, column).fetch_add(n, Ordering::AcqRel);
             }
         }
         freed
@@ -553,9 +625,12 @@ impl SlotPool {
     /// what a process killed there left behind (every update is ordered so that such a
     /// kill leaves a count too many, never one too few).
     pub fn unattributed(&self, slot: u32) -> (u32, i64) {
+        if slot >= self.slots {
+            return (0, 0);
+        }
         let generation = self.generation(slot).load(Ordering::Acquire);
-        let held: i64 = (0..MAX_HOLDERS as u16)
-            .map(|h| i64::from(self.holds(slot, h).load(Ordering::Acquire)))
+        let held: i64 = (0..self.holder_ids.len())
+            .map(|c| i64::from(self.holds(slot, c).load(Ordering::Acquire)))
             .sum();
         let count = i64::from(self.refcount(slot).load(Ordering::Acquire));
         (generation, count - held)
@@ -578,11 +653,11 @@ impl SlotPool {
 
     /// Holds currently attributed to `holder`, over all slots.
     pub fn holds_of(&self, holder: u16) -> i64 {
-        if holder as usize >= MAX_HOLDERS {
+        let Ok(column) = self.column(holder) else {
             return 0;
-        }
+        };
         (0..self.slots)
-            .map(|s| i64::from(self.holds(s, holder).load(Ordering::Acquire)))
+            .map(|s| i64::from(self.holds(s, column).load(Ordering::Acquire)))
             .sum()
     }
 }

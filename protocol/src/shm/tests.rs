@@ -12,7 +12,7 @@ fn written(pool: &SlotPool, holders: u32) -> ShmRef {
 
 #[test]
 fn write_read_release_reuses_with_new_generation() {
-    let pool = SlotPool::create(1, 2, 100).expect("create");
+    let pool = SlotPool::create(1, 2, 100, &[]).expect("create");
     let mut w = pool.try_acquire(1).expect("free slot");
     w.bytes_mut()[..3].copy_from_slice(b"abc");
     let r = w.commit(3).expect("fits");
@@ -32,7 +32,7 @@ fn write_read_release_reuses_with_new_generation() {
 
 #[test]
 fn fan_out_frees_after_the_last_holder() {
-    let pool = SlotPool::create(1, 1, 8).expect("create");
+    let pool = SlotPool::create(1, 1, 8, &[]).expect("create");
     let r = written(&pool, 2);
     pool.add_holders(&r, 1).expect("add");
     for _ in 0..2 {
@@ -49,7 +49,7 @@ fn fan_out_frees_after_the_last_holder() {
 
 #[test]
 fn attached_view_shares_memory_and_checks_bounds() {
-    let pool = SlotPool::create(7, 3, 16).expect("create");
+    let pool = SlotPool::create(7, 3, 16, &[]).expect("create");
     let other = SlotPool::attach(7, pool.handle()).expect("attach");
     assert_eq!(other.slot_count(), 3);
     let mut w = pool.try_acquire(1).expect("slot");
@@ -81,7 +81,7 @@ fn attach_rejects_foreign_memory() {
 
 #[test]
 fn a_waiting_producer_is_woken_by_a_release_in_another_thread() {
-    let pool = std::sync::Arc::new(SlotPool::create(1, 1, 8).expect("create"));
+    let pool = std::sync::Arc::new(SlotPool::create(1, 1, 8, &[]).expect("create"));
     let r = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
     let releaser = {
         let pool = pool.clone();
@@ -94,7 +94,7 @@ fn a_waiting_producer_is_woken_by_a_release_in_another_thread() {
 
 #[test]
 fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
-    let pool = SlotPool::create(1, 2, 8).expect("create");
+    let pool = SlotPool::create(1, 2, 8, &[1, 2]).expect("create");
     let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
     let consumer = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
     let r = written(&producer, 1);
@@ -102,7 +102,9 @@ fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
     assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
     // The consumer is killed between the two steps of its release: its hold is
     // gone, the slot's count is not.
-    consumer.holds(r.slot, 2).fetch_sub(1, Ordering::AcqRel);
+    consumer
+        .holds(r.slot, consumer.holder)
+        .fetch_sub(1, Ordering::AcqRel);
     assert_eq!(
         pool.reclaim_holder(2),
         0,
@@ -125,7 +127,7 @@ fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
 
 #[test]
 fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
-    let pool = SlotPool::create(1, 4, 8).expect("create");
+    let pool = SlotPool::create(1, 4, 8, &[1, 2, 3]).expect("create");
     let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
     let alive = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
     // One item to each consumer (3 dies), one fanned out to both.
@@ -155,7 +157,7 @@ fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
 
 #[test]
 fn a_failed_send_releases_the_consumers_hold_once() {
-    let pool = SlotPool::create(1, 1, 8).expect("create");
+    let pool = SlotPool::create(1, 1, 8, &[1, 5]).expect("create");
     let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
     let r = written(&producer, 1);
     producer.transfer(&r, 5).expect("transfer");
@@ -172,7 +174,70 @@ fn a_failed_send_releases_the_consumers_hold_once() {
 
 #[test]
 fn dropping_an_uncommitted_writer_frees_the_slot() {
-    let pool = SlotPool::create(1, 1, 8).expect("create");
+    let pool = SlotPool::create(1, 1, 8, &[]).expect("create");
     drop(pool.try_acquire(1).expect("slot"));
     assert_eq!(pool.free_slots(), 1);
+}
+
+#[test]
+fn a_pool_tracks_hundreds_of_holders_and_only_those_listed() {
+    // Holder ids far past the 63 a fixed-size record once allowed.
+    let ids: Vec<u16> = (1..=600).collect();
+    let pool = SlotPool::create(1, 3, 8, &ids).expect("create");
+    assert_eq!(
+        pool.holder_ids().len(),
+        601,
+        "the listed ids and the supervisor's 0"
+    );
+    let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
+    let last = SlotPool::attach_as(1, pool.handle(), 600).expect("attach");
+    let a = written(&producer, 1);
+    producer.transfer(&a, 600).expect("transfer");
+    let b = written(&producer, 1);
+    producer.transfer(&b, 599).expect("transfer");
+    assert_eq!(pool.holds_of(600), 1);
+    assert_eq!(pool.reclaim_holder(599), 1, "the dead holder's item only");
+    assert_eq!(pool.free_slots(), 2);
+    last.release(&a).expect("release");
+    assert_eq!(pool.free_slots(), 3);
+    for slot in 0..3 {
+        assert_eq!(pool.unattributed(slot).1, 0, "slot {slot}");
+    }
+    // A holder the pool was not made for is refused, not written past the record.
+    assert_eq!(
+        SlotPool::attach_as(1, pool.handle(), 601).unwrap_err(),
+        ShmError::BadHolder {
+            pool: 1,
+            holder: 601
+        }
+    );
+    let c = written(&producer, 1);
+    assert!(matches!(
+        producer.transfer(&c, 700),
+        Err(ShmError::BadHolder { holder: 700, .. })
+    ));
+    assert_eq!(pool.reclaim_holder(700), 0);
+    assert_eq!(pool.holds_of(700), 0);
+}
+
+#[test]
+fn attach_rejects_a_corrupt_holder_list() {
+    let pool = SlotPool::create(3, 2, 8, &[4, 9]).expect("create");
+    assert_eq!(pool.holder_ids(), &[0, 4, 9]);
+    // SAFETY: test only; nobody else uses this pool. Swap the list out of order.
+    unsafe {
+        let base = pool.base;
+        std::ptr::write(base.add(HEADER + 2) as *mut u16, 9);
+        std::ptr::write(base.add(HEADER + 4) as *mut u16, 4);
+    }
+    assert_eq!(
+        SlotPool::attach(3, pool.handle()).unwrap_err(),
+        ShmError::BadHeader { pool: 3 }
+    );
+    // A holder count the region cannot hold.
+    pool.header_u32(12).store(u32::MAX, Ordering::Relaxed);
+    assert!(matches!(
+        SlotPool::attach(3, pool.handle()),
+        Err(ShmError::BadGeometry { .. })
+    ));
 }

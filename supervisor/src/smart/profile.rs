@@ -241,6 +241,10 @@ impl TaskProfile {
 pub struct Profiles {
     #[serde(default)]
     pub machine: String,
+    /// A digest of the profiled app's task content (names, kinds, functions, params,
+    /// inputs): a profile whose digest differs from the app's is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks_digest: Option<String>,
     pub tasks: BTreeMap<String, TaskProfile>,
 }
 
@@ -248,6 +252,7 @@ impl Profiles {
     pub fn new(machine: &str) -> Self {
         Profiles {
             machine: machine.to_string(),
+            tasks_digest: None,
             tasks: BTreeMap::new(),
         }
     }
