@@ -61,6 +61,16 @@ fn own_path(controller: Option<&str>) -> String {
     String::new()
 }
 
+/// Limit a running group to `cores` through one of its [`AppCgroup::cpu_files`].
+pub fn set_cpu_quota(file: &Path, cores: f64) -> Result<(), CgroupError> {
+    let quota = ((cores * CFS_PERIOD_US as f64).ceil() as u64).max(1000);
+    if file.ends_with("cpu.max") {
+        write(file, &format!("{quota} {CFS_PERIOD_US}"))
+    } else {
+        write(file, &quota.to_string())
+    }
+}
+
 impl AppCgroup {
     /// Create the cgroup of app `app` (run by supervisor `pid`) with its limits.
     pub fn create(
@@ -128,6 +138,20 @@ impl AppCgroup {
         }
         group.oom_seen = group.oom_kills();
         Ok(group)
+    }
+
+    /// The files that hold the group's CPU quota (v1 `cpu.cfs_quota_us`, v2 `cpu.max`),
+    /// for [`set_cpu_quota`] while the app runs.
+    pub fn cpu_files(&self) -> Vec<PathBuf> {
+        if self.v2 {
+            self.dirs.iter().map(|d| d.join("cpu.max")).collect()
+        } else {
+            self.dirs
+                .iter()
+                .map(|d| d.join("cpu.cfs_quota_us"))
+                .filter(|f| f.exists())
+                .collect()
+        }
     }
 
     /// The `cgroup.procs` files a child writes itself into before it execs.

@@ -108,12 +108,14 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
         memory_mb: loaded.spec.constraints.memory_mb.filter(|_| guaranteed),
         model_mb: 0.0,
         basis: "plan".into(),
+        cpu_files: Vec::new(),
+        own_cores: loaded.spec.constraints.cpu_cores,
     };
     // Best effort plans on the leftovers, but never on nothing.
     let cap = if guaranteed {
         left.cores
     } else {
-        left.cores.max(MIN_BEST_EFFORT_CORES)
+        ledger::best_effort_cores(&left, None)
     };
     let mut note = None;
     match profiles {
@@ -153,9 +155,6 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
     let held = ledger.reserve(reservation)?;
     Ok(Admitted { note, held })
 }
-
-/// The fewest cores a best-effort app is planned on when guaranteed apps hold the rest.
-const MIN_BEST_EFFORT_CORES: f64 = 0.1;
 
 /// Run the daemon until its apps have ended (see the module doc).
 pub fn run_daemon(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {

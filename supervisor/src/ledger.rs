@@ -32,6 +32,13 @@ pub struct Reservation {
     pub model_mb: f64,
     /// What the reservation rests on: "plan" (a profiled plan) or why there is none.
     pub basis: String,
+    /// Best effort: the CPU quota files of its cgroup, set to what the guaranteed apps
+    /// leave each time one comes or goes (see [`rebalance`]).
+    #[serde(default)]
+    pub cpu_files: Vec<String>,
+    /// Best effort: the cores its own constraints grant (never raised past them).
+    #[serde(default)]
+    pub own_cores: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +166,7 @@ impl Ledger {
     pub fn reserve(mut self, r: Reservation) -> Result<Held, LedgerError> {
         self.reservations.push(r.clone());
         self.write()?;
+        rebalance(&self.reservations, Node::this_machine());
         Ok(Held {
             id: r.id,
             app: r.app,
@@ -235,10 +243,55 @@ impl Drop for Held {
                 if let Err(e) = ledger.write() {
                     tracing::warn!("cannot give back the reservation of '{}': {e}", self.app);
                 }
+                rebalance(&ledger.reservations, Node::this_machine());
             }
             Err(e) => tracing::warn!("cannot give back the reservation of '{}': {e}", self.app),
         }
     }
+}
+
+/// The cores a best-effort app may use now: what the guaranteed apps leave (at least
+/// [`MIN_BEST_EFFORT_CORES`]), never more than its own constraints grant.
+pub fn best_effort_cores(left: &Left, own_cores: Option<f64>) -> f64 {
+    let cores = left.cores.max(MIN_BEST_EFFORT_CORES);
+    own_cores.map_or(cores, |own| cores.min(own))
+}
+
+/// The fewest cores a best-effort app is given when guaranteed apps hold the rest.
+pub const MIN_BEST_EFFORT_CORES: f64 = 0.1;
+
+/// Set every best-effort app's CPU quota to what the guaranteed apps leave now: run when
+/// a guaranteed app is admitted or ends, so a best-effort app that came first gives way
+/// and takes the cores back afterwards. Failures are logged (the app runs on).
+pub fn rebalance(reservations: &[Reservation], node: Node) {
+    let left = left_of(reservations, node);
+    for r in reservations.iter().filter(|r| !r.cpu_files.is_empty()) {
+        let cores = best_effort_cores(&left, r.own_cores);
+        for file in &r.cpu_files {
+            match crate::cgroup::set_cpu_quota(std::path::Path::new(file), cores) {
+                Ok(()) => tracing::info!(app = %r.app, cores, "best-effort CPU quota set"),
+                Err(e) => tracing::warn!(app = %r.app, "cannot set the CPU quota: {e}"),
+            }
+        }
+    }
+}
+
+/// A best-effort app of this supervisor now runs in a cgroup: record its CPU quota files
+/// and give it what the guaranteed apps leave.
+pub fn attach_cgroup(app: &str, cpu_files: Vec<std::path::PathBuf>) -> Result<(), LedgerError> {
+    let mut ledger = Ledger::lock()?;
+    let pid = std::process::id();
+    let Some(r) = ledger
+        .reservations
+        .iter_mut()
+        .find(|r| r.app == app && r.supervisor_pid == pid && r.service_type == "best-effort")
+    else {
+        return Ok(());
+    };
+    r.cpu_files = cpu_files.iter().map(|f| f.display().to_string()).collect();
+    ledger.write()?;
+    rebalance(&ledger.reservations, Node::this_machine());
+    Ok(())
 }
 
 /// The ledger as people read it (`supervisor status`).
@@ -279,6 +332,8 @@ mod tests {
             memory_mb: Some(512),
             model_mb: 0.0,
             basis: "plan".into(),
+            cpu_files: Vec::new(),
+            own_cores: None,
         }
     }
 

@@ -178,6 +178,13 @@ pub fn run_app(
     let constraints = match &cgroup {
         Ok(group) => {
             wiring.cgroup_procs = group.procs_files();
+            // Best effort runs on what the node's guaranteed apps leave, now and as
+            // they come and go (the ledger sets its CPU quota).
+            if app.service_type == protocol::spec::ServiceType::BestEffort {
+                if let Err(e) = crate::ledger::attach_cgroup(&app.name, group.cpu_files()) {
+                    tracing::warn!("{e}");
+                }
+            }
             group.describe()
         }
         Err(why) => why.clone(),

@@ -135,3 +135,91 @@ fn a_second_guaranteed_app_that_does_not_fit_beside_the_first_is_refused_and_the
         printed(&after)
     );
 }
+
+/// The CPU quota (cores × 100 ms per 100 ms period) in a cgroup quota file.
+fn quota_cores(file: &str) -> f64 {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let quota: f64 = text
+        .split_whitespace()
+        .next()
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("{file}: {text}"));
+    quota / 100_000.0
+}
+
+/// A best-effort app runs in a cgroup limited to what the guaranteed apps leave: when a
+/// guaranteed app is admitted beside it, its CPU quota shrinks by that app's reservation,
+/// and it gets the cores back when the guaranteed app ends.
+#[test]
+fn a_best_effort_app_gives_way_to_a_guaranteed_app_and_takes_the_cores_back() {
+    let rt = PrivateRuntime::new("node-best-effort");
+    let dir = scratch("node-best-effort");
+    let mut bulk = app("bulk", 5.0, 100_000);
+    bulk["service_type"] = json!("best-effort");
+    bulk["quota"] = json!({});
+    let bulk = write(&dir, "bulk", &bulk);
+    let a = write(&dir, "a", &app("a", 10.0, 60));
+    profile(&rt, &a);
+    let sup_bulk = start_in_background(&mut rt.supervisor(), &bulk, &dir.join("run-bulk"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let files = loop {
+        let apps = rt.apps();
+        if let Some(b) = apps
+            .iter()
+            .find(|x| x["name"] == "bulk" && x["state"] == "running")
+        {
+            break b["reservation"]["cpu_files"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+        }
+        assert!(Instant::now() < deadline, "'bulk' never ran");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if files.is_empty() {
+        println!("test skipped: cgroups are not writable here, nothing limits 'bulk'");
+        rt.supervisor()
+            .args(["stop", "bulk"])
+            .output()
+            .expect("stop");
+        let _ = finish(sup_bulk);
+        return;
+    }
+    let file = files[0].as_str().expect("a path").to_string();
+    let node = quota_cores(&file);
+    assert!(node >= 1.0, "alone, 'bulk' may use the node: {node} cores");
+
+    let sup_a = start_in_background(&mut rt.supervisor(), &a, &dir.join("run-a"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reserved = loop {
+        let apps = rt.apps();
+        if let Some(r) = apps
+            .iter()
+            .find(|x| x["name"] == "a")
+            .and_then(|x| x["reservation"]["cores"].as_f64())
+        {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "'a' was never admitted");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let beside = quota_cores(&file);
+    assert!(
+        (beside - (node - reserved).max(0.1)).abs() < 0.02,
+        "beside 'a' ({reserved:.2} reserved), 'bulk' gets {beside:.2} of {node:.2} cores"
+    );
+    let (exit, err) = finish(sup_a);
+    assert!(exit.success(), "{err}");
+    assert!(
+        (quota_cores(&file) - node).abs() < 0.02,
+        "'bulk' takes the cores back once 'a' has ended"
+    );
+    let stop = rt
+        .supervisor()
+        .args(["stop", "bulk"])
+        .output()
+        .expect("stop");
+    assert!(stop.status.success(), "{}", printed(&stop));
+    let (exit, err) = finish(sup_bulk);
+    assert!(exit.success(), "{err}");
+}
