@@ -363,7 +363,7 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         kinds: &[Cpu],
         inputs: ONE,
         params: &[
-            p("mode", OneOf(FAULT_MODES), true, "crash (abort), crash-on-start, hang (SIGSTOP itself), ignore-stop (ignore SIGTERM and the inbox) or stall (sleep `stall_ms` once, heartbeats going on)"),
+            p("mode", OneOf(FAULT_MODES), true, "crash (abort), crash-on-start, garbage (send the supervisor bytes that decode as no message, once: the first process only), hang (SIGSTOP itself), ignore-stop (ignore SIGTERM and the inbox) or stall (sleep `stall_ms` once, heartbeats going on)"),
             p("after", Count, false, "items forwarded before the fault (default 0)"),
             p("stall_ms", Count, false, "stall: how long (default 1000)"),
         ],
@@ -374,7 +374,14 @@ pub const FUNCTIONS: &[FunctionDef] = &[
 ];
 
 /// Misbehaviours `test.fault` can inject.
-pub const FAULT_MODES: &[&str] = &["crash", "crash-on-start", "hang", "ignore-stop", "stall"];
+pub const FAULT_MODES: &[&str] = &[
+    "crash",
+    "crash-on-start",
+    "garbage",
+    "hang",
+    "ignore-stop",
+    "stall",
+];
 
 /// Look a function up by name.
 pub fn find(name: &str) -> Option<&'static FunctionDef> {

@@ -207,6 +207,9 @@ impl control::Launcher for DaemonLauncher {
         }
         let mut loaded =
             app::load(&request.file).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
+        // The checks `validate` and `start` make: an app sent straight to the socket
+        // is refused for the same problems, before anything is admitted or created.
+        crate::preflight::check(&loaded).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
         let Admitted { note, held } = admit(&mut loaded).map_err(|e| match e {
             AdmitError::Profiles { .. } => ApiError::new(400, e.to_string()),
             AdmitError::Refused { .. } => ApiError::new(422, e.to_string()),

@@ -493,6 +493,12 @@ pub fn run_app(
         .filter(|r| r.incarnation > 0)
         .map(|r| (r.label.clone(), r.incarnation))
         .collect();
+    summary.bad_messages = run
+        .replicas
+        .iter()
+        .filter(|r| r.bad_messages > 0)
+        .map(|r| (r.label.clone(), r.bad_messages))
+        .collect();
     summary.restart_to_first_output_ms = run.first_output_ms.clone();
     summary.reclaimed_holds = run.reclaimed;
     summary.retunes = retunes;

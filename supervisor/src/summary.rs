@@ -113,6 +113,9 @@ pub struct Summary {
     pub qos: Vec<QosCheck>,
     /// Restarts per stage replica (only those restarted).
     pub restarts: BTreeMap<String, u32>,
+    /// Messages per stage replica that did not decode (each killed the process that
+    /// sent it; only replicas that sent one).
+    pub bad_messages: BTreeMap<String, u64>,
     /// Per restart: from the new process's set-up to its first output, in ms.
     pub restart_to_first_output_ms: Vec<f64>,
     /// Shared-memory holds freed from processes that died.
@@ -337,6 +340,7 @@ impl Summary {
             },
             qos: Vec::new(),
             restarts: BTreeMap::new(),
+            bad_messages: BTreeMap::new(),
             restart_to_first_output_ms: Vec::new(),
             reclaimed_holds: 0,
             repaired_holds: 0,

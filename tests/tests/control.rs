@@ -459,3 +459,66 @@ fn a_detached_app_runs_in_the_daemon_which_exits_after_its_last_app() {
         "{daemon_log}"
     );
 }
+
+/// `POST /apps` with `body` on the daemon's socket; the whole answer.
+fn post_apps(sock: &std::path::Path, body: &str) -> String {
+    let mut conn = UnixStream::connect(sock).expect("connect");
+    write!(
+        conn,
+        "POST /apps HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut text = String::new();
+    conn.read_to_string(&mut text).expect("read");
+    text
+}
+
+#[test]
+fn the_daemon_runs_the_preflight_checks_on_apps_posted_to_its_socket() {
+    let rt = PrivateRuntime::new("preflight");
+    let dir = scratch("daemon-preflight");
+    let good = format!("dp{}", std::process::id());
+    let pid = start_detached(
+        &rt,
+        &endless_app(&dir.join("good"), &good),
+        &dir.join("run-good"),
+    );
+    // Valid as a file, refused by the checks `start` makes: a `where` that does not parse.
+    let bad_dir = dir.join("bad");
+    std::fs::create_dir_all(&bad_dir).expect("bad dir");
+    let bad_app = write_app(
+        &bad_dir,
+        &json!({
+            "name": "badwhere",
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 16, "height": 16, "count": 10}},
+                {"name": "few", "kind": "cpu", "function": "table.filter", "inputs": ["gen"], "params": {"where": "width >"}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["few"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let sock = rt.dir.join(pid.to_string()).join("control.sock");
+    let body = json!({
+        "file": bad_app, "run_dir": dir.join("run-bad"), "startup_timeout_s": 20, "hang_after_ms": 5000
+    })
+    .to_string();
+    let answer = post_apps(&sock, &body);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("tasks[1] (few).params.where: predicate `width >`"),
+        "the problem and its place: {answer}"
+    );
+    assert!(
+        !dir.join("run-bad").exists(),
+        "a refused app creates nothing"
+    );
+    assert!(!bad_dir.join("rows.csv").exists(), "and starts nothing");
+    let names: Vec<String> = rt
+        .apps()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&good), "only the good app runs");
+    assert!(alive(pid));
+}

@@ -292,3 +292,46 @@ fn a_stage_ignoring_stop_and_sigterm_is_killed_after_the_grace() {
         "the stubborn stage is gone"
     );
 }
+
+#[test]
+fn a_stage_sending_garbage_is_restarted_alone_and_every_item_arrives_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("fault-garbage");
+    let name = format!("garbage{}", std::process::id());
+    let count = 200u64;
+    let mut app = faulty(&name, "garbage", 20);
+    app["tasks"][0]["params"]["count"] = json!(count);
+    let app = write_app(&dir, &app);
+    let out = supervisor()
+        .env("SMARTPIPE_TEST_FAULTS", "1")
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("start");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("stage fault#0 sent a message that does not decode"),
+        "the supervisor names the stage: {err}"
+    );
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["bad_messages"], json!({"fault#0": 1}), "{summary}");
+    assert_eq!(
+        summary["restarts"],
+        json!({"fault#0": 1}),
+        "only the stage that sent it restarted: {summary}"
+    );
+    assert_eq!(summary["outcome"], "finished", "{summary}");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    assert_eq!(
+        csv_seqs(&dir.join("rows.csv")),
+        (0..count).collect::<Vec<_>>(),
+        "every item exactly once, in order"
+    );
+    assert!(
+        pids_with_cmdline(&format!("--stage {name}/")).is_empty(),
+        "nothing left"
+    );
+}

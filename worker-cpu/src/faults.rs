@@ -18,7 +18,7 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
     let after: u64 = param(node, "after")?.unwrap_or(0);
     let stall_ms: u64 = param(node, "stall_ms")?.unwrap_or(1000);
     let mut forwarded = 0u64;
-    let misbehave = |mode: &str| -> Result<(), StageError> {
+    let misbehave = |node: &Node, mode: &str| -> Result<(), StageError> {
         tracing::warn!(mode, "test.fault: misbehaving now");
         match mode {
             "crash" | "crash-on-start" => std::process::abort(),
@@ -28,6 +28,11 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
             },
             // Busy with one item for a while (heartbeats go on): a slow stage, not a hung one.
             "stall" => std::thread::sleep(Duration::from_millis(stall_ms)),
+            // Bytes that decode as no message (an unknown variant tag), sent up once:
+            // only the first process of the replica does it, a restarted one forwards.
+            "garbage" if node.setup.incarnation == 0 => {
+                node.send_raw_up(vec![0xff; 16])?;
+            }
             "ignore-stop" => {
                 // SAFETY: ignoring a signal for this process only.
                 unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
@@ -40,7 +45,7 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         Ok(())
     };
     if mode == "crash-on-start" || after == 0 {
-        misbehave(&mode)?;
+        misbehave(node, &mode)?;
     }
     loop {
         match node.next(Duration::from_millis(200))? {
@@ -48,7 +53,7 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
                 node.forward(env, now_ns())?;
                 forwarded += 1;
                 if forwarded == after {
-                    misbehave(&mode)?;
+                    misbehave(node, &mode)?;
                 }
             }
             Event::End => return Ok(()),

@@ -10,6 +10,7 @@ pub mod heads;
 pub mod jpeg_end;
 pub mod media;
 pub mod models;
+pub mod out_files;
 pub mod sinks;
 pub mod table_print;
 pub mod tables;

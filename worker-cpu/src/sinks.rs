@@ -2,6 +2,7 @@
 //! video through an ffmpeg child process. Also the loop every tail shares.
 
 use crate::media::ffmpeg_program;
+use crate::out_files;
 use crate::{param, StageError};
 use protocol::messages::{Command, Envelope, Payload, PixelFormat};
 use protocol::node::{Event, Node, NodeError};
@@ -164,17 +165,11 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
     if let Some(dir) = dir {
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io(dir.display(), e))?;
+        out_files::remove_stale_parts(&dir);
         run_tail(node, |_, env, frame| {
             let Some(f) = frame else { return Ok(()) };
             let file = dir.join(format!("{}-{}.png", env.source, env.seq));
-            image::save_buffer(
-                &file,
-                &annotated(env, &f),
-                f.width,
-                f.height,
-                image::ExtendedColorType::Rgb8,
-            )
-            .map_err(|e| StageError::io(file.display(), e))
+            out_files::write_png(&file, &annotated(env, &f), f.width, f.height)
         })
     } else if let Some(path) = path {
         let mut video: Option<VideoWriter> = None;
@@ -259,29 +254,59 @@ impl VideoWriter {
             .stdin
             .as_mut()
             .ok_or_else(|| StageError::Ffmpeg("encoder input closed".into()))?;
-        stdin
-            .write_all(f.rgb)
-            .map_err(|e| StageError::Ffmpeg(format!("writing {}: {e}", self.path)))
+        match stdin.write_all(f.rgb) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The encoder stopped reading: why it stopped is in its stderr and
+                // exit status (a full disk shows as a broken pipe here).
+                let (status, complaints) = self.stop();
+                Err(self.failure(&format!("writing to ffmpeg: {e}"), &status, &complaints))
+            }
+        }
     }
 
-    fn finish(mut self) -> Result<(), StageError> {
+    /// Close the encoder's input and wait for it: its exit status and complaints.
+    fn stop(&mut self) -> (String, String) {
         drop(self.stdin.take());
         let mut complaints = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut complaints);
         }
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| StageError::Ffmpeg(e.to_string()))?;
-        if status.success() {
+        let status = match self.child.wait() {
+            Ok(s) if s.success() => String::new(),
+            Ok(s) => s.to_string(),
+            Err(e) => format!("cannot wait for it: {e}"),
+        };
+        (status, complaints.trim().to_string())
+    }
+
+    /// The error of an encoding that failed: a full disk (ffmpeg's own "No space left on
+    /// device", or the output's filesystem out of space) is named as such.
+    fn failure(&self, what: &str, status: &str, complaints: &str) -> StageError {
+        let out = std::path::Path::new(&self.path);
+        let why = if out_files::full_disk_at(out, complaints) {
+            format!("the disk is full (ENOSPC: No space left on device; {what})")
+        } else {
+            what.to_string()
+        };
+        let said = protocol::text::shown_up_to(complaints, 2000);
+        StageError::Ffmpeg(format!(
+            "encoding {} failed: {why}; ffmpeg ended with {}: {said}",
+            self.path,
+            if status.is_empty() { "success" } else { status }
+        ))
+    }
+
+    fn finish(mut self) -> Result<(), StageError> {
+        if self.stdin.is_none() {
+            // Already stopped by a failed write, which reported why.
+            return Ok(());
+        }
+        let (status, complaints) = self.stop();
+        if status.is_empty() {
             Ok(())
         } else {
-            Err(StageError::Ffmpeg(format!(
-                "encoding {} failed: {}",
-                self.path,
-                complaints.trim()
-            )))
+            Err(self.failure("ffmpeg failed", &status, &complaints))
         }
     }
 }

@@ -137,6 +137,15 @@ impl Node {
         });
     }
 
+    /// Send the supervisor `bytes` as they are, without encoding them: only for
+    /// SmartPipe's fault-injection tests (`test.fault` mode `garbage`), which check that
+    /// a message that does not decode costs the sending stage, not the app.
+    pub fn send_raw_up(&self, bytes: Vec<u8>) -> Result<(), NodeError> {
+        self.up
+            .send(UpWire { bytes, reply: None })
+            .map_err(|e| NodeError::SupervisorGone(format!("{e:?}")))
+    }
+
     pub(super) fn send_up(&self, msg: &Up) -> Result<(), NodeError> {
         let bytes = codec::encode("up", msg)?;
         self.up

@@ -8,6 +8,7 @@
 //! a column of another type makes that table an error (its item is lost).
 
 use super::{values, TableError};
+use crate::out_files::NamedErrors;
 use crate::StageError;
 use arrow_array::{
     new_null_array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
@@ -239,6 +240,11 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Table
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
+/// Rows a Parquet row group gets at most before it is written out...
+pub const PARQUET_FLUSH_ROWS: usize = 4096;
+/// ...and the longest it waits for them.
+pub const PARQUET_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 enum Output {
     Text {
         writer: Box<dyn RowWriter>,
@@ -250,7 +256,9 @@ enum Output {
     },
     Parquet {
         file: Option<std::fs::File>,
-        writer: Option<Box<(ArrowWriter<std::fs::File>, SchemaRef)>>,
+        writer: Option<Box<(ArrowWriter<NamedErrors<std::fs::File>>, SchemaRef)>>,
+        /// When the last row group was written out (see [`PARQUET_FLUSH_ROWS`]).
+        flushed_at: std::time::Instant,
     },
 }
 
@@ -418,6 +426,7 @@ impl TableSink {
                     StageError::Unsupported("table.print: format parquet needs a `path`".into())
                 })?),
                 writer: None,
+                flushed_at: std::time::Instant::now(),
             },
             other => {
                 return Err(StageError::Unsupported(format!(
@@ -489,19 +498,34 @@ impl TableSink {
                 }
                 Ok(())
             }
-            Output::Parquet { file, writer } => {
+            Output::Parquet {
+                file,
+                writer,
+                flushed_at,
+            } => {
                 let slot = match writer {
                     Some(w) => w,
                     None => {
                         let f = file.take().ok_or_else(|| fail(&"the file is gone"))?;
-                        let w =
-                            ArrowWriter::try_new(f, batch.schema(), None).map_err(|e| fail(&e))?;
+                        let w = ArrowWriter::try_new(NamedErrors(f), batch.schema(), None)
+                            .map_err(|e| fail(&e))?;
                         writer.insert(Box::new((w, batch.schema())))
                     }
                 };
                 let (w, schema) = &mut **slot;
                 let conformed = conform(batch, schema)?;
-                w.write(&conformed).map_err(|e| fail(&e))
+                w.write(&conformed).map_err(|e| fail(&e))?;
+                // A row group written out (and the file's buffer emptied) every so
+                // many rows or every second: a full disk shows within a second, not
+                // only at close.
+                if w.in_progress_rows() >= PARQUET_FLUSH_ROWS
+                    || (w.in_progress_rows() > 0 && flushed_at.elapsed() >= PARQUET_FLUSH_EVERY)
+                {
+                    *flushed_at = std::time::Instant::now();
+                    w.flush().map_err(|e| fail(&e))?;
+                    w.sync().map_err(|e| fail(&e))?;
+                }
+                Ok(())
             }
         }
     }

@@ -1,0 +1,159 @@
+//! Output files that a full disk cannot leave torn or mislabelled: `image.show`'s PNGs
+//! are written under a temporary name in their folder and renamed into place only when
+//! complete (a failed write removes its temporary file); a write error that is ENOSPC
+//! is named as a full disk; and the output filesystem can be asked whether it is full
+//! (for an encoder child that died of it, whose pipe then only says "Broken pipe").
+
+use crate::StageError;
+use std::io::Write;
+use std::path::Path;
+
+/// Below this many free bytes a filesystem counts as full: an encoder that stopped
+/// there stopped because of it.
+const NEARLY_FULL_BYTES: u64 = 64 * 1024;
+
+/// Suffix of the temporary files PNGs are written to before their rename.
+const PART: &str = ".png.part";
+
+/// Whether `e` is a full disk (ENOSPC, or EDQUOT: the user's quota is full).
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// `e` for people: a full disk said so, with the code to search for.
+pub fn describe(e: &std::io::Error) -> String {
+    if is_full(e) {
+        format!("the disk is full (ENOSPC: {e})")
+    } else {
+        e.to_string()
+    }
+}
+
+/// Free bytes for this user on the filesystem holding `path` (or its nearest existing
+/// parent); `None` when it cannot be asked.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let dir = path.ancestors().find(|p| p.is_dir())?;
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs fills the zeroed struct from a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+/// Whether the filesystem of `path` is (nearly) full, or an encoder's own complaints
+/// say it ran out of space.
+pub fn full_disk_at(path: &Path, complaints: &str) -> bool {
+    complaints.contains("No space left on device")
+        || free_bytes(path).is_some_and(|free| free < NEARLY_FULL_BYTES)
+}
+
+/// A writer whose errors name a full disk (`ENOSPC`) as such, for writers (Parquet)
+/// that pass the error on as text.
+pub struct NamedErrors<W>(pub W);
+
+impl<W: Write> Write for NamedErrors<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(named)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush().map_err(named)
+    }
+}
+
+fn named(e: std::io::Error) -> std::io::Error {
+    if is_full(&e) {
+        std::io::Error::new(e.kind(), describe(&e))
+    } else {
+        e
+    }
+}
+
+/// Remove the temporary PNGs a killed earlier process of this tail left in `dir`.
+pub fn remove_stale_parts(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') && name.ends_with(PART) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    tracing::info!(file = %entry.path().display(), "removed a stale partial PNG")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), "cannot remove a stale partial PNG: {e}")
+                }
+            }
+        }
+    }
+}
+
+/// Write `rgb` as the PNG `file`: encoded whole, written to a temporary file beside it
+/// and renamed into place, so `file` is complete or absent, never cut.
+pub fn write_png(file: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), StageError> {
+    use image::ImageEncoder;
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
+        .map_err(|e| StageError::io(file.display(), e))?;
+    let name = file
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let part = file.with_file_name(format!(
+        ".{}.{}{PART}",
+        name.trim_end_matches(".png"),
+        std::process::id()
+    ));
+    let written = std::fs::File::create(&part)
+        .and_then(|mut f| f.write_all(&png))
+        .and_then(|()| std::fs::rename(&part, file));
+    written.map_err(|e| {
+        let removed = match std::fs::remove_file(&part) {
+            Ok(()) => "no partial file is left".to_string(),
+            Err(r) if r.kind() == std::io::ErrorKind::NotFound => {
+                "no partial file is left".to_string()
+            }
+            Err(r) => format!("and removing {} failed: {r}", part.display()),
+        };
+        StageError::io(file.display(), format!("{}; {removed}", describe(&e)))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_png_is_complete_under_its_name_and_no_temporary_file_stays() {
+        let dir = std::env::temp_dir().join(format!("out-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("cam-7.png");
+        let rgb: Vec<u8> = (0..4 * 3 * 3).map(|i| i as u8).collect();
+        write_png(&file, &rgb, 4, 3).expect("written");
+        let img = image::open(&file).expect("a whole PNG").to_rgb8();
+        assert_eq!((img.width(), img.height()), (4, 3));
+        assert_eq!(img.into_raw(), rgb);
+        std::fs::write(dir.join(".cam-8.99.png.part"), b"torn").expect("stale part");
+        remove_stale_parts(&dir);
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["cam-7.png".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn enospc_is_named_as_a_full_disk() {
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert!(describe(&full).starts_with("the disk is full (ENOSPC: "));
+        let other = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert!(!describe(&other).contains("ENOSPC"));
+        assert!(free_bytes(&std::env::temp_dir()).is_some());
+    }
+}
