@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Scale (issue 13, item 7): a request-guarantee chain of 250 processes (image.gen at 1 item/s →
+# 248 core.forward → table.print) runs in the foreground; after a 5 s settle, the supervisor's
+# CPU time over 10 s (/proc/PID/stat utime+stime) and one forward stage's RSS (/proc/PID/status)
+# are printed. Usage: tools/bench/scale.sh [debug|release] (default release).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+profile=${1:-release}
+scripts/provision.sh >/dev/null
+source .smartpipe/env
+if [ "$profile" = release ]; then
+  CARGO_INCREMENTAL=0 cargo build --release --workspace --bins 2>&1 | tail -1
+fi
+bin="$PWD/target/$profile"
+work=$(mktemp -d /tmp/bench-scale-XXXXXX)
+python3 - "$work/chain.json" <<'PY'
+import json, sys
+tasks = [{"name": "gen", "kind": "head", "function": "image.gen",
+          "params": {"width": 32, "height": 24, "count": 40, "fps": 1}}]
+for k in range(248):
+    tasks.append({"name": f"f{k}", "kind": "cpu", "function": "core.forward",
+                  "inputs": [tasks[-1]["name"]], "replicas": 1})
+tasks.append({"name": "rows", "kind": "tail", "function": "table.print",
+              "inputs": [tasks[-1]["name"]], "params": {"format": "csv", "path": "rows.csv"}})
+json.dump({"name": "scale", "service_type": "request-guarantee", "tasks": tasks}, open(sys.argv[1], "w"))
+PY
+export SMARTPIPE_RUNTIME_DIR="$work/runtime"
+"$bin/supervisor" start "$work/chain.json" --run-dir "$work/run" >"$work/out.txt" 2>&1 &
+sup=$!
+sleep 5
+tck=$(getconf CLK_TCK)
+a=$(awk '{print $14+$15}' /proc/$sup/stat); sleep 10; b=$(awk '{print $14+$15}' /proc/$sup/stat)
+stage=$(pgrep -f "worker-cpu --stage scale/f100#0" | head -1)
+echo "processes: $(pgrep -c -f 'worker-cpu --stage scale/') stage processes ($profile build)"
+echo "supervisor CPU over 10 s: $(awk -v a="$a" -v b="$b" -v t="$tck" 'BEGIN { printf "%.2f", (b - a) * 100 / t / 10 }') % of a core"
+grep -E "VmRSS|RssAnon" /proc/$stage/status | tr -s ' \t' ' '
+kill -INT $sup; wait $sup || true
+tail -3 "$work/out.txt"
+rm -rf "$work"
