@@ -40,7 +40,9 @@ pub fn impossible_on_its_face(app: &AppSpec) -> Option<String> {
         return None;
     };
     let offered = rate * 60.0;
-    (quota > offered).then(|| {
+    // A quota of exactly the offered rate (as written, or computed as rate × 60 on the
+    // other side) is possible: float rounding is not a refusal.
+    (quota > offered * (1.0 + 1e-9)).then(|| {
         format!(
             "throughput quota {quota} replies/min is more than the request frequency offers ({rate} requests/s = {offered} per min), by {}",
             quota - offered
