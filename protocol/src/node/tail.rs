@@ -48,10 +48,15 @@ impl Node {
     /// Tails: mark `seq` of `source` as delivered or known lost. False when
     /// it was there already.
     pub(super) fn tail_mark(&mut self, source: &str, seq: u64) -> bool {
-        self.progress
+        let new = self
+            .progress
             .entry(source.to_string())
             .or_default()
-            .mark(seq)
+            .mark(seq);
+        if new {
+            self.unacked_items = self.unacked_items.saturating_add(1);
+        }
+        new
     }
 
     /// Tails: everything of `source` below this has arrived or is known lost.
@@ -99,7 +104,7 @@ impl Node {
         if !self.is_tail() {
             return;
         }
-        if !now && self.last_ack.elapsed() < ACK_WINDOW {
+        if !now && self.last_ack.elapsed() < ACK_WINDOW && self.unacked_items < ACK_ITEMS {
             return;
         }
         let frontier: Vec<SourceTotal> = self.unacknowledged().collect();
@@ -107,6 +112,7 @@ impl Node {
             return;
         }
         self.last_ack = Instant::now();
+        self.unacked_items = 0;
         for t in &frontier {
             self.acked.insert(t.source.clone(), t.total);
         }
