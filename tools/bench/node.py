@@ -2,8 +2,9 @@
 """'Many apps on one node' (issue 13): a request-guarantee app A keeps its quota while other
 apps come.
 
-A: image.gen 640x360 paced at RATE/s -> image.resize 320x180 -> csv, request-guarantee, quota
-throughput >= 0.9 x RATE x 60 per min and p99 <= QUOTA_MS. B: best-effort, no quota, an unpaced
+A: image.gen 320x180 paced at RATE/s -> image.resize 1280x720 (the CPU-bound stage, replicas
+can share it) -> csv, request-guarantee, quota throughput >= 0.9 x RATE x 60 per min and
+p99 <= QUOTA_MS; RATE keeps --busy cores busy by a profile of the same tasks. B: best-effort, no quota, an unpaced
 1280x720 source -> two resizes -> csv: it takes every core it is given. C: like A at a rate that
 needs more cores than A leaves. A, B and C are profiled first (`supervisor profile`), so A and C
 are admitted against the node's ledger.
@@ -13,7 +14,7 @@ ends. Phase 3: A, with C started AT s into the run (refused: the message is reco
 is its own run of A; A's summary gives its throughput, p99 and whether each quota was met; B's
 summary its throughput and losses. Every run of A checks that its rows are 0..n-1 in order.
 
-usage: node.py [--rate R] [--seconds S] [--at S] [--quota-ms MS] [--json OUT]
+usage: node.py [--busy CORES | --rate R] [--seconds S] [--at S] [--quota-ms MS] [--json OUT]
 """
 import argparse
 import json
@@ -33,10 +34,11 @@ def guaranteed(name, rate, count, quota_ms):
         "quota": {"throughput_per_min": 0.9 * rate * 60, "max_latency_ms": quota_ms},
         "tasks": [
             {"name": "gen", "kind": "head", "function": "image.gen",
-             "params": {"width": 640, "height": 360, "count": count, "fps": rate}},
-            {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["gen"],
-             "params": {"width": 320, "height": 180}},
-            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["small"],
+             "params": {"width": 320, "height": 180, "count": count, "fps": rate,
+                        "pattern": "solid"}},
+            {"name": "big", "kind": "cpu", "function": "image.resize", "inputs": ["gen"],
+             "params": {"width": 1280, "height": 720}},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["big"],
              "params": {"format": "csv", "path": f"{name}.csv"}},
         ],
     }
@@ -121,7 +123,8 @@ def qos(s, metric):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rate", type=float, default=20.0)
+    ap.add_argument("--rate", type=float, default=0.0, help="A's rate (default: --busy cores)")
+    ap.add_argument("--busy", type=float, default=0.8)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--at", type=float, default=5.0)
     ap.add_argument("--quota-ms", type=float, default=500.0)
@@ -129,15 +132,20 @@ def main():
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench-node-")
     env = dict(os.environ, SMARTPIPE_RUNTIME_DIR=os.path.join(work, "runtime"))
-    count = int(args.rate * args.seconds)
-    a_path = write(work, "a", guaranteed("a", args.rate, count, args.quota_ms))
+    # What an item costs here (every task), from a profile of the same tasks: A keeps
+    # --busy cores busy (its reservation), C 1.35 cores (it fits the node alone, not beside A).
+    calib = write(work, "calib", guaranteed("calib", 20, 200, args.quota_ms))
+    profile(calib, env)
+    prof = json.load(open(os.path.join(work, "profiles",
+                                       next(f for f in os.listdir(os.path.join(work, "profiles"))
+                                            if "calib" in f))))
+    per_item = sum(t["points"][0]["seconds"] for t in prof["tasks"].values())
+    rate = args.rate or args.busy / per_item
+    count = int(rate * args.seconds)
+    a_path = write(work, "a", guaranteed("a", rate, count, args.quota_ms))
     b_path = write(work, "b", greedy("b"))
     profile(a_path, env)
-    # C: the rate whose plan needs more cores than A leaves (from A's profile: per item cost).
-    prof = json.load(open(next(os.path.join(work, "profiles", f)
-                               for f in os.listdir(os.path.join(work, "profiles")))))
-    per_item = sum(t["points"][0]["seconds"] for t in prof["tasks"].values())
-    c_rate = 1.5 / per_item
+    c_rate = 1.35 / per_item
     c_path = write(work, "c", guaranteed("c", c_rate, int(c_rate * 10), args.quota_ms))
     profile(c_path, env)
     rows = []
@@ -162,7 +170,7 @@ def main():
             row["c_refusal"] = next((l for l in (other_err or "").splitlines()
                                      if "refused" in l), "(not refused)")
         rows.append(row)
-    print(f"A: {args.rate:g}/s for {args.seconds:g} s, quota {0.9 * args.rate * 60:.0f}/min and "
+    print(f"A: {rate:.1f}/s for {args.seconds:g} s, quota {0.9 * rate * 60:.0f}/min and "
           f"p99 <= {args.quota_ms:g} ms; B: best effort, unpaced; C: {c_rate:.1f}/s")
     print("| phase | A items/min | A p99 ms | A meets its quota | B items/min (lost) | C |")
     print("|---|---|---|---|---|---|")
