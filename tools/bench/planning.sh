@@ -3,7 +3,7 @@
 # on this machine, then per quota scenario compare the planner's prediction with the measured
 # run, check admission refusals and the planner's cores against a brute-force search.
 # Prints markdown tables; writes target/bench-planning.json. Arguments go to planning.py
-# (--apps faces,ocr,resize  --scenarios F1,O2  --reprofile).
+# (--apps faces,ocr,resize,head  --scenarios F1,O2  --reprofile).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/provision.sh >/dev/null

@@ -166,7 +166,7 @@ impl Model {
             let at_bottleneck = overloaded
                 && (full_rho >= 0.999 || (self.is_device(i) && dev_load_full * app_cap >= 0.999));
             let ev = eval_stage(p, c, offered, ca_in, shared, at_bottleneck, bound);
-            let mut sj = ev.sojourn;
+            let sj = ev.sojourn;
             let (eff_b, bl, fill) = (ev.batch, ev.light_batch, ev.fill);
             if self.workload.shed {
                 keep *= 1.0 - ev.block;
@@ -177,9 +177,10 @@ impl Model {
                 dev_busy += offered * p.t(eff_b, c.threads) / eff_b;
             }
             if s.kind == TaskKind::Head {
-                // Items are stamped as the head emits them.
+                // Items are stamped when due (paced) or when the head starts on them: the
+                // head's own service, and its queue behind a paced schedule, count in the
+                // latency. What it emits keeps the arrivals' pattern.
                 ca_out[i] = ca_in;
-                sj = Sojourn::default();
             }
             soj[i] = sj;
             pred.utilisation = util[i];

@@ -365,7 +365,9 @@ impl Sim<'_> {
             }
         } else {
             self.in_flight[h] += 1;
-            self.forward(it, h);
+            // The head itself serves the item first (drawing, decoding, writing its
+            // slot): its time counts in the item's latency.
+            self.deliver(it, h);
         }
         let lam = self.m.stage_rate(h);
         let gap = match self.m.workload.arrivals {
