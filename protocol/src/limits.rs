@@ -15,6 +15,10 @@ pub const DEFAULT_MAX_POOL_BYTES: u64 = 8 << 30;
 pub const ENV_MAX_PIXELS: &str = "SMARTPIPE_MAX_PIXELS";
 pub const ENV_MAX_SLOT_BYTES: &str = "SMARTPIPE_MAX_SLOT_BYTES";
 pub const ENV_MAX_POOL_BYTES: &str = "SMARTPIPE_MAX_POOL_BYTES";
+/// Processes one app may have (one per replica, plus the GPU agent) unless
+/// `SMARTPIPE_MAX_PROCESSES` says otherwise; never more than the pools' holder ids allow.
+pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+pub const ENV_MAX_PROCESSES: &str = "SMARTPIPE_MAX_PROCESSES";
 
 /// The slowest rate a paced source takes (one item per 1,000 s); 0 means unpaced.
 pub const MIN_RATE: f64 = 1e-3;
@@ -54,6 +58,7 @@ pub struct Limits {
     pub max_pixels: u64,
     pub max_slot_bytes: u64,
     pub max_pool_bytes: u64,
+    pub max_processes: u64,
 }
 
 impl Default for Limits {
@@ -62,6 +67,7 @@ impl Default for Limits {
             max_pixels: DEFAULT_MAX_PIXELS,
             max_slot_bytes: DEFAULT_MAX_SLOT_BYTES,
             max_pool_bytes: DEFAULT_MAX_POOL_BYTES,
+            max_processes: DEFAULT_MAX_PROCESSES,
         }
     }
 }
@@ -83,6 +89,8 @@ impl Limits {
             max_pixels: setting(ENV_MAX_PIXELS, DEFAULT_MAX_PIXELS)?,
             max_slot_bytes: setting(ENV_MAX_SLOT_BYTES, DEFAULT_MAX_SLOT_BYTES)?,
             max_pool_bytes: setting(ENV_MAX_POOL_BYTES, DEFAULT_MAX_POOL_BYTES)?,
+            max_processes: setting(ENV_MAX_PROCESSES, DEFAULT_MAX_PROCESSES)?
+                .min(u64::from(crate::shm::MAX_HOLDER_ID)),
         })
     }
 

@@ -48,12 +48,13 @@ pub fn check_limits(app: &AppSpec, limits: &Limits, err: &mut impl FnMut(String,
     if app.tasks.iter().any(|t| t.kind == TaskKind::Gpu) {
         processes += 1; // the GPU agent
     }
-    let max = u64::from(MAX_HOLDER_ID);
+    let max = limits.max_processes.min(u64::from(MAX_HOLDER_ID));
     if processes > max {
         err(
             "tasks".into(),
             format!(
-                "the app needs {processes} processes (one per replica, plus the GPU agent); at most {max} are supported"
+                "the app needs {processes} processes (one per replica, plus the GPU agent); at most {max} are allowed ({})",
+                limits::ENV_MAX_PROCESSES
             ),
         );
     }
@@ -112,5 +113,42 @@ fn check_task_params(
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_app;
+
+    #[test]
+    fn an_app_of_more_processes_than_the_limit_is_refused_naming_the_setting() {
+        let app = parse_app(
+            r#"{"name": "wide", "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 8, "height": 8, "count": 1}},
+                {"name": "fwd", "kind": "cpu", "function": "core.forward", "inputs": ["gen"], "replicas": 20},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["fwd"]}
+            ]}"#,
+        )
+        .expect("parses");
+        let mut problems = Vec::new();
+        let few = Limits {
+            max_processes: 16,
+            ..Limits::default()
+        };
+        check_limits(&app, &few, &mut |at, what| {
+            problems.push(format!("{at}: {what}"))
+        });
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("needs 22 processes")
+                && problems[0].contains("SMARTPIPE_MAX_PROCESSES"),
+            "{problems:?}"
+        );
+        problems.clear();
+        check_limits(&app, &Limits::default(), &mut |at, what| {
+            problems.push(format!("{at}: {what}"))
+        });
+        assert!(problems.is_empty(), "{problems:?}");
     }
 }

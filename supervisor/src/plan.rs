@@ -50,7 +50,7 @@ pub enum PlanError {
     },
     #[error(transparent)]
     Setting(#[from] LimitError),
-    #[error("the app needs {processes} processes (one per replica, plus the GPU agent); at most {max} are supported")]
+    #[error("the app needs {processes} processes (one per replica, plus the GPU agent); at most {max} are allowed (SMARTPIPE_MAX_PROCESSES)")]
     Processes { processes: u64, max: u64 },
 }
 
@@ -324,7 +324,9 @@ pub fn plan_with(app: &AppSpec, limits: &Limits) -> Result<Plan, PlanError> {
         .collect::<Result<Vec<_>, PlanError>>()?;
     let agent = u64::from(app.tasks.iter().any(|t| t.kind == TaskKind::Gpu));
     let processes = stages.iter().map(|s| u64::from(s.replicas)).sum::<u64>() + agent;
-    let max = u64::from(protocol::shm::MAX_HOLDER_ID);
+    let max = limits
+        .max_processes
+        .min(u64::from(protocol::shm::MAX_HOLDER_ID));
     if processes > max {
         return Err(PlanError::Processes { processes, max });
     }
