@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 mod commands;
 mod ending;
+mod heartbeat;
 mod tail;
+
+use heartbeat::{source_totals, spawn_heartbeat};
 
 use tail::Deliveries;
 pub use tail::SourceProgress;
@@ -607,42 +610,4 @@ impl Node {
         );
         Ok(false)
     }
-}
-
-fn spawn_heartbeat(
-    up: IpcSender<UpWire>,
-    metrics: Arc<Mutex<StageMetrics>>,
-    alive: Arc<AtomicBool>,
-    every_ms: u32,
-) {
-    let every = Duration::from_millis(u64::from(every_ms.max(10)));
-    std::thread::Builder::new()
-        .name("heartbeat".into())
-        .spawn(move || {
-            while alive.load(Ordering::SeqCst) {
-                let snapshot = match metrics.lock() {
-                    Ok(m) => m.clone(),
-                    Err(_) => return,
-                };
-                let Ok(bytes) = codec::encode("heartbeat", &Up::Heartbeat(snapshot)) else {
-                    return;
-                };
-                if !alive.load(Ordering::SeqCst) || up.send(UpWire { bytes, reply: None }).is_err()
-                {
-                    return;
-                }
-                std::thread::sleep(every);
-            }
-        })
-        .ok();
-}
-
-/// A per-source count map as the wire's list.
-fn source_totals(map: &BTreeMap<String, u64>) -> Vec<SourceTotal> {
-    map.iter()
-        .map(|(source, total)| SourceTotal {
-            source: source.clone(),
-            total: *total,
-        })
-        .collect()
 }
