@@ -12,10 +12,11 @@ use protocol::shm::{region_bytes, MAX_HOLDER_ID};
 use protocol::spec::parse_app;
 use protocol::validate::validate_with;
 use serde_json::Value;
-use smartpipe_tests::mutate::{mutate_bytes, mutate_json, Rng};
+use smartpipe_tests::mutate::{
+    cases_from_env, corpus_files, mutate_bytes, mutate_json, watch_for_hangs, Rng,
+};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
 
 /// What one input came to.
 #[derive(Debug, PartialEq)]
@@ -93,19 +94,6 @@ fn check(text: &str, limits: &Limits) -> Verdict {
     Verdict::Accepted
 }
 
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
 /// The fuzz loop; sends a heartbeat per case so the caller can tell a hang.
 fn run(cases: usize, seed: u64, beat: mpsc::Sender<String>) -> [usize; 3] {
     let limits = Limits::default();
@@ -117,12 +105,12 @@ fn run(cases: usize, seed: u64, beat: mpsc::Sender<String>) -> [usize; 3] {
             Verdict::Accepted => 2,
         }] += 1
     };
-    for crash in files(&corpus().join("apps/crashes")) {
+    for crash in corpus_files(&corpus().join("apps/crashes")) {
         let text = std::fs::read_to_string(&crash).unwrap_or_default();
         let _ = beat.send(text.clone());
         tally(check(&text, &limits));
     }
-    let seeds: Vec<Value> = files(&corpus().join("apps"))
+    let seeds: Vec<Value> = corpus_files(&corpus().join("apps"))
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
         .filter_map(|t| serde_json::from_str(&t).ok())
@@ -162,23 +150,11 @@ fn run(cases: usize, seed: u64, beat: mpsc::Sender<String>) -> [usize; 3] {
 
 #[test]
 fn app_file_mutants_never_panic_hang_or_pass_validate_where_start_refuses() {
-    let cases: usize = std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
+    let cases = cases_from_env(10_000);
     let seed = Rng::seed_from_env(0x05ee_da99);
     let (beat, beats) = mpsc::channel::<String>();
     let worker = std::thread::spawn(move || run(cases, seed, beat));
-    let mut last = String::new();
-    loop {
-        match beats.recv_timeout(Duration::from_secs(20)) {
-            Ok(text) => last = text,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                panic!("no progress for 20 s (a hang) on this input:\n{last}")
-            }
-        }
-    }
+    let last = watch_for_hangs(beats, |text| format!("this input:\n{text}"));
     match worker.join() {
         Ok([unparsed, refused, accepted]) => {
             println!(

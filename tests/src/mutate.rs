@@ -252,3 +252,45 @@ pub fn mutate_json(rng: &mut Rng, doc: &mut Value) {
         }
     }
 }
+
+/// The number of cases from `FUZZ_CASES`, else `default`.
+pub fn cases_from_env(default: usize) -> usize {
+    std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The files of a corpus folder, sorted (none when it does not exist).
+pub fn corpus_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Follow a fuzz loop's heartbeats (one per case, carrying its input) until the loop
+/// ends; panic naming the input (by `describe`) when no case finished for 20 s: a hang.
+/// Returns the last input seen (the one to save when the loop panicked).
+pub fn watch_for_hangs<T: Default>(
+    beats: std::sync::mpsc::Receiver<T>,
+    describe: impl Fn(&T) -> String,
+) -> T {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut last = T::default();
+    loop {
+        match beats.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(input) => last = input,
+            Err(RecvTimeoutError::Disconnected) => return last,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no progress for 20 s (a hang) on {}", describe(&last))
+            }
+        }
+    }
+}

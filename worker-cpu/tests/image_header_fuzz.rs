@@ -6,13 +6,14 @@
 //! `FUZZ_SEED=` replays a run; `FUZZ_CASES=` changes the count.
 
 use protocol::limits::Limits;
-use smartpipe_tests::mutate::{mutate_bytes, Rng, EDGE_INTS};
+use smartpipe_tests::mutate::{
+    cases_from_env, corpus_files, mutate_bytes, watch_for_hangs, Rng, EDGE_INTS,
+};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
 use worker_cpu::media::decode_image;
 
 /// The system allocator, remembering the largest single allocation asked for.
@@ -48,19 +49,6 @@ const MAX_ALLOCATION: usize = MAX_PIXELS as usize * 8 + (1 << 20);
 
 fn images() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/images")
-}
-
-fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
 }
 
 /// Offsets of a header's size fields: PNG's IHDR width and height, JPEG's SOF height
@@ -133,12 +121,12 @@ fn run(cases: usize, seed: u64, beat: mpsc::Sender<Vec<u8>>) -> (usize, usize) {
             refused += 1
         }
     };
-    for crash in files(&images().join("crashes")) {
+    for crash in corpus_files(&images().join("crashes")) {
         let bytes = std::fs::read(&crash).unwrap_or_default();
         let _ = beat.send(bytes.clone());
         tally(check(&bytes, &limits));
     }
-    let seeds: Vec<Vec<u8>> = files(&images())
+    let seeds: Vec<Vec<u8>> = corpus_files(&images())
         .iter()
         .filter_map(|p| std::fs::read(p).ok())
         .collect();
@@ -155,26 +143,13 @@ fn run(cases: usize, seed: u64, beat: mpsc::Sender<Vec<u8>>) -> (usize, usize) {
 
 #[test]
 fn image_header_mutants_never_panic_hang_or_allocate_past_the_limit() {
-    let cases: usize = std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5_000);
+    let cases = cases_from_env(5_000);
     let seed = Rng::seed_from_env(0x1a6e_5eed);
     let (beat, beats) = mpsc::channel::<Vec<u8>>();
     let worker = std::thread::spawn(move || run(cases, seed, beat));
-    let mut last = Vec::new();
-    loop {
-        match beats.recv_timeout(Duration::from_secs(20)) {
-            Ok(bytes) => last = bytes,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                panic!(
-                    "no progress for 20 s (a hang) on {} bytes: {last:02x?}",
-                    last.len()
-                )
-            }
-        }
-    }
+    let last = watch_for_hangs(beats, |bytes| {
+        format!("{} bytes: {bytes:02x?}", bytes.len())
+    });
     match worker.join() {
         Ok((decoded, refused)) => {
             println!(
