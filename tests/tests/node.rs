@@ -61,9 +61,9 @@ fn a_second_guaranteed_app_that_does_not_fit_beside_the_first_is_refused_and_the
             .max(1e-5)
     };
     let per_item = seconds("gen") + seconds("small") + seconds("rows");
-    // 'a' keeps about 0.6 of a core busy; 'b' 1.3 cores (it fits the 2-core node alone,
+    // 'a' keeps about 0.7 of a core busy; 'b' 1.35 cores (it fits the 2-core node alone,
     // with the planner's headroom, but not beside 'a').
-    let (rate_a, rate_b) = (0.6 / per_item, 1.3 / per_item);
+    let (rate_a, rate_b) = (0.7 / per_item, 1.35 / per_item);
     let count_a = (rate_a * 8.0) as u64;
     let a = write(&dir, "a", &app("a", rate_a, count_a));
     let b = write(&dir, "b", &app("b", rate_b, 40));
