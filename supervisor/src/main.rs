@@ -2,6 +2,7 @@
 //! runs them as one OS process per stage replica (plus one GPU agent per device),
 //! wired with ipc-channel and shared memory, supervised until they finish.
 
+mod agent_host;
 mod app;
 mod apprun;
 mod autoprofile;

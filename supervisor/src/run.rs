@@ -53,6 +53,9 @@ pub struct RunOptions {
     pub hang_after: Duration,
     /// Show a progress bar (terminal) or progress lines (otherwise) on stderr.
     pub show_progress: bool,
+    /// The node's GPU agents (the daemon): GPU stages use the device's shared agent
+    /// instead of an agent of the app's own.
+    pub agents: Option<Arc<crate::agent_host::AgentHosts>>,
 }
 
 pub struct RunOutcome {
@@ -74,6 +77,13 @@ fn handle(run: &mut AppRun<'_>, event: Event, timeline: &mut Timeline) {
         }
         Event::BadUp(i, inc, error) if inc == run.replicas[i].incarnation => {
             run.on_bad_up(i, &error, timeline);
+        }
+        Event::AgentRestarted => {
+            timeline.event("the node's GPU agent was restarted: attaching again");
+            match run.wiring.attach_shared() {
+                Ok(()) => run.wiring.rewire_gpu_stages_to_agent(),
+                Err(e) => tracing::error!("{e:#}"),
+            }
         }
         _ => {}
     }
@@ -154,12 +164,34 @@ pub fn run_app(
     )
     .with_context(|| format!("cannot write the plan into {}", opts.run_dir.display()))?;
 
+    let (events_tx, events) = mpsc::channel::<Event>();
+    let shared = match (&agent, &opts.agents) {
+        (Some(_), Some(hosts)) => {
+            let gpu_replicas: u32 = the_plan
+                .stages
+                .iter()
+                .filter(|s| s.kind == TaskKind::Gpu)
+                .map(|s| s.replicas)
+                .sum();
+            Some(
+                hosts
+                    .join(
+                        &crate::plan::device(),
+                        &app.name,
+                        gpu_replicas,
+                        events_tx.clone(),
+                    )
+                    .context("cannot join the node's GPU agent")?,
+            )
+        }
+        _ => None,
+    };
     let processes = the_plan
         .stages
         .iter()
         .map(|s| u64::from(s.replicas))
         .sum::<u64>()
-        + u64::from(agent.is_some());
+        + u64::from(agent.is_some() && shared.is_none());
     let heartbeat_ms = heartbeat_for(opts.heartbeat_ms, processes);
     // A stage is judged hung after three missed heartbeats at the least.
     let hang_after = opts
@@ -171,7 +203,15 @@ pub fn run_app(
             hang_after.as_millis()
         );
     }
-    let mut wiring = Wiring::new(app, &the_plan, agent, store, &opts.run_dir, heartbeat_ms)?;
+    let mut wiring = Wiring::new(
+        app,
+        &the_plan,
+        agent,
+        store,
+        &opts.run_dir,
+        heartbeat_ms,
+        shared,
+    )?;
     // The app's own cgroup, limited to its constraints; the app runs without one when
     // cgroups cannot be written, and says so.
     let mut cgroup = crate::cgroup::for_app(app);
@@ -196,7 +236,6 @@ pub fn run_app(
         }
     }
     let mut out_of_memory: Vec<String> = Vec::new();
-    let (events_tx, events) = mpsc::channel::<Event>();
     let mut run = AppRun::new(wiring, events_tx, logs, opts.startup_timeout);
     let started = Instant::now();
     let started_ns = protocol::clock::now_ns();
@@ -233,7 +272,8 @@ pub fn run_app(
         |t| run.wiring.replicas_of(t),
     );
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
-    let has_agent = run.wiring.agent.is_some();
+    // An agent of the app's own (a shared one is the node's: the app only detaches).
+    let has_agent = run.wiring.agent.is_some() && run.wiring.shared.is_none();
     let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
     let mut last_round: Option<Instant> = None;
     loop {
@@ -260,6 +300,9 @@ pub fn run_app(
                     }
                     exited = true;
                 }
+            }
+            if let Event::AgentFailed(why) = &event {
+                failure.get_or_insert_with(|| why.clone());
             }
             handle(&mut run, event, &mut timeline);
             handled += 1;

@@ -200,8 +200,16 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         // goes back to the queue whole.
         let mut used_inputs: Vec<ShmRef> = Vec::new();
         let mut too_big: Option<String> = None;
+        // Earliest deadline of the batch: its oldest item's creation + the app's budget.
+        let deadline_ns = batch
+            .iter()
+            .map(|(e, _)| e.created_ns)
+            .min()
+            .unwrap_or_else(now_ns)
+            .saturating_add(u64::from(node.setup.agent_deadline_ms) * 1_000_000);
         for (_, members) in groups {
             let req = AgentRequest {
+                deadline_ns,
                 id: 0,
                 stage: label.clone(),
                 reply_to,
