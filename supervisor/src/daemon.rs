@@ -168,7 +168,12 @@ pub fn run_daemon(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<
     let registry = Arc::new(Registry::new(true));
     let launcher = Arc::new(DaemonLauncher {
         registry: registry.clone(),
-        agents: crate::agent_host::AgentHosts::new(runtime_dir.join("agents")),
+        // Beside the per-daemon folders, so the log outlives the daemon.
+        agents: crate::agent_host::AgentHosts::new(
+            runtime_dir
+                .parent()
+                .map_or_else(|| runtime_dir.join("agents"), |root| root.join("agents")),
+        ),
     });
     let sock = match control::serve(&runtime_dir, registry.clone(), Some(launcher), metrics_addr) {
         Ok(sock) => sock,

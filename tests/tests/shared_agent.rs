@@ -2,7 +2,7 @@
 //! with `--detach` go into the node's daemon and their GPU stages use the daemon's one
 //! agent for the device instead of one each. Killing that agent (kill -9) while two
 //! request-guarantee apps use it restarts it once; both apps attach again and still
-//! deliver every item exactly once. The agent stops when its last app has ended.
+//! deliver every item exactly once.
 
 use serde_json::json;
 use smartpipe_tests::*;
@@ -47,6 +47,24 @@ fn start_detached(rt: &PrivateRuntime, app: &Path, run_dir: &Path) {
     );
 }
 
+/// The node agents whose parent is this runtime's daemon (other tests run daemons too).
+fn node_agents(rt: &PrivateRuntime) -> Vec<i32> {
+    let daemons = rt.supervisor_pids();
+    pids_with_cmdline(NODE_AGENT)
+        .into_iter()
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the command's closing parenthesis: state, then the parent's pid.
+            let ppid = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            ppid.is_some_and(|p| daemons.contains(&p))
+        })
+        .collect()
+}
+
 fn frames_written(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("frames")).map_or(0, |d| d.count())
 }
@@ -68,7 +86,7 @@ fn two_apps_share_the_nodes_agent_and_survive_its_kill_with_every_item_once() {
     wait_for("both apps delivering", Duration::from_secs(60), || {
         names.iter().all(|n| frames_written(&dir.join(n)) >= 20)
     });
-    let agents = pids_with_cmdline(NODE_AGENT);
+    let agents = node_agents(&rt);
     assert_eq!(agents.len(), 1, "one agent for the device: {agents:?}");
     for name in &names {
         assert!(
@@ -82,13 +100,7 @@ fn two_apps_share_the_nodes_agent_and_survive_its_kill_with_every_item_once() {
         );
     }
     // Its log, in the daemon's runtime folder, names both apps.
-    let log = rt
-        .supervisor_pids()
-        .iter()
-        .filter_map(|pid| {
-            std::fs::read_to_string(rt.dir.join(format!("{pid}/agents/gpu-agent-cpu0.log"))).ok()
-        })
-        .collect::<String>();
+    let log = std::fs::read_to_string(rt.dir.join("agents/gpu-agent-cpu0.log")).unwrap_or_default();
     for name in &names {
         assert!(log.contains(&format!("app=\"{name}\"")), "{log}");
     }
@@ -98,7 +110,7 @@ fn two_apps_share_the_nodes_agent_and_survive_its_kill_with_every_item_once() {
     // SAFETY: the agent of this test's daemon.
     unsafe { libc::kill(old, libc::SIGKILL) };
     wait_for("the agent restarted", Duration::from_secs(30), || {
-        pids_with_cmdline(NODE_AGENT).iter().any(|&p| p != old)
+        node_agents(&rt).iter().any(|&p| p != old)
     });
 
     for name in &names {
@@ -130,8 +142,63 @@ fn two_apps_share_the_nodes_agent_and_survive_its_kill_with_every_item_once() {
         let timeline = std::fs::read_to_string(run.join("supervisor.log")).unwrap_or_default();
         assert!(!timeline.contains("error:"), "{name}: {timeline}");
     }
-    // The agent stops with its last app.
-    wait_for("the agent to stop", Duration::from_secs(30), || {
-        pids_with_cmdline(NODE_AGENT).is_empty()
-    });
+}
+
+/// Every frame file of a run, by name.
+fn frames_of(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir.join("frames"))
+        .expect("frames")
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).expect("frame"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_apps_on_the_nodes_agent_load_their_model_once_and_match_a_solo_run() {
+    let rt = PrivateRuntime::new("shared-models");
+    let dir = scratch("shared-models");
+    let count = 40;
+    // The same app alone, in the foreground with an agent of its own.
+    let solo = format!("so{}", std::process::id());
+    let solo_app = gpu_app(&dir.join(&solo), &solo, count);
+    let (_, summary) = run_ok_with(
+        with_models(&mut rt.supervisor()),
+        &solo_app,
+        &dir.join("run-solo"),
+    );
+    assert_eq!(summary["tails"][0]["items"], count, "{summary}");
+    let expected = frames_of(&dir.join(&solo));
+    assert_eq!(expected.len() as u64, count);
+
+    let names = [
+        format!("ma{}", std::process::id()),
+        format!("mb{}", std::process::id()),
+    ];
+    for name in &names {
+        let app = gpu_app(&dir.join(name), name, count);
+        start_detached(&rt, &app, &dir.join(format!("run-{name}")));
+    }
+    for name in &names {
+        let run = dir.join(format!("run-{name}"));
+        wait_for(
+            &format!("{name} to finish"),
+            Duration::from_secs(120),
+            || run.join("summary.json").is_file(),
+        );
+        // The same frames, byte for byte, as the solo run (frame names carry the
+        // source, which is `gen` in every app).
+        assert_eq!(frames_of(&dir.join(name)), expected, "{name}");
+    }
+    let log = std::fs::read_to_string(rt.dir.join("agents/gpu-agent-cpu0.log")).unwrap_or_default();
+    assert!(log.contains("app attached"), "{log}");
+    assert_eq!(
+        log.matches("loaded model=mtcnn-pnet").count(),
+        1,
+        "one load for both apps: {log}"
+    );
 }

@@ -87,6 +87,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)
         .map_err(NodeError::Stage)?;
     let device_budget = params.budget_mb.map(|mb| mb * 1024 * 1024);
+    let fcfs = crate::apps::fcfs_from_env();
     let mut st = State {
         order: params.models.iter().map(|m| m.name.clone()).collect(),
         res: Residency::new(params.models, device_budget, loader),
@@ -109,7 +110,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let mut stop = false;
         loop {
             match node.next(wait)? {
-                Event::Request(r) => enqueue(&mut st.queue, r),
+                Event::Request(r) => enqueue(&mut st.queue, r, fcfs),
                 Event::Command(Command::Stop) => stop = true,
                 Event::Command(Command::Attach { app }) => {
                     // An app whose attach fails is refused (its stages' requests get

@@ -102,9 +102,19 @@ impl Apps {
     }
 }
 
+/// How the agent orders its queue: earliest deadline first, or first come first served
+/// (`SMARTPIPE_AGENT_ORDER=fcfs`, kept for the benchmark that compares the two).
+pub fn fcfs_from_env() -> bool {
+    std::env::var("SMARTPIPE_AGENT_ORDER").is_ok_and(|v| v.eq_ignore_ascii_case("fcfs"))
+}
+
 /// Queue `req` earliest deadline first (after every request due no later, so requests
-/// of one stage keep their order).
-pub fn enqueue(queue: &mut VecDeque<AgentRequest>, req: AgentRequest) {
+/// of one stage keep their order), or at the back when `fcfs`.
+pub fn enqueue(queue: &mut VecDeque<AgentRequest>, req: AgentRequest, fcfs: bool) {
+    if fcfs {
+        queue.push_back(req);
+        return;
+    }
     let at = queue
         .iter()
         .position(|q| q.deadline_ns > req.deadline_ns)
@@ -140,13 +150,13 @@ mod tests {
         let mut q = VecDeque::new();
         // A best-effort burst (an hour's deadline), then a guaranteed request due in 200 ms.
         for id in 0..50 {
-            enqueue(&mut q, req(id, "be#0", 3_600_000 + id));
+            enqueue(&mut q, req(id, "be#0", 3_600_000 + id), false);
         }
-        enqueue(&mut q, req(100, "rg#0", 200));
+        enqueue(&mut q, req(100, "rg#0", 200), false);
         assert_eq!(q.front().map(|r| r.id), Some(100));
         // Requests of one stage with equal deadlines keep their order.
-        enqueue(&mut q, req(101, "rg#0", 200));
-        enqueue(&mut q, req(102, "rg#0", 200));
+        enqueue(&mut q, req(101, "rg#0", 200), false);
+        enqueue(&mut q, req(102, "rg#0", 200), false);
         let ids: Vec<u64> = q.iter().take(3).map(|r| r.id).collect();
         assert_eq!(ids, vec![100, 101, 102]);
         // And the burst still runs in its own order after them.
