@@ -272,6 +272,7 @@ pub fn run_app(
         |t| run.wiring.replicas_of(t),
     );
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
+    let mut quota_read: Option<Instant> = None;
     // An agent of the app's own (a shared one is the node's: the app only detaches).
     let has_agent = run.wiring.agent.is_some() && run.wiring.shared.is_none();
     let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
@@ -365,6 +366,14 @@ pub fn run_app(
             }
         }
         if !scaler.is_empty() && failure.is_none() && drained_at.is_none() {
+            // A best-effort app's share of the node (its CPU quota, which the ledger
+            // lowers while guaranteed apps run): no more replicas get items than that.
+            if let (Ok(group), ServiceType::BestEffort) = (&cgroup, app.service_type) {
+                if quota_read.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                    quota_read = Some(Instant::now());
+                    scaler.set_cores(group.cpu_quota_cores());
+                }
+            }
             let changes = scaler.step(Instant::now(), |t| live_metrics(&run.replicas, t));
             for (t, from, to) in changes {
                 run.wiring.scale(t, to);
