@@ -23,8 +23,23 @@ use std::time::{Duration, Instant};
 /// Events handled in one round of the run loop before its periodic work runs.
 const MAX_EVENTS_PER_ROUND: usize = 4096;
 /// The run loop's periodic work (judging, restarts, tuning, sampling: each a pass over
-/// every replica) runs at most this often, and at once after a process exits.
+/// every replica) runs at most this often, and at once after a process exits. Apps of
+/// more than [`FULL_RATE_PROCESSES`] processes run it proportionally less often (at most
+/// [`MAX_ROUND_EVERY`] apart), like their heartbeats, so an idle supervisor's load does
+/// not grow with the app.
 const ROUND_EVERY: Duration = Duration::from_millis(100);
+const MAX_ROUND_EVERY: Duration = Duration::from_millis(500);
+/// `status` sees a large app's state at most this often (a pass building every stage's row).
+const PUBLISH_EVERY_LARGE: Duration = Duration::from_millis(500);
+
+/// The period of the run loop's round for an app of `processes` processes.
+fn round_every(processes: u64) -> Duration {
+    if processes <= FULL_RATE_PROCESSES {
+        return ROUND_EVERY;
+    }
+    let scaled = ROUND_EVERY.as_millis() as u64 * processes / FULL_RATE_PROCESSES;
+    Duration::from_millis(scaled).min(MAX_ROUND_EVERY)
+}
 /// Up to this many processes an app's stages report every `heartbeat_ms`; a larger
 /// app's report proportionally less often (at most [`MAX_HEARTBEAT_MS`] apart), so
 /// that the supervisor's load stays that of this many processes.
@@ -273,6 +288,8 @@ pub fn run_app(
     );
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
     let mut quota_read: Option<Instant> = None;
+    let mut published: Option<Instant> = None;
+    let round_period = round_every(processes);
     // An agent of the app's own (a shared one is the node's: the app only detaches).
     let has_agent = run.wiring.agent.is_some() && run.wiring.shared.is_none();
     let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
@@ -314,7 +331,7 @@ pub fn run_app(
         if let Some(gap) = stalled {
             run.forgive_stall(gap, &mut timeline);
         }
-        if !exited && last_round.is_some_and(|at| at.elapsed() < ROUND_EVERY) {
+        if !exited && last_round.is_some_and(|at| at.elapsed() < round_period) {
             continue;
         }
         last_round = Some(Instant::now());
@@ -384,8 +401,11 @@ pub fn run_app(
                 rescales.push((started.elapsed().as_secs_f64(), task, from, to));
             }
         }
-        let totals: Vec<StageMetrics> = run.replicas.iter().map(|r| r.total_metrics()).collect();
-        timeline.sample(totals.iter(), false);
+        if timeline.due() {
+            let totals: Vec<StageMetrics> =
+                run.replicas.iter().map(|r| r.total_metrics()).collect();
+            timeline.sample(totals.iter(), false);
+        }
         if opts.show_progress {
             let delivered = run
                 .replicas
@@ -397,7 +417,12 @@ pub fn run_app(
             progress.update(delivered);
         }
         if let Some(live) = &live {
-            publish(live, &run.wiring, opts, &run.replicas, &mut rates, started);
+            if processes <= FULL_RATE_PROCESSES
+                || published.is_none_or(|at: Instant| at.elapsed() >= PUBLISH_EVERY_LARGE)
+            {
+                published = Some(Instant::now());
+                publish(live, &run.wiring, opts, &run.replicas, &mut rates, started);
+            }
         }
         // Done once every process exited and every report it sent has been read (an
         // exit can overtake the last message; the wait for it is bounded).
