@@ -35,6 +35,7 @@ mod summary;
 mod supervise;
 mod timeline;
 mod tuning;
+mod user_stage;
 mod wiring;
 
 use anyhow::Context;
