@@ -229,3 +229,109 @@ pub fn check_edges(app: &AppSpec, declared: &dyn Fn(usize) -> Option<Declaration
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_app;
+    use crate::validate::validate;
+
+    fn app(tasks: serde_json::Value) -> AppSpec {
+        let text = serde_json::json!({"name": "a", "tasks": tasks}).to_string();
+        parse_app(&text).expect("parses")
+    }
+
+    fn frames_into(middle: serde_json::Value, tail: &str) -> AppSpec {
+        app(serde_json::json!([
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4}},
+            middle,
+            {"name": "out", "kind": "tail", "function": tail, "inputs": ["inv"]}
+        ]))
+    }
+
+    fn invert(_: usize) -> Option<Declaration> {
+        Some(Declaration {
+            protocol: crate::PROTOCOL_VERSION,
+            takes: vec![PayloadKind::Frame],
+            makes: vec![PayloadKind::Frame],
+        })
+    }
+
+    #[test]
+    fn a_program_is_a_path_or_an_object_and_runs_the_program_function() {
+        let a = frames_into(
+            serde_json::json!({"name": "inv", "kind": "cpu", "program": "stages/inv", "inputs": ["gen"]}),
+            "table.print",
+        );
+        assert_eq!(a.tasks[1].function, PROGRAM_FUNCTION);
+        assert_eq!(
+            a.tasks[1].program.as_ref().map(|p| p.path()),
+            Some("stages/inv")
+        );
+        assert!(validate(&a).is_ok());
+        let b = frames_into(
+            serde_json::json!({"name": "inv", "kind": "cpu", "program": {"path": "x", "args": ["-v"]}, "inputs": ["gen"]}),
+            "table.print",
+        );
+        let p = b.tasks[1].program.as_ref().expect("program");
+        assert_eq!((p.path(), p.args()), ("x", &["-v".to_string()][..]));
+    }
+
+    #[test]
+    fn a_task_needs_a_function_or_a_program_not_both_and_a_program_runs_as_a_body() {
+        let none = frames_into(
+            serde_json::json!({"name": "inv", "kind": "cpu", "inputs": ["gen"]}),
+            "table.print",
+        );
+        let errs = validate(&none).expect_err("no function").to_string();
+        assert!(errs.contains("tasks[1] (inv).function: missing"), "{errs}");
+        let both = frames_into(
+            serde_json::json!({"name": "inv", "kind": "cpu", "function": "core.forward", "program": "p", "inputs": ["gen"]}),
+            "table.print",
+        );
+        let errs = validate(&both).expect_err("both").to_string();
+        assert!(
+            errs.contains("names both a function ('core.forward') and a program"),
+            "{errs}"
+        );
+        let tail = app(serde_json::json!([
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4}},
+            {"name": "inv", "kind": "tail", "program": "p", "inputs": ["gen"]}
+        ]));
+        let errs = validate(&tail).expect_err("a tail program").to_string();
+        assert!(
+            errs.contains("tasks[1] (inv).kind: a program runs as a `cpu` body"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn edges_are_checked_through_pass_throughs_and_name_both_tasks() {
+        let fits = frames_into(
+            serde_json::json!({"name": "inv", "kind": "cpu", "program": "p", "inputs": ["gen"]}),
+            "image.show",
+        );
+        assert!(check_edges(&fits, &|i| (i == 1).then(|| invert(i)).flatten()).is_empty());
+        let misfit = app(serde_json::json!([
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4}},
+            {"name": "inv", "kind": "cpu", "program": "p", "inputs": ["gen"]},
+            {"name": "fwd", "kind": "cpu", "function": "core.forward", "inputs": ["inv"]},
+            {"name": "sel", "kind": "cpu", "function": "table.select", "inputs": ["fwd"], "params": {"columns": ["x"]}},
+            {"name": "out", "kind": "tail", "function": "table.print", "inputs": ["sel"]}
+        ]));
+        // Only edges that touch a program are checked: fwd → sel is left alone ...
+        assert!(check_edges(&misfit, &|_| None).is_empty());
+        // ... and a pass-through after a program carries the program's kinds.
+        let blobs = app(serde_json::json!([
+            {"name": "gen", "kind": "head", "function": "bench.blob", "params": {"bytes": 4, "count": 1}},
+            {"name": "fwd", "kind": "cpu", "function": "core.forward", "inputs": ["gen"]},
+            {"name": "inv", "kind": "cpu", "program": "p", "inputs": ["fwd"]},
+            {"name": "out", "kind": "tail", "function": "table.print", "inputs": ["inv"]}
+        ]));
+        let problems = check_edges(&blobs, &|i| (i == 2).then(|| invert(i)).flatten());
+        assert_eq!(
+            problems,
+            vec!["tasks[2] 'inv' (program p) takes frame but its input 'fwd' (core.forward) makes tensor".to_string()]
+        );
+    }
+}
