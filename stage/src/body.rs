@@ -2,13 +2,13 @@
 //! returns, counts busy time and losses, and ends the stage the way the supervisor
 //! expects (finished, stopped or failed).
 
+use crate::watchdog::{item_timeout, Watchdog};
 use crate::{Item, StageError};
 use protocol::clock::now_ns;
 use protocol::messages::{Command, Envelope, Hop, LossReason, Payload, PixelFormat};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::{ShmRef, SlotPool};
 use serde::de::DeserializeOwned;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,23 @@ impl Drop for Written {
     }
 }
 
+impl Written {
+    /// The frame's bytes (`width × height × 3`), to fill before it is sent.
+    pub fn bytes_mut(&mut self) -> Result<&mut [u8], StageError> {
+        let bytes = self.pool.read(&self.shm)?;
+        // SAFETY: this slot was taken and committed by this process and is not sent yet:
+        // no other process reads or writes it until `send`. The pool's memory is a
+        // writable shared mapping (its base is a `*mut u8`), read returned it bounds-
+        // checked, and `&mut self` keeps this the only live reference made here.
+        Ok(unsafe { std::slice::from_raw_parts_mut(bytes.as_ptr() as *mut u8, bytes.len()) })
+    }
+
+    /// Width and height of the frame.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+}
+
 impl Body {
     /// The task's name in the app.
     pub fn task_name(&self) -> &str {
@@ -79,6 +96,16 @@ impl Body {
                     param: name.to_string(),
                     detail: e.to_string(),
                 }),
+        }
+    }
+
+    /// Take a slot for a `width`×`height` RGB8 frame, to be filled through
+    /// [`Written::bytes_mut`] and returned as [`Output::Frame`] (`None`: a best-effort app
+    /// had no free slot). [`Body::frame`] does both steps in one call.
+    pub fn new_frame(&mut self, width: u32, height: u32) -> Result<Option<Written>, StageError> {
+        match self.frame(width, height, |_| Ok(()))? {
+            Output::Frame(w) => Ok(Some(w)),
+            _ => Ok(None),
         }
     }
 
@@ -127,7 +154,7 @@ struct Meta {
 }
 
 /// Bootstrap, run `f` over every item to the end of the stream, and report.
-pub(crate) fn run<F>(name: &str, f: F) -> ExitCode
+pub(crate) fn run<F>(name: &str, f: F) -> u8
 where
     F: FnMut(&mut Body, Item) -> Result<Output, StageError>,
 {
@@ -140,33 +167,34 @@ where
         Ok(node) => node,
         Err(e) => {
             eprintln!("{name} {label}: {e}");
-            return ExitCode::from(2);
+            return 2;
         }
     };
     tracing::info!(stage = %node.label(), program = name, "started");
+    let watchdog = Watchdog::start(node.heartbeat_switch(), item_timeout());
     let mut body = Body { node };
-    match body_loop(&mut body, f) {
+    match body_loop(&mut body, &watchdog, f) {
         Ok(()) => match body.node.finish() {
-            Ok(()) => ExitCode::SUCCESS,
+            Ok(()) => 0,
             Err(e) => {
                 tracing::error!("cannot report the end of the stream: {e}");
-                ExitCode::from(1)
+                1
             }
         },
         Err(StageError::Node(NodeError::Stopped)) => {
             tracing::info!("stopped by the supervisor");
             body.node.stopped();
-            ExitCode::SUCCESS
+            0
         }
         Err(e) => {
             tracing::error!("{e}");
             body.node.fail(&e.to_string());
-            ExitCode::from(1)
+            1
         }
     }
 }
 
-fn body_loop<F>(body: &mut Body, mut f: F) -> Result<(), StageError>
+fn body_loop<F>(body: &mut Body, watchdog: &Watchdog, mut f: F) -> Result<(), StageError>
 where
     F: FnMut(&mut Body, Item) -> Result<Output, StageError>,
 {
@@ -183,7 +211,9 @@ where
                     hops: env.hops.clone(),
                 };
                 let item = Item::new(&body.node, env)?;
+                watchdog.enter();
                 let out = f(body, item);
+                watchdog.leave();
                 send(body, meta, out, recv)?;
                 body.node.note_busy(started.elapsed().as_nanos() as u64);
             }

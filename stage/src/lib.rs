@@ -42,6 +42,9 @@
 //! - **Errors**: [`StageError::BadInput`] drops the one item (counted as lost, bad input,
 //!   and in a request-guarantee app the tails are told not to wait for it); any other
 //!   error ends the stage as failed, and its restart policy decides what follows.
+//! - **Hangs**: a function that holds one item longer than `SMARTPIPE_ITEM_TIMEOUT_MS`
+//!   (default 30 s) stops the process's heartbeats; the supervisor then takes the stage
+//!   for hung and restarts it by its policy.
 //! - **Describe**: run with `--smartpipe-describe` the program prints its declaration
 //!   (JSON: protocol version, kinds taken and made) and exits; `supervisor validate`
 //!   uses it to type-check the task against its neighbours without starting the app.
@@ -49,12 +52,14 @@
 mod body;
 mod error;
 mod item;
+mod watchdog;
 
-pub use body::{Body, Output};
+pub use body::{Body, Output, Written};
 pub use error::StageError;
 pub use item::{FrameRef, Item, TensorRef};
 pub use protocol::messages::DType;
 pub use protocol::user_stage::{Declaration, PayloadKind as Kind, DESCRIBE_FLAG};
+pub use protocol::PROTOCOL_VERSION;
 
 use std::process::ExitCode;
 
@@ -99,18 +104,18 @@ impl Stage {
 
     /// Whether this process was asked to describe itself (it then prints its
     /// declaration): the first thing every `run_*` checks.
-    fn describe_if_asked(&self) -> Option<ExitCode> {
+    fn describe_if_asked(&self) -> Option<u8> {
         if !std::env::args().any(|a| a == DESCRIBE_FLAG) {
             return None;
         }
         match serde_json::to_string(&self.declaration()) {
             Ok(json) => {
                 println!("{json}");
-                Some(ExitCode::SUCCESS)
+                Some(0)
             }
             Err(e) => {
                 eprintln!("{}: cannot write the declaration: {e}", self.name);
-                Some(ExitCode::from(2))
+                Some(2)
             }
         }
     }
@@ -118,6 +123,14 @@ impl Stage {
     /// Run as a body (a `cpu` task): `f` gets each item and says what to send on.
     /// Returns the process's exit status; `main` returns it.
     pub fn run_body<F>(self, f: F) -> ExitCode
+    where
+        F: FnMut(&mut Body, Item) -> Result<Output, StageError>,
+    {
+        ExitCode::from(self.run_body_code(f))
+    }
+
+    /// [`Stage::run_body`], with the exit status as a number (for language bindings).
+    pub fn run_body_code<F>(self, f: F) -> u8
     where
         F: FnMut(&mut Body, Item) -> Result<Output, StageError>,
     {
