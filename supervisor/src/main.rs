@@ -6,6 +6,7 @@ mod app;
 mod apprun;
 mod autoprofile;
 mod bench;
+mod bench_stages;
 mod cgroup;
 mod control;
 mod daemon;
