@@ -19,8 +19,8 @@
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use stage::{Body, Item, Kind, Output, Stage, StageError, Written};
+use pyo3::types::{PyBytes, PyDict};
+use stage::{Body, DType, Item, Kind, Output, Stage, StageError, Written};
 use std::os::raw::c_char;
 
 create_exception!(
@@ -40,12 +40,12 @@ fn gone() -> PyErr {
     PyRuntimeError::new_err("this item is no longer held (its call has returned)")
 }
 
-/// A NumPy array viewing `len` bytes at `ptr` (no copy), shaped `(h, w, 3)`.
+/// A NumPy array viewing `len` bytes at `ptr` (no copy), of `dtype` and `shape`.
 fn array_view<'py>(
     py: Python<'py>,
     ptr: *const u8,
     len: usize,
-    shape: (u32, u32),
+    (dtype, shape): (&str, Vec<u32>),
     writable: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let flags = if writable {
@@ -61,8 +61,8 @@ fn array_view<'py>(
         Bound::from_owned_ptr_or_err(py, raw)?
     };
     py.import("numpy")?
-        .call_method1("frombuffer", (view, "uint8"))?
-        .call_method1("reshape", ((shape.1, shape.0, 3u32),))
+        .call_method1("frombuffer", (view, dtype))?
+        .call_method1("reshape", (shape,))
 }
 
 #[pymethods]
@@ -85,14 +85,45 @@ impl PyItem {
         let Some(f) = item.frame() else {
             return Ok(None);
         };
+        let shape = ("uint8", vec![f.height, f.width, 3]);
+        array_view(py, f.data.as_ptr(), f.data.len(), shape, false).map(Some)
+    }
+
+    /// The tensor as a read-only NumPy array over the slot (its dtype and shape), or None.
+    fn tensor<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let item = self.inner.as_ref().ok_or_else(gone)?;
+        let Some(t) = item.tensor() else {
+            return Ok(None);
+        };
+        let (dtype, size) = match t.dtype {
+            DType::U8 => ("uint8", 1),
+            DType::F32 => ("float32", 4),
+            DType::I64 => ("int64", 8),
+        };
+        let count: usize = t.shape.iter().map(|&d| d as usize).product();
+        if count * size > t.data.len() {
+            return Err(PyRuntimeError::new_err(format!(
+                "tensor of shape {:?} needs {} bytes, its slot holds {}",
+                t.shape,
+                count * size,
+                t.data.len()
+            )));
+        }
         array_view(
             py,
-            f.data.as_ptr(),
-            f.data.len(),
-            (f.width, f.height),
+            t.data.as_ptr(),
+            count * size,
+            (dtype, t.shape.clone()),
             false,
         )
         .map(Some)
+    }
+
+    /// The item's table as Arrow IPC stream bytes (one record batch), or None:
+    /// `pyarrow.ipc.open_stream(item.table_ipc()).read_all()` reads it.
+    fn table_ipc<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let item = self.inner.as_ref().ok_or_else(gone)?;
+        Ok(item.table_ipc().map(|b| PyBytes::new(py, b)))
     }
 }
 
@@ -135,7 +166,7 @@ impl Ctx {
         let bytes = written.bytes_mut().map_err(stage_err)?;
         let (ptr, len) = (bytes.as_ptr(), bytes.len());
         self.pending = Some(written);
-        array_view(py, ptr, len, (width, height), true).map(Some)
+        array_view(py, ptr, len, ("uint8", vec![height, width, 3]), true).map(Some)
     }
 }
 

@@ -223,3 +223,30 @@ fn a_python_stage_that_stops_asking_for_items_is_taken_for_hung_and_replaced() {
     let log = std::fs::read_to_string(dir.join("run/logs/inv#0.log")).expect("the stage log");
     assert!(log.contains("held one item for more than 300 ms"), "{log}");
 }
+
+#[test]
+fn a_python_stage_reads_tensors_in_place_with_their_dtype_and_shape() {
+    let _serial = lock();
+    let dir = scratch("py-stage-tensor");
+    // bench.blob's bytes: byte i of item seq is checked by bench.sink; the stage checks the
+    // view's type, shape and first bytes against what it sees through `bytes()`.
+    let script = stage_script(
+        &dir,
+        "t = item.tensor()\nassert t is not None and t.dtype.name == 'uint8' and t.shape == (4096,), (t.dtype, t.shape)\nassert not t.flags.writeable, 'inputs are read-only'\nassert item.frame() is None and item.table_ipc() is None",
+    );
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "pytensor",
+            "service_type": "request-guarantee",
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "bench.blob", "params": {"bytes": 4096, "count": 50}},
+                {"name": "inv", "kind": "cpu", "program": script, "inputs": ["gen"]},
+                {"name": "sink", "kind": "tail", "function": "bench.sink", "inputs": ["inv"]}
+            ]
+        }),
+    );
+    let (_, summary) = run_ok_with(&mut sup(), &app, &dir.join("run"));
+    assert_eq!(summary["tails"][0]["items"], 50, "{summary}");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+}
