@@ -176,7 +176,7 @@ fi
 # tests run (onnxruntime + numpy, the packages' published pre/post-processing). Pinned; made again only when
 # the pins change.
 VENV="$SP/venv"
-VENV_PINS="numpy==2.2.6 onnx==1.19.1 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
+VENV_PINS="numpy==2.2.6 onnx==1.19.1 maturin==1.16.0 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
 if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.pins" 2>/dev/null || true)" = "$VENV_PINS" ]; then
     echo "skip    venv ($VENV)"
 else
@@ -186,5 +186,27 @@ else
     "$VENV/bin/pip" install -q --disable-pip-version-check $VENV_PINS || die "pip install into $VENV failed"
     printf '%s' "$VENV_PINS" >"$VENV/.pins"
     echo "done    venv ($VENV: $VENV_PINS)"
+fi
+# --- the smartpipe Python package ----------------------------------------------------------------------------
+# User stages in Python import `smartpipe`, built from python/ (PyO3 + maturin) over the Rust `stage` SDK and
+# installed into the venv; built again only when its sources (python/, stage/, protocol/) change. The supervisor
+# runs `.py` stages with $SMARTPIPE_PYTHON, which .smartpipe/env points at the venv's python.
+PY_DIGEST="$(cd "$ROOT" && find python/src python/Cargo.toml python/Cargo.lock python/pyproject.toml \
+    stage/src stage/Cargo.toml protocol/src protocol/Cargo.toml Cargo.lock -type f 2>/dev/null | LC_ALL=C sort \
+    | xargs cat | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.smartpipe-py" 2>/dev/null || true)" = "$PY_DIGEST" ] && "$VENV/bin/python" -c 'import smartpipe' 2>/dev/null; then
+    echo "skip    smartpipe Python package"
+else
+    rm -f "$ROOT"/target/wheels/smartpipe-*.whl
+    (cd "$ROOT/python" && CARGO_TARGET_DIR="$ROOT/target/py" "$VENV/bin/maturin" build --release -q \
+        -i "$VENV/bin/python" -o "$ROOT/target/wheels") || die "cannot build the smartpipe Python package (python/)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$ROOT"/target/wheels/smartpipe-*.whl \
+        || die "cannot install the smartpipe Python package into $VENV"
+    printf '%s' "$PY_DIGEST" >"$VENV/.smartpipe-py"
+    echo "done    smartpipe Python package (into $VENV)"
+fi
+PY_LINE="export SMARTPIPE_PYTHON=\"$VENV/bin/python\""
+if ! grep -qxF "$PY_LINE" "$SP/env"; then
+    printf '%s\n' "$PY_LINE" >>"$SP/env" || die "cannot write $SP/env"
 fi
 echo "provisioned into $SP"

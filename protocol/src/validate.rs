@@ -84,7 +84,9 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
     for (i, task) in app.tasks.iter().enumerate() {
         let at = task_path(i, task);
         check_inputs(app, i, task, &index, &at, &mut err);
+        crate::user_stage::check_task(task, &at, &mut err);
         match functions::find(&task.function) {
+            _ if task.program.is_some() || task.function.is_empty() => {}
             None => {
                 let hint = functions::closest(&task.function)
                     .map(|n| format!(" (did you mean '{n}'?)"))

@@ -7,6 +7,7 @@ mod app;
 mod apprun;
 mod autoprofile;
 mod bench;
+mod bench_stages;
 mod cgroup;
 mod control;
 mod daemon;
@@ -36,6 +37,7 @@ mod summary;
 mod supervise;
 mod timeline;
 mod tuning;
+mod user_stage;
 mod wiring;
 
 use anyhow::Context;

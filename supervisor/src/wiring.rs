@@ -228,11 +228,15 @@ impl<'a> Wiring<'a> {
     ) -> anyhow::Result<Pending> {
         let label = self.label(id);
         let is_agent = id.0 == self.agent_index;
-        let program = find_worker(if is_agent || self.kind(id.0) == TaskKind::Gpu {
-            "worker-gpu"
-        } else {
-            "worker-cpu"
-        })?;
+        let user = crate::user_stage::program_of(self.app, id.0).filter(|_| !is_agent);
+        let program = match user {
+            Some(p) => PathBuf::from(p.path()),
+            None => find_worker(if is_agent || self.kind(id.0) == TaskKind::Gpu {
+                "worker-gpu"
+            } else {
+                "worker-cpu"
+            })?,
+        };
         let log_path = logs.join(format!("{label}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -241,7 +245,14 @@ impl<'a> Wiring<'a> {
             .truncate(!restart)
             .open(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
-        let mut cmd = Process::new(&program);
+        let mut cmd = match user {
+            Some(p) => {
+                let mut cmd = crate::user_stage::command(&program);
+                cmd.args(p.args());
+                cmd
+            }
+            None => Process::new(&program),
+        };
         cmd.arg(if is_agent { "--agent" } else { "--stage" })
             .arg(format!("{}/{label}", self.app.name))
             .stdin(Stdio::null())
