@@ -215,7 +215,7 @@ pub fn postprocess(
         // The package's convertFloat32ToUint8: Uint8Array assignment truncates.
         let alpha: Vec<u8> = out.data[..mh * mw]
             .iter()
-            .map(|&v| (v * 255.0).clamp(0.0, 255.0) as u8)
+            .map(|&v| (v as f64 * 255.0).clamp(0.0, 255.0) as u8)
             .collect();
         let data = resize_bilinear_u8(&alpha, (mw, mh), 1, (frame_w, frame_h))?;
         let mask = Mask::new(MaskKind::Alpha, frame_w, frame_h, data)?;
