@@ -294,3 +294,99 @@ fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
     assert_eq!(blended.get_pixel(10, 40).0, [192, 0, 0]);
     assert_eq!(blended.get_pixel(60, 2).0, [0, 0, 0]);
 }
+
+/// gen (w×h, `count` frames) → the segmentation cascade of `model` → csv, best effort.
+fn gen_app(name: &str, model: &str, w: u32, h: u32, slot_mb: u32) -> Value {
+    let mut app = seg_app(name, model, "unused", "best-effort", slot_mb);
+    app["tasks"][0] = json!({"name": "images", "kind": "head", "function": "image.gen",
+                             "params": {"width": w, "height": h, "count": 2, "fps": 0}});
+    app
+}
+
+/// [`write_app`] into `dir`, made first.
+fn app_in(dir: &Path, app: &Value) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("app dir");
+    write_app(dir, app)
+}
+
+fn logs(run: &Path) -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir(run.join("logs")).expect("logs").flatten() {
+        all += &std::fs::read_to_string(e.path()).unwrap_or_default();
+    }
+    all
+}
+
+#[test]
+fn bad_inputs_of_the_family_are_named_with_task_and_model() {
+    require_provisioned("mtcnn-pnet");
+    let dir = scratch("seg-bad");
+    std::fs::create_dir_all(dir.join("in")).expect("dir");
+    toy_frame(&dir.join("in/toy.png"));
+    let toy = toy_deeplab(&dir);
+    let pnet = repo_root().join(".smartpipe/models/mtcnn-pnet.onnx");
+    let manifest = manifest_with(
+        &dir,
+        vec![
+            toy_entry("toy-deeplab", &toy, 16),
+            toy_entry("toy-deeplab-big", &toy, 512),
+            json!({"name": "pnet-as-seg", "family": "segmentation", "path": pnet,
+                   "inputs": [{"name": "input_1", "dtype": "float32", "shape": [-1, -1, -1, 3]}],
+                   "outputs": [{"name": "conv2d_4", "dtype": "float32", "shape": [-1, -1, -1, 4]}]}),
+        ],
+    );
+
+    // A face detector declared as a segmentation model: refused when its stage starts.
+    let app = app_in(
+        &dir.join("wrong"),
+        &seg_app("seg-wrong", "pnet-as-seg", "../in", "best-effort", 4),
+    );
+    let run = dir.join("wrong/run");
+    let out = command(Some(&manifest))
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(&run)
+        .output()
+        .expect("start");
+    assert!(
+        !out.status.success(),
+        "an MTCNN model ran as segmentation: {}",
+        printed(&out)
+    );
+    let said = printed(&out) + &logs(&run);
+    assert!(
+        said.contains("task 'pre', model `pnet-as-seg`")
+            && said.contains("[-1, -1, -1, 3]")
+            && said.contains("another family"),
+        "{said}"
+    );
+
+    // Frames smaller than the model's minimum: each counted as bad input, named.
+    let app = app_in(
+        &dir.join("small"),
+        &gen_app("seg-small", "toy-deeplab", 4, 4, 4),
+    );
+    let (_, summary) = run_ok_with(&mut command(Some(&manifest)), &app, &dir.join("small/run"));
+    assert_eq!(summary["lost"]["bad_input"], 2, "{summary}");
+    let said = logs(&dir.join("small/run"));
+    assert!(
+        said.contains("task 'pre', model `toy-deeplab`") && said.contains("frame 4x4 is too small"),
+        "{said}"
+    );
+
+    // Logits of a frame larger than the inference stage's output slot (3 × 512² floats in
+    // 1 MiB): skipped and counted, naming the model and the stage.
+    let app = app_in(
+        &dir.join("slot"),
+        &gen_app("seg-slot", "toy-deeplab-big", 64, 48, 1),
+    );
+    let (_, summary) = run_ok_with(&mut command(Some(&manifest)), &app, &dir.join("slot/run"));
+    assert_eq!(summary["lost"]["bad_input"], 2, "{summary}");
+    let said = logs(&dir.join("slot/run"));
+    assert!(
+        said.contains("model toy-deeplab-big: item skipped")
+            && said.contains("the outputs of toy-deeplab-big need 3145728 bytes, the output slot of net#0 has 1048576"),
+        "{said}"
+    );
+}
