@@ -473,6 +473,39 @@ mod tests {
             PathBuf::from("/x/ppocr-det.onnx")
         );
         assert!(matches!(m.model("nope"), Err(VisionError::UnknownModel(_))));
+        let isnet = m.model("isnet").unwrap();
+        assert_eq!(isnet.family, Family::Segmentation);
+        assert_eq!(isnet.licence.as_deref(), Some("AGPL-3.0"));
+        assert_eq!(isnet.members.len(), 22);
+        assert_eq!(isnet.segment_params().unwrap().mean, [128.0; 3]);
+    }
+
+    #[test]
+    fn chunked_members_and_segmentation_params_are_checked() {
+        let npm = r#"{"name":"@a/b","version":"1","kind":"npm","file":"b-1.tgz","sha256":"00"}"#;
+        let ok = doc(&format!(
+            r#"{{"name":"s","family":"segmentation","package":{npm},"members":["p/1","p/2"],"licence":"MIT"}}"#
+        ));
+        assert!(Manifest::parse(&ok, Path::new("m")).is_ok());
+        let both = doc(&format!(
+            r#"{{"name":"s","family":"segmentation","package":{npm},"member":"x","members":["p/1"]}}"#
+        ));
+        let e = Manifest::parse(&both, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`member` or `members`"), "{e}");
+        let bad =
+            doc(r#"{"name":"s","family":"segmentation","path":"a","params":{"output":"mask"}}"#);
+        let e = Manifest::parse(&bad, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("entry `s`") && e.contains("output"), "{e}");
+        let unknown =
+            doc(r#"{"name":"s","family":"segmentation","path":"a","params":{"palete":[]}}"#);
+        let e = Manifest::parse(&unknown, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("palete"), "{e}");
     }
 
     #[test]

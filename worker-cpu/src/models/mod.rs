@@ -79,6 +79,12 @@ pub trait Step {
         outputs: Vec<TensorF32>,
         env: &Envelope,
     ) -> Result<Output, StageError>;
+
+    /// How many of the model's outputs (in order) the step reads; the rest are released
+    /// unread (ISNet returns eleven side maps beside its alpha). `None`: all of them.
+    fn outputs_read(&self) -> Option<usize> {
+        None
+    }
 }
 
 fn vision_err(e: vision::VisionError) -> StageError {
@@ -164,7 +170,8 @@ fn handle(
         return Ok(node.lose(&env, LossReason::BadInput)?);
     };
     let mut inputs = Vec::new();
-    for (shm, shape) in &parts.tensors {
+    let wanted = step.outputs_read().unwrap_or(parts.tensors.len());
+    for (shm, shape) in parts.tensors.iter().take(wanted) {
         inputs.push(read_f32(node, shm, shape)?);
     }
     let result = {

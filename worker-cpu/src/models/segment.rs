@@ -105,6 +105,11 @@ impl Step for SegmentStep {
         let table = region_table(env, &regions)?;
         Ok(Output::Table(table, Some(mask.encode())))
     }
+
+    fn outputs_read(&self) -> Option<usize> {
+        // Only the first output (the alpha or the logits) is read, after inference.
+        (!self.pre).then_some(1)
+    }
 }
 
 /// The detection columns of the regions plus `area`.
