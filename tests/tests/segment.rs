@@ -279,6 +279,10 @@ fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
             ),
         ]
     );
+    // Score: the mean soft-max probability of the winning class (red pixels: logits 0.5, 1, 0).
+    let e = std::f64::consts::E;
+    let red: f64 = rows[2][3].parse().expect("score");
+    assert!((red - e / (e.sqrt() + e + 1.0)).abs() < 1e-5, "{red}");
     // Cut-out: opaque exactly where a class other than the background is.
     let (w, h, alpha) = alpha_of(&dir.join("cutouts/images-0.png"));
     assert_eq!((w, h), (64, 48));
