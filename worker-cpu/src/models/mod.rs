@@ -6,6 +6,7 @@
 
 mod mtcnn;
 mod ppocr;
+mod segment;
 mod yolo;
 
 use crate::tables::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
@@ -64,6 +65,9 @@ pub enum Output {
     State(Vec<u8>),
     /// The final detection table.
     Detections(Vec<DetectionRow>, Extras),
+    /// A final table of the family's own columns (detection columns and more), and bytes
+    /// that travel on beside it as `Payload::State` (a segmentation mask).
+    Table(arrow_array::RecordBatch, Option<Vec<u8>>),
 }
 
 /// A family step that turns an item into its next form.
@@ -75,6 +79,12 @@ pub trait Step {
         outputs: Vec<TensorF32>,
         env: &Envelope,
     ) -> Result<Output, StageError>;
+
+    /// How many of the model's outputs (in order) the step reads; the rest are released
+    /// unread (ISNet returns eleven side maps beside its alpha). `None`: all of them.
+    fn outputs_read(&self) -> Option<usize> {
+        None
+    }
 }
 
 fn vision_err(e: vision::VisionError) -> StageError {
@@ -105,6 +115,7 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
             yolo::step(&manifest, &model, entry.family, pre)
         }
+        Family::Segmentation => segment::step(&manifest, &node.task.name, &model, pre),
     }
 }
 
@@ -159,7 +170,8 @@ fn handle(
         return Ok(node.lose(&env, LossReason::BadInput)?);
     };
     let mut inputs = Vec::new();
-    for (shm, shape) in &parts.tensors {
+    let wanted = step.outputs_read().unwrap_or(parts.tensors.len());
+    for (shm, shape) in parts.tensors.iter().take(wanted) {
         inputs.push(read_f32(node, shm, shape)?);
     }
     let result = {
@@ -200,6 +212,12 @@ fn handle(
             next.push(Payload::Table(
                 encode_ipc(&table).map_err(|e| StageError::Input(e.to_string()))?,
             ));
+        }
+        Output::Table(table, extra) => {
+            next.push(Payload::Table(
+                encode_ipc(&table).map_err(|e| StageError::Input(e.to_string()))?,
+            ));
+            next.extend(extra.map(Payload::State));
         }
         Output::Tensors { state, tensors } => {
             if let Some(s) = state {
