@@ -341,6 +341,7 @@ fn agent_setup(device: &str, label: &str, incarnation: u32) -> anyhow::Result<Se
         batch: None,
         replicas: None,
         restart: None,
+        program: None,
     };
     Ok(Setup {
         app: "node".into(),

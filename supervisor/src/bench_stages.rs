@@ -69,6 +69,7 @@ fn chain(
         drain_timeout: Duration::from_secs(10),
         hang_after: Duration::from_millis(3000),
         show_progress: false,
+        agents: None,
     };
     let outcome = run_app(&loaded, &opts, Arc::new(AtomicBool::new(false)), None)?;
     if let Some(e) = outcome.error {
