@@ -176,15 +176,20 @@ fi
 # tests run (onnxruntime + numpy, the packages' published pre/post-processing). Pinned; made again only when
 # the pins change.
 VENV="$SP/venv"
-VENV_PINS="numpy==2.2.6 onnx==1.19.1 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
-if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.pins" 2>/dev/null || true)" = "$VENV_PINS" ]; then
+VENV_PINS="numpy==2.2.6 onnx==1.19.1 scipy==1.15.3 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
+# Installed without their declared dependencies: deep-sort-realtime asks for opencv-python (60 MB), which
+# its tracker, the reference of vision/tests/deepsort_reference.rs, never calls.
+VENV_NODEPS="deep-sort-realtime==1.3.2"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.pins" 2>/dev/null || true)" = "$VENV_PINS $VENV_NODEPS" ]; then
     echo "skip    venv ($VENV)"
 else
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV" || die "cannot create $VENV (Debian: apt-get install python3-venv)"
     # shellcheck disable=SC2086  # the pins are separate arguments
     "$VENV/bin/pip" install -q --disable-pip-version-check $VENV_PINS || die "pip install into $VENV failed"
-    printf '%s' "$VENV_PINS" >"$VENV/.pins"
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $VENV_NODEPS || die "pip install into $VENV failed"
+    printf '%s' "$VENV_PINS $VENV_NODEPS" >"$VENV/.pins"
     echo "done    venv ($VENV: $VENV_PINS)"
 fi
 echo "provisioned into $SP"

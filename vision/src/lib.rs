@@ -7,6 +7,7 @@
 //! - pre/post-processing as pure functions per model family: [`mtcnn`] (faces + landmarks),
 //!   [`ppocr`] (PP-OCRv4 text detection, angle classification, recognition) and [`yolo`] (YOLOX, YOLOv5,
 //!   YOLOv8 layouts), with shared helpers in [`geometry`] and [`imgproc`];
+//! - [`tracking`]: DeepSORT (Kalman filter, appearance + IoU matching, track life cycle);
 //! - [`pipelines`]: in-process end-to-end loops over those steps (the reference the pipeline is checked
 //!   and benchmarked against).
 
@@ -22,6 +23,7 @@ pub mod pipelines;
 pub mod ppocr;
 pub mod resize;
 pub mod tensor;
+pub mod tracking;
 pub mod yolo;
 
 pub use engine::{ConvSearch, Model, Provider, Runtime, SessionOptions};
