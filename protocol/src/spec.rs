@@ -206,8 +206,17 @@ pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
     let mut de = serde_json::Deserializer::from_str(text);
     let result: Result<AppSpec, _> = serde_path_to_error::deserialize(&mut de);
     match result {
-        Ok(app) => match de.end() {
-            Ok(()) => Ok(app),
+        Ok(mut app) => match de.end() {
+            Ok(()) => {
+                // Stateful functions run as one replica: fixed here, so neither the
+                // planner nor the live scaler adds one (validation refuses more).
+                for t in &mut app.tasks {
+                    if crate::functions::STATEFUL.contains(&t.function.as_str()) {
+                        t.replicas.get_or_insert(1);
+                    }
+                }
+                Ok(app)
+            }
             Err(e) => Err(SpecErrors(vec![json_error("(top level)".into(), &e)])),
         },
         Err(err) => {

@@ -295,6 +295,7 @@ pub fn row(env: &Envelope, class: &str, score: f32, b: &vision::BBox) -> Detecti
         text: None,
         text_score: None,
         polygon: None,
+        track_id: None,
     }
 }
 
