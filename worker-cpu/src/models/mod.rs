@@ -4,6 +4,7 @@
 //! (`Payload::State`, JSON) and the tensors for or from the model. The last
 //! post-processing step replaces state and tensors with a detection table.
 
+mod embedder;
 mod mtcnn;
 mod ppocr;
 mod yolo;
@@ -24,6 +25,8 @@ pub struct Parts {
     /// The original frame: (payload, width, height).
     pub frame: Option<(Payload, u32, u32)>,
     pub state: Option<Vec<u8>>,
+    /// A table the item carries (Arrow IPC), e.g. the detections an embedder crops.
+    pub table: Option<Vec<u8>>,
     /// Tensors in order (inputs before inference, outputs after).
     pub tensors: Vec<(ShmRef, Vec<u32>)>,
 }
@@ -33,6 +36,7 @@ impl Parts {
         let mut parts = Parts {
             frame: None,
             state: None,
+            table: None,
             tensors: Vec::new(),
         };
         let list = match payload {
@@ -46,7 +50,8 @@ impl Parts {
                 }
                 Payload::State(s) => parts.state = Some(s),
                 Payload::Tensor { shm, shape, .. } => parts.tensors.push((shm, shape)),
-                Payload::Table(_) | Payload::Batch(_) => {}
+                Payload::Table(t) => parts.table = Some(t),
+                Payload::Batch(_) => {}
             }
         }
         parts
@@ -64,6 +69,8 @@ pub enum Output {
     State(Vec<u8>),
     /// The final detection table.
     Detections(Vec<DetectionRow>, Extras),
+    /// A final table already encoded (Arrow IPC), e.g. detections with embeddings.
+    Table(Vec<u8>),
 }
 
 /// A family step that turns an item into its next form.
@@ -105,6 +112,7 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
             yolo::step(&manifest, &model, entry.family, pre)
         }
+        Family::Embedder => embedder::step(node, entry, pre),
     }
 }
 
@@ -194,6 +202,7 @@ fn handle(
     }];
     match output {
         Output::State(s) => next.push(Payload::State(s)),
+        Output::Table(t) => next.push(Payload::Table(t)),
         Output::Detections(rows, extras) => {
             let table =
                 detections_batch(&rows, extras).map_err(|e| StageError::Input(e.to_string()))?;
