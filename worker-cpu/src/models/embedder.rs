@@ -112,7 +112,8 @@ impl Step for EmbedderStep {
             let out = outputs
                 .first()
                 .ok_or_else(|| self.err("the model returned no output"))?;
-            embedder::vectors(&self.model, out, n, &self.params).map_err(|e| self.err(e))?
+            embedder::vectors(&self.model, out, n, &self.params)
+                .map_err(|e| StageError::Input(format!("task '{}': {e}", self.task)))?
         };
         let out = with_embeddings(&batch, &vectors, self.params.dim).map_err(|e| self.err(e))?;
         Ok(Output::Table(encode_ipc(&out).map_err(|e| self.err(e))?))

@@ -160,6 +160,7 @@ pub enum TrackFailure {
 }
 
 /// A source's tracker and the ids it gave its last items.
+#[derive(serde::Serialize, serde::Deserialize)]
 struct SourceState {
     tracker: Tracker,
     last_seq: Option<u64>,
@@ -189,11 +190,62 @@ fn config_of(node: &Node) -> Result<TrackerConfig, StageError> {
     Ok(c)
 }
 
+/// Where a request-guarantee app's tracker keeps its state: `<run dir>/state/<task>.json`.
+fn snapshot_path(node: &Node) -> Option<std::path::PathBuf> {
+    (node.guaranteed() && !node.setup.run_dir.is_empty()).then(|| {
+        std::path::Path::new(&node.setup.run_dir)
+            .join("state")
+            .join(format!("{}.json", node.task.name))
+    })
+}
+
+/// The tracks a restarted replica comes back with: the snapshot of the process it
+/// replaces (none on a first start, where a file left by an earlier run is removed).
+fn restore(
+    node: &Node,
+    path: &std::path::Path,
+) -> Result<HashMap<String, SourceState>, StageError> {
+    if node.setup.incarnation == 0 {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StageError::io(path.display(), e)),
+        }
+        return Ok(HashMap::new());
+    }
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+            StageError::Input(format!(
+                "task '{}': tracker snapshot {} does not parse: {e}",
+                node.task.name,
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashMap::new()),
+        Err(e) => Err(StageError::io(path.display(), e)),
+    }
+}
+
+/// Write the state atomically (temporary file, then rename) before the output leaves.
+fn save(path: &std::path::Path, sources: &HashMap<String, SourceState>) -> Result<(), StageError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir.display(), e))?;
+    }
+    let bytes = serde_json::to_vec(sources).map_err(|e| StageError::Input(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| StageError::io(tmp.display(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| StageError::io(path.display(), e))
+}
+
 /// Run `track.deepsort` to the end of its input.
 pub fn run(node: &mut Node) -> Result<(), StageError> {
     let config = config_of(node)?;
     let embedding: String = param(node, "embedding")?.unwrap_or_else(|| "embedding".into());
-    let mut sources: HashMap<String, SourceState> = HashMap::new();
+    let snapshot = snapshot_path(node);
+    let mut sources: HashMap<String, SourceState> = match &snapshot {
+        Some(p) => restore(node, p)?,
+        None => HashMap::new(),
+    };
     loop {
         match node.next(Duration::from_millis(200))? {
             Event::Item(env) => {
@@ -208,7 +260,12 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
                         recent: VecDeque::new(),
                     }),
                 };
-                handle(node, state, &embedding, env, recv)?;
+                if let Some(out) = handle(node, state, &embedding, env)? {
+                    if let Some(p) = &snapshot {
+                        save(p, &sources)?;
+                    }
+                    node.forward(out, recv)?;
+                }
                 node.note_busy(started.elapsed().as_nanos() as u64);
             }
             Event::End => return Ok(()),
@@ -218,13 +275,14 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
     }
 }
 
+/// Track one item: its envelope with the `track_id` column to send on, or `None` when
+/// it was lost (counted here).
 fn handle(
     node: &mut Node,
     state: &mut SourceState,
     embedding: &str,
     env: Envelope,
-    recv: u64,
-) -> Result<(), StageError> {
+) -> Result<Option<Envelope>, StageError> {
     let task = node.task.name.clone();
     let seen = state.last_seq.is_some_and(|l| env.seq <= l);
     let result = if seen {
@@ -232,7 +290,8 @@ fn handle(
         let Some((_, ids)) = state.recent.iter().find(|(s, _)| *s == env.seq).cloned() else {
             tracing::warn!(source = %env.source, seq = env.seq,
                 "track.deepsort: item older than the last {REPLAY_MEMORY} of its source arrived again or out of order; lost");
-            return Ok(node.lose(&env, LossReason::BadInput)?);
+            node.lose(&env, LossReason::BadInput)?;
+            return Ok(None);
         };
         let mut k = 0;
         map_tables(&env.payload, &mut |b| {
@@ -265,7 +324,8 @@ fn handle(
         if let Some(msg) = failure {
             tracing::warn!(source = %env.source, seq = env.seq, "{task}: {msg}; item lost");
             state.last_seq = Some(env.seq);
-            return Ok(node.lose(&env, LossReason::BadInput)?);
+            node.lose(&env, LossReason::BadInput)?;
+            return Ok(None);
         }
         if r.is_ok() {
             state.last_seq = Some(env.seq);
@@ -277,10 +337,11 @@ fn handle(
         r
     };
     match result {
-        Ok((payload, _)) => Ok(node.forward(Envelope { payload, ..env }, recv)?),
+        Ok((payload, _)) => Ok(Some(Envelope { payload, ..env })),
         Err(Failure::Decode(e)) => {
             tracing::warn!(source = %env.source, seq = env.seq, "table does not decode ({e}); item lost");
-            Ok(node.lose(&env, LossReason::BadInput)?)
+            node.lose(&env, LossReason::BadInput)?;
+            Ok(None)
         }
         Err(Failure::Op(e)) => {
             node.lose(&env, LossReason::BadInput)?;
