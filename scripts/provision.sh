@@ -190,7 +190,7 @@ else
     # shellcheck disable=SC2086
     "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $VENV_NODEPS || die "pip install into $VENV failed"
     printf '%s' "$VENV_PINS $VENV_NODEPS" >"$VENV/.pins"
-    echo "done    venv ($VENV: $VENV_PINS)"
+    echo "done    venv ($VENV: $VENV_PINS $VENV_NODEPS --no-deps)"
 fi
 # --- converted models (apps/models.json entries with `convert`): scripts/convert_models.py ---------------------
 "$VENV/bin/python" "$ROOT/scripts/convert_models.py" "$ROOT" "$SP" || die "model conversion failed"
