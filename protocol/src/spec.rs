@@ -216,6 +216,13 @@ pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
         Ok(mut app) => match de.end() {
             Ok(()) => {
                 crate::user_stage::name_program_functions(&mut app);
+                // Stateful functions run as one replica: fixed here, so neither the
+                // planner nor the live scaler adds one (validation refuses more).
+                for t in &mut app.tasks {
+                    if crate::functions::STATEFUL.contains(&t.function.as_str()) {
+                        t.replicas.get_or_insert(1);
+                    }
+                }
                 Ok(app)
             }
             Err(e) => Err(SpecErrors(vec![json_error("(top level)".into(), &e)])),

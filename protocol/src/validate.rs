@@ -121,6 +121,14 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
                     format!("{at}.replicas"),
                     "a head reads one source and runs as exactly one replica".into(),
                 );
+            } else if r > 1 && crate::functions::STATEFUL.contains(&task.function.as_str()) {
+                err(
+                    format!("{at}.replicas"),
+                    format!(
+                        "{} keeps state per source (its tracks) and runs as one replica: replicas would split a source's items between processes",
+                        task.function
+                    ),
+                );
             }
         }
     }

@@ -7,10 +7,12 @@
 //! - pre/post-processing as pure functions per model family: [`mtcnn`] (faces + landmarks),
 //!   [`ppocr`] (PP-OCRv4 text detection, angle classification, recognition) and [`yolo`] (YOLOX, YOLOv5,
 //!   YOLOv8 layouts) and [`segment`] (alpha masks and multi-class logits), with shared helpers in [`geometry`] and [`imgproc`];
+//! - [`tracking`]: DeepSORT (Kalman filter, appearance + IoU matching, track life cycle);
 //! - [`pipelines`]: in-process end-to-end loops over those steps (the reference the pipeline is checked
 //!   and benchmarked against).
 
 pub mod device;
+pub mod embedder;
 pub mod engine;
 pub mod error;
 pub mod geometry;
@@ -24,6 +26,7 @@ pub mod resize;
 pub mod segment;
 pub mod segment_mask;
 pub mod tensor;
+pub mod tracking;
 pub mod yolo;
 
 pub use engine::{ConvSearch, Model, Provider, Runtime, SessionOptions};

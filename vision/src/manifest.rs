@@ -58,6 +58,8 @@ pub enum Family {
     Yolov5,
     Yolov8,
     Segmentation,
+    /// DeepSORT's appearance embedder: crops of a detection table's boxes → one vector each.
+    Embedder,
 }
 
 /// One input or output of a model as declared in the manifest (-1 = dynamic dimension).
@@ -90,6 +92,10 @@ pub struct ModelEntry {
     pub path: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// A converter script (relative to the repository root) that turns `member` (pinned by
+    /// `sha256`) into the `.onnx`; provisioning runs it once and caches its output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convert: Option<String>,
     #[serde(default)]
     pub inputs: Vec<TensorSpec>,
     #[serde(default)]
@@ -352,6 +358,9 @@ impl Manifest {
                     parse_params::<crate::segment::SegmentParams>(&e.params)
                         .and_then(|p| p.check().map_err(|m| ("params".to_string(), m))),
                 )?,
+                Family::Embedder => {
+                    check(parse_params::<crate::embedder::EmbedderParams>(&e.params).map(drop))?
+                }
             }
         }
         Ok(m)

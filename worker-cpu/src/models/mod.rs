@@ -4,6 +4,7 @@
 //! (`Payload::State`, JSON) and the tensors for or from the model. The last
 //! post-processing step replaces state and tensors with a detection table.
 
+mod embedder;
 mod mtcnn;
 mod ppocr;
 mod segment;
@@ -25,6 +26,8 @@ pub struct Parts {
     /// The original frame: (payload, width, height).
     pub frame: Option<(Payload, u32, u32)>,
     pub state: Option<Vec<u8>>,
+    /// A table the item carries (Arrow IPC), e.g. the detections an embedder crops.
+    pub table: Option<Vec<u8>>,
     /// Tensors in order (inputs before inference, outputs after).
     pub tensors: Vec<(ShmRef, Vec<u32>)>,
 }
@@ -34,6 +37,7 @@ impl Parts {
         let mut parts = Parts {
             frame: None,
             state: None,
+            table: None,
             tensors: Vec::new(),
         };
         let list = match payload {
@@ -47,7 +51,8 @@ impl Parts {
                 }
                 Payload::State(s) => parts.state = Some(s),
                 Payload::Tensor { shm, shape, .. } => parts.tensors.push((shm, shape)),
-                Payload::Table(_) | Payload::Batch(_) => {}
+                Payload::Table(t) => parts.table = Some(t),
+                Payload::Batch(_) => {}
             }
         }
         parts
@@ -68,6 +73,8 @@ pub enum Output {
     /// A final table of the family's own columns (detection columns and more), and bytes
     /// that travel on beside it as `Payload::State` (a segmentation mask).
     Table(arrow_array::RecordBatch, Option<Vec<u8>>),
+    /// A final table already encoded (Arrow IPC), e.g. detections with embeddings.
+    TableIpc(Vec<u8>),
 }
 
 /// A family step that turns an item into its next form.
@@ -116,6 +123,7 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
             yolo::step(&manifest, &model, entry.family, pre)
         }
         Family::Segmentation => segment::step(&manifest, &node.task.name, &model, pre),
+        Family::Embedder => embedder::step(node, entry, pre),
     }
 }
 
@@ -206,6 +214,7 @@ fn handle(
     }];
     match output {
         Output::State(s) => next.push(Payload::State(s)),
+        Output::TableIpc(t) => next.push(Payload::Table(t)),
         Output::Detections(rows, extras) => {
             let table =
                 detections_batch(&rows, extras).map_err(|e| StageError::Input(e.to_string()))?;
@@ -313,6 +322,7 @@ pub fn row(env: &Envelope, class: &str, score: f32, b: &vision::BBox) -> Detecti
         text: None,
         text_score: None,
         polygon: None,
+        track_id: None,
     }
 }
 
