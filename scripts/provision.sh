@@ -261,6 +261,8 @@ else
 fi
 PY_LINE="export SMARTPIPE_PYTHON=\"$VENV/bin/python\""
 if ! grep -qxF "$PY_LINE" "$SP/env"; then
-    printf '%s\n' "$PY_LINE" >>"$SP/env" || die "cannot write $SP/env"
+    # Replace a line left by a clone elsewhere (a moved or shared .smartpipe) rather than add one.
+    { grep -v '^export SMARTPIPE_PYTHON=' "$SP/env"; printf '%s\n' "$PY_LINE"; } >"$SP/env.part" \
+        && mv "$SP/env.part" "$SP/env" || die "cannot write $SP/env"
 fi
 echo "provisioned into $SP"
