@@ -14,7 +14,7 @@ use protocol::clock::now_ns;
 use protocol::spec::ServiceType;
 use serde::Serialize;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -220,17 +220,12 @@ fn chain(
         spec,
         file: dir.join("bench.json"),
     };
-    let opts = RunOptions {
-        run_dir: dir.to_path_buf(),
-        startup_timeout: Duration::from_secs(30),
-        heartbeat_ms: 100,
-        stop_grace: Duration::from_secs(5),
-        drain_timeout: Duration::from_secs(10),
-        hang_after: Duration::from_millis(3000),
-        show_progress: false,
-        agents: None,
-    };
-    let outcome = run_app(&loaded, &opts, Arc::new(AtomicBool::new(false)), None)?;
+    let outcome = run_app(
+        &loaded,
+        &bench_run_options(dir),
+        Arc::new(AtomicBool::new(false)),
+        None,
+    )?;
     if let Some(e) = outcome.error {
         bail!("transport chain failed: {e}");
     }
@@ -308,4 +303,18 @@ fn memcpy_reference(bytes: usize, items: u64) -> (f64, f64) {
     let secs = start.elapsed().as_secs_f64();
     assert_eq!(src, dst);
     (items as f64 / secs, percentile(lat, 50.0))
+}
+
+/// How benchmark chains run: in this process, without a progress bar, hang after 3 s.
+pub fn bench_run_options(dir: &Path) -> RunOptions {
+    RunOptions {
+        run_dir: dir.to_path_buf(),
+        startup_timeout: Duration::from_secs(30),
+        heartbeat_ms: 100,
+        stop_grace: Duration::from_secs(5),
+        drain_timeout: Duration::from_secs(10),
+        hang_after: Duration::from_millis(3000),
+        show_progress: false,
+        agents: None,
+    }
 }

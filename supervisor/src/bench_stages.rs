@@ -5,13 +5,12 @@
 //! per-hop p50 paced at 100 items/s (so it is a hop's cost, not a queue's).
 
 use crate::app::LoadedApp;
-use crate::run::{run_app, RunOptions};
+use crate::run::run_app;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 const PACED_RATE: f64 = 100.0;
 const PACED_ITEMS: u64 = 100;
@@ -61,16 +60,7 @@ fn chain(
     let file = dir.join("bench.json");
     crate::user_stage::prepare(&mut spec, Path::new("."), &file)?;
     let loaded = LoadedApp { spec, file };
-    let opts = RunOptions {
-        run_dir: dir.to_path_buf(),
-        startup_timeout: Duration::from_secs(30),
-        heartbeat_ms: 100,
-        stop_grace: Duration::from_secs(5),
-        drain_timeout: Duration::from_secs(10),
-        hang_after: Duration::from_millis(3000),
-        show_progress: false,
-        agents: None,
-    };
+    let opts = crate::bench::bench_run_options(dir);
     let outcome = run_app(&loaded, &opts, Arc::new(AtomicBool::new(false)), None)?;
     if let Some(e) = outcome.error {
         bail!("stage chain failed: {e}");

@@ -138,16 +138,18 @@ impl<'a> Wiring<'a> {
         self.shared.as_ref().map_or(0, |s| s.first_output) + k as u32
     }
 
-    /// Shared agent: hand it the app's pools, its GPU stages' current inboxes and its
-    /// models (at start, and again after the agent was restarted).
-    pub fn attach_shared(&self) -> anyhow::Result<()> {
-        let (Some(shared), Some(agent)) = (&self.shared, &self.agent) else {
-            return Ok(());
-        };
-        let mut pools = Vec::new();
+    /// What the agent of this app (its own, or the node's) is given: every pool and the
+    /// inbox of every GPU stage replica, within one message's handles (`extra` more
+    /// travel beside them).
+    #[allow(clippy::type_complexity)]
+    fn agent_view(
+        &self,
+        extra: usize,
+    ) -> anyhow::Result<(Vec<PoolInfo>, Vec<IpcSharedMemory>, Vec<InboxSender>)> {
+        let mut infos = Vec::new();
         let mut handles = Vec::new();
         for ((pt, pr), pool) in &self.pools {
-            pools.push(PoolInfo {
+            infos.push(PoolInfo {
                 id: pool.id(),
                 owner: self.label((*pt, *pr)),
             });
@@ -158,11 +160,21 @@ impl<'a> Wiring<'a> {
             .iter()
             .map(|g| self.sender(*g))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if outputs.len() + handles.len() > MAX_FDS {
+        if extra + outputs.len() + handles.len() > MAX_FDS {
             return Err(anyhow!(
                 "the GPU agent would need more than {MAX_FDS} handles; the app has too many stages"
             ));
         }
+        Ok((infos, handles, outputs))
+    }
+
+    /// Shared agent: hand it the app's pools, its GPU stages' current inboxes and its
+    /// models (at start, and again after the agent was restarted).
+    pub fn attach_shared(&self) -> anyhow::Result<()> {
+        let (Some(shared), Some(agent)) = (&self.shared, &self.agent) else {
+            return Ok(());
+        };
+        let (pools, handles, outputs) = self.agent_view(0)?;
         let models = agent.params.get("models").cloned().unwrap_or_default();
         shared.hosts.attach(
             &shared.device,
@@ -467,23 +479,8 @@ impl<'a> Wiring<'a> {
         };
         if t == self.agent_index {
             let agent = self.agent.as_ref().context("no agent in this app")?;
-            let mut infos = Vec::new();
-            let mut handles = Vec::new();
-            for ((pt, pr), pool) in &self.pools {
-                infos.push(PoolInfo {
-                    id: pool.id(),
-                    owner: self.label((*pt, *pr)),
-                });
-                handles.push(pool.handle());
-            }
-            let outputs = self
-                .gpu_replicas
-                .iter()
-                .map(|g| self.sender(*g))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            if 2 + outputs.len() + handles.len() > MAX_FDS {
-                return Err(anyhow!("the GPU agent would need more than {MAX_FDS} handles; the app has too many stages"));
-            }
+            // Its inbox and rewire channel travel with the pools and outputs.
+            let (infos, handles, outputs) = self.agent_view(2)?;
             let setup = Setup {
                 pools: infos,
                 threads: crate::plan::agent_threads(&crate::plan::device()),
