@@ -9,6 +9,7 @@ mod bench;
 mod cgroup;
 mod control;
 mod daemon;
+mod frame_scale;
 #[cfg(test)]
 mod fuzz_app_tests;
 mod hang;

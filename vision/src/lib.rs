@@ -6,10 +6,11 @@
 //!   with the graph rewrites of [`onnx_graph`] applied as a model loads;
 //! - pre/post-processing as pure functions per model family: [`mtcnn`] (faces + landmarks),
 //!   [`ppocr`] (PP-OCRv4 text detection, angle classification, recognition) and [`yolo`] (YOLOX, YOLOv5,
-//!   YOLOv8 layouts), with shared helpers in [`geometry`] and [`imgproc`];
+//!   YOLOv8 layouts) and [`superres`] (tiled super-resolution), with shared helpers in [`geometry`] and [`imgproc`];
 //! - [`pipelines`]: in-process end-to-end loops over those steps (the reference the pipeline is checked
 //!   and benchmarked against).
 
+pub mod chunked;
 pub mod device;
 pub mod engine;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod onnx_graph;
 pub mod pipelines;
 pub mod ppocr;
 pub mod resize;
+pub mod superres;
 pub mod tensor;
 pub mod yolo;
 

@@ -57,6 +57,7 @@ pub enum Family {
     Yolox,
     Yolov5,
     Yolov8,
+    Superres,
 }
 
 /// One input or output of a model as declared in the manifest (-1 = dynamic dimension).
@@ -83,6 +84,9 @@ pub struct ModelEntry {
     pub path: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// The licence of the model's weights (SPDX id and a note), shown in the README's table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
     #[serde(default)]
     pub inputs: Vec<TensorSpec>,
     #[serde(default)]
@@ -338,6 +342,10 @@ impl Manifest {
                 Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
                     check(parse_params::<YoloParams>(&e.params).map(drop))?
                 }
+                Family::Superres => check(
+                    parse_params::<crate::superres::SuperresParams>(&e.params)
+                        .and_then(|p| p.check()),
+                )?,
             }
         }
         Ok(m)
@@ -399,6 +407,17 @@ impl ModelEntry {
     /// The entry's params as YOLO parameters.
     pub fn yolo_params(&self) -> Result<YoloParams> {
         self.typed()
+    }
+    /// The entry's params as super-resolution parameters.
+    pub fn superres_params(&self) -> Result<crate::superres::SuperresParams> {
+        self.typed()
+    }
+    /// The most batch rows one model run may take (`tiles_per_run` of a super-resolution
+    /// model); `None`: any batch runs at once.
+    pub fn max_rows_per_run(&self) -> Option<usize> {
+        (self.family == Family::Superres)
+            .then(|| self.superres_params().ok().map(|p| p.tiles_per_run))
+            .flatten()
     }
 }
 

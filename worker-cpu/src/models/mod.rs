@@ -6,6 +6,7 @@
 
 mod mtcnn;
 mod ppocr;
+mod superres;
 mod yolo;
 
 use crate::tables::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
@@ -64,6 +65,8 @@ pub enum Output {
     State(Vec<u8>),
     /// The final detection table.
     Detections(Vec<DetectionRow>, Extras),
+    /// A new frame in place of the item's frame (super-resolution).
+    Frame(vision::RgbImage),
 }
 
 /// A family step that turns an item into its next form.
@@ -105,6 +108,7 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
             yolo::step(&manifest, &model, entry.family, pre)
         }
+        Family::Superres => superres::step(&manifest, &model, pre),
     }
 }
 
@@ -177,6 +181,9 @@ fn handle(
             return Ok(node.lose(&env, LossReason::BadInput)?);
         }
     };
+    if let Output::Frame(img) = output {
+        return superres::send_frame(node, env, recv, img);
+    }
     // The tensors we read are used up.
     for (shm, _) in &parts.tensors {
         node.pool(shm.pool)?.release(shm)?;
@@ -201,6 +208,7 @@ fn handle(
                 encode_ipc(&table).map_err(|e| StageError::Input(e.to_string()))?,
             ));
         }
+        Output::Frame(_) => unreachable!("handled above"),
         Output::Tensors { state, tensors } => {
             if let Some(s) = state {
                 next.push(Payload::State(s));
