@@ -56,3 +56,54 @@ pub fn of(task: &TaskSpec) -> Option<u64> {
         .flatten()
         .filter(|&s| s > 1)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn app(scale: Option<u64>) -> protocol::spec::AppSpec {
+        let mut post = serde_json::json!({"model": "waifu2x-upconv7-x2"});
+        if let Some(s) = scale {
+            post["scale"] = serde_json::json!(s);
+        }
+        let text = serde_json::json!({"name": "up", "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 320, "height": 180, "count": 1}},
+            {"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["gen"], "params": {"model": "waifu2x-upconv7-x2"}},
+            {"name": "sr", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "waifu2x-upconv7-x2"}},
+            {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["sr"], "params": post},
+            {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["post"], "params": {"width": 64, "height": 36}},
+            {"name": "show", "kind": "tail", "function": "image.show", "inputs": ["post"], "params": {"dir": "out"}}
+        ]});
+        protocol::validate::load_app(&text.to_string()).expect("valid app")
+    }
+
+    #[test]
+    fn the_manifest_scale_is_filled_in_and_the_pool_holds_the_bigger_frame() {
+        // `models.json` beside the app file is one of the places the manifest is found.
+        let app_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/upscale.json");
+        let mut spec = app(None);
+        super::fill(&mut spec, &app_file).expect("fill");
+        assert_eq!(
+            spec.tasks[3].params.get("scale"),
+            Some(&serde_json::json!(2))
+        );
+        let plan = crate::plan::plan(&spec).expect("plan");
+        let post = plan.stages[3]
+            .pool
+            .clone()
+            .expect("post-processing gets a pool");
+        assert_eq!(post.slot_size, 640 * 360 * 3);
+        // the resize after it is sized by its own params
+        assert_eq!(
+            plan.stages[4].pool.clone().expect("pool").slot_size,
+            64 * 36 * 3
+        );
+        let e = super::fill(&mut app(Some(4)), &app_file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("tasks[3] (post).params.scale") && e.contains("upscales 2×"),
+            "{e}"
+        );
+    }
+}
