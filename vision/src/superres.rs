@@ -260,6 +260,22 @@ mod tests {
     }
 
     #[test]
+    fn the_repository_manifest_has_upconv7_with_its_defaults() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/models.json");
+        let m = crate::manifest::Manifest::load(&path).unwrap();
+        let e = m.model("waifu2x-upconv7-x2").unwrap();
+        assert_eq!(e.superres_params().unwrap(), SuperresParams::default());
+        assert_eq!(e.max_rows_per_run(), Some(4));
+        assert!(e.license.as_deref().is_some_and(|l| l.starts_with("MIT")));
+        assert_eq!(m.model("yolox-ddddocr").unwrap().max_rows_per_run(), None);
+        let bad = SuperresParams {
+            pad: "mirror".into(),
+            ..Default::default()
+        };
+        assert_eq!(bad.check().unwrap_err().0, "params.pad");
+    }
+
+    #[test]
     fn tiles_cover_the_frame_and_the_last_ones_move_back_inside() {
         let p = SuperresParams {
             tile: 64,

@@ -105,16 +105,21 @@ pub fn send_frame(
     recv: u64,
     img: RgbImage,
 ) -> Result<(), StageError> {
-    let pool = node.output_pool()?;
+    let model = node
+        .task
+        .params
+        .get("model")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?")
+        .to_string();
+    let pool = node.output_pool().map_err(|e| {
+        StageError::Unsupported(format!(
+            "task '{}', model `{model}`: no pool for the upscaled frames ({e}): the model's scale was not known when the app was read (is the manifest where `start` looks for it?)",
+            node.task.name
+        ))
+    })?;
     let len = img.data.len();
     if len as u64 > pool.slot_size() {
-        let model = node
-            .task
-            .params
-            .get("model")
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_string();
         tracing::warn!(
             source = %env.source,
             seq = env.seq,
