@@ -86,7 +86,7 @@ pub struct ModelEntry {
     pub sha256: Option<String>,
     /// The licence of the model's weights (SPDX id and a note), shown in the README's table.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub license: Option<String>,
+    pub licence: Option<String>,
     #[serde(default)]
     pub inputs: Vec<TensorSpec>,
     #[serde(default)]

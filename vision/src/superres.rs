@@ -266,7 +266,7 @@ mod tests {
         let e = m.model("waifu2x-upconv7-x2").unwrap();
         assert_eq!(e.superres_params().unwrap(), SuperresParams::default());
         assert_eq!(e.max_rows_per_run(), Some(4));
-        assert!(e.license.as_deref().is_some_and(|l| l.starts_with("MIT")));
+        assert!(e.licence.as_deref().is_some_and(|l| l.starts_with("MIT")));
         assert_eq!(m.model("yolox-ddddocr").unwrap().max_rows_per_run(), None);
         let bad = SuperresParams {
             pad: "mirror".into(),
