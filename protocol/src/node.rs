@@ -7,12 +7,13 @@ use crate::codec::{self, CodecError};
 use crate::messages::*;
 use crate::shm::{ShmError, SlotPool, SlotWriter};
 use crate::spec::{ServiceType, TaskSpec};
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod attach;
 mod commands;
 mod ending;
 mod heartbeat;
@@ -99,6 +100,8 @@ pub struct Node {
     totals: BTreeMap<String, u64>,
     deliveries: Deliveries,
     rewire: Option<IpcReceiver<InboxSender>>,
+    /// A node's shared GPU agent: where apps' attach wires arrive.
+    attach: Option<IpcReceiver<AttachWire>>,
     /// Holder id of the process behind each output.
     out_holders: Vec<u16>,
     /// Outputs whose consumer was found dead (logged once until rewired).
@@ -225,6 +228,7 @@ impl Node {
             totals: BTreeMap::new(),
             deliveries: Deliveries::default(),
             rewire: wire.rewire,
+            attach: wire.attach,
             out_holders,
             dead_outputs: BTreeSet::new(),
             eos_sent: None,

@@ -90,11 +90,17 @@ pub fn app_schema() -> Value {
             "tasks": {"type": "array", "minItems": 1, "items": {
                 "type": "object",
                 "additionalProperties": false,
-                "required": ["name", "kind", "function"],
+                "required": ["name", "kind"],
+                "oneOf": [{"required": ["function"]}, {"required": ["program"]}],
                 "properties": {
                     "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
                     "kind": {"enum": ["head", "cpu", "gpu", "tail"]},
                     "function": {"enum": names},
+                    "program": {"oneOf": [
+                        {"type": "string", "description": "a user stage program, relative to the app file"},
+                        {"type": "object", "additionalProperties": false, "required": ["path"],
+                         "properties": {"path": {"type": "string"}, "args": {"type": "array", "items": {"type": "string"}}}}
+                    ]},
                     "params": {"type": "object"},
                     "inputs": {"type": "array", "items": {"type": "string"}, "uniqueItems": true},
                     "batch": {

@@ -113,7 +113,14 @@ pub enum RestartPolicy {
 pub struct TaskSpec {
     pub name: String,
     pub kind: TaskKind,
+    /// A built-in function; absent when the task names a `program` (then it reads
+    /// [`crate::user_stage::PROGRAM_FUNCTION`] after parsing).
+    #[serde(default)]
     pub function: String,
+    /// A user-written stage: a program (path relative to the app file, or an object
+    /// with `path` and `args`) run instead of a built-in worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<crate::user_stage::ProgramSpec>,
     #[serde(default)]
     pub params: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
@@ -206,8 +213,18 @@ pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
     let mut de = serde_json::Deserializer::from_str(text);
     let result: Result<AppSpec, _> = serde_path_to_error::deserialize(&mut de);
     match result {
-        Ok(app) => match de.end() {
-            Ok(()) => Ok(app),
+        Ok(mut app) => match de.end() {
+            Ok(()) => {
+                crate::user_stage::name_program_functions(&mut app);
+                // Stateful functions run as one replica: fixed here, so neither the
+                // planner nor the live scaler adds one (validation refuses more).
+                for t in &mut app.tasks {
+                    if crate::functions::STATEFUL.contains(&t.function.as_str()) {
+                        t.replicas.get_or_insert(1);
+                    }
+                }
+                Ok(app)
+            }
             Err(e) => Err(SpecErrors(vec![json_error("(top level)".into(), &e)])),
         },
         Err(err) => {

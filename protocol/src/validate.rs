@@ -84,7 +84,9 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
     for (i, task) in app.tasks.iter().enumerate() {
         let at = task_path(i, task);
         check_inputs(app, i, task, &index, &at, &mut err);
+        crate::user_stage::check_task(task, &at, &mut err);
         match functions::find(&task.function) {
+            _ if task.program.is_some() || task.function.is_empty() => {}
             None => {
                 let hint = functions::closest(&task.function)
                     .map(|n| format!(" (did you mean '{n}'?)"))
@@ -118,6 +120,14 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
                 err(
                     format!("{at}.replicas"),
                     "a head reads one source and runs as exactly one replica".into(),
+                );
+            } else if r > 1 && crate::functions::STATEFUL.contains(&task.function.as_str()) {
+                err(
+                    format!("{at}.replicas"),
+                    format!(
+                        "{} keeps state per source (its tracks) and runs as one replica: replicas would split a source's items between processes",
+                        task.function
+                    ),
                 );
             }
         }

@@ -166,3 +166,23 @@ fn topological_order_puts_inputs_first() {
     assert!(pos("src") < pos("mid"));
     assert!(pos("src") < pos("out"));
 }
+
+#[test]
+fn a_stateful_tracker_runs_as_one_replica_and_more_are_refused() {
+    let track = |replicas: &str| {
+        format!(
+            r#"{{"name": "ids", "kind": "cpu", "function": "track.deepsort", "inputs": ["src"]{replicas}}}"#
+        )
+    };
+    let tail = r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["ids"]}"#;
+    let app = load_app(&app_with(&format!("{HEAD}, {}, {tail}", track("")))).expect("valid");
+    assert_eq!(app.tasks[1].replicas, Some(1), "pinned to one replica");
+    let errs = errors(&app_with(&format!(
+        "{HEAD}, {}, {tail}",
+        track(r#", "replicas": 2"#)
+    )));
+    assert_one_contains(
+        &errs,
+        &["tasks[1] (ids).replicas", "one replica", "split a source"],
+    );
+}

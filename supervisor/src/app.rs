@@ -66,6 +66,7 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
     resolve_paths(&mut spec, &dir);
+    crate::user_stage::prepare(&mut spec, &dir, file)?;
     crate::frame_scale::fill(&mut spec, file)?;
     Ok(LoadedApp {
         spec,

@@ -27,6 +27,10 @@ pub enum Event {
     UpClosed(usize, u32),
     /// A message from it that does not decode: that stage is broken, not the supervisor.
     BadUp(usize, u32, String),
+    /// The node's shared GPU agent was started again: attach again, rewire the GPU stages.
+    AgentRestarted,
+    /// The node's shared GPU agent died too often: the app cannot go on.
+    AgentFailed(String),
 }
 
 pub struct AppRun<'a> {
@@ -127,6 +131,14 @@ impl<'a> AppRun<'a> {
         let mut ends = Vec::new();
         for (idx, _) in &connected {
             ends.push(self.wiring.fresh_channels(self.id_of(*idx))?);
+        }
+        // The node's shared agent learns the GPU stages' inboxes before they can ask it.
+        if let Err(e) = self.wiring.attach_shared() {
+            for (_, mut c) in connected {
+                let _ = c.child.kill();
+                let _ = c.child.wait();
+            }
+            return Err(e);
         }
         for ((idx, c), (inbox, rewire)) in connected.into_iter().zip(ends) {
             let wire = self
@@ -251,6 +263,12 @@ impl<'a> AppRun<'a> {
     /// Run the GPU agent's models with `threads` intra-op threads from now on (a
     /// restarted agent starts with them too); a message for people, or why not.
     pub fn set_threads(&mut self, threads: u32) -> Result<String, String> {
+        if self.wiring.shared.is_some() {
+            return Err(format!(
+                "app '{}' runs on the node's shared GPU agent, whose threads are the node's",
+                self.wiring.app.name
+            ));
+        }
         let Some(agent) = self.wiring.agent.as_mut() else {
             return Err(format!(
                 "app '{}' has no GPU agent (no gpu task): nothing runs with intra-op threads",

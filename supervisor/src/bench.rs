@@ -36,6 +36,18 @@ pub enum BenchCmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Items/s and per-hop latency of a Rust and a Python user stage beside `core.forward`.
+    Stages {
+        /// Payload sizes in bytes.
+        #[arg(long, value_delimiter = ',', default_values_t = [1024usize, 1 << 20, 6 << 20])]
+        sizes: Vec<usize>,
+        /// Items per chain (as fast as it goes).
+        #[arg(long, default_value_t = 300)]
+        items: u64,
+        /// The Python pass-through stage.
+        #[arg(long, default_value = "examples/stages/python/forward.py")]
+        python_stage: PathBuf,
+    },
 }
 
 #[derive(Serialize)]
@@ -57,7 +69,20 @@ struct Row {
 }
 
 pub fn run(which: BenchCmd) -> anyhow::Result<ExitCode> {
-    let BenchCmd::Transport { sizes, items, json } = which;
+    let (sizes, items, json) = match which {
+        BenchCmd::Transport { sizes, items, json } => (sizes, items, json),
+        BenchCmd::Stages {
+            sizes,
+            items,
+            python_stage,
+        } => {
+            let runtime_dir = crate::runtime::prepare()?;
+            let result = crate::bench_stages::run(&sizes, items, &python_stage);
+            crate::runtime::cleanup(&runtime_dir);
+            result?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let runtime_dir = crate::runtime::prepare()?;
     let result = transport(&sizes, items);
     crate::runtime::cleanup(&runtime_dir);
@@ -99,7 +124,7 @@ pub fn run(which: BenchCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn human(bytes: usize) -> String {
+pub fn human(bytes: usize) -> String {
     if bytes >= 1 << 20 {
         format!("{} MiB", bytes >> 20)
     } else if bytes >= 1 << 10 {
@@ -203,6 +228,7 @@ fn chain(
         drain_timeout: Duration::from_secs(10),
         hang_after: Duration::from_millis(3000),
         show_progress: false,
+        agents: None,
     };
     let outcome = run_app(&loaded, &opts, Arc::new(AtomicBool::new(false)), None)?;
     if let Some(e) = outcome.error {

@@ -154,6 +154,23 @@ impl AppCgroup {
         }
     }
 
+    /// The cores the group may use now (its CPU quota as the ledger last set it), or
+    /// none when unlimited or unreadable.
+    pub fn cpu_quota_cores(&self) -> Option<f64> {
+        let file = self.cpu_files().into_iter().next()?;
+        let text = std::fs::read_to_string(&file).ok()?;
+        let mut words = text.split_whitespace();
+        let quota: f64 = words.next()?.parse().ok()?; // "max" (v2) does not parse: unlimited
+        let period: f64 = match words.next() {
+            Some(p) => p.parse().ok()?,
+            None => std::fs::read_to_string(file.with_file_name("cpu.cfs_period_us"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok())
+                .unwrap_or(CFS_PERIOD_US as f64),
+        };
+        (quota > 0.0 && period > 0.0).then(|| quota / period)
+    }
+
     /// The `cgroup.procs` files a child writes itself into before it execs.
     pub fn procs_files(&self) -> Vec<CString> {
         self.dirs

@@ -38,6 +38,7 @@ pub fn run_options(
         drain_timeout: Duration::from_secs(10),
         hang_after: Duration::from_millis(hang_after_ms),
         show_progress,
+        agents: None,
     }
 }
 
@@ -167,6 +168,12 @@ pub fn run_daemon(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<
     let registry = Arc::new(Registry::new(true));
     let launcher = Arc::new(DaemonLauncher {
         registry: registry.clone(),
+        // Beside the per-daemon folders, so the log outlives the daemon.
+        agents: crate::agent_host::AgentHosts::new(
+            runtime_dir
+                .parent()
+                .map_or_else(|| runtime_dir.join("agents"), |root| root.join("agents")),
+        ),
     });
     let sock = match control::serve(&runtime_dir, registry.clone(), Some(launcher), metrics_addr) {
         Ok(sock) => sock,
@@ -195,6 +202,8 @@ pub fn run_daemon(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<
 
 struct DaemonLauncher {
     registry: Arc<Registry>,
+    /// One GPU agent per device for every app of the daemon.
+    agents: Arc<crate::agent_host::AgentHosts>,
 }
 
 impl control::Launcher for DaemonLauncher {
@@ -254,12 +263,15 @@ impl control::Launcher for DaemonLauncher {
         if let Some(note) = &note {
             let _ = writeln!(log, "{note}");
         }
-        let opts = run_options(
-            run_dir.clone(),
-            request.startup_timeout_s,
-            request.hang_after_ms,
-            false,
-        );
+        let opts = run::RunOptions {
+            agents: Some(self.agents.clone()),
+            ..run_options(
+                run_dir.clone(),
+                request.startup_timeout_s,
+                request.hang_after_ms,
+                false,
+            )
+        };
         let (done_tx, done) = mpsc::channel::<Result<String, String>>();
         let registry = self.registry.clone();
         let thread_live = live.clone();

@@ -276,6 +276,7 @@ impl Pending {
                 outputs: vec![],
                 pools: vec![],
                 rewire: None,
+                attach: None,
             });
             return Err(bad(reason));
         }

@@ -2,10 +2,12 @@
 //! runs them as one OS process per stage replica (plus one GPU agent per device),
 //! wired with ipc-channel and shared memory, supervised until they finish.
 
+mod agent_host;
 mod app;
 mod apprun;
 mod autoprofile;
 mod bench;
+mod bench_stages;
 mod cgroup;
 mod control;
 mod daemon;
@@ -36,6 +38,7 @@ mod summary;
 mod supervise;
 mod timeline;
 mod tuning;
+mod user_stage;
 mod wiring;
 
 use anyhow::Context;

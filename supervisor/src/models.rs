@@ -164,6 +164,7 @@ pub fn agent_task(
         name: format!("gpu-agent-{}", device.replace(':', "")),
         kind: TaskKind::Gpu,
         function: "gpu.agent".into(),
+        program: None,
         params,
         inputs: vec![],
         batch: None,

@@ -119,6 +119,7 @@ pub fn makes_payloads(function: &str) -> bool {
             | "image.crop"
             | "model.preprocess"
             | "model.inference"
+            | protocol::user_stage::PROGRAM_FUNCTION
     )
 }
 

@@ -23,8 +23,23 @@ use std::time::{Duration, Instant};
 /// Events handled in one round of the run loop before its periodic work runs.
 const MAX_EVENTS_PER_ROUND: usize = 4096;
 /// The run loop's periodic work (judging, restarts, tuning, sampling: each a pass over
-/// every replica) runs at most this often, and at once after a process exits.
+/// every replica) runs at most this often, and at once after a process exits. Apps of
+/// more than [`FULL_RATE_PROCESSES`] processes run it proportionally less often (at most
+/// [`MAX_ROUND_EVERY`] apart), like their heartbeats, so an idle supervisor's load does
+/// not grow with the app.
 const ROUND_EVERY: Duration = Duration::from_millis(100);
+const MAX_ROUND_EVERY: Duration = Duration::from_millis(500);
+/// `status` sees a large app's state at most this often (a pass building every stage's row).
+const PUBLISH_EVERY_LARGE: Duration = Duration::from_millis(500);
+
+/// The period of the run loop's round for an app of `processes` processes.
+fn round_every(processes: u64) -> Duration {
+    if processes <= FULL_RATE_PROCESSES {
+        return ROUND_EVERY;
+    }
+    let scaled = ROUND_EVERY.as_millis() as u64 * processes / FULL_RATE_PROCESSES;
+    Duration::from_millis(scaled).min(MAX_ROUND_EVERY)
+}
 /// Up to this many processes an app's stages report every `heartbeat_ms`; a larger
 /// app's report proportionally less often (at most [`MAX_HEARTBEAT_MS`] apart), so
 /// that the supervisor's load stays that of this many processes.
@@ -53,6 +68,9 @@ pub struct RunOptions {
     pub hang_after: Duration,
     /// Show a progress bar (terminal) or progress lines (otherwise) on stderr.
     pub show_progress: bool,
+    /// The node's GPU agents (the daemon): GPU stages use the device's shared agent
+    /// instead of an agent of the app's own.
+    pub agents: Option<Arc<crate::agent_host::AgentHosts>>,
 }
 
 pub struct RunOutcome {
@@ -74,6 +92,13 @@ fn handle(run: &mut AppRun<'_>, event: Event, timeline: &mut Timeline) {
         }
         Event::BadUp(i, inc, error) if inc == run.replicas[i].incarnation => {
             run.on_bad_up(i, &error, timeline);
+        }
+        Event::AgentRestarted => {
+            timeline.event("the node's GPU agent was restarted: attaching again");
+            match run.wiring.attach_shared() {
+                Ok(()) => run.wiring.rewire_gpu_stages_to_agent(),
+                Err(e) => tracing::error!("{e:#}"),
+            }
         }
         _ => {}
     }
@@ -154,12 +179,34 @@ pub fn run_app(
     )
     .with_context(|| format!("cannot write the plan into {}", opts.run_dir.display()))?;
 
+    let (events_tx, events) = mpsc::channel::<Event>();
+    let shared = match (&agent, &opts.agents) {
+        (Some(_), Some(hosts)) => {
+            let gpu_replicas: u32 = the_plan
+                .stages
+                .iter()
+                .filter(|s| s.kind == TaskKind::Gpu)
+                .map(|s| s.replicas)
+                .sum();
+            Some(
+                hosts
+                    .join(
+                        &crate::plan::device(),
+                        &app.name,
+                        gpu_replicas,
+                        events_tx.clone(),
+                    )
+                    .context("cannot join the node's GPU agent")?,
+            )
+        }
+        _ => None,
+    };
     let processes = the_plan
         .stages
         .iter()
         .map(|s| u64::from(s.replicas))
         .sum::<u64>()
-        + u64::from(agent.is_some());
+        + u64::from(agent.is_some() && shared.is_none());
     let heartbeat_ms = heartbeat_for(opts.heartbeat_ms, processes);
     // A stage is judged hung after three missed heartbeats at the least.
     let hang_after = opts
@@ -171,7 +218,15 @@ pub fn run_app(
             hang_after.as_millis()
         );
     }
-    let mut wiring = Wiring::new(app, &the_plan, agent, store, &opts.run_dir, heartbeat_ms)?;
+    let mut wiring = Wiring::new(
+        app,
+        &the_plan,
+        agent,
+        store,
+        &opts.run_dir,
+        heartbeat_ms,
+        shared,
+    )?;
     // The app's own cgroup, limited to its constraints; the app runs without one when
     // cgroups cannot be written, and says so.
     let mut cgroup = crate::cgroup::for_app(app);
@@ -196,7 +251,6 @@ pub fn run_app(
         }
     }
     let mut out_of_memory: Vec<String> = Vec::new();
-    let (events_tx, events) = mpsc::channel::<Event>();
     let mut run = AppRun::new(wiring, events_tx, logs, opts.startup_timeout);
     let started = Instant::now();
     let started_ns = protocol::clock::now_ns();
@@ -233,7 +287,11 @@ pub fn run_app(
         |t| run.wiring.replicas_of(t),
     );
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
-    let has_agent = run.wiring.agent.is_some();
+    let mut quota_read: Option<Instant> = None;
+    let mut published: Option<Instant> = None;
+    let round_period = round_every(processes);
+    // An agent of the app's own (a shared one is the node's: the app only detaches).
+    let has_agent = run.wiring.agent.is_some() && run.wiring.shared.is_none();
     let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
     let mut last_round: Option<Instant> = None;
     loop {
@@ -261,6 +319,9 @@ pub fn run_app(
                     exited = true;
                 }
             }
+            if let Event::AgentFailed(why) = &event {
+                failure.get_or_insert_with(|| why.clone());
+            }
             handle(&mut run, event, &mut timeline);
             handled += 1;
             if handled < MAX_EVENTS_PER_ROUND {
@@ -270,7 +331,7 @@ pub fn run_app(
         if let Some(gap) = stalled {
             run.forgive_stall(gap, &mut timeline);
         }
-        if !exited && last_round.is_some_and(|at| at.elapsed() < ROUND_EVERY) {
+        if !exited && last_round.is_some_and(|at| at.elapsed() < round_period) {
             continue;
         }
         last_round = Some(Instant::now());
@@ -322,6 +383,14 @@ pub fn run_app(
             }
         }
         if !scaler.is_empty() && failure.is_none() && drained_at.is_none() {
+            // A best-effort app's share of the node (its CPU quota, which the ledger
+            // lowers while guaranteed apps run): no more replicas get items than that.
+            if let (Ok(group), ServiceType::BestEffort) = (&cgroup, app.service_type) {
+                if quota_read.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1)) {
+                    quota_read = Some(Instant::now());
+                    scaler.set_cores(group.cpu_quota_cores());
+                }
+            }
             let changes = scaler.step(Instant::now(), |t| live_metrics(&run.replicas, t));
             for (t, from, to) in changes {
                 run.wiring.scale(t, to);
@@ -332,8 +401,11 @@ pub fn run_app(
                 rescales.push((started.elapsed().as_secs_f64(), task, from, to));
             }
         }
-        let totals: Vec<StageMetrics> = run.replicas.iter().map(|r| r.total_metrics()).collect();
-        timeline.sample(totals.iter(), false);
+        if timeline.due() {
+            let totals: Vec<StageMetrics> =
+                run.replicas.iter().map(|r| r.total_metrics()).collect();
+            timeline.sample(totals.iter(), false);
+        }
         if opts.show_progress {
             let delivered = run
                 .replicas
@@ -345,7 +417,12 @@ pub fn run_app(
             progress.update(delivered);
         }
         if let Some(live) = &live {
-            publish(live, &run.wiring, opts, &run.replicas, &mut rates, started);
+            if processes <= FULL_RATE_PROCESSES
+                || published.is_none_or(|at: Instant| at.elapsed() >= PUBLISH_EVERY_LARGE)
+            {
+                published = Some(Instant::now());
+                publish(live, &run.wiring, opts, &run.replicas, &mut rates, started);
+            }
         }
         // Done once every process exited and every report it sent has been read (an
         // exit can overtake the last message; the wait for it is bounded).

@@ -60,11 +60,15 @@ impl Timeline {
     }
 
     /// Record the counters if a sample is due (or `force`).
+    /// True when the next [`Timeline::sample`] would record one (so callers gather the
+    /// metrics only then).
+    pub fn due(&self) -> bool {
+        self.last
+            .is_none_or(|l| l.elapsed().as_secs_f64() >= self.every_s)
+    }
+
     pub fn sample<'a>(&mut self, metrics: impl Iterator<Item = &'a StageMetrics>, force: bool) {
-        let due = self
-            .last
-            .is_none_or(|l| l.elapsed().as_secs_f64() >= self.every_s);
-        if !(due || force) {
+        if !(self.due() || force) {
             return;
         }
         self.last = Some(Instant::now());

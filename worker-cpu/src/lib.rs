@@ -8,6 +8,7 @@ pub mod faults;
 pub mod head_cost;
 pub mod heads;
 pub mod jpeg_end;
+pub mod mask_show;
 pub mod media;
 pub mod models;
 pub mod out_files;
@@ -81,6 +82,7 @@ pub fn run_stage(node: &mut Node) -> Result<(), StageError> {
         "image.show" => sinks::run_show(node),
         "table.print" => table_print::run(node),
         "table.filter" | "table.select" | "table.merge" => tables::run(node),
+        "track.deepsort" => tables::track::run(node),
         "bench.sink" => sinks::run_bench_sink(node),
         "model.preprocess" | "model.postprocess" => models::run(node),
         "test.fault" => faults::run(node),

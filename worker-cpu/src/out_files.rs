@@ -94,10 +94,21 @@ pub fn remove_stale_parts(dir: &Path) {
 /// Write `rgb` as the PNG `file`: encoded whole, written to a temporary file beside it
 /// and renamed into place, so `file` is complete or absent, never cut.
 pub fn write_png(file: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), StageError> {
+    write_png_as(file, rgb, width, height, image::ExtendedColorType::Rgb8)
+}
+
+/// [`write_png`] of pixels in `color` (RGBA for cut-outs).
+pub fn write_png_as(
+    file: &Path,
+    pixels: &[u8],
+    width: u32,
+    height: u32,
+    color: image::ExtendedColorType,
+) -> Result<(), StageError> {
     use image::ImageEncoder;
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(rgb, width, height, image::ExtendedColorType::Rgb8)
+        .write_image(pixels, width, height, color)
         .map_err(|e| StageError::io(file.display(), e))?;
     let name = file
         .file_name()

@@ -1,6 +1,7 @@
 //! Tails (PipeTail) that write frames out: `image.show` as one PNG per frame or as a
 //! video through an ffmpeg child process. Also the loop every tail shares.
 
+use crate::mask_show::{self, MaskMode};
 use crate::media::ffmpeg_program;
 use crate::out_files;
 use crate::{param, StageError};
@@ -145,15 +146,50 @@ fn detections_of(payload: &Payload) -> Vec<crate::tables::detections::DetectionR
         .unwrap_or_default()
 }
 
-/// The frame to write: as it is, or a copy with the item's detections drawn on it.
-fn annotated<'a>(env: &Envelope, f: &FrameView<'a>) -> std::borrow::Cow<'a, [u8]> {
+/// The frame to write: as it is, or a copy with the item's mask blended (see
+/// [`crate::mask_show`]) and its detections drawn on it.
+fn annotated<'a>(env: &Envelope, f: &FrameView<'a>, mode: MaskMode) -> std::borrow::Cow<'a, [u8]> {
     let rows = detections_of(&env.payload);
-    if rows.is_empty() {
+    let mask = match mode {
+        MaskMode::Blend => {
+            mask_show::mask_of(&env.payload).filter(|m| mask_show::fits(m, f.width, f.height))
+        }
+        _ => None,
+    };
+    if rows.is_empty() && mask.is_none() {
         return std::borrow::Cow::Borrowed(f.rgb);
     }
     let mut copy = f.rgb.to_vec();
+    if let Some(m) = &mask {
+        mask_show::blend(&mut copy, m);
+    }
     crate::tables::draw::draw_detections(&mut copy, f.width, f.height, &rows);
     std::borrow::Cow::Owned(copy)
+}
+
+/// One PNG of an item: its cut-out (RGBA, the mask as alpha) when asked for and the item
+/// carries a mask of its frame's size, else the annotated frame.
+fn write_item_png(
+    file: &std::path::Path,
+    env: &Envelope,
+    f: &FrameView<'_>,
+    mode: MaskMode,
+) -> Result<(), StageError> {
+    if mode == MaskMode::Cutout {
+        if let Some(m) =
+            mask_show::mask_of(&env.payload).filter(|m| mask_show::fits(m, f.width, f.height))
+        {
+            let rgba = mask_show::cutout(f.rgb, &m);
+            return out_files::write_png_as(
+                file,
+                &rgba,
+                f.width,
+                f.height,
+                image::ExtendedColorType::Rgba8,
+            );
+        }
+    }
+    out_files::write_png(file, &annotated(env, f, mode), f.width, f.height)
 }
 
 /// `image.show`: PNG files in `dir`, or a video at `path`; detections in the item
@@ -162,6 +198,13 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
     let dir: Option<String> = param(node, "dir")?;
     let path: Option<String> = param(node, "path")?;
     let fps: f64 = param(node, "fps")?.unwrap_or(25.0);
+    let mode = MaskMode::of(param::<String>(node, "mask")?.as_deref());
+    if mode == MaskMode::Cutout && dir.is_none() {
+        return Err(StageError::Unsupported(format!(
+            "task '{}': image.show with mask \"cutout\" writes RGBA PNGs and needs `dir`, not a video `path`",
+            node.task.name
+        )));
+    }
     if let Some(dir) = dir {
         let dir = PathBuf::from(dir);
         std::fs::create_dir_all(&dir).map_err(|e| StageError::io(dir.display(), e))?;
@@ -169,7 +212,7 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
         run_tail(node, |_, env, frame| {
             let Some(f) = frame else { return Ok(()) };
             let file = dir.join(format!("{}-{}.png", env.source, env.seq));
-            out_files::write_png(&file, &annotated(env, &f), f.width, f.height)
+            write_item_png(&file, env, &f, mode)
         })
     } else if let Some(path) = path {
         let mut video: Option<VideoWriter> = None;
@@ -179,7 +222,7 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
                 Some(v) => v,
                 None => video.insert(VideoWriter::start(&path, f.width, f.height, fps)?),
             };
-            let pixels = annotated(env, &f);
+            let pixels = annotated(env, &f, mode);
             writer.write(&FrameView {
                 width: f.width,
                 height: f.height,

@@ -12,6 +12,7 @@
 //! `cpu:0` the agent shares those cores with the pipeline's CPU stages, so its idle ORT
 //! threads sleep instead of spinning.
 
+use crate::apps::{enqueue, Apps};
 use crate::executor::{Done, Executor, Job};
 use crate::residency::{start_loader, AgentModel, Loaded, Residency};
 use crate::tensors::{read_batch, write_f32};
@@ -56,6 +57,10 @@ struct State {
     queue: VecDeque<AgentRequest>,
     /// The next request to run, its inputs already copied out of shared memory.
     ready: Option<(AgentRequest, TensorF32)>,
+    /// A node's shared agent: the apps attached to it.
+    apps: Apps,
+    /// Hosted models in the order they were given (loaded ahead in this order).
+    order: Vec<String>,
 }
 
 /// Run the agent until the supervisor stops it.
@@ -81,16 +86,15 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     let threads = Arc::new(AtomicUsize::new(opts.intra_threads));
     let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)
         .map_err(NodeError::Stage)?;
-    let order: Vec<String> = params.models.iter().map(|m| m.name.clone()).collect();
+    let device_budget = params.budget_mb.map(|mb| mb * 1024 * 1024);
+    let fcfs = crate::apps::fcfs_from_env();
     let mut st = State {
-        res: Residency::new(
-            params.models,
-            params.budget_mb.map(|mb| mb * 1024 * 1024),
-            loader,
-        ),
+        order: params.models.iter().map(|m| m.name.clone()).collect(),
+        res: Residency::new(params.models, device_budget, loader),
         exec: Executor::start(wake_tx, Wake::Ran).map_err(NodeError::Stage)?,
         queue: VecDeque::new(),
         ready: None,
+        apps: Apps::new(device_budget),
     };
     loop {
         // Everything the inbox holds now (waiting only when there is nothing else to do).
@@ -106,8 +110,18 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let mut stop = false;
         loop {
             match node.next(wait)? {
-                Event::Request(r) => st.queue.push_back(r),
+                Event::Request(r) => enqueue(&mut st.queue, r, fcfs),
                 Event::Command(Command::Stop) => stop = true,
+                Event::Command(Command::Attach { app }) => {
+                    // An app whose attach fails is refused (its stages' requests get
+                    // errors naming the model); the agent serves the others on.
+                    if let Err(e) = st.apps.attach(node, &mut st.res, &mut st.order, &app) {
+                        tracing::error!(app = %app, "cannot attach: {e}");
+                    }
+                }
+                Event::Command(Command::Detach { app }) => {
+                    st.apps.detach(node, &mut st.res, &mut st.order, &app);
+                }
                 Event::Command(Command::SetThreads { threads: n }) => {
                     let n = (n as usize).max(1);
                     if threads.swap(n, Ordering::Relaxed) != n {
@@ -127,7 +141,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             handle(node, &mut st, w)?;
         }
         dispatch(node, &mut st)?;
-        st.res.prefetch_idle(&order);
+        st.res.prefetch_idle(&st.order);
         if st.exec.busy() || st.res.loading().is_some() {
             if let Ok(w) = wake.recv_timeout(POLL) {
                 handle(node, &mut st, w)?;

@@ -6,6 +6,7 @@
 //! code and ONNX Runtime's CPU provider.
 
 mod agent;
+mod apps;
 mod executor;
 mod residency;
 mod stage;

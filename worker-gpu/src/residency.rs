@@ -73,6 +73,9 @@ pub struct Residency {
     /// Most recently used last.
     lru: Vec<String>,
     budget: Option<u64>,
+    /// A shared agent: which apps use each model (a model no app uses any more is
+    /// unloaded). Models given at start (a one-app agent) have no entry and stay.
+    users: HashMap<String, HashSet<String>>,
     loader: mpsc::Sender<AgentModel>,
     /// The model being loaded, if any (one at a time).
     loading: Option<String>,
@@ -100,6 +103,7 @@ impl Residency {
             busy: None,
             lru: Vec::new(),
             budget,
+            users: HashMap::new(),
             loader,
             loading: None,
             failed: HashSet::new(),
@@ -242,9 +246,64 @@ impl Residency {
         if self.busy.as_deref() == Some(name) {
             self.busy = None;
         }
-        if self.busy_generation == self.generation {
+        // A model whose last app left while it ran is dropped now.
+        if self.busy_generation == self.generation && self.models.contains_key(name) {
             self.idle.insert(name.to_string(), model);
         }
+    }
+
+    /// App `app` uses `models` from now on. A model of the same name is shared (loaded
+    /// once) when it is the same file; another file under a name already hosted is an
+    /// error naming both apps and files.
+    pub fn add_models(&mut self, app: &str, models: Vec<AgentModel>) -> Result<(), String> {
+        for m in &models {
+            if let Some(have) = self.models.get(&m.name) {
+                if have.path != m.path {
+                    let other = self
+                        .users
+                        .get(&m.name)
+                        .and_then(|u| u.iter().next().cloned())
+                        .unwrap_or_else(|| "the agent's own".into());
+                    return Err(format!(
+                        "model '{}' of app '{app}' is {}, but app '{other}' runs {} under that name on this device; rename one of them in its manifest",
+                        m.name, m.path, have.path
+                    ));
+                }
+            }
+        }
+        for m in models {
+            self.users
+                .entry(m.name.clone())
+                .or_default()
+                .insert(app.to_string());
+            self.models.entry(m.name.clone()).or_insert(m);
+        }
+        Ok(())
+    }
+
+    /// App `app` has left: the models only it used are no longer hosted (unloaded when
+    /// idle; the busy one when it comes back). Returns their names.
+    pub fn remove_app(&mut self, app: &str) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.users.retain(|name, apps| {
+            apps.remove(app);
+            if apps.is_empty() {
+                gone.push(name.clone());
+            }
+            !apps.is_empty()
+        });
+        for name in &gone {
+            self.models.remove(name);
+            self.idle.remove(name);
+            self.lru.retain(|n| n != name);
+            self.failed.remove(name);
+        }
+        gone
+    }
+
+    /// The device memory resident models may use from now on (none = unlimited).
+    pub fn set_budget(&mut self, budget: Option<u64>) {
+        self.budget = budget;
     }
 
     /// The intra-op threads changed (the loader uses the new count from its next load):

@@ -27,6 +27,24 @@ struct Batcher {
     pending: VecDeque<(Envelope, u64)>,
     ended: bool,
     next_id: u64,
+    /// How long each answered request took at the agent (queue + run), ms: logged at
+    /// the end, the app's view of the agent's schedule.
+    agent_ms: Vec<f64>,
+}
+
+/// Requests, p50 and p99 of `ms` (ms), for the stage's last log line.
+fn latency_line(ms: &mut [f64]) -> String {
+    if ms.is_empty() {
+        return "no agent requests".into();
+    }
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
+    format!(
+        "agent requests: {}, p50 {:.2} ms, p99 {:.2} ms",
+        ms.len(),
+        at(0.5),
+        at(0.99)
+    )
 }
 
 fn parts(p: &Payload) -> Vec<Payload> {
@@ -81,6 +99,7 @@ impl Batcher {
         self.next_id += 1;
         req.id = self.next_id;
         let id = req.id;
+        let asked = Instant::now();
         let request = Inbox::AgentRequest(req);
         node.send_to(agent, &request)
             .map_err(|e| format!("agent unreachable: {e}"))?;
@@ -96,7 +115,12 @@ impl Batcher {
                 .next(Duration::from_millis(200))
                 .map_err(|e| e.to_string())?
             {
-                Event::Reply(r) if r.id == id => return r.result,
+                Event::Reply(r) if r.id == id => {
+                    if self.agent_ms.len() < 1_000_000 {
+                        self.agent_ms.push(asked.elapsed().as_secs_f64() * 1e3);
+                    }
+                    return r.result;
+                }
                 Event::Reply(r) => tracing::warn!(id = r.id, "stale agent reply ignored"),
                 Event::Item(env) => self.pending.push_back((env, now_ns())),
                 Event::End => self.ended = true,
@@ -139,6 +163,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         pending: VecDeque::new(),
         ended: false,
         next_id: 0,
+        agent_ms: Vec::new(),
     };
     // Lowered when a batch's outputs did not fit the output slot.
     let mut fit_cap = usize::MAX;
@@ -157,6 +182,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let batch = b.collect(node, size, max_wait)?;
         if batch.is_empty() {
             if b.ended {
+                tracing::info!("{}", latency_line(&mut b.agent_ms));
                 return Ok(());
             }
             continue;
@@ -200,8 +226,16 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         // goes back to the queue whole.
         let mut used_inputs: Vec<ShmRef> = Vec::new();
         let mut too_big: Option<String> = None;
+        // Earliest deadline of the batch: its oldest item's creation + the app's budget.
+        let deadline_ns = batch
+            .iter()
+            .map(|(e, _)| e.created_ns)
+            .min()
+            .unwrap_or_else(now_ns)
+            .saturating_add(u64::from(node.setup.agent_deadline_ms) * 1_000_000);
         for (_, members) in groups {
             let req = AgentRequest {
+                deadline_ns,
                 id: 0,
                 stage: label.clone(),
                 reply_to,

@@ -40,3 +40,12 @@ pub(super) fn source_totals(map: &BTreeMap<String, u64>) -> Vec<SourceTotal> {
         })
         .collect()
 }
+
+impl Node {
+    /// The switch of this process's heartbeats: storing `false` stops them for good, and
+    /// the supervisor then takes the stage for hung (kills and restarts it). For a
+    /// watchdog that finds the stage's own code stuck.
+    pub fn heartbeat_switch(&self) -> Arc<AtomicBool> {
+        self.alive.clone()
+    }
+}

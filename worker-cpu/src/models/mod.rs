@@ -4,8 +4,10 @@
 //! (`Payload::State`, JSON) and the tensors for or from the model. The last
 //! post-processing step replaces state and tensors with a detection table.
 
+mod embedder;
 mod mtcnn;
 mod ppocr;
+mod segment;
 mod superres;
 mod yolo;
 
@@ -25,6 +27,8 @@ pub struct Parts {
     /// The original frame: (payload, width, height).
     pub frame: Option<(Payload, u32, u32)>,
     pub state: Option<Vec<u8>>,
+    /// A table the item carries (Arrow IPC), e.g. the detections an embedder crops.
+    pub table: Option<Vec<u8>>,
     /// Tensors in order (inputs before inference, outputs after).
     pub tensors: Vec<(ShmRef, Vec<u32>)>,
 }
@@ -34,6 +38,7 @@ impl Parts {
         let mut parts = Parts {
             frame: None,
             state: None,
+            table: None,
             tensors: Vec::new(),
         };
         let list = match payload {
@@ -47,7 +52,8 @@ impl Parts {
                 }
                 Payload::State(s) => parts.state = Some(s),
                 Payload::Tensor { shm, shape, .. } => parts.tensors.push((shm, shape)),
-                Payload::Table(_) | Payload::Batch(_) => {}
+                Payload::Table(t) => parts.table = Some(t),
+                Payload::Batch(_) => {}
             }
         }
         parts
@@ -65,6 +71,11 @@ pub enum Output {
     State(Vec<u8>),
     /// The final detection table.
     Detections(Vec<DetectionRow>, Extras),
+    /// A final table of the family's own columns (detection columns and more), and bytes
+    /// that travel on beside it as `Payload::State` (a segmentation mask).
+    Table(arrow_array::RecordBatch, Option<Vec<u8>>),
+    /// A final table already encoded (Arrow IPC), e.g. detections with embeddings.
+    TableIpc(Vec<u8>),
     /// A new frame in place of the item's frame (super-resolution).
     Frame(vision::RgbImage),
 }
@@ -78,6 +89,12 @@ pub trait Step {
         outputs: Vec<TensorF32>,
         env: &Envelope,
     ) -> Result<Output, StageError>;
+
+    /// How many of the model's outputs (in order) the step reads; the rest are released
+    /// unread (ISNet returns eleven side maps beside its alpha). `None`: all of them.
+    fn outputs_read(&self) -> Option<usize> {
+        None
+    }
 }
 
 fn vision_err(e: vision::VisionError) -> StageError {
@@ -108,6 +125,8 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
             yolo::step(&manifest, &model, entry.family, pre)
         }
+        Family::Segmentation => segment::step(&manifest, &node.task.name, &model, pre),
+        Family::Embedder => embedder::step(node, entry, pre),
         Family::Superres => superres::step(&manifest, &model, pre),
     }
 }
@@ -163,7 +182,8 @@ fn handle(
         return Ok(node.lose(&env, LossReason::BadInput)?);
     };
     let mut inputs = Vec::new();
-    for (shm, shape) in &parts.tensors {
+    let wanted = step.outputs_read().unwrap_or(parts.tensors.len());
+    for (shm, shape) in parts.tensors.iter().take(wanted) {
         inputs.push(read_f32(node, shm, shape)?);
     }
     let result = {
@@ -201,12 +221,19 @@ fn handle(
     }];
     match output {
         Output::State(s) => next.push(Payload::State(s)),
+        Output::TableIpc(t) => next.push(Payload::Table(t)),
         Output::Detections(rows, extras) => {
             let table =
                 detections_batch(&rows, extras).map_err(|e| StageError::Input(e.to_string()))?;
             next.push(Payload::Table(
                 encode_ipc(&table).map_err(|e| StageError::Input(e.to_string()))?,
             ));
+        }
+        Output::Table(table, extra) => {
+            next.push(Payload::Table(
+                encode_ipc(&table).map_err(|e| StageError::Input(e.to_string()))?,
+            ));
+            next.extend(extra.map(Payload::State));
         }
         Output::Frame(_) => unreachable!("handled above"),
         Output::Tensors { state, tensors } => {
@@ -303,6 +330,7 @@ pub fn row(env: &Envelope, class: &str, score: f32, b: &vision::BBox) -> Detecti
         text: None,
         text_score: None,
         polygon: None,
+        track_id: None,
     }
 }
 

@@ -36,6 +36,8 @@ pub struct DetectionRow {
     pub text_score: Option<f32>,
     /// Text box corners as x, y pairs, clockwise from top-left.
     pub polygon: Option<[f32; POLYGON_LEN]>,
+    /// The DeepSORT track (`track.deepsort` adds the column; null while tentative).
+    pub track_id: Option<u64>,
 }
 
 /// Which optional columns a detection table has.
@@ -266,6 +268,9 @@ pub fn rows_of(batch: &RecordBatch) -> Result<Vec<DetectionRow>, TableError> {
         a.as_primitive_opt::<UInt64Type>()
     })?;
     let class = strs("class")?;
+    let track_id = typed(batch, "track_id", "uint64", |a| {
+        a.as_primitive_opt::<UInt64Type>()
+    })?;
     let score = f32s("score")?;
     let text = strs("text")?;
     let text_score = f32s("text_score")?;
@@ -300,6 +305,7 @@ pub fn rows_of(batch: &RecordBatch) -> Result<Vec<DetectionRow>, TableError> {
             text: value_str(text, row),
             text_score: value_f32(text_score, row),
             polygon: fixed::<POLYGON_LEN>(batch, "polygon", row)?,
+            track_id: track_id.and_then(|a| (!a.is_null(row)).then(|| a.value(row))),
         });
     }
     Ok(rows)
@@ -323,6 +329,7 @@ pub(crate) mod tests {
             text: None,
             text_score: None,
             polygon: None,
+            track_id: None,
         }
     }
 

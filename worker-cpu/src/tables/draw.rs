@@ -99,11 +99,16 @@ fn finite(v: &[f32]) -> bool {
     v.iter().all(|x| x.is_finite())
 }
 
-/// The label of a detection: its text if it has one, else class and score.
+/// The label of a detection: its text if it has one, else class and score; a
+/// tracked detection starts with its track id (`#7 face 0.98`).
 pub fn label(row: &DetectionRow) -> String {
     let s = match &row.text {
         Some(t) if !t.is_empty() => t.clone(),
         _ => format!("{} {:.2}", row.class, row.score),
+    };
+    let s = match row.track_id {
+        Some(id) => format!("#{id} {s}"),
+        None => s,
     };
     s.chars().take(LABEL_MAX).collect()
 }
@@ -287,6 +292,11 @@ mod tests {
         assert_eq!(px(&rgb, 75, 70), [0, 0, 0]);
         assert_eq!(label(&l), "Hi");
         assert_eq!(label(&face(0, 0.875)), "face 0.88");
+        let tracked = DetectionRow {
+            track_id: Some(7),
+            ..face(0, 0.875)
+        };
+        assert_eq!(label(&tracked), "#7 face 0.88");
     }
 
     #[test]

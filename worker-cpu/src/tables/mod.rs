@@ -12,6 +12,7 @@ pub mod ops;
 pub mod predicate;
 pub mod sink;
 mod stage;
+pub mod track;
 pub mod values;
 
 pub use detections::{
