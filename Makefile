@@ -27,6 +27,11 @@ build-cuda:
 	  -filter_complex "[0:v]scale=720:720[f];[1:v][f]overlay=x='(1280-720)*n/40':y=0" \
 	  -frames:v 40 -pix_fmt yuv420p $@
 
+# A small 320x180 test video for the upscale app (coffee panning across), 20 frames.
+.smartpipe/media/small.mp4: provision
+	ffmpeg -nostdin -v error -y -loop 1 -framerate 10 -i .smartpipe/media/coffee.png \
+	  -vf "scale=480:-2,crop=320:180:x='160*n/20':y=60" -frames:v 20 -pix_fmt yuv420p $@
+
 demo: provision build-release .smartpipe/media/faces.mp4
 	@source $(ENVFILE) && target/release/supervisor validate apps/faces.json && \
 	  target/release/supervisor start apps/faces.json --run-dir runs/faces/run && \

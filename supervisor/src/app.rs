@@ -67,6 +67,7 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
         .unwrap_or_else(|| PathBuf::from("."));
     resolve_paths(&mut spec, &dir);
     crate::user_stage::prepare(&mut spec, &dir, file)?;
+    crate::frame_scale::fill(&mut spec, file)?;
     Ok(LoadedApp {
         spec,
         file: file.to_path_buf(),

@@ -11,6 +11,7 @@ mod bench_stages;
 mod cgroup;
 mod control;
 mod daemon;
+mod frame_scale;
 #[cfg(test)]
 mod fuzz_app_tests;
 mod hang;

@@ -20,10 +20,30 @@ pub struct HostedModel {
     pub name: String,
     pub path: String,
     pub bytes: u64,
+    /// Most batch rows per run (a super-resolution model's `tiles_per_run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<usize>,
 }
 
 fn uses_models(app: &AppSpec) -> bool {
     app.tasks.iter().any(|t| t.function.starts_with("model."))
+}
+
+/// Where the manifest may be, in order (see [`locate`]).
+pub fn manifest_candidates(app_file: &Path) -> Vec<PathBuf> {
+    let app_dir = app_file
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    std::env::var_os("SMARTPIPE_MANIFEST")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([
+            app_dir.join("models.json"),
+            PathBuf::from("apps/models.json"),
+        ])
+        .collect()
 }
 
 /// Locate the manifest: `$SMARTPIPE_MANIFEST`, else `models.json` beside the app file,
@@ -33,19 +53,7 @@ pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStor
     if !uses_models(app) {
         return Ok(None);
     }
-    let app_dir = app_file
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."));
-    let candidates: Vec<PathBuf> = std::env::var_os("SMARTPIPE_MANIFEST")
-        .map(PathBuf::from)
-        .into_iter()
-        .chain([
-            app_dir.join("models.json"),
-            PathBuf::from("apps/models.json"),
-        ])
-        .collect();
+    let candidates = manifest_candidates(app_file);
     let manifest_path = candidates
         .iter()
         .find(|p| p.is_file())
@@ -111,10 +119,12 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
         let bytes = std::fs::metadata(&path)
             .map(|m| m.len())
             .with_context(|| format!("{}", path.display()))?;
+        let max_rows = store.manifest.model(&name)?.max_rows_per_run();
         out.push(HostedModel {
             name,
             path: path.display().to_string(),
             bytes,
+            max_rows,
         });
     }
     Ok(out)

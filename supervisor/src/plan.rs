@@ -91,7 +91,10 @@ fn output_bound(
                     .map_err(source_err)?,
             )
         }
-        _ => input_max,
+        _ => match (input_max, crate::frame_scale::of(task)) {
+            (Some((w, h)), Some(s)) => Some((w.saturating_mul(s), h.saturating_mul(s))),
+            (bound, _) => bound,
+        },
     };
     if let (Some((w, h)), true) = (bound, task.function != "bench.blob") {
         limits
@@ -291,7 +294,8 @@ pub fn plan_with(app: &AppSpec, limits: &Limits) -> Result<Plan, PlanError> {
                 .filter_map(|c| c.batch.as_ref().map(|b| b.size))
                 .max()
                 .unwrap_or(1);
-            let pool = match (makes_payloads(&t.function), bounds[i]) {
+            let makes = makes_payloads(&t.function) || crate::frame_scale::of(t).is_some();
+            let pool = match (makes, bounds[i]) {
                 (true, Some(frame)) => Some(pool_plan(
                     app,
                     t,

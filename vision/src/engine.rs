@@ -305,6 +305,8 @@ pub struct Model {
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
     rewrites: RewriteReport,
+    /// Most batch rows per run (`None`: any); see [`crate::chunked`].
+    max_rows: Option<usize>,
 }
 
 impl fmt::Debug for Model {
@@ -424,6 +426,7 @@ impl Model {
             inputs,
             outputs,
             rewrites,
+            max_rows: None,
         };
         if opts.warm_up {
             model.warm_up()?;
@@ -521,8 +524,18 @@ impl Model {
         Ok(())
     }
 
+    /// Caps the batch rows of one run: a bigger single-input batch runs in parts.
+    pub fn set_max_rows(&mut self, max_rows: Option<usize>) {
+        self.max_rows = max_rows.filter(|&k| k > 0);
+    }
+
     /// Runs the model: one tensor per input, in the model's input order; returns the outputs in order.
     pub fn run(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
+        if let (Some(k), [one]) = (self.max_rows, inputs) {
+            if one.shape.first().is_some_and(|&n| n > k) {
+                return crate::chunked::run_rows(self, one, k);
+            }
+        }
         self.check_inputs(inputs)?;
         let run_err = |msg: String| VisionError::Run {
             model: self.name.clone(),

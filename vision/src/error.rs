@@ -79,6 +79,8 @@ pub enum VisionError {
         expected: String,
         got: Vec<usize>,
     },
+    #[error("model `{model}`: {msg}")]
+    Unfit { model: String, msg: String },
     #[error("invalid image: {0}")]
     Image(String),
     #[error("invalid parameter `{name}`: {msg}")]

@@ -6,11 +6,13 @@
 //!   with the graph rewrites of [`onnx_graph`] applied as a model loads;
 //! - pre/post-processing as pure functions per model family: [`mtcnn`] (faces + landmarks),
 //!   [`ppocr`] (PP-OCRv4 text detection, angle classification, recognition) and [`yolo`] (YOLOX, YOLOv5,
-//!   YOLOv8 layouts) and [`segment`] (alpha masks and multi-class logits), with shared helpers in [`geometry`] and [`imgproc`];
+//!   YOLOv8 layouts) and [`segment`] (alpha masks and multi-class logits) and [`superres`]
+//!   (tiled super-resolution), with shared helpers in [`geometry`] and [`imgproc`];
 //! - [`tracking`]: DeepSORT (Kalman filter, appearance + IoU matching, track life cycle);
 //! - [`pipelines`]: in-process end-to-end loops over those steps (the reference the pipeline is checked
 //!   and benchmarked against).
 
+pub mod chunked;
 pub mod device;
 pub mod embedder;
 pub mod engine;
@@ -25,6 +27,7 @@ pub mod ppocr;
 pub mod resize;
 pub mod segment;
 pub mod segment_mask;
+pub mod superres;
 pub mod tensor;
 pub mod tracking;
 pub mod yolo;

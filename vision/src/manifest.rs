@@ -60,6 +60,7 @@ pub enum Family {
     Segmentation,
     /// DeepSORT's appearance embedder: crops of a detection table's boxes → one vector each.
     Embedder,
+    Superres,
 }
 
 /// One input or output of a model as declared in the manifest (-1 = dynamic dimension).
@@ -361,6 +362,10 @@ impl Manifest {
                 Family::Embedder => {
                     check(parse_params::<crate::embedder::EmbedderParams>(&e.params).map(drop))?
                 }
+                Family::Superres => check(
+                    parse_params::<crate::superres::SuperresParams>(&e.params)
+                        .and_then(|p| p.check()),
+                )?,
             }
         }
         Ok(m)
@@ -426,6 +431,17 @@ impl ModelEntry {
     /// The entry's params as segmentation parameters.
     pub fn segment_params(&self) -> Result<crate::segment::SegmentParams> {
         self.typed()
+    }
+    /// The entry's params as super-resolution parameters.
+    pub fn superres_params(&self) -> Result<crate::superres::SuperresParams> {
+        self.typed()
+    }
+    /// The most batch rows one model run may take (`tiles_per_run` of a super-resolution
+    /// model); `None`: any batch runs at once.
+    pub fn max_rows_per_run(&self) -> Option<usize> {
+        (self.family == Family::Superres)
+            .then(|| self.superres_params().ok().map(|p| p.tiles_per_run))
+            .flatten()
     }
 }
 

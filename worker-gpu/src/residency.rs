@@ -19,6 +19,9 @@ pub struct AgentModel {
     pub path: String,
     /// Bytes it costs on the device while resident (the file size for CPU).
     pub bytes: u64,
+    /// Most batch rows per run (bigger batches run in parts); none: any.
+    #[serde(default)]
+    pub max_rows: Option<usize>,
 }
 
 /// A finished load: the model's name, the session or why it failed, how long it took.
@@ -45,6 +48,10 @@ pub fn start_loader<W: Send + 'static>(
                     ..opts.clone()
                 };
                 let result = Model::load(&rt, &m.name, std::path::Path::new(&m.path), &opts)
+                    .map(|mut model| {
+                        model.set_max_rows(m.max_rows);
+                        model
+                    })
                     .map_err(|e| e.to_string());
                 if done
                     .send(wrap((m.name, result, started.elapsed())))
@@ -339,6 +346,7 @@ mod tests {
             name: name.into(),
             path: path.display().to_string(),
             bytes,
+            max_rows: None,
         }
     }
 
@@ -361,6 +369,7 @@ mod tests {
             name: "broken".into(),
             path: "/nonexistent/broken.onnx".into(),
             bytes: 1,
+            max_rows: None,
         };
         // room for rnet, or pnet and the broken one, not for rnet and pnet together
         let budget = rnet.bytes + 1;

@@ -8,6 +8,7 @@ mod embedder;
 mod mtcnn;
 mod ppocr;
 mod segment;
+mod superres;
 mod yolo;
 
 use crate::tables::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
@@ -75,6 +76,8 @@ pub enum Output {
     Table(arrow_array::RecordBatch, Option<Vec<u8>>),
     /// A final table already encoded (Arrow IPC), e.g. detections with embeddings.
     TableIpc(Vec<u8>),
+    /// A new frame in place of the item's frame (super-resolution).
+    Frame(vision::RgbImage),
 }
 
 /// A family step that turns an item into its next form.
@@ -124,6 +127,7 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         }
         Family::Segmentation => segment::step(&manifest, &node.task.name, &model, pre),
         Family::Embedder => embedder::step(node, entry, pre),
+        Family::Superres => superres::step(&manifest, &model, pre),
     }
 }
 
@@ -197,6 +201,9 @@ fn handle(
             return Ok(node.lose(&env, LossReason::BadInput)?);
         }
     };
+    if let Output::Frame(img) = output {
+        return superres::send_frame(node, env, recv, img);
+    }
     // The tensors we read are used up.
     for (shm, _) in &parts.tensors {
         node.pool(shm.pool)?.release(shm)?;
@@ -228,6 +235,7 @@ fn handle(
             ));
             next.extend(extra.map(Payload::State));
         }
+        Output::Frame(_) => unreachable!("handled above"),
         Output::Tensors { state, tensors } => {
             if let Some(s) = state {
                 next.push(Payload::State(s));
