@@ -23,6 +23,8 @@ pub struct HostedModel {
     /// Most batch rows per run (a super-resolution model's `tiles_per_run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<usize>,
+    /// The outputs the manifest declares (the agent asks ONNX Runtime for these only).
+    pub outputs: Vec<String>,
 }
 
 fn uses_models(app: &AppSpec) -> bool {
@@ -119,12 +121,15 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
         let bytes = std::fs::metadata(&path)
             .map(|m| m.len())
             .with_context(|| format!("{}", path.display()))?;
-        let max_rows = store.manifest.model(&name)?.max_rows_per_run();
+        let entry = store.manifest.model(&name)?;
+        let max_rows = entry.max_rows_per_run();
+        let outputs = entry.outputs.iter().map(|o| o.name.clone()).collect();
         out.push(HostedModel {
             name,
             path: path.display().to_string(),
             bytes,
             max_rows,
+            outputs,
         });
     }
     Ok(out)

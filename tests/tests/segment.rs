@@ -107,7 +107,9 @@ fn isnet_app_masks_match_the_packages_reference() {
 
     let app = write_app(
         &dir,
-        &seg_app("seg-isnet", "isnet", "in", "request-guarantee", 128),
+        // 8 MiB holds the alpha (4 MiB), not ISNet's 12 maps (124 MB): the agent returns
+        // only the outputs the manifest declares.
+        &seg_app("seg-isnet", "isnet", "in", "request-guarantee", 8),
     );
     let (_, summary) = run_ok_with(&mut command(None), &app, &dir.join("run"));
     assert_eq!(summary["lost_total"], 0, "{summary}");

@@ -307,6 +307,9 @@ pub struct Model {
     rewrites: RewriteReport,
     /// Most batch rows per run (`None`: any); see [`crate::chunked`].
     max_rows: Option<usize>,
+    /// When only some outputs are wanted: a run that leaves the others out (ONNX Runtime
+    /// may then skip the nodes only they need, and nothing copies them).
+    selected: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
 }
 
 impl fmt::Debug for Model {
@@ -427,6 +430,7 @@ impl Model {
             outputs,
             rewrites,
             max_rows: None,
+            selected: None,
         };
         if opts.warm_up {
             model.warm_up()?;
@@ -529,6 +533,53 @@ impl Model {
         self.max_rows = max_rows.filter(|&k| k > 0);
     }
 
+    /// Runs return only the outputs named in `wanted` (in the model's order); every
+    /// output when `wanted` names them all or is empty. A name that is not an output of
+    /// the model is an error naming it.
+    pub fn keep_outputs(&mut self, wanted: &[String]) -> Result<()> {
+        if let Some(unknown) = wanted
+            .iter()
+            .find(|w| !self.outputs.iter().any(|o| &o.name == *w))
+        {
+            return Err(VisionError::Output {
+                model: self.name.clone(),
+                output: unknown.clone(),
+                msg: format!(
+                    "declared but not an output of the model (it has {})",
+                    self.outputs
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        }
+        let left_out: Vec<String> = self
+            .outputs
+            .iter()
+            .filter(|o| !wanted.is_empty() && !wanted.contains(&o.name))
+            .map(|o| o.name.clone())
+            .collect();
+        if left_out.is_empty() {
+            self.selected = None;
+            return Ok(());
+        }
+        let selector = left_out
+            .iter()
+            .fold(ort::session::OutputSelector::default(), |s, name| {
+                s.without(name.clone())
+            });
+        let options = ort::session::RunOptions::new()
+            .map_err(|e| VisionError::Run {
+                model: self.name.clone(),
+                msg: e.to_string(),
+            })?
+            .with_outputs(selector);
+        self.outputs.retain(|o| !left_out.contains(&o.name));
+        self.selected = Some(options);
+        Ok(())
+    }
+
     /// Runs the model: one tensor per input, in the model's input order; returns the outputs in order.
     pub fn run(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
         if let (Some(k), [one]) = (self.max_rows, inputs) {
@@ -547,10 +598,11 @@ impl Model {
                 .map_err(|e| run_err(format!("input `{}`: {e}", io.name)))?;
             values.push((io.name.clone(), v));
         }
-        let outputs = self
-            .session
-            .run(values)
-            .map_err(|e| run_err(e.to_string()))?;
+        let outputs = match &self.selected {
+            Some(options) => self.session.run_with_options(values, options),
+            None => self.session.run(values),
+        }
+        .map_err(|e| run_err(e.to_string()))?;
         let mut result = Vec::with_capacity(self.outputs.len());
         for (name, value) in outputs.iter() {
             let (shape, data) =

@@ -22,6 +22,9 @@ pub struct AgentModel {
     /// Most batch rows per run (bigger batches run in parts); none: any.
     #[serde(default)]
     pub max_rows: Option<usize>,
+    /// The outputs the manifest declares: runs return only these (none: every output).
+    #[serde(default)]
+    pub outputs: Vec<String>,
 }
 
 /// A finished load: the model's name, the session or why it failed, how long it took.
@@ -48,9 +51,10 @@ pub fn start_loader<W: Send + 'static>(
                     ..opts.clone()
                 };
                 let result = Model::load(&rt, &m.name, std::path::Path::new(&m.path), &opts)
-                    .map(|mut model| {
+                    .and_then(|mut model| {
                         model.set_max_rows(m.max_rows);
-                        model
+                        model.keep_outputs(&m.outputs)?;
+                        Ok(model)
                     })
                     .map_err(|e| e.to_string());
                 if done
@@ -347,6 +351,7 @@ mod tests {
             path: path.display().to_string(),
             bytes,
             max_rows: None,
+            outputs: vec![],
         }
     }
 
@@ -370,6 +375,7 @@ mod tests {
             path: "/nonexistent/broken.onnx".into(),
             bytes: 1,
             max_rows: None,
+            outputs: vec![],
         };
         // room for rnet, or pnet and the broken one, not for rnet and pnet together
         let budget = rnet.bytes + 1;
