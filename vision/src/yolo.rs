@@ -5,11 +5,15 @@
 //!   (top-left letterbox padded with 114, BGR, raw 0..255 values, class-agnostic NMS 0.45, +1 areas);
 //! - YOLOv5 (`[1, N, 5 + C]`, boxes already in input pixels): score = objectness × class score;
 //! - YOLOv8 (`[1, 4 + C, N]`, boxes in input pixels, no objectness): score = best class score.
+//!
+//! The input is letterboxed (aspect kept) or, with `"resize": "stretch"`, resized on each axis
+//! alone (as human-fall-detection's `cv2.resize(img, (w, h))`); boxes are mapped back either way.
 
 use crate::error::{Result, VisionError};
 use crate::geometry::{letterbox, nms, BBox, Detection, Letterbox, Overlap};
+use crate::imgproc::resize_linear_rgb;
 use crate::imgproc::to_chw;
-use crate::manifest::YoloParams;
+use crate::manifest::{YoloParams, YoloResize};
 use crate::tensor::{RgbView, TensorF32};
 
 /// Output layout of a YOLO model.
@@ -38,6 +42,8 @@ pub struct YoloConfig {
     pub centered: bool,
     /// One NMS over all classes (YOLOX/ddddocr) or one per class.
     pub agnostic: bool,
+    /// Letterbox or stretch the frame to `input_size`.
+    pub resize: YoloResize,
 }
 
 impl YoloConfig {
@@ -56,14 +62,24 @@ impl YoloConfig {
             scale: if x { 1.0 } else { 1.0 / 255.0 },
             centered: !x,
             agnostic: x,
+            resize: p.resize,
         }
     }
 }
 
-/// Network input `[1, 3, H, W]` and the letterbox geometry to map boxes back.
+/// Network input `[1, 3, H, W]` and the letterbox geometry to map boxes back (for a stretched
+/// input: ratio 1 and no padding, [`yolo_postprocess`] scales each axis by the frame's size).
 pub fn yolo_preprocess(img: RgbView<'_>, cfg: &YoloConfig) -> Result<(TensorF32, Letterbox)> {
     let [h, w] = cfg.input_size;
-    let lb = letterbox(img, w, h, cfg.pad_value, cfg.centered)?;
+    let lb = match cfg.resize {
+        YoloResize::Letterbox => letterbox(img, w, h, cfg.pad_value, cfg.centered)?,
+        YoloResize::Stretch => Letterbox {
+            image: resize_linear_rgb(img, w, h)?,
+            ratio: 1.0,
+            pad_x: 0,
+            pad_y: 0,
+        },
+    };
     let data = to_chw(
         lb.image.view(),
         cfg.bgr,
@@ -192,7 +208,8 @@ pub fn yolo_decode(out: &TensorF32, cfg: &YoloConfig) -> Result<Vec<RawBox>> {
     Ok(res)
 }
 
-/// Maps boxes back through the letterbox, runs NMS and returns detections in `src_w` x `src_h` pixels.
+/// Maps boxes back through the letterbox (or the stretch), runs NMS and returns detections in
+/// `src_w` x `src_h` pixels.
 pub fn yolo_postprocess(
     out: &TensorF32,
     lb: &Letterbox,
@@ -200,10 +217,19 @@ pub fn yolo_postprocess(
     src_h: usize,
     cfg: &YoloConfig,
 ) -> Result<Vec<Detection>> {
+    let [in_h, in_w] = cfg.input_size;
+    let (sx, sy) = (
+        src_w as f32 / in_w.max(1) as f32,
+        src_h as f32 / in_h.max(1) as f32,
+    );
+    let unmap = |b: &BBox| match cfg.resize {
+        YoloResize::Letterbox => lb.unmap(b),
+        YoloResize::Stretch => BBox::new(b.x1 * sx, b.y1 * sy, b.x2 * sx, b.y2 * sy),
+    };
     let raw: Vec<RawBox> = yolo_decode(out, cfg)?
         .into_iter()
         .map(|b| RawBox {
-            bbox: lb.unmap(&b.bbox),
+            bbox: unmap(&b.bbox),
             ..b
         })
         .collect();
@@ -327,6 +353,32 @@ mod tests {
         assert_eq!((d[0].class.as_str(), d[0].score), ("b", 0.6));
         assert_eq!(d[0].bbox, BBox::new(8.0, 8.0, 12.0, 12.0));
         assert!(yolo_decode(&TensorF32::zeros(vec![1, 4, 2]), &c).is_err());
+    }
+
+    #[test]
+    fn stretched_input_fills_the_tensor_and_boxes_scale_per_axis() {
+        let mut c = cfg(YoloLayout::Yolov8);
+        c.resize = YoloResize::Stretch;
+        // A 128×32 frame, left half dark, right half bright: stretched, the halves fill 32 columns each
+        // over all 64 rows (a letterbox would pad 24 rows top and bottom).
+        let mut px = vec![0u8; 128 * 32 * 3];
+        for (i, p) in px.chunks_mut(3).enumerate() {
+            p.fill(if i % 128 < 64 { 0 } else { 255 });
+        }
+        let img = RgbImage::new(px, 128, 32).unwrap();
+        let (t, lb) = yolo_preprocess(img.view(), &c).unwrap();
+        assert_eq!(t.shape, vec![1, 3, 64, 64]);
+        assert_eq!((lb.ratio, lb.pad_x, lb.pad_y), (1.0, 0, 0));
+        let plane = &t.data[..64 * 64];
+        assert_eq!((plane[0], plane[63 * 64 + 63]), (0.0, 1.0));
+        assert_eq!(plane[64 * 10 + 20], 0.0);
+        assert_eq!(plane[64 * 50 + 40], 1.0);
+        // A box over the input's right half is the frame's right half: x ×2, y ×0.5.
+        let out = TensorF32::new(vec![1, 6, 1], vec![48.0, 32.0, 32.0, 64.0, 0.2, 0.9]).unwrap();
+        let d = yolo_postprocess(&out, &lb, 128, 32, &c).unwrap();
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].bbox, BBox::new(64.0, 0.0, 128.0, 32.0));
+        assert_eq!(d[0].class, "b");
     }
 
     #[test]
