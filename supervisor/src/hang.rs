@@ -8,6 +8,7 @@
 //! one big item on an overloaded machine is not mistaken for a hung one.
 
 use crate::apprun::AppRun;
+use crate::starvation;
 use crate::timeline::Timeline;
 use protocol::messages::{StageMetrics, HISTOGRAM_BOUNDS_S};
 use std::time::{Duration, Instant};
@@ -95,24 +96,47 @@ impl AppRun<'_> {
     /// Hang detection: a live process silent for longer than its bound (see [`bound`])
     /// is killed (and then restarted like a crash).
     pub fn kill_hung(&mut self, hang_after: Duration, timeline: &mut Timeline) {
+        let mut pressure = None;
         for r in self.replicas.iter_mut() {
             let silent = r.last_seen.elapsed();
             let allowed = bound(&r.metrics, hang_after);
-            if r.exited.is_none() && r.report.is_none() && !r.hung && silent > allowed {
-                // SAFETY: our child's own process group; it has not been reaped.
-                unsafe { libc::kill(-r.pid, libc::SIGKILL) };
-                let why = format!(
-                    "stage {} stopped answering (no heartbeat for {} ms, {} ms allowed) and was killed",
-                    r.label,
-                    silent.as_millis(),
-                    allowed.as_millis()
-                );
-                tracing::error!("{why}");
-                timeline.event(why.clone());
-                r.hung = true;
-                r.failed = None;
-                r.last_seen = Instant::now();
+            if r.exited.is_some() || r.report.is_some() || r.hung || silent <= allowed / 2 {
+                r.starve_sample = None;
+                continue;
             }
+            // Half the bound gone: note how long its heartbeat thread has waited for a CPU
+            // so far, to tell starvation from a hang if the silence goes on.
+            if r.starve_sample.is_none() {
+                r.starve_sample =
+                    starvation::heartbeat_thread(r.pid).map(|h| (h.run_delay_ns, Instant::now()));
+            }
+            if silent <= allowed {
+                continue;
+            }
+            if pressure.is_none() {
+                pressure = Some(starvation::cpu_pressure());
+            }
+            let pressure = pressure.flatten();
+            let starved = !starvation::grace_over(silent, allowed)
+                && starvation::heartbeat_thread(r.pid)
+                    .is_some_and(|h| starvation::starved(h, r.starve_sample, pressure));
+            if starved {
+                tracing::debug!(stage = %r.label, silent_ms = silent.as_millis(), "silent but starved of CPU: waiting");
+                continue;
+            }
+            // SAFETY: our child's own process group; it has not been reaped.
+            unsafe { libc::kill(-r.pid, libc::SIGKILL) };
+            let why = format!(
+                "stage {} stopped answering (no heartbeat for {} ms, {} ms allowed) and was killed",
+                r.label,
+                silent.as_millis(),
+                allowed.as_millis()
+            );
+            tracing::error!("{why}");
+            timeline.event(why.clone());
+            r.hung = true;
+            r.failed = None;
+            r.last_seen = Instant::now();
         }
     }
 }

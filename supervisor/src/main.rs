@@ -34,6 +34,7 @@ mod runtime;
 #[allow(dead_code, unused_imports)] // wired into `plan`, `profile` and `start` as it lands
 mod smart;
 mod source_probe;
+mod starvation;
 mod summary;
 mod supervise;
 mod timeline;

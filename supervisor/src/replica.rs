@@ -31,6 +31,9 @@ pub struct Replica {
     pub up_closed: bool,
     /// Killed for missing its heartbeats.
     pub hung: bool,
+    /// While silent: its heartbeat thread's run delay (ns) and when it was read, to tell
+    /// starvation from a hang (`starvation`).
+    pub starve_sample: Option<(u64, Instant)>,
     /// Messages from its processes that did not decode (each one killed it).
     pub bad_messages: u64,
     /// Killed on purpose to be restarted (a `restart` request).
@@ -68,6 +71,7 @@ impl Replica {
             started_at: Instant::now(),
             up_closed: false,
             hung: false,
+            starve_sample: None,
             bad_messages: 0,
             manual_restart: false,
             restart_due: None,
