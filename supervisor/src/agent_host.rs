@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context};
 use ipc_channel::ipc::{self, IpcSender};
 use protocol::codec;
 use protocol::messages::*;
-use protocol::spec::{ServiceType, TaskKind, TaskSpec};
+use protocol::spec::{ServiceType, TaskSpec};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
@@ -147,7 +147,8 @@ impl AgentHosts {
 
     /// Start `device`'s agent process and hand it its (empty) setup.
     fn start_agent(self: &Arc<Self>, device: &str, dev: &mut DeviceAgent) -> anyhow::Result<()> {
-        let label = format!("gpu-agent-{}", device.replace(':', ""));
+        let task = crate::models::device_agent_task(device, serde_json::json!([]), None)?;
+        let label = task.name.clone();
         let program = find_worker("worker-gpu")?;
         std::fs::create_dir_all(&self.logs)
             .with_context(|| format!("cannot create {}", self.logs.display()))?;
@@ -170,7 +171,7 @@ impl AgentHosts {
             ipc::channel::<InboxSender>().context("cannot create a channel")?;
         let (attach_tx, attach_rx) =
             ipc::channel::<AttachWire>().context("cannot create a channel")?;
-        let setup = agent_setup(device, &label, dev.generation as u32)?;
+        let setup = agent_setup(&task, device, dev.generation as u32)?;
         connected
             .reply
             .send(SetupWire {
@@ -318,36 +319,13 @@ fn send_command(link: &Link, cmd: &Command) -> anyhow::Result<()> {
         .map_err(|e| anyhow!("the agent is gone: {e:?}"))
 }
 
-/// The setup of a node agent: no pools, outputs or models until apps attach.
-fn agent_setup(device: &str, label: &str, incarnation: u32) -> anyhow::Result<Setup> {
-    let mut params = serde_json::Map::new();
-    params.insert("device".into(), serde_json::json!(device));
-    params.insert("models".into(), serde_json::json!([]));
-    params.insert(
-        "threads".into(),
-        serde_json::json!(crate::plan::agent_threads(device)),
-    );
-    let detected = crate::plan::detected_device();
-    if let (true, Some(mb)) = (detected.device == device, detected.memory_mb) {
-        params.insert("budget_mb".into(), serde_json::json!(mb));
-    }
-    let task = TaskSpec {
-        planned: false,
-        name: label.to_string(),
-        kind: TaskKind::Gpu,
-        function: "gpu.agent".into(),
-        params,
-        inputs: vec![],
-        batch: None,
-        replicas: None,
-        restart: None,
-        program: None,
-    };
+/// The setup of a node agent (`task`): no pools, outputs or models until apps attach.
+fn agent_setup(task: &TaskSpec, device: &str, incarnation: u32) -> anyhow::Result<Setup> {
     Ok(Setup {
         app: "node".into(),
         service_type: ServiceType::BestEffort,
         task_index: 0,
-        task_json: serde_json::to_string(&task)?,
+        task_json: serde_json::to_string(task)?,
         replica: 0,
         replicas: 1,
         outputs: vec![],

@@ -140,29 +140,38 @@ pub fn agent_task(
     app: &protocol::spec::AppSpec,
     store: &crate::models::ModelStore,
 ) -> anyhow::Result<protocol::spec::TaskSpec> {
-    let device = crate::plan::device();
     let models = hosted(app, store)?;
+    let budget = app.constraints.gpus.first().map(|g| g.memory_mb);
+    device_agent_task(
+        &crate::plan::device(),
+        serde_json::to_value(&models)?,
+        budget,
+    )
+}
+
+/// The task of `device`'s agent hosting `models`: its budget is `budget_mb`, else (on
+/// CUDA) the card's memory; `cpu:0` without one: unlimited. Also the node's shared agent
+/// (no models until apps attach, no budget of an app's).
+pub fn device_agent_task(
+    device: &str,
+    models: serde_json::Value,
+    budget_mb: Option<u64>,
+) -> anyhow::Result<protocol::spec::TaskSpec> {
     let mut params = serde_json::Map::new();
     params.insert("device".into(), serde_json::json!(device));
-    params.insert("models".into(), serde_json::to_value(&models)?);
-    let device_memory = if device == crate::plan::detected_device().device {
-        crate::plan::detected_device().memory_mb
+    params.insert("models".into(), models);
+    let detected = crate::plan::detected_device();
+    let device_memory = if device == detected.device {
+        detected.memory_mb
     } else {
         None
     };
-    // The app's budget, else (on CUDA) the card's memory; `cpu:0` without one: unlimited.
-    if let Some(budget) = app
-        .constraints
-        .gpus
-        .first()
-        .map(|g| g.memory_mb)
-        .or(device_memory)
-    {
+    if let Some(budget) = budget_mb.or(device_memory) {
         params.insert("budget_mb".into(), serde_json::json!(budget));
     }
     params.insert(
         "threads".into(),
-        serde_json::json!(crate::plan::agent_threads(&device)),
+        serde_json::json!(crate::plan::agent_threads(device)),
     );
     Ok(protocol::spec::TaskSpec {
         planned: false,
