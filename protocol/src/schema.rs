@@ -9,7 +9,9 @@ fn param_schema(ty: ParamType, doc: &str) -> Value {
         ParamType::PositiveInt => json!({"type": "integer", "minimum": 1}),
         ParamType::Count => json!({"type": "integer", "minimum": 0}),
         ParamType::NonNegative => json!({"type": "number", "minimum": 0}),
-        ParamType::Text | ParamType::Path => json!({"type": "string", "minLength": 1}),
+        ParamType::Text | ParamType::Path | ParamType::PathOrUrl => {
+            json!({"type": "string", "minLength": 1})
+        }
         ParamType::OneOf(options) => json!({"enum": options}),
         ParamType::TextList => json!({"type": "array", "items": {"type": "string"}, "minItems": 1}),
         ParamType::TextOrList => json!({"oneOf": [
@@ -47,7 +49,7 @@ pub fn app_schema() -> Value {
                             "type": "object",
                             "properties": props,
                             "required": required,
-                            "additionalProperties": f.open_params
+                            "additionalProperties": false
                         }
                     }
                 }

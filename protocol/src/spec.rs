@@ -219,7 +219,7 @@ pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
                 // Stateful functions run as one replica: fixed here, so neither the
                 // planner nor the live scaler adds one (validation refuses more).
                 for t in &mut app.tasks {
-                    if crate::functions::STATEFUL.contains(&t.function.as_str()) {
+                    if crate::functions::is_stateful(&t.function) {
                         t.replicas.get_or_insert(1);
                     }
                 }

@@ -2,11 +2,10 @@
 //! `function`. This module holds what the supervisor and the `stage` SDK must agree on:
 //! the app field ([`ProgramSpec`]), the declaration a program prints when asked
 //! (`PROGRAM --smartpipe-describe`, [`Declaration`]), the payload kinds of the built-in
-//! functions, and the type check of every edge that touches a program.
+//! functions (from the registry), and the type check of every edge.
 
 use crate::spec::{AppSpec, TaskKind, TaskSpec};
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// The function name a program task carries after parsing (never written by users).
 pub const PROGRAM_FUNCTION: &str = "user.program";
@@ -64,30 +63,7 @@ pub fn name_program_functions(app: &mut AppSpec) {
     }
 }
 
-/// What travels on an edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PayloadKind {
-    /// An RGB8 image in shared memory.
-    Frame,
-    /// An n-dimensional array in shared memory.
-    Tensor,
-    /// An Arrow table (e.g. detections).
-    Table,
-    /// Anything (a pass-through or a sink that takes every kind).
-    Any,
-}
-
-impl fmt::Display for PayloadKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PayloadKind::Frame => "frame",
-            PayloadKind::Tensor => "tensor",
-            PayloadKind::Table => "table",
-            PayloadKind::Any => "any",
-        })
-    }
-}
+pub use crate::functions::PayloadKind;
 
 /// What a stage program declares at start-up: the protocol it speaks, the kinds it
 /// takes and the kinds it makes (`makes: ["any"]` for a pass-through).
@@ -99,21 +75,11 @@ pub struct Declaration {
     pub makes: Vec<PayloadKind>,
 }
 
-/// The kinds a built-in function takes and makes, where they are fixed (`None`: not
-/// declared, e.g. the model cascade's steps, whose items mix kinds; not checked).
+/// The kinds a built-in function takes and makes (from the registry; `None` for a
+/// name that is not a built-in, e.g. a program's).
 pub fn builtin_kinds(function: &str) -> Option<(Vec<PayloadKind>, Vec<PayloadKind>)> {
-    use PayloadKind::*;
-    Some(match function {
-        "image.gen" | "source.images" | "source.video" => (vec![], vec![Frame]),
-        "bench.blob" => (vec![], vec![Tensor]),
-        "image.resize" | "image.crop" => (vec![Frame], vec![Frame]),
-        "core.forward" | "test.fault" => (vec![Any], vec![Any]),
-        "image.show" => (vec![Frame], vec![]),
-        "table.print" => (vec![Any], vec![]),
-        "bench.sink" => (vec![Tensor], vec![]),
-        "table.filter" | "table.select" | "table.merge" => (vec![Table], vec![Table]),
-        _ => return None,
-    })
+    let f = crate::functions::find(function)?;
+    Some((f.takes.to_vec(), f.makes.to_vec()))
 }
 
 /// Checks of a program task that need no program run (the field, the kind).
@@ -163,10 +129,28 @@ fn makes_of(
         Some(d) => d.makes,
         None => builtin_kinds(&task.function)?.1,
     };
-    if makes.contains(&PayloadKind::Any) && depth < app.tasks.len() {
-        // A pass-through makes what it takes: follow its (single) input.
-        let j = app.task_index(task.inputs.first()?)?;
-        return makes_of(app, j, declared, depth + 1).or(Some(makes));
+    if makes.contains(&PayloadKind::Any) && depth < app.tasks.len() && !task.inputs.is_empty() {
+        // A pass-through makes what it takes: what its inputs make (a merge: all of
+        // them, and its own kinds beside); an input of unknown kinds leaves it `any`.
+        let mut out: Vec<PayloadKind> = makes
+            .iter()
+            .copied()
+            .filter(|k| *k != PayloadKind::Any)
+            .collect();
+        for input in &task.inputs {
+            let Some(m) = app
+                .task_index(input)
+                .and_then(|j| makes_of(app, j, declared, depth + 1))
+            else {
+                return Some(makes);
+            };
+            for k in m {
+                if !out.contains(&k) {
+                    out.push(k);
+                }
+            }
+        }
+        return Some(out);
     }
     Some(makes)
 }
@@ -190,17 +174,32 @@ fn list(kinds: &[PayloadKind]) -> String {
         .join(" or ")
 }
 
-/// Type-check every edge that touches a program task; `declared(i)` is task `i`'s
-/// declaration when it is a program. Each mismatch names both tasks and the kinds.
-pub fn check_edges(app: &AppSpec, declared: &dyn Fn(usize) -> Option<Declaration>) -> Vec<String> {
+/// An edge whose producer makes nothing its consumer takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EdgeProblem {
+    /// The consuming task, and which of its inputs.
+    pub consumer: usize,
+    pub input: usize,
+    /// Both tasks and their kinds, e.g. `'small' (image.resize) takes frame but its
+    /// input 'rows' (table.filter) makes table`.
+    pub detail: String,
+}
+
+/// Type-check every edge whose two ends' kinds are known (built-ins from the registry,
+/// programs from `declared(i)`, their declaration); each mismatch names both tasks and
+/// the kinds. Edges out of a tail are left to `validate`'s own check.
+pub fn edge_problems(
+    app: &AppSpec,
+    declared: &dyn Fn(usize) -> Option<Declaration>,
+) -> Vec<EdgeProblem> {
     let mut problems = Vec::new();
     for (c, consumer) in app.tasks.iter().enumerate() {
-        for input in &consumer.inputs {
+        for (k, input) in consumer.inputs.iter().enumerate() {
             let Some(p) = app.task_index(input) else {
                 continue;
             };
             let producer = &app.tasks[p];
-            if producer.program.is_none() && consumer.program.is_none() {
+            if producer.kind == TaskKind::Tail {
                 continue;
             }
             let takes = match declared(c) {
@@ -217,17 +216,29 @@ pub fn check_edges(app: &AppSpec, declared: &dyn Fn(usize) -> Option<Declaration
                 *k == PayloadKind::Any || takes.contains(&PayloadKind::Any) || takes.contains(k)
             };
             if makes.is_empty() || !makes.iter().any(fits) {
-                problems.push(format!(
-                    "tasks[{c}] {} takes {} but its input {} makes {}",
-                    named(consumer),
-                    list(&takes),
-                    named(producer),
-                    list(&makes)
-                ));
+                problems.push(EdgeProblem {
+                    consumer: c,
+                    input: k,
+                    detail: format!(
+                        "{} takes {} but its input {} makes {}",
+                        named(consumer),
+                        list(&takes),
+                        named(producer),
+                        list(&makes)
+                    ),
+                });
             }
         }
     }
     problems
+}
+
+/// [`edge_problems`] as lines that start with the consumer's place (`tasks[2] ...`).
+pub fn check_edges(app: &AppSpec, declared: &dyn Fn(usize) -> Option<Declaration>) -> Vec<String> {
+    edge_problems(app, declared)
+        .into_iter()
+        .map(|p| format!("tasks[{}] {}", p.consumer, p.detail))
+        .collect()
 }
 
 #[cfg(test)]
@@ -319,7 +330,7 @@ mod tests {
             {"name": "sel", "kind": "cpu", "function": "table.select", "inputs": ["fwd"], "params": {"columns": ["x"]}},
             {"name": "out", "kind": "tail", "function": "table.print", "inputs": ["sel"]}
         ]));
-        // Only edges that touch a program are checked: fwd → sel is left alone ...
+        // A program not asked yet (no declaration) is not checked, nor what passes it on ...
         assert!(check_edges(&misfit, &|_| None).is_empty());
         // ... and a pass-through after a program carries the program's kinds.
         let blobs = app(serde_json::json!([

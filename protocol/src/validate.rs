@@ -121,7 +121,7 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
                     format!("{at}.replicas"),
                     "a head reads one source and runs as exactly one replica".into(),
                 );
-            } else if r > 1 && crate::functions::STATEFUL.contains(&task.function.as_str()) {
+            } else if r > 1 && functions::is_stateful(&task.function) {
                 err(
                     format!("{at}.replicas"),
                     format!(
@@ -137,6 +137,15 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
         err(
             "tasks".into(),
             format!("the tasks form a cycle: {}", cycle.join(" → ")),
+        );
+    }
+    // Payload kinds on every edge between built-ins (a program's edges are checked once
+    // it has declared its kinds: `supervisor validate` asks it).
+    for p in crate::user_stage::edge_problems(app, &|_| None) {
+        let task = &app.tasks[p.consumer];
+        err(
+            format!("{}.inputs[{}]", task_path(p.consumer, task), p.input),
+            p.detail,
         );
     }
 
@@ -236,11 +245,11 @@ fn check_function(
     task: &TaskSpec,
     def: &FunctionDef,
     at: &str,
-    err: &mut impl FnMut(String, String),
+    report: &mut impl FnMut(String, String),
 ) {
     if !def.kinds.contains(&task.kind) {
         let kinds: Vec<String> = def.kinds.iter().map(|k| k.to_string()).collect();
-        err(
+        report(
             format!("{at}.kind"),
             format!(
                 "function '{}' runs as {}, not as {}",
@@ -259,11 +268,13 @@ fn check_function(
         } else {
             format!("{} to {}", def.inputs.min, def.inputs.max)
         };
-        err(
+        report(
             format!("{at}.inputs"),
             format!("function '{}' takes {want} input(s), got {n}", def.name),
         );
     }
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut err = |path: String, message: String| found.push((path, message));
     for param in def.params {
         match task.params.get(param.name) {
             None if param.required => err(
@@ -278,27 +289,35 @@ fn check_function(
             }
         }
     }
-    if !def.open_params {
-        for key in task.params.keys() {
-            if !def.params.iter().any(|p| p.name == key) {
-                let known: Vec<&str> = def.params.iter().map(|p| p.name).collect();
-                err(
-                    format!("{at}.params.{key}"),
-                    format!(
-                        "unknown parameter for '{}'; it takes: {}",
-                        def.name,
-                        if known.is_empty() {
-                            "none".to_string()
-                        } else {
-                            known.join(", ")
-                        }
-                    ),
-                );
-            }
+    for key in task.params.keys() {
+        if !def.params.iter().any(|p| p.name == key) {
+            let known: Vec<&str> = def.params.iter().map(|p| p.name).collect();
+            err(
+                format!("{at}.params.{key}"),
+                format!(
+                    "unknown parameter for '{}'; it takes: {}",
+                    def.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            );
         }
     }
+    // The typed struct the stage reads its params with: anything it refuses that the
+    // checks above let through (a number too large for its field) is refused here.
+    if found.is_empty() {
+        if let Err(e) = (def.check)(&task.params) {
+            found.push((format!("{at}.params"), format!("'{}': {e}", def.name)));
+        }
+    }
+    for (path, message) in found {
+        report(path, message);
+    }
     if !def.one_of.is_empty() && !def.one_of.iter().any(|k| task.params.contains_key(*k)) {
-        err(
+        report(
             format!("{at}.params"),
             format!("'{}' needs one of: {}", def.name, def.one_of.join(", ")),
         );
@@ -333,7 +352,7 @@ fn check_type(ty: ParamType, value: &Value) -> Option<String> {
             Some(v) if v.is_finite() && v >= 0.0 => None,
             _ => Some(format!("expected a number ≥ 0, got {got}")),
         },
-        ParamType::Text | ParamType::Path => match value.as_str() {
+        ParamType::Text | ParamType::Path | ParamType::PathOrUrl => match value.as_str() {
             Some(s) if !s.is_empty() => None,
             _ => Some(format!("expected a non-empty string, got {got}")),
         },

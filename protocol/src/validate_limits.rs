@@ -3,6 +3,7 @@
 //! a clock can pace, batch sizes, processes per app and name lengths. Everything here
 //! is something `start` would otherwise refuse late (or crash on).
 
+use crate::functions::SlotSize;
 use crate::limits::{self, Limits, MAX_BATCH, MAX_NAME_LEN, MAX_WAIT_MS};
 use crate::shm::MAX_HOLDER_ID;
 use crate::spec::{AppSpec, TaskKind, TaskSpec};
@@ -79,8 +80,8 @@ fn check_task_params(
             err(format!("{at}.params.fps"), problem);
         }
     }
-    match task.function.as_str() {
-        "image.gen" | "image.resize" | "image.crop" => {
+    match crate::functions::hints(&task.function).map(|h| h.slot) {
+        Some(SlotSize::ParamFrames) => {
             let mut fits = true;
             for name in ["x", "y", "width", "height"] {
                 if let Some(v) = int(name).filter(|v| *v > u64::from(u32::MAX)) {
@@ -97,14 +98,14 @@ fn check_task_params(
                 }
             }
         }
-        "bench.blob" => {
+        Some(SlotSize::ParamBytes) => {
             if let Some(b) = int("bytes") {
                 if let Err(e) = limits.check_slot("a payload", u128::from(b)) {
                     err(format!("{at}.params.bytes"), e.to_string());
                 }
             }
         }
-        "model.inference" => {
+        Some(SlotSize::ModelOutput) => {
             if let Some(mb) = int("output_slot_mb") {
                 let size = u128::from(mb) * u128::from(MIB);
                 if let Err(e) = limits.check_slot("the output slot", size) {

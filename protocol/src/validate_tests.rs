@@ -171,10 +171,15 @@ fn topological_order_puts_inputs_first() {
 fn a_stateful_tracker_runs_as_one_replica_and_more_are_refused() {
     let track = |replicas: &str| {
         format!(
-            r#"{{"name": "ids", "kind": "cpu", "function": "track.deepsort", "inputs": ["src"]{replicas}}}"#
+            r#"{{"name": "ids", "kind": "cpu", "function": "track.deepsort", "inputs": ["post"]{replicas}}}"#
         )
     };
-    let tail = r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["ids"]}"#;
+    // The tracker takes a detection table: a model's, whose tasks come after (the order
+    // of the file is free) so that the tracker stays tasks[1].
+    let tail = r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["ids"]},
+        {"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["src"], "params": {"model": "m"}},
+        {"name": "inf", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "m"}},
+        {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["inf"], "params": {"model": "m"}}"#;
     let app = load_app(&app_with(&format!("{HEAD}, {}, {tail}", track("")))).expect("valid");
     assert_eq!(app.tasks[1].replicas, Some(1), "pinned to one replica");
     let errs = errors(&app_with(&format!(

@@ -2,7 +2,7 @@
 //! the app file's folder.
 
 use anyhow::Context;
-use protocol::functions::{self, ParamType};
+use protocol::functions;
 use protocol::spec::AppSpec;
 use protocol::text::shown_up_to;
 use protocol::validate::load_app;
@@ -48,7 +48,7 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
         .tasks
         .iter()
         .enumerate()
-        .find(|(_, t)| t.function.starts_with("test."))
+        .find(|(_, t)| functions::builtin(&t.function) == Some(functions::Builtin::TestFault))
     {
         if !faults_allowed {
             anyhow::bail!(
@@ -142,9 +142,7 @@ pub fn resolve_paths(spec: &mut AppSpec, dir: &Path) {
             continue;
         };
         for p in def.params {
-            let is_path =
-                p.ty == ParamType::Path || (task.function == "source.video" && p.name == "path");
-            if !is_path {
+            if !p.ty.is_path() {
                 continue;
             }
             if let Some(serde_json::Value::String(s)) = task.params.get_mut(p.name) {

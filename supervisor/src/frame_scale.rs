@@ -5,6 +5,7 @@
 //! pool for the bigger frame.
 
 use anyhow::bail;
+use protocol::functions::{self, Builtin};
 use protocol::spec::{AppSpec, TaskSpec};
 use std::path::Path;
 
@@ -21,7 +22,7 @@ pub fn fill(spec: &mut AppSpec, app_file: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     for (i, t) in spec.tasks.iter_mut().enumerate() {
-        if t.function != "model.postprocess" {
+        if functions::builtin(&t.function) != Some(Builtin::ModelPostprocess) {
             continue;
         }
         let model = t.params.get("model").and_then(|v| v.as_str()).unwrap_or("");
@@ -51,7 +52,7 @@ pub fn fill(spec: &mut AppSpec, app_file: &Path) -> anyhow::Result<()> {
 
 /// The factor a task scales its input frames by (a super-resolution post-processing).
 pub fn of(task: &TaskSpec) -> Option<u64> {
-    (task.function == "model.postprocess")
+    (functions::builtin(&task.function) == Some(Builtin::ModelPostprocess))
         .then(|| task.params.get("scale").and_then(|v| v.as_u64()))
         .flatten()
         .filter(|&s| s > 1)

@@ -28,7 +28,9 @@ pub struct HostedModel {
 }
 
 fn uses_models(app: &AppSpec) -> bool {
-    app.tasks.iter().any(|t| t.function.starts_with("model."))
+    app.tasks
+        .iter()
+        .any(|t| protocol::functions::uses_model(&t.function))
 }
 
 /// Where the manifest may be, in order (see [`locate`]).
@@ -85,7 +87,7 @@ pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStor
         manifest,
     };
     for (i, t) in app.tasks.iter().enumerate() {
-        if !t.function.starts_with("model.") {
+        if !protocol::functions::uses_model(&t.function) {
             continue;
         }
         let name = t.params.get("model").and_then(|v| v.as_str()).unwrap_or("");
@@ -177,7 +179,7 @@ pub fn device_agent_task(
         planned: false,
         name: format!("gpu-agent-{}", device.replace(':', "")),
         kind: TaskKind::Gpu,
-        function: "gpu.agent".into(),
+        function: protocol::functions::AGENT_FUNCTION.into(),
         program: None,
         params,
         inputs: vec![],

@@ -2,6 +2,7 @@
 //! stage. Slot sizes come from the largest payload each producing stage can emit,
 //! found by following frame sizes down the DAG.
 
+use protocol::functions::{self, SlotSize};
 use protocol::limits::{LimitError, Limits};
 use protocol::spec::{AppSpec, TaskKind};
 use protocol::validate::topological_order;
@@ -75,12 +76,11 @@ fn output_bound(
         task: task.name.clone(),
         detail,
     };
-    let bound = match task.function.as_str() {
-        "image.gen" | "image.resize" | "image.crop" => {
-            Some((num(task, "width"), num(task, "height")))
-        }
-        "bench.blob" => Some((num(task, "bytes"), 1)),
-        "source.images" | "source.video" => {
+    let slot = functions::hints(&task.function).map(|h| h.slot);
+    let bound = match slot {
+        Some(SlotSize::ParamFrames) => Some((num(task, "width"), num(task, "height"))),
+        Some(SlotSize::ParamBytes) => Some((num(task, "bytes"), 1)),
+        Some(SlotSize::SourceFrames) => {
             let path = task
                 .params
                 .get("path")
@@ -96,7 +96,7 @@ fn output_bound(
             (bound, _) => bound,
         },
     };
-    if let (Some((w, h)), true) = (bound, task.function != "bench.blob") {
+    if let (Some((w, h)), true) = (bound, slot != Some(SlotSize::ParamBytes)) {
         limits
             .check_frame("its frames", w, h)
             .map_err(|source| PlanError::Limit {
@@ -109,18 +109,8 @@ fn output_bound(
 
 /// Whether a function writes payloads of its own (and so needs a pool).
 pub fn makes_payloads(function: &str) -> bool {
-    matches!(
-        function,
-        "image.gen"
-            | "source.images"
-            | "source.video"
-            | "bench.blob"
-            | "image.resize"
-            | "image.crop"
-            | "model.preprocess"
-            | "model.inference"
-            | protocol::user_stage::PROGRAM_FUNCTION
-    )
+    function == protocol::user_stage::PROGRAM_FUNCTION
+        || functions::hints(function).is_some_and(|h| h.writes_payloads)
 }
 
 /// The smallest side a text detector scales its input up to (PP-OCR det's
@@ -135,11 +125,11 @@ fn upscale_to(task: &protocol::spec::TaskSpec) -> Option<u64> {
 fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u128 {
     const MIB: u128 = 1 << 20;
     let (w, h) = (u128::from(w), u128::from(h));
-    match task.function.as_str() {
-        "bench.blob" => w,
+    match functions::hints(&task.function).map(|h| h.slot) {
+        Some(SlotSize::ParamBytes) => w,
         // f32 tensors of the frame or its pyramid (≤ 2× the frame), never below 16 MiB;
         // a text detector scales small images up first (short side to 736 px).
-        "model.preprocess" => {
+        Some(SlotSize::ModelInput) => {
             let (mut tw, mut th) = (w, h);
             if let Some(min_side) = upscale_to(task).map(u128::from) {
                 let short = w.min(h).max(1);
@@ -151,7 +141,7 @@ fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u128 {
             (24 * (tw + 64) * (th + 64)).max(16 * MIB)
         }
         // Model outputs can outgrow their input (a recogniser's per-step class scores).
-        "model.inference" => {
+        Some(SlotSize::ModelOutput) => {
             task.params
                 .get("output_slot_mb")
                 .and_then(|v| v.as_u64())
@@ -168,7 +158,9 @@ fn slot_bytes(task: &protocol::spec::TaskSpec, w: u64, h: u64) -> u128 {
 /// holds that many of this pool's slots while it waits, and the producer needs two more
 /// to keep going (fewer would stall both until the consumer's max wait runs out).
 fn slot_count(function: &str, batch: u32, consumer_batch: u32, slot_size: u64) -> u32 {
-    let base = if function.starts_with("model.") {
+    let model_sized =
+        |h: functions::Hints| matches!(h.slot, SlotSize::ModelInput | SlotSize::ModelOutput);
+    let base = if functions::hints(function).is_some_and(model_sized) {
         4
     } else {
         DEFAULT_SLOTS

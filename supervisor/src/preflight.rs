@@ -5,6 +5,7 @@
 
 use crate::app::LoadedApp;
 use crate::plan::{plan_with, Plan};
+use protocol::functions::{self, Builtin};
 use protocol::limits::Limits;
 use protocol::spec::{AppSpec, ServiceType, TaskKind};
 use worker_cpu::tables::predicate::Predicate;
@@ -14,7 +15,7 @@ pub fn task_problems(app: &AppSpec) -> Vec<String> {
     let mut problems = Vec::new();
     for (i, t) in app.tasks.iter().enumerate() {
         let at = format!("tasks[{i}] ({})", t.name);
-        if t.function == "table.filter" {
+        if functions::builtin(&t.function) == Some(Builtin::TableFilter) {
             if let Some(text) = t.params.get("where").and_then(|v| v.as_str()) {
                 if let Err(e) = Predicate::parse(text) {
                     problems.push(format!("{at}.params.where: {e}"));

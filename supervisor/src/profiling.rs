@@ -8,6 +8,7 @@ use crate::control::LiveApp;
 use crate::run::{run_app, RunOptions};
 use crate::smart::{self, Profiles, TaskProfile};
 use anyhow::Context;
+use protocol::functions::{self, Builtin};
 use protocol::messages::StageMetrics;
 use protocol::spec::{AppSpec, BatchSpec, ServiceType, TaskKind};
 use std::collections::BTreeMap;
@@ -139,8 +140,8 @@ fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<
                 max_wait_ms: fill_ms,
             });
         }
-        match t.function.as_str() {
-            "image.gen" => {
+        match functions::builtin(&t.function) {
+            Some(Builtin::ImageGen) => {
                 let count = t
                     .params
                     .get("count")
@@ -149,10 +150,10 @@ fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<
                 t.params
                     .insert("count".into(), serde_json::json!(count.min(d.items)));
             }
-            "source.video" => {
+            Some(Builtin::SourceVideo) => {
                 t.params.insert("limit".into(), serde_json::json!(d.items));
             }
-            "source.images" => {
+            Some(Builtin::SourceImages) => {
                 let path = t
                     .params
                     .get("path")

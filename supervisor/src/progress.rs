@@ -1,6 +1,7 @@
 //! Progress of a finite run: a bar with rate and ETA on a terminal, a plain line every
 //! few seconds otherwise (logs, CI).
 
+use protocol::functions::{self, Builtin};
 use protocol::spec::{AppSpec, TaskKind};
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -12,11 +13,11 @@ pub fn expected_items(app: &AppSpec) -> Option<u64> {
     for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Head) {
         let num = |k: &str| t.params.get(k).and_then(|v| v.as_u64());
         let path = t.params.get("path").and_then(|v| v.as_str()).unwrap_or("");
-        total += match t.function.as_str() {
-            "image.gen" => num("count").unwrap_or(100),
-            "bench.blob" => num("count")?,
-            "source.images" => list_images(path).ok()?.len() as u64,
-            "source.video" => {
+        total += match functions::builtin(&t.function) {
+            Some(Builtin::ImageGen) => num("count").unwrap_or(100),
+            Some(Builtin::BenchBlob) => num("count")?,
+            Some(Builtin::SourceImages) => list_images(path).ok()?.len() as u64,
+            Some(Builtin::SourceVideo) => {
                 let frames = probe_video(path).ok().and_then(|(_, _, n)| n);
                 match (num("limit"), frames) {
                     (Some(l), Some(f)) => l.min(f),

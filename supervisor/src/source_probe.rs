@@ -10,6 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+use protocol::functions::{self, Builtin};
 use protocol::limits::Limits;
 
 use worker_cpu::media::{image_size, list_images, probe_video};
@@ -20,7 +21,7 @@ use worker_cpu::media::{image_size, list_images, probe_video};
 /// folder must not size the pool of every other image.
 pub fn largest_frame(function: &str, path: &str, limits: &Limits) -> Result<(u64, u64), String> {
     let files = match function {
-        "source.images" => list_images(path).map_err(|e| e.to_string())?,
+        _ if is_images(function) => list_images(path).map_err(|e| e.to_string())?,
         _ => vec![PathBuf::from(path)],
     };
     let key = (function.to_string(), path.to_string());
@@ -29,13 +30,17 @@ pub fn largest_frame(function: &str, path: &str, limits: &Limits) -> Result<(u64
     memo().get_or_probe(key, print, || probe(function, path, &files, limits))
 }
 
+fn is_images(function: &str) -> bool {
+    functions::builtin(function) == Some(Builtin::SourceImages)
+}
+
 fn probe(
     function: &str,
     path: &str,
     files: &[PathBuf],
     limits: &Limits,
 ) -> Result<(u64, u64), String> {
-    if function == "source.images" {
+    if is_images(function) {
         let largest = files
             .iter()
             .filter_map(|f| image_size(f))

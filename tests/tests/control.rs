@@ -493,8 +493,11 @@ fn the_daemon_runs_the_preflight_checks_on_apps_posted_to_its_socket() {
             "name": "badwhere",
             "tasks": [
                 {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 16, "height": 16, "count": 10}},
-                {"name": "few", "kind": "cpu", "function": "table.filter", "inputs": ["gen"], "params": {"where": "width >"}},
-                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["few"], "params": {"format": "csv", "path": "rows.csv"}}
+                {"name": "few", "kind": "cpu", "function": "table.filter", "inputs": ["post"], "params": {"where": "width >"}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["few"], "params": {"format": "csv", "path": "rows.csv"}},
+                {"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["gen"], "params": {"model": "mtcnn-pnet"}},
+                {"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-pnet"}},
+                {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["net"], "params": {"model": "mtcnn-pnet"}}
             ]
         }),
     );

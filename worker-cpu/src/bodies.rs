@@ -2,17 +2,56 @@
 //! shared-memory reference on and copies nothing; image ops read the input slot and
 //! write their result once into their own pool.
 
-use crate::{required, StageError};
+use crate::StageError;
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use protocol::clock::now_ns;
+use protocol::functions::params;
 use protocol::messages::{Command, Envelope, LossReason, Payload, PixelFormat};
 use protocol::node::{Event, Node, NodeError};
 use std::time::Duration;
 
+/// `core.forward`: pass every item on untouched.
+pub fn run_forward(node: &mut Node) -> Result<(), StageError> {
+    let params::NoParams {} = crate::params(node)?;
+    run(node, Op::Forward)
+}
+
+/// `image.resize`: bilinear resize of every frame.
+pub fn run_resize(node: &mut Node) -> Result<(), StageError> {
+    let params::ImageResize { width, height } = crate::params(node)?;
+    let resizer = Box::new(Resizer::new());
+    run(
+        node,
+        Op::Resize {
+            width,
+            height,
+            resizer,
+        },
+    )
+}
+
+/// `image.crop`: a rectangle of every frame (clipped to it).
+pub fn run_crop(node: &mut Node) -> Result<(), StageError> {
+    let params::ImageCrop {
+        x,
+        y,
+        width,
+        height,
+    } = crate::params(node)?;
+    run(
+        node,
+        Op::Crop {
+            x,
+            y,
+            width,
+            height,
+        },
+    )
+}
+
 /// Run a body until every upstream replica has ended its stream.
-pub fn run(node: &mut Node) -> Result<(), StageError> {
-    let mut op = Op::new(node)?;
+fn run(node: &mut Node, mut op: Op) -> Result<(), StageError> {
     loop {
         match node.next(Duration::from_millis(200))? {
             Event::Item(env) => {
@@ -45,28 +84,6 @@ enum Op {
 }
 
 impl Op {
-    fn new(node: &Node) -> Result<Op, StageError> {
-        Ok(match node.task.function.as_str() {
-            "core.forward" => Op::Forward,
-            "image.resize" => Op::Resize {
-                width: required(node, "width")?,
-                height: required(node, "height")?,
-                resizer: Box::new(Resizer::new()),
-            },
-            "image.crop" => Op::Crop {
-                x: required(node, "x")?,
-                y: required(node, "y")?,
-                width: required(node, "width")?,
-                height: required(node, "height")?,
-            },
-            other => {
-                return Err(StageError::Unsupported(format!(
-                    "'{other}' is not a CPU body"
-                )))
-            }
-        })
-    }
-
     fn handle(&mut self, node: &mut Node, env: Envelope, recv: u64) -> Result<(), StageError> {
         if let Op::Forward = self {
             return Ok(node.forward(env, recv)?);

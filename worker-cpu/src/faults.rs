@@ -2,7 +2,7 @@
 //! fault-injection tests. The supervisor refuses apps that use it unless
 //! `SMARTPIPE_TEST_FAULTS=1` is set, so production apps cannot.
 
-use crate::{param, required, StageError};
+use crate::StageError;
 use protocol::clock::now_ns;
 use protocol::messages::Command;
 use protocol::node::{Event, Node, NodeError};
@@ -14,9 +14,11 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
             "test.fault runs only under SMARTPIPE_TEST_FAULTS=1".into(),
         ));
     }
-    let mode: String = required(node, "mode")?;
-    let after: u64 = param(node, "after")?.unwrap_or(0);
-    let stall_ms: u64 = param(node, "stall_ms")?.unwrap_or(1000);
+    let protocol::functions::params::TestFault {
+        mode,
+        after,
+        stall_ms,
+    } = crate::params(node)?;
     let mut forwarded = 0u64;
     let misbehave = |node: &Node, mode: &str| -> Result<(), StageError> {
         tracing::warn!(mode, "test.fault: misbehaving now");

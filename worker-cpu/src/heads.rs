@@ -4,8 +4,9 @@
 
 use crate::head_cost::CpuMeter;
 use crate::media::{decode_rgb, ffmpeg_program, list_images, probe_video};
-use crate::{param, required, StageError};
+use crate::StageError;
 use protocol::clock::now_ns;
+use protocol::functions::params;
 use protocol::limits::{Limits, MAX_RATE, MIN_RATE};
 use protocol::messages::{Command, DType, Envelope, LossReason, Payload, PixelFormat};
 use protocol::node::{Node, NodeError};
@@ -130,19 +131,6 @@ fn check_commands(node: &mut Node) -> Result<Flow, StageError> {
     }
 }
 
-/// Run the node's head function until its source ends or it is drained.
-pub fn run(node: &mut Node) -> Result<(), StageError> {
-    match node.task.function.as_str() {
-        "image.gen" => generate(node),
-        "source.images" => images(node),
-        "source.video" => video(node),
-        "bench.blob" => blobs(node),
-        other => Err(StageError::Unsupported(format!(
-            "'{other}' is not a head function"
-        ))),
-    }
-}
-
 fn frame(width: u32, height: u32) -> impl FnOnce(ShmRef) -> Payload {
     move |shm| Payload::Frame {
         shm,
@@ -190,12 +178,15 @@ pub fn draw_pattern(pattern: &str, width: u32, height: u32, seq: u64, out: &mut 
     }
 }
 
-fn generate(node: &mut Node) -> Result<(), StageError> {
-    let width: u32 = required(node, "width")?;
-    let height: u32 = required(node, "height")?;
-    let count: u64 = param(node, "count")?.unwrap_or(100);
-    let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
-    let pattern: String = param(node, "pattern")?.unwrap_or_else(|| "gradient".into());
+/// `image.gen`: synthetic frames until `count` are sent or the head is drained.
+pub fn generate(node: &mut Node) -> Result<(), StageError> {
+    let params::ImageGen {
+        width,
+        height,
+        count,
+        fps,
+        pattern,
+    } = crate::params(node)?;
     let len = width as usize * height as usize * 3;
     synthetic(
         node,
@@ -332,10 +323,9 @@ fn pace(node: &mut Node, due: Instant) -> Result<Paced, StageError> {
     }
 }
 
-fn blobs(node: &mut Node) -> Result<(), StageError> {
-    let bytes: usize = required(node, "bytes")?;
-    let count: u64 = required(node, "count")?;
-    let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
+/// `bench.blob`: opaque payloads of a given size.
+pub fn blobs(node: &mut Node) -> Result<(), StageError> {
+    let params::BenchBlob { bytes, count, fps } = crate::params(node)?;
     let pattern: Vec<u8> = (0..bytes).map(|i| crate::sinks::blob_byte(i, 0)).collect();
     synthetic(
         node,
@@ -356,9 +346,9 @@ fn blobs(node: &mut Node) -> Result<(), StageError> {
     )
 }
 
-fn images(node: &mut Node) -> Result<(), StageError> {
-    let path: String = required(node, "path")?;
-    let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
+/// `source.images`: one frame per image file, in file-name order.
+pub fn images(node: &mut Node) -> Result<(), StageError> {
+    let params::SourceImages { path, fps } = crate::params(node)?;
     let files = list_images(&path)?;
     let limits = Limits::from_env().map_err(|e| StageError::Input(e.to_string()))?;
     let mut emitter = Emitter::new(node)?;
@@ -399,10 +389,9 @@ fn images(node: &mut Node) -> Result<(), StageError> {
     Ok(())
 }
 
-fn video(node: &mut Node) -> Result<(), StageError> {
-    let path: String = required(node, "path")?;
-    let limit: Option<u64> = param(node, "limit")?;
-    let fps: f64 = param(node, "fps")?.unwrap_or(0.0);
+/// `source.video`: the frames ffmpeg decodes from a file or URL.
+pub fn video(node: &mut Node) -> Result<(), StageError> {
+    let params::SourceVideo { path, limit, fps } = crate::params(node)?;
     let (width, height, _) = probe_video(&path)?;
     let mut cmd = Process::new(ffmpeg_program());
     cmd.args(["-nostdin", "-v", "error", "-i", &path]);

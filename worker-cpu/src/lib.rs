@@ -12,6 +12,7 @@ pub mod mask_show;
 pub mod media;
 pub mod models;
 pub mod out_files;
+pub mod registry;
 pub mod sinks;
 pub mod table_print;
 pub mod tables;
@@ -34,6 +35,12 @@ pub enum StageError {
         param: String,
         detail: String,
     },
+    #[error("task '{task}' ({function}): params: {detail}")]
+    Params {
+        task: String,
+        function: String,
+        detail: String,
+    },
     #[error("ffmpeg: {0}")]
     Ffmpeg(String),
     #[error("{0}")]
@@ -51,43 +58,14 @@ impl StageError {
     }
 }
 
-/// Read an optional parameter of the node's task.
-pub fn param<T: DeserializeOwned>(node: &Node, name: &str) -> Result<Option<T>, StageError> {
-    match node.task.params.get(name) {
-        None => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(|e| StageError::Param {
-                task: node.task.name.clone(),
-                param: name.to_string(),
-                detail: e.to_string(),
-            }),
-    }
-}
-
-/// Read a required parameter (validation has already checked it is there).
-pub fn required<T: DeserializeOwned>(node: &Node, name: &str) -> Result<T, StageError> {
-    param(node, name)?.ok_or_else(|| StageError::Param {
+/// The task's params as its function's typed struct (`protocol::functions::params`),
+/// which `validate` has already parsed them into.
+pub fn params<T: DeserializeOwned>(node: &Node) -> Result<T, StageError> {
+    protocol::functions::params::parse(&node.task.params).map_err(|e| StageError::Params {
         task: node.task.name.clone(),
-        param: name.to_string(),
-        detail: "missing".into(),
+        function: node.task.function.clone(),
+        detail: e.to_string(),
     })
 }
 
-/// Run the node's function to the end of its input.
-pub fn run_stage(node: &mut Node) -> Result<(), StageError> {
-    match node.task.function.as_str() {
-        "image.gen" | "source.images" | "source.video" | "bench.blob" => heads::run(node),
-        "image.resize" | "image.crop" | "core.forward" => bodies::run(node),
-        "image.show" => sinks::run_show(node),
-        "table.print" => table_print::run(node),
-        "table.filter" | "table.select" | "table.merge" => tables::run(node),
-        "track.deepsort" => tables::track::run(node),
-        "bench.sink" => sinks::run_bench_sink(node),
-        "model.preprocess" | "model.postprocess" => models::run(node),
-        "test.fault" => faults::run(node),
-        other => Err(StageError::Unsupported(format!(
-            "function '{other}' is not available in worker-cpu yet"
-        ))),
-    }
-}
+pub use registry::run_stage;

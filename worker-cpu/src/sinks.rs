@@ -4,7 +4,8 @@
 use crate::mask_show::{self, MaskMode};
 use crate::media::ffmpeg_program;
 use crate::out_files;
-use crate::{param, StageError};
+use crate::StageError;
+use protocol::functions::params;
 use protocol::messages::{Command, Envelope, Payload, PixelFormat};
 use protocol::node::{Event, Node, NodeError};
 use std::collections::BTreeMap;
@@ -195,10 +196,13 @@ fn write_item_png(
 /// `image.show`: PNG files in `dir`, or a video at `path`; detections in the item
 /// (a table beside the frame) are drawn on a copy of the frame.
 pub fn run_show(node: &mut Node) -> Result<(), StageError> {
-    let dir: Option<String> = param(node, "dir")?;
-    let path: Option<String> = param(node, "path")?;
-    let fps: f64 = param(node, "fps")?.unwrap_or(25.0);
-    let mode = MaskMode::of(param::<String>(node, "mask")?.as_deref());
+    let params::ImageShow {
+        dir,
+        path,
+        fps,
+        mask,
+    } = crate::params(node)?;
+    let mode = MaskMode::of(mask.as_deref());
     if mode == MaskMode::Cutout && dir.is_none() {
         return Err(StageError::Unsupported(format!(
             "task '{}': image.show with mask \"cutout\" writes RGBA PNGs and needs `dir`, not a video `path`",
@@ -365,6 +369,7 @@ pub fn blob_byte(i: usize, seq: u64) -> u8 {
 
 /// `bench.sink`: check every byte of every blob; a mismatch counts as bad input.
 pub fn run_bench_sink(node: &mut Node) -> Result<(), StageError> {
+    let params::NoParams {} = crate::params(node)?;
     // Expected bytes per payload size, built once; compared with memcmp.
     let mut expected: Vec<u8> = Vec::new();
     loop {

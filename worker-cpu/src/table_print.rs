@@ -8,7 +8,7 @@
 
 use crate::sinks::run_tail;
 use crate::tables::{decode_ipc, TableError};
-use crate::{param, StageError};
+use crate::StageError;
 use arrow_array::RecordBatch;
 use protocol::clock::now_ns;
 use protocol::messages::{LossReason, Payload};
@@ -44,8 +44,7 @@ fn contents<'a>(payload: &'a Payload, tables: &mut Vec<&'a [u8]>, size: &mut Opt
 
 /// Run `table.print`.
 pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
-    let format: String = param(node, "format")?.unwrap_or_else(|| "pretty".into());
-    let path: Option<String> = param(node, "path")?;
+    let protocol::functions::params::TablePrint { format, path } = crate::params(node)?;
     if format == "parquet" && path.is_none() {
         return Err(StageError::Param {
             task: node.task.name.clone(),

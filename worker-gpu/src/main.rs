@@ -12,6 +12,7 @@ mod residency;
 mod stage;
 mod tensors;
 
+use protocol::functions::{Builtin, AGENT_FUNCTION};
 use protocol::node::{Node, NodeError};
 use std::process::ExitCode;
 
@@ -35,11 +36,13 @@ fn main() -> ExitCode {
         }
     };
     tracing::info!(stage = %node.label(), function = %node.task.function, "started");
-    let result = match node.task.function.as_str() {
-        "gpu.agent" => agent::run(&mut node),
-        "model.inference" => stage::run(&mut node),
-        other => Err(NodeError::Bootstrap(format!(
-            "worker-gpu cannot run '{other}'"
+    // The agent is the supervisor's own task; every other task is a registered built-in.
+    let builtin = protocol::functions::builtin(&node.task.function);
+    let result = match (node.task.function.as_str(), builtin) {
+        (AGENT_FUNCTION, _) => agent::run(&mut node),
+        (_, Some(Builtin::ModelInference)) => stage::run(&mut node),
+        (other, _) => Err(NodeError::Bootstrap(format!(
+            "worker-gpu cannot run '{other}': it runs model.inference and the device agent"
         ))),
     };
     match result {

@@ -14,6 +14,7 @@ mod yolo;
 use crate::tables::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
 use crate::StageError;
 use protocol::clock::now_ns;
+use protocol::functions::params;
 use protocol::messages::{Command, DType, Envelope, LossReason, Payload, PixelFormat};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
@@ -111,23 +112,21 @@ pub fn manifest_of(node: &Node) -> Result<(Manifest, PathBuf), StageError> {
     Ok((manifest, PathBuf::from(dir)))
 }
 
-/// Build the step for this task's model and function.
-fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
-    let model: String = crate::required(node, "model")?;
+/// Build the step for this task's model, before (`pre`) or after the model runs.
+fn make_step(node: &Node, model: &str, pre: bool) -> Result<Box<dyn Step>, StageError> {
     let (manifest, dir) = manifest_of(node)?;
-    let entry = manifest.model(&model).map_err(vision_err)?;
-    let pre = node.task.function == "model.preprocess";
+    let entry = manifest.model(model).map_err(vision_err)?;
     match entry.family {
-        Family::Mtcnn => mtcnn::step(&manifest, &model, pre),
+        Family::Mtcnn => mtcnn::step(&manifest, model, pre),
         Family::PpocrDet | Family::PpocrCls | Family::PpocrRec => {
-            ppocr::step(&manifest, &dir, &model, entry.family, pre)
+            ppocr::step(&manifest, &dir, model, entry.family, pre)
         }
         Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
-            yolo::step(&manifest, &model, entry.family, pre)
+            yolo::step(&manifest, model, entry.family, pre)
         }
-        Family::Segmentation => segment::step(&manifest, &node.task.name, &model, pre),
+        Family::Segmentation => segment::step(&manifest, &node.task.name, model, pre),
         Family::Embedder => embedder::step(node, entry, pre),
-        Family::Superres => superres::step(&manifest, &model, pre),
+        Family::Superres => superres::step(&manifest, model, pre),
     }
 }
 
@@ -140,9 +139,21 @@ fn read_f32(node: &Node, shm: &ShmRef, shape: &[u32]) -> Result<TensorF32, Stage
     TensorF32::new(shape.iter().map(|&d| d as usize).collect(), data).map_err(vision_err)
 }
 
-/// Run a `model.preprocess` or `model.postprocess` stage.
-pub fn run(node: &mut Node) -> Result<(), StageError> {
-    let mut step = make_step(node)?;
+/// `model.preprocess`: run the model family's pre-processing step on every item.
+pub fn run_preprocess(node: &mut Node) -> Result<(), StageError> {
+    let params::ModelPreprocess { model } = crate::params(node)?;
+    let step = make_step(node, &model, true)?;
+    run(node, step)
+}
+
+/// `model.postprocess`: run the model family's post-processing step on every item.
+pub fn run_postprocess(node: &mut Node) -> Result<(), StageError> {
+    let params::ModelPostprocess { model, .. } = crate::params(node)?;
+    let step = make_step(node, &model, false)?;
+    run(node, step)
+}
+
+fn run(node: &mut Node, mut step: Box<dyn Step>) -> Result<(), StageError> {
     loop {
         match node.next(Duration::from_millis(200))? {
             Event::Item(env) => {

@@ -9,9 +9,10 @@
 //! error naming the parameter, since every later item would fail the same way.
 
 use super::{decode_ipc, encode_ipc, filter, merge, select, MergeHow, Predicate, TableError};
-use crate::{param, required, StageError};
+use crate::StageError;
 use arrow_array::RecordBatch;
 use protocol::clock::now_ns;
+use protocol::functions::params;
 use protocol::messages::{Command, Envelope, LossReason, Payload};
 use protocol::node::{Event, Node, NodeError};
 use std::collections::{HashMap, HashSet};
@@ -21,26 +22,20 @@ use std::time::Duration;
 /// inputs; past this the oldest is sent on with what it has.
 pub const MERGE_MAX_PENDING: usize = 1024;
 
-/// Run `table.filter`, `table.select` or `table.merge` to the end of the input.
-pub fn run(node: &mut Node) -> Result<(), StageError> {
-    match node.task.function.as_str() {
-        "table.filter" => {
-            let text: String = required(node, "where")?;
-            let pred = Predicate::parse(&text).map_err(|e| param_error(node, "where", e))?;
-            run_single(node, "where", |b| filter(b, &pred))
-        }
-        "table.select" => {
-            let columns: Vec<String> = required(node, "columns")?;
-            if columns.is_empty() {
-                return Err(param_error(node, "columns", "lists no column"));
-            }
-            run_single(node, "columns", |b| select(b, &columns))
-        }
-        "table.merge" => run_merge(node),
-        other => Err(StageError::Unsupported(format!(
-            "'{other}' is not a table operation"
-        ))),
+/// Run `table.filter` to the end of the input.
+pub fn run_filter(node: &mut Node) -> Result<(), StageError> {
+    let params::TableFilter { predicate } = crate::params(node)?;
+    let pred = Predicate::parse(&predicate).map_err(|e| param_error(node, "where", e))?;
+    run_single(node, "where", |b| filter(b, &pred))
+}
+
+/// Run `table.select` to the end of the input.
+pub fn run_select(node: &mut Node) -> Result<(), StageError> {
+    let params::TableSelect { columns } = crate::params(node)?;
+    if columns.is_empty() {
+        return Err(param_error(node, "columns", "lists no column"));
     }
+    run_single(node, "columns", |b| select(b, &columns))
 }
 
 fn param_error(node: &Node, param: &str, e: impl std::fmt::Display) -> StageError {
@@ -253,18 +248,13 @@ struct MergeState {
     table_senders: HashSet<u16>,
 }
 
-fn run_merge(node: &mut Node) -> Result<(), StageError> {
-    let on: Option<serde_json::Value> = param(node, "on")?;
-    let how_name: Option<String> = param(node, "how")?;
-    let (how, param_name) = match (how_name.as_deref(), on) {
+/// Run `table.merge` to the end of the input.
+pub fn run_merge(node: &mut Node) -> Result<(), StageError> {
+    let params::TableMerge { on, how } = crate::params(node)?;
+    let (how, param_name) = match (how.as_deref(), on) {
         (Some("concat"), _) => (MergeHow::Concat, "how"),
         (Some("join") | None, on) => {
-            let keys = match on {
-                None => Vec::new(),
-                Some(serde_json::Value::String(s)) => vec![s],
-                Some(v) => serde_json::from_value(v)
-                    .map_err(|e| param_error(node, "on", format!("a column or a list: {e}")))?,
-            };
+            let keys = on.map(params::OneOrMany::into_vec).unwrap_or_default();
             (MergeHow::Join(keys), "on")
         }
         (Some(other), _) => {

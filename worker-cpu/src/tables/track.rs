@@ -8,12 +8,13 @@
 
 use super::stage::{map_tables, Failure};
 use super::{column_index, column_list, TableError};
-use crate::{param, StageError};
+use crate::StageError;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
 use protocol::clock::now_ns;
+use protocol::functions::params::TrackDeepsort;
 use protocol::messages::{Command, Envelope, LossReason};
 use protocol::node::{Event, Node, NodeError};
 use std::collections::{HashMap, VecDeque};
@@ -167,21 +168,21 @@ struct SourceState {
     recent: VecDeque<(u64, Vec<Vec<Option<u64>>>)>,
 }
 
-fn config_of(node: &Node) -> Result<TrackerConfig, StageError> {
+fn config_of(node: &Node, p: &TrackDeepsort) -> Result<TrackerConfig, StageError> {
     let mut c = TrackerConfig::default();
-    if let Some(v) = param(node, "max_age")? {
+    if let Some(v) = p.max_age {
         c.max_age = v;
     }
-    if let Some(v) = param(node, "n_init")? {
+    if let Some(v) = p.n_init {
         c.n_init = v;
     }
-    if let Some(v) = param(node, "max_cosine_distance")? {
+    if let Some(v) = p.max_cosine_distance {
         c.max_cosine_distance = v;
     }
-    if let Some(v) = param(node, "max_iou_distance")? {
+    if let Some(v) = p.max_iou_distance {
         c.max_iou_distance = v;
     }
-    c.nn_budget = param(node, "nn_budget")?;
+    c.nn_budget = p.nn_budget;
     c.check().map_err(|e| StageError::Param {
         task: node.task.name.clone(),
         param: "max_cosine_distance".into(),
@@ -239,8 +240,9 @@ fn save(path: &std::path::Path, sources: &HashMap<String, SourceState>) -> Resul
 
 /// Run `track.deepsort` to the end of its input.
 pub fn run(node: &mut Node) -> Result<(), StageError> {
-    let config = config_of(node)?;
-    let embedding: String = param(node, "embedding")?.unwrap_or_else(|| "embedding".into());
+    let p: TrackDeepsort = crate::params(node)?;
+    let config = config_of(node, &p)?;
+    let embedding = p.embedding;
     let snapshot = snapshot_path(node);
     let mut sources: HashMap<String, SourceState> = match &snapshot {
         Some(p) => restore(node, p)?,

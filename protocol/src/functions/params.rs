@@ -1,0 +1,227 @@
+//! The typed parameters of every built-in function: one struct per function, parsed
+//! with serde (unknown fields refused, defaults as DESIGN.md gives them). `validate`
+//! parses every task's params into its struct, and the stage that runs the task reads
+//! them through the same struct, so a parameter cannot validate and then be read
+//! differently (or not at all) at run time.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Parse a task's params object into the function's params struct.
+pub fn parse<T: DeserializeOwned>(params: &Map<String, Value>) -> Result<T, serde_json::Error> {
+    serde_json::from_value(Value::Object(params.clone()))
+}
+
+/// Whether a task's params parse into `T` (the registry's `check` entry).
+pub(crate) fn check<T: DeserializeOwned>(params: &Map<String, Value>) -> Result<(), String> {
+    parse::<T>(params).map(drop).map_err(|e| e.to_string())
+}
+
+fn gradient() -> String {
+    "gradient".into()
+}
+fn hundred() -> u64 {
+    100
+}
+fn twenty_five() -> f64 {
+    25.0
+}
+fn pretty() -> String {
+    "pretty".into()
+}
+fn embedding() -> String {
+    "embedding".into()
+}
+fn thousand() -> u64 {
+    1000
+}
+
+/// `source.images {path, fps?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceImages {
+    pub path: String,
+    #[serde(default)]
+    pub fps: f64,
+}
+
+/// `source.video {path, limit?, fps?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceVideo {
+    pub path: String,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub fps: f64,
+}
+
+/// `image.gen {width, height, count = 100, fps = 0, pattern = gradient}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageGen {
+    pub width: u32,
+    pub height: u32,
+    #[serde(default = "hundred")]
+    pub count: u64,
+    #[serde(default)]
+    pub fps: f64,
+    #[serde(default = "gradient")]
+    pub pattern: String,
+}
+
+/// `image.resize {width, height}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageResize {
+    pub width: u32,
+    pub height: u32,
+}
+
+/// `image.crop {x, y, width, height}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageCrop {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// `image.show {dir}` or `{path, fps = 25}`, `mask = blend | cutout | none`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageShow {
+    #[serde(default)]
+    pub dir: Option<String>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default = "twenty_five")]
+    pub fps: f64,
+    #[serde(default)]
+    pub mask: Option<String>,
+}
+
+/// `table.print {format = pretty, path?}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TablePrint {
+    #[serde(default = "pretty")]
+    pub format: String,
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `table.filter {where}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableFilter {
+    #[serde(rename = "where")]
+    pub predicate: String,
+}
+
+/// `table.select {columns}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSelect {
+    pub columns: Vec<String>,
+}
+
+/// One column name or a list of them (`table.merge`'s `on`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// `table.merge {on?, how = join | concat}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableMerge {
+    #[serde(default)]
+    pub on: Option<OneOrMany>,
+    #[serde(default)]
+    pub how: Option<String>,
+}
+
+/// `track.deepsort {max_age?, n_init?, max_cosine_distance?, max_iou_distance?,
+/// nn_budget?, embedding = embedding}` (absent numbers keep the tracker's defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrackDeepsort {
+    #[serde(default)]
+    pub max_age: Option<u32>,
+    #[serde(default)]
+    pub n_init: Option<u32>,
+    #[serde(default)]
+    pub max_cosine_distance: Option<f64>,
+    #[serde(default)]
+    pub max_iou_distance: Option<f64>,
+    #[serde(default)]
+    pub nn_budget: Option<usize>,
+    #[serde(default = "embedding")]
+    pub embedding: String,
+}
+
+/// `model.preprocess {model}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPreprocess {
+    pub model: String,
+}
+
+/// `model.inference {model, output_slot_mb = 64}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelInference {
+    pub model: String,
+    #[serde(default)]
+    pub output_slot_mb: Option<u64>,
+}
+
+/// `model.postprocess {model, scale?}` (`scale`: a super-resolution model's factor,
+/// filled in from the manifest when absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPostprocess {
+    pub model: String,
+    #[serde(default)]
+    pub scale: Option<u64>,
+}
+
+/// Functions that take no parameters (`core.forward`, `bench.sink`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoParams {}
+
+/// `bench.blob {bytes, count, fps = 0}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchBlob {
+    pub bytes: usize,
+    pub count: u64,
+    #[serde(default)]
+    pub fps: f64,
+}
+
+/// `test.fault {mode, after = 0, stall_ms = 1000}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestFault {
+    pub mode: String,
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default = "thousand")]
+    pub stall_ms: u64,
+}
