@@ -77,6 +77,9 @@ fn tables_app(_: &Path) -> Vec<Value> {
     tasks
 }
 
+/// The tasks of one app, given its folder (for inputs it writes there).
+type AppTasks = fn(&Path) -> Vec<Value>;
+
 /// Items a task handled, over its replicas: what a head sent, what any other received.
 fn handled(summary: &Value, task: &str, kind: TaskKind) -> u64 {
     let key = if kind == TaskKind::Head {
@@ -98,7 +101,7 @@ fn handled(summary: &Value, task: &str, kind: TaskKind) -> u64 {
 
 #[test]
 fn every_registered_function_runs() {
-    let apps: [(&str, fn(&Path) -> Vec<Value>); 3] = [
+    let apps: [(&str, AppTasks); 3] = [
         ("frames", frames_app),
         ("sources", sources_app),
         ("tables", tables_app),
