@@ -3,19 +3,24 @@
 //! binary runs one stage replica; the library also lends the supervisor what it needs
 //! to plan (listing images, probing videos).
 
-pub mod bodies;
+//!
+//! The source is laid out by family: `sources/` (the heads: files, video, synthetic
+//! frames and blobs), `image/` (image bodies and the frame sinks), `table/` (table
+//! operations, the tracker and `table.print`), `model/` (model pre/post-processing per
+//! family); `registry.rs` binds every built-in function to its run function.
+
 pub mod faults;
-pub mod head_cost;
-pub mod heads;
-pub mod jpeg_end;
-pub mod mask_show;
-pub mod media;
-pub mod models;
+pub mod image;
+pub mod model;
 pub mod out_files;
 pub mod registry;
-pub mod sinks;
-pub mod table_print;
-pub mod tables;
+pub mod sources;
+pub mod table;
+
+// The paths other crates use (the supervisor's planning helpers, the fuzz test).
+pub use image::sinks;
+pub use sources::media;
+pub use table as tables;
 
 use protocol::node::{Node, NodeError};
 use serde::de::DeserializeOwned;

@@ -2,7 +2,8 @@
 //! of every built-in. The `match` is exhaustive over `Builtin`, so a function cannot be
 //! registered (and so validate) without saying where it runs.
 
-use crate::{bodies, faults, heads, models, sinks, table_print, tables, StageError};
+use crate::image::{bodies, sinks};
+use crate::{faults, model, sources, table, StageError};
 use protocol::functions::{self, Builtin};
 use protocol::node::Node;
 
@@ -21,22 +22,22 @@ pub enum Runs {
 /// The run function of a built-in.
 pub fn runs(f: Builtin) -> Runs {
     Runs::Here(match f {
-        Builtin::SourceImages => heads::images,
-        Builtin::SourceVideo => heads::video,
-        Builtin::ImageGen => heads::generate,
-        Builtin::BenchBlob => heads::blobs,
+        Builtin::SourceImages => sources::images,
+        Builtin::SourceVideo => sources::video,
+        Builtin::ImageGen => sources::generate,
+        Builtin::BenchBlob => sources::blobs,
         Builtin::ImageResize => bodies::run_resize,
         Builtin::ImageCrop => bodies::run_crop,
         Builtin::CoreForward => bodies::run_forward,
         Builtin::ImageShow => sinks::run_show,
         Builtin::BenchSink => sinks::run_bench_sink,
-        Builtin::TablePrint => table_print::run,
-        Builtin::TableFilter => tables::run_filter,
-        Builtin::TableSelect => tables::run_select,
-        Builtin::TableMerge => tables::run_merge,
-        Builtin::TrackDeepsort => tables::track::run,
-        Builtin::ModelPreprocess => models::run_preprocess,
-        Builtin::ModelPostprocess => models::run_postprocess,
+        Builtin::TablePrint => table::print::run,
+        Builtin::TableFilter => table::run_filter,
+        Builtin::TableSelect => table::run_select,
+        Builtin::TableMerge => table::run_merge,
+        Builtin::TrackDeepsort => table::track::run,
+        Builtin::ModelPreprocess => model::run_preprocess,
+        Builtin::ModelPostprocess => model::run_postprocess,
         Builtin::TestFault => faults::run,
         Builtin::ModelInference => return Runs::Gpu,
     })

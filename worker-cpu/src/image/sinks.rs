@@ -1,9 +1,9 @@
 //! Tails (PipeTail) that write frames out: `image.show` as one PNG per frame or as a
 //! video through an ffmpeg child process. Also the loop every tail shares.
 
-use crate::mask_show::{self, MaskMode};
-use crate::media::ffmpeg_program;
+use crate::image::mask_show::{self, MaskMode};
 use crate::out_files;
+use crate::sources::media::ffmpeg_program;
 use crate::StageError;
 use protocol::functions::params;
 use protocol::messages::{Command, Envelope, Payload, PixelFormat};
@@ -132,7 +132,7 @@ pub fn frame_part(payload: &Payload) -> Option<(protocol::shm::ShmRef, u32, u32)
 }
 
 /// The detection rows of an item's table part, if it has one.
-fn detections_of(payload: &Payload) -> Vec<crate::tables::detections::DetectionRow> {
+fn detections_of(payload: &Payload) -> Vec<crate::table::detections::DetectionRow> {
     let table = match payload {
         Payload::Table(bytes) => Some(bytes),
         Payload::Batch(parts) => parts.iter().find_map(|p| match p {
@@ -142,13 +142,13 @@ fn detections_of(payload: &Payload) -> Vec<crate::tables::detections::DetectionR
         _ => None,
     };
     table
-        .and_then(|bytes| crate::tables::detections::decode_ipc(bytes).ok())
-        .and_then(|batch| crate::tables::detections::rows_of(&batch).ok())
+        .and_then(|bytes| crate::table::detections::decode_ipc(bytes).ok())
+        .and_then(|batch| crate::table::detections::rows_of(&batch).ok())
         .unwrap_or_default()
 }
 
 /// The frame to write: as it is, or a copy with the item's mask blended (see
-/// [`crate::mask_show`]) and its detections drawn on it.
+/// [`crate::image::mask_show`]) and its detections drawn on it.
 fn annotated<'a>(env: &Envelope, f: &FrameView<'a>, mode: MaskMode) -> std::borrow::Cow<'a, [u8]> {
     let rows = detections_of(&env.payload);
     let mask = match mode {
@@ -164,7 +164,7 @@ fn annotated<'a>(env: &Envelope, f: &FrameView<'a>, mode: MaskMode) -> std::borr
     if let Some(m) = &mask {
         mask_show::blend(&mut copy, m);
     }
-    crate::tables::draw::draw_detections(&mut copy, f.width, f.height, &rows);
+    crate::table::draw::draw_detections(&mut copy, f.width, f.height, &rows);
     std::borrow::Cow::Owned(copy)
 }
 

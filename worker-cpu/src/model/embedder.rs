@@ -4,7 +4,7 @@
 //! (FixedSizeList<float32>) and keeps every other column, ready for `track.deepsort`.
 
 use super::{Output, Parts, Step};
-use crate::tables::{decode_ipc, encode_ipc, rows_of};
+use crate::table::{decode_ipc, encode_ipc, rows_of};
 use crate::StageError;
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 use arrow_array::{ArrayRef, RecordBatch};

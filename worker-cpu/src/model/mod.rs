@@ -11,7 +11,7 @@ mod segment;
 mod superres;
 mod yolo;
 
-use crate::tables::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
+use crate::table::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
 use crate::StageError;
 use protocol::clock::now_ns;
 use protocol::functions::params;

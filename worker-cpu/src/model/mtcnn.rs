@@ -3,7 +3,7 @@
 //! its outputs into boxes (state) or, after O-Net, faces with five landmarks.
 
 use super::{from_json, row, to_json, vision_err, Output, Parts, Step};
-use crate::tables::detections::Extras;
+use crate::table::detections::Extras;
 use crate::StageError;
 use protocol::messages::Envelope;
 use vision::manifest::Manifest;

@@ -4,7 +4,7 @@
 //! memory anyway) rather than shipped between processes.
 
 use super::{from_json, row, to_json, vision_err, Output, Parts, Step};
-use crate::tables::detections::Extras;
+use crate::table::detections::Extras;
 use crate::StageError;
 use protocol::messages::Envelope;
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@
 //! (pixels of the frame).
 
 use super::{Output, Parts, Step};
-use crate::tables::detections::{detections_batch, DetectionRow, Extras};
+use crate::table::detections::{detections_batch, DetectionRow, Extras};
 use crate::StageError;
 use arrow_array::{ArrayRef, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};

@@ -2,7 +2,7 @@
 //! decoding + NMS back to original-frame pixels after the model.
 
 use super::{from_json, row, to_json, vision_err, Output, Parts, Step};
-use crate::tables::detections::Extras;
+use crate::table::detections::Extras;
 use crate::StageError;
 use protocol::messages::Envelope;
 use serde::{Deserialize, Serialize};

@@ -53,7 +53,7 @@ pub fn image_size(path: &Path) -> Option<(u32, u32)> {
 pub fn decode_rgb(path: &Path, limits: &Limits) -> Result<(u32, u32, Vec<u8>), StageError> {
     // A cut-off JPEG decodes (grey below the cut): refuse it as bad input instead.
     if let Some(why) =
-        crate::jpeg_end::truncated(path).map_err(|e| StageError::io(path.display(), e))?
+        crate::sources::jpeg_end::truncated(path).map_err(|e| StageError::io(path.display(), e))?
     {
         return Err(StageError::io(path.display(), why));
     }

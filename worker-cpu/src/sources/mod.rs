@@ -2,8 +2,12 @@
 //! send its reference downstream. When the pool is full a guaranteed app waits (the
 //! source slows down); a best-effort app sheds the item and counts it.
 
-use crate::head_cost::CpuMeter;
-use crate::media::{decode_rgb, ffmpeg_program, list_images, probe_video};
+pub mod head_cost;
+pub mod jpeg_end;
+pub mod media;
+
+use crate::sources::head_cost::CpuMeter;
+use crate::sources::media::{decode_rgb, ffmpeg_program, list_images, probe_video};
 use crate::StageError;
 use protocol::clock::now_ns;
 use protocol::functions::params;
@@ -326,7 +330,9 @@ fn pace(node: &mut Node, due: Instant) -> Result<Paced, StageError> {
 /// `bench.blob`: opaque payloads of a given size.
 pub fn blobs(node: &mut Node) -> Result<(), StageError> {
     let params::BenchBlob { bytes, count, fps } = crate::params(node)?;
-    let pattern: Vec<u8> = (0..bytes).map(|i| crate::sinks::blob_byte(i, 0)).collect();
+    let pattern: Vec<u8> = (0..bytes)
+        .map(|i| crate::image::sinks::blob_byte(i, 0))
+        .collect();
     synthetic(
         node,
         count,
@@ -335,7 +341,7 @@ pub fn blobs(node: &mut Node) -> Result<(), StageError> {
         |seq, buf| {
             buf.copy_from_slice(&pattern);
             for (i, b) in buf.iter_mut().enumerate().take(8) {
-                *b = crate::sinks::blob_byte(i, seq);
+                *b = crate::image::sinks::blob_byte(i, seq);
             }
         },
         |shm| Payload::Tensor {

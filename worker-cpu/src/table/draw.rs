@@ -230,7 +230,7 @@ fn glyph(c: char) -> [u8; 7] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::detections::tests::{face, line};
+    use crate::table::detections::tests::{face, line};
 
     const W: u32 = 100;
     const H: u32 = 90;

@@ -10,6 +10,7 @@ pub mod detections;
 pub mod draw;
 pub mod ops;
 pub mod predicate;
+pub mod print;
 pub mod sink;
 mod stage;
 pub mod track;

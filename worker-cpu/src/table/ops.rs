@@ -241,8 +241,8 @@ pub fn join(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::detections::tests::{face, line};
-    use crate::tables::{detections_batch, rows_of, Extras};
+    use crate::table::detections::tests::{face, line};
+    use crate::table::{detections_batch, rows_of, Extras};
     use arrow_array::{Float32Array, StringArray, UInt64Array};
 
     fn faces() -> RecordBatch {
@@ -254,7 +254,7 @@ mod tests {
     #[test]
     fn select_keeps_the_given_order_and_names_unknowns() {
         let out = select(&faces(), &["score".into(), "class".into()]).unwrap();
-        assert_eq!(crate::tables::column_list(&out), "score, class");
+        assert_eq!(crate::table::column_list(&out), "score, class");
         assert_eq!(out.num_rows(), 2);
         let e = select(&faces(), &["scores".into()])
             .unwrap_err()
@@ -271,7 +271,7 @@ mod tests {
         let out = merge(&[faces(), text], &MergeHow::Concat).unwrap();
         assert_eq!(out.num_rows(), 3);
         assert_eq!(
-            crate::tables::column_list(&out),
+            crate::table::column_list(&out),
             "source, seq, class, score, x1, y1, x2, y2, landmarks, text, text_score, polygon"
         );
         let rows = rows_of(&out).unwrap();
@@ -325,7 +325,7 @@ mod tests {
         let how = MergeHow::Join(vec!["source".into(), "seq".into(), "class".into()]);
         let out = merge(&[faces(), attrs], &how).unwrap();
         assert_eq!(
-            crate::tables::column_list(&out),
+            crate::table::column_list(&out),
             "source, seq, class, score, x1, y1, x2, y2, landmarks, score_2, colour"
         );
         assert_eq!(

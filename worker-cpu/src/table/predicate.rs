@@ -465,8 +465,8 @@ pub fn filter(batch: &RecordBatch, pred: &Predicate) -> Result<RecordBatch, Tabl
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::detections::tests::{face, line};
-    use crate::tables::{detections_batch, rows_of, Extras};
+    use crate::table::detections::tests::{face, line};
+    use crate::table::{detections_batch, rows_of, Extras};
 
     fn table() -> RecordBatch {
         let mut a = face(1, 0.95);

@@ -4,16 +4,16 @@
 //! when a `table.select` left them out). Written as a pretty table (at the end),
 //! CSV, JSON lines (lists such as landmarks as JSON arrays) or Parquet (to `path`,
 //! all rows in one file with the schema of the first table), to stdout or a file.
-//! The writers live in [`crate::tables::sink`].
+//! The writers live in [`crate::table::sink`].
 
-use crate::sinks::run_tail;
-use crate::tables::{decode_ipc, TableError};
+use crate::image::sinks::run_tail;
+use crate::table::{decode_ipc, TableError};
 use crate::StageError;
 use arrow_array::RecordBatch;
 use protocol::clock::now_ns;
 use protocol::messages::{LossReason, Payload};
 
-pub use crate::tables::sink::{
+pub use crate::table::sink::{
     frame_row, frame_schema, with_item_keys, CsvWriter, JsonLinesWriter, PrettyWriter, RowWriter,
     SinkError, TableSink, FRAME_COLUMNS,
 };

@@ -76,8 +76,8 @@ fn jsonl_has_arrays_and_nulls() {
 #[test]
 fn pretty_aligns_columns() {
     let frames = [
-        crate::table_print::frame_row("a", 1, 640, 480, 1.5).unwrap(),
-        crate::table_print::frame_row("camera-long", 22, 8, 6, 12.25).unwrap(),
+        crate::table::print::frame_row("a", 1, 640, 480, 1.5).unwrap(),
+        crate::table::print::frame_row("camera-long", 22, 8, 6, 12.25).unwrap(),
     ];
     let out = print("pretty", "f.txt", &frames);
     let expected = "\

@@ -358,8 +358,8 @@ fn handle(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::detections::tests::face;
-    use crate::tables::{detections_batch, rows_of, Extras};
+    use crate::table::detections::tests::face;
+    use crate::table::{detections_batch, rows_of, Extras};
     use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
 
     /// A face table of boxes shifted by `dx`, with an `embedding` column.

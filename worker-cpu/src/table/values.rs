@@ -80,8 +80,8 @@ pub fn rows(batch: &RecordBatch) -> Result<Vec<Vec<Value>>, TableError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tables::detections::tests::{face, line};
-    use crate::tables::{detections_batch, Extras};
+    use crate::table::detections::tests::{face, line};
+    use crate::table::{detections_batch, Extras};
     use serde_json::json;
 
     #[test]
