@@ -82,55 +82,7 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
     }
 
     for (i, task) in app.tasks.iter().enumerate() {
-        let at = task_path(i, task);
-        check_inputs(app, i, task, &index, &at, &mut err);
-        crate::user_stage::check_task(task, &at, &mut err);
-        match functions::find(&task.function) {
-            _ if task.program.is_some() || task.function.is_empty() => {}
-            None => {
-                let hint = functions::closest(&task.function)
-                    .map(|n| format!(" (did you mean '{n}'?)"))
-                    .unwrap_or_default();
-                err(
-                    format!("{at}.function"),
-                    format!(
-                        "unknown function '{}'{hint}; known functions: {}",
-                        shown(&task.function),
-                        functions::names().join(", ")
-                    ),
-                );
-            }
-            Some(def) => check_function(task, def, &at, &mut err),
-        }
-        if let Some(batch) = &task.batch {
-            if batch.size == 0 {
-                err(format!("{at}.batch.size"), "must be at least 1".into());
-            }
-            if !(batch.max_wait_ms.is_finite() && batch.max_wait_ms >= 0.0) {
-                err(
-                    format!("{at}.batch.max_wait_ms"),
-                    "must be a number ≥ 0".into(),
-                );
-            }
-        }
-        if let Some(r) = task.replicas {
-            if r == 0 {
-                err(format!("{at}.replicas"), "must be at least 1".into());
-            } else if task.kind == TaskKind::Head && r > 1 {
-                err(
-                    format!("{at}.replicas"),
-                    "a head reads one source and runs as exactly one replica".into(),
-                );
-            } else if r > 1 && functions::is_stateful(&task.function) {
-                err(
-                    format!("{at}.replicas"),
-                    format!(
-                        "{} keeps state per source (its tracks) and runs as one replica: replicas would split a source's items between processes",
-                        task.function
-                    ),
-                );
-            }
-        }
+        check_task(app, i, task, &index, &mut err);
     }
 
     if let Some(cycle) = find_cycle(app, &index) {
@@ -153,6 +105,65 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
         Ok(())
     } else {
         Err(SpecErrors(errs))
+    }
+}
+
+/// The checks of one task: its inputs, its function and params, batch and replicas.
+fn check_task(
+    app: &AppSpec,
+    i: usize,
+    task: &TaskSpec,
+    index: &HashMap<&str, usize>,
+    err: &mut impl FnMut(String, String),
+) {
+    let at = task_path(i, task);
+    check_inputs(app, i, task, index, &at, err);
+    crate::user_stage::check_task(task, &at, err);
+    match functions::find(&task.function) {
+        _ if task.program.is_some() || task.function.is_empty() => {}
+        None => {
+            let hint = functions::closest(&task.function)
+                .map(|n| format!(" (did you mean '{n}'?)"))
+                .unwrap_or_default();
+            err(
+                format!("{at}.function"),
+                format!(
+                    "unknown function '{}'{hint}; known functions: {}",
+                    shown(&task.function),
+                    functions::names().join(", ")
+                ),
+            );
+        }
+        Some(def) => check_function(task, def, &at, err),
+    }
+    if let Some(batch) = &task.batch {
+        if batch.size == 0 {
+            err(format!("{at}.batch.size"), "must be at least 1".into());
+        }
+        if !(batch.max_wait_ms.is_finite() && batch.max_wait_ms >= 0.0) {
+            err(
+                format!("{at}.batch.max_wait_ms"),
+                "must be a number ≥ 0".into(),
+            );
+        }
+    }
+    if let Some(r) = task.replicas {
+        if r == 0 {
+            err(format!("{at}.replicas"), "must be at least 1".into());
+        } else if task.kind == TaskKind::Head && r > 1 {
+            err(
+                format!("{at}.replicas"),
+                "a head reads one source and runs as exactly one replica".into(),
+            );
+        } else if r > 1 && functions::is_stateful(&task.function) {
+            err(
+                format!("{at}.replicas"),
+                format!(
+                    "{} keeps state per source (its tracks) and runs as one replica: replicas would split a source's items between processes",
+                    task.function
+                ),
+            );
+        }
     }
 }
 
