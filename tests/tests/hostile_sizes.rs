@@ -195,8 +195,13 @@ fn validate_refuses_extreme_numbers_that_start_would_refuse_or_crash_on() {
                 a["tasks"]
                     .as_array_mut()
                     .expect("tasks")
-                    .insert(2, json!({"name": "few", "kind": "cpu", "function": "table.filter", "inputs": ["small"], "params": {"where": "width >"}}));
+                    .insert(2, json!({"name": "few", "kind": "cpu", "function": "table.filter", "inputs": ["post"], "params": {"where": "width >"}}));
                 a["tasks"][3]["inputs"] = json!(["few"]);
+                // A filter takes a table: a detector's, whose tasks come last (any order).
+                let tasks = a["tasks"].as_array_mut().expect("tasks");
+                tasks.push(json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["small"], "params": {"model": "mtcnn-pnet"}}));
+                tasks.push(json!({"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-pnet"}}));
+                tasks.push(json!({"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["net"], "params": {"model": "mtcnn-pnet"}}));
             }),
             "tasks[2] (few).params.where: predicate `width >`, at character",
         ),
