@@ -235,11 +235,10 @@ fn follow_one(mut conn: UnixStream, registry: &Registry, launcher: &dyn FollowLa
         }
     };
     let (request, console) = request;
-    let followed = {
-        // The daemon does not exit while a start is being answered.
-        let _busy = registry.busy();
-        launcher.start_followed(request, Arc::new(console))
-    };
+    // The daemon does not exit while it follows an app for a command: the app's end
+    // must reach the command first.
+    let _busy = registry.busy();
+    let followed = launcher.start_followed(request, Arc::new(console));
     let followed = match followed {
         Ok(f) => f,
         Err(e) => {
