@@ -83,6 +83,30 @@ pub fn console() -> Option<Arc<crate::follow::Console>> {
     current().and_then(|env| env.console.clone())
 }
 
+/// Standard error as this thread's app sees it: the stderr of the command following the
+/// app in the daemon, else this process's. The supervisor's log lines and notes about an
+/// app go here, so a foreground `start` shows them as a supervisor of its own would.
+pub struct Stderr;
+
+impl std::io::Write for Stderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match console().map(|c| c.stderr()) {
+            Some(Ok(mut err)) => err.write(buf),
+            _ => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Print a line about this thread's app to its [`Stderr`].
+pub fn note(line: &str) {
+    use std::io::Write;
+    let _ = Stderr.write_all(format!("{line}\n").as_bytes());
+}
+
 /// `path` as the app's working folder sees it: relative paths resolve against the
 /// folder of the `start` that sent the app (without one, this process's folder).
 pub fn in_cwd(path: impl Into<PathBuf>) -> PathBuf {

@@ -218,7 +218,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| appenv::Stderr)
         .init();
     let cli = Cli::parse();
     if prints_only(&cli.command) {

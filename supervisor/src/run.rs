@@ -29,6 +29,9 @@ const MAX_EVENTS_PER_ROUND: usize = 4096;
 /// not grow with the app.
 const ROUND_EVERY: Duration = Duration::from_millis(100);
 const MAX_ROUND_EVERY: Duration = Duration::from_millis(500);
+/// The run loop of an app of more than [`FULL_RATE_PROCESSES`] processes looks at its
+/// events this often instead of waking for each (an exit is acted on this much later).
+const COALESCE_TICK: Duration = Duration::from_millis(50);
 /// `status` sees a large app's state at most this often (a pass building every stage's row).
 const PUBLISH_EVERY_LARGE: Duration = Duration::from_millis(500);
 
@@ -294,11 +297,24 @@ pub fn run_app(
     let has_agent = run.wiring.agent.is_some() && run.wiring.shared.is_none();
     let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
     let mut last_round: Option<Instant> = None;
+    let coalesce = processes > FULL_RATE_PROCESSES;
     loop {
-        let mut next = match events.recv_timeout(Duration::from_millis(100)) {
-            Ok(event) => Some(event),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let mut next = if coalesce {
+            // A large app's reports arrive spread over the heartbeat period, each of
+            // which would wake this loop on its own: the queue is looked at in ticks,
+            // and everything that came within one is handled in one wake-up.
+            std::thread::sleep(COALESCE_TICK);
+            match events.try_recv() {
+                Ok(event) => Some(event),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match events.recv_timeout(Duration::from_millis(100)) {
+                Ok(event) => Some(event),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         };
         let stalled = watch.turn();
         // Everything already queued is handled before the round's work below, which
@@ -457,7 +473,10 @@ pub fn run_app(
         }
         if interrupted.swap(false, Ordering::SeqCst) {
             if drained_at.is_none() {
-                eprintln!("draining app '{}' (signal again to stop at once)", app.name);
+                crate::appenv::note(&format!(
+                    "draining app '{}' (signal again to stop at once)",
+                    app.name
+                ));
                 timeline.event("signal: draining from the sources");
                 drained_at = Some(Instant::now());
                 run.send_all(&Command::Drain, true);

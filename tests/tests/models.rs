@@ -18,8 +18,19 @@ fn provisioned() -> PathBuf {
 }
 
 fn run_app(dir: &std::path::Path, app: &Value) -> Value {
-    let path = write_app(dir, app);
+    run_app_with(supervisor(), dir, app)
+}
+
+/// [`run_app`] with the app's own agent, whose log is in the run dir, even when the
+/// suites run through the node's daemon.
+fn run_app_own_agent(dir: &std::path::Path, app: &Value) -> Value {
     let mut cmd = supervisor();
+    cmd.env("SMARTPIPE_NO_DAEMON", "1");
+    run_app_with(cmd, dir, app)
+}
+
+fn run_app_with(mut cmd: std::process::Command, dir: &std::path::Path, app: &Value) -> Value {
+    let path = write_app(dir, app);
     with_models(&mut cmd).env(
         "ORT_DYLIB_PATH",
         repo_root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
@@ -254,7 +265,7 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
         }
     }
     app["constraints"] = json!({"gpus": [{"type": "cpu", "memory_mb": 12}]});
-    let summary = run_app(&dir, &app);
+    let summary = run_app_own_agent(&dir, &app);
     assert_eq!(summary["items_in"], 7, "6 frames + 1 page: {summary}");
     assert_eq!(summary["lost_total"], 0, "{summary}");
     for tail in summary["tails"].as_array().expect("tails") {
