@@ -111,6 +111,7 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
         basis: "plan".into(),
         cpu_files: Vec::new(),
         own_cores: loaded.spec.constraints.cpu_cores,
+        max_latency_ms: loaded.spec.quota.max_latency_ms.filter(|_| guaranteed),
     };
     // Best effort plans on the leftovers, but never on nothing.
     let cap = if guaranteed {
