@@ -223,7 +223,7 @@ fi
 # tests run (onnxruntime + numpy, the packages' published pre/post-processing). Pinned; made again only when
 # the pins change.
 VENV="$SP/venv"
-VENV_PINS="numpy==2.2.6 onnx==1.19.1 maturin==1.16.0 scipy==1.15.3 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
+VENV_PINS="numpy==2.2.6 onnx==1.19.1 maturin==1.16.0 scipy==1.15.3 pyarrow==26.0.1 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
 # Installed without their declared dependencies: deep-sort-realtime asks for opencv-python (60 MB), which
 # its tracker, the reference of vision/tests/deepsort_reference.rs, never calls.
 VENV_NODEPS="deep-sort-realtime==1.3.2"
