@@ -6,6 +6,7 @@
 
 mod embedder;
 mod mtcnn;
+mod pose;
 mod ppocr;
 mod segment;
 mod superres;
@@ -122,12 +123,13 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         Family::PpocrDet | Family::PpocrCls | Family::PpocrRec => {
             ppocr::step(&manifest, &dir, &model, entry.family, pre)
         }
-        Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
+        Family::Yolox | Family::Yolov5 | Family::Yolov8 | Family::Centernet => {
             yolo::step(&manifest, &model, entry.family, pre)
         }
         Family::Segmentation => segment::step(&manifest, &node.task.name, &model, pre),
         Family::Embedder => embedder::step(node, entry, pre),
         Family::Superres => superres::step(&manifest, &model, pre),
+        Family::Pose => pose::step(&manifest, &node.task.name, &model, pre),
     }
 }
 

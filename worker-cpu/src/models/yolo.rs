@@ -1,4 +1,4 @@
-//! YOLO (YOLOX, YOLOv5 and YOLOv8 output layouts): letterbox pre-processing, and
+//! YOLO (YOLOX, YOLOv5 and YOLOv8 output layouts, and CenterNet's): letterbox pre-processing, and
 //! decoding + NMS back to original-frame pixels after the model.
 
 use super::{from_json, row, to_json, vision_err, Output, Parts, Step};
@@ -33,6 +33,7 @@ pub fn step(
     let layout = match family {
         Family::Yolox => YoloLayout::Yolox,
         Family::Yolov5 => YoloLayout::Yolov5,
+        Family::Centernet => YoloLayout::Centernet,
         _ => YoloLayout::Yolov8,
     };
     let params = manifest
