@@ -129,7 +129,13 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         Family::Segmentation => segment::step(&manifest, &node.task.name, &model, pre),
         Family::Embedder => embedder::step(node, entry, pre),
         Family::Superres => superres::step(&manifest, &model, pre),
-        Family::Pose => pose::step(&manifest, &node.task.name, &model, pre),
+        Family::Pose => {
+            // The network input goes into this stage's slots: sized by the plan, checked now.
+            let slot = pre
+                .then(|| node.output_pool().ok().map(|p| p.slot_size()))
+                .flatten();
+            pose::step(&manifest, &node.task.name, &model, pre, slot)
+        }
     }
 }
 

@@ -26,13 +26,16 @@ struct PoseStep {
     params: PoseParams,
 }
 
-/// The step of `task` for pose model `model`; refuses a model whose declared I/O or params
-/// cannot be MoveNet MultiPose's, naming task and model.
+/// The step of `task` for pose model `model` (`slot`: the byte size of this stage's output
+/// slots, checked for `model.preprocess`); refuses a model whose declared
+/// I/O or params cannot be MoveNet MultiPose's, or whose network input does not fit the slots,
+/// naming task and model.
 pub fn step(
     manifest: &Manifest,
     task: &str,
     model: &str,
     pre: bool,
+    slot: Option<u64>,
 ) -> Result<Box<dyn Step>, StageError> {
     let fail = |why: String| StageError::Input(format!("task '{task}', model `{model}`: {why}"));
     let entry = manifest.model(model).map_err(|e| fail(e.to_string()))?;
@@ -41,6 +44,13 @@ pub fn step(
         .check()
         .map_err(|(field, msg)| fail(format!("{field}: {msg}")))?;
     pose::check_io(entry, &params).map_err(fail)?;
+    let s = params.input_size as u64;
+    let need = s * s * 3 * 4;
+    if let Some(slot) = slot.filter(|&slot| pre && need > slot) {
+        return Err(fail(format!(
+            "the network input ({s}×{s}×3 floats, {need} bytes) does not fit the {slot}-byte slots planned for this stage; lower params.input_size"
+        )));
+    }
     Ok(Box::new(PoseStep {
         pre,
         task: task.to_string(),
