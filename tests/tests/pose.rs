@@ -295,7 +295,7 @@ fn start_fails(manifest: &Path, app: &Path, run: &Path) -> String {
 }
 
 #[test]
-fn bad_inputs_of_the_pose_family_are_named_with_task_and_model() {
+fn bad_inputs_of_the_pose_and_centernet_families_are_named_with_task_and_model() {
     require_provisioned(POSE);
     require_provisioned("mtcnn-pnet");
     let dir = scratch("pose-bad");
@@ -307,6 +307,9 @@ fn bad_inputs_of_the_pose_family_are_named_with_task_and_model() {
         &dir,
         vec![
             json!({"name": "pnet-as-pose", "family": "pose", "path": pnet,
+                   "inputs": [{"name": "input_1", "dtype": "float32", "shape": [-1, -1, -1, 3]}],
+                   "outputs": [{"name": "conv2d_4", "dtype": "float32", "shape": [-1, -1, -1, 4]}]}),
+            json!({"name": "pnet-as-coco", "family": "centernet", "path": pnet,
                    "inputs": [{"name": "input_1", "dtype": "float32", "shape": [-1, -1, -1, 3]}],
                    "outputs": [{"name": "conv2d_4", "dtype": "float32", "shape": [-1, -1, -1, 4]}]}),
             json!({"name": "movenet-huge", "family": "pose", "path": movenet,
@@ -333,6 +336,19 @@ fn bad_inputs_of_the_pose_family_are_named_with_task_and_model() {
     assert!(
         said.contains("task 'pre', model `pnet-as-pose`")
             && said.contains("[-1, -1, -1, 4]")
+            && said.contains("another family"),
+        "{said}"
+    );
+
+    // The same for the CenterNet layout of the detection family.
+    let said = start_fails(
+        &manifest,
+        &app_of("wrong-coco", "pnet-as-coco"),
+        &dir.join("wrong-coco/run"),
+    );
+    assert!(
+        said.contains("task 'pre', model `pnet-as-coco`")
+            && said.contains("returns [1, N, 6] detections")
             && said.contains("another family"),
         "{said}"
     );

@@ -11,9 +11,46 @@
 
 use crate::error::{Result, VisionError};
 use crate::geometry::{BBox, Letterbox};
+use crate::manifest::ModelEntry;
 use crate::tensor::{RgbImage, RgbView, TensorF32};
 use crate::tf_resize::{resize_bilinear_nhwc, Canvas};
 use crate::yolo::{RawBox, YoloConfig};
+
+/// Whether the entry's declared I/O can be this CenterNet's: one NHWC `[1, H, W, 3]` input (fixed
+/// sizes equal to `input_size`) and `[1, N, 6]` outputs.
+pub fn check_io(entry: &ModelEntry, input_size: [usize; 2]) -> std::result::Result<(), String> {
+    let family = "a CenterNet model takes one [1, H, W, 3] input and returns [1, N, 6] detections";
+    if entry.inputs.len() > 1 {
+        return Err(format!("declares {} inputs; {family}", entry.inputs.len()));
+    }
+    if let Some(i) = entry.inputs.first() {
+        let s = &i.shape;
+        if s.len() != 4 || s[3] != 3 || !(s[0] == 1 || s[0] == -1) {
+            return Err(format!(
+                "input `{}` has shape {s:?}; {family} (is this model of another family?)",
+                i.name
+            ));
+        }
+        let [h, w] = input_size;
+        if (s[1] != -1 && s[1] != h as i64) || (s[2] != -1 && s[2] != w as i64) {
+            return Err(format!(
+                "params.input_size {input_size:?} does not fit input `{}` of shape {s:?}",
+                i.name
+            ));
+        }
+    }
+    if let Some(o) = entry
+        .outputs
+        .iter()
+        .find(|o| o.shape.len() != 3 || o.shape[2] != 6)
+    {
+        return Err(format!(
+            "output `{}` has shape {:?}; {family} (is this model of another family?)",
+            o.name, o.shape
+        ));
+    }
+    Ok(())
+}
 
 /// The network input `[1, H, W, 3]` (0..255 floats, RGB unless the params say `bgr`) and an
 /// identity letterbox (the stretch is undone per axis after the model).

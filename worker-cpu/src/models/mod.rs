@@ -123,7 +123,11 @@ fn make_step(node: &Node) -> Result<Box<dyn Step>, StageError> {
         Family::PpocrDet | Family::PpocrCls | Family::PpocrRec => {
             ppocr::step(&manifest, &dir, &model, entry.family, pre)
         }
-        Family::Yolox | Family::Yolov5 | Family::Yolov8 | Family::Centernet => {
+        Family::Centernet => {
+            yolo::check_centernet(entry, &node.task.name, &model)?;
+            yolo::step(&manifest, &model, entry.family, pre)
+        }
+        Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
             yolo::step(&manifest, &model, entry.family, pre)
         }
         Family::Segmentation => segment::step(&manifest, &node.task.name, &model, pre),

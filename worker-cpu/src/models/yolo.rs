@@ -46,6 +46,17 @@ pub fn step(
     }))
 }
 
+/// Refuses, naming task and model, a `centernet` entry whose declared I/O cannot be CenterNet's.
+pub fn check_centernet(
+    entry: &vision::manifest::ModelEntry,
+    task: &str,
+    model: &str,
+) -> Result<(), StageError> {
+    let fail = |why: String| StageError::Input(format!("task '{task}', model `{model}`: {why}"));
+    let params = entry.yolo_params().map_err(|e| fail(e.to_string()))?;
+    vision::centernet::check_io(entry, params.input_size).map_err(fail)
+}
+
 impl Step for YoloStep {
     fn run(
         &mut self,
