@@ -128,3 +128,64 @@ pub fn people_table(env: &Envelope, people: &[Person]) -> Result<RecordBatch, St
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
         .map_err(|e| StageError::Input(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tables::detections::{decode_ipc, encode_ipc, rows_of};
+    use protocol::messages::Payload;
+    use vision::BBox;
+
+    #[test]
+    fn a_person_row_keeps_the_detection_columns_and_adds_keypoints() {
+        let env = Envelope {
+            app: "a".into(),
+            source: "cam".into(),
+            seq: 4,
+            created_ns: 0,
+            hops: vec![],
+            payload: Payload::State(vec![]),
+        };
+        let mut keypoints = [[0.0; 3]; KEYPOINTS];
+        keypoints[16] = [7.0, 8.0, 0.9];
+        let person = Person {
+            score: 0.8,
+            bbox: BBox::new(1.0, 2.0, 3.0, 4.0),
+            keypoints,
+        };
+        let table = people_table(&env, &[person]).unwrap();
+        let back = decode_ipc(&encode_ipc(&table).unwrap()).unwrap();
+        let names: Vec<String> = back
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "source",
+                "seq",
+                "class",
+                "score",
+                "x1",
+                "y1",
+                "x2",
+                "y2",
+                "keypoints"
+            ]
+        );
+        let rows = rows_of(&back).unwrap();
+        assert_eq!(
+            (rows[0].class.as_str(), rows[0].seq, rows[0].x2),
+            ("person", 4, 3.0)
+        );
+        let kps = crate::tables::skeleton::keypoints_of(&back)
+            .unwrap()
+            .unwrap();
+        assert_eq!(kps[0][16], [7.0, 8.0, 0.9]);
+        let empty = people_table(&env, &[]).unwrap();
+        assert_eq!(empty.num_rows(), 0);
+        assert_eq!(empty.schema(), table.schema());
+    }
+}
