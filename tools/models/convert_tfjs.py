@@ -41,6 +41,12 @@ def fail(msg):
 
 
 def outer(argv):
+    rows = None
+    if argv[:1] == ["--check-rows"] and len(argv) == 4 and argv[1].isdigit():
+        rows, argv = int(argv[1]), argv[2:]
+    if len(argv) != 2:
+        fail("usage: convert_tfjs.py [--check-rows N] MODEL.json OUT.onnx")
+    src, out = argv
     cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "smartpipe")
     venv = os.path.join(cache, "convert-venv-tf")
     pins = " ".join(TF_PINS)
@@ -59,12 +65,6 @@ def outer(argv):
         os.replace(venv + ".part", venv)
     # A venv made under its `.part` name still runs: its scripts point there, so call python -m, not scripts.
     py = os.path.join(venv, "bin", "python")
-    rows = None
-    if argv[:1] == ["--check-rows"] and len(argv) == 4 and argv[1].isdigit():
-        rows, argv = int(argv[1]), argv[2:]
-    if len(argv) != 2:
-        fail("usage: convert_tfjs.py [--check-rows N] MODEL.json OUT.onnx")
-    src, out = argv
     work = tempfile.mkdtemp(prefix="tfjs-")
     try:
         r = subprocess.run([py, os.path.abspath(__file__), "--inner", src, work])
