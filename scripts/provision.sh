@@ -10,6 +10,9 @@
 # concatenated in order; the licence of such an entry is printed); every archive and every extracted file is checked
 # against the sha256 pinned in the manifests. Idempotent: files already present with the right sha256 are
 # skipped without touching the network. ffmpeg is installed with apt-get when it is not on PATH.
+# Entries with `convert` go through scripts/convert_models.py (cached in ~/.cache/smartpipe/converted/); the
+# TF.js models (MoveNet, CenterNet) need TensorFlow, which tools/models/convert_tfjs.py installs into a venv of
+# its own, ~/.cache/smartpipe/convert-venv-tf, only when a conversion is not cached yet (docs/pose.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

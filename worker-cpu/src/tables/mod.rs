@@ -11,6 +11,7 @@ pub mod draw;
 pub mod ops;
 pub mod predicate;
 pub mod sink;
+pub mod skeleton;
 mod stage;
 pub mod track;
 pub mod values;
