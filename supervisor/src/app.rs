@@ -43,7 +43,8 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
             lines.join("\n")
         )
     })?;
-    let faults_allowed = std::env::var(protocol::messages::ENV_TEST_FAULTS).is_ok_and(|v| v == "1");
+    let faults_allowed =
+        crate::appenv::var(protocol::messages::ENV_TEST_FAULTS).is_some_and(|v| v == "1");
     if let Some((i, t)) = spec
         .tasks
         .iter()

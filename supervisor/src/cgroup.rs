@@ -79,7 +79,7 @@ impl AppCgroup {
         memory_mb: Option<u64>,
     ) -> Result<AppCgroup, CgroupError> {
         let root =
-            PathBuf::from(std::env::var(ENV_ROOT).unwrap_or_else(|_| "/sys/fs/cgroup".into()));
+            PathBuf::from(crate::appenv::var(ENV_ROOT).unwrap_or_else(|| "/sys/fs/cgroup".into()));
         let leaf = format!("smartpipe-{}-{app}", std::process::id());
         let v2 = root.join("cgroup.controllers").is_file();
         let dirs: Vec<(PathBuf, &str)> = if v2 {

@@ -116,6 +116,13 @@ pub struct StartRequest {
     pub run_dir: PathBuf,
     pub startup_timeout_s: u64,
     pub hang_after_ms: u64,
+    /// The environment of the `start` that sent the app: its settings (`SMARTPIPE_*`,
+    /// `ORT_*`, `PATH`, …) and its stages' environment. Absent: the daemon's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// The working folder of that `start` (its stages run there). Absent: the daemon's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
 }
 
 /// An API error: the HTTP status and a message for people.

@@ -111,6 +111,7 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
         basis: "plan".into(),
         cpu_files: Vec::new(),
         own_cores: loaded.spec.constraints.cpu_cores,
+        max_latency_ms: loaded.spec.quota.max_latency_ms.filter(|_| guaranteed),
     };
     // Best effort plans on the leftovers, but never on nothing.
     let cap = if guaranteed {
@@ -175,7 +176,18 @@ pub fn run_daemon(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<
                 .map_or_else(|| runtime_dir.join("agents"), |root| root.join("agents")),
         ),
     });
-    let sock = match control::serve(&runtime_dir, registry.clone(), Some(launcher), metrics_addr) {
+    let served = control::serve(
+        &runtime_dir,
+        registry.clone(),
+        Some(launcher.clone()),
+        metrics_addr,
+    )
+    .and_then(|sock| {
+        crate::follow::serve(&runtime_dir, registry.clone(), launcher)
+            .context("cannot open the socket of foreground starts")?;
+        Ok(sock)
+    });
+    let sock = match served {
         Ok(sock) => sock,
         Err(e) => {
             runtime::cleanup(&runtime_dir);
@@ -206,14 +218,58 @@ struct DaemonLauncher {
     agents: Arc<crate::agent_host::AgentHosts>,
 }
 
-impl control::Launcher for DaemonLauncher {
-    fn launch(&self, request: StartRequest) -> Result<String, ApiError> {
+/// An app the daemon started: its name, state, drain flag and end.
+struct Begun {
+    name: String,
+    run_dir: PathBuf,
+    live: Arc<Mutex<LiveApp>>,
+    stop: Arc<AtomicBool>,
+    done: mpsc::Receiver<Result<String, String>>,
+}
+
+/// How a start looked once the app ran, ended, or took too long to start.
+enum StartWait {
+    Running(String),
+    Ended(Result<String, String>),
+}
+
+impl DaemonLauncher {
+    /// Check, admit and start the app of `request` on its own thread, under the
+    /// environment it came with (and `console`, the terminal of a following command).
+    fn begin(
+        &self,
+        request: StartRequest,
+        console: Option<Arc<crate::follow::Console>>,
+    ) -> Result<Begun, ApiError> {
         if !request.file.is_absolute() || !request.run_dir.is_absolute() {
             return Err(ApiError::new(
                 400,
                 "the app file and the run dir must be absolute paths",
             ));
         }
+        let env = match (&request.env, &console) {
+            (None, None) => None,
+            (vars, _) => Some(Arc::new(crate::appenv::AppEnv {
+                vars: vars.clone().unwrap_or_else(|| std::env::vars().collect()),
+                cwd: request
+                    .cwd
+                    .clone()
+                    .or_else(|| std::env::current_dir().ok())
+                    .unwrap_or_else(|| PathBuf::from("/")),
+                console,
+            })),
+        };
+        match env {
+            Some(env) => crate::appenv::scope(env.clone(), || self.begin_here(request, Some(env))),
+            None => self.begin_here(request, None),
+        }
+    }
+
+    fn begin_here(
+        &self,
+        request: StartRequest,
+        env: Option<Arc<crate::appenv::AppEnv>>,
+    ) -> Result<Begun, ApiError> {
         let mut loaded =
             app::load(&request.file).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
         // The checks `validate` and `start` make: an app sent straight to the socket
@@ -260,8 +316,24 @@ impl control::Launcher for DaemonLauncher {
                 ));
             }
         };
+        let console = crate::appenv::console();
+        let tell_name = name.clone();
+        // What a foreground `start` prints goes to the following command's stderr.
+        let tell = move |text: &str| match console.as_ref().and_then(|c| c.stderr().ok()) {
+            Some(mut err) => {
+                let _ = err.write_all(text.as_bytes());
+            }
+            None => {
+                for line in text.lines() {
+                    eprintln!("[app {tell_name}] {line}");
+                }
+            }
+        };
         if let Some(note) = &note {
             let _ = writeln!(log, "{note}");
+            if crate::appenv::console().is_some() {
+                tell(&format!("{note}\n"));
+            }
         }
         let opts = run::RunOptions {
             agents: Some(self.agents.clone()),
@@ -269,17 +341,22 @@ impl control::Launcher for DaemonLauncher {
                 run_dir.clone(),
                 request.startup_timeout_s,
                 request.hang_after_ms,
-                false,
+                crate::appenv::console().is_some(),
             )
         };
         let (done_tx, done) = mpsc::channel::<Result<String, String>>();
         let registry = self.registry.clone();
         let thread_live = live.clone();
         let thread_name = name.clone();
+        let thread_stop = stop.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("app-{name}"))
             .spawn(move || {
-                let outcome = run::run_app(&loaded, &opts, stop, Some(thread_live));
+                let run = || run::run_app(&loaded, &opts, thread_stop, Some(thread_live));
+                let outcome = match env {
+                    Some(env) => crate::appenv::scope(env, run),
+                    None => run(),
+                };
                 drop(held);
                 let result = match outcome {
                     Ok(o) => {
@@ -298,49 +375,89 @@ impl control::Launcher for DaemonLauncher {
                     Ok(t) | Err(t) => t,
                 };
                 let _ = log.write_all(text.as_bytes());
-                for line in text.lines() {
-                    eprintln!("[app {thread_name}] {line}");
-                }
-                let _ = done_tx.send(result);
+                tell(text);
                 registry.remove(&thread_name);
+                let _ = done_tx.send(result);
             });
         if let Err(e) = spawned {
             self.registry.remove(&name);
             return Err(ApiError::new(500, format!("cannot start a thread: {e}")));
         }
-        // Answer once the app runs (every stage connected and set up), or how it ended.
-        let deadline = Instant::now() + Duration::from_secs(request.startup_timeout_s + 10);
+        Ok(Begun {
+            name,
+            run_dir,
+            live,
+            stop,
+            done,
+        })
+    }
+}
+impl DaemonLauncher {
+    /// Wait until `begun` runs (every stage connected and set up), ends, or takes
+    /// longer than its start-up allows.
+    fn wait_started(begun: &Begun, startup_timeout_s: u64) -> StartWait {
+        let deadline = Instant::now() + Duration::from_secs(startup_timeout_s + 10);
         let pid = std::process::id();
+        let (name, run_dir) = (&begun.name, begun.run_dir.display());
         loop {
-            match done.recv_timeout(START_POLL) {
-                Ok(Ok(summary)) => return Ok(summary),
-                Ok(Err(failure)) => {
-                    return Err(ApiError::new(
-                        500,
-                        format!("app '{name}' failed:\n{failure}"),
-                    ))
-                }
+            match begun.done.recv_timeout(START_POLL) {
+                Ok(result) => return StartWait::Ended(result),
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Err(ApiError::new(
-                        500,
-                        format!("app '{name}' ended without a summary (see the daemon's log)"),
-                    ))
+                    return StartWait::Ended(Err(format!(
+                        "app '{name}' ended without a summary (see the daemon's log)"
+                    )))
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
-            let state = live.lock().map(|l| l.state.clone()).unwrap_or_default();
+            let state = begun
+                .live
+                .lock()
+                .map(|l| l.state.clone())
+                .unwrap_or_default();
             if state != "starting" {
-                return Ok(format!(
-                    "app '{name}' runs in the daemon (pid {pid}), run dir {}",
-                    run_dir.display()
+                return StartWait::Running(format!(
+                    "app '{name}' runs in the daemon (pid {pid}), run dir {run_dir}"
                 ));
             }
             if Instant::now() > deadline {
-                return Ok(format!(
-                    "app '{name}' is still starting in the daemon (pid {pid}), run dir {}",
-                    run_dir.display()
+                return StartWait::Running(format!(
+                    "app '{name}' is still starting in the daemon (pid {pid}), run dir {run_dir}"
                 ));
             }
         }
+    }
+}
+
+impl control::Launcher for DaemonLauncher {
+    fn launch(&self, request: StartRequest) -> Result<String, ApiError> {
+        let timeout = request.startup_timeout_s;
+        let begun = self.begin(request, None)?;
+        match Self::wait_started(&begun, timeout) {
+            StartWait::Running(message) | StartWait::Ended(Ok(message)) => Ok(message),
+            StartWait::Ended(Err(failure)) => Err(ApiError::new(
+                500,
+                format!("app '{}' failed:\n{failure}", begun.name),
+            )),
+        }
+    }
+}
+
+impl crate::follow::FollowLauncher for DaemonLauncher {
+    fn start_followed(
+        &self,
+        request: StartRequest,
+        console: Arc<crate::follow::Console>,
+    ) -> Result<crate::follow::Followed, ApiError> {
+        let begun = self.begin(request, Some(console))?;
+        Ok(crate::follow::Followed {
+            message: format!(
+                "app '{}' runs in the daemon (pid {}), run dir {}",
+                begun.name,
+                std::process::id(),
+                begun.run_dir.display()
+            ),
+            stop: begun.stop,
+            done: begun.done,
+        })
     }
 }

@@ -46,7 +46,7 @@ pub enum LaunchError {
 pub fn find_worker(name: &str) -> Result<PathBuf, LaunchError> {
     let mut looked = Vec::new();
     let mut candidates = Vec::new();
-    if let Ok(dir) = std::env::var("SMARTPIPE_WORKER_DIR") {
+    if let Some(dir) = crate::appenv::var("SMARTPIPE_WORKER_DIR") {
         candidates.push(PathBuf::from(dir).join(name));
     }
     if let Some(dir) = std::env::current_exe()
@@ -55,7 +55,7 @@ pub fn find_worker(name: &str) -> Result<PathBuf, LaunchError> {
     {
         candidates.push(dir.join(name));
     }
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = crate::appenv::var_os("PATH") {
         candidates.extend(std::env::split_paths(&path).map(|d| d.join(name)));
     }
     for c in candidates {

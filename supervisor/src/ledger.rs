@@ -39,6 +39,20 @@ pub struct Reservation {
     /// Best effort: the cores its own constraints grant (never raised past them).
     #[serde(default)]
     pub own_cores: Option<f64>,
+    /// Request guarantee: its latency quota, which bounds how long a best-effort app's
+    /// model call may hold the node's agent (see [`guaranteed_latency_floor`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_latency_ms: Option<f64>,
+}
+
+/// The tightest latency quota among the request-guarantee apps of the node, with the
+/// app that has it: best-effort apps keep their model calls well inside it.
+pub fn guaranteed_latency_floor(reservations: &[Reservation]) -> Option<(f64, String)> {
+    reservations
+        .iter()
+        .filter(|r| r.service_type == "request-guarantee")
+        .filter_map(|r| Some((r.max_latency_ms.filter(|l| *l > 0.0)?, r.app.clone())))
+        .min_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -322,6 +336,22 @@ pub fn render(reservations: &[Reservation], node: Node) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_latency_floor_is_the_tightest_guaranteed_quota_and_ignores_best_effort() {
+        let mut a = r("a", "request-guarantee", 1.0);
+        a.max_latency_ms = Some(500.0);
+        let mut b = r("b", "request-guarantee", 0.5);
+        b.max_latency_ms = Some(200.0);
+        let mut c = r("c", "best-effort", 0.0);
+        c.max_latency_ms = Some(10.0);
+        let none = r("d", "request-guarantee", 0.5);
+        assert_eq!(guaranteed_latency_floor(&[c.clone(), none.clone()]), None);
+        assert_eq!(
+            guaranteed_latency_floor(&[a, c, b, none]),
+            Some((200.0, "b".to_string()))
+        );
+    }
+
     fn r(app: &str, service: &str, cores: f64) -> Reservation {
         Reservation {
             id: app.into(),
@@ -334,6 +364,7 @@ mod tests {
             basis: "plan".into(),
             cpu_files: Vec::new(),
             own_cores: None,
+            max_latency_ms: None,
         }
     }
 

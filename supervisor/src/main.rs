@@ -4,6 +4,7 @@
 
 mod agent_host;
 mod app;
+mod appenv;
 mod apprun;
 mod autoprofile;
 mod bench;
@@ -11,6 +12,7 @@ mod bench_stages;
 mod cgroup;
 mod control;
 mod daemon;
+mod follow;
 mod frame_scale;
 #[cfg(test)]
 mod fuzz_app_tests;
@@ -73,8 +75,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run an app: in the foreground until its sources end (Ctrl-C drains it), or in the
-    /// background daemon with --detach.
+    /// Run an app in the node's daemon (started when none runs), beside the node's other
+    /// apps: followed in the foreground until its sources end (its rows on this command's
+    /// stdout, progress and summary on stderr; Ctrl-C drains it), or in the background
+    /// with --detach.
     Start {
         /// The app file.
         app: PathBuf,
@@ -102,6 +106,13 @@ enum Cmd {
         /// this machine, instead of profiling it first.
         #[arg(long)]
         no_profile: bool,
+        /// Run the app in a supervisor of this command's own instead of the node's
+        /// daemon: it is still admitted against the node's ledger, but gets a GPU agent
+        /// of its own and is not seen by other supervisors' `status`. For debugging the
+        /// supervisor itself (signals to this process reach the app's supervisor
+        /// directly). Ignored with --detach.
+        #[arg(long, env = "SMARTPIPE_NO_DAEMON", value_parser = clap::builder::BoolishValueParser::new())]
+        no_daemon: bool,
     },
     /// The daemon that `start --detach` starts (not for direct use).
     #[command(hide = true)]
@@ -207,7 +218,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| appenv::Stderr)
         .init();
     let cli = Cli::parse();
     if prints_only(&cli.command) {
@@ -381,6 +392,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             metrics_addr,
             detach,
             no_profile,
+            no_daemon,
         } => {
             // Checked here first, so that problems are listed before any daemon starts.
             let mut loaded = app::load(&app)?;
@@ -389,6 +401,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             if detach {
                 return ops::start_detached(
+                    &loaded,
+                    &run_dir,
+                    startup_timeout,
+                    hang_after_ms,
+                    metrics_addr,
+                );
+            }
+            if !no_daemon {
+                return ops::start_followed(
                     &loaded,
                     &run_dir,
                     startup_timeout,

@@ -40,12 +40,12 @@ pub fn manifest_candidates(app_file: &Path) -> Vec<PathBuf> {
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
-    std::env::var_os("SMARTPIPE_MANIFEST")
-        .map(PathBuf::from)
+    crate::appenv::var_os("SMARTPIPE_MANIFEST")
+        .map(crate::appenv::in_cwd)
         .into_iter()
         .chain([
             app_dir.join("models.json"),
-            PathBuf::from("apps/models.json"),
+            crate::appenv::in_cwd("apps/models.json"),
         ])
         .collect()
 }
@@ -70,8 +70,8 @@ pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStor
         })?;
     let manifest = vision::manifest::Manifest::load(&manifest_path)
         .with_context(|| format!("model manifest {}", manifest_path.display()))?;
-    let models_dir = std::env::var_os("SMARTPIPE_MODELS_DIR")
-        .map(PathBuf::from)
+    let models_dir = crate::appenv::var_os("SMARTPIPE_MODELS_DIR")
+        .map(crate::appenv::in_cwd)
         .unwrap_or_else(|| {
             manifest_path
                 .canonicalize()

@@ -116,6 +116,80 @@ fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Resul
     }
 }
 
+/// A start request carrying this command's environment and working folder (the rest
+/// to fill in).
+fn with_this_environment() -> anyhow::Result<StartRequest> {
+    let env = crate::appenv::AppEnv::of_this_process().context("cannot read the current folder")?;
+    Ok(StartRequest {
+        file: PathBuf::new(),
+        run_dir: PathBuf::new(),
+        startup_timeout_s: 0,
+        hang_after_ms: 0,
+        env: Some(env.vars),
+        cwd: Some(env.cwd),
+    })
+}
+
+/// `start` in the foreground: the app runs in the node's daemon (started when none
+/// runs) and this command follows it to its end ([`crate::follow`]).
+pub fn start_followed(
+    loaded: &LoadedApp,
+    run_dir: &Path,
+    startup_timeout_s: u64,
+    hang_after_ms: u64,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let name = &loaded.spec.name;
+    refuse_if_running(name)?;
+    let start = StartRequest {
+        file: std::path::absolute(&loaded.file)
+            .with_context(|| format!("cannot resolve {}", loaded.file.display()))?,
+        run_dir: std::path::absolute(run_dir)
+            .with_context(|| format!("cannot resolve {}", run_dir.display()))?,
+        startup_timeout_s,
+        hang_after_ms,
+        ..with_this_environment()?
+    };
+    // A daemon may be exiting (its last app just ended) as we ask: then ask a new one.
+    for attempt in 0..2 {
+        let (daemon, fresh) = daemon_for_start(metrics_addr)?;
+        if !fresh && metrics_addr.is_some() {
+            eprintln!(
+                "note: the daemon (pid {}) runs already; --metrics-addr applies only when it starts",
+                daemon.status.pid
+            );
+        }
+        let sock = daemon
+            .sock
+            .parent()
+            .map(|dir| dir.join(crate::follow::SOCKET))
+            .unwrap_or_default();
+        match crate::follow::follow(&sock, &start) {
+            Ok(code) => return Ok(code),
+            Err(
+                crate::follow::FollowError::Unreachable { .. }
+                | crate::follow::FollowError::Closing,
+            ) if attempt == 0 => {}
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        }
+    }
+    anyhow::bail!("no daemon took app '{name}'")
+}
+
+/// An app of that name running in any supervisor of this user is an error.
+fn refuse_if_running(name: &str) -> anyhow::Result<()> {
+    if let Some(f) = supervisors()
+        .into_iter()
+        .find(|f| f.status.apps.iter().any(|a| a.name == name))
+    {
+        anyhow::bail!(
+            "app '{name}' already runs (supervisor pid {}); stop it first with `supervisor stop {name}`",
+            f.status.pid
+        );
+    }
+    Ok(())
+}
+
 /// `start --detach`: send the app to the daemon (starting one when none runs) and
 /// report what it answered.
 pub fn start_detached(
@@ -126,15 +200,7 @@ pub fn start_detached(
     metrics_addr: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
     let name = &loaded.spec.name;
-    if let Some(f) = supervisors()
-        .into_iter()
-        .find(|f| f.status.apps.iter().any(|a| &a.name == name))
-    {
-        anyhow::bail!(
-            "app '{name}' already runs (supervisor pid {}); stop it first with `supervisor stop {name}`",
-            f.status.pid
-        );
-    }
+    refuse_if_running(name)?;
     let start = StartRequest {
         file: std::path::absolute(&loaded.file)
             .with_context(|| format!("cannot resolve {}", loaded.file.display()))?,
@@ -142,6 +208,7 @@ pub fn start_detached(
             .with_context(|| format!("cannot resolve {}", run_dir.display()))?,
         startup_timeout_s,
         hang_after_ms,
+        ..with_this_environment()?
     };
     let body = serde_json::to_string(&start)?;
     let wait = Duration::from_secs(startup_timeout_s + 30);

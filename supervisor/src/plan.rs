@@ -333,7 +333,7 @@ pub fn plan_with(app: &AppSpec, limits: &Limits) -> Result<Plan, PlanError> {
 /// The device the GPU agent runs on: `$SMARTPIPE_DEVICE` when set, else the first CUDA
 /// device when built with `--features cuda` and the driver reports one, else `cpu:0`.
 pub fn device() -> String {
-    std::env::var("SMARTPIPE_DEVICE").unwrap_or_else(|_| detected_device().device.clone())
+    crate::appenv::var("SMARTPIPE_DEVICE").unwrap_or_else(|| detected_device().device.clone())
 }
 
 /// What [`vision::device::detect`] found, asked once per process.

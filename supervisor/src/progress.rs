@@ -37,18 +37,25 @@ pub struct Progress {
     last: Option<Instant>,
     terminal: bool,
     drawn: bool,
+    /// stderr, or that of the command following the app in the daemon.
+    out: Box<dyn Write + Send>,
 }
 
 impl Progress {
     pub fn new(total: Option<u64>) -> Progress {
-        // SAFETY: isatty only inspects the descriptor.
-        let terminal = unsafe { libc::isatty(2) } == 1;
+        let (out, terminal): (Box<dyn Write + Send>, bool) =
+            match crate::appenv::console().and_then(|c| Some((c.stderr().ok()?, c))) {
+                Some((err, console)) => (Box::new(err), console.stderr_is_terminal()),
+                // SAFETY: isatty only inspects the descriptor.
+                None => (Box::new(std::io::stderr()), unsafe { libc::isatty(2) } == 1),
+            };
         Progress {
             total,
             started: Instant::now(),
             last: None,
             terminal,
             drawn: false,
+            out,
         }
     }
 
@@ -92,16 +99,15 @@ impl Progress {
             _ if self.terminal => format!("\r{done} items, {rate:.1} items/s   "),
             _ => format!("progress: {done} items, {rate:.1} items/s\n"),
         };
-        let mut err = std::io::stderr();
-        let _ = err.write_all(line.as_bytes());
-        let _ = err.flush();
+        let _ = self.out.write_all(line.as_bytes());
+        let _ = self.out.flush();
         self.drawn = true;
     }
 
     /// End the bar's line so the summary starts on its own.
     pub fn finish(&mut self) {
         if self.terminal && self.drawn {
-            let _ = std::io::stderr().write_all(b"\n");
+            let _ = self.out.write_all(b"\n");
         }
     }
 }

@@ -29,6 +29,13 @@ const MAX_EVENTS_PER_ROUND: usize = 4096;
 /// not grow with the app.
 const ROUND_EVERY: Duration = Duration::from_millis(100);
 const MAX_ROUND_EVERY: Duration = Duration::from_millis(500);
+/// A best-effort model call may take this fraction of the tightest latency quota of the
+/// node's request-guarantee apps (1/4: a guaranteed request that arrives behind one still
+/// has most of its budget).
+const BEST_EFFORT_CALL_SHARE: f64 = 4.0;
+/// The run loop of an app of more than [`FULL_RATE_PROCESSES`] processes looks at its
+/// events this often instead of waking for each (an exit is acted on this much later).
+const COALESCE_TICK: Duration = Duration::from_millis(50);
 /// `status` sees a large app's state at most this often (a pass building every stage's row).
 const PUBLISH_EVERY_LARGE: Duration = Duration::from_millis(500);
 
@@ -288,17 +295,34 @@ pub fn run_app(
     );
     let mut rescales: Vec<(f64, String, u32, u32)> = Vec::new();
     let mut quota_read: Option<Instant> = None;
+    // Best effort: when the node's guaranteed apps were last looked at, and the one
+    // with the tightest latency quota then.
+    let mut floor_read: Option<Instant> = None;
+    let mut beside: Option<(f64, String)> = None;
     let mut published: Option<Instant> = None;
     let round_period = round_every(processes);
     // An agent of the app's own (a shared one is the node's: the app only detaches).
     let has_agent = run.wiring.agent.is_some() && run.wiring.shared.is_none();
     let mut watch = crate::hang::LoopWatch::new(Duration::from_millis(100));
     let mut last_round: Option<Instant> = None;
+    let coalesce = processes > FULL_RATE_PROCESSES;
     loop {
-        let mut next = match events.recv_timeout(Duration::from_millis(100)) {
-            Ok(event) => Some(event),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let mut next = if coalesce {
+            // A large app's reports arrive spread over the heartbeat period, each of
+            // which would wake this loop on its own: the queue is looked at in ticks,
+            // and everything that came within one is handled in one wake-up.
+            std::thread::sleep(COALESCE_TICK);
+            match events.try_recv() {
+                Ok(event) => Some(event),
+                Err(mpsc::TryRecvError::Empty) => None,
+                Err(mpsc::TryRecvError::Disconnected) => break,
+            }
+        } else {
+            match events.recv_timeout(Duration::from_millis(100)) {
+                Ok(event) => Some(event),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
         };
         let stalled = watch.turn();
         // Everything already queued is handled before the round's work below, which
@@ -371,12 +395,36 @@ pub fn run_app(
         }
         run.leaks.step(&run.wiring, false);
         if !tuner.is_empty() && failure.is_none() && drained_at.is_none() {
+            if app.service_type == ServiceType::BestEffort
+                && floor_read.is_none_or(|at: Instant| at.elapsed() >= Duration::from_secs(1))
+            {
+                // Beside guaranteed apps, a best-effort model call holds the agent for at
+                // most a quarter of their tightest latency quota.
+                floor_read = Some(Instant::now());
+                let floor =
+                    crate::ledger::guaranteed_latency_floor(&crate::ledger::Ledger::snapshot());
+                if floor.as_ref().map(|f| &f.1) != beside.as_ref().map(|f| &f.1) {
+                    let note = match &floor {
+                        Some((ms, who)) => format!(
+                            "best effort: model calls kept within {:.0} ms while '{who}' (p99 ≤ {ms:.0} ms) runs",
+                            ms / BEST_EFFORT_CALL_SHARE
+                        ),
+                        None => "best effort: no guaranteed app left, batches back to the plan".into(),
+                    };
+                    tracing::info!("{note}");
+                    timeline.event(note);
+                    beside = floor.clone();
+                }
+                tuner.set_time_cap(floor.map(|f| f.0 / BEST_EFFORT_CALL_SHARE), |t| {
+                    crate::tuning::per_item_ms(&live_metrics(&run.replicas, t))
+                });
+            }
             let changes = tuner.step(Instant::now(), |t| live_metrics(&run.replicas, t));
             for (t, from, to) in changes {
                 let wait = run.wiring.batch_wait_now(t).max(2.0);
                 run.wiring.retune(t, to, wait);
                 let task = run.wiring.task_name(t);
-                let note = format!("balance: {task} batch {from} → {to}");
+                let note = format!("tuning: {task} batch {from} → {to}");
                 tracing::info!("{note}");
                 timeline.event(note);
                 retunes.push((started.elapsed().as_secs_f64(), task, from, to));
@@ -457,7 +505,10 @@ pub fn run_app(
         }
         if interrupted.swap(false, Ordering::SeqCst) {
             if drained_at.is_none() {
-                eprintln!("draining app '{}' (signal again to stop at once)", app.name);
+                crate::appenv::note(&format!(
+                    "draining app '{}' (signal again to stop at once)",
+                    app.name
+                ));
                 timeline.event("signal: draining from the sources");
                 drained_at = Some(Instant::now());
                 run.send_all(&Command::Drain, true);

@@ -52,8 +52,7 @@ pub struct RestartBook {
 
 impl Default for RestartBook {
     fn default() -> Self {
-        let max_restarts = std::env::var(ENV_MAX_RESTARTS)
-            .ok()
+        let max_restarts = crate::appenv::var(ENV_MAX_RESTARTS)
             .and_then(|v| v.parse().ok())
             .unwrap_or(MAX_RESTARTS);
         RestartBook {

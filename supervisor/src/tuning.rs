@@ -17,7 +17,7 @@
 //! nothing is lost, and stays up, idle, for the next scale-up.
 
 use protocol::messages::StageMetrics;
-use protocol::spec::{AppSpec, Strategy, TaskKind};
+use protocol::spec::{AppSpec, ServiceType, Strategy, TaskKind};
 use std::time::{Duration, Instant};
 
 /// The largest batch live tuning gives a GPU stage the planner started at a smaller one.
@@ -29,13 +29,21 @@ pub const HOLD_DOWN: Duration = Duration::from_secs(3);
 /// tuned live).
 pub fn capacity(app: &AppSpec, t: usize, planned: u32) -> u32 {
     match app.tasks.get(t) {
-        Some(task) if tunable(app, t) && task.batch.is_none() => planned.max(MAX_LIVE_BATCH),
+        Some(task)
+            if tunable(app, t) && app.strategy == Strategy::Balance && task.batch.is_none() =>
+        {
+            planned.max(MAX_LIVE_BATCH)
+        }
         _ => planned,
     }
 }
 
+/// Whether task `t`'s batch is changed live: a GPU stage whose batch the user left
+/// open, in a `balance` app (grown and shrunk with the load) or a best-effort one (kept
+/// within its plan and within what the node's guaranteed apps leave it:
+/// [`BatchTuner::set_time_cap`]).
 fn tunable(app: &AppSpec, t: usize) -> bool {
-    app.strategy == Strategy::Balance
+    (app.strategy == Strategy::Balance || app.service_type == ServiceType::BestEffort)
         && app.tasks.get(t).is_some_and(|task| {
             task.kind == TaskKind::Gpu && (task.batch.is_none() || task.planned)
         })
@@ -212,7 +220,17 @@ struct Tuned {
     task: usize,
     batch: u32,
     capacity: u32,
+    /// The most items one call may carry while guaranteed apps share the node
+    /// ([`BatchTuner::set_time_cap`]); `u32::MAX` when nothing limits it.
+    cap: u32,
     window: Window,
+}
+
+/// A stage's mean time per item so far, in ms, from its replicas' counters.
+pub fn per_item_ms(ms: &[&StageMetrics]) -> Option<f64> {
+    let items: u64 = ms.iter().map(|m| m.items_out).sum();
+    let busy: u64 = ms.iter().map(|m| m.busy_ns).sum();
+    (items > 0).then(|| busy as f64 / items as f64 / 1e6)
 }
 
 /// The live tuner of one run.
@@ -234,6 +252,7 @@ impl BatchTuner {
                     task: t,
                     batch,
                     capacity: capacity(app, t, batch),
+                    cap: u32::MAX,
                     window: Window::new(now),
                 }
             })
@@ -246,6 +265,27 @@ impl BatchTuner {
         self.stages.is_empty()
     }
 
+    /// Keep each stage's model calls within `budget_ms` (a best-effort app beside
+    /// guaranteed ones: a fraction of their tightest latency quota), given its time per
+    /// item `per_item_ms(t)`; `None` lifts the cap. A stage over its cap is brought
+    /// down at the next [`BatchTuner::step`], without waiting for a window.
+    pub fn set_time_cap(
+        &mut self,
+        budget_ms: Option<f64>,
+        per_item_ms: impl Fn(usize) -> Option<f64>,
+    ) {
+        for s in &mut self.stages {
+            s.cap = match (budget_ms, per_item_ms(s.task)) {
+                (Some(budget), Some(per_item)) if per_item > 0.0 => {
+                    ((budget / per_item).floor() as u32).max(1)
+                }
+                // Not measured yet: one item per call until it is.
+                (Some(_), _) => 1,
+                (None, _) => u32::MAX,
+            };
+        }
+    }
+
     /// Look at every tuned stage whose window is over; `replicas(t)` gives the current
     /// counters of task `t`'s running replicas.
     pub fn step<'m>(
@@ -255,6 +295,12 @@ impl BatchTuner {
     ) -> Vec<Retune> {
         let mut changes = Vec::new();
         for s in &mut self.stages {
+            if s.batch > s.cap {
+                changes.push((s.task, s.batch, s.cap));
+                s.batch = s.cap;
+                s.window.hold(now);
+                continue;
+            }
             let ms = replicas(s.task);
             if ms.is_empty() {
                 continue;
@@ -265,7 +311,7 @@ impl BatchTuner {
             let Some(busy) = s.window.busy(now, busy_ns, n) else {
                 continue;
             };
-            if let Some(to) = decide(busy, f64::from(queued) / n, s.batch, s.capacity) {
+            if let Some(to) = decide(busy, f64::from(queued) / n, s.batch, s.capacity.min(s.cap)) {
                 changes.push((s.task, s.batch, to));
                 s.batch = to;
                 s.window.hold(now);
@@ -389,6 +435,56 @@ mod tests {
         assert_eq!(capacity(&app("lazy", None), 1, 1), 1);
         assert_eq!(capacity(&app("balance", None), 0, 1), 1, "not a GPU stage");
         assert!(BatchTuner::new(&app("lazy", None), |_| 1).is_empty());
+    }
+
+    #[test]
+    fn a_best_effort_batch_shrinks_at_once_beside_a_guaranteed_app_and_regrows_to_its_plan() {
+        let mut be = app("lazy", None);
+        be.service_type = ServiceType::BestEffort;
+        be.tasks[1].planned = true;
+        // Planned at 8 items a call, 4 ms an item: 32 ms of the agent per call.
+        let mut tuner = BatchTuner::new(&be, |_| 8);
+        assert!(
+            !tuner.is_empty(),
+            "a best-effort GPU stage the user left open is tuned"
+        );
+        let t0 = Instant::now() + HOLD_DOWN;
+        let m = |busy_ms: u64, items: u64, queued: u32| StageMetrics {
+            busy_ns: busy_ms * 1_000_000,
+            items_out: items,
+            queue_depth: queued,
+            ..StageMetrics::default()
+        };
+        // A guaranteed app with p99 ≤ 80 ms arrives: a call may take 20 ms, 5 items.
+        tuner.set_time_cap(Some(20.0), |_| Some(4.0));
+        assert_eq!(tuner.step(t0, |_| vec![]), vec![(1, 8, 5)], "at once");
+        let busy = m(0, 100, 40);
+        assert!(tuner.step(t0, |_| vec![&busy]).is_empty());
+        let later = t0 + HOLD_DOWN + WINDOW;
+        let busier = m(2950, 600, 40);
+        assert!(
+            tuner.step(later, |_| vec![&busier]).is_empty(),
+            "overloaded, but at its cap"
+        );
+        // Not measured yet: one item a call.
+        tuner.set_time_cap(Some(20.0), |_| None);
+        assert_eq!(tuner.step(later, |_| vec![&busier]), vec![(1, 5, 1)]);
+        // The guaranteed app leaves: it grows again with its load, up to its plan.
+        tuner.set_time_cap(None, |_| Some(4.0));
+        let mut at = later;
+        let mut busy_ms = 2950;
+        let mut batch = 1;
+        let step = HOLD_DOWN + WINDOW;
+        for _ in 0..8 {
+            // Busy all the time: overloaded at every window.
+            at += step;
+            busy_ms += step.as_millis() as u64;
+            let now = m(busy_ms, 0, 40);
+            for (_, _, to) in tuner.step(at, |_| vec![&now]) {
+                batch = to;
+            }
+        }
+        assert_eq!(batch, 8, "back to its planned batch, not past it");
     }
 
     #[test]

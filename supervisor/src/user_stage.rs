@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 /// How long a program may take to print its declaration.
 pub fn describe_timeout() -> Duration {
-    let ms = std::env::var("SMARTPIPE_DESCRIBE_TIMEOUT_MS")
-        .ok()
+    let ms = crate::appenv::var("SMARTPIPE_DESCRIBE_TIMEOUT_MS")
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     Duration::from_millis(ms)
@@ -37,14 +36,16 @@ pub fn resolve(program: &str, dir: &Path) -> PathBuf {
 /// The command that runs a program: scripts ending in `.py` run under the project's
 /// Python (`$SMARTPIPE_PYTHON`, else `python3`), everything else is executed itself.
 pub fn command(path: &Path) -> Command {
-    if path.extension().is_some_and(|e| e == "py") {
-        let python = std::env::var("SMARTPIPE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut cmd = if path.extension().is_some_and(|e| e == "py") {
+        let python = crate::appenv::var("SMARTPIPE_PYTHON").unwrap_or_else(|| "python3".into());
         let mut cmd = Command::new(python);
         cmd.arg(path);
         cmd
     } else {
         Command::new(path)
-    }
+    };
+    crate::appenv::apply(&mut cmd);
+    cmd
 }
 
 /// Whether `path` can be started: a regular file, executable (scripts run by Python

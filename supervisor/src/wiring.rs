@@ -265,13 +265,17 @@ impl<'a> Wiring<'a> {
             }
             None => Process::new(&program),
         };
+        crate::appenv::apply(&mut cmd);
         cmd.arg(if is_agent { "--agent" } else { "--stage" })
             .arg(format!("{}/{label}", self.app.name))
             .stdin(Stdio::null())
-            .stdout(if is_agent {
-                Stdio::null()
-            } else {
-                Stdio::inherit()
+            .stdout(match crate::appenv::console() {
+                _ if is_agent => Stdio::null(),
+                // A foreground `start` following the app in the daemon: its stdout.
+                Some(console) => console
+                    .stage_stdout()
+                    .with_context(|| format!("{label}: cannot pass on the command's stdout"))?,
+                None => Stdio::inherit(),
             })
             .stderr(Stdio::from(log));
         if !self.cgroup_procs.is_empty() {

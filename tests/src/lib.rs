@@ -113,14 +113,26 @@ pub fn printed(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
 }
 
-/// A `supervisor` command.
+/// A `supervisor` command. Its foreground `start` runs the app in a supervisor of its
+/// own (`--no-daemon`): the suites test the run loop, and signals, kills and stalls of
+/// "the supervisor" reach the one running the test's app; `foreground.rs`,
+/// `shared_agent.rs` and `node.rs` test the node's daemon (see [`through_daemon`]).
+/// `SMARTPIPE_TESTS_THROUGH_DAEMON=1` runs every foreground start through the daemon.
 pub fn supervisor() -> Command {
     let mut cmd = Command::new(bin_dir().join("supervisor"));
+    if std::env::var("SMARTPIPE_TESTS_THROUGH_DAEMON").as_deref() != Ok("1") {
+        cmd.env("SMARTPIPE_NO_DAEMON", "1");
+    }
     cmd.env("SMARTPIPE_WORKER_DIR", bin_dir());
     // Tests run many apps at once on few cores: a heartbeat can be late without a hang.
     // The hang tests set their own, tighter value.
     cmd.env("SMARTPIPE_HANG_AFTER_MS", "5000");
     cmd
+}
+
+/// `cmd` with its foreground `start` through the node's daemon (the default for users).
+pub fn through_daemon(cmd: &mut Command) -> &mut Command {
+    cmd.env_remove("SMARTPIPE_NO_DAEMON")
 }
 
 /// Write an app file into `dir` and return its path.

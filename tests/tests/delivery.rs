@@ -114,7 +114,13 @@ fn kill_9_of_gpu_stage_and_agent_loses_nothing() {
             ]
         }),
     );
-    let sup = start_in_background(with_models(&mut supervisor()), &app, &dir.join("run"));
+    // The app's own agent is the one killed (the node's shared agent has its own test,
+    // shared_agent.rs): a supervisor of its own even when the suites run through the daemon.
+    let sup = start_in_background(
+        with_models(supervisor().env("SMARTPIPE_NO_DAEMON", "1")),
+        &app,
+        &dir.join("run"),
+    );
     let frames = dir.join("frames");
     let written = || std::fs::read_dir(&frames).map_or(0, |d| d.count());
     wait_for("frames", Duration::from_secs(60), || written() >= 20);

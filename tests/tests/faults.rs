@@ -123,7 +123,9 @@ fn killing_the_supervisor_ends_every_child_and_the_next_start_is_clean() {
     let dir = scratch("sup-kill");
     let name = format!("supkill{}", std::process::id());
     let app = write_app(&dir, &endless(&name));
+    // The supervisor killed is the app's own (not the node's daemon).
     let mut sup = supervisor()
+        .env("SMARTPIPE_NO_DAEMON", "1")
         .arg("start")
         .arg(&app)
         .arg("--run-dir")
@@ -164,7 +166,11 @@ fn killing_the_supervisor_ends_every_child_and_the_next_start_is_clean() {
             {"name": "t", "kind": "tail", "function": "table.print", "inputs": ["g"], "params": {"format": "csv", "path": "after.csv"}}
         ]}),
     );
-    let (out, _) = run_ok(&small, &dir.join("run2"));
+    let (out, _) = run_ok_with(
+        supervisor().env("SMARTPIPE_NO_DAEMON", "1"),
+        &small,
+        &dir.join("run2"),
+    );
     assert!(
         !stale.exists(),
         "the next start removed the stale runtime dir"

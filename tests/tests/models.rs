@@ -18,8 +18,19 @@ fn provisioned() -> PathBuf {
 }
 
 fn run_app(dir: &std::path::Path, app: &Value) -> Value {
-    let path = write_app(dir, app);
+    run_app_with(supervisor(), dir, app)
+}
+
+/// [`run_app`] with the app's own agent, whose log is in the run dir, even when the
+/// suites run through the node's daemon.
+fn run_app_own_agent(dir: &std::path::Path, app: &Value) -> Value {
     let mut cmd = supervisor();
+    cmd.env("SMARTPIPE_NO_DAEMON", "1");
+    run_app_with(cmd, dir, app)
+}
+
+fn run_app_with(mut cmd: std::process::Command, dir: &std::path::Path, app: &Value) -> Value {
+    let path = write_app(dir, app);
     with_models(&mut cmd).env(
         "ORT_DYLIB_PATH",
         repo_root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
@@ -235,8 +246,9 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
         .status()
         .expect("ffmpeg");
     assert!(made.success(), "test video");
-    // The shipped app, with its inputs and outputs moved into the scratch folder and a
-    // device budget of 12 MB: less than its six models need together (≈ 18 MB).
+    // The shipped app (every model family under one agent), with its inputs and outputs
+    // moved into the scratch folder, 3 frames to upscale, and a device budget of 100 MB:
+    // less than its ten models need together (≈ 160 MB), more than the largest (ISNet).
     let mut app: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("apps/multi.json")).expect("multi.json"),
     )
@@ -250,12 +262,27 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
             "f-annotated" => params["path"] = json!(dir.join("annotated.mp4")),
             "f-faces-csv" => params["path"] = json!(dir.join("faces.csv")),
             "o-text-out" => params["path"] = json!(dir.join("lines.jsonl")),
+            "t-tracks-csv" => params["path"] = json!(dir.join("tracks.csv")),
+            "s-images" | "y-images" => {
+                params["path"] = json!(root.join(".smartpipe/media/astronaut.png"))
+            }
+            "s-cutouts" => params["dir"] = json!(dir.join("cutouts")),
+            "s-masks" => params["path"] = json!(dir.join("masks.csv")),
+            "u-frames" => {
+                params["path"] = json!(root.join(".smartpipe/media/small.mp4"));
+                params["limit"] = json!(3);
+            }
+            "u-upscaled" => params["path"] = json!(dir.join("upscaled.mp4")),
+            "y-detections" => params["path"] = json!(dir.join("falls.jsonl")),
             _ => {}
         }
     }
-    app["constraints"] = json!({"gpus": [{"type": "cpu", "memory_mb": 12}]});
-    let summary = run_app(&dir, &app);
-    assert_eq!(summary["items_in"], 7, "6 frames + 1 page: {summary}");
+    app["constraints"] = json!({"gpus": [{"type": "cpu", "memory_mb": 100}]});
+    let summary = run_app_own_agent(&dir, &app);
+    assert_eq!(
+        summary["items_in"], 12,
+        "6 frames + 1 page + 1 image to segment + 3 frames to upscale + 1 for YOLOv8: {summary}"
+    );
     assert_eq!(summary["lost_total"], 0, "{summary}");
     for tail in summary["tails"].as_array().expect("tails") {
         assert_eq!(tail["missing"], 0, "every reply kept: {tail}");
@@ -294,17 +321,66 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
         "6",
         "annotated video has every frame"
     );
+    // Every family delivered: track ids on the faces, a cut-out, frames twice the size,
+    // detections of the YOLOv8 layout.
+    let tracks = std::fs::read_to_string(dir.join("tracks.csv")).expect("tracks.csv");
+    assert!(
+        tracks
+            .lines()
+            .skip(1)
+            .any(|l| l.rsplit(',').next().is_some_and(|id| !id.is_empty())),
+        "a confirmed track id:\n{tracks}"
+    );
+    assert!(dir
+        .join("cutouts")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some()));
+    let size = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "stream=width,nb_read_frames",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(dir.join("upscaled.mp4"))
+        .output()
+        .expect("ffprobe");
+    let small = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=width", "-of", "csv=p=0"])
+        .arg(root.join(".smartpipe/media/small.mp4"))
+        .output()
+        .expect("ffprobe");
+    let width: u32 = String::from_utf8_lossy(&small.stdout)
+        .trim()
+        .parse()
+        .expect("width");
+    assert_eq!(
+        String::from_utf8_lossy(&size.stdout).trim(),
+        format!("{},3", 2 * width),
+        "3 frames upscaled ×2"
+    );
+    assert!(!jsonl(&dir.join("falls.jsonl")).is_empty(), "YOLOv8 rows");
     let log =
         std::fs::read_to_string(dir.join("run/logs/gpu-agent-cpu0#0.log")).expect("agent log");
     assert!(
         log.contains("evicted"),
         "the budget forced evictions:\n{log}"
     );
-    let loads = log.matches(" loaded ").count();
-    assert!(
-        loads > 6,
-        "models were reloaded after eviction ({loads} loads):\n{log}"
-    );
+    for model in [
+        "mtcnn-pnet",
+        "ppocr-rec",
+        "deepsort-mobilenetv2",
+        "isnet",
+        "waifu2x-upconv7-x2",
+        "yolov8-fall",
+    ] {
+        assert!(
+            log.contains(&format!("loaded model={model} ")),
+            "{model} ran on the one agent:\n{log}"
+        );
+    }
 }
 
 #[test]

@@ -159,7 +159,12 @@ fn one_process_per_stage_replica_and_sigterm_leaves_nothing() {
     let dir = scratch("procs");
     let name = format!("procs{}", std::process::id());
     let app = write_app(&dir, &endless_app(&name));
-    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    // The pools checked are memfds of the app's own supervisor.
+    let sup = start_in_background(
+        supervisor().env("SMARTPIPE_NO_DAEMON", "1"),
+        &app,
+        &dir.join("run"),
+    );
     let sup_pid = sup.id();
     let needle = format!("--stage {name}/");
     // 1 head + 3 forward + 2 resize + 1 tail replicas.

@@ -94,3 +94,40 @@ fn kill_9_of_a_stage_with_a_high_holder_id_loses_and_leaks_nothing() {
         "the restart is in the summary: {summary}"
     );
 }
+
+#[test]
+fn mass_kill_9_of_a_quarter_of_a_chain_three_times_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("scale-mass-kill");
+    let name = format!("masskill{}", std::process::id());
+    let count = 200;
+    let app = write_app(&dir, &chain(&name, 98, count, 30));
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let rows = dir.join("rows.csv");
+    let written = || std::fs::read_to_string(&rows).map_or(0, |t| t.lines().count());
+    // Three rounds, each killing every fourth forward stage at once (a different quarter
+    // each round), while items are in flight through all of them.
+    for round in 0..3usize {
+        let at = written();
+        wait_for("rows between the rounds", Duration::from_secs(60), || {
+            written() > at + 10
+        });
+        for k in (round..98).step_by(4) {
+            if let Some(&pid) = pids_with_cmdline(&format!(" {name}/f{k}#0")).first() {
+                // SAFETY: killing a process of this test's app.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+    let (status, stderr) = finish(sup);
+    assert!(status.success(), "supervisor failed: {stderr}");
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(
+        seqs(&dir),
+        (0..count).collect::<Vec<u64>>(),
+        "every item once and in order: {summary}"
+    );
+    assert_eq!(summary["slots_held_at_end"], 0, "{summary}");
+    let restarted = summary["restarts"].as_object().map_or(0, |r| r.len());
+    assert!(restarted >= 60, "the kills are in the summary: {summary}");
+}

@@ -167,7 +167,7 @@ fn two_apps_on_the_nodes_agent_load_their_model_once_and_match_a_solo_run() {
     let solo = format!("so{}", std::process::id());
     let solo_app = gpu_app(&dir.join(&solo), &solo, count);
     let (_, summary) = run_ok_with(
-        with_models(&mut rt.supervisor()),
+        with_models(rt.supervisor().env("SMARTPIPE_NO_DAEMON", "1")),
         &solo_app,
         &dir.join("run-solo"),
     );

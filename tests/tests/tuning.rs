@@ -147,7 +147,7 @@ fn the_agents_intra_op_threads_change_while_the_app_runs_losing_nothing() {
     spec["tasks"][0]["params"]["fps"] = json!(20);
     let app = write_app(&dir, &spec);
     let sup = start_in_background(
-        with_models(&mut runtime.supervisor()),
+        with_models(runtime.supervisor().env("SMARTPIPE_NO_DAEMON", "1")),
         &app,
         &dir.join("run"),
     );

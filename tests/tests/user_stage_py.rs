@@ -250,3 +250,70 @@ fn a_python_stage_reads_tensors_in_place_with_their_dtype_and_shape() {
     assert_eq!(summary["tails"][0]["items"], 50, "{summary}");
     assert_eq!(summary["lost_total"], 0, "{summary}");
 }
+
+#[test]
+fn a_python_stage_filters_a_detection_table_with_pyarrow_like_the_built_in_filter() {
+    let _serial = lock();
+    let root = repo_root();
+    let dir = scratch("py-stage-table");
+    let confident = root.join("examples/stages/python/confident.py");
+    // MTCNN's detection tables of three video frames (faces scored 0.92 and 0.99+),
+    // filtered by the Python stage and by table.filter.
+    let app = |name: &str, filter: Value| {
+        let mut tasks = vec![
+            json!({"name": "images", "kind": "head", "function": "source.video",
+            "params": {"path": root.join(".smartpipe/media/faces.mp4"), "limit": 3}}),
+        ];
+        let mut prev = "images".to_string();
+        for model in ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"] {
+            for (step, kind, function) in [
+                ("pre", "cpu", "model.preprocess"),
+                ("net", "gpu", "model.inference"),
+                ("post", "cpu", "model.postprocess"),
+            ] {
+                let task = format!("{model}-{step}");
+                tasks.push(json!({"name": task, "kind": kind, "function": function,
+                    "inputs": [prev], "params": {"model": model}}));
+                prev = task;
+            }
+        }
+        tasks.push(filter);
+        tasks.push(
+            json!({"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["keep"],
+            "params": {"format": "csv", "path": format!("{name}.csv")}}),
+        );
+        json!({"name": name, "service_type": "request-guarantee", "tasks": tasks})
+    };
+    let run = |name: &str, filter: Value| {
+        let sub = dir.join(name);
+        std::fs::create_dir_all(&sub).expect("dir");
+        let path = write_app(&sub, &app(name, filter));
+        let mut cmd = sup();
+        with_models(&mut cmd).env(
+            "ORT_DYLIB_PATH",
+            root.join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+        );
+        let (_, summary) = run_ok_with(&mut cmd, &path, &sub.join("run"));
+        assert_eq!(summary["lost_total"], 0, "{summary}");
+        std::fs::read_to_string(sub.join(format!("{name}.csv"))).expect("csv")
+    };
+    let python = run(
+        "pyfilter",
+        json!({"name": "keep", "kind": "cpu", "program": confident, "inputs": ["mtcnn-onet-post"], "params": {"min_score": 0.95}}),
+    );
+    let built_in = run(
+        "filter",
+        json!({"name": "keep", "kind": "cpu", "function": "table.filter", "inputs": ["mtcnn-onet-post"], "params": {"where": "score >= 0.95"}}),
+    );
+    let unfiltered = run(
+        "pyall",
+        json!({"name": "keep", "kind": "cpu", "program": confident, "inputs": ["mtcnn-onet-post"], "params": {"min_score": 0.0}}),
+    );
+    let rows = python.lines().count();
+    assert!(rows > 1, "some faces kept:\n{python}");
+    assert!(
+        unfiltered.lines().count() > rows,
+        "some faces dropped:\n{unfiltered}"
+    );
+    assert_eq!(python, built_in, "the same rows as table.filter");
+}

@@ -78,6 +78,9 @@ def env():
     # A stage starved of CPU by other users for 300 ms is not hung (the default would
     # kill it on this shared machine).
     e.setdefault("SMARTPIPE_HANG_AFTER_MS", "5000")
+    # The CPU measured is that of this script's process tree: the app's supervisor and
+    # stages must be in it, not in the node's daemon.
+    e["SMARTPIPE_NO_DAEMON"] = "1"
     return e
 
 

@@ -41,8 +41,11 @@ def children(pid):
 def main():
     sup, app, run = sys.argv[1:4]
     t0 = time.perf_counter()
+    # The memory sampled is that of the supervisor's children: run the app in a
+    # supervisor of its own, not in the node's daemon.
     p = subprocess.Popen([sup, "start", app, "--run-dir", run], stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+                         stderr=subprocess.STDOUT, text=True,
+                         env=dict(os.environ, SMARTPIPE_NO_DAEMON="1"))
     agent = {}
     peaks = {}
     while p.poll() is None:

@@ -7,11 +7,13 @@
 //! - pre/post-processing as pure functions per model family: [`mtcnn`] (faces + landmarks),
 //!   [`ppocr`] (PP-OCRv4 text detection, angle classification, recognition) and [`yolo`] (YOLOX, YOLOv5,
 //!   YOLOv8 layouts) and [`segment`] (alpha masks and multi-class logits) and [`superres`]
-//!   (tiled super-resolution), with shared helpers in [`geometry`] and [`imgproc`];
+//!   (tiled super-resolution) and [`pose`] (MoveNet MultiPose keypoints; [`centernet`] is a YOLO
+//!   layout), with shared helpers in [`geometry`], [`imgproc`] and [`tf_resize`];
 //! - [`tracking`]: DeepSORT (Kalman filter, appearance + IoU matching, track life cycle);
 //! - [`pipelines`]: in-process end-to-end loops over those steps (the reference the pipeline is checked
 //!   and benchmarked against).
 
+pub mod centernet;
 pub mod chunked;
 pub mod device;
 pub mod embedder;
@@ -23,12 +25,14 @@ pub mod manifest;
 pub mod mtcnn;
 pub mod onnx_graph;
 pub mod pipelines;
+pub mod pose;
 pub mod ppocr;
 pub mod resize;
 pub mod segment;
 pub mod segment_mask;
 pub mod superres;
 pub mod tensor;
+pub mod tf_resize;
 pub mod tracking;
 pub mod yolo;
 

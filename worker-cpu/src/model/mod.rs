@@ -6,6 +6,7 @@
 
 mod embedder;
 mod mtcnn;
+mod pose;
 mod ppocr;
 mod segment;
 mod superres;
@@ -121,12 +122,23 @@ fn make_step(node: &Node, model: &str, pre: bool) -> Result<Box<dyn Step>, Stage
         Family::PpocrDet | Family::PpocrCls | Family::PpocrRec => {
             ppocr::step(&manifest, &dir, model, entry.family, pre)
         }
+        Family::Centernet => {
+            yolo::check_centernet(entry, &node.task.name, model)?;
+            yolo::step(&manifest, model, entry.family, pre)
+        }
         Family::Yolox | Family::Yolov5 | Family::Yolov8 => {
             yolo::step(&manifest, model, entry.family, pre)
         }
         Family::Segmentation => segment::step(&manifest, &node.task.name, model, pre),
         Family::Embedder => embedder::step(node, entry, pre),
         Family::Superres => superres::step(&manifest, model, pre),
+        Family::Pose => {
+            // The network input goes into this stage's slots: sized by the plan, checked now.
+            let slot = pre
+                .then(|| node.output_pool().ok().map(|p| p.slot_size()))
+                .flatten();
+            pose::step(&manifest, &node.task.name, model, pre, slot)
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! YOLO (YOLOX, YOLOv5 and YOLOv8 output layouts): letterbox pre-processing, and
+//! YOLO (YOLOX, YOLOv5 and YOLOv8 output layouts, and CenterNet's): letterbox pre-processing, and
 //! decoding + NMS back to original-frame pixels after the model.
 
 use super::{from_json, row, to_json, vision_err, Output, Parts, Step};
@@ -33,6 +33,7 @@ pub fn step(
     let layout = match family {
         Family::Yolox => YoloLayout::Yolox,
         Family::Yolov5 => YoloLayout::Yolov5,
+        Family::Centernet => YoloLayout::Centernet,
         _ => YoloLayout::Yolov8,
     };
     let params = manifest
@@ -43,6 +44,17 @@ pub fn step(
         pre,
         cfg: YoloConfig::from_params(layout, &params),
     }))
+}
+
+/// Refuses, naming task and model, a `centernet` entry whose declared I/O cannot be CenterNet's.
+pub fn check_centernet(
+    entry: &vision::manifest::ModelEntry,
+    task: &str,
+    model: &str,
+) -> Result<(), StageError> {
+    let fail = |why: String| StageError::Input(format!("task '{task}', model `{model}`: {why}"));
+    let params = entry.yolo_params().map_err(|e| fail(e.to_string()))?;
+    vision::centernet::check_io(entry, params.input_size).map_err(fail)
 }
 
 impl Step for YoloStep {

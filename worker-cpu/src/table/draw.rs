@@ -167,6 +167,38 @@ pub fn draw_detections(rgb: &mut [u8], width: u32, height: u32, rows: &[Detectio
     }
 }
 
+/// A segment from one point to another, in a colour.
+pub type Segment = ((f32, f32), (f32, f32), [u8; 3]);
+
+/// Draw 2-pixel segments `(a, b)` and `MARK`-sized points on a packed RGB8 frame (the
+/// skeletons of [`super::skeleton`]); non-finite coordinates are skipped, all clipped.
+pub fn draw_segments(
+    rgb: &mut [u8],
+    width: u32,
+    height: u32,
+    segments: &[Segment],
+    points: &[((f32, f32), [u8; 3])],
+) {
+    let width = i64::from(width);
+    let height = if width == 0 {
+        0
+    } else {
+        i64::from(height).min((rgb.len() / (3 * width as usize)) as i64)
+    };
+    let mut canvas = Canvas { rgb, width, height };
+    for &(a, b, c) in segments {
+        if finite(&[a.0, a.1, b.0, b.1]) {
+            canvas.line(a, b, c);
+        }
+    }
+    for &((x, y), c) in points {
+        if finite(&[x, y]) {
+            let (x, y) = (pix(x), pix(y));
+            canvas.fill(x - MARK / 2, y - MARK / 2, x + MARK / 2, y + MARK / 2, c);
+        }
+    }
+}
+
 /// The 5×7 bitmap of an ASCII character (bit 4 is the left column); lower case is
 /// drawn as upper case and anything else as '?'.
 fn glyph(c: char) -> [u8; 7] {

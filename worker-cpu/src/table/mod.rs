@@ -12,6 +12,7 @@ pub mod ops;
 pub mod predicate;
 pub mod print;
 pub mod sink;
+pub mod skeleton;
 mod stage;
 pub mod track;
 pub mod values;
