@@ -1,6 +1,7 @@
 //! Progress of a finite run: a bar with rate and ETA on a terminal, a plain line every
 //! few seconds otherwise (logs, CI).
 
+use protocol::functions::params::{self, parse};
 use protocol::functions::{self, Builtin};
 use protocol::spec::{AppSpec, TaskKind};
 use std::io::Write;
@@ -11,15 +12,18 @@ use worker_cpu::media::{list_images, probe_video};
 pub fn expected_items(app: &AppSpec) -> Option<u64> {
     let mut total = 0;
     for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Head) {
-        let num = |k: &str| t.params.get(k).and_then(|v| v.as_u64());
-        let path = t.params.get("path").and_then(|v| v.as_str()).unwrap_or("");
+        let p = &t.params;
         total += match functions::builtin(&t.function) {
-            Some(Builtin::ImageGen) => num("count").unwrap_or(100),
-            Some(Builtin::BenchBlob) => num("count")?,
-            Some(Builtin::SourceImages) => list_images(path).ok()?.len() as u64,
+            Some(Builtin::ImageGen) => parse::<params::ImageGen>(p).ok()?.count,
+            Some(Builtin::BenchBlob) => parse::<params::BenchBlob>(p).ok()?.count,
+            Some(Builtin::SourceImages) => {
+                let source = parse::<params::SourceImages>(p).ok()?;
+                list_images(&source.path).ok()?.len() as u64
+            }
             Some(Builtin::SourceVideo) => {
-                let frames = probe_video(path).ok().and_then(|(_, _, n)| n);
-                match (num("limit"), frames) {
+                let source = parse::<params::SourceVideo>(p).ok()?;
+                let frames = probe_video(&source.path).ok().and_then(|(_, _, n)| n);
+                match (source.limit, frames) {
                     (Some(l), Some(f)) => l.min(f),
                     (Some(l), None) => l,
                     (None, f) => f?,
