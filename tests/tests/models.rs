@@ -248,7 +248,7 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
     assert!(made.success(), "test video");
     // The shipped app (every model family under one agent), with its inputs and outputs
     // moved into the scratch folder, 3 frames to upscale, and a device budget of 100 MB:
-    // less than its ten models need together (≈ 160 MB), more than the largest (ISNet).
+    // less than its twelve models need together (≈ 190 MB), more than the largest (ISNet).
     let mut app: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("apps/multi.json")).expect("multi.json"),
     )
@@ -274,6 +274,8 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
             }
             "u-upscaled" => params["path"] = json!(dir.join("upscaled.mp4")),
             "y-detections" => params["path"] = json!(dir.join("falls.jsonl")),
+            "p-keypoints" => params["path"] = json!(dir.join("keypoints.csv")),
+            "c-objects" => params["path"] = json!(dir.join("objects.jsonl")),
             _ => {}
         }
     }
@@ -362,6 +364,13 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
         "3 frames upscaled ×2"
     );
     assert!(!jsonl(&dir.join("falls.jsonl")).is_empty(), "YOLOv8 rows");
+    let people = std::fs::read_to_string(dir.join("keypoints.csv")).expect("keypoints.csv");
+    assert!(people.lines().count() > 1, "pose rows:\n{people}");
+    let objects = jsonl(&dir.join("objects.jsonl"));
+    assert!(
+        objects.iter().any(|o| o["class"] == "person"),
+        "CenterNet finds the astronaut: {objects:?}"
+    );
     let log =
         std::fs::read_to_string(dir.join("run/logs/gpu-agent-cpu0#0.log")).expect("agent log");
     assert!(
@@ -375,6 +384,8 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
         "isnet",
         "waifu2x-upconv7-x2",
         "yolov8-fall",
+        "movenet-multipose",
+        "centernet-coco",
     ] {
         assert!(
             log.contains(&format!("loaded model={model} ")),

@@ -533,6 +533,20 @@ impl Model {
         self.max_rows = max_rows.filter(|&k| k > 0);
     }
 
+    /// The most rows one run of a single-input model takes: the cap set with
+    /// [`Model::set_max_rows`], and a fixed batch axis of the model itself (MoveNet's
+    /// `[1, H, W, 3]`), so that a stage batching several items still runs such a model.
+    pub fn rows_per_run(&self) -> Option<usize> {
+        let fixed = match self.inputs.as_slice() {
+            [one] => one.shape.first().filter(|&&d| d > 0).map(|&d| d as usize),
+            _ => None,
+        };
+        match (self.max_rows, fixed) {
+            (Some(cap), Some(fixed)) => Some(cap.min(fixed)),
+            (cap, fixed) => cap.or(fixed),
+        }
+    }
+
     /// Runs return only the outputs named in `wanted` (in the model's order); every
     /// output when `wanted` names them all or is empty. A name that is not an output of
     /// the model is an error naming it.
@@ -582,7 +596,7 @@ impl Model {
 
     /// Runs the model: one tensor per input, in the model's input order; returns the outputs in order.
     pub fn run(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
-        if let (Some(k), [one]) = (self.max_rows, inputs) {
+        if let (Some(k), [one]) = (self.rows_per_run(), inputs) {
             if one.shape.first().is_some_and(|&n| n > k) {
                 return crate::chunked::run_rows(self, one, k);
             }
