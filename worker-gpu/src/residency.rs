@@ -266,11 +266,28 @@ impl Residency {
         true
     }
 
+    /// True when one more session of `name`, resident already, fits the budget beside
+    /// one session of every hosted model: extra sessions never take the room a model's
+    /// first one needs (under a tight budget they would be loaded and evicted turn after
+    /// turn).
+    fn extra_fits(&self, name: &str) -> bool {
+        self.budget.is_none_or(|b| {
+            let firsts: u64 = self.models.values().map(|m| m.bytes).sum();
+            let extras: u64 = self
+                .models
+                .keys()
+                .map(|n| self.bytes(n) * self.sessions(n).saturating_sub(1) as u64)
+                .sum();
+            firsts + extras + self.bytes(name) <= b
+        })
+    }
+
     /// When nothing is loading: starts loading, in the order the agent was given the
     /// models, the first that has fewer sessions than the round (first one session of
     /// every model, then a second of every model, … up to the executors), did not fail
-    /// to load, and fits the budget without evicting anything, so that sessions are
-    /// ready before requests need them.
+    /// to load, and fits the budget without evicting anything (an extra session: beside
+    /// one session of every hosted model), so that sessions are ready before requests
+    /// need them.
     pub fn prefetch_idle(&mut self, order: &[String]) {
         if self.loading.is_some() {
             return;
@@ -281,6 +298,7 @@ impl Residency {
                     && self.sessions(n) < round
                     && !self.failed.contains(*n)
                     && self.fits(n)
+                    && (round == 1 || self.extra_fits(n))
             });
             if let Some(name) = next {
                 let name = name.clone();

@@ -143,19 +143,21 @@ fn new_threads_renew_every_session_including_the_busy_one_and_a_load_in_flight()
 }
 
 #[test]
-fn one_session_per_executor_loaded_ahead_only_within_the_budget_extras_evicted_first() {
+fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_evicted_first() {
     let Some(rt) = runtime() else { return };
     let (pnet, rnet, onet) = (
         model("pnet", "mtcnn-pnet.onnx"),
         model("rnet", "mtcnn-rnet.onnx"),
-        // a third model as large as rnet (P-Net's file under another name)
+        // a third model a byte larger than rnet (P-Net's file under another name)
         AgentModel {
-            bytes: model("rnet", "mtcnn-rnet.onnx").bytes,
+            bytes: model("rnet", "mtcnn-rnet.onnx").bytes + 1,
             ..model("onet", "mtcnn-pnet.onnx")
         },
     );
-    // Room for two sessions of each of pnet and rnet, not for onet as well.
-    let budget = 2 * (pnet.bytes + rnet.bytes);
+    let (p, r, o) = (pnet.bytes, rnet.bytes, onet.bytes);
+    // Room for one session of every model and a second of pnet, not of rnet as well:
+    // extra sessions never take a model's first one's room.
+    let budget = 2 * p + r + o + r / 2;
     // onet is only asked for by a request, below
     let order: Vec<String> = ["pnet", "rnet"].map(String::from).to_vec();
     let (tx, done) = mpsc::channel();
@@ -183,14 +185,23 @@ fn one_session_per_executor_loaded_ahead_only_within_the_budget_extras_evicted_f
         settle(&mut res, &done).expect("loads");
         loaded.push(name);
     }
-    assert_eq!(loaded, ["pnet", "rnet", "pnet", "rnet"]);
+    assert_eq!(loaded, ["pnet", "rnet", "pnet"]);
+    assert_eq!((res.sessions("pnet"), res.sessions("rnet")), (2, 1));
+    // With room for them, the second rnet session is loaded too.
+    let budget = 2 * p + 2 * r + o;
+    res.set_budget(Some(budget));
+    res.prefetch_idle(&order);
+    assert_eq!(res.loading(), Some("rnet"));
+    settle(&mut res, &done).expect("loads");
     assert_eq!((res.sessions("pnet"), res.sessions("rnet")), (2, 2));
-    assert_eq!(res.used(), budget);
+    assert_eq!(res.used(), budget - o);
     // Two runs of pnet at once: both sessions out, none idle.
     let a = res.checkout("pnet").expect("one");
     let b = res.checkout("pnet").expect("the other");
     assert!(res.checkout("pnet").is_none() && !res.has_idle("pnet"));
-    // onet is needed: the extra idle rnet session goes, not a model's only one.
+    // The budget shrinks (another app attached) and onet is needed: the extra idle rnet
+    // session goes, not a model's only one.
+    res.set_budget(Some(2 * p + r + o));
     assert!(res.prefetch("onet"));
     settle(&mut res, &done).expect("onet loads");
     assert_eq!(
