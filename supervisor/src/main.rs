@@ -24,6 +24,7 @@ mod memory_check;
 mod models;
 mod ops;
 mod plan;
+mod pool_make;
 mod preflight;
 mod profiled_plan;
 mod profiling;

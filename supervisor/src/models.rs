@@ -175,6 +175,10 @@ pub fn device_agent_task(
         "threads".into(),
         serde_json::json!(crate::plan::agent_threads(device)),
     );
+    params.insert(
+        "executors".into(),
+        serde_json::json!(crate::plan::agent_executors(device)),
+    );
     Ok(protocol::spec::TaskSpec {
         planned: false,
         name: format!("gpu-agent-{}", device.replace(':', "")),

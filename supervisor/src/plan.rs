@@ -342,17 +342,42 @@ pub fn detected_device() -> &'static vision::device::Detected {
     DETECTED.get_or_init(vision::device::detect)
 }
 
-/// Intra-op threads of the agent's sessions on `device`. On `cpu:0`: the machine's cores;
-/// the agent shares them with the CPU stages, and its ORT threads sleep rather than spin
-/// when idle (worker-gpu's agent), so the stages get a core whenever a run does not use
-/// it; measured faster than one thread (BENCHMARKS.md, Models, run 3). On CUDA the
-/// kernels run on the device and the threads only serve operators the CUDA provider
-/// leaves on the CPU: one, so the CPU stages keep the cores.
-pub fn agent_threads(device: &str) -> u32 {
+/// Intra-op threads of each of the agent's sessions on `device`: one. On `cpu:0` the
+/// agent uses the cores through its executors instead ([`agent_executors`]): a session
+/// at one thread runs MTCNN's small convolutions much faster per core than at two
+/// (BENCHMARKS.md, Models: the in-process loop at 1 and 2 threads), and its ORT threads
+/// sleep rather than spin when idle, so the CPU stages get a core whenever a run does
+/// not use it. On CUDA the kernels run on the device and the thread only serves
+/// operators the CUDA provider leaves on the CPU. `SMARTPIPE_AGENT_THREADS` overrides.
+pub fn agent_threads(_device: &str) -> u32 {
+    env_count("SMARTPIPE_AGENT_THREADS").unwrap_or(1)
+}
+
+/// Requests the agent on `device` runs at once, each on its own executor thread with
+/// its own sessions: on `cpu:0` one per core of the machine (several models, or one
+/// stage's pyramid levels, side by side); on CUDA one (the device runs one batch at a
+/// time). `SMARTPIPE_AGENT_EXECUTORS` overrides.
+pub fn agent_executors(device: &str) -> u32 {
+    if let Some(n) = env_count("SMARTPIPE_AGENT_EXECUTORS") {
+        return n;
+    }
     if device.starts_with("cuda") {
         1
     } else {
         available_cores()
+    }
+}
+
+/// A positive count from the environment variable `name`; none when unset, and none
+/// with a warning naming the variable when it is not a positive whole number.
+fn env_count(name: &str) -> Option<u32> {
+    let v = std::env::var(name).ok()?;
+    match v.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Some(n),
+        _ => {
+            tracing::warn!("{name}={v:?} is not a positive whole number: ignored");
+            None
+        }
     }
 }
 

@@ -13,6 +13,7 @@ fn resources(app: &AppSpec) -> Resources {
         crate::plan::available_cores(),
         device.starts_with("cuda"),
         crate::plan::agent_threads(&device),
+        crate::plan::agent_executors(&device),
     )
 }
 

@@ -78,21 +78,30 @@ impl<'a> Wiring<'a> {
         }
         crate::memory_check::pools_fit(plan)?;
         let readers = pool_readers(app, &counts, agent.is_some());
-        let mut pools = BTreeMap::new();
         // Pool ids are node-wide when the app shares the node's agent.
         let mut next_pool = shared.as_ref().map_or(1, |s| s.first_pool);
+        let mut jobs = Vec::new();
         for (t, stage) in plan.stages.iter().enumerate() {
             if let Some(p) = &stage.pool {
                 for r in 0..stage.replicas {
                     let mut holders = readers[t].clone();
                     holders.push(holder_id(&counts, (t, r)));
-                    let pool = SlotPool::create(next_pool, p.slots, p.slot_size, &holders)
-                        .with_context(|| format!("cannot create the pool of {}#{r}", stage.task))?;
-                    pools.insert((t, r), pool);
+                    jobs.push(crate::pool_make::PoolJob {
+                        key: (t, r),
+                        id: next_pool,
+                        slots: p.slots,
+                        slot_size: p.slot_size,
+                        holders,
+                        name: format!("{}#{r}", stage.task),
+                    });
                     next_pool += 1;
                 }
             }
         }
+        let threads = crate::plan::available_cores() as usize;
+        let pools: BTreeMap<(usize, u32), SlotPool> = crate::pool_make::create_all(jobs, threads)?
+            .into_iter()
+            .collect();
         let gpu_replicas = plan
             .stages
             .iter()

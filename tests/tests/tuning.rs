@@ -170,14 +170,16 @@ fn the_agents_intra_op_threads_change_while_the_app_runs_losing_nothing() {
         .output()
         .expect("threads");
     assert!(!zero.status.success(), "0 threads is refused");
+    // The agent starts with one intra-op thread per session (one executor per core):
+    // two is a change.
     let out = runtime
         .supervisor()
-        .args(["threads", &name, "1"])
+        .args(["threads", &name, "2"])
         .output()
         .expect("threads");
     let said = printed(&out);
     assert!(out.status.success(), "{said}");
-    assert!(said.contains("set to 1"), "{said}");
+    assert!(said.contains("set to 2"), "{said}");
     // The agent makes its session again (generation 1) while items keep flowing.
     let log = dir.join("run/logs/gpu-agent-cpu0#0.log");
     let renewed = || {

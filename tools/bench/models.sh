@@ -8,9 +8,13 @@
 #   4. faces + ocr in one app sharing one agent, with a memory budget below the models' sizes vs none
 #   5. RSS of one process hosting all six models vs one process per model (load + warm-up each),
 #      and the agent's own RSS while it runs faces + ocr
+#   then issue 14 part 2's targets from the same runs (faces vs the reference and vs the in-process
+#   loop at one thread, ocr vs the reference) and startup (tools/bench/startup.py)
 # Prints a markdown table and writes target/bench-models.json. See BENCHMARKS.md, "Models (issue 3)".
 # Environment: FRAMES (default 60), BUDGET_MB (default 12), OCR_REPEAT (default 2), REPEAT (default 3:
-# rounds of every run; the report compares each side's best round).
+# rounds of every run; the report compares each side's best round), STARTUP_ROUNDS (default 5).
+# The agent runs as the supervisor sets it up (on cpu:0 one executor per core, sessions at one
+# intra-op thread); SMARTPIPE_AGENT_EXECUTORS / SMARTPIPE_AGENT_THREADS override, for comparisons.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -21,7 +25,9 @@ FRAMES=${FRAMES:-60}
 BUDGET_MB=${BUDGET_MB:-12}
 OCR_REPEAT=${OCR_REPEAT:-2}
 REPEAT=${REPEAT:-3}
-PY=$ROOT/.smartpipe/venv/bin/python
+# The references' Python (BENCH_PY: another venv with the packages below, e.g. when .smartpipe/venv
+# is shared and must not get them).
+PY=${BENCH_PY:-$ROOT/.smartpipe/venv/bin/python}
 
 say() { echo "== $*" >&2; }
 
@@ -133,6 +139,11 @@ for r in $(seq 1 "$REPEAT"); do
     run_app multi-budget "$r"
 done
 run_app ocr-text || true
+# Issue 14: startup, from `supervisor start` to the first row of the faces app (a fresh agent:
+# models not loaded yet), STARTUP_ROUNDS times (median reported), where the time goes from the logs.
+say "startup: supervisor start -> first output of the faces app (tools/bench/startup.py)"
+python3 tools/bench/startup.py "$SUP" "$W/apps/faces.json" "$W/apps/run-startup" "$W/apps/faces.jsonl" \
+    "${STARTUP_ROUNDS:-5}" > "$RES/startup.json"
 say "one process per model: load (with warm-up) each model alone"
 "$INPROC" none > "$RES/mem-none.json"
 for m in mtcnn-pnet mtcnn-rnet mtcnn-onet ppocr-det ppocr-cls ppocr-rec; do

@@ -4,16 +4,20 @@
 //! loaded on a loader thread while the executor runs, so weight upload overlaps
 //! execution.
 //!
-//! Runs happen on the executor thread ([`crate::executor`]); this thread reads requests,
-//! copies the next request's inputs out of shared memory while a run is on, starts the
-//! next run as soon as one finishes and only then writes the finished run's outputs
-//! back and replies. Sessions use `threads` intra-op threads (the cores granted;
-//! `SetThreads` changes them live: every session is created again). On
-//! `cpu:0` the agent shares those cores with the pipeline's CPU stages, so its idle ORT
-//! threads sleep instead of spinning.
+//! Runs happen on `executors` executor threads ([`crate::executor`]), each with its own
+//! session of the model it runs (on `cpu:0` one executor per granted core, sessions at
+//! one intra-op thread: several requests, of different models or of one stage's
+//! pyramid levels, run at once); this thread reads requests, starts each free executor
+//! on the earliest-deadline request it can run ([`crate::pick`]), copies the next
+//! request's inputs out of shared memory while every executor is busy, starts the next
+//! run as soon as one finishes and only then writes the finished run's outputs back
+//! and replies. Sessions use `threads` intra-op threads (`SetThreads` changes them
+//! live: every session is created again). On `cpu:0` the agent shares the cores with
+//! the pipeline's CPU stages, so its idle ORT threads sleep instead of spinning.
 
 use crate::apps::{enqueue, Apps};
 use crate::executor::{Done, Executor, Job};
+use crate::pick::next_runnable;
 use crate::residency::{start_loader, AgentModel, Loaded, Residency};
 use crate::tensors::{read_batch, write_f32};
 use protocol::messages::{AgentReply, AgentRequest, Command, Inbox, TensorRef};
@@ -34,6 +38,9 @@ struct AgentParams {
     budget_mb: Option<u64>,
     #[serde(default = "one")]
     threads: usize,
+    /// Requests run at once, each on its own executor thread and session.
+    #[serde(default = "one")]
+    executors: usize,
 }
 
 fn one() -> usize {
@@ -61,6 +68,8 @@ struct State {
     apps: Apps,
     /// Hosted models in the order they were given (loaded ahead in this order).
     order: Vec<String>,
+    /// Queue order: first come first served instead of earliest deadline first.
+    fcfs: bool,
 }
 
 /// Run the agent until the supervisor stops it.
@@ -81,7 +90,8 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     }
     .with_env()
     .map_err(|e| NodeError::Bootstrap(e.to_string()))?;
-    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, conv_search = ?opts.conv_search, memory_pattern = opts.memory_pattern, "agent ready");
+    let executors = params.executors.max(1);
+    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, executors, conv_search = ?opts.conv_search, memory_pattern = opts.memory_pattern, "agent ready");
     let (wake_tx, wake) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(opts.intra_threads));
     let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)
@@ -90,17 +100,18 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     let fcfs = crate::apps::fcfs_from_env();
     let mut st = State {
         order: params.models.iter().map(|m| m.name.clone()).collect(),
-        res: Residency::new(params.models, device_budget, loader),
-        exec: Executor::start(wake_tx, Wake::Ran).map_err(NodeError::Stage)?,
+        res: Residency::new(params.models, device_budget, loader).with_instances(executors),
+        exec: Executor::start(executors, wake_tx, Wake::Ran).map_err(NodeError::Stage)?,
         queue: VecDeque::new(),
         ready: None,
         apps: Apps::new(device_budget),
+        fcfs,
     };
     loop {
         // Everything the inbox holds now (waiting only when there is nothing else to do).
         let idle = st.queue.is_empty()
             && st.ready.is_none()
-            && !st.exec.busy()
+            && st.exec.busy() == 0
             && st.res.loading().is_none();
         let mut wait = if idle {
             Duration::from_millis(200)
@@ -110,7 +121,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let mut stop = false;
         loop {
             match node.next(wait)? {
-                Event::Request(r) => enqueue(&mut st.queue, r, fcfs),
+                Event::Request(r) => enqueue(&mut st.queue, r, st.fcfs),
                 Event::Command(Command::Stop) => stop = true,
                 Event::Command(Command::Attach { app }) => {
                     // An app whose attach fails is refused (its stages' requests get
@@ -142,7 +153,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         }
         dispatch(node, &mut st)?;
         st.res.prefetch_idle(&st.order);
-        if st.exec.busy() || st.res.loading().is_some() {
+        if st.exec.busy() > 0 || st.res.loading().is_some() {
             if let Ok(w) = wake.recv_timeout(POLL) {
                 handle(node, &mut st, w)?;
                 dispatch(node, &mut st)?;
@@ -175,11 +186,12 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
         }
         Wake::Ran(done) => {
             st.exec.finished();
-            st.res.checkin(&done.job.req.model, done.job.model);
+            let job = done.job;
+            st.res.checkin(&job.req.model, job.model, job.generation);
             node.note_busy(done.took.as_nanos() as u64);
-            tracing::debug!(model = %done.job.req.model, ms = done.took.as_secs_f64() * 1e3, shape = ?done.job.input.shape, "ran");
-            start_ready(node, st)?;
-            let req = done.job.req;
+            tracing::debug!(model = %job.req.model, ms = done.took.as_secs_f64() * 1e3, shape = ?job.input.shape, "ran");
+            start_runs(node, st)?;
+            let req = job.req;
             let result = done
                 .result
                 .and_then(|outputs| write_outputs(node, &req, &outputs));
@@ -192,66 +204,88 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Picks the next request to run (the oldest whose model is resident) and copies its
-/// inputs; starts loading the model the oldest waiting request needs; starts the run
-/// when the executor is free.
+/// Fails the requests no session will serve and starts loading the model of the
+/// earliest request whose model is not resident; starts every run an executor can take;
+/// while every executor is busy, copies the inputs of the next request whose model is
+/// resident, so that it starts as soon as one is free.
 fn dispatch(node: &Node, st: &mut State) -> Result<(), NodeError> {
     let mut i = 0;
-    while st.ready.is_none() && i < st.queue.len() {
+    while i < st.queue.len() {
         let name = st.queue[i].model.clone();
         let fail = if !st.res.hosts(&name) {
             Some(format!("model '{name}' is not hosted by this agent"))
-        } else if st.res.is_resident(&name) {
-            None
-        } else if st.res.loading().is_none() && !st.res.prefetch(&name) {
+        } else if !st.res.is_resident(&name)
+            && st.res.loading().is_none()
+            && !st.res.prefetch(&name)
+        {
             Some("the model loader thread died".to_string())
         } else {
             i += 1;
             continue;
         };
-        let Some(req) = st.queue.remove(i) else { break };
-        if let Some(e) = fail {
+        if let (Some(req), Some(e)) = (st.queue.remove(i), fail) {
             reply(node, &st.res, &req, Err(e))?;
-            continue;
         }
+    }
+    start_runs(node, st)?;
+    while st.ready.is_none() && !st.exec.free() {
+        let Some(i) = st.queue.iter().position(|r| st.res.is_resident(&r.model)) else {
+            break;
+        };
+        let Some(req) = st.queue.remove(i) else { break };
         match read_inputs(node, &req) {
             Ok(input) => st.ready = Some((req, input)),
             Err(e) => reply(node, &st.res, &req, Err(e))?,
         }
     }
-    if !st.exec.busy() {
-        start_ready(node, st)?;
+    Ok(())
+}
+
+/// Starts runs while an executor is free: the request whose inputs are ready when its
+/// model has an idle session, else the earliest-deadline request that can run now.
+fn start_runs(node: &Node, st: &mut State) -> Result<(), NodeError> {
+    while st.exec.free() {
+        let Some((req, input)) = next_run(node, st)? else {
+            return Ok(());
+        };
+        let Some((model, generation)) = st.res.checkout(&req.model) else {
+            // next_run only returns requests whose model has an idle session
+            st.ready = Some((req, input));
+            return Ok(());
+        };
+        let job = Job {
+            model,
+            generation,
+            input,
+            req,
+        };
+        if let Err(job) = st.exec.submit(job) {
+            st.res.checkin(&job.req.model, job.model, job.generation);
+            let e = Err("the executor threads died".to_string());
+            reply(node, &st.res, &job.req, e)?;
+            return Ok(());
+        }
     }
     Ok(())
 }
 
-/// Hands the ready request to the executor if its session is free.
-fn start_ready(node: &Node, st: &mut State) -> Result<(), NodeError> {
-    if st.exec.busy() {
-        return Ok(());
+/// The next request to run now and its inputs: the ready one if its model has an idle
+/// session, else the first queued one that has (inputs read now).
+fn next_run(node: &Node, st: &mut State) -> Result<Option<(AgentRequest, TensorF32)>, NodeError> {
+    match st.ready.take() {
+        Some((req, input)) if st.res.has_idle(&req.model) => return Ok(Some((req, input))),
+        // evicted since its inputs were read: wait for it again
+        Some((req, _)) if !st.res.is_resident(&req.model) => enqueue(&mut st.queue, req, st.fcfs),
+        other => st.ready = other,
     }
-    let Some((req, input)) = st.ready.take() else {
-        return Ok(());
-    };
-    let Some(model) = st.res.checkout(&req.model) else {
-        if st.res.is_resident(&req.model) {
-            st.ready = Some((req, input));
-        } else {
-            // evicted since its inputs were read: wait for it again
-            st.queue.push_front(req);
+    while let Some(i) = next_runnable(&st.queue, |m| st.res.has_idle(m)) {
+        let Some(req) = st.queue.remove(i) else { break };
+        match read_inputs(node, &req) {
+            Ok(input) => return Ok(Some((req, input))),
+            Err(e) => reply(node, &st.res, &req, Err(e))?,
         }
-        return Ok(());
-    };
-    if let Err(job) = st.exec.submit(Job { model, input, req }) {
-        st.res.checkin(&job.req.model, job.model);
-        reply(
-            node,
-            &st.res,
-            &job.req,
-            Err("the executor thread died".into()),
-        )?;
     }
-    Ok(())
+    Ok(None)
 }
 
 fn reply(

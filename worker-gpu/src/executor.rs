@@ -1,74 +1,221 @@
-//! The agent's executor thread: it runs one model session at a time and hands the
-//! session back with the outputs, so that the agent's own thread keeps serving its
-//! inbox, and copying the next request's inputs and the last one's outputs, while a
-//! model runs.
+//! The agent's executor pool: `n` threads, each running one job at a time (on `cpu:0`
+//! one model session with one intra-op thread), so that several requests — of
+//! different models, or of one stage's pyramid levels — run at once while the agent's
+//! own thread keeps serving its inbox and copying inputs and outputs. Each finished job
+//! is handed back (its session to check in) with its result; a job that fails, or
+//! panics, is reported like any other and frees its thread.
 
 use protocol::messages::AgentRequest;
-use std::sync::mpsc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 use vision::{Model, TensorF32};
 
-/// One run: the session (checked out of the residency), its batched input, the request.
+/// Work an executor thread runs.
+pub trait Work: Send + 'static {
+    fn work(&mut self) -> Result<Vec<TensorF32>, String>;
+}
+
+/// One run: the session (checked out of the residency, of `generation`), its batched
+/// input, the request.
 pub struct Job {
     pub model: Model,
+    pub generation: u64,
     pub input: TensorF32,
     pub req: AgentRequest,
 }
 
-/// A finished run: the job back (its session to check in) and the outputs.
-pub struct Done {
-    pub job: Job,
+impl Work for Job {
+    fn work(&mut self) -> Result<Vec<TensorF32>, String> {
+        self.model
+            .run(std::slice::from_ref(&self.input))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A finished run: the job back and the outputs.
+pub struct Done<J = Job> {
+    pub job: J,
     pub result: Result<Vec<TensorF32>, String>,
     pub took: Duration,
 }
 
-pub struct Executor {
-    jobs: mpsc::Sender<Job>,
-    busy: bool,
+pub struct Executor<J: Work = Job> {
+    jobs: mpsc::Sender<J>,
+    size: usize,
+    busy: usize,
 }
 
-impl Executor {
-    /// Starts the executor thread; each finished run goes to `done`, wrapped by `wrap`
-    /// (so that the agent waits on one channel for everything).
+impl<J: Work> Executor<J> {
+    /// Starts `size` (at least one) executor threads; each finished run goes to `done`,
+    /// wrapped by `wrap` (so that the agent waits on one channel for everything).
     pub fn start<W: Send + 'static>(
+        size: usize,
         done: mpsc::Sender<W>,
-        wrap: fn(Done) -> W,
-    ) -> Result<Executor, String> {
-        let (jobs, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("executor".into())
-            .spawn(move || {
-                for mut job in rx {
+        wrap: fn(Done<J>) -> W,
+    ) -> Result<Executor<J>, String> {
+        let size = size.max(1);
+        let (jobs, rx) = mpsc::channel::<J>();
+        let rx = Arc::new(Mutex::new(rx));
+        for k in 0..size {
+            let (rx, done) = (rx.clone(), done.clone());
+            std::thread::Builder::new()
+                .name(format!("executor-{k}"))
+                .spawn(move || loop {
+                    // Holding the lock only while waiting: one idle thread takes the job.
+                    let next = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(mut job) = next else { return };
                     let started = Instant::now();
-                    let result = job
-                        .model
-                        .run(std::slice::from_ref(&job.input))
-                        .map_err(|e| e.to_string());
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| job.work()))
+                        .unwrap_or_else(|_| Err("the model run panicked".to_string()));
                     let took = started.elapsed();
                     if done.send(wrap(Done { job, result, took })).is_err() {
                         return;
                     }
-                }
-            })
-            .map_err(|e| format!("cannot start the executor thread: {e}"))?;
-        Ok(Executor { jobs, busy: false })
+                })
+                .map_err(|e| format!("cannot start executor thread {k}: {e}"))?;
+        }
+        Ok(Executor {
+            jobs,
+            size,
+            busy: 0,
+        })
     }
 
-    pub fn busy(&self) -> bool {
+    /// Runs in progress.
+    pub fn busy(&self) -> usize {
         self.busy
     }
 
-    /// Hands `job` to the executor; the job back if its thread is gone.
-    pub fn submit(&mut self, job: Job) -> Result<(), Box<Job>> {
+    /// An executor thread is free for a job.
+    pub fn free(&self) -> bool {
+        self.busy < self.size
+    }
+
+    /// Hands `job` to a free executor; the job back if the threads are gone.
+    pub fn submit(&mut self, job: J) -> Result<(), Box<J>> {
         self.jobs
             .send(job)
             .map_err(|mpsc::SendError(job)| Box::new(job))?;
-        self.busy = true;
+        self.busy += 1;
         Ok(())
     }
 
-    /// The executor reported its run.
+    /// An executor reported its run.
     pub fn finished(&mut self) {
-        self.busy = false;
+        self.busy = self.busy.saturating_sub(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job that reports it started, then waits for `go` before it finishes.
+    struct Probe {
+        name: &'static str,
+        started: mpsc::Sender<&'static str>,
+        go: Option<mpsc::Receiver<()>>,
+        fail: bool,
+    }
+
+    impl Work for Probe {
+        fn work(&mut self) -> Result<Vec<TensorF32>, String> {
+            let _ = self.started.send(self.name);
+            if let Some(go) = &self.go {
+                go.recv_timeout(Duration::from_secs(30))
+                    .map_err(|_| format!("{} was never released", self.name))?;
+            }
+            if self.fail {
+                panic!("{} fails", self.name);
+            }
+            Ok(vec![])
+        }
+    }
+
+    fn probe(
+        name: &'static str,
+        started: &mpsc::Sender<&'static str>,
+        fail: bool,
+    ) -> (Probe, mpsc::Sender<()>) {
+        let (go_tx, go) = mpsc::channel();
+        let p = Probe {
+            name,
+            started: started.clone(),
+            go: Some(go),
+            fail,
+        };
+        (p, go_tx)
+    }
+
+    #[test]
+    fn two_jobs_run_at_the_same_time_and_a_third_waits_for_a_free_thread() {
+        let (done_tx, done) = mpsc::channel::<Done<Probe>>();
+        let mut ex = Executor::start(2, done_tx, |d| d).expect("executors");
+        let (started_tx, started) = mpsc::channel();
+        let (a, go_a) = probe("pnet", &started_tx, false);
+        let (b, go_b) = probe("rnet", &started_tx, false);
+        ex.submit(a).map_err(|_| "submit").expect("a");
+        assert!(ex.free());
+        ex.submit(b).map_err(|_| "submit").expect("b");
+        assert!(!ex.free());
+        // Both started while neither has been released: they run at once.
+        let mut first = [
+            started
+                .recv_timeout(Duration::from_secs(30))
+                .expect("one runs"),
+            started
+                .recv_timeout(Duration::from_secs(30))
+                .expect("the other runs beside it"),
+        ];
+        first.sort();
+        assert_eq!(first, ["pnet", "rnet"]);
+        // A third job queued now starts only when a thread is free.
+        let (c, go_c) = probe("onet", &started_tx, false);
+        ex.submit(c).map_err(|_| "submit").expect("c");
+        assert!(started.try_recv().is_err());
+        go_b.send(()).expect("release rnet");
+        let d = done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("rnet ends");
+        ex.finished();
+        assert_eq!(d.job.name, "rnet");
+        assert_eq!(
+            started.recv_timeout(Duration::from_secs(30)).expect("onet"),
+            "onet"
+        );
+        go_a.send(()).expect("release");
+        go_c.send(()).expect("release");
+        for _ in 0..2 {
+            assert!(done.recv_timeout(Duration::from_secs(30)).is_ok());
+            ex.finished();
+        }
+        assert_eq!(ex.busy(), 0);
+    }
+
+    #[test]
+    fn a_failing_job_is_reported_and_does_not_stall_the_others() {
+        let (done_tx, done) = mpsc::channel::<Done<Probe>>();
+        // One thread: the panicking job must leave it able to run the next one.
+        let mut ex = Executor::start(1, done_tx, |d| d).expect("executor");
+        let (started_tx, _started) = mpsc::channel();
+        let (bad, go_bad) = probe("broken", &started_tx, true);
+        let (good, go_good) = probe("good", &started_tx, false);
+        ex.submit(bad).map_err(|_| "submit").expect("bad");
+        go_bad.send(()).expect("release");
+        let d = done
+            .recv_timeout(Duration::from_secs(30))
+            .expect("reported");
+        ex.finished();
+        assert_eq!(d.job.name, "broken");
+        assert!(d.result.unwrap_err().contains("panicked"));
+        ex.submit(good).map_err(|_| "submit").expect("good");
+        go_good.send(()).expect("release");
+        let d = done.recv_timeout(Duration::from_secs(30)).expect("runs");
+        assert_eq!(d.job.name, "good");
+        assert!(d.result.is_ok());
     }
 }

@@ -8,6 +8,8 @@
 mod agent;
 mod apps;
 mod executor;
+mod pick;
+mod regions;
 mod residency;
 mod stage;
 mod tensors;

@@ -71,9 +71,13 @@ pub fn start_loader<W: Send + 'static>(
 
 pub struct Residency {
     models: HashMap<String, AgentModel>,
-    idle: HashMap<String, Model>,
-    /// The resident model whose session the executor holds now.
-    busy: Option<String>,
+    /// Idle sessions per model (one per executor that ran it at once, at most
+    /// `instances`), each with the generation it was made in.
+    idle: HashMap<String, Vec<(Model, u64)>>,
+    /// Sessions checked out to the executors, per model.
+    busy: HashMap<String, usize>,
+    /// Most sessions of one model (the executors: each runs one session at a time).
+    instances: usize,
     /// Most recently used last.
     lru: Vec<String>,
     budget: Option<u64>,
@@ -85,11 +89,10 @@ pub struct Residency {
     loading: Option<String>,
     /// Models whose last load failed: loaded again only for a request, never ahead.
     failed: HashSet<String>,
-    /// Bumped when the intra-op threads change: sessions of an older generation (the
-    /// busy one, a load in flight) are dropped when they come back.
+    /// Bumped when the intra-op threads change: sessions of an older generation (busy
+    /// ones, a load in flight) are dropped when they come back.
     generation: u64,
     loading_generation: u64,
-    busy_generation: u64,
     pub loads: u64,
     pub evictions: u64,
     pub load_ns: u64,
@@ -104,7 +107,8 @@ impl Residency {
         Residency {
             models: models.into_iter().map(|m| (m.name.clone(), m)).collect(),
             idle: HashMap::new(),
-            busy: None,
+            busy: HashMap::new(),
+            instances: 1,
             lru: Vec::new(),
             budget,
             users: HashMap::new(),
@@ -113,23 +117,34 @@ impl Residency {
             failed: HashSet::new(),
             generation: 0,
             loading_generation: 0,
-            busy_generation: 0,
             loads: 0,
             evictions: 0,
             load_ns: 0,
         }
     }
 
+    /// At most `n` sessions of one model (one per executor thread).
+    pub fn with_instances(mut self, n: usize) -> Self {
+        self.instances = n.max(1);
+        self
+    }
+
     fn bytes(&self, name: &str) -> u64 {
         self.models.get(name).map_or(0, |m| m.bytes)
     }
 
-    /// Bytes of every resident model, idle or busy.
+    /// Sessions of `name`, idle or busy.
+    pub fn sessions(&self, name: &str) -> usize {
+        self.idle.get(name).map_or(0, Vec::len) + self.busy.get(name).copied().unwrap_or(0)
+    }
+
+    /// Bytes of every resident session, idle or busy (each session holds its own copy
+    /// of the weights).
     pub fn used(&self) -> u64 {
-        self.idle
-            .keys()
-            .chain(self.busy.iter())
-            .map(|n| self.bytes(n))
+        let names: HashSet<&String> = self.idle.keys().chain(self.busy.keys()).collect();
+        names
+            .into_iter()
+            .map(|n| self.bytes(n) * self.sessions(n) as u64)
             .sum()
     }
 
@@ -138,7 +153,12 @@ impl Residency {
     }
 
     pub fn is_resident(&self, name: &str) -> bool {
-        self.idle.contains_key(name) || self.busy.as_deref() == Some(name)
+        self.sessions(name) > 0
+    }
+
+    /// An idle session of `name` is ready for a run.
+    pub fn has_idle(&self, name: &str) -> bool {
+        self.idle.get(name).is_some_and(|v| !v.is_empty())
     }
 
     /// True when `name` fits the budget as it is, without evicting anything.
@@ -151,21 +171,32 @@ impl Residency {
         self.loading.as_deref()
     }
 
-    /// Free memory for `bytes` more by evicting idle models, least recently used first
-    /// (never `keep`). The busy model cannot be evicted: the budget may be exceeded while
-    /// it runs.
+    /// Free memory for `bytes` more by evicting idle sessions: first the extra sessions
+    /// of models that have several, then least recently used first (never `keep`'s
+    /// only one). Busy sessions cannot be evicted: the budget may be exceeded while
+    /// they run.
     fn make_room(&mut self, bytes: u64, keep: &str) {
         let Some(budget) = self.budget else { return };
         while self.used() + bytes > budget {
-            let Some(pos) = self
+            let extra = self
                 .lru
                 .iter()
-                .position(|n| n != keep && self.idle.contains_key(n))
-            else {
-                return;
-            };
-            let victim = self.lru.remove(pos);
-            self.idle.remove(&victim);
+                .find(|n| self.has_idle(n) && self.sessions(n) > 1)
+                .cloned();
+            let victim = extra.or_else(|| {
+                self.lru
+                    .iter()
+                    .find(|n| n.as_str() != keep && self.has_idle(n))
+                    .cloned()
+            });
+            let Some(victim) = victim else { return };
+            if let Some(v) = self.idle.get_mut(&victim) {
+                v.pop();
+            }
+            if !self.is_resident(&victim) {
+                self.idle.remove(&victim);
+                self.lru.retain(|n| *n != victim);
+            }
             self.evictions += 1;
             tracing::info!(model = %victim, used_bytes = self.used(), "evicted");
         }
@@ -188,20 +219,40 @@ impl Residency {
             self.failed.insert(name.clone());
         })?;
         self.failed.remove(&name);
+        if !self.models.contains_key(&name) {
+            // Its last app left while it loaded.
+            return Ok(());
+        }
+        if self.is_resident(&name) && !self.fits(&name) {
+            // Another session of a resident model is never worth an eviction.
+            return Ok(());
+        }
         self.make_room(self.bytes(&name), &name);
         let rewrites = model.rewrites();
-        self.idle.insert(name.clone(), model);
+        self.idle
+            .entry(name.clone())
+            .or_default()
+            .push((model, self.generation));
         self.touch(&name);
         self.loads += 1;
         self.load_ns += took.as_nanos() as u64;
-        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), generation = self.generation, %rewrites, "loaded");
+        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), sessions = self.sessions(&name), generation = self.generation, %rewrites, "loaded");
         Ok(())
     }
 
     /// Starts loading `name` unless it is resident or a load is in flight; true when a
     /// load started.
     pub fn prefetch(&mut self, name: &str) -> bool {
-        if self.is_resident(name) || self.loading.is_some() {
+        if self.is_resident(name) {
+            return false;
+        }
+        self.load(name)
+    }
+
+    /// Starts loading a session of `name` (another one when it is resident) unless a
+    /// load is in flight; true when a load started.
+    fn load(&mut self, name: &str) -> bool {
+        if self.loading.is_some() {
             return false;
         }
         let Some(m) = self.models.get(name) else {
@@ -215,44 +266,73 @@ impl Residency {
         true
     }
 
-    /// When nothing is loading: starts loading the first hosted model (in the order the
-    /// agent was given them) that is not resident, did not fail to load, and fits the
-    /// budget without evicting anything, so that models are ready before their first
-    /// request.
+    /// True when one more session of `name`, resident already, fits the budget beside
+    /// one session of every hosted model: extra sessions never take the room a model's
+    /// first one needs (under a tight budget they would be loaded and evicted turn after
+    /// turn).
+    fn extra_fits(&self, name: &str) -> bool {
+        self.budget.is_none_or(|b| {
+            let firsts: u64 = self.models.values().map(|m| m.bytes).sum();
+            let extras: u64 = self
+                .models
+                .keys()
+                .map(|n| self.bytes(n) * self.sessions(n).saturating_sub(1) as u64)
+                .sum();
+            firsts + extras + self.bytes(name) <= b
+        })
+    }
+
+    /// When nothing is loading: starts loading, in the order the agent was given the
+    /// models, the first that has fewer sessions than the round (first one session of
+    /// every model, then a second of every model, … up to the executors), did not fail
+    /// to load, and fits the budget without evicting anything (an extra session: beside
+    /// one session of every hosted model), so that sessions are ready before requests
+    /// need them.
     pub fn prefetch_idle(&mut self, order: &[String]) {
         if self.loading.is_some() {
             return;
         }
-        if let Some(name) = order
-            .iter()
-            .find(|n| !self.is_resident(n) && !self.failed.contains(*n) && self.fits(n))
-        {
-            let name = name.clone();
-            self.prefetch(&name);
+        for round in 1..=self.instances {
+            let next = order.iter().find(|n| {
+                self.hosts(n)
+                    && self.sessions(n) < round
+                    && !self.failed.contains(*n)
+                    && self.fits(n)
+                    && (round == 1 || self.extra_fits(n))
+            });
+            if let Some(name) = next {
+                let name = name.clone();
+                self.load(&name);
+                return;
+            }
         }
     }
 
-    /// The idle session of `name`, now busy.
-    pub fn checkout(&mut self, name: &str) -> Option<Model> {
-        if self.busy.is_some() {
-            return None;
-        }
-        let model = self.idle.remove(name)?;
-        self.busy = Some(name.to_string());
-        self.busy_generation = self.generation;
+    /// An idle session of `name`, now busy, with its generation.
+    pub fn checkout(&mut self, name: &str) -> Option<(Model, u64)> {
+        let session = self.idle.get_mut(name)?.pop()?;
+        *self.busy.entry(name.to_string()).or_default() += 1;
         self.touch(name);
-        Some(model)
+        Some(session)
     }
 
-    /// The session back from the executor, idle again (dropped if it was made with
-    /// threads that changed since).
-    pub fn checkin(&mut self, name: &str, model: Model) {
-        if self.busy.as_deref() == Some(name) {
-            self.busy = None;
+    /// A session back from an executor, idle again (dropped if it was made with
+    /// threads that changed since, or its model is no longer hosted).
+    pub fn checkin(&mut self, name: &str, model: Model, generation: u64) {
+        if let Some(n) = self.busy.get_mut(name) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.busy.remove(name);
+            }
         }
-        // A model whose last app left while it ran is dropped now.
-        if self.busy_generation == self.generation && self.models.contains_key(name) {
-            self.idle.insert(name.to_string(), model);
+        if generation == self.generation && self.models.contains_key(name) {
+            self.idle
+                .entry(name.to_string())
+                .or_default()
+                .push((model, generation));
+        }
+        if !self.is_resident(name) {
+            self.idle.remove(name);
         }
     }
 
@@ -321,145 +401,5 @@ impl Residency {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::PathBuf;
-    use vision::Provider;
-
-    fn root() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-    }
-
-    /// The runtime, or `None` when ONNX Runtime is not provisioned and
-    /// SMARTPIPE_SKIP_MODEL_TESTS=1 (as vision's model tests do).
-    fn runtime() -> Option<Runtime> {
-        let lib = match std::env::var_os("ORT_DYLIB_PATH") {
-            Some(p) if !p.is_empty() => PathBuf::from(p),
-            _ => root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
-        };
-        if !lib.is_file() && std::env::var("SMARTPIPE_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
-            return None;
-        }
-        Some(Runtime::init(&lib, Provider::Cpu).expect("ONNX Runtime (run scripts/provision.sh)"))
-    }
-
-    fn model(name: &str, file: &str) -> AgentModel {
-        let path = root().join(".smartpipe/models").join(file);
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(1000);
-        AgentModel {
-            name: name.into(),
-            path: path.display().to_string(),
-            bytes,
-            max_rows: None,
-            outputs: vec![],
-        }
-    }
-
-    /// Waits for the load in flight and takes it in.
-    fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), String> {
-        let loaded = done
-            .recv_timeout(Duration::from_secs(60))
-            .expect("a load finishes");
-        res.accept_loaded(loaded)
-    }
-
-    #[test]
-    fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures() {
-        let Some(rt) = runtime() else { return };
-        let (pnet, rnet) = (
-            model("pnet", "mtcnn-pnet.onnx"),
-            model("rnet", "mtcnn-rnet.onnx"),
-        );
-        let broken = AgentModel {
-            name: "broken".into(),
-            path: "/nonexistent/broken.onnx".into(),
-            bytes: 1,
-            max_rows: None,
-            outputs: vec![],
-        };
-        // room for rnet, or pnet and the broken one, not for rnet and pnet together
-        let budget = rnet.bytes + 1;
-        let order: Vec<String> = ["broken", "pnet", "rnet"].map(String::from).to_vec();
-        let (tx, done) = mpsc::channel();
-        let threads = Arc::new(AtomicUsize::new(1));
-        let loader =
-            start_loader(rt, SessionOptions::default(), threads, tx, |l| l).expect("loader");
-        let mut res = Residency::new(
-            vec![broken, pnet.clone(), rnet.clone()],
-            Some(budget),
-            loader,
-        );
-
-        // ahead of requests: the broken model fails once and is not tried again ahead
-        res.prefetch_idle(&order);
-        assert_eq!(res.loading(), Some("broken"));
-        assert!(settle(&mut res, &done).is_err());
-        res.prefetch_idle(&order);
-        assert_eq!(res.loading(), Some("pnet"));
-        settle(&mut res, &done).expect("pnet loads");
-        // rnet does not fit beside pnet: nothing more is loaded ahead
-        res.prefetch_idle(&order);
-        assert_eq!(res.loading(), None);
-        assert_eq!(res.used(), pnet.bytes);
-
-        // a request for rnet loads it and evicts pnet, the least recently used idle model
-        assert!(res.prefetch("rnet"));
-        assert!(!res.prefetch("pnet"), "one load at a time");
-        settle(&mut res, &done).expect("rnet loads");
-        assert!(res.is_resident("rnet") && !res.is_resident("pnet"));
-        assert_eq!((res.loads, res.evictions), (2, 1));
-
-        // a busy model is never evicted, even past the budget
-        let session = res.checkout("rnet").expect("rnet is idle");
-        assert!(res.checkout("rnet").is_none());
-        assert!(res.prefetch("pnet"));
-        settle(&mut res, &done).expect("pnet loads");
-        assert!(res.is_resident("rnet") && res.is_resident("pnet"));
-        assert_eq!(res.used(), pnet.bytes + rnet.bytes);
-        res.checkin("rnet", session);
-        assert!(res.checkout("rnet").is_some());
-    }
-
-    #[test]
-    fn new_threads_renew_every_session_including_the_busy_one_and_a_load_in_flight() {
-        let Some(rt) = runtime() else { return };
-        let (pnet, rnet, onet) = (
-            model("pnet", "mtcnn-pnet.onnx"),
-            model("rnet", "mtcnn-rnet.onnx"),
-            model("onet", "mtcnn-onet.onnx"),
-        );
-        let (tx, done) = mpsc::channel();
-        let threads = Arc::new(AtomicUsize::new(2));
-        let loader = start_loader(rt, SessionOptions::default(), threads.clone(), tx, |l| l)
-            .expect("loader");
-        let mut res = Residency::new(vec![pnet, rnet, onet], None, loader);
-        for name in ["pnet", "rnet"] {
-            assert!(res.prefetch(name));
-            settle(&mut res, &done).expect("loads");
-        }
-        let busy = res.checkout("rnet").expect("rnet is idle");
-        assert!(res.prefetch("onet"));
-        // The threads change while rnet runs and onet loads.
-        threads.store(1, Ordering::Relaxed);
-        res.renew_sessions();
-        assert!(
-            !res.is_resident("pnet"),
-            "idle sessions are dropped at once"
-        );
-        settle(&mut res, &done).expect("the old load ends");
-        assert!(
-            !res.is_resident("onet"),
-            "a load requested before is not kept"
-        );
-        res.checkin("rnet", busy);
-        assert!(
-            !res.is_resident("rnet"),
-            "the busy session is dropped when it returns"
-        );
-        assert_eq!(res.used(), 0);
-        // Each is made again (with the new threads) when asked for.
-        assert!(res.prefetch("rnet"));
-        settle(&mut res, &done).expect("rnet loads again");
-        assert!(res.is_resident("rnet"));
-    }
-}
+#[path = "residency_tests.rs"]
+mod tests;

@@ -1,8 +1,10 @@
 //! A GPU stage (GPUBody): one process per `model.inference` task replica. It batches
 //! its input (batch size and max wait from the app or the plan), groups the tensors of
 //! the batch by shape (dim 0 is the batch dimension; items never get dropped for
-//! having another shape, they go in another group), sends each group to its device's
-//! agent as shared-memory descriptors, and forwards the results: every non-tensor part
+//! having another shape, they go in another group), sends the groups to its device's
+//! agent as shared-memory descriptors, all at once (each into its share of the output
+//! slot, so that the agent's executors may run a frame's pyramid levels side by side),
+//! and forwards the results: every non-tensor part
 //! of an item (frame, state) passes through untouched, its input tensors are replaced
 //! by the model's outputs for them. A batch whose outputs do not fit its output slot
 //! (`output_slot_mb`) goes back to the queue and batches are capped at half its size;
@@ -30,6 +32,9 @@ struct Batcher {
     /// How long each answered request took at the agent (queue + run), ms: logged at
     /// the end, the app's view of the agent's schedule.
     agent_ms: Vec<f64>,
+    /// Shape groups go to the agent one after the other (after a group's outputs did
+    /// not fit its share of the output slot), not all at once.
+    sequential: bool,
 }
 
 /// Where a process's request ids start: request ids of one replica never repeat across
@@ -97,22 +102,89 @@ impl Batcher {
         Ok(self.pending.drain(..n).collect())
     }
 
-    /// Send one request and wait for its reply, buffering data that arrives meanwhile.
-    fn call(
+    /// The outputs of every shape group of a batch: all sent at once, each into its
+    /// share of the output slot ([`crate::regions`]), so that the agent may run them
+    /// side by side; or, once a share was too small for its group's outputs, one after
+    /// the other, each after the last one's outputs.
+    fn run_groups(
         &mut self,
         node: &mut Node,
         agent: u32,
-        mut req: AgentRequest,
-    ) -> Result<Vec<TensorRef>, String> {
-        self.next_id += 1;
-        req.id = self.next_id;
-        let id = req.id;
+        groups: &[ShapeGroup],
+        template: AgentRequest,
+    ) -> Result<Vec<Vec<TensorRef>>, String> {
+        let slot = template.output;
+        let req = |members: &[(usize, usize, TensorRef)], offset: u64, len: u64| AgentRequest {
+            inputs: members.iter().map(|(_, _, t)| t.clone()).collect(),
+            output: ShmRef {
+                offset,
+                len,
+                ..slot
+            },
+            ..template.clone()
+        };
+        if groups.len() > 1 && !self.sequential {
+            let weights: Vec<u64> = groups
+                .iter()
+                .map(|(_, m)| m.iter().map(|(_, _, t)| t.shm.len).sum())
+                .collect();
+            let reqs = crate::regions::split(slot.len, &weights)
+                .into_iter()
+                .zip(groups)
+                .map(|((offset, len), (_, m))| req(m, offset, len))
+                .collect();
+            let results = self.call_all(node, agent, reqs)?;
+            let too_small = |r: &Result<_, String>| {
+                r.as_ref()
+                    .is_err_and(|e| e.starts_with(OUTPUT_SLOT_TOO_SMALL))
+            };
+            if !results.iter().any(too_small) {
+                return results.into_iter().collect();
+            }
+            tracing::warn!("a shape group's outputs did not fit its share of the output slot: groups go to the agent one after the other from now on");
+            self.sequential = true;
+        }
+        let mut used = 0u64;
+        let mut out = Vec::with_capacity(groups.len());
+        for (_, m) in groups {
+            let one = vec![req(m, used, slot.len.saturating_sub(used))];
+            let outs = self
+                .call_all(node, agent, one)?
+                .pop()
+                .unwrap_or_else(|| Err("no reply".into()))?;
+            used = outs
+                .iter()
+                .map(|o| (o.shm.offset + o.shm.len).div_ceil(64) * 64)
+                .max()
+                .unwrap_or(used);
+            out.push(outs);
+        }
+        Ok(out)
+    }
+
+    /// Send every request at once (the agent may run them side by side) and wait for
+    /// all their replies, in the requests' order, buffering data that arrives meanwhile.
+    fn call_all(
+        &mut self,
+        node: &mut Node,
+        agent: u32,
+        reqs: Vec<AgentRequest>,
+    ) -> Result<Vec<Result<Vec<TensorRef>, String>>, String> {
+        let mut sent = Vec::with_capacity(reqs.len());
+        for mut req in reqs {
+            self.next_id += 1;
+            req.id = self.next_id;
+            let request = Inbox::AgentRequest(req);
+            node.send_to(agent, &request)
+                .map_err(|e| format!("agent unreachable: {e}"))?;
+            sent.push(request);
+        }
+        let first = self.next_id + 1 - sent.len() as u64;
+        let mut results: Vec<Option<Result<Vec<TensorRef>, String>>> = vec![None; sent.len()];
+        let mut left = sent.len();
         let asked = Instant::now();
-        let request = Inbox::AgentRequest(req);
-        node.send_to(agent, &request)
-            .map_err(|e| format!("agent unreachable: {e}"))?;
         let mut deadline = Instant::now() + AGENT_TIMEOUT;
-        loop {
+        while left > 0 {
             if Instant::now() > deadline {
                 return Err(format!(
                     "the GPU agent did not answer within {} s",
@@ -123,26 +195,42 @@ impl Batcher {
                 .next(Duration::from_millis(200))
                 .map_err(|e| e.to_string())?
             {
-                Event::Reply(r) if r.id == id => {
-                    if self.agent_ms.len() < 1_000_000 {
-                        self.agent_ms.push(asked.elapsed().as_secs_f64() * 1e3);
+                Event::Reply(r) if r.id >= first && r.id < first + sent.len() as u64 => {
+                    let k = (r.id - first) as usize;
+                    if results[k].is_none() {
+                        left -= 1;
+                        if self.agent_ms.len() < 1_000_000 {
+                            self.agent_ms.push(asked.elapsed().as_secs_f64() * 1e3);
+                        }
                     }
-                    return r.result;
+                    results[k] = Some(r.result);
                 }
                 Event::Reply(r) => tracing::warn!(id = r.id, "stale agent reply ignored"),
                 Event::Item(env) => self.pending.push_back((env, now_ns())),
                 Event::End => self.ended = true,
                 Event::Command(Command::Stop) => return Err("stopped".into()),
-                // The agent was restarted: it lost the request, so ask again.
+                // The agent was restarted: it lost the requests, so ask again.
                 Event::Rewired(k) if k == agent => {
-                    tracing::info!(id, "the GPU agent was restarted; sending the request again");
-                    node.send_to(agent, &request)
-                        .map_err(|e| format!("agent unreachable: {e}"))?;
+                    tracing::info!(
+                        first,
+                        left,
+                        "the GPU agent was restarted; sending the requests again"
+                    );
+                    for (request, done) in sent.iter().zip(&results) {
+                        if done.is_none() {
+                            node.send_to(agent, request)
+                                .map_err(|e| format!("agent unreachable: {e}"))?;
+                        }
+                    }
                     deadline = Instant::now() + AGENT_TIMEOUT;
                 }
                 _ => {}
             }
         }
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err("no reply".into())))
+            .collect())
     }
 }
 
@@ -172,6 +260,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         ended: false,
         next_id: first_request_id(node.setup.incarnation),
         agent_ms: Vec::new(),
+        sequential: false,
     };
     // Lowered when a batch's outputs did not fit the output slot.
     let mut fit_cap = usize::MAX;
@@ -228,7 +317,6 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             continue;
         };
         let slot = writer.commit(pool.slot_size()).map_err(NodeError::from)?;
-        let mut used = 0u64;
         let mut refs_made = 0u32;
         // Inputs are released once every group ran: a batch too big for the output slot
         // goes back to the queue whole.
@@ -241,40 +329,31 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             .min()
             .unwrap_or_else(now_ns)
             .saturating_add(u64::from(node.setup.agent_deadline_ms) * 1_000_000);
-        for (_, members) in groups {
-            let req = AgentRequest {
-                deadline_ns,
-                id: 0,
-                stage: label.clone(),
-                reply_to,
-                model: model.clone(),
-                inputs: members.iter().map(|(_, _, t)| t.clone()).collect(),
-                output: ShmRef {
-                    offset: used,
-                    len: slot.len.saturating_sub(used),
-                    ..slot
-                },
-            };
-            let outs = match b.call(node, agent, req) {
-                Ok(outs) => outs,
-                Err(e) if e.starts_with(OUTPUT_SLOT_TOO_SMALL) => {
-                    too_big = Some(e);
-                    break;
-                }
-                Err(e) => return Err(NodeError::Stage(format!("model {model}: {e}"))),
-            };
-            used = outs
-                .iter()
-                .map(|o| (o.shm.offset + o.shm.len).div_ceil(64) * 64)
-                .max()
-                .unwrap_or(used);
+        let template = AgentRequest {
+            deadline_ns,
+            id: 0,
+            stage: label.clone(),
+            reply_to,
+            model: model.clone(),
+            inputs: vec![],
+            output: slot,
+        };
+        let group_outs = match b.run_groups(node, agent, &groups, template) {
+            Ok(outs) => outs,
+            Err(e) if e.starts_with(OUTPUT_SLOT_TOO_SMALL) => {
+                too_big = Some(e);
+                Vec::new()
+            }
+            Err(e) => return Err(NodeError::Stage(format!("model {model}: {e}"))),
+        };
+        for ((_, members), outs) in groups.iter().zip(group_outs) {
             // Split every output along dim 0 back to the members.
             let total: u32 = members
                 .iter()
                 .map(|(_, _, t)| t.shape.first().copied().unwrap_or(1))
                 .sum();
             let mut row0 = 0u32;
-            for (i, j, t) in &members {
+            for (i, j, t) in members.iter() {
                 let rows = t.shape.first().copied().unwrap_or(1);
                 let mine: Vec<TensorRef> = outs
                     .iter()

@@ -34,7 +34,8 @@ impl Model {
             let per_item = p.t(b, c.threads) / b;
             if self.is_device(i) {
                 dev_load_full += share * per_item;
-                capacity[i] = b / p.t(b, c.threads);
+                // Each replica has one batch at the agent at a time.
+                capacity[i] = f64::from(c.replicas.max(1)) * b / p.t(b, c.threads);
             } else {
                 let reps = if self.dag.stages[i].kind == TaskKind::Head {
                     1.0
@@ -46,12 +47,15 @@ impl Model {
         }
         let mut app_cap = f64::INFINITY;
         for (i, cap) in capacity.iter().enumerate() {
-            if cap.is_finite() && !self.is_device(i) {
+            // A GPU stage's own bound matters once the device runs several batches at
+            // once (with one executor the device's load bounds it first).
+            if cap.is_finite() {
                 app_cap = app_cap.min(cap * total / self.stage_rate(i));
             }
         }
+        let executors = f64::from(self.resources.device_executors());
         if dev_load_full > 0.0 {
-            app_cap = app_cap.min(1.0 / dev_load_full);
+            app_cap = app_cap.min(executors / dev_load_full);
         }
         // The cores bound what all processes together carry: CPU seconds per offered
         // item at full batches, from the measured service times.
@@ -159,12 +163,16 @@ impl Model {
                 continue;
             };
             let c = &cfg[i];
-            let shared = self.is_device(i).then_some((dev_rho, dev_t_mean, cycle));
+            // k executors: the device's load and its round are shared among them.
+            let shared =
+                self.is_device(i)
+                    .then_some((dev_rho / executors, dev_t_mean, cycle / executors));
             let full_rho = offered / f64::from(c.replicas.max(1))
                 * p.t(f64::from(c.batch.max(1)), c.threads)
                 / f64::from(c.batch.max(1));
             let at_bottleneck = overloaded
-                && (full_rho >= 0.999 || (self.is_device(i) && dev_load_full * app_cap >= 0.999));
+                && (full_rho >= 0.999
+                    || (self.is_device(i) && dev_load_full * app_cap >= 0.999 * executors));
             let ev = eval_stage(p, c, offered, ca_in, shared, at_bottleneck, bound);
             let sj = ev.sojourn;
             let (eff_b, bl, fill) = (ev.batch, ev.light_batch, ev.fill);
@@ -235,7 +243,7 @@ impl Model {
             capacity: app_cap,
             cores: 0.0,
             memory_bytes: self.memory(cfg),
-            device_utilisation: (dev_load_full > 0.0).then_some(dev_busy.min(1.0)),
+            device_utilisation: (dev_load_full > 0.0).then_some((dev_busy / executors).min(1.0)),
         };
         pred.cores = self
             .cpu_loads(cfg, &pred.stages)
@@ -286,12 +294,15 @@ impl Model {
             }
         }
         if agent_threads > 0 {
-            let threads = self.resources.device_threads(agent_threads);
+            // Its executors run batches side by side: that many sessions' threads
+            // runnable while each is busy (CUDA: one host thread, one batch at a time).
+            let executors = self.resources.device_executors();
+            let threads = self.resources.device_threads(agent_threads) * executors;
             out.push((
                 None,
                 CpuLoad {
                     threads,
-                    busy: agent_busy,
+                    busy: agent_busy / f64::from(executors),
                 },
             ));
         }

@@ -16,8 +16,12 @@
 //!   larger batches are allowed the batcher absorbs load: if λ_r·t(b)/b < 1 the server may
 //!   run "saturated", batch x = λ_r·α/(1 − λ_r·β) items, and an item waits the residual of
 //!   the batch in service then its own: U[0, T] + T. We take whichever regime is faster.
-//! - GPU stages all run on one device (the GPU agent serialises batches): their queueing
-//!   uses the device's total utilisation and its load-weighted mean batch time.
+//! - GPU stages all run on one device: their queueing uses the device's total
+//!   utilisation and its load-weighted mean batch time. A CUDA device runs one batch at
+//!   a time; on `cpu:0` the agent runs `agent_executors` batches at once (one session
+//!   per executor thread), modelled as that many servers: the device carries that many
+//!   times the load, its utilisation and saturated cycle are divided among them, and its
+//!   CPU work is that many processes of the sessions' threads.
 //! - An overloaded app (some stage's capacity below its offered rate) is throttled to its
 //!   bottleneck: request-guarantee sources slow down, best-effort sheds the excess; the
 //!   bottleneck's queue is then full, so its items wait `queue_bound` items' worth.
@@ -80,11 +84,20 @@ pub struct Resources {
     /// runs a batch, so that much competition for the cores (0: the GPU stages' own
     /// `threads`).
     pub agent_threads: u32,
+    /// Batches the agent runs at once on `cpu:0` (its executor threads, each with its
+    /// own sessions; 0 or 1: one at a time). A CUDA device runs one at a time.
+    pub agent_executors: u32,
 }
 
 impl Resources {
     /// From the app's constraints; absent cores = the machine's.
-    pub fn from_app(app: &AppSpec, machine_cores: u32, cuda: bool, agent_threads: u32) -> Self {
+    pub fn from_app(
+        app: &AppSpec,
+        machine_cores: u32,
+        cuda: bool,
+        agent_threads: u32,
+        agent_executors: u32,
+    ) -> Self {
         Resources {
             cpu_cores: app
                 .constraints
@@ -93,6 +106,16 @@ impl Resources {
             gpu: cuda,
             device_memory_bytes: app.constraints.gpus.first().map(|g| g.memory_mb << 20),
             agent_threads,
+            agent_executors,
+        }
+    }
+
+    /// Batches the device runs at once: the agent's executors on `cpu:0`, one on CUDA.
+    pub(crate) fn device_executors(&self) -> u32 {
+        if self.gpu {
+            1
+        } else {
+            self.agent_executors.max(1)
         }
     }
 

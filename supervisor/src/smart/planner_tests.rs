@@ -190,6 +190,7 @@ fn device_memory_binds() {
         gpu: true,
         device_memory_bytes: Some(64 << 20),
         agent_threads: 0,
+        agent_executors: 1,
     };
     let r = admit(&app, &prof, res, &PlanOptions::default()).unwrap_err();
     assert_eq!(
@@ -211,6 +212,7 @@ fn gpu_stage_batches_to_share_the_device() {
         gpu: true,
         device_memory_bytes: None,
         agent_threads: 0,
+        agent_executors: 1,
     };
     let lazy = plans(&app, &prof, res, &PlanOptions::default())
         .unwrap()

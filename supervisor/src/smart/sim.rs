@@ -129,8 +129,8 @@ enum Ev {
     Deadline(usize, usize, u64),
     /// A job on the cores came due (ignored unless `version` is still current).
     CpuDone(Holder, u64),
-    /// A batch on a CUDA device finished.
-    DeviceDone,
+    /// A batch on a CUDA device finished (on executor k).
+    DeviceDone(usize),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -180,7 +180,9 @@ struct Sim<'a> {
     tails_of_head: Vec<usize>,
     done_tails: HashMap<(usize, u64), usize>,
     device_q: VecDeque<(usize, usize, f64)>,
-    device_busy: Option<(usize, usize)>,
+    /// What each of the device's executors runs (one on CUDA; on `cpu:0` the agent's
+    /// executor threads, each running one batch at a time).
+    device_busy: Vec<Option<(usize, usize)>>,
     cores: Cores,
     lost: HashSet<(usize, u64)>,
     latencies: Vec<f64>,
@@ -291,24 +293,24 @@ impl Sim<'_> {
     }
 
     fn start_device(&mut self) {
-        if self.device_busy.is_some() {
-            return;
-        }
-        if let Some((i, r, d)) = self.device_q.pop_front() {
-            self.device_busy = Some((i, r));
+        while let Some(k) = self.device_busy.iter().position(Option::is_none) {
+            let Some((i, r, d)) = self.device_q.pop_front() else {
+                return;
+            };
+            self.device_busy[k] = Some((i, r));
             if self.m.resources.gpu {
-                self.at(self.now + d, Ev::DeviceDone);
+                self.at(self.now + d, Ev::DeviceDone(k));
             } else {
                 // On `cpu:0` a batch is CPU work of the agent's intra-op threads.
                 let threads = self.m.resources.device_threads(self.cfg[i].threads);
-                self.cores.start(self.now, Holder::Device, d, threads);
+                self.cores.start(self.now, Holder::Device(k), d, threads);
                 self.reschedule();
             }
         }
     }
 
-    fn device_done(&mut self) {
-        if let Some((i, r)) = self.device_busy.take() {
+    fn device_done(&mut self, k: usize) {
+        if let Some((i, r)) = self.device_busy.get_mut(k).and_then(Option::take) {
             self.done(i, r);
         }
         self.start_device();
@@ -440,7 +442,7 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
         tails_of_head,
         done_tails: HashMap::new(),
         device_q: VecDeque::new(),
-        device_busy: None,
+        device_busy: vec![None; m.resources.device_executors() as usize],
         cores: Cores::new(m.resources.cpu_cores),
         lost: HashSet::new(),
         latencies: Vec::new(),
@@ -475,10 +477,10 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
                 s.reschedule();
                 match h {
                     Holder::Replica(i, r) => s.done(i, r),
-                    Holder::Device => s.device_done(),
+                    Holder::Device(k) => s.device_done(k),
                 }
             }
-            Ev::DeviceDone => s.device_done(),
+            Ev::DeviceDone(k) => s.device_done(k),
         }
     }
     let mut lat = std::mem::take(&mut s.latencies);

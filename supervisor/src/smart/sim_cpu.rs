@@ -6,11 +6,11 @@
 
 use std::collections::BTreeMap;
 
-/// Who holds a job: a stage replica, or the device (the GPU agent).
+/// Who holds a job: a stage replica, or one of the device's executors (the GPU agent's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Holder {
     Replica(usize, usize),
-    Device,
+    Device(usize),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -109,12 +109,12 @@ mod tests {
     #[test]
     fn jobs_that_fit_the_cores_run_at_full_speed() {
         let mut c = Cores::new(2.0);
-        c.start(0.0, Holder::Device, 1.0, 1);
+        c.start(0.0, Holder::Device(0), 1.0, 1);
         c.start(0.0, Holder::Replica(3, 1), 2.0, 1);
         let v = c.version;
         let due = c.due();
         assert_eq!(due.len(), 2);
-        assert!(due.contains(&(1.0, Holder::Device)));
+        assert!(due.contains(&(1.0, Holder::Device(0))));
         c.start(0.0, Holder::Replica(4, 0), 1.0, 2);
         assert!(c.version > v);
         assert!(c.due().iter().all(|(t, _)| *t > 1.0));

@@ -1,5 +1,5 @@
 use super::*;
-use crate::smart::model::StageConfig;
+use crate::smart::model::{Prediction, StageConfig};
 use crate::smart::testkit::{chain, linear, model};
 
 fn cfg(n: usize, at: &[(usize, StageConfig)]) -> Vec<StageConfig> {
@@ -254,4 +254,64 @@ fn shared_per_item_variability_widens_the_path() {
     assert!(shared.p99_ms > independent.p99_ms * 1.2);
     // The mean is the same: the factor only moves the spread.
     close("mean latency", shared.mean_ms, independent.mean_ms, 0.03);
+}
+
+/// The agent on `cpu:0` with two executors runs two batches at once: a chain bound by its
+/// two models carries about twice the rate on two cores (bounded by the cores' CPU time
+/// and by each GPU stage's one batch at the agent at a time), and the simulation of the
+/// same plan agrees with the analytic model.
+#[test]
+fn agent_executors_on_cpu_carry_the_models_side_by_side() {
+    let app = chain(
+        &[("pre", "cpu"), ("pnet", "gpu"), ("rnet", "gpu")],
+        serde_json::json!({}),
+    );
+    let run = |executors: u32, pnet_s: f64, rnet_s: f64| {
+        let prof = linear(&[
+            ("pre", 0.0, 0.004),
+            ("pnet", 0.0, pnet_s),
+            ("rnet", 0.0, rnet_s),
+        ]);
+        let mut m = model(&app, &prof, 60.0, false);
+        m.resources.cpu_cores = 2.0;
+        m.resources.agent_threads = 1;
+        m.resources.agent_executors = executors;
+        let c = cfg(app.tasks.len(), &[]);
+        let p = m.predict(&c).unwrap();
+        let s = simulate(
+            &m,
+            &c,
+            SimConfig {
+                seed: 5,
+                duration_s: 300.0,
+                warmup_s: 20.0,
+            },
+        )
+        .unwrap();
+        eprintln!(
+            "executors {executors}: model {:.1}/s (capacity {:.1}, cores {:.2}), sim {:.1}/s",
+            p.qos.throughput_per_s, p.capacity, p.cores, s.throughput_per_s
+        );
+        close(
+            "throughput",
+            p.qos.throughput_per_s,
+            s.throughput_per_s,
+            0.1,
+        );
+        (p, s)
+    };
+    let (one, one_sim) = run(1, 0.020, 0.020);
+    let (two, two_sim) = run(2, 0.020, 0.020);
+    // One executor: the device's 40 ms an item bounds the app at 25/s.
+    close("one executor", one.capacity, 25.0, 0.01);
+    // Two: 50/s for the device, but 2 cores ÷ 44 ms of CPU an item bound it lower.
+    assert!(two.capacity <= 2.0 / 0.044 + 1e-9, "{}", two.capacity);
+    assert!(two_sim.throughput_per_s > 1.5 * one_sim.throughput_per_s);
+    // The same CPU work an item either way, spread over twice the threads.
+    let per_item = |p: &Prediction| p.cores / p.qos.throughput_per_s;
+    close("cores per item", per_item(&two), per_item(&one), 0.05);
+    // A 30 ms P-Net: its stage, one batch at the agent at a time, bounds the app below
+    // what two executors could carry.
+    let (alone, _) = run(2, 0.030, 0.010);
+    assert!(alone.capacity < 1.0 / 0.030 + 1e-9, "{}", alone.capacity);
 }

@@ -38,6 +38,7 @@ pub fn cpu(cores: f64) -> Resources {
         gpu: false,
         device_memory_bytes: None,
         agent_threads: 0,
+        agent_executors: 1,
     }
 }
 

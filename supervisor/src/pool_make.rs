@@ -1,0 +1,100 @@
+//! Making an app's shared-memory pools at start, several at once. ipc-channel fills a new
+//! region byte by byte before the pool hands its data pages back (`SlotPool::create`),
+//! and the faces app's pools sum to ≈ 3.5 GB (P-Net-sized pre-processing slots, 64 MiB
+//! model-output slots): made one after the other that fill was most of the time from
+//! `supervisor start` to the first process (issue 14, startup). One thread per core
+//! fills them side by side.
+
+use anyhow::Context;
+use protocol::shm::SlotPool;
+
+/// One pool to make: its key (task, replica), id, slots, slot size, holders, and the
+/// name used in errors.
+pub struct PoolJob<K> {
+    pub key: K,
+    pub id: u32,
+    pub slots: u32,
+    pub slot_size: u64,
+    pub holders: Vec<u16>,
+    pub name: String,
+}
+
+/// Makes every pool of `jobs` on up to `threads` threads; the pools by key in the jobs'
+/// order, or the first error (naming its stage).
+pub fn create_all<K: Send>(
+    jobs: Vec<PoolJob<K>>,
+    threads: usize,
+) -> anyhow::Result<Vec<(K, SlotPool)>> {
+    let threads = threads.clamp(1, jobs.len().max(1));
+    let mut chunks: Vec<Vec<(usize, PoolJob<K>)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, job) in jobs.into_iter().enumerate() {
+        chunks[i % threads].push((i, job));
+    }
+    let mut made: Vec<(usize, anyhow::Result<(K, SlotPool)>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| {
+                s.spawn(move || {
+                    chunk
+                        .into_iter()
+                        .map(|(i, j)| {
+                            let pool = SlotPool::create(j.id, j.slots, j.slot_size, &j.holders)
+                                .with_context(|| format!("cannot create the pool of {}", j.name));
+                            (i, pool.map(|p| (j.key, p)))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    vec![(
+                        usize::MAX,
+                        Err(anyhow::anyhow!("a pool-making thread panicked")),
+                    )]
+                })
+            })
+            .collect()
+    });
+    made.sort_by_key(|(i, _)| *i);
+    made.into_iter().map(|(_, r)| r).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pools_made_side_by_side_keep_their_ids_sizes_and_order_and_errors_name_the_stage() {
+        let jobs: Vec<PoolJob<(usize, u32)>> = (0..5u32)
+            .map(|k| PoolJob {
+                key: (k as usize, 0),
+                id: 10 + k,
+                slots: 2 + k,
+                slot_size: 4096 * u64::from(k + 1),
+                holders: vec![1, 2],
+                name: format!("stage{k}#0"),
+            })
+            .collect();
+        let pools = create_all(jobs, 2).expect("pools");
+        assert_eq!(pools.len(), 5);
+        for (k, ((t, r), pool)) in pools.iter().enumerate() {
+            assert_eq!((*t, *r), (k, 0));
+            assert_eq!(pool.id(), 10 + k as u32);
+            assert_eq!(pool.slot_count(), 2 + k as u32);
+            assert_eq!(pool.slot_size(), 4096 * (k as u64 + 1));
+        }
+        let bad = vec![PoolJob {
+            key: 0,
+            id: 1,
+            slots: 1,
+            slot_size: 64,
+            holders: vec![u16::MAX],
+            name: "pnet-pre#1".into(),
+        }];
+        let e = create_all(bad, 2).map(|_| ()).unwrap_err();
+        assert!(format!("{e:#}").contains("pnet-pre#1"), "{e:#}");
+    }
+}

@@ -1,0 +1,220 @@
+//! Tests of [`super::Residency`] with real sessions (MTCNN's models; skipped when
+//! ONNX Runtime is not provisioned and SMARTPIPE_SKIP_MODEL_TESTS=1).
+
+use super::*;
+
+use std::path::PathBuf;
+use vision::Provider;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The runtime, or `None` when ONNX Runtime is not provisioned and
+/// SMARTPIPE_SKIP_MODEL_TESTS=1 (as vision's model tests do).
+fn runtime() -> Option<Runtime> {
+    let lib = match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+    };
+    if !lib.is_file() && std::env::var("SMARTPIPE_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+        return None;
+    }
+    Some(Runtime::init(&lib, Provider::Cpu).expect("ONNX Runtime (run scripts/provision.sh)"))
+}
+
+fn model(name: &str, file: &str) -> AgentModel {
+    let path = root().join(".smartpipe/models").join(file);
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(1000);
+    AgentModel {
+        name: name.into(),
+        path: path.display().to_string(),
+        bytes,
+        max_rows: None,
+        outputs: vec![],
+    }
+}
+
+/// Waits for the load in flight and takes it in.
+fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), String> {
+    let loaded = done
+        .recv_timeout(Duration::from_secs(60))
+        .expect("a load finishes");
+    res.accept_loaded(loaded)
+}
+
+#[test]
+fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures() {
+    let Some(rt) = runtime() else { return };
+    let (pnet, rnet) = (
+        model("pnet", "mtcnn-pnet.onnx"),
+        model("rnet", "mtcnn-rnet.onnx"),
+    );
+    let broken = AgentModel {
+        name: "broken".into(),
+        path: "/nonexistent/broken.onnx".into(),
+        bytes: 1,
+        max_rows: None,
+        outputs: vec![],
+    };
+    // room for rnet, or pnet and the broken one, not for rnet and pnet together
+    let budget = rnet.bytes + 1;
+    let order: Vec<String> = ["broken", "pnet", "rnet"].map(String::from).to_vec();
+    let (tx, done) = mpsc::channel();
+    let threads = Arc::new(AtomicUsize::new(1));
+    let loader = start_loader(rt, SessionOptions::default(), threads, tx, |l| l).expect("loader");
+    let mut res = Residency::new(
+        vec![broken, pnet.clone(), rnet.clone()],
+        Some(budget),
+        loader,
+    );
+
+    // ahead of requests: the broken model fails once and is not tried again ahead
+    res.prefetch_idle(&order);
+    assert_eq!(res.loading(), Some("broken"));
+    assert!(settle(&mut res, &done).is_err());
+    res.prefetch_idle(&order);
+    assert_eq!(res.loading(), Some("pnet"));
+    settle(&mut res, &done).expect("pnet loads");
+    // rnet does not fit beside pnet: nothing more is loaded ahead
+    res.prefetch_idle(&order);
+    assert_eq!(res.loading(), None);
+    assert_eq!(res.used(), pnet.bytes);
+
+    // a request for rnet loads it and evicts pnet, the least recently used idle model
+    assert!(res.prefetch("rnet"));
+    assert!(!res.prefetch("pnet"), "one load at a time");
+    settle(&mut res, &done).expect("rnet loads");
+    assert!(res.is_resident("rnet") && !res.is_resident("pnet"));
+    assert_eq!((res.loads, res.evictions), (2, 1));
+
+    // a busy model is never evicted, even past the budget
+    let (session, generation) = res.checkout("rnet").expect("rnet is idle");
+    assert!(res.checkout("rnet").is_none());
+    assert!(res.prefetch("pnet"));
+    settle(&mut res, &done).expect("pnet loads");
+    assert!(res.is_resident("rnet") && res.is_resident("pnet"));
+    assert_eq!(res.used(), pnet.bytes + rnet.bytes);
+    res.checkin("rnet", session, generation);
+    assert!(res.checkout("rnet").is_some());
+}
+
+#[test]
+fn new_threads_renew_every_session_including_the_busy_one_and_a_load_in_flight() {
+    let Some(rt) = runtime() else { return };
+    let (pnet, rnet, onet) = (
+        model("pnet", "mtcnn-pnet.onnx"),
+        model("rnet", "mtcnn-rnet.onnx"),
+        model("onet", "mtcnn-onet.onnx"),
+    );
+    let (tx, done) = mpsc::channel();
+    let threads = Arc::new(AtomicUsize::new(2));
+    let loader =
+        start_loader(rt, SessionOptions::default(), threads.clone(), tx, |l| l).expect("loader");
+    let mut res = Residency::new(vec![pnet, rnet, onet], None, loader);
+    for name in ["pnet", "rnet"] {
+        assert!(res.prefetch(name));
+        settle(&mut res, &done).expect("loads");
+    }
+    let (busy, generation) = res.checkout("rnet").expect("rnet is idle");
+    assert!(res.prefetch("onet"));
+    // The threads change while rnet runs and onet loads.
+    threads.store(1, Ordering::Relaxed);
+    res.renew_sessions();
+    assert!(
+        !res.is_resident("pnet"),
+        "idle sessions are dropped at once"
+    );
+    settle(&mut res, &done).expect("the old load ends");
+    assert!(
+        !res.is_resident("onet"),
+        "a load requested before is not kept"
+    );
+    res.checkin("rnet", busy, generation);
+    assert!(
+        !res.is_resident("rnet"),
+        "the busy session is dropped when it returns"
+    );
+    assert_eq!(res.used(), 0);
+    // Each is made again (with the new threads) when asked for.
+    assert!(res.prefetch("rnet"));
+    settle(&mut res, &done).expect("rnet loads again");
+    assert!(res.is_resident("rnet"));
+}
+
+#[test]
+fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_evicted_first() {
+    let Some(rt) = runtime() else { return };
+    let (pnet, rnet, onet) = (
+        model("pnet", "mtcnn-pnet.onnx"),
+        model("rnet", "mtcnn-rnet.onnx"),
+        // a third model a byte larger than rnet (P-Net's file under another name)
+        AgentModel {
+            bytes: model("rnet", "mtcnn-rnet.onnx").bytes + 1,
+            ..model("onet", "mtcnn-pnet.onnx")
+        },
+    );
+    let (p, r, o) = (pnet.bytes, rnet.bytes, onet.bytes);
+    // Room for one session of every model and a second of pnet, not of rnet as well:
+    // extra sessions never take a model's first one's room.
+    let budget = 2 * p + r + o + r / 2;
+    // onet is only asked for by a request, below
+    let order: Vec<String> = ["pnet", "rnet"].map(String::from).to_vec();
+    let (tx, done) = mpsc::channel();
+    let loader = start_loader(
+        rt,
+        SessionOptions::default(),
+        Arc::new(AtomicUsize::new(1)),
+        tx,
+        |l| l,
+    )
+    .expect("loader");
+    let mut res = Residency::new(
+        vec![pnet.clone(), rnet.clone(), onet.clone()],
+        Some(budget),
+        loader,
+    )
+    .with_instances(2);
+    // Ahead of requests: first one session of each model that fits, then seconds.
+    let mut loaded = Vec::new();
+    loop {
+        res.prefetch_idle(&order);
+        let Some(name) = res.loading().map(String::from) else {
+            break;
+        };
+        settle(&mut res, &done).expect("loads");
+        loaded.push(name);
+    }
+    assert_eq!(loaded, ["pnet", "rnet", "pnet"]);
+    assert_eq!((res.sessions("pnet"), res.sessions("rnet")), (2, 1));
+    // With room for them, the second rnet session is loaded too.
+    let budget = 2 * p + 2 * r + o;
+    res.set_budget(Some(budget));
+    res.prefetch_idle(&order);
+    assert_eq!(res.loading(), Some("rnet"));
+    settle(&mut res, &done).expect("loads");
+    assert_eq!((res.sessions("pnet"), res.sessions("rnet")), (2, 2));
+    assert_eq!(res.used(), budget - o);
+    // Two runs of pnet at once: both sessions out, none idle.
+    let a = res.checkout("pnet").expect("one");
+    let b = res.checkout("pnet").expect("the other");
+    assert!(res.checkout("pnet").is_none() && !res.has_idle("pnet"));
+    // The budget shrinks (another app attached) and onet is needed: the extra idle rnet
+    // session goes, not a model's only one.
+    res.set_budget(Some(2 * p + r + o));
+    assert!(res.prefetch("onet"));
+    settle(&mut res, &done).expect("onet loads");
+    assert_eq!(
+        (
+            res.sessions("pnet"),
+            res.sessions("rnet"),
+            res.sessions("onet")
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(res.evictions, 1);
+    res.checkin("pnet", a.0, a.1);
+    res.checkin("pnet", b.0, b.1);
+    assert_eq!(res.sessions("pnet"), 2);
+    assert!(res.has_idle("pnet"));
+}
