@@ -40,8 +40,7 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(total: Option<u64>) -> Progress {
-        // SAFETY: isatty only inspects the descriptor.
-        let terminal = unsafe { libc::isatty(2) } == 1;
+        let terminal = nix::unistd::isatty(std::io::stderr()).unwrap_or(false);
         Progress {
             total,
             started: Instant::now(),

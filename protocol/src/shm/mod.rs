@@ -203,12 +203,13 @@ impl SlotPool {
         // so a pool only holds the memory its payloads actually use.
         let data_len = len - pool.data;
         if data_len > 0 {
-            // SAFETY: page-aligned range inside our own mapping; no one else has it yet.
-            unsafe {
-                libc::madvise(
-                    pool.base.add(pool.data) as *mut libc::c_void,
+            // SAFETY: page-aligned range inside our own mapping (so the pointer is not null);
+            // no one else has it yet. Failing only keeps the pages resident.
+            let _ = unsafe {
+                nix::sys::mman::madvise(
+                    std::ptr::NonNull::new_unchecked(pool.base.add(pool.data).cast()),
                     data_len,
-                    libc::MADV_REMOVE,
+                    nix::sys::mman::MmapAdvise::MADV_REMOVE,
                 )
             };
         }
