@@ -120,6 +120,7 @@ pub struct SlotPool {
 // are written only by the holder of a freshly acquired slot and read only while a
 // reference is held, which the refcount protocol makes exclusive of writers.
 unsafe impl Send for SlotPool {}
+// SAFETY: as for Send above: shared state through atomics, payloads under the refcount.
 unsafe impl Sync for SlotPool {}
 
 impl std::fmt::Debug for SlotPool {
