@@ -31,7 +31,6 @@ mod replica;
 mod report;
 mod run;
 mod runtime;
-#[allow(dead_code, unused_imports)] // wired into `plan`, `profile` and `start` as it lands
 mod smart;
 mod source_probe;
 mod starvation;
