@@ -188,6 +188,15 @@ async fn handle(req: HttpRequest, payload: web::Payload, api: web::Data<Api>) ->
             answer(text(404, "only GET /metrics here\n"))
         };
     }
+    // A declared length past the limit is refused before the body is waited for.
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return answer(text(413, "request body too large"));
+    }
     let body =
         match tokio::time::timeout(REQUEST_DEADLINE, payload.to_bytes_limited(MAX_BODY)).await {
             Err(_) => return answer(text(408, "the request was not sent in time")),
@@ -221,4 +230,52 @@ async fn handle(req: HttpRequest, payload: web::Payload, api: web::Data<Api>) ->
 fn answer((code, ctype, body): (u16, &'static str, String)) -> HttpResponse {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     HttpResponse::build(status).content_type(ctype).body(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{serve, Registry};
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Send `raw` on a fresh connection and read the answer to its end (the server closes
+    /// every connection after one answer, so this returns without a timeout).
+    fn exchange(sock: &std::path::Path, raw: &[u8]) -> String {
+        let mut conn = UnixStream::connect(sock).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        conn.write_all(raw).expect("write");
+        let mut answer = Vec::new();
+        // The server may close while we still send (a refused body): keep what came.
+        let _ = conn.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).to_string()
+    }
+
+    #[test]
+    fn the_socket_answers_within_its_limits_and_closes_each_connection() {
+        let dir = std::env::temp_dir().join(format!("smartpipe-limits-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("runtime dir");
+        let sock = serve(&dir, Arc::new(Registry::new(false)), None, None).expect("serve");
+        let status = exchange(&sock, b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n");
+        let too_big = format!(
+            "POST /apps/x/rate HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            super::MAX_BODY + 1
+        );
+        let too_big = exchange(&sock, too_big.as_bytes());
+        let bad_length = exchange(
+            &sock,
+            b"POST /stop HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        );
+        let nowhere = exchange(&sock, b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        assert!(status.contains("\"daemon\":false"), "{status}");
+        assert!(too_big.starts_with("HTTP/1.1 413"), "{too_big}");
+        assert!(too_big.contains("request body too large"), "{too_big}");
+        assert!(bad_length.starts_with("HTTP/1.1 400"), "{bad_length}");
+        assert!(nowhere.starts_with("HTTP/1.1 404"), "{nowhere}");
+        assert!(nowhere.contains("routes: GET /status"), "{nowhere}");
+    }
 }
