@@ -4,6 +4,9 @@
 //! `supervisor/src/bad_up.rs`.) Run by plain `cargo test` with a fixed seed
 //! (`FUZZ_SEED`, `FUZZ_CASES`); inputs that ever panicked are kept in
 //! `tests/corpus/up/` and replayed first.
+// Test code: a failed unwrap or expect is a failed test (clippy.toml allows them only
+// inside #[test] functions, and these are helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use protocol::codec;
 use protocol::messages::{observe, SourceTotal, StageMetrics, StageReport, Up};

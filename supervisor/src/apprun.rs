@@ -564,8 +564,11 @@ impl<'a> AppRun<'a> {
                 return Err(format!("{} has already ended", rep.label));
             }
             rep.manual_restart = true;
-            // SAFETY: our child's own process group; it has not been reaped.
-            unsafe { libc::kill(-rep.pid, libc::SIGKILL) };
+            // Our child's own process group; it has not been reaped.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(rep.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             done.push(rep.label.clone());
         }
         Ok(format!("restarting {}", done.join(", ")))
@@ -583,8 +586,11 @@ impl<'a> AppRun<'a> {
         tracing::error!("{why}");
         timeline.event(why);
         if r.exited.is_none() && !r.hung {
-            // SAFETY: our child's own process group; it has not been reaped.
-            unsafe { libc::kill(-r.pid, libc::SIGKILL) };
+            // Our child's own process group; it has not been reaped.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(r.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 

@@ -1,6 +1,6 @@
-//! The control API of a running supervisor: HTTP/1.1 + JSON on a Unix socket in its
-//! runtime dir (dir 0700, socket 0600, peer uid checked with SO_PEERCRED), and the
-//! Prometheus metrics also on a loopback TCP port when asked.
+//! The control API of a running supervisor: HTTP/1.1 + JSON (actix-web, [`server`]) on a
+//! Unix socket in its runtime dir (dir 0700, socket 0600, peer uid checked with
+//! SO_PEERCRED), and the Prometheus metrics also on a loopback TCP port when asked.
 //!
 //! A supervisor hosts apps in a [`Registry`]: a foreground `start` hosts one, the daemon
 //! (`start --detach`) hosts every app sent to it. Routes:
@@ -14,7 +14,6 @@ use protocol::messages::StageMetrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,11 +21,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-mod http;
 mod live_changes;
-pub use http::Request;
+mod server;
 pub use live_changes::MAX_THREADS;
 use live_changes::{restart, set_rate, set_threads};
+pub use server::Request;
 
 /// How long the API waits for an app's run loop to answer a restart.
 pub const RESTART_WAIT: Duration = Duration::from_secs(30);
@@ -308,14 +307,8 @@ pub fn socket_path(runtime_dir: &Path) -> PathBuf {
     runtime_dir.join("control.sock")
 }
 
-/// Worker threads answering the control socket (a restart or a start may take each for
-/// up to 30 s; every other request is answered at once).
-const CONTROL_WORKERS: usize = 4;
-/// Worker threads answering `GET /metrics` on the TCP port.
-const METRICS_WORKERS: usize = 2;
-
 /// Serve the API until the process ends. `launcher` takes `POST /apps` (the daemon's).
-/// Both listeners run under the limits of [`http`] (sizes, deadlines, connection caps).
+/// Both listeners run under the limits of [`server`] (sizes, deadlines, connection caps).
 pub fn serve(
     runtime_dir: &Path,
     registry: Arc<Registry>,
@@ -326,48 +319,20 @@ pub fn serve(
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-    // SAFETY: getuid never fails.
-    let uid = unsafe { libc::getuid() };
-    {
-        let registry = registry.clone();
-        // The peer's uid is checked as the connection is accepted, before it is read.
-        let admit: http::Admit<UnixStream> = Box::new(move |conn| peer_uid(conn) == Some(uid));
-        let handler: http::Handler<UnixStream> = Arc::new(move |_, req| {
-            // The answer to a start must reach its client before the supervisor may exit.
-            let _busy = (req.target == "/apps").then(|| registry.busy());
-            route(req, &registry, launcher.as_deref())
-        });
-        http::serve(
-            "control",
-            listener,
-            CONTROL_WORKERS,
-            admit,
-            "this supervisor belongs to another user\n",
-            handler,
-        )?;
-    }
-    if let Some(addr) = metrics_addr {
-        if !addr.ip().is_loopback() {
-            anyhow::bail!("--metrics-addr must be a loopback address, got {addr}");
-        }
-        let tcp = std::net::TcpListener::bind(addr)?;
-        eprintln!("metrics on http://{}/metrics", tcp.local_addr()?);
-        let handler: http::Handler<std::net::TcpStream> = Arc::new(move |_, req| {
-            if req.method == "GET" && req.target == "/metrics" {
-                (200, "text/plain; version=0.0.4", registry.metrics())
-            } else {
-                text(404, "only GET /metrics here\n")
+    let uid = nix::unistd::getuid().as_raw();
+    let tcp = match metrics_addr {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!("--metrics-addr must be a loopback address, got {addr}");
             }
-        });
-        http::serve(
-            "metrics",
-            tcp,
-            METRICS_WORKERS,
-            Box::new(|_| true),
-            "",
-            handler,
-        )?;
-    }
+            let tcp = std::net::TcpListener::bind(addr)?;
+            eprintln!("metrics on http://{}/metrics", tcp.local_addr()?);
+            Some(tcp)
+        }
+        None => None,
+    };
+    // The peer's uid is checked as a connection is accepted, before it is read.
+    server::start(listener, uid, tcp, registry, launcher)?;
     Ok(path)
 }
 
@@ -377,23 +342,9 @@ fn snapshot(state: &Mutex<LiveApp>) -> LiveApp {
 
 /// The uid of the process at the other end of a Unix socket.
 pub fn peer_uid(conn: &UnixStream) -> Option<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: a valid socket fd and a correctly sized ucred buffer.
-    let rc = unsafe {
-        libc::getsockopt(
-            conn.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            &mut cred as *mut libc::ucred as *mut libc::c_void,
-            &mut len,
-        )
-    };
-    (rc == 0).then_some(cred.uid)
+    nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|cred| cred.uid())
 }
 
 const ROUTES: &str = "routes: GET /status, GET /metrics, POST /stop, POST /shutdown, POST /apps, \

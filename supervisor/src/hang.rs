@@ -124,8 +124,11 @@ impl AppRun<'_> {
                 tracing::debug!(stage = %r.label, silent_ms = silent.as_millis(), "silent but starved of CPU: waiting");
                 continue;
             }
-            // SAFETY: our child's own process group; it has not been reaped.
-            unsafe { libc::kill(-r.pid, libc::SIGKILL) };
+            // Our child's own process group; it has not been reaped.
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(r.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
             let why = format!(
                 "stage {} stopped answering (no heartbeat for {} ms, {} ms allowed) and was killed",
                 r.label,

@@ -85,23 +85,19 @@ pub struct Spawner {
 impl Spawner {
     pub fn start() -> Spawner {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        let parent = std::process::id() as libc::pid_t;
+        let parent = nix::unistd::getpid();
         std::thread::Builder::new()
             .name("spawner".into())
             .spawn(move || {
                 for (mut cmd, reply) in rx {
-                    // SAFETY: the closure only calls async-signal-safe functions.
+                    // SAFETY: between fork and exec the closure only calls prctl, getppid
+                    // and _exit, which are async-signal-safe and do not allocate.
                     unsafe {
                         cmd.pre_exec(move || {
-                            libc::prctl(
-                                libc::PR_SET_PDEATHSIG,
-                                libc::SIGKILL as libc::c_ulong,
-                                0,
-                                0,
-                                0,
-                            );
+                            let _ =
+                                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
                             // The supervisor may have died before prctl took effect.
-                            if libc::getppid() != parent {
+                            if nix::unistd::getppid() != parent {
                                 libc::_exit(70);
                             }
                             Ok(())

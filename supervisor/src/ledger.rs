@@ -8,10 +8,10 @@
 //! An entry names its supervisor's pid: a supervisor that died (kill -9) leaves an
 //! entry that the next reader drops. A [`Held`] reservation is given back when dropped.
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
 use std::io::Write;
-use std::os::unix::io::AsRawFd;
 use std::path::PathBuf;
 
 /// One admitted app's reservation.
@@ -124,7 +124,7 @@ impl Left {
 /// Reservations of the live supervisors, under the lock while this value lives.
 pub struct Ledger {
     path: PathBuf,
-    _lock: File,
+    _lock: Flock<File>,
     pub reservations: Vec<Reservation>,
 }
 
@@ -151,13 +151,12 @@ impl Ledger {
                 path: lock_path.clone(),
                 source,
             })?;
-        // SAFETY: flock on a descriptor this function owns; it blocks until granted.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(LedgerError::Lock {
+        // Blocks until granted; released when the ledger (which holds it) is dropped.
+        let lock =
+            Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, errno)| LedgerError::Lock {
                 path: lock_path,
-                source: std::io::Error::last_os_error(),
-            });
-        }
+                source: errno.into(),
+            })?;
         let reservations = read(&path);
         Ok(Ledger {
             path,

@@ -34,7 +34,6 @@ mod replica;
 mod report;
 mod run;
 mod runtime;
-#[allow(dead_code, unused_imports)] // wired into `plan`, `profile` and `start` as it lands
 mod smart;
 mod source_probe;
 mod starvation;
@@ -212,8 +211,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     // Nothing this process creates is for other users.
-    // SAFETY: umask cannot fail.
-    unsafe { libc::umask(0o077) };
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -254,8 +252,14 @@ fn prints_only(cmd: &Cmd) -> bool {
 /// Let SIGPIPE end the process (Rust ignores it, so a closed stdout made `println!`
 /// panic with exit status 101).
 fn default_sigpipe() {
-    // SAFETY: setting a signal's disposition to its default has no preconditions.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // SAFETY: setting a signal's disposition to its default installs no handler of ours,
+    // so nothing can run in a signal context.
+    let _ = unsafe {
+        nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        )
+    };
 }
 
 fn default_run_dir(app: &str) -> PathBuf {

@@ -7,7 +7,6 @@ use crate::control::{self, StartRequest, SupervisorStatus};
 use crate::runtime;
 use anyhow::Context;
 use std::io::{Read, Write};
-use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -62,11 +61,10 @@ fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Resul
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    // SAFETY: a valid open fd; the lock is released when `lock` is closed.
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot lock {}", lock_path.display()));
-    }
+    // The lock is released when `_lock` is dropped.
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| std::io::Error::from(errno))
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     if let Some(d) = find_daemon() {
         return Ok((d, false));
     }
@@ -84,10 +82,11 @@ fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Resul
     cmd.stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; the daemon leaves our session and terminal.
+    // SAFETY: the closure only calls setsid (async-signal-safe, no allocation) between
+    // fork and exec; the daemon leaves our session and terminal.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-            libc::setsid();
+            let _ = nix::unistd::setsid();
             Ok(())
         });
     }
@@ -626,8 +625,7 @@ pub fn request(
 ) -> anyhow::Result<(u16, String)> {
     let mut conn = UnixStream::connect(sock)?;
     // The answer is believed only from a process of this user (SO_PEERCRED).
-    // SAFETY: getuid never fails.
-    let me = unsafe { libc::getuid() };
+    let me = nix::unistd::getuid().as_raw();
     match control::peer_uid(&conn) {
         Some(uid) if uid == me => {}
         other => anyhow::bail!(

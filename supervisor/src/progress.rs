@@ -50,8 +50,10 @@ impl Progress {
         let (out, terminal): (Box<dyn Write + Send>, bool) =
             match crate::appenv::console().and_then(|c| Some((c.stderr().ok()?, c))) {
                 Some((err, console)) => (Box::new(err), console.stderr_is_terminal()),
-                // SAFETY: isatty only inspects the descriptor.
-                None => (Box::new(std::io::stderr()), unsafe { libc::isatty(2) } == 1),
+                None => (
+                    Box::new(std::io::stderr()),
+                    nix::unistd::isatty(std::io::stderr()).unwrap_or(false),
+                ),
             };
         Progress {
             total,

@@ -134,11 +134,11 @@ impl Replica {
     }
 }
 
-pub fn signal_all(replicas: &[Replica], sig: i32) {
+pub fn signal_all(replicas: &[Replica], sig: nix::sys::signal::Signal) {
     for r in replicas.iter().filter(|r| r.exited.is_none()) {
-        // SAFETY: the child is in its own process group whose id is its pid; it has
-        // not been reaped (exited is None), so the pid is still ours.
-        unsafe { libc::kill(-r.pid, sig) };
+        // The child is in its own process group whose id is its pid; it has not been
+        // reaped (exited is None), so the pid is still ours.
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(r.pid), sig);
     }
 }
 

@@ -539,7 +539,7 @@ pub fn run_app(
         if let Some(at) = stop_sent {
             if term_sent.is_none() && (hurry || at.elapsed() > Duration::from_secs(1)) {
                 term_sent = Some(Instant::now());
-                signal_all(&run.replicas, libc::SIGTERM);
+                signal_all(&run.replicas, nix::sys::signal::Signal::SIGTERM);
             }
         }
         if let Some(at) = term_sent {
@@ -549,7 +549,7 @@ pub fn run_app(
                 opts.stop_grace
             };
             if at.elapsed() > grace {
-                signal_all(&run.replicas, libc::SIGKILL);
+                signal_all(&run.replicas, nix::sys::signal::Signal::SIGKILL);
             }
         }
     }

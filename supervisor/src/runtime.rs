@@ -22,8 +22,7 @@ pub const ENV_RUNTIME_DIR: &str = "SMARTPIPE_RUNTIME_DIR";
 pub const MARKER: &str = ".smartpipe-runtime";
 
 fn my_uid() -> u32 {
-    // SAFETY: getuid never fails.
-    unsafe { libc::getuid() }
+    nix::unistd::getuid().as_raw()
 }
 
 /// The per-user folder that holds one runtime dir per live supervisor (and the
@@ -37,10 +36,12 @@ pub fn user_dir() -> PathBuf {
 
 /// Whether a process with this pid exists.
 pub fn pid_alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
+    // Signal 0 only checks for existence.
     pid > 0
-        && (unsafe { libc::kill(pid, 0) } == 0
-            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+        && matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Ok(()) | Err(nix::errno::Errno::EPERM)
+        )
 }
 
 /// Why a path of the runtime folder is not to be trusted, if it is not: it must be a

@@ -290,19 +290,19 @@ impl<'a> Wiring<'a> {
         if !self.cgroup_procs.is_empty() {
             let files = self.cgroup_procs.clone();
             // SAFETY: between fork and exec the closure only calls open, write and close
-            // (async-signal-safe) on paths made beforehand; "0" is the writing process.
+            // (async-signal-safe, no allocation: the paths are C strings made beforehand);
+            // "0" is the writing process.
             unsafe {
                 cmd.pre_exec(move || {
+                    use nix::fcntl::OFlag;
                     for file in &files {
-                        let fd = libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                        if fd < 0 {
-                            return Err(std::io::Error::last_os_error());
-                        }
-                        let n = libc::write(fd, b"0".as_ptr() as *const libc::c_void, 1);
-                        let err = std::io::Error::last_os_error();
-                        libc::close(fd);
-                        if n != 1 {
-                            return Err(err);
+                        let fd = nix::fcntl::open(
+                            file.as_c_str(),
+                            OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                            nix::sys::stat::Mode::empty(),
+                        )?;
+                        if nix::unistd::write(&fd, b"0")? != 1 {
+                            return Err(nix::errno::Errno::EIO.into());
                         }
                     }
                     Ok(())

@@ -33,6 +33,7 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
         }),
     );
     let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    // SAFETY: getuid never fails.
     let uid = unsafe { libc::getuid() };
     let runtime = std::path::PathBuf::from(format!("/tmp/smartpipe-{uid}/{}", sup.id()));
     let sock = runtime.join("control.sock");

@@ -148,6 +148,7 @@ fn killing_the_supervisor_ends_every_child_and_the_next_start_is_clean() {
         took < Duration::from_secs(1),
         "children ended {took:?} after the supervisor"
     );
+    // SAFETY: getuid never fails.
     let stale = std::path::PathBuf::from(format!("/tmp/smartpipe-{}/{sup_pid}", unsafe {
         libc::getuid()
     }));
@@ -285,6 +286,7 @@ fn a_stage_ignoring_stop_and_sigterm_is_killed_after_the_grace() {
     // SAFETY: signalling the supervisor this test started; twice = stop at once.
     unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: as above, the second signal.
     unsafe { libc::kill(sup.id() as i32, libc::SIGTERM) };
     let (status, err) = finish(sup);
     let took = started.elapsed();

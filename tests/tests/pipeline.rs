@@ -199,6 +199,7 @@ fn one_process_per_stage_replica_and_sigterm_leaves_nothing() {
         "no memfd left: {:?}",
         memfds_of(sup_pid)
     );
+    // SAFETY: getuid never fails.
     let runtime = std::path::PathBuf::from(format!("/tmp/smartpipe-{}/{sup_pid}", unsafe {
         libc::getuid()
     }));

@@ -3,6 +3,9 @@
 //! embeddings, a synthetic sequence made here (boxes crossing, one leaving and coming
 //! back, objects appearing together, a one-frame false detection), and the same track
 //! id for every detection of every frame.
+// Test code: a failed unwrap or expect is a failed test (clippy.toml allows them only
+// inside #[test] functions, and these are helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,9 @@
 //! Super-resolution tiles (waifu2x UpConv7 ×2): a frame upscaled in tiles equals the
 //! whole-frame run within float rounding (the seam test), also when the model runs the tiles a
 //! few at a time (`set_max_rows`).
+// Test code: a failed unwrap or expect is a failed test (clippy.toml allows them only
+// inside #[test] functions, and these are helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -24,10 +24,10 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         tracing::warn!(mode, "test.fault: misbehaving now");
         match mode {
             "crash" | "crash-on-start" => std::process::abort(),
-            // SAFETY: stopping ourselves; the supervisor's hang detection must notice.
-            "hang" => unsafe {
-                libc::raise(libc::SIGSTOP);
-            },
+            // Stopping ourselves; the supervisor's hang detection must notice.
+            "hang" => {
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGSTOP);
+            }
             // Busy with one item for a while (heartbeats go on): a slow stage, not a hung one.
             "stall" => std::thread::sleep(Duration::from_millis(stall_ms)),
             // Bytes that decode as no message (an unknown variant tag), sent up once:
@@ -36,8 +36,14 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
                 node.send_raw_up(vec![0xff; 16])?;
             }
             "ignore-stop" => {
-                // SAFETY: ignoring a signal for this process only.
-                unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+                // SAFETY: ignoring a signal installs no handler of ours, so nothing runs in
+                // a signal context.
+                let _ = unsafe {
+                    nix::sys::signal::signal(
+                        nix::sys::signal::Signal::SIGTERM,
+                        nix::sys::signal::SigHandler::SigIgn,
+                    )
+                };
                 loop {
                     std::thread::sleep(Duration::from_secs(3600));
                 }

@@ -33,13 +33,8 @@ pub fn describe(e: &std::io::Error) -> String {
 /// parent); `None` when it cannot be asked.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let dir = path.ancestors().find(|p| p.is_dir())?;
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs fills the zeroed struct from a NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    Some((st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64))
 }
 
 /// Whether the filesystem of `path` is (nearly) full, or an encoder's own complaints

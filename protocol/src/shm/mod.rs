@@ -120,6 +120,7 @@ pub struct SlotPool {
 // are written only by the holder of a freshly acquired slot and read only while a
 // reference is held, which the refcount protocol makes exclusive of writers.
 unsafe impl Send for SlotPool {}
+// SAFETY: as for Send above: shared state through atomics, payloads under the refcount.
 unsafe impl Sync for SlotPool {}
 
 impl std::fmt::Debug for SlotPool {
@@ -203,12 +204,13 @@ impl SlotPool {
         // so a pool only holds the memory its payloads actually use.
         let data_len = len - pool.data;
         if data_len > 0 {
-            // SAFETY: page-aligned range inside our own mapping; no one else has it yet.
-            unsafe {
-                libc::madvise(
-                    pool.base.add(pool.data) as *mut libc::c_void,
+            // SAFETY: page-aligned range inside our own mapping (so the pointer is not null);
+            // no one else has it yet. Failing only keeps the pages resident.
+            let _ = unsafe {
+                nix::sys::mman::madvise(
+                    std::ptr::NonNull::new_unchecked(pool.base.add(pool.data).cast()),
                     data_len,
-                    libc::MADV_REMOVE,
+                    nix::sys::mman::MmapAdvise::MADV_REMOVE,
                 )
             };
         }

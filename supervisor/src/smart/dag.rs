@@ -140,8 +140,4 @@ impl Dag {
             .filter(|&i| self.stages[i].inputs.is_empty())
             .collect()
     }
-
-    pub fn index(&self, name: &str) -> Option<usize> {
-        self.stages.iter().position(|s| s.name == name)
-    }
 }

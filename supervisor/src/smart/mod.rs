@@ -1,12 +1,12 @@
 //! Smart: profiles (t = f(batch, input size)), the planner that picks batch sizes,
 //! replicas and threads for a quota within the granted resources, the queueing model
-//! and discrete-event simulation that predict its QoS, admission control, and the
-//! online controller of `balance`.
+//! and discrete-event simulation that predict its QoS, and admission control. (The live
+//! tuning of `balance` apps is `crate::tuning`, from live metrics.)
 //!
 //! Everything here is pure (no I/O, no clock): the caller loads the app and the
 //! profiles (`profiles/<machine>.json`), and prints or applies what comes back.
 //! Entry points: [`admit`] (start), [`plans`] (plan: all three strategies),
-//! [`Profiles`] (profile), [`simulate`] (check a plan), [`online::Controller`].
+//! [`Profiles`] (profile), [`sim::simulate`] (check a plan).
 
 pub mod admission;
 pub mod brute;
@@ -14,7 +14,6 @@ mod contention;
 pub mod dag;
 mod evaluate;
 pub mod model;
-pub mod online;
 pub mod planner;
 pub mod profile;
 pub mod qos;
@@ -25,19 +24,9 @@ pub mod strategies;
 #[cfg(test)]
 mod testkit;
 
-#[allow(unused_imports)] // the supervisor's commands use these as they land
-pub use admission::{admit, refusal, Refusal, CORES_STEP};
-#[allow(unused_imports)]
-pub use model::{
-    Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload, CPU_HEADROOM,
-};
-#[allow(unused_imports)]
+pub use admission::{admit, Refusal};
+pub use model::{Arrivals, Resources, CPU_HEADROOM};
 pub use planner::{Plan, PlanOptions, Plans};
-#[allow(unused_imports)]
-pub use profile::{path_loadings, Fit, ProfileError, Profiles, StayMoments, TaskProfile};
-#[allow(unused_imports)]
-pub use qos::{required_rate, Qos, Shortfall};
-#[allow(unused_imports)]
-pub use sim::{simulate, SimConfig, SimResult};
-#[allow(unused_imports)]
+pub use profile::{path_loadings, Profiles, StayMoments, TaskProfile};
+pub use qos::Shortfall;
 pub use strategies::plans;

@@ -33,7 +33,6 @@
 //! The model is evaluated at the required rate max(quota throughput / 60, request
 //! frequency); with neither given, at 1 item/s (lazy = cheapest, strong = most capacity).
 
-use super::admission::Refusal;
 use super::model::{
     Arrivals, Model, ModelError, Prediction, Resources, StageConfig, Workload, CPU_HEADROOM,
 };

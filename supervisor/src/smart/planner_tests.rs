@@ -1,5 +1,5 @@
 use super::*;
-use crate::smart::admission::admit;
+use crate::smart::admission::{admit, Refusal};
 use crate::smart::model::Resources;
 use crate::smart::profile::TaskProfile;
 use crate::smart::strategies::plans;

@@ -133,6 +133,7 @@ impl TaskProfile {
     }
 
     /// A linear profile t = α + β·b in one bucket (0), measured at b = 1, 2, 4, 8, 16.
+    #[cfg(test)]
     pub fn linear(task: &str, alpha: f64, beta: f64) -> Self {
         let pts: Vec<(u32, u64, f64)> = [1u32, 2, 4, 8, 16]
             .iter()
@@ -227,12 +228,6 @@ impl TaskProfile {
     pub fn cv(&self) -> f64 {
         self.cv.unwrap_or(DEFAULT_CV).clamp(0.0, 10.0)
     }
-
-    /// Service-time factor with `threads` intra-op threads (Amdahl).
-    pub fn thread_factor(&self, threads: u32) -> f64 {
-        let p = self.parallel_fraction.clamp(0.0, 1.0);
-        (1.0 - p) + p / f64::from(threads.max(1))
-    }
 }
 
 /// The profiles of one machine, by task name.
@@ -262,6 +257,7 @@ impl Profiles {
         self.tasks.insert(p.task.clone(), p);
     }
 
+    #[cfg(test)]
     pub fn with(mut self, p: TaskProfile) -> Self {
         self.insert(p);
         self
@@ -271,7 +267,9 @@ impl Profiles {
         self.tasks.get(task)
     }
 
-    /// Seconds for one batch of `batch` items of task `task` whose inputs are in `bucket`.
+    /// Seconds for one batch of `batch` items of task `task` whose inputs are in `bucket`
+    /// (tests check bucket choice through it; the planner reads fits through its model).
+    #[cfg(test)]
     pub fn service_time(
         &self,
         task: &str,
@@ -371,14 +369,6 @@ mod tests {
         );
         assert_eq!(p.curve_for(None).unwrap(), vec![(1.0, 0.02), (4.0, 0.1)]);
         assert_eq!(p.curve_for(Some(5)).unwrap(), vec![(1.0, 5.0)]);
-    }
-
-    #[test]
-    fn threads_follow_amdahl() {
-        let mut p = TaskProfile::linear("a", 0.0, 0.01);
-        assert_eq!(p.thread_factor(4), 1.0);
-        p.parallel_fraction = 0.8;
-        assert!((p.thread_factor(4) - 0.4).abs() < 1e-12);
     }
 }
 

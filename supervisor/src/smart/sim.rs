@@ -1,5 +1,5 @@
 //! Discrete-event simulation of the DAG under one configuration, to check the analytic
-//! model (`model.rs`) and to drive the online controller's tests.
+//! model (`model.rs`).
 //!
 //! What it simulates: heads emit items (Poisson or periodic, deterministic seed); every
 //! other stage has `replicas` servers, each with its own inbox fed round robin (one

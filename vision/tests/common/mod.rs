@@ -1,4 +1,7 @@
 //! Shared helpers for the model tests: find the repo, the provisioned files and the runtime.
+// Test code: a failed unwrap or expect is a failed test (clippy.toml allows them only
+// inside #[test] functions, and these are helpers too).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -48,18 +48,12 @@ impl Default for CpuMeter {
 
 /// CPU time of this process (all its threads).
 fn own_cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given; a clock this process
-    // always has.
-    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+    let Ok(ts) = nix::time::clock_gettime(nix::time::ClockId::CLOCK_PROCESS_CPUTIME_ID) else {
         return Duration::ZERO;
-    }
+    };
     Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+        ts.tv_sec().max(0) as u64,
+        ts.tv_nsec().clamp(0, 999_999_999) as u32,
     )
 }
 
@@ -72,8 +66,10 @@ fn child_cpu_time(pid: u32) -> Duration {
 }
 
 fn clock_ticks_per_s() -> u64 {
-    // SAFETY: sysconf only reads a system setting.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(0);
     if ticks > 0 {
         ticks as u64
     } else {
