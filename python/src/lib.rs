@@ -160,7 +160,9 @@ fn arrow_ipc(py: Python<'_>, ret: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>
     let batch = if ret.is_instance(&pa.getattr("RecordBatch")?)? {
         ret.clone()
     } else if ret.is_instance(&pa.getattr("Table")?)? {
-        let batches = ret.call_method0("combine_chunks")?.call_method0("to_batches")?;
+        let batches = ret
+            .call_method0("combine_chunks")?
+            .call_method0("to_batches")?;
         match batches.len()? {
             0 => pa.getattr("RecordBatch")?.call_method(
                 "from_pylist",

@@ -115,6 +115,9 @@ fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Resul
     }
 }
 
+/// The largest `POST /apps` body `start --detach` sends (the API takes 64 KiB).
+const DETACH_BODY_MAX: usize = 60 * 1024;
+
 /// A start request carrying this command's environment and working folder (the rest
 /// to fill in).
 fn with_this_environment() -> anyhow::Result<StartRequest> {
@@ -209,7 +212,32 @@ pub fn start_detached(
         hang_after_ms,
         ..with_this_environment()?
     };
-    let body = serde_json::to_string(&start)?;
+    let mut body = serde_json::to_string(&start)?;
+    if body.len() > DETACH_BODY_MAX {
+        // The control API takes 64 KiB of body: an environment that large goes with the
+        // settings SmartPipe and its stages read, not whole.
+        let mut start = start;
+        if let Some(vars) = start.env.as_mut() {
+            vars.retain(|k, _| {
+                [
+                    "SMARTPIPE_",
+                    "ORT_",
+                    "CUDA_",
+                    "LD_",
+                    "PYTHON",
+                    "OMP_",
+                    "RUST_",
+                ]
+                .iter()
+                .any(|p| k.starts_with(p))
+                    || ["PATH", "HOME", "USER", "LANG", "TMPDIR"].contains(&k.as_str())
+            });
+        }
+        body = serde_json::to_string(&start)?;
+        eprintln!(
+            "note: this environment is too large to send whole; the app gets its SMARTPIPE_*, ORT_*, CUDA_*, LD_*, PYTHON*, OMP_*, RUST_*, PATH, HOME, USER, LANG and TMPDIR (a foreground start sends it whole)"
+        );
+    }
     let wait = Duration::from_secs(startup_timeout_s + 30);
     // A daemon may be exiting (its last app just ended) as we ask: then ask a new one.
     for attempt in 0..2 {
