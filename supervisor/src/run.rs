@@ -35,7 +35,7 @@ const MAX_ROUND_EVERY: Duration = Duration::from_millis(500);
 const BEST_EFFORT_CALL_SHARE: f64 = 4.0;
 /// The run loop of an app of more than [`FULL_RATE_PROCESSES`] processes looks at its
 /// events this often instead of waking for each (an exit is acted on this much later).
-const COALESCE_TICK: Duration = Duration::from_millis(50);
+const COALESCE_TICK: Duration = Duration::from_millis(100);
 /// `status` sees a large app's state at most this often (a pass building every stage's row).
 const PUBLISH_EVERY_LARGE: Duration = Duration::from_millis(500);
 
@@ -47,10 +47,15 @@ fn round_every(processes: u64) -> Duration {
     let scaled = ROUND_EVERY.as_millis() as u64 * processes / FULL_RATE_PROCESSES;
     Duration::from_millis(scaled).min(MAX_ROUND_EVERY)
 }
-/// Up to this many processes an app's stages report every `heartbeat_ms`; a larger
-/// app's report proportionally less often (at most [`MAX_HEARTBEAT_MS`] apart), so
-/// that the supervisor's load stays that of this many processes.
+/// Up to this many processes an app's run loop works at full rate (see [`round_every`]).
 const FULL_RATE_PROCESSES: u64 = 32;
+/// Up to [`FULL_RATE_PROCESSES`] processes an app's stages report every `heartbeat_ms`;
+/// a larger app's report less often (at most [`MAX_HEARTBEAT_MS`] apart), so that the
+/// supervisor reads as many reports a second as for this many processes (160 at the
+/// default 100 ms: each costs it a reader's wake-up, a decode and a hand-over to the run
+/// loop, ≈ 30 µs, so the idle supervisor of a 250-process app stays near ½ % of a core,
+/// `tools/bench/scale.sh`).
+const FULL_RATE_REPORTING: u64 = 16;
 const MAX_HEARTBEAT_MS: u64 = 2000;
 
 /// The heartbeat period of an app of `processes` processes, given the base period.
@@ -59,7 +64,7 @@ pub fn heartbeat_for(base_ms: u32, processes: u64) -> u32 {
     if processes <= FULL_RATE_PROCESSES {
         return base_ms;
     }
-    let scaled = (base * processes / FULL_RATE_PROCESSES).min(MAX_HEARTBEAT_MS.max(base));
+    let scaled = (base * processes / FULL_RATE_REPORTING).min(MAX_HEARTBEAT_MS.max(base));
     u32::try_from(scaled).unwrap_or(base_ms)
 }
 

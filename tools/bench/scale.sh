@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Scale (issue 13, item 7): a request-guarantee chain of 250 processes (image.gen at 1 item/s →
-# 248 core.forward → table.print) runs in the foreground (in the node's daemon); after a 5 s
-# settle, the CPU time of the daemon and the following command over 10 s (/proc/PID/stat utime+stime) and one forward stage's RSS (/proc/PID/status)
+# 248 core.forward → table.print) runs in the foreground (in the node's daemon); 5 s after all
+# its stages run, the CPU time of the daemon and the following command over 10 s (/proc/PID/stat utime+stime) and one forward stage's RSS (/proc/PID/status)
 # are printed. Usage: tools/bench/scale.sh [debug|release] (default release).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -27,6 +27,11 @@ PY
 export SMARTPIPE_RUNTIME_DIR="$work/runtime"
 "$bin/supervisor" start "$work/chain.json" --run-dir "$work/run" >"$work/out.txt" 2>&1 &
 cmd=$!
+# Idle means running: wait until all 250 stage processes run, then 5 s more.
+for _ in $(seq 600); do
+  [ "$(pgrep -c -f 'worker-cpu --stage scale/' || true)" -ge 250 ] && break
+  sleep 0.1
+done
 sleep 5
 # The app runs in the node's daemon (the supervisor measured); the foreground command only
 # follows it and is measured with it.
