@@ -118,18 +118,37 @@ fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Resul
 /// The largest `POST /apps` body `start --detach` sends (the API takes 64 KiB).
 const DETACH_BODY_MAX: usize = 60 * 1024;
 
-/// A start request carrying this command's environment and working folder (the rest
-/// to fill in).
-fn with_this_environment() -> anyhow::Result<StartRequest> {
+/// The request that starts `loaded` in the daemon, with absolute paths and this
+/// command's environment and working folder.
+fn start_request(
+    loaded: &LoadedApp,
+    run_dir: &Path,
+    startup_timeout_s: u64,
+    hang_after_ms: u64,
+) -> anyhow::Result<StartRequest> {
     let env = crate::appenv::AppEnv::of_this_process().context("cannot read the current folder")?;
     Ok(StartRequest {
-        file: PathBuf::new(),
-        run_dir: PathBuf::new(),
-        startup_timeout_s: 0,
-        hang_after_ms: 0,
+        file: std::path::absolute(&loaded.file)
+            .with_context(|| format!("cannot resolve {}", loaded.file.display()))?,
+        run_dir: std::path::absolute(run_dir)
+            .with_context(|| format!("cannot resolve {}", run_dir.display()))?,
+        startup_timeout_s,
+        hang_after_ms,
         env: Some(env.vars),
         cwd: Some(env.cwd),
     })
+}
+
+/// [`daemon_for_start`], saying when `--metrics-addr` comes too late to apply.
+fn daemon_noting_metrics(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<Found> {
+    let (daemon, fresh) = daemon_for_start(metrics_addr)?;
+    if !fresh && metrics_addr.is_some() {
+        eprintln!(
+            "note: the daemon (pid {}) runs already; --metrics-addr applies only when it starts",
+            daemon.status.pid
+        );
+    }
+    Ok(daemon)
 }
 
 /// `start` in the foreground: the app runs in the node's daemon (started when none
@@ -143,24 +162,10 @@ pub fn start_followed(
 ) -> anyhow::Result<ExitCode> {
     let name = &loaded.spec.name;
     refuse_if_running(name)?;
-    let start = StartRequest {
-        file: std::path::absolute(&loaded.file)
-            .with_context(|| format!("cannot resolve {}", loaded.file.display()))?,
-        run_dir: std::path::absolute(run_dir)
-            .with_context(|| format!("cannot resolve {}", run_dir.display()))?,
-        startup_timeout_s,
-        hang_after_ms,
-        ..with_this_environment()?
-    };
+    let start = start_request(loaded, run_dir, startup_timeout_s, hang_after_ms)?;
     // A daemon may be exiting (its last app just ended) as we ask: then ask a new one.
     for attempt in 0..2 {
-        let (daemon, fresh) = daemon_for_start(metrics_addr)?;
-        if !fresh && metrics_addr.is_some() {
-            eprintln!(
-                "note: the daemon (pid {}) runs already; --metrics-addr applies only when it starts",
-                daemon.status.pid
-            );
-        }
+        let daemon = daemon_noting_metrics(metrics_addr)?;
         let sock = daemon
             .sock
             .parent()
@@ -203,15 +208,7 @@ pub fn start_detached(
 ) -> anyhow::Result<ExitCode> {
     let name = &loaded.spec.name;
     refuse_if_running(name)?;
-    let start = StartRequest {
-        file: std::path::absolute(&loaded.file)
-            .with_context(|| format!("cannot resolve {}", loaded.file.display()))?,
-        run_dir: std::path::absolute(run_dir)
-            .with_context(|| format!("cannot resolve {}", run_dir.display()))?,
-        startup_timeout_s,
-        hang_after_ms,
-        ..with_this_environment()?
-    };
+    let start = start_request(loaded, run_dir, startup_timeout_s, hang_after_ms)?;
     let mut body = serde_json::to_string(&start)?;
     if body.len() > DETACH_BODY_MAX {
         // The control API takes 64 KiB of body: an environment that large goes with the
@@ -241,13 +238,7 @@ pub fn start_detached(
     let wait = Duration::from_secs(startup_timeout_s + 30);
     // A daemon may be exiting (its last app just ended) as we ask: then ask a new one.
     for attempt in 0..2 {
-        let (daemon, fresh) = daemon_for_start(metrics_addr)?;
-        if !fresh && metrics_addr.is_some() {
-            eprintln!(
-                "note: the daemon (pid {}) runs already; --metrics-addr applies only when it starts",
-                daemon.status.pid
-            );
-        }
+        let daemon = daemon_noting_metrics(metrics_addr)?;
         let answer = request(&daemon.sock, "POST", "/apps", Some(&body), wait);
         match answer {
             Ok((200, message)) => {
