@@ -357,6 +357,22 @@ pub fn row(env: &Envelope, class: &str, score: f32, b: &vision::BBox) -> Detecti
     }
 }
 
+/// Bad input of a task's model step, naming the task and the model.
+pub fn task_model_error(task: &str, model: &str, what: impl std::fmt::Display) -> StageError {
+    StageError::Input(format!("task '{task}', model `{model}`: {what}"))
+}
+
+/// The model's first output, or the error naming the task and the model.
+pub fn first_output<'a>(
+    outputs: &'a [TensorF32],
+    task: &str,
+    model: &str,
+) -> Result<&'a TensorF32, StageError> {
+    outputs
+        .first()
+        .ok_or_else(|| task_model_error(task, model, "the model returned no output"))
+}
+
 pub fn to_json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StageError> {
     serde_json::to_vec(v).map_err(|e| StageError::Input(e.to_string()))
 }

@@ -67,9 +67,7 @@ impl Step for PoseStep {
         outputs: Vec<TensorF32>,
         env: &Envelope,
     ) -> Result<Output, StageError> {
-        let named = |e: vision::VisionError| {
-            StageError::Input(format!("task '{}', model `{}`: {e}", self.task, self.model))
-        };
+        let named = |e: vision::VisionError| super::task_model_error(&self.task, &self.model, e);
         if self.pre {
             let (tensor, placement) = pose::preprocess(img, &self.params).map_err(named)?;
             return Ok(Output::Tensors {
@@ -78,12 +76,7 @@ impl Step for PoseStep {
             });
         }
         let placement: Placement = from_json(parts)?;
-        let out = outputs.first().ok_or_else(|| {
-            StageError::Input(format!(
-                "task '{}', model `{}`: the model returned no output",
-                self.task, self.model
-            ))
-        })?;
+        let out = super::first_output(&outputs, &self.task, &self.model)?;
         let people = pose::postprocess(out, &placement, img.width, img.height, &self.params)
             .map_err(named)?;
         Ok(Output::Table(people_table(env, &people)?, None))

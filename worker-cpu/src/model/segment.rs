@@ -84,9 +84,7 @@ impl Step for SegmentStep {
         outputs: Vec<TensorF32>,
         env: &Envelope,
     ) -> Result<Output, StageError> {
-        let named = |e: vision::VisionError| {
-            StageError::Input(format!("task '{}', model `{}`: {e}", self.task, self.model))
-        };
+        let named = |e: vision::VisionError| super::task_model_error(&self.task, &self.model, e);
         if self.pre {
             let tensor = segment::preprocess(img, &self.params).map_err(named)?;
             return Ok(Output::Tensors {
@@ -94,12 +92,7 @@ impl Step for SegmentStep {
                 tensors: vec![tensor],
             });
         }
-        let out = outputs.first().ok_or_else(|| {
-            StageError::Input(format!(
-                "task '{}', model `{}`: the model returned no output",
-                self.task, self.model
-            ))
-        })?;
+        let out = super::first_output(&outputs, &self.task, &self.model)?;
         let (mask, regions) =
             segment::postprocess(out, img.width, img.height, &self.params).map_err(named)?;
         let table = region_table(env, &regions)?;
