@@ -3,6 +3,7 @@
 //! processes and memory it leaves behind.
 
 pub mod mutate;
+pub mod zoo;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -8,35 +8,12 @@
 //! family's bad inputs, each named with task and model.
 
 use serde_json::{json, Value};
+use smartpipe_tests::zoo::{model_command as command, reference_python, require_model};
 use smartpipe_tests::*;
 use std::path::{Path, PathBuf};
 
-const ORT: &str = ".smartpipe/lib/libonnxruntime.so.1.32.0";
 const POSE: &str = "movenet-multipose";
 const COCO: &str = "centernet-coco";
-
-fn command(manifest: Option<&Path>) -> std::process::Command {
-    let mut cmd = supervisor();
-    with_models(&mut cmd).env("ORT_DYLIB_PATH", repo_root().join(ORT));
-    if let Some(m) = manifest {
-        cmd.env("SMARTPIPE_MANIFEST", m);
-    }
-    cmd
-}
-
-fn require_provisioned(model: &str) {
-    let root = repo_root();
-    for f in [
-        root.join(ORT),
-        root.join(format!(".smartpipe/models/{model}.onnx")),
-    ] {
-        assert!(
-            f.is_file(),
-            "{} is missing: run scripts/provision.sh (make test does)",
-            f.display()
-        );
-    }
-}
 
 /// images → pre → inference → post → JSON lines of the table (and annotated PNGs).
 fn model_app(name: &str, model: &str, images: &str) -> Value {
@@ -128,21 +105,10 @@ fn app_rows(jsonl: &Path, frames: usize) -> Vec<Vec<Value>> {
     per
 }
 
-fn python_or_skip() -> bool {
-    let python = repo_root().join(".smartpipe/venv/bin/python");
-    if !python.is_file() {
-        println!(
-            "skipped: {} is missing (scripts/provision.sh makes it)",
-            python.display()
-        );
-    }
-    python.is_file()
-}
-
 #[test]
 fn movenet_keypoints_match_the_packages_reference_within_2_px() {
-    require_provisioned(POSE);
-    if !python_or_skip() {
+    require_model(POSE);
+    if reference_python().is_none() {
         return;
     }
     let dir = scratch("pose-movenet");
@@ -219,8 +185,8 @@ fn iou(a: &[f64], b: &[f64]) -> f64 {
 
 #[test]
 fn centernet_detections_match_the_packages_reference() {
-    require_provisioned(COCO);
-    if !python_or_skip() {
+    require_model(COCO);
+    if reference_python().is_none() {
         return;
     }
     let dir = scratch("pose-centernet");
@@ -296,8 +262,8 @@ fn start_fails(manifest: &Path, app: &Path, run: &Path) -> String {
 
 #[test]
 fn bad_inputs_of_the_pose_and_centernet_families_are_named_with_task_and_model() {
-    require_provisioned(POSE);
-    require_provisioned("mtcnn-pnet");
+    require_model(POSE);
+    require_model("mtcnn-pnet");
     let dir = scratch("pose-bad");
     frames(&dir, &[("a", "astronaut.png", [0, 0, 64, 48])]);
     let root = repo_root();

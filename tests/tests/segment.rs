@@ -5,34 +5,10 @@
 //! expected class mask and table; and the bad inputs of the family named with task and model.
 
 use serde_json::{json, Value};
+use smartpipe_tests::zoo::{model_command as command, reference_python, require_model};
 use smartpipe_tests::*;
 use std::path::{Path, PathBuf};
 use vision::onnx_graph::{Node, OnnxModel, Tensor};
-
-const ORT: &str = ".smartpipe/lib/libonnxruntime.so.1.32.0";
-
-fn command(manifest: Option<&Path>) -> std::process::Command {
-    let mut cmd = supervisor();
-    with_models(&mut cmd).env("ORT_DYLIB_PATH", repo_root().join(ORT));
-    if let Some(m) = manifest {
-        cmd.env("SMARTPIPE_MANIFEST", m);
-    }
-    cmd
-}
-
-fn require_provisioned(model: &str) {
-    let root = repo_root();
-    for f in [
-        root.join(ORT),
-        root.join(format!(".smartpipe/models/{model}.onnx")),
-    ] {
-        assert!(
-            f.is_file(),
-            "{} is missing: run scripts/provision.sh (make test does)",
-            f.display()
-        );
-    }
-}
 
 /// The app: images → pre → inference → post → cut-outs, blended PNGs and a CSV table.
 fn seg_app(name: &str, model: &str, images: &str, service: &str, slot_mb: u32) -> Value {
@@ -83,16 +59,11 @@ fn iou(a: &[u8], b: &[u8]) -> f64 {
 
 #[test]
 fn isnet_app_masks_match_the_packages_reference() {
-    require_provisioned("isnet");
+    require_model("isnet");
     let root = repo_root();
-    let python = root.join(".smartpipe/venv/bin/python");
-    if !python.is_file() {
-        println!(
-            "skipped: {} is missing (scripts/provision.sh makes it)",
-            python.display()
-        );
+    let Some(python) = reference_python() else {
         return;
-    }
+    };
     // Test media: the astronaut cropped off-centre and shrunk to a non-square 320×240.
     let dir = scratch("seg-isnet");
     let astronaut =
@@ -224,7 +195,7 @@ fn toy_frame(path: &Path) {
 
 #[test]
 fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
-    require_provisioned("mtcnn-pnet");
+    require_model("mtcnn-pnet");
     let dir = scratch("seg-deeplab");
     std::fs::create_dir_all(dir.join("in")).expect("dir");
     toy_frame(&dir.join("in/toy.png"));
@@ -325,7 +296,7 @@ fn logs(run: &Path) -> String {
 
 #[test]
 fn bad_inputs_of_the_family_are_named_with_task_and_model() {
-    require_provisioned("mtcnn-pnet");
+    require_model("mtcnn-pnet");
     let dir = scratch("seg-bad");
     std::fs::create_dir_all(dir.join("in")).expect("dir");
     toy_frame(&dir.join("in/toy.png"));

@@ -9,10 +9,10 @@
 //! and the per-axis mapping of boxes back to the frame.
 
 use serde_json::{json, Value};
+use smartpipe_tests::zoo::{model_command, reference_python, require_model};
 use smartpipe_tests::*;
 use std::path::Path;
 
-const ORT: &str = ".smartpipe/lib/libonnxruntime.so.1.32.0";
 const MODEL: &str = "yolov8-fall";
 const SIDE: u32 = 640;
 
@@ -97,25 +97,11 @@ fn reference_detections(stdout: &str) -> Vec<Vec<Det>> {
 
 #[test]
 fn yolov8_fall_detections_match_the_packages_reference() {
+    require_model(MODEL);
     let root = repo_root();
-    for f in [
-        root.join(ORT),
-        root.join(format!(".smartpipe/models/{MODEL}.onnx")),
-    ] {
-        assert!(
-            f.is_file(),
-            "{} is missing: run scripts/provision.sh (make test does)",
-            f.display()
-        );
-    }
-    let python = root.join(".smartpipe/venv/bin/python");
-    if !python.is_file() {
-        println!(
-            "skipped: {} is missing (scripts/provision.sh makes it)",
-            python.display()
-        );
+    let Some(python) = reference_python() else {
         return;
-    }
+    };
     // Test media: three provisioned images stretched to 640×640 (PNG for the app, raw RGB for
     // the reference). The astronaut and the cat come out "Normal", the coffee cup "Fall".
     let dir = scratch("yolov8-fall");
@@ -153,9 +139,7 @@ fn yolov8_fall_detections_match_the_packages_reference() {
             ]
         }),
     );
-    let mut cmd = supervisor();
-    with_models(&mut cmd).env("ORT_DYLIB_PATH", root.join(ORT));
-    let (_, summary) = run_ok_with(&mut cmd, &app, &dir.join("run"));
+    let (_, summary) = run_ok_with(&mut model_command(None), &app, &dir.join("run"));
     assert_eq!(summary["lost_total"], 0, "{summary}");
     let got = app_detections(&dir.join("falls.jsonl"), names.len() + 1);
 
