@@ -2,6 +2,7 @@
 //! temporary app folders and test media, running the supervisor and inspecting the
 //! processes and memory it leaves behind.
 
+pub mod kill;
 pub mod mutate;
 pub mod zoo;
 

@@ -6,11 +6,11 @@
 //! does not answer.
 
 use serde_json::{json, Value};
+use smartpipe_tests::kill::kill_9_midway_loses_and_duplicates_nothing;
 use smartpipe_tests::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 /// These tests start apps and load the CPU: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -127,36 +127,14 @@ fn kill_9_of_a_rust_user_stage_loses_and_duplicates_nothing() {
         &dir,
         &chain(&name, "request-guarantee", invert_task(), count, 200),
     );
-    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
-    let csv = dir.join("rows.csv");
-    wait_for("100 rows", Duration::from_secs(60), || {
-        std::fs::read_to_string(&csv).is_ok_and(|t| t.lines().count() > 100)
-    });
-    let pid_of = || {
-        pids_with_cmdline(&format!(" {name}/inv#0"))
-            .first()
-            .copied()
-    };
-    let old = pid_of().expect("the user stage runs");
-    // SAFETY: killing a process of this test's app.
-    unsafe { libc::kill(old, libc::SIGKILL) };
-    wait_for("inv#0 to be restarted", Duration::from_secs(20), || {
-        pid_of().is_some_and(|p| p != old)
-    });
-    let supervisor_pid = sup.id();
-    let (status, err) = finish(sup);
-    assert!(status.success(), "{err}");
-    assert_eq!(
-        csv_seqs(&csv),
-        (0..count).collect::<Vec<_>>(),
-        "every item once, in order"
+    kill_9_midway_loses_and_duplicates_nothing(
+        &mut supervisor(),
+        &app,
+        &dir,
+        &name,
+        "inv#0",
+        count,
     );
-    let summary = read_summary(&dir.join("run"));
-    assert_eq!(summary["restarts"]["inv#0"], 1, "{summary}");
-    assert_eq!(summary["lost_total"], 0, "{summary}");
-    assert!(pids_with_cmdline(&format!(" {name}/")).is_empty());
-    assert!(memfds_of(supervisor_pid).is_empty(), "no memfd is left");
-    assert_eq!(summary["slots_held_at_end"], 0, "{summary}");
 }
 
 #[test]

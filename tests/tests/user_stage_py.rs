@@ -5,11 +5,11 @@
 //! asking for items is taken for hung and replaced.
 
 use serde_json::{json, Value};
+use smartpipe_tests::kill::kill_9_midway_loses_and_duplicates_nothing;
 use smartpipe_tests::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
-use std::time::Duration;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -122,35 +122,7 @@ fn kill_9_of_a_python_stage_loses_and_duplicates_nothing() {
     let name = format!("pykill{}", std::process::id());
     let count = 400;
     let app = write_app(&dir, &chain(&name, &example(), count, 150, "transient"));
-    let s = start_in_background(&mut sup(), &app, &dir.join("run"));
-    let csv = dir.join("rows.csv");
-    wait_for("100 rows", Duration::from_secs(60), || {
-        std::fs::read_to_string(&csv).is_ok_and(|t| t.lines().count() > 100)
-    });
-    let pid_of = || {
-        pids_with_cmdline(&format!(" {name}/inv#0"))
-            .first()
-            .copied()
-    };
-    let old = pid_of().expect("the Python stage runs");
-    // SAFETY: killing a process of this test's app.
-    unsafe { libc::kill(old, libc::SIGKILL) };
-    wait_for("inv#0 to be restarted", Duration::from_secs(20), || {
-        pid_of().is_some_and(|p| p != old)
-    });
-    let supervisor_pid = s.id();
-    let (status, err) = finish(s);
-    assert!(status.success(), "{err}");
-    assert_eq!(
-        csv_seqs(&csv),
-        (0..count).collect::<Vec<_>>(),
-        "every item once, in order"
-    );
-    let summary = read_summary(&dir.join("run"));
-    assert_eq!(summary["restarts"]["inv#0"], 1, "{summary}");
-    assert_eq!(summary["lost_total"], 0, "{summary}");
-    assert!(memfds_of(supervisor_pid).is_empty(), "no memfd is left");
-    assert_eq!(summary["slots_held_at_end"], 0, "{summary}");
+    kill_9_midway_loses_and_duplicates_nothing(&mut sup(), &app, &dir, &name, "inv#0", count);
 }
 
 #[test]
