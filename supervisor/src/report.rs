@@ -244,6 +244,32 @@ pub fn render(d: &ReportData<'_>) -> String {
         lost = s.lost_total,
         dir = esc(&s.run_dir),
     );
+    html += &qos_table(s);
+
+    html += "<h2>Throughput over time</h2>";
+    html += &line_chart(
+        "Replies per second",
+        "replies/s",
+        &[("replies/s".into(), throughput_series(d.arrivals_s))],
+        d.app.quota.throughput_per_min.map(|q| q / 60.0),
+    );
+    html += "<h2>Latency</h2>";
+    html += &latency_histogram(d.latencies_ms, d.app.quota.max_latency_ms);
+
+    html += &stage_charts(tl);
+
+    html += &losses_and_events(s, tl);
+
+    html += &plan_table(d.plan);
+    html += "<h2>App</h2><pre>";
+    html += &esc(&serde_json::to_string_pretty(d.app).unwrap_or_default());
+    html += "</pre></body></html>\n";
+    html
+}
+
+/// Each QoS metric achieved against its quota, if the app set one.
+fn qos_table(s: &Summary) -> String {
+    let mut html = String::new();
     html += "<h2>Quality of service</h2><table><tr><th>metric</th><th>achieved</th><th>quota</th><th></th></tr>";
     let l = &s.latency_ms;
     let quota_of = |m: &str| s.qos.iter().find(|q| q.metric == m);
@@ -273,17 +299,12 @@ pub fn render(d: &ReportData<'_>) -> String {
         );
     }
     html += "</table>";
+    html
+}
 
-    html += "<h2>Throughput over time</h2>";
-    html += &line_chart(
-        "Replies per second",
-        "replies/s",
-        &[("replies/s".into(), throughput_series(d.arrivals_s))],
-        d.app.quota.throughput_per_min.map(|q| q / 60.0),
-    );
-    html += "<h2>Latency</h2>";
-    html += &latency_histogram(d.latencies_ms, d.app.quota.max_latency_ms);
-
+/// Utilisation and items inside of every stage over the run.
+fn stage_charts(tl: &Timeline) -> String {
+    let mut html = String::new();
     let mut util: Vec<Series> = Vec::new();
     let mut queue: Vec<Series> = Vec::new();
     for (k, label) in tl.stage_labels.iter().enumerate() {
@@ -322,7 +343,12 @@ pub fn render(d: &ReportData<'_>) -> String {
         &queue,
         None,
     );
+    html
+}
 
+/// Items lost over time, the timeline's events and losses by reason.
+fn losses_and_events(s: &Summary, tl: &Timeline) -> String {
+    let mut html = String::new();
     let lost: Vec<(f64, f64)> = tl
         .samples
         .iter()
@@ -346,9 +372,14 @@ pub fn render(d: &ReportData<'_>) -> String {
     }
     let lost_by: Vec<String> = s.lost.iter().map(|(r, n)| format!("{r}: {n}")).collect();
     let _ = write!(html, "<p>Lost by reason: {}.</p>", esc(&lost_by.join(", ")));
+    html
+}
 
+/// The plan the app ran with: one row per task.
+fn plan_table(plan: &Plan) -> String {
+    let mut html = String::new();
     html += "<h2>Plan</h2><table><tr><th>task</th><th>kind</th><th>function</th><th>replicas</th><th>batch</th><th>max wait ms</th><th>threads</th><th>pool</th></tr>";
-    for st in &d.plan.stages {
+    for st in &plan.stages {
         let pool = st
             .pool
             .as_ref()
@@ -367,9 +398,7 @@ pub fn render(d: &ReportData<'_>) -> String {
             pool
         );
     }
-    html += "</table><h2>App</h2><pre>";
-    html += &esc(&serde_json::to_string_pretty(d.app).unwrap_or_default());
-    html += "</pre></body></html>\n";
+    html += "</table>";
     html
 }
 
