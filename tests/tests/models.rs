@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 use smartpipe_tests::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn provisioned() -> PathBuf {
     let root = repo_root();
@@ -215,12 +215,8 @@ fn ocr_app_reads_page_like_rapidocr() {
     );
 }
 
-#[test]
-fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models() {
-    require_ffmpeg();
-    let root = provisioned();
-    let dir = scratch("multi-app");
-    let video = dir.join("faces.mp4");
+/// A video of `frames` copies of `image` at 10 frames/s, letterboxed to 640×360.
+fn still_video(image: &Path, out: &Path, frames: u32) -> PathBuf {
     let made = std::process::Command::new("ffmpeg")
         .args([
             "-nostdin",
@@ -233,22 +229,25 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
             "10",
             "-i",
         ])
-        .arg(root.join(".smartpipe/media/astronaut.png"))
+        .arg(image)
         .args([
             "-frames:v",
-            "6",
+            &frames.to_string(),
             "-vf",
             "scale=640:360:force_original_aspect_ratio=decrease,pad=640:360:(ow-iw)/2:0",
             "-pix_fmt",
             "yuv420p",
         ])
-        .arg(&video)
+        .arg(out)
         .status()
         .expect("ffmpeg");
     assert!(made.success(), "test video");
-    // The shipped app (every model family under one agent), with its inputs and outputs
-    // moved into the scratch folder, 3 frames to upscale, and a device budget of 100 MB:
-    // less than its twelve models need together (≈ 190 MB), more than the largest (ISNet).
+    out.to_path_buf()
+}
+
+/// `apps/multi.json` with its inputs pointed at provisioned media (`video` for the faces) and
+/// its outputs moved into `dir`; 3 frames to upscale.
+fn multi_app_in(root: &Path, dir: &Path, video: &Path) -> Value {
     let mut app: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("apps/multi.json")).expect("multi.json"),
     )
@@ -279,6 +278,39 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
             _ => {}
         }
     }
+    app
+}
+
+/// One entry of the first video stream of `file`, as ffprobe prints it (frames counted).
+fn ffprobe(file: &Path, entries: &str) -> String {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            &format!("stream={entries}"),
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models() {
+    require_ffmpeg();
+    let root = provisioned();
+    let dir = scratch("multi-app");
+    let video = still_video(
+        &root.join(".smartpipe/media/astronaut.png"),
+        &dir.join("faces.mp4"),
+        6,
+    );
+    // The shipped app (every model family under one agent), with its inputs and outputs
+    // moved into the scratch folder, 3 frames to upscale, and a device budget of 100 MB:
+    // less than its twelve models need together (≈ 190 MB), more than the largest (ISNet).
+    let mut app = multi_app_in(&root, &dir, &video);
     app["constraints"] = json!({"gpus": [{"type": "cpu", "memory_mb": 100}]});
     let summary = run_app_own_agent(&dir, &app);
     assert_eq!(
@@ -303,23 +335,8 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
             .any(|l| l["text"] == "Region-basedsegmentation"),
         "{lines:?}"
     );
-    let probe = std::process::Command::new("ffprobe")
-        .args([
-            "-v",
-            "error",
-            "-count_frames",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(dir.join("annotated.mp4"))
-        .output()
-        .expect("ffprobe");
     assert_eq!(
-        String::from_utf8_lossy(&probe.stdout).trim(),
+        ffprobe(&dir.join("annotated.mp4"), "nb_read_frames"),
         "6",
         "annotated video has every frame"
     );
@@ -337,29 +354,11 @@ fn multi_app_under_a_budget_below_its_models_keeps_every_reply_and_swaps_models(
         .join("cutouts")
         .read_dir()
         .is_ok_and(|mut d| d.next().is_some()));
-    let size = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args([
-            "-show_entries",
-            "stream=width,nb_read_frames",
-            "-of",
-            "csv=p=0",
-        ])
-        .arg(dir.join("upscaled.mp4"))
-        .output()
-        .expect("ffprobe");
-    let small = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=width", "-of", "csv=p=0"])
-        .arg(root.join(".smartpipe/media/small.mp4"))
-        .output()
-        .expect("ffprobe");
-    let width: u32 = String::from_utf8_lossy(&small.stdout)
-        .trim()
+    let width: u32 = ffprobe(&root.join(".smartpipe/media/small.mp4"), "width")
         .parse()
         .expect("width");
     assert_eq!(
-        String::from_utf8_lossy(&size.stdout).trim(),
+        ffprobe(&dir.join("upscaled.mp4"), "width,nb_read_frames"),
         format!("{},3", 2 * width),
         "3 frames upscaled ×2"
     );
