@@ -17,26 +17,9 @@ fn get(sock: &std::path::Path, target: &str) -> String {
     text
 }
 
-#[test]
-fn status_metrics_logs_and_stop_of_a_running_app() {
-    let dir = scratch("control");
-    let name = format!("ctl{}", std::process::id());
-    let app = write_app(
-        &dir,
-        &json!({
-            "name": name,
-            "tasks": [
-                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 32, "height": 32, "count": 1000000, "fps": 100}},
-                {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["gen"], "params": {"width": 8, "height": 8}},
-                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["small"], "params": {"format": "csv", "path": "rows.csv"}}
-            ]
-        }),
-    );
-    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
-    // SAFETY: getuid never fails.
-    let uid = unsafe { libc::getuid() };
-    let runtime = std::path::PathBuf::from(format!("/tmp/smartpipe-{uid}/{}", sup.id()));
-    let sock = runtime.join("control.sock");
+/// Waits until items flow through every stage of app `name` (through `status --json`), and
+/// checks what status says of its stages then.
+fn wait_until_every_stage_runs(sock: &std::path::Path, name: &str) {
     let start = Instant::now();
     // Wait until items flow through every stage.
     loop {
@@ -52,7 +35,7 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
             let apps: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
             let mine = apps
                 .as_array()
-                .and_then(|a| a.iter().find(|x| x["name"] == name.as_str()).cloned());
+                .and_then(|a| a.iter().find(|x| x["name"] == name).cloned());
             if let Some(a) = mine {
                 let tail = a["stages"]
                     .as_array()
@@ -80,11 +63,15 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The runtime folder is 0700 and the socket 0600; another uid cannot even connect.
+fn assert_private_to_the_user(runtime: &std::path::Path, sock: &std::path::Path) {
     // Private to the user: dir 0700, socket 0600; another uid cannot even connect.
     let mode =
         |p: &std::path::Path| std::fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
-    assert_eq!(mode(&runtime), 0o700);
-    assert_eq!(mode(&sock), 0o600);
+    assert_eq!(mode(runtime), 0o700);
+    assert_eq!(mode(sock), 0o600);
     let other = std::process::Command::new("curl")
         .uid(65534)
         .gid(65534)
@@ -96,22 +83,19 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
             "%{http_code}",
             "--unix-socket",
         ])
-        .arg(&sock)
+        .arg(sock)
         .arg("http://x/status")
         .output();
     if let Ok(other) = other {
         assert!(!other.status.success(), "another user must be refused");
         assert_ne!(String::from_utf8_lossy(&other.stdout), "200");
     }
-    // The table for people.
-    let table = supervisor().arg("status").output().expect("status");
-    let table = String::from_utf8_lossy(&table.stdout);
-    assert!(
-        table.contains(&format!("app {name}")) && table.contains("small#0"),
-        "{table}"
-    );
+}
+
+/// Prometheus text: every sample line parses, the expected families are there.
+fn assert_prometheus_text(sock: &std::path::Path, name: &str) {
     // Prometheus text: every sample line parses, the expected families are there.
-    let response = get(&sock, "/metrics");
+    let response = get(sock, "/metrics");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     let body = response.split_once("\r\n\r\n").expect("body").1;
     for line in body
@@ -138,6 +122,38 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
     assert!(body.contains(&format!(
         "smartpipe_stage_items_out_total{{app=\"{name}\",task=\"small\",stage=\"small#0\"}}"
     )));
+}
+
+#[test]
+fn status_metrics_logs_and_stop_of_a_running_app() {
+    let dir = scratch("control");
+    let name = format!("ctl{}", std::process::id());
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": name,
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 32, "height": 32, "count": 1000000, "fps": 100}},
+                {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["gen"], "params": {"width": 8, "height": 8}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["small"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    // SAFETY: getuid never fails.
+    let uid = unsafe { libc::getuid() };
+    let runtime = std::path::PathBuf::from(format!("/tmp/smartpipe-{uid}/{}", sup.id()));
+    let sock = runtime.join("control.sock");
+    wait_until_every_stage_runs(&sock, &name);
+    assert_private_to_the_user(&runtime, &sock);
+    // The table for people.
+    let table = supervisor().arg("status").output().expect("status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains(&format!("app {name}")) && table.contains("small#0"),
+        "{table}"
+    );
+    assert_prometheus_text(&sock, &name);
     assert!(get(&sock, "/nowhere").starts_with("HTTP/1.1 404"));
     // Logs by stage name.
     let logs = supervisor()
