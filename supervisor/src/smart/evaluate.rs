@@ -12,6 +12,46 @@ use super::queueing::{eval_stage, path_prediction, Sojourn};
 use protocol::spec::TaskKind;
 use std::collections::BTreeSet;
 
+/// How loaded the app is at the offered rate: what bounds it, how much of the offered rate
+/// it carries, and the device's share of the work.
+struct Load {
+    /// Capacity of each stage, as the largest total offered rate it carries.
+    capacity: Vec<f64>,
+    /// The largest total rate the app carries.
+    app_cap: f64,
+    /// The fraction of the offered rate carried (1 unless overloaded).
+    scale: f64,
+    /// Device seconds per offered item, full batches.
+    dev_load_full: f64,
+    /// The device's executors (batches run side by side).
+    executors: f64,
+    /// Squared coefficient of variation of the heads' arrivals.
+    ca_head: f64,
+}
+
+impl Load {
+    fn overloaded(&self) -> bool {
+        self.scale < 1.0
+    }
+}
+
+/// The device at light load: its utilisation, its mean batch time (weighted by time) and
+/// the cycle through its GPU stages when saturated.
+struct DeviceRound {
+    rho: f64,
+    t_mean: f64,
+    cycle: f64,
+}
+
+/// What the walk over the stages in order gives: per-stage predictions and sojourns, the
+/// device's utilisation at the effective batches, and the fraction not shed.
+struct StageWalk {
+    stages: Vec<StagePrediction>,
+    sojourns: Vec<Sojourn>,
+    dev_busy: f64,
+    keep: f64,
+}
+
 impl Model {
     /// The model with per-stage profiles `profs` (the measured ones stretched by
     /// `slow`): capacities, throttling, per-stage queueing and the paths.
@@ -21,11 +61,55 @@ impl Model {
         profs: &[Option<StageProfile>],
         slow: &[Slowdown],
     ) -> Prediction {
+        let total = self.workload.rate;
+        let load = self.load(cfg, profs);
+        let round = self.device_round(cfg, profs, load.scale);
+        let walk = self.walk_stages(cfg, profs, slow, &load, &round);
+        let StageWalk {
+            stages,
+            sojourns,
+            dev_busy,
+            keep,
+        } = walk;
+        let paths = self.paths(cfg, &stages, profs, &sojourns, load.ca_head);
+        let worst = |f: fn(&PathPrediction) -> f64| paths.iter().map(f).fold(0.0, f64::max);
+        let delivered = total * load.scale * if self.workload.shed { keep } else { 1.0 };
+        let loss_pct = if self.workload.shed {
+            (1.0 - delivered / total).max(0.0) * 100.0
+        } else {
+            0.0
+        };
+        let mut pred = Prediction {
+            stages,
+            qos: Qos {
+                throughput_per_s: delivered,
+                p50_ms: worst(|p| p.p50_ms),
+                p99_ms: worst(|p| p.p99_ms),
+                jitter_ms: worst(|p| p.jitter_ms),
+                loss_pct,
+            },
+            paths,
+            capacity: load.app_cap,
+            cores: 0.0,
+            memory_bytes: self.memory(cfg),
+            device_utilisation: (load.dev_load_full > 0.0)
+                .then_some((dev_busy / load.executors).min(1.0)),
+        };
+        pred.cores = self
+            .cpu_loads(cfg, &pred.stages)
+            .iter()
+            .map(|(_, l)| f64::from(l.threads) * l.busy.min(1.0))
+            .sum();
+        pred
+    }
+
+    /// Each stage's capacity and the app's: the stages, the device's executors and the
+    /// cores bound what the app carries.
+    fn load(&self, cfg: &[StageConfig], profs: &[Option<StageProfile>]) -> Load {
         let n = self.dag.stages.len();
         let total = self.workload.rate;
-        // Capacity of each stage, as the largest total offered rate it carries.
         let mut capacity = vec![f64::INFINITY; n];
-        let mut dev_load_full = 0.0; // device seconds per offered item, full batches
+        let mut dev_load_full = 0.0;
         for i in 0..n {
             let Some(p) = &profs[i] else { continue };
             let c = &cfg[i];
@@ -63,18 +147,33 @@ impl Model {
         if cpu_per_item > 0.0 && self.resources.cpu_cores > 0.0 {
             app_cap = app_cap.min(self.resources.cpu_cores / cpu_per_item);
         }
-        let scale = if app_cap < total {
-            app_cap / total
-        } else {
-            1.0
-        };
-        let overloaded = scale < 1.0;
+        Load {
+            capacity,
+            app_cap,
+            scale: if app_cap < total {
+                app_cap / total
+            } else {
+                1.0
+            },
+            dev_load_full,
+            executors,
+            ca_head: match self.workload.arrivals {
+                Arrivals::Poisson => 1.0,
+                Arrivals::Periodic => 0.0,
+            },
+        }
+    }
 
-        // Light-load batch and utilisation per stage, then the device's totals.
-        let ca_head = match self.workload.arrivals {
-            Arrivals::Poisson => 1.0,
-            Arrivals::Periodic => 0.0,
-        };
+    /// Light-load batch and utilisation per stage, then the device's totals and its
+    /// saturated cycle: it cycles through the GPU stages, each taking what arrived in one
+    /// cycle C = Σ t_g(λ_g·C) (fixed point, batches clamped to their limits).
+    fn device_round(
+        &self,
+        cfg: &[StageConfig],
+        profs: &[Option<StageProfile>],
+        scale: f64,
+    ) -> DeviceRound {
+        let n = self.dag.stages.len();
         let mut light = vec![(1.0f64, 0.0f64); n]; // (b', ρ per replica)
         let mut dev_rho = 0.0;
         let mut dev_t_weighted = 0.0;
@@ -99,9 +198,6 @@ impl Model {
         } else {
             0.0
         };
-
-        // Saturated device: it cycles through the GPU stages, each taking what arrived in
-        // one cycle C = Σ t_g(λ_g·C) (fixed point, batches clamped to their limits).
         let mut cycle = 0.0;
         let dev: Vec<usize> = (0..n)
             .filter(|&i| self.is_device(i) && profs[i].is_some())
@@ -128,26 +224,43 @@ impl Model {
                 break;
             }
         }
+        DeviceRound {
+            rho: dev_rho,
+            t_mean: dev_t_mean,
+            cycle,
+        }
+    }
 
+    /// Every stage in topological order: its queueing, its effective batch and the
+    /// variability of what it passes on.
+    fn walk_stages(
+        &self,
+        cfg: &[StageConfig],
+        profs: &[Option<StageProfile>],
+        slow: &[Slowdown],
+        load: &Load,
+        round: &DeviceRound,
+    ) -> StageWalk {
+        let n = self.dag.stages.len();
         let bound = f64::from(self.workload.queue_bound.max(1));
-        let mut ca_out = vec![ca_head; n];
+        let executors = load.executors;
+        let mut ca_out = vec![load.ca_head; n];
         let mut soj = vec![Sojourn::default(); n];
         let mut preds = Vec::with_capacity(n);
-        let mut util = vec![0.0; n];
         let mut dev_busy = 0.0; // device utilisation at the effective batches
         let mut keep = 1.0; // best-effort: fraction not lost to full queues
         for &i in &self.dag.order {
             let s = &self.dag.stages[i];
             let ca_in = if s.inputs.is_empty() {
-                ca_head
+                load.ca_head
             } else {
                 s.inputs.iter().map(|&j| ca_out[j]).sum::<f64>() / s.inputs.len() as f64
             };
-            let offered = self.stage_rate(i) * scale;
+            let offered = self.stage_rate(i) * load.scale;
             let mut pred = StagePrediction {
                 task: s.name.clone(),
                 slowdown: slow.get(i).map_or(1.0, |s| s.mean),
-                capacity: capacity[i],
+                capacity: load.capacity[i],
                 offered,
                 utilisation: 0.0,
                 batch_effective: 1.0,
@@ -164,22 +277,24 @@ impl Model {
             };
             let c = &cfg[i];
             // k executors: the device's load and its round are shared among them.
-            let shared =
-                self.is_device(i)
-                    .then_some((dev_rho / executors, dev_t_mean, cycle / executors));
+            let shared = self.is_device(i).then_some((
+                round.rho / executors,
+                round.t_mean,
+                round.cycle / executors,
+            ));
             let full_rho = offered / f64::from(c.replicas.max(1))
                 * p.t(f64::from(c.batch.max(1)), c.threads)
                 / f64::from(c.batch.max(1));
-            let at_bottleneck = overloaded
+            let at_bottleneck = load.overloaded()
                 && (full_rho >= 0.999
-                    || (self.is_device(i) && dev_load_full * app_cap >= 0.999 * executors));
+                    || (self.is_device(i)
+                        && load.dev_load_full * load.app_cap >= 0.999 * executors));
             let ev = eval_stage(p, c, offered, ca_in, shared, at_bottleneck, bound);
             let sj = ev.sojourn;
             let (eff_b, bl, fill) = (ev.batch, ev.light_batch, ev.fill);
             if self.workload.shed {
                 keep *= 1.0 - ev.block;
             }
-            util[i] = ev.utilisation;
             ca_out[i] = ev.ca_out;
             if self.is_device(i) {
                 dev_busy += offered * p.t(eff_b, c.threads) / eff_b;
@@ -191,7 +306,7 @@ impl Model {
                 ca_out[i] = ca_in;
             }
             soj[i] = sj;
-            pred.utilisation = util[i];
+            pred.utilisation = ev.utilisation;
             pred.batch_effective = eff_b;
             pred.service_ms = p.t(eff_b, c.threads) * 1000.0;
             pred.fill_ms = if eff_b > bl { 0.0 } else { fill * 1000.0 };
@@ -202,17 +317,30 @@ impl Model {
             preds.push((i, pred));
         }
         preds.sort_by_key(|(i, _)| *i);
-        let stages: Vec<StagePrediction> = preds.into_iter().map(|(_, p)| p).collect();
+        StageWalk {
+            stages: preds.into_iter().map(|(_, p)| p).collect(),
+            sojourns: soj,
+            dev_busy,
+            keep,
+        }
+    }
 
-        let shared = self.shared_cores_wait(cfg, &stages, profs, ca_head);
-        let paths: Vec<PathPrediction> = self
-            .dag
+    /// Every path from a head to a tail, never below the tail of the wait for the shared
+    /// cores (exponential tail past the probability of waiting, as for single queues).
+    fn paths(
+        &self,
+        cfg: &[StageConfig],
+        stages: &[StagePrediction],
+        profs: &[Option<StageProfile>],
+        sojourns: &[Sojourn],
+        ca_head: f64,
+    ) -> Vec<PathPrediction> {
+        let shared = self.shared_cores_wait(cfg, stages, profs, ca_head);
+        self.dag
             .paths
             .iter()
             .map(|path| {
-                let mut p = path_prediction(&self.dag, path, &soj);
-                // Never below the tail of the wait for the shared cores (exponential
-                // tail past the probability of waiting, as for single queues).
+                let mut p = path_prediction(&self.dag, path, sojourns);
                 if let Some((p_wait, wq)) = shared {
                     if p_wait > 0.01 && wq > 0.0 {
                         let m = wq / p_wait;
@@ -222,35 +350,7 @@ impl Model {
                 }
                 p
             })
-            .collect();
-        let worst = |f: fn(&PathPrediction) -> f64| paths.iter().map(f).fold(0.0, f64::max);
-        let delivered = total * scale * if self.workload.shed { keep } else { 1.0 };
-        let loss_pct = if self.workload.shed {
-            (1.0 - delivered / total).max(0.0) * 100.0
-        } else {
-            0.0
-        };
-        let mut pred = Prediction {
-            stages,
-            qos: Qos {
-                throughput_per_s: delivered,
-                p50_ms: worst(|p| p.p50_ms),
-                p99_ms: worst(|p| p.p99_ms),
-                jitter_ms: worst(|p| p.jitter_ms),
-                loss_pct,
-            },
-            paths,
-            capacity: app_cap,
-            cores: 0.0,
-            memory_bytes: self.memory(cfg),
-            device_utilisation: (dev_load_full > 0.0).then_some((dev_busy / executors).min(1.0)),
-        };
-        pred.cores = self
-            .cpu_loads(cfg, &pred.stages)
-            .iter()
-            .map(|(_, l)| f64::from(l.threads) * l.busy.min(1.0))
-            .sum();
-        pred
+            .collect()
     }
 
     /// The processes competing for the cores under `cfg` at the offered rates and
