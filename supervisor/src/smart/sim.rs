@@ -390,6 +390,72 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[k.min(sorted.len() - 1)]
 }
 
+impl Sim<'_> {
+    /// Runs the events until none is left.
+    fn run(&mut self) {
+        while let Some(Timed(t, _, e)) = self.events.pop() {
+            self.now = t;
+            match e {
+                Ev::Arrival(h) => self.arrival(h),
+                Ev::Deadline(i, r, tok) => {
+                    if self.reps[i][r].collecting && self.reps[i][r].token == tok {
+                        self.start_service(i, r);
+                    }
+                }
+                Ev::CpuDone(h, v) => {
+                    if v != self.cores.version {
+                        continue;
+                    }
+                    self.cores.finish(self.now, h);
+                    self.reschedule();
+                    match h {
+                        Holder::Replica(i, r) => self.done(i, r),
+                        Holder::Device(k) => self.device_done(k),
+                    }
+                }
+                Ev::DeviceDone(k) => self.device_done(k),
+            }
+        }
+    }
+
+    /// What the run measured.
+    fn result(&mut self) -> SimResult {
+        let mut lat = std::mem::take(&mut self.latencies);
+        lat.sort_by(f64::total_cmp);
+        let k = lat.len().max(1) as f64;
+        let mean = lat.iter().sum::<f64>() / k;
+        let var = lat.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / k;
+        let window = (self.sc.duration_s - self.sc.warmup_s).max(1e-9);
+        let lost = self.lost.len() as u64;
+        SimResult {
+            emitted: self.emitted,
+            completed: lat.len() as u64,
+            lost,
+            throughput_per_s: self.completed_in_window as f64 / window,
+            p50_ms: quantile(&lat, 0.5) * 1000.0,
+            p99_ms: quantile(&lat, 0.99) * 1000.0,
+            mean_ms: mean * 1000.0,
+            jitter_ms: var.sqrt() * 1000.0,
+            loss_pct: if self.emitted > 0 {
+                lost as f64 * 100.0 / self.emitted as f64
+            } else {
+                0.0
+            },
+            mean_batch: self
+                .batches
+                .iter()
+                .map(|&(nb, ni)| if nb > 0 { ni as f64 / nb as f64 } else { 1.0 })
+                .collect(),
+            utilisation: self
+                .busy
+                .iter()
+                .zip(self.cfg)
+                .map(|(b, c)| b / (f64::from(c.replicas.max(1)) * self.sc.duration_s.max(1e-9)))
+                .collect(),
+        }
+    }
+}
+
 /// Simulates `cfg` on the model's DAG, profiles and workload.
 pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResult, ModelError> {
     let n = m.dag.stages.len();
@@ -460,62 +526,8 @@ pub fn simulate(m: &Model, cfg: &[StageConfig], sc: SimConfig) -> Result<SimResu
         };
         s.at(first, Ev::Arrival(h));
     }
-    while let Some(Timed(t, _, e)) = s.events.pop() {
-        s.now = t;
-        match e {
-            Ev::Arrival(h) => s.arrival(h),
-            Ev::Deadline(i, r, tok) => {
-                if s.reps[i][r].collecting && s.reps[i][r].token == tok {
-                    s.start_service(i, r);
-                }
-            }
-            Ev::CpuDone(h, v) => {
-                if v != s.cores.version {
-                    continue;
-                }
-                s.cores.finish(s.now, h);
-                s.reschedule();
-                match h {
-                    Holder::Replica(i, r) => s.done(i, r),
-                    Holder::Device(k) => s.device_done(k),
-                }
-            }
-            Ev::DeviceDone(k) => s.device_done(k),
-        }
-    }
-    let mut lat = std::mem::take(&mut s.latencies);
-    lat.sort_by(f64::total_cmp);
-    let k = lat.len().max(1) as f64;
-    let mean = lat.iter().sum::<f64>() / k;
-    let var = lat.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / k;
-    let window = (sc.duration_s - sc.warmup_s).max(1e-9);
-    let lost = s.lost.len() as u64;
-    Ok(SimResult {
-        emitted: s.emitted,
-        completed: lat.len() as u64,
-        lost,
-        throughput_per_s: s.completed_in_window as f64 / window,
-        p50_ms: quantile(&lat, 0.5) * 1000.0,
-        p99_ms: quantile(&lat, 0.99) * 1000.0,
-        mean_ms: mean * 1000.0,
-        jitter_ms: var.sqrt() * 1000.0,
-        loss_pct: if s.emitted > 0 {
-            lost as f64 * 100.0 / s.emitted as f64
-        } else {
-            0.0
-        },
-        mean_batch: s
-            .batches
-            .iter()
-            .map(|&(nb, ni)| if nb > 0 { ni as f64 / nb as f64 } else { 1.0 })
-            .collect(),
-        utilisation: s
-            .busy
-            .iter()
-            .zip(cfg)
-            .map(|(b, c)| b / (f64::from(c.replicas.max(1)) * sc.duration_s.max(1e-9)))
-            .collect(),
-    })
+    s.run();
+    Ok(s.result())
 }
 
 #[cfg(test)]
