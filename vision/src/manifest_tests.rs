@@ -1,0 +1,150 @@
+//! Tests of `manifest`.
+
+use super::*;
+
+const PKG: &str = r#"{"name":"p","version":"1","file":"p.whl","sha256":"00"}"#;
+
+fn doc(models: &str) -> String {
+    format!(
+        r#"{{"version":1,"runtime":{{"name":"onnxruntime","package":{PKG},"member":"m","file":"f","sha256":"00"}},"models":[{models}]}}"#
+    )
+}
+
+#[test]
+fn repo_manifest_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/models.json");
+    let m = Manifest::load(&path).unwrap();
+    for name in [
+        "mtcnn-pnet",
+        "mtcnn-rnet",
+        "mtcnn-onet",
+        "ppocr-det",
+        "ppocr-cls",
+        "ppocr-rec",
+        "yolox-ddddocr",
+    ] {
+        let e = m.model(name).unwrap();
+        assert!(!e.inputs.is_empty() && !e.outputs.is_empty(), "{name}");
+    }
+    assert_eq!(
+        m.model("ppocr-det").unwrap().det_params().unwrap(),
+        DetParams::default()
+    );
+    assert_eq!(
+        m.model("ppocr-rec").unwrap().rec_params().unwrap(),
+        RecParams::default()
+    );
+    assert_eq!(
+        m.model("ppocr-cls").unwrap().cls_params().unwrap(),
+        ClsParams::default()
+    );
+    assert_eq!(
+        m.model("mtcnn-onet")
+            .unwrap()
+            .mtcnn_params()
+            .unwrap()
+            .threshold,
+        0.7
+    );
+    assert_eq!(
+        m.model_path("ppocr-det", Path::new("/x")).unwrap(),
+        PathBuf::from("/x/ppocr-det.onnx")
+    );
+    assert!(matches!(m.model("nope"), Err(VisionError::UnknownModel(_))));
+    let isnet = m.model("isnet").unwrap();
+    assert_eq!(isnet.family, Family::Segmentation);
+    assert_eq!(isnet.licence.as_deref(), Some("AGPL-3.0"));
+    assert_eq!(isnet.members.len(), 22);
+    assert_eq!(isnet.segment_params().unwrap().mean, [128.0; 3]);
+}
+
+#[test]
+fn chunked_members_and_segmentation_params_are_checked() {
+    let npm = r#"{"name":"@a/b","version":"1","kind":"npm","file":"b-1.tgz","sha256":"00"}"#;
+    let ok = doc(&format!(
+        r#"{{"name":"s","family":"segmentation","package":{npm},"members":["p/1","p/2"],"licence":"MIT"}}"#
+    ));
+    assert!(Manifest::parse(&ok, Path::new("m")).is_ok());
+    let both = doc(&format!(
+        r#"{{"name":"s","family":"segmentation","package":{npm},"member":"x","members":["p/1"]}}"#
+    ));
+    let e = Manifest::parse(&both, Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`member` or `members`"), "{e}");
+    let bad = doc(r#"{"name":"s","family":"segmentation","path":"a","params":{"output":"mask"}}"#);
+    let e = Manifest::parse(&bad, Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("entry `s`") && e.contains("output"), "{e}");
+    let unknown = doc(r#"{"name":"s","family":"segmentation","path":"a","params":{"palete":[]}}"#);
+    let e = Manifest::parse(&unknown, Path::new("m"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("palete"), "{e}");
+}
+
+#[test]
+fn unknown_field_is_named() {
+    let text = doc(r#"{"name":"a","family":"yolox","path":"a.onnx","colour":"x"}"#);
+    let e = Manifest::parse(&text, Path::new("/m/models.json")).unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains("models[0]") && s.contains("colour"), "{s}");
+}
+
+#[test]
+fn bad_param_is_named() {
+    let text =
+        doc(r#"{"name":"a","family":"yolox","path":"a.onnx","params":{"nms_thresh":"high"}}"#);
+    let s = Manifest::parse(&text, Path::new("m.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        s.contains("entry `a`") && s.contains("params.nms_thresh"),
+        "{s}"
+    );
+    let text = doc(r#"{"name":"a","family":"mtcnn","path":"a.onnx","params":{"treshold":0.5}}"#);
+    let s = Manifest::parse(&text, Path::new("m.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(s.contains("treshold"), "{s}");
+    let text =
+        doc(r#"{"name":"f","family":"yolov8","path":"f.onnx","params":{"resize":"squash"}}"#);
+    let s = Manifest::parse(&text, Path::new("m.json"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        s.contains("entry `f`") && s.contains("params.resize") && s.contains("stretch"),
+        "{s}"
+    );
+}
+
+#[test]
+fn local_path_and_source_rules() {
+    let text = doc(r#"{"name":"mine","family":"yolov8","path":"models/mine.onnx"}"#);
+    let m = Manifest::parse(&text, Path::new("/apps/models.json")).unwrap();
+    assert_eq!(
+        m.model_path("mine", Path::new("/unused")).unwrap(),
+        PathBuf::from("/apps/models/mine.onnx")
+    );
+    let both = doc(&format!(
+        r#"{{"name":"a","family":"yolox","path":"a","package":{PKG},"member":"x"}}"#
+    ));
+    assert!(Manifest::parse(&both, Path::new("m"))
+        .unwrap_err()
+        .to_string()
+        .contains("not both"));
+    let none = doc(r#"{"name":"a","family":"yolox"}"#);
+    assert!(Manifest::parse(&none, Path::new("m")).is_err());
+    let dup =
+        doc(r#"{"name":"a","family":"yolox","path":"a"},{"name":"a","family":"yolox","path":"b"}"#);
+    assert!(Manifest::parse(&dup, Path::new("m"))
+        .unwrap_err()
+        .to_string()
+        .contains("duplicate"));
+    let fam = doc(r#"{"name":"a","family":"resnet","path":"a"}"#);
+    assert!(Manifest::parse(&fam, Path::new("m"))
+        .unwrap_err()
+        .to_string()
+        .contains("family"));
+}
