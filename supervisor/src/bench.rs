@@ -10,6 +10,7 @@
 use crate::app::LoadedApp;
 use crate::run::{run_app, RunOptions};
 use anyhow::{bail, Context};
+use protocol::blob::blob_byte;
 use protocol::clock::now_ns;
 use protocol::spec::ServiceType;
 use serde::Serialize;
@@ -19,7 +20,6 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use worker_cpu::sinks::blob_byte;
 
 #[derive(clap::Subcommand)]
 pub enum BenchCmd {

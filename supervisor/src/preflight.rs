@@ -7,8 +7,8 @@ use crate::app::LoadedApp;
 use crate::plan::{plan_with, Plan};
 use protocol::functions::{self, Builtin};
 use protocol::limits::Limits;
+use protocol::predicate::Predicate;
 use protocol::spec::{AppSpec, ServiceType, TaskKind};
-use worker_cpu::tables::predicate::Predicate;
 
 /// Problems of the app's tasks that need no file or probe, each with its place.
 pub fn task_problems(app: &AppSpec) -> Vec<String> {

@@ -160,7 +160,7 @@ fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<
                     .and_then(|p| p.as_str())
                     .unwrap_or("")
                     .to_string();
-                let files = worker_cpu::media::list_images(&path)
+                let files = media::list_images(&path)
                     .map_err(|e| anyhow::anyhow!("task '{}': {e}", t.name))?;
                 let dir = scratch.join(format!("images-{}", t.name));
                 let _ = std::fs::remove_dir_all(&dir);

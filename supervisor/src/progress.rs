@@ -1,12 +1,12 @@
 //! Progress of a finite run: a bar with rate and ETA on a terminal, a plain line every
 //! few seconds otherwise (logs, CI).
 
+use media::{list_images, probe_video};
 use protocol::functions::params::{self, parse};
 use protocol::functions::{self, Builtin};
 use protocol::spec::{AppSpec, TaskKind};
 use std::io::Write;
 use std::time::{Duration, Instant};
-use worker_cpu::media::{list_images, probe_video};
 
 /// Items the app's sources will emit, when every source is finite and countable.
 pub fn expected_items(app: &AppSpec) -> Option<u64> {

@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use protocol::functions::{self, Builtin};
 use protocol::limits::Limits;
 
-use worker_cpu::media::{image_size, list_images, probe_video};
+use media::{image_size, list_images, probe_video};
 
 /// Width × height of the largest frame `function` (`source.images` or `source.video`) reads
 /// from `path`; an error says why the source cannot be read. Images over the pixel limit
