@@ -22,7 +22,7 @@ use std::sync::Arc;
 pub struct AppEnv {
     pub vars: BTreeMap<String, String>,
     pub cwd: PathBuf,
-    pub console: Option<Arc<crate::follow::Console>>,
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 impl AppEnv {
@@ -79,7 +79,7 @@ pub fn var_os(key: &str) -> Option<OsString> {
 }
 
 /// The console of the command following this thread's app, if one does.
-pub fn console() -> Option<Arc<crate::follow::Console>> {
+pub fn console() -> Option<Arc<crate::console::Console>> {
     current().and_then(|env| env.console.clone())
 }
 

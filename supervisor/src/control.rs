@@ -10,17 +10,17 @@
 //! `POST /apps/NAME/stop`, `POST /apps/NAME/restart` (body `{"task": T, "replica": N}`).
 
 use crate::prometheus::render_metrics;
-use protocol::messages::StageMetrics;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+pub use crate::live::{ChangeRequest, LiveApp, LiveChange, RestartRequest};
+pub mod client;
 mod live_changes;
 mod server;
 pub use live_changes::MAX_THREADS;
@@ -29,69 +29,6 @@ pub use server::Request;
 
 /// How long the API waits for an app's run loop to answer a restart.
 pub const RESTART_WAIT: Duration = Duration::from_secs(30);
-
-/// One stage replica as `status` shows it.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct LiveStage {
-    pub label: String,
-    pub task: String,
-    pub pid: i32,
-    pub state: String,
-    pub restarts: u32,
-    pub batch: u32,
-    pub replicas: u32,
-    /// Replicas of the task that get items now (live scaling; the others idle).
-    #[serde(default)]
-    pub active: u32,
-    pub items_per_s: f64,
-    pub metrics: StageMetrics,
-}
-
-/// A request to restart a task's replica (every replica when `replica` is None), sent
-/// by the API to the app's run loop, which answers on `reply` with a message for people.
-#[derive(Debug)]
-pub struct RestartRequest {
-    pub task: String,
-    pub replica: Option<u32>,
-    pub reply: mpsc::Sender<Result<String, String>>,
-}
-
-/// A change to a running app.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LiveChange {
-    /// A new request frequency for its sources (items per second; 0 = unpaced).
-    Rate(f64),
-    /// New intra-op threads for its GPU agent's sessions.
-    Threads(u32),
-}
-
-/// A [`LiveChange`] sent by the API to the app's run loop, which answers on `reply`
-/// with a message for people.
-#[derive(Debug)]
-pub struct ChangeRequest {
-    pub change: LiveChange,
-    pub reply: mpsc::Sender<Result<String, String>>,
-}
-
-/// A running app.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct LiveApp {
-    pub name: String,
-    pub state: String,
-    pub run_dir: String,
-    pub supervisor_pid: u32,
-    pub uptime_s: f64,
-    /// "constraints enforced: …" or "constraints not enforced: <why>" (the app's cgroup).
-    #[serde(default)]
-    pub constraints: String,
-    pub stages: Vec<LiveStage>,
-    /// Where the API sends restarts; None while the run loop takes none.
-    #[serde(skip)]
-    pub restarts: Option<mpsc::Sender<RestartRequest>>,
-    /// Where the API sends live changes; None while the run loop takes none.
-    #[serde(skip)]
-    pub changes: Option<mpsc::Sender<ChangeRequest>>,
-}
 
 /// What `GET /status` answers: the supervisor and every app it hosts.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -8,7 +8,10 @@
 
 use crate::app::{self, LoadedApp};
 use crate::control::{self, ApiError, HostError, Hosted, LiveApp, Registry, StartRequest};
-use crate::{ledger, profiled_plan, run, runtime};
+use crate::ledger;
+use crate::profiled_plan;
+use crate::run;
+use crate::runtime;
 use anyhow::Context;
 use protocol::spec::ServiceType;
 use std::io::Write;
@@ -239,7 +242,7 @@ impl DaemonLauncher {
     fn begin(
         &self,
         request: StartRequest,
-        console: Option<Arc<crate::follow::Console>>,
+        console: Option<Arc<crate::console::Console>>,
     ) -> Result<Begun, ApiError> {
         if !request.file.is_absolute() || !request.run_dir.is_absolute() {
             return Err(ApiError::new(
@@ -446,7 +449,7 @@ impl crate::follow::FollowLauncher for DaemonLauncher {
     fn start_followed(
         &self,
         request: StartRequest,
-        console: Arc<crate::follow::Console>,
+        console: Arc<crate::console::Console>,
     ) -> Result<crate::follow::Followed, ApiError> {
         let begun = self.begin(request, Some(console))?;
         Ok(crate::follow::Followed {

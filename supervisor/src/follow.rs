@@ -13,15 +13,15 @@
 //!   later, one byte `s` per drain request;
 //! - daemon → command: JSON lines of [`Event`]: `started` or `refused`, then `ended`.
 
+use crate::console::Console;
 use crate::control::{self, ApiError, Registry, StartRequest};
 use serde::{Deserialize, Serialize};
-use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -45,31 +45,6 @@ pub enum Event {
     Refused { code: u16, message: String },
     /// The app ended: whether it succeeded (its summary went to the command's stderr).
     Ended { ok: bool },
-}
-
-/// The standard output and error of the command that started an app.
-#[derive(Debug)]
-pub struct Console {
-    stdout: OwnedFd,
-    stderr: OwnedFd,
-}
-
-impl Console {
-    /// Where a stage of the app writes its standard output.
-    pub fn stage_stdout(&self) -> std::io::Result<Stdio> {
-        Ok(Stdio::from(self.stdout.try_clone()?))
-    }
-
-    /// The command's stderr, for progress, notes and the summary.
-    pub fn stderr(&self) -> std::io::Result<File> {
-        Ok(File::from(self.stderr.try_clone()?))
-    }
-
-    /// Whether the command's stderr is a terminal (a progress bar, not lines).
-    pub fn stderr_is_terminal(&self) -> bool {
-        // SAFETY: isatty only inspects the descriptor, which `self` keeps open.
-        unsafe { libc::isatty(self.stderr.as_raw_fd()) == 1 }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -311,7 +286,7 @@ fn read_request(conn: &UnixStream) -> Result<(StartRequest, Console), String> {
         serde_json::from_slice(&body).map_err(|e| format!("bad start request: {e}"))?;
     let mut fds = fds.into_iter();
     match (fds.next(), fds.next()) {
-        (Some(stdout), Some(stderr)) => Ok((request, Console { stdout, stderr })),
+        (Some(stdout), Some(stderr)) => Ok((request, Console::new(stdout, stderr))),
         _ => Err("the request came without stdout and stderr".into()),
     }
 }
@@ -409,6 +384,7 @@ pub fn follow(sock: &Path, request: &StartRequest) -> Result<ExitCode, FollowErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
 
     #[test]
     fn descriptors_pass_with_the_header_and_arrive_close_on_exec() {

@@ -4,7 +4,7 @@
 //! and let `plan` and `start` ask the planner.
 
 use crate::app::LoadedApp;
-use crate::control::LiveApp;
+use crate::live::LiveApp;
 use crate::run::{run_app, RunOptions};
 use crate::smart::{self, Profiles, TaskProfile};
 use anyhow::Context;

@@ -2,7 +2,7 @@
 //! header per family, then a sample per app and stage replica, labelled
 //! `app`, `task`, `stage` (and `reason` for losses).
 
-use crate::control::{LiveApp, LiveStage};
+use crate::live::{LiveApp, LiveStage};
 use protocol::messages::{LossReason, StageMetrics, HISTOGRAM_BOUNDS_S};
 
 fn histogram(out: &mut String, name: &str, labels: &str, buckets: &[u64], sum_s: f64) {

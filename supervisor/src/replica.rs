@@ -2,7 +2,7 @@
 //! metrics and report, how they ended; signalling them; and publishing them to the
 //! control API.
 
-use crate::control::{LiveApp, LiveStage};
+use crate::live::{LiveApp, LiveStage};
 use crate::run::RunOptions;
 use protocol::messages::{SourceTotal, StageMetrics, StageReport};
 use protocol::spec::TaskKind;

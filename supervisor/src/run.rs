@@ -4,7 +4,7 @@
 
 use crate::app::LoadedApp;
 use crate::apprun::{AppRun, Event};
-use crate::control::{ChangeRequest, LiveApp, LiveChange, RestartRequest};
+use crate::live::{ChangeRequest, LiveApp, LiveChange, RestartRequest};
 use crate::models::agent_task;
 use crate::plan::{plan, Plan};
 use crate::replica::{publish, signal_all};
