@@ -9,9 +9,9 @@ use std::time::Duration;
 /// Live supervisors of this user: (pid, socket).
 pub fn find_supervisors() -> Vec<(u32, PathBuf)> {
     let mut found = Vec::new();
-    let base = crate::runtime::user_dir();
+    let base = crate::env::runtime::user_dir();
     // A folder another user controls could hold forged sockets: none of it is believed.
-    if let Some(why) = crate::runtime::untrusted_dir(&base) {
+    if let Some(why) = crate::env::runtime::untrusted_dir(&base) {
         if base.exists() {
             eprintln!(
                 "warning: ignoring the runtime folder {}: {why}",
@@ -27,7 +27,7 @@ pub fn find_supervisors() -> Vec<(u32, PathBuf)> {
         let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if !crate::runtime::is_ours(&e.path()) {
+        if !crate::env::runtime::is_ours(&e.path()) {
             continue;
         }
         let sock = super::socket_path(&e.path());

@@ -2,7 +2,7 @@
 //! run loop, and the registry's rules.
 
 use super::*;
-use crate::live::LiveStage;
+use crate::observe::live::LiveStage;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc;
 
