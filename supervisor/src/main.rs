@@ -9,6 +9,9 @@ mod observe;
 mod plan;
 mod run;
 
+#[cfg(test)]
+mod rooms_tests;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
