@@ -373,7 +373,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             control::autoprofile::before_start(&loaded, no_profile)?;
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             if detach {
-                return cli::ops::start_detached(
+                return cli::start::start_detached(
                     &loaded,
                     &run_dir,
                     startup_timeout,
@@ -382,7 +382,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             if !no_daemon {
-                return cli::ops::start_followed(
+                return cli::start::start_followed(
                     &loaded,
                     &run_dir,
                     startup_timeout,
