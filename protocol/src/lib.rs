@@ -6,11 +6,14 @@
 //! - [`messages`] and [`codec`]: the wire protocol between the supervisor and its
 //!   children (bootstrap, control, data envelopes), encoded with bincode.
 //! - [`shm`]: memfd-backed slot pools that carry frame and tensor payloads.
+//! - [`predicate`]: the `table.filter {where}` language and its parser.
 //! - [`limits`]: the pixel, byte and rate limits on what input can make us allocate.
 //! - [`user_stage`]: user-written stages (programs): their app field, the kinds of
 //!   payload they declare and the type check of their edges.
+//! - [`blob`]: the content of `bench.blob` items, which its sink and `bench` check.
 //! - [`clock`]: the monotonic clock every process stamps envelopes with.
 
+pub mod blob;
 pub mod clock;
 pub mod codec;
 pub mod functions;
@@ -18,6 +21,7 @@ pub mod limits;
 pub mod logcap;
 pub mod messages;
 pub mod node;
+pub mod predicate;
 pub mod ranges;
 pub mod schema;
 pub mod shm;

@@ -2,47 +2,15 @@
 //! runs them as one OS process per stage replica (plus one GPU agent per device),
 //! wired with ipc-channel and shared memory, supervised until they finish.
 
-mod agent_host;
-mod app;
-mod appenv;
-mod apprun;
-mod autoprofile;
-mod bench;
-mod bench_stages;
-mod cgroup;
+mod cli;
 mod control;
-mod daemon;
-mod follow;
-mod frame_scale;
-#[cfg(test)]
-mod fuzz_app_tests;
-mod hang;
-mod launch;
-mod leaks;
-mod ledger;
-mod memory_check;
-mod models;
-mod ops;
+mod env;
+mod observe;
 mod plan;
-mod pool_make;
-mod preflight;
-mod profiled_plan;
-mod profiling;
-mod progress;
-mod prometheus;
-mod replica;
-mod report;
 mod run;
-mod runtime;
-mod smart;
-mod source_probe;
-mod starvation;
-mod summary;
-mod supervise;
-mod timeline;
-mod tuning;
-mod user_stage;
-mod wiring;
+
+#[cfg(test)]
+mod rooms_tests;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -205,7 +173,7 @@ enum Cmd {
     /// Benchmarks of SmartPipe itself.
     Bench {
         #[command(subcommand)]
-        which: bench::BenchCmd,
+        which: cli::bench::BenchCmd,
     },
 }
 
@@ -217,7 +185,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(|| appenv::Stderr)
+        .with_writer(|| env::appenv::Stderr)
         .init();
     let cli = Cli::parse();
     if prints_only(&cli.command) {
@@ -294,8 +262,8 @@ fn utc_stamp() -> String {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Cmd::Validate { app } => {
-            let loaded = app::load(&app)?;
-            preflight::check(&loaded)?;
+            let loaded = plan::app::load(&app)?;
+            plan::preflight::check(&loaded)?;
             println!(
                 "{}: app '{}' is valid ({} tasks)",
                 protocol::text::shown_up_to(&app.display().to_string(), 4096),
@@ -316,9 +284,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             brute_force,
         } => {
-            let loaded = app::load(&app)?;
+            let loaded = plan::app::load(&app)?;
             let the_plan = plan::plan(&loaded.spec)?;
-            let profiles = profiling::load_profiles(&loaded)?;
+            let profiles = control::profiling::load_profiles(&loaded)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&the_plan)?);
             } else {
@@ -355,18 +323,18 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => println!(
                     "\nno profile of '{}' on this machine ({}): run `supervisor profile {}` to let the planner choose batch sizes and replicas",
                     loaded.spec.name,
-                    profiling::machine(),
+                    control::profiling::machine(),
                     app.display()
                 ),
                 Some(p) => {
-                    let all = profiled_plan::all_plans(&loaded.spec, p)?;
+                    let all = plan::profiled_plan::all_plans(&loaded.spec, p)?;
                     for (name, plan) in [("lazy", &all.lazy), ("balance", &all.balance), ("strong", &all.strong)] {
                         match plan {
                             Some(plan) => println!("\nstrategy {name}:\n{plan}"),
                             None => println!("\nstrategy {name}: no configuration meets the quota"),
                         }
                     }
-                    match profiled_plan::admit(&loaded.spec, p) {
+                    match plan::profiled_plan::admit(&loaded.spec, p) {
                         Ok(plan) => println!(
                             "\nadmitted ({:?}, {:?}){}",
                             loaded.spec.service_type,
@@ -383,7 +351,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     }
                     print_verdict_on_this_node(&loaded.spec, p);
                     if brute_force {
-                        profiled_plan::print_brute_force(&loaded.spec, p)?;
+                        plan::profiled_plan::print_brute_force(&loaded.spec, p)?;
                     }
                 }
             }
@@ -400,12 +368,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             no_daemon,
         } => {
             // Checked here first, so that problems are listed before any daemon starts.
-            let mut loaded = app::load(&app)?;
-            preflight::check(&loaded)?;
-            autoprofile::before_start(&loaded, no_profile)?;
+            let mut loaded = plan::app::load(&app)?;
+            plan::preflight::check(&loaded)?;
+            control::autoprofile::before_start(&loaded, no_profile)?;
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             if detach {
-                return ops::start_detached(
+                return cli::start::start_detached(
                     &loaded,
                     &run_dir,
                     startup_timeout,
@@ -414,7 +382,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             if !no_daemon {
-                return ops::start_followed(
+                return cli::start::start_followed(
                     &loaded,
                     &run_dir,
                     startup_timeout,
@@ -422,17 +390,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     metrics_addr,
                 );
             }
-            let admitted = daemon::admit(&mut loaded)?;
+            let admitted = control::daemon::admit(&mut loaded)?;
             if let Some(note) = &admitted.note {
                 eprintln!("{note}");
             }
-            let runtime_dir = runtime::prepare()?;
+            let runtime_dir = env::runtime::prepare()?;
             let interrupted = Arc::new(AtomicBool::new(false));
             for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
                 signal_hook::flag::register(sig, interrupted.clone())
                     .context("cannot install signal handlers")?;
             }
-            let opts = daemon::run_options(run_dir, startup_timeout, hang_after_ms, true);
+            let opts = control::daemon::run_options(run_dir, startup_timeout, hang_after_ms, true);
             let live = Arc::new(std::sync::Mutex::new(control::LiveApp {
                 name: loaded.spec.name.clone(),
                 state: "starting".into(),
@@ -451,12 +419,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             )?;
             if let Err(e) = control::serve(&runtime_dir, registry, None, metrics_addr) {
-                runtime::cleanup(&runtime_dir);
+                env::runtime::cleanup(&runtime_dir);
                 return Err(e.context("cannot start the control API"));
             }
             let outcome = run::run_app(&loaded, &opts, interrupted, Some(live));
             drop(admitted.held);
-            runtime::cleanup(&runtime_dir);
+            env::runtime::cleanup(&runtime_dir);
             let outcome = outcome?;
             eprint!("{}", outcome.summary.render());
             match outcome.error {
@@ -467,44 +435,44 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Cmd::Bench { which } => bench::run(which),
+        Cmd::Bench { which } => cli::bench::run(which),
         Cmd::Profile {
             app,
             batches,
             items,
         } => {
-            let loaded = app::load(&app)?;
-            let runtime_dir = runtime::prepare()?;
-            let result = profiling::profile(&loaded, &batches, items);
-            runtime::cleanup(&runtime_dir);
+            let loaded = plan::app::load(&app)?;
+            let runtime_dir = env::runtime::prepare()?;
+            let result = control::profiling::profile(&loaded, &batches, items);
+            env::runtime::cleanup(&runtime_dir);
             // Its stages are gone: from here on it only prints.
             default_sigpipe();
-            profiling::print_fits(&loaded.spec, &result?);
+            control::profiling::print_fits(&loaded.spec, &result?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Status { json } => ops::status(json),
-        Cmd::Stop { app } => ops::stop(app.as_deref()),
-        Cmd::Logs { stage, follow } => ops::logs(&stage, follow),
-        Cmd::Restart { stage } => ops::restart(&stage),
-        Cmd::Rate { app, items_per_s } => ops::set_rate(&app, items_per_s),
-        Cmd::Threads { app, threads } => ops::set_threads(&app, threads),
-        Cmd::Shutdown { timeout } => ops::shutdown(Duration::from_secs(timeout)),
-        Cmd::Daemon { metrics_addr } => daemon::run_daemon(metrics_addr),
+        Cmd::Status { json } => cli::ops::status(json),
+        Cmd::Stop { app } => cli::ops::stop(app.as_deref()),
+        Cmd::Logs { stage, follow } => cli::ops::logs(&stage, follow),
+        Cmd::Restart { stage } => cli::ops::restart(&stage),
+        Cmd::Rate { app, items_per_s } => cli::ops::set_rate(&app, items_per_s),
+        Cmd::Threads { app, threads } => cli::ops::set_threads(&app, threads),
+        Cmd::Shutdown { timeout } => cli::ops::shutdown(Duration::from_secs(timeout)),
+        Cmd::Daemon { metrics_addr } => control::daemon::run_daemon(metrics_addr),
     }
 }
 
 /// `plan`: the verdict against the node as it is now (what the guaranteed apps already
 /// admitted leave), when they hold any of it.
-fn print_verdict_on_this_node(app: &protocol::spec::AppSpec, profiles: &smart::Profiles) {
-    let reservations = ledger::Ledger::snapshot();
-    let left = ledger::left_of(&reservations, ledger::Node::this_machine());
+fn print_verdict_on_this_node(app: &protocol::spec::AppSpec, profiles: &plan::smart::Profiles) {
+    let reservations = plan::ledger::Ledger::snapshot();
+    let left = plan::ledger::left_of(&reservations, plan::ledger::Node::this_machine());
     if left.holders.is_empty() {
         return;
     }
-    let verdict = match profiled_plan::admit_within(app, profiles, left.cores) {
+    let verdict = match plan::profiled_plan::admit_within(app, profiles, left.cores) {
         Ok(plan) if plan.shortfall.is_empty() => format!("admitted on {:.2} cores", plan.cores),
         Ok(_) => "admitted best-effort with a predicted shortfall".to_string(),
-        Err(smart::Refusal::Cores { needed, .. }) => {
+        Err(plan::smart::Refusal::Cores { needed, .. }) => {
             format!(
                 "refused: needs {needed:.2} cores, {:.2} left{}",
                 left.cores,

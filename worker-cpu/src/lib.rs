@@ -54,6 +54,18 @@ pub enum StageError {
     Input(String),
 }
 
+/// Media errors keep their texts and land in the variants they had when the helpers
+/// lived here.
+impl From<::media::MediaError> for StageError {
+    fn from(e: ::media::MediaError) -> StageError {
+        match e {
+            ::media::MediaError::Io { path, detail } => StageError::Io { path, detail },
+            ::media::MediaError::Ffmpeg(detail) => StageError::Ffmpeg(detail),
+            ::media::MediaError::NotVideo(detail) => StageError::Input(detail),
+        }
+    }
+}
+
 impl StageError {
     pub fn io(path: impl std::fmt::Display, err: impl std::fmt::Display) -> StageError {
         StageError::Io {

@@ -2,7 +2,9 @@
 //! run loop, and the registry's rules.
 
 use super::*;
+use crate::observe::live::LiveStage;
 use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc;
 
 fn post(target: &str, body: &str) -> Request {
     Request {
@@ -177,7 +179,7 @@ fn restart_over_the_socket_carries_the_body_and_the_answer() {
         fake_run_loop(|task, replica| Ok(format!("{task}#{} replaced", replica.unwrap_or(0))));
     let (registry, _) = hosting(Some(tx));
     let sock = serve(&dir, Arc::new(registry), None, None).expect("serve");
-    let (code, body) = crate::ops::request(
+    let (code, body) = crate::control::client::request(
         &sock,
         "POST",
         "/apps/cam/restart",

@@ -371,14 +371,7 @@ impl VideoWriter {
     }
 }
 
-/// The expected content of `bench.blob` item `seq` of `len` bytes.
-pub fn blob_byte(i: usize, seq: u64) -> u8 {
-    if i < 8 {
-        seq.to_le_bytes()[i]
-    } else {
-        (i * 31 % 251) as u8
-    }
-}
+pub use protocol::blob::blob_byte;
 
 /// `bench.sink`: check every byte of every blob; a mismatch counts as bad input.
 pub fn run_bench_sink(node: &mut Node) -> Result<(), StageError> {

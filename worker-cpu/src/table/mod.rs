@@ -22,7 +22,7 @@ pub use detections::{
 };
 pub use draw::draw_detections;
 pub use ops::{merge, select, MergeHow};
-pub use predicate::{filter, Predicate, PredicateError};
+pub use predicate::{filter, Evaluate, Predicate, PredicateError};
 pub use stage::{run_filter, run_merge, run_select};
 
 use arrow_array::RecordBatch;

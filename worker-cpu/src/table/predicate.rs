@@ -1,329 +1,55 @@
-//! The `table.filter {where}` predicate language:
-//!
-//! ```text
-//! expr    := and ( "or" and )*
-//! and     := not ( "and" not )*
-//! not     := "not" not | primary
-//! primary := "(" expr ")" | operand ( ("==" | "=" | "!=" | "<" | "<=" | ">" | ">=") operand )?
-//! operand := column | number | 'text' | "text" | true | false
-//! ```
-//!
-//! Keywords are case-insensitive. A comparison with a null cell is unknown, and
-//! unknown rows are dropped (SQL's three-valued logic).
+//! Evaluation of `table.filter {where}` predicates on Arrow tables. The language and its
+//! parser live in `protocol::predicate` (so `validate` checks a `where` without Arrow);
+//! here a parsed predicate is evaluated row by row. A comparison with a null cell is
+//! unknown, and unknown rows are dropped (SQL's three-valued logic).
 
 use super::{column_index, TableError};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, BooleanArray, RecordBatch};
 use arrow_schema::DataType;
-use std::fmt;
+pub use protocol::predicate::{CmpOp, Operand, Predicate, PredicateError};
 
-/// A predicate that does not parse: where and what was expected.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("predicate `{text}`, at character {pos}: expected {expected}, found {found}")]
-pub struct PredicateError {
-    pub text: String,
-    /// 1-based character position.
-    pub pos: usize,
-    pub expected: String,
-    pub found: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl fmt::Display for CmpOp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = match self {
-            CmpOp::Eq => "==",
-            CmpOp::Ne => "!=",
-            CmpOp::Lt => "<",
-            CmpOp::Le => "<=",
-            CmpOp::Gt => ">",
-            CmpOp::Ge => ">=",
-        };
-        f.write_str(s)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Operand {
-    Column(String),
-    Number(f64),
-    Text(String),
-    Bool(bool),
-}
-
-/// A parsed predicate.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Predicate {
-    Or(Box<Predicate>, Box<Predicate>),
-    And(Box<Predicate>, Box<Predicate>),
-    Not(Box<Predicate>),
-    Cmp(Operand, CmpOp, Operand),
-    /// A lone operand: a boolean column or `true` / `false`.
-    Value(Operand),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    Number(f64),
-    Text(String),
-    Op(CmpOp),
-    Open,
-    Close,
-    Minus,
-    End,
-}
-
-fn describe(t: &Tok) -> String {
-    match t {
-        Tok::Ident(s) => format!("'{s}'"),
-        Tok::Number(n) => format!("number {n}"),
-        Tok::Text(s) => format!("text '{s}'"),
-        Tok::Op(op) => format!("'{op}'"),
-        Tok::Open => "'('".into(),
-        Tok::Close => "')'".into(),
-        Tok::Minus => "'-'".into(),
-        Tok::End => "the end".into(),
-    }
-}
-
-struct Parser<'a> {
-    text: &'a str,
-    toks: Vec<(usize, Tok)>,
-    at: usize,
-}
-
-impl Parser<'_> {
-    fn err(&self, pos: usize, expected: &str, found: String) -> PredicateError {
-        PredicateError {
-            text: self.text.to_string(),
-            pos: pos + 1,
-            expected: expected.to_string(),
-            found,
-        }
-    }
-    fn peek(&self) -> &(usize, Tok) {
-        // The lexer always ends the list with `End`, which is never consumed.
-        &self.toks[self.at.min(self.toks.len() - 1)]
-    }
-    fn bump(&mut self) -> (usize, Tok) {
-        let t = self.peek().clone();
-        if t.1 != Tok::End {
-            self.at += 1;
-        }
-        t
-    }
-    fn keyword(&mut self, word: &str) -> bool {
-        if matches!(&self.peek().1, Tok::Ident(s) if s.eq_ignore_ascii_case(word)) {
-            self.at += 1;
-            true
-        } else {
-            false
-        }
-    }
-    fn or(&mut self) -> Result<Predicate, PredicateError> {
-        let mut left = self.and()?;
-        while self.keyword("or") {
-            left = Predicate::Or(Box::new(left), Box::new(self.and()?));
-        }
-        Ok(left)
-    }
-    fn and(&mut self) -> Result<Predicate, PredicateError> {
-        let mut left = self.not()?;
-        while self.keyword("and") {
-            left = Predicate::And(Box::new(left), Box::new(self.not()?));
-        }
-        Ok(left)
-    }
-    fn not(&mut self) -> Result<Predicate, PredicateError> {
-        if self.keyword("not") {
-            return Ok(Predicate::Not(Box::new(self.not()?)));
-        }
-        self.primary()
-    }
-    fn primary(&mut self) -> Result<Predicate, PredicateError> {
-        if self.peek().1 == Tok::Open {
-            self.bump();
-            let inner = self.or()?;
-            let (pos, t) = self.bump();
-            if t != Tok::Close {
-                return Err(self.err(pos, "')'", describe(&t)));
-            }
-            return Ok(inner);
-        }
-        let left = self.operand("a column, a number, a quoted text, true, false, 'not' or '('")?;
-        if let Tok::Op(op) = self.peek().1 {
-            self.bump();
-            let right = self.operand("a column, a number, a quoted text, true or false")?;
-            return Ok(Predicate::Cmp(left, op, right));
-        }
-        Ok(Predicate::Value(left))
-    }
-    fn operand(&mut self, expected: &str) -> Result<Operand, PredicateError> {
-        let (pos, t) = self.bump();
-        Ok(match t {
-            Tok::Number(n) => Operand::Number(n),
-            Tok::Text(s) => Operand::Text(s),
-            Tok::Minus => match self.bump() {
-                (_, Tok::Number(n)) => Operand::Number(-n),
-                (p, other) => return Err(self.err(p, "a number after '-'", describe(&other))),
-            },
-            Tok::Ident(s) if s.eq_ignore_ascii_case("true") => Operand::Bool(true),
-            Tok::Ident(s) if s.eq_ignore_ascii_case("false") => Operand::Bool(false),
-            Tok::Ident(s)
-                if ["and", "or", "not"]
-                    .iter()
-                    .any(|k| s.eq_ignore_ascii_case(k)) =>
-            {
-                return Err(self.err(pos, expected, format!("the keyword '{s}'")))
-            }
-            Tok::Ident(s) => Operand::Column(s),
-            other => return Err(self.err(pos, expected, describe(&other))),
-        })
-    }
-}
-
-fn lex(text: &str) -> Result<Vec<(usize, Tok)>, PredicateError> {
-    let chars: Vec<char> = text.chars().collect();
-    let err = |pos: usize, expected: &str, found: String| PredicateError {
-        text: text.to_string(),
-        pos: pos + 1,
-        expected: expected.to_string(),
-        found,
-    };
-    let mut toks = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        let start = i;
-        let two = |next: char| chars.get(i + 1) == Some(&next);
-        let tok = match c {
-            c if c.is_whitespace() => {
-                i += 1;
-                continue;
-            }
-            '(' => Tok::Open,
-            ')' => Tok::Close,
-            '-' => Tok::Minus,
-            '=' if two('=') => Tok::Op(CmpOp::Eq),
-            '=' => Tok::Op(CmpOp::Eq),
-            '!' if two('=') => Tok::Op(CmpOp::Ne),
-            '<' if two('=') => Tok::Op(CmpOp::Le),
-            '<' => Tok::Op(CmpOp::Lt),
-            '>' if two('=') => Tok::Op(CmpOp::Ge),
-            '>' => Tok::Op(CmpOp::Gt),
-            '\'' | '"' => {
-                let close = chars[i + 1..]
-                    .iter()
-                    .position(|&q| q == c)
-                    .ok_or_else(|| err(i, &format!("a closing {c}"), "the end".into()))?;
-                let s: String = chars[i + 1..i + 1 + close].iter().collect();
-                i += close + 2;
-                toks.push((start, Tok::Text(s)));
-                continue;
-            }
-            c if c.is_ascii_digit() || c == '.' => {
-                while i < chars.len()
-                    && (chars[i].is_ascii_alphanumeric()
-                        || chars[i] == '.'
-                        || ((chars[i] == '-' || chars[i] == '+')
-                            && matches!(chars[i - 1], 'e' | 'E')))
-                {
-                    i += 1;
-                }
-                let s: String = chars[start..i].iter().collect();
-                let n = s
-                    .parse::<f64>()
-                    .map_err(|_| err(start, "a number", format!("'{s}'")))?;
-                toks.push((start, Tok::Number(n)));
-                continue;
-            }
-            c if c.is_alphabetic() || c == '_' => {
-                while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-                toks.push((start, Tok::Ident(chars[start..i].iter().collect())));
-                continue;
-            }
-            other => {
-                return Err(err(
-                    i,
-                    "a column, a number, a quoted text, an operator or a parenthesis",
-                    format!("'{other}'"),
-                ))
-            }
-        };
-        i += if matches!(tok, Tok::Op(_)) && chars.get(i + 1) == Some(&'=') {
-            2
-        } else {
-            1
-        };
-        toks.push((start, tok));
-    }
-    toks.push((chars.len(), Tok::End));
-    Ok(toks)
-}
-
-impl Predicate {
-    /// Parse a predicate; errors give the position and what was expected there.
-    pub fn parse(text: &str) -> Result<Predicate, PredicateError> {
-        let mut p = Parser {
-            text,
-            toks: lex(text)?,
-            at: 0,
-        };
-        let pred = p.or()?;
-        let (pos, t) = p.bump();
-        if t != Tok::End {
-            return Err(p.err(pos, "'and', 'or', a comparison or the end", describe(&t)));
-        }
-        Ok(pred)
-    }
-
+/// Evaluation of a parsed predicate on a table.
+pub trait Evaluate {
     /// Evaluate on every row: true, false or null (unknown).
-    pub fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray, TableError> {
-        Ok(self.eval(batch)?.into_iter().collect())
-    }
+    fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray, TableError>;
+}
 
-    fn eval(&self, batch: &RecordBatch) -> Result<Vec<Option<bool>>, TableError> {
-        Ok(match self {
-            Predicate::Or(a, b) => zip(a.eval(batch)?, b.eval(batch)?, |x, y| match (x, y) {
-                (Some(true), _) | (_, Some(true)) => Some(true),
-                (Some(false), Some(false)) => Some(false),
-                _ => None,
-            }),
-            Predicate::And(a, b) => zip(a.eval(batch)?, b.eval(batch)?, |x, y| match (x, y) {
-                (Some(false), _) | (_, Some(false)) => Some(false),
-                (Some(true), Some(true)) => Some(true),
-                _ => None,
-            }),
-            Predicate::Not(a) => a.eval(batch)?.into_iter().map(|v| v.map(|b| !b)).collect(),
-            Predicate::Value(op) => match values(batch, op)? {
-                Values::Bool(v) => v,
-                other => {
-                    return Err(TableError::Column {
-                        column: operand_name(op),
-                        detail: format!(
-                            "is {}, not true/false: compare it (e.g. `{} > 0`)",
-                            other.kind(),
-                            operand_name(op)
-                        ),
-                    })
-                }
-            },
-            Predicate::Cmp(a, op, b) => compare(batch, a, *op, b)?,
-        })
+impl Evaluate for Predicate {
+    fn evaluate(&self, batch: &RecordBatch) -> Result<BooleanArray, TableError> {
+        Ok(eval(self, batch)?.into_iter().collect())
     }
+}
+
+fn eval(pred: &Predicate, batch: &RecordBatch) -> Result<Vec<Option<bool>>, TableError> {
+    Ok(match pred {
+        Predicate::Or(a, b) => zip(eval(a, batch)?, eval(b, batch)?, |x, y| match (x, y) {
+            (Some(true), _) | (_, Some(true)) => Some(true),
+            (Some(false), Some(false)) => Some(false),
+            _ => None,
+        }),
+        Predicate::And(a, b) => zip(eval(a, batch)?, eval(b, batch)?, |x, y| match (x, y) {
+            (Some(false), _) | (_, Some(false)) => Some(false),
+            (Some(true), Some(true)) => Some(true),
+            _ => None,
+        }),
+        Predicate::Not(a) => eval(a, batch)?.into_iter().map(|v| v.map(|b| !b)).collect(),
+        Predicate::Value(op) => match values(batch, op)? {
+            Values::Bool(v) => v,
+            other => {
+                return Err(TableError::Column {
+                    column: operand_name(op),
+                    detail: format!(
+                        "is {}, not true/false: compare it (e.g. `{} > 0`)",
+                        other.kind(),
+                        operand_name(op)
+                    ),
+                })
+            }
+        },
+        Predicate::Cmp(a, op, b) => compare(batch, a, *op, b)?,
+    })
 }
 
 fn zip(
@@ -504,26 +230,6 @@ mod tests {
         assert_eq!(keep("not text_score > 0.5").len(), 0);
         assert_eq!(keep("text_score > 0.5 or score > 0.9").len(), 3);
         assert_eq!(keep("seq == 1 and x1 >= -3.5e0").len(), 4);
-    }
-
-    #[test]
-    fn parse_errors_say_where_and_what() {
-        let e = Predicate::parse("score > ").unwrap_err();
-        assert_eq!(e.pos, 9);
-        assert!(e.expected.contains("a column, a number"), "{e}");
-        assert!(e.to_string().contains("found the end"), "{e}");
-        let e = Predicate::parse("(score > 1").unwrap_err();
-        assert_eq!((e.pos, e.expected.as_str()), (11, "')'"));
-        let e = Predicate::parse("class == 'face").unwrap_err();
-        assert_eq!(e.pos, 10);
-        let e = Predicate::parse("score > 1 class").unwrap_err();
-        assert!(e.to_string().contains("found 'class'"), "{e}");
-        let e = Predicate::parse("x2 - 1 > 0").unwrap_err();
-        assert!(e.to_string().contains("found '-'"), "no arithmetic: {e}");
-        let e = Predicate::parse("score # 1").unwrap_err();
-        assert!(e.to_string().contains("'#'"), "{e}");
-        let e = Predicate::parse("score > and").unwrap_err();
-        assert!(e.to_string().contains("keyword 'and'"), "{e}");
     }
 
     #[test]

@@ -1,0 +1,146 @@
+//! `media`: the media helpers both the workers and the supervisor need — the image files
+//! of a `source.images` path, an image's size from its header, a video's size and frame
+//! count from ffprobe, and which ffmpeg programs to run. It is small on purpose: the
+//! supervisor plans with it without linking a decoder, Arrow or Parquet (decoding stays in
+//! `worker-cpu`).
+
+mod header;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use header::image_size;
+
+/// Why a media path or probe failed; the texts name the path.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MediaError {
+    /// A path that cannot be read or holds no media.
+    #[error("{path}: {detail}")]
+    Io { path: String, detail: String },
+    /// ffmpeg or ffprobe could not be run.
+    #[error("ffmpeg: {0}")]
+    Ffmpeg(String),
+    /// A file ffprobe could read but that is not a usable video.
+    #[error("{0}")]
+    NotVideo(String),
+}
+
+impl MediaError {
+    fn io(path: impl std::fmt::Display, detail: impl std::fmt::Display) -> MediaError {
+        MediaError::Io {
+            path: path.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
+
+/// Whether `path` names a PNG or JPEG file by its extension.
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// The image files of a `source.images` path: a folder (its PNG/JPEG files) or a
+/// glob, sorted by name.
+pub fn list_images(path: &str) -> Result<Vec<PathBuf>, MediaError> {
+    let p = Path::new(path);
+    let mut files: Vec<PathBuf> = if p.is_dir() {
+        std::fs::read_dir(p)
+            .map_err(|e| MediaError::io(path, e))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|f| f.is_file() && is_image(f))
+            .collect()
+    } else if path.contains(['*', '?', '[']) {
+        glob::glob(path)
+            .map_err(|e| MediaError::io(path, format!("bad glob pattern: {e}")))?
+            .filter_map(Result::ok)
+            .filter(|f| f.is_file())
+            .collect()
+    } else if p.is_file() {
+        vec![p.to_path_buf()]
+    } else {
+        return Err(MediaError::io(path, "no such file or folder"));
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(MediaError::io(path, "no PNG or JPEG files found"));
+    }
+    Ok(files)
+}
+
+/// The ffmpeg program: `SMARTPIPE_FFMPEG` or `ffmpeg` on PATH.
+pub fn ffmpeg_program() -> String {
+    std::env::var("SMARTPIPE_FFMPEG").unwrap_or_else(|_| "ffmpeg".into())
+}
+
+fn ffprobe_program() -> String {
+    std::env::var("SMARTPIPE_FFPROBE").unwrap_or_else(|_| "ffprobe".into())
+}
+
+/// Width, height and (if known) frame count of the first video stream.
+pub fn probe_video(path: &str) -> Result<(u32, u32, Option<u64>), MediaError> {
+    let out = Command::new(ffprobe_program())
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height,nb_frames",
+            "-of",
+            "csv=p=0",
+            path,
+        ])
+        .output()
+        .map_err(|e| {
+            MediaError::Ffmpeg(format!("cannot run ffprobe (is ffmpeg installed?): {e}"))
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or("").trim().to_string();
+    let fields: Vec<&str> = first.split(',').collect();
+    let parsed = match fields.as_slice() {
+        [w, h, rest @ ..] => w
+            .parse::<u32>()
+            .ok()
+            .zip(h.parse::<u32>().ok())
+            .map(|(w, h)| {
+                let frames = rest.first().and_then(|n| n.parse::<u64>().ok());
+                (w, h, frames)
+            }),
+        _ => None,
+    };
+    match parsed {
+        Some((w, h, frames)) if out.status.success() && w > 0 && h > 0 => Ok((w, h, frames)),
+        _ => Err(MediaError::NotVideo(format!(
+            "{path}: not a readable video ({})",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_images_of_a_folder_sorted_and_refuses_an_empty_one() {
+        let dir = std::env::temp_dir().join(format!("media-list-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for name in ["b.PNG", "a.jpg", "notes.txt"] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        let files = list_images(&dir.display().to_string()).unwrap();
+        let names: Vec<_> = files.iter().filter_map(|f| f.file_name()).collect();
+        assert_eq!(names, ["a.jpg", "b.PNG"]);
+        let empty = dir.join("empty");
+        std::fs::create_dir_all(&empty).unwrap();
+        let e = list_images(&empty.display().to_string()).unwrap_err();
+        assert!(e.to_string().contains("no PNG or JPEG files found"), "{e}");
+        let e = list_images("/no/such/folder").unwrap_err();
+        assert_eq!(e.to_string(), "/no/such/folder: no such file or folder");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,7 @@
+//! The commands of the CLI that are clients or drivers of the rooms below: `start`
+//! (followed or `--detach`), `status`, `stop`, `restart`, `logs`, `shutdown` (`ops`) and `bench`. The top room.
+
+pub mod bench;
+pub mod bench_stages;
+pub mod ops;
+pub mod start;

@@ -1,0 +1,236 @@
+//! `supervisor start`: a foreground start followed through the node's daemon, and
+//! `start --detach`; both find (or start) the daemon and send it the app.
+
+use super::ops::{supervisors, Found};
+use crate::control::client::request;
+use crate::control::StartRequest;
+use crate::env::runtime;
+use crate::plan::app::LoadedApp;
+use anyhow::Context;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+fn own_exe() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// The running daemon of this binary that takes apps, if any.
+fn find_daemon() -> Option<Found> {
+    let exe = own_exe();
+    supervisors()
+        .into_iter()
+        .find(|f| f.status.daemon && !f.status.closing && f.status.exe == exe)
+}
+
+/// The daemon to start an app into: the running one, or a new one (true) started under
+/// a lock so that concurrent starts agree on one daemon.
+fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<(Found, bool)> {
+    if let Some(d) = find_daemon() {
+        return Ok((d, false));
+    }
+    let base = runtime::ensure_user_dir()?;
+    let lock_path = base.join("daemon.lock");
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    // The lock is released when `_lock` is dropped.
+    let _lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| std::io::Error::from(errno))
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
+    if let Some(d) = find_daemon() {
+        return Ok((d, false));
+    }
+    let log_path = base.join("daemon.log");
+    let log = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("daemon");
+    if let Some(addr) = metrics_addr {
+        cmd.arg("--metrics-addr").arg(addr.to_string());
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: the closure only calls setsid (async-signal-safe, no allocation) between
+    // fork and exec; the daemon leaves our session and terminal.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let _ = nix::unistd::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("cannot start the daemon")?;
+    let pid = child.id();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "the daemon exited as it started ({status}); see {}",
+                log_path.display()
+            );
+        }
+        if let Some(d) = supervisors().into_iter().find(|f| f.status.pid == pid) {
+            return Ok((d, true));
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!(
+                "the daemon (pid {pid}) did not open its control socket within 20 s; see {}",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The largest `POST /apps` body `start --detach` sends (the API takes 64 KiB).
+const DETACH_BODY_MAX: usize = 60 * 1024;
+
+/// The request that starts `loaded` in the daemon, with absolute paths and this
+/// command's environment and working folder.
+fn start_request(
+    loaded: &LoadedApp,
+    run_dir: &Path,
+    startup_timeout_s: u64,
+    hang_after_ms: u64,
+) -> anyhow::Result<StartRequest> {
+    let env =
+        crate::env::appenv::AppEnv::of_this_process().context("cannot read the current folder")?;
+    Ok(StartRequest {
+        file: std::path::absolute(&loaded.file)
+            .with_context(|| format!("cannot resolve {}", loaded.file.display()))?,
+        run_dir: std::path::absolute(run_dir)
+            .with_context(|| format!("cannot resolve {}", run_dir.display()))?,
+        startup_timeout_s,
+        hang_after_ms,
+        env: Some(env.vars),
+        cwd: Some(env.cwd),
+    })
+}
+
+/// [`daemon_for_start`], saying when `--metrics-addr` comes too late to apply.
+fn daemon_noting_metrics(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<Found> {
+    let (daemon, fresh) = daemon_for_start(metrics_addr)?;
+    if !fresh && metrics_addr.is_some() {
+        eprintln!(
+            "note: the daemon (pid {}) runs already; --metrics-addr applies only when it starts",
+            daemon.status.pid
+        );
+    }
+    Ok(daemon)
+}
+
+/// `start` in the foreground: the app runs in the node's daemon (started when none
+/// runs) and this command follows it to its end ([`crate::control::follow`]).
+pub fn start_followed(
+    loaded: &LoadedApp,
+    run_dir: &Path,
+    startup_timeout_s: u64,
+    hang_after_ms: u64,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let name = &loaded.spec.name;
+    refuse_if_running(name)?;
+    let start = start_request(loaded, run_dir, startup_timeout_s, hang_after_ms)?;
+    // A daemon may be exiting (its last app just ended) as we ask: then ask a new one.
+    for attempt in 0..2 {
+        let daemon = daemon_noting_metrics(metrics_addr)?;
+        let sock = daemon
+            .sock
+            .parent()
+            .map(|dir| dir.join(crate::control::follow::SOCKET))
+            .unwrap_or_default();
+        match crate::control::follow::follow(&sock, &start) {
+            Ok(code) => return Ok(code),
+            Err(
+                crate::control::follow::FollowError::Unreachable { .. }
+                | crate::control::follow::FollowError::Closing,
+            ) if attempt == 0 => {}
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        }
+    }
+    anyhow::bail!("no daemon took app '{name}'")
+}
+
+/// An app of that name running in any supervisor of this user is an error.
+fn refuse_if_running(name: &str) -> anyhow::Result<()> {
+    if let Some(f) = supervisors()
+        .into_iter()
+        .find(|f| f.status.apps.iter().any(|a| a.name == name))
+    {
+        anyhow::bail!(
+            "app '{name}' already runs (supervisor pid {}); stop it first with `supervisor stop {name}`",
+            f.status.pid
+        );
+    }
+    Ok(())
+}
+
+/// `start --detach`: send the app to the daemon (starting one when none runs) and
+/// report what it answered.
+pub fn start_detached(
+    loaded: &LoadedApp,
+    run_dir: &Path,
+    startup_timeout_s: u64,
+    hang_after_ms: u64,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let name = &loaded.spec.name;
+    refuse_if_running(name)?;
+    let start = start_request(loaded, run_dir, startup_timeout_s, hang_after_ms)?;
+    let mut body = serde_json::to_string(&start)?;
+    if body.len() > DETACH_BODY_MAX {
+        // The control API takes 64 KiB of body: an environment that large goes with the
+        // settings SmartPipe and its stages read, not whole.
+        let mut start = start;
+        if let Some(vars) = start.env.as_mut() {
+            vars.retain(|k, _| {
+                [
+                    "SMARTPIPE_",
+                    "ORT_",
+                    "CUDA_",
+                    "LD_",
+                    "PYTHON",
+                    "OMP_",
+                    "RUST_",
+                ]
+                .iter()
+                .any(|p| k.starts_with(p))
+                    || ["PATH", "HOME", "USER", "LANG", "TMPDIR"].contains(&k.as_str())
+            });
+        }
+        body = serde_json::to_string(&start)?;
+        eprintln!(
+            "note: this environment is too large to send whole; the app gets its SMARTPIPE_*, ORT_*, CUDA_*, LD_*, PYTHON*, OMP_*, RUST_*, PATH, HOME, USER, LANG and TMPDIR (a foreground start sends it whole)"
+        );
+    }
+    let wait = Duration::from_secs(startup_timeout_s + 30);
+    // A daemon may be exiting (its last app just ended) as we ask: then ask a new one.
+    for attempt in 0..2 {
+        let daemon = daemon_noting_metrics(metrics_addr)?;
+        let answer = request(&daemon.sock, "POST", "/apps", Some(&body), wait);
+        match answer {
+            Ok((200, message)) => {
+                println!(
+                    "{}\nsee `supervisor status`, `supervisor logs {name}/TASK`; stop it with `supervisor stop {name}`",
+                    message.trim_end()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Ok((503, _)) | Ok((0, _)) | Err(_) if attempt == 0 => continue,
+            Ok((_, message)) => anyhow::bail!("{}", message.trim_end()),
+            Err(e) => return Err(e.context("the daemon did not answer")),
+        }
+    }
+    anyhow::bail!("no daemon took app '{name}'")
+}

@@ -1,0 +1,367 @@
+//! The control API of a running supervisor: HTTP/1.1 + JSON (actix-web, [`server`]) on a
+//! Unix socket in its runtime dir (dir 0700, socket 0600, peer uid checked with
+//! SO_PEERCRED), and the Prometheus metrics also on a loopback TCP port when asked.
+//!
+//! A supervisor hosts apps in a [`Registry`]: a foreground `start` hosts one, the daemon
+//! (`start --detach`) hosts every app sent to it. Routes:
+//! `GET /status` ([`SupervisorStatus`]), `GET /metrics`, `POST /stop` (drain every app),
+//! `POST /shutdown` (drain every app and take no new one; the supervisor then exits),
+//! `POST /apps` (daemon only: start an app, body [`StartRequest`]),
+//! `POST /apps/NAME/stop`, `POST /apps/NAME/restart` (body `{"task": T, "replica": N}`).
+
+// The room's modules (docs/architecture.md: the rooms and their order).
+pub mod autoprofile;
+pub mod daemon;
+pub mod follow;
+pub mod profiling;
+
+use crate::observe::prometheus::render_metrics;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+pub use crate::observe::live::{ChangeRequest, LiveApp, LiveChange, RestartRequest};
+pub mod client;
+mod live_changes;
+mod server;
+pub use live_changes::MAX_THREADS;
+use live_changes::{restart, set_rate, set_threads};
+pub use server::Request;
+
+/// How long the API waits for an app's run loop to answer a restart.
+pub const RESTART_WAIT: Duration = Duration::from_secs(30);
+
+/// What `GET /status` answers: the supervisor and every app it hosts.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SupervisorStatus {
+    pub pid: u32,
+    /// The daemon of `start --detach` (takes apps through `POST /apps`).
+    pub daemon: bool,
+    /// Shutting down: it takes no new app and exits once its apps have ended.
+    pub closing: bool,
+    /// The executable it runs (a daemon only takes apps from the same binary).
+    pub exe: String,
+    pub apps: Vec<LiveApp>,
+}
+
+/// The body of `POST /apps`: an app file for the daemon to validate, admit and run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartRequest {
+    /// Absolute path of the app file.
+    pub file: PathBuf,
+    /// Absolute run dir (logs, outputs, plan, summary, report, supervisor.log).
+    pub run_dir: PathBuf,
+    pub startup_timeout_s: u64,
+    pub hang_after_ms: u64,
+    /// The environment of the `start` that sent the app: its settings (`SMARTPIPE_*`,
+    /// `ORT_*`, `PATH`, …) and its stages' environment. Absent: the daemon's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// The working folder of that `start` (its stages run there). Absent: the daemon's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+}
+
+/// An API error: the HTTP status and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Starts apps sent through `POST /apps` (the daemon's); answers a message for people.
+pub trait Launcher: Send + Sync {
+    fn launch(&self, request: StartRequest) -> Result<String, ApiError>;
+}
+
+/// One app a supervisor hosts: what the API shows, the flag that drains it (a second
+/// set stops it at once, like a second signal) and its task names.
+pub struct Hosted {
+    pub live: Arc<Mutex<LiveApp>>,
+    pub stop: Arc<AtomicBool>,
+    pub tasks: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("an app named '{0}' already runs in this supervisor (stop it first)")]
+    NameTaken(String),
+    #[error("the supervisor is shutting down and takes no new app")]
+    Closing,
+}
+
+#[derive(Default)]
+struct Hosting {
+    apps: BTreeMap<String, Hosted>,
+    closing: bool,
+    ever_hosted: bool,
+    /// `POST /apps` requests being answered: the supervisor does not exit under them.
+    busy: usize,
+}
+
+/// A request in progress (see [`Registry::busy`]).
+pub struct Busy<'a>(&'a Registry);
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.lock().busy -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+/// The apps a supervisor hosts; waiters are woken whenever an app comes or goes.
+pub struct Registry {
+    daemon: bool,
+    state: Mutex<Hosting>,
+    changed: Condvar,
+}
+
+impl Registry {
+    pub fn new(daemon: bool) -> Self {
+        Registry {
+            daemon,
+            state: Mutex::new(Hosting::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hosting> {
+        // A panic while holding the lock leaves consistent data (every update is one
+        // insert or remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take an app in, unless one of that name runs or the supervisor is closing.
+    pub fn host(&self, name: &str, app: Hosted) -> Result<(), HostError> {
+        let mut s = self.lock();
+        if s.closing {
+            return Err(HostError::Closing);
+        }
+        if s.apps.contains_key(name) {
+            return Err(HostError::NameTaken(name.to_string()));
+        }
+        s.apps.insert(name.to_string(), app);
+        s.ever_hosted = true;
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// The app ended: forget it.
+    pub fn remove(&self, name: &str) {
+        self.lock().apps.remove(name);
+        self.changed.notify_all();
+    }
+
+    /// Drain one app; false when none has that name.
+    pub fn stop_app(&self, name: &str) -> bool {
+        let s = self.lock();
+        match s.apps.get(name) {
+            Some(app) => {
+                app.stop.store(true, Ordering::SeqCst);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Drain every app; returns their names.
+    pub fn stop_all(&self) -> Vec<String> {
+        let s = self.lock();
+        for app in s.apps.values() {
+            app.stop.store(true, Ordering::SeqCst);
+        }
+        s.apps.keys().cloned().collect()
+    }
+
+    /// Take no new app and drain every app.
+    pub fn close(&self) -> Vec<String> {
+        self.lock().closing = true;
+        self.changed.notify_all();
+        self.stop_all()
+    }
+
+    /// Mark a request in progress until the guard drops: [`Registry::close_if_idle`]
+    /// waits for it (a start request must get its answer).
+    pub fn busy(&self) -> Busy<'_> {
+        self.lock().busy += 1;
+        Busy(self)
+    }
+
+    /// Close when no app runs, no request is in progress, and either an app has run,
+    /// the supervisor is closing, or `idle_too_long`; true when closed (atomic with
+    /// [`Registry::host`]).
+    pub fn close_if_idle(&self, idle_too_long: bool) -> bool {
+        let mut s = self.lock();
+        if s.apps.is_empty() && s.busy == 0 && (s.ever_hosted || s.closing || idle_too_long) {
+            s.closing = true;
+            return true;
+        }
+        false
+    }
+
+    /// Wait until an app comes or goes, or `timeout`.
+    pub fn wait_changed(&self, timeout: Duration) {
+        let s = self.lock();
+        let _ = self.changed.wait_timeout(s, timeout);
+    }
+
+    pub fn status(&self) -> SupervisorStatus {
+        let s = self.lock();
+        SupervisorStatus {
+            pid: std::process::id(),
+            daemon: self.daemon,
+            closing: s.closing,
+            exe: std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            apps: s.apps.values().map(|a| snapshot(&a.live)).collect(),
+        }
+    }
+
+    fn lookup(&self, name: &str) -> Option<(Arc<Mutex<LiveApp>>, Vec<String>)> {
+        self.lock()
+            .apps
+            .get(name)
+            .map(|a| (a.live.clone(), a.tasks.clone()))
+    }
+
+    fn metrics(&self) -> String {
+        render_metrics(&self.status().apps)
+    }
+}
+
+/// The socket of a supervisor's runtime dir.
+pub fn socket_path(runtime_dir: &Path) -> PathBuf {
+    runtime_dir.join("control.sock")
+}
+
+/// Serve the API until the process ends. `launcher` takes `POST /apps` (the daemon's).
+/// Both listeners run under the limits of [`server`] (sizes, deadlines, connection caps).
+pub fn serve(
+    runtime_dir: &Path,
+    registry: Arc<Registry>,
+    launcher: Option<Arc<dyn Launcher>>,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<PathBuf> {
+    let path = socket_path(runtime_dir);
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let uid = nix::unistd::getuid().as_raw();
+    let tcp = match metrics_addr {
+        Some(addr) => {
+            if !addr.ip().is_loopback() {
+                anyhow::bail!("--metrics-addr must be a loopback address, got {addr}");
+            }
+            let tcp = std::net::TcpListener::bind(addr)?;
+            eprintln!("metrics on http://{}/metrics", tcp.local_addr()?);
+            Some(tcp)
+        }
+        None => None,
+    };
+    // The peer's uid is checked as a connection is accepted, before it is read.
+    server::start(listener, uid, tcp, registry, launcher)?;
+    Ok(path)
+}
+
+fn snapshot(state: &Mutex<LiveApp>) -> LiveApp {
+    state.lock().map(|s| s.clone()).unwrap_or_default()
+}
+
+/// The uid of the process at the other end of a Unix socket.
+pub fn peer_uid(conn: &UnixStream) -> Option<u32> {
+    nix::sys::socket::getsockopt(conn, nix::sys::socket::sockopt::PeerCredentials)
+        .ok()
+        .map(|cred| cred.uid())
+}
+
+const ROUTES: &str = "routes: GET /status, GET /metrics, POST /stop, POST /shutdown, POST /apps, \
+POST /apps/NAME/stop, POST /apps/NAME/restart, POST /apps/NAME/rate, POST /apps/NAME/threads\n";
+
+fn text(code: u16, message: impl Into<String>) -> (u16, &'static str, String) {
+    let mut message = message.into();
+    if !message.ends_with('\n') {
+        message.push('\n');
+    }
+    (code, "text/plain", message)
+}
+
+fn route(
+    req: &Request,
+    registry: &Registry,
+    launcher: Option<&dyn Launcher>,
+) -> (u16, &'static str, String) {
+    let app_route = req
+        .target
+        .strip_prefix("/apps/")
+        .and_then(|rest| rest.split_once('/'));
+    match (req.method.as_str(), req.target.as_str(), app_route) {
+        ("GET", "/status", _) => (
+            200,
+            "application/json",
+            serde_json::to_string(&registry.status()).unwrap_or_default(),
+        ),
+        ("GET", "/metrics", _) => (200, "text/plain; version=0.0.4", registry.metrics()),
+        ("POST", "/stop", _) => (
+            202,
+            "application/json",
+            serde_json::json!({ "draining": registry.stop_all() }).to_string(),
+        ),
+        ("POST", "/shutdown", _) => (
+            202,
+            "application/json",
+            serde_json::json!({ "draining": registry.close(), "closing": true }).to_string(),
+        ),
+        ("POST", "/apps", _) => match launcher {
+            None => text(
+                405,
+                "this supervisor runs one app in the foreground; `supervisor start APP.json --detach` starts apps into the daemon",
+            ),
+            Some(launcher) => match serde_json::from_slice::<StartRequest>(&req.body) {
+                Err(e) => text(400, format!("bad start request: {e}")),
+                Ok(start) => match launcher.launch(start) {
+                    Ok(message) => text(200, message),
+                    Err(e) => text(e.code, e.message),
+                },
+            },
+        },
+        ("POST", _, Some((name, "stop"))) => {
+            if registry.stop_app(name) {
+                text(202, format!("draining app '{name}'"))
+            } else {
+                text(404, format!("no app '{name}' runs in this supervisor"))
+            }
+        }
+        ("POST", _, Some((name, "rate"))) => match set_rate(registry, name, &req.body) {
+            Ok(message) => text(200, message),
+            Err(e) => text(e.code, e.message),
+        },
+        ("POST", _, Some((name, "threads"))) => match set_threads(registry, name, &req.body) {
+            Ok(message) => text(200, message),
+            Err(e) => text(e.code, e.message),
+        },
+        ("POST", _, Some((name, "restart"))) => match restart(registry, name, &req.body) {
+            Ok(message) => text(200, message),
+            Err(e) => text(e.code, e.message),
+        },
+        _ => text(404, ROUTES),
+    }
+}
+
+#[cfg(test)]
+mod tests;

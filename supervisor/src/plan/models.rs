@@ -1,0 +1,194 @@
+//! Finding the model manifest and files for an app's model tasks, and checking them
+//! before anything starts: an unknown model or a missing file is an error that names
+//! the task.
+
+use anyhow::{anyhow, Context};
+use protocol::spec::{AppSpec, TaskKind};
+use std::path::{Path, PathBuf};
+
+/// Where the manifest and the model files are.
+#[derive(Debug, Clone)]
+pub struct ModelStore {
+    pub manifest_path: PathBuf,
+    pub models_dir: PathBuf,
+    pub manifest: vision::manifest::Manifest,
+}
+
+/// A model the GPU agent hosts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostedModel {
+    pub name: String,
+    pub path: String,
+    pub bytes: u64,
+    /// Most batch rows per run (a super-resolution model's `tiles_per_run`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_rows: Option<usize>,
+    /// The outputs the manifest declares (the agent asks ONNX Runtime for these only).
+    pub outputs: Vec<String>,
+}
+
+fn uses_models(app: &AppSpec) -> bool {
+    app.tasks
+        .iter()
+        .any(|t| protocol::functions::uses_model(&t.function))
+}
+
+/// Where the manifest may be, in order (see [`locate`]).
+pub fn manifest_candidates(app_file: &Path) -> Vec<PathBuf> {
+    let app_dir = app_file
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    crate::env::appenv::var_os("SMARTPIPE_MANIFEST")
+        .map(crate::env::appenv::in_cwd)
+        .into_iter()
+        .chain([
+            app_dir.join("models.json"),
+            crate::env::appenv::in_cwd("apps/models.json"),
+        ])
+        .collect()
+}
+
+/// Locate the manifest: `$SMARTPIPE_MANIFEST`, else `models.json` beside the app file,
+/// else `apps/models.json` under the current folder. Models: `$SMARTPIPE_MODELS_DIR`,
+/// else `.smartpipe/models` beside the manifest's folder.
+pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStore>> {
+    if !uses_models(app) {
+        return Ok(None);
+    }
+    let candidates = manifest_candidates(app_file);
+    let manifest_path = candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow!(
+                "the app uses models but no model manifest was found (looked at {}); set SMARTPIPE_MANIFEST",
+                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            )
+        })?;
+    let manifest = vision::manifest::Manifest::load(&manifest_path)
+        .with_context(|| format!("model manifest {}", manifest_path.display()))?;
+    let models_dir = crate::env::appenv::var_os("SMARTPIPE_MODELS_DIR")
+        .map(crate::env::appenv::in_cwd)
+        .unwrap_or_else(|| {
+            manifest_path
+                .canonicalize()
+                .unwrap_or_else(|_| manifest_path.clone())
+                .parent()
+                .and_then(Path::parent)
+                .unwrap_or(Path::new("."))
+                .join(".smartpipe/models")
+        });
+    let store = ModelStore {
+        manifest_path,
+        models_dir,
+        manifest,
+    };
+    for (i, t) in app.tasks.iter().enumerate() {
+        if !protocol::functions::uses_model(&t.function) {
+            continue;
+        }
+        let name = t.params.get("model").and_then(|v| v.as_str()).unwrap_or("");
+        let path = store
+            .manifest
+            .model_path(name, &store.models_dir)
+            .map_err(|e| anyhow!("tasks[{i}] ({}).params.model: {e}", t.name))?;
+        if !path.is_file() {
+            return Err(anyhow!(
+                "tasks[{i}] ({}).params.model: the file of model '{name}' is missing ({}); run scripts/provision.sh",
+                t.name,
+                path.display()
+            ));
+        }
+    }
+    Ok(Some(store))
+}
+
+/// The distinct models of the app's GPU tasks, with their files and sizes.
+pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedModel>> {
+    let mut out: Vec<HostedModel> = Vec::new();
+    for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Gpu) {
+        let name = t
+            .params
+            .get("model")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        if out.iter().any(|m| m.name == name) {
+            continue;
+        }
+        let path = store.manifest.model_path(&name, &store.models_dir)?;
+        let bytes = std::fs::metadata(&path)
+            .map(|m| m.len())
+            .with_context(|| format!("{}", path.display()))?;
+        let entry = store.manifest.model(&name)?;
+        let max_rows = entry.max_rows_per_run();
+        let outputs = entry.outputs.iter().map(|o| o.name.clone()).collect();
+        out.push(HostedModel {
+            name,
+            path: path.display().to_string(),
+            bytes,
+            max_rows,
+            outputs,
+        });
+    }
+    Ok(out)
+}
+
+/// The synthetic task of the GPU agent: the device, the models it hosts, its budget.
+pub fn agent_task(
+    app: &protocol::spec::AppSpec,
+    store: &crate::plan::models::ModelStore,
+) -> anyhow::Result<protocol::spec::TaskSpec> {
+    let models = hosted(app, store)?;
+    let budget = app.constraints.gpus.first().map(|g| g.memory_mb);
+    device_agent_task(
+        &crate::plan::device(),
+        serde_json::to_value(&models)?,
+        budget,
+    )
+}
+
+/// The task of `device`'s agent hosting `models`: its budget is `budget_mb`, else (on
+/// CUDA) the card's memory; `cpu:0` without one: unlimited. Also the node's shared agent
+/// (no models until apps attach, no budget of an app's).
+pub fn device_agent_task(
+    device: &str,
+    models: serde_json::Value,
+    budget_mb: Option<u64>,
+) -> anyhow::Result<protocol::spec::TaskSpec> {
+    let mut params = serde_json::Map::new();
+    params.insert("device".into(), serde_json::json!(device));
+    params.insert("models".into(), models);
+    let detected = crate::plan::detected_device();
+    let device_memory = if device == detected.device {
+        detected.memory_mb
+    } else {
+        None
+    };
+    if let Some(budget) = budget_mb.or(device_memory) {
+        params.insert("budget_mb".into(), serde_json::json!(budget));
+    }
+    params.insert(
+        "threads".into(),
+        serde_json::json!(crate::plan::agent_threads(device)),
+    );
+    params.insert(
+        "executors".into(),
+        serde_json::json!(crate::plan::agent_executors(device)),
+    );
+    Ok(protocol::spec::TaskSpec {
+        planned: false,
+        name: format!("gpu-agent-{}", device.replace(':', "")),
+        kind: TaskKind::Gpu,
+        function: protocol::functions::AGENT_FUNCTION.into(),
+        program: None,
+        params,
+        inputs: vec![],
+        batch: None,
+        replicas: None,
+        restart: None,
+    })
+}

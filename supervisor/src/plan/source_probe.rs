@@ -1,0 +1,152 @@
+//! The largest frame a source emits (its images' headers, or ffprobe of its video), remembered per
+//! process while the source's files keep their sizes and modification times. `supervisor plan`
+//! builds the static plan several times per command (its own table, each strategy, admission,
+//! brute force) and the daemon plans every app it starts: without the memo each build spawned
+//! ffprobe again, or read every image header of a folder again.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use protocol::functions::{self, Builtin};
+use protocol::limits::Limits;
+
+use media::{image_size, list_images, probe_video};
+
+/// Width × height of the largest frame `function` (`source.images` or `source.video`) reads
+/// from `path`; an error says why the source cannot be read. Images over the pixel limit
+/// are left out (the head refuses them as bad input, naming their sizes): one bomb in a
+/// folder must not size the pool of every other image.
+pub fn largest_frame(function: &str, path: &str, limits: &Limits) -> Result<(u64, u64), String> {
+    let files = match function {
+        _ if is_images(function) => list_images(path).map_err(|e| e.to_string())?,
+        _ => vec![PathBuf::from(path)],
+    };
+    let key = (function.to_string(), path.to_string());
+    // A different pixel limit leaves out different images: probe again.
+    let print = fingerprint(&files) ^ limits.max_pixels.rotate_left(17);
+    memo().get_or_probe(key, print, || probe(function, path, &files, limits))
+}
+
+fn is_images(function: &str) -> bool {
+    functions::builtin(function) == Some(Builtin::SourceImages)
+}
+
+fn probe(
+    function: &str,
+    path: &str,
+    files: &[PathBuf],
+    limits: &Limits,
+) -> Result<(u64, u64), String> {
+    if is_images(function) {
+        let largest = files
+            .iter()
+            .filter_map(|f| image_size(f))
+            .map(|(w, h)| (u64::from(w), u64::from(h)))
+            .filter(|(w, h)| limits.check_frame("", *w, *h).is_ok())
+            .max_by_key(|(w, h)| u128::from(*w) * u128::from(*h));
+        return Ok(largest.unwrap_or((1, 1)));
+    }
+    let (w, h, _) = probe_video(path).map_err(|e| e.to_string())?;
+    Ok((u64::from(w), u64::from(h)))
+}
+
+/// The files' paths, sizes and modification times, hashed.
+fn fingerprint(files: &[PathBuf]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for f in files {
+        f.hash(&mut h);
+        if let Ok(m) = std::fs::metadata(f) {
+            m.len().hash(&mut h);
+            m.modified().ok().hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+/// A source: its function and path.
+type Key = (String, String);
+/// Width × height of a frame.
+type Frame = (u64, u64);
+
+/// Probe results by source, with the fingerprint of the files they were probed from.
+#[derive(Default)]
+struct Memo(Mutex<HashMap<Key, (u64, Frame)>>);
+
+impl Memo {
+    fn get_or_probe(
+        &self,
+        key: Key,
+        fingerprint: u64,
+        probe: impl FnOnce() -> Result<Frame, String>,
+    ) -> Result<Frame, String> {
+        let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(&(fp, frame)) = lock().get(&key) {
+            if fp == fingerprint {
+                return Ok(frame);
+            }
+        }
+        // Probe without the lock (ffprobe takes a while); errors are not remembered.
+        let frame = probe()?;
+        lock().insert(key, (fingerprint, frame));
+        Ok(frame)
+    }
+}
+
+fn memo() -> &'static Memo {
+    static MEMO: OnceLock<Memo> = OnceLock::new();
+    MEMO.get_or_init(Memo::default)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+
+    #[test]
+    fn a_source_is_probed_again_only_when_its_files_change() {
+        let memo = Memo::default();
+        let probes = Cell::new(0);
+        let probe = |frame| {
+            probes.set(probes.get() + 1);
+            Ok(frame)
+        };
+        let key = || ("source.video".to_string(), "a.mp4".to_string());
+        assert_eq!(
+            memo.get_or_probe(key(), 1, || probe((640, 480))),
+            Ok((640, 480))
+        );
+        assert_eq!(
+            memo.get_or_probe(key(), 1, || probe((1, 1))),
+            Ok((640, 480))
+        );
+        assert_eq!(probes.get(), 1);
+        assert_eq!(
+            memo.get_or_probe(key(), 2, || probe((1280, 720))),
+            Ok((1280, 720))
+        );
+        assert_eq!(probes.get(), 2);
+        let failed = memo.get_or_probe(("x".into(), "y".into()), 1, || Err("gone".into()));
+        assert_eq!(failed, Err("gone".to_string()));
+        assert_eq!(
+            memo.get_or_probe(("x".into(), "y".into()), 1, || probe((2, 2))),
+            Ok((2, 2)),
+            "an error is not remembered"
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_follows_a_files_size() {
+        let dir = std::env::temp_dir().join(format!("source-probe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("v.mp4");
+        std::fs::write(&f, b"short").unwrap();
+        let before = fingerprint(std::slice::from_ref(&f));
+        assert_eq!(before, fingerprint(std::slice::from_ref(&f)));
+        std::fs::write(&f, b"a longer video").unwrap();
+        assert_ne!(before, fingerprint(std::slice::from_ref(&f)));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

@@ -1,0 +1,211 @@
+//! The end of a run: what every replica reported (the heads' announced items, the tails'
+//! deliveries, restarted tails' earlier counts added), the summary with its quota check,
+//! restarts, holds and outcome, and the files a run leaves (`summary.json`, `report.html`).
+
+use super::run_loop::RunLoop;
+use super::RunOutcome;
+use crate::observe::summary::{Summary, TailReports};
+use crate::run::replica::Replica;
+use protocol::messages::{SourceTotal, StageMetrics, StageReport};
+use protocol::spec::{ServiceType, TaskKind};
+use std::collections::BTreeMap;
+
+impl RunLoop<'_> {
+    /// Summarise the ended run and write its summary and report.
+    pub fn finish(mut self) -> RunOutcome {
+        let app = &self.loaded.spec;
+        let wall_s = self.started.elapsed().as_secs_f64();
+        self.progress.finish();
+        let replicas = &self.run.replicas;
+        let totals: Vec<StageMetrics> = replicas.iter().map(|r| r.total_metrics()).collect();
+        self.timeline.sample(totals.iter(), true);
+        let stage_metrics: BTreeMap<String, StageMetrics> = replicas
+            .iter()
+            .map(|r| (r.label.clone(), r.total_metrics()))
+            .collect();
+        let announced = self.announced();
+        let tail_reports = tail_reports(replicas);
+        let tails: Vec<TailReports<'_>> = app
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.kind == TaskKind::Tail)
+            .map(|(i, t)| TailReports {
+                task: t.name.clone(),
+                reports: tail_reports
+                    .iter()
+                    .filter(|(task, _)| *task == i)
+                    .map(|(_, rep)| rep)
+                    .collect(),
+            })
+            .collect();
+        let mut summary = Summary::build(&app.name, wall_s, &announced, &tails, stage_metrics);
+        summary.check_quota(&app.quota);
+        self.fill(&mut summary);
+        if let Some(why) = nothing_delivered(app, &summary) {
+            tracing::error!("{why}");
+            self.failure.get_or_insert(why);
+        }
+        summary.outcome = match (&self.failure, self.phase.drained()) {
+            (Some(_), _) => "failed".into(),
+            (None, true) => "drained after a signal".into(),
+            (None, false) => "finished".into(),
+        };
+        let _ = std::fs::write(
+            self.opts.run_dir.join("summary.json"),
+            serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+        );
+        self.write_report(&summary, &tails);
+        RunOutcome {
+            summary,
+            error: self.failure.take(),
+        }
+    }
+
+    /// Items each head source announced: its report, or, for a head stopped or failed
+    /// before its report, what its heartbeats counted.
+    fn announced(&self) -> BTreeMap<String, u64> {
+        let mut announced: BTreeMap<String, u64> = BTreeMap::new();
+        for r in self
+            .run
+            .replicas
+            .iter()
+            .filter(|r| r.kind == TaskKind::Head)
+        {
+            match &r.report {
+                Some(rep) => {
+                    for t in &rep.announced {
+                        announced.insert(t.source.clone(), t.total);
+                    }
+                }
+                None => {
+                    let m = r.total_metrics();
+                    let seen = m.items_out + m.lost.iter().sum::<u64>();
+                    let source = self.run.wiring.task_name(r.task);
+                    *announced.entry(source).or_insert(0) += seen;
+                }
+            }
+        }
+        announced
+    }
+
+    /// The summary's restarts, bad messages, tuning, holds, constraints and places.
+    fn fill(&mut self, summary: &mut Summary) {
+        let replicas = &self.run.replicas;
+        summary.restarts = replicas
+            .iter()
+            .filter(|r| r.incarnation > 0)
+            .map(|r| (r.label.clone(), r.incarnation))
+            .collect();
+        summary.bad_messages = replicas
+            .iter()
+            .filter(|r| r.bad_messages > 0)
+            .map(|r| (r.label.clone(), r.bad_messages))
+            .collect();
+        summary.restart_to_first_output_ms = self.run.first_output_ms.clone();
+        summary.reclaimed_holds = self.run.reclaimed;
+        summary.retunes = std::mem::take(&mut self.tuning.retunes);
+        summary.rescales = std::mem::take(&mut self.tuning.rescales);
+        // No process runs any more: what no holder accounts for is a killed process's.
+        self.run.leaks.step(&self.run.wiring, true);
+        summary.repaired_holds = self.run.leaks.repaired;
+        let (free, slots) = self.run.wiring.free_slots();
+        summary.slots_held_at_end = slots - free;
+        summary.slots_held_report = self.run.wiring.held_report();
+        for line in &summary.slots_held_report {
+            tracing::warn!("held after every process ended: {line}");
+        }
+        summary.run_dir = self.opts.run_dir.display().to_string();
+        summary.constraints = self.constraints.clone();
+        summary.out_of_memory = std::mem::take(&mut self.out_of_memory);
+        // Every process has been reaped: the cgroup can go.
+        self.cgroup = Err("removed at the end of the run".into());
+        summary.app_file = self.loaded.file.display().to_string();
+    }
+
+    /// `report.html`: the plan, the summary, the timeline, latencies and arrivals.
+    fn write_report(&self, summary: &Summary, tails: &[TailReports<'_>]) {
+        let mut latencies = Vec::new();
+        let mut arrivals = Vec::new();
+        for t in tails {
+            for r in &t.reports {
+                latencies.extend_from_slice(&r.latencies_ms);
+                arrivals.extend(
+                    r.arrivals_ns
+                        .iter()
+                        .map(|&a| a.saturating_sub(self.started_ns) as f64 / 1e9),
+                );
+            }
+        }
+        let page = crate::observe::report::render(&crate::observe::report::ReportData {
+            app: &self.loaded.spec,
+            plan: self.plan,
+            summary,
+            timeline: &self.timeline,
+            latencies_ms: &latencies,
+            arrivals_s: &arrivals,
+        });
+        if let Err(e) = std::fs::write(self.opts.run_dir.join("report.html"), page) {
+            tracing::warn!("cannot write report.html: {e}");
+        }
+    }
+}
+
+/// Every tail's report by task. A restarted tail's report counts only what its last
+/// process delivered: what the earlier ones did is added.
+fn tail_reports(replicas: &[Replica]) -> Vec<(usize, StageReport)> {
+    replicas
+        .iter()
+        .filter(|r| r.kind == TaskKind::Tail)
+        .map(|r| {
+            let mut rep = r.report.clone().unwrap_or_else(|| unreported_tail(r));
+            for (source, n) in &r.received_before {
+                match rep.received.iter_mut().find(|s| &s.source == source) {
+                    Some(s) => s.total += n,
+                    None => rep.received.push(SourceTotal {
+                        source: source.clone(),
+                        total: *n,
+                    }),
+                }
+            }
+            (r.task, rep)
+        })
+        .collect()
+}
+
+/// What a tail that ended without its report (it failed, or was stopped at once)
+/// delivered: its counters as its last heartbeat (sent also on a failure) had them,
+/// per source where its acknowledgements named one.
+fn unreported_tail(r: &Replica) -> StageReport {
+    let out = r.metrics.items_out;
+    let mut received = r.received.clone();
+    match received.as_mut_slice() {
+        [] if out > 0 => received.push(SourceTotal {
+            source: "(unreported)".into(),
+            total: out,
+        }),
+        [only] => only.total = only.total.max(out),
+        _ => {}
+    }
+    StageReport {
+        metrics: r.total_metrics(),
+        received,
+        ..StageReport::default()
+    }
+}
+
+/// A request-guarantee app whose every item was bad input delivered nothing it
+/// promised: that is a failure, not a finish.
+fn nothing_delivered(app: &protocol::spec::AppSpec, summary: &Summary) -> Option<String> {
+    let bad = summary.lost.get("bad_input").copied().unwrap_or(0);
+    (app.service_type == ServiceType::RequestGuarantee
+        && summary.items_in > 0
+        && summary.items_out == 0
+        && bad > 0)
+        .then(|| {
+            format!(
+                "nothing was delivered: all {} items were bad input (see the heads' logs); a request-guarantee app that delivers nothing has failed",
+                summary.items_in
+            )
+        })
+}
