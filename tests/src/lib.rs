@@ -11,9 +11,9 @@ use std::process::{Command, Output};
 const BINARIES: [(&str, &[&str]); 4] = [
     (
         "supervisor",
-        &["supervisor", "worker-cpu", "protocol", "vision"],
+        &["supervisor", "worker-cpu", "stage", "protocol", "vision"],
     ),
-    ("worker-cpu", &["worker-cpu", "protocol", "vision"]),
+    ("worker-cpu", &["worker-cpu", "stage", "protocol", "vision"]),
     ("worker-gpu", &["worker-gpu", "protocol", "vision"]),
     (
         "stage-invert",
