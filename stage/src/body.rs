@@ -65,6 +65,12 @@ impl<'n> Body<'n> {
         emit.send(self.node)
     }
 
+    /// Send several items whose payloads share slots of `shared` (a batch's one output
+    /// slot), the holds of all of them counted together.
+    pub fn send_all(&mut self, emits: Vec<Emit>, shared: Vec<Written>) -> Result<(), StageError> {
+        crate::send::send_all(self.node, emits, shared)
+    }
+
     /// Pass an item on untouched (zero copy).
     pub fn forward(&mut self, item: Item) -> Result<(), StageError> {
         self.send(Emit::of(item))

@@ -33,8 +33,9 @@ pub struct TensorRef<'a> {
 }
 
 impl Item {
-    /// Wrap a received envelope, holding every pool it references.
-    pub(crate) fn new(node: &Node, env: Envelope) -> Result<Item, StageError> {
+    /// Wrap a received envelope, holding every pool it references (for a role that
+    /// reads its own inbox, such as the GPU stage's batching; the loops do it for you).
+    pub fn new(node: &Node, env: Envelope) -> Result<Item, StageError> {
         let mut pools = HashMap::new();
         for r in env.payload.shm_refs() {
             if let std::collections::hash_map::Entry::Vacant(e) = pools.entry(r.pool) {

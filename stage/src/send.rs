@@ -187,54 +187,78 @@ impl Emit {
 
     /// Send it to every consumer, counting the holds (see the module's docs).
     pub(crate) fn send(self, node: &mut Node) -> Result<(), StageError> {
+        send_all(node, vec![self], Vec::new())
+    }
+}
+
+/// Send several items whose payloads may share slots (`shared`: e.g. one output slot
+/// holding the model outputs of every item of a batch), counting the holds of all of
+/// them together: per slot, one hold per reference per consumer.
+pub(crate) fn send_all(
+    node: &mut Node,
+    emits: Vec<Emit>,
+    mut shared: Vec<Written>,
+) -> Result<(), StageError> {
+    let consumers = i64::from(node.consumer_count());
+    let mut slots: BTreeMap<(u32, u32, u32), Slot> = BTreeMap::new();
+    let key = |r: &ShmRef| (r.pool, r.slot, r.generation);
+    let mut outgoing = Vec::with_capacity(emits.len());
+    for emit in emits {
         let Emit {
             meta,
             payload,
             inputs,
             mut written,
-        } = self;
-        let consumers = i64::from(node.consumer_count());
-        let mut slots: BTreeMap<(u32, u32, u32), Slot> = BTreeMap::new();
-        let key = |r: &ShmRef| (r.pool, r.slot, r.generation);
+        } = emit;
         for item in inputs {
             for r in item.take().payload.shm_refs() {
                 slots.entry(key(&r)).or_insert_with(|| Slot::new(r)).have += 1;
             }
         }
-        for w in &mut written {
-            slots
-                .entry(key(&w.shm))
-                .or_insert_with(|| Slot::new(w.shm))
-                .have += i64::from(w.holders);
-            // From here its holds are counted below.
-            w.sent = true;
-        }
+        shared.append(&mut written);
         for r in payload.shm_refs() {
             slots.entry(key(&r)).or_insert_with(|| Slot::new(r)).need += consumers;
         }
-        let mut unheld = None;
-        for slot in slots.values() {
-            if slot.need > 0 && slot.have == 0 {
-                unheld = Some(slot.r);
-                continue;
-            }
-            let pool = node.pool(slot.r.pool)?;
-            if slot.need > slot.have {
-                pool.add_holders(&slot.r, (slot.need - slot.have) as u32)?;
-            }
-            for _ in slot.need..slot.have {
-                pool.release(&slot.r)?;
-            }
+        outgoing.push((meta, payload));
+    }
+    for w in &mut shared {
+        slots
+            .entry(key(&w.shm))
+            .or_insert_with(|| Slot::new(w.shm))
+            .have += i64::from(w.holders);
+        // From here its holds are counted below.
+        w.sent = true;
+    }
+    let mut unheld = None;
+    for slot in slots.values() {
+        if slot.need > 0 && slot.have == 0 {
+            unheld = Some(slot.r);
+            continue;
         }
-        if let Some(r) = unheld {
-            return Err(StageError::Failed(format!(
-                "the item {}/{} to send references slot {} of pool {}, which this stage does not hold (name it as an input or a written slot)",
-                meta.source, meta.seq, r.slot, r.pool
-            )));
+        let pool = node.pool(slot.r.pool)?;
+        if slot.need > slot.have {
+            pool.add_holders(&slot.r, (slot.need - slot.have) as u32)?;
         }
-        if consumers == 0 {
-            return Ok(());
+        for _ in slot.need..slot.have {
+            pool.release(&slot.r)?;
         }
+    }
+    if let Some(r) = unheld {
+        let items: Vec<String> = outgoing
+            .iter()
+            .map(|(m, _)| format!("{}/{}", m.source, m.seq))
+            .collect();
+        return Err(StageError::Failed(format!(
+            "the item(s) {} to send reference slot {} of pool {}, which this stage does not hold (name it as an input or a written slot)",
+            items.join(", "),
+            r.slot,
+            r.pool
+        )));
+    }
+    if consumers == 0 {
+        return Ok(());
+    }
+    for (meta, payload) in outgoing {
         let env = Envelope {
             app: meta.app,
             source: meta.source,
@@ -243,8 +267,9 @@ impl Emit {
             hops: meta.hops,
             payload,
         };
-        Ok(node.send(env, meta.recv_ns)?)
+        node.send(env, meta.recv_ns)?;
     }
+    Ok(())
 }
 
 /// The holds of one slot: how many the stage has, how many the send needs.

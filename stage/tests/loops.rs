@@ -207,3 +207,95 @@ fn a_full_pool_gives_the_reason_its_policy_names() {
         .unwrap()
         .is_ok());
 }
+
+#[test]
+fn a_batch_sharing_one_output_slot_holds_it_once_per_output_per_consumer() {
+    let mut h = start("cpu", 2, ServiceType::BestEffort, 4);
+    let frames = [h.send_frame(0), h.send_frame(1)];
+    h.end(2);
+    let mut batch = Vec::new();
+    stage::body::run::<StageError, _>(&mut h.node, None, |_, item| {
+        batch.push(item);
+        Ok(())
+    })
+    .unwrap();
+    let mut body = stage::Body::new(&mut h.node);
+    let written = body
+        .write(24, |out| {
+            out.fill(7);
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+    let mut emits = Vec::new();
+    for (k, item) in batch.into_iter().enumerate() {
+        let frame = item.payload().clone();
+        let output = Payload::Tensor {
+            shm: written.part(12 * k as u64, 12).unwrap(),
+            dtype: stage::DType::U8,
+            shape: vec![12],
+        };
+        emits.push(Emit::of(item).payload(Payload::Batch(vec![frame, output])));
+    }
+    body.send_all(emits, vec![written]).unwrap();
+    for k in 0..2u16 {
+        let got = h.received(k as usize);
+        assert_eq!(got.len(), 2, "consumer {k} gets both items");
+        assert_eq!(got[1].payload.shm_refs()[0], frames[1], "frames pass on, no copy");
+        let holder = FIRST_CONSUMER_HOLDER + k;
+        assert_eq!(h.own_pool.holds_of(holder), 2, "one hold per output reference");
+        assert_eq!(h.up_pool.holds_of(holder), 2, "one hold per frame");
+    }
+    assert_eq!(h.own_pool.holds_of(NODE_HOLDER), 0);
+    assert_eq!(h.up_pool.holds_of(NODE_HOLDER), 0);
+}
+
+#[test]
+fn a_restarted_head_reads_but_does_not_resend_what_the_tails_have_and_sheds_on_a_full_pool() {
+    use protocol::messages::SourceTotal;
+    use stage::{Emitted, Head};
+    let resume = vec![SourceTotal {
+        source: "under-test".into(),
+        total: 2,
+    }];
+    let mut h = start_with("head", 1, ServiceType::BestEffort, 1, resume);
+    let mut head = Head::new(&h.node).unwrap();
+    assert_eq!(head.resume_from(), 2);
+    let mut emitted = Vec::new();
+    let mut filled = Vec::new();
+    for seq in 0..4u64 {
+        let got = head
+            .emit::<StageError>(
+                &mut h.node,
+                seq,
+                0,
+                12,
+                |buf| {
+                    buf.fill(seq as u8);
+                    filled.push(seq);
+                    Ok(())
+                },
+                |shm| Payload::Tensor {
+                    shm,
+                    dtype: stage::DType::U8,
+                    shape: vec![12],
+                },
+            )
+            .unwrap();
+        emitted.push(got);
+    }
+    assert_eq!(filled, vec![0, 1, 2, 3], "every item is read, sent or not");
+    assert_eq!(
+        emitted,
+        vec![
+            Emitted::Replayed,
+            Emitted::Replayed,
+            Emitted::Sent,
+            Emitted::Shed(NoSlot::Shed)
+        ]
+    );
+    let got = h.received(0);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].seq, 2);
+    assert_eq!(h.own_pool.read(&got[0].payload.shm_refs()[0]).unwrap(), &[2u8; 12]);
+}

@@ -14,7 +14,7 @@ const BINARIES: [(&str, &[&str]); 4] = [
         &["supervisor", "worker-cpu", "stage", "protocol", "vision"],
     ),
     ("worker-cpu", &["worker-cpu", "stage", "protocol", "vision"]),
-    ("worker-gpu", &["worker-gpu", "protocol", "vision"]),
+    ("worker-gpu", &["worker-gpu", "stage", "protocol", "vision"]),
     (
         "stage-invert",
         &["examples/stages/invert", "stage", "protocol"],

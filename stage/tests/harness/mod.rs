@@ -31,6 +31,17 @@ pub struct Harness {
 
 /// A stage of `kind` ("cpu" or "tail") with `consumers` consumer tasks.
 pub fn start(kind: &str, consumers: u32, service: ServiceType, slots: u32) -> Harness {
+    start_with(kind, consumers, service, slots, Vec::new())
+}
+
+/// [`start`], for a "head" too, with the resume points of a restarted stage.
+pub fn start_with(
+    kind: &str,
+    consumers: u32,
+    service: ServiceType,
+    slots: u32,
+    resume: Vec<SourceTotal>,
+) -> Harness {
     let mut holders = vec![NODE_HOLDER, UP_HOLDER];
     holders.extend((0..consumers as u16).map(|k| FIRST_CONSUMER_HOLDER + k));
     let up_pool = SlotPool::create(UP_POOL, slots, SLOT, &holders).unwrap();
@@ -60,7 +71,7 @@ pub fn start(kind: &str, consumers: u32, service: ServiceType, slots: u32) -> Ha
         replica: 0,
         replicas: 1,
         outputs: routes,
-        expected_eos: 1,
+        expected_eos: u32::from(kind != "head"),
         pools: vec![
             PoolInfo {
                 id: UP_POOL,
@@ -87,7 +98,7 @@ pub fn start(kind: &str, consumers: u32, service: ServiceType, slots: u32) -> Ha
         models_dir: None,
         holder: NODE_HOLDER,
         incarnation: 0,
-        resume: Vec::new(),
+        resume,
         resume_output_len: None,
     };
     let (server, name) = IpcOneShotServer::<UpWire>::new().unwrap();
