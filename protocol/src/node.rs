@@ -17,10 +17,12 @@ mod attach;
 mod commands;
 mod ending;
 mod heartbeat;
+mod slots;
 mod tail;
 
 use heartbeat::{source_totals, spawn_heartbeat};
 
+pub use slots::{NoSlot, SlotPolicy};
 use tail::Deliveries;
 pub use tail::SourceProgress;
 
@@ -136,6 +138,13 @@ impl Node {
             .map_err(|_| NodeError::NotSupervised(ENV_NONCE))?
             .parse()
             .map_err(|_| NodeError::Bootstrap(format!("{ENV_NONCE} is not a number")))?;
+        Node::bootstrap_with(&server, nonce, program)
+    }
+
+    /// [`Node::bootstrap`] with the bootstrap server's name and nonce given (the SDK's
+    /// tests play the supervisor in-process).
+    pub fn bootstrap_with(server: &str, nonce: u64, program: &str) -> Result<Node, NodeError> {
+        let server = server.to_string();
         let up = IpcSender::<UpWire>::connect(server.clone())
             .map_err(|e| NodeError::Bootstrap(format!("cannot connect to {server}: {e}")))?;
         let (reply_tx, reply_rx) =
@@ -297,66 +306,6 @@ impl Node {
             m.busy_sq_ms2 += (ns as f64 / 1e6).powi(2);
             observe(&mut m.service_buckets, ns as f64 / 1e9);
         });
-    }
-
-    /// Take an output slot for one item. Guaranteed apps wait (the source slows
-    /// down) while watching the inbox for `Stop`; best-effort apps get `None` at once
-    /// when no slot is free, and the caller sheds the item.
-    pub fn output_slot<'p>(
-        &mut self,
-        pool: &'p SlotPool,
-    ) -> Result<Option<SlotWriter<'p>>, NodeError> {
-        let holders = self.consumer_count();
-        self.output_slot_for(pool, holders)
-    }
-
-    /// Like [`Node::output_slot`], for a slot that will be referenced `holders` times.
-    pub fn output_slot_for<'p>(
-        &mut self,
-        pool: &'p SlotPool,
-        holders: u32,
-    ) -> Result<Option<SlotWriter<'p>>, NodeError> {
-        const POLL: Duration = Duration::from_millis(50);
-        let started = Instant::now();
-        // Guaranteed, or best effort with no latency quota: wait as long as it takes.
-        // Best effort: heads shed at once (their pool is sized for the rate), other
-        // stages wait up to `slot_wait_ms`.
-        let deadline =
-            if self.guaranteed() || self.setup.slot_wait_ms == crate::messages::SLOT_WAIT_FOREVER {
-                None
-            } else {
-                let limit = Duration::from_millis(u64::from(self.setup.slot_wait_ms));
-                if self.is_head() || limit.is_zero() {
-                    return Ok(pool.try_acquire(holders));
-                }
-                Some(started + limit)
-            };
-        loop {
-            let wait = match deadline {
-                None => POLL,
-                Some(d) => match d.checked_duration_since(Instant::now()) {
-                    Some(left) if !left.is_zero() => left.min(POLL),
-                    _ => return Ok(pool.try_acquire(holders)),
-                },
-            };
-            if let Some(w) = pool.acquire(holders, wait) {
-                let waited = started.elapsed().as_nanos() as u64;
-                self.metrics(|m| m.waiting_for_slot_ns += waited);
-                return Ok(Some(w));
-            }
-            // Heads' inboxes carry only commands; other stages get `Stop` behind their data
-            // (and the supervisor's SIGTERM follows), so only (guaranteed) heads look here.
-            // A drain is kept for the head's loop, and reading goes on: only the
-            // acknowledgements that follow it can free the slot this item waits for.
-            if self.is_head() {
-                while let Some(c) = self.read_command()? {
-                    if c == Command::Stop {
-                        return Err(NodeError::Stopped);
-                    }
-                    self.held_commands.push_back(c);
-                }
-            }
-        }
     }
 
     /// Whether this stage is a head (its inbox carries only commands).

@@ -187,7 +187,9 @@ fn arrow_ipc(py: Python<'_>, ret: &Bound<'_, PyAny>) -> PyResult<Option<Vec<u8>>
 /// The stage's context during one call: params, and output slots.
 #[pyclass(unsendable)]
 struct Ctx {
-    body: *mut Body,
+    /// The Body of the running call (its node borrow is erased to `'static`: the
+    /// pointer is set and cleared around each call, never used outside it).
+    body: *mut Body<'static>,
     pending: Option<Written>,
     shed: bool,
     params: Py<PyDict>,
@@ -266,14 +268,14 @@ fn call(
     py: Python<'_>,
     func: &Bound<'_, PyAny>,
     ctx: &Bound<'_, Ctx>,
-    body: &mut Body,
+    body: &mut Body<'_>,
     item: Item,
 ) -> Result<Output, StageError> {
     let py_item = Bound::new(py, PyItem { inner: Some(item) })
         .map_err(|e| StageError::Failed(e.to_string()))?;
     {
         let mut c = ctx.borrow_mut();
-        c.body = body as *mut Body;
+        c.body = (body as *mut Body<'_>).cast::<Body<'static>>();
         c.shed = false;
     }
     let result = func.call1((ctx.clone(), py_item.clone()));

@@ -1,78 +1,36 @@
-//! The body role: the one loop that feeds a user function item by item, sends what it
-//! returns, counts busy time and losses, and ends the stage the way the supervisor
-//! expects (finished, stopped or failed).
+//! The body role: the one loop that feeds a function item by item (built-in bodies
+//! and user programs alike), and the [`Body`] context the function sends through.
+//! Items are handles that release their shared memory when dropped; [`Body::send`]
+//! counts the fan-out holds; the loop counts busy time and ends at the end of the
+//! stream or on `Stop`.
 
-use crate::watchdog::{item_timeout, Watchdog};
+use crate::send::{Emit, Written};
+use crate::watchdog::Watchdog;
 use crate::{Item, StageError};
-use protocol::clock::now_ns;
-use protocol::messages::{Command, Envelope, Hop, LossReason, Payload, PixelFormat};
-use protocol::node::{Event, Node, NodeError};
-use protocol::shm::{ShmRef, SlotPool};
+use protocol::messages::{Command, LossReason};
+use protocol::node::{Event, NoSlot, Node, NodeError};
 use serde::de::DeserializeOwned;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The context of a body stage: its task (name, params) and its output pool.
-pub struct Body {
-    node: Node,
+/// The context of a body stage: its task (name, params), its output pool, and the
+/// sends of what it makes.
+pub struct Body<'n> {
+    node: &'n mut Node,
 }
 
-/// What a body sends on for one item.
-pub enum Output {
-    /// The item itself, untouched: its shared memory is passed on, nothing is copied.
-    Forward(Item),
-    /// A new frame written into this stage's pool ([`Body::frame`]).
-    Frame(Written),
-    /// Nothing: a best-effort app had no free slot ([`Body::frame`] returned this); the
-    /// item is counted as shed.
-    Shed,
-    /// A table made for this item: an Arrow IPC stream of one record batch (it travels
-    /// in the message, as the built-in table functions' tables do).
-    Table(Vec<u8>),
-}
-
-/// A frame written into a slot, not sent yet (dropping it frees the slot).
-pub struct Written {
-    pool: Arc<SlotPool>,
-    shm: ShmRef,
-    holders: u32,
-    width: u32,
-    height: u32,
-    sent: bool,
-}
-
-impl Drop for Written {
-    fn drop(&mut self) {
-        if self.sent {
-            return;
-        }
-        for _ in 0..self.holders {
-            if let Err(e) = self.pool.release(&self.shm) {
-                tracing::warn!("cannot free an unsent output slot: {e}");
-                return;
-            }
-        }
-    }
-}
-
-impl Written {
-    /// The frame's bytes (`width × height × 3`), to fill before it is sent.
-    pub fn bytes_mut(&mut self) -> Result<&mut [u8], StageError> {
-        let bytes = self.pool.read(&self.shm)?;
-        // SAFETY: this slot was taken and committed by this process and is not sent yet:
-        // no other process reads or writes it until `send`. The pool's memory is a
-        // writable shared mapping (its base is a `*mut u8`), read returned it bounds-
-        // checked, and `&mut self` keeps this the only live reference made here.
-        Ok(unsafe { std::slice::from_raw_parts_mut(bytes.as_ptr() as *mut u8, bytes.len()) })
+impl<'n> Body<'n> {
+    /// The context over a node, outside the loop too (a merge sends what still waits
+    /// once its input ended).
+    pub fn new(node: &'n mut Node) -> Body<'n> {
+        Body { node }
     }
 
-    /// Width and height of the frame.
-    pub fn size(&self) -> (u32, u32) {
-        (self.width, self.height)
+    /// The node below (setup, task spec, pools, metrics): read-only, so the function
+    /// cannot take part in the holder accounting.
+    pub fn node(&self) -> &Node {
+        self.node
     }
-}
 
-impl Body {
     /// The task's name in the app.
     pub fn task_name(&self) -> &str {
         &self.node.task.name
@@ -102,177 +60,128 @@ impl Body {
         }
     }
 
-    /// Take a slot for a `width`×`height` RGB8 frame, to be filled through
-    /// [`Written::bytes_mut`] and returned as [`Output::Frame`] (`None`: a best-effort app
-    /// had no free slot). [`Body::frame`] does both steps in one call.
-    pub fn new_frame(&mut self, width: u32, height: u32) -> Result<Option<Written>, StageError> {
-        match self.frame(width, height, |_| Ok(()))? {
-            Output::Frame(w) => Ok(Some(w)),
-            _ => Ok(None),
-        }
+    /// Send an item on (see [`Emit`]): the holds its payload needs are counted here.
+    pub fn send(&mut self, emit: Emit) -> Result<(), StageError> {
+        emit.send(self.node)
     }
 
-    /// Write a `width`×`height` RGB8 frame into a slot of this stage's pool: `fill` gets
-    /// the slot's bytes (exactly `width × height × 3`). Request-guarantee apps wait for
-    /// a free slot; best-effort apps get [`Output::Shed`] when none is free.
-    pub fn frame(
+    /// Send several items whose payloads share slots of `shared` (a batch's one output
+    /// slot), the holds of all of them counted together.
+    pub fn send_all(&mut self, emits: Vec<Emit>, shared: Vec<Written>) -> Result<(), StageError> {
+        crate::send::send_all(self.node, emits, shared)
+    }
+
+    /// Pass an item on untouched (zero copy).
+    pub fn forward(&mut self, item: Item) -> Result<(), StageError> {
+        self.send(Emit::of(item))
+    }
+
+    /// Drop an item, counted as lost for `reason` (its shared memory is released; a
+    /// request-guarantee app's tails are told not to wait for it).
+    pub fn lose(&mut self, item: Item, reason: LossReason) -> Result<(), StageError> {
+        let (source, seq) = (item.source().to_string(), item.seq());
+        drop(item);
+        self.skip(&source, seq, reason)
+    }
+
+    /// Count item `seq` of `source` as lost (the item itself is gone already).
+    pub fn skip(&mut self, source: &str, seq: u64, reason: LossReason) -> Result<(), StageError> {
+        Ok(self.node.skip(source, seq, reason)?)
+    }
+
+    /// Count one item as lost without telling the tails (a merge that gave up on a key
+    /// whose inputs were already accounted for).
+    pub fn count_lost(&self, reason: LossReason) {
+        self.node.metrics(|m| m.lose(reason, 1));
+    }
+
+    /// Take a slot of this stage's pool, write `len` bytes into it with `fill`, and
+    /// hand it back for an [`Emit`]. The slot policy is the stage's (request-guarantee:
+    /// wait; best-effort: shed or wait up to its limit): `Ok(Err(NoSlot))` says why no
+    /// slot was had.
+    pub fn write(
+        &mut self,
+        len: u64,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), StageError>,
+    ) -> Result<Result<Written, NoSlot>, StageError> {
+        self.write_as(len, None, fill)
+    }
+
+    /// [`Body::write`] of a `width`×`height` RGB8 frame ([`Written::frame_payload`]).
+    pub fn write_frame(
         &mut self,
         width: u32,
         height: u32,
         fill: impl FnOnce(&mut [u8]) -> Result<(), StageError>,
-    ) -> Result<Output, StageError> {
-        let wanted = u64::from(width) * u64::from(height) * 3;
+    ) -> Result<Result<Written, NoSlot>, StageError> {
+        let len = u64::from(width) * u64::from(height) * 3;
+        self.write_as(len, Some((width, height)), fill)
+    }
+
+    fn write_as(
+        &mut self,
+        len: u64,
+        frame: Option<(u32, u32)>,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), StageError>,
+    ) -> Result<Result<Written, NoSlot>, StageError> {
         let pool = self.node.output_pool()?;
-        if wanted > pool.slot_size() {
+        if len > pool.slot_size() {
             return Err(StageError::TooBig {
-                wanted,
+                wanted: len,
                 slot: pool.slot_size(),
             });
         }
-        let holders = self.node.consumer_count();
-        let Some(mut writer) = self.node.output_slot(&pool)? else {
-            return Ok(Output::Shed);
+        let policy = self.node.slot_policy();
+        let mut writer = match self.node.take_slot(&pool, 1, policy)? {
+            Ok(w) => w,
+            Err(NoSlot::Stopped) => return Err(NodeError::Stopped.into()),
+            Err(why) => return Ok(Err(why)),
         };
-        let len = wanted as usize;
-        fill(&mut writer.bytes_mut()[..len])?;
-        let shm = writer.commit(wanted)?;
-        Ok(Output::Frame(Written {
+        fill(&mut writer.bytes_mut()[..len as usize])?;
+        let shm = writer.commit(len)?;
+        Ok(Ok(Written {
             pool: pool.clone(),
             shm,
-            holders,
-            width,
-            height,
+            holders: 1,
+            frame,
             sent: false,
         }))
     }
 }
 
-/// What an item was before the user function took it: enough to address its output.
-struct Meta {
-    app: String,
-    source: String,
-    seq: u64,
-    created_ns: u64,
-    hops: Vec<Hop>,
-}
-
-/// Bootstrap, run `f` over every item to the end of the stream, and report.
-pub(crate) fn run<F>(name: &str, f: F) -> u8
+/// Feed every item to `f` until every upstream replica has ended its stream (`Ok`) or
+/// the supervisor says `Stop` (`Err(Stopped)`). `f` gets the item as a handle: it sends
+/// through the [`Body`] whatever it makes of it (zero, one or many items), and what it
+/// drops is released. `watchdog` marks each call (user programs: hang detection).
+pub fn run<E, F>(node: &mut Node, watchdog: Option<&Watchdog>, mut f: F) -> Result<(), E>
 where
-    F: FnMut(&mut Body, Item) -> Result<Output, StageError>,
-{
-    protocol::logcap::init_stage_logging();
-    let label = std::env::args()
-        .skip_while(|a| a != "--stage")
-        .nth(1)
-        .unwrap_or_else(|| name.to_string());
-    let node = match Node::bootstrap(&label) {
-        Ok(node) => node,
-        Err(e) => {
-            eprintln!("{name} {label}: {e}");
-            return 2;
-        }
-    };
-    tracing::info!(stage = %node.label(), program = name, "started");
-    let watchdog = Watchdog::start(node.heartbeat_switch(), item_timeout());
-    let mut body = Body { node };
-    match body_loop(&mut body, &watchdog, f) {
-        Ok(()) => match body.node.finish() {
-            Ok(()) => 0,
-            Err(e) => {
-                tracing::error!("cannot report the end of the stream: {e}");
-                1
-            }
-        },
-        Err(StageError::Node(NodeError::Stopped)) => {
-            tracing::info!("stopped by the supervisor");
-            body.node.stopped();
-            0
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            body.node.fail(&e.to_string());
-            1
-        }
-    }
-}
-
-fn body_loop<F>(body: &mut Body, watchdog: &Watchdog, mut f: F) -> Result<(), StageError>
-where
-    F: FnMut(&mut Body, Item) -> Result<Output, StageError>,
+    E: From<StageError>,
+    F: FnMut(&mut Body<'_>, Item) -> Result<(), E>,
 {
     loop {
-        match body.node.next(Duration::from_millis(200))? {
+        match node
+            .next(Duration::from_millis(200))
+            .map_err(StageError::from)?
+        {
             Event::Item(env) => {
-                let recv = now_ns();
                 let started = Instant::now();
-                let meta = Meta {
-                    app: env.app.clone(),
-                    source: env.source.clone(),
-                    seq: env.seq,
-                    created_ns: env.created_ns,
-                    hops: env.hops.clone(),
-                };
-                let item = Item::new(&body.node, env)?;
-                watchdog.enter();
-                let out = f(body, item);
-                watchdog.leave();
-                send(body, meta, out, recv)?;
-                body.node.note_busy(started.elapsed().as_nanos() as u64);
+                let item = Item::new(node, env)?;
+                if let Some(w) = watchdog {
+                    w.enter();
+                }
+                let done = f(&mut Body::new(node), item);
+                if let Some(w) = watchdog {
+                    w.leave();
+                }
+                done?;
+                node.note_busy(started.elapsed().as_nanos() as u64);
             }
             Event::End => return Ok(()),
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
+            Event::Command(Command::Stop) => {
+                return Err(StageError::from(NodeError::Stopped).into())
+            }
+            // Drain (bodies end when their inputs end), idle, and events of other kinds.
             _ => {}
         }
-    }
-}
-
-/// Send what the user function returned for one item (its input is already released:
-/// the function consumed the item).
-fn send(
-    body: &mut Body,
-    meta: Meta,
-    out: Result<Output, StageError>,
-    recv: u64,
-) -> Result<(), StageError> {
-    match out {
-        Ok(Output::Forward(item)) => Ok(body.node.forward(item.take(), recv)?),
-        Ok(Output::Frame(mut written)) => {
-            let env = Envelope {
-                app: meta.app,
-                source: meta.source,
-                seq: meta.seq,
-                created_ns: meta.created_ns,
-                hops: meta.hops,
-                payload: Payload::Frame {
-                    shm: written.shm,
-                    width: written.width,
-                    height: written.height,
-                    format: PixelFormat::Rgb8,
-                },
-            };
-            // From here the holds belong to the consumers (or are freed by `send`).
-            written.sent = true;
-            Ok(body.node.send(env, recv)?)
-        }
-        Ok(Output::Shed) => Ok(body.node.skip(&meta.source, meta.seq, LossReason::Shed)?),
-        Ok(Output::Table(ipc)) => {
-            let env = Envelope {
-                app: meta.app,
-                source: meta.source,
-                seq: meta.seq,
-                created_ns: meta.created_ns,
-                hops: meta.hops,
-                payload: Payload::Table(ipc),
-            };
-            Ok(body.node.send(env, recv)?)
-        }
-        Err(StageError::BadInput(why)) => {
-            tracing::warn!(source = %meta.source, seq = meta.seq, "item dropped: {why}");
-            Ok(body
-                .node
-                .skip(&meta.source, meta.seq, LossReason::BadInput)?)
-        }
-        Err(e) => Err(e),
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 pub struct Item {
     env: Option<Envelope>,
     pools: HashMap<u32, Arc<SlotPool>>,
+    recv_ns: u64,
 }
 
 /// A frame read in place: packed RGB8, `width × height × 3` bytes.
@@ -32,8 +33,9 @@ pub struct TensorRef<'a> {
 }
 
 impl Item {
-    /// Wrap a received envelope, holding every pool it references.
-    pub(crate) fn new(node: &Node, env: Envelope) -> Result<Item, StageError> {
+    /// Wrap a received envelope, holding every pool it references (for a role that
+    /// reads its own inbox, such as the GPU stage's batching; the loops do it for you).
+    pub fn new(node: &Node, env: Envelope) -> Result<Item, StageError> {
         let mut pools = HashMap::new();
         for r in env.payload.shm_refs() {
             if let std::collections::hash_map::Entry::Vacant(e) = pools.entry(r.pool) {
@@ -43,7 +45,23 @@ impl Item {
         Ok(Item {
             env: Some(env),
             pools,
+            recv_ns: protocol::clock::now_ns(),
         })
+    }
+
+    /// When this process received the item (the hop's arrival time).
+    pub fn recv_ns(&self) -> u64 {
+        self.recv_ns
+    }
+
+    /// The envelope as received: its payload's references are read with [`Item::read`].
+    pub fn envelope(&self) -> &Envelope {
+        self.env()
+    }
+
+    /// The item's payload.
+    pub fn payload(&self) -> &Payload {
+        &self.env().payload
     }
 
     fn env(&self) -> &Envelope {
@@ -64,7 +82,8 @@ impl Item {
         self.env().seq
     }
 
-    fn read(&self, shm: &ShmRef) -> Result<&[u8], StageError> {
+    /// The bytes of one shared-memory reference of this item's payload, in place.
+    pub fn read(&self, shm: &ShmRef) -> Result<&[u8], StageError> {
         let pool = self.pools.get(&shm.pool).ok_or_else(|| {
             StageError::Failed(format!("pool {} is not mapped in this process", shm.pool))
         })?;
@@ -120,7 +139,7 @@ impl Item {
 }
 
 /// The first part of a payload (depth first) that `f` picks.
-fn find<T>(p: &Payload, f: &mut impl FnMut(&Payload) -> Option<T>) -> Option<T> {
+pub(crate) fn find<T>(p: &Payload, f: &mut impl FnMut(&Payload) -> Option<T>) -> Option<T> {
     if let Some(t) = f(p) {
         return Some(t);
     }

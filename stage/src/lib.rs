@@ -45,21 +45,40 @@
 //! - **Hangs**: a function that holds one item longer than `SMARTPIPE_ITEM_TIMEOUT_MS`
 //!   (default 30 s) stops the process's heartbeats; the supervisor then takes the stage
 //!   for hung and restarts it by its policy.
+//! - **The same loops as the built-ins**: SmartPipe's own CPU stages run on this crate
+//!   too. [`body::run`] feeds a function `(&mut Body, Item)` that sends zero, one or many
+//!   items through [`Body::send`] with an [`Emit`] (a forward, a payload made of the
+//!   item's parts, slots written with [`Body::write`], the parts of several items);
+//!   the send counts one hold per reference per consumer and releases what is not
+//!   passed on. [`tail::run`] hands a sink every item once and in order per source
+//!   (request-guarantee apps), records its delivery and releases its slot.
+//! - **Slots**: the stage's [`SlotPolicy`] (wait, shed, wait up to) comes from its app;
+//!   when no slot is had, [`NoSlot`] says why (shed, timed out, stopped).
 //! - **Describe**: run with `--smartpipe-describe` the program prints its declaration
 //!   (JSON: protocol version, kinds taken and made) and exits; `supervisor validate`
 //!   uses it to type-check the task against its neighbours without starting the app.
 
-mod body;
+pub mod body;
 mod error;
+pub mod head;
 mod item;
+mod program;
+mod send;
+pub mod tail;
 mod watchdog;
 
-pub use body::{Body, Output, Written};
+pub use body::Body;
 pub use error::StageError;
+pub use head::{Emitted, Flow, Head};
 pub use item::{FrameRef, Item, TensorRef};
-pub use protocol::messages::DType;
+pub use program::Output;
+pub use protocol::messages::{DType, LossReason, Payload};
+pub use protocol::node::{NoSlot, Node, SlotPolicy};
 pub use protocol::user_stage::{Declaration, PayloadKind as Kind, DESCRIBE_FLAG};
 pub use protocol::PROTOCOL_VERSION;
+pub use send::{Emit, Written};
+pub use tail::{Delivered, Tail};
+pub use watchdog::Watchdog;
 
 use std::process::ExitCode;
 
@@ -124,7 +143,7 @@ impl Stage {
     /// Returns the process's exit status; `main` returns it.
     pub fn run_body<F>(self, f: F) -> ExitCode
     where
-        F: FnMut(&mut Body, Item) -> Result<Output, StageError>,
+        F: FnMut(&mut Body<'_>, Item) -> Result<Output, StageError>,
     {
         ExitCode::from(self.run_body_code(f))
     }
@@ -132,11 +151,11 @@ impl Stage {
     /// [`Stage::run_body`], with the exit status as a number (for language bindings).
     pub fn run_body_code<F>(self, f: F) -> u8
     where
-        F: FnMut(&mut Body, Item) -> Result<Output, StageError>,
+        F: FnMut(&mut Body<'_>, Item) -> Result<Output, StageError>,
     {
         if let Some(code) = self.describe_if_asked() {
             return code;
         }
-        body::run(&self.name, f)
+        program::run(&self.name, f)
     }
 }

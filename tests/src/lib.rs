@@ -13,10 +13,10 @@ use std::process::{Command, Output};
 const BINARIES: [(&str, &[&str]); 4] = [
     (
         "supervisor",
-        &["supervisor", "worker-cpu", "protocol", "vision"],
+        &["supervisor", "worker-cpu", "stage", "protocol", "vision"],
     ),
-    ("worker-cpu", &["worker-cpu", "protocol", "vision"]),
-    ("worker-gpu", &["worker-gpu", "protocol", "vision"]),
+    ("worker-cpu", &["worker-cpu", "stage", "protocol", "vision"]),
+    ("worker-gpu", &["worker-gpu", "stage", "protocol", "vision"]),
     (
         "stage-invert",
         &["examples/stages/invert", "stage", "protocol"],

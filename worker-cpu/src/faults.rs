@@ -3,9 +3,7 @@
 //! `SMARTPIPE_TEST_FAULTS=1` is set, so production apps cannot.
 
 use crate::StageError;
-use protocol::clock::now_ns;
-use protocol::messages::Command;
-use protocol::node::{Event, Node, NodeError};
+use protocol::node::Node;
 use std::time::Duration;
 
 pub fn run(node: &mut Node) -> Result<(), StageError> {
@@ -55,18 +53,13 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
     if mode == "crash-on-start" || after == 0 {
         misbehave(node, &mode)?;
     }
-    loop {
-        match node.next(Duration::from_millis(200))? {
-            Event::Item(env) => {
-                node.forward(env, now_ns())?;
-                forwarded += 1;
-                if forwarded == after {
-                    misbehave(node, &mode)?;
-                }
-            }
-            Event::End => return Ok(()),
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            _ => {}
+    // On the stage SDK's body loop: each item is forwarded (the holds counted there).
+    stage::body::run(node, None, |body, item| {
+        body.forward(item)?;
+        forwarded += 1;
+        if forwarded == after {
+            misbehave(body.node(), &mode)?;
         }
-    }
+        Ok(())
+    })
 }

@@ -52,6 +52,20 @@ pub enum StageError {
     Unsupported(String),
     #[error("{0}")]
     Input(String),
+    /// An error of the stage SDK's loops and sends.
+    #[error(transparent)]
+    Sdk(stage::StageError),
+}
+
+impl From<stage::StageError> for StageError {
+    /// The runtime's errors keep their own variants (`Stopped` ends a stage cleanly).
+    fn from(e: stage::StageError) -> StageError {
+        match e {
+            stage::StageError::Node(e) => StageError::Node(e),
+            stage::StageError::Shm(e) => StageError::Shm(e),
+            other => StageError::Sdk(other),
+        }
+    }
 }
 
 /// Media errors keep their texts and land in the variants they had when the helpers

@@ -11,11 +11,10 @@
 //! an item that does not fit alone is skipped and counted as bad input.
 
 use protocol::clock::now_ns;
-use protocol::messages::{
-    AgentRequest, Command, Envelope, Inbox, Payload, TensorRef, OUTPUT_SLOT_TOO_SMALL,
-};
+use protocol::messages::{AgentRequest, Command, Inbox, Payload, TensorRef, OUTPUT_SLOT_TOO_SMALL};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
+use stage::{Body, Emit, Item, StageError};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -25,8 +24,17 @@ const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Tensors of a batch that share `shape[1..]`: (item, part index, tensor) each.
 type ShapeGroup = (Vec<u32>, Vec<(usize, usize, TensorRef)>);
 
+/// An error of the stage SDK as the node's (a runtime error stays what it is).
+fn sdk(e: StageError) -> NodeError {
+    match e {
+        StageError::Node(e) => e,
+        other => NodeError::Stage(other.to_string()),
+    }
+}
+
 struct Batcher {
-    pending: VecDeque<(Envelope, u64)>,
+    /// Received items (handles: their shared memory is released when dropped).
+    pending: VecDeque<Item>,
     ended: bool,
     next_id: u64,
     /// How long each answered request took at the agent (queue + run), ms: logged at
@@ -71,7 +79,7 @@ impl Batcher {
     /// Take the next event from the inbox into `pending`; true when something happened.
     fn pump(&mut self, node: &mut Node, wait: Duration) -> Result<(), NodeError> {
         match node.next(wait)? {
-            Event::Item(env) => self.pending.push_back((env, now_ns())),
+            Event::Item(env) => self.pending.push_back(Item::new(node, env).map_err(sdk)?),
             Event::End => self.ended = true,
             Event::Command(Command::Stop) => return Err(NodeError::Stopped),
             Event::Reply(r) => tracing::warn!(id = r.id, "stale agent reply ignored"),
@@ -86,7 +94,7 @@ impl Batcher {
         node: &mut Node,
         size: usize,
         max_wait: Duration,
-    ) -> Result<Vec<(Envelope, u64)>, NodeError> {
+    ) -> Result<Vec<Item>, NodeError> {
         while self.pending.is_empty() && !self.ended {
             self.pump(node, Duration::from_millis(200))?;
         }
@@ -206,7 +214,9 @@ impl Batcher {
                     results[k] = Some(r.result);
                 }
                 Event::Reply(r) => tracing::warn!(id = r.id, "stale agent reply ignored"),
-                Event::Item(env) => self.pending.push_back((env, now_ns())),
+                Event::Item(env) => self
+                    .pending
+                    .push_back(Item::new(node, env).map_err(|e| e.to_string())?),
                 Event::End => self.ended = true,
                 Event::Command(Command::Stop) => return Err("stopped".into()),
                 // The agent was restarted: it lost the requests, so ask again.
@@ -286,7 +296,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         }
         let started = Instant::now();
         // (item, part index, tensor) for every input tensor of the batch.
-        let item_parts: Vec<Vec<Payload>> = batch.iter().map(|(e, _)| parts(&e.payload)).collect();
+        let item_parts: Vec<Vec<Payload>> = batch.iter().map(|i| parts(i.payload())).collect();
         let mut groups: Vec<ShapeGroup> = Vec::new();
         for (i, ps) in item_parts.iter().enumerate() {
             for (j, p) in ps.iter().enumerate() {
@@ -303,29 +313,28 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
                 }
             }
         }
-        let consumers = node.consumer_count().max(1);
         // outputs[i][j] = the model outputs for tensor part j of item i.
         let mut outputs: Vec<Vec<Option<Vec<TensorRef>>>> =
             item_parts.iter().map(|ps| vec![None; ps.len()]).collect();
-        let pool = node.output_pool()?;
+        let slot_size = node.output_pool()?.slot_size();
         // One output slot per batch; each group's outputs follow the previous group's.
-        let Some(writer) = node.output_slot_for(&pool, 1)? else {
+        let Ok(written) = Body::new(node).write(slot_size, |_| Ok(())).map_err(sdk)? else {
             // Best-effort overload: shed the batch (counted), keep going.
-            for (env, _) in &batch {
-                node.lose(env, protocol::messages::LossReason::Shed)?;
+            let mut body = Body::new(node);
+            for item in batch {
+                body.lose(item, protocol::messages::LossReason::Shed)
+                    .map_err(sdk)?;
             }
             continue;
         };
-        let slot = writer.commit(pool.slot_size()).map_err(NodeError::from)?;
-        let mut refs_made = 0u32;
-        // Inputs are released once every group ran: a batch too big for the output slot
-        // goes back to the queue whole.
-        let mut used_inputs: Vec<ShmRef> = Vec::new();
+        let slot = written.shm();
+        // The input tensors are released by the send (they are not in the payloads
+        // sent): a batch too big for the output slot goes back to the queue whole.
         let mut too_big: Option<String> = None;
         // Earliest deadline of the batch: its oldest item's creation + the app's budget.
         let deadline_ns = batch
             .iter()
-            .map(|(e, _)| e.created_ns)
+            .map(|i| i.envelope().created_ns)
             .min()
             .unwrap_or_else(now_ns)
             .saturating_add(u64::from(node.setup.agent_deadline_ms) * 1_000_000);
@@ -377,14 +386,12 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
                         }
                     })
                     .collect();
-                refs_made += mine.len() as u32;
                 outputs[*i][*j] = Some(mine);
                 row0 += rows;
-                used_inputs.push(t.shm);
             }
         }
         if let Some(e) = too_big {
-            pool.release(&slot)?;
+            drop(written);
             if batch.len() > 1 {
                 fit_cap = batch.len() / 2;
                 tracing::warn!(batch = batch.len(), now = fit_cap, "batches capped: {e}");
@@ -394,26 +401,18 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             } else {
                 // Alone it does not fit either: it cannot be run; counted, the app goes on.
                 tracing::error!("model {model}: item skipped: {e}");
-                for (env, _) in &batch {
-                    node.lose(env, protocol::messages::LossReason::BadInput)?;
+                let mut body = Body::new(node);
+                for item in batch {
+                    body.lose(item, protocol::messages::LossReason::BadInput)
+                        .map_err(sdk)?;
                 }
             }
             continue;
         }
-        for r in &used_inputs {
-            // The input tensor has been used.
-            node.pool(r.pool)?.release(r)?;
-        }
-        let holders = refs_made * consumers;
-        if holders == 0 {
-            pool.release(&slot)?;
-        } else if holders > 1 {
-            pool.add_holders(&slot, holders - 1)?;
-        }
         let busy = started.elapsed().as_nanos() as u64;
         node.note_busy(busy);
-        for ((env, recv), (ps, outs)) in batch.into_iter().zip(item_parts.into_iter().zip(outputs))
-        {
+        let mut emits = Vec::with_capacity(batch.len());
+        for (item, (ps, outs)) in batch.into_iter().zip(item_parts.into_iter().zip(outputs)) {
             let mut next_parts = Vec::new();
             for (p, out) in ps.into_iter().zip(outs) {
                 match (p, out) {
@@ -424,21 +423,17 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
                             shape: t.shape,
                         }))
                     }
-                    (other, _) => {
-                        // Passes through: one more holder per extra consumer.
-                        for r in other.shm_refs() {
-                            node.pool(r.pool)?.add_holders(&r, consumers - 1)?;
-                        }
-                        next_parts.push(other);
-                    }
+                    // Passes through (frame, state): the send counts its holds.
+                    (other, _) => next_parts.push(other),
                 }
             }
-            let out = Envelope {
-                payload: Payload::Batch(next_parts),
-                ..env
-            };
-            node.send(out, recv)?;
+            emits.push(Emit::of(item).payload(Payload::Batch(next_parts)));
         }
+        // Every item's outputs lie in the batch's one slot: sent together, so that the
+        // slot is held once per output reference per consumer.
+        Body::new(node)
+            .send_all(emits, vec![written])
+            .map_err(sdk)?;
     }
 }
 

@@ -5,11 +5,10 @@
 use crate::StageError;
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use protocol::clock::now_ns;
 use protocol::functions::params;
-use protocol::messages::{Command, Envelope, LossReason, Payload, PixelFormat};
-use protocol::node::{Event, Node, NodeError};
-use std::time::Duration;
+use protocol::messages::{LossReason, Payload, PixelFormat};
+use protocol::node::Node;
+use stage::{Body, Emit, Item};
 
 /// `core.forward`: pass every item on untouched.
 pub fn run_forward(node: &mut Node) -> Result<(), StageError> {
@@ -50,22 +49,10 @@ pub fn run_crop(node: &mut Node) -> Result<(), StageError> {
     )
 }
 
-/// Run a body until every upstream replica has ended its stream.
+/// Run a body until every upstream replica has ended its stream, on the stage SDK's
+/// body loop (items release their slots when dropped; sends count the holds).
 fn run(node: &mut Node, mut op: Op) -> Result<(), StageError> {
-    loop {
-        match node.next(Duration::from_millis(200))? {
-            Event::Item(env) => {
-                let recv = now_ns();
-                let started = std::time::Instant::now();
-                op.handle(node, env, recv)?;
-                let busy = started.elapsed().as_nanos() as u64;
-                node.note_busy(busy);
-            }
-            Event::End => return Ok(()),
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            _ => {}
-        }
-    }
+    stage::body::run(node, None, |body, item| op.handle(body, item))
 }
 
 enum Op {
@@ -84,19 +71,19 @@ enum Op {
 }
 
 impl Op {
-    fn handle(&mut self, node: &mut Node, env: Envelope, recv: u64) -> Result<(), StageError> {
+    fn handle(&mut self, body: &mut Body<'_>, item: Item) -> Result<(), StageError> {
         if let Op::Forward = self {
-            return Ok(node.forward(env, recv)?);
+            return Ok(body.forward(item)?);
         }
         let Payload::Frame {
             shm,
             width: src_w,
             height: src_h,
             format: PixelFormat::Rgb8,
-        } = env.payload
+        } = *item.payload()
         else {
-            tracing::warn!(source = %env.source, seq = env.seq, "'{}' takes frames; item dropped", node.task.function);
-            return Ok(node.lose(&env, LossReason::BadInput)?);
+            tracing::warn!(source = %item.source(), seq = item.seq(), "'{}' takes frames; item dropped", body.node().task.function);
+            return Ok(body.lose(item, LossReason::BadInput)?);
         };
         let (out_w, out_h, crop) = match *self {
             Op::Resize { width, height, .. } => (width, height, None),
@@ -110,50 +97,50 @@ impl Op {
                 let h = height.min(src_h.saturating_sub(y));
                 if w == 0 || h == 0 {
                     tracing::warn!(
-                        seq = env.seq,
+                        seq = item.seq(),
                         "crop {x},{y} lies outside the {src_w}x{src_h} frame; item dropped"
                     );
-                    return Ok(node.lose(&env, LossReason::BadInput)?);
+                    return Ok(body.lose(item, LossReason::BadInput)?);
                 }
                 (w, h, Some((x, y)))
             }
             Op::Forward => unreachable!("handled above"),
         };
-        let pool = node.output_pool()?;
-        let Some(mut writer) = node.output_slot(&pool)? else {
-            return Ok(node.lose(&env, LossReason::Shed)?);
-        };
-        let out_len = out_w as usize * out_h as usize * 3;
-        {
-            let src = node.pool(shm.pool)?.read(&shm).map_err(NodeError::from)?;
-            let dst = writer.bytes_mut();
-            if dst.len() < out_len || src.len() < src_w as usize * src_h as usize * 3 {
+        let written = {
+            let src = item.read(&shm)?;
+            if src.len() < src_w as usize * src_h as usize * 3 {
                 return Err(StageError::Input(format!(
                     "frame {} of '{}': sizes do not match the planned slots",
-                    env.seq, env.source
+                    item.seq(),
+                    item.source()
                 )));
             }
-            let dst = &mut dst[..out_len];
-            match (self, crop) {
-                (Op::Resize { resizer, .. }, _) => {
-                    resize_rgb(resizer, src, src_w, src_h, dst, out_w, out_h)?
+            let mut failed = None;
+            let written = body.write_frame(out_w, out_h, |dst| {
+                match (&mut *self, crop) {
+                    (Op::Resize { resizer, .. }, _) => {
+                        if let Err(e) = resize_rgb(resizer, src, src_w, src_h, dst, out_w, out_h) {
+                            failed = Some(e);
+                        }
+                    }
+                    (_, Some((x, y))) => crop_rgb(src, src_w, x, y, dst, out_w, out_h),
+                    _ => unreachable!("crop always has an origin"),
                 }
-                (_, Some((x, y))) => crop_rgb(src, src_w, x, y, dst, out_w, out_h),
-                _ => unreachable!("crop always has an origin"),
+                Ok(())
+            })?;
+            if let Some(e) = failed {
+                return Err(e);
             }
-        }
-        let out = writer.commit(out_len as u64).map_err(NodeError::from)?;
-        node.release(&env.payload)?;
-        let next = Envelope {
-            payload: Payload::Frame {
-                shm: out,
-                width: out_w,
-                height: out_h,
-                format: PixelFormat::Rgb8,
-            },
-            ..env
+            written
         };
-        Ok(node.send(next, recv)?)
+        let Ok(written) = written else {
+            return Ok(body.lose(item, LossReason::Shed)?);
+        };
+        let Some(frame) = written.frame_payload() else {
+            unreachable!("written as a frame");
+        };
+        // The input frame is not part of the payload: it is released by the send.
+        Ok(body.send(Emit::of(item).payload(frame).written(written))?)
     }
 }
 

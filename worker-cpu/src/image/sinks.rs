@@ -1,18 +1,18 @@
 //! Tails (PipeTail) that write frames out: `image.show` as one PNG per frame or as a
-//! video through an ffmpeg child process. Also the loop every tail shares.
+//! video through an ffmpeg child process, and `bench.sink`; each on the stage SDK's tail
+//! loop.
 
 use crate::image::mask_show::{self, MaskMode};
 use crate::out_files;
 use crate::sources::media::ffmpeg_program;
 use crate::StageError;
 use protocol::functions::params;
-use protocol::messages::{Command, Envelope, Payload, PixelFormat};
-use protocol::node::{Event, Node, NodeError};
-use std::collections::BTreeMap;
+use protocol::messages::{Envelope, Payload, PixelFormat};
+use protocol::node::Node;
+use stage::Tail;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command as Process, Stdio};
-use std::time::Duration;
 
 /// A frame as a tail sees it.
 pub struct FrameView<'a> {
@@ -21,100 +21,22 @@ pub struct FrameView<'a> {
     pub rgb: &'a [u8],
 }
 
-/// An item that arrived ahead of a gap (request-guarantee apps write in order): its
-/// frame copied out so the slot goes back to the producer at once.
-struct Stashed {
-    env: Envelope,
-    frame: Option<(u32, u32, Vec<u8>)>,
-}
-
-impl Stashed {
-    /// Hand the item to the tail's function now that its turn has come.
-    fn write(
-        &self,
-        node: &mut Node,
-        on_item: &mut impl FnMut(&mut Node, &Envelope, Option<FrameView<'_>>) -> Result<(), StageError>,
-    ) -> Result<(), StageError> {
-        node.record_delivery(&self.env);
-        let view = self.frame.as_ref().map(|(width, height, rgb)| FrameView {
-            width: *width,
-            height: *height,
-            rgb,
-        });
-        on_item(node, &self.env, view).inspect_err(|_| node.unrecord_delivery(&self.env))
-    }
-}
-
-/// Receive items until every upstream replica has ended; hand each to `on_item` with
-/// its frame (if it carries one), record its delivery, then release it.
-///
-/// Request-guarantee apps get every item exactly once and in order per source: the node
-/// drops replayed duplicates, and an item that overtook a missing one waits here (as
-/// a copy, not holding its slot) until everything before it arrived or is known lost.
+/// Receive items until every upstream replica has ended and hand each to `on_item` with
+/// its frame (if it carries one): the stage SDK's tail loop, which delivers every item
+/// once and in order per source in request-guarantee apps, records the deliveries and
+/// releases the shared memory.
 pub fn run_tail(
     node: &mut Node,
-    mut on_item: impl FnMut(&mut Node, &Envelope, Option<FrameView<'_>>) -> Result<(), StageError>,
+    mut on_item: impl FnMut(&mut Tail<'_>, &Envelope, Option<FrameView<'_>>) -> Result<(), StageError>,
 ) -> Result<(), StageError> {
-    let in_order = node.guaranteed();
-    let mut stash: BTreeMap<(String, u64), Stashed> = BTreeMap::new();
-    loop {
-        let event = node.next(Duration::from_millis(200))?;
-        let ended = matches!(event, Event::End);
-        match event {
-            Event::Item(env) => {
-                let started = std::time::Instant::now();
-                if in_order && env.seq >= node.frontier(&env.source) {
-                    let frame = match frame_part(&env.payload) {
-                        Some((shm, width, height)) => {
-                            let rgb = node.pool(shm.pool)?.read(&shm).map_err(NodeError::from)?;
-                            Some((width, height, rgb.to_vec()))
-                        }
-                        None => None,
-                    };
-                    node.release(&env.payload)?;
-                    stash.insert((env.source.clone(), env.seq), Stashed { env, frame });
-                } else {
-                    node.record_delivery(&env);
-                    let written = match frame_part(&env.payload) {
-                        Some((shm, width, height)) => {
-                            let pool = node.shared_pool(shm.pool)?;
-                            let rgb = pool.read(&shm).map_err(NodeError::from)?;
-                            on_item(node, &env, Some(FrameView { width, height, rgb }))
-                        }
-                        None => on_item(node, &env, None),
-                    };
-                    written.inspect_err(|_| node.unrecord_delivery(&env))?;
-                    node.release(&env.payload)?;
-                }
-                node.note_busy(started.elapsed().as_nanos() as u64);
-            }
-            Event::End => {}
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            _ => {}
-        }
-        // Write what no longer waits for anything before it.
-        while let Some(key) = stash
-            .keys()
-            .find(|(source, seq)| *seq < node.frontier(source))
-            .cloned()
-        {
-            if let Some(item) = stash.remove(&key) {
-                item.write(node, &mut on_item)?;
-            }
-        }
-        if ended {
-            if !stash.is_empty() {
-                tracing::warn!(
-                    items = stash.len(),
-                    "the stream ended with items still waiting for earlier ones; writing them"
-                );
-                for (_, item) in std::mem::take(&mut stash) {
-                    item.write(node, &mut on_item)?;
-                }
-            }
-            return Ok(());
-        }
-    }
+    stage::tail::run(node, |tail, item| {
+        let frame = item.frame()?.map(|f| FrameView {
+            width: f.width,
+            height: f.height,
+            rgb: f.data,
+        });
+        on_item(tail, item.envelope(), frame)
+    })
 }
 
 /// The frame of an item: the payload itself or the frame part of a batch.
@@ -378,35 +300,26 @@ pub fn run_bench_sink(node: &mut Node) -> Result<(), StageError> {
     let params::NoParams {} = crate::params(node)?;
     // Expected bytes per payload size, built once; compared with memcmp.
     let mut expected: Vec<u8> = Vec::new();
-    loop {
-        match node.next(Duration::from_millis(200))? {
-            Event::Item(env) => {
-                node.record_delivery(&env);
-                let intact = match &env.payload {
-                    Payload::Tensor { shm, .. } => {
-                        let bytes = node.pool(shm.pool)?.read(shm).map_err(NodeError::from)?;
-                        if expected.len() != bytes.len() {
-                            expected = (0..bytes.len()).map(|i| blob_byte(i, 0)).collect();
-                        }
-                        let k = bytes.len().min(8);
-                        bytes[k..] == expected[k..]
-                            && bytes[..k]
-                                .iter()
-                                .enumerate()
-                                .all(|(i, b)| *b == blob_byte(i, env.seq))
-                    }
-                    _ => false,
-                };
-                if intact {
-                    node.release(&env.payload)?;
-                } else {
-                    tracing::error!(seq = env.seq, "payload corrupted in transit");
-                    node.lose(&env, protocol::messages::LossReason::BadInput)?;
+    stage::tail::run(node, |tail, item| {
+        let intact = match item.payload() {
+            Payload::Tensor { shm, .. } => {
+                let bytes = item.read(shm)?;
+                if expected.len() != bytes.len() {
+                    expected = (0..bytes.len()).map(|i| blob_byte(i, 0)).collect();
                 }
+                let k = bytes.len().min(8);
+                bytes[k..] == expected[k..]
+                    && bytes[..k]
+                        .iter()
+                        .enumerate()
+                        .all(|(i, b)| *b == blob_byte(i, item.seq()))
             }
-            Event::End => return Ok(()),
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            _ => {}
+            _ => false,
+        };
+        if !intact {
+            tracing::error!(seq = item.seq(), "payload corrupted in transit");
+            tail.count_lost(protocol::messages::LossReason::BadInput);
         }
-    }
+        Ok::<(), StageError>(())
+    })
 }

@@ -14,13 +14,12 @@ mod yolo;
 
 use crate::table::detections::{detections_batch, encode_ipc, DetectionRow, Extras};
 use crate::StageError;
-use protocol::clock::now_ns;
 use protocol::functions::params;
-use protocol::messages::{Command, DType, Envelope, LossReason, Payload, PixelFormat};
-use protocol::node::{Event, Node, NodeError};
+use protocol::messages::{DType, Envelope, LossReason, Payload, PixelFormat};
+use protocol::node::Node;
 use protocol::shm::ShmRef;
+use stage::{Body, Emit, Item, Written};
 use std::path::PathBuf;
-use std::time::Duration;
 use vision::manifest::{Family, Manifest};
 use vision::{RgbView, TensorF32};
 
@@ -142,15 +141,6 @@ fn make_step(node: &Node, model: &str, pre: bool) -> Result<Box<dyn Step>, Stage
     }
 }
 
-fn read_f32(node: &Node, shm: &ShmRef, shape: &[u32]) -> Result<TensorF32, StageError> {
-    let bytes = node.pool(shm.pool)?.read(shm).map_err(NodeError::from)?;
-    let data: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    TensorF32::new(shape.iter().map(|&d| d as usize).collect(), data).map_err(vision_err)
-}
-
 /// `model.preprocess`: run the model family's pre-processing step on every item.
 pub fn run_preprocess(node: &mut Node) -> Result<(), StageError> {
     let params::ModelPreprocess { model } = crate::params(node)?;
@@ -165,36 +155,20 @@ pub fn run_postprocess(node: &mut Node) -> Result<(), StageError> {
     run(node, step)
 }
 
+/// The stage SDK's body loop over the step: items release their shared memory when
+/// dropped, and the send counts the fan-out holds (no hold is counted here).
 fn run(node: &mut Node, mut step: Box<dyn Step>) -> Result<(), StageError> {
-    loop {
-        match node.next(Duration::from_millis(200))? {
-            Event::Item(env) => {
-                let recv = now_ns();
-                let started = std::time::Instant::now();
-                handle(node, step.as_mut(), env, recv)?;
-                let busy = started.elapsed().as_nanos() as u64;
-                node.note_busy(busy);
-            }
-            Event::End => return Ok(()),
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            _ => {}
-        }
-    }
+    stage::body::run(node, None, |body, item| handle(body, step.as_mut(), item))
 }
 
-fn handle(
-    node: &mut Node,
-    step: &mut dyn Step,
-    env: Envelope,
-    recv: u64,
-) -> Result<(), StageError> {
-    let parts = Parts::of(&env.payload);
+fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), StageError> {
+    let parts = Parts::of(item.payload());
     let Some((frame_payload, w, h)) = parts.frame.clone() else {
         tracing::warn!(
-            seq = env.seq,
+            seq = item.seq(),
             "model step got an item without its frame; dropped"
         );
-        return Ok(node.lose(&env, LossReason::BadInput)?);
+        return Ok(body.lose(item, LossReason::BadInput)?);
     };
     let Payload::Frame {
         shm: frame_ref,
@@ -202,46 +176,37 @@ fn handle(
         ..
     } = frame_payload
     else {
-        return Ok(node.lose(&env, LossReason::BadInput)?);
+        return Ok(body.lose(item, LossReason::BadInput)?);
     };
     let mut inputs = Vec::new();
     let wanted = step.outputs_read().unwrap_or(parts.tensors.len());
     for (shm, shape) in parts.tensors.iter().take(wanted) {
-        inputs.push(read_f32(node, shm, shape)?);
+        inputs.push(read_f32(item.read(shm)?, shape)?);
     }
     let result = {
-        let bytes = node
-            .pool(frame_ref.pool)?
-            .read(&frame_ref)
-            .map_err(NodeError::from)?;
+        let bytes = item.read(&frame_ref)?;
         let view = RgbView::new(bytes, w as usize, h as usize).map_err(vision_err)?;
-        step.run(view, &parts, inputs, &env)
+        step.run(view, &parts, inputs, item.envelope())
     };
     let output = match result {
         Ok(o) => o,
         Err(e) => {
-            tracing::warn!(source = %env.source, seq = env.seq, "{}: {e}", node.task.name);
-            return Ok(node.lose(&env, LossReason::BadInput)?);
+            tracing::warn!(source = %item.source(), seq = item.seq(), "{}: {e}", body.task_name());
+            return Ok(body.lose(item, LossReason::BadInput)?);
         }
     };
     if let Output::Frame(img) = output {
-        return superres::send_frame(node, env, recv, img);
+        return superres::send_frame(body, item, img);
     }
-    // The tensors we read are used up.
-    for (shm, _) in &parts.tensors {
-        node.pool(shm.pool)?.release(shm)?;
-    }
-    let consumers = node.consumer_count().max(1);
-    if consumers > 1 {
-        node.pool(frame_ref.pool)?
-            .add_holders(&frame_ref, consumers - 1)?;
-    }
+    // The frame goes on; the tensors read are left out of the payload, so the send
+    // releases them.
     let mut next = vec![Payload::Frame {
         shm: frame_ref,
         width: w,
         height: h,
         format: PixelFormat::Rgb8,
     }];
+    let mut written = None;
     match output {
         Output::State(s) => next.push(Payload::State(s)),
         Output::TableIpc(t) => next.push(Payload::Table(t)),
@@ -264,78 +229,70 @@ fn handle(
                 next.push(Payload::State(s));
             }
             if !tensors.is_empty() {
-                match write_tensors(node, &tensors, consumers)? {
-                    Some(written) => next.extend(written),
-                    None => {
-                        // Best-effort overload: shed this item; its frame holds go back.
-                        for _ in 1..consumers {
-                            node.pool(frame_ref.pool)?.release(&frame_ref)?;
-                        }
-                        let shed = Envelope {
-                            payload: Payload::Batch(next),
-                            ..env
-                        };
-                        return Ok(node.lose(&shed, LossReason::Shed)?);
-                    }
-                }
+                let Some((slot, refs)) = write_tensors(body, &tensors)? else {
+                    // Best-effort overload: shed this item (its holds go back on drop).
+                    return Ok(body.lose(item, LossReason::Shed)?);
+                };
+                next.extend(refs);
+                written = Some(slot);
             }
         }
     }
-    let out = Envelope {
-        payload: Payload::Batch(next),
-        ..env
-    };
-    Ok(node.send(out, recv)?)
+    let emit = Emit::of(item).payload(Payload::Batch(next));
+    Ok(body.send(match written {
+        Some(w) => emit.written(w),
+        None => emit,
+    })?)
 }
 
-/// Pack tensors into one slot of this stage's pool (64-byte aligned); `None` when a
-/// best-effort app has no free slot (the caller sheds the item).
+fn read_f32(bytes: &[u8], shape: &[u32]) -> Result<TensorF32, StageError> {
+    let data: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    TensorF32::new(shape.iter().map(|&d| d as usize).collect(), data).map_err(vision_err)
+}
+
+/// Pack tensors into one slot of this stage's pool (64-byte aligned): the slot and one
+/// tensor payload per tensor; `None` when a best-effort app has no free slot (the caller
+/// sheds the item).
 fn write_tensors(
-    node: &mut Node,
+    body: &mut Body<'_>,
     tensors: &[TensorF32],
-    consumers: u32,
-) -> Result<Option<Vec<Payload>>, StageError> {
-    let pool = node.output_pool()?;
-    let Some(mut writer) = node.output_slot_for(&pool, tensors.len() as u32 * consumers)? else {
-        return Ok(None);
-    };
-    let slot = writer.bytes_mut();
-    let mut offset = 0usize;
+) -> Result<Option<(Written, Vec<Payload>)>, StageError> {
     let mut placed = Vec::new();
+    let mut offset = 0usize;
     for t in tensors {
         let len = t.data.len() * 4;
-        if offset + len > slot.len() {
-            return Err(StageError::Input(format!(
-                "tensors of {} bytes do not fit the {}-byte slots planned for this stage",
-                offset + len,
-                slot.len()
-            )));
-        }
-        for (d, v) in slot[offset..offset + len].chunks_exact_mut(4).zip(&t.data) {
-            d.copy_from_slice(&v.to_le_bytes());
-        }
-        placed.push((
-            offset as u64,
-            len as u64,
-            t.shape.iter().map(|&d| d as u32).collect::<Vec<_>>(),
-        ));
+        placed.push((offset, len));
         offset += len.div_ceil(64) * 64;
     }
-    let whole = writer.commit(offset as u64).map_err(NodeError::from)?;
-    Ok(Some(
-        placed
-            .into_iter()
-            .map(|(offset, len, shape)| Payload::Tensor {
-                shm: ShmRef {
-                    offset,
-                    len,
-                    ..whole
-                },
-                dtype: DType::F32,
-                shape,
-            })
-            .collect(),
-    ))
+    let slot_size = body.node().output_pool()?.slot_size();
+    if offset as u64 > slot_size {
+        return Err(StageError::Input(format!(
+            "tensors of {offset} bytes do not fit the {slot_size}-byte slots planned for this stage"
+        )));
+    }
+    let written = body.write(offset as u64, |slot| {
+        for (t, &(at, len)) in tensors.iter().zip(&placed) {
+            for (d, v) in slot[at..at + len].chunks_exact_mut(4).zip(&t.data) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+        }
+        Ok(())
+    })?;
+    let Ok(written) = written else {
+        return Ok(None);
+    };
+    let mut payloads = Vec::with_capacity(tensors.len());
+    for (t, &(at, len)) in tensors.iter().zip(&placed) {
+        payloads.push(Payload::Tensor {
+            shm: written.part(at as u64, len as u64)?,
+            dtype: DType::F32,
+            shape: t.shape.iter().map(|&d| d as u32).collect(),
+        });
+    }
+    Ok(Some((written, payloads)))
 }
 
 /// A detection row for an item.

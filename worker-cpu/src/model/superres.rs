@@ -5,8 +5,8 @@
 
 use super::{from_json, to_json, vision_err, Output, Parts, Step};
 use crate::StageError;
-use protocol::messages::{Envelope, LossReason, Payload, PixelFormat};
-use protocol::node::{Node, NodeError};
+use protocol::messages::{Envelope, LossReason};
+use stage::{Body, Emit, Item};
 use vision::manifest::{Manifest, TensorSpec};
 use vision::superres::{self, SuperresParams, Tiling};
 use vision::{RgbImage, RgbView, TensorF32};
@@ -99,53 +99,50 @@ impl Step for SuperresStep {
 /// Sends `img` on as the item's frame, in place of the frame and tensors it came with (whose
 /// holds are given back). A frame larger than this stage's slots is counted as bad input,
 /// naming the task and model; in a best-effort app with no free slot the item is shed.
-pub fn send_frame(
-    node: &mut Node,
-    env: Envelope,
-    recv: u64,
-    img: RgbImage,
-) -> Result<(), StageError> {
-    let model = node
-        .task
-        .params
+pub fn send_frame(body: &mut Body<'_>, item: Item, img: RgbImage) -> Result<(), StageError> {
+    let task = body.task_name().to_string();
+    let model = body
+        .params()
         .get("model")
         .and_then(|v| v.as_str())
         .unwrap_or("?")
         .to_string();
-    let pool = node.output_pool().map_err(|e| {
+    let pool = body.node().output_pool().map_err(|e| {
         StageError::Unsupported(format!(
-            "task '{}', model `{model}`: no pool for the upscaled frames ({e}): the model's scale was not known when the app was read (is the manifest where `start` looks for it?)",
-            node.task.name
+            "task '{task}', model `{model}`: no pool for the upscaled frames ({e}): the model's scale was not known when the app was read (is the manifest where `start` looks for it?)"
         ))
     })?;
     let len = img.data.len();
     if len as u64 > pool.slot_size() {
         tracing::warn!(
-            source = %env.source,
-            seq = env.seq,
-            "task '{}', model `{model}`: the upscaled frame {}×{} needs {len} bytes, more than the {}-byte slots planned for this stage; item skipped",
-            node.task.name,
+            source = %item.source(),
+            seq = item.seq(),
+            "task '{task}', model `{model}`: the upscaled frame {}×{} needs {len} bytes, more than the {}-byte slots planned for this stage; item skipped",
             img.width,
             img.height,
             pool.slot_size()
         );
-        return Ok(node.lose(&env, LossReason::BadInput)?);
+        return Ok(body.lose(item, LossReason::BadInput)?);
     }
-    let consumers = node.consumer_count().max(1);
-    let Some(mut writer) = node.output_slot_for(&pool, consumers)? else {
-        return Ok(node.lose(&env, LossReason::Shed)?);
+    let written = body.write_frame(img.width as u32, img.height as u32, |out| {
+        if out.len() != img.data.len() {
+            return Err(stage::StageError::Failed(format!(
+                "an upscaled frame of {} bytes for a {}-byte slot",
+                img.data.len(),
+                out.len()
+            )));
+        }
+        out.copy_from_slice(&img.data);
+        Ok(())
+    })?;
+    let Ok(written) = written else {
+        return Ok(body.lose(item, LossReason::Shed)?);
     };
-    writer.bytes_mut()[..len].copy_from_slice(&img.data);
-    let shm = writer.commit(len as u64).map_err(NodeError::from)?;
-    node.release(&env.payload)?;
-    let out = Envelope {
-        payload: Payload::Frame {
-            shm,
-            width: img.width as u32,
-            height: img.height as u32,
-            format: PixelFormat::Rgb8,
-        },
-        ..env
+    let Some(frame) = written.frame_payload() else {
+        return Err(StageError::Input(format!(
+            "task '{task}': the upscaled frame lost its size"
+        )));
     };
-    Ok(node.send(out, recv)?)
+    // The input is left out of the payload: the send releases it.
+    Ok(body.send(Emit::of(item).payload(frame).written(written))?)
 }

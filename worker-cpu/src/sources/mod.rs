@@ -12,41 +12,29 @@ use crate::StageError;
 use protocol::clock::now_ns;
 use protocol::functions::params;
 use protocol::limits::{Limits, MAX_RATE, MIN_RATE};
-use protocol::messages::{Command, DType, Envelope, LossReason, Payload, PixelFormat};
-use protocol::node::{Node, NodeError};
-use protocol::shm::{ShmRef, SlotPool};
+use protocol::messages::{DType, LossReason, Payload, PixelFormat};
+use protocol::node::Node;
+use protocol::shm::ShmRef;
+use stage::head::{Emitted, Flow, Head};
 use std::io::Read;
 use std::process::{Command as Process, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What the loop should do after an item.
-#[derive(PartialEq)]
-enum Flow {
-    Go,
-    Drain,
-}
-
-/// Writes items of one source into the output pool.
+/// Writes items of one source into the output pool: the stage SDK's head (slot policy,
+/// resume-from, shed counting), with this worker's CPU meter.
 struct Emitter {
-    pool: Arc<SlotPool>,
+    head: Head,
     source: String,
-    app: String,
-    scratch: Vec<u8>,
-    /// Items below this were delivered before a restart: read, not sent again.
-    resume_from: u64,
     /// CPU time per item (with a decoder child's), noted as the head's busy time.
     cost: CpuMeter,
 }
 
 impl Emitter {
     fn new(node: &Node) -> Result<Emitter, StageError> {
+        let head = Head::new(node)?;
         Ok(Emitter {
-            pool: node.output_pool()?,
-            source: node.task.name.clone(),
-            app: node.setup.app.clone(),
-            scratch: Vec::new(),
-            resume_from: node.resume_from(&node.task.name),
+            source: head.source().to_string(),
+            head,
             cost: CpuMeter::new(),
         })
     }
@@ -68,71 +56,18 @@ impl Emitter {
             Instant::now().saturating_duration_since(d)
         });
         let created = now_ns().saturating_sub(late.as_nanos() as u64);
-        node.note_emitted(&self.source, seq);
-        if seq < self.resume_from {
-            // A restarted head: the tails have this one already (still read, so a
-            // stream source stays in step).
-            self.scratch.resize(len, 0);
-            fill(&mut self.scratch)?;
-            return check_commands(node);
+        let emitted = self.head.emit(node, seq, created, len, fill, payload);
+        if !matches!(emitted, Ok(Emitted::Replayed)) {
+            // What this item cost (read, decode, write, send), whether sent or shed.
+            node.note_busy(self.cost.take().as_nanos() as u64);
         }
-        let flow = self.write_and_send(node, seq, created, len, fill, payload);
-        // What this item cost (read, decode, write, send), whether sent or shed.
-        node.note_busy(self.cost.take().as_nanos() as u64);
-        flow?;
+        emitted?;
         check_commands(node)
-    }
-
-    fn write_and_send(
-        &mut self,
-        node: &mut Node,
-        seq: u64,
-        created: u64,
-        len: usize,
-        fill: impl FnOnce(&mut [u8]) -> Result<(), StageError>,
-        payload: impl FnOnce(ShmRef) -> Payload,
-    ) -> Result<(), StageError> {
-        let pool = self.pool.clone();
-        match node.output_slot(&pool)? {
-            Some(mut writer) => {
-                let bytes = writer.bytes_mut();
-                if bytes.len() < len {
-                    return Err(StageError::Input(format!(
-                        "item {seq} of {len} bytes does not fit the {}-byte slots planned for '{}'",
-                        bytes.len(),
-                        self.source
-                    )));
-                }
-                fill(&mut bytes[..len])?;
-                let shm = writer.commit(len as u64).map_err(NodeError::from)?;
-                let env = Envelope {
-                    app: self.app.clone(),
-                    source: self.source.clone(),
-                    seq,
-                    created_ns: created,
-                    hops: Vec::with_capacity(8),
-                    payload: payload(shm),
-                };
-                node.send(env, created)?;
-            }
-            None => {
-                self.scratch.resize(len, 0);
-                fill(&mut self.scratch)?;
-                node.metrics(|m| m.lose(LossReason::Shed, 1));
-            }
-        }
-        Ok(())
     }
 }
 
 fn check_commands(node: &mut Node) -> Result<Flow, StageError> {
-    match node.poll_command()? {
-        Some(Command::Drain) => Ok(Flow::Drain),
-        Some(Command::Stop) => Err(NodeError::Stopped.into()),
-        // The app has every item already: nothing more to produce.
-        Some(Command::Finish) => Ok(Flow::Drain),
-        _ => Ok(Flow::Go),
-    }
+    Ok(stage::head::commands(node)?)
 }
 
 fn frame(width: u32, height: u32) -> impl FnOnce(ShmRef) -> Payload {
@@ -369,8 +304,7 @@ pub fn images(node: &mut Node) -> Result<(), StageError> {
             Err(e) => {
                 // A corrupt file is skipped and counted; the app goes on.
                 tracing::warn!(file = %file.display(), seq, "skipping image: {e}");
-                node.note_emitted(&emitter.source, seq);
-                node.skip(&emitter.source, seq, LossReason::BadInput)?;
+                emitter.head.lose(node, seq, LossReason::BadInput)?;
                 if check_commands(node)? == Flow::Drain {
                     break;
                 }

@@ -53,7 +53,7 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
         });
     }
     let mut sink = TableSink::open_resumed(&format, path.as_deref(), node.setup.resume_output_len)?;
-    run_tail(node, |node, env, _| {
+    run_tail(node, |tail, env, _| {
         let (mut tables, mut size) = (Vec::new(), None);
         contents(&env.payload, &mut tables, &mut size);
         let batches: Result<Vec<RecordBatch>, TableError> = if tables.is_empty() {
@@ -71,13 +71,13 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
             .map_err(SinkError::from)
             .and_then(|bs| bs.iter().try_for_each(|b| sink.write(b)));
         if let Some(len) = sink.written() {
-            node.set_output_len(len);
+            tail.set_output_len(len);
         }
         match written {
             Ok(()) => Ok(()),
             Err(SinkError::Table(e)) => {
                 tracing::warn!(source = %env.source, seq = env.seq, "table not printed ({e}); item lost");
-                node.metrics(|m| m.lose(LossReason::BadInput, 1));
+                tail.count_lost(LossReason::BadInput);
                 Ok(())
             }
             Err(e) => Err(e.into()),

@@ -2,21 +2,19 @@
 //!
 //! An item carries a table alone (`Payload::Table`) or beside other parts
 //! (`Payload::Batch`, e.g. its frame). The table is transformed; every other part
-//! goes on untouched, and each shared-memory reference this stage holds is either
-//! forwarded (with one holder per consumer, as `Node::forward` counts them) or
-//! released, exactly once. A table that does not decode makes the item lost as bad
+//! goes on untouched; the stage SDK's send passes on or releases each shared-memory
+//! reference this stage holds (no hold is counted here). A table that does not decode makes the item lost as bad
 //! input; a predicate or column that does not fit the tables stops the stage with an
 //! error naming the parameter, since every later item would fail the same way.
 
 use super::{decode_ipc, encode_ipc, filter, merge, select, MergeHow, Predicate, TableError};
 use crate::StageError;
 use arrow_array::RecordBatch;
-use protocol::clock::now_ns;
 use protocol::functions::params;
-use protocol::messages::{Command, Envelope, LossReason, Payload};
-use protocol::node::{Event, Node, NodeError};
+use protocol::messages::{Envelope, LossReason, Payload};
+use protocol::node::Node;
+use stage::{Body, Emit, Item};
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 /// Items of different (source, seq) that `table.merge` keeps waiting for their other
 /// inputs; past this the oldest is sent on with what it has.
@@ -46,26 +44,13 @@ fn param_error(node: &Node, param: &str, e: impl std::fmt::Display) -> StageErro
     }
 }
 
-/// Receive items until every upstream replica has ended.
+/// Receive items until every upstream replica has ended: the stage SDK's body loop
+/// (an item dropped releases its shared memory; sends count the holds).
 fn each_item(
     node: &mut Node,
-    mut on_item: impl FnMut(&mut Node, Envelope, u64) -> Result<(), StageError>,
+    on_item: impl FnMut(&mut Body<'_>, Item) -> Result<(), StageError>,
 ) -> Result<(), StageError> {
-    loop {
-        match node.next(Duration::from_millis(200))? {
-            Event::Item(env) => {
-                let recv = now_ns();
-                let started = std::time::Instant::now();
-                on_item(node, env, recv)?;
-                let busy = started.elapsed().as_nanos() as u64;
-                node.note_busy(busy);
-            }
-            Event::End => return Ok(()),
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            // Drain (bodies end when their inputs end), idle, and events of other kinds.
-            _ => {}
-        }
-    }
+    stage::body::run(node, None, on_item)
 }
 
 /// Why a payload's tables could not be transformed.
@@ -110,27 +95,24 @@ fn run_single(
     mut op: impl FnMut(&RecordBatch) -> Result<RecordBatch, TableError>,
 ) -> Result<(), StageError> {
     let mut warned_tableless = false;
-    each_item(node, |node, env, recv| {
-        match map_tables(&env.payload, &mut op) {
+    each_item(node, |body, item| {
+        match map_tables(item.payload(), &mut op) {
             Ok((payload, tables)) => {
                 if tables == 0 && !warned_tableless {
                     warned_tableless = true;
-                    tracing::warn!(source = %env.source, seq = env.seq,
-                    "'{}' got an item without a table; such items pass unchanged", node.task.function);
+                    tracing::warn!(source = %item.source(), seq = item.seq(),
+                    "'{}' got an item without a table; such items pass unchanged", body.node().task.function);
                 }
-                Ok(node.forward(Envelope { payload, ..env }, recv)?)
+                Ok(body.send(Emit::of(item).payload(payload))?)
             }
             Err(Failure::Decode(e)) => {
-                tracing::warn!(source = %env.source, seq = env.seq, "table does not decode ({e}); item lost");
-                Ok(node.lose(&env, LossReason::BadInput)?)
+                tracing::warn!(source = %item.source(), seq = item.seq(), "table does not decode ({e}); item lost");
+                Ok(body.lose(item, LossReason::BadInput)?)
             }
             Err(Failure::Op(e)) => {
-                node.lose(&env, LossReason::BadInput)?;
-                Err(param_error(
-                    node,
-                    param_name,
-                    format!("item {}/{}: {e}", env.source, env.seq),
-                ))
+                let what = format!("item {}/{}: {e}", item.source(), item.seq());
+                body.lose(item, LossReason::BadInput)?;
+                Err(param_error(body.node(), param_name, what))
             }
         }
     })
@@ -233,6 +215,9 @@ type Key = (String, u64);
 struct Pending {
     arrival: u64,
     parts: Vec<Part>,
+    /// The items behind `parts`: their shared memory is passed on or released by the
+    /// send (or on drop).
+    items: Vec<Item>,
     /// A part's table did not decode: the whole item is lost once complete.
     bad: bool,
 }
@@ -274,7 +259,7 @@ pub fn run_merge(node: &mut Node) -> Result<(), StageError> {
         seen: HashSet::new(),
         table_senders: HashSet::new(),
     };
-    each_item(node, |node, env, recv| state.push(node, env, recv))?;
+    each_item(node, |body, item| state.push(body, item))?;
     let mut rest: Vec<(Key, u64)> = state
         .pending
         .iter()
@@ -287,14 +272,17 @@ pub fn run_merge(node: &mut Node) -> Result<(), StageError> {
             rest.len()
         );
     }
+    let mut body = Body::new(node);
     for (key, _) in rest {
-        state.flush(node, &key)?;
+        state.flush(&mut body, &key)?;
     }
     Ok(())
 }
 
 impl MergeState {
-    fn push(&mut self, node: &mut Node, env: Envelope, recv: u64) -> Result<(), StageError> {
+    fn push(&mut self, body: &mut Body<'_>, item: Item) -> Result<(), StageError> {
+        let env = item.envelope().clone();
+        let recv = item.recv_ns();
         let stage = env.hops.last().map(|h| h.stage).unwrap_or(u16::MAX);
         self.seen.insert(stage);
         let key = (env.source.clone(), env.seq);
@@ -308,18 +296,20 @@ impl MergeState {
             Pending {
                 arrival: self.arrivals,
                 parts: Vec::new(),
+                items: Vec::new(),
                 bad: false,
             }
         });
         if entry.parts.iter().any(|p| p.stage == stage) {
             tracing::debug!(source = %env.source, seq = env.seq, "duplicate from stage {stage}; dropped");
-            return Ok(node.release(&env.payload)?);
+            return Ok(());
         }
         if let Err(e) = decoded {
             tracing::warn!(source = %env.source, seq = env.seq, "table does not decode ({e}); item lost");
             entry.bad = true;
-            node.release(&env.payload)?;
             others.clear();
+        } else {
+            entry.items.push(item);
         }
         entry.parts.push(Part {
             stage,
@@ -329,7 +319,7 @@ impl MergeState {
             others,
         });
         if entry.parts.len() >= self.inputs {
-            return self.flush(node, &key);
+            return self.flush(body, &key);
         }
         if self.pending.len() > MERGE_MAX_PENDING {
             if let Some(oldest) = self
@@ -340,49 +330,43 @@ impl MergeState {
             {
                 tracing::warn!(source = %oldest.0, seq = oldest.1,
                     "more than {MERGE_MAX_PENDING} items wait for other inputs; the oldest goes on with what arrived");
-                self.flush(node, &oldest)?;
+                self.flush(body, &oldest)?;
             }
         }
         Ok(())
     }
 
-    /// Send one key on with the parts it has, or count it lost if one was bad.
-    fn flush(&mut self, node: &mut Node, key: &Key) -> Result<(), StageError> {
+    /// Send one key on with the parts it has, or count it lost if one was bad (the
+    /// items' shared memory goes back when they are dropped).
+    fn flush(&mut self, body: &mut Body<'_>, key: &Key) -> Result<(), StageError> {
         let Some(pending) = self.pending.remove(key) else {
             return Ok(());
         };
         if pending.bad {
-            node.metrics(|m| m.lose(LossReason::BadInput, 1));
-            for p in &pending.parts {
-                for o in &p.others {
-                    node.release(o)?;
-                }
-            }
+            body.count_lost(LossReason::BadInput);
             return Ok(());
         }
         let present: HashSet<u16> = pending.parts.iter().map(|p| p.stage).collect();
         let missing_tables = present.len() < self.inputs
             && (self.seen.len() < self.inputs
                 || self.table_senders.iter().any(|s| !present.contains(s)));
-        let held: Vec<Payload> = pending
-            .parts
-            .iter()
-            .flat_map(|p| p.others.iter().cloned())
-            .collect();
         match combine(pending.parts, &self.how, missing_tables) {
             Ok(c) => {
-                for d in &c.duplicates {
-                    node.release(d)?;
+                // A frame that came through two inputs is passed on once: the send
+                // releases the other hold.
+                if !c.duplicates.is_empty() {
+                    tracing::trace!(parts = c.duplicates.len(), "shared parts passed on once");
                 }
-                Ok(node.forward(c.env, c.recv)?)
+                let emit = pending
+                    .items
+                    .into_iter()
+                    .fold(Emit::new(c.env, c.recv), Emit::input);
+                Ok(body.send(emit)?)
             }
             Err(e) => {
-                node.metrics(|m| m.lose(LossReason::BadInput, 1));
-                for o in &held {
-                    node.release(o)?;
-                }
+                body.count_lost(LossReason::BadInput);
                 Err(param_error(
-                    node,
+                    body.node(),
                     self.param,
                     format!("item {}/{}: {e}", key.0, key.1),
                 ))

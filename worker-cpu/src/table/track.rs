@@ -13,13 +13,12 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::Float32Type;
 use arrow_array::{Array, ArrayRef, Float32Array, RecordBatch, UInt64Array};
 use arrow_schema::{DataType, Field, Schema};
-use protocol::clock::now_ns;
 use protocol::functions::params::TrackDeepsort;
-use protocol::messages::{Command, Envelope, LossReason};
-use protocol::node::{Event, Node, NodeError};
+use protocol::messages::LossReason;
+use protocol::node::Node;
+use stage::{Body, Emit, Item};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 use vision::tracking::{Detection, Tracker, TrackerConfig, TrackingError};
 
 /// Items per source whose ids are remembered for replays.
@@ -248,51 +247,45 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         Some(p) => restore(node, p)?,
         None => HashMap::new(),
     };
-    loop {
-        match node.next(Duration::from_millis(200))? {
-            Event::Item(env) => {
-                let recv = now_ns();
-                let started = std::time::Instant::now();
-                let state = match sources.get_mut(&env.source) {
-                    Some(s) => s,
-                    None => sources.entry(env.source.clone()).or_insert(SourceState {
-                        tracker: Tracker::new(config.clone())
-                            .map_err(|e| StageError::Input(e.to_string()))?,
-                        last_seq: None,
-                        recent: VecDeque::new(),
-                    }),
-                };
-                if let Some(out) = handle(node, state, &embedding, env)? {
-                    if let Some(p) = &snapshot {
-                        save(p, &sources)?;
-                    }
-                    node.forward(out, recv)?;
-                }
-                node.note_busy(started.elapsed().as_nanos() as u64);
+    stage::body::run(node, None, |body, item| {
+        let state = match sources.get_mut(item.source()) {
+            Some(s) => s,
+            None => sources
+                .entry(item.source().to_string())
+                .or_insert(SourceState {
+                    tracker: Tracker::new(config.clone())
+                        .map_err(|e| StageError::Input(e.to_string()))?,
+                    last_seq: None,
+                    recent: VecDeque::new(),
+                }),
+        };
+        if let Some(out) = handle(body, state, &embedding, item)? {
+            if let Some(p) = &snapshot {
+                save(p, &sources)?;
             }
-            Event::End => return Ok(()),
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
-            _ => {}
+            body.send(out)?;
         }
-    }
+        Ok(())
+    })
 }
 
-/// Track one item: its envelope with the `track_id` column to send on, or `None` when
+/// Track one item: the item with the `track_id` column to send on, or `None` when
 /// it was lost (counted here).
 fn handle(
-    node: &mut Node,
+    body: &mut Body<'_>,
     state: &mut SourceState,
     embedding: &str,
-    env: Envelope,
-) -> Result<Option<Envelope>, StageError> {
-    let task = node.task.name.clone();
+    item: Item,
+) -> Result<Option<Emit>, StageError> {
+    let task = body.task_name().to_string();
+    let env = item.envelope().clone();
     let seen = state.last_seq.is_some_and(|l| env.seq <= l);
     let result = if seen {
         // A replay: the ids it was given, without moving the tracks again.
         let Some((_, ids)) = state.recent.iter().find(|(s, _)| *s == env.seq).cloned() else {
             tracing::warn!(source = %env.source, seq = env.seq,
                 "track.deepsort: item older than the last {REPLAY_MEMORY} of its source arrived again or out of order; lost");
-            node.lose(&env, LossReason::BadInput)?;
+            body.lose(item, LossReason::BadInput)?;
             return Ok(None);
         };
         let mut k = 0;
@@ -326,7 +319,7 @@ fn handle(
         if let Some(msg) = failure {
             tracing::warn!(source = %env.source, seq = env.seq, "{task}: {msg}; item lost");
             state.last_seq = Some(env.seq);
-            node.lose(&env, LossReason::BadInput)?;
+            body.lose(item, LossReason::BadInput)?;
             return Ok(None);
         }
         if r.is_ok() {
@@ -339,14 +332,14 @@ fn handle(
         r
     };
     match result {
-        Ok((payload, _)) => Ok(Some(Envelope { payload, ..env })),
+        Ok((payload, _)) => Ok(Some(Emit::of(item).payload(payload))),
         Err(Failure::Decode(e)) => {
             tracing::warn!(source = %env.source, seq = env.seq, "table does not decode ({e}); item lost");
-            node.lose(&env, LossReason::BadInput)?;
+            body.lose(item, LossReason::BadInput)?;
             Ok(None)
         }
         Err(Failure::Op(e)) => {
-            node.lose(&env, LossReason::BadInput)?;
+            body.lose(item, LossReason::BadInput)?;
             Err(StageError::Input(format!(
                 "task '{task}' (track.deepsort): item {}/{}: {e}",
                 env.source, env.seq

@@ -1,0 +1,210 @@
+//! Plays the supervisor and the neighbours of one stage in-process: real ipc channels,
+//! real shared-memory pools, the real bootstrap. The stage's loop runs in the test's
+//! thread over messages queued before it starts.
+
+// Test code: a failed step fails the test (clippy.toml allows this in `#[test]`s only).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
+use protocol::codec;
+use protocol::messages::*;
+use protocol::node::Node;
+use protocol::shm::{ShmRef, SlotPool};
+use protocol::spec::ServiceType;
+
+/// The upstream producer's pool, this stage's own pool, and the holder ids.
+pub const UP_POOL: u32 = 1;
+pub const OWN_POOL: u32 = 2;
+pub const NODE_HOLDER: u16 = 5;
+pub const UP_HOLDER: u16 = 3;
+pub const FIRST_CONSUMER_HOLDER: u16 = 10;
+pub const SLOT: u64 = 4096;
+
+pub struct Harness {
+    pub node: Node,
+    pub inbox: IpcSender<Vec<u8>>,
+    pub consumers: Vec<IpcReceiver<Vec<u8>>>,
+    pub up: IpcReceiver<UpWire>,
+    pub up_pool: SlotPool,
+    pub own_pool: SlotPool,
+}
+
+/// A stage of `kind` ("cpu" or "tail") with `consumers` consumer tasks.
+pub fn start(kind: &str, consumers: u32, service: ServiceType, slots: u32) -> Harness {
+    start_with(kind, consumers, service, slots, Vec::new())
+}
+
+/// [`start`], for a "head" too, with the resume points of a restarted stage.
+pub fn start_with(
+    kind: &str,
+    consumers: u32,
+    service: ServiceType,
+    slots: u32,
+    resume: Vec<SourceTotal>,
+) -> Harness {
+    let mut holders = vec![NODE_HOLDER, UP_HOLDER];
+    holders.extend((0..consumers as u16).map(|k| FIRST_CONSUMER_HOLDER + k));
+    let up_pool = SlotPool::create(UP_POOL, slots, SLOT, &holders).unwrap();
+    let own_pool = SlotPool::create(OWN_POOL, slots, SLOT, &holders).unwrap();
+    let (inbox_tx, inbox_rx) = ipc::channel::<Vec<u8>>().unwrap();
+    let mut outputs = Vec::new();
+    let mut receivers = Vec::new();
+    let mut routes = Vec::new();
+    for k in 0..consumers {
+        let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+        outputs.push(tx);
+        receivers.push(rx);
+        routes.push(OutputRoute {
+            task: format!("consumer{k}"),
+            first: k,
+            replicas: 1,
+            active: 1,
+            holders: vec![FIRST_CONSUMER_HOLDER + k as u16],
+        });
+    }
+    let task = serde_json::json!({"name": "under-test", "kind": kind, "function": "core.forward"});
+    let setup = Setup {
+        app: "sdk".into(),
+        service_type: service,
+        task_index: 1,
+        task_json: task.to_string(),
+        replica: 0,
+        replicas: 1,
+        outputs: routes,
+        expected_eos: u32::from(kind != "head"),
+        pools: vec![
+            PoolInfo {
+                id: UP_POOL,
+                owner: "up#0".into(),
+            },
+            PoolInfo {
+                id: OWN_POOL,
+                owner: "under-test#0".into(),
+            },
+        ],
+        own_pool: Some(OWN_POOL),
+        run_dir: std::env::temp_dir().display().to_string(),
+        heartbeat_ms: 100,
+        batch_size: 1,
+        batch_max_wait_ms: 0.0,
+        batch_capacity: 1,
+        threads: 1,
+        slot_wait_ms: 20,
+        deadline_ms: 0,
+        agent_deadline_ms: 0,
+        agent_output: None,
+        agent_reply_to: None,
+        models_manifest: None,
+        models_dir: None,
+        holder: NODE_HOLDER,
+        incarnation: 0,
+        resume,
+        resume_output_len: None,
+    };
+    let (server, name) = IpcOneShotServer::<UpWire>::new().unwrap();
+    let pools = vec![up_pool.handle(), own_pool.handle()];
+    let supervisor = std::thread::spawn(move || {
+        let (up, hello) = server.accept().unwrap();
+        let wire = SetupWire {
+            setup: codec::encode("setup", &setup).unwrap(),
+            refused: None,
+            inbox: Some(inbox_rx),
+            outputs,
+            pools,
+            rewire: None,
+            attach: None,
+        };
+        hello.reply.unwrap().send(wire).unwrap();
+        up
+    });
+    let node = Node::bootstrap_with(&name, 0, "under-test#0").unwrap();
+    let up = supervisor.join().unwrap();
+    Harness {
+        node,
+        inbox: inbox_tx,
+        consumers: receivers,
+        up,
+        up_pool,
+        own_pool,
+    }
+}
+
+impl Harness {
+    /// Write `bytes` into a slot of the upstream pool, held by the stage under test.
+    pub fn upstream_slot(&self, bytes: &[u8]) -> ShmRef {
+        let mut w = self.up_pool.try_acquire(1).expect("a free upstream slot");
+        w.bytes_mut()[..bytes.len()].copy_from_slice(bytes);
+        let r = w.commit(bytes.len() as u64).unwrap();
+        self.up_pool.transfer(&r, NODE_HOLDER).unwrap();
+        r
+    }
+
+    /// Queue item `seq` of source "cam" for the stage.
+    pub fn send(&self, seq: u64, payload: Payload) {
+        let env = Envelope {
+            app: "sdk".into(),
+            source: "cam".into(),
+            seq,
+            created_ns: protocol::clock::now_ns(),
+            hops: vec![Hop {
+                stage: 0,
+                recv_ns: 0,
+                sent_ns: 0,
+            }],
+            payload,
+        };
+        self.inbox
+            .send(codec::encode("item", &Inbox::Data(env)).unwrap())
+            .unwrap();
+    }
+
+    /// Queue a 2×2 RGB8 frame whose bytes all are `seq`.
+    pub fn send_frame(&self, seq: u64) -> ShmRef {
+        let shm = self.upstream_slot(&[seq as u8; 12]);
+        self.send(
+            seq,
+            Payload::Frame {
+                shm,
+                width: 2,
+                height: 2,
+                format: PixelFormat::Rgb8,
+            },
+        );
+        shm
+    }
+
+    /// Queue the upstream's end of stream: source "cam" emitted `total` items.
+    pub fn end(&self, total: u64) {
+        let eos = Eos {
+            stage: 0,
+            replica: 0,
+            totals: vec![SourceTotal {
+                source: "cam".into(),
+                total,
+            }],
+        };
+        self.inbox
+            .send(codec::encode("eos", &Inbox::Eos(eos)).unwrap())
+            .unwrap();
+    }
+
+    /// The items consumer `k` received so far.
+    pub fn received(&self, k: usize) -> Vec<Envelope> {
+        let mut items = Vec::new();
+        while let Ok(bytes) = self.consumers[k].try_recv() {
+            if let Inbox::Data(env) = codec::decode::<Inbox>("inbox", &bytes).unwrap() {
+                items.push(env);
+            }
+        }
+        items
+    }
+
+    /// Every message the stage sent up so far.
+    pub fn sent_up(&self) -> Vec<Up> {
+        let mut msgs = Vec::new();
+        while let Ok(wire) = self.up.try_recv() {
+            msgs.push(codec::decode::<Up>("up", &wire.bytes).unwrap());
+        }
+        msgs
+    }
+}

@@ -1,0 +1,301 @@
+//! The SDK's loops against real shared-memory pools and channels: what a body's
+//! function drops is released, a forward fans out with one hold per consumer, a write
+//! is passed on and its input given back, a tail sees out-of-order arrivals once and in
+//! order and acknowledges them, and a full pool gives the typed reason of its policy.
+
+mod harness;
+
+use harness::*;
+use protocol::messages::{Payload, Up};
+use protocol::node::{NoSlot, SlotPolicy};
+use protocol::spec::ServiceType;
+use stage::{Emit, StageError};
+use std::time::Duration;
+
+#[test]
+fn a_body_whose_function_drops_the_item_releases_its_slot() {
+    let mut h = start("cpu", 1, ServiceType::BestEffort, 4);
+    for seq in 0..3 {
+        h.send_frame(seq);
+    }
+    h.end(3);
+    assert_eq!(h.up_pool.free_slots(), 1, "three slots travel to the body");
+    let mut seen = 0;
+    stage::body::run::<StageError, _>(&mut h.node, None, |_, item| {
+        seen += 1;
+        drop(item);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, 3);
+    assert_eq!(
+        h.up_pool.free_slots(),
+        4,
+        "every dropped item gave its slot back"
+    );
+    assert_eq!(h.up_pool.holds_of(NODE_HOLDER), 0);
+    assert!(h.received(0).is_empty());
+}
+
+#[test]
+fn a_forward_to_three_consumers_holds_the_slot_once_for_each() {
+    let mut h = start("cpu", 3, ServiceType::BestEffort, 4);
+    let shm = h.send_frame(7);
+    h.end(8);
+    stage::body::run::<StageError, _>(&mut h.node, None, |body, item| body.forward(item)).unwrap();
+    assert_eq!(h.up_pool.holds_of(NODE_HOLDER), 0, "the body keeps nothing");
+    for k in 0..3 {
+        let got = h.received(k);
+        assert_eq!(got.len(), 1, "consumer {k} gets the item");
+        assert_eq!(
+            got[0].payload.shm_refs(),
+            vec![shm],
+            "the same slot: no copy"
+        );
+        assert_eq!(
+            h.up_pool.holds_of(FIRST_CONSUMER_HOLDER + k as u16),
+            1,
+            "one hold moved to consumer {k}"
+        );
+    }
+    for k in 0..3u16 {
+        assert_eq!(
+            h.up_pool.free_slots(),
+            3,
+            "held until the last consumer releases"
+        );
+        assert!(h
+            .up_pool
+            .release_for(&shm, FIRST_CONSUMER_HOLDER + k)
+            .unwrap());
+    }
+    assert_eq!(h.up_pool.free_slots(), 4);
+}
+
+#[test]
+fn a_written_frame_goes_on_and_the_input_slot_comes_back() {
+    let mut h = start("cpu", 2, ServiceType::BestEffort, 4);
+    h.send_frame(1);
+    h.end(2);
+    stage::body::run::<StageError, _>(&mut h.node, None, |body, item| {
+        let doubled: Vec<u8> = item.frame().unwrap().data.iter().map(|b| b * 2).collect();
+        let written = body
+            .write_frame(2, 2, |out| {
+                out.copy_from_slice(&doubled);
+                Ok(())
+            })?
+            .unwrap();
+        let frame = written.frame_payload().unwrap();
+        body.send(Emit::of(item).payload(frame).written(written))
+    })
+    .unwrap();
+    assert_eq!(
+        h.up_pool.free_slots(),
+        4,
+        "the input was released by the send"
+    );
+    for k in 0..2 {
+        let got = h.received(k);
+        let Payload::Frame { shm, .. } = got[0].payload else {
+            panic!("a frame")
+        };
+        assert_eq!(shm.pool, OWN_POOL);
+        assert_eq!(h.own_pool.read(&shm).unwrap(), &[2u8; 12]);
+        assert_eq!(h.own_pool.holds_of(FIRST_CONSUMER_HOLDER + k as u16), 1);
+    }
+    assert_eq!(h.own_pool.holds_of(NODE_HOLDER), 0);
+}
+
+#[test]
+fn a_payload_naming_a_slot_the_stage_does_not_hold_is_refused() {
+    let mut h = start("cpu", 1, ServiceType::BestEffort, 4);
+    // A slot the test (holder 0) holds, never handed to the body.
+    let other = h.up_pool.try_acquire(1).unwrap().commit(12).unwrap();
+    h.send(0, Payload::State(b"{}".to_vec()));
+    h.end(1);
+    let out = stage::body::run::<StageError, _>(&mut h.node, None, |body, item| {
+        let forged = Payload::Batch(vec![
+            item.payload().clone(),
+            Payload::Tensor {
+                shm: other,
+                dtype: stage::DType::U8,
+                shape: vec![12],
+            },
+        ]);
+        body.send(Emit::of(item).payload(forged))
+    });
+    let err = out.unwrap_err().to_string();
+    assert!(err.contains("does not hold"), "{err}");
+    assert!(h.received(0).is_empty(), "nothing was sent");
+}
+
+#[test]
+fn the_tail_delivers_out_of_order_arrivals_once_in_order_and_acknowledges_them() {
+    let mut h = start("tail", 0, ServiceType::RequestGuarantee, 8);
+    for seq in [2, 0, 3, 0, 1] {
+        h.send_frame(seq);
+    }
+    h.end(4);
+    let mut delivered = Vec::new();
+    stage::tail::run::<StageError, _>(&mut h.node, |_, item| {
+        let frame = item.frame()?.unwrap();
+        delivered.push((item.seq(), frame.data[0]));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        delivered,
+        vec![(0, 0), (1, 1), (2, 2), (3, 3)],
+        "each once, in order, with its own bytes (a stashed item's are a copy)"
+    );
+    assert_eq!(
+        h.up_pool.free_slots(),
+        8,
+        "every slot went back, the duplicate's too"
+    );
+    let acked: Vec<u64> = h
+        .sent_up()
+        .into_iter()
+        .filter_map(|m| match m {
+            Up::Delivered { frontier, .. } => frontier.first().map(|t| t.total),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        acked.last(),
+        Some(&4),
+        "acknowledged up to the end: {acked:?}"
+    );
+    assert!(acked.windows(2).all(|w| w[0] < w[1]), "{acked:?}");
+}
+
+#[test]
+fn a_tail_function_that_fails_to_write_fails_the_tail() {
+    let mut h = start("tail", 0, ServiceType::BestEffort, 4);
+    h.send_frame(0);
+    h.end(1);
+    let out = stage::tail::run::<StageError, _>(&mut h.node, |_, _| {
+        Err(StageError::Failed("disk full".into()))
+    });
+    assert!(out.unwrap_err().to_string().contains("disk full"));
+}
+
+#[test]
+fn a_full_pool_gives_the_reason_its_policy_names() {
+    let mut h = start("cpu", 1, ServiceType::BestEffort, 1);
+    assert_eq!(
+        h.node.slot_policy(),
+        SlotPolicy::WaitUpTo(Duration::from_millis(20))
+    );
+    let pool = h.node.output_pool().unwrap();
+    let held = h
+        .node
+        .take_slot(&pool, 1, SlotPolicy::Wait)
+        .unwrap()
+        .unwrap();
+    let shed = h.node.take_slot(&pool, 1, SlotPolicy::Shed).unwrap();
+    assert_eq!(shed.err(), Some(NoSlot::Shed));
+    let later = h
+        .node
+        .take_slot(&pool, 1, SlotPolicy::WaitUpTo(Duration::from_millis(30)))
+        .unwrap();
+    assert_eq!(later.err(), Some(NoSlot::TimedOut));
+    drop(held);
+    assert!(h
+        .node
+        .take_slot(&pool, 1, SlotPolicy::Shed)
+        .unwrap()
+        .is_ok());
+}
+
+#[test]
+fn a_batch_sharing_one_output_slot_holds_it_once_per_output_per_consumer() {
+    let mut h = start("cpu", 2, ServiceType::BestEffort, 4);
+    let frames = [h.send_frame(0), h.send_frame(1)];
+    h.end(2);
+    let mut batch = Vec::new();
+    stage::body::run::<StageError, _>(&mut h.node, None, |_, item| {
+        batch.push(item);
+        Ok(())
+    })
+    .unwrap();
+    let mut body = stage::Body::new(&mut h.node);
+    let written = body
+        .write(24, |out| {
+            out.fill(7);
+            Ok(())
+        })
+        .unwrap()
+        .unwrap();
+    let mut emits = Vec::new();
+    for (k, item) in batch.into_iter().enumerate() {
+        let frame = item.payload().clone();
+        let output = Payload::Tensor {
+            shm: written.part(12 * k as u64, 12).unwrap(),
+            dtype: stage::DType::U8,
+            shape: vec![12],
+        };
+        emits.push(Emit::of(item).payload(Payload::Batch(vec![frame, output])));
+    }
+    body.send_all(emits, vec![written]).unwrap();
+    for k in 0..2u16 {
+        let got = h.received(k as usize);
+        assert_eq!(got.len(), 2, "consumer {k} gets both items");
+        assert_eq!(got[1].payload.shm_refs()[0], frames[1], "frames pass on, no copy");
+        let holder = FIRST_CONSUMER_HOLDER + k;
+        assert_eq!(h.own_pool.holds_of(holder), 2, "one hold per output reference");
+        assert_eq!(h.up_pool.holds_of(holder), 2, "one hold per frame");
+    }
+    assert_eq!(h.own_pool.holds_of(NODE_HOLDER), 0);
+    assert_eq!(h.up_pool.holds_of(NODE_HOLDER), 0);
+}
+
+#[test]
+fn a_restarted_head_reads_but_does_not_resend_what_the_tails_have_and_sheds_on_a_full_pool() {
+    use protocol::messages::SourceTotal;
+    use stage::{Emitted, Head};
+    let resume = vec![SourceTotal {
+        source: "under-test".into(),
+        total: 2,
+    }];
+    let mut h = start_with("head", 1, ServiceType::BestEffort, 1, resume);
+    let mut head = Head::new(&h.node).unwrap();
+    assert_eq!(head.resume_from(), 2);
+    let mut emitted = Vec::new();
+    let mut filled = Vec::new();
+    for seq in 0..4u64 {
+        let got = head
+            .emit::<StageError>(
+                &mut h.node,
+                seq,
+                0,
+                12,
+                |buf| {
+                    buf.fill(seq as u8);
+                    filled.push(seq);
+                    Ok(())
+                },
+                |shm| Payload::Tensor {
+                    shm,
+                    dtype: stage::DType::U8,
+                    shape: vec![12],
+                },
+            )
+            .unwrap();
+        emitted.push(got);
+    }
+    assert_eq!(filled, vec![0, 1, 2, 3], "every item is read, sent or not");
+    assert_eq!(
+        emitted,
+        vec![
+            Emitted::Replayed,
+            Emitted::Replayed,
+            Emitted::Sent,
+            Emitted::Shed(NoSlot::Shed)
+        ]
+    );
+    let got = h.received(0);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].seq, 2);
+    assert_eq!(h.own_pool.read(&got[0].payload.shm_refs()[0]).unwrap(), &[2u8; 12]);
+}
