@@ -7,10 +7,10 @@ use crate::launch::{find_worker, start_child, Pending, Spawner};
 use crate::models::ModelStore;
 use crate::plan::{ancestors, Plan};
 use anyhow::{anyhow, Context};
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use protocol::codec;
 use protocol::messages::*;
-use protocol::shm::{SlotPool, MAX_HOLDER_ID};
+use protocol::shm::{PoolHandle, SlotPool, MAX_HOLDER_ID};
 use protocol::spec::{AppSpec, TaskKind, TaskSpec};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -154,7 +154,7 @@ impl<'a> Wiring<'a> {
     fn agent_view(
         &self,
         extra: usize,
-    ) -> anyhow::Result<(Vec<PoolInfo>, Vec<IpcSharedMemory>, Vec<InboxSender>)> {
+    ) -> anyhow::Result<(Vec<PoolInfo>, Vec<PoolHandle>, Vec<InboxSender>)> {
         let mut infos = Vec::new();
         let mut handles = Vec::new();
         for ((pt, pr), pool) in &self.pools {
@@ -169,7 +169,8 @@ impl<'a> Wiring<'a> {
             .iter()
             .map(|g| self.sender(*g))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if extra + outputs.len() + handles.len() > MAX_FDS {
+        // Pools travel as handles to open, not as fds: only the channels count.
+        if extra + outputs.len() > MAX_FDS {
             return Err(anyhow!(
                 "the GPU agent would need more than {MAX_FDS} handles; the app has too many stages"
             ));
@@ -531,7 +532,7 @@ impl<'a> Wiring<'a> {
             .filter_map(|i| app.task_index(i))
             .map(|j| self.replicas_of(j))
             .sum();
-        let mut mapped: Vec<(PoolInfo, IpcSharedMemory)> = Vec::new();
+        let mut mapped: Vec<(PoolInfo, PoolHandle)> = Vec::new();
         let mut readable = ancestors(app, t);
         readable.insert(t);
         for ((pt, pr), pool) in &self.pools {
@@ -545,10 +546,11 @@ impl<'a> Wiring<'a> {
                 ));
             }
         }
-        let fds = 2 + outputs.len() + mapped.len();
+        // Pools travel as handles to open, not as fds: only the channels count.
+        let fds = 2 + outputs.len();
         if fds > MAX_FDS {
             return Err(anyhow!(
-                "stage {}#{r} needs {fds} channel and memory handles, more than the {MAX_FDS} one message can carry; use fewer replicas downstream",
+                "stage {}#{r} needs {fds} channel handles, more than the {MAX_FDS} one message can carry; use fewer replicas downstream",
                 task.name
             ));
         }
