@@ -6,7 +6,7 @@
 
 use crate::shm::ShmRef;
 use crate::spec::ServiceType;
-use ipc_channel::ipc::{IpcReceiver, IpcSender, IpcSharedMemory};
+use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a message changes shape; a child of another version is refused.
@@ -46,8 +46,9 @@ pub struct SetupWire {
     pub inbox: Option<InboxReceiver>,
     /// Inbox senders of every replica of every consumer task, in [`Setup::outputs`] order.
     pub outputs: Vec<InboxSender>,
-    /// Shared-memory pools this process may read or write, in [`Setup::pools`] order.
-    pub pools: Vec<IpcSharedMemory>,
+    /// Shared-memory pools this process may read or write, in [`Setup::pools`] order
+    /// (where to open each: the supervisor's fd).
+    pub pools: Vec<crate::shm::PoolHandle>,
     /// Where the supervisor sends the new inbox sender of a restarted consumer, just
     /// before the matching [`Command::Rewire`] (ipc-channel handles cannot travel in
     /// our bincode bytes).
@@ -65,8 +66,8 @@ pub struct AttachWire {
     /// The agent's holder id in this app's pools.
     pub holder: u16,
     pub pools: Vec<PoolInfo>,
-    /// The pools' memory, in `pools` order.
-    pub handles: Vec<IpcSharedMemory>,
+    /// Where to open the pools' memory, in `pools` order.
+    pub handles: Vec<crate::shm::PoolHandle>,
     /// The agent's output index of `outputs[0]`; a GPU stage's `reply_to` is
     /// `first_output` + its position. Indices are node-wide: no two apps share one.
     pub first_output: u32,

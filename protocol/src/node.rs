@@ -7,7 +7,7 @@ use crate::codec::{self, CodecError};
 use crate::messages::*;
 use crate::shm::{ShmError, SlotPool, SlotWriter};
 use crate::spec::{ServiceType, TaskSpec};
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -180,10 +180,10 @@ impl Node {
             )));
         }
         let mut pools = HashMap::new();
-        for (info, shm) in setup.pools.iter().zip(wire.pools) {
+        for (info, handle) in setup.pools.iter().zip(wire.pools) {
             pools.insert(
                 info.id,
-                Arc::new(SlotPool::attach_as(info.id, shm, setup.holder)?),
+                Arc::new(SlotPool::open_as(info.id, handle, setup.holder)?),
             );
         }
         let mut out_holders = vec![u16::MAX; wire.outputs.len()];

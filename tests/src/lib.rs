@@ -240,8 +240,8 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
     pids
 }
 
-/// Open memfd mappings or descriptors created by process `creator` (ipc-channel names
-/// its memfds after the creating pid), held by any process.
+/// Open memfd mappings or descriptors created by process `creator` (ipc-channel and the
+/// slot pools name their memfds after the creating pid), held by any process.
 pub fn memfds_of(creator: u32) -> Vec<String> {
     let tag = format!(".{creator}.");
     let mut found = Vec::new();
@@ -256,7 +256,7 @@ pub fn memfds_of(creator: u32) -> Vec<String> {
             if let Ok(target) = std::fs::read_link(fd.path()) {
                 let t = target.display().to_string();
                 if t.contains("memfd:")
-                    && t.contains("ipc-channel-shared-memory")
+                    && (t.contains("ipc-channel-shared-memory") || t.contains("smartpipe-pool"))
                     && t.contains(&tag)
                 {
                     found.push(format!("{} -> {t}", fd.path().display()));

@@ -19,6 +19,7 @@ use crate::apps::{enqueue, Apps};
 use crate::executor::{Done, Executor, Job};
 use crate::pick::next_runnable;
 use crate::residency::{start_loader, AgentModel, Loaded, Residency};
+use crate::switching::{demand, next_load};
 use crate::tensors::{read_batch, write_f32};
 use protocol::messages::{AgentReply, AgentRequest, Command, Inbox, TensorRef};
 use protocol::node::{Event, Node, NodeError};
@@ -174,7 +175,8 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
     match wake {
         Wake::Loaded(loaded) => {
             let name = loaded.0.clone();
-            if let Err(e) = st.res.accept_loaded(loaded) {
+            let wanted = demand(&st.queue, st.ready.as_ref().map(|(r, _)| r));
+            if let Err(e) = st.res.accept_loaded(loaded, &wanted) {
                 tracing::error!(model = %name, "load failed: {e}");
                 let (failed, kept): (Vec<_>, Vec<_>) =
                     st.queue.drain(..).partition(|r| r.model == name);
@@ -205,26 +207,32 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
 }
 
 /// Fails the requests no session will serve and starts loading the model of the
-/// earliest request whose model is not resident; starts every run an executor can take;
-/// while every executor is busy, copies the inputs of the next request whose model is
-/// resident, so that it starts as soon as one is free.
+/// earliest request whose model is not resident ([`crate::switching::next_load`]: not
+/// while that would evict a model an earlier request waits for); starts every run an
+/// executor can take; while every executor is busy, copies the inputs of the next
+/// request whose model is resident, so that it starts as soon as one is free.
 fn dispatch(node: &Node, st: &mut State) -> Result<(), NodeError> {
     let mut i = 0;
     while i < st.queue.len() {
-        let name = st.queue[i].model.clone();
-        let fail = if !st.res.hosts(&name) {
-            Some(format!("model '{name}' is not hosted by this agent"))
-        } else if !st.res.is_resident(&name)
-            && st.res.loading().is_none()
-            && !st.res.prefetch(&name)
-        {
-            Some("the model loader thread died".to_string())
-        } else {
+        if st.res.hosts(&st.queue[i].model) {
             i += 1;
             continue;
-        };
-        if let (Some(req), Some(e)) = (st.queue.remove(i), fail) {
+        }
+        if let Some(req) = st.queue.remove(i) {
+            let e = format!("model '{}' is not hosted by this agent", req.model);
             reply(node, &st.res, &req, Err(e))?;
+        }
+    }
+    let ready = st.ready.as_ref().map(|(r, _)| r);
+    if let Some(name) = next_load(&st.res, &st.queue, ready) {
+        if !st.res.prefetch(&name) {
+            let (failed, kept): (Vec<_>, Vec<_>) =
+                st.queue.drain(..).partition(|r| r.model == name);
+            st.queue.extend(kept);
+            for req in failed {
+                let e = Err("the model loader thread died".to_string());
+                reply(node, &st.res, &req, e)?;
+            }
         }
     }
     start_runs(node, st)?;

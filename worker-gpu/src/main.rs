@@ -12,7 +12,10 @@ mod pick;
 mod regions;
 mod residency;
 mod stage;
+mod switching;
 mod tensors;
+#[cfg(test)]
+mod test_models;
 
 use protocol::functions::{Builtin, AGENT_FUNCTION};
 use protocol::node::{Node, NodeError};

@@ -69,6 +69,35 @@ pub fn start_loader<W: Send + 'static>(
     Ok(requests)
 }
 
+/// Where each model is first wanted in the agent's queue (position 0 is the next
+/// request to run): the residency evicts the model wanted furthest ahead (or not at all)
+/// first, and never one wanted before the request a load is for.
+#[derive(Debug, Default, Clone)]
+pub struct Demand {
+    first: HashMap<String, usize>,
+}
+
+impl Demand {
+    /// The models of the requests in the order they will run.
+    pub fn new<'a>(models: impl Iterator<Item = &'a str>) -> Demand {
+        let mut first = HashMap::new();
+        for (i, m) in models.enumerate() {
+            first.entry(m.to_string()).or_insert(i);
+        }
+        Demand { first }
+    }
+
+    /// The position of the first request for `name`, if one is queued.
+    pub fn first(&self, name: &str) -> Option<usize> {
+        self.first.get(name).copied()
+    }
+
+    /// `name` is wanted by a request before position `before`.
+    fn wanted_before(&self, name: &str, before: usize) -> bool {
+        self.first(name).is_some_and(|i| i < before)
+    }
+}
+
 pub struct Residency {
     models: HashMap<String, AgentModel>,
     /// Idle sessions per model (one per executor that ran it at once, at most
@@ -172,10 +201,11 @@ impl Residency {
     }
 
     /// Free memory for `bytes` more by evicting idle sessions: first the extra sessions
-    /// of models that have several, then least recently used first (never `keep`'s
-    /// only one). Busy sessions cannot be evicted: the budget may be exceeded while
-    /// they run.
-    fn make_room(&mut self, bytes: u64, keep: &str) {
+    /// of models that have several, then whole models, the one wanted furthest ahead in
+    /// `demand` (or not at all) first, least recently used first among equals — never
+    /// `keep`'s only one, nor a model a request before position `before` waits for.
+    /// Busy sessions cannot be evicted: the budget may be exceeded while they run.
+    fn make_room(&mut self, bytes: u64, keep: &str, demand: &Demand, before: usize) {
         let Some(budget) = self.budget else { return };
         while self.used() + bytes > budget {
             let extra = self
@@ -186,7 +216,10 @@ impl Residency {
             let victim = extra.or_else(|| {
                 self.lru
                     .iter()
-                    .find(|n| n.as_str() != keep && self.has_idle(n))
+                    .filter(|n| {
+                        n.as_str() != keep && self.has_idle(n) && !demand.wanted_before(n, before)
+                    })
+                    .min_by_key(|n| std::cmp::Reverse(demand.first(n).unwrap_or(usize::MAX)))
                     .cloned()
             });
             let Some(victim) = victim else { return };
@@ -202,13 +235,47 @@ impl Residency {
         }
     }
 
+    /// True when a load of `name` for the request at position `before` of `demand` may
+    /// start now: no budget; or no idle model is wanted before it (what room the idle
+    /// ones cannot give is taken from the busy ones, which may exceed the budget while
+    /// they run); or it fits beside the busy sessions and the idle models wanted before
+    /// it. Otherwise the load waits until those requests have run, instead of evicting
+    /// a model that is needed again first.
+    pub fn may_load(&self, name: &str, demand: &Demand, before: usize) -> bool {
+        let Some(budget) = self.budget else {
+            return true;
+        };
+        let busy: u64 = self
+            .busy
+            .iter()
+            .map(|(n, k)| self.bytes(n) * *k as u64)
+            .sum();
+        let wanted: u64 = self
+            .idle
+            .iter()
+            .filter(|(n, v)| {
+                !v.is_empty()
+                    && n.as_str() != name
+                    && !self.busy.contains_key(*n)
+                    && demand.wanted_before(n, before)
+            })
+            .map(|(n, _)| self.bytes(n))
+            .sum();
+        wanted == 0 || wanted + busy + self.bytes(name) <= budget
+    }
+
     fn touch(&mut self, name: &str) {
         self.lru.retain(|n| n != name);
         self.lru.push(name.to_string());
     }
 
-    /// Takes a finished load in; the error is the load's.
-    pub fn accept_loaded(&mut self, (name, result, took): Loaded) -> Result<(), String> {
+    /// Takes a finished load in (making room for it as `demand` allows: models wanted
+    /// before the first request for it stay); the error is the load's.
+    pub fn accept_loaded(
+        &mut self,
+        (name, result, took): Loaded,
+        demand: &Demand,
+    ) -> Result<(), String> {
         self.loading = None;
         if self.loading_generation != self.generation && result.is_ok() {
             // Requested before the threads changed: load it again when it is needed.
@@ -227,7 +294,8 @@ impl Residency {
             // Another session of a resident model is never worth an eviction.
             return Ok(());
         }
-        self.make_room(self.bytes(&name), &name);
+        let before = demand.first(&name).unwrap_or(usize::MAX);
+        self.make_room(self.bytes(&name), &name, demand, before);
         let rewrites = model.rewrites();
         self.idle
             .entry(name.clone())
@@ -266,6 +334,12 @@ impl Residency {
         true
     }
 
+    /// The budget holds one session of every hosted model at once.
+    fn holds_every_model(&self) -> bool {
+        let firsts: u64 = self.models.values().map(|m| m.bytes).sum();
+        self.budget.is_none_or(|b| firsts <= b)
+    }
+
     /// True when one more session of `name`, resident already, fits the budget beside
     /// one session of every hosted model: extra sessions never take the room a model's
     /// first one needs (under a tight budget they would be loaded and evicted turn after
@@ -287,9 +361,12 @@ impl Residency {
     /// every model, then a second of every model, … up to the executors), did not fail
     /// to load, and fits the budget without evicting anything (an extra session: beside
     /// one session of every hosted model), so that sessions are ready before requests
-    /// need them.
+    /// need them. Under a budget that cannot hold one session of every hosted model,
+    /// only until the first eviction: from then on what fits beside the resident models
+    /// is room a request's model needs next, and a model loaded ahead into it would be
+    /// evicted unused (loads and evictions turn after turn); models load on demand.
     pub fn prefetch_idle(&mut self, order: &[String]) {
-        if self.loading.is_some() {
+        if self.loading.is_some() || (self.evictions > 0 && !self.holds_every_model()) {
             return;
         }
         for round in 1..=self.instances {

@@ -24,7 +24,7 @@ impl Node {
     pub fn add_pools(
         &mut self,
         infos: &[PoolInfo],
-        handles: Vec<IpcSharedMemory>,
+        handles: Vec<crate::shm::PoolHandle>,
         holder: u16,
     ) -> Result<(), NodeError> {
         if infos.len() != handles.len() {
@@ -40,10 +40,10 @@ impl Node {
                 dup.id, dup.owner
             )));
         }
-        for (info, shm) in infos.iter().zip(handles) {
+        for (info, handle) in infos.iter().zip(handles) {
             self.pools.insert(
                 info.id,
-                Arc::new(SlotPool::attach_as(info.id, shm, holder)?),
+                Arc::new(SlotPool::open_as(info.id, handle, holder)?),
             );
         }
         Ok(())

@@ -1,8 +1,9 @@
 //! Shared-memory slot pools: the data plane.
 //!
-//! A pool is one memfd-backed region (ipc-channel's `IpcSharedMemory`, so no name in
-//! `/dev/shm` and nothing to leak when a process is killed) created by the supervisor
-//! for one producing stage and mapped by the producer and every stage downstream.
+//! A pool is one memfd-backed region ([`Region`]: created without writing it, so pages
+//! come zeroed on first touch; no name in `/dev/shm` and nothing to leak when a process
+//! is killed) created by the supervisor for one producing stage and mapped by the
+//! producer and every stage downstream, which open it through a [`PoolHandle`].
 //!
 //! Layout: a 64-byte header, the list of holder ids, then one record per slot
 //! (refcount, generation, owner pid, one hold counter per listed holder), then the
@@ -25,7 +26,6 @@
 //! the header, and a record has one counter per listed holder: an app of hundreds of
 //! processes costs each pool only its own readers' counters.
 
-use ipc_channel::ipc::IpcSharedMemory;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -96,12 +96,24 @@ pub enum ShmError {
     },
     #[error("pool {pool}: payload of {len} bytes does not fit a {slot_size}-byte slot")]
     PayloadTooLarge { pool: u32, len: u64, slot_size: u64 },
+    #[error("pool {pool}: {what} failed: {errno}")]
+    Os {
+        pool: u32,
+        what: String,
+        errno: nix::errno::Errno,
+    },
+    #[error("pool {pool}: cannot open its memory at {path}: {detail}")]
+    Open {
+        pool: u32,
+        path: String,
+        detail: String,
+    },
 }
 
 /// A mapped slot pool.
 pub struct SlotPool {
     id: u32,
-    shm: IpcSharedMemory,
+    shm: Region,
     base: *mut u8,
     slots: u32,
     slot_size: u64,
@@ -137,8 +149,8 @@ impl SlotPool {
     /// Create a new pool (supervisor side) whose holds can be attributed to `holders`
     /// (the holder ids of every process that will map it; 0, the supervisor's, is
     /// always added). The pool must fit the pool limit of the environment
-    /// ([`crate::limits`]): the region is written once on creation, so an unchecked size
-    /// is memory taken at once.
+    /// ([`crate::limits`]). Only the header and the slot records are written: the slots'
+    /// pages are taken when a payload first touches them.
     pub fn create(
         id: u32,
         slots: u32,
@@ -175,13 +187,13 @@ impl SlotPool {
                     "{bytes} bytes do not fit this machine's address space"
                 ))
             })?;
-        let mut shm = IpcSharedMemory::from_byte(0, len);
-        // SAFETY: the region was just created and nobody else has it yet.
-        let bytes = unsafe { shm.deref_mut() };
+        let shm = Region::create(id, len)?;
+        // SAFETY: the region was just created, `len` bytes long, and nobody else has it yet.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(shm.as_ptr(), len) };
         for (k, h) in holder_ids.iter().enumerate() {
             bytes[HEADER + 2 * k..HEADER + 2 * k + 2].copy_from_slice(&h.to_le_bytes());
         }
-        let base = bytes.as_mut_ptr();
+        let base = shm.as_ptr();
         let pool = SlotPool {
             id,
             shm,
@@ -200,31 +212,17 @@ impl SlotPool {
         pool.header_u32(8).store(slots, Ordering::Relaxed);
         pool.header_u32(12).store(n as u32, Ordering::Relaxed);
         pool.header_u64(16).store(slot_size, Ordering::Release);
-        // The region was filled once on creation; hand the data pages back to the kernel
-        // so a pool only holds the memory its payloads actually use.
-        let data_len = len - pool.data;
-        if data_len > 0 {
-            // SAFETY: page-aligned range inside our own mapping (so the pointer is not null);
-            // no one else has it yet. Failing only keeps the pages resident.
-            let _ = unsafe {
-                nix::sys::mman::madvise(
-                    std::ptr::NonNull::new_unchecked(pool.base.add(pool.data).cast()),
-                    data_len,
-                    nix::sys::mman::MmapAdvise::MADV_REMOVE,
-                )
-            };
-        }
         Ok(pool)
     }
 
-    /// Map a pool received from the supervisor.
-    pub fn attach(id: u32, mut shm: IpcSharedMemory) -> Result<SlotPool, ShmError> {
+    /// Map a pool's region (from another process: [`Region::open`]).
+    pub fn attach(id: u32, shm: Region) -> Result<SlotPool, ShmError> {
         let len = shm.len();
         if len < HEADER {
             return Err(ShmError::TooSmall { pool: id, len });
         }
-        // SAFETY: we only ever touch the region through atomics and held slots.
-        let base = unsafe { shm.deref_mut() }.as_mut_ptr();
+        // We only ever touch the region through atomics and held slots.
+        let base = shm.as_ptr();
         let mut pool = SlotPool {
             id,
             shm,
@@ -280,10 +278,16 @@ impl SlotPool {
 
     /// Map a pool received from the supervisor, attributing this process's holds to
     /// `holder` (its stage replica's id), which must be one of the pool's holders.
-    pub fn attach_as(id: u32, shm: IpcSharedMemory, holder: u16) -> Result<SlotPool, ShmError> {
+    pub fn attach_as(id: u32, shm: Region, holder: u16) -> Result<SlotPool, ShmError> {
         let mut pool = SlotPool::attach(id, shm)?;
         pool.holder = pool.column(holder)?;
         Ok(pool)
+    }
+
+    /// Open and map the pool `handle` points at (made by another process), as
+    /// [`SlotPool::attach_as`].
+    pub fn open_as(id: u32, handle: PoolHandle, holder: u16) -> Result<SlotPool, ShmError> {
+        SlotPool::attach_as(id, Region::open(id, handle)?, holder)
     }
 
     /// The counter column of holder id `holder`.
@@ -302,8 +306,8 @@ impl SlotPool {
     }
 
     /// A handle to send to another process (it maps the same memory).
-    pub fn handle(&self) -> IpcSharedMemory {
-        self.shm.clone()
+    pub fn handle(&self) -> PoolHandle {
+        self.shm.handle()
     }
 
     pub fn id(&self) -> u32 {
@@ -638,7 +642,9 @@ impl SlotPool {
 mod futex;
 mod layout;
 pub use layout::region_bytes;
+mod region;
 use layout::{data_offset, record_size, records_offset, round_slot};
+pub use region::{PoolHandle, Region};
 #[cfg(test)]
 mod tests;
 mod writer;

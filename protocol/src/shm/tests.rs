@@ -50,7 +50,7 @@ fn fan_out_frees_after_the_last_holder() {
 #[test]
 fn attached_view_shares_memory_and_checks_bounds() {
     let pool = SlotPool::create(7, 3, 16, &[]).expect("create");
-    let other = SlotPool::attach(7, pool.handle()).expect("attach");
+    let other = SlotPool::attach(7, Region::open(7, pool.handle()).expect("open")).expect("attach");
     assert_eq!(other.slot_count(), 3);
     let mut w = pool.try_acquire(1).expect("slot");
     w.bytes_mut()[..4].copy_from_slice(&[1, 2, 3, 4]);
@@ -67,12 +67,14 @@ fn attached_view_shares_memory_and_checks_bounds() {
 
 #[test]
 fn attach_rejects_foreign_memory() {
-    let junk = IpcSharedMemory::from_byte(7, 8192);
+    let junk = Region::create(2, 8192).expect("region");
+    // SAFETY: our own fresh 8192-byte region.
+    unsafe { std::ptr::write_bytes(junk.as_ptr(), 7, 8192) };
     assert_eq!(
         SlotPool::attach(2, junk).unwrap_err(),
         ShmError::BadHeader { pool: 2 }
     );
-    let tiny = IpcSharedMemory::from_byte(0, 8);
+    let tiny = Region::create(2, 8).expect("region");
     assert!(matches!(
         SlotPool::attach(2, tiny),
         Err(ShmError::TooSmall { .. })
@@ -95,8 +97,8 @@ fn a_waiting_producer_is_woken_by_a_release_in_another_thread() {
 #[test]
 fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
     let pool = SlotPool::create(1, 2, 8, &[1, 2]).expect("create");
-    let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
-    let consumer = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
+    let producer = SlotPool::open_as(1, pool.handle(), 1).expect("attach");
+    let consumer = SlotPool::open_as(1, pool.handle(), 2).expect("attach");
     let r = written(&producer, 1);
     producer.transfer(&r, 2).expect("transfer");
     assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
@@ -128,8 +130,8 @@ fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
 #[test]
 fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
     let pool = SlotPool::create(1, 4, 8, &[1, 2, 3]).expect("create");
-    let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
-    let alive = SlotPool::attach_as(1, pool.handle(), 2).expect("attach");
+    let producer = SlotPool::open_as(1, pool.handle(), 1).expect("attach");
+    let alive = SlotPool::open_as(1, pool.handle(), 2).expect("attach");
     // One item to each consumer (3 dies), one fanned out to both.
     let a = written(&producer, 1);
     producer.transfer(&a, 2).expect("transfer");
@@ -158,7 +160,7 @@ fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
 #[test]
 fn a_failed_send_releases_the_consumers_hold_once() {
     let pool = SlotPool::create(1, 1, 8, &[1, 5]).expect("create");
-    let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
+    let producer = SlotPool::open_as(1, pool.handle(), 1).expect("attach");
     let r = written(&producer, 1);
     producer.transfer(&r, 5).expect("transfer");
     // The supervisor reclaimed 5 first: the producer's undo finds nothing to drop.
@@ -189,8 +191,8 @@ fn a_pool_tracks_hundreds_of_holders_and_only_those_listed() {
         601,
         "the listed ids and the supervisor's 0"
     );
-    let producer = SlotPool::attach_as(1, pool.handle(), 1).expect("attach");
-    let last = SlotPool::attach_as(1, pool.handle(), 600).expect("attach");
+    let producer = SlotPool::open_as(1, pool.handle(), 1).expect("attach");
+    let last = SlotPool::open_as(1, pool.handle(), 600).expect("attach");
     let a = written(&producer, 1);
     producer.transfer(&a, 600).expect("transfer");
     let b = written(&producer, 1);
@@ -205,7 +207,7 @@ fn a_pool_tracks_hundreds_of_holders_and_only_those_listed() {
     }
     // A holder the pool was not made for is refused, not written past the record.
     assert_eq!(
-        SlotPool::attach_as(1, pool.handle(), 601).unwrap_err(),
+        SlotPool::open_as(1, pool.handle(), 601).unwrap_err(),
         ShmError::BadHolder {
             pool: 1,
             holder: 601
@@ -231,13 +233,45 @@ fn attach_rejects_a_corrupt_holder_list() {
         std::ptr::write(base.add(HEADER + 4) as *mut u16, 4);
     }
     assert_eq!(
-        SlotPool::attach(3, pool.handle()).unwrap_err(),
+        SlotPool::attach(3, Region::open(3, pool.handle()).expect("open")).unwrap_err(),
         ShmError::BadHeader { pool: 3 }
     );
     // A holder count the region cannot hold.
     pool.header_u32(12).store(u32::MAX, Ordering::Relaxed);
     assert!(matches!(
-        SlotPool::attach(3, pool.handle()),
+        SlotPool::attach(3, Region::open(3, pool.handle()).expect("open")),
         Err(ShmError::BadGeometry { .. })
     ));
+}
+
+#[test]
+fn a_new_pool_takes_no_memory_until_written_and_every_opener_shares_it() {
+    // 8 slots of 64 MiB: 512 MiB of address space, only the header and records touched.
+    let pool = SlotPool::create(5, 8, 64 << 20, &[3]).expect("create");
+    let blocks = |pool: &SlotPool| {
+        let h = pool.handle();
+        let meta = std::fs::metadata(format!("/proc/{}/fd/{}", h.pid, h.fd)).expect("fd");
+        std::os::unix::fs::MetadataExt::blocks(&meta) * 512
+    };
+    let before = blocks(&pool);
+    assert!(before < 1 << 20, "a fresh pool holds {before} bytes");
+    // Another process (here: this one, through the same path) opens the same memory.
+    let other = SlotPool::open_as(5, pool.handle(), 3).expect("open");
+    let mut w = other.try_acquire(1).expect("slot");
+    w.bytes_mut()[..5].copy_from_slice(b"shard");
+    let r = w.commit(5).expect("fits");
+    assert_eq!(pool.read(&r).expect("read"), b"shard");
+    let after = blocks(&pool);
+    assert!(
+        after > before && after < before + (1 << 20),
+        "one written page, not the slot: {before} -> {after} bytes"
+    );
+    // A handle to a pool that is gone names the pool and the path.
+    let gone = PoolHandle {
+        pid: std::process::id(),
+        fd: i32::MAX,
+    };
+    let e = SlotPool::open_as(9, gone, 0).unwrap_err();
+    assert!(matches!(e, ShmError::Open { pool: 9, .. }), "{e}");
+    assert!(e.to_string().contains("/proc/"), "{e}");
 }

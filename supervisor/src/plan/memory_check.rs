@@ -1,7 +1,7 @@
 //! Whether the planned shared-memory pools fit this machine's memory before any is made.
-//! ipc-channel writes every byte of a new region (docs/decisions.md, "Pools are written
-//! once on creation"), so a pool is memory taken at once: one that does not fit now
-//! would get the supervisor (and, in the daemon, every other app) OOM-killed.
+//! A pool's pages are taken as payloads fill its slots (a memfd created without writing
+//! it), so a pool that cannot fit would get the app's processes (and, in the daemon,
+//! every other app) OOM-killed once its slots fill, however late: refused at start.
 
 use crate::plan::Plan;
 use anyhow::anyhow;

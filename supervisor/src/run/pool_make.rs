@@ -1,9 +1,7 @@
-//! Making an app's shared-memory pools at start, several at once. ipc-channel fills a new
-//! region byte by byte before the pool hands its data pages back (`SlotPool::create`),
-//! and the faces app's pools sum to ≈ 3.5 GB (P-Net-sized pre-processing slots, 64 MiB
-//! model-output slots): made one after the other that fill was most of the time from
-//! `supervisor start` to the first process (issue 14, startup). One thread per core
-//! fills them side by side.
+//! Making an app's shared-memory pools at start, several at once. A pool is a memfd
+//! created without writing it (`protocol::shm::Region`), so this takes milliseconds;
+//! when pools were ipc-channel regions filled byte by byte (≈ 3.5 GB for the faces app)
+//! making them side by side on one thread per core was most of the start (issue 14).
 
 use anyhow::Context;
 use protocol::shm::SlotPool;

@@ -7,10 +7,10 @@ use crate::env::launch::{find_worker, start_child, Pending, Spawner};
 use crate::plan::models::ModelStore;
 use crate::plan::{ancestors, Plan};
 use anyhow::{anyhow, Context};
-use ipc_channel::ipc::{self, IpcReceiver, IpcSender, IpcSharedMemory};
+use ipc_channel::ipc::{self, IpcReceiver, IpcSender};
 use protocol::codec;
 use protocol::messages::*;
-use protocol::shm::{SlotPool, MAX_HOLDER_ID};
+use protocol::shm::{PoolHandle, SlotPool, MAX_HOLDER_ID};
 use protocol::spec::{AppSpec, TaskKind, TaskSpec};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -156,7 +156,7 @@ impl<'a> Wiring<'a> {
     fn agent_view(
         &self,
         extra: usize,
-    ) -> anyhow::Result<(Vec<PoolInfo>, Vec<IpcSharedMemory>, Vec<InboxSender>)> {
+    ) -> anyhow::Result<(Vec<PoolInfo>, Vec<PoolHandle>, Vec<InboxSender>)> {
         let mut infos = Vec::new();
         let mut handles = Vec::new();
         for ((pt, pr), pool) in &self.pools {
@@ -171,7 +171,8 @@ impl<'a> Wiring<'a> {
             .iter()
             .map(|g| self.sender(*g))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        if extra + outputs.len() + handles.len() > MAX_FDS {
+        // Pools travel as handles to open, not as fds: only the channels count.
+        if extra + outputs.len() > MAX_FDS {
             return Err(anyhow!(
                 "the GPU agent would need more than {MAX_FDS} handles; the app has too many stages"
             ));

@@ -5,9 +5,10 @@
 use super::{ReplicaId, SetupWire, Wiring, MAX_FDS};
 use crate::plan::ancestors;
 use anyhow::{anyhow, Context};
-use ipc_channel::ipc::{IpcReceiver, IpcSharedMemory};
+use ipc_channel::ipc::IpcReceiver;
 use protocol::codec;
 use protocol::messages::*;
+use protocol::shm::PoolHandle;
 use protocol::spec::TaskKind;
 
 impl Wiring<'_> {
@@ -73,10 +74,11 @@ impl Wiring<'_> {
             .map(|j| self.replicas_of(j))
             .sum();
         let mapped = self.mapped_pools(id);
-        let fds = 2 + outputs.len() + mapped.len();
+        // Pools travel as handles to open, not as fds: only the channels count.
+        let fds = 2 + outputs.len();
         if fds > MAX_FDS {
             return Err(anyhow!(
-                "stage {}#{r} needs {fds} channel and memory handles, more than the {MAX_FDS} one message can carry; use fewer replicas downstream",
+                "stage {}#{r} needs {fds} channel handles, more than the {MAX_FDS} one message can carry; use fewer replicas downstream",
                 task.name
             ));
         }
@@ -192,9 +194,9 @@ impl Wiring<'_> {
     }
 
     /// The pools replica `id` maps: its ancestors' and its own.
-    fn mapped_pools(&self, id: ReplicaId) -> Vec<(PoolInfo, IpcSharedMemory)> {
+    fn mapped_pools(&self, id: ReplicaId) -> Vec<(PoolInfo, PoolHandle)> {
         let (t, r) = id;
-        let mut mapped: Vec<(PoolInfo, IpcSharedMemory)> = Vec::new();
+        let mut mapped: Vec<(PoolInfo, PoolHandle)> = Vec::new();
         let mut readable = ancestors(self.app, t);
         readable.insert(t);
         for ((pt, pr), pool) in &self.pools {

@@ -1,0 +1,36 @@
+//! Helpers for the agent's tests that load real sessions: the ONNX Runtime (or none,
+//! to skip, when it is not provisioned and SMARTPIPE_SKIP_MODEL_TESTS=1) and hosted
+//! models from the provisioned files.
+
+use crate::residency::AgentModel;
+use std::path::PathBuf;
+use vision::{Provider, Runtime};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The runtime, or `None` when ONNX Runtime is not provisioned and
+/// SMARTPIPE_SKIP_MODEL_TESTS=1 (as vision's model tests do).
+pub fn runtime() -> Option<Runtime> {
+    let lib = match std::env::var_os("ORT_DYLIB_PATH") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => root().join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+    };
+    if !lib.is_file() && std::env::var("SMARTPIPE_SKIP_MODEL_TESTS").as_deref() == Ok("1") {
+        return None;
+    }
+    Some(Runtime::init(&lib, Provider::Cpu).expect("ONNX Runtime (run scripts/provision.sh)"))
+}
+
+pub fn model(name: &str, file: &str) -> AgentModel {
+    let path = root().join(".smartpipe/models").join(file);
+    let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(1000);
+    AgentModel {
+        name: name.into(),
+        path: path.display().to_string(),
+        bytes,
+        max_rows: None,
+        outputs: vec![],
+    }
+}
