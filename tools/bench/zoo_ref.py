@@ -13,7 +13,7 @@ another at a given intra-op thread count:
 
 Session creation and one warm-up item are not counted (for track the warm-up runs detection and
 embedding only, so the tracker's state starts empty). Prints one JSON line {app, threads, items,
-seconds, items_per_s} and writes the outputs for the comparison: upscale/segment OUT.npy (frames,
+seconds, items_per_s, cpu_s_per_item (the process's CPU time over the loop, spinning included)} and writes the outputs for the comparison: upscale/segment OUT.npy (frames,
 alphas), pose/track OUT.json (per item: people / faces with track ids).
 
 usage: zoo_ref.py APP MODELS_DIR IN.rgb WIDTH HEIGHT THREADS OUT
@@ -117,17 +117,17 @@ def main(argv):
     step, warm = make(models, threads)
     (warm or step)(frames[0])
     results = []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for f in frames:
         results.append(step(f))
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     if app in ("upscale", "segment"):
         np.save(out, np.stack(results))
     else:
         with open(out, "w") as f:
             json.dump(results, f)
     print(json.dumps({"app": app, "threads": threads, "items": len(frames), "seconds": dt,
-                      "items_per_s": len(frames) / dt}), flush=True)
+                      "items_per_s": len(frames) / dt, "cpu_s_per_item": cpu / len(frames)}), flush=True)
 
 
 if __name__ == "__main__":
