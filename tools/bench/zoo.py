@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Driver of tools/bench/zoo.sh: for each zoo app (upscale, segment, pose, track) makes its media
+once (ffmpeg), runs the shipped app (release build, `supervisor start`) pointed at it, runs the
+Python reference loop (tools/bench/zoo_ref.py) on the same frames at 1 and 2 intra-op threads,
+checks the outputs match with the tests' criteria and prints items/s of both and the ratio.
+
+Steady state on both sides: the reference does not count its session creation and one warm-up
+item; the app is timed from its first output row to its last (the table tail flushes each row;
+this driver polls the file every 10 ms and stamps each item's first row) as the least-squares slope of
+items over time (outputs of items in flight together come in bunches), so start-up and model
+loading are not counted either; the whole wall time is printed next to it.
+
+usage: zoo.py ROOT WORKDIR REF_PYTHON APP...   (environment: see zoo.sh)
+"""
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+FF = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
+COUNTS = {"upscale": int(os.environ.get("UPSCALE_FRAMES", 40)),
+          "segment": int(os.environ.get("SEGMENT_IMAGES", 6)),
+          "pose": int(os.environ.get("POSE_FRAMES", 80)),
+          "track": int(os.environ.get("TRACK_FRAMES", 60))}
+SP = os.environ.get("SMARTPIPE_HOME", "")
+SIZES = {"upscale": (320, 180), "segment": (512, 512), "pose": (640, 360), "track": (640, 360)}
+
+
+def say(msg):
+    print(f"== {msg}", file=sys.stderr, flush=True)
+
+
+def media(root, work, app):
+    """(app input path, raw RGB file for the reference): made once per app and count."""
+    n, (w, h) = COUNTS[app], SIZES[app]
+    astro = os.path.join(SP, "media", "astronaut.png")
+    base = os.path.join(work, "media", f"{app}-{n}")
+    raw = base + ".rgb"
+    src = base + ("" if app == "segment" else ".mp4")
+    if os.path.exists(raw) and os.path.exists(src):
+        return src, raw
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    if app == "segment":
+        # n crops of the three provisioned photos, each scaled to 512x512 (ISNet runs at 1024²
+        # whatever the size; the reference's bilinear resizes scale with it)
+        os.makedirs(src, exist_ok=True)
+        photos = ["astronaut.png", "chelsea.png", "coffee.png"]
+        with open(raw + ".tmp", "wb") as out:
+            for i in range(n):
+                png = os.path.join(src, f"img-{i:03d}.png")
+                crop = f"crop=iw*{8 - i % 3}/8:ih*{8 - i // 3 % 3}/8:0:0,scale={w}:{h}"
+                subprocess.run(FF + ["-i", os.path.join(SP, "media", photos[i % 3]),
+                                     "-vf", crop, png], check=True)
+                out.write(subprocess.run(FF + ["-i", png, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+                                         check=True, capture_output=True).stdout)
+        os.replace(raw + ".tmp", raw)
+        return src, raw
+    if app == "track":  # the track test's video: two astronaut faces drifting apart
+        graph = ("[0:v]scale=180:180,split[a][b];[1:v][a]overlay=x='150-4*n':y=60[ab];"
+                 "[ab][b]overlay=x='310+4*n':y=100")
+    elif app == "pose":
+        graph = "[0:v]scale=300:300[a];[1:v][a]overlay=x='40+4*n':y=30"
+    else:
+        graph = "[0:v]scale=140:140[a];[1:v][a]overlay=x='10+2*n':y=20"
+    subprocess.run(FF + ["-loop", "1", "-framerate", "10", "-i", astro, "-f", "lavfi", "-i",
+                         f"color=c=0x406080:s={w}x{h}:r=10", "-filter_complex", graph,
+                         "-frames:v", str(n), "-c:v", "libx264", "-crf", "16", "-pix_fmt", "yuv420p",
+                         src + ".tmp.mp4"], check=True)
+    os.replace(src + ".tmp.mp4", src)
+    subprocess.run(FF + ["-i", src, "-f", "rawvideo", "-pix_fmt", "rgb24", raw + ".tmp"], check=True)
+    os.replace(raw + ".tmp", raw)
+    return src, raw
+
+
+def app_json(root, app, src, out):
+    """The shipped app with its input and outputs moved: upscale's frames as PNGs (lossless,
+    for the check) instead of MP4, tables as JSON lines (the timed rows, cells as JSON)."""
+    with open(os.path.join(root, "apps", f"{app}.json")) as f:
+        a = json.load(f)
+    a["name"] = f"zoo-bench-{app}"
+    tables = []
+    for t in a["tasks"]:
+        if t["kind"] == "head":
+            t["params"] = {"path": src}
+        elif t["function"] == "image.show" and "path" in t["params"] and app != "upscale":
+            # pose, track: the shipped MP4 (their checks read the tables)
+            t["params"]["path"] = os.path.join(out, t["name"] + ".mp4")
+        elif t["function"] == "image.show":
+            # segment ships PNGs; upscale's frames are compared pixel for pixel: PNG, not MP4
+            params = {"dir": os.path.join(out, t["name"])}
+            if "mask" in t.get("params", {}):
+                params["mask"] = t["params"]["mask"]
+            t["params"] = params
+        elif t["function"] == "table.print":
+            t["params"] = {"format": "jsonl", "path": os.path.join(out, t["name"] + ".jsonl")}
+            tables.append(t["params"]["path"])
+    path = os.path.join(out, "app.json")
+    with open(path, "w") as f:
+        json.dump(a, f, indent=1)
+    return path, tables[0]
+
+
+def watch(path, stamps, done):
+    """Stamps the first row of each (source, seq) as it is flushed to `path`."""
+    pos, tail = 0, b""
+    while True:
+        finished = done.is_set()
+        try:
+            with open(path, "rb") as f:
+                f.seek(pos)
+                chunk = f.read()
+        except OSError:
+            chunk = b""
+        now = time.perf_counter()
+        pos += len(chunk)
+        tail += chunk
+        *lines, tail = tail.split(b"\n")
+        for line in lines:
+            if line.strip():
+                r = json.loads(line)
+                stamps.setdefault((r.get("source"), r["seq"]), now)
+        if finished:
+            return
+        time.sleep(0.01)
+
+
+def run_app(sup, app, path, table, out):
+    stamps, done = {}, threading.Event()
+    watcher = threading.Thread(target=watch, args=(table, stamps, done))
+    watcher.start()
+    t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run([sup, "start", path, "--run-dir", os.path.join(out, "run")],
+                       capture_output=True, text=True, env=dict(os.environ, SMARTPIPE_NO_DAEMON="1"))
+    wall = time.perf_counter() - t0
+    # CPU time of the supervisor and every process it reaped (start-up and model loads
+    # included): on a busy machine a steadier figure than items/s
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
+    done.set()
+    watcher.join()
+    if p.returncode != 0:
+        sys.exit(f"{app}: supervisor start failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    times = sorted(stamps.values())
+    if len(times) < 2:
+        sys.exit(f"{app}: fewer than 2 items reached {table}")
+    # The least-squares slope of outputs over time, first output to last: with two items in
+    # flight outputs come in pairs, and (n - 1) / (last - first) would count one pair too many.
+    ts = np.array(times) - times[0]
+    k = np.arange(len(ts), dtype=np.float64)
+    steady = float(np.sum((ts - ts.mean()) * (k - k.mean())) / np.sum((ts - ts.mean()) ** 2))
+    return {"wall_s": wall, "items_out": len(times), "items_per_s": steady, "cpu_s_per_item": cpu / len(times),
+            "first_output_s": times[0] - t0}
+
+
+def run_ref(py, root, app, raw, threads, out):
+    w, h = SIZES[app]
+    p = subprocess.run([py, os.path.join(root, "tools", "bench", "zoo_ref.py"), app,
+                        os.path.join(SP, "models"), raw, str(w), str(h), str(threads), out],
+                       capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"{app}: reference at {threads} threads failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def decode(png, fmt):
+    return subprocess.run(FF + ["-i", png, "-f", "rawvideo", "-pix_fmt", fmt, "-"],
+                          check=True, capture_output=True).stdout
+
+
+def rows_by_seq(path):
+    per = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                r = json.loads(line)
+                per.setdefault(r["seq"], []).append(r)
+    return per
+
+
+def iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def check(app, out, ref_out, n):
+    """(passed, what was compared): the tests' criteria."""
+    if app == "upscale":
+        want = np.load(ref_out)
+        worst = math.inf
+        for i in range(n):
+            got = np.frombuffer(decode(os.path.join(out, "upscaled", f"frames-{i}.png"), "rgb24"), np.uint8)
+            mse = np.mean((got.astype(np.float64) - want[i].reshape(-1)) ** 2)
+            worst = min(worst, math.inf if mse == 0 else 10 * math.log10(255 ** 2 / mse))
+        return worst >= 45, f"lowest PSNR {worst:.1f} dB over {n} frames (>= 45)"
+    if app == "segment":
+        want = np.load(ref_out)
+        worst = 1.0
+        for i in range(n):
+            rgba = np.frombuffer(decode(os.path.join(out, "cutouts", f"images-{i}.png"), "rgba"), np.uint8)
+            g, r = rgba[3::4] >= 128, want[i].reshape(-1) >= 128
+            worst = min(worst, (g & r).sum() / max(1, (g | r).sum()))
+        return worst >= 0.98, f"lowest mask IoU {worst:.4f} over {n} images (>= 0.98)"
+    with open(ref_out) as f:
+        want = json.load(f)
+    got = rows_by_seq(os.path.join(out, "keypoints.jsonl" if app == "pose" else "tracks-csv.jsonl"))
+    if app == "pose":
+        worst, bad = 0.0, []
+        for i in range(n):
+            g = sorted(got.get(i, []), key=lambda r: -r["score"])
+            if len(g) != len(want[i]):
+                bad.append(f"frame {i}: {len(g)} people vs {len(want[i])}")
+                continue
+            for gr, wr in zip(g, want[i]):
+                k = gr["keypoints"]
+                for j, (x, y, _) in enumerate(wr["keypoints"]):
+                    worst = max(worst, math.hypot(k[3 * j] - x, k[3 * j + 1] - y))
+        return not bad and worst <= 2.0, (f"keypoints at most {worst:.3f} px apart (<= 2), same people "
+                                          f"per frame" if not bad else "; ".join(bad[:3]))
+    # track: each confirmed face of the reference matched to the app's row of IoU >= 0.5; the
+    # ids must map one to one (the same partition of faces into tracks) over the whole video
+    pairs, missing = set(), []
+    for i in range(n):
+        g = [r for r in got.get(i, []) if r.get("track_id") is not None]
+        for wr in want[i]:
+            best = max(g, key=lambda r: iou([r["x1"], r["y1"], r["x2"], r["y2"]], wr["box"]), default=None)
+            if best is None or iou([best["x1"], best["y1"], best["x2"], best["y2"]], wr["box"]) < 0.5:
+                missing.append(f"frame {i}: no app face at {wr['box']}")
+                continue
+            pairs.add((wr["track_id"], best["track_id"]))
+        if len(g) != len(want[i]):
+            missing.append(f"frame {i}: {len(g)} confirmed faces vs {len(want[i])}")
+    one_to_one = len(pairs) == len({a for a, _ in pairs}) == len({b for _, b in pairs})
+    identical = all(a == b for a, b in pairs)
+    what = (f"{sum(len(x) for x in want)} confirmed faces, id pairs (reference, app) {sorted(pairs)}"
+            + (f"; {'; '.join(missing[:3])}" if missing else ""))
+    return not missing and one_to_one and identical, what
+
+
+def main():
+    global SP
+    root, work, py, apps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+    SP = SP or os.path.join(root, ".smartpipe")
+    sup = os.path.join(root, "target", "release", "supervisor")
+    results = []
+    for app in apps:
+        n = COUNTS[app]
+        out = os.path.join(work, app)
+        subprocess.run(["rm", "-rf", out], check=True)
+        os.makedirs(out)
+        src, raw = media(root, work, app)
+        path, table = app_json(root, app, src, out)
+        say(f"{app}: supervisor start ({n} items)")
+        mine = run_app(sup, app, path, table, out)
+        refs = []
+        for threads in (1, 2):
+            say(f"{app}: Python reference loop, intra-op threads {threads}")
+            ref_out = os.path.join(out, f"ref-{threads}" + (".npy" if app in ("upscale", "segment") else ".json"))
+            refs.append(dict(run_ref(py, root, app, raw, threads, ref_out), out=ref_out))
+        best = max(refs, key=lambda r: r["items_per_s"])
+        ok, what = check(app, out, best["out"], n)
+        results.append({"app": app, "items": n, "app_run": mine, "references": refs, "best": best,
+                        "ratio": mine["items_per_s"] / best["items_per_s"], "same_outputs": ok,
+                        "compared": what})
+        say(f"{app}: {mine['items_per_s']:.3f} vs {best['items_per_s']:.3f} items/s = "
+            f"{results[-1]['ratio']:.2f}x; outputs {'match' if ok else 'DIFFER'}: {what}")
+    with open(os.path.join(work, "zoo.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    print("| app | items | SmartPipe items/s (first to last output, slope; wall incl. start-up) "
+          "| reference items/s at 1 / 2 threads | ratio to the best | CPU s per item: app (start-up "
+          "incl.) / reference at 1 / 2 threads | same outputs |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        m, (r1, r2) = r["app_run"], r["references"]
+        print(f"| {r['app']} | {r['items']} | {m['items_per_s']:.3f} ({m['items_out']} items, {m['wall_s']:.1f} s wall) "
+              f"| {r1['items_per_s']:.3f} / {r2['items_per_s']:.3f} | {r['ratio']:.2f}x "
+              f"| {m['cpu_s_per_item']:.3f} / {r1['cpu_s_per_item']:.3f} / {r2['cpu_s_per_item']:.3f} "
+              f"| {'yes' if r['same_outputs'] else 'NO'}: {r['compared']} |")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), cores: {os.cpu_count()}")
+    if not all(r["same_outputs"] for r in results):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
