@@ -241,9 +241,17 @@ fn a_batch_sharing_one_output_slot_holds_it_once_per_output_per_consumer() {
     for k in 0..2u16 {
         let got = h.received(k as usize);
         assert_eq!(got.len(), 2, "consumer {k} gets both items");
-        assert_eq!(got[1].payload.shm_refs()[0], frames[1], "frames pass on, no copy");
+        assert_eq!(
+            got[1].payload.shm_refs()[0],
+            frames[1],
+            "frames pass on, no copy"
+        );
         let holder = FIRST_CONSUMER_HOLDER + k;
-        assert_eq!(h.own_pool.holds_of(holder), 2, "one hold per output reference");
+        assert_eq!(
+            h.own_pool.holds_of(holder),
+            2,
+            "one hold per output reference"
+        );
         assert_eq!(h.up_pool.holds_of(holder), 2, "one hold per frame");
     }
     assert_eq!(h.own_pool.holds_of(NODE_HOLDER), 0);
@@ -297,5 +305,8 @@ fn a_restarted_head_reads_but_does_not_resend_what_the_tails_have_and_sheds_on_a
     let got = h.received(0);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].seq, 2);
-    assert_eq!(h.own_pool.read(&got[0].payload.shm_refs()[0]).unwrap(), &[2u8; 12]);
+    assert_eq!(
+        h.own_pool.read(&got[0].payload.shm_refs()[0]).unwrap(),
+        &[2u8; 12]
+    );
 }

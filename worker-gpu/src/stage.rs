@@ -297,22 +297,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let started = Instant::now();
         // (item, part index, tensor) for every input tensor of the batch.
         let item_parts: Vec<Vec<Payload>> = batch.iter().map(|i| parts(i.payload())).collect();
-        let mut groups: Vec<ShapeGroup> = Vec::new();
-        for (i, ps) in item_parts.iter().enumerate() {
-            for (j, p) in ps.iter().enumerate() {
-                if let Payload::Tensor { shm, shape, .. } = p {
-                    let key = shape.get(1..).unwrap_or(&[]).to_vec();
-                    let t = TensorRef {
-                        shm: *shm,
-                        shape: shape.clone(),
-                    };
-                    match groups.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, members)) => members.push((i, j, t)),
-                        None => groups.push((key, vec![(i, j, t)])),
-                    }
-                }
-            }
-        }
+        let groups = shape_groups(&item_parts);
         // outputs[i][j] = the model outputs for tensor part j of item i.
         let mut outputs: Vec<Vec<Option<Vec<TensorRef>>>> =
             item_parts.iter().map(|ps| vec![None; ps.len()]).collect();
@@ -355,41 +340,7 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             }
             Err(e) => return Err(NodeError::Stage(format!("model {model}: {e}"))),
         };
-        for ((_, members), outs) in groups.iter().zip(group_outs) {
-            // Split every output along dim 0 back to the members.
-            let total: u32 = members
-                .iter()
-                .map(|(_, _, t)| t.shape.first().copied().unwrap_or(1))
-                .sum();
-            let mut row0 = 0u32;
-            for (i, j, t) in members.iter() {
-                let rows = t.shape.first().copied().unwrap_or(1);
-                let mine: Vec<TensorRef> = outs
-                    .iter()
-                    .map(|o| {
-                        let per_row = if total == 0 {
-                            0
-                        } else {
-                            o.shm.len / u64::from(total)
-                        };
-                        let mut shape = o.shape.clone();
-                        if let Some(d0) = shape.first_mut() {
-                            *d0 = rows;
-                        }
-                        TensorRef {
-                            shm: ShmRef {
-                                offset: o.shm.offset + per_row * u64::from(row0),
-                                len: per_row * u64::from(rows),
-                                ..o.shm
-                            },
-                            shape,
-                        }
-                    })
-                    .collect();
-                outputs[*i][*j] = Some(mine);
-                row0 += rows;
-            }
-        }
+        split_outputs(&groups, group_outs, &mut outputs);
         if let Some(e) = too_big {
             drop(written);
             if batch.len() > 1 {
@@ -411,30 +362,108 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         }
         let busy = started.elapsed().as_nanos() as u64;
         node.note_busy(busy);
-        let mut emits = Vec::with_capacity(batch.len());
-        for (item, (ps, outs)) in batch.into_iter().zip(item_parts.into_iter().zip(outputs)) {
-            let mut next_parts = Vec::new();
-            for (p, out) in ps.into_iter().zip(outs) {
-                match (p, out) {
-                    (Payload::Tensor { .. }, Some(out)) => {
-                        next_parts.extend(out.into_iter().map(|t| Payload::Tensor {
-                            shm: t.shm,
-                            dtype: protocol::messages::DType::F32,
-                            shape: t.shape,
-                        }))
-                    }
-                    // Passes through (frame, state): the send counts its holds.
-                    (other, _) => next_parts.push(other),
+        send_batch(node, batch, item_parts, outputs, written)?;
+    }
+}
+
+/// The input tensors of a batch grouped by `shape[1..]`: (item, part index, tensor) each.
+fn shape_groups(item_parts: &[Vec<Payload>]) -> Vec<ShapeGroup> {
+    let mut groups: Vec<ShapeGroup> = Vec::new();
+    for (i, ps) in item_parts.iter().enumerate() {
+        for (j, p) in ps.iter().enumerate() {
+            if let Payload::Tensor { shm, shape, .. } = p {
+                let key = shape.get(1..).unwrap_or(&[]).to_vec();
+                let t = TensorRef {
+                    shm: *shm,
+                    shape: shape.clone(),
+                };
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, members)) => members.push((i, j, t)),
+                    None => groups.push((key, vec![(i, j, t)])),
                 }
             }
-            emits.push(Emit::of(item).payload(Payload::Batch(next_parts)));
         }
-        // Every item's outputs lie in the batch's one slot: sent together, so that the
-        // slot is held once per output reference per consumer.
-        Body::new(node)
-            .send_all(emits, vec![written])
-            .map_err(sdk)?;
     }
+    groups
+}
+
+/// Split every group's outputs along dim 0 back to its members: `outputs[i][j]` gets the
+/// outputs for tensor part `j` of item `i`.
+fn split_outputs(
+    groups: &[ShapeGroup],
+    group_outs: Vec<Vec<TensorRef>>,
+    outputs: &mut [Vec<Option<Vec<TensorRef>>>],
+) {
+    for ((_, members), outs) in groups.iter().zip(group_outs) {
+        // Split every output along dim 0 back to the members.
+        let total: u32 = members
+            .iter()
+            .map(|(_, _, t)| t.shape.first().copied().unwrap_or(1))
+            .sum();
+        let mut row0 = 0u32;
+        for (i, j, t) in members.iter() {
+            let rows = t.shape.first().copied().unwrap_or(1);
+            let mine: Vec<TensorRef> = outs
+                .iter()
+                .map(|o| {
+                    let per_row = if total == 0 {
+                        0
+                    } else {
+                        o.shm.len / u64::from(total)
+                    };
+                    let mut shape = o.shape.clone();
+                    if let Some(d0) = shape.first_mut() {
+                        *d0 = rows;
+                    }
+                    TensorRef {
+                        shm: ShmRef {
+                            offset: o.shm.offset + per_row * u64::from(row0),
+                            len: per_row * u64::from(rows),
+                            ..o.shm
+                        },
+                        shape,
+                    }
+                })
+                .collect();
+            outputs[*i][*j] = Some(mine);
+            row0 += rows;
+        }
+    }
+}
+
+/// Send every item of a batch on: its input tensors replaced by the model's outputs for
+/// them (all in the batch's one slot, `written`), every other part passed through.
+fn send_batch(
+    node: &mut Node,
+    batch: Vec<Item>,
+    item_parts: Vec<Vec<Payload>>,
+    outputs: Vec<Vec<Option<Vec<TensorRef>>>>,
+    written: stage::Written,
+) -> Result<(), NodeError> {
+    let mut emits = Vec::with_capacity(batch.len());
+    for (item, (ps, outs)) in batch.into_iter().zip(item_parts.into_iter().zip(outputs)) {
+        let mut next_parts = Vec::new();
+        for (p, out) in ps.into_iter().zip(outs) {
+            match (p, out) {
+                (Payload::Tensor { .. }, Some(out)) => {
+                    next_parts.extend(out.into_iter().map(|t| Payload::Tensor {
+                        shm: t.shm,
+                        dtype: protocol::messages::DType::F32,
+                        shape: t.shape,
+                    }))
+                }
+                // Passes through (frame, state): the send counts its holds.
+                (other, _) => next_parts.push(other),
+            }
+        }
+        emits.push(Emit::of(item).payload(Payload::Batch(next_parts)));
+    }
+    // Every item's outputs lie in the batch's one slot: sent together, so that the
+    // slot is held once per output reference per consumer.
+    Body::new(node)
+        .send_all(emits, vec![written])
+        .map_err(sdk)?;
+    Ok(())
 }
 
 #[cfg(test)]
