@@ -9,11 +9,8 @@ use std::process::{Command, Output};
 
 /// The workspace's binaries the tests run, and the crates each is built from.
 const BINARIES: [(&str, &[&str]); 4] = [
-    (
-        "supervisor",
-        &["supervisor", "worker-cpu", "protocol", "vision"],
-    ),
-    ("worker-cpu", &["worker-cpu", "protocol", "vision"]),
+    ("supervisor", &["supervisor", "media", "protocol", "vision"]),
+    ("worker-cpu", &["worker-cpu", "media", "protocol", "vision"]),
     ("worker-gpu", &["worker-gpu", "protocol", "vision"]),
     (
         "stage-invert",

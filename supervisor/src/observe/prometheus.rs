@@ -25,28 +25,12 @@ fn histogram(out: &mut String, name: &str, labels: &str, buckets: &[u64], sum_s:
     ));
 }
 
-/// Prometheus text exposition of the metrics of every app given.
-pub fn render_metrics(apps: &[LiveApp]) -> String {
-    let mut out = String::new();
-    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-    };
-    // Every stage replica of every app, with its labels.
-    let stages = || {
-        apps.iter().flat_map(|a| {
-            a.stages.iter().map(move |s| {
-                (
-                    format!(
-                        "app=\"{}\",task=\"{}\",stage=\"{}\"",
-                        a.name, s.task, s.label
-                    ),
-                    s,
-                )
-            })
-        })
-    };
-    type Getter = fn(&LiveStage) -> f64;
-    let simple: [(&str, &str, &str, Getter); 9] = [
+type Getter = fn(&LiveStage) -> f64;
+type AgentGetter = fn(&StageMetrics) -> f64;
+
+/// One value per stage replica: (name, type, help, value).
+fn stage_series() -> [(&'static str, &'static str, &'static str, Getter); 9] {
+    [
         (
             "smartpipe_stage_items_in_total",
             "counter",
@@ -106,8 +90,60 @@ pub fn render_metrics(apps: &[LiveApp]) -> String {
             "Items a stage replica sent per second, recently.",
             |s| s.items_per_s,
         ),
-    ];
-    for (name, kind, help, get) in simple {
+    ]
+}
+
+/// One value per GPU agent: (name, type, help, value).
+fn agent_series() -> [(&'static str, &'static str, &'static str, AgentGetter); 4] {
+    [
+        (
+            "smartpipe_agent_model_loads_total",
+            "counter",
+            "Model loads by a GPU agent.",
+            |m| m.model_loads as f64,
+        ),
+        (
+            "smartpipe_agent_model_evictions_total",
+            "counter",
+            "Model evictions by a GPU agent.",
+            |m| m.model_evictions as f64,
+        ),
+        (
+            "smartpipe_agent_model_load_seconds_total",
+            "counter",
+            "Time a GPU agent spent loading models.",
+            |m| m.model_load_ns as f64 / 1e9,
+        ),
+        (
+            "smartpipe_agent_resident_model_bytes",
+            "gauge",
+            "Bytes of the models resident on the device.",
+            |m| m.resident_model_bytes as f64,
+        ),
+    ]
+}
+
+/// Prometheus text exposition of the metrics of every app given.
+pub fn render_metrics(apps: &[LiveApp]) -> String {
+    let mut out = String::new();
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    };
+    // Every stage replica of every app, with its labels.
+    let stages = || {
+        apps.iter().flat_map(|a| {
+            a.stages.iter().map(move |s| {
+                (
+                    format!(
+                        "app=\"{}\",task=\"{}\",stage=\"{}\"",
+                        a.name, s.task, s.label
+                    ),
+                    s,
+                )
+            })
+        })
+    };
+    for (name, kind, help, get) in stage_series() {
         family(&mut out, name, kind, help);
         for (labels, s) in stages() {
             out.push_str(&format!("{name}{{{labels}}} {}\n", get(s)));
@@ -158,34 +194,7 @@ pub fn render_metrics(apps: &[LiveApp]) -> String {
             s.metrics.latency_sum_ns as f64 / 1e9,
         );
     }
-    type AgentGetter = fn(&StageMetrics) -> f64;
-    let agent: [(&str, &str, &str, AgentGetter); 4] = [
-        (
-            "smartpipe_agent_model_loads_total",
-            "counter",
-            "Model loads by a GPU agent.",
-            |m| m.model_loads as f64,
-        ),
-        (
-            "smartpipe_agent_model_evictions_total",
-            "counter",
-            "Model evictions by a GPU agent.",
-            |m| m.model_evictions as f64,
-        ),
-        (
-            "smartpipe_agent_model_load_seconds_total",
-            "counter",
-            "Time a GPU agent spent loading models.",
-            |m| m.model_load_ns as f64 / 1e9,
-        ),
-        (
-            "smartpipe_agent_resident_model_bytes",
-            "gauge",
-            "Bytes of the models resident on the device.",
-            |m| m.resident_model_bytes as f64,
-        ),
-    ];
-    for (name, kind, help, get) in agent {
+    for (name, kind, help, get) in agent_series() {
         family(&mut out, name, kind, help);
         for (labels, s) in stages().filter(|(_, s)| s.task.starts_with("gpu-agent")) {
             out.push_str(&format!("{name}{{{labels}}} {}\n", get(&s.metrics)));

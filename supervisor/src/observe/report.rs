@@ -223,28 +223,9 @@ fn tl_every(tl: &Timeline) -> f64 {
     }
 }
 
-/// Render the page.
-pub fn render(d: &ReportData<'_>) -> String {
-    let s = d.summary;
-    let tl = d.timeline;
-    let mut html = String::new();
-    let _ = write!(
-        html,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>SmartPipe run: {app}</title><style>\
-         body{{font-family:sans-serif;margin:24px;max-width:820px;color:#222}}\
-         table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
-         .met{{color:#070}}.missed{{color:#b00;font-weight:bold}}pre{{background:#f6f6f6;padding:8px;overflow:auto}}\
-         </style></head><body><h1>SmartPipe run: {app}</h1>\
-         <p>Outcome: <b>{outcome}</b> in {wall:.2} s. Items: {inp} in, {out} out, {lost} lost. Run dir: <code>{dir}</code>.</p>",
-        app = esc(&s.app),
-        outcome = esc(&s.outcome),
-        wall = s.wall_s,
-        inp = s.items_in,
-        out = s.items_out,
-        lost = s.lost_total,
-        dir = esc(&s.run_dir),
-    );
-    html += "<h2>Quality of service</h2><table><tr><th>metric</th><th>achieved</th><th>quota</th><th></th></tr>";
+/// The quality-of-service table: each metric achieved, its quota and the verdict.
+fn qos_table(html: &mut String, s: &Summary) {
+    *html += "<h2>Quality of service</h2><table><tr><th>metric</th><th>achieved</th><th>quota</th><th></th></tr>";
     let l = &s.latency_ms;
     let quota_of = |m: &str| s.qos.iter().find(|q| q.metric == m);
     for (metric, value) in [
@@ -268,22 +249,15 @@ pub fn render(d: &ReportData<'_>) -> String {
             None => ("—".to_string(), ""),
         };
         let _ = write!(
-            html,
+            *html,
             "<tr><td>{metric}</td><td>{value:.2}</td><td>{quota}</td><td>{verdict}</td></tr>"
         );
     }
-    html += "</table>";
+    *html += "</table>";
+}
 
-    html += "<h2>Throughput over time</h2>";
-    html += &line_chart(
-        "Replies per second",
-        "replies/s",
-        &[("replies/s".into(), throughput_series(d.arrivals_s))],
-        d.app.quota.throughput_per_min.map(|q| q / 60.0),
-    );
-    html += "<h2>Latency</h2>";
-    html += &latency_histogram(d.latencies_ms, d.app.quota.max_latency_ms);
-
+/// Utilisation and items inside each stage, over windows of about a second.
+fn stage_charts(html: &mut String, tl: &Timeline) {
     let mut util: Vec<Series> = Vec::new();
     let mut queue: Vec<Series> = Vec::new();
     for (k, label) in tl.stage_labels.iter().enumerate() {
@@ -309,19 +283,80 @@ pub fn render(d: &ReportData<'_>) -> String {
         util.push((label.clone(), u));
         queue.push((label.clone(), q));
     }
-    html += "<h2>Stages</h2>";
-    html += &line_chart(
+    *html += "<h2>Stages</h2>";
+    *html += &line_chart(
         "Utilisation per stage (busy time)",
         "% of one core",
         &util,
         None,
     );
-    html += &line_chart(
+    *html += &line_chart(
         "Items inside each stage (in − out − lost)",
         "items",
         &queue,
         None,
     );
+}
+
+/// The plan as run: every stage's replicas, batching, threads and pool.
+fn plan_table(html: &mut String, plan: &Plan) {
+    *html += "<h2>Plan</h2><table><tr><th>task</th><th>kind</th><th>function</th><th>replicas</th><th>batch</th><th>max wait ms</th><th>threads</th><th>pool</th></tr>";
+    for st in &plan.stages {
+        let pool = st
+            .pool
+            .as_ref()
+            .map(|p| format!("{} × {} B", p.slots, p.slot_size))
+            .unwrap_or_else(|| "—".into());
+        let _ = write!(
+            *html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&st.task),
+            st.kind,
+            esc(&st.function),
+            st.replicas,
+            st.batch_size,
+            st.batch_max_wait_ms,
+            st.threads,
+            pool
+        );
+    }
+    *html += "</table>";
+}
+
+/// Render the page.
+pub fn render(d: &ReportData<'_>) -> String {
+    let s = d.summary;
+    let tl = d.timeline;
+    let mut html = String::new();
+    let _ = write!(
+        html,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>SmartPipe run: {app}</title><style>\
+         body{{font-family:sans-serif;margin:24px;max-width:820px;color:#222}}\
+         table{{border-collapse:collapse;margin:8px 0}}td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left}}\
+         .met{{color:#070}}.missed{{color:#b00;font-weight:bold}}pre{{background:#f6f6f6;padding:8px;overflow:auto}}\
+         </style></head><body><h1>SmartPipe run: {app}</h1>\
+         <p>Outcome: <b>{outcome}</b> in {wall:.2} s. Items: {inp} in, {out} out, {lost} lost. Run dir: <code>{dir}</code>.</p>",
+        app = esc(&s.app),
+        outcome = esc(&s.outcome),
+        wall = s.wall_s,
+        inp = s.items_in,
+        out = s.items_out,
+        lost = s.lost_total,
+        dir = esc(&s.run_dir),
+    );
+    qos_table(&mut html, s);
+
+    html += "<h2>Throughput over time</h2>";
+    html += &line_chart(
+        "Replies per second",
+        "replies/s",
+        &[("replies/s".into(), throughput_series(d.arrivals_s))],
+        d.app.quota.throughput_per_min.map(|q| q / 60.0),
+    );
+    html += "<h2>Latency</h2>";
+    html += &latency_histogram(d.latencies_ms, d.app.quota.max_latency_ms);
+
+    stage_charts(&mut html, tl);
 
     let lost: Vec<(f64, f64)> = tl
         .samples
@@ -347,27 +382,8 @@ pub fn render(d: &ReportData<'_>) -> String {
     let lost_by: Vec<String> = s.lost.iter().map(|(r, n)| format!("{r}: {n}")).collect();
     let _ = write!(html, "<p>Lost by reason: {}.</p>", esc(&lost_by.join(", ")));
 
-    html += "<h2>Plan</h2><table><tr><th>task</th><th>kind</th><th>function</th><th>replicas</th><th>batch</th><th>max wait ms</th><th>threads</th><th>pool</th></tr>";
-    for st in &d.plan.stages {
-        let pool = st
-            .pool
-            .as_ref()
-            .map(|p| format!("{} × {} B", p.slots, p.slot_size))
-            .unwrap_or_else(|| "—".into());
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(&st.task),
-            st.kind,
-            esc(&st.function),
-            st.replicas,
-            st.batch_size,
-            st.batch_max_wait_ms,
-            st.threads,
-            pool
-        );
-    }
-    html += "</table><h2>App</h2><pre>";
+    plan_table(&mut html, d.plan);
+    html += "<h2>App</h2><pre>";
     html += &esc(&serde_json::to_string_pretty(d.app).unwrap_or_default());
     html += "</pre></body></html>\n";
     html

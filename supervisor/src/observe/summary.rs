@@ -211,6 +211,85 @@ pub struct TailReports<'a> {
     pub reports: Vec<&'a StageReport>,
 }
 
+/// What one tail task received: items, latencies (added to `all` and, after the warm-up,
+/// to `steady`), per-hop times and stays.
+fn tail_summary(t: &TailReports<'_>, all: &mut Vec<f32>, steady: &mut Vec<f32>) -> TailSummary {
+    let mut latencies = Vec::new();
+    let mut hops: Vec<Vec<f32>> = Vec::new();
+    let mut stays: BTreeMap<u16, protocol::messages::StayStats> = BTreeMap::new();
+    let mut items = 0;
+    let first = t
+        .reports
+        .iter()
+        .map(|r| r.first_created_ns)
+        .filter(|&n| n > 0)
+        .min()
+        .unwrap_or(0);
+    let last = t
+        .reports
+        .iter()
+        .map(|r| r.last_arrival_ns)
+        .max()
+        .unwrap_or(0);
+    let steady_from = first + (WARMUP_S * 1e9) as u64;
+    for r in &t.reports {
+        latencies.extend_from_slice(&r.latencies_ms);
+        steady.extend(latencies_created_after(r, steady_from));
+        items += r.received.iter().map(|s| s.total).sum::<u64>();
+        for (k, h) in r.hop_us.iter().enumerate() {
+            if hops.len() <= k {
+                hops.push(Vec::new());
+            }
+            hops[k].extend_from_slice(h);
+        }
+        for st in &r.stays {
+            stays
+                .entry(st.stage)
+                .or_insert_with(|| protocol::messages::StayStats::new(st.stage))
+                .merge(st);
+        }
+    }
+    all.extend_from_slice(&latencies);
+    let hop_us = hops
+        .iter()
+        .map(|h| {
+            let s = LatencyStats::from_samples(h);
+            (s.p50, s.p99)
+        })
+        .collect();
+    TailSummary {
+        task: t.task.clone(),
+        items,
+        missing: missing_at(&t.reports),
+        latency_ms: LatencyStats::from_samples(&latencies),
+        hop_us,
+        steady_items_per_s: if last > first {
+            items as f64 / ((last - first) as f64 / 1e9)
+        } else {
+            0.0
+        },
+        stays: stays.into_values().collect(),
+    }
+}
+
+/// Items out: an item is out once it reached a tail; per source, the tail that got most.
+fn items_out(tails: &[TailReports<'_>]) -> u64 {
+    let mut per_source: BTreeMap<&str, u64> = BTreeMap::new();
+    for t in tails {
+        let mut got: BTreeMap<&str, u64> = BTreeMap::new();
+        for r in &t.reports {
+            for s in &r.received {
+                *got.entry(s.source.as_str()).or_insert(0) += s.total;
+            }
+        }
+        for (source, n) in got {
+            let best = per_source.entry(source).or_insert(0);
+            *best = (*best).max(n);
+        }
+    }
+    per_source.values().sum()
+}
+
 impl Summary {
     pub fn build(
         app: &str,
@@ -229,80 +308,9 @@ impl Summary {
         let mut steady_latencies = Vec::new();
         let tail_summaries: Vec<TailSummary> = tails
             .iter()
-            .map(|t| {
-                let mut latencies = Vec::new();
-                let mut hops: Vec<Vec<f32>> = Vec::new();
-                let mut stays: BTreeMap<u16, protocol::messages::StayStats> = BTreeMap::new();
-                let mut items = 0;
-                let first = t
-                    .reports
-                    .iter()
-                    .map(|r| r.first_created_ns)
-                    .filter(|&n| n > 0)
-                    .min()
-                    .unwrap_or(0);
-                let last = t
-                    .reports
-                    .iter()
-                    .map(|r| r.last_arrival_ns)
-                    .max()
-                    .unwrap_or(0);
-                let steady_from = first + (WARMUP_S * 1e9) as u64;
-                for r in &t.reports {
-                    latencies.extend_from_slice(&r.latencies_ms);
-                    steady_latencies.extend(latencies_created_after(r, steady_from));
-                    items += r.received.iter().map(|s| s.total).sum::<u64>();
-                    for (k, h) in r.hop_us.iter().enumerate() {
-                        if hops.len() <= k {
-                            hops.push(Vec::new());
-                        }
-                        hops[k].extend_from_slice(h);
-                    }
-                    for st in &r.stays {
-                        stays
-                            .entry(st.stage)
-                            .or_insert_with(|| protocol::messages::StayStats::new(st.stage))
-                            .merge(st);
-                    }
-                }
-                all_latencies.extend_from_slice(&latencies);
-                let hop_us = hops
-                    .iter()
-                    .map(|h| {
-                        let s = LatencyStats::from_samples(h);
-                        (s.p50, s.p99)
-                    })
-                    .collect();
-                TailSummary {
-                    task: t.task.clone(),
-                    items,
-                    missing: missing_at(&t.reports),
-                    latency_ms: LatencyStats::from_samples(&latencies),
-                    hop_us,
-                    steady_items_per_s: if last > first {
-                        items as f64 / ((last - first) as f64 / 1e9)
-                    } else {
-                        0.0
-                    },
-                    stays: stays.into_values().collect(),
-                }
-            })
+            .map(|t| tail_summary(t, &mut all_latencies, &mut steady_latencies))
             .collect();
-        // An item is out once it reached a tail; per source, the tail that got most.
-        let mut per_source: BTreeMap<&str, u64> = BTreeMap::new();
-        for t in tails {
-            let mut got: BTreeMap<&str, u64> = BTreeMap::new();
-            for r in &t.reports {
-                for s in &r.received {
-                    *got.entry(s.source.as_str()).or_insert(0) += s.total;
-                }
-            }
-            for (source, n) in got {
-                let best = per_source.entry(source).or_insert(0);
-                *best = (*best).max(n);
-            }
-        }
-        let items_out: u64 = per_source.values().sum();
+        let items_out = items_out(tails);
         // What is missing at a tail beyond the losses the stages counted was inside a
         // process that died (best-effort apps are not replayed).
         let counted: u64 = lost.values().sum();
