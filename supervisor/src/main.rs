@@ -12,12 +12,9 @@ mod run;
 #[cfg(test)]
 mod rooms_tests;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Parser)]
@@ -283,80 +280,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             app,
             json,
             brute_force,
-        } => {
-            let loaded = plan::app::load(&app)?;
-            let the_plan = plan::plan(&loaded.spec)?;
-            let profiles = control::profiling::load_profiles(&loaded)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&the_plan)?);
-            } else {
-                let device = plan::device();
-                let detected = plan::detected_device();
-                if device == detected.device {
-                    println!("device: {}", detected.description);
-                } else {
-                    println!("device: {device} (SMARTPIPE_DEVICE)");
-                }
-                println!(
-                    "{:<16} {:<5} {:<18} {:>8} {:>6} {:>7} {:>14}",
-                    "task", "kind", "function", "replicas", "batch", "slots", "slot bytes"
-                );
-                for s in &the_plan.stages {
-                    let (slots, size) = s
-                        .pool
-                        .as_ref()
-                        .map(|p| (p.slots.to_string(), p.slot_size.to_string()))
-                        .unwrap_or(("-".into(), "-".into()));
-                    println!(
-                        "{:<16} {:<5} {:<18} {:>8} {:>6} {:>7} {:>14}",
-                        s.task,
-                        s.kind.to_string(),
-                        s.function,
-                        s.replicas,
-                        s.batch_size,
-                        slots,
-                        size
-                    );
-                }
-            }
-            match &profiles {
-                None => println!(
-                    "\nno profile of '{}' on this machine ({}): run `supervisor profile {}` to let the planner choose batch sizes and replicas",
-                    loaded.spec.name,
-                    control::profiling::machine(),
-                    app.display()
-                ),
-                Some(p) => {
-                    let all = plan::profiled_plan::all_plans(&loaded.spec, p)?;
-                    for (name, plan) in [("lazy", &all.lazy), ("balance", &all.balance), ("strong", &all.strong)] {
-                        match plan {
-                            Some(plan) => println!("\nstrategy {name}:\n{plan}"),
-                            None => println!("\nstrategy {name}: no configuration meets the quota"),
-                        }
-                    }
-                    match plan::profiled_plan::admit(&loaded.spec, p) {
-                        Ok(plan) => println!(
-                            "\nadmitted ({:?}, {:?}){}",
-                            loaded.spec.service_type,
-                            loaded.spec.strategy,
-                            if plan.shortfall.is_empty() {
-                                String::new()
-                            } else {
-                                let misses: Vec<String> =
-                                    plan.shortfall.iter().map(|s| s.to_string()).collect();
-                                format!(" with a predicted shortfall: {}", misses.join("; "))
-                            }
-                        ),
-                        Err(refusal) => println!("\nrefused: {refusal}"),
-                    }
-                    print_verdict_on_this_node(&loaded.spec, p);
-                    if brute_force {
-                        plan::profiled_plan::print_brute_force(&loaded.spec, p)?;
-                    }
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => cli::show_plan::plan(&app, json, brute_force),
         Cmd::Start {
             app,
             run_dir,
@@ -368,7 +292,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             no_daemon,
         } => {
             // Checked here first, so that problems are listed before any daemon starts.
-            let mut loaded = plan::app::load(&app)?;
+            let loaded = plan::app::load(&app)?;
             plan::preflight::check(&loaded)?;
             control::autoprofile::before_start(&loaded, no_profile)?;
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
@@ -390,50 +314,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     metrics_addr,
                 );
             }
-            let admitted = control::daemon::admit(&mut loaded)?;
-            if let Some(note) = &admitted.note {
-                eprintln!("{note}");
-            }
-            let runtime_dir = env::runtime::prepare()?;
-            let interrupted = Arc::new(AtomicBool::new(false));
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                signal_hook::flag::register(sig, interrupted.clone())
-                    .context("cannot install signal handlers")?;
-            }
-            let opts = control::daemon::run_options(run_dir, startup_timeout, hang_after_ms, true);
-            let live = Arc::new(std::sync::Mutex::new(control::LiveApp {
-                name: loaded.spec.name.clone(),
-                state: "starting".into(),
-                run_dir: opts.run_dir.display().to_string(),
-                supervisor_pid: std::process::id(),
-                ..control::LiveApp::default()
-            }));
-            // A foreground supervisor hosts this one app; its stop flag is the signals'.
-            let registry = Arc::new(control::Registry::new(false));
-            registry.host(
-                &loaded.spec.name,
-                control::Hosted {
-                    live: live.clone(),
-                    stop: interrupted.clone(),
-                    tasks: loaded.spec.tasks.iter().map(|t| t.name.clone()).collect(),
-                },
-            )?;
-            if let Err(e) = control::serve(&runtime_dir, registry, None, metrics_addr) {
-                env::runtime::cleanup(&runtime_dir);
-                return Err(e.context("cannot start the control API"));
-            }
-            let outcome = run::run_app(&loaded, &opts, interrupted, Some(live));
-            drop(admitted.held);
-            env::runtime::cleanup(&runtime_dir);
-            let outcome = outcome?;
-            eprint!("{}", outcome.summary.render());
-            match outcome.error {
-                None => Ok(ExitCode::SUCCESS),
-                Some(e) => {
-                    eprintln!("error: {e}");
-                    Ok(ExitCode::from(1))
-                }
-            }
+            cli::start::run_here(
+                loaded,
+                run_dir,
+                startup_timeout,
+                hang_after_ms,
+                metrics_addr,
+            )
         }
         Cmd::Bench { which } => cli::bench::run(which),
         Cmd::Profile {
@@ -459,31 +346,4 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Shutdown { timeout } => cli::ops::shutdown(Duration::from_secs(timeout)),
         Cmd::Daemon { metrics_addr } => control::daemon::run_daemon(metrics_addr),
     }
-}
-
-/// `plan`: the verdict against the node as it is now (what the guaranteed apps already
-/// admitted leave), when they hold any of it.
-fn print_verdict_on_this_node(app: &protocol::spec::AppSpec, profiles: &plan::smart::Profiles) {
-    let reservations = plan::ledger::Ledger::snapshot();
-    let left = plan::ledger::left_of(&reservations, plan::ledger::Node::this_machine());
-    if left.holders.is_empty() {
-        return;
-    }
-    let verdict = match plan::profiled_plan::admit_within(app, profiles, left.cores) {
-        Ok(plan) if plan.shortfall.is_empty() => format!("admitted on {:.2} cores", plan.cores),
-        Ok(_) => "admitted best-effort with a predicted shortfall".to_string(),
-        Err(plan::smart::Refusal::Cores { needed, .. }) => {
-            format!(
-                "refused: needs {needed:.2} cores, {:.2} left{}",
-                left.cores,
-                left.after()
-            )
-        }
-        Err(refusal) => format!("refused: {refusal}"),
-    };
-    println!(
-        "\non this node now ({:.2} cores left{}): {verdict}",
-        left.cores,
-        left.after()
-    );
 }

@@ -11,11 +11,11 @@ use std::process::{Command, Output};
 
 /// The workspace's binaries the tests run, and the crates each is built from.
 const BINARIES: [(&str, &[&str]); 4] = [
+    ("supervisor", &["supervisor", "media", "protocol", "vision"]),
     (
-        "supervisor",
-        &["supervisor", "worker-cpu", "stage", "protocol", "vision"],
+        "worker-cpu",
+        &["worker-cpu", "media", "stage", "protocol", "vision"],
     ),
-    ("worker-cpu", &["worker-cpu", "stage", "protocol", "vision"]),
     ("worker-gpu", &["worker-gpu", "stage", "protocol", "vision"]),
     (
         "stage-invert",

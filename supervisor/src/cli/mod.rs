@@ -4,4 +4,5 @@
 pub mod bench;
 pub mod bench_stages;
 pub mod ops;
+pub mod show_plan;
 pub mod start;

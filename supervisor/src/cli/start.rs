@@ -7,8 +7,10 @@ use crate::control::StartRequest;
 use crate::env::runtime;
 use crate::plan::app::LoadedApp;
 use anyhow::Context;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn own_exe() -> String {
@@ -233,4 +235,59 @@ pub fn start_detached(
         }
     }
     anyhow::bail!("no daemon took app '{name}'")
+}
+
+/// `start --no-daemon`: admit and run the app in this process, with a control API of its
+/// own, until it ends or a signal drains it.
+pub fn run_here(
+    mut loaded: LoadedApp,
+    run_dir: PathBuf,
+    startup_timeout: u64,
+    hang_after_ms: u64,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
+    let admitted = crate::control::daemon::admit(&mut loaded)?;
+    if let Some(note) = &admitted.note {
+        eprintln!("{note}");
+    }
+    let runtime_dir = crate::env::runtime::prepare()?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupted.clone())
+            .context("cannot install signal handlers")?;
+    }
+    let opts = crate::control::daemon::run_options(run_dir, startup_timeout, hang_after_ms, true);
+    let live = Arc::new(std::sync::Mutex::new(crate::control::LiveApp {
+        name: loaded.spec.name.clone(),
+        state: "starting".into(),
+        run_dir: opts.run_dir.display().to_string(),
+        supervisor_pid: std::process::id(),
+        ..crate::control::LiveApp::default()
+    }));
+    // A foreground supervisor hosts this one app; its stop flag is the signals'.
+    let registry = Arc::new(crate::control::Registry::new(false));
+    registry.host(
+        &loaded.spec.name,
+        crate::control::Hosted {
+            live: live.clone(),
+            stop: interrupted.clone(),
+            tasks: loaded.spec.tasks.iter().map(|t| t.name.clone()).collect(),
+        },
+    )?;
+    if let Err(e) = crate::control::serve(&runtime_dir, registry, None, metrics_addr) {
+        crate::env::runtime::cleanup(&runtime_dir);
+        return Err(e.context("cannot start the control API"));
+    }
+    let outcome = crate::run::run_app(&loaded, &opts, interrupted, Some(live));
+    drop(admitted.held);
+    crate::env::runtime::cleanup(&runtime_dir);
+    let outcome = outcome?;
+    eprint!("{}", outcome.summary.render());
+    match outcome.error {
+        None => Ok(ExitCode::SUCCESS),
+        Some(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
 }

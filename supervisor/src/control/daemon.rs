@@ -275,16 +275,7 @@ impl DaemonLauncher {
         request: StartRequest,
         env: Option<Arc<crate::env::appenv::AppEnv>>,
     ) -> Result<Begun, ApiError> {
-        let mut loaded =
-            app::load(&request.file).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
-        // The checks `validate` and `start` make: an app sent straight to the socket
-        // is refused for the same problems, before anything is admitted or created.
-        crate::plan::preflight::check(&loaded).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
-        let Admitted { note, held } = admit(&mut loaded).map_err(|e| match e {
-            AdmitError::Profiles { .. } => ApiError::new(400, e.to_string()),
-            AdmitError::Refused { .. } => ApiError::new(422, e.to_string()),
-            AdmitError::Ledger(_) => ApiError::new(500, e.to_string()),
-        })?;
+        let (loaded, Admitted { note, held }) = load_and_admit(&request)?;
         let name = loaded.spec.name.clone();
         let run_dir = request.run_dir.clone();
         let live = Arc::new(Mutex::new(LiveApp {
@@ -465,4 +456,20 @@ impl crate::control::follow::FollowLauncher for DaemonLauncher {
             done: begun.done,
         })
     }
+}
+
+/// Load an app sent to the daemon, make the checks `validate` and `start` make (an app sent
+/// straight to the socket is refused for the same problems, before anything is admitted or
+/// created) and admit it; errors carry the HTTP status of the refusal.
+fn load_and_admit(request: &StartRequest) -> Result<(app::LoadedApp, Admitted), ApiError> {
+    let mut loaded = app::load(&request.file).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
+    // The checks `validate` and `start` make: an app sent straight to the socket
+    // is refused for the same problems, before anything is admitted or created.
+    crate::plan::preflight::check(&loaded).map_err(|e| ApiError::new(400, format!("{e:#}")))?;
+    let admitted = admit(&mut loaded).map_err(|e| match e {
+        AdmitError::Profiles { .. } => ApiError::new(400, e.to_string()),
+        AdmitError::Refused { .. } => ApiError::new(422, e.to_string()),
+        AdmitError::Ledger(_) => ApiError::new(500, e.to_string()),
+    })?;
+    Ok((loaded, admitted))
 }
