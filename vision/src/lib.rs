@@ -30,6 +30,7 @@ pub mod ppocr;
 pub mod resize;
 pub mod segment;
 pub mod segment_mask;
+pub mod session_options;
 pub mod superres;
 pub mod tensor;
 pub mod tf_resize;
