@@ -63,8 +63,9 @@ def one(sup, app, run, output):
     subprocess.run(["rm", "-rf", run], check=True)
     t0_wall = time.time()
     t0 = time.perf_counter()
+    # A supervisor of its own, as run_app.py runs the other measures (no daemon to start or share).
     p = subprocess.Popen([sup, "start", app, "--run-dir", run], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+                         stderr=subprocess.DEVNULL, env=dict(os.environ, SMARTPIPE_NO_DAEMON="1"))
     first = None
     while p.poll() is None and first is None:
         try:
