@@ -125,24 +125,9 @@ pub fn enqueue(queue: &mut VecDeque<AgentRequest>, req: AgentRequest, fcfs: bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use protocol::shm::ShmRef;
 
     fn req(id: u64, stage: &str, deadline_ms: u64) -> AgentRequest {
-        AgentRequest {
-            id,
-            stage: stage.into(),
-            reply_to: 0,
-            model: "m".into(),
-            inputs: vec![],
-            output: ShmRef {
-                pool: 1,
-                slot: 0,
-                generation: 0,
-                offset: 0,
-                len: 0,
-            },
-            deadline_ns: deadline_ms * 1_000_000,
-        }
+        crate::test_requests::request(id, stage, "m", deadline_ms)
     }
 
     #[test]

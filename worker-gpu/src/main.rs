@@ -16,6 +16,8 @@ mod switching;
 mod tensors;
 #[cfg(test)]
 mod test_models;
+#[cfg(test)]
+mod test_requests;
 
 use protocol::functions::{Builtin, AGENT_FUNCTION};
 use protocol::node::{Node, NodeError};

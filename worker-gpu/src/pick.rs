@@ -18,24 +18,9 @@ pub fn next_runnable(
 mod tests {
     use super::*;
     use crate::apps::enqueue;
-    use protocol::shm::ShmRef;
 
     fn req(id: u64, model: &str, deadline_ms: u64) -> AgentRequest {
-        AgentRequest {
-            id,
-            stage: format!("{model}#0"),
-            reply_to: 0,
-            model: model.into(),
-            inputs: vec![],
-            output: ShmRef {
-                pool: 1,
-                slot: 0,
-                generation: 0,
-                offset: 0,
-                len: 0,
-            },
-            deadline_ns: deadline_ms * 1_000_000,
-        }
+        crate::test_requests::request(id, &format!("{model}#0"), model, deadline_ms)
     }
 
     #[test]

@@ -9,7 +9,6 @@ use crate::apps::enqueue;
 use crate::pick::next_runnable;
 use crate::residency::{start_loader, AgentModel, Loaded};
 use crate::test_models::{model, runtime};
-use protocol::shm::ShmRef;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::AtomicUsize;
@@ -118,19 +117,8 @@ impl Sim {
                 self.next_id += 1;
                 let model = c.models[i % 3];
                 let req = AgentRequest {
-                    id: self.next_id * 10 + i as u64,
-                    stage: model.into(),
-                    reply_to: 0,
-                    model: model.into(),
-                    inputs: vec![],
-                    output: ShmRef {
-                        pool: 1,
-                        slot: 0,
-                        generation: 0,
-                        offset: 0,
-                        len: 0,
-                    },
                     deadline_ns: (self.now_us + 1_000_000) * 1000,
+                    ..crate::test_requests::request(self.next_id * 10 + i as u64, model, model, 0)
                 };
                 enqueue(&mut self.queue, req, false);
             }
@@ -329,21 +317,7 @@ fn under_a_tight_budget_two_executors_load_no_more_than_one_and_a_few_per_image(
 
 /// A request for `model` due in `due_ms`.
 fn request(id: u64, model: &str, due_ms: u64) -> AgentRequest {
-    AgentRequest {
-        id,
-        stage: model.into(),
-        reply_to: 0,
-        model: model.into(),
-        inputs: vec![],
-        output: ShmRef {
-            pool: 1,
-            slot: 0,
-            generation: 0,
-            offset: 0,
-            len: 0,
-        },
-        deadline_ns: due_ms * 1_000_000,
-    }
+    crate::test_requests::request(id, model, model, due_ms)
 }
 
 #[test]
