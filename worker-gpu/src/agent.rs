@@ -48,6 +48,9 @@ fn one() -> usize {
     1
 }
 
+/// How long a stopped agent waits for a model load in progress before it exits anyway.
+const LOAD_AT_STOP: Duration = Duration::from_secs(60);
+
 /// What wakes the agent besides its inbox.
 pub enum Wake {
     Ran(Done),
@@ -162,6 +165,18 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
                 handle(node, &mut st, w)?;
                 dispatch(node, &mut st)?;
             }
+        }
+    }
+    // A load still running in the loader thread would be cut off by the exit (ONNX Runtime
+    // aborts the process when a session is made while it ends): let it finish first, for
+    // as long as a load may take.
+    let stopped_at = std::time::Instant::now();
+    while st.res.loading().is_some() && stopped_at.elapsed() < LOAD_AT_STOP {
+        match wake.recv_timeout(POLL) {
+            Ok(w @ Wake::Loaded(_)) => handle(node, &mut st, w)?,
+            Ok(Wake::Ran(_)) => st.exec.finished(),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     tracing::info!(

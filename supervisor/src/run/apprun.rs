@@ -321,7 +321,7 @@ impl<'a> AppRun<'a> {
     ) -> Option<String> {
         let r = &mut self.replicas[idx];
         let clean = status.is_some_and(|s| s.success());
-        if stopping {
+        if stopping || r.told_to_stop {
             return None;
         }
         let finished = clean && r.report.is_some();

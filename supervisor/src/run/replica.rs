@@ -38,6 +38,9 @@ pub struct Replica {
     pub bad_messages: u64,
     /// Killed on purpose to be restarted (a `restart` request).
     pub manual_restart: bool,
+    /// Told to stop while the app runs on (the app's own agent once its stages are gone):
+    /// however it ends, it is not restarted.
+    pub told_to_stop: bool,
     /// When its restart is due (after the backoff).
     pub restart_due: Option<Instant>,
     /// Its process ended at this time and has not been judged yet.
@@ -74,6 +77,7 @@ impl Replica {
             starve_sample: None,
             bad_messages: 0,
             manual_restart: false,
+            told_to_stop: false,
             restart_due: None,
             judge_pending: None,
             earlier: StageMetrics::default(),

@@ -403,6 +403,9 @@ impl<'a> RunLoop<'a> {
                 .all(|r| r.task == agent_index || (r.exited.is_some() && r.restart_due.is_none()))
         {
             self.agent_stopped = true;
+            if let Some(r) = self.run.replicas.iter_mut().find(|r| r.task == agent_index) {
+                r.told_to_stop = true;
+            }
             self.run.wiring.command((agent_index, 0), &Command::Stop);
         }
     }
