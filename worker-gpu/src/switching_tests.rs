@@ -139,6 +139,48 @@ fn load_us(name: &str) -> u64 {
     1000 + spec(name).0 / 60
 }
 
+/// The runs the free executors can take (the request whose inputs are copied out first,
+/// then the earliest runnable one), as `agent::start_runs` starts them; the executors busy after.
+fn start_runs(
+    sim: &mut Sim,
+    res: &mut Residency,
+    ready: &mut Option<AgentRequest>,
+    mut busy: usize,
+    executors: usize,
+) -> usize {
+    while busy < executors {
+        let req = match ready.take() {
+            Some(r) if res.has_idle(&r.model) => r,
+            Some(r) if !res.is_resident(&r.model) => {
+                enqueue(&mut sim.queue, r, false);
+                continue;
+            }
+            other => {
+                *ready = other;
+                let Some(i) = next_runnable(&sim.queue, |m| res.has_idle(m)) else {
+                    break;
+                };
+                sim.queue.remove(i).expect("a queued request")
+            }
+        };
+        let (session, generation) = res.checkout(&req.model).expect("an idle session");
+        busy += 1;
+        let batch = sim.stages[(req.id % 10) as usize].batch as u64;
+        let run_us = spec(&req.model).1 * 1000 * batch;
+        let (name, id, session) = (req.model.clone(), req.id, Box::new(session));
+        sim.at(
+            run_us,
+            Ev::Ran {
+                name,
+                session,
+                generation,
+                id,
+            },
+        );
+    }
+    busy
+}
+
 /// Runs every item of both cascades through an agent of `executors` executors under
 /// `budget`, the agent's turn as `agent::dispatch` takes it; the loads and evictions
 /// it made.
@@ -182,36 +224,7 @@ fn switching(executors: usize, budget: Option<u64>) -> Option<(u64, u64)> {
         if let Some(name) = next_load(&res, &sim.queue, ready.as_ref()) {
             assert!(res.prefetch(&name));
         }
-        while busy < executors {
-            let req = match ready.take() {
-                Some(r) if res.has_idle(&r.model) => r,
-                Some(r) if !res.is_resident(&r.model) => {
-                    enqueue(&mut sim.queue, r, false);
-                    continue;
-                }
-                other => {
-                    ready = other;
-                    let Some(i) = next_runnable(&sim.queue, |m| res.has_idle(m)) else {
-                        break;
-                    };
-                    sim.queue.remove(i).expect("a queued request")
-                }
-            };
-            let (session, generation) = res.checkout(&req.model).expect("an idle session");
-            busy += 1;
-            let batch = sim.stages[(req.id % 10) as usize].batch as u64;
-            let run_us = spec(&req.model).1 * 1000 * batch;
-            let (name, id, session) = (req.model.clone(), req.id, Box::new(session));
-            sim.at(
-                run_us,
-                Ev::Ran {
-                    name,
-                    session,
-                    generation,
-                    id,
-                },
-            );
-        }
+        busy = start_runs(&mut sim, &mut res, &mut ready, busy, executors);
         if ready.is_none() && busy == executors {
             if let Some(i) = sim.queue.iter().position(|r| res.is_resident(&r.model)) {
                 ready = sim.queue.remove(i);
