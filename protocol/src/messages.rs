@@ -506,9 +506,35 @@ pub enum Command {
     Detach { app: String },
 }
 
-/// How an agent's error starts when a run's outputs are larger than the request's
-/// output slot (the GPU stage then splits its batch).
-pub const OUTPUT_SLOT_TOO_SMALL: &str = "output slot too small";
+/// Why the agent could not answer a request: a typed reason where the stage acts on it,
+/// the agent's message otherwise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum AgentError {
+    /// The outputs need more bytes than the request's output slot has: the stage halves
+    /// its batch and asks again.
+    #[error("output slot too small: the outputs of {model} need {need} bytes, the output slot of {stage} has {have}")]
+    OutputSlotTooSmall {
+        model: String,
+        stage: String,
+        need: u64,
+        have: u64,
+    },
+    /// The model failed to load or run, is not hosted, or the request was bad.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for AgentError {
+    fn from(msg: String) -> AgentError {
+        AgentError::Failed(msg)
+    }
+}
+
+impl From<&str> for AgentError {
+    fn from(msg: &str) -> AgentError {
+        AgentError::Failed(msg.into())
+    }
+}
 
 /// A tensor in shared memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -540,7 +566,7 @@ pub struct AgentRequest {
 pub struct AgentReply {
     pub id: u64,
     /// The outputs as sub-ranges of the request's output slot, or why the run failed.
-    pub result: Result<Vec<TensorRef>, String>,
+    pub result: Result<Vec<TensorRef>, AgentError>,
 }
 
 /// Everything that arrives in a child's inbox (bincode bytes on an [`InboxSender`]).

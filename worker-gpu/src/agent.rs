@@ -21,7 +21,7 @@ use crate::pick::next_runnable;
 use crate::residency::{start_loader, AgentModel, Loaded, Residency};
 use crate::switching::{demand, next_load};
 use crate::tensors::{read_batch, write_f32};
-use protocol::messages::{AgentReply, AgentRequest, Command, Inbox, TensorRef};
+use protocol::messages::{AgentError, AgentReply, AgentRequest, Command, Inbox, TensorRef};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
 use serde::Deserialize;
@@ -200,7 +200,12 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
                     st.queue.drain(..).partition(|r| r.model == name);
                 st.queue.extend(kept);
                 for req in failed {
-                    reply(node, &st.res, &req, Err(format!("cannot load {name}: {e}")))?;
+                    reply(
+                        node,
+                        &st.res,
+                        &req,
+                        Err(AgentError::Failed(format!("cannot load {name}: {e}"))),
+                    )?;
                 }
             }
         }
@@ -214,6 +219,7 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
             let req = job.req;
             let result = done
                 .result
+                .map_err(AgentError::Failed)
                 .and_then(|outputs| write_outputs(node, &req, &outputs));
             if let Err(e) = &result {
                 tracing::error!(stage = %req.stage, model = %req.model, "run failed: {e}");
@@ -238,7 +244,7 @@ fn dispatch(node: &Node, st: &mut State) -> Result<(), NodeError> {
         }
         if let Some(req) = st.queue.remove(i) {
             let e = format!("model '{}' is not hosted by this agent", req.model);
-            reply(node, &st.res, &req, Err(e))?;
+            reply(node, &st.res, &req, Err(AgentError::Failed(e)))?;
         }
     }
     let ready = st.ready.as_ref().map(|(r, _)| r);
@@ -248,7 +254,7 @@ fn dispatch(node: &Node, st: &mut State) -> Result<(), NodeError> {
                 st.queue.drain(..).partition(|r| r.model == name);
             st.queue.extend(kept);
             for req in failed {
-                let e = Err("the model loader thread died".to_string());
+                let e = Err(AgentError::Failed("the model loader thread died".into()));
                 reply(node, &st.res, &req, e)?;
             }
         }
@@ -261,7 +267,7 @@ fn dispatch(node: &Node, st: &mut State) -> Result<(), NodeError> {
         let Some(req) = st.queue.remove(i) else { break };
         match read_inputs(node, &req) {
             Ok(input) => st.ready = Some((req, input)),
-            Err(e) => reply(node, &st.res, &req, Err(e))?,
+            Err(e) => reply(node, &st.res, &req, Err(AgentError::Failed(e)))?,
         }
     }
     Ok(())
@@ -287,7 +293,7 @@ fn start_runs(node: &Node, st: &mut State) -> Result<(), NodeError> {
         };
         if let Err(job) = st.exec.submit(job) {
             st.res.checkin(&job.req.model, job.model, job.generation);
-            let e = Err("the executor threads died".to_string());
+            let e = Err(AgentError::Failed("the executor threads died".into()));
             reply(node, &st.res, &job.req, e)?;
             return Ok(());
         }
@@ -308,7 +314,7 @@ fn next_run(node: &Node, st: &mut State) -> Result<Option<(AgentRequest, TensorF
         let Some(req) = st.queue.remove(i) else { break };
         match read_inputs(node, &req) {
             Ok(input) => return Ok(Some((req, input))),
-            Err(e) => reply(node, &st.res, &req, Err(e))?,
+            Err(e) => reply(node, &st.res, &req, Err(AgentError::Failed(e)))?,
         }
     }
     Ok(None)
@@ -318,7 +324,7 @@ fn reply(
     node: &Node,
     res: &Residency,
     req: &AgentRequest,
-    result: Result<Vec<TensorRef>, String>,
+    result: Result<Vec<TensorRef>, AgentError>,
 ) -> Result<(), NodeError> {
     let resident = res.used();
     node.metrics(|m| {
@@ -352,8 +358,10 @@ fn write_outputs(
     node: &Node,
     req: &AgentRequest,
     outputs: &[TensorF32],
-) -> Result<Vec<TensorRef>, String> {
-    let out_pool = node.pool(req.output.pool).map_err(|e| e.to_string())?;
+) -> Result<Vec<TensorRef>, AgentError> {
+    let out_pool = node
+        .pool(req.output.pool)
+        .map_err(|e| AgentError::Failed(e.to_string()))?;
     let mut offset = 0u64;
     let mut refs = Vec::with_capacity(outputs.len());
     for out in outputs {
@@ -363,15 +371,15 @@ fn write_outputs(
                 .iter()
                 .map(|o| (o.data.len() as u64 * 4).div_ceil(64) * 64)
                 .sum();
-            return Err(format!(
-                "{}: the outputs of {} need {need} bytes, the output slot of {} has {}",
-                protocol::messages::OUTPUT_SLOT_TOO_SMALL,
-                req.model,
-                req.stage,
-                req.output.len
-            ));
+            return Err(AgentError::OutputSlotTooSmall {
+                model: req.model.clone(),
+                stage: req.stage.clone(),
+                need,
+                have: req.output.len,
+            });
         }
-        write_f32(out_pool, &req.output, req.output.offset + offset, &out.data)?;
+        write_f32(out_pool, &req.output, req.output.offset + offset, &out.data)
+            .map_err(AgentError::Failed)?;
         refs.push(TensorRef {
             shm: ShmRef {
                 offset: req.output.offset + offset,

@@ -11,7 +11,7 @@
 //! an item that does not fit alone is skipped and counted as bad input.
 
 use protocol::clock::now_ns;
-use protocol::messages::{AgentRequest, Command, Inbox, Payload, TensorRef, OUTPUT_SLOT_TOO_SMALL};
+use protocol::messages::{AgentError, AgentRequest, Command, Inbox, Payload, TensorRef};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
 use stage::{Body, Emit, Item, StageError};
@@ -120,7 +120,7 @@ impl Batcher {
         agent: u32,
         groups: &[ShapeGroup],
         template: AgentRequest,
-    ) -> Result<Vec<Vec<TensorRef>>, String> {
+    ) -> Result<Vec<Vec<TensorRef>>, AgentError> {
         let slot = template.output;
         let req = |members: &[(usize, usize, TensorRef)], offset: u64, len: u64| AgentRequest {
             inputs: members.iter().map(|(_, _, t)| t.clone()).collect(),
@@ -142,10 +142,8 @@ impl Batcher {
                 .map(|((offset, len), (_, m))| req(m, offset, len))
                 .collect();
             let results = self.call_all(node, agent, reqs)?;
-            let too_small = |r: &Result<_, String>| {
-                r.as_ref()
-                    .is_err_and(|e| e.starts_with(OUTPUT_SLOT_TOO_SMALL))
-            };
+            let too_small =
+                |r: &Result<_, AgentError>| matches!(r, Err(AgentError::OutputSlotTooSmall { .. }));
             if !results.iter().any(too_small) {
                 return results.into_iter().collect();
             }
@@ -159,7 +157,7 @@ impl Batcher {
             let outs = self
                 .call_all(node, agent, one)?
                 .pop()
-                .unwrap_or_else(|| Err("no reply".into()))?;
+                .unwrap_or_else(|| Err(AgentError::Failed("no reply".into())))?;
             used = outs
                 .iter()
                 .map(|o| (o.shm.offset + o.shm.len).div_ceil(64) * 64)
@@ -177,7 +175,7 @@ impl Batcher {
         node: &mut Node,
         agent: u32,
         reqs: Vec<AgentRequest>,
-    ) -> Result<Vec<Result<Vec<TensorRef>, String>>, String> {
+    ) -> Result<Vec<Result<Vec<TensorRef>, AgentError>>, AgentError> {
         let mut sent = Vec::with_capacity(reqs.len());
         for mut req in reqs {
             self.next_id += 1;
@@ -188,7 +186,7 @@ impl Batcher {
             sent.push(request);
         }
         let first = self.next_id + 1 - sent.len() as u64;
-        let mut results: Vec<Option<Result<Vec<TensorRef>, String>>> = vec![None; sent.len()];
+        let mut results: Vec<Option<Result<Vec<TensorRef>, AgentError>>> = vec![None; sent.len()];
         let mut left = sent.len();
         let asked = Instant::now();
         let mut deadline = Instant::now() + AGENT_TIMEOUT;
@@ -197,7 +195,8 @@ impl Batcher {
                 return Err(format!(
                     "the GPU agent did not answer within {} s",
                     AGENT_TIMEOUT.as_secs()
-                ));
+                )
+                .into());
             }
             match node
                 .next(Duration::from_millis(200))
@@ -334,8 +333,8 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         };
         let group_outs = match b.run_groups(node, agent, &groups, template) {
             Ok(outs) => outs,
-            Err(e) if e.starts_with(OUTPUT_SLOT_TOO_SMALL) => {
-                too_big = Some(e);
+            Err(e @ AgentError::OutputSlotTooSmall { .. }) => {
+                too_big = Some(e.to_string());
                 Vec::new()
             }
             Err(e) => return Err(NodeError::Stage(format!("model {model}: {e}"))),
