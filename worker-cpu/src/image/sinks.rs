@@ -7,7 +7,7 @@ use crate::out_files;
 use crate::sources::media::ffmpeg_program;
 use crate::StageError;
 use protocol::functions::params;
-use protocol::messages::{Envelope, Payload, PixelFormat};
+use protocol::messages::{Envelope, Payload};
 use protocol::node::Node;
 use stage::Tail;
 use std::io::{Read, Write};
@@ -37,20 +37,6 @@ pub fn run_tail(
         });
         on_item(tail, item.envelope(), frame)
     })
-}
-
-/// The frame of an item: the payload itself or the frame part of a batch.
-pub fn frame_part(payload: &Payload) -> Option<(protocol::shm::ShmRef, u32, u32)> {
-    match payload {
-        Payload::Frame {
-            shm,
-            width,
-            height,
-            format: PixelFormat::Rgb8,
-        } => Some((*shm, *width, *height)),
-        Payload::Batch(parts) => parts.iter().find_map(frame_part),
-        _ => None,
-    }
 }
 
 /// The detection rows of an item's table part, if it has one, and the people's keypoints
