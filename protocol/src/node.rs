@@ -24,16 +24,6 @@ use heartbeat::{source_totals, spawn_heartbeat};
 
 pub use slots::{NoSlot, SlotPolicy};
 use tail::Deliveries;
-pub use tail::SourceProgress;
-
-/// A tail acknowledges what it delivered at most this often (and at once when it has
-/// nothing else to do, or when [`ACK_ITEMS`] items wait for it).
-pub const ACK_WINDOW: Duration = Duration::from_millis(2);
-
-/// A tail acknowledges at once when this many items arrived since its last
-/// acknowledgement: a request-guarantee head holds every item until then, so with a few
-/// slots the window alone would bound the app to slots ÷ 2 ms (4,000 small items/s).
-pub const ACK_ITEMS: u32 = 2;
 
 /// Items a tail receives before it records their stays ([`StayStats`]).
 pub const STAY_WARMUP_ITEMS: usize = 4;
@@ -67,8 +57,24 @@ pub enum NodeError {
 /// What the inbox produced.
 #[derive(Debug)]
 pub enum Event {
+    /// A data item. A stage without consumers (a tail) gets every one, replayed
+    /// duplicates too: telling those apart is the tail loop's (`stage::tail`).
     Item(Envelope),
-    /// Every upstream replica has ended its stream.
+    /// Stages without consumers (tails): item `seq` of `source` will not come, lost
+    /// upstream (an `Inbox::Skip`) or dropped here for its deadline (`reason`; the loss
+    /// is counted already). Other stages pass skips on to their consumers instead.
+    Skipped {
+        source: String,
+        seq: u64,
+        reason: LossReason,
+    },
+    /// Stages without consumers of a request-guarantee app: every upstream replica has
+    /// ended its stream, and [`Node::announced_totals`] says how many items each source
+    /// sent. Whether all of them arrived is the tail's to tell (its ledger); `End`
+    /// comes only with the supervisor's `Finish`.
+    TotalsAnnounced,
+    /// Every upstream replica has ended its stream (request-guarantee apps: and the
+    /// supervisor said the app has everything, or a stage with consumers passed it on).
     End,
     /// The supervisor asked the stage to stop producing (heads) or to exit.
     Command(Command),
@@ -113,13 +119,6 @@ pub struct Node {
     /// Heads of request-guarantee apps: items kept (one hold each) until the tails
     /// acknowledge them, for replay after a restart.
     retained: BTreeMap<(String, u64), Envelope>,
-    /// Tails: per-source progress, and what was last acknowledged to the supervisor.
-    progress: BTreeMap<String, SourceProgress>,
-    acked: BTreeMap<String, u64>,
-    last_ack: Instant,
-    /// Tails: items marked since the last acknowledgement.
-    unacked_items: u32,
-    output_len: Option<u64>,
     /// The output rewired by the last `Rewire` command, reported by `next`.
     last_rewired: Option<u32>,
     /// Commands a head received while it waited for a slot, for its next polls. The
@@ -194,21 +193,6 @@ impl Node {
                 }
             }
         }
-        // A restarted tail knows what was delivered before it.
-        let mut progress = BTreeMap::new();
-        let mut acked = BTreeMap::new();
-        if setup.expected_eos > 0 {
-            for r in &setup.resume {
-                progress.insert(
-                    r.source.clone(),
-                    SourceProgress {
-                        frontier: r.total,
-                        ahead: BTreeSet::new(),
-                    },
-                );
-                acked.insert(r.source.clone(), r.total);
-            }
-        }
         let metrics = Arc::new(Mutex::new(StageMetrics {
             batch_size: setup.batch_size,
             ..StageMetrics::default()
@@ -220,7 +204,6 @@ impl Node {
             alive.clone(),
             setup.heartbeat_ms,
         );
-        let output_len = setup.resume_output_len;
         Ok(Node {
             round_robin: vec![setup.replica; setup.outputs.len()],
             outputs: wire.outputs,
@@ -242,11 +225,6 @@ impl Node {
             dead_outputs: BTreeSet::new(),
             eos_sent: None,
             retained: BTreeMap::new(),
-            progress,
-            acked,
-            last_ack: Instant::now(),
-            unacked_items: 0,
-            output_len,
             last_rewired: None,
             held_commands: VecDeque::new(),
             new_rate: None,
@@ -417,11 +395,9 @@ impl Node {
         Ok(())
     }
 
+    /// Tell every consumer that item `seq` of `source` will not come (a stage without
+    /// consumers has no one to tell).
     fn send_skip(&mut self, source: &str, seq: u64, reason: LossReason) -> Result<(), NodeError> {
-        if self.setup.outputs.is_empty() {
-            self.tail_mark(source, seq);
-            return Ok(());
-        }
         let bytes = codec::encode(
             "skip",
             &Inbox::Skip {
@@ -454,27 +430,25 @@ impl Node {
         self.totals.insert(source.to_string(), total);
     }
 
-    /// Wait up to `timeout` for the next inbox event.
+    /// Whether this stage has no consumers (a tail): skips are its events, not messages
+    /// to pass on.
+    fn has_no_consumers(&self) -> bool {
+        self.setup.outputs.is_empty() && !self.is_head()
+    }
+
+    /// Wait up to `timeout` for the next inbox event. A tail is handed every data item
+    /// and every skip as they come; its loop (`stage::tail::run`) keeps the exactly-once
+    /// ledger, so it also chooses `timeout` (no longer than its acknowledgement window).
     pub fn next(&mut self, timeout: Duration) -> Result<Event, NodeError> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.maybe_ack(false);
             if let Some(end) = self.end_reached() {
                 return Ok(end);
             }
-            // A tail holding progress it has not acknowledged (the 2 ms window was not
-            // over) waits only until the window closes: the heads of a request-guarantee
-            // app may be waiting for exactly that acknowledgement to free their slots.
-            let left = deadline.saturating_duration_since(Instant::now());
-            let ack_due = self.ack_due_in();
-            let wait = ack_due.map_or(left, |due| due.min(left));
+            let wait = deadline.saturating_duration_since(Instant::now());
             let bytes = match self.inbox.try_recv_timeout(wait) {
                 Ok(bytes) => bytes,
                 Err(ipc_channel::TryRecvError::Empty) => {
-                    if ack_due.is_none() && self.ack_pending() && wait > ACK_WINDOW {
-                        self.metrics(|m| m.ack_stalls += 1);
-                    }
-                    self.maybe_ack(true);
                     if Instant::now() < deadline {
                         continue;
                     }
@@ -489,14 +463,13 @@ impl Node {
                     self.metrics(|m| m.items_in += 1);
                     if self.past_deadline(&env) {
                         self.lose(&env, LossReason::Deadline)?;
-                        continue;
-                    }
-                    if self.setup.outputs.is_empty()
-                        && self.setup.expected_eos > 0
-                        && !self.tail_mark(&env.source, env.seq)
-                    {
-                        // A replayed item this tail already has.
-                        self.release(&env.payload)?;
+                        if self.has_no_consumers() {
+                            return Ok(Event::Skipped {
+                                source: env.source,
+                                seq: env.seq,
+                                reason: LossReason::Deadline,
+                            });
+                        }
                         continue;
                     }
                     return Ok(Event::Item(env));
@@ -506,19 +479,23 @@ impl Node {
                     seq,
                     reason,
                 } => {
-                    if self.setup.outputs.is_empty() {
-                        self.tail_mark(&source, seq);
-                        // Let the tail write what this unblocks before acknowledging.
-                        return Ok(Event::Idle);
-                    } else {
-                        self.send_skip(&source, seq, reason)?;
+                    if self.has_no_consumers() {
+                        return Ok(Event::Skipped {
+                            source,
+                            seq,
+                            reason,
+                        });
                     }
+                    self.send_skip(&source, seq, reason)?;
                 }
                 Inbox::Eos(eos) => {
                     self.eos_from.insert((eos.stage, eos.replica));
                     for t in eos.totals {
                         let total = self.totals.entry(t.source).or_insert(0);
                         *total = (*total).max(t.total);
+                    }
+                    if self.has_no_consumers() && self.guaranteed() && self.upstream_done() {
+                        return Ok(Event::TotalsAnnounced);
                     }
                 }
                 Inbox::Command(c) => {

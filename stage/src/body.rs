@@ -9,6 +9,7 @@ use crate::watchdog::Watchdog;
 use crate::{Item, StageError};
 use protocol::messages::{Command, LossReason};
 use protocol::node::{Event, NoSlot, Node, NodeError};
+use protocol::spec::TaskKind;
 use serde::de::DeserializeOwned;
 use std::time::{Duration, Instant};
 
@@ -153,11 +154,21 @@ impl<'n> Body<'n> {
 /// the supervisor says `Stop` (`Err(Stopped)`). `f` gets the item as a handle: it sends
 /// through the [`Body`] whatever it makes of it (zero, one or many items), and what it
 /// drops is released. `watchdog` marks each call (user programs: hang detection).
+///
+/// A `tail` task is refused: its items go through [`crate::tail::run`], the one loop
+/// that keeps a tail's exactly-once ledger and acknowledges its deliveries.
 pub fn run<E, F>(node: &mut Node, watchdog: Option<&Watchdog>, mut f: F) -> Result<(), E>
 where
     E: From<StageError>,
     F: FnMut(&mut Body<'_>, Item) -> Result<(), E>,
 {
+    if node.task.kind == TaskKind::Tail {
+        return Err(StageError::Failed(format!(
+            "task '{}' is a tail: it runs on the tail loop (stage::tail::run), not the body loop",
+            node.task.name
+        ))
+        .into());
+    }
     loop {
         match node
             .next(Duration::from_millis(200))

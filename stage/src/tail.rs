@@ -1,20 +1,51 @@
-//! The tail role: the one loop every sink runs. The node below drops replayed
-//! duplicates and acknowledges what was delivered (protocol's `node/tail.rs`); this loop
-//! puts items back in order per source (request-guarantee apps), records each delivery,
-//! takes it back when the function fails to write it, and releases the shared memory.
+//! The tail role: the one loop every sink runs, and the one place of a tail's
+//! exactly-once delivery. The node below hands the loop every data item and every skip
+//! as events (`Event::Item`, `Event::Skipped`: lost upstream, or dropped for its
+//! deadline); the loop, with its [`TailLedger`]:
+//!
+//! - marks each arrival and each skip per source, and drops a replayed duplicate (the
+//!   [`Item`] handle's drop gives its slot back);
+//! - in request-guarantee apps, keeps an item that overtook a missing one in its stash
+//!   (a copy: its slot goes back at once) and delivers it when everything before it
+//!   arrived or is known lost;
+//! - hands each item to the function once, records the delivery and takes it back
+//!   when the function fails;
+//! - acknowledges to the supervisor what was delivered: at most every [`ACK_WINDOW`],
+//!   at once when [`ACK_ITEMS`] items arrived or when nothing else arrives, and never
+//!   sleeps in a receive while an acknowledgement is held back (the wait it passes to
+//!   `Node::next` ends when the window closes; a receive that did sleep on one counts
+//!   in `ack_stalls`);
+//! - ends when the node says the stream ended, or (request-guarantee) when everything
+//!   up to the sources' announced totals is in, with a last acknowledgement carrying
+//!   the output file's length.
+//!
+//! A restarted tail's ledger starts from what the supervisor had acknowledged
+//! (`Setup::resume`, `Setup::resume_output_len`), so what it delivered before is
+//! dropped as duplicates. The delivery statistics (latencies, hops, stays) stay in the
+//! node, which reports them (`Node::record_delivery`).
+//!
 //! The function sees every item once, in order, and never a hold count.
 
-use crate::item::{find, FrameRef};
+mod delivered;
+pub mod ledger;
+
+pub use delivered::Delivered;
+pub use ledger::{SourceProgress, TailLedger, ACK_ITEMS, ACK_WINDOW};
+
 use crate::{Item, StageError};
-use protocol::messages::{Command, Envelope, LossReason, Payload, PixelFormat};
+use delivered::Stashed;
+use protocol::messages::{Command, Envelope, LossReason};
 use protocol::node::{Event, Node, NodeError};
-use protocol::shm::ShmRef;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// How long one receive waits when no acknowledgement is held back.
+const RECEIVE_WAIT: Duration = Duration::from_millis(200);
 
 /// The context of a tail stage.
 pub struct Tail<'n> {
     node: &'n mut Node,
+    ledger: &'n mut TailLedger,
 }
 
 impl Tail<'_> {
@@ -26,7 +57,7 @@ impl Tail<'_> {
     /// The output file's length after the item just written (sent with the
     /// acknowledgements, so that a restarted tail cuts a half-written file back).
     pub fn set_output_len(&mut self, len: u64) {
-        self.node.set_output_len(len);
+        self.ledger.set_output_len(len);
     }
 
     /// Count one delivered item as lost for `reason` (it arrived but cannot be used).
@@ -35,180 +66,151 @@ impl Tail<'_> {
     }
 }
 
-/// An item as the tail's function gets it: received just now, or kept while it
-/// waited for an earlier one (its shared memory copied out, the slot given back).
-pub struct Delivered<'a> {
-    env: &'a Envelope,
-    from: Source<'a>,
-}
-
-enum Source<'a> {
-    Live(&'a Item),
-    Copied(&'a HashMap<ShmRef, Vec<u8>>),
-}
-
-impl Delivered<'_> {
-    pub fn envelope(&self) -> &Envelope {
-        self.env
-    }
-
-    pub fn payload(&self) -> &Payload {
-        &self.env.payload
-    }
-
-    pub fn source(&self) -> &str {
-        &self.env.source
-    }
-
-    pub fn seq(&self) -> u64 {
-        self.env.seq
-    }
-
-    /// The bytes of one shared-memory reference of the payload.
-    pub fn read(&self, shm: &ShmRef) -> Result<&[u8], StageError> {
-        match &self.from {
-            Source::Live(item) => item.read(shm),
-            Source::Copied(copies) => copies.get(shm).map(Vec::as_slice).ok_or_else(|| {
-                StageError::Failed(format!(
-                    "slot {} of pool {} is not part of item {}/{}",
-                    shm.slot, shm.pool, self.env.source, self.env.seq
-                ))
-            }),
-        }
-    }
-
-    /// The item's RGB8 frame (alone or the first frame of a composite item).
-    pub fn frame(&self) -> Result<Option<FrameRef<'_>>, StageError> {
-        let Some((shm, width, height)) = find(&self.env.payload, &mut |p| match p {
-            Payload::Frame {
-                shm,
-                width,
-                height,
-                format: PixelFormat::Rgb8,
-            } => Some((*shm, *width, *height)),
-            _ => None,
-        }) else {
-            return Ok(None);
-        };
-        let bytes = self.read(&shm)?;
-        let len = width as usize * height as usize * 3;
-        let data = bytes.get(..len).ok_or_else(|| {
-            StageError::Failed(format!(
-                "frame {}/{} of {width}x{height} holds {} bytes",
-                self.env.source,
-                self.env.seq,
-                bytes.len()
-            ))
-        })?;
-        Ok(Some(FrameRef {
-            width,
-            height,
-            data,
-        }))
-    }
-}
-
-/// An item that arrived ahead of a gap, its shared memory copied out.
-struct Stashed {
-    env: Envelope,
-    copies: HashMap<ShmRef, Vec<u8>>,
-}
-
-impl Stashed {
-    fn of(item: Item) -> Result<Stashed, StageError> {
-        let mut copies = HashMap::new();
-        for r in item.payload().shm_refs() {
-            copies.insert(r, item.read(&r)?.to_vec());
-        }
-        let env = item.envelope().clone();
-        // Dropping the item gives its slots back at once.
-        drop(item);
-        Ok(Stashed { env, copies })
-    }
-}
-
-/// Receive items until every upstream replica has ended; hand each to `f` and record
-/// its delivery (taken back when `f` fails).
+/// Receive items until the stream ended; hand each to `f` once and record its delivery
+/// (taken back when `f` fails), acknowledging what was delivered as it goes.
 ///
-/// Request-guarantee apps get every item exactly once and in order per source: the node
-/// drops replayed duplicates, and an item that overtook a missing one waits here (as a
+/// Request-guarantee apps get every item exactly once and in order per source: a
+/// replayed duplicate is dropped, and an item that overtook a missing one waits (as a
 /// copy, not holding its slot) until everything before it arrived or is known lost.
 pub fn run<E, F>(node: &mut Node, mut f: F) -> Result<(), E>
 where
     E: From<StageError>,
     F: FnMut(&mut Tail<'_>, &Delivered<'_>) -> Result<(), E>,
 {
-    let in_order = node.guaranteed();
-    let mut stash: BTreeMap<(String, u64), Stashed> = BTreeMap::new();
+    let mut tail = TailLoop {
+        in_order: node.guaranteed(),
+        ledger: TailLedger::resumed(&node.setup, Instant::now()),
+        stash: BTreeMap::new(),
+    };
     loop {
-        let event = node
-            .next(Duration::from_millis(200))
-            .map_err(StageError::from)?;
-        let ended = matches!(event, Event::End);
-        match event {
-            Event::Item(env) => {
-                let started = Instant::now();
-                let item = Item::new(node, env)?;
-                if in_order && item.seq() >= node.frontier(item.source()) {
-                    let key = (item.source().to_string(), item.seq());
-                    stash.insert(key, Stashed::of(item)?);
-                } else {
-                    let delivered = Delivered {
-                        env: item.envelope(),
-                        from: Source::Live(&item),
-                    };
-                    deliver(node, &delivered, &mut f)?;
-                }
-                node.note_busy(started.elapsed().as_nanos() as u64);
+        tail.acknowledge(node, false)?;
+        if tail.has_everything(node) {
+            return tail.end(node, &mut f);
+        }
+        // Held back by the window, an acknowledgement goes when it closes: the heads
+        // of a request-guarantee app may be waiting for exactly that to free slots.
+        let held_back = tail.ledger.due_in(Instant::now());
+        let wait = held_back.map_or(RECEIVE_WAIT, |due| due.min(RECEIVE_WAIT));
+        match node.next(wait).map_err(StageError::from)? {
+            Event::Item(env) => tail.arrived(node, env, &mut f)?,
+            Event::Skipped { source, seq, .. } => {
+                tail.ledger.mark(&source, seq);
             }
+            Event::Idle => {
+                if tail.ledger.pending() && wait > ACK_WINDOW {
+                    node.metrics(|m| m.ack_stalls += 1);
+                }
+                tail.acknowledge(node, true)?;
+            }
+            Event::End => return tail.end(node, &mut f),
             Event::Command(Command::Stop) => {
                 return Err(StageError::from(NodeError::Stopped).into())
             }
+            // The sources' totals (checked above), drain, and events of other kinds.
             _ => {}
         }
-        // Write what no longer waits for anything before it.
-        while let Some(key) = stash
-            .keys()
-            .find(|(source, seq)| *seq < node.frontier(source))
-            .cloned()
-        {
-            if let Some(item) = stash.remove(&key) {
-                deliver_stashed(node, &item, &mut f)?;
-            }
-        }
-        if ended {
-            if !stash.is_empty() {
-                tracing::warn!(
-                    items = stash.len(),
-                    "the stream ended with items still waiting for earlier ones; writing them"
-                );
-                for (_, item) in std::mem::take(&mut stash) {
-                    deliver_stashed(node, &item, &mut f)?;
-                }
-            }
-            return Ok(());
-        }
+        tail.deliver_unblocked(node, &mut f)?;
     }
 }
 
-fn deliver_stashed<E, F>(node: &mut Node, item: &Stashed, f: &mut F) -> Result<(), E>
-where
-    F: FnMut(&mut Tail<'_>, &Delivered<'_>) -> Result<(), E>,
-{
-    let delivered = Delivered {
-        env: &item.env,
-        from: Source::Copied(&item.copies),
-    };
-    deliver(node, &delivered, f)
+/// The tail loop's state: the ledger and the items waiting for earlier ones.
+struct TailLoop {
+    in_order: bool,
+    ledger: TailLedger,
+    stash: BTreeMap<(String, u64), Stashed>,
+}
+
+impl TailLoop {
+    /// One item arrived: dropped when it is a duplicate, stashed when it overtook a
+    /// missing one, delivered otherwise.
+    fn arrived<E, F>(&mut self, node: &mut Node, env: Envelope, f: &mut F) -> Result<(), E>
+    where
+        E: From<StageError>,
+        F: FnMut(&mut Tail<'_>, &Delivered<'_>) -> Result<(), E>,
+    {
+        let started = Instant::now();
+        let item = Item::new(node, env)?;
+        if !self.ledger.mark(item.source(), item.seq()) {
+            // A replayed item this tail already has: dropping it releases its slot.
+            return Ok(());
+        }
+        if self.in_order && item.seq() >= self.ledger.frontier(item.source()) {
+            let key = (item.source().to_string(), item.seq());
+            self.stash.insert(key, Stashed::of(item)?);
+        } else {
+            deliver(node, &mut self.ledger, &Delivered::live(&item), f)?;
+        }
+        node.note_busy(started.elapsed().as_nanos() as u64);
+        Ok(())
+    }
+
+    /// Deliver what no longer waits for anything before it.
+    fn deliver_unblocked<E, F>(&mut self, node: &mut Node, f: &mut F) -> Result<(), E>
+    where
+        F: FnMut(&mut Tail<'_>, &Delivered<'_>) -> Result<(), E>,
+    {
+        while let Some(key) = self
+            .stash
+            .keys()
+            .find(|(source, seq)| *seq < self.ledger.frontier(source))
+            .cloned()
+        {
+            if let Some(item) = self.stash.remove(&key) {
+                deliver(node, &mut self.ledger, &Delivered::stashed(&item), f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Request-guarantee: every source announced its total and everything up to it
+    /// arrived or is known lost.
+    fn has_everything(&self, node: &Node) -> bool {
+        self.in_order
+            && node
+                .announced_totals()
+                .is_some_and(|totals| self.ledger.has_all(totals))
+    }
+
+    /// The end of the stream: write what still waits, and acknowledge at once.
+    fn end<E, F>(&mut self, node: &mut Node, f: &mut F) -> Result<(), E>
+    where
+        E: From<StageError>,
+        F: FnMut(&mut Tail<'_>, &Delivered<'_>) -> Result<(), E>,
+    {
+        if !self.stash.is_empty() {
+            tracing::warn!(
+                items = self.stash.len(),
+                "the stream ended with items still waiting for earlier ones; writing them"
+            );
+            for (_, item) in std::mem::take(&mut self.stash) {
+                deliver(node, &mut self.ledger, &Delivered::stashed(&item), f)?;
+            }
+        }
+        Ok(self.acknowledge(node, true)?)
+    }
+
+    /// Send the supervisor the acknowledgement the ledger says is due (any that is
+    /// pending when `now`).
+    fn acknowledge(&mut self, node: &Node, now: bool) -> Result<(), StageError> {
+        if let Some(frontier) = self.ledger.take_due(Instant::now(), now) {
+            node.acknowledge(frontier, self.ledger.output_len())?;
+        }
+        Ok(())
+    }
 }
 
 /// Record one delivery and hand the item to the function.
-fn deliver<E, F>(node: &mut Node, item: &Delivered<'_>, f: &mut F) -> Result<(), E>
+fn deliver<E, F>(
+    node: &mut Node,
+    ledger: &mut TailLedger,
+    item: &Delivered<'_>,
+    f: &mut F,
+) -> Result<(), E>
 where
     F: FnMut(&mut Tail<'_>, &Delivered<'_>) -> Result<(), E>,
 {
     node.record_delivery(item.env);
-    let written = f(&mut Tail { node }, item);
+    let written = f(&mut Tail { node, ledger }, item);
     if written.is_err() {
         node.unrecord_delivery(item.env);
     }

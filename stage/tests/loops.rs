@@ -1,12 +1,15 @@
 //! The SDK's loops against real shared-memory pools and channels: what a body's
 //! function drops is released, a forward fans out with one hold per consumer, a write
 //! is passed on and its input given back, a tail sees out-of-order arrivals once and in
-//! order and acknowledges them, and a full pool gives the typed reason of its policy.
+//! order and acknowledges them (duplicates dropped, skips closing gaps, no sleeping on
+//! an acknowledgement, a restart resumed), and a full pool gives the typed reason of
+//! its policy.
 
 mod harness;
 
 use harness::*;
-use protocol::messages::{Payload, Up};
+use protocol::codec;
+use protocol::messages::{Command, Eos, Inbox, Payload, SourceTotal, Up, UpWire};
 use protocol::node::{NoSlot, SlotPolicy};
 use protocol::spec::ServiceType;
 use stage::{Emit, StageError};
@@ -260,7 +263,6 @@ fn a_batch_sharing_one_output_slot_holds_it_once_per_output_per_consumer() {
 
 #[test]
 fn a_restarted_head_reads_but_does_not_resend_what_the_tails_have_and_sheds_on_a_full_pool() {
-    use protocol::messages::SourceTotal;
     use stage::{Emitted, Head};
     let resume = vec![SourceTotal {
         source: "under-test".into(),
@@ -309,4 +311,149 @@ fn a_restarted_head_reads_but_does_not_resend_what_the_tails_have_and_sheds_on_a
         h.own_pool.read(&got[0].payload.shm_refs()[0]).unwrap(),
         &[2u8; 12]
     );
+}
+
+#[test]
+fn a_replayed_duplicate_is_dropped_and_its_slot_released() {
+    let mut h = start("tail", 0, ServiceType::RequestGuarantee, 3);
+    h.send_frame(0);
+    h.send_frame(1);
+    // The head's replay of item 0 after a restart upstream.
+    h.send_frame(0);
+    h.end(2);
+    assert_eq!(h.up_pool.free_slots(), 0, "three slots travel to the tail");
+    let mut delivered = Vec::new();
+    stage::tail::run::<StageError, _>(&mut h.node, |_, item| {
+        delivered.push(item.seq());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        delivered,
+        vec![0, 1],
+        "the duplicate never reached the function"
+    );
+    assert_eq!(h.up_pool.free_slots(), 3, "the duplicate's slot went back");
+    assert_eq!(h.up_pool.holds_of(NODE_HOLDER), 0);
+    let acked = acknowledged(&h.sent_up());
+    assert_eq!(acked.last(), Some(&(2, None)), "{acked:?}");
+}
+
+#[test]
+fn a_skip_closes_the_gap_so_the_item_stashed_behind_it_is_written() {
+    let mut h = start("tail", 0, ServiceType::RequestGuarantee, 4);
+    h.send_frame(1);
+    h.skip(0);
+    h.end(2);
+    // Had the skip not closed the gap, the supervisor's `Finish` would end the stream
+    // with item 1 still waiting, and the acknowledgements would stay at 0.
+    h.command(Command::Finish);
+    let mut delivered = Vec::new();
+    stage::tail::run::<StageError, _>(&mut h.node, |_, item| {
+        delivered.push((item.seq(), item.frame()?.unwrap().data[0]));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(delivered, vec![(1, 1)]);
+    assert_eq!(h.up_pool.free_slots(), 4);
+    let acked = acknowledged(&h.sent_up());
+    assert_eq!(
+        acked.last(),
+        Some(&(2, None)),
+        "item 0 is known lost and item 1 delivered: {acked:?}"
+    );
+}
+
+/// Issue 14's bug, in-process: an acknowledgement the window held back must go when
+/// the window closes, not when a receive of the loop times out. The fake supervisor
+/// ends the stream only once it has the acknowledgement of item 0; a loop that slept
+/// in a receive while it held one counts it in `ack_stalls`.
+#[test]
+fn an_acknowledgement_held_back_by_the_window_goes_before_any_receive_timeout() {
+    let mut h = start("tail", 0, ServiceType::RequestGuarantee, 4);
+    h.send_frame(0);
+    let (_, no_messages) = ipc_channel::ipc::channel::<UpWire>().unwrap();
+    let up = std::mem::replace(&mut h.up, no_messages);
+    let inbox = h.inbox.clone();
+    let supervisor = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        // A bound only so that a broken loop fails the test instead of hanging it.
+        while let Ok(wire) = up.try_recv_timeout(Duration::from_secs(30)) {
+            acked.extend(acknowledged(&[
+                codec::decode::<Up>("up", &wire.bytes).unwrap()
+            ]));
+            if !acked.is_empty() {
+                break;
+            }
+        }
+        let eos = Eos {
+            stage: 0,
+            replica: 0,
+            totals: vec![SourceTotal {
+                source: "cam".into(),
+                total: 1,
+            }],
+        };
+        inbox
+            .send(codec::encode("eos", &Inbox::Eos(eos)).unwrap())
+            .unwrap();
+        acked
+    });
+    let mut delivered = Vec::new();
+    stage::tail::run::<StageError, _>(&mut h.node, |_, item| {
+        delivered.push(item.seq());
+        Ok(())
+    })
+    .unwrap();
+    let acked = supervisor.join().unwrap();
+    assert_eq!(delivered, vec![0]);
+    assert_eq!(acked, vec![(1, None)], "item 0 was acknowledged on its own");
+    let mut stalls = u64::MAX;
+    h.node.metrics(|m| stalls = m.ack_stalls);
+    assert_eq!(stalls, 0, "a receive slept while an acknowledgement waited");
+}
+
+#[test]
+fn a_restarted_tail_resumes_from_its_setup_and_drops_what_it_delivered_before() {
+    let resume = vec![SourceTotal {
+        source: "cam".into(),
+        total: 2,
+    }];
+    let mut h = start_restarted(
+        "tail",
+        0,
+        ServiceType::RequestGuarantee,
+        8,
+        resume,
+        Some(96),
+    );
+    // The head replays what was not acknowledged; 0 and 1 were, before the restart.
+    for seq in 0..4 {
+        h.send_frame(seq);
+    }
+    h.end(4);
+    let mut delivered = Vec::new();
+    stage::tail::run::<StageError, _>(&mut h.node, |_, item| {
+        delivered.push(item.seq());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(delivered, vec![2, 3], "only what the old tail did not have");
+    assert_eq!(h.up_pool.free_slots(), 8, "the duplicates' slots went back");
+    let acked = acknowledged(&h.sent_up());
+    assert!(acked.iter().all(|&(total, _)| total > 2), "{acked:?}");
+    assert_eq!(
+        acked.last(),
+        Some(&(4, Some(96))),
+        "the output length the supervisor had, until the function sets one: {acked:?}"
+    );
+}
+
+#[test]
+fn a_tail_task_is_refused_by_the_body_loop() {
+    let mut h = start("tail", 0, ServiceType::RequestGuarantee, 4);
+    h.send_frame(0);
+    h.end(1);
+    let out = stage::body::run::<StageError, _>(&mut h.node, None, |_, _| Ok(()));
+    assert!(out.unwrap_err().to_string().contains("tail loop"));
 }

@@ -6,39 +6,36 @@ use super::*;
 impl Node {
     /// `End`, once, when this stage's input is complete: every upstream replica ended
     /// its stream, and in a request-guarantee app (where stages stay up for replays)
-    /// the supervisor said so, or for a tail every item up to the sources' totals is
-    /// in. Non-tail stages of such apps pass the end of stream on at once.
+    /// the supervisor said so. Non-tail stages of such apps pass the end of stream on at
+    /// once; a tail finds its input complete earlier, from its own ledger and
+    /// [`Node::announced_totals`] (`stage::tail`).
     pub(super) fn end_reached(&mut self) -> Option<Event> {
-        if self.ended || self.is_head() {
+        if self.ended || self.is_head() || !self.upstream_done() {
             return None;
         }
-        let upstream_done = self.eos_from.len() as u32 >= self.setup.expected_eos;
-        if !upstream_done {
-            return None;
-        }
-        let done = if !self.guaranteed() || self.finish_ordered {
-            true
-        } else if self.setup.outputs.is_empty() {
-            self.totals.iter().all(|(source, total)| {
-                self.progress
-                    .get(source)
-                    .map_or(*total == 0, |p| p.frontier >= *total)
-            })
-        } else {
-            if self.eos_sent.is_none() {
-                if let Err(e) = self.send_eos() {
-                    tracing::warn!("cannot pass the end of stream on: {e}");
-                }
+        let done = !self.guaranteed() || self.finish_ordered;
+        if !done && !self.setup.outputs.is_empty() && self.eos_sent.is_none() {
+            if let Err(e) = self.send_eos() {
+                tracing::warn!("cannot pass the end of stream on: {e}");
             }
-            false
-        };
+        }
         if done {
             self.ended = true;
-            self.maybe_ack(true);
             Some(Event::End)
         } else {
             None
         }
+    }
+
+    /// Whether every upstream replica has ended its stream.
+    pub(super) fn upstream_done(&self) -> bool {
+        self.eos_from.len() as u32 >= self.setup.expected_eos
+    }
+
+    /// Once every upstream replica has ended its stream: how many items each source
+    /// sent (the largest total any replica announced). `None` before, and for heads.
+    pub fn announced_totals(&self) -> Option<&BTreeMap<String, u64>> {
+        (!self.is_head() && self.upstream_done()).then_some(&self.totals)
     }
 
     /// Send our end-of-stream marker (with the sources' totals) to every data consumer
@@ -96,7 +93,6 @@ impl Node {
         if self.guaranteed() && self.is_head() {
             self.wait_for_acks()?;
         }
-        self.maybe_ack(true);
         let totals: Vec<SourceTotal> = source_totals(&self.totals);
         self.alive.store(false, Ordering::SeqCst);
         let metrics = self.metrics.lock().map(|m| m.clone()).unwrap_or_default();

@@ -1,36 +1,11 @@
-//! The tail's side of a stage: which items of each source arrived (for exactly-once
-//! delivery and acknowledgements) and the delivery statistics it reports.
+//! A tail's reports, which stay with the node because they are reporting, not
+//! bookkeeping: the delivery statistics (latencies, hops, stays, items per source) that
+//! go into the final `StageReport`, and the `Up::Delivered` message that carries an
+//! acknowledgement to the supervisor. Which items to deliver, de-duplication, the
+//! in-order stash and when to acknowledge are the tail loop's (`stage::tail`, its
+//! `TailLedger`): the node hands a tail every item and skip as events.
 
 use super::*;
-
-/// A tail's view of one source: everything below `frontier` was delivered or is known
-/// lost; `ahead` are the sequence numbers seen above it (arrived out of order).
-#[derive(Default, Debug)]
-pub struct SourceProgress {
-    pub frontier: u64,
-    pub ahead: BTreeSet<u64>,
-}
-
-impl SourceProgress {
-    /// Mark `seq` as seen; false when it was seen before (a duplicate from a replay).
-    pub fn mark(&mut self, seq: u64) -> bool {
-        if seq < self.frontier || !self.ahead.insert(seq) {
-            return false;
-        }
-        while self.ahead.remove(&self.frontier) {
-            self.frontier += 1;
-        }
-        true
-    }
-    /// Where a restarted head should go on from: the frontier when every item must
-    /// arrive, past the highest one seen when losses are accepted.
-    pub fn resume_point(&self, guaranteed: bool) -> u64 {
-        match (guaranteed, self.ahead.last()) {
-            (false, Some(&last)) => last + 1,
-            _ => self.frontier,
-        }
-    }
-}
 
 /// Per-tail delivery statistics.
 #[derive(Default)]
@@ -45,83 +20,20 @@ pub(super) struct Deliveries {
 }
 
 impl Node {
-    /// Tails: mark `seq` of `source` as delivered or known lost. False when
-    /// it was there already.
-    pub(super) fn tail_mark(&mut self, source: &str, seq: u64) -> bool {
-        let new = self
-            .progress
-            .entry(source.to_string())
-            .or_default()
-            .mark(seq);
-        if new {
-            self.unacked_items = self.unacked_items.saturating_add(1);
-        }
-        new
-    }
-
-    /// Tails: everything of `source` below this has arrived or is known lost.
-    pub fn frontier(&self, source: &str) -> u64 {
-        self.progress.get(source).map_or(0, |p| p.frontier)
-    }
-
-    /// Tails: the output file's length after the last item written (sent with the
-    /// acknowledgements, so a restarted tail can cut a half-written file back).
-    pub fn set_output_len(&mut self, len: u64) {
-        self.output_len = Some(len);
-    }
-
-    fn is_tail(&self) -> bool {
-        self.setup.outputs.is_empty() && !self.is_head()
-    }
-
-    /// Tails: per source, where delivery stands now, for those not yet acknowledged.
-    fn unacknowledged(&self) -> impl Iterator<Item = SourceTotal> + '_ {
-        let guaranteed = self.guaranteed();
-        self.progress
-            .iter()
-            .map(move |(source, p)| SourceTotal {
-                source: source.clone(),
-                total: p.resume_point(guaranteed),
-            })
-            .filter(|t| self.acked.get(&t.source) != Some(&t.total))
-    }
-
-    /// Tails: whether something delivered has not been acknowledged yet.
-    pub(super) fn ack_pending(&self) -> bool {
-        self.is_tail() && self.unacknowledged().next().is_some()
-    }
-
-    /// Tails with something to acknowledge that the [`ACK_WINDOW`] holds back: how long
-    /// until it may go. `None` when nothing waits (or it may go now).
-    pub(super) fn ack_due_in(&self) -> Option<Duration> {
-        let left = ACK_WINDOW.checked_sub(self.last_ack.elapsed())?;
-        (!left.is_zero() && self.ack_pending()).then_some(left)
-    }
-
-    /// Tails: tell the supervisor what has been delivered, when it moved on and at most
-    /// every [`ACK_WINDOW`] (or at once when `now`).
-    pub(super) fn maybe_ack(&mut self, now: bool) {
-        if !self.is_tail() {
-            return;
-        }
-        if !now && self.last_ack.elapsed() < ACK_WINDOW && self.unacked_items < ACK_ITEMS {
-            return;
-        }
-        let frontier: Vec<SourceTotal> = self.unacknowledged().collect();
-        if frontier.is_empty() {
-            return;
-        }
-        self.last_ack = Instant::now();
-        self.unacked_items = 0;
-        for t in &frontier {
-            self.acked.insert(t.source.clone(), t.total);
-        }
-        let received = source_totals(&self.deliveries.received);
-        let _ = self.send_up(&Up::Delivered {
+    /// Tails: acknowledge to the supervisor that everything of each source below
+    /// `frontier`'s total was delivered or is known lost; `output_len` is the output
+    /// file's length after the last item written (a restarted tail cuts the file back to
+    /// it). The items received per source go with it, from the delivery statistics.
+    pub fn acknowledge(
+        &self,
+        frontier: Vec<SourceTotal>,
+        output_len: Option<u64>,
+    ) -> Result<(), NodeError> {
+        self.send_up(&Up::Delivered {
             frontier,
-            output_len: self.output_len,
-            received,
-        });
+            output_len,
+            received: source_totals(&self.deliveries.received),
+        })
     }
 
     /// A tail could not write an item it recorded as delivered (its output failed):

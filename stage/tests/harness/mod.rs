@@ -42,6 +42,18 @@ pub fn start_with(
     slots: u32,
     resume: Vec<SourceTotal>,
 ) -> Harness {
+    start_restarted(kind, consumers, service, slots, resume, None)
+}
+
+/// [`start_with`], and the output file's length the supervisor had acknowledged.
+pub fn start_restarted(
+    kind: &str,
+    consumers: u32,
+    service: ServiceType,
+    slots: u32,
+    resume: Vec<SourceTotal>,
+    resume_output_len: Option<u64>,
+) -> Harness {
     let mut holders = vec![NODE_HOLDER, UP_HOLDER];
     holders.extend((0..consumers as u16).map(|k| FIRST_CONSUMER_HOLDER + k));
     let up_pool = SlotPool::create(UP_POOL, slots, SLOT, &holders).unwrap();
@@ -99,7 +111,7 @@ pub fn start_with(
         holder: NODE_HOLDER,
         incarnation: 0,
         resume,
-        resume_output_len: None,
+        resume_output_len,
     };
     let (server, name) = IpcOneShotServer::<UpWire>::new().unwrap();
     let pools = vec![up_pool.handle(), own_pool.handle()];
@@ -188,6 +200,25 @@ impl Harness {
             .unwrap();
     }
 
+    /// Queue an upstream stage's word that item `seq` of source "cam" will not come.
+    pub fn skip(&self, seq: u64) {
+        let skip = Inbox::Skip {
+            source: "cam".into(),
+            seq,
+            reason: LossReason::BadInput,
+        };
+        self.inbox
+            .send(codec::encode("skip", &skip).unwrap())
+            .unwrap();
+    }
+
+    /// Queue a command from the supervisor.
+    pub fn command(&self, command: Command) {
+        self.inbox
+            .send(codec::encode("command", &Inbox::Command(command)).unwrap())
+            .unwrap();
+    }
+
     /// The items consumer `k` received so far.
     pub fn received(&self, k: usize) -> Vec<Envelope> {
         let mut items = Vec::new();
@@ -207,4 +238,22 @@ impl Harness {
         }
         msgs
     }
+}
+
+/// The frontiers of the acknowledgements among `msgs`: per message, source "cam"'s
+/// total and the output length sent with it.
+pub fn acknowledged(msgs: &[Up]) -> Vec<(u64, Option<u64>)> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            Up::Delivered {
+                frontier,
+                output_len,
+                ..
+            } => frontier
+                .iter()
+                .find(|t| t.source == "cam")
+                .map(|t| (t.total, *output_len)),
+            _ => None,
+        })
+        .collect()
 }
