@@ -67,7 +67,7 @@ impl Emitter {
 }
 
 fn check_commands(node: &mut Node) -> Result<Flow, StageError> {
-    Ok(stage::head::commands(node)?)
+    stage::head::commands(node)
 }
 
 fn frame(width: u32, height: u32) -> impl FnOnce(ShmRef) -> Payload {
