@@ -50,8 +50,6 @@ pub enum NodeError {
     NoOutputPool,
     #[error("stopped by the supervisor")]
     Stopped,
-    #[error("{0}")]
-    Stage(String),
 }
 
 /// What the inbox produced.

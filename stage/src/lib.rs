@@ -52,12 +52,24 @@
 //!   the send counts one hold per reference per consumer and releases what is not
 //!   passed on. [`tail::run`] hands a sink every item once and in order per source
 //!   (request-guarantee apps), records its delivery and releases its slot.
+//! - **Heads** ([`Head`]) write each new item into a slot under the stage's policy and
+//!   skip what the tails had before a restart.
+//! - **The agent client** ([`AgentClient`]): a GPU stage's view of its device agent.
+//!   [`AgentClient::call_all`] sends requests at once and returns their answers in
+//!   request order, ignores replies of a killed incarnation, asks a restarted agent
+//!   again for what it had not answered, and keeps the items that arrive meanwhile
+//!   ([`AgentClient::take_arrived`]).
+//! - **Errors of every stage program**: user programs, `worker-cpu` and `worker-gpu`
+//!   (the GPU stage and the agent) fail with one [`StageError`]; a failed agent request
+//!   is [`StageError::Agent`] (the model and the agent's typed `AgentError`), a stop by
+//!   the supervisor is [`StageError::is_stop`] (a clean end).
 //! - **Slots**: the stage's [`SlotPolicy`] (wait, shed, wait up to) comes from its app;
 //!   when no slot is had, [`NoSlot`] says why (shed, timed out, stopped).
 //! - **Describe**: run with `--smartpipe-describe` the program prints its declaration
 //!   (JSON: protocol version, kinds taken and made) and exits; `supervisor validate`
 //!   uses it to type-check the task against its neighbours without starting the app.
 
+pub mod agent_client;
 pub mod body;
 mod error;
 pub mod head;
@@ -67,6 +79,7 @@ mod send;
 pub mod tail;
 mod watchdog;
 
+pub use agent_client::{AgentClient, AgentResult, Arrived};
 pub use body::Body;
 pub use error::StageError;
 pub use head::{Emitted, Flow, Head};

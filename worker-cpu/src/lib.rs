@@ -22,72 +22,11 @@ pub use image::sinks;
 pub use sources::media;
 pub use table as tables;
 
-use protocol::node::{Node, NodeError};
+use protocol::node::Node;
 use serde::de::DeserializeOwned;
 
-/// Why a stage stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum StageError {
-    #[error(transparent)]
-    Node(#[from] NodeError),
-    #[error(transparent)]
-    Shm(#[from] protocol::shm::ShmError),
-    #[error("{path}: {detail}")]
-    Io { path: String, detail: String },
-    #[error("task '{task}', params.{param}: {detail}")]
-    Param {
-        task: String,
-        param: String,
-        detail: String,
-    },
-    #[error("task '{task}' ({function}): params: {detail}")]
-    Params {
-        task: String,
-        function: String,
-        detail: String,
-    },
-    #[error("ffmpeg: {0}")]
-    Ffmpeg(String),
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("{0}")]
-    Input(String),
-    /// An error of the stage SDK's loops and sends.
-    #[error(transparent)]
-    Sdk(stage::StageError),
-}
-
-impl From<stage::StageError> for StageError {
-    /// The runtime's errors keep their own variants (`Stopped` ends a stage cleanly).
-    fn from(e: stage::StageError) -> StageError {
-        match e {
-            stage::StageError::Node(e) => StageError::Node(e),
-            stage::StageError::Shm(e) => StageError::Shm(e),
-            other => StageError::Sdk(other),
-        }
-    }
-}
-
-/// Media errors keep their texts and land in the variants they had when the helpers
-/// lived here.
-impl From<::media::MediaError> for StageError {
-    fn from(e: ::media::MediaError) -> StageError {
-        match e {
-            ::media::MediaError::Io { path, detail } => StageError::Io { path, detail },
-            ::media::MediaError::Ffmpeg(detail) => StageError::Ffmpeg(detail),
-            ::media::MediaError::NotVideo(detail) => StageError::Input(detail),
-        }
-    }
-}
-
-impl StageError {
-    pub fn io(path: impl std::fmt::Display, err: impl std::fmt::Display) -> StageError {
-        StageError::Io {
-            path: path.to_string(),
-            detail: err.to_string(),
-        }
-    }
-}
+/// Why a stage stopped: the one error of every stage program, the `stage` SDK's.
+pub use stage::StageError;
 
 /// The task's params as its function's typed struct (`protocol::functions::params`),
 /// which `validate` has already parsed them into.

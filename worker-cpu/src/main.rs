@@ -3,9 +3,9 @@
 //! bootstrap channel named in its environment, receives its stage setup, runs the
 //! stage's function to the end of its input and reports.
 
-use protocol::node::{Node, NodeError};
+use protocol::node::Node;
 use std::process::ExitCode;
-use worker_cpu::{run_stage, StageError};
+use worker_cpu::run_stage;
 
 fn main() -> ExitCode {
     let label = std::env::args()
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Err(StageError::Node(NodeError::Stopped)) => {
+        Err(e) if e.is_stop() => {
             tracing::info!("stopped by the supervisor");
             node.stopped();
             ExitCode::SUCCESS

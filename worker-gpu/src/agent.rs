@@ -25,6 +25,7 @@ use protocol::messages::{AgentError, AgentReply, AgentRequest, Command, Inbox, T
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
 use serde::Deserialize;
+use stage::StageError;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -77,7 +78,7 @@ struct State {
 }
 
 /// Run the agent until the supervisor stops it.
-pub fn run(node: &mut Node) -> Result<(), NodeError> {
+pub fn run(node: &mut Node) -> Result<(), StageError> {
     let params: AgentParams =
         serde_json::from_value(serde_json::Value::Object(node.task.params.clone()))
             .map_err(|e| NodeError::Bootstrap(format!("agent params: {e}")))?;
@@ -99,13 +100,13 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     let (wake_tx, wake) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(opts.intra_threads));
     let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)
-        .map_err(NodeError::Stage)?;
+        .map_err(StageError::Failed)?;
     let device_budget = params.budget_mb.map(|mb| mb * 1024 * 1024);
     let fcfs = crate::apps::fcfs_from_env();
     let mut st = State {
         order: params.models.iter().map(|m| m.name.clone()).collect(),
         res: Residency::new(params.models, device_budget, loader).with_instances(executors),
-        exec: Executor::start(executors, wake_tx, Wake::Ran).map_err(NodeError::Stage)?,
+        exec: Executor::start(executors, wake_tx, Wake::Ran).map_err(StageError::Failed)?,
         queue: VecDeque::new(),
         ready: None,
         apps: Apps::new(device_budget),

@@ -7,6 +7,7 @@
 use crate::residency::{AgentModel, Residency};
 use protocol::messages::AgentRequest;
 use protocol::node::{Node, NodeError};
+use stage::StageError;
 use std::collections::{BTreeMap, VecDeque};
 
 /// What the agent keeps of an attached app.
@@ -38,13 +39,14 @@ impl Apps {
         res: &mut Residency,
         order: &mut Vec<String>,
         app: &str,
-    ) -> Result<(), NodeError> {
+    ) -> Result<(), StageError> {
         let wire = node.receive_attach()?;
         if wire.app != app {
             return Err(NodeError::Bootstrap(format!(
                 "attach of app '{app}' carries app '{}'",
                 wire.app
-            )));
+            ))
+            .into());
         }
         if self.apps.contains_key(app) {
             self.detach(node, res, order, app);
@@ -52,7 +54,7 @@ impl Apps {
         let models: Vec<AgentModel> = serde_json::from_str(&wire.models_json)
             .map_err(|e| NodeError::Bootstrap(format!("models of app '{app}': {e}")))?;
         res.add_models(app, models.clone())
-            .map_err(NodeError::Stage)?;
+            .map_err(StageError::Failed)?;
         for m in models {
             if !order.contains(&m.name) {
                 order.push(m.name);

@@ -19,6 +19,7 @@ mod test_models;
 #[cfg(test)]
 mod test_requests;
 
+use ::stage::StageError;
 use protocol::functions::{Builtin, AGENT_FUNCTION};
 use protocol::node::{Node, NodeError};
 use std::process::ExitCode;
@@ -48,9 +49,9 @@ fn main() -> ExitCode {
     let result = match (node.task.function.as_str(), builtin) {
         (AGENT_FUNCTION, _) => agent::run(&mut node),
         (_, Some(Builtin::ModelInference)) => stage::run(&mut node),
-        (other, _) => Err(NodeError::Bootstrap(format!(
+        (other, _) => Err(StageError::from(NodeError::Bootstrap(format!(
             "worker-gpu cannot run '{other}': it runs model.inference and the device agent"
-        ))),
+        )))),
     };
     match result {
         Ok(()) => match node.finish() {
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
-        Err(NodeError::Stopped) => {
+        Err(e) if e.is_stop() => {
             node.stopped();
             ExitCode::SUCCESS
         }

@@ -8,64 +8,32 @@
 //! of an item (frame, state) passes through untouched, its input tensors are replaced
 //! by the model's outputs for them. A batch whose outputs do not fit its output slot
 //! (`output_slot_mb`) goes back to the queue and batches are capped at half its size;
-//! an item that does not fit alone is skipped and counted as bad input.
+//! an item that does not fit alone is skipped and counted as bad input. The requests
+//! and their replies (ids, stale replies, asking a restarted agent again, the timeout)
+//! are the `stage` crate's [`AgentClient`].
 
 use protocol::clock::now_ns;
-use protocol::messages::{AgentError, AgentRequest, Command, Inbox, Payload, TensorRef};
+use protocol::messages::{AgentError, AgentRequest, Command, Payload, TensorRef};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
-use stage::{Body, Emit, Item, StageError};
+use stage::{AgentClient, AgentResult, Body, Emit, Item, StageError};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How long a stage waits for its agent before giving up on it.
-const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
-
 /// Tensors of a batch that share `shape[1..]`: (item, part index, tensor) each.
 type ShapeGroup = (Vec<u32>, Vec<(usize, usize, TensorRef)>);
-
-/// An error of the stage SDK as the node's (a runtime error stays what it is).
-fn sdk(e: StageError) -> NodeError {
-    match e {
-        StageError::Node(e) => e,
-        other => NodeError::Stage(other.to_string()),
-    }
-}
 
 struct Batcher {
     /// Received items (handles: their shared memory is released when dropped).
     pending: VecDeque<Item>,
     ended: bool,
-    next_id: u64,
-    /// How long each answered request took at the agent (queue + run), ms: logged at
-    /// the end, the app's view of the agent's schedule.
-    agent_ms: Vec<f64>,
+    /// The requests to the device agent and their replies.
+    agent: AgentClient,
     /// Shape groups go to the agent one after the other (after a group's outputs did
     /// not fit its share of the output slot), not all at once.
     sequential: bool,
-}
-
-/// Where a process's request ids start: request ids of one replica never repeat across
-/// its restarts, so the agent's reply to a request of a killed incarnation (still queued
-/// at the agent, now answered into the rewired inbox) is told apart and ignored instead
-/// of being taken for the new process's own request with the same number.
-fn first_request_id(incarnation: u32) -> u64 {
-    u64::from(incarnation) << 40
-}
-
-/// Requests, p50 and p99 of `ms` (ms), for the stage's last log line.
-fn latency_line(ms: &mut [f64]) -> String {
-    if ms.is_empty() {
-        return "no agent requests".into();
-    }
-    ms.sort_by(f64::total_cmp);
-    let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
-    format!(
-        "agent requests: {}, p50 {:.2} ms, p99 {:.2} ms",
-        ms.len(),
-        at(0.5),
-        at(0.99)
-    )
+    /// The largest batch: lowered when a batch's outputs did not fit the output slot.
+    fit_cap: usize,
 }
 
 fn parts(p: &Payload) -> Vec<Payload> {
@@ -77,11 +45,11 @@ fn parts(p: &Payload) -> Vec<Payload> {
 
 impl Batcher {
     /// Take the next event from the inbox into `pending`; true when something happened.
-    fn pump(&mut self, node: &mut Node, wait: Duration) -> Result<(), NodeError> {
+    fn pump(&mut self, node: &mut Node, wait: Duration) -> Result<(), StageError> {
         match node.next(wait)? {
-            Event::Item(env) => self.pending.push_back(Item::new(node, env).map_err(sdk)?),
+            Event::Item(env) => self.pending.push_back(Item::new(node, env)?),
             Event::End => self.ended = true,
-            Event::Command(Command::Stop) => return Err(NodeError::Stopped),
+            Event::Command(Command::Stop) => return Err(NodeError::Stopped.into()),
             Event::Reply(r) => tracing::warn!(id = r.id, "stale agent reply ignored"),
             _ => {}
         }
@@ -94,7 +62,7 @@ impl Batcher {
         node: &mut Node,
         size: usize,
         max_wait: Duration,
-    ) -> Result<Vec<Item>, NodeError> {
+    ) -> Result<Vec<Item>, StageError> {
         while self.pending.is_empty() && !self.ended {
             self.pump(node, Duration::from_millis(200))?;
         }
@@ -113,14 +81,13 @@ impl Batcher {
     /// The outputs of every shape group of a batch: all sent at once, each into its
     /// share of the output slot ([`crate::regions`]), so that the agent may run them
     /// side by side; or, once a share was too small for its group's outputs, one after
-    /// the other, each after the last one's outputs.
+    /// the other, each after the last one's outputs. `Ok(Err(_))`: the agent's error.
     fn run_groups(
         &mut self,
         node: &mut Node,
-        agent: u32,
         groups: &[ShapeGroup],
         template: AgentRequest,
-    ) -> Result<Vec<Vec<TensorRef>>, AgentError> {
+    ) -> Result<Result<Vec<Vec<TensorRef>>, AgentError>, StageError> {
         let slot = template.output;
         let req = |members: &[(usize, usize, TensorRef)], offset: u64, len: u64| AgentRequest {
             inputs: members.iter().map(|(_, _, t)| t.clone()).collect(),
@@ -141,11 +108,11 @@ impl Batcher {
                 .zip(groups)
                 .map(|((offset, len), (_, m))| req(m, offset, len))
                 .collect();
-            let results = self.call_all(node, agent, reqs)?;
+            let results = self.call_all(node, reqs)?;
             let too_small =
-                |r: &Result<_, AgentError>| matches!(r, Err(AgentError::OutputSlotTooSmall { .. }));
+                |r: &AgentResult| matches!(r, Err(AgentError::OutputSlotTooSmall { .. }));
             if !results.iter().any(too_small) {
-                return results.into_iter().collect();
+                return Ok(results.into_iter().collect());
             }
             tracing::warn!("a shape group's outputs did not fit its share of the output slot: groups go to the agent one after the other from now on");
             self.sequential = true;
@@ -154,10 +121,11 @@ impl Batcher {
         let mut out = Vec::with_capacity(groups.len());
         for (_, m) in groups {
             let one = vec![req(m, used, slot.len.saturating_sub(used))];
-            let outs = self
-                .call_all(node, agent, one)?
-                .pop()
-                .unwrap_or_else(|| Err(AgentError::Failed("no reply".into())))?;
+            let outs = match self.call_all(node, one)?.pop() {
+                Some(Ok(outs)) => outs,
+                Some(Err(e)) => return Ok(Err(e)),
+                None => return Ok(Err(AgentError::Failed("no reply".into()))),
+            };
             used = outs
                 .iter()
                 .map(|o| (o.shm.offset + o.shm.len).div_ceil(64) * 64)
@@ -165,90 +133,26 @@ impl Batcher {
                 .unwrap_or(used);
             out.push(outs);
         }
-        Ok(out)
+        Ok(Ok(out))
     }
 
-    /// Send every request at once (the agent may run them side by side) and wait for
-    /// all their replies, in the requests' order, buffering data that arrives meanwhile.
+    /// The agent client's `call_all`, the items that arrived meanwhile queued for the
+    /// next batches.
     fn call_all(
         &mut self,
         node: &mut Node,
-        agent: u32,
         reqs: Vec<AgentRequest>,
-    ) -> Result<Vec<Result<Vec<TensorRef>, AgentError>>, AgentError> {
-        let mut sent = Vec::with_capacity(reqs.len());
-        for mut req in reqs {
-            self.next_id += 1;
-            req.id = self.next_id;
-            let request = Inbox::AgentRequest(req);
-            node.send_to(agent, &request)
-                .map_err(|e| format!("agent unreachable: {e}"))?;
-            sent.push(request);
-        }
-        let first = self.next_id + 1 - sent.len() as u64;
-        let mut results: Vec<Option<Result<Vec<TensorRef>, AgentError>>> = vec![None; sent.len()];
-        let mut left = sent.len();
-        let asked = Instant::now();
-        let mut deadline = Instant::now() + AGENT_TIMEOUT;
-        while left > 0 {
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "the GPU agent did not answer within {} s",
-                    AGENT_TIMEOUT.as_secs()
-                )
-                .into());
-            }
-            match node
-                .next(Duration::from_millis(200))
-                .map_err(|e| e.to_string())?
-            {
-                Event::Reply(r) if r.id >= first && r.id < first + sent.len() as u64 => {
-                    let k = (r.id - first) as usize;
-                    if results[k].is_none() {
-                        left -= 1;
-                        if self.agent_ms.len() < 1_000_000 {
-                            self.agent_ms.push(asked.elapsed().as_secs_f64() * 1e3);
-                        }
-                    }
-                    results[k] = Some(r.result);
-                }
-                Event::Reply(r) => tracing::warn!(id = r.id, "stale agent reply ignored"),
-                Event::Item(env) => self
-                    .pending
-                    .push_back(Item::new(node, env).map_err(|e| e.to_string())?),
-                Event::End => self.ended = true,
-                Event::Command(Command::Stop) => return Err("stopped".into()),
-                // The agent was restarted: it lost the requests, so ask again.
-                Event::Rewired(k) if k == agent => {
-                    tracing::info!(
-                        first,
-                        left,
-                        "the GPU agent was restarted; sending the requests again"
-                    );
-                    for (request, done) in sent.iter().zip(&results) {
-                        if done.is_none() {
-                            node.send_to(agent, request)
-                                .map_err(|e| format!("agent unreachable: {e}"))?;
-                        }
-                    }
-                    deadline = Instant::now() + AGENT_TIMEOUT;
-                }
-                _ => {}
-            }
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err("no reply".into())))
-            .collect())
+    ) -> Result<Vec<AgentResult>, StageError> {
+        let results = self.agent.call_all(node, reqs);
+        let arrived = self.agent.take_arrived();
+        self.pending.extend(arrived.items);
+        self.ended |= arrived.ended;
+        results
     }
 }
 
 /// Run a GPU stage until its inputs end.
-pub fn run(node: &mut Node) -> Result<(), NodeError> {
-    let agent = node
-        .setup
-        .agent_output
-        .ok_or_else(|| NodeError::Bootstrap("GPU stage without an agent".into()))?;
+pub fn run(node: &mut Node) -> Result<(), StageError> {
     let model: String = node
         .task
         .params
@@ -259,24 +163,17 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
     // Live tuning (`Retune`) moves the batch between 1 and the capacity the
     // supervisor allows (a batch shares one output slot, sized for any batch).
     let capacity = node.setup.batch_capacity.max(node.setup.batch_size).max(1) as usize;
-    let label = node.label();
-    let reply_to = node
-        .setup
-        .agent_reply_to
-        .ok_or_else(|| NodeError::Bootstrap("GPU stage without a reply route".into()))?;
     let mut b = Batcher {
         pending: VecDeque::new(),
         ended: false,
-        next_id: first_request_id(node.setup.incarnation),
-        agent_ms: Vec::new(),
+        agent: AgentClient::new(&node.setup)?,
         sequential: false,
+        fit_cap: usize::MAX,
     };
-    // Lowered when a batch's outputs did not fit the output slot.
-    let mut fit_cap = usize::MAX;
     loop {
         let size = (node.setup.batch_size.max(1) as usize)
             .min(capacity)
-            .min(fit_cap);
+            .min(b.fit_cap);
         // Validated to 0..=an hour; capped here too, and a negative wait is none: never a panic.
         let max_wait = Duration::try_from_secs_f64(
             node.setup
@@ -288,11 +185,24 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let batch = b.collect(node, size, max_wait)?;
         if batch.is_empty() {
             if b.ended {
-                tracing::info!("{}", latency_line(&mut b.agent_ms));
+                tracing::info!("{}", b.agent.latency_line());
                 return Ok(());
             }
             continue;
         }
+        b.run_batch(node, &model, batch)?;
+    }
+}
+
+impl Batcher {
+    /// Run the model on one batch and send its items on; a batch whose outputs do not
+    /// fit the output slot goes back to the queue whole and later batches are halved.
+    fn run_batch(
+        &mut self,
+        node: &mut Node,
+        model: &str,
+        batch: Vec<Item>,
+    ) -> Result<(), StageError> {
         let started = Instant::now();
         // (item, part index, tensor) for every input tensor of the batch.
         let item_parts: Vec<Vec<Payload>> = batch.iter().map(|i| parts(i.payload())).collect();
@@ -302,19 +212,14 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
             item_parts.iter().map(|ps| vec![None; ps.len()]).collect();
         let slot_size = node.output_pool()?.slot_size();
         // One output slot per batch; each group's outputs follow the previous group's.
-        let Ok(written) = Body::new(node).write(slot_size, |_| Ok(())).map_err(sdk)? else {
+        let Ok(written) = Body::new(node).write(slot_size, |_| Ok(()))? else {
             // Best-effort overload: shed the batch (counted), keep going.
             let mut body = Body::new(node);
             for item in batch {
-                body.lose(item, protocol::messages::LossReason::Shed)
-                    .map_err(sdk)?;
+                body.lose(item, protocol::messages::LossReason::Shed)?;
             }
-            continue;
+            return Ok(());
         };
-        let slot = written.shm();
-        // The input tensors are released by the send (they are not in the payloads
-        // sent): a batch too big for the output slot goes back to the queue whole.
-        let mut too_big: Option<String> = None;
         // Earliest deadline of the batch: its oldest item's creation + the app's budget.
         let deadline_ns = batch
             .iter()
@@ -325,43 +230,60 @@ pub fn run(node: &mut Node) -> Result<(), NodeError> {
         let template = AgentRequest {
             deadline_ns,
             id: 0,
-            stage: label.clone(),
-            reply_to,
-            model: model.clone(),
+            stage: node.label(),
+            reply_to: self.agent.reply_to(),
+            model: model.to_string(),
             inputs: vec![],
-            output: slot,
+            output: written.shm(),
         };
-        let group_outs = match b.run_groups(node, agent, &groups, template) {
+        // The input tensors are released by the send (they are not in the payloads
+        // sent): a batch too big for the output slot goes back to the queue whole.
+        let group_outs = match self.run_groups(node, &groups, template)? {
             Ok(outs) => outs,
             Err(e @ AgentError::OutputSlotTooSmall { .. }) => {
-                too_big = Some(e.to_string());
-                Vec::new()
+                drop(written);
+                return self.did_not_fit(node, model, batch, e);
             }
-            Err(e) => return Err(NodeError::Stage(format!("model {model}: {e}"))),
+            Err(error) => {
+                return Err(StageError::Agent {
+                    model: model.to_string(),
+                    error,
+                })
+            }
         };
         split_outputs(&groups, group_outs, &mut outputs);
-        if let Some(e) = too_big {
-            drop(written);
-            if batch.len() > 1 {
-                fit_cap = batch.len() / 2;
-                tracing::warn!(batch = batch.len(), now = fit_cap, "batches capped: {e}");
-                for item in batch.into_iter().rev() {
-                    b.pending.push_front(item);
-                }
-            } else {
-                // Alone it does not fit either: it cannot be run; counted, the app goes on.
-                tracing::error!("model {model}: item skipped: {e}");
-                let mut body = Body::new(node);
-                for item in batch {
-                    body.lose(item, protocol::messages::LossReason::BadInput)
-                        .map_err(sdk)?;
-                }
+        node.note_busy(started.elapsed().as_nanos() as u64);
+        send_batch(node, batch, item_parts, outputs, written)
+    }
+
+    /// A batch whose outputs did not fit the output slot: batches are halved and this
+    /// one goes back to the queue; alone it does not fit either: it cannot be run, it is
+    /// counted as bad input and the app goes on.
+    fn did_not_fit(
+        &mut self,
+        node: &mut Node,
+        model: &str,
+        batch: Vec<Item>,
+        e: AgentError,
+    ) -> Result<(), StageError> {
+        if batch.len() > 1 {
+            self.fit_cap = batch.len() / 2;
+            tracing::warn!(
+                batch = batch.len(),
+                now = self.fit_cap,
+                "batches capped: {e}"
+            );
+            for item in batch.into_iter().rev() {
+                self.pending.push_front(item);
             }
-            continue;
+        } else {
+            tracing::error!("model {model}: item skipped: {e}");
+            let mut body = Body::new(node);
+            for item in batch {
+                body.lose(item, protocol::messages::LossReason::BadInput)?;
+            }
         }
-        let busy = started.elapsed().as_nanos() as u64;
-        node.note_busy(busy);
-        send_batch(node, batch, item_parts, outputs, written)?;
+        Ok(())
     }
 }
 
@@ -438,7 +360,7 @@ fn send_batch(
     item_parts: Vec<Vec<Payload>>,
     outputs: Vec<Vec<Option<Vec<TensorRef>>>>,
     written: stage::Written,
-) -> Result<(), NodeError> {
+) -> Result<(), StageError> {
     let mut emits = Vec::with_capacity(batch.len());
     for (item, (ps, outs)) in batch.into_iter().zip(item_parts.into_iter().zip(outputs)) {
         let mut next_parts = Vec::new();
@@ -459,29 +381,5 @@ fn send_batch(
     }
     // Every item's outputs lie in the batch's one slot: sent together, so that the
     // slot is held once per output reference per consumer.
-    Body::new(node)
-        .send_all(emits, vec![written])
-        .map_err(sdk)?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::first_request_id;
-
-    #[test]
-    fn request_ids_of_a_restarted_stage_never_meet_its_earlier_processes_ids() {
-        // A process sends at most 2^40 requests before its ids would reach the next
-        // incarnation's range (years at a million a second).
-        for inc in 0..5u32 {
-            let mine = first_request_id(inc) + 1..=first_request_id(inc) + 1_000_000;
-            let next = first_request_id(inc + 1) + 1;
-            assert!(!mine.contains(&next), "incarnation {inc}");
-        }
-        assert_eq!(
-            first_request_id(0),
-            0,
-            "a first process counts from 1 as before"
-        );
-    }
+    Body::new(node).send_all(emits, vec![written])
 }

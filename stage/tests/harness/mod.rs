@@ -4,6 +4,8 @@
 
 // Test code: a failed step fails the test (clippy.toml allows this in `#[test]`s only).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// Shared by several test files, each of which uses a part of it.
+#![allow(dead_code)]
 
 use ipc_channel::ipc::{self, IpcOneShotServer, IpcReceiver, IpcSender};
 use protocol::codec;
@@ -54,6 +56,45 @@ pub fn start_restarted(
     resume: Vec<SourceTotal>,
     resume_output_len: Option<u64>,
 ) -> Harness {
+    start_wired(kind, consumers, service, slots, resume, resume_output_len, None).0
+}
+
+/// The device agent's side of a GPU stage: the channel its requests arrive on, and the
+/// supervisor's rewire channel, where the inbox of a restarted agent is handed over.
+pub struct AgentSide {
+    pub requests: IpcReceiver<Vec<u8>>,
+    pub rewire: IpcSender<InboxSender>,
+}
+
+/// The GPU stage's reply route among the agent's outputs.
+pub const REPLY_TO: u32 = 7;
+
+/// A best-effort GPU stage (one consumer) of process incarnation `incarnation`, wired to
+/// an agent.
+pub fn start_gpu_stage(incarnation: u32) -> (Harness, AgentSide) {
+    let (h, agent) = start_wired(
+        "gpu",
+        1,
+        ServiceType::BestEffort,
+        4,
+        Vec::new(),
+        None,
+        Some(incarnation),
+    );
+    (h, agent.expect("an agent was wired"))
+}
+
+/// [`start_with`], wired to a device agent (after the consumers among the outputs, as the
+/// supervisor does) when `agent` names the stage's incarnation.
+fn start_wired(
+    kind: &str,
+    consumers: u32,
+    service: ServiceType,
+    slots: u32,
+    resume: Vec<SourceTotal>,
+    resume_output_len: Option<u64>,
+    agent: Option<u32>,
+) -> (Harness, Option<AgentSide>) {
     let mut holders = vec![NODE_HOLDER, UP_HOLDER];
     holders.extend((0..consumers as u16).map(|k| FIRST_CONSUMER_HOLDER + k));
     let up_pool = SlotPool::create(UP_POOL, slots, SLOT, &holders).unwrap();
@@ -72,6 +113,18 @@ pub fn start_restarted(
             replicas: 1,
             active: 1,
             holders: vec![FIRST_CONSUMER_HOLDER + k as u16],
+        });
+    }
+    let mut agent_side = None;
+    let mut rewire = None;
+    if agent.is_some() {
+        let (tx, rx) = ipc::channel::<Vec<u8>>().unwrap();
+        let (rewire_tx, rewire_rx) = ipc::channel::<InboxSender>().unwrap();
+        outputs.push(tx);
+        rewire = Some(rewire_rx);
+        agent_side = Some(AgentSide {
+            requests: rx,
+            rewire: rewire_tx,
         });
     }
     let task = serde_json::json!({"name": "under-test", "kind": kind, "function": "core.forward"});
@@ -104,12 +157,12 @@ pub fn start_restarted(
         slot_wait_ms: 20,
         deadline_ms: 0,
         agent_deadline_ms: 0,
-        agent_output: None,
-        agent_reply_to: None,
+        agent_output: agent.map(|_| consumers),
+        agent_reply_to: agent.map(|_| REPLY_TO),
         models_manifest: None,
         models_dir: None,
         holder: NODE_HOLDER,
-        incarnation: 0,
+        incarnation: agent.unwrap_or(0),
         resume,
         resume_output_len,
     };
@@ -123,7 +176,7 @@ pub fn start_restarted(
             inbox: Some(inbox_rx),
             outputs,
             pools,
-            rewire: None,
+            rewire,
             attach: None,
         };
         hello.reply.unwrap().send(wire).unwrap();
@@ -131,14 +184,15 @@ pub fn start_restarted(
     });
     let node = Node::bootstrap_with(&name, 0, "under-test#0").unwrap();
     let up = supervisor.join().unwrap();
-    Harness {
+    let h = Harness {
         node,
         inbox: inbox_tx,
         consumers: receivers,
         up,
         up_pool,
         own_pool,
-    }
+    };
+    (h, agent_side)
 }
 
 impl Harness {

@@ -73,7 +73,7 @@ enum Op {
 impl Op {
     fn handle(&mut self, body: &mut Body<'_>, item: Item) -> Result<(), StageError> {
         if let Op::Forward = self {
-            return Ok(body.forward(item)?);
+            return body.forward(item);
         }
         let Payload::Frame {
             shm,
@@ -83,7 +83,7 @@ impl Op {
         } = *item.payload()
         else {
             tracing::warn!(source = %item.source(), seq = item.seq(), "'{}' takes frames; item dropped", body.node().task.function);
-            return Ok(body.lose(item, LossReason::BadInput)?);
+            return body.lose(item, LossReason::BadInput);
         };
         let (out_w, out_h, crop) = match *self {
             Op::Resize { width, height, .. } => (width, height, None),
@@ -100,7 +100,7 @@ impl Op {
                         seq = item.seq(),
                         "crop {x},{y} lies outside the {src_w}x{src_h} frame; item dropped"
                     );
-                    return Ok(body.lose(item, LossReason::BadInput)?);
+                    return body.lose(item, LossReason::BadInput);
                 }
                 (w, h, Some((x, y)))
             }
@@ -134,13 +134,13 @@ impl Op {
             written
         };
         let Ok(written) = written else {
-            return Ok(body.lose(item, LossReason::Shed)?);
+            return body.lose(item, LossReason::Shed);
         };
         let Some(frame) = written.frame_payload() else {
             unreachable!("written as a frame");
         };
         // The input frame is not part of the payload: it is released by the send.
-        Ok(body.send(Emit::of(item).payload(frame).written(written))?)
+        body.send(Emit::of(item).payload(frame).written(written))
     }
 }
 

@@ -168,7 +168,7 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
             seq = item.seq(),
             "model step got an item without its frame; dropped"
         );
-        return Ok(body.lose(item, LossReason::BadInput)?);
+        return body.lose(item, LossReason::BadInput);
     };
     let Payload::Frame {
         shm: frame_ref,
@@ -176,7 +176,7 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
         ..
     } = frame_payload
     else {
-        return Ok(body.lose(item, LossReason::BadInput)?);
+        return body.lose(item, LossReason::BadInput);
     };
     let mut inputs = Vec::new();
     let wanted = step.outputs_read().unwrap_or(parts.tensors.len());
@@ -192,7 +192,7 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
         Ok(o) => o,
         Err(e) => {
             tracing::warn!(source = %item.source(), seq = item.seq(), "{}: {e}", body.task_name());
-            return Ok(body.lose(item, LossReason::BadInput)?);
+            return body.lose(item, LossReason::BadInput);
         }
     };
     if let Output::Frame(img) = output {
@@ -231,7 +231,7 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
             if !tensors.is_empty() {
                 let Some((slot, refs)) = write_tensors(body, &tensors)? else {
                     // Best-effort overload: shed this item (its holds go back on drop).
-                    return Ok(body.lose(item, LossReason::Shed)?);
+                    return body.lose(item, LossReason::Shed);
                 };
                 next.extend(refs);
                 written = Some(slot);
@@ -239,10 +239,10 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
         }
     }
     let emit = Emit::of(item).payload(Payload::Batch(next));
-    Ok(body.send(match written {
+    body.send(match written {
         Some(w) => emit.written(w),
         None => emit,
-    })?)
+    })
 }
 
 fn read_f32(bytes: &[u8], shape: &[u32]) -> Result<TensorF32, StageError> {

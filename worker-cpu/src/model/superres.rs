@@ -122,7 +122,7 @@ pub fn send_frame(body: &mut Body<'_>, item: Item, img: RgbImage) -> Result<(), 
             img.height,
             pool.slot_size()
         );
-        return Ok(body.lose(item, LossReason::BadInput)?);
+        return body.lose(item, LossReason::BadInput);
     }
     let written = body.write_frame(img.width as u32, img.height as u32, |out| {
         if out.len() != img.data.len() {
@@ -136,7 +136,7 @@ pub fn send_frame(body: &mut Body<'_>, item: Item, img: RgbImage) -> Result<(), 
         Ok(())
     })?;
     let Ok(written) = written else {
-        return Ok(body.lose(item, LossReason::Shed)?);
+        return body.lose(item, LossReason::Shed);
     };
     let Some(frame) = written.frame_payload() else {
         return Err(StageError::Input(format!(
@@ -144,5 +144,5 @@ pub fn send_frame(body: &mut Body<'_>, item: Item, img: RgbImage) -> Result<(), 
         )));
     };
     // The input is left out of the payload: the send releases it.
-    Ok(body.send(Emit::of(item).payload(frame).written(written))?)
+    body.send(Emit::of(item).payload(frame).written(written))
 }

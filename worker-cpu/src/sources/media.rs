@@ -9,6 +9,16 @@ use std::path::Path;
 
 pub use ::media::{ffmpeg_program, image_size, list_images, probe_video};
 
+/// A media helper's error as the stage's: the texts and variants they had when the
+/// helpers lived here.
+pub fn media_error(e: ::media::MediaError) -> StageError {
+    match e {
+        ::media::MediaError::Io { path, detail } => StageError::Io { path, detail },
+        ::media::MediaError::Ffmpeg(detail) => StageError::Ffmpeg(detail),
+        ::media::MediaError::NotVideo(detail) => StageError::Input(detail),
+    }
+}
+
 /// Decode an image file to packed RGB8, refusing (before decoding anything) one whose
 /// header claims more pixels than `limits` allow.
 pub fn decode_rgb(path: &Path, limits: &Limits) -> Result<(u32, u32, Vec<u8>), StageError> {

@@ -7,7 +7,7 @@ pub mod jpeg_end;
 pub mod media;
 
 use crate::sources::head_cost::CpuMeter;
-use crate::sources::media::{decode_rgb, ffmpeg_program, list_images, probe_video};
+use crate::sources::media::{decode_rgb, ffmpeg_program, list_images, media_error, probe_video};
 use crate::StageError;
 use protocol::clock::now_ns;
 use protocol::functions::params;
@@ -67,7 +67,7 @@ impl Emitter {
 }
 
 fn check_commands(node: &mut Node) -> Result<Flow, StageError> {
-    Ok(stage::head::commands(node)?)
+    stage::head::commands(node)
 }
 
 fn frame(width: u32, height: u32) -> impl FnOnce(ShmRef) -> Payload {
@@ -290,7 +290,7 @@ pub fn blobs(node: &mut Node) -> Result<(), StageError> {
 /// `source.images`: one frame per image file, in file-name order.
 pub fn images(node: &mut Node) -> Result<(), StageError> {
     let params::SourceImages { path, fps } = crate::params(node)?;
-    let files = list_images(&path)?;
+    let files = list_images(&path).map_err(media_error)?;
     let limits = Limits::from_env().map_err(|e| StageError::Input(e.to_string()))?;
     let mut emitter = Emitter::new(node)?;
     let mut pacer = Pacer::new(node, fps);
@@ -332,7 +332,7 @@ pub fn images(node: &mut Node) -> Result<(), StageError> {
 /// `source.video`: the frames ffmpeg decodes from a file or URL.
 pub fn video(node: &mut Node) -> Result<(), StageError> {
     let params::SourceVideo { path, limit, fps } = crate::params(node)?;
-    let (width, height, _) = probe_video(&path)?;
+    let (width, height, _) = probe_video(&path).map_err(media_error)?;
     let mut cmd = Process::new(ffmpeg_program());
     cmd.args(["-nostdin", "-v", "error", "-i", &path]);
     if let Some(n) = limit {
