@@ -111,8 +111,7 @@ mod tests {
     use super::*;
     use crate::codec;
     use crate::messages::{
-        Envelope, Eos, Hop, Inbox, OutputRoute, Payload, PixelFormat, PoolInfo,
-        StayStats,
+        Envelope, Eos, Hop, Inbox, OutputRoute, Payload, PixelFormat, PoolInfo, StayStats,
     };
     use crate::shm::ShmRef;
     use serde::Serialize;
@@ -167,6 +166,8 @@ mod tests {
         #[derive(Serialize)]
         pub enum Inbox {
             Data(Envelope),
+            /// Never built: it only holds `Eos` at its place (variant 2).
+            #[allow(dead_code)]
             Skip,
             Eos(Eos),
         }
@@ -302,7 +303,10 @@ mod tests {
             owner: "h".into(),
         };
         assert_eq!(bytes(&info), vec![252, 0x70, 0x11, 0x01, 0x00, 1, b'h']);
-        assert_eq!(bytes(&vec![HolderId::new(HOLDER)]), vec![1, 251, 0xe8, 0xfd]);
+        assert_eq!(
+            bytes(&vec![HolderId::new(HOLDER)]),
+            vec![1, 251, 0xe8, 0xfd]
+        );
     }
 
     #[test]
@@ -325,7 +329,10 @@ mod tests {
         assert_eq!(TaskId::from_index(7), Ok(TaskId::new(7)));
         assert_eq!(TaskId::new(7).index(), 7);
         let e = TaskId::from_index(usize::from(u16::MAX) + 1).expect_err("too large");
-        assert_eq!(e.to_string(), "65536 is out of range for a task id (at most 65535)");
+        assert_eq!(
+            e.to_string(),
+            "65536 is out of range for a task id (at most 65535)"
+        );
         assert!(HolderId::from_index(70_000).is_err());
         assert_eq!(PoolId::from_index(70_000), Ok(PoolId::new(70_000)));
     }

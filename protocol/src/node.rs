@@ -357,7 +357,11 @@ impl Node {
             let active = route.active.clamp(1, route.replicas.max(1));
             let pick = (route.first + self.round_robin[k] % active) as usize;
             self.round_robin[k] = self.round_robin[k].wrapping_add(1);
-            let holder = self.out_holders.get(pick).copied().unwrap_or(HolderId::NONE);
+            let holder = self
+                .out_holders
+                .get(pick)
+                .copied()
+                .unwrap_or(HolderId::NONE);
             for r in refs {
                 self.pool(r.pool)?.transfer(r, holder)?;
             }

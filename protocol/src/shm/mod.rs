@@ -97,7 +97,11 @@ pub enum ShmError {
         detail: String,
     },
     #[error("pool {pool}: payload of {len} bytes does not fit a {slot_size}-byte slot")]
-    PayloadTooLarge { pool: PoolId, len: u64, slot_size: u64 },
+    PayloadTooLarge {
+        pool: PoolId,
+        len: u64,
+        slot_size: u64,
+    },
     #[error("pool {pool}: {what} failed: {errno}")]
     Os {
         pool: PoolId,
@@ -273,9 +277,7 @@ impl SlotPool {
         pool.stride = round_slot(slot_size);
         pool.data = data_offset(slots, n);
         pool.record = record_size(n);
-        pool.holder = holder_ids
-            .binary_search(&HolderId::SUPERVISOR)
-            .unwrap_or(0);
+        pool.holder = holder_ids.binary_search(&HolderId::SUPERVISOR).unwrap_or(0);
         pool.holder_ids = holder_ids;
         Ok(pool)
     }

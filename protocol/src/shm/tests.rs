@@ -55,7 +55,11 @@ fn fan_out_frees_after_the_last_holder() {
 #[test]
 fn attached_view_shares_memory_and_checks_bounds() {
     let pool = SlotPool::create(PoolId::new(7), 3, 16, &[]).expect("create");
-    let other = SlotPool::attach(PoolId::new(7), Region::open(PoolId::new(7), pool.handle()).expect("open")).expect("attach");
+    let other = SlotPool::attach(
+        PoolId::new(7),
+        Region::open(PoolId::new(7), pool.handle()).expect("open"),
+    )
+    .expect("attach");
     assert_eq!(other.slot_count(), 3);
     let mut w = pool.try_acquire(1).expect("slot");
     w.bytes_mut()[..4].copy_from_slice(&[1, 2, 3, 4]);
@@ -104,8 +108,10 @@ fn a_waiting_producer_is_woken_by_a_release_in_another_thread() {
 #[test]
 fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
     let pool = SlotPool::create(PoolId::new(1), 2, 8, &holders(&[1, 2])).expect("create");
-    let producer = SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
-    let consumer = SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(2)).expect("attach");
+    let producer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
+    let consumer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(2)).expect("attach");
     let r = written(&producer, 1);
     producer.transfer(&r, HolderId::new(2)).expect("transfer");
     assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
@@ -137,7 +143,8 @@ fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
 #[test]
 fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
     let pool = SlotPool::create(PoolId::new(1), 4, 8, &holders(&[1, 2, 3])).expect("create");
-    let producer = SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
+    let producer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
     let alive = SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(2)).expect("attach");
     // One item to each consumer (3 dies), one fanned out to both.
     let a = written(&producer, 1);
@@ -150,7 +157,11 @@ fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
     // The producer is still writing a fourth.
     let writing = producer.try_acquire(1).expect("slot");
     assert_eq!(pool.free_slots(), 0);
-    assert_eq!(pool.reclaim_holder(HolderId::new(3)), 2, "b and its share of c");
+    assert_eq!(
+        pool.reclaim_holder(HolderId::new(3)),
+        2,
+        "b and its share of c"
+    );
     assert_eq!(pool.free_slots(), 1, "b is free, c is still held by 2");
     alive.release(&c).expect("release");
     alive.release(&a).expect("release");
@@ -167,7 +178,8 @@ fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
 #[test]
 fn a_failed_send_releases_the_consumers_hold_once() {
     let pool = SlotPool::create(PoolId::new(1), 1, 8, &holders(&[1, 5])).expect("create");
-    let producer = SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
+    let producer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
     let r = written(&producer, 1);
     producer.transfer(&r, HolderId::new(5)).expect("transfer");
     // The supervisor reclaimed 5 first: the producer's undo finds nothing to drop.
@@ -198,14 +210,20 @@ fn a_pool_tracks_hundreds_of_holders_and_only_those_listed() {
         601,
         "the listed ids and the supervisor's 0"
     );
-    let producer = SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
-    let last = SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(600)).expect("attach");
+    let producer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
+    let last =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(600)).expect("attach");
     let a = written(&producer, 1);
     producer.transfer(&a, HolderId::new(600)).expect("transfer");
     let b = written(&producer, 1);
     producer.transfer(&b, HolderId::new(599)).expect("transfer");
     assert_eq!(pool.holds_of(HolderId::new(600)), 1);
-    assert_eq!(pool.reclaim_holder(HolderId::new(599)), 1, "the dead holder's item only");
+    assert_eq!(
+        pool.reclaim_holder(HolderId::new(599)),
+        1,
+        "the dead holder's item only"
+    );
     assert_eq!(pool.free_slots(), 2);
     last.release(&a).expect("release");
     assert_eq!(pool.free_slots(), 3);
@@ -240,7 +258,11 @@ fn attach_rejects_a_corrupt_holder_list() {
         std::ptr::write(base.add(HEADER + 4) as *mut u16, 4);
     }
     assert_eq!(
-        SlotPool::attach(PoolId::new(3), Region::open(PoolId::new(3), pool.handle()).expect("open")).unwrap_err(),
+        SlotPool::attach(
+            PoolId::new(3),
+            Region::open(PoolId::new(3), pool.handle()).expect("open")
+        )
+        .unwrap_err(),
         ShmError::BadHeader {
             pool: PoolId::new(3)
         }
@@ -248,7 +270,10 @@ fn attach_rejects_a_corrupt_holder_list() {
     // A holder count the region cannot hold.
     pool.header_u32(12).store(u32::MAX, Ordering::Relaxed);
     assert!(matches!(
-        SlotPool::attach(PoolId::new(3), Region::open(PoolId::new(3), pool.handle()).expect("open")),
+        SlotPool::attach(
+            PoolId::new(3),
+            Region::open(PoolId::new(3), pool.handle()).expect("open")
+        ),
         Err(ShmError::BadGeometry { .. })
     ));
 }
@@ -281,6 +306,9 @@ fn a_new_pool_takes_no_memory_until_written_and_every_opener_shares_it() {
         fd: i32::MAX,
     };
     let e = SlotPool::open_as(PoolId::new(9), gone, HolderId::new(0)).unwrap_err();
-    assert!(matches!(e, ShmError::Open { pool, .. } if pool == PoolId::new(9)), "{e}");
+    assert!(
+        matches!(e, ShmError::Open { pool, .. } if pool == PoolId::new(9)),
+        "{e}"
+    );
     assert!(e.to_string().contains("/proc/"), "{e}");
 }

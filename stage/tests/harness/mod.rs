@@ -11,14 +11,20 @@ use protocol::messages::*;
 use protocol::node::Node;
 use protocol::shm::{ShmRef, SlotPool};
 use protocol::spec::ServiceType;
+use protocol::{HolderId, PoolId, TaskId};
 
 /// The upstream producer's pool, this stage's own pool, and the holder ids.
-pub const UP_POOL: u32 = 1;
-pub const OWN_POOL: u32 = 2;
-pub const NODE_HOLDER: u16 = 5;
-pub const UP_HOLDER: u16 = 3;
+pub const UP_POOL: PoolId = PoolId::new(1);
+pub const OWN_POOL: PoolId = PoolId::new(2);
+pub const NODE_HOLDER: HolderId = HolderId::new(5);
+pub const UP_HOLDER: HolderId = HolderId::new(3);
 pub const FIRST_CONSUMER_HOLDER: u16 = 10;
 pub const SLOT: u64 = 4096;
+
+/// The holder id of consumer task `k`.
+pub fn consumer_holder(k: u16) -> HolderId {
+    HolderId::new(FIRST_CONSUMER_HOLDER + k)
+}
 
 pub struct Harness {
     pub node: Node,
@@ -43,7 +49,7 @@ pub fn start_with(
     resume: Vec<SourceTotal>,
 ) -> Harness {
     let mut holders = vec![NODE_HOLDER, UP_HOLDER];
-    holders.extend((0..consumers as u16).map(|k| FIRST_CONSUMER_HOLDER + k));
+    holders.extend((0..consumers as u16).map(consumer_holder));
     let up_pool = SlotPool::create(UP_POOL, slots, SLOT, &holders).unwrap();
     let own_pool = SlotPool::create(OWN_POOL, slots, SLOT, &holders).unwrap();
     let (inbox_tx, inbox_rx) = ipc::channel::<Vec<u8>>().unwrap();
@@ -59,14 +65,14 @@ pub fn start_with(
             first: k,
             replicas: 1,
             active: 1,
-            holders: vec![FIRST_CONSUMER_HOLDER + k as u16],
+            holders: vec![consumer_holder(k as u16)],
         });
     }
     let task = serde_json::json!({"name": "under-test", "kind": kind, "function": "core.forward"});
     let setup = Setup {
         app: "sdk".into(),
         service_type: service,
-        task_index: 1,
+        task_index: TaskId::new(1),
         task_json: task.to_string(),
         replica: 0,
         replicas: 1,
@@ -147,7 +153,7 @@ impl Harness {
             seq,
             created_ns: protocol::clock::now_ns(),
             hops: vec![Hop {
-                stage: 0,
+                stage: TaskId::new(0),
                 recv_ns: 0,
                 sent_ns: 0,
             }],
@@ -176,7 +182,7 @@ impl Harness {
     /// Queue the upstream's end of stream: source "cam" emitted `total` items.
     pub fn end(&self, total: u64) {
         let eos = Eos {
-            stage: 0,
+            stage: TaskId::new(0),
             replica: 0,
             totals: vec![SourceTotal {
                 source: "cam".into(),
