@@ -61,6 +61,7 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::{PoolId, TaskId};
     use crate::messages::{Envelope, Eos, Hop, Inbox, Payload, PixelFormat};
     use crate::shm::ShmRef;
 
@@ -72,13 +73,13 @@ mod tests {
             seq: 42,
             created_ns: 7,
             hops: vec![Hop {
-                stage: 1,
+                stage: TaskId::new(1),
                 recv_ns: 8,
                 sent_ns: 9,
             }],
             payload: Payload::Frame {
                 shm: ShmRef {
-                    pool: 3,
+                    pool: PoolId::new(3),
                     slot: 1,
                     generation: 5,
                     offset: 0,
@@ -99,7 +100,7 @@ mod tests {
         let bytes = encode(
             "inbox",
             &Inbox::Eos(Eos {
-                stage: 1,
+                stage: TaskId::new(1),
                 replica: 0,
                 totals: vec![],
             }),

@@ -12,11 +12,13 @@
 //!   payload they declare and the type check of their edges.
 //! - [`blob`]: the content of `bench.blob` items, which its sink and `bench` check.
 //! - [`clock`]: the monotonic clock every process stamps envelopes with.
+//! - [`ids`]: the typed ids of tasks, shared-memory pools and holders.
 
 pub mod blob;
 pub mod clock;
 pub mod codec;
 pub mod functions;
+pub mod ids;
 pub mod limits;
 pub mod logcap;
 pub mod messages;
@@ -31,4 +33,5 @@ pub mod user_stage;
 pub mod validate;
 mod validate_limits;
 
+pub use ids::{HolderId, IdRangeError, PoolId, TaskId};
 pub use messages::PROTOCOL_VERSION;

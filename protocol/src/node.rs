@@ -4,6 +4,7 @@
 
 use crate::clock::now_ns;
 use crate::codec::{self, CodecError};
+use crate::ids::{HolderId, PoolId, TaskId};
 use crate::messages::*;
 use crate::shm::{ShmError, SlotPool, SlotWriter};
 use crate::spec::{ServiceType, TaskSpec};
@@ -45,7 +46,7 @@ pub enum NodeError {
     #[error(transparent)]
     Shm(#[from] ShmError),
     #[error("no pool {0} is mapped in this process")]
-    UnknownPool(u32),
+    UnknownPool(PoolId),
     #[error("this stage has no output pool")]
     NoOutputPool,
     #[error("stopped by the supervisor")]
@@ -94,12 +95,12 @@ pub struct Node {
     up: IpcSender<UpWire>,
     inbox: InboxReceiver,
     outputs: Vec<InboxSender>,
-    pools: HashMap<u32, Arc<SlotPool>>,
+    pools: HashMap<PoolId, Arc<SlotPool>>,
     round_robin: Vec<u32>,
     metrics: Arc<Mutex<StageMetrics>>,
     alive: Arc<AtomicBool>,
     /// Upstream replicas (task index, replica) whose end of stream arrived.
-    eos_from: BTreeSet<(u16, u32)>,
+    eos_from: BTreeSet<(TaskId, u32)>,
     ended: bool,
     /// The supervisor said the app has everything (request-guarantee stages end then).
     finish_ordered: bool,
@@ -109,7 +110,7 @@ pub struct Node {
     /// A node's shared GPU agent: where apps' attach wires arrive.
     attach: Option<IpcReceiver<AttachWire>>,
     /// Holder id of the process behind each output.
-    out_holders: Vec<u16>,
+    out_holders: Vec<HolderId>,
     /// Outputs whose consumer was found dead (logged once until rewired).
     dead_outputs: BTreeSet<usize>,
     /// Our end-of-stream marker once sent (sent again to a rewired consumer).
@@ -183,7 +184,7 @@ impl Node {
                 Arc::new(SlotPool::open_as(info.id, handle, setup.holder)?),
             );
         }
-        let mut out_holders = vec![u16::MAX; wire.outputs.len()];
+        let mut out_holders = vec![HolderId::NONE; wire.outputs.len()];
         for route in &setup.outputs {
             for (k, h) in route.holders.iter().enumerate() {
                 if let Some(slot) = out_holders.get_mut(route.first as usize + k) {
@@ -243,7 +244,7 @@ impl Node {
         self.setup.outputs.len() as u32
     }
 
-    pub fn pool(&self, id: u32) -> Result<&SlotPool, NodeError> {
+    pub fn pool(&self, id: PoolId) -> Result<&SlotPool, NodeError> {
         self.pools
             .get(&id)
             .map(|p| p.as_ref())
@@ -251,7 +252,7 @@ impl Node {
     }
 
     /// A shared handle on pool `id`, for reads that outlive a `&self` borrow.
-    pub fn shared_pool(&self, id: u32) -> Result<Arc<SlotPool>, NodeError> {
+    pub fn shared_pool(&self, id: PoolId) -> Result<Arc<SlotPool>, NodeError> {
         self.pools
             .get(&id)
             .cloned()
@@ -332,7 +333,11 @@ impl Node {
             let active = route.active.clamp(1, route.replicas.max(1));
             let pick = (route.first + self.round_robin[k] % active) as usize;
             self.round_robin[k] = self.round_robin[k].wrapping_add(1);
-            let holder = self.out_holders.get(pick).copied().unwrap_or(u16::MAX);
+            let holder = self
+                .out_holders
+                .get(pick)
+                .copied()
+                .unwrap_or(HolderId::NONE);
             for r in refs {
                 self.pool(r.pool)?.transfer(r, holder)?;
             }

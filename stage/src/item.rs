@@ -5,6 +5,7 @@ use crate::StageError;
 use protocol::messages::{DType, Envelope, Payload};
 use protocol::node::Node;
 use protocol::shm::{ShmRef, SlotPool};
+use protocol::PoolId;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use std::sync::Arc;
 /// dropping the item gives its shared memory back.
 pub struct Item {
     env: Option<Envelope>,
-    pools: HashMap<u32, Arc<SlotPool>>,
+    pools: HashMap<PoolId, Arc<SlotPool>>,
     recv_ns: u64,
 }
 

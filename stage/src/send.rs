@@ -9,6 +9,7 @@ use crate::{Item, StageError};
 use protocol::messages::{Envelope, Hop, Payload, PixelFormat};
 use protocol::node::Node;
 use protocol::shm::{ShmRef, SlotPool};
+use protocol::PoolId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -200,7 +201,7 @@ pub(crate) fn send_all(
     mut shared: Vec<Written>,
 ) -> Result<(), StageError> {
     let consumers = i64::from(node.consumer_count());
-    let mut slots: BTreeMap<(u32, u32, u32), Slot> = BTreeMap::new();
+    let mut slots: BTreeMap<(PoolId, u32, u32), Slot> = BTreeMap::new();
     let key = |r: &ShmRef| (r.pool, r.slot, r.generation);
     let mut outgoing = Vec::with_capacity(emits.len());
     for emit in emits {

@@ -56,7 +56,7 @@ fn a_forward_to_three_consumers_holds_the_slot_once_for_each() {
             "the same slot: no copy"
         );
         assert_eq!(
-            h.up_pool.holds_of(FIRST_CONSUMER_HOLDER + k as u16),
+            h.up_pool.holds_of(consumer_holder(k as u16)),
             1,
             "one hold moved to consumer {k}"
         );
@@ -67,10 +67,7 @@ fn a_forward_to_three_consumers_holds_the_slot_once_for_each() {
             3,
             "held until the last consumer releases"
         );
-        assert!(h
-            .up_pool
-            .release_for(&shm, FIRST_CONSUMER_HOLDER + k)
-            .unwrap());
+        assert!(h.up_pool.release_for(&shm, consumer_holder(k)).unwrap());
     }
     assert_eq!(h.up_pool.free_slots(), 4);
 }
@@ -104,7 +101,7 @@ fn a_written_frame_goes_on_and_the_input_slot_comes_back() {
         };
         assert_eq!(shm.pool, OWN_POOL);
         assert_eq!(h.own_pool.read(&shm).unwrap(), &[2u8; 12]);
-        assert_eq!(h.own_pool.holds_of(FIRST_CONSUMER_HOLDER + k as u16), 1);
+        assert_eq!(h.own_pool.holds_of(consumer_holder(k as u16)), 1);
     }
     assert_eq!(h.own_pool.holds_of(NODE_HOLDER), 0);
 }
@@ -249,7 +246,7 @@ fn a_batch_sharing_one_output_slot_holds_it_once_per_output_per_consumer() {
             frames[1],
             "frames pass on, no copy"
         );
-        let holder = FIRST_CONSUMER_HOLDER + k;
+        let holder = consumer_holder(k);
         assert_eq!(
             h.own_pool.holds_of(holder),
             2,
@@ -387,7 +384,7 @@ fn an_acknowledgement_held_back_by_the_window_goes_before_any_receive_timeout() 
             }
         }
         let eos = Eos {
-            stage: 0,
+            stage: protocol::TaskId::new(0),
             replica: 0,
             totals: vec![SourceTotal {
                 source: "cam".into(),

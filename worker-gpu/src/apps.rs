@@ -7,12 +7,13 @@
 use crate::residency::{AgentModel, Residency};
 use protocol::messages::AgentRequest;
 use protocol::node::{Node, NodeError};
+use protocol::PoolId;
 use stage::StageError;
 use std::collections::{BTreeMap, VecDeque};
 
 /// What the agent keeps of an attached app.
 struct Share {
-    pools: Vec<u32>,
+    pools: Vec<PoolId>,
     budget_mb: Option<u64>,
 }
 

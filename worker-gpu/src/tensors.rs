@@ -69,7 +69,7 @@ mod tests {
     use super::*;
 
     fn pool_with(values: &[&[f32]]) -> (SlotPool, Vec<ShmRef>) {
-        let pool = SlotPool::create(7, 4, 4096, &[]).expect("pool");
+        let pool = SlotPool::create(protocol::PoolId::new(7), 4, 4096, &[]).expect("pool");
         let mut refs = Vec::new();
         for v in values {
             let mut w = pool.try_acquire(1).expect("slot");
@@ -117,7 +117,8 @@ mod tests {
     fn outputs_are_written_little_endian_at_the_offset() {
         let (pool, refs) = pool_with(&[&[0.0; 8]]);
         let data: Vec<f32> = (0..40_000).map(|i| i as f32 * 0.5).collect();
-        let big = SlotPool::create(8, 1, 40_000 * 4 + 64, &[]).expect("pool");
+        let big =
+            SlotPool::create(protocol::PoolId::new(8), 1, 40_000 * 4 + 64, &[]).expect("pool");
         let slot = big.try_acquire(1).expect("slot").commit(0).expect("commit");
         write_f32(&big, &slot, 64, &data).expect("write");
         let bytes = big

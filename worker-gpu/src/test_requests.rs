@@ -3,6 +3,7 @@
 
 use protocol::messages::AgentRequest;
 use protocol::shm::ShmRef;
+use protocol::PoolId;
 
 /// A request of `stage` for `model`, due at `deadline_ms` on the agent's clock.
 pub(crate) fn request(id: u64, stage: &str, model: &str, deadline_ms: u64) -> AgentRequest {
@@ -13,7 +14,7 @@ pub(crate) fn request(id: u64, stage: &str, model: &str, deadline_ms: u64) -> Ag
         model: model.into(),
         inputs: vec![],
         output: ShmRef {
-            pool: 1,
+            pool: PoolId::new(1),
             slot: 0,
             generation: 0,
             offset: 0,

@@ -9,6 +9,7 @@
 //! the edges) and [`node_to_agent`] (a GPU stage's requests and the agent's replies); all
 //! are re-exported here.
 
+use crate::ids::{HolderId, PoolId, TaskId};
 use ipc_channel::ipc::{IpcReceiver, IpcSender};
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +78,7 @@ pub struct SetupWire {
 pub struct AttachWire {
     pub app: String,
     /// The agent's holder id in this app's pools.
-    pub holder: u16,
+    pub holder: HolderId,
     pub pools: Vec<PoolInfo>,
     /// Where to open the pools' memory, in `pools` order.
     pub handles: Vec<crate::shm::PoolHandle>,

@@ -62,7 +62,7 @@ impl Payload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hop {
     /// Task index of the stage.
-    pub stage: u16,
+    pub stage: TaskId,
     /// When the stage got the item (for heads: when it was created).
     pub recv_ns: u64,
     /// When the stage sent it on.
@@ -83,7 +83,7 @@ pub struct Envelope {
 /// End of stream from one upstream replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Eos {
-    pub stage: u16,
+    pub stage: TaskId,
     pub replica: u32,
     /// What the sources upstream of it emitted.
     pub totals: Vec<SourceTotal>,

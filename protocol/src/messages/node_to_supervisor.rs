@@ -151,7 +151,7 @@ pub struct StageReport {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StayStats {
     /// Task index of the stage.
-    pub stage: u16,
+    pub stage: TaskId,
     pub n: u64,
     pub s: f64,
     pub s2: f64,
@@ -162,7 +162,7 @@ pub struct StayStats {
 
 impl StayStats {
     /// No items yet, for stage `stage`.
-    pub fn new(stage: u16) -> Self {
+    pub fn new(stage: TaskId) -> Self {
         StayStats {
             stage,
             ..StayStats::default()

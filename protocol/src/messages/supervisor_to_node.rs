@@ -15,13 +15,13 @@ pub struct OutputRoute {
     /// it between 1 and `replicas`, the others stay up, idle).
     pub active: u32,
     /// The shared-memory holder id of each replica (holds move to it before a send).
-    pub holders: Vec<u16>,
+    pub holders: Vec<HolderId>,
 }
 
 /// A pool this process has mapped.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PoolInfo {
-    pub id: u32,
+    pub id: PoolId,
     /// `task#replica` that writes it.
     pub owner: String,
 }
@@ -32,7 +32,7 @@ pub struct Setup {
     pub app: String,
     pub service_type: ServiceType,
     /// Index of this task in the app.
-    pub task_index: u16,
+    pub task_index: TaskId,
     /// The task spec as JSON (params are free-form JSON, which bincode cannot carry).
     pub task_json: String,
     pub replica: u32,
@@ -42,7 +42,7 @@ pub struct Setup {
     pub expected_eos: u32,
     pub pools: Vec<PoolInfo>,
     /// The pool this stage writes its outputs to, if it produces payloads.
-    pub own_pool: Option<u32>,
+    pub own_pool: Option<PoolId>,
     pub run_dir: String,
     pub heartbeat_ms: u32,
     /// Batch size and max wait chosen by the user or the planner.
@@ -73,7 +73,7 @@ pub struct Setup {
     pub models_manifest: Option<String>,
     pub models_dir: Option<String>,
     /// This replica's shared-memory holder id (see [`crate::shm`]).
-    pub holder: u16,
+    pub holder: HolderId,
     /// How many times this replica was restarted before (0 for the first start).
     pub incarnation: u32,
     /// Heads: the first sequence number to emit per source (a restarted head resumes

@@ -25,7 +25,7 @@ impl Node {
         &mut self,
         infos: &[PoolInfo],
         handles: Vec<crate::shm::PoolHandle>,
-        holder: u16,
+        holder: HolderId,
     ) -> Result<(), NodeError> {
         if infos.len() != handles.len() {
             return Err(NodeError::Bootstrap(format!(
@@ -50,7 +50,7 @@ impl Node {
     }
 
     /// Unmap pools (an app left); ids not mapped are ignored.
-    pub fn remove_pools(&mut self, ids: &[u32]) {
+    pub fn remove_pools(&mut self, ids: &[PoolId]) {
         for id in ids {
             self.pools.remove(id);
         }
@@ -69,7 +69,7 @@ impl Node {
             let (dead, _) = ipc::channel::<Vec<u8>>()
                 .map_err(|e| NodeError::Bootstrap(format!("cannot create a channel: {e}")))?;
             self.outputs.push(dead);
-            self.out_holders.push(u16::MAX);
+            self.out_holders.push(HolderId::NONE);
         }
         for (k, s) in senders.into_iter().enumerate() {
             self.outputs[first + k] = s;

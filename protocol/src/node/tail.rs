@@ -15,7 +15,7 @@ pub(super) struct Deliveries {
     pub(super) last_arrival_ns: u64,
     pub(super) latencies_ms: Vec<f32>,
     pub(super) hop_us: Vec<Vec<f32>>,
-    pub(super) stays: BTreeMap<u16, StayStats>,
+    pub(super) stays: BTreeMap<TaskId, StayStats>,
     pub(super) received: BTreeMap<String, u64>,
 }
 

@@ -26,6 +26,7 @@
 //! the header, and a record has one counter per listed holder: an app of hundreds of
 //! processes costs each pool only its own readers' counters.
 
+use crate::ids::{HolderId, PoolId};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -33,8 +34,9 @@ use std::time::Duration;
 const MAGIC: u32 = 0x5350_4f4c; // "SPOL"
 const LAYOUT_VERSION: u32 = 3;
 const HEADER: usize = 64;
-/// The largest holder id (`u16::MAX` itself means "no holder").
-pub const MAX_HOLDER_ID: u16 = u16::MAX - 1;
+/// The largest holder id, as a number: it bounds an app's processes ([`HolderId::NONE`],
+/// one more, means "no holder").
+pub const MAX_HOLDER_ID: u16 = HolderId::MAX.get();
 /// Per slot: refcount, generation, owner pid (64 bytes with padding), then one i32
 /// hold counter per listed holder, padded to a cache line.
 const RECORD_FIXED: usize = 64;
@@ -46,7 +48,7 @@ const SLOT_ALIGN: usize = 64;
 /// (a stale reference to a reused slot is detected, never read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ShmRef {
-    pub pool: u32,
+    pub pool: PoolId,
     pub slot: u32,
     pub generation: u32,
     pub offset: u64,
@@ -56,55 +58,59 @@ pub struct ShmRef {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ShmError {
     #[error("pool {pool}: region of {len} bytes is too small for its header")]
-    TooSmall { pool: u32, len: usize },
+    TooSmall { pool: PoolId, len: usize },
     #[error("pool {pool}: not a SmartPipe slot pool (bad magic or layout version)")]
-    BadHeader { pool: u32 },
+    BadHeader { pool: PoolId },
     #[error("pool {pool}: {slots} slots of {slot_size} bytes do not fit in {len} bytes")]
     BadGeometry {
-        pool: u32,
+        pool: PoolId,
         slots: u32,
         slot_size: u64,
         len: usize,
     },
     #[error("pool {pool}: no slot {slot} (the pool has {slots})")]
-    NoSuchSlot { pool: u32, slot: u32, slots: u32 },
+    NoSuchSlot { pool: PoolId, slot: u32, slots: u32 },
     #[error("pool {pool} slot {slot}: reference to generation {want}, slot is at {have} (stale reference)")]
     Stale {
-        pool: u32,
+        pool: PoolId,
         slot: u32,
         want: u32,
         have: u32,
     },
     #[error("pool {pool} slot {slot}: {offset}+{len} is outside the {slot_size}-byte slot")]
     OutOfBounds {
-        pool: u32,
+        pool: PoolId,
         slot: u32,
         offset: u64,
         len: u64,
         slot_size: u64,
     },
     #[error("pool {pool} slot {slot}: released more often than it was held")]
-    OverRelease { pool: u32, slot: u32 },
+    OverRelease { pool: PoolId, slot: u32 },
     #[error("pool {pool}: holder id {holder} is out of range")]
-    BadHolder { pool: u32, holder: u16 },
+    BadHolder { pool: PoolId, holder: HolderId },
     #[error("pool {pool}: {slots} slots of {slot_size} bytes: {detail}")]
     TooLarge {
-        pool: u32,
+        pool: PoolId,
         slots: u32,
         slot_size: u64,
         detail: String,
     },
     #[error("pool {pool}: payload of {len} bytes does not fit a {slot_size}-byte slot")]
-    PayloadTooLarge { pool: u32, len: u64, slot_size: u64 },
+    PayloadTooLarge {
+        pool: PoolId,
+        len: u64,
+        slot_size: u64,
+    },
     #[error("pool {pool}: {what} failed: {errno}")]
     Os {
-        pool: u32,
+        pool: PoolId,
         what: String,
         errno: nix::errno::Errno,
     },
     #[error("pool {pool}: cannot open its memory at {path}: {detail}")]
     Open {
-        pool: u32,
+        pool: PoolId,
         path: String,
         detail: String,
     },
@@ -112,7 +118,7 @@ pub enum ShmError {
 
 /// A mapped slot pool.
 pub struct SlotPool {
-    id: u32,
+    id: PoolId,
     shm: Region,
     base: *mut u8,
     slots: u32,
@@ -121,7 +127,7 @@ pub struct SlotPool {
     data: usize,
     cursor: AtomicU32,
     /// The holder ids this pool has counters for, sorted (column k is `holder_ids[k]`).
-    holder_ids: Vec<u16>,
+    holder_ids: Vec<HolderId>,
     /// Bytes per slot record.
     record: usize,
     /// The column this process's holds are attributed to.
@@ -152,16 +158,16 @@ impl SlotPool {
     /// ([`crate::limits`]). Only the header and the slot records are written: the slots'
     /// pages are taken when a payload first touches them.
     pub fn create(
-        id: u32,
+        id: PoolId,
         slots: u32,
         slot_size: u64,
-        holders: &[u16],
+        holders: &[HolderId],
     ) -> Result<SlotPool, ShmError> {
-        let mut holder_ids: Vec<u16> = holders.to_vec();
-        holder_ids.push(0);
+        let mut holder_ids: Vec<HolderId> = holders.to_vec();
+        holder_ids.push(HolderId::SUPERVISOR);
         holder_ids.sort_unstable();
         holder_ids.dedup();
-        if let Some(&bad) = holder_ids.iter().find(|&&h| h > MAX_HOLDER_ID) {
+        if let Some(&bad) = holder_ids.iter().find(|&&h| h > HolderId::MAX) {
             return Err(ShmError::BadHolder {
                 pool: id,
                 holder: bad,
@@ -216,7 +222,7 @@ impl SlotPool {
     }
 
     /// Map a pool's region (from another process: [`Region::open`]).
-    pub fn attach(id: u32, shm: Region) -> Result<SlotPool, ShmError> {
+    pub fn attach(id: PoolId, shm: Region) -> Result<SlotPool, ShmError> {
         let len = shm.len();
         if len < HEADER {
             return Err(ShmError::TooSmall { pool: id, len });
@@ -259,9 +265,9 @@ impl SlotPool {
         // SAFETY: the holder list lies inside the mapping (checked above) and is
         // written once by the supervisor before the pool is handed out.
         let list = unsafe { std::slice::from_raw_parts(pool.base.add(HEADER), 2 * n) };
-        let holder_ids: Vec<u16> = list
+        let holder_ids: Vec<HolderId> = list
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .map(|c| HolderId::from_le_bytes([c[0], c[1]]))
             .collect();
         if holder_ids.windows(2).any(|w| w[0] >= w[1]) {
             return Err(ShmError::BadHeader { pool: id });
@@ -271,14 +277,14 @@ impl SlotPool {
         pool.stride = round_slot(slot_size);
         pool.data = data_offset(slots, n);
         pool.record = record_size(n);
-        pool.holder = holder_ids.binary_search(&0).unwrap_or(0);
+        pool.holder = holder_ids.binary_search(&HolderId::SUPERVISOR).unwrap_or(0);
         pool.holder_ids = holder_ids;
         Ok(pool)
     }
 
     /// Map a pool received from the supervisor, attributing this process's holds to
     /// `holder` (its stage replica's id), which must be one of the pool's holders.
-    pub fn attach_as(id: u32, shm: Region, holder: u16) -> Result<SlotPool, ShmError> {
+    pub fn attach_as(id: PoolId, shm: Region, holder: HolderId) -> Result<SlotPool, ShmError> {
         let mut pool = SlotPool::attach(id, shm)?;
         pool.holder = pool.column(holder)?;
         Ok(pool)
@@ -286,12 +292,12 @@ impl SlotPool {
 
     /// Open and map the pool `handle` points at (made by another process), as
     /// [`SlotPool::attach_as`].
-    pub fn open_as(id: u32, handle: PoolHandle, holder: u16) -> Result<SlotPool, ShmError> {
+    pub fn open_as(id: PoolId, handle: PoolHandle, holder: HolderId) -> Result<SlotPool, ShmError> {
         SlotPool::attach_as(id, Region::open(id, handle)?, holder)
     }
 
     /// The counter column of holder id `holder`.
-    fn column(&self, holder: u16) -> Result<usize, ShmError> {
+    fn column(&self, holder: HolderId) -> Result<usize, ShmError> {
         self.holder_ids
             .binary_search(&holder)
             .map_err(|_| ShmError::BadHolder {
@@ -301,7 +307,7 @@ impl SlotPool {
     }
 
     /// The holder ids this pool keeps counters for, sorted.
-    pub fn holder_ids(&self) -> &[u16] {
+    pub fn holder_ids(&self) -> &[HolderId] {
         &self.holder_ids
     }
 
@@ -310,7 +316,7 @@ impl SlotPool {
         self.shm.handle()
     }
 
-    pub fn id(&self) -> u32 {
+    pub fn id(&self) -> PoolId {
         self.id
     }
     pub fn slot_count(&self) -> u32 {
@@ -499,7 +505,7 @@ impl SlotPool {
     /// Move one of this process's holds on `r` to `to` (the consumer it is about to
     /// send `r` to). Done *before* the send, so the consumer can never release a
     /// hold that is not attributed to it yet.
-    pub fn transfer(&self, r: &ShmRef, to: u16) -> Result<(), ShmError> {
+    pub fn transfer(&self, r: &ShmRef, to: HolderId) -> Result<(), ShmError> {
         self.check(r)?;
         let to = self.column(to)?;
         if to != self.holder {
@@ -514,7 +520,7 @@ impl SlotPool {
 
     /// Drop one hold attributed to `holder` (a consumer the item could not be sent
     /// to), unless the supervisor already reclaimed it. True when a hold was dropped.
-    pub fn release_for(&self, r: &ShmRef, holder: u16) -> Result<bool, ShmError> {
+    pub fn release_for(&self, r: &ShmRef, holder: HolderId) -> Result<bool, ShmError> {
         self.check(r)?;
         let held = self.holds(r.slot, self.column(holder)?);
         let mut cur = held.load(Ordering::Acquire);

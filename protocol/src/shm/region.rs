@@ -8,6 +8,7 @@
 //! the processes are killed.
 
 use super::ShmError;
+use crate::ids::PoolId;
 use nix::sys::mman::{mmap, munmap, MapFlags, ProtFlags};
 use nix::sys::stat::fstat;
 use serde::{Deserialize, Serialize};
@@ -39,7 +40,7 @@ impl std::fmt::Debug for Region {
     }
 }
 
-fn os(pool: u32, what: &str) -> impl Fn(nix::errno::Errno) -> ShmError + '_ {
+fn os(pool: PoolId, what: &str) -> impl Fn(nix::errno::Errno) -> ShmError + '_ {
     move |errno| ShmError::Os {
         pool,
         what: what.to_string(),
@@ -50,7 +51,7 @@ fn os(pool: u32, what: &str) -> impl Fn(nix::errno::Errno) -> ShmError + '_ {
 impl Region {
     /// A new zero-filled region of `len` bytes for pool `pool`: no page is written
     /// (or taken) until it is touched.
-    pub fn create(pool: u32, len: usize) -> Result<Region, ShmError> {
+    pub fn create(pool: PoolId, len: usize) -> Result<Region, ShmError> {
         // Named after the creating process, as ipc-channel names its regions (tools and
         // tests find a process's pools by it).
         let name = format!("smartpipe-pool.{}.{pool}", std::process::id());
@@ -68,7 +69,7 @@ impl Region {
     }
 
     /// The region of pool `pool` that `handle` points at (another process's fd).
-    pub fn open(pool: u32, handle: PoolHandle) -> Result<Region, ShmError> {
+    pub fn open(pool: PoolId, handle: PoolHandle) -> Result<Region, ShmError> {
         let path = format!("/proc/{}/fd/{}", handle.pid, handle.fd);
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -83,13 +84,13 @@ impl Region {
     }
 
     /// The region behind `fd` (its whole file), mapped for pool `pool`.
-    pub fn from_fd(pool: u32, fd: OwnedFd) -> Result<Region, ShmError> {
+    pub fn from_fd(pool: PoolId, fd: OwnedFd) -> Result<Region, ShmError> {
         let st = fstat(&fd).map_err(os(pool, "fstat"))?;
         let len = usize::try_from(st.st_size).unwrap_or(0);
         Region::map(pool, fd, len)
     }
 
-    fn map(pool: u32, fd: OwnedFd, len: usize) -> Result<Region, ShmError> {
+    fn map(pool: PoolId, fd: OwnedFd, len: usize) -> Result<Region, ShmError> {
         let Some(size) = NonZeroUsize::new(len) else {
             return Err(ShmError::TooSmall { pool, len });
         };

@@ -2,12 +2,13 @@
 //! no listed holder accounts for (found by the supervisor's leak check) dropped.
 
 use super::SlotPool;
+use crate::ids::HolderId;
 use std::sync::atomic::Ordering;
 
 impl SlotPool {
     /// Free every hold attributed to `holder` (a process that died: the slots it was
     /// writing, reading, or that sat in its inbox). Returns how many holds.
-    pub fn reclaim_holder(&self, holder: u16) -> u32 {
+    pub fn reclaim_holder(&self, holder: HolderId) -> u32 {
         let Ok(column) = self.column(holder) else {
             return 0;
         };
@@ -57,7 +58,7 @@ impl SlotPool {
     }
 
     /// Holds currently attributed to `holder`, over all slots.
-    pub fn holds_of(&self, holder: u16) -> i64 {
+    pub fn holds_of(&self, holder: HolderId) -> i64 {
         let Ok(column) = self.column(holder) else {
             return 0;
         };

@@ -2,6 +2,11 @@
 
 use super::*;
 
+/// Holder ids of these numbers.
+fn holders(ids: &[u16]) -> Vec<HolderId> {
+    ids.iter().copied().map(HolderId::new).collect()
+}
+
 /// An 8-byte item written to a fresh slot of `pool` for `holders` consumers.
 fn written(pool: &SlotPool, holders: u32) -> ShmRef {
     pool.try_acquire(holders)
@@ -12,7 +17,7 @@ fn written(pool: &SlotPool, holders: u32) -> ShmRef {
 
 #[test]
 fn write_read_release_reuses_with_new_generation() {
-    let pool = SlotPool::create(1, 2, 100, &[]).expect("create");
+    let pool = SlotPool::create(PoolId::new(1), 2, 100, &[]).expect("create");
     let mut w = pool.try_acquire(1).expect("free slot");
     w.bytes_mut()[..3].copy_from_slice(b"abc");
     let r = w.commit(3).expect("fits");
@@ -32,7 +37,7 @@ fn write_read_release_reuses_with_new_generation() {
 
 #[test]
 fn fan_out_frees_after_the_last_holder() {
-    let pool = SlotPool::create(1, 1, 8, &[]).expect("create");
+    let pool = SlotPool::create(PoolId::new(1), 1, 8, &[]).expect("create");
     let r = written(&pool, 2);
     pool.add_holders(&r, 1).expect("add");
     for _ in 0..2 {
@@ -49,8 +54,12 @@ fn fan_out_frees_after_the_last_holder() {
 
 #[test]
 fn attached_view_shares_memory_and_checks_bounds() {
-    let pool = SlotPool::create(7, 3, 16, &[]).expect("create");
-    let other = SlotPool::attach(7, Region::open(7, pool.handle()).expect("open")).expect("attach");
+    let pool = SlotPool::create(PoolId::new(7), 3, 16, &[]).expect("create");
+    let other = SlotPool::attach(
+        PoolId::new(7),
+        Region::open(PoolId::new(7), pool.handle()).expect("open"),
+    )
+    .expect("attach");
     assert_eq!(other.slot_count(), 3);
     let mut w = pool.try_acquire(1).expect("slot");
     w.bytes_mut()[..4].copy_from_slice(&[1, 2, 3, 4]);
@@ -67,23 +76,25 @@ fn attached_view_shares_memory_and_checks_bounds() {
 
 #[test]
 fn attach_rejects_foreign_memory() {
-    let junk = Region::create(2, 8192).expect("region");
+    let junk = Region::create(PoolId::new(2), 8192).expect("region");
     // SAFETY: our own fresh 8192-byte region.
     unsafe { std::ptr::write_bytes(junk.as_ptr(), 7, 8192) };
     assert_eq!(
-        SlotPool::attach(2, junk).unwrap_err(),
-        ShmError::BadHeader { pool: 2 }
+        SlotPool::attach(PoolId::new(2), junk).unwrap_err(),
+        ShmError::BadHeader {
+            pool: PoolId::new(2)
+        }
     );
-    let tiny = Region::create(2, 8).expect("region");
+    let tiny = Region::create(PoolId::new(2), 8).expect("region");
     assert!(matches!(
-        SlotPool::attach(2, tiny),
+        SlotPool::attach(PoolId::new(2), tiny),
         Err(ShmError::TooSmall { .. })
     ));
 }
 
 #[test]
 fn a_waiting_producer_is_woken_by_a_release_in_another_thread() {
-    let pool = std::sync::Arc::new(SlotPool::create(1, 1, 8, &[]).expect("create"));
+    let pool = std::sync::Arc::new(SlotPool::create(PoolId::new(1), 1, 8, &[]).expect("create"));
     let r = pool.try_acquire(1).expect("slot").commit(1).expect("fits");
     let releaser = {
         let pool = pool.clone();
@@ -96,11 +107,13 @@ fn a_waiting_producer_is_woken_by_a_release_in_another_thread() {
 
 #[test]
 fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
-    let pool = SlotPool::create(1, 2, 8, &[1, 2]).expect("create");
-    let producer = SlotPool::open_as(1, pool.handle(), 1).expect("attach");
-    let consumer = SlotPool::open_as(1, pool.handle(), 2).expect("attach");
+    let pool = SlotPool::create(PoolId::new(1), 2, 8, &holders(&[1, 2])).expect("create");
+    let producer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
+    let consumer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(2)).expect("attach");
     let r = written(&producer, 1);
-    producer.transfer(&r, 2).expect("transfer");
+    producer.transfer(&r, HolderId::new(2)).expect("transfer");
     assert_eq!(pool.unattributed(r.slot), (r.generation, 0));
     // The consumer is killed between the two steps of its release: its hold is
     // gone, the slot's count is not.
@@ -108,7 +121,7 @@ fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
         .holds(r.slot, consumer.holder)
         .fetch_sub(1, Ordering::AcqRel);
     assert_eq!(
-        pool.reclaim_holder(2),
+        pool.reclaim_holder(HolderId::new(2)),
         0,
         "nothing attributed to it any more"
     );
@@ -129,54 +142,60 @@ fn a_count_left_by_a_release_cut_short_is_found_and_dropped() {
 
 #[test]
 fn reclaiming_a_dead_holder_frees_exactly_its_holds() {
-    let pool = SlotPool::create(1, 4, 8, &[1, 2, 3]).expect("create");
-    let producer = SlotPool::open_as(1, pool.handle(), 1).expect("attach");
-    let alive = SlotPool::open_as(1, pool.handle(), 2).expect("attach");
+    let pool = SlotPool::create(PoolId::new(1), 4, 8, &holders(&[1, 2, 3])).expect("create");
+    let producer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
+    let alive = SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(2)).expect("attach");
     // One item to each consumer (3 dies), one fanned out to both.
     let a = written(&producer, 1);
-    producer.transfer(&a, 2).expect("transfer");
+    producer.transfer(&a, HolderId::new(2)).expect("transfer");
     let b = written(&producer, 1);
-    producer.transfer(&b, 3).expect("transfer");
+    producer.transfer(&b, HolderId::new(3)).expect("transfer");
     let c = written(&producer, 2);
-    producer.transfer(&c, 2).expect("transfer");
-    producer.transfer(&c, 3).expect("transfer");
+    producer.transfer(&c, HolderId::new(2)).expect("transfer");
+    producer.transfer(&c, HolderId::new(3)).expect("transfer");
     // The producer is still writing a fourth.
     let writing = producer.try_acquire(1).expect("slot");
     assert_eq!(pool.free_slots(), 0);
-    assert_eq!(pool.reclaim_holder(3), 2, "b and its share of c");
+    assert_eq!(
+        pool.reclaim_holder(HolderId::new(3)),
+        2,
+        "b and its share of c"
+    );
     assert_eq!(pool.free_slots(), 1, "b is free, c is still held by 2");
     alive.release(&c).expect("release");
     alive.release(&a).expect("release");
     assert_eq!(pool.free_slots(), 3);
     // A send to the dead consumer that failed after the reclaim drops nothing twice.
-    assert_eq!(producer.release_for(&b, 3), Ok(false));
+    assert_eq!(producer.release_for(&b, HolderId::new(3)), Ok(false));
     drop(writing);
     assert_eq!(pool.free_slots(), 4);
-    for h in 0..4 {
+    for h in (0..4).map(HolderId::new) {
         assert_eq!(pool.holds_of(h), 0, "holder {h}");
     }
 }
 
 #[test]
 fn a_failed_send_releases_the_consumers_hold_once() {
-    let pool = SlotPool::create(1, 1, 8, &[1, 5]).expect("create");
-    let producer = SlotPool::open_as(1, pool.handle(), 1).expect("attach");
+    let pool = SlotPool::create(PoolId::new(1), 1, 8, &holders(&[1, 5])).expect("create");
+    let producer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
     let r = written(&producer, 1);
-    producer.transfer(&r, 5).expect("transfer");
+    producer.transfer(&r, HolderId::new(5)).expect("transfer");
     // The supervisor reclaimed 5 first: the producer's undo finds nothing to drop.
-    assert_eq!(pool.reclaim_holder(5), 1);
-    assert_eq!(producer.release_for(&r, 5), Ok(false));
+    assert_eq!(pool.reclaim_holder(HolderId::new(5)), 1);
+    assert_eq!(producer.release_for(&r, HolderId::new(5)), Ok(false));
     assert_eq!(pool.free_slots(), 1);
     let r = written(&producer, 1);
-    producer.transfer(&r, 5).expect("transfer");
-    assert_eq!(producer.release_for(&r, 5), Ok(true));
-    assert_eq!(pool.reclaim_holder(5), 0);
+    producer.transfer(&r, HolderId::new(5)).expect("transfer");
+    assert_eq!(producer.release_for(&r, HolderId::new(5)), Ok(true));
+    assert_eq!(pool.reclaim_holder(HolderId::new(5)), 0);
     assert_eq!(pool.free_slots(), 1);
 }
 
 #[test]
 fn dropping_an_uncommitted_writer_frees_the_slot() {
-    let pool = SlotPool::create(1, 1, 8, &[]).expect("create");
+    let pool = SlotPool::create(PoolId::new(1), 1, 8, &[]).expect("create");
     drop(pool.try_acquire(1).expect("slot"));
     assert_eq!(pool.free_slots(), 1);
 }
@@ -184,21 +203,27 @@ fn dropping_an_uncommitted_writer_frees_the_slot() {
 #[test]
 fn a_pool_tracks_hundreds_of_holders_and_only_those_listed() {
     // Holder ids far past the 63 a fixed-size record once allowed.
-    let ids: Vec<u16> = (1..=600).collect();
-    let pool = SlotPool::create(1, 3, 8, &ids).expect("create");
+    let ids: Vec<HolderId> = (1..=600).map(HolderId::new).collect();
+    let pool = SlotPool::create(PoolId::new(1), 3, 8, &ids).expect("create");
     assert_eq!(
         pool.holder_ids().len(),
         601,
         "the listed ids and the supervisor's 0"
     );
-    let producer = SlotPool::open_as(1, pool.handle(), 1).expect("attach");
-    let last = SlotPool::open_as(1, pool.handle(), 600).expect("attach");
+    let producer =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(1)).expect("attach");
+    let last =
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(600)).expect("attach");
     let a = written(&producer, 1);
-    producer.transfer(&a, 600).expect("transfer");
+    producer.transfer(&a, HolderId::new(600)).expect("transfer");
     let b = written(&producer, 1);
-    producer.transfer(&b, 599).expect("transfer");
-    assert_eq!(pool.holds_of(600), 1);
-    assert_eq!(pool.reclaim_holder(599), 1, "the dead holder's item only");
+    producer.transfer(&b, HolderId::new(599)).expect("transfer");
+    assert_eq!(pool.holds_of(HolderId::new(600)), 1);
+    assert_eq!(
+        pool.reclaim_holder(HolderId::new(599)),
+        1,
+        "the dead holder's item only"
+    );
     assert_eq!(pool.free_slots(), 2);
     last.release(&a).expect("release");
     assert_eq!(pool.free_slots(), 3);
@@ -207,25 +232,25 @@ fn a_pool_tracks_hundreds_of_holders_and_only_those_listed() {
     }
     // A holder the pool was not made for is refused, not written past the record.
     assert_eq!(
-        SlotPool::open_as(1, pool.handle(), 601).unwrap_err(),
+        SlotPool::open_as(PoolId::new(1), pool.handle(), HolderId::new(601)).unwrap_err(),
         ShmError::BadHolder {
-            pool: 1,
-            holder: 601
+            pool: PoolId::new(1),
+            holder: HolderId::new(601)
         }
     );
     let c = written(&producer, 1);
     assert!(matches!(
-        producer.transfer(&c, 700),
-        Err(ShmError::BadHolder { holder: 700, .. })
+        producer.transfer(&c, HolderId::new(700)),
+        Err(ShmError::BadHolder { holder, .. }) if holder == HolderId::new(700)
     ));
-    assert_eq!(pool.reclaim_holder(700), 0);
-    assert_eq!(pool.holds_of(700), 0);
+    assert_eq!(pool.reclaim_holder(HolderId::new(700)), 0);
+    assert_eq!(pool.holds_of(HolderId::new(700)), 0);
 }
 
 #[test]
 fn attach_rejects_a_corrupt_holder_list() {
-    let pool = SlotPool::create(3, 2, 8, &[4, 9]).expect("create");
-    assert_eq!(pool.holder_ids(), &[0, 4, 9]);
+    let pool = SlotPool::create(PoolId::new(3), 2, 8, &holders(&[4, 9])).expect("create");
+    assert_eq!(pool.holder_ids(), holders(&[0, 4, 9]));
     // SAFETY: test only; nobody else uses this pool. Swap the list out of order.
     unsafe {
         let base = pool.base;
@@ -233,13 +258,22 @@ fn attach_rejects_a_corrupt_holder_list() {
         std::ptr::write(base.add(HEADER + 4) as *mut u16, 4);
     }
     assert_eq!(
-        SlotPool::attach(3, Region::open(3, pool.handle()).expect("open")).unwrap_err(),
-        ShmError::BadHeader { pool: 3 }
+        SlotPool::attach(
+            PoolId::new(3),
+            Region::open(PoolId::new(3), pool.handle()).expect("open")
+        )
+        .unwrap_err(),
+        ShmError::BadHeader {
+            pool: PoolId::new(3)
+        }
     );
     // A holder count the region cannot hold.
     pool.header_u32(12).store(u32::MAX, Ordering::Relaxed);
     assert!(matches!(
-        SlotPool::attach(3, Region::open(3, pool.handle()).expect("open")),
+        SlotPool::attach(
+            PoolId::new(3),
+            Region::open(PoolId::new(3), pool.handle()).expect("open")
+        ),
         Err(ShmError::BadGeometry { .. })
     ));
 }
@@ -247,7 +281,7 @@ fn attach_rejects_a_corrupt_holder_list() {
 #[test]
 fn a_new_pool_takes_no_memory_until_written_and_every_opener_shares_it() {
     // 8 slots of 64 MiB: 512 MiB of address space, only the header and records touched.
-    let pool = SlotPool::create(5, 8, 64 << 20, &[3]).expect("create");
+    let pool = SlotPool::create(PoolId::new(5), 8, 64 << 20, &holders(&[3])).expect("create");
     let blocks = |pool: &SlotPool| {
         let h = pool.handle();
         let meta = std::fs::metadata(format!("/proc/{}/fd/{}", h.pid, h.fd)).expect("fd");
@@ -256,7 +290,7 @@ fn a_new_pool_takes_no_memory_until_written_and_every_opener_shares_it() {
     let before = blocks(&pool);
     assert!(before < 1 << 20, "a fresh pool holds {before} bytes");
     // Another process (here: this one, through the same path) opens the same memory.
-    let other = SlotPool::open_as(5, pool.handle(), 3).expect("open");
+    let other = SlotPool::open_as(PoolId::new(5), pool.handle(), HolderId::new(3)).expect("open");
     let mut w = other.try_acquire(1).expect("slot");
     w.bytes_mut()[..5].copy_from_slice(b"shard");
     let r = w.commit(5).expect("fits");
@@ -271,7 +305,10 @@ fn a_new_pool_takes_no_memory_until_written_and_every_opener_shares_it() {
         pid: std::process::id(),
         fd: i32::MAX,
     };
-    let e = SlotPool::open_as(9, gone, 0).unwrap_err();
-    assert!(matches!(e, ShmError::Open { pool: 9, .. }), "{e}");
+    let e = SlotPool::open_as(PoolId::new(9), gone, HolderId::new(0)).unwrap_err();
+    assert!(
+        matches!(e, ShmError::Open { pool, .. } if pool == PoolId::new(9)),
+        "{e}"
+    );
     assert!(e.to_string().contains("/proc/"), "{e}");
 }

@@ -13,14 +13,20 @@ use protocol::messages::*;
 use protocol::node::Node;
 use protocol::shm::{ShmRef, SlotPool};
 use protocol::spec::ServiceType;
+use protocol::{HolderId, PoolId, TaskId};
 
 /// The upstream producer's pool, this stage's own pool, and the holder ids.
-pub const UP_POOL: u32 = 1;
-pub const OWN_POOL: u32 = 2;
-pub const NODE_HOLDER: u16 = 5;
-pub const UP_HOLDER: u16 = 3;
+pub const UP_POOL: PoolId = PoolId::new(1);
+pub const OWN_POOL: PoolId = PoolId::new(2);
+pub const NODE_HOLDER: HolderId = HolderId::new(5);
+pub const UP_HOLDER: HolderId = HolderId::new(3);
 pub const FIRST_CONSUMER_HOLDER: u16 = 10;
 pub const SLOT: u64 = 4096;
+
+/// The holder id of consumer task `k`.
+pub fn consumer_holder(k: u16) -> HolderId {
+    HolderId::new(FIRST_CONSUMER_HOLDER + k)
+}
 
 pub struct Harness {
     pub node: Node,
@@ -56,7 +62,16 @@ pub fn start_restarted(
     resume: Vec<SourceTotal>,
     resume_output_len: Option<u64>,
 ) -> Harness {
-    start_wired(kind, consumers, service, slots, resume, resume_output_len, None).0
+    start_wired(
+        kind,
+        consumers,
+        service,
+        slots,
+        resume,
+        resume_output_len,
+        None,
+    )
+    .0
 }
 
 /// The device agent's side of a GPU stage: the channel its requests arrive on, and the
@@ -96,7 +111,7 @@ fn start_wired(
     agent: Option<u32>,
 ) -> (Harness, Option<AgentSide>) {
     let mut holders = vec![NODE_HOLDER, UP_HOLDER];
-    holders.extend((0..consumers as u16).map(|k| FIRST_CONSUMER_HOLDER + k));
+    holders.extend((0..consumers as u16).map(consumer_holder));
     let up_pool = SlotPool::create(UP_POOL, slots, SLOT, &holders).unwrap();
     let own_pool = SlotPool::create(OWN_POOL, slots, SLOT, &holders).unwrap();
     let (inbox_tx, inbox_rx) = ipc::channel::<Vec<u8>>().unwrap();
@@ -112,7 +127,7 @@ fn start_wired(
             first: k,
             replicas: 1,
             active: 1,
-            holders: vec![FIRST_CONSUMER_HOLDER + k as u16],
+            holders: vec![consumer_holder(k as u16)],
         });
     }
     let mut agent_side = None;
@@ -131,7 +146,7 @@ fn start_wired(
     let setup = Setup {
         app: "sdk".into(),
         service_type: service,
-        task_index: 1,
+        task_index: TaskId::new(1),
         task_json: task.to_string(),
         replica: 0,
         replicas: 1,
@@ -213,7 +228,7 @@ impl Harness {
             seq,
             created_ns: protocol::clock::now_ns(),
             hops: vec![Hop {
-                stage: 0,
+                stage: TaskId::new(0),
                 recv_ns: 0,
                 sent_ns: 0,
             }],
@@ -242,7 +257,7 @@ impl Harness {
     /// Queue the upstream's end of stream: source "cam" emitted `total` items.
     pub fn end(&self, total: u64) {
         let eos = Eos {
-            stage: 0,
+            stage: TaskId::new(0),
             replica: 0,
             totals: vec![SourceTotal {
                 source: "cam".into(),

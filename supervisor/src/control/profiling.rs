@@ -350,7 +350,7 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<RunM
     }
     let mut stays: BTreeMap<String, protocol::messages::StayStats> = BTreeMap::new();
     for st in outcome.summary.tails.iter().flat_map(|t| &t.stays) {
-        if let Some(task) = app.tasks.get(usize::from(st.stage)) {
+        if let Some(task) = app.tasks.get(st.stage.index()) {
             stays
                 .entry(task.name.clone())
                 .or_insert_with(|| protocol::messages::StayStats::new(st.stage))

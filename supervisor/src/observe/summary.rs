@@ -195,7 +195,7 @@ fn summarize_tail(
 ) -> TailSummary {
     let mut latencies = Vec::new();
     let mut hops: Vec<Vec<f32>> = Vec::new();
-    let mut stays: BTreeMap<u16, protocol::messages::StayStats> = BTreeMap::new();
+    let mut stays: BTreeMap<protocol::TaskId, protocol::messages::StayStats> = BTreeMap::new();
     let mut items = 0;
     let first = t
         .reports

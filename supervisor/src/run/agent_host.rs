@@ -15,6 +15,7 @@ use ipc_channel::ipc::{self, IpcSender};
 use protocol::codec;
 use protocol::messages::*;
 use protocol::spec::{ServiceType, TaskSpec};
+use protocol::{HolderId, PoolId, TaskId};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command as Process, Stdio};
@@ -67,7 +68,7 @@ pub struct SharedAgent {
     pub device: String,
     pub app: String,
     /// The first pool id of the app (its pools are numbered from here).
-    pub first_pool: u32,
+    pub first_pool: PoolId,
     /// The agent's output index of the app's first GPU stage replica.
     pub first_output: u32,
 }
@@ -111,7 +112,7 @@ impl AgentHosts {
                 .next_pool_base
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let first = *base;
+            let first = PoolId::new(*base);
             *base = base
                 .checked_add(POOLS_PER_APP)
                 .ok_or_else(|| anyhow!("the daemon ran out of pool ids; restart it"))?;
@@ -340,7 +341,7 @@ fn agent_setup(task: &TaskSpec, device: &str, incarnation: u32) -> anyhow::Resul
     Ok(Setup {
         app: "node".into(),
         service_type: ServiceType::BestEffort,
-        task_index: 0,
+        task_index: TaskId::new(0),
         task_json: serde_json::to_string(task)?,
         replica: 0,
         replicas: 1,
@@ -361,7 +362,8 @@ fn agent_setup(task: &TaskSpec, device: &str, incarnation: u32) -> anyhow::Resul
         agent_reply_to: None,
         models_manifest: None,
         models_dir: None,
-        holder: 0,
+        // No pools until apps attach; each app's attach wire names the agent's holder id.
+        holder: HolderId::new(0),
         incarnation,
         resume: vec![],
         resume_output_len: None,

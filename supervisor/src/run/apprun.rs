@@ -468,7 +468,7 @@ impl<'a> AppRun<'a> {
                     self.wiring.inbox_send(
                         id,
                         &Inbox::Eos(Eos {
-                            stage: producer.0 as u16,
+                            stage: self.wiring.task_id(producer.0),
                             replica: producer.1,
                             totals: report.announced.clone(),
                         }),

@@ -5,15 +5,16 @@
 
 use anyhow::Context;
 use protocol::shm::SlotPool;
+use protocol::{HolderId, PoolId};
 
 /// One pool to make: its key (task, replica), id, slots, slot size, holders, and the
 /// name used in errors.
 pub struct PoolJob<K> {
     pub key: K,
-    pub id: u32,
+    pub id: PoolId,
     pub slots: u32,
     pub slot_size: u64,
-    pub holders: Vec<u16>,
+    pub holders: Vec<HolderId>,
     pub name: String,
 }
 
@@ -69,10 +70,10 @@ mod tests {
         let jobs: Vec<PoolJob<(usize, u32)>> = (0..5u32)
             .map(|k| PoolJob {
                 key: (k as usize, 0),
-                id: 10 + k,
+                id: PoolId::new(10 + k),
                 slots: 2 + k,
                 slot_size: 4096 * u64::from(k + 1),
-                holders: vec![1, 2],
+                holders: vec![HolderId::new(1), HolderId::new(2)],
                 name: format!("stage{k}#0"),
             })
             .collect();
@@ -80,16 +81,16 @@ mod tests {
         assert_eq!(pools.len(), 5);
         for (k, ((t, r), pool)) in pools.iter().enumerate() {
             assert_eq!((*t, *r), (k, 0));
-            assert_eq!(pool.id(), 10 + k as u32);
+            assert_eq!(pool.id(), PoolId::new(10 + k as u32));
             assert_eq!(pool.slot_count(), 2 + k as u32);
             assert_eq!(pool.slot_size(), 4096 * (k as u64 + 1));
         }
         let bad = vec![PoolJob {
             key: 0,
-            id: 1,
+            id: PoolId::new(1),
             slots: 1,
             slot_size: 64,
-            holders: vec![u16::MAX],
+            holders: vec![HolderId::NONE],
             name: "pnet-pre#1".into(),
         }];
         let e = create_all(bad, 2).map(|_| ()).unwrap_err();

@@ -12,6 +12,7 @@ use protocol::codec;
 use protocol::messages::*;
 use protocol::shm::{PoolHandle, SlotPool, MAX_HOLDER_ID};
 use protocol::spec::{AppSpec, TaskKind, TaskSpec};
+use protocol::{HolderId, PoolId, TaskId};
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -77,10 +78,12 @@ impl<'a> Wiring<'a> {
                 "the app has {total} processes; at most {MAX_HOLDER_ID} are supported"
             ));
         }
+        // Task indices travel as task ids, the agent's (after the app's tasks) included.
+        TaskId::from_index(app.tasks.len())?;
         crate::plan::memory_check::pools_fit(plan)?;
         let readers = pool_readers(app, &counts, agent.is_some());
         // Pool ids are node-wide when the app shares the node's agent.
-        let mut next_pool = shared.as_ref().map_or(1, |s| s.first_pool);
+        let mut next_pool = shared.as_ref().map_or(1, |s| s.first_pool.get());
         let mut jobs = Vec::new();
         for (t, stage) in plan.stages.iter().enumerate() {
             if let Some(p) = &stage.pool {
@@ -89,7 +92,7 @@ impl<'a> Wiring<'a> {
                     holders.push(holder_id(&counts, (t, r)));
                     jobs.push(crate::run::pool_make::PoolJob {
                         key: (t, r),
-                        id: next_pool,
+                        id: PoolId::new(next_pool),
                         slots: p.slots,
                         slot_size: p.slot_size,
                         holders,
@@ -218,10 +221,17 @@ impl<'a> Wiring<'a> {
     }
 
     /// The shared-memory holder id of a replica (0 is the supervisor's).
-    pub fn holder(&self, (t, r): ReplicaId) -> u16 {
+    pub fn holder(&self, (t, r): ReplicaId) -> HolderId {
         let before: usize = self.inbox_tx[..t].iter().map(Vec::len).sum();
         // At most MAX_HOLDER_ID replicas (checked in `new`), so this fits.
-        (1 + before + r as usize) as u16
+        HolderId::new((1 + before + r as usize) as u16)
+    }
+
+    /// The id the wire gives task `t` (the agent is the task after the app's tasks):
+    /// the one place the supervisor's task indices become [`TaskId`]s.
+    pub fn task_id(&self, t: usize) -> TaskId {
+        // The agent's index, the largest, fits (checked in `new`).
+        TaskId::new(t as u16)
     }
 
     pub fn task_name(&self, t: usize) -> String {
@@ -507,11 +517,11 @@ impl<'a> Wiring<'a> {
     /// For each pool with slots still held: its writer, and who holds how many (a leak
     /// report once every process has ended).
     pub fn held_report(&self) -> Vec<String> {
-        let holders: Vec<(u16, String)> = self
+        let holders: Vec<(HolderId, String)> = self
             .all_replicas()
             .into_iter()
             .map(|id| (self.holder(id), self.label(id)))
-            .chain([(0, "supervisor".to_string())])
+            .chain([(HolderId::SUPERVISOR, "supervisor".to_string())])
             .collect();
         self.pools
             .iter()

@@ -13,6 +13,7 @@ use arrow_array::RecordBatch;
 use protocol::functions::params;
 use protocol::messages::{Envelope, LossReason, Payload};
 use protocol::node::Node;
+use protocol::TaskId;
 use stage::{Body, Emit, Item};
 use std::collections::{HashMap, HashSet};
 
@@ -120,8 +121,8 @@ fn run_single(
 
 /// One input's item waiting in `table.merge`.
 pub(crate) struct Part {
-    /// Task index of the upstream stage (its last hop).
-    pub stage: u16,
+    /// Task index of the upstream stage (its last hop; none for an item without hops).
+    pub stage: Option<TaskId>,
     pub env: Envelope,
     pub recv: u64,
     pub tables: Vec<RecordBatch>,
@@ -229,8 +230,8 @@ struct MergeState {
     pending: HashMap<Key, Pending>,
     arrivals: u64,
     /// Upstream stages seen, and those that sent a table.
-    seen: HashSet<u16>,
-    table_senders: HashSet<u16>,
+    seen: HashSet<Option<TaskId>>,
+    table_senders: HashSet<Option<TaskId>>,
 }
 
 /// Run `table.merge` to the end of the input.
@@ -283,7 +284,7 @@ impl MergeState {
     fn push(&mut self, body: &mut Body<'_>, item: Item) -> Result<(), StageError> {
         let env = item.envelope().clone();
         let recv = item.recv_ns();
-        let stage = env.hops.last().map(|h| h.stage).unwrap_or(u16::MAX);
+        let stage = env.hops.last().map(|h| h.stage);
         self.seen.insert(stage);
         let key = (env.source.clone(), env.seq);
         let (mut tables, mut others) = (Vec::new(), Vec::new());
@@ -301,7 +302,8 @@ impl MergeState {
             }
         });
         if entry.parts.iter().any(|p| p.stage == stage) {
-            tracing::debug!(source = %env.source, seq = env.seq, "duplicate from stage {stage}; dropped");
+            let from = stage.map_or_else(|| "none".to_string(), |s| s.to_string());
+            tracing::debug!(source = %env.source, seq = env.seq, "duplicate from stage {from}; dropped");
             return Ok(());
         }
         if let Err(e) = decoded {
@@ -346,7 +348,7 @@ impl MergeState {
             body.count_lost(LossReason::BadInput);
             return Ok(());
         }
-        let present: HashSet<u16> = pending.parts.iter().map(|p| p.stage).collect();
+        let present: HashSet<Option<TaskId>> = pending.parts.iter().map(|p| p.stage).collect();
         let missing_tables = present.len() < self.inputs
             && (self.seen.len() < self.inputs
                 || self.table_senders.iter().any(|s| !present.contains(s)));

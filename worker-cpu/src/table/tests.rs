@@ -8,6 +8,7 @@ use arrow_array::cast::AsArray;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use protocol::messages::{Envelope, Hop, Payload, PixelFormat};
 use protocol::shm::ShmRef;
+use protocol::{PoolId, TaskId};
 
 fn temp(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("smartpipe-tables-{}", std::process::id()));
@@ -148,7 +149,7 @@ fn item_keys_are_added_when_selected_away() {
 fn frame(slot: u32) -> Payload {
     Payload::Frame {
         shm: ShmRef {
-            pool: 1,
+            pool: PoolId::new(1),
             slot,
             generation: 0,
             offset: 0,
@@ -167,7 +168,7 @@ fn envelope(stage: u16, payload: Payload) -> Envelope {
         seq: 3,
         created_ns: 1,
         hops: vec![Hop {
-            stage,
+            stage: TaskId::new(stage),
             recv_ns: 2,
             sent_ns: 3,
         }],
@@ -210,7 +211,7 @@ fn part(stage: u16, recv: u64, payload: Payload) -> Part {
     let (mut tables, mut others) = (Vec::new(), Vec::new());
     split(&payload, &mut tables, &mut others).unwrap();
     Part {
-        stage,
+        stage: Some(TaskId::new(stage)),
         env: envelope(stage, payload),
         recv,
         tables,
@@ -229,7 +230,11 @@ fn combine_concats_tables_and_keeps_one_copy_of_a_shared_frame() {
     let c = combine(parts, &MergeHow::Concat, false).unwrap();
     assert_eq!(c.duplicates, vec![frame(5)]);
     assert_eq!(c.recv, 20);
-    assert_eq!(c.env.hops[0].stage, 4, "hops of the last arrival");
+    assert_eq!(
+        c.env.hops[0].stage,
+        TaskId::new(4),
+        "hops of the last arrival"
+    );
     let Payload::Batch(out) = &c.env.payload else {
         panic!()
     };

@@ -425,6 +425,7 @@ mod loading_tests {
     use super::*;
     use crate::plan::smart::sim::Rng;
     use protocol::messages::StayStats;
+    use protocol::TaskId;
 
     /// Stays drawn from a one-factor model with known loadings; the estimate recovers them.
     #[test]
@@ -433,7 +434,7 @@ mod loading_tests {
         let want = [0.9, 0.7, 0.0, 0.5];
         let mut rng = Rng::new(11);
         let n = 40_000;
-        let mut stays: Vec<StayStats> = (0..4).map(StayStats::new).collect();
+        let mut stays: Vec<StayStats> = (0..4).map(|t| StayStats::new(TaskId::new(t))).collect();
         for _ in 0..n {
             let f = rng.normal();
             let s: Vec<f64> = (0..4)

@@ -4,22 +4,23 @@
 use super::ReplicaId;
 use crate::plan::ancestors;
 use protocol::spec::AppSpec;
+use protocol::HolderId;
 
 /// The shared-memory holder id of replica `(t, r)` given every task's replica count
 /// (the agent last): 1 + the replicas before it (0 is the supervisor's). The same
 /// numbering as [`Wiring::holder`]; callers have checked the total fits.
-pub(super) fn holder_id(counts: &[u32], (t, r): ReplicaId) -> u16 {
+pub(super) fn holder_id(counts: &[u32], (t, r): ReplicaId) -> HolderId {
     let before: u64 = counts[..t].iter().map(|&n| u64::from(n)).sum();
-    (1 + before + u64::from(r)) as u16
+    HolderId::new((1 + before + u64::from(r)) as u16)
 }
 
 /// Per task: the holder ids of the processes that map the pools of its replicas (the
 /// replicas of every task downstream of it, which may read or forward its items, and
 /// the GPU agent, which maps every pool). A replica's own id is added per pool.
-pub(super) fn pool_readers(app: &AppSpec, counts: &[u32], agent: bool) -> Vec<Vec<u16>> {
-    let mut readers: Vec<Vec<u16>> = vec![Vec::new(); app.tasks.len()];
+pub(super) fn pool_readers(app: &AppSpec, counts: &[u32], agent: bool) -> Vec<Vec<HolderId>> {
+    let mut readers: Vec<Vec<HolderId>> = vec![Vec::new(); app.tasks.len()];
     for c in 0..app.tasks.len() {
-        let ids: Vec<u16> = (0..counts[c])
+        let ids: Vec<HolderId> = (0..counts[c])
             .map(|cr| holder_id(counts, (c, cr)))
             .collect();
         for p in ancestors(app, c) {

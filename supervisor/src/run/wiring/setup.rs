@@ -141,7 +141,7 @@ impl Wiring<'_> {
         Setup {
             app: app.name.clone(),
             service_type: app.service_type,
-            task_index: task_index as u16,
+            task_index: self.task_id(task_index),
             task_json,
             replica: r,
             replicas: self.replicas_of(t),
