@@ -272,6 +272,48 @@ fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
     assert_eq!(blended.get_pixel(60, 2).0, [0, 0, 0]);
 }
 
+/// The device agent on `cpu:0` (worker-gpu/src/sessions.rs): its sessions neither plan
+/// memory, warm up nor spin, and the supervisor starts it with glibc's huge pages for malloc
+/// (supervisor/src/env/malloc.rs) unless the user's `GLIBC_TUNABLES` says otherwise.
+#[test]
+fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
+    require_model("mtcnn-pnet");
+    let dir = scratch("seg-agent-settings");
+    std::fs::create_dir_all(dir.join("in")).expect("dir");
+    toy_frame(&dir.join("in/toy.png"));
+    let model = toy_deeplab(&dir);
+    let manifest = manifest_with(&dir, vec![toy_entry("toy-deeplab", &model, 16)]);
+    let app = write_app(
+        &dir,
+        &seg_app("seg-agent", "toy-deeplab", "in", "request-guarantee", 4),
+    );
+    let ready = |run: &str| {
+        let said = logs(&dir.join(run));
+        said.lines()
+            .find(|l| l.contains("agent ready"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no `agent ready` line in the logs of {run}:\n{said}"))
+    };
+    run_ok_with(&mut command(Some(&manifest)), &app, &dir.join("run"));
+    let line = ready("run");
+    for want in [
+        "glibc_tunables=glibc.malloc.hugetlb=1",
+        "memory_pattern=false",
+        "warm_up=false",
+        "spinning=false",
+    ] {
+        assert!(line.contains(want), "{want} missing: {line}");
+    }
+    let mut cmd = command(Some(&manifest));
+    cmd.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0");
+    run_ok_with(&mut cmd, &app, &dir.join("run-off"));
+    let line = ready("run-off");
+    assert!(
+        line.contains("glibc_tunables=glibc.malloc.hugetlb=0 "),
+        "the user's tunable is kept: {line}"
+    );
+}
+
 /// gen (w×h, `count` frames) → the segmentation cascade of `model` → csv, best effort.
 fn gen_app(name: &str, model: &str, w: u32, h: u32, slot_mb: u32) -> Value {
     let mut app = seg_app(name, model, "unused", "best-effort", slot_mb);
