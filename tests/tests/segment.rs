@@ -309,7 +309,8 @@ fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
     run_ok_with(&mut cmd, &app, &dir.join("run-off"));
     let line = ready("run-off");
     assert!(
-        line.trim_end().ends_with("glibc_tunables=glibc.malloc.hugetlb=0"),
+        line.trim_end()
+            .ends_with("glibc_tunables=glibc.malloc.hugetlb=0"),
         "the user's tunable is kept as it is: {line}"
     );
 }
