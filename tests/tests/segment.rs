@@ -193,18 +193,23 @@ fn toy_frame(path: &Path) {
     img.save(path).expect("write frame");
 }
 
-#[test]
-fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
-    require_model("mtcnn-pnet");
-    let dir = scratch("seg-deeplab");
+/// A scratch folder `name` with the toy frame, the toy DeepLab model, its manifest and the
+/// app running it: (folder, manifest, app file).
+fn toy_deeplab_app(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
     std::fs::create_dir_all(dir.join("in")).expect("dir");
     toy_frame(&dir.join("in/toy.png"));
     let model = toy_deeplab(&dir);
     let manifest = manifest_with(&dir, vec![toy_entry("toy-deeplab", &model, 16)]);
-    let app = write_app(
-        &dir,
-        &seg_app("seg-deeplab", "toy-deeplab", "in", "request-guarantee", 4),
-    );
+    let app = seg_app(name, "toy-deeplab", "in", "request-guarantee", 4);
+    let app = write_app(&dir, &app);
+    (dir, manifest, app)
+}
+
+#[test]
+fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
+    require_model("mtcnn-pnet");
+    let (dir, manifest, app) = toy_deeplab_app("seg-deeplab");
     let (_, summary) = run_ok_with(&mut command(Some(&manifest)), &app, &dir.join("run"));
     assert_eq!(summary["lost_total"], 0, "{summary}");
 
@@ -278,15 +283,7 @@ fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
 #[test]
 fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
     require_model("mtcnn-pnet");
-    let dir = scratch("seg-agent-settings");
-    std::fs::create_dir_all(dir.join("in")).expect("dir");
-    toy_frame(&dir.join("in/toy.png"));
-    let model = toy_deeplab(&dir);
-    let manifest = manifest_with(&dir, vec![toy_entry("toy-deeplab", &model, 16)]);
-    let app = write_app(
-        &dir,
-        &seg_app("seg-agent", "toy-deeplab", "in", "request-guarantee", 4),
-    );
+    let (dir, manifest, app) = toy_deeplab_app("seg-agent-settings");
     let ready = |run: &str| {
         let said = logs(&dir.join(run));
         said.lines()
