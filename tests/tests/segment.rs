@@ -193,18 +193,23 @@ fn toy_frame(path: &Path) {
     img.save(path).expect("write frame");
 }
 
-#[test]
-fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
-    require_model("mtcnn-pnet");
-    let dir = scratch("seg-deeplab");
+/// A scratch folder `name` with the toy frame, the toy DeepLab model, its manifest and the
+/// app running it: (folder, manifest, app file).
+fn toy_deeplab_app(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
     std::fs::create_dir_all(dir.join("in")).expect("dir");
     toy_frame(&dir.join("in/toy.png"));
     let model = toy_deeplab(&dir);
     let manifest = manifest_with(&dir, vec![toy_entry("toy-deeplab", &model, 16)]);
-    let app = write_app(
-        &dir,
-        &seg_app("seg-deeplab", "toy-deeplab", "in", "request-guarantee", 4),
-    );
+    let app = seg_app(name, "toy-deeplab", "in", "request-guarantee", 4);
+    let app = write_app(&dir, &app);
+    (dir, manifest, app)
+}
+
+#[test]
+fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
+    require_model("mtcnn-pnet");
+    let (dir, manifest, app) = toy_deeplab_app("seg-deeplab");
     let (_, summary) = run_ok_with(&mut command(Some(&manifest)), &app, &dir.join("run"));
     assert_eq!(summary["lost_total"], 0, "{summary}");
 
@@ -270,6 +275,41 @@ fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
         .to_rgb8();
     assert_eq!(blended.get_pixel(10, 40).0, [192, 0, 0]);
     assert_eq!(blended.get_pixel(60, 2).0, [0, 0, 0]);
+}
+
+/// The device agent on `cpu:0` (worker-gpu/src/sessions.rs): its sessions neither plan
+/// memory, warm up nor spin, and the supervisor starts it with glibc's huge pages for malloc
+/// (supervisor/src/env/malloc.rs) unless the user's `GLIBC_TUNABLES` says otherwise.
+#[test]
+fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
+    require_model("mtcnn-pnet");
+    let (dir, manifest, app) = toy_deeplab_app("seg-agent-settings");
+    let ready = |run: &str| {
+        let said = logs(&dir.join(run));
+        said.lines()
+            .find(|l| l.contains("agent ready"))
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no `agent ready` line in the logs of {run}:\n{said}"))
+    };
+    run_ok_with(&mut command(Some(&manifest)), &app, &dir.join("run"));
+    let line = ready("run");
+    for want in [
+        "glibc_tunables=glibc.malloc.hugetlb=1",
+        "memory_pattern=false",
+        "warm_up=false",
+        "spinning=false",
+    ] {
+        assert!(line.contains(want), "{want} missing: {line}");
+    }
+    let mut cmd = command(Some(&manifest));
+    cmd.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0");
+    run_ok_with(&mut cmd, &app, &dir.join("run-off"));
+    let line = ready("run-off");
+    assert!(
+        line.trim_end()
+            .ends_with("glibc_tunables=glibc.malloc.hugetlb=0"),
+        "the user's tunable is kept as it is: {line}"
+    );
 }
 
 /// gen (w×h, `count` frames) → the segmentation cascade of `model` → csv, best effort.

@@ -45,13 +45,15 @@ impl Default for SessionOptions {
 
 impl SessionOptions {
     /// The tuning and diagnostic settings from the environment: `SMARTPIPE_CUDNN_CONV_SEARCH`
-    /// ([`ConvSearch`]), `SMARTPIPE_ORT_MEM_PATTERN=0` (memory pattern off),
+    /// ([`ConvSearch`]), `SMARTPIPE_ORT_MEM_PATTERN=0|1` (memory pattern off or on),
+    /// `SMARTPIPE_ORT_WARM_UP=0|1` (a run on zeros after each load, or none),
     /// `SMARTPIPE_ORT_PROFILE=PREFIX` (per-node profile files),
     /// `SMARTPIPE_CUDA_OPTIONS=key=value,…` (CUDA provider options by ORT's names) and
     /// `SMARTPIPE_GRAPH_REWRITES=0` (load models as their files are, without the rewrites).
     pub fn with_env(mut self) -> Result<SessionOptions> {
         self.conv_search = ConvSearch::from_env()?;
         self.memory_pattern = env_switch("SMARTPIPE_ORT_MEM_PATTERN", self.memory_pattern)?;
+        self.warm_up = env_switch("SMARTPIPE_ORT_WARM_UP", self.warm_up)?;
         self.graph_rewrites = env_switch("SMARTPIPE_GRAPH_REWRITES", self.graph_rewrites)?;
         if let Some(p) = std::env::var_os("SMARTPIPE_ORT_PROFILE").filter(|p| !p.is_empty()) {
             self.profile_prefix = Some(PathBuf::from(p));

@@ -13,7 +13,8 @@
 //! run as soon as one finishes and only then writes the finished run's outputs back
 //! and replies. Sessions use `threads` intra-op threads (`SetThreads` changes them
 //! live: every session is created again). On `cpu:0` the agent shares the cores with
-//! the pipeline's CPU stages, so its idle ORT threads sleep instead of spinning.
+//! the pipeline's CPU stages: its sessions neither spin, plan memory nor warm up
+//! ([`crate::sessions`]).
 
 use crate::apps::{enqueue, Apps};
 use crate::executor::{Done, Executor, Job};
@@ -30,7 +31,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-use vision::{Provider, Runtime, SessionOptions, TensorF32};
+use vision::{Provider, Runtime, TensorF32};
 
 #[derive(Debug, Deserialize)]
 struct AgentParams {
@@ -87,16 +88,12 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         .parse()
         .map_err(|e: vision::VisionError| NodeError::Bootstrap(e.to_string()))?;
     let rt = Runtime::from_env(provider).map_err(|e| NodeError::Bootstrap(e.to_string()))?;
-    let opts = SessionOptions {
-        intra_threads: params.threads.max(1),
-        warm_up: true,
-        intra_spinning: provider != Provider::Cpu,
-        ..SessionOptions::default()
-    }
-    .with_env()
-    .map_err(|e| NodeError::Bootstrap(e.to_string()))?;
+    let opts = crate::sessions::agent_session_options(provider, params.threads)
+        .with_env()
+        .map_err(|e| NodeError::Bootstrap(e.to_string()))?;
     let executors = params.executors.max(1);
-    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, executors, conv_search = ?opts.conv_search, memory_pattern = opts.memory_pattern, "agent ready");
+    let malloc = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, executors, conv_search = ?opts.conv_search, memory_pattern = opts.memory_pattern, warm_up = opts.warm_up, spinning = opts.intra_spinning, glibc_tunables = %malloc, "agent ready");
     let (wake_tx, wake) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(opts.intra_threads));
     let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)

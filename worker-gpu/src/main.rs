@@ -11,6 +11,7 @@ mod executor;
 mod pick;
 mod regions;
 mod residency;
+mod sessions;
 mod stage;
 mod switching;
 mod tensors;

@@ -178,8 +178,12 @@ impl AgentHosts {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
-        if let Some(env) = &dev.env {
-            crate::env::appenv::scope(env.clone(), || crate::env::appenv::apply(&mut cmd));
+        match &dev.env {
+            Some(env) => crate::env::appenv::scope(env.clone(), || {
+                crate::env::appenv::apply(&mut cmd);
+                crate::env::malloc::huge_pages_for_agent(&mut cmd);
+            }),
+            None => crate::env::malloc::huge_pages_for_agent(&mut cmd),
         }
         let pending = start_child(&self.spawner, &label, cmd, &program, log_path)?;
         let connected = pending.accept(STARTUP)?;
