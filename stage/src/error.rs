@@ -6,7 +6,10 @@ use protocol::messages::AgentError;
 use protocol::node::NodeError;
 use protocol::shm::ShmError;
 
+/// Non-exhaustive: a later SDK may add variants, so a user program that matches on it keeps a
+/// wildcard arm and still compiles.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StageError {
     /// This item cannot be processed: it is dropped and counted as lost (bad input);
     /// the stage goes on with the next one.
