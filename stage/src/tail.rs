@@ -78,7 +78,6 @@ where
     F: FnMut(&mut Tail<'_>, &Delivered<'_>) -> Result<(), E>,
 {
     let mut tail = TailLoop {
-        in_order: node.guaranteed(),
         ledger: TailLedger::resumed(&node.setup, Instant::now()),
         stash: BTreeMap::new(),
     };
@@ -117,7 +116,6 @@ where
 
 /// The tail loop's state: the ledger and the items waiting for earlier ones.
 struct TailLoop {
-    in_order: bool,
     ledger: TailLedger,
     stash: BTreeMap<(String, u64), Stashed>,
 }
@@ -136,7 +134,7 @@ impl TailLoop {
             // A replayed item this tail already has: dropping it releases its slot.
             return Ok(());
         }
-        if self.in_order && item.seq() >= self.ledger.frontier(item.source()) {
+        if self.ledger.guaranteed() && item.seq() >= self.ledger.frontier(item.source()) {
             let key = (item.source().to_string(), item.seq());
             self.stash.insert(key, Stashed::of(item)?);
         } else {
@@ -167,7 +165,7 @@ impl TailLoop {
     /// Request-guarantee: every source announced its total and everything up to it
     /// arrived or is known lost.
     fn has_everything(&self, node: &Node) -> bool {
-        self.in_order
+        self.ledger.guaranteed()
             && node
                 .announced_totals()
                 .is_some_and(|totals| self.ledger.has_all(totals))

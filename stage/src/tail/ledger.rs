@@ -130,21 +130,23 @@ impl TailLedger {
         self.output_len
     }
 
-    /// Per source, where delivery stands now, for those not yet acknowledged.
-    fn unacknowledged(&self) -> Vec<SourceTotal> {
+    /// Whether this is the ledger of a request-guarantee tail (items in order, every one).
+    pub fn guaranteed(&self) -> bool {
+        self.guaranteed
+    }
+
+    /// Per source, where delivery stands now, for those not yet acknowledged (lazily:
+    /// [`TailLedger::pending`] asks on every receive and needs only the first).
+    fn unacknowledged(&self) -> impl Iterator<Item = (&String, u64)> + '_ {
         self.progress
             .iter()
-            .map(|(source, p)| SourceTotal {
-                source: source.clone(),
-                total: p.resume_point(self.guaranteed),
-            })
-            .filter(|t| self.acked.get(&t.source) != Some(&t.total))
-            .collect()
+            .map(|(source, p)| (source, p.resume_point(self.guaranteed)))
+            .filter(|(source, total)| self.acked.get(*source) != Some(total))
     }
 
     /// Whether something delivered has not been acknowledged yet.
     pub fn pending(&self) -> bool {
-        !self.unacknowledged().is_empty()
+        self.unacknowledged().next().is_some()
     }
 
     /// With something to acknowledge that the [`ACK_WINDOW`] holds back at `at`: how
@@ -162,7 +164,13 @@ impl TailLedger {
         if !now && in_window && self.unacked_items < ACK_ITEMS {
             return None;
         }
-        let frontier = self.unacknowledged();
+        let frontier: Vec<SourceTotal> = self
+            .unacknowledged()
+            .map(|(source, total)| SourceTotal {
+                source: source.clone(),
+                total,
+            })
+            .collect();
         if frontier.is_empty() {
             return None;
         }
