@@ -60,22 +60,23 @@ fn seconds_per_item(profile: &Value) -> f64 {
         .sum()
 }
 
-/// App `name` written and profiled at the rate that keeps `cores` busy by its own profile:
-/// starting from `per_item` seconds, re-written and re-profiled (at most four profiles) while
-/// its profile disagrees with the cost its rate was set from by more than 10 %. The file
+/// App `name` (`items(rate)` items) written and profiled at the rate that keeps `cores` busy
+/// by its own profile: starting from `per_item` seconds, re-written and re-profiled (at most
+/// four profiles) while its profile disagrees with the cost its rate was set from by more
+/// than 10 %. The file
 /// returned is the one last profiled, so its profile is current. Returns its path and rate.
 fn profiled_at(
     rt: &PrivateRuntime,
     dir: &Path,
     name: &str,
     cores: f64,
+    items: impl Fn(f64) -> u64,
     mut per_item: f64,
 ) -> (std::path::PathBuf, f64) {
-    let count = |rate: f64| if name == "a" { (rate * 8.0) as u64 } else { 40 };
     let mut attempt = 0;
     loop {
         let rate = cores / per_item;
-        let path = write(dir, name, &app(name, rate, count(rate)));
+        let path = write(dir, name, &app(name, rate, items(rate)));
         let measured = seconds_per_item(&profile(rt, &path));
         attempt += 1;
         if attempt == 4 || (measured / per_item - 1.0).abs() <= 0.1 {
@@ -95,9 +96,11 @@ fn a_second_guaranteed_app_that_does_not_fit_beside_the_first_is_refused_and_the
     // costs less at 60 items/s than at 10), so that 'a' keeps about 0.7 of a core busy and 'b'
     // 1.35 cores: 'b' fits the 2-core node alone, with the planner's headroom, but not beside 'a'.
     let calib = profile(&rt, &write(&dir, "calib", &app("calib", 10.0, 40)));
-    let (a, rate_a) = profiled_at(&rt, &dir, "a", 0.7, seconds_per_item(&calib));
-    let count_a = (rate_a * 8.0) as u64;
-    let (b, _) = profiled_at(&rt, &dir, "b", 1.35, seconds_per_item(&calib));
+    // 'a' runs about 8 s; 'b' is only planned.
+    let items_a = |rate: f64| (rate * 8.0) as u64;
+    let (a, rate_a) = profiled_at(&rt, &dir, "a", 0.7, items_a, seconds_per_item(&calib));
+    let count_a = items_a(rate_a);
+    let (b, _) = profiled_at(&rt, &dir, "b", 1.35, |_| 40, seconds_per_item(&calib));
     let alone = rt.supervisor().arg("plan").arg(&b).output().expect("plan");
     assert!(
         printed(&alone).contains("\nadmitted"),
