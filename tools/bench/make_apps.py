@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the benchmark apps for tools/bench/models.sh into DIR (absolute paths inside).
 
-faces.json   the faces app's MTCNN cascade (as apps/faces.json: batch 4, max_wait 5 ms) over the 720p
+faces.json   the faces app's MTCNN cascade (as apps/faces.json: no batch fixed, so batch 1 as planned
+             without a profile; BATCH=N fixes batch N, max_wait 5 ms, on the three nets) over the 720p
              video, every face kept (class == 'face', no extra score cut, like detect_faces_raw),
              one jsonl tail (no annotated-video tail: the references draw nothing)
 ocr.json     the ocr app's PP-OCR cascade (as apps/ocr.json) over the image folder, jsonl tail
@@ -36,7 +37,8 @@ def cascade(prefix, source, nets, batch):
 def faces(d, video, prefix=""):
     head = {"name": prefix + "frames", "kind": "head", "function": "source.video", "params": {"path": video}}
     tasks, last = cascade(prefix, prefix + "frames",
-                          [("pnet", "mtcnn-pnet"), ("rnet", "mtcnn-rnet"), ("onet", "mtcnn-onet")], 4)
+                          [("pnet", "mtcnn-pnet"), ("rnet", "mtcnn-rnet"), ("onet", "mtcnn-onet")],
+                          int(os.environ.get("BATCH", "0")))
     return [head] + tasks + [
         {"name": prefix + "faces", "kind": "cpu", "function": "table.filter", "inputs": [last],
          "params": {"where": "class == 'face'"}},

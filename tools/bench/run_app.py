@@ -2,8 +2,12 @@
 """Runs `supervisor start APP --run-dir RUN` for tools/bench/models.sh and, while it runs, samples
 /proc of its child processes every 100 ms: the GPU agent is the child whose stderr (fd 2) is
 RUN/logs/gpu-agent-*.log. Prints one JSON object: exit status, stderr tail, summary.json, the agent's
-last VmRSS and its VmHWM (peak), the sum of every child's VmHWM, and the agent log's loaded/evicted
-lines (count, mean load_ms).
+last VmRSS and its VmHWM (peak), the sum of every child's VmHWM, the agent log's loaded/evicted
+lines (count, mean load_ms), the CPU time of every process under the supervisor (named by its log
+file, or its command for ffmpeg) and the steady-state rate: the app's table tails (params.path) are
+polled every 10 ms, the first row of each (source, seq) is stamped, and the least-squares slope of
+items over time from the first output to the last is reported (as tools/bench/zoo.py does), so
+process start and model loading are not counted, as the references do not count theirs.
 
 usage: run_app.py SUPERVISOR APP.json RUN_DIR
 """
@@ -12,7 +16,10 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
+
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def status_kb(pid):
@@ -38,8 +45,94 @@ def children(pid):
     return kids
 
 
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def cpu_s(pid):
+    """(utime + stime, stime, in seconds; minor page faults) of a live process (None once it
+    is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK, int(fields[7])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def label(pid):
+    try:
+        log = os.readlink(f"/proc/{pid}/fd/2")
+        if "/logs/" in log:
+            return os.path.basename(log).removesuffix(".log")
+    except OSError:
+        pass
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return str(pid)
+
+
+def tables(app):
+    with open(app) as f:
+        a = json.load(f)
+    return [t["params"]["path"] for t in a.get("tasks", [])
+            if t.get("kind") == "tail" and isinstance(t.get("params", {}).get("path"), str)]
+
+
+def watch(paths, stamps, done):
+    """Stamps the first row of each (table, source, seq) as it is flushed to one of `paths`."""
+    pos, tail = {p: 0 for p in paths}, {p: b"" for p in paths}
+    while True:
+        finished = done.is_set()
+        now = time.perf_counter()
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos[path])
+                    chunk = f.read()
+            except OSError:
+                chunk = b""
+            pos[path] += len(chunk)
+            tail[path] += chunk
+            *lines, tail[path] = tail[path].split(b"\n")
+            for line in lines:
+                if line.strip():
+                    r = json.loads(line)
+                    stamps.setdefault((path, r.get("source"), r.get("seq")), now)
+        if finished:
+            return
+        time.sleep(0.01)
+
+
+def slope(times):
+    """Items per second: the least-squares slope of outputs over time (items in flight together
+    come out in bunches, and (n - 1) / (last - first) would count one bunch too many)."""
+    if len(times) < 3:
+        return None
+    t0 = times[0]
+    ts = [t - t0 for t in times]
+    mt, mk = sum(ts) / len(ts), (len(ts) - 1) / 2
+    den = sum((t - mt) ** 2 for t in ts)
+    return sum((t - mt) * (k - mk) for k, t in enumerate(ts)) / den if den else None
+
+
 def main():
     sup, app, run = sys.argv[1:4]
+    outs = tables(app)
+    for path in outs:
+        if os.path.exists(path):
+            os.remove(path)
+    stamps, done = {}, threading.Event()
+    watcher = threading.Thread(target=watch, args=(outs, stamps, done))
+    watcher.start()
+    cpu = {}
     t0 = time.perf_counter()
     # The memory sampled is that of the supervisor's children: run the app in a
     # supervisor of its own, not in the node's daemon.
@@ -49,6 +142,10 @@ def main():
     agent = {}
     peaks = {}
     while p.poll() is None:
+        for k in descendants(p.pid):
+            c = cpu_s(k)
+            if c is not None:
+                cpu[k] = (label(k), c)
         for k in children(p.pid):
             s = status_kb(k)
             if "VmHWM" in s:
@@ -61,6 +158,15 @@ def main():
         time.sleep(0.1)
     out = p.stdout.read()
     wall = time.perf_counter() - t0
+    done.set()
+    watcher.join()
+    times = sorted(stamps.values())
+    cpu_by, sys_by, faults_by = {}, {}, {}
+    for name, (c, sys_s, faults) in cpu.values():
+        name = re.sub(r"#\d+$", "", name)
+        cpu_by[name] = round(cpu_by.get(name, 0) + c, 3)
+        sys_by[name] = round(sys_by.get(name, 0) + sys_s, 3)
+        faults_by[name] = faults_by.get(name, 0) + faults
     summary = None
     try:
         with open(os.path.join(run, "summary.json")) as f:
@@ -83,6 +189,12 @@ def main():
         "agent": agent, "children_vm_hwm_kb_sum": sum(peaks.values()), "children": len(peaks),
         "loads": loads, "evictions": evictions,
         "mean_load_ms": (sum(l["load_ms"] for l in loads) / len(loads)) if loads else None,
+        "steady_items_per_s": slope(times), "items_stamped": len(times),
+        "first_output_s": (times[0] - t0) if times else None,
+        "cpu_s_by_process": dict(sorted(cpu_by.items(), key=lambda kv: -kv[1])),
+        "cpu_s_total": round(sum(cpu_by.values()), 3),
+        "system_cpu_s_by_process": dict(sorted(sys_by.items(), key=lambda kv: -kv[1])),
+        "minor_faults_by_process": dict(sorted(faults_by.items(), key=lambda kv: -kv[1])),
     }))
 
 
