@@ -26,7 +26,7 @@ import numpy as np
 FF = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
 COUNTS = {"upscale": int(os.environ.get("UPSCALE_FRAMES", 40)),
           "segment": int(os.environ.get("SEGMENT_IMAGES", 6)),
-          "pose": int(os.environ.get("POSE_FRAMES", 80)),
+          "pose": int(os.environ.get("POSE_FRAMES", 320)),
           "track": int(os.environ.get("TRACK_FRAMES", 60))}
 SP = os.environ.get("SMARTPIPE_HOME", "")
 SIZES = {"upscale": (320, 180), "segment": (512, 512), "pose": (640, 360), "track": (640, 360)}
@@ -65,7 +65,8 @@ def media(root, work, app):
         graph = ("[0:v]scale=180:180,split[a][b];[1:v][a]overlay=x='150-4*n':y=60[ab];"
                  "[ab][b]overlay=x='310+4*n':y=100")
     elif app == "pose":
-        graph = "[0:v]scale=300:300[a];[1:v][a]overlay=x='40+4*n':y=30"
+        # the pan starts over every 80 frames, so that the person stays in a long video
+        graph = "[0:v]scale=300:300[a];[1:v][a]overlay=x='40+mod(4*n,320)':y=30"
     else:
         graph = "[0:v]scale=140:140[a];[1:v][a]overlay=x='10+2*n':y=20"
     subprocess.run(FF + ["-loop", "1", "-framerate", "10", "-i", astro, "-f", "lavfi", "-i",

