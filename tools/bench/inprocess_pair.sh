@@ -21,11 +21,11 @@ mkdir -p "$OUT"
 [ $# -gt 0 ] || set -- faces ocr
 for what in "$@"; do
     case $what in
-        faces) args=(faces "$W/faces720-$FRAMES.rgb" 1280 720 "$FRAMES" 1) ;;
-        ocr) args=(ocr 1 "$W"/ocr-"$OCR_REPEAT"/*.png) ;;
+        faces) media=$W/faces720-$FRAMES.rgb; args=(faces "$media" 1280 720 "$FRAMES" 1) ;;
+        ocr) media=$W/ocr-$OCR_REPEAT; args=(ocr 1 "$media"/*.png) ;;
         *) echo "unknown: $what (faces or ocr)" >&2; exit 2 ;;
     esac
-    [ -e "${args[1]}" ] || [ "$what" = ocr ] || { echo "missing ${args[1]}: run tools/bench/models.sh first" >&2; exit 1; }
+    [ -e "$media" ] || { echo "missing $media: run tools/bench/models.sh first" >&2; exit 1; }
     "$INPROC" "${args[@]}" > "$OUT/$what-alone.json"
     "$INPROC" "${args[@]}" > "$OUT/$what-a.json" &
     "$INPROC" "${args[@]}" > "$OUT/$what-b.json"

@@ -4,10 +4,9 @@
 RUN/logs/gpu-agent-*.log. Prints one JSON object: exit status, stderr tail, summary.json, the agent's
 last VmRSS and its VmHWM (peak), the sum of every child's VmHWM, the agent log's loaded/evicted
 lines (count, mean load_ms), the CPU time of every process under the supervisor (named by its log
-file, or its command for ffmpeg) and the steady-state rate: the app's table tails (params.path) are
-polled every 10 ms, the first row of each (source, seq) is stamped, and the least-squares slope of
-items over time from the first output to the last is reported (as tools/bench/zoo.py does), so
-process start and model loading are not counted, as the references do not count theirs.
+file, or its command for ffmpeg) and the steady-state rate of the app's jsonl table tails
+(params.path), by tools/bench/steady.py as tools/bench/zoo.py measures it, so that process start
+and model loading are not counted, as the references do not count theirs.
 
 usage: run_app.py SUPERVISOR APP.json RUN_DIR
 """
@@ -16,8 +15,9 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
+
+import steady
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -86,52 +86,13 @@ def tables(app):
             if t.get("kind") == "tail" and isinstance(t.get("params", {}).get("path"), str)]
 
 
-def watch(paths, stamps, done):
-    """Stamps the first row of each (table, source, seq) as it is flushed to one of `paths`."""
-    pos, tail = {p: 0 for p in paths}, {p: b"" for p in paths}
-    while True:
-        finished = done.is_set()
-        now = time.perf_counter()
-        for path in paths:
-            try:
-                with open(path, "rb") as f:
-                    f.seek(pos[path])
-                    chunk = f.read()
-            except OSError:
-                chunk = b""
-            pos[path] += len(chunk)
-            tail[path] += chunk
-            *lines, tail[path] = tail[path].split(b"\n")
-            for line in lines:
-                if line.strip():
-                    r = json.loads(line)
-                    stamps.setdefault((path, r.get("source"), r.get("seq")), now)
-        if finished:
-            return
-        time.sleep(0.01)
-
-
-def slope(times):
-    """Items per second: the least-squares slope of outputs over time (items in flight together
-    come out in bunches, and (n - 1) / (last - first) would count one bunch too many)."""
-    if len(times) < 3:
-        return None
-    t0 = times[0]
-    ts = [t - t0 for t in times]
-    mt, mk = sum(ts) / len(ts), (len(ts) - 1) / 2
-    den = sum((t - mt) ** 2 for t in ts)
-    return sum((t - mt) * (k - mk) for k, t in enumerate(ts)) / den if den else None
-
-
 def main():
     sup, app, run = sys.argv[1:4]
     outs = tables(app)
     for path in outs:
         if os.path.exists(path):
             os.remove(path)
-    stamps, done = {}, threading.Event()
-    watcher = threading.Thread(target=watch, args=(outs, stamps, done))
-    watcher.start()
+    stop_watch = steady.start(outs)
     cpu = {}
     t0 = time.perf_counter()
     # The memory sampled is that of the supervisor's children: run the app in a
@@ -158,9 +119,7 @@ def main():
         time.sleep(0.1)
     out = p.stdout.read()
     wall = time.perf_counter() - t0
-    done.set()
-    watcher.join()
-    times = sorted(stamps.values())
+    times = stop_watch()
     cpu_by, sys_by, faults_by = {}, {}, {}
     for name, (c, sys_s, faults) in cpu.values():
         name = re.sub(r"#\d+$", "", name)
@@ -189,7 +148,7 @@ def main():
         "agent": agent, "children_vm_hwm_kb_sum": sum(peaks.values()), "children": len(peaks),
         "loads": loads, "evictions": evictions,
         "mean_load_ms": (sum(l["load_ms"] for l in loads) / len(loads)) if loads else None,
-        "steady_items_per_s": slope(times), "items_stamped": len(times),
+        "steady_items_per_s": steady.slope(times), "items_stamped": len(times),
         "first_output_s": (times[0] - t0) if times else None,
         "cpu_s_by_process": dict(sorted(cpu_by.items(), key=lambda kv: -kv[1])),
         "cpu_s_total": round(sum(cpu_by.values()), 3),

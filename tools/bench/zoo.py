@@ -18,10 +18,11 @@ import os
 import resource
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
+
+import steady
 
 FF = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
 COUNTS = {"upscale": int(os.environ.get("UPSCALE_FRAMES", 40)),
@@ -107,34 +108,8 @@ def app_json(root, app, src, out):
     return path, tables[0]
 
 
-def watch(path, stamps, done):
-    """Stamps the first row of each (source, seq) as it is flushed to `path`."""
-    pos, tail = 0, b""
-    while True:
-        finished = done.is_set()
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                chunk = f.read()
-        except OSError:
-            chunk = b""
-        now = time.perf_counter()
-        pos += len(chunk)
-        tail += chunk
-        *lines, tail = tail.split(b"\n")
-        for line in lines:
-            if line.strip():
-                r = json.loads(line)
-                stamps.setdefault((r.get("source"), r["seq"]), now)
-        if finished:
-            return
-        time.sleep(0.01)
-
-
 def run_app(sup, app, path, table, out):
-    stamps, done = {}, threading.Event()
-    watcher = threading.Thread(target=watch, args=(table, stamps, done))
-    watcher.start()
+    stop_watch = steady.start([table])
     t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run([sup, "start", path, "--run-dir", os.path.join(out, "run")],
                        capture_output=True, text=True, env=dict(os.environ, SMARTPIPE_NO_DAEMON="1"))
@@ -143,19 +118,13 @@ def run_app(sup, app, path, table, out):
     # included): on a busy machine a steadier figure than items/s
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime
-    done.set()
-    watcher.join()
+    times = stop_watch()
     if p.returncode != 0:
         sys.exit(f"{app}: supervisor start failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    times = sorted(stamps.values())
-    if len(times) < 2:
-        sys.exit(f"{app}: fewer than 2 items reached {table}")
-    # The least-squares slope of outputs over time, first output to last: with two items in
-    # flight outputs come in pairs, and (n - 1) / (last - first) would count one pair too many.
-    ts = np.array(times) - times[0]
-    k = np.arange(len(ts), dtype=np.float64)
-    steady = float(np.sum((ts - ts.mean()) * (k - k.mean())) / np.sum((ts - ts.mean()) ** 2))
-    return {"wall_s": wall, "items_out": len(times), "items_per_s": steady, "cpu_s_per_item": cpu / len(times),
+    rate = steady.slope(times)
+    if rate is None:
+        sys.exit(f"{app}: fewer than 2 items reached {table} at different times")
+    return {"wall_s": wall, "items_out": len(times), "items_per_s": rate, "cpu_s_per_item": cpu / len(times),
             "first_output_s": times[0] - t0}
 
 

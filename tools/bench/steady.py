@@ -1,0 +1,62 @@
+"""Steady-state throughput of an app, shared by tools/bench/run_app.py and tools/bench/zoo.py:
+a thread stamps the first output row of each item as its table tail flushes it (polled every
+10 ms), and the rate is the least-squares slope of items over time from the first output to the
+last, so process start and model loading are not counted. Plain Python (no numpy): run_app.py
+runs under the system's python3."""
+import json
+import threading
+import time
+
+
+def watch(paths, stamps, done):
+    """Stamps the first row of each (table, source, seq) flushed to one of the jsonl `paths`
+    into `stamps` (perf_counter seconds), until `done` is set (then reads once more)."""
+    pos, tail = {p: 0 for p in paths}, {p: b"" for p in paths}
+    while True:
+        finished = done.is_set()
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    f.seek(pos[path])
+                    chunk = f.read()
+            except OSError:
+                chunk = b""
+            now = time.perf_counter()
+            pos[path] += len(chunk)
+            tail[path] += chunk
+            *lines, tail[path] = tail[path].split(b"\n")
+            for line in lines:
+                if line.strip():
+                    r = json.loads(line)
+                    stamps.setdefault((path, r.get("source"), r.get("seq")), now)
+        if finished:
+            return
+        time.sleep(0.01)
+
+
+def start(paths):
+    """Starts watching `paths`; returns stop(), which ends the watch and returns the times of
+    the stamped items, sorted."""
+    stamps, done = {}, threading.Event()
+    watcher = threading.Thread(target=watch, args=(paths, stamps, done))
+    watcher.start()
+
+    def stop():
+        done.set()
+        watcher.join()
+        return sorted(stamps.values())
+
+    return stop
+
+
+def slope(times):
+    """Items per second: the least-squares slope of outputs over time (items in flight together
+    come out in bunches, and (n - 1) / (last - first) would count one bunch too many); None for
+    fewer than two outputs or no time between them."""
+    if len(times) < 2:
+        return None
+    t0 = times[0]
+    ts = [t - t0 for t in times]
+    mt, mk = sum(ts) / len(ts), (len(ts) - 1) / 2
+    den = sum((t - mt) ** 2 for t in ts)
+    return sum((t - mt) * (k - mk) for k, t in enumerate(ts)) / den if den else None
