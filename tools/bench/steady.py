@@ -4,14 +4,18 @@ a thread stamps the first output row of each item as its table tail flushes it (
 last, so process start and model loading are not counted. Plain Python (no numpy): run_app.py
 runs under the system's python3."""
 import json
+import os
 import threading
 import time
 
 
 def watch(paths, stamps, done):
     """Stamps the first row of each (table, source, seq) flushed to one of the jsonl `paths`
-    into `stamps` (perf_counter seconds), until `done` is set (then reads once more)."""
-    pos, tail = {p: 0 for p in paths}, {p: b"" for p in paths}
+    into `stamps` (perf_counter seconds), until `done` is set (then reads once more). Only whole
+    lines are read; a read that races the writer's append can see zeros where the new bytes go
+    (ext4 publishes the new length before the page is filled), so a line with a NUL byte is
+    read again at the next poll."""
+    pos = {p: 0 for p in paths}
     while True:
         finished = done.is_set()
         for path in paths:
@@ -22,10 +26,10 @@ def watch(paths, stamps, done):
             except OSError:
                 chunk = b""
             now = time.perf_counter()
-            pos[path] += len(chunk)
-            tail[path] += chunk
-            *lines, tail[path] = tail[path].split(b"\n")
-            for line in lines:
+            for line in chunk.split(b"\n")[:-1]:
+                if b"\0" in line:
+                    break
+                pos[path] += len(line) + 1
                 if line.strip():
                     r = json.loads(line)
                     stamps.setdefault((path, r.get("source"), r.get("seq")), now)
@@ -36,7 +40,13 @@ def watch(paths, stamps, done):
 
 def start(paths):
     """Starts watching `paths`; returns stop(), which ends the watch and returns the times of
-    the stamped items, sorted."""
+    the stamped items, sorted. A table left by an earlier run is removed first: the app
+    rewrites it, and its old rows would be stamped at once."""
+    for path in paths:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
     stamps, done = {}, threading.Event()
     watcher = threading.Thread(target=watch, args=(paths, stamps, done))
     watcher.start()

@@ -8,6 +8,14 @@
 //! stage is held for a while against flapping. Stages get the change as a `Retune`
 //! command, without a restart.
 //!
+//! A bigger batch is a trial: it is kept only if the stage's throughput in the first
+//! window after the hold beats the window that asked for it by [`MIN_GAIN`]. On a GPU a
+//! call of several items costs little more than one; on CPU cores that are already
+//! full, a batch of big inputs only adds memory traffic (MTCNN's P-Net on 720p frames:
+//! the agent's CPU per frame 55 ms at the batches blind doubling reached, 48 ms at one
+//! item a call). A batch that did not pay is undone and not tried again for
+//! [`RETRY_AFTER`].
+//!
 //! Replicas: each CPU body whose replicas the user did not fix starts one spare
 //! replica process ([`live_replicas`]); the planned number get items. Every
 //! window: busy ≥ 85% per active replica (time spent waiting for an output slot does
@@ -24,6 +32,10 @@ use std::time::{Duration, Instant};
 pub const MAX_LIVE_BATCH: u32 = 8;
 pub const WINDOW: Duration = Duration::from_secs(1);
 pub const HOLD_DOWN: Duration = Duration::from_secs(3);
+/// How much more throughput a bigger batch must bring to be kept.
+pub const MIN_GAIN: f64 = 0.05;
+/// How long a batch that did not pay stays the stage's ceiling.
+pub const RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// How far live tuning may raise task `t`'s batch (its planned batch when it is not
 /// tuned live).
@@ -78,12 +90,21 @@ pub fn decide_replicas(busy: f64, active: u32, max: u32) -> Option<u32> {
     None
 }
 
-/// One task's measuring window: busy time between samples at least [`WINDOW`] apart,
-/// none while the task is held after a change.
+/// One task's measuring window: busy time and items out between samples at least
+/// [`WINDOW`] apart, none while the task is held after a change.
 struct Window {
     held_until: Instant,
-    /// (when, busy ns summed over replicas) at the window's start.
-    since: Option<(Instant, u64)>,
+    /// (when, busy ns, items out; both summed over replicas) at the window's start.
+    since: Option<(Instant, u64, u64)>,
+}
+
+/// What one window saw of a task.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// The busy fraction per server.
+    busy: f64,
+    /// Items out per second, all replicas together.
+    items_per_s: f64,
 }
 
 impl Window {
@@ -95,22 +116,26 @@ impl Window {
         }
     }
 
-    /// The busy fraction per server over the window that ends `now`, given the busy
-    /// time so far; `None` while the window is open or the task is held.
-    fn busy(&mut self, now: Instant, busy_ns: u64, servers: f64) -> Option<f64> {
-        let Some((start, busy_then)) = self.since else {
-            self.since = Some((now, busy_ns));
+    /// The window that ends `now`, given the busy time and items out so far; `None`
+    /// while the window is open or the task is held.
+    fn sample(&mut self, now: Instant, busy_ns: u64, items: u64, servers: f64) -> Option<Sample> {
+        let Some((start, busy_then, items_then)) = self.since else {
+            self.since = Some((now, busy_ns, items));
             return None;
         };
         let elapsed = now.duration_since(start);
         if elapsed < WINDOW {
             return None;
         }
-        self.since = Some((now, busy_ns));
+        self.since = Some((now, busy_ns, items));
         if now < self.held_until {
             return None;
         }
-        Some(busy_ns.saturating_sub(busy_then) as f64 / 1e9 / elapsed.as_secs_f64() / servers)
+        let secs = elapsed.as_secs_f64();
+        Some(Sample {
+            busy: busy_ns.saturating_sub(busy_then) as f64 / 1e9 / secs / servers,
+            items_per_s: items.saturating_sub(items_then) as f64 / secs,
+        })
     }
 
     /// A change was made: leave the task alone for [`HOLD_DOWN`].
@@ -190,10 +215,11 @@ impl ReplicaScaler {
                 .iter()
                 .map(|m| m.busy_ns.saturating_sub(m.waiting_for_slot_ns))
                 .sum();
-            let Some(busy) = s.window.busy(now, work, f64::from(s.active)) else {
+            let items = replicas(s.task).iter().map(|m| m.items_out).sum();
+            let Some(seen) = s.window.sample(now, work, items, f64::from(s.active)) else {
                 continue;
             };
-            if let Some(to) = decide_replicas(busy, s.active, s.max.min(self.cap)) {
+            if let Some(to) = decide_replicas(seen.busy, s.active, s.max.min(self.cap)) {
                 changes.push((s.task, s.active, to));
                 s.active = to;
                 s.window.hold(now);
@@ -224,6 +250,41 @@ struct Tuned {
     /// ([`BatchTuner::set_time_cap`]); `u32::MAX` when nothing limits it.
     cap: u32,
     window: Window,
+    /// The batch raised last, on trial until its first window after the hold.
+    trial: Option<Trial>,
+    /// A batch that did not pay: no growth past the one before it until then.
+    ceiling: Option<(u32, Instant)>,
+}
+
+/// A bigger batch on trial: the batch before it and the throughput that asked for it.
+struct Trial {
+    from: u32,
+    items_per_s: f64,
+}
+
+impl Tuned {
+    /// Ends the trial of a bigger batch, if one runs, by the first window after it: a
+    /// batch that did not raise throughput by [`MIN_GAIN`] is undone (the change to
+    /// make) and becomes the ceiling for [`RETRY_AFTER`].
+    fn judge_trial(&mut self, now: Instant, seen: Sample) -> Option<Retune> {
+        let trial = self.trial.take()?;
+        if trial.from >= self.batch || seen.items_per_s > trial.items_per_s * (1.0 + MIN_GAIN) {
+            return None;
+        }
+        tracing::info!(
+            task = self.task,
+            batch = self.batch,
+            back_to = trial.from,
+            items_per_s_before = trial.items_per_s,
+            items_per_s_after = seen.items_per_s,
+            "a bigger batch did not raise throughput: undone"
+        );
+        let undo = (self.task, self.batch, trial.from);
+        self.batch = trial.from;
+        self.ceiling = Some((trial.from, now + RETRY_AFTER));
+        self.window.hold(now);
+        Some(undo)
+    }
 }
 
 /// A stage's mean time per item so far, in ms, from its replicas' counters.
@@ -254,6 +315,8 @@ impl BatchTuner {
                     capacity: capacity(app, t, batch),
                     cap: u32::MAX,
                     window: Window::new(now),
+                    trial: None,
+                    ceiling: None,
                 }
             })
             .filter(|s| s.capacity > 1)
@@ -306,12 +369,28 @@ impl BatchTuner {
                 continue;
             }
             let busy_ns: u64 = ms.iter().map(|m| m.busy_ns).sum();
+            let items: u64 = ms.iter().map(|m| m.items_out).sum();
             let queued: u32 = ms.iter().map(|m| m.queue_depth).sum();
             let n = ms.len() as f64;
-            let Some(busy) = s.window.busy(now, busy_ns, n) else {
+            let Some(seen) = s.window.sample(now, busy_ns, items, n) else {
                 continue;
             };
-            if let Some(to) = decide(busy, f64::from(queued) / n, s.batch, s.capacity.min(s.cap)) {
+            if let Some(undo) = s.judge_trial(now, seen) {
+                changes.push(undo);
+                continue;
+            }
+            let ceiling = match s.ceiling {
+                Some((batch, until)) if now < until => batch,
+                _ => u32::MAX,
+            };
+            let most = s.capacity.min(s.cap).min(ceiling);
+            if let Some(to) = decide(seen.busy, f64::from(queued) / n, s.batch, most) {
+                if to > s.batch {
+                    s.trial = Some(Trial {
+                        from: s.batch,
+                        items_per_s: seen.items_per_s,
+                    });
+                }
                 changes.push((s.task, s.batch, to));
                 s.batch = to;
                 s.window.hold(now);
@@ -473,13 +552,16 @@ mod tests {
         tuner.set_time_cap(None, |_| Some(4.0));
         let mut at = later;
         let mut busy_ms = 2950;
+        let mut items = 600;
         let mut batch = 1;
         let step = HOLD_DOWN + WINDOW;
         for _ in 0..8 {
-            // Busy all the time: overloaded at every window.
+            // Busy all the time: overloaded at every window, and each bigger batch
+            // brings more items out.
             at += step;
             busy_ms += step.as_millis() as u64;
-            let now = m(busy_ms, 0, 40);
+            items += 100 * u64::from(batch);
+            let now = m(busy_ms, items, 40);
             for (_, _, to) in tuner.step(at, |_| vec![&now]) {
                 batch = to;
             }
@@ -487,20 +569,63 @@ mod tests {
         assert_eq!(batch, 8, "back to its planned batch, not past it");
     }
 
+    /// Counters of a stage busy `busy_ms` so far with `items` out.
+    fn worked(busy_ms: u64, items: u64) -> StageMetrics {
+        StageMetrics {
+            busy_ns: busy_ms * 1_000_000,
+            items_out: items,
+            ..StageMetrics::default()
+        }
+    }
+
     #[test]
     fn a_busy_stage_gets_a_bigger_batch_after_a_window_then_is_held() {
         let mut tuner = BatchTuner::new(&app("balance", None), |_| 1);
         let t0 = Instant::now() + HOLD_DOWN;
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let m = |busy_ms: u64| StageMetrics {
-            busy_ns: busy_ms * 1_000_000,
-            ..StageMetrics::default()
-        };
-        let (a, b, c, d) = (m(0), m(950), m(1900), m(3850));
+        // 20 items/s at batch 1, 30 at batch 2: the bigger batch is kept and grows on.
+        let (a, b, c) = (worked(0, 0), worked(950, 20), worked(1900, 50));
         assert!(tuner.step(at(0), |_| vec![&a]).is_empty(), "first sample");
         assert_eq!(tuner.step(at(1000), |_| vec![&b]), vec![(1, 1, 2)]);
         assert!(tuner.step(at(2000), |_| vec![&c]).is_empty(), "held down");
-        let later = at(1000) + HOLD_DOWN + Duration::from_millis(1);
+        let later = at(1000) + HOLD_DOWN;
+        let d = worked(1900 + 2000, 50 + 2 * 30);
         assert_eq!(tuner.step(later, |_| vec![&d]), vec![(1, 2, 4)]);
+    }
+
+    #[test]
+    fn a_bigger_batch_that_brings_no_more_items_is_undone_and_not_retried_for_a_while() {
+        let mut tuner = BatchTuner::new(&app("balance", None), |_| 1);
+        let t0 = Instant::now() + HOLD_DOWN;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // Busy all the time at 25 items/s, whatever the batch (full CPU cores).
+        let busy = |ms: u64| worked(ms, ms * 25 / 1000);
+        let mut step = |ms: u64| {
+            let m = busy(ms);
+            tuner.step(at(ms), |_| vec![&m])
+        };
+        assert!(step(0).is_empty());
+        assert_eq!(step(1000), vec![(1, 1, 2)]);
+        // Windows go on while held; the first one after the hold judges the trial.
+        let mut now = 1000;
+        let mut changes = Vec::new();
+        while changes.is_empty() && now < 10_000 {
+            now += 1000;
+            changes = step(now);
+        }
+        assert_eq!(changes, vec![(1, 2, 1)], "undone at {now} ms");
+        assert!(now <= 1000 + HOLD_DOWN.as_millis() as u64 + 1000);
+        // Still overloaded, but batch 2 did not pay: no new trial before RETRY_AFTER.
+        let until = now + RETRY_AFTER.as_millis() as u64;
+        while now + 1000 < until {
+            now += 1000;
+            assert!(step(now).is_empty(), "{now} ms");
+        }
+        now += 2000;
+        assert_eq!(
+            step(now),
+            vec![(1, 1, 2)],
+            "tried again once the ceiling expired"
+        );
     }
 }
