@@ -266,20 +266,20 @@ impl Tuned {
     /// Ends the trial of a bigger batch, if one runs, by the first window after it: a
     /// batch that did not raise throughput by [`MIN_GAIN`] is undone (the change to
     /// make) and becomes the ceiling for [`RETRY_AFTER`].
-    fn judge_trial(&mut self, now: Instant, seen: Sample) -> Option<Retune> {
+    fn judge_trial(&mut self, now: Instant, seen: Sample) -> Option<BatchChange> {
         let trial = self.trial.take()?;
         if trial.from >= self.batch || seen.items_per_s > trial.items_per_s * (1.0 + MIN_GAIN) {
             return None;
         }
-        tracing::info!(
-            task = self.task,
-            batch = self.batch,
-            back_to = trial.from,
-            items_per_s_before = trial.items_per_s,
-            items_per_s_after = seen.items_per_s,
-            "a bigger batch did not raise throughput: undone"
-        );
-        let undo = (self.task, self.batch, trial.from);
+        let undo = BatchChange {
+            task: self.task,
+            from: self.batch,
+            to: trial.from,
+            why: BatchWhy::NoGain {
+                items_per_s_before: trial.items_per_s,
+                items_per_s_after: seen.items_per_s,
+            },
+        };
         self.batch = trial.from;
         self.ceiling = Some((trial.from, now + RETRY_AFTER));
         self.window.hold(now);
@@ -299,8 +299,53 @@ pub struct BatchTuner {
     stages: Vec<Tuned>,
 }
 
-/// One change: task index, batch before, batch after.
+/// One change of replicas: task index, before, after.
 pub type Retune = (usize, u32, u32);
+
+/// Why live tuning changed a batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BatchWhy {
+    /// Busy ≥ 90 % or two batches queued: the bigger batch is on trial.
+    Overloaded,
+    /// Busy ≤ 30 % with nothing queued: items should not wait for company.
+    Idle,
+    /// The raise on trial did not bring [`MIN_GAIN`] more items out per second.
+    NoGain {
+        items_per_s_before: f64,
+        items_per_s_after: f64,
+    },
+    /// Kept within the time a call may take beside guaranteed apps.
+    TimeCap,
+}
+
+/// One batch change of a task, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchChange {
+    pub task: usize,
+    pub from: u32,
+    pub to: u32,
+    pub why: BatchWhy,
+}
+
+impl BatchChange {
+    /// The change for people, with `name` the task's name.
+    pub fn note(&self, name: &str) -> String {
+        let (from, to) = (self.from, self.to);
+        let why = match self.why {
+            BatchWhy::Overloaded => "the bottleneck; on trial".to_string(),
+            BatchWhy::Idle => "idle".to_string(),
+            BatchWhy::NoGain {
+                items_per_s_before,
+                items_per_s_after,
+            } => format!(
+                "batch {from} did not raise throughput: {items_per_s_after:.1} items/s against {items_per_s_before:.1}; not tried again for {} s",
+                RETRY_AFTER.as_secs()
+            ),
+            BatchWhy::TimeCap => "calls kept short beside guaranteed apps".to_string(),
+        };
+        format!("tuning: {name} batch {from} → {to} ({why})")
+    }
+}
 
 impl BatchTuner {
     pub fn new(app: &AppSpec, planned_batch: impl Fn(usize) -> u32) -> BatchTuner {
@@ -355,11 +400,16 @@ impl BatchTuner {
         &mut self,
         now: Instant,
         replicas: impl Fn(usize) -> Vec<&'m StageMetrics>,
-    ) -> Vec<Retune> {
+    ) -> Vec<BatchChange> {
         let mut changes = Vec::new();
         for s in &mut self.stages {
             if s.batch > s.cap {
-                changes.push((s.task, s.batch, s.cap));
+                changes.push(BatchChange {
+                    task: s.task,
+                    from: s.batch,
+                    to: s.cap,
+                    why: BatchWhy::TimeCap,
+                });
                 s.batch = s.cap;
                 s.window.hold(now);
                 continue;
@@ -391,7 +441,17 @@ impl BatchTuner {
                         items_per_s: seen.items_per_s,
                     });
                 }
-                changes.push((s.task, s.batch, to));
+                let why = if to > s.batch {
+                    BatchWhy::Overloaded
+                } else {
+                    BatchWhy::Idle
+                };
+                changes.push(BatchChange {
+                    task: s.task,
+                    from: s.batch,
+                    to,
+                    why,
+                });
                 s.batch = to;
                 s.window.hold(now);
             }
@@ -536,7 +596,11 @@ mod tests {
         };
         // A guaranteed app with p99 ≤ 80 ms arrives: a call may take 20 ms, 5 items.
         tuner.set_time_cap(Some(20.0), |_| Some(4.0));
-        assert_eq!(tuner.step(t0, |_| vec![]), vec![(1, 8, 5)], "at once");
+        assert_eq!(
+            moves(tuner.step(t0, |_| vec![])),
+            vec![(1, 8, 5)],
+            "at once"
+        );
         let busy = m(0, 100, 40);
         assert!(tuner.step(t0, |_| vec![&busy]).is_empty());
         let later = t0 + HOLD_DOWN + WINDOW;
@@ -547,7 +611,7 @@ mod tests {
         );
         // Not measured yet: one item a call.
         tuner.set_time_cap(Some(20.0), |_| None);
-        assert_eq!(tuner.step(later, |_| vec![&busier]), vec![(1, 5, 1)]);
+        assert_eq!(moves(tuner.step(later, |_| vec![&busier])), vec![(1, 5, 1)]);
         // The guaranteed app leaves: it grows again with its load, up to its plan.
         tuner.set_time_cap(None, |_| Some(4.0));
         let mut at = later;
@@ -562,11 +626,16 @@ mod tests {
             busy_ms += step.as_millis() as u64;
             items += 100 * u64::from(batch);
             let now = m(busy_ms, items, 40);
-            for (_, _, to) in tuner.step(at, |_| vec![&now]) {
-                batch = to;
+            for change in tuner.step(at, |_| vec![&now]) {
+                batch = change.to;
             }
         }
         assert_eq!(batch, 8, "back to its planned batch, not past it");
+    }
+
+    /// The changes as (task, from, to).
+    fn moves(changes: Vec<BatchChange>) -> Vec<Retune> {
+        changes.iter().map(|c| (c.task, c.from, c.to)).collect()
     }
 
     /// Counters of a stage busy `busy_ms` so far with `items` out.
@@ -586,11 +655,11 @@ mod tests {
         // 20 items/s at batch 1, 30 at batch 2: the bigger batch is kept and grows on.
         let (a, b, c) = (worked(0, 0), worked(950, 20), worked(1900, 50));
         assert!(tuner.step(at(0), |_| vec![&a]).is_empty(), "first sample");
-        assert_eq!(tuner.step(at(1000), |_| vec![&b]), vec![(1, 1, 2)]);
+        assert_eq!(moves(tuner.step(at(1000), |_| vec![&b])), vec![(1, 1, 2)]);
         assert!(tuner.step(at(2000), |_| vec![&c]).is_empty(), "held down");
         let later = at(1000) + HOLD_DOWN;
         let d = worked(1900 + 2000, 50 + 2 * 30);
-        assert_eq!(tuner.step(later, |_| vec![&d]), vec![(1, 2, 4)]);
+        assert_eq!(moves(tuner.step(later, |_| vec![&d])), vec![(1, 2, 4)]);
     }
 
     #[test]
@@ -605,7 +674,9 @@ mod tests {
             tuner.step(at(ms), |_| vec![&m])
         };
         assert!(step(0).is_empty());
-        assert_eq!(step(1000), vec![(1, 1, 2)]);
+        let raise = step(1000);
+        assert_eq!(moves(raise.clone()), vec![(1, 1, 2)]);
+        assert_eq!(raise[0].why, BatchWhy::Overloaded);
         // Windows go on while held; the first one after the hold judges the trial.
         let mut now = 1000;
         let mut changes = Vec::new();
@@ -613,7 +684,24 @@ mod tests {
             now += 1000;
             changes = step(now);
         }
-        assert_eq!(changes, vec![(1, 2, 1)], "undone at {now} ms");
+        assert_eq!(
+            moves(changes.clone()),
+            vec![(1, 2, 1)],
+            "undone at {now} ms"
+        );
+        let BatchWhy::NoGain {
+            items_per_s_before,
+            items_per_s_after,
+        } = changes[0].why
+        else {
+            panic!("undone for no gain: {changes:?}");
+        };
+        assert!((items_per_s_before - 25.0).abs() < 1.0 && (items_per_s_after - 25.0).abs() < 1.0);
+        let note = changes[0].note("pnet");
+        assert!(
+            note.starts_with("tuning: pnet batch 2 → 1 (batch 2 did not raise throughput"),
+            "{note}"
+        );
         assert!(now <= 1000 + HOLD_DOWN.as_millis() as u64 + 1000);
         // Still overloaded, but batch 2 did not pay: no new trial before RETRY_AFTER.
         let until = now + RETRY_AFTER.as_millis() as u64;
@@ -623,7 +711,7 @@ mod tests {
         }
         now += 2000;
         assert_eq!(
-            step(now),
+            moves(step(now)),
             vec![(1, 1, 2)],
             "tried again once the ceiling expired"
         );

@@ -99,11 +99,12 @@ impl Tuning {
         let changes = t
             .tuner
             .step(Instant::now(), |task| live_metrics(&run.replicas, task));
-        for (task, from, to) in changes {
+        for change in changes {
+            let (task, from, to) = (change.task, change.from, change.to);
             let wait = run.wiring.batch_wait_now(task).max(2.0);
             run.wiring.retune(task, to, wait);
             let name = run.wiring.task_name(task);
-            let note = format!("tuning: {name} batch {from} → {to}");
+            let note = change.note(&name);
             tracing::info!("{note}");
             timeline.event(note);
             t.retunes
