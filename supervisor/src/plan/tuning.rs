@@ -211,11 +211,12 @@ impl ReplicaScaler {
                 continue;
             }
             // Time spent waiting for an output slot is not work more replicas would share.
-            let work: u64 = replicas(s.task)
+            let ms = replicas(s.task);
+            let work: u64 = ms
                 .iter()
                 .map(|m| m.busy_ns.saturating_sub(m.waiting_for_slot_ns))
                 .sum();
-            let items = replicas(s.task).iter().map(|m| m.items_out).sum();
+            let items = ms.iter().map(|m| m.items_out).sum();
             let Some(seen) = s.window.sample(now, work, items, f64::from(s.active)) else {
                 continue;
             };
@@ -435,13 +436,11 @@ impl BatchTuner {
             };
             let most = s.capacity.min(s.cap).min(ceiling);
             if let Some(to) = decide(seen.busy, f64::from(queued) / n, s.batch, most) {
-                if to > s.batch {
+                let why = if to > s.batch {
                     s.trial = Some(Trial {
                         from: s.batch,
                         items_per_s: seen.items_per_s,
                     });
-                }
-                let why = if to > s.batch {
                     BatchWhy::Overloaded
                 } else {
                     BatchWhy::Idle
@@ -597,7 +596,7 @@ mod tests {
         // A guaranteed app with p99 ≤ 80 ms arrives: a call may take 20 ms, 5 items.
         tuner.set_time_cap(Some(20.0), |_| Some(4.0));
         assert_eq!(
-            moves(tuner.step(t0, |_| vec![])),
+            moves(&tuner.step(t0, |_| vec![])),
             vec![(1, 8, 5)],
             "at once"
         );
@@ -611,7 +610,10 @@ mod tests {
         );
         // Not measured yet: one item a call.
         tuner.set_time_cap(Some(20.0), |_| None);
-        assert_eq!(moves(tuner.step(later, |_| vec![&busier])), vec![(1, 5, 1)]);
+        assert_eq!(
+            moves(&tuner.step(later, |_| vec![&busier])),
+            vec![(1, 5, 1)]
+        );
         // The guaranteed app leaves: it grows again with its load, up to its plan.
         tuner.set_time_cap(None, |_| Some(4.0));
         let mut at = later;
@@ -634,7 +636,7 @@ mod tests {
     }
 
     /// The changes as (task, from, to).
-    fn moves(changes: Vec<BatchChange>) -> Vec<Retune> {
+    fn moves(changes: &[BatchChange]) -> Vec<Retune> {
         changes.iter().map(|c| (c.task, c.from, c.to)).collect()
     }
 
@@ -655,11 +657,11 @@ mod tests {
         // 20 items/s at batch 1, 30 at batch 2: the bigger batch is kept and grows on.
         let (a, b, c) = (worked(0, 0), worked(950, 20), worked(1900, 50));
         assert!(tuner.step(at(0), |_| vec![&a]).is_empty(), "first sample");
-        assert_eq!(moves(tuner.step(at(1000), |_| vec![&b])), vec![(1, 1, 2)]);
+        assert_eq!(moves(&tuner.step(at(1000), |_| vec![&b])), vec![(1, 1, 2)]);
         assert!(tuner.step(at(2000), |_| vec![&c]).is_empty(), "held down");
         let later = at(1000) + HOLD_DOWN;
         let d = worked(1900 + 2000, 50 + 2 * 30);
-        assert_eq!(moves(tuner.step(later, |_| vec![&d])), vec![(1, 2, 4)]);
+        assert_eq!(moves(&tuner.step(later, |_| vec![&d])), vec![(1, 2, 4)]);
     }
 
     #[test]
@@ -675,7 +677,7 @@ mod tests {
         };
         assert!(step(0).is_empty());
         let raise = step(1000);
-        assert_eq!(moves(raise.clone()), vec![(1, 1, 2)]);
+        assert_eq!(moves(&raise), vec![(1, 1, 2)]);
         assert_eq!(raise[0].why, BatchWhy::Overloaded);
         // Windows go on while held; the first one after the hold judges the trial.
         let mut now = 1000;
@@ -684,11 +686,7 @@ mod tests {
             now += 1000;
             changes = step(now);
         }
-        assert_eq!(
-            moves(changes.clone()),
-            vec![(1, 2, 1)],
-            "undone at {now} ms"
-        );
+        assert_eq!(moves(&changes), vec![(1, 2, 1)], "undone at {now} ms");
         let BatchWhy::NoGain {
             items_per_s_before,
             items_per_s_after,
@@ -711,7 +709,7 @@ mod tests {
         }
         now += 2000;
         assert_eq!(
-            moves(step(now)),
+            moves(&step(now)),
             vec![(1, 1, 2)],
             "tried again once the ceiling expired"
         );
