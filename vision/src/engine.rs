@@ -238,6 +238,13 @@ impl Model {
                 .with_intra_op_spinning(false)
                 .map_err(|e| load_err(e.to_string()))?;
         }
+        if opts.shared_arena && rt.provider == Provider::Cpu {
+            crate::shared_arena::ensure_registered(&rt.env)
+                .map_err(|e| load_err(format!("the shared CPU arena: {e}")))?;
+            b = b
+                .with_env_allocators()
+                .map_err(|e| load_err(e.to_string()))?;
+        }
         if !opts.memory_pattern {
             b = b
                 .with_memory_pattern(false)

@@ -31,6 +31,7 @@ pub mod resize;
 pub mod segment;
 pub mod segment_mask;
 pub mod session_options;
+pub mod shared_arena;
 pub mod superres;
 pub mod tensor;
 pub mod tf_resize;

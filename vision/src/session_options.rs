@@ -26,6 +26,9 @@ pub struct SessionOptions {
     pub cuda_options: Vec<(String, String)>,
     /// Apply [`crate::onnx_graph::rewrite`] to the model before ORT loads it.
     pub graph_rewrites: bool,
+    /// On the CPU: allocate from the process's one shared arena ([`crate::shared_arena`])
+    /// instead of an arena of the session's own.
+    pub shared_arena: bool,
 }
 
 impl Default for SessionOptions {
@@ -39,6 +42,7 @@ impl Default for SessionOptions {
             profile_prefix: None,
             cuda_options: Vec::new(),
             graph_rewrites: true,
+            shared_arena: false,
         }
     }
 }
@@ -48,10 +52,12 @@ impl SessionOptions {
     /// ([`ConvSearch`]), `SMARTPIPE_ORT_MEM_PATTERN=0|1` (memory pattern off or on),
     /// `SMARTPIPE_ORT_WARM_UP=0|1` (a run on zeros after each load, or none),
     /// `SMARTPIPE_ORT_PROFILE=PREFIX` (per-node profile files),
-    /// `SMARTPIPE_CUDA_OPTIONS=key=value,…` (CUDA provider options by ORT's names) and
-    /// `SMARTPIPE_GRAPH_REWRITES=0` (load models as their files are, without the rewrites).
+    /// `SMARTPIPE_CUDA_OPTIONS=key=value,…` (CUDA provider options by ORT's names),
+    /// `SMARTPIPE_GRAPH_REWRITES=0` (load models as their files are, without the rewrites)
+    /// and `SMARTPIPE_ORT_SHARED_ARENA=0|1` (an arena per session, or one for all).
     pub fn with_env(mut self) -> Result<SessionOptions> {
         self.conv_search = ConvSearch::from_env()?;
+        self.shared_arena = env_switch("SMARTPIPE_ORT_SHARED_ARENA", self.shared_arena)?;
         self.memory_pattern = env_switch("SMARTPIPE_ORT_MEM_PATTERN", self.memory_pattern)?;
         self.warm_up = env_switch("SMARTPIPE_ORT_WARM_UP", self.warm_up)?;
         self.graph_rewrites = env_switch("SMARTPIPE_GRAPH_REWRITES", self.graph_rewrites)?;

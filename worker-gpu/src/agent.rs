@@ -93,7 +93,7 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         .map_err(|e| NodeError::Bootstrap(e.to_string()))?;
     let executors = params.executors.max(1);
     let malloc = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, executors, conv_search = ?opts.conv_search, memory_pattern = opts.memory_pattern, warm_up = opts.warm_up, spinning = opts.intra_spinning, glibc_tunables = %malloc, "agent ready");
+    tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, executors, conv_search = ?opts.conv_search, memory_pattern = opts.memory_pattern, shared_arena = opts.shared_arena, warm_up = opts.warm_up, spinning = opts.intra_spinning, glibc_tunables = %malloc, "agent ready");
     let (wake_tx, wake) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(opts.intra_threads));
     let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)
