@@ -12,6 +12,7 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use crate::error::{Result, VisionError};
 use crate::onnx_graph::{self, RewriteReport};
 pub use crate::session_options::{ConvSearch, SessionOptions};
+use crate::strips::Strips;
 use crate::tensor::TensorF32;
 
 /// Which execution provider sessions run on.
@@ -178,6 +179,8 @@ pub struct Model {
     rewrites: RewriteReport,
     /// Most batch rows per run (`None`: any); see [`crate::chunked`].
     max_rows: Option<usize>,
+    /// Large inputs run in strips ([`crate::strips`]); `None`: always whole.
+    strips: Option<Strips>,
     /// When only some outputs are wanted: a run that leaves the others out (ONNX Runtime
     /// may then skip the nodes only they need, and nothing copies them).
     selected: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
@@ -308,6 +311,7 @@ impl Model {
             outputs,
             rewrites,
             max_rows: None,
+            strips: None,
             selected: None,
         };
         if opts.warm_up {
@@ -406,6 +410,12 @@ impl Model {
         Ok(())
     }
 
+    /// Lets a large single input run in strips along one axis ([`crate::strips`]);
+    /// `None`: always whole.
+    pub fn set_strips(&mut self, strips: Option<Strips>) {
+        self.strips = strips;
+    }
+
     /// Caps the batch rows of one run: a bigger single-input batch runs in parts.
     pub fn set_max_rows(&mut self, max_rows: Option<usize>) {
         self.max_rows = max_rows.filter(|&k| k > 0);
@@ -479,6 +489,17 @@ impl Model {
                 return crate::chunked::run_rows(self, one, k);
             }
         }
+        if let (Some(plan), [one]) = (self.strips, inputs) {
+            let name = self.name.clone();
+            return crate::strips::run_in_strips(&name, &plan, one, |part| {
+                self.run_whole(std::slice::from_ref(part))
+            });
+        }
+        self.run_whole(inputs)
+    }
+
+    /// One run of the whole inputs.
+    fn run_whole(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
         self.check_inputs(inputs)?;
         let run_err = |msg: String| VisionError::Run {
             model: self.name.clone(),

@@ -32,6 +32,7 @@ pub mod segment;
 pub mod segment_mask;
 pub mod session_options;
 pub mod shared_arena;
+pub mod strips;
 pub mod superres;
 pub mod tensor;
 pub mod tf_resize;

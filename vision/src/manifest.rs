@@ -109,6 +109,9 @@ pub struct ModelEntry {
     /// [`YoloParams`].
     #[serde(default)]
     pub params: serde_json::Value,
+    /// A fully convolutional model that may run large inputs in strips ([`crate::strips`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strips: Option<crate::strips::Strips>,
 }
 
 /// Parameters of an MTCNN stage (`stage` = pnet, rnet or onet).

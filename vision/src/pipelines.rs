@@ -20,7 +20,9 @@ fn load(
     name: &str,
     opts: &SessionOptions,
 ) -> Result<Model> {
-    Model::load(rt, name, &manifest.model_path(name, models_dir)?, opts)
+    let mut model = Model::load(rt, name, &manifest.model_path(name, models_dir)?, opts)?;
+    model.set_strips(manifest.model(name)?.strips);
+    Ok(model)
 }
 
 /// The three MTCNN nets and their parameters.

@@ -25,6 +25,9 @@ pub struct AgentModel {
     /// The outputs the manifest declares: runs return only these (none: every output).
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// Large inputs run in strips (the manifest's `strips`); none: always whole.
+    #[serde(default)]
+    pub strips: Option<vision::strips::Strips>,
 }
 
 /// A finished load: the model's name, the session or why it failed, how long it took.
@@ -53,6 +56,7 @@ pub fn start_loader<W: Send + 'static>(
                 let result = Model::load(&rt, &m.name, std::path::Path::new(&m.path), &opts)
                     .and_then(|mut model| {
                         model.set_max_rows(m.max_rows);
+                        model.set_strips(m.strips);
                         model.keep_outputs(&m.outputs)?;
                         Ok(model)
                     })

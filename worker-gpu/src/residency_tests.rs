@@ -25,6 +25,7 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
         path: "/nonexistent/broken.onnx".into(),
         bytes: 1,
         max_rows: None,
+        strips: None,
         outputs: vec![],
     };
     // room for rnet, or pnet and the broken one, not for rnet and pnet together

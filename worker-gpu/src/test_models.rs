@@ -31,6 +31,7 @@ pub fn model(name: &str, file: &str) -> AgentModel {
         path: path.display().to_string(),
         bytes,
         max_rows: None,
+        strips: None,
         outputs: vec![],
     }
 }

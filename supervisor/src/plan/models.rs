@@ -25,6 +25,9 @@ pub struct HostedModel {
     pub max_rows: Option<usize>,
     /// The outputs the manifest declares (the agent asks ONNX Runtime for these only).
     pub outputs: Vec<String>,
+    /// Large inputs run in strips (the manifest's `strips`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strips: Option<vision::strips::Strips>,
 }
 
 fn uses_models(app: &AppSpec) -> bool {
@@ -132,6 +135,7 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
             bytes,
             max_rows,
             outputs,
+            strips: entry.strips,
         });
     }
     Ok(out)
