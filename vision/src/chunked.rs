@@ -30,14 +30,23 @@ pub(crate) fn run_rows(
         parts.push(model.run(std::slice::from_ref(&chunk))?);
         at += n;
     }
+    join_outputs(parts, TensorF32::concat_batch)
+}
+
+/// The outputs of several runs of one model over the parts of an input, each output's
+/// pieces joined by `join` (output k of every run, in run order).
+pub(crate) fn join_outputs(
+    mut parts: Vec<Vec<TensorF32>>,
+    join: impl Fn(&[TensorF32]) -> Result<TensorF32>,
+) -> Result<Vec<TensorF32>> {
     let outputs = parts.first().map_or(0, Vec::len);
     (0..outputs)
-        .map(|o| {
+        .map(|k| {
             let pieces: Vec<TensorF32> = parts
                 .iter_mut()
-                .map(|p| std::mem::replace(&mut p[o], TensorF32::zeros(vec![0])))
+                .map(|p| std::mem::replace(&mut p[k], TensorF32::zeros(vec![0])))
                 .collect();
-            TensorF32::concat_batch(&pieces)
+            join(&pieces)
         })
         .collect()
 }

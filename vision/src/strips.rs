@@ -166,16 +166,7 @@ pub(crate) fn run_in_strips(
         }
         parts.push(outputs);
     }
-    let outputs = parts.first().map_or(0, Vec::len);
-    (0..outputs)
-        .map(|k| {
-            let pieces: Vec<TensorF32> = parts
-                .iter_mut()
-                .map(|p| std::mem::replace(&mut p[k], TensorF32::zeros(vec![0])))
-                .collect();
-            join(&pieces, plan.axis)
-        })
-        .collect()
+    crate::chunked::join_outputs(parts, |pieces| join(pieces, plan.axis))
 }
 
 #[cfg(test)]
