@@ -65,6 +65,14 @@ def cpu_s(pid):
         return None
 
 
+def comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def label(pid):
     try:
         log = os.readlink(f"/proc/{pid}/fd/2")
@@ -72,11 +80,7 @@ def label(pid):
             return os.path.basename(log).removesuffix(".log")
     except OSError:
         pass
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return str(pid)
+    return comm(pid) or str(pid)
 
 
 def tables(app):
@@ -106,7 +110,10 @@ def main():
         for k in descendants(p.pid):
             c = cpu_s(k)
             if c is not None:
-                cpu[k] = (label(k), c)
+                # A process that is exiting has closed its fds (its log can no longer be
+                # read from fd 2): keep the name it had while it ran.
+                old = cpu.get(k, (None,))[0]
+                cpu[k] = (old if old and old != comm(k) else label(k), c)
         for k in children(p.pid):
             s = status_kb(k)
             if "VmHWM" in s:

@@ -58,7 +58,9 @@ impl Strips {
         let mut start = 0;
         loop {
             let end = start + self.stride * (rows - 1) + self.field;
-            if end >= len {
+            let next = start + self.stride * rows;
+            // The last strip runs to the end, and is never shorter than the field.
+            if end >= len || len - next < self.field {
                 spans.push(Span {
                     start,
                     end: len,
@@ -71,7 +73,7 @@ impl Strips {
                 end,
                 rows: Some(rows),
             });
-            start += self.stride * rows;
+            start = next;
         }
     }
 }
@@ -210,7 +212,15 @@ mod tests {
 
     #[test]
     fn strips_give_the_whole_run_for_every_length_and_batch() {
-        for (n, len) in [(1, 100), (2, 77), (1, 12), (3, 45), (1, 13), (2, 301)] {
+        for (n, len) in [
+            (1, 100),
+            (1, 101),
+            (2, 77),
+            (1, 12),
+            (3, 45),
+            (1, 13),
+            (2, 301),
+        ] {
             let x = input(n, len, 15);
             let cut = PLAN.spans(&x.shape).is_some_and(|s| s.len() > 1);
             assert_eq!(
@@ -249,6 +259,18 @@ mod tests {
             Span {
                 start: 60,
                 end: 100,
+                rows: None
+            }
+        );
+        // 101 rows: a fourth strip would start at 90 with 11 rows, fewer than the field, so
+        // the third runs to the end.
+        let short = PLAN.spans(&[1, 101, 15]).unwrap();
+        assert_eq!(short.len(), 3);
+        assert_eq!(
+            short[2],
+            Span {
+                start: 60,
+                end: 101,
                 rows: None
             }
         );
