@@ -13,6 +13,7 @@ pub mod faults;
 pub mod image;
 pub mod model;
 pub mod out_files;
+pub mod pipes;
 pub mod registry;
 pub mod sources;
 pub mod table;

@@ -211,6 +211,9 @@ impl VideoWriter {
             .spawn()
             .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
         let stdin = child.stdin.take();
+        if let Some(pipe) = &stdin {
+            crate::pipes::widen(pipe);
+        }
         Ok(VideoWriter {
             child,
             stdin,

@@ -349,6 +349,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         .stdout
         .take()
         .ok_or_else(|| StageError::Ffmpeg("no stdout pipe".into()))?;
+    crate::pipes::widen(&stdout);
     let stderr = child.stderr.take();
     // Collect ffmpeg's complaints on a thread so a full pipe never blocks it.
     let complaints = std::thread::spawn(move || {
