@@ -4,8 +4,8 @@
 //! is the whole run's, bit for bit (every output value is computed from the same inputs in
 //! the same order). A strip's activations stay in cache where the whole input's do not:
 //! MTCNN's P-Net on a 720p pyramid, cut into strips of at most 300,000 input values, ran
-//! 5–10 % faster alone and under a second process's load (`tools/bench/pnet_strips.py`,
-//! BENCHMARKS.md).
+//! 6 % faster on average, alone and under a second process's load
+//! (`tools/bench/pnet_strips.py`, BENCHMARKS.md).
 
 use serde::{Deserialize, Serialize};
 
