@@ -63,6 +63,7 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
 fn profile_faces(m: &mut FaceModels, frames: &[RgbImage]) -> Value {
     use vision::mtcnn;
     let mut t = [0f64; 9]; // [pnet pre, ort, post, rnet ..., onet ...]
+    let mut rnet_boxes = 0usize;
     let mut clock = Instant::now();
     let mut lap = |slot: usize, t: &mut [f64; 9]| {
         t[slot] += clock.elapsed().as_secs_f64() * 1e3;
@@ -78,9 +79,10 @@ fn profile_faces(m: &mut FaceModels, frames: &[RgbImage]) -> Value {
         let img = f.view();
         lap(8, &mut t);
         let mut cands = Vec::new();
-        for scale in mtcnn::pyramid_scales(img.width, img.height, &cfg) {
-            let input = ok!(mtcnn::pnet_preprocess(img, scale, &cfg));
-            lap(0, &mut t);
+        let scales = mtcnn::pyramid_scales(img.width, img.height, &cfg);
+        let inputs = ok!(mtcnn::pnet_preprocess_pyramid(img, &scales, &cfg));
+        lap(0, &mut t);
+        for (input, scale) in inputs.into_iter().zip(scales) {
             let out = ok!(m.pnet.run(&[input]));
             lap(1, &mut t);
             cands.extend(ok!(mtcnn::pnet_postprocess(&out, scale, &cfg)));
@@ -91,6 +93,7 @@ fn profile_faces(m: &mut FaceModels, frames: &[RgbImage]) -> Value {
         if boxes.is_empty() {
             continue;
         }
+        rnet_boxes += boxes.len();
         let input = ok!(mtcnn::rnet_preprocess(img, &boxes, &cfg));
         lap(3, &mut t);
         let out = ok!(m.rnet.run(&[input]));
@@ -113,7 +116,8 @@ fn profile_faces(m: &mut FaceModels, frames: &[RgbImage]) -> Value {
     let r = |v: f64| (v / n * 100.0).round() / 100.0;
     json!({"pnet_pre": r(t[0]), "pnet_ort": r(t[1]), "pnet_post": r(t[2]),
            "rnet_pre": r(t[3]), "rnet_ort": r(t[4]), "rnet_post": r(t[5]),
-           "onet_pre": r(t[6]), "onet_ort": r(t[7]), "onet_post": r(t[8])})
+           "onet_pre": r(t[6]), "onet_ort": r(t[7]), "onet_post": r(t[8]),
+           "rnet_boxes_per_frame": rnet_boxes as f64 / n})
 }
 
 /// A second pass over the images with the steps of `read_text` timed one by one: milliseconds per

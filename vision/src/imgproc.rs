@@ -188,25 +188,39 @@ pub fn resize_area_window(
         (linear_tab(tw, dw, true), linear_tab(th, dh, true))
     };
     let (w, h) = (img.width as i64, img.height as i64);
+    // the horizontal taps inside the image, as byte offsets in a row: `off[lo[dx]..lo[dx + 1]]`
+    let mut off = Vec::with_capacity(xt.iter().map(Vec::len).sum());
+    let mut wts = Vec::with_capacity(off.capacity());
+    let mut lo = Vec::with_capacity(dw + 1);
+    lo.push(0);
+    for taps in &xt {
+        for &(tx, wt) in taps {
+            let sx = x0 + tx as i64;
+            if (0..w).contains(&sx) {
+                off.push(sx as usize * 3);
+                wts.push(wt);
+            }
+        }
+        lo.push(off.len());
+    }
     // horizontal pass for every window row inside the image (rows outside stay zero)
     let mut rows = vec![0.0f64; th * dw * 3];
+    let row_bytes = img.width * 3;
     for (ty, drow) in rows.chunks_exact_mut(dw * 3).enumerate() {
         let sy = y0 + ty as i64;
-        if sy < 0 || sy >= h {
+        if !(0..h).contains(&sy) {
             continue;
         }
-        let srow = &img.data[(sy * w) as usize * 3..((sy + 1) * w) as usize * 3];
-        for (px, taps) in drow.chunks_exact_mut(3).zip(&xt) {
-            for &(tx, wt) in taps {
-                let sx = x0 + tx as i64;
-                if sx < 0 || sx >= w {
-                    continue;
-                }
-                let p = &srow[sx as usize * 3..sx as usize * 3 + 3];
-                for k in 0..3 {
-                    px[k] += wt * f64::from(p[k]);
-                }
+        let srow = &img.data[sy as usize * row_bytes..(sy as usize + 1) * row_bytes];
+        for (px, range) in drow.chunks_exact_mut(3).zip(lo.windows(2)) {
+            let mut acc = [0.0f64; 3];
+            for (&o, &wt) in off[range[0]..range[1]].iter().zip(&wts[range[0]..range[1]]) {
+                let p = &srow[o..o + 3];
+                acc[0] += wt * f64::from(p[0]);
+                acc[1] += wt * f64::from(p[1]);
+                acc[2] += wt * f64::from(p[2]);
             }
+            px.copy_from_slice(&acc);
         }
     }
     let mut out = ImageF64::zeros(dw, dh, 3);

@@ -27,6 +27,7 @@ pub mod onnx_graph;
 pub mod pipelines;
 pub mod pose;
 pub mod ppocr;
+pub mod pyramid;
 pub mod resize;
 pub mod segment;
 pub mod segment_mask;

@@ -10,6 +10,7 @@ use crate::error::{Result, VisionError};
 use crate::geometry::{nms, BBox, Detection, Overlap};
 use crate::imgproc::{resize_area_window, ImageF64};
 use crate::manifest::MtcnnParams;
+use crate::pyramid::resize_u8_area_levels;
 use crate::resize::{resize_u8_rows, Interp};
 use crate::tensor::{RgbView, TensorF32};
 
@@ -115,31 +116,136 @@ pub fn scaled_size(width: usize, height: usize, scale: f64) -> (usize, usize) {
 pub fn pnet_preprocess(img: RgbView<'_>, scale: f64, cfg: &MtcnnConfig) -> Result<TensorF32> {
     let (w, h) = scaled_size(img.width, img.height, scale);
     let mut data = vec![0f32; w * h * 3];
-    let mut lut = [0f32; 256];
-    for (v, o) in lut.iter_mut().enumerate() {
-        *o = (v as f32 - cfg.mean) * cfg.scale;
-    }
+    let lut = normalisation_lut(cfg);
     resize_u8_rows(img, w, h, Interp::Area, |dy, row| {
-        for (dx, px) in row.chunks_exact(3).enumerate() {
-            let o = (dx * h + dy) * 3;
-            for (d, &v) in data[o..o + 3].iter_mut().zip(px) {
-                *d = lut[usize::from(v)];
-            }
-        }
+        write_nwhc_row(&mut data, h, dy, row, &lut)
     })?;
     TensorF32::new(vec![1, w, h, 3], data)
 }
 
-/// P-Net inputs for every scale of the pyramid (each resized from the frame, like the original).
+/// P-Net inputs for every scale of the pyramid (each resized from the frame, like the original), the
+/// same tensors as [`pnet_preprocess`] of each scale, made in one pass over the frame's rows.
 pub fn pnet_preprocess_pyramid(
     img: RgbView<'_>,
     scales: &[f64],
     cfg: &MtcnnConfig,
 ) -> Result<Vec<TensorF32>> {
-    scales
-        .iter()
-        .map(|&scale| pnet_preprocess(img, scale, cfg))
-        .collect()
+    PnetPyramid::new(img, scales, cfg)?.tensors()
+}
+
+/// The resized levels of a P-Net pyramid, before they become tensors: a pipeline stage writes them
+/// straight into its shared-memory slot ([`PnetPyramid::write_le`]) instead of building the
+/// tensors ([`PnetPyramid::tensors`]) and copying them.
+pub struct PnetPyramid {
+    /// `(width, height, interleaved RGB bytes)` per level.
+    levels: Vec<(usize, usize, Vec<u8>)>,
+    lut: [f32; 256],
+}
+
+impl PnetPyramid {
+    /// Resizes `img` to every scale in one pass over its rows.
+    pub fn new(img: RgbView<'_>, scales: &[f64], cfg: &MtcnnConfig) -> Result<Self> {
+        let sizes: Vec<(usize, usize)> = scales
+            .iter()
+            .map(|&s| scaled_size(img.width, img.height, s))
+            .collect();
+        let mut levels: Vec<(usize, usize, Vec<u8>)> = sizes
+            .iter()
+            .map(|&(w, h)| (w, h, vec![0u8; w * h * 3]))
+            .collect();
+        resize_u8_area_levels(img, &sizes, |level, dy, row| {
+            let (w, _, data) = &mut levels[level];
+            data[dy * *w * 3..(dy + 1) * *w * 3].copy_from_slice(row);
+        })?;
+        Ok(Self {
+            levels,
+            lut: normalisation_lut(cfg),
+        })
+    }
+
+    /// The tensor shapes, `[1, w, h, 3]` per level.
+    pub fn shapes(&self) -> Vec<Vec<usize>> {
+        self.levels
+            .iter()
+            .map(|&(w, h, _)| vec![1, w, h, 3])
+            .collect()
+    }
+
+    /// The tensors.
+    pub fn tensors(&self) -> Result<Vec<TensorF32>> {
+        self.levels
+            .iter()
+            .map(|(w, h, rgb)| {
+                let mut data = vec![0f32; w * h * 3];
+                nwhc_tiled(rgb, *w, *h, |i, rgb_index| {
+                    data[i] = self.lut[usize::from(rgb[rgb_index])]
+                });
+                TensorF32::new(vec![1, *w, *h, 3], data)
+            })
+            .collect()
+    }
+
+    /// Writes level `k`'s tensor as little-endian f32 bytes into `out` (exactly its size).
+    pub fn write_le(&self, k: usize, out: &mut [u8]) -> Result<()> {
+        let Some((w, h, rgb)) = self.levels.get(k) else {
+            return Err(VisionError::Image(format!(
+                "the pyramid has {} levels, not {}",
+                self.levels.len(),
+                k + 1
+            )));
+        };
+        if out.len() != w * h * 3 * 4 {
+            return Err(VisionError::Image(format!(
+                "level {k} is {} bytes, the buffer {}",
+                w * h * 3 * 4,
+                out.len()
+            )));
+        }
+        let bytes = self.lut.map(f32::to_le_bytes);
+        nwhc_tiled(rgb, *w, *h, |i, rgb_index| {
+            out[i * 4..i * 4 + 4].copy_from_slice(&bytes[usize::from(rgb[rgb_index])])
+        });
+        Ok(())
+    }
+}
+
+/// `(v - mean) * scale` for the 256 values of a byte.
+fn normalisation_lut(cfg: &MtcnnConfig) -> [f32; 256] {
+    let mut lut = [0f32; 256];
+    for (v, o) in lut.iter_mut().enumerate() {
+        *o = (v as f32 - cfg.mean) * cfg.scale;
+    }
+    lut
+}
+
+/// Visits a `w` x `h` interleaved RGB image in NWHC order (`[x][y][c]`), in 16 x 16 tiles so that
+/// both sides stay in cache: `put(nwhc_index, rgb_index)`.
+#[inline(always)]
+fn nwhc_tiled(rgb: &[u8], w: usize, h: usize, mut put: impl FnMut(usize, usize)) {
+    const TILE: usize = 16;
+    debug_assert_eq!(rgb.len(), w * h * 3);
+    for y0 in (0..h).step_by(TILE) {
+        for x0 in (0..w).step_by(TILE) {
+            for x in x0..(x0 + TILE).min(w) {
+                for y in y0..(y0 + TILE).min(h) {
+                    let (i, o) = ((y * w + x) * 3, (x * h + y) * 3);
+                    put(o, i);
+                    put(o + 1, i + 1);
+                    put(o + 2, i + 2);
+                }
+            }
+        }
+    }
+}
+
+/// Writes resized row `dy` (interleaved RGB bytes) normalised into an NWHC tensor of height `h`.
+fn write_nwhc_row(data: &mut [f32], h: usize, dy: usize, row: &[u8], lut: &[f32; 256]) {
+    for (dx, px) in row.chunks_exact(3).enumerate() {
+        let o = (dx * h + dy) * 3;
+        for (d, &v) in data[o..o + 3].iter_mut().zip(px) {
+            *d = lut[usize::from(v)];
+        }
+    }
 }
 
 /// Finds an output by its last dimension (the nets' outputs differ by it).
@@ -460,7 +566,31 @@ mod tests {
                     }
                 }
             }
+            assert_eq!(*t, pnet_preprocess(img, s, &cfg).expect("one scale"));
         }
+    }
+
+    #[test]
+    fn pyramid_written_as_bytes_equals_its_tensors() {
+        let data: Vec<u8> = (0..203 * 117 * 3).map(|i| (i * 13 % 255) as u8).collect();
+        let img = RgbView::new(&data, 203, 117).expect("view");
+        let cfg = MtcnnConfig::default();
+        let pyramid = PnetPyramid::new(img, &pyramid_scales(203, 117, &cfg), &cfg).expect("new");
+        let tensors = pyramid.tensors().expect("tensors");
+        let shapes = pyramid.shapes();
+        assert_eq!(tensors.len(), shapes.len());
+        for (k, (t, shape)) in tensors.iter().zip(&shapes).enumerate() {
+            assert_eq!(&t.shape, shape);
+            let mut bytes = vec![0u8; t.data.len() * 4];
+            pyramid.write_le(k, &mut bytes).expect("write");
+            let back: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            assert_eq!(back, t.data, "level {k}");
+            assert!(pyramid.write_le(k, &mut bytes[4..]).is_err());
+        }
+        assert!(pyramid.write_le(shapes.len(), &mut []).is_err());
     }
 
     #[test]

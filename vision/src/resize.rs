@@ -26,14 +26,14 @@ pub enum Interp {
 }
 
 /// The taps of one axis, flattened: destination `d` reads `idx[start[d]..start[d + 1]]`.
-struct Taps {
+pub(crate) struct Taps {
     idx: Vec<usize>,
     w: Vec<f32>,
     start: Vec<usize>,
 }
 
 impl Taps {
-    fn new(tab: &AxisTab) -> Self {
+    pub(crate) fn new(tab: &AxisTab) -> Self {
         let n: usize = tab.iter().map(Vec::len).sum();
         let mut t = Taps {
             idx: Vec::with_capacity(n),
@@ -52,7 +52,7 @@ impl Taps {
     }
 
     #[inline]
-    fn of(&self, d: usize) -> (&[usize], &[f32]) {
+    pub(crate) fn of(&self, d: usize) -> (&[usize], &[f32]) {
         let (a, b) = (self.start[d], self.start[d + 1]);
         (&self.idx[a..b], &self.w[a..b])
     }
@@ -67,7 +67,7 @@ fn separable_f32(
 ) {
     let (xt, yt) = (Taps::new(xt), Taps::new(yt));
     let stride = src.width * 3;
-    let mut col = vec![0f32; stride];
+    let mut col = vec![0f32; stride + 1]; // + 1: see horizontal_pass
     let mut row = vec![0f32; (xt.start.len() - 1) * 3];
     for dy in 0..yt.start.len() - 1 {
         let (ys, wys) = yt.of(dy);
@@ -83,18 +83,25 @@ fn separable_f32(
                 }
             }
         }
-        for (dx, px) in row.chunks_exact_mut(3).enumerate() {
-            let (xs, wxs) = xt.of(dx);
-            let mut acc = [0f32; 3];
-            for (&sx, &wx) in xs.iter().zip(wxs) {
-                let p = &col[sx * 3..sx * 3 + 3];
-                acc[0] += wx * p[0];
-                acc[1] += wx * p[1];
-                acc[2] += wx * p[2];
-            }
-            px.copy_from_slice(&acc);
-        }
+        horizontal_pass(&col, &xt, &mut row);
         sink(dy, &row);
+    }
+}
+
+/// The horizontal pass of [`separable_f32`]: `row[dx]` = the taps of `dx` over `col`, per channel.
+/// `col` holds the source row's interleaved values and one more (any value): each tap works on four
+/// lanes at once, the fourth being the next pixel's first channel, computed and dropped.
+#[inline(always)]
+pub(crate) fn horizontal_pass(col: &[f32], xt: &Taps, row: &mut [f32]) {
+    for (dx, px) in row.chunks_exact_mut(3).enumerate() {
+        let (xs, wxs) = xt.of(dx);
+        let mut acc = [0f32; 4];
+        for (&sx, &wx) in xs.iter().zip(wxs) {
+            for (a, &v) in acc.iter_mut().zip(&col[sx * 3..sx * 3 + 4]) {
+                *a += wx * v;
+            }
+        }
+        px.copy_from_slice(&acc[..3]);
     }
 }
 
@@ -211,11 +218,12 @@ pub fn resize_u8_rows(
 /// Round half to even and clamp to 0..=255 (`saturate_cast<uchar>(float)`).
 #[inline]
 pub fn sat_u8(v: f32) -> u8 {
-    // Adding and removing 2^23 rounds a float in [0, 2^23) to the nearest integer, ties to
-    // even (the default rounding mode): the same as `round_ties_even`, which without SSE4.1
-    // is a libm call per value.
+    // Adding 2^23 rounds a float in [0, 2^23) to the nearest integer, ties to even (the default
+    // rounding mode; `round_ties_even` is a libm call per value without SSE4.1), and leaves that
+    // integer in the low bits of the sum's mantissa: no float-to-int conversion, so loops of it
+    // vectorise.
     const MAGIC: f32 = 8_388_608.0;
-    ((v.clamp(0.0, 255.0) + MAGIC) - MAGIC) as u8
+    (v.clamp(0.0, 255.0) + MAGIC).to_bits() as u8
 }
 
 /// `cv2.resize(src, (dw, dh), interpolation)` of an RGB8 image.
@@ -277,12 +285,12 @@ pub fn resize_to_chw(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::imgproc::{resize_area, resize_linear, to_chw, ImageF64};
 
     /// A deterministic pseudo-random image with some smooth structure.
-    fn image(w: usize, h: usize, seed: u32) -> RgbImage {
+    pub(crate) fn image(w: usize, h: usize, seed: u32) -> RgbImage {
         let mut s = seed;
         let data = (0..w * h * 3)
             .map(|i| {

@@ -68,6 +68,12 @@ pub enum Output {
         state: Option<Vec<u8>>,
         tensors: Vec<TensorF32>,
     },
+    /// New state and tensors that are written straight into the slot for the model stage
+    /// (P-Net's pyramid: 8 MB of tensors per 720p frame, not built and then copied).
+    TensorsFrom {
+        state: Option<Vec<u8>>,
+        source: Box<dyn TensorSource>,
+    },
     /// New state only (between cascade steps).
     State(Vec<u8>),
     /// The final detection table.
@@ -79,6 +85,37 @@ pub enum Output {
     TableIpc(Vec<u8>),
     /// A new frame in place of the item's frame (super-resolution).
     Frame(vision::RgbImage),
+}
+
+/// Tensors that can write themselves into a stage's output slot.
+pub trait TensorSource {
+    /// The shape of each tensor, in order.
+    fn shapes(&self) -> Vec<Vec<usize>>;
+    /// Writes tensor `k` as little-endian f32 bytes into `out`, exactly its size.
+    fn write_le(&self, k: usize, out: &mut [u8]) -> Result<(), StageError>;
+}
+
+impl TensorSource for Vec<TensorF32> {
+    fn shapes(&self) -> Vec<Vec<usize>> {
+        self.iter().map(|t| t.shape.clone()).collect()
+    }
+
+    fn write_le(&self, k: usize, out: &mut [u8]) -> Result<(), StageError> {
+        let t = self
+            .get(k)
+            .ok_or_else(|| StageError::Input(format!("no tensor {k} of {}", self.len())))?;
+        if out.len() != t.data.len() * 4 {
+            return Err(StageError::Input(format!(
+                "tensor {k} is {} bytes, its place {}",
+                t.data.len() * 4,
+                out.len()
+            )));
+        }
+        for (d, v) in out.chunks_exact_mut(4).zip(&t.data) {
+            d.copy_from_slice(&v.to_le_bytes());
+        }
+        Ok(())
+    }
 }
 
 /// A family step that turns an item into its next form.
@@ -225,16 +262,18 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
         }
         Output::Frame(_) => unreachable!("handled above"),
         Output::Tensors { state, tensors } => {
-            if let Some(s) = state {
-                next.push(Payload::State(s));
+            match push_tensors(body, &mut next, state, &tensors)? {
+                Placed::Slot(w) => written = Some(w),
+                Placed::Nothing => {}
+                // Best-effort overload: shed this item (its holds go back on drop).
+                Placed::NoSlot => return body.lose(item, LossReason::Shed),
             }
-            if !tensors.is_empty() {
-                let Some((slot, refs)) = write_tensors(body, &tensors)? else {
-                    // Best-effort overload: shed this item (its holds go back on drop).
-                    return body.lose(item, LossReason::Shed);
-                };
-                next.extend(refs);
-                written = Some(slot);
+        }
+        Output::TensorsFrom { state, source } => {
+            match push_tensors(body, &mut next, state, source.as_ref())? {
+                Placed::Slot(w) => written = Some(w),
+                Placed::Nothing => {}
+                Placed::NoSlot => return body.lose(item, LossReason::Shed),
             }
         }
     }
@@ -242,6 +281,37 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
     body.send(match written {
         Some(w) => emit.written(w),
         None => emit,
+    })
+}
+
+/// Where an item's tensors went.
+enum Placed {
+    /// It had none.
+    Nothing,
+    /// Into this slot.
+    Slot(Written),
+    /// Nowhere: a best-effort app had no free slot.
+    NoSlot,
+}
+
+/// Pushes the state, then the tensors written into a slot, onto `next`.
+fn push_tensors(
+    body: &mut Body<'_>,
+    next: &mut Vec<Payload>,
+    state: Option<Vec<u8>>,
+    tensors: &dyn TensorSource,
+) -> Result<Placed, StageError> {
+    next.extend(state.map(Payload::State));
+    let shapes = tensors.shapes();
+    if shapes.is_empty() {
+        return Ok(Placed::Nothing);
+    }
+    Ok(match write_tensors(body, tensors, &shapes)? {
+        Some((slot, refs)) => {
+            next.extend(refs);
+            Placed::Slot(slot)
+        }
+        None => Placed::NoSlot,
     })
 }
 
@@ -258,12 +328,13 @@ fn read_f32(bytes: &[u8], shape: &[u32]) -> Result<TensorF32, StageError> {
 /// sheds the item).
 fn write_tensors(
     body: &mut Body<'_>,
-    tensors: &[TensorF32],
+    tensors: &dyn TensorSource,
+    shapes: &[Vec<usize>],
 ) -> Result<Option<(Written, Vec<Payload>)>, StageError> {
     let mut placed = Vec::new();
     let mut offset = 0usize;
-    for t in tensors {
-        let len = t.data.len() * 4;
+    for shape in shapes {
+        let len = shape.iter().product::<usize>() * 4;
         placed.push((offset, len));
         offset += len.div_ceil(64) * 64;
     }
@@ -274,22 +345,20 @@ fn write_tensors(
         )));
     }
     let written = body.write(offset as u64, |slot| {
-        for (t, &(at, len)) in tensors.iter().zip(&placed) {
-            for (d, v) in slot[at..at + len].chunks_exact_mut(4).zip(&t.data) {
-                d.copy_from_slice(&v.to_le_bytes());
-            }
+        for (k, &(at, len)) in placed.iter().enumerate() {
+            tensors.write_le(k, &mut slot[at..at + len])?;
         }
         Ok(())
     })?;
     let Ok(written) = written else {
         return Ok(None);
     };
-    let mut payloads = Vec::with_capacity(tensors.len());
-    for (t, &(at, len)) in tensors.iter().zip(&placed) {
+    let mut payloads = Vec::with_capacity(shapes.len());
+    for (shape, &(at, len)) in shapes.iter().zip(&placed) {
         payloads.push(Payload::Tensor {
             shm: written.part(at as u64, len as u64)?,
             dtype: DType::F32,
-            shape: t.shape.iter().map(|&d| d as u32).collect(),
+            shape: shape.iter().map(|&d| d as u32).collect(),
         });
     }
     Ok(Some((written, payloads)))

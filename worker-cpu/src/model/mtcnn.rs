@@ -2,7 +2,7 @@
 //! the surviving boxes. Pre-processing builds the net's input, post-processing turns
 //! its outputs into boxes (state) or, after O-Net, faces with five landmarks.
 
-use super::{from_json, row, to_json, vision_err, Output, Parts, Step};
+use super::{from_json, row, to_json, vision_err, Output, Parts, Step, TensorSource};
 use crate::table::detections::Extras;
 use crate::StageError;
 use protocol::messages::Envelope;
@@ -65,10 +65,10 @@ impl Step for MtcnnStep {
         match (self.net, self.pre) {
             (Net::P, true) => {
                 let scales = m::pyramid_scales(img.width, img.height, cfg);
-                let tensors = m::pnet_preprocess_pyramid(img, &scales, cfg).map_err(vision_err)?;
-                Ok(Output::Tensors {
+                let pyramid = m::PnetPyramid::new(img, &scales, cfg).map_err(vision_err)?;
+                Ok(Output::TensorsFrom {
                     state: None,
-                    tensors,
+                    source: Box::new(pyramid),
                 })
             }
             (Net::P, false) => {
@@ -127,5 +127,16 @@ impl Step for MtcnnStep {
                 Ok(Output::Detections(rows, Extras::MTCNN))
             }
         }
+    }
+}
+
+/// P-Net's pyramid, written level by level straight into the slot for the model stage.
+impl TensorSource for m::PnetPyramid {
+    fn shapes(&self) -> Vec<Vec<usize>> {
+        m::PnetPyramid::shapes(self)
+    }
+
+    fn write_le(&self, k: usize, out: &mut [u8]) -> Result<(), StageError> {
+        m::PnetPyramid::write_le(self, k, out).map_err(vision_err)
     }
 }
