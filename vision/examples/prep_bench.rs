@@ -1,5 +1,7 @@
-//! Times MTCNN's CPU pre-processing on one frame of a raw RGB file (tools/bench, issue 14):
-//! the P-Net pyramid level by level and in one pass, and the R-Net crops of synthetic boxes.
+//! Times MTCNN's CPU pre-processing on one frame of a raw RGB file (issue 14): P-Net's pyramid
+//! written into a stage's slot level by level (resized alone, then copied) and in one pass
+//! (written straight in, as the pipeline's stage does), in interleaved rounds, and the R-Net
+//! crops of synthetic boxes.
 //! `prep_bench RAW_RGB WIDTH HEIGHT [ROUNDS]`; prints one JSON object.
 
 use std::time::Instant;
@@ -36,35 +38,73 @@ fn main() {
     });
     let cfg = MtcnnConfig::default();
     let scales = mtcnn::pyramid_scales(w, h, &cfg);
+    // The stage's work for one frame, both ways, into one buffer as the stage's slot:
+    // level by level (each level resized alone into a tensor, then copied in as bytes), and
+    // in one pass written straight in (what `model.preprocess` of mtcnn-pnet does now).
+    let sizes: Vec<usize> = scales
+        .iter()
+        .map(|&s| {
+            let (lw, lh) = mtcnn::scaled_size(w, h, s);
+            lw * lh * 3 * 4
+        })
+        .collect();
+    let mut slot = vec![0u8; sizes.iter().sum()];
+    let by_level = |slot: &mut [u8]| -> Option<()> {
+        let mut at = 0;
+        for &s in &scales {
+            let t = mtcnn::pnet_preprocess(img, s, &cfg).ok()?;
+            for (d, v) in slot[at..at + t.data.len() * 4]
+                .chunks_exact_mut(4)
+                .zip(&t.data)
+            {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
+            at += t.data.len() * 4;
+        }
+        Some(())
+    };
+    let one_pass = |slot: &mut [u8]| -> Option<()> {
+        let pyramid = mtcnn::PnetPyramid::new(img, &scales, &cfg).ok()?;
+        let mut at = 0;
+        for (k, &len) in sizes.iter().enumerate() {
+            pyramid.write_le(k, &mut slot[at..at + len]).ok()?;
+            at += len;
+        }
+        Some(())
+    };
+    let mut other = slot.clone();
+    let same = by_level(&mut slot).is_some() && one_pass(&mut other).is_some() && slot == other;
+    // interleaved rounds, the order swapped every round, so that a slow spell hurts both
+    let (mut t_level, mut t_pass) = (Vec::new(), Vec::new());
+    for r in 0..rounds.max(1) {
+        for side in [r % 2, 1 - r % 2] {
+            let t = Instant::now();
+            if side == 0 {
+                std::hint::black_box(by_level(&mut slot));
+                t_level.push(t.elapsed().as_secs_f64() * 1e3);
+            } else {
+                std::hint::black_box(one_pass(&mut slot));
+                t_pass.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
     // the median of `rounds` calls, in ms (this VM's noise makes means wander)
-    let time = |f: &mut dyn FnMut()| {
-        f();
-        let mut ms: Vec<f64> = (0..rounds.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                f();
-                t.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
+    let median = |mut ms: Vec<f64>| {
         ms.sort_by(f64::total_cmp);
         (ms[ms.len() / 2] * 1000.0).round() / 1000.0
     };
-    let mut same = true;
-    let one_pass = time(&mut || {
-        std::hint::black_box(mtcnn::pnet_preprocess_pyramid(img, &scales, &cfg).ok());
-    });
-    let by_level = time(&mut || {
-        let v: Vec<_> = scales
-            .iter()
-            .map(|&s| mtcnn::pnet_preprocess(img, s, &cfg).ok())
-            .collect();
-        std::hint::black_box(v);
-    });
-    if let Ok(a) = mtcnn::pnet_preprocess_pyramid(img, &scales, &cfg) {
-        for (t, &s) in a.iter().zip(&scales) {
-            same &= mtcnn::pnet_preprocess(img, s, &cfg).ok().as_ref() == Some(t);
-        }
-    }
+    let time = |f: &mut dyn FnMut()| {
+        f();
+        median(
+            (0..rounds.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        )
+    };
     // boxes as P-Net leaves them: squares of 12 / scale pixels over the frame
     let mut boxes = Vec::new();
     let mut seed = 7u32;
@@ -89,8 +129,8 @@ fn main() {
     println!(
         "{}",
         json!({"frame": [w, h], "levels": scales.len(), "rounds": rounds,
-               "pyramid_median_ms": {"one_pass": one_pass, "level_by_level": by_level},
-               "pyramid_same_tensors": same,
+               "pyramid_into_slot_median_ms": {"one_pass": median(t_pass), "level_by_level": median(t_level)},
+               "pyramid_same_bytes": same,
                "rnet_crops": boxes.len(), "rnet_crops_median_ms": crops})
     );
 }
