@@ -243,45 +243,43 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
         height: h,
         format: PixelFormat::Rgb8,
     }];
-    let mut written = None;
-    match output {
-        Output::State(s) => next.push(Payload::State(s)),
-        Output::TableIpc(t) => next.push(Payload::Table(t)),
+    let placed = match output {
+        Output::State(s) => {
+            next.push(Payload::State(s));
+            Placed::Nothing
+        }
+        Output::TableIpc(t) => {
+            next.push(Payload::Table(t));
+            Placed::Nothing
+        }
         Output::Detections(rows, extras) => {
             let table =
                 detections_batch(&rows, extras).map_err(|e| StageError::Input(e.to_string()))?;
             next.push(Payload::Table(
                 encode_ipc(&table).map_err(|e| StageError::Input(e.to_string()))?,
             ));
+            Placed::Nothing
         }
         Output::Table(table, extra) => {
             next.push(Payload::Table(
                 encode_ipc(&table).map_err(|e| StageError::Input(e.to_string()))?,
             ));
             next.extend(extra.map(Payload::State));
+            Placed::Nothing
         }
         Output::Frame(_) => unreachable!("handled above"),
-        Output::Tensors { state, tensors } => {
-            match push_tensors(body, &mut next, state, &tensors)? {
-                Placed::Slot(w) => written = Some(w),
-                Placed::Nothing => {}
-                // Best-effort overload: shed this item (its holds go back on drop).
-                Placed::NoSlot => return body.lose(item, LossReason::Shed),
-            }
-        }
+        Output::Tensors { state, tensors } => push_tensors(body, &mut next, state, &tensors)?,
         Output::TensorsFrom { state, source } => {
-            match push_tensors(body, &mut next, state, source.as_ref())? {
-                Placed::Slot(w) => written = Some(w),
-                Placed::Nothing => {}
-                Placed::NoSlot => return body.lose(item, LossReason::Shed),
-            }
+            push_tensors(body, &mut next, state, source.as_ref())?
         }
-    }
-    let emit = Emit::of(item).payload(Payload::Batch(next));
-    body.send(match written {
-        Some(w) => emit.written(w),
-        None => emit,
-    })
+    };
+    let emit = match placed {
+        Placed::Slot(w) => Emit::of(item).written(w),
+        Placed::Nothing => Emit::of(item),
+        // Best-effort overload: shed this item (its holds go back on drop).
+        Placed::NoSlot => return body.lose(item, LossReason::Shed),
+    };
+    body.send(emit.payload(Payload::Batch(next)))
 }
 
 /// Where an item's tensors went.
