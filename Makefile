@@ -47,7 +47,7 @@ lint:
 
 test: provision .smartpipe/media/faces.mp4 .smartpipe/media/small.mp4 build lint
 	@rm -rf target/debug/test-scratch  # the previous run's test folders (kept until now for inspection)
-	@source $(ENVFILE) && $(CARGO) test --workspace 2>&1 | tee target/test.log; status=$${PIPESTATUS[0]}; \
+	@source $(ENVFILE) && $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log; status=$${PIPESTATUS[0]}; \
 	  awk '/^test result:/ { p += $$4; f += $$6; i += $$8 } /^test skipped: / { s += 1; print } END { printf "tests: %d passed, %d failed, %d skipped\n", p - s, f, i + s }' target/test.log; \
 	  exit $$status
 

@@ -22,7 +22,8 @@ fn app(name: &str, rate: f64, count: u64) -> Value {
     })
 }
 
-fn profile(rt: &PrivateRuntime, path: &Path) -> Value {
+/// Profile the app at `path`; its profile and the file it is stored in.
+fn profile(rt: &PrivateRuntime, path: &Path) -> (Value, std::path::PathBuf) {
     let out = rt
         .supervisor()
         .arg("profile")
@@ -38,7 +39,8 @@ fn profile(rt: &PrivateRuntime, path: &Path) -> Value {
         .flatten()
         .find(|e| e.file_name().to_string_lossy().contains(name))
         .expect("a profile of the app");
-    serde_json::from_slice(&std::fs::read(file.path()).expect("read")).expect("json")
+    let value = serde_json::from_slice(&std::fs::read(file.path()).expect("read")).expect("json");
+    (value, file.path())
 }
 
 fn write(dir: &Path, name: &str, spec: &Value) -> std::path::PathBuf {
@@ -60,30 +62,37 @@ fn seconds_per_item(profile: &Value) -> f64 {
         .sum()
 }
 
-/// App `name` (`items(rate)` items) written and profiled at the rate that keeps `cores` busy
-/// by its own profile: starting from `per_item` seconds, re-written and re-profiled (at most
-/// four profiles) while its profile disagrees with the cost its rate was set from by more
-/// than 10 %. The file
-/// returned is the one last profiled, so its profile is current. Returns its path and rate.
-fn profiled_at(
-    rt: &PrivateRuntime,
+/// [`app`] writing its rows to `ledger.csv`, whatever its name: apps whose tasks are the
+/// same, to share one profile (only one of them runs at a time).
+fn ledger_app(name: &str, rate: f64, count: u64) -> Value {
+    let mut spec = app(name, rate, count);
+    spec["tasks"][2]["params"]["path"] = json!("ledger.csv");
+    spec
+}
+
+/// App `name` at `rate` (`count` items), written beside `calib` with `calib`'s profile as its
+/// own: the three apps run the same tasks (a profile is keyed by what the tasks compute,
+/// not by the rate or the count), so the planner sizes all three from one measurement and
+/// the arithmetic of the test does not depend on how two profiles of a busy machine differ.
+fn sharing_the_profile_of(
     dir: &Path,
+    calib_profile: &Path,
     name: &str,
-    cores: f64,
-    items: impl Fn(f64) -> u64,
-    mut per_item: f64,
-) -> (std::path::PathBuf, f64) {
-    let mut attempt = 0;
-    loop {
-        let rate = cores / per_item;
-        let path = write(dir, name, &app(name, rate, items(rate)));
-        let measured = seconds_per_item(&profile(rt, &path));
-        attempt += 1;
-        if attempt == 4 || (measured / per_item - 1.0).abs() <= 0.1 {
-            return (path, rate);
-        }
-        per_item = measured;
-    }
+    rate: f64,
+    count: u64,
+) -> std::path::PathBuf {
+    let path = write(dir, name, &ledger_app(name, rate, count));
+    let file_name = calib_profile
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("profile file name");
+    let own = file_name.replace("-calib.json", &format!("-{name}.json"));
+    assert_ne!(
+        own, file_name,
+        "profile files are named <machine>-<app>.json"
+    );
+    std::fs::copy(calib_profile, calib_profile.with_file_name(own)).expect("copy the profile");
+    path
 }
 
 #[test]
@@ -91,16 +100,16 @@ fn a_second_guaranteed_app_that_does_not_fit_beside_the_first_is_refused_and_the
 ) {
     let rt = PrivateRuntime::new("node-ledger");
     let dir = scratch("node-ledger");
-    // What one item costs here, from a profile of the same tasks at a low rate; each app is
-    // then profiled at its own rate and its rate corrected until its profile agrees (an item
-    // costs less at 60 items/s than at 10), so that 'a' keeps about 0.7 of a core busy and 'b'
-    // 1.35 cores: 'b' fits the 2-core node alone, with the planner's headroom, but not beside 'a'.
-    let calib = profile(&rt, &write(&dir, "calib", &app("calib", 10.0, 40)));
+    // What one item costs here, from one profile of the tasks both apps run; 'a' is then
+    // written at the rate that keeps about 0.7 of a core busy by that profile and 'b' at 1.35
+    // cores: 'b' fits the 2-core node alone, with the planner's headroom, but not beside 'a'.
+    let (calib, calib_file) = profile(&rt, &write(&dir, "calib", &ledger_app("calib", 10.0, 40)));
+    let per_item = seconds_per_item(&calib);
     // 'a' runs about 8 s; 'b' is only planned.
-    let items_a = |rate: f64| (rate * 8.0) as u64;
-    let (a, rate_a) = profiled_at(&rt, &dir, "a", 0.7, items_a, seconds_per_item(&calib));
-    let count_a = items_a(rate_a);
-    let (b, _) = profiled_at(&rt, &dir, "b", 1.35, |_| 40, seconds_per_item(&calib));
+    let rate_a = 0.7 / per_item;
+    let count_a = (rate_a * 8.0) as u64;
+    let a = sharing_the_profile_of(&dir, &calib_file, "a", rate_a, count_a);
+    let b = sharing_the_profile_of(&dir, &calib_file, "b", 1.35 / per_item, 40);
     let alone = rt.supervisor().arg("plan").arg(&b).output().expect("plan");
     assert!(
         printed(&alone).contains("\nadmitted"),
