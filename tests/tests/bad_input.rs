@@ -138,6 +138,60 @@ fn corrupt_onnx_file_fails_the_app_with_the_model_named() {
     assert_clean_failure(&out, &["mtcnn-pnet"]);
 }
 
+/// The recogniser's post-processing reads its dictionary from the model file's metadata: a
+/// file that is not ONNX, or an ONNX model without the dictionary, fails the app naming the
+/// model and what is wrong.
+#[test]
+fn a_recogniser_file_without_its_dictionary_fails_the_app_with_the_model_named() {
+    let dir = scratch("rec-dictionary");
+    let root = repo_root().join(".smartpipe/models");
+    let cases: [(&str, &[u8], &str); 2] = [
+        (
+            "not-onnx",
+            b"this is not an ONNX model",
+            "not an ONNX model",
+        ),
+        ("no-dictionary", &[], "no `character` metadata"),
+    ];
+    for (case, bytes, why) in cases {
+        let models = dir.join(case);
+        std::fs::create_dir_all(&models).expect("dir");
+        for name in ["ppocr-det", "ppocr-cls"] {
+            std::fs::copy(
+                root.join(format!("{name}.onnx")),
+                models.join(format!("{name}.onnx")),
+            )
+            .expect("provisioned model");
+        }
+        let rec = if bytes.is_empty() {
+            // A valid ONNX model, but another model's: no dictionary in its metadata.
+            std::fs::read(root.join("ppocr-cls.onnx")).expect("provisioned model")
+        } else {
+            bytes.to_vec()
+        };
+        std::fs::write(models.join("ppocr-rec.onnx"), rec).expect("write");
+        let app = write_app(
+            &dir.join(case),
+            &tail_app(
+                case,
+                json!({"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": 2}}),
+                vec![
+                    json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["g"], "params": {"model": "ppocr-rec"}}),
+                    json!({"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "ppocr-rec"}}),
+                    json!({"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["net"], "params": {"model": "ppocr-rec"}}),
+                ],
+                "post",
+            ),
+        );
+        let out = start(
+            &app,
+            &dir.join(case).join("run"),
+            &[("SMARTPIPE_MODELS_DIR", models)],
+        );
+        assert_clean_failure(&out, &["ppocr-rec", why]);
+    }
+}
+
 #[test]
 fn model_whose_inputs_do_not_match_its_preprocessing_is_a_clear_error() {
     let dir = scratch("wrong-shape");

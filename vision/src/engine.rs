@@ -186,6 +186,31 @@ pub struct Model {
     selected: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
 }
 
+/// The model's bytes as ORT should load them, where the options change the file: the graph
+/// rewrites (bytes that are not ONNX, or a graph they leave alone, load as the file is: ORT's
+/// error says what is wrong) and the top-1 head (a model it cannot be added to is an error:
+/// the stage that reads the outputs expects it). `None`: load the file itself.
+fn edited(
+    path: &Path,
+    opts: &SessionOptions,
+) -> std::result::Result<Option<(Vec<u8>, RewriteReport)>, String> {
+    if !opts.graph_rewrites && !opts.top1_outputs {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let rewritten = if opts.graph_rewrites {
+        onnx_graph::rewrite(&bytes).ok().flatten()
+    } else {
+        None
+    };
+    if !opts.top1_outputs {
+        return Ok(rewritten);
+    }
+    let (bytes, report) = rewritten.unwrap_or((bytes, RewriteReport::default()));
+    let with_head = onnx_graph::top1_head(&bytes).map_err(|e| format!("top-1 head: {e}"))?;
+    Ok(Some((with_head, report)))
+}
+
 impl fmt::Debug for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Model")
@@ -280,14 +305,7 @@ impl Model {
                     msg: e.to_string(),
                 })?;
         }
-        let rewritten = if opts.graph_rewrites {
-            let bytes = std::fs::read(path).map_err(|e| load_err(e.to_string()))?;
-            // Bytes that are not ONNX are left to ORT, whose error says what is wrong.
-            onnx_graph::rewrite(&bytes).ok().flatten()
-        } else {
-            None
-        };
-        let (session, rewrites) = match rewritten {
+        let (session, rewrites) = match edited(path, opts).map_err(load_err)? {
             Some((bytes, report)) => (b.commit_from_memory(&bytes), report),
             None => (b.commit_from_file(path), RewriteReport::default()),
         };

@@ -79,6 +79,9 @@ pub enum VisionError {
         expected: String,
         got: Vec<usize>,
     },
+    /// A tensor of the right shape holding values its reader cannot take.
+    #[error("{what}: {msg}")]
+    Values { what: String, msg: String },
     #[error("model `{model}`: {msg}")]
     Unfit { model: String, msg: String },
     #[error("invalid image: {0}")]

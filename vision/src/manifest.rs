@@ -112,6 +112,22 @@ pub struct ModelEntry {
     /// A fully convolutional model that may run large inputs in strips ([`crate::strips`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strips: Option<crate::strips::Strips>,
+    /// What the GPU agent's session answers: the model's outputs as they are, or only the
+    /// best class of each output's last axis and its score ([`OutputHead`]); none: the
+    /// family's default ([`ModelEntry::output_head`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_head: Option<OutputHead>,
+}
+
+/// What leaves the GPU agent's session of a model (the manifest's `output_head`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputHead {
+    /// The outputs as the model makes them.
+    Full,
+    /// [`crate::onnx_graph::top1_head`]: each output's last axis of class scores becomes
+    /// `[index of the best class, its score]` (PP-OCR's recogniser: [N, T, 2] for [N, T, 6625]).
+    Top1,
 }
 
 /// Parameters of an MTCNN stage (`stage` = pnet, rnet or onet).
@@ -464,6 +480,15 @@ impl ModelEntry {
     /// The entry's params as super-resolution parameters.
     pub fn superres_params(&self) -> Result<crate::superres::SuperresParams> {
         self.typed()
+    }
+    /// What the agent's session of the model answers: the entry's `output_head`, else `top1`
+    /// for `ppocr-rec` (its decoder reads only the best class of each step) and `full` for
+    /// every other family.
+    pub fn output_head(&self) -> OutputHead {
+        self.output_head.unwrap_or(match self.family {
+            Family::PpocrRec => OutputHead::Top1,
+            _ => OutputHead::Full,
+        })
     }
     /// The most batch rows one model run may take (`tiles_per_run` of a super-resolution
     /// model); `None`: any batch runs at once.

@@ -29,6 +29,10 @@ pub struct SessionOptions {
     /// On the CPU: allocate from the process's one shared arena ([`crate::shared_arena`])
     /// instead of an arena of the session's own.
     pub shared_arena: bool,
+    /// Append [`crate::onnx_graph::top1_head`] to the model's outputs: each output's last axis
+    /// becomes `[best class index, its score]`. Set per model (the manifest's `output_head`);
+    /// a model it cannot be added to fails to load.
+    pub top1_outputs: bool,
 }
 
 impl Default for SessionOptions {
@@ -43,6 +47,7 @@ impl Default for SessionOptions {
             cuda_options: Vec::new(),
             graph_rewrites: true,
             shared_arena: false,
+            top1_outputs: false,
         }
     }
 }

@@ -28,6 +28,9 @@ pub struct AgentModel {
     /// Large inputs run in strips (the manifest's `strips`); none: always whole.
     #[serde(default)]
     pub strips: Option<vision::strips::Strips>,
+    /// Load it with the top-1 head on its outputs (the manifest's `output_head`).
+    #[serde(default)]
+    pub top1_outputs: bool,
 }
 
 /// A finished load: the model's name, the session or why it failed, how long it took.
@@ -51,6 +54,7 @@ pub fn start_loader<W: Send + 'static>(
                 let started = Instant::now();
                 let opts = SessionOptions {
                     intra_threads: threads.load(Ordering::Relaxed).max(1),
+                    top1_outputs: m.top1_outputs,
                     ..opts.clone()
                 };
                 let result = Model::load(&rt, &m.name, std::path::Path::new(&m.path), &opts)

@@ -26,6 +26,7 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
         bytes: 1,
         max_rows: None,
         strips: None,
+        top1_outputs: false,
         outputs: vec![],
     };
     // room for rnet, or pnet and the broken one, not for rnet and pnet together

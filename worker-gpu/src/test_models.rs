@@ -32,6 +32,7 @@ pub fn model(name: &str, file: &str) -> AgentModel {
         bytes,
         max_rows: None,
         strips: None,
+        top1_outputs: false,
         outputs: vec![],
     }
 }

@@ -28,6 +28,9 @@ pub struct HostedModel {
     /// Large inputs run in strips (the manifest's `strips`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strips: Option<vision::strips::Strips>,
+    /// The session answers through the top-1 head (the manifest's `output_head`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub top1_outputs: bool,
 }
 
 fn uses_models(app: &AppSpec) -> bool {
@@ -136,6 +139,7 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
             max_rows,
             outputs,
             strips: entry.strips,
+            top1_outputs: entry.output_head() == vision::manifest::OutputHead::Top1,
         });
     }
     Ok(out)

@@ -1,11 +1,14 @@
 //! ONNX files read and rewritten without a protobuf library: [`wire`] splits protobuf messages
 //! into fields, `model` reads the parts of `ModelProto` the rewrites touch and keeps every other
 //! field as the file had it, and [`rewrite()`] folds the element-wise chains of PP-OCR-style
-//! backbones into the convolutions around them before ONNX Runtime loads the model.
+//! backbones into the convolutions around them before ONNX Runtime loads the model;
+//! [`top1_head`] shrinks a classifier's outputs to the best class and its score.
 
+mod head;
 mod model;
 mod rewrite;
 pub mod wire;
 
+pub use head::top1_head;
 pub use model::{Attribute, Graph, GraphError, Node, OnnxModel, Tensor};
 pub use rewrite::{rewrite, RewriteReport};

@@ -10,6 +10,7 @@ use super::wire::{self, Field, WireError};
 const MODEL_IR_VERSION: u32 = 1;
 const MODEL_GRAPH: u32 = 7;
 const MODEL_OPSET_IMPORT: u32 = 8;
+const MODEL_METADATA_PROPS: u32 = 14;
 const GRAPH_NODE: u32 = 1;
 const GRAPH_INITIALIZER: u32 = 5;
 const GRAPH_INPUT: u32 = 11;
@@ -23,6 +24,7 @@ const NODE_ATTRIBUTE: u32 = 5;
 const NODE_DOMAIN: u32 = 7;
 const ATTR_NAME: u32 = 1;
 const ATTR_F: u32 = 2;
+const ATTR_I: u32 = 3;
 const ATTR_S: u32 = 4;
 const ATTR_T: u32 = 5;
 const ATTR_G: u32 = 6;
@@ -30,6 +32,7 @@ const ATTR_INTS: u32 = 8;
 const ATTR_GRAPHS: u32 = 11;
 const ATTR_TYPE: u32 = 20;
 const ATTR_TYPE_FLOAT: u64 = 1;
+const ATTR_TYPE_INT: u64 = 2;
 const ATTR_TYPE_INTS: u64 = 7;
 const ATTR_TYPE_TENSOR: u64 = 4;
 const ATTR_TYPE_GRAPH: u64 = 5;
@@ -42,6 +45,10 @@ const TENSOR_EXTERNAL_DATA: u32 = 13;
 const TENSOR_DATA_LOCATION: u32 = 14;
 /// `TensorProto.DataType.FLOAT`.
 pub const FLOAT: i64 = 1;
+/// `TensorProto.DataType.INT64`.
+pub const INT64: i64 = 7;
+const OPSET_DOMAIN: u32 = 1;
+const OPSET_VERSION: u32 = 2;
 
 /// Why a file cannot be rewritten.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +59,9 @@ pub enum GraphError {
     NoGraph,
     #[error("{0} is not UTF-8 text")]
     NotText(&'static str),
+    /// The graph is not one a change can be made to (what, and why).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 fn text(f: &Field<'_>, what: &'static str) -> Result<String, GraphError> {
@@ -97,34 +107,17 @@ impl<'a> OnnxModel<'a> {
         nodes: Vec<Node<'a>>,
         initializers: Vec<Tensor<'a>>,
     ) -> OnnxModel<'a> {
-        let value_info = |number, name: &str, dims: Option<&[i64]>| {
-            let mut tensor_type = vec![Field::varint(1, FLOAT as u64)];
-            if let Some(dims) = dims {
-                let dim = |&d: &i64| {
-                    let v = if d >= 0 {
-                        Field::varint(1, d as u64)
-                    } else {
-                        Field::string(2, "n")
-                    };
-                    Field::bytes(1, wire::encode(&[v]))
-                };
-                let shape: Vec<Field<'_>> = dims.iter().map(dim).collect();
-                tensor_type.push(Field::bytes(2, wire::encode(&shape)));
-            }
-            let type_proto = wire::encode(&[Field::bytes(1, wire::encode(&tensor_type))]);
-            let info = [
-                Field::string(VALUE_INFO_NAME, name),
-                Field::bytes(2, type_proto),
-            ];
-            Field::bytes(number, wire::encode(&info))
-        };
         let mut other = vec![Field::string(2, "graph")];
         other.extend(
             inputs
                 .iter()
-                .map(|(n, d)| value_info(GRAPH_INPUT, n, Some(d))),
+                .map(|(n, d)| float_value_info(GRAPH_INPUT, n, Some(d))),
         );
-        other.extend(outputs.iter().map(|n| value_info(GRAPH_OUTPUT, n, None)));
+        other.extend(
+            outputs
+                .iter()
+                .map(|n| float_value_info(GRAPH_OUTPUT, n, None)),
+        );
         let opset_import = wire::encode(&[Field::string(1, ""), Field::varint(2, opset)]);
         OnnxModel {
             fields: vec![
@@ -142,6 +135,47 @@ impl<'a> OnnxModel<'a> {
         }
     }
 
+    /// The value of the model's `metadata_props` entry `key` (e.g. PP-OCR's recogniser keeps
+    /// its dictionary under `character`), read without loading the model into a runtime.
+    pub fn metadata(&self, key: &str) -> Result<Option<String>, GraphError> {
+        for f in self
+            .fields
+            .iter()
+            .filter(|f| f.number == MODEL_METADATA_PROPS)
+        {
+            let entry = wire::parse(f.as_bytes().ok_or(GraphError::NotText("metadata entry"))?)?;
+            let text_of = |number| entry.iter().find(|g| g.number == number);
+            if text_of(1).and_then(Field::as_str) == Some(key) {
+                return match text_of(2) {
+                    Some(v) => text(v, "metadata value").map(Some),
+                    None => Ok(Some(String::new())),
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    /// The opset version the model imports for `domain` (`""`: the default, `ai.onnx`).
+    pub fn opset(&self, domain: &str) -> Option<u64> {
+        self.fields
+            .iter()
+            .filter(|f| f.number == MODEL_OPSET_IMPORT)
+            .filter_map(|f| wire::parse(f.as_bytes()?).ok())
+            .find(|id| {
+                let d = id
+                    .iter()
+                    .find(|g| g.number == OPSET_DOMAIN)
+                    .and_then(Field::as_str)
+                    .unwrap_or("");
+                d == domain || (domain.is_empty() && d == "ai.onnx")
+            })
+            .and_then(|id| {
+                id.iter()
+                    .find(|g| g.number == OPSET_VERSION)
+                    .and_then(Field::as_varint)
+            })
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut fields = self.fields.clone();
         fields.insert(
@@ -150,6 +184,30 @@ impl<'a> OnnxModel<'a> {
         );
         wire::encode(&fields)
     }
+}
+
+/// A `ValueInfoProto` field (`number`: the graph's input or output list) of a float32 tensor
+/// named `name`, of the given shape (-1: a dynamic dimension) or of no declared shape.
+fn float_value_info(number: u32, name: &str, dims: Option<&[i64]>) -> Field<'static> {
+    let mut tensor_type = vec![Field::varint(1, FLOAT as u64)];
+    if let Some(dims) = dims {
+        let dim = |&d: &i64| {
+            let v = if d >= 0 {
+                Field::varint(1, d as u64)
+            } else {
+                Field::string(2, "n")
+            };
+            Field::bytes(1, wire::encode(&[v]))
+        };
+        let shape: Vec<Field<'_>> = dims.iter().map(dim).collect();
+        tensor_type.push(Field::bytes(2, wire::encode(&shape)));
+    }
+    let type_proto = wire::encode(&[Field::bytes(1, wire::encode(&tensor_type))]);
+    let info = [
+        Field::string(VALUE_INFO_NAME, name),
+        Field::bytes(2, type_proto),
+    ];
+    Field::bytes(number, wire::encode(&info))
 }
 
 /// The top-level graph.
@@ -211,6 +269,20 @@ impl<'a> Graph<'a> {
             wire::write(&[Field::bytes(GRAPH_INITIALIZER, t.encode())], &mut out);
         }
         out
+    }
+
+    /// Declares graph output `name` a float32 tensor of no fixed shape (a head appended to
+    /// the output changes its shape); false if the graph has no such output.
+    pub fn declare_float_output(&mut self, name: &str) -> bool {
+        let Some(at) = self
+            .other
+            .iter()
+            .position(|f| f.number == GRAPH_OUTPUT && value_info_name(f).is_ok_and(|n| n == name))
+        else {
+            return false;
+        };
+        self.other[at] = float_value_info(GRAPH_OUTPUT, name, None);
+        true
     }
 
     /// Drops the value infos (shape annotations) of tensors that `keep` says no longer exist.
@@ -325,6 +397,11 @@ impl<'a> Attribute<'a> {
         Attribute::with_value(name, Field::fixed32(ATTR_F, v.to_bits()), ATTR_TYPE_FLOAT)
     }
 
+    /// An `INT` attribute.
+    pub fn new_int(name: &str, v: i64) -> Attribute<'static> {
+        Attribute::with_value(name, Field::varint(ATTR_I, v as u64), ATTR_TYPE_INT)
+    }
+
     /// A `TENSOR` attribute (a `Constant`'s `value`).
     pub fn new_tensor(name: &str, t: &Tensor<'_>) -> Attribute<'static> {
         Attribute::with_value(name, Field::bytes(ATTR_T, t.encode()), ATTR_TYPE_TENSOR)
@@ -411,6 +488,17 @@ impl<'a> Tensor<'a> {
             name,
             dims,
             data_type: FLOAT,
+            fields: vec![Field::bytes(TENSOR_RAW_DATA, raw)],
+        }
+    }
+
+    /// An int64 tensor stored as raw little-endian data.
+    pub fn new_i64(name: String, dims: Vec<i64>, values: &[i64]) -> Tensor<'static> {
+        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Tensor {
+            name,
+            dims,
+            data_type: INT64,
             fields: vec![Field::bytes(TENSOR_RAW_DATA, raw)],
         }
     }

@@ -121,32 +121,75 @@ pub fn rec_postprocess(out: &TensorF32, dict: &[String]) -> Result<Vec<(String, 
             e => e,
         })?;
     let (t, c) = (out.shape[1], out.shape[2]);
-    let mut res = Vec::with_capacity(out.shape[0]);
-    for row in out.data.chunks_exact(t * c.max(1)) {
-        let mut text = String::new();
-        let mut conf = Vec::new();
-        let mut prev = usize::MAX;
-        for step in row.chunks_exact(c) {
-            let mut best = 0;
-            for (i, v) in step.iter().enumerate() {
-                if *v > step[best] {
-                    best = i;
-                }
-            }
-            if best != 0 && best != prev {
-                text.push_str(&dict[best]);
-                conf.push(step[best] as f64);
-            }
-            prev = best;
-        }
-        let score = if conf.is_empty() {
-            0.0
-        } else {
-            conf.iter().sum::<f64>() / conf.len() as f64
-        };
-        res.push((text, score as f32));
+    Ok(out
+        .data
+        .chunks_exact(t * c.max(1))
+        .map(|row| {
+            ctc_greedy(
+                row.chunks_exact(c).map(|step| {
+                    // numpy argmax: the first maximum
+                    let mut best = 0;
+                    for (i, v) in step.iter().enumerate() {
+                        if *v > step[best] {
+                            best = i;
+                        }
+                    }
+                    (best, step[best])
+                }),
+                dict,
+            )
+        })
+        .collect())
+}
+
+/// [`rec_postprocess`] of the recogniser's output through the top-1 head
+/// ([`crate::onnx_graph::top1_head`]): `[N, T, 2]`, each step `[best class index, its
+/// probability]`. An index outside the dictionary is an error.
+pub fn rec_postprocess_top1(out: &TensorF32, dict: &[String]) -> Result<Vec<(String, f32)>> {
+    out.expect_shape("PP-OCR rec output (top-1 head)", &[None, None, Some(2)])?;
+    let t = out.shape[1];
+    let bad = out.data.chunks_exact(2).find(|step| {
+        !(step[0] >= 0.0 && step[0].fract() == 0.0 && (step[0] as usize) < dict.len())
+    });
+    if let Some(step) = bad {
+        return Err(VisionError::Values {
+            what: "PP-OCR rec output (top-1 head)".into(),
+            msg: format!(
+                "index {} is not a class index below {} (the dictionary's size)",
+                step[0],
+                dict.len()
+            ),
+        });
     }
-    Ok(res)
+    Ok(out
+        .data
+        .chunks_exact(2 * t.max(1))
+        .map(|row| {
+            let steps = row.chunks_exact(2).map(|step| (step[0] as usize, step[1]));
+            ctc_greedy(steps, dict)
+        })
+        .collect())
+}
+
+/// One line from its steps' best classes and their probabilities: repeats and blanks (0)
+/// dropped, the score the mean probability of the characters kept.
+fn ctc_greedy(steps: impl Iterator<Item = (usize, f32)>, dict: &[String]) -> (String, f32) {
+    let mut text = String::new();
+    let mut conf = Vec::new();
+    let mut prev = usize::MAX;
+    for (best, prob) in steps {
+        if best != 0 && best != prev {
+            text.push_str(&dict[best]);
+            conf.push(prob as f64);
+        }
+        prev = best;
+    }
+    let score = if conf.is_empty() {
+        0.0
+    } else {
+        conf.iter().sum::<f64>() / conf.len() as f64
+    };
+    (text, score as f32)
 }
 
 #[cfg(test)]
@@ -176,6 +219,23 @@ mod tests {
             (String::new(), 0.0)
         );
         assert!(rec_postprocess(&TensorF32::zeros(vec![1, 2, 5]), &dict).is_err());
+
+        // The same steps through the top-1 head: [index, probability] per step.
+        let top1: Vec<f32> = idx
+            .iter()
+            .enumerate()
+            .flat_map(|(t, &i)| [i as f32, 0.5 + 0.05 * t as f32])
+            .collect();
+        let head = TensorF32::new(vec![1, idx.len(), 2], top1).unwrap();
+        assert_eq!(rec_postprocess_top1(&head, &dict).unwrap(), r);
+        let outside = TensorF32::new(vec![1, 1, 2], vec![4.0, 0.9]).unwrap();
+        let err = rec_postprocess_top1(&outside, &dict)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("index 4") && err.contains("below 4"), "{err}");
+        let fraction = TensorF32::new(vec![1, 1, 2], vec![1.5, 0.9]).unwrap();
+        assert!(rec_postprocess_top1(&fraction, &dict).is_err());
+        assert!(rec_postprocess_top1(&TensorF32::zeros(vec![1, 2, 4]), &dict).is_err());
     }
 
     #[test]

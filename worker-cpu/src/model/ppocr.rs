@@ -9,10 +9,10 @@ use crate::StageError;
 use protocol::messages::Envelope;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use vision::manifest::{ClsParams, DetParams, Family, Manifest, RecParams};
+use vision::manifest::{ClsParams, DetParams, Family, Manifest, OutputHead, RecParams};
 use vision::ppocr::det::{self, Quad};
 use vision::ppocr::{self, rec, OcrGlobal, OcrTransform};
-use vision::{Model, Provider, RgbImage, RgbView, Runtime, SessionOptions, TensorF32};
+use vision::{RgbImage, RgbView, TensorF32};
 
 /// What travels between the OCR steps.
 #[derive(Serialize, Deserialize)]
@@ -34,6 +34,9 @@ struct OcrStep {
     cls: ClsParams,
     rec: RecParams,
     dictionary: Vec<String>,
+    /// The agent's recogniser session answers through the top-1 head (the manifest's
+    /// `output_head`): `[N, T, 2]` instead of the class scores.
+    rec_top1: bool,
 }
 
 pub fn step(
@@ -59,22 +62,31 @@ pub fn step(
         .model(&find(Family::PpocrCls)?)
         .and_then(|e| e.cls_params())
         .map_err(vision_err)?;
-    let rec_params = manifest
+    let rec_entry = manifest
         .model(&find(Family::PpocrRec)?)
-        .and_then(|e| e.rec_params())
         .map_err(vision_err)?;
+    let rec_params = rec_entry.rec_params().map_err(vision_err)?;
     let mut dictionary = Vec::new();
     if family == Family::PpocrRec && !pre {
-        // The CTC dictionary is stored in the recogniser's metadata.
-        let rt = Runtime::from_env(Provider::Cpu).map_err(vision_err)?;
+        // The CTC dictionary is stored in the recogniser's metadata (read from the file: a
+        // runtime session only to read it cost a third of a second of start-up).
         let path = manifest.model_path(model, dir).map_err(vision_err)?;
-        let m = Model::load(&rt, model, &path, &SessionOptions::default()).map_err(vision_err)?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| StageError::Input(format!("model {model}: {}: {e}", path.display())))?;
         let key = &rec_params.dictionary_metadata_key;
-        let chars = m.metadata(key).map_err(vision_err)?.ok_or_else(|| {
-            StageError::Input(format!(
-                "model {model} has no `{key}` metadata with its dictionary"
-            ))
-        })?;
+        let chars = vision::onnx_graph::OnnxModel::parse(&bytes)
+            .and_then(|m| m.metadata(key))
+            .map_err(|e| {
+                StageError::Input(format!(
+                    "model {model}: {} is not an ONNX model the recogniser's dictionary can be read from: {e}",
+                    path.display()
+                ))
+            })?
+            .ok_or_else(|| {
+                StageError::Input(format!(
+                    "model {model} has no `{key}` metadata with its dictionary"
+                ))
+            })?;
         dictionary = rec::dictionary_from_metadata(&chars);
     }
     Ok(Box::new(OcrStep {
@@ -88,6 +100,7 @@ pub fn step(
         cls,
         rec: rec_params,
         dictionary,
+        rec_top1: rec_entry.output_head() == OutputHead::Top1,
     }))
 }
 
@@ -189,8 +202,13 @@ impl Step for OcrStep {
                 let st: OcrState = from_json(parts)?;
                 let mut texts = vec![(String::new(), 0.0f32); st.quads.len()];
                 for (k, chunk) in st.order.chunks(self.rec.batch.max(1)).enumerate() {
-                    let res = rec::rec_postprocess(first_of(&outputs, k)?, &self.dictionary)
-                        .map_err(vision_err)?;
+                    let out = first_of(&outputs, k)?;
+                    let res = if self.rec_top1 {
+                        rec::rec_postprocess_top1(out, &self.dictionary)
+                    } else {
+                        rec::rec_postprocess(out, &self.dictionary)
+                    }
+                    .map_err(vision_err)?;
                     for (&i, r) in chunk.iter().zip(res) {
                         texts[i] = r;
                     }
