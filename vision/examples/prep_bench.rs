@@ -10,7 +10,9 @@ use serde_json::json;
 use vision::mtcnn::{self, FaceBox, MtcnnConfig};
 use vision::RgbView;
 
-fn main() {
+/// The frame file's bytes, the frame's size and the rounds, from the command line; exits with
+/// a message on bad arguments.
+fn read_args() -> (Vec<u8>, usize, usize, usize) {
     let args: Vec<String> = std::env::args().collect();
     let usage = || -> ! {
         eprintln!("usage: prep_bench RAW_RGB WIDTH HEIGHT [ROUNDS]");
@@ -28,10 +30,39 @@ fn main() {
         eprintln!("prep_bench: {path}: {e}");
         std::process::exit(2)
     });
-    let Some(frame) = data.get(..w * h * 3) else {
+    if data.len() < w * h * 3 {
         eprintln!("prep_bench: {path} holds less than one {w}x{h} frame");
         std::process::exit(2)
-    };
+    }
+    (data, w, h, rounds)
+}
+
+/// Boxes as P-Net leaves them: squares of 12 / scale pixels over a `w`×`h` frame, fewer for
+/// the smaller levels.
+fn synthetic_boxes(scales: &[f64], w: usize, h: usize) -> Vec<FaceBox> {
+    let mut boxes = Vec::new();
+    let mut seed = 7u32;
+    for (k, &s) in scales.iter().enumerate() {
+        let side = 12.0 / s;
+        for _ in 0..(40 >> k.min(5)).max(2) {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let x = f64::from(seed >> 8) / f64::from(1u32 << 24) * (w as f64 - side);
+            let y = f64::from(seed & 0xff) / 255.0 * (h as f64 - side);
+            boxes.push(FaceBox {
+                x1: x.floor(),
+                y1: y.floor(),
+                x2: (x + side).floor(),
+                y2: (y + side).floor(),
+                score: 0.9,
+            });
+        }
+    }
+    boxes
+}
+
+fn main() {
+    let (data, w, h, rounds) = read_args();
+    let frame = &data[..w * h * 3];
     let img = RgbView::new(frame, w, h).unwrap_or_else(|e| {
         eprintln!("prep_bench: {e}");
         std::process::exit(2)
@@ -105,24 +136,7 @@ fn main() {
                 .collect(),
         )
     };
-    // boxes as P-Net leaves them: squares of 12 / scale pixels over the frame
-    let mut boxes = Vec::new();
-    let mut seed = 7u32;
-    for (k, &s) in scales.iter().enumerate() {
-        let side = 12.0 / s;
-        for _ in 0..(40 >> k.min(5)).max(2) {
-            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            let x = f64::from(seed >> 8) / f64::from(1u32 << 24) * (w as f64 - side);
-            let y = f64::from(seed & 0xff) / 255.0 * (h as f64 - side);
-            boxes.push(FaceBox {
-                x1: x.floor(),
-                y1: y.floor(),
-                x2: (x + side).floor(),
-                y2: (y + side).floor(),
-                score: 0.9,
-            });
-        }
-    }
+    let boxes = synthetic_boxes(&scales, w, h);
     let crops = time(&mut || {
         std::hint::black_box(mtcnn::rnet_preprocess(img, &boxes, &cfg).ok());
     });
