@@ -422,22 +422,43 @@ impl Residency {
     }
 
     /// App `app` uses `models` from now on. A model of the same name is shared (loaded
-    /// once) when it is the same file; another file under a name already hosted is an
-    /// error naming both apps and files.
+    /// once) when it is the same file answering the same outputs; another file, or the same
+    /// file with other outputs (the manifest's `outputs` or `output_head`), under a name
+    /// already hosted is an error naming both apps: one session cannot answer both.
     pub fn add_models(&mut self, app: &str, models: Vec<AgentModel>) -> Result<(), String> {
         for m in &models {
-            if let Some(have) = self.models.get(&m.name) {
-                if have.path != m.path {
-                    let other = self
-                        .users
-                        .get(&m.name)
-                        .and_then(|u| u.iter().next().cloned())
-                        .unwrap_or_else(|| "the agent's own".into());
-                    return Err(format!(
-                        "model '{}' of app '{app}' is {}, but app '{other}' runs {} under that name on this device; rename one of them in its manifest",
-                        m.name, m.path, have.path
-                    ));
-                }
+            let Some(have) = self.models.get(&m.name) else {
+                continue;
+            };
+            let other = self
+                .users
+                .get(&m.name)
+                .and_then(|u| u.iter().next().cloned())
+                .unwrap_or_else(|| "the agent's own".into());
+            if have.path != m.path {
+                return Err(format!(
+                    "model '{}' of app '{app}' is {}, but app '{other}' runs {} under that name on this device; rename one of them in its manifest",
+                    m.name, m.path, have.path
+                ));
+            }
+            if have.top1_outputs != m.top1_outputs || have.outputs != m.outputs {
+                let says = |x: &AgentModel| {
+                    format!(
+                        "outputs [{}], {}",
+                        x.outputs.join(", "),
+                        if x.top1_outputs {
+                            "top-1 head"
+                        } else {
+                            "full outputs"
+                        }
+                    )
+                };
+                return Err(format!(
+                    "model '{}' of app '{app}' ({}) is hosted for app '{other}' with other outputs ({}) on this device; give one of them another name in its manifest",
+                    m.name,
+                    says(m),
+                    says(have)
+                ));
             }
         }
         for m in models {

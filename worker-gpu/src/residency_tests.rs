@@ -14,6 +14,56 @@ fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), Stri
 }
 
 #[test]
+fn a_model_hosted_for_another_app_with_other_outputs_or_file_is_refused() {
+    let (loader, _requests) = mpsc::channel();
+    let rec = AgentModel {
+        name: "rec".into(),
+        path: "/models/rec.onnx".into(),
+        bytes: 1,
+        max_rows: None,
+        strips: None,
+        top1_outputs: true,
+        outputs: vec!["scores".into()],
+    };
+    let mut res = Residency::new(vec![], None, loader);
+    res.add_models("a", vec![rec.clone()]).expect("hosted");
+    res.add_models("b", vec![rec.clone()])
+        .expect("the same file answering the same outputs is shared");
+    let full = AgentModel {
+        top1_outputs: false,
+        ..rec.clone()
+    };
+    let err = res.add_models("c", vec![full]).unwrap_err();
+    assert!(
+        err.contains("'rec'") && err.contains("'c'") && err.contains("full outputs"),
+        "{err}"
+    );
+    assert!(
+        err.contains("top-1 head") && err.contains("another name"),
+        "{err}"
+    );
+    let fewer = AgentModel {
+        outputs: vec![],
+        ..rec.clone()
+    };
+    assert!(res.add_models("c", vec![fewer]).is_err());
+    let other_file = AgentModel {
+        path: "/models/other.onnx".into(),
+        ..rec
+    };
+    let err = res.add_models("c", vec![other_file]).unwrap_err();
+    assert!(
+        err.contains("other.onnx") && err.contains("rename"),
+        "{err}"
+    );
+    let users = res.users.get("rec").expect("rec is hosted");
+    assert!(
+        !users.contains("c"),
+        "nothing of a refused app is hosted: {users:?}"
+    );
+}
+
+#[test]
 fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures() {
     let Some(rt) = runtime() else { return };
     let (pnet, rnet) = (
