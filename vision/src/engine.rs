@@ -198,17 +198,22 @@ fn edited(
         return Ok(None);
     }
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let rewritten = if opts.graph_rewrites {
-        onnx_graph::rewrite(&bytes).ok().flatten()
+    let mut model = match onnx_graph::OnnxModel::parse(&bytes) {
+        Ok(model) => model,
+        Err(e) if opts.top1_outputs => return Err(format!("top-1 head: {e}")),
+        Err(_) => return Ok(None),
+    };
+    let report = if opts.graph_rewrites {
+        onnx_graph::rewrite_model(&mut model)
     } else {
         None
     };
-    if !opts.top1_outputs {
-        return Ok(rewritten);
+    if opts.top1_outputs {
+        onnx_graph::add_top1_head(&mut model).map_err(|e| format!("top-1 head: {e}"))?;
+    } else if report.is_none() {
+        return Ok(None);
     }
-    let (bytes, report) = rewritten.unwrap_or((bytes, RewriteReport::default()));
-    let with_head = onnx_graph::top1_head(&bytes).map_err(|e| format!("top-1 head: {e}"))?;
-    Ok(Some((with_head, report)))
+    Ok(Some((model.encode(), report.unwrap_or_default())))
 }
 
 impl fmt::Debug for Model {

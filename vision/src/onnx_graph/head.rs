@@ -9,9 +9,7 @@
 //! TopK-11), `Cast` of the index to float (exact below 2^24 classes) and `Concat` of the two
 //! on the last axis, under the output's own name.
 
-use std::collections::HashSet;
-
-use super::model::{Attribute, GraphError, Node, OnnxModel, Tensor, FLOAT};
+use super::model::{Attribute, GraphError, Names, Node, OnnxModel, Tensor, FLOAT};
 
 /// The first opset whose `TopK` takes `k` as an input and has `largest` and `sorted`.
 const TOPK_OPSET: u64 = 11;
@@ -20,6 +18,12 @@ const TOPK_OPSET: u64 = 11;
 /// it. Models with subgraphs, outputs no node produces, or an opset before 11 are errors.
 pub fn top1_head(bytes: &[u8]) -> Result<Vec<u8>, GraphError> {
     let mut model = OnnxModel::parse(bytes)?;
+    add_top1_head(&mut model)?;
+    Ok(model.encode())
+}
+
+/// [`top1_head`] of a parsed model, in place.
+pub fn add_top1_head(model: &mut OnnxModel<'_>) -> Result<(), GraphError> {
     match model.opset("") {
         Some(v) if v >= TOPK_OPSET => {}
         v => {
@@ -40,30 +44,14 @@ pub fn top1_head(bytes: &[u8]) -> Result<Vec<u8>, GraphError> {
             "the top-1 head is not added to models with subgraphs (If, Loop, Scan)".into(),
         ));
     }
-    let mut names: HashSet<String> = g
-        .nodes
-        .iter()
-        .flat_map(|n| n.inputs.iter().chain(&n.outputs).cloned())
-        .chain(g.initializers.iter().map(|t| t.name.clone()))
-        .chain(g.inputs.iter().cloned())
-        .collect();
-    let mut fresh = |base: String| {
-        let mut name = base.clone();
-        let mut k = 1;
-        while names.contains(&name) {
-            name = format!("{base}_{k}");
-            k += 1;
-        }
-        names.insert(name.clone());
-        name
-    };
+    let mut names = Names::of(g);
     for output in g.outputs.clone() {
         if !g.nodes.iter().any(|n| n.outputs.contains(&output)) {
             return Err(GraphError::Unsupported(format!(
                 "output `{output}` is not made by a node of the graph (an input or a constant)"
             )));
         }
-        let scores = fresh(format!("{output}/scores"));
+        let scores = names.fresh(&output, "scores");
         for n in &mut g.nodes {
             for name in n.inputs.iter_mut().chain(n.outputs.iter_mut()) {
                 if *name == output {
@@ -71,12 +59,10 @@ pub fn top1_head(bytes: &[u8]) -> Result<Vec<u8>, GraphError> {
                 }
             }
         }
-        let k = fresh(format!("{output}/top1_k"));
-        let (values, index) = (
-            fresh(format!("{output}/top1_score")),
-            fresh(format!("{output}/top1_index")),
-        );
-        let index_f = fresh(format!("{output}/top1_index_f32"));
+        let k = names.fresh(&output, "top1_k");
+        let values = names.fresh(&output, "top1_score");
+        let index = names.fresh(&output, "top1_index");
+        let index_f = names.fresh(&output, "top1_index_f32");
         g.initializers
             .push(Tensor::new_i64(k.clone(), vec![1], &[1]));
         let mut topk = Node::new("TopK", vec![scores, k], vec![values.clone(), index.clone()]);
@@ -93,5 +79,5 @@ pub fn top1_head(bytes: &[u8]) -> Result<Vec<u8>, GraphError> {
         g.declare_float_output(&output);
         g.retain_value_infos(|n| n != output);
     }
-    Ok(model.encode())
+    Ok(())
 }

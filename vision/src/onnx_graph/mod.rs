@@ -9,6 +9,6 @@ mod model;
 mod rewrite;
 pub mod wire;
 
-pub use head::top1_head;
+pub use head::{add_top1_head, top1_head};
 pub use model::{Attribute, Graph, GraphError, Node, OnnxModel, Tensor};
-pub use rewrite::{rewrite, RewriteReport};
+pub use rewrite::{rewrite, rewrite_model, RewriteReport};

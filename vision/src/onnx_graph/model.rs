@@ -4,6 +4,7 @@
 //! Field numbers are those of `onnx/onnx.proto`.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use super::wire::{self, Field, WireError};
 
@@ -208,6 +209,32 @@ fn float_value_info(number: u32, name: &str, dims: Option<&[i64]>) -> Field<'sta
         Field::bytes(2, type_proto),
     ];
     Field::bytes(number, wire::encode(&info))
+}
+
+/// The names a graph uses, and fresh ones for the tensors a change adds.
+pub(super) struct Names(HashSet<String>);
+
+impl Names {
+    pub(super) fn of(g: &Graph<'_>) -> Names {
+        let mut set: HashSet<String> = g.initializers.iter().map(|t| t.name.clone()).collect();
+        set.extend(g.inputs.iter().cloned());
+        for n in &g.nodes {
+            set.extend(n.inputs.iter().chain(&n.outputs).cloned());
+        }
+        Names(set)
+    }
+
+    /// A name no tensor of the graph has: `{base}/smartpipe_{what}{k}` for the first free `k`.
+    pub(super) fn fresh(&mut self, base: &str, what: &str) -> String {
+        let mut k = 0;
+        loop {
+            let name = format!("{base}/smartpipe_{what}{k}");
+            if self.0.insert(name.clone()) {
+                return name;
+            }
+            k += 1;
+        }
+    }
 }
 
 /// The top-level graph.

@@ -17,7 +17,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use super::model::{Attribute, Graph, GraphError, Node, OnnxModel, Tensor};
+use super::model::{Attribute, Graph, GraphError, Names, Node, OnnxModel, Tensor};
 
 /// What the rewriter changed in one model.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -50,13 +50,19 @@ impl fmt::Display for RewriteReport {
 /// rewriter leaves alone (subgraphs, external data); an error when the bytes are not ONNX.
 pub fn rewrite(bytes: &[u8]) -> Result<Option<(Vec<u8>, RewriteReport)>, GraphError> {
     let mut model = OnnxModel::parse(bytes)?;
+    Ok(rewrite_model(&mut model).map(|report| (model.encode(), report)))
+}
+
+/// [`rewrite`] of a parsed model, in place: what it changed, `None` when it left the model as
+/// it was (nothing matched, subgraphs, external data).
+pub fn rewrite_model(model: &mut OnnxModel<'_>) -> Option<RewriteReport> {
     let g = &mut model.graph;
     let has_subgraph = g
         .nodes
         .iter()
         .any(|n| n.attributes.iter().any(Attribute::has_subgraph));
     if has_subgraph || g.initializers.iter().any(Tensor::is_external) {
-        return Ok(None);
+        return None;
     }
     let mut report = RewriteReport::default();
     let mut names = Names::of(g);
@@ -64,10 +70,10 @@ pub fn rewrite(bytes: &[u8]) -> Result<Option<(Vec<u8>, RewriteReport)>, GraphEr
     report.hard_swish = until_none(|| hard_swish(g));
     report.affine_into_pointwise = until_none(|| fold_affine_into_pointwise(g, &mut names));
     if report.total() == 0 {
-        return Ok(None);
+        return None;
     }
     drop_dead_constants(g);
-    Ok(Some((model.encode(), report)))
+    Some(report)
 }
 
 /// Runs a pass until it finds nothing more; what it did in all. Each scan applies every match
@@ -143,30 +149,6 @@ impl Index {
 }
 
 /// Every tensor name in the graph, to make new ones that collide with none.
-struct Names(HashSet<String>);
-
-impl Names {
-    fn of(g: &Graph<'_>) -> Names {
-        let mut set: HashSet<String> = g.initializers.iter().map(|t| t.name.clone()).collect();
-        set.extend(g.inputs.iter().cloned());
-        for n in &g.nodes {
-            set.extend(n.inputs.iter().chain(&n.outputs).cloned());
-        }
-        Names(set)
-    }
-
-    fn fresh(&mut self, base: &str, what: &str) -> String {
-        let mut k = 0;
-        loop {
-            let name = format!("{base}/smartpipe_{what}{k}");
-            if self.0.insert(name.clone()) {
-                return name;
-            }
-            k += 1;
-        }
-    }
-}
-
 /// A constant float tensor: an initializer the caller cannot override, or a `Constant`'s value.
 struct Const {
     dims: Vec<i64>,

@@ -46,16 +46,21 @@ pub fn cls_postprocess(out: &TensorF32, n: usize, p: &ClsParams) -> Result<Vec<(
         .data
         .chunks_exact(p.labels.len())
         .map(|row| {
-            // numpy argmax: first maximum
-            let mut best = 0;
-            for (i, v) in row.iter().enumerate() {
-                if *v > row[best] {
-                    best = i;
-                }
-            }
+            let best = first_max(row);
             (best, row[best])
         })
         .collect())
+}
+
+/// The index of the first maximum of `row` (numpy's `argmax`; 0 for an empty row).
+fn first_max(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
 }
 
 /// True when the classifier says the crop is upside down (label "180" above the threshold).
@@ -127,13 +132,7 @@ pub fn rec_postprocess(out: &TensorF32, dict: &[String]) -> Result<Vec<(String, 
         .map(|row| {
             ctc_greedy(
                 row.chunks_exact(c).map(|step| {
-                    // numpy argmax: the first maximum
-                    let mut best = 0;
-                    for (i, v) in step.iter().enumerate() {
-                        if *v > step[best] {
-                            best = i;
-                        }
-                    }
+                    let best = first_max(step);
                     (best, step[best])
                 }),
                 dict,
