@@ -57,16 +57,12 @@ fn corrupt_model_file() {
     let Some(rt) = common::runtime(&[], &[]) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("vision-corrupt-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("garbage.onnx");
-    std::fs::write(
-        &path,
+    let file = common::scratch_file(
+        "corrupt",
+        "garbage.onnx",
         b"this is not an onnx model \x00\x01\x02\xff\xfe garbage",
-    )
-    .unwrap();
-    let e = Model::load(&rt, "garbage", &path, &SessionOptions::default()).unwrap_err();
-    std::fs::remove_dir_all(&dir).ok();
+    );
+    let e = Model::load(&rt, "garbage", &file.path, &SessionOptions::default()).unwrap_err();
     assert!(matches!(e, VisionError::ModelLoad { .. }), "{e:?}");
     let s = e.to_string();
     assert!(s.contains("garbage") && s.contains("corrupt"), "{s}");

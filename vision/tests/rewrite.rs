@@ -115,10 +115,7 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
     let Some(rt) = common::runtime(&[], &[]) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("vision-rewrite-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("every-pattern.onnx");
-    std::fs::write(&path, &original).unwrap();
+    let file = common::scratch_file("rewrite", "every-pattern.onnx", &original);
     let x = TensorF32::new(
         vec![1, 3, 6, 6],
         values(108, 9).iter().map(|v| v * 4.0).collect(),
@@ -129,7 +126,7 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
             graph_rewrites,
             ..SessionOptions::default()
         };
-        let mut m = Model::load(&rt, "every-pattern", &path, &opts).unwrap();
+        let mut m = Model::load(&rt, "every-pattern", &file.path, &opts).unwrap();
         (m.run(std::slice::from_ref(&x)).unwrap(), m.rewrites())
     };
     let (want, off) = run(false);
@@ -145,7 +142,6 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "outputs differ by {worst}");
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

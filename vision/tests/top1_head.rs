@@ -42,10 +42,8 @@ fn the_head_gives_the_first_best_class_and_its_score() {
     let Some(rt) = common::runtime(&[], &[]) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("vision-top1-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("softmax.onnx");
-    std::fs::write(&path, softmax_model(13)).unwrap();
+    let file = common::scratch_file("top1", "softmax.onnx", &softmax_model(13));
+    let path = file.path.as_path();
     // Two rows of three steps; ties between classes 1 and 2 and between all five.
     let x = TensorF32::new(
         vec![2, 3, 5],
@@ -59,8 +57,8 @@ fn the_head_gives_the_first_best_class_and_its_score() {
         ],
     )
     .unwrap();
-    let mut full = Model::load(&rt, "softmax", &path, &options(false)).unwrap();
-    let mut head = Model::load(&rt, "softmax", &path, &options(true)).unwrap();
+    let mut full = Model::load(&rt, "softmax", path, &options(false)).unwrap();
+    let mut head = Model::load(&rt, "softmax", path, &options(true)).unwrap();
     let names: Vec<&str> = head.outputs().iter().map(|o| o.name.as_str()).collect();
     assert_eq!(names, ["y"], "the output keeps its name");
     let scores = full.run(std::slice::from_ref(&x)).unwrap().remove(0);
@@ -73,7 +71,6 @@ fn the_head_gives_the_first_best_class_and_its_score() {
         "a tie goes to the lower index"
     );
     assert_eq!(top1.data[4], 0.0, "five equal scores: class 0");
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]
@@ -95,19 +92,16 @@ fn models_the_head_cannot_be_added_to_are_refused_with_the_reason() {
     let Some(rt) = common::runtime(&[], &[]) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("vision-top1-old-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("opset10.onnx");
-    std::fs::write(&path, softmax_model(10)).unwrap();
-    let err = Model::load(&rt, "old-softmax", &path, &options(true))
+    let file = common::scratch_file("top1-old", "opset10.onnx", &softmax_model(10));
+    let path = file.path.as_path();
+    let err = Model::load(&rt, "old-softmax", path, &options(true))
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("old-softmax") && err.contains("top-1 head"),
         "{err}"
     );
-    Model::load(&rt, "old-softmax", &path, &options(false)).expect("loads without the head");
-    std::fs::remove_dir_all(&dir).ok();
+    Model::load(&rt, "old-softmax", path, &options(false)).expect("loads without the head");
 }
 
 #[test]

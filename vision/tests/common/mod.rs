@@ -58,6 +58,28 @@ pub fn runtime(models: &[&str], media: &[&str]) -> Option<Runtime> {
     Some(Runtime::init(&lib, Provider::Cpu).expect("ONNX Runtime must initialise"))
 }
 
+/// A file a test writes (a constructed model, garbage), in a folder of its own under the
+/// system's temporary folder; the folder goes when this is dropped, also when the test fails.
+pub struct ScratchFile {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+/// Writes `bytes` as `name` in a scratch folder for `tag` (unique to this test process).
+pub fn scratch_file(tag: &str, name: &str, bytes: &[u8]) -> ScratchFile {
+    let dir = std::env::temp_dir().join(format!("vision-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).expect("scratch file");
+    ScratchFile { dir, path }
+}
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.dir).ok();
+    }
+}
+
 pub fn load_media(name: &str) -> RgbImage {
     let path = repo_root().join(".smartpipe/media").join(name);
     let img = image::open(&path)
