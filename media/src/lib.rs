@@ -61,6 +61,11 @@ pub fn list_images(path: &str) -> Result<Vec<PathBuf>, MediaError> {
             .collect()
     } else if p.is_file() {
         vec![p.to_path_buf()]
+    } else if let Some(kind) = special_file(p) {
+        return Err(MediaError::io(
+            path,
+            format!("is a {kind}, not an image file or a folder of them"),
+        ));
     } else {
         return Err(MediaError::io(path, "no such file or folder"));
     };
@@ -80,8 +85,32 @@ fn ffprobe_program() -> String {
     std::env::var("SMARTPIPE_FFPROBE").unwrap_or_else(|_| "ffprobe".into())
 }
 
+/// What `path` is when it exists but is neither a regular file nor a folder (a FIFO, a
+/// device, a socket): reading one could block forever or never end.
+pub fn special_file(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = std::fs::metadata(path).ok()?.file_type();
+    if t.is_fifo() {
+        Some("FIFO (named pipe)")
+    } else if t.is_char_device() {
+        Some("character device")
+    } else if t.is_block_device() {
+        Some("block device")
+    } else if t.is_socket() {
+        Some("socket")
+    } else {
+        None
+    }
+}
+
 /// Width, height and (if known) frame count of the first video stream.
 pub fn probe_video(path: &str) -> Result<(u32, u32, Option<u64>), MediaError> {
+    if let Some(kind) = special_file(Path::new(path)) {
+        return Err(MediaError::io(
+            path,
+            format!("is a {kind}, not a video file (or a URL)"),
+        ));
+    }
     let out = Command::new(ffprobe_program())
         .args([
             "-v",
@@ -126,6 +155,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_fifo_or_device_is_refused_as_a_video_without_reading_it() {
+        let dir = std::env::temp_dir().join(format!("media-fifo-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("v.mp4");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Nothing writes to the FIFO: a probe that opened it would block here forever.
+        let e = probe_video(&fifo.display().to_string()).unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("is a FIFO (named pipe), not a video file (or a URL)"),
+            "{e}"
+        );
+        let e = probe_video("/dev/null").unwrap_err();
+        assert!(e.to_string().contains("character device"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn lists_images_of_a_folder_sorted_and_refuses_an_empty_one() {
         let dir = std::env::temp_dir().join(format!("media-list-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -141,6 +188,11 @@ mod tests {
         assert!(e.to_string().contains("no PNG or JPEG files found"), "{e}");
         let e = list_images("/no/such/folder").unwrap_err();
         assert_eq!(e.to_string(), "/no/such/folder: no such file or folder");
+        let e = list_images("/dev/zero").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/dev/zero: is a character device, not an image file or a folder of them"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -31,6 +31,7 @@ pub mod spec;
 pub mod text;
 pub mod user_stage;
 pub mod validate;
+pub mod validate_flow;
 mod validate_limits;
 
 pub use ids::{HolderId, IdRangeError, PoolId, TaskId};

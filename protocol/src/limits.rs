@@ -168,8 +168,14 @@ pub fn rate_problem(rate: f64) -> Option<String> {
     if rate == 0.0 || (MIN_RATE..=MAX_RATE).contains(&rate) {
         None
     } else {
+        // Very small or large numbers in scientific notation, not hundreds of digits.
+        let got = if rate.is_finite() && rate != 0.0 && !(1e-3..1e9).contains(&rate.abs()) {
+            format!("{rate:e}")
+        } else {
+            format!("{rate}")
+        };
         Some(format!(
-            "must be 0 (unpaced) or between {MIN_RATE} and {MAX_RATE} items per second, got {rate}"
+            "must be 0 (unpaced) or between {MIN_RATE} and {MAX_RATE} items per second, got {got}"
         ))
     }
 }

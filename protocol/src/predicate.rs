@@ -96,16 +96,27 @@ fn describe(t: &Tok) -> String {
     }
 }
 
+/// The deepest nesting of `(` and `not` a predicate may have: the parser and the
+/// evaluator recurse once per level, and a `where` is written by hand.
+pub const MAX_DEPTH: usize = 64;
+/// The most comparisons and values a predicate may hold (its `and`/`or` chains are
+/// evaluated as a tree of that many leaves).
+pub const MAX_TERMS: usize = 256;
+
 struct Parser<'a> {
     text: &'a str,
     toks: Vec<(usize, Tok)>,
     at: usize,
+    /// Open `(` and `not` around the current position.
+    depth: usize,
+    /// Comparisons and values parsed so far.
+    terms: usize,
 }
 
 impl Parser<'_> {
     fn err(&self, pos: usize, expected: &str, found: String) -> PredicateError {
         PredicateError {
-            text: self.text.to_string(),
+            text: crate::text::shown_up_to(self.text, 200),
             pos: pos + 1,
             expected: expected.to_string(),
             found,
@@ -144,21 +155,48 @@ impl Parser<'_> {
         }
         Ok(left)
     }
+    /// One more level of `(` or `not` at token position `pos`, refused past [`MAX_DEPTH`].
+    fn deeper(&mut self, pos: usize) -> Result<(), PredicateError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(self.err(
+                pos,
+                &format!("at most {MAX_DEPTH} levels of '(' and 'not'"),
+                "a deeper one".into(),
+            ));
+        }
+        Ok(())
+    }
     fn not(&mut self) -> Result<Predicate, PredicateError> {
+        let pos = self.peek().0;
         if self.keyword("not") {
-            return Ok(Predicate::Not(Box::new(self.not()?)));
+            self.deeper(pos)?;
+            let inner = self.not()?;
+            self.depth -= 1;
+            return Ok(Predicate::Not(Box::new(inner)));
         }
         self.primary()
     }
     fn primary(&mut self) -> Result<Predicate, PredicateError> {
         if self.peek().1 == Tok::Open {
-            self.bump();
+            let (open, _) = self.bump();
+            self.deeper(open)?;
             let inner = self.or()?;
+            self.depth -= 1;
             let (pos, t) = self.bump();
             if t != Tok::Close {
                 return Err(self.err(pos, "')'", describe(&t)));
             }
             return Ok(inner);
+        }
+        self.terms += 1;
+        if self.terms > MAX_TERMS {
+            let pos = self.peek().0;
+            return Err(self.err(
+                pos,
+                &format!("at most {MAX_TERMS} comparisons or values"),
+                "more".into(),
+            ));
         }
         let left = self.operand("a column, a number, a quoted text, true, false, 'not' or '('")?;
         if let Tok::Op(op) = self.peek().1 {
@@ -280,6 +318,8 @@ impl Predicate {
             text,
             toks: lex(text)?,
             at: 0,
+            depth: 0,
+            terms: 0,
         };
         let pred = p.or()?;
         let (pos, t) = p.bump();
@@ -293,6 +333,31 @@ impl Predicate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_or_long_predicates_are_refused_with_the_limit_not_a_stack_overflow() {
+        let deep = format!("{}score > 0{}", "(".repeat(20_000), ")".repeat(20_000));
+        let e = Predicate::parse(&deep).unwrap_err();
+        assert_eq!(e.pos, MAX_DEPTH + 1, "{e}");
+        assert!(e.to_string().contains("at most 64 levels"), "{e}");
+        assert!(
+            e.text.chars().count() < 300,
+            "the message quotes a short prefix"
+        );
+        let nots = format!("{}true", "not ".repeat(20_000));
+        assert!(Predicate::parse(&nots).is_err());
+        let long = vec!["score > 0.1"; 20_000].join(" and ");
+        let e = Predicate::parse(&long).unwrap_err();
+        assert!(e.to_string().contains("at most 256 comparisons"), "{e}");
+        // At the limits it parses.
+        let ok = format!(
+            "{}score > 0{}",
+            "(".repeat(MAX_DEPTH),
+            ")".repeat(MAX_DEPTH)
+        );
+        Predicate::parse(&ok).expect("64 levels");
+        Predicate::parse(&vec!["score > 0.1"; MAX_TERMS].join(" or ")).expect("256 terms");
+    }
 
     #[test]
     fn parse_errors_say_where_and_what() {

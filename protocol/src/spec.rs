@@ -210,6 +210,22 @@ impl fmt::Display for SpecErrors {
 /// Parse an app from JSON text. Syntax errors carry line:column; shape errors carry the
 /// field path. Semantic checks are done by [`crate::validate::validate`].
 pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
+    // A byte-order mark (some editors write one) is not part of the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    if let Some(first) = text.trim_start().chars().next().filter(|c| *c != '{') {
+        let what = match first {
+            '[' => "an array",
+            '"' => "a string",
+            _ => "another value",
+        };
+        return Err(SpecErrors(vec![SpecError {
+            path: "(top level)".into(),
+            position: None,
+            message: format!(
+                "an app is a JSON object ({{\"name\": …, \"tasks\": […]}}), and this file holds {what}"
+            ),
+        }]));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let result: Result<AppSpec, _> = serde_path_to_error::deserialize(&mut de);
     match result {

@@ -10,6 +10,11 @@ use crate::validate_limits::check_limits;
 use serde_json::Value;
 use std::collections::HashMap;
 
+/// The smallest memory limit an app may ask for: below it not even one stage process and
+/// its shared memory start (a limit too small for the app's processes is reported at start,
+/// as the out-of-memory kill it causes).
+pub const MIN_MEMORY_MB: u64 = 16;
+
 /// Parse and validate in one step.
 pub fn load_app(text: &str) -> Result<AppSpec, SpecErrors> {
     let app = parse_app(text)?;
@@ -91,6 +96,8 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
             format!("the tasks form a cycle: {}", cycle.join(" → ")),
         );
     }
+    crate::validate_flow::check_flow(app, &index, &mut err);
+    crate::validate_flow::check_outputs(app, &mut err);
     // Payload kinds on every edge between built-ins (a program's edges are checked once
     // it has declared its kinds: `supervisor validate` asks it).
     for p in crate::user_stage::edge_problems(app, &|_| None) {
@@ -201,6 +208,12 @@ fn check_numbers(app: &AppSpec, err: &mut impl FnMut(String, String)) {
     }
     if app.constraints.cpu_cores == Some(0.0) {
         err("constraints.cpu_cores".into(), "must be more than 0".into());
+    }
+    if let Some(mb) = app.constraints.memory_mb.filter(|mb| *mb < MIN_MEMORY_MB) {
+        err(
+            "constraints.memory_mb".into(),
+            format!("{mb} MiB cannot start the app's processes: at least {MIN_MEMORY_MB} MiB"),
+        );
     }
 }
 

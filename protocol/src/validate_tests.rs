@@ -153,7 +153,7 @@ fn duplicate_names_and_bad_numbers_are_all_reported_together() {
 #[test]
 fn topological_order_puts_inputs_first() {
     let app = load_app(&app_with(&format!(
-        r#"{TAIL}, {{"name": "mid", "kind": "cpu", "function": "core.forward", "inputs": ["src"]}}, {HEAD}"#
+        r#"{{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["mid"]}}, {{"name": "mid", "kind": "cpu", "function": "core.forward", "inputs": ["src"]}}, {HEAD}"#
     )))
     .expect("valid");
     let order = topological_order(&app);
@@ -164,7 +164,7 @@ fn topological_order_puts_inputs_first() {
             .expect("present")
     };
     assert!(pos("src") < pos("mid"));
-    assert!(pos("src") < pos("out"));
+    assert!(pos("mid") < pos("out"));
 }
 
 #[test]
@@ -190,4 +190,102 @@ fn a_stateful_tracker_runs_as_one_replica_and_more_are_refused() {
         &errs,
         &["tasks[1] (ids).replicas", "one replica", "split a source"],
     );
+}
+
+#[test]
+fn a_branch_without_a_tail_is_refused_naming_the_task() {
+    let resize = r#"{"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["src"], "params": {"width": 2, "height": 2}}"#;
+    let errs = errors(&app_with(&format!("{HEAD}, {resize}")));
+    assert_one_contains(&errs, &["tasks[1] (small)", "go nowhere", "tail"]);
+    // The same task with a tail after it is fine.
+    let tail = r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["small"]}"#;
+    load_app(&app_with(&format!("{HEAD}, {resize}, {tail}"))).expect("valid");
+}
+
+#[test]
+fn a_merge_of_two_heads_is_refused_and_of_one_heads_branches_is_valid() {
+    let second = r#"{"name": "other", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4}}"#;
+    let merge = |a: &str, b: &str| {
+        format!(
+            r#"{{"name": "m", "kind": "cpu", "function": "table.merge", "inputs": ["{a}", "{b}"], "params": {{"how": "concat"}}}}"#
+        )
+    };
+    let tail = r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["m"]}"#;
+    let errs = errors(&app_with(&format!(
+        "{HEAD}, {second}, {}, {tail}",
+        merge("src", "other")
+    )));
+    assert_one_contains(
+        &errs,
+        &[
+            "tasks[2] (m).inputs[1]",
+            "head 'src'",
+            "head 'other'",
+            "never meet",
+        ],
+    );
+    let branch = |name: &str| {
+        format!(
+            r#"{{"name": "{name}", "kind": "cpu", "function": "image.resize", "inputs": ["src"], "params": {{"width": 2, "height": 2}}}}"#
+        )
+    };
+    load_app(&app_with(&format!(
+        "{HEAD}, {}, {}, {}, {tail}",
+        branch("x"),
+        branch("y"),
+        merge("x", "y")
+    )))
+    .expect("two branches of one head merge");
+}
+
+#[test]
+fn a_video_source_limited_to_no_frame_is_refused() {
+    let src = r#"{"name": "src", "kind": "head", "function": "source.video", "params": {"path": "v.mp4", "limit": 0}}"#;
+    let errs = errors(&app_with(&format!("{src}, {TAIL}")));
+    assert_one_contains(&errs, &["tasks[0] (src)", "limit 0 would read no frame"]);
+}
+
+#[test]
+fn a_memory_limit_too_small_to_start_is_refused() {
+    let text =
+        format!(r#"{{"name": "t", "constraints": {{"memory_mb": 0}}, "tasks": [{HEAD}, {TAIL}]}}"#);
+    let errs = errors(&text);
+    assert_one_contains(
+        &errs,
+        &["constraints.memory_mb", "0 MiB", "at least 16 MiB"],
+    );
+}
+
+#[test]
+fn two_tails_writing_one_file_are_refused() {
+    let tail = |name: &str, path: &str| {
+        format!(
+            r#"{{"name": "{name}", "kind": "tail", "function": "table.print", "inputs": ["src"], "params": {{"format": "csv", "path": "{path}"}}}}"#
+        )
+    };
+    let errs = errors(&app_with(&format!(
+        "{HEAD}, {}, {}",
+        tail("a", "out/rows.csv"),
+        tail("b", "./out//rows.csv")
+    )));
+    assert_one_contains(
+        &errs,
+        &[
+            "tasks[2] (b).params.path",
+            "already written by tasks[1] (a).params.path",
+        ],
+    );
+    load_app(&app_with(&format!(
+        "{HEAD}, {}, {}",
+        tail("a", "out/a.csv"),
+        tail("b", "out/b.csv")
+    )))
+    .expect("two files");
+}
+
+#[test]
+fn a_byte_order_mark_is_ignored_and_an_array_is_named() {
+    load_app(&format!("\u{feff}{}", app_with(&format!("{HEAD}, {TAIL}")))).expect("BOM ignored");
+    let errs = errors("[]");
+    assert_one_contains(&errs, &["an app is a JSON object", "holds an array"]);
 }

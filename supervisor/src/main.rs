@@ -13,7 +13,7 @@ mod run;
 mod rooms_tests;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,11 +50,12 @@ enum Cmd {
         /// Where logs, outputs, plan.json and summary.json go [default: runs/<app>-<time>/].
         #[arg(long)]
         run_dir: Option<PathBuf>,
-        /// Seconds a stage may take to start and connect back.
-        #[arg(long, default_value_t = 20)]
+        /// Seconds a stage may take to start and connect back (at least 1).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
         startup_timeout: u64,
         /// A stage silent this long (3 missed heartbeats of 100 ms by default) is taken
-        /// for hung and killed; raise it on an overloaded machine.
+        /// for hung and killed; raise it on an overloaded machine. Less than three
+        /// heartbeats is raised to three (with a warning).
         #[arg(long, env = "SMARTPIPE_HANG_AFTER_MS", default_value_t = 300)]
         hang_after_ms: u64,
         /// Also serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9464).
@@ -100,7 +101,10 @@ enum Cmd {
     },
     /// Restart a stage (`APP/TASK#N`; every replica of the task without `#N`): the
     /// replacement starts and is rewired, then the old one is drained.
-    Restart { stage: String },
+    Restart {
+        /// `APP/TASK#N`, `APP/TASK` (every replica) or `TASK#N` when one app runs.
+        stage: String,
+    },
     /// Change the request frequency of a running app: its sources offer ITEMS_PER_S
     /// items per second each from their next item on (0 = as fast as the pipeline takes
     /// them). A `balance` app then retunes itself to the new load.
@@ -131,6 +135,7 @@ enum Cmd {
     },
     /// Print a stage's log (`APP/TASK#N` or `TASK#N`; `#0` when omitted).
     Logs {
+        /// `APP/TASK#N`, or `TASK#N` when one app runs (`#0` when omitted).
         stage: String,
         /// Keep printing what is appended.
         #[arg(short, long)]
@@ -161,10 +166,10 @@ enum Cmd {
         /// The app file.
         app: PathBuf,
         /// Batch sizes to measure the GPU tasks at.
-        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4, 8])]
+        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4, 8], value_parser = clap::value_parser!(u32).range(1..))]
         batches: Vec<u32>,
-        /// Items per measuring run (sources are capped to it).
-        #[arg(long, default_value_t = 40)]
+        /// Items per measuring run (sources are capped to it; at least 1).
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]
         items: u64,
     },
     /// Benchmarks of SmartPipe itself.
@@ -227,8 +232,27 @@ fn default_sigpipe() {
     };
 }
 
+/// `runs/APP-STAMP` under the current folder ([`claim_run_dir`]).
 fn default_run_dir(app: &str) -> PathBuf {
-    PathBuf::from("runs").join(format!("{app}-{}", utc_stamp()))
+    claim_run_dir(Path::new("runs"), &format!("{app}-{}", utc_stamp()))
+}
+
+/// `RUNS/NAME`, claimed by creating it, so that two starts of one app in the same second get
+/// a folder each (`NAME-2`, `NAME-3`, … after the first) instead of sharing logs and summary.
+/// A folder that cannot be made is left to the run's own creation to report.
+fn claim_run_dir(runs: &Path, name: &str) -> PathBuf {
+    let _ = std::fs::create_dir_all(runs);
+    for k in 1..1000 {
+        let dir = match k {
+            1 => runs.join(name),
+            _ => runs.join(format!("{name}-{k}")),
+        };
+        match std::fs::create_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            _ => return dir,
+        }
+    }
+    runs.join(name)
 }
 
 /// `YYYYMMDD-HHMMSS` in UTC.
@@ -345,5 +369,22 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Threads { app, threads } => cli::ops::set_threads(&app, threads),
         Cmd::Shutdown { timeout } => cli::ops::shutdown(Duration::from_secs(timeout)),
         Cmd::Daemon { metrics_addr } => control::daemon::run_daemon(metrics_addr),
+    }
+}
+
+#[cfg(test)]
+mod run_dir_tests {
+    #[test]
+    fn two_starts_in_one_second_get_a_run_folder_each() {
+        let runs = std::env::temp_dir().join(format!("smartpipe-runs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&runs);
+        let first = super::claim_run_dir(&runs, "app-20261203-120000");
+        let second = super::claim_run_dir(&runs, "app-20261203-120000");
+        let third = super::claim_run_dir(&runs, "app-20261203-120000");
+        assert_eq!(first, runs.join("app-20261203-120000"));
+        assert_eq!(second, runs.join("app-20261203-120000-2"));
+        assert_eq!(third, runs.join("app-20261203-120000-3"));
+        assert!(first.is_dir() && second.is_dir() && third.is_dir());
+        std::fs::remove_dir_all(&runs).expect("clean up");
     }
 }

@@ -158,6 +158,8 @@ fn a_guaranteed_app_whose_every_item_was_bad_input_fails_saying_why() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("all 2 items were bad input"), "{err}");
+    // The message names the stage that counted them, whose log says why.
+    assert!(err.contains("counted by pics#0 (2)"), "{err}");
     let summary = read_summary(&dir.join("run"));
     assert_eq!(summary["outcome"], "failed", "{summary}");
     assert_eq!(summary["lost"]["bad_input"], 2, "{summary}");

@@ -204,11 +204,14 @@ fn a_tracker_fed_a_table_without_embeddings_fails_naming_task_and_column() {
     let dir = scratch("track-no-embedding");
     let v = video(&dir, 3);
     let mut a = app(&root, &dir, "tracknoemb", &v, 0);
-    for task in a["tasks"].as_array_mut().unwrap() {
+    let tasks = a["tasks"].as_array_mut().unwrap();
+    for task in tasks.iter_mut() {
         if task["name"] == "ids" {
             task["inputs"] = json!(["confident"]);
         }
     }
+    // The embedder's steps feed nothing now: out of the app (a branch that ends nowhere is refused).
+    tasks.retain(|t| !t["name"].as_str().unwrap_or("").starts_with("embed"));
     let path = write_app(&dir, &a);
     let out = command()
         .arg("start")

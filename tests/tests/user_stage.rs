@@ -211,7 +211,24 @@ const BROKEN: &[(&str, &str, u32, &str)] = &[
         0o755,
         "did not answer --smartpipe-describe within 500 ms",
     ),
+    (
+        "silent-parent",
+        "sleep 4217 & wait",
+        0o755,
+        "did not answer --smartpipe-describe within 500 ms",
+    ),
 ];
+
+/// Processes whose command line is exactly `args` (a zombie's is empty).
+fn running(args: &[&str]) -> Vec<String> {
+    let wanted: String = args.iter().map(|a| format!("{a}\0")).collect();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .flatten()
+        .filter(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
 
 #[test]
 fn a_missing_unexecutable_foreign_or_silent_program_is_refused_before_the_app_runs() {
@@ -249,4 +266,10 @@ fn a_missing_unexecutable_foreign_or_silent_program_is_refused_before_the_app_ru
         }
         assert!(!dir.join("rows.csv").exists(), "{file}: nothing ran");
     }
+    // A silent program is stopped with what it started.
+    assert_eq!(
+        running(&["sleep", "4217"]),
+        Vec::<String>::new(),
+        "its child is left"
+    );
 }

@@ -3,10 +3,12 @@
 //! complete (a failed write removes its temporary file); a write error that is ENOSPC
 //! is named as a full disk; and the output filesystem can be asked whether it is full
 //! (for an encoder child that died of it, whose pipe then only says "Broken pipe").
+//! A restarted tail whose output cannot be resumed (a video, a Parquet file) first moves
+//! what its earlier process wrote aside ([`set_aside`]) instead of writing over it.
 
 use crate::StageError;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Below this many free bytes a filesystem counts as full: an encoder that stopped
 /// there stopped because of it.
@@ -63,6 +65,58 @@ fn named(e: std::io::Error) -> std::io::Error {
     } else {
         e
     }
+}
+
+/// The name of part `k` (1, 2, …) of an output that a restarted tail could not resume:
+/// `<stem>.part-<k>.<ext>` beside it (`out.mp4` → `out.part-1.mp4`). The supervisor
+/// finds the parts by the same pattern (`supervisor/src/run/apprun/outputs.rs`).
+pub fn part_path(path: &Path, k: u32) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}.part-{k}.{}", ext.to_string_lossy()),
+        None => format!("{stem}.part-{k}"),
+    };
+    path.with_file_name(name)
+}
+
+/// A restarted tail's output that cannot be resumed: move the file its earlier
+/// process wrote (if there is one) to the first free [`part_path`] and return where it
+/// went, so the new process starts a file of its own instead of writing over the items
+/// the earlier one wrote. The earlier process's encoder (ffmpeg outlives a tail killed
+/// by SIGKILL: it ends at the end of its input) still has the file open and finishes it
+/// under its new name. Only a regular file is moved (not `/dev/null`, a FIFO…).
+pub fn set_aside(path: &Path) -> Result<Option<PathBuf>, StageError> {
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return Ok(None);
+    }
+    let Some(part) = (1..=u32::MAX)
+        .map(|k| part_path(path, k))
+        .find(|p| std::fs::symlink_metadata(p).is_err())
+    else {
+        return Err(StageError::io(
+            path.display(),
+            "no free name for its earlier part",
+        ));
+    };
+    std::fs::rename(path, &part).map_err(|e| {
+        StageError::io(
+            path.display(),
+            format!(
+                "this tail was restarted and its output cannot be resumed, but moving what the earlier process wrote to {} failed ({}); it is not written over",
+                part.display(),
+                describe(&e)
+            ),
+        )
+    })?;
+    tracing::warn!(
+        "this tail was restarted and its output cannot be resumed: what the earlier process wrote is moved to {}, and {} starts over with the items not acknowledged before the restart",
+        part.display(),
+        path.display()
+    );
+    Ok(Some(part))
 }
 
 /// Remove the temporary PNGs a killed earlier process of this tail left in `dir`.
@@ -151,6 +205,35 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["cam-7.png".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_restarted_output_is_moved_to_the_first_free_part_name() {
+        let dir = std::env::temp_dir().join(format!("out-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let out = dir.join("v.mp4");
+        assert_eq!(part_path(&out, 2), dir.join("v.part-2.mp4"));
+        assert_eq!(part_path(&dir.join("raw"), 1), dir.join("raw.part-1"));
+        assert_eq!(set_aside(&out).expect("nothing to move"), None);
+        std::fs::write(&out, b"first").expect("first");
+        assert_eq!(
+            set_aside(&out).expect("moved"),
+            Some(dir.join("v.part-1.mp4"))
+        );
+        std::fs::write(&out, b"second").expect("second");
+        assert_eq!(
+            set_aside(&out).expect("moved"),
+            Some(dir.join("v.part-2.mp4"))
+        );
+        assert!(!out.exists());
+        let read = |name: &str| std::fs::read(dir.join(name)).expect("part");
+        assert_eq!(read("v.part-1.mp4"), b"first");
+        assert_eq!(read("v.part-2.mp4"), b"second");
+        // Only regular files move.
+        std::fs::create_dir(&out).expect("a folder under the name");
+        assert_eq!(set_aside(&out).expect("left alone"), None);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -18,6 +18,17 @@ pub(crate) fn check<T: DeserializeOwned>(params: &Map<String, Value>) -> Result<
     parse::<T>(params).map(drop).map_err(|e| e.to_string())
 }
 
+/// `source.video`'s check: its params parse, and a `limit` reads at least one frame.
+pub(crate) fn check_source_video(params: &Map<String, Value>) -> Result<(), String> {
+    match parse::<SourceVideo>(params).map_err(|e| e.to_string())?.limit {
+        Some(0) => Err(
+            "limit 0 would read no frame: give the number of frames to read, or leave `limit` out to read the whole video"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn gradient() -> String {
     "gradient".into()
 }

@@ -95,7 +95,7 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         takes: &[],
         makes: &[Frame],
         hints: hints(true, SlotSize::SourceFrames, false),
-        check: params::check::<params::SourceVideo>,
+        check: params::check_source_video,
         summary: "decodes a video with an ffmpeg child process straight into shared memory",
     },
     FunctionDef {

@@ -250,6 +250,10 @@ fn post_to_app(
 
 /// `supervisor rate APP ITEMS_PER_S`: set the request frequency of a running app.
 pub fn set_rate(app: &str, items_per_s: f64) -> anyhow::Result<ExitCode> {
+    // Checked here too: JSON has no NaN or infinity to send.
+    if let Some(problem) = protocol::limits::rate_problem(items_per_s) {
+        anyhow::bail!("ITEMS_PER_S {problem}");
+    }
     post_to_app(
         &socket_of(app)?,
         app,

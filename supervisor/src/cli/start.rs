@@ -272,6 +272,7 @@ pub fn run_here(
             live: live.clone(),
             stop: interrupted.clone(),
             tasks: loaded.spec.tasks.iter().map(|t| t.name.clone()).collect(),
+            outputs: crate::control::outputs_of(&loaded.spec),
         },
     )?;
     if let Err(e) = crate::control::serve(&runtime_dir, registry, None, metrics_addr) {

@@ -293,10 +293,13 @@ impl DaemonLauncher {
                     live: live.clone(),
                     stop: stop.clone(),
                     tasks: loaded.spec.tasks.iter().map(|t| t.name.clone()).collect(),
+                    outputs: crate::control::outputs_of(&loaded.spec),
                 },
             )
             .map_err(|e| match e {
-                HostError::NameTaken(_) => ApiError::new(409, e.to_string()),
+                HostError::NameTaken(_) | HostError::OutputTaken { .. } => {
+                    ApiError::new(409, e.to_string())
+                }
                 HostError::Closing => ApiError::new(503, e.to_string()),
             })?;
         // From here the name is taken: every failure must give it back.

@@ -95,6 +95,16 @@ pub struct Hosted {
     pub live: Arc<Mutex<LiveApp>>,
     pub stop: Arc<AtomicBool>,
     pub tasks: Vec<String>,
+    /// The files and folders its tails write (absolute, normalised: [`outputs_of`]).
+    pub outputs: Vec<String>,
+}
+
+/// The outputs of a loaded app (its paths are absolute by then), as [`Hosted::outputs`].
+pub fn outputs_of(spec: &protocol::spec::AppSpec) -> Vec<String> {
+    protocol::validate_flow::output_paths(spec)
+        .into_iter()
+        .map(|(_, _, path)| protocol::validate_flow::normalised(&path))
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +113,8 @@ pub enum HostError {
     NameTaken(String),
     #[error("the supervisor is shutting down and takes no new app")]
     Closing,
+    #[error("{path} is written by the running app '{app}': two apps writing one output would overwrite each other's items (give this app another path, or stop '{app}' first)")]
+    OutputTaken { path: String, app: String },
 }
 
 #[derive(Default)]
@@ -154,6 +166,14 @@ impl Registry {
         }
         if s.apps.contains_key(name) {
             return Err(HostError::NameTaken(name.to_string()));
+        }
+        for (other, hosted) in &s.apps {
+            if let Some(path) = app.outputs.iter().find(|p| hosted.outputs.contains(p)) {
+                return Err(HostError::OutputTaken {
+                    path: path.clone(),
+                    app: other.clone(),
+                });
+            }
         }
         s.apps.insert(name.to_string(), app);
         s.ever_hosted = true;

@@ -44,6 +44,7 @@ fn hosting(restarts: Option<mpsc::Sender<RestartRequest>>) -> (Registry, Arc<Ato
                 live: Arc::new(Mutex::new(live)),
                 stop: stop.clone(),
                 tasks: vec!["src".into(), "det".into(), "out".into()],
+                outputs: vec!["/data/cam/rows.csv".into()],
             },
         )
         .expect("host cam");
@@ -205,6 +206,7 @@ fn stop_one_app_and_status_lists_every_app() {
                 })),
                 stop: other_stop.clone(),
                 tasks: vec![],
+                outputs: vec![],
             },
         )
         .expect("host dog");
@@ -234,11 +236,28 @@ fn the_registry_refuses_a_second_app_of_a_name_and_any_app_once_closing() {
         live: Arc::new(Mutex::new(LiveApp::default())),
         stop: Arc::new(AtomicBool::new(false)),
         tasks: vec![],
+        outputs: vec![],
     };
     assert_eq!(
         registry.host("cam", again()),
         Err(HostError::NameTaken("cam".into()))
     );
+    let writing = |path: &str| Hosted {
+        outputs: vec![path.into()],
+        ..again()
+    };
+    assert_eq!(
+        registry.host("copycat", writing("/data/cam/rows.csv")),
+        Err(HostError::OutputTaken {
+            path: "/data/cam/rows.csv".into(),
+            app: "cam".into()
+        }),
+        "an output another app writes is refused"
+    );
+    registry
+        .host("other", writing("/data/other/rows.csv"))
+        .expect("another output is fine");
+    registry.remove("other");
     assert!(!registry.close_if_idle(true), "an app still runs");
     assert_eq!(registry.close(), ["cam"]);
     assert!(stop.load(Ordering::SeqCst), "closing drains the apps");

@@ -61,6 +61,35 @@ fn own_path(controller: Option<&str>) -> String {
     String::new()
 }
 
+/// Remove the app cgroups under `parent` left by supervisors that are gone (killed before
+/// they could remove their own): `smartpipe-PID-APP` whose PID no longer runs. A group that
+/// still holds a process cannot be removed and stays (the kernel refuses).
+fn remove_orphans(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("smartpipe-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            match std::fs::remove_dir(entry.path()) {
+                Ok(()) => tracing::info!(
+                    "removed the cgroup {} of a supervisor that is gone",
+                    entry.path().display()
+                ),
+                Err(e) => tracing::debug!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
 /// Limit a running group to `cores` through one of its [`AppCgroup::cpu_files`].
 pub fn set_cpu_quota(file: &Path, cores: f64) -> Result<(), CgroupError> {
     let quota = ((cores * CFS_PERIOD_US as f64).ceil() as u64).max(1000);
@@ -110,6 +139,9 @@ impl AppCgroup {
             oom_seen: 0,
         };
         for (dir, _) in &dirs {
+            if let Some(parent) = dir.parent() {
+                remove_orphans(parent);
+            }
             std::fs::create_dir(dir).map_err(|e| CgroupError::Write {
                 path: dir.display().to_string(),
                 detail: e.to_string(),
@@ -242,4 +274,24 @@ pub fn for_app(app: &protocol::spec::AppSpec) -> Result<AppCgroup, String> {
     let c = &app.constraints;
     AppCgroup::create(&app.name, c.cpu_cores, c.memory_mb)
         .map_err(|e| format!("constraints not enforced: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn groups_of_supervisors_that_are_gone_are_removed_and_live_ones_kept() {
+        let parent =
+            std::env::temp_dir().join(format!("smartpipe-cgroup-orphans-{}", std::process::id()));
+        let gone = parent.join("smartpipe-999999999-old"); // above any pid_max
+        let alive = parent.join(format!("smartpipe-{}-running", std::process::id()));
+        let other = parent.join("user-group");
+        for d in [&gone, &alive, &other] {
+            std::fs::create_dir_all(d).expect("dir");
+        }
+        super::remove_orphans(&parent);
+        assert!(!gone.exists(), "the orphan is removed");
+        assert!(alive.exists(), "a running supervisor's group stays");
+        assert!(other.exists(), "other groups are not touched");
+        std::fs::remove_dir_all(&parent).expect("clean up");
+    }
 }

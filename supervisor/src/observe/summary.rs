@@ -80,6 +80,23 @@ pub struct TailSummary {
     pub stays: Vec<protocol::messages::StayStats>,
 }
 
+/// A tail restarted during the run whose output cannot be resumed (a video, a Parquet
+/// file, a pretty table, stdout): each restart started it over.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RestartedOutput {
+    /// The tail replica (`task#replica`) and its task.
+    pub stage: String,
+    pub task: String,
+    pub restarts: u32,
+    /// Its output: the file, or `stdout`.
+    pub output: String,
+    /// The files the restarted processes moved what the earlier ones had written to
+    /// (`<stem>.part-<k>.<ext>`, oldest first); with `output` they hold every item.
+    pub earlier_parts: Vec<String>,
+    /// What happened, for people (the summary's `restarted:` line).
+    pub note: String,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -113,6 +130,8 @@ pub struct Summary {
     pub qos: Vec<QosCheck>,
     /// Restarts per stage replica (only those restarted).
     pub restarts: BTreeMap<String, u32>,
+    /// Restarted tails whose output was started over, and where the earlier parts are.
+    pub restarted_outputs: Vec<RestartedOutput>,
     /// Messages per stage replica that did not decode (each killed the process that
     /// sent it; only replicas that sent one).
     pub bad_messages: BTreeMap<String, u64>,
@@ -353,6 +372,7 @@ impl Summary {
             },
             qos: Vec::new(),
             restarts: BTreeMap::new(),
+            restarted_outputs: Vec::new(),
             bad_messages: BTreeMap::new(),
             restart_to_first_output_ms: Vec::new(),
             reclaimed_holds: 0,
@@ -416,6 +436,9 @@ impl Summary {
                     t.task, t.items, t.missing
                 );
             }
+        }
+        for o in &self.restarted_outputs {
+            s += &format!("  restarted:  {}\n", o.note);
         }
         for q in &self.qos {
             s += &format!(

@@ -73,7 +73,8 @@ mod tests {
             {"name": "sr", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "waifu2x-upconv7-x2"}},
             {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["sr"], "params": post},
             {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["post"], "params": {"width": 64, "height": 36}},
-            {"name": "show", "kind": "tail", "function": "image.show", "inputs": ["post"], "params": {"dir": "out"}}
+            {"name": "show", "kind": "tail", "function": "image.show", "inputs": ["post"], "params": {"dir": "out"}},
+            {"name": "thumbs", "kind": "tail", "function": "image.show", "inputs": ["small"], "params": {"dir": "thumbs"}}
         ]});
         protocol::validate::load_app(&text.to_string()).expect("valid app")
     }

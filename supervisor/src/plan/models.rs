@@ -39,21 +39,26 @@ fn uses_models(app: &AppSpec) -> bool {
         .any(|t| protocol::functions::uses_model(&t.function))
 }
 
-/// Where the manifest may be, in order (see [`locate`]).
+/// `$SMARTPIPE_MANIFEST` when set and not empty.
+fn named_manifest() -> Option<std::ffi::OsString> {
+    crate::env::appenv::var_os("SMARTPIPE_MANIFEST").filter(|v| !v.is_empty())
+}
+
+/// Where the manifest may be, in order (see [`locate`]): only `$SMARTPIPE_MANIFEST` when
+/// it is set (a path the user named is never silently passed over for another).
 pub fn manifest_candidates(app_file: &Path) -> Vec<PathBuf> {
+    if let Some(named) = named_manifest() {
+        return vec![crate::env::appenv::in_cwd(named)];
+    }
     let app_dir = app_file
         .canonicalize()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."));
-    crate::env::appenv::var_os("SMARTPIPE_MANIFEST")
-        .map(crate::env::appenv::in_cwd)
-        .into_iter()
-        .chain([
-            app_dir.join("models.json"),
-            crate::env::appenv::in_cwd("apps/models.json"),
-        ])
-        .collect()
+    vec![
+        app_dir.join("models.json"),
+        crate::env::appenv::in_cwd("apps/models.json"),
+    ]
 }
 
 /// Locate the manifest: `$SMARTPIPE_MANIFEST`, else `models.json` beside the app file,
@@ -68,11 +73,15 @@ pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStor
         .iter()
         .find(|p| p.is_file())
         .cloned()
-        .ok_or_else(|| {
-            anyhow!(
+        .ok_or_else(|| match named_manifest() {
+            Some(_) => anyhow!(
+                "SMARTPIPE_MANIFEST names {}, which is not a file; fix or unset it (unset, the manifest is models.json beside the app, else apps/models.json)",
+                candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            None => anyhow!(
                 "the app uses models but no model manifest was found (looked at {}); set SMARTPIPE_MANIFEST",
                 candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-            )
+            ),
         })?;
     let manifest = vision::manifest::Manifest::load(&manifest_path)
         .with_context(|| format!("model manifest {}", manifest_path.display()))?;
@@ -109,7 +118,60 @@ pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStor
             ));
         }
     }
+    check_model_steps(app, &store.manifest)?;
     Ok(Some(store))
+}
+
+/// A family as the manifest spells it (`ppocr-det`).
+fn family_name(family: vision::manifest::Family) -> String {
+    serde_json::to_value(family)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{family:?}"))
+}
+
+/// A model's inference must run on tensors its own pre-processing made, and its
+/// post-processing must read its own outputs: an edge pre(A) → inference(B) or
+/// inference(A) → post(B) between models of different families fails at run time with
+/// a shape or layout error far from its cause, so it is refused here, naming both.
+fn check_model_steps(app: &AppSpec, manifest: &vision::manifest::Manifest) -> anyhow::Result<()> {
+    use protocol::functions::{builtin, Builtin};
+    let model_of = |t: &protocol::spec::TaskSpec| {
+        t.params
+            .get("model")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    for (i, t) in app.tasks.iter().enumerate() {
+        let feeds_on = match builtin(&t.function) {
+            Some(Builtin::ModelInference) => Builtin::ModelPreprocess,
+            Some(Builtin::ModelPostprocess) => Builtin::ModelInference,
+            _ => continue,
+        };
+        for input in app.tasks.iter().filter(|u| t.inputs.contains(&u.name)) {
+            if builtin(&input.function) != Some(feeds_on) {
+                continue;
+            }
+            let (mine, theirs) = (model_of(t), model_of(input));
+            let (Ok(a), Ok(b)) = (manifest.model(&mine), manifest.model(&theirs)) else {
+                continue;
+            };
+            if a.family != b.family {
+                return Err(anyhow!(
+                    "tasks[{i}] ({}).params.model: '{mine}' (family {}) takes the tensors of '{}' ({}), made for '{theirs}' (family {}); a model's {} and {} must name the same model",
+                    t.name,
+                    family_name(a.family),
+                    input.name,
+                    input.function,
+                    family_name(b.family),
+                    input.function,
+                    t.function
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The distinct models of the app's GPU tasks, with their files and sizes.

@@ -11,6 +11,7 @@ use protocol::PROTOCOL_VERSION;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -84,7 +85,10 @@ fn read_all<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandl
 /// Run `PROGRAM ARGS --smartpipe-describe` and read its declaration.
 pub fn describe(path: &Path, args: &[String], timeout: Duration) -> Result<Declaration, String> {
     check_file(path)?;
+    // Its own process group, so that a program that does not answer is stopped with
+    // whatever it started (a shell script's children).
     let mut child = command(path)
+        .process_group(0)
         .args(args)
         .arg(DESCRIBE_FLAG)
         .stdin(Stdio::null())
@@ -100,6 +104,12 @@ pub fn describe(path: &Path, args: &[String], timeout: Duration) -> Result<Decla
             Ok(Some(status)) => break status,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
             Ok(None) => {
+                if let Ok(pid) = i32::try_from(child.id()) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(format!(

@@ -19,6 +19,7 @@ use std::process::ExitStatus;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod outputs;
 mod requests;
 
 pub enum Event {
@@ -53,6 +54,9 @@ pub struct AppRun<'a> {
     pub reclaimed: u64,
     /// Counts a process killed mid-update left on a slot, found and freed.
     pub leaks: crate::run::leaks::LeakRepair,
+    /// Restarted tails whose output cannot be resumed, with the parts of their output
+    /// that existed before their first restart (`outputs`).
+    restarted_outputs: outputs::PartsBefore,
 }
 
 impl<'a> AppRun<'a> {
@@ -87,6 +91,7 @@ impl<'a> AppRun<'a> {
             first_output_ms: Vec::new(),
             reclaimed: 0,
             leaks: Default::default(),
+            restarted_outputs: Default::default(),
         }
     }
 
@@ -418,6 +423,7 @@ impl<'a> AppRun<'a> {
     /// producers to it, and have the heads re-send what the tails lack.
     fn restart(&mut self, idx: usize) -> anyhow::Result<()> {
         let id = self.id_of(idx);
+        self.note_output_restart(idx);
         self.replicas[idx].retire_process();
         self.replicas[idx].exited = Some(std::os::unix::process::ExitStatusExt::from_raw(0));
         let pending = self.wiring.start(&self.spawner, id, &self.logs, true)?;

@@ -97,6 +97,7 @@ impl RunLoop<'_> {
             .filter(|r| r.incarnation > 0)
             .map(|r| (r.label.clone(), r.incarnation))
             .collect();
+        summary.restarted_outputs = self.run.restarted_outputs();
         summary.bad_messages = replicas
             .iter()
             .filter(|r| r.bad_messages > 0)
@@ -195,7 +196,8 @@ fn unreported_tail(r: &Replica) -> StageReport {
 }
 
 /// A request-guarantee app whose every item was bad input delivered nothing it
-/// promised: that is a failure, not a finish.
+/// promised: that is a failure, not a finish. The message names the stages that counted
+/// the bad input, whose logs say why.
 fn nothing_delivered(app: &protocol::spec::AppSpec, summary: &Summary) -> Option<String> {
     let bad = summary.lost.get("bad_input").copied().unwrap_or(0);
     (app.service_type == ServiceType::RequestGuarantee
@@ -204,8 +206,32 @@ fn nothing_delivered(app: &protocol::spec::AppSpec, summary: &Summary) -> Option
         && bad > 0)
         .then(|| {
             format!(
-                "nothing was delivered: all {} items were bad input (see the heads' logs); a request-guarantee app that delivers nothing has failed",
-                summary.items_in
+                "nothing was delivered: all {} items were bad input ({}); a request-guarantee app that delivers nothing has failed",
+                summary.items_in,
+                bad_input_counted_by(&summary.stages)
             )
         })
+}
+
+/// "counted by x#0 (3), y#0 (1): see their logs", or where to look when no stage's
+/// counters say (a stage that failed before its last heartbeat).
+fn bad_input_counted_by(stages: &BTreeMap<String, StageMetrics>) -> String {
+    let at = protocol::messages::LossReason::ALL
+        .iter()
+        .position(|r| *r == protocol::messages::LossReason::BadInput);
+    let counted: Vec<String> = stages
+        .iter()
+        .filter_map(|(label, m)| {
+            let n = at.and_then(|i| m.lost.get(i).copied()).unwrap_or(0);
+            (n > 0).then(|| format!("{label} ({n})"))
+        })
+        .collect();
+    if counted.is_empty() {
+        "see the stages' logs in the run folder's logs/".into()
+    } else {
+        format!(
+            "counted by {}: see their logs in the run folder's logs/",
+            counted.join(", ")
+        )
+    }
 }

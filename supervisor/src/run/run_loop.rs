@@ -26,7 +26,6 @@ use crate::plan::Plan;
 use crate::run::apprun::{AppRun, Event};
 use crate::run::hang::LoopWatch;
 use crate::run::replica::{publish, signal_all};
-use anyhow::Context;
 use nix::sys::signal::Signal;
 use protocol::messages::{Command, StageMetrics};
 use protocol::spec::TaskKind;
@@ -136,8 +135,21 @@ impl<'a> RunLoop<'a> {
         let mut run = AppRun::new(wiring, events_tx, logs, opts.startup_timeout);
         let started = Instant::now();
         let started_ns = protocol::clock::now_ns();
-        run.start_all()
-            .with_context(|| format!("cannot start app '{}'", app.name))?;
+        if let Err(e) = run.start_all() {
+            // A limit too small to start in shows as a process killed at start-up: say so.
+            let oom = match &cgroup {
+                Ok(c) if c.oom_kills() > 0 => Some(c.memory_mb),
+                _ => None,
+            };
+            let e = match oom {
+                Some(mb) => e.context(format!(
+                    "out of memory at start-up: the app's memory limit{} is less than its processes need to start (raise constraints.memory_mb)",
+                    mb.map(|mb| format!(" of {mb} MiB")).unwrap_or_default()
+                )),
+                None => e,
+            };
+            return Err(e.context(format!("cannot start app '{}'", app.name)));
+        }
         let (restart_tx, restart_requests) = mpsc::channel::<RestartRequest>();
         let (change_tx, change_requests) = mpsc::channel::<ChangeRequest>();
         if let Some(live) = &live {

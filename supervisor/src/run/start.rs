@@ -102,6 +102,14 @@ pub fn prepare<'a>(
     let hang_after = opts
         .hang_after
         .max(Duration::from_millis(3 * u64::from(heartbeat_ms)));
+    if opts.hang_after < Duration::from_millis(3 * u64::from(opts.heartbeat_ms)) {
+        tracing::warn!(
+            "a hang bound of {} ms is less than three heartbeats ({} ms apart): {} ms is used",
+            opts.hang_after.as_millis(),
+            opts.heartbeat_ms,
+            hang_after.as_millis()
+        );
+    }
     if heartbeat_ms != opts.heartbeat_ms {
         tracing::info!(
             "{processes} processes: heartbeats every {heartbeat_ms} ms, a stage silent for {} ms is taken for hung",

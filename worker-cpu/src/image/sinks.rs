@@ -114,7 +114,7 @@ fn write_item_png(
     out_files::write_png(file, &annotated(env, f, mode), f.width, f.height)
 }
 
-/// `image.show`: PNG files in `dir`, or a video at `path`; detections in the item
+/// `image.show`: PNG files in `dir`, a video at `path`, or both; detections in the item
 /// (a table beside the frame) are drawn on a copy of the frame.
 pub fn run_show(node: &mut Node) -> Result<(), StageError> {
     let params::ImageShow {
@@ -124,47 +124,57 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
         mask,
     } = crate::params(node)?;
     let mode = MaskMode::of(mask.as_deref());
-    if mode == MaskMode::Cutout && dir.is_none() {
+    if mode == MaskMode::Cutout && (dir.is_none() || path.is_some()) {
         return Err(StageError::Unsupported(format!(
             "task '{}': image.show with mask \"cutout\" writes RGBA PNGs and needs `dir`, not a video `path`",
             node.task.name
         )));
     }
-    if let Some(dir) = dir {
-        let dir = PathBuf::from(dir);
-        std::fs::create_dir_all(&dir).map_err(|e| StageError::io(dir.display(), e))?;
-        out_files::remove_stale_parts(&dir);
-        run_tail(node, |_, env, frame| {
-            let Some(f) = frame else { return Ok(()) };
+    if dir.is_none() && path.is_none() {
+        return Err(StageError::Unsupported(
+            "image.show needs `dir` or `path`".into(),
+        ));
+    }
+    let dir = dir.map(PathBuf::from);
+    if let Some(dir) = &dir {
+        std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir.display(), e))?;
+        out_files::remove_stale_parts(dir);
+    }
+    // A video cannot be resumed: a restarted tail moves the earlier process's file aside
+    // when it opens its own (not before: one with nothing left to write leaves it).
+    let restarted = node.setup.incarnation > 0;
+    let mut video: Option<VideoWriter> = None;
+    let result = run_tail(node, |_, env, frame| {
+        let Some(f) = frame else { return Ok(()) };
+        if let Some(dir) = &dir {
             let file = dir.join(format!("{}-{}.png", env.source, env.seq));
-            write_item_png(&file, env, &f, mode)
-        })
-    } else if let Some(path) = path {
-        let mut video: Option<VideoWriter> = None;
-        let result = run_tail(node, |_, env, frame| {
-            let Some(f) = frame else { return Ok(()) };
+            write_item_png(&file, env, &f, mode)?;
+        }
+        if let Some(path) = &path {
             let writer = match &mut video {
                 Some(v) => v,
-                None => video.insert(VideoWriter::start(&path, f.width, f.height, fps)?),
+                None => {
+                    if restarted {
+                        out_files::set_aside(std::path::Path::new(path))?;
+                    }
+                    video.insert(VideoWriter::start(path, f.width, f.height, fps)?)
+                }
             };
             let pixels = annotated(env, &f, mode);
             writer.write(&FrameView {
                 width: f.width,
                 height: f.height,
                 rgb: &pixels,
-            })
-        });
-        match video {
-            Some(v) => {
-                let finished = v.finish();
-                result.and(finished)
-            }
-            None => result,
+            })?;
         }
-    } else {
-        Err(StageError::Unsupported(
-            "image.show needs `dir` or `path`".into(),
-        ))
+        Ok(())
+    });
+    match video {
+        Some(v) => {
+            let finished = v.finish();
+            result.and(finished)
+        }
+        None => result,
     }
 }
 

@@ -52,6 +52,12 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
             detail: "format parquet writes a file: give its path".into(),
         });
     }
+    // A Parquet file cannot be resumed (its footer is written at the end): a restarted
+    // tail keeps what its earlier process wrote as a part beside it.
+    let restarted = node.setup.incarnation > 0;
+    if let Some(p) = path.as_deref().filter(|_| format == "parquet" && restarted) {
+        crate::out_files::set_aside(std::path::Path::new(p))?;
+    }
     let mut sink = TableSink::open_resumed(&format, path.as_deref(), node.setup.resume_output_len)?;
     run_tail(node, |tail, env, _| {
         let (mut tables, mut size) = (Vec::new(), None);
