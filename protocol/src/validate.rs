@@ -8,7 +8,7 @@ use crate::spec::{parse_app, AppSpec, SpecError, SpecErrors, TaskKind, TaskSpec}
 use crate::text::shown;
 use crate::validate_limits::check_limits;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// The smallest memory limit an app may ask for: below it not even one stage process and
 /// its shared memory start (a limit too small for the app's processes is reported at start,
@@ -64,6 +64,7 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
     }
 
     let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut duplicated: HashSet<&str> = HashSet::new();
     for (i, task) in app.tasks.iter().enumerate() {
         let at = task_path(i, task);
         if !valid_name(&task.name) {
@@ -76,6 +77,7 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
             );
         }
         if let Some(first) = index.insert(task.name.as_str(), i) {
+            duplicated.insert(task.name.as_str());
             err(
                 format!("{at}.name"),
                 format!(
@@ -87,7 +89,12 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
     }
 
     for (i, task) in app.tasks.iter().enumerate() {
-        check_task(app, i, task, &index, &mut err);
+        check_task(app, i, task, &index, &duplicated, &mut err);
+    }
+    if !duplicated.is_empty() {
+        // Which task an input names is ambiguous: the graph's checks would report
+        // consequences of the duplicate (own inputs, cycles), not problems of their own.
+        return finish(errs);
     }
 
     if let Some(cycle) = find_cycle(app, &index) {
@@ -108,6 +115,10 @@ pub fn validate_with(app: &AppSpec, limits: Result<Limits, LimitError>) -> Resul
         );
     }
 
+    finish(errs)
+}
+
+fn finish(errs: Vec<SpecError>) -> Result<(), SpecErrors> {
     if errs.is_empty() {
         Ok(())
     } else {
@@ -121,10 +132,15 @@ fn check_task(
     i: usize,
     task: &TaskSpec,
     index: &HashMap<&str, usize>,
+    duplicated: &HashSet<&str>,
     err: &mut impl FnMut(String, String),
 ) {
     let at = task_path(i, task);
-    check_inputs(app, i, task, index, &at, err);
+    // A task whose name another task also has: which one an input names is ambiguous, and
+    // its inputs' checks would only report the duplicate again ("its own input").
+    if !duplicated.contains(task.name.as_str()) {
+        check_inputs(app, i, task, index, &at, err);
+    }
     crate::user_stage::check_task(task, &at, err);
     match functions::find(&task.function) {
         _ if task.program.is_some() || task.function.is_empty() => {}

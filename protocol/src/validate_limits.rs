@@ -15,7 +15,8 @@ pub fn check_limits(app: &AppSpec, limits: &Limits, err: &mut impl FnMut(String,
     if app.name.len() > MAX_NAME_LEN {
         err("name".into(), too_long(&app.name));
     }
-    if let Some(rate) = app.request_frequency {
+    // Negative and not-a-number rates are named once, by `validate`'s own check.
+    if let Some(rate) = app.request_frequency.filter(|r| *r >= 0.0) {
         if let Some(problem) = limits::rate_problem(rate) {
             err("request_frequency".into(), problem);
         }
@@ -75,7 +76,12 @@ fn check_task_params(
     err: &mut impl FnMut(String, String),
 ) {
     let int = |name: &str| task.params.get(name).and_then(|v| v.as_u64());
-    if let Some(fps) = task.params.get("fps").and_then(|v| v.as_f64()) {
+    if let Some(fps) = task
+        .params
+        .get("fps")
+        .and_then(|v| v.as_f64())
+        .filter(|f| *f >= 0.0)
+    {
         if let Some(problem) = limits::rate_problem(fps) {
             err(format!("{at}.params.fps"), problem);
         }

@@ -148,6 +148,13 @@ fn duplicate_names_and_bad_numbers_are_all_reported_together() {
     assert_one_contains(&errs, &["quota.max_loss_pct", "percentage"]);
     assert_one_contains(&errs, &["tasks[1] (src).name", "duplicate"]);
     assert_one_contains(&errs, &["tasks[1] (src).replicas", "at least 1"]);
+    // The duplicate is reported once, not again as its consequences.
+    assert!(
+        !errs
+            .iter()
+            .any(|e| e.contains("own input") || e.contains("cycle")),
+        "{errs:#?}"
+    );
 }
 
 #[test]
@@ -288,4 +295,18 @@ fn a_byte_order_mark_is_ignored_and_an_array_is_named() {
     load_app(&format!("\u{feff}{}", app_with(&format!("{HEAD}, {TAIL}")))).expect("BOM ignored");
     let errs = errors("[]");
     assert_one_contains(&errs, &["an app is a JSON object", "holds an array"]);
+}
+
+#[test]
+fn a_negative_rate_is_named_once() {
+    let src = r#"{"name": "src", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4, "fps": -1}}"#;
+    let text = format!(r#"{{"name": "t", "request_frequency": -3, "tasks": [{src}, {TAIL}]}}"#);
+    let errs = errors(&text);
+    for path in ["request_frequency", "tasks[0] (src).params.fps"] {
+        let n = errs
+            .iter()
+            .filter(|e| e.starts_with(&format!("{path}:")))
+            .count();
+        assert_eq!(n, 1, "{path} named once: {errs:#?}");
+    }
 }

@@ -276,6 +276,50 @@ fn truncated_video_delivers_what_decodes_and_says_so() {
     assert_eq!(rows, out);
 }
 
+/// An MP4 whose index (moved to the front) announces 30 frames, cut in half: the run
+/// delivers what decodes and its summary says the source ended short, not that all is well.
+#[test]
+fn a_video_that_ends_before_its_announced_frames_is_reported_short() {
+    require_ffmpeg();
+    let dir = scratch("short-video");
+    write_frames(&dir.join("in"), 30, 64, 48);
+    let full = dir.join("full.mp4");
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-framerate", "10", "-i"])
+        .arg(dir.join("in/f-%03d.png"))
+        .args(["-c:v", "mpeg4", "-q:v", "2", "-movflags", "+faststart"])
+        .arg(&full)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+    let bytes = std::fs::read(&full).expect("read");
+    std::fs::write(dir.join("cut.mp4"), &bytes[..bytes.len() / 2]).expect("truncate");
+    let app = write_app(
+        &dir,
+        &tail_app(
+            "short",
+            json!({"name": "cam", "kind": "head", "function": "source.video", "params": {"path": "cut.mp4"}}),
+            vec![],
+            "cam",
+        ),
+    );
+    let (out, summary) = run_ok(&app, &dir.join("run"));
+    let delivered = summary["items_out"].as_u64().expect("items_out");
+    assert!(
+        delivered > 0 && delivered < 30,
+        "part of the video arrives: {delivered}"
+    );
+    let note = summary["short_sources"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        note.contains(&format!("source 'cam' read {delivered} of the 30 frames")),
+        "{summary}"
+    );
+    assert!(printed(&out).contains("short:"), "{}", printed(&out));
+}
+
 #[test]
 fn missing_worker_binary_is_named() {
     let dir = scratch("no-worker");

@@ -132,6 +132,10 @@ pub struct Summary {
     pub restarts: BTreeMap<String, u32>,
     /// Restarted tails whose output was started over, and where the earlier parts are.
     pub restarted_outputs: Vec<RestartedOutput>,
+    /// Video sources that ended before the frames their file announces (a truncated or
+    /// damaged file): what they read against what was announced.
+    #[serde(default)]
+    pub short_sources: Vec<String>,
     /// Messages per stage replica that did not decode (each killed the process that
     /// sent it; only replicas that sent one).
     pub bad_messages: BTreeMap<String, u64>,
@@ -373,6 +377,7 @@ impl Summary {
             qos: Vec::new(),
             restarts: BTreeMap::new(),
             restarted_outputs: Vec::new(),
+            short_sources: Vec::new(),
             bad_messages: BTreeMap::new(),
             restart_to_first_output_ms: Vec::new(),
             reclaimed_holds: 0,
@@ -436,6 +441,9 @@ impl Summary {
                     t.task, t.items, t.missing
                 );
             }
+        }
+        for note in &self.short_sources {
+            s += &format!("  short:      {note}\n");
         }
         for o in &self.restarted_outputs {
             s += &format!("  restarted:  {}\n", o.note);

@@ -51,6 +51,12 @@ impl RunLoop<'_> {
             (None, true) => "drained after a signal".into(),
             (None, false) => "finished".into(),
         };
+        if summary.outcome == "finished" {
+            summary.short_sources = short_videos(app, &summary.stages);
+            for note in &summary.short_sources {
+                tracing::warn!("{note}");
+            }
+        }
         let _ = std::fs::write(
             self.opts.run_dir.join("summary.json"),
             serde_json::to_vec_pretty(&summary).unwrap_or_default(),
@@ -234,4 +240,46 @@ fn bad_input_counted_by(stages: &BTreeMap<String, StageMetrics>) -> String {
             counted.join(", ")
         )
     }
+}
+
+/// The video sources that read fewer frames than their file announces (ffprobe's frame
+/// count, or the `limit` below it): "source 'src' read 3 of the 40 frames …". The head
+/// logs ffmpeg's complaint; without this the run looks complete.
+fn short_videos(
+    app: &protocol::spec::AppSpec,
+    stages: &BTreeMap<String, StageMetrics>,
+) -> Vec<String> {
+    use protocol::functions::{builtin, params, Builtin};
+    let bad_input = protocol::messages::LossReason::ALL
+        .iter()
+        .position(|r| *r == protocol::messages::LossReason::BadInput);
+    let mut notes = Vec::new();
+    for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Head) {
+        if builtin(&t.function) != Some(Builtin::SourceVideo) {
+            continue;
+        }
+        let Ok(source) = params::parse::<params::SourceVideo>(&t.params) else {
+            continue;
+        };
+        let Some(frames) = media::probe_video(&source.path)
+            .ok()
+            .and_then(|(_, _, n)| n)
+        else {
+            continue;
+        };
+        let announced = source.limit.map_or(frames, |l| l.min(frames));
+        let label = format!("{}#0", t.name);
+        let Some(m) = stages.get(&label) else {
+            continue;
+        };
+        let bad = bad_input.and_then(|i| m.lost.get(i).copied()).unwrap_or(0);
+        let read = m.items_out + bad;
+        if read < announced {
+            notes.push(format!(
+                "source '{}' read {read} of the {announced} frames {} announces: the file is truncated or damaged (ffmpeg's complaint is in logs/{label}.log)",
+                t.name, source.path
+            ));
+        }
+    }
+    notes
 }
