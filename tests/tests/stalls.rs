@@ -139,7 +139,7 @@ fn a_second_sigint_stops_at_once_even_past_a_stage_ignoring_stop() {
     });
     signal(sup.id(), libc::SIGINT);
     wait_for("the drain to start", Duration::from_secs(10), || {
-        sup.stderr_so_far().contains("signal again to stop at once")
+        sup.stderr_so_far().contains("stops it at once")
     });
     let second = Instant::now();
     signal(sup.id(), libc::SIGINT);

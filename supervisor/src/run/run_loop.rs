@@ -429,7 +429,7 @@ impl<'a> RunLoop<'a> {
             match self.phase {
                 Phase::Running => {
                     crate::env::appenv::note(&format!(
-                        "draining app '{}' (signal again to stop at once)",
+                        "draining app '{}' (a second Ctrl-C, signal or `supervisor stop` stops it at once)",
                         self.loaded.spec.name
                     ));
                     self.timeline.event("signal: draining from the sources");

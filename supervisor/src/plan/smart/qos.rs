@@ -51,7 +51,12 @@ impl fmt::Display for Shortfall {
                 "throughput {predicted_per_min:.0}/min < {required_per_min:.0}/min required"
             ),
             Shortfall::Latency { p99_ms, max_ms } => {
-                write!(f, "p99 latency {p99_ms:.0} ms > {max_ms:.0} ms quota")
+                write!(
+                    f,
+                    "p99 latency {} ms > {} ms quota",
+                    three_digits(*p99_ms),
+                    three_digits(*max_ms)
+                )
             }
             Shortfall::Jitter { jitter_ms, max_ms } => {
                 write!(f, "jitter {jitter_ms:.1} ms > {max_ms:.1} ms quota")
@@ -61,6 +66,17 @@ impl fmt::Display for Shortfall {
             }
         }
     }
+}
+
+/// `v` with three significant digits (at least none after the point, at most six): a
+/// sub-millisecond quota is not printed as "0 ms".
+fn three_digits(v: f64) -> String {
+    let decimals = if v.is_finite() && v > 0.0 {
+        (2.0 - v.log10().floor()).clamp(0.0, 6.0) as usize
+    } else {
+        0
+    };
+    format!("{v:.decimals$}")
 }
 
 /// Items per second the app must carry: max(quota throughput / 60, request frequency);
@@ -111,5 +127,24 @@ impl Qos {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_latency_shortfall_shows_a_sub_millisecond_quota() {
+        let s = Shortfall::Latency {
+            p99_ms: 1234.4,
+            max_ms: 0.001,
+        };
+        assert_eq!(s.to_string(), "p99 latency 1234 ms > 0.00100 ms quota");
+        let s = Shortfall::Latency {
+            p99_ms: 52.25,
+            max_ms: 50.0,
+        };
+        assert_eq!(s.to_string(), "p99 latency 52.2 ms > 50.0 ms quota");
     }
 }
