@@ -542,3 +542,50 @@ fn the_daemon_runs_the_preflight_checks_on_apps_posted_to_its_socket() {
     assert_eq!(names, std::slice::from_ref(&good), "only the good app runs");
     assert!(alive(pid));
 }
+
+/// Two foreground supervisors (no daemon, which would refuse the second) run apps of one
+/// name: a change by name is refused as ambiguous, naming both supervisors, instead of
+/// reaching whichever was found first; `stop` by name drains both.
+#[test]
+fn a_change_by_name_when_two_foreground_supervisors_run_that_name_is_refused() {
+    if std::env::var("SMARTPIPE_TESTS_THROUGH_DAEMON").as_deref() == Ok("1") {
+        println!("test skipped: the daemon refuses a second app of one name");
+        return;
+    }
+    let rt = PrivateRuntime::new("twins");
+    let dir = scratch("twins");
+    let name = format!("twins{}", std::process::id());
+    let a = endless_app(&dir.join("a"), &name);
+    let b = endless_app(&dir.join("b"), &name);
+    let first = start_in_background(&mut rt.supervisor(), &a, &dir.join("run-a"));
+    let second = start_in_background(&mut rt.supervisor(), &b, &dir.join("run-b"));
+    let start = Instant::now();
+    while rt.apps().iter().filter(|x| x["name"] == name).count() < 2 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "both apps never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = rt
+        .supervisor()
+        .args(["rate", &name, "10"])
+        .output()
+        .expect("rate");
+    let said = printed(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("2 foreground supervisors run an app named") && said.contains("ambiguous"),
+        "{said}"
+    );
+    let stop = rt
+        .supervisor()
+        .args(["stop", &name])
+        .output()
+        .expect("stop");
+    assert!(stop.status.success(), "{}", printed(&stop));
+    for sup in [first, second] {
+        let (status, err) = finish(sup);
+        assert!(status.success(), "{err}");
+    }
+}

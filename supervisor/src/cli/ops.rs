@@ -275,20 +275,30 @@ pub fn set_threads(app: &str, threads: u32) -> anyhow::Result<ExitCode> {
 /// The control socket of the supervisor running `app`, or which apps run.
 fn socket_of(app: &str) -> anyhow::Result<PathBuf> {
     let apps = live_apps();
-    apps.iter()
-        .find(|(_, a)| a.name == app)
-        .map(|(s, _)| s.clone())
-        .ok_or_else(|| {
-            let names: Vec<&str> = apps.iter().map(|(_, a)| a.name.as_str()).collect();
-            if names.is_empty() {
-                anyhow::anyhow!("no SmartPipe supervisor is running an app named '{app}'")
-            } else {
-                anyhow::anyhow!(
-                    "no running app named '{app}' (running: {})",
-                    names.join(", ")
-                )
-            }
-        })
+    let hosts: Vec<&(PathBuf, control::LiveApp)> =
+        apps.iter().filter(|(_, a)| a.name == app).collect();
+    if hosts.len() > 1 {
+        let pids: Vec<String> = hosts
+            .iter()
+            .map(|(_, a)| a.supervisor_pid.to_string())
+            .collect();
+        anyhow::bail!(
+            "{} foreground supervisors run an app named '{app}' (supervisor pids {}), so which one to change is ambiguous: stop all but one, or start them under different names (the daemon refuses a second app of one name)",
+            hosts.len(),
+            pids.join(", ")
+        );
+    }
+    hosts.first().map(|(s, _)| s.clone()).ok_or_else(|| {
+        let names: Vec<&str> = apps.iter().map(|(_, a)| a.name.as_str()).collect();
+        if names.is_empty() {
+            anyhow::anyhow!("no SmartPipe supervisor is running an app named '{app}'")
+        } else {
+            anyhow::anyhow!(
+                "no running app named '{app}' (running: {})",
+                names.join(", ")
+            )
+        }
+    })
 }
 
 /// `supervisor shutdown`: drain every app of every daemon of this user, then wait
