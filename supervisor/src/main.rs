@@ -50,13 +50,13 @@ enum Cmd {
         /// Where logs, outputs, plan.json and summary.json go [default: runs/<app>-<time>/].
         #[arg(long)]
         run_dir: Option<PathBuf>,
-        /// Seconds a stage may take to start and connect back (at least 1).
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..))]
+        /// Seconds a stage may take to start and connect back (1 to 86400).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=control::MAX_STARTUP_TIMEOUT_S))]
         startup_timeout: u64,
         /// A stage silent this long (3 missed heartbeats of 100 ms by default) is taken
         /// for hung and killed; raise it on an overloaded machine. Less than three
         /// heartbeats is raised to three (with a warning).
-        #[arg(long, env = "SMARTPIPE_HANG_AFTER_MS", default_value_t = 300)]
+        #[arg(long, env = "SMARTPIPE_HANG_AFTER_MS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=control::MAX_HANG_AFTER_MS))]
         hang_after_ms: u64,
         /// Also serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9464).
         #[arg(long)]

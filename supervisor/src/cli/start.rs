@@ -216,7 +216,7 @@ pub fn start_detached(
             "note: this environment is too large to send whole; the app gets its SMARTPIPE_*, ORT_*, CUDA_*, LD_*, PYTHON*, OMP_*, RUST_*, PATH, HOME, USER, LANG and TMPDIR (a foreground start sends it whole)"
         );
     }
-    let wait = Duration::from_secs(startup_timeout_s + 30);
+    let wait = Duration::from_secs(startup_timeout_s.saturating_add(30));
     // A daemon may be exiting (its last app just ended) as we ask: then ask a new one.
     for attempt in 0..2 {
         let daemon = daemon_noting_metrics(metrics_addr)?;

@@ -244,11 +244,8 @@ impl DaemonLauncher {
         request: StartRequest,
         console: Option<Arc<crate::env::console::Console>>,
     ) -> Result<Begun, ApiError> {
-        if !request.file.is_absolute() || !request.run_dir.is_absolute() {
-            return Err(ApiError::new(
-                400,
-                "the app file and the run dir must be absolute paths",
-            ));
+        if let Some(problem) = request.problem() {
+            return Err(ApiError::new(400, problem));
         }
         let env = match (&request.env, &console) {
             (None, None) => None,
@@ -395,7 +392,7 @@ impl DaemonLauncher {
     /// Wait until `begun` runs (every stage connected and set up), ends, or takes
     /// longer than its start-up allows.
     fn wait_started(begun: &Begun, startup_timeout_s: u64) -> StartWait {
-        let deadline = Instant::now() + Duration::from_secs(startup_timeout_s + 10);
+        let deadline = Instant::now() + Duration::from_secs(startup_timeout_s.saturating_add(10));
         let pid = std::process::id();
         let (name, run_dir) = (&begun.name, begun.run_dir.display());
         loop {

@@ -67,6 +67,40 @@ pub struct StartRequest {
     pub cwd: Option<PathBuf>,
 }
 
+/// The longest start-up a stage may be given, in seconds (one day).
+pub const MAX_STARTUP_TIMEOUT_S: u64 = 86_400;
+/// The longest silence before a stage counts as hung, in ms (one day).
+pub const MAX_HANG_AFTER_MS: u64 = 86_400_000;
+
+impl StartRequest {
+    /// What makes this request unusable, if anything (the CLI checks the same bounds).
+    pub fn problem(&self) -> Option<String> {
+        if !self.file.is_absolute() || !self.run_dir.is_absolute() {
+            return Some("the app file and the run dir must be absolute paths".into());
+        }
+        if !(1..=MAX_STARTUP_TIMEOUT_S).contains(&self.startup_timeout_s) {
+            return Some(format!(
+                "startup_timeout_s must be 1 to {MAX_STARTUP_TIMEOUT_S} (one day), got {}",
+                self.startup_timeout_s
+            ));
+        }
+        if !(1..=MAX_HANG_AFTER_MS).contains(&self.hang_after_ms) {
+            return Some(format!(
+                "hang_after_ms must be 1 to {MAX_HANG_AFTER_MS} (one day), got {}",
+                self.hang_after_ms
+            ));
+        }
+        match &self.cwd {
+            Some(cwd) if !cwd.is_absolute() => Some(format!(
+                "cwd must be an absolute path, got {}",
+                cwd.display()
+            )),
+            Some(cwd) if !cwd.is_dir() => Some(format!("cwd {} is not a folder", cwd.display())),
+            _ => None,
+        }
+    }
+}
+
 /// An API error: the HTTP status and a message for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]

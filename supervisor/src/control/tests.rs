@@ -315,3 +315,42 @@ fn apps_are_started_through_the_launcher_only() {
     assert_eq!(code, 400);
     assert_eq!(launcher.0.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_start_request_out_of_range_is_refused_before_anything_runs() {
+    let ok = StartRequest {
+        file: "/apps/a.json".into(),
+        run_dir: "/runs/a".into(),
+        startup_timeout_s: 20,
+        hang_after_ms: 300,
+        env: None,
+        cwd: None,
+    };
+    assert_eq!(ok.problem(), None);
+    let huge = StartRequest {
+        startup_timeout_s: u64::MAX,
+        ..ok.clone()
+    };
+    assert!(huge
+        .problem()
+        .is_some_and(|p| p.starts_with("startup_timeout_s must be 1 to 86400")));
+    let zero = StartRequest {
+        hang_after_ms: 0,
+        ..ok.clone()
+    };
+    assert!(zero
+        .problem()
+        .is_some_and(|p| p.starts_with("hang_after_ms")));
+    let relative = StartRequest {
+        cwd: Some("relative".into()),
+        ..ok.clone()
+    };
+    assert!(relative.problem().is_some_and(|p| p.contains("absolute")));
+    let missing = StartRequest {
+        cwd: Some("/no/such/folder".into()),
+        ..ok
+    };
+    assert!(missing
+        .problem()
+        .is_some_and(|p| p.contains("is not a folder")));
+}
