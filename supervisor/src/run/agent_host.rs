@@ -40,6 +40,58 @@ struct Link {
 /// An app on a device's agent.
 struct Member {
     events: mpsc::Sender<Event>,
+    /// The models the app attached with (none before its first attach).
+    models: Vec<SharedModel>,
+}
+
+/// What of a hosted model must agree between apps sharing it under one name: one
+/// session per name answers them all.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct SharedModel {
+    name: String,
+    path: String,
+    #[serde(default)]
+    outputs: Vec<String>,
+    #[serde(default)]
+    top1_outputs: bool,
+}
+
+impl SharedModel {
+    fn describe(&self) -> String {
+        format!(
+            "{}, outputs [{}]{}",
+            self.path,
+            self.outputs.join(", "),
+            if self.top1_outputs {
+                ", top-1 head"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// The model of `app` that another member hosts differently under the same name, as the
+/// refusal people read (the agent checks the same, but a refusal there came after the
+/// app's stages were running and took the agent down with it).
+fn model_clash(
+    members: &BTreeMap<String, Member>,
+    app: &str,
+    models: &[SharedModel],
+) -> Option<String> {
+    for m in models {
+        for (other, member) in members.iter().filter(|(name, _)| name.as_str() != app) {
+            if let Some(have) = member.models.iter().find(|h| h.name == m.name && *h != m) {
+                return Some(format!(
+                    "model '{}' of app '{app}' ({}) differs from the one app '{other}' runs under that name on this device ({}): one name is one session on a shared agent; rename one of them in its manifest",
+                    m.name,
+                    m.describe(),
+                    have.describe()
+                ));
+            }
+        }
+    }
+    None
 }
 
 struct DeviceAgent {
@@ -146,7 +198,13 @@ impl AgentHosts {
             .next_output
             .checked_add(gpu_replicas)
             .ok_or_else(|| anyhow!("the agent of {device} ran out of output indices"))?;
-        dev.members.insert(app.to_string(), Member { events });
+        dev.members.insert(
+            app.to_string(),
+            Member {
+                events,
+                models: Vec::new(),
+            },
+        );
         Ok(SharedAgent {
             hosts: self.clone(),
             device: device.to_string(),
@@ -278,10 +336,23 @@ impl AgentHosts {
 
     /// Hand app `wire.app`'s pools, GPU-stage inboxes and models to `device`'s agent.
     pub fn attach(&self, device: &str, wire: AttachWire) -> anyhow::Result<()> {
-        let devices = self.devices();
-        let link = devices
-            .get(device)
-            .and_then(|d| d.link.as_ref())
+        let mut devices = self.devices();
+        let dev = devices
+            .get_mut(device)
+            .ok_or_else(|| anyhow!("the agent of {device} is not running"))?;
+        let models: Vec<SharedModel> =
+            serde_json::from_str::<Option<Vec<SharedModel>>>(&wire.models_json)
+                .map_err(|e| anyhow!("the models of app '{}': {e}", wire.app))?
+                .unwrap_or_default();
+        if let Some(clash) = model_clash(&dev.members, &wire.app, &models) {
+            return Err(anyhow!(clash));
+        }
+        if let Some(member) = dev.members.get_mut(&wire.app) {
+            member.models = models;
+        }
+        let link = dev
+            .link
+            .as_ref()
             .ok_or_else(|| anyhow!("the agent of {device} is not running"))?;
         let app = wire.app.clone();
         link.attach
@@ -372,4 +443,54 @@ fn agent_setup(task: &TaskSpec, device: &str, incarnation: u32) -> anyhow::Resul
         resume: vec![],
         resume_output_len: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(name: &str, path: &str, top1: bool) -> SharedModel {
+        SharedModel {
+            name: name.into(),
+            path: path.into(),
+            outputs: vec!["out".into()],
+            top1_outputs: top1,
+        }
+    }
+
+    fn member(models: Vec<SharedModel>) -> Member {
+        Member {
+            events: mpsc::channel().0,
+            models,
+        }
+    }
+
+    #[test]
+    fn a_model_name_another_app_hosts_differently_is_refused_naming_both() {
+        let mut members = BTreeMap::new();
+        members.insert(
+            "a".to_string(),
+            member(vec![model("sr", "/m/sr.onnx", false)]),
+        );
+        members.insert("b".to_string(), member(vec![]));
+        // The same model under the same name is shared.
+        assert_eq!(
+            model_clash(&members, "b", &[model("sr", "/m/sr.onnx", false)]),
+            None
+        );
+        let other_file = model_clash(&members, "b", &[model("sr", "/x/zero.onnx", false)])
+            .expect("another file under the name");
+        assert!(
+            other_file.contains("model 'sr' of app 'b' (/x/zero.onnx")
+                && other_file.contains("app 'a' runs under that name")
+                && other_file.contains("rename one of them"),
+            "{other_file}"
+        );
+        assert!(model_clash(&members, "b", &[model("sr", "/m/sr.onnx", true)]).is_some());
+        // An app's own earlier attach (after an agent restart) is not a clash.
+        assert_eq!(
+            model_clash(&members, "a", &[model("sr", "/x/zero.onnx", false)]),
+            None
+        );
+    }
 }
