@@ -193,6 +193,40 @@ fn faulty(name: &str, mode: &str, after: u64) -> serde_json::Value {
     })
 }
 
+/// A stage that hangs before sending anything on, in every process: restarting it would
+/// go on for ever (each hang takes the hang bound to be seen, so the restart intensity
+/// never trips). After three such hangs in a row the app fails, saying so.
+#[test]
+fn a_stage_that_hangs_in_every_process_fails_the_app_after_three_hangs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("fault-hang-loop");
+    let name = format!("hangloop{}", std::process::id());
+    let app = write_app(&dir, &faulty(&name, "hang", 0));
+    let out = supervisor()
+        .env("SMARTPIPE_TEST_FAULTS", "1")
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("start");
+    let said = printed(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("fault#0")
+            && said.contains(
+                "its last 3 processes were each killed as hung before sending any item on"
+            ),
+        "{said}"
+    );
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["restarts"]["fault#0"], 2, "{summary}");
+    assert!(
+        pids_with_cmdline(&format!("--stage {name}/")).is_empty(),
+        "nothing left"
+    );
+}
+
 #[test]
 fn fault_functions_are_refused_outside_the_test_suite() {
     let dir = scratch("fault-refused");

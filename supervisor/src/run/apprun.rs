@@ -371,7 +371,13 @@ impl<'a> AppRun<'a> {
             return Some(what);
         }
         let ran_for = r.started_at.elapsed();
-        match self.books.entry(r.task).or_default().on_end(Instant::now(), ran_for) {
+        let book = self.books.entry(r.task).or_default();
+        if let Some(hangs) = book.on_hang_streak(end == EndKind::Hang, r.metrics.items_out > 0) {
+            return Some(format!(
+                "{what}; its last {hangs} processes were each killed as hung before sending any item on: what it is given (the same replayed item, or its start) hangs it every time, so the app is stopped (the stage's log shows what it was doing)"
+            ));
+        }
+        match book.on_end(Instant::now(), ran_for) {
             Verdict::RestartAfter(delay) => {
                 let note = format!("{what}; restarting in {} ms", delay.as_millis());
                 tracing::warn!("{note}");

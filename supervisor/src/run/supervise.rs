@@ -16,6 +16,10 @@ pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// A process that ran this long before it died was healthy: the backoff starts over.
 pub const STABLE_AFTER: Duration = Duration::from_secs(1);
+/// Hangs in a row of a task's processes that sent nothing on after which the app fails:
+/// the replayed input hangs every process that gets it (the restart intensity does not
+/// catch it, since each hang takes the hang bound, seconds to minutes, to be seen).
+pub const MAX_FRUITLESS_HANGS: u32 = 3;
 
 /// How a stage process ended before its stream did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +52,8 @@ pub struct RestartBook {
     max_restarts: usize,
     /// Processes in a row that died before [`STABLE_AFTER`].
     young_deaths: u32,
+    /// Processes in a row that were killed as hung without sending an item on.
+    fruitless_hangs: u32,
 }
 
 impl Default for RestartBook {
@@ -60,6 +66,7 @@ impl Default for RestartBook {
             total: 0,
             max_restarts,
             young_deaths: 0,
+            fruitless_hangs: 0,
         }
     }
 }
@@ -101,6 +108,18 @@ impl RestartBook {
         Verdict::RestartAfter(delay)
     }
 
+    /// Count how a process ended for the hang streak: `Some(n)` once `n` =
+    /// [`MAX_FRUITLESS_HANGS`] processes in a row were killed as hung without sending
+    /// anything on (the app is to be failed); any other end breaks the streak.
+    pub fn on_hang_streak(&mut self, hung: bool, sent_something: bool) -> Option<u32> {
+        if hung && !sent_something {
+            self.fruitless_hangs += 1;
+        } else {
+            self.fruitless_hangs = 0;
+        }
+        (self.fruitless_hangs >= MAX_FRUITLESS_HANGS).then_some(self.fruitless_hangs)
+    }
+
     /// Count a restart someone asked for (not a fault: no backoff, no intensity).
     pub fn on_manual(&mut self) {
         self.total += 1;
@@ -110,6 +129,23 @@ impl RestartBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn three_hangs_in_a_row_without_output_fail_and_any_progress_breaks_the_streak() {
+        let mut book = RestartBook::default();
+        assert_eq!(book.on_hang_streak(true, false), None);
+        assert_eq!(book.on_hang_streak(true, false), None);
+        assert_eq!(book.on_hang_streak(true, true), None, "it sent an item on");
+        assert_eq!(book.on_hang_streak(true, false), None);
+        assert_eq!(
+            book.on_hang_streak(false, false),
+            None,
+            "a crash is not a hang"
+        );
+        assert_eq!(book.on_hang_streak(true, false), None);
+        assert_eq!(book.on_hang_streak(true, false), None);
+        assert_eq!(book.on_hang_streak(true, false), Some(MAX_FRUITLESS_HANGS));
+    }
 
     #[test]
     fn backoff_doubles_then_the_app_is_failed() {
