@@ -289,3 +289,49 @@ fn a_python_stage_filters_a_detection_table_with_pyarrow_like_the_built_in_filte
     );
     assert_eq!(python, built_in, "the same rows as table.filter");
 }
+
+/// A stage that starts a process of its own in a new session and never ends it: when the
+/// app ends, what is left in its cgroup is killed (it ran on under init and kept the
+/// cgroup from being removed).
+#[test]
+fn what_a_stage_started_and_left_running_is_killed_when_the_app_ends() {
+    let _serial = lock();
+    let dir = scratch("py-stage-leftover");
+    let marker = format!("{}", 40_000 + std::process::id() % 20_000);
+    let script = stage_script(
+        &dir,
+        &format!(
+            "if item.seq == 0:\n    import subprocess\n    subprocess.Popen(['sleep', '{marker}'], start_new_session=True)"
+        ),
+    );
+    let app = write_app(&dir, &chain("pyleftover", &script, 5, 0, "transient"));
+    let out = sup()
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("run the supervisor");
+    assert!(out.status.success(), "{}", printed(&out));
+    let summary = read_summary(&dir.join("run"));
+    let enforced = summary["constraints"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("constraints enforced"));
+    let left = pids_with_cmdline(&format!("sleep {marker}"));
+    if !enforced {
+        for pid in left {
+            // SAFETY: ending the sleep this test's stage started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        println!(
+            "test skipped: no cgroup here ({}), so nothing can find what a stage left",
+            summary["constraints"]
+        );
+        return;
+    }
+    assert_eq!(
+        left,
+        Vec::<i32>::new(),
+        "the stage's sleep outlived the app"
+    );
+}

@@ -256,9 +256,53 @@ impl AppCgroup {
     }
 }
 
+/// The pids a cgroup folder lists (`cgroup.procs`).
+fn pids_in(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+impl AppCgroup {
+    /// Kill what is still in the group when the app has ended: processes a stage started
+    /// and left behind (a user stage's children, in a session of their own or not), which
+    /// would otherwise run on and keep the group from being removed. Waits (at most 2 s)
+    /// until the kernel has taken them out.
+    fn kill_leftovers(&self) {
+        let mut killed = 0;
+        for dir in &self.dirs {
+            for pid in pids_in(dir) {
+                if nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                )
+                .is_ok()
+                {
+                    killed += 1;
+                }
+            }
+        }
+        if killed == 0 {
+            return;
+        }
+        tracing::warn!(
+            "{killed} process(es) the app's stages started were still running when it ended: killed"
+        );
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.dirs.iter().any(|d| !pids_in(d).is_empty()) && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for AppCgroup {
-    /// Remove the cgroup (its processes have all been reaped by then).
+    /// Remove the cgroup (its stages have all been reaped by then; what they left
+    /// running is killed first).
     fn drop(&mut self) {
+        self.kill_leftovers();
         for dir in self.dirs.iter().rev() {
             if let Err(e) = std::fs::remove_dir(dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
