@@ -320,6 +320,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             plan::preflight::check(&loaded)?;
             control::autoprofile::before_start(&loaded, no_profile)?;
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
+            if run_dir.exists() && !run_dir.is_dir() {
+                anyhow::bail!(
+                    "--run-dir {} is a file, not a folder: give a folder (it is made when missing)",
+                    run_dir.display()
+                );
+            }
             if detach {
                 return cli::start::start_detached(
                     &loaded,

@@ -260,6 +260,28 @@ fn two_apps_run_in_one_daemon_and_stop_one_at_a_time() {
         .output()
         .expect("logs");
     assert!(String::from_utf8_lossy(&logs.stdout).contains("function=image.gen"));
+    // Without the app's name the stage is ambiguous: both apps have one.
+    let either = rt
+        .supervisor()
+        .args(["logs", "gen#0"])
+        .output()
+        .expect("logs");
+    assert!(!either.status.success());
+    assert!(
+        printed(&either).contains("several running apps have a stage 'gen#0'"),
+        "{}",
+        printed(&either)
+    );
+    let nobody = rt
+        .supervisor()
+        .args(["logs", "nosuch/gen"])
+        .output()
+        .expect("logs");
+    assert!(
+        printed(&nobody).contains("no running app named 'nosuch'"),
+        "{}",
+        printed(&nobody)
+    );
 
     // Stopping one leaves the other (and the daemon) running.
     let stop = rt.supervisor().args(["stop", &a]).output().expect("stop");

@@ -364,29 +364,71 @@ pub fn logs(stage: &str, follow: bool) -> anyhow::Result<ExitCode> {
     let (app_name, task, replica) = parse_stage(stage)?;
     let label = format!("{task}#{}", replica.unwrap_or(0));
     let apps = live_apps();
-    let app = apps
+    if let Some(name) = app_name {
+        if !apps.iter().any(|(_, a)| a.name == name) {
+            let running: Vec<&str> = apps.iter().map(|(_, a)| a.name.as_str()).collect();
+            anyhow::bail!(
+                "no running app named '{name}' (running: {})",
+                if running.is_empty() {
+                    "none".to_string()
+                } else {
+                    running.join(", ")
+                }
+            );
+        }
+    }
+    let matching: Vec<&control::LiveApp> = apps
         .iter()
         .map(|(_, a)| a)
-        .find(|a| app_name.is_none_or(|n| n == a.name) && a.stages.iter().any(|s| s.label == label))
-        .ok_or_else(|| {
-            anyhow::anyhow!("no running app has a stage '{label}' (see `supervisor status`)")
-        })?;
+        .filter(|a| {
+            app_name.is_none_or(|n| n == a.name) && a.stages.iter().any(|s| s.label == label)
+        })
+        .collect();
+    let app = match matching.as_slice() {
+        [] => anyhow::bail!(
+            "no running app{} has a stage '{label}' (see `supervisor status`)",
+            app_name
+                .map(|n| format!(" named '{n}'"))
+                .unwrap_or_default()
+        ),
+        [one] => *one,
+        several => {
+            let names: Vec<&str> = several.iter().map(|a| a.name.as_str()).collect();
+            anyhow::bail!(
+                "several running apps have a stage '{label}' ({}): name one, e.g. `supervisor logs {}/{label}`",
+                names.join(", "),
+                names[0]
+            )
+        }
+    };
     let path = Path::new(&app.run_dir)
         .join("logs")
         .join(format!("{label}.log"));
     let mut file =
         std::fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut out = std::io::stdout();
-    loop {
+    let (name, pid) = (app.name.clone(), app.supervisor_pid);
+    for poll in 0u64.. {
         std::io::copy(&mut file, &mut out)?;
         if !follow {
-            return Ok(ExitCode::SUCCESS);
+            break;
         }
         use std::io::Write;
         out.flush()?;
-        // Following a file that grows: poll for new bytes.
+        // Following a file that grows: poll for new bytes; every 2 s, whether the app still
+        // runs (once it has ended, what its log holds is printed and following stops).
+        if poll % 10 == 9
+            && !live_apps()
+                .iter()
+                .any(|(_, a)| a.name == name && a.supervisor_pid == pid)
+        {
+            std::io::copy(&mut file, &mut out)?;
+            eprintln!("(app '{name}' has ended)");
+            break;
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

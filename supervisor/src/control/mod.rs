@@ -78,6 +78,12 @@ impl StartRequest {
         if !self.file.is_absolute() || !self.run_dir.is_absolute() {
             return Some("the app file and the run dir must be absolute paths".into());
         }
+        if self.run_dir.exists() && !self.run_dir.is_dir() {
+            return Some(format!(
+                "the run dir {} is a file, not a folder",
+                self.run_dir.display()
+            ));
+        }
         if !(1..=MAX_STARTUP_TIMEOUT_S).contains(&self.startup_timeout_s) {
             return Some(format!(
                 "startup_timeout_s must be 1 to {MAX_STARTUP_TIMEOUT_S} (one day), got {}",

@@ -137,6 +137,12 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
     }
     let dir = dir.map(PathBuf::from);
     if let Some(dir) = &dir {
+        if dir.exists() && !dir.is_dir() {
+            return Err(StageError::io(
+                dir.display(),
+                "is a file, not a folder: image.show's `dir` is the folder its PNGs go to",
+            ));
+        }
         std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir.display(), e))?;
         out_files::remove_stale_parts(dir);
     }
