@@ -310,3 +310,22 @@ fn a_negative_rate_is_named_once() {
         assert_eq!(n, 1, "{path} named once: {errs:#?}");
     }
 }
+
+#[test]
+fn a_parquet_table_without_a_path_is_refused() {
+    let tail = |params: &str| {
+        format!(
+            r#"{{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["src"], "params": {params}}}"#
+        )
+    };
+    let errs = errors(&app_with(&format!(
+        "{HEAD}, {}",
+        tail(r#"{"format": "parquet"}"#)
+    )));
+    assert_one_contains(&errs, &["tasks[1] (out)", "format parquet writes a file"]);
+    load_app(&app_with(&format!(
+        "{HEAD}, {}",
+        tail(r#"{"format": "parquet", "path": "t.parquet"}"#)
+    )))
+    .expect("with a path");
+}

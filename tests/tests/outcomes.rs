@@ -202,3 +202,26 @@ fn a_best_effort_app_with_no_quota_and_an_unpaced_source_sheds_nothing() {
         (0..count).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_restart_intensity_that_is_not_a_number_is_refused_before_anything_runs() {
+    let dir = scratch("bad-max-restarts");
+    let input = dir.join("in");
+    write_frames(&input, 2, 16, 16);
+    let app = write_app(&dir, &images_app("badrestarts", "best-effort"));
+    let out = supervisor()
+        .env("SMARTPIPE_MAX_RESTARTS", "abc")
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("start");
+    assert_eq!(out.status.code(), Some(1), "{}", printed(&out));
+    assert!(
+        printed(&out).contains("SMARTPIPE_MAX_RESTARTS=\"abc\" is not a whole number"),
+        "{}",
+        printed(&out)
+    );
+    assert!(!dir.join("run/summary.json").exists(), "nothing ran");
+}

@@ -29,6 +29,18 @@ pub(crate) fn check_source_video(params: &Map<String, Value>) -> Result<(), Stri
     }
 }
 
+/// `table.print`'s check: a known format, and a path for Parquet (a file, never stdout).
+pub(crate) fn check_table_print(params: &Map<String, Value>) -> Result<(), String> {
+    let p = parse::<TablePrint>(params).map_err(|e| e.to_string())?;
+    match (p.format.as_str(), &p.path) {
+        ("parquet", None) => Err("format parquet writes a file: give its `path`".into()),
+        ("pretty" | "csv" | "jsonl" | "parquet", _) => Ok(()),
+        (other, _) => Err(format!(
+            "format '{other}' is not one of pretty, csv, jsonl, parquet"
+        )),
+    }
+}
+
 fn gradient() -> String {
     "gradient".into()
 }

@@ -217,7 +217,7 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         takes: &[Any],
         makes: &[],
         hints: hints(false, SlotSize::InputFrames, false),
-        check: params::check::<params::TablePrint>,
+        check: params::check_table_print,
         summary: "writes one row per frame (or per detection) as a table",
     },
     FunctionDef {

@@ -56,11 +56,25 @@ pub struct RestartBook {
     fruitless_hangs: u32,
 }
 
+/// The restart intensity: [`ENV_MAX_RESTARTS`] when set, else [`MAX_RESTARTS`]; a value
+/// that is not a whole number ≥ 1 is an error (`start` checks it before anything runs).
+pub fn max_restarts() -> Result<usize, String> {
+    match crate::env::appenv::var(ENV_MAX_RESTARTS) {
+        None => Ok(MAX_RESTARTS),
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| {
+                format!("{ENV_MAX_RESTARTS}={v:?} is not a whole number of restarts ≥ 1")
+            }),
+    }
+}
+
 impl Default for RestartBook {
     fn default() -> Self {
-        let max_restarts = crate::env::appenv::var(ENV_MAX_RESTARTS)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(MAX_RESTARTS);
+        let max_restarts = max_restarts().unwrap_or(MAX_RESTARTS);
         RestartBook {
             recent: VecDeque::new(),
             total: 0,
