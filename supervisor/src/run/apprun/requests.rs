@@ -25,7 +25,12 @@ impl AppRun<'_> {
         } else {
             "as fast as the pipeline takes them".into()
         };
-        format!("request rate set to {rate} (sources: {})", heads.join(", "))
+        let mut message = format!("request rate set to {rate} (sources: {})", heads.join(", "));
+        if let Some(note) = beyond_admission(self.wiring.app, items_per_s) {
+            tracing::warn!("{note}");
+            message = format!("{message}\n{note}");
+        }
+        message
     }
 
     /// Run the GPU agent's models with `threads` intra-op threads from now on (a
@@ -94,5 +99,48 @@ impl AppRun<'_> {
             done.push(rep.label.clone());
         }
         Ok(format!("restarting {}", done.join(", ")))
+    }
+}
+
+/// The warning for a request-guarantee app driven past the rate it was admitted at: its
+/// reservation and its promise were made for `request_frequency` and are not raised.
+fn beyond_admission(app: &protocol::spec::AppSpec, items_per_s: f64) -> Option<String> {
+    if app.service_type != protocol::spec::ServiceType::RequestGuarantee {
+        return None;
+    }
+    let admitted = app.request_frequency.filter(|r| *r > 0.0)?;
+    let past = items_per_s <= 0.0 || items_per_s > admitted * 1.0001;
+    past.then(|| {
+        let now = if items_per_s > 0.0 {
+            format!("{items_per_s} items/s")
+        } else {
+            "unpaced".to_string()
+        };
+        format!(
+            "note: app '{}' was admitted at its request_frequency of {admitted} items/s; at {now} its quota is not promised and what it reserved on the node is not raised (start it again with the new request_frequency to be admitted at that rate)",
+            app.name
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_guaranteed_app_driven_past_its_admitted_rate_is_told_so() {
+        let mut app: protocol::spec::AppSpec = serde_json::from_value(serde_json::json!({
+            "name": "cam", "service_type": "request-guarantee", "request_frequency": 10.0,
+            "tasks": []
+        }))
+        .expect("app");
+        assert_eq!(super::beyond_admission(&app, 5.0), None, "slower is fine");
+        assert_eq!(super::beyond_admission(&app, 10.0), None);
+        let note = super::beyond_admission(&app, 1000.0).expect("past it");
+        assert!(
+            note.contains("admitted at its request_frequency of 10 items/s; at 1000 items/s"),
+            "{note}"
+        );
+        assert!(super::beyond_admission(&app, 0.0).is_some_and(|n| n.contains("unpaced")));
+        app.service_type = protocol::spec::ServiceType::BestEffort;
+        assert_eq!(super::beyond_admission(&app, 1000.0), None);
     }
 }
