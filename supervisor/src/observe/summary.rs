@@ -116,6 +116,10 @@ pub struct Summary {
     pub items_out: u64,
     pub lost: BTreeMap<String, u64>,
     pub lost_total: u64,
+    /// Items in that neither reached a tail nor were counted lost: in flight when the app
+    /// ended before its stream did (a failure, a drain that did not finish).
+    #[serde(default)]
+    pub unfinished: u64,
     pub throughput_per_min: f64,
     pub latency_ms: LatencyStats,
     /// Latency of the items created [`WARMUP_S`] or more after the first one: the
@@ -331,7 +335,7 @@ impl Summary {
             let n: u64 = stages.values().map(|m| m.lost[reason as usize]).sum();
             lost.insert(reason.as_str().to_string(), n);
         }
-        let items_in: u64 = heads_announced.values().sum();
+        let announced_in: u64 = heads_announced.values().sum();
         let mut all_latencies = Vec::new();
         let mut steady_latencies = Vec::new();
         let tail_summaries: Vec<TailSummary> = tails
@@ -339,6 +343,9 @@ impl Summary {
             .map(|t| summarize_tail(t, &mut all_latencies, &mut steady_latencies))
             .collect();
         let items_out = items_out(tails);
+        // A head that ended without its report (the app failed at once) is counted from its
+        // last heartbeat, which can be behind what its tails already got.
+        let items_in = announced_in.max(items_out);
         // What is missing at a tail beyond the losses the stages counted was inside a
         // process that died (best-effort apps are not replayed).
         let counted: u64 = lost.values().sum();
@@ -359,6 +366,7 @@ impl Summary {
             items_in,
             items_out,
             lost_total: lost.values().sum(),
+            unfinished: items_in.saturating_sub(items_out + lost.values().sum::<u64>()),
             lost,
             throughput_per_min: if wall_s > 0.0 {
                 items_out as f64 * 60.0 / wall_s
@@ -421,6 +429,12 @@ impl Summary {
                 format!(" ({})", reasons.join(", "))
             }
         );
+        if self.unfinished > 0 {
+            s += &format!(
+                "  unfinished: {} (in flight when the app ended: neither delivered nor counted lost)\n",
+                self.unfinished
+            );
+        }
         s += &format!("  throughput: {:.1} items/min\n", self.throughput_per_min);
         let l = &self.latency_ms;
         s += &format!(
@@ -430,7 +444,7 @@ impl Summary {
         let st = &self.steady_latency_ms;
         if st.count > 0 && st.count < l.count {
             s += &format!(
-                "  steady:     p50 {:.2} ms, p99 {:.2} ms over the {} items created {WARMUP_S} s or more after the first\n",
+                "  steady:     p50 {:.2} ms, p99 {:.2} ms over the {} deliveries to tails of items created {WARMUP_S} s or more after the first\n",
                 st.p50, st.p99, st.count
             );
         }
@@ -512,6 +526,35 @@ mod tests {
     }
 
     #[test]
+    fn items_in_flight_when_the_app_ended_are_shown_and_never_fewer_in_than_out() {
+        let delivered = |n: u64| StageReport {
+            received: vec![protocol::messages::SourceTotal {
+                source: "gen".into(),
+                total: n,
+            }],
+            ..StageReport::default()
+        };
+        let report = delivered(7);
+        let tails = [TailReports {
+            task: "out".into(),
+            reports: vec![&report],
+        }];
+        // The head announced 15 (its heartbeat), 7 arrived, nothing was counted lost.
+        let announced = BTreeMap::from([("gen".to_string(), 15)]);
+        let s = Summary::build("a", 1.0, &announced, &tails, BTreeMap::new());
+        assert_eq!((s.items_in, s.items_out, s.unfinished), (15, 7, 8));
+        assert!(
+            s.render().contains("unfinished: 8 (in flight"),
+            "{}",
+            s.render()
+        );
+        // A head that failed before its heartbeat said anything: in is at least out.
+        let s = Summary::build("a", 1.0, &BTreeMap::new(), &tails, BTreeMap::new());
+        assert_eq!((s.items_in, s.items_out, s.unfinished), (7, 7, 0));
+        assert!(!s.render().contains("unfinished"));
+    }
+
+    #[test]
     fn steady_latency_leaves_out_the_first_seconds() {
         const S: u64 = 1_000_000_000;
         // Items created at 0, 1, 2, 3 s (arrival = creation + latency): the two slow
@@ -540,7 +583,7 @@ mod tests {
         assert_eq!(s.steady_latency_ms.max, 30.0);
         assert!(s
             .render()
-            .contains("steady:     p50 20.00 ms, p99 30.00 ms over the 2 items"));
+            .contains("steady:     p50 20.00 ms, p99 30.00 ms over the 2 deliveries"));
     }
 
     #[test]
