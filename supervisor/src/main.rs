@@ -118,7 +118,9 @@ enum Cmd {
     /// Change the intra-op threads of a running app's GPU agent: every model's session
     /// is created again with N threads, one at a time, while requests keep being served
     /// (no restart, nothing lost). On `cpu:0` the agent shares the cores with the CPU
-    /// stages: fewer threads leave them more.
+    /// stages: fewer threads leave them more. Only an app's own agent (`start
+    /// --no-daemon`): apps in the daemon share the node's agent, whose threads come from
+    /// SMARTPIPE_AGENT_THREADS when the daemon starts it.
     Threads {
         /// The running app's name (see `supervisor status`).
         app: String,

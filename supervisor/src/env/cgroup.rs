@@ -242,9 +242,16 @@ impl AppCgroup {
 
     /// What is enforced, for status and the summary.
     pub fn describe(&self) -> String {
-        let cpu = self
-            .cpu_cores
-            .map_or("CPU unlimited".into(), |c| format!("CPU {c} cores"));
+        // The quota now in force: the node's ledger sets a best-effort app's to what the
+        // guaranteed apps leave, which is not the app's own constraint.
+        let cpu = match (self.cpu_quota_cores(), self.cpu_cores) {
+            (Some(now), Some(asked)) if (now - asked).abs() > 0.005 => {
+                format!("CPU {now:.2} cores (of the {asked} asked)")
+            }
+            (Some(now), None) => format!("CPU {now:.2} cores (what the node leaves it)"),
+            (_, Some(asked)) => format!("CPU {asked} cores"),
+            (None, None) => "CPU unlimited".into(),
+        };
         let mem = self
             .memory_mb
             .map_or("memory unlimited".into(), |m| format!("memory {m} MiB"));

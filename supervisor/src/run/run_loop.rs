@@ -328,6 +328,16 @@ impl<'a> RunLoop<'a> {
     /// The timeline's samples, the progress line and the state the API shows.
     fn observe(&mut self) {
         if self.timeline.due() {
+            // The CPU quota in force moves with the node's ledger (best-effort apps).
+            if let Ok(group) = &self.cgroup {
+                let now = group.describe();
+                if now != self.constraints {
+                    if let Some(Ok(mut l)) = self.live.as_ref().map(|l| l.lock()) {
+                        l.constraints = now.clone();
+                    }
+                    self.constraints = now;
+                }
+            }
             let totals: Vec<StageMetrics> = self
                 .run
                 .replicas

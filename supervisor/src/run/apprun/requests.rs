@@ -38,7 +38,7 @@ impl AppRun<'_> {
     pub fn set_threads(&mut self, threads: u32) -> Result<String, String> {
         if self.wiring.shared.is_some() {
             return Err(format!(
-                "app '{}' runs on the node's shared GPU agent, whose threads are the node's",
+                "app '{}' runs on the node's shared GPU agent, whose threads are the node's: `threads` changes an app's own agent (an app started with --no-daemon); the shared agent takes SMARTPIPE_AGENT_THREADS from the environment of the start that started it",
                 self.wiring.app.name
             ));
         }
