@@ -219,7 +219,7 @@ fn a_restart_intensity_that_is_not_a_number_is_refused_before_anything_runs() {
         .expect("start");
     assert_eq!(out.status.code(), Some(1), "{}", printed(&out));
     assert!(
-        printed(&out).contains("SMARTPIPE_MAX_RESTARTS=\"abc\" is not a whole number"),
+        printed(&out).contains("SMARTPIPE_MAX_RESTARTS=\"abc\" is not a whole number of restarts"),
         "{}",
         printed(&out)
     );

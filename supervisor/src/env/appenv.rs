@@ -78,6 +78,21 @@ pub fn var_os(key: &str) -> Option<OsString> {
     }
 }
 
+/// Environment variable that overrides the restart intensity (restarts of a task allowed
+/// within the window before the app fails; 0 = none).
+pub const ENV_MAX_RESTARTS: &str = "SMARTPIPE_MAX_RESTARTS";
+
+/// [`ENV_MAX_RESTARTS`] when set, else `default`; a value that is not a whole number is an
+/// error (`start` checks it before anything runs).
+pub fn max_restarts(default: usize) -> Result<usize, String> {
+    match var(ENV_MAX_RESTARTS) {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<usize>().map_err(|_| {
+            format!("{ENV_MAX_RESTARTS}={v:?} is not a whole number of restarts (0 or more)")
+        }),
+    }
+}
+
 /// The console of the command following this thread's app, if one does.
 pub fn console() -> Option<Arc<crate::env::console::Console>> {
     current().and_then(|env| env.console.clone())

@@ -37,7 +37,7 @@ pub fn task_problems(app: &AppSpec) -> Vec<String> {
 /// Everything `start` checks before it starts a process; every problem is listed.
 pub fn check(loaded: &LoadedApp) -> anyhow::Result<Plan> {
     let mut problems = task_problems(&loaded.spec);
-    if let Err(e) = crate::run::supervise::max_restarts() {
+    if let Err(e) = crate::env::appenv::max_restarts(0) {
         problems.push(format!("environment: {e}"));
     }
     if let Err(e) = crate::plan::models::locate(&loaded.spec, &loaded.file) {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 /// Restarts allowed per task within [`INTENSITY_WINDOW`] before the app is failed.
 pub const MAX_RESTARTS: usize = 5;
-/// Environment variable that overrides [`MAX_RESTARTS`] (e.g. for a soak test).
-pub const ENV_MAX_RESTARTS: &str = "SMARTPIPE_MAX_RESTARTS";
+// `SMARTPIPE_MAX_RESTARTS` overrides [`MAX_RESTARTS`] (e.g. for a soak test):
+// `crate::env::appenv::max_restarts`.
 pub const INTENSITY_WINDOW: Duration = Duration::from_secs(10);
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -56,25 +56,9 @@ pub struct RestartBook {
     fruitless_hangs: u32,
 }
 
-/// The restart intensity: [`ENV_MAX_RESTARTS`] when set, else [`MAX_RESTARTS`]; a value
-/// that is not a whole number ≥ 1 is an error (`start` checks it before anything runs).
-pub fn max_restarts() -> Result<usize, String> {
-    match crate::env::appenv::var(ENV_MAX_RESTARTS) {
-        None => Ok(MAX_RESTARTS),
-        Some(v) => v
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                format!("{ENV_MAX_RESTARTS}={v:?} is not a whole number of restarts ≥ 1")
-            }),
-    }
-}
-
 impl Default for RestartBook {
     fn default() -> Self {
-        let max_restarts = max_restarts().unwrap_or(MAX_RESTARTS);
+        let max_restarts = crate::env::appenv::max_restarts(MAX_RESTARTS).unwrap_or(MAX_RESTARTS);
         RestartBook {
             recent: VecDeque::new(),
             total: 0,
