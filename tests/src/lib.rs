@@ -149,15 +149,19 @@ pub fn run_ok(app: &Path, run_dir: &Path) -> (Output, serde_json::Value) {
     run_ok_with(&mut supervisor(), app, run_dir)
 }
 
-/// [`run_ok`] with `cmd`, a [`supervisor`] command with any environment the test needs.
-pub fn run_ok_with(cmd: &mut Command, app: &Path, run_dir: &Path) -> (Output, serde_json::Value) {
-    let out = cmd
-        .arg("start")
+/// `cmd start APP --run-dir RUN_DIR` to completion, whatever its outcome.
+pub fn start_to_end(cmd: &mut Command, app: &Path, run_dir: &Path) -> Output {
+    cmd.arg("start")
         .arg(app)
         .arg("--run-dir")
         .arg(run_dir)
         .output()
-        .expect("run supervisor");
+        .expect("run supervisor")
+}
+
+/// [`run_ok`] with `cmd`, a [`supervisor`] command with any environment the test needs.
+pub fn run_ok_with(cmd: &mut Command, app: &Path, run_dir: &Path) -> (Output, serde_json::Value) {
+    let out = start_to_end(cmd, app, run_dir);
     assert!(
         out.status.success(),
         "supervisor failed: {}\nstderr:\n{}",

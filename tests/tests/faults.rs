@@ -202,14 +202,11 @@ fn a_stage_that_hangs_in_every_process_fails_the_app_after_three_hangs() {
     let dir = scratch("fault-hang-loop");
     let name = format!("hangloop{}", std::process::id());
     let app = write_app(&dir, &faulty(&name, "hang", 0));
-    let out = supervisor()
-        .env("SMARTPIPE_TEST_FAULTS", "1")
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .output()
-        .expect("start");
+    let out = start_to_end(
+        supervisor().env("SMARTPIPE_TEST_FAULTS", "1"),
+        &app,
+        &dir.join("run"),
+    );
     let said = printed(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(

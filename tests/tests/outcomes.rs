@@ -5,17 +5,7 @@
 
 use serde_json::json;
 use smartpipe_tests::*;
-use std::path::Path;
 use std::process::Command;
-
-fn start(cmd: &mut Command, app: &Path, run: &Path) -> std::process::Output {
-    cmd.arg("start")
-        .arg(app)
-        .arg("--run-dir")
-        .arg(run)
-        .output()
-        .expect("run supervisor")
-}
 
 /// Unmounts the small filesystem when the test ends, whatever happens.
 struct Mounted(std::path::PathBuf);
@@ -61,7 +51,7 @@ fn a_full_disk_leaves_whole_rows_names_enospc_and_keeps_the_counts_true() {
             ]
         }),
     );
-    let result = start(&mut supervisor(), &app, &dir.join("run"));
+    let result = start_to_end(&mut supervisor(), &app, &dir.join("run"));
     let err = String::from_utf8_lossy(&result.stderr).to_string();
     assert_eq!(result.status.code(), Some(1), "the app fails:\n{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -154,7 +144,7 @@ fn a_guaranteed_app_whose_every_item_was_bad_input_fails_saying_why() {
         .expect("corrupt");
     }
     let app = write_app(&dir, &images_app("allbad", "request-guarantee"));
-    let out = start(&mut supervisor(), &app, &dir.join("run"));
+    let out = start_to_end(&mut supervisor(), &app, &dir.join("run"));
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("all 2 items were bad input"), "{err}");
@@ -209,14 +199,11 @@ fn a_restart_intensity_that_is_not_a_number_is_refused_before_anything_runs() {
     let input = dir.join("in");
     write_frames(&input, 2, 16, 16);
     let app = write_app(&dir, &images_app("badrestarts", "best-effort"));
-    let out = supervisor()
-        .env("SMARTPIPE_MAX_RESTARTS", "abc")
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .output()
-        .expect("start");
+    let out = start_to_end(
+        supervisor().env("SMARTPIPE_MAX_RESTARTS", "abc"),
+        &app,
+        &dir.join("run"),
+    );
     assert_eq!(out.status.code(), Some(1), "{}", printed(&out));
     assert!(
         printed(&out).contains("SMARTPIPE_MAX_RESTARTS=\"abc\" is not a whole number of restarts"),

@@ -305,13 +305,7 @@ fn what_a_stage_started_and_left_running_is_killed_when_the_app_ends() {
         ),
     );
     let app = write_app(&dir, &chain("pyleftover", &script, 5, 0, "transient"));
-    let out = sup()
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .output()
-        .expect("run the supervisor");
+    let out = start_to_end(&mut sup(), &app, &dir.join("run"));
     assert!(out.status.success(), "{}", printed(&out));
     let summary = read_summary(&dir.join("run"));
     let enforced = summary["constraints"]
