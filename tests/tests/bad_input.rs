@@ -3,6 +3,7 @@
 
 use serde_json::json;
 use smartpipe_tests::*;
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn start(
@@ -237,22 +238,32 @@ fn corrupt_image_is_skipped_and_counted_and_the_app_goes_on() {
     );
 }
 
-#[test]
-fn truncated_video_delivers_what_decodes_and_says_so() {
-    require_ffmpeg();
-    let dir = scratch("truncated-video");
+/// 30 frames of 64×48 encoded by ffmpeg with `codec` args into `dir/full.<ext of name>`,
+/// and its first half written to `dir/name`.
+fn half_of_a_video(dir: &Path, name: &str, codec: &[&str]) {
     write_frames(&dir.join("in"), 30, 64, 48);
-    let full = dir.join("full.mkv");
+    let ext = Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("mkv");
+    let full = dir.join(format!("full.{ext}"));
     let made = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-framerate", "10", "-i"])
         .arg(dir.join("in/f-%03d.png"))
-        .args(["-c:v", "ffv1"])
+        .args(codec)
         .arg(&full)
         .status()
         .expect("ffmpeg");
     assert!(made.success());
     let bytes = std::fs::read(&full).expect("read");
-    std::fs::write(dir.join("cut.mkv"), &bytes[..bytes.len() / 2]).expect("truncate");
+    std::fs::write(dir.join(name), &bytes[..bytes.len() / 2]).expect("truncate");
+}
+
+#[test]
+fn truncated_video_delivers_what_decodes_and_says_so() {
+    require_ffmpeg();
+    let dir = scratch("truncated-video");
+    half_of_a_video(&dir, "cut.mkv", &["-c:v", "ffv1"]);
     let app = write_app(
         &dir,
         &tail_app(
@@ -282,18 +293,11 @@ fn truncated_video_delivers_what_decodes_and_says_so() {
 fn a_video_that_ends_before_its_announced_frames_is_reported_short() {
     require_ffmpeg();
     let dir = scratch("short-video");
-    write_frames(&dir.join("in"), 30, 64, 48);
-    let full = dir.join("full.mp4");
-    let made = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-framerate", "10", "-i"])
-        .arg(dir.join("in/f-%03d.png"))
-        .args(["-c:v", "mpeg4", "-q:v", "2", "-movflags", "+faststart"])
-        .arg(&full)
-        .status()
-        .expect("ffmpeg");
-    assert!(made.success());
-    let bytes = std::fs::read(&full).expect("read");
-    std::fs::write(dir.join("cut.mp4"), &bytes[..bytes.len() / 2]).expect("truncate");
+    half_of_a_video(
+        &dir,
+        "cut.mp4",
+        &["-c:v", "mpeg4", "-q:v", "2", "-movflags", "+faststart"],
+    );
     let app = write_app(
         &dir,
         &tail_app(
