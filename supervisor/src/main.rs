@@ -107,13 +107,20 @@ enum Cmd {
     },
     /// Change the request frequency of a running app: its sources offer ITEMS_PER_S
     /// items per second each from their next item on (0 = as fast as the pipeline takes
-    /// them). A `balance` app then retunes itself to the new load.
+    /// them). A `balance` app then retunes itself to the new load. A request-guarantee
+    /// app admitted on a profile is admitted again at the new rate: planned anew within
+    /// what the node's other guaranteed apps leave, its reservation raised or lowered to
+    /// the new plan; a rate the node cannot promise is refused and the old rate stays.
     Rate {
         /// The running app's name (see `supervisor status`).
         app: String,
         /// Items per second each source offers from now on; 0 = unpaced.
         #[arg(value_name = "ITEMS_PER_S", allow_negative_numbers = true)]
         items_per_s: f64,
+        /// A request-guarantee app: take a rate the node cannot promise (or unpaced)
+        /// anyway; its quota is then not promised and its reservation stays as it was.
+        #[arg(long)]
+        unpromised: bool,
     },
     /// Change the intra-op threads of a running app's GPU agent: every model's session
     /// is created again with N threads, one at a time, while requests keep being served
@@ -373,7 +380,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Stop { app } => cli::ops::stop(app.as_deref()),
         Cmd::Logs { stage, follow } => cli::ops::logs(&stage, follow),
         Cmd::Restart { stage } => cli::ops::restart(&stage),
-        Cmd::Rate { app, items_per_s } => cli::ops::set_rate(&app, items_per_s),
+        Cmd::Rate {
+            app,
+            items_per_s,
+            unpromised,
+        } => cli::ops::set_rate(&app, items_per_s, unpromised),
         Cmd::Threads { app, threads } => cli::ops::set_threads(&app, threads),
         Cmd::Shutdown { timeout } => cli::ops::shutdown(Duration::from_secs(timeout)),
         Cmd::Daemon { metrics_addr } => control::daemon::run_daemon(metrics_addr),

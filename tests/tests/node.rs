@@ -78,10 +78,9 @@ fn sharing_the_profile_of(
     dir: &Path,
     calib_profile: &Path,
     name: &str,
-    rate: f64,
-    count: u64,
+    spec: &Value,
 ) -> std::path::PathBuf {
-    let path = write(dir, name, &ledger_app(name, rate, count));
+    let path = write(dir, name, spec);
     let file_name = calib_profile
         .file_name()
         .and_then(|n| n.to_str())
@@ -108,8 +107,9 @@ fn a_second_guaranteed_app_that_does_not_fit_beside_the_first_is_refused_and_the
     // 'a' runs about 8 s; 'b' is only planned.
     let rate_a = 0.7 / per_item;
     let count_a = (rate_a * 8.0) as u64;
-    let a = sharing_the_profile_of(&dir, &calib_file, "a", rate_a, count_a);
-    let b = sharing_the_profile_of(&dir, &calib_file, "b", 1.35 / per_item, 40);
+    let a = sharing_the_profile_of(&dir, &calib_file, "a", &ledger_app("a", rate_a, count_a));
+    let b_spec = ledger_app("b", 1.35 / per_item, 40);
+    let b = sharing_the_profile_of(&dir, &calib_file, "b", &b_spec);
     let alone = rt.supervisor().arg("plan").arg(&b).output().expect("plan");
     assert!(
         printed(&alone).contains("\nadmitted"),
@@ -175,6 +175,119 @@ fn a_second_guaranteed_app_that_does_not_fit_beside_the_first_is_refused_and_the
         "the reservation is given back when the app ends:\n{}",
         printed(&after)
     );
+}
+
+/// [`app`] printing its rows to its standard output: apps of any name run the same tasks
+/// (and may run at once), so one profile serves them all.
+fn printing_app(name: &str, rate: f64) -> Value {
+    let mut spec = app(name, rate, (rate * 120.0) as u64);
+    spec["tasks"][2]["params"] = json!({"format": "csv"});
+    spec
+}
+
+/// App `name`'s reservation in `supervisor status`, once it runs.
+fn reserved_cores(rt: &PrivateRuntime, name: &str) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let apps = rt.apps();
+        if let Some(cores) = apps
+            .iter()
+            .find(|x| x["name"] == name && x["state"] == "running")
+            .and_then(|x| x["reservation"]["cores"].as_f64())
+        {
+            return cores;
+        }
+        assert!(Instant::now() < deadline, "'{name}' never ran: {apps:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `supervisor rate APP ITEMS_PER_S` (and more arguments): whether it was taken, and what it said.
+fn set_rate(rt: &PrivateRuntime, app: &str, items_per_s: f64, more: &[&str]) -> (bool, String) {
+    let out = rt
+        .supervisor()
+        .args(["rate", app, &items_per_s.to_string()])
+        .args(more)
+        .output()
+        .expect("rate");
+    (out.status.success(), printed(&out))
+}
+
+/// A request-guarantee app whose rate changes is admitted again at the new rate: a raise
+/// past what the node's other guaranteed app leaves is refused naming it (the old rate and
+/// reservation stay), a raise that fits raises the reservation, so an app that fitted
+/// before no longer does; `--unpromised` takes a rate without a promise.
+#[test]
+fn a_guaranteed_app_is_admitted_again_when_its_rate_changes() {
+    let rt = PrivateRuntime::new("node-readmit");
+    let dir = scratch("node-readmit");
+    let (calib, calib_file) = profile(&rt, &write(&dir, "calib", &printing_app("calib", 10.0)));
+    let per_item = seconds_per_item(&calib);
+    // In busy cores by the one profile: 'a' 0.3, 'b' 0.7 of the 2-core node.
+    let a = sharing_the_profile_of(&dir, &calib_file, "a", &printing_app("a", 0.3 / per_item));
+    let b = sharing_the_profile_of(&dir, &calib_file, "b", &printing_app("b", 0.7 / per_item));
+    let c = sharing_the_profile_of(&dir, &calib_file, "c", &printing_app("c", 0.6 / per_item));
+    let sup_a = start_in_background(&mut rt.supervisor(), &a, &dir.join("run-a"));
+    let a_before = reserved_cores(&rt, "a");
+    let sup_b = start_in_background(&mut rt.supervisor(), &b, &dir.join("run-b"));
+    let b_holds = reserved_cores(&rt, "b");
+    let verdict = |app: &Path| {
+        let out = rt.supervisor().arg("plan").arg(app).output().expect("plan");
+        printed(&out)
+    };
+    let c_before = verdict(&c);
+    assert!(
+        c_before.contains("): admitted on"),
+        "'c' fits beside 'a' and 'b' as they were:\n{c_before}"
+    );
+
+    // 1.6 busy cores do not fit in what 'b' leaves.
+    let (taken, said) = set_rate(&rt, "a", 1.6 / per_item, &[]);
+    assert!(!taken, "{said}");
+    let holder = format!("after 'b' ({b_holds:.2} reserved)");
+    assert!(
+        said.contains("keeps its rate of")
+            && said.contains(&holder)
+            && said.contains("--unpromised"),
+        "the refusal names the app holding the rest ({holder}):\n{said}"
+    );
+    assert_eq!(
+        reserved_cores(&rt, "a"),
+        a_before,
+        "refused: nothing changed"
+    );
+
+    // Twice its rate fits: its reservation follows, and 'c' no longer fits.
+    let (taken, said) = set_rate(&rt, "a", 0.6 / per_item, &[]);
+    assert!(taken && said.contains("re-admitted at"), "{said}");
+    let a_after = reserved_cores(&rt, "a");
+    assert!(
+        a_after > 1.6 * a_before,
+        "the reservation follows the rate: {a_before:.2} → {a_after:.2} cores"
+    );
+    let c_after = verdict(&c);
+    let a_holds = format!("'a' ({a_after:.2} reserved)");
+    assert!(
+        c_after.contains("): refused: needs") && c_after.contains(&a_holds),
+        "a promise made to 'a' at its new rate holds against 'c' ({a_holds}):\n{c_after}"
+    );
+
+    // Without a promise the rate is taken and the reservation stays.
+    let (taken, said) = set_rate(&rt, "a", 1.6 / per_item, &["--unpromised"]);
+    assert!(
+        taken && said.contains("not re-admitted") && said.contains("not promised"),
+        "{said}"
+    );
+    assert_eq!(reserved_cores(&rt, "a"), a_after);
+    let (taken, said) = set_rate(&rt, "a", 0.0, &[]);
+    assert!(!taken && said.contains("unpaced"), "{said}");
+
+    for (name, sup) in [("a", sup_a), ("b", sup_b)] {
+        let stop = rt.supervisor().args(["stop", name]).output().expect("stop");
+        assert!(stop.status.success(), "{}", printed(&stop));
+        let (exit, err) = finish(sup);
+        assert!(exit.success(), "{name}: {err}");
+    }
 }
 
 /// The CPU quota (cores × 100 ms per 100 ms period) in a cgroup quota file.

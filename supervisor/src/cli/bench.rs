@@ -316,5 +316,6 @@ pub fn bench_run_options(dir: &Path) -> RunOptions {
         hang_after: Duration::from_millis(3000),
         show_progress: false,
         agents: None,
+        promise: None,
     }
 }

@@ -249,7 +249,7 @@ fn post_to_app(
 }
 
 /// `supervisor rate APP ITEMS_PER_S`: set the request frequency of a running app.
-pub fn set_rate(app: &str, items_per_s: f64) -> anyhow::Result<ExitCode> {
+pub fn set_rate(app: &str, items_per_s: f64, unpromised: bool) -> anyhow::Result<ExitCode> {
     // Checked here too: JSON has no NaN or infinity to send.
     if let Some(problem) = protocol::limits::rate_problem(items_per_s) {
         anyhow::bail!("ITEMS_PER_S {problem}");
@@ -258,7 +258,7 @@ pub fn set_rate(app: &str, items_per_s: f64) -> anyhow::Result<ExitCode> {
         &socket_of(app)?,
         app,
         "rate",
-        &serde_json::json!({ "items_per_s": items_per_s }),
+        &serde_json::json!({ "items_per_s": items_per_s, "unpromised": unpromised }),
     )
 }
 

@@ -256,7 +256,10 @@ pub fn run_here(
         signal_hook::flag::register(sig, interrupted.clone())
             .context("cannot install signal handlers")?;
     }
-    let opts = crate::control::daemon::run_options(run_dir, startup_timeout, hang_after_ms, true);
+    let opts = crate::run::RunOptions {
+        promise: admitted.promise.clone(),
+        ..crate::control::daemon::run_options(run_dir, startup_timeout, hang_after_ms, true)
+    };
     let live = Arc::new(std::sync::Mutex::new(crate::control::LiveApp {
         name: loaded.spec.name.clone(),
         state: "starting".into(),

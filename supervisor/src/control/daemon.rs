@@ -42,6 +42,7 @@ pub fn run_options(
         hang_after: Duration::from_millis(hang_after_ms),
         show_progress,
         agents: None,
+        promise: None,
     }
 }
 
@@ -64,6 +65,9 @@ pub enum AdmitError {
 pub struct Admitted {
     pub note: Option<String>,
     pub held: ledger::Held,
+    /// A request-guarantee app admitted on a profile: what it was promised, so that a
+    /// change of its rate is admitted again (see [`crate::plan::readmit`]).
+    pub promise: Option<crate::plan::readmit::Promise>,
 }
 
 /// Admission against the node as it is now: the planner sizes the app (applied to
@@ -123,6 +127,7 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
         ledger::best_effort_cores(&left, None)
     };
     let mut note = None;
+    let mut promised = None;
     match profiles {
         // Without a profile there is no plan to reserve for (and, with a timing quota,
         // nothing is promised: see `supervisor profile`).
@@ -137,6 +142,11 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
             Ok(plan) => {
                 if guaranteed {
                     reservation.cores = plan.cores / crate::plan::smart::CPU_HEADROOM;
+                    promised = loaded
+                        .spec
+                        .request_frequency
+                        .filter(|r| *r > 0.0)
+                        .map(|rate| (profiles.clone(), rate));
                 }
                 reservation.model_mb = plan.memory_bytes as f64 / 1048576.0;
                 note = Some(format!("plan ({:?}):\n{plan}", loaded.spec.strategy));
@@ -157,8 +167,19 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
             Err(refusal) => return Err(refused(refusal.to_string())),
         },
     }
+    let cores = reservation.cores;
     let held = ledger.reserve(reservation)?;
-    Ok(Admitted { note, held })
+    let promise = promised.map(|(profiles, rate)| crate::plan::readmit::Promise {
+        reservation_id: held.id().to_string(),
+        profiles,
+        rate,
+        cores,
+    });
+    Ok(Admitted {
+        note,
+        held,
+        promise,
+    })
 }
 
 /// Run the daemon until its apps have ended (see the module doc).
@@ -272,7 +293,14 @@ impl DaemonLauncher {
         request: StartRequest,
         env: Option<Arc<crate::env::appenv::AppEnv>>,
     ) -> Result<Begun, ApiError> {
-        let (loaded, Admitted { note, held }) = load_and_admit(&request)?;
+        let (
+            loaded,
+            Admitted {
+                note,
+                held,
+                promise,
+            },
+        ) = load_and_admit(&request)?;
         let name = loaded.spec.name.clone();
         let run_dir = request.run_dir.clone();
         let live = Arc::new(Mutex::new(LiveApp {
@@ -333,6 +361,7 @@ impl DaemonLauncher {
         }
         let opts = run::RunOptions {
             agents: Some(self.agents.clone()),
+            promise,
             ..run_options(
                 run_dir.clone(),
                 request.startup_timeout_s,

@@ -96,19 +96,29 @@ pub(super) fn restart(registry: &Registry, name: &str, body: &[u8]) -> Result<St
 #[derive(Deserialize)]
 struct RateBody {
     items_per_s: f64,
+    /// A request-guarantee app: take the rate even where it cannot be promised.
+    #[serde(default)]
+    unpromised: bool,
 }
 
 /// `POST /apps/NAME/rate`: hand the app's run loop a new request frequency (items per
 /// second per source; 0 = as fast as the pipeline takes them) and wait for its answer.
 pub(super) fn set_rate(registry: &Registry, name: &str, body: &[u8]) -> Result<String, ApiError> {
-    let wanted: RateBody = json_body(body, "rate", r#"{"items_per_s": X}"#)?;
+    let wanted: RateBody = json_body(
+        body,
+        "rate",
+        r#"{"items_per_s": X, "unpromised": BOOL} (unpromised optional)"#,
+    )?;
     if let Some(problem) = protocol::limits::rate_problem(wanted.items_per_s) {
         return Err(ApiError::new(400, format!("items_per_s {problem}")));
     }
     send_change(
         registry,
         name,
-        LiveChange::Rate(wanted.items_per_s),
+        LiveChange::Rate {
+            items_per_s: wanted.items_per_s,
+            unpromised: wanted.unpromised,
+        },
         ("the rate change", "changing its rate"),
     )
 }

@@ -278,6 +278,7 @@ fn run_variant(loaded: &LoadedApp, d: Drive, base: &Path) -> anyhow::Result<RunM
         hang_after: Duration::from_secs(10),
         show_progress: true,
         agents: None,
+        promise: None,
     };
     // Watch the live metrics: each stage's counters once it has served its warm-up items
     // (one batch of GPU tasks, WARMUP_ITEMS of the others) and is idle, so that the

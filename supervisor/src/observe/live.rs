@@ -35,8 +35,10 @@ pub struct RestartRequest {
 /// A change to a running app.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LiveChange {
-    /// A new request frequency for its sources (items per second; 0 = unpaced).
-    Rate(f64),
+    /// A new request frequency for its sources (items per second; 0 = unpaced). A
+    /// request-guarantee app is admitted again at it, unless `unpromised` (then it runs
+    /// at that rate without a promise).
+    Rate { items_per_s: f64, unpromised: bool },
     /// New intra-op threads for its GPU agent's sessions.
     Threads(u32),
 }

@@ -186,6 +186,18 @@ impl Ledger {
         })
     }
 
+    /// Change the cores reserved by the reservation `id` (an app re-admitted at another
+    /// rate) and write the ledger; false when no such reservation is held any more.
+    pub fn set_cores(mut self, id: &str, cores: f64) -> Result<bool, LedgerError> {
+        let Some(r) = self.reservations.iter_mut().find(|r| r.id == id) else {
+            return Ok(false);
+        };
+        r.cores = cores;
+        self.write()?;
+        rebalance(&self.reservations, Node::this_machine());
+        Ok(true)
+    }
+
     fn write(&self) -> Result<(), LedgerError> {
         let err = |source| LedgerError::Write {
             path: self.path.clone(),
@@ -246,6 +258,13 @@ pub fn left_of(reservations: &[Reservation], node: Node) -> Left {
 pub struct Held {
     id: String,
     app: String,
+}
+
+impl Held {
+    /// The reservation's id in the ledger.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
 }
 
 impl Drop for Held {

@@ -12,6 +12,7 @@ pub mod memory_check;
 pub mod models;
 pub mod preflight;
 pub mod profiled_plan;
+pub mod readmit;
 pub mod smart;
 pub mod source_probe;
 pub mod tuning;

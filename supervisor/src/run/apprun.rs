@@ -57,6 +57,9 @@ pub struct AppRun<'a> {
     /// Restarted tails whose output cannot be resumed, with the parts of their output
     /// that existed before their first restart (`outputs`).
     restarted_outputs: outputs::PartsBefore,
+    /// A request-guarantee app admitted on a profile: the rate and reservation it was
+    /// promised (a rate change is admitted again: `requests`).
+    pub promise: Option<crate::plan::readmit::Promise>,
 }
 
 impl<'a> AppRun<'a> {
@@ -92,6 +95,7 @@ impl<'a> AppRun<'a> {
             reclaimed: 0,
             leaks: Default::default(),
             restarted_outputs: Default::default(),
+            promise: None,
         }
     }
 

@@ -95,6 +95,9 @@ pub struct RunOptions {
     /// The node's GPU agents (the daemon): GPU stages use the device's shared agent
     /// instead of an agent of the app's own.
     pub agents: Option<Arc<crate::run::agent_host::AgentHosts>>,
+    /// A request-guarantee app admitted on a profile: what it was promised (its rate is
+    /// admitted again when changed).
+    pub promise: Option<crate::plan::readmit::Promise>,
 }
 
 pub struct RunOutcome {

@@ -133,6 +133,7 @@ impl<'a> RunLoop<'a> {
             constraints,
         } = prepared;
         let mut run = AppRun::new(wiring, events_tx, logs, opts.startup_timeout);
+        run.promise = opts.promise.clone();
         let started = Instant::now();
         let started_ns = protocol::clock::now_ns();
         if let Err(e) = run.start_all() {
@@ -314,7 +315,10 @@ impl<'a> RunLoop<'a> {
                 Err(format!("app '{name}' is stopping"))
             } else {
                 match req.change {
-                    LiveChange::Rate(items_per_s) => Ok(self.run.set_rate(items_per_s)),
+                    LiveChange::Rate {
+                        items_per_s,
+                        unpromised,
+                    } => self.run.set_rate(items_per_s, unpromised),
                     LiveChange::Threads(threads) => self.run.set_threads(threads),
                 }
             };

@@ -6,8 +6,28 @@ use protocol::messages::*;
 use protocol::spec::TaskKind;
 
 impl AppRun<'_> {
-    /// Pace every head at `items_per_s` from its next item on; a message for people.
-    pub fn set_rate(&mut self, items_per_s: f64) -> String {
+    /// Pace every head at `items_per_s` from its next item on; a message for people. A
+    /// request-guarantee app with a promise is admitted again at the new rate first
+    /// ([`crate::plan::readmit`]); a rate the node cannot promise is refused (the old
+    /// rate stays) unless `unpromised`.
+    pub fn set_rate(&mut self, items_per_s: f64, unpromised: bool) -> Result<String, String> {
+        let mut readmitted = None;
+        if let Some(mut promise) = self.promise.take() {
+            let outcome = self.readmit(&mut promise, items_per_s);
+            let (rate, name) = (promise.rate, self.wiring.app.name.clone());
+            self.promise = Some(promise);
+            match outcome {
+                Ok(message) => readmitted = Some(message),
+                Err(why) if unpromised => {
+                    readmitted = Some(format!("not re-admitted ({why})"));
+                }
+                Err(why) => {
+                    return Err(format!(
+                        "app '{name}' keeps its rate of {rate} items/s: {why}; `supervisor rate {name} {items_per_s} --unpromised` takes the rate without a promise"
+                    ))
+                }
+            }
+        }
         let cmd = Command::SetRate { items_per_s };
         // Kept for heads started later (a restart brings back this rate, not the file's).
         self.wiring.rate = Some(items_per_s.max(0.0));
@@ -26,11 +46,72 @@ impl AppRun<'_> {
             "as fast as the pipeline takes them".into()
         };
         let mut message = format!("request rate set to {rate} (sources: {})", heads.join(", "));
-        if let Some(note) = beyond_admission(self.wiring.app, items_per_s) {
+        if let Some(readmitted) = readmitted {
+            message = format!("{message}; {readmitted}");
+        }
+        let admitted = self.promise.as_ref().map(|p| p.rate);
+        if let Some(note) = beyond_admission(self.wiring.app, admitted, items_per_s) {
             tracing::warn!("{note}");
             message = format!("{message}\n{note}");
         }
-        message
+        Ok(message)
+    }
+
+    /// Admit the app again at `items_per_s` (see [`crate::plan::readmit`]): plan it
+    /// within what the node's other guaranteed apps leave, check that its running
+    /// replicas can follow the plan, change its reservation, and apply the plan's
+    /// batches and replicas getting items (a `balance` app's tuners do that themselves).
+    fn readmit(
+        &mut self,
+        promise: &mut crate::plan::readmit::Promise,
+        items_per_s: f64,
+    ) -> Result<String, String> {
+        let before = promise.cores;
+        let wiring = &self.wiring;
+        let outcome = crate::plan::readmit::readmit(wiring.app, promise, items_per_s, |plan| {
+            for (task, cfg) in &plan.stages {
+                let Some(t) = wiring.app.task_index(task) else {
+                    continue;
+                };
+                let running = wiring.replicas_of(t);
+                if matches!(wiring.kind(t), TaskKind::Cpu | TaskKind::Gpu) && cfg.replicas > running
+                {
+                    return Err(format!(
+                        "task '{task}' needs {} replicas at that rate and {running} run; start the app again with request_frequency {items_per_s} to be planned with them",
+                        cfg.replicas
+                    ));
+                }
+            }
+            Ok(())
+        });
+        let readmitted = match outcome {
+            Ok(Ok(r)) => r,
+            Ok(Err(why)) => return Err(why),
+            Err(e) => return Err(e.to_string()),
+        };
+        if self.wiring.app.strategy != protocol::spec::Strategy::Balance {
+            for (task, cfg) in &readmitted.plan.stages {
+                let Some(t) = self.wiring.app.task_index(task) else {
+                    continue;
+                };
+                let kind = self.wiring.kind(t);
+                if matches!(kind, TaskKind::Cpu | TaskKind::Gpu)
+                    && cfg.replicas != self.wiring.active_now(t)
+                {
+                    self.wiring.scale(t, cfg.replicas);
+                }
+                if kind == TaskKind::Gpu
+                    && (cfg.batch != self.wiring.batch_now(t)
+                        || cfg.max_wait_ms != self.wiring.batch_wait_now(t))
+                {
+                    self.wiring.retune(t, cfg.batch, cfg.max_wait_ms);
+                }
+            }
+        }
+        Ok(format!(
+            "re-admitted at {items_per_s} items/s: it reserves {:.2} cores of the node (was {before:.2})",
+            readmitted.cores
+        ))
     }
 
     /// Run the GPU agent's models with `threads` intra-op threads from now on (a
@@ -102,13 +183,18 @@ impl AppRun<'_> {
     }
 }
 
-/// The warning for a request-guarantee app driven past the rate it was admitted at: its
-/// reservation and its promise were made for `request_frequency` and are not raised.
-fn beyond_admission(app: &protocol::spec::AppSpec, items_per_s: f64) -> Option<String> {
+/// The warning for a request-guarantee app driven past the rate it was admitted at
+/// (`admitted`: its promise's, else its `request_frequency`): its reservation and its
+/// promise were made for that rate and are not raised.
+fn beyond_admission(
+    app: &protocol::spec::AppSpec,
+    admitted: Option<f64>,
+    items_per_s: f64,
+) -> Option<String> {
     if app.service_type != protocol::spec::ServiceType::RequestGuarantee {
         return None;
     }
-    let admitted = app.request_frequency.filter(|r| *r > 0.0)?;
+    let admitted = admitted.or(app.request_frequency).filter(|r| *r > 0.0)?;
     let past = items_per_s <= 0.0 || items_per_s > admitted * 1.0001;
     past.then(|| {
         let now = if items_per_s > 0.0 {
@@ -117,7 +203,7 @@ fn beyond_admission(app: &protocol::spec::AppSpec, items_per_s: f64) -> Option<S
             "unpaced".to_string()
         };
         format!(
-            "note: app '{}' was admitted at its request_frequency of {admitted} items/s; at {now} its quota is not promised and what it reserved on the node is not raised (start it again with the new request_frequency to be admitted at that rate)",
+            "note: app '{}' was admitted at {admitted} items/s; at {now} its quota is not promised and what it reserved on the node is not raised",
             app.name
         )
     })
@@ -132,15 +218,18 @@ mod tests {
             "tasks": []
         }))
         .expect("app");
-        assert_eq!(super::beyond_admission(&app, 5.0), None, "slower is fine");
-        assert_eq!(super::beyond_admission(&app, 10.0), None);
-        let note = super::beyond_admission(&app, 1000.0).expect("past it");
+        let beyond = super::beyond_admission;
+        assert_eq!(beyond(&app, None, 5.0), None, "slower is fine");
+        assert_eq!(beyond(&app, None, 10.0), None);
+        let note = beyond(&app, None, 1000.0).expect("past it");
         assert!(
-            note.contains("admitted at its request_frequency of 10 items/s; at 1000 items/s"),
+            note.contains("admitted at 10 items/s; at 1000 items/s"),
             "{note}"
         );
-        assert!(super::beyond_admission(&app, 0.0).is_some_and(|n| n.contains("unpaced")));
+        assert!(beyond(&app, None, 0.0).is_some_and(|n| n.contains("unpaced")));
+        // Re-admitted at 2000/s: 1000/s is within its promise.
+        assert_eq!(beyond(&app, Some(2000.0), 1000.0), None);
         app.service_type = protocol::spec::ServiceType::BestEffort;
-        assert_eq!(super::beyond_admission(&app, 1000.0), None);
+        assert_eq!(beyond(&app, None, 1000.0), None);
     }
 }
