@@ -611,3 +611,92 @@ fn a_change_by_name_when_two_foreground_supervisors_run_that_name_is_refused() {
         assert!(status.success(), "{err}");
     }
 }
+
+/// Two apps writing one file, each in a supervisor of its own (`--no-daemon`, or the
+/// second in the daemon): the second is refused before it starts, naming the path and the
+/// app that writes it, and the first app's rows are untouched.
+#[test]
+fn a_second_app_writing_a_running_apps_output_is_refused_whatever_supervisor_runs_it() {
+    let rt = PrivateRuntime::new("clash");
+    let dir = scratch("clash");
+    let first_name = format!("first{}", std::process::id());
+    let first = endless_app(&dir, &first_name);
+    let second_dir = dir.join("second");
+    std::fs::create_dir_all(&second_dir).expect("dir");
+    let second = write_app(
+        &second_dir,
+        &json!({
+            "name": format!("second{}", std::process::id()),
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 16, "height": 16, "count": 10}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["gen"], "params": {"format": "csv", "path": dir.join("rows.csv")}}
+            ]
+        }),
+    );
+    let running = start_in_background(&mut rt.supervisor(), &first, &dir.join("run-first"));
+    let start = Instant::now();
+    while !rt
+        .apps()
+        .iter()
+        .any(|x| x["name"] == first_name && x["state"] == "running")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the first app never ran"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows = dir
+        .join("rows.csv")
+        .canonicalize()
+        .expect("the first app's rows");
+    for (how, mut cmd) in [
+        ("--no-daemon", rt.supervisor()),
+        ("the daemon", {
+            let mut cmd = rt.supervisor();
+            through_daemon(&mut cmd);
+            cmd
+        }),
+    ] {
+        let run_dir = dir.join(format!(
+            "run-second-{}",
+            how.trim_start_matches('-').replace(' ', "-")
+        ));
+        let out = cmd
+            .arg("start")
+            .arg(&second)
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .output()
+            .expect("start the second app");
+        let said = printed(&out);
+        assert!(!out.status.success(), "{how}: {said}");
+        let expected = format!(
+            "{} is written by the running app '{first_name}'",
+            rows.display()
+        );
+        assert!(
+            said.contains(&expected),
+            "{how}: names the path and the app ({expected}):\n{said}"
+        );
+        assert!(
+            !run_dir.join("summary.json").exists(),
+            "{how}: nothing of it ran"
+        );
+    }
+    let stop = rt
+        .supervisor()
+        .args(["stop", &first_name])
+        .output()
+        .expect("stop");
+    assert!(stop.status.success(), "{}", printed(&stop));
+    let (status, err) = finish(running);
+    assert!(status.success(), "{err}");
+    let seqs = csv_seqs(&rows);
+    assert!(!seqs.is_empty());
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "the first app's rows, each once"
+    );
+}

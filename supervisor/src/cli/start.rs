@@ -278,12 +278,24 @@ pub fn run_here(
             outputs: crate::control::outputs_of(&loaded.spec),
         },
     )?;
+    let claims = crate::control::output_claims::claim(
+        &loaded.spec.name,
+        &crate::control::outputs_of(&loaded.spec),
+    );
+    let claims = match claims {
+        Ok(claims) => claims,
+        Err(e) => {
+            crate::env::runtime::cleanup(&runtime_dir);
+            return Err(e.into());
+        }
+    };
     if let Err(e) = crate::control::serve(&runtime_dir, registry, None, metrics_addr) {
         crate::env::runtime::cleanup(&runtime_dir);
         return Err(e.context("cannot start the control API"));
     }
     let outcome = crate::run::run_app(&loaded, &opts, interrupted, Some(live));
     drop(admitted.held);
+    drop(claims);
     crate::env::runtime::cleanup(&runtime_dir);
     let outcome = outcome?;
     eprint!("{}", outcome.summary.render());

@@ -328,6 +328,20 @@ impl DaemonLauncher {
                 HostError::Closing => ApiError::new(503, e.to_string()),
             })?;
         // From here the name is taken: every failure must give it back.
+        let claims = match crate::control::output_claims::claim(
+            &name,
+            &crate::control::outputs_of(&loaded.spec),
+        ) {
+            Ok(claims) => claims,
+            Err(e) => {
+                self.registry.remove(&name);
+                let status = match e {
+                    crate::control::output_claims::ClaimError::Taken { .. } => 409,
+                    crate::control::output_claims::ClaimError::Io { .. } => 500,
+                };
+                return Err(ApiError::new(status, e.to_string()));
+            }
+        };
         let log = std::fs::create_dir_all(&run_dir)
             .and_then(|()| std::fs::File::create(run_dir.join("supervisor.log")));
         let mut log = match log {
@@ -383,6 +397,7 @@ impl DaemonLauncher {
                     None => run(),
                 };
                 drop(held);
+                drop(claims);
                 let result = match outcome {
                     Ok(o) => {
                         let mut text = o.summary.render();

@@ -28,6 +28,7 @@ use std::time::Duration;
 pub use crate::observe::live::{ChangeRequest, LiveApp, LiveChange, RestartRequest};
 pub mod client;
 mod live_changes;
+pub mod output_claims;
 mod server;
 pub use live_changes::MAX_THREADS;
 use live_changes::{restart, set_rate, set_threads};
