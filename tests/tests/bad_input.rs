@@ -357,3 +357,80 @@ fn missing_worker_binary_is_named() {
         ],
     );
 }
+
+/// A profile whose runs fail says so and keeps the runs its error points to (their logs
+/// and summaries), instead of naming files it has removed.
+#[test]
+fn a_failed_profile_keeps_the_runs_its_error_points_to() {
+    let dir = scratch("profile-fails");
+    let app = write_app(
+        &dir,
+        &tail_app(
+            "profile-fails",
+            json!({"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": 4}}),
+            vec![
+                json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["g"], "params": {"model": "mtcnn-pnet"}}),
+                json!({"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-rnet"}}),
+            ],
+            "net",
+        ),
+    );
+    let root = repo_root();
+    let out = supervisor()
+        .env(
+            "ORT_DYLIB_PATH",
+            root.join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
+        )
+        .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
+        .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"))
+        .arg("profile")
+        .arg(&app)
+        .args(["--items", "4"])
+        .output()
+        .expect("profile");
+    let said = printed(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("mtcnn-rnet"), "the cause is named: {said}");
+    let kept = said
+        .split("are kept in ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("says where the runs are kept: {said}"));
+    let kept = std::path::Path::new(kept.trim_end_matches(':'));
+    assert!(
+        kept.starts_with(dir.canonicalize().expect("dir").join("profiles")),
+        "kept beside the app's profiles: {}",
+        kept.display()
+    );
+    let logs: Vec<_> = walk(kept)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    assert!(!logs.is_empty(), "{} holds the runs' logs", kept.display());
+    let named = said
+        .split("; see ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("names the failed stage's log: {said}"));
+    assert!(
+        std::path::Path::new(named).is_file(),
+        "the log the error names is there: {named}"
+    );
+}
+
+/// Every file under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files
+}

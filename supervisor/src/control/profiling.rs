@@ -399,14 +399,32 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
         batches.insert(0, 1);
     }
     let items = items.max(1);
-    let base = std::env::temp_dir().join(format!("profile-{}-{}", app.name, std::process::id()));
-    let result = measure(loaded, &batches, items, &base);
+    // The runs go beside the profiles (not into the supervisor's runtime folder, which
+    // goes when it exits), so that a failed profile keeps what its error points to.
+    let base = profile_path(loaded)
+        .parent()
+        .map_or_else(|| PathBuf::from("profiles"), |d| d.to_path_buf())
+        .join(format!("runs-{}", app.name));
     let _ = std::fs::remove_dir_all(&base);
+    let measured = measure(loaded, &batches, items, &base);
     let Measures {
         points,
         cvs,
         loadings,
-    } = result?;
+    } = match measured {
+        Ok(m) => {
+            let _ = std::fs::remove_dir_all(&base);
+            m
+        }
+        Err(e) if base.exists() => {
+            return Err(e.context(format!(
+                "profiling app '{}' failed; its runs (logs, summaries) are kept in {}",
+                app.name,
+                base.display()
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let mut profiles = Profiles::new(&machine());
     profiles.tasks_digest = Some(tasks_digest(app));
     for (task, pts) in points {
