@@ -94,7 +94,7 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
             if want > have {
                 return Err(refused(format!(
                     "needs {want} MiB of memory, {have} MiB left{}",
-                    left.after()
+                    left.after_memory()
                 )));
             }
         }

@@ -107,6 +107,8 @@ pub struct Left {
     pub memory_mb: Option<u64>,
     /// The guaranteed apps holding reservations, as `'name' (1.40 cores)`.
     pub holders: Vec<String>,
+    /// The guaranteed apps holding host memory, as `'name' (512 MiB reserved)`.
+    pub memory_holders: Vec<String>,
     pub reserved_cores: f64,
 }
 
@@ -117,6 +119,15 @@ impl Left {
             String::new()
         } else {
             format!(" after {}", self.holders.join(", "))
+        }
+    }
+
+    /// `after 'a' (512 MiB reserved)` or an empty string: who holds the node's memory.
+    pub fn after_memory(&self) -> String {
+        if self.memory_holders.is_empty() {
+            String::new()
+        } else {
+            format!(" after {}", self.memory_holders.join(", "))
         }
     }
 }
@@ -249,6 +260,10 @@ pub fn left_of(reservations: &[Reservation], node: Node) -> Left {
         holders: guaranteed
             .iter()
             .map(|r| format!("'{}' ({:.2} reserved)", r.app, r.cores))
+            .collect(),
+        memory_holders: guaranteed
+            .iter()
+            .filter_map(|r| Some(format!("'{}' ({} MiB reserved)", r.app, r.memory_mb?)))
             .collect(),
         reserved_cores,
     }
@@ -402,6 +417,7 @@ mod tests {
         assert!((left.cores - 0.6).abs() < 1e-9, "{left:?}");
         assert_eq!(left.memory_mb, Some(3584));
         assert_eq!(left.after(), " after 'faces-a' (1.40 reserved)");
+        assert_eq!(left.after_memory(), " after 'faces-a' (512 MiB reserved)");
         let over = left_of(&[r("a", "request-guarantee", 3.0)], node);
         assert_eq!(over.cores, 0.0, "never negative");
     }
