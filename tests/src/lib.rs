@@ -442,3 +442,43 @@ pub fn csv_seqs(csv: &Path) -> Vec<u64> {
         .map(|l| l.split(',').nth(col).expect("seq").parse().expect("number"))
         .collect()
 }
+
+/// An endless app: a generated 16×16 frame every 20 ms into a CSV.
+pub fn endless_app(dir: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("app dir");
+    write_app(
+        dir,
+        &serde_json::json!({
+            "name": name,
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 16, "height": 16, "count": 1000000, "fps": 50}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["gen"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    )
+}
+
+/// `CMD start APP --detach --run-dir RUN`; panics unless it succeeds. Returns the daemon's
+/// pid from the message.
+pub fn start_detached(cmd: &mut Command, app: &Path, run_dir: &Path) -> i32 {
+    let out = cmd
+        .arg("start")
+        .arg(app)
+        .arg("--detach")
+        .arg("--run-dir")
+        .arg(run_dir)
+        .output()
+        .expect("start");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("runs in the daemon"), "{said}");
+    said.split("(pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no daemon pid in {said:?}"))
+}

@@ -30,23 +30,6 @@ fn gpu_app(dir: &Path, name: &str, count: u64) -> std::path::PathBuf {
     )
 }
 
-fn start_detached(rt: &PrivateRuntime, app: &Path, run_dir: &Path) {
-    let out = with_models(&mut rt.supervisor())
-        .arg("start")
-        .arg(app)
-        .arg("--detach")
-        .arg("--run-dir")
-        .arg(run_dir)
-        .output()
-        .expect("start");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The node agents whose parent is this runtime's daemon (other tests run daemons too).
 fn node_agents(rt: &PrivateRuntime) -> Vec<i32> {
     let daemons = rt.supervisor_pids();
@@ -80,7 +63,11 @@ fn two_apps_share_the_nodes_agent_and_survive_its_kill_with_every_item_once() {
     ];
     for name in &names {
         let app = gpu_app(&dir.join(name), name, count);
-        start_detached(&rt, &app, &dir.join(format!("run-{name}")));
+        start_detached(
+            with_models(&mut rt.supervisor()),
+            &app,
+            &dir.join(format!("run-{name}")),
+        );
     }
     // Both apps run their GPU stage on the one agent of the node.
     wait_for("both apps delivering", Duration::from_secs(60), || {
@@ -181,7 +168,11 @@ fn two_apps_on_the_nodes_agent_load_their_model_once_and_match_a_solo_run() {
     ];
     for name in &names {
         let app = gpu_app(&dir.join(name), name, count);
-        start_detached(&rt, &app, &dir.join(format!("run-{name}")));
+        start_detached(
+            with_models(&mut rt.supervisor()),
+            &app,
+            &dir.join(format!("run-{name}")),
+        );
     }
     for name in &names {
         let run = dir.join(format!("run-{name}"));

@@ -29,6 +29,7 @@ pub use crate::observe::live::{ChangeRequest, LiveApp, LiveChange, RestartReques
 pub mod client;
 mod live_changes;
 pub mod output_claims;
+pub mod profile_store;
 mod server;
 pub use live_changes::MAX_THREADS;
 use live_changes::{restart, set_rate, set_threads};

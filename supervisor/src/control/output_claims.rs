@@ -7,6 +7,7 @@
 //! lock files stay (unlinking a lock file another process may have opened would let two
 //! processes hold "the" lock).
 
+use super::profile_store::fnv1a;
 use nix::fcntl::{Flock, FlockArg};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
@@ -32,13 +33,6 @@ pub enum ClaimError {
         lock: PathBuf,
         source: std::io::Error,
     },
-}
-
-/// FNV-1a, 64 bits: the same name for one path in every build of the supervisor.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 fn lock_file_of(dir: &std::path::Path, output: &str) -> PathBuf {
