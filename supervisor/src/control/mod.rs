@@ -141,12 +141,28 @@ pub struct Hosted {
     pub outputs: Vec<String>,
 }
 
-/// The outputs of a loaded app (its paths are absolute by then), as [`Hosted::outputs`].
+/// The outputs of a loaded app (its paths are absolute by then), as [`Hosted::outputs`]:
+/// each resolved ([`resolved_output`]) so that two spellings of one file are one output.
 pub fn outputs_of(spec: &protocol::spec::AppSpec) -> Vec<String> {
     protocol::validate_flow::output_paths(spec)
         .into_iter()
-        .map(|(_, _, path)| protocol::validate_flow::normalised(&path))
+        .map(|(_, _, path)| resolved_output(&path))
         .collect()
+}
+
+/// An output path as the file system sees it: its folder's symbolic links and `..`
+/// resolved when the folder exists (the output itself may not exist yet), `.` and repeated
+/// separators removed in any case.
+pub fn resolved_output(path: &str) -> String {
+    let plain = protocol::validate_flow::normalised(path);
+    let as_path = std::path::Path::new(&plain);
+    let (Some(parent), Some(name)) = (as_path.parent(), as_path.file_name()) else {
+        return plain;
+    };
+    match parent.canonicalize() {
+        Ok(folder) => folder.join(name).display().to_string(),
+        Err(_) => plain,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -354,3 +354,29 @@ fn a_start_request_out_of_range_is_refused_before_anything_runs() {
         .problem()
         .is_some_and(|p| p.contains("is not a folder")));
 }
+
+#[test]
+fn two_spellings_of_one_output_resolve_to_one_path() {
+    let dir = std::env::temp_dir().join(format!("sp-outputs-{}", std::process::id()));
+    let real = dir.join("real");
+    std::fs::create_dir_all(&real).expect("dir");
+    let link = dir.join("link");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let real = real.canonicalize().expect("real");
+    let want = real.join("rows.csv").display().to_string();
+    for spelling in [
+        format!("{}/rows.csv", real.display()),
+        format!("{}/./rows.csv", real.display()),
+        format!("{}//rows.csv", link.display()),
+        format!("{}/../real/rows.csv", real.display()),
+    ] {
+        assert_eq!(super::resolved_output(&spelling), want, "{spelling}");
+    }
+    assert_eq!(
+        super::resolved_output("/no/such/folder/./rows.csv"),
+        "/no/such/folder/rows.csv",
+        "a folder not made yet is taken as written"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
