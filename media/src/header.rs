@@ -1,7 +1,6 @@
 //! An image's width and height read from its PNG or JPEG header, without a decoder: the
 //! planner sizes slot pools from it before any worker runs.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -10,7 +9,7 @@ const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
 /// Width and height of a PNG or JPEG file from its header (the format from its first
 /// bytes); `None` for anything else or a header cut short.
 pub fn image_size(path: &Path) -> Option<(u32, u32)> {
-    let mut r = BufReader::new(File::open(path).ok()?);
+    let mut r = BufReader::new(crate::open_regular(path).ok()?);
     let mut start = [0u8; 8];
     r.read_exact(&mut start[..2]).ok()?;
     if start[..2] == [0xff, 0xd8] {

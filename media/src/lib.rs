@@ -53,6 +53,8 @@ pub fn list_images(path: &str) -> Result<Vec<PathBuf>, MediaError> {
             .filter_map(|entry| entry.ok().map(|e| e.path()))
             .filter(|f| f.is_file() && is_image(f))
             .collect()
+    } else if path.contains("**") {
+        walk_glob(path)?
     } else if path.contains(['*', '?', '[']) {
         glob::glob(path)
             .map_err(|e| MediaError::io(path, format!("bad glob pattern: {e}")))?
@@ -76,6 +78,90 @@ pub fn list_images(path: &str) -> Result<Vec<PathBuf>, MediaError> {
     Ok(files)
 }
 
+/// Deepest folder a `**` pattern descends into below its fixed part.
+const MAX_GLOB_DEPTH: usize = 64;
+
+/// The files matching a `**` pattern: a walk from the pattern's fixed leading folders that
+/// enters every real folder once (a symbolic link back up the tree would otherwise be
+/// followed round and round, and one file found under many names).
+fn walk_glob(pattern: &str) -> Result<Vec<PathBuf>, MediaError> {
+    use std::os::unix::fs::MetadataExt;
+    let matcher = glob::Pattern::new(pattern)
+        .map_err(|e| MediaError::io(pattern, format!("bad glob pattern: {e}")))?;
+    let options = glob::MatchOptions {
+        case_sensitive: true,
+        require_literal_separator: true,
+        require_literal_leading_dot: false,
+    };
+    let fixed: Vec<&str> = pattern
+        .split('/')
+        .take_while(|c| !c.contains(['*', '?', '[']))
+        .collect();
+    let root = match fixed.join("/") {
+        r if r.is_empty() && pattern.starts_with('/') => PathBuf::from("/"),
+        r if r.is_empty() => PathBuf::from("."),
+        r => PathBuf::from(r),
+    };
+    let mut seen_folders = std::collections::HashSet::new();
+    let mut seen_files = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    let mut todo = vec![(root, 0usize)];
+    while let Some((folder, depth)) = todo.pop() {
+        let Ok(meta) = std::fs::metadata(&folder) else {
+            continue;
+        };
+        if !seen_folders.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            if meta.is_dir() {
+                if depth < MAX_GLOB_DEPTH {
+                    todo.push((path, depth + 1));
+                }
+            } else if meta.is_file()
+                && matcher.matches_path_with(&path, options)
+                && seen_files.insert((meta.dev(), meta.ino()))
+            {
+                files.push(path);
+            }
+        }
+    }
+    Ok(files)
+}
+
+/// Open `path` for reading only if it is a regular file: opened without blocking (a FIFO
+/// put in an image's place would block the reader for ever) and checked on the open file
+/// (no race with a swap between a check and the open).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let what = if kind.is_dir() {
+        "folder"
+    } else {
+        special_kind(kind).unwrap_or("special file")
+    };
+    Err(std::io::Error::other(format!(
+        "is a {what}, not a regular file"
+    )))
+}
+
+/// `O_NONBLOCK` of Linux (every architecture SmartPipe builds for).
+const O_NONBLOCK: i32 = 0o4000;
+
 /// The ffmpeg program: `SMARTPIPE_FFMPEG` or `ffmpeg` on PATH.
 pub fn ffmpeg_program() -> String {
     std::env::var("SMARTPIPE_FFMPEG").unwrap_or_else(|_| "ffmpeg".into())
@@ -88,8 +174,12 @@ fn ffprobe_program() -> String {
 /// What `path` is when it exists but is neither a regular file nor a folder (a FIFO, a
 /// device, a socket): reading one could block forever or never end.
 pub fn special_file(path: &Path) -> Option<&'static str> {
+    special_kind(std::fs::metadata(path).ok()?.file_type())
+}
+
+/// The name of a file type that is neither a regular file nor a folder.
+fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
     use std::os::unix::fs::FileTypeExt;
-    let t = std::fs::metadata(path).ok()?.file_type();
     if t.is_fifo() {
         Some("FIFO (named pipe)")
     } else if t.is_char_device() {
@@ -169,6 +259,54 @@ mod tests {
         );
         let e = probe_video("/dev/null").unwrap_err();
         assert!(e.to_string().contains("character device"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_recursive_pattern_over_symlink_loops_lists_each_file_once() {
+        let dir = std::env::temp_dir().join(format!("media-loops-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("b/sub")).unwrap();
+        std::fs::write(dir.join("b/x.png"), b"x").unwrap();
+        std::fs::write(dir.join("b/sub/y.png"), b"y").unwrap();
+        for (link, to) in [
+            ("b/l1", "."),
+            ("b/l2", "."),
+            ("b/sub/up", ".."),
+            ("loop", "b"),
+        ] {
+            std::os::unix::fs::symlink(to, dir.join(link)).unwrap();
+        }
+        // Before, the walk followed l1/l2/up/... round and round (until the kernel's
+        // 40-link limit, for ever with several loops) and listed x.png under many names.
+        let files = list_images(&format!("{}/**/*.png", dir.display())).unwrap();
+        let mut names: Vec<_> = files
+            .iter()
+            .filter_map(|f| f.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["x.png", "y.png"], "{files:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_fifo_in_place_of_an_image_is_refused_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("media-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("f.png");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        // Nothing writes to it: a plain open would block here for ever.
+        let e = open_regular(&fifo).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("is a FIFO (named pipe), not a regular file"),
+            "{e}"
+        );
+        assert_eq!(image_size(&fifo), None);
+        let e = open_regular(&dir).unwrap_err();
+        assert!(e.to_string().contains("is a folder"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -56,6 +56,11 @@ impl Head {
         &self.source
     }
 
+    /// Bytes of one slot of the head's pool: the largest item it can send.
+    pub fn slot_size(&self) -> u64 {
+        self.pool.slot_size()
+    }
+
     /// The first sequence number the tails do not have yet.
     pub fn resume_from(&self) -> u64 {
         self.resume_from

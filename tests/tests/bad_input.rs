@@ -434,3 +434,50 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Images that change under a running source: one replaced by a FIFO (reading it would
+/// block the source for ever, past any drain) and one by a larger image than the slots
+/// planned from the folder (it stopped the whole app, and the good images after it were
+/// lost uncounted). Each is skipped and counted as bad input naming the file; the app
+/// delivers the rest.
+#[test]
+fn images_replaced_while_the_source_runs_are_skipped_and_named() {
+    let dir = scratch("images-replaced");
+    write_frames(&dir.join("in"), 6, 16, 16);
+    let bigger = write_frames(&dir.join("big"), 1, 64, 64);
+    let app = write_app(
+        &dir,
+        &tail_app(
+            "replaced",
+            json!({"name": "pics", "kind": "head", "function": "source.images", "params": {"path": "in", "fps": 1}}),
+            vec![],
+            "pics",
+        ),
+    );
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let rows = dir.join("rows.jsonl");
+    // At one image a second, images 4 and 5 are read seconds after the first row.
+    wait_for("the first row", std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(&rows).is_ok_and(|t| t.lines().count() >= 1)
+    });
+    let fifo = dir.join("in/f-004.png");
+    std::fs::remove_file(&fifo).expect("remove");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    std::fs::copy(&bigger[0], dir.join("in/f-005.png")).expect("replace");
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["items_out"], 4, "{summary}");
+    assert_eq!(summary["lost"]["bad_input"], 2, "{summary}");
+    let log = std::fs::read_to_string(dir.join("run/logs/pics#0.log")).expect("log");
+    assert!(
+        log.contains("f-004.png") && log.contains("is a FIFO (named pipe), not a regular file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("f-005.png")
+            && log.contains("64x64 (12288 bytes) does not fit the 768-byte slots"),
+        "{log}"
+    );
+}

@@ -23,6 +23,9 @@ fn app(throughput_per_min: f64) -> serde_json::Value {
 fn profile_then_plan_then_admission() {
     let dir = scratch("smart");
     let path = write_app(&dir, &app(600.0));
+    // The app's results from an earlier run: profiling must not touch them.
+    let results = b"source,seq\nearlier,0\n";
+    std::fs::write(dir.join("rows.csv"), results).expect("earlier results");
     let out = supervisor()
         .args(["profile"])
         .arg(&path)
@@ -38,6 +41,11 @@ fn profile_then_plan_then_admission() {
     assert!(
         text.contains("α (ms)") && text.contains("small"),
         "fits printed:\n{text}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("rows.csv")).expect("results"),
+        results,
+        "profiling writes its rows into its runs folder, not over the app's results"
     );
     let profiles: Vec<_> = std::fs::read_dir(dir.join("profiles"))
         .expect("profiles dir")

@@ -104,8 +104,45 @@ fn profiling_variant(app: &AppSpec, d: Drive, scratch: &Path) -> anyhow::Result<
         if t.kind == TaskKind::Head {
             t.params.insert("fps".into(), serde_json::json!(d.fps));
         }
+        redirect_outputs(t, &scratch.join("outputs"));
     }
     Ok(v)
+}
+
+/// A profiling run writes its tails' outputs into `into` (its run's folder), never where
+/// the app writes them: the app may be running and its files are its results.
+fn redirect_outputs(t: &mut protocol::spec::TaskSpec, into: &Path) {
+    if t.kind != TaskKind::Tail {
+        return;
+    }
+    let params: &[&str] = match t.function.as_str() {
+        // Its standard output too: the rows of a profile are nobody's.
+        "table.print" => &["path"],
+        "image.show" => &["path", "dir"],
+        _ => return,
+    };
+    for &param in params {
+        let given = t
+            .params
+            .get(param)
+            .and_then(|v| v.as_str())
+            .map(str::to_string);
+        if given.is_none() && t.function != "table.print" {
+            continue;
+        }
+        let leaf = given
+            .as_deref()
+            .and_then(|p| Path::new(p).file_name())
+            .map_or_else(
+                || "stdout".to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+        let target = into.join(format!("{}-{param}-{leaf}", t.name));
+        t.params.insert(
+            param.into(),
+            serde_json::json!(target.display().to_string()),
+        );
+    }
 }
 
 /// What one measuring run saw of every task (see [`TaskTimes`]).
@@ -325,7 +362,7 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
     let base = profile_path(loaded)
         .parent()
         .map_or_else(|| PathBuf::from("profiles"), |d| d.to_path_buf())
-        .join(format!("runs-{}", app.name));
+        .join(format!("runs-{}-{}", app.name, std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let measured = measure(loaded, &batches, items, &base);
     let Measures {

@@ -11,7 +11,7 @@ const TAIL: u64 = 4096;
 
 /// Why the JPEG file at `path` is cut off, or `None` when it is whole or not a JPEG.
 pub fn truncated(path: &Path) -> std::io::Result<Option<String>> {
-    let mut f = std::fs::File::open(path)?;
+    let mut f = ::media::open_regular(path)?;
     let mut magic = [0u8; 2];
     if f.read(&mut magic)? < 2 || magic != [0xFF, 0xD8] {
         return Ok(None);

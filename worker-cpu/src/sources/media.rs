@@ -28,7 +28,7 @@ pub fn decode_rgb(path: &Path, limits: &Limits) -> Result<(u32, u32, Vec<u8>), S
     {
         return Err(StageError::io(path.display(), why));
     }
-    let file = std::fs::File::open(path).map_err(|e| StageError::io(path.display(), e))?;
+    let file = ::media::open_regular(path).map_err(|e| StageError::io(path.display(), e))?;
     let format = image::ImageFormat::from_path(path).ok();
     decode_image(
         &path.display().to_string(),

@@ -299,7 +299,22 @@ pub fn images(node: &mut Node) -> Result<(), StageError> {
         if pacer.wait(node, seq)? == Flow::Drain {
             break;
         }
-        let (w, h, rgb) = match decode_rgb(file, &limits) {
+        let slot = emitter.head.slot_size();
+        let too_big = |w: u32, h: u32| {
+            let bytes = u64::from(w) * u64::from(h) * 3;
+            (bytes > slot).then(|| {
+                StageError::Input(format!(
+                    "{w}x{h} ({bytes} bytes) does not fit the {slot}-byte slots planned from the folder's images (the file changed after the app was planned?)"
+                ))
+            })
+        };
+        // The header first, so a file grown since planning is not decoded for nothing.
+        let checked = match ::media::image_size(file).and_then(|(w, h)| too_big(w, h)) {
+            Some(e) => Err(e),
+            None => decode_rgb(file, &limits)
+                .and_then(|(w, h, rgb)| too_big(w, h).map_or(Ok((w, h, rgb)), Err)),
+        };
+        let (w, h, rgb) = match checked {
             Ok(decoded) => decoded,
             Err(e) => {
                 // A corrupt file is skipped and counted; the app goes on.
