@@ -481,3 +481,99 @@ fn images_replaced_while_the_source_runs_are_skipped_and_named() {
         "{log}"
     );
 }
+
+/// `ffmpeg ARGS` in `dir`; panics unless it succeeds.
+fn ffmpeg_in(dir: &Path, args: &[&str]) {
+    let made = Command::new("ffmpeg")
+        .current_dir(dir)
+        .args(["-nostdin", "-v", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success(), "ffmpeg {args:?}");
+}
+
+/// A phone's portrait clip carries a rotation tag, and a variable-rate video has gaps
+/// between frames: the first came out as sheared garbage (turned by ffmpeg, read at the
+/// probed unturned size), the second with frames repeated to a constant rate (60 frames
+/// became 359 items). Frames are delivered as stored, each once.
+#[test]
+fn rotated_and_variable_rate_videos_deliver_their_frames_as_stored() {
+    let dir = scratch("video-tags");
+    std::fs::create_dir_all(&dir).expect("dir");
+    ffmpeg_in(
+        &dir,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=10:d=1",
+            "-pix_fmt",
+            "yuv420p",
+            "base.mp4",
+        ],
+    );
+    ffmpeg_in(
+        &dir,
+        &[
+            "-i",
+            "base.mp4",
+            "-c",
+            "copy",
+            "-metadata:s:v:0",
+            "rotate=90",
+            "rot90.mp4",
+        ],
+    );
+    ffmpeg_in(
+        &dir,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=30:d=2",
+            "-vf",
+            "setpts='if(lt(N,20),N/30,N/5)/TB'",
+            "-fps_mode",
+            "vfr",
+            "vfr.mp4",
+        ],
+    );
+    for (case, file, frames) in [("rot", "rot90.mp4", 10), ("vfr", "vfr.mp4", 60)] {
+        std::fs::create_dir_all(dir.join(case)).expect("dir");
+        let app = write_app(
+            &dir.join(case),
+            &tail_app(
+                case,
+                json!({"name": "clip", "kind": "head", "function": "source.video", "params": {"path": dir.join(file)}}),
+                vec![
+                    json!({"name": "frames", "kind": "tail", "function": "image.show", "inputs": ["clip"], "params": {"dir": "frames"}}),
+                ],
+                "clip",
+            ),
+        );
+        let (_, summary) = run_ok(&app, &dir.join(case).join("run"));
+        assert_eq!(summary["items_out"], frames, "{case}: {summary}");
+        assert!(
+            summary["short_sources"]
+                .as_array()
+                .is_none_or(|s| s.is_empty()),
+            "{summary}"
+        );
+    }
+    // The first frame as stored, decoded by ffmpeg itself.
+    let stored = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-noautorotate", "-i"])
+        .arg(dir.join("rot90.mp4"))
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg");
+    let shown = image::open(dir.join("rot/frames/clip-0.png"))
+        .expect("the first frame")
+        .into_rgb8();
+    assert_eq!((shown.width(), shown.height()), (64, 48));
+    assert!(
+        shown.as_raw() == &stored.stdout,
+        "the frame is the stored one, not sheared"
+    );
+}

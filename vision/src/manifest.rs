@@ -164,6 +164,54 @@ impl Default for MtcnnParams {
     }
 }
 
+/// A manifest value outside its range: (`params.FIELD`, what it must be).
+type ParamProblem = std::result::Result<(), (String, String)>;
+
+fn bad_param(field: &str, must: &str) -> ParamProblem {
+    Err((format!("params.{field}"), must.to_string()))
+}
+
+/// `value` within `lo..=hi` (a NaN is not).
+fn within(field: &str, value: f32, lo: f32, hi: f32) -> ParamProblem {
+    if (lo..=hi).contains(&value) {
+        Ok(())
+    } else {
+        bad_param(field, &format!("must be {lo} to {hi}, not {value}"))
+    }
+}
+
+impl MtcnnParams {
+    /// Checks the values a manifest may get wrong (a zero `min_face_size` or a
+    /// `scale_factor` of 1 made P-Net's pyramid endless; a tiny face size asked for a
+    /// terabyte image).
+    pub fn check(&self) -> ParamProblem {
+        if !matches!(self.stage.as_str(), "pnet" | "rnet" | "onet") {
+            return bad_param("stage", "must be `pnet`, `rnet` or `onet`");
+        }
+        // What the MTCNN steps implement (vision::mtcnn): the Keras nets' transposed
+        // input, in RGB.
+        if self.layout != "NWHC" {
+            return bad_param(
+                "layout",
+                "must be `NWHC` (the only layout the MTCNN steps feed)",
+            );
+        }
+        if self.color != "rgb" {
+            return bad_param(
+                "color",
+                "must be `rgb` (the only order the MTCNN steps feed)",
+            );
+        }
+        within("scale", self.scale, f32::MIN_POSITIVE, 1e3)?;
+        within("mean", self.mean, -1e4, 1e4)?;
+        within("min_face_size", self.min_face_size, 4.0, 1e5)?;
+        within("scale_factor", self.scale_factor, 0.1, 0.95)?;
+        within("threshold", self.threshold, 0.0, 1.0)?;
+        within("nms_per_scale", self.nms_per_scale, 0.0, 1.0)?;
+        within("nms", self.nms, 0.0, 1.0)
+    }
+}
+
 /// PP-OCR text detection (DB) parameters; defaults are rapidocr_onnxruntime 1.4.4's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -200,6 +248,32 @@ impl Default for DetParams {
     }
 }
 
+impl DetParams {
+    /// Checks the values a manifest may get wrong (a huge `limit_side_len` asked for
+    /// hundreds of GB, a huge `unclip_ratio` made the box expansion endless).
+    pub fn check(&self) -> ParamProblem {
+        if !matches!(self.color.as_str(), "rgb" | "bgr") {
+            return bad_param("color", "must be `rgb` or `bgr`");
+        }
+        if !(32..=8192).contains(&self.limit_side_len) {
+            return bad_param("limit_side_len", "must be 32 to 8192");
+        }
+        if !matches!(self.limit_type.as_str(), "min" | "max") {
+            return bad_param("limit_type", "must be `min` or `max`");
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+            return bad_param("std", "must be positive numbers");
+        }
+        within("thresh", self.thresh, 0.0, 1.0)?;
+        within("box_thresh", self.box_thresh, 0.0, 1.0)?;
+        if !(1..=100_000).contains(&self.max_candidates) {
+            return bad_param("max_candidates", "must be 1 to 100000");
+        }
+        within("unclip_ratio", self.unclip_ratio, 0.0, 10.0)?;
+        within("min_size", self.min_size, 0.0, 1e4)
+    }
+}
+
 /// PP-OCR angle classifier parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -223,6 +297,31 @@ impl Default for ClsParams {
     }
 }
 
+impl ClsParams {
+    /// Checks the values a manifest may get wrong.
+    pub fn check(&self) -> ParamProblem {
+        check_crops(&self.color, self.image_shape, self.batch)?;
+        within("thresh", self.thresh, 0.0, 1.0)
+    }
+}
+
+/// The colour, `[3, H, W]` input shape and batch of a PP-OCR crop model.
+fn check_crops(color: &str, shape: [usize; 3], batch: usize) -> ParamProblem {
+    if !matches!(color, "rgb" | "bgr") {
+        return bad_param("color", "must be `rgb` or `bgr`");
+    }
+    if shape[0] != 3 || !(1..=4096).contains(&shape[1]) || !(1..=16384).contains(&shape[2]) {
+        return bad_param(
+            "image_shape",
+            "must be [3, H, W] with H 1 to 4096 and W 1 to 16384",
+        );
+    }
+    if !(1..=1024).contains(&batch) {
+        return bad_param("batch", "must be 1 to 1024");
+    }
+    Ok(())
+}
+
 /// PP-OCR recogniser parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -243,6 +342,14 @@ impl Default for RecParams {
             text_score: 0.5,
             dictionary_metadata_key: "character".into(),
         }
+    }
+}
+
+impl RecParams {
+    /// Checks the values a manifest may get wrong.
+    pub fn check(&self) -> ParamProblem {
+        check_crops(&self.color, self.image_shape, self.batch)?;
+        within("text_score", self.text_score, 0.0, 1.0)
     }
 }
 
@@ -386,10 +493,18 @@ impl Manifest {
                 })
             };
             match e.family {
-                Family::Mtcnn => check(parse_params::<MtcnnParams>(&e.params).map(drop))?,
-                Family::PpocrDet => check(parse_params::<DetParams>(&e.params).map(drop))?,
-                Family::PpocrCls => check(parse_params::<ClsParams>(&e.params).map(drop))?,
-                Family::PpocrRec => check(parse_params::<RecParams>(&e.params).map(drop))?,
+                Family::Mtcnn => {
+                    check(parse_params::<MtcnnParams>(&e.params).and_then(|p| p.check()))?
+                }
+                Family::PpocrDet => {
+                    check(parse_params::<DetParams>(&e.params).and_then(|p| p.check()))?
+                }
+                Family::PpocrCls => {
+                    check(parse_params::<ClsParams>(&e.params).and_then(|p| p.check()))?
+                }
+                Family::PpocrRec => {
+                    check(parse_params::<RecParams>(&e.params).and_then(|p| p.check()))?
+                }
                 Family::Yolox | Family::Yolov5 | Family::Yolov8 | Family::Centernet => {
                     check(parse_params::<YoloParams>(&e.params).map(drop))?
                 }

@@ -148,3 +148,77 @@ fn local_path_and_source_rules() {
         .to_string()
         .contains("family"));
 }
+
+#[test]
+fn values_that_would_hang_or_exhaust_memory_are_refused_naming_the_field() {
+    // Each made a step loop for ever (P-Net's pyramid, the DB box expansion) or ask for
+    // hundreds of GB; a batch of 0 made no batch at all.
+    for (family, params, field) in [
+        (
+            "mtcnn",
+            r#"{"stage":"pnet","min_face_size":0}"#,
+            "params.min_face_size",
+        ),
+        (
+            "mtcnn",
+            r#"{"stage":"pnet","min_face_size":0.001}"#,
+            "params.min_face_size",
+        ),
+        (
+            "mtcnn",
+            r#"{"stage":"pnet","scale_factor":1.0}"#,
+            "params.scale_factor",
+        ),
+        (
+            "mtcnn",
+            r#"{"stage":"pnet","scale_factor":0}"#,
+            "params.scale_factor",
+        ),
+        ("mtcnn", r#"{"stage":"xnet"}"#, "params.stage"),
+        (
+            "mtcnn",
+            r#"{"stage":"pnet","layout":"ABCD"}"#,
+            "params.layout",
+        ),
+        (
+            "mtcnn",
+            r#"{"stage":"pnet","threshold":5}"#,
+            "params.threshold",
+        ),
+        (
+            "ppocr-det",
+            r#"{"limit_side_len":100000}"#,
+            "params.limit_side_len",
+        ),
+        (
+            "ppocr-det",
+            r#"{"unclip_ratio":1e9}"#,
+            "params.unclip_ratio",
+        ),
+        (
+            "ppocr-det",
+            r#"{"max_candidates":0}"#,
+            "params.max_candidates",
+        ),
+        ("ppocr-cls", r#"{"batch":0}"#, "params.batch"),
+        ("ppocr-rec", r#"{"batch":0}"#, "params.batch"),
+        (
+            "ppocr-rec",
+            r#"{"image_shape":[3,0,320]}"#,
+            "params.image_shape",
+        ),
+    ] {
+        let text = doc(&format!(
+            r#"{{"name":"m","family":"{family}","path":"m.onnx","params":{params}}}"#
+        ));
+        let s = Manifest::parse(&text, Path::new("m.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            s.contains("entry `m`") && s.contains(field),
+            "{params}: {s}"
+        );
+    }
+    let ok = doc(r#"{"name":"m","family":"mtcnn","path":"m.onnx","params":{"stage":"rnet"}}"#);
+    Manifest::parse(&ok, Path::new("m.json")).expect("the defaults are in range");
+}

@@ -349,10 +349,14 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
     let params::SourceVideo { path, limit, fps } = crate::params(node)?;
     let (width, height, _) = probe_video(&path).map_err(media_error)?;
     let mut cmd = Process::new(ffmpeg_program());
-    cmd.args(["-nostdin", "-v", "error", "-i", &path]);
+    // The frames as stored: not turned by a rotation tag (the probe's size is the coded
+    // one, and a turned frame read at that size is garbage), not padded to a constant
+    // rate (a variable-rate video's frames would be repeated).
+    cmd.args(["-nostdin", "-v", "error", "-noautorotate", "-i", &path]);
     if let Some(n) = limit {
         cmd.args(["-frames:v", &n.to_string()]);
     }
+    cmd.args(["-fps_mode", "passthrough"]);
     cmd.args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
