@@ -104,11 +104,24 @@ fn missing_model_file_is_named_with_the_task_and_the_fix() {
             "pre",
         ),
     );
-    let out = start(&app, &dir.join("run"), &[("SMARTPIPE_MODELS_DIR", empty)]);
+    let out = start(
+        &app,
+        &dir.join("run"),
+        &[("SMARTPIPE_MODELS_DIR", empty.clone())],
+    );
     assert_clean_failure(
         &out,
-        &["tasks[1] (pre).params.model", "mtcnn-pnet", "provision"],
+        &[
+            "tasks[1] (pre).params.model",
+            "mtcnn-pnet",
+            "is missing",
+            "provision",
+        ],
     );
+    // A folder where the file should be is named as such (it was "missing").
+    std::fs::create_dir_all(empty.join("mtcnn-pnet.onnx")).expect("dir");
+    let out = start(&app, &dir.join("run-2"), &[("SMARTPIPE_MODELS_DIR", empty)]);
+    assert_clean_failure(&out, &["mtcnn-pnet", "is a folder, not a file"]);
 }
 
 #[test]

@@ -280,7 +280,7 @@ pub fn run_here(
     )?;
     let claims = crate::control::output_claims::claim(
         &loaded.spec.name,
-        &crate::control::outputs_of(&loaded.spec),
+        &crate::control::claimed_paths(&loaded.spec, &opts.run_dir),
     );
     let claims = match claims {
         Ok(claims) => claims,

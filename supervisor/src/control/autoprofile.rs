@@ -33,22 +33,7 @@ fn refused(app: &AppSpec, refusal: String) -> AdmitError {
     }
 }
 
-/// A quota no measurement can make possible: a throughput above what the request
-/// frequency offers (`request_frequency` × 60 items per minute).
-pub fn impossible_on_its_face(app: &AppSpec) -> Option<String> {
-    let (Some(quota), Some(rate)) = (app.quota.throughput_per_min, app.request_frequency) else {
-        return None;
-    };
-    let offered = rate * 60.0;
-    // A quota of exactly the offered rate (as written, or computed as rate × 60 on the
-    // other side) is possible: float rounding is not a refusal.
-    (quota > offered * (1.0 + 1e-9)).then(|| {
-        format!(
-            "throughput quota {quota} replies/min is more than the request frequency offers ({rate} requests/s = {offered} per min), by {}",
-            quota - offered
-        )
-    })
-}
+pub use crate::plan::profiled_plan::impossible_on_its_face;
 
 /// The latency quota, when it is below the slowest path of the DAG at the tasks'
 /// minimum measured service times (a task without a profile counts 0).

@@ -330,7 +330,7 @@ impl DaemonLauncher {
         // From here the name is taken: every failure must give it back.
         let claims = match crate::control::output_claims::claim(
             &name,
-            &crate::control::outputs_of(&loaded.spec),
+            &crate::control::claimed_paths(&loaded.spec, &run_dir),
         ) {
             Ok(claims) => claims,
             Err(e) => {

@@ -24,6 +24,7 @@ fn json_body<T: serde::de::DeserializeOwned>(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RestartBody {
     task: String,
     #[serde(default)]
@@ -94,6 +95,7 @@ pub(super) fn restart(registry: &Registry, name: &str, body: &[u8]) -> Result<St
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RateBody {
     items_per_s: f64,
     /// A request-guarantee app: take the rate even where it cannot be promised.
@@ -124,6 +126,7 @@ pub(super) fn set_rate(registry: &Registry, name: &str, body: &[u8]) -> Result<S
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ThreadsBody {
     threads: u32,
 }

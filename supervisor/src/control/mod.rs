@@ -150,12 +150,25 @@ pub fn outputs_of(spec: &protocol::spec::AppSpec) -> Vec<String> {
         .collect()
 }
 
-/// An output path as the file system sees it: its folder's symbolic links and `..`
-/// resolved when the folder exists (the output itself may not exist yet), `.` and repeated
-/// separators removed in any case.
+/// What an app claims node-wide while it runs ([`output_claims`]): its outputs and its
+/// run folder (two apps in one run folder overwrite each other's summary and logs).
+pub fn claimed_paths(spec: &protocol::spec::AppSpec, run_dir: &std::path::Path) -> Vec<String> {
+    let mut paths = outputs_of(spec);
+    let run_dir = std::path::absolute(run_dir).unwrap_or_else(|_| run_dir.to_path_buf());
+    paths.push(resolved_output(&run_dir.display().to_string()));
+    paths
+}
+
+/// An output path as the file system sees it: symbolic links and `..` resolved, in the
+/// whole path when it exists, else in its folder when that exists (the output itself is
+/// not made yet); `.` and repeated separators removed in any case.
 pub fn resolved_output(path: &str) -> String {
     let plain = protocol::validate_flow::normalised(path);
     let as_path = std::path::Path::new(&plain);
+    // An output that exists may itself be a symbolic link to another app's file.
+    if let Ok(real) = as_path.canonicalize() {
+        return real.display().to_string();
+    }
     let (Some(parent), Some(name)) = (as_path.parent(), as_path.file_name()) else {
         return plain;
     };

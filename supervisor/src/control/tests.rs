@@ -365,11 +365,15 @@ fn two_spellings_of_one_output_resolve_to_one_path() {
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
     let real = real.canonicalize().expect("real");
     let want = real.join("rows.csv").display().to_string();
+    std::fs::write(&want, b"rows").expect("the output of an earlier run");
+    let _ = std::fs::remove_file(dir.join("to-rows.csv"));
+    std::os::unix::fs::symlink(&want, dir.join("to-rows.csv")).expect("symlink to the file");
     for spelling in [
         format!("{}/rows.csv", real.display()),
         format!("{}/./rows.csv", real.display()),
         format!("{}//rows.csv", link.display()),
         format!("{}/../real/rows.csv", real.display()),
+        dir.join("to-rows.csv").display().to_string(),
     ] {
         assert_eq!(super::resolved_output(&spelling), want, "{spelling}");
     }

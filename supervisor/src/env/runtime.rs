@@ -34,7 +34,9 @@ pub fn user_dir() -> PathBuf {
     PathBuf::from(format!("/tmp/smartpipe-{}", my_uid()))
 }
 
-/// Whether a process with this pid exists.
+/// Whether a process with this pid exists and has not exited (a zombie, dead but not yet
+/// reaped by its parent, is not alive: a supervisor killed with -9 is one until then, and
+/// for ever under a parent that never reaps).
 pub fn pid_alive(pid: i32) -> bool {
     // Signal 0 only checks for existence.
     pid > 0
@@ -42,6 +44,19 @@ pub fn pid_alive(pid: i32) -> bool {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
             Ok(()) | Err(nix::errno::Errno::EPERM)
         )
+        && !zombie(pid)
+}
+
+/// Whether `pid` is a zombie (`Z` in /proc/PID/stat; the state follows the command
+/// name in parentheses, which may itself hold spaces and parentheses).
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat.rsplit_once(')')?.1;
+            after.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Why a path of the runtime folder is not to be trusted, if it is not: it must be a
@@ -169,6 +184,27 @@ pub fn cleanup(dir: &PathBuf) {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_child_that_exited_and_is_not_reaped_yet_is_not_alive() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = child.id() as i32;
+        // Until it is waited for, the exited child stays a zombie: once /proc says so,
+        // pid_alive must say dead.
+        let start = std::time::Instant::now();
+        while !zombie(pid) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "never exited"
+            );
+            std::thread::yield_now();
+        }
+        assert!(!pid_alive(pid));
+        assert!(pid_alive(std::process::id() as i32));
+        child.wait().expect("reap");
+    }
 
     #[test]
     fn a_folder_others_can_write_or_a_symlink_is_not_trusted() {

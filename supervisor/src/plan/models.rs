@@ -111,15 +111,37 @@ pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStor
             .model_path(name, &store.models_dir)
             .map_err(|e| anyhow!("tasks[{i}] ({}).params.model: {e}", t.name))?;
         if !path.is_file() {
+            let packaged = store.manifest.model(name).is_ok_and(|e| e.path.is_none());
             return Err(anyhow!(
-                "tasks[{i}] ({}).params.model: the file of model '{name}' is missing ({}); run scripts/provision.sh",
+                "tasks[{i}] ({}).params.model: the file of model '{name}' {} ({}){}",
                 t.name,
-                path.display()
+                not_a_model_file(&path),
+                path.display(),
+                if packaged {
+                    "; run scripts/provision.sh"
+                } else {
+                    "; fix the entry's `path` in the manifest"
+                }
             ));
         }
     }
     check_model_steps(app, &store.manifest)?;
     Ok(Some(store))
+}
+
+/// Why `path` (not a regular file) cannot be a model file.
+fn not_a_model_file(path: &std::path::Path) -> String {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => "is missing".into(),
+        Ok(_) => match std::fs::metadata(path) {
+            Err(e) => format!("cannot be read: {e}"),
+            Ok(m) if m.is_dir() => "is a folder, not a file".into(),
+            Ok(_) => match media::special_file(path) {
+                Some(kind) => format!("is a {kind}, not a file"),
+                None => "is not a regular file".into(),
+            },
+        },
+    }
 }
 
 /// A family as the manifest spells it (`ppocr-det`).

@@ -52,6 +52,23 @@ fn in_flight_bound(app: &AppSpec) -> u32 {
         .unwrap_or(crate::plan::DEFAULT_SLOTS)
 }
 
+/// A quota no measurement can make possible: a throughput above what the request
+/// frequency offers (`request_frequency` × 60 items per minute).
+pub fn impossible_on_its_face(app: &AppSpec) -> Option<String> {
+    let (Some(quota), Some(rate)) = (app.quota.throughput_per_min, app.request_frequency) else {
+        return None;
+    };
+    let offered = rate * 60.0;
+    // A quota of exactly the offered rate (as written, or computed as rate × 60 on the
+    // other side) is possible: float rounding is not a refusal.
+    (quota > offered * (1.0 + 1e-9)).then(|| {
+        format!(
+            "throughput quota {quota} replies/min is more than the request frequency offers ({rate} requests/s = {offered} per min), by {}",
+            quota - offered
+        )
+    })
+}
+
 /// The planner's answer for an app on this machine.
 pub fn admit(app: &AppSpec, profiles: &Profiles) -> Result<smart::Plan, smart::Refusal> {
     admit_within(app, profiles, f64::INFINITY)

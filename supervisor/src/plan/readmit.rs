@@ -34,7 +34,7 @@ pub struct Readmitted {
 pub enum ReadmitError {
     #[error("an unpaced request-guarantee app has no rate to promise its quota at")]
     Unpaced,
-    #[error("at {rate} items/s it {refusal}{after}")]
+    #[error("at {rate} items/s: {refusal}{after}")]
     Refused {
         rate: f64,
         refusal: String,
@@ -66,21 +66,32 @@ pub fn plan_at(
     let mut at_rate = app.clone();
     at_rate.request_frequency = Some(items_per_s);
     at_rate.planned_capacity = None;
+    let refused = |refusal: String, after: String| ReadmitError::Refused {
+        rate: items_per_s,
+        refusal,
+        after,
+    };
+    if let Some(why) = profiled_plan::impossible_on_its_face(&at_rate) {
+        return Err(refused(why, String::new()));
+    }
+    // What binds: the app's own grant, or what the other guaranteed apps leave.
+    let own = app.constraints.cpu_cores.filter(|own| *own < left.cores);
     match profiled_plan::admit_within(&at_rate, &promise.profiles, left.cores) {
         Ok(plan) => Ok(Readmitted {
             cores: plan.cores / smart::CPU_HEADROOM,
             plan,
         }),
-        Err(refusal) => Err(ReadmitError::Refused {
-            rate: items_per_s,
-            refusal: match refusal {
-                smart::Refusal::Cores { needed, .. } => {
-                    format!("needs {needed:.2} cores, {:.2} left", left.cores)
-                }
-                other => other.to_string(),
-            },
-            after: left.after(),
+        Err(smart::Refusal::Cores { needed, .. }) => Err(match own {
+            Some(own) => refused(
+                format!("needs {needed:.2} cores, {own:.2} granted by its constraints.cpu_cores"),
+                String::new(),
+            ),
+            None => refused(
+                format!("needs {needed:.2} cores, {:.2} left", left.cores),
+                left.after(),
+            ),
         }),
+        Err(other) => Err(refused(other.to_string(), String::new())),
     }
 }
 
@@ -204,13 +215,29 @@ mod tests {
         let book = [reservation("mine", "cam", 0.11), reservation("b", "b", 1.5)];
         let err = plan_at(&app, &promise(0.11), 100.0, &book, node()).expect_err("refused");
         let text = err.to_string();
-        assert!(text.starts_with("at 100 items/s it needs"), "{text}");
+        assert!(text.starts_with("at 100 items/s: needs"), "{text}");
         assert!(
             text.contains("0.50 left after 'b' (1.50 reserved)"),
             "{text}"
         );
         let alone = [reservation("mine", "cam", 1.9)];
         plan_at(&app, &promise(1.9), 100.0, &alone, node()).expect("its own cores are its own");
+    }
+
+    #[test]
+    fn a_rate_below_the_throughput_quota_or_past_its_own_grant_is_refused_saying_so() {
+        let mut app = guaranteed(10.0);
+        app.quota.throughput_per_min = Some(600.0);
+        let err = plan_at(&app, &promise(0.11), 5.0, &[], node()).expect_err("5/s < 600/min");
+        assert!(err.to_string().contains("throughput quota 600"), "{err}");
+        let mut app = guaranteed(10.0);
+        app.constraints.cpu_cores = Some(0.5);
+        let err = plan_at(&app, &promise(0.11), 100.0, &[], node()).expect_err("own grant");
+        assert!(
+            err.to_string()
+                .contains("granted by its constraints.cpu_cores"),
+            "{err}"
+        );
     }
 
     #[test]

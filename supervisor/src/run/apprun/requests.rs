@@ -191,19 +191,24 @@ fn beyond_admission(
     admitted: Option<f64>,
     items_per_s: f64,
 ) -> Option<String> {
-    if app.service_type != protocol::spec::ServiceType::RequestGuarantee {
+    let quota = &app.quota;
+    let promises_something = quota.throughput_per_min.is_some()
+        || quota.max_latency_ms.is_some()
+        || quota.max_jitter_ms.is_some()
+        || quota.max_loss_pct.is_some();
+    if app.service_type != protocol::spec::ServiceType::RequestGuarantee || !promises_something {
         return None;
     }
     let admitted = admitted.or(app.request_frequency).filter(|r| *r > 0.0)?;
     let past = items_per_s <= 0.0 || items_per_s > admitted * 1.0001;
     past.then(|| {
         let now = if items_per_s > 0.0 {
-            format!("{items_per_s} items/s")
+            format!("at {items_per_s} items/s")
         } else {
             "unpaced".to_string()
         };
         format!(
-            "note: app '{}' was admitted at {admitted} items/s; at {now} its quota is not promised and what it reserved on the node is not raised",
+            "note: app '{}' was admitted at {admitted} items/s; {now} its quota is not promised and what it reserved on the node is not raised",
             app.name
         )
     })
@@ -215,7 +220,7 @@ mod tests {
     fn a_guaranteed_app_driven_past_its_admitted_rate_is_told_so() {
         let mut app: protocol::spec::AppSpec = serde_json::from_value(serde_json::json!({
             "name": "cam", "service_type": "request-guarantee", "request_frequency": 10.0,
-            "tasks": []
+            "quota": {"max_latency_ms": 100}, "tasks": []
         }))
         .expect("app");
         let beyond = super::beyond_admission;
@@ -231,5 +236,12 @@ mod tests {
         assert_eq!(beyond(&app, Some(2000.0), 1000.0), None);
         app.service_type = protocol::spec::ServiceType::BestEffort;
         assert_eq!(beyond(&app, None, 1000.0), None);
+        app.service_type = protocol::spec::ServiceType::RequestGuarantee;
+        app.quota = Default::default();
+        assert_eq!(
+            beyond(&app, None, 1000.0),
+            None,
+            "no quota: nothing was promised"
+        );
     }
 }
