@@ -253,6 +253,14 @@ fn a_video_source_limited_to_no_frame_is_refused() {
 }
 
 #[test]
+fn a_select_naming_a_column_twice_is_refused() {
+    let select = r#"{"name": "cols", "kind": "cpu", "function": "table.select", "inputs": ["src"], "params": {"columns": ["seq", "text", "text"]}}"#;
+    let tail = r#"{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["cols"], "params": {"format": "csv"}}"#;
+    let errs = errors(&app_with(&format!("{HEAD}, {select}, {tail}")));
+    assert_one_contains(&errs, &["tasks[1] (cols)", "column 'text' is named twice"]);
+}
+
+#[test]
 fn a_memory_limit_too_small_to_start_is_refused() {
     let text =
         format!(r#"{{"name": "t", "constraints": {{"memory_mb": 0}}, "tasks": [{HEAD}, {TAIL}]}}"#);

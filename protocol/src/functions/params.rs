@@ -41,6 +41,19 @@ pub(crate) fn check_table_print(params: &Map<String, Value>) -> Result<(), Strin
     }
 }
 
+/// `table.select`'s check: each column named once (a table with two columns of one name
+/// is a Parquet file no reader opens).
+pub(crate) fn check_table_select(params: &Map<String, Value>) -> Result<(), String> {
+    let p = parse::<TableSelect>(params).map_err(|e| e.to_string())?;
+    let mut seen = std::collections::HashSet::new();
+    match p.columns.iter().find(|c| !seen.insert(c.as_str())) {
+        Some(twice) => Err(format!(
+            "column '{twice}' is named twice: a table has each column once"
+        )),
+        None => Ok(()),
+    }
+}
+
 fn gradient() -> String {
     "gradient".into()
 }

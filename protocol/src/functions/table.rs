@@ -253,7 +253,7 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         takes: &[Table],
         makes: &[Table],
         hints: hints(false, SlotSize::InputFrames, false),
-        check: params::check::<params::TableSelect>,
+        check: params::check_table_select,
         summary: "keeps some columns of a table",
     },
     FunctionDef {
