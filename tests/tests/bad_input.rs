@@ -590,3 +590,52 @@ fn rotated_and_variable_rate_videos_deliver_their_frames_as_stored() {
         "the frame is the stored one, not sheared"
     );
 }
+
+/// A video cut while the source reads it: what was read is delivered and the summary says
+/// the source is short of what the file announced when the run started (it compared with
+/// the file as it was at the end, cut, and said nothing).
+#[test]
+fn a_video_cut_while_it_is_read_is_reported_short() {
+    let dir = scratch("video-cut");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // Noise does not compress: a file of several MB, read as it is decoded.
+    ffmpeg_in(
+        &dir,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "nullsrc=s=320x240:r=25:d=12,geq=random(1)*255:128:128",
+            "-c:v",
+            "mpeg4",
+            "-q:v",
+            "2",
+            "noise.avi",
+        ],
+    );
+    let app = write_app(
+        &dir,
+        &tail_app(
+            "cut",
+            json!({"name": "cam", "kind": "head", "function": "source.video", "params": {"path": dir.join("noise.avi"), "fps": 100}}),
+            vec![],
+            "cam",
+        ),
+    );
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let rows = dir.join("rows.jsonl");
+    wait_for("the first row", std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(&rows).is_ok_and(|t| t.lines().count() >= 1)
+    });
+    std::fs::File::create(dir.join("noise.avi")).expect("cut the file to nothing");
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    let summary = read_summary(&dir.join("run"));
+    let delivered = summary["items_out"].as_u64().expect("items_out");
+    assert!(delivered < 300, "the cut stopped the source: {summary}");
+    let note = summary["short_sources"][0].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!("read {delivered} of the 300 frames")),
+        "{summary}"
+    );
+}

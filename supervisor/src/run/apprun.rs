@@ -60,6 +60,9 @@ pub struct AppRun<'a> {
     /// A request-guarantee app admitted on a profile: the rate and reservation it was
     /// promised (a rate change is admitted again: `requests`).
     pub promise: Option<crate::plan::readmit::Promise>,
+    /// The frames each video source's file announced when the run started (the summary's
+    /// `short_sources` compares what was read with them).
+    pub video_frames: BTreeMap<String, u64>,
 }
 
 impl<'a> AppRun<'a> {
@@ -70,6 +73,7 @@ impl<'a> AppRun<'a> {
         startup_timeout: Duration,
     ) -> AppRun<'a> {
         let ids = wiring.all_replicas();
+        let wiring_app = wiring.app;
         let mut replicas = Vec::new();
         let mut index = BTreeMap::new();
         for id in ids {
@@ -96,6 +100,7 @@ impl<'a> AppRun<'a> {
             leaks: Default::default(),
             restarted_outputs: Default::default(),
             promise: None,
+            video_frames: crate::run::finish::announced_video_frames(wiring_app),
         }
     }
 

@@ -52,7 +52,7 @@ impl RunLoop<'_> {
             (None, false) => "finished".into(),
         };
         if summary.outcome == "finished" {
-            summary.short_sources = short_videos(app, &summary.stages);
+            summary.short_sources = short_videos(app, &summary.stages, &self.run.video_frames);
             for note in &summary.short_sources {
                 tracing::warn!("{note}");
             }
@@ -242,32 +242,41 @@ fn bad_input_counted_by(stages: &BTreeMap<String, StageMetrics>) -> String {
     }
 }
 
-/// The video sources that read fewer frames than their file announces (ffprobe's frame
-/// count, or the `limit` below it): "source 'src' read 3 of the 40 frames …". The head
-/// logs ffmpeg's complaint; without this the run looks complete.
+/// The frames each `source.video` head will read, as its file announces them when the run
+/// starts (the file may be cut or replaced while it is read), by task name.
+pub fn announced_video_frames(app: &protocol::spec::AppSpec) -> BTreeMap<String, u64> {
+    use protocol::functions::{builtin, params, Builtin};
+    app.tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Head && builtin(&t.function) == Some(Builtin::SourceVideo))
+        .filter_map(|t| {
+            let source = params::parse::<params::SourceVideo>(&t.params).ok()?;
+            let frames = media::probe_video(&source.path).ok()?.2?;
+            Some((
+                t.name.clone(),
+                source.limit.map_or(frames, |l| l.min(frames)),
+            ))
+        })
+        .collect()
+}
+
+/// The video sources that read fewer frames than their files announced at the start
+/// (`announced`, see [`announced_video_frames`]): a truncated or damaged file, or one cut
+/// while it was read.
 fn short_videos(
     app: &protocol::spec::AppSpec,
     stages: &BTreeMap<String, StageMetrics>,
+    announced: &BTreeMap<String, u64>,
 ) -> Vec<String> {
-    use protocol::functions::{builtin, params, Builtin};
+    use protocol::functions::params;
     let bad_input = protocol::messages::LossReason::ALL
         .iter()
         .position(|r| *r == protocol::messages::LossReason::BadInput);
     let mut notes = Vec::new();
     for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Head) {
-        if builtin(&t.function) != Some(Builtin::SourceVideo) {
-            continue;
-        }
-        let Ok(source) = params::parse::<params::SourceVideo>(&t.params) else {
+        let Some(&announced) = announced.get(&t.name) else {
             continue;
         };
-        let Some(frames) = media::probe_video(&source.path)
-            .ok()
-            .and_then(|(_, _, n)| n)
-        else {
-            continue;
-        };
-        let announced = source.limit.map_or(frames, |l| l.min(frames));
         let label = format!("{}#0", t.name);
         let Some(m) = stages.get(&label) else {
             continue;
@@ -275,9 +284,12 @@ fn short_videos(
         let bad = bad_input.and_then(|i| m.lost.get(i).copied()).unwrap_or(0);
         let read = m.items_out + bad;
         if read < announced {
+            let path = params::parse::<params::SourceVideo>(&t.params)
+                .map(|s| s.path)
+                .unwrap_or_default();
             notes.push(format!(
-                "source '{}' read {read} of the {announced} frames {} announces: the file is truncated or damaged (ffmpeg's complaint is in logs/{label}.log)",
-                t.name, source.path
+                "source '{}' read {read} of the {announced} frames {path} announced when the run started: the file is truncated, damaged or was cut while it was read (ffmpeg's complaint is in logs/{label}.log)",
+                t.name
             ));
         }
     }
