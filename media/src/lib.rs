@@ -233,10 +233,19 @@ pub fn probe_video(path: &str) -> Result<(u32, u32, Option<u64>), MediaError> {
     };
     match parsed {
         Some((w, h, frames)) if out.status.success() && w > 0 && h > 0 => Ok((w, h, frames)),
-        _ => Err(MediaError::NotVideo(format!(
-            "{path}: not a readable video ({})",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))),
+        _ => {
+            let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // ffprobe reads the file and finds no video stream in it (audio only, or a
+            // container with nothing in it): it says nothing, so say what it found.
+            let why = if said.is_empty() && out.status.success() {
+                "ffprobe found no video stream in it".to_string()
+            } else {
+                said
+            };
+            Err(MediaError::NotVideo(format!(
+                "{path}: not a readable video ({why})"
+            )))
+        }
     }
 }
 

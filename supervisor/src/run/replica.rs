@@ -156,14 +156,15 @@ pub fn describe_status(status: ExitStatus) -> String {
 }
 
 /// Copy the replicas' state into what the control API serves. `rates` keeps, per
-/// replica, (when, items_out then, items/s) to report a recent rate.
+/// replica, (when, items_out then, items/s) to report a recent rate; `stopping`: the app
+/// drains or stops (its state says so, not "running").
 pub fn publish(
     live: &std::sync::Mutex<LiveApp>,
     wiring: &crate::run::wiring::Wiring,
     opts: &RunOptions,
     replicas: &[Replica],
     rates: &mut [(Instant, u64, f64)],
-    started: Instant,
+    (started, stopping): (Instant, bool),
 ) {
     let (app, the_plan) = (wiring.app, wiring.plan);
     let stages = replicas
@@ -213,6 +214,8 @@ pub fn publish(
             name: app.name.clone(),
             state: if replicas.iter().all(|r| r.exited.is_some()) {
                 "ended"
+            } else if stopping {
+                "stopping"
             } else {
                 "running"
             }

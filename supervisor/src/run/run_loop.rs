@@ -375,7 +375,7 @@ impl<'a> RunLoop<'a> {
                     self.opts,
                     replicas,
                     &mut self.rates,
-                    self.started,
+                    (self.started, self.phase.winding_down()),
                 );
             }
         }
