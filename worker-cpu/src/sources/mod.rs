@@ -308,8 +308,12 @@ pub fn images(node: &mut Node) -> Result<(), StageError> {
                 ))
             })
         };
-        // The header first, so a file grown since planning is not decoded for nothing.
-        let checked = match ::media::image_size(file).and_then(|(w, h)| too_big(w, h)) {
+        // The header first, so a file grown since planning is not decoded for nothing (one
+        // past the pixel limit is refused by the decoder's own check, which says so).
+        let grown = ::media::image_size(file)
+            .filter(|&(w, h)| limits.check_frame("", u64::from(w), u64::from(h)).is_ok())
+            .and_then(|(w, h)| too_big(w, h));
+        let checked = match grown {
             Some(e) => Err(e),
             None => decode_rgb(file, &limits)
                 .and_then(|(w, h, rgb)| too_big(w, h).map_or(Ok((w, h, rgb)), Err)),
