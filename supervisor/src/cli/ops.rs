@@ -93,6 +93,11 @@ fn print_app(app: &control::LiveApp) {
     if !app.constraints.is_empty() {
         println!("  {}", app.constraints);
     }
+    match app.request_rate {
+        Some(r) if r > 0.0 => println!("  request rate: {r} items/s per source (set by `rate`)"),
+        Some(_) => println!("  request rate: unpaced (set by `rate`)"),
+        None => {}
+    }
     println!(
         "  {:<22} {:>7} {:<10} {:>8} {:>8} {:>6} {:>5} {:>5} {:>8} {:>8}",
         "stage", "pid", "state", "in", "out", "lost", "queue", "batch", "items/s", "restarts"

@@ -94,7 +94,11 @@ fn print_verdict_on_this_node(
         return;
     }
     let verdict = match crate::plan::profiled_plan::admit_within(app, profiles, left.cores) {
-        Ok(plan) if plan.shortfall.is_empty() => format!("admitted on {:.2} cores", plan.cores),
+        Ok(plan) if plan.shortfall.is_empty() => format!(
+            "admitted on {:.2} cores (it would reserve {:.2}: busy cores over the planner's headroom)",
+            plan.cores,
+            plan.cores / crate::plan::smart::CPU_HEADROOM
+        ),
         Ok(_) => "admitted best-effort with a predicted shortfall".to_string(),
         Err(crate::plan::smart::Refusal::Cores { needed, .. }) => {
             format!(

@@ -63,6 +63,10 @@ pub struct LiveApp {
     #[serde(default)]
     pub constraints: String,
     pub stages: Vec<LiveStage>,
+    /// Items per second per source set by `supervisor rate` (0: unpaced); none while the
+    /// sources pace themselves as the app file says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_rate: Option<f64>,
     /// Where the API sends restarts; None while the run loop takes none.
     #[serde(skip)]
     pub restarts: Option<mpsc::Sender<RestartRequest>>,

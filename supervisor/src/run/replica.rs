@@ -225,6 +225,7 @@ pub fn publish(
             uptime_s: started.elapsed().as_secs_f64(),
             constraints,
             stages,
+            request_rate: wiring.rate,
             restarts,
             changes,
         };
