@@ -68,17 +68,21 @@ pub(crate) fn check_flow(
     }
 }
 
+/// The parameters of a function that name a file or folder it writes.
+pub fn output_params(function: &str) -> &'static [&'static str] {
+    match function {
+        "table.print" => &["path"],
+        "image.show" => &["path", "dir"],
+        _ => &[],
+    }
+}
+
 /// The files and folders an app's tails write: (task index, parameter, path as written),
 /// from `table.print {path}` and `image.show {path, dir}`.
 pub fn output_paths(app: &AppSpec) -> Vec<(usize, &'static str, String)> {
     let mut out = Vec::new();
     for (i, task) in app.tasks.iter().enumerate() {
-        let params: &[&'static str] = match task.function.as_str() {
-            "table.print" => &["path"],
-            "image.show" => &["path", "dir"],
-            _ => continue,
-        };
-        for &param in params {
+        for &param in output_params(&task.function) {
             if let Some(path) = task.params.get(param).and_then(|v| v.as_str()) {
                 out.push((i, param, path.to_string()));
             }

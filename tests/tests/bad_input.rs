@@ -6,11 +6,8 @@ use smartpipe_tests::*;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn start(
-    app: &std::path::Path,
-    run: &std::path::Path,
-    env: &[(&str, std::path::PathBuf)],
-) -> Output {
+/// A `supervisor` command with the provisioned ONNX Runtime, manifest and models.
+fn supervisor_with_models() -> Command {
     let mut cmd = supervisor();
     let root = repo_root();
     cmd.env(
@@ -19,6 +16,32 @@ fn start(
     )
     .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
     .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"));
+    cmd
+}
+
+/// An app whose P-Net pre-processing feeds R-Net, which wants 24×24 crops: it fails at
+/// its first item, naming `mtcnn-rnet` and the shape.
+fn wrong_shape_app(dir: &Path, name: &str, count: u32) -> std::path::PathBuf {
+    write_app(
+        dir,
+        &tail_app(
+            name,
+            json!({"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": count}}),
+            vec![
+                json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["g"], "params": {"model": "mtcnn-pnet"}}),
+                json!({"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-rnet"}}),
+            ],
+            "net",
+        ),
+    )
+}
+
+fn start(
+    app: &std::path::Path,
+    run: &std::path::Path,
+    env: &[(&str, std::path::PathBuf)],
+) -> Output {
+    let mut cmd = supervisor_with_models();
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -209,19 +232,7 @@ fn a_recogniser_file_without_its_dictionary_fails_the_app_with_the_model_named()
 #[test]
 fn model_whose_inputs_do_not_match_its_preprocessing_is_a_clear_error() {
     let dir = scratch("wrong-shape");
-    // P-Net pre-processing feeds R-Net, which wants 24×24 crops.
-    let app = write_app(
-        &dir,
-        &tail_app(
-            "shape",
-            json!({"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": 1}}),
-            vec![
-                json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["g"], "params": {"model": "mtcnn-pnet"}}),
-                json!({"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-rnet"}}),
-            ],
-            "net",
-        ),
-    );
+    let app = wrong_shape_app(&dir, "shape", 1);
     let out = start(&app, &dir.join("run"), &[]);
     assert_clean_failure(&out, &["mtcnn-rnet", "shape"]);
 }
@@ -376,26 +387,8 @@ fn missing_worker_binary_is_named() {
 #[test]
 fn a_failed_profile_keeps_the_runs_its_error_points_to() {
     let dir = scratch("profile-fails");
-    let app = write_app(
-        &dir,
-        &tail_app(
-            "profile-fails",
-            json!({"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": 4}}),
-            vec![
-                json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["g"], "params": {"model": "mtcnn-pnet"}}),
-                json!({"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "mtcnn-rnet"}}),
-            ],
-            "net",
-        ),
-    );
-    let root = repo_root();
-    let out = supervisor()
-        .env(
-            "ORT_DYLIB_PATH",
-            root.join(".smartpipe/lib/libonnxruntime.so.1.32.0"),
-        )
-        .env("SMARTPIPE_MANIFEST", root.join("apps/models.json"))
-        .env("SMARTPIPE_MODELS_DIR", root.join(".smartpipe/models"))
+    let app = wrong_shape_app(&dir, "profile-fails", 4);
+    let out = supervisor_with_models()
         .arg("profile")
         .arg(&app)
         .args(["--items", "4"])

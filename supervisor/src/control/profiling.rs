@@ -115,13 +115,8 @@ fn redirect_outputs(t: &mut protocol::spec::TaskSpec, into: &Path) {
     if t.kind != TaskKind::Tail {
         return;
     }
-    let params: &[&str] = match t.function.as_str() {
-        // Its standard output too: the rows of a profile are nobody's.
-        "table.print" => &["path"],
-        "image.show" => &["path", "dir"],
-        _ => return,
-    };
-    for &param in params {
+    // table.print's standard output too: the rows of a profile are nobody's.
+    for &param in protocol::validate_flow::output_params(&t.function) {
         let given = t
             .params
             .get(param)
