@@ -14,6 +14,17 @@ use std::time::Duration;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn cpu_chain(name: &str, service: &str, count: u64, fps: u64) -> Value {
+    cpu_chain_into(
+        name,
+        service,
+        count,
+        fps,
+        json!({"format": "csv", "path": "rows.csv"}),
+    )
+}
+
+/// The chain of [`cpu_chain`] with the tail's `table.print` params.
+fn cpu_chain_into(name: &str, service: &str, count: u64, fps: u64, print: Value) -> Value {
     json!({
         "name": name,
         "service_type": service,
@@ -21,7 +32,7 @@ fn cpu_chain(name: &str, service: &str, count: u64, fps: u64) -> Value {
             {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 32, "height": 24, "count": count, "fps": fps}},
             {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["gen"], "params": {"width": 16, "height": 12}},
             {"name": "fwd", "kind": "cpu", "function": "core.forward", "inputs": ["small"]},
-            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["fwd"], "params": {"format": "csv", "path": "rows.csv"}}
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["fwd"], "params": print}
         ]
     })
 }
@@ -91,6 +102,57 @@ fn kill_9_of_head_body_and_tail_loses_and_duplicates_nothing() {
     }
     assert_eq!(summary["lost_total"], 0, "{summary}");
     assert_eq!(summary["tails"][0]["missing"], 0, "{summary}");
+    assert_nothing_left(&name, &summary, pid);
+}
+
+/// A Parquet file has no footer until it is closed: a tail killed mid-run used to leave
+/// an unreadable part while the rows in it counted as delivered. The rows now go to a
+/// journal that the restarted tail resumes, and one file holds every item once.
+#[test]
+fn kill_9_of_a_parquet_tail_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("kill-parquet");
+    let name = format!("killpq{}", std::process::id());
+    let count = 600;
+    let print = json!({"format": "parquet", "path": "rows.parquet"});
+    let app = write_app(
+        &dir,
+        &cpu_chain_into(&name, "request-guarantee", count, 200, print),
+    );
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let (file, journal) = (
+        dir.join("rows.parquet"),
+        dir.join("rows.parquet.rows.arrows"),
+    );
+    // A table of one frame row is a few hundred bytes in the journal (the file itself,
+    // written at the end, is looked at too: a tail that wrote it as it went is killed
+    // once it has rows as well).
+    let grown = |f: &Path, bytes: u64| std::fs::metadata(f).is_ok_and(|m| m.len() > bytes);
+    wait_for("rows in the journal", Duration::from_secs(60), || {
+        grown(&journal, 40_000) || grown(&file, 4_000)
+    });
+    kill_and_wait_for_replacement(&name, "rows#0");
+    let pid = sup.id();
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        parquet_seqs(&file),
+        (0..count).collect::<Vec<_>>(),
+        "every item once, in order, in one readable file"
+    );
+    assert!(
+        !journal.exists(),
+        "the journal is removed once the file is written"
+    );
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["restarts"]["rows#0"], 1, "{summary}");
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    assert_eq!(summary["tails"][0]["missing"], 0, "{summary}");
+    assert_eq!(
+        summary["restarted_outputs"],
+        json!([]),
+        "resumed, not started over: {summary}"
+    );
     assert_nothing_left(&name, &summary, pid);
 }
 

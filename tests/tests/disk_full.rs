@@ -1,6 +1,6 @@
 //! A full disk under the sinks other than csv/jsonl (those are in `outcomes.rs`):
 //! `image.show` PNGs (never a cut file), `image.show` video (ENOSPC named, not "Broken
-//! pipe"), Parquet (ENOSPC found while the app runs, not at close). Each test mounts a
+//! pipe"), Parquet (ENOSPC found while the app runs, the rows delivered kept in its journal). Each test mounts a
 //! small tmpfs and is skipped, saying why, where `mount` is not allowed.
 
 use serde_json::json;
@@ -138,10 +138,14 @@ fn a_full_disk_under_a_video_is_named_enospc_not_a_broken_pipe() {
     );
 }
 
+/// A Parquet file is written from its journal when the tail finishes; a full disk is
+/// found at the first table the journal cannot take, while the app runs, and the
+/// journal keeps exactly the rows the summary counts as delivered, readable (the file
+/// used to be cut without a footer while its rows counted as delivered).
 #[test]
-fn a_full_disk_under_parquet_is_found_while_the_app_runs() {
+fn a_full_disk_under_parquet_is_found_while_the_app_runs_and_keeps_the_rows() {
     let dir = scratch("disk-full-parquet");
-    let Some(_disk) = small_disk(&dir, "64k") else {
+    let Some(disk) = small_disk(&dir, "64k") else {
         return;
     };
     let count = 100_000;
@@ -156,8 +160,24 @@ fn a_full_disk_under_parquet_is_found_while_the_app_runs() {
         err.contains("the disk is full (ENOSPC"),
         "the full disk is named:\n{err}"
     );
-    // Found at a row-group flush: the source had made a small part of its items, not
-    // all of them (as when the only check was at close).
+    let journal = disk.0.join("rows.parquet.rows.arrows");
+    assert!(
+        err.contains(&journal.display().to_string()),
+        "the journal keeping the rows is named:\n{err}"
+    );
+    // Found while the source had made a small part of its items.
     let made = summary["items_in"].as_u64().unwrap_or(u64::MAX);
     assert!(made < count / 4, "failed early: {summary}");
+    let kept = arrow_stream_seqs(&journal);
+    assert!(!kept.is_empty(), "rows fitted before the disk filled");
+    assert_eq!(
+        kept,
+        (0..kept.len() as u64).collect::<Vec<_>>(),
+        "whole rows, in order"
+    );
+    assert_eq!(
+        summary["tails"][0]["items"],
+        kept.len() as u64,
+        "delivered means kept: {summary}"
+    );
 }

@@ -3,7 +3,7 @@
 //! complete (a failed write removes its temporary file); a write error that is ENOSPC
 //! is named as a full disk; and the output filesystem can be asked whether it is full
 //! (for an encoder child that died of it, whose pipe then only says "Broken pipe").
-//! A restarted tail whose output cannot be resumed (a video, a Parquet file) first moves
+//! A restarted tail whose output cannot be resumed (a video) first moves
 //! what its earlier process wrote aside ([`set_aside`]) instead of writing over it.
 
 use crate::StageError;

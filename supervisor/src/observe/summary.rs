@@ -80,8 +80,8 @@ pub struct TailSummary {
     pub stays: Vec<protocol::messages::StayStats>,
 }
 
-/// A tail restarted during the run whose output cannot be resumed (a video, a Parquet
-/// file, a pretty table, stdout): each restart started it over.
+/// A tail restarted during the run whose output cannot be resumed (a video,
+/// a pretty table, stdout): each restart started it over.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct RestartedOutput {
     /// The tail replica (`task#replica`) and its task.

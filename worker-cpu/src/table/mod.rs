@@ -6,9 +6,11 @@
 //! A table travels as `Payload::Table` (an Arrow IPC stream holding one record
 //! batch), alone or inside a `Payload::Batch` beside the frame it describes.
 
+mod counting_file;
 pub mod detections;
 pub mod draw;
 pub mod ops;
+pub mod parquet_out;
 pub mod predicate;
 pub mod print;
 pub mod sink;

@@ -3,7 +3,8 @@
 //! detection with every column of the table (`source` and `seq` added from the item
 //! when a `table.select` left them out). Written as a pretty table (at the end),
 //! CSV, JSON lines (lists such as landmarks as JSON arrays) or Parquet (to `path`,
-//! all rows in one file with the schema of the first table), to stdout or a file.
+//! all rows in one file with the schema of the first table, through a journal that a
+//! restarted tail resumes), to stdout or a file.
 //! The writers live in [`crate::table::sink`].
 
 use crate::image::sinks::run_tail;
@@ -51,12 +52,6 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
             param: "path".into(),
             detail: "format parquet writes a file: give its path".into(),
         });
-    }
-    // A Parquet file cannot be resumed (its footer is written at the end): a restarted
-    // tail keeps what its earlier process wrote as a part beside it.
-    let restarted = node.setup.incarnation > 0;
-    if let Some(p) = path.as_deref().filter(|_| format == "parquet" && restarted) {
-        crate::out_files::set_aside(std::path::Path::new(p))?;
     }
     let mut sink = TableSink::open_resumed(&format, path.as_deref(), node.setup.resume_output_len)?;
     run_tail(node, |tail, env, _| {

@@ -5,16 +5,17 @@
 //! columns are matched by name (missing ones are empty, extra ones are left out).
 //! JSON lines take each table's own columns. Parquet keeps the schema of the first
 //! table: a later table is matched by name, missing nullable columns are null, and
-//! a column of another type makes that table an error (its item is lost).
+//! a column of another type makes that table an error (its item is lost); its rows
+//! go through a journal ([`super::parquet_out`]).
 
+use super::counting_file::CountingFile;
+use super::parquet_out::{ParquetOut, ParquetOutError};
 use super::{values, TableError};
-use crate::out_files::NamedErrors;
 use crate::StageError;
 use arrow_array::{
     new_null_array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array, UInt64Array,
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::ArrowWriter;
 use serde_json::Value;
 use std::io::Write;
 use std::sync::Arc;
@@ -209,7 +210,7 @@ pub fn with_item_keys(
 }
 
 /// A table conformed to `schema`: columns by name, missing nullable ones as nulls.
-fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, TableError> {
+pub(super) fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, TableError> {
     let mut columns = Vec::with_capacity(schema.fields().len());
     for f in schema.fields() {
         match batch.schema_ref().index_of(f.name()) {
@@ -240,11 +241,6 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, Table
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-/// Rows a Parquet row group gets at most before it is written out...
-pub const PARQUET_FLUSH_ROWS: usize = 4096;
-/// ...and the longest it waits for them.
-pub const PARQUET_FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
 enum Output {
     Text {
         writer: Box<dyn RowWriter>,
@@ -254,12 +250,7 @@ enum Output {
         /// Continuing a file a previous run of this tail started (its header is there).
         resumed: bool,
     },
-    Parquet {
-        file: Option<std::fs::File>,
-        writer: Option<Box<(ArrowWriter<NamedErrors<std::fs::File>>, SchemaRef)>>,
-        /// When the last row group was written out (see [`PARQUET_FLUSH_ROWS`]).
-        flushed_at: std::time::Instant,
-    },
+    Parquet(Box<ParquetOut>),
 }
 
 /// The output of a `table.print`: takes tables, writes rows.
@@ -267,76 +258,9 @@ pub struct TableSink {
     target: String,
     out: Output,
     started: bool,
-    /// Bytes in the output file so far (csv and jsonl files, which write row by row).
+    /// Bytes in the output file so far (csv and jsonl files, which write row by row, and
+    /// the journal of a Parquet file, table by table).
     written: Option<std::rc::Rc<std::cell::Cell<u64>>>,
-}
-
-/// A file that counts what reaches it and holds whole rows only: the writers flush
-/// after every row, so what was flushed ends on a row boundary. A write that fails
-/// (a full disk) cuts the file back to that boundary, and nothing more is written: a
-/// torn last row is never left behind.
-struct CountingFile {
-    file: std::fs::File,
-    written: std::rc::Rc<std::cell::Cell<u64>>,
-    /// Length at the last flush (a row boundary).
-    committed: u64,
-    /// Why the file was cut back and closed to further writes.
-    broken: Option<String>,
-}
-impl CountingFile {
-    fn new(file: std::fs::File, written: std::rc::Rc<std::cell::Cell<u64>>) -> CountingFile {
-        let committed = written.get();
-        CountingFile {
-            file,
-            written,
-            committed,
-            broken: None,
-        }
-    }
-
-    /// Cut the file back to its last whole row after `e`; the error to report.
-    fn cut_back(&mut self, e: &std::io::Error) -> std::io::Error {
-        let cut = self.file.set_len(self.committed).and_then(|()| {
-            std::io::Seek::seek(&mut self.file, std::io::SeekFrom::Start(self.committed))
-        });
-        self.written.set(self.committed);
-        let full = e.raw_os_error() == Some(libc::ENOSPC);
-        let what = if full {
-            format!("the disk is full (ENOSPC: {e})")
-        } else {
-            format!("cannot write ({e})")
-        };
-        let kept = match cut {
-            Ok(_) => format!("the file keeps its {} bytes of whole rows", self.committed),
-            Err(c) => format!("and cutting the torn row off failed too: {c}"),
-        };
-        let why = format!("{what}; {kept}");
-        self.broken = Some(why.clone());
-        std::io::Error::new(e.kind(), why)
-    }
-}
-impl Write for CountingFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(why) = &self.broken {
-            return Err(std::io::Error::other(why.clone()));
-        }
-        match self.file.write(buf) {
-            Ok(n) => {
-                self.written.set(self.written.get() + n as u64);
-                Ok(n)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(e),
-            Err(e) => Err(self.cut_back(&e)),
-        }
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        if let Some(why) = &self.broken {
-            return Err(std::io::Error::other(why.clone()));
-        }
-        self.file.flush()?;
-        self.committed = self.written.get();
-        Ok(())
-    }
 }
 
 /// Why a table was not written.
@@ -356,17 +280,24 @@ impl TableSink {
         TableSink::open_resumed(format, path, None)
     }
 
-    /// Like [`TableSink::open`]; with `resume_len`, a csv or jsonl file written by a
-    /// previous run of this tail is cut back to that length and continued (what came
-    /// after it was not acknowledged and is replayed).
+    /// Like [`TableSink::open`]; with `resume_len`, a csv or jsonl file (or a Parquet
+    /// file's journal) written by a previous run of this tail is cut back to that length
+    /// and continued (what came after it was not acknowledged and is replayed).
     pub fn open_resumed(
         format: &str,
         path: Option<&str>,
         resume_len: Option<u64>,
     ) -> Result<TableSink, StageError> {
-        let resumable = matches!(format, "csv" | "jsonl");
+        let resumable = matches!(format, "csv" | "jsonl" | "parquet");
         let resume_len = resume_len.filter(|_| resumable);
         let file = match path {
+            Some(p) if format == "parquet" => {
+                if let Some(parent) = std::path::Path::new(p).parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| StageError::io(parent.display(), e))?;
+                }
+                None
+            }
             Some(p) => {
                 if let Some(parent) = std::path::Path::new(p).parent() {
                     std::fs::create_dir_all(parent)
@@ -390,7 +321,7 @@ impl TableSink {
             }
             None => None,
         };
-        let counter = (resumable && file.is_some())
+        let counter = (resumable && path.is_some())
             .then(|| std::rc::Rc::new(std::cell::Cell::new(resume_len.unwrap_or(0))));
         let resumed = resume_len.is_some_and(|len| len > 0);
         let text = |file: Option<std::fs::File>| -> Box<dyn Write> {
@@ -421,12 +352,17 @@ impl TableSink {
                 per_table: true,
                 resumed,
             },
-            "parquet" => Output::Parquet {
-                file: Some(file.ok_or_else(|| {
-                    StageError::Unsupported("table.print: format parquet needs a `path`".into())
-                })?),
-                writer: None,
-                flushed_at: std::time::Instant::now(),
+            "parquet" => match (path, &counter) {
+                (Some(p), Some(written)) => Output::Parquet(Box::new(ParquetOut::open(
+                    std::path::Path::new(p),
+                    resume_len,
+                    written.clone(),
+                )?)),
+                _ => {
+                    return Err(StageError::Unsupported(
+                        "table.print: format parquet needs a `path`".into(),
+                    ))
+                }
             },
             other => {
                 return Err(StageError::Unsupported(format!(
@@ -498,35 +434,10 @@ impl TableSink {
                 }
                 Ok(())
             }
-            Output::Parquet {
-                file,
-                writer,
-                flushed_at,
-            } => {
-                let slot = match writer {
-                    Some(w) => w,
-                    None => {
-                        let f = file.take().ok_or_else(|| fail(&"the file is gone"))?;
-                        let w = ArrowWriter::try_new(NamedErrors(f), batch.schema(), None)
-                            .map_err(|e| fail(&e))?;
-                        writer.insert(Box::new((w, batch.schema())))
-                    }
-                };
-                let (w, schema) = &mut **slot;
-                let conformed = conform(batch, schema)?;
-                w.write(&conformed).map_err(|e| fail(&e))?;
-                // A row group written out (and the file's buffer emptied) every so
-                // many rows or every second: a full disk shows within a second, not
-                // only at close.
-                if w.in_progress_rows() >= PARQUET_FLUSH_ROWS
-                    || (w.in_progress_rows() > 0 && flushed_at.elapsed() >= PARQUET_FLUSH_EVERY)
-                {
-                    *flushed_at = std::time::Instant::now();
-                    w.flush().map_err(|e| fail(&e))?;
-                    w.sync().map_err(|e| fail(&e))?;
-                }
-                Ok(())
-            }
+            Output::Parquet(out) => out.write(batch).map_err(|e| match e {
+                ParquetOutError::Table(t) => SinkError::Table(t),
+                other => fail(&other),
+            }),
         }
     }
 
@@ -541,13 +452,10 @@ impl TableSink {
                 target: self.target.clone(),
                 detail: e.to_string(),
             }),
-            Output::Parquet { writer, .. } => match writer {
-                Some(boxed) => boxed.0.close().map(|_| ()).map_err(|e| SinkError::Output {
-                    target: self.target.clone(),
-                    detail: e.to_string(),
-                }),
-                None => Ok(()),
-            },
+            Output::Parquet(out) => out.finish().map_err(|e| SinkError::Output {
+                target: self.target.clone(),
+                detail: e.to_string(),
+            }),
         }
     }
 }

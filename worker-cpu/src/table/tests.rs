@@ -131,6 +131,95 @@ fn parquet_reads_back_to_the_same_rows() {
     assert!(TableSink::open("parquet", None).is_err());
 }
 
+/// The seq column of every row of the Parquet file at `path`, in order.
+fn parquet_seqs(path: &std::path::Path) -> Vec<u64> {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    reader
+        .flat_map(|b| {
+            let b = b.unwrap();
+            let seqs = b
+                .column_by_name("seq")
+                .unwrap()
+                .as_primitive::<arrow_array::types::UInt64Type>();
+            seqs.values().to_vec()
+        })
+        .collect()
+}
+
+fn write_frames(sink: &mut TableSink, seqs: std::ops::Range<u64>) {
+    for seq in seqs {
+        sink.write(&sink::frame_row("cam", seq, 4, 3, 1.0).unwrap())
+            .unwrap();
+    }
+}
+
+/// A Parquet file has no footer until it is closed, so a killed tail used to leave
+/// an unreadable part while its rows counted as delivered. The rows go to a journal
+/// that a restarted tail cuts back to the acknowledged length and continues.
+#[test]
+fn a_killed_parquet_tail_is_resumed_from_its_journal() {
+    let path = temp("killed.parquet");
+    let journal = parquet_out::journal_path(&path);
+    let mut first = TableSink::open("parquet", path.to_str()).unwrap();
+    write_frames(&mut first, 0..6);
+    let acknowledged = first.written().expect("the journal counts its bytes");
+    write_frames(&mut first, 6..10);
+    // Killed: no finish. The journal is an Arrow IPC stream readable as it is.
+    std::mem::forget(first);
+    assert!(!path.exists(), "the file is written only at the end");
+    let reader =
+        arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&journal).unwrap(), None)
+            .unwrap();
+    let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows, 10, "the journal holds every table written");
+    // The restarted process: the items after the acknowledgement come again.
+    let mut second = TableSink::open_resumed("parquet", path.to_str(), Some(acknowledged)).unwrap();
+    write_frames(&mut second, 6..12);
+    second.finish().unwrap();
+    assert_eq!(
+        parquet_seqs(&path),
+        (0..12).collect::<Vec<_>>(),
+        "each row once, in order"
+    );
+    assert!(
+        !journal.exists(),
+        "the journal is removed once the file is written"
+    );
+    let left: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("killed.parquet.")
+        })
+        .collect();
+    assert!(left.is_empty(), "no temporary file is left: {left:?}");
+
+    // Restarted after it had finished: the file stays as it is.
+    let again = TableSink::open_resumed("parquet", path.to_str(), Some(acknowledged)).unwrap();
+    again.finish().unwrap();
+    assert_eq!(parquet_seqs(&path), (0..12).collect::<Vec<_>>());
+
+    // A journal shorter than what was acknowledged is named, not silently continued.
+    let mut short = TableSink::open("parquet", path.to_str()).unwrap();
+    write_frames(&mut short, 0..2);
+    let len = short.written().unwrap();
+    std::mem::forget(short);
+    let err = TableSink::open_resumed("parquet", path.to_str(), Some(len + 100))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains(&journal.display().to_string()) && err.contains("acknowledged"),
+        "{err}"
+    );
+}
+
 #[test]
 fn item_keys_are_added_when_selected_away() {
     let only = select(&detections(), &["class".into(), "score".into()]).unwrap();

@@ -1,6 +1,7 @@
 //! Tail outputs a restart cannot resume, and what the summary tells about them. A
 //! restarted csv or jsonl tail cuts its file back to the last acknowledgement and goes
-//! on; a video (`image.show {path}`) or a Parquet file cannot be cut back, so the
+//! on (a Parquet tail does the same with its file's journal, from which the file is
+//! written at the end); a video (`image.show {path}`) cannot be cut back, so the
 //! restarted tail moves the earlier process's file aside as `<stem>.part-<k>.<ext>`
 //! (`worker-cpu/src/out_files.rs`, `set_aside`) and starts a new one; a pretty table
 //! (written at the end) and stdout are started over in place. Every item is in one of
@@ -38,8 +39,7 @@ impl Unresumable {
         match task.function.as_str() {
             "image.show" => param("path").map(|p| Unresumable::File(p.into())),
             "table.print" => match (param("format").unwrap_or("pretty"), param("path")) {
-                ("csv" | "jsonl", Some(_)) => None,
-                ("parquet", Some(p)) => Some(Unresumable::File(p.into())),
+                ("csv" | "jsonl" | "parquet", Some(_)) => None,
                 ("pretty", p) => Some(Unresumable::Pretty(p.unwrap_or("stdout").to_string())),
                 (format, _) => Some(Unresumable::Stdout(format.to_string())),
             },
@@ -90,18 +90,13 @@ pub fn note(task: &str, restarts: u32, output: &Unresumable, parts: &[PathBuf]) 
             path.display()
         ),
         Unresumable::File(path) => format!(
-            "{head}; its output {} cannot be resumed, so each restart started a new file: it holds the items from the last restart on, the items before are in {} (an item written just before a restart can be in two files){}",
+            "{head}; its output {} cannot be resumed, so each restart started a new file: it holds the items from the last restart on, the items before are in {} (an item written just before a restart can be in two files)",
             path.display(),
             parts
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            if path.extension().is_some_and(|e| e == "parquet") {
-                "; a Parquet part cut by a kill has its row groups but no footer, which readers need"
-            } else {
-                ""
-            }
         ),
         Unresumable::Pretty(target) => format!(
             "{head}; its pretty table ({target}) is written at the end and cannot be resumed: it holds only the items from the last restart on"
@@ -208,7 +203,7 @@ mod tests {
         );
         assert_eq!(
             of("table.print", json!({"format": "parquet", "path": "r.pq"})),
-            Some(Unresumable::File("r.pq".into()))
+            None
         );
         assert_eq!(
             of("table.print", json!({})),
