@@ -20,6 +20,73 @@ fn reference_resize(src: &image::RgbImage, w: u32, h: u32) -> Vec<u8> {
     buf
 }
 
+/// A JPEG as phones write a portrait photo: landscape pixels (left half red, right half
+/// blue) and an EXIF orientation of 6 ("turn a quarter clockwise to show").
+fn portrait_jpeg(path: &std::path::Path) {
+    use image::ImageEncoder;
+    let (w, h) = (64u32, 32u32);
+    let pixels = image::RgbImage::from_fn(w, h, |x, _| {
+        if x < w / 2 {
+            image::Rgb([220, 20, 20])
+        } else {
+            image::Rgb([20, 20, 220])
+        }
+    });
+    // TIFF, big-endian: IFD0 at 8 with one entry, Orientation (0x0112) SHORT 1 = 6.
+    let exif = [
+        b'M', b'M', 0, 42, 0, 0, 0, 8, 0, 1, 0x01, 0x12, 0, 3, 0, 0, 0, 1, 0, 6, 0, 0, 0, 0, 0, 0,
+    ];
+    let mut bytes = Vec::new();
+    let mut enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95);
+    enc.set_exif_metadata(exif.to_vec()).expect("exif");
+    enc.write_image(&pixels, w, h, image::ExtendedColorType::Rgb8)
+        .expect("jpeg");
+    std::fs::write(path, bytes).expect("write jpeg");
+}
+
+/// Phone photos are stored landscape and tagged to be turned: they came out sideways
+/// (an OCR or face model then sees sideways text and faces), where viewers and OpenCV's
+/// `imread` show them upright. Planned, decoded, shown and counted upright.
+#[test]
+fn a_photo_tagged_to_be_turned_comes_out_upright() {
+    let dir = scratch("exif-turned");
+    std::fs::create_dir_all(dir.join("in")).expect("dir");
+    portrait_jpeg(&dir.join("in/portrait.jpg"));
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "turned", "service_type": "request-guarantee",
+            "tasks": [
+                {"name": "pics", "kind": "head", "function": "source.images", "params": {"path": "in"}},
+                // The upright photo is 32 wide and 64 high: this crop fits only that way.
+                {"name": "top", "kind": "cpu", "function": "image.crop", "inputs": ["pics"], "params": {"x": 0, "y": 0, "width": 32, "height": 64}},
+                {"name": "show", "kind": "tail", "function": "image.show", "inputs": ["top"], "params": {"dir": "out"}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["pics"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert_eq!(summary["lost_total"], 0, "{summary}");
+    let rows = std::fs::read_to_string(dir.join("rows.csv")).expect("rows");
+    assert!(
+        rows.lines().nth(1).is_some_and(|l| l.contains(",32,64,")),
+        "upright size (32×64) in the table: {rows}"
+    );
+    let shown = std::fs::read_dir(dir.join("out"))
+        .expect("out")
+        .flatten()
+        .next()
+        .expect("a frame shown")
+        .path();
+    let img = image::open(&shown).expect("png").to_rgb8();
+    assert_eq!((img.width(), img.height()), (32, 64));
+    // Turned a quarter clockwise, the left (red) half is on top.
+    let top = img.get_pixel(16, 10).0;
+    let bottom = img.get_pixel(16, 54).0;
+    assert!(top[0] > 150 && top[2] < 100, "red on top: {top:?}");
+    assert!(bottom[2] > 150 && bottom[0] < 100, "blue below: {bottom:?}");
+}
+
 #[test]
 fn images_resize_show_matches_a_direct_resize() {
     let dir = scratch("images");

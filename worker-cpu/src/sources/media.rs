@@ -3,6 +3,7 @@
 //! supervisor's planner uses `media` directly, without linking this crate.
 
 use crate::StageError;
+use image::ImageDecoder;
 use protocol::limits::Limits;
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::Path;
@@ -51,9 +52,11 @@ fn reader<R: BufRead + Seek>(
 }
 
 /// Decode PNG or JPEG bytes from `input` (`name` says where they come from in errors) to
-/// packed RGB8. The header's size is checked against the pixel limit first, and the
-/// decoder's own allocations are capped at 8 bytes per allowed pixel (16-bit RGBA), so
-/// no header can make it allocate beyond the limit.
+/// packed RGB8, turned upright by the EXIF orientation the file has (as viewers, browsers
+/// and OpenCV's `imread` show it; `media::image_size` gives the same size). The header's
+/// size is checked against the pixel limit first, and the decoder's own allocations are
+/// capped at 8 bytes per allowed pixel (16-bit RGBA), so no header can make it allocate
+/// beyond the limit.
 pub fn decode_image<R: BufRead + Seek>(
     name: &str,
     mut input: R,
@@ -75,6 +78,12 @@ pub fn decode_image<R: BufRead + Seek>(
     caps.max_image_height = Some(h);
     caps.max_alloc = Some(limits.max_pixels.saturating_mul(8));
     decoder.limits(caps);
-    let rgb = decoder.decode().map_err(|e| bad(&e))?.into_rgb8();
+    let mut decoder = decoder.into_decoder().map_err(|e| bad(&e))?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| bad(&e))?;
+    img.apply_orientation(orientation);
+    let rgb = img.into_rgb8();
     Ok((rgb.width(), rgb.height(), rgb.into_raw()))
 }
