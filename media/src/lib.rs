@@ -44,14 +44,16 @@ pub fn is_image(path: &Path) -> bool {
 }
 
 /// The image files of a `source.images` path: a folder (its PNG/JPEG files) or a
-/// glob, sorted by name.
+/// glob, sorted by name. An entry that is not a readable regular file (a dangling
+/// symbolic link, a FIFO) is listed all the same: the source skips it and counts it as
+/// bad input, naming it, instead of leaving it out unsaid.
 pub fn list_images(path: &str) -> Result<Vec<PathBuf>, MediaError> {
     let p = Path::new(path);
     let mut files: Vec<PathBuf> = if p.is_dir() {
         std::fs::read_dir(p)
             .map_err(|e| MediaError::io(path, e))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|f| f.is_file() && is_image(f))
+            .filter(|f| is_image(f) && !f.is_dir())
             .collect()
     } else if path.contains("**") {
         walk_glob(path)?
@@ -59,7 +61,7 @@ pub fn list_images(path: &str) -> Result<Vec<PathBuf>, MediaError> {
         glob::glob(path)
             .map_err(|e| MediaError::io(path, format!("bad glob pattern: {e}")))?
             .filter_map(Result::ok)
-            .filter(|f| f.is_file())
+            .filter(|f| !f.is_dir())
             .collect()
     } else if p.is_file() {
         vec![p.to_path_buf()]
@@ -118,18 +120,21 @@ fn walk_glob(pattern: &str) -> Result<Vec<PathBuf>, MediaError> {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            if meta.is_dir() {
-                if depth < MAX_GLOB_DEPTH {
-                    todo.push((path, depth + 1));
+            let matches = matcher.matches_path_with(&path, options);
+            match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => {
+                    if depth < MAX_GLOB_DEPTH {
+                        todo.push((path, depth + 1));
+                    }
                 }
-            } else if meta.is_file()
-                && matcher.matches_path_with(&path, options)
-                && seen_files.insert((meta.dev(), meta.ino()))
-            {
-                files.push(path);
+                Ok(meta) => {
+                    if matches && seen_files.insert((meta.dev(), meta.ino())) {
+                        files.push(path);
+                    }
+                }
+                // A dangling link: listed, so the source names it as it skips it.
+                Err(_) if matches => files.push(path),
+                Err(_) => {}
             }
         }
     }
@@ -329,6 +334,30 @@ mod tests {
         let files = list_images(&dir.display().to_string()).unwrap();
         let names: Vec<_> = files.iter().filter_map(|f| f.file_name()).collect();
         assert_eq!(names, ["a.jpg", "b.PNG"]);
+        // A dangling link and a FIFO named as images are listed (the source counts them
+        // as it skips them); a folder named like an image is not.
+        std::os::unix::fs::symlink(dir.join("gone.png"), dir.join("c.png")).unwrap();
+        nix::unistd::mkfifo(&dir.join("d.jpg"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        std::fs::create_dir_all(dir.join("e.png")).unwrap();
+        let listed = |pattern: String| -> Vec<String> {
+            list_images(&pattern)
+                .unwrap()
+                .iter()
+                .filter_map(|f| f.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .collect()
+        };
+        let all = ["a.jpg", "b.PNG", "c.png", "d.jpg"];
+        assert_eq!(listed(dir.display().to_string()), all);
+        // A pattern takes what it matches, images or not (the user chose it).
+        assert_eq!(
+            listed(format!("{}/*.*", dir.display())),
+            ["a.jpg", "b.PNG", "c.png", "d.jpg", "notes.txt"]
+        );
+        assert_eq!(
+            listed(format!("{}/**/*.*g", dir.display())),
+            ["a.jpg", "c.png", "d.jpg"]
+        );
         let empty = dir.join("empty");
         std::fs::create_dir_all(&empty).unwrap();
         let e = list_images(&empty.display().to_string()).unwrap_err();

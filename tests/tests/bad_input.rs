@@ -444,13 +444,22 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// Images that change under a running source: one replaced by a FIFO (reading it would
 /// block the source for ever, past any drain) and one by a larger image than the slots
 /// planned from the folder (it stopped the whole app, and the good images after it were
-/// lost uncounted). Each is skipped and counted as bad input naming the file; the app
-/// delivers the rest.
+/// lost uncounted); and a dangling link and a FIFO there from the start (left out of the
+/// listing without a word). Each is skipped and counted as bad input naming the file; the
+/// app delivers the rest.
 #[test]
 fn images_replaced_while_the_source_runs_are_skipped_and_named() {
     let dir = scratch("images-replaced");
     write_frames(&dir.join("in"), 6, 16, 16);
     let bigger = write_frames(&dir.join("big"), 1, 64, 64);
+    // In the folder from the start: a dangling link and a FIFO named as images (they
+    // were left out of the listing, uncounted).
+    std::os::unix::fs::symlink(dir.join("gone.png"), dir.join("in/f-006.png")).expect("link");
+    let made = Command::new("mkfifo")
+        .arg(dir.join("in/f-007.png"))
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
     let app = write_app(
         &dir,
         &tail_app(
@@ -475,8 +484,16 @@ fn images_replaced_while_the_source_runs_are_skipped_and_named() {
     assert!(status.success(), "{err}");
     let summary = read_summary(&dir.join("run"));
     assert_eq!(summary["items_out"], 4, "{summary}");
-    assert_eq!(summary["lost"]["bad_input"], 2, "{summary}");
+    assert_eq!(summary["lost"]["bad_input"], 4, "{summary}");
     let log = std::fs::read_to_string(dir.join("run/logs/pics#0.log")).expect("log");
+    assert!(
+        log.contains("f-006.png") && log.contains("No such file"),
+        "the dangling link is named: {log}"
+    );
+    assert!(
+        log.contains("f-007.png"),
+        "the FIFO there from the start is named: {log}"
+    );
     assert!(
         log.contains("f-004.png") && log.contains("is a FIFO (named pipe), not a regular file"),
         "{log}"
