@@ -87,6 +87,63 @@ fn a_photo_tagged_to_be_turned_comes_out_upright() {
     assert!(bottom[2] > 150 && bottom[0] < 100, "blue below: {bottom:?}");
 }
 
+/// A video has one frame size: a folder of landscape and portrait photos into one
+/// `image.show` video failed the app at the first frame of another size. Such frames are
+/// fitted into the first frame's size, aspect kept, black around them.
+#[test]
+fn frames_of_other_sizes_are_fitted_into_one_video() {
+    require_ffmpeg();
+    let dir = scratch("video-sizes");
+    std::fs::create_dir_all(dir.join("in")).expect("dir");
+    for (name, w, h, rgb) in [
+        ("a.png", 64, 48, [200, 20, 20]),
+        ("b.png", 32, 64, [20, 200, 20]),
+        ("c.png", 128, 96, [20, 20, 200]),
+    ] {
+        image::RgbImage::from_pixel(w, h, image::Rgb(rgb))
+            .save(dir.join("in").join(name))
+            .expect("png");
+    }
+    for service in ["best-effort", "request-guarantee"] {
+        let app = write_app(
+            &dir,
+            &json!({
+                "name": "sizes", "service_type": service,
+                "tasks": [
+                    {"name": "pics", "kind": "head", "function": "source.images", "params": {"path": "in"}},
+                    {"name": "show", "kind": "tail", "function": "image.show", "inputs": ["pics"], "params": {"path": "v.mp4", "fps": 2}}
+                ]
+            }),
+        );
+        let (_, summary) = run_ok(&app, &dir.join(format!("run-{service}")));
+        assert_eq!(summary["items_out"], 3, "{service}: {summary}");
+        let out = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error", "-i"])
+            .arg(dir.join("v.mp4"))
+            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+            .output()
+            .expect("ffmpeg");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let frame = 64 * 48 * 3;
+        assert_eq!(out.stdout.len(), 3 * frame, "{service}: three 64x48 frames");
+        let at = |k: usize, x: usize, y: usize| {
+            let i = k * frame + (y * 64 + x) * 3;
+            [out.stdout[i], out.stdout[i + 1], out.stdout[i + 2]]
+        };
+        // The portrait frame (32x64 → 24x48): green in the middle, black at the sides.
+        let (middle, side) = (at(1, 32, 24), at(1, 4, 24));
+        assert!(middle[1] > 150 && middle[0] < 80, "{service}: {middle:?}");
+        assert!(side.iter().all(|&c| c < 40), "{service}: {side:?}");
+        // The larger frame of the same aspect fills the video: blue to the edge.
+        let edge = at(2, 2, 24);
+        assert!(edge[2] > 150 && edge[0] < 80, "{service}: {edge:?}");
+    }
+}
+
 #[test]
 fn images_resize_show_matches_a_direct_resize() {
     let dir = scratch("images");

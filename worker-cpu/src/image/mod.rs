@@ -5,3 +5,4 @@
 pub mod bodies;
 pub mod mask_show;
 pub mod sinks;
+pub mod video_out;

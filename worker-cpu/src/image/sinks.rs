@@ -3,16 +3,14 @@
 //! loop.
 
 use crate::image::mask_show::{self, MaskMode};
+use crate::image::video_out::VideoWriter;
 use crate::out_files;
-use crate::sources::media::ffmpeg_program;
 use crate::StageError;
 use protocol::functions::params;
 use protocol::messages::{Envelope, Payload};
 use protocol::node::Node;
 use stage::Tail;
-use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command as Process, Stdio};
 
 /// A frame as a tail sees it.
 pub struct FrameView<'a> {
@@ -181,129 +179,6 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
             result.and(finished)
         }
         None => result,
-    }
-}
-
-/// The encoder speed of `image.show`'s videos: x264's `veryfast` instead of ffmpeg's default
-/// `medium`. The encoder shares the cores with the pipeline; on the pose app's 640×360 frames
-/// `medium` cost 3.6 ms of CPU per frame, about a fifth of the model's run, `veryfast` 2.2 ms
-/// (and made a smaller file of the same frames at the same CRF, 157 against 197 kB for 400
-/// frames). An encoder without the option (ffmpeg's `mpeg4` for `.avi`) ignores it.
-const VIDEO_PRESET: &str = "veryfast";
-
-/// An ffmpeg child encoding raw RGB frames from its stdin.
-struct VideoWriter {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    path: String,
-    width: u32,
-    height: u32,
-}
-
-impl VideoWriter {
-    fn start(path: &str, width: u32, height: u32, fps: f64) -> Result<VideoWriter, StageError> {
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent.display(), e))?;
-        }
-        let size = format!("{width}x{height}");
-        let rate = format!("{fps}");
-        let mut child = Process::new(ffmpeg_program())
-            .args([
-                "-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-            ])
-            .args(["-s", &size, "-r", &rate, "-i", "-"])
-            .args([
-                "-vf",
-                "pad=ceil(iw/2)*2:ceil(ih/2)*2",
-                "-pix_fmt",
-                "yuv420p",
-                "-preset",
-                VIDEO_PRESET,
-                path,
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
-        let stdin = child.stdin.take();
-        if let Some(pipe) = &stdin {
-            crate::pipes::widen(pipe);
-        }
-        Ok(VideoWriter {
-            child,
-            stdin,
-            path: path.to_string(),
-            width,
-            height,
-        })
-    }
-
-    fn write(&mut self, f: &FrameView<'_>) -> Result<(), StageError> {
-        if (f.width, f.height) != (self.width, self.height) {
-            return Err(StageError::Input(format!(
-                "{}: frame size changed from {}x{} to {}x{}; a video needs one size",
-                self.path, self.width, self.height, f.width, f.height
-            )));
-        }
-        let stdin = self
-            .stdin
-            .as_mut()
-            .ok_or_else(|| StageError::Ffmpeg("encoder input closed".into()))?;
-        match stdin.write_all(f.rgb) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                // The encoder stopped reading: why it stopped is in its stderr and
-                // exit status (a full disk shows as a broken pipe here).
-                let (status, complaints) = self.stop();
-                Err(self.failure(&format!("writing to ffmpeg: {e}"), &status, &complaints))
-            }
-        }
-    }
-
-    /// Close the encoder's input and wait for it: its exit status and complaints.
-    fn stop(&mut self) -> (String, String) {
-        drop(self.stdin.take());
-        let mut complaints = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut complaints);
-        }
-        let status = match self.child.wait() {
-            Ok(s) if s.success() => String::new(),
-            Ok(s) => s.to_string(),
-            Err(e) => format!("cannot wait for it: {e}"),
-        };
-        (status, complaints.trim().to_string())
-    }
-
-    /// The error of an encoding that failed: a full disk (ffmpeg's own "No space left on
-    /// device", or the output's filesystem out of space) is named as such.
-    fn failure(&self, what: &str, status: &str, complaints: &str) -> StageError {
-        let out = std::path::Path::new(&self.path);
-        let why = if out_files::full_disk_at(out, complaints) {
-            format!("the disk is full (ENOSPC: No space left on device; {what})")
-        } else {
-            what.to_string()
-        };
-        let said = protocol::text::shown_up_to(complaints, 2000);
-        StageError::Ffmpeg(format!(
-            "encoding {} failed: {why}; ffmpeg ended with {}: {said}",
-            self.path,
-            if status.is_empty() { "success" } else { status }
-        ))
-    }
-
-    fn finish(mut self) -> Result<(), StageError> {
-        if self.stdin.is_none() {
-            // Already stopped by a failed write, which reported why.
-            return Ok(());
-        }
-        let (status, complaints) = self.stop();
-        if status.is_empty() {
-            Ok(())
-        } else {
-            Err(self.failure("ffmpeg failed", &status, &complaints))
-        }
     }
 }
 

@@ -1,0 +1,248 @@
+//! `image.show`'s video: raw RGB frames piped into an ffmpeg child that encodes them
+//! (H.264 for `.mp4`). A video has one frame size, the first frame's; a frame of another
+//! size (a folder of landscape and portrait photos, a stream that changes resolution) is
+//! fitted into it, its aspect kept and the rest black, instead of failing the tail.
+
+use super::sinks::FrameView;
+use crate::out_files;
+use crate::sources::media::ffmpeg_program;
+use crate::StageError;
+use std::io::{Read, Write};
+use std::process::{Child, ChildStdin, Command as Process, Stdio};
+
+/// The encoder speed of `image.show`'s videos: x264's `veryfast` instead of ffmpeg's default
+/// `medium`. The encoder shares the cores with the pipeline; on the pose app's 640×360 frames
+/// `medium` cost 3.6 ms of CPU per frame, about a fifth of the model's run, `veryfast` 2.2 ms
+/// (and made a smaller file of the same frames at the same CRF, 157 against 197 kB for 400
+/// frames). An encoder without the option (ffmpeg's `mpeg4` for `.avi`) ignores it.
+const VIDEO_PRESET: &str = "veryfast";
+
+/// An ffmpeg child encoding raw RGB frames from its stdin.
+pub struct VideoWriter {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    path: String,
+    width: u32,
+    height: u32,
+    /// Frames of another size fitted into this one so far.
+    fitted: u64,
+}
+
+impl VideoWriter {
+    pub fn start(path: &str, width: u32, height: u32, fps: f64) -> Result<VideoWriter, StageError> {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent.display(), e))?;
+        }
+        let size = format!("{width}x{height}");
+        let rate = format!("{fps}");
+        let mut child = Process::new(ffmpeg_program())
+            .args([
+                "-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+            ])
+            .args(["-s", &size, "-r", &rate, "-i", "-"])
+            .args([
+                "-vf",
+                "pad=ceil(iw/2)*2:ceil(ih/2)*2",
+                "-pix_fmt",
+                "yuv420p",
+                "-preset",
+                VIDEO_PRESET,
+                path,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
+        let stdin = child.stdin.take();
+        if let Some(pipe) = &stdin {
+            crate::pipes::widen(pipe);
+        }
+        Ok(VideoWriter {
+            child,
+            stdin,
+            path: path.to_string(),
+            width,
+            height,
+            fitted: 0,
+        })
+    }
+
+    pub fn write(&mut self, f: &FrameView<'_>) -> Result<(), StageError> {
+        let fitted;
+        let pixels = if (f.width, f.height) == (self.width, self.height) {
+            f.rgb
+        } else {
+            if self.fitted == 0 {
+                tracing::warn!(
+                    video = %self.path,
+                    "a frame of {}x{} is fitted into the video's {}x{} (aspect kept, black around it); so is every other frame of another size",
+                    f.width, f.height, self.width, self.height
+                );
+            }
+            self.fitted += 1;
+            fitted = fit_into(f, self.width, self.height)?;
+            &fitted[..]
+        };
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| StageError::Ffmpeg("encoder input closed".into()))?;
+        match stdin.write_all(pixels) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // The encoder stopped reading: why it stopped is in its stderr and
+                // exit status (a full disk shows as a broken pipe here).
+                let (status, complaints) = self.stop();
+                Err(self.failure(&format!("writing to ffmpeg: {e}"), &status, &complaints))
+            }
+        }
+    }
+
+    /// Close the encoder's input and wait for it: its exit status and complaints.
+    fn stop(&mut self) -> (String, String) {
+        drop(self.stdin.take());
+        let mut complaints = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut complaints);
+        }
+        let status = match self.child.wait() {
+            Ok(s) if s.success() => String::new(),
+            Ok(s) => s.to_string(),
+            Err(e) => format!("cannot wait for it: {e}"),
+        };
+        (status, complaints.trim().to_string())
+    }
+
+    /// The error of an encoding that failed: a full disk (ffmpeg's own "No space left on
+    /// device", or the output's filesystem out of space) is named as such.
+    fn failure(&self, what: &str, status: &str, complaints: &str) -> StageError {
+        let out = std::path::Path::new(&self.path);
+        let why = if out_files::full_disk_at(out, complaints) {
+            format!("the disk is full (ENOSPC: No space left on device; {what})")
+        } else {
+            what.to_string()
+        };
+        let said = protocol::text::shown_up_to(complaints, 2000);
+        StageError::Ffmpeg(format!(
+            "encoding {} failed: {why}; ffmpeg ended with {}: {said}",
+            self.path,
+            if status.is_empty() { "success" } else { status }
+        ))
+    }
+
+    pub fn finish(mut self) -> Result<(), StageError> {
+        if self.fitted > 0 {
+            tracing::info!(
+                video = %self.path,
+                frames = self.fitted,
+                "frames of another size than the first were fitted into {}x{}",
+                self.width,
+                self.height
+            );
+        }
+        if self.stdin.is_none() {
+            // Already stopped by a failed write, which reported why.
+            return Ok(());
+        }
+        let (status, complaints) = self.stop();
+        if status.is_empty() {
+            Ok(())
+        } else {
+            Err(self.failure("ffmpeg failed", &status, &complaints))
+        }
+    }
+}
+
+/// `f` scaled to fit `width` × `height` with its aspect kept (area averaging when it
+/// shrinks, bilinear when it grows), centred on black.
+pub fn fit_into(f: &FrameView<'_>, width: u32, height: u32) -> Result<Vec<u8>, StageError> {
+    let (w, h) = (f64::from(f.width), f64::from(f.height));
+    let scale = (f64::from(width) / w).min(f64::from(height) / h);
+    let fw = ((w * scale).round() as u32).clamp(1, width);
+    let fh = ((h * scale).round() as u32).clamp(1, height);
+    let bad =
+        |e: vision::VisionError| StageError::Input(format!("fitting a frame into the video: {e}"));
+    let src = vision::RgbView::new(f.rgb, f.width as usize, f.height as usize).map_err(bad)?;
+    let interp = if scale < 1.0 {
+        vision::resize::Interp::Area
+    } else {
+        vision::resize::Interp::Linear
+    };
+    let scaled = vision::resize::resize_rgb(src, fw as usize, fh as usize, interp).map_err(bad)?;
+    let (x0, y0) = ((width - fw) / 2, (height - fh) / 2);
+    let mut out = vec![0u8; width as usize * height as usize * 3];
+    let row = fw as usize * 3;
+    for y in 0..fh as usize {
+        let at = ((y0 as usize + y) * width as usize + x0 as usize) * 3;
+        out[at..at + row].copy_from_slice(&scaled.data[y * row..(y + 1) * row]);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn solid(w: u32, h: u32, rgb: [u8; 3]) -> Vec<u8> {
+        rgb.repeat((w * h) as usize)
+    }
+
+    fn pixel(buf: &[u8], width: u32, x: u32, y: u32) -> [u8; 3] {
+        let at = ((y * width + x) * 3) as usize;
+        [buf[at], buf[at + 1], buf[at + 2]]
+    }
+
+    #[test]
+    fn a_frame_of_another_size_is_fitted_with_its_aspect_kept_on_black() {
+        let red = [200, 10, 10];
+        // Wide into square: black above and below.
+        let wide = solid(4, 2, red);
+        let out = fit_into(
+            &FrameView {
+                width: 4,
+                height: 2,
+                rgb: &wide,
+            },
+            4,
+            4,
+        )
+        .unwrap();
+        assert_eq!(out.len(), 4 * 4 * 3);
+        for x in 0..4 {
+            assert_eq!(pixel(&out, 4, x, 0), [0, 0, 0]);
+            assert_eq!(pixel(&out, 4, x, 1), red);
+            assert_eq!(pixel(&out, 4, x, 2), red);
+            assert_eq!(pixel(&out, 4, x, 3), [0, 0, 0]);
+        }
+        // Tall and larger into small and wide: shrunk, black left and right.
+        let tall = solid(20, 40, red);
+        let out = fit_into(
+            &FrameView {
+                width: 20,
+                height: 40,
+                rgb: &tall,
+            },
+            8,
+            4,
+        )
+        .unwrap();
+        assert_eq!(pixel(&out, 8, 0, 2), [0, 0, 0]);
+        assert_eq!(pixel(&out, 8, 3, 0), red);
+        assert_eq!(pixel(&out, 8, 4, 3), red);
+        assert_eq!(pixel(&out, 8, 7, 2), [0, 0, 0]);
+        // A sliver keeps at least one pixel.
+        let sliver = solid(1000, 1, red);
+        let out = fit_into(
+            &FrameView {
+                width: 1000,
+                height: 1,
+                rgb: &sliver,
+            },
+            10,
+            10,
+        )
+        .unwrap();
+        assert_eq!(pixel(&out, 10, 5, 4), red);
+    }
+}
