@@ -29,6 +29,9 @@ use std::rc::Rc;
 /// held in memory until written).
 pub const PARQUET_ROW_GROUP_ROWS: usize = 65_536;
 
+/// Rows handed to the Parquet writer at once when the file is written from the journal.
+const GATHERED_ROWS: usize = 4096;
+
 /// The journal of Parquet output `path`: `<path>.rows.arrows` beside it.
 pub fn journal_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -156,12 +159,18 @@ impl ParquetOut {
         let mut temporary = self.path.file_name().unwrap_or_default().to_os_string();
         temporary.push(format!(".writing-{}", std::process::id()));
         let temporary = self.path.with_file_name(temporary);
+        let began = std::time::Instant::now();
         let written = write_parquet(&self.journal_path, &temporary)
             .and_then(|()| std::fs::rename(&temporary, &self.path).map_err(|e| describe(&e)));
         if let Err(detail) = written {
             let _ = std::fs::remove_file(&temporary);
             return Err(fail(detail));
         }
+        tracing::info!(
+            path = %self.path.display(),
+            ms = began.elapsed().as_millis() as u64,
+            "written from its journal"
+        );
         if let Err(e) = std::fs::remove_file(&self.journal_path) {
             tracing::warn!(journal = %self.journal_path.display(), "the journal of a finished Parquet file is left: {e}");
         }
@@ -226,9 +235,29 @@ fn write_parquet(journal: &Path, to: &Path) -> Result<(), String> {
         .build();
     let mut writer = ArrowWriter::try_new(NamedErrors(file), reader.schema(), Some(props))
         .map_err(|e| e.to_string())?;
+    // The journal holds a batch per item, often of one row: the writer is handed them
+    // gathered into batches of a few thousand rows (its cost is per batch as much as per
+    // row).
+    let schema = reader.schema();
+    let mut gathered: Vec<RecordBatch> = Vec::new();
+    let mut rows = 0;
+    let mut write = |gathered: &mut Vec<RecordBatch>| -> Result<(), String> {
+        let batch = arrow_select::concat::concat_batches(&schema, gathered.iter())
+            .map_err(|e| e.to_string())?;
+        gathered.clear();
+        writer.write(&batch).map_err(|e| e.to_string())
+    };
     for batch in reader {
         let batch = batch.map_err(|e| format!("reading the journal: {e}"))?;
-        writer.write(&batch).map_err(|e| e.to_string())?;
+        rows += batch.num_rows();
+        gathered.push(batch);
+        if rows >= GATHERED_ROWS {
+            write(&mut gathered)?;
+            rows = 0;
+        }
+    }
+    if !gathered.is_empty() {
+        write(&mut gathered)?;
     }
     let file = writer.into_inner().map_err(|e| e.to_string())?;
     file.0.sync_all().map_err(|e| describe(&e))
