@@ -479,6 +479,20 @@ pub fn arrow_stream_seqs(file: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// A request-guarantee app: `head`, the `mid` tasks, and a `table.print` tail of `last`
+/// into `rows.jsonl`.
+pub fn tail_app(
+    name: &str,
+    head: serde_json::Value,
+    mid: Vec<serde_json::Value>,
+    last: &str,
+) -> serde_json::Value {
+    let mut tasks = vec![head];
+    tasks.extend(mid);
+    tasks.push(serde_json::json!({"name": "rows", "kind": "tail", "function": "table.print", "inputs": [last], "params": {"format": "jsonl", "path": "rows.jsonl"}}));
+    serde_json::json!({"name": name, "service_type": "request-guarantee", "tasks": tasks})
+}
+
 /// An endless app: a generated 16×16 frame every 20 ms into a CSV.
 pub fn endless_app(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("app dir");

@@ -1,0 +1,239 @@
+//! Bad video input: a truncated file, one that ends before the frames it announces, one
+//! cut while it is read, rotation tags and variable frame rates — each delivers what
+//! decodes, as stored, and says what was short, never a panic or a hang.
+
+use serde_json::json;
+use smartpipe_tests::*;
+use std::path::Path;
+use std::process::Command;
+
+/// 30 frames of 64×48 encoded by ffmpeg with `codec` args into `dir/full.<ext of name>`,
+/// and its first half written to `dir/name`.
+fn half_of_a_video(dir: &Path, name: &str, codec: &[&str]) {
+    write_frames(&dir.join("in"), 30, 64, 48);
+    let ext = Path::new(name)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("mkv");
+    let full = dir.join(format!("full.{ext}"));
+    let made = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-framerate", "10", "-i"])
+        .arg(dir.join("in/f-%03d.png"))
+        .args(codec)
+        .arg(&full)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+    let bytes = std::fs::read(&full).expect("read");
+    std::fs::write(dir.join(name), &bytes[..bytes.len() / 2]).expect("truncate");
+}
+
+#[test]
+fn truncated_video_delivers_what_decodes_and_says_so() {
+    require_ffmpeg();
+    let dir = scratch("truncated-video");
+    half_of_a_video(&dir, "cut.mkv", &["-c:v", "ffv1"]);
+    let app = write_app(
+        &dir,
+        &tail_app(
+            "cut",
+            json!({"name": "cam", "kind": "head", "function": "source.video", "params": {"path": "cut.mkv"}}),
+            vec![],
+            "cam",
+        ),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    let out = summary["items_out"].as_u64().expect("items_out");
+    assert!(out > 0 && out < 30, "part of the video arrives: {out}");
+    assert_eq!(
+        summary["items_in"], summary["items_out"],
+        "nothing decoded is lost"
+    );
+    let rows = std::fs::read_to_string(dir.join("rows.jsonl"))
+        .expect("rows")
+        .lines()
+        .count() as u64;
+    assert_eq!(rows, out);
+}
+
+/// An MP4 whose index (moved to the front) announces 30 frames, cut in half: the run
+/// delivers what decodes and its summary says the source ended short, not that all is well.
+#[test]
+fn a_video_that_ends_before_its_announced_frames_is_reported_short() {
+    require_ffmpeg();
+    let dir = scratch("short-video");
+    half_of_a_video(
+        &dir,
+        "cut.mp4",
+        &["-c:v", "mpeg4", "-q:v", "2", "-movflags", "+faststart"],
+    );
+    let app = write_app(
+        &dir,
+        &tail_app(
+            "short",
+            json!({"name": "cam", "kind": "head", "function": "source.video", "params": {"path": "cut.mp4"}}),
+            vec![],
+            "cam",
+        ),
+    );
+    let (out, summary) = run_ok(&app, &dir.join("run"));
+    let delivered = summary["items_out"].as_u64().expect("items_out");
+    assert!(
+        delivered > 0 && delivered < 30,
+        "part of the video arrives: {delivered}"
+    );
+    let note = summary["short_sources"][0]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        note.contains(&format!("source 'cam' read {delivered} of the 30 frames")),
+        "{summary}"
+    );
+    assert!(printed(&out).contains("short:"), "{}", printed(&out));
+}
+
+/// `ffmpeg ARGS` in `dir`; panics unless it succeeds.
+fn ffmpeg_in(dir: &Path, args: &[&str]) {
+    let made = Command::new("ffmpeg")
+        .current_dir(dir)
+        .args(["-nostdin", "-v", "error", "-y"])
+        .args(args)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success(), "ffmpeg {args:?}");
+}
+
+/// A phone's portrait clip carries a rotation tag, and a variable-rate video has gaps
+/// between frames: the first came out as sheared garbage (turned by ffmpeg, read at the
+/// probed unturned size), the second with frames repeated to a constant rate (60 frames
+/// became 359 items). Frames are delivered as stored, each once.
+#[test]
+fn rotated_and_variable_rate_videos_deliver_their_frames_as_stored() {
+    let dir = scratch("video-tags");
+    std::fs::create_dir_all(&dir).expect("dir");
+    ffmpeg_in(
+        &dir,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=10:d=1",
+            "-pix_fmt",
+            "yuv420p",
+            "base.mp4",
+        ],
+    );
+    ffmpeg_in(
+        &dir,
+        &[
+            "-i",
+            "base.mp4",
+            "-c",
+            "copy",
+            "-metadata:s:v:0",
+            "rotate=90",
+            "rot90.mp4",
+        ],
+    );
+    ffmpeg_in(
+        &dir,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=30:d=2",
+            "-vf",
+            "setpts='if(lt(N,20),N/30,N/5)/TB'",
+            "-fps_mode",
+            "vfr",
+            "vfr.mp4",
+        ],
+    );
+    for (case, file, frames) in [("rot", "rot90.mp4", 10), ("vfr", "vfr.mp4", 60)] {
+        std::fs::create_dir_all(dir.join(case)).expect("dir");
+        let app = write_app(
+            &dir.join(case),
+            &tail_app(
+                case,
+                json!({"name": "clip", "kind": "head", "function": "source.video", "params": {"path": dir.join(file)}}),
+                vec![
+                    json!({"name": "frames", "kind": "tail", "function": "image.show", "inputs": ["clip"], "params": {"dir": "frames"}}),
+                ],
+                "clip",
+            ),
+        );
+        let (_, summary) = run_ok(&app, &dir.join(case).join("run"));
+        assert_eq!(summary["items_out"], frames, "{case}: {summary}");
+        assert!(
+            summary["short_sources"]
+                .as_array()
+                .is_none_or(|s| s.is_empty()),
+            "{summary}"
+        );
+    }
+    // The first frame as stored, decoded by ffmpeg itself.
+    let stored = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-noautorotate", "-i"])
+        .arg(dir.join("rot90.mp4"))
+        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg");
+    let shown = image::open(dir.join("rot/frames/clip-0.png"))
+        .expect("the first frame")
+        .into_rgb8();
+    assert_eq!((shown.width(), shown.height()), (64, 48));
+    assert!(
+        shown.as_raw() == &stored.stdout,
+        "the frame is the stored one, not sheared"
+    );
+}
+
+/// A video cut while the source reads it: what was read is delivered and the summary says
+/// the source is short of what the file announced when the run started (it compared with
+/// the file as it was at the end, cut, and said nothing).
+#[test]
+fn a_video_cut_while_it_is_read_is_reported_short() {
+    let dir = scratch("video-cut");
+    std::fs::create_dir_all(&dir).expect("dir");
+    // Noise does not compress: a file of several MB, read as it is decoded.
+    ffmpeg_in(
+        &dir,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "nullsrc=s=320x240:r=25:d=12,geq=random(1)*255:128:128",
+            "-c:v",
+            "mpeg4",
+            "-q:v",
+            "2",
+            "noise.avi",
+        ],
+    );
+    let app = write_app(
+        &dir,
+        &tail_app(
+            "cut",
+            json!({"name": "cam", "kind": "head", "function": "source.video", "params": {"path": dir.join("noise.avi"), "fps": 100}}),
+            vec![],
+            "cam",
+        ),
+    );
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let rows = dir.join("rows.jsonl");
+    wait_for("the first row", std::time::Duration::from_secs(30), || {
+        std::fs::read_to_string(&rows).is_ok_and(|t| t.lines().count() >= 1)
+    });
+    std::fs::File::create(dir.join("noise.avi")).expect("cut the file to nothing");
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    let summary = read_summary(&dir.join("run"));
+    let delivered = summary["items_out"].as_u64().expect("items_out");
+    assert!(delivered < 300, "the cut stopped the source: {summary}");
+    let note = summary["short_sources"][0].as_str().unwrap_or_default();
+    assert!(
+        note.contains(&format!("read {delivered} of the 300 frames")),
+        "{summary}"
+    );
+}
