@@ -28,20 +28,26 @@ fn half_of_a_video(dir: &Path, name: &str, codec: &[&str]) {
     std::fs::write(dir.join(name), &bytes[..bytes.len() / 2]).expect("truncate");
 }
 
+/// A request-guarantee app in `dir`: `source.video` of `file` (as camera `cam`) into the
+/// rows of `rows.jsonl`.
+fn video_app(dir: &Path, name: &str, file: &str) -> std::path::PathBuf {
+    write_app(
+        dir,
+        &tail_app(
+            name,
+            json!({"name": "cam", "kind": "head", "function": "source.video", "params": {"path": file}}),
+            vec![],
+            "cam",
+        ),
+    )
+}
+
 #[test]
 fn truncated_video_delivers_what_decodes_and_says_so() {
     require_ffmpeg();
     let dir = scratch("truncated-video");
     half_of_a_video(&dir, "cut.mkv", &["-c:v", "ffv1"]);
-    let app = write_app(
-        &dir,
-        &tail_app(
-            "cut",
-            json!({"name": "cam", "kind": "head", "function": "source.video", "params": {"path": "cut.mkv"}}),
-            vec![],
-            "cam",
-        ),
-    );
+    let app = video_app(&dir, "cut", "cut.mkv");
     let (_, summary) = run_ok(&app, &dir.join("run"));
     let out = summary["items_out"].as_u64().expect("items_out");
     assert!(out > 0 && out < 30, "part of the video arrives: {out}");
@@ -67,15 +73,7 @@ fn a_video_that_ends_before_its_announced_frames_is_reported_short() {
         "cut.mp4",
         &["-c:v", "mpeg4", "-q:v", "2", "-movflags", "+faststart"],
     );
-    let app = write_app(
-        &dir,
-        &tail_app(
-            "short",
-            json!({"name": "cam", "kind": "head", "function": "source.video", "params": {"path": "cut.mp4"}}),
-            vec![],
-            "cam",
-        ),
-    );
+    let app = video_app(&dir, "short", "cut.mp4");
     let (out, summary) = run_ok(&app, &dir.join("run"));
     let delivered = summary["items_out"].as_u64().expect("items_out");
     assert!(
