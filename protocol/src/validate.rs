@@ -178,6 +178,18 @@ fn check_task(
                 format!("{at}.replicas"),
                 "a head reads one source and runs as exactly one replica".into(),
             );
+        } else if let Some(path) = (r > 1 && task.kind == TaskKind::Tail)
+            .then(|| one_file_written(task))
+            .flatten()
+        {
+            err(
+                format!("{at}.replicas"),
+                format!(
+                    "replicas of this tail would each write {} over the others' rows: a tail that writes one file runs as one replica ({} with `dir` may have several: a file per item)",
+                    shown(path),
+                    "image.show"
+                ),
+            );
         } else if r > 1 && functions::is_stateful(&task.function) {
             err(
                 format!("{at}.replicas"),
@@ -188,6 +200,14 @@ fn check_task(
             );
         }
     }
+}
+
+/// The one file a tail writes, whatever its replica (`table.print {path}`, `image.show
+/// {path}`).
+fn one_file_written(task: &TaskSpec) -> Option<&str> {
+    matches!(task.function.as_str(), "table.print" | "image.show")
+        .then(|| task.params.get("path").and_then(|v| v.as_str()))
+        .flatten()
 }
 
 fn task_path(i: usize, task: &TaskSpec) -> String {

@@ -199,6 +199,39 @@ fn a_stateful_tracker_runs_as_one_replica_and_more_are_refused() {
     );
 }
 
+/// Replicas of a tail writing one file each truncated it and wrote over the other's rows
+/// (25 of 50 rows were left, and the run said all was well).
+#[test]
+fn replicas_of_a_tail_writing_one_file_are_refused() {
+    let tail = |params: &str| {
+        format!(
+            r#"{HEAD}, {{"name": "out", "kind": "tail", "function": "{params}, "inputs": ["src"], "replicas": 2}}"#
+        )
+    };
+    for (params, path) in [
+        (
+            r#"table.print", "params": {"format": "csv", "path": "o.csv"}"#,
+            "o.csv",
+        ),
+        (r#"image.show", "params": {"path": "v.mp4"}"#, "v.mp4"),
+    ] {
+        let errs = errors(&app_with(&tail(params)));
+        assert_one_contains(
+            &errs,
+            &["tasks[1] (out).replicas", path, "runs as one replica"],
+        );
+    }
+    // One file per item, or rows on stdout: replicas are fine.
+    load_app(&app_with(&tail(
+        r#"image.show", "params": {"dir": "frames"}"#,
+    )))
+    .expect("dir");
+    load_app(&app_with(&tail(
+        r#"table.print", "params": {"format": "csv"}"#,
+    )))
+    .expect("stdout");
+}
+
 #[test]
 fn a_branch_without_a_tail_is_refused_naming_the_task() {
     let resize = r#"{"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["src"], "params": {"width": 2, "height": 2}}"#;

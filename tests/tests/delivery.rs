@@ -156,6 +156,87 @@ fn kill_9_of_a_parquet_tail_loses_and_duplicates_nothing() {
     assert_nothing_left(&name, &summary, pid);
 }
 
+/// The seq column of a pretty table (`| source | seq | …` rows), in order.
+fn pretty_seqs(table: &str) -> Vec<u64> {
+    table
+        .lines()
+        .filter(|l| l.starts_with("| gen "))
+        .map(|l| {
+            l.split('|')
+                .nth(2)
+                .and_then(|c| c.trim().parse().ok())
+                .unwrap_or_else(|| panic!("a row without a seq: {l}"))
+        })
+        .collect()
+}
+
+/// A pretty table (the default format) is written at the end: a tail killed mid-run used
+/// to come back with an empty table, so the rows before the kill were gone while they
+/// counted as delivered. Its rows now wait in a journal the restarted tail resumes, both
+/// for a file and for stdout.
+#[test]
+fn kill_9_of_a_pretty_tail_loses_and_duplicates_nothing() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for to_file in [true, false] {
+        let dir = scratch(&format!("kill-pretty-{to_file}"));
+        let name = format!("killpretty{}{}", u8::from(to_file), std::process::id());
+        let count = 600;
+        let print = if to_file {
+            json!({"format": "pretty", "path": "table.txt"})
+        } else {
+            json!({})
+        };
+        let app = write_app(
+            &dir,
+            &cpu_chain_into(&name, "request-guarantee", count, 200, print),
+        );
+        let journal = if to_file {
+            dir.join("table.txt.rows.jsonl")
+        } else {
+            dir.join("run/rows#0.table.rows.jsonl")
+        };
+        let stdout = std::fs::File::create(dir.join("stdout.txt")).expect("stdout file");
+        let mut sup = supervisor()
+            .arg("start")
+            .arg(&app)
+            .arg("--run-dir")
+            .arg(dir.join("run"))
+            .stdout(stdout)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start the supervisor");
+        let grown = |f: &Path, bytes: u64| std::fs::metadata(f).is_ok_and(|m| m.len() > bytes);
+        wait_for("rows in the journal", Duration::from_secs(60), || {
+            grown(&journal, 8_000)
+        });
+        kill_and_wait_for_replacement(&name, "rows#0");
+        let status = sup.wait().expect("wait for the supervisor");
+        assert!(status.success(), "to_file {to_file}");
+        let table = if to_file {
+            std::fs::read_to_string(dir.join("table.txt")).expect("table")
+        } else {
+            std::fs::read_to_string(dir.join("stdout.txt")).expect("stdout")
+        };
+        assert_eq!(
+            pretty_seqs(&table),
+            (0..count).collect::<Vec<_>>(),
+            "to_file {to_file}: every item once, in order"
+        );
+        assert!(
+            !journal.exists(),
+            "the journal is removed once the table is written"
+        );
+        let summary = read_summary(&dir.join("run"));
+        assert_eq!(summary["restarts"]["rows#0"], 1, "{summary}");
+        assert_eq!(summary["lost_total"], 0, "{summary}");
+        assert_eq!(
+            summary["restarted_outputs"],
+            json!([]),
+            "resumed: {summary}"
+        );
+    }
+}
+
 #[test]
 fn kill_9_of_gpu_stage_and_agent_loses_nothing() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

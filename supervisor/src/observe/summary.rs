@@ -81,7 +81,7 @@ pub struct TailSummary {
 }
 
 /// A tail restarted during the run whose output cannot be resumed (a video,
-/// a pretty table, stdout): each restart started it over.
+/// csv or jsonl on stdout): each restart started it over.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct RestartedOutput {
     /// The tail replica (`task#replica`) and its task.

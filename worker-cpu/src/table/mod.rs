@@ -12,6 +12,7 @@ pub mod draw;
 pub mod ops;
 pub mod parquet_out;
 pub mod predicate;
+pub mod pretty_out;
 pub mod print;
 pub mod sink;
 pub mod skeleton;

@@ -15,8 +15,8 @@ use protocol::clock::now_ns;
 use protocol::messages::{LossReason, Payload};
 
 pub use crate::table::sink::{
-    frame_row, frame_schema, with_item_keys, CsvWriter, JsonLinesWriter, PrettyWriter, RowWriter,
-    SinkError, TableSink, FRAME_COLUMNS,
+    frame_row, frame_schema, with_item_keys, CsvWriter, JsonLinesWriter, RowWriter, SinkError,
+    TableSink, FRAME_COLUMNS,
 };
 
 impl From<SinkError> for StageError {
@@ -53,7 +53,18 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
             detail: "format parquet writes a file: give its path".into(),
         });
     }
-    let mut sink = TableSink::open_resumed(&format, path.as_deref(), node.setup.resume_output_len)?;
+    // A pretty table for stdout waits for the end in a journal in the run folder, one per
+    // replica (a best-effort tail may have several, each printing its own table).
+    let stdout_journal = std::path::Path::new(&node.setup.run_dir).join(format!(
+        "{}#{}.table.rows.jsonl",
+        node.task.name, node.setup.replica
+    ));
+    let mut sink = TableSink::open_resumed(
+        &format,
+        path.as_deref(),
+        node.setup.resume_output_len,
+        Some(&stdout_journal),
+    )?;
     run_tail(node, |tail, env, _| {
         let (mut tables, mut size) = (Vec::new(), None);
         contents(&env.payload, &mut tables, &mut size);

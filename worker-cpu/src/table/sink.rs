@@ -10,6 +10,7 @@
 
 use super::counting_file::CountingFile;
 use super::parquet_out::{ParquetOut, ParquetOutError};
+use super::pretty_out::{journal_beside, PrettyTarget, PrettyWriter};
 use super::{values, TableError};
 use crate::StageError;
 use arrow_array::{
@@ -30,9 +31,15 @@ pub trait RowWriter {
     /// One row: `values[k]` is the value of `columns[k]`.
     fn row(&mut self, columns: &[String], values: &[Value]) -> std::io::Result<()>;
     fn finish(&mut self) -> std::io::Result<()>;
+    /// The columns an earlier process of this tail fixed, when the writer continues its
+    /// output and can read them back (the pretty table's journal).
+    fn resumed_columns(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
-fn cell(v: &Value) -> String {
+/// A value as a table cell's text.
+pub(super) fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -95,58 +102,6 @@ impl<W: Write> RowWriter for JsonLinesWriter<W> {
         self.out.flush()
     }
     fn finish(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-}
-
-/// An aligned table, written when the stream ends (column widths need every row).
-pub struct PrettyWriter<W: Write> {
-    out: W,
-    columns: Vec<String>,
-    rows: Vec<Vec<String>>,
-}
-impl<W: Write> PrettyWriter<W> {
-    pub fn new(out: W) -> Self {
-        PrettyWriter {
-            out,
-            columns: Vec::new(),
-            rows: Vec::new(),
-        }
-    }
-}
-impl<W: Write> RowWriter for PrettyWriter<W> {
-    fn start(&mut self, columns: &[String]) -> std::io::Result<()> {
-        self.columns = columns.to_vec();
-        Ok(())
-    }
-    fn row(&mut self, _: &[String], values: &[Value]) -> std::io::Result<()> {
-        self.rows.push(values.iter().map(cell).collect());
-        Ok(())
-    }
-    fn finish(&mut self) -> std::io::Result<()> {
-        let mut widths: Vec<usize> = self.columns.iter().map(|c| c.chars().count()).collect();
-        for row in &self.rows {
-            for (w, c) in widths.iter_mut().zip(row) {
-                *w = (*w).max(c.chars().count());
-            }
-        }
-        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w + 2)).collect();
-        let rule = format!("+{}+", rule.join("+"));
-        let line = |cells: &[String]| {
-            let padded: Vec<String> = cells
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!(" {c:<w$} ", w = *w))
-                .collect();
-            format!("|{}|", padded.join("|"))
-        };
-        writeln!(self.out, "{rule}")?;
-        writeln!(self.out, "{}", line(&self.columns))?;
-        writeln!(self.out, "{rule}")?;
-        for row in &self.rows {
-            writeln!(self.out, "{}", line(row))?;
-        }
-        writeln!(self.out, "{rule}")?;
         self.out.flush()
     }
 }
@@ -277,21 +232,29 @@ pub enum SinkError {
 impl TableSink {
     /// Open the output: `path`, or stdout. Parquet needs a path.
     pub fn open(format: &str, path: Option<&str>) -> Result<TableSink, StageError> {
-        TableSink::open_resumed(format, path, None)
+        TableSink::open_resumed(format, path, None, None)
     }
 
-    /// Like [`TableSink::open`]; with `resume_len`, a csv or jsonl file (or a Parquet
-    /// file's journal) written by a previous run of this tail is cut back to that length
-    /// and continued (what came after it was not acknowledged and is replayed).
+    /// Like [`TableSink::open`]; with `resume_len`, a csv or jsonl file (or the journal of
+    /// a Parquet file or pretty table) written by a previous run of this tail is cut back
+    /// to that length and continued (what came after it was not acknowledged and is
+    /// replayed). A pretty table's rows wait in a journal beside its file, or at
+    /// `stdout_journal` when it goes to stdout (without one, in memory).
     pub fn open_resumed(
         format: &str,
         path: Option<&str>,
         resume_len: Option<u64>,
+        stdout_journal: Option<&std::path::Path>,
     ) -> Result<TableSink, StageError> {
-        let resumable = matches!(format, "csv" | "jsonl" | "parquet");
+        let pretty_journal = match (format, path) {
+            ("pretty", Some(p)) => Some(journal_beside(std::path::Path::new(p))),
+            ("pretty", None) => stdout_journal.map(std::path::Path::to_path_buf),
+            _ => None,
+        };
+        let resumable = matches!(format, "csv" | "jsonl" | "parquet") || pretty_journal.is_some();
         let resume_len = resume_len.filter(|_| resumable);
         let file = match path {
-            Some(p) if format == "parquet" => {
+            Some(p) if matches!(format, "parquet" | "pretty") => {
                 if let Some(parent) = std::path::Path::new(p).parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| StageError::io(parent.display(), e))?;
@@ -321,7 +284,7 @@ impl TableSink {
             }
             None => None,
         };
-        let counter = (resumable && path.is_some())
+        let counter = (resumable && (path.is_some() || pretty_journal.is_some()))
             .then(|| std::rc::Rc::new(std::cell::Cell::new(resume_len.unwrap_or(0))));
         let resumed = resume_len.is_some_and(|len| len > 0);
         let text = |file: Option<std::fs::File>| -> Box<dyn Write> {
@@ -340,12 +303,26 @@ impl TableSink {
                 per_table: false,
                 resumed,
             },
-            "pretty" => Output::Text {
-                writer: Box::new(PrettyWriter::new(text(file))),
-                columns: None,
-                per_table: false,
-                resumed,
-            },
+            "pretty" => {
+                let target = match path {
+                    Some(p) => PrettyTarget::File(p.into()),
+                    None => PrettyTarget::Stdout,
+                };
+                let writer = match (pretty_journal, &counter) {
+                    (Some(journal), Some(written)) => {
+                        let name = journal.display().to_string();
+                        PrettyWriter::journaled(target, journal, resume_len, written.clone())
+                            .map_err(|e| StageError::io(name, e))?
+                    }
+                    _ => PrettyWriter::in_memory(target),
+                };
+                Output::Text {
+                    columns: writer.resumed_columns(),
+                    writer: Box::new(writer),
+                    per_table: false,
+                    resumed,
+                }
+            }
             "jsonl" => Output::Text {
                 writer: Box::new(JsonLinesWriter::new(text(file))),
                 columns: None,

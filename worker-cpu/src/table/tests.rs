@@ -177,7 +177,8 @@ fn a_killed_parquet_tail_is_resumed_from_its_journal() {
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 10, "the journal holds every table written");
     // The restarted process: the items after the acknowledgement come again.
-    let mut second = TableSink::open_resumed("parquet", path.to_str(), Some(acknowledged)).unwrap();
+    let mut second =
+        TableSink::open_resumed("parquet", path.to_str(), Some(acknowledged), None).unwrap();
     write_frames(&mut second, 6..12);
     second.finish().unwrap();
     assert_eq!(
@@ -201,7 +202,8 @@ fn a_killed_parquet_tail_is_resumed_from_its_journal() {
     assert!(left.is_empty(), "no temporary file is left: {left:?}");
 
     // Restarted after it had finished: the file stays as it is.
-    let again = TableSink::open_resumed("parquet", path.to_str(), Some(acknowledged)).unwrap();
+    let again =
+        TableSink::open_resumed("parquet", path.to_str(), Some(acknowledged), None).unwrap();
     again.finish().unwrap();
     assert_eq!(parquet_seqs(&path), (0..12).collect::<Vec<_>>());
 
@@ -210,7 +212,7 @@ fn a_killed_parquet_tail_is_resumed_from_its_journal() {
     write_frames(&mut short, 0..2);
     let len = short.written().unwrap();
     std::mem::forget(short);
-    let err = TableSink::open_resumed("parquet", path.to_str(), Some(len + 100))
+    let err = TableSink::open_resumed("parquet", path.to_str(), Some(len + 100), None)
         .err()
         .expect("refused")
         .to_string();
@@ -218,6 +220,53 @@ fn a_killed_parquet_tail_is_resumed_from_its_journal() {
         err.contains(&journal.display().to_string()) && err.contains("acknowledged"),
         "{err}"
     );
+}
+
+/// The pretty table is written at the end: a restarted tail's table used to hold only
+/// the rows after its last restart, and a long run kept every row in memory. Its rows
+/// wait in a journal that a restarted tail continues.
+#[test]
+fn a_killed_pretty_tail_is_resumed_from_its_journal() {
+    let path = temp("killed.txt");
+    let journal = pretty_out::journal_beside(&path);
+    let mut first = TableSink::open("pretty", path.to_str()).unwrap();
+    write_frames(&mut first, 0..5);
+    let acknowledged = first.written().expect("the journal counts its bytes");
+    write_frames(&mut first, 5..8);
+    std::mem::forget(first);
+    assert!(
+        journal.exists() && !path.exists(),
+        "rows wait in the journal"
+    );
+    let mut second =
+        TableSink::open_resumed("pretty", path.to_str(), Some(acknowledged), None).unwrap();
+    write_frames(&mut second, 5..12);
+    second.finish().unwrap();
+    let table = std::fs::read_to_string(&path).unwrap();
+    let seqs: Vec<u64> = table
+        .lines()
+        .filter(|l| l.starts_with("| cam"))
+        .map(|l| l.split('|').nth(2).unwrap().trim().parse().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..12).collect::<Vec<_>>(),
+        "each row once, in order:\n{table}"
+    );
+    assert!(table.starts_with("+--------+-----+"), "aligned:\n{table}");
+    assert!(table
+        .lines()
+        .nth(1)
+        .unwrap()
+        .starts_with("| source | seq | width |"));
+    assert!(
+        !journal.exists(),
+        "the journal is removed once the table is written"
+    );
+    // Restarted after it had written the table: the table stays as it is.
+    let again = TableSink::open_resumed("pretty", path.to_str(), Some(acknowledged), None).unwrap();
+    again.finish().unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), table);
 }
 
 #[test]

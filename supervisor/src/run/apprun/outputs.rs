@@ -1,10 +1,10 @@
 //! Tail outputs a restart cannot resume, and what the summary tells about them. A
 //! restarted csv or jsonl tail cuts its file back to the last acknowledgement and goes
-//! on (a Parquet tail does the same with its file's journal, from which the file is
+//! on (a Parquet file or a pretty table does the same with its journal, from which it is
 //! written at the end); a video (`image.show {path}`) cannot be cut back, so the
 //! restarted tail moves the earlier process's file aside as `<stem>.part-<k>.<ext>`
-//! (`worker-cpu/src/out_files.rs`, `set_aside`) and starts a new one; a pretty table
-//! (written at the end) and stdout are started over in place. Every item is in one of
+//! (`worker-cpu/src/out_files.rs`, `set_aside`) and starts a new one; csv or jsonl rows
+//! on stdout cannot be taken back. Every item is in one of
 //! the files (one written just before a restart can be in two); the run's end names
 //! the parts (`restarted_outputs`).
 
@@ -23,8 +23,6 @@ pub type PartsBefore = BTreeMap<usize, BTreeSet<PathBuf>>;
 pub enum Unresumable {
     /// A file the restarted tail moves aside before it writes a new one.
     File(PathBuf),
-    /// A pretty table (`path` or stdout): written at the end, by the last process only.
-    Pretty(String),
     /// csv or jsonl on stdout: what was printed cannot be taken back.
     Stdout(String),
 }
@@ -40,7 +38,7 @@ impl Unresumable {
             "image.show" => param("path").map(|p| Unresumable::File(p.into())),
             "table.print" => match (param("format").unwrap_or("pretty"), param("path")) {
                 ("csv" | "jsonl" | "parquet", Some(_)) => None,
-                ("pretty", p) => Some(Unresumable::Pretty(p.unwrap_or("stdout").to_string())),
+                ("pretty", _) => None,
                 (format, _) => Some(Unresumable::Stdout(format.to_string())),
             },
             _ => None,
@@ -98,9 +96,6 @@ pub fn note(task: &str, restarts: u32, output: &Unresumable, parts: &[PathBuf]) 
                 .collect::<Vec<_>>()
                 .join(", "),
         ),
-        Unresumable::Pretty(target) => format!(
-            "{head}; its pretty table ({target}) is written at the end and cannot be resumed: it holds only the items from the last restart on"
-        ),
         Unresumable::Stdout(format) => format!(
             "{head}; its output (stdout, {format}) cannot be cut back: the rows printed after the last acknowledgement before a restart are printed again"
         ),
@@ -157,7 +152,6 @@ impl AppRun<'_> {
                         .filter(|p| !before.contains(p))
                         .collect(),
                 ),
-                Unresumable::Pretty(target) => (target.clone(), Vec::new()),
                 Unresumable::Stdout(_) => ("stdout".into(), Vec::new()),
             };
             out.push(RestartedOutput {
@@ -205,10 +199,7 @@ mod tests {
             of("table.print", json!({"format": "parquet", "path": "r.pq"})),
             None
         );
-        assert_eq!(
-            of("table.print", json!({})),
-            Some(Unresumable::Pretty("stdout".into()))
-        );
+        assert_eq!(of("table.print", json!({})), None);
         assert_eq!(
             of("table.print", json!({"format": "csv"})),
             Some(Unresumable::Stdout("csv".into()))
