@@ -109,9 +109,11 @@ fn u16_be(r: &mut impl Read) -> Option<u16> {
     Some(u16::from_be_bytes(b))
 }
 
-/// Walk the JPEG's marker segments (after SOI) to the first start-of-frame, noting the
-/// orientation of an EXIF segment (APP1) on the way.
+/// Walk the JPEG's marker segments (after SOI) to the start of the scan: the size from the
+/// first start-of-frame, the orientation from the last EXIF segment (APP1 `Exif`), wherever
+/// it is before the scan, as the workers' decoder takes them.
 fn jpeg_size(r: &mut impl Read) -> Option<(u32, u32)> {
+    let mut size = None;
     let mut orientation = None;
     loop {
         if byte(r)? != 0xff {
@@ -124,31 +126,38 @@ fn jpeg_size(r: &mut impl Read) -> Option<(u32, u32)> {
         match marker {
             // Markers without a length: TEM, RSTn, SOI.
             0x01 | 0xd0..=0xd8 => continue,
-            // End of image or start of scan before any frame header.
-            0xd9 | 0xda => return None,
+            // End of image or start of scan.
+            0xd9 | 0xda => break,
             _ => {}
         }
         let len = u16_be(r)?;
         if len < 2 {
             return None;
         }
+        let mut rest = u64::from(len - 2);
         // SOF0..SOF15, but DHT (c4), JPG (c8) and DAC (cc) are not frame headers.
-        if (0xc0..=0xcf).contains(&marker) && !matches!(marker, 0xc4 | 0xc8 | 0xcc) {
+        if (0xc0..=0xcf).contains(&marker)
+            && !matches!(marker, 0xc4 | 0xc8 | 0xcc)
+            && size.is_none()
+        {
             let _precision = byte(r)?;
             let h = u16_be(r)?;
             let w = u16_be(r)?;
-            let (w, h) = (u32::from(w), u32::from(h));
-            let turned = orientation.is_some_and(quarter_turn);
-            return (w > 0 && h > 0).then_some(if turned { (h, w) } else { (w, h) });
-        }
-        if marker == 0xe1 && orientation.is_none() {
+            size = Some((u32::from(w), u32::from(h)));
+            rest = rest.checked_sub(5)?;
+        } else if marker == 0xe1 {
             let mut segment = vec![0u8; usize::from(len - 2)];
             r.read_exact(&mut segment).ok()?;
-            orientation = segment.strip_prefix(b"Exif\0\0").and_then(exif_orientation);
+            if let Some(tiff) = segment.strip_prefix(b"Exif\0\0") {
+                orientation = exif_orientation(tiff);
+            }
             continue;
         }
-        std::io::copy(&mut r.take(u64::from(len - 2)), &mut std::io::sink()).ok()?;
+        std::io::copy(&mut r.take(rest), &mut std::io::sink()).ok()?;
     }
+    let (w, h) = size?;
+    let turned = orientation.is_some_and(quarter_turn);
+    (w > 0 && h > 0).then_some(if turned { (h, w) } else { (w, h) })
 }
 
 #[cfg(test)]

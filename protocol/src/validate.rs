@@ -185,7 +185,7 @@ fn check_task(
             err(
                 format!("{at}.replicas"),
                 format!(
-                    "replicas of this tail would each write {} over the others' rows: a tail that writes one file runs as one replica ({} with `dir` may have several: a file per item)",
+                    "replicas of this tail would each write {} over the others' output: a tail that writes one file runs as one replica ({} with `dir` may have several: a file per item)",
                     shown(path),
                     "image.show"
                 ),

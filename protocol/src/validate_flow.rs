@@ -38,6 +38,7 @@ pub(crate) fn check_flow(
         }
     }
     let mut heads_memo: HashMap<usize, BTreeSet<usize>> = HashMap::new();
+    check_tails_take_each_item_once(app, index, &mut heads_memo, err);
     for (i, task) in app.tasks.iter().enumerate() {
         if task.function != MERGE || task.inputs.len() < 2 {
             continue;
@@ -68,6 +69,43 @@ pub(crate) fn check_flow(
     }
 }
 
+/// A tail takes each item (source, seq) once: two of its inputs fed by one head bring it
+/// every item twice, and the second copy was dropped without a word.
+fn check_tails_take_each_item_once(
+    app: &AppSpec,
+    index: &HashMap<&str, usize>,
+    heads_memo: &mut HashMap<usize, BTreeSet<usize>>,
+    err: &mut impl FnMut(String, String),
+) {
+    for (i, task) in app.tasks.iter().enumerate() {
+        if task.kind != TaskKind::Tail || task.inputs.len() < 2 {
+            continue;
+        }
+        let mut seen: Vec<(usize, BTreeSet<usize>)> = Vec::new();
+        for (k, name) in task.inputs.iter().enumerate() {
+            let Some(&j) = index.get(name.as_str()) else {
+                continue;
+            };
+            let heads = heads_of(app, index, j, heads_memo);
+            if let Some((first, common)) = seen.iter().find_map(|(f, h)| {
+                let common: BTreeSet<usize> = h.intersection(&heads).copied().collect();
+                (!common.is_empty()).then_some((*f, common))
+            }) {
+                err(
+                    format!("tasks[{i}] ({}).inputs[{k}]", shown(&task.name)),
+                    format!(
+                        "'{}' and '{}' both carry the items of {}: a tail takes each item once, so one of the two copies would be dropped; join them first with table.merge and give its output to the tail, or give each its own tail",
+                        shown(&app.tasks[first].name),
+                        shown(&app.tasks[j].name),
+                        names(app, &common)
+                    ),
+                );
+            }
+            seen.push((j, heads));
+        }
+    }
+}
+
 /// The parameters of a function that name a file or folder it writes.
 pub fn output_params(function: &str) -> &'static [&'static str] {
     match function {
@@ -87,8 +125,26 @@ pub fn output_paths(app: &AppSpec) -> Vec<(usize, &'static str, String)> {
                 out.push((i, param, path.to_string()));
             }
         }
+        if let Some(journal) = journal_of(task) {
+            out.push((i, "path's journal", journal));
+        }
     }
     out
+}
+
+/// The journal a `table.print` to a file keeps its rows in until it ends (a Parquet file's
+/// `<path>.rows.arrows`, a pretty table's `<path>.rows.jsonl`): another output there would
+/// mix with it.
+fn journal_of(task: &crate::spec::TaskSpec) -> Option<String> {
+    if task.function != "table.print" {
+        return None;
+    }
+    let path = task.params.get("path").and_then(|v| v.as_str())?;
+    match task.params.get("format").and_then(|v| v.as_str()) {
+        Some("parquet") => Some(format!("{path}.rows.arrows")),
+        Some("pretty") | None => Some(format!("{path}.rows.jsonl")),
+        _ => None,
+    }
 }
 
 /// Two tails writing one file would interleave or overwrite each other's items.

@@ -232,6 +232,67 @@ fn replicas_of_a_tail_writing_one_file_are_refused() {
     .expect("stdout");
 }
 
+/// A Parquet file or pretty table keeps its rows in `<path>.rows.arrows` / `.rows.jsonl`
+/// until it ends: another output there mixed with it and both were lost.
+#[test]
+fn an_output_in_the_place_of_another_ones_journal_is_refused() {
+    let app = |first: &str, second: &str| {
+        app_with(&format!(
+            r#"{HEAD}, {{"name": "a", "kind": "tail", "function": "table.print", "inputs": ["src"], "params": {first}}},
+            {{"name": "b", "kind": "tail", "function": "table.print", "inputs": ["src"], "params": {second}}}"#
+        ))
+    };
+    let errs = errors(&app(
+        r#"{"format": "jsonl", "path": "out/x.rows.arrows"}"#,
+        r#"{"format": "parquet", "path": "out/x"}"#,
+    ));
+    assert_one_contains(
+        &errs,
+        &[
+            "tasks[2] (b).params.path's journal",
+            "out/x.rows.arrows",
+            "tasks[1] (a)",
+        ],
+    );
+    let errs = errors(&app(
+        r#"{"format": "pretty", "path": "out/t"}"#,
+        r#"{"format": "csv", "path": "out/t.rows.jsonl"}"#,
+    ));
+    assert_one_contains(
+        &errs,
+        &["out/t.rows.jsonl", "tasks[1] (a).params.path's journal"],
+    );
+    load_app(&app(
+        r#"{"format": "csv", "path": "out/x.rows.arrows"}"#,
+        r#"{"format": "csv", "path": "out/x"}"#,
+    ))
+    .expect("csv keeps no journal");
+}
+
+/// A tail keeps the first copy of an item: two inputs fed by one head lost the second's
+/// rows (the detections of a frame printed beside it) while the run said all was well.
+#[test]
+fn a_tail_fed_the_same_items_twice_is_refused() {
+    let errs = errors(&app_with(&format!(
+        r#"{HEAD}, {{"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["src"], "params": {{"width": 2, "height": 2}}}},
+        {{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["src", "small"]}}"#
+    )));
+    assert_one_contains(
+        &errs,
+        &[
+            "tasks[2] (out).inputs[1]",
+            "'src' and 'small'",
+            "table.merge",
+        ],
+    );
+    // Two heads into one tail are two streams of items: fine.
+    let other = r#"{"name": "src2", "kind": "head", "function": "image.gen", "params": {"width": 4, "height": 4}}"#;
+    load_app(&app_with(&format!(
+        r#"{HEAD}, {other}, {{"name": "out", "kind": "tail", "function": "table.print", "inputs": ["src", "src2"]}}"#
+    )))
+    .expect("two heads");
+}
+
 #[test]
 fn a_branch_without_a_tail_is_refused_naming_the_task() {
     let resize = r#"{"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["src"], "params": {"width": 2, "height": 2}}"#;

@@ -119,6 +119,65 @@ pub fn set_aside(path: &Path) -> Result<Option<PathBuf>, StageError> {
     Ok(Some(part))
 }
 
+/// Where an output written whole at the end (a Parquet file, a pretty table) goes: `path`,
+/// or the file its symbolic link names (the link is written through, as csv writes through
+/// it, not replaced). A folder there is refused now, not after the run.
+pub fn written_whole_at(path: &Path) -> Result<PathBuf, StageError> {
+    let target = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).or_else(|_| {
+            // A dangling link: the file it names, created at the end.
+            let link = std::fs::read_link(path).map_err(|e| StageError::io(path.display(), e))?;
+            Ok::<PathBuf, StageError>(match path.parent() {
+                Some(dir) => dir.join(link),
+                None => link,
+            })
+        })?,
+        _ => path.to_path_buf(),
+    };
+    if target.is_dir() {
+        return Err(StageError::io(
+            path.display(),
+            "is a folder, not a file: the output is written as a file of this name",
+        ));
+    }
+    Ok(target)
+}
+
+/// The temporary name an output written whole at the end is written under before it is
+/// renamed into place: `<name>.writing-<pid>` beside it.
+pub fn temporary_for(target: &Path) -> PathBuf {
+    let mut name = target.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".writing-{}", std::process::id()));
+    target.with_file_name(name)
+}
+
+/// Remove the temporary files ([`temporary_for`]) of `target` that a killed earlier
+/// process of this tail left.
+pub fn remove_stale_temporaries(target: &Path) {
+    let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
+        return;
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.writing-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .file_name()
+            .to_string_lossy()
+            .strip_prefix(&prefix)
+            .is_some_and(|pid| pid.parse::<u32>().is_ok());
+        if stale && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Remove the temporary PNGs a killed earlier process of this tail left in `dir`.
 pub fn remove_stale_parts(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {

@@ -12,7 +12,9 @@
 use super::counting_file::CountingFile;
 use super::sink::conform;
 use super::TableError;
-use crate::out_files::{describe, NamedErrors};
+use crate::out_files::{
+    describe, remove_stale_temporaries, temporary_for, written_whole_at, NamedErrors,
+};
 use crate::StageError;
 use arrow_array::RecordBatch;
 use arrow_ipc::reader::StreamReader;
@@ -66,6 +68,7 @@ struct Journal {
 
 /// A Parquet output and its journal.
 pub struct ParquetOut {
+    /// Where the file goes (the file a symbolic link at the output's path names).
     path: PathBuf,
     journal_path: PathBuf,
     /// `None` when an earlier process of this tail had finished the file already.
@@ -82,6 +85,8 @@ impl ParquetOut {
         written: Rc<Cell<u64>>,
     ) -> Result<ParquetOut, StageError> {
         let journal_path = journal_path(path);
+        let target = written_whole_at(path)?;
+        remove_stale_temporaries(&target);
         let io = |e: std::io::Error| StageError::io(journal_path.display(), e);
         let journal = match resume_len.filter(|&len| len > 0) {
             None => {
@@ -92,7 +97,7 @@ impl ParquetOut {
                     encoder: None,
                 })
             }
-            Some(_) if !journal_path.exists() && path.is_file() => {
+            Some(_) if !journal_path.exists() && target.is_file() => {
                 // The earlier process wrote the file from the journal and removed it:
                 // everything was acknowledged and is in the file.
                 tracing::info!(path = %path.display(), "the earlier process of this tail finished its Parquet file");
@@ -101,7 +106,7 @@ impl ParquetOut {
             Some(len) => Some(resume(&journal_path, len, written)?),
         };
         Ok(ParquetOut {
-            path: path.to_path_buf(),
+            path: target,
             journal_path,
             journal,
         })
@@ -156,9 +161,7 @@ impl ParquetOut {
         };
         journal.out.flush().map_err(|e| fail(e.to_string()))?;
         drop(journal);
-        let mut temporary = self.path.file_name().unwrap_or_default().to_os_string();
-        temporary.push(format!(".writing-{}", std::process::id()));
-        let temporary = self.path.with_file_name(temporary);
+        let temporary = temporary_for(&self.path);
         let began = std::time::Instant::now();
         let written = write_parquet(&self.journal_path, &temporary)
             .and_then(|()| std::fs::rename(&temporary, &self.path).map_err(|e| describe(&e)));

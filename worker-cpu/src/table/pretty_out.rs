@@ -18,6 +18,8 @@ use std::rc::Rc;
 /// Where the table goes.
 pub enum PrettyTarget {
     Stdout,
+    /// A file (the one a symbolic link at the output's path names:
+    /// [`crate::out_files::written_whole_at`]).
     File(PathBuf),
 }
 
@@ -157,9 +159,7 @@ impl PrettyWriter {
                 if let Some(parent) = path.parent() {
                     std::fs::create_dir_all(parent)?;
                 }
-                let mut temporary = path.file_name().unwrap_or_default().to_os_string();
-                temporary.push(format!(".writing-{}", std::process::id()));
-                let temporary = path.with_file_name(temporary);
+                let temporary = crate::out_files::temporary_for(&path);
                 let written = (|| {
                     let mut out = BufWriter::new(std::fs::File::create(&temporary)?);
                     let mut iter = rows()?;
@@ -244,7 +244,15 @@ impl RowWriter for PrettyWriter {
             Rows::Journal { mut out, path } => {
                 out.flush()?;
                 drop(out);
-                self.write_table(&mut || journal_rows(&path))?;
+                self.write_table(&mut || journal_rows(&path)).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!(
+                            "writing the table failed: {e}; its rows are kept in {}",
+                            path.display()
+                        ),
+                    )
+                })?;
                 if let Err(e) = std::fs::remove_file(&path) {
                     tracing::warn!(journal = %path.display(), "the journal of a rendered table is left: {e}");
                 }

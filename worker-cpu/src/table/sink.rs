@@ -305,7 +305,11 @@ impl TableSink {
             },
             "pretty" => {
                 let target = match path {
-                    Some(p) => PrettyTarget::File(p.into()),
+                    Some(p) => {
+                        let file = crate::out_files::written_whole_at(std::path::Path::new(p))?;
+                        crate::out_files::remove_stale_temporaries(&file);
+                        PrettyTarget::File(file)
+                    }
                     None => PrettyTarget::Stdout,
                 };
                 let writer = match (pretty_journal, &counter) {

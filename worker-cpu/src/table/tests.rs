@@ -269,6 +269,45 @@ fn a_killed_pretty_tail_is_resumed_from_its_journal() {
     assert_eq!(std::fs::read_to_string(&path).unwrap(), table);
 }
 
+/// Outputs written whole at the end (Parquet, pretty): a folder at the path is refused at
+/// open, not after the run; a symbolic link is written through, not replaced; temporary
+/// files a killed process left are removed.
+#[test]
+fn outputs_written_at_the_end_refuse_folders_follow_links_and_clear_temporaries() {
+    for format in ["parquet", "pretty"] {
+        let folder = temp(&format!("folder.{format}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        let err = TableSink::open(format, folder.to_str())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("is a folder"), "{format}: {err}");
+
+        let real = temp(&format!("real-{format}.out"));
+        let link = temp(&format!("link-{format}.out"));
+        let _ = std::fs::remove_file(&real);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let stale = temp(&format!("real-{format}.out.writing-4242"));
+        std::fs::write(&stale, b"half").unwrap();
+        let mut sink = TableSink::open(format, link.to_str()).unwrap();
+        write_frames(&mut sink, 0..3);
+        sink.finish().unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "{format}: the link is kept"
+        );
+        assert!(
+            std::fs::metadata(&real).unwrap().len() > 0,
+            "{format}: written through"
+        );
+        assert!(!stale.exists(), "{format}: the stale temporary is removed");
+    }
+}
+
 #[test]
 fn item_keys_are_added_when_selected_away() {
     let only = select(&detections(), &["class".into(), "score".into()]).unwrap();
