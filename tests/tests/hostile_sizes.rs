@@ -207,8 +207,16 @@ fn validate_refuses_extreme_numbers_that_start_would_refuse_or_crash_on() {
         ),
         (
             "tail-replicas",
-            Box::new(|a| a["tasks"][2]["replicas"] = json!(2)),
+            Box::new(|a| {
+                a["tasks"][2]["replicas"] = json!(2);
+                a["tasks"][2]["params"] = json!({"format": "csv"});
+            }),
             "tasks[2] (rows).replicas: a tail of a request-guarantee app runs as one replica",
+        ),
+        (
+            "tail-replicas-one-file",
+            Box::new(|a| a["tasks"][2]["replicas"] = json!(2)),
+            "tasks[2] (rows).replicas: replicas of this tail would each write rows.csv over the others' output",
         ),
         (
             "model",
