@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
-pub use table::{FAULT_MODES, FUNCTIONS, GEN_PATTERNS, TABLE_FORMATS};
+pub use table::{
+    table_journal_suffix, FAULT_MODES, FUNCTIONS, GEN_PATTERNS, PARQUET_JOURNAL_SUFFIX,
+    PRETTY_JOURNAL_SUFFIX, TABLE_FORMATS,
+};
 
 /// The function of a device's GPU agent: the supervisor's own task, never in an app
 /// file (so not in the registry).

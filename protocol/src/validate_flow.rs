@@ -140,11 +140,9 @@ fn journal_of(task: &crate::spec::TaskSpec) -> Option<String> {
         return None;
     }
     let path = task.params.get("path").and_then(|v| v.as_str())?;
-    match task.params.get("format").and_then(|v| v.as_str()) {
-        Some("parquet") => Some(format!("{path}.rows.arrows")),
-        Some("pretty") | None => Some(format!("{path}.rows.jsonl")),
-        _ => None,
-    }
+    let format = task.params.get("format").and_then(|v| v.as_str());
+    crate::functions::table_journal_suffix(format.unwrap_or("pretty"))
+        .map(|suffix| format!("{path}{suffix}"))
 }
 
 /// Two tails writing one file would interleave or overwrite each other's items.

@@ -443,17 +443,11 @@ pub fn csv_seqs(csv: &Path) -> Vec<u64> {
         .collect()
 }
 
-/// The `seq` column of a Parquet file, in file order.
-pub fn parquet_seqs(file: &Path) -> Vec<u64> {
+/// The `seq` column of record batches, in order.
+fn seq_column(batches: impl Iterator<Item = arrow_array::RecordBatch>) -> Vec<u64> {
     use arrow_array::cast::AsArray;
-    let open = std::fs::File::open(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open)
-        .unwrap_or_else(|e| panic!("{} is not a readable Parquet file: {e}", file.display()))
-        .build()
-        .expect("reader");
-    reader
+    batches
         .flat_map(|batch| {
-            let batch = batch.expect("row group");
             let seq = batch.column_by_name("seq").expect("seq column");
             seq.as_primitive::<arrow_array::types::UInt64Type>()
                 .values()
@@ -462,21 +456,22 @@ pub fn parquet_seqs(file: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// The `seq` column of a Parquet file, in file order.
+pub fn parquet_seqs(file: &Path) -> Vec<u64> {
+    let open = std::fs::File::open(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(open)
+        .unwrap_or_else(|e| panic!("{} is not a readable Parquet file: {e}", file.display()))
+        .build()
+        .expect("reader");
+    seq_column(reader.map(|batch| batch.expect("row group")))
+}
+
 /// The `seq` column of an Arrow IPC stream (a Parquet tail's journal), in file order.
 pub fn arrow_stream_seqs(file: &Path) -> Vec<u64> {
-    use arrow_array::cast::AsArray;
     let open = std::fs::File::open(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(open), None)
         .unwrap_or_else(|e| panic!("{} is not an Arrow IPC stream: {e}", file.display()));
-    reader
-        .flat_map(|batch| {
-            let batch = batch.expect("record batch");
-            let seq = batch.column_by_name("seq").expect("seq column");
-            seq.as_primitive::<arrow_array::types::UInt64Type>()
-                .values()
-                .to_vec()
-        })
-        .collect()
+    seq_column(reader.map(|batch| batch.expect("record batch")))
 }
 
 /// A request-guarantee app: `head`, the `mid` tasks, and a `table.print` tail of `last`

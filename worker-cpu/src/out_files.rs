@@ -119,9 +119,37 @@ pub fn set_aside(path: &Path) -> Result<Option<PathBuf>, StageError> {
     Ok(Some(part))
 }
 
+/// `path` with `suffix` appended to its file name (`out.parquet` → `out.parquet.rows.arrows`).
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
+/// Open the journal at `path` that an earlier process of this tail acknowledged `len`
+/// bytes of, cut back to them (what came after was not acknowledged and is sent again),
+/// positioned at its end; refused when it holds fewer.
+pub fn reopen_journal(path: &Path, len: u64) -> std::io::Result<std::fs::File> {
+    use std::io::Seek;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let on_disk = file.metadata()?.len();
+    if on_disk < len {
+        return Err(std::io::Error::other(format!(
+            "holds {on_disk} bytes, fewer than the {len} an earlier process of this tail acknowledged"
+        )));
+    }
+    file.set_len(len)?;
+    file.seek(std::io::SeekFrom::End(0))?;
+    Ok(file)
+}
+
 /// Where an output written whole at the end (a Parquet file, a pretty table) goes: `path`,
 /// or the file its symbolic link names (the link is written through, as csv writes through
-/// it, not replaced). A folder there is refused now, not after the run.
+/// it, not replaced). A folder there is refused now, not after the run. The temporary
+/// files of it a killed earlier process of this tail left are removed.
 pub fn written_whole_at(path: &Path) -> Result<PathBuf, StageError> {
     let target = match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).or_else(|_| {
@@ -140,20 +168,19 @@ pub fn written_whole_at(path: &Path) -> Result<PathBuf, StageError> {
             "is a folder, not a file: the output is written as a file of this name",
         ));
     }
+    remove_stale_temporaries(&target);
     Ok(target)
 }
 
 /// The temporary name an output written whole at the end is written under before it is
 /// renamed into place: `<name>.writing-<pid>` beside it.
 pub fn temporary_for(target: &Path) -> PathBuf {
-    let mut name = target.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".writing-{}", std::process::id()));
-    target.with_file_name(name)
+    beside(target, &format!(".writing-{}", std::process::id()))
 }
 
 /// Remove the temporary files ([`temporary_for`]) of `target` that a killed earlier
 /// process of this tail left.
-pub fn remove_stale_temporaries(target: &Path) {
+fn remove_stale_temporaries(target: &Path) {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return;
     };

@@ -48,6 +48,22 @@ pub const GEN_PATTERNS: &[&str] = &["gradient", "checker", "noise", "solid"];
 /// Output formats of `table.print`.
 pub const TABLE_FORMATS: &[&str] = &["pretty", "csv", "jsonl", "parquet"];
 
+/// What a `table.print` Parquet file's path gets appended to name the journal (an Arrow
+/// IPC stream) its rows wait in until the tail ends.
+pub const PARQUET_JOURNAL_SUFFIX: &str = ".rows.arrows";
+/// The same for a pretty table written to a file (JSON arrays of cells).
+pub const PRETTY_JOURNAL_SUFFIX: &str = ".rows.jsonl";
+
+/// The journal suffix of `table.print` to a file in `format`; `None` for formats written
+/// row by row.
+pub fn table_journal_suffix(format: &str) -> Option<&'static str> {
+    match format {
+        "parquet" => Some(PARQUET_JOURNAL_SUFFIX),
+        "pretty" => Some(PRETTY_JOURNAL_SUFFIX),
+        _ => None,
+    }
+}
+
 /// Every function, in the order `--help` and the schema list them.
 pub const FUNCTIONS: &[FunctionDef] = &[
     FunctionDef {

@@ -13,7 +13,7 @@ use super::counting_file::CountingFile;
 use super::sink::conform;
 use super::TableError;
 use crate::out_files::{
-    describe, remove_stale_temporaries, temporary_for, written_whole_at, NamedErrors,
+    beside, describe, reopen_journal, temporary_for, written_whole_at, NamedErrors,
 };
 use crate::StageError;
 use arrow_array::RecordBatch;
@@ -33,13 +33,6 @@ pub const PARQUET_ROW_GROUP_ROWS: usize = 65_536;
 
 /// Rows handed to the Parquet writer at once when the file is written from the journal.
 const GATHERED_ROWS: usize = 4096;
-
-/// The journal of Parquet output `path`: `<path>.rows.arrows` beside it.
-pub fn journal_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".rows.arrows");
-    path.with_file_name(name)
-}
 
 /// Why a Parquet output failed; `journal` keeps the rows written so far.
 #[derive(Debug, thiserror::Error)]
@@ -84,9 +77,8 @@ impl ParquetOut {
         resume_len: Option<u64>,
         written: Rc<Cell<u64>>,
     ) -> Result<ParquetOut, StageError> {
-        let journal_path = journal_path(path);
+        let journal_path = beside(path, protocol::functions::PARQUET_JOURNAL_SUFFIX);
         let target = written_whole_at(path)?;
-        remove_stale_temporaries(&target);
         let io = |e: std::io::Error| StageError::io(journal_path.display(), e);
         let journal = match resume_len.filter(|&len| len > 0) {
             None => {
@@ -186,21 +178,8 @@ impl ParquetOut {
 fn resume(journal_path: &Path, len: u64, written: Rc<Cell<u64>>) -> Result<Journal, StageError> {
     let name = journal_path.display();
     let io = |e: std::io::Error| StageError::io(&name, e);
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(journal_path)
-        .map_err(io)?;
-    let on_disk = file.metadata().map_err(io)?.len();
-    if on_disk < len {
-        return Err(StageError::Io {
-            path: name.to_string(),
-            detail: format!(
-                "holds {on_disk} bytes, fewer than the {len} an earlier process of this tail acknowledged"
-            ),
-        });
-    }
-    file.set_len(len).map_err(io)?;
+    let mut file = reopen_journal(journal_path, len).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
     let schema = StreamReader::try_new(BufReader::new(&mut file), None)
         .map_err(|e| StageError::Io {
             path: name.to_string(),

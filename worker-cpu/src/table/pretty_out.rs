@@ -41,13 +41,6 @@ pub struct PrettyWriter {
     rows: Rows,
 }
 
-/// The journal of a pretty table written to `path`: `<path>.rows.jsonl` beside it.
-pub fn journal_beside(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".rows.jsonl");
-    path.with_file_name(name)
-}
-
 impl PrettyWriter {
     /// Rows kept in memory until the end.
     pub fn in_memory(target: PrettyTarget) -> PrettyWriter {
@@ -82,19 +75,10 @@ impl PrettyWriter {
                 });
             }
             Some(len) => {
-                let file = std::fs::OpenOptions::new().write(true).open(&journal)?;
-                let on_disk = file.metadata()?.len();
-                if on_disk < len {
-                    return Err(std::io::Error::other(format!(
-                        "{} holds {on_disk} bytes, fewer than the {len} an earlier process of this tail acknowledged",
-                        journal.display()
-                    )));
-                }
-                file.set_len(len)?;
-                let columns = read_columns(&journal)?;
-                let mut file = file;
-                std::io::Seek::seek(&mut file, std::io::SeekFrom::End(0))?;
-                (file, columns)
+                let file = crate::out_files::reopen_journal(&journal, len).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", journal.display()))
+                })?;
+                (file, read_columns(&journal)?)
             }
         };
         written.set(resume_len.unwrap_or(0));

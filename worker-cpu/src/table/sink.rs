@@ -10,7 +10,7 @@
 
 use super::counting_file::CountingFile;
 use super::parquet_out::{ParquetOut, ParquetOutError};
-use super::pretty_out::{journal_beside, PrettyTarget, PrettyWriter};
+use super::pretty_out::{PrettyTarget, PrettyWriter};
 use super::{values, TableError};
 use crate::StageError;
 use arrow_array::{
@@ -247,7 +247,10 @@ impl TableSink {
         stdout_journal: Option<&std::path::Path>,
     ) -> Result<TableSink, StageError> {
         let pretty_journal = match (format, path) {
-            ("pretty", Some(p)) => Some(journal_beside(std::path::Path::new(p))),
+            ("pretty", Some(p)) => Some(crate::out_files::beside(
+                std::path::Path::new(p),
+                protocol::functions::PRETTY_JOURNAL_SUFFIX,
+            )),
             ("pretty", None) => stdout_journal.map(std::path::Path::to_path_buf),
             _ => None,
         };
@@ -305,11 +308,9 @@ impl TableSink {
             },
             "pretty" => {
                 let target = match path {
-                    Some(p) => {
-                        let file = crate::out_files::written_whole_at(std::path::Path::new(p))?;
-                        crate::out_files::remove_stale_temporaries(&file);
-                        PrettyTarget::File(file)
-                    }
+                    Some(p) => PrettyTarget::File(crate::out_files::written_whole_at(
+                        std::path::Path::new(p),
+                    )?),
                     None => PrettyTarget::Stdout,
                 };
                 let writer = match (pretty_journal, &counter) {

@@ -163,7 +163,7 @@ fn write_frames(sink: &mut TableSink, seqs: std::ops::Range<u64>) {
 #[test]
 fn a_killed_parquet_tail_is_resumed_from_its_journal() {
     let path = temp("killed.parquet");
-    let journal = parquet_out::journal_path(&path);
+    let journal = crate::out_files::beside(&path, protocol::functions::PARQUET_JOURNAL_SUFFIX);
     let mut first = TableSink::open("parquet", path.to_str()).unwrap();
     write_frames(&mut first, 0..6);
     let acknowledged = first.written().expect("the journal counts its bytes");
@@ -228,7 +228,7 @@ fn a_killed_parquet_tail_is_resumed_from_its_journal() {
 #[test]
 fn a_killed_pretty_tail_is_resumed_from_its_journal() {
     let path = temp("killed.txt");
-    let journal = pretty_out::journal_beside(&path);
+    let journal = crate::out_files::beside(&path, protocol::functions::PRETTY_JOURNAL_SUFFIX);
     let mut first = TableSink::open("pretty", path.to_str()).unwrap();
     write_frames(&mut first, 0..5);
     let acknowledged = first.written().expect("the journal counts its bytes");
