@@ -1,6 +1,7 @@
 //! Bad video input: a truncated file, one that ends before the frames it announces, one
-//! cut while it is read, rotation tags and variable frame rates — each delivers what
-//! decodes, as stored, and says what was short, never a panic or a hang.
+//! cut while it is read, rotation tags, variable frame rates and a resolution that changes
+//! mid-way — each delivers what decodes, as stored (a later size fitted into the first),
+//! and says what was short, never a panic or a hang.
 
 use serde_json::json;
 use smartpipe_tests::*;
@@ -234,4 +235,81 @@ fn a_video_cut_while_it_is_read_is_reported_short() {
         note.contains(&format!("read {delivered} of the 300 frames")),
         "{summary}"
     );
+}
+
+/// A stream whose resolution changes mid-way (a camera switching modes; two MPEG-TS
+/// recordings joined): every frame is delivered at the first frame's size, the later
+/// ones fitted into it with their aspect kept and black around, as `image.show` fits
+/// frames into a video. ffmpeg used to stretch them over the whole frame.
+#[test]
+fn a_video_that_changes_resolution_is_fitted_not_stretched() {
+    let dir = scratch("video-resized");
+    std::fs::create_dir_all(&dir).expect("dir");
+    for (name, source) in [
+        ("wide.ts", "testsrc=size=64x48:rate=10"),
+        ("tall.ts", "color=c=white:size=48x64:rate=10"),
+    ] {
+        ffmpeg_in(
+            &dir,
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                source,
+                "-frames:v",
+                "10",
+                "-c:v",
+                "libx264",
+                "-pix_fmt",
+                "yuv420p",
+                name,
+            ],
+        );
+    }
+    let mut joined = std::fs::read(dir.join("wide.ts")).expect("wide");
+    joined.extend(std::fs::read(dir.join("tall.ts")).expect("tall"));
+    std::fs::write(dir.join("joined.ts"), joined).expect("joined");
+    let app = write_app(
+        &dir,
+        &tail_app(
+            "resized",
+            json!({"name": "clip", "kind": "head", "function": "source.video", "params": {"path": dir.join("joined.ts")}}),
+            vec![
+                json!({"name": "frames", "kind": "tail", "function": "image.show", "inputs": ["clip"], "params": {"dir": "frames"}}),
+            ],
+            "clip",
+        ),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert_eq!(summary["items_out"], 20, "{summary}");
+    let frame = |n: u32| {
+        image::open(dir.join(format!("frames/clip-{n}.png")))
+            .expect("a frame")
+            .into_rgb8()
+    };
+    let tall = frame(15);
+    assert_eq!((tall.width(), tall.height()), (64, 48));
+    // 48×64 fitted into 64×48: 36 wide, centred (x 14..50), black on both sides.
+    let grey = |x: u32, y: u32| {
+        tall.get_pixel(x, y)
+            .0
+            .iter()
+            .map(|&c| u32::from(c))
+            .sum::<u32>()
+            / 3
+    };
+    for y in [2, 24, 45] {
+        assert!(
+            grey(32, y) > 200,
+            "the fitted frame's middle is white (row {y})"
+        );
+        for x in [0, 5, 58, 63] {
+            assert!(
+                grey(x, y) < 40,
+                "black beside the fitted frame ({x}, {y}), not stretched"
+            );
+        }
+    }
+    let wide = frame(3);
+    assert_eq!((wide.width(), wide.height()), (64, 48));
 }

@@ -126,19 +126,27 @@ pub fn beside(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Open the journal at `path` that an earlier process of this tail acknowledged `len`
-/// bytes of, cut back to them (what came after was not acknowledged and is sent again),
-/// positioned at its end; refused when it holds fewer.
-pub fn reopen_journal(path: &Path, len: u64) -> std::io::Result<std::fs::File> {
+/// Open the file at `path` (a csv/jsonl output, or the journal of a Parquet or pretty one)
+/// that an earlier process of this tail acknowledged `len` bytes of, cut back to them (what
+/// came after was not acknowledged and is sent again), positioned at its end. Refused when
+/// the file is gone or holds fewer bytes (removed or cut while the app ran): those rows
+/// were delivered and cannot be sent again, so going on would pad the file with zeros or
+/// drop them without a word.
+pub fn reopen_at_acknowledged(path: &Path, len: u64) -> std::io::Result<std::fs::File> {
     use std::io::Seek;
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)?;
+    let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(std::io::Error::other(format!(
+                "is gone, but an earlier process of this tail acknowledged {len} bytes of it: the rows delivered there are lost (was it removed while the app ran?)"
+            )))
+        }
+        Err(e) => return Err(e),
+    };
     let on_disk = file.metadata()?.len();
     if on_disk < len {
         return Err(std::io::Error::other(format!(
-            "holds {on_disk} bytes, fewer than the {len} an earlier process of this tail acknowledged"
+            "holds {on_disk} bytes, fewer than the {len} an earlier process of this tail acknowledged: the rows delivered there are lost (was it cut while the app ran?)"
         )));
     }
     file.set_len(len)?;

@@ -348,6 +348,14 @@ pub fn images(node: &mut Node) -> Result<(), StageError> {
     Ok(())
 }
 
+/// The ffmpeg filter that fits a frame of any size into `width`×`height`: scaled down or
+/// up with its aspect kept, centred, the rest black.
+fn fit_filter(width: u32, height: u32) -> String {
+    format!(
+        "scale={width}:{height}:force_original_aspect_ratio=decrease,pad={width}:{height}:(ow-iw)/2:(oh-ih)/2"
+    )
+}
+
 /// `source.video`: the frames ffmpeg decodes from a file or URL.
 pub fn video(node: &mut Node) -> Result<(), StageError> {
     let params::SourceVideo { path, limit, fps } = crate::params(node)?;
@@ -361,6 +369,11 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         cmd.args(["-frames:v", &n.to_string()]);
     }
     cmd.args(["-fps_mode", "passthrough"]);
+    // Every frame at the probed (first) size: a stream that changes resolution mid-way
+    // has its later frames fitted into it, aspect kept and black around, as `image.show`
+    // fits frames into its video (without the filter ffmpeg stretched them to fit).
+    // Frames of the probed size pass through unchanged, at no cost.
+    cmd.args(["-vf", &fit_filter(width, height)]);
     cmd.args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -13,7 +13,7 @@ use super::counting_file::CountingFile;
 use super::sink::conform;
 use super::TableError;
 use crate::out_files::{
-    beside, describe, reopen_journal, temporary_for, written_whole_at, NamedErrors,
+    beside, describe, reopen_at_acknowledged, temporary_for, written_whole_at, NamedErrors,
 };
 use crate::StageError;
 use arrow_array::RecordBatch;
@@ -178,7 +178,7 @@ impl ParquetOut {
 fn resume(journal_path: &Path, len: u64, written: Rc<Cell<u64>>) -> Result<Journal, StageError> {
     let name = journal_path.display();
     let io = |e: std::io::Error| StageError::io(&name, e);
-    let mut file = reopen_journal(journal_path, len).map_err(io)?;
+    let mut file = reopen_at_acknowledged(journal_path, len).map_err(io)?;
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let schema = StreamReader::try_new(BufReader::new(&mut file), None)
         .map_err(|e| StageError::Io {

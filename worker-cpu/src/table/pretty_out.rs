@@ -75,9 +75,10 @@ impl PrettyWriter {
                 });
             }
             Some(len) => {
-                let file = crate::out_files::reopen_journal(&journal, len).map_err(|e| {
-                    std::io::Error::new(e.kind(), format!("{}: {e}", journal.display()))
-                })?;
+                let file =
+                    crate::out_files::reopen_at_acknowledged(&journal, len).map_err(|e| {
+                        std::io::Error::new(e.kind(), format!("{}: {e}", journal.display()))
+                    })?;
                 (file, read_columns(&journal)?)
             }
         };

@@ -269,18 +269,10 @@ impl TableSink {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| StageError::io(parent.display(), e))?;
                 }
-                Some(match resume_len {
+                Some(match resume_len.filter(|&len| len > 0) {
                     Some(len) => {
-                        let mut f = std::fs::OpenOptions::new()
-                            .write(true)
-                            .create(true)
-                            .truncate(false)
-                            .open(p)
-                            .map_err(|e| StageError::io(p, e))?;
-                        f.set_len(len).map_err(|e| StageError::io(p, e))?;
-                        std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0))
-                            .map_err(|e| StageError::io(p, e))?;
-                        f
+                        crate::out_files::reopen_at_acknowledged(std::path::Path::new(p), len)
+                            .map_err(|e| StageError::io(p, e))?
                     }
                     None => std::fs::File::create(p).map_err(|e| StageError::io(p, e))?,
                 })

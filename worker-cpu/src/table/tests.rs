@@ -157,6 +157,56 @@ fn write_frames(sink: &mut TableSink, seqs: std::ops::Range<u64>) {
     }
 }
 
+/// A restarted csv/jsonl tail cuts its file back to the acknowledged length. A file
+/// removed or cut while the app ran used to be created again or padded with zeros up to
+/// that length (NUL bytes where the delivered rows were); it is refused, naming the file.
+#[test]
+fn a_csv_file_shorter_than_acknowledged_is_refused_not_padded() {
+    for format in ["csv", "jsonl"] {
+        let path = temp(&format!("cut.{format}"));
+        let mut first = TableSink::open(format, path.to_str()).unwrap();
+        write_frames(&mut first, 0..6);
+        first.finish().unwrap();
+        let acknowledged = std::fs::metadata(&path).unwrap().len();
+
+        // Resumed at what was acknowledged: the rows after it come again, each once.
+        let mut resumed =
+            TableSink::open_resumed(format, path.to_str(), Some(acknowledged), None).unwrap();
+        write_frames(&mut resumed, 6..8);
+        resumed.finish().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text.lines().count(),
+            if format == "csv" { 9 } else { 8 },
+            "{text}"
+        );
+
+        for (damage, expected) in [("cut", "fewer than"), ("removed", "is gone")] {
+            if damage == "cut" {
+                let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+                file.set_len(acknowledged / 2).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+            let err = TableSink::open_resumed(format, path.to_str(), Some(acknowledged), None)
+                .err()
+                .unwrap_or_else(|| panic!("{format} {damage}: resumed over lost rows"))
+                .to_string();
+            assert!(
+                err.contains(&path.display().to_string()) && err.contains(expected),
+                "{format} {damage}: {err}"
+            );
+            if damage == "cut" {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(
+                    !bytes.contains(&0),
+                    "{format}: the file was padded with zeros"
+                );
+            }
+        }
+    }
+}
+
 /// A Parquet file has no footer until it is closed, so a killed tail used to leave
 /// an unreadable part while its rows counted as delivered. The rows go to a journal
 /// that a restarted tail cuts back to the acknowledged length and continues.
