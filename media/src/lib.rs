@@ -198,6 +198,21 @@ fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
+/// ffprobe's `entries` of the first video stream of `path`, one line of comma-separated
+/// values per stream.
+fn ffprobe_first_video(
+    entries: &[&str],
+    path: impl AsRef<std::ffi::OsStr>,
+) -> Result<std::process::Output, MediaError> {
+    Command::new(ffprobe_program())
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(entries)
+        .args(["-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .map_err(|e| MediaError::Ffmpeg(format!("cannot run ffprobe (is ffmpeg installed?): {e}")))
+}
+
 /// Width, height and (if known) frame count of the first video stream.
 pub fn probe_video(path: &str) -> Result<(u32, u32, Option<u64>), MediaError> {
     if let Some(kind) = special_file(Path::new(path)) {
@@ -206,22 +221,7 @@ pub fn probe_video(path: &str) -> Result<(u32, u32, Option<u64>), MediaError> {
             format!("is a {kind}, not a video file (or a URL)"),
         ));
     }
-    let out = Command::new(ffprobe_program())
-        .args([
-            "-v",
-            "error",
-            "-select_streams",
-            "v:0",
-            "-show_entries",
-            "stream=width,height,nb_frames",
-            "-of",
-            "csv=p=0",
-            path,
-        ])
-        .output()
-        .map_err(|e| {
-            MediaError::Ffmpeg(format!("cannot run ffprobe (is ffmpeg installed?): {e}"))
-        })?;
+    let out = ffprobe_first_video(&["-show_entries", "stream=width,height,nb_frames"], path)?;
     let text = String::from_utf8_lossy(&out.stdout);
     let first = text.lines().next().unwrap_or("").trim().to_string();
     let fields: Vec<&str> = first.split(',').collect();
@@ -252,6 +252,22 @@ pub fn probe_video(path: &str) -> Result<(u32, u32, Option<u64>), MediaError> {
             )))
         }
     }
+}
+
+/// How many packets (encoded frames) the first video stream of the file at `path`
+/// holds, read to its end: a file whose writer was cut short counts what it holds. A
+/// file with no readable video (empty, only a header) holds 0.
+pub fn count_video_packets(path: &Path) -> Result<u64, MediaError> {
+    let out = ffprobe_first_video(
+        &["-count_packets", "-show_entries", "stream=nb_read_packets"],
+        path,
+    )?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().trim_end_matches(',').parse::<u64>().ok())
+        .unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -267,6 +267,18 @@ fn an_output_in_the_place_of_another_ones_journal_is_refused() {
         r#"{"format": "csv", "path": "out/x"}"#,
     ))
     .expect("csv keeps no journal");
+    // A video's segments folder is its journal.
+    let shown = |video: &str| {
+        app_with(&format!(
+            r#"{HEAD}, {{"name": "v", "kind": "tail", "function": "image.show", "inputs": ["src"], "params": {{"path": "{video}"}}}},
+            {{"name": "f", "kind": "tail", "function": "image.show", "inputs": ["src"], "params": {{"dir": "out/v.mp4.segments"}}}}"#
+        ))
+    };
+    assert_one_contains(
+        &errors(&shown("out/v.mp4")),
+        &["out/v.mp4.segments", "tasks[1] (v).params.path's journal"],
+    );
+    load_app(&shown("out/v.gif")).expect("a video started over keeps no segments");
 }
 
 /// A tail keeps the first copy of an item: two inputs fed by one head lost the second's

@@ -187,6 +187,24 @@ pub fn require_ffmpeg() {
     }
 }
 
+/// Every frame of the video at `file` as RGB bytes, one after the other (ffmpeg decodes
+/// it); panics when ffmpeg cannot.
+pub fn video_rgb(file: &Path) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(file)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Write `count` PNG frames `f-000.png`… into `dir`; frame k is filled with a colour
 /// that encodes k, plus a gradient so resizing has something to do.
 pub fn write_frames(dir: &Path, count: u32, width: u32, height: u32) -> Vec<PathBuf> {

@@ -4,6 +4,7 @@
 //! suffered. After every scenario: no process, memfd or held slot is left.
 
 use serde_json::{json, Value};
+use smartpipe_tests::kill::{assert_nothing_left, kill_and_wait_for_replacement, pid_of};
 use smartpipe_tests::*;
 use std::path::Path;
 use std::sync::Mutex;
@@ -37,41 +38,11 @@ fn cpu_chain_into(name: &str, service: &str, count: u64, fps: u64, print: Value)
     })
 }
 
-/// The pid of the one process running `label` (`task#replica`) of app `name`.
-fn pid_of(name: &str, label: &str) -> Option<i32> {
-    let pids = pids_with_cmdline(&format!(" {name}/{label}"));
-    pids.first().copied()
-}
-
-/// Kill -9 the process of `label` and wait until a new one runs it.
-fn kill_and_wait_for_replacement(name: &str, label: &str) {
-    let old = pid_of(name, label).unwrap_or_else(|| panic!("{label} is not running"));
-    // SAFETY: killing a process of this test's app.
-    unsafe { libc::kill(old, libc::SIGKILL) };
-    wait_for(
-        &format!("{label} to be restarted"),
-        Duration::from_secs(20),
-        || pid_of(name, label).is_some_and(|p| p != old),
-    );
-}
-
 /// Wait until the tail has written at least `n` rows.
 fn wait_for_rows(csv: &Path, n: usize) {
     wait_for(&format!("{n} rows"), Duration::from_secs(60), || {
         std::fs::read_to_string(csv).is_ok_and(|t| t.lines().count() > n)
     });
-}
-
-fn assert_nothing_left(name: &str, summary: &Value, supervisor_pid: u32) {
-    assert!(
-        pids_with_cmdline(&format!(" {name}/")).is_empty(),
-        "no process of the app is left"
-    );
-    assert!(memfds_of(supervisor_pid).is_empty(), "no memfd is left");
-    assert_eq!(
-        summary["slots_held_at_end"], 0,
-        "no slot is held: {summary}"
-    );
 }
 
 #[test]
@@ -478,96 +449,4 @@ fn a_guaranteed_chain_never_waits_for_an_acknowledgement_timeout() {
         "the tail slept on acknowledgements the head was waiting for: {}",
         summary["stages"]["rows#0"]
     );
-}
-
-/// Frames in the first video stream of `file` (ffprobe decodes and counts them); `None`
-/// when ffprobe cannot read it.
-fn video_frames(file: &Path) -> Option<u64> {
-    let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-}
-
-/// A video cannot be resumed: a tail killed mid-run used to have its restarted process
-/// write the file over, so the items before the kill were gone while the summary said
-/// every item was out. The restarted tail now moves the earlier file aside as
-/// `video.part-1.mp4`, the console and summary.json say so, and the two files hold every
-/// frame (a frame written just before the kill can be in both).
-#[test]
-fn a_killed_video_tail_keeps_the_earlier_frames_in_a_part_and_says_so() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = scratch("kill-video");
-    let name = format!("killvideo{}", std::process::id());
-    let count = 200u64;
-    // Noise does not compress: the video grows as frames are encoded.
-    let app = write_app(
-        &dir,
-        &json!({
-            "name": name,
-            "service_type": "request-guarantee",
-            "tasks": [
-                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 160, "height": 120, "count": count, "fps": 50, "pattern": "noise"}},
-                {"name": "video", "kind": "tail", "function": "image.show", "inputs": ["gen"], "params": {"path": "video.mp4"}}
-            ]
-        }),
-    );
-    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
-    let (video, part) = (dir.join("video.mp4"), dir.join("video.part-1.mp4"));
-    wait_for("frames in the video", Duration::from_secs(60), || {
-        std::fs::metadata(&video).is_ok_and(|m| m.len() > 256 * 1024)
-    });
-    kill_and_wait_for_replacement(&name, "video#0");
-    let pid = sup.id();
-    let (status, err) = finish(sup);
-    assert!(status.success(), "{err}");
-    // The killed tail's ffmpeg outlives it: it ends its file (under the part's name)
-    // when it reads the end of its input.
-    let encoder = video.display().to_string();
-    wait_for(
-        "the killed tail's encoder to end",
-        Duration::from_secs(20),
-        || pids_with_cmdline(&encoder).is_empty(),
-    );
-    let summary = read_summary(&dir.join("run"));
-    assert_eq!(summary["restarts"]["video#0"], 1, "{summary}");
-    assert_eq!(summary["lost_total"], 0, "{summary}");
-    assert_eq!(summary["tails"][0]["missing"], 0, "{summary}");
-    let restarted = &summary["restarted_outputs"];
-    assert_eq!(restarted[0]["task"], "video", "{summary}");
-    assert_eq!(restarted[0]["restarts"], 1, "{summary}");
-    assert_eq!(
-        restarted[0]["earlier_parts"],
-        json!([part.display().to_string()]),
-        "{summary}"
-    );
-    let said = format!(
-        "restarted:  tail 'video' was restarted 1 time; its output {} cannot be resumed",
-        video.display()
-    );
-    assert!(err.contains(&said), "the console says: {err}");
-    assert!(err.contains(&part.display().to_string()), "{err}");
-    let part_len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
-    assert!(part_len > 0, "{} holds the earlier frames", part.display());
-    let ffprobe = std::process::Command::new("ffprobe")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ffprobe {
-        let frames = |f: &Path| {
-            video_frames(f).unwrap_or_else(|| panic!("ffprobe cannot read {}", f.display()))
-        };
-        let (before, after) = (frames(&part), frames(&video));
-        assert!(before > 0, "the part holds frames");
-        assert!(
-            before + after >= count,
-            "every frame is in one of the files: {before} + {after} < {count}"
-        );
-    } else {
-        println!("frame counts not checked: ffprobe is not installed");
-    }
-    assert_nothing_left(&name, &summary, pid);
 }

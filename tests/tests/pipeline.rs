@@ -117,22 +117,12 @@ fn frames_of_other_sizes_are_fitted_into_one_video() {
         );
         let (_, summary) = run_ok(&app, &dir.join(format!("run-{service}")));
         assert_eq!(summary["items_out"], 3, "{service}: {summary}");
-        let out = Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "error", "-i"])
-            .arg(dir.join("v.mp4"))
-            .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-            .output()
-            .expect("ffmpeg");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let rgb = video_rgb(&dir.join("v.mp4"));
         let frame = 64 * 48 * 3;
-        assert_eq!(out.stdout.len(), 3 * frame, "{service}: three 64x48 frames");
+        assert_eq!(rgb.len(), 3 * frame, "{service}: three 64x48 frames");
         let at = |k: usize, x: usize, y: usize| {
             let i = k * frame + (y * 64 + x) * 3;
-            [out.stdout[i], out.stdout[i + 1], out.stdout[i + 2]]
+            [rgb[i], rgb[i + 1], rgb[i + 2]]
         };
         // The portrait frame (32x64 → 24x48): green in the middle, black at the sides.
         let (middle, side) = (at(1, 32, 24), at(1, 4, 24));

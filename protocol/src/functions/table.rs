@@ -54,6 +54,38 @@ pub const PARQUET_JOURNAL_SUFFIX: &str = ".rows.arrows";
 /// The same for a pretty table written to a file (JSON arrays of cells).
 pub const PRETTY_JOURNAL_SUFFIX: &str = ".rows.jsonl";
 
+/// What an `image.show` video's path gets appended to name the folder its segments wait
+/// in until the tail ends (`out.mp4.segments/`), when its container can be resumed.
+pub const VIDEO_SEGMENTS_SUFFIX: &str = ".segments";
+
+/// How a video a restarted tail continues is encoded: in Matroska segments of `codec`
+/// (what ffmpeg picks for the file's extension), joined without re-encoding into a file
+/// of `muxer` at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumableVideo {
+    pub codec: &'static str,
+    pub muxer: &'static str,
+}
+
+/// The segments of an `image.show` video at `path`, for the containers whose codec goes
+/// into Matroska and back without re-encoding; `None` for others (`.gif`, `.flv`…),
+/// which a restarted tail starts over (the earlier file kept as a part).
+pub fn resumable_video(path: &str) -> Option<ResumableVideo> {
+    let ext = std::path::Path::new(path)
+        .extension()?
+        .to_str()?
+        .to_ascii_lowercase();
+    let (codec, muxer) = match ext.as_str() {
+        "mp4" | "m4v" => ("h264", "mp4"),
+        "mov" => ("h264", "mov"),
+        "mkv" => ("h264", "matroska"),
+        "avi" => ("mpeg4", "avi"),
+        "webm" => ("vp9", "webm"),
+        _ => return None,
+    };
+    Some(ResumableVideo { codec, muxer })
+}
+
 /// The journal suffix of `table.print` to a file in `format`; `None` for formats written
 /// row by row.
 pub fn table_journal_suffix(format: &str) -> Option<&'static str> {

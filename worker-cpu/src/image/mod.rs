@@ -6,3 +6,4 @@ pub mod bodies;
 pub mod mask_show;
 pub mod sinks;
 pub mod video_out;
+pub mod video_segments;

@@ -4,6 +4,7 @@
 
 use crate::image::mask_show::{self, MaskMode};
 use crate::image::video_out::VideoWriter;
+use crate::image::video_segments::SegmentedVideo;
 use crate::out_files;
 use crate::StageError;
 use protocol::functions::params;
@@ -144,32 +145,25 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
         std::fs::create_dir_all(dir).map_err(|e| StageError::io(dir.display(), e))?;
         out_files::remove_stale_parts(dir);
     }
-    // A video cannot be resumed: a restarted tail moves the earlier process's file aside
-    // when it opens its own (not before: one with nothing left to write leaves it).
     let restarted = node.setup.incarnation > 0;
-    let mut video: Option<VideoWriter> = None;
+    let mut video = match &path {
+        Some(p) => Some(VideoOut::open(node, p, fps, restarted)?),
+        None => None,
+    };
     let result = run_tail(node, |_, env, frame| {
         let Some(f) = frame else { return Ok(()) };
         if let Some(dir) = &dir {
             let file = dir.join(format!("{}-{}.png", env.source, env.seq));
             write_item_png(&file, env, &f, mode)?;
         }
-        if let Some(path) = &path {
-            let writer = match &mut video {
-                Some(v) => v,
-                None => {
-                    if restarted {
-                        out_files::set_aside(std::path::Path::new(path))?;
-                    }
-                    video.insert(VideoWriter::start(path, f.width, f.height, fps)?)
-                }
-            };
+        if let Some(video) = &mut video {
             let pixels = annotated(env, &f, mode);
-            writer.write(&FrameView {
+            let frame = FrameView {
                 width: f.width,
                 height: f.height,
                 rgb: &pixels,
-            })?;
+            };
+            video.write(env, &frame, fps)?;
         }
         Ok(())
     });
@@ -179,6 +173,70 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
             result.and(finished)
         }
         None => result,
+    }
+}
+
+/// `image.show`'s video: in segments a restarted tail continues when its container
+/// allows (MP4, MOV, MKV, AVI, WebM), else one file a restarted tail starts over.
+enum VideoOut {
+    Segmented(SegmentedVideo),
+    /// The encoder, started at the first frame; `restarted`: move the earlier
+    /// process's file aside when it is.
+    Whole {
+        path: String,
+        writer: Option<VideoWriter>,
+        restarted: bool,
+    },
+}
+
+impl VideoOut {
+    fn open(node: &Node, path: &str, fps: f64, restarted: bool) -> Result<VideoOut, StageError> {
+        let Some(format) = protocol::functions::resumable_video(path) else {
+            return Ok(VideoOut::Whole {
+                path: path.to_string(),
+                writer: None,
+                restarted,
+            });
+        };
+        let resume = restarted.then_some(node.setup.resume.as_slice());
+        let (video, recovered) =
+            SegmentedVideo::open(std::path::Path::new(path), format, fps, resume)?;
+        if recovered.lost > 0 {
+            node.metrics(|m| m.lose(protocol::messages::LossReason::Crash, recovered.lost));
+        }
+        Ok(VideoOut::Segmented(video))
+    }
+
+    fn write(&mut self, env: &Envelope, frame: &FrameView<'_>, fps: f64) -> Result<(), StageError> {
+        match self {
+            VideoOut::Segmented(video) => video.write(&env.source, env.seq, frame),
+            VideoOut::Whole {
+                path,
+                writer,
+                restarted,
+            } => {
+                let writer = match writer {
+                    Some(w) => w,
+                    None => {
+                        // Not resumable: the earlier process's file is moved aside when
+                        // this one opens its own (not before: one with nothing left to
+                        // write leaves it).
+                        if *restarted {
+                            out_files::set_aside(std::path::Path::new(path.as_str()))?;
+                        }
+                        writer.insert(VideoWriter::start(path, frame.width, frame.height, fps)?)
+                    }
+                };
+                writer.write(frame)
+            }
+        }
+    }
+
+    fn finish(self) -> Result<(), StageError> {
+        match self {
+            VideoOut::Segmented(video) => video.finish(),
+            VideoOut::Whole { writer, .. } => writer.map_or(Ok(()), VideoWriter::finish),
+        }
     }
 }
 

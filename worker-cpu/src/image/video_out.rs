@@ -30,12 +30,44 @@ pub struct VideoWriter {
 
 impl VideoWriter {
     pub fn start(path: &str, width: u32, height: u32, fps: f64) -> Result<VideoWriter, StageError> {
+        VideoWriter::spawn(path, width, height, fps, &[], false)
+    }
+
+    /// An encoder writing a Matroska segment of `codec` at `path` (see
+    /// [`super::video_segments`]). It runs in a process group of its own, so that a hung
+    /// tail killed with its group leaves it to end the segment at the end of its input.
+    pub fn start_segment(
+        path: &str,
+        width: u32,
+        height: u32,
+        fps: f64,
+        codec: &str,
+    ) -> Result<VideoWriter, StageError> {
+        VideoWriter::spawn(
+            path,
+            width,
+            height,
+            fps,
+            &["-c:v", codec, "-f", "matroska"],
+            true,
+        )
+    }
+
+    fn spawn(
+        path: &str,
+        width: u32,
+        height: u32,
+        fps: f64,
+        encoding: &[&str],
+        own_group: bool,
+    ) -> Result<VideoWriter, StageError> {
         if let Some(parent) = std::path::Path::new(path).parent() {
             std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent.display(), e))?;
         }
         let size = format!("{width}x{height}");
         let rate = format!("{fps}");
-        let mut child = Process::new(ffmpeg_program())
+        let mut command = Process::new(ffmpeg_program());
+        command
             .args([
                 "-nostdin", "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
             ])
@@ -47,11 +79,16 @@ impl VideoWriter {
                 "yuv420p",
                 "-preset",
                 VIDEO_PRESET,
-                path,
             ])
+            .args(encoding)
+            .arg(path)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        if own_group {
+            std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
         let stdin = child.stdin.take();
@@ -66,6 +103,23 @@ impl VideoWriter {
             height,
             fitted: 0,
         })
+    }
+
+    /// Close the encoder's input and leave it to end its file on its own (not waited
+    /// for), as it does when the tail is killed.
+    #[cfg(test)]
+    pub fn abandon(mut self) {
+        drop(self.stdin.take());
+    }
+
+    /// The encoder's process id.
+    pub fn encoder_pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The frame size of the video.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
     }
 
     pub fn write(&mut self, f: &FrameView<'_>) -> Result<(), StageError> {

@@ -1,7 +1,8 @@
 //! Tail outputs a restart cannot resume, and what the summary tells about them. A
 //! restarted csv or jsonl tail cuts its file back to the last acknowledgement and goes
 //! on (a Parquet file or a pretty table does the same with its journal, from which it is
-//! written at the end); a video (`image.show {path}`) cannot be cut back, so the
+//! written at the end; an MP4, MOV, MKV, AVI or WebM video continues its segments, joined
+//! at the end); a video in another container (`.gif`, `.flv`…) cannot be cut back, so the
 //! restarted tail moves the earlier process's file aside as `<stem>.part-<k>.<ext>`
 //! (`worker-cpu/src/out_files.rs`, `set_aside`) and starts a new one; csv or jsonl rows
 //! on stdout cannot be taken back. Every item is in one of
@@ -35,7 +36,9 @@ impl Unresumable {
         }
         let param = |name: &str| task.params.get(name).and_then(|v| v.as_str());
         match task.function.as_str() {
-            "image.show" => param("path").map(|p| Unresumable::File(p.into())),
+            "image.show" => param("path")
+                .filter(|p| protocol::functions::resumable_video(p).is_none())
+                .map(|p| Unresumable::File(p.into())),
             "table.print" => match (param("format").unwrap_or("pretty"), param("path")) {
                 ("csv" | "jsonl" | "parquet", Some(_)) => None,
                 ("pretty", _) => None,
@@ -183,9 +186,16 @@ mod tests {
         let of = |f: &str, p: serde_json::Value| Unresumable::of(&tail(f, p));
         use serde_json::json;
         assert_eq!(
-            of("image.show", json!({"path": "/o/v.mp4"})),
-            Some(Unresumable::File("/o/v.mp4".into()))
+            of("image.show", json!({"path": "/o/v.gif"})),
+            Some(Unresumable::File("/o/v.gif".into()))
         );
+        for resumed in ["/o/v.mp4", "/o/v.MKV", "/o/v.avi", "/o/v.webm", "/o/v.mov"] {
+            assert_eq!(
+                of("image.show", json!({"path": resumed})),
+                None,
+                "{resumed}"
+            );
+        }
         assert_eq!(of("image.show", json!({"dir": "/o/frames"})), None);
         assert_eq!(
             of("table.print", json!({"format": "csv", "path": "r.csv"})),
