@@ -146,10 +146,21 @@ fn walk_glob(pattern: &str) -> Result<Vec<PathBuf>, MediaError> {
 /// (no race with a swap between a check and the open).
 pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::File::options()
+    let file = match std::fs::File::options()
         .read(true)
         .custom_flags(O_NONBLOCK)
-        .open(path)?;
+        .open(path)
+    {
+        Ok(file) => file,
+        // A socket cannot be opened at all (ENXIO, "No such device or address"): say
+        // what is there instead.
+        Err(e) => {
+            return Err(match special_file(path) {
+                Some(kind) => std::io::Error::other(format!("is a {kind}, not a regular file")),
+                None => e,
+            })
+        }
+    };
     let kind = file.metadata()?.file_type();
     if kind.is_file() {
         return Ok(file);
@@ -337,6 +348,16 @@ mod tests {
         assert_eq!(image_size(&fifo), None);
         let e = open_regular(&dir).unwrap_err();
         assert!(e.to_string().contains("is a folder"), "{e}");
+        // A socket cannot be opened at all: named as what it is, not ENXIO's "No such
+        // device or address".
+        let socket = dir.join("s.png");
+        let _ = std::fs::remove_file(&socket);
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let e = open_regular(&socket).unwrap_err();
+        assert!(
+            e.to_string().contains("is a socket, not a regular file"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -117,6 +117,10 @@ fn frames_of_other_sizes_are_fitted_into_one_video() {
         );
         let (_, summary) = run_ok(&app, &dir.join(format!("run-{service}")));
         assert_eq!(summary["items_out"], 3, "{service}: {summary}");
+        assert_eq!(
+            summary["stages"]["show#0"]["frames_fitted"], 2,
+            "{service}: the two frames of other sizes are counted: {summary}"
+        );
         let rgb = video_rgb(&dir.join("v.mp4"));
         let frame = 64 * 48 * 3;
         assert_eq!(rgb.len(), 3 * frame, "{service}: three 64x48 frames");

@@ -89,6 +89,9 @@ pub struct StageMetrics {
     /// and the wait was longer than the acknowledgement window. Each one held the
     /// request-guarantee sources back for a whole receive timeout; it stays 0.
     pub ack_stalls: u64,
+    /// Tails writing a video (`image.show {path}`): frames of another size than the
+    /// video's fitted into it (aspect kept, black around them).
+    pub frames_fitted: u64,
 }
 
 /// Upper bounds (seconds) of the histogram buckets the stages report.

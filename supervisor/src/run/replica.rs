@@ -103,6 +103,7 @@ impl Replica {
         m.busy_sq_ms2 += e.busy_sq_ms2;
         m.waiting_for_slot_ns += e.waiting_for_slot_ns;
         m.ack_stalls += e.ack_stalls;
+        m.frames_fitted += e.frames_fitted;
         for (a, b) in [
             (&mut m.service_buckets, &e.service_buckets),
             (&mut m.latency_buckets, &e.latency_buckets),

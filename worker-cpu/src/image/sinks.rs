@@ -150,7 +150,7 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
         Some(p) => Some(VideoOut::open(node, p, fps, restarted)?),
         None => None,
     };
-    let result = run_tail(node, |_, env, frame| {
+    let result = run_tail(node, |tail, env, frame| {
         let Some(f) = frame else { return Ok(()) };
         if let Some(dir) = &dir {
             let file = dir.join(format!("{}-{}.png", env.source, env.seq));
@@ -163,7 +163,9 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
                 height: f.height,
                 rgb: &pixels,
             };
-            video.write(env, &frame, fps)?;
+            if video.write(env, &frame, fps)? {
+                tail.node().metrics(|m| m.frames_fitted += 1);
+            }
         }
         Ok(())
     });
@@ -207,7 +209,13 @@ impl VideoOut {
         Ok(VideoOut::Segmented(video))
     }
 
-    fn write(&mut self, env: &Envelope, frame: &FrameView<'_>, fps: f64) -> Result<(), StageError> {
+    /// Write `frame`; true when it was of another size and fitted into the video's.
+    fn write(
+        &mut self,
+        env: &Envelope,
+        frame: &FrameView<'_>,
+        fps: f64,
+    ) -> Result<bool, StageError> {
         match self {
             VideoOut::Segmented(video) => video.write(&env.source, env.seq, frame),
             VideoOut::Whole {

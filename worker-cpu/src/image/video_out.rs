@@ -122,9 +122,11 @@ impl VideoWriter {
         (self.width, self.height)
     }
 
-    pub fn write(&mut self, f: &FrameView<'_>) -> Result<(), StageError> {
+    /// Encode frame `f`; true when it was of another size and fitted into the video's.
+    pub fn write(&mut self, f: &FrameView<'_>) -> Result<bool, StageError> {
         let fitted;
-        let pixels = if (f.width, f.height) == (self.width, self.height) {
+        let fitted_now = (f.width, f.height) != (self.width, self.height);
+        let pixels = if !fitted_now {
             f.rgb
         } else {
             if self.fitted == 0 {
@@ -143,7 +145,7 @@ impl VideoWriter {
             .as_mut()
             .ok_or_else(|| StageError::Ffmpeg("encoder input closed".into()))?;
         match stdin.write_all(pixels) {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(fitted_now),
             Err(e) => {
                 // The encoder stopped reading: why it stopped is in its stderr and
                 // exit status (a full disk shows as a broken pipe here).

@@ -178,15 +178,16 @@ impl SegmentedVideo {
         Ok(recovered)
     }
 
-    /// Write one frame of item `seq` of `source`, unless an earlier segment holds it.
+    /// Write one frame of item `seq` of `source`, unless an earlier segment holds it;
+    /// true when it was of another size and fitted into the video's.
     pub fn write(
         &mut self,
         source: &str,
         seq: u64,
         frame: &FrameView<'_>,
-    ) -> Result<(), StageError> {
+    ) -> Result<bool, StageError> {
         if self.earlier.contains(&(source.to_string(), seq)) {
-            return Ok(());
+            return Ok(false);
         }
         if self.joined_before {
             // Frames after the file was joined (not expected: all was acknowledged).
@@ -208,9 +209,9 @@ impl SegmentedVideo {
             .frames_list
             .write_all(format!("{line}\n").as_bytes())
             .map_err(|e| frames_list_error(&segment.file, &e))?;
-        segment.writer.write(frame)?;
+        let fitted = segment.writer.write(frame)?;
         segment.frames += 1;
-        Ok(())
+        Ok(fitted)
     }
 
     fn start_segment(&mut self, first: &FrameView<'_>) -> Result<OpenSegment, StageError> {
