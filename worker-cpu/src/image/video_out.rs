@@ -48,7 +48,18 @@ impl VideoWriter {
             width,
             height,
             fps,
-            &["-c:v", codec, "-f", "matroska"],
+            // Short clusters, flushed: an encoder killed itself leaves what it encoded
+            // readable (Matroska otherwise holds up to 5 s of frames in memory).
+            &[
+                "-c:v",
+                codec,
+                "-cluster_time_limit",
+                "200",
+                "-flush_packets",
+                "1",
+                "-f",
+                "matroska",
+            ],
             true,
         )
     }

@@ -262,7 +262,15 @@ impl SegmentedVideo {
         if !self.segments.is_empty() {
             self.join()?;
         }
-        std::fs::remove_dir_all(&self.folder).map_err(|e| StageError::io(self.folder.display(), e))
+        // Out of the way in one step: a tail killed while removing it must not find a
+        // folder missing some lists and join the rest over the joined file.
+        let removed = beside(
+            &self.path,
+            &format!("{VIDEO_SEGMENTS_SUFFIX}.removing-{}", std::process::id()),
+        );
+        std::fs::rename(&self.folder, &removed)
+            .map_err(|e| StageError::io(self.folder.display(), e))?;
+        std::fs::remove_dir_all(&removed).map_err(|e| StageError::io(removed.display(), e))
     }
 
     fn join(&self) -> Result<(), StageError> {
@@ -270,7 +278,9 @@ impl SegmentedVideo {
         let list = self.folder.join("segments.ffconcat");
         let mut text = String::from("ffconcat version 1.0\n");
         for segment in &self.segments {
-            let name = segment.display().to_string().replace('\'', "'\\''");
+            // Bare names, read from the folder: a full path with a newline (or `?`, `#`,
+            // read as a URL) breaks the list.
+            let name = segment.file_name().unwrap_or_default().to_string_lossy();
             text.push_str(&format!("file '{name}'\n"));
         }
         std::fs::write(&list, text).map_err(|e| StageError::io(list.display(), e))?;
@@ -279,9 +289,10 @@ impl SegmentedVideo {
             .args([
                 "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i",
             ])
-            .arg(&list)
+            .arg("segments.ffconcat")
             .args(["-c", "copy", "-f", self.format.muxer])
-            .arg(&temporary)
+            .arg(std::path::absolute(&temporary).unwrap_or_else(|_| temporary.clone()))
+            .current_dir(&self.folder)
             .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| {
@@ -465,7 +476,12 @@ mod tests {
     /// segment holds, and the joined video holds every frame once, in order.
     #[test]
     fn a_restarted_tail_continues_its_video_without_losing_or_repeating_a_frame() {
-        let dir = std::env::temp_dir().join(format!("smartpipe-segments-{}", std::process::id()));
+        // A folder name that a concat list of full paths could not hold (a newline) or
+        // that ffmpeg would read as a URL (`?`, `#`).
+        let dir = std::env::temp_dir().join(format!(
+            "smartpipe-segments-{} new\nline '#?",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("out.mp4");
