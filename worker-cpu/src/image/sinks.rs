@@ -163,7 +163,7 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
                 height: f.height,
                 rgb: &pixels,
             };
-            if video.write(env, &frame, fps)? {
+            if video.write(env, &frame)? {
                 tail.node().metrics(|m| m.frames_fitted += 1);
             }
         }
@@ -181,11 +181,12 @@ pub fn run_show(node: &mut Node) -> Result<(), StageError> {
 /// `image.show`'s video: in segments a restarted tail continues when its container
 /// allows (MP4, MOV, MKV, AVI, WebM), else one file a restarted tail starts over.
 enum VideoOut {
-    Segmented(SegmentedVideo),
+    Segmented(Box<SegmentedVideo>),
     /// The encoder, started at the first frame; `restarted`: move the earlier
     /// process's file aside when it is.
     Whole {
         path: String,
+        fps: f64,
         writer: Option<VideoWriter>,
         restarted: bool,
     },
@@ -196,6 +197,7 @@ impl VideoOut {
         let Some(format) = protocol::functions::resumable_video(path) else {
             return Ok(VideoOut::Whole {
                 path: path.to_string(),
+                fps,
                 writer: None,
                 restarted,
             });
@@ -206,20 +208,16 @@ impl VideoOut {
         if recovered.lost > 0 {
             node.metrics(|m| m.lose(protocol::messages::LossReason::Crash, recovered.lost));
         }
-        Ok(VideoOut::Segmented(video))
+        Ok(VideoOut::Segmented(Box::new(video)))
     }
 
     /// Write `frame`; true when it was of another size and fitted into the video's.
-    fn write(
-        &mut self,
-        env: &Envelope,
-        frame: &FrameView<'_>,
-        fps: f64,
-    ) -> Result<bool, StageError> {
+    fn write(&mut self, env: &Envelope, frame: &FrameView<'_>) -> Result<bool, StageError> {
         match self {
             VideoOut::Segmented(video) => video.write(&env.source, env.seq, frame),
             VideoOut::Whole {
                 path,
+                fps,
                 writer,
                 restarted,
             } => {
@@ -232,7 +230,7 @@ impl VideoOut {
                         if *restarted {
                             out_files::set_aside(std::path::Path::new(path.as_str()))?;
                         }
-                        writer.insert(VideoWriter::start(path, frame.width, frame.height, fps)?)
+                        writer.insert(VideoWriter::start(path, frame.width, frame.height, *fps)?)
                     }
                 };
                 writer.write(frame)

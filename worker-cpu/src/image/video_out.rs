@@ -128,11 +128,6 @@ impl VideoWriter {
         self.child.id()
     }
 
-    /// The frame size of the video.
-    pub fn size(&self) -> (u32, u32) {
-        (self.width, self.height)
-    }
-
     /// Encode frame `f`; true when it was of another size and fitted into the video's.
     pub fn write(&mut self, f: &FrameView<'_>) -> Result<bool, StageError> {
         let fitted;

@@ -48,6 +48,8 @@ struct OpenSegment {
 /// A video written in segments (see the module's text).
 pub struct SegmentedVideo {
     path: PathBuf,
+    /// Where the joined file goes: `path`, or the file its symbolic link names.
+    target: PathBuf,
     folder: PathBuf,
     format: ResumableVideo,
     fps: f64,
@@ -84,10 +86,11 @@ impl SegmentedVideo {
         resume: Option<&[SourceTotal]>,
     ) -> Result<(SegmentedVideo, Recovered), StageError> {
         // A folder at the path is refused now, not after the run.
-        written_whole_at(path)?;
+        let target = written_whole_at(path)?;
         let folder = beside(path, VIDEO_SEGMENTS_SUFFIX);
         let mut video = SegmentedVideo {
             path: path.to_path_buf(),
+            target,
             folder: folder.clone(),
             format,
             fps,
@@ -274,7 +277,7 @@ impl SegmentedVideo {
     }
 
     fn join(&self) -> Result<(), StageError> {
-        let target = written_whole_at(&self.path)?;
+        let target = &self.target;
         let list = self.folder.join("segments.ffconcat");
         let mut text = String::from("ffconcat version 1.0\n");
         for segment in &self.segments {
@@ -284,8 +287,9 @@ impl SegmentedVideo {
             text.push_str(&format!("file '{name}'\n"));
         }
         std::fs::write(&list, text).map_err(|e| StageError::io(list.display(), e))?;
-        let temporary = temporary_for(&target);
-        let out = std::process::Command::new(crate::sources::media::ffmpeg_program())
+        let temporary = temporary_for(target);
+        let ffmpeg = crate::sources::media::ffmpeg_program();
+        let out = std::process::Command::new(&ffmpeg)
             .args([
                 "-nostdin", "-v", "error", "-y", "-f", "concat", "-safe", "0", "-i",
             ])
@@ -295,16 +299,11 @@ impl SegmentedVideo {
             .current_dir(&self.folder)
             .stdin(std::process::Stdio::null())
             .output()
-            .map_err(|e| {
-                StageError::Ffmpeg(format!(
-                    "cannot start {}: {e}",
-                    crate::sources::media::ffmpeg_program()
-                ))
-            })?;
+            .map_err(|e| StageError::Ffmpeg(format!("cannot start {ffmpeg}: {e}")))?;
         if !out.status.success() {
             let _ = std::fs::remove_file(&temporary);
             let complaints = String::from_utf8_lossy(&out.stderr);
-            let why = if out_files::full_disk_at(&target, &complaints) {
+            let why = if out_files::full_disk_at(target, &complaints) {
                 "the disk is full (ENOSPC: No space left on device); "
             } else {
                 ""
@@ -316,7 +315,7 @@ impl SegmentedVideo {
                 protocol::text::shown_up_to(complaints.trim(), 2000)
             )));
         }
-        std::fs::rename(&temporary, &target).map_err(|e| {
+        std::fs::rename(&temporary, target).map_err(|e| {
             StageError::io(
                 target.display(),
                 format!(
@@ -413,15 +412,12 @@ fn wait_for_encoder(pid: u32, segment: &Path) {
 mod tests {
     use super::*;
 
-    /// Frame `seq` of a solid colour that tells it apart from the 127 others around it.
-    fn colour(seq: u64) -> [u8; 3] {
-        let s = seq as usize;
-        [(s * 40) as u8, (s * 90) as u8, (s * 150) as u8]
-    }
+    use crate::sources::{draw_pattern, solid_colour};
 
     fn write_frames(video: &mut SegmentedVideo, seqs: std::ops::Range<u64>) {
         for seq in seqs {
-            let rgb = colour(seq).repeat(32 * 24);
+            let mut rgb = vec![0; 32 * 24 * 3];
+            draw_pattern("solid", 32, 24, seq, &mut rgb);
             let frame = FrameView {
                 width: 32,
                 height: 24,
@@ -451,7 +447,7 @@ mod tests {
                 let px = &frame[at..at + 3];
                 (0..128u64)
                     .min_by_key(|&k| {
-                        let c = colour(k);
+                        let c = solid_colour(k);
                         (0..3)
                             .map(|i| (i32::from(c[i]) - i32::from(px[i])).pow(2))
                             .sum::<i32>()

@@ -79,6 +79,13 @@ fn frame(width: u32, height: u32) -> impl FnOnce(ShmRef) -> Payload {
     }
 }
 
+/// The colour of frame `seq` of `image.gen`'s `solid` pattern: each of 128 consecutive
+/// frames has its own, at least 35 apart (RGB distance).
+pub fn solid_colour(seq: u64) -> [u8; 3] {
+    let s = seq as usize;
+    [(s * 40) as u8, (s * 90) as u8, (s * 150) as u8]
+}
+
 /// Draw one synthetic frame; `seq` moves the picture so consecutive frames differ.
 pub fn draw_pattern(pattern: &str, width: u32, height: u32, seq: u64, out: &mut [u8]) {
     let (w, s) = (width as usize, seq as usize);
@@ -100,7 +107,7 @@ pub fn draw_pattern(pattern: &str, width: u32, height: u32, seq: u64, out: &mut 
             }
         }
         "solid" => {
-            let c = [(s * 40) as u8, (s * 90) as u8, (s * 150) as u8];
+            let c = solid_colour(seq);
             for px in out.chunks_exact_mut(3) {
                 px.copy_from_slice(&c);
             }
