@@ -33,8 +33,11 @@ const ENCODER_END_WAIT: Duration = Duration::from_secs(60);
 struct SegmentHeader {
     width: u32,
     height: u32,
-    /// The pid of the ffmpeg writing the segment.
+    /// The pid of the ffmpeg writing the segment, and its start time (clock ticks after
+    /// boot, /proc's `starttime`), which tells it from a later process of that pid.
     encoder: u32,
+    #[serde(default)]
+    encoder_started: u64,
 }
 
 /// The segment the current process writes.
@@ -142,7 +145,7 @@ impl SegmentedVideo {
             let segment = self.folder.join(format!("{index}.mkv"));
             let (header, mut frames) = read_frames_list(&list)?;
             if header.encoder != 0 {
-                wait_for_encoder(header.encoder, &segment);
+                wait_for_encoder(header.encoder, header.encoder_started, &segment);
             }
             let held = ::media::count_video_packets(&segment).map_err(crate::media::media_error)?;
             let held = usize::try_from(held)
@@ -229,10 +232,12 @@ impl SegmentedVideo {
             self.fps,
             self.format.codec,
         )?;
+        let encoder = writer.encoder_pid();
         let header = SegmentHeader {
             width,
             height,
-            encoder: writer.encoder_pid(),
+            encoder,
+            encoder_started: running_since(encoder).unwrap_or(0),
         };
         let list = self.folder.join(format!("{index}.frames"));
         let mut frames_list =
@@ -379,19 +384,28 @@ fn write_frames_list(
         .map_err(|e| StageError::io(list.display(), out_files::describe(&e)))
 }
 
-/// Wait until the ffmpeg `pid` writing `segment` has ended (an earlier process's encoder
-/// ends its segment when its input, the killed tail's pipe, ends); killed if it has not
-/// within [`ENCODER_END_WAIT`] (the segment then holds what it wrote).
-fn wait_for_encoder(pid: u32, segment: &Path) {
-    let name = segment.display().to_string();
-    let writing = || {
-        std::fs::read(format!("/proc/{pid}/cmdline"))
-            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&name))
-    };
-    let started = Instant::now();
+/// When process `pid` started (/proc's `starttime`), if it runs (a zombie has ended).
+fn running_since(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state, then starttime as the 20th field.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Wait until the ffmpeg `pid` (started at `started`) writing `segment` has ended (an
+/// earlier process's encoder ends its segment when its input, the killed tail's pipe,
+/// ends); killed if it has not within [`ENCODER_END_WAIT`] (the segment then holds what
+/// it wrote). A process of that pid started at another time is another one.
+fn wait_for_encoder(pid: u32, started: u64, segment: &Path) {
+    // `started` 0: not read when the encoder started; the pid alone then.
+    let writing = || running_since(pid).is_some_and(|t| started == 0 || t == started);
+    let waiting = Instant::now();
     while writing() {
-        if started.elapsed() > ENCODER_END_WAIT {
-            tracing::error!(pid, segment = %name, "the earlier encoder has not ended its segment: killed");
+        if waiting.elapsed() > ENCODER_END_WAIT {
+            tracing::error!(pid, segment = %segment.display(), "the earlier encoder has not ended its segment: killed");
             if let Ok(raw) = i32::try_from(pid) {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(raw),
