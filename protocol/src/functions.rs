@@ -14,8 +14,9 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 pub use table::{
-    resumable_video, table_journal_suffix, ResumableVideo, FAULT_MODES, FUNCTIONS, GEN_PATTERNS,
-    PARQUET_JOURNAL_SUFFIX, PRETTY_JOURNAL_SUFFIX, TABLE_FORMATS, VIDEO_SEGMENTS_SUFFIX,
+    output_journal, resumable_video, table_journal_suffix, OutputJournal, ResumableVideo,
+    FAULT_MODES, FUNCTIONS, GEN_PATTERNS, PARQUET_JOURNAL_SUFFIX, PRETTY_JOURNAL_SUFFIX,
+    TABLE_FORMATS, VIDEO_SEGMENTS_SUFFIX,
 };
 
 /// The function of a device's GPU agent: the supervisor's own task, never in an app

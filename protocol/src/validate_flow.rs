@@ -125,29 +125,12 @@ pub fn output_paths(app: &AppSpec) -> Vec<(usize, &'static str, String)> {
                 out.push((i, param, path.to_string()));
             }
         }
-        if let Some(journal) = journal_of(task) {
-            out.push((i, "path's journal", journal));
+        // Another output there would mix with it.
+        if let Some(j) = crate::functions::output_journal(&task.function, &task.params) {
+            out.push((i, "path's journal", j.journal));
         }
     }
     out
-}
-
-/// The journal a `table.print` to a file keeps its rows in until it ends (a Parquet file's
-/// `<path>.rows.arrows`, a pretty table's `<path>.rows.jsonl`), or the folder an
-/// `image.show` video's segments wait in (`<path>.segments`): another output there would
-/// mix with it.
-fn journal_of(task: &crate::spec::TaskSpec) -> Option<String> {
-    let path = task.params.get("path").and_then(|v| v.as_str())?;
-    if task.function == "image.show" {
-        return crate::functions::resumable_video(path)
-            .map(|_| format!("{path}{}", crate::functions::VIDEO_SEGMENTS_SUFFIX));
-    }
-    if task.function != "table.print" {
-        return None;
-    }
-    let format = task.params.get("format").and_then(|v| v.as_str());
-    crate::functions::table_journal_suffix(format.unwrap_or("pretty"))
-        .map(|suffix| format!("{path}{suffix}"))
 }
 
 /// Two tails writing one file would interleave or overwrite each other's items.

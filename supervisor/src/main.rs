@@ -155,6 +155,14 @@ enum Cmd {
         /// The app file.
         app: PathBuf,
     },
+    /// Write the outputs a run of the app left unfinished: a Parquet file, a pretty table
+    /// or an MP4/MOV/MKV/AVI/WebM video whose tail was stopped at once (a second Ctrl-C) or
+    /// failed at its end, from the journal or segments kept beside it (the run's summary
+    /// names them: `not written:`). Refused while the app runs.
+    FinishOutputs {
+        /// The app file.
+        app: PathBuf,
+    },
     /// Print the JSON Schema of the app format.
     Schema,
     /// Show the plan (replicas, batching, shared-memory pools) for an app.
@@ -239,6 +247,26 @@ fn default_sigpipe() {
             nix::sys::signal::SigHandler::SigDfl,
         )
     };
+}
+
+/// A run starts its outputs over: one an earlier run left unfinished (its journal or
+/// segments still beside it) would lose what that run's tail received. Refused, naming
+/// both ways on.
+fn refuse_unfinished_outputs(loaded: &plan::app::LoadedApp) -> anyhow::Result<()> {
+    let left = run::apprun::outputs::unfinished(&loaded.spec.tasks, &loaded.file);
+    if left.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = left
+        .iter()
+        .map(|o| format!("{} (kept in {})", o.output, o.kept_in))
+        .collect();
+    anyhow::bail!(
+        "an earlier run of app '{}' did not write {}: this run would start over and lose what its tail received. Run `supervisor finish-outputs {}` to write it, or remove what is kept to start over",
+        loaded.spec.name,
+        named.join(", "),
+        loaded.file.display()
+    )
 }
 
 /// `runs/APP-STAMP` under the current folder ([`claim_run_dir`]).
@@ -327,6 +355,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             // Checked here first, so that problems are listed before any daemon starts.
             let loaded = plan::app::load(&app)?;
             plan::preflight::check(&loaded)?;
+            refuse_unfinished_outputs(&loaded)?;
             control::autoprofile::before_start(&loaded, no_profile)?;
             let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&loaded.spec.name));
             if run_dir.exists() && !run_dir.is_dir() {
@@ -362,6 +391,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         }
         Cmd::Bench { which } => cli::bench::run(which),
+        Cmd::FinishOutputs { app } => cli::finish_outputs::finish_outputs(&app),
         Cmd::Profile {
             app,
             batches,

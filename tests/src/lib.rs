@@ -4,6 +4,7 @@
 
 pub mod kill;
 pub mod mutate;
+pub mod solid;
 pub mod zoo;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! A full disk under the sinks other than csv/jsonl (those are in `outcomes.rs`):
 //! `image.show` PNGs (never a cut file), `image.show` video (ENOSPC named, not "Broken
-//! pipe"), Parquet (ENOSPC found while the app runs, the rows delivered kept in its journal). Each test mounts a
+//! pipe"), Parquet (ENOSPC found while the app runs, the rows delivered kept in its journal),
+//! an MP4 whose join does not fit (its segments kept for `finish-outputs`). Each test mounts a
 //! small tmpfs and is skipped, saying why, where `mount` is not allowed.
 
 use serde_json::json;
@@ -180,4 +181,67 @@ fn a_full_disk_under_parquet_is_found_while_the_app_runs_and_keeps_the_rows() {
         kept.len() as u64,
         "delivered means kept: {summary}"
     );
+    assert_eq!(
+        summary["unfinished_outputs"][0]["kept_in"],
+        journal.display().to_string(),
+        "the run names the file it did not write and where its rows are: {summary}"
+    );
+}
+
+/// An MP4 is joined from its segments at the end into a file about as large: a disk
+/// with less room is refused before ffmpeg fills it, the segments are kept and named,
+/// and `supervisor finish-outputs` joins them once there is room.
+#[test]
+fn a_video_whose_join_does_not_fit_keeps_its_segments_for_finish_outputs() {
+    require_ffmpeg();
+    let dir = scratch("disk-full-join");
+    let Some(disk) = small_disk(&dir, "512k") else {
+        return;
+    };
+    // 150 noise frames of 64×64 encode to about 290 KiB: they fit, twice they do not.
+    let count = 150;
+    let app = app_into(
+        &dir,
+        "fulljoin",
+        count,
+        json!({"function": "image.show", "params": {"path": "out/v.mp4", "fps": 25}}),
+    );
+    let (err, summary) = run_failing(&app, &dir.join("run"));
+    assert!(
+        err.contains("joining the segments of") && err.contains("are free"),
+        "the join is refused for want of room:\n{err}"
+    );
+    let segments = disk.0.join("v.mp4.segments");
+    assert!(segments.is_dir() && !disk.0.join("v.mp4").exists());
+    assert_eq!(summary["tails"][0]["items"], count, "{summary}");
+    assert_eq!(
+        summary["unfinished_outputs"][0]["kept_in"],
+        segments.display().to_string(),
+        "{summary}"
+    );
+    let finish = || {
+        supervisor()
+            .arg("finish-outputs")
+            .arg(&app)
+            .output()
+            .expect("finish-outputs")
+    };
+    let still_full = finish();
+    assert!(!still_full.status.success(), "{}", printed(&still_full));
+    assert!(segments.is_dir(), "a failed join keeps the segments");
+
+    let grown = Command::new("mount")
+        .args(["-o", "remount,size=2m"])
+        .arg(&disk.0)
+        .status()
+        .expect("remount");
+    assert!(grown.success(), "the tmpfs grows");
+    let done = finish();
+    assert!(done.status.success(), "{}", printed(&done));
+    let frames = video_rgb(&disk.0.join("v.mp4")).len() / (64 * 64 * 3);
+    assert_eq!(
+        frames as u64, count,
+        "every frame delivered is in the video"
+    );
+    assert!(!segments.exists());
 }

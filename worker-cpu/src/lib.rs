@@ -10,6 +10,7 @@
 //! family); `registry.rs` binds every built-in function to its run function.
 
 pub mod faults;
+pub mod finish_left;
 pub mod image;
 pub mod model;
 pub mod out_files;

@@ -15,9 +15,15 @@ fn main() -> ExitCode {
         println!(
             "worker-cpu: runs one CPU stage of a SmartPipe app.\n\n\
              It is started by `supervisor start APP.json`, which passes the bootstrap\n\
-             channel in SMARTPIPE_BOOTSTRAP and SMARTPIPE_NONCE. Run apps with the supervisor."
+             channel in SMARTPIPE_BOOTSTRAP and SMARTPIPE_NONCE. Run apps with the supervisor.\n\n\
+             worker-cpu --finish-output: writes the output of the tail described on stdin\n\
+             ({{\"function\": ..., \"params\": {{...}}}}) from the journal or segments it left\n\
+             (run by `supervisor finish-outputs APP.json`)."
         );
         return ExitCode::SUCCESS;
+    }
+    if std::env::args().nth(1).as_deref() == Some("--finish-output") {
+        return finish_output();
     }
     protocol::logcap::init_stage_logging();
     let mut node = match Node::bootstrap(&label) {
@@ -44,6 +50,38 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             node.fail(&e.to_string());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `--finish-output`: the tail `{"function", "params"}` on stdin; what was done on stdout.
+fn finish_output() -> ExitCode {
+    #[derive(serde::Deserialize)]
+    struct Tail {
+        function: String,
+        params: serde_json::Map<String, serde_json::Value>,
+    }
+    let tail: Tail = match serde_json::from_reader(std::io::stdin().lock()) {
+        Ok(tail) => tail,
+        Err(e) => {
+            eprintln!(
+                "worker-cpu --finish-output: stdin is not a tail's {{function, params}}: {e}"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match worker_cpu::finish_left::finish_left_output(&tail.function, &tail.params) {
+        Ok(Some(finished)) => {
+            println!("{}", finished.done);
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("nothing was left to finish");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(1)
         }
     }

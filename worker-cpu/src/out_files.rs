@@ -161,12 +161,26 @@ pub fn reopen_at_acknowledged(path: &Path, len: u64) -> std::io::Result<std::fs:
 pub fn written_whole_at(path: &Path) -> Result<PathBuf, StageError> {
     let target = match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(path).or_else(|_| {
-            // A dangling link: the file it names, created at the end.
+            // A dangling link: the file it names, created at the end, in a folder that
+            // must exist now (found missing only then, the run's output would be lost).
             let link = std::fs::read_link(path).map_err(|e| StageError::io(path.display(), e))?;
-            Ok::<PathBuf, StageError>(match path.parent() {
+            let named = match path.parent() {
                 Some(dir) => dir.join(link),
                 None => link,
-            })
+            };
+            match named.parent() {
+                Some(folder) if !folder.as_os_str().is_empty() && !folder.is_dir() => {
+                    Err(StageError::io(
+                        path.display(),
+                        format!(
+                            "is a symbolic link to {}, whose folder {} does not exist: the output could not be written there",
+                            named.display(),
+                            folder.display()
+                        ),
+                    ))
+                }
+                _ => Ok(named),
+            }
         })?,
         _ => path.to_path_buf(),
     };
@@ -299,6 +313,34 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, vec!["cam-7.png".to_string()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A symbolic link naming a file not made yet is written through; one naming a file
+    /// in a folder that does not exist is refused when the tail opens it, not after the
+    /// run (the Parquet file, table or video would be lost then).
+    #[test]
+    fn a_link_to_a_file_in_a_missing_folder_is_refused_when_the_output_opens() {
+        let dir = std::env::temp_dir().join(format!("out-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let to_be_made = dir.join("rows.parquet");
+        std::os::unix::fs::symlink(dir.join("real.parquet"), &to_be_made).expect("link");
+        assert_eq!(
+            written_whole_at(&to_be_made).expect("written through"),
+            dir.join("real.parquet")
+        );
+        let into_nowhere = dir.join("v.mp4");
+        std::os::unix::fs::symlink(dir.join("gone/v.mp4"), &into_nowhere).expect("link");
+        let refused = written_whole_at(&into_nowhere)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            refused.contains("whose folder")
+                && refused.contains("gone")
+                && refused.contains("does not exist"),
+            "{refused}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -96,6 +96,44 @@ pub fn table_journal_suffix(format: &str) -> Option<&'static str> {
     }
 }
 
+/// What a tail keeps beside an output it writes whole at its end: the journal of a
+/// `table.print` Parquet file (`<path>.rows.arrows`) or pretty table (`<path>.rows.jsonl`),
+/// or the folder of an `image.show` video's segments (`<path>.segments`). While the tail
+/// runs it holds what was delivered; a finished tail removes it, so one found after the
+/// tail ended means the output was not finished (a stop at once, a failed end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputJournal {
+    /// The output's path, as the task names it.
+    pub output: String,
+    /// The journal file or segments folder beside it.
+    pub journal: String,
+    /// What the journal holds, for people ("an Arrow IPC stream of its rows"…).
+    pub what: &'static str,
+}
+
+/// The journal a tail `function` with `params` keeps for its output, if it keeps one.
+pub fn output_journal(
+    function: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Option<OutputJournal> {
+    let path = params.get("path").and_then(|v| v.as_str())?;
+    let (suffix, what) = match function {
+        "image.show" => resumable_video(path)
+            .map(|_| (VIDEO_SEGMENTS_SUFFIX, "Matroska segments of its frames"))?,
+        "table.print" => match params.get("format").and_then(|v| v.as_str()) {
+            Some("parquet") => (PARQUET_JOURNAL_SUFFIX, "an Arrow IPC stream of its rows"),
+            None | Some("pretty") => (PRETTY_JOURNAL_SUFFIX, "a JSON array per row"),
+            Some(_) => return None,
+        },
+        _ => return None,
+    };
+    Some(OutputJournal {
+        output: path.to_string(),
+        journal: format!("{path}{suffix}"),
+        what,
+    })
+}
+
 /// Every function, in the order `--help` and the schema list them.
 pub const FUNCTIONS: &[FunctionDef] = &[
     FunctionDef {

@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod bench_stages;
+pub mod finish_outputs;
 pub mod ops;
 pub mod show_plan;
 pub mod start;

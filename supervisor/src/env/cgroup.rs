@@ -273,37 +273,57 @@ fn pids_in(dir: &Path) -> Vec<i32> {
 }
 
 impl AppCgroup {
-    /// Kill what is still in the group when the app has ended: processes a stage started
-    /// and left behind (a user stage's children, in a session of their own or not), which
-    /// would otherwise run on and keep the group from being removed. Waits (at most 2 s)
-    /// until the kernel has taken them out.
+    /// Stop what is still in the group when the app has ended: processes a stage started
+    /// and left behind (a user stage's children, in a session of their own or not, or a
+    /// video tail's encoder still ending its segment after a stop at once), which would
+    /// otherwise run on and keep the group from being removed. SIGTERM first (an encoder
+    /// then ends its file properly), SIGKILL after [`LEFTOVER_GRACE`]; waits (at most 2 s
+    /// more) until the kernel has taken them out.
     fn kill_leftovers(&self) {
-        let mut killed = 0;
-        for dir in &self.dirs {
-            for pid in pids_in(dir) {
-                if nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                )
-                .is_ok()
-                {
-                    killed += 1;
+        let signal_all = |signal: nix::sys::signal::Signal| {
+            let mut signalled = 0;
+            for dir in &self.dirs {
+                for pid in pids_in(dir) {
+                    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).is_ok() {
+                        signalled += 1;
+                    }
                 }
             }
-        }
-        if killed == 0 {
+            signalled
+        };
+        let gone_within = |wait: std::time::Duration| {
+            let until = std::time::Instant::now() + wait;
+            loop {
+                if self.dirs.iter().all(|d| pids_in(d).is_empty()) {
+                    return true;
+                }
+                if std::time::Instant::now() >= until {
+                    return false;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let terminated = signal_all(nix::sys::signal::Signal::SIGTERM);
+        if terminated == 0 {
             return;
         }
-        tracing::warn!(
-            "{killed} process(es) the app's stages started were still running when it ended: killed"
-        );
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while self.dirs.iter().any(|d| !pids_in(d).is_empty()) && std::time::Instant::now() < until
-        {
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        if gone_within(LEFTOVER_GRACE) {
+            tracing::warn!(
+                "{terminated} process(es) the app's stages started were still running when it ended: stopped (SIGTERM)"
+            );
+            return;
         }
+        let killed = signal_all(nix::sys::signal::Signal::SIGKILL);
+        tracing::warn!(
+            "{terminated} process(es) the app's stages started were still running when it ended: stopped (SIGTERM), {killed} of them killed (SIGKILL) {} ms later",
+            LEFTOVER_GRACE.as_millis()
+        );
+        gone_within(std::time::Duration::from_secs(2));
     }
 }
+
+/// How long what the stages left running gets to end after SIGTERM before SIGKILL.
+const LEFTOVER_GRACE: std::time::Duration = std::time::Duration::from_millis(1000);
 
 impl Drop for AppCgroup {
     /// Remove the cgroup (its stages have all been reaped by then; what they left

@@ -97,6 +97,19 @@ pub struct RestartedOutput {
     pub note: String,
 }
 
+/// An output its tail ended without writing (stopped at once, or failed at its end),
+/// what the tail had received kept beside it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UnfinishedOutput {
+    pub task: String,
+    /// The file that was not written.
+    pub output: String,
+    /// The journal or segments folder that holds what the tail received.
+    pub kept_in: String,
+    /// What happened and what to do, for people (the summary's `not written:` line).
+    pub note: String,
+}
+
 /// The whole run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -136,6 +149,10 @@ pub struct Summary {
     pub restarts: BTreeMap<String, u32>,
     /// Restarted tails whose output was started over, and where the earlier parts are.
     pub restarted_outputs: Vec<RestartedOutput>,
+    /// Outputs a tail ended without writing; `supervisor finish-outputs` writes them
+    /// from what is kept beside them.
+    #[serde(default)]
+    pub unfinished_outputs: Vec<UnfinishedOutput>,
     /// Video sources that ended before the frames their file announces (a truncated or
     /// damaged file): what they read against what was announced.
     #[serde(default)]
@@ -385,6 +402,7 @@ impl Summary {
             qos: Vec::new(),
             restarts: BTreeMap::new(),
             restarted_outputs: Vec::new(),
+            unfinished_outputs: Vec::new(),
             short_sources: Vec::new(),
             bad_messages: BTreeMap::new(),
             restart_to_first_output_ms: Vec::new(),
@@ -461,6 +479,9 @@ impl Summary {
         }
         for o in &self.restarted_outputs {
             s += &format!("  restarted:  {}\n", o.note);
+        }
+        for o in &self.unfinished_outputs {
+            s += &format!("  not written: {}\n", o.note);
         }
         for q in &self.qos {
             s += &format!(

@@ -19,7 +19,7 @@ use std::process::ExitStatus;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-mod outputs;
+pub(crate) mod outputs;
 mod requests;
 
 pub enum Event {

@@ -115,11 +115,19 @@ impl SegmentedVideo {
                 video.joined_before = true;
             }
             _ => {
-                if std::fs::symlink_metadata(&folder).is_ok() {
+                match std::fs::symlink_metadata(&folder) {
                     // An earlier run's segments: this run starts the video over.
-                    std::fs::remove_dir_all(&folder)
-                        .or_else(|_| std::fs::remove_file(&folder))
-                        .map_err(io)?;
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&folder).map_err(|e| {
+                        StageError::io(
+                            folder.display(),
+                            format!(
+                                "an earlier run's segments of this video cannot be removed: {}",
+                                out_files::describe(&e)
+                            ),
+                        )
+                    })?,
+                    Ok(_) => std::fs::remove_file(&folder).map_err(io)?,
+                    Err(_) => {}
                 }
                 std::fs::create_dir_all(&folder).map_err(io)?;
             }
@@ -182,6 +190,11 @@ impl SegmentedVideo {
             );
         }
         Ok(recovered)
+    }
+
+    /// Segments holding frames so far.
+    pub fn segments_held(&self) -> usize {
+        self.segments.len()
     }
 
     /// Write one frame of item `seq` of `source`, unless an earlier segment holds it;
@@ -293,6 +306,21 @@ impl SegmentedVideo {
         }
         std::fs::write(&list, text).map_err(|e| StageError::io(list.display(), e))?;
         let temporary = temporary_for(target);
+        // The joined file is about as large as the segments, which stay until it is
+        // whole: refused before ffmpeg fills the disk half-way.
+        let needed: u64 = self
+            .segments
+            .iter()
+            .filter_map(|s| std::fs::metadata(s).ok())
+            .map(|m| m.len())
+            .sum();
+        if let Some(free) = out_files::free_bytes(target).filter(|&free| free < needed) {
+            return Err(StageError::Ffmpeg(format!(
+                "joining the segments of {} needs about {needed} bytes on its disk and {free} are free: {}",
+                self.path.display(),
+                self.manual_join_hint()
+            )));
+        }
         let ffmpeg = crate::sources::media::ffmpeg_program();
         let out = std::process::Command::new(&ffmpeg)
             .args([
@@ -314,10 +342,10 @@ impl SegmentedVideo {
                 ""
             };
             return Err(StageError::Ffmpeg(format!(
-                "joining the segments of {} ({}) failed: {why}{}",
+                "joining the segments of {} failed: {why}{}; {}",
                 self.path.display(),
-                self.folder.display(),
-                protocol::text::shown_up_to(complaints.trim(), 2000)
+                protocol::text::shown_up_to(complaints.trim(), 2000),
+                self.manual_join_hint()
             )));
         }
         std::fs::rename(&temporary, target).map_err(|e| {
@@ -330,6 +358,27 @@ impl SegmentedVideo {
                 ),
             )
         })
+    }
+}
+
+impl SegmentedVideo {
+    /// Where the frames are when the join failed, and how to join them later.
+    fn manual_join_hint(&self) -> String {
+        format!(
+            "the frames are kept in {} (Matroska segments, in the order segments.ffconcat lists them); once there is room, `supervisor finish-outputs APP.json` joins them into the file",
+            self.folder.display()
+        )
+    }
+}
+
+#[cfg(test)]
+impl SegmentedVideo {
+    /// What a SIGKILL of the tail does to its segment: the encoder's input ends (it
+    /// encodes what it got and ends the segment) and nothing else happens.
+    pub(crate) fn killed(mut self) {
+        if let Some(segment) = self.current.take() {
+            segment.writer.abandon();
+        }
     }
 }
 
@@ -469,16 +518,6 @@ mod tests {
                     .unwrap_or(u64::MAX)
             })
             .collect()
-    }
-
-    impl SegmentedVideo {
-        /// What a SIGKILL of the tail does to its segment: the encoder's input ends
-        /// (it encodes what it got and ends the segment) and nothing else happens.
-        fn killed(mut self) {
-            if let Some(segment) = self.current.take() {
-                segment.writer.abandon();
-            }
-        }
     }
 
     /// A tail killed after frames 0..10 went to its encoder, of which 0..6 were

@@ -206,6 +206,66 @@ fn resume(journal_path: &Path, len: u64, written: Rc<Cell<u64>>) -> Result<Journ
     })
 }
 
+/// How much of a journal left by a tail that ended without finishing its file holds whole
+/// tables: `len` bytes (the schema and every table read back), `rows` in them; what comes
+/// after (a table cut short when its process was stopped) is `cut` bytes long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeJournal {
+    pub len: u64,
+    pub rows: u64,
+    pub cut: u64,
+}
+
+/// A reader that counts the bytes its reader has taken from it.
+struct CountingReader<R> {
+    inner: R,
+    taken: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.taken += n as u64;
+        Ok(n)
+    }
+}
+
+/// Read the journal at `journal` back, table by table, to where its whole tables end.
+pub fn whole_journal(journal: &Path) -> Result<WholeJournal, StageError> {
+    let name = journal.display();
+    let file = std::fs::File::open(journal).map_err(|e| StageError::io(&name, e))?;
+    let size = file.metadata().map_err(|e| StageError::io(&name, e))?.len();
+    let mut counted = CountingReader {
+        inner: BufReader::new(file),
+        taken: 0,
+    };
+    // The stream reader takes each message whole (no read-ahead of its own): what it has
+    // taken after a table is where that table ends.
+    let mut reader = match StreamReader::try_new(&mut counted, None) {
+        Ok(reader) => reader,
+        // Not even the schema is whole: the tail was stopped before its first table.
+        Err(_) => {
+            return Ok(WholeJournal {
+                len: 0,
+                rows: 0,
+                cut: size,
+            })
+        }
+    };
+    let mut rows = 0u64;
+    let mut len = reader.get_ref().taken;
+    // A table that cannot be read back ends what is whole.
+    while let Some(Ok(batch)) = reader.next() {
+        rows += batch.num_rows() as u64;
+        len = reader.get_ref().taken;
+    }
+    Ok(WholeJournal {
+        len,
+        rows,
+        cut: size.saturating_sub(len),
+    })
+}
+
 /// The journal's tables written as one Parquet file at `to`, synced.
 fn write_parquet(journal: &Path, to: &Path) -> Result<(), String> {
     let open = std::fs::File::open(journal).map_err(|e| format!("reading the journal: {e}"))?;

@@ -161,6 +161,26 @@ impl PrettyWriter {
     }
 }
 
+/// How much of a journal left by a tail that ended without rendering its table holds
+/// whole rows: (bytes up to the end of its last whole line, rows in them). A line cut
+/// short by a stop is left out; no whole line of columns: (0, 0).
+pub fn whole_journal(journal: &Path) -> std::io::Result<(u64, u64)> {
+    let bytes = std::fs::read(journal)?;
+    let whole = bytes
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |at| at + 1);
+    let mut lines = bytes[..whole].split(|&b| b == b'\n');
+    let columns_ok = lines
+        .next()
+        .is_some_and(|first| serde_json::from_slice::<Vec<String>>(first).is_ok());
+    if !columns_ok {
+        return Ok((0, 0));
+    }
+    let rows = bytes[..whole].iter().filter(|&&b| b == b'\n').count() as u64 - 1;
+    Ok((whole as u64, rows))
+}
+
 /// The column names on the journal's first line.
 fn read_columns(journal: &Path) -> std::io::Result<Vec<String>> {
     let mut first = String::new();

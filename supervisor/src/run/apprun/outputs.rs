@@ -10,7 +10,7 @@
 //! the parts (`restarted_outputs`).
 
 use super::AppRun;
-use crate::observe::summary::RestartedOutput;
+use crate::observe::summary::{RestartedOutput, UnfinishedOutput};
 use protocol::spec::{TaskKind, TaskSpec};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -47,6 +47,34 @@ impl Unresumable {
             _ => None,
         }
     }
+}
+
+/// The outputs of `tasks` whose tail ended without writing them: their journal or
+/// segments folder is still there (a finished tail removes it). `app_file` is named in
+/// the command that writes them.
+pub fn unfinished(tasks: &[TaskSpec], app_file: &Path) -> Vec<UnfinishedOutput> {
+    tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Tail)
+        .filter_map(|t| {
+            let j = protocol::functions::output_journal(&t.function, &t.params)?;
+            std::fs::symlink_metadata(&j.journal).ok()?;
+            let note = format!(
+                "tail '{}' ended before it wrote {}: what it received is kept in {} ({}); `supervisor finish-outputs {}` writes the file from it (a new run of the app starts the output over)",
+                t.name,
+                j.output,
+                j.journal,
+                j.what,
+                app_file.display()
+            );
+            Some(UnfinishedOutput {
+                task: t.name.clone(),
+                output: j.output,
+                kept_in: j.journal,
+                note,
+            })
+        })
+        .collect()
 }
 
 /// The parts (`<stem>.part-<k>.<ext>`) of output `path` in its folder, by `k`.
