@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use protocol::codec;
-use protocol::messages::{observe, SourceTotal, StageMetrics, StageReport, Up};
+use protocol::messages::{observe, NewDeliveries, SourceTotal, StageMetrics, StageReport, Up};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -62,6 +62,11 @@ fn seeds() -> Vec<Vec<u8>> {
             frontier: totals.clone(),
             output_len: Some(4096),
             received: totals,
+            since: NewDeliveries {
+                latencies_ms: vec![1.5, 2.0],
+                arrivals_ns: vec![8, 9],
+                first_created_ns: 3,
+            },
         },
     ];
     messages

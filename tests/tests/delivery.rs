@@ -73,6 +73,12 @@ fn kill_9_of_head_body_and_tail_loses_and_duplicates_nothing() {
     }
     assert_eq!(summary["lost_total"], 0, "{summary}");
     assert_eq!(summary["tails"][0]["missing"], 0, "{summary}");
+    // The killed tail's deliveries count in the latency figures (they came with its
+    // acknowledgements; before, only its final report had them, which it never sent).
+    assert_eq!(
+        summary["latency_ms"]["count"], count,
+        "a latency per item delivered: {summary}"
+    );
     assert_nothing_left(&name, &summary, pid);
 }
 

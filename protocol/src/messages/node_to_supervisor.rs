@@ -22,7 +22,22 @@ pub enum Up {
         output_len: Option<u64>,
         /// Items this process delivered so far, per source (its report's `received`).
         received: Vec<SourceTotal>,
+        /// The latencies of the items delivered since this process's previous
+        /// acknowledgement: a killed tail's deliveries still count in the summary.
+        since: NewDeliveries,
     },
+}
+
+/// Tails: the items delivered since the previous `Delivered` of this process, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewDeliveries {
+    /// End-to-end latency of each, in ms (as the report's `latencies_ms`).
+    pub latencies_ms: Vec<f32>,
+    /// Arrival time of each (monotonic ns).
+    pub arrivals_ns: Vec<u64>,
+    /// The earliest creation time of the items this process delivered so far (monotonic
+    /// ns; 0 before the first).
+    pub first_created_ns: u64,
 }
 
 /// Why an item was lost.

@@ -1,7 +1,8 @@
 //! A tail's reports, which stay with the node because they are reporting, not
 //! bookkeeping: the delivery statistics (latencies, hops, stays, items per source) that
 //! go into the final `StageReport`, and the `Up::Delivered` message that carries an
-//! acknowledgement to the supervisor. Which items to deliver, de-duplication, the
+//! acknowledgement to the supervisor, with the latencies of the items delivered since the
+//! last one. Which items to deliver, de-duplication, the
 //! in-order stash and when to acknowledge are the tail loop's (`stage::tail`, its
 //! `TailLedger`): the node hands a tail every item and skip as events.
 
@@ -17,6 +18,8 @@ pub(super) struct Deliveries {
     pub(super) hop_us: Vec<Vec<f32>>,
     pub(super) stays: BTreeMap<TaskId, StayStats>,
     pub(super) received: BTreeMap<String, u64>,
+    /// Deliveries already sent up with an acknowledgement (`Up::Delivered::since`).
+    pub(super) shipped: std::sync::atomic::AtomicUsize,
 }
 
 impl Node {
@@ -29,11 +32,21 @@ impl Node {
         frontier: Vec<SourceTotal>,
         output_len: Option<u64>,
     ) -> Result<(), NodeError> {
+        let d = &self.deliveries;
+        let from = d.shipped.load(Ordering::Relaxed).min(d.latencies_ms.len());
+        let since = NewDeliveries {
+            latencies_ms: d.latencies_ms[from..].to_vec(),
+            arrivals_ns: d.arrivals_ns.get(from..).unwrap_or_default().to_vec(),
+            first_created_ns: d.first_created_ns,
+        };
         self.send_up(&Up::Delivered {
             frontier,
             output_len,
-            received: source_totals(&self.deliveries.received),
-        })
+            received: source_totals(&d.received),
+            since,
+        })?;
+        d.shipped.store(d.latencies_ms.len(), Ordering::Relaxed);
+        Ok(())
     }
 
     /// A tail could not write an item it recorded as delivered (its output failed):

@@ -235,8 +235,10 @@ impl<'a> AppRun<'a> {
                 frontier,
                 output_len,
                 received,
+                since,
             } => {
                 let r = &mut self.replicas[idx];
+                super::replica::merge_deliveries(&mut r.delivered_now, &since);
                 for f in frontier {
                     r.frontier.insert(f.source, f.total);
                 }

@@ -5,7 +5,7 @@
 use super::run_loop::RunLoop;
 use super::RunOutcome;
 use crate::observe::summary::{Summary, TailReports};
-use crate::run::replica::Replica;
+use crate::run::replica::{merge_deliveries, Replica};
 use protocol::messages::{SourceTotal, StageMetrics, StageReport};
 use protocol::spec::{ServiceType, TaskKind};
 use std::collections::BTreeMap;
@@ -171,6 +171,15 @@ fn tail_reports(replicas: &[Replica]) -> Vec<(usize, StageReport)> {
         .filter(|r| r.kind == TaskKind::Tail)
         .map(|r| {
             let mut rep = r.report.clone().unwrap_or_else(|| unreported_tail(r));
+            // The earlier processes' deliveries first, then this one's.
+            let mut delivered = r.delivered_before.clone();
+            merge_deliveries(&mut delivered, &r.delivered_by_this_process());
+            rep.latencies_ms = delivered.latencies_ms;
+            rep.arrivals_ns = delivered.arrivals_ns;
+            rep.first_created_ns = delivered.first_created_ns;
+            if let Some(&last) = rep.arrivals_ns.iter().max() {
+                rep.last_arrival_ns = rep.last_arrival_ns.max(last);
+            }
             for (source, n) in &r.received_before {
                 match rep.received.iter_mut().find(|s| &s.source == source) {
                     Some(s) => s.total += n,

@@ -4,7 +4,7 @@
 
 use crate::observe::live::{LiveApp, LiveStage};
 use crate::run::RunOptions;
-use protocol::messages::{SourceTotal, StageMetrics, StageReport};
+use protocol::messages::{NewDeliveries, SourceTotal, StageMetrics, StageReport};
 use protocol::spec::TaskKind;
 use std::collections::BTreeMap;
 use std::process::ExitStatus;
@@ -53,6 +53,11 @@ pub struct Replica {
     pub output_len: Option<u64>,
     pub received: Vec<SourceTotal>,
     pub received_before: BTreeMap<String, u64>,
+    /// Tails: latencies and arrivals of the items the current process acknowledged (sent
+    /// with its acknowledgements), and of the earlier processes' items: a killed tail's
+    /// deliveries count in the summary's latency too.
+    pub delivered_now: NewDeliveries,
+    pub delivered_before: NewDeliveries,
     /// When the current process was set up after a restart, until its first output.
     pub restarted_at: Option<Instant>,
 }
@@ -85,6 +90,8 @@ impl Replica {
             output_len: None,
             received: Vec::new(),
             received_before: BTreeMap::new(),
+            delivered_now: NewDeliveries::default(),
+            delivered_before: NewDeliveries::default(),
             restarted_at: None,
         }
     }
@@ -129,6 +136,9 @@ impl Replica {
         for s in std::mem::take(&mut self.received) {
             *self.received_before.entry(s.source).or_insert(0) += s.total;
         }
+        let delivered = self.delivered_by_this_process();
+        merge_deliveries(&mut self.delivered_before, &delivered);
+        self.delivered_now = NewDeliveries::default();
         self.report = None;
         self.failed = None;
         self.exited = None;
@@ -136,6 +146,32 @@ impl Replica {
         self.hung = false;
         self.manual_restart = false;
         self.incarnation += 1;
+    }
+}
+
+impl Replica {
+    /// Tails: the current process's deliveries: all of them when it reported, else those
+    /// its acknowledgements carried.
+    pub fn delivered_by_this_process(&self) -> NewDeliveries {
+        match &self.report {
+            Some(r) => NewDeliveries {
+                latencies_ms: r.latencies_ms.clone(),
+                arrivals_ns: r.arrivals_ns.clone(),
+                first_created_ns: r.first_created_ns,
+            },
+            None => self.delivered_now.clone(),
+        }
+    }
+}
+
+/// Append `more` (a later process's deliveries) to `all`.
+pub fn merge_deliveries(all: &mut NewDeliveries, more: &NewDeliveries) {
+    all.latencies_ms.extend_from_slice(&more.latencies_ms);
+    all.arrivals_ns.extend_from_slice(&more.arrivals_ns);
+    if all.first_created_ns == 0
+        || (more.first_created_ns != 0 && more.first_created_ns < all.first_created_ns)
+    {
+        all.first_created_ns = more.first_created_ns;
     }
 }
 
