@@ -158,10 +158,14 @@ enum Cmd {
     /// Write the outputs a run of the app left unfinished: a Parquet file, a pretty table
     /// or an MP4/MOV/MKV/AVI/WebM video whose tail was stopped at once (a second Ctrl-C) or
     /// failed at its end, from the journal or segments kept beside it (the run's summary
-    /// names them: `not written:`). Refused while the app runs.
+    /// names them: `not written:`); with --run-dir, the pretty tables to stdout of that run
+    /// are printed. Refused while the app runs.
     FinishOutputs {
         /// The app file.
         app: PathBuf,
+        /// The run folder of the stopped run: its stdout tables are printed too.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
     },
     /// Print the JSON Schema of the app format.
     Schema,
@@ -233,6 +237,8 @@ fn prints_only(cmd: &Cmd) -> bool {
             | Cmd::Plan { .. }
             | Cmd::Status { .. }
             | Cmd::Logs { .. }
+            // Its children (one per output) finish theirs whatever happens to it.
+            | Cmd::FinishOutputs { .. }
     )
 }
 
@@ -249,24 +255,17 @@ fn default_sigpipe() {
     };
 }
 
-/// A run starts its outputs over: one an earlier run left unfinished (its journal or
-/// segments still beside it) would lose what that run's tail received. Refused, naming
-/// both ways on.
+/// Refused before anything starts: outputs an earlier run left unfinished (the run's own
+/// check, with its outputs claimed, is the one that counts: `refuse_unfinished`). While
+/// the app runs its outputs are claimed, and that is what is said.
 fn refuse_unfinished_outputs(loaded: &plan::app::LoadedApp) -> anyhow::Result<()> {
-    let left = run::apprun::outputs::unfinished(&loaded.spec.tasks, &loaded.file);
-    if left.is_empty() {
-        return Ok(());
-    }
-    let named: Vec<String> = left
-        .iter()
-        .map(|o| format!("{} (kept in {})", o.output, o.kept_in))
-        .collect();
-    anyhow::bail!(
-        "an earlier run of app '{}' did not write {}: this run would start over and lose what its tail received. Run `supervisor finish-outputs {}` to write it, or remove what is kept to start over",
-        loaded.spec.name,
-        named.join(", "),
-        loaded.file.display()
-    )
+    let spec = &loaded.spec;
+    drop(control::output_claims::claim(
+        &spec.name,
+        &control::outputs_of(spec),
+    )?);
+    run::apprun::outputs::refuse_unfinished(&spec.tasks, &spec.name, &loaded.file)
+        .map_err(anyhow::Error::msg)
 }
 
 /// `runs/APP-STAMP` under the current folder ([`claim_run_dir`]).
@@ -391,7 +390,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             )
         }
         Cmd::Bench { which } => cli::bench::run(which),
-        Cmd::FinishOutputs { app } => cli::finish_outputs::finish_outputs(&app),
+        Cmd::FinishOutputs { app, run_dir } => {
+            cli::finish_outputs::finish_outputs(&app, run_dir.as_deref())
+        }
         Cmd::Profile {
             app,
             batches,

@@ -19,8 +19,36 @@ fn journal_rows(journal: &Path) -> usize {
         .unwrap_or(0)
 }
 
+/// The `seq` column of a pretty table (rule, header, rule, a line per row, rule).
+fn seqs_of_table(table: &str) -> Vec<u64> {
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines.len() >= 4, "not a table: {table}");
+    assert!(lines[1].contains("| seq |"), "{table}");
+    lines[3..lines.len() - 1]
+        .iter()
+        .map(|l| {
+            l.split('|')
+                .nth(2)
+                .and_then(|c| c.trim().parse().ok())
+                .expect("a seq")
+        })
+        .collect()
+}
+
 fn lines_in(file: &Path) -> usize {
     std::fs::read_to_string(file).map_or(0, |t| t.lines().count())
+}
+
+/// `supervisor COMMAND APP --run-dir RUN` with `test.fault` allowed.
+fn with_faults(command: &[&str], app: &Path, run_dir: &Path) -> std::process::Output {
+    supervisor()
+        .env("SMARTPIPE_TEST_FAULTS", "1")
+        .args(command)
+        .arg(app)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .output()
+        .expect("supervisor")
 }
 
 fn finish_outputs(app: &Path) -> std::process::Output {
@@ -57,7 +85,9 @@ fn a_stop_at_once_names_the_outputs_not_written_and_finish_outputs_writes_them()
                 {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["stuck"],
                  "params": {"format": "parquet", "path": "out/rows.parquet"}},
                 {"name": "table", "kind": "tail", "function": "table.print", "inputs": ["stuck"],
-                 "params": {"path": "out/table.txt"}}
+                 "params": {"path": "out/table.txt"}},
+                {"name": "printed", "kind": "tail", "function": "table.print", "inputs": ["stuck"],
+                 "params": {}}
             ]
         }),
     );
@@ -77,13 +107,22 @@ fn a_stop_at_once_names_the_outputs_not_written_and_finish_outputs_writes_them()
         },
     );
 
-    // Its tails are writing: finishing their outputs now is refused.
+    // Its tails are writing: finishing their outputs now is refused, and so is a second
+    // start (for that reason, not for the journals, which are the running tails').
     let early = finish_outputs(&app);
     assert!(!early.status.success(), "{}", printed(&early));
     assert!(
         printed(&early).contains("is written by the running app"),
         "{}",
         printed(&early)
+    );
+    let twice = with_faults(&["start"], &app, &dir.join("run-twice"));
+    assert!(!twice.status.success());
+    assert!(
+        printed(&twice).contains("is written by the running app")
+            && !printed(&twice).contains("did not write"),
+        "{}",
+        printed(&twice)
     );
 
     // SAFETY: signalling the supervisor this test started: a drain, then a stop at once.
@@ -113,18 +152,15 @@ fn a_stop_at_once_names_the_outputs_not_written_and_finish_outputs_writes_them()
         .iter()
         .filter_map(|o| o["kept_in"].as_str())
         .collect();
-    assert_eq!(named.len(), 3, "{summary}");
+    assert_eq!(named.len(), 4, "{summary}");
     assert!(named.iter().any(|k| k.ends_with("video.mp4.segments")));
+    assert!(
+        err.contains("not written: tail 'printed' ended before it printed its table"),
+        "the stdout table is named too: {err}"
+    );
 
     // A new run would start the outputs over: refused until they are written.
-    let rerun = supervisor()
-        .env("SMARTPIPE_TEST_FAULTS", "1")
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run2"))
-        .output()
-        .expect("start again");
+    let rerun = with_faults(&["start"], &app, &dir.join("run2"));
     assert!(!rerun.status.success(), "{}", printed(&rerun));
     assert!(
         printed(&rerun).contains("did not write") && printed(&rerun).contains("finish-outputs"),
@@ -144,8 +180,7 @@ fn a_stop_at_once_names_the_outputs_not_written_and_finish_outputs_writes_them()
     assert_eq!(solid_seqs(&out.join("video.mp4"), 64, 48), all);
     assert_eq!(parquet_seqs(&out.join("rows.parquet")), all);
     let table = std::fs::read_to_string(out.join("table.txt")).expect("table");
-    // Rule, header, rule, a line per row, rule.
-    assert_eq!(table.lines().count(), 4 + delivered as usize, "{table}");
+    assert_eq!(seqs_of_table(&table), all, "{table}");
     for left in [
         "video.mp4.segments",
         "rows.parquet.rows.arrows",
@@ -153,6 +188,16 @@ fn a_stop_at_once_names_the_outputs_not_written_and_finish_outputs_writes_them()
     ] {
         assert!(!out.join(left).exists(), "{left} is removed once written");
     }
+
+    // The stdout table of that run, printed from its journal in the run folder.
+    let table_out = with_faults(&["finish-outputs"], &app, &dir.join("run"));
+    assert!(table_out.status.success(), "{}", printed(&table_out));
+    let stdout = String::from_utf8_lossy(&table_out.stdout);
+    assert_eq!(
+        seqs_of_table(&stdout),
+        all,
+        "every row, on stdout: {stdout}"
+    );
 
     let again = finish_outputs(&app);
     assert!(again.status.success(), "{}", printed(&again));

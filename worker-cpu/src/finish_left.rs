@@ -48,6 +48,18 @@ pub fn finish_left_output(
     Ok(Some(Finished { output, done }))
 }
 
+/// Print the pretty table whose rows wait in the stdout journal `journal` (in a run
+/// folder) to stdout, then remove the journal.
+pub fn finish_stdout_table(journal: &Path) -> Result<String, StageError> {
+    if !journal.is_file() {
+        return Err(StageError::io(
+            journal.display(),
+            "is not a table's journal (a file of JSON arrays)",
+        ));
+    }
+    finish_pretty_to(PrettyTarget::Stdout, journal)
+}
+
 fn finish_video(path: &Path, params: &Map<String, Value>) -> Result<String, StageError> {
     let Some(format) = resumable_video(&path.display().to_string()) else {
         return Err(StageError::io(
@@ -55,6 +67,13 @@ fn finish_video(path: &Path, params: &Map<String, Value>) -> Result<String, Stag
             "is not a video kept in segments",
         ));
     };
+    let folder = crate::out_files::beside(path, protocol::functions::VIDEO_SEGMENTS_SUFFIX);
+    if !folder.is_dir() {
+        return Err(StageError::io(
+            folder.display(),
+            "is not a folder of segments (SmartPipe makes a folder there): remove it by hand",
+        ));
+    }
     let fps = params.get("fps").and_then(Value::as_f64).unwrap_or(25.0);
     // As a restarted tail would: every segment's frames counted, none acknowledged yet
     // (so none is missed: the whole of each segment is kept).
@@ -69,10 +88,11 @@ fn finish_video(path: &Path, params: &Map<String, Value>) -> Result<String, Stag
 
 fn finish_parquet(path: &Path, journal: &Path) -> Result<String, StageError> {
     let whole = whole_journal(journal)?;
-    if whole.len == 0 {
+    if whole.rows == 0 {
+        // Nothing to write: an earlier file there stays as it is.
         remove_empty(journal)?;
         return Ok(format!(
-            "its journal held no whole table ({} byte(s) cut short): it is removed and no file is written",
+            "its journal held no whole row ({} byte(s) cut short): it is removed and no file is written",
             whole.cut
         ));
     }
@@ -91,17 +111,21 @@ fn finish_parquet(path: &Path, journal: &Path) -> Result<String, StageError> {
 }
 
 fn finish_pretty(path: &Path, journal: &Path) -> Result<String, StageError> {
+    finish_pretty_to(PrettyTarget::File(written_whole_at(path)?), journal)
+}
+
+fn finish_pretty_to(target: PrettyTarget, journal: &Path) -> Result<String, StageError> {
     let io = |e: std::io::Error| StageError::io(journal.display(), e);
     let size = std::fs::metadata(journal).map_err(io)?.len();
     let (len, rows) = pretty_out::whole_journal(journal).map_err(io)?;
-    if len == 0 {
+    if rows == 0 {
         remove_empty(journal)?;
-        return Ok(
-            "its journal held no whole line of columns: it is removed and no file is written"
-                .into(),
-        );
+        return Ok("its journal held no whole row: it is removed and nothing is written".into());
     }
-    let target = PrettyTarget::File(written_whole_at(path)?);
+    let shown = match &target {
+        PrettyTarget::Stdout => "stdout".to_string(),
+        PrettyTarget::File(file) => file.display().to_string(),
+    };
     let mut writer = PrettyWriter::journaled(
         target,
         journal.to_path_buf(),
@@ -109,9 +133,7 @@ fn finish_pretty(path: &Path, journal: &Path) -> Result<String, StageError> {
         std::rc::Rc::new(std::cell::Cell::new(0)),
     )
     .map_err(io)?;
-    writer
-        .finish()
-        .map_err(|e| StageError::io(path.display(), e))?;
+    writer.finish().map_err(|e| StageError::io(&shown, e))?;
     Ok(format!(
         "{rows} row(s) rendered from its journal{}",
         cut_note(size - len, "row")
@@ -201,6 +223,20 @@ mod tests {
         assert_eq!(rows, vec![0, 1, 2, 3]);
         assert!(!path.with_file_name("rows.parquet.rows.arrows").exists());
         assert_eq!(finish_left_output("table.print", &tail).expect("ok"), None);
+
+        // Its only table cut short: nothing is written over the file there.
+        let before = std::fs::read(&path).expect("file");
+        let written = std::rc::Rc::new(std::cell::Cell::new(0));
+        let mut out = ParquetOut::open(&path, None, written).expect("open");
+        out.write(&frame_row("cam", 9, 8, 8, 1.0).expect("row"))
+            .expect("write");
+        drop(out);
+        cut_end(&path.with_file_name("rows.parquet.rows.arrows"), 9);
+        let finished = finish_left_output("table.print", &tail)
+            .expect("finished")
+            .expect("something was left");
+        assert!(finished.done.contains("no file is written"), "{finished:?}");
+        assert_eq!(std::fs::read(&path).expect("file"), before);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -233,7 +269,7 @@ mod tests {
         let finished = finish_left_output("table.print", &tail)
             .expect("finished")
             .expect("something was left");
-        assert!(finished.done.contains("no file is written"), "{finished:?}");
+        assert!(finished.done.contains("nothing is written"), "{finished:?}");
         assert!(!path.exists() && !dir.join("table.txt.rows.jsonl").exists());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -55,12 +55,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--finish-output`: the tail `{"function", "params"}` on stdin; what was done on stdout.
+/// `--finish-output`: the tail `{"function", "params"}` on stdin (with `stdout_journal`:
+/// the run-folder journal of its pretty table to stdout); its table, if it prints one, on
+/// stdout; what was done, or why not, on stderr.
 fn finish_output() -> ExitCode {
     #[derive(serde::Deserialize)]
     struct Tail {
         function: String,
         params: serde_json::Map<String, serde_json::Value>,
+        #[serde(default)]
+        stdout_journal: Option<std::path::PathBuf>,
     }
     let tail: Tail = match serde_json::from_reader(std::io::stdin().lock()) {
         Ok(tail) => tail,
@@ -71,13 +75,17 @@ fn finish_output() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match worker_cpu::finish_left::finish_left_output(&tail.function, &tail.params) {
-        Ok(Some(finished)) => {
-            println!("{}", finished.done);
-            ExitCode::SUCCESS
-        }
-        Ok(None) => {
-            println!("nothing was left to finish");
+    let done = match &tail.stdout_journal {
+        Some(journal) => worker_cpu::finish_left::finish_stdout_table(journal).map(Some),
+        None => worker_cpu::finish_left::finish_left_output(&tail.function, &tail.params)
+            .map(|f| f.map(|f| f.done)),
+    };
+    match done {
+        Ok(done) => {
+            eprintln!(
+                "{}",
+                done.unwrap_or_else(|| "nothing was left to finish".into())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -109,6 +109,36 @@ pub struct OutputJournal {
     pub journal: String,
     /// What the journal holds, for people ("an Arrow IPC stream of its rows"…).
     pub what: &'static str,
+    /// A folder (a video's segments), not a file.
+    pub folder: bool,
+}
+
+/// Where a pretty `table.print` to stdout keeps its rows until it ends: in the run folder,
+/// one journal per replica (`<task>#<replica>.table.rows.jsonl`).
+pub fn stdout_table_journal(
+    run_dir: &std::path::Path,
+    task: &str,
+    replica: u32,
+) -> std::path::PathBuf {
+    run_dir.join(format!("{task}#{replica}{STDOUT_TABLE_JOURNAL_SUFFIX}"))
+}
+
+/// The end of the name of a stdout table's journal ([`stdout_table_journal`]).
+pub const STDOUT_TABLE_JOURNAL_SUFFIX: &str = ".table.rows.jsonl";
+
+/// Whether a tail `function` with `params` prints a pretty table to stdout (its rows wait
+/// in [`stdout_table_journal`]).
+pub fn prints_pretty_table(
+    function: &str,
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    function == "table.print"
+        && params.get("path").is_none()
+        && params
+            .get("format")
+            .and_then(|v| v.as_str())
+            .unwrap_or("pretty")
+            == "pretty"
 }
 
 /// The journal a tail `function` with `params` keeps for its output, if it keeps one.
@@ -131,6 +161,7 @@ pub fn output_journal(
         output: path.to_string(),
         journal: format!("{path}{suffix}"),
         what,
+        folder: suffix == VIDEO_SEGMENTS_SUFFIX,
     })
 }
 

@@ -289,6 +289,13 @@ pub fn run_here(
             return Err(e.into());
         }
     };
+    let spec = &loaded.spec;
+    if let Err(why) =
+        crate::run::apprun::outputs::refuse_unfinished(&spec.tasks, &spec.name, &loaded.file)
+    {
+        crate::env::runtime::cleanup(&runtime_dir);
+        anyhow::bail!(why);
+    }
     if let Err(e) = crate::control::serve(&runtime_dir, registry, None, metrics_addr) {
         crate::env::runtime::cleanup(&runtime_dir);
         return Err(e.context("cannot start the control API"));

@@ -342,6 +342,13 @@ impl DaemonLauncher {
                 return Err(ApiError::new(status, e.to_string()));
             }
         };
+        let spec = &loaded.spec;
+        if let Err(why) =
+            crate::run::apprun::outputs::refuse_unfinished(&spec.tasks, &spec.name, &loaded.file)
+        {
+            self.registry.remove(&name);
+            return Err(ApiError::new(409, why));
+        }
         let log = std::fs::create_dir_all(&run_dir)
             .and_then(|()| std::fs::File::create(run_dir.join("supervisor.log")));
         let mut log = match log {

@@ -52,11 +52,19 @@ pub fn claim(app: &str, outputs: &[String]) -> Result<OutputClaims, ClaimError> 
     )
 }
 
-/// Who holds a claim: (app, pid, path) as its lock file says.
+/// Who holds a claim: (app, pid, path) as its lock file says. The holder writes them
+/// just after it took the lock: read again for a moment while the file is empty.
 fn holder(file: &mut File) -> (String, String, String) {
     let mut text = String::new();
-    let _ = file.rewind();
-    let _ = file.read_to_string(&mut text);
+    for _ in 0..50 {
+        text.clear();
+        let _ = file.rewind();
+        let _ = file.read_to_string(&mut text);
+        if text.lines().count() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     let mut lines = text.lines().map(str::to_string);
     let mut next = || lines.next().unwrap_or_else(|| "?".into());
     (next(), next(), next())

@@ -20,6 +20,46 @@ pub struct LoadedApp {
 /// Read and validate an app; every problem is listed with `FILE:LINE:COL` or the
 /// field path.
 pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
+    let LoadedApp { mut spec, .. } = load_outputs_only(file)?;
+    let faults_allowed =
+        crate::env::appenv::var(protocol::messages::ENV_TEST_FAULTS).is_some_and(|v| v == "1");
+    if let Some((i, t)) = spec
+        .tasks
+        .iter()
+        .enumerate()
+        .find(|(_, t)| functions::builtin(&t.function) == Some(functions::Builtin::TestFault))
+    {
+        if !faults_allowed {
+            anyhow::bail!(
+                "{}: tasks[{i}] ({}).function: '{}' injects faults for SmartPipe's own tests and is refused unless {}=1",
+                file.display(),
+                t.name,
+                t.function,
+                protocol::messages::ENV_TEST_FAULTS
+            );
+        }
+    }
+    let dir = app_dir(file);
+    crate::plan::user_stage::prepare(&mut spec, &dir, file)?;
+    crate::plan::frame_scale::fill(&mut spec, file)?;
+    Ok(LoadedApp {
+        spec,
+        file: file.to_path_buf(),
+    })
+}
+
+/// The folder an app's relative paths are relative to: its file's.
+fn app_dir(file: &Path) -> PathBuf {
+    file.canonicalize()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Read and validate an app and resolve its paths, without running its user stages'
+/// programs or reading its sources: enough to know its tasks and outputs
+/// (`finish-outputs`), even once a source or a user stage's program is gone.
+pub fn load_outputs_only(file: &Path) -> anyhow::Result<LoadedApp> {
     let text =
         read_app_file(file).with_context(|| format!("cannot read app file {}", file.display()))?;
     let mut spec = load_app(&text).map_err(|errs| {
@@ -43,32 +83,7 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
             lines.join("\n")
         )
     })?;
-    let faults_allowed =
-        crate::env::appenv::var(protocol::messages::ENV_TEST_FAULTS).is_some_and(|v| v == "1");
-    if let Some((i, t)) = spec
-        .tasks
-        .iter()
-        .enumerate()
-        .find(|(_, t)| functions::builtin(&t.function) == Some(functions::Builtin::TestFault))
-    {
-        if !faults_allowed {
-            anyhow::bail!(
-                "{}: tasks[{i}] ({}).function: '{}' injects faults for SmartPipe's own tests and is refused unless {}=1",
-                file.display(),
-                t.name,
-                t.function,
-                protocol::messages::ENV_TEST_FAULTS
-            );
-        }
-    }
-    let dir = file
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."));
-    resolve_paths(&mut spec, &dir);
-    crate::plan::user_stage::prepare(&mut spec, &dir, file)?;
-    crate::plan::frame_scale::fill(&mut spec, file)?;
+    resolve_paths(&mut spec, &app_dir(file));
     Ok(LoadedApp {
         spec,
         file: file.to_path_buf(),

@@ -128,8 +128,11 @@ impl RunLoop<'_> {
         // Every process has been reaped: the cgroup can go.
         self.cgroup = Err("removed at the end of the run".into());
         summary.app_file = self.loaded.file.display().to_string();
-        summary.unfinished_outputs =
-            super::apprun::outputs::unfinished(&self.run.wiring.app.tasks, &self.loaded.file);
+        summary.unfinished_outputs = super::apprun::outputs::unfinished(
+            &self.run.wiring.app.tasks,
+            &self.loaded.file,
+            Some(&self.opts.run_dir),
+        );
         for o in &summary.unfinished_outputs {
             tracing::warn!("{}", o.note);
         }

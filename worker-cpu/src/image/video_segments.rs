@@ -365,7 +365,7 @@ impl SegmentedVideo {
     /// Where the frames are when the join failed, and how to join them later.
     fn manual_join_hint(&self) -> String {
         format!(
-            "the frames are kept in {} (Matroska segments, in the order segments.ffconcat lists them); once there is room, `supervisor finish-outputs APP.json` joins them into the file",
+            "the frames are kept in {} (Matroska segments, in the order segments.ffconcat lists them); once there is room, `supervisor finish-outputs` with the app's file joins them into the file",
             self.folder.display()
         )
     }

@@ -165,20 +165,22 @@ impl PrettyWriter {
 /// whole rows: (bytes up to the end of its last whole line, rows in them). A line cut
 /// short by a stop is left out; no whole line of columns: (0, 0).
 pub fn whole_journal(journal: &Path) -> std::io::Result<(u64, u64)> {
-    let bytes = std::fs::read(journal)?;
-    let whole = bytes
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |at| at + 1);
-    let mut lines = bytes[..whole].split(|&b| b == b'\n');
-    let columns_ok = lines
-        .next()
-        .is_some_and(|first| serde_json::from_slice::<Vec<String>>(first).is_ok());
-    if !columns_ok {
-        return Ok((0, 0));
+    let mut reader = BufReader::new(std::fs::File::open(journal)?);
+    let mut line = Vec::new();
+    let (mut len, mut lines) = (0u64, 0u64);
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        if lines == 0 && serde_json::from_slice::<Vec<String>>(&line).is_err() {
+            return Ok((0, 0));
+        }
+        len += n as u64;
+        lines += 1;
     }
-    let rows = bytes[..whole].iter().filter(|&&b| b == b'\n').count() as u64 - 1;
-    Ok((whole as u64, rows))
+    Ok((len, lines.saturating_sub(1)))
 }
 
 /// The column names on the journal's first line.

@@ -55,10 +55,11 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
     }
     // A pretty table for stdout waits for the end in a journal in the run folder, one per
     // replica (a best-effort tail may have several, each printing its own table).
-    let stdout_journal = std::path::Path::new(&node.setup.run_dir).join(format!(
-        "{}#{}.table.rows.jsonl",
-        node.task.name, node.setup.replica
-    ));
+    let stdout_journal = protocol::functions::stdout_table_journal(
+        std::path::Path::new(&node.setup.run_dir),
+        &node.task.name,
+        node.setup.replica,
+    );
     let mut sink = TableSink::open_resumed(
         &format,
         path.as_deref(),

@@ -50,31 +50,125 @@ impl Unresumable {
 }
 
 /// The outputs of `tasks` whose tail ended without writing them: their journal or
-/// segments folder is still there (a finished tail removes it). `app_file` is named in
-/// the command that writes them.
-pub fn unfinished(tasks: &[TaskSpec], app_file: &Path) -> Vec<UnfinishedOutput> {
-    tasks
-        .iter()
-        .filter(|t| t.kind == TaskKind::Tail)
-        .filter_map(|t| {
-            let j = protocol::functions::output_journal(&t.function, &t.params)?;
-            std::fs::symlink_metadata(&j.journal).ok()?;
+/// segments folder is still there, holding items (a finished tail removes it). With
+/// `run_dir`, also the journals a pretty table to stdout left in that run folder.
+/// `app_file` is named in the command that writes them.
+pub fn unfinished(
+    tasks: &[TaskSpec],
+    app_file: &Path,
+    run_dir: Option<&Path>,
+) -> Vec<UnfinishedOutput> {
+    let app_file = std::path::absolute(app_file).unwrap_or_else(|_| app_file.to_path_buf());
+    let mut out = Vec::new();
+    for t in tasks.iter().filter(|t| t.kind == TaskKind::Tail) {
+        if let Some(j) = protocol::functions::output_journal(&t.function, &t.params) {
+            if !holds_items(Path::new(&j.journal), j.folder) {
+                continue;
+            }
             let note = format!(
-                "tail '{}' ended before it wrote {}: what it received is kept in {} ({}); `supervisor finish-outputs {}` writes the file from it (a new run of the app starts the output over)",
+                "tail '{}' ended before it wrote {}: what it received is kept in {} ({}); `supervisor finish-outputs {}` writes the file from it (a new start of the app is refused until then; remove what is kept to start over)",
                 t.name,
                 j.output,
                 j.journal,
                 j.what,
                 app_file.display()
             );
-            Some(UnfinishedOutput {
+            out.push(UnfinishedOutput {
                 task: t.name.clone(),
                 output: j.output,
                 kept_in: j.journal,
                 note,
-            })
+            });
+        } else if let Some(run_dir) =
+            run_dir.filter(|_| protocol::functions::prints_pretty_table(&t.function, &t.params))
+        {
+            for journal in stdout_journals(run_dir, &t.name) {
+                let note = format!(
+                    "tail '{}' ended before it printed its table: its rows are kept in {} (a JSON array per row); `supervisor finish-outputs {} --run-dir {}` prints it",
+                    t.name,
+                    journal.display(),
+                    app_file.display(),
+                    run_dir.display()
+                );
+                out.push(UnfinishedOutput {
+                    task: t.name.clone(),
+                    output: "stdout".into(),
+                    kept_in: journal.display().to_string(),
+                    note,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether a journal (a file) or segments folder left beside an output holds items: an
+/// empty journal (a tail that failed before its first row) or a folder without a listed
+/// frame holds nothing to write, and is removed by the next run's tail.
+fn holds_items(journal: &Path, folder: bool) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(journal) else {
+        return false;
+    };
+    if !folder {
+        return meta.is_file() && meta.len() > 0;
+    }
+    if !meta.is_dir() {
+        return false;
+    }
+    // A segment's frame list: a header line, then a line per frame.
+    let lists_a_frame =
+        |list: &Path| std::fs::read_to_string(list).is_ok_and(|text| text.lines().nth(1).is_some());
+    std::fs::read_dir(journal).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .map(|e| e.path())
+            .any(|p| p.extension().is_some_and(|x| x == "frames") && lists_a_frame(&p))
+    })
+}
+
+/// The stdout-table journals of tail `task` in `run_dir` that hold a row, by replica.
+fn stdout_journals(run_dir: &Path, task: &str) -> Vec<PathBuf> {
+    let prefix = format!("{task}#");
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix(&prefix)
+                .and_then(|rest| {
+                    rest.strip_suffix(protocol::functions::STDOUT_TABLE_JOURNAL_SUFFIX)
+                })
+                .is_some_and(|replica| replica.parse::<u32>().is_ok())
+                && e.metadata().is_ok_and(|m| m.is_file() && m.len() > 0)
         })
-        .collect()
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// A run starts its outputs over: one an earlier run left unfinished (its journal or
+/// segments still beside it, holding items) would lose what that run's tail received.
+/// Refused, naming both ways on. Checked with the outputs claimed (else a running app's
+/// journals would read as left behind).
+pub fn refuse_unfinished(tasks: &[TaskSpec], app: &str, app_file: &Path) -> Result<(), String> {
+    let left = unfinished(tasks, app_file, None);
+    if left.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<String> = left
+        .iter()
+        .map(|o| format!("{} (kept in {})", o.output, o.kept_in))
+        .collect();
+    Err(format!(
+        "an earlier run of app '{app}' did not write {}: this run would start over and lose what its tail received. Run `supervisor finish-outputs {}` to write it, or remove what is kept to start over",
+        named.join(", "),
+        std::path::absolute(app_file)
+            .unwrap_or_else(|_| app_file.to_path_buf())
+            .display()
+    ))
 }
 
 /// The parts (`<stem>.part-<k>.<ext>`) of output `path` in its folder, by `k`.
@@ -242,6 +336,63 @@ mod tests {
             of("table.print", json!({"format": "csv"})),
             Some(Unresumable::Stdout("csv".into()))
         );
+    }
+
+    /// What a tail left counts only when it holds items: an empty journal (a tail that
+    /// failed before its first row) or segments without a listed frame do not block the
+    /// next start; a stdout table's journal counts in its run folder.
+    #[test]
+    fn only_journals_holding_items_are_unfinished_outputs() {
+        let dir = std::env::temp_dir().join(format!("sup-unfinished-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("v.mp4.segments")).unwrap();
+        let path = |name: &str| dir.join(name).display().to_string();
+        let tasks = vec![
+            tail(
+                "table.print",
+                serde_json::json!({"format": "parquet", "path": path("r.parquet")}),
+            ),
+            tail("image.show", serde_json::json!({"path": path("v.mp4")})),
+            tail("table.print", serde_json::json!({})),
+        ];
+        let app_file = dir.join("app.json");
+        let tasks_of = |tasks: &[TaskSpec]| {
+            unfinished(tasks, &app_file, Some(&dir))
+                .into_iter()
+                .map(|o| o.kept_in)
+                .collect::<Vec<_>>()
+        };
+        std::fs::write(dir.join("r.parquet.rows.arrows"), b"").unwrap();
+        std::fs::write(dir.join("v.mp4.segments/0.frames"), "{\"width\":8}\n").unwrap();
+        std::fs::write(dir.join("t#0.table.rows.jsonl"), b"").unwrap();
+        assert_eq!(tasks_of(&tasks), Vec::<String>::new(), "nothing held");
+        assert!(refuse_unfinished(&tasks, "a", &app_file).is_ok());
+
+        std::fs::write(dir.join("r.parquet.rows.arrows"), b"ARROW").unwrap();
+        std::fs::write(
+            dir.join("v.mp4.segments/0.frames"),
+            "{\"width\":8}\n[0,\"cam\"]\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("t#0.table.rows.jsonl"), "[\"seq\"]\n").unwrap();
+        assert_eq!(
+            tasks_of(&tasks),
+            vec![
+                path("r.parquet.rows.arrows"),
+                path("v.mp4.segments"),
+                path("t#0.table.rows.jsonl")
+            ]
+        );
+        let refused = refuse_unfinished(&tasks, "a", &app_file).unwrap_err();
+        assert!(
+            refused.contains("r.parquet") && refused.contains("v.mp4"),
+            "{refused}"
+        );
+        assert!(
+            !refused.contains("table.rows.jsonl"),
+            "a stdout table's journal is in its own run's folder: {refused}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
