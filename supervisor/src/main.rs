@@ -256,16 +256,17 @@ fn default_sigpipe() {
 }
 
 /// Refused before anything starts: outputs an earlier run left unfinished (the run's own
-/// check, with its outputs claimed, is the one that counts: `refuse_unfinished`). While
-/// the app runs its outputs are claimed, and that is what is said.
+/// check, with its outputs claimed, is the one that counts: `refuse_unfinished`). Outputs
+/// an app writes now are not looked at here: their journals are that app's, and the start
+/// is refused later for what it is (the app runs, or shares an output, or does not fit).
 fn refuse_unfinished_outputs(loaded: &plan::app::LoadedApp) -> anyhow::Result<()> {
     let spec = &loaded.spec;
-    drop(control::output_claims::claim(
-        &spec.name,
-        &control::outputs_of(spec),
-    )?);
-    run::apprun::outputs::refuse_unfinished(&spec.tasks, &spec.name, &loaded.file)
-        .map_err(anyhow::Error::msg)
+    let Ok(free) = control::output_claims::claim(&spec.name, &control::outputs_of(spec)) else {
+        return Ok(());
+    };
+    let refused = run::apprun::outputs::refuse_unfinished(&spec.tasks, &spec.name, &loaded.file);
+    drop(free);
+    refused.map_err(anyhow::Error::msg)
 }
 
 /// `runs/APP-STAMP` under the current folder ([`claim_run_dir`]).
