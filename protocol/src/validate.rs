@@ -214,6 +214,12 @@ fn task_path(i: usize, task: &TaskSpec) -> String {
     format!("tasks[{i}] ({})", shown(&task.name))
 }
 
+/// Whether `name` can be an app's or a task's name (what `validate` accepts): for the
+/// commands that take one, so that anything else is refused before it is looked up.
+pub fn is_name(name: &str) -> bool {
+    valid_name(name) && name.len() <= crate::limits::MAX_NAME_LEN
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name

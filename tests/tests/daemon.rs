@@ -337,3 +337,51 @@ fn the_daemon_runs_the_preflight_checks_on_apps_posted_to_its_socket() {
     assert_eq!(names, std::slice::from_ref(&good), "only the good app runs");
     assert!(alive(pid));
 }
+
+/// A daemon that runs but does not answer (stopped here with SIGSTOP; overloaded alike)
+/// is named as such, and a start does not put a second daemon beside it.
+#[test]
+fn a_daemon_that_does_not_answer_is_named_and_not_doubled() {
+    let rt = PrivateRuntime::new("silent");
+    let dir = scratch("daemon-silent");
+    let name = format!("sil{}", std::process::id());
+    let pid = start_detached(
+        &mut rt.supervisor(),
+        &endless_app(&dir, &name),
+        &dir.join("run"),
+    );
+    // SAFETY: stopping the daemon this test started (continued below).
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let status = rt.supervisor().arg("status").output().expect("status");
+    assert!(
+        printed(&status).contains(&format!("supervisor pid {pid} runs but did not answer")),
+        "{}",
+        printed(&status)
+    );
+    let other = format!("other{}", std::process::id());
+    let second = rt
+        .supervisor()
+        .arg("start")
+        .arg(endless_app(&dir.join("other"), &other))
+        .arg("--detach")
+        .output()
+        .expect("start");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(!second.status.success(), "{}", printed(&second));
+    assert!(
+        printed(&second).contains(&format!("the daemon (pid {pid}) runs but did not answer")),
+        "{}",
+        printed(&second)
+    );
+    assert_eq!(rt.supervisor_pids(), vec![pid], "one daemon");
+    let stop = rt
+        .supervisor()
+        .args(["stop", &name])
+        .output()
+        .expect("stop");
+    assert!(stop.status.success(), "{}", printed(&stop));
+    wait_for("the daemon to exit", Duration::from_secs(30), || {
+        !alive(pid)
+    });
+}

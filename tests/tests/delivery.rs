@@ -422,6 +422,43 @@ fn restart_through_the_api_replaces_a_stage_without_losing_an_item() {
     assert_nothing_left(&name, &summary, pid);
 }
 
+/// A drain asked while a head is being restarted (killed, its new process not yet
+/// started) reaches the new head: the app drains instead of producing on until the drain
+/// times out and fails it (3 runs of 3 before the fix).
+#[test]
+fn a_drain_right_after_a_head_restart_reaches_the_new_head() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let runtime = PrivateRuntime::new("restart-drain");
+    let dir = scratch("restart-drain");
+    let name = format!("restartdrain{}", std::process::id());
+    // 40 s of items at 50 per second: only a drain ends it within the test.
+    let app = write_app(&dir, &cpu_chain(&name, "request-guarantee", 2000, 50));
+    let sup = start_in_background(&mut runtime.supervisor(), &app, &dir.join("run"));
+    let csv = dir.join("rows.csv");
+    wait_for_rows(&csv, 20);
+    // The head killed (restarted after a 100 ms backoff), then at once the drain: it
+    // reaches no head (the dead one's inbox is gone), so the new one must get it.
+    let head = pid_of(&name, "gen#0").expect("the head runs");
+    // SAFETY: killing the head this test's app started, then signalling its supervisor.
+    unsafe {
+        libc::kill(head, libc::SIGKILL);
+        libc::kill(sup.id() as i32, libc::SIGINT);
+    }
+    let pid = sup.id();
+    let (status, err) = finish(sup);
+    assert!(status.success(), "drained, not failed: {err}");
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["outcome"], "drained after a signal", "{summary}");
+    let got = csv_seqs(&csv);
+    assert!(got.len() < 2000, "the drain ended the source early");
+    assert_eq!(
+        got,
+        (0..got.len() as u64).collect::<Vec<_>>(),
+        "once, in order"
+    );
+    assert_nothing_left(&name, &summary, pid);
+}
+
 /// Issue 14: a request-guarantee head whose every slot waits for the tails'
 /// acknowledgements must get them as soon as the tail delivered, not when some
 /// loop's receive times out (it ran at 40 items/s, 8 slots per 200 ms). The tail

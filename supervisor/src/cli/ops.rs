@@ -11,7 +11,25 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// How long a status request may take.
-const STATUS_WAIT: Duration = Duration::from_secs(5);
+pub const STATUS_WAIT: Duration = Duration::from_secs(5);
+
+/// Supervisors found running (pid alive, socket there) that did not answer the last
+/// survey ([`supervisors`]): named in what the commands say instead of "none runs".
+static SILENT: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// " (supervisor pid N did not answer …)" when the last survey found silent ones.
+fn silent_note() -> String {
+    let silent = SILENT.lock().map(|s| s.clone()).unwrap_or_default();
+    if silent.is_empty() {
+        return String::new();
+    }
+    let pids: Vec<String> = silent.iter().map(u32::to_string).collect();
+    format!(
+        " (supervisor pid {} runs but did not answer within {} s: stopped, or overloaded; its apps are not listed)",
+        pids.join(", "),
+        STATUS_WAIT.as_secs()
+    )
+}
 
 /// A live supervisor: its socket and what it answered to `GET /status`.
 pub struct Found {
@@ -21,14 +39,26 @@ pub struct Found {
 
 /// Every live supervisor of this user that answers.
 pub fn supervisors() -> Vec<Found> {
-    find_supervisors()
+    let mut silent = Vec::new();
+    let found = find_supervisors()
         .into_iter()
-        .filter_map(|(_, sock)| {
-            let (code, body) = request(&sock, "GET", "/status", None, STATUS_WAIT).ok()?;
-            let status = serde_json::from_str(&body).ok().filter(|_| code == 200)?;
-            Some(Found { sock, status })
+        .filter_map(|(pid, sock)| {
+            let answer = request(&sock, "GET", "/status", None, STATUS_WAIT).ok();
+            let status = answer
+                .and_then(|(code, body)| serde_json::from_str(&body).ok().filter(|_| code == 200));
+            if status.is_none() && runtime::pid_alive(pid as i32) {
+                silent.push(pid);
+            }
+            Some(Found {
+                sock,
+                status: status?,
+            })
         })
-        .collect()
+        .collect();
+    if let Ok(mut s) = SILENT.lock() {
+        *s = silent;
+    }
+    found
 }
 
 /// Every app of every supervisor, with the supervisor's socket.
@@ -58,6 +88,10 @@ pub fn status(json: bool) -> anyhow::Result<ExitCode> {
         }
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
+    }
+    let silent = silent_note();
+    if !silent.is_empty() {
+        eprintln!("warning:{silent}");
     }
     if found.is_empty() {
         println!("no SmartPipe supervisor is running (start one with `supervisor start APP.json`)");
@@ -125,15 +159,19 @@ fn print_app(app: &control::LiveApp) {
 }
 
 pub fn stop(name: Option<&str>) -> anyhow::Result<ExitCode> {
+    if let Some(name) = name {
+        name_arg("an app", name)?;
+    }
     let mut stopped = 0;
     match name {
         Some(name) => {
             for (sock, app) in live_apps().iter().filter(|(_, a)| a.name == name) {
                 let target = format!("/apps/{name}/stop");
-                let (code, _) = request(sock, "POST", &target, None, STATUS_WAIT)?;
+                let (code, said) = request(sock, "POST", &target, None, STATUS_WAIT)?;
                 if code == 202 {
                     println!(
-                        "draining app '{name}' (supervisor pid {})",
+                        "{} (supervisor pid {})",
+                        said.trim_end(),
                         app.supervisor_pid
                     );
                     stopped += 1;
@@ -143,13 +181,14 @@ pub fn stop(name: Option<&str>) -> anyhow::Result<ExitCode> {
         None => {
             for f in supervisors() {
                 let (code, body) = request(&f.sock, "POST", "/stop", None, STATUS_WAIT)?;
-                let drained: Vec<String> = serde_json::from_str::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v["draining"].clone()).ok())
-                    .unwrap_or_default();
+                let (drained, at_once) = stopped_apps(&body);
                 if code == 202 {
                     for app in &drained {
-                        println!("draining app '{app}' (supervisor pid {})", f.status.pid);
+                        println!(
+                            "{} (supervisor pid {})",
+                            stop_line(app, &at_once),
+                            f.status.pid
+                        );
                     }
                     stopped += drained.len();
                 }
@@ -158,11 +197,44 @@ pub fn stop(name: Option<&str>) -> anyhow::Result<ExitCode> {
     }
     if stopped == 0 {
         anyhow::bail!(
-            "no running app{} to stop",
-            name.map(|n| format!(" named '{n}'")).unwrap_or_default()
+            "no running app{} to stop{}",
+            name.map(|n| format!(" named '{n}'")).unwrap_or_default(),
+            silent_note()
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The apps a stop or shutdown drains, and those of them it stops at once (they were
+/// draining already), from the answer's `draining` and `at_once`.
+fn stopped_apps(body: &str) -> (Vec<String>, Vec<String>) {
+    let answer = serde_json::from_str::<serde_json::Value>(body).unwrap_or_default();
+    let names = |key: &str| -> Vec<String> {
+        serde_json::from_value(answer[key].clone()).unwrap_or_default()
+    };
+    (names("draining"), names("at_once"))
+}
+
+/// What a stop does to `app`, for people.
+fn stop_line(app: &str, at_once: &[String]) -> String {
+    if at_once.iter().any(|a| a == app) {
+        format!("app '{app}' was draining already: stopping it at once (SIGTERM, then SIGKILL)")
+    } else {
+        format!("draining app '{app}'")
+    }
+}
+
+/// An app's or task's name given on the command line, refused (shown escaped and cut)
+/// when no app file could have it.
+fn name_arg(what: &str, name: &str) -> anyhow::Result<()> {
+    if !protocol::validate::is_name(name) {
+        anyhow::bail!(
+            "'{}' is not {what} name (letters, digits, '-', '_' and '.', at most {} bytes): see `supervisor status` for the running ones",
+            protocol::text::shown(name),
+            protocol::limits::MAX_NAME_LEN
+        );
+    }
+    Ok(())
 }
 
 /// `APP/TASK#N`, `APP/TASK`, `TASK#N` or `TASK` → (app, task, replica).
@@ -173,16 +245,26 @@ pub fn parse_stage(stage: &str) -> anyhow::Result<(Option<&str>, &str, Option<u3
     };
     let (task, replica) = match rest.split_once('#') {
         Some((t, n)) => {
-            let n = n
-                .parse::<u32>()
-                .with_context(|| format!("'{stage}': the replica after '#' must be a number"))?;
+            let n = n.parse::<u32>().with_context(|| {
+                format!(
+                    "'{}': the replica after '#' must be a number",
+                    protocol::text::shown(stage)
+                )
+            })?;
             (t, Some(n))
         }
         None => (rest, None),
     };
     if task.is_empty() || app.is_some_and(str::is_empty) {
-        anyhow::bail!("'{stage}': expected APP/TASK, APP/TASK#N, TASK or TASK#N");
+        anyhow::bail!(
+            "'{}': expected APP/TASK, APP/TASK#N, TASK or TASK#N",
+            protocol::text::shown(stage)
+        );
     }
+    if let Some(app) = app {
+        name_arg("an app", app)?;
+    }
+    name_arg("a task", task)?;
     Ok((app, task, replica))
 }
 
@@ -193,7 +275,8 @@ pub fn restart(stage: &str) -> anyhow::Result<ExitCode> {
     let apps = live_apps();
     if apps.is_empty() {
         anyhow::bail!(
-            "no SmartPipe supervisor is running: nothing to restart (start an app with `supervisor start APP.json`)"
+            "no SmartPipe supervisor is running: nothing to restart (start an app with `supervisor start APP.json`){}",
+            silent_note()
         );
     }
     let (sock, name) = match app {
@@ -204,8 +287,9 @@ pub fn restart(stage: &str) -> anyhow::Result<ExitCode> {
             .ok_or_else(|| {
                 let names: Vec<&str> = apps.iter().map(|(_, a)| a.name.as_str()).collect();
                 anyhow::anyhow!(
-                    "no running app named '{app}' (running: {})",
-                    names.join(", ")
+                    "no running app named '{app}' (running: {}){}",
+                    names.join(", "),
+                    silent_note()
                 )
             })?,
         None => {
@@ -215,7 +299,10 @@ pub fn restart(stage: &str) -> anyhow::Result<ExitCode> {
                 .collect();
             match with.as_slice() {
                 [(s, a)] => (s.clone(), a.name.clone()),
-                [] => anyhow::bail!("no running app has a task '{task}' (see `supervisor status`)"),
+                [] => anyhow::bail!(
+                    "no running app has a task '{task}' (see `supervisor status`){}",
+                    silent_note()
+                ),
                 many => anyhow::bail!(
                     "several apps have a task '{task}' ({}): name one, APP/{task}",
                     many.iter()
@@ -279,6 +366,7 @@ pub fn set_threads(app: &str, threads: u32) -> anyhow::Result<ExitCode> {
 
 /// The control socket of the supervisor running `app`, or which apps run.
 fn socket_of(app: &str) -> anyhow::Result<PathBuf> {
+    name_arg("an app", app)?;
     let apps = live_apps();
     let hosts: Vec<&(PathBuf, control::LiveApp)> =
         apps.iter().filter(|(_, a)| a.name == app).collect();
@@ -296,11 +384,15 @@ fn socket_of(app: &str) -> anyhow::Result<PathBuf> {
     hosts.first().map(|(s, _)| s.clone()).ok_or_else(|| {
         let names: Vec<&str> = apps.iter().map(|(_, a)| a.name.as_str()).collect();
         if names.is_empty() {
-            anyhow::anyhow!("no SmartPipe supervisor is running an app named '{app}'")
+            anyhow::anyhow!(
+                "no SmartPipe supervisor is running an app named '{app}'{}",
+                silent_note()
+            )
         } else {
             anyhow::anyhow!(
-                "no running app named '{app}' (running: {})",
-                names.join(", ")
+                "no running app named '{app}' (running: {}){}",
+                names.join(", "),
+                silent_note()
             )
         }
     })
@@ -326,14 +418,15 @@ pub fn shutdown(wait: Duration) -> anyhow::Result<ExitCode> {
                 body.trim_end()
             );
         }
-        let names: Vec<&str> = d.status.apps.iter().map(|a| a.name.as_str()).collect();
+        let (drained, at_once) = stopped_apps(&body);
+        let lines: Vec<String> = drained.iter().map(|a| stop_line(a, &at_once)).collect();
         println!(
             "shutting down the daemon (pid {}){}",
             d.status.pid,
-            if names.is_empty() {
+            if lines.is_empty() {
                 String::new()
             } else {
-                format!(": draining {}", names.join(", "))
+                format!(": {}", lines.join("; "))
             }
         );
     }
@@ -373,12 +466,13 @@ pub fn logs(stage: &str, follow: bool) -> anyhow::Result<ExitCode> {
         if !apps.iter().any(|(_, a)| a.name == name) {
             let running: Vec<&str> = apps.iter().map(|(_, a)| a.name.as_str()).collect();
             anyhow::bail!(
-                "no running app named '{name}' (running: {})",
+                "no running app named '{name}' (running: {}){}",
                 if running.is_empty() {
                     "none".to_string()
                 } else {
                     running.join(", ")
-                }
+                },
+                silent_note()
             );
         }
     }
@@ -390,12 +484,22 @@ pub fn logs(stage: &str, follow: bool) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let app = match matching.as_slice() {
-        [] => anyhow::bail!(
-            "no running app{} has a stage '{label}' (see `supervisor status`)",
-            app_name
-                .map(|n| format!(" named '{n}'"))
-                .unwrap_or_default()
-        ),
+        [] => match apps.iter().find(|(_, a)| app_name == Some(a.name.as_str())) {
+            Some((_, named)) => anyhow::bail!(
+                "app '{}' has no stage '{label}' (its stages: {})",
+                named.name,
+                named
+                    .stages
+                    .iter()
+                    .map(|s| s.label.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => anyhow::bail!(
+                "no running app has a stage '{label}' (see `supervisor status`){}",
+                silent_note()
+            ),
+        },
         [one] => *one,
         several => {
             let names: Vec<&str> = several.iter().map(|a| a.name.as_str()).collect();
@@ -455,5 +559,22 @@ mod tests {
         assert!(parse_stage("cam/det#x").is_err());
         assert!(parse_stage("cam/").is_err());
         assert!(parse_stage("/det").is_err());
+        assert_eq!(
+            parse_stage("demo/gpu-agent-cpu0").ok(),
+            Some((Some("demo"), "gpu-agent-cpu0", None))
+        );
+        // What no app file can name is refused, shown escaped and cut.
+        let refused = |stage: &str| format!("{:#}", parse_stage(stage).expect_err(stage));
+        let newline = refused("a\nb/det");
+        assert!(
+            newline.contains("a\\nb") && !newline.contains('\n'),
+            "{newline}"
+        );
+        let long = refused(&format!("{}/det", "a".repeat(5000)));
+        assert!(
+            long.len() < 400 && long.contains("5000 bytes in all"),
+            "{long}"
+        );
+        assert!(refused("cam/d t").contains("is not a task name"));
     }
 }

@@ -27,6 +27,45 @@ fn find_daemon() -> Option<Found> {
         .find(|f| f.status.daemon && !f.status.closing && f.status.exe == exe)
 }
 
+/// None takes apps: wait while one is closing (it holds its life lock until it has
+/// exited), and refuse when one runs but does not answer (stopped, or overloaded): a
+/// second daemon beside it would share the node's runtime folder and ledger.
+fn wait_for_no_daemon() -> anyhow::Result<()> {
+    let exe = own_exe();
+    let alive = crate::control::daemon::alive_lock_path(&exe);
+    let since = Instant::now();
+    loop {
+        let Ok(file) = std::fs::File::options().read(true).open(&alive) else {
+            return Ok(());
+        };
+        let file = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+            Ok(_) => return Ok(()),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => file,
+            Err((_, errno)) => {
+                return Err(std::io::Error::from(errno))
+                    .with_context(|| format!("cannot lock {}", alive.display()))
+            }
+        };
+        let closing = supervisors()
+            .iter()
+            .any(|f| f.status.daemon && f.status.closing && f.status.exe == exe);
+        if !closing {
+            anyhow::bail!(
+                "the daemon (pid {}) runs but did not answer within {} s (stopped, or overloaded): not starting a second one; see `supervisor status` again, or end it (`kill PID`)",
+                crate::control::daemon::holder_pid(file),
+                crate::cli::ops::STATUS_WAIT.as_secs()
+            );
+        }
+        if since.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!(
+                "the daemon (pid {}) has been closing for 60 s and still runs: see its log",
+                crate::control::daemon::holder_pid(file)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The daemon to start an app into: the running one, or a new one (true) started under
 /// a lock so that concurrent starts agree on one daemon.
 fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<(Found, bool)> {
@@ -48,6 +87,7 @@ fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Resul
     if let Some(d) = find_daemon() {
         return Ok((d, false));
     }
+    wait_for_no_daemon()?;
     let log_path = base.join("daemon.log");
     let log = std::fs::File::options()
         .create(true)
@@ -75,8 +115,16 @@ fn daemon_for_start(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Resul
     let start = Instant::now();
     loop {
         if let Some(status) = child.try_wait()? {
+            // Its last words (an error) are the reason: said here, not only in its log.
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last = said
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
             anyhow::bail!(
-                "the daemon exited as it started ({status}); see {}",
+                "the daemon exited as it started ({status}): {}; see {}",
+                protocol::text::shown_up_to(last.trim(), 500),
                 log_path.display()
             );
         }

@@ -183,7 +183,56 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
 }
 
 /// Run the daemon until its apps have ended (see the module doc).
+/// The lock a daemon of the binary `exe` holds for its whole life (`daemon-<hash>.alive`
+/// in the user's runtime folder, naming its pid): a start that finds no daemon answering
+/// tells a stopped or overloaded one from none, and does not start a second one.
+pub fn alive_lock_path(exe: &str) -> std::path::PathBuf {
+    runtime::user_dir().join(format!(
+        "daemon-{:016x}.alive",
+        crate::control::profile_store::fnv1a(exe)
+    ))
+}
+
+/// Take the daemon's life lock, or name the daemon that holds it.
+fn hold_alive_lock() -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::io::Write;
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let path = alive_lock_path(&exe);
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut held = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+    {
+        Ok(held) => held,
+        Err((file, _)) => anyhow::bail!(
+            "another daemon of this binary runs (pid {}): one daemon per node",
+            holder_pid(file)
+        ),
+    };
+    held.set_len(0)?;
+    writeln!(held, "{}", std::process::id())?;
+    Ok(held)
+}
+
+/// The pid a daemon wrote in its life lock ("?" when it cannot be read).
+pub fn holder_pid(mut file: std::fs::File) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    match text.trim() {
+        "" => "?".into(),
+        pid => pid.to_string(),
+    }
+}
+
 pub fn run_daemon(metrics_addr: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    let _alive = hold_alive_lock()?;
     let runtime_dir = runtime::prepare()?;
     let signalled = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -270,6 +270,17 @@ impl Registry {
         }
     }
 
+    /// The apps already on their way out (a drain or stop asked): another stop stops
+    /// them at once.
+    pub fn winding_down(&self) -> Vec<String> {
+        let s = self.lock();
+        s.apps
+            .iter()
+            .filter(|(_, app)| app.live.lock().is_ok_and(|l| l.state == "stopping"))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
     /// Drain every app; returns their names.
     pub fn stop_all(&self) -> Vec<String> {
         let s = self.lock();
@@ -359,7 +370,9 @@ pub fn serve(
             if !addr.ip().is_loopback() {
                 anyhow::bail!("--metrics-addr must be a loopback address, got {addr}");
             }
-            let tcp = std::net::TcpListener::bind(addr)?;
+            let tcp = std::net::TcpListener::bind(addr).map_err(|e| {
+                anyhow::anyhow!("cannot listen on --metrics-addr {addr} for the metrics: {e}")
+            })?;
             eprintln!("metrics on http://{}/metrics", tcp.local_addr()?);
             Some(tcp)
         }
@@ -408,16 +421,25 @@ fn route(
             serde_json::to_string(&registry.status()).unwrap_or_default(),
         ),
         ("GET", "/metrics", _) => (200, "text/plain; version=0.0.4", registry.metrics()),
-        ("POST", "/stop", _) => (
-            202,
-            "application/json",
-            serde_json::json!({ "draining": registry.stop_all() }).to_string(),
-        ),
-        ("POST", "/shutdown", _) => (
-            202,
-            "application/json",
-            serde_json::json!({ "draining": registry.close(), "closing": true }).to_string(),
-        ),
+        ("POST", "/stop", _) => {
+            let at_once = registry.winding_down();
+            let draining = registry.stop_all();
+            (
+                202,
+                "application/json",
+                serde_json::json!({ "draining": draining, "at_once": at_once }).to_string(),
+            )
+        }
+        ("POST", "/shutdown", _) => {
+            let at_once = registry.winding_down();
+            let draining = registry.close();
+            (
+                202,
+                "application/json",
+                serde_json::json!({ "draining": draining, "at_once": at_once, "closing": true })
+                    .to_string(),
+            )
+        }
         ("POST", "/apps", _) => match launcher {
             None => text(
                 405,
@@ -432,8 +454,16 @@ fn route(
             },
         },
         ("POST", _, Some((name, "stop"))) => {
+            let at_once = registry.winding_down().iter().any(|n| n == name);
             if registry.stop_app(name) {
-                text(202, format!("draining app '{name}'"))
+                text(
+                    202,
+                    if at_once {
+                        format!("app '{name}' was draining already: stopping it at once (SIGTERM, then SIGKILL)")
+                    } else {
+                        format!("draining app '{name}'")
+                    },
+                )
             } else {
                 text(404, format!("no app '{name}' runs in this supervisor"))
             }

@@ -4,9 +4,9 @@
 //!
 //! The peer's uid is checked as a Unix connection is accepted, before actix reads a byte
 //! of it: another user's connection is answered 403 by [`refuse`]. Limits (issue 17,
-//! item 2): a request line and headers past actix-http's 32 KiB buffer are answered 431
-//! and not kept; a body past [`MAX_BODY`] 413; a head not received within
-//! [`REQUEST_DEADLINE`] 408, and a body not received within it after the head 408; at most
+//! item 2): a request line and headers past actix-http's 128 KiB buffer (its
+//! `MAX_BUFFER_SIZE`, 131,072 bytes) are answered 431 and not kept; a body past
+//! [`MAX_BODY`] 413; a head not received within [`REQUEST_DEADLINE`] 408, and a body not received within it after the head 408; at most
 //! [`MAX_CONNECTIONS`] connections are open at once (more wait in the listen backlog;
 //! idle ones are closed at their deadline); at most [`MAX_IN_FLIGHT`] requests are being
 //! answered at once (503 past it). One request per connection: the answer ends with the

@@ -346,7 +346,11 @@ pub fn render(reservations: &[Reservation], node: Node) -> String {
     let left = left_of(reservations, node);
     let mut out = format!(
         "node: {:.2} cores, {} MiB; reserved by request-guarantee apps {:.2} cores; left {:.2} cores\n",
-        node.cores, node.memory_mb, left.reserved_cores, left.cores
+        node.cores,
+        node.memory_mb,
+        // A sum of reservations given back can end a hair below zero: no "-0.00".
+        left.reserved_cores.max(0.0),
+        left.cores
     );
     for r in reservations {
         let memory = r

@@ -46,6 +46,9 @@ pub struct AppRun<'a> {
     pub logs: PathBuf,
     pub startup_timeout: Duration,
     books: BTreeMap<usize, RestartBook>,
+    /// The sources were told to drain: a head restarted from now on is told too (the one
+    /// it replaces may have been killed before it read the drain).
+    pub draining: bool,
     /// Per head source: what every tail fed by it has acknowledged (the minimum).
     acked: BTreeMap<String, u64>,
     /// Time from a restart to the new process's first output, per restart (ms).
@@ -94,6 +97,7 @@ impl<'a> AppRun<'a> {
             logs,
             startup_timeout,
             books: BTreeMap::new(),
+            draining: false,
             acked: BTreeMap::new(),
             first_output_ms: Vec::new(),
             reclaimed: 0,
@@ -505,6 +509,9 @@ impl<'a> AppRun<'a> {
                     self.wiring.command(head, &Command::Replay);
                 }
             }
+        }
+        if self.draining && self.replicas[idx].kind == TaskKind::Head {
+            self.wiring.command(id, &Command::Drain);
         }
         Ok(())
     }

@@ -450,6 +450,7 @@ impl<'a> RunLoop<'a> {
                     self.phase = Phase::Draining {
                         since: Instant::now(),
                     };
+                    self.run.draining = true;
                     self.run.send_all(&Command::Drain, true);
                 }
                 // At once: SIGTERM now, SIGKILL a second later for whatever ignores it.

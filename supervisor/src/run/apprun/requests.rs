@@ -162,15 +162,29 @@ impl AppRun<'_> {
             Some(r) => return Err(format!("task '{task}' has {n} replicas; there is no #{r}")),
             None => (0..n).collect(),
         };
-        let mut done = Vec::new();
-        for r in targets {
-            let Some(&idx) = self.index.get(&(t, r)) else {
+        let targets: Vec<usize> = targets
+            .into_iter()
+            .filter_map(|r| self.index.get(&(t, r)).copied())
+            .collect();
+        // Every replica checked before any is killed: a request refused is refused whole.
+        for &idx in &targets {
+            let rep = &self.replicas[idx];
+            if rep.exited.is_none() {
                 continue;
-            };
-            let rep = &mut self.replicas[idx];
-            if rep.exited.is_some() {
-                return Err(format!("{} has already ended", rep.label));
             }
+            let restarting = rep.restart_due.is_some() || rep.judge_pending.is_some();
+            return Err(if restarting {
+                format!(
+                    "{} is being restarted already (its process ended; the new one starts shortly): nothing was restarted by this request",
+                    rep.label
+                )
+            } else {
+                format!("{} has already ended: nothing was restarted", rep.label)
+            });
+        }
+        let mut done = Vec::new();
+        for idx in targets {
+            let rep = &mut self.replicas[idx];
             rep.manual_restart = true;
             // Our child's own process group; it has not been reaped.
             let _ = nix::sys::signal::killpg(
