@@ -191,6 +191,18 @@ pub fn hints(name: &str) -> Option<Hints> {
     find(name).map(|f| f.hints)
 }
 
+/// The function that joins the parts of one item (same source and seq) that come
+/// through several inputs.
+pub const TABLE_MERGE: &str = "table.merge";
+
+/// Whether a function pairs the parts of one item arriving through its inputs: every
+/// producer must send an item's parts to the same replica ([`crate::messages::OutputRoute::by_item`]),
+/// its replicas are not scaled live, and in a request-guarantee app it is told what the
+/// tails acknowledged (a replayed part of a delivered item has no partner to wait for).
+pub fn pairs_parts(name: &str) -> bool {
+    name == TABLE_MERGE
+}
+
 /// Whether a function keeps state per source (runs as one replica).
 pub fn is_stateful(name: &str) -> bool {
     hints(name).is_some_and(|h| h.stateful)

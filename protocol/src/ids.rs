@@ -178,6 +178,7 @@ mod tests {
             pub replicas: u32,
             pub active: u32,
             pub holders: Vec<u16>,
+            pub by_item: bool,
         }
         #[derive(Serialize)]
         pub struct PoolInfo {
@@ -263,6 +264,7 @@ mod tests {
             replicas: 2,
             active: 2,
             holders: vec![HolderId::new(HOLDER), HolderId::new(1)],
+            by_item: true,
         };
         let bare = bare::OutputRoute {
             task: "tail".into(),
@@ -270,6 +272,7 @@ mod tests {
             replicas: 2,
             active: 2,
             holders: vec![HOLDER, 1],
+            by_item: true,
         };
         assert_eq!(bytes(&typed), bytes(&bare));
         let info = |id| PoolInfo {

@@ -318,21 +318,41 @@ impl Node {
             sent_ns: now_ns(),
         });
         let refs = env.payload.shm_refs();
+        let (source, seq) = (env.source.clone(), env.seq);
         let bytes = codec::encode("item", &Inbox::Data(env))?;
-        self.route(&bytes, &refs)?;
+        self.route(
+            ItemKey {
+                source: &source,
+                seq,
+            },
+            &bytes,
+            &refs,
+        )?;
         self.metrics(|m| m.items_out += 1);
         Ok(())
     }
 
-    /// Send encoded bytes to one replica of every consumer task, moving one hold of
-    /// each reference to it first. A consumer found dead keeps nothing: the hold is
-    /// dropped again, and the item is replayed (request-guarantee) or counted lost.
-    fn route(&mut self, bytes: &[u8], refs: &[crate::shm::ShmRef]) -> Result<(), NodeError> {
+    /// Send encoded bytes of `item` to one replica of every consumer task (round robin,
+    /// or by the item's key where the consumer pairs parts), moving one hold of each
+    /// reference to it first. A consumer found dead keeps nothing: the hold is dropped
+    /// again, and the item is replayed (request-guarantee) or counted lost.
+    fn route(
+        &mut self,
+        item: ItemKey<'_>,
+        bytes: &[u8],
+        refs: &[crate::shm::ShmRef],
+    ) -> Result<(), NodeError> {
         for k in 0..self.setup.outputs.len() {
             let route = &self.setup.outputs[k];
             let active = route.active.clamp(1, route.replicas.max(1));
-            let pick = (route.first + self.round_robin[k] % active) as usize;
-            self.round_robin[k] = self.round_robin[k].wrapping_add(1);
+            let turn = if route.by_item {
+                item.spread()
+            } else {
+                let turn = self.round_robin[k];
+                self.round_robin[k] = turn.wrapping_add(1);
+                turn
+            };
+            let pick = (route.first + turn % active) as usize;
             let holder = self
                 .out_holders
                 .get(pick)
@@ -409,7 +429,7 @@ impl Node {
                 reason,
             },
         )?;
-        self.route(&bytes, &[])
+        self.route(ItemKey { source, seq }, &bytes, &[])
     }
 
     /// Heads: the rate the supervisor set since the last call, if it set one.
@@ -542,5 +562,89 @@ impl Node {
             "a peer is gone; waiting for the supervisor to restart it"
         );
         Ok(false)
+    }
+}
+
+/// The key of one item (its source and sequence number), which routes it to a replica
+/// of a consumer that pairs parts ([`crate::messages::OutputRoute::by_item`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ItemKey<'a> {
+    pub source: &'a str,
+    pub seq: u64,
+}
+
+impl ItemKey<'_> {
+    /// A number spread evenly over items, the same in every process (FNV-1a of the
+    /// source, mixed with the seq by SplitMix64's finaliser): consecutive items of one
+    /// source land on replicas independently of how an upstream stage split them.
+    pub fn spread(self) -> u32 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in self.source.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        let mut z = h ^ self.seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 32) as u32
+    }
+}
+
+#[cfg(test)]
+mod item_key_tests {
+    use super::ItemKey;
+
+    fn shares(seqs: impl Iterator<Item = u64>, replicas: u32) -> Vec<u32> {
+        let mut counts = vec![0u32; replicas as usize];
+        for seq in seqs {
+            let turn = ItemKey { source: "cam", seq }.spread();
+            counts[(turn % replicas) as usize] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn items_spread_evenly_even_when_an_upstream_replica_took_every_other_one() {
+        for replicas in [2, 3] {
+            for counts in [
+                shares(0..3000, replicas),
+                shares((0..6000).step_by(2), replicas),
+            ] {
+                let even = 3000 / replicas;
+                for c in counts {
+                    assert!(
+                        c.abs_diff(even) < even / 10,
+                        "{c} of 3000 on one of {replicas} replicas"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_item_goes_to_the_same_replica_from_every_producer() {
+        let a = ItemKey {
+            source: "cam",
+            seq: 41,
+        }
+        .spread();
+        let b = ItemKey {
+            source: &String::from("cam"),
+            seq: 41,
+        }
+        .spread();
+        assert_eq!(a, b);
+        assert_ne!(
+            ItemKey {
+                source: "cam",
+                seq: 41
+            }
+            .spread(),
+            ItemKey {
+                source: "cam2",
+                seq: 41
+            }
+            .spread()
+        );
     }
 }

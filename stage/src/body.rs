@@ -157,10 +157,27 @@ impl<'n> Body<'n> {
 ///
 /// A `tail` task is refused: its items go through [`crate::tail::run`], the one loop
 /// that keeps a tail's exactly-once ledger and acknowledges its deliveries.
-pub fn run<E, F>(node: &mut Node, watchdog: Option<&Watchdog>, mut f: F) -> Result<(), E>
+pub fn run<E, F>(node: &mut Node, watchdog: Option<&Watchdog>, f: F) -> Result<(), E>
 where
     E: From<StageError>,
     F: FnMut(&mut Body<'_>, Item) -> Result<(), E>,
+{
+    run_with_commands(node, watchdog, f, |_, _| Ok(()))
+}
+
+/// [`run`], also handing `on_command` the supervisor's commands the node passes to the
+/// stage (other than `Stop`, which ends the loop): `Ack` for a stage that pairs parts of
+/// one item (`table.merge`), so it can drop what waits for an item the tails have.
+pub fn run_with_commands<E, F, C>(
+    node: &mut Node,
+    watchdog: Option<&Watchdog>,
+    mut f: F,
+    mut on_command: C,
+) -> Result<(), E>
+where
+    E: From<StageError>,
+    F: FnMut(&mut Body<'_>, Item) -> Result<(), E>,
+    C: FnMut(&mut Body<'_>, Command) -> Result<(), E>,
 {
     if node.task.kind == TaskKind::Tail {
         return Err(StageError::Failed(format!(
@@ -191,7 +208,10 @@ where
             Event::Command(Command::Stop) => {
                 return Err(StageError::from(NodeError::Stopped).into())
             }
-            // Drain (bodies end when their inputs end), idle, and events of other kinds.
+            // Drain: bodies end when their inputs end.
+            Event::Command(Command::Drain) => {}
+            Event::Command(c) => on_command(&mut Body::new(node), c)?,
+            // Idle, and events of other kinds.
             _ => {}
         }
     }

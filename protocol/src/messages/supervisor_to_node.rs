@@ -16,6 +16,11 @@ pub struct OutputRoute {
     pub active: u32,
     /// The shared-memory holder id of each replica (holds move to it before a send).
     pub holders: Vec<HolderId>,
+    /// Pick the replica from the item's (source, seq) instead of round robin: the
+    /// consumer pairs parts of one item coming from several producers
+    /// ([`crate::functions::pairs_parts`]), so they must all reach the same replica,
+    /// whatever each producer sent before (a restarted producer starts counting anew).
+    pub by_item: bool,
 }
 
 /// A pool this process has mapped.
@@ -97,6 +102,8 @@ pub enum Command {
     /// waiting in the rewire channel.
     Rewire { output: u32 },
     /// Heads: the tails have everything below these totals; drop what is kept for replay.
+    /// `table.merge` (request-guarantee): drop parts of those items still waiting for a
+    /// partner (a replay brought one input's part of an item merged already).
     Ack(Vec<SourceTotal>),
     /// Heads: send again every item not yet acknowledged (a stage was restarted).
     Replay,

@@ -56,7 +56,7 @@ impl Node {
                 Ok(None)
             }
             Command::Ack(totals) => {
-                for t in totals {
+                for t in &totals {
                     let done: Vec<(String, u64)> = self
                         .retained
                         .range((t.source.clone(), 0)..(t.source.clone(), t.total))
@@ -68,7 +68,9 @@ impl Node {
                         }
                     }
                 }
-                Ok(None)
+                // A head is done with it; a stage that pairs parts drops what waits
+                // for an item the tails have.
+                Ok((!self.is_head()).then_some(Command::Ack(totals)))
             }
             Command::Replay => {
                 let items: Vec<Envelope> = self.retained.values().cloned().collect();
@@ -89,8 +91,16 @@ impl Node {
                         recv_ns: env.created_ns,
                         sent_ns: now_ns(),
                     });
+                    let (source, seq) = (env.source.clone(), env.seq);
                     let bytes = codec::encode("item", &Inbox::Data(env))?;
-                    self.route(&bytes, &refs)?;
+                    self.route(
+                        super::ItemKey {
+                            source: &source,
+                            seq,
+                        },
+                        &bytes,
+                        &refs,
+                    )?;
                 }
                 Ok(None)
             }

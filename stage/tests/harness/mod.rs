@@ -128,6 +128,7 @@ fn start_wired(
             replicas: 1,
             active: 1,
             holders: vec![consumer_holder(k as u16)],
+            by_item: false,
         });
     }
     let mut agent_side = None;

@@ -68,12 +68,16 @@ fn tunable(app: &AppSpec, t: usize) -> bool {
 }
 
 /// Whether task `t`'s replicas are scaled live: a CPU body of a `balance` app whose
-/// replicas the user did not fix, on a machine with more than one core.
+/// replicas the user did not fix, on a machine with more than one core. Not a stage
+/// that pairs the parts of an item (`table.merge`): its producers pick its replica by
+/// the item, and moving that choice would part an item's parts.
 pub fn scalable(app: &AppSpec, t: usize) -> bool {
     app.strategy == Strategy::Balance
         && crate::plan::available_cores() > 1
         && app.tasks.get(t).is_some_and(|task| {
-            task.kind == TaskKind::Cpu && (task.replicas.is_none() || task.planned)
+            task.kind == TaskKind::Cpu
+                && (task.replicas.is_none() || task.planned)
+                && !protocol::functions::pairs_parts(&task.function)
         })
 }
 

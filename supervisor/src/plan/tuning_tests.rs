@@ -302,3 +302,21 @@ fn a_bigger_batch_that_brings_no_more_items_is_undone_and_not_retried_for_a_whil
         "tried again once the ceiling expired"
     );
 }
+
+#[test]
+fn a_merge_is_not_scaled_live_since_its_producers_pick_its_replica_by_item() {
+    let app: AppSpec = serde_json::from_value(serde_json::json!({
+        "name": "a", "strategy": "balance",
+        "tasks": [
+            {"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 8, "height": 8, "count": 1}},
+            {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["g"], "params": {"width": 4, "height": 4}},
+            {"name": "both", "kind": "cpu", "function": "table.merge", "inputs": ["g", "small"], "params": {"how": "concat"}},
+            {"name": "t", "kind": "tail", "function": "table.print", "inputs": ["both"]}
+        ]
+    }))
+    .expect("app");
+    if crate::plan::available_cores() > 1 {
+        assert!(scalable(&app, 1), "a CPU body of a balance app is scaled");
+    }
+    assert!(!scalable(&app, 2), "not the merge");
+}

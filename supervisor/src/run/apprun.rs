@@ -260,10 +260,17 @@ impl<'a> AppRun<'a> {
         None
     }
 
-    /// Tell each head what every tail it feeds has acknowledged.
+    /// Tell each head what every tail it feeds has acknowledged, and the stages that
+    /// pair parts of its items (`table.merge`: a replayed part of a delivered item
+    /// must not wait there for partners that will not come).
     fn pass_acks_on(&mut self) {
-        let heads: Vec<usize> = (0..self.wiring.app.tasks.len())
+        let tasks = 0..self.wiring.app.tasks.len();
+        let heads: Vec<usize> = tasks
+            .clone()
             .filter(|&t| self.wiring.kind(t) == TaskKind::Head)
+            .collect();
+        let pairing: Vec<usize> = tasks
+            .filter(|&t| protocol::functions::pairs_parts(&self.wiring.app.tasks[t].function))
             .collect();
         for h in heads {
             let source = self.wiring.task_name(h);
@@ -291,6 +298,13 @@ impl<'a> AppRun<'a> {
                 // its slots) only once it wakes up.
                 if let Some(pool) = self.wiring.pools.get(&(h, r)) {
                     pool.wake_waiters();
+                }
+            }
+            for &m in &pairing {
+                if crate::plan::ancestors(self.wiring.app, m).contains(&h) {
+                    for r in 0..self.wiring.replicas_of(m) {
+                        self.wiring.command((m, r), &ack);
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@ use super::{decode_ipc, encode_ipc, filter, merge, select, MergeHow, Predicate, 
 use crate::StageError;
 use arrow_array::RecordBatch;
 use protocol::functions::params;
-use protocol::messages::{Envelope, LossReason, Payload};
+use protocol::messages::{Command, Envelope, LossReason, Payload, SourceTotal};
 use protocol::node::Node;
 use protocol::TaskId;
 use stage::{Body, Emit, Item};
@@ -232,6 +232,11 @@ struct MergeState {
     /// Upstream stages seen, and those that sent a table.
     seen: HashSet<Option<TaskId>>,
     table_senders: HashSet<Option<TaskId>>,
+    /// Request-guarantee apps: per source, the items below this the tails have
+    /// (`Command::Ack`). A part of one of them is a replay whose partners may never
+    /// come again (only the branch that lost it replays it): waiting for them would
+    /// hold its shared memory forever and stall the branch that sent it.
+    delivered: HashMap<String, u64>,
 }
 
 /// Run `table.merge` to the end of the input.
@@ -251,7 +256,7 @@ pub fn run_merge(node: &mut Node) -> Result<(), StageError> {
             ))
         }
     };
-    let mut state = MergeState {
+    let state = MergeState {
         inputs: node.task.inputs.len().max(1),
         how,
         param: param_name,
@@ -259,8 +264,22 @@ pub fn run_merge(node: &mut Node) -> Result<(), StageError> {
         arrivals: 0,
         seen: HashSet::new(),
         table_senders: HashSet::new(),
+        delivered: HashMap::new(),
     };
-    each_item(node, |body, item| state.push(body, item))?;
+    // The state is used by both callbacks, never at once.
+    let state = std::cell::RefCell::new(state);
+    stage::body::run_with_commands(
+        node,
+        None,
+        |body, item| state.borrow_mut().push(body, item),
+        |_, command| {
+            if let Command::Ack(totals) = command {
+                state.borrow_mut().delivered(&totals);
+            }
+            Ok::<(), StageError>(())
+        },
+    )?;
+    let mut state = state.into_inner();
     let mut rest: Vec<(Key, u64)> = state
         .pending
         .iter()
@@ -287,6 +306,14 @@ impl MergeState {
         let stage = env.hops.last().map(|h| h.stage);
         self.seen.insert(stage);
         let key = (env.source.clone(), env.seq);
+        if self
+            .delivered
+            .get(&env.source)
+            .is_some_and(|&below| env.seq < below)
+        {
+            tracing::debug!(source = %env.source, seq = env.seq, "a replayed part of an item the tails have; dropped");
+            return Ok(());
+        }
         let (mut tables, mut others) = (Vec::new(), Vec::new());
         let decoded = split(&env.payload, &mut tables, &mut others);
         if !tables.is_empty() {
@@ -336,6 +363,24 @@ impl MergeState {
             }
         }
         Ok(())
+    }
+
+    /// The tails have the items below `totals`: forget what waits for them.
+    fn delivered(&mut self, totals: &[SourceTotal]) {
+        for t in totals {
+            let below = self.delivered.entry(t.source.clone()).or_insert(0);
+            *below = (*below).max(t.total);
+        }
+        let before = self.pending.len();
+        let delivered = &self.delivered;
+        self.pending
+            .retain(|(source, seq), _| delivered.get(source).is_none_or(|&below| *seq >= below));
+        if self.pending.len() < before {
+            tracing::debug!(
+                dropped = before - self.pending.len(),
+                "replayed parts of items the tails have; their partners will not come"
+            );
+        }
     }
 
     /// Send one key on with the parts it has, or count it lost if one was bad (the

@@ -62,6 +62,7 @@ impl Wiring<'_> {
                 replicas: n,
                 active: self.active_now(c),
                 holders: (0..n).map(|cr| self.holder((c, cr))).collect(),
+                by_item: protocol::functions::pairs_parts(&app.tasks[c].function),
             });
             for cr in 0..n {
                 outputs.push(self.sender((c, cr))?);
