@@ -18,10 +18,13 @@ mod attach;
 mod commands;
 mod ending;
 mod heartbeat;
+mod item_key;
+mod losses;
 mod slots;
 mod tail;
 
 use heartbeat::{source_totals, spawn_heartbeat};
+use item_key::ItemKey;
 
 pub use slots::{NoSlot, SlotPolicy};
 use tail::Deliveries;
@@ -125,6 +128,9 @@ pub struct Node {
     held_commands: VecDeque<Command>,
     /// Heads: a new rate from `SetRate`, for the source's pacer to take.
     new_rate: Option<f64>,
+    /// Request-guarantee apps: the items this process counted lost (a replay of one is
+    /// not counted again).
+    counted_losses: losses::CountedLosses,
 }
 
 impl Node {
@@ -227,6 +233,7 @@ impl Node {
             last_rewired: None,
             held_commands: VecDeque::new(),
             new_rate: None,
+            counted_losses: losses::CountedLosses::default(),
         })
     }
 
@@ -409,13 +416,17 @@ impl Node {
     }
 
     /// Count item `seq` of `source` as lost (a head that could not read it, a stage
-    /// that could not process it); request-guarantee apps tell the tails.
+    /// that could not process it); request-guarantee apps tell the tails, every time,
+    /// but count a replayed item's loss once.
     pub fn skip(&mut self, source: &str, seq: u64, reason: LossReason) -> Result<(), NodeError> {
-        self.metrics(|m| m.lose(reason, 1));
-        if self.guaranteed() {
-            self.send_skip(source, seq, reason)?;
+        if !self.guaranteed() {
+            self.metrics(|m| m.lose(reason, 1));
+            return Ok(());
         }
-        Ok(())
+        if self.counted_losses.first_time(source, seq) {
+            self.metrics(|m| m.lose(reason, 1));
+        }
+        self.send_skip(source, seq, reason)
     }
 
     /// Tell every consumer that item `seq` of `source` will not come (a stage without
@@ -562,89 +573,5 @@ impl Node {
             "a peer is gone; waiting for the supervisor to restart it"
         );
         Ok(false)
-    }
-}
-
-/// The key of one item (its source and sequence number), which routes it to a replica
-/// of a consumer that pairs parts ([`crate::messages::OutputRoute::by_item`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ItemKey<'a> {
-    pub source: &'a str,
-    pub seq: u64,
-}
-
-impl ItemKey<'_> {
-    /// A number spread evenly over items, the same in every process (FNV-1a of the
-    /// source, mixed with the seq by SplitMix64's finaliser): consecutive items of one
-    /// source land on replicas independently of how an upstream stage split them.
-    pub fn spread(self) -> u32 {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in self.source.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        let mut z = h ^ self.seq.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^= z >> 31;
-        (z >> 32) as u32
-    }
-}
-
-#[cfg(test)]
-mod item_key_tests {
-    use super::ItemKey;
-
-    fn shares(seqs: impl Iterator<Item = u64>, replicas: u32) -> Vec<u32> {
-        let mut counts = vec![0u32; replicas as usize];
-        for seq in seqs {
-            let turn = ItemKey { source: "cam", seq }.spread();
-            counts[(turn % replicas) as usize] += 1;
-        }
-        counts
-    }
-
-    #[test]
-    fn items_spread_evenly_even_when_an_upstream_replica_took_every_other_one() {
-        for replicas in [2, 3] {
-            for counts in [
-                shares(0..3000, replicas),
-                shares((0..6000).step_by(2), replicas),
-            ] {
-                let even = 3000 / replicas;
-                for c in counts {
-                    assert!(
-                        c.abs_diff(even) < even / 10,
-                        "{c} of 3000 on one of {replicas} replicas"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn an_item_goes_to_the_same_replica_from_every_producer() {
-        let a = ItemKey {
-            source: "cam",
-            seq: 41,
-        }
-        .spread();
-        let b = ItemKey {
-            source: &String::from("cam"),
-            seq: 41,
-        }
-        .spread();
-        assert_eq!(a, b);
-        assert_ne!(
-            ItemKey {
-                source: "cam",
-                seq: 41
-            }
-            .spread(),
-            ItemKey {
-                source: "cam2",
-                seq: 41
-            }
-            .spread()
-        );
     }
 }

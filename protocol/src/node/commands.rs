@@ -94,7 +94,7 @@ impl Node {
                     let (source, seq) = (env.source.clone(), env.seq);
                     let bytes = codec::encode("item", &Inbox::Data(env))?;
                     self.route(
-                        super::ItemKey {
+                        ItemKey {
                             source: &source,
                             seq,
                         },

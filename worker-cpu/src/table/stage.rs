@@ -390,8 +390,8 @@ impl MergeState {
             return Ok(());
         };
         if pending.bad {
-            body.count_lost(LossReason::BadInput);
-            return Ok(());
+            // The tails of a request-guarantee app are told, so they do not wait for it.
+            return body.skip(&key.0, key.1, LossReason::BadInput);
         }
         let present: HashSet<Option<TaskId>> = pending.parts.iter().map(|p| p.stage).collect();
         let missing_tables = present.len() < self.inputs

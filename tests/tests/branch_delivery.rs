@@ -1,5 +1,7 @@
-//! `table.merge` under kill -9 in a request-guarantee app: one branch of a fan-in is
-//! killed mid-stream and every item still reaches the tail once, merged whole.
+//! Branches of a request-guarantee app under kill -9. A fan-in (`table.merge`): one
+//! branch is killed mid-stream and every item still reaches the tail once, merged whole.
+//! A fan-out: a branch that loses every item (bad input) counts each loss once, though
+//! the other branch's restarts make the head replay them.
 //!
 //! Two faults were found here (the run stalled for good, 5 of 5 and 2 of 4): the head
 //! replays what is not acknowledged to both branches, so the branch that lived sends a
@@ -98,4 +100,48 @@ fn a_merge_whose_branch_is_killed_gets_every_item_once() {
 #[test]
 fn a_merge_of_two_replicas_gets_every_item_once_after_a_producer_restart() {
     kill_a_branch_of(2, "two");
+}
+
+/// gen → bad (a crop outside every frame: each item is lost as bad input) → lost.csv,
+/// and gen → fwd → rows.csv.
+fn fan_out_with_a_bad_branch(name: &str, count: u64) -> Value {
+    json!({
+        "name": name,
+        "service_type": "request-guarantee",
+        "tasks": [
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 48, "count": count, "fps": 200}},
+            {"name": "bad", "kind": "cpu", "function": "image.crop", "inputs": ["gen"], "params": {"x": 100, "y": 0, "width": 10, "height": 10}},
+            {"name": "fwd", "kind": "cpu", "function": "core.forward", "inputs": ["gen"], "replicas": 1},
+            {"name": "lost", "kind": "tail", "function": "table.print", "inputs": ["bad"], "params": {"format": "csv", "path": "lost.csv"}},
+            {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["fwd"], "params": {"format": "csv", "path": "rows.csv"}}
+        ]
+    })
+}
+
+#[test]
+fn a_bad_input_replayed_after_a_restart_is_counted_lost_once() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = scratch("replayed-loss");
+    let name = format!("replayedloss{}", std::process::id());
+    let count = 400;
+    let app = write_app(&dir, &fan_out_with_a_bad_branch(&name, count));
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let csv = dir.join("rows.csv");
+    for rows in [100, 200] {
+        wait_for(&format!("{rows} rows"), Duration::from_secs(60), || {
+            rows_in(&csv) >= rows
+        });
+        kill_and_wait_for_replacement(&name, "fwd#0");
+    }
+    let pid = sup.id();
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    assert_eq!(csv_seqs(&csv), (0..count).collect::<Vec<_>>());
+    let summary = read_summary(&dir.join("run"));
+    // Before, the items the head replayed after each restart were lost and counted
+    // again: 416 of 400.
+    assert_eq!(summary["lost"]["bad_input"], count, "{summary}");
+    assert_eq!(summary["lost_total"], count, "{summary}");
+    assert_eq!(summary["restarts"]["fwd#0"], 2, "{summary}");
+    assert_nothing_left(&name, &summary, pid);
 }
