@@ -325,27 +325,31 @@ impl Node {
             sent_ns: now_ns(),
         });
         let refs = env.payload.shm_refs();
-        let (source, seq) = (env.source.clone(), env.seq);
+        let spread = self.spread_of(&env.source, env.seq);
         let bytes = codec::encode("item", &Inbox::Data(env))?;
-        self.route(
-            ItemKey {
-                source: &source,
-                seq,
-            },
-            &bytes,
-            &refs,
-        )?;
+        self.route(spread, &bytes, &refs)?;
         self.metrics(|m| m.items_out += 1);
         Ok(())
     }
 
-    /// Send encoded bytes of `item` to one replica of every consumer task (round robin,
-    /// or by the item's key where the consumer pairs parts), moving one hold of each
-    /// reference to it first. A consumer found dead keeps nothing: the hold is dropped
-    /// again, and the item is replayed (request-guarantee) or counted lost.
+    /// What picks the replica of a consumer that pairs parts of an item: the item's
+    /// [`ItemKey::spread`] (0, not computed, when no consumer pairs parts).
+    fn spread_of(&self, source: &str, seq: u64) -> u32 {
+        if self.setup.outputs.iter().any(|r| r.by_item) {
+            ItemKey { source, seq }.spread()
+        } else {
+            0
+        }
+    }
+
+    /// Send encoded bytes of an item to one replica of every consumer task: round robin,
+    /// or by the item's `spread` ([`Node::spread_of`]) where the consumer pairs parts.
+    /// One hold of each reference moves to it first. A consumer found dead keeps
+    /// nothing: the hold is dropped again, and the item is replayed (request-guarantee)
+    /// or counted lost.
     fn route(
         &mut self,
-        item: ItemKey<'_>,
+        spread: u32,
         bytes: &[u8],
         refs: &[crate::shm::ShmRef],
     ) -> Result<(), NodeError> {
@@ -353,7 +357,7 @@ impl Node {
             let route = &self.setup.outputs[k];
             let active = route.active.clamp(1, route.replicas.max(1));
             let turn = if route.by_item {
-                item.spread()
+                spread
             } else {
                 let turn = self.round_robin[k];
                 self.round_robin[k] = turn.wrapping_add(1);
@@ -440,7 +444,8 @@ impl Node {
                 reason,
             },
         )?;
-        self.route(ItemKey { source, seq }, &bytes, &[])
+        let spread = self.spread_of(source, seq);
+        self.route(spread, &bytes, &[])
     }
 
     /// Heads: the rate the supervisor set since the last call, if it set one.

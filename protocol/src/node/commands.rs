@@ -91,16 +91,9 @@ impl Node {
                         recv_ns: env.created_ns,
                         sent_ns: now_ns(),
                     });
-                    let (source, seq) = (env.source.clone(), env.seq);
+                    let spread = self.spread_of(&env.source, env.seq);
                     let bytes = codec::encode("item", &Inbox::Data(env))?;
-                    self.route(
-                        ItemKey {
-                            source: &source,
-                            seq,
-                        },
-                        &bytes,
-                        &refs,
-                    )?;
+                    self.route(spread, &bytes, &refs)?;
                 }
                 Ok(None)
             }
