@@ -423,14 +423,14 @@ impl Node {
     /// that could not process it); request-guarantee apps tell the tails, every time,
     /// but count a replayed item's loss once.
     pub fn skip(&mut self, source: &str, seq: u64, reason: LossReason) -> Result<(), NodeError> {
-        if !self.guaranteed() {
-            self.metrics(|m| m.lose(reason, 1));
-            return Ok(());
-        }
-        if self.counted_losses.first_time(source, seq) {
+        let guaranteed = self.guaranteed();
+        if !guaranteed || self.counted_losses.first_time(source, seq) {
             self.metrics(|m| m.lose(reason, 1));
         }
-        self.send_skip(source, seq, reason)
+        if guaranteed {
+            self.send_skip(source, seq, reason)?;
+        }
+        Ok(())
     }
 
     /// Tell every consumer that item `seq` of `source` will not come (a stage without

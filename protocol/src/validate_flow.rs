@@ -6,9 +6,6 @@ use crate::spec::{AppSpec, TaskKind};
 use crate::text::shown;
 use std::collections::{BTreeSet, HashMap};
 
-/// The function whose inputs are joined item by item (same source and seq).
-const MERGE: &str = "table.merge";
-
 /// Report every task whose items would go nowhere and every merge of inputs that come
 /// from different heads. `index` maps task names to positions; unknown inputs and
 /// cycles are reported elsewhere (and make this check skip what it cannot follow).
@@ -40,7 +37,7 @@ pub(crate) fn check_flow(
     let mut heads_memo: HashMap<usize, BTreeSet<usize>> = HashMap::new();
     check_tails_take_each_item_once(app, index, &mut heads_memo, err);
     for (i, task) in app.tasks.iter().enumerate() {
-        if task.function != MERGE || task.inputs.len() < 2 {
+        if !crate::functions::pairs_parts(&task.function) || task.inputs.len() < 2 {
             continue;
         }
         let per_input: Vec<(usize, BTreeSet<usize>)> = task

@@ -6,6 +6,7 @@
 
 use crate::{
     csv_seqs, finish, memfds_of, pids_with_cmdline, read_summary, start_in_background, wait_for,
+    Background,
 };
 use std::path::Path;
 use std::process::Command;
@@ -28,19 +29,27 @@ pub fn kill_9_midway_loses_and_duplicates_nothing(
         std::fs::read_to_string(&csv).is_ok_and(|t| t.lines().count() > 100)
     });
     kill_and_wait_for_replacement(app_name, process);
-    let supervisor_pid = sup.id();
-    let (status, err) = finish(sup);
-    assert!(status.success(), "{err}");
-    assert_eq!(
-        csv_seqs(&csv),
-        (0..count).collect::<Vec<_>>(),
-        "every item once, in order"
-    );
+    let supervisor_pid = finish_with_every_row_once(sup, &csv, count);
     let summary = read_summary(&dir.join("run"));
     assert_eq!(summary["restarts"][process], 1, "{summary}");
     assert_eq!(summary["lost_total"], 0, "{summary}");
     assert_nothing_left(app_name, &summary, supervisor_pid);
     summary
+}
+
+/// Wait for the run of `sup` to end well and check that the tail's `csv` holds items
+/// 0..`count` once each, in order. Returns the supervisor's pid (for
+/// [`assert_nothing_left`]).
+pub fn finish_with_every_row_once(sup: Background, csv: &Path, count: u64) -> u32 {
+    let supervisor_pid = sup.id();
+    let (status, err) = finish(sup);
+    assert!(status.success(), "{err}");
+    assert_eq!(
+        csv_seqs(csv),
+        (0..count).collect::<Vec<_>>(),
+        "every item once, in order"
+    );
+    supervisor_pid
 }
 
 /// The pid of the one process running `label` (`task#replica`) of app `name`.

@@ -11,7 +11,9 @@
 //! a restarted producer (counting from 0) sent an item's part to the other replica.
 
 use serde_json::{json, Value};
-use smartpipe_tests::kill::{assert_nothing_left, kill_and_wait_for_replacement};
+use smartpipe_tests::kill::{
+    assert_nothing_left, finish_with_every_row_once, kill_and_wait_for_replacement,
+};
 use smartpipe_tests::*;
 use std::path::Path;
 use std::sync::Mutex;
@@ -67,14 +69,7 @@ fn kill_a_branch_of(merge_replicas: u32, tag: &str) {
         Duration::from_secs(120),
         || rows_in(&csv) >= count as usize,
     );
-    let pid = sup.id();
-    let (status, err) = finish(sup);
-    assert!(status.success(), "{err}");
-    assert_eq!(
-        csv_seqs(&csv),
-        (0..count).collect::<Vec<_>>(),
-        "every item once, in order"
-    );
+    let pid = finish_with_every_row_once(sup, &csv, count);
     let text = std::fs::read_to_string(&csv).unwrap_or_default();
     let halves: Vec<&str> = text
         .lines()
@@ -133,10 +128,7 @@ fn a_bad_input_replayed_after_a_restart_is_counted_lost_once() {
         });
         kill_and_wait_for_replacement(&name, "fwd#0");
     }
-    let pid = sup.id();
-    let (status, err) = finish(sup);
-    assert!(status.success(), "{err}");
-    assert_eq!(csv_seqs(&csv), (0..count).collect::<Vec<_>>());
+    let pid = finish_with_every_row_once(sup, &csv, count);
     let summary = read_summary(&dir.join("run"));
     // Before, the items the head replayed after each restart were lost and counted
     // again: 416 of 400.

@@ -264,13 +264,8 @@ impl<'a> AppRun<'a> {
     /// pair parts of its items (`table.merge`: a replayed part of a delivered item
     /// must not wait there for partners that will not come).
     fn pass_acks_on(&mut self) {
-        let tasks = 0..self.wiring.app.tasks.len();
-        let heads: Vec<usize> = tasks
-            .clone()
+        let heads: Vec<usize> = (0..self.wiring.app.tasks.len())
             .filter(|&t| self.wiring.kind(t) == TaskKind::Head)
-            .collect();
-        let pairing: Vec<usize> = tasks
-            .filter(|&t| protocol::functions::pairs_parts(&self.wiring.app.tasks[t].function))
             .collect();
         for h in heads {
             let source = self.wiring.task_name(h);
@@ -300,11 +295,14 @@ impl<'a> AppRun<'a> {
                     pool.wake_waiters();
                 }
             }
-            for &m in &pairing {
-                if crate::plan::ancestors(self.wiring.app, m).contains(&h) {
-                    for r in 0..self.wiring.replicas_of(m) {
-                        self.wiring.command((m, r), &ack);
-                    }
+            let app = self.wiring.app;
+            let pairing = (0..app.tasks.len()).filter(|&m| {
+                protocol::functions::pairs_parts(&app.tasks[m].function)
+                    && crate::plan::ancestors(app, m).contains(&h)
+            });
+            for m in pairing {
+                for r in 0..self.wiring.replicas_of(m) {
+                    self.wiring.command((m, r), &ack);
                 }
             }
         }
