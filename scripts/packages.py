@@ -60,7 +60,7 @@ def pip_download(pkg, into):
     """Runs `pip download --no-deps` of the package (a wheel, or the sdist when its kind is `sdist`)
     into the empty folder `into` and returns the path of the one archive pip chose."""
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-           "-d", into, f"{pkg['name']}=={pkg['version']}"]
+           "--no-cache-dir", "-d", into, f"{pkg['name']}=={pkg['version']}"]
     cmd += ["--only-binary=:all:"] if pkg.get("kind", "wheel") == "wheel" else ["--no-binary=:all:"]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:

@@ -20,6 +20,11 @@ SP="${SMARTPIPE_HOME:-$ROOT/.smartpipe}"
 PYTHON="${PYTHON:-python3}"
 
 die() { echo "provision: error: $*" >&2; exit 1; }
+# pip's own error comes first; a full disk is the usual cause on a build machine, so say how full.
+die_pip() { die "$* (free space: $(df -h --output=avail,target "$SP" "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR > 1 { printf "%s%s on %s", sep, $1, $2; sep = ", " }'))"; }
+# pip keeps no cache of its own here: the archives are cached in ~/.cache/smartpipe/downloads, and a
+# second copy of every wheel in ~/.cache/pip (several hundred MB) is what filled a CI machine's disk.
+PIP_FLAGS="-q --disable-pip-version-check --no-cache-dir"
 
 command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found (needed for pip download and extraction)"
 
@@ -78,9 +83,9 @@ else
     rm -rf "$VENV"
     "$PYTHON" -m venv "$VENV" || die "cannot create $VENV (Debian: apt-get install python3-venv)"
     # shellcheck disable=SC2086  # the pins are separate arguments
-    "$VENV/bin/pip" install -q --disable-pip-version-check $VENV_PINS || die "pip install into $VENV failed"
+    "$VENV/bin/pip" install $PIP_FLAGS $VENV_PINS || die_pip "pip install into $VENV failed"
     # shellcheck disable=SC2086
-    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps $VENV_NODEPS || die "pip install into $VENV failed"
+    "$VENV/bin/pip" install $PIP_FLAGS --no-deps $VENV_NODEPS || die_pip "pip install into $VENV failed"
     printf '%s' "$VENV_PINS $VENV_NODEPS" >"$VENV/.pins"
     echo "done    venv ($VENV: $VENV_PINS $VENV_NODEPS --no-deps)"
 fi
@@ -99,8 +104,9 @@ else
     rm -f "$ROOT"/target/wheels/smartpipe-*.whl
     (cd "$ROOT/python" && CARGO_TARGET_DIR="$ROOT/target/py" "$VENV/bin/maturin" build --release -q \
         -i "$VENV/bin/python" -o "$ROOT/target/wheels") || die "cannot build the smartpipe Python package (python/)"
-    "$VENV/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps "$ROOT"/target/wheels/smartpipe-*.whl \
-        || die "cannot install the smartpipe Python package into $VENV"
+    # shellcheck disable=SC2086
+    "$VENV/bin/pip" install $PIP_FLAGS --force-reinstall --no-deps "$ROOT"/target/wheels/smartpipe-*.whl \
+        || die_pip "cannot install the smartpipe Python package into $VENV"
     printf '%s' "$PY_DIGEST" >"$VENV/.smartpipe-py"
     echo "done    smartpipe Python package (into $VENV)"
 fi

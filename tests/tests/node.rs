@@ -224,7 +224,14 @@ fn a_guaranteed_app_is_admitted_again_when_its_rate_changes() {
     let (calib, calib_file) = profile(&rt, &write(&dir, "calib", &printing_app("calib", 10.0)));
     let per_item = seconds_per_item(&calib);
     // In busy cores by the one profile: 'a' 0.3, 'b' 0.7 of the 2-core node.
-    let a = sharing_the_profile_of(&dir, &calib_file, "a", &printing_app("a", 0.3 / per_item));
+    // 'a' gives no request_frequency: it is admitted at its source's pace (its throughput
+    // quota asks for less), and that promise is what a change of rate is checked against.
+    let mut spec_a = printing_app("a", 0.3 / per_item);
+    spec_a
+        .as_object_mut()
+        .expect("an app is an object")
+        .remove("request_frequency");
+    let a = sharing_the_profile_of(&dir, &calib_file, "a", &spec_a);
     let b = sharing_the_profile_of(&dir, &calib_file, "b", &printing_app("b", 0.7 / per_item));
     let c = sharing_the_profile_of(&dir, &calib_file, "c", &printing_app("c", 0.6 / per_item));
     let sup_a = start_in_background(&mut rt.supervisor(), &a, &dir.join("run-a"));

@@ -56,7 +56,7 @@ def outer(argv):
         shutil.rmtree(venv + ".part", ignore_errors=True)
         for cmd in ([sys.executable, "-m", "venv", venv + ".part"],
                     [os.path.join(venv + ".part", "bin", "pip"), "install", "-q", "--disable-pip-version-check",
-                     *TF_PINS]):
+                     "--no-cache-dir", *TF_PINS]):
             if subprocess.run(cmd).returncode != 0:
                 fail(f"`{' '.join(cmd)}` failed")
         with open(os.path.join(venv + ".part", ".pins"), "w") as f:

@@ -32,6 +32,18 @@ pub(crate) fn check_source_video(params: &Map<String, Value>) -> Result<(), Stri
 /// `table.print`'s check: a known format, and a path for Parquet (a file, never stdout).
 pub(crate) fn check_table_print(params: &Map<String, Value>) -> Result<(), String> {
     let p = parse::<TablePrint>(params).map_err(|e| e.to_string())?;
+    if p.formulas != FORMULAS_KEEP && p.formulas != FORMULAS_ESCAPE {
+        return Err(format!(
+            "formulas '{}' is not one of keep, escape",
+            p.formulas
+        ));
+    }
+    if p.formulas == FORMULAS_ESCAPE && p.format != "csv" {
+        return Err(format!(
+            "formulas 'escape' is for csv, which spreadsheets open; format '{}' is not read as formulas",
+            p.format
+        ));
+    }
     match (p.format.as_str(), &p.path) {
         ("parquet", None) => Err("format parquet writes a file: give its `path`".into()),
         ("pretty" | "csv" | "jsonl" | "parquet", _) => Ok(()),
@@ -139,7 +151,7 @@ pub struct ImageShow {
     pub mask: Option<String>,
 }
 
-/// `table.print {format = pretty, path?}`.
+/// `table.print {format = pretty, path?, formulas = keep}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TablePrint {
@@ -147,6 +159,18 @@ pub struct TablePrint {
     pub format: String,
     #[serde(default)]
     pub path: Option<String>,
+    /// csv: `keep` (default) writes text cells as they are; `escape` puts a `'` before a
+    /// text cell a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR first).
+    #[serde(default = "keep")]
+    pub formulas: String,
+}
+
+/// `table.print {formulas}`'s values.
+pub const FORMULAS_KEEP: &str = "keep";
+pub const FORMULAS_ESCAPE: &str = "escape";
+
+fn keep() -> String {
+    FORMULAS_KEEP.into()
 }
 
 /// `table.filter {where}`.

@@ -329,6 +329,12 @@ pub const FUNCTIONS: &[FunctionDef] = &[
                 "pretty (default), csv, jsonl or parquet",
             ),
             p("path", Path, false, "output file; stdout when absent"),
+            p(
+                "formulas",
+                OneOf(&["keep", "escape"]),
+                false,
+                "csv: keep (default) or escape text cells a spreadsheet would run as formulas (a ' before =, +, -, @)",
+            ),
         ],
         one_of: &[],
         takes: &[Any],

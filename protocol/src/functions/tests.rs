@@ -90,8 +90,28 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(show.fps, 25.0);
     let print: params::TablePrint =
         params::parse(json!({}).as_object().expect("object")).expect("parses");
-    assert_eq!(print.format, "pretty");
+    assert_eq!(
+        (print.format.as_str(), print.formulas.as_str()),
+        ("pretty", "keep")
+    );
     let fault: params::TestFault =
         params::parse(json!({"mode": "stall"}).as_object().expect("object")).expect("parses");
     assert_eq!((fault.after, fault.stall_ms), (0, 1000));
+}
+
+#[test]
+fn formulas_are_escaped_in_csv_only() {
+    let check = |v: serde_json::Value| params::check_table_print(v.as_object().expect("object"));
+    check(json!({"format": "csv", "formulas": "escape"})).expect("csv escapes");
+    check(json!({"format": "jsonl", "formulas": "keep"})).expect("keep is the default anywhere");
+    let err = check(json!({"format": "pretty", "formulas": "escape"})).expect_err("not csv");
+    assert!(
+        err.contains("formulas 'escape' is for csv") && err.contains("'pretty'"),
+        "{err}"
+    );
+    let err = check(json!({"format": "csv", "formulas": "maybe"})).expect_err("unknown");
+    assert!(
+        err.contains("formulas 'maybe' is not one of keep, escape"),
+        "{err}"
+    );
 }

@@ -133,7 +133,10 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
         // nothing is promised: see `supervisor profile`).
         None => {
             reservation.basis = if guaranteed {
-                "no profile: nothing reserved".into()
+                match reservation.memory_mb {
+                    Some(_) => "no profile: its memory reserved, no cores".into(),
+                    None => "no profile: nothing reserved".into(),
+                }
             } else {
                 "best effort: the leftovers".into()
             };
@@ -142,14 +145,19 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
             Ok(plan) => {
                 if guaranteed {
                     reservation.cores = plan.cores / crate::plan::smart::CPU_HEADROOM;
-                    promised = loaded
-                        .spec
-                        .request_frequency
-                        .filter(|r| *r > 0.0)
-                        .map(|rate| (profiles.clone(), rate));
+                    // The rate it was planned at; 0 (unpaced) when it gives none, so that
+                    // `supervisor rate` admits it again at any rate set later.
+                    let spec = &loaded.spec;
+                    let offered = crate::plan::offered_rate(spec);
+                    let rate = crate::plan::smart::qos::required_rate(&spec.quota, offered);
+                    promised = Some((profiles.clone(), rate.unwrap_or(0.0)));
                 }
                 reservation.model_mb = plan.memory_bytes as f64 / 1048576.0;
-                note = Some(format!("plan ({:?}):\n{plan}", loaded.spec.strategy));
+                let mut text = format!("plan ({:?}):\n{plan}", loaded.spec.strategy);
+                if let Some(faster) = faster_than_declared(&loaded.spec) {
+                    text = format!("{faster}\n{text}");
+                }
+                note = Some(text);
                 profiled_plan::apply(&mut loaded.spec, &plan);
             }
             // Best effort runs with the static plan and its predicted shortfall.
@@ -179,6 +187,19 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
         note,
         held,
         promise,
+    })
+}
+
+/// A note for an app whose heads are paced faster than its `request_frequency`: it is
+/// planned (and a guaranteed app admitted) at the heads' pace, not the declared rate.
+fn faster_than_declared(spec: &protocol::spec::AppSpec) -> Option<String> {
+    let declared = spec.request_frequency.filter(|r| *r > 0.0)?;
+    let offered = crate::plan::offered_rate(spec)?;
+    (offered > declared).then(|| {
+        format!(
+            "note: a source of app '{}' is paced at {offered} items/s, above its request_frequency {declared}: planned at {offered}",
+            spec.name
+        )
     })
 }
 

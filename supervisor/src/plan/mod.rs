@@ -207,6 +207,19 @@ pub fn source_fps(task: &protocol::spec::TaskSpec) -> Option<f64> {
         .filter(|f| *f > 0.0)
 }
 
+/// Items per second per source the app offers: its `request_frequency`, or a head's own
+/// `fps` where that is higher (a source paced faster than the declared rate emits at its
+/// pace, so the plan, and a request-guarantee app's reservation, must carry that pace).
+/// `None` when neither is given: unpaced sources offer what the pipeline takes.
+pub fn offered_rate(app: &AppSpec) -> Option<f64> {
+    app.tasks
+        .iter()
+        .filter(|t| t.kind == TaskKind::Head)
+        .filter_map(source_fps)
+        .chain(app.request_frequency.filter(|r| *r > 0.0))
+        .reduce(f64::max)
+}
+
 /// Share of the latency quota an overloaded best-effort source's backlog may fill.
 pub const OVERLOAD_QUOTA_SHARE: f64 = 0.5;
 

@@ -52,10 +52,11 @@ fn in_flight_bound(app: &AppSpec) -> u32 {
         .unwrap_or(crate::plan::DEFAULT_SLOTS)
 }
 
-/// A quota no measurement can make possible: a throughput above what the request
-/// frequency offers (`request_frequency` × 60 items per minute).
+/// A quota no measurement can make possible: a throughput above what the sources offer
+/// (`request_frequency`, or a faster head's `fps`, × 60 items per minute).
 pub fn impossible_on_its_face(app: &AppSpec) -> Option<String> {
-    let (Some(quota), Some(rate)) = (app.quota.throughput_per_min, app.request_frequency) else {
+    let (Some(quota), Some(rate)) = (app.quota.throughput_per_min, crate::plan::offered_rate(app))
+    else {
         return None;
     };
     let offered = rate * 60.0;

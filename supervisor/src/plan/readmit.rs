@@ -7,7 +7,7 @@
 use crate::plan::ledger::{self, Reservation};
 use crate::plan::profiled_plan;
 use crate::plan::smart::{self, Profiles};
-use protocol::spec::AppSpec;
+use protocol::spec::{AppSpec, TaskKind};
 
 /// What a request-guarantee app was admitted with (only apps admitted on a profile have
 /// one: without a profile nothing was reserved or promised).
@@ -66,6 +66,17 @@ pub fn plan_at(
     let mut at_rate = app.clone();
     at_rate.request_frequency = Some(items_per_s);
     at_rate.planned_capacity = None;
+    // The new rate paces every head (`SetRate`), whatever its `fps` said.
+    for head in at_rate
+        .tasks
+        .iter_mut()
+        .filter(|t| t.kind == TaskKind::Head)
+    {
+        if head.params.contains_key("fps") {
+            head.params
+                .insert("fps".into(), serde_json::json!(items_per_s));
+        }
+    }
     let refused = |refusal: String, after: String| ReadmitError::Refused {
         rate: items_per_s,
         refusal,
@@ -204,6 +215,26 @@ mod tests {
             high.cores <= 1.5 + 1e-9,
             "within what 'b' leaves: {}",
             high.cores
+        );
+    }
+
+    #[test]
+    fn the_new_rate_paces_every_head_whatever_its_fps_said() {
+        // `supervisor rate` sets every head's pace: a head written with fps 100 runs at
+        // the new rate, and the app is planned at that rate, not at 100/s.
+        let mut paced = guaranteed(10.0);
+        paced.tasks[0]
+            .params
+            .insert("fps".into(), serde_json::json!(100.0));
+        let book = [reservation("mine", "cam", 0.11)];
+        let at_ten = plan_at(&paced, &promise(0.11), 10.0, &book, node()).expect("fits");
+        let unpaced =
+            plan_at(&guaranteed(10.0), &promise(0.11), 10.0, &book, node()).expect("fits");
+        assert!(
+            (at_ten.cores - unpaced.cores).abs() < 1e-9,
+            "{} vs {}",
+            at_ten.cores,
+            unpaced.cores
         );
     }
 

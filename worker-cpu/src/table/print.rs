@@ -45,7 +45,11 @@ fn contents<'a>(payload: &'a Payload, tables: &mut Vec<&'a [u8]>, size: &mut Opt
 
 /// Run `table.print`.
 pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
-    let protocol::functions::params::TablePrint { format, path } = crate::params(node)?;
+    let protocol::functions::params::TablePrint {
+        format,
+        path,
+        formulas,
+    } = crate::params(node)?;
     if format == "parquet" && path.is_none() {
         return Err(StageError::Param {
             task: node.task.name.clone(),
@@ -66,6 +70,9 @@ pub fn run(node: &mut protocol::node::Node) -> Result<(), StageError> {
         node.setup.resume_output_len,
         Some(&stdout_journal),
     )?;
+    if formulas == protocol::functions::params::FORMULAS_ESCAPE {
+        sink.escape_formulas();
+    }
     run_tail(node, |tail, env, _| {
         let (mut tables, mut size) = (Vec::new(), None);
         contents(&env.payload, &mut tables, &mut size);

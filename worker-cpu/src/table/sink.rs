@@ -36,6 +36,9 @@ pub trait RowWriter {
     fn resumed_columns(&self) -> Option<Vec<String>> {
         None
     }
+    /// Write text cells a spreadsheet would run as formulas as text (csv only; see
+    /// [`formula_safe`]).
+    fn escape_formulas(&mut self) {}
 }
 
 /// A value as a table cell's text.
@@ -50,10 +53,33 @@ pub(super) fn cell(v: &Value) -> String {
 /// CSV with a header line; fields quoted when needed (lists as JSON arrays).
 pub struct CsvWriter<W: Write> {
     out: W,
+    /// `table.print {formulas: escape}`: text cells go through [`formula_safe`].
+    escape_formulas: bool,
 }
 impl<W: Write> CsvWriter<W> {
     pub fn new(out: W) -> Self {
-        CsvWriter { out }
+        CsvWriter {
+            out,
+            escape_formulas: false,
+        }
+    }
+    fn text(&self, s: String) -> String {
+        if self.escape_formulas {
+            formula_safe(s)
+        } else {
+            s
+        }
+    }
+}
+
+/// A text cell a spreadsheet would take for a formula (it starts with `=`, `+`, `-`, `@`,
+/// a tab or a carriage return: CSV injection, OWASP) with a `'` in front, which spreadsheets
+/// show as text and do not run. Numbers are never text cells here, so `-1.5` stays a number.
+pub fn formula_safe(s: String) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s
     }
 }
 fn csv_field(s: &str) -> String {
@@ -65,17 +91,29 @@ fn csv_field(s: &str) -> String {
 }
 impl<W: Write> RowWriter for CsvWriter<W> {
     fn start(&mut self, columns: &[String]) -> std::io::Result<()> {
-        let names: Vec<String> = columns.iter().map(|c| csv_field(c)).collect();
+        let names: Vec<String> = columns
+            .iter()
+            .map(|c| csv_field(&self.text(c.clone())))
+            .collect();
         writeln!(self.out, "{}", names.join(","))
     }
     fn row(&mut self, _: &[String], values: &[Value]) -> std::io::Result<()> {
-        let fields: Vec<String> = values.iter().map(|v| csv_field(&cell(v))).collect();
+        let fields: Vec<String> = values
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => csv_field(&self.text(s.clone())),
+                other => csv_field(&cell(other)),
+            })
+            .collect();
         writeln!(self.out, "{}", fields.join(","))?;
         // Rows are visible as they come (tail -f), not when a buffer fills.
         self.out.flush()
     }
     fn finish(&mut self) -> std::io::Result<()> {
         self.out.flush()
+    }
+    fn escape_formulas(&mut self) {
+        self.escape_formulas = true;
     }
 }
 
@@ -230,6 +268,14 @@ pub enum SinkError {
 }
 
 impl TableSink {
+    /// `table.print {formulas: escape}`: a csv output writes text cells a spreadsheet
+    /// would run as formulas as text ([`formula_safe`]); other formats are unchanged.
+    pub fn escape_formulas(&mut self) {
+        if let Output::Text { writer, .. } = &mut self.out {
+            writer.escape_formulas();
+        }
+    }
+
     /// Open the output: `path`, or stdout. Parquet needs a path.
     pub fn open(format: &str, path: Option<&str>) -> Result<TableSink, StageError> {
         TableSink::open_resumed(format, path, None, None)

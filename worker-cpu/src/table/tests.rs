@@ -52,6 +52,48 @@ fn csv_quotes_and_writes_lists_as_json() {
 }
 
 #[test]
+fn csv_escapes_formulas_in_text_cells_only_when_asked() {
+    let rows = [
+        line(3, "=HYPERLINK(\"http://x\",\"ok\")"),
+        line(4, "-5 dB"),
+        line(5, "@SUM(A1)"),
+        line(6, "plain = text"),
+        detections::DetectionRow {
+            x1: -3.0,
+            ..face(7, 0.5)
+        },
+    ];
+    let batch = detections_batch(&rows, Extras::of_rows(&rows)).unwrap();
+    let path = temp("formulas.csv");
+    let mut sink = TableSink::open("csv", path.to_str()).unwrap();
+    sink.escape_formulas();
+    sink.write(&batch).unwrap();
+    sink.finish().unwrap();
+    let out = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[1].contains(",\"'=HYPERLINK(\"\"http://x\"\",\"\"ok\"\")\","),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[2].contains(",'-5 dB,"), "{}", lines[2]);
+    assert!(lines[3].contains(",'@SUM(A1),"), "{}", lines[3]);
+    assert!(lines[4].contains(",plain = text,"), "{}", lines[4]);
+    // A number stays a number, negative or not.
+    assert!(
+        lines[5].starts_with("cam,7,face,0.5,-3.0,20.0,50.0,70.0,"),
+        "{}",
+        lines[5]
+    );
+    // Without the parameter the cells are written as they are.
+    let kept = print("csv", "kept.csv", &[batch]);
+    assert!(
+        kept.contains(",-5 dB,") && kept.contains(",@SUM(A1),"),
+        "{kept}"
+    );
+}
+
+#[test]
 fn csv_keeps_the_first_columns_for_later_tables() {
     let boxes = detections_batch(&[face(4, 0.5)], Extras::NONE).unwrap();
     let out = print("csv", "two.csv", &[detections(), boxes]);

@@ -223,7 +223,7 @@ impl<'a> Search<'a> {
         resources: Resources,
         opts: &PlanOptions,
     ) -> Result<Self, ModelError> {
-        let required = required_rate(&app.quota, app.request_frequency);
+        let required = required_rate(&app.quota, crate::plan::offered_rate(app));
         let mut w = Workload::new(required.unwrap_or(1.0));
         w.arrivals = opts.arrivals;
         w.queue_bound = opts.queue_bound;

@@ -61,6 +61,26 @@ fn batching_is_required_for_throughput_on_one_core() {
 }
 
 #[test]
+fn a_source_paced_above_the_request_frequency_is_planned_at_its_pace() {
+    // 30 ms per item: 50/s is 1.5 cores of work, 10/s 0.3. A head paced at 50/s emits 50/s
+    // whatever request_frequency declares, so the app is planned (and a guaranteed one
+    // reserves) for 50/s.
+    let mut paced = chain(&[("a", "cpu")], header(10.0, None, 1000.0, 4.0));
+    paced.tasks[0].params.insert("fps".into(), json!(50.0));
+    let declared = chain(&[("a", "cpu")], header(50.0, None, 1000.0, 4.0));
+    let prof = linear(&[("a", 0.0, 0.030)]);
+    let at_pace = all_plans(&paced, &prof, 4.0).lazy.expect("feasible");
+    let at_declared = all_plans(&declared, &prof, 4.0).lazy.expect("feasible");
+    assert!((at_pace.cores - 1.5).abs() < 1e-9, "{at_pace}");
+    assert_eq!(at_pace.cores, at_declared.cores);
+    // A slower head changes nothing: the declared rate stands.
+    let mut slow = chain(&[("a", "cpu")], header(10.0, None, 1000.0, 4.0));
+    slow.tasks[0].params.insert("fps".into(), json!(5.0));
+    let at_slow = all_plans(&slow, &prof, 4.0).lazy.expect("feasible");
+    assert!((at_slow.cores - 0.3).abs() < 1e-9, "{at_slow}");
+}
+
+#[test]
 fn replicas_are_required_when_batching_gains_nothing() {
     // 30 ms per item at any batch: 50/s is 1.5 cores of work, which one replica (one
     // thread) cannot do; two replicas share it (0.75 each) and fit 4 cores.

@@ -46,10 +46,10 @@ impl fmt::Display for Shortfall {
             Shortfall::Throughput {
                 predicted_per_min,
                 required_per_min,
-            } => write!(
-                f,
-                "throughput {predicted_per_min:.0}/min < {required_per_min:.0}/min required"
-            ),
+            } => {
+                let (p, r) = apart(*predicted_per_min, *required_per_min, 0);
+                write!(f, "throughput {p}/min < {r}/min required")
+            }
             Shortfall::Latency { p99_ms, max_ms } => {
                 write!(
                     f,
@@ -59,12 +59,27 @@ impl fmt::Display for Shortfall {
                 )
             }
             Shortfall::Jitter { jitter_ms, max_ms } => {
-                write!(f, "jitter {jitter_ms:.1} ms > {max_ms:.1} ms quota")
+                let (j, m) = apart(*jitter_ms, *max_ms, 1);
+                write!(f, "jitter {j} ms > {m} ms quota")
             }
             Shortfall::Loss { loss_pct, max_pct } => {
-                write!(f, "loss {loss_pct:.2}% > {max_pct:.2}% quota")
+                let (l, m) = apart(*loss_pct, *max_pct, 2);
+                write!(f, "loss {l}% > {m}% quota")
             }
         }
+    }
+}
+
+/// Two values that differ, printed with `decimals` digits after the point or as many more
+/// (at most six) as it takes to tell them apart: not "300/min < 300/min" for 299.7 and 300.
+fn apart(a: f64, b: f64, decimals: usize) -> (String, String) {
+    let mut d = decimals;
+    loop {
+        let (x, y) = (format!("{a:.d$}"), format!("{b:.d$}"));
+        if x != y || d >= 6 {
+            return (x, y);
+        }
+        d += 1;
     }
 }
 
@@ -146,5 +161,24 @@ mod tests {
             max_ms: 50.0,
         };
         assert_eq!(s.to_string(), "p99 latency 52.2 ms > 50.0 ms quota");
+    }
+
+    #[test]
+    fn a_shortfall_close_to_its_quota_shows_the_digits_that_differ() {
+        let s = Shortfall::Throughput {
+            predicted_per_min: 299.7,
+            required_per_min: 300.0,
+        };
+        assert_eq!(s.to_string(), "throughput 299.7/min < 300.0/min required");
+        let s = Shortfall::Throughput {
+            predicted_per_min: 120.0,
+            required_per_min: 300.0,
+        };
+        assert_eq!(s.to_string(), "throughput 120/min < 300/min required");
+        let s = Shortfall::Loss {
+            loss_pct: 0.0004,
+            max_pct: 0.0,
+        };
+        assert_eq!(s.to_string(), "loss 0.0004% > 0.0000% quota");
     }
 }

@@ -13,7 +13,11 @@ impl AppRun<'_> {
     pub fn set_rate(&mut self, items_per_s: f64, unpromised: bool) -> Result<String, String> {
         let mut readmitted = None;
         if let Some(mut promise) = self.promise.take() {
-            let outcome = self.readmit(&mut promise, items_per_s);
+            let outcome = if items_per_s <= 0.0 && promise.rate <= 0.0 {
+                Ok("admitted unpaced, as it was".to_string())
+            } else {
+                self.readmit(&mut promise, items_per_s)
+            };
             let (rate, name) = (promise.rate, self.wiring.app.name.clone());
             self.promise = Some(promise);
             match outcome {
@@ -22,9 +26,14 @@ impl AppRun<'_> {
                     readmitted = Some(format!("not re-admitted ({why})"));
                 }
                 Err(why) => {
+                    let keeps = if rate > 0.0 {
+                        format!("keeps its rate of {rate} items/s")
+                    } else {
+                        "stays unpaced".to_string()
+                    };
                     return Err(format!(
-                        "app '{name}' keeps its rate of {rate} items/s: {why}; `supervisor rate {name} {items_per_s} --unpromised` takes the rate without a promise"
-                    ))
+                        "app '{name}' {keeps}: {why}; `supervisor rate {name} {items_per_s} --unpromised` takes the rate without a promise"
+                    ));
                 }
             }
         }
