@@ -187,7 +187,9 @@ impl Ledger {
     }
 
     /// Record `r` and write the ledger; the returned value gives it back when dropped.
-    pub fn reserve(mut self, r: Reservation) -> Result<Held, LedgerError> {
+    pub fn reserve(mut self, mut r: Reservation) -> Result<Held, LedgerError> {
+        // A plan of no measured work sums to -0.0 cores: stored as 0, never "-0.00".
+        r.cores = at_least_zero(r.cores);
         self.reservations.push(r.clone());
         self.write()?;
         rebalance(&self.reservations, Node::this_machine());
@@ -203,7 +205,7 @@ impl Ledger {
         let Some(r) = self.reservations.iter_mut().find(|r| r.id == id) else {
             return Ok(false);
         };
-        r.cores = cores;
+        r.cores = at_least_zero(cores);
         self.write()?;
         rebalance(&self.reservations, Node::this_machine());
         Ok(true)
@@ -255,17 +257,27 @@ pub fn left_of(reservations: &[Reservation], node: Node) -> Left {
     let reserved_cores: f64 = guaranteed.iter().map(|r| r.cores).sum();
     let reserved_memory: u64 = guaranteed.iter().filter_map(|r| r.memory_mb).sum();
     Left {
-        cores: (node.cores - reserved_cores).max(0.0),
+        cores: at_least_zero(node.cores - reserved_cores),
         memory_mb: (node.memory_mb > 0).then(|| node.memory_mb.saturating_sub(reserved_memory)),
         holders: guaranteed
             .iter()
-            .map(|r| format!("'{}' ({:.2} reserved)", r.app, r.cores))
+            .map(|r| format!("'{}' ({:.2} reserved)", r.app, at_least_zero(r.cores)))
             .collect(),
         memory_holders: guaranteed
             .iter()
             .filter_map(|r| Some(format!("'{}' ({} MiB reserved)", r.app, r.memory_mb?)))
             .collect(),
         reserved_cores,
+    }
+}
+
+/// `x`, or +0.0 for anything not above zero (NaN included). Not `x.max(0.0)`: for -0.0
+/// that may return -0.0 (unoptimised builds do), which prints as "-0.00".
+fn at_least_zero(x: f64) -> f64 {
+    if x > 0.0 {
+        x
+    } else {
+        0.0
     }
 }
 
@@ -349,7 +361,7 @@ pub fn render(reservations: &[Reservation], node: Node) -> String {
         node.cores,
         node.memory_mb,
         // A sum of reservations given back can end a hair below zero: no "-0.00".
-        left.reserved_cores.max(0.0),
+        at_least_zero(left.reserved_cores),
         left.cores
     );
     for r in reservations {
@@ -357,7 +369,7 @@ pub fn render(reservations: &[Reservation], node: Node) -> String {
             .memory_mb
             .map_or(String::new(), |m| format!(", {m} MiB memory"));
         let cores = if r.service_type == "request-guarantee" {
-            format!("{:.2} cores", r.cores)
+            format!("{:.2} cores", at_least_zero(r.cores))
         } else {
             "the leftovers".to_string()
         };
@@ -403,6 +415,23 @@ mod tests {
             own_cores: None,
             max_latency_ms: None,
         }
+    }
+
+    #[test]
+    fn a_reservation_of_no_cores_is_never_shown_negative() {
+        // An empty sum of f64 is -0.0: a plan with no measured work reserves that.
+        let none: f64 = std::iter::empty::<f64>().sum();
+        let node = Node {
+            cores: 2.0,
+            memory_mb: 0,
+        };
+        let book = [r("idle", "request-guarantee", none)];
+        let text = render(&book, node);
+        assert!(
+            !text.contains("-0.00") && text.contains("idle (request-guarantee"),
+            "{text}"
+        );
+        assert!(!left_of(&book, node).after().contains("-0.00"));
     }
 
     #[test]
