@@ -42,6 +42,7 @@ fn request(marker: u32) -> AgentRequest {
         }],
         output: shm,
         deadline_ns: 0,
+        guaranteed: true,
     }
 }
 

@@ -7,11 +7,14 @@ cpu:0. A: request-guarantee, P-Net on 320x240 frames paced at RATE/s (its deadli
 10 s, the default of a guaranteed app without a latency quota, or its quota). B: best-effort, the
 same model on 640x480 frames, unpaced, with REPLICAS GPU-stage replicas and batches of 4: a
 burst that keeps several requests queued at the agent at all times. B starts first; A runs COUNT
-items. Each mode runs on a fresh daemon (`SMARTPIPE_AGENT_ORDER=fcfs` for FCFS). A's GPU stage
+items. Each mode runs on a fresh daemon: `edf` is the agent as it is (earliest deadline first,
+one executor kept for guaranteed requests while it serves them), `edf-nokeep` without the kept
+executor (`SMARTPIPE_AGENT_KEEP=0`), `fcfs` first come first served without it (the agent before
+both; `SMARTPIPE_AGENT_ORDER=fcfs`). A's GPU stage
 logs how long each of its requests took at the agent (queue + run); the table shows its p50 and
 p99, A's end-to-end p99 and B's throughput. Both modes check that A delivered every item once.
 
-usage: agent_schedule.py [--rate R] [--count N] [--replicas K] [--json OUT]
+usage: agent_schedule.py [--rate R] [--count N] [--replicas K] [--modes edf,edf-nokeep,fcfs] [--json OUT]
 """
 import argparse
 import json
@@ -75,6 +78,10 @@ def one_mode(work, mode, args):
                SMARTPIPE_MODELS_DIR=os.path.join(ROOT, ".smartpipe", "models"))
     if mode == "fcfs":
         env["SMARTPIPE_AGENT_ORDER"] = "fcfs"
+    if mode in ("fcfs", "edf-nokeep"):
+        env["SMARTPIPE_AGENT_KEEP"] = "0"
+    elif mode != "edf":
+        sys.exit(f"unknown mode {mode!r}: edf, edf-nokeep or fcfs")
     d = os.path.join(work, mode)
     os.makedirs(d)
     b = write(d, app("b", "best-effort", 640, 480, 1_000_000, 0, args.replicas, 4))
@@ -116,10 +123,11 @@ def main():
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--replicas", type=int, default=3)
     ap.add_argument("--warm", type=float, default=3.0)
+    ap.add_argument("--modes", default="edf,edf-nokeep,fcfs")
     ap.add_argument("--json")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="bench-agent-schedule-")
-    rows = [one_mode(work, mode, args) for mode in ("edf", "fcfs")]
+    rows = [one_mode(work, mode, args) for mode in args.modes.split(",")]
     print(f"A: request-guarantee, P-Net 320x240 at {args.rate:g}/s, {args.count} items; "
           f"B: best-effort, P-Net 640x480 unpaced, {args.replicas} GPU replicas, batch 4")
     print("| agent schedule | A requests | A at the agent p50 ms | p99 ms | A end-to-end p99 ms "
@@ -128,9 +136,13 @@ def main():
     for r in rows:
         print(f"| {r['mode']} | {r['a_agent_requests']} | {r['a_agent_p50_ms']:.1f} | "
               f"{r['a_agent_p99_ms']:.1f} | {r['a_p99_ms']:.1f} | {r['b_throughput_per_min']:.0f} |")
-    edf, fcfs = rows
-    print(f"FCFS / EDF: A's p99 at the agent {fcfs['a_agent_p99_ms'] / edf['a_agent_p99_ms']:.2f}x, "
-          f"p50 {fcfs['a_agent_p50_ms'] / edf['a_agent_p50_ms']:.2f}x")
+    first = rows[0]
+    for r in rows[1:]:
+        print(f"{r['mode']} / {first['mode']}: A's p99 at the agent "
+              f"{r['a_agent_p99_ms'] / first['a_agent_p99_ms']:.2f}x, "
+              f"p50 {r['a_agent_p50_ms'] / first['a_agent_p50_ms']:.2f}x, "
+              f"end-to-end p99 {r['a_p99_ms'] / first['a_p99_ms']:.2f}x, "
+              f"B items/min {r['b_throughput_per_min'] / first['b_throughput_per_min']:.2f}x")
     if args.json:
         with open(args.json, "w") as f:
             json.dump([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows], f,

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The shared agent's cross-app schedule (earliest deadline first) against first come first
+# The shared agent's cross-app schedule (earliest deadline first, an executor kept for guaranteed
+# requests) against the same without the kept executor and first come first
 # served: a guaranteed app's request latency at the agent while a best-effort app bursts
 # (tools/bench/agent_schedule.py). Prints a markdown table; writes target/bench-agent-schedule.json.
 set -euo pipefail

@@ -76,6 +76,21 @@ struct State {
     order: Vec<String>,
     /// Queue order: first come first served instead of earliest deadline first.
     fcfs: bool,
+    /// Keep an executor for guaranteed requests when serving them ([`crate::pick`]).
+    keep: bool,
+    /// A guaranteed request came since the last app detached: the agent serves a
+    /// request-guarantee app.
+    serving_guaranteed: bool,
+}
+
+impl State {
+    fn executors(&self) -> crate::pick::Executors {
+        crate::pick::Executors {
+            busy: self.exec.busy(),
+            size: self.exec.size(),
+            keep_one: self.keep && self.serving_guaranteed,
+        }
+    }
 }
 
 /// Run the agent until the supervisor stops it.
@@ -108,6 +123,8 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         ready: None,
         apps: Apps::new(device_budget),
         fcfs,
+        keep: crate::pick::keep_from_env(),
+        serving_guaranteed: false,
     };
     loop {
         // Models to load ahead start loading before the agent waits on its inbox (an idle
@@ -126,7 +143,10 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         let mut stop = false;
         loop {
             match node.next(wait)? {
-                Event::Request(r) => enqueue(&mut st.queue, r, st.fcfs),
+                Event::Request(r) => {
+                    st.serving_guaranteed |= r.guaranteed;
+                    enqueue(&mut st.queue, r, st.fcfs)
+                }
                 Event::Command(Command::Stop) => stop = true,
                 Event::Command(Command::Attach { app }) => {
                     // An app whose attach fails is refused (its stages' requests get
@@ -137,6 +157,8 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
                 }
                 Event::Command(Command::Detach { app }) => {
                     st.apps.detach(node, &mut st.res, &mut st.order, &app);
+                    // Whether a guaranteed app is still served shows with its next request.
+                    st.serving_guaranteed = false;
                 }
                 Event::Command(Command::SetThreads { threads: n }) => {
                     let n = (n as usize).max(1);
@@ -302,13 +324,16 @@ fn start_runs(node: &Node, st: &mut State) -> Result<(), NodeError> {
 /// The next request to run now and its inputs: the ready one if its model has an idle
 /// session, else the first queued one that has (inputs read now).
 fn next_run(node: &Node, st: &mut State) -> Result<Option<(AgentRequest, TensorF32)>, NodeError> {
+    let executors = st.executors();
     match st.ready.take() {
-        Some((req, input)) if st.res.has_idle(&req.model) => return Ok(Some((req, input))),
+        Some((req, input)) if st.res.has_idle(&req.model) && executors.may_start(&req) => {
+            return Ok(Some((req, input)))
+        }
         // evicted since its inputs were read: wait for it again
         Some((req, _)) if !st.res.is_resident(&req.model) => enqueue(&mut st.queue, req, st.fcfs),
         other => st.ready = other,
     }
-    while let Some(i) = next_runnable(&st.queue, |m| st.res.has_idle(m)) {
+    while let Some(i) = next_runnable(&st.queue, |m| st.res.has_idle(m), executors) {
         let Some(req) = st.queue.remove(i) else { break };
         match read_inputs(node, &req) {
             Ok(input) => return Ok(Some((req, input))),

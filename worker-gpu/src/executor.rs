@@ -90,6 +90,11 @@ impl<J: Work> Executor<J> {
         self.busy
     }
 
+    /// Executor threads in all.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     /// An executor thread is free for a job.
     pub fn free(&self) -> bool {
         self.busy < self.size

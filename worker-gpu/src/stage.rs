@@ -229,6 +229,7 @@ impl Batcher {
             .saturating_add(u64::from(node.setup.agent_deadline_ms) * 1_000_000);
         let template = AgentRequest {
             deadline_ns,
+            guaranteed: node.guaranteed(),
             id: 0,
             stage: node.label(),
             reply_to: self.agent.reply_to(),

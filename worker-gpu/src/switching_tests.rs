@@ -157,7 +157,9 @@ fn start_runs(
             }
             other => {
                 *ready = other;
-                let Some(i) = next_runnable(&sim.queue, |m| res.has_idle(m)) else {
+                let Some(i) =
+                    next_runnable(&sim.queue, |m| res.has_idle(m), crate::pick::Executors::ANY)
+                else {
                     break;
                 };
                 sim.queue.remove(i).expect("a queued request")
@@ -372,7 +374,8 @@ fn a_load_waits_rather_than_evict_a_model_an_earlier_request_needs() {
     assert_eq!(next_load(&res, &queue, None), None);
     // pnet's request runs: rnet loads now, beside the busy ones (the budget is exceeded
     // only while they run), and evicts nothing that is wanted.
-    let i = crate::pick::next_runnable(&queue, |m| res.has_idle(m)).expect("pnet runs");
+    let i = crate::pick::next_runnable(&queue, |m| res.has_idle(m), crate::pick::Executors::ANY)
+        .expect("pnet runs");
     let first = queue.remove(i).expect("pnet's request");
     let (p, pg) = res.checkout(&first.model).expect("pnet is idle");
     assert_eq!(next_load(&res, &queue, None).as_deref(), Some("rnet"));

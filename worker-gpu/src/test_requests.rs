@@ -1,5 +1,5 @@
 //! Agent requests for the agent's unit tests: only the fields that scheduling looks at
-//! (id, stage, model, deadline) are meaningful; the output reference points nowhere.
+//! (id, stage, model, deadline, guaranteed) are meaningful; the output reference points nowhere.
 
 use protocol::messages::AgentRequest;
 use protocol::shm::ShmRef;
@@ -21,5 +21,6 @@ pub(crate) fn request(id: u64, stage: &str, model: &str, deadline_ms: u64) -> Ag
             len: 0,
         },
         deadline_ns: deadline_ms * 1_000_000,
+        guaranteed: false,
     }
 }

@@ -56,6 +56,10 @@ pub struct AgentRequest {
     /// When the item must be answered by (ns on the node's clock): its creation plus
     /// the app's latency quota. The agent serves the earliest deadline first.
     pub deadline_ns: u64,
+    /// From a request-guarantee app: while an agent serves such requests, a best-effort
+    /// run never takes its last free executor, so a guaranteed request does not wait
+    /// for one to finish.
+    pub guaranteed: bool,
 }
 
 /// Agent → GPU stage.
