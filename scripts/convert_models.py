@@ -78,6 +78,20 @@ def main():
         with open(marker, "w") as f:
             f.write(want + "\n")
         print(f"done    model   {name} (converted, cached in {out})")
+    forget_converter_venv()
+
+
+def forget_converter_venv():
+    """Every conversion is cached now: the TF converter's venv (about 1.6 GB) is not needed
+    again until a pinned source changes, so it is removed (a build machine's disk is not
+    spent on it; it comes back, a few minutes' download, when a conversion has to run).
+    `SMARTPIPE_KEEP_CONVERT_VENV=1` keeps it."""
+    venv = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                        "smartpipe", "convert-venv-tf")
+    if os.environ.get("SMARTPIPE_KEEP_CONVERT_VENV") == "1" or not os.path.isdir(venv):
+        return
+    shutil.rmtree(venv, ignore_errors=True)
+    print(f"done    removed {venv} (every conversion is cached; SMARTPIPE_KEEP_CONVERT_VENV=1 keeps it)")
 
 
 def convert(root, sp, m, archive, converted, out):

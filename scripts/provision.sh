@@ -12,7 +12,8 @@
 # skipped without touching the network. ffmpeg is installed with apt-get when it is not on PATH.
 # Entries with `convert` go through scripts/convert_models.py (cached in ~/.cache/smartpipe/converted/); the
 # TF.js models (MoveNet, CenterNet) need TensorFlow, which tools/models/convert_tfjs.py installs into a venv of
-# its own, ~/.cache/smartpipe/convert-venv-tf, only when a conversion is not cached yet (docs/pose.md).
+# its own, ~/.cache/smartpipe/convert-venv-tf, only when a conversion is not cached yet (docs/pose.md),
+# removed again once every conversion is cached (SMARTPIPE_KEEP_CONVERT_VENV=1 keeps it).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
