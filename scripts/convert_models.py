@@ -86,8 +86,7 @@ def forget_converter_venv():
     again until a pinned source changes, so it is removed (a build machine's disk is not
     spent on it; it comes back, a few minutes' download, when a conversion has to run).
     `SMARTPIPE_KEEP_CONVERT_VENV=1` keeps it."""
-    venv = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                        "smartpipe", "convert-venv-tf")
+    venv = os.path.join(user_cache(), "convert-venv-tf")
     if os.environ.get("SMARTPIPE_KEEP_CONVERT_VENV") == "1" or not os.path.isdir(venv):
         return
     shutil.rmtree(venv, ignore_errors=True)

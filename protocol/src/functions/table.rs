@@ -331,7 +331,7 @@ pub const FUNCTIONS: &[FunctionDef] = &[
             p("path", Path, false, "output file; stdout when absent"),
             p(
                 "formulas",
-                OneOf(&["keep", "escape"]),
+                OneOf(&[params::FORMULAS_KEEP, params::FORMULAS_ESCAPE]),
                 false,
                 "csv: keep (default) or escape text cells a spreadsheet would run as formulas (a ' before =, +, -, @)",
             ),

@@ -254,7 +254,8 @@ pub fn left_of(reservations: &[Reservation], node: Node) -> Left {
         .iter()
         .filter(|r| r.service_type == "request-guarantee")
         .collect();
-    let reserved_cores: f64 = guaranteed.iter().map(|r| r.cores).sum();
+    // An empty sum is -0.0: never shown as "-0.00".
+    let reserved_cores = at_least_zero(guaranteed.iter().map(|r| r.cores).sum());
     let reserved_memory: u64 = guaranteed.iter().filter_map(|r| r.memory_mb).sum();
     Left {
         cores: at_least_zero(node.cores - reserved_cores),
@@ -360,8 +361,7 @@ pub fn render(reservations: &[Reservation], node: Node) -> String {
         "node: {:.2} cores, {} MiB; reserved by request-guarantee apps {:.2} cores; left {:.2} cores\n",
         node.cores,
         node.memory_mb,
-        // A sum of reservations given back can end a hair below zero: no "-0.00".
-        at_least_zero(left.reserved_cores),
+        left.reserved_cores,
         left.cores
     );
     for r in reservations {

@@ -207,6 +207,11 @@ pub fn source_fps(task: &protocol::spec::TaskSpec) -> Option<f64> {
         .filter(|f| *f > 0.0)
 }
 
+/// Pace a head at `rate` items per second, as `SetRate` does (its `fps` param).
+pub fn pace_head(task: &mut protocol::spec::TaskSpec, rate: f64) {
+    task.params.insert("fps".into(), serde_json::json!(rate));
+}
+
 /// Items per second per source the app offers: its `request_frequency`, or a head's own
 /// `fps` where that is higher (a source paced faster than the declared rate emits at its
 /// pace, so the plan, and a request-guarantee app's reservation, must carry that pace).

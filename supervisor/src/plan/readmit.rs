@@ -72,10 +72,7 @@ pub fn plan_at(
         .iter_mut()
         .filter(|t| t.kind == TaskKind::Head)
     {
-        if head.params.contains_key("fps") {
-            head.params
-                .insert("fps".into(), serde_json::json!(items_per_s));
-        }
+        crate::plan::pace_head(head, items_per_s);
     }
     let refused = |refusal: String, after: String| ReadmitError::Refused {
         rate: items_per_s,

@@ -18,7 +18,7 @@ impl Wiring<'_> {
         match self.rate {
             Some(rate) if task.kind == TaskKind::Head => {
                 let mut task = task.clone();
-                task.params.insert("fps".into(), serde_json::json!(rate));
+                crate::plan::pace_head(&mut task, rate);
                 Ok(serde_json::to_string(&task)?)
             }
             _ => Ok(serde_json::to_string(task)?),
