@@ -555,10 +555,17 @@ impl Node {
     /// Best effort: the item is older than the app's latency quota (`Setup::deadline_ms`),
     /// so serving it would only deliver it late.
     fn past_deadline(&self, env: &Envelope) -> bool {
+        self.too_late(env.created_ns)
+    }
+
+    /// Best effort: whether an item created (due) at `created_ns` is already older than
+    /// the app's latency quota (`Setup::deadline_ms`). Every stage drops such an item
+    /// (`LossReason::Deadline`); a head that is behind its pace does not send it at all.
+    /// Never true in a request-guarantee app or without a latency quota.
+    pub fn too_late(&self, created_ns: u64) -> bool {
         self.setup.deadline_ms > 0
             && !self.guaranteed()
-            && now_ns().saturating_sub(env.created_ns)
-                > u64::from(self.setup.deadline_ms) * 1_000_000
+            && now_ns().saturating_sub(created_ns) > u64::from(self.setup.deadline_ms) * 1_000_000
     }
 
     /// Send a message to one output by index (agent replies, requests to the agent).

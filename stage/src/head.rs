@@ -28,6 +28,10 @@ pub enum Emitted {
     Replayed,
     /// No slot was had (best-effort): the item is counted as shed.
     Shed(NoSlot),
+    /// Best effort: the item was older than the app's latency quota when it was due to
+    /// go (the source is behind its pace). Counted lost as `deadline` here, once, not
+    /// sent on for every stage below to drop (it was still read, as a shed item is).
+    Late,
 }
 
 /// The context of one source of a head task.
@@ -38,6 +42,9 @@ pub struct Head {
     resume_from: u64,
     /// Where a shed or replayed item is read to, so stream sources stay in step.
     scratch: Vec<u8>,
+    /// Best effort: an item was found past the latency quota and the source skips
+    /// ahead to the newest due one ([`Head::skip_late`]).
+    catching_up: bool,
 }
 
 impl Head {
@@ -49,6 +56,7 @@ impl Head {
             app: node.setup.app.clone(),
             resume_from: node.resume_from(&node.task.name),
             scratch: Vec::new(),
+            catching_up: false,
         })
     }
 
@@ -82,6 +90,12 @@ impl Head {
             self.scratch.resize(len, 0);
             fill(&mut self.scratch)?;
             return Ok(Emitted::Replayed);
+        }
+        if node.too_late(created_ns) {
+            self.scratch.resize(len, 0);
+            fill(&mut self.scratch)?;
+            self.lose(node, seq, LossReason::Deadline)?;
+            return Ok(Emitted::Late);
         }
         let pool = self.pool.clone();
         let holders = node.consumer_count();
@@ -120,6 +134,38 @@ impl Head {
         };
         node.send(env, created_ns).map_err(StageError::from)?;
         Ok(Emitted::Sent)
+    }
+
+    /// Best effort, for a source that can skip an item unread (generated items, files):
+    /// whether item `seq`, due at `created_ns`, is stale. It is when it is older than the
+    /// app's latency quota (counted lost as `deadline`: the source is behind its pace),
+    /// and from then on while `newer_due` (the next item is due already; counted as
+    /// `shed`), so the source resumes with the newest item: what it sends has the whole
+    /// quota ahead of it, where the oldest would reach the next stage past its deadline
+    /// and be dropped there. A stale item is counted and `true` comes back; the caller
+    /// skips it. Never stale: an item the tails have from before a restart, anything in
+    /// a request-guarantee app or without a latency quota.
+    pub fn skip_late(
+        &mut self,
+        node: &mut Node,
+        seq: u64,
+        created_ns: u64,
+        newer_due: bool,
+    ) -> Result<bool, StageError> {
+        if seq < self.resume_from {
+            return Ok(false);
+        }
+        let reason = if node.too_late(created_ns) {
+            LossReason::Deadline
+        } else if self.catching_up && newer_due {
+            LossReason::Shed
+        } else {
+            self.catching_up = false;
+            return Ok(false);
+        };
+        self.catching_up = true;
+        self.lose(node, seq, reason)?;
+        Ok(true)
     }
 
     /// Item `seq` could not be read (a bad file): counted as lost, and the tails of a

@@ -454,3 +454,45 @@ fn a_tail_task_is_refused_by_the_body_loop() {
     let out = stage::body::run::<StageError, _>(&mut h.node, None, |_, _| Ok(()));
     assert!(out.unwrap_err().to_string().contains("tail loop"));
 }
+
+#[test]
+fn a_best_effort_head_behind_its_pace_skips_to_its_newest_item_and_counts_the_rest() {
+    use protocol::clock::now_ns;
+    use stage::Head;
+    let mut h = start_with("head", 1, ServiceType::BestEffort, 4, Vec::new());
+    h.node.setup.deadline_ms = 50;
+    let mut head = Head::new(&h.node).unwrap();
+    let ms = 1_000_000;
+    let mut skip = |h: &mut Harness, seq, age_ms: u64, newer_due| {
+        head.skip_late(&mut h.node, seq, now_ns() - age_ms * ms, newer_due)
+            .unwrap()
+    };
+    // In time: sent, even when a newer item is due (the source is not behind yet).
+    assert!(!skip(&mut h, 0, 10, true));
+    // Past the 50 ms quota: skipped; from then on every item with a newer one due too,
+    // until the newest due one, which goes out with the whole quota ahead of it.
+    assert!(skip(&mut h, 1, 80, true));
+    assert!(skip(&mut h, 2, 20, true));
+    assert!(skip(&mut h, 3, 10, true));
+    assert!(!skip(&mut h, 4, 1, false));
+    // Caught up: a small delay is tolerated again.
+    assert!(!skip(&mut h, 5, 10, true));
+    let mut lost = [0u64; 4];
+    h.node.metrics(|m| lost = m.lost);
+    let at = |r: protocol::messages::LossReason| lost[r as usize];
+    use protocol::messages::LossReason::{Deadline, Shed};
+    assert_eq!((at(Deadline), at(Shed)), (1, 2), "{lost:?}");
+
+    // Nothing is stale in a request-guarantee app, or without a latency quota.
+    for (service, deadline_ms) in [
+        (ServiceType::RequestGuarantee, 50),
+        (ServiceType::BestEffort, 0),
+    ] {
+        let mut h = start_with("head", 1, service, 4, Vec::new());
+        h.node.setup.deadline_ms = deadline_ms;
+        let mut head = Head::new(&h.node).unwrap();
+        assert!(!head
+            .skip_late(&mut h.node, 0, now_ns() - 10_000 * ms, true)
+            .unwrap());
+    }
+}

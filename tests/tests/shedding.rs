@@ -114,3 +114,65 @@ fn a_best_effort_app_drops_items_past_its_latency_quota_instead_of_delivering_th
     );
     assert_eq!(csv_seqs(&dir.join("rows.csv")).len() as u64, out);
 }
+
+#[test]
+fn a_best_effort_source_behind_its_pace_goes_on_with_its_newest_item_and_each_tail_counts_every_item(
+) {
+    let dir = scratch("behind-pace");
+    // 1280×720 frames asked for at 2000/s: far more than the source makes. Before, it
+    // sent every item however late: once they were older than the 2 s quota every stage
+    // dropped them (a branch each, so the app counted more losses than items) and the
+    // last items never arrived. Now an item past the quota is counted at the source, the
+    // source skips ahead to its newest due item, and that one reaches both tails.
+    let count = 4000u64;
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "behindpace", "service_type": "best-effort", "strategy": "lazy",
+            "quota": {"max_latency_ms": 2000},
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 1280, "height": 720, "count": count, "fps": 2000}},
+                {"name": "small", "kind": "cpu", "function": "image.resize", "inputs": ["gen"], "params": {"width": 320, "height": 180}},
+                {"name": "same", "kind": "cpu", "function": "core.forward", "inputs": ["gen"]},
+                {"name": "a", "kind": "tail", "function": "table.print", "inputs": ["small"], "params": {"format": "csv", "path": "a.csv"}},
+                {"name": "b", "kind": "tail", "function": "table.print", "inputs": ["same"], "params": {"format": "csv", "path": "b.csv"}}
+            ]
+        }),
+    );
+    let (out, summary) = run_ok(&app, &dir.join("run"));
+    for (tail, csv) in summary["tails"]
+        .as_array()
+        .expect("tails")
+        .iter()
+        .zip(["a.csv", "b.csv"])
+    {
+        let seqs = csv_seqs(&dir.join(csv));
+        assert_eq!(
+            seqs.last(),
+            Some(&(count - 1)),
+            "{csv}: the newest item arrives: {summary}"
+        );
+        assert_eq!(tail["items"], seqs.len() as u64, "{tail}");
+        let lost: u64 = tail["lost"]
+            .as_object()
+            .expect("lost by reason")
+            .values()
+            .filter_map(|n| n.as_u64())
+            .sum();
+        assert_eq!(
+            seqs.len() as u64 + lost,
+            count,
+            "every item delivered or counted: {tail}"
+        );
+    }
+    let at_source = &summary["stages"]["gen#0"]["lost"];
+    assert!(
+        at_source
+            .as_array()
+            .is_some_and(|l| l.iter().any(|n| n.as_u64() > Some(0))),
+        "the source counts what it skips: {summary}"
+    );
+    let log = std::fs::read_to_string(dir.join("run/logs/gen#0.log")).expect("gen log");
+    assert!(log.contains("the source is behind its pace"), "{log}");
+    assert!(printed(&out).contains("tail 'a':"), "{}", printed(&out));
+}

@@ -3,7 +3,7 @@
 
 use protocol::messages::{LossReason, StageMetrics, StageReport};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Latency statistics in milliseconds.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -70,6 +70,12 @@ pub struct TailSummary {
     pub items: u64,
     /// Items missing at this tail compared with what the sources announced.
     pub missing: u64,
+    /// Why they are missing, by reason: the losses counted on this tail's way (its own
+    /// and its upstream stages': another branch's losses are not its), and as `crash`
+    /// what no stage counted (inside a process that died: best-effort apps are not
+    /// replayed). Sums to `missing` when the sources' totals reached the tail.
+    #[serde(default)]
+    pub lost: BTreeMap<String, u64>,
     pub latency_ms: LatencyStats,
     /// Per hop k → k+1 transport latency in µs (p50, p99).
     pub hop_us: Vec<(f64, f64)>,
@@ -188,22 +194,37 @@ pub struct QosCheck {
     /// "≥" for throughput, "≤" for the rest.
     pub bound: String,
     pub met: bool,
+    /// Why there is no figure to judge (latency and jitter of an app that delivered
+    /// nothing: missed, not met by an empty sample); empty otherwise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub note: String,
 }
 
 impl Summary {
-    /// Compare the run with the app's quota.
+    /// Compare the run with the app's quota. Latency and jitter are judged on the items
+    /// delivered: when items came in and none was delivered there is nothing to judge,
+    /// and they are missed.
     pub fn check_quota(&mut self, quota: &protocol::spec::Quota) {
+        let no_latency = self.latency_ms.count == 0 && self.items_in > 0;
         let mut check = |metric: &str, achieved: f64, limit: Option<f64>, at_least: bool| {
             if let Some(q) = limit {
+                let unjudged = no_latency && metric != "throughput_per_min" && metric != "loss_pct";
                 self.qos.push(QosCheck {
                     metric: metric.to_string(),
                     achieved,
                     quota: q,
                     bound: if at_least { "≥" } else { "≤" }.to_string(),
-                    met: if at_least {
+                    met: if unjudged {
+                        false
+                    } else if at_least {
                         achieved >= q
                     } else {
                         achieved <= q
+                    },
+                    note: if unjudged {
+                        format!("no item of the {} in was delivered", self.items_in)
+                    } else {
+                        String::new()
                     },
                 });
             }
@@ -284,6 +305,7 @@ fn summarize_tail(
         task: t.task.clone(),
         items,
         missing: missing_at(&t.reports),
+        lost: BTreeMap::new(),
         latency_ms: LatencyStats::from_samples(&latencies),
         hop_us,
         steady_items_per_s: if last > first {
@@ -293,6 +315,31 @@ fn summarize_tail(
         },
         stays: stays.into_values().collect(),
     }
+}
+
+/// " (shed 3, deadline 2)": the reasons with a count, or nothing.
+fn by_reason(lost: &BTreeMap<String, u64>) -> String {
+    let reasons: Vec<String> = lost
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join(", "))
+    }
+}
+
+/// Items in that neither reached the tail that got most nor were counted lost on its way
+/// (or, without tails, anywhere): in flight when the app ended before its stream did.
+/// Another branch's losses do not hide them.
+fn unfinished(items_in: u64, tails: &[TailSummary], lost_anywhere: u64) -> u64 {
+    let accounted = tails
+        .iter()
+        .max_by_key(|t| t.items)
+        .map_or(lost_anywhere, |t| t.items + t.lost.values().sum::<u64>());
+    items_in.saturating_sub(accounted)
 }
 
 /// Items out of the app: an item is out once it reached a tail; per source, the tail that
@@ -333,10 +380,33 @@ fn missing_at(reports: &[&StageReport]) -> u64 {
         .sum()
 }
 
-/// Per tail task: its name and the reports of its replicas.
+/// Per tail task: its name, the reports of its replicas and what is not on its way.
 pub struct TailReports<'a> {
     pub task: String,
     pub reports: Vec<&'a StageReport>,
+    /// The app's tasks none of this tail's items pass (other branches): their losses
+    /// are not this tail's. Empty: every stage feeds it.
+    pub off_path: BTreeSet<String>,
+}
+
+impl TailReports<'_> {
+    /// The losses counted by the stages on this tail's way, by reason.
+    fn path_losses(&self, stages: &BTreeMap<String, StageMetrics>) -> BTreeMap<String, u64> {
+        let mut lost = BTreeMap::new();
+        for (label, m) in stages {
+            let task = label.rsplit_once('#').map_or(label.as_str(), |(t, _)| t);
+            if self.off_path.contains(task) {
+                continue;
+            }
+            for reason in LossReason::ALL {
+                let n = m.lost[reason as usize];
+                if n > 0 {
+                    *lost.entry(reason.as_str().to_string()).or_insert(0) += n;
+                }
+            }
+        }
+        lost
+    }
 }
 
 impl Summary {
@@ -355,23 +425,33 @@ impl Summary {
         let announced_in: u64 = heads_announced.values().sum();
         let mut all_latencies = Vec::new();
         let mut steady_latencies = Vec::new();
-        let tail_summaries: Vec<TailSummary> = tails
+        let mut tail_summaries: Vec<TailSummary> = tails
             .iter()
             .map(|t| summarize_tail(t, &mut all_latencies, &mut steady_latencies))
             .collect();
+        // What is missing at a tail beyond the losses counted on its way was inside a
+        // process that died (best-effort apps are not replayed).
+        let mut crashed = 0;
+        for (summary, t) in tail_summaries.iter_mut().zip(tails) {
+            summary.lost = t.path_losses(&stages);
+            let counted: u64 = summary.lost.values().sum();
+            if summary.missing > counted {
+                let crash = summary.missing - counted;
+                *summary
+                    .lost
+                    .entry(LossReason::Crash.as_str().to_string())
+                    .or_insert(0) += crash;
+                crashed = crashed.max(crash);
+            }
+        }
+        *lost
+            .entry(LossReason::Crash.as_str().to_string())
+            .or_insert(0) += crashed;
         let items_out = items_out(tails);
         // A head that ended without its report (the app failed at once) is counted from its
         // last heartbeat, which can be behind what its tails already got.
         let items_in = announced_in.max(items_out);
-        // What is missing at a tail beyond the losses the stages counted was inside a
-        // process that died (best-effort apps are not replayed).
-        let counted: u64 = lost.values().sum();
-        let missing = tail_summaries.iter().map(|t| t.missing).max().unwrap_or(0);
-        if missing > counted {
-            *lost
-                .entry(LossReason::Crash.as_str().to_string())
-                .or_insert(0) += missing - counted;
-        }
+        let unfinished = unfinished(items_in, &tail_summaries, lost.values().sum());
         Summary {
             app: app.to_string(),
             app_file: String::new(),
@@ -383,7 +463,7 @@ impl Summary {
             items_in,
             items_out,
             lost_total: lost.values().sum(),
-            unfinished: items_in.saturating_sub(items_out + lost.values().sum::<u64>()),
+            unfinished,
             lost,
             throughput_per_min: if wall_s > 0.0 {
                 items_out as f64 * 60.0 / wall_s
@@ -432,19 +512,16 @@ impl Summary {
             "  items:      {} in, {} out\n",
             self.items_in, self.items_out
         );
-        let reasons: Vec<String> = self
-            .lost
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(r, n)| format!("{r} {n}"))
-            .collect();
+        // Branches count their losses each: an item lost on two counts twice.
+        let per_branch = self.lost_total > self.items_in.saturating_sub(self.items_out);
         s += &format!(
-            "  lost:       {}{}\n",
+            "  lost:       {}{}{}\n",
             self.lost_total,
-            if reasons.is_empty() {
-                String::new()
+            by_reason(&self.lost),
+            if per_branch && self.tails.len() > 1 {
+                " counted on each branch (an item lost on two counts twice; each tail's own below)"
             } else {
-                format!(" ({})", reasons.join(", "))
+                ""
             }
         );
         if self.unfinished > 0 {
@@ -455,10 +532,14 @@ impl Summary {
         }
         s += &format!("  throughput: {:.1} items/min\n", self.throughput_per_min);
         let l = &self.latency_ms;
-        s += &format!(
-            "  latency:    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, jitter (std dev) {:.2} ms\n",
-            l.p50, l.p99, l.max, l.jitter
-        );
+        if l.count == 0 && self.items_in > 0 {
+            s += "  latency:    — (no item was delivered)\n";
+        } else {
+            s += &format!(
+                "  latency:    p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, jitter (std dev) {:.2} ms\n",
+                l.p50, l.p99, l.max, l.jitter
+            );
+        }
         let st = &self.steady_latency_ms;
         if st.count > 0 && st.count < l.count {
             s += &format!(
@@ -469,8 +550,11 @@ impl Summary {
         if self.tails.len() > 1 {
             for t in &self.tails {
                 s += &format!(
-                    "  tail '{}': {} items, {} missing\n",
-                    t.task, t.items, t.missing
+                    "  tail '{}': {} items, {} missing{}\n",
+                    t.task,
+                    t.items,
+                    t.missing,
+                    by_reason(&t.lost)
                 );
             }
         }
@@ -484,13 +568,22 @@ impl Summary {
             s += &format!("  not written: {}\n", o.note);
         }
         for q in &self.qos {
+            let achieved = if q.note.is_empty() {
+                format!("{:.2}", q.achieved)
+            } else {
+                "—".to_string()
+            };
             s += &format!(
-                "  quota:      {} {:.2} ({} {}: {})\n",
+                "  quota:      {} {achieved} ({} {}: {}{})\n",
                 q.metric,
-                q.achieved,
                 q.bound,
                 q.quota,
-                if q.met { "met" } else { "MISSED" }
+                if q.met { "met" } else { "MISSED" },
+                if q.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", q.note)
+                }
             );
         }
         s
@@ -498,117 +591,5 @@ impl Summary {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_and_jitter_of_known_samples() {
-        let samples: Vec<f32> = (1..=100).map(|x| x as f32).collect();
-        let s = LatencyStats::from_samples(&samples);
-        assert_eq!(s.p50, 50.0);
-        assert_eq!(s.p99, 99.0);
-        assert_eq!(s.max, 100.0);
-        assert!((s.mean - 50.5).abs() < 1e-9);
-        assert!((s.jitter - 28.866).abs() < 1e-3, "{}", s.jitter);
-    }
-
-    #[test]
-    fn quota_checks_mark_met_and_missed() {
-        let mut s = Summary {
-            throughput_per_min: 600.0,
-            loss_pct: 2.0,
-            latency_ms: LatencyStats {
-                p99: 80.0,
-                jitter: 5.0,
-                ..LatencyStats::default()
-            },
-            ..Summary::default()
-        };
-        s.check_quota(&protocol::spec::Quota {
-            throughput_per_min: Some(500.0),
-            max_latency_ms: Some(50.0),
-            max_jitter_ms: None,
-            max_loss_pct: Some(1.0),
-        });
-        let met: Vec<(&str, bool)> = s.qos.iter().map(|q| (q.metric.as_str(), q.met)).collect();
-        assert_eq!(
-            met,
-            vec![
-                ("throughput_per_min", true),
-                ("latency_p99_ms", false),
-                ("loss_pct", false)
-            ]
-        );
-        assert!(
-            s.render().contains("latency_p99_ms 80.00 (≤ 50: MISSED)"),
-            "{}",
-            s.render()
-        );
-    }
-
-    #[test]
-    fn items_in_flight_when_the_app_ended_are_shown_and_never_fewer_in_than_out() {
-        let delivered = |n: u64| StageReport {
-            received: vec![protocol::messages::SourceTotal {
-                source: "gen".into(),
-                total: n,
-            }],
-            ..StageReport::default()
-        };
-        let report = delivered(7);
-        let tails = [TailReports {
-            task: "out".into(),
-            reports: vec![&report],
-        }];
-        // The head announced 15 (its heartbeat), 7 arrived, nothing was counted lost.
-        let announced = BTreeMap::from([("gen".to_string(), 15)]);
-        let s = Summary::build("a", 1.0, &announced, &tails, BTreeMap::new());
-        assert_eq!((s.items_in, s.items_out, s.unfinished), (15, 7, 8));
-        assert!(
-            s.render().contains("unfinished: 8 (in flight"),
-            "{}",
-            s.render()
-        );
-        // A head that failed before its heartbeat said anything: in is at least out.
-        let s = Summary::build("a", 1.0, &BTreeMap::new(), &tails, BTreeMap::new());
-        assert_eq!((s.items_in, s.items_out, s.unfinished), (7, 7, 0));
-        assert!(!s.render().contains("unfinished"));
-    }
-
-    #[test]
-    fn steady_latency_leaves_out_the_first_seconds() {
-        const S: u64 = 1_000_000_000;
-        // Items created at 0, 1, 2, 3 s (arrival = creation + latency): the two slow
-        // first ones are out of the steady latency, not out of the latency.
-        let created = [10 * S, 11 * S, 12 * S, 13 * S];
-        let lat = [500.0f32, 400.0, 20.0, 30.0];
-        let report = StageReport {
-            latencies_ms: lat.to_vec(),
-            arrivals_ns: created
-                .iter()
-                .zip(lat)
-                .map(|(c, l)| c + (f64::from(l) * 1e6) as u64)
-                .collect(),
-            first_created_ns: created[0],
-            last_arrival_ns: created[3] + 30_000_000,
-            ..StageReport::default()
-        };
-        let tails = [TailReports {
-            task: "out".into(),
-            reports: vec![&report],
-        }];
-        let s = Summary::build("a", 4.0, &BTreeMap::new(), &tails, BTreeMap::new());
-        assert_eq!(s.latency_ms.count, 4);
-        assert_eq!(s.latency_ms.max, 500.0);
-        assert_eq!(s.steady_latency_ms.count, 2);
-        assert_eq!(s.steady_latency_ms.max, 30.0);
-        assert!(s
-            .render()
-            .contains("steady:     p50 20.00 ms, p99 30.00 ms over the 2 deliveries"));
-    }
-
-    #[test]
-    fn empty_samples_give_zeroes() {
-        assert_eq!(LatencyStats::from_samples(&[]), LatencyStats::default());
-    }
-}
+#[path = "summary_tests.rs"]
+mod tests;

@@ -8,7 +8,18 @@ use crate::observe::summary::{Summary, TailReports};
 use crate::run::replica::{merge_deliveries, Replica};
 use protocol::messages::{SourceTotal, StageMetrics, StageReport};
 use protocol::spec::{ServiceType, TaskKind};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The app's tasks that do not feed tail `tail`: their losses are not its.
+fn off_path(app: &protocol::spec::AppSpec, tail: usize) -> BTreeSet<String> {
+    let feeding = crate::plan::ancestors(app, tail);
+    app.tasks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != tail && !feeding.contains(i))
+        .map(|(_, t)| t.name.clone())
+        .collect()
+}
 
 impl RunLoop<'_> {
     /// Summarise the ended run and write its summary and report.
@@ -37,6 +48,7 @@ impl RunLoop<'_> {
                     .filter(|(task, _)| *task == i)
                     .map(|(_, rep)| rep)
                     .collect(),
+                off_path: off_path(app, i),
             })
             .collect();
         let mut summary = Summary::build(&app.name, wall_s, &announced, &tails, stage_metrics);

@@ -27,6 +27,17 @@ struct Emitter {
     source: String,
     /// CPU time per item (with a decoder child's), noted as the head's busy time.
     cost: CpuMeter,
+    /// Whether the log said yet that the source fell behind its pace.
+    said_behind: bool,
+}
+
+/// When an item due at `due` arrived: then, or now for an unpaced source, so time it
+/// spent waiting for the pipeline counts in its latency.
+fn arrival_ns(due: Option<Instant>) -> u64 {
+    let late = due.map_or(Duration::ZERO, |d| {
+        Instant::now().saturating_duration_since(d)
+    });
+    now_ns().saturating_sub(late.as_nanos() as u64)
 }
 
 impl Emitter {
@@ -36,7 +47,48 @@ impl Emitter {
             source: head.source().to_string(),
             head,
             cost: CpuMeter::new(),
+            said_behind: false,
         })
+    }
+
+    /// Best effort: whether item `seq` is stale (`Head::skip_late`: past the latency
+    /// quota, or a newer item is due while the source catches up with its pace; the
+    /// last, `has_next` false, has none). It is then counted and the caller skips it
+    /// unread, so what the source sends is fresh instead of what every stage below
+    /// would drop.
+    fn skip_late(
+        &mut self,
+        node: &mut Node,
+        seq: u64,
+        pacer: &Pacer,
+        has_next: bool,
+    ) -> Result<bool, StageError> {
+        let due = pacer.due();
+        let newer_due = has_next && pacer.newer_due(seq);
+        let late = self.head.skip_late(node, seq, arrival_ns(due), newer_due)?;
+        if late {
+            self.say_behind(node, seq, due);
+        }
+        Ok(late)
+    }
+
+    /// Say once in the log that items are counted lost for the source's own delay.
+    fn say_behind(&mut self, node: &Node, seq: u64, due: Option<Instant>) {
+        if self.said_behind {
+            return;
+        }
+        self.said_behind = true;
+        let late_ms = due.map_or(0, |d| {
+            Instant::now().saturating_duration_since(d).as_millis()
+        });
+        tracing::warn!(
+            source = %self.source,
+            seq,
+            "the source is behind its pace: item {seq} was due {late_ms} ms ago, past the \
+             latency quota of {} ms; items that late are counted lost as 'deadline' and not \
+             sent (its fps, or the app's request rate, is more than it can make)",
+            node.setup.deadline_ms
+        );
     }
 
     /// Emit item `seq` of `len` bytes filled by `fill`. When shed, `fill` still runs on
@@ -52,11 +104,12 @@ impl Emitter {
         fill: impl FnOnce(&mut [u8]) -> Result<(), StageError>,
         payload: impl FnOnce(ShmRef) -> Payload,
     ) -> Result<Flow, StageError> {
-        let late = due.map_or(Duration::ZERO, |d| {
-            Instant::now().saturating_duration_since(d)
-        });
-        let created = now_ns().saturating_sub(late.as_nanos() as u64);
-        let emitted = self.head.emit(node, seq, created, len, fill, payload);
+        let emitted = self
+            .head
+            .emit(node, seq, arrival_ns(due), len, fill, payload);
+        if matches!(emitted, Ok(Emitted::Late)) {
+            self.say_behind(node, seq, due);
+        }
         if !matches!(emitted, Ok(Emitted::Replayed)) {
             // What this item cost (read, decode, write, send), whether sent or shed.
             node.note_busy(self.cost.take().as_nanos() as u64);
@@ -159,6 +212,12 @@ fn synthetic(
         if pacer.wait(node, seq)? == Flow::Drain {
             break;
         }
+        if emitter.skip_late(node, seq, &pacer, seq + 1 < count)? {
+            if check_commands(node)? == Flow::Drain {
+                break;
+            }
+            continue;
+        }
         let flow = emitter.emit(
             node,
             seq,
@@ -210,6 +269,15 @@ impl Pacer {
     /// When the last item waited for was due: its arrival time (None when unpaced).
     fn due(&self) -> Option<Instant> {
         self.due
+    }
+
+    /// Whether the item after `seq` is due already (the source is behind its pace).
+    fn newer_due(&self, seq: u64) -> bool {
+        if self.fps <= 0.0 || seq < self.first {
+            return false;
+        }
+        let ahead = (seq + 1 - self.first) as f64 / self.fps;
+        self.start.elapsed().as_secs_f64() >= ahead
     }
 
     /// Wait until item `seq` is due, still answering commands. A new rate
@@ -305,6 +373,12 @@ pub fn images(node: &mut Node) -> Result<(), StageError> {
         let seq = seq as u64;
         if pacer.wait(node, seq)? == Flow::Drain {
             break;
+        }
+        if emitter.skip_late(node, seq, &pacer, seq + 1 < files.len() as u64)? {
+            if check_commands(node)? == Flow::Drain {
+                break;
+            }
+            continue;
         }
         let slot = emitter.head.slot_size();
         let too_big = |w: u32, h: u32| {
