@@ -19,6 +19,7 @@ pub mod clock;
 pub mod codec;
 pub mod functions;
 pub mod ids;
+pub mod json_keys;
 pub mod limits;
 pub mod logcap;
 pub mod messages;

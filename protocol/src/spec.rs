@@ -231,6 +231,7 @@ pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
     match result {
         Ok(mut app) => match de.end() {
             Ok(()) => {
+                refuse_duplicate_keys(text)?;
                 crate::user_stage::name_program_functions(&mut app);
                 // Stateful functions run as one replica: fixed here, so neither the
                 // planner nor the live scaler adds one (validation refuses more).
@@ -253,6 +254,23 @@ pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
             Err(SpecErrors(vec![json_error(path, err.inner())]))
         }
     }
+}
+
+/// A key written twice in one object (JSON keeps the last one silently), named with its
+/// object's place and its line.
+fn refuse_duplicate_keys(text: &str) -> Result<(), SpecErrors> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize::<_, crate::json_keys::UniqueKeys>(&mut de)
+        .map(|_| ())
+        .map_err(|err| {
+            let path = err.path().to_string();
+            let path = if path == "." {
+                "(top level)".into()
+            } else {
+                path
+            };
+            SpecErrors(vec![json_error(path, err.inner())])
+        })
 }
 
 fn json_error(path: String, inner: &serde_json::Error) -> SpecError {

@@ -152,8 +152,27 @@ impl Head {
         created_ns: u64,
         newer_due: bool,
     ) -> Result<bool, StageError> {
+        match self.stale(node, seq, created_ns, newer_due) {
+            Some(reason) => {
+                self.lose(node, seq, reason)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// [`Head::skip_late`]'s verdict without counting it: why item `seq` is stale, for a
+    /// stream source that must read an item before it knows the item exists (it counts
+    /// it with [`Head::lose`] once read).
+    pub fn stale(
+        &mut self,
+        node: &Node,
+        seq: u64,
+        created_ns: u64,
+        newer_due: bool,
+    ) -> Option<LossReason> {
         if seq < self.resume_from {
-            return Ok(false);
+            return None;
         }
         let reason = if node.too_late(created_ns) {
             LossReason::Deadline
@@ -161,11 +180,10 @@ impl Head {
             LossReason::Shed
         } else {
             self.catching_up = false;
-            return Ok(false);
+            return None;
         };
         self.catching_up = true;
-        self.lose(node, seq, reason)?;
-        Ok(true)
+        Some(reason)
     }
 
     /// Item `seq` could not be read (a bad file): counted as lost, and the tails of a

@@ -86,6 +86,17 @@ fn malformed_json_unknown_function_and_cycle_are_refused_before_start() {
                 {"name": "t", "kind": "tail", "function": "table.print", "inputs": ["g"]}]}"#,
             vec!["cycle", "a → b → a"],
         ),
+        (
+            // A pasted line: JSON keeps the last "width" without a word.
+            r#"{"name": "x", "tasks": [
+                {"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 48, "width": 32}},
+                {"name": "t", "kind": "tail", "function": "table.print", "inputs": ["g"]}]}"#,
+            vec![
+                "app.json:2:",
+                "tasks[0].params",
+                "the key \"width\" appears twice",
+            ],
+        ),
     ];
     for (text, needles) in cases {
         let app = dir.join("app.json");

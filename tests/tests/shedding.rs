@@ -174,5 +174,10 @@ fn a_best_effort_source_behind_its_pace_goes_on_with_its_newest_item_and_each_ta
     );
     let log = std::fs::read_to_string(dir.join("run/logs/gen#0.log")).expect("gen log");
     assert!(log.contains("the source is behind its pace"), "{log}");
-    assert!(printed(&out).contains("tail 'a':"), "{}", printed(&out));
+    let text = printed(&out);
+    assert!(text.contains("tail 'a':"), "{text}");
+    assert!(
+        text.contains("behind:     source 'gen' fell behind its own pace"),
+        "{text}"
+    );
 }

@@ -163,6 +163,10 @@ pub struct Summary {
     /// damaged file): what they read against what was announced.
     #[serde(default)]
     pub short_sources: Vec<String>,
+    /// Sources that fell behind their own pace in a best-effort app: how many items were
+    /// past the latency quota or skipped to catch up (counted lost at the source).
+    #[serde(default)]
+    pub behind_sources: Vec<String>,
     /// Messages per stage replica that did not decode (each killed the process that
     /// sent it; only replicas that sent one).
     pub bad_messages: BTreeMap<String, u64>,
@@ -484,6 +488,7 @@ impl Summary {
             restarted_outputs: Vec::new(),
             unfinished_outputs: Vec::new(),
             short_sources: Vec::new(),
+            behind_sources: Vec::new(),
             bad_messages: BTreeMap::new(),
             restart_to_first_output_ms: Vec::new(),
             reclaimed_holds: 0,
@@ -560,6 +565,9 @@ impl Summary {
         }
         for note in &self.short_sources {
             s += &format!("  short:      {note}\n");
+        }
+        for note in &self.behind_sources {
+            s += &format!("  behind:     {note}\n");
         }
         for o in &self.restarted_outputs {
             s += &format!("  restarted:  {}\n", o.note);

@@ -63,6 +63,7 @@ impl RunLoop<'_> {
             (None, true) => "drained after a signal".into(),
             (None, false) => "finished".into(),
         };
+        summary.behind_sources = behind_sources(app, &summary.stages);
         if summary.outcome == "finished" {
             summary.short_sources = short_videos(app, &summary.stages, &self.run.video_frames);
             for note in &summary.short_sources {
@@ -289,6 +290,33 @@ pub fn announced_video_frames(app: &protocol::spec::AppSpec) -> BTreeMap<String,
         .collect()
 }
 
+/// The sources of a best-effort app that fell behind their own pace: items past the
+/// latency quota when due to go (`deadline` at a head: a full pool is `shed` alone) and
+/// those skipped to catch up (`shed` from then on; a head counts nothing else as shed but
+/// a full pool, so the two are told apart only in its log).
+fn behind_sources(
+    app: &protocol::spec::AppSpec,
+    stages: &BTreeMap<String, StageMetrics>,
+) -> Vec<String> {
+    use protocol::messages::LossReason;
+    let mut notes = Vec::new();
+    for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Head) {
+        let prefix = format!("{}#", t.name);
+        let late: u64 = stages
+            .iter()
+            .filter(|(label, _)| label.starts_with(&prefix))
+            .map(|(_, m)| m.lost[LossReason::Deadline as usize])
+            .sum();
+        if late > 0 {
+            notes.push(format!(
+                "source '{}' fell behind its own pace: {late} items were already past the latency quota when due to go, so it did not send them and went on with its newest (its fps or the request rate is more than it makes; logs/{}0.log says from when)",
+                t.name, prefix
+            ));
+        }
+    }
+    notes
+}
+
 /// The video sources that read fewer frames than their files announced at the start
 /// (`announced`, see [`announced_video_frames`]): a truncated or damaged file, or one cut
 /// while it was read.
@@ -298,9 +326,6 @@ fn short_videos(
     announced: &BTreeMap<String, u64>,
 ) -> Vec<String> {
     use protocol::functions::params;
-    let bad_input = protocol::messages::LossReason::ALL
-        .iter()
-        .position(|r| *r == protocol::messages::LossReason::BadInput);
     let mut notes = Vec::new();
     for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Head) {
         let Some(&announced) = announced.get(&t.name) else {
@@ -310,8 +335,9 @@ fn short_videos(
         let Some(m) = stages.get(&label) else {
             continue;
         };
-        let bad = bad_input.and_then(|i| m.lost.get(i).copied()).unwrap_or(0);
-        let read = m.items_out + bad;
+        // Every frame the source counted lost was read: shed or past its deadline (read,
+        // not sent), or a last frame cut short (bad input).
+        let read = m.items_out + m.lost.iter().sum::<u64>();
         if read < announced {
             let path = params::parse::<params::SourceVideo>(&t.params)
                 .map(|s| s.path)
@@ -323,4 +349,44 @@ fn short_videos(
         }
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_a_source_read_but_did_not_send_are_not_a_short_file_and_tell_it_fell_behind() {
+        let app: protocol::spec::AppSpec = serde_json::from_value(serde_json::json!({
+            "name": "v",
+            "tasks": [
+                {"name": "frames", "kind": "head", "function": "source.video", "params": {"path": "v.mp4"}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["frames"]}
+            ]
+        }))
+        .expect("app");
+        let announced = BTreeMap::from([("frames".to_string(), 600)]);
+        let head = |sent: u64, lost: [u64; 4]| {
+            let metrics = StageMetrics {
+                items_out: sent,
+                lost,
+                ..StageMetrics::default()
+            };
+            BTreeMap::from([("frames#0".to_string(), metrics)])
+        };
+        // 517 sent, 83 shed (pool full) or past their deadline, none missing: read whole.
+        assert!(short_videos(&app, &head(517, [50, 0, 33, 0]), &announced).is_empty());
+        // 517 sent and the last frame cut short: 82 frames were never there.
+        let notes = short_videos(&app, &head(517, [0, 0, 0, 1]), &announced);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(notes[0].contains("read 518 of the 600 frames"), "{notes:?}");
+        // 50 shed for a full pool: not behind; 33 past the quota at the source: behind.
+        assert!(behind_sources(&app, &head(517, [50, 0, 0, 0])).is_empty());
+        let behind = behind_sources(&app, &head(517, [50, 0, 33, 0]));
+        assert_eq!(behind.len(), 1, "{behind:?}");
+        assert!(
+            behind[0].starts_with("source 'frames' fell behind its own pace: 33 items"),
+            "{behind:?}"
+        );
+    }
 }

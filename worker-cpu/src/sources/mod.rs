@@ -63,13 +63,31 @@ impl Emitter {
         pacer: &Pacer,
         has_next: bool,
     ) -> Result<bool, StageError> {
+        match self.stale(node, seq, pacer, has_next) {
+            Some(reason) => {
+                self.head.lose(node, seq, reason)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// [`Emitter::skip_late`]'s verdict, not counted: for a stream source, which reads
+    /// the item first and counts it (`Head::lose`) only once it is known to exist.
+    fn stale(
+        &mut self,
+        node: &Node,
+        seq: u64,
+        pacer: &Pacer,
+        has_next: bool,
+    ) -> Option<LossReason> {
         let due = pacer.due();
         let newer_due = has_next && pacer.newer_due(seq);
-        let late = self.head.skip_late(node, seq, arrival_ns(due), newer_due)?;
-        if late {
+        let stale = self.head.stale(node, seq, arrival_ns(due), newer_due);
+        if stale.is_some() {
             self.say_behind(node, seq, due);
         }
-        Ok(late)
+        stale
     }
 
     /// Say once in the log that items are counted lost for the source's own delay.
@@ -437,6 +455,30 @@ fn fit_filter(width: u32, height: u32) -> String {
     )
 }
 
+/// How reading one frame from the decoder's pipe went.
+#[derive(Clone, Copy)]
+enum FrameRead {
+    Whole,
+    /// The stream ended, `got` bytes into the frame (0: between two frames).
+    Ended {
+        got: usize,
+    },
+}
+
+/// Read one whole frame into `buf`.
+fn read_frame(pipe: &mut impl Read, buf: &mut [u8], path: &str) -> Result<FrameRead, StageError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match pipe.read(&mut buf[got..]) {
+            Ok(0) => return Ok(FrameRead::Ended { got }),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StageError::Ffmpeg(format!("reading frames of {path}: {e}"))),
+        }
+    }
+    Ok(FrameRead::Whole)
+}
+
 /// `source.video`: the frames ffmpeg decodes from a file or URL.
 pub fn video(node: &mut Node) -> Result<(), StageError> {
     let params::SourceVideo { path, limit, fps } = crate::params(node)?;
@@ -481,6 +523,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
     emitter.cost.watch_child(child.id());
     let mut seq = 0u64;
     let mut partial = false;
+    let mut scratch = Vec::new();
     let mut pacer = Pacer::new(node, fps);
     loop {
         if limit.is_some_and(|n| seq >= n) {
@@ -489,52 +532,50 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         if pacer.wait(node, seq)? == Flow::Drain {
             break;
         }
-        let mut got = 0usize;
-        let flow = {
-            let mut fill_result = Ok(());
-            let mut ended = false;
-            let flow = emitter.emit(
-                node,
-                seq,
-                pacer.due(),
-                len,
-                |buf| {
-                    while got < buf.len() {
-                        match stdout.read(&mut buf[got..]) {
-                            Ok(0) => {
-                                ended = true;
-                                break;
-                            }
-                            Ok(n) => got += n,
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                fill_result = Err(StageError::Ffmpeg(format!(
-                                    "reading frames of {path}: {e}"
-                                )));
-                                break;
-                            }
-                        }
+        // Behind its pace: the frame is read (ffmpeg decodes every frame) but not sent.
+        let has_next = limit.is_none_or(|n| seq + 1 < n);
+        if let Some(reason) = emitter.stale(node, seq, &pacer, has_next) {
+            scratch.resize(len, 0);
+            match read_frame(&mut stdout, &mut scratch, &path)? {
+                FrameRead::Whole => {
+                    emitter.head.lose(node, seq, reason)?;
+                    seq += 1;
+                    if check_commands(node)? == Flow::Drain {
+                        break;
                     }
-                    if ended {
-                        // Tell the emitter not to send a half-read frame.
-                        return Err(StageError::Input(String::new()));
-                    }
-                    Ok(())
-                },
-                frame(width, height),
-            );
-            fill_result?;
-            if ended {
-                partial = got > 0;
-                None
-            } else {
-                Some(flow?)
+                    continue;
+                }
+                FrameRead::Ended { got } => {
+                    partial = got > 0;
+                    break;
+                }
             }
-        };
-        match flow {
-            None => break,
-            Some(Flow::Drain) => break,
-            Some(Flow::Go) => seq += 1,
+        }
+        let mut read = Ok(FrameRead::Whole);
+        let emitted = emitter.emit(
+            node,
+            seq,
+            pacer.due(),
+            len,
+            |buf| {
+                read = read_frame(&mut stdout, buf, &path);
+                match read {
+                    Ok(FrameRead::Whole) => Ok(()),
+                    // Tell the emitter not to send a half-read frame, or one that failed.
+                    _ => Err(StageError::Input(String::new())),
+                }
+            },
+            frame(width, height),
+        );
+        match read? {
+            FrameRead::Ended { got } => {
+                partial = got > 0;
+                break;
+            }
+            FrameRead::Whole => match emitted? {
+                Flow::Drain => break,
+                Flow::Go => seq += 1,
+            },
         }
     }
     drop(stdout);
