@@ -26,6 +26,7 @@ pub mod messages;
 pub mod node;
 pub mod predicate;
 pub mod ranges;
+pub mod samples;
 pub mod schema;
 pub mod shm;
 pub mod spec;

@@ -44,6 +44,8 @@ fn seeds() -> Vec<Vec<u8>> {
     let report = StageReport {
         metrics: m.clone(),
         latencies_ms: vec![1.5, 2.5, 30.0],
+        latencies_seen: 3,
+        latency_max_ms: 30.0,
         hop_us: vec![vec![10.0, 12.0], vec![7.0]],
         received: totals.clone(),
         first_created_ns: 1,
@@ -64,6 +66,8 @@ fn seeds() -> Vec<Vec<u8>> {
             received: totals,
             since: NewDeliveries {
                 latencies_ms: vec![1.5, 2.0],
+                seen: 2,
+                max_ms: 2.0,
                 arrivals_ns: vec![8, 9],
                 first_created_ns: 3,
             },

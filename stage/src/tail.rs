@@ -191,7 +191,7 @@ impl TailLoop {
 
     /// Send the supervisor the acknowledgement the ledger says is due (any that is
     /// pending when `now`).
-    fn acknowledge(&mut self, node: &Node, now: bool) -> Result<(), StageError> {
+    fn acknowledge(&mut self, node: &mut Node, now: bool) -> Result<(), StageError> {
         if let Some(frontier) = self.ledger.take_due(Instant::now(), now) {
             node.acknowledge(frontier, self.ledger.output_len())?;
         }

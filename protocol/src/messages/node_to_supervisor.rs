@@ -28,7 +28,10 @@ pub enum Up {
     },
 }
 
-/// Tails: the items delivered since the previous `Delivered` of this process, in order.
+/// Tails: the items delivered since the previous `Delivered` of this process, in order;
+/// in the supervisor, what it gathered of them over a run: every item up to
+/// [`crate::samples::SAMPLE_CAP`], then a uniform sample of that many, with the count and
+/// the largest latency kept exactly (`seen`, `max_ms`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NewDeliveries {
     /// End-to-end latency of each, in ms (as the report's `latencies_ms`).
@@ -38,6 +41,83 @@ pub struct NewDeliveries {
     /// The earliest creation time of the items this process delivered so far (monotonic
     /// ns; 0 before the first).
     pub first_created_ns: u64,
+    /// The deliveries these stand for (more than the latencies once sampled; never fewer).
+    pub seen: u64,
+    /// The largest latency of all `seen`, in ms.
+    pub max_ms: f32,
+}
+
+impl NewDeliveries {
+    /// Deliveries of one process, every one of them.
+    pub fn every(latencies_ms: Vec<f32>, arrivals_ns: Vec<u64>, first_created_ns: u64) -> Self {
+        NewDeliveries {
+            seen: latencies_ms.len() as u64,
+            max_ms: latencies_ms.iter().copied().fold(0.0, f32::max),
+            latencies_ms,
+            arrivals_ns,
+            first_created_ns,
+        }
+    }
+
+    /// The deliveries these stand for (at least as many as are here).
+    pub fn count(&self) -> u64 {
+        self.seen.max(self.latencies_ms.len() as u64)
+    }
+
+    /// Add `more` (later deliveries), keeping at most [`crate::samples::SAMPLE_CAP`]:
+    /// every item while they fit, then a uniform sample of the whole, each side weighted
+    /// by the deliveries it stands for.
+    pub fn absorb(&mut self, more: &NewDeliveries) {
+        use crate::samples::{place, spread, SAMPLE_CAP};
+        let (mine, theirs) = (self.count(), more.count());
+        let whole = more.latencies_ms.len() as u64 == theirs;
+        if whole {
+            // Each delivery of `more` in turn, as if it came now.
+            let pairs = more.latencies_ms.iter().zip(&more.arrivals_ns);
+            for (k, (&lat, &arrival)) in pairs.enumerate() {
+                match place(mine + k as u64, self.latencies_ms.len(), SAMPLE_CAP) {
+                    Some(i) if i == self.latencies_ms.len() => {
+                        self.latencies_ms.push(lat);
+                        self.arrivals_ns.push(arrival);
+                    }
+                    Some(i) => {
+                        self.latencies_ms[i] = lat;
+                        self.arrivals_ns[i] = arrival;
+                    }
+                    None => {}
+                }
+            }
+        } else {
+            // Two samples: each keeps its share of the cap, thinned evenly.
+            let total = (mine + theirs).max(1);
+            let keep_mine =
+                ((SAMPLE_CAP as u64 * mine).div_ceil(total) as usize).min(self.latencies_ms.len());
+            let keep_theirs = (SAMPLE_CAP - keep_mine).min(more.latencies_ms.len());
+            let thin = |v: &[f32], a: &[u64], k: usize| -> (Vec<f32>, Vec<u64>) {
+                spread(v.len().min(a.len()), k)
+                    .map(|i| (v[i], a[i]))
+                    .unzip()
+            };
+            let (mut l, mut a) = thin(&self.latencies_ms, &self.arrivals_ns, keep_mine);
+            let (l2, a2) = thin(&more.latencies_ms, &more.arrivals_ns, keep_theirs);
+            l.extend(l2);
+            a.extend(a2);
+            self.latencies_ms = l;
+            self.arrivals_ns = a;
+        }
+        self.seen = mine + theirs;
+        let their_max = more
+            .latencies_ms
+            .iter()
+            .copied()
+            .fold(more.max_ms, f32::max);
+        self.max_ms = self.max_ms.max(their_max);
+        if self.first_created_ns == 0
+            || (more.first_created_ns != 0 && more.first_created_ns < self.first_created_ns)
+        {
+            self.first_created_ns = more.first_created_ns;
+        }
+    }
 }
 
 /// Why an item was lost.
@@ -144,9 +224,17 @@ pub struct SourceTotal {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageReport {
     pub metrics: StageMetrics,
-    /// Tails: end-to-end latency of every item received, in ms.
+    /// Tails: end-to-end latency, in ms, of every item delivered since the process's last
+    /// acknowledgement (those before went up with it, `Up::Delivered::since`). In the
+    /// supervisor's summary, the whole run's: every item, or a uniform sample of
+    /// [`crate::samples::SAMPLE_CAP`] past that many (`latencies_seen` counts them all).
     pub latencies_ms: Vec<f32>,
-    /// Tails: transport latency per hop (`hop_us[k]` = hop k → k+1), in µs.
+    /// The deliveries `latencies_ms` stands for (0: as many as it holds).
+    pub latencies_seen: u64,
+    /// The largest end-to-end latency of them all, in ms.
+    pub latency_max_ms: f32,
+    /// Tails: transport latency per hop (`hop_us[k]` = hop k → k+1), in µs: every item's,
+    /// or a uniform sample of [`crate::samples::SAMPLE_CAP`] per hop past that many.
     pub hop_us: Vec<Vec<f32>>,
     /// Tails: items received per source.
     pub received: Vec<SourceTotal>,
@@ -258,5 +346,82 @@ mod stay_tests {
             flat.observe(5.0, f64::from(k));
         }
         assert_eq!(flat.correlation(), None, "no spread in the stays");
+    }
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::NewDeliveries;
+    use crate::samples::SAMPLE_CAP;
+
+    /// `n` deliveries from `from` on, latency k % 100 ms except one of 5000 ms.
+    fn chunk(from: u64, n: u64) -> NewDeliveries {
+        let lat = (from..from + n)
+            .map(|k| {
+                if k == 123_456 {
+                    5000.0
+                } else {
+                    (k % 100) as f32
+                }
+            })
+            .collect();
+        NewDeliveries::every(lat, (from..from + n).collect(), 1)
+    }
+
+    #[test]
+    fn a_long_run_keeps_a_bounded_uniform_sample_with_its_exact_count_and_max() {
+        let mut all = NewDeliveries::default();
+        let per_ack = 1000;
+        let acks = 3 * SAMPLE_CAP as u64 / per_ack;
+        for a in 0..acks {
+            all.absorb(&chunk(a * per_ack, per_ack));
+        }
+        assert_eq!(all.count(), acks * per_ack);
+        assert_eq!(all.latencies_ms.len(), SAMPLE_CAP);
+        assert_eq!(all.arrivals_ns.len(), SAMPLE_CAP);
+        assert_eq!(all.max_ms, 5000.0, "the one slow item is not sampled away");
+        // Pairs stay together: arrival k has latency k % 100.
+        for (&lat, &arr) in all.latencies_ms.iter().zip(&all.arrivals_ns).take(1000) {
+            if arr != 123_456 {
+                assert_eq!(lat, (arr % 100) as f32);
+            }
+        }
+        // Uniform over the run: each third of it holds about a third of the sample.
+        let third = acks * per_ack / 3;
+        for t in 0..3 {
+            let n = all.arrivals_ns.iter().filter(|&&a| a / third == t).count();
+            let share = n as f64 / SAMPLE_CAP as f64;
+            assert!((share - 1.0 / 3.0).abs() < 0.01, "third {t}: {share}");
+        }
+    }
+
+    #[test]
+    fn two_samples_merge_by_what_each_stands_for() {
+        // A restarted tail: the earlier process delivered 3 cap's worth, the new one 1.
+        let mut before = NewDeliveries::default();
+        let mut after = NewDeliveries::default();
+        let cap = SAMPLE_CAP as u64;
+        for a in 0..3 {
+            before.absorb(&chunk(a * cap, cap));
+        }
+        after.absorb(&chunk(10 * cap, cap));
+        before.absorb(&after);
+        assert_eq!(before.count(), 4 * cap);
+        assert_eq!(before.latencies_ms.len(), SAMPLE_CAP);
+        let late = before
+            .arrivals_ns
+            .iter()
+            .filter(|&&a| a >= 10 * cap)
+            .count();
+        let share = late as f64 / SAMPLE_CAP as f64;
+        assert!(
+            (share - 0.25).abs() < 0.01,
+            "the later process's share: {share}"
+        );
+        // Small runs are kept whole, in order.
+        let mut small = NewDeliveries::default();
+        small.absorb(&chunk(0, 10));
+        small.absorb(&chunk(10, 5));
+        assert_eq!(small.arrivals_ns, (0..15).collect::<Vec<_>>());
     }
 }

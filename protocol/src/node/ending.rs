@@ -99,6 +99,8 @@ impl Node {
         let d = std::mem::take(&mut self.deliveries);
         let report = StageReport {
             metrics,
+            latency_max_ms: d.latencies_ms.iter().copied().fold(0.0, f32::max),
+            latencies_seen: d.latencies_ms.len() as u64,
             latencies_ms: d.latencies_ms,
             hop_us: d.hop_us,
             stays: d.stays.into_values().collect(),

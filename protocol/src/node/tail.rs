@@ -8,18 +8,21 @@
 
 use super::*;
 
-/// Per-tail delivery statistics.
+/// Per-tail delivery statistics, bounded for a run of any length: each item's arrival
+/// and latency stay here only until an acknowledgement takes them up (the supervisor
+/// keeps the run's), the hop times are sampled ([`crate::samples`]).
 #[derive(Default)]
 pub(super) struct Deliveries {
+    /// Of the items delivered since the last acknowledgement.
     pub(super) arrivals_ns: Vec<u64>,
+    pub(super) latencies_ms: Vec<f32>,
     pub(super) first_created_ns: u64,
     pub(super) last_arrival_ns: u64,
-    pub(super) latencies_ms: Vec<f32>,
+    /// Items delivered by this process.
+    pub(super) delivered: u64,
     pub(super) hop_us: Vec<Vec<f32>>,
     pub(super) stays: BTreeMap<TaskId, StayStats>,
     pub(super) received: BTreeMap<String, u64>,
-    /// Deliveries already sent up with an acknowledgement (`Up::Delivered::since`).
-    pub(super) shipped: std::sync::atomic::AtomicUsize,
 }
 
 impl Node {
@@ -28,25 +31,23 @@ impl Node {
     /// file's length after the last item written (a restarted tail cuts the file back to
     /// it). The items received per source go with it, from the delivery statistics.
     pub fn acknowledge(
-        &self,
+        &mut self,
         frontier: Vec<SourceTotal>,
         output_len: Option<u64>,
     ) -> Result<(), NodeError> {
-        let d = &self.deliveries;
-        let from = d.shipped.load(Ordering::Relaxed).min(d.latencies_ms.len());
-        let since = NewDeliveries {
-            latencies_ms: d.latencies_ms[from..].to_vec(),
-            arrivals_ns: d.arrivals_ns.get(from..).unwrap_or_default().to_vec(),
-            first_created_ns: d.first_created_ns,
-        };
+        let d = &mut self.deliveries;
+        let since = NewDeliveries::every(
+            std::mem::take(&mut d.latencies_ms),
+            std::mem::take(&mut d.arrivals_ns),
+            d.first_created_ns,
+        );
+        let received = source_totals(&d.received);
         self.send_up(&Up::Delivered {
             frontier,
             output_len,
-            received: source_totals(&d.received),
+            received,
             since,
-        })?;
-        d.shipped.store(d.latencies_ms.len(), Ordering::Relaxed);
-        Ok(())
+        })
     }
 
     /// A tail could not write an item it recorded as delivered (its output failed):
@@ -69,6 +70,7 @@ impl Node {
             d.first_created_ns = env.created_ns;
         }
         d.last_arrival_ns = now;
+        d.delivered += 1;
         d.arrivals_ns.push(now);
         if let Ok(mut m) = self.metrics.lock() {
             m.items_out += 1;
@@ -88,11 +90,18 @@ impl Node {
             if d.hop_us.len() <= k {
                 d.hop_us.push(Vec::new());
             }
-            d.hop_us[k].push(arrived.saturating_sub(hop.sent_ns) as f32 / 1e3);
+            let us = arrived.saturating_sub(hop.sent_ns) as f32 / 1e3;
+            let hops = &mut d.hop_us[k];
+            // Every item has its hops: the item's rank is the hop's.
+            match crate::samples::place(d.delivered - 1, hops.len(), crate::samples::SAMPLE_CAP) {
+                Some(i) if i == hops.len() => hops.push(us),
+                Some(i) => hops[i] = us,
+                None => {}
+            }
         }
         // The first items' stays (cold caches, first model runs: slow everywhere) would read
         // as variability the stages share; they are left out.
-        let warm = d.latencies_ms.len() > STAY_WARMUP_ITEMS;
+        let warm = d.delivered > STAY_WARMUP_ITEMS as u64;
         let stay = |h: &Hop| h.sent_ns.saturating_sub(h.recv_ns) as f64 / 1e6;
         let path: f64 = env.hops.iter().map(stay).sum();
         for h in env.hops.iter().filter(|_| warm) {

@@ -18,7 +18,9 @@ pub struct ReportData<'a> {
     pub timeline: &'a Timeline,
     /// End-to-end latency of every reply (ms) and when it arrived (s since start).
     pub latencies_ms: &'a [f32],
-    pub arrivals_s: &'a [f64],
+    /// Arrival times (s after the start), each with the deliveries it stands for (1, or
+    /// more where a long run's tail was sampled).
+    pub arrivals_s: &'a [(f64, f64)],
 }
 
 const W: u32 = 760;
@@ -196,23 +198,23 @@ fn latency_histogram(latencies: &[f32], quota: Option<f64>) -> String {
     svg
 }
 
-/// Replies per second over time, from the arrival times.
-fn throughput_series(arrivals_s: &[f64]) -> Vec<(f64, f64)> {
-    let end = arrivals_s.iter().copied().fold(0.0, f64::max);
+/// Replies per second over time, from the arrival times and what each stands for.
+fn throughput_series(arrivals_s: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let end = arrivals_s.iter().map(|a| a.0).fold(0.0, f64::max);
     if end <= 0.0 {
         return vec![];
     }
     // Bins of at least a second: finer ones only show the frame cadence.
     let step = (end / 40.0).max(1.0);
     let n = (end / step).ceil() as usize + 1;
-    let mut counts = vec![0u32; n];
-    for &a in arrivals_s {
-        counts[((a / step) as usize).min(n - 1)] += 1;
+    let mut counts = vec![0f64; n];
+    for &(a, weight) in arrivals_s {
+        counts[((a / step) as usize).min(n - 1)] += weight;
     }
     counts
         .iter()
         .enumerate()
-        .map(|(k, &c)| ((k as f64 + 0.5) * step, c as f64 / step))
+        .map(|(k, &c)| ((k as f64 + 0.5) * step, c / step))
         .collect()
 }
 
@@ -408,12 +410,19 @@ mod tests {
 
     #[test]
     fn throughput_series_counts_arrivals_per_second() {
-        let arrivals: Vec<f64> = (0..1000).map(|k| k as f64 * 0.04 + 0.001).collect(); // 25/s for 40 s
+        let arrivals: Vec<(f64, f64)> = (0..1000).map(|k| (k as f64 * 0.04 + 0.001, 1.0)).collect(); // 25/s for 40 s
         let series = throughput_series(&arrivals);
         let middle: Vec<f64> = series[2..35].iter().map(|p| p.1).collect();
         assert!(
             middle.iter().all(|&r| (r - 25.0).abs() <= 1.0),
             "{middle:?}"
+        );
+        // A sampled run: one arrival in five kept, each standing for five.
+        let sampled: Vec<(f64, f64)> = arrivals.iter().step_by(5).map(|&(t, _)| (t, 5.0)).collect();
+        let series = throughput_series(&sampled);
+        assert!(
+            series[2..35].iter().all(|p| (p.1 - 25.0).abs() <= 5.0),
+            "{series:?}"
         );
     }
 

@@ -40,6 +40,37 @@ impl LatencyStats {
     }
 }
 
+/// Latencies gathered from tails: samples (every item, or a uniform sample of a long run),
+/// with the exact count and largest value of all they stand for.
+#[derive(Default)]
+struct Gathered {
+    samples: Vec<f32>,
+    /// Deliveries the samples stand for (`count`), and the share of them counted (for
+    /// the steady latency: the samples after the warm-up, scaled to what they stand for).
+    count: f64,
+    max: f32,
+}
+
+impl Gathered {
+    /// Add `samples` standing for `count` deliveries whose largest latency is `max`.
+    fn add(&mut self, samples: impl Iterator<Item = f32>, stand_for: f64, max: f32) {
+        let before = self.samples.len();
+        self.samples.extend(samples);
+        let n = (self.samples.len() - before) as f64;
+        self.count += n * stand_for;
+        self.max = self.max.max(max);
+    }
+
+    fn stats(&self) -> LatencyStats {
+        let mut stats = LatencyStats::from_samples(&self.samples);
+        if stats.count > 0 {
+            stats.count = (self.count.round() as usize).max(stats.count);
+            stats.max = stats.max.max(f64::from(self.max));
+        }
+        stats
+    }
+}
+
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -259,10 +290,10 @@ impl Summary {
 /// `all_latencies`, those of items created after the warm-up to `steady_latencies`.
 fn summarize_tail(
     t: &TailReports<'_>,
-    all_latencies: &mut Vec<f32>,
-    steady_latencies: &mut Vec<f32>,
+    all_latencies: &mut Gathered,
+    steady_latencies: &mut Gathered,
 ) -> TailSummary {
-    let mut latencies = Vec::new();
+    let mut latencies = Gathered::default();
     let mut hops: Vec<Vec<f32>> = Vec::new();
     let mut stays: BTreeMap<protocol::TaskId, protocol::messages::StayStats> = BTreeMap::new();
     let mut items = 0;
@@ -281,8 +312,14 @@ fn summarize_tail(
         .unwrap_or(0);
     let steady_from = first + (WARMUP_S * 1e9) as u64;
     for r in &t.reports {
-        latencies.extend_from_slice(&r.latencies_ms);
-        steady_latencies.extend(latencies_created_after(r, steady_from));
+        // What each sample stands for: 1 until a long run was sampled.
+        let held = r.latencies_ms.len().max(1) as f64;
+        let stand_for = (r.latencies_seen as f64 / held).max(1.0);
+        let samples = r.latencies_ms.iter().copied();
+        latencies.add(samples.clone(), stand_for, r.latency_max_ms);
+        all_latencies.add(samples, stand_for, r.latency_max_ms);
+        let steady = latencies_created_after(r, steady_from);
+        steady_latencies.add(steady, stand_for, 0.0);
         items += r.received.iter().map(|s| s.total).sum::<u64>();
         for (k, h) in r.hop_us.iter().enumerate() {
             if hops.len() <= k {
@@ -297,7 +334,6 @@ fn summarize_tail(
                 .merge(st);
         }
     }
-    all_latencies.extend_from_slice(&latencies);
     let hop_us = hops
         .iter()
         .map(|h| {
@@ -310,7 +346,7 @@ fn summarize_tail(
         items,
         missing: missing_at(&t.reports),
         lost: BTreeMap::new(),
-        latency_ms: LatencyStats::from_samples(&latencies),
+        latency_ms: latencies.stats(),
         hop_us,
         steady_items_per_s: if last > first {
             items as f64 / ((last - first) as f64 / 1e9)
@@ -427,8 +463,8 @@ impl Summary {
             lost.insert(reason.as_str().to_string(), n);
         }
         let announced_in: u64 = heads_announced.values().sum();
-        let mut all_latencies = Vec::new();
-        let mut steady_latencies = Vec::new();
+        let mut all_latencies = Gathered::default();
+        let mut steady_latencies = Gathered::default();
         let mut tail_summaries: Vec<TailSummary> = tails
             .iter()
             .map(|t| summarize_tail(t, &mut all_latencies, &mut steady_latencies))
@@ -474,8 +510,8 @@ impl Summary {
             } else {
                 0.0
             },
-            latency_ms: LatencyStats::from_samples(&all_latencies),
-            steady_latency_ms: LatencyStats::from_samples(&steady_latencies),
+            latency_ms: all_latencies.stats(),
+            steady_latency_ms: steady_latencies.stats(),
             tails: tail_summaries,
             stages,
             loss_pct: if items_in > 0 {

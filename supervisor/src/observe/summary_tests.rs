@@ -230,3 +230,27 @@ fn each_tail_is_told_the_losses_on_its_own_way_and_another_branch_hides_nothing(
     assert!(!s.tails[0].lost.contains_key("crash"));
     assert_eq!(s.lost["crash"], 3);
 }
+
+#[test]
+fn a_sampled_tail_counts_every_delivery_and_keeps_the_largest_latency() {
+    // A long run: 4 samples standing for 1,000,000 deliveries, whose largest was not
+    // sampled.
+    let report = StageReport {
+        latencies_ms: vec![10.0, 20.0, 30.0, 40.0],
+        arrivals_ns: vec![1, 2, 3, 4],
+        latencies_seen: 1_000_000,
+        latency_max_ms: 900.0,
+        ..StageReport::default()
+    };
+    let tails = [TailReports {
+        task: "out".into(),
+        reports: vec![&report],
+        off_path: BTreeSet::new(),
+    }];
+    let s = Summary::build("a", 1.0, &BTreeMap::new(), &tails, BTreeMap::new());
+    for stats in [&s.latency_ms, &s.tails[0].latency_ms] {
+        assert_eq!(stats.count, 1_000_000);
+        assert_eq!(stats.max, 900.0);
+        assert_eq!(stats.p50, 20.0, "percentiles from the sample");
+    }
+}

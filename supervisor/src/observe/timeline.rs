@@ -28,7 +28,13 @@ pub struct RunEvent {
     pub what: String,
 }
 
-/// Samples taken every `every` seconds, plus events.
+/// Samples a timeline keeps: past this, every other one is dropped and the spacing
+/// doubles, so a run of any length keeps its whole course in bounded memory (at 0.1 s
+/// a sample, the first 7 minutes at full resolution).
+pub const MAX_SAMPLES: usize = 4096;
+
+/// Samples taken every `every` seconds (doubled whenever [`MAX_SAMPLES`] are reached),
+/// plus events.
 #[derive(Debug, Clone, Serialize)]
 pub struct Timeline {
     pub stage_labels: Vec<String>,
@@ -82,6 +88,14 @@ impl Timeline {
             })
             .collect();
         self.samples.push(Sample { t, stages });
+        if self.samples.len() > MAX_SAMPLES {
+            let mut k = 0;
+            self.samples.retain(|_| {
+                k += 1;
+                k % 2 == 1
+            });
+            self.every_s *= 2.0;
+        }
     }
 
     pub fn event(&mut self, what: impl Into<String>) {
@@ -90,5 +104,23 @@ impl Timeline {
             t,
             what: what.into(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_run_keeps_its_whole_course_in_bounded_samples() {
+        let mut tl = Timeline::new(vec!["a#0".into()], 0.0);
+        let m = StageMetrics::default();
+        for _ in 0..3 * MAX_SAMPLES {
+            tl.sample(std::iter::once(&m), true);
+        }
+        assert!(tl.samples.len() <= MAX_SAMPLES, "{}", tl.samples.len());
+        assert!(tl.samples.len() > MAX_SAMPLES / 2, "{}", tl.samples.len());
+        // Evenly thinned: the first sample stays, the times keep their order.
+        assert!(tl.samples.windows(2).all(|w| w[0].t <= w[1].t));
     }
 }

@@ -158,10 +158,12 @@ impl RunLoop<'_> {
         for t in tails {
             for r in &t.reports {
                 latencies.extend_from_slice(&r.latencies_ms);
+                let held = r.arrivals_ns.len().max(1) as f64;
+                let weight = (r.latencies_seen as f64 / held).max(1.0);
                 arrivals.extend(
                     r.arrivals_ns
                         .iter()
-                        .map(|&a| a.saturating_sub(self.started_ns) as f64 / 1e9),
+                        .map(|&a| (a.saturating_sub(self.started_ns) as f64 / 1e9, weight)),
                 );
             }
         }
@@ -190,6 +192,8 @@ fn tail_reports(replicas: &[Replica]) -> Vec<(usize, StageReport)> {
             // The earlier processes' deliveries first, then this one's.
             let mut delivered = r.delivered_before.clone();
             merge_deliveries(&mut delivered, &r.delivered_by_this_process());
+            rep.latencies_seen = delivered.count();
+            rep.latency_max_ms = delivered.max_ms;
             rep.latencies_ms = delivered.latencies_ms;
             rep.arrivals_ns = delivered.arrivals_ns;
             rep.first_created_ns = delivered.first_created_ns;

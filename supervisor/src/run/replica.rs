@@ -150,29 +150,24 @@ impl Replica {
 }
 
 impl Replica {
-    /// Tails: the current process's deliveries: all of them when it reported, else those
-    /// its acknowledgements carried.
+    /// Tails: the current process's deliveries: those its acknowledgements carried, and
+    /// those since the last one that its report carries when it reported.
     pub fn delivered_by_this_process(&self) -> NewDeliveries {
-        match &self.report {
-            Some(r) => NewDeliveries {
-                latencies_ms: r.latencies_ms.clone(),
-                arrivals_ns: r.arrivals_ns.clone(),
-                first_created_ns: r.first_created_ns,
-            },
-            None => self.delivered_now.clone(),
+        let mut delivered = self.delivered_now.clone();
+        if let Some(r) = &self.report {
+            delivered.absorb(&NewDeliveries::every(
+                r.latencies_ms.clone(),
+                r.arrivals_ns.clone(),
+                r.first_created_ns,
+            ));
         }
+        delivered
     }
 }
 
-/// Append `more` (a later process's deliveries) to `all`.
+/// Add `more` (later deliveries) to `all`: bounded, see [`NewDeliveries::absorb`].
 pub fn merge_deliveries(all: &mut NewDeliveries, more: &NewDeliveries) {
-    all.latencies_ms.extend_from_slice(&more.latencies_ms);
-    all.arrivals_ns.extend_from_slice(&more.arrivals_ns);
-    if all.first_created_ns == 0
-        || (more.first_created_ns != 0 && more.first_created_ns < all.first_created_ns)
-    {
-        all.first_created_ns = more.first_created_ns;
-    }
+    all.absorb(more);
 }
 
 pub fn signal_all(replicas: &[Replica], sig: nix::sys::signal::Signal) {
