@@ -4,7 +4,7 @@
 //! over time, and losses and events on the timeline.
 
 use crate::observe::summary::Summary;
-use crate::observe::timeline::Timeline;
+use crate::observe::timeline::{self, Timeline};
 use crate::plan::Plan;
 use plotters::prelude::*;
 use protocol::spec::AppSpec;
@@ -362,7 +362,14 @@ fn losses_and_events(s: &Summary, tl: &Timeline) -> String {
         html += "<p>No restarts, failures or signals during the run.</p>";
     } else {
         html += "<table><tr><th>t (s)</th><th>event</th></tr>";
-        for e in &tl.events {
+        for (k, e) in tl.events.iter().enumerate() {
+            if k == timeline::MAX_EVENTS / 2 && tl.events_left_out > 0 {
+                let _ = write!(
+                    html,
+                    "<tr><td></td><td>… {} events left out …</td></tr>",
+                    tl.events_left_out
+                );
+            }
             let _ = write!(
                 html,
                 "<tr><td>{:.2}</td><td>{}</td></tr>",

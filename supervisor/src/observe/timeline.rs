@@ -33,6 +33,21 @@ pub struct RunEvent {
 /// a sample, the first 7 minutes at full resolution).
 pub const MAX_SAMPLES: usize = 4096;
 
+/// Entries an event list of a run keeps (the timeline's events, the live tuning's
+/// changes): its first half of this many and its latest half; those between are
+/// counted, not kept, so an app that runs for months keeps a bounded list.
+pub const MAX_EVENTS: usize = 1024;
+
+/// Append `entry` to `log` within [`MAX_EVENTS`]; `true` when an older one was left out.
+pub fn push_bounded<T>(log: &mut Vec<T>, entry: T) -> bool {
+    let full = log.len() >= MAX_EVENTS;
+    if full {
+        log.remove(MAX_EVENTS / 2);
+    }
+    log.push(entry);
+    full
+}
+
 /// Samples taken every `every` seconds (doubled whenever [`MAX_SAMPLES`] are reached),
 /// plus events.
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +55,8 @@ pub struct Timeline {
     pub stage_labels: Vec<String>,
     pub samples: Vec<Sample>,
     pub events: Vec<RunEvent>,
+    /// Events left out of the middle of `events` ([`MAX_EVENTS`]).
+    pub events_left_out: u64,
     #[serde(skip)]
     started: Option<Instant>,
     #[serde(skip)]
@@ -53,6 +70,7 @@ impl Timeline {
             stage_labels,
             samples: Vec::new(),
             events: Vec::new(),
+            events_left_out: 0,
             started: Some(Instant::now()),
             last: None,
             every_s,
@@ -100,10 +118,13 @@ impl Timeline {
 
     pub fn event(&mut self, what: impl Into<String>) {
         let t = self.now();
-        self.events.push(RunEvent {
+        let event = RunEvent {
             t,
             what: what.into(),
-        });
+        };
+        if push_bounded(&mut self.events, event) {
+            self.events_left_out += 1;
+        }
     }
 }
 
@@ -122,5 +143,26 @@ mod tests {
         assert!(tl.samples.len() > MAX_SAMPLES / 2, "{}", tl.samples.len());
         // Evenly thinned: the first sample stays, the times keep their order.
         assert!(tl.samples.windows(2).all(|w| w[0].t <= w[1].t));
+    }
+
+    #[test]
+    fn events_keep_the_first_and_the_latest_and_count_what_is_left_out() {
+        let mut tl = Timeline::new(Vec::new(), 1.0);
+        let n = 3 * MAX_EVENTS;
+        for k in 0..n {
+            tl.event(format!("restart {k}"));
+        }
+        assert_eq!(tl.events.len(), MAX_EVENTS);
+        assert_eq!(tl.events_left_out, (n - MAX_EVENTS) as u64);
+        assert_eq!(tl.events[0].what, "restart 0");
+        assert_eq!(
+            tl.events[MAX_EVENTS / 2 - 1].what,
+            format!("restart {}", MAX_EVENTS / 2 - 1)
+        );
+        assert_eq!(
+            tl.events[MAX_EVENTS / 2].what,
+            format!("restart {}", n - MAX_EVENTS / 2)
+        );
+        assert_eq!(tl.events[MAX_EVENTS - 1].what, format!("restart {}", n - 1));
     }
 }

@@ -107,8 +107,10 @@ impl Tuning {
             let note = change.note(&name);
             tracing::info!("{note}");
             timeline.event(note);
-            t.retunes
-                .push((started.elapsed().as_secs_f64(), name, from, to));
+            crate::observe::timeline::push_bounded(
+                &mut t.retunes,
+                (started.elapsed().as_secs_f64(), name, from, to),
+            );
         }
     }
 
@@ -144,8 +146,10 @@ impl Tuning {
             let note = format!("balance: {name} replicas getting items {from} → {to}");
             tracing::info!("{note}");
             timeline.event(note);
-            t.rescales
-                .push((started.elapsed().as_secs_f64(), name, from, to));
+            crate::observe::timeline::push_bounded(
+                &mut t.rescales,
+                (started.elapsed().as_secs_f64(), name, from, to),
+            );
         }
     }
 }
