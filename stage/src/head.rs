@@ -19,8 +19,9 @@ pub enum Flow {
     Drain,
 }
 
-/// What became of one emitted item.
+/// What became of one emitted item (more outcomes may come: match with a `_` arm).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Emitted {
     Sent,
     /// Below the resume point: the tails have it from before a restart (it was still
