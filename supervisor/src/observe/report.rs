@@ -246,6 +246,7 @@ pub fn render(d: &ReportData<'_>) -> String {
         lost = s.lost_total,
         dir = esc(&s.run_dir),
     );
+    html += &notes(s);
     html += &qos_table(s);
 
     html += "<h2>Throughput over time</h2>";
@@ -267,6 +268,47 @@ pub fn render(d: &ReportData<'_>) -> String {
     html += &esc(&serde_json::to_string_pretty(d.app).unwrap_or_default());
     html += "</pre></body></html>\n";
     html
+}
+
+/// What the console summary says beyond the figures: each tail's items and what it misses
+/// (several tails), sources that fell behind or read short, outputs restarted or not
+/// written. Nothing when there is nothing to say.
+fn notes(s: &Summary) -> String {
+    let mut lines: Vec<String> = Vec::new();
+    if s.tails.len() > 1 {
+        for t in &s.tails {
+            lines.push(format!(
+                "tail '{}': {} items, {} missing{}",
+                t.task,
+                t.items,
+                t.missing,
+                crate::observe::summary::by_reason(&t.lost)
+            ));
+        }
+    }
+    let labelled = [
+        ("behind", s.behind_sources.iter().collect::<Vec<_>>()),
+        ("short", s.short_sources.iter().collect()),
+        (
+            "restarted",
+            s.restarted_outputs.iter().map(|o| &o.note).collect(),
+        ),
+        (
+            "not written",
+            s.unfinished_outputs.iter().map(|o| &o.note).collect(),
+        ),
+    ];
+    for (label, notes) in labelled {
+        lines.extend(notes.into_iter().map(|n| format!("{label}: {n}")));
+    }
+    if lines.is_empty() {
+        return String::new();
+    }
+    let items: String = lines
+        .iter()
+        .map(|l| format!("<li>{}</li>", esc(l)))
+        .collect();
+    format!("<ul>{items}</ul>")
 }
 
 /// Each QoS metric achieved against its quota, if the app set one.
@@ -430,6 +472,44 @@ mod tests {
         assert!(
             series[2..35].iter().all(|p| (p.1 - 25.0).abs() <= 5.0),
             "{series:?}"
+        );
+    }
+
+    #[test]
+    fn the_page_names_each_tails_losses_and_a_source_behind_its_pace() {
+        use crate::observe::summary::TailSummary;
+        let tail = |task: &str, items, missing, lost: &[(&str, u64)]| TailSummary {
+            task: task.into(),
+            items,
+            missing,
+            lost: lost.iter().map(|(r, n)| (r.to_string(), *n)).collect(),
+            ..TailSummary::default()
+        };
+        let s = Summary {
+            tails: vec![
+                tail("a", 70, 30, &[("deadline", 20), ("shed", 10)]),
+                tail("b", 100, 0, &[]),
+            ],
+            behind_sources: vec!["source 'gen' fell behind its own pace: 20 items".into()],
+            ..Summary::default()
+        };
+        let html = notes(&s);
+        assert!(
+            html.contains("<li>tail 'a': 70 items, 30 missing (deadline 20, shed 10)</li>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<li>tail 'b': 100 items, 0 missing</li>"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<li>behind: source 'gen' fell behind its own pace: 20 items</li>"),
+            "{html}"
+        );
+        assert_eq!(
+            notes(&Summary::default()),
+            "",
+            "nothing to say, nothing said"
         );
     }
 

@@ -358,7 +358,7 @@ fn summarize_tail(
 }
 
 /// " (shed 3, deadline 2)": the reasons with a count, or nothing.
-fn by_reason(lost: &BTreeMap<String, u64>) -> String {
+pub(crate) fn by_reason(lost: &BTreeMap<String, u64>) -> String {
     let reasons: Vec<String> = lost
         .iter()
         .filter(|(_, n)| **n > 0)
