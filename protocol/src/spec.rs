@@ -244,16 +244,19 @@ pub fn parse_app(text: &str) -> Result<AppSpec, SpecErrors> {
             }
             Err(e) => Err(SpecErrors(vec![json_error("(top level)".into(), &e)])),
         },
-        Err(err) => {
-            let path = err.path().to_string();
-            let path = if path == "." {
-                "(top level)".into()
-            } else {
-                path
-            };
-            Err(SpecErrors(vec![json_error(path, err.inner())]))
-        }
+        Err(err) => Err(located_error(&err)),
     }
+}
+
+/// A deserialisation error at its field path ("(top level)" for the root) and position.
+fn located_error(err: &serde_path_to_error::Error<serde_json::Error>) -> SpecErrors {
+    let path = err.path().to_string();
+    let path = if path == "." {
+        "(top level)".into()
+    } else {
+        path
+    };
+    SpecErrors(vec![json_error(path, err.inner())])
 }
 
 /// A key written twice in one object (JSON keeps the last one silently), named with its
@@ -262,15 +265,7 @@ fn refuse_duplicate_keys(text: &str) -> Result<(), SpecErrors> {
     let mut de = serde_json::Deserializer::from_str(text);
     serde_path_to_error::deserialize::<_, crate::json_keys::UniqueKeys>(&mut de)
         .map(|_| ())
-        .map_err(|err| {
-            let path = err.path().to_string();
-            let path = if path == "." {
-                "(top level)".into()
-            } else {
-                path
-            };
-            SpecErrors(vec![json_error(path, err.inner())])
-        })
+        .map_err(|err| located_error(&err))
 }
 
 fn json_error(path: String, inner: &serde_json::Error) -> SpecError {

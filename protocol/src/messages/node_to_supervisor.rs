@@ -106,12 +106,7 @@ impl NewDeliveries {
             self.arrivals_ns = a;
         }
         self.seen = mine + theirs;
-        let their_max = more
-            .latencies_ms
-            .iter()
-            .copied()
-            .fold(more.max_ms, f32::max);
-        self.max_ms = self.max_ms.max(their_max);
+        self.max_ms = self.max_ms.max(more.max_ms);
         if self.first_created_ns == 0
             || (more.first_created_ns != 0 && more.first_created_ns < self.first_created_ns)
         {
@@ -248,6 +243,15 @@ pub struct StageReport {
     pub announced: Vec<SourceTotal>,
     /// Tails: per stage, how an item's stay there went with the rest of its path.
     pub stays: Vec<StayStats>,
+}
+
+impl StageReport {
+    /// Tails: the deliveries each of `latencies_ms` (and `arrivals_ns`) stands for: 1,
+    /// or more once a long run was sampled.
+    pub fn sample_weight(&self) -> f64 {
+        let held = self.latencies_ms.len().max(1) as f64;
+        (self.latencies_seen as f64 / held).max(1.0)
+    }
 }
 
 /// Sums over the items a tail received of an item's stay at one stage (S: from receiving

@@ -41,18 +41,19 @@ impl LatencyStats {
 }
 
 /// Latencies gathered from tails: samples (every item, or a uniform sample of a long run),
-/// with the exact count and largest value of all they stand for.
+/// with the count and the largest value of all the deliveries they stand for.
 #[derive(Default)]
 struct Gathered {
     samples: Vec<f32>,
-    /// Deliveries the samples stand for (`count`), and the share of them counted (for
-    /// the steady latency: the samples after the warm-up, scaled to what they stand for).
+    /// Deliveries the samples stand for (exact for a whole sample; scaled from the
+    /// samples kept for a part of one, as the steady latency's items after the warm-up).
     count: f64,
     max: f32,
 }
 
 impl Gathered {
-    /// Add `samples` standing for `count` deliveries whose largest latency is `max`.
+    /// Add `samples`, each standing for `stand_for` deliveries; `max` is the largest
+    /// latency of the deliveries they stand for.
     fn add(&mut self, samples: impl Iterator<Item = f32>, stand_for: f64, max: f32) {
         let before = self.samples.len();
         self.samples.extend(samples);
@@ -241,9 +242,14 @@ impl Summary {
     /// and they are missed.
     pub fn check_quota(&mut self, quota: &protocol::spec::Quota) {
         let no_latency = self.latency_ms.count == 0 && self.items_in > 0;
-        let mut check = |metric: &str, achieved: f64, limit: Option<f64>, at_least: bool| {
+        // `of_latencies`: a figure of the delivered items' latencies.
+        let mut check = |metric: &str,
+                         achieved: f64,
+                         limit: Option<f64>,
+                         at_least: bool,
+                         of_latencies: bool| {
             if let Some(q) = limit {
-                let unjudged = no_latency && metric != "throughput_per_min" && metric != "loss_pct";
+                let unjudged = no_latency && of_latencies;
                 self.qos.push(QosCheck {
                     metric: metric.to_string(),
                     achieved,
@@ -269,20 +275,23 @@ impl Summary {
             self.throughput_per_min,
             quota.throughput_per_min,
             true,
+            false,
         );
         check(
             "latency_p99_ms",
             self.latency_ms.p99,
             quota.max_latency_ms,
             false,
+            true,
         );
         check(
             "jitter_ms",
             self.latency_ms.jitter,
             quota.max_jitter_ms,
             false,
+            true,
         );
-        check("loss_pct", self.loss_pct, quota.max_loss_pct, false);
+        check("loss_pct", self.loss_pct, quota.max_loss_pct, false, false);
     }
 }
 
@@ -312,9 +321,7 @@ fn summarize_tail(
         .unwrap_or(0);
     let steady_from = first + (WARMUP_S * 1e9) as u64;
     for r in &t.reports {
-        // What each sample stands for: 1 until a long run was sampled.
-        let held = r.latencies_ms.len().max(1) as f64;
-        let stand_for = (r.latencies_seen as f64 / held).max(1.0);
+        let stand_for = r.sample_weight();
         let samples = r.latencies_ms.iter().copied();
         latencies.add(samples.clone(), stand_for, r.latency_max_ms);
         all_latencies.add(samples, stand_for, r.latency_max_ms);
@@ -420,6 +427,20 @@ fn missing_at(reports: &[&StageReport]) -> u64 {
         .sum()
 }
 
+/// Losses counted by `stages`, by reason (every reason, 0 included).
+fn losses_by_reason<'a>(stages: impl Iterator<Item = &'a StageMetrics>) -> BTreeMap<String, u64> {
+    let mut counts = [0u64; LossReason::ALL.len()];
+    for m in stages {
+        for (count, n) in counts.iter_mut().zip(m.lost) {
+            *count += n;
+        }
+    }
+    LossReason::ALL
+        .iter()
+        .map(|&r| (r.as_str().to_string(), counts[r as usize]))
+        .collect()
+}
+
 /// Per tail task: its name, the reports of its replicas and what is not on its way.
 pub struct TailReports<'a> {
     pub task: String,
@@ -430,21 +451,14 @@ pub struct TailReports<'a> {
 }
 
 impl TailReports<'_> {
-    /// The losses counted by the stages on this tail's way, by reason.
+    /// The losses counted by the stages on this tail's way, by reason (those with any).
     fn path_losses(&self, stages: &BTreeMap<String, StageMetrics>) -> BTreeMap<String, u64> {
-        let mut lost = BTreeMap::new();
-        for (label, m) in stages {
+        let on_path = stages.iter().filter(|(label, _)| {
             let task = label.rsplit_once('#').map_or(label.as_str(), |(t, _)| t);
-            if self.off_path.contains(task) {
-                continue;
-            }
-            for reason in LossReason::ALL {
-                let n = m.lost[reason as usize];
-                if n > 0 {
-                    *lost.entry(reason.as_str().to_string()).or_insert(0) += n;
-                }
-            }
-        }
+            !self.off_path.contains(task)
+        });
+        let mut lost = losses_by_reason(on_path.map(|(_, m)| m));
+        lost.retain(|_, n| *n > 0);
         lost
     }
 }
@@ -457,11 +471,7 @@ impl Summary {
         tails: &[TailReports<'_>],
         stages: BTreeMap<String, StageMetrics>,
     ) -> Summary {
-        let mut lost = BTreeMap::new();
-        for reason in LossReason::ALL {
-            let n: u64 = stages.values().map(|m| m.lost[reason as usize]).sum();
-            lost.insert(reason.as_str().to_string(), n);
-        }
+        let mut lost = losses_by_reason(stages.values());
         let announced_in: u64 = heads_announced.values().sum();
         let mut all_latencies = Gathered::default();
         let mut steady_latencies = Gathered::default();

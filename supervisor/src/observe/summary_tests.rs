@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// The one tail "out" of an app, fed by every stage, with one replica's report.
+fn only_tail(report: &StageReport) -> TailReports<'_> {
+    TailReports {
+        task: "out".into(),
+        reports: vec![report],
+        off_path: BTreeSet::new(),
+    }
+}
+
 #[test]
 fn percentiles_and_jitter_of_known_samples() {
     let samples: Vec<f32> = (1..=100).map(|x| x as f32).collect();
@@ -57,11 +66,7 @@ fn items_in_flight_when_the_app_ended_are_shown_and_never_fewer_in_than_out() {
         ..StageReport::default()
     };
     let report = delivered(7);
-    let tails = [TailReports {
-        task: "out".into(),
-        reports: vec![&report],
-        off_path: BTreeSet::new(),
-    }];
+    let tails = [only_tail(&report)];
     // The head announced 15 (its heartbeat), 7 arrived, nothing was counted lost.
     let announced = BTreeMap::from([("gen".to_string(), 15)]);
     let s = Summary::build("a", 1.0, &announced, &tails, BTreeMap::new());
@@ -95,11 +100,7 @@ fn steady_latency_leaves_out_the_first_seconds() {
         last_arrival_ns: created[3] + 30_000_000,
         ..StageReport::default()
     };
-    let tails = [TailReports {
-        task: "out".into(),
-        reports: vec![&report],
-        off_path: BTreeSet::new(),
-    }];
+    let tails = [only_tail(&report)];
     let s = Summary::build("a", 4.0, &BTreeMap::new(), &tails, BTreeMap::new());
     assert_eq!(s.latency_ms.count, 4);
     assert_eq!(s.latency_ms.max, 500.0);
@@ -242,11 +243,7 @@ fn a_sampled_tail_counts_every_delivery_and_keeps_the_largest_latency() {
         latency_max_ms: 900.0,
         ..StageReport::default()
     };
-    let tails = [TailReports {
-        task: "out".into(),
-        reports: vec![&report],
-        off_path: BTreeSet::new(),
-    }];
+    let tails = [only_tail(&report)];
     let s = Summary::build("a", 1.0, &BTreeMap::new(), &tails, BTreeMap::new());
     for stats in [&s.latency_ms, &s.tails[0].latency_ms] {
         assert_eq!(stats.count, 1_000_000);

@@ -242,7 +242,7 @@ impl<'a> AppRun<'a> {
                 since,
             } => {
                 let r = &mut self.replicas[idx];
-                super::replica::merge_deliveries(&mut r.delivered_now, &since);
+                r.delivered_now.absorb(&since);
                 for f in frontier {
                     r.frontier.insert(f.source, f.total);
                 }

@@ -5,7 +5,7 @@
 use super::run_loop::RunLoop;
 use super::RunOutcome;
 use crate::observe::summary::{Summary, TailReports};
-use crate::run::replica::{merge_deliveries, Replica};
+use crate::run::replica::Replica;
 use protocol::messages::{SourceTotal, StageMetrics, StageReport};
 use protocol::spec::{ServiceType, TaskKind};
 use std::collections::{BTreeMap, BTreeSet};
@@ -158,8 +158,7 @@ impl RunLoop<'_> {
         for t in tails {
             for r in &t.reports {
                 latencies.extend_from_slice(&r.latencies_ms);
-                let held = r.arrivals_ns.len().max(1) as f64;
-                let weight = (r.latencies_seen as f64 / held).max(1.0);
+                let weight = r.sample_weight();
                 arrivals.extend(
                     r.arrivals_ns
                         .iter()
@@ -191,7 +190,7 @@ fn tail_reports(replicas: &[Replica]) -> Vec<(usize, StageReport)> {
             let mut rep = r.report.clone().unwrap_or_else(|| unreported_tail(r));
             // The earlier processes' deliveries first, then this one's.
             let mut delivered = r.delivered_before.clone();
-            merge_deliveries(&mut delivered, &r.delivered_by_this_process());
+            delivered.absorb(&r.delivered_by_this_process());
             rep.latencies_seen = delivered.count();
             rep.latency_max_ms = delivered.max_ms;
             rep.latencies_ms = delivered.latencies_ms;
@@ -294,10 +293,10 @@ pub fn announced_video_frames(app: &protocol::spec::AppSpec) -> BTreeMap<String,
         .collect()
 }
 
-/// The sources of a best-effort app that fell behind their own pace: items past the
-/// latency quota when due to go (`deadline` at a head: a full pool is `shed` alone) and
-/// those skipped to catch up (`shed` from then on; a head counts nothing else as shed but
-/// a full pool, so the two are told apart only in its log).
+/// The sources of a best-effort app that fell behind their own pace: heads that counted
+/// items past the latency quota before sending them (`deadline`, which a head counts for
+/// nothing else). The items they then skipped to catch up count as `shed`, as a full
+/// pool's do, so the note gives only the late ones; the head's log says from when.
 fn behind_sources(
     app: &protocol::spec::AppSpec,
     stages: &BTreeMap<String, StageMetrics>,

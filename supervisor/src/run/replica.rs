@@ -137,7 +137,7 @@ impl Replica {
             *self.received_before.entry(s.source).or_insert(0) += s.total;
         }
         let delivered = self.delivered_by_this_process();
-        merge_deliveries(&mut self.delivered_before, &delivered);
+        self.delivered_before.absorb(&delivered);
         self.delivered_now = NewDeliveries::default();
         self.report = None;
         self.failed = None;
@@ -155,19 +155,16 @@ impl Replica {
     pub fn delivered_by_this_process(&self) -> NewDeliveries {
         let mut delivered = self.delivered_now.clone();
         if let Some(r) = &self.report {
-            delivered.absorb(&NewDeliveries::every(
-                r.latencies_ms.clone(),
-                r.arrivals_ns.clone(),
-                r.first_created_ns,
-            ));
+            delivered.absorb(&NewDeliveries {
+                latencies_ms: r.latencies_ms.clone(),
+                arrivals_ns: r.arrivals_ns.clone(),
+                first_created_ns: r.first_created_ns,
+                seen: r.latencies_seen,
+                max_ms: r.latency_max_ms,
+            });
         }
         delivered
     }
-}
-
-/// Add `more` (later deliveries) to `all`: bounded, see [`NewDeliveries::absorb`].
-pub fn merge_deliveries(all: &mut NewDeliveries, more: &NewDeliveries) {
-    all.absorb(more);
 }
 
 pub fn signal_all(replicas: &[Replica], sig: nix::sys::signal::Signal) {

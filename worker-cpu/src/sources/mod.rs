@@ -63,13 +63,13 @@ impl Emitter {
         pacer: &Pacer,
         has_next: bool,
     ) -> Result<bool, StageError> {
-        match self.stale(node, seq, pacer, has_next) {
-            Some(reason) => {
-                self.head.lose(node, seq, reason)?;
-                Ok(true)
-            }
-            None => Ok(false),
+        let due = pacer.due();
+        let newer_due = has_next && pacer.newer_due(seq);
+        let late = self.head.skip_late(node, seq, arrival_ns(due), newer_due)?;
+        if late {
+            self.say_behind(node, seq, due);
         }
+        Ok(late)
     }
 
     /// [`Emitter::skip_late`]'s verdict, not counted: for a stream source, which reads
