@@ -210,3 +210,18 @@ fn await_run_loop(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rate_reaches_the_app_exactly_as_it_was_written() {
+        // serde_json parses floats fast but not always to the nearest f64 unless its
+        // float_roundtrip feature is on: this rate came back 18.047487388023537.
+        let rate: f64 = "18.047487388023534".parse().expect("a number");
+        let body = serde_json::to_vec(&serde_json::json!({"items_per_s": rate})).expect("json");
+        let got: RateBody = json_body(&body, "rate", "").expect("a rate body");
+        assert_eq!(got.items_per_s.to_bits(), rate.to_bits());
+    }
+}
