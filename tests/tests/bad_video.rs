@@ -105,10 +105,11 @@ fn ffmpeg_in(dir: &Path, args: &[&str]) {
 
 /// A phone's portrait clip carries a rotation tag, and a variable-rate video has gaps
 /// between frames: the first came out as sheared garbage (turned by ffmpeg, read at the
-/// probed unturned size), the second with frames repeated to a constant rate (60 frames
-/// became 359 items). Frames are delivered as stored, each once.
+/// probed unturned size), then sideways (read as stored), the second with frames repeated
+/// to a constant rate (60 frames became 359 items). Frames are delivered upright, as a
+/// player shows them, each once.
 #[test]
-fn rotated_and_variable_rate_videos_deliver_their_frames_as_stored() {
+fn rotated_and_variable_rate_videos_deliver_their_frames_upright_each_once() {
     let dir = scratch("video-tags");
     std::fs::create_dir_all(&dir).expect("dir");
     ffmpeg_in(
@@ -171,20 +172,38 @@ fn rotated_and_variable_rate_videos_deliver_their_frames_as_stored() {
             "{summary}"
         );
     }
-    // The first frame as stored, decoded by ffmpeg itself.
-    let stored = Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "error", "-noautorotate", "-i"])
-        .arg(dir.join("rot90.mp4"))
-        .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("ffmpeg");
+    // The first frame as a player shows it (ffmpeg's own decoding turns it upright), and as
+    // stored: a quarter turn of each other, so the delivered frame is neither sheared nor
+    // sideways.
+    let first_frame = |extra: &[&str]| {
+        let out = Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "error"])
+            .args(extra)
+            .arg("-i")
+            .arg(dir.join("rot90.mp4"))
+            .args(["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+            .output()
+            .expect("ffmpeg");
+        out.stdout
+    };
+    let upright = first_frame(&[]);
+    let stored = image::RgbImage::from_raw(64, 48, first_frame(&["-noautorotate"]))
+        .expect("a 64x48 stored frame");
     let shown = image::open(dir.join("rot/frames/clip-0.png"))
         .expect("the first frame")
         .into_rgb8();
-    assert_eq!((shown.width(), shown.height()), (64, 48));
+    assert_eq!(
+        (shown.width(), shown.height()),
+        (48, 64),
+        "portrait, upright"
+    );
     assert!(
-        shown.as_raw() == &stored.stdout,
-        "the frame is the stored one, not sheared"
+        shown.as_raw() == &upright,
+        "the frame is the one a player shows"
+    );
+    assert!(
+        shown == image::imageops::rotate90(&stored) || shown == image::imageops::rotate270(&stored),
+        "a quarter turn of the stored frame"
     );
 }
 

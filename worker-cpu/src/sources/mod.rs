@@ -484,10 +484,11 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
     let params::SourceVideo { path, limit, fps } = crate::params(node)?;
     let (width, height, _) = probe_video(&path).map_err(media_error)?;
     let mut cmd = Process::new(ffmpeg_program());
-    // The frames as stored: not turned by a rotation tag (the probe's size is the coded
-    // one, and a turned frame read at that size is garbage), not padded to a constant
-    // rate (a variable-rate video's frames would be repeated).
-    cmd.args(["-nostdin", "-v", "error", "-noautorotate", "-i", &path]);
+    // The frames upright, as a player shows them: ffmpeg turns a video with a display
+    // rotation (a phone's portrait clip) and the probe gave the turned size. Each frame
+    // once, not padded to a constant rate (a variable-rate video's frames would be
+    // repeated).
+    cmd.args(["-nostdin", "-v", "error", "-i", &path]);
     if let Some(n) = limit {
         cmd.args(["-frames:v", &n.to_string()]);
     }
