@@ -5,11 +5,14 @@
 //! `worker-cpu`).
 
 mod header;
+mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 pub use header::image_size;
+pub use wait::readable_within;
 
 /// Why a media path or probe failed; the texts name the path.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -209,19 +212,43 @@ fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
-/// ffprobe's `entries` of the first video stream of `path`, in the given output format.
+/// How long a probe may take: a local file answers in milliseconds, a network stream in
+/// a few seconds; one that accepts the connection and then sends nothing would hold the
+/// planner for ever. `SMARTPIPE_PROBE_TIMEOUT_S` sets it (seconds, at least 1).
+pub fn probe_deadline() -> Duration {
+    let seconds = std::env::var("SMARTPIPE_PROBE_TIMEOUT_S")
+        .ok()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 1.0)
+        .unwrap_or(30.0);
+    Duration::from_secs_f64(seconds.min(86_400.0))
+}
+
+/// ffprobe's `entries` of the first video stream of `path`, in the given output format,
+/// within [`probe_deadline`].
 fn ffprobe_first_video(
     entries: &[&str],
     format: &str,
     path: impl AsRef<std::ffi::OsStr>,
 ) -> Result<std::process::Output, MediaError> {
-    Command::new(ffprobe_program())
-        .args(["-v", "error", "-select_streams", "v:0"])
+    let path = path.as_ref();
+    let deadline = probe_deadline();
+    let mut cmd = Command::new(ffprobe_program());
+    cmd.args(["-v", "error", "-select_streams", "v:0"])
         .args(entries)
         .args(["-of", format])
-        .arg(path)
-        .output()
-        .map_err(|e| MediaError::Ffmpeg(format!("cannot run ffprobe (is ffmpeg installed?): {e}")))
+        .arg(path);
+    match wait::output_within(&mut cmd, deadline) {
+        Ok(Some(out)) => Ok(out),
+        Ok(None) => Err(MediaError::NotVideo(format!(
+            "{}: not a readable video (ffprobe had no answer within {} s: a network stream that sends nothing? SMARTPIPE_PROBE_TIMEOUT_S waits longer)",
+            path.to_string_lossy(),
+            deadline.as_secs_f64()
+        ))),
+        Err(e) => Err(MediaError::Ffmpeg(format!(
+            "cannot run ffprobe (is ffmpeg installed?): {e}"
+        ))),
+    }
 }
 
 /// What ffprobe says of a video's first stream: the stored size, the frame count when the

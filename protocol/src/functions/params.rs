@@ -94,7 +94,7 @@ pub struct SourceImages {
     pub fps: f64,
 }
 
-/// `source.video {path, limit?, fps?}`.
+/// `source.video {path, limit?, fps?, read_timeout_s = 30}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceVideo {
@@ -103,6 +103,18 @@ pub struct SourceVideo {
     pub limit: Option<u64>,
     #[serde(default)]
     pub fps: f64,
+    /// Seconds the source waits for the decoder's next frame before it ends the stream
+    /// (a network stream that stopped sending); 0 waits for ever.
+    #[serde(default = "default_read_timeout_s")]
+    pub read_timeout_s: f64,
+}
+
+/// `source.video`'s default `read_timeout_s`: far more than a local file or a live
+/// stream's connection takes to give a frame.
+pub const DEFAULT_READ_TIMEOUT_S: f64 = 30.0;
+
+fn default_read_timeout_s() -> f64 {
+    DEFAULT_READ_TIMEOUT_S
 }
 
 /// `image.gen {width, height, count = 100, fps = 0, pattern = gradient}`.

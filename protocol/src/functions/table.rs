@@ -207,6 +207,12 @@ pub const FUNCTIONS: &[FunctionDef] = &[
                 false,
                 "frames per second to emit; 0 = as fast as decoded (default)",
             ),
+            p(
+                "read_timeout_s",
+                NonNegative,
+                false,
+                "seconds to wait for the next frame before the stream is taken for ended (a camera or server that stopped sending); 0 = for ever; default 30",
+            ),
         ],
         one_of: &[],
         takes: &[],

@@ -182,6 +182,10 @@ pub struct StageMetrics {
     /// Tails writing a video (`image.show {path}`): frames of another size than the
     /// video's fitted into it (aspect kept, black around them).
     pub frames_fitted: u64,
+    /// Heads reading a stream (`source.video`): times it sent nothing for the source's
+    /// `read_timeout_s` and was taken for ended (a camera or server that stopped).
+    #[serde(default)]
+    pub read_stalls: u64,
 }
 
 /// Upper bounds (seconds) of the histogram buckets the stages report.

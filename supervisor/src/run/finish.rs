@@ -66,6 +66,9 @@ impl RunLoop<'_> {
         summary.behind_sources = behind_sources(app, &summary.stages);
         if summary.outcome == "finished" {
             summary.short_sources = short_videos(app, &summary.stages, &self.run.video_frames);
+            summary
+                .short_sources
+                .extend(stalled_streams(app, &summary.stages));
             for note in &summary.short_sources {
                 tracing::warn!("{note}");
             }
@@ -316,6 +319,34 @@ fn behind_sources(
                 t.name, prefix
             ));
         }
+    }
+    notes
+}
+
+/// The video sources whose stream sent nothing for their `read_timeout_s` and was taken
+/// for ended (a camera or server that stopped sending): what they delivered is all that
+/// came, and the user should know the stream did not end by itself.
+fn stalled_streams(
+    app: &protocol::spec::AppSpec,
+    stages: &BTreeMap<String, StageMetrics>,
+) -> Vec<String> {
+    use protocol::functions::params;
+    let mut notes = Vec::new();
+    for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Head) {
+        let label = format!("{}#0", t.name);
+        let Some(m) = stages.get(&label).filter(|m| m.read_stalls > 0) else {
+            continue;
+        };
+        let Ok(source) = params::parse::<params::SourceVideo>(&t.params) else {
+            continue;
+        };
+        notes.push(format!(
+            "source '{}': {} sent no frame for {} s (read_timeout_s) after {} frames, so its stream was taken for ended (logs/{label}.log)",
+            t.name,
+            source.path,
+            source.read_timeout_s,
+            m.items_out + m.lost.iter().sum::<u64>()
+        ));
     }
     notes
 }

@@ -111,6 +111,7 @@ impl Replica {
         m.waiting_for_slot_ns += e.waiting_for_slot_ns;
         m.ack_stalls += e.ack_stalls;
         m.frames_fitted += e.frames_fitted;
+        m.read_stalls += e.read_stalls;
         for (a, b) in [
             (&mut m.service_buckets, &e.service_buckets),
             (&mut m.latency_buckets, &e.latency_buckets),

@@ -5,9 +5,12 @@
 pub mod head_cost;
 pub mod jpeg_end;
 pub mod media;
+mod video;
+
+pub use video::video;
 
 use crate::sources::head_cost::CpuMeter;
-use crate::sources::media::{decode_rgb, ffmpeg_program, list_images, media_error, probe_video};
+use crate::sources::media::{decode_rgb, list_images, media_error};
 use crate::StageError;
 use protocol::clock::now_ns;
 use protocol::functions::params;
@@ -16,8 +19,6 @@ use protocol::messages::{DType, LossReason, Payload, PixelFormat};
 use protocol::node::Node;
 use protocol::shm::ShmRef;
 use stage::head::{Emitted, Flow, Head};
-use std::io::Read;
-use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 /// Writes items of one source into the output pool: the stage SDK's head (slot policy,
@@ -444,161 +445,5 @@ pub fn images(node: &mut Node) -> Result<(), StageError> {
             break;
         }
     }
-    Ok(())
-}
-
-/// The ffmpeg filter that fits a frame of any size into `width`×`height`: scaled down or
-/// up with its aspect kept, centred, the rest black.
-fn fit_filter(width: u32, height: u32) -> String {
-    format!(
-        "scale={width}:{height}:force_original_aspect_ratio=decrease,pad={width}:{height}:(ow-iw)/2:(oh-ih)/2"
-    )
-}
-
-/// How reading one frame from the decoder's pipe went.
-#[derive(Clone, Copy)]
-enum FrameRead {
-    Whole,
-    /// The stream ended, `got` bytes into the frame (0: between two frames).
-    Ended {
-        got: usize,
-    },
-}
-
-/// Read one whole frame into `buf`.
-fn read_frame(pipe: &mut impl Read, buf: &mut [u8], path: &str) -> Result<FrameRead, StageError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match pipe.read(&mut buf[got..]) {
-            Ok(0) => return Ok(FrameRead::Ended { got }),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(StageError::Ffmpeg(format!("reading frames of {path}: {e}"))),
-        }
-    }
-    Ok(FrameRead::Whole)
-}
-
-/// `source.video`: the frames ffmpeg decodes from a file or URL.
-pub fn video(node: &mut Node) -> Result<(), StageError> {
-    let params::SourceVideo { path, limit, fps } = crate::params(node)?;
-    let (width, height, _) = probe_video(&path).map_err(media_error)?;
-    let mut cmd = Process::new(ffmpeg_program());
-    // The frames upright, as a player shows them: ffmpeg turns a video with a display
-    // rotation (a phone's portrait clip) and the probe gave the turned size. Each frame
-    // once, not padded to a constant rate (a variable-rate video's frames would be
-    // repeated).
-    cmd.args(["-nostdin", "-v", "error", "-i", &path]);
-    if let Some(n) = limit {
-        cmd.args(["-frames:v", &n.to_string()]);
-    }
-    cmd.args(["-fps_mode", "passthrough"]);
-    // Every frame at the probed (first) size: a stream that changes resolution mid-way
-    // has its later frames fitted into it, aspect kept and black around, as `image.show`
-    // fits frames into its video (without the filter ffmpeg stretched them to fit).
-    // Frames of the probed size pass through unchanged, at no cost.
-    cmd.args(["-vf", &fit_filter(width, height)]);
-    cmd.args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| StageError::Ffmpeg("no stdout pipe".into()))?;
-    crate::pipes::widen(&stdout);
-    let stderr = child.stderr.take();
-    // Collect ffmpeg's complaints on a thread so a full pipe never blocks it.
-    let complaints = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut text);
-        }
-        text
-    });
-    let len = width as usize * height as usize * 3;
-    let mut emitter = Emitter::new(node)?;
-    emitter.cost.watch_child(child.id());
-    let mut seq = 0u64;
-    let mut partial = false;
-    let mut scratch = Vec::new();
-    let mut pacer = Pacer::new(node, fps);
-    loop {
-        if limit.is_some_and(|n| seq >= n) {
-            break;
-        }
-        if pacer.wait(node, seq)? == Flow::Drain {
-            break;
-        }
-        // Behind its pace: the frame is read (ffmpeg decodes every frame) but not sent.
-        let has_next = limit.is_none_or(|n| seq + 1 < n);
-        if let Some(reason) = emitter.stale(node, seq, &pacer, has_next) {
-            scratch.resize(len, 0);
-            match read_frame(&mut stdout, &mut scratch, &path)? {
-                FrameRead::Whole => {
-                    emitter.head.lose(node, seq, reason)?;
-                    seq += 1;
-                    if check_commands(node)? == Flow::Drain {
-                        break;
-                    }
-                    continue;
-                }
-                FrameRead::Ended { got } => {
-                    partial = got > 0;
-                    break;
-                }
-            }
-        }
-        let mut read = Ok(FrameRead::Whole);
-        let emitted = emitter.emit(
-            node,
-            seq,
-            pacer.due(),
-            len,
-            |buf| {
-                read = read_frame(&mut stdout, buf, &path);
-                match read {
-                    Ok(FrameRead::Whole) => Ok(()),
-                    // Tell the emitter not to send a half-read frame, or one that failed.
-                    _ => Err(StageError::Input(String::new())),
-                }
-            },
-            frame(width, height),
-        );
-        match read? {
-            FrameRead::Ended { got } => {
-                partial = got > 0;
-                break;
-            }
-            FrameRead::Whole => match emitted? {
-                Flow::Drain => break,
-                Flow::Go => seq += 1,
-            },
-        }
-    }
-    drop(stdout);
-    let _ = child.kill();
-    let status = child
-        .wait()
-        .map_err(|e| StageError::Ffmpeg(e.to_string()))?;
-    let complaints = complaints.join().unwrap_or_default();
-    node.note_emitted_total(&emitter.source, seq);
-    if partial {
-        node.metrics(|m| m.lose(LossReason::BadInput, 1));
-        tracing::warn!("{path}: the last frame was cut short (truncated video?)");
-    }
-    if (!status.success() && seq == 0) || !complaints.trim().is_empty() {
-        let detail = complaints.trim();
-        if seq == 0 {
-            return Err(StageError::Input(format!(
-                "{path}: ffmpeg decoded no frame: {detail}"
-            )));
-        }
-        tracing::warn!("{path}: ffmpeg reported problems after {seq} frames: {detail}");
-    }
-    tracing::info!(frames = seq, "{path}: video ended");
     Ok(())
 }

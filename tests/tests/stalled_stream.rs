@@ -1,0 +1,152 @@
+//! A network video stream that stops sending — a camera gone, a server that keeps the
+//! connection open and says nothing. Before, the planner's probe waited for ever (`start`
+//! printed nothing), a stream that went quiet held the app for ever, and a drain asked
+//! meanwhile failed after its 10 s. Now the probe has a deadline, `source.video` ends a
+//! stream silent for its `read_timeout_s` and says so, and a drain is obeyed at once.
+
+use serde_json::json;
+use smartpipe_tests::*;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// An HTTP server on a free loopback port that answers every request with `body` (no
+/// length) and then keeps the connection open without a word, as a camera that stopped
+/// sending. `None` sends not even the response's head. Returns the URL of the stream.
+fn silent_after(body: Option<Vec<u8>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    // The connections, held open (never closed, never written to again) while the test runs.
+    let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            read_request_head(&mut stream);
+            if let Some(body) = &body {
+                let head =
+                    "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(body);
+                let _ = stream.flush();
+            }
+            if let Ok(mut streams) = held.lock() {
+                streams.push(stream);
+            }
+        }
+    });
+    format!("http://127.0.0.1:{port}/live.ts")
+}
+
+/// Read a request up to the blank line that ends its head.
+fn read_request_head(stream: &mut TcpStream) {
+    let mut seen = Vec::new();
+    let mut byte = [0u8; 1];
+    while !seen.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => seen.push(byte[0]),
+            _ => return,
+        }
+    }
+}
+
+/// 80 frames of 64×48 at 10 fps as an MPEG transport stream, as a live camera sends them:
+/// longer than the 5 s ffprobe reads of a stream to know it.
+fn transport_stream(dir: &Path) -> Vec<u8> {
+    let file = dir.join("live.ts");
+    let made = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg("testsrc=size=64x48:rate=10:d=8")
+        .args(["-c:v", "mpeg2video", "-f", "mpegts"])
+        .arg(&file)
+        .status()
+        .expect("ffmpeg");
+    assert!(made.success());
+    std::fs::read(&file).expect("the stream")
+}
+
+/// A best-effort app in `dir` reading `url` with these `source.video` params into
+/// `rows.jsonl`.
+fn stream_app(dir: &Path, name: &str, url: &str, params: serde_json::Value) -> PathBuf {
+    let mut head_params = json!({"path": url});
+    if let (Some(all), Some(more)) = (head_params.as_object_mut(), params.as_object()) {
+        all.extend(more.clone());
+    }
+    let mut app = tail_app(
+        name,
+        json!({"name": "cam", "kind": "head", "function": "source.video", "params": head_params}),
+        vec![],
+        "cam",
+    );
+    app["service_type"] = json!("best-effort");
+    write_app(dir, &app)
+}
+
+#[test]
+fn a_stream_that_goes_silent_ends_after_its_read_timeout_and_the_summary_says_so() {
+    require_ffmpeg();
+    let dir = scratch("stalled-stream");
+    let url = silent_after(Some(transport_stream(&dir)));
+    let app = stream_app(&dir, "stalled", &url, json!({"read_timeout_s": 1}));
+    let (out, summary) = run_ok(&app, &dir.join("run"));
+    let delivered = summary["items_out"].as_u64().expect("items_out");
+    assert!(
+        (1..=80).contains(&delivered),
+        "what came is delivered: {summary}"
+    );
+    let rows = std::fs::read_to_string(dir.join("rows.jsonl")).expect("rows");
+    assert_eq!(rows.lines().count() as u64, delivered);
+    let note = summary["short_sources"][0].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with(&format!(
+            "source 'cam': {url} sent no frame for 1 s (read_timeout_s) after {delivered} frames"
+        )),
+        "{summary}"
+    );
+    assert!(printed(&out).contains("short:"), "{}", printed(&out));
+}
+
+#[test]
+fn a_drain_asked_while_a_stream_is_silent_is_obeyed() {
+    require_ffmpeg();
+    let dir = scratch("silent-drain");
+    let url = silent_after(Some(transport_stream(&dir)));
+    // 0: wait for the next frame for ever, as a user would for a camera that pauses.
+    let app = stream_app(&dir, "silent", &url, json!({"read_timeout_s": 0}));
+    let run = dir.join("run");
+    let sup = start_in_background(&mut supervisor(), &app, &run);
+    let rows = dir.join("rows.jsonl");
+    wait_for("the stream's frames", Duration::from_secs(120), || {
+        std::fs::read_to_string(&rows).is_ok_and(|r| r.lines().count() > 0)
+    });
+    // SAFETY: signalling the supervisor this test started (it is still running: it waits
+    // for the stream's next frame).
+    let signalled = unsafe { libc::kill(sup.id() as i32, libc::SIGINT) };
+    assert_eq!(signalled, 0, "SIGINT");
+    let (status, stderr) = finish(sup);
+    assert!(status.success(), "{stderr}");
+    let summary = read_summary(&run);
+    assert_eq!(summary["outcome"], "drained after a signal", "{stderr}");
+    assert!(summary["items_out"].as_u64() > Some(0), "{summary}");
+}
+
+#[test]
+fn a_stream_that_sends_nothing_is_refused_at_start_after_the_probe_deadline() {
+    require_ffmpeg();
+    let dir = scratch("mute-stream");
+    let url = silent_after(None);
+    let app = stream_app(&dir, "mute", &url, json!({}));
+    let mut cmd = supervisor();
+    cmd.env("SMARTPIPE_PROBE_TIMEOUT_S", "1");
+    let out = start_to_end(&mut cmd, &app, &dir.join("run"));
+    assert!(!out.status.success());
+    let said = printed(&out);
+    assert!(
+        said.contains(&format!(
+            "task 'cam': {url}: not a readable video (ffprobe had no answer within 1 s"
+        )),
+        "{said}"
+    );
+}

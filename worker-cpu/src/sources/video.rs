@@ -1,0 +1,315 @@
+//! `source.video`: the frames an ffmpeg child decodes from a file or URL, read from its
+//! pipe straight into the output pool's slots. A stream that stops sending (a camera gone,
+//! a server that keeps the connection open and says nothing) ends after `read_timeout_s`
+//! instead of holding the app for ever, and a drain asked meanwhile is obeyed at once.
+
+use super::{check_commands, frame, Emitter, Pacer};
+use crate::sources::media::{ffmpeg_program, media_error, probe_video};
+use crate::StageError;
+use protocol::functions::params;
+use protocol::messages::LossReason;
+use protocol::node::Node;
+use stage::head::Flow;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::process::{ChildStdout, Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+/// How often commands (a drain) are looked at while the source waits for a frame.
+const COMMAND_CHECK: Duration = Duration::from_millis(50);
+
+/// The ffmpeg filter that fits a frame of any size into `width`×`height`: scaled down or
+/// up with its aspect kept, centred, the rest black.
+fn fit_filter(width: u32, height: u32) -> String {
+    format!(
+        "scale={width}:{height}:force_original_aspect_ratio=decrease,pad={width}:{height}:(ow-iw)/2:(oh-ih)/2"
+    )
+}
+
+/// How reading one frame from the decoder's pipe went.
+#[derive(Clone, Copy)]
+enum FrameRead {
+    Whole,
+    /// The stream ended, `got` bytes into the frame (0: between two frames).
+    Ended {
+        got: usize,
+    },
+    /// Nothing came for the read timeout, `got` bytes into the frame.
+    Stalled {
+        got: usize,
+    },
+}
+
+impl FrameRead {
+    /// How the video ended, if this read ended it.
+    fn end(self) -> Option<End> {
+        match self {
+            FrameRead::Whole => None,
+            FrameRead::Ended { got: 0 } => Some(End::Done),
+            FrameRead::Ended { .. } => Some(End::CutFrame),
+            FrameRead::Stalled { got } => Some(End::Stalled { got }),
+        }
+    }
+}
+
+/// Whether `fd` has something to read before `deadline` (`None`: wait for ever).
+fn readable_before(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> Result<bool, StageError> {
+    loop {
+        let left = deadline.map_or(Duration::from_secs(3600), |d| {
+            d.saturating_duration_since(Instant::now())
+        });
+        let ready = media::readable_within(fd, left)
+            .map_err(|e| StageError::Ffmpeg(format!("waiting for the decoder's frames: {e}")))?;
+        if ready {
+            return Ok(true);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(false);
+        }
+    }
+}
+
+/// Read one whole frame into `buf`, each read within `stall_after` of the one before.
+fn read_frame(
+    pipe: &mut ChildStdout,
+    buf: &mut [u8],
+    path: &str,
+    stall_after: Option<Duration>,
+) -> Result<FrameRead, StageError> {
+    let mut got = 0;
+    while got < buf.len() {
+        let deadline = stall_after.map(|s| Instant::now() + s);
+        if !readable_before(pipe.as_fd(), deadline)? {
+            return Ok(FrameRead::Stalled { got });
+        }
+        match pipe.read(&mut buf[got..]) {
+            Ok(0) => return Ok(FrameRead::Ended { got }),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(StageError::Ffmpeg(format!("reading frames of {path}: {e}"))),
+        }
+    }
+    Ok(FrameRead::Whole)
+}
+
+/// What waiting for the next frame's first bytes came to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Awaited {
+    /// Bytes (or the stream's end) to read.
+    Ready,
+    /// A drain was asked while the source waited.
+    Drain,
+    /// Nothing came for `stall_after`.
+    Stalled,
+}
+
+/// Wait for the decoder's next frame, looking at commands meanwhile: a live stream can
+/// keep the source waiting longer than a drain may take.
+fn await_frame(
+    node: &mut Node,
+    pipe: &ChildStdout,
+    stall_after: Option<Duration>,
+) -> Result<Awaited, StageError> {
+    let started = Instant::now();
+    loop {
+        let left = stall_after.map_or(COMMAND_CHECK, |s| {
+            s.saturating_sub(started.elapsed()).min(COMMAND_CHECK)
+        });
+        if readable_before(pipe.as_fd(), Some(Instant::now() + left))? {
+            return Ok(Awaited::Ready);
+        }
+        if check_commands(node)? == Flow::Drain {
+            return Ok(Awaited::Drain);
+        }
+        if stall_after.is_some_and(|s| started.elapsed() >= s) {
+            return Ok(Awaited::Stalled);
+        }
+    }
+}
+
+/// How the frames of a video came to an end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum End {
+    /// Its last frame, or a limit.
+    Done,
+    /// A drain was asked (ffmpeg is stopped, whatever it would say).
+    Drained,
+    /// The stream ended in the middle of a frame (a truncated file).
+    CutFrame,
+    /// Nothing came for the read timeout (`got`: bytes of a frame begun).
+    Stalled { got: usize },
+}
+
+/// `source.video`: the frames ffmpeg decodes from a file or URL.
+pub fn video(node: &mut Node) -> Result<(), StageError> {
+    let params::SourceVideo {
+        path,
+        limit,
+        fps,
+        read_timeout_s,
+    } = crate::params(node)?;
+    let stall_after = (read_timeout_s > 0.0).then(|| Duration::from_secs_f64(read_timeout_s));
+    let (width, height, _) = probe_video(&path).map_err(media_error)?;
+    let mut cmd = Process::new(ffmpeg_program());
+    // The frames upright, as a player shows them: ffmpeg turns a video with a display
+    // rotation (a phone's portrait clip) and the probe gave the turned size. Each frame
+    // once, not padded to a constant rate (a variable-rate video's frames would be
+    // repeated).
+    cmd.args(["-nostdin", "-v", "error", "-i", &path]);
+    if let Some(n) = limit {
+        cmd.args(["-frames:v", &n.to_string()]);
+    }
+    cmd.args(["-fps_mode", "passthrough"]);
+    // Every frame at the probed (first) size: a stream that changes resolution mid-way
+    // has its later frames fitted into it, aspect kept and black around, as `image.show`
+    // fits frames into its video (without the filter ffmpeg stretched them to fit).
+    // Frames of the probed size pass through unchanged, at no cost.
+    cmd.args(["-vf", &fit_filter(width, height)]);
+    cmd.args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| StageError::Ffmpeg("no stdout pipe".into()))?;
+    crate::pipes::widen(&stdout);
+    let stderr = child.stderr.take();
+    // Collect ffmpeg's complaints on a thread so a full pipe never blocks it.
+    let complaints = std::thread::spawn(move || {
+        let mut text = String::new();
+        if let Some(mut e) = stderr {
+            let _ = e.read_to_string(&mut text);
+        }
+        text
+    });
+    let len = width as usize * height as usize * 3;
+    let mut emitter = Emitter::new(node)?;
+    emitter.cost.watch_child(child.id());
+    let mut seq = 0u64;
+    let mut end = End::Done;
+    let mut scratch = Vec::new();
+    let mut pacer = Pacer::new(node, fps);
+    loop {
+        if limit.is_some_and(|n| seq >= n) {
+            break;
+        }
+        if pacer.wait(node, seq)? == Flow::Drain {
+            end = End::Drained;
+            break;
+        }
+        match await_frame(node, &stdout, stall_after)? {
+            Awaited::Ready => {}
+            Awaited::Drain => {
+                end = End::Drained;
+                break;
+            }
+            Awaited::Stalled => {
+                end = End::Stalled { got: 0 };
+                break;
+            }
+        }
+        // Behind its pace: the frame is read (ffmpeg decodes every frame) but not sent.
+        let has_next = limit.is_none_or(|n| seq + 1 < n);
+        if let Some(reason) = emitter.stale(node, seq, &pacer, has_next) {
+            scratch.resize(len, 0);
+            let read = read_frame(&mut stdout, &mut scratch, &path, stall_after)?;
+            if let Some(ended) = read.end() {
+                end = ended;
+                break;
+            }
+            emitter.head.lose(node, seq, reason)?;
+            seq += 1;
+            if check_commands(node)? == Flow::Drain {
+                end = End::Drained;
+                break;
+            }
+            continue;
+        }
+        let mut read = Ok(FrameRead::Whole);
+        let emitted = emitter.emit(
+            node,
+            seq,
+            pacer.due(),
+            len,
+            |buf| {
+                read = read_frame(&mut stdout, buf, &path, stall_after);
+                match read {
+                    Ok(FrameRead::Whole) => Ok(()),
+                    // Tell the emitter not to send a half-read frame, or one that failed.
+                    _ => Err(StageError::Input(String::new())),
+                }
+            },
+            frame(width, height),
+        );
+        if let Some(ended) = read?.end() {
+            end = ended;
+            break;
+        }
+        if emitted? == Flow::Drain {
+            end = End::Drained;
+            break;
+        }
+        seq += 1;
+    }
+    drop(stdout);
+    let _ = child.kill();
+    let status = child
+        .wait()
+        .map_err(|e| StageError::Ffmpeg(e.to_string()))?;
+    let complaints = complaints.join().unwrap_or_default();
+    node.note_emitted_total(&emitter.source, seq);
+    finish(node, &path, seq, end, read_timeout_s)?;
+    let detail = complaints.trim();
+    match end {
+        End::Done | End::CutFrame if seq == 0 && (!status.success() || !detail.is_empty()) => {
+            return Err(StageError::Input(format!(
+                "{path}: ffmpeg decoded no frame: {detail}"
+            )));
+        }
+        // Stopped on purpose: a drain's ffmpeg was killed, so its status says nothing.
+        End::Drained => {}
+        _ if !detail.is_empty() => {
+            tracing::warn!("{path}: ffmpeg reported problems after {seq} frames: {detail}");
+        }
+        _ => {}
+    }
+    tracing::info!(frames = seq, "{path}: video ended");
+    Ok(())
+}
+
+/// Count and say how the video ended when it ended early: a frame cut short is a bad
+/// input; a stream that went silent is noted for the summary (`read_stalls`), and one
+/// that never sent a frame is an error naming it.
+fn finish(
+    node: &mut Node,
+    path: &str,
+    frames: u64,
+    end: End,
+    read_timeout_s: f64,
+) -> Result<(), StageError> {
+    let cut = match end {
+        End::Done | End::Drained => false,
+        End::CutFrame => true,
+        End::Stalled { got } => {
+            if frames == 0 && got == 0 {
+                return Err(StageError::Input(format!(
+                    "{path}: no frame came within {read_timeout_s} s (read_timeout_s): a stream that sends nothing, or a camera or server that is not there"
+                )));
+            }
+            node.metrics(|m| m.read_stalls += 1);
+            tracing::warn!(
+                "{path}: no frame came for {read_timeout_s} s after {frames} frames (read_timeout_s): the stream is taken for ended"
+            );
+            got > 0
+        }
+    };
+    if cut {
+        node.metrics(|m| m.lose(LossReason::BadInput, 1));
+        tracing::warn!("{path}: the last frame was cut short (truncated video?)");
+    }
+    Ok(())
+}
