@@ -5,13 +5,16 @@
 //! `worker-cpu`).
 
 mod header;
+mod video;
 mod wait;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 pub use header::image_size;
+pub use video::{
+    announced_frames, count_video_packets, is_url, probe_deadline, probe_video, probe_video_info,
+    VideoInfo,
+};
 pub use wait::readable_within;
 
 /// Why a media path or probe failed; the texts name the path.
@@ -186,7 +189,7 @@ pub fn ffmpeg_program() -> String {
     std::env::var("SMARTPIPE_FFMPEG").unwrap_or_else(|_| "ffmpeg".into())
 }
 
-fn ffprobe_program() -> String {
+pub(crate) fn ffprobe_program() -> String {
     std::env::var("SMARTPIPE_FFPROBE").unwrap_or_else(|_| "ffprobe".into())
 }
 
@@ -212,187 +215,9 @@ fn special_kind(t: std::fs::FileType) -> Option<&'static str> {
     }
 }
 
-/// How long a probe may take: a local file answers in milliseconds, a network stream in
-/// a few seconds; one that accepts the connection and then sends nothing would hold the
-/// planner for ever. `SMARTPIPE_PROBE_TIMEOUT_S` sets it (seconds, at least 1).
-pub fn probe_deadline() -> Duration {
-    let seconds = std::env::var("SMARTPIPE_PROBE_TIMEOUT_S")
-        .ok()
-        .and_then(|s| s.trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 1.0)
-        .unwrap_or(30.0);
-    Duration::from_secs_f64(seconds.min(86_400.0))
-}
-
-/// ffprobe's `entries` of the first video stream of `path`, in the given output format,
-/// within [`probe_deadline`].
-fn ffprobe_first_video(
-    entries: &[&str],
-    format: &str,
-    path: impl AsRef<std::ffi::OsStr>,
-) -> Result<std::process::Output, MediaError> {
-    let path = path.as_ref();
-    let deadline = probe_deadline();
-    let mut cmd = Command::new(ffprobe_program());
-    cmd.args(["-v", "error", "-select_streams", "v:0"])
-        .args(entries)
-        .args(["-of", format])
-        .arg(path);
-    match wait::output_within(&mut cmd, deadline) {
-        Ok(Some(out)) => Ok(out),
-        Ok(None) => Err(MediaError::NotVideo(format!(
-            "{}: not a readable video (ffprobe had no answer within {} s: a network stream that sends nothing? SMARTPIPE_PROBE_TIMEOUT_S waits longer)",
-            path.to_string_lossy(),
-            deadline.as_secs_f64()
-        ))),
-        Err(e) => Err(MediaError::Ffmpeg(format!(
-            "cannot run ffprobe (is ffmpeg installed?): {e}"
-        ))),
-    }
-}
-
-/// What ffprobe says of a video's first stream: the stored size, the frame count when the
-/// container keeps one, and the turn a player gives its frames (a phone's portrait clip is
-/// stored landscape with a display rotation of ±90°).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct StreamFacts {
-    width: u32,
-    height: u32,
-    frames: Option<u64>,
-    rotation_deg: f64,
-}
-
-impl StreamFacts {
-    /// From ffprobe's `key=value` lines (`-of default=nw=1`); `None` without a size.
-    fn parse(text: &str) -> Option<StreamFacts> {
-        let mut facts = StreamFacts {
-            width: 0,
-            height: 0,
-            frames: None,
-            rotation_deg: 0.0,
-        };
-        for line in text.lines() {
-            let Some((key, value)) = line.trim().split_once('=') else {
-                continue;
-            };
-            match key {
-                "width" => facts.width = value.parse().ok()?,
-                "height" => facts.height = value.parse().ok()?,
-                "nb_frames" => facts.frames = value.parse().ok(),
-                // Only the display matrix's turn: another side data's "rotation" (a
-                // spherical video's yaw/pitch/roll) is not asked for.
-                "rotation" => facts.rotation_deg = value.parse().unwrap_or(0.0),
-                _ => {}
-            }
-        }
-        (facts.width > 0 && facts.height > 0).then_some(facts)
-    }
-
-    /// Whether a player turns the frames a quarter (ffmpeg's own test: within 1° of 90 or
-    /// 270): the frames it decodes are then `height × width`.
-    fn quarter_turned(&self) -> bool {
-        let turn = self.rotation_deg.rem_euclid(360.0);
-        (turn - 90.0).abs() < 1.0 || (turn - 270.0).abs() < 1.0
-    }
-
-    /// The size of the frames as shown, which ffmpeg decodes them at.
-    fn shown_size(&self) -> (u32, u32) {
-        if self.quarter_turned() {
-            (self.height, self.width)
-        } else {
-            (self.width, self.height)
-        }
-    }
-}
-
-/// Width, height and (if known) frame count of the first video stream, the size as a
-/// player shows the frames: a video with a display rotation of a quarter turn (a phone's
-/// portrait clip) has its width and height swapped, as ffmpeg turns its frames upright
-/// when it decodes them (the way `source.images` turns photos by their EXIF orientation).
-pub fn probe_video(path: &str) -> Result<(u32, u32, Option<u64>), MediaError> {
-    if let Some(kind) = special_file(Path::new(path)) {
-        return Err(MediaError::io(
-            path,
-            format!("is a {kind}, not a video file (or a URL)"),
-        ));
-    }
-    let out = ffprobe_first_video(
-        &[
-            "-show_entries",
-            "stream=width,height,nb_frames:stream_side_data=rotation",
-        ],
-        "default=nw=1",
-        path,
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match StreamFacts::parse(&text) {
-        Some(facts) if out.status.success() => {
-            let (w, h) = facts.shown_size();
-            Ok((w, h, facts.frames))
-        }
-        _ => {
-            let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            // ffprobe reads the file and finds no video stream in it (audio only, or a
-            // container with nothing in it): it says nothing, so say what it found.
-            let why = if said.is_empty() && out.status.success() {
-                "ffprobe found no video stream in it".to_string()
-            } else {
-                said
-            };
-            Err(MediaError::NotVideo(format!(
-                "{path}: not a readable video ({why})"
-            )))
-        }
-    }
-}
-
-/// How many packets (encoded frames) the first video stream of the file at `path`
-/// holds, read to its end: a file whose writer was cut short counts what it holds. A
-/// file with no readable video (empty, only a header) holds 0.
-pub fn count_video_packets(path: &Path) -> Result<u64, MediaError> {
-    let out = ffprobe_first_video(
-        &["-count_packets", "-show_entries", "stream=nb_read_packets"],
-        "csv=p=0",
-        path,
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().trim_end_matches(',').parse::<u64>().ok())
-        .unwrap_or(0))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_quarter_turned_video_is_probed_at_the_size_a_player_shows() {
-        let facts = |text: &str| StreamFacts::parse(text).expect(text);
-        let portrait = facts("width=320\nheight=240\nnb_frames=20\nrotation=90\n");
-        assert_eq!(portrait.shown_size(), (240, 320));
-        assert_eq!(portrait.frames, Some(20));
-        // Newer ffprobes say -90 for the same clip; a half turn keeps the size.
-        assert_eq!(
-            facts("width=320\nheight=240\nrotation=-90").shown_size(),
-            (240, 320)
-        );
-        assert_eq!(
-            facts("width=320\nheight=240\nrotation=270").shown_size(),
-            (240, 320)
-        );
-        assert_eq!(
-            facts("width=320\nheight=240\nrotation=180").shown_size(),
-            (320, 240)
-        );
-        let stored = facts("width=320\nheight=240\nnb_frames=N/A\n");
-        assert_eq!((stored.shown_size(), stored.frames), ((320, 240), None));
-        // No size, no video (ffprobe prints nothing for an audio-only file).
-        assert_eq!(StreamFacts::parse(""), None);
-        assert_eq!(StreamFacts::parse("width=0\nheight=240"), None);
-        assert_eq!(StreamFacts::parse("width=x\nheight=240"), None);
-    }
 
     #[test]
     fn a_fifo_or_device_is_refused_as_a_video_without_reading_it() {

@@ -287,7 +287,7 @@ pub fn announced_video_frames(app: &protocol::spec::AppSpec) -> BTreeMap<String,
         .filter(|t| t.kind == TaskKind::Head && builtin(&t.function) == Some(Builtin::SourceVideo))
         .filter_map(|t| {
             let source = params::parse::<params::SourceVideo>(&t.params).ok()?;
-            let frames = media::probe_video(&source.path).ok()?.2?;
+            let frames = media::announced_frames(&source.path)?;
             Some((
                 t.name.clone(),
                 source.limit.map_or(frames, |l| l.min(frames)),

@@ -8,7 +8,7 @@ use protocol::limits::Limits;
 use std::io::{BufRead, Seek, SeekFrom};
 use std::path::Path;
 
-pub use ::media::{ffmpeg_program, image_size, list_images, probe_video};
+pub use ::media::{ffmpeg_program, image_size, list_images, probe_video, probe_video_info};
 
 /// A media helper's error as the stage's: the texts and variants they had when the
 /// helpers lived here.

@@ -4,7 +4,7 @@
 //! instead of holding the app for ever, and a drain asked meanwhile is obeyed at once.
 
 use super::{check_commands, frame, Emitter, Pacer};
-use crate::sources::media::{ffmpeg_program, media_error, probe_video};
+use crate::sources::media::{ffmpeg_program, media_error, probe_video_info};
 use crate::StageError;
 use protocol::functions::params;
 use protocol::messages::LossReason;
@@ -140,6 +140,46 @@ enum End {
     Stalled { got: usize },
 }
 
+/// Have the decoder killed when this stage's process dies (this thread spawns it and
+/// lives as long as the source reads). A head killed with -9 otherwise left its ffmpeg
+/// running: one listening on a UDP stream kept the port, and the restarted head could not
+/// bind it ("Address already in use"), which failed the app.
+fn die_with_this_process(cmd: &mut Process) {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: between fork and exec the closure only calls prctl, getppid and _exit,
+    // which are async-signal-safe and do not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
+            // This process may have died before prctl took effect.
+            if nix::unistd::getppid() != parent {
+                libc::_exit(70);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The number of the first frame this process reads. A file (or a recording served over
+/// HTTP) is read from its start, and a restarted head skips what the tails have by reading
+/// it again, in step. A live stream read again starts at what is happening now: its first
+/// frame is the first the tails lack, instead of frames read and thrown away for as long
+/// as the stream had run before (an hour of a camera's frames after an hour's run). What
+/// the camera sent while the source was down was never read and cannot be sent.
+fn first_frame_number(emitter: &Emitter, path: &str, live: bool) -> u64 {
+    let resume_from = emitter.head.resume_from();
+    if live && resume_from > 0 {
+        tracing::warn!(
+            "{path} is a live stream: this restarted source numbers its first frame {resume_from}, \
+             the first the tails lack; what the stream sent while the source was down was not read"
+        );
+        resume_from
+    } else {
+        0
+    }
+}
+
 /// `source.video`: the frames ffmpeg decodes from a file or URL.
 pub fn video(node: &mut Node) -> Result<(), StageError> {
     let params::SourceVideo {
@@ -149,7 +189,8 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         read_timeout_s,
     } = crate::params(node)?;
     let stall_after = (read_timeout_s > 0.0).then(|| Duration::from_secs_f64(read_timeout_s));
-    let (width, height, _) = probe_video(&path).map_err(media_error)?;
+    let info = probe_video_info(&path).map_err(media_error)?;
+    let (width, height) = (info.width, info.height);
     let mut cmd = Process::new(ffmpeg_program());
     // The frames upright, as a player shows them: ffmpeg turns a video with a display
     // rotation (a phone's portrait clip) and the probe gave the turned size. Each frame
@@ -169,6 +210,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    die_with_this_process(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
@@ -189,7 +231,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
     let len = width as usize * height as usize * 3;
     let mut emitter = Emitter::new(node)?;
     emitter.cost.watch_child(child.id());
-    let mut seq = 0u64;
+    let mut seq = first_frame_number(&emitter, &path, info.is_live(&path));
     let mut end = End::Done;
     let mut scratch = Vec::new();
     let mut pacer = Pacer::new(node, fps);

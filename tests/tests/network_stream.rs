@@ -1,8 +1,10 @@
-//! A network video stream that stops sending — a camera gone, a server that keeps the
-//! connection open and says nothing. Before, the planner's probe waited for ever (`start`
+//! Network video streams. One that stops sending — a camera gone, a server that keeps the
+//! connection open and says nothing: before, the planner's probe waited for ever (`start`
 //! printed nothing), a stream that went quiet held the app for ever, and a drain asked
 //! meanwhile failed after its 10 s. Now the probe has a deadline, `source.video` ends a
-//! stream silent for its `read_timeout_s` and says so, and a drain is obeyed at once.
+//! stream silent for its `read_timeout_s` and says so, and a drain is obeyed at once. And a
+//! live stream's restarted source goes on with what is live, instead of reading and throwing
+//! away as many frames as it had read before (an hour of a camera after an hour's run).
 
 use serde_json::json;
 use smartpipe_tests::*;
@@ -84,6 +86,13 @@ fn stream_app(dir: &Path, name: &str, url: &str, params: serde_json::Value) -> P
     write_app(dir, &app)
 }
 
+/// Ctrl-C to a supervisor this test started that still runs (its source waits for a frame).
+fn interrupt(sup: &Background) {
+    // SAFETY: signalling a live child process of this test.
+    let signalled = unsafe { libc::kill(sup.id() as i32, libc::SIGINT) };
+    assert_eq!(signalled, 0, "SIGINT");
+}
+
 #[test]
 fn a_stream_that_goes_silent_ends_after_its_read_timeout_and_the_summary_says_so() {
     require_ffmpeg();
@@ -121,10 +130,7 @@ fn a_drain_asked_while_a_stream_is_silent_is_obeyed() {
     wait_for("the stream's frames", Duration::from_secs(120), || {
         std::fs::read_to_string(&rows).is_ok_and(|r| r.lines().count() > 0)
     });
-    // SAFETY: signalling the supervisor this test started (it is still running: it waits
-    // for the stream's next frame).
-    let signalled = unsafe { libc::kill(sup.id() as i32, libc::SIGINT) };
-    assert_eq!(signalled, 0, "SIGINT");
+    interrupt(&sup);
     let (status, stderr) = finish(sup);
     assert!(status.success(), "{stderr}");
     let summary = read_summary(&run);
@@ -149,4 +155,56 @@ fn a_stream_that_sends_nothing_is_refused_at_start_after_the_probe_deadline() {
         )),
         "{said}"
     );
+}
+
+#[test]
+fn a_restarted_source_of_a_live_stream_goes_on_with_what_the_stream_sends_now() {
+    require_ffmpeg();
+    let dir = scratch("live-restart");
+    // Every connection gets the same 80 frames and then silence: a stream without an end
+    // (no duration), so each reader sees what is sent from when it connects.
+    let url = silent_after(Some(transport_stream(&dir)));
+    let name = "liverestart";
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": name,
+            "service_type": "request-guarantee",
+            "tasks": [
+                {"name": "cam", "kind": "head", "function": "source.video", "params": {"path": url, "read_timeout_s": 0}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["cam"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let run = dir.join("run");
+    let sup = start_in_background(&mut supervisor(), &app, &run);
+    let csv = dir.join("rows.csv");
+    let rows = || std::fs::read_to_string(&csv).map_or(0, |t| t.lines().count().saturating_sub(1));
+    wait_for(
+        "the first connection's frames",
+        Duration::from_secs(120),
+        || rows() >= 60,
+    );
+    let before = rows();
+    kill::kill_and_wait_for_replacement(name, "cam#0");
+    // Before, the new source read and threw away as many frames as the tails had (about
+    // 60-80 of the new connection's 80): a handful came, and a camera would have been dark
+    // for as long as the app had run.
+    wait_for(
+        "the new connection's frames",
+        Duration::from_secs(120),
+        || rows() >= before + 40,
+    );
+    interrupt(&sup);
+    let (status, stderr) = finish(sup);
+    assert!(status.success(), "{stderr}");
+    let seqs = csv_seqs(&csv);
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "each item once, in order: {seqs:?}"
+    );
+    let log = std::fs::read_to_string(run.join("logs/cam#0.log")).expect("the head's log");
+    assert!(log.contains("is a live stream"), "{log}");
+    let summary = read_summary(&run);
+    assert_eq!(summary["restarts"]["cam#0"], 1, "{summary}");
 }
