@@ -57,7 +57,16 @@ struct StreamFacts {
     frames: Option<u64>,
     /// The stream's or the container's, whichever is known.
     duration_s: Option<f64>,
+    /// Frames per second: the average, or the base rate when there is no average.
+    frame_rate: Option<f64>,
     rotation_deg: f64,
+}
+
+/// A rate as ffprobe writes it (`30000/1001`, `25/1`; `0/0` when unknown).
+fn parse_rate(text: &str) -> Option<f64> {
+    let (num, den) = text.split_once('/')?;
+    let rate = num.trim().parse::<f64>().ok()? / den.trim().parse::<f64>().ok()?;
+    (rate.is_finite() && rate > 0.0).then_some(rate)
 }
 
 impl StreamFacts {
@@ -68,8 +77,10 @@ impl StreamFacts {
             height: 0,
             frames: None,
             duration_s: None,
+            frame_rate: None,
             rotation_deg: 0.0,
         };
+        let mut base_rate = None;
         for line in text.lines() {
             let Some((key, value)) = line.trim().split_once('=') else {
                 continue;
@@ -78,6 +89,8 @@ impl StreamFacts {
                 "width" => facts.width = value.parse().ok()?,
                 "height" => facts.height = value.parse().ok()?,
                 "nb_frames" => facts.frames = value.parse().ok(),
+                "avg_frame_rate" => facts.frame_rate = parse_rate(value),
+                "r_frame_rate" => base_rate = parse_rate(value),
                 "duration" => {
                     let d = value
                         .parse::<f64>()
@@ -91,6 +104,7 @@ impl StreamFacts {
                 _ => {}
             }
         }
+        facts.frame_rate = facts.frame_rate.or(base_rate);
         (facts.width > 0 && facts.height > 0).then_some(facts)
     }
 
@@ -121,6 +135,8 @@ pub struct VideoInfo {
     pub height: u32,
     pub frames: Option<u64>,
     pub duration_s: Option<f64>,
+    /// Frames per second (the average of a variable-rate video).
+    pub frame_rate: Option<f64>,
 }
 
 /// URL schemes of live protocols: what they send is happening now, and a second reader
@@ -161,7 +177,7 @@ pub fn probe_video_info(path: &str) -> Result<VideoInfo, MediaError> {
     let out = ffprobe_first_video(
         &[
             "-show_entries",
-            "stream=width,height,nb_frames,duration:stream_side_data=rotation:format=duration",
+            "stream=width,height,nb_frames,duration,avg_frame_rate,r_frame_rate:stream_side_data=rotation:format=duration",
         ],
         "default=nw=1",
         path,
@@ -175,6 +191,7 @@ pub fn probe_video_info(path: &str) -> Result<VideoInfo, MediaError> {
                 height,
                 frames: facts.frames,
                 duration_s: facts.duration_s,
+                frame_rate: facts.frame_rate,
             })
         }
         _ => {
@@ -268,6 +285,7 @@ mod tests {
                 height: f.height,
                 frames: f.frames,
                 duration_s: f.duration_s,
+                frame_rate: f.frame_rate,
             }
         };
         let recording = info("width=64\nheight=48\nduration=N/A\nduration=8.000000");
@@ -288,6 +306,28 @@ mod tests {
             "a live protocol, whatever it says"
         );
         assert!(endless.is_live("UDP://@:1234"));
+    }
+
+    #[test]
+    fn the_frame_rate_is_the_average_else_the_base_rate() {
+        let rate = |text: &str| StreamFacts::parse(text).expect(text).frame_rate;
+        let ntsc = "width=64\nheight=48\nr_frame_rate=30000/1001\navg_frame_rate=30000/1001";
+        assert!((rate(ntsc).expect("a rate") - 29.97).abs() < 0.01);
+        let phone = "width=64\nheight=48\nr_frame_rate=60/1\navg_frame_rate=2997/100";
+        assert_eq!(
+            rate(phone),
+            Some(29.97),
+            "a variable-rate clip plays at its average"
+        );
+        assert_eq!(
+            rate("width=64\nheight=48\nr_frame_rate=25/1\navg_frame_rate=0/0"),
+            Some(25.0)
+        );
+        assert_eq!(
+            rate("width=64\nheight=48\nr_frame_rate=0/0\navg_frame_rate=0/0"),
+            None
+        );
+        assert_eq!(rate("width=64\nheight=48\navg_frame_rate=1/0"), None);
     }
 
     #[test]

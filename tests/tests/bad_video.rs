@@ -332,3 +332,53 @@ fn a_video_that_changes_resolution_is_fitted_not_stretched() {
     let wide = frame(3);
     assert_eq!((wide.width(), wide.height()), (64, 48));
 }
+
+/// The frame rate ffprobe reads of a video's first stream (`r_frame_rate`, e.g. `30/1`).
+fn frame_rate_of(file: &Path) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=r_frame_rate", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .expect("ffprobe");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A 30 fps clip written by `image.show` played at 25 fps (20 % slow, a 60 fps clip at
+/// less than half speed): a video tail without `fps` now writes at its source's rate.
+#[test]
+fn a_video_is_written_at_its_sources_frame_rate_unless_the_tail_gives_one() {
+    require_ffmpeg();
+    let dir = scratch("video-rate");
+    ffmpeg_in(
+        &dir,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=30:d=1",
+            "-pix_fmt",
+            "yuv420p",
+            "clip.mp4",
+        ],
+    );
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "rate",
+            "tasks": [
+                {"name": "clip", "kind": "head", "function": "source.video", "params": {"path": "clip.mp4"}},
+                {"name": "same", "kind": "tail", "function": "image.show", "inputs": ["clip"], "params": {"path": "same.mp4"}},
+                {"name": "slow", "kind": "tail", "function": "image.show", "inputs": ["clip"], "params": {"path": "slow.mp4", "fps": 10}}
+            ]
+        }),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert_eq!(summary["items_out"], 30, "{summary}");
+    assert_eq!(frame_rate_of(&dir.join("same.mp4")), "30/1");
+    assert_eq!(
+        frame_rate_of(&dir.join("slow.mp4")),
+        "10/1",
+        "the tail's own rate"
+    );
+}

@@ -42,6 +42,9 @@ pub fn load(file: &Path) -> anyhow::Result<LoadedApp> {
     let dir = app_dir(file);
     crate::plan::user_stage::prepare(&mut spec, &dir, file)?;
     crate::plan::frame_scale::fill(&mut spec, file)?;
+    for chosen in crate::plan::output_rate::fill(&mut spec) {
+        tracing::info!("{chosen}");
+    }
     Ok(LoadedApp {
         spec,
         file: file.to_path_buf(),

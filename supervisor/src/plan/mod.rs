@@ -10,6 +10,7 @@ mod fuzz_app_tests;
 pub mod ledger;
 pub mod memory_check;
 pub mod models;
+pub mod output_rate;
 pub mod preflight;
 pub mod profiled_plan;
 pub mod readmit;

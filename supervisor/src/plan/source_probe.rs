@@ -13,13 +13,25 @@ use std::sync::{Mutex, OnceLock};
 use protocol::functions::{self, Builtin};
 use protocol::limits::Limits;
 
-use media::{image_size, list_images, probe_video};
+use media::{image_size, list_images, probe_video_info};
 
 /// Width × height of the largest frame `function` (`source.images` or `source.video`) reads
 /// from `path`; an error says why the source cannot be read. Images over the pixel limit
 /// are left out (the head refuses them as bad input, naming their sizes): one bomb in a
 /// folder must not size the pool of every other image.
 pub fn largest_frame(function: &str, path: &str, limits: &Limits) -> Result<(u64, u64), String> {
+    probed(function, path, limits).map(|p| p.frame)
+}
+
+/// Frames per second of the video at `path` (a `source.video`'s), when ffprobe finds a
+/// rate; from the same probe as its frame size.
+pub fn video_frame_rate(path: &str, limits: &Limits) -> Option<f64> {
+    probed(SOURCE_VIDEO, path, limits).ok()?.frame_rate
+}
+
+const SOURCE_VIDEO: &str = "source.video";
+
+fn probed(function: &str, path: &str, limits: &Limits) -> Result<Probed, String> {
     let files = match function {
         _ if is_images(function) => list_images(path).map_err(|e| e.to_string())?,
         _ => vec![PathBuf::from(path)],
@@ -34,12 +46,7 @@ fn is_images(function: &str) -> bool {
     functions::builtin(function) == Some(Builtin::SourceImages)
 }
 
-fn probe(
-    function: &str,
-    path: &str,
-    files: &[PathBuf],
-    limits: &Limits,
-) -> Result<(u64, u64), String> {
+fn probe(function: &str, path: &str, files: &[PathBuf], limits: &Limits) -> Result<Probed, String> {
     if is_images(function) {
         let largest = files
             .iter()
@@ -47,10 +54,13 @@ fn probe(
             .map(|(w, h)| (u64::from(w), u64::from(h)))
             .filter(|(w, h)| limits.check_frame("", *w, *h).is_ok())
             .max_by_key(|(w, h)| u128::from(*w) * u128::from(*h));
-        return Ok(largest.unwrap_or((1, 1)));
+        return Ok(Probed::frame(largest.unwrap_or((1, 1))));
     }
-    let (w, h, _) = probe_video(path).map_err(|e| e.to_string())?;
-    Ok((u64::from(w), u64::from(h)))
+    let info = probe_video_info(path).map_err(|e| e.to_string())?;
+    Ok(Probed {
+        frame: (u64::from(info.width), u64::from(info.height)),
+        frame_rate: info.frame_rate,
+    })
 }
 
 /// The files' paths, sizes and modification times, hashed.
@@ -71,17 +81,33 @@ type Key = (String, String);
 /// Width × height of a frame.
 type Frame = (u64, u64);
 
+/// What a probe of a source found: its largest frame, and a video's frame rate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Probed {
+    frame: Frame,
+    frame_rate: Option<f64>,
+}
+
+impl Probed {
+    fn frame(frame: Frame) -> Probed {
+        Probed {
+            frame,
+            frame_rate: None,
+        }
+    }
+}
+
 /// Probe results by source, with the fingerprint of the files they were probed from.
 #[derive(Default)]
-struct Memo(Mutex<HashMap<Key, (u64, Frame)>>);
+struct Memo(Mutex<HashMap<Key, (u64, Probed)>>);
 
 impl Memo {
     fn get_or_probe(
         &self,
         key: Key,
         fingerprint: u64,
-        probe: impl FnOnce() -> Result<Frame, String>,
-    ) -> Result<Frame, String> {
+        probe: impl FnOnce() -> Result<Probed, String>,
+    ) -> Result<Probed, String> {
         let lock = || self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(&(fp, frame)) = lock().get(&key) {
             if fp == fingerprint {
@@ -111,27 +137,28 @@ mod tests {
         let probes = Cell::new(0);
         let probe = |frame| {
             probes.set(probes.get() + 1);
-            Ok(frame)
+            Ok(Probed::frame(frame))
         };
+        let got = |probed: Result<Probed, String>| probed.map(|p| p.frame);
         let key = || ("source.video".to_string(), "a.mp4".to_string());
         assert_eq!(
-            memo.get_or_probe(key(), 1, || probe((640, 480))),
+            got(memo.get_or_probe(key(), 1, || probe((640, 480)))),
             Ok((640, 480))
         );
         assert_eq!(
-            memo.get_or_probe(key(), 1, || probe((1, 1))),
+            got(memo.get_or_probe(key(), 1, || probe((1, 1)))),
             Ok((640, 480))
         );
         assert_eq!(probes.get(), 1);
         assert_eq!(
-            memo.get_or_probe(key(), 2, || probe((1280, 720))),
+            got(memo.get_or_probe(key(), 2, || probe((1280, 720)))),
             Ok((1280, 720))
         );
         assert_eq!(probes.get(), 2);
         let failed = memo.get_or_probe(("x".into(), "y".into()), 1, || Err("gone".into()));
-        assert_eq!(failed, Err("gone".to_string()));
+        assert_eq!(got(failed), Err("gone".to_string()));
         assert_eq!(
-            memo.get_or_probe(("x".into(), "y".into()), 1, || probe((2, 2))),
+            got(memo.get_or_probe(("x".into(), "y".into()), 1, || probe((2, 2)))),
             Ok((2, 2)),
             "an error is not remembered"
         );
