@@ -145,17 +145,22 @@ const LIVE_SCHEMES: &[&str] = &[
     "rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "rtp", "srt", "udp", "tcp",
 ];
 
+/// Whether `path` is a URL of a live protocol (`rtsp://`, `udp://`, …): what it sends is
+/// happening now, and it has no end of its own.
+pub fn is_live_protocol(path: &str) -> bool {
+    is_url(path)
+        && path
+            .split_once("://")
+            .is_some_and(|(scheme, _)| LIVE_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()))
+}
+
 impl VideoInfo {
     /// Whether the video at `path` is a live stream: a URL of a live protocol, or one
     /// (HTTP and others) with no known duration. Reading it again does not start it over,
     /// so a restarted source cannot skip to where it was by reading (files and
     /// recordings served over HTTP can).
     pub fn is_live(&self, path: &str) -> bool {
-        is_url(path)
-            && (self.duration_s.is_none()
-                || path.split_once("://").is_some_and(|(scheme, _)| {
-                    LIVE_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str())
-                }))
+        is_live_protocol(path) || (is_url(path) && self.duration_s.is_none())
     }
 }
 

@@ -94,6 +94,8 @@ pub enum ParamType {
     TextList,
     /// A string or a list of strings.
     TextOrList,
+    /// `true` or `false`.
+    Bool,
 }
 
 impl ParamType {

@@ -18,6 +18,7 @@ fn param_schema(ty: ParamType, doc: &str) -> Value {
             {"type": "string"},
             {"type": "array", "items": {"type": "string"}, "minItems": 1}
         ]}),
+        ParamType::Bool => json!({"type": "boolean"}),
     };
     s["description"] = Value::String(doc.to_string());
     s

@@ -437,6 +437,10 @@ fn check_type(ty: ParamType, value: &Value) -> Option<String> {
                 check_type(ParamType::TextList, value)
             }
         }
+        ParamType::Bool => match value.as_bool() {
+            Some(_) => None,
+            None => Some(format!("expected true or false, got {got}")),
+        },
     }
 }
 

@@ -208,3 +208,53 @@ fn a_restarted_source_of_a_live_stream_goes_on_with_what_the_stream_sends_now() 
     let summary = read_summary(&run);
     assert_eq!(summary["restarts"]["cam#0"], 1, "{summary}");
 }
+
+/// A camera's hiccup must not end a 24/7 app: a stream that goes silent is opened again
+/// (`reconnect`, the default for live protocols such as RTSP and UDP; given here for an
+/// HTTP stream), its frames numbered on, until the app is stopped.
+#[test]
+fn a_lost_stream_is_opened_again_and_its_frames_numbered_on() {
+    require_ffmpeg();
+    let dir = scratch("reconnect");
+    let url = silent_after(Some(transport_stream(&dir)));
+    let app = stream_app(
+        &dir,
+        "reconnect",
+        &url,
+        json!({"read_timeout_s": 1, "reconnect": true}),
+    );
+    let run = dir.join("run");
+    let sup = start_in_background(&mut supervisor(), &app, &run);
+    let rows = dir.join("rows.jsonl");
+    let count = || std::fs::read_to_string(&rows).map_or(0, |r| r.lines().count());
+    // One connection gives at most 80 frames: more came through a second one.
+    wait_for(
+        "frames of a second connection",
+        Duration::from_secs(120),
+        || count() > 100,
+    );
+    interrupt(&sup);
+    let (status, stderr) = finish(sup);
+    assert!(status.success(), "{stderr}");
+    let summary = read_summary(&run);
+    assert_eq!(summary["outcome"], "drained after a signal", "{stderr}");
+    let note = summary["reconnected_sources"][0]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        note.starts_with("source 'cam' lost its stream "),
+        "{summary}"
+    );
+    let seqs: Vec<u64> = std::fs::read_to_string(&rows)
+        .expect("rows")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|row| row["seq"].as_u64())
+        .collect();
+    assert!(seqs.len() > 100);
+    // Numbered on (best effort: a full pool may shed one now and then).
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "numbered on, each once: {seqs:?}"
+    );
+}

@@ -94,7 +94,7 @@ pub struct SourceImages {
     pub fps: f64,
 }
 
-/// `source.video {path, limit?, fps?, read_timeout_s = 30}`.
+/// `source.video {path, limit?, fps?, read_timeout_s = 30, reconnect?}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceVideo {
@@ -107,6 +107,10 @@ pub struct SourceVideo {
     /// (a network stream that stopped sending); 0 waits for ever.
     #[serde(default = "default_read_timeout_s")]
     pub read_timeout_s: f64,
+    /// Whether a stream that ends or goes silent is opened again (default: for URLs of
+    /// live protocols, RTSP, RTMP, RTP, SRT, UDP, TCP).
+    #[serde(default)]
+    pub reconnect: Option<bool>,
 }
 
 /// `source.video`'s default `read_timeout_s`: far more than a local file or a live

@@ -213,6 +213,12 @@ pub const FUNCTIONS: &[FunctionDef] = &[
                 false,
                 "seconds to wait for the next frame before the stream is taken for ended (a camera or server that stopped sending); 0 = for ever; default 30",
             ),
+            p(
+                "reconnect",
+                Bool,
+                false,
+                "open a stream that ended or went silent again, with a growing pause, until the app is stopped; default: for live protocols (rtsp, rtmp, rtp, srt, udp, tcp URLs)",
+            ),
         ],
         one_of: &[],
         takes: &[],

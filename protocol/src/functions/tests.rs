@@ -12,6 +12,7 @@ fn sample(ty: ParamType) -> Value {
         ParamType::Text | ParamType::Path | ParamType::PathOrUrl => json!("x"),
         ParamType::OneOf(options) => json!(options[0]),
         ParamType::TextList | ParamType::TextOrList => json!(["a"]),
+        ParamType::Bool => json!(true),
     }
 }
 

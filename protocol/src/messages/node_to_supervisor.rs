@@ -186,6 +186,10 @@ pub struct StageMetrics {
     /// `read_timeout_s` and was taken for ended (a camera or server that stopped).
     #[serde(default)]
     pub read_stalls: u64,
+    /// Heads reading a stream that reconnects: times it was lost (ended or silent) and
+    /// opened again.
+    #[serde(default)]
+    pub reconnects: u64,
 }
 
 /// Upper bounds (seconds) of the histogram buckets the stages report.

@@ -288,6 +288,7 @@ fn notes(s: &Summary) -> String {
     }
     let labelled = [
         ("behind", s.behind_sources.iter().collect::<Vec<_>>()),
+        ("reconnected", s.reconnected_sources.iter().collect()),
         ("short", s.short_sources.iter().collect()),
         (
             "restarted",

@@ -199,6 +199,9 @@ pub struct Summary {
     /// past the latency quota or skipped to catch up (counted lost at the source).
     #[serde(default)]
     pub behind_sources: Vec<String>,
+    /// Live streams that were lost (ended or silent) and opened again: how often.
+    #[serde(default)]
+    pub reconnected_sources: Vec<String>,
     /// Messages per stage replica that did not decode (each killed the process that
     /// sent it; only replicas that sent one).
     pub bad_messages: BTreeMap<String, u64>,
@@ -535,6 +538,7 @@ impl Summary {
             unfinished_outputs: Vec::new(),
             short_sources: Vec::new(),
             behind_sources: Vec::new(),
+            reconnected_sources: Vec::new(),
             bad_messages: BTreeMap::new(),
             restart_to_first_output_ms: Vec::new(),
             reclaimed_holds: 0,
@@ -614,6 +618,9 @@ impl Summary {
         }
         for note in &self.behind_sources {
             s += &format!("  behind:     {note}\n");
+        }
+        for note in &self.reconnected_sources {
+            s += &format!("  reconnected: {note}\n");
         }
         for o in &self.restarted_outputs {
             s += &format!("  restarted:  {}\n", o.note);

@@ -64,6 +64,7 @@ impl RunLoop<'_> {
             (None, false) => "finished".into(),
         };
         summary.behind_sources = behind_sources(app, &summary.stages);
+        summary.reconnected_sources = reconnected_streams(app, &summary.stages);
         if summary.outcome == "finished" {
             summary.short_sources = short_videos(app, &summary.stages, &self.run.video_frames);
             summary
@@ -305,19 +306,36 @@ fn behind_sources(
     stages: &BTreeMap<String, StageMetrics>,
 ) -> Vec<String> {
     use protocol::messages::LossReason;
+    head_notes(
+        app,
+        stages,
+        |m| m.lost[LossReason::Deadline as usize],
+        |task, late, prefix| {
+            format!(
+            "source '{task}' fell behind its own pace: {late} items were already past the latency quota when due to go, so it did not send them and went on with its newest (its fps or the request rate is more than it makes; logs/{prefix}0.log says from when)"
+        )
+        },
+    )
+}
+
+/// A note per head whose replicas' `count` adds up to more than 0, made by
+/// `note(task, total, "task#")`.
+fn head_notes(
+    app: &protocol::spec::AppSpec,
+    stages: &BTreeMap<String, StageMetrics>,
+    count: impl Fn(&StageMetrics) -> u64,
+    note: impl Fn(&str, u64, &str) -> String,
+) -> Vec<String> {
     let mut notes = Vec::new();
     for t in app.tasks.iter().filter(|t| t.kind == TaskKind::Head) {
         let prefix = format!("{}#", t.name);
-        let late: u64 = stages
+        let total: u64 = stages
             .iter()
             .filter(|(label, _)| label.starts_with(&prefix))
-            .map(|(_, m)| m.lost[LossReason::Deadline as usize])
+            .map(|(_, m)| count(m))
             .sum();
-        if late > 0 {
-            notes.push(format!(
-                "source '{}' fell behind its own pace: {late} items were already past the latency quota when due to go, so it did not send them and went on with its newest (its fps or the request rate is more than it makes; logs/{}0.log says from when)",
-                t.name, prefix
-            ));
+        if total > 0 {
+            notes.push(note(&t.name, total, &prefix));
         }
     }
     notes
@@ -349,6 +367,25 @@ fn stalled_streams(
         ));
     }
     notes
+}
+
+/// The live streams that were lost (ended, or silent for `read_timeout_s`) and opened
+/// again: the frames sent while they were away were never read.
+fn reconnected_streams(
+    app: &protocol::spec::AppSpec,
+    stages: &BTreeMap<String, StageMetrics>,
+) -> Vec<String> {
+    head_notes(
+        app,
+        stages,
+        |m| m.reconnects,
+        |task, times, prefix| {
+            format!(
+            "source '{task}' lost its stream {times} time{} and opened it again; what the stream sent meanwhile was not read (logs/{prefix}0.log says when)",
+            if times == 1 { "" } else { "s" }
+        )
+        },
+    )
 }
 
 /// The video sources that read fewer frames than their files announced at the start

@@ -112,6 +112,7 @@ impl Replica {
         m.ack_stalls += e.ack_stalls;
         m.frames_fitted += e.frames_fitted;
         m.read_stalls += e.read_stalls;
+        m.reconnects += e.reconnects;
         for (a, b) in [
             (&mut m.service_buckets, &e.service_buckets),
             (&mut m.latency_buckets, &e.latency_buckets),

@@ -12,7 +12,7 @@ use protocol::node::Node;
 use stage::head::Flow;
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::process::{ChildStdout, Command as Process, Stdio};
+use std::process::{Child, ChildStdout, Command as Process, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// How often commands (a drain) are looked at while the source waits for a frame.
@@ -180,129 +180,244 @@ fn first_frame_number(emitter: &Emitter, path: &str, live: bool) -> u64 {
     }
 }
 
-/// `source.video`: the frames ffmpeg decodes from a file or URL.
+/// The ffmpeg child decoding the video (one connection to a stream) into raw RGB frames.
+struct Decoder {
+    child: Child,
+    stdout: ChildStdout,
+    /// ffmpeg's complaints, collected on a thread so a full pipe never blocks it.
+    complaints: std::thread::JoinHandle<String>,
+}
+
+impl Decoder {
+    /// Decode `path` at `width`×`height`, at most `frames` frames.
+    fn start(
+        path: &str,
+        frames: Option<u64>,
+        width: u32,
+        height: u32,
+    ) -> Result<Decoder, StageError> {
+        let mut cmd = Process::new(ffmpeg_program());
+        // The frames upright, as a player shows them: ffmpeg turns a video with a display
+        // rotation (a phone's portrait clip) and the probe gave the turned size. Each frame
+        // once, not padded to a constant rate (a variable-rate video's frames would be
+        // repeated).
+        cmd.args(["-nostdin", "-v", "error", "-i", path]);
+        if let Some(n) = frames {
+            cmd.args(["-frames:v", &n.to_string()]);
+        }
+        cmd.args(["-fps_mode", "passthrough"]);
+        // Every frame at the probed (first) size: a stream that changes resolution mid-way
+        // has its later frames fitted into it, aspect kept and black around, as `image.show`
+        // fits frames into its video (without the filter ffmpeg stretched them to fit).
+        // Frames of the probed size pass through unchanged, at no cost.
+        cmd.args(["-vf", &fit_filter(width, height)]);
+        cmd.args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        die_with_this_process(&mut cmd);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| StageError::Ffmpeg("no stdout pipe".into()))?;
+        crate::pipes::widen(&stdout);
+        let stderr = child.stderr.take();
+        let complaints = std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut e) = stderr {
+                let _ = e.read_to_string(&mut text);
+            }
+            text
+        });
+        Ok(Decoder {
+            child,
+            stdout,
+            complaints,
+        })
+    }
+
+    /// Stop ffmpeg (it may still be decoding: a limit, a drain, a stall) and say how it
+    /// ended and what it complained of.
+    fn stop(self) -> Result<(ExitStatus, String), StageError> {
+        let Decoder {
+            mut child,
+            stdout,
+            complaints,
+        } = self;
+        drop(stdout);
+        let _ = child.kill();
+        let status = child
+            .wait()
+            .map_err(|e| StageError::Ffmpeg(e.to_string()))?;
+        Ok((status, complaints.join().unwrap_or_default()))
+    }
+}
+
+/// What reading a video's frames needs besides the node and the head.
+struct Reading {
+    path: String,
+    width: u32,
+    height: u32,
+    limit: Option<u64>,
+    stall_after: Option<Duration>,
+    /// Where frames read but not sent go (a best-effort source behind its pace).
+    scratch: Vec<u8>,
+}
+
+impl Reading {
+    fn frame_bytes(&self) -> usize {
+        self.width as usize * self.height as usize * 3
+    }
+
+    /// Read the decoder's frames into the pool, numbering them from `seq` on, until the
+    /// decoder ends, the limit is reached or a drain is asked; says how it ended.
+    fn frames(
+        &mut self,
+        node: &mut Node,
+        emitter: &mut Emitter,
+        pacer: &mut Pacer,
+        decoder: &mut Decoder,
+        seq: &mut u64,
+    ) -> Result<End, StageError> {
+        let len = self.frame_bytes();
+        loop {
+            if self.limit.is_some_and(|n| *seq >= n) {
+                return Ok(End::Done);
+            }
+            if pacer.wait(node, *seq)? == Flow::Drain {
+                return Ok(End::Drained);
+            }
+            match await_frame(node, &decoder.stdout, self.stall_after)? {
+                Awaited::Ready => {}
+                Awaited::Drain => return Ok(End::Drained),
+                Awaited::Stalled => return Ok(End::Stalled { got: 0 }),
+            }
+            // Behind its pace: the frame is read (ffmpeg decodes every frame) but not sent.
+            let has_next = self.limit.is_none_or(|n| *seq + 1 < n);
+            if let Some(reason) = emitter.stale(node, *seq, pacer, has_next) {
+                self.scratch.resize(len, 0);
+                let read = read_frame(
+                    &mut decoder.stdout,
+                    &mut self.scratch,
+                    &self.path,
+                    self.stall_after,
+                )?;
+                if let Some(ended) = read.end() {
+                    return Ok(ended);
+                }
+                emitter.head.lose(node, *seq, reason)?;
+                *seq += 1;
+                if check_commands(node)? == Flow::Drain {
+                    return Ok(End::Drained);
+                }
+                continue;
+            }
+            let mut read = Ok(FrameRead::Whole);
+            let emitted = emitter.emit(
+                node,
+                *seq,
+                pacer.due(),
+                len,
+                |buf| {
+                    read = read_frame(&mut decoder.stdout, buf, &self.path, self.stall_after);
+                    match read {
+                        Ok(FrameRead::Whole) => Ok(()),
+                        // Tell the emitter not to send a half-read frame, or one that failed.
+                        _ => Err(StageError::Input(String::new())),
+                    }
+                },
+                frame(self.width, self.height),
+            );
+            if let Some(ended) = read?.end() {
+                return Ok(ended);
+            }
+            if emitted? == Flow::Drain {
+                return Ok(End::Drained);
+            }
+            *seq += 1;
+        }
+    }
+}
+
+/// The first wait before a lost live stream is opened again; it doubles while the stream
+/// gives no frame, up to [`RECONNECT_MAX`].
+const RECONNECT_FIRST: Duration = Duration::from_secs(1);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+
+/// Wait `pause` before reconnecting, looking at commands: `Flow::Drain` when a drain came.
+fn pause_obeying_commands(node: &mut Node, pause: Duration) -> Result<Flow, StageError> {
+    let until = Instant::now() + pause;
+    while Instant::now() < until {
+        if check_commands(node)? == Flow::Drain {
+            return Ok(Flow::Drain);
+        }
+        std::thread::sleep(COMMAND_CHECK.min(until.saturating_duration_since(Instant::now())));
+    }
+    Ok(Flow::Go)
+}
+
+/// `source.video`: the frames ffmpeg decodes from a file or URL. A live stream of a live
+/// protocol (RTSP, UDP, …) that ends or goes silent is opened again, with a growing pause,
+/// until a drain: a camera's hiccup does not end a 24/7 app (`reconnect: false` ends it).
 pub fn video(node: &mut Node) -> Result<(), StageError> {
     let params::SourceVideo {
         path,
         limit,
         fps,
         read_timeout_s,
+        reconnect,
     } = crate::params(node)?;
-    let stall_after = (read_timeout_s > 0.0).then(|| Duration::from_secs_f64(read_timeout_s));
     let info = probe_video_info(&path).map_err(media_error)?;
-    let (width, height) = (info.width, info.height);
-    let mut cmd = Process::new(ffmpeg_program());
-    // The frames upright, as a player shows them: ffmpeg turns a video with a display
-    // rotation (a phone's portrait clip) and the probe gave the turned size. Each frame
-    // once, not padded to a constant rate (a variable-rate video's frames would be
-    // repeated).
-    cmd.args(["-nostdin", "-v", "error", "-i", &path]);
-    if let Some(n) = limit {
-        cmd.args(["-frames:v", &n.to_string()]);
-    }
-    cmd.args(["-fps_mode", "passthrough"]);
-    // Every frame at the probed (first) size: a stream that changes resolution mid-way
-    // has its later frames fitted into it, aspect kept and black around, as `image.show`
-    // fits frames into its video (without the filter ffmpeg stretched them to fit).
-    // Frames of the probed size pass through unchanged, at no cost.
-    cmd.args(["-vf", &fit_filter(width, height)]);
-    cmd.args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    die_with_this_process(&mut cmd);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| StageError::Ffmpeg("no stdout pipe".into()))?;
-    crate::pipes::widen(&stdout);
-    let stderr = child.stderr.take();
-    // Collect ffmpeg's complaints on a thread so a full pipe never blocks it.
-    let complaints = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Some(mut e) = stderr {
-            let _ = e.read_to_string(&mut text);
-        }
-        text
-    });
-    let len = width as usize * height as usize * 3;
+    let reconnect = reconnect.unwrap_or_else(|| media::is_live_protocol(&path));
+    let mut reading = Reading {
+        stall_after: (read_timeout_s > 0.0).then(|| Duration::from_secs_f64(read_timeout_s)),
+        path,
+        width: info.width,
+        height: info.height,
+        limit,
+        scratch: Vec::new(),
+    };
+    let path = reading.path.clone();
     let mut emitter = Emitter::new(node)?;
-    emitter.cost.watch_child(child.id());
     let mut seq = first_frame_number(&emitter, &path, info.is_live(&path));
-    let mut end = End::Done;
-    let mut scratch = Vec::new();
     let mut pacer = Pacer::new(node, fps);
-    loop {
-        if limit.is_some_and(|n| seq >= n) {
-            break;
+    let mut pause = RECONNECT_FIRST;
+    let (end, status, complaints) = loop {
+        let frames_left = limit.map(|n| n.saturating_sub(seq));
+        let mut decoder = Decoder::start(&path, frames_left, info.width, info.height)?;
+        emitter.cost.watch_child(decoder.child.id());
+        let first = seq;
+        let end = reading.frames(node, &mut emitter, &mut pacer, &mut decoder, &mut seq)?;
+        let (status, complaints) = decoder.stop()?;
+        let lost_stream = end != End::Drained && limit.is_none_or(|n| seq < n);
+        if !(reconnect && lost_stream) {
+            break (end, status, complaints);
         }
-        if pacer.wait(node, seq)? == Flow::Drain {
-            end = End::Drained;
-            break;
+        if seq > first {
+            pause = RECONNECT_FIRST;
         }
-        match await_frame(node, &stdout, stall_after)? {
-            Awaited::Ready => {}
-            Awaited::Drain => {
-                end = End::Drained;
-                break;
+        node.metrics(|m| m.reconnects += 1);
+        let how = match end {
+            End::Stalled { .. } => format!("sent nothing for {read_timeout_s} s"),
+            _ => "ended".to_string(),
+        };
+        tracing::warn!(
+            "{path}: the stream {how} after frame {seq} ({} this time); opening it again in {:.0?} (reconnect){}",
+            seq - first,
+            pause,
+            match complaints.trim() {
+                "" => String::new(),
+                said => format!("; ffmpeg said: {said}"),
             }
-            Awaited::Stalled => {
-                end = End::Stalled { got: 0 };
-                break;
-            }
-        }
-        // Behind its pace: the frame is read (ffmpeg decodes every frame) but not sent.
-        let has_next = limit.is_none_or(|n| seq + 1 < n);
-        if let Some(reason) = emitter.stale(node, seq, &pacer, has_next) {
-            scratch.resize(len, 0);
-            let read = read_frame(&mut stdout, &mut scratch, &path, stall_after)?;
-            if let Some(ended) = read.end() {
-                end = ended;
-                break;
-            }
-            emitter.head.lose(node, seq, reason)?;
-            seq += 1;
-            if check_commands(node)? == Flow::Drain {
-                end = End::Drained;
-                break;
-            }
-            continue;
-        }
-        let mut read = Ok(FrameRead::Whole);
-        let emitted = emitter.emit(
-            node,
-            seq,
-            pacer.due(),
-            len,
-            |buf| {
-                read = read_frame(&mut stdout, buf, &path, stall_after);
-                match read {
-                    Ok(FrameRead::Whole) => Ok(()),
-                    // Tell the emitter not to send a half-read frame, or one that failed.
-                    _ => Err(StageError::Input(String::new())),
-                }
-            },
-            frame(width, height),
         );
-        if let Some(ended) = read?.end() {
-            end = ended;
-            break;
+        if pause_obeying_commands(node, pause)? == Flow::Drain {
+            break (End::Drained, status, complaints);
         }
-        if emitted? == Flow::Drain {
-            end = End::Drained;
-            break;
-        }
-        seq += 1;
-    }
-    drop(stdout);
-    let _ = child.kill();
-    let status = child
-        .wait()
-        .map_err(|e| StageError::Ffmpeg(e.to_string()))?;
-    let complaints = complaints.join().unwrap_or_default();
+        pause = (pause * 2).min(RECONNECT_MAX);
+    };
     node.note_emitted_total(&emitter.source, seq);
     finish(node, &path, seq, end, read_timeout_s)?;
     let detail = complaints.trim();
