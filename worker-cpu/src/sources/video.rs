@@ -1,7 +1,9 @@
 //! `source.video`: the frames an ffmpeg child decodes from a file or URL, read from its
 //! pipe straight into the output pool's slots. A stream that stops sending (a camera gone,
 //! a server that keeps the connection open and says nothing) ends after `read_timeout_s`
-//! instead of holding the app for ever, and a drain asked meanwhile is obeyed at once.
+//! instead of holding the app for ever, and a drain asked meanwhile is obeyed at once; a
+//! live stream that ends or stops is opened again (`reconnect`), and a restarted head of one
+//! goes on with what it sends then.
 
 use super::{check_commands, frame, Emitter, Pacer};
 use crate::sources::media::{ffmpeg_program, media_error, probe_video_info};
@@ -405,7 +407,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
             _ => "ended".to_string(),
         };
         tracing::warn!(
-            "{path}: the stream {how} after frame {seq} ({} this time); opening it again in {:.0?} (reconnect){}",
+            "{path}: the stream {how} after {seq} frames in all ({} this time); opening it again in {:.0?} (reconnect){}",
             seq - first,
             pause,
             match complaints.trim() {
