@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use crate::{ffprobe_program, special_file, wait, MediaError};
 
-/// How long a probe may take: a local file answers in milliseconds, a network stream in
-/// a few seconds; one that accepts the connection and then sends nothing would hold the
-/// planner for ever. `SMARTPIPE_PROBE_TIMEOUT_S` sets it (seconds, at least 1).
+/// How long a probe of a network stream may take: it answers in a few seconds, and one that
+/// accepts the connection and then sends nothing would hold the planner for ever.
+/// `SMARTPIPE_PROBE_TIMEOUT_S` sets it (seconds, at least 1). A file is probed without one:
+/// counting the packets of a long recording reads all of it.
 pub fn probe_deadline() -> Duration {
     let seconds = std::env::var("SMARTPIPE_PROBE_TIMEOUT_S")
         .ok()
@@ -20,8 +21,8 @@ pub fn probe_deadline() -> Duration {
     Duration::from_secs_f64(seconds.min(86_400.0))
 }
 
-/// ffprobe's `entries` of the first video stream of `path`, in the given output format,
-/// within [`probe_deadline`].
+/// ffprobe's `entries` of the first video stream of `path`, in the given output format; a
+/// URL's within [`probe_deadline`].
 fn ffprobe_first_video(
     entries: &[&str],
     format: &str,
@@ -34,7 +35,12 @@ fn ffprobe_first_video(
         .args(entries)
         .args(["-of", format])
         .arg(path);
-    match wait::output_within(&mut cmd, deadline) {
+    let output = if is_url(&path.to_string_lossy()) {
+        wait::output_within(&mut cmd, deadline)
+    } else {
+        cmd.stdin(std::process::Stdio::null()).output().map(Some)
+    };
+    match output {
         Ok(Some(out)) => Ok(out),
         Ok(None) => Err(MediaError::NotVideo(format!(
             "{}: not a readable video (ffprobe had no answer within {} s: a network stream that sends nothing? SMARTPIPE_PROBE_TIMEOUT_S waits longer)",
