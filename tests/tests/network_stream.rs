@@ -19,6 +19,11 @@ use std::time::Duration;
 /// length) and then keeps the connection open without a word, as a camera that stopped
 /// sending. `None` sends not even the response's head. Returns the URL of the stream.
 fn silent_after(body: Option<Vec<u8>>) -> String {
+    silent_after_a_pause(body, Duration::ZERO)
+}
+
+/// [`silent_after`], each answer `pause` after its request (a slow camera).
+fn silent_after_a_pause(body: Option<Vec<u8>>, pause: Duration) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
     // The connections, held open (never closed, never written to again) while the test runs.
@@ -27,6 +32,7 @@ fn silent_after(body: Option<Vec<u8>>) -> String {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
             read_request_head(&mut stream);
+            std::thread::sleep(pause);
             if let Some(body) = &body {
                 let head =
                     "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nConnection: close\r\n\r\n";
@@ -257,4 +263,19 @@ fn a_lost_stream_is_opened_again_and_its_frames_numbered_on() {
         seqs.windows(2).all(|w| w[0] < w[1]),
         "numbered on, each once: {seqs:?}"
     );
+}
+
+/// A decoder's first frame comes after it has connected and analysed the stream, which can
+/// take longer than the wait between frames: it may take as long as a probe. Before, a
+/// `read_timeout_s` shorter than that start took every connection for stalled.
+#[test]
+fn a_first_frame_slower_than_the_read_timeout_is_waited_for() {
+    require_ffmpeg();
+    let dir = scratch("slow-start");
+    let url = silent_after_a_pause(Some(transport_stream(&dir)), Duration::from_secs(2));
+    let app = stream_app(&dir, "slowstart", &url, json!({"read_timeout_s": 1}));
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert!(summary["items_out"].as_u64() > Some(0), "{summary}");
+    let note = summary["short_sources"][0].as_str().unwrap_or_default();
+    assert!(note.contains("sent no frame for 1 s"), "{summary}");
 }

@@ -285,6 +285,9 @@ impl Reading {
         seq: &mut u64,
     ) -> Result<End, StageError> {
         let len = self.frame_bytes();
+        // The decoder's first frame comes after it has connected and analysed the stream
+        // (ffmpeg reads 5 s of a live MPEG-TS first): that one may take as long as a probe.
+        let mut allowance = self.stall_after.map(|s| s.max(media::probe_deadline()));
         loop {
             if self.limit.is_some_and(|n| *seq >= n) {
                 return Ok(End::Done);
@@ -292,7 +295,9 @@ impl Reading {
             if pacer.wait(node, *seq)? == Flow::Drain {
                 return Ok(End::Drained);
             }
-            match await_frame(node, &decoder.stdout, self.stall_after)? {
+            let awaited = await_frame(node, &decoder.stdout, allowance)?;
+            allowance = self.stall_after;
+            match awaited {
                 Awaited::Ready => {}
                 Awaited::Drain => return Ok(End::Drained),
                 Awaited::Stalled => return Ok(End::Stalled { got: 0 }),
@@ -455,8 +460,9 @@ fn finish(
         End::CutFrame => true,
         End::Stalled { got } => {
             if frames == 0 && got == 0 {
+                let waited = read_timeout_s.max(media::probe_deadline().as_secs_f64());
                 return Err(StageError::Input(format!(
-                    "{path}: no frame came within {read_timeout_s} s (read_timeout_s): a stream that sends nothing, or a camera or server that is not there"
+                    "{path}: no frame came within {waited} s (a first frame may take the longer of read_timeout_s and SMARTPIPE_PROBE_TIMEOUT_S): a stream that sends nothing, or a camera or server that is not there"
                 )));
             }
             node.metrics(|m| m.read_stalls += 1);
