@@ -12,6 +12,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,18 +20,22 @@ use std::time::Duration;
 /// length) and then keeps the connection open without a word, as a camera that stopped
 /// sending. `None` sends not even the response's head. Returns the URL of the stream.
 fn silent_after(body: Option<Vec<u8>>) -> String {
-    silent_after_a_pause(body, Duration::ZERO)
+    silent_after_a_pause(body, Duration::ZERO).0
 }
 
-/// [`silent_after`], each answer `pause` after its request (a slow camera).
-fn silent_after_a_pause(body: Option<Vec<u8>>, pause: Duration) -> String {
+/// [`silent_after`], each answer `pause` after its request (a slow camera); with the count
+/// of connections made to it so far.
+fn silent_after_a_pause(body: Option<Vec<u8>>, pause: Duration) -> (String, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
     // The connections, held open (never closed, never written to again) while the test runs.
     let held: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
+            counted.fetch_add(1, Ordering::SeqCst);
             read_request_head(&mut stream);
             std::thread::sleep(pause);
             if let Some(body) = &body {
@@ -45,7 +50,7 @@ fn silent_after_a_pause(body: Option<Vec<u8>>, pause: Duration) -> String {
             }
         }
     });
-    format!("http://127.0.0.1:{port}/live.ts")
+    (format!("http://127.0.0.1:{port}/live.ts"), connections)
 }
 
 /// Read a request up to the blank line that ends its head.
@@ -272,10 +277,14 @@ fn a_lost_stream_is_opened_again_and_its_frames_numbered_on() {
 fn a_first_frame_slower_than_the_read_timeout_is_waited_for() {
     require_ffmpeg();
     let dir = scratch("slow-start");
-    let url = silent_after_a_pause(Some(transport_stream(&dir)), Duration::from_secs(2));
+    let (url, connections) =
+        silent_after_a_pause(Some(transport_stream(&dir)), Duration::from_secs(2));
     let app = stream_app(&dir, "slowstart", &url, json!({"read_timeout_s": 1}));
     let (_, summary) = run_ok(&app, &dir.join("run"));
     assert!(summary["items_out"].as_u64() > Some(0), "{summary}");
     let note = summary["short_sources"][0].as_str().unwrap_or_default();
     assert!(note.contains("sent no frame for 1 s"), "{summary}");
+    // The planner's probe and the decoder: the head takes what the probe found instead of
+    // probing the stream again (each probe of a live MPEG-TS takes ffprobe 5 s).
+    assert_eq!(connections.load(Ordering::SeqCst), 2);
 }

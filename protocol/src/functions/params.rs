@@ -111,6 +111,21 @@ pub struct SourceVideo {
     /// live protocols, RTSP, RTMP, RTP, SRT, UDP, TCP).
     #[serde(default)]
     pub reconnect: Option<bool>,
+    /// What the supervisor's probe found of a URL, so the head does not probe it again (a
+    /// live MPEG-TS takes ffprobe 5 s, at every restart). Not an app parameter: `validate`
+    /// refuses it in an app file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probed: Option<ProbedStream>,
+}
+
+/// A stream's size as its frames are decoded, and whether it is live (`source.video`'s
+/// `probed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbedStream {
+    pub width: u32,
+    pub height: u32,
+    pub live: bool,
 }
 
 /// `source.video`'s default `read_timeout_s`: far more than a local file or a live

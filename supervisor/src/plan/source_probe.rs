@@ -31,6 +31,20 @@ pub fn video_frame_rate(path: &str, limits: &Limits) -> Option<f64> {
 
 const SOURCE_VIDEO: &str = "source.video";
 
+/// What this process's planner found of the stream at URL `path`, without probing it
+/// again (`None` when it has not probed it): a head started or restarted for it gets it
+/// instead of probing the stream itself.
+pub fn probed_stream(path: &str) -> Option<protocol::functions::params::ProbedStream> {
+    let key = (SOURCE_VIDEO.to_string(), path.to_string());
+    let probed = memo().known(&key)?;
+    let (width, height) = probed.frame;
+    Some(protocol::functions::params::ProbedStream {
+        width: u32::try_from(width).ok()?,
+        height: u32::try_from(height).ok()?,
+        live: probed.live,
+    })
+}
+
 fn probed(function: &str, path: &str, limits: &Limits) -> Result<Probed, String> {
     let files = match function {
         _ if is_images(function) => list_images(path).map_err(|e| e.to_string())?,
@@ -60,6 +74,7 @@ fn probe(function: &str, path: &str, files: &[PathBuf], limits: &Limits) -> Resu
     Ok(Probed {
         frame: (u64::from(info.width), u64::from(info.height)),
         frame_rate: info.frame_rate,
+        live: info.is_live(path),
     })
 }
 
@@ -86,6 +101,8 @@ type Frame = (u64, u64);
 struct Probed {
     frame: Frame,
     frame_rate: Option<f64>,
+    /// A live stream (see `media::VideoInfo::is_live`).
+    live: bool,
 }
 
 impl Probed {
@@ -93,6 +110,7 @@ impl Probed {
         Probed {
             frame,
             frame_rate: None,
+            live: false,
         }
     }
 }
@@ -102,6 +120,12 @@ impl Probed {
 struct Memo(Mutex<HashMap<Key, (u64, Probed)>>);
 
 impl Memo {
+    /// What was probed of `key`, whatever the files' state now (a URL has no files).
+    fn known(&self, key: &Key) -> Option<Probed> {
+        let memo = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        memo.get(key).map(|(_, probed)| *probed)
+    }
+
     fn get_or_probe(
         &self,
         key: Key,

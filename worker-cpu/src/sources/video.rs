@@ -349,6 +349,13 @@ impl Reading {
     }
 }
 
+/// What the head needs to know of its video before it decodes it.
+struct Stream {
+    width: u32,
+    height: u32,
+    live: bool,
+}
+
 /// The first wait before a lost live stream is opened again; it doubles while the stream
 /// gives no frame, up to [`RECONNECT_MAX`].
 const RECONNECT_FIRST: Duration = Duration::from_secs(1);
@@ -376,8 +383,24 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         fps,
         read_timeout_s,
         reconnect,
+        probed,
     } = crate::params(node)?;
-    let info = probe_video_info(&path).map_err(media_error)?;
+    let info = match probed {
+        // The supervisor's planner probed this URL already.
+        Some(p) => Stream {
+            width: p.width,
+            height: p.height,
+            live: p.live,
+        },
+        None => {
+            let info = probe_video_info(&path).map_err(media_error)?;
+            Stream {
+                width: info.width,
+                height: info.height,
+                live: info.is_live(&path),
+            }
+        }
+    };
     let reconnect = reconnect.unwrap_or_else(|| media::is_live_protocol(&path));
     let mut reading = Reading {
         stall_after: (read_timeout_s > 0.0).then(|| Duration::from_secs_f64(read_timeout_s)),
@@ -389,7 +412,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
     };
     let path = reading.path.clone();
     let mut emitter = Emitter::new(node)?;
-    let mut seq = first_frame_number(&emitter, &path, info.is_live(&path));
+    let mut seq = first_frame_number(&emitter, &path, info.live);
     let mut pacer = Pacer::new(node, fps);
     let mut pause = RECONNECT_FIRST;
     let (end, status, complaints) = loop {

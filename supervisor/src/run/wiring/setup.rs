@@ -12,17 +12,19 @@ use protocol::shm::PoolHandle;
 use protocol::spec::TaskKind;
 
 impl Wiring<'_> {
-    /// The task as its process gets it: a head's `fps` is the live rate once one is set.
+    /// The task as its process gets it: a head's `fps` is the live rate once one is set,
+    /// and a video head of a URL gets what the planner's probe found of it.
     fn task_json(&self, t: usize) -> anyhow::Result<String> {
         let task = &self.app.tasks[t];
-        match self.rate {
-            Some(rate) if task.kind == TaskKind::Head => {
-                let mut task = task.clone();
-                crate::plan::pace_head(&mut task, rate);
-                Ok(serde_json::to_string(&task)?)
-            }
-            _ => Ok(serde_json::to_string(task)?),
+        if task.kind != TaskKind::Head {
+            return Ok(serde_json::to_string(task)?);
         }
+        let mut task = task.clone();
+        if let Some(rate) = self.rate {
+            crate::plan::pace_head(&mut task, rate);
+        }
+        pass_probed_stream(&mut task);
+        Ok(serde_json::to_string(&task)?)
     }
 
     pub fn setup_wire(
@@ -244,5 +246,27 @@ pub fn deadline_ms(app: &protocol::spec::AppSpec) -> u32 {
     match (app.service_type, app.quota.max_latency_ms) {
         (protocol::spec::ServiceType::BestEffort, Some(ms)) => ms.clamp(1.0, 3_600_000.0) as u32,
         _ => 0,
+    }
+}
+
+/// A `source.video` head of a URL gets what this supervisor's planner probed of it
+/// (`params.probed`), so it does not probe the stream again: ffprobe analyses 5 s of a live
+/// MPEG-TS, at every start and restart of the head.
+fn pass_probed_stream(task: &mut protocol::spec::TaskSpec) {
+    use protocol::functions::{builtin, Builtin};
+    if builtin(&task.function) != Some(Builtin::SourceVideo) {
+        return;
+    }
+    let Some(path) = task.params.get("path").and_then(|p| p.as_str()) else {
+        return;
+    };
+    if !media::is_url(path) {
+        return;
+    }
+    let Some(probed) = crate::plan::source_probe::probed_stream(path) else {
+        return;
+    };
+    if let Ok(value) = serde_json::to_value(probed) {
+        task.params.insert("probed".into(), value);
     }
 }
