@@ -382,3 +382,57 @@ fn a_video_is_written_at_its_sources_frame_rate_unless_the_tail_gives_one() {
         "the tail's own rate"
     );
 }
+
+/// `start_s` starts a video at a time: its first item is the frame shown then (a seek to the
+/// key frame before it, then decoded up to the exact frame), and `limit` counts from there.
+#[test]
+fn a_video_started_at_a_time_begins_with_the_frame_shown_then() {
+    require_ffmpeg();
+    let dir = scratch("video-start");
+    // 10 fps, a key frame every 8 frames: 1.0 s is frame 10, two frames after a key frame.
+    ffmpeg_in(
+        &dir,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=64x48:rate=10:d=3",
+            "-c:v",
+            "libx264",
+            "-g",
+            "8",
+            "-pix_fmt",
+            "yuv420p",
+            "clip.mp4",
+        ],
+    );
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": "start",
+            "tasks": [
+                {"name": "clip", "kind": "head", "function": "source.video", "params": {"path": "clip.mp4", "start_s": 1.0, "limit": 5}},
+                {"name": "frames", "kind": "tail", "function": "image.show", "inputs": ["clip"], "params": {"dir": "frames"}}
+            ]
+        }),
+    );
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert_eq!(summary["items_out"], 5, "{summary}");
+    // Frame 10 of the clip as ffmpeg decodes it from the start.
+    let tenth = Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i"])
+        .arg(dir.join("clip.mp4"))
+        .args(["-vf", "select=eq(n\\,10)", "-frames:v", "1"])
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .expect("ffmpeg");
+    let first = image::open(dir.join("frames/clip-0.png"))
+        .expect("the first frame")
+        .into_rgb8();
+    assert_eq!(first.as_raw().len(), tenth.stdout.len());
+    assert!(
+        first.as_raw() == &tenth.stdout,
+        "the first item is the frame shown at 1.0 s"
+    );
+    assert!(dir.join("frames/clip-4.png").exists() && !dir.join("frames/clip-5.png").exists());
+}

@@ -94,7 +94,7 @@ pub struct SourceImages {
     pub fps: f64,
 }
 
-/// `source.video {path, limit?, fps?, read_timeout_s = 30, reconnect?}`.
+/// `source.video {path, limit?, fps?, read_timeout_s = 30, reconnect?, start_s = 0}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceVideo {
@@ -111,6 +111,10 @@ pub struct SourceVideo {
     /// live protocols, RTSP, RTMP, RTP, SRT, UDP, TCP).
     #[serde(default)]
     pub reconnect: Option<bool>,
+    /// Seconds into the video to start from: the frames before are not read (ffmpeg seeks
+    /// to the key frame before it and decodes from there, so the first frame is exact).
+    #[serde(default)]
+    pub start_s: f64,
     /// What the supervisor's probe found of a URL, so the head does not probe it again (a
     /// live MPEG-TS takes ffprobe 5 s, at every restart). Not an app parameter: `validate`
     /// refuses it in an app file.

@@ -219,6 +219,12 @@ pub const FUNCTIONS: &[FunctionDef] = &[
                 false,
                 "open a stream that ended or went silent again, with a growing pause, until the app is stopped; default: for live protocols (rtsp, rtmp, rtp, srt, udp, tcp URLs)",
             ),
+            p(
+                "start_s",
+                NonNegative,
+                false,
+                "seconds into the video to start from (its first frame is the one shown at that time; `limit` counts from there); default 0",
+            ),
         ],
         one_of: &[],
         takes: &[],

@@ -288,6 +288,10 @@ pub fn announced_video_frames(app: &protocol::spec::AppSpec) -> BTreeMap<String,
         .filter(|t| t.kind == TaskKind::Head && builtin(&t.function) == Some(Builtin::SourceVideo))
         .filter_map(|t| {
             let source = params::parse::<params::SourceVideo>(&t.params).ok()?;
+            // From a time on, the frames to read are not known exactly.
+            if source.start_s > 0.0 {
+                return None;
+            }
             let frames = media::announced_frames(&source.path)?;
             Some((
                 t.name.clone(),

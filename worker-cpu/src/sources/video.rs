@@ -191,19 +191,25 @@ struct Decoder {
 }
 
 impl Decoder {
-    /// Decode `path` at `width`×`height`, at most `frames` frames.
+    /// Decode `path` from `start_s` seconds in, at `width`×`height`, at most `frames` frames.
     fn start(
         path: &str,
+        start_s: f64,
         frames: Option<u64>,
-        width: u32,
-        height: u32,
+        (width, height): (u32, u32),
     ) -> Result<Decoder, StageError> {
         let mut cmd = Process::new(ffmpeg_program());
+        cmd.args(["-nostdin", "-v", "error"]);
+        if start_s > 0.0 {
+            // Before the input: a seek to the key frame before it, then frames are decoded
+            // and dropped up to the exact time (ffmpeg's accurate seek).
+            cmd.args(["-ss", &start_s.to_string()]);
+        }
         // The frames upright, as a player shows them: ffmpeg turns a video with a display
         // rotation (a phone's portrait clip) and the probe gave the turned size. Each frame
         // once, not padded to a constant rate (a variable-rate video's frames would be
         // repeated).
-        cmd.args(["-nostdin", "-v", "error", "-i", path]);
+        cmd.args(["-i", path]);
         if let Some(n) = frames {
             cmd.args(["-frames:v", &n.to_string()]);
         }
@@ -383,6 +389,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         fps,
         read_timeout_s,
         reconnect,
+        start_s,
         probed,
     } = crate::params(node)?;
     let info = match probed {
@@ -417,7 +424,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
     let mut pause = RECONNECT_FIRST;
     let (end, status, complaints) = loop {
         let frames_left = limit.map(|n| n.saturating_sub(seq));
-        let mut decoder = Decoder::start(&path, frames_left, info.width, info.height)?;
+        let mut decoder = Decoder::start(&path, start_s, frames_left, (info.width, info.height))?;
         emitter.cost.watch_child(decoder.child.id());
         let first = seq;
         let end = reading.frames(node, &mut emitter, &mut pacer, &mut decoder, &mut seq)?;
