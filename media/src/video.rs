@@ -44,7 +44,7 @@ fn ffprobe_first_video(
         Ok(Some(out)) => Ok(out),
         Ok(None) => Err(MediaError::NotVideo(format!(
             "{}: not a readable video (ffprobe had no answer within {} s: a network stream that sends nothing? SMARTPIPE_PROBE_TIMEOUT_S waits longer)",
-            path.to_string_lossy(),
+            shown(&path.to_string_lossy()),
             deadline.as_secs_f64()
         ))),
         Err(e) => Err(MediaError::Ffmpeg(format!(
@@ -151,6 +151,62 @@ const LIVE_SCHEMES: &[&str] = &[
     "rtsp", "rtsps", "rtmp", "rtmps", "rtmpt", "rtp", "srt", "udp", "tcp",
 ];
 
+/// Query parameters whose values are secrets (`?token=…`), masked by [`shown`].
+const SECRET_QUERY_KEYS: &[&str] = &[
+    "token",
+    "access_token",
+    "auth",
+    "key",
+    "apikey",
+    "api_key",
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "signature",
+    "sig",
+];
+
+/// `path` as messages, logs and reports show it: a URL's password (`rtsp://admin:***@cam/1`, a
+/// user alone is kept) and the values of secret query parameters masked. A camera's URL often
+/// carries its credentials, and logs and run folders are shared.
+pub fn shown(path: &str) -> String {
+    if !is_url(path) {
+        return path.to_string();
+    }
+    let Some((scheme, rest)) = path.split_once("://") else {
+        return path.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((before, query)) => {
+            let masked: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _))
+                        if SECRET_QUERY_KEYS.contains(&k.to_ascii_lowercase().as_str()) =>
+                    {
+                        format!("{k}=***")
+                    }
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{before}?{}", masked.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
 /// Whether `path` is a URL of a live protocol (`rtsp://`, `udp://`, …): what it sends is
 /// happening now, and it has no end of its own.
 pub fn is_live_protocol(path: &str) -> bool {
@@ -215,7 +271,9 @@ pub fn probe_video_info(path: &str) -> Result<VideoInfo, MediaError> {
                 said
             };
             Err(MediaError::NotVideo(format!(
-                "{path}: not a readable video ({why})"
+                "{}: not a readable video ({})",
+                shown(path),
+                why.replace(path, &shown(path))
             )))
         }
     }
@@ -264,6 +322,33 @@ pub fn count_video_packets(path: &Path) -> Result<u64, MediaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_in_a_url_are_masked_where_it_is_shown() {
+        assert_eq!(
+            shown("rtsp://admin:s3cret@10.0.0.5:554/stream1"),
+            "rtsp://admin:***@10.0.0.5:554/stream1"
+        );
+        assert_eq!(
+            shown("https://TOKEN@h/live.m3u8"),
+            "https://***@h/live.m3u8"
+        );
+        assert_eq!(
+            shown("http://h/cam.mjpg?user=a&Password=b&res=hd&token=c"),
+            "http://h/cam.mjpg?user=a&Password=***&res=hd&token=***"
+        );
+        assert_eq!(shown("rtsp://cam/1"), "rtsp://cam/1");
+        assert_eq!(
+            shown("/videos/a@b:c.mp4"),
+            "/videos/a@b:c.mp4",
+            "a file is shown as it is"
+        );
+        assert_eq!(
+            shown("udp://@:1234"),
+            "udp://***@:1234",
+            "no secret, but nothing to lose"
+        );
+    }
 
     #[test]
     fn urls_are_told_from_files() {

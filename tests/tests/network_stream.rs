@@ -288,3 +288,52 @@ fn a_first_frame_slower_than_the_read_timeout_is_waited_for() {
     // probing the stream again (each probe of a live MPEG-TS takes ffprobe 5 s).
     assert_eq!(connections.load(Ordering::SeqCst), 2);
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// A camera's URL often carries its password or a token: the console, the summary, the report
+/// and the logs name the stream with them masked (they are shared; before, the password was in
+/// every message about the stream and in the report's copy of the app).
+#[test]
+fn a_cameras_password_is_not_written_where_the_stream_is_named() {
+    require_ffmpeg();
+    let dir = scratch("camera-secret");
+    let url = silent_after(Some(transport_stream(&dir)));
+    let secret_url = url.replace("http://", "http://admin:s3cret@") + "?token=t0ken";
+    let app = stream_app(&dir, "secret", &secret_url, json!({"read_timeout_s": 1}));
+    let run = dir.join("run");
+    let (out, summary) = run_ok(&app, &run);
+    let note = summary["short_sources"][0].as_str().unwrap_or_default();
+    assert!(note.contains("http://admin:***@127.0.0.1:"), "{summary}");
+    assert!(note.contains("live.ts?token=***"), "{summary}");
+    let mut places = vec![("the console".to_string(), printed(&out))];
+    for file in files_under(&run) {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).expect("read")).into_owned();
+        places.push((file.display().to_string(), text));
+    }
+    assert!(
+        places.len() > 3,
+        "the run folder holds the summary, report and logs"
+    );
+    for (place, text) in places {
+        assert!(
+            !text.contains("s3cret") && !text.contains("t0ken"),
+            "{place} shows a secret of the URL"
+        );
+    }
+}

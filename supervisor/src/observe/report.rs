@@ -265,7 +265,7 @@ pub fn render(d: &ReportData<'_>) -> String {
 
     html += &plan_table(d.plan);
     html += "<h2>App</h2><pre>";
-    html += &esc(&serde_json::to_string_pretty(d.app).unwrap_or_default());
+    html += &esc(&serde_json::to_string_pretty(&without_secrets(d.app)).unwrap_or_default());
     html += "</pre></body></html>\n";
     html
 }
@@ -452,6 +452,23 @@ fn plan_table(plan: &Plan) -> String {
     }
     html += "</table>";
     html
+}
+
+/// The app as the report shows it: the secrets of its URLs masked (a camera's password in
+/// `source.video {path}`), as everywhere SmartPipe names a source.
+fn without_secrets(app: &AppSpec) -> AppSpec {
+    let mut app = app.clone();
+    for task in &mut app.tasks {
+        let Some(def) = protocol::functions::find(&task.function) else {
+            continue;
+        };
+        for p in def.params.iter().filter(|p| p.ty.is_path()) {
+            if let Some(serde_json::Value::String(value)) = task.params.get_mut(p.name) {
+                *value = media::shown(value);
+            }
+        }
+    }
+    app
 }
 
 #[cfg(test)]

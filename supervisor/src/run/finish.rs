@@ -365,7 +365,7 @@ fn stalled_streams(
         notes.push(format!(
             "source '{}': {} sent no frame for {} s (read_timeout_s) after {} frames, so its stream was taken for ended (logs/{label}.log)",
             t.name,
-            source.path,
+            media::shown(&source.path),
             source.read_timeout_s,
             m.items_out + m.lost.iter().sum::<u64>()
         ));

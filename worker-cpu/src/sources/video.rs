@@ -409,17 +409,18 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         }
     };
     let reconnect = reconnect.unwrap_or_else(|| media::is_live_protocol(&path));
+    // Messages name the video without a URL's secrets (a camera's password).
+    let shown = media::shown(&path);
     let mut reading = Reading {
         stall_after: (read_timeout_s > 0.0).then(|| Duration::from_secs_f64(read_timeout_s)),
-        path,
+        path: shown.clone(),
         width: info.width,
         height: info.height,
         limit,
         scratch: Vec::new(),
     };
-    let path = reading.path.clone();
     let mut emitter = Emitter::new(node)?;
-    let mut seq = first_frame_number(&emitter, &path, info.live);
+    let mut seq = first_frame_number(&emitter, &shown, info.live);
     let mut pacer = Pacer::new(node, fps);
     let mut pause = RECONNECT_FIRST;
     let (end, status, complaints) = loop {
@@ -442,12 +443,12 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
             _ => "ended".to_string(),
         };
         tracing::warn!(
-            "{path}: the stream {how} after {seq} frames in all ({} this time); opening it again in {:.0?} (reconnect){}",
+            "{shown}: the stream {how} after {seq} frames in all ({} this time); opening it again in {:.0?} (reconnect){}",
             seq - first,
             pause,
             match complaints.trim() {
                 "" => String::new(),
-                said => format!("; ffmpeg said: {said}"),
+                said => format!("; ffmpeg said: {}", said.replace(&path, &shown)),
             }
         );
         if pause_obeying_commands(node, pause)? == Flow::Drain {
@@ -456,22 +457,22 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         pause = (pause * 2).min(RECONNECT_MAX);
     };
     node.note_emitted_total(&emitter.source, seq);
-    finish(node, &path, seq, end, read_timeout_s)?;
-    let detail = complaints.trim();
+    finish(node, &shown, seq, end, read_timeout_s)?;
+    let detail = complaints.trim().replace(&path, &shown);
     match end {
         End::Done | End::CutFrame if seq == 0 && (!status.success() || !detail.is_empty()) => {
             return Err(StageError::Input(format!(
-                "{path}: ffmpeg decoded no frame: {detail}"
+                "{shown}: ffmpeg decoded no frame: {detail}"
             )));
         }
         // Stopped on purpose: a drain's ffmpeg was killed, so its status says nothing.
         End::Drained => {}
         _ if !detail.is_empty() => {
-            tracing::warn!("{path}: ffmpeg reported problems after {seq} frames: {detail}");
+            tracing::warn!("{shown}: ffmpeg reported problems after {seq} frames: {detail}");
         }
         _ => {}
     }
-    tracing::info!(frames = seq, "{path}: video ended");
+    tracing::info!(frames = seq, "{shown}: video ended");
     Ok(())
 }
 
