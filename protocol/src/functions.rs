@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 
 pub use table::{
-    output_journal, prints_pretty_table, resumable_video, stdout_table_journal,
+    output_journal, prints_pretty_table, resumable_video, stdout_table_journal, streamed_video,
     table_journal_suffix, OutputJournal, ResumableVideo, FAULT_MODES, FUNCTIONS, GEN_PATTERNS,
     PARQUET_JOURNAL_SUFFIX, PRETTY_JOURNAL_SUFFIX, STDOUT_TABLE_JOURNAL_SUFFIX, TABLE_FORMATS,
     VIDEO_SEGMENTS_SUFFIX,

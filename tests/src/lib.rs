@@ -546,3 +546,21 @@ pub fn start_detached(cmd: &mut Command, app: &Path, run_dir: &Path) -> i32 {
         .and_then(|p| p.trim().parse().ok())
         .unwrap_or_else(|| panic!("no daemon pid in {said:?}"))
 }
+
+/// Frames in the first video stream of `file` (ffprobe decodes and counts them); `None`
+/// when ffprobe cannot read it.
+pub fn video_frames(file: &Path) -> Option<u64> {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .ok()?;
+    // MPEG-TS lists the stream once per program: the first count.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .find(|l| !l.is_empty())?
+        .parse()
+        .ok()
+}

@@ -337,3 +337,49 @@ fn a_cameras_password_is_not_written_where_the_stream_is_named() {
         );
     }
 }
+
+/// `image.show {path}` streams to a URL (an annotated camera published to a media server):
+/// before, it made a folder named `tcp:` beside the app, failed at its end ("Unable to find
+/// a suitable output format") and reported every frame as delivered. A URL of a protocol it
+/// cannot stream with is refused by `validate`.
+#[test]
+fn a_video_is_streamed_to_a_url() {
+    require_ffmpeg();
+    let dir = scratch("stream-out");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    let receiver = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("the tail connects");
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).expect("the stream");
+        bytes
+    });
+    let tail = |path: &str| {
+        json!({
+            "name": "published",
+            "tasks": [
+                {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 48, "count": 20}},
+                {"name": "live", "kind": "tail", "function": "image.show", "inputs": ["gen"], "params": {"path": path}}
+            ]
+        })
+    };
+    let app = write_app(&dir, &tail(&format!("tcp://127.0.0.1:{port}")));
+    let (_, summary) = run_ok(&app, &dir.join("run"));
+    assert_eq!(summary["items_out"], 20, "{summary}");
+    let received = dir.join("received.ts");
+    std::fs::write(&received, receiver.join().expect("the receiver")).expect("write");
+    assert_eq!(video_frames(&received), Some(20), "every frame arrived");
+    assert!(!dir.join("tcp:").exists(), "no folder named after the URL");
+    let app = write_app(&dir, &tail("http://127.0.0.1:9/x.mp4"));
+    let out = supervisor()
+        .arg("validate")
+        .arg(&app)
+        .output()
+        .expect("validate");
+    assert!(!out.status.success());
+    assert!(
+        printed(&out).contains("'http://' is not one of them"),
+        "{}",
+        printed(&out)
+    );
+}

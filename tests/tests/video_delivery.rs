@@ -96,24 +96,6 @@ fn a_killed_mp4_tail_continues_its_video_with_every_frame_once_in_order() {
     assert_nothing_left(&name, &summary, pid);
 }
 
-/// Frames in the first video stream of `file` (ffprobe decodes and counts them); `None`
-/// when ffprobe cannot read it.
-fn video_frames(file: &Path) -> Option<u64> {
-    let out = std::process::Command::new("ffprobe")
-        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
-        .arg(file)
-        .output()
-        .ok()?;
-    // MPEG-TS lists the stream once per program: the first count.
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| l.trim().trim_end_matches(','))
-        .find(|l| !l.is_empty())?
-        .parse()
-        .ok()
-}
-
 /// A video in a container that cannot be resumed (MPEG-TS here; also `.flv`…): a tail
 /// killed mid-run used to have its restarted process write the file over, so the items
 /// before the kill were gone while the summary said every item was out. The restarted

@@ -29,6 +29,16 @@ pub(crate) fn check_source_video(params: &Map<String, Value>) -> Result<(), Stri
     }
 }
 
+/// `image.show`'s check: its params parse, and a URL to stream to is of a protocol it
+/// streams with.
+pub(crate) fn check_image_show(params: &Map<String, Value>) -> Result<(), String> {
+    let p = parse::<ImageShow>(params).map_err(|e| e.to_string())?;
+    match p.path.as_deref().map(super::streamed_video) {
+        Some(Err(why)) => Err(why),
+        _ => Ok(()),
+    }
+}
+
 /// `table.print`'s check: a known format, and a path for Parquet (a file, never stdout).
 pub(crate) fn check_table_print(params: &Map<String, Value>) -> Result<(), String> {
     let p = parse::<TablePrint>(params).map_err(|e| e.to_string())?;

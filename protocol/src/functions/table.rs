@@ -86,6 +86,31 @@ pub fn resumable_video(path: &str) -> Option<ResumableVideo> {
     Some(ResumableVideo { codec, muxer })
 }
 
+/// The muxer `image.show` streams its video with to a URL (`rtmp://…` → FLV, `srt://`,
+/// `udp://`, `tcp://` → MPEG-TS, `rtsp://` → RTSP, `rtp://` → RTP/MPEG-TS); `Ok(None)` for a
+/// file, an error for a URL of another protocol.
+pub fn streamed_video(path: &str) -> Result<Option<&'static str>, String> {
+    let Some((scheme, _)) = path.split_once("://") else {
+        return Ok(None);
+    };
+    let is_scheme = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !is_scheme || scheme.eq_ignore_ascii_case("file") {
+        return Ok(None);
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "rtmp" | "rtmps" => Ok(Some("flv")),
+        "srt" | "udp" | "tcp" => Ok(Some("mpegts")),
+        "rtsp" | "rtsps" => Ok(Some("rtsp")),
+        "rtp" => Ok(Some("rtp_mpegts")),
+        other => Err(format!(
+            "a video is streamed to rtmp, rtmps, rtsp, rtsps, srt, udp, tcp or rtp URLs; '{other}://' is not one of them (write a file, or publish through one of these)"
+        )),
+    }
+}
+
 /// The journal suffix of `table.print` to a file in `format`; `None` for formats written
 /// row by row.
 pub fn table_journal_suffix(format: &str) -> Option<&'static str> {
@@ -310,15 +335,15 @@ pub const FUNCTIONS: &[FunctionDef] = &[
             ),
             p(
                 "path",
-                Path,
+                PathOrUrl,
                 false,
-                "write an MP4 (or any container ffmpeg knows by extension)",
+                "write an MP4 (or any container ffmpeg knows by extension), or stream H.264 to an rtmp, rtsp, srt, udp, tcp or rtp URL",
             ),
             p(
                 "fps",
                 NonNegative,
                 false,
-                "frame rate of the video (default 25)",
+                "frame rate of the video (default: its source's rate, else 25)",
             ),
             p(
                 "mask",
@@ -331,7 +356,7 @@ pub const FUNCTIONS: &[FunctionDef] = &[
         takes: &[Frame, Table],
         makes: &[],
         hints: hints(false, SlotSize::InputFrames, false),
-        check: params::check::<params::ImageShow>,
+        check: params::check_image_show,
         summary: "writes frames as image files or a video",
     },
     FunctionDef {

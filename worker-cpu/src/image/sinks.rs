@@ -227,7 +227,9 @@ impl VideoOut {
                         // Not resumable: the earlier process's file is moved aside when
                         // this one opens its own (not before: one with nothing left to
                         // write leaves it).
-                        if *restarted {
+                        let streamed =
+                            matches!(protocol::functions::streamed_video(path), Ok(Some(_)));
+                        if *restarted && !streamed {
                             out_files::set_aside(std::path::Path::new(path.as_str()))?;
                         }
                         writer.insert(VideoWriter::start(path, frame.width, frame.height, *fps)?)

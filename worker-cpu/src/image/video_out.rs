@@ -29,8 +29,21 @@ pub struct VideoWriter {
 }
 
 impl VideoWriter {
+    /// An encoder writing the file at `path` (its container by extension), or streaming to
+    /// the URL `path` (H.264 tuned for latency, in the protocol's muxer:
+    /// [`protocol::functions::streamed_video`]).
     pub fn start(path: &str, width: u32, height: u32, fps: f64) -> Result<VideoWriter, StageError> {
-        VideoWriter::spawn(path, width, height, fps, &[], false)
+        match protocol::functions::streamed_video(path).map_err(StageError::Input)? {
+            Some(muxer) => VideoWriter::spawn(
+                path,
+                width,
+                height,
+                fps,
+                &["-c:v", "libx264", "-tune", "zerolatency", "-f", muxer],
+                false,
+            ),
+            None => VideoWriter::spawn(path, width, height, fps, &[], false),
+        }
     }
 
     /// An encoder writing a Matroska segment of `codec` at `path` (see
@@ -72,7 +85,8 @@ impl VideoWriter {
         encoding: &[&str],
         own_group: bool,
     ) -> Result<VideoWriter, StageError> {
-        if let Some(parent) = std::path::Path::new(path).parent() {
+        let streamed = matches!(protocol::functions::streamed_video(path), Ok(Some(_)));
+        if let Some(parent) = std::path::Path::new(path).parent().filter(|_| !streamed) {
             std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent.display(), e))?;
         }
         let size = format!("{width}x{height}");

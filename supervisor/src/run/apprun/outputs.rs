@@ -26,6 +26,8 @@ pub enum Unresumable {
     File(PathBuf),
     /// csv or jsonl on stdout: what was printed cannot be taken back.
     Stdout(String),
+    /// A video streamed to a URL (`rtmp://…`): the restarted tail opens the stream again.
+    Stream(String),
 }
 
 impl Unresumable {
@@ -36,9 +38,14 @@ impl Unresumable {
         }
         let param = |name: &str| task.params.get(name).and_then(|v| v.as_str());
         match task.function.as_str() {
-            "image.show" => param("path")
-                .filter(|p| protocol::functions::resumable_video(p).is_none())
-                .map(|p| Unresumable::File(p.into())),
+            "image.show" => match param("path") {
+                Some(p) if matches!(protocol::functions::streamed_video(p), Ok(Some(_))) => {
+                    Some(Unresumable::Stream(media::shown(p)))
+                }
+                path => path
+                    .filter(|p| protocol::functions::resumable_video(p).is_none())
+                    .map(|p| Unresumable::File(p.into())),
+            },
             "table.print" => match (param("format").unwrap_or("pretty"), param("path")) {
                 ("csv" | "jsonl" | "parquet", Some(_)) => None,
                 ("pretty", _) => None,
@@ -224,6 +231,9 @@ pub fn note(task: &str, restarts: u32, output: &Unresumable, parts: &[PathBuf]) 
         Unresumable::Stdout(format) => format!(
             "{head}; its output (stdout, {format}) cannot be cut back: the rows printed after the last acknowledgement before a restart are printed again"
         ),
+        Unresumable::Stream(url) => format!(
+            "{head}; its stream to {url} was opened again each time: the frames sent after the last acknowledgement before a restart are sent again"
+        ),
     }
 }
 
@@ -278,6 +288,7 @@ impl AppRun<'_> {
                         .collect(),
                 ),
                 Unresumable::Stdout(_) => ("stdout".into(), Vec::new()),
+                Unresumable::Stream(url) => (url.clone(), Vec::new()),
             };
             out.push(RestartedOutput {
                 stage: r.label.clone(),
