@@ -1,6 +1,6 @@
 //! Probing videos with ffprobe: the size their frames are decoded at (turned as a player
-//! shows them), the frames a file announces, and whether a URL is a live stream. Every
-//! probe runs within a deadline: a network stream that sends nothing would hold it for ever.
+//! shows them), the frames a file announces, and whether a URL is a live stream. A probe of
+//! a URL runs within a deadline: a network stream that sends nothing would hold it for ever.
 
 use std::path::Path;
 use std::process::Command;
@@ -29,23 +29,23 @@ fn ffprobe_first_video(
     path: impl AsRef<std::ffi::OsStr>,
 ) -> Result<std::process::Output, MediaError> {
     let path = path.as_ref();
-    let deadline = probe_deadline();
     let mut cmd = Command::new(ffprobe_program());
     cmd.args(["-v", "error", "-select_streams", "v:0"])
         .args(entries)
         .args(["-of", format])
         .arg(path);
-    let output = if is_url(&path.to_string_lossy()) {
-        wait::output_within(&mut cmd, deadline)
-    } else {
-        cmd.stdin(std::process::Stdio::null()).output().map(Some)
+    // A URL's probe has a deadline; a file's has none.
+    let deadline = is_url(&path.to_string_lossy()).then(probe_deadline);
+    let output = match deadline {
+        Some(deadline) => wait::output_within(&mut cmd, deadline),
+        None => cmd.stdin(std::process::Stdio::null()).output().map(Some),
     };
     match output {
         Ok(Some(out)) => Ok(out),
         Ok(None) => Err(MediaError::NotVideo(format!(
             "{}: not a readable video (ffprobe had no answer within {} s: a network stream that sends nothing? SMARTPIPE_PROBE_TIMEOUT_S waits longer)",
             shown(&path.to_string_lossy()),
-            deadline.as_secs_f64()
+            deadline.unwrap_or_default().as_secs_f64()
         ))),
         Err(e) => Err(MediaError::Ffmpeg(format!(
             "cannot run ffprobe (is ffmpeg installed?): {e}"
@@ -210,10 +210,8 @@ pub fn shown(path: &str) -> String {
 /// Whether `path` is a URL of a live protocol (`rtsp://`, `udp://`, …): what it sends is
 /// happening now, and it has no end of its own.
 pub fn is_live_protocol(path: &str) -> bool {
-    is_url(path)
-        && path
-            .split_once("://")
-            .is_some_and(|(scheme, _)| LIVE_SCHEMES.contains(&scheme.to_ascii_lowercase().as_str()))
+    protocol::functions::url_scheme(path)
+        .is_some_and(|scheme| LIVE_SCHEMES.contains(&scheme.as_str()))
 }
 
 impl VideoInfo {
@@ -282,24 +280,19 @@ pub fn probe_video_info(path: &str) -> Result<VideoInfo, MediaError> {
 /// Whether `path` names a network stream (`rtsp://cam/1`, `udp://@:1234`, `http://…`)
 /// rather than a file (`file:` URLs are files).
 pub fn is_url(path: &str) -> bool {
-    path.split_once("://").is_some_and(|(scheme, _)| {
-        !scheme.is_empty()
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-            && !scheme.eq_ignore_ascii_case("file")
-    })
+    protocol::functions::url_scheme(path).is_some()
 }
 
-/// The frames a video file announces, when it keeps a count. A network stream is not
-/// probed for one: a live stream has none, each probe is another connection (an RTSP
-/// handshake), and a second listener on a UDP stream's port cannot bind it while the
-/// source reads it.
-pub fn announced_frames(path: &str) -> Option<u64> {
-    if is_url(path) {
+/// The frames a `source.video`'s file announces, when it keeps a count and is read from
+/// its start (from a time on, `start_s`, the frames left are not known exactly). A network
+/// stream is not probed for one: a live stream has none, each probe is another connection
+/// (an RTSP handshake), and a second listener on a UDP stream's port cannot bind it while
+/// the source reads it.
+pub fn announced_frames(source: &protocol::functions::params::SourceVideo) -> Option<u64> {
+    if is_url(&source.path) || source.start_s > 0.0 {
         return None;
     }
-    probe_video(path).ok()?.2
+    probe_video(&source.path).ok()?.2
 }
 
 /// How many packets (encoded frames) the first video stream of the file at `path`

@@ -15,9 +15,9 @@ use std::fmt;
 
 pub use table::{
     output_journal, prints_pretty_table, resumable_video, stdout_table_journal, streamed_video,
-    table_journal_suffix, OutputJournal, ResumableVideo, FAULT_MODES, FUNCTIONS, GEN_PATTERNS,
-    PARQUET_JOURNAL_SUFFIX, PRETTY_JOURNAL_SUFFIX, STDOUT_TABLE_JOURNAL_SUFFIX, TABLE_FORMATS,
-    VIDEO_SEGMENTS_SUFFIX,
+    streams_to_url, table_journal_suffix, url_scheme, OutputJournal, ResumableVideo, FAULT_MODES,
+    FUNCTIONS, GEN_PATTERNS, PARQUET_JOURNAL_SUFFIX, PRETTY_JOURNAL_SUFFIX,
+    STDOUT_TABLE_JOURNAL_SUFFIX, TABLE_FORMATS, VIDEO_SEGMENTS_SUFFIX,
 };
 
 /// The function of a device's GPU agent: the supervisor's own task, never in an app

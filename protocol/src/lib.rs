@@ -15,6 +15,7 @@
 //! - [`ids`]: the typed ids of tasks, shared-memory pools and holders.
 
 pub mod blob;
+pub mod child;
 pub mod clock;
 pub mod codec;
 pub mod functions;

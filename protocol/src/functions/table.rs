@@ -86,21 +86,30 @@ pub fn resumable_video(path: &str) -> Option<ResumableVideo> {
     Some(ResumableVideo { codec, muxer })
 }
 
-/// The muxer `image.show` streams its video with to a URL (`rtmp://…` → FLV, `srt://`,
-/// `udp://`, `tcp://` → MPEG-TS, `rtsp://` → RTSP, `rtp://` → RTP/MPEG-TS); `Ok(None)` for a
-/// file, an error for a URL of another protocol.
-pub fn streamed_video(path: &str) -> Result<Option<&'static str>, String> {
-    let Some((scheme, _)) = path.split_once("://") else {
-        return Ok(None);
-    };
+/// The scheme of `path` in lower case when it is a URL of a network protocol
+/// (`rtsp://cam/1` → `rtsp`); `None` for a file, `file:` URLs included.
+pub fn url_scheme(path: &str) -> Option<String> {
+    let (scheme, _) = path.split_once("://")?;
     let is_scheme = !scheme.is_empty()
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    if !is_scheme || scheme.eq_ignore_ascii_case("file") {
+    (is_scheme && !scheme.eq_ignore_ascii_case("file")).then(|| scheme.to_ascii_lowercase())
+}
+
+/// Whether `image.show` streams its video to `path` (a URL of a protocol it streams with).
+pub fn streams_to_url(path: &str) -> bool {
+    matches!(streamed_video(path), Ok(Some(_)))
+}
+
+/// The muxer `image.show` streams its video with to a URL (`rtmp://…` → FLV, `srt://`,
+/// `udp://`, `tcp://` → MPEG-TS, `rtsp://` → RTSP, `rtp://` → RTP/MPEG-TS); `Ok(None)` for a
+/// file, an error for a URL of another protocol.
+pub fn streamed_video(path: &str) -> Result<Option<&'static str>, String> {
+    let Some(scheme) = url_scheme(path) else {
         return Ok(None);
-    }
-    match scheme.to_ascii_lowercase().as_str() {
+    };
+    match scheme.as_str() {
         "rtmp" | "rtmps" => Ok(Some("flv")),
         "srt" | "udp" | "tcp" => Ok(Some("mpegts")),
         "rtsp" | "rtsps" => Ok(Some("rtsp")),

@@ -210,6 +210,11 @@ pub fn observe(buckets: &mut Vec<u64>, seconds: f64) {
 }
 
 impl StageMetrics {
+    /// Items sent on or counted lost: for a head, every item it read.
+    pub fn sent_or_lost(&self) -> u64 {
+        self.items_out + self.lost.iter().sum::<u64>()
+    }
+
     pub fn lose(&mut self, reason: LossReason, n: u64) {
         self.lost[reason as usize] += n;
     }

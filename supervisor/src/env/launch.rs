@@ -85,24 +85,11 @@ pub struct Spawner {
 impl Spawner {
     pub fn start() -> Spawner {
         let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        let parent = nix::unistd::getpid();
         std::thread::Builder::new()
             .name("spawner".into())
             .spawn(move || {
                 for (mut cmd, reply) in rx {
-                    // SAFETY: between fork and exec the closure only calls prctl, getppid
-                    // and _exit, which are async-signal-safe and do not allocate.
-                    unsafe {
-                        cmd.pre_exec(move || {
-                            let _ =
-                                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-                            // The supervisor may have died before prctl took effect.
-                            if nix::unistd::getppid() != parent {
-                                libc::_exit(70);
-                            }
-                            Ok(())
-                        });
-                    }
+                    protocol::child::die_with_this_process(&mut cmd);
                     cmd.process_group(0);
                     let _ = reply.send(cmd.spawn());
                 }

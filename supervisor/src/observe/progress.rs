@@ -22,10 +22,7 @@ pub fn expected_items(app: &AppSpec) -> Option<u64> {
             }
             Some(Builtin::SourceVideo) => {
                 let source = parse::<params::SourceVideo>(p).ok()?;
-                // From a time on, the frames to read are not known exactly.
-                let frames = (source.start_s <= 0.0)
-                    .then(|| announced_frames(&source.path))
-                    .flatten();
+                let frames = announced_frames(&source);
                 match (source.limit, frames) {
                     (Some(l), Some(f)) => l.min(f),
                     (Some(l), None) => l,

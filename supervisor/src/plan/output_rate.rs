@@ -53,11 +53,7 @@ fn one_rate(heads: &[&TaskSpec], limits: &Limits) -> Option<f64> {
 /// The frames per second a head emits: its `fps` when it paces itself, else a video's
 /// own rate; `None` when not known (an unpaced generator or folder of images).
 fn rate_of(head: &TaskSpec, limits: &Limits) -> Option<f64> {
-    let paced = head
-        .params
-        .get("fps")
-        .and_then(serde_json::Value::as_f64)
-        .filter(|f| f.is_finite() && *f > 0.0);
+    let paced = crate::plan::source_fps(head);
     if paced.is_some() {
         return paced;
     }

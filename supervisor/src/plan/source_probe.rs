@@ -32,9 +32,13 @@ pub fn video_frame_rate(path: &str, limits: &Limits) -> Option<f64> {
 const SOURCE_VIDEO: &str = "source.video";
 
 /// What this process's planner found of the stream at URL `path`, without probing it
-/// again (`None` when it has not probed it): a head started or restarted for it gets it
-/// instead of probing the stream itself.
+/// again (`None` when it has not probed it, or `path` is a file, which a head probes
+/// itself: it may have changed since): a head started or restarted for it gets it instead
+/// of probing the stream itself.
 pub fn probed_stream(path: &str) -> Option<protocol::functions::params::ProbedStream> {
+    if !media::is_url(path) {
+        return None;
+    }
     let key = (SOURCE_VIDEO.to_string(), path.to_string());
     let probed = memo().known(&key)?;
     let (width, height) = probed.frame;

@@ -103,7 +103,7 @@ impl RunLoop<'_> {
                 }
                 None => {
                     let m = r.total_metrics();
-                    let seen = m.items_out + m.lost.iter().sum::<u64>();
+                    let seen = m.sent_or_lost();
                     let source = self.run.wiring.task_name(r.task);
                     *announced.entry(source).or_insert(0) += seen;
                 }
@@ -288,11 +288,7 @@ pub fn announced_video_frames(app: &protocol::spec::AppSpec) -> BTreeMap<String,
         .filter(|t| t.kind == TaskKind::Head && builtin(&t.function) == Some(Builtin::SourceVideo))
         .filter_map(|t| {
             let source = params::parse::<params::SourceVideo>(&t.params).ok()?;
-            // From a time on, the frames to read are not known exactly.
-            if source.start_s > 0.0 {
-                return None;
-            }
-            let frames = media::announced_frames(&source.path)?;
+            let frames = media::announced_frames(&source)?;
             Some((
                 t.name.clone(),
                 source.limit.map_or(frames, |l| l.min(frames)),
@@ -367,7 +363,7 @@ fn stalled_streams(
             t.name,
             media::shown(&source.path),
             source.read_timeout_s,
-            m.items_out + m.lost.iter().sum::<u64>()
+            m.sent_or_lost()
         ));
     }
     notes
@@ -412,7 +408,7 @@ fn short_videos(
         };
         // Every frame the source counted lost was read: shed or past its deadline (read,
         // not sent), or a last frame cut short (bad input).
-        let read = m.items_out + m.lost.iter().sum::<u64>();
+        let read = m.sent_or_lost();
         if read < announced {
             let path = params::parse::<params::SourceVideo>(&t.params)
                 .map(|s| s.path)

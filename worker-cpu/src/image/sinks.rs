@@ -227,9 +227,7 @@ impl VideoOut {
                         // Not resumable: the earlier process's file is moved aside when
                         // this one opens its own (not before: one with nothing left to
                         // write leaves it).
-                        let streamed =
-                            matches!(protocol::functions::streamed_video(path), Ok(Some(_)));
-                        if *restarted && !streamed {
+                        if *restarted && !protocol::functions::streams_to_url(path) {
                             out_files::set_aside(std::path::Path::new(path.as_str()))?;
                         }
                         writer.insert(VideoWriter::start(path, frame.width, frame.height, *fps)?)

@@ -85,7 +85,7 @@ impl VideoWriter {
         encoding: &[&str],
         own_group: bool,
     ) -> Result<VideoWriter, StageError> {
-        let streamed = matches!(protocol::functions::streamed_video(path), Ok(Some(_)));
+        let streamed = protocol::functions::streams_to_url(path);
         if let Some(parent) = std::path::Path::new(path).parent().filter(|_| !streamed) {
             std::fs::create_dir_all(parent).map_err(|e| StageError::io(parent.display(), e))?;
         }

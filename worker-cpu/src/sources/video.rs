@@ -142,27 +142,6 @@ enum End {
     Stalled { got: usize },
 }
 
-/// Have the decoder killed when this stage's process dies (this thread spawns it and
-/// lives as long as the source reads). A head killed with -9 otherwise left its ffmpeg
-/// running: one listening on a UDP stream kept the port, and the restarted head could not
-/// bind it ("Address already in use"), which failed the app.
-fn die_with_this_process(cmd: &mut Process) {
-    use std::os::unix::process::CommandExt;
-    let parent = nix::unistd::getpid();
-    // SAFETY: between fork and exec the closure only calls prctl, getppid and _exit,
-    // which are async-signal-safe and do not allocate.
-    unsafe {
-        cmd.pre_exec(move || {
-            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL);
-            // This process may have died before prctl took effect.
-            if nix::unistd::getppid() != parent {
-                libc::_exit(70);
-            }
-            Ok(())
-        });
-    }
-}
-
 /// The number of the first frame this process reads. A file (or a recording served over
 /// HTTP) is read from its start, and a restarted head skips what the tails have by reading
 /// it again, in step. A live stream read again starts at what is happening now: its first
@@ -223,7 +202,10 @@ impl Decoder {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        die_with_this_process(&mut cmd);
+        // A head killed with -9 otherwise left its ffmpeg running: one listening on a UDP
+        // stream kept the port, and the restarted head could not bind it ("Address already
+        // in use"), which failed the app. This thread lives as long as the source reads.
+        protocol::child::die_with_this_process(&mut cmd);
         let mut child = cmd
             .spawn()
             .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
@@ -266,7 +248,8 @@ impl Decoder {
 
 /// What reading a video's frames needs besides the node and the head.
 struct Reading {
-    path: String,
+    /// The video as messages name it (a URL's secrets masked: `media::shown`).
+    shown: String,
     width: u32,
     height: u32,
     limit: Option<u64>,
@@ -315,7 +298,7 @@ impl Reading {
                 let read = read_frame(
                     &mut decoder.stdout,
                     &mut self.scratch,
-                    &self.path,
+                    &self.shown,
                     self.stall_after,
                 )?;
                 if let Some(ended) = read.end() {
@@ -335,7 +318,7 @@ impl Reading {
                 pacer.due(),
                 len,
                 |buf| {
-                    read = read_frame(&mut decoder.stdout, buf, &self.path, self.stall_after);
+                    read = read_frame(&mut decoder.stdout, buf, &self.shown, self.stall_after);
                     match read {
                         Ok(FrameRead::Whole) => Ok(()),
                         // Tell the emitter not to send a half-read frame, or one that failed.
@@ -353,13 +336,6 @@ impl Reading {
             *seq += 1;
         }
     }
-}
-
-/// What the head needs to know of its video before it decodes it.
-struct Stream {
-    width: u32,
-    height: u32,
-    live: bool,
 }
 
 /// The first wait before a lost live stream is opened again; it doubles while the stream
@@ -394,14 +370,10 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
     } = crate::params(node)?;
     let info = match probed {
         // The supervisor's planner probed this URL already.
-        Some(p) => Stream {
-            width: p.width,
-            height: p.height,
-            live: p.live,
-        },
+        Some(probed) => probed,
         None => {
             let info = probe_video_info(&path).map_err(media_error)?;
-            Stream {
+            params::ProbedStream {
                 width: info.width,
                 height: info.height,
                 live: info.is_live(&path),
@@ -413,7 +385,7 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
     let shown = media::shown(&path);
     let mut reading = Reading {
         stall_after: (read_timeout_s > 0.0).then(|| Duration::from_secs_f64(read_timeout_s)),
-        path: shown.clone(),
+        shown: shown.clone(),
         width: info.width,
         height: info.height,
         limit,

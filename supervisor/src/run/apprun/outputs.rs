@@ -39,7 +39,7 @@ impl Unresumable {
         let param = |name: &str| task.params.get(name).and_then(|v| v.as_str());
         match task.function.as_str() {
             "image.show" => match param("path") {
-                Some(p) if matches!(protocol::functions::streamed_video(p), Ok(Some(_))) => {
+                Some(p) if protocol::functions::streams_to_url(p) => {
                     Some(Unresumable::Stream(media::shown(p)))
                 }
                 path => path

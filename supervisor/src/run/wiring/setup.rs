@@ -260,9 +260,6 @@ fn pass_probed_stream(task: &mut protocol::spec::TaskSpec) {
     let Some(path) = task.params.get("path").and_then(|p| p.as_str()) else {
         return;
     };
-    if !media::is_url(path) {
-        return;
-    }
     let Some(probed) = crate::plan::source_probe::probed_stream(path) else {
         return;
     };
