@@ -30,6 +30,9 @@ COUNTS = {"upscale": int(os.environ.get("UPSCALE_FRAMES", 40)),
           "pose": int(os.environ.get("POSE_FRAMES", 320)),
           "track": int(os.environ.get("TRACK_FRAMES", 60))}
 SP = os.environ.get("SMARTPIPE_HOME", "")
+# the model files each reference loop reads from its models folder
+MODELS = {"upscale": ["waifu2x-upconv7-x2"], "segment": ["isnet"], "pose": ["movenet-multipose"],
+          "track": ["deepsort-mobilenetv2"]}
 SIZES = {"upscale": (320, 180), "segment": (512, 512), "pose": (640, 360), "track": (640, 360)}
 
 
@@ -128,14 +131,30 @@ def run_app(sup, app, path, table, out):
             "first_output_s": times[0] - t0}
 
 
-def run_ref(py, root, app, raw, threads, out):
+def run_ref(py, root, app, raw, threads, out, models=None):
     w, h = SIZES[app]
     p = subprocess.run([py, os.path.join(root, "tools", "bench", "zoo_ref.py"), app,
-                        os.path.join(SP, "models"), raw, str(w), str(h), str(threads), out],
+                        models or os.path.join(SP, "models"), raw, str(w), str(h), str(threads), out],
                        capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"{app}: reference at {threads} threads failed:\n{p.stderr[-3000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def rewritten_models(root, work, app):
+    """A models folder holding the app's models as the agent on cpu:0 loads them (the graph
+    rewrites and Winograd's convolutions, written by vision's rewrite_model example), or None when
+    they leave every one of the app's models as its file is."""
+    folder = os.path.join(work, "rewritten-models", app)
+    os.makedirs(folder, exist_ok=True)
+    changed = False
+    for m in MODELS[app]:
+        p = subprocess.run([os.path.join(root, "target", "release", "examples", "rewrite_model"),
+                            os.path.join(SP, "models", m + ".onnx"), os.path.join(folder, m + ".onnx")],
+                           check=True, capture_output=True, text=True)
+        report = json.loads(p.stdout.strip().splitlines()[-1])
+        changed |= any(v for k, v in report.items() if k != "model")
+    return folder if changed else None
 
 
 def decode(png, fmt):
@@ -236,7 +255,16 @@ def main():
             refs.append(dict(run_ref(py, root, app, raw, threads, ref_out), out=ref_out))
         best = max(refs, key=lambda r: r["items_per_s"])
         ok, what = check(app, out, best["out"], n)
+        # context: the reference on the models as the agent rewrites them (what the graph does,
+        # apart from the pipeline); not the comparison's reference, which reads the files as shipped
+        context = []
+        folder = rewritten_models(root, work, app)
+        for threads in ((1, 2) if folder else ()):
+            say(f"{app}: Python reference loop on the agent's rewritten models, intra-op threads {threads}")
+            ref_out = os.path.join(out, f"ref-rewritten-{threads}" + (".npy" if app in ("upscale", "segment") else ".json"))
+            context.append(run_ref(py, root, app, raw, threads, ref_out, folder))
         results.append({"app": app, "items": n, "app_run": mine, "references": refs, "best": best,
+                        "references_on_rewritten_models": context,
                         "ratio": mine["items_per_s"] / best["items_per_s"], "same_outputs": ok,
                         "compared": what})
         say(f"{app}: {mine['items_per_s']:.3f} vs {best['items_per_s']:.3f} items/s = "
@@ -253,6 +281,13 @@ def main():
               f"| {r1['items_per_s']:.3f} / {r2['items_per_s']:.3f} | {r['ratio']:.2f}x "
               f"| {m['cpu_s_per_item']:.3f} / {r1['cpu_s_per_item']:.3f} / {r2['cpu_s_per_item']:.3f} "
               f"| {'yes' if r['same_outputs'] else 'NO'}: {r['compared']} |")
+    for r in results:
+        c = r["references_on_rewritten_models"]
+        if c:
+            best_c = max(x["items_per_s"] for x in c)
+            print(f"context, {r['app']}: the reference on the agent's rewritten models at 1 / 2 threads: "
+                  f"{c[0]['items_per_s']:.3f} / {c[1]['items_per_s']:.3f} items/s; the app is "
+                  f"{r['app_run']['items_per_s'] / best_c:.2f}x that")
     print(f"load average at the end: {os.getloadavg()[0]:.2f} (1 min), cores: {os.cpu_count()}")
     if not all(r["same_outputs"] for r in results):
         sys.exit(1)

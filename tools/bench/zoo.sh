@@ -5,7 +5,8 @@
 # intra-op threads (its best counts), outputs checked as the tests do (PSNR, IoU, px, ids).
 # Prints a markdown table and writes target/bench-zoo/zoo.json. Both sides steady state: the
 # reference without session creation and one warm-up item, the app from its first output row to
-# its last (see tools/bench/zoo.py). About 4 minutes on 2 quiet cores.
+# its last (see tools/bench/zoo.py). As context, the reference also runs on the models as the agent
+# rewrites them (Winograd's convolutions for upscale). About 5 minutes on 2 quiet cores.
 # Environment: ZOO_APPS (default "upscale segment pose track"), UPSCALE_FRAMES (40),
 # SEGMENT_IMAGES (6), POSE_FRAMES (320), TRACK_FRAMES (60); BENCH_PY: a Python with the reference's
 # packages (default: a venv made once in ${XDG_CACHE_HOME:-~/.cache}/smartpipe/bench-venv with the
@@ -32,6 +33,7 @@ export SMARTPIPE_HANG_AFTER_MS=${SMARTPIPE_HANG_AFTER_MS:-5000}
 
 say "building release binaries"
 cargo build --release --workspace --bins >&2
+cargo build --release -p vision --example rewrite_model >&2
 
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/smartpipe
 PINS="numpy==2.2.6 scipy==1.15.3 opencv-python-headless==4.12.0.88 $(ls "$SP"/downloads/onnxruntime-1.32.0-*.whl | head -1)"

@@ -1,39 +1,53 @@
-//! Writes an ONNX model as the GPU agent loads it, after vision::onnx_graph's rewrites, so that
-//! other tools can run the same graph (tools/bench/models.sh gives it to the rapidocr reference
-//! as context) or a person can open it in a viewer. Prints what was rewritten as one JSON line.
+//! Writes an ONNX model as the GPU agent on `cpu:0` loads it, after vision::onnx_graph's
+//! rewrites and Winograd's convolutions, so that other tools can run the same graph
+//! (tools/bench/models.sh and zoo.sh give it to the Python references as context) or a person
+//! can open it in a viewer. Prints what was rewritten as one JSON line.
 //!
 //! ```text
-//! rewrite_model IN.onnx OUT.onnx
+//! rewrite_model IN.onnx OUT.onnx [--winograd-min N]
 //! ```
-//! OUT is a copy of IN when nothing matched.
+//! OUT is a copy of IN when nothing matched. `--winograd-min N` rewrites 3×3 convolutions with
+//! `Cin·Cout / (Cin + Cout) ≥ N` by Winograd (default: the agent's own threshold,
+//! `MIN_CHANNEL_BALANCE`; tools/bench/winograd_layers.py uses 1 to show narrower layers too).
 
 use std::process::ExitCode;
 
-use vision::onnx_graph::rewrite;
+use vision::onnx_graph::{rewrite_model, winograd_convs, OnnxModel, MIN_CHANNEL_BALANCE};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [input, output] = args.as_slice() else {
-        eprintln!("usage: rewrite_model IN.onnx OUT.onnx");
-        return ExitCode::from(2);
+    let usage = || {
+        eprintln!("usage: rewrite_model IN.onnx OUT.onnx [--winograd-min N]");
+        ExitCode::from(2)
+    };
+    let (input, output, min_product) = match args.as_slice() {
+        [i, o] => (i, o, MIN_CHANNEL_BALANCE),
+        [i, o, flag, n] if flag == "--winograd-min" => match n.parse() {
+            Ok(n) => (i, o, n),
+            Err(_) => return usage(),
+        },
+        _ => return usage(),
     };
     let result = std::fs::read(input)
         .map_err(|e| format!("{input}: {e}"))
         .and_then(|bytes| {
-            let rewritten = rewrite(&bytes).map_err(|e| format!("{input}: {e}"))?;
-            let (out, report) = match rewritten {
-                Some((out, report)) => (out, Some(report)),
-                None => (bytes, None),
+            let mut model = OnnxModel::parse(&bytes).map_err(|e| format!("{input}: {e}"))?;
+            let mut report = rewrite_model(&mut model).unwrap_or_default();
+            report.winograd = winograd_convs(&mut model, min_product);
+            let out = if report.total() == 0 {
+                bytes
+            } else {
+                model.encode()
             };
             std::fs::write(output, out).map_err(|e| format!("{output}: {e}"))?;
             Ok(report)
         });
     match result {
         Ok(report) => {
-            let r = report.unwrap_or_default();
+            let r = report;
             println!(
-                "{{\"model\": {input:?}, \"affine_into_conv\": {}, \"hard_swish\": {}, \"affine_into_pointwise\": {}}}",
-                r.affine_into_conv, r.hard_swish, r.affine_into_pointwise
+                "{{\"model\": {input:?}, \"affine_into_conv\": {}, \"hard_swish\": {}, \"affine_into_pointwise\": {}, \"winograd\": {}}}",
+                r.affine_into_conv, r.hard_swish, r.affine_into_pointwise, r.winograd
             );
             ExitCode::SUCCESS
         }

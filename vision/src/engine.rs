@@ -177,6 +177,10 @@ pub struct Model {
     inputs: Vec<IoInfo>,
     outputs: Vec<IoInfo>,
     rewrites: RewriteReport,
+    /// Size of the `.onnx` file, and of the graph ORT loaded: the file's, or the edited bytes'
+    /// (Winograd's transformed weights are 4× the layer's).
+    file_bytes: u64,
+    loaded_bytes: u64,
     /// Most batch rows per run (`None`: any); see [`crate::chunked`].
     max_rows: Option<usize>,
     /// Large inputs run in strips ([`crate::strips`]); `None`: always whole.
@@ -188,11 +192,15 @@ pub struct Model {
 
 /// The model's bytes as ORT should load them, where the options change the file: the graph
 /// rewrites (bytes that are not ONNX, or a graph they leave alone, load as the file is: ORT's
-/// error says what is wrong) and the top-1 head (a model it cannot be added to is an error:
-/// the stage that reads the outputs expects it). `None`: load the file itself.
+/// error says what is wrong), Winograd's convolutions on the CPU at one intra-op thread (the
+/// agent's sessions on `cpu:0`: at more threads its transposes scale worse than ORT's direct
+/// convolutions, and it gained little or lost; BENCHMARKS.md), and the top-1 head (a model
+/// it cannot be added to is an error: the stage that reads the outputs expects it). `None`:
+/// load the file itself.
 fn edited(
     path: &Path,
     opts: &SessionOptions,
+    provider: Provider,
 ) -> std::result::Result<Option<(Vec<u8>, RewriteReport)>, String> {
     if !opts.graph_rewrites && !opts.top1_outputs {
         return Ok(None);
@@ -203,17 +211,20 @@ fn edited(
         Err(e) if opts.top1_outputs => return Err(format!("top-1 head: {e}")),
         Err(_) => return Ok(None),
     };
-    let report = if opts.graph_rewrites {
-        onnx_graph::rewrite_model(&mut model)
-    } else {
-        None
-    };
+    let mut report = RewriteReport::default();
+    if opts.graph_rewrites {
+        report = onnx_graph::rewrite_model(&mut model).unwrap_or_default();
+        if opts.winograd && provider == Provider::Cpu && opts.intra_threads == 1 {
+            report.winograd =
+                onnx_graph::winograd_convs(&mut model, onnx_graph::MIN_CHANNEL_BALANCE);
+        }
+    }
     if opts.top1_outputs {
         onnx_graph::add_top1_head(&mut model).map_err(|e| format!("top-1 head: {e}"))?;
-    } else if report.is_none() {
+    } else if report.total() == 0 {
         return Ok(None);
     }
-    Ok(Some((model.encode(), report.unwrap_or_default())))
+    Ok(Some((model.encode(), report)))
 }
 
 impl fmt::Debug for Model {
@@ -310,10 +321,16 @@ impl Model {
                     msg: e.to_string(),
                 })?;
         }
-        let (session, rewrites) = match edited(path, opts).map_err(load_err)? {
-            Some((bytes, report)) => (b.commit_from_memory(&bytes), report),
-            None => (b.commit_from_file(path), RewriteReport::default()),
-        };
+        let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+        let (session, rewrites, loaded_bytes) =
+            match edited(path, opts, rt.provider).map_err(load_err)? {
+                Some((bytes, report)) => (b.commit_from_memory(&bytes), report, bytes.len() as u64),
+                None => (
+                    b.commit_from_file(path),
+                    RewriteReport::default(),
+                    file_bytes,
+                ),
+            };
         let session = session.map_err(|e| load_err(e.to_string()))?;
         let inputs = io_info(session.inputs());
         let outputs = io_info(session.outputs());
@@ -333,6 +350,8 @@ impl Model {
             inputs,
             outputs,
             rewrites,
+            file_bytes,
+            loaded_bytes,
             max_rows: None,
             strips: None,
             selected: None,
@@ -351,6 +370,17 @@ impl Model {
     /// The `.onnx` file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes of the graph the session was made from (the file's size, or the rewritten
+    /// graph's when the rewrites changed it).
+    pub fn loaded_bytes(&self) -> u64 {
+        self.loaded_bytes
+    }
+
+    /// Bytes of the `.onnx` file.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
     }
 
     /// What the graph rewrites changed before the session was made (all zero when off or

@@ -8,6 +8,8 @@ use vision::onnx_graph::{rewrite, Attribute, Node, OnnxModel, RewriteReport, Ten
 use vision::pipelines::{read_text, OcrModels};
 use vision::{SessionOptions, TensorF32};
 
+use common::values;
+
 fn names(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
@@ -22,19 +24,6 @@ fn constant(out: &str, dims: Vec<i64>, values: &[f32]) -> Vec<Node<'static>> {
     let mut n = node("Constant", &[], &[out]);
     n.attributes = vec![Attribute::new_tensor("value", &value)];
     vec![n]
-}
-
-/// Deterministic values in about [-1, 1].
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 2001) as f32 / 1000.0 - 1.0
-        })
-        .collect()
 }
 
 /// x → Conv 3×3 (pad 1) → ·s → +t[c] → hard swish → ·s2 → +t2 → Conv 1×1 → y, and a second
@@ -88,7 +77,8 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
         RewriteReport {
             affine_into_conv: 2,
             hard_swish: 1,
-            affine_into_pointwise: 1
+            affine_into_pointwise: 1,
+            winograd: 0
         }
     );
     let model = OnnxModel::parse(&rewritten).unwrap();

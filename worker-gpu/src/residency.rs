@@ -130,6 +130,9 @@ pub struct Residency {
     /// ones, a load in flight) are dropped when they come back.
     generation: u64,
     loading_generation: u64,
+    /// Models whose loaded graph is larger than their file (Winograd's weights): the loaded
+    /// and the file's bytes, to scale what their sessions are counted.
+    grown: HashMap<String, (u64, u64)>,
     pub loads: u64,
     pub evictions: u64,
     pub load_ns: u64,
@@ -154,6 +157,7 @@ impl Residency {
             failed: HashSet::new(),
             generation: 0,
             loading_generation: 0,
+            grown: HashMap::new(),
             loads: 0,
             evictions: 0,
             load_ns: 0,
@@ -166,8 +170,17 @@ impl Residency {
         self
     }
 
+    /// What a session of `name` is counted: its declared bytes (the file's size on the CPU),
+    /// grown as its loaded graph outgrew the file.
     fn bytes(&self, name: &str) -> u64 {
-        self.models.get(name).map_or(0, |m| m.bytes)
+        let declared = self.models.get(name).map_or(0, |m| m.bytes);
+        match self.grown.get(name) {
+            Some(&(loaded, file)) => {
+                let scaled = u128::from(declared) * u128::from(loaded) / u128::from(file.max(1));
+                u64::try_from(scaled).unwrap_or(u64::MAX)
+            }
+            None => declared,
+        }
     }
 
     /// Sessions of `name`, idle or busy.
@@ -301,6 +314,10 @@ impl Residency {
         if self.is_resident(&name) && !self.fits(&name) {
             // Another session of a resident model is never worth an eviction.
             return Ok(());
+        }
+        if model.loaded_bytes() > model.file_bytes() {
+            self.grown
+                .insert(name.clone(), (model.loaded_bytes(), model.file_bytes()));
         }
         let before = demand.first(&name).unwrap_or(usize::MAX);
         self.make_room(self.bytes(&name), &name, demand, before);

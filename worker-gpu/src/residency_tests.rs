@@ -13,6 +13,14 @@ fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), Stri
     res.accept_loaded(loaded, &Demand::default())
 }
 
+/// A loader of sessions at one intra-op thread, and where its loads arrive.
+fn one_thread_loader(rt: Runtime) -> (mpsc::Sender<AgentModel>, mpsc::Receiver<Loaded>) {
+    let (tx, done) = mpsc::channel();
+    let threads = Arc::new(AtomicUsize::new(1));
+    let loader = start_loader(rt, SessionOptions::default(), threads, tx, |l| l).expect("loader");
+    (loader, done)
+}
+
 #[test]
 fn a_model_hosted_for_another_app_with_other_outputs_or_file_is_refused() {
     let (loader, _requests) = mpsc::channel();
@@ -182,15 +190,7 @@ fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_e
     let budget = 2 * p + r + o + r / 2;
     // onet is only asked for by a request, below
     let order: Vec<String> = ["pnet", "rnet"].map(String::from).to_vec();
-    let (tx, done) = mpsc::channel();
-    let loader = start_loader(
-        rt,
-        SessionOptions::default(),
-        Arc::new(AtomicUsize::new(1)),
-        tx,
-        |l| l,
-    )
-    .expect("loader");
+    let (loader, done) = one_thread_loader(rt);
     let mut res = Residency::new(
         vec![pnet.clone(), rnet.clone(), onet.clone()],
         Some(budget),
@@ -239,4 +239,21 @@ fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_e
     res.checkin("pnet", b.0, b.1);
     assert_eq!(res.sessions("pnet"), 2);
     assert!(res.has_idle("pnet"));
+}
+
+#[test]
+fn a_model_rewritten_larger_than_its_file_counts_what_was_loaded() {
+    let Some(rt) = runtime() else { return };
+    // waifu2x UpConv7: Winograd's weights of its three wide layers are 4× theirs on cpu:0
+    let sr = model("sr", "waifu2x-upconv7-x2.onnx");
+    let file_bytes = sr.bytes;
+    let (loader, done) = one_thread_loader(rt);
+    let mut res = Residency::new(vec![sr], None, loader);
+    assert!(res.prefetch("sr"));
+    settle(&mut res, &done).expect("sr loads");
+    assert!(
+        res.used() > 2 * file_bytes,
+        "{} bytes used for a {file_bytes}-byte file",
+        res.used()
+    );
 }

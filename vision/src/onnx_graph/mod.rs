@@ -7,8 +7,10 @@
 mod head;
 mod model;
 mod rewrite;
+mod winograd;
 pub mod wire;
 
 pub use head::{add_top1_head, top1_head};
 pub use model::{Attribute, Graph, GraphError, Node, OnnxModel, Tensor};
 pub use rewrite::{rewrite, rewrite_model, RewriteReport};
+pub use winograd::{winograd_convs, MIN_CHANNEL_BALANCE};

@@ -177,6 +177,31 @@ impl<'a> OnnxModel<'a> {
             })
     }
 
+    /// Makes the model import opset `version` of the default domain (its `ai.onnx` entry
+    /// replaced, or one added). The caller answers for every node meaning the same there.
+    pub fn set_default_opset(&mut self, version: u64) {
+        let is_default = |f: &Field<'_>| {
+            f.number == MODEL_OPSET_IMPORT
+                && f.as_bytes()
+                    .and_then(|b| wire::parse(b).ok())
+                    .is_some_and(|id| {
+                        let d = id.iter().find(|g| g.number == OPSET_DOMAIN);
+                        matches!(d.and_then(Field::as_str), None | Some("") | Some("ai.onnx"))
+                    })
+        };
+        let entry = Field::bytes(
+            MODEL_OPSET_IMPORT,
+            wire::encode(&[
+                Field::string(OPSET_DOMAIN, ""),
+                Field::varint(OPSET_VERSION, version),
+            ]),
+        );
+        match self.fields.iter().position(is_default) {
+            Some(at) => self.fields[at] = entry,
+            None => self.fields.push(entry),
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let mut fields = self.fields.clone();
         fields.insert(
@@ -451,6 +476,10 @@ impl<'a> Attribute<'a> {
 
     fn field(&self, number: u32) -> Option<&Field<'a>> {
         self.fields.iter().find(|f| f.number == number)
+    }
+
+    pub fn int(&self) -> Option<i64> {
+        self.field(ATTR_I)?.as_varint().map(|v| v as i64)
     }
 
     pub fn float(&self) -> Option<f32> {

@@ -28,11 +28,14 @@ pub struct RewriteReport {
     pub hard_swish: usize,
     /// `a · s + t` pairs folded into the 1×1 convolutions that read them.
     pub affine_into_pointwise: usize,
+    /// 3×3 convolutions computed by Winograd's F(4×4, 3×3) (CPU only:
+    /// [`super::winograd_convs`]).
+    pub winograd: usize,
 }
 
 impl RewriteReport {
     pub fn total(&self) -> usize {
-        self.affine_into_conv + self.hard_swish + self.affine_into_pointwise
+        self.affine_into_conv + self.hard_swish + self.affine_into_pointwise + self.winograd
     }
 }
 
@@ -40,8 +43,8 @@ impl fmt::Display for RewriteReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "affine_into_conv={} hard_swish={} affine_into_pointwise={}",
-            self.affine_into_conv, self.hard_swish, self.affine_into_pointwise
+            "affine_into_conv={} hard_swish={} affine_into_pointwise={} winograd={}",
+            self.affine_into_conv, self.hard_swish, self.affine_into_pointwise, self.winograd
         )
     }
 }
@@ -91,7 +94,7 @@ fn until_none(mut pass: impl FnMut() -> usize) -> usize {
 }
 
 /// Who reads each tensor, and which tensors the graph exposes.
-struct Index {
+pub(super) struct Index {
     consumers: HashMap<String, Vec<usize>>,
     graph_outputs: HashSet<String>,
     /// Where each constant tensor is defined.
@@ -105,7 +108,7 @@ enum ConstAt {
 }
 
 impl Index {
-    fn of(g: &Graph<'_>) -> Index {
+    pub(super) fn of(g: &Graph<'_>) -> Index {
         let mut consumers: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, n) in g.nodes.iter().enumerate() {
             for input in n.inputs.iter().filter(|s| !s.is_empty()) {
@@ -201,14 +204,14 @@ fn per_channel(c: &Const, rank: usize, channels: usize) -> Option<Vec<f32>> {
 }
 
 /// A convolution's constant weights and bias (zeros when it has none), as owned values.
-struct ConvParams {
-    dims: Vec<i64>,
-    weights: Vec<f32>,
-    bias: Vec<f32>,
+pub(super) struct ConvParams {
+    pub(super) dims: Vec<i64>,
+    pub(super) weights: Vec<f32>,
+    pub(super) bias: Vec<f32>,
 }
 
 impl ConvParams {
-    fn of(g: &Graph<'_>, idx: &Index, conv: &Node<'_>) -> Option<ConvParams> {
+    pub(super) fn of(g: &Graph<'_>, idx: &Index, conv: &Node<'_>) -> Option<ConvParams> {
         let w = constant(g, idx, conv.inputs.get(1)?)?;
         let channels = usize::try_from(*w.dims.first()?).ok()?;
         if w.dims.len() < 3 || channels == 0 || w.values.len() % channels != 0 {
@@ -464,7 +467,7 @@ fn fold_affine_into_pointwise(g: &mut Graph<'_>, names: &mut Names) -> usize {
 
 /// Drops what the rewrites left unread: `Constant` nodes, initializers (not graph inputs) and
 /// the value infos of tensors that are gone.
-fn drop_dead_constants(g: &mut Graph<'_>) {
+pub(super) fn drop_dead_constants(g: &mut Graph<'_>) {
     let idx = Index::of(g);
     let read = |name: &String| !idx.consumers(name).is_empty() || idx.graph_outputs.contains(name);
     g.nodes

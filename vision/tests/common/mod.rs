@@ -9,6 +9,20 @@ use std::path::{Path, PathBuf};
 use vision::manifest::Manifest;
 use vision::{Provider, RgbImage, Runtime};
 
+/// Deterministic values in about [-1, 1] (xorshift of `seed`), for weights and inputs of
+/// models a test builds.
+pub fn values(n: usize, seed: u32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2001) as f32 / 1000.0 - 1.0
+        })
+        .collect()
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
