@@ -17,8 +17,8 @@
 //! itself) at one intra-op thread (the agent's sessions on `cpu:0`), and only where it pays:
 //! `Cin·Cout / (Cin + Cout) ≥ 48` — the multiplications saved grow with `Cin·Cout`, the
 //! transforms' cost with `Cin + Cout` — so 128→128, 64→256 and wider (BENCHMARKS.md, "Winograd
-//! convolutions": at one thread 128→128 runs 1.08–1.83× faster, 256→256 1.65–2.4×, while
-//! 64→128 ranges from 1.57× on 32² to 0.97× on 320² and 128→64 on 512² fell to 0.68×).
+//! convolutions": at one thread 128→128 runs 1.19–1.79× faster, 256→256 2.07–2.44×, while
+//! 64→128 ranges from 1.57× on 80² to 0.95× on 320² and 128→64 on 512² fell to 0.50×).
 
 use super::model::Names;
 use super::model::{Attribute, Graph, Node, OnnxModel, Tensor};
