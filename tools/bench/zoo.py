@@ -4,8 +4,8 @@ once (ffmpeg), runs the shipped app (release build, `supervisor start`) pointed 
 Python reference loop (tools/bench/zoo_ref.py) on the same frames at 1 and 2 intra-op threads,
 checks the outputs match with the tests' criteria and prints items/s of both and the ratio.
 
-Steady state on both sides: the reference does not count its session creation and one warm-up
-item; the app is timed from its first output row to its last (the table tail flushes each row;
+Steady state on both sides: the reference does not count its session creation and two warm-up
+items (zoo_ref.py says why two); the app is timed from its first output row to its last (the table tail flushes each row;
 this driver polls the file every 10 ms and stamps each item's first row) as the least-squares slope of
 items over time (outputs of items in flight together come in bunches), so start-up and model
 loading are not counted either; the whole wall time is printed next to it.
@@ -265,7 +265,7 @@ def main():
             context.append(run_ref(py, root, app, raw, threads, ref_out, folder))
         results.append({"app": app, "items": n, "app_run": mine, "references": refs, "best": best,
                         "references_on_rewritten_models": context,
-                        "ratio": mine["items_per_s"] / best["items_per_s"], "same_outputs": ok,
+                        "ratio": mine["items_per_s"] / best["items_per_s"], "same_outputs": bool(ok),
                         "compared": what})
         say(f"{app}: {mine['items_per_s']:.3f} vs {best['items_per_s']:.3f} items/s = "
             f"{results[-1]['ratio']:.2f}x; outputs {'match' if ok else 'DIFFER'}: {what}")

@@ -4,7 +4,7 @@
 # published pre/post-processing, the same model file) on the same media, the reference at 1 and 2
 # intra-op threads (its best counts), outputs checked as the tests do (PSNR, IoU, px, ids).
 # Prints a markdown table and writes target/bench-zoo/zoo.json. Both sides steady state: the
-# reference without session creation and one warm-up item, the app from its first output row to
+# reference without session creation and two warm-up items, the app from its first output row to
 # its last (see tools/bench/zoo.py). As context, the reference also runs on the models as the agent
 # rewrites them (Winograd's convolutions for upscale). About 5 minutes on 2 quiet cores.
 # Environment: ZOO_APPS (default "upscale segment pose track"), UPSCALE_FRAMES (40),

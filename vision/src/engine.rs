@@ -213,7 +213,13 @@ fn edited(
     };
     let mut report = RewriteReport::default();
     if opts.graph_rewrites {
+        // widened first: the other rewrites read f32 constants only
+        let fp16_widened = match provider {
+            Provider::Cpu => onnx_graph::fp16_to_fp32(&mut model),
+            _ => 0,
+        };
         report = onnx_graph::rewrite_model(&mut model).unwrap_or_default();
+        report.fp16_widened = fp16_widened;
         if opts.winograd && provider == Provider::Cpu && opts.intra_threads == 1 {
             report.winograd =
                 onnx_graph::winograd_convs(&mut model, onnx_graph::MIN_CHANNEL_BALANCE);

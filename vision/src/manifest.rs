@@ -117,6 +117,18 @@ pub struct ModelEntry {
     /// family's default ([`ModelEntry::output_head`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_head: Option<OutputHead>,
+    /// On `cpu:0`, compute the model's wide 3×3 convolutions by Winograd's F(4×4, 3×3)
+    /// ([`crate::onnx_graph::winograd_convs`]); on unless the entry says `false`.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub winograd: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_yes(v: &bool) -> bool {
+    *v
 }
 
 /// What leaves the GPU agent's session of a model (the manifest's `output_head`).

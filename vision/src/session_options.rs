@@ -27,7 +27,9 @@ pub struct SessionOptions {
     /// Apply [`crate::onnx_graph::rewrite`] to the model before ORT loads it.
     pub graph_rewrites: bool,
     /// With `graph_rewrites`, on the CPU at one intra-op thread: wide 3×3 convolutions by
-    /// Winograd's F(4×4, 3×3) ([`crate::onnx_graph::winograd_convs`]).
+    /// Winograd's F(4×4, 3×3) ([`crate::onnx_graph::winograd_convs`]). Set per model (the
+    /// manifest's `winograd`, on by default); [`winograd_override`] reads the environment's
+    /// say for all.
     pub winograd: bool,
     /// On the CPU: allocate from the process's one shared arena ([`crate::shared_arena`])
     /// instead of an arena of the session's own.
@@ -63,7 +65,6 @@ impl SessionOptions {
     /// `SMARTPIPE_ORT_PROFILE=PREFIX` (per-node profile files),
     /// `SMARTPIPE_CUDA_OPTIONS=key=value,…` (CUDA provider options by ORT's names),
     /// `SMARTPIPE_GRAPH_REWRITES=0` (load models as their files are, without the rewrites),
-    /// `SMARTPIPE_ORT_WINOGRAD=0` (the other rewrites without Winograd's convolutions)
     /// and `SMARTPIPE_ORT_SHARED_ARENA=0|1` (an arena per session, or one for all).
     pub fn with_env(mut self) -> Result<SessionOptions> {
         self.conv_search = ConvSearch::from_env()?;
@@ -71,7 +72,6 @@ impl SessionOptions {
         self.memory_pattern = env_switch("SMARTPIPE_ORT_MEM_PATTERN", self.memory_pattern)?;
         self.warm_up = env_switch("SMARTPIPE_ORT_WARM_UP", self.warm_up)?;
         self.graph_rewrites = env_switch("SMARTPIPE_GRAPH_REWRITES", self.graph_rewrites)?;
-        self.winograd = env_switch("SMARTPIPE_ORT_WINOGRAD", self.winograd)?;
         if let Some(p) = std::env::var_os("SMARTPIPE_ORT_PROFILE").filter(|p| !p.is_empty()) {
             self.profile_prefix = Some(PathBuf::from(p));
         }
@@ -79,6 +79,15 @@ impl SessionOptions {
             self.cuda_options = parse_options(&list)?;
         }
         Ok(self)
+    }
+}
+
+/// `SMARTPIPE_ORT_WINOGRAD=0|1`: Winograd's convolutions off, or on, for every model whatever
+/// its manifest entry says (for comparisons); `None` when unset.
+pub fn winograd_override() -> Result<Option<bool>> {
+    match std::env::var_os("SMARTPIPE_ORT_WINOGRAD") {
+        None => Ok(None),
+        Some(_) => env_switch("SMARTPIPE_ORT_WINOGRAD", false).map(Some),
     }
 }
 

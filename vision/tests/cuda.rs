@@ -111,13 +111,7 @@ fn cuda_provider_computes_the_same_onet_outputs() {
     let b = on_cuda.run(std::slice::from_ref(&input)).unwrap();
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.shape, y.shape);
-        let diff = x
-            .data
-            .iter()
-            .zip(&y.data)
-            .map(|(p, q)| (p - q).abs())
-            .fold(0f32, f32::max);
+        let diff = common::max_abs_diff(x, y);
         eprintln!("output {:?}: max |cpu - cuda| = {diff:e}", x.shape);
         assert!(diff < 1e-3, "outputs differ by {diff}");
     }

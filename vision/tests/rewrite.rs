@@ -78,7 +78,8 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
             affine_into_conv: 2,
             hard_swish: 1,
             affine_into_pointwise: 1,
-            winograd: 0
+            winograd: 0,
+            fp16_widened: 0,
         }
     );
     let model = OnnxModel::parse(&rewritten).unwrap();

@@ -12,6 +12,10 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use vision::{Model, Runtime, SessionOptions};
 
+fn yes() -> bool {
+    true
+}
+
 /// A model the agent may be asked to run (from the agent task's params).
 #[derive(Debug, Clone, Deserialize)]
 pub struct AgentModel {
@@ -31,6 +35,10 @@ pub struct AgentModel {
     /// Load it with the top-1 head on its outputs (the manifest's `output_head`).
     #[serde(default)]
     pub top1_outputs: bool,
+    /// Wide 3×3 convolutions by Winograd on `cpu:0` (the manifest's `winograd`, on unless it
+    /// says `false`), unless `SMARTPIPE_ORT_WINOGRAD` says otherwise for every model.
+    #[serde(default = "yes")]
+    pub winograd: bool,
 }
 
 /// A finished load: the model's name, the session or why it failed, how long it took.
@@ -46,6 +54,8 @@ pub fn start_loader<W: Send + 'static>(
     done: mpsc::Sender<W>,
     wrap: fn(Loaded) -> W,
 ) -> Result<mpsc::Sender<AgentModel>, String> {
+    let winograd_override =
+        vision::session_options::winograd_override().map_err(|e| e.to_string())?;
     let (requests, rx) = mpsc::channel::<AgentModel>();
     std::thread::Builder::new()
         .name("model-loader".into())
@@ -55,6 +65,7 @@ pub fn start_loader<W: Send + 'static>(
                 let opts = SessionOptions {
                     intra_threads: threads.load(Ordering::Relaxed).max(1),
                     top1_outputs: m.top1_outputs,
+                    winograd: winograd_override.unwrap_or(m.winograd),
                     ..opts.clone()
                 };
                 let result = Model::load(&rt, &m.name, std::path::Path::new(&m.path), &opts)

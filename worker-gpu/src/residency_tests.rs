@@ -31,6 +31,7 @@ fn a_model_hosted_for_another_app_with_other_outputs_or_file_is_refused() {
         max_rows: None,
         strips: None,
         top1_outputs: true,
+        winograd: false,
         outputs: vec!["scores".into()],
     };
     let mut res = Residency::new(vec![], None, loader);
@@ -85,6 +86,7 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
         max_rows: None,
         strips: None,
         top1_outputs: false,
+        winograd: false,
         outputs: vec![],
     };
     // room for rnet, or pnet and the broken one, not for rnet and pnet together
@@ -244,8 +246,11 @@ fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_e
 #[test]
 fn a_model_rewritten_larger_than_its_file_counts_what_was_loaded() {
     let Some(rt) = runtime() else { return };
-    // waifu2x UpConv7: Winograd's weights of its three wide layers are 4× theirs on cpu:0
-    let sr = model("sr", "waifu2x-upconv7-x2.onnx");
+    // waifu2x UpConv7: Winograd's weights of its two widest layers are 4× theirs on cpu:0
+    let sr = AgentModel {
+        winograd: true,
+        ..model("sr", "waifu2x-upconv7-x2.onnx")
+    };
     let file_bytes = sr.bytes;
     let (loader, done) = one_thread_loader(rt);
     let mut res = Residency::new(vec![sr], None, loader);

@@ -33,6 +33,7 @@ pub fn model(name: &str, file: &str) -> AgentModel {
         max_rows: None,
         strips: None,
         top1_outputs: false,
+        winograd: true,
         outputs: vec![],
     }
 }

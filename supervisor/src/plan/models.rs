@@ -31,6 +31,8 @@ pub struct HostedModel {
     /// The session answers through the top-1 head (the manifest's `output_head`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub top1_outputs: bool,
+    /// Wide 3×3 convolutions by Winograd on `cpu:0` (the manifest's `winograd`).
+    pub winograd: bool,
 }
 
 fn uses_models(app: &AppSpec) -> bool {
@@ -224,6 +226,7 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
             outputs,
             strips: entry.strips,
             top1_outputs: entry.output_head() == vision::manifest::OutputHead::Top1,
+            winograd: entry.winograd,
         });
     }
     Ok(out)

@@ -4,12 +4,15 @@
 //! backbones into the convolutions around them before ONNX Runtime loads the model;
 //! [`top1_head`] shrinks a classifier's outputs to the best class and its score.
 
+mod fp16;
 mod head;
 mod model;
 mod rewrite;
+mod tensor;
 mod winograd;
 pub mod wire;
 
+pub use fp16::fp16_to_fp32;
 pub use head::{add_top1_head, top1_head};
 pub use model::{Attribute, Graph, GraphError, Node, OnnxModel, Tensor};
 pub use rewrite::{rewrite, rewrite_model, RewriteReport};

@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+use super::tensor::text;
+pub use super::tensor::{Tensor, FLOAT};
 use super::wire::{self, Field, WireError};
 
 const MODEL_IR_VERSION: u32 = 1;
@@ -37,17 +39,6 @@ const ATTR_TYPE_INT: u64 = 2;
 const ATTR_TYPE_INTS: u64 = 7;
 const ATTR_TYPE_TENSOR: u64 = 4;
 const ATTR_TYPE_GRAPH: u64 = 5;
-const TENSOR_DIMS: u32 = 1;
-const TENSOR_DATA_TYPE: u32 = 2;
-const TENSOR_FLOAT_DATA: u32 = 4;
-const TENSOR_NAME: u32 = 8;
-const TENSOR_RAW_DATA: u32 = 9;
-const TENSOR_EXTERNAL_DATA: u32 = 13;
-const TENSOR_DATA_LOCATION: u32 = 14;
-/// `TensorProto.DataType.FLOAT`.
-pub const FLOAT: i64 = 1;
-/// `TensorProto.DataType.INT64`.
-pub const INT64: i64 = 7;
 const OPSET_DOMAIN: u32 = 1;
 const OPSET_VERSION: u32 = 2;
 
@@ -63,12 +54,6 @@ pub enum GraphError {
     /// The graph is not one a change can be made to (what, and why).
     #[error("{0}")]
     Unsupported(String),
-}
-
-fn text(f: &Field<'_>, what: &'static str) -> Result<String, GraphError> {
-    f.as_str()
-        .map(str::to_owned)
-        .ok_or(GraphError::NotText(what))
 }
 
 /// A whole `.onnx` file.
@@ -337,6 +322,21 @@ impl<'a> Graph<'a> {
         true
     }
 
+    /// The element types the graph's inputs and outputs declare (`TensorProto.DataType`
+    /// numbers; a value info without a tensor type gives none).
+    pub fn io_elem_types(&self) -> Vec<i64> {
+        self.other
+            .iter()
+            .filter(|f| f.number == GRAPH_INPUT || f.number == GRAPH_OUTPUT)
+            .filter_map(|f| {
+                let info = wire::parse(f.as_bytes()?).ok()?;
+                let ty = wire::parse(info.iter().find(|g| g.number == 2)?.as_bytes()?).ok()?;
+                let tensor = wire::parse(ty.iter().find(|g| g.number == 1)?.as_bytes()?).ok()?;
+                Some(tensor.iter().find(|g| g.number == 1)?.as_varint()? as i64)
+            })
+            .collect()
+    }
+
     /// Drops the value infos (shape annotations) of tensors that `keep` says no longer exist.
     pub fn retain_value_infos(&mut self, keep: impl Fn(&str) -> bool) {
         self.other.retain(|f| {
@@ -503,105 +503,5 @@ impl<'a> Attribute<'a> {
         self.fields
             .iter()
             .any(|f| f.number == ATTR_G || f.number == ATTR_GRAPHS)
-    }
-}
-
-/// A tensor: an initializer or a `Constant`'s value.
-#[derive(Debug, Clone)]
-pub struct Tensor<'a> {
-    pub name: String,
-    pub dims: Vec<i64>,
-    pub data_type: i64,
-    /// The data and everything else.
-    fields: Vec<Field<'a>>,
-}
-
-impl<'a> Tensor<'a> {
-    fn parse(bytes: &'a [u8]) -> Result<Tensor<'a>, GraphError> {
-        let all = wire::parse(bytes)?;
-        let dims = wire::repeated_ints(&all, TENSOR_DIMS)?;
-        let mut t = Tensor {
-            name: String::new(),
-            dims,
-            data_type: 0,
-            fields: Vec::new(),
-        };
-        for f in all {
-            match f.number {
-                TENSOR_DIMS => {}
-                TENSOR_NAME => t.name = text(&f, "tensor name")?,
-                TENSOR_DATA_TYPE => t.data_type = f.as_varint().unwrap_or(0) as i64,
-                _ => t.fields.push(f),
-            }
-        }
-        Ok(t)
-    }
-
-    /// A float tensor stored as raw little-endian data.
-    pub fn new_f32(name: String, dims: Vec<i64>, values: &[f32]) -> Tensor<'static> {
-        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Tensor {
-            name,
-            dims,
-            data_type: FLOAT,
-            fields: vec![Field::bytes(TENSOR_RAW_DATA, raw)],
-        }
-    }
-
-    /// An int64 tensor stored as raw little-endian data.
-    pub fn new_i64(name: String, dims: Vec<i64>, values: &[i64]) -> Tensor<'static> {
-        let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Tensor {
-            name,
-            dims,
-            data_type: INT64,
-            fields: vec![Field::bytes(TENSOR_RAW_DATA, raw)],
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut fields = Vec::with_capacity(self.fields.len() + 3);
-        if !self.dims.is_empty() {
-            fields.push(wire::packed_ints(TENSOR_DIMS, &self.dims));
-        }
-        fields.push(Field::varint(TENSOR_DATA_TYPE, self.data_type as u64));
-        fields.push(Field::string(TENSOR_NAME, &self.name));
-        fields.extend(self.fields.iter().cloned());
-        wire::encode(&fields)
-    }
-
-    /// Its data lives in another file.
-    pub fn is_external(&self) -> bool {
-        self.fields.iter().any(|f| {
-            f.number == TENSOR_EXTERNAL_DATA
-                || (f.number == TENSOR_DATA_LOCATION && f.as_varint() == Some(1))
-        })
-    }
-
-    /// The element count its dims say.
-    fn element_count(&self) -> Option<usize> {
-        self.dims.iter().try_fold(1usize, |n, &d| {
-            usize::try_from(d).ok().and_then(|d| n.checked_mul(d))
-        })
-    }
-
-    /// The values of a float tensor whose data is in the file and matches its dims.
-    pub fn f32_values(&self) -> Option<Vec<f32>> {
-        if self.data_type != FLOAT || self.is_external() {
-            return None;
-        }
-        let values = match self.fields.iter().find(|f| f.number == TENSOR_RAW_DATA) {
-            Some(f) => {
-                let b = f.as_bytes()?;
-                if b.len() % 4 != 0 {
-                    return None;
-                }
-                b.chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect()
-            }
-            None => wire::repeated_floats(&self.fields, TENSOR_FLOAT_DATA).ok()?,
-        };
-        (Some(values.len()) == self.element_count()).then_some(values)
     }
 }

@@ -31,11 +31,17 @@ pub struct RewriteReport {
     /// 3×3 convolutions computed by Winograd's F(4×4, 3×3) (CPU only:
     /// [`super::winograd_convs`]).
     pub winograd: usize,
+    /// Float16 tensors and casts widened to float32 (CPU only: [`super::fp16_to_fp32`]).
+    pub fp16_widened: usize,
 }
 
 impl RewriteReport {
     pub fn total(&self) -> usize {
-        self.affine_into_conv + self.hard_swish + self.affine_into_pointwise + self.winograd
+        self.affine_into_conv
+            + self.hard_swish
+            + self.affine_into_pointwise
+            + self.winograd
+            + self.fp16_widened
     }
 }
 
@@ -43,8 +49,12 @@ impl fmt::Display for RewriteReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "affine_into_conv={} hard_swish={} affine_into_pointwise={} winograd={}",
-            self.affine_into_conv, self.hard_swish, self.affine_into_pointwise, self.winograd
+            "affine_into_conv={} hard_swish={} affine_into_pointwise={} winograd={} fp16_widened={}",
+            self.affine_into_conv,
+            self.hard_swish,
+            self.affine_into_pointwise,
+            self.winograd,
+            self.fp16_widened
         )
     }
 }

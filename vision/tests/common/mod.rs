@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use vision::manifest::Manifest;
-use vision::{Provider, RgbImage, Runtime};
+use vision::{Provider, RgbImage, Runtime, TensorF32};
 
 /// Deterministic values in about [-1, 1] (xorshift of `seed`), for weights and inputs of
 /// models a test builds.
@@ -21,6 +21,16 @@ pub fn values(n: usize, seed: u32) -> Vec<f32> {
             (s % 2001) as f32 / 1000.0 - 1.0
         })
         .collect()
+}
+
+/// The largest absolute difference between two outputs of the same shape.
+pub fn max_abs_diff(a: &TensorF32, b: &TensorF32) -> f32 {
+    assert_eq!(a.shape, b.shape);
+    a.data
+        .iter()
+        .zip(&b.data)
+        .map(|(p, q)| (p - q).abs())
+        .fold(0f32, f32::max)
 }
 
 pub fn repo_root() -> PathBuf {
