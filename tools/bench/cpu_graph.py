@@ -5,9 +5,11 @@ vision's rewrites with float16 widened to float32 but no Winograd (`rewrite_mode
 at 1 intra-op thread (the agent's sessions) and 2, memory pattern off (as the agent runs), in
 alternating rounds after a warm-up run of each (so a busy moment of the machine falls on all three
 alike); prints the best round's seconds per run of each, the speed-ups, and the largest
-difference of the first output from the file's.
+difference of the first output from the file's. Then each graph's memory, in a process of its own
+at one thread: VmRSS once the session is made, VmHWM after a run.
 
 usage: cpu_graph.py REWRITE_MODEL_BIN WORKDIR MODEL.onnx N,C,H,W [ROUNDS]
+       cpu_graph.py --memory MODEL.onnx N,C,H,W   (one graph's memory line)
 """
 import os
 import subprocess
@@ -25,7 +27,24 @@ def session(path, threads):
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
+def status_mib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory(model, shape):
+    s = session(model, 1)
+    loaded = status_mib("VmRSS")
+    s.run(None, {s.get_inputs()[0].name: np.zeros(shape, np.float32)})
+    print(f"VmRSS loaded {loaded:.0f} MiB, VmHWM after a run {status_mib('VmHWM'):.0f} MiB")
+
+
 def main(argv):
+    if len(argv) == 4 and argv[1] == "--memory":
+        return memory(argv[2], [int(v) for v in argv[3].split(",")])
     if len(argv) not in (5, 6):
         sys.exit(__doc__)
     rewrite, work, model, shape = argv[1], argv[2], argv[3], [int(v) for v in argv[4].split(",")]
@@ -54,6 +73,10 @@ def main(argv):
               f"({best['file'] / best['widened']:.2f}x), agent's graph {best['agent']:.3f} s "
               f"({best['file'] / best['agent']:.2f}x); largest difference from the file: "
               f"widened {diff['widened']:.1e}, agent's {diff['agent']:.1e}")
+    for name, path in graphs.items():
+        p = subprocess.run([sys.executable, argv[0], "--memory", path, argv[4]], check=True,
+                           capture_output=True, text=True)
+        print(f"memory, {name}: {p.stdout.strip()}")
 
 
 if __name__ == "__main__":

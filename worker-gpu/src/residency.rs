@@ -194,6 +194,18 @@ impl Residency {
         }
     }
 
+    /// `model`, loaded with Winograd's convolutions, is counted more than the budget holds
+    /// where its file would fit (its grown size recorded in `grown` already).
+    fn winograd_outgrew_the_budget(&self, name: &str, model: &Model) -> bool {
+        let (Some(budget), Some(m)) = (self.budget, self.models.get(name)) else {
+            return false;
+        };
+        m.winograd
+            && model.rewrites().winograd > 0
+            && self.bytes(name) > budget
+            && m.bytes <= budget
+    }
+
     /// Sessions of `name`, idle or busy.
     pub fn sessions(&self, name: &str) -> usize {
         self.idle.get(name).map_or(0, Vec::len) + self.busy.get(name).copied().unwrap_or(0)
@@ -329,6 +341,16 @@ impl Residency {
         if model.loaded_bytes() > model.file_bytes() {
             self.grown
                 .insert(name.clone(), (model.loaded_bytes(), model.file_bytes()));
+            if self.winograd_outgrew_the_budget(&name, &model) {
+                // the budget is the user's word on memory: speed gives way
+                self.grown.remove(&name);
+                if let Some(m) = self.models.get_mut(&name) {
+                    m.winograd = false;
+                }
+                tracing::info!(model = %name, loaded_bytes = model.loaded_bytes(), budget = ?self.budget, "Winograd's weights outgrow the budget: loading the model again without them");
+                self.load(&name);
+                return Ok(());
+            }
         }
         let before = demand.first(&name).unwrap_or(usize::MAX);
         self.make_room(self.bytes(&name), &name, demand, before);

@@ -262,3 +262,27 @@ fn a_model_rewritten_larger_than_its_file_counts_what_was_loaded() {
         res.used()
     );
 }
+
+#[test]
+fn a_model_whose_winograd_weights_outgrow_the_budget_is_loaded_again_without_them() {
+    let Some(rt) = runtime() else { return };
+    let sr = AgentModel {
+        winograd: true,
+        ..model("sr", "waifu2x-upconv7-x2.onnx")
+    };
+    let file_bytes = sr.bytes;
+    let (loader, done) = one_thread_loader(rt);
+    // the file fits twice over; its graph with Winograd's weights does not (test above)
+    let mut res = Residency::new(vec![sr], Some(2 * file_bytes), loader);
+    assert!(res.prefetch("sr"));
+    settle(&mut res, &done).expect("sr loads");
+    assert_eq!(res.sessions("sr"), 0, "the grown session is dropped");
+    assert!(!res.prefetch("sr"), "and loaded again at once");
+    settle(&mut res, &done).expect("sr loads again");
+    assert_eq!(res.sessions("sr"), 1);
+    assert_eq!(
+        res.used(),
+        file_bytes,
+        "counted as its file: the graph as it is"
+    );
+}
