@@ -243,19 +243,29 @@ fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_e
     assert!(res.has_idle("pnet"));
 }
 
-#[test]
-fn a_model_rewritten_larger_than_its_file_counts_what_was_loaded() {
-    let Some(rt) = runtime() else { return };
-    // waifu2x UpConv7: Winograd's weights of its two widest layers are 4× theirs on cpu:0
+/// waifu2x UpConv7 under `budget` (a multiple of its file's bytes), its first load settled:
+/// Winograd's weights of its two widest layers are 4× theirs on cpu:0.
+fn upconv7_loaded_once(
+    rt: Runtime,
+    budget_files: Option<u64>,
+) -> (Residency, mpsc::Receiver<Loaded>, u64) {
     let sr = AgentModel {
         winograd: true,
         ..model("sr", "waifu2x-upconv7-x2.onnx")
     };
     let file_bytes = sr.bytes;
     let (loader, done) = one_thread_loader(rt);
-    let mut res = Residency::new(vec![sr], None, loader);
+    let budget = budget_files.map(|n| n * file_bytes);
+    let mut res = Residency::new(vec![sr], budget, loader);
     assert!(res.prefetch("sr"));
     settle(&mut res, &done).expect("sr loads");
+    (res, done, file_bytes)
+}
+
+#[test]
+fn a_model_rewritten_larger_than_its_file_counts_what_was_loaded() {
+    let Some(rt) = runtime() else { return };
+    let (res, _, file_bytes) = upconv7_loaded_once(rt, None);
     assert!(
         res.used() > 2 * file_bytes,
         "{} bytes used for a {file_bytes}-byte file",
@@ -266,16 +276,8 @@ fn a_model_rewritten_larger_than_its_file_counts_what_was_loaded() {
 #[test]
 fn a_model_whose_winograd_weights_outgrow_the_budget_is_loaded_again_without_them() {
     let Some(rt) = runtime() else { return };
-    let sr = AgentModel {
-        winograd: true,
-        ..model("sr", "waifu2x-upconv7-x2.onnx")
-    };
-    let file_bytes = sr.bytes;
-    let (loader, done) = one_thread_loader(rt);
     // the file fits twice over; its graph with Winograd's weights does not (test above)
-    let mut res = Residency::new(vec![sr], Some(2 * file_bytes), loader);
-    assert!(res.prefetch("sr"));
-    settle(&mut res, &done).expect("sr loads");
+    let (mut res, done, file_bytes) = upconv7_loaded_once(rt, Some(2));
     assert_eq!(res.sessions("sr"), 0, "the grown session is dropped");
     assert!(!res.prefetch("sr"), "and loaded again at once");
     settle(&mut res, &done).expect("sr loads again");
