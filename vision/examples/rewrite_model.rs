@@ -1,7 +1,7 @@
-//! Writes an ONNX model as the GPU agent on `cpu:0` loads it, after vision::onnx_graph's
-//! widening of float16 to float32, its rewrites and Winograd's convolutions, so that other tools can run the same graph
-//! (tools/bench/models.sh and zoo.sh give it to the Python references as context) or a person
-//! can open it in a viewer. Prints what was rewritten as one JSON line.
+//! Writes an ONNX model as the GPU agent on `cpu:0` loads it, after
+//! `vision::onnx_graph::rewrite_for_cpu` (float16 widened to float32, the rewrites, Winograd's
+//! convolutions), so that other tools can run the same graph (tools/bench/models.sh and zoo.sh
+//! give it to the Python references as context) or a person can open it in a viewer. Prints what was rewritten as one JSON line.
 //!
 //! ```text
 //! rewrite_model IN.onnx OUT.onnx [--winograd-min N]
@@ -12,9 +12,7 @@
 
 use std::process::ExitCode;
 
-use vision::onnx_graph::{
-    fp16_to_fp32, rewrite_model, winograd_convs, OnnxModel, MIN_CHANNEL_BALANCE,
-};
+use vision::onnx_graph::{rewrite_for_cpu, OnnxModel, MIN_CHANNEL_BALANCE};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -34,10 +32,7 @@ fn main() -> ExitCode {
         .map_err(|e| format!("{input}: {e}"))
         .and_then(|bytes| {
             let mut model = OnnxModel::parse(&bytes).map_err(|e| format!("{input}: {e}"))?;
-            let fp16_widened = fp16_to_fp32(&mut model);
-            let mut report = rewrite_model(&mut model).unwrap_or_default();
-            report.fp16_widened = fp16_widened;
-            report.winograd = winograd_convs(&mut model, min_product);
+            let report = rewrite_for_cpu(&mut model, Some(min_product));
             let out = if report.total() == 0 {
                 bytes
             } else {

@@ -211,20 +211,15 @@ fn edited(
         Err(e) if opts.top1_outputs => return Err(format!("top-1 head: {e}")),
         Err(_) => return Ok(None),
     };
-    let mut report = RewriteReport::default();
-    if opts.graph_rewrites {
-        // widened first: the other rewrites read f32 constants only
-        let fp16_widened = match provider {
-            Provider::Cpu => onnx_graph::fp16_to_fp32(&mut model),
-            _ => 0,
-        };
-        report = onnx_graph::rewrite_model(&mut model).unwrap_or_default();
-        report.fp16_widened = fp16_widened;
-        if opts.winograd && provider == Provider::Cpu && opts.intra_threads == 1 {
-            report.winograd =
-                onnx_graph::winograd_convs(&mut model, onnx_graph::MIN_CHANNEL_BALANCE);
+    let report = match provider {
+        _ if !opts.graph_rewrites => RewriteReport::default(),
+        Provider::Cpu => {
+            let winograd = (opts.winograd && opts.intra_threads == 1)
+                .then_some(onnx_graph::MIN_CHANNEL_BALANCE);
+            onnx_graph::rewrite_for_cpu(&mut model, winograd)
         }
-    }
+        Provider::Cuda { .. } => onnx_graph::rewrite_model(&mut model).unwrap_or_default(),
+    };
     if opts.top1_outputs {
         onnx_graph::add_top1_head(&mut model).map_err(|e| format!("top-1 head: {e}"))?;
     } else if report.total() == 0 {

@@ -62,13 +62,9 @@ pub fn fp16_to_fp32(model: &mut OnnxModel<'_>) -> usize {
 fn widenable(g: &Graph<'_>) -> bool {
     let plain = g.nodes.iter().all(|n| {
         (n.domain.is_empty() || n.domain == "ai.onnx")
-            && n.attributes
-                .iter()
-                .all(|a| !a.has_subgraph() && !names_f16(n, a))
+            && n.attributes.iter().all(|a| !names_f16(n, a))
     });
-    plain
-        && !g.initializers.iter().any(Tensor::is_external)
-        && !g.io_elem_types().contains(&FLOAT16)
+    plain && g.is_self_contained() && !g.io_elem_types().contains(&FLOAT16)
 }
 
 /// An attribute that makes a node produce f16 and that the widening does not rewrite: a

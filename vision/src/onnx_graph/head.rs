@@ -36,10 +36,7 @@ pub fn add_top1_head(model: &mut OnnxModel<'_>) -> Result<(), GraphError> {
         }
     }
     let g = &mut model.graph;
-    if g.nodes
-        .iter()
-        .any(|n| n.attributes.iter().any(Attribute::has_subgraph))
-    {
+    if g.has_subgraph() {
         return Err(GraphError::Unsupported(
             "the top-1 head is not added to models with subgraphs (If, Loop, Scan)".into(),
         ));

@@ -15,5 +15,5 @@ pub mod wire;
 pub use fp16::fp16_to_fp32;
 pub use head::{add_top1_head, top1_head};
 pub use model::{Attribute, Graph, GraphError, Node, OnnxModel, Tensor};
-pub use rewrite::{rewrite, rewrite_model, RewriteReport};
+pub use rewrite::{rewrite, rewrite_for_cpu, rewrite_model, RewriteReport};
 pub use winograd::{winograd_convs, MIN_CHANNEL_BALANCE};

@@ -20,6 +20,14 @@ const GRAPH_INPUT: u32 = 11;
 const GRAPH_OUTPUT: u32 = 12;
 const GRAPH_VALUE_INFO: u32 = 13;
 const VALUE_INFO_NAME: u32 = 1;
+const VALUE_INFO_TYPE: u32 = 2;
+/// `TypeProto.tensor_type`.
+const TYPE_TENSOR: u32 = 1;
+const TENSOR_TYPE_ELEM_TYPE: u32 = 1;
+const TENSOR_TYPE_SHAPE: u32 = 2;
+const SHAPE_DIM: u32 = 1;
+const DIM_VALUE: u32 = 1;
+const DIM_PARAM: u32 = 2;
 const NODE_INPUT: u32 = 1;
 const NODE_OUTPUT: u32 = 2;
 const NODE_OP_TYPE: u32 = 4;
@@ -200,23 +208,23 @@ impl<'a> OnnxModel<'a> {
 /// A `ValueInfoProto` field (`number`: the graph's input or output list) of a float32 tensor
 /// named `name`, of the given shape (-1: a dynamic dimension) or of no declared shape.
 fn float_value_info(number: u32, name: &str, dims: Option<&[i64]>) -> Field<'static> {
-    let mut tensor_type = vec![Field::varint(1, FLOAT as u64)];
+    let mut tensor_type = vec![Field::varint(TENSOR_TYPE_ELEM_TYPE, FLOAT as u64)];
     if let Some(dims) = dims {
         let dim = |&d: &i64| {
             let v = if d >= 0 {
-                Field::varint(1, d as u64)
+                Field::varint(DIM_VALUE, d as u64)
             } else {
-                Field::string(2, "n")
+                Field::string(DIM_PARAM, "n")
             };
-            Field::bytes(1, wire::encode(&[v]))
+            Field::bytes(SHAPE_DIM, wire::encode(&[v]))
         };
         let shape: Vec<Field<'_>> = dims.iter().map(dim).collect();
-        tensor_type.push(Field::bytes(2, wire::encode(&shape)));
+        tensor_type.push(Field::bytes(TENSOR_TYPE_SHAPE, wire::encode(&shape)));
     }
-    let type_proto = wire::encode(&[Field::bytes(1, wire::encode(&tensor_type))]);
+    let type_proto = wire::encode(&[Field::bytes(TYPE_TENSOR, wire::encode(&tensor_type))]);
     let info = [
         Field::string(VALUE_INFO_NAME, name),
-        Field::bytes(2, type_proto),
+        Field::bytes(VALUE_INFO_TYPE, type_proto),
     ];
     Field::bytes(number, wire::encode(&info))
 }
@@ -330,11 +338,26 @@ impl<'a> Graph<'a> {
             .filter(|f| f.number == GRAPH_INPUT || f.number == GRAPH_OUTPUT)
             .filter_map(|f| {
                 let info = wire::parse(f.as_bytes()?).ok()?;
-                let ty = wire::parse(info.iter().find(|g| g.number == 2)?.as_bytes()?).ok()?;
-                let tensor = wire::parse(ty.iter().find(|g| g.number == 1)?.as_bytes()?).ok()?;
-                Some(tensor.iter().find(|g| g.number == 1)?.as_varint()? as i64)
+                let ty = info.iter().find(|g| g.number == VALUE_INFO_TYPE)?;
+                let ty = wire::parse(ty.as_bytes()?).ok()?;
+                let tensor = ty.iter().find(|g| g.number == TYPE_TENSOR)?;
+                let tensor = wire::parse(tensor.as_bytes()?).ok()?;
+                let elem = tensor.iter().find(|g| g.number == TENSOR_TYPE_ELEM_TYPE)?;
+                Some(elem.as_varint()? as i64)
             })
             .collect()
+    }
+
+    /// A node holds a subgraph (the body of an `If`, `Loop` or `Scan`).
+    pub fn has_subgraph(&self) -> bool {
+        self.nodes
+            .iter()
+            .any(|n| n.attributes.iter().any(Attribute::has_subgraph))
+    }
+
+    /// No subgraphs and no initializer data in other files: a graph the rewrites may change.
+    pub fn is_self_contained(&self) -> bool {
+        !self.has_subgraph() && !self.initializers.iter().any(Tensor::is_external)
     }
 
     /// Drops the value infos (shape annotations) of tensors that `keep` says no longer exist.

@@ -70,11 +70,7 @@ pub fn rewrite(bytes: &[u8]) -> Result<Option<(Vec<u8>, RewriteReport)>, GraphEr
 /// it was (nothing matched, subgraphs, external data).
 pub fn rewrite_model(model: &mut OnnxModel<'_>) -> Option<RewriteReport> {
     let g = &mut model.graph;
-    let has_subgraph = g
-        .nodes
-        .iter()
-        .any(|n| n.attributes.iter().any(Attribute::has_subgraph));
-    if has_subgraph || g.initializers.iter().any(Tensor::is_external) {
+    if !g.is_self_contained() {
         return None;
     }
     let mut report = RewriteReport::default();
@@ -87,6 +83,20 @@ pub fn rewrite_model(model: &mut OnnxModel<'_>) -> Option<RewriteReport> {
     }
     drop_dead_constants(g);
     Some(report)
+}
+
+/// What the agent on the CPU does to a model before ORT loads it, in this order: float16
+/// widened to float32 ([`super::fp16_to_fp32`]: the rewrites read f32 constants only),
+/// [`rewrite_model`], and with `winograd_min` Winograd's convolutions of the layers at least
+/// that balanced ([`super::winograd_convs`]). What it changed (all zeros: nothing).
+pub fn rewrite_for_cpu(model: &mut OnnxModel<'_>, winograd_min: Option<usize>) -> RewriteReport {
+    let fp16_widened = super::fp16_to_fp32(model);
+    let mut report = rewrite_model(model).unwrap_or_default();
+    report.fp16_widened = fp16_widened;
+    if let Some(min) = winograd_min {
+        report.winograd = super::winograd_convs(model, min);
+    }
+    report
 }
 
 /// Runs a pass until it finds nothing more; what it did in all. Each scan applies every match

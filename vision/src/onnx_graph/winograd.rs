@@ -84,11 +84,7 @@ pub fn winograd_convs(model: &mut OnnxModel<'_>, min_balance: usize) -> usize {
         return 0;
     };
     let g = &model.graph;
-    let has_subgraph = g
-        .nodes
-        .iter()
-        .any(|n| n.attributes.iter().any(Attribute::has_subgraph));
-    if has_subgraph || g.initializers.iter().any(Tensor::is_external) {
+    if !g.is_self_contained() {
         return 0;
     }
     let raise = opset < SLICE_INPUTS_OPSET;
