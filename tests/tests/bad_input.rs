@@ -146,6 +146,55 @@ fn missing_model_file_is_named_with_the_task_and_the_fix() {
     assert_clean_failure(&out, &["mtcnn-pnet", "is a folder, not a file"]);
 }
 
+/// UpConv7's file (2.1 MiB) under a device budget of 2 MiB: refused before anything starts
+/// (the agent used to load it past the budget without a word), by `validate` as by
+/// `start`; under 3 MiB the same app runs.
+#[test]
+fn a_model_larger_than_the_device_budget_is_refused_naming_the_least_that_holds_it() {
+    let dir = scratch("model-over-budget");
+    let app_with_budget = |mb: u64| {
+        let mut app = tail_app(
+            &format!("budget-{mb}"),
+            json!({"name": "g", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 64, "count": 3}}),
+            vec![
+                json!({"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["g"], "params": {"model": "waifu2x-upconv7-x2"}}),
+                json!({"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": "waifu2x-upconv7-x2"}}),
+            ],
+            "net",
+        );
+        app["constraints"] = json!({"gpus": [{"type": "cpu", "memory_mb": mb}]});
+        let sub = dir.join(format!("budget-{mb}"));
+        std::fs::create_dir_all(&sub).expect("dir");
+        write_app(&sub, &app)
+    };
+    let small = app_with_budget(2);
+    let needles = [
+        "tasks[2] (net).params.model",
+        "model 'waifu2x-upconv7-x2' is 2.1 MiB",
+        "constraints.gpus[0].memory_mb = 2 MiB",
+        "at least 3 MiB",
+    ];
+    let out = start(&small, &dir.join("run-2"), &[]);
+    assert_clean_failure(&out, &needles);
+    assert!(!dir.join("run-2").exists(), "nothing started");
+    let validated = supervisor_with_models()
+        .arg("validate")
+        .arg(&small)
+        .output()
+        .expect("run supervisor");
+    assert_clean_failure(&validated, &needles);
+    let fits = app_with_budget(3);
+    let out = start(&fits, &dir.join("run-3"), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "runs under 3 MiB:\n{}",
+        stderr(&out)
+    );
+    let rows = std::fs::read_to_string(dir.join("budget-3/rows.jsonl")).expect("rows");
+    assert_eq!(rows.lines().count(), 3, "every item out:\n{rows}");
+}
+
 #[test]
 fn corrupt_onnx_file_fails_the_app_with_the_model_named() {
     let dir = scratch("corrupt-model");

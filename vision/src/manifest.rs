@@ -119,11 +119,13 @@ pub struct ModelEntry {
     pub output_head: Option<OutputHead>,
     /// On `cpu:0`, compute the model's wide 3×3 convolutions by Winograd's F(4×4, 3×3)
     /// ([`crate::onnx_graph::winograd_convs`]); on unless the entry says `false`.
-    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    #[serde(default = "winograd_default", skip_serializing_if = "is_yes")]
     pub winograd: bool,
 }
 
-fn yes() -> bool {
+/// Winograd's convolutions are on for a model unless its entry says otherwise (also the
+/// agent's default for a model given without the field).
+pub fn winograd_default() -> bool {
     true
 }
 

@@ -12,10 +12,6 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use vision::{Model, Runtime, SessionOptions};
 
-fn yes() -> bool {
-    true
-}
-
 /// A model the agent may be asked to run (from the agent task's params).
 #[derive(Debug, Clone, Deserialize)]
 pub struct AgentModel {
@@ -37,7 +33,7 @@ pub struct AgentModel {
     pub top1_outputs: bool,
     /// Wide 3×3 convolutions by Winograd on `cpu:0` (the manifest's `winograd`, on unless it
     /// says `false`), unless `SMARTPIPE_ORT_WINOGRAD` says otherwise for every model.
-    #[serde(default = "yes")]
+    #[serde(default = "vision::manifest::winograd_default")]
     pub winograd: bool,
 }
 

@@ -128,7 +128,44 @@ pub fn locate(app: &AppSpec, app_file: &Path) -> anyhow::Result<Option<ModelStor
         }
     }
     check_model_steps(app, &store.manifest)?;
+    check_device_budget(app, &store)?;
     Ok(Some(store))
+}
+
+/// Every model the agent runs for the app must fit the device memory the app grants
+/// (`constraints.gpus[0].memory_mb`) on its own. The agent swaps models through a budget
+/// smaller than their sum, but it holds at least one session of a model whole, so a file
+/// larger than the budget could only run by breaking the user's word on memory (the
+/// agent did, without a word): refused before anything starts, naming the task, the model
+/// and the least budget that holds it. The file's size is a floor: on the CPU a session is
+/// counted at least that, on CUDA the weights take at least that on the card.
+fn check_device_budget(app: &AppSpec, store: &ModelStore) -> anyhow::Result<()> {
+    let Some(budget_mb) = app.constraints.gpus.first().map(|g| g.memory_mb) else {
+        return Ok(());
+    };
+    const MIB: u64 = 1 << 20;
+    for (i, t) in app.tasks.iter().enumerate() {
+        if t.kind != TaskKind::Gpu {
+            continue;
+        }
+        let Some(name) = t.params.get("model").and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let path = store.manifest.model_path(name, &store.models_dir)?;
+        let bytes = std::fs::metadata(&path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
+        if bytes > budget_mb.saturating_mul(MIB) {
+            return Err(anyhow!(
+                "tasks[{i}] ({}).params.model: model '{name}' is {:.1} MiB ({}), more than the device memory the app grants (constraints.gpus[0].memory_mb = {budget_mb} MiB); the agent holds a model whole, so the budget must be at least {} MiB",
+                t.name,
+                bytes as f64 / MIB as f64,
+                path.display(),
+                bytes.div_ceil(MIB)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why `path` (not a regular file) cannot be a model file.
