@@ -26,8 +26,10 @@ fn constant(out: &str, dims: Vec<i64>, values: &[f32]) -> Vec<Node<'static>> {
     vec![n]
 }
 
-/// x → Conv 3×3 (pad 1) → ·s → +t[c] → hard swish → ·s2 → +t2 → Conv 1×1 → y, and a second
-/// branch Conv 1×1 → ·k[w] (broadcast along the width: not per channel, must stay).
+/// x → Conv 3×3 (pad 1) → ·s → +t[c] → hard swish → ·s2 → +t2 → Conv 1×1 → y, a second
+/// branch Conv 1×1 → ·k[w] (broadcast along the width: not per channel, must stay), and a
+/// third as TensorFlow models normalise their input: x to NHWC, − mean[3], · scale[1,1,1,3],
+/// bias[1,1,1,3] +, − 1, back to NCHW → v (the last transpose moved above the four).
 fn every_pattern() -> Vec<u8> {
     let mut nodes = vec![];
     nodes.extend(constant("s", vec![1], &[0.7]));
@@ -39,6 +41,15 @@ fn every_pattern() -> Vec<u8> {
     nodes.extend(constant("s2", vec![1], &[1.3]));
     nodes.extend(constant("t2", vec![1], &[-0.4]));
     nodes.extend(constant("k", vec![6], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    nodes.extend(constant("mean", vec![3], &[0.5, -1.0, 2.0]));
+    nodes.extend(constant("scale", vec![1, 1, 1, 3], &[0.25, 2.0, -1.5]));
+    nodes.extend(constant("bias", vec![1, 1, 1, 3], &[3.0, 0.0, -0.75]));
+    nodes.extend(constant("one", vec![], &[1.0]));
+    let transpose = |input: &str, perm: &[i64], output: &str| {
+        let mut t = node("Transpose", &[input], &[output]);
+        t.attributes = vec![Attribute::new_ints("perm", perm)];
+        t
+    };
     let mut conv1 = node("Conv", &["x", "w1", "b1"], &["c1"]);
     conv1.attributes = vec![
         Attribute::new_ints("pads", &[1, 1, 1, 1]),
@@ -57,6 +68,12 @@ fn every_pattern() -> Vec<u8> {
         node("Conv", &["a2", "w2", "b2"], &["y"]),
         node("Conv", &["x", "w3"], &["c3"]),
         node("Mul", &["c3", "k"], &["z"]),
+        transpose("x", &[0, 2, 3, 1], "nhwc"),
+        node("Sub", &["nhwc", "mean"], &["n1"]),
+        node("Mul", &["n1", "scale"], &["n2"]),
+        node("Add", &["bias", "n2"], &["n3"]),
+        node("Sub", &["n3", "one"], &["n4"]),
+        transpose("n4", &[0, 3, 1, 2], "v"),
     ]);
     let inits = vec![
         Tensor::new_f32("w1".into(), vec![4, 3, 3, 3], &values(108, 1)),
@@ -65,7 +82,7 @@ fn every_pattern() -> Vec<u8> {
         Tensor::new_f32("b2".into(), vec![5], &values(5, 4)),
         Tensor::new_f32("w3".into(), vec![2, 3, 1, 1], &values(6, 5)),
     ];
-    OnnxModel::build(13, &[("x", &[1, 3, 6, 6])], &["y", "z"], nodes, inits).encode()
+    OnnxModel::build(13, &[("x", &[1, 3, 6, 6])], &["y", "z", "v"], nodes, inits).encode()
 }
 
 #[test]
@@ -78,6 +95,7 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
             affine_into_conv: 2,
             hard_swish: 1,
             affine_into_pointwise: 1,
+            transposes_moved: 4,
             winograd: 0,
             fp16_widened: 0,
         }
@@ -98,9 +116,15 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
             "Mul",
             "Conv",
             "Conv",
-            "Mul"
+            "Mul",
+            "Transpose",
+            "Transpose",
+            "Sub",
+            "Mul",
+            "Add",
+            "Sub"
         ],
-        "only the broadcast-along-width constant `k` stays a Constant"
+        "only the broadcast-along-width constant `k` stays a Constant; the last transpose reads the first"
     );
 
     let Some(rt) = common::runtime(&[], &[]) else {
@@ -133,6 +157,11 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "outputs differ by {worst}");
     }
+    assert_eq!(want.len(), 3);
+    assert_eq!(
+        want[2].data, got[2].data,
+        "moving the transpose changes no bit"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod head;
 mod model;
 mod rewrite;
 mod tensor;
+mod transpose;
 mod winograd;
 pub mod wire;
 

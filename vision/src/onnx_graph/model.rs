@@ -348,6 +348,23 @@ impl<'a> Graph<'a> {
             .collect()
     }
 
+    /// How many axes graph input `name` declares; none when it is not an input or its type
+    /// gives no shape.
+    pub fn input_rank(&self, name: &str) -> Option<usize> {
+        let field = self
+            .other
+            .iter()
+            .find(|f| f.number == GRAPH_INPUT && value_info_name(f).is_ok_and(|n| n == name))?;
+        let info = wire::parse(field.as_bytes()?).ok()?;
+        let ty = info.iter().find(|g| g.number == VALUE_INFO_TYPE)?;
+        let ty = wire::parse(ty.as_bytes()?).ok()?;
+        let tensor = ty.iter().find(|g| g.number == TYPE_TENSOR)?;
+        let tensor = wire::parse(tensor.as_bytes()?).ok()?;
+        let shape = tensor.iter().find(|g| g.number == TENSOR_TYPE_SHAPE)?;
+        let shape = wire::parse(shape.as_bytes()?).ok()?;
+        Some(shape.iter().filter(|g| g.number == SHAPE_DIM).count())
+    }
+
     /// A node holds a subgraph (the body of an `If`, `Loop` or `Scan`).
     pub fn has_subgraph(&self) -> bool {
         self.nodes

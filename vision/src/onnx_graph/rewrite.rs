@@ -7,7 +7,10 @@
 //! 2. **hard swish**: `x · clip(x + 3, 0, 6) / 6`, written as Add, Clip, Mul and Div, becomes
 //!    `x · HardSigmoid(x)` with α = 1/6, β = ½ (which ORT then runs in its blocked layout);
 //! 3. **affine into pointwise conv**: `a · s + t` with constant scalars, read only by 1×1
-//!    convolutions without padding, is folded into those convolutions (`W·s`, `b + t·ΣW`).
+//!    convolutions without padding, is folded into those convolutions (`W·s`, `b + t·ΣW`);
+//! 4. **transposes moved up**: `Transpose(x ∘ c)` with a constant `c` becomes
+//!    `Transpose(x) ∘ Transpose(c)` (TensorFlow models' NHWC input normalisation, which ORT
+//!    broadcasts slowly over an innermost axis of 3: [`super::transpose`]).
 //!
 //! Each is exact in real arithmetic; in f32 the outputs move by rounding only (PP-OCRv4's
 //! detector and recogniser: < 1e-4, `tools/bench/rewrite_ops.py`; the same texts,
@@ -28,6 +31,9 @@ pub struct RewriteReport {
     pub hard_swish: usize,
     /// `a · s + t` pairs folded into the 1×1 convolutions that read them.
     pub affine_into_pointwise: usize,
+    /// Element-wise operations by constants that a `Transpose` was moved above
+    /// ([`super::transpose`]: a TensorFlow model's NHWC input normalisation).
+    pub transposes_moved: usize,
     /// 3×3 convolutions computed by Winograd's F(4×4, 3×3) (CPU only:
     /// [`super::winograd_convs`]).
     pub winograd: usize,
@@ -40,6 +46,7 @@ impl RewriteReport {
         self.affine_into_conv
             + self.hard_swish
             + self.affine_into_pointwise
+            + self.transposes_moved
             + self.winograd
             + self.fp16_widened
     }
@@ -49,10 +56,11 @@ impl fmt::Display for RewriteReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "affine_into_conv={} hard_swish={} affine_into_pointwise={} winograd={} fp16_widened={}",
+            "affine_into_conv={} hard_swish={} affine_into_pointwise={} transposes_moved={} winograd={} fp16_widened={}",
             self.affine_into_conv,
             self.hard_swish,
             self.affine_into_pointwise,
+            self.transposes_moved,
             self.winograd,
             self.fp16_widened
         )
@@ -78,6 +86,7 @@ pub fn rewrite_model(model: &mut OnnxModel<'_>) -> Option<RewriteReport> {
     report.affine_into_conv = until_none(|| fold_affine_into_conv(g, &mut names));
     report.hard_swish = until_none(|| hard_swish(g));
     report.affine_into_pointwise = until_none(|| fold_affine_into_pointwise(g, &mut names));
+    report.transposes_moved = super::transpose::transposes_above_constant_ops(g, &mut names);
     if report.total() == 0 {
         return None;
     }
@@ -159,7 +168,7 @@ impl Index {
     }
 
     /// The one node that reads `name`, when no other node and no graph output does.
-    fn sole_consumer(&self, name: &str) -> Option<usize> {
+    pub(super) fn sole_consumer(&self, name: &str) -> Option<usize> {
         match self.consumers.get(name).map(Vec::as_slice) {
             Some(&[i]) if !self.graph_outputs.contains(name) => Some(i),
             _ => None,
@@ -171,14 +180,13 @@ impl Index {
     }
 }
 
-/// Every tensor name in the graph, to make new ones that collide with none.
 /// A constant float tensor: an initializer the caller cannot override, or a `Constant`'s value.
-struct Const {
-    dims: Vec<i64>,
-    values: Vec<f32>,
+pub(super) struct Const {
+    pub(super) dims: Vec<i64>,
+    pub(super) values: Vec<f32>,
 }
 
-fn constant(g: &Graph<'_>, idx: &Index, name: &str) -> Option<Const> {
+pub(super) fn constant(g: &Graph<'_>, idx: &Index, name: &str) -> Option<Const> {
     let values = |t: &Tensor<'_>| {
         t.f32_values().map(|values| Const {
             dims: t.dims.clone(),
