@@ -96,6 +96,7 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
             hard_swish: 1,
             affine_into_pointwise: 1,
             transposes_moved: 4,
+            prelu_as_relu: 0,
             winograd: 0,
             fp16_widened: 0,
         }
@@ -200,16 +201,48 @@ fn ppocr_reads_page_png_the_same_rewritten() {
     }
 }
 
+/// MTCNN has nothing for the device-independent rewrites; on the CPU its PReLUs (3, 4 and 5,
+/// slopes from −1.28 to 1.30) become Relu, Mul and Add, and every output keeps every bit.
 #[test]
-fn mtcnn_has_nothing_to_rewrite() {
+fn mtcnn_prelus_become_relus_on_the_cpu_with_the_same_bits() {
     let Some(rt) = common::runtime(&["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"], &[]) else {
         return;
     };
-    for name in ["mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet"] {
+    for (name, prelus, shape) in [
+        ("mtcnn-pnet", 3, [1, 54, 72, 3]),
+        ("mtcnn-rnet", 4, [5, 24, 24, 3]),
+        ("mtcnn-onet", 5, [3, 48, 48, 3]),
+    ] {
         let path = common::models_dir().join(format!("{name}.onnx"));
         let bytes = std::fs::read(&path).unwrap();
         assert!(rewrite(&bytes).unwrap().is_none(), "{name}");
-        let m = Model::load(&rt, name, &path, &SessionOptions::default()).unwrap();
-        assert_eq!(m.rewrites().total(), 0);
+        let n = shape.iter().product();
+        let x = TensorF32::new(shape.to_vec(), values(n, 11)).unwrap();
+        let run = |graph_rewrites: bool| {
+            let opts = SessionOptions {
+                graph_rewrites,
+                ..SessionOptions::default()
+            };
+            let mut m = Model::load(&rt, name, &path, &opts).unwrap();
+            (m.run(std::slice::from_ref(&x)).unwrap(), m.rewrites())
+        };
+        let (want, off) = run(false);
+        let (got, on) = run(true);
+        assert_eq!(off.total(), 0, "{name}");
+        assert_eq!(
+            (on.prelu_as_relu, on.total()),
+            (prelus, prelus),
+            "{name}: {on}"
+        );
+        assert_eq!(want.len(), got.len());
+        for (w, g) in want.iter().zip(&got) {
+            assert_eq!(w.shape, g.shape, "{name}");
+            let differ = w
+                .data
+                .iter()
+                .zip(&g.data)
+                .filter(|(a, b)| a.to_bits() != b.to_bits());
+            assert_eq!(differ.count(), 0, "{name}: outputs changed bits");
+        }
     }
 }

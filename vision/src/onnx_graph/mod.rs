@@ -7,6 +7,7 @@
 mod fp16;
 mod head;
 mod model;
+mod prelu;
 mod rewrite;
 mod tensor;
 mod transpose;

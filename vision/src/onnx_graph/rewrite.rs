@@ -31,6 +31,8 @@ pub struct RewriteReport {
     pub hard_swish: usize,
     /// `a · s + t` pairs folded into the 1×1 convolutions that read them.
     pub affine_into_pointwise: usize,
+    /// `PRelu`s written as Relu, Mul and Add (CPU only: [`super::prelu`]).
+    pub prelu_as_relu: usize,
     /// Element-wise operations by constants that a `Transpose` was moved above
     /// ([`super::transpose`]: a TensorFlow model's NHWC input normalisation).
     pub transposes_moved: usize,
@@ -47,6 +49,7 @@ impl RewriteReport {
             + self.hard_swish
             + self.affine_into_pointwise
             + self.transposes_moved
+            + self.prelu_as_relu
             + self.winograd
             + self.fp16_widened
     }
@@ -56,11 +59,12 @@ impl fmt::Display for RewriteReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "affine_into_conv={} hard_swish={} affine_into_pointwise={} transposes_moved={} winograd={} fp16_widened={}",
+            "affine_into_conv={} hard_swish={} affine_into_pointwise={} transposes_moved={} prelu_as_relu={} winograd={} fp16_widened={}",
             self.affine_into_conv,
             self.hard_swish,
             self.affine_into_pointwise,
             self.transposes_moved,
+            self.prelu_as_relu,
             self.winograd,
             self.fp16_widened
         )
@@ -96,12 +100,23 @@ pub fn rewrite_model(model: &mut OnnxModel<'_>) -> Option<RewriteReport> {
 
 /// What the agent on the CPU does to a model before ORT loads it, in this order: float16
 /// widened to float32 ([`super::fp16_to_fp32`]: the rewrites read f32 constants only),
-/// [`rewrite_model`], and with `winograd_min` Winograd's convolutions of the layers at least
-/// that balanced ([`super::winograd_convs`]). What it changed (all zeros: nothing).
+/// [`rewrite_model`], `PRelu` as Relu, Mul and Add ([`super::prelu`], opset 7 on), and with
+/// `winograd_min` Winograd's convolutions of the layers at least that balanced
+/// ([`super::winograd_convs`]). What it changed (all zeros: nothing).
 pub fn rewrite_for_cpu(model: &mut OnnxModel<'_>, winograd_min: Option<usize>) -> RewriteReport {
     let fp16_widened = super::fp16_to_fp32(model);
     let mut report = rewrite_model(model).unwrap_or_default();
     report.fp16_widened = fp16_widened;
+    let broadcasts = model
+        .opset("")
+        .is_some_and(|v| v >= super::prelu::BROADCAST_OPSET);
+    if broadcasts && model.graph.is_self_contained() {
+        let g = &mut model.graph;
+        report.prelu_as_relu = super::prelu::prelu_as_relus(g, &mut Names::of(g));
+        if report.prelu_as_relu > 0 {
+            drop_dead_constants(g);
+        }
+    }
     if let Some(min) = winograd_min {
         report.winograd = super::winograd_convs(model, min);
     }
