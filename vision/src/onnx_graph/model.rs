@@ -337,13 +337,10 @@ impl<'a> Graph<'a> {
             .iter()
             .filter(|f| f.number == GRAPH_INPUT || f.number == GRAPH_OUTPUT)
             .filter_map(|f| {
-                let info = wire::parse(f.as_bytes()?).ok()?;
-                let ty = info.iter().find(|g| g.number == VALUE_INFO_TYPE)?;
-                let ty = wire::parse(ty.as_bytes()?).ok()?;
-                let tensor = ty.iter().find(|g| g.number == TYPE_TENSOR)?;
-                let tensor = wire::parse(tensor.as_bytes()?).ok()?;
-                let elem = tensor.iter().find(|g| g.number == TENSOR_TYPE_ELEM_TYPE)?;
-                Some(elem.as_varint()? as i64)
+                read_tensor_type(f, |tensor| {
+                    let elem = tensor.iter().find(|g| g.number == TENSOR_TYPE_ELEM_TYPE)?;
+                    Some(elem.as_varint()? as i64)
+                })
             })
             .collect()
     }
@@ -355,14 +352,11 @@ impl<'a> Graph<'a> {
             .other
             .iter()
             .find(|f| f.number == GRAPH_INPUT && value_info_name(f).is_ok_and(|n| n == name))?;
-        let info = wire::parse(field.as_bytes()?).ok()?;
-        let ty = info.iter().find(|g| g.number == VALUE_INFO_TYPE)?;
-        let ty = wire::parse(ty.as_bytes()?).ok()?;
-        let tensor = ty.iter().find(|g| g.number == TYPE_TENSOR)?;
-        let tensor = wire::parse(tensor.as_bytes()?).ok()?;
-        let shape = tensor.iter().find(|g| g.number == TENSOR_TYPE_SHAPE)?;
-        let shape = wire::parse(shape.as_bytes()?).ok()?;
-        Some(shape.iter().filter(|g| g.number == SHAPE_DIM).count())
+        read_tensor_type(field, |tensor| {
+            let shape = tensor.iter().find(|g| g.number == TENSOR_TYPE_SHAPE)?;
+            let shape = wire::parse(shape.as_bytes()?).ok()?;
+            Some(shape.iter().filter(|g| g.number == SHAPE_DIM).count())
+        })
     }
 
     /// A node holds a subgraph (the body of an `If`, `Loop` or `Scan`).
@@ -383,6 +377,16 @@ impl<'a> Graph<'a> {
             f.number != GRAPH_VALUE_INFO || value_info_name(f).map(|n| keep(&n)).unwrap_or(true)
         });
     }
+}
+
+/// `read` of the tensor type's fields (`TypeProto.tensor_type`) of value info `f`; none when
+/// the value info has no tensor type.
+fn read_tensor_type<T>(f: &Field<'_>, read: impl FnOnce(&[Field<'_>]) -> Option<T>) -> Option<T> {
+    let info = wire::parse(f.as_bytes()?).ok()?;
+    let ty = info.iter().find(|g| g.number == VALUE_INFO_TYPE)?;
+    let ty = wire::parse(ty.as_bytes()?).ok()?;
+    let tensor = ty.iter().find(|g| g.number == TYPE_TENSOR)?;
+    read(&wire::parse(tensor.as_bytes()?).ok()?)
 }
 
 /// One node.
