@@ -6,7 +6,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use vision::onnx_graph::{rewrite, Attribute, Node, OnnxModel, Tensor};
+use vision::onnx_graph::{rewrite, rewrite_for_cpu, Attribute, Node, OnnxModel, Tensor};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/corpus/onnx")
@@ -17,8 +17,14 @@ fn names(v: &[&str]) -> Vec<String> {
 }
 
 /// A small model with the patterns the rewriter folds: Conv → Mul → Add, a hard swish
-/// (Add 3, Clip 0..6, Mul, Div 6), a Constant node and a 1×1 Conv.
+/// (Add 3, Clip 0..6, Mul, Div 6), a Constant node and a 1×1 Conv; and a second output
+/// through an NHWC normalisation before a transpose and a PReLU.
 fn built_seed() -> Vec<u8> {
+    let transpose = |input: &str, perm: &[i64], output: &str| {
+        let mut t = Node::new("Transpose", names(&[input]), names(&[output]));
+        t.attributes = vec![Attribute::new_ints("perm", perm)];
+        t
+    };
     let c = |name: &str, dims: Vec<i64>, v: &[f32]| {
         let mut n = Node::new("Constant", vec![], names(&[name]));
         n.attributes = vec![Attribute::new_tensor(
@@ -46,14 +52,20 @@ fn built_seed() -> Vec<u8> {
         Node::new("Mul", names(&["a", "h2"]), names(&["h3"])),
         Node::new("Div", names(&["h3", "six"]), names(&["h4"])),
         Node::new("Conv", names(&["h4", "w2"]), names(&["y"])),
+        transpose("x", &[0, 2, 3, 1], "nhwc"),
+        Node::new("Sub", names(&["nhwc", "mean"]), names(&["n1"])),
+        transpose("n1", &[0, 3, 1, 2], "n2"),
+        Node::new("PRelu", names(&["n2", "slope"]), names(&["p"])),
     ];
     let w: Vec<f32> = (0..54).map(|i| (i as f32 * 0.37).sin()).collect();
     let inits = vec![
         Tensor::new_f32("w".into(), vec![2, 3, 3, 3], &w),
         Tensor::new_f32("b".into(), vec![2], &[0.2, -0.3]),
         Tensor::new_f32("w2".into(), vec![1, 2, 1, 1], &[1.5, -0.5]),
+        Tensor::new_f32("mean".into(), vec![1, 1, 1, 3], &[0.5, 1.0, -2.0]),
+        Tensor::new_f32("slope".into(), vec![3, 1, 1], &[0.25, -1.5, 2.0]),
     ];
-    OnnxModel::build(13, &[("x", &[1, 3, 4, 4])], &["y"], nodes, inits).encode()
+    OnnxModel::build(13, &[("x", &[1, 3, 4, 4])], &["y", "p"], nodes, inits).encode()
 }
 
 /// xorshift64*: small, seeded, reproducible.
@@ -125,6 +137,11 @@ fn exercise(bytes: &[u8]) -> std::thread::Result<()> {
             let _ = OnnxModel::parse(&again);
         }
         let _ = rewrite(bytes);
+        // and what the agent on the CPU does (f16 widening, PReLU, Winograd on every 3×3)
+        if let Ok(mut model) = OnnxModel::parse(bytes) {
+            let _ = rewrite_for_cpu(&mut model, Some(1));
+            let _ = model.encode();
+        }
     }))
 }
 
@@ -157,6 +174,17 @@ fn mutated_and_truncated_models_never_panic_the_reader_or_the_rewriter() {
     if let Ok(b) = std::fs::read(&pnet) {
         seeds.push(("mtcnn-pnet".into(), b));
     }
+    // The built seed has every pattern, so the mutations start from graphs each pass rewrites.
+    let mut built = OnnxModel::parse(&seeds[0].1).expect("the built seed parses");
+    let report = rewrite_for_cpu(&mut built, Some(1));
+    assert!(
+        report.affine_into_conv > 0
+            && report.hard_swish > 0
+            && report.transposes_moved > 0
+            && report.prelu_as_relu > 0
+            && report.winograd > 0,
+        "the built seed exercises every rewrite: {report}"
+    );
     // The corpus as it is (crashes found earlier first): none may panic.
     for (name, bytes) in &seeds {
         assert!(exercise(bytes).is_ok(), "corpus entry {name} panics");

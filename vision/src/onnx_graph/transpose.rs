@@ -32,8 +32,10 @@ const RANK_DEPTH: usize = 32;
 /// read by nothing else, is moved above that operation; how many were moved.
 pub(super) fn transposes_above_constant_ops(g: &mut Graph<'_>, names: &mut Names) -> usize {
     let mut moved = 0;
-    // Each move renumbers nodes: the index is made again for the next one.
-    while let Some((transpose, op)) = next_move(g) {
+    // Each move renumbers nodes: the index is made again for the next one. A valid graph has
+    // fewer moves than nodes; the bound keeps a malformed one (a cycle) from looping.
+    let most = g.nodes.len();
+    while let Some((transpose, op)) = next_move(g).filter(|_| moved < most) {
         move_above(g, names, transpose, op);
         moved += 1;
     }
