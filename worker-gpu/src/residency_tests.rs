@@ -3,7 +3,7 @@
 
 use super::*;
 
-use crate::test_models::{model, runtime};
+use crate::test_models::{files_as_they_are, model, runtime};
 
 /// Waits for the load in flight and takes it in.
 fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), String> {
@@ -13,11 +13,14 @@ fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), Stri
     res.accept_loaded(loaded, &Demand::default())
 }
 
-/// A loader of sessions at one intra-op thread, and where its loads arrive.
-fn one_thread_loader(rt: Runtime) -> (mpsc::Sender<AgentModel>, mpsc::Receiver<Loaded>) {
+/// A loader of sessions at one intra-op thread with `opts`, and where its loads arrive.
+fn one_thread_loader(
+    rt: Runtime,
+    opts: SessionOptions,
+) -> (mpsc::Sender<AgentModel>, mpsc::Receiver<Loaded>) {
     let (tx, done) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(1));
-    let loader = start_loader(rt, SessionOptions::default(), threads, tx, |l| l).expect("loader");
+    let loader = start_loader(rt, opts, threads, tx, |l| l).expect("loader");
     (loader, done)
 }
 
@@ -94,7 +97,7 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
     let order: Vec<String> = ["broken", "pnet", "rnet"].map(String::from).to_vec();
     let (tx, done) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(1));
-    let loader = start_loader(rt, SessionOptions::default(), threads, tx, |l| l).expect("loader");
+    let loader = start_loader(rt, files_as_they_are(), threads, tx, |l| l).expect("loader");
     let mut res = Residency::new(
         vec![broken, pnet.clone(), rnet.clone()],
         Some(budget),
@@ -141,8 +144,7 @@ fn new_threads_renew_every_session_including_the_busy_one_and_a_load_in_flight()
     );
     let (tx, done) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(2));
-    let loader =
-        start_loader(rt, SessionOptions::default(), threads.clone(), tx, |l| l).expect("loader");
+    let loader = start_loader(rt, files_as_they_are(), threads.clone(), tx, |l| l).expect("loader");
     let mut res = Residency::new(vec![pnet, rnet, onet], None, loader);
     for name in ["pnet", "rnet"] {
         assert!(res.prefetch(name));
@@ -192,7 +194,7 @@ fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_e
     let budget = 2 * p + r + o + r / 2;
     // onet is only asked for by a request, below
     let order: Vec<String> = ["pnet", "rnet"].map(String::from).to_vec();
-    let (loader, done) = one_thread_loader(rt);
+    let (loader, done) = one_thread_loader(rt, files_as_they_are());
     let mut res = Residency::new(
         vec![pnet.clone(), rnet.clone(), onet.clone()],
         Some(budget),
@@ -254,7 +256,7 @@ fn upconv7_loaded_once(
         ..model("sr", "waifu2x-upconv7-x2.onnx")
     };
     let file_bytes = sr.bytes;
-    let (loader, done) = one_thread_loader(rt);
+    let (loader, done) = one_thread_loader(rt, SessionOptions::default());
     let budget = budget_files.map(|n| n * file_bytes);
     let mut res = Residency::new(vec![sr], budget, loader);
     assert!(res.prefetch("sr"));

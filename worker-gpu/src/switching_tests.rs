@@ -8,13 +8,13 @@ use super::*;
 use crate::apps::enqueue;
 use crate::pick::next_runnable;
 use crate::residency::{start_loader, AgentModel, Loaded};
-use crate::test_models::{model, runtime};
+use crate::test_models::{files_as_they_are, model, runtime};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-use vision::{Model, SessionOptions};
+use vision::Model;
 
 /// A model of the benchmark: name, bytes (its file's), virtual run time in ms of one
 /// request per item of its batch.
@@ -200,7 +200,7 @@ fn switching(executors: usize, budget: Option<u64>) -> Option<(u64, u64)> {
     let order: Vec<String> = hosted.iter().map(|m| m.name.clone()).collect();
     let (tx, done) = mpsc::channel::<Loaded>();
     let threads = Arc::new(AtomicUsize::new(1));
-    let loader = start_loader(rt, SessionOptions::default(), threads, tx, |l| l).expect("loader");
+    let loader = start_loader(rt, files_as_they_are(), threads, tx, |l| l).expect("loader");
     let mut res = Residency::new(hosted, budget, loader).with_instances(executors);
     let mut sim = Sim {
         now_us: 0,
@@ -347,7 +347,7 @@ fn a_load_waits_rather_than_evict_a_model_an_earlier_request_needs() {
     let budget = onet.bytes + rnet.bytes + pnet.bytes / 2;
     let (tx, done) = mpsc::channel::<Loaded>();
     let threads = Arc::new(AtomicUsize::new(1));
-    let loader = start_loader(rt, SessionOptions::default(), threads, tx, |l| l).expect("loader");
+    let loader = start_loader(rt, files_as_they_are(), threads, tx, |l| l).expect("loader");
     let mut res = Residency::new(vec![pnet, rnet, onet], Some(budget), loader).with_instances(2);
     let settle = |res: &mut Residency, queue: &VecDeque<AgentRequest>| {
         let loaded = done

@@ -4,7 +4,7 @@
 
 use crate::residency::AgentModel;
 use std::path::PathBuf;
-use vision::{Provider, Runtime};
+use vision::{Provider, Runtime, SessionOptions};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -21,6 +21,16 @@ pub fn runtime() -> Option<Runtime> {
         return None;
     }
     Some(Runtime::init(&lib, Provider::Cpu).expect("ONNX Runtime (run scripts/provision.sh)"))
+}
+
+/// Session options that load the files as they are: the residency tests count each model at
+/// its file's bytes (the CPU rewrites grow MTCNN's graphs a little — PReLU's constants — and
+/// what a grown graph is counted is tested on UpConv7).
+pub fn files_as_they_are() -> SessionOptions {
+    SessionOptions {
+        graph_rewrites: false,
+        ..SessionOptions::default()
+    }
 }
 
 pub fn model(name: &str, file: &str) -> AgentModel {
