@@ -28,22 +28,32 @@ const UNARY: &[&str] = &[
 /// How far back [`rank_of`] follows a tensor.
 const RANK_DEPTH: usize = 32;
 
-/// One scan: every `Transpose` whose input is made by an element-wise operation by a constant,
-/// read by nothing else, is moved above that operation; how many were moved.
+/// Moves every `Transpose` whose input is made by an element-wise operation by a constant,
+/// read by nothing else, above that operation, until none is left; how many were moved.
 pub(super) fn transposes_above_constant_ops(g: &mut Graph<'_>, names: &mut Names) -> usize {
     let mut moved = 0;
     // Each move renumbers nodes: the index is made again for the next one. A valid graph has
     // fewer moves than nodes; the bound keeps a malformed one (a cycle) from looping.
     let most = g.nodes.len();
-    while let Some((transpose, op)) = next_move(g).filter(|_| moved < most) {
-        move_above(g, names, transpose, op);
+    while let Some(found) = next_move(g).filter(|_| moved < most) {
+        move_above(g, names, found);
         moved += 1;
     }
     moved
 }
 
-/// The next (transpose, operation) pair to swap, with the operation's constant operand.
-fn next_move(g: &Graph<'_>) -> Option<(usize, usize)> {
+/// A transpose to move above the operation that makes its input.
+struct Move {
+    transpose: usize,
+    op: usize,
+    perm: Vec<usize>,
+    /// The operation's tensor operand, and its constant one.
+    x: String,
+    c: Const,
+}
+
+/// The next transpose to move, if any.
+fn next_move(g: &Graph<'_>) -> Option<Move> {
     let idx = Index::of(g);
     let producers = producers(g);
     g.nodes.iter().enumerate().find_map(|(ti, t)| {
@@ -56,7 +66,13 @@ fn next_move(g: &Graph<'_>) -> Option<(usize, usize)> {
             && op.outputs.len() == 1
             && c.dims.len() <= perm.len()
             && rank_of(g, &idx, &producers, x, RANK_DEPTH) == Some(perm.len());
-        fits.then_some((ti, oi))
+        fits.then(|| Move {
+            transpose: ti,
+            op: oi,
+            perm,
+            x: x.to_string(),
+            c,
+        })
     })
 }
 
@@ -143,33 +159,24 @@ fn rank_of(
 /// Swaps `Transpose(op(x, c))` into `op(Transpose(x), Transpose(c))`: the transpose reads `x`
 /// and writes a fresh tensor, the operation reads that and the transposed constant and writes
 /// what the transpose wrote; the transpose is put where the operation was, so the nodes stay
-/// in topological order.
-fn move_above(g: &mut Graph<'_>, names: &mut Names, transpose: usize, op: usize) {
-    let idx = Index::of(g);
-    let Some(perm) = permutation(&g.nodes[transpose]) else {
-        return;
-    };
-    let Some((x, c)) = constant_operand(g, &idx, &g.nodes[op]).map(|(x, c)| (x.to_string(), c))
-    else {
-        return;
-    };
-    let old = g.nodes[op].outputs[0].clone();
-    let out = g.nodes[transpose].outputs[0].clone();
+/// in topological order. (The operation's old output is gone: `rewrite_model`'s
+/// `drop_dead_constants` drops its value info.)
+fn move_above(g: &mut Graph<'_>, names: &mut Names, m: Move) {
+    let out = g.nodes[m.transpose].outputs[0].clone();
     let moved = names.fresh(&out, "moved");
-    let constant_at = usize::from(g.nodes[op].inputs[0] == x);
-    let transposed = names.fresh(&g.nodes[op].inputs[constant_at], "transposed");
-    let (dims, values) = transposed_constant(&c, &perm);
+    let constant_at = usize::from(g.nodes[m.op].inputs[0] == m.x);
+    let transposed = names.fresh(&g.nodes[m.op].inputs[constant_at], "transposed");
+    let (dims, values) = transposed_constant(&m.c, &m.perm);
     g.initializers
         .push(Tensor::new_f32(transposed.clone(), dims, &values));
-    let mut t = g.nodes.remove(transpose);
-    t.inputs[0] = x;
+    let mut t = g.nodes.remove(m.transpose);
+    t.inputs[0] = m.x;
     t.outputs[0] = moved.clone();
-    let n = &mut g.nodes[op];
+    let n = &mut g.nodes[m.op];
     n.inputs[1 - constant_at] = moved;
     n.inputs[constant_at] = transposed;
     n.outputs[0] = out;
-    g.nodes.insert(op, t);
-    g.retain_value_infos(|name| name != old);
+    g.nodes.insert(m.op, t);
 }
 
 /// `c` left-padded with ones to the permutation's rank, then transposed by it.
