@@ -35,6 +35,17 @@ pub struct HostedModel {
     pub winograd: bool,
 }
 
+impl ModelStore {
+    /// Model `name`'s file and its size in bytes.
+    pub fn model_file(&self, name: &str) -> anyhow::Result<(PathBuf, u64)> {
+        let path = self.manifest.model_path(name, &self.models_dir)?;
+        let bytes = std::fs::metadata(&path)
+            .with_context(|| format!("{}", path.display()))?
+            .len();
+        Ok((path, bytes))
+    }
+}
+
 fn uses_models(app: &AppSpec) -> bool {
     app.tasks
         .iter()
@@ -151,10 +162,7 @@ fn check_device_budget(app: &AppSpec, store: &ModelStore) -> anyhow::Result<()> 
         let Some(name) = t.params.get("model").and_then(|v| v.as_str()) else {
             continue;
         };
-        let path = store.manifest.model_path(name, &store.models_dir)?;
-        let bytes = std::fs::metadata(&path)
-            .with_context(|| format!("{}", path.display()))?
-            .len();
+        let (path, bytes) = store.model_file(name)?;
         if bytes > budget_mb.saturating_mul(MIB) {
             return Err(anyhow!(
                 "tasks[{i}] ({}).params.model: model '{name}' is {:.1} MiB ({}), more than the device memory the app grants (constraints.gpus[0].memory_mb = {budget_mb} MiB); the agent holds a model whole, so the budget must be at least {} MiB",
@@ -248,10 +256,7 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
         if out.iter().any(|m| m.name == name) {
             continue;
         }
-        let path = store.manifest.model_path(&name, &store.models_dir)?;
-        let bytes = std::fs::metadata(&path)
-            .map(|m| m.len())
-            .with_context(|| format!("{}", path.display()))?;
+        let (path, bytes) = store.model_file(&name)?;
         let entry = store.manifest.model(&name)?;
         let max_rows = entry.max_rows_per_run();
         let outputs = entry.outputs.iter().map(|o| o.name.clone()).collect();
