@@ -4,11 +4,13 @@ that graph), timed with onnxruntime at the given intra-op thread counts: best of
 rounds of about 0.3 s each, memory pattern off as the agent runs. Prints one line per model and
 thread count: ms per run both ways, the speed-up, and whether every output is bit for bit the same.
 
-usage: rewrite_ab.py REWRITE_MODEL_BIN WORKDIR MODELS_DIR THREADS NAME:D0,D1,... [NAME:SHAPE ...]
+usage: rewrite_ab.py [--base BASE_REWRITE_MODEL_BIN] REWRITE_MODEL_BIN WORKDIR MODELS_DIR THREADS NAME:D0,D1,... [NAME:SHAPE ...]
   e.g. rewrite_ab.py target/release/examples/rewrite_model target/bench-rewrite .smartpipe/models 1,2 \\
        mtcnn-pnet:1,432,768,3 mtcnn-rnet:32,24,24,3 mtcnn-onet:8,48,48,3 movenet-multipose:1,256,256,3
 Inputs are uniform in [-1, 1], or [0, 255] for a model whose input is named `input` and NHWC with 3
 channels last and a side of 256 (MoveNet's 0..255 pixels).
+With --base, the "file" side is the graph another build's rewrite_model writes (e.g. the previous
+commit's, to time one new rewrite alone); outputs that differ print their largest difference.
 """
 import os
 import subprocess
@@ -42,6 +44,9 @@ def best_ms(sessions, feed):
 
 
 def main(argv):
+    base = None
+    if len(argv) > 2 and argv[1] == "--base":
+        base, argv = argv[2], argv[:1] + argv[3:]
     if len(argv) < 6:
         sys.exit(__doc__)
     tool, work, models, threads = argv[1], argv[2], argv[3], [int(t) for t in argv[4].split(",")]
@@ -52,6 +57,9 @@ def main(argv):
         file = os.path.join(models, f"{name}.onnx")
         rewritten = os.path.join(work, f"{name}.onnx")
         report = subprocess.run([tool, file, rewritten], check=True, capture_output=True, text=True).stdout
+        if base:
+            file = os.path.join(work, f"{name}.base.onnx")
+            subprocess.run([base, os.path.join(models, f"{name}.onnx"), file], check=True, capture_output=True)
         x = np.random.default_rng(1).uniform(-1, 1, shape).astype(np.float32)
         for t in threads:
             a, b = session(file, t), session(rewritten, t)
@@ -59,10 +67,14 @@ def main(argv):
             if inp == "input" and shape[-1] == 3 and 256 in shape:
                 x = (x + 1) * 127.5
             feed = {inp: x}
-            same = all(np.array_equal(p, q) for p, q in zip(a.run(None, feed), b.run(None, feed)))
+            pairs = list(zip(a.run(None, feed), b.run(None, feed)))
+            same = all(np.array_equal(p, q) for p, q in pairs)
+            worst = max(float(np.max(np.abs(p.astype(np.float64) - q.astype(np.float64)), initial=0)) for p, q in pairs)
             file_ms, new_ms = best_ms([a, b], feed)
-            print(f"{name} {shape} threads {t}: file {file_ms:.3f} ms, rewritten {new_ms:.3f} ms, "
-                  f"{file_ms / new_ms:.2f}x, bit-identical {same}", flush=True)
+            side = "base" if base else "file"
+            print(f"{name} {shape} threads {t}: {side} {file_ms:.3f} ms, rewritten {new_ms:.3f} ms, "
+                  f"{file_ms / new_ms:.2f}x, bit-identical {same}" + ("" if same else f" (largest difference {worst:.2e})"),
+                  flush=True)
         print(f"  {report.strip()}", flush=True)
 
 

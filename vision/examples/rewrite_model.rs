@@ -45,11 +45,12 @@ fn main() -> ExitCode {
         Ok(report) => {
             let r = report;
             println!(
-                "{{\"model\": {input:?}, \"affine_into_conv\": {}, \"hard_swish\": {}, \"affine_into_pointwise\": {}, \"transposes_moved\": {}, \"prelu_as_relu\": {}, \"winograd\": {}, \"fp16_widened\": {}}}",
+                "{{\"model\": {input:?}, \"affine_into_conv\": {}, \"hard_swish\": {}, \"affine_into_pointwise\": {}, \"transposes_moved\": {}, \"affine_as_depthwise\": {}, \"prelu_as_relu\": {}, \"winograd\": {}, \"fp16_widened\": {}}}",
                 r.affine_into_conv,
                 r.hard_swish,
                 r.affine_into_pointwise,
                 r.transposes_moved,
+                r.affine_as_depthwise,
                 r.prelu_as_relu,
                 r.winograd,
                 r.fp16_widened

@@ -18,7 +18,8 @@ fn names(v: &[&str]) -> Vec<String> {
 
 /// A small model with the patterns the rewriter folds: Conv → Mul → Add, a hard swish
 /// (Add 3, Clip 0..6, Mul, Div 6), a Constant node and a 1×1 Conv; and a second output
-/// through an NHWC normalisation before a transpose and a PReLU.
+/// through an NHWC normalisation before a transpose and a PReLU; a third through a 16-channel
+/// convolution, a Relu and a scale (a depthwise 1×1 convolution on the CPU).
 fn built_seed() -> Vec<u8> {
     let transpose = |input: &str, perm: &[i64], output: &str| {
         let mut t = Node::new("Transpose", names(&[input]), names(&[output]));
@@ -56,6 +57,9 @@ fn built_seed() -> Vec<u8> {
         Node::new("Sub", names(&["nhwc", "mean"]), names(&["n1"])),
         transpose("n1", &[0, 3, 1, 2], "n2"),
         Node::new("PRelu", names(&["n2", "slope"]), names(&["p"])),
+        Node::new("Conv", names(&["x", "w16"]), names(&["c16"])),
+        Node::new("Relu", names(&["c16"]), names(&["r16"])),
+        Node::new("Mul", names(&["r16", "s"]), names(&["d"])),
     ];
     let w: Vec<f32> = (0..54).map(|i| (i as f32 * 0.37).sin()).collect();
     let inits = vec![
@@ -64,8 +68,9 @@ fn built_seed() -> Vec<u8> {
         Tensor::new_f32("w2".into(), vec![1, 2, 1, 1], &[1.5, -0.5]),
         Tensor::new_f32("mean".into(), vec![1, 1, 1, 3], &[0.5, 1.0, -2.0]),
         Tensor::new_f32("slope".into(), vec![3, 1, 1], &[0.25, -1.5, 2.0]),
+        Tensor::new_f32("w16".into(), vec![16, 3, 1, 1], &w[..48]),
     ];
-    OnnxModel::build(13, &[("x", &[1, 3, 4, 4])], &["y", "p"], nodes, inits).encode()
+    OnnxModel::build(13, &[("x", &[1, 3, 4, 4])], &["y", "p", "d"], nodes, inits).encode()
 }
 
 /// xorshift64*: small, seeded, reproducible.
@@ -181,6 +186,7 @@ fn mutated_and_truncated_models_never_panic_the_reader_or_the_rewriter() {
         report.affine_into_conv > 0
             && report.hard_swish > 0
             && report.transposes_moved > 0
+            && report.affine_as_depthwise > 0
             && report.prelu_as_relu > 0
             && report.winograd > 0,
         "the built seed exercises every rewrite: {report}"

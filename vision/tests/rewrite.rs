@@ -96,6 +96,7 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
             hard_swish: 1,
             affine_into_pointwise: 1,
             transposes_moved: 4,
+            affine_as_depthwise: 0,
             prelu_as_relu: 0,
             winograd: 0,
             fp16_widened: 0,
@@ -245,4 +246,60 @@ fn mtcnn_prelus_become_relus_on_the_cpu_with_the_same_bits() {
             assert_eq!(differ.count(), 0, "{name}: outputs changed bits");
         }
     }
+}
+
+/// On the CPU, a scale and shift between an activation and a padded convolution (where the
+/// folds above must leave them) run as one depthwise 1×1 convolution, with the same outputs.
+#[test]
+fn an_affine_between_convolutions_runs_as_a_depthwise_convolution_with_the_same_outputs() {
+    let Some(rt) = common::runtime(&[], &[]) else {
+        return;
+    };
+    let mut padded = node("Conv", &["a", "w3", "b3"], &["y"]);
+    padded.attributes = vec![
+        Attribute::new_ints("pads", &[1, 1, 1, 1]),
+        Attribute::new_ints("kernel_shape", &[3, 3]),
+    ];
+    let mut nodes = constant("t", vec![], &[-0.25]);
+    nodes.extend([
+        node("Conv", &["x", "w1", "b1"], &["c"]),
+        node("HardSigmoid", &["c"], &["h"]),
+        node("Mul", &["c", "h"], &["hs"]),
+        node("Mul", &["s", "hs"], &["m"]),
+        node("Add", &["m", "t"], &["a"]),
+        padded,
+    ]);
+    let inits = vec![
+        Tensor::new_f32("w1".into(), vec![16, 3, 1, 1], &values(48, 1)),
+        Tensor::new_f32("b1".into(), vec![16], &values(16, 2)),
+        Tensor::new_f32("s".into(), vec![16, 1, 1], &values(16, 3)),
+        Tensor::new_f32("w3".into(), vec![2, 16, 3, 3], &values(288, 4)),
+        Tensor::new_f32("b3".into(), vec![2], &values(2, 5)),
+    ];
+    let original = OnnxModel::build(13, &[("x", &[1, 3, 6, 6])], &["y"], nodes, inits).encode();
+    let file = common::scratch_file("rewrite", "depthwise.onnx", &original);
+    let x = TensorF32::new(vec![1, 3, 6, 6], values(108, 9)).unwrap();
+    let run = |graph_rewrites: bool| {
+        let opts = SessionOptions {
+            graph_rewrites,
+            ..SessionOptions::default()
+        };
+        let mut m = Model::load(&rt, "depthwise", &file.path, &opts).unwrap();
+        (m.run(std::slice::from_ref(&x)).unwrap(), m.rewrites())
+    };
+    let (want, off) = run(false);
+    let (got, on) = run(true);
+    assert_eq!(
+        (off.total(), on.affine_as_depthwise, on.total()),
+        (0, 1, 1),
+        "{on}"
+    );
+    assert_eq!(want[0].shape, got[0].shape);
+    let worst = want[0]
+        .data
+        .iter()
+        .zip(&got[0].data)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+        .fold(0.0f32, f32::max);
+    assert!(worst < 1e-5, "outputs differ by {worst}");
 }

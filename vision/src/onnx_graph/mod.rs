@@ -4,6 +4,7 @@
 //! backbones into the convolutions around them before ONNX Runtime loads the model;
 //! [`top1_head`] shrinks a classifier's outputs to the best class and its score.
 
+mod depthwise;
 mod fp16;
 mod head;
 mod model;

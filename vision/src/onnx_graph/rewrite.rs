@@ -31,6 +31,9 @@ pub struct RewriteReport {
     pub hard_swish: usize,
     /// `a · s + t` pairs folded into the 1×1 convolutions that read them.
     pub affine_into_pointwise: usize,
+    /// Chains of `Mul`/`Add` by constants written as depthwise 1×1 convolutions (CPU only:
+    /// [`super::depthwise`]).
+    pub affine_as_depthwise: usize,
     /// `PRelu`s written as Relu, Mul and Add (CPU only: [`super::prelu`]).
     pub prelu_as_relu: usize,
     /// Element-wise operations by constants that a `Transpose` was moved above
@@ -49,6 +52,7 @@ impl RewriteReport {
             + self.hard_swish
             + self.affine_into_pointwise
             + self.transposes_moved
+            + self.affine_as_depthwise
             + self.prelu_as_relu
             + self.winograd
             + self.fp16_widened
@@ -59,11 +63,12 @@ impl fmt::Display for RewriteReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "affine_into_conv={} hard_swish={} affine_into_pointwise={} transposes_moved={} prelu_as_relu={} winograd={} fp16_widened={}",
+            "affine_into_conv={} hard_swish={} affine_into_pointwise={} transposes_moved={} affine_as_depthwise={} prelu_as_relu={} winograd={} fp16_widened={}",
             self.affine_into_conv,
             self.hard_swish,
             self.affine_into_pointwise,
             self.transposes_moved,
+            self.affine_as_depthwise,
             self.prelu_as_relu,
             self.winograd,
             self.fp16_widened
@@ -100,13 +105,21 @@ pub fn rewrite_model(model: &mut OnnxModel<'_>) -> Option<RewriteReport> {
 
 /// What the agent on the CPU does to a model before ORT loads it, in this order: float16
 /// widened to float32 ([`super::fp16_to_fp32`]: the rewrites read f32 constants only),
-/// [`rewrite_model`], `PRelu` as Relu, Mul and Add ([`super::prelu`], opset 7 on), and with
+/// [`rewrite_model`], affine chains left between convolutions as depthwise 1×1 convolutions
+/// ([`super::depthwise`]), `PRelu` as Relu, Mul and Add ([`super::prelu`], opset 7 on), and with
 /// `winograd_min` Winograd's convolutions of the layers at least that balanced
 /// ([`super::winograd_convs`]). What it changed (all zeros: nothing).
 pub fn rewrite_for_cpu(model: &mut OnnxModel<'_>, winograd_min: Option<usize>) -> RewriteReport {
     let fp16_widened = super::fp16_to_fp32(model);
     let mut report = rewrite_model(model).unwrap_or_default();
     report.fp16_widened = fp16_widened;
+    if model.graph.is_self_contained() {
+        let g = &mut model.graph;
+        report.affine_as_depthwise = super::depthwise::affines_as_depthwise(g, &mut Names::of(g));
+        if report.affine_as_depthwise > 0 {
+            drop_dead_constants(g);
+        }
+    }
     let broadcasts = model
         .opset("")
         .is_some_and(|v| v >= super::prelu::BROADCAST_OPSET);
@@ -214,12 +227,20 @@ pub(super) fn constant(g: &Graph<'_>, idx: &Index, name: &str) -> Option<Const> 
     }
 }
 
+/// The dims of a constant tensor (any element type), without reading its values.
+pub(super) fn constant_dims(g: &Graph<'_>, idx: &Index, name: &str) -> Option<Vec<i64>> {
+    match *idx.constants.get(name)? {
+        ConstAt::Initializer(i) => Some(g.initializers.get(i)?.dims.clone()),
+        ConstAt::Node(i) => Some(g.nodes.get(i)?.attr("value")?.tensor()?.dims),
+    }
+}
+
 fn scalar(g: &Graph<'_>, idx: &Index, name: &str) -> Option<f32> {
     constant(g, idx, name).and_then(|c| (c.values.len() == 1).then(|| c.values[0]))
 }
 
 /// Of a binary node's two inputs, the one that is not `x`.
-fn other_input<'n>(n: &'n Node<'_>, x: &str) -> Option<&'n str> {
+pub(super) fn other_input<'n>(n: &'n Node<'_>, x: &str) -> Option<&'n str> {
     match n.inputs.as_slice() {
         [a, b] if a == x && b != x => Some(b),
         [a, b] if b == x && a != x => Some(a),
@@ -230,7 +251,7 @@ fn other_input<'n>(n: &'n Node<'_>, x: &str) -> Option<&'n str> {
 /// `c` as one value per output channel of a convolution whose output has `rank` axes and
 /// `channels` channels, when multiplying or adding it changes nothing but per-channel values
 /// (a scalar, or shaped `[C, 1, …]` up to the output's rank).
-fn per_channel(c: &Const, rank: usize, channels: usize) -> Option<Vec<f32>> {
+pub(super) fn per_channel(c: &Const, rank: usize, channels: usize) -> Option<Vec<f32>> {
     if c.dims.len() > rank {
         return None;
     }
