@@ -72,7 +72,7 @@ pub fn plan(app: &Path, json: bool, brute_force: bool) -> anyhow::Result<ExitCod
                 ),
                 Err(refusal) => println!("\nrefused: {refusal}"),
             }
-            print_verdict_on_this_node(&loaded.spec, p);
+            print_verdict_on_this_node(&loaded, p);
             if brute_force {
                 crate::plan::profiled_plan::print_brute_force(&loaded.spec, p)?;
             }
@@ -84,16 +84,21 @@ pub fn plan(app: &Path, json: bool, brute_force: bool) -> anyhow::Result<ExitCod
 /// `plan`: the verdict against the node as it is now (what the guaranteed apps already
 /// admitted leave), when they hold any of it.
 fn print_verdict_on_this_node(
-    app: &protocol::spec::AppSpec,
+    loaded: &crate::plan::app::LoadedApp,
     profiles: &crate::plan::smart::Profiles,
 ) {
+    let app = &loaded.spec;
     let reservations = crate::plan::ledger::Ledger::snapshot();
-    let left =
-        crate::plan::ledger::left_of(&reservations, crate::plan::ledger::Node::this_machine());
+    let node = crate::plan::ledger::Node::this_machine();
+    let left = crate::plan::ledger::left_of(&reservations, node);
     if left.holders.is_empty() {
         return;
     }
-    let verdict = match crate::plan::profiled_plan::admit_within(app, profiles, left.cores) {
+    let device = crate::plan::device_memory::admit(loaded, &reservations, node.device_mb);
+    let planned = crate::plan::profiled_plan::admit_within(app, profiles, left.cores);
+    let verdict = match (device, planned) {
+        (Err(why), _) => format!("refused: {why}"),
+        (Ok(_), planned) => match planned {
         Ok(plan) if plan.shortfall.is_empty() => format!(
             "admitted on {:.2} cores (it would reserve {:.2}: busy cores over the planner's headroom)",
             plan.cores,
@@ -108,6 +113,7 @@ fn print_verdict_on_this_node(
             )
         }
         Err(refusal) => format!("refused: {refusal}"),
+        },
     };
     println!(
         "\non this node now ({:.2} cores left{}): {verdict}",

@@ -99,6 +99,8 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
             }
         }
     }
+    let models = crate::plan::device_memory::admit(loaded, &ledger.reservations, node.device_mb)
+        .map_err(refused)?;
     // A quota impossible on its face, or a guaranteed app with a quota and no current
     // profile, is refused here ([`crate::control::autoprofile`]).
     let profiles = crate::control::autoprofile::admission_checks(loaded)?;
@@ -114,7 +116,8 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
         .into(),
         cores: 0.0,
         memory_mb: loaded.spec.constraints.memory_mb.filter(|_| guaranteed),
-        model_mb: 0.0,
+        model_mb: models.iter().map(|m| m.mb).sum(),
+        models,
         basis: "plan".into(),
         cpu_files: Vec::new(),
         own_cores: loaded.spec.constraints.cpu_cores,
@@ -152,7 +155,6 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
                     let rate = crate::plan::smart::qos::required_rate(&spec.quota, offered);
                     promised = Some((profiles.clone(), rate.unwrap_or(0.0)));
                 }
-                reservation.model_mb = plan.memory_bytes as f64 / 1048576.0;
                 let mut text = format!("plan ({:?}):\n{plan}", loaded.spec.strategy);
                 if let Some(faster) = faster_than_declared(&loaded.spec) {
                     text = format!("{faster}\n{text}");

@@ -28,8 +28,12 @@ pub struct Reservation {
     pub cores: f64,
     /// Host memory granted by its constraints (`memory_mb`), when it names one.
     pub memory_mb: Option<u64>,
-    /// Memory of its resident models, from its plan.
+    /// Memory of its resident models (the sum of `models`).
     pub model_mb: f64,
+    /// The models it keeps in the node's agent, each at its file's size
+    /// ([`super::device_memory`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<super::device_memory::HeldModel>,
     /// What the reservation rests on: "plan" (a profiled plan) or why there is none.
     pub basis: String,
     /// Best effort: the CPU quota files of its cgroup, set to what the guaranteed apps
@@ -79,6 +83,8 @@ pub enum LedgerError {
 pub struct Node {
     pub cores: f64,
     pub memory_mb: u64,
+    /// The device memory its agent's models may fill, MiB (None: not limited).
+    pub device_mb: Option<u64>,
 }
 
 impl Node {
@@ -87,6 +93,7 @@ impl Node {
         Node {
             cores: f64::from(crate::plan::available_cores()),
             memory_mb: physical_memory_mb().unwrap_or(0),
+            device_mb: crate::plan::node_device_memory_mb(),
         }
     }
 }
@@ -364,6 +371,12 @@ pub fn render(reservations: &[Reservation], node: Node) -> String {
         left.reserved_cores,
         left.cores
     );
+    if let Some(d) = super::device_memory::left_of(reservations, node.device_mb) {
+        out += &format!(
+            "device: {} MiB for models; {:.1} MiB left after the request-guarantee apps' models\n",
+            d.total_mb, d.left_mb
+        );
+    }
     for r in reservations {
         let memory = r
             .memory_mb
@@ -410,6 +423,7 @@ mod tests {
             cores,
             memory_mb: Some(512),
             model_mb: 0.0,
+            models: Vec::new(),
             basis: "plan".into(),
             cpu_files: Vec::new(),
             own_cores: None,
@@ -424,6 +438,7 @@ mod tests {
         let node = Node {
             cores: 2.0,
             memory_mb: 0,
+            device_mb: None,
         };
         let book = [r("idle", "request-guarantee", none)];
         let text = render(&book, node);
@@ -439,6 +454,7 @@ mod tests {
         let node = Node {
             cores: 2.0,
             memory_mb: 4096,
+            device_mb: None,
         };
         let left = left_of(
             &[

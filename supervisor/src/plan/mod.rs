@@ -4,6 +4,7 @@
 
 // The room's modules (docs/architecture.md: the rooms and their order).
 pub mod app;
+pub mod device_memory;
 pub mod frame_scale;
 #[cfg(test)]
 mod fuzz_app_tests;
@@ -369,6 +370,27 @@ pub fn plan_with(app: &AppSpec, limits: &Limits) -> Result<Plan, PlanError> {
 /// device when built with `--features cuda` and the driver reports one, else `cpu:0`.
 pub fn device() -> String {
     crate::env::appenv::var("SMARTPIPE_DEVICE").unwrap_or_else(|| detected_device().device.clone())
+}
+
+/// The device memory the apps of this node may fill with models in its GPU agent, MiB:
+/// `$SMARTPIPE_DEVICE_MEMORY_MB` when set (a part of the card, or a limit on `cpu:0`), else
+/// the memory of the CUDA device the agent runs on; `None` (not limited) on `cpu:0`.
+/// Admission keeps request-guarantee apps' models within it ([`device_memory`]).
+pub fn node_device_memory_mb() -> Option<u64> {
+    if let Some(v) = crate::env::appenv::var("SMARTPIPE_DEVICE_MEMORY_MB") {
+        match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => return Some(n),
+            _ => tracing::warn!(
+                "SMARTPIPE_DEVICE_MEMORY_MB={v:?} is not a positive whole number of MiB: ignored"
+            ),
+        }
+    }
+    let detected = detected_device();
+    if device() == detected.device {
+        detected.memory_mb
+    } else {
+        None
+    }
 }
 
 /// What [`vision::device::detect`] found, asked once per process.

@@ -172,6 +172,7 @@ mod tests {
             cores,
             memory_mb: None,
             model_mb: 0.0,
+            models: Vec::new(),
             basis: "plan".into(),
             cpu_files: Vec::new(),
             own_cores: None,
@@ -183,6 +184,7 @@ mod tests {
         ledger::Node {
             cores: 2.0,
             memory_mb: 0,
+            device_mb: None,
         }
     }
 
