@@ -54,7 +54,7 @@ impl Apps {
         }
         let models: Vec<AgentModel> = serde_json::from_str(&wire.models_json)
             .map_err(|e| NodeError::Bootstrap(format!("models of app '{app}': {e}")))?;
-        res.add_models(app, models.clone())
+        res.add_models(app, models.clone(), wire.guaranteed)
             .map_err(StageError::Failed)?;
         for m in models {
             if !order.contains(&m.name) {

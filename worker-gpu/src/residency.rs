@@ -128,6 +128,8 @@ pub struct Residency {
     /// A shared agent: which apps use each model (a model no app uses any more is
     /// unloaded). Models given at start (a one-app agent) have no entry and stay.
     users: HashMap<String, HashSet<String>>,
+    /// The request-guarantee apps among them: their models are evicted last.
+    guaranteed_apps: HashSet<String>,
     loader: mpsc::Sender<AgentModel>,
     /// The model being loaded, if any (one at a time).
     loading: Option<String>,
@@ -159,6 +161,7 @@ impl Residency {
             lru: Vec::new(),
             budget,
             users: HashMap::new(),
+            guaranteed_apps: HashSet::new(),
             loader,
             loading: None,
             failed: HashSet::new(),
@@ -230,6 +233,13 @@ impl Residency {
         self.idle.get(name).is_some_and(|v| !v.is_empty())
     }
 
+    /// True when a request-guarantee app uses `name`.
+    fn guaranteed_use(&self, name: &str) -> bool {
+        self.users
+            .get(name)
+            .is_some_and(|apps| apps.iter().any(|a| self.guaranteed_apps.contains(a)))
+    }
+
     /// True when `name` fits the budget as it is, without evicting anything.
     fn fits(&self, name: &str) -> bool {
         self.budget
@@ -243,7 +253,9 @@ impl Residency {
     /// Free memory for `bytes` more by evicting idle sessions: first the extra sessions
     /// of models that have several, then whole models, the one wanted furthest ahead in
     /// `demand` (or not at all) first, least recently used first among equals — never
-    /// `keep`'s only one, nor a model a request before position `before` waits for.
+    /// `keep`'s only one, nor a model a request before position `before` waits for — and a
+    /// request-guarantee app's model only when no other can give the room: a best-effort
+    /// app that arrives on a full device does not push a guaranteed app's model out.
     /// Busy sessions cannot be evicted: the budget may be exceeded while they run.
     fn make_room(&mut self, bytes: u64, keep: &str, demand: &Demand, before: usize) {
         let Some(budget) = self.budget else { return };
@@ -259,7 +271,12 @@ impl Residency {
                     .filter(|n| {
                         n.as_str() != keep && self.has_idle(n) && !demand.wanted_before(n, before)
                     })
-                    .min_by_key(|n| std::cmp::Reverse(demand.first(n).unwrap_or(usize::MAX)))
+                    .min_by_key(|n| {
+                        (
+                            self.guaranteed_use(n),
+                            std::cmp::Reverse(demand.first(n).unwrap_or(usize::MAX)),
+                        )
+                    })
                     .cloned()
             });
             let Some(victim) = victim else { return };
@@ -470,8 +487,14 @@ impl Residency {
     /// App `app` uses `models` from now on. A model of the same name is shared (loaded
     /// once) when it is the same file answering the same outputs; another file, or the same
     /// file with other outputs (the manifest's `outputs` or `output_head`), under a name
-    /// already hosted is an error naming both apps: one session cannot answer both.
-    pub fn add_models(&mut self, app: &str, models: Vec<AgentModel>) -> Result<(), String> {
+    /// already hosted is an error naming both apps: one session cannot answer both. The
+    /// models of a `guaranteed` app are evicted only when no best-effort app's can give room.
+    pub fn add_models(
+        &mut self,
+        app: &str,
+        models: Vec<AgentModel>,
+        guaranteed: bool,
+    ) -> Result<(), String> {
         for m in &models {
             let Some(have) = self.models.get(&m.name) else {
                 continue;
@@ -514,12 +537,18 @@ impl Residency {
                 .insert(app.to_string());
             self.models.entry(m.name.clone()).or_insert(m);
         }
+        if guaranteed {
+            self.guaranteed_apps.insert(app.to_string());
+        } else {
+            self.guaranteed_apps.remove(app);
+        }
         Ok(())
     }
 
     /// App `app` has left: the models only it used are no longer hosted (unloaded when
     /// idle; the busy one when it comes back). Returns their names.
     pub fn remove_app(&mut self, app: &str) -> Vec<String> {
+        self.guaranteed_apps.remove(app);
         let mut gone = Vec::new();
         self.users.retain(|name, apps| {
             apps.remove(app);

@@ -38,14 +38,15 @@ fn a_model_hosted_for_another_app_with_other_outputs_or_file_is_refused() {
         outputs: vec!["scores".into()],
     };
     let mut res = Residency::new(vec![], None, loader);
-    res.add_models("a", vec![rec.clone()]).expect("hosted");
-    res.add_models("b", vec![rec.clone()])
+    res.add_models("a", vec![rec.clone()], false)
+        .expect("hosted");
+    res.add_models("b", vec![rec.clone()], false)
         .expect("the same file answering the same outputs is shared");
     let full = AgentModel {
         top1_outputs: false,
         ..rec.clone()
     };
-    let err = res.add_models("c", vec![full]).unwrap_err();
+    let err = res.add_models("c", vec![full], false).unwrap_err();
     assert!(
         err.contains("'rec'") && err.contains("'c'") && err.contains("full outputs"),
         "{err}"
@@ -58,12 +59,12 @@ fn a_model_hosted_for_another_app_with_other_outputs_or_file_is_refused() {
         outputs: vec![],
         ..rec.clone()
     };
-    assert!(res.add_models("c", vec![fewer]).is_err());
+    assert!(res.add_models("c", vec![fewer], false).is_err());
     let other_file = AgentModel {
         path: "/models/other.onnx".into(),
         ..rec
     };
-    let err = res.add_models("c", vec![other_file]).unwrap_err();
+    let err = res.add_models("c", vec![other_file], false).unwrap_err();
     assert!(
         err.contains("other.onnx") && err.contains("rename"),
         "{err}"
@@ -289,4 +290,44 @@ fn a_model_whose_winograd_weights_outgrow_the_budget_is_loaded_again_without_the
         file_bytes,
         "counted as its file: the graph as it is"
     );
+}
+
+#[test]
+fn a_best_effort_apps_load_evicts_its_own_models_before_a_guaranteed_apps() {
+    let Some(rt) = runtime() else { return };
+    let (pnet, rnet, onet) = (
+        model("pnet", "mtcnn-pnet.onnx"),
+        model("rnet", "mtcnn-rnet.onnx"),
+        model("onet", "mtcnn-onet.onnx"),
+    );
+    // room for pnet and onet, not for all three
+    let budget = pnet.bytes + onet.bytes;
+    assert!(
+        rnet.bytes > pnet.bytes,
+        "rnet alone must not make room for onet"
+    );
+    let (tx, done) = mpsc::channel();
+    let threads = Arc::new(AtomicUsize::new(1));
+    let loader = start_loader(rt, files_as_they_are(), threads, tx, |l| l).expect("loader");
+    let mut res = Residency::new(vec![], Some(budget), loader);
+    res.add_models("g", vec![pnet.clone()], true)
+        .expect("hosted");
+    res.add_models("b", vec![rnet.clone(), onet.clone()], false)
+        .expect("hosted");
+    for name in ["pnet", "rnet"] {
+        assert!(res.prefetch(name));
+        settle(&mut res, &done).expect("loads");
+    }
+    // pnet is the least recently used, but the guaranteed app's: rnet goes
+    assert!(res.prefetch("onet"));
+    settle(&mut res, &done).expect("onet loads");
+    assert!(
+        res.is_resident("pnet") && res.is_resident("onet") && !res.is_resident("rnet"),
+        "the best-effort app's model was evicted, not the guaranteed app's"
+    );
+    assert_eq!(res.evictions, 1);
+
+    // once 'g' has left, its model is no longer hosted at all
+    assert_eq!(res.remove_app("g"), ["pnet"]);
+    assert!(!res.is_resident("pnet"));
 }

@@ -389,7 +389,7 @@ fn a_load_waits_rather_than_evict_a_model_an_earlier_request_needs() {
     // later) stays, pnet (not wanted) goes.
     queue.clear();
     let four = model("four", "mtcnn-pnet.onnx");
-    res.add_models("app", vec![AgentModel { bytes: 2, ..four }])
+    res.add_models("app", vec![AgentModel { bytes: 2, ..four }], false)
         .expect("hosted");
     enqueue(&mut queue, request(4, "four", 40), false);
     enqueue(&mut queue, request(5, "onet", 50), false);

@@ -90,6 +90,8 @@ pub struct AttachWire {
     pub models_json: String,
     /// The app's share of the device memory for resident models (none = unlimited).
     pub budget_mb: Option<u64>,
+    /// A request-guarantee app: its models are evicted only after every best-effort app's.
+    pub guaranteed: bool,
 }
 
 /// First message of every child.

@@ -202,6 +202,7 @@ impl<'a> Wiring<'a> {
                 outputs,
                 models_json: serde_json::to_string(&models)?,
                 budget_mb: self.app.constraints.gpus.first().map(|g| g.memory_mb),
+                guaranteed: self.app.service_type == protocol::spec::ServiceType::RequestGuarantee,
             },
         )
     }
