@@ -186,8 +186,8 @@ enum Cmd {
     Profile {
         /// The app file.
         app: PathBuf,
-        /// Batch sizes to measure the GPU tasks at.
-        #[arg(long, value_delimiter = ',', default_values_t = [1u32, 2, 4, 8], value_parser = clap::value_parser!(u32).range(1..))]
+        /// Batch sizes to measure the GPU tasks at, comma-separated (e.g. `--batches 1,2,4`).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8", value_parser = clap::value_parser!(u32).range(1..))]
         batches: Vec<u32>,
         /// Items per measuring run (sources are capped to it; at least 1).
         #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(1..))]

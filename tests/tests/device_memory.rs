@@ -93,3 +93,42 @@ fn a_guaranteed_app_whose_models_do_not_fit_beside_the_running_ones_is_refused()
     assert!(alone.status.success(), "{}", printed(&alone));
     assert_eq!(read_summary(&dir.join("run-b"))["items_out"], 5);
 }
+
+/// The profile records the model each GPU task keeps in the agent and its file's size, and
+/// the plan shows the device memory they take.
+#[test]
+fn the_profile_records_each_gpu_tasks_model_and_the_plan_its_device_memory() {
+    let rt = PrivateRuntime::new("device-memory-profile");
+    let dir = scratch("device-memory-profile");
+    let app = written(&dir, "dmp", "waifu2x-upconv7-x2", 8);
+    let out = supervisor(&rt)
+        .arg("profile")
+        .arg(&app)
+        .args(["--items", "4", "--batches", "1,2"])
+        .output()
+        .expect("profile");
+    assert!(out.status.success(), "{}", printed(&out));
+    let profiles = dir.join("dmp").join("profiles");
+    let file = std::fs::read_dir(&profiles)
+        .expect("profiles")
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with("-dmp.json"))
+        .expect("the app's profile");
+    let profile: Value =
+        serde_json::from_slice(&std::fs::read(file.path()).expect("read")).expect("json");
+    let bytes = std::fs::metadata(repo_root().join(".smartpipe/models/waifu2x-upconv7-x2.onnx"))
+        .expect("the model file")
+        .len();
+    let net = &profile["tasks"]["net"];
+    assert_eq!(net["model"], "waifu2x-upconv7-x2", "{net}");
+    assert_eq!(net["model_bytes"], bytes, "{net}");
+    assert!(profile["tasks"]["pre"].get("model").is_none());
+    let plan = supervisor(&rt)
+        .arg("plan")
+        .arg(&app)
+        .output()
+        .expect("plan");
+    let text = printed(&plan);
+    let mb = format!("{:.1} MB device memory", bytes as f64 / 1048576.0);
+    assert!(text.contains(&mb), "the plan shows {mb}:\n{text}");
+}

@@ -380,16 +380,26 @@ pub fn profile(loaded: &LoadedApp, batches: &[u32], items: u64) -> anyhow::Resul
     };
     let mut profiles = Profiles::new(&machine());
     profiles.tasks_digest = Some(tasks_digest(app));
+    let store = crate::plan::models::locate(app, &loaded.file)?;
     for (task, pts) in points {
         let mut p = TaskProfile::new(&task, &pts);
         p.cv = cvs.get(&task).copied();
         p.path_loading = loadings.get(&task).copied();
-        let gpu = app
+        match app
             .tasks
             .iter()
-            .any(|t| t.name == task && t.kind == TaskKind::Gpu);
-        if !gpu {
-            p.max_batch = Some(1);
+            .find(|t| t.name == task && t.kind == TaskKind::Gpu)
+        {
+            // The model it keeps in the agent, at its file's size (the planner's device
+            // memory; `plan::device_memory` counts the same on the node's ledger).
+            Some(t) => {
+                let name = t.params.get("model").and_then(|v| v.as_str());
+                if let (Some(name), Some(store)) = (name, &store) {
+                    p.model_bytes = store.model_file(name)?.1;
+                    p.model = Some(name.to_string());
+                }
+            }
+            None => p.max_batch = Some(1),
         }
         profiles.insert(p);
     }

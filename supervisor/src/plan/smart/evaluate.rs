@@ -509,7 +509,10 @@ impl Model {
         sum
     }
 
-    /// Device memory: the distinct models of the GPU stages (resident in the agent).
+    /// Device memory: the distinct models of the GPU stages (resident in the agent). Under
+    /// a budget smaller than their sum the agent swaps them through the budget (the profile's
+    /// service times were measured so), so the app holds the budget — but never less than
+    /// its largest model, which the agent holds whole.
     fn memory(&self, cfg: &[StageConfig]) -> u64 {
         let mut models: BTreeSet<(String, u64)> = BTreeSet::new();
         for (i, s) in self.dag.stages.iter().enumerate().take(cfg.len()) {
@@ -521,6 +524,11 @@ impl Model {
                 }
             }
         }
-        models.iter().map(|m| m.1).sum()
+        let sum: u64 = models.iter().map(|m| m.1).sum();
+        let largest = models.iter().map(|m| m.1).max().unwrap_or(0);
+        match self.resources.device_memory_bytes {
+            Some(budget) => sum.min(budget).max(largest),
+            None => sum,
+        }
     }
 }

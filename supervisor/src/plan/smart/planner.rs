@@ -131,15 +131,22 @@ impl fmt::Display for Plan {
         let q = &self.predicted;
         write!(
             f,
-            "predicted: {:.0}/min, p50 {:.1} ms, p99 {:.1} ms, jitter {:.1} ms, loss {:.2}%; {:.2} cores, {:.1} MB device memory",
+            "predicted: {:.0}/min, p50 {:.1} ms, p99 {:.1} ms, jitter {:.1} ms, loss {:.2}%; {:.2} cores",
             q.throughput_per_s * 60.0,
             q.p50_ms,
             q.p99_ms,
             q.jitter_ms,
             q.loss_pct,
             self.cores,
-            self.memory_bytes as f64 / 1048576.0
         )?;
+        // Profiles made before they recorded model sizes know none.
+        if self.memory_bytes > 0 {
+            write!(
+                f,
+                ", {:.1} MB device memory",
+                self.memory_bytes as f64 / 1048576.0
+            )?;
+        }
         let m = &self.prediction.qos;
         if (m.p99_ms - q.p99_ms).abs() > 0.05
             || (m.throughput_per_s - q.throughput_per_s).abs() > 1e-9

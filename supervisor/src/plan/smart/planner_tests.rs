@@ -219,6 +219,35 @@ fn device_memory_binds() {
     );
 }
 
+/// Two models whose sum exceeds the budget but each fits: admitted (the agent swaps them,
+/// and the profile was measured under that budget), holding the budget.
+#[test]
+fn models_that_fit_one_at_a_time_are_admitted_holding_the_budget() {
+    let app = chain(
+        &[("det", "gpu"), ("rec", "gpu")],
+        header(5.0, None, 5000.0, 4.0),
+    );
+    let mut det = TaskProfile::linear("det", 0.01, 0.01);
+    det.model = Some("det".into());
+    det.model_bytes = 40 << 20;
+    let mut rec = TaskProfile::linear("rec", 0.01, 0.01);
+    rec.model = Some("rec".into());
+    rec.model_bytes = 30 << 20;
+    let prof = Profiles::new("t").with(det).with(rec);
+    let res = |budget: Option<u64>| Resources {
+        cpu_cores: 4.0,
+        gpu: true,
+        device_memory_bytes: budget,
+        agent_threads: 0,
+        agent_executors: 1,
+    };
+    let plan = admit(&app, &prof, res(Some(64 << 20)), &PlanOptions::default()).expect("fits");
+    assert_eq!(plan.memory_bytes, 64 << 20);
+    assert!(plan.to_string().contains("64.0 MB device memory"), "{plan}");
+    let plan = admit(&app, &prof, res(None), &PlanOptions::default()).expect("fits");
+    assert_eq!(plan.memory_bytes, 70 << 20, "no budget: both resident");
+}
+
 #[test]
 fn gpu_stage_batches_to_share_the_device() {
     // Two GPU stages on one device: 10 ms + 1 ms·b each; 80/s needs batches.
