@@ -10,13 +10,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-/// Frames through `model`'s pre-processing, the agent and its post-processing, into a CSV.
-fn model_app(name: &str, model: &str, count: u64) -> Value {
+/// Frames at `fps` through `model`'s pre-processing, the agent and its post-processing, into
+/// a CSV.
+fn model_app(name: &str, model: &str, count: u64, fps: u32) -> Value {
     json!({
         "name": name,
         "service_type": "request-guarantee",
         "tasks": [
-            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 48, "count": count, "fps": 25}},
+            {"name": "gen", "kind": "head", "function": "image.gen", "params": {"width": 64, "height": 48, "count": count, "fps": fps}},
             {"name": "pre", "kind": "cpu", "function": "model.preprocess", "inputs": ["gen"], "params": {"model": model}},
             {"name": "net", "kind": "gpu", "function": "model.inference", "inputs": ["pre"], "params": {"model": model}},
             {"name": "post", "kind": "cpu", "function": "model.postprocess", "inputs": ["net"], "params": {"model": model}},
@@ -33,11 +34,15 @@ fn supervisor(rt: &PrivateRuntime) -> Command {
     cmd
 }
 
-/// The app written in its own folder under `dir` (its CSV goes beside it).
+/// The app at 25 frames/s, written in its own folder under `dir` (its CSV goes beside it).
 fn written(dir: &Path, name: &str, model: &str, count: u64) -> std::path::PathBuf {
+    written_at(dir, name, model, count, 25)
+}
+
+fn written_at(dir: &Path, name: &str, model: &str, count: u64, fps: u32) -> std::path::PathBuf {
     let folder = dir.join(name);
     std::fs::create_dir_all(&folder).expect("app folder");
-    write_app(&folder, &model_app(name, model, count))
+    write_app(&folder, &model_app(name, model, count, fps))
 }
 
 fn start(rt: &PrivateRuntime, app: &Path, run: &Path) -> std::process::Output {
@@ -100,7 +105,8 @@ fn a_guaranteed_app_whose_models_do_not_fit_beside_the_running_ones_is_refused()
 fn the_profile_records_each_gpu_tasks_model_and_the_plan_its_device_memory() {
     let rt = PrivateRuntime::new("device-memory-profile");
     let dir = scratch("device-memory-profile");
-    let app = written(&dir, "dmp", "waifu2x-upconv7-x2", 8);
+    // Two frames a second: a plan meets that on any machine, so the plan is printed.
+    let app = written_at(&dir, "dmp", "waifu2x-upconv7-x2", 8, 2);
     let out = supervisor(&rt)
         .arg("profile")
         .arg(&app)

@@ -306,9 +306,7 @@ fn a_best_effort_apps_load_evicts_its_own_models_before_a_guaranteed_apps() {
         rnet.bytes > pnet.bytes,
         "rnet alone must not make room for onet"
     );
-    let (tx, done) = mpsc::channel();
-    let threads = Arc::new(AtomicUsize::new(1));
-    let loader = start_loader(rt, files_as_they_are(), threads, tx, |l| l).expect("loader");
+    let (loader, done) = one_thread_loader(rt, files_as_they_are());
     let mut res = Residency::new(vec![], Some(budget), loader);
     res.add_models("g", vec![pnet.clone()], true)
         .expect("hosted");
