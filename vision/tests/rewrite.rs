@@ -26,6 +26,34 @@ fn constant(out: &str, dims: Vec<i64>, values: &[f32]) -> Vec<Node<'static>> {
     vec![n]
 }
 
+/// `x` through the model at `path` loaded by the engine with its graph rewrites on or off:
+/// the outputs and what was rewritten (a test helper: a failure fails the test).
+#[allow(clippy::expect_used)]
+fn loaded_run(
+    rt: &vision::Runtime,
+    name: &str,
+    path: &std::path::Path,
+    x: &TensorF32,
+    graph_rewrites: bool,
+) -> (Vec<TensorF32>, RewriteReport) {
+    let opts = SessionOptions {
+        graph_rewrites,
+        ..SessionOptions::default()
+    };
+    let mut m = Model::load(rt, name, path, &opts).expect("the model loads");
+    let outputs = m.run(std::slice::from_ref(x)).expect("the model runs");
+    (outputs, m.rewrites())
+}
+
+/// The largest difference between two outputs, relative to the first's values of at least 1.
+fn worst_relative_difference(want: &TensorF32, got: &TensorF32) -> f32 {
+    want.data
+        .iter()
+        .zip(&got.data)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+        .fold(0.0f32, f32::max)
+}
+
 /// x → Conv 3×3 (pad 1) → ·s → +t[c] → hard swish → ·s2 → +t2 → Conv 1×1 → y, a second
 /// branch Conv 1×1 → ·k[w] (broadcast along the width: not per channel, must stay), and a
 /// third as TensorFlow models normalise their input: x to NHWC, − mean[3], · scale[1,1,1,3],
@@ -138,25 +166,14 @@ fn a_graph_with_every_pattern_gives_the_same_outputs_rewritten() {
         values(108, 9).iter().map(|v| v * 4.0).collect(),
     )
     .unwrap();
-    let run = |graph_rewrites: bool| {
-        let opts = SessionOptions {
-            graph_rewrites,
-            ..SessionOptions::default()
-        };
-        let mut m = Model::load(&rt, "every-pattern", &file.path, &opts).unwrap();
-        (m.run(std::slice::from_ref(&x)).unwrap(), m.rewrites())
-    };
+    let run =
+        |graph_rewrites: bool| loaded_run(&rt, "every-pattern", &file.path, &x, graph_rewrites);
     let (want, off) = run(false);
     let (got, on) = run(true);
     assert_eq!((off.total(), on), (0, report));
     for (w, g) in want.iter().zip(&got) {
         assert_eq!(w.shape, g.shape);
-        let worst = w
-            .data
-            .iter()
-            .zip(&g.data)
-            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
-            .fold(0.0f32, f32::max);
+        let worst = worst_relative_difference(w, g);
         assert!(worst < 1e-5, "outputs differ by {worst}");
     }
     assert_eq!(want.len(), 3);
@@ -219,14 +236,7 @@ fn mtcnn_prelus_become_relus_on_the_cpu_with_the_same_bits() {
         assert!(rewrite(&bytes).unwrap().is_none(), "{name}");
         let n = shape.iter().product();
         let x = TensorF32::new(shape.to_vec(), values(n, 11)).unwrap();
-        let run = |graph_rewrites: bool| {
-            let opts = SessionOptions {
-                graph_rewrites,
-                ..SessionOptions::default()
-            };
-            let mut m = Model::load(&rt, name, &path, &opts).unwrap();
-            (m.run(std::slice::from_ref(&x)).unwrap(), m.rewrites())
-        };
+        let run = |graph_rewrites: bool| loaded_run(&rt, name, &path, &x, graph_rewrites);
         let (want, off) = run(false);
         let (got, on) = run(true);
         assert_eq!(off.total(), 0, "{name}");
@@ -277,16 +287,9 @@ fn an_affine_between_convolutions_runs_as_a_depthwise_convolution_with_the_same_
         Tensor::new_f32("b3".into(), vec![2], &values(2, 5)),
     ];
     let original = OnnxModel::build(13, &[("x", &[1, 3, 6, 6])], &["y"], nodes, inits).encode();
-    let file = common::scratch_file("rewrite", "depthwise.onnx", &original);
+    let file = common::scratch_file("rewrite-depthwise", "depthwise.onnx", &original);
     let x = TensorF32::new(vec![1, 3, 6, 6], values(108, 9)).unwrap();
-    let run = |graph_rewrites: bool| {
-        let opts = SessionOptions {
-            graph_rewrites,
-            ..SessionOptions::default()
-        };
-        let mut m = Model::load(&rt, "depthwise", &file.path, &opts).unwrap();
-        (m.run(std::slice::from_ref(&x)).unwrap(), m.rewrites())
-    };
+    let run = |graph_rewrites: bool| loaded_run(&rt, "depthwise", &file.path, &x, graph_rewrites);
     let (want, off) = run(false);
     let (got, on) = run(true);
     assert_eq!(
@@ -295,11 +298,6 @@ fn an_affine_between_convolutions_runs_as_a_depthwise_convolution_with_the_same_
         "{on}"
     );
     assert_eq!(want[0].shape, got[0].shape);
-    let worst = want[0]
-        .data
-        .iter()
-        .zip(&got[0].data)
-        .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
-        .fold(0.0f32, f32::max);
+    let worst = worst_relative_difference(&want[0], &got[0]);
     assert!(worst < 1e-5, "outputs differ by {worst}");
 }

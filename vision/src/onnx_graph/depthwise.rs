@@ -9,8 +9,8 @@
 //! `s` and bias `t` (`group` = channels): ORT keeps that in the blocked layout with the
 //! convolutions around it. PP-OCRv4 has them where its learnable affine blocks follow an
 //! activation and feed a padded convolution, which [`super::rewrite`]'s folds must leave (the
-//! padding would see `t`, not 0): 16 in the recogniser, 14 in the detector, which then run
-//! 1.07× and 1.03× as fast at one thread (BENCHMARKS.md, "Session 29").
+//! padding would see `t`, not 0): 17 in the recogniser, 14 in the detector, which then run
+//! 1.08× and 1.07× as fast at one thread (BENCHMARKS.md, "Session 29").
 //!
 //! Exact in real arithmetic; in f32 a chain's constants are combined and the convolution may
 //! fuse the multiply and add, so outputs move by rounding only. Only tensors whose channel

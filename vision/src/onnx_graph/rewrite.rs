@@ -113,20 +113,17 @@ pub fn rewrite_for_cpu(model: &mut OnnxModel<'_>, winograd_min: Option<usize>) -
     let fp16_widened = super::fp16_to_fp32(model);
     let mut report = rewrite_model(model).unwrap_or_default();
     report.fp16_widened = fp16_widened;
-    if model.graph.is_self_contained() {
-        let g = &mut model.graph;
-        report.affine_as_depthwise = super::depthwise::affines_as_depthwise(g, &mut Names::of(g));
-        if report.affine_as_depthwise > 0 {
-            drop_dead_constants(g);
-        }
-    }
     let broadcasts = model
         .opset("")
         .is_some_and(|v| v >= super::prelu::BROADCAST_OPSET);
-    if broadcasts && model.graph.is_self_contained() {
+    if model.graph.is_self_contained() {
         let g = &mut model.graph;
-        report.prelu_as_relu = super::prelu::prelu_as_relus(g, &mut Names::of(g));
-        if report.prelu_as_relu > 0 {
+        let mut names = Names::of(g);
+        report.affine_as_depthwise = super::depthwise::affines_as_depthwise(g, &mut names);
+        if broadcasts {
+            report.prelu_as_relu = super::prelu::prelu_as_relus(g, &mut names);
+        }
+        if report.affine_as_depthwise + report.prelu_as_relu > 0 {
             drop_dead_constants(g);
         }
     }
