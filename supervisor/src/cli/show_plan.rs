@@ -89,30 +89,28 @@ fn print_verdict_on_this_node(
 ) {
     let app = &loaded.spec;
     let reservations = crate::plan::ledger::Ledger::snapshot();
-    let node = crate::plan::ledger::Node::this_machine();
-    let left = crate::plan::ledger::left_of(&reservations, node);
+    let left =
+        crate::plan::ledger::left_of(&reservations, crate::plan::ledger::Node::this_machine());
     if left.holders.is_empty() {
         return;
     }
-    let device = crate::plan::device_memory::admit(loaded, &reservations, node.device_mb);
-    let planned = crate::plan::profiled_plan::admit_within(app, profiles, left.cores);
-    let verdict = match (device, planned) {
-        (Err(why), _) => format!("refused: {why}"),
-        (Ok(_), planned) => match planned {
-        Ok(plan) if plan.shortfall.is_empty() => format!(
-            "admitted on {:.2} cores (it would reserve {:.2}: busy cores over the planner's headroom)",
-            plan.cores,
-            plan.cores / crate::plan::smart::CPU_HEADROOM
-        ),
-        Ok(_) => "admitted best-effort with a predicted shortfall".to_string(),
-        Err(crate::plan::smart::Refusal::Cores { needed, .. }) => {
-            format!(
-                "refused: needs {needed:.2} cores, {:.2} left{}",
-                left.cores,
-                left.after()
-            )
-        }
-        Err(refusal) => format!("refused: {refusal}"),
+    let verdict = match crate::plan::device_memory::admit(loaded, left.device.as_ref()) {
+        Err(why) => format!("refused: {why}"),
+        Ok(_) => match crate::plan::profiled_plan::admit_within(app, profiles, left.cores) {
+            Ok(plan) if plan.shortfall.is_empty() => format!(
+                "admitted on {:.2} cores (it would reserve {:.2}: busy cores over the planner's headroom)",
+                plan.cores,
+                plan.cores / crate::plan::smart::CPU_HEADROOM
+            ),
+            Ok(_) => "admitted best-effort with a predicted shortfall".to_string(),
+            Err(crate::plan::smart::Refusal::Cores { needed, .. }) => {
+                format!(
+                    "refused: needs {needed:.2} cores, {:.2} left{}",
+                    left.cores,
+                    left.after()
+                )
+            }
+            Err(refusal) => format!("refused: {refusal}"),
         },
     };
     println!(

@@ -99,8 +99,8 @@ pub fn admit(loaded: &mut LoadedApp) -> Result<Admitted, AdmitError> {
             }
         }
     }
-    let models = crate::plan::device_memory::admit(loaded, &ledger.reservations, node.device_mb)
-        .map_err(refused)?;
+    let models =
+        crate::plan::device_memory::admit(loaded, left.device.as_ref()).map_err(refused)?;
     // A quota impossible on its face, or a guaranteed app with a quota and no current
     // profile, is refused here ([`crate::control::autoprofile`]).
     let profiles = crate::control::autoprofile::admission_checks(loaded)?;

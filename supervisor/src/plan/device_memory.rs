@@ -43,16 +43,15 @@ pub fn app_models(
 }
 
 /// The models `loaded` keeps in the node's agent, when they may be: a request-guarantee
-/// app's must fit beside the models the node's other guaranteed apps keep there; the
-/// refusal's text otherwise.
+/// app's must fit in what the node's other guaranteed apps `left` of the device (the ledger's
+/// [`super::ledger::Left::device`]); the refusal's text otherwise.
 pub fn admit(
     loaded: &super::app::LoadedApp,
-    reservations: &[Reservation],
-    device_mb: Option<u64>,
+    left: Option<&DeviceLeft>,
 ) -> Result<Vec<HeldModel>, String> {
     let models = app_models(&loaded.spec, &loaded.file).map_err(|e| format!("{e:#}"))?;
     if loaded.spec.service_type == protocol::spec::ServiceType::RequestGuarantee {
-        if let Some(why) = left_of(reservations, device_mb).and_then(|d| refusal(&models, &d)) {
+        if let Some(why) = left.and_then(|d| refusal(&models, d)) {
             return Err(why);
         }
     }

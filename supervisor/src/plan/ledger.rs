@@ -117,6 +117,8 @@ pub struct Left {
     /// The guaranteed apps holding host memory, as `'name' (512 MiB reserved)`.
     pub memory_holders: Vec<String>,
     pub reserved_cores: f64,
+    /// What they leave of the device's memory for models (None: the device is not limited).
+    pub device: Option<super::device_memory::DeviceLeft>,
 }
 
 impl Left {
@@ -276,6 +278,7 @@ pub fn left_of(reservations: &[Reservation], node: Node) -> Left {
             .filter_map(|r| Some(format!("'{}' ({} MiB reserved)", r.app, r.memory_mb?)))
             .collect(),
         reserved_cores,
+        device: super::device_memory::left_of(reservations, node.device_mb),
     }
 }
 
@@ -371,7 +374,7 @@ pub fn render(reservations: &[Reservation], node: Node) -> String {
         left.reserved_cores,
         left.cores
     );
-    if let Some(d) = super::device_memory::left_of(reservations, node.device_mb) {
+    if let Some(d) = &left.device {
         out += &format!(
             "device: {} MiB for models; {:.1} MiB left after the request-guarantee apps' models\n",
             d.total_mb, d.left_mb
