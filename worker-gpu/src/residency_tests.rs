@@ -3,7 +3,7 @@
 
 use super::*;
 
-use crate::test_models::{files_as_they_are, model, runtime};
+use crate::test_models::{files_as_they_are, model, mtcnn, runtime};
 
 /// Waits for the load in flight and takes it in.
 fn settle(res: &mut Residency, done: &mpsc::Receiver<Loaded>) -> Result<(), String> {
@@ -138,11 +138,7 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
 #[test]
 fn new_threads_renew_every_session_including_the_busy_one_and_a_load_in_flight() {
     let Some(rt) = runtime() else { return };
-    let (pnet, rnet, onet) = (
-        model("pnet", "mtcnn-pnet.onnx"),
-        model("rnet", "mtcnn-rnet.onnx"),
-        model("onet", "mtcnn-onet.onnx"),
-    );
+    let (pnet, rnet, onet) = mtcnn();
     let (tx, done) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(2));
     let loader = start_loader(rt, files_as_they_are(), threads.clone(), tx, |l| l).expect("loader");
@@ -295,11 +291,7 @@ fn a_model_whose_winograd_weights_outgrow_the_budget_is_loaded_again_without_the
 #[test]
 fn a_best_effort_apps_load_evicts_its_own_models_before_a_guaranteed_apps() {
     let Some(rt) = runtime() else { return };
-    let (pnet, rnet, onet) = (
-        model("pnet", "mtcnn-pnet.onnx"),
-        model("rnet", "mtcnn-rnet.onnx"),
-        model("onet", "mtcnn-onet.onnx"),
-    );
+    let (pnet, rnet, onet) = mtcnn();
     // room for pnet and onet, not for all three
     let budget = pnet.bytes + onet.bytes;
     assert!(

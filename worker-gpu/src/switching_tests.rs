@@ -8,7 +8,7 @@ use super::*;
 use crate::apps::enqueue;
 use crate::pick::next_runnable;
 use crate::residency::{start_loader, AgentModel, Loaded};
-use crate::test_models::{files_as_they_are, model, runtime};
+use crate::test_models::{files_as_they_are, model, mtcnn, runtime};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::AtomicUsize;
@@ -338,11 +338,7 @@ fn request(id: u64, model: &str, due_ms: u64) -> AgentRequest {
 #[test]
 fn a_load_waits_rather_than_evict_a_model_an_earlier_request_needs() {
     let Some(rt) = runtime() else { return };
-    let (pnet, rnet, onet) = (
-        model("pnet", "mtcnn-pnet.onnx"),
-        model("rnet", "mtcnn-rnet.onnx"),
-        model("onet", "mtcnn-onet.onnx"),
-    );
+    let (pnet, rnet, onet) = mtcnn();
     // onet and rnet fit together; onet, rnet and pnet do not.
     let budget = onet.bytes + rnet.bytes + pnet.bytes / 2;
     let (tx, done) = mpsc::channel::<Loaded>();

@@ -47,3 +47,12 @@ pub fn model(name: &str, file: &str) -> AgentModel {
         outputs: vec![],
     }
 }
+
+/// MTCNN's three models, named `pnet`, `rnet` and `onet`, as the provisioned files.
+pub fn mtcnn() -> (AgentModel, AgentModel, AgentModel) {
+    (
+        model("pnet", "mtcnn-pnet.onnx"),
+        model("rnet", "mtcnn-rnet.onnx"),
+        model("onet", "mtcnn-onet.onnx"),
+    )
+}
