@@ -19,6 +19,13 @@ import numpy as np
 import onnxruntime as ort
 
 
+def kernel_events(events):
+    """The per-node kernel-time events of an ORT profile (its JSON events), with the node's name."""
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            yield e["name"][: -len("_kernel_time")], e
+
+
 def main(argv):
     if len(argv) < 3:
         sys.exit(__doc__)
@@ -45,12 +52,11 @@ def main(argv):
         s.run(None, {inp.name: x})
     with open(s.end_profiling()) as f:
         events = json.load(f)
-    run_ms = sorted(e["dur"] / 1000 for e in events if e.get("name") == "model_run")[-runs:]
+    # the runs after the warm-up, in the order they ran
+    run_ms = [e["dur"] / 1000 for e in events if e.get("name") == "model_run"][-runs:]
     by_op, by_node, info = collections.Counter(), collections.Counter(), {}
-    for e in events:
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
-            continue
-        node, args = e["name"][: -len("_kernel_time")], e["args"]
+    for node, e in kernel_events(events):
+        args = e["args"]
         by_op[args["op_name"]] += e["dur"]
         by_node[node] += e["dur"]
         shapes = [list(t.values())[0] for t in args.get("input_type_shape", [])]

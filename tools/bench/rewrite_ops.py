@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import onnxruntime as ort
+from ort_ops import kernel_events
 from rapidocr_onnxruntime import RapidOCR
 from rapidocr_onnxruntime.utils import infer_engine
 
@@ -68,9 +69,8 @@ def op_shares(path, xs, tmp):
         s.run(None, {name: x})
     events = json.load(open(s.end_profiling()))
     per_op = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-            per_op[e["args"].get("op_name")] += e["dur"]
+    for _, e in kernel_events(events):
+        per_op[e["args"].get("op_name")] += e["dur"]
     total = sum(per_op.values())
     return {op: round(100 * d / total, 1) for op, d in per_op.most_common(8)}
 
