@@ -248,8 +248,10 @@ fn a_guaranteed_app_is_admitted_again_when_its_rate_changes() {
         "'c' fits beside 'a' and 'b' as they were:\n{c_before}"
     );
 
-    // 1.6 busy cores do not fit in what 'b' leaves.
-    let (taken, said) = set_rate(&rt, "a", 1.6 / per_item, &[]);
+    // 1.3 busy cores do not fit in what 'b' leaves, though they fit the node alone (as 1.35
+    // do in the test above; at 1.6 the planner's contention model may find the app too slow
+    // even alone, a refusal that names no other app).
+    let (taken, said) = set_rate(&rt, "a", 1.3 / per_item, &[]);
     assert!(!taken, "{said}");
     let holder = format!("after 'b' ({b_holds:.2} reserved)");
     assert!(
