@@ -107,7 +107,7 @@ fn images_app(name: &str, service: &str) -> serde_json::Value {
 }
 
 #[test]
-fn a_truncated_jpeg_is_bad_input_and_the_log_says_it_is_cut_off() {
+fn a_truncated_jpeg_is_bad_input_and_the_log_and_summary_say_it_is_cut_off() {
     let dir = scratch("truncated-jpeg");
     let input = dir.join("in");
     std::fs::create_dir_all(&input).expect("in");
@@ -129,6 +129,14 @@ fn a_truncated_jpeg_is_bad_input_and_the_log_says_it_is_cut_off() {
         log.contains("f-001.jpg") && log.contains("truncated JPEG"),
         "{log}"
     );
+    // The summary says why without the log: the source's warning for the file.
+    let why = summary["stages"]["pics#0"]["bad_input_example"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("f-001.jpg") && why.contains("truncated JPEG") && why.contains("seq=1"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -148,8 +156,13 @@ fn a_guaranteed_app_whose_every_item_was_bad_input_fails_saying_why() {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("all 2 items were bad input"), "{err}");
-    // The message names the stage that counted them, whose log says why.
-    assert!(err.contains("counted by pics#0 (2)"), "{err}");
+    // The message names the stage that counted them and why it dropped the first.
+    assert!(
+        err.contains("counted by pics#0 (2): skipping image:")
+            && err.contains("f-0.png: cannot decode image")
+            && err.contains("logs/pics#0.log"),
+        "{err}"
+    );
     let summary = read_summary(&dir.join("run"));
     assert_eq!(summary["outcome"], "failed", "{summary}");
     assert_eq!(summary["lost"]["bad_input"], 2, "{summary}");

@@ -190,6 +190,10 @@ pub struct StageMetrics {
     /// opened again.
     #[serde(default)]
     pub reconnects: u64,
+    /// Why this stage dropped its first item of bad input: the warning it logged for it
+    /// (`source=… seq=…` with it), which the run's summary quotes.
+    #[serde(default)]
+    pub bad_input_example: Option<String>,
 }
 
 /// Upper bounds (seconds) of the histogram buckets the stages report.
@@ -215,8 +219,17 @@ impl StageMetrics {
         self.items_out + self.lost.iter().sum::<u64>()
     }
 
+    /// Count `n` items lost for `reason`; the first bad input keeps the warning this thread
+    /// logged last (the stage's reason for dropping it) as [`Self::bad_input_example`].
     pub fn lose(&mut self, reason: LossReason, n: u64) {
         self.lost[reason as usize] += n;
+        if reason == LossReason::BadInput {
+            // Taken at every bad input, so a later one never quotes an older warning.
+            let warning = crate::logcap::take_last_warning();
+            if self.bad_input_example.is_none() {
+                self.bad_input_example = warning;
+            }
+        }
     }
 }
 

@@ -368,6 +368,25 @@ fn summarize_tail(
 }
 
 /// " (shed 3, deadline 2)": the reasons with a count, or nothing.
+/// Each stage that dropped bad input, with how many and why it dropped the first:
+/// `isnet-pre#0 (3): <the warning it logged> — every one in logs/isnet-pre#0.log`.
+/// A stage that logged no warning for it (a user's Python stage) is named with its count.
+pub(crate) fn bad_input_by_stage(stages: &BTreeMap<String, StageMetrics>) -> Vec<String> {
+    let at = protocol::messages::LossReason::ALL
+        .iter()
+        .position(|r| *r == protocol::messages::LossReason::BadInput);
+    stages
+        .iter()
+        .filter_map(|(label, m)| {
+            let n = at.and_then(|i| m.lost.get(i).copied()).unwrap_or(0);
+            (n > 0).then(|| match &m.bad_input_example {
+                Some(why) => format!("{label} ({n}): {why} — every one in logs/{label}.log"),
+                None => format!("{label} ({n}): see logs/{label}.log"),
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn by_reason(lost: &BTreeMap<String, u64>) -> String {
     let reasons: Vec<String> = lost
         .iter()
@@ -579,6 +598,9 @@ impl Summary {
                 ""
             }
         );
+        for line in bad_input_by_stage(&self.stages) {
+            s += &format!("  bad input:  {line}\n");
+        }
         if self.unfinished > 0 {
             s += &format!(
                 "  unfinished: {} (in flight when the app ended: neither delivered nor counted lost)\n",

@@ -256,26 +256,15 @@ fn nothing_delivered(app: &protocol::spec::AppSpec, summary: &Summary) -> Option
         })
 }
 
-/// "counted by x#0 (3), y#0 (1): see their logs", or where to look when no stage's
-/// counters say (a stage that failed before its last heartbeat).
+/// Which stages counted the bad input and why they dropped it (their first warning
+/// for it), or where to look when no stage's counters say (a stage that failed before
+/// its last heartbeat).
 fn bad_input_counted_by(stages: &BTreeMap<String, StageMetrics>) -> String {
-    let at = protocol::messages::LossReason::ALL
-        .iter()
-        .position(|r| *r == protocol::messages::LossReason::BadInput);
-    let counted: Vec<String> = stages
-        .iter()
-        .filter_map(|(label, m)| {
-            let n = at.and_then(|i| m.lost.get(i).copied()).unwrap_or(0);
-            (n > 0).then(|| format!("{label} ({n})"))
-        })
-        .collect();
+    let counted = crate::observe::summary::bad_input_by_stage(stages);
     if counted.is_empty() {
         "see the stages' logs in the run folder's logs/".into()
     } else {
-        format!(
-            "counted by {}: see their logs in the run folder's logs/",
-            counted.join(", ")
-        )
+        format!("counted by {}", counted.join("; "))
     }
 }
 

@@ -128,6 +128,9 @@ impl Replica {
         m.model_loads += e.model_loads;
         m.model_evictions += e.model_evictions;
         m.model_load_ns += e.model_load_ns;
+        if e.bad_input_example.is_some() {
+            m.bad_input_example = e.bad_input_example.clone();
+        }
         m
     }
 

@@ -213,6 +213,12 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
         ..
     } = frame_payload
     else {
+        tracing::warn!(
+            source = %item.source(),
+            seq = item.seq(),
+            "{}: model steps take 8-bit RGB frames; item dropped",
+            body.task_name()
+        );
         return body.lose(item, LossReason::BadInput);
     };
     let mut inputs = Vec::new();
@@ -228,7 +234,14 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
     let output = match result {
         Ok(o) => o,
         Err(e) => {
-            tracing::warn!(source = %item.source(), seq = item.seq(), "{}: {e}", body.task_name());
+            // Most step errors name the task already; the others get its name in front.
+            let why = e.to_string();
+            let task = body.task_name();
+            if why.contains(&format!("task '{task}'")) {
+                tracing::warn!(source = %item.source(), seq = item.seq(), "{why}");
+            } else {
+                tracing::warn!(source = %item.source(), seq = item.seq(), "{task}: {why}");
+            }
             return body.lose(item, LossReason::BadInput);
         }
     };

@@ -476,8 +476,8 @@ fn finish(
         }
     };
     if cut {
-        node.metrics(|m| m.lose(LossReason::BadInput, 1));
         tracing::warn!("{path}: the last frame was cut short (truncated video?)");
+        node.metrics(|m| m.lose(LossReason::BadInput, 1));
     }
     Ok(())
 }
