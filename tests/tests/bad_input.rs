@@ -412,13 +412,13 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn images_replaced_while_the_source_runs_are_skipped_and_named() {
     let dir = scratch("images-replaced");
-    write_frames(&dir.join("in"), 6, 16, 16);
+    write_frames(&dir.join("in"), 10, 16, 16);
     let bigger = write_frames(&dir.join("big"), 1, 64, 64);
     // In the folder from the start: a dangling link and a FIFO named as images (they
     // were left out of the listing, uncounted).
-    std::os::unix::fs::symlink(dir.join("gone.png"), dir.join("in/f-006.png")).expect("link");
+    std::os::unix::fs::symlink(dir.join("gone.png"), dir.join("in/f-010.png")).expect("link");
     let made = Command::new("mkfifo")
-        .arg(dir.join("in/f-007.png"))
+        .arg(dir.join("in/f-011.png"))
         .status()
         .expect("mkfifo");
     assert!(made.success());
@@ -433,35 +433,36 @@ fn images_replaced_while_the_source_runs_are_skipped_and_named() {
     );
     let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
     let rows = dir.join("rows.jsonl");
-    // At one image a second, images 4 and 5 are read seconds after the first row.
+    // At one image a second, images 8 and 9 are read 8 s after the source started: the
+    // first row comes long before on any machine.
     wait_for("the first row", std::time::Duration::from_secs(30), || {
         std::fs::read_to_string(&rows).is_ok_and(|t| t.lines().count() >= 1)
     });
-    let fifo = dir.join("in/f-004.png");
+    let fifo = dir.join("in/f-008.png");
     std::fs::remove_file(&fifo).expect("remove");
     let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
     assert!(made.success());
-    std::fs::copy(&bigger[0], dir.join("in/f-005.png")).expect("replace");
+    std::fs::copy(&bigger[0], dir.join("in/f-009.png")).expect("replace");
     let (status, err) = finish(sup);
     assert!(status.success(), "{err}");
     let summary = read_summary(&dir.join("run"));
-    assert_eq!(summary["items_out"], 4, "{summary}");
+    assert_eq!(summary["items_out"], 8, "{summary}");
     assert_eq!(summary["lost"]["bad_input"], 4, "{summary}");
     let log = std::fs::read_to_string(dir.join("run/logs/pics#0.log")).expect("log");
     assert!(
-        log.contains("f-006.png") && log.contains("No such file"),
+        log.contains("f-010.png") && log.contains("No such file"),
         "the dangling link is named: {log}"
     );
     assert!(
-        log.contains("f-007.png"),
+        log.contains("f-011.png"),
         "the FIFO there from the start is named: {log}"
     );
     assert!(
-        log.contains("f-004.png") && log.contains("is a FIFO (named pipe), not a regular file"),
+        log.contains("f-008.png") && log.contains("is a FIFO (named pipe), not a regular file"),
         "{log}"
     );
     assert!(
-        log.contains("f-005.png")
+        log.contains("f-009.png")
             && log.contains("64x64 (12288 bytes) does not fit the 768-byte slots"),
         "{log}"
     );
