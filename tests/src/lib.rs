@@ -103,12 +103,34 @@ pub fn repo_root() -> PathBuf {
 
 /// A fresh, empty folder under the target dir for one test.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = bin_dir()
-        .join("test-scratch")
-        .join(format!("{name}-{}", std::process::id()));
+    let root = bin_dir().join("test-scratch");
+    remove_stale_scratch(&root, name);
+    let dir = root.join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
+}
+
+/// Remove the folders `name-PID` under `root` left by test processes that have ended:
+/// each test name keeps the folder of its latest run (to look into after a failure), not
+/// one per run for ever.
+fn remove_stale_scratch(root: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let prefix = format!("{name}-");
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let ended = !pid.is_empty()
+            && pid.bytes().all(|b| b.is_ascii_digit())
+            && !Path::new("/proc").join(pid).exists();
+        if ended {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// What a command printed, stdout then stderr, for checking its messages.

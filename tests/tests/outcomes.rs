@@ -1,7 +1,8 @@
 //! What a run reports when its input or its output goes wrong: a full disk (whole rows
-//! only, ENOSPC named, true counts), a truncated JPEG (bad input, said so), a
-//! request-guarantee app whose every item was bad input (a failure), and a best-effort
-//! app with no latency quota (its producers wait: nothing shed).
+//! only, ENOSPC named, true counts), a truncated JPEG (bad input, said so in the log and
+//! the summary), a request-guarantee app whose every item was bad input (a failure, saying
+//! why), logs as JSON lines, and a best-effort app with no latency quota (its producers
+//! wait: nothing shed).
 
 use serde_json::json;
 use smartpipe_tests::*;
@@ -166,6 +167,45 @@ fn a_guaranteed_app_whose_every_item_was_bad_input_fails_saying_why() {
     let summary = read_summary(&dir.join("run"));
     assert_eq!(summary["outcome"], "failed", "{summary}");
     assert_eq!(summary["lost"]["bad_input"], 2, "{summary}");
+    let report = std::fs::read_to_string(dir.join("run/report.html")).expect("report");
+    assert!(
+        report.contains("Bad input, per stage") && report.contains("f-0.png: cannot decode image"),
+        "the report says why too"
+    );
+}
+
+/// Stage logs as JSON lines (`SMARTPIPE_LOG_FORMAT=json`) are JSON on every line, and the
+/// summary still quotes why an item was dropped.
+#[test]
+fn json_logs_are_json_lines_and_the_summary_still_says_why_input_was_bad() {
+    let dir = scratch("json-logs");
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).expect("in");
+    image::RgbImage::new(16, 12)
+        .save(input.join("f-0.png"))
+        .expect("png");
+    std::fs::write(input.join("f-1.png"), b"\x89PNG\r\n\x1a\ngarbage").expect("corrupt");
+    let app = write_app(&dir, &images_app("jsonlogs", "best-effort"));
+    let (_, summary) = run_ok_with(
+        supervisor().env("SMARTPIPE_LOG_FORMAT", "json"),
+        &app,
+        &dir.join("run"),
+    );
+    assert_eq!(summary["items_out"], 1, "{summary}");
+    let why = summary["stages"]["pics#0"]["bad_input_example"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("f-1.png") && why.contains("cannot decode image"),
+        "{summary}"
+    );
+    let log = std::fs::read_to_string(dir.join("run/logs/pics#0.log")).expect("log");
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "the source logged its warning");
+    for line in lines {
+        let parsed: Result<serde_json::Value, _> = serde_json::from_str(line);
+        assert!(parsed.is_ok(), "not a JSON line: {line}");
+    }
 }
 
 #[test]

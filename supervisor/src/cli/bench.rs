@@ -32,6 +32,11 @@ pub enum BenchCmd {
         /// Items per size (small payloads get 10× more).
         #[arg(long, default_value_t = 300)]
         items: u64,
+        /// Runs of the request-guarantee chain and of the best-effort one per size,
+        /// alternated: the table gives their medians and the spread of the ratio between
+        /// them (one short run moves by ±15 % on a busy 2-core machine).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+        rounds: u32,
         /// Write the results as JSON here too.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -54,7 +59,12 @@ pub enum BenchCmd {
 struct Row {
     bytes: usize,
     items: u64,
+    /// Medians over the rounds, and each round's figures in the order they ran.
     chain_items_per_s: f64,
+    chain_items_per_s_rounds: Vec<f64>,
+    best_effort_items_per_s_rounds: Vec<f64>,
+    /// Each round's guaranteed ÷ best-effort items/s (the two ran one after the other).
+    guaranteed_over_best_effort_rounds: Vec<f64>,
     chain_hop_p50_us: Vec<f64>,
     chain_hop_p99_us: Vec<f64>,
     chain_corrupt_or_lost: u64,
@@ -69,8 +79,13 @@ struct Row {
 }
 
 pub fn run(which: BenchCmd) -> anyhow::Result<ExitCode> {
-    let (sizes, items, json) = match which {
-        BenchCmd::Transport { sizes, items, json } => (sizes, items, json),
+    let (sizes, items, rounds, json) = match which {
+        BenchCmd::Transport {
+            sizes,
+            items,
+            rounds,
+            json,
+        } => (sizes, items, rounds, json),
         BenchCmd::Stages {
             sizes,
             items,
@@ -84,11 +99,11 @@ pub fn run(which: BenchCmd) -> anyhow::Result<ExitCode> {
         }
     };
     let runtime_dir = crate::env::runtime::prepare()?;
-    let result = transport(&sizes, items);
+    let result = transport(&sizes, items, rounds);
     crate::env::runtime::cleanup(&runtime_dir);
     let rows = result?;
     println!("Throughput: as fast as it goes ({items} items, 10× for ≤ 64 KiB). Latency: paced at {PACED_RATE} items/s, {PACED_ITEMS} items.");
-    println!("The chain is a request-guarantee app; the best-effort column is the same chain as a best-effort app in the same run.");
+    println!("The chain is a request-guarantee app; the best-effort column is the same chain as a best-effort app, run alternately with it ({rounds} rounds: medians, and the ratio's median with its lowest and highest round).");
     println!("| payload | items | chain items/s | best-effort items/s (lost) | guaranteed ÷ best effort | per-hop p50 µs (4 hops) | per-hop p99 µs | ipc-channel bytes items/s | ipc p50 µs | memcpy items/s | chain ÷ ipc |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
@@ -99,13 +114,13 @@ pub fn run(which: BenchCmd) -> anyhow::Result<ExitCode> {
                 .join(" / ")
         };
         println!(
-            "| {} | {} | {:.0} | {:.0} ({}) | {:.2}× | {} | {} | {:.0} | {:.0} | {:.0} | {:.1}× |",
+            "| {} | {} | {:.0} | {:.0} ({}) | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1}× |",
             human(r.bytes),
             r.items,
             r.chain_items_per_s,
             r.best_effort_items_per_s,
             r.best_effort_lost,
-            r.chain_items_per_s / r.best_effort_items_per_s.max(1e-9),
+            ratio_cell(&r.guaranteed_over_best_effort_rounds),
             fmt(&r.chain_hop_p50_us),
             fmt(&r.chain_hop_p99_us),
             r.ipc_items_per_s,
@@ -134,7 +149,20 @@ pub fn human(bytes: usize) -> String {
     }
 }
 
-fn transport(sizes: &[usize], items: u64) -> anyhow::Result<Vec<Row>> {
+/// `0.93× (0.81–1.02×)`: the median of the rounds' ratios, with the lowest and highest.
+fn ratio_cell(ratios: &[f64]) -> String {
+    let (lo, hi) = ratios.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), r| {
+        (lo.min(*r), hi.max(*r))
+    });
+    let median = percentile(ratios.to_vec(), 50.0);
+    if ratios.len() < 2 {
+        format!("{median:.2}×")
+    } else {
+        format!("{median:.2}× ({lo:.2}–{hi:.2}×)")
+    }
+}
+
+fn transport(sizes: &[usize], items: u64, rounds: u32) -> anyhow::Result<Vec<Row>> {
     let base = std::env::temp_dir().join("bench-transport");
     let mut rows = Vec::new();
     for &bytes in sizes {
@@ -146,20 +174,29 @@ fn transport(sizes: &[usize], items: u64) -> anyhow::Result<Vec<Row>> {
         // Throughput: everything as fast as it goes. Latency: paced at PACED_RATE items/s,
         // so the figures are the cost of a hop, not the queue in front of the slowest stage.
         let guaranteed = ServiceType::RequestGuarantee;
-        let saturated = chain(
-            guaranteed,
-            bytes,
-            n,
-            0.0,
-            &base.join(format!("{bytes}-max")),
-        )?;
-        let best_effort = chain(
-            ServiceType::BestEffort,
-            bytes,
-            n,
-            0.0,
-            &base.join(format!("{bytes}-be")),
-        )?;
+        let (mut chain_rates, mut best_effort_rates, mut ratios) = (vec![], vec![], vec![]);
+        let (mut chain_lost, mut best_effort_lost) = (0, 0);
+        for round in 0..rounds {
+            let saturated = chain(
+                guaranteed,
+                bytes,
+                n,
+                0.0,
+                &base.join(format!("{bytes}-max-{round}")),
+            )?;
+            let best_effort = chain(
+                ServiceType::BestEffort,
+                bytes,
+                n,
+                0.0,
+                &base.join(format!("{bytes}-be-{round}")),
+            )?;
+            ratios.push(saturated.0 / best_effort.0.max(1e-9));
+            chain_rates.push(saturated.0);
+            best_effort_rates.push(best_effort.0);
+            chain_lost += saturated.2;
+            best_effort_lost += best_effort.2;
+        }
         let paced = chain(
             guaranteed,
             bytes,
@@ -173,12 +210,15 @@ fn transport(sizes: &[usize], items: u64) -> anyhow::Result<Vec<Row>> {
         rows.push(Row {
             bytes,
             items: n,
-            chain_items_per_s: saturated.0,
+            chain_items_per_s: percentile(chain_rates.clone(), 50.0),
+            chain_items_per_s_rounds: chain_rates,
             chain_hop_p50_us: paced.1.iter().map(|h| h.0).collect(),
             chain_hop_p99_us: paced.1.iter().map(|h| h.1).collect(),
-            chain_corrupt_or_lost: saturated.2 + paced.2,
-            best_effort_items_per_s: best_effort.0,
-            best_effort_lost: best_effort.2,
+            chain_corrupt_or_lost: chain_lost + paced.2,
+            best_effort_items_per_s: percentile(best_effort_rates.clone(), 50.0),
+            best_effort_items_per_s_rounds: best_effort_rates,
+            guaranteed_over_best_effort_rounds: ratios,
+            best_effort_lost,
             ipc_items_per_s: ipc.0,
             ipc_p50_us: ipc_paced.1,
             ipc_p99_us: ipc_paced.2,

@@ -424,6 +424,14 @@ fn losses_and_events(s: &Summary, tl: &Timeline) -> String {
     }
     let lost_by: Vec<String> = s.lost.iter().map(|(r, n)| format!("{r}: {n}")).collect();
     let _ = write!(html, "<p>Lost by reason: {}.</p>", esc(&lost_by.join(", ")));
+    let bad_input = crate::observe::summary::bad_input_by_stage(&s.stages);
+    if !bad_input.is_empty() {
+        html += "<p>Bad input, per stage (the first item's reason):</p><ul>";
+        for line in &bad_input {
+            let _ = write!(html, "<li>{}</li>", esc(line));
+        }
+        html += "</ul>";
+    }
     html
 }
 
