@@ -1,7 +1,8 @@
 //! User stages in Python (the `smartpipe` package over the Rust SDK, installed into
 //! `.smartpipe/venv` by scripts/provision.sh): the example stage inverts frames end to
 //! end; kill -9 of it in a request-guarantee app loses and duplicates nothing; a raising
-//! stage fails the app with its traceback in the stage's log; a stage that stops
+//! stage fails the app with its traceback in the stage's log; `BadInput` drops one item,
+//! its reason in the summary; a stage that stops
 //! asking for items is taken for hung and replaced.
 
 use serde_json::{json, Value};
@@ -152,6 +153,35 @@ fn a_raising_python_stage_fails_the_app_with_its_traceback_in_the_log() {
             && log.contains("in step")
             && log.contains("ValueError: boom on purpose at 3"),
         "the traceback is in the stage log: {log}"
+    );
+}
+
+/// `raise smartpipe.BadInput(...)` drops the one item, counted as bad input, and the run's
+/// summary quotes the stage's reason for the first.
+#[test]
+fn a_python_stages_bad_input_is_dropped_and_the_summary_says_why() {
+    let _serial = lock();
+    let dir = scratch("py-stage-bad-input");
+    let script = stage_script(
+        &dir,
+        "if item.seq % 2:\n    raise smartpipe.BadInput('odd item ' + str(item.seq) + ' refused')",
+    );
+    let app = write_app(&dir, &chain("pybad", &script, 6, 0, "transient"));
+    let out = sup()
+        .arg("start")
+        .arg(&app)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .output()
+        .expect("run the supervisor");
+    let said = printed(&out);
+    assert!(out.status.success(), "{said}");
+    let summary = read_summary(&dir.join("run"));
+    assert_eq!(summary["items_out"], 3, "{summary}");
+    assert_eq!(summary["lost"]["bad_input"], 3, "{summary}");
+    assert!(
+        said.contains("bad input:  inv#0 (3): item dropped: odd item 1 refused"),
+        "{said}"
     );
 }
 

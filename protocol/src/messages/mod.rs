@@ -24,7 +24,7 @@ pub use node_to_supervisor::*;
 pub use supervisor_to_node::*;
 
 /// Bumped whenever a message changes shape; a child of another version is refused.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// Environment variables the supervisor hands to every child.
 pub const ENV_BOOTSTRAP: &str = "SMARTPIPE_BOOTSTRAP";
