@@ -135,13 +135,7 @@ fn a_raising_python_stage_fails_the_app_with_its_traceback_in_the_log() {
         "if item.seq == 3:\n    raise ValueError('boom on purpose at ' + str(item.seq))",
     );
     let app = write_app(&dir, &chain("pyraise", &script, 20, 0, "transient"));
-    let out = sup()
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .output()
-        .expect("run the supervisor");
+    let out = start_to_end(&mut sup(), &app, &dir.join("run"));
     let said = printed(&out);
     assert!(
         !out.status.success(),
@@ -167,13 +161,7 @@ fn a_python_stages_bad_input_is_dropped_and_the_summary_says_why() {
         "if item.seq % 2:\n    raise smartpipe.BadInput('odd item ' + str(item.seq) + ' refused')",
     );
     let app = write_app(&dir, &chain("pybad", &script, 6, 0, "transient"));
-    let out = sup()
-        .arg("start")
-        .arg(&app)
-        .arg("--run-dir")
-        .arg(dir.join("run"))
-        .output()
-        .expect("run the supervisor");
+    let out = start_to_end(&mut sup(), &app, &dir.join("run"));
     let said = printed(&out);
     assert!(out.status.success(), "{said}");
     let summary = read_summary(&dir.join("run"));
