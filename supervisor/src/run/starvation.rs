@@ -122,9 +122,10 @@ mod tests {
             starved(thread('S', 5_000_000), None, Some(0.9)),
             "asleep, machine overloaded"
         );
-        // Queued 200 of the last 400 ms: starved.
+        // Queued 100 s since a look 400 ms ago: starved (the window is at least 400 ms and
+        // grows with however long this thread waits for a core; 100 s outweighs it).
         assert!(starved(
-            thread('S', 300_000_000),
+            thread('S', 100_100_000_000),
             Some((100_000_000, long_ago)),
             None
         ));
