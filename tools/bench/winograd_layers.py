@@ -7,6 +7,8 @@ threads (the agent's sessions on cpu:0 run at 1) (0.5 s of runs after one warm-u
 difference of outputs. The models whole: `model NAME SHAPE` rows for files in the models folder.
 
 usage: winograd_layers.py REWRITE_MODEL_BIN WORKDIR [MODELS_DIR NAME:N,C,H,W ...]
+       winograd_layers.py REWRITE_MODEL_BIN WORKDIR --layers CIN:COUT:H:W[,...]   (only those layers,
+       e.g. PP-OCRv4 det's 96→32 head convolutions: --layers 96:32:184:368,96:32:92:184)
 """
 import json
 import os
@@ -70,6 +72,14 @@ def main(argv):
     os.makedirs(work, exist_ok=True)
     print("| layer or model | 1 thread: direct / Winograd | 2 threads: direct / Winograd | largest difference | convolutions rewritten |")
     print("|---|---|---|---|---|")
+    if len(argv) > 4 and argv[3] == "--layers":
+        for spec in argv[4].split(","):
+            c, co, h, w = (int(v) for v in spec.split(":"))
+            src = os.path.join(work, f"conv-{c}-{co}.onnx")
+            onnx.save(conv_model(c, co), src)
+            x = np.random.default_rng(h * w).random((1, c, h, w), dtype=np.float32)
+            compare(rewrite, src, os.path.join(work, f"conv-{c}-{co}-w.onnx"), x, f"{c}→{co}, {h}×{w}", True)
+        return
     for c, co, sizes in [(c, co, SIZES) for c, co in PAIRS] + [(c, co, [s]) for c, co, s in LARGE]:
         src = os.path.join(work, f"conv-{c}-{co}.onnx")
         onnx.save(conv_model(c, co), src)
