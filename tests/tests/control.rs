@@ -1,5 +1,6 @@
-//! The control API of a running supervisor: status, metrics, logs and stop through the
-//! CLI and the Unix socket; the socket is private to its user.
+//! The control API of a running supervisor: status (with why a stage dropped input),
+//! metrics, logs and stop through the CLI and the Unix socket; the socket is private to
+//! its user.
 
 use serde_json::json;
 use smartpipe_tests::*;
@@ -176,6 +177,47 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
     assert!(status.success(), "{err}");
     assert!(err.contains("drained"), "{err}");
     assert!(!runtime.exists(), "runtime dir removed");
+}
+
+/// While an app runs, `status` says why a stage dropped input (the summary says it at the
+/// end): the stage, how many, and its warning for the first.
+#[test]
+fn status_says_why_a_running_stage_dropped_input() {
+    let dir = scratch("control-bad-input");
+    let input = dir.join("in");
+    write_frames(&input, 40, 16, 16);
+    std::fs::write(input.join("f-000.png"), b"\x89PNG\r\n\x1a\ngarbage").expect("corrupt");
+    let name = format!("ctlbad{}", std::process::id());
+    let app = write_app(
+        &dir,
+        &json!({
+            "name": name,
+            "service_type": "best-effort",
+            "tasks": [
+                {"name": "pics", "kind": "head", "function": "source.images", "params": {"path": "in", "fps": 4}},
+                {"name": "rows", "kind": "tail", "function": "table.print", "inputs": ["pics"], "params": {"format": "csv", "path": "rows.csv"}}
+            ]
+        }),
+    );
+    let sup = start_in_background(&mut supervisor(), &app, &dir.join("run"));
+    let status = || {
+        let out = supervisor().arg("status").output().expect("status");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    wait_for(
+        "status to name the bad input",
+        Duration::from_secs(30),
+        || status().contains("bad input: pics#0 (1): skipping image:"),
+    );
+    let table = status();
+    assert!(
+        table.contains("f-000.png: cannot decode image") && table.contains("logs/pics#0.log"),
+        "{table}"
+    );
+    let stop = supervisor().args(["stop", &name]).output().expect("stop");
+    assert!(stop.status.success(), "{}", printed(&stop));
+    let (exit, err) = finish(sup);
+    assert!(exit.success(), "{err}");
 }
 
 #[test]

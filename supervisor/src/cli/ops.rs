@@ -156,6 +156,15 @@ fn print_app(app: &control::LiveApp) {
             s.restarts
         );
     }
+    // Why a stage dropped input, while the app runs (the summary says it at the end).
+    let metrics: std::collections::BTreeMap<String, protocol::messages::StageMetrics> = app
+        .stages
+        .iter()
+        .map(|s| (s.label.clone(), s.metrics.clone()))
+        .collect();
+    for line in crate::observe::summary::bad_input_by_stage(&metrics) {
+        println!("  bad input: {line}");
+    }
 }
 
 pub fn stop(name: Option<&str>) -> anyhow::Result<ExitCode> {
