@@ -185,7 +185,9 @@ fn status_metrics_logs_and_stop_of_a_running_app() {
 fn status_says_why_a_running_stage_dropped_input() {
     let dir = scratch("control-bad-input");
     let input = dir.join("in");
-    write_frames(&input, 40, 16, 16);
+    // 30 s of images at 4 a second: the app runs until the test stops it, however slow
+    // the machine is to report.
+    write_frames(&input, 120, 16, 16);
     std::fs::write(input.join("f-000.png"), b"\x89PNG\r\n\x1a\ngarbage").expect("corrupt");
     let name = format!("ctlbad{}", std::process::id());
     let app = write_app(
