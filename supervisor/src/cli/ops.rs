@@ -157,12 +157,8 @@ fn print_app(app: &control::LiveApp) {
         );
     }
     // Why a stage dropped input, while the app runs (the summary says it at the end).
-    let metrics: std::collections::BTreeMap<String, protocol::messages::StageMetrics> = app
-        .stages
-        .iter()
-        .map(|s| (s.label.clone(), s.metrics.clone()))
-        .collect();
-    for line in crate::observe::summary::bad_input_by_stage(&metrics) {
+    let stages = app.stages.iter().map(|s| (&s.label, &s.metrics));
+    for line in crate::observe::summary::bad_input_by_stage(stages) {
         println!("  bad input: {line}");
     }
 }

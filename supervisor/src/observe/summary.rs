@@ -367,18 +367,16 @@ fn summarize_tail(
     }
 }
 
-/// " (shed 3, deadline 2)": the reasons with a count, or nothing.
 /// Each stage that dropped bad input, with how many and why it dropped the first:
 /// `isnet-pre#0 (3): <the warning it logged> — every one in logs/isnet-pre#0.log`.
-/// A stage that logged no warning for it (a user's Python stage) is named with its count.
-pub(crate) fn bad_input_by_stage(stages: &BTreeMap<String, StageMetrics>) -> Vec<String> {
-    let at = protocol::messages::LossReason::ALL
-        .iter()
-        .position(|r| *r == protocol::messages::LossReason::BadInput);
+/// A stage that logged no warning for it is named with its count.
+pub(crate) fn bad_input_by_stage<'a>(
+    stages: impl IntoIterator<Item = (&'a String, &'a StageMetrics)>,
+) -> Vec<String> {
     stages
-        .iter()
+        .into_iter()
         .filter_map(|(label, m)| {
-            let n = at.and_then(|i| m.lost.get(i).copied()).unwrap_or(0);
+            let n = m.lost[protocol::messages::LossReason::BadInput as usize];
             (n > 0).then(|| match &m.bad_input_example {
                 Some(why) => format!("{label} ({n}): {why} — every one in logs/{label}.log"),
                 None => format!("{label} ({n}): see logs/{label}.log"),
@@ -387,6 +385,7 @@ pub(crate) fn bad_input_by_stage(stages: &BTreeMap<String, StageMetrics>) -> Vec
         .collect()
 }
 
+/// " (shed 3, deadline 2)": the reasons with a count, or nothing.
 pub(crate) fn by_reason(lost: &BTreeMap<String, u64>) -> String {
     let reasons: Vec<String> = lost
         .iter()
