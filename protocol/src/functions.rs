@@ -5,6 +5,7 @@
 //! the planner all read this table; the workers bind each [`Builtin`] to their run
 //! function with an exhaustive `match`, so a registered function always has one.
 
+mod outputs;
 pub mod params;
 mod table;
 
@@ -13,12 +14,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::fmt;
 
-pub use table::{
+pub use outputs::{
     output_journal, prints_pretty_table, resumable_video, stdout_table_journal, streamed_video,
-    streams_to_url, table_journal_suffix, url_scheme, OutputJournal, ResumableVideo, FAULT_MODES,
-    FUNCTIONS, GEN_PATTERNS, PARQUET_JOURNAL_SUFFIX, PRETTY_JOURNAL_SUFFIX,
-    STDOUT_TABLE_JOURNAL_SUFFIX, TABLE_FORMATS, VIDEO_SEGMENTS_SUFFIX,
+    streams_to_url, table_journal_suffix, url_scheme, OutputJournal, ResumableVideo,
+    PARQUET_JOURNAL_SUFFIX, PRETTY_JOURNAL_SUFFIX, STDOUT_TABLE_JOURNAL_SUFFIX,
+    VIDEO_SEGMENTS_SUFFIX,
 };
+pub use table::{FAULT_MODES, FUNCTIONS, GEN_PATTERNS, TABLE_FORMATS};
 
 /// The function of a device's GPU agent: the supervisor's own task, never in an app
 /// file (so not in the registry).

@@ -1,13 +1,14 @@
 //! Times MTCNN's CPU pre-processing on one frame of a raw RGB file (issue 14): P-Net's pyramid
 //! written into a stage's slot level by level (resized alone, then copied) and in one pass
 //! (written straight in, as the pipeline's stage does), in interleaved rounds, and the R-Net
-//! crops of synthetic boxes.
+//! crops of synthetic boxes; and MoveNet's input for the pose app.
 //! `prep_bench RAW_RGB WIDTH HEIGHT [ROUNDS]`; prints one JSON object.
 
 use std::time::Instant;
 
 use serde_json::json;
 use vision::mtcnn::{self, FaceBox, MtcnnConfig};
+use vision::pose::{self, PoseParams};
 use vision::RgbView;
 
 /// The frame file's bytes, the frame's size and the rounds, from the command line; exits with
@@ -140,9 +141,15 @@ fn main() {
     let crops = time(&mut || {
         std::hint::black_box(mtcnn::rnet_preprocess(img, &boxes, &cfg).ok());
     });
+    // MoveNet's input (pose app): the frame padded to a square, 256², truncated
+    let pose_params = PoseParams::default();
+    let movenet = time(&mut || {
+        std::hint::black_box(pose::preprocess(img, &pose_params).ok());
+    });
     println!(
         "{}",
         json!({"frame": [w, h], "levels": scales.len(), "rounds": rounds,
+               "movenet_pre_median_ms": movenet,
                "pyramid_into_slot_median_ms": {"one_pass": median(t_pass), "level_by_level": median(t_level)},
                "pyramid_same_bytes": same,
                "rnet_crops": boxes.len(), "rnet_crops_median_ms": crops})

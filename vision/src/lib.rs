@@ -22,6 +22,7 @@ pub mod error;
 pub mod geometry;
 pub mod imgproc;
 pub mod manifest;
+mod manifest_params;
 pub mod mtcnn;
 pub mod onnx_graph;
 pub mod pipelines;

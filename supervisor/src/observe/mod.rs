@@ -7,4 +7,5 @@ pub mod progress;
 pub mod prometheus;
 pub mod report;
 pub mod summary;
+mod summary_render;
 pub mod timeline;
