@@ -167,24 +167,7 @@ mod tests {
         out_h: usize,
         truncate: bool,
     ) -> Result<Vec<f32>> {
-        if out_w == 0 || out_h == 0 || img.width == 0 || img.height == 0 {
-            return Err(VisionError::Param {
-                name: "size".into(),
-                msg: format!(
-                    "cannot resize a {}x{} frame to {out_w}x{out_h}",
-                    img.width, img.height
-                ),
-            });
-        }
-        if canvas.pad_x + img.width > canvas.width || canvas.pad_y + img.height > canvas.height {
-            return Err(VisionError::Param {
-                name: "canvas".into(),
-                msg: format!(
-                    "{canvas:?} does not hold a {}x{} frame",
-                    img.width, img.height
-                ),
-            });
-        }
+        check_sizes(img, canvas, out_w, out_h)?;
         let px = |x: usize, y: usize, c: usize| -> f64 {
             if x < canvas.pad_x || y < canvas.pad_y {
                 return 0.0;
