@@ -10,6 +10,11 @@ this driver polls the file every 10 ms and stamps each item's first row) as the 
 items over time (outputs of items in flight together come in bunches), so start-up and model
 loading are not counted either; the whole wall time is printed next to it.
 
+With ZOO_ROUNDS=N (default 1) each app and its reference at 1 and 2 threads run N times,
+alternating (app, 1 thread, 2 threads, app, ...), so that this VM's slow spells fall on both
+sides: each round's ratio is the app over that round's better reference, and the table gives the
+median round's figures and the median ratio with its lowest and highest round.
+
 usage: zoo.py ROOT WORKDIR REF_PYTHON APP...   (environment: see zoo.sh)
 """
 import json
@@ -30,6 +35,7 @@ COUNTS = {"upscale": int(os.environ.get("UPSCALE_FRAMES", 40)),
           "pose": int(os.environ.get("POSE_FRAMES", 320)),
           "track": int(os.environ.get("TRACK_FRAMES", 60))}
 SP = os.environ.get("SMARTPIPE_HOME", "")
+ROUNDS = max(1, int(os.environ.get("ZOO_ROUNDS", 1)))
 # the model files each reference loop reads from its models folder
 MODELS = {"upscale": ["waifu2x-upconv7-x2"], "segment": ["isnet"], "pose": ["movenet-multipose"],
           "track": ["deepsort-mobilenetv2"]}
@@ -111,10 +117,10 @@ def app_json(root, app, src, out):
     return path, tables[0]
 
 
-def run_app(sup, app, path, table, out):
+def run_app(sup, app, path, table, out, run_dir="run"):
     stop_watch = steady.start([table])
     t0, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
-    p = subprocess.run([sup, "start", path, "--run-dir", os.path.join(out, "run")],
+    p = subprocess.run([sup, "start", path, "--run-dir", os.path.join(out, run_dir)],
                        capture_output=True, text=True, env=dict(os.environ, SMARTPIPE_NO_DAEMON="1"))
     wall = time.perf_counter() - t0
     # CPU time of the supervisor and every process it reaped (start-up and model loads
@@ -233,6 +239,17 @@ def check(app, out, ref_out, n):
     return not missing and one_to_one and identical, what
 
 
+def median_run(runs):
+    """The run with the median items/s (the lower of the middle two for an even count)."""
+    return sorted(runs, key=lambda r: r["items_per_s"])[(len(runs) - 1) // 2]
+
+
+def spread(result):
+    """The ratio as the table prints it: alone, or the median with its lowest and highest round."""
+    r = result["round_ratios"]
+    return f"{result['ratio']:.2f}x" + (f" ({r[0]:.2f}-{r[-1]:.2f}x)" if len(r) > 1 else "")
+
+
 def main():
     global SP
     root, work, py, apps = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
@@ -246,13 +263,20 @@ def main():
         os.makedirs(out)
         src, raw = media(root, work, app)
         path, table = app_json(root, app, src, out)
-        say(f"{app}: supervisor start ({n} items)")
-        mine = run_app(sup, app, path, table, out)
-        refs = []
-        for threads in (1, 2):
-            say(f"{app}: Python reference loop, intra-op threads {threads}")
-            ref_out = os.path.join(out, f"ref-{threads}" + (".npy" if app in ("upscale", "segment") else ".json"))
-            refs.append(dict(run_ref(py, root, app, raw, threads, ref_out), out=ref_out))
+        rounds = []  # per round: the app's run, the reference at 1 and at 2 threads
+        for k in range(ROUNDS):
+            of = f", round {k + 1} of {ROUNDS}" if ROUNDS > 1 else ""
+            say(f"{app}: supervisor start ({n} items{of})")
+            mine = run_app(sup, app, path, table, out, "run" if k == 0 else f"run-{k + 1}")
+            refs = []
+            for threads in (1, 2):
+                say(f"{app}: Python reference loop, intra-op threads {threads}{of}")
+                ref_out = os.path.join(out, f"ref-{threads}" + (".npy" if app in ("upscale", "segment") else ".json"))
+                refs.append(dict(run_ref(py, root, app, raw, threads, ref_out), out=ref_out))
+            rounds.append((mine, refs))
+        ratios = sorted(m["items_per_s"] / max(r["items_per_s"] for r in rr) for m, rr in rounds)
+        mine = median_run([m for m, _ in rounds])
+        refs = [median_run([rr[i] for _, rr in rounds]) for i in (0, 1)]
         best = max(refs, key=lambda r: r["items_per_s"])
         ok, what = check(app, out, best["out"], n)
         # context: the reference on the models as the agent rewrites them (what the graph does,
@@ -265,12 +289,17 @@ def main():
             context.append(run_ref(py, root, app, raw, threads, ref_out, folder))
         results.append({"app": app, "items": n, "app_run": mine, "references": refs, "best": best,
                         "references_on_rewritten_models": context,
-                        "ratio": mine["items_per_s"] / best["items_per_s"], "same_outputs": bool(ok),
-                        "compared": what})
-        say(f"{app}: {mine['items_per_s']:.3f} vs {best['items_per_s']:.3f} items/s = "
-            f"{results[-1]['ratio']:.2f}x; outputs {'match' if ok else 'DIFFER'}: {what}")
+                        "ratio": ratios[(len(ratios) - 1) // 2], "round_ratios": ratios,
+                        "rounds": [{"app_run": m, "references": r} for m, r in rounds],
+                        "same_outputs": bool(ok), "compared": what})
+        say(f"{app}: {mine['items_per_s']:.3f} vs {best['items_per_s']:.3f} items/s; ratio "
+            f"{spread(results[-1])}; outputs {'match' if ok else 'DIFFER'}: {what}")
     with open(os.path.join(work, "zoo.json"), "w") as f:
         json.dump(results, f, indent=1)
+    if ROUNDS > 1:
+        print(f"Median of {ROUNDS} alternating rounds: each rate is its side's median round, the "
+              "ratio the median of the rounds' ratios (each round's app over its better reference), "
+              "with the lowest and highest.\n")
     print("| app | items | SmartPipe items/s (first to last output, slope; wall incl. start-up) "
           "| reference items/s at 1 / 2 threads | ratio to the best | CPU s per item: app (start-up "
           "incl.) / reference at 1 / 2 threads | same outputs |")
@@ -278,7 +307,7 @@ def main():
     for r in results:
         m, (r1, r2) = r["app_run"], r["references"]
         print(f"| {r['app']} | {r['items']} | {m['items_per_s']:.3f} ({m['items_out']} items, {m['wall_s']:.1f} s wall) "
-              f"| {r1['items_per_s']:.3f} / {r2['items_per_s']:.3f} | {r['ratio']:.2f}x "
+              f"| {r1['items_per_s']:.3f} / {r2['items_per_s']:.3f} | {spread(r)} "
               f"| {m['cpu_s_per_item']:.3f} / {r1['cpu_s_per_item']:.3f} / {r2['cpu_s_per_item']:.3f} "
               f"| {'yes' if r['same_outputs'] else 'NO'}: {r['compared']} |")
     for r in results:

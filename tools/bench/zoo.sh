@@ -8,7 +8,8 @@
 # its last (see tools/bench/zoo.py). As context, the reference also runs on the models as the agent
 # rewrites them (f16 widened to f32, Winograd's convolutions: upscale, segment). About 10 minutes on
 # 2 quiet cores.
-# Environment: ZOO_APPS (default "upscale segment pose track"), UPSCALE_FRAMES (40),
+# Environment: ZOO_APPS (default "upscale segment pose track"), ZOO_ROUNDS (1: with N, the app and
+# its reference alternate N times and the table gives medians and the ratio's spread), UPSCALE_FRAMES (40),
 # SEGMENT_IMAGES (12: with 6, each of the two sessions runs 3 and its first, which faults its
 # memory in, weighs on the short slope), POSE_FRAMES (320), TRACK_FRAMES (60); BENCH_PY: a Python with the reference's
 # packages (default: a venv made once in ${XDG_CACHE_HOME:-~/.cache}/smartpipe/bench-venv with the
