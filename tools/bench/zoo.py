@@ -12,8 +12,9 @@ loading are not counted either; the whole wall time is printed next to it.
 
 With ZOO_ROUNDS=N (default 1) each app and its reference at 1 and 2 threads run N times,
 alternating (app, 1 thread, 2 threads, app, ...), so that this VM's slow spells fall on both
-sides: each round's ratio is the app over that round's better reference, and the table gives the
-median round's figures and the median ratio with its lowest and highest round.
+sides: each round's ratio is the app over that round's better reference, each round's outputs are
+checked, and the table gives the median round's figures and the median ratio with its lowest and
+highest round.
 
 usage: zoo.py ROOT WORKDIR REF_PYTHON APP...   (environment: see zoo.sh)
 """
@@ -273,12 +274,16 @@ def main():
                 say(f"{app}: Python reference loop, intra-op threads {threads}{of}")
                 ref_out = os.path.join(out, f"ref-{threads}" + (".npy" if app in ("upscale", "segment") else ".json"))
                 refs.append(dict(run_ref(py, root, app, raw, threads, ref_out), out=ref_out))
-            rounds.append((mine, refs))
-        ratios = sorted(m["items_per_s"] / max(r["items_per_s"] for r in rr) for m, rr in rounds)
-        mine = median_run([m for m, _ in rounds])
-        refs = [median_run([rr[i] for _, rr in rounds]) for i in (0, 1)]
+            # every round's outputs checked, before the next round writes over them
+            ok, what = check(app, out, max(refs, key=lambda r: r["items_per_s"])["out"], n)
+            rounds.append((mine, refs, ok, what))
+        ratios = sorted(m["items_per_s"] / max(r["items_per_s"] for r in rr) for m, rr, _, _ in rounds)
+        mine = median_run([m for m, _, _, _ in rounds])
+        refs = [median_run([rr[i] for _, rr, _, _ in rounds]) for i in (0, 1)]
         best = max(refs, key=lambda r: r["items_per_s"])
-        ok, what = check(app, out, best["out"], n)
+        failed = [(k + 1, what) for k, (_, _, ok, what) in enumerate(rounds) if not ok]
+        ok = not failed
+        what = rounds[-1][3] if ok else "; ".join(f"round {k}: {w}" for k, w in failed)
         # context: the reference on the models as the agent rewrites them (what the graph does,
         # apart from the pipeline); not the comparison's reference, which reads the files as shipped
         context = []
@@ -290,7 +295,8 @@ def main():
         results.append({"app": app, "items": n, "app_run": mine, "references": refs, "best": best,
                         "references_on_rewritten_models": context,
                         "ratio": ratios[(len(ratios) - 1) // 2], "round_ratios": ratios,
-                        "rounds": [{"app_run": m, "references": r} for m, r in rounds],
+                        "rounds": [{"app_run": m, "references": r, "same_outputs": bool(same)}
+                                   for m, r, same, _ in rounds],
                         "same_outputs": bool(ok), "compared": what})
         say(f"{app}: {mine['items_per_s']:.3f} vs {best['items_per_s']:.3f} items/s; ratio "
             f"{spread(results[-1])}; outputs {'match' if ok else 'DIFFER'}: {what}")
