@@ -183,6 +183,8 @@ pub struct Model {
     loaded_bytes: u64,
     /// Most batch rows per run (`None`: any); see [`crate::chunked`].
     max_rows: Option<usize>,
+    /// Most input values per run: a bigger batch runs a few whole rows at a time.
+    max_run_values: Option<usize>,
     /// Large inputs run in strips ([`crate::strips`]); `None`: always whole.
     strips: Option<Strips>,
     /// When only some outputs are wanted: a run that leaves the others out (ONNX Runtime
@@ -354,6 +356,7 @@ impl Model {
             file_bytes,
             loaded_bytes,
             max_rows: None,
+            max_run_values: None,
             strips: None,
             selected: None,
         };
@@ -475,6 +478,13 @@ impl Model {
         self.max_rows = max_rows.filter(|&k| k > 0);
     }
 
+    /// Caps the input values of one run: a bigger single-input batch runs a whole number
+    /// of rows at a time (at least one), so its activations stay in cache
+    /// ([`crate::chunked::rows_for`]).
+    pub fn set_max_run_values(&mut self, max_values: Option<usize>) {
+        self.max_run_values = max_values.filter(|&v| v > 0);
+    }
+
     /// The most rows one run of a single-input model takes: the cap set with
     /// [`Model::set_max_rows`], and a fixed batch axis of the model itself (MoveNet's
     /// `[1, H, W, 3]`), so that a stage batching several items still runs such a model.
@@ -487,6 +497,12 @@ impl Model {
             (Some(cap), Some(fixed)) => Some(cap.min(fixed)),
             (cap, fixed) => cap.or(fixed),
         }
+    }
+
+    /// The most rows of a single input of `shape` one run takes: [`Model::rows_per_run`] and
+    /// the value cap of [`Model::set_max_run_values`]; `None`: the whole batch at once.
+    pub fn rows_per_run_for(&self, shape: &[usize]) -> Option<usize> {
+        crate::chunked::rows_for(self.rows_per_run(), self.max_run_values, shape)
     }
 
     /// Runs return only the outputs named in `wanted` (in the model's order); every
@@ -538,8 +554,9 @@ impl Model {
 
     /// Runs the model: one tensor per input, in the model's input order; returns the outputs in order.
     pub fn run(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
-        if let (Some(k), [one]) = (self.rows_per_run(), inputs) {
-            if one.shape.first().is_some_and(|&n| n > k) {
+        if let [one] = inputs {
+            let cap = self.rows_per_run_for(&one.shape);
+            if let Some(k) = cap.filter(|&k| one.shape.first().is_some_and(|&n| n > k)) {
                 return crate::chunked::run_rows(self, one, k);
             }
         }

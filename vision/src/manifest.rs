@@ -116,6 +116,11 @@ pub struct ModelEntry {
     /// A fully convolutional model that may run large inputs in strips ([`crate::strips`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strips: Option<crate::strips::Strips>,
+    /// The most input values one run of the model takes: a bigger batch runs a whole number
+    /// of its rows at a time (at least one). The outputs are the same; the activations of a
+    /// few rows stay in cache ([`crate::chunked`]). None: a batch runs at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_run_values: Option<usize>,
     /// What the GPU agent's session answers: the model's outputs as they are, or only the
     /// best class of each output's last axis and its score ([`OutputHead`]); none: the
     /// family's default ([`ModelEntry::output_head`]).

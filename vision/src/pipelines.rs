@@ -21,7 +21,9 @@ fn load(
     opts: &SessionOptions,
 ) -> Result<Model> {
     let mut model = Model::load(rt, name, &manifest.model_path(name, models_dir)?, opts)?;
-    model.set_strips(manifest.model(name)?.strips);
+    let entry = manifest.model(name)?;
+    model.set_strips(entry.strips);
+    model.set_max_run_values(entry.max_run_values);
     Ok(model)
 }
 

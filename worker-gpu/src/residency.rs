@@ -22,6 +22,10 @@ pub struct AgentModel {
     /// Most batch rows per run (bigger batches run in parts); none: any.
     #[serde(default)]
     pub max_rows: Option<usize>,
+    /// Most input values per run (the manifest's `max_run_values`): a bigger batch runs a
+    /// few whole rows at a time; none: at once.
+    #[serde(default)]
+    pub max_run_values: Option<usize>,
     /// The outputs the manifest declares: runs return only these (none: every output).
     #[serde(default)]
     pub outputs: Vec<String>,
@@ -68,6 +72,7 @@ pub fn start_loader<W: Send + 'static>(
                     .and_then(|mut model| {
                         model.set_max_rows(m.max_rows);
                         model.set_strips(m.strips);
+                        model.set_max_run_values(m.max_run_values);
                         model.keep_outputs(&m.outputs)?;
                         Ok(model)
                     })

@@ -32,6 +32,7 @@ fn a_model_hosted_for_another_app_with_other_outputs_or_file_is_refused() {
         path: "/models/rec.onnx".into(),
         bytes: 1,
         max_rows: None,
+        max_run_values: None,
         strips: None,
         top1_outputs: true,
         winograd: false,
@@ -88,6 +89,7 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
         path: "/nonexistent/broken.onnx".into(),
         bytes: 1,
         max_rows: None,
+        max_run_values: None,
         strips: None,
         top1_outputs: false,
         winograd: false,
@@ -320,4 +322,22 @@ fn a_best_effort_apps_load_evicts_its_own_models_before_a_guaranteed_apps() {
     // once 'g' has left, its model is no longer hosted at all
     assert_eq!(res.remove_app("g"), ["pnet"]);
     assert!(!res.is_resident("pnet"));
+}
+
+#[test]
+fn a_loaded_session_runs_with_its_manifest_value_cap() {
+    let Some(rt) = runtime() else { return };
+    let rnet = AgentModel {
+        max_run_values: Some(32_000),
+        ..model("rnet", "mtcnn-rnet.onnx")
+    };
+    let (loader, done) = one_thread_loader(rt, SessionOptions::default());
+    let mut res = Residency::new(vec![rnet], None, loader);
+    assert!(res.prefetch("rnet"));
+    settle(&mut res, &done).expect("rnet loads");
+    let (session, generation) = res.checkout("rnet").expect("resident");
+    // 32,000 values hold 18 crops of 24×24×3; a bigger batch runs 18 at a time.
+    assert_eq!(session.rows_per_run_for(&[400, 24, 24, 3]), Some(18));
+    assert_eq!(session.rows_per_run_for(&[10, 24, 24, 3]), Some(18));
+    res.checkin("rnet", session, generation);
 }

@@ -41,6 +41,7 @@ pub fn model(name: &str, file: &str) -> AgentModel {
         path: path.display().to_string(),
         bytes,
         max_rows: None,
+        max_run_values: None,
         strips: None,
         top1_outputs: false,
         winograd: true,

@@ -23,6 +23,9 @@ pub struct HostedModel {
     /// Most batch rows per run (a super-resolution model's `tiles_per_run`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_rows: Option<usize>,
+    /// Most input values per run (the manifest's `max_run_values`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_run_values: Option<usize>,
     /// The outputs the manifest declares (the agent asks ONNX Runtime for these only).
     pub outputs: Vec<String>,
     /// Large inputs run in strips (the manifest's `strips`).
@@ -265,6 +268,7 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
             path: path.display().to_string(),
             bytes,
             max_rows,
+            max_run_values: entry.max_run_values,
             outputs,
             strips: entry.strips,
             top1_outputs: entry.output_head() == vision::manifest::OutputHead::Top1,
@@ -328,4 +332,53 @@ pub fn device_agent_task(
         replicas: None,
         restart: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The repository's manifest over folder `dir` holding a stand-in file for each model
+    /// (the agent's params need only their paths and sizes).
+    fn store_with(dir: &Path, files: &[&str]) -> ModelStore {
+        std::fs::create_dir_all(dir).expect("folder");
+        for f in files {
+            std::fs::write(dir.join(format!("{f}.onnx")), b"onnx").expect("write");
+        }
+        let manifest_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/models.json");
+        let manifest = vision::manifest::Manifest::load(&manifest_path).expect("manifest");
+        ModelStore {
+            manifest_path,
+            models_dir: dir.to_path_buf(),
+            manifest,
+        }
+    }
+
+    #[test]
+    fn the_agent_is_told_each_models_value_cap_from_the_manifest() {
+        let dir = std::env::temp_dir().join(format!("hosted-caps-{}", std::process::id()));
+        let store = store_with(&dir, &["mtcnn-rnet", "ppocr-det"]);
+        let app: AppSpec = serde_json::from_value(serde_json::json!({
+            "name": "a",
+            "tasks": [
+                {"name": "src", "kind": "head", "function": "image.gen",
+                 "params": {"width": 64, "height": 64, "count": 1}},
+                {"name": "r", "kind": "gpu", "function": "model.inference",
+                 "inputs": ["src"], "params": {"model": "mtcnn-rnet"}},
+                {"name": "d", "kind": "gpu", "function": "model.inference",
+                 "inputs": ["src"], "params": {"model": "ppocr-det"}}
+            ]
+        }))
+        .expect("app");
+        let models = hosted(&app, &store).expect("hosted");
+        let params = serde_json::to_value(&models).expect("json");
+        assert_eq!(params[0]["name"], "mtcnn-rnet");
+        assert_eq!(params[0]["max_run_values"], 32_000);
+        assert_eq!(params[1]["name"], "ppocr-det");
+        assert!(
+            params[1].get("max_run_values").is_none(),
+            "no cap: the field is left out, {params}"
+        );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }
