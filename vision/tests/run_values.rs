@@ -14,8 +14,9 @@ fn split_equals_whole(rt: &Runtime, model: &mut Model, shape: &[usize], rows: us
     let manifest = common::manifest();
     let path = manifest
         .model_path(model.name(), &common::models_dir())
-        .unwrap();
-    let mut whole = Model::load(rt, model.name(), &path, &SessionOptions::default()).unwrap();
+        .expect("model path");
+    let mut whole =
+        Model::load(rt, model.name(), &path, &SessionOptions::default()).expect("bare load");
     assert_eq!(whole.rows_per_run_for(shape), None, "bare: one run");
     assert_eq!(
         model.rows_per_run_for(shape),
@@ -25,9 +26,11 @@ fn split_equals_whole(rt: &Runtime, model: &mut Model, shape: &[usize], rows: us
     );
     assert!(rows < shape[0], "the cap must split this batch");
     let n: usize = shape.iter().product();
-    let input = TensorF32::new(shape.to_vec(), common::values(n, 7)).unwrap();
-    let split = model.run(std::slice::from_ref(&input)).unwrap();
-    let one = whole.run(std::slice::from_ref(&input)).unwrap();
+    let input = TensorF32::new(shape.to_vec(), common::values(n, 7)).expect("input");
+    let split = model
+        .run(std::slice::from_ref(&input))
+        .expect("run in parts");
+    let one = whole.run(std::slice::from_ref(&input)).expect("one run");
     assert_eq!(split.len(), one.len());
     for (a, b) in split.iter().zip(&one) {
         assert_eq!(a.shape, b.shape);
