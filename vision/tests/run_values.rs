@@ -10,6 +10,7 @@ use vision::{Model, Runtime, SessionOptions, TensorF32};
 /// `model` (loaded with the manifest's settings) against the same file loaded bare, on an
 /// input of `shape`: the manifest's cap splits it into runs of `rows` rows, and every output
 /// is the whole batch's bit for bit.
+#[allow(clippy::expect_used)] // a test helper: a failed expect is a failed test
 fn split_equals_whole(rt: &Runtime, model: &mut Model, shape: &[usize], rows: usize) {
     let manifest = common::manifest();
     let path = manifest
