@@ -28,6 +28,7 @@ pub mod onnx_graph;
 pub mod pipelines;
 pub mod pose;
 pub mod ppocr;
+pub mod provider;
 pub mod pyramid;
 pub mod resize;
 pub mod segment;
