@@ -45,8 +45,7 @@ pub(crate) fn run_rows(
         let n = max_rows.max(1).min(rows - at);
         let mut shape = input.shape.clone();
         shape[0] = n;
-        let chunk = TensorF32::new(shape, input.data[at * per_row..(at + n) * per_row].to_vec())?;
-        parts.push(model.run(std::slice::from_ref(&chunk))?);
+        parts.push(model.run_part(&shape, &input.data[at * per_row..(at + n) * per_row])?);
         at += n;
     }
     join_outputs(parts, TensorF32::concat_batch)

@@ -402,6 +402,15 @@ impl Model {
 
     /// Checks `inputs` (positional, one per model input) against the declared shapes.
     pub fn check_inputs(&self, inputs: &[TensorF32]) -> Result<()> {
+        let views: Vec<(&[usize], &[f32])> = inputs
+            .iter()
+            .map(|t| (t.shape.as_slice(), t.data.as_slice()))
+            .collect();
+        self.check_views(&views)
+    }
+
+    /// [`Model::check_inputs`] of inputs given as (shape, values).
+    fn check_views(&self, inputs: &[(&[usize], &[f32])]) -> Result<()> {
         if inputs.len() != self.inputs.len() {
             return Err(VisionError::InputCount {
                 model: self.name.clone(),
@@ -409,19 +418,19 @@ impl Model {
                 got: inputs.len(),
             });
         }
-        for (t, io) in inputs.iter().zip(&self.inputs) {
-            let ok = t.shape.len() == io.shape.len()
-                && t.shape
+        for ((shape, data), io) in inputs.iter().zip(&self.inputs) {
+            let ok = shape.len() == io.shape.len()
+                && shape
                     .iter()
                     .zip(&io.shape)
                     .all(|(&g, &e)| g > 0 && (e < 0 || g as i64 == e))
-                && t.data.len() == t.shape.iter().product::<usize>();
+                && data.len() == shape.iter().product::<usize>();
             if !ok {
                 return Err(VisionError::InputShape {
                     model: self.name.clone(),
                     input: io.name.clone(),
                     expected: io.shape.clone(),
-                    got: t.shape.clone(),
+                    got: shape.to_vec(),
                 });
             }
         }
@@ -530,16 +539,36 @@ impl Model {
         self.run_whole(inputs)
     }
 
+    /// Runs rows of a single input given as (shape, values), already within the row caps:
+    /// in strips when the model has them (they cut a tensor of their own), else as a view
+    /// of the caller's values, copied nowhere.
+    pub(crate) fn run_part(&mut self, shape: &[usize], data: &[f32]) -> Result<Vec<TensorF32>> {
+        if self.strips.is_some() {
+            let part = TensorF32::new(shape.to_vec(), data.to_vec())?;
+            return self.run(std::slice::from_ref(&part));
+        }
+        self.run_views(&[(shape, data)])
+    }
+
     /// One run of the whole inputs.
     fn run_whole(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
-        self.check_inputs(inputs)?;
+        let views: Vec<(&[usize], &[f32])> = inputs
+            .iter()
+            .map(|t| (t.shape.as_slice(), t.data.as_slice()))
+            .collect();
+        self.run_views(&views)
+    }
+
+    /// One run of inputs given as (shape, values).
+    fn run_views(&mut self, inputs: &[(&[usize], &[f32])]) -> Result<Vec<TensorF32>> {
+        self.check_views(inputs)?;
         let run_err = |msg: String| VisionError::Run {
             model: self.name.clone(),
             msg,
         };
         let mut values = Vec::with_capacity(inputs.len());
-        for (t, io) in inputs.iter().zip(&self.inputs) {
-            let v = TensorRef::from_array_view((t.shape.clone(), t.data.as_slice()))
+        for ((shape, data), io) in inputs.iter().zip(&self.inputs) {
+            let v = TensorRef::from_array_view((shape.to_vec(), *data))
                 .map_err(|e| run_err(format!("input `{}`: {e}", io.name)))?;
             values.push((io.name.clone(), v));
         }
