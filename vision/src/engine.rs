@@ -10,7 +10,9 @@ use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
 use crate::error::{Result, VisionError};
-use crate::onnx_graph::{self, RewriteReport};
+use crate::model_bytes::edited;
+use crate::native_tail::NativeTail;
+use crate::onnx_graph::RewriteReport;
 pub use crate::provider::Provider;
 pub use crate::session_options::{ConvSearch, SessionOptions};
 use crate::strips::Strips;
@@ -151,44 +153,9 @@ pub struct Model {
     /// When only some outputs are wanted: a run that leaves the others out (ONNX Runtime
     /// may then skip the nodes only they need, and nothing copies them).
     selected: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
-}
-
-/// The model's bytes as ORT should load them, where the options change the file: the graph
-/// rewrites (bytes that are not ONNX, or a graph they leave alone, load as the file is: ORT's
-/// error says what is wrong), Winograd's convolutions on the CPU at one intra-op thread (the
-/// agent's sessions on `cpu:0`: at more threads its transposes scale worse than ORT's direct
-/// convolutions, and it gained little or lost; BENCHMARKS.md), and the top-1 head (a model
-/// it cannot be added to is an error: the stage that reads the outputs expects it). `None`:
-/// load the file itself.
-fn edited(
-    path: &Path,
-    opts: &SessionOptions,
-    provider: Provider,
-) -> std::result::Result<Option<(Vec<u8>, RewriteReport)>, String> {
-    if !opts.graph_rewrites && !opts.top1_outputs {
-        return Ok(None);
-    }
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let mut model = match onnx_graph::OnnxModel::parse(&bytes) {
-        Ok(model) => model,
-        Err(e) if opts.top1_outputs => return Err(format!("top-1 head: {e}")),
-        Err(_) => return Ok(None),
-    };
-    let report = match provider {
-        _ if !opts.graph_rewrites => RewriteReport::default(),
-        Provider::Cpu => {
-            let winograd = (opts.winograd && opts.intra_threads == 1)
-                .then_some(onnx_graph::MIN_CHANNEL_BALANCE);
-            onnx_graph::rewrite_for_cpu(&mut model, winograd)
-        }
-        Provider::Cuda { .. } => onnx_graph::rewrite_model(&mut model).unwrap_or_default(),
-    };
-    if opts.top1_outputs {
-        onnx_graph::add_top1_head(&mut model).map_err(|e| format!("top-1 head: {e}"))?;
-    } else if report.total() == 0 {
-        return Ok(None);
-    }
-    Ok(Some((model.encode(), report)))
+    /// The graph was cut at its heads and this decodes them ([`crate::native_tail`]); the
+    /// outputs above are the decoder's.
+    tail: Option<NativeTail>,
 }
 
 impl fmt::Debug for Model {
@@ -286,18 +253,24 @@ impl Model {
                 })?;
         }
         let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-        let (session, rewrites, loaded_bytes) =
+        let (session, rewrites, loaded_bytes, tail) =
             match edited(path, opts, rt.provider).map_err(load_err)? {
-                Some((bytes, report)) => (b.commit_from_memory(&bytes), report, bytes.len() as u64),
+                Some(e) => (
+                    b.commit_from_memory(&e.bytes),
+                    e.report,
+                    e.bytes.len() as u64,
+                    e.tail,
+                ),
                 None => (
                     b.commit_from_file(path),
                     RewriteReport::default(),
                     file_bytes,
+                    None,
                 ),
             };
         let session = session.map_err(|e| load_err(e.to_string()))?;
         let inputs = io_info(session.inputs());
-        let outputs = io_info(session.outputs());
+        let mut outputs = io_info(session.outputs());
         for io in inputs.iter().chain(&outputs) {
             if !io.is_f32 {
                 return Err(load_err(format!(
@@ -305,6 +278,18 @@ impl Model {
                     io.name
                 )));
             }
+        }
+        if let Some(cut) = &tail {
+            outputs = cut
+                .outputs
+                .iter()
+                .zip(cut.tail.output_shapes())
+                .map(|(name, shape)| IoInfo {
+                    name: name.clone(),
+                    shape,
+                    is_f32: true,
+                })
+                .collect();
         }
         let mut model = Model {
             name: name.to_string(),
@@ -320,11 +305,17 @@ impl Model {
             max_run_values: None,
             strips: None,
             selected: None,
+            tail: tail.map(|cut| cut.tail),
         };
         if opts.warm_up {
             model.warm_up()?;
         }
         Ok(model)
+    }
+
+    /// The decoder that replaced the graph's tail, if one did ([`crate::native_tail`]).
+    pub fn native_tail(&self) -> Option<NativeTail> {
+        self.tail
     }
 
     /// The model's name (as given to [`Model::load`]).
@@ -496,6 +487,11 @@ impl Model {
                 ),
             });
         }
+        if self.tail.is_some() {
+            // The session's outputs are the heads, all of which the decoder reads; it gives
+            // every output it decodes (one, for the tails there are).
+            return Ok(());
+        }
         let left_out: Vec<String> = self
             .outputs
             .iter()
@@ -590,6 +586,9 @@ impl Model {
             let shape: Vec<usize> = shape.iter().map(|&d| d.max(0) as usize).collect();
             result.push(TensorF32::new(shape, data.to_vec())?);
         }
-        Ok(result)
+        match self.tail {
+            Some(tail) => tail.decode(&self.name, &result),
+            None => Ok(result),
+        }
     }
 }

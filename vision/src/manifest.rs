@@ -121,6 +121,11 @@ pub struct ModelEntry {
     /// few rows stay in cache ([`crate::chunked`]). None: a batch runs at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_run_values: Option<usize>,
+    /// A decoder that replaces the graph's tail ([`crate::native_tail`]): ONNX Runtime runs
+    /// the graph up to the heads it reads, and it gives the whole graph's outputs. None: the
+    /// graph runs whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_tail: Option<crate::native_tail::NativeTail>,
     /// What the GPU agent's session answers: the model's outputs as they are, or only the
     /// best class of each output's last axis and its score ([`OutputHead`]); none: the
     /// family's default ([`ModelEntry::output_head`]).

@@ -222,3 +222,22 @@ fn values_that_would_hang_or_exhaust_memory_are_refused_naming_the_field() {
     let ok = doc(r#"{"name":"m","family":"mtcnn","path":"m.onnx","params":{"stage":"rnet"}}"#);
     Manifest::parse(&ok, Path::new("m.json")).expect("the defaults are in range");
 }
+
+#[test]
+fn a_native_tail_is_read_by_name_and_an_unknown_one_is_named() {
+    let text =
+        doc(r#"{"name":"p","family":"pose","path":"p.onnx","native_tail":"movenet-multipose"}"#);
+    let m = Manifest::parse(&text, Path::new("m.json")).expect("a known tail");
+    assert_eq!(
+        m.model("p").expect("entry").native_tail,
+        Some(crate::native_tail::NativeTail::MovenetMultipose)
+    );
+    let text = doc(r#"{"name":"p","family":"pose","path":"p.onnx","native_tail":"openpose"}"#);
+    let s = Manifest::parse(&text, Path::new("m.json"))
+        .expect_err("no such tail")
+        .to_string();
+    assert!(
+        s.contains("models[0]") && s.contains("openpose") && s.contains("movenet-multipose"),
+        "{s}"
+    );
+}

@@ -20,8 +20,12 @@ fn load(
     name: &str,
     opts: &SessionOptions,
 ) -> Result<Model> {
-    let mut model = Model::load(rt, name, &manifest.model_path(name, models_dir)?, opts)?;
     let entry = manifest.model(name)?;
+    let opts = SessionOptions {
+        native_tail: entry.native_tail,
+        ..opts.clone()
+    };
+    let mut model = Model::load(rt, name, &manifest.model_path(name, models_dir)?, &opts)?;
     model.set_strips(entry.strips);
     model.set_max_run_values(entry.max_run_values);
     Ok(model)

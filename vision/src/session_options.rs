@@ -38,6 +38,10 @@ pub struct SessionOptions {
     /// becomes `[best class index, its score]`. Set per model (the manifest's `output_head`);
     /// a model it cannot be added to fails to load.
     pub top1_outputs: bool,
+    /// Cut the graph at the heads this decoder reads and decode them natively
+    /// ([`crate::native_tail`]). Set per model (the manifest's `native_tail`); a graph
+    /// without those heads fails to load.
+    pub native_tail: Option<crate::native_tail::NativeTail>,
 }
 
 impl Default for SessionOptions {
@@ -54,6 +58,7 @@ impl Default for SessionOptions {
             winograd: true,
             shared_arena: false,
             top1_outputs: false,
+            native_tail: None,
         }
     }
 }

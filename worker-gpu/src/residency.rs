@@ -26,6 +26,10 @@ pub struct AgentModel {
     /// few whole rows at a time; none: at once.
     #[serde(default)]
     pub max_run_values: Option<usize>,
+    /// The decoder that replaces the graph's tail (the manifest's `native_tail`); none: the
+    /// graph runs whole.
+    #[serde(default)]
+    pub native_tail: Option<vision::native_tail::NativeTail>,
     /// The outputs the manifest declares: runs return only these (none: every output).
     #[serde(default)]
     pub outputs: Vec<String>,
@@ -65,6 +69,7 @@ pub fn start_loader<W: Send + 'static>(
                 let opts = SessionOptions {
                     intra_threads: threads.load(Ordering::Relaxed).max(1),
                     top1_outputs: m.top1_outputs,
+                    native_tail: m.native_tail,
                     winograd: winograd_override.unwrap_or(m.winograd),
                     ..opts.clone()
                 };

@@ -33,6 +33,7 @@ fn a_model_hosted_for_another_app_with_other_outputs_or_file_is_refused() {
         bytes: 1,
         max_rows: None,
         max_run_values: None,
+        native_tail: None,
         strips: None,
         top1_outputs: true,
         winograd: false,
@@ -90,6 +91,7 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
         bytes: 1,
         max_rows: None,
         max_run_values: None,
+        native_tail: None,
         strips: None,
         top1_outputs: false,
         winograd: false,
@@ -340,4 +342,31 @@ fn a_loaded_session_runs_with_its_manifest_value_cap() {
     assert_eq!(session.rows_per_run_for(&[400, 24, 24, 3]), Some(18));
     assert_eq!(session.rows_per_run_for(&[10, 24, 24, 3]), Some(18));
     res.checkin("rnet", session, generation);
+}
+
+#[test]
+fn a_session_with_a_native_tail_answers_the_whole_graphs_output() {
+    let Some(rt) = runtime() else { return };
+    let pose = AgentModel {
+        native_tail: Some(vision::native_tail::NativeTail::MovenetMultipose),
+        ..model("pose", "movenet-multipose.onnx")
+    };
+    let (loader, done) = one_thread_loader(rt, SessionOptions::default());
+    let mut res = Residency::new(vec![pose], None, loader);
+    assert!(res.prefetch("pose"));
+    settle(&mut res, &done).expect("the graph is cut at MoveNet's heads");
+    let (mut session, generation) = res.checkout("pose").expect("resident");
+    assert_eq!(
+        session.native_tail(),
+        Some(vision::native_tail::NativeTail::MovenetMultipose)
+    );
+    let frame = vision::TensorF32::zeros(vec![1, 128, 128, 3]);
+    let out = session.run(std::slice::from_ref(&frame)).expect("run");
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].shape,
+        [1, 6, 56],
+        "the decoded output, not the heads"
+    );
+    res.checkin("pose", session, generation);
 }

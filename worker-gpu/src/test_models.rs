@@ -42,6 +42,7 @@ pub fn model(name: &str, file: &str) -> AgentModel {
         bytes,
         max_rows: None,
         max_run_values: None,
+        native_tail: None,
         strips: None,
         top1_outputs: false,
         winograd: true,

@@ -26,6 +26,9 @@ pub struct HostedModel {
     /// Most input values per run (the manifest's `max_run_values`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_run_values: Option<usize>,
+    /// The decoder that replaces the graph's tail (the manifest's `native_tail`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub native_tail: Option<vision::native_tail::NativeTail>,
     /// The outputs the manifest declares (the agent asks ONNX Runtime for these only).
     pub outputs: Vec<String>,
     /// Large inputs run in strips (the manifest's `strips`).
@@ -269,6 +272,7 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
             bytes,
             max_rows,
             max_run_values: entry.max_run_values,
+            native_tail: entry.native_tail,
             outputs,
             strips: entry.strips,
             top1_outputs: entry.output_head() == vision::manifest::OutputHead::Top1,
@@ -379,6 +383,28 @@ mod tests {
             params[1].get("max_run_values").is_none(),
             "no cap: the field is left out, {params}"
         );
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn the_agent_is_told_which_models_decode_their_tail_natively() {
+        let dir = std::env::temp_dir().join(format!("hosted-tails-{}", std::process::id()));
+        let store = store_with(&dir, &["movenet-multipose", "mtcnn-pnet"]);
+        let app: AppSpec = serde_json::from_value(serde_json::json!({
+            "name": "a",
+            "tasks": [
+                {"name": "src", "kind": "head", "function": "image.gen",
+                 "params": {"width": 64, "height": 64, "count": 1}},
+                {"name": "p", "kind": "gpu", "function": "model.inference",
+                 "inputs": ["src"], "params": {"model": "movenet-multipose"}},
+                {"name": "f", "kind": "gpu", "function": "model.inference",
+                 "inputs": ["src"], "params": {"model": "mtcnn-pnet"}}
+            ]
+        }))
+        .expect("app");
+        let params = serde_json::to_value(hosted(&app, &store).expect("hosted")).expect("json");
+        assert_eq!(params[0]["native_tail"], "movenet-multipose");
+        assert!(params[1].get("native_tail").is_none(), "{params}");
         std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }

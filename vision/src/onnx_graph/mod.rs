@@ -4,6 +4,7 @@
 //! backbones into the convolutions around them before ONNX Runtime loads the model;
 //! [`top1_head`] shrinks a classifier's outputs to the best class and its score.
 
+mod cut;
 mod depthwise;
 mod fp16;
 mod head;
@@ -15,6 +16,7 @@ mod transpose;
 mod winograd;
 pub mod wire;
 
+pub use cut::cut_at;
 pub use fp16::fp16_to_fp32;
 pub use head::{add_top1_head, top1_head};
 pub use model::{Attribute, Graph, GraphError, Node, OnnxModel, Tensor};

@@ -330,6 +330,18 @@ impl<'a> Graph<'a> {
         true
     }
 
+    /// Makes `names` the graph's outputs, in that order, as float32 tensors of no declared
+    /// shape, in place of the outputs it had.
+    pub fn set_float_outputs(&mut self, names: &[String]) {
+        self.other.retain(|f| f.number != GRAPH_OUTPUT);
+        self.other.extend(
+            names
+                .iter()
+                .map(|n| float_value_info(GRAPH_OUTPUT, n, None)),
+        );
+        self.outputs = names.to_vec();
+    }
+
     /// The element types the graph's inputs and outputs declare (`TensorProto.DataType`
     /// numbers; a value info without a tensor type gives none).
     pub fn io_elem_types(&self) -> Vec<i64> {
