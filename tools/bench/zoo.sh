@@ -2,7 +2,7 @@
 # Issue 16's throughput bench: each zoo app (apps/{upscale,segment,pose,track}.json, release build)
 # against its Python reference loop (tools/bench/zoo_ref.py: onnxruntime + numpy, the package's
 # published pre/post-processing, the same model file) on the same media, the reference at 1 and 2
-# intra-op threads (its best counts), outputs checked as the tests do (PSNR, IoU, px, ids).
+# intra-op threads and at 2 without spinning (the best of the three counts), outputs checked as the tests do (PSNR, IoU, px, ids).
 # Prints a markdown table and writes target/bench-zoo/zoo.json. Both sides steady state: the
 # reference without session creation and two warm-up items, the app from its first output row to
 # its last (see tools/bench/zoo.py). As context, the reference also runs on the models as the agent

@@ -18,7 +18,7 @@ only, so the tracker's state starts empty. Prints one JSON line {app, threads, i
 seconds, items_per_s, cpu_s_per_item (the process's CPU time over the loop, spinning included)} and writes the outputs for the comparison: upscale/segment OUT.npy (frames,
 alphas), pose/track OUT.json (per item: people / faces with track ids).
 
-usage: zoo_ref.py APP MODELS_DIR IN.rgb WIDTH HEIGHT THREADS OUT
+usage: zoo_ref.py APP MODELS_DIR IN.rgb WIDTH HEIGHT THREADS OUT   (THREADS: N or N-nospin)
 """
 import json
 import os
@@ -33,9 +33,21 @@ sys.path.insert(0, os.path.join(HERE, "..", "reference"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "fixtures", "reference"))
 
 
+def configure(opts, threads):
+    """THREADS is an intra-op thread count, or N-nospin: N threads that sleep when idle instead of
+    spinning (ORT's default spins; on this VM two spinning threads sometimes wait on each other
+    and the loop runs barely faster than on one)."""
+    count, _, spin = str(threads).partition("-")
+    opts.intra_op_num_threads = int(count)
+    if spin == "nospin":
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif spin:
+        sys.exit(f"THREADS {threads!r}: a count, or COUNT-nospin")
+    return opts
+
+
 def session(path, threads):
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
+    opts = configure(ort.SessionOptions(), threads)
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
@@ -62,8 +74,7 @@ def track(models, threads):
     plain = ort.InferenceSession
 
     def with_threads(path, sess_options=None, **kw):
-        opts = sess_options or ort.SessionOptions()
-        opts.intra_op_num_threads = threads
+        opts = configure(sess_options or ort.SessionOptions(), threads)
         kw.setdefault("providers", ["CPUExecutionProvider"])
         return plain(path, opts, **kw)
 
@@ -108,7 +119,7 @@ def track(models, threads):
 def main(argv):
     if len(argv) != 8:
         sys.exit(__doc__)
-    app, models, src, w, h, threads, out = argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]), int(argv[6]), argv[7]
+    app, models, src, w, h, threads, out = argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]), argv[6], argv[7]
     make = {"upscale": upscale, "segment": segment, "pose": pose, "track": track}.get(app)
     if make is None:
         sys.exit(f"unknown app {app!r}: upscale, segment, pose or track")

@@ -239,6 +239,13 @@ impl Manifest {
                     }
                 }
             }
+            if e.native_tail.is_some() && e.strips.is_some() {
+                // Strips stitch outputs that are maps of the input; a decoded tail's are not.
+                return Err(err(
+                    "strips",
+                    "a model with a `native_tail` does not run in strips".into(),
+                ));
+            }
             if let Some(p) = &e.path {
                 if p.is_relative() {
                     e.path = Some(base.join(p));

@@ -240,4 +240,11 @@ fn a_native_tail_is_read_by_name_and_an_unknown_one_is_named() {
         s.contains("models[0]") && s.contains("openpose") && s.contains("movenet-multipose"),
         "{s}"
     );
+    let text = doc(
+        r#"{"name":"p","family":"pose","path":"p.onnx","native_tail":"movenet-multipose","strips":{"axis":1,"field":12,"stride":2}}"#,
+    );
+    let s = Manifest::parse(&text, Path::new("m.json"))
+        .expect_err("strips of a decoded tail")
+        .to_string();
+    assert!(s.contains("strips") && s.contains("native_tail"), "{s}");
 }

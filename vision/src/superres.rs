@@ -260,11 +260,15 @@ mod tests {
     }
 
     #[test]
-    fn the_repository_manifest_has_upconv7_with_its_defaults() {
+    fn the_repository_manifest_has_upconv7_with_its_defaults_but_a_320_px_tile() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../apps/models.json");
         let m = crate::manifest::Manifest::load(&path).unwrap();
         let e = m.model("waifu2x-upconv7-x2").unwrap();
-        assert_eq!(e.superres_params().unwrap(), SuperresParams::default());
+        let wide_tiles = SuperresParams {
+            tile: 320,
+            ..SuperresParams::default()
+        };
+        assert_eq!(e.superres_params().unwrap(), wide_tiles);
         assert_eq!(e.max_rows_per_run(), Some(4));
         assert!(e.licence.as_deref().is_some_and(|l| l.starts_with("MIT")));
         assert_eq!(m.model("yolox-ddddocr").unwrap().max_rows_per_run(), None);
