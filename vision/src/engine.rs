@@ -133,12 +133,12 @@ pub struct IoInfo {
 
 /// A loaded model: an ORT session plus what it expects.
 pub struct Model {
-    name: String,
+    pub(crate) name: String,
     path: PathBuf,
     provider: Provider,
     session: Session,
     inputs: Vec<IoInfo>,
-    outputs: Vec<IoInfo>,
+    pub(crate) outputs: Vec<IoInfo>,
     rewrites: RewriteReport,
     /// Size of the `.onnx` file, and of the graph ORT loaded: the file's, or the edited bytes'
     /// (Winograd's transformed weights are 4× the layer's).
@@ -152,10 +152,12 @@ pub struct Model {
     strips: Option<Strips>,
     /// When only some outputs are wanted: a run that leaves the others out (ONNX Runtime
     /// may then skip the nodes only they need, and nothing copies them).
-    selected: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
+    pub(crate) selected: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
     /// The graph was cut at its heads and this decodes them ([`crate::native_tail`]); the
     /// outputs above are the decoder's.
-    tail: Option<NativeTail>,
+    pub(crate) tail: Option<NativeTail>,
+    /// Nodes of the file's graph the session does not run ([`Model::nodes_pruned`]).
+    nodes_pruned: usize,
 }
 
 impl fmt::Debug for Model {
@@ -253,19 +255,21 @@ impl Model {
                 })?;
         }
         let file_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
-        let (session, rewrites, loaded_bytes, tail) =
+        let (session, rewrites, loaded_bytes, tail, nodes_pruned) =
             match edited(path, opts, rt.provider).map_err(load_err)? {
                 Some(e) => (
                     b.commit_from_memory(&e.bytes),
                     e.report,
                     e.bytes.len() as u64,
                     e.tail,
+                    e.nodes_pruned,
                 ),
                 None => (
                     b.commit_from_file(path),
                     RewriteReport::default(),
                     file_bytes,
                     None,
+                    0,
                 ),
             };
         let session = session.map_err(|e| load_err(e.to_string()))?;
@@ -306,11 +310,18 @@ impl Model {
             strips: None,
             selected: None,
             tail: tail.map(|cut| cut.tail),
+            nodes_pruned,
         };
         if opts.warm_up {
             model.warm_up()?;
         }
         Ok(model)
+    }
+
+    /// Nodes of the file's graph the session does not have: only outputs that are not wanted
+    /// need them (`SessionOptions::outputs`), or a native tail decodes them.
+    pub fn nodes_pruned(&self) -> usize {
+        self.nodes_pruned
     }
 
     /// The decoder that replaced the graph's tail, if one did ([`crate::native_tail`]).
@@ -464,58 +475,6 @@ impl Model {
     /// the value cap of [`Model::set_max_run_values`]; `None`: the whole batch at once.
     pub fn rows_per_run_for(&self, shape: &[usize]) -> Option<usize> {
         crate::chunked::rows_for(self.rows_per_run(), self.max_run_values, shape)
-    }
-
-    /// Runs return only the outputs named in `wanted` (in the model's order); every
-    /// output when `wanted` names them all or is empty. A name that is not an output of
-    /// the model is an error naming it.
-    pub fn keep_outputs(&mut self, wanted: &[String]) -> Result<()> {
-        if let Some(unknown) = wanted
-            .iter()
-            .find(|w| !self.outputs.iter().any(|o| &o.name == *w))
-        {
-            return Err(VisionError::Output {
-                model: self.name.clone(),
-                output: unknown.clone(),
-                msg: format!(
-                    "declared but not an output of the model (it has {})",
-                    self.outputs
-                        .iter()
-                        .map(|o| o.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            });
-        }
-        if self.tail.is_some() {
-            // The session's outputs are the heads, all of which the decoder reads; it gives
-            // every output it decodes (one, for the tails there are).
-            return Ok(());
-        }
-        let left_out: Vec<String> = self
-            .outputs
-            .iter()
-            .filter(|o| !wanted.is_empty() && !wanted.contains(&o.name))
-            .map(|o| o.name.clone())
-            .collect();
-        if left_out.is_empty() {
-            self.selected = None;
-            return Ok(());
-        }
-        let selector = left_out
-            .iter()
-            .fold(ort::session::OutputSelector::default(), |s, name| {
-                s.without(name.clone())
-            });
-        let options = ort::session::RunOptions::new()
-            .map_err(|e| VisionError::Run {
-                model: self.name.clone(),
-                msg: e.to_string(),
-            })?
-            .with_outputs(selector);
-        self.outputs.retain(|o| !left_out.contains(&o.name));
-        self.selected = Some(options);
-        Ok(())
     }
 
     /// Runs the model: one tensor per input, in the model's input order; returns the outputs in order.

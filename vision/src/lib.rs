@@ -24,6 +24,7 @@ pub mod imgproc;
 pub mod manifest;
 mod manifest_params;
 mod model_bytes;
+mod model_outputs;
 pub mod mtcnn;
 pub mod native_tail;
 pub mod onnx_graph;

@@ -42,6 +42,11 @@ pub struct SessionOptions {
     /// ([`crate::native_tail`]). Set per model (the manifest's `native_tail`); a graph
     /// without those heads fails to load.
     pub native_tail: Option<crate::native_tail::NativeTail>,
+    /// The outputs wanted (empty: all). With `graph_rewrites`, a graph that has others is cut
+    /// to these before ONNX Runtime loads it, so the nodes only the others need never run
+    /// (the agent passes the manifest's declared outputs; [`crate::Model::keep_outputs`] then
+    /// checks the names).
+    pub outputs: Vec<String>,
 }
 
 impl Default for SessionOptions {
@@ -59,6 +64,7 @@ impl Default for SessionOptions {
             shared_arena: false,
             top1_outputs: false,
             native_tail: None,
+            outputs: Vec::new(),
         }
     }
 }

@@ -70,6 +70,7 @@ pub fn start_loader<W: Send + 'static>(
                     intra_threads: threads.load(Ordering::Relaxed).max(1),
                     top1_outputs: m.top1_outputs,
                     native_tail: m.native_tail,
+                    outputs: m.outputs.clone(),
                     winograd: winograd_override.unwrap_or(m.winograd),
                     ..opts.clone()
                 };
@@ -377,7 +378,8 @@ impl Residency {
         }
         let before = demand.first(&name).unwrap_or(usize::MAX);
         self.make_room(self.bytes(&name), &name, demand, before);
-        let rewrites = model.rewrites();
+        let (rewrites, nodes_pruned, native_tail) =
+            (model.rewrites(), model.nodes_pruned(), model.native_tail());
         self.idle
             .entry(name.clone())
             .or_default()
@@ -385,7 +387,7 @@ impl Residency {
         self.touch(&name);
         self.loads += 1;
         self.load_ns += took.as_nanos() as u64;
-        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), sessions = self.sessions(&name), generation = self.generation, %rewrites, "loaded");
+        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), sessions = self.sessions(&name), generation = self.generation, %rewrites, nodes_pruned, ?native_tail, "loaded");
         Ok(())
     }
 
