@@ -150,8 +150,9 @@ pub struct Model {
     max_run_values: Option<usize>,
     /// Large inputs run in strips ([`crate::strips`]); `None`: always whole.
     strips: Option<Strips>,
-    /// When only some outputs are wanted: a run that leaves the others out (ONNX Runtime
-    /// may then skip the nodes only they need, and nothing copies them).
+    /// When only some outputs are wanted and the graph could not be cut to them at load
+    /// ([`Model::keep_outputs`]): a run that leaves the others out, so nothing copies them
+    /// (ONNX Runtime still runs every node).
     pub(crate) selected: Option<ort::session::RunOptions<ort::session::HasSelectedOutputs>>,
     /// The graph was cut at its heads and this decodes them ([`crate::native_tail`]); the
     /// outputs above are the decoder's.
@@ -187,6 +188,14 @@ fn io_info(outlets: &[ort::value::Outlet]) -> Vec<IoInfo> {
                 is_f32: false,
             },
         })
+        .collect()
+}
+
+/// Tensors as the (shape, values) views the session runs take.
+fn views(inputs: &[TensorF32]) -> Vec<(&[usize], &[f32])> {
+    inputs
+        .iter()
+        .map(|t| (t.shape.as_slice(), t.data.as_slice()))
         .collect()
 }
 
@@ -404,11 +413,7 @@ impl Model {
 
     /// Checks `inputs` (positional, one per model input) against the declared shapes.
     pub fn check_inputs(&self, inputs: &[TensorF32]) -> Result<()> {
-        let views: Vec<(&[usize], &[f32])> = inputs
-            .iter()
-            .map(|t| (t.shape.as_slice(), t.data.as_slice()))
-            .collect();
-        self.check_views(&views)
+        self.check_views(&views(inputs))
     }
 
     /// [`Model::check_inputs`] of inputs given as (shape, values).
@@ -507,11 +512,7 @@ impl Model {
 
     /// One run of the whole inputs.
     fn run_whole(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
-        let views: Vec<(&[usize], &[f32])> = inputs
-            .iter()
-            .map(|t| (t.shape.as_slice(), t.data.as_slice()))
-            .collect();
-        self.run_views(&views)
+        self.run_views(&views(inputs))
     }
 
     /// One run of inputs given as (shape, values).

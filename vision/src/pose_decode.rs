@@ -87,6 +87,11 @@ impl MultiposeHeads<'_> {
     fn at(&self, plane: &[f32], channel: usize, cell: usize) -> f32 {
         plane[channel * self.height * self.width + cell]
     }
+
+    /// A cell's (row, column), as the graph's floats.
+    fn yx(&self, cell: usize) -> (f32, f32) {
+        ((cell / self.width) as f32, (cell % self.width) as f32)
+    }
 }
 
 /// The graph's output for one image: [`PEOPLE`] rows of [`ROW`] values (17 × (y, x, score)
@@ -100,29 +105,21 @@ pub fn decode_multipose(heads: &MultiposeHeads<'_>) -> Result<Vec<f32>> {
         .iter()
         .map(|&(_, cell)| candidate_box(heads, cell))
         .collect();
+    let points: Vec<[(f32, f32); KEYPOINTS]> = centers
+        .iter()
+        .map(|&(_, cell)| regressed(heads, cell))
+        .collect();
     let mut out = vec![0.0f32; PEOPLE * ROW];
-    for (p, &(center_score, cell)) in centers.iter().enumerate() {
-        let (y, x) = ((cell / w) as f32, (cell % w) as f32);
+    for (p, &(center_score, _)) in centers.iter().enumerate() {
         let row = &mut out[p * ROW..(p + 1) * ROW];
         let mut score_sum = 0.0f32;
         let mut counted = 0.0f32;
         for k in 0..KEYPOINTS {
-            let ky = y + heads.at(heads.regress, 2 * k, cell);
-            let kx = x + heads.at(heads.regress, 2 * k + 1, cell);
-            let best = best_cell(heads, k, (ky, kx), &boxes[p], spread);
+            let best = best_cell(heads, k, points[p][k], &boxes[p], spread);
             let score = (0..PEOPLE)
-                .map(|q| {
-                    weighted(
-                        heads,
-                        k,
-                        best,
-                        &boxes[q],
-                        regressed(heads, &centers, q, k),
-                        spread,
-                    )
-                })
+                .map(|q| weighted(heads, k, best, &boxes[q], points[q][k], spread))
                 .fold(0.0f32, f32::max);
-            let (by, bx) = ((best / w) as f32, (best % w) as f32);
+            let (by, bx) = heads.yx(best);
             row[3 * k] =
                 (by + heads.at(heads.offset, 2 * k, best)) * (STRIDE / (STRIDE * h as f32));
             row[3 * k + 1] =
@@ -189,7 +186,7 @@ fn top_centers(heads: &MultiposeHeads<'_>) -> Vec<(f32, usize)> {
 /// The candidate at `cell`'s box in cells, clipped to the grid.
 fn candidate_box(heads: &MultiposeHeads<'_>, cell: usize) -> CellBox {
     let (h, w) = (heads.height as f32, heads.width as f32);
-    let (y, x) = ((cell / heads.width) as f32, (cell % heads.width) as f32);
+    let (y, x) = heads.yx(cell);
     let half_h = heads.at(heads.box_scale, 0, cell).max(0.0) * 0.5;
     let half_w = heads.at(heads.box_scale, 1, cell).max(0.0) * 0.5;
     let (cy, cx) = (
@@ -205,19 +202,20 @@ fn candidate_box(heads: &MultiposeHeads<'_>, cell: usize) -> CellBox {
     ]
 }
 
-/// Candidate `q`'s regressed position of keypoint `k`, in cells.
-fn regressed(
-    heads: &MultiposeHeads<'_>,
-    centers: &[(f32, usize)],
-    q: usize,
-    k: usize,
-) -> (f32, f32) {
-    let cell = centers[q].1;
-    let (y, x) = ((cell / heads.width) as f32, (cell % heads.width) as f32);
-    (
-        y + heads.at(heads.regress, 2 * k, cell),
-        x + heads.at(heads.regress, 2 * k + 1, cell),
-    )
+/// The candidate at `cell`'s regressed position of each keypoint, in cells.
+fn regressed(heads: &MultiposeHeads<'_>, cell: usize) -> [(f32, f32); KEYPOINTS] {
+    let (y, x) = heads.yx(cell);
+    std::array::from_fn(|k| {
+        (
+            y + heads.at(heads.regress, 2 * k, cell),
+            x + heads.at(heads.regress, 2 * k + 1, cell),
+        )
+    })
+}
+
+/// A heat weighted by the squared distance `d2` to its keypoint, as the graph computes it.
+fn weigh(heat: f32, d2: f32, spread: f32) -> f32 {
+    heat * (-d2 / spread).exp()
 }
 
 /// The rows or columns `lo ≤ v < hi` of a box side, as a range of cell indices.
@@ -234,12 +232,12 @@ fn weighted(
     point: (f32, f32),
     spread: f32,
 ) -> f32 {
-    let (y, x) = ((cell / heads.width) as f32, (cell % heads.width) as f32);
+    let (y, x) = heads.yx(cell);
     if !(y >= b[0] && y < b[2] && x >= b[1] && x < b[3]) {
         return 0.0;
     }
     let (dy, dx) = (y - point.0, x - point.1);
-    heads.at(heads.heatmap, k, cell) * (-(dy * dy + dx * dx) / spread).exp()
+    weigh(heads.at(heads.heatmap, k, cell), dy * dy + dx * dx, spread)
 }
 
 /// The cell of box `b` where keypoint `k`'s weighted heatmap is largest (the first in raster
@@ -265,7 +263,7 @@ fn best_cell(
                 continue;
             }
             let dx = x as f32 - point.1;
-            let v = heat * (-(dy2 + dx * dx) / spread).exp();
+            let v = weigh(heat, dy2 + dx * dx, spread);
             if v > best {
                 best = v;
                 best_at = y * w + x;

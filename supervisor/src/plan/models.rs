@@ -358,24 +358,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_agent_is_told_each_models_value_cap_from_the_manifest() {
-        let dir = std::env::temp_dir().join(format!("hosted-caps-{}", std::process::id()));
-        let store = store_with(&dir, &["mtcnn-rnet", "ppocr-det"]);
+    /// The agent's model list, as JSON, for an app whose two inference tasks run `models`
+    /// (stand-in files in a scratch folder named after `tag`).
+    fn hosted_params(tag: &str, models: [&str; 2]) -> serde_json::Value {
+        let dir = std::env::temp_dir().join(format!("hosted-{tag}-{}", std::process::id()));
+        let store = store_with(&dir, &models);
         let app: AppSpec = serde_json::from_value(serde_json::json!({
             "name": "a",
             "tasks": [
                 {"name": "src", "kind": "head", "function": "image.gen",
                  "params": {"width": 64, "height": 64, "count": 1}},
-                {"name": "r", "kind": "gpu", "function": "model.inference",
-                 "inputs": ["src"], "params": {"model": "mtcnn-rnet"}},
-                {"name": "d", "kind": "gpu", "function": "model.inference",
-                 "inputs": ["src"], "params": {"model": "ppocr-det"}}
+                {"name": "m0", "kind": "gpu", "function": "model.inference",
+                 "inputs": ["src"], "params": {"model": models[0]}},
+                {"name": "m1", "kind": "gpu", "function": "model.inference",
+                 "inputs": ["src"], "params": {"model": models[1]}}
             ]
         }))
         .expect("app");
-        let models = hosted(&app, &store).expect("hosted");
-        let params = serde_json::to_value(&models).expect("json");
+        let params = serde_json::to_value(hosted(&app, &store).expect("hosted")).expect("json");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+        params
+    }
+
+    #[test]
+    fn the_agent_is_told_each_models_value_cap_from_the_manifest() {
+        let params = hosted_params("caps", ["mtcnn-rnet", "ppocr-det"]);
         assert_eq!(params[0]["name"], "mtcnn-rnet");
         assert_eq!(params[0]["max_run_values"], 32_000);
         assert_eq!(params[1]["name"], "ppocr-det");
@@ -383,28 +390,13 @@ mod tests {
             params[1].get("max_run_values").is_none(),
             "no cap: the field is left out, {params}"
         );
-        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]
     fn the_agent_is_told_which_models_decode_their_tail_natively() {
-        let dir = std::env::temp_dir().join(format!("hosted-tails-{}", std::process::id()));
-        let store = store_with(&dir, &["movenet-multipose", "mtcnn-pnet"]);
-        let app: AppSpec = serde_json::from_value(serde_json::json!({
-            "name": "a",
-            "tasks": [
-                {"name": "src", "kind": "head", "function": "image.gen",
-                 "params": {"width": 64, "height": 64, "count": 1}},
-                {"name": "p", "kind": "gpu", "function": "model.inference",
-                 "inputs": ["src"], "params": {"model": "movenet-multipose"}},
-                {"name": "f", "kind": "gpu", "function": "model.inference",
-                 "inputs": ["src"], "params": {"model": "mtcnn-pnet"}}
-            ]
-        }))
-        .expect("app");
-        let params = serde_json::to_value(hosted(&app, &store).expect("hosted")).expect("json");
+        let params = hosted_params("tails", ["movenet-multipose", "mtcnn-pnet"]);
+        assert_eq!(params[0]["name"], "movenet-multipose");
         assert_eq!(params[0]["native_tail"], "movenet-multipose");
         assert!(params[1].get("native_tail").is_none(), "{params}");
-        std::fs::remove_dir_all(&dir).expect("clean up");
     }
 }
