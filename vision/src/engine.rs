@@ -159,6 +159,8 @@ pub struct Model {
     pub(crate) tail: Option<NativeTail>,
     /// Nodes of the file's graph the session does not run ([`Model::nodes_pruned`]).
     nodes_pruned: usize,
+    /// The session allocates from the process's shared CPU arena ([`crate::shared_arena`]).
+    shared_arena: bool,
 }
 
 impl fmt::Debug for Model {
@@ -320,6 +322,7 @@ impl Model {
             selected: None,
             tail: tail.map(|cut| cut.tail),
             nodes_pruned,
+            shared_arena: opts.shared_arena && rt.provider == Provider::Cpu,
         };
         if opts.warm_up {
             model.warm_up()?;
@@ -331,6 +334,12 @@ impl Model {
     /// need them (`SessionOptions::outputs`), or a native tail decodes them.
     pub fn nodes_pruned(&self) -> usize {
         self.nodes_pruned
+    }
+
+    /// Whether the session allocates from the process's shared CPU arena
+    /// ([`crate::shared_arena`]) rather than an arena of its own.
+    pub fn shared_arena(&self) -> bool {
+        self.shared_arena
     }
 
     /// The decoder that replaced the graph's tail, if one did ([`crate::native_tail`]).

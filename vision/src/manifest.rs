@@ -135,6 +135,14 @@ pub struct ModelEntry {
     /// ([`crate::onnx_graph::winograd_convs`]); on unless the entry says `false`.
     #[serde(default = "winograd_default", skip_serializing_if = "is_yes")]
     pub winograd: bool,
+    /// On `cpu:0`, the agent's sessions of this model allocate from arenas of their own
+    /// instead of the process's one shared arena ([`crate::shared_arena`]). For small
+    /// models run many times a second by every executor (MTCNN's nets): in the shared arena
+    /// a buffer one executor frees is the next one the other executor writes, and the cache
+    /// lines move between cores on every run. Default `false`: big models keep the shared
+    /// arena, which holds far less memory.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub own_arena: bool,
 }
 
 /// Winograd's convolutions are on for a model unless its entry says otherwise (also the

@@ -248,3 +248,26 @@ fn a_native_tail_is_read_by_name_and_an_unknown_one_is_named() {
         .to_string();
     assert!(s.contains("strips") && s.contains("native_tail"), "{s}");
 }
+
+#[test]
+fn own_arena_is_off_unless_an_entry_asks_and_must_be_a_boolean() {
+    let m = Manifest::parse(
+        &doc(r#"{"name":"m","family":"mtcnn","path":"m.onnx","params":{"stage":"pnet"},"own_arena":true}"#),
+        Path::new("m.json"),
+    )
+    .expect("own arena");
+    assert!(m.model("m").expect("entry").own_arena);
+    let m = Manifest::parse(
+        &doc(r#"{"name":"m","family":"mtcnn","path":"m.onnx","params":{"stage":"pnet"}}"#),
+        Path::new("m.json"),
+    )
+    .expect("default");
+    assert!(!m.model("m").expect("entry").own_arena);
+    let s = Manifest::parse(
+        &doc(r#"{"name":"m","family":"mtcnn","path":"m.onnx","params":{"stage":"pnet"},"own_arena":"yes"}"#),
+        Path::new("m.json"),
+    )
+    .expect_err("not a boolean")
+    .to_string();
+    assert!(s.contains("models[0].own_arena"), "{s}");
+}

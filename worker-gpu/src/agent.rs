@@ -194,7 +194,7 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
     while st.res.loading().is_some() && stopped_at.elapsed() < LOAD_AT_STOP {
         match wake.recv_timeout(POLL) {
             Ok(w @ Wake::Loaded(_)) => handle(node, &mut st, w)?,
-            Ok(Wake::Ran(_)) => st.exec.finished(),
+            Ok(Wake::Ran(done)) => st.exec.finished(done.executor),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -230,9 +230,14 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
             }
         }
         Wake::Ran(done) => {
-            st.exec.finished();
+            st.exec.finished(done.executor);
             let job = done.job;
-            st.res.checkin(&job.req.model, job.model, job.generation);
+            st.res.checkin(
+                &job.req.model,
+                job.model,
+                job.generation,
+                Some(done.executor),
+            );
             node.note_busy(done.took.as_nanos() as u64);
             tracing::debug!(model = %job.req.model, ms = done.took.as_secs_f64() * 1e3, shape = ?job.input.shape, "ran");
             start_runs(node, st)?;
@@ -296,11 +301,11 @@ fn dispatch(node: &Node, st: &mut State) -> Result<(), NodeError> {
 /// Starts runs while an executor is free: the request whose inputs are ready when its
 /// model has an idle session, else the earliest-deadline request that can run now.
 fn start_runs(node: &Node, st: &mut State) -> Result<(), NodeError> {
-    while st.exec.free() {
+    while let Some(executor) = st.exec.next_free() {
         let Some((req, input)) = next_run(node, st)? else {
             return Ok(());
         };
-        let Some((model, generation)) = st.res.checkout(&req.model) else {
+        let Some((model, generation)) = st.res.checkout(&req.model, executor) else {
             // next_run only returns requests whose model has an idle session
             st.ready = Some((req, input));
             return Ok(());
@@ -311,8 +316,9 @@ fn start_runs(node: &Node, st: &mut State) -> Result<(), NodeError> {
             input,
             req,
         };
-        if let Err(job) = st.exec.submit(job) {
-            st.res.checkin(&job.req.model, job.model, job.generation);
+        if let Err(job) = st.exec.submit(executor, job) {
+            st.res
+                .checkin(&job.req.model, job.model, job.generation, None);
             let e = Err(AgentError::Failed("the executor threads died".into()));
             reply(node, &st.res, &job.req, e)?;
             return Ok(());

@@ -1,13 +1,15 @@
 //! The agent's executor pool: `n` threads, each running one job at a time (on `cpu:0`
 //! one model session with one intra-op thread), so that several requests — of
 //! different models, or of one stage's pyramid levels — run at once while the agent's
-//! own thread keeps serving its inbox and copying inputs and outputs. Each finished job
-//! is handed back (its session to check in) with its result; a job that fails, or
-//! panics, is reported like any other and frees its thread.
+//! own thread keeps serving its inbox and copying inputs and outputs. A job goes to a
+//! thread the agent names (so that it can hand that thread the session it ran last, see
+//! [`crate::residency::session_for`]). Each finished job is handed back (its session to
+//! check in) with its result and its thread; a job that fails, or panics, is reported
+//! like any other and frees its thread.
 
 use protocol::messages::AgentRequest;
 use std::panic::AssertUnwindSafe;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use vision::{Model, TensorF32};
 
@@ -33,17 +35,19 @@ impl Work for Job {
     }
 }
 
-/// A finished run: the job back and the outputs.
+/// A finished run: the job back, the outputs and the thread that ran it.
 pub struct Done<J = Job> {
     pub job: J,
     pub result: Result<Vec<TensorF32>, String>,
     pub took: Duration,
+    pub executor: usize,
 }
 
 pub struct Executor<J: Work = Job> {
-    jobs: mpsc::Sender<J>,
-    size: usize,
-    busy: usize,
+    /// Each thread's job queue (it holds at most the one job it runs).
+    jobs: Vec<mpsc::Sender<J>>,
+    /// Which threads run a job now.
+    busy: Vec<bool>,
 }
 
 impl<J: Work> Executor<J> {
@@ -55,63 +59,76 @@ impl<J: Work> Executor<J> {
         wrap: fn(Done<J>) -> W,
     ) -> Result<Executor<J>, String> {
         let size = size.max(1);
-        let (jobs, rx) = mpsc::channel::<J>();
-        let rx = Arc::new(Mutex::new(rx));
-        for k in 0..size {
-            let (rx, done) = (rx.clone(), done.clone());
+        let mut jobs = Vec::with_capacity(size);
+        for executor in 0..size {
+            let (tx, rx) = mpsc::channel::<J>();
+            let done = done.clone();
             std::thread::Builder::new()
-                .name(format!("executor-{k}"))
-                .spawn(move || loop {
-                    // Holding the lock only while waiting: one idle thread takes the job.
-                    let next = match rx.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok(mut job) = next else { return };
-                    let started = Instant::now();
-                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| job.work()))
-                        .unwrap_or_else(|_| Err("the model run panicked".to_string()));
-                    let took = started.elapsed();
-                    if done.send(wrap(Done { job, result, took })).is_err() {
-                        return;
+                .name(format!("executor-{executor}"))
+                .spawn(move || {
+                    while let Ok(mut job) = rx.recv() {
+                        let started = Instant::now();
+                        let result = std::panic::catch_unwind(AssertUnwindSafe(|| job.work()))
+                            .unwrap_or_else(|_| Err("the model run panicked".to_string()));
+                        let took = started.elapsed();
+                        let done_job = Done {
+                            job,
+                            result,
+                            took,
+                            executor,
+                        };
+                        if done.send(wrap(done_job)).is_err() {
+                            return;
+                        }
                     }
                 })
-                .map_err(|e| format!("cannot start executor thread {k}: {e}"))?;
+                .map_err(|e| format!("cannot start executor thread {executor}: {e}"))?;
+            jobs.push(tx);
         }
         Ok(Executor {
+            busy: vec![false; jobs.len()],
             jobs,
-            size,
-            busy: 0,
         })
     }
 
     /// Runs in progress.
     pub fn busy(&self) -> usize {
-        self.busy
+        self.busy.iter().filter(|&&b| b).count()
     }
 
     /// Executor threads in all.
     pub fn size(&self) -> usize {
-        self.size
+        self.jobs.len()
     }
 
     /// An executor thread is free for a job.
     pub fn free(&self) -> bool {
-        self.busy < self.size
+        self.next_free().is_some()
     }
 
-    /// Hands `job` to a free executor; the job back if the threads are gone.
-    pub fn submit(&mut self, job: J) -> Result<(), Box<J>> {
-        self.jobs
+    /// The free thread the next job goes to (the lowest-numbered one).
+    pub fn next_free(&self) -> Option<usize> {
+        self.busy.iter().position(|&b| !b)
+    }
+
+    /// Hands `job` to thread `executor` ([`Executor::next_free`]); the job back if that
+    /// thread is gone or busy.
+    pub fn submit(&mut self, executor: usize, job: J) -> Result<(), Box<J>> {
+        if self.busy.get(executor) != Some(&false) {
+            return Err(Box::new(job));
+        }
+        self.jobs[executor]
             .send(job)
             .map_err(|mpsc::SendError(job)| Box::new(job))?;
-        self.busy += 1;
+        self.busy[executor] = true;
         Ok(())
     }
 
-    /// An executor reported its run.
-    pub fn finished(&mut self) {
-        self.busy = self.busy.saturating_sub(1);
+    /// Thread `executor` reported its run.
+    pub fn finished(&mut self, executor: usize) {
+        if let Some(b) = self.busy.get_mut(executor) {
+            *b = false;
+        }
     }
 }
 
@@ -163,10 +180,11 @@ mod tests {
         let (started_tx, started) = mpsc::channel();
         let (a, go_a) = probe("pnet", &started_tx, false);
         let (b, go_b) = probe("rnet", &started_tx, false);
-        ex.submit(a).map_err(|_| "submit").expect("a");
-        assert!(ex.free());
-        ex.submit(b).map_err(|_| "submit").expect("b");
-        assert!(!ex.free());
+        assert_eq!(ex.next_free(), Some(0));
+        ex.submit(0, a).map_err(|_| "submit").expect("a");
+        assert_eq!(ex.next_free(), Some(1));
+        ex.submit(1, b).map_err(|_| "submit").expect("b");
+        assert!(!ex.free() && ex.next_free().is_none());
         // Both started while neither has been released: they run at once.
         let mut first = [
             started
@@ -178,26 +196,32 @@ mod tests {
         ];
         first.sort();
         assert_eq!(first, ["pnet", "rnet"]);
-        // A third job queued now starts only when a thread is free.
+        // A busy thread takes no second job: it comes back.
         let (c, go_c) = probe("onet", &started_tx, false);
-        ex.submit(c).map_err(|_| "submit").expect("c");
+        let c = *ex.submit(0, c).expect_err("thread 0 is busy");
         assert!(started.try_recv().is_err());
         go_b.send(()).expect("release rnet");
         let d = done
             .recv_timeout(Duration::from_secs(30))
             .expect("rnet ends");
-        ex.finished();
-        assert_eq!(d.job.name, "rnet");
+        assert_eq!((d.job.name, d.executor), ("rnet", 1));
+        ex.finished(d.executor);
+        assert_eq!(ex.next_free(), Some(1));
+        ex.submit(1, c).map_err(|_| "submit").expect("c");
         assert_eq!(
             started.recv_timeout(Duration::from_secs(30)).expect("onet"),
             "onet"
         );
         go_a.send(()).expect("release");
         go_c.send(()).expect("release");
+        let mut ran_on = Vec::new();
         for _ in 0..2 {
-            assert!(done.recv_timeout(Duration::from_secs(30)).is_ok());
-            ex.finished();
+            let d = done.recv_timeout(Duration::from_secs(30)).expect("ends");
+            ran_on.push((d.job.name, d.executor));
+            ex.finished(d.executor);
         }
+        ran_on.sort();
+        assert_eq!(ran_on, [("onet", 1), ("pnet", 0)]);
         assert_eq!(ex.busy(), 0);
     }
 
@@ -209,15 +233,15 @@ mod tests {
         let (started_tx, _started) = mpsc::channel();
         let (bad, go_bad) = probe("broken", &started_tx, true);
         let (good, go_good) = probe("good", &started_tx, false);
-        ex.submit(bad).map_err(|_| "submit").expect("bad");
+        ex.submit(0, bad).map_err(|_| "submit").expect("bad");
         go_bad.send(()).expect("release");
         let d = done
             .recv_timeout(Duration::from_secs(30))
             .expect("reported");
-        ex.finished();
+        ex.finished(d.executor);
         assert_eq!(d.job.name, "broken");
         assert!(d.result.unwrap_err().contains("panicked"));
-        ex.submit(good).map_err(|_| "submit").expect("good");
+        ex.submit(0, good).map_err(|_| "submit").expect("good");
         go_good.send(()).expect("release");
         let d = done.recv_timeout(Duration::from_secs(30)).expect("runs");
         assert_eq!(d.job.name, "good");

@@ -33,6 +33,10 @@ pub struct AgentModel {
     /// The outputs the manifest declares: runs return only these (none: every output).
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// Its sessions allocate from arenas of their own, not the agent's shared CPU arena
+    /// (the manifest's `own_arena`).
+    #[serde(default)]
+    pub own_arena: bool,
     /// Large inputs run in strips (the manifest's `strips`); none: always whole.
     #[serde(default)]
     pub strips: Option<vision::strips::Strips>,
@@ -71,6 +75,7 @@ pub fn start_loader<W: Send + 'static>(
                     top1_outputs: m.top1_outputs,
                     native_tail: m.native_tail,
                     outputs: m.outputs.clone(),
+                    shared_arena: opts.shared_arena && !m.own_arena,
                     winograd: winograd_override.unwrap_or(m.winograd),
                     ..opts.clone()
                 };
@@ -124,11 +129,32 @@ impl Demand {
     }
 }
 
+/// A resident session no executor runs now.
+struct IdleSession {
+    model: Model,
+    /// The generation it was made in.
+    generation: u64,
+    /// The executor thread that ran it last; none: not run yet.
+    last_executor: Option<usize>,
+}
+
+/// Which of a model's idle sessions (their last executors, in the order they went idle)
+/// executor `executor` takes: the one it ran last, so that a session's memory (its own
+/// arena on `cpu:0`, `own_arena` in the manifest) stays in that core's caches; else one
+/// no executor has run yet; else the one that went idle last.
+pub fn session_for(last_executors: &[Option<usize>], executor: usize) -> Option<usize> {
+    last_executors
+        .iter()
+        .rposition(|&e| e == Some(executor))
+        .or_else(|| last_executors.iter().rposition(Option::is_none))
+        .or_else(|| last_executors.len().checked_sub(1))
+}
+
 pub struct Residency {
     models: HashMap<String, AgentModel>,
     /// Idle sessions per model (one per executor that ran it at once, at most
-    /// `instances`), each with the generation it was made in.
-    idle: HashMap<String, Vec<(Model, u64)>>,
+    /// `instances`).
+    idle: HashMap<String, Vec<IdleSession>>,
     /// Sessions checked out to the executors, per model.
     busy: HashMap<String, usize>,
     /// Most sessions of one model (the executors: each runs one session at a time).
@@ -378,16 +404,24 @@ impl Residency {
         }
         let before = demand.first(&name).unwrap_or(usize::MAX);
         self.make_room(self.bytes(&name), &name, demand, before);
-        let (rewrites, nodes_pruned, native_tail) =
-            (model.rewrites(), model.nodes_pruned(), model.native_tail());
+        let (rewrites, nodes_pruned, native_tail, shared_arena) = (
+            model.rewrites(),
+            model.nodes_pruned(),
+            model.native_tail(),
+            model.shared_arena(),
+        );
         self.idle
             .entry(name.clone())
             .or_default()
-            .push((model, self.generation));
+            .push(IdleSession {
+                model,
+                generation: self.generation,
+                last_executor: None,
+            });
         self.touch(&name);
         self.loads += 1;
         self.load_ns += took.as_nanos() as u64;
-        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), sessions = self.sessions(&name), generation = self.generation, %rewrites, nodes_pruned, ?native_tail, "loaded");
+        tracing::info!(model = %name, load_ms = took.as_secs_f64() * 1e3, used_bytes = self.used(), sessions = self.sessions(&name), generation = self.generation, %rewrites, nodes_pruned, ?native_tail, shared_arena, "loaded");
         Ok(())
     }
 
@@ -468,17 +502,21 @@ impl Residency {
         }
     }
 
-    /// An idle session of `name`, now busy, with its generation.
-    pub fn checkout(&mut self, name: &str) -> Option<(Model, u64)> {
-        let session = self.idle.get_mut(name)?.pop()?;
+    /// An idle session of `name` for executor thread `executor` ([`session_for`]), now
+    /// busy, with its generation.
+    pub fn checkout(&mut self, name: &str, executor: usize) -> Option<(Model, u64)> {
+        let idle = self.idle.get_mut(name)?;
+        let last: Vec<Option<usize>> = idle.iter().map(|s| s.last_executor).collect();
+        let session = idle.remove(session_for(&last, executor)?);
         *self.busy.entry(name.to_string()).or_default() += 1;
         self.touch(name);
-        Some(session)
+        Some((session.model, session.generation))
     }
 
-    /// A session back from an executor, idle again (dropped if it was made with
-    /// threads that changed since, or its model is no longer hosted).
-    pub fn checkin(&mut self, name: &str, model: Model, generation: u64) {
+    /// A session back from an executor (the thread that ran it; none: it did not run),
+    /// idle again (dropped if it was made with threads that changed since, or its model is
+    /// no longer hosted).
+    pub fn checkin(&mut self, name: &str, model: Model, generation: u64, executor: Option<usize>) {
         if let Some(n) = self.busy.get_mut(name) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -489,7 +527,11 @@ impl Residency {
             self.idle
                 .entry(name.to_string())
                 .or_default()
-                .push((model, generation));
+                .push(IdleSession {
+                    model,
+                    generation,
+                    last_executor: executor,
+                });
         }
         if !self.is_resident(name) {
             self.idle.remove(name);

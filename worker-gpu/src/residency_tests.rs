@@ -34,6 +34,7 @@ fn a_model_hosted_for_another_app_with_other_outputs_or_file_is_refused() {
         max_rows: None,
         max_run_values: None,
         native_tail: None,
+        own_arena: false,
         strips: None,
         top1_outputs: true,
         winograd: false,
@@ -92,6 +93,7 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
         max_rows: None,
         max_run_values: None,
         native_tail: None,
+        own_arena: false,
         strips: None,
         top1_outputs: false,
         winograd: false,
@@ -129,14 +131,14 @@ fn loads_ahead_within_the_budget_evicts_least_recently_used_and_skips_failures()
     assert_eq!((res.loads, res.evictions), (2, 1));
 
     // a busy model is never evicted, even past the budget
-    let (session, generation) = res.checkout("rnet").expect("rnet is idle");
-    assert!(res.checkout("rnet").is_none());
+    let (session, generation) = res.checkout("rnet", 0).expect("rnet is idle");
+    assert!(res.checkout("rnet", 0).is_none());
     assert!(res.prefetch("pnet"));
     settle(&mut res, &done).expect("pnet loads");
     assert!(res.is_resident("rnet") && res.is_resident("pnet"));
     assert_eq!(res.used(), pnet.bytes + rnet.bytes);
-    res.checkin("rnet", session, generation);
-    assert!(res.checkout("rnet").is_some());
+    res.checkin("rnet", session, generation, Some(0));
+    assert!(res.checkout("rnet", 0).is_some());
 }
 
 #[test]
@@ -151,7 +153,7 @@ fn new_threads_renew_every_session_including_the_busy_one_and_a_load_in_flight()
         assert!(res.prefetch(name));
         settle(&mut res, &done).expect("loads");
     }
-    let (busy, generation) = res.checkout("rnet").expect("rnet is idle");
+    let (busy, generation) = res.checkout("rnet", 0).expect("rnet is idle");
     assert!(res.prefetch("onet"));
     // The threads change while rnet runs and onet loads.
     threads.store(1, Ordering::Relaxed);
@@ -165,7 +167,7 @@ fn new_threads_renew_every_session_including_the_busy_one_and_a_load_in_flight()
         !res.is_resident("onet"),
         "a load requested before is not kept"
     );
-    res.checkin("rnet", busy, generation);
+    res.checkin("rnet", busy, generation, Some(0));
     assert!(
         !res.is_resident("rnet"),
         "the busy session is dropped when it returns"
@@ -223,9 +225,9 @@ fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_e
     assert_eq!((res.sessions("pnet"), res.sessions("rnet")), (2, 2));
     assert_eq!(res.used(), budget - o);
     // Two runs of pnet at once: both sessions out, none idle.
-    let a = res.checkout("pnet").expect("one");
-    let b = res.checkout("pnet").expect("the other");
-    assert!(res.checkout("pnet").is_none() && !res.has_idle("pnet"));
+    let a = res.checkout("pnet", 0).expect("one");
+    let b = res.checkout("pnet", 1).expect("the other");
+    assert!(res.checkout("pnet", 0).is_none() && !res.has_idle("pnet"));
     // The budget shrinks (another app attached) and onet is needed: the extra idle rnet
     // session goes, not a model's only one.
     res.set_budget(Some(2 * p + r + o));
@@ -240,10 +242,26 @@ fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_e
         (2, 1, 1)
     );
     assert_eq!(res.evictions, 1);
-    res.checkin("pnet", a.0, a.1);
-    res.checkin("pnet", b.0, b.1);
+    res.checkin("pnet", a.0, a.1, Some(0));
+    res.checkin("pnet", b.0, b.1, Some(1));
     assert_eq!(res.sessions("pnet"), 2);
     assert!(res.has_idle("pnet"));
+}
+
+#[test]
+fn an_executor_gets_the_session_it_ran_last() {
+    // Idle sessions in the order they went idle, by the executor that ran each last.
+    assert_eq!(session_for(&[Some(0), Some(1)], 0), Some(0));
+    assert_eq!(session_for(&[Some(0), Some(1)], 1), Some(1));
+    assert_eq!(session_for(&[Some(1), Some(0)], 0), Some(1));
+    // The one it ran most recently when it ran several.
+    assert_eq!(session_for(&[Some(0), Some(1), Some(0)], 0), Some(2));
+    // None of its own: a fresh one before one another executor ran…
+    assert_eq!(session_for(&[Some(1), None, Some(1)], 0), Some(1));
+    // …else the one that went idle last.
+    assert_eq!(session_for(&[Some(1), Some(2)], 0), Some(1));
+    assert_eq!(session_for(&[None, None], 3), Some(1));
+    assert_eq!(session_for(&[], 0), None);
 }
 
 /// waifu2x UpConv7 under `budget` (a multiple of its file's bytes), its first load settled:
@@ -337,11 +355,35 @@ fn a_loaded_session_runs_with_its_manifest_value_cap() {
     let mut res = Residency::new(vec![rnet], None, loader);
     assert!(res.prefetch("rnet"));
     settle(&mut res, &done).expect("rnet loads");
-    let (session, generation) = res.checkout("rnet").expect("resident");
+    let (session, generation) = res.checkout("rnet", 0).expect("resident");
     // 32,000 values hold 18 crops of 24×24×3; a bigger batch runs 18 at a time.
     assert_eq!(session.rows_per_run_for(&[400, 24, 24, 3]), Some(18));
     assert_eq!(session.rows_per_run_for(&[10, 24, 24, 3]), Some(18));
-    res.checkin("rnet", session, generation);
+    res.checkin("rnet", session, generation, Some(0));
+}
+
+#[test]
+fn a_model_with_its_own_arena_is_loaded_outside_the_shared_one() {
+    let Some(rt) = runtime() else { return };
+    let (pnet, rnet, _) = mtcnn();
+    let pnet = AgentModel {
+        own_arena: true,
+        ..pnet
+    };
+    // The agent's options on cpu:0: every session in the shared arena but pnet's.
+    let opts = crate::sessions::agent_session_options(vision::Provider::Cpu, 1);
+    assert!(opts.shared_arena);
+    let (loader, done) = one_thread_loader(rt, opts);
+    let mut res = Residency::new(vec![pnet, rnet], None, loader);
+    for name in ["pnet", "rnet"] {
+        assert!(res.prefetch(name));
+        settle(&mut res, &done).expect("loads");
+    }
+    let (p, pg) = res.checkout("pnet", 0).expect("resident");
+    let (r, rg) = res.checkout("rnet", 0).expect("resident");
+    assert_eq!((p.shared_arena(), r.shared_arena()), (false, true));
+    res.checkin("pnet", p, pg, Some(0));
+    res.checkin("rnet", r, rg, Some(0));
 }
 
 #[test]
@@ -355,7 +397,7 @@ fn a_session_with_a_native_tail_answers_the_whole_graphs_output() {
     let mut res = Residency::new(vec![pose], None, loader);
     assert!(res.prefetch("pose"));
     settle(&mut res, &done).expect("the graph is cut at MoveNet's heads");
-    let (mut session, generation) = res.checkout("pose").expect("resident");
+    let (mut session, generation) = res.checkout("pose", 0).expect("resident");
     assert_eq!(
         session.native_tail(),
         Some(vision::native_tail::NativeTail::MovenetMultipose)
@@ -368,5 +410,5 @@ fn a_session_with_a_native_tail_answers_the_whole_graphs_output() {
         [1, 6, 56],
         "the decoded output, not the heads"
     );
-    res.checkin("pose", session, generation);
+    res.checkin("pose", session, generation, Some(0));
 }

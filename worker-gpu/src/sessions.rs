@@ -16,7 +16,11 @@
 //!
 //! - **one arena for all sessions** ([`vision::shared_arena`]): a session per model and
 //!   executor each growing an arena to its own peak added up to 1.1–1.2 GB in the OCR app,
-//!   0.8 GB with one arena the agent's few runs in flight share.
+//!   0.8 GB with one arena the agent's few runs in flight share. A model whose manifest
+//!   entry says `own_arena` (MTCNN's nets: small, run many times a second by every
+//!   executor) keeps an arena per session instead, and each executor thread takes the
+//!   session it ran last ([`crate::residency::session_for`]), so that a buffer one
+//!   executor freed is not the next one the other writes from its core.
 //!
 //! The supervisor starts the agent with glibc's `glibc.malloc.hugetlb=1` tunable
 //! (`supervisor/src/env/malloc.rs`): ORT's arena blocks are backed by transparent huge pages,

@@ -165,7 +165,7 @@ fn start_runs(
                 sim.queue.remove(i).expect("a queued request")
             }
         };
-        let (session, generation) = res.checkout(&req.model).expect("an idle session");
+        let (session, generation) = res.checkout(&req.model, 0).expect("an idle session");
         busy += 1;
         let batch = sim.stages[(req.id % 10) as usize].batch as u64;
         let run_us = spec(&req.model).1 * 1000 * batch;
@@ -257,7 +257,7 @@ fn switching(executors: usize, budget: Option<u64>) -> Option<(u64, u64)> {
                 generation,
                 id,
             } => {
-                res.checkin(&name, *session, generation);
+                res.checkin(&name, *session, generation, Some(0));
                 busy -= 1;
                 let i = (id % 10) as usize;
                 sim.stages[i].open -= 1;
@@ -357,7 +357,7 @@ fn a_load_waits_rather_than_evict_a_model_an_earlier_request_needs() {
     assert_eq!(next_load(&res, &queue, None).as_deref(), Some("onet"));
     assert!(res.prefetch("onet"));
     settle(&mut res, &queue);
-    let (running, generation) = res.checkout("onet").expect("onet is idle");
+    let (running, generation) = res.checkout("onet", 0).expect("onet is idle");
     queue.clear();
     // onet runs; pnet's request is first, then rnet's.
     enqueue(&mut queue, request(2, "pnet", 20), false);
@@ -373,14 +373,14 @@ fn a_load_waits_rather_than_evict_a_model_an_earlier_request_needs() {
     let i = crate::pick::next_runnable(&queue, |m| res.has_idle(m), crate::pick::Executors::ANY)
         .expect("pnet runs");
     let first = queue.remove(i).expect("pnet's request");
-    let (p, pg) = res.checkout(&first.model).expect("pnet is idle");
+    let (p, pg) = res.checkout(&first.model, 0).expect("pnet is idle");
     assert_eq!(next_load(&res, &queue, None).as_deref(), Some("rnet"));
     assert!(res.prefetch("rnet"));
     settle(&mut res, &queue);
     assert!(res.is_resident("pnet") && res.is_resident("rnet"));
     assert_eq!(res.evictions, 0);
-    res.checkin("pnet", p, pg);
-    res.checkin("onet", running, generation);
+    res.checkin("pnet", p, pg, Some(0));
+    res.checkin("onet", running, generation, Some(0));
     // The next load for a request evicts the model wanted furthest ahead: onet (wanted
     // later) stays, pnet (not wanted) goes.
     queue.clear();

@@ -43,6 +43,7 @@ pub fn model(name: &str, file: &str) -> AgentModel {
         max_rows: None,
         max_run_values: None,
         native_tail: None,
+        own_arena: false,
         strips: None,
         top1_outputs: false,
         winograd: true,

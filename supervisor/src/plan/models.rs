@@ -31,6 +31,9 @@ pub struct HostedModel {
     pub native_tail: Option<vision::native_tail::NativeTail>,
     /// The outputs the manifest declares (the agent asks ONNX Runtime for these only).
     pub outputs: Vec<String>,
+    /// Sessions with arenas of their own on `cpu:0` (the manifest's `own_arena`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub own_arena: bool,
     /// Large inputs run in strips (the manifest's `strips`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub strips: Option<vision::strips::Strips>,
@@ -274,6 +277,7 @@ pub fn hosted(app: &AppSpec, store: &ModelStore) -> anyhow::Result<Vec<HostedMod
             max_run_values: entry.max_run_values,
             native_tail: entry.native_tail,
             outputs,
+            own_arena: entry.own_arena,
             strips: entry.strips,
             top1_outputs: entry.output_head() == vision::manifest::OutputHead::Top1,
             winograd: entry.winograd,
@@ -390,6 +394,14 @@ mod tests {
             params[1].get("max_run_values").is_none(),
             "no cap: the field is left out, {params}"
         );
+    }
+
+    #[test]
+    fn the_agent_is_told_which_models_have_arenas_of_their_own() {
+        let params = hosted_params("arenas", ["mtcnn-pnet", "ppocr-det"]);
+        assert_eq!(params[0]["name"], "mtcnn-pnet");
+        assert_eq!(params[0]["own_arena"], true);
+        assert!(params[1].get("own_arena").is_none(), "{params}");
     }
 
     #[test]
