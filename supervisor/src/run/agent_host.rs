@@ -239,9 +239,9 @@ impl AgentHosts {
         match &dev.env {
             Some(env) => crate::env::appenv::scope(env.clone(), || {
                 crate::env::appenv::apply(&mut cmd);
-                crate::env::malloc::huge_pages_for_agent(&mut cmd);
+                crate::env::malloc::tune_worker(&mut cmd, true);
             }),
-            None => crate::env::malloc::huge_pages_for_agent(&mut cmd),
+            None => crate::env::malloc::tune_worker(&mut cmd, true),
         }
         let pending = start_child(&self.spawner, &label, cmd, &program, log_path)?;
         let connected = pending.accept(STARTUP)?;

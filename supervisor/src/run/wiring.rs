@@ -289,9 +289,7 @@ impl<'a> Wiring<'a> {
             None => Process::new(&program),
         };
         crate::env::appenv::apply(&mut cmd);
-        if is_agent {
-            crate::env::malloc::huge_pages_for_agent(&mut cmd);
-        }
+        crate::env::malloc::tune_worker(&mut cmd, is_agent);
         cmd.arg(if is_agent { "--agent" } else { "--stage" })
             .arg(format!("{}/{label}", self.app.name))
             .stdin(Stdio::null())
