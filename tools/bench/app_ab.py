@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Alternating A/B runs of one app: each round runs the app once per arm, in order, through
 tools/bench/run_app.py (foreground, SMARTPIPE_NO_DAEMON=1), each arm with its own environment
-(e.g. another SMARTPIPE_MANIFEST). Prints one line per run (steady items/s, the app's CPU seconds,
+(e.g. another SMARTPIPE_MANIFEST; `APP=FILE` runs another app file in that arm). Prints one line per run (steady items/s, the app's CPU seconds,
 the agent's, the agent's peak memory, system seconds, minor faults, live batch changes) and, per
 arm, the median and range of the steady rate and of the agent's CPU. Alternating rounds keep a
 slow spell of a shared machine from landing on one arm only.
@@ -25,7 +25,10 @@ def run_once(supervisor, app, env_pairs):
     env = dict(os.environ, SMARTPIPE_NO_DAEMON="1")
     for kv in env_pairs.split():
         key, _, value = kv.partition("=")
-        env[key] = value
+        if key == "APP":
+            app = value
+        else:
+            env[key] = value
     run_dir = tempfile.mkdtemp(prefix="app-ab-")
     try:
         shutil.rmtree(run_dir)
