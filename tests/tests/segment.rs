@@ -279,7 +279,8 @@ fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
 
 /// The device agent on `cpu:0` (worker-gpu/src/sessions.rs): its sessions neither plan
 /// memory, warm up nor spin, and the supervisor starts it with glibc's huge pages for malloc
-/// (supervisor/src/env/malloc.rs) unless the user's `GLIBC_TUNABLES` says otherwise.
+/// and freed blocks kept for reuse (supervisor/src/env/malloc.rs) unless the user's
+/// `GLIBC_TUNABLES` says otherwise.
 #[test]
 fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
     require_model("mtcnn-pnet");
@@ -294,7 +295,11 @@ fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
     run_ok_with(&mut command(Some(&manifest)), &app, &dir.join("run"));
     let line = ready("run");
     for want in [
-        "glibc_tunables=glibc.malloc.hugetlb=1",
+        "glibc_tunables=",
+        "glibc.malloc.hugetlb=1",
+        // freed blocks kept for reuse, as in every worker
+        "glibc.malloc.mmap_threshold=33554432",
+        "glibc.malloc.trim_threshold=67108864",
         "memory_pattern=false",
         "warm_up=false",
         "spinning=false",
@@ -306,8 +311,7 @@ fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
     run_ok_with(&mut cmd, &app, &dir.join("run-off"));
     let line = ready("run-off");
     assert!(
-        line.trim_end()
-            .ends_with("glibc_tunables=glibc.malloc.hugetlb=0"),
+        line.contains("glibc_tunables=glibc.malloc.hugetlb=0:") && !line.contains("hugetlb=1"),
         "the user's tunable is kept as it is: {line}"
     );
 }
