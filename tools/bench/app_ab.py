@@ -29,9 +29,9 @@ def run_once(supervisor, app, env_pairs):
             app = value
         else:
             env[key] = value
-    run_dir = tempfile.mkdtemp(prefix="app-ab-")
+    scratch = tempfile.mkdtemp(prefix="app-ab-")
+    run_dir = os.path.join(scratch, "run")  # the supervisor makes its run dir itself
     try:
-        shutil.rmtree(run_dir)
         out = subprocess.run(
             [sys.executable, os.path.join(HERE, "run_app.py"), supervisor, app, run_dir],
             env=env, capture_output=True, text=True, check=False,
@@ -42,7 +42,7 @@ def run_once(supervisor, app, env_pairs):
         with open(os.path.join(run_dir, "summary.json")) as f:
             retunes = json.load(f).get("retunes", [])
     finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     cpu = d["cpu_s_by_process"]
     agent = sum(v for k, v in cpu.items() if k.startswith("gpu-agent"))
     return {

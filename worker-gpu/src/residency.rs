@@ -138,16 +138,19 @@ struct IdleSession {
     last_executor: Option<usize>,
 }
 
-/// Which of a model's idle sessions (their last executors, in the order they went idle)
-/// executor `executor` takes: the one it ran last, so that a session's memory (its own
-/// arena on `cpu:0`, `own_arena` in the manifest) stays in that core's caches; else one
-/// no executor has run yet; else the one that went idle last.
-pub fn session_for(last_executors: &[Option<usize>], executor: usize) -> Option<usize> {
-    last_executors
-        .iter()
-        .rposition(|&e| e == Some(executor))
-        .or_else(|| last_executors.iter().rposition(Option::is_none))
-        .or_else(|| last_executors.len().checked_sub(1))
+/// Which of a model's idle sessions (in the order they went idle; `last_executor` of each
+/// says which executor ran it last) executor `executor` takes: the one it ran last, so that
+/// a session's memory (its own arena on `cpu:0`, `own_arena` in the manifest) stays in that
+/// core's caches; else one no executor has run yet; else the one that went idle last.
+pub fn session_for<T>(
+    idle: &[T],
+    last_executor: impl Fn(&T) -> Option<usize>,
+    executor: usize,
+) -> Option<usize> {
+    idle.iter()
+        .rposition(|s| last_executor(s) == Some(executor))
+        .or_else(|| idle.iter().rposition(|s| last_executor(s).is_none()))
+        .or_else(|| idle.len().checked_sub(1))
 }
 
 pub struct Residency {
@@ -506,8 +509,7 @@ impl Residency {
     /// busy, with its generation.
     pub fn checkout(&mut self, name: &str, executor: usize) -> Option<(Model, u64)> {
         let idle = self.idle.get_mut(name)?;
-        let last: Vec<Option<usize>> = idle.iter().map(|s| s.last_executor).collect();
-        let session = idle.remove(session_for(&last, executor)?);
+        let session = idle.remove(session_for(idle, |s| s.last_executor, executor)?);
         *self.busy.entry(name.to_string()).or_default() += 1;
         self.touch(name);
         Some((session.model, session.generation))

@@ -251,17 +251,20 @@ fn one_session_per_executor_loaded_ahead_only_beside_every_models_first_extras_e
 #[test]
 fn an_executor_gets_the_session_it_ran_last() {
     // Idle sessions in the order they went idle, by the executor that ran each last.
-    assert_eq!(session_for(&[Some(0), Some(1)], 0), Some(0));
-    assert_eq!(session_for(&[Some(0), Some(1)], 1), Some(1));
-    assert_eq!(session_for(&[Some(1), Some(0)], 0), Some(1));
+    assert_eq!(session_for(&[Some(0), Some(1)], |&e| e, 0), Some(0));
+    assert_eq!(session_for(&[Some(0), Some(1)], |&e| e, 1), Some(1));
+    assert_eq!(session_for(&[Some(1), Some(0)], |&e| e, 0), Some(1));
     // The one it ran most recently when it ran several.
-    assert_eq!(session_for(&[Some(0), Some(1), Some(0)], 0), Some(2));
+    assert_eq!(
+        session_for(&[Some(0), Some(1), Some(0)], |&e| e, 0),
+        Some(2)
+    );
     // None of its own: a fresh one before one another executor ran…
-    assert_eq!(session_for(&[Some(1), None, Some(1)], 0), Some(1));
+    assert_eq!(session_for(&[Some(1), None, Some(1)], |&e| e, 0), Some(1));
     // …else the one that went idle last.
-    assert_eq!(session_for(&[Some(1), Some(2)], 0), Some(1));
-    assert_eq!(session_for(&[None, None], 3), Some(1));
-    assert_eq!(session_for(&[], 0), None);
+    assert_eq!(session_for(&[Some(1), Some(2)], |&e| e, 0), Some(1));
+    assert_eq!(session_for(&[None, None], |&e| e, 3), Some(1));
+    assert_eq!(session_for(&[], |&e| e, 0), None);
 }
 
 /// waifu2x UpConv7 under `budget` (a multiple of its file's bytes), its first load settled:

@@ -49,15 +49,18 @@ pub fn with_defaults(current: Option<&str>, defaults: &[(&str, u64)]) -> String 
     out
 }
 
+/// The `GLIBC_TUNABLES` set on `cmd`, if it sets or removes it (`Some(None)`: removed).
+fn set_on(cmd: &Command) -> Option<Option<String>> {
+    cmd.get_envs()
+        .find(|(name, _)| *name == TUNABLES)
+        .map(|(_, value)| value.map(|v| v.to_string_lossy().into_owned()))
+}
+
 /// Sets a worker's tunables on `cmd`: freed blocks kept for reuse, and for a device agent
 /// (`agent`) huge pages, each unless the `GLIBC_TUNABLES` it would get (set on `cmd`, else
 /// the app's environment) sets it. Call it after [`super::appenv::apply`].
 pub fn tune_worker(cmd: &mut Command, agent: bool) {
-    let on_cmd = cmd
-        .get_envs()
-        .find(|(name, _)| *name == TUNABLES)
-        .map(|(_, value)| value.map(|v| v.to_string_lossy().into_owned()));
-    let current = on_cmd.unwrap_or_else(|| super::appenv::var(TUNABLES));
+    let current = set_on(cmd).unwrap_or_else(|| super::appenv::var(TUNABLES));
     let mut defaults = vec![
         (MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
         (TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
@@ -88,9 +91,7 @@ mod tests {
     }
 
     fn tunables_of(cmd: &Command) -> Option<String> {
-        cmd.get_envs()
-            .find(|(name, _)| *name == TUNABLES)
-            .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+        set_on(cmd).flatten()
     }
 
     #[test]
