@@ -8,8 +8,8 @@
 //! PP-OCR's recogniser on six long lines; BENCHMARKS.md "Session 32").
 
 use crate::engine::Model;
-use crate::error::Result;
-use crate::tensor::TensorF32;
+use crate::error::{Result, VisionError};
+use crate::tensor::{TensorF32, TensorView};
 
 /// The most rows of an input of `shape` one run takes: at most `max_rows`, and at most as
 /// many as fit in `max_values` input values (at least one); `None`: the whole batch.
@@ -29,7 +29,7 @@ pub(crate) fn rows_for(
 /// Runs `model` on `input` in parts of at most `max_rows` rows; the outputs concatenated.
 pub(crate) fn run_rows(
     model: &mut Model,
-    input: &TensorF32,
+    input: TensorView<'_>,
     max_rows: usize,
 ) -> Result<Vec<TensorF32>> {
     let rows = input.shape.first().copied().unwrap_or(0);
@@ -43,9 +43,20 @@ pub(crate) fn run_rows(
     let mut at = 0;
     while at < rows {
         let n = max_rows.max(1).min(rows - at);
-        let mut shape = input.shape.clone();
+        let mut shape = input.shape.to_vec();
         shape[0] = n;
-        parts.push(model.run_part(&shape, &input.data[at * per_row..(at + n) * per_row])?);
+        let data = input
+            .data
+            .get(at * per_row..(at + n) * per_row)
+            .ok_or_else(|| VisionError::Shape {
+                what: "input rows".into(),
+                expected: format!("{} values for shape {:?}", rows * per_row, input.shape),
+                got: vec![input.data.len()],
+            })?;
+        parts.push(model.run_part(TensorView {
+            shape: &shape,
+            data,
+        })?);
         at += n;
     }
     join_outputs(parts, TensorF32::concat_batch)

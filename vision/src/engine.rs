@@ -17,6 +17,7 @@ pub use crate::provider::Provider;
 pub use crate::session_options::{ConvSearch, SessionOptions};
 use crate::strips::Strips;
 use crate::tensor::TensorF32;
+use crate::tensor::TensorView;
 
 /// Name of the environment variable that points at the ONNX Runtime shared library.
 pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
@@ -493,30 +494,40 @@ impl Model {
 
     /// Runs the model: one tensor per input, in the model's input order; returns the outputs in order.
     pub fn run(&mut self, inputs: &[TensorF32]) -> Result<Vec<TensorF32>> {
-        if let [one] = inputs {
-            let cap = self.rows_per_run_for(&one.shape);
-            if let Some(k) = cap.filter(|&k| one.shape.first().is_some_and(|&n| n > k)) {
-                return crate::chunked::run_rows(self, one, k);
-            }
+        match inputs {
+            [one] => self.run_one(one.view()),
+            _ => self.run_whole(inputs),
         }
-        if let (Some(plan), [one]) = (self.strips, inputs) {
-            let name = self.name.clone();
-            return crate::strips::run_in_strips(&name, &plan, one, |part| {
-                self.run_whole(std::slice::from_ref(part))
-            });
-        }
-        self.run_whole(inputs)
     }
 
-    /// Runs rows of a single input given as (shape, values), already within the row caps:
-    /// in strips when the model has them (they cut a tensor of their own), else as a view
-    /// of the caller's values, copied nowhere.
-    pub(crate) fn run_part(&mut self, shape: &[usize], data: &[f32]) -> Result<Vec<TensorF32>> {
-        if self.strips.is_some() {
-            let part = TensorF32::new(shape.to_vec(), data.to_vec())?;
-            return self.run(std::slice::from_ref(&part));
+    /// Runs a single-input model on `input` read where it lies (in caps of rows, in
+    /// strips, as the model's settings say; a whole run reads it in place, copied nowhere).
+    pub fn run_one(&mut self, input: TensorView<'_>) -> Result<Vec<TensorF32>> {
+        let values = input.shape.iter().product::<usize>();
+        if input.data.len() != values {
+            return Err(VisionError::Shape {
+                what: format!("input of model '{}'", self.name),
+                expected: format!("{values} values for shape {:?}", input.shape),
+                got: vec![input.data.len()],
+            });
         }
-        self.run_views(&[(shape, data)])
+        let cap = self.rows_per_run_for(input.shape);
+        if let Some(k) = cap.filter(|&k| input.shape.first().is_some_and(|&n| n > k)) {
+            return crate::chunked::run_rows(self, input, k);
+        }
+        self.run_part(input)
+    }
+
+    /// Runs rows of a single input, already within the row caps: in strips when the model
+    /// has them (they cut a tensor of their own), else as a view of the caller's values.
+    pub(crate) fn run_part(&mut self, input: TensorView<'_>) -> Result<Vec<TensorF32>> {
+        if let Some(plan) = self.strips {
+            let name = self.name.clone();
+            return crate::strips::run_in_strips(&name, &plan, input, |part| {
+                self.run_views(&[(part.shape, part.data)])
+            });
+        }
+        self.run_views(&[(input.shape, input.data)])
     }
 
     /// One run of the whole inputs.

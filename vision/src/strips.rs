@@ -10,7 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, VisionError};
-use crate::tensor::TensorF32;
+use crate::tensor::{TensorF32, TensorView};
 
 /// How a model may be cut: along input `axis`, an output row sees `field` input rows, and
 /// consecutive output rows are `stride` input rows apart (the network's whole receptive
@@ -89,14 +89,14 @@ fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
 }
 
 /// Rows `start..end` of `t` along `axis`.
-fn slice(t: &TensorF32, axis: usize, start: usize, end: usize) -> Result<TensorF32> {
-    let (outer, len, inner) = around(&t.shape, axis);
+fn slice(t: TensorView<'_>, axis: usize, start: usize, end: usize) -> Result<TensorF32> {
+    let (outer, len, inner) = around(t.shape, axis);
     let mut data = Vec::with_capacity(outer * (end - start) * inner);
     for o in 0..outer {
         let block = o * len * inner;
         data.extend_from_slice(&t.data[block + start * inner..block + end * inner]);
     }
-    let mut shape = t.shape.clone();
+    let mut shape = t.shape.to_vec();
     shape[axis] = end - start;
     TensorF32::new(shape, data)
 }
@@ -144,15 +144,15 @@ fn join(parts: &[TensorF32], axis: usize) -> Result<TensorF32> {
 pub(crate) fn run_in_strips(
     model: &str,
     plan: &Strips,
-    input: &TensorF32,
-    mut run: impl FnMut(&TensorF32) -> Result<Vec<TensorF32>>,
+    input: TensorView<'_>,
+    mut run: impl FnMut(TensorView<'_>) -> Result<Vec<TensorF32>>,
 ) -> Result<Vec<TensorF32>> {
-    let Some(spans) = plan.spans(&input.shape) else {
+    let Some(spans) = plan.spans(input.shape) else {
         return run(input);
     };
     let mut parts: Vec<Vec<TensorF32>> = Vec::with_capacity(spans.len());
     for span in &spans {
-        let outputs = run(&slice(input, plan.axis, span.start, span.end)?)?;
+        let outputs = run(slice(input, plan.axis, span.start, span.end)?.view())?;
         if let Some(rows) = span.rows {
             if let Some(bad) = outputs
                 .iter()
@@ -230,7 +230,7 @@ mod tests {
                 len * 15 > 600,
                 "n {n}, len {len}: cut only when too big"
             );
-            let got = run_in_strips("m", &PLAN, &x, net).unwrap();
+            let got = run_in_strips("m", &PLAN, x.view(), |v| net(&v.to_tensor()?)).unwrap();
             assert_eq!(got, net(&x).unwrap(), "n {n}, len {len}");
         }
     }
@@ -263,7 +263,8 @@ mod tests {
     #[test]
     fn a_setting_that_does_not_fit_the_model_is_an_error_naming_it() {
         let wrong = Strips { field: 10, ..PLAN };
-        let e = run_in_strips("mtcnn-pnet", &wrong, &input(1, 100, 15), net)
+        let x = input(1, 100, 15);
+        let e = run_in_strips("mtcnn-pnet", &wrong, x.view(), |v| net(&v.to_tensor()?))
             .unwrap_err()
             .to_string();
         assert!(e.contains("mtcnn-pnet") && e.contains("`strips`"), "{e}");

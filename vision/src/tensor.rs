@@ -9,7 +9,30 @@ pub struct TensorF32 {
     pub data: Vec<f32>,
 }
 
+/// A dense row-major f32 tensor's shape and values, borrowed from wherever they lie (a
+/// [`TensorF32`], a slot of shared memory), so that a run reads them in place.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorView<'a> {
+    pub shape: &'a [usize],
+    pub data: &'a [f32],
+}
+
+impl TensorView<'_> {
+    /// The values copied into a tensor of their own (checked like [`TensorF32::new`]).
+    pub fn to_tensor(&self) -> Result<TensorF32> {
+        TensorF32::new(self.shape.to_vec(), self.data.to_vec())
+    }
+}
+
 impl TensorF32 {
+    /// The tensor as a borrowed view.
+    pub fn view(&self) -> TensorView<'_> {
+        TensorView {
+            shape: &self.shape,
+            data: &self.data,
+        }
+    }
+
     /// Builds a tensor, checking that `data` holds exactly the product of `shape` elements.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
         let n = shape.iter().product::<usize>();

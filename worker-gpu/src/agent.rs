@@ -8,10 +8,11 @@
 //! session of the model it runs (on `cpu:0` one executor per granted core, sessions at
 //! one intra-op thread: several requests, of different models or of one stage's
 //! pyramid levels, run at once); this thread reads requests, starts each free executor
-//! on the earliest-deadline request it can run ([`crate::pick`]), copies the next
-//! request's inputs out of shared memory while every executor is busy, starts the next
-//! run as soon as one finishes and only then writes the finished run's outputs back
-//! and replies. Sessions use `threads` intra-op threads (`SetThreads` changes them
+//! on the earliest-deadline request it can run ([`crate::pick`]), readies the next
+//! request's inputs while every executor is busy (a single tensor is checked and left in
+//! the stage's slot, where the executor reads it; several items' tensors are copied into
+//! one batch), starts the next run as soon as one finishes and only then writes the
+//! finished run's outputs back and replies. Sessions use `threads` intra-op threads (`SetThreads` changes them
 //! live: every session is created again). On `cpu:0` the agent shares the cores with
 //! the pipeline's CPU stages: its sessions neither spin, plan memory nor warm up
 //! ([`crate::sessions`]).
@@ -21,7 +22,7 @@ use crate::executor::{Done, Executor, Job};
 use crate::pick::next_runnable;
 use crate::residency::{start_loader, AgentModel, Loaded, Residency};
 use crate::switching::{demand, next_load};
-use crate::tensors::{read_batch, write_f32};
+use crate::tensors::{write_f32, RunInput};
 use protocol::messages::{AgentError, AgentReply, AgentRequest, Command, Inbox, TensorRef};
 use protocol::node::{Event, Node, NodeError};
 use protocol::shm::ShmRef;
@@ -54,9 +55,10 @@ fn one() -> usize {
 const LOAD_AT_STOP: Duration = Duration::from_secs(60);
 
 /// What wakes the agent besides its inbox.
+/// (Boxed: a finished run carries its session, a load its new one.)
 pub enum Wake {
-    Ran(Done),
-    Loaded(Loaded),
+    Ran(Box<Done>),
+    Loaded(Box<Loaded>),
 }
 
 /// How long the agent waits for a run or a load to finish before it looks at its inbox
@@ -69,7 +71,7 @@ struct State {
     exec: Executor,
     queue: VecDeque<AgentRequest>,
     /// The next request to run, its inputs already copied out of shared memory.
-    ready: Option<(AgentRequest, TensorF32)>,
+    ready: Option<(AgentRequest, RunInput)>,
     /// A node's shared agent: the apps attached to it.
     apps: Apps,
     /// Hosted models in the order they were given (loaded ahead in this order).
@@ -111,14 +113,17 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
     tracing::info!(device = %params.device, models = params.models.len(), budget_mb = ?params.budget_mb, threads = opts.intra_threads, executors, conv_search = ?opts.conv_search, memory_pattern = opts.memory_pattern, shared_arena = opts.shared_arena, warm_up = opts.warm_up, spinning = opts.intra_spinning, glibc_tunables = %malloc, "agent ready");
     let (wake_tx, wake) = mpsc::channel();
     let threads = Arc::new(AtomicUsize::new(opts.intra_threads));
-    let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), Wake::Loaded)
-        .map_err(StageError::Failed)?;
+    let loader = start_loader(rt, opts, threads.clone(), wake_tx.clone(), |l| {
+        Wake::Loaded(Box::new(l))
+    })
+    .map_err(StageError::Failed)?;
     let device_budget = params.budget_mb.map(|mb| mb * 1024 * 1024);
     let fcfs = crate::apps::fcfs_from_env();
     let mut st = State {
         order: params.models.iter().map(|m| m.name.clone()).collect(),
         res: Residency::new(params.models, device_budget, loader).with_instances(executors),
-        exec: Executor::start(executors, wake_tx, Wake::Ran).map_err(StageError::Failed)?,
+        exec: Executor::start(executors, wake_tx, |done| Wake::Ran(Box::new(done)))
+            .map_err(StageError::Failed)?,
         queue: VecDeque::new(),
         ready: None,
         apps: Apps::new(device_budget),
@@ -214,7 +219,7 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
         Wake::Loaded(loaded) => {
             let name = loaded.0.clone();
             let wanted = demand(&st.queue, st.ready.as_ref().map(|(r, _)| r));
-            if let Err(e) = st.res.accept_loaded(loaded, &wanted) {
+            if let Err(e) = st.res.accept_loaded(*loaded, &wanted) {
                 tracing::error!(model = %name, "load failed: {e}");
                 let (failed, kept): (Vec<_>, Vec<_>) =
                     st.queue.drain(..).partition(|r| r.model == name);
@@ -230,20 +235,20 @@ fn handle(node: &Node, st: &mut State, wake: Wake) -> Result<(), NodeError> {
             }
         }
         Wake::Ran(done) => {
-            st.exec.finished(done.executor);
-            let job = done.job;
-            st.res.checkin(
-                &job.req.model,
-                job.model,
-                job.generation,
-                Some(done.executor),
-            );
-            node.note_busy(done.took.as_nanos() as u64);
-            tracing::debug!(model = %job.req.model, ms = done.took.as_secs_f64() * 1e3, shape = ?job.input.shape, "ran");
+            let Done {
+                job,
+                result,
+                took,
+                executor,
+            } = *done;
+            st.exec.finished(executor);
+            st.res
+                .checkin(&job.req.model, job.model, job.generation, Some(executor));
+            node.note_busy(took.as_nanos() as u64);
+            tracing::debug!(model = %job.req.model, ms = took.as_secs_f64() * 1e3, shape = ?job.input.shape(), "ran");
             start_runs(node, st)?;
             let req = job.req;
-            let result = done
-                .result
+            let result = result
                 .map_err(AgentError::Failed)
                 .and_then(|outputs| write_outputs(node, &req, &outputs));
             if let Err(e) = &result {
@@ -329,7 +334,7 @@ fn start_runs(node: &Node, st: &mut State) -> Result<(), NodeError> {
 
 /// The next request to run now and its inputs: the ready one if its model has an idle
 /// session, else the first queued one that has (inputs read now).
-fn next_run(node: &Node, st: &mut State) -> Result<Option<(AgentRequest, TensorF32)>, NodeError> {
+fn next_run(node: &Node, st: &mut State) -> Result<Option<(AgentRequest, RunInput)>, NodeError> {
     let executors = st.executors();
     match st.ready.take() {
         Some((req, input)) if st.res.has_idle(&req.model) && executors.may_start(&req) => {
@@ -372,14 +377,15 @@ fn reply(
     Ok(())
 }
 
-/// The request's inputs, concatenated along dim 0.
-fn read_inputs(node: &Node, req: &AgentRequest) -> Result<TensorF32, String> {
+/// The request's inputs as its run reads them: one tensor left in its slot, several
+/// concatenated along dim 0.
+fn read_inputs(node: &Node, req: &AgentRequest) -> Result<RunInput, String> {
     let mut parts = Vec::with_capacity(req.inputs.len());
     for t in &req.inputs {
-        let pool = node.pool(t.shm.pool).map_err(|e| e.to_string())?;
+        let pool = node.shared_pool(t.shm.pool).map_err(|e| e.to_string())?;
         parts.push((pool, t));
     }
-    read_batch(&parts)
+    RunInput::of(&parts)
 }
 
 /// Writes every output into the request's output slot, 64-byte aligned, in order.

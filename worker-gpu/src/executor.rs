@@ -1,12 +1,13 @@
 //! The agent's executor pool: `n` threads, each running one job at a time (on `cpu:0`
 //! one model session with one intra-op thread), so that several requests — of
 //! different models, or of one stage's pyramid levels — run at once while the agent's
-//! own thread keeps serving its inbox and copying inputs and outputs. A job goes to a
+//! own thread keeps serving its inbox and writing outputs back. A job goes to a
 //! thread the agent names (so that it can hand that thread the session it ran last, see
 //! [`crate::residency::session_for`]). Each finished job is handed back (its session to
 //! check in) with its result and its thread; a job that fails, or panics, is reported
 //! like any other and frees its thread.
 
+use crate::tensors::RunInput;
 use protocol::messages::AgentRequest;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -18,20 +19,19 @@ pub trait Work: Send + 'static {
     fn work(&mut self) -> Result<Vec<TensorF32>, String>;
 }
 
-/// One run: the session (checked out of the residency, of `generation`), its batched
-/// input, the request.
+/// One run: the session (checked out of the residency, of `generation`), its input (read
+/// in place in the stage's slot, or batched), the request.
 pub struct Job {
     pub model: Model,
     pub generation: u64,
-    pub input: TensorF32,
+    pub input: RunInput,
     pub req: AgentRequest,
 }
 
 impl Work for Job {
     fn work(&mut self) -> Result<Vec<TensorF32>, String> {
-        self.model
-            .run(std::slice::from_ref(&self.input))
-            .map_err(|e| e.to_string())
+        let Job { model, input, .. } = self;
+        input.read(|view| model.run_one(view).map_err(|e| e.to_string()))?
     }
 }
 

@@ -1,9 +1,92 @@
-//! f32 tensors in shared memory: reading a request's inputs into one batched `vision`
-//! tensor and writing results back, little-endian, packed.
+//! f32 tensors in shared memory: a request's inputs as a run reads them (one tensor in
+//! place in its slot, several concatenated into one batched `vision` tensor) and results
+//! written back, little-endian, packed.
 
 use protocol::messages::TensorRef;
 use protocol::shm::{ShmRef, SlotPool};
-use vision::TensorF32;
+use std::sync::Arc;
+use vision::{TensorF32, TensorView};
+
+/// What one run reads: a single tensor where it lies, in the asking stage's slot (the
+/// stage holds the slot until the agent replies), or several concatenated into a buffer of
+/// the agent's (a batch of several items' tensors).
+pub enum RunInput {
+    InSlot {
+        pool: Arc<SlotPool>,
+        shm: ShmRef,
+        shape: Vec<usize>,
+    },
+    Batched(TensorF32),
+}
+
+impl RunInput {
+    /// The request's inputs as one run reads them: one tensor is checked and left in its
+    /// slot (the executor reads it there, no copy); several are concatenated now.
+    pub fn of(parts: &[(Arc<SlotPool>, &TensorRef)]) -> Result<RunInput, String> {
+        match parts {
+            [(pool, t)] => {
+                let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
+                if shape.is_empty() {
+                    return Err(format!("cannot run a tensor of shape {:?}", t.shape));
+                }
+                let bytes = pool.read(&t.shm).map_err(|e| e.to_string())?;
+                check_len(&t.shape, bytes.len())?;
+                Ok(RunInput::InSlot {
+                    pool: Arc::clone(pool),
+                    shm: t.shm,
+                    shape,
+                })
+            }
+            _ => {
+                let borrowed: Vec<(&SlotPool, &TensorRef)> =
+                    parts.iter().map(|(p, t)| (p.as_ref(), *t)).collect();
+                read_batch(&borrowed).map(RunInput::Batched)
+            }
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            RunInput::InSlot { shape, .. } => shape,
+            RunInput::Batched(t) => &t.shape,
+        }
+    }
+
+    /// Calls `run` on the input's values: read in place when the slot holds them as
+    /// aligned f32 of this machine's byte order (little-endian), else copied first.
+    pub fn read<R>(&self, run: impl FnOnce(TensorView<'_>) -> R) -> Result<R, String> {
+        match self {
+            RunInput::Batched(t) => Ok(run(t.view())),
+            RunInput::InSlot { pool, shm, shape } => {
+                let bytes = pool.read(shm).map_err(|e| e.to_string())?;
+                if cfg!(target_endian = "little") {
+                    if let Ok(data) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+                        return Ok(run(TensorView { shape, data }));
+                    }
+                }
+                let data: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                Ok(run(TensorView { shape, data: &data }))
+            }
+        }
+    }
+}
+
+/// A tensor of `shape` in a slot range of `len` bytes: exactly its f32 values, or an error.
+fn check_len(shape: &[u32], len: usize) -> Result<(), String> {
+    let n: usize = shape.iter().map(|&d| d as usize).product();
+    if len != n * 4 {
+        return Err(format!(
+            "tensor of shape {:?} needs {} bytes, its slot range has {}",
+            shape,
+            n * 4,
+            len
+        ));
+    }
+    Ok(())
+}
 
 /// The tensors concatenated along dim 0 (their other dimensions must agree), read
 /// straight from their pools into one buffer.
@@ -27,15 +110,7 @@ pub fn read_batch(parts: &[(&SlotPool, &TensorRef)]) -> Result<TensorF32, String
     let mut data = Vec::with_capacity(total);
     for (pool, t) in parts {
         let bytes = pool.read(&t.shm).map_err(|e| e.to_string())?;
-        let n: usize = t.shape.iter().map(|&d| d as usize).product();
-        if bytes.len() != n * 4 {
-            return Err(format!(
-                "tensor of shape {:?} needs {} bytes, its slot range has {}",
-                t.shape,
-                n * 4,
-                bytes.len()
-            ));
-        }
+        check_len(&t.shape, bytes.len())?;
         data.extend(
             bytes
                 .chunks_exact(4)
@@ -50,6 +125,12 @@ pub fn read_batch(parts: &[(&SlotPool, &TensorRef)]) -> Result<TensorF32, String
 /// Writes `data` little-endian at `offset` of the slot `r` (in chunks, through a small
 /// buffer, so that a large output is not first copied whole).
 pub fn write_f32(pool: &SlotPool, r: &ShmRef, offset: u64, data: &[f32]) -> Result<(), String> {
+    if cfg!(target_endian = "little") {
+        // f32 in memory are already their little-endian bytes: one copy
+        return pool
+            .write_at(r, offset, bytemuck::cast_slice(data))
+            .map_err(|e| e.to_string());
+    }
     const CHUNK: usize = 16 * 1024;
     let mut buf = vec![0u8; CHUNK * 4];
     let mut at = offset;
@@ -111,6 +192,51 @@ mod tests {
             .unwrap_err()
             .contains("needs 12 bytes"));
         assert!(read_batch(&[]).is_err());
+    }
+
+    #[test]
+    fn a_single_tensor_is_read_where_it_lies_in_its_slot() {
+        let (pool, refs) = pool_with(&[&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]);
+        let pool = Arc::new(pool);
+        let t = TensorRef {
+            shm: refs[0],
+            shape: vec![1, 2, 3],
+        };
+        let input = RunInput::of(&[(Arc::clone(&pool), &t)]).expect("input");
+        assert_eq!(input.shape(), &[1, 2, 3]);
+        let slot_at = pool.read(&refs[0]).expect("read").as_ptr() as usize;
+        let (values, at) = input
+            .read(|v| (v.data.to_vec(), v.data.as_ptr() as usize))
+            .expect("view");
+        assert_eq!(values, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(at, slot_at, "read in place, not copied");
+        // A range not aligned to f32 is read through a copy, the same values.
+        let odd = ShmRef {
+            offset: 2,
+            len: 8,
+            ..refs[0]
+        };
+        let bytes = pool.read(&odd).expect("read").to_vec();
+        let expected: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let t = TensorRef {
+            shm: odd,
+            shape: vec![2],
+        };
+        let input = RunInput::of(&[(Arc::clone(&pool), &t)]).expect("input");
+        assert_eq!(input.read(|v| v.data.to_vec()).expect("copy"), expected);
+        // The byte count is checked when the request is read, not when it runs.
+        let wrong = TensorRef {
+            shm: refs[0],
+            shape: vec![1, 7],
+        };
+        let e = RunInput::of(&[(Arc::clone(&pool), &wrong)]).err();
+        assert!(e.is_some_and(|e| e.contains("needs 28 bytes")));
+        // Several tensors are batched into one.
+        let both = RunInput::of(&[(Arc::clone(&pool), &t), (pool, &t)]).expect("batch");
+        assert!(matches!(both, RunInput::Batched(ref b) if b.shape == vec![4]));
     }
 
     #[test]
