@@ -16,7 +16,10 @@
 //! full, a batch of big inputs only adds memory traffic (MTCNN's P-Net on 720p frames:
 //! the agent's CPU per frame 55 ms at the batches blind doubling reached, 48 ms at one
 //! item a call). A batch that did not pay is undone and not tried again for
-//! [`RETRY_AFTER`].
+//! [`RETRY_AFTER`], twice as long after each further trial that did not pay (up to
+//! [`MAX_RETRY_AFTER`]): on a device where batches never pay (full CPU cores), a trial
+//! costs its stage a few seconds at a worse rate, and a long run should not pay that
+//! every half minute.
 //!
 //! Replicas: each CPU body whose replicas the user did not fix starts one spare
 //! replica process ([`live_replicas`]); the planned number get items. Every
@@ -36,8 +39,18 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 pub const HOLD_DOWN: Duration = Duration::from_secs(3);
 /// How much more throughput a bigger batch must bring to be kept.
 pub const MIN_GAIN: f64 = 0.05;
-/// How long a batch that did not pay stays the stage's ceiling.
+/// How long a batch that did not pay stays the stage's ceiling (after its first trial).
 pub const RETRY_AFTER: Duration = Duration::from_secs(30);
+/// The longest wait before a batch that never paid is tried again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(16 * 30);
+
+/// How long the ceiling holds after `failed` earlier trials of the stage did not pay in a
+/// row: [`RETRY_AFTER`], doubled each time, at most [`MAX_RETRY_AFTER`].
+pub fn retry_after(failed: u32) -> Duration {
+    RETRY_AFTER
+        .saturating_mul(1u32 << failed.min(16))
+        .min(MAX_RETRY_AFTER)
+}
 /// A raised batch settles this long (its first calls, the queues) before its trial counts.
 pub const TRIAL_SETTLE: Duration = Duration::from_secs(1);
 /// The windows after [`TRIAL_SETTLE`] whose mean throughput judges a trial.
@@ -268,6 +281,8 @@ struct Tuned {
     trial: Option<Trial>,
     /// A batch that did not pay: no growth past the one before it until then.
     ceiling: Option<(u32, Instant)>,
+    /// Trials in a row that did not pay (the next ceiling holds longer).
+    failed_trials: u32,
     /// The window before the last one, when no change came between them.
     previous: Option<Sample>,
 }
@@ -313,6 +328,7 @@ impl Tuned {
         let window_before = trial.after.len().checked_sub(2).map(|i| trial.after[i]);
         self.trial = None;
         if from >= self.batch || after > before * (1.0 + MIN_GAIN) {
+            self.failed_trials = 0;
             self.previous = window_before.map(|items_per_s| Sample {
                 items_per_s,
                 ..seen
@@ -326,10 +342,12 @@ impl Tuned {
             why: BatchWhy::NoGain {
                 items_per_s_before: before,
                 items_per_s_after: after,
+                retry_after_s: retry_after(self.failed_trials).as_secs(),
             },
         };
         self.batch = from;
-        self.ceiling = Some((from, now + RETRY_AFTER));
+        self.ceiling = Some((from, now + retry_after(self.failed_trials)));
+        self.failed_trials = self.failed_trials.saturating_add(1);
         self.previous = None;
         self.window.hold(now);
         Verdict::Undo(undo)
@@ -359,10 +377,12 @@ pub enum BatchWhy {
     /// Busy ≤ 30 % with nothing queued: items should not wait for company.
     Idle,
     /// The raise on trial did not bring [`MIN_GAIN`] more items out per second (the
-    /// means of the windows before it and after it settled).
+    /// means of the windows before it and after it settled); not tried again for
+    /// `retry_after_s` ([`retry_after`]).
     NoGain {
         items_per_s_before: f64,
         items_per_s_after: f64,
+        retry_after_s: u64,
     },
     /// Kept within the time a call may take beside guaranteed apps.
     TimeCap,
@@ -387,9 +407,9 @@ impl BatchChange {
             BatchWhy::NoGain {
                 items_per_s_before,
                 items_per_s_after,
+                retry_after_s,
             } => format!(
-                "batch {from} did not raise throughput: {items_per_s_after:.1} items/s against {items_per_s_before:.1}; not tried again for {} s",
-                RETRY_AFTER.as_secs()
+                "batch {from} did not raise throughput: {items_per_s_after:.1} items/s against {items_per_s_before:.1}; not tried again for {retry_after_s} s"
             ),
             BatchWhy::TimeCap => "calls kept short beside guaranteed apps".to_string(),
         };
@@ -412,6 +432,7 @@ impl BatchTuner {
                     window: Window::new(now),
                     trial: None,
                     ceiling: None,
+                    failed_trials: 0,
                     previous: None,
                 }
             })

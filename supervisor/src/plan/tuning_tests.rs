@@ -254,6 +254,7 @@ fn a_trial_is_judged_on_two_windows_after_it_settles_against_the_better_one_befo
     let BatchWhy::NoGain {
         items_per_s_before,
         items_per_s_after,
+        ..
     } = seen[1].why
     else {
         panic!("undone for no gain: {seen:?}");
@@ -294,11 +295,13 @@ fn a_bigger_batch_that_brings_no_more_items_is_undone_and_not_retried_for_a_whil
     let BatchWhy::NoGain {
         items_per_s_before,
         items_per_s_after,
+        retry_after_s,
     } = changes[0].why
     else {
         panic!("undone for no gain: {changes:?}");
     };
     assert!((items_per_s_before - 25.0).abs() < 1.0 && (items_per_s_after - 25.0).abs() < 1.0);
+    assert_eq!(retry_after_s, RETRY_AFTER.as_secs());
     let note = changes[0].note("pnet");
     assert!(
         note.starts_with("tuning: pnet batch 2 → 1 (batch 2 did not raise throughput"),
@@ -321,6 +324,35 @@ fn a_bigger_batch_that_brings_no_more_items_is_undone_and_not_retried_for_a_whil
         vec![(1, 1, 2)],
         "tried again once the ceiling expired"
     );
+    // The second trial that does not pay holds the batch down twice as long.
+    let tried = now;
+    let mut changes = Vec::new();
+    while changes.is_empty() && now < tried + 10_000 {
+        now += 1000;
+        changes = step(now);
+    }
+    assert_eq!(moves(&changes), vec![(1, 2, 1)], "undone again at {now} ms");
+    assert!(
+        matches!(changes[0].why, BatchWhy::NoGain { retry_after_s, .. } if retry_after_s == 2 * RETRY_AFTER.as_secs()),
+        "{changes:?}"
+    );
+    assert!(changes[0].note("pnet").contains("not tried again for 60 s"));
+    let until = now + 2 * RETRY_AFTER.as_millis() as u64;
+    while now + 1000 < until {
+        now += 1000;
+        assert!(step(now).is_empty(), "{now} ms: still held down");
+    }
+    now += 2000;
+    assert_eq!(moves(&step(now)), vec![(1, 1, 2)], "tried a third time");
+}
+
+#[test]
+fn the_wait_before_a_batch_is_tried_again_doubles_up_to_a_bound() {
+    assert_eq!(retry_after(0), RETRY_AFTER);
+    assert_eq!(retry_after(1), RETRY_AFTER * 2);
+    assert_eq!(retry_after(3), RETRY_AFTER * 8);
+    assert_eq!(retry_after(4), MAX_RETRY_AFTER);
+    assert_eq!(retry_after(u32::MAX), MAX_RETRY_AFTER);
 }
 
 #[test]
