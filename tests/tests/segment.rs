@@ -278,11 +278,11 @@ fn deeplab_layout_logits_are_decoded_into_the_expected_mask() {
 }
 
 /// The device agent on `cpu:0` (worker-gpu/src/sessions.rs): its sessions neither plan
-/// memory, warm up nor spin, and the supervisor starts it with glibc's huge pages for malloc
-/// and freed blocks kept for reuse (supervisor/src/env/malloc.rs) unless the user's
+/// memory, warm up nor spin, and the supervisor starts it with freed blocks kept for reuse
+/// and no huge pages for malloc (supervisor/src/env/malloc.rs) unless the user's
 /// `GLIBC_TUNABLES` says otherwise.
 #[test]
-fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
+fn the_cpu_agent_runs_without_memory_pattern_warm_up_or_huge_pages_unless_asked() {
     require_model("mtcnn-pnet");
     let (dir, manifest, app) = toy_deeplab_app("seg-agent-settings");
     let ready = |run: &str| {
@@ -294,9 +294,12 @@ fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
     };
     run_ok_with(&mut command(Some(&manifest)), &app, &dir.join("run"));
     let line = ready("run");
+    assert!(
+        !line.contains("hugetlb"),
+        "no huge pages by default: {line}"
+    );
     for want in [
         "glibc_tunables=",
-        "glibc.malloc.hugetlb=1",
         // freed blocks kept for reuse, as in every worker
         "glibc.malloc.mmap_threshold=33554432",
         "glibc.malloc.trim_threshold=67108864",
@@ -307,12 +310,16 @@ fn the_cpu_agent_runs_on_huge_pages_without_memory_pattern_or_warm_up() {
         assert!(line.contains(want), "{want} missing: {line}");
     }
     let mut cmd = command(Some(&manifest));
-    cmd.env("GLIBC_TUNABLES", "glibc.malloc.hugetlb=0");
-    run_ok_with(&mut cmd, &app, &dir.join("run-off"));
-    let line = ready("run-off");
+    cmd.env(
+        "GLIBC_TUNABLES",
+        "glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=0",
+    );
+    run_ok_with(&mut cmd, &app, &dir.join("run-asked"));
+    let line = ready("run-asked");
     assert!(
-        line.contains("glibc_tunables=glibc.malloc.hugetlb=0:") && !line.contains("hugetlb=1"),
-        "the user's tunable is kept as it is: {line}"
+        line.contains("glibc_tunables=glibc.malloc.hugetlb=1:glibc.malloc.trim_threshold=0:")
+            && !line.contains("trim_threshold=67108864"),
+        "the user's tunables are kept as they are: {line}"
     );
 }
 

@@ -22,11 +22,12 @@
 //!   session it ran last ([`crate::residency::session_for`]), so that a buffer one
 //!   executor freed is not the next one the other writes from its core.
 //!
-//! The supervisor starts the agent with glibc's `glibc.malloc.hugetlb=1` tunable
-//! (`supervisor/src/env/malloc.rs`): ORT's arena blocks are backed by transparent huge pages,
-//! so a session's first run faults in 2 MiB pages, not 4 KiB ones. Each setting can still be
-//! changed from the environment ([`SessionOptions::with_env`]: `SMARTPIPE_ORT_MEM_PATTERN`,
-//! `SMARTPIPE_ORT_WARM_UP`; `GLIBC_TUNABLES=glibc.malloc.hugetlb=0` for the pages).
+//! The supervisor starts the agent, like every worker, with glibc keeping freed blocks for
+//! reuse (`supervisor/src/env/malloc.rs`); huge pages for malloc are the user's choice
+//! (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; a default from session 11 to 34, dropped when it
+//! cost the OCR app system time on a fragmented machine). Each setting can still be changed
+//! from the environment ([`SessionOptions::with_env`]: `SMARTPIPE_ORT_MEM_PATTERN`,
+//! `SMARTPIPE_ORT_WARM_UP`).
 
 use vision::{Provider, SessionOptions};
 

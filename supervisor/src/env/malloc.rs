@@ -9,17 +9,18 @@
 //!   page faults per 240 frames, 70,000 with these (BENCHMARKS.md, session 34). Blocks of
 //!   32 MiB and more are still mapped and unmapped one by one, and a heap keeps at most 64 MiB
 //!   free at its top.
-//! - **the device agent's large blocks in huge pages** (`glibc.malloc.hugetlb=1`, where the
-//!   kernel's THP mode is `madvise` or `always`): ONNX Runtime's CPU arena takes a big model's
-//!   working set from malloc on the session's first run; in 4 KiB pages ISNet at 1024² faulted
-//!   in ≈ 210 000 of them, 1–3 s of system time beside its 1.9 s run, in 2 MiB pages 2 600
-//!   faults and 0.2 s (worker-gpu/src/sessions.rs has the figures).
+//!
+//! Huge pages for malloc (`glibc.malloc.hugetlb=1`) are the user's to ask for, no longer a
+//! default of the device agent (session 35): where the kernel compacts memory on a fault in a
+//! `madvise`d region (THP `defrag` = `madvise`, Debian's default) and free memory is
+//! fragmented, the OCR app's agent spent 2.5–3.0 s of system time in the runs that got huge
+//! pages against 0.6–0.8 s without, and ran 1.11× slower; the faces and ISNet apps gained
+//! nothing (BENCHMARKS.md, session 35).
 
 use std::process::Command;
 
 /// The variable glibc reads its tunables from (`name=value` pairs separated by colons).
 pub const TUNABLES: &str = "GLIBC_TUNABLES";
-const HUGETLB: &str = "glibc.malloc.hugetlb";
 
 const MMAP_THRESHOLD: &str = "glibc.malloc.mmap_threshold";
 const TRIM_THRESHOLD: &str = "glibc.malloc.trim_threshold";
@@ -56,18 +57,15 @@ fn set_on(cmd: &Command) -> Option<Option<String>> {
         .map(|(_, value)| value.map(|v| v.to_string_lossy().into_owned()))
 }
 
-/// Sets a worker's tunables on `cmd`: freed blocks kept for reuse, and for a device agent
-/// (`agent`) huge pages, each unless the `GLIBC_TUNABLES` it would get (set on `cmd`, else
-/// the app's environment) sets it. Call it after [`super::appenv::apply`].
-pub fn tune_worker(cmd: &mut Command, agent: bool) {
+/// Sets a worker's tunables on `cmd` (a stage or a device agent): freed blocks kept for
+/// reuse, each unless the `GLIBC_TUNABLES` it would get (set on `cmd`, else the app's
+/// environment) sets it. Call it after [`super::appenv::apply`].
+pub fn tune_worker(cmd: &mut Command) {
     let current = set_on(cmd).unwrap_or_else(|| super::appenv::var(TUNABLES));
-    let mut defaults = vec![
+    let defaults = [
         (MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES),
         (TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
     ];
-    if agent {
-        defaults.push((HUGETLB, 1));
-    }
     cmd.env(TUNABLES, with_defaults(current.as_deref(), &defaults));
 }
 
@@ -76,17 +74,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hugetlb_is_added_to_the_tunables_unless_they_set_it() {
-        let with_hugetlb = |current| with_defaults(current, &[(HUGETLB, 1)]);
-        assert_eq!(with_hugetlb(None), "glibc.malloc.hugetlb=1");
-        assert_eq!(with_hugetlb(Some(" ")), "glibc.malloc.hugetlb=1");
+    fn a_default_is_added_to_the_tunables_unless_they_set_it() {
+        let with_default = |current| with_defaults(current, &[(TRIM_THRESHOLD, 1)]);
+        assert_eq!(with_default(None), "glibc.malloc.trim_threshold=1");
+        assert_eq!(with_default(Some(" ")), "glibc.malloc.trim_threshold=1");
         assert_eq!(
-            with_hugetlb(Some("glibc.malloc.arena_max=2")),
-            "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+            with_default(Some("glibc.malloc.arena_max=2")),
+            "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=1"
         );
         assert_eq!(
-            with_hugetlb(Some("glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2")),
-            "glibc.malloc.hugetlb=0:glibc.malloc.arena_max=2"
+            with_default(Some(
+                "glibc.malloc.trim_threshold=0:glibc.malloc.arena_max=2"
+            )),
+            "glibc.malloc.trim_threshold=0:glibc.malloc.arena_max=2"
         );
     }
 
@@ -95,27 +95,27 @@ mod tests {
     }
 
     #[test]
-    fn the_agent_command_keeps_a_value_set_on_it_and_adds_heap_reuse_and_hugetlb() {
+    fn a_worker_command_keeps_a_value_set_on_it_and_adds_heap_reuse() {
         let mut cmd = Command::new("worker-gpu");
         cmd.env(
             TUNABLES,
-            "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0",
+            "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0:glibc.malloc.hugetlb=1",
         );
-        tune_worker(&mut cmd, true);
+        tune_worker(&mut cmd);
         assert_eq!(
             tunables_of(&cmd).as_deref(),
             Some(
-                "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0:\
-                 glibc.malloc.mmap_threshold=33554432:glibc.malloc.hugetlb=1"
+                "glibc.malloc.arena_max=2:glibc.malloc.trim_threshold=0:glibc.malloc.hugetlb=1:\
+                 glibc.malloc.mmap_threshold=33554432"
             )
         );
     }
 
     #[test]
-    fn a_stage_command_keeps_freed_blocks_but_gets_no_huge_pages() {
+    fn a_worker_command_keeps_freed_blocks_and_gets_no_huge_pages() {
         let mut cmd = Command::new("worker-cpu");
         cmd.env(TUNABLES, "");
-        tune_worker(&mut cmd, false);
+        tune_worker(&mut cmd);
         assert_eq!(
             tunables_of(&cmd).as_deref(),
             Some("glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864")

@@ -239,9 +239,9 @@ impl AgentHosts {
         match &dev.env {
             Some(env) => crate::env::appenv::scope(env.clone(), || {
                 crate::env::appenv::apply(&mut cmd);
-                crate::env::malloc::tune_worker(&mut cmd, true);
+                crate::env::malloc::tune_worker(&mut cmd);
             }),
-            None => crate::env::malloc::tune_worker(&mut cmd, true),
+            None => crate::env::malloc::tune_worker(&mut cmd),
         }
         let pending = start_child(&self.spawner, &label, cmd, &program, log_path)?;
         let connected = pending.accept(STARTUP)?;

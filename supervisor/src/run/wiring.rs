@@ -289,7 +289,7 @@ impl<'a> Wiring<'a> {
             None => Process::new(&program),
         };
         crate::env::appenv::apply(&mut cmd);
-        crate::env::malloc::tune_worker(&mut cmd, is_agent);
+        crate::env::malloc::tune_worker(&mut cmd);
         cmd.arg(if is_agent { "--agent" } else { "--stage" })
             .arg(format!("{}/{label}", self.app.name))
             .stdin(Stdio::null())
