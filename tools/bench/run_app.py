@@ -56,15 +56,10 @@ def descendants(pid):
     return out
 
 
-def cpu_s(pid):
-    """(utime + stime, stime, in seconds; minor page faults) of a live process (None once it
-    is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK, int(fields[7])
-    except (OSError, IndexError, ValueError):
-        return None
+def stat_times(stat):
+    """(utime + stime, stime, in seconds; minor page faults) from a /proc/PID/stat line."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK, int(fields[7])
 
 
 def comm(pid):
@@ -111,13 +106,11 @@ class Sampler:
                     self.cpu[k] = (name, self.cpu.get(k, (None, None))[1])
         for k, f in list(self.files.items()):
             try:
-                fields = os.pread(f.fileno(), 4096, 0).decode().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
+                times = stat_times(os.pread(f.fileno(), 4096, 0).decode())
+            except (OSError, IndexError, ValueError):
                 f.close()  # gone: its last reading stays
                 del self.files[k]
                 continue
-            times = ((int(fields[11]) + int(fields[12])) / TICK, int(fields[12]) / TICK,
-                     int(fields[7]))
             self.cpu[k] = (self.cpu.get(k, (comm(k) or str(k), None))[0], times)
 
     def is_agent(self, pid):

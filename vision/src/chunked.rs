@@ -8,7 +8,7 @@
 //! PP-OCR's recogniser on six long lines; BENCHMARKS.md "Session 32").
 
 use crate::engine::Model;
-use crate::error::{Result, VisionError};
+use crate::error::Result;
 use crate::tensor::{TensorF32, TensorView};
 
 /// The most rows of an input of `shape` one run takes: at most `max_rows`, and at most as
@@ -45,17 +45,10 @@ pub(crate) fn run_rows(
         let n = max_rows.max(1).min(rows - at);
         let mut shape = input.shape.to_vec();
         shape[0] = n;
-        let data = input
-            .data
-            .get(at * per_row..(at + n) * per_row)
-            .ok_or_else(|| VisionError::Shape {
-                what: "input rows".into(),
-                expected: format!("{} values for shape {:?}", rows * per_row, input.shape),
-                got: vec![input.data.len()],
-            })?;
+        // (Model::run_one checked that the values fill the shape.)
         parts.push(model.run_part(TensorView {
             shape: &shape,
-            data,
+            data: &input.data[at * per_row..(at + n) * per_row],
         })?);
         at += n;
     }

@@ -16,8 +16,7 @@ use crate::onnx_graph::RewriteReport;
 pub use crate::provider::Provider;
 pub use crate::session_options::{ConvSearch, SessionOptions};
 use crate::strips::Strips;
-use crate::tensor::TensorF32;
-use crate::tensor::TensorView;
+use crate::tensor::{TensorF32, TensorView};
 
 /// Name of the environment variable that points at the ONNX Runtime shared library.
 pub const ORT_DYLIB_ENV: &str = "ORT_DYLIB_PATH";
@@ -503,14 +502,7 @@ impl Model {
     /// Runs a single-input model on `input` read where it lies (in caps of rows, in
     /// strips, as the model's settings say; a whole run reads it in place, copied nowhere).
     pub fn run_one(&mut self, input: TensorView<'_>) -> Result<Vec<TensorF32>> {
-        let values = input.shape.iter().product::<usize>();
-        if input.data.len() != values {
-            return Err(VisionError::Shape {
-                what: format!("input of model '{}'", self.name),
-                expected: format!("{values} values for shape {:?}", input.shape),
-                got: vec![input.data.len()],
-            });
-        }
+        input.check(&format!("input of model '{}'", self.name))?;
         let cap = self.rows_per_run_for(input.shape);
         if let Some(k) = cap.filter(|&k| input.shape.first().is_some_and(|&n| n > k)) {
             return crate::chunked::run_rows(self, input, k);

@@ -9,6 +9,19 @@ pub struct TensorF32 {
     pub data: Vec<f32>,
 }
 
+/// Whether `len` values fill `shape` exactly; the error names `what`.
+fn check_len(what: &str, shape: &[usize], len: usize) -> Result<()> {
+    let n = shape.iter().product::<usize>();
+    if n != len {
+        return Err(VisionError::Shape {
+            what: what.into(),
+            expected: format!("{n} elements for shape {shape:?}"),
+            got: vec![len],
+        });
+    }
+    Ok(())
+}
+
 /// A dense row-major f32 tensor's shape and values, borrowed from wherever they lie (a
 /// [`TensorF32`], a slot of shared memory), so that a run reads them in place.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -18,6 +31,11 @@ pub struct TensorView<'a> {
 }
 
 impl TensorView<'_> {
+    /// Checks that the values fill the shape exactly, as [`TensorF32::new`] does.
+    pub fn check(&self, what: &str) -> Result<()> {
+        check_len(what, self.shape, self.data.len())
+    }
+
     /// The values copied into a tensor of their own (checked like [`TensorF32::new`]).
     pub fn to_tensor(&self) -> Result<TensorF32> {
         TensorF32::new(self.shape.to_vec(), self.data.to_vec())
@@ -35,14 +53,7 @@ impl TensorF32 {
 
     /// Builds a tensor, checking that `data` holds exactly the product of `shape` elements.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Result<Self> {
-        let n = shape.iter().product::<usize>();
-        if n != data.len() {
-            return Err(VisionError::Shape {
-                what: "tensor data".into(),
-                expected: format!("{n} elements for shape {shape:?}"),
-                got: vec![data.len()],
-            });
-        }
+        check_len("tensor data", &shape, data.len())?;
         Ok(Self { shape, data })
     }
 

@@ -12,8 +12,8 @@
 //! request's inputs while every executor is busy (a single tensor is checked and left in
 //! the stage's slot, where the executor reads it; several items' tensors are copied into
 //! one batch), starts the next run as soon as one finishes and only then writes the
-//! finished run's outputs back and replies. Sessions use `threads` intra-op threads (`SetThreads` changes them
-//! live: every session is created again). On `cpu:0` the agent shares the cores with
+//! finished run's outputs back and replies. Sessions use `threads` intra-op threads
+//! (`SetThreads` changes them live: every session is created again). On `cpu:0` the agent shares the cores with
 //! the pipeline's CPU stages: its sessions neither spin, plan memory nor warm up
 //! ([`crate::sessions`]).
 
@@ -70,7 +70,7 @@ struct State {
     res: Residency,
     exec: Executor,
     queue: VecDeque<AgentRequest>,
-    /// The next request to run, its inputs already copied out of shared memory.
+    /// The next request to run, its inputs already read (checked in their slot, or batched).
     ready: Option<(AgentRequest, RunInput)>,
     /// A node's shared agent: the apps attached to it.
     apps: Apps,

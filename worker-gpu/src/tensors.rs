@@ -4,6 +4,7 @@
 
 use protocol::messages::TensorRef;
 use protocol::shm::{ShmRef, SlotPool};
+use std::borrow::Borrow;
 use std::sync::Arc;
 use vision::{TensorF32, TensorView};
 
@@ -37,11 +38,7 @@ impl RunInput {
                     shape,
                 })
             }
-            _ => {
-                let borrowed: Vec<(&SlotPool, &TensorRef)> =
-                    parts.iter().map(|(p, t)| (p.as_ref(), *t)).collect();
-                read_batch(&borrowed).map(RunInput::Batched)
-            }
+            _ => read_batch(parts).map(RunInput::Batched),
         }
     }
 
@@ -64,14 +61,18 @@ impl RunInput {
                         return Ok(run(TensorView { shape, data }));
                     }
                 }
-                let data: Vec<f32> = bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect();
+                let data: Vec<f32> = f32s_from_le(bytes).collect();
                 Ok(run(TensorView { shape, data: &data }))
             }
         }
     }
+}
+
+/// Little-endian f32 values, 4 bytes each.
+fn f32s_from_le(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 /// A tensor of `shape` in a slot range of `len` bytes: exactly its f32 values, or an error.
@@ -90,7 +91,7 @@ fn check_len(shape: &[u32], len: usize) -> Result<(), String> {
 
 /// The tensors concatenated along dim 0 (their other dimensions must agree), read
 /// straight from their pools into one buffer.
-pub fn read_batch(parts: &[(&SlotPool, &TensorRef)]) -> Result<TensorF32, String> {
+pub fn read_batch<P: Borrow<SlotPool>>(parts: &[(P, &TensorRef)]) -> Result<TensorF32, String> {
     let Some((_, first)) = parts.first() else {
         return Err("a request without inputs".into());
     };
@@ -109,21 +110,18 @@ pub fn read_batch(parts: &[(&SlotPool, &TensorRef)]) -> Result<TensorF32, String
     }
     let mut data = Vec::with_capacity(total);
     for (pool, t) in parts {
-        let bytes = pool.read(&t.shm).map_err(|e| e.to_string())?;
+        let bytes = pool.borrow().read(&t.shm).map_err(|e| e.to_string())?;
         check_len(&t.shape, bytes.len())?;
-        data.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-        );
+        data.extend(f32s_from_le(bytes));
     }
     let mut shape = vec![rows];
     shape.extend(rest.iter().map(|&d| d as usize));
     TensorF32::new(shape, data).map_err(|e| e.to_string())
 }
 
-/// Writes `data` little-endian at `offset` of the slot `r` (in chunks, through a small
-/// buffer, so that a large output is not first copied whole).
+/// Writes `data` little-endian at `offset` of the slot `r`: one copy on a little-endian
+/// machine, else converted in chunks through a small buffer (a large output is not first
+/// copied whole).
 pub fn write_f32(pool: &SlotPool, r: &ShmRef, offset: u64, data: &[f32]) -> Result<(), String> {
     if cfg!(target_endian = "little") {
         // f32 in memory are already their little-endian bytes: one copy
@@ -191,7 +189,7 @@ mod tests {
         assert!(read_batch(&[(&pool, &d)])
             .unwrap_err()
             .contains("needs 12 bytes"));
-        assert!(read_batch(&[]).is_err());
+        assert!(read_batch::<&SlotPool>(&[]).is_err());
     }
 
     #[test]
