@@ -43,10 +43,14 @@ fn run_to_end(dir: &std::path::Path, app: &serde_json::Value) -> serde_json::Val
 fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
     let dir = scratch("tuning");
     let count = 600;
-    let summary = run_to_end(
+    let app = write_app(
         &dir,
         &pnet_app("tuning", "request-guarantee", "balance", count),
     );
+    // On CPU cores the first trial waits 30 s by default (the next test): at once here.
+    let mut sup = supervisor();
+    with_models(&mut sup).env("SMARTPIPE_CPU_FIRST_TRIAL_S", "0");
+    let summary = run_ok_with(&mut sup, &app, &dir.join("run")).1;
     let retunes = summary["retunes"].as_array().expect("retunes");
     let first = retunes
         .first()
@@ -57,6 +61,25 @@ fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
     assert_all_delivered_without_restart(&summary, count);
     let log = std::fs::read_to_string(dir.join("run/logs/net#0.log")).expect("log");
     assert!(log.contains("batching retuned"), "the stage took it live");
+}
+
+#[test]
+fn on_cpu_cores_a_short_run_tries_no_bigger_batch() {
+    let dir = scratch("tuning-cpu");
+    let count = 300;
+    let app = write_app(
+        &dir,
+        &pnet_app("tuning-cpu", "request-guarantee", "balance", count),
+    );
+    let mut sup = supervisor();
+    with_models(&mut sup).env("SMARTPIPE_DEVICE", "cpu:0");
+    let summary = run_ok_with(&mut sup, &app, &dir.join("run")).1;
+    let retunes = summary["retunes"].as_array().expect("retunes");
+    assert!(
+        retunes.is_empty(),
+        "no batch trial in the first 30 s on CPU cores: {summary}"
+    );
+    assert_all_delivered_without_restart(&summary, count);
 }
 
 #[test]

@@ -62,8 +62,16 @@ pub enum Wake {
 }
 
 /// How long the agent waits for a run or a load to finish before it looks at its inbox
-/// again (the inbox and the executors' channel cannot be waited on together).
+/// again while an executor is free (the inbox and the executors' channel cannot be
+/// waited on together): a request that comes meanwhile may start at once.
 const POLL: Duration = Duration::from_millis(1);
+
+/// The same wait while every executor is busy: a request that comes meanwhile cannot
+/// start before a run ends, and the run's end wakes the agent. The inbox is still looked
+/// at this often, for commands and for loads to start ahead of the queue. (Polling every
+/// millisecond here woke the agent's thread a thousand times a second, each time taking
+/// a core from a running executor: BENCHMARKS.md, session 36.)
+const BUSY_POLL: Duration = Duration::from_millis(20);
 
 /// What the agent holds between its loop's turns.
 struct State {
@@ -131,12 +139,14 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         keep: crate::pick::keep_from_env(),
         serving_guaranteed: false,
     };
+    let mut woken: Option<Wake> = None;
     loop {
         // Models to load ahead start loading before the agent waits on its inbox (an idle
         // wait here held each ahead-of-request load back by up to 200 ms at start).
         st.res.prefetch_idle(&st.order);
         // Everything the inbox holds now (waiting only when there is nothing else to do).
-        let idle = st.queue.is_empty()
+        let idle = woken.is_none()
+            && st.queue.is_empty()
             && st.ready.is_none()
             && st.exec.busy() == 0
             && st.res.loading().is_none();
@@ -178,7 +188,17 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
             wait = Duration::ZERO;
         }
         if stop {
+            // A load that ended while the agent waited is taken in (the wait below is
+            // for loads still running).
+            if let Some(w @ Wake::Loaded(_)) = woken.take() {
+                handle(node, &mut st, w)?;
+            }
             break;
+        }
+        // A run or load that ended while the agent waited, then any that ended since (its
+        // inbox read first, so that a freed executor takes what came meanwhile).
+        if let Some(w) = woken.take() {
+            handle(node, &mut st, w)?;
         }
         while let Ok(w) = wake.try_recv() {
             handle(node, &mut st, w)?;
@@ -186,10 +206,8 @@ pub fn run(node: &mut Node) -> Result<(), StageError> {
         dispatch(node, &mut st)?;
         st.res.prefetch_idle(&st.order);
         if st.exec.busy() > 0 || st.res.loading().is_some() {
-            if let Ok(w) = wake.recv_timeout(POLL) {
-                handle(node, &mut st, w)?;
-                dispatch(node, &mut st)?;
-            }
+            let wait = if st.exec.free() { POLL } else { BUSY_POLL };
+            woken = wake.recv_timeout(wait).ok();
         }
     }
     // A load still running in the loader thread would be cut off by the exit (ONNX Runtime

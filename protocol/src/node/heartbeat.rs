@@ -25,10 +25,20 @@ pub(super) fn spawn_heartbeat(
                 {
                     return;
                 }
-                std::thread::sleep(every);
+                std::thread::sleep(until_next_beat(crate::clock::now_ns(), every));
             }
         })
         .ok();
+}
+
+/// How long from `now_ns` (the system-wide monotonic clock) to the next multiple of
+/// `every`: every process of the machine beats at the same instants, so that the
+/// supervisor's threads wake once a period for all of them rather than once for each, and
+/// a core running a model is interrupted once a period, not once per process
+/// (BENCHMARKS.md, session 36). A beat is never later than `every` after the one before.
+fn until_next_beat(now_ns: u64, every: Duration) -> Duration {
+    let period = (every.as_nanos() as u64).max(1);
+    Duration::from_nanos(period - now_ns % period)
 }
 
 /// A per-source count map as the wire's list.
@@ -47,5 +57,29 @@ impl Node {
     /// watchdog that finds the stage's own code stuck.
     pub fn heartbeat_switch(&self) -> Arc<AtomicBool> {
         self.alive.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::until_next_beat;
+    use std::time::Duration;
+
+    #[test]
+    fn beats_fall_on_multiples_of_the_period_of_the_shared_clock() {
+        let every = Duration::from_millis(100);
+        // Two processes at different points of the period wake at the same instant.
+        let a = 5_000_000_000 + 30_000_000;
+        let b = 5_000_000_000 + 95_000_000;
+        assert_eq!(
+            a + until_next_beat(a, every).as_nanos() as u64,
+            5_100_000_000
+        );
+        assert_eq!(
+            b + until_next_beat(b, every).as_nanos() as u64,
+            5_100_000_000
+        );
+        // On a multiple: a whole period to the next (never a busy loop of zero waits).
+        assert_eq!(until_next_beat(5_100_000_000, every), every);
     }
 }

@@ -19,7 +19,11 @@
 //! [`RETRY_AFTER`], twice as long after each further trial that did not pay (up to
 //! [`MAX_RETRY_AFTER`]): on a device where batches never pay (full CPU cores), a trial
 //! costs its stage a few seconds at a worse rate, and a long run should not pay that
-//! every half minute.
+//! every half minute. On `cpu:0` the first trial waits as long as a retry would
+//! ([`BatchTuner::hold_first_trials`], [`CPU_FIRST_TRIAL_AFTER`]): there one item a call
+//! is the rule (a call costs the same per item at any batch once its inputs are large,
+//! plus the copy that joins them), and a trial in the first seconds cost the faces app
+//! 3.5 % of a 10-s run's throughput and most of its spread (BENCHMARKS.md, session 36).
 //!
 //! Replicas: each CPU body whose replicas the user did not fix starts one spare
 //! replica process ([`live_replicas`]); the planned number get items. Every
@@ -51,6 +55,10 @@ pub fn retry_after(failed: u32) -> Duration {
         .saturating_mul(1u32 << failed.min(16))
         .min(MAX_RETRY_AFTER)
 }
+/// How long into a run a stage whose model runs on CPU cores waits for its first batch
+/// trial ([`BatchTuner::hold_first_trials`]).
+pub const CPU_FIRST_TRIAL_AFTER: Duration = RETRY_AFTER;
+
 /// A raised batch settles this long (its first calls, the queues) before its trial counts.
 pub const TRIAL_SETTLE: Duration = Duration::from_secs(1);
 /// The windows after [`TRIAL_SETTLE`] whose mean throughput judges a trial.
@@ -443,6 +451,14 @@ impl BatchTuner {
 
     pub fn is_empty(&self) -> bool {
         self.stages.is_empty()
+    }
+
+    /// No stage's batch grows before `until` (it may still shrink): the models run on
+    /// CPU cores, where a bigger batch rarely pays ([`CPU_FIRST_TRIAL_AFTER`]).
+    pub fn hold_first_trials(&mut self, until: Instant) {
+        for s in &mut self.stages {
+            s.ceiling = Some((s.batch, until));
+        }
     }
 
     /// Keep each stage's model calls within `budget_ms` (a best-effort app beside

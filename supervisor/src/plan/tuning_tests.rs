@@ -372,3 +372,26 @@ fn a_merge_is_not_scaled_live_since_its_producers_pick_its_replica_by_item() {
     }
     assert!(!scalable(&app, 2), "not the merge");
 }
+
+#[test]
+fn on_cpu_cores_no_batch_grows_before_the_first_trial_is_due() {
+    let mut tuner = BatchTuner::new(&app("balance", None), |_| 1);
+    let t0 = Instant::now() + HOLD_DOWN;
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    tuner.hold_first_trials(at(0) + CPU_FIRST_TRIAL_AFTER);
+    // Busy all the time: a raise is asked for every window.
+    let busy = |ms: u64| worked(ms, ms * 25 / 1000);
+    let mut raised_at = None;
+    for s in 0..40u64 {
+        let ms = s * 1000;
+        let m = busy(ms);
+        let changes = tuner.step(at(ms), |_| vec![&m]);
+        if !changes.is_empty() {
+            assert_eq!(moves(&changes), vec![(1, 1, 2)]);
+            raised_at = Some(ms);
+            break;
+        }
+    }
+    let first_due = CPU_FIRST_TRIAL_AFTER.as_millis() as u64;
+    assert_eq!(raised_at, Some(first_due), "the first trial once it is due");
+}

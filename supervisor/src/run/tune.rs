@@ -5,12 +5,34 @@
 use super::BEST_EFFORT_CALL_SHARE;
 use crate::env::cgroup::AppCgroup;
 use crate::observe::timeline::Timeline;
-use crate::plan::tuning::{BatchTuner, ReplicaScaler};
+use crate::plan::tuning::{BatchTuner, ReplicaScaler, CPU_FIRST_TRIAL_AFTER};
 use crate::run::apprun::AppRun;
 use crate::run::replica::Replica;
 use protocol::messages::StageMetrics;
 use protocol::spec::{AppSpec, ServiceType};
 use std::time::{Duration, Instant};
+
+/// Overrides how long into a run the first batch trial waits on CPU cores (seconds, 0:
+/// at once).
+pub const ENV_CPU_FIRST_TRIAL_S: &str = "SMARTPIPE_CPU_FIRST_TRIAL_S";
+
+/// [`CPU_FIRST_TRIAL_AFTER`], or [`ENV_CPU_FIRST_TRIAL_S`] when set to a number of
+/// seconds (anything else is warned of and ignored).
+fn cpu_first_trial_after() -> Duration {
+    let Some(v) = crate::env::appenv::var(ENV_CPU_FIRST_TRIAL_S) else {
+        return CPU_FIRST_TRIAL_AFTER;
+    };
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Duration::from_secs_f64(s.min(86_400.0)),
+        _ => {
+            tracing::warn!(
+                "{ENV_CPU_FIRST_TRIAL_S}={v:?} is not a number of seconds: the first batch trial waits {} s",
+                CPU_FIRST_TRIAL_AFTER.as_secs()
+            );
+            CPU_FIRST_TRIAL_AFTER
+        }
+    }
+}
 
 /// The live tuners of a `balance` app and what they changed.
 pub struct Tuning {
@@ -28,8 +50,12 @@ pub struct Tuning {
 impl Tuning {
     /// The tuners of `app`, starting from what `run` was planned with.
     pub fn new(app: &AppSpec, run: &AppRun<'_>) -> Tuning {
+        let mut tuner = BatchTuner::new(app, |t| run.wiring.batch_now(t));
+        if crate::plan::device().starts_with("cpu") {
+            tuner.hold_first_trials(Instant::now() + cpu_first_trial_after());
+        }
         Tuning {
-            tuner: BatchTuner::new(app, |t| run.wiring.batch_now(t)),
+            tuner,
             retunes: Vec::new(),
             scaler: ReplicaScaler::new(
                 app,

@@ -123,7 +123,7 @@ impl VideoWriter {
             .map_err(|e| StageError::Ffmpeg(format!("cannot start {}: {e}", ffmpeg_program())))?;
         let stdin = child.stdin.take();
         if let Some(pipe) = &stdin {
-            crate::pipes::widen(pipe);
+            crate::pipes::widen(pipe, width as usize * height as usize * 3);
         }
         Ok(VideoWriter {
             child,

@@ -213,7 +213,7 @@ impl Decoder {
             .stdout
             .take()
             .ok_or_else(|| StageError::Ffmpeg("no stdout pipe".into()))?;
-        crate::pipes::widen(&stdout);
+        crate::pipes::widen(&stdout, width as usize * height as usize * 3);
         let stderr = child.stderr.take();
         let complaints = std::thread::spawn(move || {
             let mut text = String::new();
