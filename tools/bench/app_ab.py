@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Alternating A/B runs of one app: each round runs the app once per arm, in order, through
 tools/bench/run_app.py (foreground, SMARTPIPE_NO_DAEMON=1), each arm with its own environment
-(e.g. another SMARTPIPE_MANIFEST; `APP=FILE` runs another app file in that arm). Prints one line per run (steady items/s, the app's CPU seconds,
+(e.g. another SMARTPIPE_MANIFEST; `APP=FILE` runs another app file in that arm, `SUPERVISOR=FILE`
+another supervisor binary). Prints one line per run (steady items/s, the app's CPU seconds,
 the agent's, the agent's peak memory, system seconds, minor faults, live batch changes) and, per
 arm, the median and range of the steady rate and of the agent's CPU. Alternating rounds keep a
 slow spell of a shared machine from landing on one arm only.
@@ -27,6 +28,8 @@ def run_once(supervisor, app, env_pairs):
         key, _, value = kv.partition("=")
         if key == "APP":
             app = value
+        elif key == "SUPERVISOR":
+            supervisor = value
         else:
             env[key] = value
     scratch = tempfile.mkdtemp(prefix="app-ab-")
