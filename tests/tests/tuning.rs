@@ -35,22 +35,31 @@ fn assert_all_delivered_without_restart(summary: &serde_json::Value, count: u64)
 
 /// Run `app` to its end with the models; its summary.
 fn run_to_end(dir: &std::path::Path, app: &serde_json::Value) -> serde_json::Value {
+    run_to_end_with(dir, app, &[])
+}
+
+/// [`run_to_end`] with more settings in the supervisor's environment.
+fn run_to_end_with(
+    dir: &std::path::Path,
+    app: &serde_json::Value,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
     let app = write_app(dir, app);
-    run_ok_with(with_models(&mut supervisor()), &app, &dir.join("run")).1
+    let mut sup = supervisor();
+    with_models(&mut sup).envs(env.iter().copied());
+    run_ok_with(&mut sup, &app, &dir.join("run")).1
 }
 
 #[test]
 fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
     let dir = scratch("tuning");
     let count = 600;
-    let app = write_app(
+    // On CPU cores the first trial waits 30 s by default (the next test): at once here.
+    let summary = run_to_end_with(
         &dir,
         &pnet_app("tuning", "request-guarantee", "balance", count),
+        &[("SMARTPIPE_CPU_FIRST_TRIAL_S", "0")],
     );
-    // On CPU cores the first trial waits 30 s by default (the next test): at once here.
-    let mut sup = supervisor();
-    with_models(&mut sup).env("SMARTPIPE_CPU_FIRST_TRIAL_S", "0");
-    let summary = run_ok_with(&mut sup, &app, &dir.join("run")).1;
     let retunes = summary["retunes"].as_array().expect("retunes");
     let first = retunes
         .first()
@@ -67,13 +76,11 @@ fn balance_raises_the_batch_of_a_busy_gpu_stage_while_it_runs() {
 fn on_cpu_cores_a_short_run_tries_no_bigger_batch() {
     let dir = scratch("tuning-cpu");
     let count = 300;
-    let app = write_app(
+    let summary = run_to_end_with(
         &dir,
         &pnet_app("tuning-cpu", "request-guarantee", "balance", count),
+        &[("SMARTPIPE_DEVICE", "cpu:0")],
     );
-    let mut sup = supervisor();
-    with_models(&mut sup).env("SMARTPIPE_DEVICE", "cpu:0");
-    let summary = run_ok_with(&mut sup, &app, &dir.join("run")).1;
     let retunes = summary["retunes"].as_array().expect("retunes");
     assert!(
         retunes.is_empty(),
