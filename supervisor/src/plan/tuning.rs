@@ -22,8 +22,8 @@
 //! every half minute. On `cpu:0` the first trial waits as long as a retry would
 //! ([`BatchTuner::hold_first_trials`], [`CPU_FIRST_TRIAL_AFTER`]): there one item a call
 //! is the rule (a call costs the same per item at any batch once its inputs are large,
-//! plus the copy that joins them), and a trial in the first seconds cost the faces app
-//! 3.5 % of a 10-s run's throughput and most of its spread (BENCHMARKS.md, session 36).
+//! plus the copy that joins them), and a trial in the first seconds cost 10-s runs of the
+//! faces app 5 % of their throughput and the OCR app's 9 % (BENCHMARKS.md, session 36).
 //!
 //! Replicas: each CPU body whose replicas the user did not fix starts one spare
 //! replica process ([`live_replicas`]); the planned number get items. Every
