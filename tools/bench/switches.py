@@ -15,19 +15,7 @@ import subprocess
 import sys
 import time
 
-
-def name_of(pid):
-    try:
-        log = os.path.basename(os.readlink(f"/proc/{pid}/fd/2"))
-    except OSError:
-        log = ""
-    if log.endswith(".log"):
-        return log[: -len(".log")]
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return "?"
+from run_app import label  # a process named by its log file, else its command
 
 
 def switches(status):
@@ -52,7 +40,7 @@ def main(argv):
                         status = f.read()
                     with open(f"/proc/{pid}/task/{tid}/comm") as f:
                         thread = f.read().strip()
-                    last[(pid, tid)] = (name_of(pid), thread) + switches(status)
+                    last[(pid, tid)] = (label(pid), thread) + switches(status)
             except (OSError, IndexError, ValueError):
                 pass
         time.sleep(0.3)

@@ -13,9 +13,9 @@
 //! the stage's slot, where the executor reads it; several items' tensors are copied into
 //! one batch), starts the next run as soon as one finishes and only then writes the
 //! finished run's outputs back and replies. Sessions use `threads` intra-op threads
-//! (`SetThreads` changes them live: every session is created again). On `cpu:0` the agent shares the cores with
-//! the pipeline's CPU stages: its sessions neither spin, plan memory nor warm up
-//! ([`crate::sessions`]).
+//! (`SetThreads` changes them live: every session is created again). On `cpu:0` the agent
+//! shares the cores with the pipeline's CPU stages: its sessions neither spin, plan memory
+//! nor warm up ([`crate::sessions`]).
 
 use crate::apps::{enqueue, Apps};
 use crate::executor::{Done, Executor, Job};

@@ -418,11 +418,17 @@ pub fn agent_executors(device: &str) -> u32 {
     if let Some(n) = env_count("SMARTPIPE_AGENT_EXECUTORS") {
         return n;
     }
-    if device.starts_with("cuda") {
-        1
-    } else {
+    if on_cpu_cores(device) {
         available_cores()
+    } else {
+        1
     }
+}
+
+/// Whether the agent on `device` runs its models on the machine's CPU cores (`cpu:0`),
+/// not on a CUDA device.
+pub fn on_cpu_cores(device: &str) -> bool {
+    !device.starts_with("cuda")
 }
 
 /// A positive count from the environment variable `name`; none when unset, and none

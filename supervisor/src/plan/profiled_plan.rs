@@ -11,7 +11,7 @@ fn resources(app: &AppSpec) -> Resources {
     Resources::from_app(
         app,
         crate::plan::available_cores(),
-        device.starts_with("cuda"),
+        !crate::plan::on_cpu_cores(&device),
         crate::plan::agent_threads(&device),
         crate::plan::agent_executors(&device),
     )

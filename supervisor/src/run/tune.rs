@@ -51,7 +51,7 @@ impl Tuning {
     /// The tuners of `app`, starting from what `run` was planned with.
     pub fn new(app: &AppSpec, run: &AppRun<'_>) -> Tuning {
         let mut tuner = BatchTuner::new(app, |t| run.wiring.batch_now(t));
-        if crate::plan::device().starts_with("cpu") {
+        if crate::plan::on_cpu_cores(&crate::plan::device()) {
             tuner.hold_first_trials(Instant::now() + cpu_first_trial_after());
         }
         Tuning {
