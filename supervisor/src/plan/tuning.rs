@@ -23,7 +23,7 @@
 //! ([`BatchTuner::hold_first_trials`], [`CPU_FIRST_TRIAL_AFTER`]): there one item a call
 //! is the rule (a call costs the same per item at any batch once its inputs are large,
 //! plus the copy that joins them), and a trial in the first seconds cost 10-s runs of the
-//! faces app 5 % of their throughput and the OCR app's 9 % (BENCHMARKS.md, session 36).
+//! OCR app 9–12 % of their throughput and the faces app's 0–5 % (BENCHMARKS.md, session 36).
 //!
 //! Replicas: each CPU body whose replicas the user did not fix starts one spare
 //! replica process ([`live_replicas`]); the planned number get items. Every
