@@ -12,7 +12,7 @@ use crate::imgproc::{resize_area_window, ImageF64};
 use crate::manifest::MtcnnParams;
 use crate::pyramid::resize_u8_area_levels;
 use crate::resize::{resize_u8_rows, Interp};
-use crate::tensor::{RgbView, TensorF32};
+use crate::tensor::{AsTensorView, RgbView, TensorF32, TensorView};
 
 /// MTCNN parameters (defaults: the package's).
 #[derive(Debug, Clone, PartialEq)]
@@ -201,6 +201,16 @@ impl PnetPyramid {
                 out.len()
             )));
         }
+        // A slot places tensors 64-byte aligned: there the values are stored as f32 (their
+        // little-endian bytes on this machine), as fast as `tensors` fills its own.
+        if cfg!(target_endian = "little") {
+            if let Ok(data) = bytemuck::try_cast_slice_mut::<u8, f32>(out) {
+                nwhc_tiled(rgb, *w, *h, |i, rgb_index| {
+                    data[i] = self.lut[usize::from(rgb[rgb_index])]
+                });
+                return Ok(());
+            }
+        }
         let bytes = self.lut.map(f32::to_le_bytes);
         nwhc_tiled(rgb, *w, *h, |i, rgb_index| {
             out[i * 4..i * 4 + 4].copy_from_slice(&bytes[usize::from(rgb[rgb_index])])
@@ -249,26 +259,30 @@ fn write_nwhc_row(data: &mut [f32], h: usize, dy: usize, row: &[u8], lut: &[f32;
 }
 
 /// Finds an output by its last dimension (the nets' outputs differ by it).
-fn by_last_dim<'a>(
-    outputs: &'a [TensorF32],
+fn by_last_dim<'a, T: AsTensorView>(
+    outputs: &'a [T],
     last: usize,
     rank: usize,
     what: &str,
-) -> Result<&'a TensorF32> {
+) -> Result<TensorView<'a>> {
     outputs
         .iter()
+        .map(AsTensorView::as_view)
         .find(|t| t.shape.len() == rank && t.shape.last() == Some(&last))
         .ok_or_else(|| VisionError::Shape {
             what: format!("MTCNN {what} output"),
             expected: format!("a rank-{rank} tensor with last dimension {last}"),
-            got: outputs.iter().flat_map(|t| t.shape.clone()).collect(),
+            got: outputs
+                .iter()
+                .flat_map(|t| t.as_view().shape.to_vec())
+                .collect(),
         })
 }
 
 /// Decodes P-Net outputs (`[1, W', H', 4]` regression, `[1, W', H', 2]` probabilities) at `scale` into
 /// candidates, after the per-scale NMS.
-pub fn pnet_postprocess(
-    outputs: &[TensorF32],
+pub fn pnet_postprocess<T: AsTensorView>(
+    outputs: &[T],
     scale: f64,
     cfg: &MtcnnConfig,
 ) -> Result<Vec<Candidate>> {
@@ -278,7 +292,7 @@ pub fn pnet_postprocess(
         return Err(VisionError::Shape {
             what: "P-Net outputs".into(),
             expected: format!("batch 1 and equal grids, probability {:?}", prob.shape),
-            got: reg.shape.clone(),
+            got: reg.shape.to_vec(),
         });
     }
     let (gw, gh) = (reg.shape[1], reg.shape[2]);
@@ -417,21 +431,21 @@ pub fn rnet_preprocess(
     crops(img, boxes, 24, cfg)
 }
 
-fn check_rows(t: &TensorF32, n: usize, what: &str) -> Result<()> {
+fn check_rows(t: TensorView<'_>, n: usize, what: &str) -> Result<()> {
     if t.shape[0] != n {
         return Err(VisionError::Shape {
             what: format!("MTCNN {what} output"),
             expected: format!("{n} rows (one per box)"),
-            got: t.shape.clone(),
+            got: t.shape.to_vec(),
         });
     }
     Ok(())
 }
 
 /// Filters, merges and refines the P-Net boxes with R-Net's outputs (`[N, 4]`, `[N, 2]`).
-pub fn rnet_postprocess(
+pub fn rnet_postprocess<T: AsTensorView>(
     boxes: &[FaceBox],
-    outputs: &[TensorF32],
+    outputs: &[T],
     cfg: &MtcnnConfig,
 ) -> Result<Vec<FaceBox>> {
     let reg = by_last_dim(outputs, 4, 2, "R-Net regression")?;
@@ -483,9 +497,9 @@ pub fn onet_preprocess(
 
 /// Final faces from O-Net's outputs (`[N, 4]` regression, `[N, 10]` landmarks, `[N, 2]` probabilities),
 /// in pixels of the `width` x `height` frame.
-pub fn onet_postprocess(
+pub fn onet_postprocess<T: AsTensorView>(
     boxes: &[FaceBox],
-    outputs: &[TensorF32],
+    outputs: &[T],
     width: usize,
     height: usize,
     cfg: &MtcnnConfig,

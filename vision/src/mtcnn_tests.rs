@@ -39,14 +39,21 @@ fn pyramid_written_as_bytes_equals_its_tensors() {
     assert_eq!(tensors.len(), shapes.len());
     for (k, (t, shape)) in tensors.iter().zip(&shapes).enumerate() {
         assert_eq!(&t.shape, shape);
-        let mut bytes = vec![0u8; t.data.len() * 4];
-        pyramid.write_le(k, &mut bytes).expect("write");
-        let back: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        assert_eq!(back, t.data, "level {k}");
-        assert!(pyramid.write_le(k, &mut bytes[4..]).is_err());
+        // Aligned to f32 (as in a slot: written as f32) and one byte off (byte by byte).
+        let mut buffer = vec![0u8; t.data.len() * 4 + 4];
+        let aligned = buffer.as_ptr().align_offset(4);
+        for at in [aligned, aligned + 1] {
+            let bytes = &mut buffer[at..at + t.data.len() * 4];
+            pyramid.write_le(k, bytes).expect("write");
+            let back: Vec<f32> = bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            assert_eq!(back, t.data, "level {k}, {at} bytes into the buffer");
+        }
+        assert!(pyramid
+            .write_le(k, &mut buffer[..t.data.len() * 4 - 4])
+            .is_err());
     }
     assert!(pyramid.write_le(shapes.len(), &mut []).is_err());
 }

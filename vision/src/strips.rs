@@ -8,6 +8,7 @@
 //! (`tools/bench/pnet_strips.py`, BENCHMARKS.md).
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 use crate::error::{Result, VisionError};
 use crate::tensor::{TensorF32, TensorView};
@@ -88,17 +89,35 @@ fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (outer, shape[axis], inner)
 }
 
-/// Rows `start..end` of `t` along `axis`.
-fn slice(t: TensorView<'_>, axis: usize, start: usize, end: usize) -> Result<TensorF32> {
+/// Rows `start..end` of `t` along `axis`: the shape and the values, borrowed from `t` when
+/// they lie together there (one block before the axis: a batch of one), else copied.
+fn slice<'a>(
+    t: TensorView<'a>,
+    axis: usize,
+    start: usize,
+    end: usize,
+) -> Result<(Vec<usize>, Cow<'a, [f32]>)> {
     let (outer, len, inner) = around(t.shape, axis);
-    let mut data = Vec::with_capacity(outer * (end - start) * inner);
-    for o in 0..outer {
-        let block = o * len * inner;
-        data.extend_from_slice(&t.data[block + start * inner..block + end * inner]);
-    }
     let mut shape = t.shape.to_vec();
     shape[axis] = end - start;
-    TensorF32::new(shape, data)
+    let rows = |o: usize| {
+        let block = o * len * inner;
+        t.data
+            .get(block + start * inner..block + end * inner)
+            .ok_or_else(|| VisionError::Shape {
+                what: "a strip's input".into(),
+                expected: format!("{} values for shape {:?}", outer * len * inner, t.shape),
+                got: vec![t.data.len()],
+            })
+    };
+    if outer == 1 {
+        return Ok((shape, Cow::Borrowed(rows(0)?)));
+    }
+    let mut data = Vec::with_capacity(outer * (end - start) * inner);
+    for o in 0..outer {
+        data.extend_from_slice(rows(o)?);
+    }
+    Ok((shape, Cow::Owned(data)))
 }
 
 /// `parts` joined along `axis` (their other dimensions must agree).
@@ -152,7 +171,11 @@ pub(crate) fn run_in_strips(
     };
     let mut parts: Vec<Vec<TensorF32>> = Vec::with_capacity(spans.len());
     for span in &spans {
-        let outputs = run(slice(input, plan.axis, span.start, span.end)?.view())?;
+        let (shape, data) = slice(input, plan.axis, span.start, span.end)?;
+        let outputs = run(TensorView {
+            shape: &shape,
+            data: &data,
+        })?;
         if let Some(rows) = span.rows {
             if let Some(bad) = outputs
                 .iter()

@@ -42,6 +42,24 @@ impl TensorView<'_> {
     }
 }
 
+/// What a post-processing step reads its outputs as: an owned [`TensorF32`] or a
+/// [`TensorView`] of values lying elsewhere (a slot of shared memory, read in place).
+pub trait AsTensorView {
+    fn as_view(&self) -> TensorView<'_>;
+}
+
+impl AsTensorView for TensorF32 {
+    fn as_view(&self) -> TensorView<'_> {
+        self.view()
+    }
+}
+
+impl AsTensorView for TensorView<'_> {
+    fn as_view(&self) -> TensorView<'_> {
+        *self
+    }
+}
+
 impl TensorF32 {
     /// The tensor as a borrowed view.
     pub fn view(&self) -> TensorView<'_> {

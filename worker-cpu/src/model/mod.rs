@@ -21,7 +21,7 @@ use protocol::shm::ShmRef;
 use stage::{Body, Emit, Item, Written};
 use std::path::PathBuf;
 use vision::manifest::{Family, Manifest};
-use vision::{RgbView, TensorF32};
+use vision::{RgbView, TensorF32, TensorView};
 
 /// The parts of an item in a model cascade.
 pub struct Parts {
@@ -128,6 +128,24 @@ pub trait Step {
         env: &Envelope,
     ) -> Result<Output, StageError>;
 
+    /// [`Step::run`] with the model's outputs read in place where they lie (the slot of
+    /// shared memory). The default copies them into tensors of their own and calls `run`;
+    /// a step that only reads its outputs overrides this and saves the copy.
+    fn run_views(
+        &mut self,
+        frame: RgbView<'_>,
+        parts: &Parts,
+        outputs: &[TensorView<'_>],
+        env: &Envelope,
+    ) -> Result<Output, StageError> {
+        let owned = outputs
+            .iter()
+            .map(TensorView::to_tensor)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(vision_err)?;
+        self.run(frame, parts, owned, env)
+    }
+
     /// How many of the model's outputs (in order) the step reads; the rest are released
     /// unread (ISNet returns eleven side maps beside its alpha). `None`: all of them.
     fn outputs_read(&self) -> Option<usize> {
@@ -221,15 +239,16 @@ fn handle(body: &mut Body<'_>, step: &mut dyn Step, item: Item) -> Result<(), St
         );
         return body.lose(item, LossReason::BadInput);
     };
-    let mut inputs = Vec::new();
     let wanted = step.outputs_read().unwrap_or(parts.tensors.len());
+    let mut inputs = Vec::new();
     for (shm, shape) in parts.tensors.iter().take(wanted) {
-        inputs.push(read_f32(item.read(shm)?, shape)?);
+        inputs.push(SlotTensor::read(item.read(shm)?, shape)?);
     }
+    let views: Vec<TensorView<'_>> = inputs.iter().map(SlotTensor::view).collect();
     let result = {
         let bytes = item.read(&frame_ref)?;
         let view = RgbView::new(bytes, w as usize, h as usize).map_err(vision_err)?;
-        step.run(view, &parts, inputs, item.envelope())
+        step.run_views(view, &parts, &views, item.envelope())
     };
     let output = match result {
         Ok(o) => o,
@@ -326,12 +345,49 @@ fn push_tensors(
     })
 }
 
-fn read_f32(bytes: &[u8], shape: &[u32]) -> Result<TensorF32, StageError> {
-    let data: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    TensorF32::new(shape.iter().map(|&d| d as usize).collect(), data).map_err(vision_err)
+/// A model output as a step reads it: its values in place in the slot when they lie there as
+/// aligned f32 of this machine's byte order (little-endian; slots place tensors 64-byte
+/// aligned), else copied out first.
+struct SlotTensor<'a> {
+    shape: Vec<usize>,
+    data: SlotValues<'a>,
+}
+
+enum SlotValues<'a> {
+    InPlace(&'a [f32]),
+    Copied(Vec<f32>),
+}
+
+impl<'a> SlotTensor<'a> {
+    fn read(bytes: &'a [u8], shape: &[u32]) -> Result<SlotTensor<'a>, StageError> {
+        let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+        let in_place = cfg!(target_endian = "little")
+            .then(|| bytemuck::try_cast_slice::<u8, f32>(bytes).ok())
+            .flatten();
+        let data = match in_place {
+            Some(values) => SlotValues::InPlace(values),
+            None => SlotValues::Copied(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+        };
+        let tensor = SlotTensor { shape, data };
+        tensor.view().check("model output").map_err(vision_err)?;
+        Ok(tensor)
+    }
+
+    fn view(&self) -> TensorView<'_> {
+        let data = match &self.data {
+            SlotValues::InPlace(values) => values,
+            SlotValues::Copied(values) => values.as_slice(),
+        };
+        TensorView {
+            shape: &self.shape,
+            data,
+        }
+    }
 }
 
 /// Pack tensors into one slot of this stage's pool (64-byte aligned): the slot and one
@@ -420,4 +476,42 @@ pub fn from_json<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, Sta
     })?;
     serde_json::from_slice(bytes)
         .map_err(|e| StageError::Input(format!("bad state from the previous step: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SlotTensor, SlotValues};
+
+    fn le_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn outputs_aligned_in_the_slot_are_read_in_place_others_through_a_copy() {
+        let values: Vec<f32> = (0..24).map(|i| i as f32 * 0.25 - 2.0).collect();
+        let bytes = le_bytes(&values);
+        let mut buffer = vec![0u8; bytes.len() + 4];
+        let aligned = buffer.as_ptr().align_offset(4);
+        for at in [aligned, aligned + 1] {
+            buffer[at..at + bytes.len()].copy_from_slice(&bytes);
+            let t = SlotTensor::read(&buffer[at..at + bytes.len()], &[1, 4, 6]).expect("read");
+            assert_eq!(t.view().shape, &[1, 4, 6]);
+            assert_eq!(
+                t.view().data,
+                values.as_slice(),
+                "{at} bytes into the buffer"
+            );
+            let in_place = matches!(t.data, SlotValues::InPlace(_));
+            assert_eq!(in_place, at == aligned && cfg!(target_endian = "little"));
+        }
+    }
+
+    #[test]
+    fn an_output_that_does_not_fill_its_shape_is_an_error() {
+        let bytes = le_bytes(&[1.0, 2.0, 3.0]);
+        let err = SlotTensor::read(&bytes, &[2, 2])
+            .err()
+            .expect("too few values");
+        assert!(err.to_string().contains("model output"), "{err}");
+    }
 }

@@ -8,7 +8,7 @@ use crate::StageError;
 use protocol::messages::Envelope;
 use vision::manifest::Manifest;
 use vision::mtcnn::{self as m, FaceBox, MtcnnConfig};
-use vision::{RgbView, TensorF32};
+use vision::{RgbView, TensorF32, TensorView};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Net {
@@ -61,6 +61,18 @@ impl Step for MtcnnStep {
         outputs: Vec<TensorF32>,
         env: &Envelope,
     ) -> Result<Output, StageError> {
+        let views: Vec<TensorView<'_>> = outputs.iter().map(TensorF32::view).collect();
+        self.run_views(img, parts, &views, env)
+    }
+
+    /// The nets' outputs are only read: post-processing reads them in the slot.
+    fn run_views(
+        &mut self,
+        img: RgbView<'_>,
+        parts: &Parts,
+        outputs: &[TensorView<'_>],
+        env: &Envelope,
+    ) -> Result<Output, StageError> {
         let cfg = &self.cfg;
         match (self.net, self.pre) {
             (Net::P, true) => {
@@ -104,7 +116,7 @@ impl Step for MtcnnStep {
                 let next = if boxes.is_empty() {
                     boxes
                 } else {
-                    m::rnet_postprocess(&boxes, &outputs, cfg).map_err(vision_err)?
+                    m::rnet_postprocess(&boxes, outputs, cfg).map_err(vision_err)?
                 };
                 Ok(Output::State(to_json(&next)?))
             }
@@ -113,7 +125,7 @@ impl Step for MtcnnStep {
                 let faces = if boxes.is_empty() {
                     vec![]
                 } else {
-                    m::onet_postprocess(&boxes, &outputs, img.width, img.height, cfg)
+                    m::onet_postprocess(&boxes, outputs, img.width, img.height, cfg)
                         .map_err(vision_err)?
                 };
                 let rows = faces
