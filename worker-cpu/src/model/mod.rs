@@ -111,8 +111,13 @@ impl TensorSource for Vec<TensorF32> {
                 out.len()
             )));
         }
-        for (d, v) in out.chunks_exact_mut(4).zip(&t.data) {
-            d.copy_from_slice(&v.to_le_bytes());
+        if cfg!(target_endian = "little") {
+            // f32 in memory are already their little-endian bytes: one copy.
+            out.copy_from_slice(bytemuck::cast_slice(&t.data));
+        } else {
+            for (d, v) in out.chunks_exact_mut(4).zip(&t.data) {
+                d.copy_from_slice(&v.to_le_bytes());
+            }
         }
         Ok(())
     }
@@ -480,7 +485,8 @@ pub fn from_json<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, Sta
 
 #[cfg(test)]
 mod tests {
-    use super::{SlotTensor, SlotValues};
+    use super::{SlotTensor, SlotValues, TensorSource};
+    use vision::TensorF32;
 
     fn le_bytes(values: &[f32]) -> Vec<u8> {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -504,6 +510,20 @@ mod tests {
             let in_place = matches!(t.data, SlotValues::InPlace(_));
             assert_eq!(in_place, at == aligned && cfg!(target_endian = "little"));
         }
+    }
+
+    #[test]
+    fn tensors_are_written_as_little_endian_bytes_and_a_wrong_place_is_an_error() {
+        let tensors = vec![
+            TensorF32::new(vec![2, 2], vec![1.5, -2.0, 3.25, 0.0]).expect("tensor"),
+            TensorF32::new(vec![1], vec![7.0]).expect("tensor"),
+        ];
+        assert_eq!(tensors.shapes(), vec![vec![2, 2], vec![1]]);
+        let mut out = vec![0u8; 16];
+        tensors.write_le(0, &mut out).expect("write");
+        assert_eq!(out, le_bytes(&[1.5, -2.0, 3.25, 0.0]));
+        assert!(tensors.write_le(1, &mut out).is_err(), "16 bytes for 4");
+        assert!(tensors.write_le(2, &mut out).is_err(), "no third tensor");
     }
 
     #[test]
