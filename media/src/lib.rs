@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 pub use header::image_size;
 pub use video::{
-    announced_frames, count_video_packets, is_live_protocol, is_url, probe_deadline, probe_video,
-    probe_video_info, shown, VideoInfo,
+    count_video_packets, is_live_protocol, is_url, probe_deadline, probe_video, probe_video_info,
+    shown, VideoInfo,
 };
 pub use wait::readable_within;
 

@@ -283,18 +283,6 @@ pub fn is_url(path: &str) -> bool {
     protocol::functions::url_scheme(path).is_some()
 }
 
-/// The frames a `source.video`'s file announces, when it keeps a count and is read from
-/// its start (from a time on, `start_s`, the frames left are not known exactly). A network
-/// stream is not probed for one: a live stream has none, each probe is another connection
-/// (an RTSP handshake), and a second listener on a UDP stream's port cannot bind it while
-/// the source reads it.
-pub fn announced_frames(source: &protocol::functions::params::SourceVideo) -> Option<u64> {
-    if is_url(&source.path) || source.start_s > 0.0 {
-        return None;
-    }
-    probe_video(&source.path).ok()?.2
-}
-
 /// How many packets (encoded frames) the first video stream of the file at `path`
 /// holds, read to its end: a file whose writer was cut short counts what it holds. A
 /// file with no readable video (empty, only a header) holds 0.

@@ -1,7 +1,7 @@
 //! Progress of a finite run: a bar with rate and ETA on a terminal, a plain line every
 //! few seconds otherwise (logs, CI).
 
-use media::{announced_frames, list_images};
+use media::list_images;
 use protocol::functions::params::{self, parse};
 use protocol::functions::{self, Builtin};
 use protocol::spec::{AppSpec, TaskKind};
@@ -22,7 +22,7 @@ pub fn expected_items(app: &AppSpec) -> Option<u64> {
             }
             Some(Builtin::SourceVideo) => {
                 let source = parse::<params::SourceVideo>(p).ok()?;
-                let frames = announced_frames(&source);
+                let frames = crate::plan::source_probe::announced_frames(&source);
                 match (source.limit, frames) {
                     (Some(l), Some(f)) => l.min(f),
                     (Some(l), None) => l,

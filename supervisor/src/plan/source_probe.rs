@@ -29,6 +29,22 @@ pub fn video_frame_rate(path: &str, limits: &Limits) -> Option<f64> {
     probed(SOURCE_VIDEO, path, limits).ok()?.frame_rate
 }
 
+/// The frames the video file a `source.video` reads announces (ffprobe's frame count), from
+/// the same probe as its frame size (the file is probed again if it changed since): `None`
+/// for a file that keeps no count or is read from a time on (`start_s`: the frames left are
+/// not known exactly), and for a network stream, which is not probed for one: a live stream
+/// has none, each probe is another connection (an RTSP handshake), and a second listener on
+/// a UDP stream's port cannot bind it while the source reads it.
+pub fn announced_frames(source: &protocol::functions::params::SourceVideo) -> Option<u64> {
+    if media::is_url(&source.path) || source.start_s > 0.0 {
+        return None;
+    }
+    // The pixel limit leaves out images of a folder, not frames of a video: any will do.
+    probed(SOURCE_VIDEO, &source.path, &Limits::default())
+        .ok()?
+        .frames
+}
+
 const SOURCE_VIDEO: &str = "source.video";
 
 /// What this process's planner found of the stream at URL `path`, without probing it
@@ -55,9 +71,19 @@ fn probed(function: &str, path: &str, limits: &Limits) -> Result<Probed, String>
         _ => vec![PathBuf::from(path)],
     };
     let key = (function.to_string(), path.to_string());
-    // A different pixel limit leaves out different images: probe again.
-    let print = fingerprint(&files) ^ limits.max_pixels.rotate_left(17);
+    let print = probe_print(function, &files, limits);
     memo().get_or_probe(key, print, || probe(function, path, &files, limits))
+}
+
+/// What a probe's result depends on: the files, and for a folder of images the pixel limit
+/// (another limit leaves out other images). A video's probe does not depend on the limit.
+fn probe_print(function: &str, files: &[PathBuf], limits: &Limits) -> u64 {
+    let limit = if is_images(function) {
+        limits.max_pixels.rotate_left(17)
+    } else {
+        0
+    };
+    fingerprint(files) ^ limit
 }
 
 fn is_images(function: &str) -> bool {
@@ -78,6 +104,7 @@ fn probe(function: &str, path: &str, files: &[PathBuf], limits: &Limits) -> Resu
     Ok(Probed {
         frame: (u64::from(info.width), u64::from(info.height)),
         frame_rate: info.frame_rate,
+        frames: info.frames,
         live: info.is_live(path),
     })
 }
@@ -105,6 +132,8 @@ type Frame = (u64, u64);
 struct Probed {
     frame: Frame,
     frame_rate: Option<f64>,
+    /// The frames a video file announces.
+    frames: Option<u64>,
     /// A live stream (see `media::VideoInfo::is_live`).
     live: bool,
 }
@@ -114,6 +143,7 @@ impl Probed {
         Probed {
             frame,
             frame_rate: None,
+            frames: None,
             live: false,
         }
     }
@@ -190,6 +220,19 @@ mod tests {
             Ok((2, 2)),
             "an error is not remembered"
         );
+    }
+
+    #[test]
+    fn a_videos_probe_serves_every_pixel_limit_an_image_folders_does_not() {
+        let files = [PathBuf::from("/nonexistent/a.mp4")];
+        let small = Limits {
+            max_pixels: 1_000,
+            ..Limits::default()
+        };
+        let video = |l: &Limits| probe_print(SOURCE_VIDEO, &files, l);
+        assert_eq!(video(&small), video(&Limits::default()));
+        let images = |l: &Limits| probe_print("source.images", &files, l);
+        assert_ne!(images(&small), images(&Limits::default()));
     }
 
     #[test]

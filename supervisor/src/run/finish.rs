@@ -277,7 +277,7 @@ pub fn announced_video_frames(app: &protocol::spec::AppSpec) -> BTreeMap<String,
         .filter(|t| t.kind == TaskKind::Head && builtin(&t.function) == Some(Builtin::SourceVideo))
         .filter_map(|t| {
             let source = params::parse::<params::SourceVideo>(&t.params).ok()?;
-            let frames = media::announced_frames(&source)?;
+            let frames = crate::plan::source_probe::announced_frames(&source)?;
             Some((
                 t.name.clone(),
                 source.limit.map_or(frames, |l| l.min(frames)),
