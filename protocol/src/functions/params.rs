@@ -126,8 +126,9 @@ pub struct SourceVideo {
     #[serde(default)]
     pub start_s: f64,
     /// What the supervisor's probe found of a URL, so the head does not probe it again (a
-    /// live MPEG-TS takes ffprobe 5 s, at every restart). Not an app parameter: `validate`
-    /// refuses it in an app file.
+    /// live MPEG-TS takes ffprobe 5 s, at every restart), or of a file, with the file's
+    /// stamp then (the head probes a file that changed since). Not an app parameter:
+    /// `validate` refuses it in an app file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probed: Option<ProbedStream>,
 }
@@ -140,6 +141,41 @@ pub struct ProbedStream {
     pub width: u32,
     pub height: u32,
     pub live: bool,
+    /// A file's stamp when it was probed (`None`: a URL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileStamp>,
+}
+
+/// A file's length and modification time: a probe of it holds while they do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStamp {
+    pub len: u64,
+    pub modified_ns: u64,
+}
+
+impl FileStamp {
+    /// The stamp of the file at `path` now (`None`: no such file, or no modification time).
+    pub fn of(path: &str) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta.modified().ok()?;
+        let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(FileStamp {
+            len: meta.len(),
+            modified_ns: u64::try_from(since.as_nanos()).ok()?,
+        })
+    }
+}
+
+impl ProbedStream {
+    /// Whether a head may take this probe instead of its own: a URL's always (the
+    /// supervisor probed it just before), a file's while it keeps the stamp it had.
+    pub fn holds_for(&self, path: &str) -> bool {
+        match self.file {
+            None => true,
+            Some(stamp) => FileStamp::of(path) == Some(stamp),
+        }
+    }
 }
 
 /// `source.video`'s default `read_timeout_s`: far more than a local file or a live
@@ -329,4 +365,36 @@ pub struct TestFault {
     pub after: u64,
     #[serde(default = "thousand")]
     pub stall_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FileStamp, ProbedStream};
+
+    #[test]
+    fn a_files_probe_holds_while_the_file_keeps_its_stamp() {
+        let dir = std::env::temp_dir().join(format!("probed-stamp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("v.mp4");
+        let path = file.to_str().expect("utf-8 path");
+        std::fs::write(&file, b"a video").expect("write");
+        let probed = |file| ProbedStream {
+            width: 64,
+            height: 48,
+            live: false,
+            file,
+        };
+        let stamped = probed(FileStamp::of(path));
+        assert!(stamped.file.is_some());
+        assert!(stamped.holds_for(path));
+        std::fs::write(&file, b"another, longer video").expect("rewrite");
+        assert!(!stamped.holds_for(path), "the file changed since its probe");
+        std::fs::remove_file(&file).expect("remove");
+        assert!(!stamped.holds_for(path), "the file is gone");
+        assert!(
+            probed(None).holds_for("rtsp://camera.invalid/s"),
+            "a URL's probe"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

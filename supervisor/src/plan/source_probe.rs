@@ -47,21 +47,28 @@ pub fn announced_frames(source: &protocol::functions::params::SourceVideo) -> Op
 
 const SOURCE_VIDEO: &str = "source.video";
 
-/// What this process's planner found of the stream at URL `path`, without probing it
-/// again (`None` when it has not probed it, or `path` is a file, which a head probes
-/// itself: it may have changed since): a head started or restarted for it gets it instead
-/// of probing the stream itself.
+/// What this process's planner found of the video at `path`, for a head started or
+/// restarted for it to take instead of probing again (ffprobe is most of a head's start):
+/// a URL as the planner probed it (`None` when it has not), a file with its stamp (the
+/// head probes a file that changed since; `None` when it changed during the probe).
 pub fn probed_stream(path: &str) -> Option<protocol::functions::params::ProbedStream> {
-    if !media::is_url(path) {
-        return None;
-    }
+    use protocol::functions::params::{FileStamp, ProbedStream};
     let key = (SOURCE_VIDEO.to_string(), path.to_string());
-    let probed = memo().known(&key)?;
+    let (probed, file) = if media::is_url(path) {
+        (memo().known(&key)?, None)
+    } else {
+        // The file as probed: stamped before and after the (memoised) probe, so that a file
+        // changed meanwhile is not passed with a probe of its old self.
+        let before = FileStamp::of(path)?;
+        let probed = probed(SOURCE_VIDEO, path, &Limits::default()).ok()?;
+        (FileStamp::of(path) == Some(before)).then_some((probed, Some(before)))?
+    };
     let (width, height) = probed.frame;
-    Some(protocol::functions::params::ProbedStream {
+    Some(ProbedStream {
         width: u32::try_from(width).ok()?,
         height: u32::try_from(height).ok()?,
         live: probed.live,
+        file,
     })
 }
 

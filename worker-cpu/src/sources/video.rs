@@ -369,14 +369,15 @@ pub fn video(node: &mut Node) -> Result<(), StageError> {
         probed,
     } = crate::params(node)?;
     let info = match probed {
-        // The supervisor's planner probed this URL already.
-        Some(probed) => probed,
-        None => {
+        // The supervisor's planner probed this URL, or this file as it still is.
+        Some(probed) if probed.holds_for(&path) => probed,
+        _ => {
             let info = probe_video_info(&path).map_err(media_error)?;
             params::ProbedStream {
                 width: info.width,
                 height: info.height,
                 live: info.is_live(&path),
+                file: None,
             }
         }
     };
