@@ -49,4 +49,4 @@ pub mod yolo;
 pub use engine::{ConvSearch, Model, Provider, Runtime, SessionOptions};
 pub use error::{Result, VisionError};
 pub use geometry::{BBox, Detection};
-pub use tensor::{AsTensorView, RgbImage, RgbView, TensorF32, TensorView};
+pub use tensor::{f32s_of_le, AsTensorView, RgbImage, RgbView, TensorF32, TensorView};

@@ -177,9 +177,7 @@ impl PnetPyramid {
             .iter()
             .map(|(w, h, rgb)| {
                 let mut data = vec![0f32; w * h * 3];
-                nwhc_tiled(rgb, *w, *h, |i, rgb_index| {
-                    data[i] = self.lut[usize::from(rgb[rgb_index])]
-                });
+                self.normalise_into(rgb, *w, *h, &mut data);
                 TensorF32::new(vec![1, *w, *h, 3], data)
             })
             .collect()
@@ -205,9 +203,7 @@ impl PnetPyramid {
         // little-endian bytes on this machine), as fast as `tensors` fills its own.
         if cfg!(target_endian = "little") {
             if let Ok(data) = bytemuck::try_cast_slice_mut::<u8, f32>(out) {
-                nwhc_tiled(rgb, *w, *h, |i, rgb_index| {
-                    data[i] = self.lut[usize::from(rgb[rgb_index])]
-                });
+                self.normalise_into(rgb, *w, *h, data);
                 return Ok(());
             }
         }
@@ -216,6 +212,13 @@ impl PnetPyramid {
             out[i * 4..i * 4 + 4].copy_from_slice(&bytes[usize::from(rgb[rgb_index])])
         });
         Ok(())
+    }
+
+    /// A level's `w` x `h` RGB bytes, normalised, into `data` in NWHC order.
+    fn normalise_into(&self, rgb: &[u8], w: usize, h: usize, data: &mut [f32]) {
+        nwhc_tiled(rgb, w, h, |i, rgb_index| {
+            data[i] = self.lut[usize::from(rgb[rgb_index])]
+        });
     }
 }
 

@@ -1,6 +1,7 @@
 //! Plain data types at the crate's boundary: a dense f32 tensor and RGB8 images.
 
 use crate::error::{Result, VisionError};
+use std::borrow::Cow;
 
 /// A dense row-major f32 tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +41,23 @@ impl TensorView<'_> {
     pub fn to_tensor(&self) -> Result<TensorF32> {
         TensorF32::new(self.shape.to_vec(), self.data.to_vec())
     }
+}
+
+/// The f32 values of little-endian `bytes` (4 each; a trailing part is dropped): borrowed
+/// where they lie when they are aligned f32 of this machine's byte order (a slot of shared
+/// memory places tensors 64-byte aligned), else copied out.
+pub fn f32s_of_le(bytes: &[u8]) -> Cow<'_, [f32]> {
+    if cfg!(target_endian = "little") {
+        if let Ok(values) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
+            return Cow::Borrowed(values);
+        }
+    }
+    Cow::Owned(
+        bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+    )
 }
 
 /// What a post-processing step reads its outputs as: an owned [`TensorF32`] or a

@@ -6,7 +6,7 @@ use protocol::messages::TensorRef;
 use protocol::shm::{ShmRef, SlotPool};
 use std::borrow::Borrow;
 use std::sync::Arc;
-use vision::{TensorF32, TensorView};
+use vision::{f32s_of_le, TensorF32, TensorView};
 
 /// What one run reads: a single tensor where it lies, in the asking stage's slot (the
 /// stage holds the slot until the agent replies), or several concatenated into a buffer of
@@ -56,23 +56,11 @@ impl RunInput {
             RunInput::Batched(t) => Ok(run(t.view())),
             RunInput::InSlot { pool, shm, shape } => {
                 let bytes = pool.read(shm).map_err(|e| e.to_string())?;
-                if cfg!(target_endian = "little") {
-                    if let Ok(data) = bytemuck::try_cast_slice::<u8, f32>(bytes) {
-                        return Ok(run(TensorView { shape, data }));
-                    }
-                }
-                let data: Vec<f32> = f32s_from_le(bytes).collect();
+                let data = f32s_of_le(bytes);
                 Ok(run(TensorView { shape, data: &data }))
             }
         }
     }
-}
-
-/// Little-endian f32 values, 4 bytes each.
-fn f32s_from_le(bytes: &[u8]) -> impl Iterator<Item = f32> + '_ {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
 }
 
 /// A tensor of `shape` in a slot range of `len` bytes: exactly its f32 values, or an error.
@@ -112,7 +100,7 @@ pub fn read_batch<P: Borrow<SlotPool>>(parts: &[(P, &TensorRef)]) -> Result<Tens
     for (pool, t) in parts {
         let bytes = pool.borrow().read(&t.shm).map_err(|e| e.to_string())?;
         check_len(&t.shape, bytes.len())?;
-        data.extend(f32s_from_le(bytes));
+        data.extend_from_slice(&f32s_of_le(bytes));
     }
     let mut shape = vec![rows];
     shape.extend(rest.iter().map(|&d| d as usize));

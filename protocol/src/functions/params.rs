@@ -147,7 +147,7 @@ pub struct ProbedStream {
 }
 
 /// A file's length and modification time: a probe of it holds while they do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileStamp {
     pub len: u64,
@@ -156,7 +156,7 @@ pub struct FileStamp {
 
 impl FileStamp {
     /// The stamp of the file at `path` now (`None`: no such file, or no modification time).
-    pub fn of(path: &str) -> Option<FileStamp> {
+    pub fn of(path: impl AsRef<std::path::Path>) -> Option<FileStamp> {
         let meta = std::fs::metadata(path).ok()?;
         let modified = meta.modified().ok()?;
         let since = modified.duration_since(std::time::UNIX_EPOCH).ok()?;

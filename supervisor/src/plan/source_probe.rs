@@ -10,6 +10,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+use protocol::functions::params::FileStamp;
 use protocol::functions::{self, Builtin};
 use protocol::limits::Limits;
 
@@ -52,7 +53,7 @@ const SOURCE_VIDEO: &str = "source.video";
 /// a URL as the planner probed it (`None` when it has not), a file with its stamp (the
 /// head probes a file that changed since; `None` when it changed during the probe).
 pub fn probed_stream(path: &str) -> Option<protocol::functions::params::ProbedStream> {
-    use protocol::functions::params::{FileStamp, ProbedStream};
+    use protocol::functions::params::ProbedStream;
     let key = (SOURCE_VIDEO.to_string(), path.to_string());
     let (probed, file) = if media::is_url(path) {
         (memo().known(&key)?, None)
@@ -116,15 +117,12 @@ fn probe(function: &str, path: &str, files: &[PathBuf], limits: &Limits) -> Resu
     })
 }
 
-/// The files' paths, sizes and modification times, hashed.
+/// The files' paths and stamps (sizes and modification times), hashed.
 fn fingerprint(files: &[PathBuf]) -> u64 {
     let mut h = DefaultHasher::new();
     for f in files {
         f.hash(&mut h);
-        if let Ok(m) = std::fs::metadata(f) {
-            m.len().hash(&mut h);
-            m.modified().ok().hash(&mut h);
-        }
+        FileStamp::of(f).hash(&mut h);
     }
     h.finish()
 }

@@ -19,6 +19,7 @@ use protocol::messages::{DType, Envelope, LossReason, Payload, PixelFormat};
 use protocol::node::Node;
 use protocol::shm::ShmRef;
 use stage::{Body, Emit, Item, Written};
+use std::borrow::Cow;
 use std::path::PathBuf;
 use vision::manifest::{Family, Manifest};
 use vision::{RgbView, TensorF32, TensorView};
@@ -351,46 +352,27 @@ fn push_tensors(
 }
 
 /// A model output as a step reads it: its values in place in the slot when they lie there as
-/// aligned f32 of this machine's byte order (little-endian; slots place tensors 64-byte
-/// aligned), else copied out first.
+/// aligned f32 of this machine's byte order (slots place tensors 64-byte aligned), else
+/// copied out first ([`vision::f32s_of_le`]).
 struct SlotTensor<'a> {
     shape: Vec<usize>,
-    data: SlotValues<'a>,
-}
-
-enum SlotValues<'a> {
-    InPlace(&'a [f32]),
-    Copied(Vec<f32>),
+    data: Cow<'a, [f32]>,
 }
 
 impl<'a> SlotTensor<'a> {
     fn read(bytes: &'a [u8], shape: &[u32]) -> Result<SlotTensor<'a>, StageError> {
-        let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
-        let in_place = cfg!(target_endian = "little")
-            .then(|| bytemuck::try_cast_slice::<u8, f32>(bytes).ok())
-            .flatten();
-        let data = match in_place {
-            Some(values) => SlotValues::InPlace(values),
-            None => SlotValues::Copied(
-                bytes
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-            ),
+        let tensor = SlotTensor {
+            shape: shape.iter().map(|&d| d as usize).collect(),
+            data: vision::f32s_of_le(bytes),
         };
-        let tensor = SlotTensor { shape, data };
         tensor.view().check("model output").map_err(vision_err)?;
         Ok(tensor)
     }
 
     fn view(&self) -> TensorView<'_> {
-        let data = match &self.data {
-            SlotValues::InPlace(values) => values,
-            SlotValues::Copied(values) => values.as_slice(),
-        };
         TensorView {
             shape: &self.shape,
-            data,
+            data: &self.data,
         }
     }
 }
@@ -485,7 +467,8 @@ pub fn from_json<T: serde::de::DeserializeOwned>(parts: &Parts) -> Result<T, Sta
 
 #[cfg(test)]
 mod tests {
-    use super::{SlotTensor, SlotValues, TensorSource};
+    use super::{SlotTensor, TensorSource};
+    use std::borrow::Cow;
     use vision::TensorF32;
 
     fn le_bytes(values: &[f32]) -> Vec<u8> {
@@ -507,7 +490,7 @@ mod tests {
                 values.as_slice(),
                 "{at} bytes into the buffer"
             );
-            let in_place = matches!(t.data, SlotValues::InPlace(_));
+            let in_place = matches!(t.data, Cow::Borrowed(_));
             assert_eq!(in_place, at == aligned && cfg!(target_endian = "little"));
         }
     }
