@@ -7,7 +7,8 @@
 # SMARTPIPE_WORKER_DIR=DIR for the workers of another build. Needs tools/bench/models.sh's
 # media and apps (run it once first).
 # usage: tools/bench/loop_ratio.sh ROUNDS LABEL "KEY=VALUE ..." [LABEL "KEY=VALUE ..."]...
-# example: tools/bench/loop_ratio.sh 4 new "X=1" old "SMARTPIPE_WORKER_DIR=/tmp/oldbin"
+# example: tools/bench/loop_ratio.sh 4 new "X=1" old "SUPERVISOR=/tmp/oldbin/supervisor SMARTPIPE_WORKER_DIR=/tmp/oldbin"
+# (an older build's supervisor with its own workers: the two speak one version of the params)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -23,8 +24,10 @@ for r in $(seq 1 "$ROUNDS"); do
     line="round $r: loop $(printf %.2f "$loop")/s"
     args=("$@")
     for ((i = 0; i < ${#args[@]}; i += 2)); do
-        rate=$(python3 tools/bench/app_ab.py target/release/supervisor "$W/apps/faces.json" 1 \
-            "${args[i]}" "${args[i + 1]}" 2>&1 | awk '/^round/ {sub("/s", "", $5); print $5}')
+        out=$(python3 tools/bench/app_ab.py target/release/supervisor "$W/apps/faces.json" 1 \
+            "${args[i]}" "${args[i + 1]}" 2>&1) || true
+        rate=$(awk '/^round/ {sub("/s", "", $5); print $5}' <<< "$out")
+        [ -n "$rate" ] || { echo "arm ${args[i]} gave no rate:" >&2; tail -5 <<< "$out" >&2; exit 1; }
         line+="  ${args[i]} ${rate}/s = $(python3 -c "print(f'{$rate / $loop:.3f}')")x"
     done
     echo "$line"
