@@ -13,13 +13,19 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 /// within `timeout`. A signal interrupting the wait counts as nothing yet: callers wait
 /// again for what is left of their own deadline.
 pub fn readable_within(fd: BorrowedFd<'_>, timeout: Duration) -> std::io::Result<bool> {
-    let ms = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    match poll(&mut fds, PollTimeout::from(ms)) {
+    match poll(&mut fds, PollTimeout::from(poll_ms(timeout))) {
         Ok(n) => Ok(n > 0),
         Err(nix::errno::Errno::EINTR) => Ok(false),
         Err(e) => Err(std::io::Error::from(e)),
     }
+}
+
+/// `poll`'s timeout for a wait of `d`: whole milliseconds, rounded up (at most `u16::MAX`).
+/// Rounded down, a caller waiting out its deadline would poll with 0 for the last
+/// millisecond before it, and spin there.
+fn poll_ms(d: Duration) -> u16 {
+    u16::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX)
 }
 
 /// Run `cmd` to its end and collect what it printed, as [`Command::output`] does, unless it
@@ -61,7 +67,7 @@ fn collect_within(
         if left.is_zero() {
             return Ok(None);
         }
-        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let ms = poll_ms(left);
         let mut fds = Vec::with_capacity(2);
         if out_open {
             fds.push(PollFd::new(stdout.as_fd(), PollFlags::POLLIN));
@@ -144,5 +150,32 @@ mod tests {
             readable_within(reader.as_fd(), quick).expect("poll"),
             "its end"
         );
+    }
+
+    #[test]
+    fn a_wait_polls_for_whole_milliseconds_rounded_up() {
+        // A sub-millisecond rest of a deadline must sleep, not poll with 0 and spin.
+        assert_eq!(poll_ms(Duration::ZERO), 0);
+        assert_eq!(poll_ms(Duration::from_micros(1)), 1);
+        assert_eq!(poll_ms(Duration::from_micros(900)), 1);
+        assert_eq!(poll_ms(Duration::from_millis(1)), 1);
+        assert_eq!(poll_ms(Duration::from_micros(199_400)), 200);
+        assert_eq!(poll_ms(Duration::from_secs(3600)), u16::MAX);
+    }
+
+    #[test]
+    fn waiting_out_a_silent_pipe_sleeps_instead_of_spinning() {
+        // What the video source does for a stream that stalls: wait for what is left of a
+        // deadline, again and again. Rounded down, the last part of each wait was a
+        // poll(0) spin: tens of calls where a few do.
+        let (reader, _writer) = std::io::pipe().expect("pipe");
+        let deadline = Instant::now() + Duration::from_micros(20_500);
+        let mut polls = 0;
+        while Instant::now() < deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!readable_within(reader.as_fd(), left).expect("poll"));
+            polls += 1;
+        }
+        assert!(polls <= 3, "{polls} polls for one 20.5 ms wait");
     }
 }

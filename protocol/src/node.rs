@@ -20,6 +20,7 @@ mod ending;
 mod heartbeat;
 mod item_key;
 mod losses;
+mod receive;
 mod slots;
 mod tail;
 
@@ -484,7 +485,7 @@ impl Node {
             if let Some(end) = self.end_reached() {
                 return Ok(end);
             }
-            let wait = deadline.saturating_duration_since(Instant::now());
+            let wait = receive::receive_wait(deadline.saturating_duration_since(Instant::now()));
             let bytes = match self.inbox.try_recv_timeout(wait) {
                 Ok(bytes) => bytes,
                 Err(ipc_channel::TryRecvError::Empty) => {

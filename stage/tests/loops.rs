@@ -2,8 +2,8 @@
 //! function drops is released, a forward fans out with one hold per consumer, a write
 //! is passed on and its input given back, a tail sees out-of-order arrivals once and in
 //! order and acknowledges them (duplicates dropped, skips closing gaps, no sleeping on
-//! an acknowledgement, a restart resumed), and a full pool gives the typed reason of
-//! its policy.
+//! an acknowledgement, a restart resumed), a full pool gives the typed reason of its
+//! policy, and an idle stage sleeps through its receive timeouts.
 
 mod harness;
 
@@ -502,4 +502,34 @@ fn a_best_effort_head_behind_its_pace_skips_to_its_newest_item_and_counts_the_re
             .skip_late(&mut h.node, 0, now_ns() - 10_000 * ms, true)
             .unwrap());
     }
+}
+
+/// CPU time this thread has run, from the scheduler's own count (ns, exact at each switch).
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+}
+
+#[test]
+fn an_idle_stage_sleeps_through_its_receive_timeouts_instead_of_spinning() {
+    // A stage waiting on an empty inbox, as an idle replica does all day. ipc-channel
+    // rounds a timeout down to whole milliseconds: waits of 1.9 ms used to sleep 1 ms and
+    // spin the rest (about half their time on the CPU); now they sleep it all.
+    let mut h = start("cpu", 1, ServiceType::BestEffort, 4);
+    let (cpu0, wall0) = (thread_cpu(), std::time::Instant::now());
+    for _ in 0..20 {
+        assert!(matches!(
+            h.node.next(Duration::from_micros(1900)).unwrap(),
+            protocol::node::Event::Idle
+        ));
+    }
+    let (cpu, wall) = (thread_cpu() - cpu0, wall0.elapsed());
+    assert!(
+        wall >= Duration::from_millis(38),
+        "every wait lasted its timeout: {wall:?}"
+    );
+    assert!(
+        cpu * 5 < wall,
+        "waiting burned {cpu:?} of CPU in {wall:?} (a spin, not a sleep)"
+    );
 }
