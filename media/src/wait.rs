@@ -21,11 +21,10 @@ pub fn readable_within(fd: BorrowedFd<'_>, timeout: Duration) -> std::io::Result
     }
 }
 
-/// `poll`'s timeout for a wait of `d`: whole milliseconds, rounded up (at most `u16::MAX`).
-/// Rounded down, a caller waiting out its deadline would poll with 0 for the last
-/// millisecond before it, and spin there.
+/// `poll`'s timeout for a wait of `d`: whole milliseconds rounded up
+/// ([`protocol::clock::whole_ms_up`]: no spin before a deadline), at most `u16::MAX`.
 fn poll_ms(d: Duration) -> u16 {
-    u16::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX)
+    u16::try_from(protocol::clock::whole_ms_up(d).as_millis()).unwrap_or(u16::MAX)
 }
 
 /// Run `cmd` to its end and collect what it printed, as [`Command::output`] does, unless it

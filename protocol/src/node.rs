@@ -20,7 +20,6 @@ mod ending;
 mod heartbeat;
 mod item_key;
 mod losses;
-mod receive;
 mod slots;
 mod tail;
 
@@ -485,7 +484,8 @@ impl Node {
             if let Some(end) = self.end_reached() {
                 return Ok(end);
             }
-            let wait = receive::receive_wait(deadline.saturating_duration_since(Instant::now()));
+            let wait =
+                crate::clock::whole_ms_up(deadline.saturating_duration_since(Instant::now()));
             let bytes = match self.inbox.try_recv_timeout(wait) {
                 Ok(bytes) => bytes,
                 Err(ipc_channel::TryRecvError::Empty) => {
